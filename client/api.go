@@ -1,0 +1,280 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// Every method below fails over between sites as the package documentation
+// describes, and returns a *salamander.Error for a final API error. Besides
+// the codes listed per method, any method may return unauthorized (missing,
+// expired or revoked token), invalid_request, too_large and internal; when
+// ctx ends first the error wraps ctx.Err().
+
+// SignUp creates an account and signs in as it, keeping the session's token
+// for later calls. If a failover hid the outcome of an earlier attempt and
+// the retry finds the name taken, SignUp logs in with the same password and
+// returns that session when it succeeds. Codes: conflict (name taken).
+func (c *Client) SignUp(ctx context.Context, name, displayName, password string) (salamander.Session, error) {
+	req := salamander.SignUpRequest{Name: name, DisplayName: displayName, Password: password}
+	var s salamander.Session
+	retried, err := c.call(ctx, http.MethodPost, "/v1/signup", req, &s)
+	if err != nil {
+		if retried && salamander.ErrorCode(err) == salamander.CodeConflict {
+			if s, lerr := c.Login(ctx, name, password); lerr == nil {
+				return s, nil
+			}
+		}
+		return salamander.Session{}, err
+	}
+	c.setSession(s)
+	return s, nil
+}
+
+// Login signs in and keeps the session's token for later calls.
+// Codes: unauthorized (unknown user or wrong password).
+func (c *Client) Login(ctx context.Context, name, password string) (salamander.Session, error) {
+	var s salamander.Session
+	if _, err := c.call(ctx, http.MethodPost, "/v1/login", salamander.LoginRequest{Name: name, Password: password}, &s); err != nil {
+		return salamander.Session{}, err
+	}
+	c.setSession(s)
+	return s, nil
+}
+
+// Logout revokes the client's token at every site and forgets it.
+func (c *Client) Logout(ctx context.Context) error {
+	return c.logout(ctx, "/v1/logout")
+}
+
+// LogoutAll revokes every token of the signed-in user at every site, and
+// forgets the client's own.
+func (c *Client) LogoutAll(ctx context.Context) error {
+	return c.logout(ctx, "/v1/logout?all=true")
+}
+
+func (c *Client) logout(ctx context.Context, path string) error {
+	retried, err := c.call(ctx, http.MethodPost, path, nil, nil)
+	// After an unseen success the retry is refused: the token is revoked.
+	if err != nil && !(retried && salamander.ErrorCode(err) == salamander.CodeUnauthorized) {
+		return err
+	}
+	c.SetToken("")
+	return nil
+}
+
+// Me returns the signed-in user's profile.
+func (c *Client) Me(ctx context.Context) (salamander.User, error) {
+	var u salamander.User
+	if _, err := c.call(ctx, http.MethodGet, "/v1/me", nil, &u); err != nil {
+		return salamander.User{}, err
+	}
+	c.mu.Lock()
+	c.user = u.Name
+	c.mu.Unlock()
+	return u, nil
+}
+
+// UpdateProfile changes the fields of the signed-in user's profile that p
+// sets, and returns the new profile.
+func (c *Client) UpdateProfile(ctx context.Context, p salamander.ProfileRequest) (salamander.User, error) {
+	var u salamander.User
+	if _, err := c.call(ctx, http.MethodPatch, "/v1/me", p, &u); err != nil {
+		return salamander.User{}, err
+	}
+	return u, nil
+}
+
+// User returns a user's public profile. Codes: not_found.
+func (c *Client) User(ctx context.Context, name string) (salamander.User, error) {
+	var u salamander.User
+	if _, err := c.call(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(name), nil, &u); err != nil {
+		return salamander.User{}, err
+	}
+	return u, nil
+}
+
+// AddFriend adds a user to the signed-in user's friends and returns their
+// profile. Codes: not_found, conflict.
+func (c *Client) AddFriend(ctx context.Context, name string) (salamander.User, error) {
+	var u salamander.User
+	if _, err := c.call(ctx, http.MethodPost, "/v1/friends", salamander.FriendRequest{Name: name}, &u); err != nil {
+		return salamander.User{}, err
+	}
+	return u, nil
+}
+
+// Friends returns the signed-in user's friends.
+func (c *Client) Friends(ctx context.Context) ([]salamander.User, error) {
+	var r struct {
+		Friends []salamander.User `json:"friends"`
+	}
+	if _, err := c.call(ctx, http.MethodGet, "/v1/friends", nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Friends, nil
+}
+
+// Rooms returns the rooms the signed-in user is a member of, each with its
+// unread count and last message. Their read markers feed Unread.
+func (c *Client) Rooms(ctx context.Context) ([]salamander.Room, error) {
+	var r struct {
+		Rooms []salamander.Room `json:"rooms"`
+	}
+	if _, err := c.call(ctx, http.MethodGet, "/v1/rooms", nil, &r); err != nil {
+		return nil, err
+	}
+	for i := range r.Rooms {
+		c.observeRoom(&r.Rooms[i])
+	}
+	return r.Rooms, nil
+}
+
+// Room returns one room. Codes: not_found, forbidden (not a member).
+func (c *Client) Room(ctx context.Context, roomID string) (salamander.Room, error) {
+	return c.roomCall(ctx, http.MethodGet, roomPath(roomID, ""), nil)
+}
+
+// DirectRoom returns the 1:1 room with another user, creating it if there is
+// none yet. There is exactly one such room per pair. Codes: not_found.
+func (c *Client) DirectRoom(ctx context.Context, with string) (salamander.Room, error) {
+	return c.roomCall(ctx, http.MethodPost, "/v1/rooms/direct", salamander.DirectRoomRequest{With: with})
+}
+
+// CreateGroup creates a group room with the signed-in user and members.
+// Codes: not_found (unknown member).
+func (c *Client) CreateGroup(ctx context.Context, name string, members []string) (salamander.Room, error) {
+	return c.roomCall(ctx, http.MethodPost, "/v1/rooms/group", salamander.GroupRoomRequest{Name: name, Members: members})
+}
+
+// Invite adds users to a group room and returns the room.
+// Codes: not_found, forbidden (not a member, or a direct room).
+func (c *Client) Invite(ctx context.Context, roomID string, users ...string) (salamander.Room, error) {
+	return c.roomCall(ctx, http.MethodPost, roomPath(roomID, "/invite"), salamander.InviteRequest{Users: users})
+}
+
+// Leave removes the signed-in user from a group room. If a failover hid an
+// earlier attempt's success, the retry's forbidden answer (no longer a
+// member) counts as success. Codes: not_found, forbidden.
+func (c *Client) Leave(ctx context.Context, roomID string) error {
+	retried, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/leave"), nil, nil)
+	if err != nil && retried && salamander.ErrorCode(err) == salamander.CodeForbidden {
+		return nil
+	}
+	return err
+}
+
+// Rename renames a group room and returns it. Codes: not_found, forbidden.
+func (c *Client) Rename(ctx context.Context, roomID, name string) (salamander.Room, error) {
+	return c.roomCall(ctx, http.MethodPost, roomPath(roomID, "/rename"), salamander.RenameRequest{Name: name})
+}
+
+// HistoryQuery selects a page of a room's history. With neither Before nor
+// After set it selects the newest messages.
+type HistoryQuery struct {
+	// Before selects messages older than this seq (0: unset).
+	Before uint64
+	// After selects messages newer than this seq (0: unset).
+	After uint64
+	// Limit is the page size (0: the server's default; at most
+	// salamander.MaxPageSize).
+	Limit int
+}
+
+// History returns a page of a room's messages in ascending seq order.
+// Codes: not_found, forbidden.
+func (c *Client) History(ctx context.Context, roomID string, q HistoryQuery) (salamander.HistoryPage, error) {
+	v := url.Values{}
+	if q.Before > 0 {
+		v.Set("before", strconv.FormatUint(q.Before, 10))
+	}
+	if q.After > 0 {
+		v.Set("after", strconv.FormatUint(q.After, 10))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	path := roomPath(roomID, "/messages")
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	var p salamander.HistoryPage
+	if _, err := c.call(ctx, http.MethodGet, path, nil, &p); err != nil {
+		return salamander.HistoryPage{}, err
+	}
+	return p, nil
+}
+
+// MarkRead moves the signed-in user's read marker in a room to seq.
+// Codes: not_found, forbidden.
+func (c *Client) MarkRead(ctx context.Context, roomID string, seq uint64) error {
+	if _, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/read"), salamander.ReadRequest{Seq: seq}, nil); err != nil {
+		return err
+	}
+	if me := c.UserName(); me != "" {
+		c.observeRead(roomID, me, seq)
+	}
+	return nil
+}
+
+// SetTyping tells the room's other members that the signed-in user is (or
+// stopped) typing. It is ephemeral: nothing is stored. Codes: not_found,
+// forbidden.
+func (c *Client) SetTyping(ctx context.Context, roomID string, typing bool) error {
+	_, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/typing"), salamander.TypingRequest{Typing: typing}, nil)
+	return err
+}
+
+// Sync returns stored events for the signed-in user after cursor ("" for
+// all), at most limit of them (0: the server's default). Call again with
+// the result's Cursor at once while More is true. Sync does not touch the
+// Client's own cursor (see Subscribe). Codes: invalid_request (malformed
+// cursor).
+func (c *Client) Sync(ctx context.Context, cursor string, limit int) (salamander.SyncResult, error) {
+	v := url.Values{}
+	if cursor != "" {
+		v.Set("cursor", cursor)
+	}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/v1/sync"
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	var r salamander.SyncResult
+	if _, err := c.call(ctx, http.MethodGet, path, nil, &r); err != nil {
+		return salamander.SyncResult{}, err
+	}
+	return r, nil
+}
+
+// Presence returns whether each of users has a device connected anywhere.
+func (c *Client) Presence(ctx context.Context, users ...string) ([]salamander.Presence, error) {
+	path := "/v1/presence?" + url.Values{"users": {strings.Join(users, ",")}}.Encode()
+	var r struct {
+		Presence []salamander.Presence `json:"presence"`
+	}
+	if _, err := c.call(ctx, http.MethodGet, path, nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Presence, nil
+}
+
+func (c *Client) roomCall(ctx context.Context, method, path string, in any) (salamander.Room, error) {
+	var r salamander.Room
+	if _, err := c.call(ctx, method, path, in, &r); err != nil {
+		return salamander.Room{}, err
+	}
+	c.observeRoom(&r)
+	return r, nil
+}
+
+func roomPath(roomID, suffix string) string {
+	return "/v1/rooms/" + url.PathEscape(roomID) + suffix
+}

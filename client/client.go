@@ -1,0 +1,230 @@
+// Package client is the Go SDK for Salamander, a messenger served by several
+// sites (data centers) at once.
+//
+// A Client knows the base URL of every site. It promises:
+//
+//   - Failover. A request that a site cannot serve (HTTP 502, 503, 504, a
+//     refused or broken connection, a timeout) is retried at the next site,
+//     round after round with exponential backoff and full jitter, until it
+//     succeeds or its context ends. Any other error answer (4xx, 500) is
+//     final and is returned as a *salamander.Error whose Code the caller can
+//     switch on.
+//   - No lost and no duplicated messages. Send gives each message a random
+//     client id and retries it with the same id at every site until a quorum
+//     of sites holds it; the server returns the original message for a
+//     repeated id. Messages not yet acknowledged are listed by Pending.
+//   - Ordered, exactly-once live events. A Subscription keeps one WebSocket
+//     open to some site, resumes from the Client's cursor at another site when
+//     that one breaks, and drops every stored event it has already delivered.
+//
+// A Client is safe for concurrent use by many goroutines. Every goroutine it
+// starts belongs to a Subscription and ends when the Subscription is closed.
+package client
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultMinBackoff     = 100 * time.Millisecond
+	DefaultMaxBackoff     = 3 * time.Second
+)
+
+// Config configures a Client. Only Sites is required.
+type Config struct {
+	// Sites are the base URLs of every site, e.g. "http://127.0.0.1:8081".
+	// Every site serves the whole API; the order only decides which one is
+	// tried after which.
+	Sites []string
+	// Prefer is the index in Sites of the site to try first (default 0).
+	Prefer int
+	// HTTPClient makes the requests and WebSocket handshakes. Its Timeout
+	// should be zero; RequestTimeout bounds each attempt instead. Default: a
+	// client using http.DefaultTransport.
+	HTTPClient *http.Client
+	// RequestTimeout bounds one attempt at one site (default 10s). When it
+	// expires the site counts as unusable and the request moves on.
+	RequestTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the pause between rounds through all
+	// sites (defaults 100ms and 3s). The first round has no pause; the pause
+	// before round n+1 is drawn uniformly from [0, min(MaxBackoff,
+	// MinBackoff·2ⁿ⁻¹)).
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// Logger receives failovers and reconnects (default: discarded).
+	Logger *slog.Logger
+	// Rand is the source of backoff jitter (default: the runtime's
+	// generator). Client ids always come from crypto/rand.
+	Rand rand.Source
+}
+
+// Client talks to a Salamander deployment on behalf of one user.
+type Client struct {
+	sites      []string
+	httpClient *http.Client
+	timeout    time.Duration
+	minBackoff time.Duration
+	maxBackoff time.Duration
+	log        *slog.Logger
+
+	randMu sync.Mutex
+	rand   *rand.Rand // nil: use the global generator
+
+	mu      sync.Mutex
+	cur     int           // index of the site requests start at
+	badAt   []time.Time   // when each site last failed
+	badCh   chan struct{} // closed and replaced whenever a site fails
+	token   string
+	user    string
+	outbox  map[string]*PendingMessage
+	outSeq  uint64
+	state   *eventState
+	markers map[string]map[string]uint64 // room -> member -> read marker
+}
+
+// New returns a Client for the sites in cfg. It does not contact any site.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Sites) == 0 {
+		return nil, errors.New("client: no sites configured")
+	}
+	sites := make([]string, len(cfg.Sites))
+	for i, s := range cfg.Sites {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("client: site %q is not an http(s) base URL", s)
+		}
+		sites[i] = strings.TrimRight(u.String(), "/")
+	}
+	if cfg.Prefer < 0 || cfg.Prefer >= len(sites) {
+		return nil, fmt.Errorf("client: Prefer %d is not an index into %d sites", cfg.Prefer, len(sites))
+	}
+	c := &Client{
+		sites:      sites,
+		httpClient: cfg.HTTPClient,
+		timeout:    cfg.RequestTimeout,
+		minBackoff: cfg.MinBackoff,
+		maxBackoff: cfg.MaxBackoff,
+		log:        cfg.Logger,
+		cur:        cfg.Prefer,
+		badAt:      make([]time.Time, len(sites)),
+		badCh:      make(chan struct{}),
+		outbox:     map[string]*PendingMessage{},
+		state:      newEventState(),
+		markers:    map[string]map[string]uint64{},
+	}
+	if c.httpClient == nil {
+		c.httpClient = &http.Client{}
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultRequestTimeout
+	}
+	if c.minBackoff <= 0 {
+		c.minBackoff = DefaultMinBackoff
+	}
+	if c.maxBackoff <= 0 {
+		c.maxBackoff = DefaultMaxBackoff
+	}
+	if c.maxBackoff < c.minBackoff {
+		c.maxBackoff = c.minBackoff
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("system", "client")
+	if cfg.Rand != nil {
+		c.rand = rand.New(cfg.Rand)
+	}
+	return c, nil
+}
+
+// Sites returns the base URLs of every site, in configured order.
+func (c *Client) Sites() []string { return append([]string(nil), c.sites...) }
+
+// Site returns the base URL of the site requests currently start at: the
+// last one that answered, or the next one after the last that failed.
+func (c *Client) Site() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sites[c.cur]
+}
+
+// Token returns the bearer token in use ("" before SignUp, Login or SetToken).
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// SetToken sets the bearer token sent with every request, e.g. one saved
+// from an earlier session. It forgets the user name until Me is called.
+func (c *Client) SetToken(token string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.token = token
+	c.user = ""
+}
+
+// UserName returns the name of the signed-in user, as learned from SignUp,
+// Login or Me ("" when unknown).
+func (c *Client) UserName() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
+func (c *Client) setSession(s salamander.Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.token = s.Token
+	c.user = s.User.Name
+}
+
+// startSite returns the index requests start at.
+func (c *Client) startSite() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+// siteOK records that site i answered, so later requests start there.
+func (c *Client) siteOK(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cur = i
+}
+
+// siteBad records that site i is unusable: requests move to the next site
+// and a Subscription connected to it reconnects elsewhere.
+func (c *Client) siteBad(i int, err error) {
+	c.mu.Lock()
+	c.badAt[i] = time.Now()
+	moved := c.cur == i
+	if moved {
+		c.cur = (i + 1) % len(c.sites)
+	}
+	close(c.badCh)
+	c.badCh = make(chan struct{})
+	next := c.sites[c.cur]
+	c.mu.Unlock()
+	c.log.Warn("site unusable", "site", c.sites[i], "next", next, "error", err)
+}
+
+// badSince reports whether site i has failed after t, and a channel closed
+// the next time any site fails.
+func (c *Client) badSince(i int, t time.Time) (bool, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.badAt[i].After(t), c.badCh
+}

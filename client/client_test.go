@@ -1,0 +1,411 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// site is a fake site: an httptest server whose handler a test sets.
+type site struct {
+	*httptest.Server
+	calls atomic.Int64
+}
+
+func newSite(t *testing.T, h http.HandlerFunc) *site {
+	t.Helper()
+	s := &site{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.calls.Add(1)
+		h(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func newTestClient(t *testing.T, sites ...*site) *Client {
+	t.Helper()
+	urls := make([]string, len(sites))
+	for i, s := range sites {
+		urls[i] = s.URL
+	}
+	c, err := New(Config{
+		Sites:          urls,
+		RequestTimeout: 500 * time.Millisecond,
+		MinBackoff:     time.Millisecond,
+		MaxBackoff:     5 * time.Millisecond,
+		Rand:           rand.NewPCG(1, 2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func unavailable(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusServiceUnavailable, salamander.Errorf(salamander.CodeUnavailable, "no quorum"))
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, cfg := range []Config{
+		{},
+		{Sites: []string{"ftp://x"}},
+		{Sites: []string{"http://a"}, Prefer: 1},
+		{Sites: []string{"http://a"}, Prefer: -1},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func TestBackoffBounds(t *testing.T) {
+	c, err := New(Config{Sites: []string{"http://a"}, MinBackoff: 100 * time.Millisecond, MaxBackoff: 3 * time.Second, Rand: rand.NewPCG(3, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 70; n++ {
+		ceil := min(3*time.Second, 100*time.Millisecond<<min(n-1, 20))
+		var top time.Duration
+		for range 500 {
+			d := c.backoff(n)
+			if d < 0 || d >= ceil {
+				t.Fatalf("backoff(%d) = %v, want in [0, %v)", n, d, ceil)
+			}
+			top = max(top, d)
+		}
+		if top < ceil/2 {
+			t.Errorf("backoff(%d): largest of 500 draws %v, want jitter over [0, %v)", n, top, ceil)
+		}
+	}
+}
+
+func TestDecodeError(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+		code   salamander.Code
+		msg    string
+	}{
+		{409, `{"code":"conflict","message":"name taken"}`, salamander.CodeConflict, "name taken"},
+		{404, `<html>nope</html>`, salamander.CodeNotFound, "<html>nope</html>"},
+		{418, ``, salamander.CodeInvalid, "I'm a teapot"},
+		{503, `{"code":"unavailable"}`, salamander.CodeUnavailable, "Service Unavailable"},
+		{502, `bad gateway`, salamander.CodeInternal, "bad gateway"},
+	} {
+		e := decodeError(tc.status, []byte(tc.body))
+		if e.Code != tc.code || e.Message != tc.msg {
+			t.Errorf("decodeError(%d, %q) = %q %q, want %q %q", tc.status, tc.body, e.Code, e.Message, tc.code, tc.msg)
+		}
+	}
+}
+
+func TestFailoverToNextSite(t *testing.T) {
+	a := newSite(t, unavailable)
+	b := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/signup" || r.Method != http.MethodPost {
+			t.Errorf("got %s %s", r.Method, r.URL.Path)
+		}
+		writeJSON(w, http.StatusCreated, salamander.Session{Token: "tok", User: salamander.User{Name: "ann"}})
+	})
+	c := newSite(t, unavailable)
+	cl := newTestClient(t, a, b, c)
+
+	s, err := cl.SignUp(t.Context(), "ann", "Ann", "password1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Token != "tok" || cl.Token() != "tok" || cl.UserName() != "ann" {
+		t.Errorf("session %+v, Token() %q", s, cl.Token())
+	}
+	if a.calls.Load() != 1 || b.calls.Load() != 1 || c.calls.Load() != 0 {
+		t.Errorf("calls a=%d b=%d c=%d, want 1 1 0", a.calls.Load(), b.calls.Load(), c.calls.Load())
+	}
+	if cl.Site() != b.URL {
+		t.Errorf("Site() = %s, want %s", cl.Site(), b.URL)
+	}
+}
+
+func TestFailoverOnTimeoutAndRefusedConnection(t *testing.T) {
+	hang := newSite(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	dead := newSite(t, unavailable)
+	dead.Close() // connection refused from now on
+	ok := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, salamander.User{Name: "ann"})
+	})
+	cl := newTestClient(t, hang, dead, ok)
+	u, err := cl.Me(t.Context())
+	if err != nil || u.Name != "ann" {
+		t.Fatalf("Me = %+v, %v", u, err)
+	}
+}
+
+func TestFinalErrorIsNotRetried(t *testing.T) {
+	a := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusConflict, salamander.Errorf(salamander.CodeConflict, "name taken"))
+	})
+	b := newSite(t, unavailable)
+	cl := newTestClient(t, a, b)
+	_, err := cl.SignUp(t.Context(), "ann", "Ann", "password1")
+	var e *salamander.Error
+	if !errors.As(err, &e) || e.Code != salamander.CodeConflict {
+		t.Fatalf("err = %v, want conflict", err)
+	}
+	if b.calls.Load() != 0 {
+		t.Errorf("second site called %d times", b.calls.Load())
+	}
+}
+
+func TestSignUpConflictAfterFailoverLogsIn(t *testing.T) {
+	a := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusBadGateway, nil)
+	})
+	var logins atomic.Int64
+	b := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/signup":
+			writeJSON(w, http.StatusConflict, salamander.Errorf(salamander.CodeConflict, "name taken"))
+		case "/v1/login":
+			logins.Add(1)
+			var req salamander.LoginRequest
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			if req.Password != "password1" {
+				writeJSON(w, http.StatusUnauthorized, salamander.Errorf(salamander.CodeUnauthorized, "bad password"))
+				return
+			}
+			writeJSON(w, http.StatusOK, salamander.Session{Token: "tok2", User: salamander.User{Name: req.Name}})
+		}
+	})
+	cl := newTestClient(t, a, b)
+	s, err := cl.SignUp(t.Context(), "ann", "Ann", "password1")
+	if err != nil || s.Token != "tok2" {
+		t.Fatalf("SignUp = %+v, %v", s, err)
+	}
+	// Someone else's account: the login fails and the conflict stands.
+	cl2 := newTestClient(t, a, b)
+	if _, err := cl2.SignUp(t.Context(), "ann", "Ann", "password2"); salamander.ErrorCode(err) != salamander.CodeConflict {
+		t.Fatalf("err = %v, want conflict", err)
+	}
+	if logins.Load() != 2 {
+		t.Errorf("logins = %d, want 2", logins.Load())
+	}
+}
+
+func TestSendKeepsClientIDAcrossFailover(t *testing.T) {
+	var mu sync.Mutex
+	var ids []string
+	record := func(r *http.Request) {
+		var req salamander.SendRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		ids = append(ids, req.ClientID)
+		mu.Unlock()
+	}
+	a := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		record(r)
+		unavailable(w, r)
+	})
+	b := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		record(r)
+		if r.URL.Path != "/v1/rooms/g_0123456789abcdef/messages" {
+			t.Errorf("path %s", r.URL.Path)
+		}
+		writeJSON(w, http.StatusCreated, salamander.SendResult{Message: salamander.Message{Seq: 7, Text: "hi"}})
+	})
+	cl := newTestClient(t, a, b)
+	res, err := cl.Send(t.Context(), "g_0123456789abcdef", "hi")
+	if err != nil || res.Message.Seq != 7 {
+		t.Fatalf("Send = %+v, %v", res, err)
+	}
+	if len(ids) != 2 || ids[0] != ids[1] || len(ids[0]) != 32 {
+		t.Errorf("client ids %q, want the same 32-hex id twice", ids)
+	}
+	if p := cl.Pending(); len(p) != 0 {
+		t.Errorf("Pending() = %+v after ack", p)
+	}
+}
+
+func TestUnacknowledgedSendStaysPending(t *testing.T) {
+	a := newSite(t, unavailable)
+	b := newSite(t, unavailable)
+	cl := newTestClient(t, a, b)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	_, err := cl.SendWithID(ctx, "g_0123456789abcdef", "id-1", "hello")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	p := cl.Pending()
+	if len(p) != 1 || p[0].ClientID != "id-1" || p[0].Text != "hello" {
+		t.Fatalf("Pending() = %+v", p)
+	}
+	cl.Forget("id-1")
+	if len(cl.Pending()) != 0 {
+		t.Error("Forget left the message pending")
+	}
+	// A refused message leaves the outbox.
+	c := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusForbidden, salamander.Errorf(salamander.CodeForbidden, "not a member"))
+	})
+	cl = newTestClient(t, c)
+	if _, err := cl.Send(t.Context(), "g_0123456789abcdef", "x"); salamander.ErrorCode(err) != salamander.CodeForbidden {
+		t.Fatalf("err = %v", err)
+	}
+	if len(cl.Pending()) != 0 {
+		t.Error("refused message still pending")
+	}
+}
+
+func TestEventDedupe(t *testing.T) {
+	s := newEventState()
+	msg := func(stream string, pos uint64, room string, seq uint64) *salamander.Event {
+		return &salamander.Event{Type: salamander.EventMessage, Pos: &salamander.Position{Stream: stream, Seq: pos},
+			Message: &salamander.Message{Room: room, Seq: seq}}
+	}
+	steps := []struct {
+		ev    *salamander.Event
+		fresh bool
+	}{
+		{msg("p0", 1, "r1", 1), true},
+		{msg("p0", 1, "r1", 1), false}, // same position again
+		{msg("p1", 1, "r2", 1), true},  // other stream
+		{msg("p0", 2, "r1", 2), true},
+		{msg("p0", 9, "r1", 2), false}, // same (room, seq) at a new position
+		{&salamander.Event{Type: salamander.EventTyping}, true},
+		{&salamander.Event{Type: salamander.EventTyping}, true},
+	}
+	for i, st := range steps {
+		if got := s.fresh(st.ev); got != st.fresh {
+			t.Fatalf("step %d: fresh = %v, want %v", i, got, st.fresh)
+		}
+		if st.fresh {
+			s.delivered(st.ev)
+		}
+	}
+	if got := s.cursor.String(); got != "p0:2,p1:1" {
+		t.Errorf("cursor %q", got)
+	}
+}
+
+func TestUnread(t *testing.T) {
+	cl := newTestClient(t, newSite(t, unavailable))
+	cl.observeRoom(&salamander.Room{ID: "r", Members: []string{"a", "b", "c"}, ReadMarkers: map[string]uint64{"a": 5, "b": 2}})
+	cl.observe(&salamander.Event{Type: salamander.EventMessage, Message: &salamander.Message{Room: "r", Seq: 6, Sender: "c"}})
+	if n := cl.Unread("r", 6, 3); n != 2 {
+		t.Errorf("unread of 6 = %d, want 2", n)
+	}
+	if n := cl.Unread("r", 3, 3); n != 1 {
+		t.Errorf("unread of 3 = %d, want 1", n)
+	}
+	cl.observe(&salamander.Event{Type: salamander.EventRead, RoomID: "r", User: "b", Seq: 6})
+	cl.observe(&salamander.Event{Type: salamander.EventRead, RoomID: "r", User: "b", Seq: 1}) // never backwards
+	if n := cl.Unread("r", 6, 3); n != 1 {
+		t.Errorf("unread of 6 after b read = %d, want 1", n)
+	}
+}
+
+// wsSite serves /v1/ws: it checks the cursor the client resumes from and
+// sends frames.
+func wsSite(t *testing.T, wantCursor string, frames []salamander.Event, thenClose bool) *site {
+	return newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/ws" {
+			unavailable(w, r)
+			return
+		}
+		if got := r.Header.Get("Authorization"); got != "Bearer tok" {
+			t.Errorf("Authorization %q", got)
+		}
+		if got := r.URL.Query().Get("cursor"); got != wantCursor {
+			t.Errorf("resumed from cursor %q, want %q", got, wantCursor)
+		}
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		for _, f := range frames {
+			b, _ := json.Marshal(f)
+			if err := conn.Write(r.Context(), websocket.MessageText, b); err != nil {
+				return
+			}
+		}
+		if thenClose {
+			conn.Close(websocket.StatusGoingAway, "bye")
+			return
+		}
+		_, _, _ = conn.Read(r.Context()) // until the client goes away
+	})
+}
+
+func TestSubscriptionResumesAtNextSiteWithoutDuplicates(t *testing.T) {
+	m := func(pos, seq uint64, text string) salamander.Event {
+		return salamander.Event{Type: salamander.EventMessage, Pos: &salamander.Position{Stream: "p0", Seq: pos},
+			Message: &salamander.Message{Room: "r", Seq: seq, Text: text}}
+	}
+	ready := func(cur string) salamander.Event { return salamander.Event{Type: salamander.EventReady, Cursor: cur} }
+	a := wsSite(t, "", []salamander.Event{m(1, 1, "one"), m(2, 2, "two"), ready("p0:2")}, true)
+	b := wsSite(t, "p0:2", []salamander.Event{m(2, 2, "two"), m(3, 3, "three"), ready("p0:3"), m(3, 3, "three"), m(4, 4, "four")}, false)
+	cl := newTestClient(t, a, b)
+	cl.SetToken("tok")
+
+	sub := cl.Subscribe(t.Context())
+	var got []string
+	for ev := range sub.Events() {
+		switch ev.Type {
+		case salamander.EventMessage:
+			got = append(got, ev.Message.Text)
+		case salamander.EventReady:
+			got = append(got, "ready")
+		}
+		if len(got) == 6 {
+			break
+		}
+	}
+	if want := "one two ready three ready four"; strings.Join(got, " ") != want {
+		t.Errorf("events %q, want %q", strings.Join(got, " "), want)
+	}
+	if sub.Site() != b.URL {
+		t.Errorf("Site() = %q, want %q", sub.Site(), b.URL)
+	}
+	if err := sub.Close(); err != nil || sub.Err() != nil {
+		t.Errorf("Close = %v, Err = %v", err, sub.Err())
+	}
+	if _, ok := <-sub.Events(); ok {
+		t.Error("Events still open after Close")
+	}
+	if cl.Cursor() != "p0:4" {
+		t.Errorf("Cursor() = %q", cl.Cursor())
+	}
+}
+
+func TestSubscriptionStopsOnFinalError(t *testing.T) {
+	a := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusUnauthorized, salamander.Errorf(salamander.CodeUnauthorized, "token revoked"))
+	})
+	cl := newTestClient(t, a)
+	sub := cl.Subscribe(t.Context())
+	for range sub.Events() {
+	}
+	if salamander.ErrorCode(sub.Err()) != salamander.CodeUnauthorized {
+		t.Errorf("Err() = %v, want unauthorized", sub.Err())
+	}
+	sub.Close()
+}

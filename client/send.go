@@ -1,0 +1,112 @@
+package client
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// PendingMessage is a message whose send has not been acknowledged yet.
+type PendingMessage struct {
+	// ClientID is the client message id every retry is sent with.
+	ClientID string
+	// RoomID is the room the message is sent to.
+	RoomID string
+	// Text is the message text.
+	Text string
+	// Queued is when the first send of this client id began.
+	Queued time.Time
+
+	order uint64
+}
+
+// NewClientID returns a fresh random client message id: 16 bytes from
+// crypto/rand, hex-encoded.
+func NewClientID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
+}
+
+// Send sends a message to a room under a fresh client id (see SendWithID).
+func (c *Client) Send(ctx context.Context, roomID, text string) (salamander.SendResult, error) {
+	return c.SendWithID(ctx, roomID, NewClientID(), text)
+}
+
+// SendWithID sends a message to a room and returns once a quorum of sites
+// holds it. It retries with the same client id at every site until it is
+// acknowledged or ctx ends, so the message is stored at most once: when the
+// id was already used by this user in this room, the result is the original
+// message with Duplicate set.
+//
+// Until it is acknowledged the message is listed by Pending. A message that
+// the server refuses (a coded error) leaves the outbox; one still unacknowledged
+// when ctx ends stays there, to be sent again with the same client id or
+// dropped with Forget. Codes: not_found, forbidden, invalid_request,
+// too_large.
+func (c *Client) SendWithID(ctx context.Context, roomID, clientID, text string) (salamander.SendResult, error) {
+	if err := salamander.ValidateClientID(clientID); err != nil {
+		return salamander.SendResult{}, err
+	}
+	if err := salamander.ValidateMessageText(text); err != nil {
+		return salamander.SendResult{}, err
+	}
+	c.queue(roomID, clientID, text)
+	var r salamander.SendResult
+	_, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/messages"), salamander.SendRequest{ClientID: clientID, Text: text}, &r)
+	if err != nil {
+		var coded *salamander.Error
+		if ctx.Err() == nil && errors.As(err, &coded) {
+			c.Forget(clientID)
+		}
+		return salamander.SendResult{}, err
+	}
+	c.Forget(clientID)
+	return r, nil
+}
+
+// Pending returns the messages not acknowledged yet, oldest first.
+func (c *Client) Pending() []PendingMessage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]PendingMessage, 0, len(c.outbox))
+	for _, m := range c.outbox {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].order < out[j].order })
+	return out
+}
+
+// Forget removes a message from the outbox without sending it. A send of it
+// still in progress goes on.
+func (c *Client) Forget(clientID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.outbox, clientID)
+}
+
+func (c *Client) queue(roomID, clientID, text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.outbox[clientID]; ok {
+		return
+	}
+	c.outSeq++
+	c.outbox[clientID] = &PendingMessage{ClientID: clientID, RoomID: roomID, Text: text, Queued: time.Now(), order: c.outSeq}
+}
+
+// acked removes a message seen committed (e.g. on the event stream) from
+// the outbox, if it is the signed-in user's.
+func (c *Client) acked(m *salamander.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.outbox[m.ClientID]; ok && p.RoomID == m.Room && m.Sender == c.user {
+		delete(c.outbox, m.ClientID)
+	}
+}

@@ -1,0 +1,286 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// Liveness of a Subscription's WebSocket: after wsQuiet without hearing from
+// the site, the client pings it and gives up on it after wsPingTimeout.
+const (
+	wsReadLimit   = 1 << 20
+	wsQuiet       = 20 * time.Second
+	wsPingTimeout = 10 * time.Second
+	wsCheckEvery  = 5 * time.Second
+)
+
+// Subscription delivers a Client's live events. It owns one goroutine, which
+// keeps a WebSocket open to one site at a time: when the socket breaks, the
+// site stops answering pings, or a request marks the site unusable, it
+// reconnects to the next site (backing off after each full round) and
+// resumes from the Client's cursor.
+//
+// Events arrive in the order the server sends them. A stored event (one with
+// a position) is delivered at most once per Client, and a message at most
+// once per (room, seq), however often reconnections replay it; the Client's
+// cursor moves past an event only once it has been received from Events. A
+// Client should have at most one Subscription at a time: concurrent ones
+// share that bookkeeping, so each stored event reaches only one of them.
+type Subscription struct {
+	c      *Client
+	events chan salamander.Event
+	parent context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	closed atomic.Bool
+
+	mu   sync.Mutex
+	site string
+	err  error
+}
+
+// Subscribe starts delivering live events, beginning with every stored event
+// after the Client's cursor. The Subscription runs until Close is called,
+// ctx ends, or a site refuses it with a final error (e.g. unauthorized).
+func (c *Client) Subscribe(ctx context.Context) *Subscription {
+	runCtx, cancel := context.WithCancel(ctx)
+	s := &Subscription{
+		c:      c,
+		events: make(chan salamander.Event),
+		parent: ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	go s.run(runCtx)
+	return s
+}
+
+// Events returns the channel events are delivered on. It is closed when the
+// Subscription ends; Err then says why.
+func (s *Subscription) Events() <-chan salamander.Event { return s.events }
+
+// Site returns the base URL of the site the WebSocket is connected to, or ""
+// while it is not connected.
+func (s *Subscription) Site() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.site
+}
+
+// Err returns why the Subscription ended: nil after Close, ctx's error when
+// ctx ended, or the final error a site answered with. It is nil while the
+// Subscription runs.
+func (s *Subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close stops the Subscription and waits for its goroutine to end. Events
+// not yet received are not counted as delivered.
+func (s *Subscription) Close() error {
+	s.closed.Store(true)
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+// Done returns a channel closed when the Subscription has ended.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+func (s *Subscription) setSite(site string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.site = site
+}
+
+func (s *Subscription) run(ctx context.Context) {
+	c := s.c
+	var err error
+	defer func() {
+		s.mu.Lock()
+		s.site = ""
+		switch {
+		case s.closed.Load():
+			s.err = nil
+		case s.parent.Err() != nil:
+			s.err = s.parent.Err()
+		default:
+			s.err = err
+		}
+		s.mu.Unlock()
+		close(s.events)
+		close(s.done)
+	}()
+	n := len(c.sites)
+	fails := 0 // connections failed since the last one that reached "ready"
+	for {
+		if fails > 0 && fails%n == 0 {
+			if err = sleep(ctx, c.backoff(fails/n)); err != nil {
+				return
+			}
+		}
+		i := c.startSite()
+		var ready bool
+		ready, err = s.connect(ctx, i)
+		s.setSite("")
+		if ctx.Err() != nil {
+			return
+		}
+		var fe *failoverError
+		if !errors.As(err, &fe) {
+			c.log.Error("live events stopped", "site", c.sites[i], "error", err)
+			return
+		}
+		c.siteBad(i, err)
+		if ready {
+			fails = 0
+		}
+		fails++
+	}
+}
+
+// connect runs one WebSocket to site i until it breaks or ctx ends. ready
+// reports whether the site finished replaying the backlog. A site that
+// cannot serve yields a *failoverError; a final refusal a *salamander.Error.
+func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err error) {
+	c := s.c
+	u := c.sites[i] + "/v1/ws"
+	if cur := c.Cursor(); cur != "" {
+		u += "?" + url.Values{"cursor": {cur}}.Encode()
+	}
+	h := http.Header{}
+	if tok := c.Token(); tok != "" {
+		h.Set("Authorization", "Bearer "+tok)
+	}
+	var heard atomic.Int64 // unix nanoseconds when the site was last heard from
+	hear := func() { heard.Store(time.Now().UnixNano()) }
+	dialCtx, cancelDial := context.WithTimeout(ctx, c.timeout)
+	conn, resp, err := websocket.Dial(dialCtx, u, &websocket.DialOptions{
+		HTTPClient:     c.httpClient,
+		HTTPHeader:     h,
+		OnPingReceived: func(context.Context, []byte) bool { hear(); return true },
+		OnPongReceived: func(context.Context, []byte) { hear() },
+	})
+	cancelDial()
+	if err != nil {
+		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
+			body, _ := io.ReadAll(resp.Body)
+			return false, decodeError(resp.StatusCode, body)
+		}
+		if resp != nil && resp.Body != nil {
+			body, _ := io.ReadAll(resp.Body)
+			if failoverStatus(resp.StatusCode) {
+				err = decodeError(resp.StatusCode, body)
+			}
+		}
+		return false, &failoverError{err}
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(wsReadLimit)
+	hear()
+	connected := time.Now()
+	s.setSite(c.sites[i])
+	c.siteOK(i)
+	c.log.Info("live events connected", "site", c.sites[i])
+
+	connCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watch(connCtx, conn, i, connected, &heard)
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	for {
+		_, data, err := conn.Read(connCtx)
+		if err != nil {
+			return ready, &failoverError{err}
+		}
+		hear()
+		var ev salamander.Event
+		if err := json.Unmarshal(data, &ev); err != nil {
+			c.log.Warn("undecodable event dropped", "site", c.sites[i], "error", err)
+			continue
+		}
+		if ev.Type == salamander.EventReady {
+			ready = true
+			c.mergeCursor(ev.Cursor)
+		}
+		if !s.deliver(connCtx, &ev) {
+			return ready, ctx.Err()
+		}
+	}
+}
+
+// watch closes conn when site i is marked unusable after the connection was
+// made (e.g. a request there got 503), or when it stops answering pings.
+func (s *Subscription) watch(ctx context.Context, conn *websocket.Conn, i int, since time.Time, heard *atomic.Int64) {
+	c := s.c
+	tick := time.NewTicker(wsCheckEvery)
+	defer tick.Stop()
+	for {
+		bad, changed := c.badSince(i, since)
+		if bad {
+			c.log.Info("leaving unusable site", "site", c.sites[i])
+			conn.CloseNow()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+			if time.Since(time.Unix(0, heard.Load())) < wsQuiet {
+				continue
+			}
+			pingCtx, cancel := context.WithTimeout(ctx, wsPingTimeout)
+			err := conn.Ping(pingCtx)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("site stopped answering pings", "site", c.sites[i], "error", err)
+					conn.CloseNow()
+				}
+				return
+			}
+		}
+	}
+}
+
+// deliver hands ev to the application unless it was delivered before, and
+// records it as delivered once received. It returns false if ctx ended first.
+func (s *Subscription) deliver(ctx context.Context, ev *salamander.Event) bool {
+	c := s.c
+	c.mu.Lock()
+	fresh := c.state.fresh(ev)
+	c.mu.Unlock()
+	if !fresh {
+		return true
+	}
+	c.observe(ev)
+	select {
+	case s.events <- *ev:
+	case <-ctx.Done():
+		return false
+	}
+	c.mu.Lock()
+	c.state.delivered(ev)
+	c.mu.Unlock()
+	return true
+}

@@ -1,0 +1,639 @@
+package main
+
+// chat.go is the `salamander chat` subcommand: a line-oriented terminal
+// client built on package client. It reads commands and messages from stdin
+// (a terminal or a pipe) and prints live events to stdout.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
+)
+
+const (
+	defaultChatSites = "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"
+	// chatLoginTimeout bounds sign-up and login (failover included).
+	chatLoginTimeout = 30 * time.Second
+	// chatLookupTimeout bounds the lookups and read receipts made while
+	// printing live events.
+	chatLookupTimeout = 10 * time.Second
+	chatHistoryLines  = 20
+)
+
+const chatHelp = `commands:
+  /rooms                 list rooms with unread counts and last message
+  /dm USER               open the 1:1 room with USER and make it current
+  /group NAME USER...    create a group room and make it current
+  /join ROOMID           make a room current
+  /invite USER...        invite users into the current room
+  /leave                 leave the current room
+  /rename NAME           rename the current room
+  /history [N]           show the last N messages of the current room
+  /friends               list friends        /friend USER   add a friend
+  /status TEXT           set your status     /who [USER...] presence
+  /pending               messages not yet acknowledged
+  /site                  which site is in use
+  /help                  this help           /quit          leave
+anything else is sent to the current room (start a message with // to send a leading /)
+`
+
+// runChat runs `salamander chat`: it signs in (or up), subscribes to live
+// events and runs commands read from stdin until /quit, end of input, or ctx
+// ends.
+func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sites := fs.String("sites", defaultChatSites, "comma-separated base URLs of every site")
+	user := fs.String("user", "", "user name (required)")
+	password := fs.String("password", "", "password (default: $SALAMANDER_PASSWORD)")
+	signup := fs.Bool("signup", false, "create the account first")
+	displayName := fs.String("display-name", "", "display name for --signup (default: the user name)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: salamander chat --user NAME [flags]\n\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\n%s", chatHelp)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("chat: unexpected arguments: %q", fs.Args())
+	}
+	if *user == "" {
+		return errors.New("chat: --user is required")
+	}
+	pw := *password
+	if pw == "" {
+		pw = os.Getenv("SALAMANDER_PASSWORD")
+	}
+	if pw == "" {
+		return errors.New("chat: a password is required (--password or SALAMANDER_PASSWORD)")
+	}
+
+	cl, err := client.New(client.Config{
+		Sites:  chatSplitList(*sites, ","),
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return fmt.Errorf("chat: %w", err)
+	}
+	loginCtx, cancel := context.WithTimeout(ctx, chatLoginTimeout)
+	var session salamander.Session
+	if *signup {
+		name := *displayName
+		if name == "" {
+			name = *user
+		}
+		session, err = cl.SignUp(loginCtx, *user, name, pw)
+	} else {
+		session, err = cl.Login(loginCtx, *user, pw)
+	}
+	cancel()
+	if err != nil {
+		return fmt.Errorf("chat: signing in as %s: %s", *user, chatErrText(err))
+	}
+
+	ch := &chatSession{cl: cl, me: session.User.Name, out: stdout, rooms: map[string]salamander.Room{}}
+	ch.printf("signed in as %s (%s) at %s\n%s", session.User.Name, session.User.DisplayName, cl.Site(), chatHelp)
+	if _, err := ch.refreshRooms(ctx); err != nil {
+		ch.printErr(err)
+	}
+
+	sub := cl.Subscribe(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ch.printEvents(ctx, sub)
+	}()
+	ch.sub = sub
+	defer func() {
+		sub.Close()
+		wg.Wait()
+	}()
+
+	// Reading stdin cannot be interrupted; on /quit or when ctx ends this
+	// goroutine is left blocked in Read and ends with the input or the
+	// process. It never blocks on lines once stop is closed.
+	lines := make(chan string)
+	readErr := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		sc := bufio.NewScanner(stdin)
+		sc.Buffer(make([]byte, 0, 64<<10), salamander.MaxBodyBytes)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-stop:
+				return
+			}
+		}
+		readErr <- sc.Err()
+		close(lines)
+	}()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case line, ok := <-lines:
+			if !ok {
+				if err := <-readErr; err != nil {
+					return fmt.Errorf("chat: reading input: %w", err)
+				}
+				return nil
+			}
+			if ch.command(ctx, line) {
+				return nil
+			}
+		}
+	}
+}
+
+// chatSession is the state of one chat session.
+type chatSession struct {
+	cl  *client.Client
+	sub *client.Subscription
+	me  string
+
+	outMu sync.Mutex
+	out   io.Writer
+
+	mu      sync.Mutex
+	current string                     // id of the current room ("" for none)
+	rooms   map[string]salamander.Room // rooms seen, by id
+}
+
+// command runs one input line and reports whether the session should end.
+func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
+	if strings.TrimSpace(line) == "" {
+		return false
+	}
+	if !strings.HasPrefix(line, "/") || strings.HasPrefix(line, "//") {
+		ch.send(ctx, strings.TrimPrefix(line, "/"))
+		return false
+	}
+	cmd, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+	rest = strings.TrimSpace(rest)
+	args := strings.Fields(rest)
+	var err error
+	switch cmd {
+	case "/quit", "/exit":
+		return true
+	case "/help":
+		ch.printf("%s", chatHelp)
+	case "/rooms":
+		err = ch.listRooms(ctx)
+	case "/dm":
+		if len(args) != 1 {
+			err = errors.New("usage: /dm USER")
+			break
+		}
+		var r salamander.Room
+		if r, err = ch.cl.DirectRoom(ctx, args[0]); err == nil {
+			ch.enter(r)
+		}
+	case "/group":
+		if len(args) < 1 {
+			err = errors.New("usage: /group NAME USER...")
+			break
+		}
+		var r salamander.Room
+		if r, err = ch.cl.CreateGroup(ctx, args[0], args[1:]); err == nil {
+			ch.enter(r)
+		}
+	case "/join":
+		if len(args) != 1 {
+			err = errors.New("usage: /join ROOMID")
+			break
+		}
+		var r salamander.Room
+		if r, err = ch.cl.Room(ctx, args[0]); err == nil {
+			ch.enter(r)
+		}
+	case "/invite":
+		err = ch.withRoom(func(id string) error {
+			if len(args) == 0 {
+				return errors.New("usage: /invite USER...")
+			}
+			r, err := ch.cl.Invite(ctx, id, args...)
+			if err == nil {
+				ch.remember(r)
+				ch.printf("invited %s to [%s]\n", strings.Join(args, ", "), ch.label(r))
+			}
+			return err
+		})
+	case "/leave":
+		err = ch.withRoom(func(id string) error {
+			if err := ch.cl.Leave(ctx, id); err != nil {
+				return err
+			}
+			ch.printf("left [%s]\n", ch.labelOf(id))
+			ch.forget(id)
+			return nil
+		})
+	case "/rename":
+		err = ch.withRoom(func(id string) error {
+			if rest == "" {
+				return errors.New("usage: /rename NAME")
+			}
+			r, err := ch.cl.Rename(ctx, id, rest)
+			if err == nil {
+				ch.remember(r)
+				ch.printf("renamed to [%s]\n", ch.label(r))
+			}
+			return err
+		})
+	case "/history":
+		n := chatHistoryLines
+		if len(args) > 0 {
+			if n, err = strconv.Atoi(args[0]); err != nil || n < 1 {
+				err = errors.New("usage: /history [N]")
+				break
+			}
+		}
+		err = ch.withRoom(func(id string) error { return ch.history(ctx, id, min(n, salamander.MaxPageSize)) })
+	case "/friends":
+		var fs []salamander.User
+		if fs, err = ch.cl.Friends(ctx); err == nil {
+			if len(fs) == 0 {
+				ch.printf("no friends yet; add one with /friend USER\n")
+			}
+			for _, f := range fs {
+				ch.printf("  %s (%s)%s\n", f.Name, f.DisplayName, chatStatusSuffix(f.Status))
+			}
+		}
+	case "/friend":
+		if len(args) != 1 {
+			err = errors.New("usage: /friend USER")
+			break
+		}
+		var u salamander.User
+		if u, err = ch.cl.AddFriend(ctx, args[0]); err == nil {
+			ch.printf("added friend %s (%s)\n", u.Name, u.DisplayName)
+		}
+	case "/status":
+		status := rest
+		if _, err = ch.cl.UpdateProfile(ctx, salamander.ProfileRequest{Status: &status}); err == nil {
+			ch.printf("status set to %q\n", status)
+		}
+	case "/who":
+		err = ch.who(ctx, args)
+	case "/pending":
+		p := ch.cl.Pending()
+		if len(p) == 0 {
+			ch.printf("nothing pending\n")
+		}
+		for _, m := range p {
+			ch.printf("  [%s] %s (since %s)\n", ch.labelOf(m.RoomID), m.Text, m.Queued.Format(time.TimeOnly))
+		}
+	case "/site":
+		live := ch.sub.Site()
+		if live == "" {
+			live = "(reconnecting)"
+		}
+		ch.printf("requests: %s; live events: %s\n", ch.cl.Site(), live)
+	default:
+		err = fmt.Errorf("unknown command %s (try /help)", cmd)
+	}
+	if err != nil {
+		ch.printErr(err)
+	}
+	return false
+}
+
+// send sends a line to the current room. It returns once a quorum of sites
+// holds the message (retrying across sites), so lines are sent in order; the
+// message itself is printed when it arrives on the live event stream.
+func (ch *chatSession) send(ctx context.Context, text string) {
+	err := ch.withRoom(func(id string) error {
+		_, err := ch.cl.Send(ctx, id, text)
+		return err
+	})
+	if err != nil {
+		ch.printErr(err)
+	}
+}
+
+func (ch *chatSession) listRooms(ctx context.Context) error {
+	rooms, err := ch.refreshRooms(ctx)
+	if err != nil {
+		return err
+	}
+	if len(rooms) == 0 {
+		ch.printf("no rooms yet; start one with /dm USER or /group NAME USER...\n")
+	}
+	cur := ch.currentRoom()
+	for _, r := range rooms {
+		mark := " "
+		if r.ID == cur {
+			mark = "*"
+		}
+		last := ""
+		if m := r.LastMessage; m != nil {
+			last = fmt.Sprintf("  last: %s: %s", m.Sender, chatOneLine(m.Text))
+		}
+		ch.printf("%s %s  [%s]  %d members  unread %d%s\n", mark, r.ID, ch.label(r), len(r.Members), r.Unread, last)
+	}
+	return nil
+}
+
+func (ch *chatSession) history(ctx context.Context, id string, n int) error {
+	page, err := ch.cl.History(ctx, id, client.HistoryQuery{Limit: n})
+	if err != nil {
+		return err
+	}
+	if len(page.Messages) == 0 {
+		ch.printf("no messages in [%s] yet\n", ch.labelOf(id))
+		return nil
+	}
+	last := page.Messages[len(page.Messages)-1].Seq
+	if err := ch.cl.MarkRead(ctx, id, last); err != nil {
+		ch.printErr(err)
+	}
+	for _, m := range page.Messages {
+		ch.printMessage(ctx, &m)
+	}
+	return nil
+}
+
+func (ch *chatSession) who(ctx context.Context, users []string) error {
+	if len(users) == 0 {
+		fs, err := ch.cl.Friends(ctx)
+		if err != nil {
+			return err
+		}
+		for _, f := range fs {
+			users = append(users, f.Name)
+		}
+		if len(users) == 0 {
+			return errors.New("usage: /who USER... (or add friends)")
+		}
+	}
+	ps, err := ch.cl.Presence(ctx, users...)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		switch {
+		case p.Online:
+			ch.printf("  %s online\n", p.User)
+		case !p.LastSeen.IsZero():
+			ch.printf("  %s offline (last seen %s)\n", p.User, p.LastSeen.Local().Format(time.DateTime))
+		default:
+			ch.printf("  %s offline\n", p.User)
+		}
+	}
+	return nil
+}
+
+// printEvents prints live events until the subscription ends. The backlog
+// replayed at the first connection is applied quietly (it is what /rooms
+// summarizes); backlogs replayed after a reconnection are what was missed,
+// and are printed.
+func (ch *chatSession) printEvents(ctx context.Context, sub *client.Subscription) {
+	live := false
+	quiet := 0
+	for ev := range sub.Events() {
+		switch ev.Type {
+		case salamander.EventReady:
+			if !live {
+				live = true
+				ch.printf("(live at %s; %d earlier messages - see /rooms)\n", sub.Site(), quiet)
+			} else {
+				ch.printf("(reconnected to %s)\n", sub.Site())
+			}
+		case salamander.EventMessage:
+			if ev.Message == nil {
+				continue
+			}
+			if !live {
+				quiet++
+				continue
+			}
+			ch.onMessage(ctx, ev.Message)
+		case salamander.EventRoom:
+			if ev.Room != nil {
+				ch.onRoom(&ev, live)
+			}
+		case salamander.EventFriend:
+			if live {
+				ch.printf("* friend added: %s\n", ev.User)
+			}
+		case salamander.EventTyping:
+			if live && ev.User != ch.me {
+				ch.printf("[%s] %s is typing...\n", ch.labelOf(ev.RoomID), ev.User)
+			}
+		case salamander.EventPresence:
+			if ev.User != ch.me {
+				state := "offline"
+				if ev.Online {
+					state = "online"
+				}
+				ch.printf("* %s is %s\n", ev.User, state)
+			}
+		}
+	}
+	if err := sub.Err(); err != nil && ctx.Err() == nil {
+		ch.printf("error: live events stopped: %s\n", chatErrText(err))
+	}
+}
+
+// onMessage prints an arriving message, first marking it read when its room
+// is the current one (a sender has read their own message).
+func (ch *chatSession) onMessage(ctx context.Context, m *salamander.Message) {
+	if m.Room == ch.currentRoom() && m.Sender != ch.me {
+		rctx, cancel := context.WithTimeout(ctx, chatLookupTimeout)
+		if err := ch.cl.MarkRead(rctx, m.Room, m.Seq); err != nil && ctx.Err() == nil {
+			ch.printErr(err)
+		}
+		cancel()
+	}
+	ch.printMessage(ctx, m)
+}
+
+// printMessage prints `[room] sender: text (unread N)`.
+func (ch *chatSession) printMessage(ctx context.Context, m *salamander.Message) {
+	r, ok := ch.lookup(ctx, m.Room)
+	unread := m.Unread
+	if ok && len(r.Members) > 0 {
+		unread = ch.cl.Unread(m.Room, m.Seq, len(r.Members))
+	}
+	ch.printf("[%s] %s: %s (unread %d)\n", ch.labelOf(m.Room), m.Sender, m.Text, unread)
+}
+
+func (ch *chatSession) onRoom(ev *salamander.Event, live bool) {
+	r := *ev.Room
+	if ev.Action == salamander.ActionLeft && ev.User == ch.me {
+		ch.forget(r.ID)
+	} else {
+		ch.remember(r)
+	}
+	if !live {
+		return
+	}
+	who := ev.User
+	if who == "" {
+		who = "someone"
+	}
+	switch ev.Action {
+	case salamander.ActionCreated:
+		ch.printf("* [%s] created (%s)\n", ch.label(r), r.ID)
+	case salamander.ActionJoined:
+		ch.printf("* [%s] %s joined\n", ch.label(r), who)
+	case salamander.ActionLeft:
+		ch.printf("* [%s] %s left\n", ch.label(r), who)
+	case salamander.ActionRenamed:
+		ch.printf("* [%s] renamed by %s\n", ch.label(r), who)
+	}
+}
+
+// enter makes r the current room.
+func (ch *chatSession) enter(r salamander.Room) {
+	ch.remember(r)
+	ch.mu.Lock()
+	ch.current = r.ID
+	ch.mu.Unlock()
+	ch.printf("now in [%s] (%s), %d members, %d unread; /history to read\n", ch.label(r), r.ID, len(r.Members), r.Unread)
+}
+
+func (ch *chatSession) withRoom(f func(id string) error) error {
+	id := ch.currentRoom()
+	if id == "" {
+		return errors.New("no current room; use /dm, /group or /join first")
+	}
+	return f(id)
+}
+
+func (ch *chatSession) currentRoom() string {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.current
+}
+
+func (ch *chatSession) refreshRooms(ctx context.Context) ([]salamander.Room, error) {
+	rooms, err := ch.cl.Rooms(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rooms {
+		ch.remember(r)
+	}
+	return rooms, nil
+}
+
+func (ch *chatSession) remember(r salamander.Room) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.rooms[r.ID] = r
+}
+
+func (ch *chatSession) forget(id string) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	delete(ch.rooms, id)
+	if ch.current == id {
+		ch.current = ""
+	}
+}
+
+// lookup returns a room from the cache, fetching it if it is not there.
+func (ch *chatSession) lookup(ctx context.Context, id string) (salamander.Room, bool) {
+	ch.mu.Lock()
+	r, ok := ch.rooms[id]
+	ch.mu.Unlock()
+	if ok {
+		return r, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, chatLookupTimeout)
+	defer cancel()
+	r, err := ch.cl.Room(ctx, id)
+	if err != nil {
+		return salamander.Room{}, false
+	}
+	ch.remember(r)
+	return r, true
+}
+
+// labelOf names a room for display, from the cache (its id if unknown).
+func (ch *chatSession) labelOf(id string) string {
+	ch.mu.Lock()
+	r, ok := ch.rooms[id]
+	ch.mu.Unlock()
+	if !ok {
+		return id
+	}
+	return ch.label(r)
+}
+
+// label names a room for display: a group's name, or the other member of a
+// direct room.
+func (ch *chatSession) label(r salamander.Room) string {
+	if r.Kind == salamander.RoomDirect || r.Name == "" {
+		others := slices.DeleteFunc(slices.Clone(r.Members), func(m string) bool { return m == ch.me })
+		if len(others) > 0 {
+			return strings.Join(others, ", ")
+		}
+	}
+	if r.Name != "" {
+		return r.Name
+	}
+	return r.ID
+}
+
+func (ch *chatSession) printf(format string, args ...any) {
+	ch.outMu.Lock()
+	defer ch.outMu.Unlock()
+	fmt.Fprintf(ch.out, format, args...)
+}
+
+func (ch *chatSession) printErr(err error) { ch.printf("error: %s\n", chatErrText(err)) }
+
+// chatErrText is what a user is shown for err: the message of a coded API error,
+// or the error itself (a network failure, a timeout, a usage mistake).
+func chatErrText(err error) string {
+	var e *salamander.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}
+
+func chatStatusSuffix(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " - " + s
+}
+
+func chatOneLine(s string) string {
+	r := []rune(strings.ReplaceAll(s, "\n", " "))
+	if len(r) > 60 {
+		return string(r[:57]) + "..."
+	}
+	return string(r)
+}
+
+func chatSplitList(s, sep string) []string {
+	var out []string
+	for _, p := range strings.Split(s, sep) {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

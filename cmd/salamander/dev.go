@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/site"
+)
+
+// devSites are the sites `salamander dev` runs.
+var devSites = []string{"a", "b", "c"}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "salamander-data", "data directory; each site uses DATA/SITE")
+	host := fs.String("host", "127.0.0.1", "address every site listens on")
+	httpPort := fs.Int("http-port", 8081, "site a's HTTP port; b and c use the next ones")
+	natsPort := fs.Int("nats-port", 4221, "site a's NATS client port; b and c use the next ones")
+	clusterPort := fs.Int("cluster-port", 6221, "site a's NATS cluster port; b and c use the next ones")
+	partitions := fs.Int("partitions", 6, "room partitions when creating a new cluster")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	var infos []gateway.SiteInfo
+	for i, n := range devSites {
+		infos = append(infos, gateway.SiteInfo{Name: n, URL: fmt.Sprintf("http://%s:%d", *host, *httpPort+i)})
+	}
+	var cfgs []site.Config
+	for i, n := range devSites {
+		cfg := site.DefaultConfig(n, filepath.Join(*data, n))
+		cfg.HTTPAddr = fmt.Sprintf("%s:%d", *host, *httpPort+i)
+		cfg.NATS.ClientAddr = fmt.Sprintf("%s:%d", *host, *natsPort+i)
+		cfg.NATS.ClusterAddr = fmt.Sprintf("%s:%d", *host, *clusterPort+i)
+		for j := range devSites {
+			if j != i {
+				cfg.NATS.Routes = append(cfg.NATS.Routes, fmt.Sprintf("%s:%d", *host, *clusterPort+j))
+			}
+		}
+		cfg.Partitions = *partitions
+		cfg.Sites = infos
+		cfg.Logger = log
+		cfgs = append(cfgs, cfg)
+	}
+	var sites []*site.Site
+	defer func() {
+		var wg sync.WaitGroup
+		for _, s := range sites {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.Close()
+			}()
+		}
+		wg.Wait()
+	}()
+	for _, cfg := range cfgs {
+		s, err := site.Start(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		sites = append(sites, s)
+	}
+	fmt.Fprintf(stdout, "salamander dev: three sites starting (data in %s)\n", *data)
+	for _, s := range sites {
+		if err := s.Ready(ctx); err != nil {
+			return err
+		}
+	}
+	var urls []string
+	for _, s := range sites {
+		fmt.Fprintf(stdout, "  site %s  %s\n", s.Name(), s.URL())
+		urls = append(urls, s.URL())
+	}
+	fmt.Fprintf(stdout, "ready. try: salamander chat --sites %s --user alice --signup\n", strings.Join(urls, ","))
+	fmt.Fprintln(stdout, "press Ctrl-C to stop")
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "stopping…")
+	return nil
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/site"
+)
+
+// serveConfig is everything `serve` can be told, by flags or by a JSON
+// config file with the same names (flags given on the command line win).
+type serveConfig struct {
+	Site          string `json:"site"`
+	Data          string `json:"data"`
+	HTTP          string `json:"http"`
+	NATS          string `json:"nats"`
+	NATSListen    string `json:"nats_listen"`
+	ClusterListen string `json:"cluster_listen"`
+	Routes        string `json:"routes"`
+	Sites         string `json:"sites"`
+	Partitions    int    `json:"partitions"`
+	Sync          string `json:"sync"`
+	LogLevel      string `json:"log_level"`
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c serveConfig
+	configFile := fs.String("config", "", "JSON file with any of the settings below (flags override it)")
+	fs.StringVar(&c.Site, "site", "", "this site's name (required), e.g. a")
+	fs.StringVar(&c.Data, "data", "", "data directory (default ./salamander-data/SITE)")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP and WebSocket listen address")
+	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
+	fs.StringVar(&c.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS cluster (route) listen address")
+	fs.StringVar(&c.Routes, "routes", "", "comma-separated cluster addresses (host:port) of the other sites' NATS servers")
+	fs.StringVar(&c.Sites, "sites", "", "every site's public URL for client failover: a=http://…,b=http://…")
+	fs.IntVar(&c.Partitions, "partitions", 6, "room partitions (streams) when creating a new cluster")
+	fs.StringVar(&c.Sync, "sync", "always", "JetStream disk flush: always (an ack survives power loss) or interval (faster; a crash of a quorum may lose the last 2 minutes)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *configFile != "" {
+		if err := loadServeConfig(*configFile, fs, &c); err != nil {
+			return err
+		}
+	}
+	log, err := newLogger(stderr, c.LogLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := c.siteConfig()
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	s, err := site.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "site %s serving at %s\n", cfg.Site, s.URL())
+	<-ctx.Done()
+	log.Info("stopping: handing leaderships to other sites")
+	s.Close()
+	return nil
+}
+
+// loadServeConfig reads a JSON config file into c, keeping the values of
+// flags that were set on the command line.
+func loadServeConfig(path string, fs *flag.FlagSet, c *serveConfig) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	fromFlags := *c
+	var fileCfg serveConfig = *c
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fileCfg); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	*c = fileCfg
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "site":
+			c.Site = fromFlags.Site
+		case "data":
+			c.Data = fromFlags.Data
+		case "http":
+			c.HTTP = fromFlags.HTTP
+		case "nats":
+			c.NATS = fromFlags.NATS
+		case "nats-listen":
+			c.NATSListen = fromFlags.NATSListen
+		case "cluster-listen":
+			c.ClusterListen = fromFlags.ClusterListen
+		case "routes":
+			c.Routes = fromFlags.Routes
+		case "sites":
+			c.Sites = fromFlags.Sites
+		case "partitions":
+			c.Partitions = fromFlags.Partitions
+		case "sync":
+			c.Sync = fromFlags.Sync
+		case "log-level":
+			c.LogLevel = fromFlags.LogLevel
+		}
+	})
+	return nil
+}
+
+func (c serveConfig) siteConfig() (site.Config, error) {
+	if c.Site == "" {
+		return site.Config{}, fmt.Errorf("serve: --site is required")
+	}
+	data := c.Data
+	if data == "" {
+		data = filepath.Join("salamander-data", c.Site)
+	}
+	cfg := site.DefaultConfig(c.Site, data)
+	cfg.HTTPAddr = c.HTTP
+	cfg.NATSURLs = splitList(c.NATS)
+	cfg.NATS.ClientAddr = c.NATSListen
+	cfg.NATS.ClusterAddr = c.ClusterListen
+	cfg.NATS.Routes = splitList(c.Routes)
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		return cfg, fmt.Errorf("serve: --partitions must be 1-1024")
+	}
+	cfg.Partitions = c.Partitions
+	switch c.Sync {
+	case "always":
+		cfg.NATS.SyncAlways = true
+	case "interval":
+		cfg.NATS.SyncAlways = false
+	default:
+		return cfg, fmt.Errorf("serve: --sync must be always or interval")
+	}
+	sites, err := parseSites(c.Sites)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Sites = sites
+	return cfg, nil
+}
+
+// parseSites parses "a=http://…,b=http://…".
+func parseSites(s string) ([]gateway.SiteInfo, error) {
+	var out []gateway.SiteInfo
+	for _, item := range splitList(s) {
+		name, url, ok := strings.Cut(item, "=")
+		if !ok || name == "" || !strings.HasPrefix(url, "http") {
+			return nil, fmt.Errorf("serve: --sites item %q is not NAME=URL", item)
+		}
+		out = append(out, gateway.SiteInfo{Name: name, URL: url})
+	}
+	return out, nil
+}
+

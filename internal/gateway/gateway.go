@@ -1,0 +1,233 @@
+// Package gateway owns a site's public face: the HTTP/JSON API, the one
+// WebSocket per device, session tokens, live delivery of applied events to
+// connected devices, the ephemeral typing and presence signals, and the
+// health, readiness, status and metrics endpoints every site serves.
+//
+// Writes become records appended to the replicated log (package jsstore);
+// a write is answered only after a quorum holds it and this site's read
+// model (package view) has applied it, so the caller reads its own write.
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/api"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/view"
+)
+
+// SiteInfo names a site and the URL its clients use.
+type SiteInfo struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+}
+
+// Config configures a Gateway. Use DefaultConfig for defaults.
+type Config struct {
+	Site  string
+	Store *jsstore.Store
+	View  *view.View
+	// Sites lists every site's public URL, for clients to learn failover targets.
+	Sites  []SiteInfo
+	Logger *slog.Logger
+	// TokenTTL is how long a session token is valid.
+	TokenTTL time.Duration
+	// BcryptCost is the password hashing cost (tests lower it).
+	BcryptCost int
+	// WriteTimeout bounds waiting for a quorum plus this site's apply.
+	WriteTimeout time.Duration
+	// OriginPatterns are the browser origins allowed to open WebSockets
+	// (API clients send no Origin and are always allowed).
+	OriginPatterns []string
+	// Registry receives the gateway's metrics; nil creates a private one.
+	Registry *prometheus.Registry
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
+	return Config{
+		Site:         site,
+		Store:        store,
+		View:         v,
+		Logger:       slog.New(slog.DiscardHandler),
+		TokenTTL:     30 * 24 * time.Hour,
+		BcryptCost:   10,
+		WriteTimeout: 8 * time.Second,
+	}
+}
+
+// Gateway serves one site's API.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	hub     *hub
+	eph     *ephemeral
+	metrics *metrics
+	started time.Time
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// New builds a Gateway; Start begins its background work.
+func New(cfg Config) *Gateway {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
+		started: time.Now()}
+	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View)
+	g.hub = newHub(g.metrics)
+	g.eph = newEphemeral(g)
+	g.routes()
+	cfg.View.OnApply(g.hub.deliver)
+	return g
+}
+
+// Start begins the gateway's background work (ephemeral signals); Close
+// stops it.
+func (g *Gateway) Start(ctx context.Context) error {
+	ctx, g.cancel = context.WithCancel(ctx)
+	return g.eph.start(ctx, &g.wg)
+}
+
+// Close stops background work and disconnects every WebSocket.
+func (g *Gateway) Close() {
+	if g.cancel != nil {
+		g.cancel()
+	}
+	g.hub.closeAll()
+	g.wg.Wait()
+}
+
+func (g *Gateway) routes() {
+	m := g.mux
+	m.HandleFunc("POST /v1/signup", g.handleSignUp)
+	m.HandleFunc("POST /v1/login", g.handleLogin)
+	m.HandleFunc("POST /v1/logout", g.authed(g.handleLogout))
+	m.HandleFunc("GET /v1/me", g.authed(g.handleMe))
+	m.HandleFunc("PATCH /v1/me", g.authed(g.handleUpdateProfile))
+	m.HandleFunc("GET /v1/users/{name}", g.authed(g.handleUser))
+	m.HandleFunc("GET /v1/friends", g.authed(g.handleFriends))
+	m.HandleFunc("POST /v1/friends", g.authed(g.handleAddFriend))
+	m.HandleFunc("GET /v1/rooms", g.authed(g.handleRooms))
+	m.HandleFunc("POST /v1/rooms/direct", g.authed(g.handleDirectRoom))
+	m.HandleFunc("POST /v1/rooms/group", g.authed(g.handleGroupRoom))
+	m.HandleFunc("GET /v1/rooms/{id}", g.authed(g.handleRoom))
+	m.HandleFunc("POST /v1/rooms/{id}/invite", g.authed(g.handleInvite))
+	m.HandleFunc("POST /v1/rooms/{id}/leave", g.authed(g.handleLeave))
+	m.HandleFunc("POST /v1/rooms/{id}/rename", g.authed(g.handleRename))
+	m.HandleFunc("POST /v1/rooms/{id}/messages", g.authed(g.handleSend))
+	m.HandleFunc("GET /v1/rooms/{id}/messages", g.authed(g.handleHistory))
+	m.HandleFunc("POST /v1/rooms/{id}/read", g.authed(g.handleRead))
+	m.HandleFunc("POST /v1/rooms/{id}/typing", g.authed(g.handleTyping))
+	m.HandleFunc("GET /v1/sync", g.authed(g.handleSync))
+	m.HandleFunc("GET /v1/presence", g.authed(g.handlePresence))
+	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
+	m.HandleFunc("GET /v1/sites", g.handleSites)
+	m.HandleFunc("GET /v1/status", g.handleStatus)
+	m.HandleFunc("GET /healthz", g.handleHealth)
+	m.HandleFunc("GET /readyz", g.handleReady)
+	m.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Registry, promhttp.HandlerOpts{}))
+	m.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(api.OpenAPI)
+	})
+}
+
+// ServeHTTP serves the API. Unknown routes and wrong methods get JSON errors
+// like every other failure; a panic in a handler is answered as internal
+// and logged, never taking the process down.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			g.log.Error("handler panic", "path", r.URL.Path, "panic", p)
+			if !sw.wrote {
+				writeJSON(sw, http.StatusInternalServerError, &salamander.Error{Code: salamander.CodeInternal, Message: "internal error"})
+			}
+		}
+		g.metrics.observeRequest(r, sw.status, time.Since(start))
+	}()
+	if _, pattern := g.mux.Handler(r); pattern == "" {
+		code := salamander.CodeNotFound
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPatch} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, p := g.mux.Handler(probe); p != "" {
+				code = salamander.CodeMethod
+				break
+			}
+		}
+		writeError(sw, g.log, r, salamander.Errorf(code, "no route %s %s", r.Method, r.URL.Path))
+		return
+	}
+	g.mux.ServeHTTP(sw, r) // (the mux, not the handler it found, sets path values)
+}
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, c claims)
+
+// authed wraps a handler that needs a valid session.
+func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))
+		if err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		h(w, r, c)
+	}
+}
+
+// commit appends rec and waits until this site has applied it, so the
+// caller's next read here sees it.
+func (g *Gateway) commit(ctx context.Context, stream, key string, rec salamander.Record, opt jsstore.AppendOptions) (salamander.Position, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
+	defer cancel()
+	rec.At = time.Now().UTC()
+	start := time.Now()
+	pos, dup, err := g.cfg.Store.Append(ctx, stream, key, rec, opt)
+	g.metrics.observeAppend(err, time.Since(start))
+	if err != nil {
+		return pos, false, err
+	}
+	return pos, dup, g.cfg.View.WaitApplied(ctx, pos)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController (and the WebSocket upgrade) reach the
+// underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,188 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
+	id := r.PathValue("id")
+	var req salamander.SendRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if err := salamander.ValidateClientID(req.ClientID); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if err := salamander.ValidateMessageText(req.Text); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	// A retry of a message this site has already applied is answered from
+	// the read model, however long ago the original was sent.
+	if msg, ok, err := g.cfg.View.MessageByClientID(r.Context(), id, c.User, req.ClientID); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	} else if ok {
+		writeJSON(w, http.StatusOK, salamander.SendResult{Message: msg, Duplicate: true})
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: c.User, ClientID: req.ClientID, Text: req.Text}
+	opt := jsstore.AppendOptions{MsgID: "msg:" + id + ":" + c.User + ":" + req.ClientID}
+	pos, dup, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, opt)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	msg, ok, err := g.cfg.View.MessageAt(r.Context(), pos)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if ok && msg.Sender == c.User && msg.ClientID == req.ClientID && !dup {
+		g.metrics.messages.Inc()
+		writeJSON(w, http.StatusCreated, salamander.SendResult{Message: msg})
+		return
+	}
+	// Not applied as a new message: either an earlier send with this id won
+	// (a retry racing its original), or the sender left the room meanwhile.
+	msg, ok, err = g.cfg.View.MessageByClientID(r.Context(), id, c.User, req.ClientID)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if ok {
+		writeJSON(w, http.StatusOK, salamander.SendResult{Message: msg, Duplicate: true})
+		return
+	}
+	writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id))
+}
+
+func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims) {
+	id := r.PathValue("id")
+	before, err := queryUint(r, "before")
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	after, err := queryUint(r, "after")
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if before > 0 && after > 0 {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "give before or after, not both"))
+		return
+	}
+	limit, err := queryLimit(r, salamander.DefaultPageSize, salamander.MaxPageSize)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	page, err := g.cfg.View.History(r.Context(), id, before, after, limit)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if page.Messages == nil {
+		page.Messages = []salamander.Message{}
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (g *Gateway) handleRead(w http.ResponseWriter, r *http.Request, c claims) {
+	id := r.PathValue("id")
+	var req salamander.ReadRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	room, err := g.memberRoom(r.Context(), id, c.User)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if req.Seq == 0 || req.Seq > room.LastSeq {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "seq must be between 1 and the room's last message (%d)", room.LastSeq))
+		return
+	}
+	if req.Seq > room.ReadSeq {
+		rec := salamander.Record{Type: salamander.RecMessageRead, Room: id, User: c.User, Seq: req.Seq}
+		if _, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{}); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (g *Gateway) handleTyping(w http.ResponseWriter, r *http.Request, c claims) {
+	id := r.PathValue("id")
+	var req salamander.TypingRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	g.eph.publishTyping(id, c.User, req.Typing)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
+	cur, err := salamander.ParseCursor(r.URL.Query().Get("cursor"))
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	limit, err := queryLimit(r, salamander.MaxSyncEvents, salamander.MaxSyncEvents)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	res, err := g.cfg.View.Sync(r.Context(), c.User, cur, limit)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+const maxPresenceQuery = 100
+
+func (g *Gateway) handlePresence(w http.ResponseWriter, r *http.Request, _ claims) {
+	q := r.URL.Query().Get("users")
+	if q == "" {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "users must list at least one user name"))
+		return
+	}
+	names := strings.Split(q, ",")
+	if len(names) > maxPresenceQuery {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "at most %d users per query", maxPresenceQuery))
+		return
+	}
+	out := make([]salamander.Presence, 0, len(names))
+	for _, n := range names {
+		if err := salamander.ValidateUserName(n); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		out = append(out, g.eph.presence(n))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"presence": out})
+}

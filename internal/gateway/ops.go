@@ -1,0 +1,122 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/salamander-chat/salamander/internal/view"
+)
+
+// metrics are the gateway's Prometheus series, all labelled with the site.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	appends   *prometheus.CounterVec
+	appendDur prometheus.Histogram
+	messages  prometheus.Counter
+	wsConns   prometheus.Gauge
+}
+
+func newMetrics(reg *prometheus.Registry, site string, v *view.View) *metrics {
+	labels := prometheus.Labels{"site": site}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "salamander_http_requests_total",
+			Help: "HTTP requests by method and status.", ConstLabels: labels}, []string{"method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "salamander_http_request_seconds",
+			Help: "HTTP request latency.", ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)},
+			[]string{"method"}),
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "salamander_log_appends_total",
+			Help: "Records appended to the replicated log, by result.", ConstLabels: labels}, []string{"result"}),
+		appendDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "salamander_log_append_seconds",
+			Help: "Time for a quorum to hold an appended record.", ConstLabels: labels,
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		messages: prometheus.NewCounter(prometheus.CounterOpts{Name: "salamander_messages_sent_total",
+			Help: "Messages acknowledged by this site.", ConstLabels: labels}),
+		wsConns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "salamander_websockets",
+			Help: "WebSockets connected to this site.", ConstLabels: labels}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, appliedCollector{v, site})
+	return m
+}
+
+func (m *metrics) observeRequest(r *http.Request, status int, d time.Duration) {
+	m.requests.WithLabelValues(r.Method, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(r.Method).Observe(d.Seconds())
+}
+
+func (m *metrics) observeAppend(err error, d time.Duration) {
+	if err != nil {
+		m.appends.WithLabelValues("error").Inc()
+		return
+	}
+	m.appends.WithLabelValues("ok").Inc()
+	m.appendDur.Observe(d.Seconds())
+}
+
+// appliedCollector exports the read model's applied position per stream.
+type appliedCollector struct {
+	v    *view.View
+	site string
+}
+
+var appliedDesc = prometheus.NewDesc("salamander_view_applied_seq", "Last log sequence applied to this site's read model.",
+	[]string{"site", "stream"}, nil)
+
+func (c appliedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- appliedDesc }
+
+func (c appliedCollector) Collect(ch chan<- prometheus.Metric) {
+	for s, seq := range c.v.Applied() {
+		ch <- prometheus.MustNewConstMetric(appliedDesc, prometheus.GaugeValue, float64(seq), c.site, s)
+	}
+}
+
+func (g *Gateway) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "site": g.cfg.Site})
+}
+
+// handleReady says whether this site can serve: connected to NATS and
+// holding the signing key (so its read model has applied the log's start).
+func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
+	connected := g.cfg.Store.Conn().IsConnected()
+	keyed := g.cfg.View.SigningKey() != nil
+	status := http.StatusOK
+	if !connected || !keyed {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
+		"nats_connected": connected, "signing_key": keyed})
+}
+
+func (g *Gateway) handleSites(w http.ResponseWriter, _ *http.Request) {
+	sites := g.cfg.Sites
+	if sites == nil {
+		sites = []SiteInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "sites": sites})
+}
+
+// handleStatus reports this site's view of the cluster. Stream leaders come
+// from the cluster and may be missing while it elects; everything else is
+// local and always answers.
+func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 1500*time.Millisecond)
+	defer cancel()
+	out := map[string]any{
+		"site":           g.cfg.Site,
+		"uptime_seconds": int(time.Since(g.started).Seconds()),
+		"nats_connected": g.cfg.Store.Conn().IsConnected(),
+		"nats_server":    g.cfg.Store.Conn().ConnectedServerName(),
+		"applied":        g.cfg.View.Applied(),
+		"websockets":     len(g.hub.online()),
+	}
+	streams, err := g.cfg.Store.Status(ctx)
+	out["streams"] = streams
+	if err != nil {
+		out["streams_error"] = err.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,250 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+// directRoomID is the one id the 1:1 room of a pair can have, whoever
+// creates it and wherever: uniqueness then reduces to "the first record on
+// the room's subject wins".
+func directRoomID(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	sum := sha256.Sum256([]byte(a + "\n" + b))
+	return "d_" + hex.EncodeToString(sum[:16])
+}
+
+func (g *Gateway) handleRooms(w http.ResponseWriter, r *http.Request, c claims) {
+	rooms, err := g.cfg.View.RoomsOf(r.Context(), c.User)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+}
+
+func (g *Gateway) handleRoom(w http.ResponseWriter, r *http.Request, c claims) {
+	room, err := g.memberRoom(r.Context(), r.PathValue("id"), c.User)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, room)
+}
+
+// memberRoom loads a room the caller must be a member of.
+func (g *Gateway) memberRoom(ctx context.Context, id, user string) (salamander.Room, error) {
+	if !salamander.ValidRoomID(id) {
+		return salamander.Room{}, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
+	}
+	return g.cfg.View.Room(ctx, id, user)
+}
+
+func (g *Gateway) handleDirectRoom(w http.ResponseWriter, r *http.Request, c claims) {
+	var req salamander.DirectRoomRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if err := salamander.ValidateUserName(req.With); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if req.With == c.User {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "a 1:1 room needs another user"))
+		return
+	}
+	if _, err := g.cfg.View.User(r.Context(), req.With); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	id := directRoomID(c.User, req.With)
+	if room, err := g.cfg.View.Room(r.Context(), id, c.User); err == nil {
+		writeJSON(w, http.StatusOK, room)
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomDirect,
+		Members: []string{c.User, req.With}, By: c.User}
+	status := http.StatusCreated
+	_, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{ExpectNew: true})
+	if errors.Is(err, jsstore.ErrExists) {
+		// Created concurrently elsewhere: the log holds it; wait until this
+		// site has applied it.
+		status = http.StatusOK
+		err = g.waitRoom(r.Context(), id)
+	}
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	room, err := g.cfg.View.Room(r.Context(), id, c.User)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	writeJSON(w, status, room)
+}
+
+// waitRoom waits until this site's read model has the room.
+func (g *Gateway) waitRoom(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
+	defer cancel()
+	for {
+		if _, err := g.cfg.View.Room(ctx, id, ""); salamander.ErrorCode(err) != salamander.CodeNotFound {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return salamander.Errorf(salamander.CodeUnavailable, "this site is catching up with the log; try again")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (g *Gateway) handleGroupRoom(w http.ResponseWriter, r *http.Request, c claims) {
+	var req salamander.GroupRoomRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if err := salamander.ValidateRoomName(req.Name); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	members, err := g.validUsers(r.Context(), append([]string{c.User}, req.Members...))
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	id := "g_" + randomHex(16)
+	rec := salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup, Name: req.Name,
+		Members: members, By: c.User}
+	if _, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{ExpectNew: true}); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	room, err := g.cfg.View.Room(r.Context(), id, c.User)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, room)
+}
+
+// validUsers checks that every name is well formed and exists, dropping
+// duplicates; the result must fit a group room.
+func (g *Gateway) validUsers(ctx context.Context, names []string) ([]string, error) {
+	if len(names) > salamander.MaxGroupMembers {
+		return nil, salamander.Errorf(salamander.CodeTooLarge, "a group room holds at most %d members", salamander.MaxGroupMembers)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range names {
+		if err := salamander.ValidateUserName(n); err != nil {
+			return nil, err
+		}
+		if seen[n] {
+			continue
+		}
+		if _, err := g.cfg.View.User(ctx, n); err != nil {
+			return nil, err
+		}
+		seen[n] = true
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (g *Gateway) groupRoomOf(ctx context.Context, id, user string) (salamander.Room, error) {
+	room, err := g.memberRoom(ctx, id, user)
+	if err != nil {
+		return room, err
+	}
+	if room.Kind != salamander.RoomGroup {
+		return room, salamander.Errorf(salamander.CodeInvalid, "a 1:1 room's members and name cannot change")
+	}
+	return room, nil
+}
+
+func (g *Gateway) handleInvite(w http.ResponseWriter, r *http.Request, c claims) {
+	id := r.PathValue("id")
+	var req salamander.InviteRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	room, err := g.groupRoomOf(r.Context(), id, c.User)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if len(req.Users) == 0 {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "users must name at least one user"))
+		return
+	}
+	users, err := g.validUsers(r.Context(), req.Users)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if len(room.Members)+len(users) > salamander.MaxGroupMembers {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "a group room holds at most %d members", salamander.MaxGroupMembers))
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecRoomJoined, Room: id, Members: users, By: c.User}
+	g.commitRoomChange(w, r, c, id, rec)
+}
+
+func (g *Gateway) handleRename(w http.ResponseWriter, r *http.Request, c claims) {
+	id := r.PathValue("id")
+	var req salamander.RenameRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if _, err := g.groupRoomOf(r.Context(), id, c.User); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if err := salamander.ValidateRoomName(req.Name); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	g.commitRoomChange(w, r, c, id, salamander.Record{Type: salamander.RecRoomRenamed, Room: id, Name: req.Name, By: c.User})
+}
+
+func (g *Gateway) commitRoomChange(w http.ResponseWriter, r *http.Request, c claims, id string, rec salamander.Record) {
+	if _, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{}); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	room, err := g.cfg.View.Room(r.Context(), id, c.User)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, room)
+}
+
+func (g *Gateway) handleLeave(w http.ResponseWriter, r *http.Request, c claims) {
+	id := r.PathValue("id")
+	if _, err := g.groupRoomOf(r.Context(), id, c.User); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecRoomLeft, Room: id, User: c.User}
+	if _, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{}); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,394 @@
+// Package jsstore owns Salamander's replicated log on NATS JetStream: the
+// streams (one for accounts, a fixed number of room partitions), their
+// placement (R3, one replica per site), appending records with idempotency
+// and optimistic concurrency, and tailing a stream in order from a position
+// in a way that survives leader and meta-leader changes.
+//
+// Streams and KV buckets are created at start-up only, never on the request
+// path: the JetStream management API is down for seconds whenever the meta
+// leader is lost.
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// AccountsStream is the logical name of the accounts stream; room partitions
+// are "p0", "p1", …. Logical names appear in client cursors.
+const AccountsStream = "acct"
+
+const (
+	natsPrefix    = "SAL_"
+	clusterBucket = "SAL_CLUSTER"
+	partitionsKey = "partitions"
+	maxRecordSize = 256 << 10
+)
+
+// ErrExists is returned by Append when ExpectNew was set and the subject
+// already has a record (someone else created it first).
+var ErrExists = errors.New("jsstore: subject already has a record")
+
+// Config configures a Store. Use DefaultConfig for defaults.
+type Config struct {
+	// URLs of NATS servers, the site's own first. The connection stays on
+	// the first reachable one and fails over to the others.
+	URLs []string
+	// Name identifies the connection in NATS monitoring.
+	Name string
+	// Partitions is the number of room partition streams for a new cluster.
+	// An existing cluster keeps the number it was created with.
+	Partitions int
+	// Replicas per stream; 3 = one per site.
+	Replicas int
+	// DuplicateWindow is how long JetStream remembers message ids for
+	// deduplication; the read model dedupes forever behind it.
+	DuplicateWindow time.Duration
+	// AppendTimeout bounds one append; past it the site is treated as unable
+	// to reach a quorum.
+	AppendTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// DefaultConfig returns the defaults for a three-site deployment.
+func DefaultConfig(urls ...string) Config {
+	return Config{
+		URLs:            urls,
+		Name:            "salamander",
+		Partitions:      6,
+		Replicas:        3,
+		DuplicateWindow: 10 * time.Minute,
+		AppendTimeout:   4 * time.Second,
+		Logger:          slog.New(slog.DiscardHandler),
+	}
+}
+
+// Store is a connection to the replicated log.
+type Store struct {
+	cfg        Config
+	log        *slog.Logger
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	partitions int
+}
+
+// Entry is one record read from the log with its position.
+type Entry struct {
+	Pos    salamander.Position
+	Record salamander.Record
+	// Err is set when the stored bytes could not be decoded; the entry still
+	// advances the position so that one bad record cannot stall a site.
+	Err error
+}
+
+// Open connects to NATS. It retries until ctx ends, so a site may start
+// before its peers.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("jsstore: no NATS URLs")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("system", "jsstore")
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, 100*time.Millisecond),
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.Timeout(2 * time.Second),
+		nats.DontRandomize(),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+	}
+	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: connect %v: %w", cfg.URLs, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(cfg.AppendTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jsstore: jetstream context: %w", err)
+	}
+	return &Store{cfg: cfg, log: log, nc: nc, js: js, partitions: cfg.Partitions}, nil
+}
+
+// Close closes the connection.
+func (s *Store) Close() { s.nc.Close() }
+
+// Conn is the NATS connection, for ephemeral (never stored) subjects such as
+// typing and presence.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// EnsureStreams creates the cluster's streams if they do not exist and
+// learns the partition count. It retries until ctx ends: on a fresh cluster
+// the meta leader takes seconds to be elected.
+func (s *Store) EnsureStreams(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := s.ensureStreams(ctx)
+		if err == nil {
+			return nil
+		}
+		s.log.Info("waiting for the JetStream cluster", "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("jsstore: ensure streams: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func (s *Store) ensureStreams(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	kv, err := s.js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
+		Bucket:      clusterBucket,
+		Description: "Salamander cluster-wide settings, fixed at creation",
+		Replicas:    s.cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return fmt.Errorf("cluster bucket: %w", err)
+	}
+	want := strconv.Itoa(s.cfg.Partitions)
+	if _, err := kv.Create(cctx, partitionsKey, []byte(want)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("record partition count: %w", err)
+	}
+	e, err := kv.Get(cctx, partitionsKey)
+	if err != nil {
+		return fmt.Errorf("read partition count: %w", err)
+	}
+	n, err := strconv.Atoi(string(e.Value()))
+	if err != nil || n < 1 || n > 1024 {
+		return fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
+	}
+	if n != s.cfg.Partitions {
+		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)
+	}
+	s.partitions = n
+	for _, name := range s.Streams() {
+		_, err := s.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+			Name:        natsName(name),
+			Subjects:    []string{subjectRoot(name) + ".>"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.cfg.Replicas,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardNew,
+			MaxMsgSize:  maxRecordSize,
+			Duplicates:  s.cfg.DuplicateWindow,
+			AllowDirect: true,
+		})
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Streams lists the logical stream names: accounts, then partitions.
+func (s *Store) Streams() []string {
+	out := []string{AccountsStream}
+	for i := 0; i < s.partitions; i++ {
+		out = append(out, "p"+strconv.Itoa(i))
+	}
+	return out
+}
+
+// RoomStream is the partition stream that holds a room's records.
+func (s *Store) RoomStream(roomID string) string {
+	h := fnv.New32a()
+	h.Write([]byte(roomID))
+	return "p" + strconv.Itoa(int(h.Sum32()%uint32(s.partitions)))
+}
+
+// AppendOptions modify an append.
+type AppendOptions struct {
+	// MsgID deduplicates: a second append with the same id within the
+	// duplicate window returns the first one's position.
+	MsgID string
+	// ExpectNew makes the append fail with ErrExists unless the subject has
+	// no record yet (optimistic concurrency; the basis of uniqueness).
+	ExpectNew bool
+}
+
+// Append appends rec to stream under subject key (a user name or room id)
+// and returns its position once a quorum of replicas holds it, and whether
+// it was a duplicate of an earlier append with the same MsgID (the position
+// is then the earlier one's). A site that cannot reach a quorum gets a
+// CodeUnavailable error.
+func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.Record, opt AppendOptions) (salamander.Position, bool, error) {
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return salamander.Position{}, false, fmt.Errorf("jsstore: encode %s: %w", rec.Type, err)
+	}
+	subject := subjectRoot(stream) + "." + key
+	var popts []jetstream.PublishOpt
+	if opt.MsgID != "" {
+		popts = append(popts, jetstream.WithMsgID(opt.MsgID))
+	}
+	if opt.ExpectNew {
+		popts = append(popts, jetstream.WithExpectLastSequencePerSubject(0))
+	}
+	popts = append(popts, jetstream.WithExpectStream(natsName(stream)))
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.AppendTimeout)
+	defer cancel()
+	ack, err := s.js.Publish(cctx, subject, body, popts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return salamander.Position{}, false, ErrExists
+		}
+		if ctx.Err() != nil {
+			return salamander.Position{}, false, ctx.Err()
+		}
+		s.log.Warn("append failed", "stream", stream, "type", rec.Type, "err", err)
+		return salamander.Position{}, false, salamander.Errorf(salamander.CodeUnavailable,
+			"this site cannot reach a quorum of sites right now; try another site")
+	}
+	return salamander.Position{Stream: stream, Seq: ack.Sequence}, ack.Duplicate, nil
+}
+
+// Tail delivers every record of stream from sequence from (1 = the start)
+// in order to deliver, until ctx ends or deliver returns false. It uses an
+// ordered consumer, which re-creates itself after leader changes and gaps;
+// when even that fails (the management API is down while a meta leader is
+// elected) Tail re-creates it with back-off from the next position.
+func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
+	if from < 1 {
+		from = 1
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		next, progressed, err := s.tailOnce(ctx, stream, from, deliver)
+		if progressed {
+			backoff = 100 * time.Millisecond
+		}
+		from = next
+		if err == errStop || ctx.Err() != nil {
+			return
+		}
+		s.log.Info("tail restarting", "stream", stream, "from", from, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+var errStop = errors.New("stopped by receiver")
+
+func (s *Store) tailOnce(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) (uint64, bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cons, err := s.js.OrderedConsumer(cctx, natsName(stream), jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+	})
+	cancel()
+	if err != nil {
+		return from, false, fmt.Errorf("create ordered consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullHeartbeat(2*time.Second))
+	if err != nil {
+		return from, false, fmt.Errorf("consume: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	progressed := false
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			return from, progressed, err
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return from, progressed, fmt.Errorf("message metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		if seq < from {
+			continue // redelivered after a reset
+		}
+		e := Entry{Pos: salamander.Position{Stream: stream, Seq: seq}}
+		if err := json.Unmarshal(msg.Data(), &e.Record); err != nil {
+			e.Err = fmt.Errorf("decode record %s:%d: %w", stream, seq, err)
+		}
+		if !deliver(e) {
+			return from, progressed, errStop
+		}
+		from = seq + 1
+		progressed = true
+	}
+}
+
+// StreamStatus is one stream's state as the cluster reports it.
+type StreamStatus struct {
+	Stream   string   `json:"stream"`
+	Leader   string   `json:"leader"`
+	Replicas []string `json:"replicas"`
+	LastSeq  uint64   `json:"last_seq"`
+	Messages uint64   `json:"messages"`
+}
+
+// Status asks the cluster for every stream's leader and last sequence. It
+// needs the stream leaders to answer, so it is for the status page and the
+// drill, not the request path.
+func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
+	var out []StreamStatus
+	for _, name := range s.Streams() {
+		st, err := s.js.Stream(ctx, natsName(name))
+		if err != nil {
+			return out, fmt.Errorf("jsstore: stream %s: %w", name, err)
+		}
+		info := st.CachedInfo()
+		ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
+		if info.Cluster != nil {
+			ss.Leader = info.Cluster.Leader
+			for _, r := range info.Cluster.Replicas {
+				ss.Replicas = append(ss.Replicas, r.Name)
+			}
+		}
+		out = append(out, ss)
+	}
+	return out, nil
+}
+
+// StepDown asks a stream's leader to hand leadership to another replica,
+// e.g. to spread leaders evenly over sites.
+func (s *Store) StepDown(ctx context.Context, stream string) error {
+	subj := "$JS.API.STREAM.LEADER.STEPDOWN." + natsName(stream)
+	_, err := s.nc.RequestWithContext(ctx, subj, nil)
+	return err
+}
+
+func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
+
+func subjectRoot(stream string) string { return "sal." + stream }
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
+}

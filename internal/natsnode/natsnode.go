@@ -1,0 +1,208 @@
+// Package natsnode owns the lifecycle of an embedded nats-server: the options
+// that make a site's server part of Salamander's one JetStream cluster (site
+// tag, unique placement per site, durable flushing), starting it, waiting
+// until it accepts connections, and stopping it — abruptly or by first handing
+// its stream leaderships to other sites (lame duck).
+package natsnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ClusterName is the NATS cluster name every Salamander site joins.
+const ClusterName = "salamander"
+
+// SiteTagPrefix prefixes a server's site tag; JetStream places one replica
+// of every stream per distinct value (its unique_tag).
+const SiteTagPrefix = "site:"
+
+// Config describes one embedded server. Use DefaultConfig for defaults.
+type Config struct {
+	// Site is the site this server belongs to ("a", "b", …).
+	Site string
+	// Name is the server's name; unique in the cluster. Defaults to "site-<Site>".
+	Name string
+	// StoreDir holds JetStream's files.
+	StoreDir string
+	// ClientAddr is host:port for client connections ("127.0.0.1:0" picks a port).
+	ClientAddr string
+	// ClusterAddr is host:port for routes from the other servers.
+	ClusterAddr string
+	// Routes are the cluster addresses (host:port) of the other servers.
+	Routes []string
+	// SyncAlways flushes JetStream's files to disk on every write. It is what
+	// makes an acknowledged write survive power loss (see DESIGN "Engine
+	// facts"); turning it off is a documented speed-for-safety trade.
+	SyncAlways bool
+	// PingInterval detects dead peers; NATS's default of 2 minutes is far too slow.
+	PingInterval time.Duration
+	// LameDuckDuration bounds a planned shutdown that first moves leaderships.
+	LameDuckDuration time.Duration
+	// Logger receives the server's log lines; nil discards them.
+	Logger *slog.Logger
+	// Debug passes the server's debug lines to Logger too.
+	Debug bool
+}
+
+// DefaultConfig returns a Config with Salamander's defaults.
+func DefaultConfig(site string) Config {
+	return Config{
+		Site:             site,
+		ClientAddr:       "127.0.0.1:0",
+		ClusterAddr:      "127.0.0.1:0",
+		SyncAlways:       true,
+		PingInterval:     2 * time.Second,
+		LameDuckDuration: 5 * time.Second,
+	}
+}
+
+// Node is a running embedded nats-server.
+type Node struct {
+	cfg Config
+	srv *server.Server
+}
+
+// Start starts the server and waits until it accepts client connections.
+// It does not wait for the JetStream cluster to form: that needs a quorum of
+// sites, which may not be up yet.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	opts, err := cfg.options()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsnode: create server for site %s: %w", cfg.Site, err)
+	}
+	if cfg.Logger != nil {
+		srv.SetLoggerV2(&slogAdapter{l: cfg.Logger.With("system", "nats", "server", opts.ServerName)}, cfg.Debug, false, false)
+	}
+	srv.Start()
+	deadline := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		deadline = time.Until(d)
+	}
+	if !srv.ReadyForConnections(deadline) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("natsnode: server for site %s not ready within %s", cfg.Site, deadline)
+	}
+	return &Node{cfg: cfg, srv: srv}, nil
+}
+
+func (c Config) options() (*server.Options, error) {
+	if c.Site == "" {
+		return nil, errors.New("natsnode: site is required")
+	}
+	if c.StoreDir == "" {
+		return nil, errors.New("natsnode: store directory is required")
+	}
+	name := c.Name
+	if name == "" {
+		name = "site-" + c.Site
+	}
+	host, port, err := splitHostPort(c.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("natsnode: client address: %w", err)
+	}
+	chost, cport, err := splitHostPort(c.ClusterAddr)
+	if err != nil {
+		return nil, fmt.Errorf("natsnode: cluster address: %w", err)
+	}
+	routes := make([]*url.URL, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		u, err := url.Parse("nats-route://" + r)
+		if err != nil {
+			return nil, fmt.Errorf("natsnode: route %q: %w", r, err)
+		}
+		routes = append(routes, u)
+	}
+	opts := &server.Options{
+		ServerName:          name,
+		Host:                host,
+		Port:                port,
+		JetStream:           true,
+		StoreDir:            c.StoreDir,
+		SyncAlways:          c.SyncAlways,
+		JetStreamUniqueTag:  SiteTagPrefix,
+		Tags:                []string{SiteTagPrefix + c.Site},
+		PingInterval:        c.PingInterval,
+		MaxPingsOut:         3,
+		LameDuckDuration:    c.LameDuckDuration,
+		LameDuckGracePeriod: time.Second,
+		NoSigs:              true,
+		NoSystemAccount:     false,
+		Cluster: server.ClusterOpts{
+			Name:     ClusterName,
+			Host:     chost,
+			Port:     cport,
+			PoolSize: -1,
+		},
+		Routes: routes,
+	}
+	if c.SyncAlways {
+		opts.SyncInterval = 2 * time.Minute
+	}
+	return opts, nil
+}
+
+// ClientURL is the URL clients (the site's gateway) connect to.
+func (n *Node) ClientURL() string { return n.srv.ClientURL() }
+
+// ClusterAddr is the address other servers route to.
+func (n *Node) ClusterAddr() string {
+	if a := n.srv.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// Server exposes the embedded server for monitoring (e.g. Jsz, Varz).
+func (n *Node) Server() *server.Server { return n.srv }
+
+// Shutdown stops the server at once, as a crash would look to its peers
+// (minus the lost page cache). Leaderships it held are re-elected elsewhere.
+func (n *Node) Shutdown() {
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+}
+
+// LameDuckShutdown hands stream and meta leaderships to other servers, then
+// stops. Planned stops (rolling restarts, drains) use it: leadership moves in
+// well under a second instead of a 4-9 s election.
+func (n *Node) LameDuckShutdown() {
+	n.srv.LameDuckShutdown()
+	n.srv.WaitForShutdown()
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return "", 0, err
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+type slogAdapter struct{ l *slog.Logger }
+
+func (a *slogAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Tracef(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,305 @@
+// Package site assembles one Salamander site: its NATS server (embedded, or
+// an existing cluster's), its connection to the replicated log, its read
+// model and its gateway, started in dependency order and stopped in reverse.
+// `salamander serve` runs one Site per process; `salamander dev` and the
+// test cluster run three in one process.
+package site
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/view"
+)
+
+// Config configures one site.
+type Config struct {
+	// Site names the site ("a", "b", "c", …).
+	Site string
+	// DataDir holds the site's files: nats/ (JetStream, when embedded) and
+	// view.db (the read model, rebuilt from the log when missing).
+	DataDir string
+	// HTTPAddr is where the gateway listens (host:port).
+	HTTPAddr string
+	// NATSURLs, when set, points at an existing NATS JetStream cluster and
+	// no server is embedded.
+	NATSURLs []string
+	// NATS configures the embedded server when NATSURLs is empty.
+	NATS natsnode.Config
+	// Partitions is the number of room partitions for a new cluster.
+	Partitions int
+	// Replicas per stream (3: one per site).
+	Replicas int
+	// Sites lists every site's public URL for clients.
+	Sites []gateway.SiteInfo
+	// BcryptCost for password hashes.
+	BcryptCost int
+	// AppendTimeout bounds one append to the log.
+	AppendTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// DefaultConfig returns the defaults for site name.
+func DefaultConfig(name, dataDir string) Config {
+	n := natsnode.DefaultConfig(name)
+	n.StoreDir = filepath.Join(dataDir, "nats")
+	return Config{
+		Site:          name,
+		DataDir:       dataDir,
+		HTTPAddr:      "127.0.0.1:8080",
+		NATS:          n,
+		Partitions:    6,
+		Replicas:      3,
+		BcryptCost:    10,
+		AppendTimeout: 4 * time.Second,
+		Logger:        slog.New(slog.DiscardHandler),
+	}
+}
+
+// Site is a running site.
+type Site struct {
+	cfg   Config
+	log   *slog.Logger
+	node  *natsnode.Node
+	store *jsstore.Store
+	view  *view.View
+	gw    *gateway.Gateway
+	http  *http.Server
+	ln    net.Listener
+
+	mu       sync.Mutex
+	bootErr  error
+	booted   chan struct{}
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// Start starts the site and returns once its HTTP API listens. Joining the
+// JetStream cluster and catching up with the log continue in the
+// background (they need a quorum of sites); Ready tells when they are done.
+func Start(ctx context.Context, cfg Config) (*Site, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("site", cfg.Site)
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("site %s: data dir: %w", cfg.Site, err)
+	}
+	s := &Site{cfg: cfg, log: log, booted: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	urls := cfg.NATSURLs
+	if len(urls) == 0 {
+		ncfg := cfg.NATS
+		ncfg.Site = cfg.Site
+		ncfg.Logger = log
+		node, err := natsnode.Start(ctx, ncfg)
+		if err != nil {
+			return nil, err
+		}
+		s.node = node
+		urls = []string{node.ClientURL()}
+	}
+	scfg := jsstore.DefaultConfig(urls...)
+	scfg.Name = "salamander-site-" + cfg.Site
+	scfg.Partitions = cfg.Partitions
+	scfg.Replicas = cfg.Replicas
+	scfg.AppendTimeout = cfg.AppendTimeout
+	scfg.Logger = log
+	store, err := jsstore.Open(ctx, scfg)
+	if err != nil {
+		return nil, err
+	}
+	s.store = store
+	v, err := view.Open(filepath.Join(cfg.DataDir, "view.db"), log)
+	if err != nil {
+		return nil, err
+	}
+	s.view = v
+	gcfg := gateway.DefaultConfig(cfg.Site, store, v)
+	gcfg.Sites = cfg.Sites
+	gcfg.Logger = log
+	gcfg.BcryptCost = cfg.BcryptCost
+	s.gw = gateway.New(gcfg)
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("site %s: listen %s: %w", cfg.Site, cfg.HTTPAddr, err)
+	}
+	s.ln = ln
+	s.http = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.boot(bg)
+	}()
+	ok = true
+	log.Info("site listening", "http", s.URL(), "nats", urls)
+	return s, nil
+}
+
+// boot joins the cluster and runs the read model until ctx ends.
+func (s *Site) boot(ctx context.Context) {
+	err := s.store.EnsureStreams(ctx)
+	if err == nil {
+		err = s.gw.Start(ctx)
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.bootErr = err
+		s.mu.Unlock()
+		close(s.booted)
+		return
+	}
+	close(s.booted)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.ensureSigningKey(ctx)
+	}()
+	s.view.Run(ctx, s.store)
+}
+
+// ensureSigningKey proposes a signing key; the first proposal in the log
+// wins, at every site.
+func (s *Site) ensureSigningKey(ctx context.Context) {
+	rec := salamander.Record{Type: salamander.RecSigningKey, Key: gateway.NewSigningKey(), At: time.Now().UTC()}
+	for ctx.Err() == nil && s.view.SigningKey() == nil {
+		_, _, err := s.store.Append(ctx, jsstore.AccountsStream, "key", rec, jsstore.AppendOptions{ExpectNew: true})
+		if err == nil || errors.Is(err, jsstore.ErrExists) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// URL is the site's HTTP base URL.
+func (s *Site) URL() string {
+	if s.ln == nil {
+		return ""
+	}
+	return "http://" + s.ln.Addr().String()
+}
+
+// Name is the site's name.
+func (s *Site) Name() string { return s.cfg.Site }
+
+// Store is the site's connection to the log (for tests and the drill).
+func (s *Site) Store() *jsstore.Store { return s.store }
+
+// View is the site's read model (for tests).
+func (s *Site) View() *view.View { return s.view }
+
+// Node is the embedded NATS server, or nil.
+func (s *Site) Node() *natsnode.Node { return s.node }
+
+// Ready waits until the site can serve every request: it has joined the
+// cluster, every stream has a leader, and the signing key is applied.
+func (s *Site) Ready(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.booted:
+	}
+	s.mu.Lock()
+	err := s.bootErr
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for {
+		if s.view.SigningKey() != nil {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st, err := s.store.Status(sctx)
+			cancel()
+			if err == nil && allLed(st) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("site %s not ready: %w", s.cfg.Site, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(st []jsstore.StreamStatus) bool {
+	for _, s := range st {
+		if s.Leader == "" {
+			return false
+		}
+	}
+	return len(st) > 0
+}
+
+// Close stops the site in reverse order of start: HTTP, gateway, read
+// model, log connection, and last the embedded NATS server, which first
+// hands its leaderships to other sites (lame duck) when graceful is set.
+func (s *Site) Close() { s.stop(true) }
+
+// Kill stops the site abruptly, the way a fire would look to its peers: the
+// NATS server goes first, with no hand-over of leaderships.
+func (s *Site) Kill() { s.stop(false) }
+
+func (s *Site) stop(graceful bool) {
+	s.stopOnce.Do(func() {
+		if !graceful && s.node != nil {
+			s.node.Shutdown()
+		}
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.http.Shutdown(ctx)
+			cancel()
+			_ = s.http.Close()
+		}
+		if s.gw != nil {
+			s.gw.Close()
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.wg.Wait()
+		if s.view != nil {
+			_ = s.view.Close()
+		}
+		if s.store != nil {
+			s.store.Close()
+		}
+		if s.node != nil {
+			if graceful {
+				s.node.LameDuckShutdown()
+			} else {
+				s.node.Shutdown()
+			}
+		}
+	})
+}

@@ -1,0 +1,116 @@
+package salamander
+
+import (
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits on every input. They are part of the API contract (see
+// docs/openapi.yaml) and are checked before anything is written.
+const (
+	MaxBodyBytes       = 64 << 10 // any JSON request body
+	MaxMessageBytes    = 4000     // a message's text, in UTF-8 bytes
+	MaxDisplayNameRune = 64
+	MaxStatusRune      = 140
+	MaxRoomNameRune    = 100
+	MinPasswordBytes   = 8
+	MaxPasswordBytes   = 72 // bcrypt reads no further
+	MaxClientIDBytes   = 64
+	MaxGroupMembers    = 256
+	MaxPageSize        = 200
+	DefaultPageSize    = 50
+	MaxSyncEvents      = 1000
+)
+
+var (
+	userNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{2,31}$`)
+	clientIDRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+	roomIDRE   = regexp.MustCompile(`^[dg]_[0-9a-f]{16,32}$`)
+)
+
+// ValidateUserName checks a user name: 3–32 characters of lower-case ASCII
+// letters, digits, '_', '.', '-', starting with a letter or digit. Names are
+// ASCII so that they are safe as NATS subject tokens and unambiguous to read.
+func ValidateUserName(name string) error {
+	if !userNameRE.MatchString(name) {
+		return Errorf(CodeInvalid, "user name must be 3-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit")
+	}
+	return nil
+}
+
+// ValidatePassword checks a password's length.
+func ValidatePassword(pw string) error {
+	if len(pw) < MinPasswordBytes || len(pw) > MaxPasswordBytes {
+		return Errorf(CodeInvalid, "password must be %d-%d bytes", MinPasswordBytes, MaxPasswordBytes)
+	}
+	return nil
+}
+
+// ValidateDisplayName checks a display name: non-blank UTF-8 text of at most
+// MaxDisplayNameRune characters without control characters.
+func ValidateDisplayName(s string) error {
+	return validateLine("display name", s, MaxDisplayNameRune, false)
+}
+
+// ValidateStatus checks a status message (may be empty).
+func ValidateStatus(s string) error {
+	return validateLine("status", s, MaxStatusRune, true)
+}
+
+// ValidateRoomName checks a group room's name.
+func ValidateRoomName(s string) error {
+	return validateLine("room name", s, MaxRoomNameRune, false)
+}
+
+// ValidateMessageText checks a message: non-blank valid UTF-8 of at most
+// MaxMessageBytes bytes. Newlines and tabs are allowed, other control
+// characters are not.
+func ValidateMessageText(s string) error {
+	if len(s) > MaxMessageBytes {
+		return Errorf(CodeTooLarge, "message text is %d bytes; the limit is %d", len(s), MaxMessageBytes)
+	}
+	if !utf8.ValidString(s) {
+		return Errorf(CodeInvalid, "message text must be valid UTF-8")
+	}
+	if strings.TrimSpace(s) == "" {
+		return Errorf(CodeInvalid, "message text must not be blank")
+	}
+	for _, r := range s {
+		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+			return Errorf(CodeInvalid, "message text must not contain control characters")
+		}
+	}
+	return nil
+}
+
+// ValidateClientID checks a client message id: 1–64 characters of
+// [A-Za-z0-9_.:-]. Clients usually send a UUID.
+func ValidateClientID(id string) error {
+	if !clientIDRE.MatchString(id) {
+		return Errorf(CodeInvalid, "client_id must be 1-%d characters of A-Z, a-z, 0-9, '_', '.', ':', '-'", MaxClientIDBytes)
+	}
+	return nil
+}
+
+// ValidRoomID reports whether id has the shape of a room id. A well-formed id
+// of a room that does not exist is still "not found", not "invalid".
+func ValidRoomID(id string) bool { return roomIDRE.MatchString(id) }
+
+func validateLine(what, s string, maxRunes int, allowEmpty bool) error {
+	if !utf8.ValidString(s) {
+		return Errorf(CodeInvalid, "%s must be valid UTF-8", what)
+	}
+	if n := utf8.RuneCountInString(s); n > maxRunes {
+		return Errorf(CodeTooLarge, "%s is %d characters; the limit is %d", what, n, maxRunes)
+	}
+	if !allowEmpty && strings.TrimSpace(s) == "" {
+		return Errorf(CodeInvalid, "%s must not be blank", what)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return Errorf(CodeInvalid, "%s must not contain control characters", what)
+		}
+	}
+	return nil
+}

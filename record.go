@@ -1,0 +1,54 @@
+package salamander
+
+import (
+	"time"
+)
+
+// RecordType names a state change appended to the replicated log.
+type RecordType string
+
+// Records about accounts live in the accounts stream; records about a room
+// live in the room's partition stream, in the room's one total order.
+const (
+	RecSigningKey     RecordType = "key.created"     // Key: the session-signing key (first writer wins)
+	RecUserCreated    RecordType = "user.created"    // User, DisplayName, PasswordHash
+	RecProfileChanged RecordType = "user.profile"    // User, DisplayName?, Status?
+	RecSessionRevoked RecordType = "session.revoked" // User, Session: one token is logged out
+	RecUserRevoked    RecordType = "user.revoked"    // User: every token issued before At is revoked
+	RecFriendAdded    RecordType = "friend.added"    // User, Friend
+
+	RecRoomCreated RecordType = "room.created" // Room, Kind, Name, Members, By
+	RecRoomJoined  RecordType = "room.joined"  // Room, Members (the new ones), By
+	RecRoomLeft    RecordType = "room.left"    // Room, User
+	RecRoomRenamed RecordType = "room.renamed" // Room, Name, By
+	RecMessageSent RecordType = "msg.sent"     // Room, User (sender), ClientID, Text
+	RecMessageRead RecordType = "msg.read"     // Room, User, Seq
+)
+
+// Record is one entry in the replicated log. Fields beyond Type and At are
+// set according to Type (see the constants). A record is validated at the
+// gateway before it is appended, and its room rules (membership, duplicates)
+// are applied deterministically by every site's read model, so that every
+// site reaches the same state from the same log.
+type Record struct {
+	Type RecordType `json:"t"`
+	// At is when the gateway accepted the request. Read models use it rather
+	// than their own clocks, so replays produce identical state.
+	At time.Time `json:"at"`
+
+	User         string   `json:"u,omitempty"`
+	DisplayName  *string  `json:"dn,omitempty"`
+	Status       *string  `json:"st,omitempty"`
+	PasswordHash string   `json:"ph,omitempty"`
+	Session      string   `json:"sid,omitempty"`
+	Friend       string   `json:"f,omitempty"`
+	Key          []byte   `json:"k,omitempty"`
+	Room         string   `json:"r,omitempty"`
+	Kind         RoomKind `json:"kind,omitempty"`
+	Name         string   `json:"n,omitempty"`
+	Members      []string `json:"m,omitempty"`
+	By           string   `json:"by,omitempty"`
+	ClientID     string   `json:"cid,omitempty"`
+	Text         string   `json:"x,omitempty"`
+	Seq          uint64   `json:"seq,omitempty"`
+}

@@ -1,0 +1,207 @@
+// Package salamander holds the messenger's domain: the users, rooms, messages
+// and events that every other package speaks, the limits every input is held
+// to, and the registry of error codes that users may see.
+//
+// It imports nothing internal. The server packages (internal/...) adapt it to
+// NATS JetStream, SQLite and HTTP; the Go SDK (package client) uses the same
+// wire types, so the API and the SDK can never disagree about a field.
+package salamander
+
+import (
+	"time"
+)
+
+// RoomKind says whether a room is a 1:1 conversation or a group.
+type RoomKind string
+
+const (
+	// RoomDirect is a 1:1 room. There is exactly one per pair of users; its
+	// members never change.
+	RoomDirect RoomKind = "direct"
+	// RoomGroup is a named room that members invite others into and leave.
+	RoomGroup RoomKind = "group"
+)
+
+// User is a user's public profile.
+type User struct {
+	Name        string    `json:"name"`
+	DisplayName string    `json:"display_name"`
+	Status      string    `json:"status"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Session is what login and sign-up return: a bearer token valid at every
+// site until it expires or is revoked.
+type Session struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	User      User      `json:"user"`
+}
+
+// Room is a room as one of its members sees it.
+type Room struct {
+	ID      string   `json:"id"`
+	Kind    RoomKind `json:"kind"`
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
+	// LastSeq is the sequence of the newest message (0 when there is none).
+	LastSeq uint64 `json:"last_seq"`
+	// LastMessage is the newest message, if any.
+	LastMessage *Message `json:"last_message,omitempty"`
+	// ReadSeq is the caller's read marker: the newest message they have read.
+	ReadSeq uint64 `json:"read_seq"`
+	// Unread is how many messages the caller has not read yet.
+	Unread uint64 `json:"unread"`
+	// ReadMarkers maps every member to their read marker, so a client can
+	// compute each message's unread count as receipts arrive.
+	ReadMarkers map[string]uint64 `json:"read_markers"`
+	CreatedAt   time.Time         `json:"created_at"`
+}
+
+// Message is one chat message. Seq numbers a room's messages 1, 2, 3, … in
+// the room's single total order, identically at every site.
+type Message struct {
+	Room     string    `json:"room"`
+	Seq      uint64    `json:"seq"`
+	Sender   string    `json:"sender"`
+	ClientID string    `json:"client_id"`
+	Text     string    `json:"text"`
+	SentAt   time.Time `json:"sent_at"`
+	// Unread is the number of room members who have not read this message
+	// yet, as KakaoTalk shows it next to each bubble.
+	Unread int `json:"unread"`
+}
+
+// Position is a place in the replicated log: a stream and a sequence in it.
+// Positions are the same at every site, which is what lets a client that
+// moves between sites resume exactly where it was.
+type Position struct {
+	Stream string `json:"stream"`
+	Seq    uint64 `json:"seq"`
+}
+
+// EventType names a change a client is told about, live or through sync.
+type EventType string
+
+const (
+	// EventMessage: a message was committed to a room (Message is set).
+	EventMessage EventType = "message"
+	// EventRead: a member's read marker moved (User, Seq set).
+	EventRead EventType = "read"
+	// EventRoom: a room was created, renamed, or its members changed
+	// (Room set; Action says which; User is who acted or who left; Users
+	// who joined).
+	EventRoom EventType = "room"
+	// EventFriend: the caller added a friend (User set).
+	EventFriend EventType = "friend"
+	// EventTyping is ephemeral: User is typing in RoomID. Never stored.
+	EventTyping EventType = "typing"
+	// EventPresence is ephemeral: User went Online or offline. Never stored.
+	EventPresence EventType = "presence"
+	// EventReady is sent once on every WebSocket after the backlog since the
+	// client's cursor has been replayed; Cursor is where live events resume.
+	EventReady EventType = "ready"
+)
+
+// Room actions carried by EventRoom.
+const (
+	ActionCreated = "created"
+	ActionJoined  = "joined"
+	ActionLeft    = "left"
+	ActionRenamed = "renamed"
+)
+
+// Event is a change delivered to a client. Stored events carry Pos; the
+// ephemeral ones (typing, presence, ready) do not.
+type Event struct {
+	Type   EventType `json:"type"`
+	Pos    *Position `json:"pos,omitempty"`
+	RoomID string    `json:"room_id,omitempty"`
+	// Message is set for EventMessage.
+	Message *Message `json:"message,omitempty"`
+	// Room is set for EventRoom: the room as it is after the change.
+	Room   *Room  `json:"room,omitempty"`
+	Action string `json:"action,omitempty"`
+	User   string `json:"user,omitempty"`
+	// Users lists the members who joined, for EventRoom with ActionJoined.
+	Users  []string  `json:"users,omitempty"`
+	Seq    uint64    `json:"seq,omitempty"`
+	Online bool      `json:"online,omitempty"`
+	Cursor string    `json:"cursor,omitempty"`
+	At     time.Time `json:"at,omitempty"`
+}
+
+// SyncResult is what the sync call returns: every stored event for the
+// caller since the cursor they gave, and the cursor to give next time. When
+// More is true, call again with Cursor at once.
+type SyncResult struct {
+	Events []Event `json:"events"`
+	Cursor string  `json:"cursor"`
+	More   bool    `json:"more"`
+}
+
+// SendResult acknowledges a sent message: it is held by a quorum of sites.
+// Duplicate is true when the client message id had been sent before and the
+// original message is returned instead of a new one.
+type SendResult struct {
+	Message   Message `json:"message"`
+	Duplicate bool    `json:"duplicate"`
+}
+
+// HistoryPage is one page of a room's messages in ascending Seq order.
+type HistoryPage struct {
+	Messages []Message `json:"messages"`
+	// More is true when there are further messages in the direction asked.
+	More bool `json:"more"`
+}
+
+// Presence is whether a user has any device connected at any site.
+type Presence struct {
+	User     string    `json:"user"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitempty"`
+}
+
+// Requests accepted by the API. Every field is validated by the functions in
+// limits.go before anything is written.
+type (
+	SignUpRequest struct {
+		Name        string `json:"name"`
+		DisplayName string `json:"display_name"`
+		Password    string `json:"password"`
+	}
+	LoginRequest struct {
+		Name     string `json:"name"`
+		Password string `json:"password"`
+	}
+	ProfileRequest struct {
+		DisplayName *string `json:"display_name,omitempty"`
+		Status      *string `json:"status,omitempty"`
+	}
+	FriendRequest struct {
+		Name string `json:"name"`
+	}
+	DirectRoomRequest struct {
+		With string `json:"with"`
+	}
+	GroupRoomRequest struct {
+		Name    string   `json:"name"`
+		Members []string `json:"members"`
+	}
+	InviteRequest struct {
+		Users []string `json:"users"`
+	}
+	RenameRequest struct {
+		Name string `json:"name"`
+	}
+	SendRequest struct {
+		ClientID string `json:"client_id"`
+		Text     string `json:"text"`
+	}
+	ReadRequest struct {
+		Seq uint64 `json:"seq"`
+	}
+	TypingRequest struct {
+		Typing bool `json:"typing"`
+	}
+)
