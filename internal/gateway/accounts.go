@@ -59,6 +59,14 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hash, _, err := g.cfg.View.Credentials(r.Context(), req.Name)
+	if salamander.ErrorCode(err) == salamander.CodeNotFound && salamander.ValidateUserName(req.Name) == nil {
+		// Perhaps signed up at another site a moment ago.
+		if err := g.confirmNegative(r.Context(), jsstore.AccountsStream); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		hash, _, err = g.cfg.View.Credentials(r.Context(), req.Name)
+	}
 	if err != nil && salamander.ErrorCode(err) != salamander.CodeNotFound {
 		writeError(w, g.log, r, err)
 		return
@@ -146,7 +154,7 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request, _ claims) {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeNotFound, "no user %q", name))
 		return
 	}
-	u, err := g.cfg.View.User(r.Context(), name)
+	u, err := g.lookupUser(r.Context(), name)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -177,7 +185,7 @@ func (g *Gateway) handleAddFriend(w http.ResponseWriter, r *http.Request, c clai
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "you cannot add yourself as a friend"))
 		return
 	}
-	friend, err := g.cfg.View.User(r.Context(), req.Name)
+	friend, err := g.lookupUser(r.Context(), req.Name)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

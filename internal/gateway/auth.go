@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // Sessions are stateless signed tokens: base64url(claims) "." base64url(HMAC-SHA256).
@@ -70,6 +71,12 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error
 		return c, bad
 	}
 	_, revokedBefore, err := g.cfg.View.Credentials(ctx, c.User)
+	if salamander.ErrorCode(err) == salamander.CodeNotFound {
+		if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
+			return c, err
+		}
+		_, revokedBefore, err = g.cfg.View.Credentials(ctx, c.User)
+	}
 	if salamander.ErrorCode(err) == salamander.CodeNotFound {
 		// Signed by us, so the user exists in the log; this site has not
 		// applied the sign-up yet.

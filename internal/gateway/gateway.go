@@ -210,6 +210,33 @@ func (g *Gateway) commit(ctx context.Context, stream, key string, rec salamander
 	return pos, dup, g.cfg.View.WaitApplied(ctx, pos)
 }
 
+// confirmNegative is called when this site's read model says "no such user
+// or room" or "not a member". Another site may have acknowledged the write
+// that changes that a moment ago, so before saying no, the site catches up
+// to the stream's head; the caller then asks again. A "no" is thus never
+// older than the request.
+func (g *Gateway) confirmNegative(ctx context.Context, stream string) error {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
+	defer cancel()
+	pos, err := g.cfg.Store.LastPosition(ctx, stream)
+	if err != nil {
+		return err
+	}
+	return g.cfg.View.WaitApplied(ctx, pos)
+}
+
+// lookupUser returns a user, confirming a "not found" against the log.
+func (g *Gateway) lookupUser(ctx context.Context, name string) (salamander.User, error) {
+	u, err := g.cfg.View.User(ctx, name)
+	if salamander.ErrorCode(err) != salamander.CodeNotFound {
+		return u, err
+	}
+	if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
+		return u, err
+	}
+	return g.cfg.View.User(ctx, name)
+}
+
 type statusWriter struct {
 	http.ResponseWriter
 	status int

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/salamander-chat/salamander"
 )
@@ -21,14 +23,22 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 			return salamander.Errorf(salamander.CodeUnsupportedMT, "request body must be application/json")
 		}
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, salamander.MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, salamander.MaxBodyBytes))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return salamander.Errorf(salamander.CodeTooLarge, "request body is over %d bytes", salamander.MaxBodyBytes)
+		}
+		return salamander.Errorf(salamander.CodeInvalid, "could not read the request body")
+	}
+	// encoding/json would silently replace invalid UTF-8 with U+FFFD.
+	if !utf8.Valid(body) {
+		return salamander.Errorf(salamander.CodeInvalid, "request body must be valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		var maxErr *http.MaxBytesError
 		switch {
-		case errors.As(err, &maxErr):
-			return salamander.Errorf(salamander.CodeTooLarge, "request body is over %d bytes", salamander.MaxBodyBytes)
 		case errors.Is(err, io.EOF):
 			return salamander.Errorf(salamander.CodeInvalid, "request body is empty; a JSON object is required")
 		default:
@@ -36,10 +46,6 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 		}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return salamander.Errorf(salamander.CodeTooLarge, "request body is over %d bytes", salamander.MaxBodyBytes)
-		}
 		return salamander.Errorf(salamander.CodeInvalid, "malformed JSON: trailing data after the object")
 	}
 	return nil

@@ -46,6 +46,13 @@ func (g *Gateway) memberRoom(ctx context.Context, id, user string) (salamander.R
 	if !salamander.ValidRoomID(id) {
 		return salamander.Room{}, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
 	}
+	room, err := g.cfg.View.Room(ctx, id, user)
+	if code := salamander.ErrorCode(err); code != salamander.CodeNotFound && code != salamander.CodeForbidden {
+		return room, err
+	}
+	if err := g.confirmNegative(ctx, g.cfg.Store.RoomStream(id)); err != nil {
+		return room, err
+	}
 	return g.cfg.View.Room(ctx, id, user)
 }
 
@@ -63,7 +70,7 @@ func (g *Gateway) handleDirectRoom(w http.ResponseWriter, r *http.Request, c cla
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "a 1:1 room needs another user"))
 		return
 	}
-	if _, err := g.cfg.View.User(r.Context(), req.With); err != nil {
+	if _, err := g.lookupUser(r.Context(), req.With); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
@@ -155,7 +162,7 @@ func (g *Gateway) validUsers(ctx context.Context, names []string) ([]string, err
 		if seen[n] {
 			continue
 		}
-		if _, err := g.cfg.View.User(ctx, n); err != nil {
+		if _, err := g.lookupUser(ctx, n); err != nil {
 			return nil, err
 		}
 		seen[n] = true

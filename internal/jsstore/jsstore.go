@@ -345,6 +345,17 @@ func (s *Store) tailOnce(ctx context.Context, stream string, from uint64, delive
 	}
 }
 
+// LastPosition asks the stream's leader for the stream's last sequence:
+// everything acknowledged so far is at or before it.
+func (s *Store) LastPosition(ctx context.Context, stream string) (salamander.Position, error) {
+	st, err := s.js.Stream(ctx, natsName(stream))
+	if err != nil {
+		return salamander.Position{}, salamander.Errorf(salamander.CodeUnavailable,
+			"this site cannot reach a quorum of sites right now; try another site")
+	}
+	return salamander.Position{Stream: stream, Seq: st.CachedInfo().State.LastSeq}, nil
+}
+
 // StreamStatus is one stream's state as the cluster reports it.
 type StreamStatus struct {
 	Stream   string   `json:"stream"`

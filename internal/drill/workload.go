@@ -1,0 +1,407 @@
+package drill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
+)
+
+// user is one simulated user: a Go SDK client that prefers its home site,
+// a live subscription, and what that subscription delivered.
+type user struct {
+	idx      int
+	name     string
+	password string
+	home     int // index of the preferred site
+	c        *client.Client
+	token    string
+	rooms    []*room
+	sub      *client.Subscription
+
+	mu     sync.Mutex
+	got    map[string][]delivery // room -> messages in delivery order
+	latest map[string]uint64     // room -> newest seq delivered
+	marked map[string]uint64     // room -> last read marker acknowledged
+}
+
+// delivery is one message as a subscription delivered it.
+type delivery struct {
+	seq      uint64
+	clientID string
+	sender   string
+}
+
+// room is a drill room and its members.
+type room struct {
+	id      string
+	kind    salamander.RoomKind
+	members []*user
+}
+
+// sendRecord is the outcome of one Send.
+type sendRecord struct {
+	user      int
+	room      string
+	clientID  string
+	start     time.Time
+	end       time.Time
+	acked     bool
+	seq       uint64
+	duplicate bool
+	err       string
+}
+
+// workload drives the simulated users against a cluster.
+type workload struct {
+	cl        *Cluster
+	hc        *http.Client
+	rate      float64
+	groupSize int
+	prefix    string
+	users     []*user
+	rooms     []*room
+
+	wg        sync.WaitGroup // senders and read markers
+	recvWG    sync.WaitGroup // receivers (end when subscriptions close)
+	stop      chan struct{}  // closed: start no new sends
+	sendCtx   context.Context
+	sendAbort context.CancelFunc
+
+	mu    sync.Mutex
+	sends []sendRecord
+
+	marks    atomic.Int64
+	markErrs atomic.Int64
+}
+
+func newWorkload(cl *Cluster, users int, rate float64, groupSize int) *workload {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	tr.MaxIdleConns = 1024
+	w := &workload{
+		cl:        cl,
+		hc:        &http.Client{Transport: tr},
+		rate:      rate,
+		groupSize: groupSize,
+		prefix:    fmt.Sprintf("d%04x", rand.IntN(1<<16)),
+		stop:      make(chan struct{}),
+	}
+	for i := range users {
+		w.users = append(w.users, &user{
+			idx:      i,
+			name:     fmt.Sprintf("%su%03d", w.prefix, i),
+			password: fmt.Sprintf("drill-pw-%d-%d", i, rand.Int64()),
+			home:     i % cl.N(),
+			got:      map[string][]delivery{},
+			latest:   map[string]uint64{},
+			marked:   map[string]uint64{},
+		})
+	}
+	return w
+}
+
+// newClient returns an SDK client for sites preferring site prefer.
+func (w *workload) newClient(sites []string, prefer int) (*client.Client, error) {
+	return client.New(client.Config{
+		Sites:          sites,
+		Prefer:         prefer,
+		HTTPClient:     w.hc,
+		RequestTimeout: 6 * time.Second,
+		MinBackoff:     100 * time.Millisecond,
+		MaxBackoff:     2 * time.Second,
+	})
+}
+
+// pinned returns a client that talks only to site i, signed in as u.
+func (w *workload) pinned(u *user, i int) (*client.Client, error) {
+	c, err := w.newClient([]string{w.cl.URL(i)}, 0)
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(u.token)
+	return c, nil
+}
+
+// setup signs every user up, creates the rooms (a 1:1 room per pair of
+// neighbours, groups of groupSize) and subscribes every user.
+func (w *workload) setup(ctx context.Context) error {
+	urls := w.cl.URLs()
+	err := parallel(ctx, len(w.users), 4, func(ctx context.Context, i int) error {
+		u := w.users[i]
+		c, err := w.newClient(urls, u.home)
+		if err != nil {
+			return err
+		}
+		u.c = c
+		s, err := c.SignUp(ctx, u.name, "Drill user "+u.name, u.password)
+		if err != nil {
+			return fmt.Errorf("sign up %s: %w", u.name, err)
+		}
+		u.token = s.Token
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drill: signing users up: %w", err)
+	}
+	n := len(w.users)
+	type spec struct {
+		owner   *user
+		others  []*user
+		kind    salamander.RoomKind
+		display string
+	}
+	var specs []spec
+	for i := 0; i+1 < n; i += 2 {
+		specs = append(specs, spec{owner: w.users[i], others: []*user{w.users[i+1]}, kind: salamander.RoomDirect})
+	}
+	if n%2 == 1 && n > 1 {
+		specs = append(specs, spec{owner: w.users[n-1], others: []*user{w.users[0]}, kind: salamander.RoomDirect})
+	}
+	gs := max(w.groupSize, 2)
+	for i := 0; i < n; i += gs {
+		members := w.users[i:min(i+gs, n)]
+		if len(members) < 2 {
+			break
+		}
+		specs = append(specs, spec{owner: members[0], others: members[1:], kind: salamander.RoomGroup,
+			display: fmt.Sprintf("drill group %d", i/gs)})
+	}
+	w.rooms = make([]*room, len(specs))
+	err = parallel(ctx, len(specs), 4, func(ctx context.Context, i int) error {
+		sp := specs[i]
+		var r salamander.Room
+		var err error
+		if sp.kind == salamander.RoomDirect {
+			r, err = sp.owner.c.DirectRoom(ctx, sp.others[0].name)
+		} else {
+			names := make([]string, len(sp.others))
+			for j, o := range sp.others {
+				names[j] = o.name
+			}
+			r, err = sp.owner.c.CreateGroup(ctx, sp.display, names)
+		}
+		if err != nil {
+			return fmt.Errorf("create %s room for %s: %w", sp.kind, sp.owner.name, err)
+		}
+		w.rooms[i] = &room{id: r.ID, kind: sp.kind, members: append([]*user{sp.owner}, sp.others...)}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drill: creating rooms: %w", err)
+	}
+	for _, r := range w.rooms {
+		for _, m := range r.members {
+			m.rooms = append(m.rooms, r)
+		}
+	}
+	for _, u := range w.users {
+		u.sub = u.c.Subscribe(context.Background())
+		w.recvWG.Add(1)
+		go func() {
+			defer w.recvWG.Done()
+			w.receive(u)
+		}()
+	}
+	return nil
+}
+
+// start begins sending and marking read; stopSending ends it.
+func (w *workload) start() {
+	w.sendCtx, w.sendAbort = context.WithCancel(context.Background())
+	for _, u := range w.users {
+		if len(u.rooms) == 0 {
+			continue
+		}
+		w.wg.Add(2)
+		go func() {
+			defer w.wg.Done()
+			w.send(u)
+		}()
+		go func() {
+			defer w.wg.Done()
+			w.markRead(u)
+		}()
+	}
+}
+
+// stopSending stops starting sends, lets those in flight finish for up to
+// drain (they keep retrying across sites), then abandons the rest and
+// waits for every sender.
+func (w *workload) stopSending(drain time.Duration) {
+	close(w.stop)
+	done := make(chan struct{})
+	go func() {
+		w.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(drain):
+		w.sendAbort()
+		<-done
+	}
+	w.sendAbort()
+}
+
+// closeSubscriptions ends every subscription and waits for the receivers.
+func (w *workload) closeSubscriptions() {
+	for _, u := range w.users {
+		if u.sub != nil {
+			u.sub.Close()
+		}
+	}
+	w.recvWG.Wait()
+}
+
+// send is user u's sender: exponential pauses averaging 1/rate, then one
+// message to a random room of u's, retried by the SDK until acknowledged.
+func (w *workload) send(u *user) {
+	for n := 0; ; n++ {
+		pause := time.Duration(rand.ExpFloat64() / w.rate * float64(time.Second))
+		t := time.NewTimer(pause)
+		select {
+		case <-w.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		r := u.rooms[rand.IntN(len(u.rooms))]
+		id := client.NewClientID()
+		rec := sendRecord{user: u.idx, room: r.id, clientID: id, start: time.Now()}
+		res, err := u.c.SendWithID(w.sendCtx, r.id, id, fmt.Sprintf("drill message %d from %s", n, u.name))
+		rec.end = time.Now()
+		if err != nil {
+			rec.err = errText(err)
+		} else {
+			rec.acked, rec.seq, rec.duplicate = true, res.Message.Seq, res.Duplicate
+		}
+		w.mu.Lock()
+		w.sends = append(w.sends, rec)
+		w.mu.Unlock()
+	}
+}
+
+// receive records every message u's subscription delivers.
+func (w *workload) receive(u *user) {
+	for ev := range u.sub.Events() {
+		m := ev.Message
+		if ev.Type != salamander.EventMessage || m == nil {
+			continue
+		}
+		u.mu.Lock()
+		u.got[m.Room] = append(u.got[m.Room], delivery{seq: m.Seq, clientID: m.ClientID, sender: m.Sender})
+		u.latest[m.Room] = max(u.latest[m.Room], m.Seq)
+		u.mu.Unlock()
+	}
+}
+
+// markRead moves u's read markers to the newest delivered message of each
+// room every 1–3 s, as a reading user would.
+func (w *workload) markRead(u *user) {
+	for {
+		t := time.NewTimer(time.Second + rand.N(2*time.Second))
+		select {
+		case <-w.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for _, r := range u.rooms {
+			u.mu.Lock()
+			seq, done := u.latest[r.id], u.marked[r.id]
+			u.mu.Unlock()
+			if seq <= done {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(w.sendCtx, 5*time.Second)
+			err := u.c.MarkRead(ctx, r.id, seq)
+			cancel()
+			if err != nil {
+				w.markErrs.Add(1)
+				continue
+			}
+			w.marks.Add(1)
+			u.mu.Lock()
+			u.marked[r.id] = max(u.marked[r.id], seq)
+			u.mu.Unlock()
+		}
+	}
+}
+
+// records returns a copy of every send's outcome.
+func (w *workload) records() []sendRecord {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]sendRecord(nil), w.sends...)
+}
+
+// deliveredUpTo reports whether every member of every room has been
+// delivered the room's messages up to last[room].
+func (w *workload) deliveredUpTo(last map[string]uint64) bool {
+	for _, r := range w.rooms {
+		for _, m := range r.members {
+			m.mu.Lock()
+			got := m.latest[r.id]
+			m.mu.Unlock()
+			if got < last[r.id] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// parallel runs f for 0..n-1 on at most workers goroutines and returns the
+// first error; the others' context is cancelled by it.
+func parallel(ctx context.Context, n, workers int, f func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range min(workers, n) {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := f(ctx, i); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// errText shortens an SDK error to its kind, for counting.
+func errText(err error) string {
+	var coded *salamander.Error
+	switch {
+	case errors.As(err, &coded):
+		return string(coded.Code)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "abandoned (not acknowledged when the drill stopped waiting)"
+	default:
+		return err.Error()
+	}
+}

@@ -1,0 +1,181 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+type rawResp struct {
+	status int
+	code   salamander.Code
+	body   []byte
+}
+
+// raw sends a request straight to site i with an optional bearer token.
+func raw(t *testing.T, i int, method, path, token, contentType string, body []byte) rawResp {
+	t.Helper()
+	req, err := http.NewRequest(method, cluster.URL(i)+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var e salamander.Error
+	_ = json.Unmarshal(b, &e)
+	return rawResp{status: res.StatusCode, code: e.Code, body: b}
+}
+
+// Every kind of bad input gets its 4xx with a stable code and changes
+// nothing: afterwards the room, its history and the account are as before.
+func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, aName := signedUp(t, 0, "bad")
+	_, bName := signedUp(t, 0, "bad")
+	room, err := a.DirectRoom(ctx, bName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Send(ctx, room.ID, "the only message"); err != nil {
+		t.Fatal(err)
+	}
+	_, strangerName := signedUp(t, 0, "str")
+	stranger := newClient(t, 0)
+	sess, err := stranger.Login(ctx, strangerName, "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := a.Token()
+	msgs := "/v1/rooms/" + room.ID + "/messages"
+	big := strings.Repeat("x", salamander.MaxMessageBytes+1)
+	huge := `{"client_id":"x","text":"` + strings.Repeat("y", salamander.MaxBodyBytes) + `"}`
+	expired := tok[:len(tok)-4] + "AAAA"
+	cases := []struct {
+		name         string
+		method, path string
+		token, ct    string
+		body         string
+		status       int
+		code         salamander.Code
+	}{
+		{"malformed json", "POST", msgs, tok, "application/json", `{"client_id": "1", "text": `, 400, salamander.CodeInvalid},
+		{"trailing data", "POST", msgs, tok, "", `{"client_id":"1","text":"a"} {}`, 400, salamander.CodeInvalid},
+		{"unknown field", "POST", msgs, tok, "", `{"client_id":"1","text":"a","evil":1}`, 400, salamander.CodeInvalid},
+		{"empty body", "POST", msgs, tok, "", ``, 400, salamander.CodeInvalid},
+		{"oversized body", "POST", msgs, tok, "", huge, 413, salamander.CodeTooLarge},
+		{"message over limit", "POST", msgs, tok, "", `{"client_id":"1","text":"` + big + `"}`, 413, salamander.CodeTooLarge},
+		{"blank message", "POST", msgs, tok, "", `{"client_id":"1","text":"   "}`, 400, salamander.CodeInvalid},
+		{"invalid utf8", "POST", msgs, tok, "", "{\"client_id\":\"1\",\"text\":\"\xff\xfe\"}", 400, salamander.CodeInvalid},
+		{"control chars", "POST", msgs, tok, "", `{"client_id":"1","text":"a\u0000b"}`, 400, salamander.CodeInvalid},
+		{"bad client id", "POST", msgs, tok, "", `{"client_id":"no spaces allowed","text":"a"}`, 400, salamander.CodeInvalid},
+		{"wrong content type", "POST", msgs, tok, "text/plain", `{"client_id":"1","text":"a"}`, 415, salamander.CodeUnsupportedMT},
+		{"no token", "POST", msgs, "", "", `{"client_id":"1","text":"a"}`, 401, salamander.CodeUnauthorized},
+		{"bad token", "POST", msgs, "not-a-token", "", `{"client_id":"1","text":"a"}`, 401, salamander.CodeUnauthorized},
+		{"forged token", "POST", msgs, expired, "", `{"client_id":"1","text":"a"}`, 401, salamander.CodeUnauthorized},
+		{"not a member", "POST", msgs, sess.Token, "", `{"client_id":"1","text":"a"}`, 403, salamander.CodeForbidden},
+		{"not a member reads", "GET", msgs, sess.Token, "", ``, 403, salamander.CodeForbidden},
+		{"unknown room", "POST", "/v1/rooms/g_00000000000000000000000000000000/messages", tok, "", `{"client_id":"1","text":"a"}`, 404, salamander.CodeNotFound},
+		{"malformed room id", "GET", "/v1/rooms/..%2f..%2fetc/messages", tok, "", ``, 404, salamander.CodeNotFound},
+		{"unknown user dm", "POST", "/v1/rooms/direct", tok, "", `{"with":"nobody-here-123"}`, 404, salamander.CodeNotFound},
+		{"dm with self", "POST", "/v1/rooms/direct", tok, "", `{"with":"` + aName + `"}`, 400, salamander.CodeInvalid},
+		{"unknown friend", "POST", "/v1/friends", tok, "", `{"name":"nobody-here-123"}`, 404, salamander.CodeNotFound},
+		{"bad history cursor", "GET", msgs + "?before=abc", tok, "", ``, 400, salamander.CodeInvalid},
+		{"history limit", "GET", msgs + "?limit=100000", tok, "", ``, 400, salamander.CodeInvalid},
+		{"read beyond last", "POST", "/v1/rooms/" + room.ID + "/read", tok, "", `{"seq":99}`, 400, salamander.CodeInvalid},
+		{"invite into dm", "POST", "/v1/rooms/" + room.ID + "/invite", tok, "", `{"users":["` + strangerName + `"]}`, 400, salamander.CodeInvalid},
+		{"bad sync cursor", "GET", "/v1/sync?cursor=p0:x", tok, "", ``, 400, salamander.CodeInvalid},
+		{"bad user name", "POST", "/v1/signup", "", "", `{"name":"A B","password":"longenough"}`, 400, salamander.CodeInvalid},
+		{"short password", "POST", "/v1/signup", "", "", `{"name":"shorty","password":"x"}`, 400, salamander.CodeInvalid},
+		{"taken name", "POST", "/v1/signup", "", "", `{"name":"` + aName + `","password":"another password"}`, 409, salamander.CodeConflict},
+		{"wrong password", "POST", "/v1/login", "", "", `{"name":"` + aName + `","password":"wrong password"}`, 401, salamander.CodeUnauthorized},
+		{"long display name", "PATCH", "/v1/me", tok, "", `{"display_name":"` + strings.Repeat("é", 65) + `"}`, 413, salamander.CodeTooLarge},
+		{"unknown route", "GET", "/v1/nothing", tok, "", ``, 404, salamander.CodeNotFound},
+		{"wrong method", "DELETE", "/v1/rooms", tok, "", ``, 405, salamander.CodeMethod},
+		{"too many presence", "GET", "/v1/presence?users=" + strings.Repeat("abc,", 101) + "abc", tok, "", ``, 413, salamander.CodeTooLarge},
+	}
+	for _, tc := range cases {
+		res := raw(t, 0, tc.method, tc.path, tc.token, tc.ct, []byte(tc.body))
+		if res.status != tc.status || res.code != tc.code {
+			t.Errorf("%s: got %d %q (%s), want %d %q", tc.name, res.status, res.code, res.body, tc.status, tc.code)
+		}
+	}
+	// Nothing changed: still one message, same profile, still one room each.
+	page, err := a.History(ctx, room.ID, clientHistory(0, 0, 50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Messages) != 1 || page.Messages[0].Text != "the only message" {
+		t.Fatalf("history changed: %+v", page.Messages)
+	}
+	me, err := a.Me(ctx)
+	if err != nil || me.DisplayName != "User "+aName {
+		t.Fatalf("profile changed: %+v %v", me, err)
+	}
+	rooms, err := a.Rooms(ctx)
+	if err != nil || len(rooms) != 1 {
+		t.Fatalf("rooms changed: %+v %v", rooms, err)
+	}
+	// And every site is still up.
+	for i := 0; i < 3; i++ {
+		if r := raw(t, i, "GET", "/healthz", "", "", nil); r.status != 200 {
+			t.Fatalf("site %d unhealthy after bad input", i)
+		}
+	}
+}
+
+// Logging out revokes the token at every site; logging out everywhere
+// revokes all of a user's tokens.
+func TestLogoutTakesEffectAtEverySite(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, name := signedUp(t, 0, "out")
+	second := newClient(t, 1)
+	if _, err := second.Login(ctx, name, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	tok := a.Token()
+	if err := a.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			if r := raw(t, i, "GET", "/v1/me", tok, "", nil); r.status != 401 {
+				return &salamander.Error{Code: r.code, Message: string(r.body)}
+			}
+			return nil
+		})
+		if r := raw(t, i, "GET", "/v1/me", second.Token(), "", nil); r.status != 200 {
+			t.Fatalf("site %d: other session revoked too: %d", i, r.status)
+		}
+	}
+	if err := second.LogoutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			if r := raw(t, i, "GET", "/v1/me", second.Token(), "", nil); r.status != 401 {
+				return &salamander.Error{Code: r.code, Message: string(r.body)}
+			}
+			return nil
+		})
+	}
+	// A new login still works.
+	if _, err := second.Login(ctx, name, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+}
