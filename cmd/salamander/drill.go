@@ -2,10 +2,86 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+
+	"github.com/salamander-chat/salamander/internal/drill"
 )
 
 func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return fmt.Errorf("drill: not built yet")
+	fs := flag.NewFlagSet("drill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := drill.DefaultConfig()
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "fire (SIGKILL a site; it stays down) or partition (cut a site's routes; reconnect it after the load)")
+	fs.StringVar(&cfg.Site, "site", "", "site to burn or cut off: a, b or c (default: the one leading the most streams)")
+	fs.IntVar(&cfg.Users, "users", cfg.Users, "simulated users, spread over the sites")
+	fs.IntVar(&cfg.GroupSize, "group-size", cfg.GroupSize, "members per group room (each user is also in one 1:1 room)")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages per second per user (random, exponential arrivals)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long the load runs")
+	fs.DurationVar(&cfg.FaultAt, "fault-at", cfg.FaultAt, "when the fault strikes, after the load starts")
+	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "how long sends in flight when the load stops may keep retrying")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on each wait for deliveries and for the sites to agree")
+	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "room streams (serve --partitions)")
+	fs.StringVar(&cfg.Dir, "data", "", "directory for the sites' data and logs (default: a temporary one, removed afterwards)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary data directory")
+	bin := fs.String("bin", "", "salamander binary to run the sites with (default: this one)")
+	jsonPath := fs.String("json", "", "write the JSON report to this file")
+	htmlPath := fs.String("html", "", "write the HTML report (with a timeline) to this file")
+	logLevel := fs.String("log-level", "info", "the drill's own progress log: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("drill: unexpected arguments %q", fs.Args())
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	cfg.Binary = *bin
+	if cfg.Binary == "" {
+		if cfg.Binary, err = os.Executable(); err != nil {
+			return fmt.Errorf("drill: finding this binary: %w", err)
+		}
+	}
+	rep, err := drill.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteText(stdout); err != nil {
+		return err
+	}
+	if *jsonPath != "" {
+		if err := writeFile(*jsonPath, rep.WriteJSON); err != nil {
+			return err
+		}
+	}
+	if *htmlPath != "" {
+		if err := writeFile(*htmlPath, rep.WriteHTML); err != nil {
+			return err
+		}
+	}
+	if !rep.OK {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// writeFile creates path and writes it with write.
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("drill: %w", err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("drill: writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("drill: writing %s: %w", path, err)
+	}
+	return nil
 }

@@ -164,4 +164,3 @@ func parseSites(s string) ([]gateway.SiteInfo, error) {
 	}
 	return out, nil
 }
-

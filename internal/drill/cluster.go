@@ -120,16 +120,17 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	c.log.Info("sites ready; waiting for stream leaders")
 	if err := c.WaitLeaders(ctx); err != nil {
 		return nil, err
 	}
+	c.log.Info("every stream has a leader")
 	ok = true
 	return c, nil
 }
 
 // layout picks every port, starts the traps and the six link proxies.
 func (c *Cluster) layout() error {
-	var siteURLs []string
 	for i, name := range SiteNames {
 		ports, err := freePorts(2)
 		if err != nil {
@@ -150,9 +151,7 @@ func (c *Cluster) layout() error {
 			logPath:     filepath.Join(c.cfg.Dir, name+".log"),
 		}
 		c.sites = append(c.sites, s)
-		siteURLs = append(siteURLs, name+"=http://"+s.httpAddr)
 	}
-	_ = siteURLs
 	for _, from := range c.sites {
 		for _, to := range c.sites {
 			if from == to {

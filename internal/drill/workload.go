@@ -151,6 +151,7 @@ func (w *workload) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("drill: signing users up: %w", err)
 	}
+	w.cl.log.Info("users signed up", "users", len(w.users))
 	n := len(w.users)
 	type spec struct {
 		owner   *user
