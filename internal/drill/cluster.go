@@ -30,6 +30,8 @@ type ClusterConfig struct {
 	Dir string
 	// Partitions is passed to `serve --partitions`.
 	Partitions int
+	// SiteLogLevel is passed to `serve --log-level` (default warn).
+	SiteLogLevel string
 	// Logger receives the drill's own progress lines (default: discarded).
 	Logger *slog.Logger
 }
@@ -95,6 +97,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	}
 	if cfg.Partitions <= 0 {
 		cfg.Partitions = 6
+	}
+	if cfg.SiteLogLevel == "" {
+		cfg.SiteLogLevel = "warn"
 	}
 	c := &Cluster{
 		cfg: cfg,
@@ -191,7 +196,7 @@ func (c *Cluster) start(i int) error {
 		"--routes", strings.Join(s.routes, ","),
 		"--sites", strings.Join(sites, ","),
 		"--partitions", strconv.Itoa(c.cfg.Partitions),
-		"--log-level", "warn",
+		"--log-level", c.cfg.SiteLogLevel,
 	)
 	cmd.Stdout = logf
 	cmd.Stderr = logf

@@ -58,6 +58,9 @@ type Config struct {
 	Settle time.Duration
 	// Partitions is the number of room streams (`serve --partitions`).
 	Partitions int
+	// SiteLogLevel is the sites' log level (`serve --log-level`); their logs
+	// go to SITE.log in Dir.
+	SiteLogLevel string
 	// Logger receives progress lines (default: discarded).
 	Logger *slog.Logger
 }
@@ -124,7 +127,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	log.Info("starting three sites", "dir", dir)
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	cl, err := StartCluster(startCtx, ClusterConfig{Binary: cfg.Binary, Dir: dir, Partitions: cfg.Partitions, Logger: cfg.Logger})
+	cl, err := StartCluster(startCtx, ClusterConfig{Binary: cfg.Binary, Dir: dir, Partitions: cfg.Partitions,
+		SiteLogLevel: cfg.SiteLogLevel, Logger: cfg.Logger})
 	cancel()
 	if err != nil {
 		return nil, err

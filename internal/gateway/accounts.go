@@ -15,6 +15,10 @@ func sessionKey(name string) string { return "sess." + name }
 func friendKey(name string) string  { return "friend." + name }
 
 func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
+	if g.Isolated() {
+		writeError(w, g.log, r, errIsolated)
+		return
+	}
 	var req salamander.SignUpRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, g.log, r, err)
@@ -49,6 +53,10 @@ func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if g.Isolated() {
+		writeError(w, g.log, r, errIsolated)
+		return
+	}
 	var req salamander.LoginRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, g.log, r, err)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,9 +75,26 @@ type Gateway struct {
 	metrics *metrics
 	started time.Time
 
+	isolated atomic.Bool
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
+
+// SetIsolated marks the site as cut off from a majority of sites (or back).
+// While isolated the site refuses every user request with CodeUnavailable
+// and drops its WebSockets, so clients move to a site that can serve them.
+func (g *Gateway) SetIsolated(on bool) {
+	if g.isolated.Swap(on) != on && on {
+		g.hub.kickAll()
+	}
+}
+
+// Isolated reports whether the site is marked as cut off.
+func (g *Gateway) Isolated() bool { return g.isolated.Load() }
+
+var errIsolated = salamander.Errorf(salamander.CodeUnavailable,
+	"this site is cut off from the other sites and cannot serve; use another site")
 
 // New builds a Gateway; Start begins its background work.
 func New(cfg Config) *Gateway {
@@ -186,6 +204,10 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, c claims)
 // authed wraps a handler that needs a valid session.
 func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if g.Isolated() {
+			writeError(w, g.log, r, errIsolated)
+			return
+		}
 		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))
 		if err != nil {
 			writeError(w, g.log, r, err)

@@ -84,11 +84,11 @@ func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	connected := g.cfg.Store.Conn().IsConnected()
 	keyed := g.cfg.View.SigningKey() != nil
 	status := http.StatusOK
-	if !connected || !keyed {
+	if !connected || !keyed || g.Isolated() {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
-		"nats_connected": connected, "signing_key": keyed})
+		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated()})
 }
 
 func (g *Gateway) handleSites(w http.ResponseWriter, _ *http.Request) {
@@ -109,6 +109,7 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		"site":           g.cfg.Site,
 		"uptime_seconds": int(time.Since(g.started).Seconds()),
 		"nats_connected": g.cfg.Store.Conn().IsConnected(),
+		"isolated":       g.Isolated(),
 		"nats_server":    g.cfg.Store.Conn().ConnectedServerName(),
 		"applied":        g.cfg.View.Applied(),
 		"websockets":     len(g.hub.online()),

@@ -86,6 +86,18 @@ func (h *hub) online() []string {
 	return out
 }
 
+// kickAll disconnects every device; they reconnect, to another site if
+// this one refuses them.
+func (h *hub) kickAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, set := range h.conns {
+		for c := range set {
+			c.cancel()
+		}
+	}
+}
+
 func (h *hub) closeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -140,6 +152,10 @@ func (c *wsConn) push(ev salamander.Event) {
 // registered for before the replay starts and deduplicated by position, so
 // nothing falls between replay and live.
 func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
+	if g.Isolated() {
+		writeError(w, g.log, r, errIsolated)
+		return
+	}
 	token := bearerToken(r.Header.Get("Authorization"))
 	if token == "" {
 		token = r.URL.Query().Get("token")

@@ -17,6 +17,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -361,8 +362,10 @@ type StreamStatus struct {
 	Stream   string   `json:"stream"`
 	Leader   string   `json:"leader"`
 	Replicas []string `json:"replicas"`
-	LastSeq  uint64   `json:"last_seq"`
-	Messages uint64   `json:"messages"`
+	// Unhealthy lists replicas that are offline or not caught up.
+	Unhealthy []string `json:"unhealthy,omitempty"`
+	LastSeq   uint64   `json:"last_seq"`
+	Messages  uint64   `json:"messages"`
 }
 
 // Status asks the cluster for every stream's leader and last sequence. It
@@ -381,6 +384,9 @@ func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
 			ss.Leader = info.Cluster.Leader
 			for _, r := range info.Cluster.Replicas {
 				ss.Replicas = append(ss.Replicas, r.Name)
+				if r.Offline || !r.Current {
+					ss.Unhealthy = append(ss.Unhealthy, r.Name)
+				}
 			}
 		}
 		out = append(out, ss)
@@ -388,12 +394,74 @@ func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
 	return out, nil
 }
 
-// StepDown asks a stream's leader to hand leadership to another replica,
-// e.g. to spread leaders evenly over sites.
-func (s *Store) StepDown(ctx context.Context, stream string) error {
-	subj := "$JS.API.STREAM.LEADER.STEPDOWN." + natsName(stream)
-	_, err := s.nc.RequestWithContext(ctx, subj, nil)
-	return err
+// StepDown asks a stream's leader to hand leadership to the replica on
+// server preferred ("" lets the cluster choose).
+func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
+	var body []byte
+	if preferred != "" {
+		body, _ = json.Marshal(map[string]any{"placement": map[string]string{"preferred": preferred}})
+	}
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(stream), body)
+	if err != nil {
+		return fmt.Errorf("jsstore: step down %s: %w", stream, err)
+	}
+	var resp struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err == nil && resp.Error != nil {
+		return fmt.Errorf("jsstore: step down %s: %s", stream, resp.Error.Description)
+	}
+	return nil
+}
+
+// BalanceLeaders moves at most one leadership away from server self when
+// self leads more than its fair share of the streams, to the replica whose
+// server leads the fewest. Each site runs it for its own server only, so
+// sites never issue conflicting moves. Spreading leaders evenly means a
+// fire stalls only the partitions whose leader burned (4-9 s election),
+// never all of them.
+func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved string, err error) {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	count := map[string]int{}
+	for _, ss := range st {
+		for _, r := range ss.Replicas {
+			count[r] += 0
+		}
+		if ss.Leader == "" {
+			return "", nil // an election is under way; decide later
+		}
+		count[ss.Leader]++
+	}
+	if len(count) == 0 {
+		return "", nil
+	}
+	fair := (len(st) + len(count) - 1) / len(count)
+	if count[self] <= fair {
+		return "", nil
+	}
+	for _, ss := range st {
+		if ss.Leader != self {
+			continue
+		}
+		best := ""
+		for _, r := range ss.Replicas {
+			if slices.Contains(ss.Unhealthy, r) {
+				continue
+			}
+			if best == "" || count[r] < count[best] {
+				best = r
+			}
+		}
+		if best != "" && count[best]+1 < count[self] {
+			return ss.Stream, s.StepDown(ctx, ss.Stream, best)
+		}
+	}
+	return "", nil
 }
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }

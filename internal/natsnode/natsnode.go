@@ -165,6 +165,26 @@ func (n *Node) ClusterAddr() string {
 	return ""
 }
 
+// Name is the server's name in the cluster.
+func (n *Node) Name() string { return n.srv.Name() }
+
+// ConnectedPeers counts the distinct other servers this one has a route to.
+func (n *Node) ConnectedPeers() int {
+	rz, err := n.srv.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return 0
+	}
+	peers := map[string]bool{}
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" {
+			peers[r.RemoteName] = true
+		} else {
+			peers[r.RemoteID] = true
+		}
+	}
+	return len(peers)
+}
+
 // Server exposes the embedded server for monitoring (e.g. Jsz, Varz).
 func (n *Node) Server() *server.Server { return n.srv }
 

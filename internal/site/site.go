@@ -147,7 +147,11 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		MaxHeaderBytes: 64 << 10}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		s.watchIsolation(bg)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -177,13 +181,93 @@ func (s *Site) boot(ctx context.Context) {
 		return
 	}
 	close(s.booted)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.ensureSigningKey(ctx)
 	}()
+	go func() {
+		defer s.wg.Done()
+		s.balanceLeaders(ctx)
+	}()
 	s.view.Run(ctx, s.store)
 }
+
+// balanceInterval is how often a site checks that it leads no more than its
+// share of streams.
+const balanceInterval = 5 * time.Second
+
+// balanceLeaders keeps this site's embedded server from leading more than
+// its share of the streams, so that losing the site stalls as few
+// partitions as possible.
+func (s *Site) balanceLeaders(ctx context.Context) {
+	if s.node == nil {
+		return // an external cluster is balanced by its operators
+	}
+	t := time.NewTicker(balanceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.gw.Isolated() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		moved, err := s.store.BalanceLeaders(cctx, s.node.Name())
+		cancel()
+		if err != nil {
+			s.log.Debug("leader balance check failed", "err", err)
+		} else if moved != "" {
+			s.log.Info("handed stream leadership to a less loaded site", "stream", moved)
+		}
+	}
+}
+
+// isolationCheck is how often an embedded site checks its routes.
+const isolationCheck = 250 * time.Millisecond
+
+// watchIsolation tells the gateway when this site's NATS server is cut off
+// from a majority of the cluster. An isolated site can acknowledge no write
+// (JetStream needs a quorum), so the gateway then answers 503 at once and
+// drops its WebSockets, sending clients to a site that can serve them,
+// instead of letting them wait on a site that cannot.
+func (s *Site) watchIsolation(ctx context.Context) {
+	if s.node == nil {
+		return
+	}
+	size := len(s.cfg.NATS.Routes) + 1
+	t := time.NewTicker(isolationCheck)
+	defer t.Stop()
+	var since time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		peers := s.node.ConnectedPeers()
+		cut := size > 1 && peers+1 <= size/2
+		switch {
+		case !cut:
+			since = time.Time{}
+			if s.gw.Isolated() {
+				s.log.Warn("reconnected to a majority of sites; serving again", "peers", peers)
+				s.gw.SetIsolated(false)
+			}
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= isolationGrace && !s.gw.Isolated():
+			s.log.Warn("cut off from a majority of sites; refusing requests so clients move", "peers", peers)
+			s.gw.SetIsolated(true)
+		}
+	}
+}
+
+// isolationGrace keeps a brief route flap from bouncing every client.
+const isolationGrace = 750 * time.Millisecond
 
 // ensureSigningKey proposes a signing key; the first proposal in the log
 // wins, at every site.

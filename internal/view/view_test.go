@@ -1,0 +1,162 @@
+package view
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+// history builds a log of records on two streams as the gateway would
+// append them, including the cases the rules must neutralize.
+func history() []jsstore.Entry {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	dn := "Alice"
+	recs := []struct {
+		stream string
+		rec    salamander.Record
+	}{
+		{"acct", salamander.Record{Type: salamander.RecSigningKey, Key: []byte("k1")}},
+		{"acct", salamander.Record{Type: salamander.RecSigningKey, Key: []byte("k2")}}, // loses: first writer wins
+		{"acct", salamander.Record{Type: salamander.RecUserCreated, User: "alice", DisplayName: &dn, PasswordHash: "h"}},
+		{"acct", salamander.Record{Type: salamander.RecUserCreated, User: "bob", PasswordHash: "h"}},
+		{"acct", salamander.Record{Type: salamander.RecUserCreated, User: "eve", PasswordHash: "h"}},
+		{"acct", salamander.Record{Type: salamander.RecFriendAdded, User: "alice", Friend: "bob"}},
+		{"p0", salamander.Record{Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup, Name: "g",
+			Members: []string{"alice", "bob", "alice"}, By: "alice"}},
+		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c1", Text: "one"}},
+		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c1", Text: "one"}}, // duplicate
+		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "eve", ClientID: "e1", Text: "spam"}},  // not a member
+		{"p0", salamander.Record{Type: salamander.RecRoomJoined, Room: "g_1", Members: []string{"eve"}, By: "eve"}},        // can't self-invite
+		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "bob", ClientID: "c1", Text: "two"}},
+		{"p0", salamander.Record{Type: salamander.RecMessageRead, Room: "g_1", User: "alice", Seq: 99}}, // clamped to last
+		{"p0", salamander.Record{Type: salamander.RecRoomLeft, Room: "g_1", User: "bob"}},
+		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "bob", ClientID: "c2", Text: "gone"}}, // left
+		{"p0", salamander.Record{Type: salamander.RecRoomRenamed, Room: "g_1", Name: "renamed", By: "alice"}},
+	}
+	seq := map[string]uint64{}
+	var out []jsstore.Entry
+	for _, r := range recs {
+		seq[r.stream]++
+		r.rec.At = at
+		at = at.Add(time.Second)
+		out = append(out, jsstore.Entry{Pos: salamander.Position{Stream: r.stream, Seq: seq[r.stream]}, Record: r.rec})
+	}
+	return out
+}
+
+func openTemp(t *testing.T) *View {
+	t.Helper()
+	v, err := Open(filepath.Join(t.TempDir(), "view.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+func state(t *testing.T, v *View) string {
+	t.Helper()
+	ctx := context.Background()
+	room, err := v.Room(ctx, "g_1", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := v.History(ctx, "g_1", 0, 0, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync, err := v.Sync(ctx, "alice", salamander.Cursor{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal([]any{room, page, sync, string(v.SigningKey())})
+	return string(b)
+}
+
+// The rules are deterministic: the same log gives the same state, whether
+// applied in one batch or record by record, and redelivered records are
+// applied once.
+func TestApplyIsDeterministicAndIdempotent(t *testing.T) {
+	h := history()
+	one := openTemp(t)
+	if err := one.applyBatch(h); err != nil {
+		t.Fatal(err)
+	}
+	two := openTemp(t)
+	for i, e := range h {
+		if err := two.applyBatch([]jsstore.Entry{e}); err != nil {
+			t.Fatal(err)
+		}
+		if err := two.applyBatch(h[:i+1]); err != nil { // redelivery after a consumer reset
+			t.Fatal(err)
+		}
+	}
+	if a, b := state(t, one), state(t, two); a != b {
+		t.Fatalf("states differ:\n%s\n%s", a, b)
+	}
+	ctx := context.Background()
+	page, _ := one.History(ctx, "g_1", 0, 0, 50)
+	if len(page.Messages) != 2 || page.Messages[0].Text != "one" || page.Messages[1].Text != "two" {
+		t.Fatalf("messages: %+v", page.Messages)
+	}
+	room, _ := one.Room(ctx, "g_1", "alice")
+	if room.Name != "renamed" || len(room.Members) != 1 || room.ReadSeq != 2 || room.Unread != 0 {
+		t.Fatalf("room: %+v", room)
+	}
+	if string(one.SigningKey()) != "k1" {
+		t.Fatalf("signing key %q, want the first one", one.SigningKey())
+	}
+	if ok, _ := one.IsMember(ctx, "g_1", "eve"); ok {
+		t.Fatal("eve invited herself")
+	}
+	if got := one.Applied(); got["acct"] != 6 || got["p0"] != 10 {
+		t.Fatalf("applied %v", got)
+	}
+}
+
+// A corrupt or foreign database file is replaced by an empty model, which
+// the site then rebuilds from the log.
+func TestCorruptModelIsRebuilt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	if err := os.WriteFile(path, []byte("this is not a database, just garbage bytes of some length"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if len(v.Applied()) != 0 {
+		t.Fatal("expected an empty model")
+	}
+	if err := v.applyBatch(history()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WaitApplied returns once the position is applied, and gives up with
+// CodeUnavailable when the context ends first.
+func TestWaitApplied(t *testing.T) {
+	v := openTemp(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := v.WaitApplied(ctx, salamander.Position{Stream: "p0", Seq: 1}); salamander.ErrorCode(err) != salamander.CodeUnavailable {
+		t.Fatalf("got %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- v.WaitApplied(context.Background(), salamander.Position{Stream: "p0", Seq: 3})
+	}()
+	if err := v.applyBatch(history()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
