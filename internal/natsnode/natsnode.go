@@ -87,8 +87,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		srv.SetLoggerV2(&slogAdapter{l: cfg.Logger.With("system", "nats", "server", opts.ServerName)}, cfg.Debug, false, false)
 	}
 	srv.Start()
+	// A server that has not opened its ports in 10 s never will (typically
+	// the address is taken); fail rather than wait out the caller's context.
 	deadline := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < deadline {
 		deadline = time.Until(d)
 	}
 	if !srv.ReadyForConnections(deadline) {

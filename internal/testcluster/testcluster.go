@@ -36,11 +36,29 @@ type Cluster struct {
 	sites []*site.Site
 }
 
-// Start starts three sites under dir and waits until all are ready.
+// Start starts three sites under dir and waits until all are ready. Ports
+// are picked free just before use; if another process takes one in between,
+// Start tries again with fresh ports.
 func Start(ctx context.Context, dir string, logger *slog.Logger) (*Cluster, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var c *Cluster
+		c, err = start(ctx, filepath.Join(dir, fmt.Sprintf("try%d", attempt)), logger)
+		if err == nil {
+			return c, nil
+		}
+		logger.Warn("test cluster failed to start; retrying with fresh ports", "attempt", attempt, "err", err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
+}
+
+func start(ctx context.Context, dir string, logger *slog.Logger) (*Cluster, error) {
 	c := &Cluster{dir: dir, log: logger}
 	type ports struct{ http, client, cluster int }
 	ps := make([]ports, len(Names))

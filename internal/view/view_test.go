@@ -32,7 +32,7 @@ func history() []jsstore.Entry {
 		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c1", Text: "one"}},
 		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c1", Text: "one"}}, // duplicate
 		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "eve", ClientID: "e1", Text: "spam"}},  // not a member
-		{"p0", salamander.Record{Type: salamander.RecRoomJoined, Room: "g_1", Members: []string{"eve"}, By: "eve"}},        // can't self-invite
+		{"p0", salamander.Record{Type: salamander.RecRoomJoined, Room: "g_1", Members: []string{"eve"}, By: "eve"}},         // can't self-invite
 		{"p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "bob", ClientID: "c1", Text: "two"}},
 		{"p0", salamander.Record{Type: salamander.RecMessageRead, Room: "g_1", User: "alice", Seq: 99}}, // clamped to last
 		{"p0", salamander.Record{Type: salamander.RecRoomLeft, Room: "g_1", User: "bob"}},

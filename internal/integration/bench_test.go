@@ -1,0 +1,100 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander/client"
+)
+
+// benchRoom signs up two users and returns a client of the first, pinned to
+// site 0, and their 1:1 room.
+func benchRoom(b *testing.B) (*client.Client, string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mk := func(i int) (*client.Client, string) {
+		c, err := client.New(client.Config{Sites: cluster.URLs(), Prefer: i})
+		if err != nil {
+			b.Fatal(err)
+		}
+		name := uniqueName("bench")
+		if _, err := c.SignUp(ctx, name, name, "correct horse battery"); err != nil {
+			b.Fatal(err)
+		}
+		return c, name
+	}
+	a, _ := mk(0)
+	_, bName := mk(1)
+	room, err := a.DirectRoom(ctx, bName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a, room.ID
+}
+
+// BenchmarkSend measures one client's acknowledged sends: validation, an R3
+// append with sync_interval always (quorum of three fsyncing servers), and
+// this site's apply (read-your-writes) — the latency a user waits for "sent".
+func BenchmarkSend(b *testing.B) {
+	c, room := benchRoom(b)
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := c.Send(ctx, room, fmt.Sprintf("bench %d", i)); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat)
+}
+
+// BenchmarkSendParallel measures throughput with many concurrent senders,
+// each in its own room.
+func BenchmarkSendParallel(b *testing.B) {
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		c, room := benchRoom(b)
+		ctx := context.Background()
+		for pb.Next() {
+			if _, err := c.Send(ctx, room, fmt.Sprintf("p %d", n.Add(1))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkHistory measures reading a 50-message page from the read model.
+func BenchmarkHistory(b *testing.B) {
+	c, room := benchRoom(b)
+	ctx := context.Background()
+	for i := 0; i < 60; i++ {
+		if _, err := c.Send(ctx, room, fmt.Sprintf("h %d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.History(ctx, room, client.HistoryQuery{Limit: 50}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
