@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,7 +19,11 @@ import (
 	"github.com/salamander-chat/salamander/internal/testcluster"
 )
 
-var cluster *testcluster.Cluster
+var (
+	cluster *testcluster.Cluster
+	// salamanderBin is the salamander binary, built once for CLI tests.
+	salamanderBin string
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -33,6 +39,11 @@ func run(m *testing.M) int {
 	level := slog.LevelError
 	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
 		level = slog.LevelInfo
+	}
+	salamanderBin = filepath.Join(dir, "salamander")
+	if out, err := exec.Command("go", "build", "-o", salamanderBin, "../../cmd/salamander").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build salamander: %v\n%s", err, out)
+		return 1
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithTimeout(context.Background(), testcluster.Timeout)

@@ -1,0 +1,109 @@
+package site
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/natsnode"
+)
+
+// Sites pointed at an existing NATS JetStream cluster (three servers tagged
+// by site, as operators would run them) serve exactly as embedded ones.
+func TestSitesOnExternalNATSCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	names := []string{"a", "b", "c"}
+	clusterPorts := freePorts(t, 3)
+	var nodes []*natsnode.Node
+	for i, n := range names {
+		cfg := natsnode.DefaultConfig(n)
+		cfg.StoreDir = filepath.Join(dir, "nats-"+n)
+		cfg.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", clusterPorts[i])
+		for j := range names {
+			if j != i {
+				cfg.Routes = append(cfg.Routes, fmt.Sprintf("127.0.0.1:%d", clusterPorts[j]))
+			}
+		}
+		node, err := natsnode.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, node)
+		t.Cleanup(node.Shutdown)
+	}
+	var urls []string
+	for i, n := range names {
+		cfg := DefaultConfig(n, filepath.Join(dir, "site-"+n))
+		cfg.HTTPAddr = "127.0.0.1:0"
+		cfg.NATSURLs = []string{nodes[i].ClientURL()}
+		cfg.Partitions = 2
+		cfg.BcryptCost = bcrypt.MinCost
+		s, err := Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		if s.Node() != nil {
+			t.Fatal("a site with NATS URLs embedded a server")
+		}
+		if err := s.Ready(ctx); err != nil {
+			t.Fatal(err)
+		}
+		urls = append(urls, s.URL())
+	}
+	alice, err := client.New(client.Config{Sites: urls, Prefer: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := client.New(client.Config{Sites: urls, Prefer: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SignUp(ctx, "alice", "Alice", "password one"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SignUp(ctx, "bob", "Bob", "password two"); err != nil {
+		t.Fatal(err)
+	}
+	room, err := alice.DirectRoom(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Send(ctx, room.ID, "over an external cluster"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		page, err := bob.History(ctx, room.ID, client.HistoryQuery{})
+		if err == nil && len(page.Messages) == 1 && page.Messages[0].Text == "over an external cluster" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's history at site c: %+v %v (%s)", page, err, salamander.ErrorCode(err))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var out []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out
+}
