@@ -35,7 +35,8 @@ type Config struct {
 	StoreDir string
 	// ClientAddr is host:port for client connections ("127.0.0.1:0" picks a port).
 	ClientAddr string
-	// ClusterAddr is host:port for routes from the other servers.
+	// ClusterAddr is host:port for routes from the other servers; empty runs
+	// a lone server outside any cluster.
 	ClusterAddr string
 	// Routes are the cluster addresses (host:port) of the other servers.
 	Routes []string
@@ -115,10 +116,6 @@ func (c Config) options() (*server.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsnode: client address: %w", err)
 	}
-	chost, cport, err := splitHostPort(c.ClusterAddr)
-	if err != nil {
-		return nil, fmt.Errorf("natsnode: cluster address: %w", err)
-	}
 	routes := make([]*url.URL, 0, len(c.Routes))
 	for _, r := range c.Routes {
 		u, err := url.Parse("nats-route://" + r)
@@ -142,13 +139,14 @@ func (c Config) options() (*server.Options, error) {
 		LameDuckGracePeriod: time.Second,
 		NoSigs:              true,
 		NoSystemAccount:     false,
-		Cluster: server.ClusterOpts{
-			Name:     ClusterName,
-			Host:     chost,
-			Port:     cport,
-			PoolSize: -1,
-		},
-		Routes: routes,
+	}
+	if c.ClusterAddr != "" { // empty: a lone server, for tests and tiny set-ups
+		chost, cport, err := splitHostPort(c.ClusterAddr)
+		if err != nil {
+			return nil, fmt.Errorf("natsnode: cluster address: %w", err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: ClusterName, Host: chost, Port: cport, PoolSize: -1}
+		opts.Routes = routes
 	}
 	if c.SyncAlways {
 		opts.SyncInterval = 2 * time.Minute

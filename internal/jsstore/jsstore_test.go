@@ -1,0 +1,111 @@
+package jsstore_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/natsnode"
+)
+
+// openStore starts a one-server JetStream (R1) and opens a store on it.
+func openStore(t *testing.T) *jsstore.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.ClusterAddr = "" // a lone server, no cluster
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Shutdown)
+	scfg := jsstore.DefaultConfig(node.ClientURL())
+	scfg.Replicas = 1
+	scfg.Partitions = 2
+	s, err := jsstore.Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestAppendUniquenessAndDedupe(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	rec := salamander.Record{Type: salamander.RecUserCreated, User: "alice", At: time.Now()}
+	pos, dup, err := s.Append(ctx, jsstore.AccountsStream, "user.alice", rec, jsstore.AppendOptions{ExpectNew: true})
+	if err != nil || dup || pos.Seq != 1 {
+		t.Fatalf("first create: %v %v %v", pos, dup, err)
+	}
+	if _, _, err := s.Append(ctx, jsstore.AccountsStream, "user.alice", rec, jsstore.AppendOptions{ExpectNew: true}); !errors.Is(err, jsstore.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	msg := salamander.Record{Type: salamander.RecMessageSent, Room: "d_0", Text: "x"}
+	room := s.RoomStream("d_0")
+	p1, dup1, err := s.Append(ctx, room, "d_0", msg, jsstore.AppendOptions{MsgID: "m1"})
+	if err != nil || dup1 {
+		t.Fatal(err, dup1)
+	}
+	p2, dup2, err := s.Append(ctx, room, "d_0", msg, jsstore.AppendOptions{MsgID: "m1"})
+	if err != nil || !dup2 || p2 != p1 {
+		t.Fatalf("retry: %v %v %v, first %v", p2, dup2, err, p1)
+	}
+	last, err := s.LastPosition(ctx, room)
+	if err != nil || last != p1 {
+		t.Fatalf("last position %v %v, want %v", last, err, p1)
+	}
+}
+
+func TestTailDeliversInOrderFromAPosition(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	room := s.RoomStream("g_1")
+	for i := 0; i < 10; i++ {
+		rec := salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", Seq: uint64(i)}
+		if _, _, err := s.Append(ctx, room, "g_1", rec, jsstore.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []uint64
+	tctx, stop := context.WithCancel(ctx)
+	s.Tail(tctx, room, 4, func(e jsstore.Entry) bool {
+		if e.Err != nil {
+			t.Error(e.Err)
+		}
+		got = append(got, e.Pos.Seq)
+		if len(got) == 7 {
+			stop()
+		}
+		return true
+	})
+	want := []uint64{4, 5, 6, 7, 8, 9, 10}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
+
+func TestRoomStreamIsStable(t *testing.T) {
+	s := openStore(t)
+	if s.RoomStream("g_abc") != s.RoomStream("g_abc") {
+		t.Fatal("unstable partition")
+	}
+	if got := s.Streams(); len(got) != 3 || got[0] != jsstore.AccountsStream {
+		t.Fatalf("streams %v", got)
+	}
+}
