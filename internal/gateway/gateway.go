@@ -223,6 +223,11 @@ func (g *Gateway) commit(ctx context.Context, stream, key string, rec salamander
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
 	defer cancel()
 	rec.At = time.Now().UTC()
+	if opt.MsgID == "" {
+		// Unique to this request, so the log's own retries of it are
+		// recognized as one record (see jsstore.Append).
+		opt.MsgID = "req:" + randomHex(12)
+	}
 	start := time.Now()
 	pos, dup, err := g.cfg.Store.Append(ctx, stream, key, rec, opt)
 	g.metrics.observeAppend(err, time.Since(start))

@@ -37,6 +37,9 @@ const (
 	clusterBucket = "SAL_CLUSTER"
 	partitionsKey = "partitions"
 	maxRecordSize = 256 << 10
+	// appendAttemptTimeout bounds one publish; a healthy quorum answers in
+	// milliseconds even with fsync on every write.
+	appendAttemptTimeout = time.Second
 )
 
 // ErrExists is returned by Append when ExpectNew was set and the subject
@@ -72,7 +75,7 @@ func DefaultConfig(urls ...string) Config {
 		Partitions:      6,
 		Replicas:        3,
 		DuplicateWindow: 10 * time.Minute,
-		AppendTimeout:   4 * time.Second,
+		AppendTimeout:   7 * time.Second,
 		Logger:          slog.New(slog.DiscardHandler),
 	}
 }
@@ -227,7 +230,9 @@ func (s *Store) RoomStream(roomID string) string {
 // AppendOptions modify an append.
 type AppendOptions struct {
 	// MsgID deduplicates: a second append with the same id within the
-	// duplicate window returns the first one's position.
+	// duplicate window returns the first one's position. Appends are retried
+	// across leader elections, so every append should carry an id unique to
+	// its request.
 	MsgID string
 	// ExpectNew makes the append fail with ErrExists unless the subject has
 	// no record yet (optimistic concurrency; the basis of uniqueness).
@@ -255,21 +260,41 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 	popts = append(popts, jetstream.WithExpectStream(natsName(stream)))
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.AppendTimeout)
 	defer cancel()
-	ack, err := s.js.Publish(cctx, subject, body, popts...)
-	if err != nil {
+	// While a stream elects a leader (4-9 s after its leader's site burns)
+	// publishes go unanswered at every site alike, so failing over would not
+	// help: the append is retried here until the timeout. Retries are safe:
+	// a record that did land is recognized by its msg id (JetStream checks
+	// duplicates before expected sequences), which callers always set.
+	for attempt := 1; ; attempt++ {
+		actx, acancel := context.WithTimeout(cctx, appendAttemptTimeout)
+		ack, err := s.js.Publish(actx, subject, body, popts...)
+		acancel()
+		if err == nil {
+			return salamander.Position{Stream: stream, Seq: ack.Sequence}, ack.Duplicate, nil
+		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return salamander.Position{}, false, ErrExists
+		if errors.As(err, &apiErr) {
+			switch apiErr.ErrorCode {
+			case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+				return salamander.Position{}, false, ErrExists
+			}
+			if apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 {
+				return salamander.Position{}, false, fmt.Errorf("jsstore: append %s to %s: %w", rec.Type, stream, err)
+			}
 		}
 		if ctx.Err() != nil {
 			return salamander.Position{}, false, ctx.Err()
 		}
-		s.log.Warn("append failed", "stream", stream, "type", rec.Type, "err", err)
-		return salamander.Position{}, false, salamander.Errorf(salamander.CodeUnavailable,
-			"this site cannot reach a quorum of sites right now; try another site")
+		if cctx.Err() != nil {
+			s.log.Warn("append failed", "stream", stream, "type", rec.Type, "attempts", attempt, "err", err)
+			return salamander.Position{}, false, salamander.Errorf(salamander.CodeUnavailable,
+				"this site cannot reach a quorum of sites right now; try another site")
+		}
+		select {
+		case <-cctx.Done():
+		case <-time.After(jitter(100 * time.Millisecond)):
+		}
 	}
-	return salamander.Position{Stream: stream, Seq: ack.Sequence}, ack.Duplicate, nil
 }
 
 // Tail delivers every record of stream from sequence from (1 = the start)

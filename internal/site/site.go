@@ -63,7 +63,7 @@ func DefaultConfig(name, dataDir string) Config {
 		Partitions:    6,
 		Replicas:      3,
 		BcryptCost:    10,
-		AppendTimeout: 4 * time.Second,
+		AppendTimeout: 7 * time.Second,
 		Logger:        slog.New(slog.DiscardHandler),
 	}
 }
@@ -273,8 +273,9 @@ const isolationGrace = 750 * time.Millisecond
 // wins, at every site.
 func (s *Site) ensureSigningKey(ctx context.Context) {
 	rec := salamander.Record{Type: salamander.RecSigningKey, Key: gateway.NewSigningKey(), At: time.Now().UTC()}
+	opt := jsstore.AppendOptions{ExpectNew: true, MsgID: "key:" + s.cfg.Site + ":" + time.Now().Format(time.RFC3339Nano)}
 	for ctx.Err() == nil && s.view.SigningKey() == nil {
-		_, _, err := s.store.Append(ctx, jsstore.AccountsStream, "key", rec, jsstore.AppendOptions{ExpectNew: true})
+		_, _, err := s.store.Append(ctx, jsstore.AccountsStream, "key", rec, opt)
 		if err == nil || errors.Is(err, jsstore.ErrExists) {
 			return
 		}
