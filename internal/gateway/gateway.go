@@ -156,6 +156,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
 	m.HandleFunc("GET /v1/sites", g.handleSites)
 	m.HandleFunc("GET /v1/status", g.handleStatus)
+	m.HandleFunc("GET /status", g.handleStatusPage)
 	m.HandleFunc("GET /healthz", g.handleHealth)
 	m.HandleFunc("GET /readyz", g.handleReady)
 	m.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Registry, promhttp.HandlerOpts{}))

@@ -131,10 +131,12 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 	if err != nil || len(rooms) != 1 {
 		t.Fatalf("rooms changed: %+v %v", rooms, err)
 	}
-	// And every site is still up.
+	// And every site is still up and serves its ops plane.
 	for i := 0; i < 3; i++ {
-		if r := raw(t, i, "GET", "/healthz", "", "", nil); r.status != 200 {
-			t.Fatalf("site %d unhealthy after bad input", i)
+		for _, path := range []string{"/healthz", "/readyz", "/v1/status", "/status", "/metrics", "/openapi.yaml", "/v1/sites"} {
+			if r := raw(t, i, "GET", path, "", "", nil); r.status != 200 {
+				t.Fatalf("site %d %s: %d %s", i, path, r.status, r.body)
+			}
 		}
 	}
 }
