@@ -79,7 +79,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	if !checkPassword(hash, req.Password) {
+	if !g.checkPassword(hash, req.Password) {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeUnauthorized, "wrong user name or password"))
 		return
 	}

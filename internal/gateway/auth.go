@@ -112,18 +112,21 @@ func sign(key []byte, payload string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// dummyHash is compared against when a user does not exist, so that a login
-// for an unknown name costs as much as one with a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("salamander-timing-equalizer"), bcrypt.MinCost)
-
 func (g *Gateway) hashPassword(pw string) (string, error) {
 	h, err := bcrypt.GenerateFromPassword([]byte(pw), g.cfg.BcryptCost)
 	return string(h), err
 }
 
-func checkPassword(hash, pw string) bool {
+// checkPassword compares pw with hash. For an unknown user (hash "") it
+// compares against a hash of the same cost anyway, so that a login for a
+// name that does not exist takes as long as one with a wrong password and
+// timing does not tell which names exist.
+func (g *Gateway) checkPassword(hash, pw string) bool {
 	if hash == "" {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pw))
+		g.dummyOnce.Do(func() {
+			g.dummyHash, _ = bcrypt.GenerateFromPassword([]byte(randomHex(16)), g.cfg.BcryptCost)
+		})
+		_ = bcrypt.CompareHashAndPassword(g.dummyHash, []byte(pw))
 		return false
 	}
 	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil

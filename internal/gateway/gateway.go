@@ -77,6 +77,9 @@ type Gateway struct {
 
 	isolated atomic.Bool
 
+	dummyOnce sync.Once
+	dummyHash []byte // see checkPassword
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
