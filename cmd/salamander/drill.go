@@ -23,6 +23,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.FaultAt, "fault-at", cfg.FaultAt, "when the fault strikes, after the load starts")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "how long sends in flight when the load stops may keep retrying")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on each wait for deliveries and for the sites to agree")
+	fs.BoolVar(&cfg.Return, "return", false, "fire: after the load, restart the burned site on its old disk and check it catches up")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "room streams (serve --partitions)")
 	fs.StringVar(&cfg.SiteLogLevel, "site-log-level", "warn", "the sites' log level; their logs go to SITE.log in the data directory")
 	fs.StringVar(&cfg.Dir, "data", "", "directory for the sites' data and logs (default: a temporary one, removed afterwards)")

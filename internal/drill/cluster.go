@@ -41,17 +41,16 @@ type ClusterConfig struct {
 // that any site can be cut off from the others while it stays up.
 //
 // Each site's real cluster port listens on its own loopback address
-// (127.0.0.2, .3, .4) and the same port on 127.0.0.1 is held by a trap
-// that refuses connections: NATS gossips route addresses built from a
-// peer's source address (the proxies dial from 127.0.0.1) and its real
-// port, so a gossiped address can never bypass a proxy.
+// (127.0.0.2, .3, .4), a port that is free on 127.0.0.1: NATS gossips
+// route addresses built from a peer's source address (the proxies dial
+// from 127.0.0.1) and its real port, so a gossiped address is refused and
+// never bypasses a proxy (a server gives up on a refused gossiped route).
 type Cluster struct {
 	cfg     ClusterConfig
 	log     *slog.Logger
 	hc      *http.Client
 	sites   []*siteProc
 	proxies []*linkProxy
-	traps   []*trap
 
 	mu sync.Mutex // guards siteProc.proc
 }
@@ -134,18 +133,17 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	return c, nil
 }
 
-// layout picks every port, starts the traps and the six link proxies.
+// layout picks every port and starts the six link proxies.
 func (c *Cluster) layout() error {
 	for i, name := range SiteNames {
 		ports, err := freePorts(2)
 		if err != nil {
 			return err
 		}
-		clusterAddr, tr, err := clusterPort(net.IPv4(127, 0, 0, byte(2+i)))
+		clusterAddr, err := clusterPort(net.IPv4(127, 0, 0, byte(2+i)))
 		if err != nil {
 			return err
 		}
-		c.traps = append(c.traps, tr)
 		dir := filepath.Join(c.cfg.Dir, name)
 		s := &siteProc{
 			name:        name,
@@ -415,8 +413,8 @@ func (c *Cluster) WaitLeaders(ctx context.Context) error {
 	return nil
 }
 
-// Close kills every process and stops the proxies and traps. The data
-// directories stay.
+// Close kills every process and stops the proxies. The data directories
+// stay.
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for i := range c.sites {
@@ -425,9 +423,6 @@ func (c *Cluster) Close() {
 	wg.Wait()
 	for _, p := range c.proxies {
 		p.Close()
-	}
-	for _, t := range c.traps {
-		t.Close()
 	}
 }
 
@@ -473,23 +468,24 @@ func freePorts(n int) ([]int, error) {
 	return out, nil
 }
 
-// clusterPort finds a port free on ip whose twin on 127.0.0.1 the drill can
-// hold with a trap, and returns ip:port and the trap.
-func clusterPort(ip net.IP) (string, *trap, error) {
+// clusterPort finds a port free both on ip and on 127.0.0.1 and returns
+// ip:port.
+func clusterPort(ip net.IP) (string, error) {
 	for range 50 {
 		l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 		if err != nil {
-			return "", nil, fmt.Errorf("drill: listen on %s (the drill needs the 127.0.0.0/8 loopback range): %w", ip, err)
+			return "", fmt.Errorf("drill: listen on %s (the drill needs the 127.0.0.0/8 loopback range): %w", ip, err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
-		t, err := startTrap(fmt.Sprintf("127.0.0.1:%d", port))
+		twin, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
 		if err != nil {
 			continue
 		}
-		return fmt.Sprintf("%s:%d", ip, port), t, nil
+		twin.Close()
+		return fmt.Sprintf("%s:%d", ip, port), nil
 	}
-	return "", nil, errNoPort
+	return "", errNoPort
 }
 
 // tail returns up to the last n bytes of a file.

@@ -25,8 +25,8 @@ const (
 	// ScenarioFire SIGKILLs one site's process mid-run; it stays down.
 	ScenarioFire = "fire"
 	// ScenarioPartition cuts one site's routes to the other two while its
-	// process keeps running; after the load the majority is checked, the
-	// site is reconnected and must catch up.
+	// process keeps running; after the load the majority is checked, then
+	// the site is reconnected and must catch up.
 	ScenarioPartition = "partition"
 )
 
@@ -56,6 +56,9 @@ type Config struct {
 	// retrying; Settle bounds each wait for deliveries and convergence.
 	Drain  time.Duration
 	Settle time.Duration
+	// Return (fire only) restarts the burned site on its old disk after the
+	// load and checks that it caught up with the survivors.
+	Return bool
 	// Partitions is the number of room streams (`serve --partitions`).
 	Partitions int
 	// SiteLogLevel is the sites' log level (`serve --log-level`); their logs
@@ -106,9 +109,10 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Run runs one drill and returns its report. An error means the drill
-// itself could not run (e.g. the cluster did not start); a drill that ran
-// and found a problem returns a report whose OK is false.
+// Run starts a cluster in cfg.Dir, runs one drill on it (see RunOn) and
+// stops the cluster. An error means the drill itself could not run (e.g.
+// the cluster did not start); a drill that ran and found a problem returns
+// a report whose OK is false.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -126,7 +130,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	log.Info("starting three sites", "dir", dir)
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	cl, err := StartCluster(startCtx, ClusterConfig{Binary: cfg.Binary, Dir: dir, Partitions: cfg.Partitions,
 		SiteLogLevel: cfg.SiteLogLevel, Logger: cfg.Logger})
 	cancel()
@@ -134,6 +138,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer cl.Close()
+	return RunOn(ctx, cl, cfg)
+}
+
+// RunOn runs one drill on a running cluster whose sites are all up: it
+// signs up fresh users, runs the load, strikes the fault, checks every
+// message and measures the write gaps. With Return set (fire) it then
+// restarts the burned site on its old disk and checks it caught up. It
+// leaves the burned site down otherwise; a partition is always healed.
+func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("system", "drill")
+	for i := range cl.N() {
+		if !cl.Alive(i) {
+			return nil, fmt.Errorf("drill: site %s is down", cl.Name(i))
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err := cl.WaitLeaders(lctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
 
 	w := newWorkload(cl, cfg.Users, cfg.Rate, cfg.GroupSize)
 	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -156,7 +184,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := sleepUntil(ctx, t0.Add(cfg.FaultAt)); err != nil {
 		return nil, err
 	}
-	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	lctx, cancel = context.WithTimeout(ctx, 2*time.Second)
 	leaders, err := cl.Leaders(lctx)
 	cancel()
 	if err != nil {
@@ -176,6 +204,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		log.Info("fire", "site", victim)
 	case ScenarioPartition:
 		cl.Cut(victim)
+		defer cl.Heal(victim)
 		log.Info("partition", "site", victim)
 	}
 	if err := sleepUntil(ctx, t0.Add(cfg.Duration)); err != nil {
@@ -202,22 +231,35 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		FaultAtS:       fault.Sub(t0).Seconds(),
 		LeadersAtFault: leaders,
 	}
+	log.Info("checking the surviving sites")
 	verdict, err := checkAt(ctx, w, majority, recs, cfg.Settle)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Scenario == ScenarioPartition {
+	back := cfg.Scenario == ScenarioPartition || cfg.Return
+	if back {
 		m := verdict
 		rep.MajorityCheck = &m
-		heal := time.Now()
-		cl.Heal(victim)
-		rep.HealAtS = heal.Sub(t0).Seconds()
-		log.Info("reconnected; checking all three sites", "site", victim)
+		ret := time.Now()
+		rep.ReturnAtS = ret.Sub(t0).Seconds()
+		if cfg.Scenario == ScenarioPartition {
+			cl.Heal(victim)
+			log.Info("reconnected", "site", victim)
+		} else {
+			log.Info("restarting the burned site on its old disk", "site", victim)
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			err := cl.Restart(rctx, vi)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+		}
+		log.Info("checking all three sites")
 		verdict, err = checkAt(ctx, w, []int{0, 1, 2}, recs, cfg.Settle)
 		if err != nil {
 			return nil, err
 		}
-		rep.CatchUpMS = ms(time.Since(heal))
+		rep.CatchUpMS = ms(time.Since(ret))
 	}
 	rep.Verdict = verdict
 	rep.ReadMarks, rep.ReadMarkErrs = w.marks.Load(), w.markErrs.Load()

@@ -108,8 +108,8 @@ func (p *linkProxy) untrack(cs ...net.Conn) {
 // side closes or the link is cut.
 func (p *linkProxy) forward(c net.Conn) {
 	// Dial from 127.0.0.1: the servers gossip route addresses built from
-	// the peer's source IP and real cluster port, and the drill keeps
-	// 127.0.0.1 at those ports refused, so gossip never bypasses a proxy.
+	// the peer's source IP and real cluster port, and nothing listens on
+	// 127.0.0.1 at those ports, so gossip never bypasses a proxy.
 	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
 	up, err := d.Dial("tcp", p.target)
 	if err != nil {
@@ -134,38 +134,6 @@ func (p *linkProxy) forward(c net.Conn) {
 	go pipe(up, c)
 	go pipe(c, up)
 	wg.Wait()
-}
-
-// trap holds a loopback address open and closes every connection made to
-// it, so that a gossiped route address there is refused.
-type trap struct {
-	ln net.Listener
-	wg sync.WaitGroup
-}
-
-func startTrap(addr string) (*trap, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	t := &trap{ln: ln}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return t, nil
-}
-
-func (t *trap) Close() {
-	t.ln.Close()
-	t.wg.Wait()
 }
 
 var errNoPort = errors.New("drill: no free port pair found")

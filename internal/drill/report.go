@@ -24,20 +24,22 @@ type Report struct {
 	// Times are seconds since the load started.
 	DurationS float64 `json:"duration_s"`
 	FaultAtS  float64 `json:"fault_at_s"`
-	// HealAtS is when a cut-off site was reconnected (partition only; after
-	// the load, once the majority's histories were checked).
-	HealAtS float64 `json:"heal_at_s,omitempty"`
-	// CatchUpMS is how long the reconnected site took to hold every room's
-	// history as the majority does (partition only).
+	// ReturnAtS is when the site came back: a cut-off site reconnected
+	// (partition) or a burned site restarted on its old disk (fire with
+	// return), after the load, once the other two were checked.
+	ReturnAtS float64 `json:"return_at_s,omitempty"`
+	// CatchUpMS is how long from its return the site took to pass the
+	// check against the other two (same histories, same unread counts).
 	CatchUpMS float64 `json:"catch_up_ms,omitempty"`
 	// LeadersAtFault maps each stream to the site leading it just before
 	// the fault.
 	LeadersAtFault map[string]string `json:"leaders_at_fault"`
 
 	Verdict
-	// MajorityCheck is the verdict against the two connected sites taken
-	// while the third was still cut off (partition only): it proves the cut
-	// off site acknowledged nothing the majority does not hold.
+	// MajorityCheck is the verdict against the other two sites taken while
+	// the third was still cut off or down, when it came back afterwards (the
+	// top-level verdict then covers all three). For a partition it proves
+	// the cut-off site acknowledged nothing the majority does not hold.
 	MajorityCheck *Verdict `json:"majority_check,omitempty"`
 
 	Sends int `json:"sends"`
@@ -55,9 +57,12 @@ type Report struct {
 	GapSurvivors GapStats `json:"write_gap_survivors"`
 	GapBurned    GapStats `json:"write_gap_burned"`
 	// GapRooms is the same measure per room (fault to the room's first
-	// acknowledged message after it); RoomGaps lists every room.
-	GapRooms GapStats  `json:"room_gap"`
-	RoomGaps []RoomGap `json:"room_gaps"`
+	// acknowledged message after it), split by whether the room's stream
+	// was led by the burned site; RoomGaps lists every room.
+	GapRooms         GapStats  `json:"room_gap"`
+	GapRoomsLedThere GapStats  `json:"room_gap_leader_burned"`
+	GapRoomsLedElse  GapStats  `json:"room_gap_leader_survived"`
+	RoomGaps         []RoomGap `json:"room_gaps"`
 
 	// LatencyMS is the send latency (start to acknowledgement, retries
 	// included) over the whole run.
@@ -82,9 +87,12 @@ type GapStats struct {
 
 // RoomGap is one room's write gap.
 type RoomGap struct {
-	Room  string  `json:"room"`
-	Kind  string  `json:"kind"`
-	GapMS float64 `json:"gap_ms"` // -1: no acknowledged message after the fault
+	Room   string `json:"room"`
+	Kind   string `json:"kind"`
+	Stream string `json:"stream"`
+	// Leader is the site that led the room's stream at the fault.
+	Leader string  `json:"leader"`
+	GapMS  float64 `json:"gap_ms"` // -1: no acknowledged message after the fault
 }
 
 // Latency is a latency distribution in milliseconds.
@@ -183,21 +191,35 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0, fault time.Time, bu
 	r.GapBurned = gapStats(burn, burnNever)
 	allStats := gapStats(all, allNever)
 	r.WriteGapMSP50, r.WriteGapMSMax = allStats.P50MS, allStats.MaxMS
-	var rooms []float64
-	roomNever := 0
+	var rooms, there, elsewhere []float64
+	var roomNever, thereNever, elseNever int
 	for _, rm := range w.rooms {
 		g, ok := firstAfter(func(rec sendRecord) bool { return rec.room == rm.id })
-		rg := RoomGap{Room: rm.id, Kind: string(rm.kind), GapMS: -1}
+		st := w.roomStream(rm)
+		rg := RoomGap{Room: rm.id, Kind: string(rm.kind), Stream: st, Leader: r.LeadersAtFault[st], GapMS: -1}
+		led := rg.Leader == r.Site
 		if ok {
 			rg.GapMS = ms(g)
 			rooms = append(rooms, ms(g))
+			if led {
+				there = append(there, ms(g))
+			} else {
+				elsewhere = append(elsewhere, ms(g))
+			}
 		} else {
 			roomNever++
+			if led {
+				thereNever++
+			} else {
+				elseNever++
+			}
 		}
 		r.RoomGaps = append(r.RoomGaps, rg)
 	}
 	sort.Slice(r.RoomGaps, func(i, j int) bool { return r.RoomGaps[i].GapMS > r.RoomGaps[j].GapMS })
 	r.GapRooms = gapStats(rooms, roomNever)
+	r.GapRoomsLedThere = gapStats(there, thereNever)
+	r.GapRoomsLedElse = gapStats(elsewhere, elseNever)
 }
 
 // judge sets OK and Failures from the verdicts.
@@ -243,9 +265,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  site %s led %d of %d streams at the fault\n", r.Site, led, len(r.LeadersAtFault))
 	if r.MajorityCheck != nil {
 		m := r.MajorityCheck
-		fmt.Fprintf(&b, "  during the cut (sites %s): acked %d, lost %d, duplicated %d, reordered %d, converged %v\n",
-			strings.Join(m.CheckedSites, ","), m.Acked, m.Lost, m.Duplicated, m.Reordered, m.Converged)
-		fmt.Fprintf(&b, "  reconnected at %.1fs; caught up in %.0f ms\n", r.HealAtS, r.CatchUpMS)
+		fmt.Fprintf(&b, "  before site %s returned (sites %s): acked %d, lost %d, duplicated %d, reordered %d, converged %v\n",
+			r.Site, strings.Join(m.CheckedSites, ","), m.Acked, m.Lost, m.Duplicated, m.Reordered, m.Converged)
+		fmt.Fprintf(&b, "  site %s %s at %.1fs; caught up and checked in %.0f ms\n", r.Site,
+			map[string]string{"fire": "restarted on its old disk", "partition": "reconnected"}[r.Scenario], r.ReturnAtS, r.CatchUpMS)
 	}
 	fmt.Fprintf(&b, "  checked at sites %s: acked %d, lost %d, duplicated %d, reordered %d, missing deliveries %d, converged %v\n",
 		strings.Join(r.CheckedSites, ","), r.Acked, r.Lost, r.Duplicated, r.Reordered, r.MissingDeliveries, r.Converged)
@@ -255,6 +278,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "    clients of surviving sites (%d): p50 %s max %s%s\n", r.GapSurvivors.N, sec(r.GapSurvivors.P50MS), sec(r.GapSurvivors.MaxMS), never(r.GapSurvivors))
 	fmt.Fprintf(&b, "    clients of site %s (%d): p50 %s max %s%s\n", r.Site, r.GapBurned.N, sec(r.GapBurned.P50MS), sec(r.GapBurned.MaxMS), never(r.GapBurned))
 	fmt.Fprintf(&b, "    rooms (%d): p50 %s max %s%s\n", r.GapRooms.N, sec(r.GapRooms.P50MS), sec(r.GapRooms.MaxMS), never(r.GapRooms))
+	fmt.Fprintf(&b, "      whose stream site %s led (%d): p50 %s max %s; led elsewhere (%d): p50 %s max %s\n", r.Site,
+		r.GapRoomsLedThere.N, sec(r.GapRoomsLedThere.P50MS), sec(r.GapRoomsLedThere.MaxMS),
+		r.GapRoomsLedElse.N, sec(r.GapRoomsLedElse.P50MS), sec(r.GapRoomsLedElse.MaxMS))
 	fmt.Fprintf(&b, "  send latency: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n", r.LatencyMS.P50, r.LatencyMS.P99, r.LatencyMS.Max)
 	if len(r.SendFailures) > 0 {
 		keys := make([]string, 0, len(r.SendFailures))
@@ -313,7 +339,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 func (r *Report) svg() string {
 	const W, H, L, R, T, B = 900.0, 320.0, 60.0, 70.0, 20.0, 40.0
 	pw, ph := W-L-R, H-T-B
-	n := max(len(r.Timeline), 1)
+	n := max(len(r.Timeline), int(math.Ceil(r.ReturnAtS)), 1)
 	maxRate, maxLat := 1.0, 1.0
 	for _, s := range r.Timeline {
 		maxRate = math.Max(maxRate, float64(s.Acked))
@@ -355,7 +381,7 @@ func (r *Report) svg() string {
 	}
 	mark(r.FaultAtS, map[string]string{"fire": "fire: site " + r.Site + " killed", "partition": "site " + r.Site + " cut off"}[r.Scenario], "#e65100")
 	mark(r.DurationS, "load stops", "#555")
-	mark(r.HealAtS, "reconnected", "#2e7d32")
+	mark(r.ReturnAtS, "site "+r.Site+" back", "#2e7d32")
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">seconds since the load started</text>`, L+pw/2, H-6)
 	b.WriteString(`</svg>`)
 	return b.String()
@@ -377,8 +403,8 @@ converged {{.R.Converged}}. Write gap p50 {{printf "%.0f" .R.WriteGapMSP50}} ms,
 <h2>Summary</h2>
 <pre>{{.Summary}}</pre>
 <h2>Rooms, longest write gap first</h2>
-<table><tr><th>room</th><th>kind</th><th>gap (ms)</th></tr>
-{{range .R.RoomGaps}}<tr><td>{{.Room}}</td><td>{{.Kind}}</td><td>{{printf "%.0f" .GapMS}}</td></tr>
+<table><tr><th>room</th><th>kind</th><th>stream</th><th>its leader at the fault</th><th>gap (ms)</th></tr>
+{{range .R.RoomGaps}}<tr><td>{{.Room}}</td><td>{{.Kind}}</td><td>{{.Stream}}</td><td>{{.Leader}}</td><td>{{printf "%.0f" .GapMS}}</td></tr>
 {{end}}</table>
 </body></html>
 `))

@@ -30,6 +30,7 @@ type user struct {
 	got    map[string][]delivery // room -> messages in delivery order
 	latest map[string]uint64     // room -> newest seq delivered
 	marked map[string]uint64     // room -> last read marker acknowledged
+	stream map[string]string     // room -> log stream its messages came from
 }
 
 // delivery is one message as a subscription delivered it.
@@ -103,21 +104,16 @@ func newWorkload(cl *Cluster, users int, rate float64, groupSize int) *workload 
 			got:      map[string][]delivery{},
 			latest:   map[string]uint64{},
 			marked:   map[string]uint64{},
+			stream:   map[string]string{},
 		})
 	}
 	return w
 }
 
-// newClient returns an SDK client for sites preferring site prefer.
+// newClient returns an SDK client for sites preferring site prefer, with
+// the SDK's default timeouts and backoff, as an application would use it.
 func (w *workload) newClient(sites []string, prefer int) (*client.Client, error) {
-	return client.New(client.Config{
-		Sites:          sites,
-		Prefer:         prefer,
-		HTTPClient:     w.hc,
-		RequestTimeout: 6 * time.Second,
-		MinBackoff:     100 * time.Millisecond,
-		MaxBackoff:     2 * time.Second,
-	})
+	return client.New(client.Config{Sites: sites, Prefer: prefer, HTTPClient: w.hc})
 }
 
 // pinned returns a client that talks only to site i, signed in as u.
@@ -260,6 +256,7 @@ func (w *workload) closeSubscriptions() {
 		}
 	}
 	w.recvWG.Wait()
+	w.hc.CloseIdleConnections()
 }
 
 // send is user u's sender: exponential pauses averaging 1/rate, then one
@@ -300,6 +297,9 @@ func (w *workload) receive(u *user) {
 		u.mu.Lock()
 		u.got[m.Room] = append(u.got[m.Room], delivery{seq: m.Seq, clientID: m.ClientID, sender: m.Sender})
 		u.latest[m.Room] = max(u.latest[m.Room], m.Seq)
+		if ev.Pos != nil {
+			u.stream[m.Room] = ev.Pos.Stream
+		}
 		u.mu.Unlock()
 	}
 }
@@ -335,6 +335,20 @@ func (w *workload) markRead(u *user) {
 			u.mu.Unlock()
 		}
 	}
+}
+
+// roomStream returns the log stream a room's messages were delivered from
+// ("" when none was delivered).
+func (w *workload) roomStream(r *room) string {
+	for _, m := range r.members {
+		m.mu.Lock()
+		s := m.stream[r.id]
+		m.mu.Unlock()
+		if s != "" {
+			return s
+		}
+	}
+	return ""
 }
 
 // records returns a copy of every send's outcome.

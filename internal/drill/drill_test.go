@@ -1,0 +1,139 @@
+package drill
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// binary is the salamander executable built once for the whole package.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "salamander-drill-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "drill test:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "salamander")
+	cmd := exec.Command("go", "build", "-o", binary, "github.com/salamander-chat/salamander/cmd/salamander")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "drill test: building salamander: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// TestDrills runs a short fire drill (with the burned site restarted on its
+// old disk afterwards) and then a short partition drill on one cluster of
+// real `salamander serve` processes: a fresh cluster takes tens of seconds
+// to create its streams, so the two drills share it.
+func TestDrills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three server processes and runs two 20 s drills")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dir := t.TempDir()
+	cl, err := StartCluster(ctx, ClusterConfig{Binary: binary, Dir: dir, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+
+	base := DefaultConfig()
+	base.Binary = binary
+	base.Users = 24
+	base.Duration = 20 * time.Second
+	base.FaultAt = 6 * time.Second
+	base.Settle = 45 * time.Second
+	base.Logger = log
+
+	t.Run("fire", func(t *testing.T) {
+		cfg := base
+		cfg.Scenario = ScenarioFire
+		cfg.Return = true
+		rep := runDrill(ctx, t, cl, cfg)
+		if rep.MajorityCheck == nil || len(rep.CheckedSites) != 3 {
+			t.Errorf("the burned site was not checked after its return: %+v", rep.CheckedSites)
+		}
+		if rep.GapBurned.N == 0 || rep.GapSurvivors.N == 0 {
+			t.Errorf("write gaps not split by site: burned %+v survivors %+v", rep.GapBurned, rep.GapSurvivors)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	t.Run("partition", func(t *testing.T) {
+		cfg := base
+		cfg.Scenario = ScenarioPartition
+		rep := runDrill(ctx, t, cl, cfg)
+		m := rep.MajorityCheck
+		if m == nil {
+			t.Fatal("no check of the majority during the cut")
+		}
+		if strings.Contains(strings.Join(m.CheckedSites, ","), rep.Site) {
+			t.Errorf("majority check %v includes the cut-off site %s", m.CheckedSites, rep.Site)
+		}
+		if m.Acked != rep.Acked || m.Lost != 0 {
+			t.Errorf("majority check: acked %d (all sites: %d), lost %d", m.Acked, rep.Acked, m.Lost)
+		}
+	})
+}
+
+// runDrill runs cfg on cl, logs the text report and checks the promises.
+func runDrill(ctx context.Context, t *testing.T, cl *Cluster, cfg Config) *Report {
+	t.Helper()
+	start := time.Now()
+	rep, err := RunOn(ctx, cl, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drill took %s:\n%s", time.Since(start).Round(time.Second), text.String())
+	if rep.Acked == 0 {
+		t.Fatal("nothing was acknowledged")
+	}
+	if rep.Lost != 0 || rep.Duplicated != 0 || rep.Reordered != 0 || !rep.Converged || !rep.OK {
+		t.Errorf("lost %d, duplicated %d, reordered %d, converged %v, ok %v: %v",
+			rep.Lost, rep.Duplicated, rep.Reordered, rep.Converged, rep.OK, rep.Failures)
+	}
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]any
+	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max", "converged"} {
+		if _, ok := top[k]; !ok {
+			t.Errorf("JSON report lacks %q", k)
+		}
+	}
+	var html bytes.Buffer
+	if err := rep.WriteHTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(html.String(), "<svg") || !strings.Contains(html.String(), "<polyline") {
+		t.Error("HTML report has no timeline")
+	}
+	return rep
+}
