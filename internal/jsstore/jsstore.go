@@ -40,6 +40,13 @@ const (
 	// appendAttemptTimeout bounds one publish; a healthy quorum answers in
 	// milliseconds even with fsync on every write.
 	appendAttemptTimeout = time.Second
+	// errCodeMsgIDInProcess is JetStream's JSStreamDuplicateMessageConflict
+	// (10158): a message with this id is being proposed right now.
+	errCodeMsgIDInProcess jetstream.ErrorCode = 10158
+	// ensureAttemptTimeout bounds one round of stream creation: before the
+	// meta leader exists, management requests go unanswered, and a short
+	// round lets the next one start soon after it is elected.
+	ensureAttemptTimeout = 3 * time.Second
 )
 
 // ErrExists is returned by Append when ExpectNew was set and the subject
@@ -148,7 +155,7 @@ func (s *Store) Conn() *nats.Conn { return s.nc }
 // learns the partition count. It retries until ctx ends: on a fresh cluster
 // the meta leader takes seconds to be elected.
 func (s *Store) EnsureStreams(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
+	backoff := 50 * time.Millisecond
 	for {
 		err := s.ensureStreams(ctx)
 		if err == nil {
@@ -160,19 +167,22 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 			return fmt.Errorf("jsstore: ensure streams: %w (last error: %v)", ctx.Err(), err)
 		case <-time.After(jitter(backoff)):
 		}
-		backoff = min(backoff*2, 2*time.Second)
+		backoff = min(backoff*2, 500*time.Millisecond)
 	}
 }
 
 func (s *Store) ensureStreams(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, ensureAttemptTimeout)
 	defer cancel()
-	kv, err := s.js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
-		Bucket:      clusterBucket,
-		Description: "Salamander cluster-wide settings, fixed at creation",
-		Replicas:    s.cfg.Replicas,
-		Storage:     jetstream.FileStorage,
-	})
+	kv, err := s.js.KeyValue(cctx, clusterBucket)
+	if err != nil {
+		kv, err = s.js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
+			Bucket:      clusterBucket,
+			Description: "Salamander cluster-wide settings, fixed at creation",
+			Replicas:    s.cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("cluster bucket: %w", err)
 	}
@@ -193,6 +203,9 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	}
 	s.partitions = n
 	for _, name := range s.Streams() {
+		if _, err := s.js.Stream(cctx, natsName(name)); err == nil {
+			continue // exists; its config is fixed at creation
+		}
 		_, err := s.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
 			Name:        natsName(name),
 			Subjects:    []string{subjectRoot(name) + ".>"},
@@ -278,7 +291,9 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 			case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 				return salamander.Position{}, false, ErrExists
 			}
-			if apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 {
+			// "Message id in process": an earlier attempt of this very
+			// append is still being proposed; retrying yields its outcome.
+			if apiErr.ErrorCode != errCodeMsgIDInProcess && apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 {
 				return salamander.Position{}, false, fmt.Errorf("jsstore: append %s to %s: %w", rec.Type, stream, err)
 			}
 		}
