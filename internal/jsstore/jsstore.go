@@ -348,6 +348,11 @@ func (s *Store) tailOnce(ctx context.Context, stream string, from uint64, delive
 	cons, err := s.js.OrderedConsumer(cctx, natsName(stream), jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   from,
+		// Finite on purpose: the client's reset loop holds the consumer's
+		// lock while it retries, so Stop cannot interrupt it. With unlimited
+		// attempts a tail whose server is gone never stops. Past these
+		// attempts Tail re-creates the consumer itself, watching ctx.
+		MaxResetAttempts: 2,
 	})
 	cancel()
 	if err != nil {

@@ -359,6 +359,11 @@ func (s *Site) stop(graceful bool) {
 	s.stopOnce.Do(func() {
 		if !graceful && s.node != nil {
 			s.node.Shutdown()
+			// The site is dead: fail everything waiting on the log now
+			// rather than letting it retry against a server that is gone.
+			if s.store != nil {
+				s.store.Close()
+			}
 		}
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
