@@ -301,3 +301,27 @@ func texts(ms []salamander.Message) []string {
 	}
 	return out
 }
+
+// Sites spread the room partitions' leaders evenly, so that a fire stalls
+// only the partitions whose leader burned, never all of them.
+func TestPartitionLeadersSpreadOverSites(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	checkFor(t, 45*time.Second, 250*time.Millisecond, func() error {
+		st, err := cluster.Site(1).Store().Status(ctx)
+		if err != nil {
+			return err
+		}
+		led := map[string]int{}
+		for _, s := range st {
+			if s.Stream != "acct" {
+				led[s.Leader]++
+			}
+		}
+		for server, n := range led {
+			if server == "" || n > 1 {
+				return fmt.Errorf("partition leaders not spread: %v", led)
+			}
+		}
+		return nil
+	})
+}

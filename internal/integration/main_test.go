@@ -53,8 +53,20 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "start test cluster:", err)
 		return 1
 	}
-	defer cluster.Close()
-	return m.Run()
+	code := m.Run()
+	// go test's -timeout does not cover TestMain after m.Run: a hung stop
+	// would stall CI silently. Crash with every goroutine's stack instead.
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Minute):
+			panic("test cluster did not stop within 2 minutes")
+		}
+	}()
+	cluster.Close()
+	close(stopped)
+	return code
 }
 
 var userSeq atomic.Int64

@@ -367,7 +367,10 @@ func (s *Store) tailOnce(ctx context.Context, stream string, from uint64, delive
 	defer it.Stop()
 	progressed := false
 	for {
-		msg, err := it.Next()
+		// The context goes to Next itself: Stop alone can miss an iterator
+		// the ordered consumer swapped in during a reset, leaving Next
+		// blocked for good (seen as a hung site shutdown).
+		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			return from, progressed, err
 		}
@@ -462,15 +465,23 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 }
 
 // BalanceLeaders moves at most one leadership away from server self when
-// self leads more than its fair share of the streams, to the replica whose
+// self leads more than its fair share of the room partitions, to the replica whose
 // server leads the fewest. Each site runs it for its own server only, so
 // sites never issue conflicting moves. Spreading leaders evenly means a
 // fire stalls only the partitions whose leader burned (4-9 s election),
 // never all of them.
 func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved string, err error) {
-	st, err := s.Status(ctx)
+	all, err := s.Status(ctx)
 	if err != nil {
 		return "", err
+	}
+	// Only room partitions carry messages; the accounts stream is left
+	// where it is so it does not skew the partitions' fair share.
+	var st []StreamStatus
+	for _, ss := range all {
+		if ss.Stream != AccountsStream {
+			st = append(st, ss)
+		}
 	}
 	count := map[string]int{}
 	for _, ss := range st {
