@@ -27,6 +27,7 @@ commands:
   serve    run one site (embedded NATS, or --nats for an existing cluster)
   chat     terminal chat client that fails over between sites
   drill    burn a site under live load and prove nothing was lost
+  admin    operator actions on the log: revoke a user, list or move stream leaders
   version  print the version
 
 Run 'salamander <command> -h' for a command's flags.
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runChat(ctx, rest, stdin, stdout, stderr)
 	case "drill":
 		return runDrill(ctx, rest, stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "salamander", version)
 		return nil

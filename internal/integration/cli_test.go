@@ -113,3 +113,34 @@ func TestChatCLI(t *testing.T) {
 	b.expect(t, cluster.URL(2), 10*time.Second)
 	a.say(t, "/quit")
 }
+
+// An operator revokes a user through any site's NATS server; every site
+// then rejects all of that user's tokens, and the user can log in again.
+func TestAdminRevokeUser(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	c, name := signedUp(t, 0, "adm")
+	tok := c.Token()
+	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.Site(1).Node().ClientURL(),
+		"revoke-user", name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("admin revoke-user: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "revoked every session of "+name) {
+		t.Fatalf("admin said: %s", out)
+	}
+	for i := 0; i < 3; i++ {
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if r := raw(t, i, "GET", "/v1/me", tok, "", nil); r.status != 401 {
+				return fmt.Errorf("site %d still accepts the revoked token: %d", i, r.status)
+			}
+			return nil
+		})
+	}
+	if _, err := c.Login(ctx, name, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.Site(2).Node().ClientURL(), "leaders").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "acct") {
+		t.Fatalf("admin leaders: %v\n%s", err, out)
+	}
+}

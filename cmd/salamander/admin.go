@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+const adminUsage = `usage: salamander admin [--nats URL,…] <command> [args]
+
+Operator actions, taken on the replicated log directly through any site's
+NATS server, so they work while any site is down:
+
+  revoke-user NAME   revoke every session of NAME at every site (they must log in again)
+  leaders            list every stream's leader, replicas and last sequence
+  step-down STREAM   move a stream's leadership to another site (e.g. before maintenance)
+`
+
+func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
+	natsURLs := fs.String("nats", "nats://127.0.0.1:4221,nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+		"comma-separated NATS URLs of any sites (the dev cluster's by default)")
+	timeout := fs.Duration("timeout", 15*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	cfg := jsstore.DefaultConfig(splitList(*natsURLs)...)
+	cfg.Name = "salamander-admin"
+	store, err := jsstore.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	switch cmd := fs.Arg(0); cmd {
+	case "revoke-user":
+		if fs.NArg() != 2 {
+			return fmt.Errorf("admin: usage: revoke-user NAME")
+		}
+		name := fs.Arg(1)
+		if err := salamander.ValidateUserName(name); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		rec := salamander.Record{Type: salamander.RecUserRevoked, User: name, At: time.Now().UTC()}
+		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "sess."+name, rec,
+			jsstore.AppendOptions{MsgID: "admin-revoke:" + name + ":" + rec.At.Format(time.RFC3339Nano)})
+		if err != nil {
+			return fmt.Errorf("admin: revoke %s: %w", name, err)
+		}
+		fmt.Fprintf(stdout, "revoked every session of %s issued before %s (log position %s:%d)\n",
+			name, rec.At.Format(time.RFC3339), pos.Stream, pos.Seq)
+		return nil
+	case "leaders":
+		st, err := store.Status(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "STREAM\tLEADER\tREPLICAS\tUNHEALTHY\tLAST SEQ")
+		for _, s := range st {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d\n", s.Stream, s.Leader, s.Replicas, s.Unhealthy, s.LastSeq)
+		}
+		return tw.Flush()
+	case "step-down":
+		if fs.NArg() != 2 {
+			return fmt.Errorf("admin: usage: step-down STREAM")
+		}
+		if err := store.StepDown(ctx, fs.Arg(1), ""); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: leader stepped down; a new one is elected among its replicas\n", fs.Arg(1))
+		return nil
+	default:
+		fs.Usage()
+		return fmt.Errorf("admin: unknown command %q", cmd)
+	}
+}
