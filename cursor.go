@@ -32,7 +32,7 @@ func ParseCursor(s string) (Cursor, error) {
 		if !ok || stream == "" || len(stream) > 64 {
 			return nil, Errorf(CodeInvalid, "malformed cursor")
 		}
-		seq, err := strconv.ParseUint(seqText, 10, 64)
+		seq, err := strconv.ParseUint(seqText, 10, 63) // positions fit an SQL integer
 		if err != nil {
 			return nil, Errorf(CodeInvalid, "malformed cursor")
 		}

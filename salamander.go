@@ -187,6 +187,9 @@ type (
 	GroupRoomRequest struct {
 		Name    string   `json:"name"`
 		Members []string `json:"members"`
+		// ClientID, when set, makes creation idempotent: a retry with the
+		// same id returns the room the first attempt created.
+		ClientID string `json:"client_id,omitempty"`
 	}
 	InviteRequest struct {
 		Users []string `json:"users"`

@@ -149,7 +149,10 @@ func (c *Client) DirectRoom(ctx context.Context, with string) (salamander.Room, 
 // CreateGroup creates a group room with the signed-in user and members.
 // Codes: not_found (unknown member).
 func (c *Client) CreateGroup(ctx context.Context, name string, members []string) (salamander.Room, error) {
-	return c.roomCall(ctx, http.MethodPost, "/v1/rooms/group", salamander.GroupRoomRequest{Name: name, Members: members})
+	// One client id for every attempt: a retry after a lost answer gets the
+	// room the first attempt created instead of a second one.
+	req := salamander.GroupRoomRequest{Name: name, Members: members, ClientID: NewClientID()}
+	return c.roomCall(ctx, http.MethodPost, "/v1/rooms/group", req)
 }
 
 // Invite adds users to a group room and returns the room.

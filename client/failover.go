@@ -117,9 +117,13 @@ func (c *Client) attempt(ctx context.Context, i int, method, path string, body [
 
 // failoverStatus reports whether an HTTP status means "this site cannot
 // serve you now; another may".
+//
+// 500 counts too: it means this site failed (its disk, its read model),
+// and every call the SDK makes is safe to repeat elsewhere — sends and
+// room creation carry client ids, everything else is naturally idempotent.
 func failoverStatus(status int) bool {
 	switch status {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}
 	return false

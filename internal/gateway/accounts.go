@@ -15,8 +15,8 @@ func sessionKey(name string) string { return "sess." + name }
 func friendKey(name string) string  { return "friend." + name }
 
 func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
-	if g.Isolated() {
-		writeError(w, g.log, r, errIsolated)
+	if err := g.serving(); err != nil {
+		writeError(w, g.log, r, err)
 		return
 	}
 	var req salamander.SignUpRequest
@@ -53,8 +53,8 @@ func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
-	if g.Isolated() {
-		writeError(w, g.log, r, errIsolated)
+	if err := g.serving(); err != nil {
+		writeError(w, g.log, r, err)
 		return
 	}
 	var req salamander.LoginRequest

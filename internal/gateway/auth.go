@@ -26,6 +26,9 @@ type claims struct {
 	Session string `json:"sid"`
 	Issued  int64  `json:"iat"` // unix nanoseconds
 	Expires int64  `json:"exp"` // unix seconds
+	// AcctSeq is how far the issuing site had applied the accounts stream:
+	// "revoke every session" at a later position revokes this one.
+	AcctSeq uint64 `json:"as"`
 }
 
 const maxTokenBytes = 1024
@@ -37,7 +40,8 @@ func (g *Gateway) issueToken(user string) (string, time.Time, error) {
 	}
 	now := time.Now()
 	exp := now.Add(g.cfg.TokenTTL)
-	c := claims{User: user, Session: randomHex(16), Issued: now.UnixNano(), Expires: exp.Unix()}
+	c := claims{User: user, Session: randomHex(16), Issued: now.UnixNano(), Expires: exp.Unix(),
+		AcctSeq: g.cfg.View.Applied()[jsstore.AccountsStream]}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return "", time.Time{}, err
@@ -70,12 +74,12 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error
 	if time.Now().Unix() >= c.Expires {
 		return c, bad
 	}
-	_, revokedBefore, err := g.cfg.View.Credentials(ctx, c.User)
+	_, revokedSeq, err := g.cfg.View.Credentials(ctx, c.User)
 	if salamander.ErrorCode(err) == salamander.CodeNotFound {
 		if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
 			return c, err
 		}
-		_, revokedBefore, err = g.cfg.View.Credentials(ctx, c.User)
+		_, revokedSeq, err = g.cfg.View.Credentials(ctx, c.User)
 	}
 	if salamander.ErrorCode(err) == salamander.CodeNotFound {
 		// Signed by us, so the user exists in the log; this site has not
@@ -85,7 +89,7 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error
 	if err != nil {
 		return c, err
 	}
-	if c.Issued < revokedBefore.UnixNano() {
+	if c.AcctSeq < revokedSeq {
 		return c, bad
 	}
 	revoked, err := g.cfg.View.SessionRevoked(ctx, c.Session)

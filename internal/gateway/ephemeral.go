@@ -40,7 +40,11 @@ type presenceMsg struct {
 }
 
 type ephemeral struct {
-	g  *Gateway
+	g *Gateway
+
+	typingMu   sync.Mutex
+	lastTyping map[string]time.Time // "user\x00room" -> last "typing" published
+
 	mu sync.Mutex
 	// seen[user][site] is when site last said user is online there.
 	seen     map[string]map[string]time.Time
@@ -50,7 +54,7 @@ type ephemeral struct {
 
 func newEphemeral(g *Gateway) *ephemeral {
 	return &ephemeral{g: g, seen: map[string]map[string]time.Time{}, lastSeen: map[string]time.Time{},
-		online: map[string]bool{}}
+		online: map[string]bool{}, lastTyping: map[string]time.Time{}}
 }
 
 func (e *ephemeral) start(ctx context.Context, wg *sync.WaitGroup) error {
@@ -85,6 +89,36 @@ func (e *ephemeral) start(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 	}()
 	return nil
+}
+
+// typingEvery is the most often one user's "typing" in one room is passed
+// on; clients repeat it every few seconds while the user types, so more is
+// noise that every site would fan out to every member.
+const typingEvery = time.Second
+
+// allowTyping rate-limits "typing" signals per user and room; "stopped
+// typing" always passes.
+func (e *ephemeral) allowTyping(room, user string, typing bool) bool {
+	key := user + "\x00" + room
+	now := time.Now()
+	e.typingMu.Lock()
+	defer e.typingMu.Unlock()
+	if !typing {
+		delete(e.lastTyping, key)
+		return true
+	}
+	if now.Sub(e.lastTyping[key]) < typingEvery {
+		return false
+	}
+	if len(e.lastTyping) > 100000 { // bound memory: forget stale entries
+		for k, t := range e.lastTyping {
+			if now.Sub(t) > typingEvery {
+				delete(e.lastTyping, k)
+			}
+		}
+	}
+	e.lastTyping[key] = now
+	return true
 }
 
 func (e *ephemeral) publishTyping(room, user string, typing bool) {

@@ -88,6 +88,7 @@ type Gateway struct {
 // While isolated the site refuses every user request with CodeUnavailable
 // and drops its WebSockets, so clients move to a site that can serve them.
 func (g *Gateway) SetIsolated(on bool) {
+	// The flag is set before the kick: see handleWebSocket.
 	if g.isolated.Swap(on) != on && on {
 		g.hub.kickAll()
 	}
@@ -96,8 +97,42 @@ func (g *Gateway) SetIsolated(on bool) {
 // Isolated reports whether the site is marked as cut off.
 func (g *Gateway) Isolated() bool { return g.isolated.Load() }
 
-var errIsolated = salamander.Errorf(salamander.CodeUnavailable,
-	"this site is cut off from the other sites and cannot serve; use another site")
+var (
+	errIsolated = salamander.Errorf(salamander.CodeUnavailable,
+		"this site is cut off from the other sites and cannot serve; use another site")
+	errStarting = salamander.Errorf(salamander.CodeUnavailable,
+		"this site is still joining the cluster; try again or use another site")
+)
+
+// serving says why this site cannot serve user requests right now, or nil.
+func (g *Gateway) serving() error {
+	switch {
+	case g.Isolated():
+		return errIsolated
+	case !g.cfg.Store.Ready():
+		return errStarting
+	}
+	return nil
+}
+
+// parseCursor parses a client's cursor and checks that it names only this
+// cluster's streams.
+func (g *Gateway) parseCursor(s string) (salamander.Cursor, error) {
+	cur, err := salamander.ParseCursor(s)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, name := range g.cfg.Store.Streams() {
+		known[name] = true
+	}
+	for name := range cur {
+		if !known[name] {
+			return nil, salamander.Errorf(salamander.CodeInvalid, "cursor names unknown stream %q", name)
+		}
+	}
+	return cur, nil
+}
 
 // New builds a Gateway; Start begins its background work.
 func New(cfg Config) *Gateway {
@@ -208,8 +243,8 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, c claims)
 // authed wraps a handler that needs a valid session.
 func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if g.Isolated() {
-			writeError(w, g.log, r, errIsolated)
+		if err := g.serving(); err != nil {
+			writeError(w, g.log, r, err)
 			return
 		}
 		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))

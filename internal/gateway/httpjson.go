@@ -77,7 +77,7 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	n, err := strconv.ParseUint(s, 10, 64)
+	n, err := strconv.ParseUint(s, 10, 63) // sequences fit an SQL integer
 	if err != nil {
 		return 0, salamander.Errorf(salamander.CodeInvalid, "%s must be a non-negative integer", name)
 	}

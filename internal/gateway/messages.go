@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"math"
 	"net/http"
 	"strings"
 
@@ -23,17 +24,22 @@ func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
-		writeError(w, g.log, r, err)
+	// A retry of a message this site has already applied is answered from
+	// the read model, however long ago the original was sent, and even if
+	// the sender has left the room since (it was delivered).
+	if !salamander.ValidRoomID(id) {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeNotFound, "no room %q", id))
 		return
 	}
-	// A retry of a message this site has already applied is answered from
-	// the read model, however long ago the original was sent.
 	if msg, ok, err := g.cfg.View.MessageByClientID(r.Context(), id, c.User, req.ClientID); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	} else if ok {
 		writeJSON(w, http.StatusOK, salamander.SendResult{Message: msg, Duplicate: true})
+		return
+	}
+	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
+		writeError(w, g.log, r, err)
 		return
 	}
 	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: c.User, ClientID: req.ClientID, Text: req.Text}
@@ -115,6 +121,18 @@ func (g *Gateway) handleRead(w http.ResponseWriter, r *http.Request, c claims) {
 		writeError(w, g.log, r, err)
 		return
 	}
+	if req.Seq > room.LastSeq && req.Seq <= math.MaxInt64 {
+		// The client may have learned of newer messages at a site that is
+		// ahead of this one: catch up before calling the seq invalid.
+		if err := g.confirmNegative(r.Context(), g.cfg.Store.RoomStream(id)); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		if room, err = g.memberRoom(r.Context(), id, c.User); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+	}
 	if req.Seq == 0 || req.Seq > room.LastSeq {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "seq must be between 1 and the room's last message (%d)", room.LastSeq))
 		return
@@ -140,12 +158,14 @@ func (g *Gateway) handleTyping(w http.ResponseWriter, r *http.Request, c claims)
 		writeError(w, g.log, r, err)
 		return
 	}
-	g.eph.publishTyping(id, c.User, req.Typing)
+	if g.eph.allowTyping(id, c.User, req.Typing) {
+		g.eph.publishTyping(id, c.User, req.Typing)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
 func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
-	cur, err := salamander.ParseCursor(r.URL.Query().Get("cursor"))
+	cur, err := g.parseCursor(r.URL.Query().Get("cursor"))
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

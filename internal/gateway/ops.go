@@ -44,8 +44,14 @@ func newMetrics(reg *prometheus.Registry, site string, v *view.View) *metrics {
 }
 
 func (m *metrics) observeRequest(r *http.Request, status int, d time.Duration) {
-	m.requests.WithLabelValues(r.Method, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(r.Method).Observe(d.Seconds())
+	method := r.Method
+	switch method {
+	case http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodHead, http.MethodDelete, http.MethodPut:
+	default:
+		method = "other" // never let clients mint label values
+	}
+	m.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(method).Observe(d.Seconds())
 }
 
 func (m *metrics) observeAppend(err error, d time.Duration) {

@@ -133,9 +133,25 @@ func (g *Gateway) handleGroupRoom(w http.ResponseWriter, r *http.Request, c clai
 		return
 	}
 	id := "g_" + randomHex(16)
+	if req.ClientID != "" {
+		if err := salamander.ValidateClientID(req.ClientID); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		// The same creator and client id always name the same room, so a
+		// retry after a lost answer finds the first attempt's room.
+		sum := sha256.Sum256([]byte(c.User + "\n" + req.ClientID))
+		id = "g_" + hex.EncodeToString(sum[:16])
+	}
 	rec := salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup, Name: req.Name,
 		Members: members, By: c.User}
-	if _, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{ExpectNew: true}); err != nil {
+	status := http.StatusCreated
+	_, _, err = g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{ExpectNew: true})
+	if errors.Is(err, jsstore.ErrExists) && req.ClientID != "" {
+		status = http.StatusOK
+		err = g.waitRoom(r.Context(), id)
+	}
+	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
@@ -144,7 +160,7 @@ func (g *Gateway) handleGroupRoom(w http.ResponseWriter, r *http.Request, c clai
 		writeError(w, g.log, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, room)
+	writeJSON(w, status, room)
 }
 
 // validUsers checks that every name is well formed and exists, dropping

@@ -18,6 +18,8 @@ const (
 	wsPingInterval = 15 * time.Second
 	wsWriteTimeout = 10 * time.Second
 	wsReplayPage   = 500
+	// tokenRecheck is how soon a revoked session's open sockets close.
+	tokenRecheck = 5 * time.Second
 )
 
 // hub maps users to their WebSockets at this site and fans applied events
@@ -129,12 +131,17 @@ func (h *hub) deliver(batch []view.Emitted) {
 }
 
 // sendTo queues an ephemeral event for every device of the given users.
+// Ephemeral events are dropped for a device whose queue is full: losing a
+// "typing" is harmless, and unlike stored events it cannot be replayed.
 func (h *hub) sendTo(users []string, ev salamander.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, u := range users {
 		for c := range h.conns[u] {
-			c.push(ev)
+			select {
+			case c.queue <- ev:
+			default:
+			}
 		}
 	}
 }
@@ -152,8 +159,8 @@ func (c *wsConn) push(ev salamander.Event) {
 // registered for before the replay starts and deduplicated by position, so
 // nothing falls between replay and live.
 func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
-	if g.Isolated() {
-		writeError(w, g.log, r, errIsolated)
+	if err := g.serving(); err != nil {
+		writeError(w, g.log, r, err)
 		return
 	}
 	token := bearerToken(r.Header.Get("Authorization"))
@@ -165,7 +172,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	cur, err := salamander.ParseCursor(r.URL.Query().Get("cursor"))
+	cur, err := g.parseCursor(r.URL.Query().Get("cursor"))
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -189,6 +196,12 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 			g.eph.setOnline(c.User, false)
 		}
 	}()
+	// SetIsolated sets the flag before it kicks every registered device, so
+	// a device registered after the kick sees the flag here.
+	if g.Isolated() {
+		conn.Close(websocket.StatusTryAgainLater, "site cut off from the other sites")
+		return
+	}
 	if first {
 		g.eph.setOnline(c.User, true)
 	}
@@ -218,18 +231,33 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		if cur, err = salamander.ParseCursor(res.Cursor); err != nil || !res.More {
+		next, err := salamander.ParseCursor(res.Cursor)
+		if err != nil {
+			conn.Close(websocket.StatusInternalError, "replay failed")
+			return
+		}
+		cur = next
+		if !res.More {
 			break
 		}
 	}
 	if err := write(salamander.Event{Type: salamander.EventReady, Cursor: cur.String()}); err != nil {
 		return
 	}
+	// The token was checked once at connect; re-check it now and then so a
+	// logout, a revocation or expiry also closes open sockets.
+	recheck := time.NewTicker(tokenRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			conn.Close(websocket.StatusGoingAway, "closing")
 			return
+		case <-recheck.C:
+			if _, err := g.authenticate(ctx, token); salamander.ErrorCode(err) == salamander.CodeUnauthorized {
+				conn.Close(websocket.StatusPolicyViolation, "session revoked or expired")
+				return
+			}
 		case ev := <-wc.queue:
 			if ev.Pos != nil {
 				if cur.Seen(*ev.Pos) {

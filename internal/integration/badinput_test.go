@@ -100,6 +100,12 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"read beyond last", "POST", "/v1/rooms/" + room.ID + "/read", tok, "", `{"seq":99}`, 400, salamander.CodeInvalid},
 		{"invite into dm", "POST", "/v1/rooms/" + room.ID + "/invite", tok, "", `{"users":["` + strangerName + `"]}`, 400, salamander.CodeInvalid},
 		{"bad sync cursor", "GET", "/v1/sync?cursor=p0:x", tok, "", ``, 400, salamander.CodeInvalid},
+		{"cursor seq too big", "GET", "/v1/sync?cursor=p0:9223372036854775808", tok, "", ``, 400, salamander.CodeInvalid},
+		{"cursor unknown stream", "GET", "/v1/sync?cursor=nope:1", tok, "", ``, 400, salamander.CodeInvalid},
+		{"history seq too big", "GET", msgs + "?before=18446744073709551615", tok, "", ``, 400, salamander.CodeInvalid},
+		{"ws unknown stream", "GET", "/v1/ws?cursor=zz:1", tok, "", ``, 400, salamander.CodeInvalid},
+		{"group bad client id", "POST", "/v1/rooms/group", tok, "", `{"name":"x","members":[],"client_id":"a b"}`, 400, salamander.CodeInvalid},
+		{"invented method", "FROB", "/v1/rooms", tok, "", ``, 405, salamander.CodeMethod},
 		{"bad user name", "POST", "/v1/signup", "", "", `{"name":"A B","password":"longenough"}`, 400, salamander.CodeInvalid},
 		{"short password", "POST", "/v1/signup", "", "", `{"name":"shorty","password":"x"}`, 400, salamander.CodeInvalid},
 		{"taken name", "POST", "/v1/signup", "", "", `{"name":"` + aName + `","password":"another password"}`, 409, salamander.CodeConflict},
@@ -130,6 +136,10 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 	rooms, err := a.Rooms(ctx)
 	if err != nil || len(rooms) != 1 {
 		t.Fatalf("rooms changed: %+v %v", rooms, err)
+	}
+	// Clients cannot mint metric label values.
+	if m := raw(t, 0, "GET", "/metrics", "", "", nil); strings.Contains(string(m.body), "FROB") {
+		t.Fatal("an invented HTTP method became a metric label")
 	}
 	// And every site is still up and serves its ops plane.
 	for i := 0; i < 3; i++ {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -269,4 +270,54 @@ func TestGroupMembershipEnforced(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Creating a group with the same client id again (a retry after a lost
+// answer, at any site) returns the first room instead of a second one.
+func TestGroupCreationIsIdempotent(t *testing.T) {
+	_, name := signedUp(t, 0, "grp")
+	c := newClient(t, 0)
+	ctx := testCtx(t, 30*time.Second)
+	sess, err := c.Login(ctx, name, "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"name":"once","members":[],"client_id":"create-1"}`)
+	first := raw(t, 0, "POST", "/v1/rooms/group", sess.Token, "", body)
+	var r1, r2 salamander.Room
+	if first.status != 201 || json.Unmarshal(first.body, &r1) != nil {
+		t.Fatalf("first: %d %s", first.status, first.body)
+	}
+	again := raw(t, 2, "POST", "/v1/rooms/group", sess.Token, "", body)
+	if again.status != 200 || json.Unmarshal(again.body, &r2) != nil || r2.ID != r1.ID {
+		t.Fatalf("retry: %d %s, first room %s", again.status, again.body, r1.ID)
+	}
+	rooms, err := c.Rooms(ctx)
+	if err != nil || len(rooms) != 1 {
+		t.Fatalf("rooms: %+v %v", rooms, err)
+	}
+}
+
+// Logging out closes the session's open WebSockets too, at every site.
+func TestLogoutClosesOpenSockets(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, name := signedUp(t, 2, "wsout")
+	sub := a.Subscribe(ctx)
+	defer sub.Close()
+	waitReady(t, sub.Events())
+	other := newClient(t, 0)
+	if _, err := other.Login(ctx, name, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.LogoutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Done():
+		if salamander.ErrorCode(sub.Err()) != salamander.CodeUnauthorized {
+			t.Fatalf("subscription ended with %v", sub.Err())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the revoked session's socket stayed open")
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -89,11 +90,13 @@ func DefaultConfig(urls ...string) Config {
 
 // Store is a connection to the replicated log.
 type Store struct {
-	cfg        Config
-	log        *slog.Logger
-	nc         *nats.Conn
-	js         jetstream.JetStream
-	partitions int
+	cfg Config
+	log *slog.Logger
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	// partitions is the cluster's partition count, known once
+	// EnsureStreams has read it; 0 until then.
+	partitions atomic.Int32
 }
 
 // Entry is one record read from the log with its position.
@@ -141,7 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jsstore: jetstream context: %w", err)
 	}
-	return &Store{cfg: cfg, log: log, nc: nc, js: js, partitions: cfg.Partitions}, nil
+	return &Store{cfg: cfg, log: log, nc: nc, js: js}, nil
 }
 
 // Close closes the connection.
@@ -201,8 +204,7 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	if n != s.cfg.Partitions {
 		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)
 	}
-	s.partitions = n
-	for _, name := range s.Streams() {
+	for _, name := range streamNames(n) {
 		if _, err := s.js.Stream(cctx, natsName(name)); err == nil {
 			continue // exists; its config is fixed at creation
 		}
@@ -221,23 +223,39 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
+	s.partitions.Store(int32(n))
 	return nil
 }
 
-// Streams lists the logical stream names: accounts, then partitions.
-func (s *Store) Streams() []string {
+// Ready reports whether EnsureStreams has completed: until then the
+// partition count, and so the stream of any room, is unknown, and nothing
+// may be appended to a room.
+func (s *Store) Ready() bool { return s.partitions.Load() > 0 }
+
+// Streams lists the logical stream names: accounts, then partitions. Before
+// EnsureStreams has completed it lists only the accounts stream.
+func (s *Store) Streams() []string { return streamNames(int(s.partitions.Load())) }
+
+func streamNames(partitions int) []string {
 	out := []string{AccountsStream}
-	for i := 0; i < s.partitions; i++ {
+	for i := 0; i < partitions; i++ {
 		out = append(out, "p"+strconv.Itoa(i))
 	}
 	return out
 }
 
-// RoomStream is the partition stream that holds a room's records.
+// RoomStream is the partition stream that holds a room's records. It must
+// not be called before Ready: the count is the cluster's, not this site's
+// configuration, and a record in the wrong stream would be ordered
+// differently at different sites.
 func (s *Store) RoomStream(roomID string) string {
+	n := uint32(s.partitions.Load())
+	if n == 0 {
+		panic("jsstore: RoomStream before EnsureStreams")
+	}
 	h := fnv.New32a()
 	h.Write([]byte(roomID))
-	return "p" + strconv.Itoa(int(h.Sum32()%uint32(s.partitions)))
+	return "p" + strconv.Itoa(int(h.Sum32()%n))
 }
 
 // AppendOptions modify an append.

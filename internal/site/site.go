@@ -229,15 +229,13 @@ func (s *Site) balanceLeaders(ctx context.Context) {
 // isolationCheck is how often an embedded site checks its routes.
 const isolationCheck = 250 * time.Millisecond
 
-// watchIsolation tells the gateway when this site's NATS server is cut off
-// from a majority of the cluster. An isolated site can acknowledge no write
+// watchIsolation tells the gateway when this site is cut off: it has lost
+// its NATS connection, or (embedded) its NATS server has no route to a
+// majority of the cluster. An isolated site can acknowledge no write
 // (JetStream needs a quorum), so the gateway then answers 503 at once and
 // drops its WebSockets, sending clients to a site that can serve them,
 // instead of letting them wait on a site that cannot.
 func (s *Site) watchIsolation(ctx context.Context) {
-	if s.node == nil {
-		return
-	}
 	size := len(s.cfg.NATS.Routes) + 1
 	t := time.NewTicker(isolationCheck)
 	defer t.Stop()
@@ -248,8 +246,12 @@ func (s *Site) watchIsolation(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		peers := s.node.ConnectedPeers()
-		cut := size > 1 && peers+1 <= size/2
+		peers := -1 // unknown with an external cluster
+		cut := !s.store.Conn().IsConnected()
+		if s.node != nil {
+			peers = s.node.ConnectedPeers()
+			cut = cut || size > 1 && peers+1 <= size/2
+		}
 		switch {
 		case !cut:
 			since = time.Time{}

@@ -108,7 +108,9 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 			r.Session, r.User, at)
 		return err
 	case salamander.RecUserRevoked:
-		_, err := a.tx.Exec(`UPDATE users SET revoked_before = max(revoked_before, ?) WHERE name = ?`, at, r.User)
+		// By log position, not time: every site agrees on positions, not
+		// on clocks.
+		_, err := a.tx.Exec(`UPDATE users SET revoked_seq = max(revoked_seq, ?) WHERE name = ?`, pos.Seq, r.User)
 		return err
 	case salamander.RecFriendAdded:
 		return a.friendAdded(pos, r)
@@ -142,7 +144,7 @@ func (a *applier) friendAdded(pos salamander.Position, r salamander.Record) erro
 		return nil
 	}
 	ev := salamander.Event{Type: salamander.EventFriend, Pos: &pos, User: r.Friend, At: r.At}
-	return a.emit(ev, "", r.User, []string{r.User})
+	return a.emit(ev, []string{r.User})
 }
 
 func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) error {
@@ -255,7 +257,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	msg := salamander.Message{Room: r.Room, Seq: seq, Sender: r.User, ClientID: r.ClientID, Text: r.Text,
 		SentAt: r.At, Unread: unread}
 	ev := salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: r.Room, Message: &msg, At: r.At}
-	return a.emit(ev, r.Room, "", names(members))
+	return a.emit(ev, names(members))
 }
 
 func (a *applier) messageRead(pos salamander.Position, r salamander.Record) error {
@@ -281,7 +283,7 @@ func (a *applier) messageRead(pos salamander.Position, r salamander.Record) erro
 		return err
 	}
 	ev := salamander.Event{Type: salamander.EventRead, Pos: &pos, RoomID: r.Room, User: r.User, Seq: seq, At: r.At}
-	return a.emit(ev, r.Room, "", names(members))
+	return a.emit(ev, names(members))
 }
 
 // emitRoom emits a room event carrying the room as it is now, to its
@@ -293,23 +295,27 @@ func (a *applier) emitRoom(pos salamander.Position, r salamander.Record, action,
 	}
 	ev := salamander.Event{Type: salamander.EventRoom, Pos: &pos, RoomID: r.Room, Room: &room, Action: action,
 		User: user, Users: users, At: r.At}
-	also := ""
-	if len(extra) > 0 {
-		also = extra[0]
-	}
-	return a.emit(ev, r.Room, also, append(slices.Clone(room.Members), extra...))
+	return a.emit(ev, append(slices.Clone(room.Members), extra...))
 }
 
-// emit stores ev for sync (visible to the room's members at query time and
-// to alsoUser) and queues it for live delivery to audience.
-func (a *applier) emit(ev salamander.Event, room, alsoUser string, audience []string) error {
+// emit stores ev for sync with its audience, fixed now, and queues it for
+// live delivery to the same audience: a device that reconnects and syncs
+// gets exactly what a connected one was pushed.
+func (a *applier) emit(ev salamander.Event, audience []string) error {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	if _, err := a.tx.Exec(`INSERT INTO events(stream, seq, room, user, body) VALUES(?, ?, ?, ?, ?)
-		ON CONFLICT DO NOTHING`, ev.Pos.Stream, ev.Pos.Seq, nullIfEmpty(room), nullIfEmpty(alsoUser), string(body)); err != nil {
+	if _, err := a.tx.Exec(`INSERT INTO events(stream, seq, body) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`,
+		ev.Pos.Stream, ev.Pos.Seq, string(body)); err != nil {
 		return err
+	}
+	audience = uniqueMembers(audience)
+	for _, u := range audience {
+		if _, err := a.tx.Exec(`INSERT INTO event_audience(user, stream, seq) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`,
+			u, ev.Pos.Stream, ev.Pos.Seq); err != nil {
+			return err
+		}
 	}
 	a.emitted = append(a.emitted, Emitted{Event: ev, Audience: audience})
 	return nil
@@ -367,11 +373,4 @@ func uniqueMembers(in []string) []string {
 		}
 	}
 	return out
-}
-
-func nullIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }

@@ -33,18 +33,19 @@ func (v *View) User(ctx context.Context, name string) (salamander.User, error) {
 	return u, nil
 }
 
-// Credentials returns a user's password hash and the time before which
-// all of their sessions are revoked; CodeNotFound if there is no such user.
-func (v *View) Credentials(ctx context.Context, name string) (hash string, revokedBefore time.Time, err error) {
-	var rb int64
-	err = v.r.QueryRowContext(ctx, `SELECT password_hash, revoked_before FROM users WHERE name = ?`, name).Scan(&hash, &rb)
+// Credentials returns a user's password hash and the accounts-stream
+// position of their latest "revoke every session": a session issued by a
+// site that had not yet applied that position is revoked. CodeNotFound if
+// there is no such user.
+func (v *View) Credentials(ctx context.Context, name string) (hash string, revokedSeq uint64, err error) {
+	err = v.r.QueryRowContext(ctx, `SELECT password_hash, revoked_seq FROM users WHERE name = ?`, name).Scan(&hash, &revokedSeq)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", time.Time{}, salamander.Errorf(salamander.CodeNotFound, "no user %q", name)
+		return "", 0, salamander.Errorf(salamander.CodeNotFound, "no user %q", name)
 	}
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("view: credentials %s: %w", name, err)
+		return "", 0, fmt.Errorf("view: credentials %s: %w", name, err)
 	}
-	return hash, fromNanos(rb), nil
+	return hash, revokedSeq, nil
 }
 
 // SessionRevoked reports whether the session id was logged out.
@@ -252,9 +253,10 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 	markers := map[string][]member{}
 	for _, s := range streams {
 		remaining := limit - len(res.Events)
-		rows, err := tx.QueryContext(ctx, `SELECT seq, body FROM events WHERE stream = ? AND seq > ?
-			AND (user = ?3 OR room IN (SELECT room FROM members WHERE user = ?3)) ORDER BY seq LIMIT ?`,
-			s, cur[s], user, remaining+1)
+		rows, err := tx.QueryContext(ctx, `SELECT e.seq, e.body FROM event_audience a
+			JOIN events e ON e.stream = a.stream AND e.seq = a.seq
+			WHERE a.user = ? AND a.stream = ? AND a.seq > ? ORDER BY a.seq LIMIT ?`,
+			user, s, cur[s], remaining+1)
 		if err != nil {
 			return salamander.SyncResult{}, fmt.Errorf("view: sync %s: %w", s, err)
 		}

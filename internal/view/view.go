@@ -28,7 +28,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // Source is the log a view applies: the streams there are and an ordered
 // tail of each. *jsstore.Store implements it.
@@ -158,7 +158,7 @@ const schema = `
 CREATE TABLE applied(stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE meta(k TEXT PRIMARY KEY, v BLOB);
 CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
-  password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_before INTEGER NOT NULL DEFAULT 0);
+  password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE friends(user TEXT NOT NULL, friend TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(user, friend));
 CREATE INDEX friends_rev ON friends(friend);
@@ -171,9 +171,11 @@ CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT 
   text TEXT NOT NULL, sent_at INTEGER NOT NULL, stream TEXT NOT NULL, stream_seq INTEGER NOT NULL,
   PRIMARY KEY(room, seq), UNIQUE(room, sender, client_id));
 CREATE UNIQUE INDEX messages_pos ON messages(stream, stream_seq);
-CREATE TABLE events(stream TEXT NOT NULL, seq INTEGER NOT NULL, room TEXT, user TEXT, body TEXT NOT NULL,
-  PRIMARY KEY(stream, seq));
-CREATE INDEX events_user ON events(user, stream, seq);
+CREATE TABLE events(stream TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(stream, seq));
+-- Who an event concerns, fixed when it is applied: the same set live
+-- delivery pushes it to, so sync and live never disagree.
+CREATE TABLE event_audience(user TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY(user, stream, seq)) WITHOUT ROWID;
 `
 
 // Close closes the database. Run must have returned.

@@ -3,6 +3,7 @@ package view
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -158,5 +159,49 @@ func TestWaitApplied(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Sync returns what each user was sent when it happened: a message sent
+// before a member left still reaches their offline device, and one sent
+// while they were out never does.
+func TestSyncFollowsMembershipAtEventTime(t *testing.T) {
+	v := openTemp(t)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup, Name: "g", Members: []string{"alice", "bob"}, By: "alice"},
+		{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "1", Text: "hi bob"},
+		{Type: salamander.RecRoomLeft, Room: "g_1", User: "bob"},
+		{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "2", Text: "secret"},
+		{Type: salamander.RecRoomJoined, Room: "g_1", Members: []string{"bob"}, By: "alice"},
+		{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "3", Text: "welcome back"},
+	}
+	var batch []jsstore.Entry
+	for i, r := range recs {
+		r.At = at.Add(time.Duration(i) * time.Second)
+		batch = append(batch, jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: uint64(i + 1)}, Record: r})
+	}
+	if err := v.applyBatch(batch); err != nil {
+		t.Fatal(err)
+	}
+	res, err := v.Sync(context.Background(), "bob", salamander.Cursor{"p0": 1}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range res.Events {
+		switch {
+		case ev.Message != nil:
+			got = append(got, ev.Message.Text)
+		default:
+			got = append(got, ev.Action)
+		}
+	}
+	want := "[hi bob left joined welcome back]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("bob's sync: %v, want %s", got, want)
+	}
+	if res.Cursor != "p0:6" {
+		t.Fatalf("cursor %s", res.Cursor)
 	}
 }
