@@ -100,7 +100,8 @@ func (c *Client) User(ctx context.Context, name string) (salamander.User, error)
 }
 
 // AddFriend adds a user to the signed-in user's friends and returns their
-// profile. Codes: not_found, conflict.
+// profile. Adding someone again is not an error. Codes: not_found,
+// invalid_request (yourself).
 func (c *Client) AddFriend(ctx context.Context, name string) (salamander.User, error) {
 	var u salamander.User
 	if _, err := c.call(ctx, http.MethodPost, "/v1/friends", salamander.FriendRequest{Name: name}, &u); err != nil {
@@ -156,14 +157,16 @@ func (c *Client) CreateGroup(ctx context.Context, name string, members []string)
 }
 
 // Invite adds users to a group room and returns the room.
-// Codes: not_found, forbidden (not a member, or a direct room).
+// Codes: not_found, forbidden (not a member), invalid_request (a 1:1 room),
+// too_large (over the member limit).
 func (c *Client) Invite(ctx context.Context, roomID string, users ...string) (salamander.Room, error) {
 	return c.roomCall(ctx, http.MethodPost, roomPath(roomID, "/invite"), salamander.InviteRequest{Users: users})
 }
 
 // Leave removes the signed-in user from a group room. If a failover hid an
 // earlier attempt's success, the retry's forbidden answer (no longer a
-// member) counts as success. Codes: not_found, forbidden.
+// member) counts as success. Codes: not_found, forbidden, invalid_request
+// (a 1:1 room).
 func (c *Client) Leave(ctx context.Context, roomID string) error {
 	retried, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/leave"), nil, nil)
 	if err != nil && retried && salamander.ErrorCode(err) == salamander.CodeForbidden {
@@ -172,7 +175,8 @@ func (c *Client) Leave(ctx context.Context, roomID string) error {
 	return err
 }
 
-// Rename renames a group room and returns it. Codes: not_found, forbidden.
+// Rename renames a group room and returns it. Codes: not_found, forbidden,
+// invalid_request (a 1:1 room, or a bad name).
 func (c *Client) Rename(ctx context.Context, roomID, name string) (salamander.Room, error) {
 	return c.roomCall(ctx, http.MethodPost, roomPath(roomID, "/rename"), salamander.RenameRequest{Name: name})
 }
