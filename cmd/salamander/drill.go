@@ -14,13 +14,23 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("drill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := drill.DefaultConfig()
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "fire (SIGKILL a site; it stays down) or partition (cut a site's routes; reconnect it after the load)")
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "fire (SIGKILL a site; it stays down), partition (cut a site's routes; reconnect it after the load), "+
+		"return (SIGKILL a site and bring it back under load, on its old disk and then an empty one), rolling (SIGTERM and restart each site in turn), "+
+		"latency (inject route latency at --fault-at; no fault) or none (load and check only); a comma-separated list runs them in turn on one cluster")
 	fs.StringVar(&cfg.Site, "site", "", "site to burn or cut off: a, b or c (default: the one leading the most streams)")
+	sites := fs.String("sites", "", "attach to a running cluster at these comma-separated site URLs (e.g. salamander dev's) instead of starting one; only --scenario none (then the default) runs there")
+	fs.DurationVar(&cfg.Down, "down", cfg.Down, "return: how long the burned site stays down each time")
+	disks := fs.String("disks", "old,empty", "return: the disks the burned site comes back with, in order (old, empty)")
+	fs.DurationVar(&cfg.Pause, "pause", cfg.Pause, "return, rolling: load time between a site catching up and the next fault")
+	fs.DurationVar(&cfg.Latency, "latency", 0, "add this to every inter-site round trip (half each way) in the route proxies: for the whole load, or for the latency scenario alone if the sequence has one (its default 2ms)")
+	fs.DurationVar(&cfg.Jitter, "jitter", 0, "vary the added round trip by ± this, uniformly (latency scenario default 1ms)")
+	fs.StringVar(&cfg.FarSite, "far-site", "", "a site whose links get --far-latency instead (latency scenario default c; it gets it half-way through the injected time)")
+	fs.DurationVar(&cfg.FarLatency, "far-latency", 0, "the round trip added to the far site's links (latency scenario default 30ms)")
 	fs.IntVar(&cfg.Users, "users", cfg.Users, "simulated users, spread over the sites")
 	fs.IntVar(&cfg.GroupSize, "group-size", cfg.GroupSize, "members per group room (each user is also in one 1:1 room)")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages per second per user (random, exponential arrivals)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long the load runs")
-	fs.DurationVar(&cfg.FaultAt, "fault-at", cfg.FaultAt, "when the fault strikes, after the load starts")
+	fs.DurationVar(&cfg.FaultAt, "fault-at", cfg.FaultAt, "when the (first) fault strikes, after the load starts (latency: when the latency is switched on)")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "how long sends in flight when the load stops may keep retrying")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on each wait for deliveries and for the sites to agree")
 	fs.BoolVar(&cfg.Return, "return", false, "fire: after the load, restart the burned site on its old disk and check it catches up")
@@ -43,8 +53,17 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Logger = log
+	cfg.Sites = splitList(*sites)
+	if len(cfg.Sites) > 0 {
+		scenarioSet := false
+		fs.Visit(func(f *flag.Flag) { scenarioSet = scenarioSet || f.Name == "scenario" })
+		if !scenarioSet {
+			cfg.Scenario = drill.ScenarioNone // the only one an attached cluster allows
+		}
+	}
+	cfg.Disks = splitList(*disks)
 	cfg.Binary = *bin
-	if cfg.Binary == "" {
+	if cfg.Binary == "" && len(cfg.Sites) == 0 {
 		if cfg.Binary, err = os.Executable(); err != nil {
 			return fmt.Errorf("drill: finding this binary: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -45,19 +46,30 @@ type ClusterConfig struct {
 // route addresses built from a peer's source address (the proxies dial
 // from 127.0.0.1) and its real port, so a gossiped address is refused and
 // never bypasses a proxy (a server gives up on a refused gossiped route).
+//
+// A Cluster made by Attach drives sites it did not start: it has no
+// processes or proxies, and every fault that needs them fails with
+// ErrAttached.
 type Cluster struct {
-	cfg     ClusterConfig
-	log     *slog.Logger
-	hc      *http.Client
-	sites   []*siteProc
-	proxies []*linkProxy
+	cfg      ClusterConfig
+	log      *slog.Logger
+	hc       *http.Client
+	sites    []*siteProc
+	proxies  []*linkProxy
+	attached bool
 
-	mu sync.Mutex // guards siteProc.proc
+	mu     sync.Mutex // guards siteProc.proc and closed
+	closed bool       // Close ran: start nothing new
 }
+
+// ErrAttached is returned for a fault the drill cannot cause on a cluster
+// it attached to (it does not own the sites' processes or routes).
+var ErrAttached = errors.New("drill: not possible on a cluster the drill attached to")
 
 // siteProc is one site's fixed addresses and its current process.
 type siteProc struct {
 	name        string
+	url         string // HTTP base URL
 	httpAddr    string
 	natsAddr    string
 	clusterAddr string
@@ -76,13 +88,19 @@ type process struct {
 
 // siteStatus is the part of GET /v1/status the drill reads.
 type siteStatus struct {
-	Site    string `json:"site"`
-	Streams []struct {
-		Stream  string `json:"stream"`
-		Leader  string `json:"leader"`
-		LastSeq uint64 `json:"last_seq"`
-	} `json:"streams"`
-	StreamsError string `json:"streams_error"`
+	Site         string        `json:"site"`
+	Streams      []streamState `json:"streams"`
+	StreamsError string        `json:"streams_error"`
+	// Applied is the read model's applied position per stream.
+	Applied map[string]uint64 `json:"applied"`
+}
+
+// streamState is one stream as GET /v1/status lists it.
+type streamState struct {
+	Stream    string   `json:"stream"`
+	Leader    string   `json:"leader"`
+	LastSeq   uint64   `json:"last_seq"`
+	Unhealthy []string `json:"unhealthy"`
 }
 
 // StartCluster starts every site and waits until each is ready and every
@@ -133,6 +151,59 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	return c, nil
 }
 
+// Attach returns a Cluster for sites already running elsewhere (for
+// example `salamander dev`), given their HTTP base URLs. It learns each
+// site's name from its /v1/status and waits until every stream has a
+// leader. The drill can drive and check such a cluster, but not burn, cut
+// or restart its sites.
+func Attach(ctx context.Context, urls []string, logger *slog.Logger) (*Cluster, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if len(urls) < 2 {
+		return nil, errors.New("drill: attach needs the URLs of at least two sites")
+	}
+	c := &Cluster{
+		log:      logger.With("system", "drill"),
+		hc:       &http.Client{Timeout: 3 * time.Second},
+		attached: true,
+	}
+	for _, u := range urls {
+		c.sites = append(c.sites, &siteProc{url: strings.TrimRight(u, "/")})
+	}
+	seen := map[string]bool{}
+	for i, s := range c.sites {
+		var st siteStatus
+		err := poll(ctx, 250*time.Millisecond, func() (bool, error) {
+			var err error
+			st, err = c.Status(ctx, i)
+			return err == nil && st.Site != "", nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("drill: attaching to %s: no /v1/status answer naming the site: %w", s.url, err)
+		}
+		if seen[st.Site] {
+			return nil, fmt.Errorf("drill: attaching: %s is site %s, given twice", s.url, st.Site)
+		}
+		seen[st.Site] = true
+		s.name = st.Site
+	}
+	if err := c.WaitLeaders(ctx); err != nil {
+		return nil, err
+	}
+	c.log.Info("attached", "sites", strings.Join(c.names(), ","))
+	return c, nil
+}
+
+// names returns every site's name in order.
+func (c *Cluster) names() []string {
+	out := make([]string, len(c.sites))
+	for i, s := range c.sites {
+		out[i] = s.name
+	}
+	return out
+}
+
 // layout picks every port and starts the six link proxies.
 func (c *Cluster) layout() error {
 	for i, name := range SiteNames {
@@ -147,6 +218,7 @@ func (c *Cluster) layout() error {
 		dir := filepath.Join(c.cfg.Dir, name)
 		s := &siteProc{
 			name:        name,
+			url:         fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
 			httpAddr:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
 			natsAddr:    fmt.Sprintf("127.0.0.1:%d", ports[1]),
 			clusterAddr: clusterAddr,
@@ -198,6 +270,15 @@ func (c *Cluster) start(i int) error {
 	)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	ownProcessGroup(cmd)
+	// Start under the lock so that Close, once it has run, never misses a
+	// process started concurrently.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		logf.Close()
+		return fmt.Errorf("drill: start site %s: cluster closed", s.name)
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("drill: start site %s: %w", s.name, err)
@@ -209,9 +290,7 @@ func (c *Cluster) start(i int) error {
 		logf.Close()
 		close(p.done)
 	}()
-	c.mu.Lock()
 	s.proc = p
-	c.mu.Unlock()
 	c.log.Info("site started", "site", s.name, "pid", cmd.Process.Pid, "http", s.httpAddr)
 	return nil
 }
@@ -233,7 +312,7 @@ func (c *Cluster) Index(name string) int {
 }
 
 // URL returns site i's HTTP base URL (stable across restarts).
-func (c *Cluster) URL(i int) string { return "http://" + c.sites[i].httpAddr }
+func (c *Cluster) URL(i int) string { return c.sites[i].url }
 
 // URLs returns every site's base URL in site order.
 func (c *Cluster) URLs() []string {
@@ -247,8 +326,15 @@ func (c *Cluster) URLs() []string {
 // LogPath returns the file site i's process writes its log to.
 func (c *Cluster) LogPath(i int) string { return c.sites[i].logPath }
 
-// Alive reports whether site i's process is running.
+// Attached reports whether the cluster was made by Attach.
+func (c *Cluster) Attached() bool { return c.attached }
+
+// Alive reports whether site i's process is running (always true for an
+// attached cluster, whose processes the drill cannot see).
 func (c *Cluster) Alive(i int) bool {
+	if c.attached {
+		return true
+	}
 	c.mu.Lock()
 	p := c.sites[i].proc
 	c.mu.Unlock()
@@ -266,6 +352,9 @@ func (c *Cluster) Alive(i int) bool {
 // Kill sends SIGKILL to site i's process (a fire: no lame duck, nothing
 // flushed beyond what the server already synced) and waits until it is gone.
 func (c *Cluster) Kill(i int) error {
+	if c.attached {
+		return ErrAttached
+	}
 	c.mu.Lock()
 	p := c.sites[i].proc
 	c.sites[i].proc = nil
@@ -273,7 +362,7 @@ func (c *Cluster) Kill(i int) error {
 	if p == nil {
 		return nil
 	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := killGroup(p.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("drill: kill site %s: %w", c.sites[i].name, err)
 	}
 	<-p.done
@@ -281,9 +370,61 @@ func (c *Cluster) Kill(i int) error {
 	return nil
 }
 
-// Restart starts site i again with its old ports and disk and waits until
-// it is ready.
+// Term stops site i gracefully with SIGTERM (the server lame-ducks and
+// hands its leaderships over) and waits until it has exited, or SIGKILLs
+// it after grace. It returns when the process has gone.
+func (c *Cluster) Term(i int, grace time.Duration) error {
+	if c.attached {
+		return ErrAttached
+	}
+	c.mu.Lock()
+	p := c.sites[i].proc
+	c.sites[i].proc = nil
+	c.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("drill: stop site %s: %w", c.sites[i].name, err)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		c.log.Info("site stopped", "site", c.sites[i].name)
+		return nil
+	case <-t.C:
+	}
+	c.log.Warn("site did not stop in time; killing it", "site", c.sites[i].name, "grace", grace)
+	if err := killGroup(p.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("drill: kill site %s: %w", c.sites[i].name, err)
+	}
+	<-p.done
+	return nil
+}
+
+// Wipe deletes site i's data directory (its NATS store and read model),
+// so that it comes back with an empty disk. The site must be down.
+func (c *Cluster) Wipe(i int) error {
+	if c.attached {
+		return ErrAttached
+	}
+	if c.Alive(i) {
+		return fmt.Errorf("drill: site %s is still running", c.sites[i].name)
+	}
+	if err := os.RemoveAll(c.sites[i].dataDir); err != nil {
+		return fmt.Errorf("drill: wiping site %s: %w", c.sites[i].name, err)
+	}
+	c.log.Info("site's disk wiped", "site", c.sites[i].name, "dir", c.sites[i].dataDir)
+	return nil
+}
+
+// Restart starts site i again with its old ports, name and disk (or an
+// empty one after Wipe) and waits until it is ready.
 func (c *Cluster) Restart(ctx context.Context, i int) error {
+	if c.attached {
+		return ErrAttached
+	}
 	if c.Alive(i) {
 		return fmt.Errorf("drill: site %s is still running", c.sites[i].name)
 	}
@@ -302,6 +443,22 @@ func (c *Cluster) Cut(site string) {
 		}
 	}
 	c.log.Info("site cut off", "site", site)
+}
+
+// SetLatency adds rtt ± jitter to the round trip of every route link
+// (half of each in each direction); links touching the site far (when not
+// empty) get farRTT ± jitter instead. Zeros remove the delay.
+func (c *Cluster) SetLatency(rtt, jitter time.Duration, far string, farRTT time.Duration) {
+	for _, p := range c.proxies {
+		d := rtt
+		if far != "" && p.touches(far) {
+			d = farRTT
+		}
+		p.SetDelay(d/2, jitter/2)
+	}
+	if rtt > 0 || farRTT > 0 || jitter > 0 {
+		c.log.Info("route latency injected", "rtt", rtt, "jitter", jitter, "far_site", far, "far_rtt", farRTT)
+	}
 }
 
 // Heal lets the named site's routes connect again.
@@ -347,6 +504,9 @@ func (c *Cluster) Status(ctx context.Context, i int) (siteStatus, error) {
 		return st, fmt.Errorf("drill: status of site %s: %w", c.sites[i].name, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("drill: status of site %s: HTTP %d", c.sites[i].name, resp.StatusCode)
+	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
 		return st, fmt.Errorf("drill: status of site %s: %w", c.sites[i].name, err)
 	}
@@ -356,6 +516,27 @@ func (c *Cluster) Status(ctx context.Context, i int) (siteStatus, error) {
 // Leaders returns, per stream, the site whose server leads it, as the
 // first live site reports it. Streams without a leader are missing.
 func (c *Cluster) Leaders(ctx context.Context) (map[string]string, error) {
+	streams, err := c.streams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return leadersOf(streams), nil
+}
+
+// leadersOf maps each stream with a leader to the leading site's name.
+func leadersOf(streams []streamState) map[string]string {
+	out := map[string]string{}
+	for _, s := range streams {
+		if name, ok := strings.CutPrefix(s.Leader, "site-"); ok {
+			out[s.Stream] = name
+		}
+	}
+	return out
+}
+
+// streams returns every stream's state as the first live site that can
+// list them reports it.
+func (c *Cluster) streams(ctx context.Context) ([]streamState, error) {
 	var lastErr error
 	for i := range c.sites {
 		if !c.Alive(i) {
@@ -366,17 +547,11 @@ func (c *Cluster) Leaders(ctx context.Context) (map[string]string, error) {
 			lastErr = err
 			continue
 		}
-		out := map[string]string{}
-		for _, s := range st.Streams {
-			if name, ok := strings.CutPrefix(s.Leader, "site-"); ok {
-				out[s.Stream] = name
-			}
-		}
 		if st.StreamsError != "" || len(st.Streams) == 0 {
 			lastErr = fmt.Errorf("drill: site %s: streams not listed: %s", st.Site, st.StreamsError)
 			continue
 		}
-		return out, nil
+		return st.Streams, nil
 	}
 	if lastErr == nil {
 		lastErr = errors.New("drill: no live site")
@@ -413,9 +588,93 @@ func (c *Cluster) WaitLeaders(ctx context.Context) error {
 	return nil
 }
 
-// Close kills every process and stops the proxies. The data directories
-// stay.
+// WaitBalanced polls until the stream leaders are spread evenly: no site
+// leads more than one stream more than any other.
+func (c *Cluster) WaitBalanced(ctx context.Context) error {
+	var count map[string]int
+	err := poll(ctx, 500*time.Millisecond, func() (bool, error) {
+		leaders, err := c.Leaders(ctx)
+		if err != nil {
+			return false, nil
+		}
+		count = map[string]int{}
+		for _, s := range c.sites {
+			count[s.name] = 0
+		}
+		for _, s := range leaders {
+			count[s]++
+		}
+		lo, hi := len(leaders), 0
+		for _, n := range count {
+			lo, hi = min(lo, n), max(hi, n)
+		}
+		return hi-lo <= 1, nil
+	})
+	if err != nil {
+		return fmt.Errorf("drill: waiting for evenly spread stream leaders (streams led per site: %v): %w", count, err)
+	}
+	return nil
+}
+
+// WaitCaughtUp polls until site i's read model has applied, on every
+// stream, at least the last sequence the log held at another live site
+// just before (so under load it is at most one poll behind), and, when
+// replicas is set, no stream lists an unhealthy (offline or lagging)
+// replica. It returns when that first held.
+func (c *Cluster) WaitCaughtUp(ctx context.Context, i int, replicas bool) (time.Time, error) {
+	var at time.Time
+	var why string
+	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		why = ""
+		var ref siteStatus
+		got := false
+		for j := range c.sites {
+			if j == i || !c.Alive(j) {
+				continue
+			}
+			st, err := c.Status(ctx, j)
+			if err != nil || st.StreamsError != "" || len(st.Streams) == 0 {
+				why = fmt.Sprintf("site %s lists no streams", c.sites[j].name)
+				continue
+			}
+			ref, got = st, true
+			break
+		}
+		if !got {
+			return false, nil
+		}
+		st, err := c.Status(ctx, i)
+		if err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		for _, s := range ref.Streams {
+			if st.Applied[s.Stream] < s.LastSeq {
+				why = fmt.Sprintf("stream %s: applied %d of %d", s.Stream, st.Applied[s.Stream], s.LastSeq)
+				return false, nil
+			}
+			if replicas && len(s.Unhealthy) > 0 {
+				why = fmt.Sprintf("stream %s: replicas %v not current", s.Stream, s.Unhealthy)
+				return false, nil
+			}
+		}
+		at = time.Now()
+		return true, nil
+	})
+	if err != nil {
+		return at, fmt.Errorf("drill: waiting for site %s to catch up (%s): %w", c.sites[i].name, why, err)
+	}
+	return at, nil
+}
+
+// Close kills every process and stops the proxies; afterwards nothing
+// can be started. It may be called more than once and concurrently with
+// anything else (it is how an interrupted drill stops its sites). The
+// data directories stay.
 func (c *Cluster) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for i := range c.sites {
 		wg.Go(func() { _ = c.Kill(i) })

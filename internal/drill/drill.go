@@ -1,10 +1,14 @@
 // Package drill owns Salamander's fire drill: it starts a three-site cluster
 // as separate `salamander serve` processes whose NATS routes run through
-// link proxies it controls, drives a checked workload of simulated users
-// through the Go SDK, burns a site (SIGKILL) or cuts it off (partition)
-// mid-run, and then proves message by message that nothing acknowledged was
-// lost, duplicated or reordered and that the sites converged. It measures
-// how long writes were unavailable and reports as text, JSON and HTML.
+// link proxies it controls (or attaches to a running cluster), drives a
+// checked workload of simulated users through the Go SDK, and mid-run burns
+// a site (SIGKILL), cuts it off (partition), brings a burned site back on
+// its old or an empty disk (return), restarts every site in turn (rolling)
+// or slows the routes down (latency). Then it proves message by message
+// that nothing acknowledged was lost, duplicated or reordered and that the
+// sites converged. It measures how long writes were unavailable, how long a
+// returning site took to catch up and what latency cost, and reports as
+// text, JSON and HTML.
 //
 // The drill never reaches into a site's process: everything it knows comes
 // from the public API (the SDK, /readyz, /v1/status), so it checks what users
@@ -17,17 +21,48 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/salamander-chat/salamander"
 )
 
 // Scenarios the drill can run.
 const (
-	// ScenarioFire SIGKILLs one site's process mid-run; it stays down.
+	// ScenarioFire SIGKILLs one site's process mid-run; it stays down
+	// (unless Config.Return).
 	ScenarioFire = "fire"
 	// ScenarioPartition cuts one site's routes to the other two while its
 	// process keeps running; after the load the majority is checked, then
 	// the site is reconnected and must catch up.
 	ScenarioPartition = "partition"
+	// ScenarioReturn SIGKILLs one site mid-run and brings it back while the
+	// load continues, once per entry of Config.Disks: on its old disk, then
+	// on an empty one (its data directory deleted; same name, tags and
+	// ports). Each time it measures how long the site took to be ready and
+	// to catch up, and compares its histories with a survivor's.
+	ScenarioReturn = "return"
+	// ScenarioRolling restarts every site in turn under load with SIGTERM
+	// (the server lame-ducks and hands its leaderships over), waiting until
+	// each is ready and caught up before the next.
+	ScenarioRolling = "rolling"
+	// ScenarioLatency runs the load without injected latency until FaultAt,
+	// then with Config.Latency ± Jitter on every route (FarLatency for the
+	// FarSite), and reports what the distance cost in send latency. No fault.
+	ScenarioLatency = "latency"
+	// ScenarioNone runs the load and checks it, with no fault. It is the
+	// only scenario for a cluster the drill attached to.
+	ScenarioNone = "none"
+)
+
+// Scenarios lists every scenario, in the order the help text gives them.
+var Scenarios = []string{ScenarioFire, ScenarioPartition, ScenarioReturn, ScenarioRolling, ScenarioLatency, ScenarioNone}
+
+// Disk choices for ScenarioReturn.
+const (
+	DiskOld   = "old"
+	DiskEmpty = "empty"
 )
 
 // Config configures a drill. Start from DefaultConfig.
@@ -38,7 +73,12 @@ type Config struct {
 	// removed afterwards unless Keep is set.
 	Dir  string
 	Keep bool
-	// Scenario is ScenarioFire or ScenarioPartition.
+	// Sites, when set, are the HTTP base URLs of a running cluster to
+	// attach to instead of starting one; only ScenarioNone can run there.
+	Sites []string
+	// Scenario is one of Scenarios. Run also takes a comma-separated
+	// sequence ("fire,partition,return"), run one after another on the same
+	// cluster, every site brought back up between them.
 	Scenario string
 	// Site is the site to burn or cut off; empty picks the one leading the
 	// most streams when the fault strikes.
@@ -49,7 +89,9 @@ type Config struct {
 	GroupSize int
 	// Rate is each user's mean send rate (messages per second, Poisson).
 	Rate float64
-	// Duration is how long the load runs; the fault strikes at FaultAt.
+	// Duration is how long the load runs; the fault strikes at FaultAt
+	// (latency: the latency is injected then). Return and rolling keep the
+	// load on past Duration until their last site has caught up, plus Pause.
 	Duration time.Duration
 	FaultAt  time.Duration
 	// Drain bounds how long sends in flight when the load stops may keep
@@ -59,6 +101,23 @@ type Config struct {
 	// Return (fire only) restarts the burned site on its old disk after the
 	// load and checks that it caught up with the survivors.
 	Return bool
+	// Down (return) is how long the burned site stays down each time.
+	Down time.Duration
+	// Disks (return) lists the disks the site comes back with, in order:
+	// DiskOld, DiskEmpty. Default: both.
+	Disks []string
+	// Pause (return, rolling) is the load time between a site catching up
+	// and the next fault.
+	Pause time.Duration
+	// Latency and Jitter are added to every inter-site round trip (half in
+	// each direction) by the route proxies; links touching FarSite get
+	// FarLatency instead. For ScenarioLatency they default to 2 ms ± 1 ms
+	// and site c at 30 ms; for other scenarios they apply to the whole load,
+	// unless the sequence has a latency scenario, which then has them alone.
+	Latency    time.Duration
+	Jitter     time.Duration
+	FarSite    string
+	FarLatency time.Duration
 	// Partitions is the number of room streams (`serve --partitions`).
 	Partitions int
 	// SiteLogLevel is the sites' log level (`serve --log-level`); their logs
@@ -80,22 +139,71 @@ func DefaultConfig() Config {
 		FaultAt:    12 * time.Second,
 		Drain:      30 * time.Second,
 		Settle:     60 * time.Second,
+		Down:       8 * time.Second,
+		Pause:      3 * time.Second,
 		Partitions: 6,
 	}
 }
 
+// scenarioList splits a comma-separated scenario sequence.
+func scenarioList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// injects reports whether the config asks for route latency.
+func (c *Config) injects() bool { return c.Latency > 0 || c.Jitter > 0 || c.FarLatency > 0 }
+
+// validate checks c (one scenario or a sequence) and fills defaults.
 func (c *Config) validate() error {
+	list := scenarioList(c.Scenario)
+	if len(list) == 0 {
+		return fmt.Errorf("drill: no scenario given (%s)", strings.Join(Scenarios, ", "))
+	}
+	for _, sc := range list {
+		if !slices.Contains(Scenarios, sc) {
+			return fmt.Errorf("drill: unknown scenario %q (%s)", sc, strings.Join(Scenarios, ", "))
+		}
+		if len(c.Sites) > 0 && sc != ScenarioNone {
+			return fmt.Errorf("drill: scenario %s needs the drill's own site processes and route proxies; with --sites only %q runs: %w",
+				sc, ScenarioNone, ErrAttached)
+		}
+	}
+	if len(c.Sites) > 0 && c.injects() {
+		return fmt.Errorf("drill: injecting latency needs the drill's route proxies: %w", ErrAttached)
+	}
+	if len(list) == 1 && list[0] == ScenarioLatency && !c.injects() {
+		c.Latency, c.Jitter, c.FarSite, c.FarLatency = 2*time.Millisecond, time.Millisecond, "c", 30*time.Millisecond
+	}
+	needsFault := slices.ContainsFunc(list, func(s string) bool { return s != ScenarioNone })
 	switch {
-	case c.Scenario != ScenarioFire && c.Scenario != ScenarioPartition:
-		return fmt.Errorf("drill: unknown scenario %q (fire, partition)", c.Scenario)
 	case c.Users < 2:
 		return errors.New("drill: need at least 2 users")
 	case c.Rate <= 0:
 		return errors.New("drill: rate must be positive")
-	case c.Duration <= 0 || c.FaultAt <= 0 || c.FaultAt >= c.Duration:
+	case c.Duration <= 0:
+		return errors.New("drill: duration must be positive")
+	case needsFault && (c.FaultAt <= 0 || c.FaultAt >= c.Duration):
 		return errors.New("drill: need 0 < fault-at < duration")
-	case c.Site != "" && !validSite(c.Site):
+	case c.Site != "" && len(c.Sites) == 0 && !validSite(c.Site):
 		return fmt.Errorf("drill: unknown site %q (a, b, c)", c.Site)
+	case c.FarSite != "" && !validSite(c.FarSite):
+		return fmt.Errorf("drill: unknown far site %q (a, b, c)", c.FarSite)
+	case c.Latency < 0 || c.Jitter < 0 || c.FarLatency < 0:
+		return errors.New("drill: latencies must not be negative")
+	}
+	for _, d := range c.Disks {
+		if d != DiskOld && d != DiskEmpty {
+			return fmt.Errorf("drill: unknown disk %q (old, empty)", d)
+		}
+	}
+	if len(c.Disks) == 0 {
+		c.Disks = []string{DiskOld, DiskEmpty}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -106,49 +214,134 @@ func (c *Config) validate() error {
 	if c.Settle <= 0 {
 		c.Settle = 60 * time.Second
 	}
+	if c.Down <= 0 {
+		c.Down = 8 * time.Second
+	}
+	if c.Pause < 0 {
+		c.Pause = 0
+	}
 	return nil
 }
 
-// Run starts a cluster in cfg.Dir, runs one drill on it (see RunOn) and
-// stops the cluster. An error means the drill itself could not run (e.g.
-// the cluster did not start); a drill that ran and found a problem returns
-// a report whose OK is false.
-func Run(ctx context.Context, cfg Config) (*Report, error) {
+// Run runs cfg's scenario, or each scenario of a sequence in turn, on one
+// cluster: one it starts in cfg.Dir (and stops afterwards), or the running
+// cluster at cfg.Sites. Between scenarios every downed site is restarted
+// on its old disk. If ctx ends, the sites it started are killed at once.
+// An error means the drill itself could not run (e.g. the cluster did not
+// start); a drill that ran and found a problem returns a suite whose OK is
+// false.
+func Run(ctx context.Context, cfg Config) (*Suite, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger.With("system", "drill")
-	dir := cfg.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "salamander-drill-")
+	var cl *Cluster
+	if len(cfg.Sites) > 0 {
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		c, err := Attach(actx, cfg.Sites, cfg.Logger)
+		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("drill: temp dir: %w", err)
+			return nil, err
 		}
-		dir = d
-		if !cfg.Keep {
-			defer os.RemoveAll(dir)
+		cl = c
+	} else {
+		dir := cfg.Dir
+		if dir == "" {
+			d, err := os.MkdirTemp("", "salamander-drill-")
+			if err != nil {
+				return nil, fmt.Errorf("drill: temp dir: %w", err)
+			}
+			dir = d
+			if !cfg.Keep {
+				defer os.RemoveAll(dir)
+			}
 		}
+		log.Info("starting three sites", "dir", dir)
+		startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		c, err := StartCluster(startCtx, ClusterConfig{Binary: cfg.Binary, Dir: dir, Partitions: cfg.Partitions,
+			SiteLogLevel: cfg.SiteLogLevel, Logger: cfg.Logger})
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		cl = c
+		defer cl.Close()
+		// An interrupted drill must not leave its sites running.
+		stop := context.AfterFunc(ctx, cl.Close)
+		defer stop()
 	}
-	log.Info("starting three sites", "dir", dir)
-	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	cl, err := StartCluster(startCtx, ClusterConfig{Binary: cfg.Binary, Dir: dir, Partitions: cfg.Partitions,
-		SiteLogLevel: cfg.SiteLogLevel, Logger: cfg.Logger})
-	cancel()
-	if err != nil {
-		return nil, err
+	suite := &Suite{Scenario: strings.Join(scenarioList(cfg.Scenario), ",")}
+	for k, sc := range scenarioList(cfg.Scenario) {
+		if k > 0 {
+			if err := restore(ctx, cl, cfg.Settle); err != nil {
+				return nil, err
+			}
+		}
+		one := cfg
+		one.Scenario = sc
+		if sc != ScenarioLatency && slices.Contains(scenarioList(cfg.Scenario), ScenarioLatency) {
+			// In a sequence with a latency scenario, the latency is its alone.
+			one.Latency, one.Jitter, one.FarSite, one.FarLatency = 0, 0, "", 0
+		}
+		log.Info("scenario", "n", k+1, "scenario", sc)
+		rep, err := RunOn(ctx, cl, one)
+		if err != nil {
+			return nil, fmt.Errorf("drill: scenario %s: %w", sc, err)
+		}
+		suite.add(rep)
 	}
-	defer cl.Close()
-	return RunOn(ctx, cl, cfg)
+	suite.judge()
+	return suite, nil
 }
 
-// RunOn runs one drill on a running cluster whose sites are all up: it
-// signs up fresh users, runs the load, strikes the fault, checks every
-// message and measures the write gaps. With Return set (fire) it then
-// restarts the burned site on its old disk and checks it caught up. It
-// leaves the burned site down otherwise; a partition is always healed.
+// restore restarts every site that is down on its old disk, heals every
+// link, and waits until every site is ready and caught up and every stream
+// has a leader.
+func restore(ctx context.Context, cl *Cluster, settle time.Duration) error {
+	if cl.Attached() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, settle+time.Minute)
+	defer cancel()
+	for i := range cl.N() {
+		cl.Heal(cl.Name(i))
+		if !cl.Alive(i) {
+			if err := cl.Restart(ctx, i); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range cl.N() {
+		if _, err := cl.WaitCaughtUp(ctx, i, true); err != nil {
+			return err
+		}
+	}
+	if err := cl.WaitLeaders(ctx); err != nil {
+		return err
+	}
+	// The sites move leaderships back to a returned site one at a time;
+	// a scenario started meanwhile would measure those moves too.
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := cl.WaitBalanced(bctx); err != nil {
+		cl.log.Warn("stream leaders still unevenly spread; starting the next scenario anyway", "error", err)
+	}
+	return nil
+}
+
+// RunOn runs one scenario on a running cluster whose sites are all up: it
+// signs up fresh users, runs the load, causes the scenario's faults, checks
+// every message and measures the write gaps. A fire leaves the burned site
+// down unless cfg.Return; every other scenario ends with every site up.
 func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if len(scenarioList(cfg.Scenario)) != 1 {
+		return nil, fmt.Errorf("drill: RunOn runs one scenario, not %q (Run runs sequences)", cfg.Scenario)
+	}
+	if cl.Attached() && (cfg.Scenario != ScenarioNone || cfg.injects()) {
+		return nil, fmt.Errorf("drill: scenario %s: %w", cfg.Scenario, ErrAttached)
 	}
 	log := cfg.Logger.With("system", "drill")
 	for i := range cl.N() {
@@ -171,101 +364,454 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	r := &run{ctx: ctx, cl: cl, cfg: cfg, w: w, log: log, rep: &Report{
+		Scenario:    cfg.Scenario,
+		Users:       len(w.users),
+		Rooms:       len(w.rooms),
+		RatePerUser: cfg.Rate,
+	}}
+	if cfg.injects() {
+		r.rep.Injected = &InjectedLatency{RTTMS: ms(cfg.Latency), JitterMS: ms(cfg.Jitter), FarSite: cfg.FarSite, FarRTTMS: ms(cfg.FarLatency)}
+		if cfg.Scenario != ScenarioLatency {
+			cl.SetLatency(cfg.Latency, cfg.Jitter, cfg.FarSite, cfg.FarLatency)
+		}
+		defer cl.SetLatency(0, 0, "", 0)
+	}
 	log.Info("load starting", "users", len(w.users), "rooms", len(w.rooms))
 
-	t0 := time.Now()
+	r.t0 = time.Now()
 	w.start()
-	stopped := false
 	defer func() {
-		if !stopped {
-			w.stopSending(0)
+		if !r.stopped {
+			w.stopSending(ctx, 0)
 		}
 	}()
-	if err := sleepUntil(ctx, t0.Add(cfg.FaultAt)); err != nil {
-		return nil, err
-	}
-	lctx, cancel = context.WithTimeout(ctx, 2*time.Second)
-	leaders, err := cl.Leaders(lctx)
-	cancel()
-	if err != nil {
-		log.Warn("stream leaders unknown at the fault", "error", err)
-	}
-	victim := cfg.Site
-	if victim == "" {
-		victim = mostLeader(leaders)
-	}
-	vi := cl.Index(victim)
-	fault := time.Now()
 	switch cfg.Scenario {
-	case ScenarioFire:
-		if err := cl.Kill(vi); err != nil {
-			return nil, err
-		}
-		log.Info("fire", "site", victim)
-	case ScenarioPartition:
-		cl.Cut(victim)
-		defer cl.Heal(victim)
-		log.Info("partition", "site", victim)
+	case ScenarioFire, ScenarioPartition:
+		err = r.fireOrPartition()
+	case ScenarioReturn:
+		err = r.returns()
+	case ScenarioRolling:
+		err = r.rolling()
+	case ScenarioLatency:
+		err = r.latency()
+	case ScenarioNone:
+		err = r.none()
 	}
-	if err := sleepUntil(ctx, t0.Add(cfg.Duration)); err != nil {
-		return nil, err
-	}
-	log.Info("load stopping; waiting for sends in flight", "drain", cfg.Drain)
-	w.stopSending(cfg.Drain)
-	stopped = true
-	recs := w.records()
-
-	var majority []int
-	for i := range cl.N() {
-		if i != vi {
-			majority = append(majority, i)
-		}
-	}
-	rep := &Report{
-		Scenario:       cfg.Scenario,
-		Site:           victim,
-		Users:          len(w.users),
-		Rooms:          len(w.rooms),
-		RatePerUser:    cfg.Rate,
-		DurationS:      cfg.Duration.Seconds(),
-		FaultAtS:       fault.Sub(t0).Seconds(),
-		LeadersAtFault: leaders,
-	}
-	log.Info("checking the surviving sites")
-	verdict, err := checkAt(ctx, w, majority, recs, cfg.Settle)
 	if err != nil {
 		return nil, err
 	}
-	back := cfg.Scenario == ScenarioPartition || cfg.Return
-	if back {
-		m := verdict
-		rep.MajorityCheck = &m
-		ret := time.Now()
-		rep.ReturnAtS = ret.Sub(t0).Seconds()
-		if cfg.Scenario == ScenarioPartition {
-			cl.Heal(victim)
-			log.Info("reconnected", "site", victim)
-		} else {
-			log.Info("restarting the burned site on its old disk", "site", victim)
-			rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-			err := cl.Restart(rctx, vi)
-			cancel()
-			if err != nil {
-				return nil, err
-			}
-		}
-		log.Info("checking all three sites")
-		verdict, err = checkAt(ctx, w, []int{0, 1, 2}, recs, cfg.Settle)
-		if err != nil {
-			return nil, err
-		}
-		rep.CatchUpMS = ms(time.Since(ret))
-	}
-	rep.Verdict = verdict
+	rep := r.rep
 	rep.ReadMarks, rep.ReadMarkErrs = w.marks.Load(), w.markErrs.Load()
-	rep.measure(w, recs, t0, fault, vi)
+	rep.measure(w, r.recs, r.t0, r.faults)
 	rep.judge()
 	return rep, nil
+}
+
+// run is one scenario in progress on a running load.
+type run struct {
+	ctx     context.Context
+	cl      *Cluster
+	cfg     Config
+	w       *workload
+	log     *slog.Logger
+	rep     *Report
+	t0      time.Time // the load started
+	stopped bool      // the load has stopped
+	recs    []sendRecord
+	faults  []*Fault
+}
+
+// since returns t in seconds since the load started.
+func (r *run) since(t time.Time) float64 { return t.Sub(r.t0).Seconds() }
+
+// stopLoad stops the load, waits for sends in flight up to cfg.Drain and
+// keeps their records.
+func (r *run) stopLoad() {
+	r.rep.DurationS = time.Since(r.t0).Seconds()
+	r.log.Info("load stopping; waiting for sends in flight", "drain", r.cfg.Drain)
+	r.w.stopSending(r.ctx, r.cfg.Drain)
+	r.stopped = true
+	r.recs = r.w.records()
+}
+
+// victim waits until FaultAt, then notes the stream leaders and picks the
+// site to strike.
+func (r *run) victim() (int, error) {
+	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.FaultAt)); err != nil {
+		return 0, err
+	}
+	lctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+	streams, err := r.cl.streams(lctx)
+	cancel()
+	if err != nil {
+		r.log.Warn("stream leaders unknown at the fault", "error", err)
+	}
+	leaders := leadersOf(streams)
+	for _, s := range streams {
+		if len(s.Unhealthy) > 0 {
+			if r.rep.UnhealthyAtFault == nil {
+				r.rep.UnhealthyAtFault = map[string][]string{}
+			}
+			r.rep.UnhealthyAtFault[s.Stream] = s.Unhealthy
+		}
+	}
+	name := r.cfg.Site
+	if name == "" {
+		name = mostLeader(leaders)
+	}
+	r.rep.Site, r.rep.LeadersAtFault = name, leaders
+	return r.cl.Index(name), nil
+}
+
+// newFault notes how many streams site vi leads and records a fault
+// striking it now.
+func (r *run) newFault(kind string, vi int) *Fault {
+	led := -1
+	lctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+	leaders, err := r.cl.Leaders(lctx)
+	cancel()
+	if err == nil {
+		led = 0
+		for _, s := range leaders {
+			if s == r.cl.Name(vi) {
+				led++
+			}
+		}
+	}
+	now := time.Now()
+	f := &Fault{Kind: kind, Site: r.cl.Name(vi), Led: led, AtS: r.since(now), at: now, site: vi}
+	if len(r.faults) == 0 {
+		r.rep.FaultAtS = f.AtS
+	}
+	r.faults = append(r.faults, f)
+	return f
+}
+
+// others returns every site index but vi.
+func (r *run) others(vi int) []int {
+	var out []int
+	for i := range r.cl.N() {
+		if i != vi {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// fireOrPartition burns or cuts off one site at FaultAt, checks the other
+// two after the load and, for a partition or a fire with Return, brings
+// the site back and checks all three.
+func (r *run) fireOrPartition() error {
+	vi, err := r.victim()
+	if err != nil {
+		return err
+	}
+	victim := r.cl.Name(vi)
+	var f *Fault
+	switch r.cfg.Scenario {
+	case ScenarioFire:
+		f = r.newFault(FaultKill, vi)
+		if err := r.cl.Kill(vi); err != nil {
+			return err
+		}
+		r.log.Info("fire", "site", victim)
+	case ScenarioPartition:
+		f = r.newFault(FaultCut, vi)
+		r.cl.Cut(victim)
+		defer r.cl.Heal(victim)
+		r.log.Info("partition", "site", victim)
+	}
+	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.Duration)); err != nil {
+		return err
+	}
+	r.stopLoad()
+	r.log.Info("checking the surviving sites")
+	verdict, err := checkAt(r.ctx, r.w, r.others(vi), r.recs, r.cfg.Settle)
+	if err != nil {
+		return err
+	}
+	if r.cfg.Scenario == ScenarioPartition || r.cfg.Return {
+		m := verdict
+		r.rep.MajorityCheck = &m
+		ret := time.Now()
+		r.rep.ReturnAtS = r.since(ret)
+		f.BackAtS = r.rep.ReturnAtS
+		if r.cfg.Scenario == ScenarioPartition {
+			r.cl.Heal(victim)
+			r.log.Info("reconnected", "site", victim)
+		} else {
+			f.Disk = DiskOld
+			r.log.Info("restarting the burned site on its old disk", "site", victim)
+			rctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
+			err := r.cl.Restart(rctx, vi)
+			cancel()
+			if err != nil {
+				return err
+			}
+			f.ReadyMS = ms(time.Since(ret))
+		}
+		r.log.Info("checking all three sites")
+		verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
+		if err != nil {
+			return err
+		}
+		r.rep.CatchUpMS = ms(time.Since(ret))
+		f.CaughtUpMS = r.rep.CatchUpMS
+	}
+	r.rep.Verdict = verdict
+	return nil
+}
+
+// returns burns one site at FaultAt and, once per disk in cfg.Disks,
+// restarts it after cfg.Down while the load continues, measures how long it
+// takes to be ready and to catch up, and compares its histories with a
+// survivor's; between returns it waits cfg.Pause and burns it again. The
+// load runs until Duration or until Pause after the last catch-up, then
+// all three sites are checked.
+func (r *run) returns() error {
+	vi, err := r.victim()
+	if err != nil {
+		return err
+	}
+	victim := r.cl.Name(vi)
+	ref := r.others(vi)[0]
+	for k, disk := range r.cfg.Disks {
+		if k > 0 {
+			if err := sleepUntil(r.ctx, time.Now().Add(r.cfg.Pause)); err != nil {
+				return err
+			}
+		}
+		f := r.newFault(FaultKill, vi)
+		f.Disk = disk
+		if err := r.cl.Kill(vi); err != nil {
+			return err
+		}
+		r.log.Info("fire", "site", victim, "returns_with", disk+" disk")
+		if err := sleepUntil(r.ctx, f.at.Add(r.cfg.Down)); err != nil {
+			return err
+		}
+		if disk == DiskEmpty {
+			if err := r.cl.Wipe(vi); err != nil {
+				return err
+			}
+		}
+		back := time.Now()
+		f.BackAtS = r.since(back)
+		rctx, cancel := context.WithTimeout(r.ctx, r.cfg.Settle+time.Minute)
+		err := r.cl.Restart(rctx, vi)
+		if err == nil {
+			f.ReadyMS = ms(time.Since(back))
+			r.log.Info("site back", "site", victim, "disk", disk, "ready_ms", int(f.ReadyMS))
+			var at time.Time
+			at, err = r.cl.WaitCaughtUp(rctx, vi, false)
+			f.CaughtUpMS = ms(at.Sub(back))
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+		n, err := prefixDiverged(r.ctx, r.w, vi, ref)
+		if err != nil {
+			return err
+		}
+		f.ComparedWith, f.DivergedRooms, f.ComparedMS = r.cl.Name(ref), n, ms(time.Since(back))
+		rctx, cancel = context.WithTimeout(r.ctx, r.cfg.Settle)
+		at, err := r.cl.WaitCaughtUp(rctx, vi, true)
+		cancel()
+		if err != nil {
+			return err
+		}
+		f.ReplicasCurrentMS = ms(at.Sub(back))
+		r.log.Info("site caught up", "site", victim, "disk", disk, "caught_up_ms", int(f.CaughtUpMS),
+			"diverged_rooms", n, "replicas_current_ms", int(f.ReplicasCurrentMS))
+	}
+	if err := sleepUntil(r.ctx, latest(r.t0.Add(r.cfg.Duration), time.Now().Add(r.cfg.Pause))); err != nil {
+		return err
+	}
+	r.stopLoad()
+	r.log.Info("checking all three sites")
+	r.rep.Verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
+	return err
+}
+
+// rolling restarts every site in turn with SIGTERM from FaultAt on,
+// waiting until each is ready, caught up and every stream replica current
+// (so that no stream is left short of a quorum) plus cfg.Pause before the
+// next. Then it checks all three sites.
+func (r *run) rolling() error {
+	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.FaultAt)); err != nil {
+		return err
+	}
+	for vi := range r.cl.N() {
+		if vi > 0 {
+			if err := sleepUntil(r.ctx, time.Now().Add(r.cfg.Pause)); err != nil {
+				return err
+			}
+		}
+		f := r.newFault(FaultTerm, vi)
+		if err := r.cl.Term(vi, 30*time.Second); err != nil {
+			return err
+		}
+		back := time.Now()
+		f.DownMS = ms(back.Sub(f.at))
+		f.BackAtS, f.Disk = r.since(back), DiskOld
+		rctx, cancel := context.WithTimeout(r.ctx, r.cfg.Settle+time.Minute)
+		err := r.cl.Restart(rctx, vi)
+		if err == nil {
+			f.ReadyMS = ms(time.Since(back))
+			var at time.Time
+			at, err = r.cl.WaitCaughtUp(rctx, vi, true)
+			f.CaughtUpMS = ms(at.Sub(back))
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+		r.log.Info("site restarted", "site", f.Site, "stopped_ms", int(f.DownMS), "ready_ms", int(f.ReadyMS), "caught_up_ms", int(f.CaughtUpMS))
+	}
+	if err := sleepUntil(r.ctx, latest(r.t0.Add(r.cfg.Duration), time.Now().Add(r.cfg.Pause))); err != nil {
+		return err
+	}
+	r.stopLoad()
+	r.log.Info("checking all three sites")
+	var err error
+	r.rep.Verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
+	return err
+}
+
+// latency runs the load without injected latency until FaultAt and with
+// it afterwards, then checks all three sites and compares send latencies.
+// With a far site, the first half of the injected time has only the near
+// latency on every link, the second half the far site's too.
+func (r *run) latency() error {
+	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.FaultAt)); err != nil {
+		return err
+	}
+	c := r.cfg
+	on := time.Now()
+	r.rep.Injected.FromS = r.since(on)
+	r.cl.SetLatency(c.Latency, c.Jitter, "", 0)
+	var farOn time.Time
+	if c.FarSite != "" && c.FarLatency > 0 {
+		if err := sleepUntil(r.ctx, on.Add(r.t0.Add(c.Duration).Sub(on)/2)); err != nil {
+			return err
+		}
+		farOn = time.Now()
+		r.cl.SetLatency(c.Latency, c.Jitter, c.FarSite, c.FarLatency)
+		r.rep.Injected.FarFromS = r.since(farOn)
+	}
+	if err := sleepUntil(r.ctx, r.t0.Add(c.Duration)); err != nil {
+		return err
+	}
+	r.stopLoad()
+	end := time.Now()
+	r.rep.LatencyPhases = []LatencyPhase{r.phase("no injected latency", r.t0, on)}
+	if !farOn.IsZero() {
+		near := InjectedLatency{RTTMS: ms(c.Latency), JitterMS: ms(c.Jitter)}
+		r.rep.LatencyPhases = append(r.rep.LatencyPhases,
+			r.phase("with "+near.String(), on, farOn),
+			r.phase("with "+r.rep.Injected.String(), farOn, end))
+	} else {
+		r.rep.LatencyPhases = append(r.rep.LatencyPhases, r.phase("with "+r.rep.Injected.String(), on, end))
+	}
+	var err error
+	r.rep.Verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
+	return err
+}
+
+// none runs the load with no fault and checks every site.
+func (r *run) none() error {
+	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.Duration)); err != nil {
+		return err
+	}
+	r.stopLoad()
+	label := "no fault"
+	if r.rep.Injected != nil {
+		label += ", " + r.rep.Injected.String()
+	}
+	r.rep.LatencyPhases = []LatencyPhase{r.phase(label, r.t0, time.Now())}
+	var err error
+	r.rep.Verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
+	return err
+}
+
+// phase summarizes the acknowledged sends that started at or after from
+// and ended before to, overall and by the sender's preferred site.
+func (r *run) phase(label string, from, to time.Time) LatencyPhase {
+	all := []float64{}
+	by := map[string][]float64{}
+	for _, rec := range r.recs {
+		if !rec.acked || rec.start.Before(from) || !rec.end.Before(to) {
+			continue
+		}
+		l := ms(rec.end.Sub(rec.start))
+		all = append(all, l)
+		home := r.cl.Name(r.w.users[rec.user].home)
+		by[home] = append(by[home], l)
+	}
+	p := LatencyPhase{Label: label, FromS: r.since(from), ToS: r.since(to), Sends: len(all), Latency: latency(all),
+		ByHomeSite: map[string]Latency{}}
+	for s, xs := range by {
+		p.ByHomeSite[s] = latency(xs)
+	}
+	return p
+}
+
+// prefixDiverged compares every room's history at sites a and b up to the
+// newer seq both hold (the load is still running, so one may be a little
+// behind) and returns how many rooms differ.
+func prefixDiverged(ctx context.Context, w *workload, a, b int) (int, error) {
+	n := 0
+	for _, rm := range w.rooms {
+		var hs [2][]salamander.Message
+		for k, i := range []int{a, b} {
+			c, err := w.pinned(rm.members[0], i)
+			if err != nil {
+				return 0, fmt.Errorf("drill: comparing histories: %w", err)
+			}
+			h, err := fullHistory(ctx, c, rm.id)
+			if err != nil {
+				return 0, fmt.Errorf("drill: comparing histories: %w", err)
+			}
+			hs[k] = h
+		}
+		top := min(lastSeq(hs[0]), lastSeq(hs[1]))
+		if !sameHistory(upTo(hs[0], top), upTo(hs[1], top)) {
+			n++
+			w.cl.log.Warn("histories differ", "room", rm.id, "site", w.cl.Name(a), "other", w.cl.Name(b), "up_to_seq", top)
+		}
+	}
+	return n, nil
+}
+
+func lastSeq(h []salamander.Message) uint64 {
+	if len(h) == 0 {
+		return 0
+	}
+	return h[len(h)-1].Seq
+}
+
+// upTo returns the prefix of h with seq <= top.
+func upTo(h []salamander.Message, top uint64) []salamander.Message {
+	i, _ := slices.BinarySearchFunc(h, top+1, func(m salamander.Message, s uint64) int { return cmpU(m.Seq, s) })
+	return h[:i]
+}
+
+// allSites returns every site index.
+func allSites(cl *Cluster) []int {
+	out := make([]int, cl.N())
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // checkAt waits (up to settle) until every member has been delivered every

@@ -38,12 +38,13 @@ func testMain(m *testing.M) int {
 }
 
 // TestDrills runs a short fire drill (with the burned site restarted on its
-// old disk afterwards) and then a short partition drill on one cluster of
-// real `salamander serve` processes: a fresh cluster takes tens of seconds
-// to create its streams, so the two drills share it.
+// old disk afterwards), a short partition drill and a short return drill
+// (a burned site brought back on an empty disk under load) on one cluster
+// of real `salamander serve` processes: a fresh cluster takes a while to
+// create its streams, so the drills share it.
 func TestDrills(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts three server processes and runs two 20 s drills")
+		t.Skip("starts three server processes and runs three 16-20 s drills")
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
@@ -93,6 +94,59 @@ func TestDrills(t *testing.T) {
 			t.Errorf("majority check: acked %d (all sites: %d), lost %d", m.Acked, rep.Acked, m.Lost)
 		}
 	})
+	if t.Failed() {
+		return
+	}
+	t.Run("return-empty-disk", func(t *testing.T) {
+		cfg := base
+		cfg.Scenario = ScenarioReturn
+		cfg.Disks = []string{DiskEmpty}
+		cfg.Down = 4 * time.Second
+		cfg.Duration = 16 * time.Second
+		rep := runDrill(ctx, t, cl, cfg)
+		if len(rep.Faults) != 1 {
+			t.Fatalf("faults: %+v", rep.Faults)
+		}
+		f := rep.Faults[0]
+		if f.Disk != DiskEmpty || f.ReadyMS <= 0 || f.CaughtUpMS < f.ReadyMS || f.ComparedWith == "" || f.DivergedRooms != 0 {
+			t.Errorf("return not measured: %+v", f)
+		}
+		if len(rep.CheckedSites) != 3 {
+			t.Errorf("checked at %v, want all three sites", rep.CheckedSites)
+		}
+	})
+}
+
+// TestSuiteJSON checks the JSON shape of a sequence: the required fields
+// at the top, totals and worst gaps, one entry per scenario.
+func TestSuiteJSON(t *testing.T) {
+	s := &Suite{Scenario: "fire,none"}
+	s.add(&Report{Scenario: "fire", Verdict: Verdict{Acked: 10, Converged: true}, WriteGapMSP50: 300, WriteGapMSMax: 900})
+	s.add(&Report{Scenario: "none", Verdict: Verdict{Acked: 5, Lost: 1, Converged: true}, Failures: []string{"1 lost"}})
+	s.judge()
+	var js bytes.Buffer
+	if err := s.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var top struct {
+		Scenario      string            `json:"scenario"`
+		Acked         int               `json:"acked"`
+		Lost          int               `json:"lost"`
+		Duplicated    *int              `json:"duplicated"`
+		Reordered     *int              `json:"reordered"`
+		WriteGapMSP50 *float64          `json:"write_gap_ms_p50"`
+		WriteGapMSMax float64           `json:"write_gap_ms_max"`
+		Converged     *bool             `json:"converged"`
+		OK            bool              `json:"ok"`
+		Scenarios     []json.RawMessage `json:"scenarios"`
+	}
+	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
+		t.Fatal(err)
+	}
+	if top.Scenario != "fire,none" || top.Acked != 15 || top.Lost != 1 || top.WriteGapMSMax != 900 || top.OK ||
+		top.Converged == nil || top.Duplicated == nil || top.Reordered == nil || top.WriteGapMSP50 == nil || len(top.Scenarios) != 2 {
+		t.Errorf("suite JSON: %s", js.String())
+	}
 }
 
 // runDrill runs cfg on cl, logs the text report and checks the promises.

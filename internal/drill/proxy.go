@@ -1,9 +1,10 @@
 package drill
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -12,16 +13,25 @@ import (
 // linkProxy carries one site's outgoing NATS route connections to another
 // site's cluster port. Cutting it closes every connection it carries and
 // refuses new ones (accepts and closes them at once) until it is healed,
-// which is what a network partition looks like to both servers.
+// which is what a network partition looks like to both servers. It can
+// also delay every byte it carries, in each direction, to model distance.
 type linkProxy struct {
 	from, to string // site names
 	target   string // the real cluster address of site to
 	ln       net.Listener
 	wg       sync.WaitGroup
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]struct{}
+	delay  time.Duration // one-way delay added to each chunk
+	jitter time.Duration // the delay varies uniformly by ± jitter
+}
+
+// chunk is a piece of a stream waiting for its delivery time.
+type chunk struct {
+	data []byte
+	due  time.Time
 }
 
 // startLinkProxy listens on a free loopback port and forwards each accepted
@@ -56,6 +66,26 @@ func (p *linkProxy) SetCut(cut bool) {
 			c.Close()
 		}
 	}
+}
+
+// SetDelay delays every chunk the link carries, in each direction, by
+// delay ± jitter (uniform), never reordering bytes: a chunk is due no
+// earlier than the one before it. Zero delay and jitter forward at once.
+func (p *linkProxy) SetDelay(delay, jitter time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay, p.jitter = delay, min(jitter, delay)
+}
+
+// oneWay draws the delay for a chunk read now.
+func (p *linkProxy) oneWay() time.Duration {
+	p.mu.Lock()
+	d, j := p.delay, p.jitter
+	p.mu.Unlock()
+	if j > 0 {
+		d += time.Duration(rand.Int64N(int64(2*j)+1)) - j
+	}
+	return d
 }
 
 // Close stops accepting, closes every connection and waits for the
@@ -123,16 +153,48 @@ func (p *linkProxy) forward(c net.Conn) {
 	}
 	defer p.untrack(c, up)
 	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, err := io.Copy(dst, src)
-		_ = err // either side closing ends the link; nothing to report
-		dst.Close()
-		src.Close()
+	wg.Go(func() { p.pipe(up, c) })
+	wg.Go(func() { p.pipe(c, up) })
+	wg.Wait()
+}
+
+// pipe copies src to dst, each chunk held until its due time, until
+// either side closes or the link is cut; then it closes both.
+func (p *linkProxy) pipe(dst, src net.Conn) {
+	queue := make(chan chunk, 256)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(queue)
+		buf := make([]byte, 32<<10)
+		var last time.Time
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				due := time.Now().Add(p.oneWay())
+				if due.Before(last) {
+					due = last
+				}
+				last = due
+				queue <- chunk{data: bytes.Clone(buf[:n]), due: due}
+			}
+			if err != nil {
+				return // either side closing ends the link; nothing to report
+			}
+		}
+	})
+	for ch := range queue {
+		if d := time.Until(ch.due); d > 0 {
+			time.Sleep(d)
+		}
+		if _, err := dst.Write(ch.data); err != nil {
+			src.Close() // unblocks the reader; the rest of the queue is dropped
+			for range queue {
+			}
+			break
+		}
 	}
-	wg.Add(2)
-	go pipe(up, c)
-	go pipe(c, up)
+	dst.Close()
+	src.Close()
 	wg.Wait()
 }
 

@@ -12,12 +12,14 @@ import (
 	"time"
 )
 
-// Report is the outcome of one drill: the checker's verdict and what the
-// drill measured. Its JSON form is the `--json` document.
+// Report is the outcome of one scenario: the checker's verdict and what
+// the drill measured. Its JSON form is the `--json` document of a
+// one-scenario run.
 type Report struct {
 	Scenario string `json:"scenario"`
-	// Site is the site that was burned (fire) or cut off (partition).
-	Site        string  `json:"site"`
+	// Site is the site that was burned (fire, return) or cut off
+	// (partition); empty for rolling, latency and none.
+	Site        string  `json:"site,omitempty"`
 	Users       int     `json:"users"`
 	Rooms       int     `json:"rooms"`
 	RatePerUser float64 `json:"rate_per_user"`
@@ -32,8 +34,20 @@ type Report struct {
 	// check against the other two (same histories, same unread counts).
 	CatchUpMS float64 `json:"catch_up_ms,omitempty"`
 	// LeadersAtFault maps each stream to the site leading it just before
-	// the fault.
-	LeadersAtFault map[string]string `json:"leaders_at_fault"`
+	// the first fault.
+	LeadersAtFault map[string]string `json:"leaders_at_fault,omitempty"`
+	// UnhealthyAtFault lists, per stream, the replicas that were offline or
+	// behind just before the first fault: a stream with one there can lose
+	// its quorum when a second replica's site burns.
+	UnhealthyAtFault map[string][]string `json:"unhealthy_replicas_at_fault,omitempty"`
+	// Faults lists every fault the drill caused, in order, with the site's
+	// return and the write gap each caused.
+	Faults []*Fault `json:"faults,omitempty"`
+	// Injected is the route latency the proxies added, if any.
+	Injected *InjectedLatency `json:"injected_latency,omitempty"`
+	// LatencyPhases (latency, none) compares send latency over parts of the
+	// run, overall and by the sender's preferred site.
+	LatencyPhases []LatencyPhase `json:"latency_phases,omitempty"`
 
 	Verdict
 	// MajorityCheck is the verdict against the other two sites taken while
@@ -49,9 +63,12 @@ type Report struct {
 	ReadMarkErrs int64          `json:"read_mark_errors"`
 
 	// WriteGapMSP50 and WriteGapMSMax are over every client: the time from
-	// the fault to the client's first acknowledged send after it.
+	// the fault to the client's first acknowledged send after it. With
+	// several faults (return, rolling) they are the worst fault's; with
+	// none (latency, none) they are zero.
 	WriteGapMSP50 float64 `json:"write_gap_ms_p50"`
 	WriteGapMSMax float64 `json:"write_gap_ms_max"`
+	// The rest of the gap measures are for the first fault.
 	// GapSurvivors is over the clients whose preferred site survived,
 	// GapBurned over those of the burned (or cut off) site.
 	GapSurvivors GapStats `json:"write_gap_survivors"`
@@ -74,6 +91,97 @@ type Report struct {
 	// reordered, or the sites did not converge; Failures says why.
 	OK       bool     `json:"ok"`
 	Failures []string `json:"failures,omitempty"`
+}
+
+// Fault kinds.
+const (
+	FaultKill = "kill" // SIGKILL: a fire
+	FaultTerm = "term" // SIGTERM: a planned restart
+	FaultCut  = "cut"  // routes cut: a partition
+)
+
+// Fault is one fault the drill caused and, if the site came back during
+// the scenario, how its return went. Times are seconds since the load
+// started.
+type Fault struct {
+	Kind string `json:"kind"`
+	Site string `json:"site"`
+	// Led is how many streams the site led just before (-1: unknown).
+	Led int     `json:"led_streams"`
+	AtS float64 `json:"at_s"`
+	// DownMS (term) is how long the site took to stop after SIGTERM.
+	DownMS float64 `json:"stopped_ms,omitempty"`
+	// BackAtS is when the site was restarted or reconnected (0: it was not).
+	BackAtS float64 `json:"back_at_s,omitempty"`
+	// Disk is the disk the site was restarted with: "old" or "empty".
+	Disk string `json:"disk,omitempty"`
+	// ReadyMS is from the restart to the site's /readyz answering 200.
+	ReadyMS float64 `json:"ready_ms,omitempty"`
+	// CaughtUpMS is from the restart until the site's read model had
+	// applied every stream up to the log's last seq as a survivor reported
+	// it (rolling: and every stream replica was current; fire with return
+	// and partition: until the check of all three sites passed).
+	CaughtUpMS float64 `json:"caught_up_ms,omitempty"`
+	// ComparedWith is the survivor whose room histories were compared with
+	// the returned site's right after it caught up, up to the newest seq
+	// both held; DivergedRooms counts rooms that differed; ComparedMS is
+	// from the restart to the end of that comparison.
+	ComparedWith  string  `json:"compared_with,omitempty"`
+	DivergedRooms int     `json:"diverged_rooms"`
+	ComparedMS    float64 `json:"compared_ms,omitempty"`
+	// ReplicasCurrentMS (return) is from the restart until no stream
+	// listed a replica offline or behind (the site's NATS store caught up).
+	ReplicasCurrentMS float64 `json:"replicas_current_ms,omitempty"`
+	// WriteGap is over every client, WriteGapOthers over the clients of
+	// the other sites: from the fault to the client's first acknowledged
+	// send after it.
+	WriteGap       GapStats `json:"write_gap"`
+	WriteGapOthers GapStats `json:"write_gap_other_sites"`
+	// Of the sends started from the fault until the next one (or the end
+	// of the load): how many took over a second to be acknowledged, the
+	// slowest's latency, and when it started, in seconds after the fault
+	// (a stall may come with the site's return rather than its loss).
+	SlowSends     int     `json:"slow_sends"`
+	SlowestMS     float64 `json:"slowest_ms"`
+	SlowestAfterS float64 `json:"slowest_started_after_s"`
+
+	at   time.Time
+	site int
+}
+
+// InjectedLatency is the delay the route proxies added to inter-site round
+// trips (half in each direction).
+type InjectedLatency struct {
+	RTTMS    float64 `json:"rtt_ms"`
+	JitterMS float64 `json:"jitter_ms"`
+	FarSite  string  `json:"far_site,omitempty"`
+	FarRTTMS float64 `json:"far_rtt_ms,omitempty"`
+	// FromS is when it was switched on (0: for the whole load); FarFromS
+	// when the far site's latency was (latency scenario: half-way through
+	// the injected time).
+	FromS    float64 `json:"from_s"`
+	FarFromS float64 `json:"far_from_s,omitempty"`
+}
+
+// String describes the injected latency, e.g. "RTT 2ms ± 1ms, site c 30ms".
+func (l *InjectedLatency) String() string {
+	s := fmt.Sprintf("route RTT +%gms ± %gms", l.RTTMS, l.JitterMS)
+	if l.FarSite != "" {
+		s += fmt.Sprintf(", links to site %s +%gms", l.FarSite, l.FarRTTMS)
+	}
+	return s
+}
+
+// LatencyPhase is the send latency of the acknowledged sends that started
+// and ended within [FromS, ToS).
+type LatencyPhase struct {
+	Label string  `json:"label"`
+	FromS float64 `json:"from_s"`
+	ToS   float64 `json:"to_s"`
+	Sends int     `json:"sends"`
+	Latency
+	// ByHomeSite splits them by the sender's preferred site.
+	ByHomeSite map[string]Latency `json:"by_home_site"`
 }
 
 // GapStats summarizes write gaps over a set of clients or rooms.
@@ -111,8 +219,9 @@ type Second struct {
 	Latency
 }
 
-// measure fills the report's measurements from the send records.
-func (r *Report) measure(w *workload, recs []sendRecord, t0, fault time.Time, burned int) {
+// measure fills the report's measurements from the send records; the
+// write gaps are measured from each fault.
+func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []*Fault) {
 	r.Sends = len(recs)
 	r.SendFailures = map[string]int{}
 	var lat []float64
@@ -150,54 +259,66 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0, fault time.Time, bu
 		r.Timeline = append(r.Timeline, Second{T: s, Acked: len(per[s]), Failed: failed[s], Latency: latency(per[s])})
 	}
 
-	// Write gaps per client and per room.
-	firstAfter := func(match func(sendRecord) bool) (time.Duration, bool) {
-		var best time.Time
+	r.Faults = faults
+	if len(faults) == 0 {
+		return
+	}
+	for i, f := range faults {
+		until := end
+		if i+1 < len(faults) {
+			until = faults[i+1].at
+		}
 		for _, rec := range recs {
-			if rec.acked && !rec.end.Before(fault) && match(rec) && (best.IsZero() || rec.end.Before(best)) {
-				best = rec.end
+			if !rec.acked || rec.start.Before(f.at) || !rec.start.Before(until) {
+				continue
+			}
+			l := ms(rec.end.Sub(rec.start))
+			if l > 1000 {
+				f.SlowSends++
+			}
+			if l > f.SlowestMS {
+				f.SlowestMS, f.SlowestAfterS = l, rec.start.Sub(f.at).Seconds()
 			}
 		}
-		if best.IsZero() {
-			return 0, false
-		}
-		return best.Sub(fault), true
+		all, others := clientGaps(w, recs, f.at, f.site)
+		f.WriteGap, f.WriteGapOthers = all, others
+		r.WriteGapMSP50 = math.Max(r.WriteGapMSP50, all.P50MS)
+		r.WriteGapMSMax = math.Max(r.WriteGapMSMax, all.MaxMS)
 	}
-	var all, surv, burn []float64
-	var allNever, survNever, burnNever int
+
+	// The first fault in detail: per client by site, and per room.
+	fault, burned := faults[0].at, faults[0].site
+	firstAfter := func(match func(sendRecord) bool) (time.Duration, bool) {
+		return firstAckAfter(recs, fault, match)
+	}
+	var surv, burn []float64
+	var survNever, burnNever int
 	for _, u := range w.users {
 		if len(u.rooms) == 0 {
 			continue
 		}
 		g, ok := firstAfter(func(rec sendRecord) bool { return rec.user == u.idx })
 		isBurned := u.home == burned
-		if !ok {
-			allNever++
-			if isBurned {
-				burnNever++
-			} else {
-				survNever++
-			}
-			continue
-		}
-		all = append(all, ms(g))
-		if isBurned {
+		switch {
+		case !ok && isBurned:
+			burnNever++
+		case !ok:
+			survNever++
+		case isBurned:
 			burn = append(burn, ms(g))
-		} else {
+		default:
 			surv = append(surv, ms(g))
 		}
 	}
 	r.GapSurvivors = gapStats(surv, survNever)
 	r.GapBurned = gapStats(burn, burnNever)
-	allStats := gapStats(all, allNever)
-	r.WriteGapMSP50, r.WriteGapMSMax = allStats.P50MS, allStats.MaxMS
 	var rooms, there, elsewhere []float64
 	var roomNever, thereNever, elseNever int
 	for _, rm := range w.rooms {
 		g, ok := firstAfter(func(rec sendRecord) bool { return rec.room == rm.id })
 		st := w.roomStream(rm)
 		rg := RoomGap{Room: rm.id, Kind: string(rm.kind), Stream: st, Leader: r.LeadersAtFault[st], GapMS: -1}
-		led := rg.Leader == r.Site
+		led := rg.Leader == faults[0].Site
 		if ok {
 			rg.GapMS = ms(g)
 			rooms = append(rooms, ms(g))
@@ -222,6 +343,46 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0, fault time.Time, bu
 	r.GapRoomsLedElse = gapStats(elsewhere, elseNever)
 }
 
+// firstAckAfter returns how long after t the first acknowledged send
+// matching match ended.
+func firstAckAfter(recs []sendRecord, t time.Time, match func(sendRecord) bool) (time.Duration, bool) {
+	var best time.Time
+	for _, rec := range recs {
+		if rec.acked && !rec.end.Before(t) && match(rec) && (best.IsZero() || rec.end.Before(best)) {
+			best = rec.end
+		}
+	}
+	if best.IsZero() {
+		return 0, false
+	}
+	return best.Sub(t), true
+}
+
+// clientGaps measures every client's write gap from t: over all clients,
+// and over those whose preferred site is not site.
+func clientGaps(w *workload, recs []sendRecord, t time.Time, site int) (all, others GapStats) {
+	var a, o []float64
+	var aNever, oNever int
+	for _, u := range w.users {
+		if len(u.rooms) == 0 {
+			continue
+		}
+		g, ok := firstAckAfter(recs, t, func(rec sendRecord) bool { return rec.user == u.idx })
+		if !ok {
+			aNever++
+			if u.home != site {
+				oNever++
+			}
+			continue
+		}
+		a = append(a, ms(g))
+		if u.home != site {
+			o = append(o, ms(g))
+		}
+	}
+	return gapStats(a, aNever), gapStats(o, oNever)
+}
+
 // judge sets OK and Failures from the verdicts.
 func (r *Report) judge() {
 	vs := []Verdict{r.Verdict}
@@ -243,6 +404,13 @@ func (r *Report) judge() {
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: did not converge", label))
 		}
 	}
+	for i, f := range r.Faults {
+		if f.DivergedRooms > 0 {
+			r.Converged = false
+			r.Failures = append(r.Failures, fmt.Sprintf("fault %d: site %s back on %s disk diverged from site %s in %d rooms",
+				i+1, f.Site, f.Disk, f.ComparedWith, f.DivergedRooms))
+		}
+	}
 	if r.Acked == 0 {
 		r.Failures = append(r.Failures, "no send was acknowledged")
 	}
@@ -252,17 +420,51 @@ func (r *Report) judge() {
 // WriteText writes the human summary.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
-	verb := map[string]string{"fire": "burned (SIGKILL)", "partition": "cut off"}[r.Scenario]
-	fmt.Fprintf(&b, "salamander drill: %s — site %s %s at %.1fs of a %.1fs load\n", r.Scenario, r.Site, verb, r.FaultAtS, r.DurationS)
+	switch r.Scenario {
+	case "fire":
+		fmt.Fprintf(&b, "salamander drill: fire — site %s burned (SIGKILL) at %.1fs of a %.1fs load\n", r.Site, r.FaultAtS, r.DurationS)
+	case "partition":
+		fmt.Fprintf(&b, "salamander drill: partition — site %s cut off at %.1fs of a %.1fs load\n", r.Site, r.FaultAtS, r.DurationS)
+	case "return":
+		fmt.Fprintf(&b, "salamander drill: return — site %s burned (SIGKILL) and brought back under load %d times in a %.1fs load\n",
+			r.Site, len(r.Faults), r.DurationS)
+	case "rolling":
+		fmt.Fprintf(&b, "salamander drill: rolling — every site restarted in turn (SIGTERM) during a %.1fs load\n", r.DurationS)
+	case "latency":
+		fmt.Fprintf(&b, "salamander drill: latency — %s from %.1fs of a %.1fs load; no fault\n", r.Injected, r.Injected.FromS, r.DurationS)
+		if r.Injected.FarFromS > 0 {
+			fmt.Fprintf(&b, "  (the far site's latency from %.1fs)\n", r.Injected.FarFromS)
+		}
+	default:
+		fmt.Fprintf(&b, "salamander drill: %s — a %.1fs load, no fault\n", r.Scenario, r.DurationS)
+	}
 	fmt.Fprintf(&b, "  load: %d users in %d rooms, %.2g msg/s each; %d sends, %d read markers set (%d failed)\n",
 		r.Users, r.Rooms, r.RatePerUser, r.Sends, r.ReadMarks, r.ReadMarkErrs)
-	led := 0
-	for _, s := range r.LeadersAtFault {
-		if s == r.Site {
-			led++
+	if r.Injected != nil && r.Scenario != "latency" {
+		fmt.Fprintf(&b, "  injected for the whole load: %s\n", r.Injected)
+	}
+	if r.Site != "" {
+		led := 0
+		for _, s := range r.LeadersAtFault {
+			if s == r.Site {
+				led++
+			}
+		}
+		fmt.Fprintf(&b, "  site %s led %d of %d streams at the fault\n", r.Site, led, len(r.LeadersAtFault))
+		if len(r.UnhealthyAtFault) > 0 {
+			var parts []string
+			for st, reps := range r.UnhealthyAtFault {
+				parts = append(parts, st+": "+strings.Join(reps, ","))
+			}
+			sort.Strings(parts)
+			fmt.Fprintf(&b, "  replicas offline or behind just before the fault: %s\n", strings.Join(parts, "; "))
 		}
 	}
-	fmt.Fprintf(&b, "  site %s led %d of %d streams at the fault\n", r.Site, led, len(r.LeadersAtFault))
+	if r.Scenario == "return" || r.Scenario == "rolling" {
+		for i, f := range r.Faults {
+			b.WriteString(f.text(i + 1))
+		}
+	}
 	if r.MajorityCheck != nil {
 		m := r.MajorityCheck
 		fmt.Fprintf(&b, "  before site %s returned (sites %s): acked %d, lost %d, duplicated %d, reordered %d, converged %v\n",
@@ -274,13 +476,39 @@ func (r *Report) WriteText(w io.Writer) error {
 		strings.Join(r.CheckedSites, ","), r.Acked, r.Lost, r.Duplicated, r.Reordered, r.MissingDeliveries, r.Converged)
 	fmt.Fprintf(&b, "  unacknowledged when the drill stopped waiting: %d (committed once %d, not at all %d)\n",
 		r.Unacked, r.UnackedCommitted, r.UnackedAbsent)
-	fmt.Fprintf(&b, "  write gap, fault to first acked send: all clients p50 %s max %s\n", sec(r.WriteGapMSP50), sec(r.WriteGapMSMax))
-	fmt.Fprintf(&b, "    clients of surviving sites (%d): p50 %s max %s%s\n", r.GapSurvivors.N, sec(r.GapSurvivors.P50MS), sec(r.GapSurvivors.MaxMS), never(r.GapSurvivors))
-	fmt.Fprintf(&b, "    clients of site %s (%d): p50 %s max %s%s\n", r.Site, r.GapBurned.N, sec(r.GapBurned.P50MS), sec(r.GapBurned.MaxMS), never(r.GapBurned))
-	fmt.Fprintf(&b, "    rooms (%d): p50 %s max %s%s\n", r.GapRooms.N, sec(r.GapRooms.P50MS), sec(r.GapRooms.MaxMS), never(r.GapRooms))
-	fmt.Fprintf(&b, "      whose stream site %s led (%d): p50 %s max %s; led elsewhere (%d): p50 %s max %s\n", r.Site,
-		r.GapRoomsLedThere.N, sec(r.GapRoomsLedThere.P50MS), sec(r.GapRoomsLedThere.MaxMS),
-		r.GapRoomsLedElse.N, sec(r.GapRoomsLedElse.P50MS), sec(r.GapRoomsLedElse.MaxMS))
+	switch {
+	case len(r.Faults) == 0:
+	case r.Scenario == "rolling":
+		fmt.Fprintf(&b, "  write gap, restart to first acked send, worst restart: all clients p50 %s max %s\n", sec(r.WriteGapMSP50), sec(r.WriteGapMSMax))
+	default:
+		label := "fault"
+		if len(r.Faults) > 1 {
+			fmt.Fprintf(&b, "  write gap, fault to first acked send, worst fault: all clients p50 %s max %s\n", sec(r.WriteGapMSP50), sec(r.WriteGapMSMax))
+			label = "first fault"
+		}
+		fmt.Fprintf(&b, "  write gap, %s to first acked send: all clients p50 %s max %s\n", label, sec(r.Faults[0].WriteGap.P50MS), sec(r.Faults[0].WriteGap.MaxMS))
+		fmt.Fprintf(&b, "    clients of surviving sites (%d): p50 %s max %s%s\n", r.GapSurvivors.N, sec(r.GapSurvivors.P50MS), sec(r.GapSurvivors.MaxMS), never(r.GapSurvivors))
+		fmt.Fprintf(&b, "    clients of site %s (%d): p50 %s max %s%s\n", r.Site, r.GapBurned.N, sec(r.GapBurned.P50MS), sec(r.GapBurned.MaxMS), never(r.GapBurned))
+		fmt.Fprintf(&b, "    rooms (%d): p50 %s max %s%s\n", r.GapRooms.N, sec(r.GapRooms.P50MS), sec(r.GapRooms.MaxMS), never(r.GapRooms))
+		fmt.Fprintf(&b, "      whose stream site %s led (%d): p50 %s max %s; led elsewhere (%d): p50 %s max %s\n", r.Site,
+			r.GapRoomsLedThere.N, sec(r.GapRoomsLedThere.P50MS), sec(r.GapRoomsLedThere.MaxMS),
+			r.GapRoomsLedElse.N, sec(r.GapRoomsLedElse.P50MS), sec(r.GapRoomsLedElse.MaxMS))
+	}
+	for _, p := range r.LatencyPhases {
+		fmt.Fprintf(&b, "  send latency, %s (%.0f–%.0fs, %d sends): p50 %.1f ms, p99 %.1f ms, max %.0f ms\n",
+			p.Label, p.FromS, p.ToS, p.Sends, p.P50, p.P99, p.Max)
+		sites := make([]string, 0, len(p.ByHomeSite))
+		for s := range p.ByHomeSite {
+			sites = append(sites, s)
+		}
+		sort.Strings(sites)
+		var parts []string
+		for _, s := range sites {
+			l := p.ByHomeSite[s]
+			parts = append(parts, fmt.Sprintf("%s %.1f/%.1f", s, l.P50, l.P99))
+		}
+		fmt.Fprintf(&b, "    by the sender's site, p50/p99 ms: %s\n", strings.Join(parts, ", "))
+	}
 	fmt.Fprintf(&b, "  send latency: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n", r.LatencyMS.P50, r.LatencyMS.P99, r.LatencyMS.Max)
 	if len(r.SendFailures) > 0 {
 		keys := make([]string, 0, len(r.SendFailures))
@@ -312,6 +540,28 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
+// text is fault number n's line(s) of the summary.
+func (f *Fault) text(n int) string {
+	var b strings.Builder
+	switch f.Kind {
+	case FaultTerm:
+		fmt.Fprintf(&b, "  restart %d: site %s SIGTERMed at %.1fs, stopped in %s, ready in %s, caught up (replicas current) in %s\n",
+			n, f.Site, f.AtS, sec(f.DownMS), sec(f.ReadyMS), sec(f.CaughtUpMS))
+	default:
+		fmt.Fprintf(&b, "  fire %d: site %s SIGKILLed at %.1fs, restarted at %.1fs on %s disk: ready in %s, caught up in %s\n",
+			n, f.Site, f.AtS, f.BackAtS, map[string]string{DiskOld: "its old", DiskEmpty: "an empty"}[f.Disk], sec(f.ReadyMS), sec(f.CaughtUpMS))
+		if f.ComparedWith != "" {
+			fmt.Fprintf(&b, "    histories compared with site %s at %s: %d rooms diverged; every stream replica current at %s\n",
+				f.ComparedWith, sec(f.ComparedMS), f.DivergedRooms, sec(f.ReplicasCurrentMS))
+		}
+	}
+	fmt.Fprintf(&b, "    write gap: all clients p50 %s max %s%s; clients of other sites p50 %s max %s%s\n",
+		sec(f.WriteGap.P50MS), sec(f.WriteGap.MaxMS), never(f.WriteGap), sec(f.WriteGapOthers.P50MS), sec(f.WriteGapOthers.MaxMS), never(f.WriteGapOthers))
+	fmt.Fprintf(&b, "    streams site %s led: %d; sends started until the next fault: %d slower than 1 s, slowest %s (started %.1fs after the fault)\n",
+		f.Site, f.Led, f.SlowSends, sec(f.SlowestMS), f.SlowestAfterS)
+	return b.String()
+}
+
 // WriteJSON writes the report as indented JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -321,25 +571,45 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteHTML writes a self-contained HTML page: the summary and an inline
 // SVG timeline of acknowledged sends per second and p99 latency, with the
-// fault and the reconnection marked.
+// faults and returns marked.
 func (r *Report) WriteHTML(w io.Writer) error {
-	var text strings.Builder
-	if err := r.WriteText(&text); err != nil {
+	sec, err := r.htmlSection()
+	if err != nil {
 		return err
 	}
-	data := struct {
-		R       *Report
-		Summary string
-		Chart   template.HTML
-	}{r, text.String(), template.HTML(r.svg())}
-	return htmlTmpl.Execute(w, data)
+	return htmlTmpl.Execute(w, page{Title: r.Scenario, OK: r.OK, Sections: []section{sec}})
+}
+
+// page and section are what the HTML template renders.
+type page struct {
+	Title    string
+	OK       bool
+	Summary  string // the sequence's totals, when there are several sections
+	Sections []section
+}
+
+type section struct {
+	R       *Report
+	Summary string
+	Chart   template.HTML
+}
+
+func (r *Report) htmlSection() (section, error) {
+	var text strings.Builder
+	if err := r.WriteText(&text); err != nil {
+		return section{}, err
+	}
+	return section{R: r, Summary: text.String(), Chart: template.HTML(r.svg())}, nil
 }
 
 // svg draws the timeline. Everything in it is numbers the drill computed.
 func (r *Report) svg() string {
 	const W, H, L, R, T, B = 900.0, 320.0, 60.0, 70.0, 20.0, 40.0
 	pw, ph := W-L-R, H-T-B
-	n := max(len(r.Timeline), int(math.Ceil(r.ReturnAtS)), 1)
+	n := max(len(r.Timeline), int(math.Ceil(r.ReturnAtS)), int(math.Ceil(r.DurationS)), 1)
+	for _, f := range r.Faults {
+		n = max(n, int(math.Ceil(f.BackAtS)))
+	}
 	maxRate, maxLat := 1.0, 1.0
 	for _, s := range r.Timeline {
 		maxRate = math.Max(maxRate, float64(s.Acked))
@@ -379,33 +649,50 @@ func (r *Report) svg() string {
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.0f" y2="%.0f" stroke="%s" stroke-width="2"/>`, x(t), x(t), T, T+ph, color)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="%s">%s</text>`, x(t)+4, T+14, color, template.HTMLEscapeString(label))
 	}
-	mark(r.FaultAtS, map[string]string{"fire": "fire: site " + r.Site + " killed", "partition": "site " + r.Site + " cut off"}[r.Scenario], "#e65100")
+	for _, f := range r.Faults {
+		label := map[string]string{FaultKill: "fire: site " + f.Site + " killed", FaultTerm: "site " + f.Site + " restarting",
+			FaultCut: "site " + f.Site + " cut off"}[f.Kind]
+		mark(f.AtS, label, "#e65100")
+		back := "site " + f.Site + " back"
+		if f.Disk != "" {
+			back += " (" + f.Disk + " disk)"
+		}
+		mark(f.BackAtS, back, "#2e7d32")
+	}
+	if r.Injected != nil && r.Injected.FromS > 0 {
+		mark(r.Injected.FromS, "latency injected", "#6a1b9a")
+		mark(r.Injected.FarFromS, "far site's latency", "#6a1b9a")
+	}
 	mark(r.DurationS, "load stops", "#555")
-	mark(r.ReturnAtS, "site "+r.Site+" back", "#2e7d32")
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">seconds since the load started</text>`, L+pw/2, H-6)
 	b.WriteString(`</svg>`)
 	return b.String()
 }
 
 var htmlTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Salamander drill: {{.R.Scenario}}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Salamander drill: {{.Title}}</title>
 <style>
 body{font-family:sans-serif;margin:2em;max-width:960px;color:#222}
-h1{font-size:1.4em} .ok{color:#2e7d32} .fail{color:#c62828}
+h1{font-size:1.4em} h2{font-size:1.2em} .ok{color:#2e7d32} .fail{color:#c62828}
 pre{background:#f5f5f5;padding:1em;overflow-x:auto;font-size:12px}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 </style></head><body>
-<h1>Salamander drill: {{.R.Scenario}}, site {{.R.Site}} —
-{{if .R.OK}}<span class="ok">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h1>
+<h1>Salamander drill: {{.Title}} —
+{{if .OK}}<span class="ok">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h1>
+{{with .Summary}}<pre>{{.}}</pre>{{end}}
+{{range .Sections}}
+<h2>Scenario {{.R.Scenario}}{{with .R.Site}}, site {{.}}{{end}} —
+{{if .R.OK}}<span class="ok">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h2>
 <p>Acknowledged {{.R.Acked}}, lost {{.R.Lost}}, duplicated {{.R.Duplicated}}, reordered {{.R.Reordered}},
 converged {{.R.Converged}}. Write gap p50 {{printf "%.0f" .R.WriteGapMSP50}} ms, max {{printf "%.0f" .R.WriteGapMSMax}} ms.</p>
 {{.Chart}}
-<h2>Summary</h2>
+<h3>Summary</h3>
 <pre>{{.Summary}}</pre>
-<h2>Rooms, longest write gap first</h2>
+{{if .R.RoomGaps}}<h3>Rooms, longest write gap after the first fault first</h3>
 <table><tr><th>room</th><th>kind</th><th>stream</th><th>its leader at the fault</th><th>gap (ms)</th></tr>
 {{range .R.RoomGaps}}<tr><td>{{.Room}}</td><td>{{.Kind}}</td><td>{{.Stream}}</td><td>{{.Leader}}</td><td>{{printf "%.0f" .GapMS}}</td></tr>
-{{end}}</table>
+{{end}}</table>{{end}}
+{{end}}
 </body></html>
 `))
 

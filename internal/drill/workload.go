@@ -230,22 +230,24 @@ func (w *workload) start() {
 }
 
 // stopSending stops starting sends, lets those in flight finish for up to
-// drain (they keep retrying across sites), then abandons the rest and
-// waits for every sender.
-func (w *workload) stopSending(drain time.Duration) {
+// drain or until ctx ends (they keep retrying across sites), then abandons
+// the rest and waits for every sender.
+func (w *workload) stopSending(ctx context.Context, drain time.Duration) {
 	close(w.stop)
 	done := make(chan struct{})
 	go func() {
 		w.wg.Wait()
 		close(done)
 	}()
+	t := time.NewTimer(drain)
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(drain):
-		w.sendAbort()
-		<-done
+	case <-t.C:
+	case <-ctx.Done():
 	}
 	w.sendAbort()
+	<-done
 }
 
 // closeSubscriptions ends every subscription and waits for the receivers.

@@ -1,0 +1,115 @@
+package drill
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// Suite is the outcome of a run of one or more scenarios on one cluster.
+// Its top-level fields are the totals (counts) and the worst (write gaps)
+// over its scenarios.
+type Suite struct {
+	// Scenario is the sequence run, e.g. "fire,partition,return".
+	Scenario      string    `json:"scenario"`
+	Acked         int       `json:"acked"`
+	Lost          int       `json:"lost"`
+	Duplicated    int       `json:"duplicated"`
+	Reordered     int       `json:"reordered"`
+	WriteGapMSP50 float64   `json:"write_gap_ms_p50"`
+	WriteGapMSMax float64   `json:"write_gap_ms_max"`
+	Converged     bool      `json:"converged"`
+	OK            bool      `json:"ok"`
+	Failures      []string  `json:"failures,omitempty"`
+	Scenarios     []*Report `json:"scenarios"`
+}
+
+// add appends one scenario's report.
+func (s *Suite) add(r *Report) { s.Scenarios = append(s.Scenarios, r) }
+
+// judge computes the totals.
+func (s *Suite) judge() {
+	s.Acked, s.Lost, s.Duplicated, s.Reordered = 0, 0, 0, 0
+	s.WriteGapMSP50, s.WriteGapMSMax = 0, 0
+	s.Converged, s.Failures = true, nil
+	for _, r := range s.Scenarios {
+		s.Acked += r.Acked
+		s.Lost += r.Lost
+		s.Duplicated += r.Duplicated
+		s.Reordered += r.Reordered
+		s.WriteGapMSP50 = math.Max(s.WriteGapMSP50, r.WriteGapMSP50)
+		s.WriteGapMSMax = math.Max(s.WriteGapMSMax, r.WriteGapMSMax)
+		s.Converged = s.Converged && r.Converged
+		for _, f := range r.Failures {
+			s.Failures = append(s.Failures, r.Scenario+": "+f)
+		}
+	}
+	s.OK = len(s.Scenarios) > 0 && len(s.Failures) == 0
+}
+
+// WriteText writes each scenario's summary and, for a sequence, a total.
+func (s *Suite) WriteText(w io.Writer) error {
+	for i, r := range s.Scenarios {
+		if i > 0 {
+			if _, err := io.WriteString(w, "\n"); err != nil {
+				return err
+			}
+		}
+		if err := r.WriteText(w); err != nil {
+			return err
+		}
+	}
+	if len(s.Scenarios) < 2 {
+		return nil
+	}
+	_, err := io.WriteString(w, "\n"+s.total())
+	return err
+}
+
+// total is the sequence's summary line(s).
+func (s *Suite) total() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "salamander drill: %s — acked %d, lost %d, duplicated %d, reordered %d, converged %v; worst write gap p50 %s max %s\n",
+		s.Scenario, s.Acked, s.Lost, s.Duplicated, s.Reordered, s.Converged, sec(s.WriteGapMSP50), sec(s.WriteGapMSMax))
+	if s.OK {
+		b.WriteString("  PASS: every scenario passed\n")
+	} else {
+		fmt.Fprintf(&b, "  FAIL: %s\n", strings.Join(s.Failures, "; "))
+	}
+	return b.String()
+}
+
+// WriteJSON writes the report of a single scenario as it is (see Report),
+// or, for a sequence, the suite with a "scenarios" array.
+func (s *Suite) WriteJSON(w io.Writer) error {
+	if len(s.Scenarios) == 1 {
+		return s.Scenarios[0].WriteJSON(w)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(s); err != nil {
+		return fmt.Errorf("drill: encoding the report: %w", err)
+	}
+	return nil
+}
+
+// WriteHTML writes one page with a section and timeline per scenario.
+func (s *Suite) WriteHTML(w io.Writer) error {
+	if len(s.Scenarios) == 1 {
+		return s.Scenarios[0].WriteHTML(w)
+	}
+	p := page{Title: s.Scenario, OK: s.OK, Summary: s.total()}
+	for _, r := range s.Scenarios {
+		sec, err := r.htmlSection()
+		if err != nil {
+			return err
+		}
+		p.Sections = append(p.Sections, sec)
+	}
+	if err := htmlTmpl.Execute(w, p); err != nil {
+		return fmt.Errorf("drill: writing the HTML report: %w", err)
+	}
+	return nil
+}
