@@ -182,13 +182,17 @@ func TestReadReceiptsAndUnreadCounts(t *testing.T) {
 		}
 	}
 	for _, cl := range []*client.Client{b, c} {
-		r, err := cl.Room(ctx, room.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Unread != 3 || r.LastMessage == nil || r.LastMessage.Text != "m2" || r.LastMessage.Unread != 2 {
-			t.Fatalf("before reading: %+v", r)
-		}
+		// b and c read at other sites than a wrote at: poll until applied.
+		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			r, err := cl.Room(ctx, room.ID)
+			if err != nil {
+				return err
+			}
+			if r.Unread != 3 || r.LastMessage == nil || r.LastMessage.Text != "m2" || r.LastMessage.Unread != 2 {
+				return fmt.Errorf("before reading: %+v", r)
+			}
+			return nil
+		})
 	}
 	if err := b.MarkRead(ctx, room.ID, 2); err != nil {
 		t.Fatal(err)
@@ -203,16 +207,19 @@ func TestReadReceiptsAndUnreadCounts(t *testing.T) {
 			t.Fatal("read receipt not delivered live")
 		}
 	}
-	page, err := c.History(ctx, room.ID, clientHistory(0, 0, 10))
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := []int{1, 1, 2} // m0, m1 unread by c only; m2 by b and c
-	for i, m := range page.Messages {
-		if m.Unread != want[i] {
-			t.Fatalf("message %d unread %d, want %d (%+v)", m.Seq, m.Unread, want[i], page.Messages)
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		page, err := c.History(ctx, room.ID, clientHistory(0, 0, 10))
+		if err != nil {
+			return err
 		}
-	}
+		for i, m := range page.Messages {
+			if m.Unread != want[i] {
+				return fmt.Errorf("message %d unread %d, want %d (%+v)", m.Seq, m.Unread, want[i], page.Messages)
+			}
+		}
+		return nil
+	})
 	rb, err := b.Room(ctx, room.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -331,84 +331,152 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 }
 
 // Tail delivers every record of stream from sequence from (1 = the start)
-// in order to deliver, until ctx ends or deliver returns false. It uses an
-// ordered consumer, which re-creates itself after leader changes and gaps;
-// when even that fails (the management API is down while a meta leader is
-// elected) Tail re-creates it with back-off from the next position.
+// in order to deliver, until ctx ends or deliver returns false.
+//
+// It reads with batched direct gets, which the stream's replicas answer as
+// a queue group, and NATS prefers the member on the asking client's own
+// server: each site reads its own replica. So a tail depends on no other
+// site and no JetStream leader — unlike a consumer, which JetStream places
+// on a random replica's server and re-creates only through the meta
+// leader, both of which may be in the site that just burned. A core
+// subscription on the stream's subjects wakes the tail when something is
+// published; a slow poll covers a missed wake.
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
-	if from < 1 {
-		from = 1
+	next := max(from, 1)
+	wake := make(chan struct{}, 1)
+	sub, err := s.nc.Subscribe(subjectRoot(stream)+".>", func(*nats.Msg) {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	if err == nil {
+		defer sub.Unsubscribe()
 	}
-	backoff := 100 * time.Millisecond
+	replies := make(chan *nats.Msg, 2*tailBatch+8)
+	inbox := s.nc.NewRespInbox()
+	rsub, err := s.nc.ChanSubscribe(inbox+".*", replies)
+	if err != nil {
+		s.log.Error("tail cannot subscribe", "stream", stream, "err", err)
+		return
+	}
+	defer rsub.Unsubscribe()
+	t := &tailer{s: s, stream: stream, inbox: inbox, replies: replies}
+	backoff := 50 * time.Millisecond
+	var hotUntil time.Time // after a wake: poll quickly until the record is committed here
+	poll := time.Millisecond
 	for ctx.Err() == nil {
-		next, progressed, err := s.tailOnce(ctx, stream, from, deliver)
-		if progressed {
-			backoff = 100 * time.Millisecond
-		}
-		from = next
-		if err == errStop || ctx.Err() != nil {
+		n, after, err := t.batch(ctx, next, deliver)
+		next = after
+		switch {
+		case errors.Is(err, errStop):
 			return
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Debug("tail read failed; retrying", "stream", stream, "at", next, "err", err)
+			sleepCtx(ctx, jitter(backoff))
+			backoff = min(backoff*2, 2*time.Second)
+			continue
+		case n > 0:
+			backoff, poll = 50*time.Millisecond, time.Millisecond
+			continue
 		}
-		s.log.Info("tail restarting", "stream", stream, "from", from, "err", err)
+		backoff = 50 * time.Millisecond
+		if time.Now().Before(hotUntil) {
+			sleepCtx(ctx, poll)
+			poll = min(poll*2, 32*time.Millisecond)
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(jitter(backoff)):
+		case <-wake:
+			hotUntil, poll = time.Now().Add(500*time.Millisecond), time.Millisecond
+		case <-time.After(tailIdlePoll):
 		}
-		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
+const (
+	// tailBatch is how many records one direct get returns at most.
+	tailBatch = 256
+	// tailIdlePoll bounds how long a missed wake-up can delay a record.
+	tailIdlePoll = 500 * time.Millisecond
+	// tailReplyTimeout bounds the wait for one direct-get reply.
+	tailReplyTimeout = 2 * time.Second
+)
+
 var errStop = errors.New("stopped by receiver")
 
-func (s *Store) tailOnce(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) (uint64, bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	cons, err := s.js.OrderedConsumer(cctx, natsName(stream), jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   from,
-		// Finite on purpose: the client's reset loop holds the consumer's
-		// lock while it retries, so Stop cannot interrupt it. With unlimited
-		// attempts a tail whose server is gone never stops. Past these
-		// attempts Tail re-creates the consumer itself, watching ctx.
-		MaxResetAttempts: 2,
-	})
-	cancel()
-	if err != nil {
-		return from, false, fmt.Errorf("create ordered consumer: %w", err)
+// tailer reads batches of one stream for Tail.
+type tailer struct {
+	s       *Store
+	stream  string
+	inbox   string
+	replies chan *nats.Msg
+	reqID   int
+}
+
+// batch asks for up to tailBatch records from seq on and delivers them. It
+// returns how many it delivered and the sequence to ask for next.
+func (t *tailer) batch(ctx context.Context, seq uint64, deliver func(Entry) bool) (int, uint64, error) {
+	t.reqID++
+	reply := t.inbox + "." + strconv.Itoa(t.reqID)
+	req, _ := json.Marshal(map[string]any{"seq": seq, "batch": tailBatch})
+	if err := t.s.nc.PublishRequest("$JS.API.DIRECT.GET."+natsName(t.stream), reply, req); err != nil {
+		return 0, seq, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullHeartbeat(2*time.Second))
-	if err != nil {
-		return from, false, fmt.Errorf("consume: %w", err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
-	progressed := false
+	timer := time.NewTimer(tailReplyTimeout)
+	defer timer.Stop()
+	n := 0
 	for {
-		// The context goes to Next itself: Stop alone can miss an iterator
-		// the ordered consumer swapped in during a reset, leaving Next
-		// blocked for good (seen as a hung site shutdown).
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		var msg *nats.Msg
+		select {
+		case <-ctx.Done():
+			return n, seq, ctx.Err()
+		case <-timer.C:
+			return n, seq, fmt.Errorf("no direct-get reply for %s from %d", t.stream, seq)
+		case msg = <-t.replies:
+		}
+		if msg.Subject != reply {
+			continue // a late answer to an earlier, abandoned request
+		}
+		switch status := msg.Header.Get("Status"); status {
+		case "":
+		case "404":
+			return n, seq, nil // nothing at or after seq here yet
+		case "204":
+			return n, seq, nil // end of batch
+		default:
+			return n, seq, fmt.Errorf("direct get %s: status %s %s", t.stream, status, msg.Header.Get("Description"))
+		}
+		got, err := strconv.ParseUint(msg.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil {
-			return from, progressed, err
+			return n, seq, fmt.Errorf("direct get %s: bad sequence header: %w", t.stream, err)
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return from, progressed, fmt.Errorf("message metadata: %w", err)
+		if got < seq {
+			continue
 		}
-		seq := meta.Sequence.Stream
-		if seq < from {
-			continue // redelivered after a reset
-		}
-		e := Entry{Pos: salamander.Position{Stream: stream, Seq: seq}}
-		if err := json.Unmarshal(msg.Data(), &e.Record); err != nil {
-			e.Err = fmt.Errorf("decode record %s:%d: %w", stream, seq, err)
+		e := Entry{Pos: salamander.Position{Stream: t.stream, Seq: got}}
+		if err := json.Unmarshal(msg.Data, &e.Record); err != nil {
+			e.Err = fmt.Errorf("decode record %s:%d: %w", t.stream, got, err)
 		}
 		if !deliver(e) {
-			return from, progressed, errStop
+			return n, seq, errStop
 		}
-		from = seq + 1
-		progressed = true
+		seq = got + 1
+		n++
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
