@@ -10,6 +10,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -75,7 +76,10 @@ type Gateway struct {
 	metrics *metrics
 	started time.Time
 
-	isolated atomic.Bool
+	isolated  atomic.Bool
+	isoMu     sync.Mutex
+	isoCtx    context.Context // cancelled when the site becomes isolated
+	isoCancel context.CancelFunc
 
 	dummyOnce sync.Once
 	dummyHash []byte // see checkPassword
@@ -89,9 +93,28 @@ type Gateway struct {
 // and drops its WebSockets, so clients move to a site that can serve them.
 func (g *Gateway) SetIsolated(on bool) {
 	// The flag is set before the kick: see handleWebSocket.
-	if g.isolated.Swap(on) != on && on {
+	if g.isolated.Swap(on) == on {
+		return
+	}
+	g.isoMu.Lock()
+	if on {
+		// Writes waiting for a quorum here will not get one: answer them
+		// now, so their clients retry at another site at once.
+		g.isoCancel()
+	} else {
+		g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
+	}
+	g.isoMu.Unlock()
+	if on {
 		g.hub.kickAll()
 	}
+}
+
+// servingContext is cancelled when the site becomes isolated.
+func (g *Gateway) servingContext() context.Context {
+	g.isoMu.Lock()
+	defer g.isoMu.Unlock()
+	return g.isoCtx
 }
 
 // Isolated reports whether the site is marked as cut off.
@@ -144,6 +167,7 @@ func New(cfg Config) *Gateway {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
 		started: time.Now()}
+	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
@@ -261,6 +285,8 @@ func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
 func (g *Gateway) commit(ctx context.Context, stream, key string, rec salamander.Record, opt jsstore.AppendOptions) (salamander.Position, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
 	defer cancel()
+	stop := context.AfterFunc(g.servingContext(), cancel)
+	defer stop()
 	rec.At = time.Now().UTC()
 	if opt.MsgID == "" {
 		// Unique to this request, so the log's own retries of it are
@@ -270,10 +296,18 @@ func (g *Gateway) commit(ctx context.Context, stream, key string, rec salamander
 	start := time.Now()
 	pos, dup, err := g.cfg.Store.Append(ctx, stream, key, rec, opt)
 	g.metrics.observeAppend(err, time.Since(start))
-	if err != nil {
-		return pos, false, err
+	if err == nil {
+		err = g.cfg.View.WaitApplied(ctx, pos)
 	}
-	return pos, dup, g.cfg.View.WaitApplied(ctx, pos)
+	if err != nil && g.Isolated() {
+		// Cut off mid-write: the client resends elsewhere with the same
+		// id; if this record did reach a quorum, the resend finds it.
+		return pos, false, errIsolated
+	}
+	if err != nil && ctx.Err() != nil && !errors.Is(err, jsstore.ErrExists) && salamander.ErrorCode(err) == salamander.CodeInternal {
+		return pos, false, salamander.Errorf(salamander.CodeUnavailable, "this site could not complete the write in time; try again")
+	}
+	return pos, dup, err
 }
 
 // confirmNegative is called when this site's read model says "no such user

@@ -78,13 +78,16 @@ func TestRetriedSendIsIdempotent(t *testing.T) {
 	for site := 0; site < 3; site++ {
 		c := newClient(t, site)
 		c.SetToken(a.Token())
-		page, err := c.History(ctx, room.ID, clientHistory(0, 0, 50))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page.Messages) != 1 {
-			t.Fatalf("site %d has %d messages, want 1", site, len(page.Messages))
-		}
+		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			page, err := c.History(ctx, room.ID, clientHistory(0, 0, 50))
+			if err != nil {
+				return err
+			}
+			if len(page.Messages) != 1 {
+				return fmt.Errorf("site %d has %d messages, want 1", site, len(page.Messages))
+			}
+			return nil
+		})
 	}
 }
 

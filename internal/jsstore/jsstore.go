@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,6 +98,9 @@ type Store struct {
 	// partitions is the cluster's partition count, known once
 	// EnsureStreams has read it; 0 until then.
 	partitions atomic.Int32
+
+	wakeMu sync.Mutex
+	wakers map[string]chan struct{} // per stream: wakes its Tail
 }
 
 // Entry is one record read from the log with its position.
@@ -301,6 +305,7 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 		ack, err := s.js.Publish(actx, subject, body, popts...)
 		acancel()
 		if err == nil {
+			s.wake(stream) // committed: this site's tail can read it now
 			return salamander.Position{Stream: stream, Seq: ack.Sequence}, ack.Duplicate, nil
 		}
 		var apiErr *jetstream.APIError
@@ -343,7 +348,7 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 // published; a slow poll covers a missed wake.
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
 	next := max(from, 1)
-	wake := make(chan struct{}, 1)
+	wake := s.waker(stream)
 	sub, err := s.nc.Subscribe(subjectRoot(stream)+".>", func(*nats.Msg) {
 		select {
 		case wake <- struct{}{}:
@@ -364,7 +369,6 @@ func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver fu
 	t := &tailer{s: s, stream: stream, inbox: inbox, replies: replies}
 	backoff := 50 * time.Millisecond
 	var hotUntil time.Time // after a wake: poll quickly until the record is committed here
-	poll := time.Millisecond
 	for ctx.Err() == nil {
 		n, after, err := t.batch(ctx, next, deliver)
 		next = after
@@ -380,20 +384,24 @@ func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver fu
 			backoff = min(backoff*2, 2*time.Second)
 			continue
 		case n > 0:
-			backoff, poll = 50*time.Millisecond, time.Millisecond
+			backoff = 50 * time.Millisecond
 			continue
 		}
 		backoff = 50 * time.Millisecond
 		if time.Now().Before(hotUntil) {
-			sleepCtx(ctx, poll)
-			poll = min(poll*2, 32*time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return
+			case <-wake:
+			case <-time.After(tailHotPoll):
+			}
 			continue
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-wake:
-			hotUntil, poll = time.Now().Add(500*time.Millisecond), time.Millisecond
+			hotUntil = time.Now().Add(tailHotFor)
 		case <-time.After(tailIdlePoll):
 		}
 	}
@@ -404,6 +412,11 @@ const (
 	tailBatch = 256
 	// tailIdlePoll bounds how long a missed wake-up can delay a record.
 	tailIdlePoll = 500 * time.Millisecond
+	// After a wake-up (a publish seen, before its commit) the tail polls
+	// every tailHotPoll for tailHotFor: a commit with fsync on every
+	// replica takes a few milliseconds.
+	tailHotPoll = 2 * time.Millisecond
+	tailHotFor  = 300 * time.Millisecond
 	// tailReplyTimeout bounds the wait for one direct-get reply.
 	tailReplyTimeout = 2 * time.Second
 )
@@ -468,6 +481,28 @@ func (t *tailer) batch(ctx context.Context, seq uint64, deliver func(Entry) bool
 		}
 		seq = got + 1
 		n++
+	}
+}
+
+// waker returns the channel that wakes stream's tail.
+func (s *Store) waker(stream string) chan struct{} {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	if s.wakers == nil {
+		s.wakers = map[string]chan struct{}{}
+	}
+	ch, ok := s.wakers[stream]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		s.wakers[stream] = ch
+	}
+	return ch
+}
+
+func (s *Store) wake(stream string) {
+	select {
+	case s.waker(stream) <- struct{}{}:
+	default:
 	}
 }
 
