@@ -13,35 +13,37 @@ type Code string
 // The error code registry. Every coded error the API returns is one of these;
 // HTTPStatus maps each to its status.
 const (
-	CodeInvalid       Code = "invalid_request"    // malformed JSON or a field fails validation
-	CodeTooLarge      Code = "too_large"          // body or field over its documented limit
-	CodeUnauthorized  Code = "unauthorized"       // missing, bad, expired or revoked token; bad password
-	CodeForbidden     Code = "forbidden"          // authenticated but not allowed (e.g. not a member)
-	CodeNotFound      Code = "not_found"          // unknown user, room or route
-	CodeConflict      Code = "conflict"           // e.g. user name taken
-	CodeUnavailable   Code = "unavailable"        // this site cannot reach a quorum; try another site
-	CodeInternal      Code = "internal"           // a bug or an unexpected failure; logged
-	CodeMethod        Code = "method_not_allowed" // wrong HTTP method for a route
-	CodeUnsupportedMT Code = "unsupported_media"  // body is not application/json
+	CodeInvalid         Code = "invalid_request"    // malformed JSON or a field fails validation
+	CodeTooLarge        Code = "too_large"          // body or field over its documented limit
+	CodeUnauthorized    Code = "unauthorized"       // missing, bad, expired or revoked token; bad password
+	CodeForbidden       Code = "forbidden"          // authenticated but not allowed (e.g. not a member)
+	CodeNotFound        Code = "not_found"          // unknown user, room or route
+	CodeConflict        Code = "conflict"           // e.g. user name taken
+	CodeUnavailable     Code = "unavailable"        // this site cannot reach a quorum; try another site
+	CodeInternal        Code = "internal"           // a bug or an unexpected failure; logged
+	CodeMethod          Code = "method_not_allowed" // wrong HTTP method for a route
+	CodeUnsupportedMT   Code = "unsupported_media"  // body is not application/json
+	CodeTooManyRequests Code = "too_many_requests"  // slow down (e.g. repeated failed logins); see Retry-After
 )
 
 var codeStatus = map[Code]int{
-	CodeInvalid:       http.StatusBadRequest,
-	CodeTooLarge:      http.StatusRequestEntityTooLarge,
-	CodeUnauthorized:  http.StatusUnauthorized,
-	CodeForbidden:     http.StatusForbidden,
-	CodeNotFound:      http.StatusNotFound,
-	CodeConflict:      http.StatusConflict,
-	CodeUnavailable:   http.StatusServiceUnavailable,
-	CodeInternal:      http.StatusInternalServerError,
-	CodeMethod:        http.StatusMethodNotAllowed,
-	CodeUnsupportedMT: http.StatusUnsupportedMediaType,
+	CodeInvalid:         http.StatusBadRequest,
+	CodeTooLarge:        http.StatusRequestEntityTooLarge,
+	CodeUnauthorized:    http.StatusUnauthorized,
+	CodeForbidden:       http.StatusForbidden,
+	CodeNotFound:        http.StatusNotFound,
+	CodeConflict:        http.StatusConflict,
+	CodeUnavailable:     http.StatusServiceUnavailable,
+	CodeInternal:        http.StatusInternalServerError,
+	CodeMethod:          http.StatusMethodNotAllowed,
+	CodeUnsupportedMT:   http.StatusUnsupportedMediaType,
+	CodeTooManyRequests: http.StatusTooManyRequests,
 }
 
 // Codes lists every registered code, for documentation and tests.
 func Codes() []Code {
 	return []Code{CodeInvalid, CodeTooLarge, CodeUnauthorized, CodeForbidden, CodeNotFound,
-		CodeConflict, CodeUnavailable, CodeInternal, CodeMethod, CodeUnsupportedMT}
+		CodeConflict, CodeUnavailable, CodeInternal, CodeMethod, CodeUnsupportedMT, CodeTooManyRequests}
 }
 
 // HTTPStatus is the HTTP status the API answers with for code.

@@ -66,6 +66,12 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeUnauthorized, "wrong user name or password"))
 		return
 	}
+	if !g.logins.allow(req.Name) {
+		w.Header().Set("Retry-After", "10")
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooManyRequests,
+			"too many login attempts for this account; wait a little"))
+		return
+	}
 	hash, _, err := g.cfg.View.Credentials(r.Context(), req.Name)
 	if salamander.ErrorCode(err) == salamander.CodeNotFound && salamander.ValidateUserName(req.Name) == nil {
 		// Perhaps signed up at another site a moment ago.
@@ -80,6 +86,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !g.checkPassword(hash, req.Password) {
+		g.logins.failed(req.Name)
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeUnauthorized, "wrong user name or password"))
 		return
 	}

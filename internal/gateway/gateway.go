@@ -49,6 +49,10 @@ type Config struct {
 	// OriginPatterns are the browser origins allowed to open WebSockets
 	// (API clients send no Origin and are always allowed).
 	OriginPatterns []string
+	// LoginBurst logins per account name may be tried at once at this site;
+	// after that, one more per LoginEvery.
+	LoginBurst int
+	LoginEvery time.Duration
 	// Registry receives the gateway's metrics; nil creates a private one.
 	Registry *prometheus.Registry
 }
@@ -63,6 +67,8 @@ func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 		TokenTTL:     30 * 24 * time.Hour,
 		BcryptCost:   10,
 		WriteTimeout: 8 * time.Second,
+		LoginBurst:   10,
+		LoginEvery:   6 * time.Second,
 	}
 }
 
@@ -81,6 +87,7 @@ type Gateway struct {
 	isoCtx    context.Context // cancelled when the site becomes isolated
 	isoCancel context.CancelFunc
 
+	logins    *loginLimiter
 	dummyOnce sync.Once
 	dummyHash []byte // see checkPassword
 
@@ -168,6 +175,8 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
 		started: time.Now()}
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
+	g.logins = newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst)
+	g.logins = newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst)
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)

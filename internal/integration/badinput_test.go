@@ -191,3 +191,33 @@ func TestLogoutTakesEffectAtEverySite(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Password guessing is slowed: after a burst of failed logins for one
+// account, a site answers 429 for it, even to the right password, until
+// the budget refills; other accounts are unaffected.
+func TestLoginGuessingIsRateLimited(t *testing.T) {
+	_, name := signedUp(t, 1, "guess")
+	wrong := []byte(`{"name":"` + name + `","password":"not the password"}`)
+	limited := false
+	for i := 0; i < 20 && !limited; i++ {
+		r := raw(t, 1, "POST", "/v1/login", "", "", wrong)
+		switch r.status {
+		case 401:
+		case 429:
+			limited = r.code == salamander.CodeTooManyRequests
+		default:
+			t.Fatalf("attempt %d: %d %s", i, r.status, r.body)
+		}
+	}
+	if !limited {
+		t.Fatal("20 wrong passwords in a row were never limited")
+	}
+	right := []byte(`{"name":"` + name + `","password":"correct horse battery"}`)
+	if r := raw(t, 1, "POST", "/v1/login", "", "", right); r.status != 429 {
+		t.Fatalf("right password during the lock-out: %d", r.status)
+	}
+	_, other := signedUp(t, 1, "guess")
+	if r := raw(t, 1, "POST", "/v1/login", "", "", []byte(`{"name":"`+other+`","password":"correct horse battery"}`)); r.status != 200 {
+		t.Fatalf("another account was limited too: %d %s", r.status, r.body)
+	}
+}

@@ -585,16 +585,16 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 	return nil
 }
 
-// BalanceLeaders moves at most one leadership away from server self when
-// self leads more than its fair share of the room partitions, to the replica whose
-// server leads the fewest. Each site runs it for its own server only, so
-// sites never issue conflicting moves. Spreading leaders evenly means a
-// fire stalls only the partitions whose leader burned (4-9 s election),
-// never all of them.
-func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved string, err error) {
+// BalanceLeaders moves leaderships away from server self while self leads
+// more than its fair share of the room partitions, each to the healthy
+// replica whose server leads the fewest. Each site runs it for its own
+// server only, so sites never issue conflicting moves. Spreading leaders
+// evenly means a fire stalls only the partitions whose leader burned
+// (4-9 s election), never all of them. It returns the streams it moved.
+func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string, err error) {
 	all, err := s.Status(ctx)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	// Only room partitions carry messages; the accounts stream is left
 	// where it is so it does not skew the partitions' fair share.
@@ -610,18 +610,18 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved string, 
 			count[r] += 0
 		}
 		if ss.Leader == "" {
-			return "", nil // an election is under way; decide later
+			return nil, nil // an election is under way; decide later
 		}
 		count[ss.Leader]++
 	}
 	if len(count) == 0 {
-		return "", nil
+		return nil, nil
 	}
 	fair := (len(st) + len(count) - 1) / len(count)
-	if count[self] <= fair {
-		return "", nil
-	}
 	for _, ss := range st {
+		if count[self] <= fair {
+			break
+		}
 		if ss.Leader != self {
 			continue
 		}
@@ -634,11 +634,17 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved string, 
 				best = r
 			}
 		}
-		if best != "" && count[best]+1 < count[self] {
-			return ss.Stream, s.StepDown(ctx, ss.Stream, best)
+		if best == "" || count[best]+1 >= count[self] {
+			continue
 		}
+		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
+			return moved, err
+		}
+		count[self]--
+		count[best]++
+		moved = append(moved, ss.Stream)
 	}
-	return "", nil
+	return moved, nil
 }
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }

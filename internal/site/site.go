@@ -195,7 +195,7 @@ func (s *Site) boot(ctx context.Context) {
 
 // balanceInterval is how often a site checks that it leads no more than its
 // share of streams.
-const balanceInterval = 5 * time.Second
+const balanceInterval = 2 * time.Second
 
 // balanceLeaders keeps this site's embedded server from leading more than
 // its share of the streams, so that losing the site stalls as few
@@ -220,8 +220,8 @@ func (s *Site) balanceLeaders(ctx context.Context) {
 		cancel()
 		if err != nil {
 			s.log.Debug("leader balance check failed", "err", err)
-		} else if moved != "" {
-			s.log.Info("handed stream leadership to a less loaded site", "stream", moved)
+		} else if len(moved) > 0 {
+			s.log.Info("handed stream leaderships to less loaded sites", "streams", moved)
 		}
 	}
 }
