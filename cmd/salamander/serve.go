@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -31,28 +32,9 @@ type serveConfig struct {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c serveConfig
-	configFile := fs.String("config", "", "JSON file with any of the settings below (flags override it)")
-	fs.StringVar(&c.Site, "site", "", "this site's name (required), e.g. a")
-	fs.StringVar(&c.Data, "data", "", "data directory (default ./salamander-data/SITE)")
-	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP and WebSocket listen address")
-	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
-	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
-	fs.StringVar(&c.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS cluster (route) listen address")
-	fs.StringVar(&c.Routes, "routes", "", "comma-separated cluster addresses (host:port) of the other sites' NATS servers")
-	fs.StringVar(&c.Sites, "sites", "", "every site's public URL for client failover: a=http://…,b=http://…")
-	fs.IntVar(&c.Partitions, "partitions", 6, "room partitions (streams) when creating a new cluster")
-	fs.StringVar(&c.Sync, "sync", "always", "JetStream disk flush: always (an ack survives power loss) or interval (faster; a crash of a quorum may lose the last 2 minutes)")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	c, err := parseServeFlagsTo(args, stderr)
+	if err != nil {
 		return err
-	}
-	if *configFile != "" {
-		if err := loadServeConfig(*configFile, fs, &c); err != nil {
-			return err
-		}
 	}
 	log, err := newLogger(stderr, c.LogLevel)
 	if err != nil {
@@ -74,47 +56,56 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// loadServeConfig reads a JSON config file into c, keeping the values of
-// flags that were set on the command line.
+// parseServeFlags parses serve's flags (and --config file), discarding usage output.
+func parseServeFlags(args []string) (serveConfig, error) { return parseServeFlagsTo(args, io.Discard) }
+
+func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c serveConfig
+	configFile := fs.String("config", "", "JSON file with any of the settings below (flags override it)")
+	fs.StringVar(&c.Site, "site", "", "this site's name (required), e.g. a")
+	fs.StringVar(&c.Data, "data", "", "data directory (default ./salamander-data/SITE)")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP and WebSocket listen address")
+	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
+	fs.StringVar(&c.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS cluster (route) listen address")
+	fs.StringVar(&c.Routes, "routes", "", "comma-separated cluster addresses (host:port) of the other sites' NATS servers")
+	fs.StringVar(&c.Sites, "sites", "", "every site's public URL for client failover: a=http://…,b=http://…")
+	fs.IntVar(&c.Partitions, "partitions", 6, "room partitions (streams) when creating a new cluster")
+	fs.StringVar(&c.Sync, "sync", "always", "JetStream disk flush: always (an ack survives power loss) or interval (faster; a crash of a quorum may lose the last 2 minutes)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if *configFile != "" {
+		if err := loadServeConfig(*configFile, fs, &c); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// loadServeConfig reads a JSON config file into c; flags set on the
+// command line keep their values (they override the file).
 func loadServeConfig(path string, fs *flag.FlagSet, c *serveConfig) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	fromFlags := *c
-	var fileCfg serveConfig = *c
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	set := map[string]string{} // taken before the file overwrites the variables
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&fileCfg); err != nil {
+	if err := dec.Decode(c); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
-	*c = fileCfg
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "site":
-			c.Site = fromFlags.Site
-		case "data":
-			c.Data = fromFlags.Data
-		case "http":
-			c.HTTP = fromFlags.HTTP
-		case "nats":
-			c.NATS = fromFlags.NATS
-		case "nats-listen":
-			c.NATSListen = fromFlags.NATSListen
-		case "cluster-listen":
-			c.ClusterListen = fromFlags.ClusterListen
-		case "routes":
-			c.Routes = fromFlags.Routes
-		case "sites":
-			c.Sites = fromFlags.Sites
-		case "partitions":
-			c.Partitions = fromFlags.Partitions
-		case "sync":
-			c.Sync = fromFlags.Sync
-		case "log-level":
-			c.LogLevel = fromFlags.LogLevel
+	// Re-apply the command line over the file.
+	for name, v := range set {
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("flag --%s: %w", name, err)
 		}
-	})
+	}
 	return nil
 }
 

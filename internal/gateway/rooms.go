@@ -79,13 +79,19 @@ func (g *Gateway) handleDirectRoom(w http.ResponseWriter, r *http.Request, c cla
 		writeJSON(w, http.StatusOK, room)
 		return
 	}
-	rec := salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomDirect,
-		Members: []string{c.User, req.With}, By: c.User}
+	g.createRoom(w, r, c, salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomDirect,
+		Members: []string{c.User, req.With}, By: c.User})
+}
+
+// createRoom appends rec, whose room id must be new, and answers with the
+// room: 201 when this request created it, 200 when the log already held it
+// (a 1:1 room created concurrently elsewhere, or a retried group creation
+// with the same client id), after this site has applied it.
+func (g *Gateway) createRoom(w http.ResponseWriter, r *http.Request, c claims, rec salamander.Record) {
+	id := rec.Room
 	status := http.StatusCreated
 	_, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{ExpectNew: true})
 	if errors.Is(err, jsstore.ErrExists) {
-		// Created concurrently elsewhere: the log holds it; wait until this
-		// site has applied it.
 		status = http.StatusOK
 		err = g.waitRoom(r.Context(), id)
 	}
@@ -143,24 +149,8 @@ func (g *Gateway) handleGroupRoom(w http.ResponseWriter, r *http.Request, c clai
 		sum := sha256.Sum256([]byte(c.User + "\n" + req.ClientID))
 		id = "g_" + hex.EncodeToString(sum[:16])
 	}
-	rec := salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup, Name: req.Name,
-		Members: members, By: c.User}
-	status := http.StatusCreated
-	_, _, err = g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{ExpectNew: true})
-	if errors.Is(err, jsstore.ErrExists) && req.ClientID != "" {
-		status = http.StatusOK
-		err = g.waitRoom(r.Context(), id)
-	}
-	if err != nil {
-		writeError(w, g.log, r, err)
-		return
-	}
-	room, err := g.cfg.View.Room(r.Context(), id, c.User)
-	if err != nil {
-		writeError(w, g.log, r, err)
-		return
-	}
-	writeJSON(w, status, room)
+	g.createRoom(w, r, c, salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup,
+		Name: req.Name, Members: members, By: c.User})
 }
 
 // validUsers checks that every name is well formed and exists, dropping

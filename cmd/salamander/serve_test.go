@@ -1,0 +1,45 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A config file sets what the command line does not; flags given on the
+// command line win; unknown keys are errors.
+func TestServeConfigFileAndFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "b.json")
+	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseServeFlags([]string{"--http", "127.0.0.1:9999", "--config", file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Site != "b" || c.HTTP != "127.0.0.1:9999" || c.Routes != "h:1,h:2" || c.Partitions != 9 || c.Sync != "always" {
+		t.Fatalf("merged config: %+v", c)
+	}
+	cfg, err := c.siteConfig()
+	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways {
+		t.Fatalf("site config: %+v %v", cfg, err)
+	}
+	if err := os.WriteFile(file, []byte(`{"site":"b","evil":1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseServeFlags([]string{"--config", file}); err == nil || !strings.Contains(err.Error(), "evil") {
+		t.Fatalf("unknown key accepted: %v", err)
+	}
+	for _, bad := range [][]string{{"--site", "a", "--sync", "sometimes"}, {"--site", "a", "--partitions", "0"},
+		{"--site", "a", "--sites", "a=ftp://x"}, {}} {
+		c, err := parseServeFlags(bad)
+		if err == nil {
+			_, err = c.siteConfig()
+		}
+		if err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
