@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -84,19 +85,31 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsnode: create server for site %s: %w", cfg.Site, err)
 	}
-	if cfg.Logger != nil {
-		srv.SetLoggerV2(&slogAdapter{l: cfg.Logger.With("system", "nats", "server", opts.ServerName)}, cfg.Debug, false, false)
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	adapter := &slogAdapter{l: logger.With("system", "nats", "server", opts.ServerName), fatal: make(chan string, 1)}
+	srv.SetLoggerV2(adapter, cfg.Debug, false, false)
 	srv.Start()
-	// A server that has not opened its ports in 10 s never will (typically
-	// the address is taken); fail rather than wait out the caller's context.
-	deadline := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < deadline {
-		deadline = time.Until(d)
+	// A server that has not opened its ports in 10 s never will; one that
+	// reports a fatal error (typically: the address is taken) never will
+	// either, and says why.
+	deadline := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
-	if !srv.ReadyForConnections(deadline) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("natsnode: server for site %s not ready within %s", cfg.Site, deadline)
+	for !srv.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case msg := <-adapter.fatal:
+			srv.Shutdown()
+			return nil, fmt.Errorf("natsnode: server for site %s: %s", cfg.Site, msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, fmt.Errorf("natsnode: server for site %s not ready by %s", cfg.Site, deadline.Format(time.TimeOnly))
+		}
 	}
 	return &Node{cfg: cfg, srv: srv}, nil
 }
@@ -218,11 +231,39 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-type slogAdapter struct{ l *slog.Logger }
+// slogAdapter passes the server's log to slog. Fatal errors are also
+// handed to Start, which fails with them. Route-connection retries are
+// expected while peers start or are down, so they are logged at Info: the
+// site's own isolation watch warns when peers are really lost.
+type slogAdapter struct {
+	l     *slog.Logger
+	fatal chan string
+}
 
 func (a *slogAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
-func (a *slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
-func (a *slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
-func (a *slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
-func (a *slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
-func (a *slogAdapter) Tracef(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Warnf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if strings.HasPrefix(msg, "Waiting for routing") || strings.Contains(msg, "not established contact with a meta leader") {
+		a.l.Info(msg)
+		return
+	}
+	a.l.Warn(msg)
+}
+func (a *slogAdapter) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	a.l.Error(msg)
+	select {
+	case a.fatal <- msg:
+	default:
+	}
+}
+func (a *slogAdapter) Errorf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if strings.Contains(msg, "Error trying to connect to route") {
+		a.l.Info(msg)
+		return
+	}
+	a.l.Error(msg)
+}
+func (a *slogAdapter) Debugf(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Tracef(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }

@@ -78,6 +78,7 @@ type Site struct {
 	gw    *gateway.Gateway
 	http  *http.Server
 	ln    net.Listener
+	lock  *os.File // exclusive lock on DataDir, held until stopped
 
 	mu       sync.Mutex
 	bootErr  error
@@ -98,7 +99,11 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("site %s: data dir: %w", cfg.Site, err)
 	}
-	s := &Site{cfg: cfg, log: log, booted: make(chan struct{})}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
+	}
+	s := &Site{cfg: cfg, log: log, booted: make(chan struct{}), lock: lock}
 	ok := false
 	defer func() {
 		if !ok {
@@ -392,6 +397,9 @@ func (s *Site) stop(graceful bool) {
 			} else {
 				s.node.Shutdown()
 			}
+		}
+		if s.lock != nil {
+			s.lock.Close() // releases the lock
 		}
 	})
 }
