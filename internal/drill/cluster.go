@@ -349,18 +349,25 @@ func (c *Cluster) Alive(i int) bool {
 	}
 }
 
+// detach takes site i's process out of the cluster's hands for stopping;
+// nil (with ErrAttached on an attached cluster) when there is none.
+func (c *Cluster) detach(i int) (*process, error) {
+	if c.attached {
+		return nil, ErrAttached
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.sites[i].proc
+	c.sites[i].proc = nil
+	return p, nil
+}
+
 // Kill sends SIGKILL to site i's process (a fire: no lame duck, nothing
 // flushed beyond what the server already synced) and waits until it is gone.
 func (c *Cluster) Kill(i int) error {
-	if c.attached {
-		return ErrAttached
-	}
-	c.mu.Lock()
-	p := c.sites[i].proc
-	c.sites[i].proc = nil
-	c.mu.Unlock()
+	p, err := c.detach(i)
 	if p == nil {
-		return nil
+		return err
 	}
 	if err := killGroup(p.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("drill: kill site %s: %w", c.sites[i].name, err)
@@ -374,15 +381,9 @@ func (c *Cluster) Kill(i int) error {
 // hands its leaderships over) and waits until it has exited, or SIGKILLs
 // it after grace. It returns when the process has gone.
 func (c *Cluster) Term(i int, grace time.Duration) error {
-	if c.attached {
-		return ErrAttached
-	}
-	c.mu.Lock()
-	p := c.sites[i].proc
-	c.sites[i].proc = nil
-	c.mu.Unlock()
+	p, err := c.detach(i)
 	if p == nil {
-		return nil
+		return err
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("drill: stop site %s: %w", c.sites[i].name, err)
