@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"math"
 	"net/http"
 	"strings"
@@ -10,67 +11,73 @@ import (
 )
 
 func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
-	id := r.PathValue("id")
 	var req salamander.SendRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	if err := salamander.ValidateClientID(req.ClientID); err != nil {
+	res, err := g.send(r.Context(), c.User, r.PathValue("id"), req)
+	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
+	status := http.StatusCreated
+	if res.Duplicate {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, res)
+}
+
+// send validates and commits one message from user to room and returns it
+// once a quorum holds it and this site has applied it. Every transport
+// (HTTP, WebSocket) sends through here. A retry of a client id already
+// used in the room returns the original message with Duplicate set. Codes:
+// invalid_request, too_large, not_found, forbidden, unavailable.
+func (g *Gateway) send(ctx context.Context, user, id string, req salamander.SendRequest) (salamander.SendResult, error) {
+	if err := salamander.ValidateClientID(req.ClientID); err != nil {
+		return salamander.SendResult{}, err
+	}
 	if err := salamander.ValidateMessageText(req.Text); err != nil {
-		writeError(w, g.log, r, err)
-		return
+		return salamander.SendResult{}, err
+	}
+	if !salamander.ValidRoomID(id) {
+		return salamander.SendResult{}, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
 	}
 	// A retry of a message this site has already applied is answered from
 	// the read model, however long ago the original was sent, and even if
 	// the sender has left the room since (it was delivered).
-	if !salamander.ValidRoomID(id) {
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeNotFound, "no room %q", id))
-		return
-	}
-	if msg, ok, err := g.cfg.View.MessageByClientID(r.Context(), id, c.User, req.ClientID); err != nil {
-		writeError(w, g.log, r, err)
-		return
+	if msg, ok, err := g.cfg.View.MessageByClientID(ctx, id, user, req.ClientID); err != nil {
+		return salamander.SendResult{}, err
 	} else if ok {
-		writeJSON(w, http.StatusOK, salamander.SendResult{Message: msg, Duplicate: true})
-		return
+		return salamander.SendResult{Message: msg, Duplicate: true}, nil
 	}
-	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
-		writeError(w, g.log, r, err)
-		return
+	if _, err := g.memberRoom(ctx, id, user); err != nil {
+		return salamander.SendResult{}, err
 	}
-	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: c.User, ClientID: req.ClientID, Text: req.Text}
-	opt := jsstore.AppendOptions{MsgID: "msg:" + id + ":" + c.User + ":" + req.ClientID}
-	pos, dup, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, opt)
+	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: user, ClientID: req.ClientID, Text: req.Text}
+	opt := jsstore.AppendOptions{MsgID: "msg:" + id + ":" + user + ":" + req.ClientID}
+	pos, dup, err := g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, opt)
 	if err != nil {
-		writeError(w, g.log, r, err)
-		return
+		return salamander.SendResult{}, err
 	}
-	msg, ok, err := g.cfg.View.MessageAt(r.Context(), pos)
+	msg, ok, err := g.cfg.View.MessageAt(ctx, pos)
 	if err != nil {
-		writeError(w, g.log, r, err)
-		return
+		return salamander.SendResult{}, err
 	}
-	if ok && msg.Sender == c.User && msg.ClientID == req.ClientID && !dup {
+	if ok && msg.Sender == user && msg.ClientID == req.ClientID && !dup {
 		g.metrics.messages.Inc()
-		writeJSON(w, http.StatusCreated, salamander.SendResult{Message: msg})
-		return
+		return salamander.SendResult{Message: msg}, nil
 	}
 	// Not applied as a new message: either an earlier send with this id won
 	// (a retry racing its original), or the sender left the room meanwhile.
-	msg, ok, err = g.cfg.View.MessageByClientID(r.Context(), id, c.User, req.ClientID)
+	msg, ok, err = g.cfg.View.MessageByClientID(ctx, id, user, req.ClientID)
 	if err != nil {
-		writeError(w, g.log, r, err)
-		return
+		return salamander.SendResult{}, err
 	}
 	if ok {
-		writeJSON(w, http.StatusOK, salamander.SendResult{Message: msg, Duplicate: true})
-		return
+		return salamander.SendResult{Message: msg, Duplicate: true}, nil
 	}
-	writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id))
+	return salamander.SendResult{}, salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id)
 }
 
 func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims) {
