@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -99,8 +100,8 @@ type Store struct {
 	// EnsureStreams has read it; 0 until then.
 	partitions atomic.Int32
 
-	wakeMu sync.Mutex
-	wakers map[string]chan struct{} // per stream: wakes its Tail
+	stalledMu sync.Mutex
+	stalled   map[string]string // stream -> why its tail stopped
 }
 
 // Entry is one record read from the log with its position.
@@ -209,8 +210,17 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)
 	}
 	for _, name := range streamNames(n) {
-		if _, err := s.js.Stream(cctx, natsName(name)); err == nil {
-			continue // exists; its config is fixed at creation
+		if st, err := s.js.Stream(cctx, natsName(name)); err == nil {
+			cfg := st.CachedInfo().Config
+			if cfg.RePublish != nil {
+				continue // exists; its config is fixed at creation
+			}
+			// Created by a version that polled for commits: announce them.
+			cfg.RePublish = republish(name)
+			if _, err := s.js.UpdateStream(cctx, cfg); err != nil {
+				return fmt.Errorf("stream %s: announce commits: %w", name, err)
+			}
+			continue
 		}
 		_, err := s.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
 			Name:        natsName(name),
@@ -222,6 +232,7 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			MaxMsgSize:  maxRecordSize,
 			Duplicates:  s.cfg.DuplicateWindow,
 			AllowDirect: true,
+			RePublish:   republish(name),
 		})
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
@@ -305,7 +316,6 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 		ack, err := s.js.Publish(actx, subject, body, popts...)
 		acancel()
 		if err == nil {
-			s.wake(stream) // committed: this site's tail can read it now
 			return salamander.Position{Stream: stream, Seq: ack.Sequence}, ack.Duplicate, nil
 		}
 		var apiErr *jetstream.APIError
@@ -338,71 +348,70 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 // Tail delivers every record of stream from sequence from (1 = the start)
 // in order to deliver, until ctx ends or deliver returns false.
 //
-// It reads with batched direct gets, which the stream's replicas answer as
-// a queue group, and NATS prefers the member on the asking client's own
-// server: each site reads its own replica. So a tail depends on no other
-// site and no JetStream leader — unlike a consumer, which JetStream places
-// on a random replica's server and re-creates only through the meta
-// leader, both of which may be in the site that just burned. A core
-// subscription on the stream's subjects wakes the tail when something is
-// published; a slow poll covers a missed wake.
+// Commits are announced, not polled for: every stream republishes each
+// record once it is committed (RePublish, sent by the stream's leader after
+// a quorum holds it) with its sequence, so the tail applies records as they
+// arrive, body included. Direct gets are used only to catch up from a
+// position and to fill a gap in the announcements (a leader change, a
+// dropped message); they are sent with a short timeout and retried, so a
+// dead server costs a tail a fraction of a second, never a stall. A record
+// missing from the log itself (a gap in the stream's sequence) stops the
+// tail: the site reports it (Stalled) instead of skipping it.
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
-	next := max(from, 1)
-	wake := s.waker(stream)
-	sub, err := s.nc.Subscribe(subjectRoot(stream)+".>", func(*nats.Msg) {
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	})
-	if err == nil {
-		defer sub.Unsubscribe()
+	t := &tailer{s: s, stream: stream, next: max(from, 1), deliver: deliver}
+	announced := make(chan *nats.Msg, tailAnnounceBuffer)
+	sub, err := s.nc.ChanSubscribe(commitRoot(stream)+".>", announced)
+	if err != nil {
+		s.log.Error("tail cannot subscribe to commits", "stream", stream, "err", err)
+		return
 	}
+	defer sub.Unsubscribe()
 	replies := make(chan *nats.Msg, 2*tailBatch+8)
-	inbox := s.nc.NewRespInbox()
-	rsub, err := s.nc.ChanSubscribe(inbox+".*", replies)
+	t.inbox = s.nc.NewRespInbox()
+	rsub, err := s.nc.ChanSubscribe(t.inbox+".*", replies)
 	if err != nil {
 		s.log.Error("tail cannot subscribe", "stream", stream, "err", err)
 		return
 	}
 	defer rsub.Unsubscribe()
-	t := &tailer{s: s, stream: stream, inbox: inbox, replies: replies}
-	backoff := 50 * time.Millisecond
-	var hotUntil time.Time // after a wake: poll quickly until the record is committed here
+	t.replies = replies
+	// Catch up with what was committed before the subscription, then
+	// follow the announcements; probe now and then in case the last ones
+	// were lost with a leader.
+	catchUp := true
+	probe := time.NewTimer(tailProbe)
+	defer probe.Stop()
 	for ctx.Err() == nil {
-		n, after, err := t.batch(ctx, next, deliver)
-		next = after
-		switch {
-		case errors.Is(err, errStop):
-			return
-		case err != nil:
-			if ctx.Err() != nil {
-				return
+		if catchUp {
+			if err := t.fill(ctx, 0); err != nil {
+				if t.failed(ctx, err) {
+					return
+				}
+				continue
 			}
-			s.log.Debug("tail read failed; retrying", "stream", stream, "at", next, "err", err)
-			sleepCtx(ctx, jitter(backoff))
-			backoff = min(backoff*2, 2*time.Second)
-			continue
-		case n > 0:
-			backoff = 50 * time.Millisecond
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		if time.Now().Before(hotUntil) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-wake:
-			case <-time.After(tailHotPoll):
-			}
-			continue
+			catchUp = false
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-wake:
-			hotUntil = time.Now().Add(tailHotFor)
-		case <-time.After(tailIdlePoll):
+		case <-probe.C:
+			catchUp = true
+			probe.Reset(tailProbe)
+		case msg := <-announced:
+			if err := t.announced(ctx, msg); err != nil {
+				if t.failed(ctx, err) {
+					return
+				}
+				catchUp = true
+				continue
+			}
+			if !probe.Stop() {
+				select {
+				case <-probe.C:
+				default:
+				}
+			}
+			probe.Reset(tailProbe)
 		}
 	}
 }
@@ -410,36 +419,130 @@ func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver fu
 const (
 	// tailBatch is how many records one direct get returns at most.
 	tailBatch = 256
-	// tailIdlePoll bounds how long a missed wake-up can delay a record.
-	tailIdlePoll = 500 * time.Millisecond
-	// After a wake-up (a publish seen, before its commit) the tail polls
-	// every tailHotPoll for tailHotFor: a commit with fsync on every
-	// replica takes a few milliseconds.
-	tailHotPoll = 2 * time.Millisecond
-	tailHotFor  = 300 * time.Millisecond
-	// tailReplyTimeout bounds the wait for one direct-get reply.
-	tailReplyTimeout = 2 * time.Second
+	// tailAnnounceBuffer holds announcements while the receiver is busy;
+	// beyond it they are dropped and the gap is filled by direct gets.
+	tailAnnounceBuffer = 8192
+	// tailProbe is how long a quiet tail waits before it asks the log
+	// whether it missed the last announcements.
+	tailProbe = 500 * time.Millisecond
+	// tailReplyTimeout bounds the wait for one direct-get reply; a request
+	// that went to a dead server is retried, at another replica.
+	tailReplyTimeout = 250 * time.Millisecond
+	// tailFillTimeout bounds filling one gap before the tail reports
+	// itself stalled and starts over.
+	tailFillTimeout = 10 * time.Second
 )
 
 var errStop = errors.New("stopped by receiver")
 
-// tailer reads batches of one stream for Tail.
+// ErrLogGap is reported by a tail that found a sequence missing from the
+// log itself: it refuses to apply past it.
+var ErrLogGap = errors.New("jsstore: record missing from the log")
+
+// tailer reads one stream for Tail.
 type tailer struct {
 	s       *Store
 	stream  string
+	next    uint64
+	deliver func(Entry) bool
 	inbox   string
 	replies chan *nats.Msg
 	reqID   int
 }
 
-// batch asks for up to tailBatch records from seq on and delivers them. It
-// returns how many it delivered and the sequence to ask for next.
-func (t *tailer) batch(ctx context.Context, seq uint64, deliver func(Entry) bool) (int, uint64, error) {
+// failed handles a failed read: it reports whether the tail must stop
+// (stopped by its receiver or its context, or a record missing from the
+// log, which is never skipped); other failures are retried after a pause.
+func (t *tailer) failed(ctx context.Context, err error) bool {
+	switch {
+	case errors.Is(err, errStop) || ctx.Err() != nil:
+		return true
+	case errors.Is(err, ErrLogGap):
+		t.s.stall(t.stream, t.next, err)
+		return true
+	}
+	t.s.log.Warn("tail cannot read the log; retrying", "stream", t.stream, "at", t.next, "err", err)
+	sleepCtx(ctx, jitter(500*time.Millisecond))
+	return false
+}
+
+// announced handles one commit announcement.
+func (t *tailer) announced(ctx context.Context, msg *nats.Msg) error {
+	seq, err := strconv.ParseUint(msg.Header.Get("Nats-Sequence"), 10, 64)
+	if err != nil || msg.Header.Get("Nats-Stream") != natsName(t.stream) {
+		return nil // not an announcement of ours
+	}
+	switch {
+	case seq < t.next:
+		return nil // already delivered
+	case seq > t.next:
+		// Announcements were missed: read them from the log first.
+		if err := t.fill(ctx, seq-1); err != nil {
+			return err
+		}
+		if seq < t.next {
+			return nil
+		}
+	}
+	return t.emit(seq, msg.Data)
+}
+
+// emit decodes and delivers the record at seq, which must be t.next.
+func (t *tailer) emit(seq uint64, data []byte) error {
+	if seq != t.next {
+		return fmt.Errorf("%w: %s has %d where %d was due", ErrLogGap, t.stream, seq, t.next)
+	}
+	e := Entry{Pos: salamander.Position{Stream: t.stream, Seq: seq}}
+	if err := json.Unmarshal(data, &e.Record); err != nil {
+		e.Err = fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)
+	}
+	if !t.deliver(e) {
+		return errStop
+	}
+	t.next++
+	return nil
+}
+
+// fill delivers records from the log by direct get from t.next up to upTo
+// (0: up to whatever the log holds now).
+func (t *tailer) fill(ctx context.Context, upTo uint64) error {
+	fctx, cancel := context.WithTimeout(ctx, tailFillTimeout)
+	defer cancel()
+	backoff := 20 * time.Millisecond
+	for upTo == 0 || t.next <= upTo {
+		n, end, err := t.batch(fctx)
+		switch {
+		case errors.Is(err, errStop), errors.Is(err, ErrLogGap):
+			return err
+		case err != nil:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if fctx.Err() != nil {
+				return fmt.Errorf("fill %s from %d: %w", t.stream, t.next, err)
+			}
+			t.s.log.Debug("tail read failed; retrying", "stream", t.stream, "at", t.next, "err", err)
+		case n > 0:
+			backoff = 20 * time.Millisecond
+			continue
+		case end && upTo == 0:
+			return nil // caught up with the log
+		}
+		// The replica asked has not got the records yet, or did not answer.
+		sleepCtx(fctx, jitter(backoff))
+		backoff = min(backoff*2, 200*time.Millisecond)
+	}
+	return nil
+}
+
+// batch asks for up to tailBatch records from t.next on and delivers them.
+// It returns how many it delivered and whether the log had nothing more.
+func (t *tailer) batch(ctx context.Context) (int, bool, error) {
 	t.reqID++
 	reply := t.inbox + "." + strconv.Itoa(t.reqID)
-	req, _ := json.Marshal(map[string]any{"seq": seq, "batch": tailBatch})
+	req, _ := json.Marshal(map[string]any{"seq": t.next, "batch": tailBatch})
 	if err := t.s.nc.PublishRequest("$JS.API.DIRECT.GET."+natsName(t.stream), reply, req); err != nil {
-		return 0, seq, err
+		return 0, false, err
 	}
 	timer := time.NewTimer(tailReplyTimeout)
 	defer timer.Stop()
@@ -448,9 +551,9 @@ func (t *tailer) batch(ctx context.Context, seq uint64, deliver func(Entry) bool
 		var msg *nats.Msg
 		select {
 		case <-ctx.Done():
-			return n, seq, ctx.Err()
+			return n, false, ctx.Err()
 		case <-timer.C:
-			return n, seq, fmt.Errorf("no direct-get reply for %s from %d", t.stream, seq)
+			return n, false, fmt.Errorf("no direct-get reply for %s from %d", t.stream, t.next)
 		case msg = <-t.replies:
 		}
 		if msg.Subject != reply {
@@ -459,51 +562,44 @@ func (t *tailer) batch(ctx context.Context, seq uint64, deliver func(Entry) bool
 		switch status := msg.Header.Get("Status"); status {
 		case "":
 		case "404":
-			return n, seq, nil // nothing at or after seq here yet
+			return n, true, nil // nothing at or after t.next here yet
 		case "204":
-			return n, seq, nil // end of batch
+			return n, false, nil // end of batch
 		default:
-			return n, seq, fmt.Errorf("direct get %s: status %s %s", t.stream, status, msg.Header.Get("Description"))
+			return n, false, fmt.Errorf("direct get %s: status %s %s", t.stream, status, msg.Header.Get("Description"))
 		}
 		got, err := strconv.ParseUint(msg.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil {
-			return n, seq, fmt.Errorf("direct get %s: bad sequence header: %w", t.stream, err)
+			return n, false, fmt.Errorf("direct get %s: bad sequence header: %w", t.stream, err)
 		}
-		if got < seq {
+		if got < t.next {
 			continue
 		}
-		e := Entry{Pos: salamander.Position{Stream: t.stream, Seq: got}}
-		if err := json.Unmarshal(msg.Data, &e.Record); err != nil {
-			e.Err = fmt.Errorf("decode record %s:%d: %w", t.stream, got, err)
+		if err := t.emit(got, msg.Data); err != nil {
+			return n, false, err
 		}
-		if !deliver(e) {
-			return n, seq, errStop
-		}
-		seq = got + 1
 		n++
 	}
 }
 
-// waker returns the channel that wakes stream's tail.
-func (s *Store) waker(stream string) chan struct{} {
-	s.wakeMu.Lock()
-	defer s.wakeMu.Unlock()
-	if s.wakers == nil {
-		s.wakers = map[string]chan struct{}{}
+// stall records that stream's tail stopped at seq, and why.
+func (s *Store) stall(stream string, seq uint64, err error) {
+	s.log.Error("tail stopped: this site applies nothing more of the stream until it is repaired",
+		"stream", stream, "at", seq, "err", err)
+	s.stalledMu.Lock()
+	defer s.stalledMu.Unlock()
+	if s.stalled == nil {
+		s.stalled = map[string]string{}
 	}
-	ch, ok := s.wakers[stream]
-	if !ok {
-		ch = make(chan struct{}, 1)
-		s.wakers[stream] = ch
-	}
-	return ch
+	s.stalled[stream] = fmt.Sprintf("stopped before %s:%d: %v", stream, seq, err)
 }
 
-func (s *Store) wake(stream string) {
-	select {
-	case s.waker(stream) <- struct{}{}:
-	default:
-	}
+// Stalled lists the streams whose tail stopped, with the reason: a record
+// missing from the log (never skipped) or a read that kept failing.
+func (s *Store) Stalled() map[string]string {
+	s.stalledMu.Lock()
+	defer s.stalledMu.Unlock()
+	return maps.Clone(s.stalled)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -650,6 +746,15 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
 
 func subjectRoot(stream string) string { return "sal." + stream }
+
+// republish makes a stream announce every committed record, with its
+// sequence and body, on its commit subject (see Tail).
+func republish(stream string) *jetstream.RePublish {
+	return &jetstream.RePublish{Source: subjectRoot(stream) + ".>", Destination: commitRoot(stream) + ".>"}
+}
+
+// commitRoot is where a stream announces its committed records.
+func commitRoot(stream string) string { return "salc." + stream }
 
 func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d)/2+1))

@@ -3,9 +3,13 @@ package jsstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
@@ -108,4 +112,81 @@ func TestRoomStreamIsStable(t *testing.T) {
 	if got := s.Streams(); len(got) != 3 || got[0] != jsstore.AccountsStream {
 		t.Fatalf("streams %v", got)
 	}
+}
+
+// A tail follows commit announcements (no polling): records appended while
+// it runs arrive in order, and a record missing from the log stops it at
+// the hole — reported by Stalled — instead of being skipped.
+func TestTailFollowsCommitsAndRefusesGaps(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	room := s.RoomStream("g_2")
+	appendN := func(n int) {
+		for i := 0; i < n; i++ {
+			if _, _, err := s.Append(ctx, room, "g_2", salamander.Record{Type: salamander.RecMessageSent, Room: "g_2"},
+				jsstore.AppendOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(3)
+	got := make(chan uint64, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Tail(ctx, room, 1, func(e jsstore.Entry) bool {
+			got <- e.Pos.Seq
+			return true
+		})
+	}()
+	next := func() uint64 {
+		select {
+		case seq := <-got:
+			return seq
+		case <-ctx.Done():
+			t.Fatal("tail delivered nothing")
+			return 0
+		}
+	}
+	for want := uint64(1); want <= 3; want++ {
+		if seq := next(); seq != want {
+			t.Fatalf("got %d, want %d", seq, want)
+		}
+	}
+	appendN(2) // announced live
+	for want := uint64(4); want <= 5; want++ {
+		if seq := next(); seq != want {
+			t.Fatalf("got %d, want %d", seq, want)
+		}
+	}
+	// Make a hole at 7: a tail from 6 must deliver 6 and stop before 8.
+	appendN(3)
+	for want := uint64(6); want <= 8; want++ {
+		next()
+	}
+	js, err := jetstream.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "SAL_"+strings.ToUpper(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	var from6 []uint64
+	s.Tail(ctx, room, 6, func(e jsstore.Entry) bool {
+		from6 = append(from6, e.Pos.Seq)
+		return true
+	})
+	if fmt.Sprint(from6) != "[6]" {
+		t.Fatalf("tail over a hole delivered %v, want [6] and a stop", from6)
+	}
+	if why := s.Stalled()[room]; !strings.Contains(why, ":7") {
+		t.Fatalf("Stalled()[%s] = %q, want the hole at 7", room, why)
+	}
+	cancel()
+	<-done
 }

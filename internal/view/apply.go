@@ -1,9 +1,7 @@
 package view
 
 import (
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -11,44 +9,43 @@ import (
 	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
-// applyBatch applies entries in one transaction with their positions, then
-// wakes read-your-writes waiters and hands the client events to listeners.
+// applyBatch applies entries to the model and the store, as Run does, but
+// writes the store before it returns (for tests).
 func (v *View) applyBatch(batch []jsstore.Entry) error {
-	tx, err := v.w.Begin()
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+	b, err := v.applyModel(batch)
+	if err != nil || b == nil {
+		return err
 	}
-	defer tx.Rollback()
-	a := applier{tx: tx}
-	applied := v.Applied()
-	reached := map[string]uint64{}
+	return v.write([]*dbBatch{b})
+}
+
+// applyModel applies entries in order to the in-memory model, wakes
+// read-your-writes waiters, hands the client events to listeners and
+// returns what the store must be told (nil if nothing was new).
+func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
+	v.mu.Lock()
+	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: map[string]bool{}, dirtyUsers: map[string]bool{}}
 	for _, e := range batch {
-		if e.Pos.Seq <= applied[e.Pos.Stream] || e.Pos.Seq <= reached[e.Pos.Stream] {
-			continue // already applied: redelivery after a consumer reset
+		if e.Pos.Seq <= v.applied[e.Pos.Stream] {
+			continue // already applied: redelivery
 		}
 		if e.Err != nil {
 			v.log.Error("skipping undecodable record", "err", e.Err)
 		} else if err := a.apply(e.Pos, e.Record); err != nil {
-			return fmt.Errorf("apply %s at %s:%d: %w", e.Record.Type, e.Pos.Stream, e.Pos.Seq, err)
+			// The model may hold part of this record: stop here, as the
+			// site cannot be trusted to continue. (Only a failing disk,
+			// loading a room's client ids, gets here.)
+			v.mu.Unlock()
+			return nil, fmt.Errorf("apply %s at %s:%d: %w", e.Record.Type, e.Pos.Stream, e.Pos.Seq, err)
 		}
-		reached[e.Pos.Stream] = e.Pos.Seq
+		v.applied[e.Pos.Stream] = e.Pos.Seq
+		a.db.reached[e.Pos.Stream] = e.Pos.Seq
 	}
-	for s, seq := range reached {
-		if _, err := tx.Exec(`INSERT INTO applied(stream, seq) VALUES(?, ?)
-			ON CONFLICT(stream) DO UPDATE SET seq = excluded.seq`, s, seq); err != nil {
-			return fmt.Errorf("record position: %w", err)
-		}
+	if len(a.db.reached) == 0 {
+		v.mu.Unlock()
+		return nil, nil
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	v.mu.Lock()
-	for s, seq := range reached {
-		v.applied[s] = seq
-	}
-	if a.key != nil {
-		v.key = a.key
-	}
+	a.snapshot()
 	close(v.advanced)
 	v.advanced = make(chan struct{})
 	listeners := slices.Clone(v.listeners)
@@ -58,60 +55,60 @@ func (v *View) applyBatch(batch []jsstore.Entry) error {
 			fn(a.emitted)
 		}
 	}
-	return nil
+	return a.db, nil
 }
 
-// applier applies records inside one transaction and collects the client
-// events they produce. Rule violations (a non-member posting, a duplicate
-// client id) are not errors: the record is simply without effect, at every
-// site alike. Errors are failures of the database.
+// applier applies records to the model (the caller holds v.mu) and
+// collects the client events they produce and the rows to store. Rule
+// violations (a non-member posting, a duplicate client id) are not errors:
+// the record is simply without effect, at every site alike.
 type applier struct {
-	tx      *sql.Tx
-	emitted []Emitted
-	key     []byte
+	v          *View
+	m          *model
+	db         *dbBatch
+	dirtyRooms map[string]bool
+	dirtyUsers map[string]bool
+	emitted    []Emitted
 }
 
 func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
-	at := r.At.UnixNano()
 	switch r.Type {
 	case salamander.RecSigningKey:
-		res, err := a.tx.Exec(`INSERT INTO meta(k, v) VALUES('signing_key', ?) ON CONFLICT(k) DO NOTHING`, r.Key)
-		if err != nil {
-			return err
+		if a.m.key == nil {
+			a.m.key = r.Key
+			a.db.key = r.Key
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			a.key = r.Key
-		}
-		return nil
 	case salamander.RecUserCreated:
-		dn := r.User
-		if r.DisplayName != nil {
-			dn = *r.DisplayName
+		if _, ok := a.m.users[r.User]; !ok {
+			dn := r.User
+			if r.DisplayName != nil {
+				dn = *r.DisplayName
+			}
+			a.m.users[r.User] = &userState{name: r.User, displayName: dn, hash: r.PasswordHash, created: r.At}
+			a.dirtyUsers[r.User] = true
 		}
-		_, err := a.tx.Exec(`INSERT INTO users(name, display_name, password_hash, created_at) VALUES(?, ?, ?, ?)
-			ON CONFLICT(name) DO NOTHING`, r.User, dn, r.PasswordHash, at)
-		return err
 	case salamander.RecProfileChanged:
-		if r.DisplayName != nil {
-			if _, err := a.tx.Exec(`UPDATE users SET display_name = ? WHERE name = ?`, *r.DisplayName, r.User); err != nil {
-				return err
+		if u := a.m.users[r.User]; u != nil {
+			if r.DisplayName != nil {
+				u.displayName = *r.DisplayName
 			}
-		}
-		if r.Status != nil {
-			if _, err := a.tx.Exec(`UPDATE users SET status = ? WHERE name = ?`, *r.Status, r.User); err != nil {
-				return err
+			if r.Status != nil {
+				u.status = *r.Status
 			}
+			a.dirtyUsers[r.User] = true
 		}
-		return nil
 	case salamander.RecSessionRevoked:
-		_, err := a.tx.Exec(`INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`,
-			r.Session, r.User, at)
-		return err
+		if _, ok := a.m.revoked[r.Session]; !ok {
+			a.m.revoked[r.Session] = struct{}{}
+			a.db.revoked = append(a.db.revoked, revokedRow{sid: r.Session, user: r.User, at: r.At.UnixNano()})
+		}
 	case salamander.RecUserRevoked:
 		// By log position, not time: every site agrees on positions, not
 		// on clocks.
-		_, err := a.tx.Exec(`UPDATE users SET revoked_seq = max(revoked_seq, ?) WHERE name = ?`, pos.Seq, r.User)
-		return err
+		if u := a.m.users[r.User]; u != nil {
+			u.revokedSeq = max(u.revokedSeq, pos.Seq)
+			a.dirtyUsers[r.User] = true
+		}
 	case salamander.RecFriendAdded:
 		return a.friendAdded(pos, r)
 	case salamander.RecRoomCreated:
@@ -126,239 +123,196 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		return a.messageSent(pos, r)
 	case salamander.RecMessageRead:
 		return a.messageRead(pos, r)
-	default:
-		return nil // a record type from a newer version: skipped alike everywhere
 	}
+	return nil // a record type from a newer version: skipped alike everywhere
 }
 
 func (a *applier) friendAdded(pos salamander.Position, r salamander.Record) error {
-	if !a.userExists(r.User) || !a.userExists(r.Friend) || r.User == r.Friend {
+	if a.m.users[r.User] == nil || a.m.users[r.Friend] == nil || r.User == r.Friend {
 		return nil
 	}
-	res, err := a.tx.Exec(`INSERT INTO friends(user, friend, at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`,
-		r.User, r.Friend, r.At.UnixNano())
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if !a.m.addFriend(r.User, r.Friend, r.At) {
 		return nil
 	}
+	a.db.friends = append(a.db.friends, friendRow{user: r.User, friend: r.Friend, at: r.At.UnixNano()})
 	ev := salamander.Event{Type: salamander.EventFriend, Pos: &pos, User: r.Friend, At: r.At}
-	return a.emit(ev, []string{r.User})
-}
-
-func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) error {
-	var exists int
-	if err := a.tx.QueryRow(`SELECT count(*) FROM rooms WHERE id = ?`, r.Room).Scan(&exists); err != nil {
-		return err
-	}
-	members := uniqueMembers(r.Members)
-	if exists > 0 || len(members) == 0 || (r.Kind == salamander.RoomDirect && len(members) != 2) {
-		return nil
-	}
-	if _, err := a.tx.Exec(`INSERT INTO rooms(id, kind, name, created_at) VALUES(?, ?, ?, ?)`,
-		r.Room, string(r.Kind), r.Name, r.At.UnixNano()); err != nil {
-		return err
-	}
-	for _, m := range members {
-		if _, err := a.tx.Exec(`INSERT INTO members(room, user, joined_at) VALUES(?, ?, ?)`, r.Room, m, r.At.UnixNano()); err != nil {
-			return err
-		}
-	}
-	return a.emitRoom(pos, r, salamander.ActionCreated, r.By, nil, nil)
-}
-
-func (a *applier) roomJoined(pos salamander.Position, r salamander.Record) error {
-	kind, ok, err := a.roomKind(r.Room)
-	if err != nil || !ok || kind != salamander.RoomGroup || !a.isMember(r.Room, r.By) {
-		return err
-	}
-	count, err := a.memberCount(r.Room)
-	if err != nil {
-		return err
-	}
-	var added []string
-	for _, m := range uniqueMembers(r.Members) {
-		if count >= salamander.MaxGroupMembers {
-			break
-		}
-		res, err := a.tx.Exec(`INSERT INTO members(room, user, joined_at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`,
-			r.Room, m, r.At.UnixNano())
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			count++
-			added = append(added, m)
-		}
-	}
-	if len(added) == 0 {
-		return nil
-	}
-	return a.emitRoom(pos, r, salamander.ActionJoined, r.By, added, nil)
-}
-
-func (a *applier) roomLeft(pos salamander.Position, r salamander.Record) error {
-	kind, ok, err := a.roomKind(r.Room)
-	if err != nil || !ok || kind != salamander.RoomGroup || !a.isMember(r.Room, r.User) {
-		return err
-	}
-	if _, err := a.tx.Exec(`DELETE FROM members WHERE room = ? AND user = ?`, r.Room, r.User); err != nil {
-		return err
-	}
-	return a.emitRoom(pos, r, salamander.ActionLeft, r.User, []string{r.User}, []string{r.User})
-}
-
-func (a *applier) roomRenamed(pos salamander.Position, r salamander.Record) error {
-	kind, ok, err := a.roomKind(r.Room)
-	if err != nil || !ok || kind != salamander.RoomGroup || !a.isMember(r.Room, r.By) {
-		return err
-	}
-	if _, err := a.tx.Exec(`UPDATE rooms SET name = ? WHERE id = ?`, r.Name, r.Room); err != nil {
-		return err
-	}
-	return a.emitRoom(pos, r, salamander.ActionRenamed, r.By, nil, nil)
-}
-
-func (a *applier) messageSent(pos salamander.Position, r salamander.Record) error {
-	if !a.isMember(r.Room, r.User) {
-		return nil
-	}
-	var dup int
-	if err := a.tx.QueryRow(`SELECT count(*) FROM messages WHERE room = ? AND sender = ? AND client_id = ?`,
-		r.Room, r.User, r.ClientID).Scan(&dup); err != nil {
-		return err
-	}
-	if dup > 0 {
-		return nil
-	}
-	var seq uint64
-	if err := a.tx.QueryRow(`UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq`, r.Room).Scan(&seq); err != nil {
-		return err
-	}
-	if _, err := a.tx.Exec(`INSERT INTO messages(room, seq, sender, client_id, text, sent_at, stream, stream_seq)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, r.Room, seq, r.User, r.ClientID, r.Text, r.At.UnixNano(), pos.Stream, pos.Seq); err != nil {
-		return err
-	}
-	// Sending marks the room read for the sender, as in every messenger.
-	if _, err := a.tx.Exec(`UPDATE members SET read_seq = ? WHERE room = ? AND user = ?`, seq, r.Room, r.User); err != nil {
-		return err
-	}
-	members, err := a.members(r.Room)
-	if err != nil {
-		return err
-	}
-	unread := 0
-	for _, m := range members {
-		if m.readSeq < seq {
-			unread++
-		}
-	}
-	msg := salamander.Message{Room: r.Room, Seq: seq, Sender: r.User, ClientID: r.ClientID, Text: r.Text,
-		SentAt: r.At, Unread: unread}
-	ev := salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: r.Room, Message: &msg, At: r.At}
-	return a.emit(ev, names(members))
-}
-
-func (a *applier) messageRead(pos salamander.Position, r salamander.Record) error {
-	var lastSeq uint64
-	err := a.tx.QueryRow(`SELECT last_seq FROM rooms WHERE id = ?`, r.Room).Scan(&lastSeq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	seq := min(r.Seq, lastSeq)
-	res, err := a.tx.Exec(`UPDATE members SET read_seq = ? WHERE room = ? AND user = ? AND read_seq < ?`,
-		seq, r.Room, r.User, seq)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil
-	}
-	members, err := a.members(r.Room)
-	if err != nil {
-		return err
-	}
-	ev := salamander.Event{Type: salamander.EventRead, Pos: &pos, RoomID: r.Room, User: r.User, Seq: seq, At: r.At}
-	return a.emit(ev, names(members))
-}
-
-// emitRoom emits a room event carrying the room as it is now, to its
-// members plus extra (a member who just left).
-func (a *applier) emitRoom(pos salamander.Position, r salamander.Record, action, user string, users, extra []string) error {
-	room, err := loadRoom(a.tx, r.Room, "")
-	if err != nil {
-		return err
-	}
-	ev := salamander.Event{Type: salamander.EventRoom, Pos: &pos, RoomID: r.Room, Room: &room, Action: action,
-		User: user, Users: users, At: r.At}
-	return a.emit(ev, append(slices.Clone(room.Members), extra...))
-}
-
-// emit stores ev for sync with its audience, fixed now, and queues it for
-// live delivery to the same audience: a device that reconnects and syncs
-// gets exactly what a connected one was pushed.
-func (a *applier) emit(ev salamander.Event, audience []string) error {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	if _, err := a.tx.Exec(`INSERT INTO events(stream, seq, body) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`,
-		ev.Pos.Stream, ev.Pos.Seq, string(body)); err != nil {
-		return err
+	a.db.userEvents = append(a.db.userEvents, eventRow{key: r.User, stm: pos.Stream, seq: pos.Seq, body: string(body)})
+	a.emitted = append(a.emitted, Emitted{Event: ev, Audience: []string{r.User}})
+	return nil
+}
+
+func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) error {
+	members := uniqueMembers(r.Members)
+	if a.m.rooms[r.Room] != nil || len(members) == 0 || (r.Kind == salamander.RoomDirect && len(members) != 2) {
+		return nil
 	}
-	audience = uniqueMembers(audience)
-	for _, u := range audience {
-		if _, err := a.tx.Exec(`INSERT INTO event_audience(user, stream, seq) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`,
-			u, ev.Pos.Stream, ev.Pos.Seq); err != nil {
+	rs := &roomState{id: r.Room, kind: r.Kind, name: r.Name, created: r.At, members: map[string]uint64{},
+		ids: map[string]uint64{}, idsLoaded: true}
+	a.m.rooms[r.Room] = rs
+	for _, u := range members {
+		a.join(rs, pos, u)
+	}
+	a.dirtyRooms[r.Room] = true
+	return a.roomEvent(pos, r, rs, salamander.ActionCreated, r.By, nil, "")
+}
+
+func (a *applier) roomJoined(pos salamander.Position, r salamander.Record) error {
+	rs := a.m.rooms[r.Room]
+	if rs == nil || rs.kind != salamander.RoomGroup || !isMember(rs, r.By) {
+		return nil
+	}
+	var added []string
+	for _, u := range uniqueMembers(r.Members) {
+		if len(rs.members) >= salamander.MaxGroupMembers {
+			break
+		}
+		if isMember(rs, u) {
+			continue
+		}
+		a.join(rs, pos, u)
+		added = append(added, u)
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	return a.roomEvent(pos, r, rs, salamander.ActionJoined, r.By, added, "")
+}
+
+func (a *applier) roomLeft(pos salamander.Position, r salamander.Record) error {
+	rs := a.m.rooms[r.Room]
+	if rs == nil || rs.kind != salamander.RoomGroup || !isMember(rs, r.User) {
+		return nil
+	}
+	a.m.removeMember(rs, r.User)
+	a.db.members[memberKey{rs.id, r.User}] = nil
+	// The leaver is told too: their span ends at this record, inclusive.
+	a.db.spans = append(a.db.spans, spanRow{user: r.User, room: rs.id, seq: pos.Seq, close: true})
+	return a.roomEvent(pos, r, rs, salamander.ActionLeft, r.User, []string{r.User}, r.User)
+}
+
+func (a *applier) roomRenamed(pos salamander.Position, r salamander.Record) error {
+	rs := a.m.rooms[r.Room]
+	if rs == nil || rs.kind != salamander.RoomGroup || !isMember(rs, r.By) {
+		return nil
+	}
+	rs.name = r.Name
+	a.dirtyRooms[rs.id] = true
+	return a.roomEvent(pos, r, rs, salamander.ActionRenamed, r.By, nil, "")
+}
+
+func (a *applier) messageSent(pos salamander.Position, r salamander.Record) error {
+	rs := a.m.rooms[r.Room]
+	if rs == nil || !isMember(rs, r.User) {
+		return nil
+	}
+	if !rs.idsLoaded {
+		if err := a.v.loadIDs(rs); err != nil {
 			return err
 		}
 	}
+	if _, dup := rs.ids[r.User+"\x00"+r.ClientID]; dup {
+		return nil
+	}
+	rs.lastSeq++
+	seq := rs.lastSeq
+	rs.remember(r.User, r.ClientID, seq)
+	// Sending marks the room read for the sender, as in every messenger.
+	rs.members[r.User] = seq
+	a.db.members[memberKey{rs.id, r.User}] = nil // state taken at snapshot
+	msg := &salamander.Message{Room: r.Room, Seq: seq, Sender: r.User, ClientID: r.ClientID, Text: r.Text, SentAt: r.At}
+	rs.last = msg
+	a.m.addRecent(pos, msg)
+	a.dirtyRooms[rs.id] = true
+	a.db.messages = append(a.db.messages, msgRow{room: r.Room, seq: seq, streamSeq: pos.Seq, sender: r.User,
+		clientID: r.ClientID, text: r.Text, sentAt: r.At.UnixNano()})
+	out := *msg
+	out.Unread = rs.unread(seq)
+	ev := salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: r.Room, Message: &out, At: r.At}
+	a.emitted = append(a.emitted, Emitted{Event: ev, Audience: memberNames(rs)})
+	return nil
+}
+
+func (a *applier) messageRead(pos salamander.Position, r salamander.Record) error {
+	rs := a.m.rooms[r.Room]
+	if rs == nil || !isMember(rs, r.User) {
+		return nil
+	}
+	seq := min(r.Seq, rs.lastSeq)
+	if seq <= rs.members[r.User] {
+		return nil
+	}
+	rs.members[r.User] = seq
+	a.db.members[memberKey{rs.id, r.User}] = nil // state taken at snapshot
+	ev := salamander.Event{Type: salamander.EventRead, Pos: &pos, RoomID: r.Room, User: r.User, Seq: seq, At: r.At}
+	return a.storeRoomEvent(ev, memberNames(rs))
+}
+
+// join adds user to a room and opens their membership span at pos.
+func (a *applier) join(rs *roomState, pos salamander.Position, user string) {
+	a.m.addMember(rs, user, 0)
+	a.db.members[memberKey{rs.id, user}] = nil // state taken at snapshot
+	a.db.spans = append(a.db.spans, spanRow{user: user, stream: pos.Stream, room: rs.id, seq: pos.Seq})
+}
+
+// roomEvent emits a room event carrying the room as it is now, to its
+// members plus extra (a member who just left).
+func (a *applier) roomEvent(pos salamander.Position, r salamander.Record, rs *roomState, action, user string, users []string, extra string) error {
+	room := rs.roomView("")
+	ev := salamander.Event{Type: salamander.EventRoom, Pos: &pos, RoomID: rs.id, Room: &room, Action: action,
+		User: user, Users: users, At: r.At}
+	audience := room.Members
+	if extra != "" {
+		audience = append(slices.Clone(audience), extra)
+	}
+	return a.storeRoomEvent(ev, audience)
+}
+
+// storeRoomEvent stores ev for sync and queues it for live delivery. Its
+// audience is the room's members at ev's position, which is what the
+// membership spans give sync: a device that reconnects and syncs gets
+// exactly what a connected one was pushed.
+func (a *applier) storeRoomEvent(ev salamander.Event, audience []string) error {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	a.db.roomEvents = append(a.db.roomEvents, eventRow{key: ev.RoomID, seq: ev.Pos.Seq, body: string(body)})
 	a.emitted = append(a.emitted, Emitted{Event: ev, Audience: audience})
 	return nil
 }
 
-func (a *applier) userExists(name string) bool {
-	var n int
-	return a.tx.QueryRow(`SELECT count(*) FROM users WHERE name = ?`, name).Scan(&n) == nil && n > 0
-}
-
-func (a *applier) isMember(room, user string) bool {
-	var n int
-	return a.tx.QueryRow(`SELECT count(*) FROM members WHERE room = ? AND user = ?`, room, user).Scan(&n) == nil && n > 0
-}
-
-func (a *applier) roomKind(room string) (salamander.RoomKind, bool, error) {
-	var kind string
-	err := a.tx.QueryRow(`SELECT kind FROM rooms WHERE id = ?`, room).Scan(&kind)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, nil
+// snapshot records the end state of every room, member and user the batch
+// touched, for the store.
+func (a *applier) snapshot() {
+	for id := range a.dirtyRooms {
+		rs := a.m.rooms[id]
+		a.db.rooms[id] = roomRow{id: id, kind: string(rs.kind), name: rs.name, created: rs.created.UnixNano(), lastSeq: rs.lastSeq}
 	}
-	return salamander.RoomKind(kind), err == nil, err
+	for k := range a.db.members {
+		if rs := a.m.rooms[k.room]; rs != nil {
+			if read, ok := rs.members[k.user]; ok {
+				a.db.members[k] = &read
+			}
+		}
+	}
+	for name := range a.dirtyUsers {
+		a.db.users[name] = *a.m.users[name]
+	}
 }
 
-func (a *applier) memberCount(room string) (int, error) {
-	var n int
-	err := a.tx.QueryRow(`SELECT count(*) FROM members WHERE room = ?`, room).Scan(&n)
-	return n, err
+func isMember(rs *roomState, user string) bool {
+	_, ok := rs.members[user]
+	return ok
 }
 
-type member struct {
-	name    string
-	readSeq uint64
-}
-
-func (a *applier) members(room string) ([]member, error) {
-	return loadMembers(a.tx, room)
-}
-
-func names(ms []member) []string {
-	out := make([]string, len(ms))
-	for i, m := range ms {
-		out[i] = m.name
+func memberNames(rs *roomState) []string {
+	out := make([]string, 0, len(rs.members))
+	for u := range rs.members {
+		out = append(out, u)
 	}
 	return out
 }

@@ -4,160 +4,235 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"time"
+	"slices"
+	"strings"
 
 	"github.com/salamander-chat/salamander"
 )
 
-// querier is what both a transaction and the reader pool offer.
-type querier interface {
-	QueryRow(query string, args ...any) *sql.Row
-	Query(query string, args ...any) (*sql.Rows, error)
-}
+// Queries about users, sessions, rooms and members answer from the model;
+// history and sync read the store once it holds everything the model had
+// applied when they began.
 
 // User returns a user's profile; CodeNotFound if there is no such user.
-func (v *View) User(ctx context.Context, name string) (salamander.User, error) {
-	var u salamander.User
-	var created int64
-	err := v.r.QueryRowContext(ctx, `SELECT name, display_name, status, created_at FROM users WHERE name = ?`, name).
-		Scan(&u.Name, &u.DisplayName, &u.Status, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return u, salamander.Errorf(salamander.CodeNotFound, "no user %q", name)
+func (v *View) User(_ context.Context, name string) (salamander.User, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	u := v.m.users[name]
+	if u == nil {
+		return salamander.User{}, salamander.Errorf(salamander.CodeNotFound, "no user %q", name)
 	}
-	if err != nil {
-		return u, fmt.Errorf("view: user %s: %w", name, err)
-	}
-	u.CreatedAt = fromNanos(created)
-	return u, nil
+	return u.public(), nil
+}
+
+func (u *userState) public() salamander.User {
+	return salamander.User{Name: u.name, DisplayName: u.displayName, Status: u.status, CreatedAt: u.created}
 }
 
 // Credentials returns a user's password hash and the accounts-stream
 // position of their latest "revoke every session": a session issued by a
 // site that had not yet applied that position is revoked. CodeNotFound if
 // there is no such user.
-func (v *View) Credentials(ctx context.Context, name string) (hash string, revokedSeq uint64, err error) {
-	err = v.r.QueryRowContext(ctx, `SELECT password_hash, revoked_seq FROM users WHERE name = ?`, name).Scan(&hash, &revokedSeq)
-	if errors.Is(err, sql.ErrNoRows) {
+func (v *View) Credentials(_ context.Context, name string) (hash string, revokedSeq uint64, err error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	u := v.m.users[name]
+	if u == nil {
 		return "", 0, salamander.Errorf(salamander.CodeNotFound, "no user %q", name)
 	}
-	if err != nil {
-		return "", 0, fmt.Errorf("view: credentials %s: %w", name, err)
-	}
-	return hash, revokedSeq, nil
+	return u.hash, u.revokedSeq, nil
 }
 
 // SessionRevoked reports whether the session id was logged out.
-func (v *View) SessionRevoked(ctx context.Context, sid string) (bool, error) {
-	var n int
-	if err := v.r.QueryRowContext(ctx, `SELECT count(*) FROM revoked_sessions WHERE sid = ?`, sid).Scan(&n); err != nil {
-		return false, fmt.Errorf("view: session %s: %w", sid, err)
-	}
-	return n > 0, nil
+func (v *View) SessionRevoked(_ context.Context, sid string) (bool, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	_, ok := v.m.revoked[sid]
+	return ok, nil
 }
 
 // Friends lists the users that user has added, by name.
-func (v *View) Friends(ctx context.Context, user string) ([]salamander.User, error) {
-	rows, err := v.r.QueryContext(ctx, `SELECT u.name, u.display_name, u.status, u.created_at
-		FROM friends f JOIN users u ON u.name = f.friend WHERE f.user = ? ORDER BY u.name`, user)
-	if err != nil {
-		return nil, fmt.Errorf("view: friends of %s: %w", user, err)
-	}
-	defer rows.Close()
+func (v *View) Friends(_ context.Context, user string) ([]salamander.User, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
 	out := []salamander.User{}
-	for rows.Next() {
-		var u salamander.User
-		var created int64
-		if err := rows.Scan(&u.Name, &u.DisplayName, &u.Status, &created); err != nil {
-			return nil, fmt.Errorf("view: friends of %s: %w", user, err)
+	for f := range v.m.friends[user] {
+		if u := v.m.users[f]; u != nil {
+			out = append(out, u.public())
 		}
-		u.CreatedAt = fromNanos(created)
-		out = append(out, u)
 	}
-	return out, rows.Err()
+	slices.SortFunc(out, func(a, b salamander.User) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 // Followers lists the users who have added user as a friend: the people
 // told about user's presence.
-func (v *View) Followers(ctx context.Context, user string) ([]string, error) {
-	return queryStrings(ctx, v.r, `SELECT user FROM friends WHERE friend = ?`, user)
+func (v *View) Followers(_ context.Context, user string) ([]string, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]string, 0, len(v.m.followers[user]))
+	for f := range v.m.followers[user] {
+		out = append(out, f)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // Members lists a room's members; empty if there is no such room.
-func (v *View) Members(ctx context.Context, room string) ([]string, error) {
-	return queryStrings(ctx, v.r, `SELECT user FROM members WHERE room = ? ORDER BY user`, room)
+func (v *View) Members(_ context.Context, room string) ([]string, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := []string{}
+	if rs := v.m.rooms[room]; rs != nil {
+		out = memberNames(rs)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // IsMember reports whether user is a member of room.
-func (v *View) IsMember(ctx context.Context, room, user string) (bool, error) {
-	var n int
-	err := v.r.QueryRowContext(ctx, `SELECT count(*) FROM members WHERE room = ? AND user = ?`, room, user).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("view: membership %s/%s: %w", room, user, err)
-	}
-	return n > 0, nil
+func (v *View) IsMember(_ context.Context, room, user string) (bool, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	rs := v.m.rooms[room]
+	return rs != nil && isMember(rs, user), nil
 }
 
 // Room returns a room as viewer sees it: CodeNotFound if there is no such
 // room, CodeForbidden if viewer is not a member.
-func (v *View) Room(ctx context.Context, id, viewer string) (salamander.Room, error) {
-	tx, err := v.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return salamander.Room{}, fmt.Errorf("view: room %s: %w", id, err)
+func (v *View) Room(_ context.Context, id, viewer string) (salamander.Room, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	rs := v.m.rooms[id]
+	if rs == nil {
+		return salamander.Room{ID: id}, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
 	}
-	defer tx.Rollback()
-	room, err := loadRoom(tx, id, viewer)
-	if err != nil {
-		return room, err
-	}
-	if _, ok := room.ReadMarkers[viewer]; !ok {
+	if viewer != "" && !isMember(rs, viewer) {
 		return salamander.Room{}, salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id)
 	}
-	return room, nil
+	return rs.roomView(viewer), nil
 }
 
 // RoomsOf lists the rooms user is a member of, most recently active first.
-func (v *View) RoomsOf(ctx context.Context, user string) ([]salamander.Room, error) {
-	tx, err := v.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("view: rooms of %s: %w", user, err)
+func (v *View) RoomsOf(_ context.Context, user string) ([]salamander.Room, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	rooms := make([]*roomState, 0, len(v.m.userRooms[user]))
+	for id := range v.m.userRooms[user] {
+		rooms = append(rooms, v.m.rooms[id])
 	}
-	defer tx.Rollback()
-	ids, err := queryStrings(ctx, tx, `SELECT m.room FROM members m JOIN rooms r ON r.id = m.room WHERE m.user = ?
-		ORDER BY coalesce((SELECT sent_at FROM messages WHERE room = r.id AND seq = r.last_seq), r.created_at) DESC`, user)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]salamander.Room, 0, len(ids))
-	for _, id := range ids {
-		room, err := loadRoom(tx, id, user)
-		if err != nil {
-			return nil, err
+	slices.SortFunc(rooms, func(a, b *roomState) int {
+		if c := b.activity().Compare(a.activity()); c != 0 {
+			return c
 		}
-		out = append(out, room)
+		return strings.Compare(a.id, b.id)
+	})
+	out := make([]salamander.Room, 0, len(rooms))
+	for _, rs := range rooms {
+		out = append(out, rs.roomView(user))
 	}
 	return out, nil
+}
+
+// MessageAt returns the message committed at pos, if the record there was
+// accepted as a message and is recent (the model keeps the last few
+// thousand messages of each stream by position; callers fall back to
+// MessageByClientID).
+func (v *View) MessageAt(_ context.Context, pos salamander.Position) (salamander.Message, bool, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	m := v.m.recent[pos]
+	if m == nil {
+		return salamander.Message{}, false, nil
+	}
+	out := *m
+	if rs := v.m.rooms[m.Room]; rs != nil {
+		out.Unread = rs.unread(m.Seq)
+	}
+	return out, true, nil
+}
+
+// MessageByClientID finds the message sender sent to room with clientID,
+// among the room's newest DedupeWindow messages.
+func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID string) (salamander.Message, bool, error) {
+	v.mu.RLock()
+	rs := v.m.rooms[room]
+	if rs == nil {
+		v.mu.RUnlock()
+		return salamander.Message{}, false, nil
+	}
+	if !rs.idsLoaded {
+		// Rare: the room has not been used since this site started. Its
+		// window is loaded by the applier; read the store instead.
+		v.mu.RUnlock()
+		return v.messageByClientIDStored(ctx, room, sender, clientID)
+	}
+	seq, ok := rs.ids[sender+"\x00"+clientID]
+	v.mu.RUnlock()
+	if !ok {
+		return salamander.Message{}, false, nil
+	}
+	return v.message(ctx, room, seq)
+}
+
+func (v *View) messageByClientIDStored(ctx context.Context, room, sender, clientID string) (salamander.Message, bool, error) {
+	var seq uint64
+	err := v.r.QueryRowContext(ctx, `SELECT seq FROM (SELECT seq, sender, client_id FROM messages WHERE room = ?
+		ORDER BY seq DESC LIMIT ?) WHERE sender = ? AND client_id = ?`, room, DedupeWindow, sender, clientID).Scan(&seq)
+	if err == sql.ErrNoRows {
+		return salamander.Message{}, false, nil
+	}
+	if err != nil {
+		return salamander.Message{}, false, fmt.Errorf("view: message by client id: %w", err)
+	}
+	return v.message(ctx, room, seq)
+}
+
+// message returns a room's message by seq, from memory when it is the
+// newest, else from the store.
+func (v *View) message(ctx context.Context, room string, seq uint64) (salamander.Message, bool, error) {
+	v.mu.RLock()
+	rs := v.m.rooms[room]
+	if rs != nil && rs.last != nil && rs.last.Seq == seq {
+		out := *rs.last
+		out.Unread = rs.unread(seq)
+		v.mu.RUnlock()
+		return out, true, nil
+	}
+	v.mu.RUnlock()
+	if err := v.waitStored(ctx); err != nil {
+		return salamander.Message{}, false, err
+	}
+	rows, err := v.r.QueryContext(ctx, `SELECT room, seq, sender, client_id, text, sent_at FROM messages WHERE room = ? AND seq = ?`, room, seq)
+	if err != nil {
+		return salamander.Message{}, false, fmt.Errorf("view: message: %w", err)
+	}
+	msgs, err := scanMessages(rows)
+	if err != nil || len(msgs) == 0 {
+		return salamander.Message{}, false, err
+	}
+	v.setUnread(msgs)
+	return msgs[0], true, nil
 }
 
 // History returns up to limit messages of room in ascending order: the ones
 // after seq `after` when after > 0, else the ones before `before` when
 // before > 0, else the newest. Membership is the caller's to check.
 func (v *View) History(ctx context.Context, room string, before, after uint64, limit int) (salamander.HistoryPage, error) {
-	tx, err := v.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
+	if err := v.waitStored(ctx); err != nil {
+		return salamander.HistoryPage{}, err
 	}
-	defer tx.Rollback()
 	var rows *sql.Rows
+	var err error
 	const cols = `SELECT room, seq, sender, client_id, text, sent_at FROM messages WHERE room = ?`
 	switch {
 	case after > 0:
-		rows, err = tx.QueryContext(ctx, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`, room, after, limit+1)
+		rows, err = v.r.QueryContext(ctx, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`, room, after, limit+1)
 	case before > 0:
-		rows, err = tx.QueryContext(ctx, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`, room, before, limit+1)
+		rows, err = v.r.QueryContext(ctx, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`, room, before, limit+1)
 	default:
-		rows, err = tx.QueryContext(ctx, cols+` ORDER BY seq DESC LIMIT ?`, room, limit+1)
+		rows, err = v.r.QueryContext(ctx, cols+` ORDER BY seq DESC LIMIT ?`, room, limit+1)
 	}
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
@@ -172,71 +247,58 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, l
 		page.Messages = msgs[:limit]
 	}
 	if after == 0 { // fetched newest-first; return ascending
-		for i, j := 0, len(page.Messages)-1; i < j; i, j = i+1, j-1 {
-			page.Messages[i], page.Messages[j] = page.Messages[j], page.Messages[i]
-		}
+		slices.Reverse(page.Messages)
 	}
-	members, err := loadMembers(tx, room)
-	if err != nil {
-		return salamander.HistoryPage{}, err
-	}
-	for i := range page.Messages {
-		page.Messages[i].Unread = unreadCount(members, page.Messages[i].Seq)
-	}
+	v.setUnread(page.Messages)
 	return page, nil
 }
 
-// MessageAt returns the message committed at pos, if the record there was
-// accepted as a message.
-func (v *View) MessageAt(ctx context.Context, pos salamander.Position) (salamander.Message, bool, error) {
-	return v.oneMessage(ctx, `SELECT room, seq, sender, client_id, text, sent_at FROM messages WHERE stream = ? AND stream_seq = ?`,
-		pos.Stream, pos.Seq)
+// setUnread sets each message's unread count from the current markers.
+func (v *View) setUnread(msgs []salamander.Message) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for i := range msgs {
+		if rs := v.m.rooms[msgs[i].Room]; rs != nil {
+			msgs[i].Unread = rs.unread(msgs[i].Seq)
+		}
+	}
 }
 
-// MessageByClientID finds the message sender sent to room with clientID.
-func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID string) (salamander.Message, bool, error) {
-	return v.oneMessage(ctx, `SELECT room, seq, sender, client_id, text, sent_at FROM messages
-		WHERE room = ? AND sender = ? AND client_id = ?`, room, sender, clientID)
-}
-
-func (v *View) oneMessage(ctx context.Context, query string, args ...any) (salamander.Message, bool, error) {
-	tx, err := v.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return salamander.Message{}, false, fmt.Errorf("view: message: %w", err)
-	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return salamander.Message{}, false, fmt.Errorf("view: message: %w", err)
-	}
-	msgs, err := scanMessages(rows)
-	if err != nil || len(msgs) == 0 {
-		return salamander.Message{}, false, err
-	}
-	members, err := loadMembers(tx, msgs[0].Room)
-	if err != nil {
-		return salamander.Message{}, false, err
-	}
-	msgs[0].Unread = unreadCount(members, msgs[0].Seq)
-	return msgs[0], true, nil
-}
+// syncQuery returns, for one user and stream, the events after a position
+// up to another, in log order: messages and other room events of every
+// room while the user was in it (their membership spans), and the user's
+// own events.
+const syncQuery = `SELECT seq, kind, room, body, mseq, sender, client_id, text, sent_at FROM (
+  SELECT m.stream_seq AS seq, 1 AS kind, m.room, '' AS body, m.seq AS mseq, m.sender, m.client_id, m.text, m.sent_at
+    FROM spans s JOIN messages m ON m.room = s.room AND m.stream_seq > max(?1, s.from_seq - 1) AND m.stream_seq <= min(s.to_seq, ?2)
+    WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
+  UNION ALL
+  SELECT e.seq, 2, e.room, e.body, 0, '', '', '', 0
+    FROM spans s JOIN room_events e ON e.room = s.room AND e.seq > max(?1, s.from_seq - 1) AND e.seq <= min(s.to_seq, ?2)
+    WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
+  UNION ALL
+  SELECT seq, 3, '', body, 0, '', '', '', 0 FROM user_events WHERE user = ?3 AND stream = ?4 AND seq > ?1 AND seq <= ?2
+) ORDER BY seq LIMIT ?5`
 
 // Sync returns the stored events for user after cursor, at most limit, and
 // the cursor to continue from. The result is one consistent snapshot: a
 // stream's cursor moves to this site's applied position only when every
 // event of the user's up to there was returned.
 func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, limit int) (salamander.SyncResult, error) {
+	if err := v.waitStored(ctx); err != nil {
+		return salamander.SyncResult{}, err
+	}
 	tx, err := v.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return salamander.SyncResult{}, fmt.Errorf("view: sync: %w", err)
 	}
 	defer tx.Rollback()
 	applied := map[string]uint64{}
+	var streams []string
 	rows, err := tx.QueryContext(ctx, `SELECT stream, seq FROM applied ORDER BY stream`)
 	if err != nil {
 		return salamander.SyncResult{}, fmt.Errorf("view: sync: %w", err)
 	}
-	var streams []string
 	for rows.Next() {
 		var s string
 		var seq uint64
@@ -250,47 +312,15 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 	rows.Close()
 	next := cur.Clone()
 	res := salamander.SyncResult{Events: []salamander.Event{}}
-	markers := map[string][]member{}
 	for _, s := range streams {
 		remaining := limit - len(res.Events)
-		rows, err := tx.QueryContext(ctx, `SELECT e.seq, e.body FROM event_audience a
-			JOIN events e ON e.stream = a.stream AND e.seq = a.seq
-			WHERE a.user = ? AND a.stream = ? AND a.seq > ? ORDER BY a.seq LIMIT ?`,
-			user, s, cur[s], remaining+1)
+		got, err := v.syncStream(ctx, tx, user, s, cur[s], applied[s], remaining+1)
 		if err != nil {
-			return salamander.SyncResult{}, fmt.Errorf("view: sync %s: %w", s, err)
+			return salamander.SyncResult{}, err
 		}
-		var got []salamander.Event
-		for rows.Next() {
-			var seq uint64
-			var body string
-			if err := rows.Scan(&seq, &body); err != nil {
-				rows.Close()
-				return salamander.SyncResult{}, fmt.Errorf("view: sync %s: %w", s, err)
-			}
-			var ev salamander.Event
-			if err := json.Unmarshal([]byte(body), &ev); err != nil {
-				rows.Close()
-				return salamander.SyncResult{}, fmt.Errorf("view: sync %s:%d: %w", s, seq, err)
-			}
-			got = append(got, ev)
-		}
-		rows.Close()
 		if len(got) > remaining {
 			got = got[:remaining]
 			res.More = true
-		}
-		for i := range got {
-			if m := got[i].Message; m != nil {
-				ms, ok := markers[m.Room]
-				if !ok {
-					if ms, err = loadMembers(tx, m.Room); err != nil {
-						return salamander.SyncResult{}, err
-					}
-					markers[m.Room] = ms
-				}
-				m.Unread = unreadCount(ms, m.Seq)
-			}
 		}
 		res.Events = append(res.Events, got...)
 		if res.More {
@@ -301,123 +331,59 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 		}
 		next.Advance(salamander.Position{Stream: s, Seq: applied[s]})
 	}
+	v.mu.RLock()
+	for i := range res.Events {
+		if m := res.Events[i].Message; m != nil {
+			if rs := v.m.rooms[m.Room]; rs != nil {
+				m.Unread = rs.unread(m.Seq)
+			}
+		}
+	}
+	v.mu.RUnlock()
 	res.Cursor = next.String()
 	return res, nil
 }
 
-func loadMembers(q querier, room string) ([]member, error) {
-	rows, err := q.Query(`SELECT user, read_seq FROM members WHERE room = ? ORDER BY user`, room)
+func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, after, upTo uint64, limit int) ([]salamander.Event, error) {
+	rows, err := tx.QueryContext(ctx, syncQuery, after, upTo, user, stream, limit)
 	if err != nil {
-		return nil, fmt.Errorf("view: members of %s: %w", room, err)
+		return nil, fmt.Errorf("view: sync %s: %w", stream, err)
 	}
 	defer rows.Close()
-	var out []member
+	var out []salamander.Event
 	for rows.Next() {
-		var m member
-		if err := rows.Scan(&m.name, &m.readSeq); err != nil {
-			return nil, fmt.Errorf("view: members of %s: %w", room, err)
+		var seq, mseq uint64
+		var kind int
+		var room, body, sender, cid, text string
+		var sent int64
+		if err := rows.Scan(&seq, &kind, &room, &body, &mseq, &sender, &cid, &text, &sent); err != nil {
+			return nil, fmt.Errorf("view: sync %s: %w", stream, err)
 		}
-		out = append(out, m)
+		if kind == 1 {
+			at := fromNanos(sent)
+			out = append(out, salamander.Event{Type: salamander.EventMessage, Pos: &salamander.Position{Stream: stream, Seq: seq},
+				RoomID: room, At: at, Message: &salamander.Message{Room: room, Seq: mseq, Sender: sender, ClientID: cid,
+					Text: text, SentAt: at}})
+			continue
+		}
+		var ev salamander.Event
+		if err := json.Unmarshal([]byte(body), &ev); err != nil {
+			return nil, fmt.Errorf("view: sync %s:%d: %w", stream, seq, err)
+		}
+		out = append(out, ev)
 	}
 	return out, rows.Err()
-}
-
-// loadRoom reads a room with viewer's unread count (viewer may be "").
-func loadRoom(q querier, id, viewer string) (salamander.Room, error) {
-	room := salamander.Room{ID: id}
-	var kind string
-	var created int64
-	err := q.QueryRow(`SELECT kind, name, created_at, last_seq FROM rooms WHERE id = ?`, id).
-		Scan(&kind, &room.Name, &created, &room.LastSeq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return room, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
-	}
-	if err != nil {
-		return room, fmt.Errorf("view: room %s: %w", id, err)
-	}
-	room.Kind = salamander.RoomKind(kind)
-	room.CreatedAt = fromNanos(created)
-	members, err := loadMembers(q, id)
-	if err != nil {
-		return room, err
-	}
-	room.Members = names(members)
-	room.ReadMarkers = make(map[string]uint64, len(members))
-	for _, m := range members {
-		room.ReadMarkers[m.name] = m.readSeq
-	}
-	if viewer != "" {
-		room.ReadSeq = room.ReadMarkers[viewer]
-		room.Unread = room.LastSeq - min(room.ReadSeq, room.LastSeq)
-	}
-	if room.LastSeq > 0 {
-		rows, err := q.Query(`SELECT room, seq, sender, client_id, text, sent_at FROM messages WHERE room = ? AND seq = ?`,
-			id, room.LastSeq)
-		if err != nil {
-			return room, fmt.Errorf("view: last message of %s: %w", id, err)
-		}
-		msgs, err := scanMessages(rows)
-		if err != nil {
-			return room, fmt.Errorf("view: last message of %s: %w", id, err)
-		}
-		if len(msgs) == 1 {
-			msgs[0].Unread = unreadCount(members, msgs[0].Seq)
-			room.LastMessage = &msgs[0]
-		}
-	}
-	return room, nil
 }
 
 func scanMessages(rows *sql.Rows) ([]salamander.Message, error) {
 	defer rows.Close()
 	var out []salamander.Message
 	for rows.Next() {
-		var m salamander.Message
-		var sent int64
-		if err := rows.Scan(&m.Room, &m.Seq, &m.Sender, &m.ClientID, &m.Text, &sent); err != nil {
+		m, err := scanMessage(rows)
+		if err != nil {
 			return nil, err
 		}
-		m.SentAt = fromNanos(sent)
 		out = append(out, m)
 	}
 	return out, rows.Err()
-}
-
-// unreadCount is how many members have a read marker before seq.
-func unreadCount(members []member, seq uint64) int {
-	n := 0
-	for _, m := range members {
-		if m.readSeq < seq {
-			n++
-		}
-	}
-	return n
-}
-
-type contextQuerier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func queryStrings(ctx context.Context, q contextQuerier, query string, args ...any) ([]string, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("view: %w", err)
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, fmt.Errorf("view: %w", err)
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
-}
-
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -25,10 +26,6 @@ import (
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 )
-
-// schemaVersion changes whenever the schema or the apply rules change; a
-// database of another version is rebuilt from the log.
-const schemaVersion = 4
 
 // Source is the log a view applies: the streams there are and an ordered
 // tail of each. *jsstore.Store implements it.
@@ -46,18 +43,27 @@ type Emitted struct {
 	Audience []string
 }
 
-// View is one site's read model.
+// View is one site's read model: the in-memory model every request
+// answers from first, and the SQLite store written behind it.
 type View struct {
 	path string
 	log  *slog.Logger
-	w    *sql.DB // the applier's single connection
+	w    *sql.DB // the writer's single connection
 	r    *sql.DB // readers
+	st   *statements
 
-	mu        sync.Mutex
-	applied   map[string]uint64
-	advanced  chan struct{} // closed and replaced after every commit
-	listeners []func([]Emitted)
-	key       []byte
+	// mu guards the model and everything below. The applier holds it for
+	// writing while it applies a batch; requests hold it for reading.
+	mu sync.RWMutex
+	m  *model
+	// applied is how far the model has applied each stream; dbApplied how
+	// far the store has. Requests that read the store wait until it has
+	// caught up with the model as it was when they started.
+	applied    map[string]uint64
+	dbApplied  map[string]uint64
+	advanced   chan struct{} // closed and replaced after every applied batch
+	dbAdvanced chan struct{} // closed and replaced after every store commit
+	listeners  []func([]Emitted)
 }
 
 // Open opens the read model at path, rebuilding it from scratch if it is
@@ -90,8 +96,12 @@ func open(path string, log *slog.Logger) (*View, error) {
 		return nil, fmt.Errorf("view: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	v := &View{path: path, log: log, w: w, applied: map[string]uint64{}, advanced: make(chan struct{})}
+	v := &View{path: path, log: log, w: w, advanced: make(chan struct{}), dbAdvanced: make(chan struct{})}
 	if err := v.init(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if v.st, err = prepare(w); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -129,57 +139,12 @@ func (v *View) init() error {
 	default:
 		return fmt.Errorf("view: schema version %d, want %d", version, schemaVersion)
 	}
-	rows, err := v.w.Query("SELECT stream, seq FROM applied")
-	if err != nil {
-		return fmt.Errorf("view: read applied positions: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var s string
-		var seq uint64
-		if err := rows.Scan(&s, &seq); err != nil {
-			return fmt.Errorf("view: read applied positions: %w", err)
-		}
-		v.applied[s] = seq
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("view: read applied positions: %w", err)
-	}
-	var key []byte
-	err = v.w.QueryRow("SELECT v FROM meta WHERE k = 'signing_key'").Scan(&key)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("view: read signing key: %w", err)
-	}
-	v.key = key
-	return nil
+	return v.load()
 }
-
-const schema = `
-CREATE TABLE applied(stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-CREATE TABLE meta(k TEXT PRIMARY KEY, v BLOB);
-CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
-  password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
-CREATE TABLE friends(user TEXT NOT NULL, friend TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(user, friend));
-CREATE INDEX friends_rev ON friends(friend);
-CREATE TABLE rooms(id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE members(room TEXT NOT NULL, user TEXT NOT NULL, read_seq INTEGER NOT NULL DEFAULT 0,
-  joined_at INTEGER NOT NULL, PRIMARY KEY(room, user));
-CREATE INDEX members_user ON members(user);
-CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL, client_id TEXT NOT NULL,
-  text TEXT NOT NULL, sent_at INTEGER NOT NULL, stream TEXT NOT NULL, stream_seq INTEGER NOT NULL,
-  PRIMARY KEY(room, seq), UNIQUE(room, sender, client_id));
-CREATE UNIQUE INDEX messages_pos ON messages(stream, stream_seq);
-CREATE TABLE events(stream TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(stream, seq));
--- Who an event concerns, fixed when it is applied: the same set live
--- delivery pushes it to, so sync and live never disagree.
-CREATE TABLE event_audience(user TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
-  PRIMARY KEY(user, stream, seq)) WITHOUT ROWID;
-`
 
 // Close closes the database. Run must have returned.
 func (v *View) Close() error {
+	v.st.close()
 	return errors.Join(v.r.Close(), v.w.Close())
 }
 
@@ -196,46 +161,74 @@ func (v *View) OnApply(fn func([]Emitted)) {
 
 // Applied returns a copy of the applied position of every stream.
 func (v *View) Applied() map[string]uint64 {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	out := make(map[string]uint64, len(v.applied))
-	for k, s := range v.applied {
-		out[k] = s
-	}
-	return out
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return maps.Clone(v.applied)
 }
 
 // SigningKey is the cluster's session-signing key, or nil until the record
 // that creates it has been applied.
 func (v *View) SigningKey() []byte {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.key
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.m.key
 }
 
 // WaitApplied blocks until the view has applied the log up to pos, so that
 // a query after a write at this site sees the write (read-your-writes).
 func (v *View) WaitApplied(ctx context.Context, pos salamander.Position) error {
 	for {
-		v.mu.Lock()
+		v.mu.RLock()
 		done := v.applied[pos.Stream] >= pos.Seq
 		ch := v.advanced
-		v.mu.Unlock()
+		v.mu.RUnlock()
 		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return salamander.Errorf(salamander.CodeUnavailable, "this site is catching up with the log; try again or another site")
+			return errCatchingUp
+		case <-ch:
+		}
+	}
+}
+
+var errCatchingUp = salamander.Errorf(salamander.CodeUnavailable, "this site is catching up with the log; try again or another site")
+
+// waitStored blocks until the store holds everything the model had applied
+// when it was called, so that a query of the store sees every write this
+// site has acknowledged. The store trails the model by one transaction.
+func (v *View) waitStored(ctx context.Context) error {
+	v.mu.RLock()
+	want := maps.Clone(v.applied)
+	v.mu.RUnlock()
+	for {
+		v.mu.RLock()
+		done := true
+		for s, seq := range want {
+			if v.dbApplied[s] < seq {
+				done = false
+				break
+			}
+		}
+		ch := v.dbAdvanced
+		v.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errCatchingUp
 		case <-ch:
 		}
 	}
 }
 
 // Run applies the log from src until ctx ends: one ordered tail per stream
-// feeding one applier, which commits batches of records with their positions.
+// feeds the applier, which applies batches of records to the model and
+// hands what they change to the store's writer, which commits it behind.
 func (v *View) Run(ctx context.Context, src Source) {
-	entries := make(chan jsstore.Entry, 4096)
+	entries := make(chan jsstore.Entry, 8192)
 	var wg sync.WaitGroup
 	applied := v.Applied()
 	for _, s := range src.Streams() {
@@ -253,7 +246,14 @@ func (v *View) Run(ctx context.Context, src Source) {
 		}(s, applied[s]+1)
 	}
 	defer wg.Wait()
-	batch := make([]jsstore.Entry, 0, 512)
+	toStore := make(chan *dbBatch, 256)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		v.runWriter(toStore)
+	}()
+	defer close(toStore)
+	batch := make([]jsstore.Entry, 0, 1024)
 	for {
 		select {
 		case <-ctx.Done():
@@ -271,8 +271,11 @@ func (v *View) Run(ctx context.Context, src Source) {
 			}
 		}
 		for {
-			err := v.applyBatch(batch)
+			b, err := v.applyModel(batch)
 			if err == nil {
+				if b != nil {
+					toStore <- b // blocks when the writer is far behind: back-pressure
+				}
 				break
 			}
 			v.log.Error("apply failed; retrying", "err", err)
@@ -281,6 +284,38 @@ func (v *View) Run(ctx context.Context, src Source) {
 				return
 			case <-time.After(time.Second):
 			}
+		}
+	}
+}
+
+// runWriter commits what the applier hands it, several batches per
+// transaction when it is behind, until in is closed and drained.
+func (v *View) runWriter(in <-chan *dbBatch) {
+	const maxPerTx = 64
+	for b := range in {
+		pending := []*dbBatch{b}
+	more:
+		for len(pending) < maxPerTx {
+			select {
+			case b, ok := <-in:
+				if !ok {
+					break more
+				}
+				pending = append(pending, b)
+			default:
+				break more
+			}
+		}
+		for attempt := 0; ; attempt++ {
+			err := v.write(pending)
+			if err == nil {
+				break
+			}
+			// The model is ahead of the store; queries of the store wait.
+			// A failing disk is retried rather than skipped, so that the
+			// store never holds a hole.
+			v.log.Error("writing the read model failed; retrying", "err", err, "attempt", attempt)
+			time.Sleep(time.Duration(min(attempt+1, 10)) * 100 * time.Millisecond)
 		}
 	}
 }

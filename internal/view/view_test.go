@@ -205,3 +205,94 @@ func TestSyncFollowsMembershipAtEventTime(t *testing.T) {
 		t.Fatalf("cursor %s", res.Cursor)
 	}
 }
+
+// A restarted site loads its model from the store and answers exactly as
+// before, and goes on applying the log where the store left off.
+func TestModelReloadsFromStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := history()
+	if err := v.applyBatch(h[:12]); err != nil {
+		t.Fatal(err)
+	}
+	before := state(t, v)
+	v.Close()
+	w, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if after := state(t, w); after != before {
+		t.Fatalf("reloaded state differs:\n%s\n%s", before, after)
+	}
+	if err := w.applyBatch(h); err != nil { // redelivers the first 12
+		t.Fatal(err)
+	}
+	fresh := openTemp(t)
+	if err := fresh.applyBatch(h); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := state(t, w), state(t, fresh); a != b {
+		t.Fatalf("restarted and fresh models differ:\n%s\n%s", a, b)
+	}
+	followers, _ := w.Followers(context.Background(), "bob")
+	if fmt.Sprint(followers) != "[alice]" {
+		t.Fatalf("followers of bob after reload: %v", followers)
+	}
+}
+
+// A client id is recognized within the room's newest DedupeWindow
+// messages, also after a restart, when the window is loaded from the store.
+func TestDedupeWindow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	seq := uint64(0)
+	entry := func(r salamander.Record) jsstore.Entry {
+		seq++
+		r.At = at
+		return jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: seq}, Record: r}
+	}
+	send := func(cid string) jsstore.Entry {
+		return entry(salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: cid, Text: "x"})
+	}
+	batch := []jsstore.Entry{entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup,
+		Name: "g", Members: []string{"alice"}, By: "alice"})}
+	for i := 0; i < DedupeWindow; i++ {
+		batch = append(batch, send(fmt.Sprintf("c%d", i)))
+	}
+	if err := v.applyBatch(batch); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	v, err = Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	ctx := context.Background()
+	// c0 is still in the window: a resend is a duplicate, found by client id.
+	if m, ok, err := v.MessageByClientID(ctx, "g_1", "alice", "c0"); err != nil || !ok || m.Seq != 1 {
+		t.Fatalf("c0 before the window moved: %+v %v %v", m, ok, err)
+	}
+	if err := v.applyBatch([]jsstore.Entry{send("c0"), send("new")}); err != nil {
+		t.Fatal(err)
+	}
+	room, _ := v.Room(ctx, "g_1", "alice")
+	if room.LastSeq != DedupeWindow+1 {
+		t.Fatalf("last seq %d, want %d (the resend of c0 must be dropped)", room.LastSeq, DedupeWindow+1)
+	}
+	// "new" pushed c0 out of the window: c0 is now a new message.
+	if err := v.applyBatch([]jsstore.Entry{send("c0")}); err != nil {
+		t.Fatal(err)
+	}
+	if room, _ = v.Room(ctx, "g_1", "alice"); room.LastSeq != DedupeWindow+2 {
+		t.Fatalf("last seq %d, want %d", room.LastSeq, DedupeWindow+2)
+	}
+}

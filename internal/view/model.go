@@ -1,0 +1,182 @@
+package view
+
+import (
+	"slices"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// The model is the hot state every request needs — users and their
+// credentials, revocations, friendships, rooms, members and read markers,
+// each room's newest message and recent client message ids — held in
+// memory and owned by the applier. Requests answer from it under a read
+// lock; the applier changes it under the write lock, record by record, in
+// log order. SQLite is written behind it (see store.go) and is what a
+// restarted site loads the model from.
+
+// DedupeWindow is how many of a room's newest messages a client message id
+// is checked against: a resend of a message is recognized as long as fewer
+// than this many messages were sent to the room after the original. The
+// rule depends only on the log, so every site decides alike.
+const DedupeWindow = 4096
+
+// recentPerStream bounds the messages kept by log position for answering
+// a send (MessageAt) without a query.
+const recentPerStream = 16384
+
+type model struct {
+	users     map[string]*userState
+	revoked   map[string]struct{} // logged-out session ids
+	friends   map[string]map[string]time.Time
+	followers map[string]map[string]struct{}
+	rooms     map[string]*roomState
+	userRooms map[string]map[string]struct{}
+	key       []byte
+	// recent maps the log positions of recently applied messages to them.
+	recent      map[salamander.Position]*salamander.Message
+	recentOrder map[string][]uint64 // per stream, FIFO of positions in recent
+}
+
+type userState struct {
+	name, displayName, status, hash string
+	created                         time.Time
+	revokedSeq                      uint64
+}
+
+type roomState struct {
+	id      string
+	kind    salamander.RoomKind
+	name    string
+	created time.Time
+	lastSeq uint64
+	last    *salamander.Message // newest message; Unread not set
+	members map[string]uint64   // member -> read marker
+	// ids maps sender+"\x00"+clientID to seq for the newest DedupeWindow
+	// messages (idOrder is their FIFO). Loaded from SQLite on first use.
+	ids       map[string]uint64
+	idOrder   []string
+	idsLoaded bool
+}
+
+func newModel() *model {
+	return &model{
+		users:       map[string]*userState{},
+		revoked:     map[string]struct{}{},
+		friends:     map[string]map[string]time.Time{},
+		followers:   map[string]map[string]struct{}{},
+		rooms:       map[string]*roomState{},
+		userRooms:   map[string]map[string]struct{}{},
+		recent:      map[salamander.Position]*salamander.Message{},
+		recentOrder: map[string][]uint64{},
+	}
+}
+
+func (m *model) addFriend(user, friend string, at time.Time) bool {
+	fs := m.friends[user]
+	if fs == nil {
+		fs = map[string]time.Time{}
+		m.friends[user] = fs
+	}
+	if _, ok := fs[friend]; ok {
+		return false
+	}
+	fs[friend] = at
+	fl := m.followers[friend]
+	if fl == nil {
+		fl = map[string]struct{}{}
+		m.followers[friend] = fl
+	}
+	fl[user] = struct{}{}
+	return true
+}
+
+func (m *model) addMember(r *roomState, user string, readSeq uint64) {
+	r.members[user] = readSeq
+	set := m.userRooms[user]
+	if set == nil {
+		set = map[string]struct{}{}
+		m.userRooms[user] = set
+	}
+	set[r.id] = struct{}{}
+}
+
+func (m *model) removeMember(r *roomState, user string) {
+	delete(r.members, user)
+	if set := m.userRooms[user]; set != nil {
+		delete(set, r.id)
+		if len(set) == 0 {
+			delete(m.userRooms, user)
+		}
+	}
+}
+
+// remember records a client id in the room's dedupe window.
+func (r *roomState) remember(sender, clientID string, seq uint64) {
+	k := sender + "\x00" + clientID
+	r.ids[k] = seq
+	r.idOrder = append(r.idOrder, k)
+	if len(r.idOrder) > DedupeWindow {
+		old := r.idOrder[0]
+		r.idOrder = r.idOrder[1:]
+		delete(r.ids, old)
+		if cap(r.idOrder) > 4*DedupeWindow { // let the backing array go
+			r.idOrder = slices.Clone(r.idOrder)
+		}
+	}
+}
+
+// addRecent keeps msg findable by its log position for a while.
+func (m *model) addRecent(pos salamander.Position, msg *salamander.Message) {
+	m.recent[pos] = msg
+	order := append(m.recentOrder[pos.Stream], pos.Seq)
+	if len(order) > recentPerStream {
+		delete(m.recent, salamander.Position{Stream: pos.Stream, Seq: order[0]})
+		order = order[1:]
+		if cap(order) > 4*recentPerStream {
+			order = slices.Clone(order)
+		}
+	}
+	m.recentOrder[pos.Stream] = order
+}
+
+// roomView is a room as viewer sees it ("" for no particular viewer).
+func (r *roomState) roomView(viewer string) salamander.Room {
+	room := salamander.Room{ID: r.id, Kind: r.kind, Name: r.name, LastSeq: r.lastSeq, CreatedAt: r.created,
+		Members: make([]string, 0, len(r.members)), ReadMarkers: make(map[string]uint64, len(r.members))}
+	for u, seq := range r.members {
+		room.Members = append(room.Members, u)
+		room.ReadMarkers[u] = seq
+	}
+	slices.Sort(room.Members)
+	if viewer != "" {
+		room.ReadSeq = room.ReadMarkers[viewer]
+		room.Unread = room.LastSeq - min(room.ReadSeq, room.LastSeq)
+	}
+	if r.last != nil {
+		msg := *r.last
+		msg.Unread = r.unread(msg.Seq)
+		room.LastMessage = &msg
+	}
+	return room
+}
+
+// unread is how many members have not read the message at seq.
+func (r *roomState) unread(seq uint64) int {
+	n := 0
+	for _, read := range r.members {
+		if read < seq {
+			n++
+		}
+	}
+	return n
+}
+
+// activity orders a member's room list: the newest message's time, or the
+// room's creation.
+func (r *roomState) activity() time.Time {
+	if r.last != nil {
+		return r.last.SentAt
+	}
+	return r.created
+}

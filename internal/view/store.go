@@ -1,0 +1,399 @@
+package view
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// The SQLite store is written behind the in-memory model: the applier hands
+// the writer one dbBatch per applied batch of records — rows to insert and
+// the end state of every room, member and user the batch touched — and the
+// writer commits one or more of them per transaction with statements
+// prepared once, together with the log positions they reach. So the store
+// is always exactly "the log up to these positions", and a restarted site
+// loads its model from it and resumes the log after them.
+
+// schemaVersion changes whenever the schema or the apply rules change; a
+// database of another version is rebuilt from the log.
+const schemaVersion = 5
+
+// spanOpen is the to_seq of a membership that has not ended.
+const spanOpen = math.MaxInt64
+
+const schema = `
+CREATE TABLE applied(stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE meta(k TEXT PRIMARY KEY, v BLOB);
+CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
+  password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE TABLE friends(user TEXT NOT NULL, friend TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(user, friend));
+CREATE TABLE rooms(id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE members(room TEXT NOT NULL, user TEXT NOT NULL, read_seq INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(room, user)) WITHOUT ROWID;
+CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL, stream_seq INTEGER NOT NULL, sender TEXT NOT NULL,
+  client_id TEXT NOT NULL, text TEXT NOT NULL, sent_at INTEGER NOT NULL, PRIMARY KEY(room, seq)) WITHOUT ROWID;
+CREATE INDEX messages_pos ON messages(room, stream_seq);
+-- Room events other than messages (created, joined, left, renamed, read),
+-- by the log position of their record; the room fixes the stream.
+CREATE TABLE room_events(room TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY(room, seq)) WITHOUT ROWID;
+-- Events for one user only (a friend added).
+CREATE TABLE user_events(user TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY(user, stream, seq)) WITHOUT ROWID;
+-- Who was in a room when: a room's events at positions from_seq..to_seq
+-- (inclusive) concern the user. Sync follows these, so a device that
+-- reconnects gets exactly what a connected one was pushed.
+CREATE TABLE spans(user TEXT NOT NULL, stream TEXT NOT NULL, room TEXT NOT NULL, from_seq INTEGER NOT NULL,
+  to_seq INTEGER NOT NULL, PRIMARY KEY(user, stream, room, from_seq)) WITHOUT ROWID;
+`
+
+type msgRow struct {
+	room      string
+	seq       uint64
+	streamSeq uint64
+	sender    string
+	clientID  string
+	text      string
+	sentAt    int64
+}
+
+type eventRow struct {
+	key  string // room, or user for user events
+	stm  string // stream (user events only)
+	seq  uint64
+	body string
+}
+
+type spanRow struct {
+	user, stream, room string
+	seq                uint64 // from_seq when opening, to_seq when closing
+	close              bool
+}
+
+type memberKey struct{ room, user string }
+
+type roomRow struct {
+	id, kind, name string
+	created        int64
+	lastSeq        uint64
+}
+
+type revokedRow struct {
+	sid, user string
+	at        int64
+}
+
+type friendRow struct {
+	user, friend string
+	at           int64
+}
+
+// dbBatch is what one applied batch of records changes in the store.
+type dbBatch struct {
+	reached    map[string]uint64
+	key        []byte
+	users      map[string]userState
+	revoked    []revokedRow
+	friends    []friendRow
+	rooms      map[string]roomRow
+	members    map[memberKey]*uint64 // nil: no longer a member
+	messages   []msgRow
+	roomEvents []eventRow
+	userEvents []eventRow
+	spans      []spanRow
+}
+
+func newDBBatch() *dbBatch {
+	return &dbBatch{reached: map[string]uint64{}, users: map[string]userState{}, rooms: map[string]roomRow{},
+		members: map[memberKey]*uint64{}}
+}
+
+// statements are the store's prepared statements, prepared once on the
+// writer's single connection.
+type statements struct {
+	applied, key, user, revoked, friend, room, member, delMember, message, roomEvent, userEvent, openSpan, closeSpan *sql.Stmt
+}
+
+func prepare(db *sql.DB) (*statements, error) {
+	var st statements
+	var errs []error
+	p := func(dst **sql.Stmt, q string) {
+		s, err := db.Prepare(q)
+		*dst = s
+		errs = append(errs, err)
+	}
+	p(&st.applied, `INSERT INTO applied(stream, seq) VALUES(?, ?) ON CONFLICT(stream) DO UPDATE SET seq = excluded.seq`)
+	p(&st.key, `INSERT INTO meta(k, v) VALUES('signing_key', ?) ON CONFLICT(k) DO NOTHING`)
+	p(&st.user, `INSERT INTO users(name, display_name, status, password_hash, created_at, revoked_seq) VALUES(?, ?, ?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name, status = excluded.status,
+		revoked_seq = excluded.revoked_seq`)
+	p(&st.revoked, `INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`)
+	p(&st.friend, `INSERT INTO friends(user, friend, at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
+	p(&st.room, `INSERT INTO rooms(id, kind, name, created_at, last_seq) VALUES(?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seq = excluded.last_seq`)
+	p(&st.member, `INSERT INTO members(room, user, read_seq) VALUES(?, ?, ?)
+		ON CONFLICT(room, user) DO UPDATE SET read_seq = excluded.read_seq`)
+	p(&st.delMember, `DELETE FROM members WHERE room = ? AND user = ?`)
+	p(&st.message, `INSERT INTO messages(room, seq, stream_seq, sender, client_id, text, sent_at) VALUES(?, ?, ?, ?, ?, ?, ?)`)
+	p(&st.roomEvent, `INSERT INTO room_events(room, seq, body) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
+	p(&st.userEvent, `INSERT INTO user_events(user, stream, seq, body) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING`)
+	p(&st.openSpan, `INSERT INTO spans(user, stream, room, from_seq, to_seq) VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
+	p(&st.closeSpan, `UPDATE spans SET to_seq = ? WHERE user = ? AND room = ? AND to_seq = ?`)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("view: prepare statements: %w", err)
+	}
+	return &st, nil
+}
+
+func (st *statements) close() {
+	for _, s := range []*sql.Stmt{st.applied, st.key, st.user, st.revoked, st.friend, st.room, st.member,
+		st.delMember, st.message, st.roomEvent, st.userEvent, st.openSpan, st.closeSpan} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// write commits batches in one transaction.
+func (v *View) write(batches []*dbBatch) error {
+	tx, err := v.w.Begin()
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	s := func(st *sql.Stmt) *sql.Stmt { return tx.Stmt(st) }
+	var (
+		applied, key, user, revoked, friend = s(v.st.applied), s(v.st.key), s(v.st.user), s(v.st.revoked), s(v.st.friend)
+		room, member, delMember, message    = s(v.st.room), s(v.st.member), s(v.st.delMember), s(v.st.message)
+		roomEvent, userEvent                = s(v.st.roomEvent), s(v.st.userEvent)
+		openSpan, closeSpan                 = s(v.st.openSpan), s(v.st.closeSpan)
+	)
+	reached := map[string]uint64{}
+	for _, b := range batches {
+		if b.key != nil {
+			if _, err := key.Exec(b.key); err != nil {
+				return fmt.Errorf("signing key: %w", err)
+			}
+		}
+		for _, u := range b.users {
+			if _, err := user.Exec(u.name, u.displayName, u.status, u.hash, u.created.UnixNano(), u.revokedSeq); err != nil {
+				return fmt.Errorf("user %s: %w", u.name, err)
+			}
+		}
+		for _, r := range b.revoked {
+			if _, err := revoked.Exec(r.sid, r.user, r.at); err != nil {
+				return fmt.Errorf("revoked session: %w", err)
+			}
+		}
+		for _, f := range b.friends {
+			if _, err := friend.Exec(f.user, f.friend, f.at); err != nil {
+				return fmt.Errorf("friend: %w", err)
+			}
+		}
+		for _, r := range b.rooms {
+			if _, err := room.Exec(r.id, r.kind, r.name, r.created, r.lastSeq); err != nil {
+				return fmt.Errorf("room %s: %w", r.id, err)
+			}
+		}
+		for k, read := range b.members {
+			if read == nil {
+				_, err = delMember.Exec(k.room, k.user)
+			} else {
+				_, err = member.Exec(k.room, k.user, *read)
+			}
+			if err != nil {
+				return fmt.Errorf("member %s/%s: %w", k.room, k.user, err)
+			}
+		}
+		for _, m := range b.messages {
+			if _, err := message.Exec(m.room, m.seq, m.streamSeq, m.sender, m.clientID, m.text, m.sentAt); err != nil {
+				return fmt.Errorf("message %s/%d: %w", m.room, m.seq, err)
+			}
+		}
+		for _, e := range b.roomEvents {
+			if _, err := roomEvent.Exec(e.key, e.seq, e.body); err != nil {
+				return fmt.Errorf("room event: %w", err)
+			}
+		}
+		for _, e := range b.userEvents {
+			if _, err := userEvent.Exec(e.key, e.stm, e.seq, e.body); err != nil {
+				return fmt.Errorf("user event: %w", err)
+			}
+		}
+		for _, sp := range b.spans {
+			if sp.close {
+				_, err = closeSpan.Exec(sp.seq, sp.user, sp.room, spanOpen)
+			} else {
+				_, err = openSpan.Exec(sp.user, sp.stream, sp.room, sp.seq, spanOpen)
+			}
+			if err != nil {
+				return fmt.Errorf("membership span: %w", err)
+			}
+		}
+		for s, seq := range b.reached {
+			reached[s] = max(reached[s], seq)
+		}
+	}
+	for s, seq := range reached {
+		if _, err := applied.Exec(s, seq); err != nil {
+			return fmt.Errorf("record position: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	v.mu.Lock()
+	for s, seq := range reached {
+		v.dbApplied[s] = max(v.dbApplied[s], seq)
+	}
+	close(v.dbAdvanced)
+	v.dbAdvanced = make(chan struct{})
+	v.mu.Unlock()
+	return nil
+}
+
+// load reads the model and the applied positions from the store.
+func (v *View) load() error {
+	m := newModel()
+	q := func(query string, scan func(*sql.Rows) error) error {
+		rows, err := v.w.Query(query)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	applied := map[string]uint64{}
+	err := errors.Join(
+		q(`SELECT stream, seq FROM applied`, func(r *sql.Rows) error {
+			var s string
+			var seq uint64
+			err := r.Scan(&s, &seq)
+			applied[s] = seq
+			return err
+		}),
+		q(`SELECT v FROM meta WHERE k = 'signing_key'`, func(r *sql.Rows) error { return r.Scan(&m.key) }),
+		q(`SELECT name, display_name, status, password_hash, created_at, revoked_seq FROM users`, func(r *sql.Rows) error {
+			var u userState
+			var created int64
+			err := r.Scan(&u.name, &u.displayName, &u.status, &u.hash, &created, &u.revokedSeq)
+			u.created = fromNanos(created)
+			m.users[u.name] = &u
+			return err
+		}),
+		q(`SELECT sid FROM revoked_sessions`, func(r *sql.Rows) error {
+			var sid string
+			err := r.Scan(&sid)
+			m.revoked[sid] = struct{}{}
+			return err
+		}),
+		q(`SELECT user, friend, at FROM friends`, func(r *sql.Rows) error {
+			var u, f string
+			var at int64
+			err := r.Scan(&u, &f, &at)
+			m.addFriend(u, f, fromNanos(at))
+			return err
+		}),
+		q(`SELECT id, kind, name, created_at, last_seq FROM rooms`, func(r *sql.Rows) error {
+			rs := &roomState{members: map[string]uint64{}}
+			var kind string
+			var created int64
+			err := r.Scan(&rs.id, &kind, &rs.name, &created, &rs.lastSeq)
+			rs.kind, rs.created = salamander.RoomKind(kind), fromNanos(created)
+			m.rooms[rs.id] = rs
+			return err
+		}),
+	)
+	if err == nil {
+		err = errors.Join(
+			q(`SELECT room, user, read_seq FROM members`, func(r *sql.Rows) error {
+				var room, user string
+				var read uint64
+				if err := r.Scan(&room, &user, &read); err != nil {
+					return err
+				}
+				if rs := m.rooms[room]; rs != nil {
+					m.addMember(rs, user, read)
+				}
+				return nil
+			}),
+			q(`SELECT m.room, m.seq, m.sender, m.client_id, m.text, m.sent_at FROM rooms r
+				JOIN messages m ON m.room = r.id AND m.seq = r.last_seq`, func(r *sql.Rows) error {
+				msg, err := scanMessage(r)
+				if rs := m.rooms[msg.Room]; err == nil && rs != nil {
+					rs.last = &msg
+				}
+				return err
+			}),
+		)
+	}
+	if err != nil {
+		return fmt.Errorf("view: load model: %w", err)
+	}
+	v.m = m
+	v.applied = applied
+	v.dbApplied = maps.Clone(applied)
+	return nil
+}
+
+// loadIDs fills a room's dedupe window from the store the first time the
+// room is used after start. Every message of a room not yet used since
+// start is in the store, so the window is the same as if it had been built
+// record by record.
+func (v *View) loadIDs(r *roomState) error {
+	r.ids = map[string]uint64{}
+	rows, err := v.r.Query(`SELECT sender, client_id, seq FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?`,
+		r.id, DedupeWindow)
+	if err != nil {
+		return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
+	}
+	defer rows.Close()
+	var keys []string
+	var seqs []uint64
+	for rows.Next() {
+		var sender, cid string
+		var seq uint64
+		if err := rows.Scan(&sender, &cid, &seq); err != nil {
+			return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
+		}
+		keys = append(keys, sender+"\x00"+cid)
+		seqs = append(seqs, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
+	}
+	r.idOrder = make([]string, 0, len(keys))
+	for i := len(keys) - 1; i >= 0; i-- {
+		r.ids[keys[i]] = seqs[i]
+		r.idOrder = append(r.idOrder, keys[i])
+	}
+	r.idsLoaded = true
+	return nil
+}
+
+func scanMessage(rows *sql.Rows) (salamander.Message, error) {
+	var m salamander.Message
+	var sent int64
+	err := rows.Scan(&m.Room, &m.Seq, &m.Sender, &m.ClientID, &m.Text, &sent)
+	m.SentAt = fromNanos(sent)
+	return m, err
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
