@@ -84,17 +84,23 @@ func (g *Gateway) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "site": g.cfg.Site})
 }
 
-// handleReady says whether this site can serve: connected to NATS and
-// holding the signing key (so its read model has applied the log's start).
+// handleReady says whether this site can serve: connected to NATS, holding
+// the signing key (so its read model has applied the log's start) and
+// applying every stream (a tail that found a hole in the log stops there).
 func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	connected := g.cfg.Store.Conn().IsConnected()
 	keyed := g.cfg.View.SigningKey() != nil
+	stalled := g.cfg.Store.Stalled()
 	status := http.StatusOK
-	if !connected || !keyed || g.Isolated() {
+	if !connected || !keyed || g.Isolated() || len(stalled) > 0 {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
-		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated()})
+	out := map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
+		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated()}
+	if len(stalled) > 0 {
+		out["stalled"] = stalled
+	}
+	writeJSON(w, status, out)
 }
 
 func (g *Gateway) handleSites(w http.ResponseWriter, _ *http.Request) {
@@ -119,6 +125,9 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		"nats_server":    g.cfg.Store.Conn().ConnectedServerName(),
 		"applied":        g.cfg.View.Applied(),
 		"websockets":     len(g.hub.online()),
+	}
+	if stalled := g.cfg.Store.Stalled(); len(stalled) > 0 {
+		out["stalled"] = stalled
 	}
 	streams, err := g.cfg.Store.Status(ctx)
 	out["streams"] = streams
