@@ -288,22 +288,42 @@ func (v *View) Run(ctx context.Context, src Source) {
 	}
 }
 
-// runWriter commits what the applier hands it, several batches per
-// transaction when it is behind, until in is closed and drained.
+// runWriter commits what the applier hands it until in is closed and
+// drained. It commits at most every writerPace, each time everything that
+// arrived meanwhile: a commit costs the same few page writes and WAL frames
+// whether it carries one message or thousands, and nothing on the send
+// path waits for the store.
 func (v *View) runWriter(in <-chan *dbBatch) {
-	const maxPerTx = 64
+	const maxPerTx = 4096
+	last := time.Now()
 	for b := range in {
 		pending := []*dbBatch{b}
+		closed := false
+		wait := time.NewTimer(max(0, writerPace-time.Since(last)))
 	more:
 		for len(pending) < maxPerTx {
 			select {
 			case b, ok := <-in:
 				if !ok {
+					closed = true
 					break more
 				}
 				pending = append(pending, b)
-			default:
+			case <-wait.C:
 				break more
+			}
+		}
+		wait.Stop()
+	drain: // take what is queued now too, without waiting
+		for !closed && len(pending) < maxPerTx {
+			select {
+			case b, ok := <-in:
+				if !ok {
+					break drain
+				}
+				pending = append(pending, b)
+			default:
+				break drain
 			}
 		}
 		for attempt := 0; ; attempt++ {
@@ -317,5 +337,10 @@ func (v *View) runWriter(in <-chan *dbBatch) {
 			v.log.Error("writing the read model failed; retrying", "err", err, "attempt", attempt)
 			time.Sleep(time.Duration(min(attempt+1, 10)) * 100 * time.Millisecond)
 		}
+		last = time.Now()
 	}
 }
+
+// writerPace is the least time between two commits of the store: what a
+// history or sync query right after a write may wait for.
+const writerPace = 10 * time.Millisecond
