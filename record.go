@@ -23,6 +23,11 @@ const (
 	RecRoomRenamed RecordType = "room.renamed" // Room, Name, By
 	RecMessageSent RecordType = "msg.sent"     // Room, User (sender), ClientID, Text
 	RecMessageRead RecordType = "msg.read"     // Room, User, Seq
+
+	// RecBatch carries several records of one partition, appended as one
+	// (one replicated write for many concurrent sends): Batch, in order.
+	// Each is a log entry of its own with its own position.
+	RecBatch RecordType = "batch"
 )
 
 // Record is one entry in the replicated log. Fields beyond Type and At are
@@ -51,4 +56,5 @@ type Record struct {
 	ClientID     string   `json:"cid,omitempty"`
 	Text         string   `json:"x,omitempty"`
 	Seq          uint64   `json:"seq,omitempty"`
+	Batch        []Record `json:"b,omitempty"`
 }

@@ -55,7 +55,7 @@ func (g *Gateway) send(ctx context.Context, user, id string, req salamander.Send
 		return salamander.SendResult{}, err
 	}
 	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: user, ClientID: req.ClientID, Text: req.Text}
-	opt := jsstore.AppendOptions{MsgID: "msg:" + id + ":" + user + ":" + req.ClientID}
+	opt := jsstore.AppendOptions{MsgID: "msg:" + id + ":" + user + ":" + req.ClientID, Batch: true}
 	pos, dup, err := g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, opt)
 	if err != nil {
 		return salamander.SendResult{}, err
@@ -117,41 +117,47 @@ func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims
 }
 
 func (g *Gateway) handleRead(w http.ResponseWriter, r *http.Request, c claims) {
-	id := r.PathValue("id")
 	var req salamander.ReadRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	room, err := g.memberRoom(r.Context(), id, c.User)
-	if err != nil {
+	if err := g.markRead(r.Context(), c.User, r.PathValue("id"), req.Seq); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	if req.Seq > room.LastSeq && req.Seq <= math.MaxInt64 {
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// markRead moves user's read marker in room id to seq (never backwards)
+// and returns once this site has applied it. Every transport (HTTP,
+// WebSocket) marks read through here. Codes: invalid_request (seq is 0 or
+// past the room's last message), not_found, forbidden, unavailable.
+func (g *Gateway) markRead(ctx context.Context, user, id string, seq uint64) error {
+	room, err := g.memberRoom(ctx, id, user)
+	if err != nil {
+		return err
+	}
+	if seq > room.LastSeq && seq <= math.MaxInt64 {
 		// The client may have learned of newer messages at a site that is
 		// ahead of this one: catch up before calling the seq invalid.
-		if err := g.confirmNegative(r.Context(), g.cfg.Store.RoomStream(id)); err != nil {
-			writeError(w, g.log, r, err)
-			return
+		if err := g.confirmNegative(ctx, g.cfg.Store.RoomStream(id)); err != nil {
+			return err
 		}
-		if room, err = g.memberRoom(r.Context(), id, c.User); err != nil {
-			writeError(w, g.log, r, err)
-			return
+		if room, err = g.memberRoom(ctx, id, user); err != nil {
+			return err
 		}
 	}
-	if req.Seq == 0 || req.Seq > room.LastSeq {
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "seq must be between 1 and the room's last message (%d)", room.LastSeq))
-		return
+	if seq == 0 || seq > room.LastSeq {
+		return salamander.Errorf(salamander.CodeInvalid, "seq must be between 1 and the room's last message (%d)", room.LastSeq)
 	}
-	if req.Seq > room.ReadSeq {
-		rec := salamander.Record{Type: salamander.RecMessageRead, Room: id, User: c.User, Seq: req.Seq}
-		if _, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{}); err != nil {
-			writeError(w, g.log, r, err)
-			return
+	if seq > room.ReadSeq {
+		rec := salamander.Record{Type: salamander.RecMessageRead, Room: id, User: user, Seq: seq}
+		if _, _, err := g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{Batch: true}); err != nil {
+			return err
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (g *Gateway) handleTyping(w http.ResponseWriter, r *http.Request, c claims) {
@@ -161,14 +167,24 @@ func (g *Gateway) handleTyping(w http.ResponseWriter, r *http.Request, c claims)
 		writeError(w, g.log, r, err)
 		return
 	}
-	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
+	if err := g.setTyping(r.Context(), c.User, id, req.Typing); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	if g.eph.allowTyping(id, c.User, req.Typing) {
-		g.eph.publishTyping(id, c.User, req.Typing)
-	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// setTyping tells the room's other members that user is typing in room id
+// (or stopped). Every transport (HTTP, WebSocket) signals through here.
+// Codes: not_found, forbidden.
+func (g *Gateway) setTyping(ctx context.Context, user, id string, typing bool) error {
+	if _, err := g.memberRoom(ctx, id, user); err != nil {
+		return err
+	}
+	if g.eph.allowTyping(id, user, typing) {
+		g.eph.publishTyping(id, user, typing)
+	}
+	return nil
 }
 
 func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {

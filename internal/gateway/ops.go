@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/view"
 )
 
@@ -75,9 +76,20 @@ var appliedDesc = prometheus.NewDesc("salamander_view_applied_seq", "Last log se
 func (c appliedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- appliedDesc }
 
 func (c appliedCollector) Collect(ch chan<- prometheus.Metric) {
-	for s, seq := range c.v.Applied() {
+	for s, seq := range appliedRecords(c.v) {
 		ch <- prometheus.MustNewConstMetric(appliedDesc, prometheus.GaugeValue, float64(seq), c.site, s)
 	}
+}
+
+// appliedRecords is how far this site's read model has applied each
+// stream, in stream sequences (whole records), comparable with the
+// streams' last_seq.
+func appliedRecords(v *view.View) map[string]uint64 {
+	out := v.Applied()
+	for s, pos := range out {
+		out[s] = jsstore.RecordsApplied(pos)
+	}
+	return out
 }
 
 func (g *Gateway) handleHealth(w http.ResponseWriter, _ *http.Request) {
@@ -123,7 +135,7 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		"nats_connected": g.cfg.Store.Conn().IsConnected(),
 		"isolated":       g.Isolated(),
 		"nats_server":    g.cfg.Store.Conn().ConnectedServerName(),
-		"applied":        g.cfg.View.Applied(),
+		"applied":        appliedRecords(g.cfg.View),
 		"websockets":     len(g.hub.online()),
 	}
 	if stalled := g.cfg.Store.Stalled(); len(stalled) > 0 {

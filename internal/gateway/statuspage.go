@@ -42,7 +42,7 @@ type statusRow struct {
 func (g *Gateway) handleStatusPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 1500*time.Millisecond)
 	defer cancel()
-	applied := g.cfg.View.Applied()
+	applied := appliedRecords(g.cfg.View)
 	rows := map[string]*statusRow{}
 	for s, seq := range applied {
 		rows[s] = &statusRow{Name: s, Applied: seq}

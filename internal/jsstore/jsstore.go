@@ -102,12 +102,24 @@ type Store struct {
 
 	stalledMu sync.Mutex
 	stalled   map[string]string // stream -> why its tail stopped
+
+	// The appenders (one per stream, started on first use) run until
+	// Close cancels appCtx.
+	appMu     sync.Mutex
+	appenders map[string]*appender
+	appCtx    context.Context
+	appCancel context.CancelFunc
+	appWG     sync.WaitGroup
 }
 
-// Entry is one record read from the log with its position.
+// Entry is one log entry with its position: a record, or one of the
+// records a batch record carries.
 type Entry struct {
 	Pos    salamander.Position
 	Record salamander.Record
+	// Last is set on the last entry of a stored record: applying it means
+	// applying up to End(Pos).
+	Last bool
 	// Err is set when the stored bytes could not be decoded; the entry still
 	// advances the position so that one bad record cannot stall a site.
 	Err error
@@ -149,11 +161,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jsstore: jetstream context: %w", err)
 	}
-	return &Store{cfg: cfg, log: log, nc: nc, js: js}, nil
+	s := &Store{cfg: cfg, log: log, nc: nc, js: js}
+	s.appCtx, s.appCancel = context.WithCancel(context.Background())
+	return s, nil
 }
 
-// Close closes the connection.
-func (s *Store) Close() { s.nc.Close() }
+// Close stops the appenders (appends in flight answer unavailable) and
+// closes the connection.
+func (s *Store) Close() {
+	s.appCancel()
+	s.appWG.Wait()
+	s.nc.Close()
+}
 
 // Conn is the NATS connection, for ephemeral (never stored) subjects such as
 // typing and presence.
@@ -283,6 +302,12 @@ type AppendOptions struct {
 	// ExpectNew makes the append fail with ErrExists unless the subject has
 	// no record yet (optimistic concurrency; the basis of uniqueness).
 	ExpectNew bool
+	// Batch lets the append share one replicated record with other
+	// concurrent batchable appends to the stream (see Appender). MsgID then
+	// deduplicates only when the append travels alone: the read model must
+	// recognize a repeat by its content (messages by client id). Ignored
+	// with ExpectNew.
+	Batch bool
 }
 
 // Append appends rec to stream under subject key (a user name or room id)
@@ -291,11 +316,23 @@ type AppendOptions struct {
 // is then the earlier one's). A site that cannot reach a quorum gets a
 // CodeUnavailable error.
 func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.Record, opt AppendOptions) (salamander.Position, bool, error) {
+	if opt.Batch && !opt.ExpectNew {
+		return s.appender(stream).append(ctx, key, rec, opt.MsgID)
+	}
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return salamander.Position{}, false, fmt.Errorf("jsstore: encode %s: %w", rec.Type, err)
 	}
-	subject := subjectRoot(stream) + "." + key
+	seq, dup, err := s.publish(ctx, stream, subjectRoot(stream)+"."+key, body, opt)
+	if err != nil {
+		return salamander.Position{}, false, err
+	}
+	return PositionOf(stream, seq, 0), dup, nil
+}
+
+// publish publishes one record and returns its stream sequence once a
+// quorum holds it, retrying across a leader election until AppendTimeout.
+func (s *Store) publish(ctx context.Context, stream, subject string, body []byte, opt AppendOptions) (uint64, bool, error) {
 	var popts []jetstream.PublishOpt
 	if opt.MsgID != "" {
 		popts = append(popts, jetstream.WithMsgID(opt.MsgID))
@@ -316,27 +353,26 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 		ack, err := s.js.Publish(actx, subject, body, popts...)
 		acancel()
 		if err == nil {
-			return salamander.Position{Stream: stream, Seq: ack.Sequence}, ack.Duplicate, nil
+			return ack.Sequence, ack.Duplicate, nil
 		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {
 			switch apiErr.ErrorCode {
 			case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
-				return salamander.Position{}, false, ErrExists
+				return 0, false, ErrExists
 			}
 			// "Message id in process": an earlier attempt of this very
 			// append is still being proposed; retrying yields its outcome.
 			if apiErr.ErrorCode != errCodeMsgIDInProcess && apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 {
-				return salamander.Position{}, false, fmt.Errorf("jsstore: append %s to %s: %w", rec.Type, stream, err)
+				return 0, false, fmt.Errorf("jsstore: append to %s: %w", stream, err)
 			}
 		}
 		if ctx.Err() != nil {
-			return salamander.Position{}, false, ctx.Err()
+			return 0, false, ctx.Err()
 		}
 		if cctx.Err() != nil {
-			s.log.Warn("append failed", "stream", stream, "type", rec.Type, "attempts", attempt, "err", err)
-			return salamander.Position{}, false, salamander.Errorf(salamander.CodeUnavailable,
-				"this site cannot reach a quorum of sites right now; try another site")
+			s.log.Warn("append failed", "stream", stream, "attempts", attempt, "err", err)
+			return 0, false, errNoQuorum
 		}
 		select {
 		case <-cctx.Done():
@@ -344,6 +380,9 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 		}
 	}
 }
+
+var errNoQuorum = salamander.Errorf(salamander.CodeUnavailable,
+	"this site cannot reach a quorum of sites right now; try another site")
 
 // Tail delivers every record of stream from sequence from (1 = the start)
 // in order to deliver, until ctx ends or deliver returns false.
@@ -358,7 +397,7 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 // missing from the log itself (a gap in the stream's sequence) stops the
 // tail: the site reports it (Stalled) instead of skipping it.
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
-	t := &tailer{s: s, stream: stream, next: max(from, 1), deliver: deliver}
+	t := &tailer{s: s, stream: stream, next: max(RecordSeq(from), 1), from: from, deliver: deliver}
 	announced := make(chan *nats.Msg, tailAnnounceBuffer)
 	sub, err := s.nc.ChanSubscribe(commitRoot(stream)+".>", announced)
 	if err != nil {
@@ -443,7 +482,8 @@ var ErrLogGap = errors.New("jsstore: record missing from the log")
 type tailer struct {
 	s       *Store
 	stream  string
-	next    uint64
+	next    uint64 // the stream sequence of the next record due
+	from    uint64 // entries before this position are not delivered
 	deliver func(Entry) bool
 	inbox   string
 	replies chan *nats.Msg
@@ -492,12 +532,37 @@ func (t *tailer) emit(seq uint64, data []byte) error {
 	if seq != t.next {
 		return fmt.Errorf("%w: %s has %d where %d was due", ErrLogGap, t.stream, seq, t.next)
 	}
-	e := Entry{Pos: salamander.Position{Stream: t.stream, Seq: seq}}
-	if err := json.Unmarshal(data, &e.Record); err != nil {
-		e.Err = fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)
+	var rec salamander.Record
+	var entries []Entry
+	if err := json.Unmarshal(data, &rec); err != nil {
+		entries = []Entry{{Err: fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)}}
+	} else if rec.Type == salamander.RecBatch {
+		entries = make([]Entry, 0, len(rec.Batch))
+		for i, r := range rec.Batch {
+			if i >= MaxBatch {
+				break // never written; positions could not tell them apart
+			}
+			if r.Type == salamander.RecBatch {
+				r = salamander.Record{} // batches do not nest; skipped alike everywhere
+			}
+			entries = append(entries, Entry{Record: r})
+		}
+		if len(entries) == 0 {
+			entries = []Entry{{}}
+		}
+	} else {
+		entries = []Entry{{Record: rec}}
 	}
-	if !t.deliver(e) {
-		return errStop
+	for i := range entries {
+		e := &entries[i]
+		e.Pos = PositionOf(t.stream, seq, i)
+		e.Last = i == len(entries)-1
+		if e.Pos.Seq < t.from {
+			continue // applied before: a restart in the middle of a record
+		}
+		if !t.deliver(*e) {
+			return errStop
+		}
 	}
 	t.next++
 	return nil
@@ -611,15 +676,20 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// LastPosition asks the stream's leader for the stream's last sequence:
-// everything acknowledged so far is at or before it.
+// LastPosition asks the stream's leader for the stream's last record and
+// returns the position of its end: everything acknowledged so far is at or
+// before it.
 func (s *Store) LastPosition(ctx context.Context, stream string) (salamander.Position, error) {
 	st, err := s.js.Stream(ctx, natsName(stream))
 	if err != nil {
 		return salamander.Position{}, salamander.Errorf(salamander.CodeUnavailable,
 			"this site cannot reach a quorum of sites right now; try another site")
 	}
-	return salamander.Position{Stream: stream, Seq: st.CachedInfo().State.LastSeq}, nil
+	last := st.CachedInfo().State.LastSeq
+	if last == 0 {
+		return salamander.Position{Stream: stream}, nil
+	}
+	return End(PositionOf(stream, last, 0)), nil
 }
 
 // StreamStatus is one stream's state as the cluster reports it.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestAppendUniquenessAndDedupe(t *testing.T) {
 	ctx := context.Background()
 	rec := salamander.Record{Type: salamander.RecUserCreated, User: "alice", At: time.Now()}
 	pos, dup, err := s.Append(ctx, jsstore.AccountsStream, "user.alice", rec, jsstore.AppendOptions{ExpectNew: true})
-	if err != nil || dup || pos.Seq != 1 {
+	if err != nil || dup || pos != jsstore.PositionOf(jsstore.AccountsStream, 1, 0) {
 		t.Fatalf("first create: %v %v %v", pos, dup, err)
 	}
 	if _, _, err := s.Append(ctx, jsstore.AccountsStream, "user.alice", rec, jsstore.AppendOptions{ExpectNew: true}); !errors.Is(err, jsstore.ErrExists) {
@@ -65,7 +66,7 @@ func TestAppendUniquenessAndDedupe(t *testing.T) {
 		t.Fatalf("retry: %v %v %v, first %v", p2, dup2, err, p1)
 	}
 	last, err := s.LastPosition(ctx, room)
-	if err != nil || last != p1 {
+	if err != nil || last != jsstore.End(p1) {
 		t.Fatalf("last position %v %v, want %v", last, err, p1)
 	}
 }
@@ -83,11 +84,11 @@ func TestTailDeliversInOrderFromAPosition(t *testing.T) {
 	}
 	var got []uint64
 	tctx, stop := context.WithCancel(ctx)
-	s.Tail(tctx, room, 4, func(e jsstore.Entry) bool {
+	s.Tail(tctx, room, jsstore.PositionOf(room, 4, 0).Seq, func(e jsstore.Entry) bool {
 		if e.Err != nil {
 			t.Error(e.Err)
 		}
-		got = append(got, e.Pos.Seq)
+		got = append(got, jsstore.RecordSeq(e.Pos.Seq))
 		if len(got) == 7 {
 			stop()
 		}
@@ -136,7 +137,7 @@ func TestTailFollowsCommitsAndRefusesGaps(t *testing.T) {
 	go func() {
 		defer close(done)
 		s.Tail(ctx, room, 1, func(e jsstore.Entry) bool {
-			got <- e.Pos.Seq
+			got <- jsstore.RecordSeq(e.Pos.Seq)
 			return true
 		})
 	}()
@@ -177,8 +178,8 @@ func TestTailFollowsCommitsAndRefusesGaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	var from6 []uint64
-	s.Tail(ctx, room, 6, func(e jsstore.Entry) bool {
-		from6 = append(from6, e.Pos.Seq)
+	s.Tail(ctx, room, jsstore.PositionOf(room, 6, 0).Seq, func(e jsstore.Entry) bool {
+		from6 = append(from6, jsstore.RecordSeq(e.Pos.Seq))
 		return true
 	})
 	if fmt.Sprint(from6) != "[6]" {
@@ -189,4 +190,90 @@ func TestTailFollowsCommitsAndRefusesGaps(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// Concurrent batchable appends share records; every entry still gets its
+// own position, in the order the tail delivers them, and a tail resumed in
+// the middle of a record delivers exactly the rest of it.
+func TestBatchedAppendsShareRecords(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	room := s.RoomStream("g_3")
+	const n = 300
+	positions := make(chan salamander.Position, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rec := salamander.Record{Type: salamander.RecMessageSent, Room: "g_3", ClientID: fmt.Sprint(i)}
+			pos, _, err := s.Append(ctx, room, "g_3", rec, jsstore.AppendOptions{Batch: true, MsgID: fmt.Sprint("m", i)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			positions <- pos
+		}(i)
+	}
+	wg.Wait()
+	close(positions)
+	acked := map[uint64]bool{}
+	records := map[uint64]bool{}
+	for p := range positions {
+		if acked[p.Seq] {
+			t.Fatalf("position %d acknowledged twice", p.Seq)
+		}
+		acked[p.Seq] = true
+		records[jsstore.RecordSeq(p.Seq)] = true
+	}
+	if len(records) >= n {
+		t.Fatalf("%d appends took %d records: nothing was batched", n, len(records))
+	}
+	t.Logf("%d concurrent appends in %d records", n, len(records))
+	var seen []jsstore.Entry
+	tctx, stop := context.WithCancel(ctx)
+	s.Tail(tctx, room, 1, func(e jsstore.Entry) bool {
+		seen = append(seen, e)
+		if len(seen) == n {
+			stop()
+		}
+		return true
+	})
+	last := uint64(0)
+	cids := map[string]bool{}
+	for i, e := range seen {
+		if !acked[e.Pos.Seq] || e.Pos.Seq <= last {
+			t.Fatalf("entry %d at %d: acknowledged %v, previous %d", i, e.Pos.Seq, acked[e.Pos.Seq], last)
+		}
+		last = e.Pos.Seq
+		cids[e.Record.ClientID] = true
+		nextInRecord := i+1 < len(seen) && jsstore.RecordSeq(seen[i+1].Pos.Seq) == jsstore.RecordSeq(e.Pos.Seq)
+		if e.Last == nextInRecord {
+			t.Fatalf("entry at %d: Last = %v", e.Pos.Seq, e.Last)
+		}
+	}
+	if len(cids) != n {
+		t.Fatalf("tail delivered %d distinct records, want %d", len(cids), n)
+	}
+	// Resume after the first entry of the first shared record.
+	var mid salamander.Position
+	for i := 0; i+1 < len(seen); i++ {
+		if !seen[i].Last {
+			mid = seen[i].Pos
+			break
+		}
+	}
+	var rest []uint64
+	tctx, stop = context.WithCancel(ctx)
+	s.Tail(tctx, room, mid.Seq+1, func(e jsstore.Entry) bool {
+		rest = append(rest, e.Pos.Seq)
+		if e.Last {
+			stop()
+		}
+		return true
+	})
+	if len(rest) == 0 || rest[0] != mid.Seq+1 || jsstore.RecordSeq(rest[len(rest)-1]) != jsstore.RecordSeq(mid.Seq) {
+		t.Fatalf("resumed after %d: got %v", mid.Seq, rest)
+	}
 }

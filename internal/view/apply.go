@@ -38,8 +38,12 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 			v.mu.Unlock()
 			return nil, fmt.Errorf("apply %s at %s:%d: %w", e.Record.Type, e.Pos.Stream, e.Pos.Seq, err)
 		}
-		v.applied[e.Pos.Stream] = e.Pos.Seq
-		a.db.reached[e.Pos.Stream] = e.Pos.Seq
+		reached := e.Pos.Seq
+		if e.Last {
+			reached = jsstore.End(e.Pos).Seq
+		}
+		v.applied[e.Pos.Stream] = reached
+		a.db.reached[e.Pos.Stream] = reached
 	}
 	if len(a.db.reached) == 0 {
 		v.mu.Unlock()

@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 5
+const schemaVersion = 6
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64

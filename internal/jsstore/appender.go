@@ -1,0 +1,188 @@
+package jsstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// Group commit. Every record JetStream stores costs the same fixed work on
+// each of the three servers — a Raft entry, a write to the stream's file
+// (fsynced), a commit announcement to every site, a direct get when a tail
+// catches up — however small it is. Concurrent batchable appends to one
+// stream (messages and read markers) therefore share records: one appender
+// per stream keeps at most appendWindow records in flight, and whatever
+// queues up behind them goes out together as one RecBatch record of up to
+// maxBatchEntries entries. Under light load a send travels alone, with no
+// added delay; under heavy load one replicated write carries many. Each
+// entry keeps its own position (see PositionOf), so readers see the same
+// log entries either way.
+
+const (
+	// appendWindow is how many records one stream's appender keeps in
+	// flight at once.
+	appendWindow = 2
+	// maxBatchEntries and maxBatchBytes bound one batch record.
+	maxBatchEntries = 256
+	maxBatchBytes   = 192 << 10
+)
+
+// appendRequest is one batchable append waiting for its record.
+type appendRequest struct {
+	key   string
+	rec   salamander.Record
+	msgID string
+	body  []byte
+	done  chan appendResult // buffered: the appender never blocks on it
+}
+
+type appendResult struct {
+	pos salamander.Position
+	dup bool
+	err error
+}
+
+// appender batches one stream's appends.
+type appender struct {
+	s      *Store
+	stream string
+	in     chan *appendRequest
+}
+
+// appender returns stream's appender, starting it on first use. Close
+// stops it.
+func (s *Store) appender(stream string) *appender {
+	s.appMu.Lock()
+	defer s.appMu.Unlock()
+	if a := s.appenders[stream]; a != nil {
+		return a
+	}
+	if s.appenders == nil {
+		s.appenders = map[string]*appender{}
+	}
+	a := &appender{s: s, stream: stream, in: make(chan *appendRequest, 4*maxBatchEntries)}
+	s.appenders[stream] = a
+	s.appWG.Add(1)
+	go func() {
+		defer s.appWG.Done()
+		a.run(s.appCtx)
+	}()
+	return a
+}
+
+// append queues one record and waits for its position. If ctx ends first
+// the record may still be stored, as with any append whose answer is lost.
+func (a *appender) append(ctx context.Context, key string, rec salamander.Record, msgID string) (salamander.Position, bool, error) {
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return salamander.Position{}, false, fmt.Errorf("jsstore: encode %s: %w", rec.Type, err)
+	}
+	req := &appendRequest{key: key, rec: rec, msgID: msgID, body: body, done: make(chan appendResult, 1)}
+	select {
+	case a.in <- req:
+	case <-ctx.Done():
+		return salamander.Position{}, false, ctx.Err()
+	case <-a.s.appCtx.Done():
+		return salamander.Position{}, false, errNoQuorum
+	}
+	select {
+	case r := <-req.done:
+		return r.pos, r.dup, r.err
+	case <-ctx.Done():
+		return salamander.Position{}, false, ctx.Err()
+	}
+}
+
+// run gathers queued requests into records, appendWindow in flight.
+func (a *appender) run(ctx context.Context) {
+	slots := make(chan struct{}, appendWindow)
+	defer func() {
+		for range appendWindow { // wait for the records in flight
+			slots <- struct{}{}
+		}
+	}()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		var first *appendRequest
+		select {
+		case first = <-a.in:
+		case <-ctx.Done():
+			<-slots
+			return
+		}
+		batch, size := []*appendRequest{first}, len(first.body)
+	gather:
+		for len(batch) < maxBatchEntries {
+			select {
+			case r := <-a.in:
+				batch = append(batch, r)
+				size += len(r.body)
+				if size >= maxBatchBytes {
+					break gather
+				}
+			default:
+				break gather
+			}
+		}
+		go func() {
+			defer func() { <-slots }()
+			a.commit(ctx, batch)
+		}()
+	}
+}
+
+// commit appends one record for batch and answers every request in it.
+func (a *appender) commit(ctx context.Context, batch []*appendRequest) {
+	answer := func(i int, r appendResult) { batch[i].done <- r }
+	if len(batch) == 1 {
+		r := batch[0]
+		seq, dup, err := a.s.publish(ctx, a.stream, subjectRoot(a.stream)+"."+r.key, r.body, AppendOptions{MsgID: r.msgID})
+		answer(0, appendResult{pos: PositionOf(a.stream, seq, 0), dup: dup, err: a.mapErr(err)})
+		return
+	}
+	wire := batchWire{Type: salamander.RecBatch, Batch: make([]json.RawMessage, len(batch))}
+	for i, r := range batch {
+		wire.Batch[i] = r.body
+	}
+	body, err := json.Marshal(wire)
+	var seq uint64
+	if err == nil {
+		// One id for every attempt of this record, so that a retry after a
+		// lost ack is recognized as the same record.
+		seq, _, err = a.s.publish(ctx, a.stream, subjectRoot(a.stream)+".batch", body, AppendOptions{MsgID: "b:" + randomID()})
+	}
+	for i := range batch {
+		answer(i, appendResult{pos: PositionOf(a.stream, seq, i), err: a.mapErr(err)})
+	}
+}
+
+// batchWire is a RecBatch record built from its entries' encodings; it
+// decodes as a salamander.Record.
+type batchWire struct {
+	Type  salamander.RecordType `json:"t"`
+	Batch []json.RawMessage     `json:"b"`
+}
+
+// mapErr turns the store shutting down into "unavailable": the request's
+// client resends elsewhere.
+func (a *appender) mapErr(err error) error {
+	if err != nil && errors.Is(err, context.Canceled) {
+		return errNoQuorum
+	}
+	return err
+}
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
