@@ -177,20 +177,9 @@ func (v *View) SigningKey() []byte {
 // WaitApplied blocks until the view has applied the log up to pos, so that
 // a query after a write at this site sees the write (read-your-writes).
 func (v *View) WaitApplied(ctx context.Context, pos salamander.Position) error {
-	for {
-		v.mu.RLock()
-		done := v.applied[pos.Stream] >= pos.Seq
-		ch := v.advanced
-		v.mu.RUnlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errCatchingUp
-		case <-ch:
-		}
-	}
+	return v.waitFor(ctx, func() (bool, chan struct{}) {
+		return v.applied[pos.Stream] >= pos.Seq, v.advanced
+	})
 }
 
 var errCatchingUp = salamander.Errorf(salamander.CodeUnavailable, "this site is catching up with the log; try again or another site")
@@ -202,16 +191,22 @@ func (v *View) waitStored(ctx context.Context) error {
 	v.mu.RLock()
 	want := maps.Clone(v.applied)
 	v.mu.RUnlock()
-	for {
-		v.mu.RLock()
-		done := true
+	return v.waitFor(ctx, func() (bool, chan struct{}) {
 		for s, seq := range want {
 			if v.dbApplied[s] < seq {
-				done = false
-				break
+				return false, v.dbAdvanced
 			}
 		}
-		ch := v.dbAdvanced
+		return true, nil
+	})
+}
+
+// waitFor calls check under the read lock until it reports done, waiting
+// in between on the channel it returns (closed when things move on).
+func (v *View) waitFor(ctx context.Context, check func() (bool, chan struct{})) error {
+	for {
+		v.mu.RLock()
+		done, moved := check()
 		v.mu.RUnlock()
 		if done {
 			return nil
@@ -219,7 +214,7 @@ func (v *View) waitStored(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return errCatchingUp
-		case <-ch:
+		case <-moved:
 		}
 	}
 }
