@@ -265,13 +265,9 @@ func TestBatchedAppendsShareRecords(t *testing.T) {
 		}
 	}
 	var rest []uint64
-	tctx, stop = context.WithCancel(ctx)
-	s.Tail(tctx, room, mid.Seq+1, func(e jsstore.Entry) bool {
+	s.Tail(ctx, room, mid.Seq+1, func(e jsstore.Entry) bool {
 		rest = append(rest, e.Pos.Seq)
-		if e.Last {
-			stop()
-		}
-		return true
+		return !e.Last // stop at the end of that record
 	})
 	if len(rest) == 0 || rest[0] != mid.Seq+1 || jsstore.RecordSeq(rest[len(rest)-1]) != jsstore.RecordSeq(mid.Seq) {
 		t.Fatalf("resumed after %d: got %v", mid.Seq, rest)
