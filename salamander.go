@@ -101,6 +101,15 @@ const (
 	// EventReady is sent once on every WebSocket after the backlog since the
 	// client's cursor has been replayed; Cursor is where live events resume.
 	EventReady EventType = "ready"
+	// EventAck answers a ClientFrame that carried a ClientID, on the same
+	// WebSocket: ClientID and RoomID echo the frame's; for a send, Message
+	// is the committed message and Duplicate is true when the client id had
+	// been used before (Message is then the original).
+	EventAck EventType = "ack"
+	// EventNack refuses a ClientFrame: Error says why, ClientID and RoomID
+	// echo the frame's (when it had them). Codes unavailable and internal
+	// mean "resend, here or at another site, with the same client id".
+	EventNack EventType = "nack"
 )
 
 // Room actions carried by EventRoom.
@@ -129,6 +138,36 @@ type Event struct {
 	Online bool      `json:"online,omitempty"`
 	Cursor string    `json:"cursor,omitempty"`
 	At     time.Time `json:"at,omitempty"`
+	// ClientID, Duplicate and Error are set on EventAck and EventNack.
+	ClientID  string `json:"client_id,omitempty"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	Error     *Error `json:"error,omitempty"`
+}
+
+// FrameType names a frame a client sends on its WebSocket.
+type FrameType string
+
+const (
+	// FrameSend sends a message: RoomID, ClientID and Text are required.
+	// It is answered by EventAck (with the message) or EventNack.
+	FrameSend FrameType = "send"
+	// FrameTyping says the user is (Typing) or stopped typing in RoomID.
+	FrameTyping FrameType = "typing"
+	// FrameRead moves the user's read marker in RoomID to Seq.
+	FrameRead FrameType = "read"
+)
+
+// ClientFrame is a JSON text frame a client sends on its WebSocket. A frame
+// with a ClientID is answered by exactly one EventAck or EventNack with the
+// same ClientID; a frame without one is answered only if it fails. One
+// socket's frames for one room are carried out in the order they were sent.
+type ClientFrame struct {
+	Type     FrameType `json:"type"`
+	RoomID   string    `json:"room_id"`
+	ClientID string    `json:"client_id,omitempty"`
+	Text     string    `json:"text,omitempty"`
+	Typing   bool      `json:"typing,omitempty"`
+	Seq      uint64    `json:"seq,omitempty"`
 }
 
 // SyncResult is what the sync call returns: every stored event for the

@@ -13,12 +13,16 @@
 //     client id and retries it with the same id at every site until a quorum
 //     of sites holds it; the server returns the original message for a
 //     repeated id. Messages not yet acknowledged are listed by Pending.
+//     While a Subscription is connected, sends travel over its WebSocket,
+//     many at once; otherwise over HTTP.
 //   - Ordered, exactly-once live events. A Subscription keeps one WebSocket
 //     open to some site, resumes from the Client's cursor at another site when
 //     that one breaks, and drops every stored event it has already delivered.
 //
 // A Client is safe for concurrent use by many goroutines. Every goroutine it
-// starts belongs to a Subscription and ends when the Subscription is closed.
+// starts belongs to a Subscription and ends when the Subscription is closed
+// (the HTTP transport's idle connections close after 90 s unused, or with
+// CloseIdleConnections).
 package client
 
 import (
@@ -40,6 +44,10 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	DefaultMinBackoff     = 100 * time.Millisecond
 	DefaultMaxBackoff     = 3 * time.Second
+	// DefaultMaxIdleConnsPerHost is how many idle HTTP connections to each
+	// site the default transport keeps for reuse (Go's default is 2, which
+	// makes concurrent requests open and close connections all the time).
+	DefaultMaxIdleConnsPerHost = 128
 )
 
 // Config configures a Client. Only Sites is required.
@@ -52,7 +60,10 @@ type Config struct {
 	Prefer int
 	// HTTPClient makes the requests and WebSocket handshakes. Its Timeout
 	// should be zero; RequestTimeout bounds each attempt instead. Default: a
-	// client using http.DefaultTransport.
+	// client of its own with a clone of http.DefaultTransport that keeps up
+	// to DefaultMaxIdleConnsPerHost idle connections per site. A program
+	// that runs many Clients (a load generator) should give them one shared
+	// client, so that they share one pool of connections.
 	HTTPClient *http.Client
 	// RequestTimeout bounds one attempt at one site (default 10s). When it
 	// expires the site counts as unusable and the request moves on.
@@ -92,6 +103,7 @@ type Client struct {
 	outSeq  uint64
 	state   *eventState
 	markers map[string]map[string]uint64 // room -> member -> read marker
+	sock    *sendSocket                  // a Subscription's open WebSocket, for sends
 }
 
 // New returns a Client for the sites in cfg. It does not contact any site.
@@ -125,7 +137,7 @@ func New(cfg Config) (*Client, error) {
 		markers:    map[string]map[string]uint64{},
 	}
 	if c.httpClient == nil {
-		c.httpClient = &http.Client{}
+		c.httpClient = newHTTPClient(len(sites))
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultRequestTimeout
@@ -148,6 +160,18 @@ func New(cfg Config) (*Client, error) {
 	}
 	return c, nil
 }
+
+// newHTTPClient returns the default HTTP client for n sites.
+func newHTTPClient(n int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	t.MaxIdleConns = n * DefaultMaxIdleConnsPerHost
+	return &http.Client{Transport: t}
+}
+
+// CloseIdleConnections closes the idle connections of the Client's HTTP
+// transport.
+func (c *Client) CloseIdleConnections() { c.httpClient.CloseIdleConnections() }
 
 // Sites returns the base URLs of every site, in configured order.
 func (c *Client) Sites() []string { return append([]string(nil), c.sites...) }

@@ -5,7 +5,9 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
@@ -45,6 +47,12 @@ func (c *Client) Send(ctx context.Context, roomID, text string) (salamander.Send
 // id was already used by this user in this room, the result is the original
 // message with Duplicate set.
 //
+// While a Subscription has a WebSocket open, the message goes over it (many
+// sends may be in flight on it at once, from many goroutines); otherwise,
+// or when that socket fails, over HTTP with failover as for every call.
+// Messages one goroutine sends to one room, each after the previous one
+// returned, are committed in that order.
+//
 // Until it is acknowledged the message is listed by Pending. A message that
 // the server refuses (a coded error) leaves the outbox; one still unacknowledged
 // when ctx ends stays there, to be sent again with the same client id or
@@ -58,8 +66,7 @@ func (c *Client) SendWithID(ctx context.Context, roomID, clientID, text string) 
 		return salamander.SendResult{}, err
 	}
 	c.queue(roomID, clientID, text)
-	var r salamander.SendResult
-	_, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/messages"), salamander.SendRequest{ClientID: clientID, Text: text}, &r)
+	r, err := c.send(ctx, roomID, clientID, text)
 	if err != nil {
 		var coded *salamander.Error
 		if ctx.Err() == nil && errors.As(err, &coded) {
@@ -69,6 +76,48 @@ func (c *Client) SendWithID(ctx context.Context, roomID, clientID, text string) 
 	}
 	c.Forget(clientID)
 	return r, nil
+}
+
+// send tries the open WebSocket (and the next one, if the Subscription
+// moves to another site meanwhile), then HTTP with failover.
+func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salamander.SendResult, error) {
+	frame := salamander.ClientFrame{Type: salamander.FrameSend, RoomID: roomID, ClientID: clientID, Text: text}
+	var tried []*sendSocket
+	for len(tried) < len(c.sites) {
+		s := c.socket()
+		if s == nil || slices.Contains(tried, s) {
+			break
+		}
+		tried = append(tried, s)
+		ev, err := s.send(ctx, frame)
+		var fe *failoverError
+		switch {
+		case err == nil && ev.Type == salamander.EventAck && ev.Message != nil:
+			return salamander.SendResult{Message: *ev.Message, Duplicate: ev.Duplicate}, nil
+		case err == nil:
+			e := ev.Error
+			if ev.Type != salamander.EventNack || e == nil {
+				e = salamander.Errorf(salamander.CodeInternal, "unexpected answer %q to a send", ev.Type)
+			}
+			switch e.Code {
+			case salamander.CodeUnavailable, salamander.CodeInternal:
+				c.siteBad(s.site, fmt.Errorf("send over the WebSocket: %w", e))
+				continue
+			case salamander.CodeTooManyRequests:
+			default:
+				return salamander.SendResult{}, e
+			}
+		case ctx.Err() != nil:
+			return salamander.SendResult{}, fmt.Errorf("client: send to room %s: %w", roomID, err)
+		case errors.As(err, &fe):
+			c.siteBad(s.site, fmt.Errorf("send over the WebSocket: %w", err))
+			continue
+		}
+		break // the socket is gone or busy: HTTP
+	}
+	var r salamander.SendResult
+	_, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/messages"), salamander.SendRequest{ClientID: clientID, Text: text}, &r)
+	return r, err
 }
 
 // Pending returns the messages not acknowledged yet, oldest first.

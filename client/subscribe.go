@@ -23,13 +23,20 @@ const (
 	wsQuiet       = 20 * time.Second
 	wsPingTimeout = 10 * time.Second
 	wsCheckEvery  = 5 * time.Second
+	// eventBuffer events are read ahead of the application, so that the
+	// answers to sends on the same socket are not stuck behind them.
+	eventBuffer = 256
 )
 
-// Subscription delivers a Client's live events. It owns one goroutine, which
-// keeps a WebSocket open to one site at a time: when the socket breaks, the
+// Subscription delivers a Client's live events. It owns two goroutines: one
+// keeps a WebSocket open to one site at a time (when the socket breaks, the
 // site stops answering pings, or a request marks the site unusable, it
-// reconnects to the next site (backing off after each full round) and
-// resumes from the Client's cursor.
+// reconnects to the next site, backing off after each full round, and
+// resumes from the Client's cursor), the other hands events to the
+// application. While connected, the socket also carries the Client's sends
+// (see SendWithID). Receive from Events promptly: the answers to those sends
+// are read from the socket only while fewer than 256 events wait for the
+// application (sends fall back to HTTP meanwhile).
 //
 // Events arrive in the order the server sends them. A stored event (one with
 // a position) is delivered at most once per Client, and a message at most
@@ -40,10 +47,15 @@ const (
 type Subscription struct {
 	c      *Client
 	events chan salamander.Event
+	ahead  chan salamander.Event // read from the socket, not yet delivered
 	parent context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 	closed atomic.Bool
+
+	// resume is where the next connection resumes: past every event read
+	// from a socket, delivered or still read ahead (owned by run).
+	resume salamander.Cursor
 
 	mu   sync.Mutex
 	site string
@@ -58,11 +70,17 @@ func (c *Client) Subscribe(ctx context.Context) *Subscription {
 	s := &Subscription{
 		c:      c,
 		events: make(chan salamander.Event),
+		ahead:  make(chan salamander.Event, eventBuffer),
 		parent: ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
-	go s.run(runCtx)
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		s.deliverLoop(runCtx)
+	}()
+	go s.run(runCtx, delivered)
 	return s
 }
 
@@ -105,7 +123,9 @@ func (s *Subscription) setSite(site string) {
 	s.site = site
 }
 
-func (s *Subscription) run(ctx context.Context) {
+// run connects and reconnects until the Subscription ends; then it waits
+// for the delivering goroutine (delivered) to end.
+func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 	c := s.c
 	var err error
 	defer func() {
@@ -120,9 +140,15 @@ func (s *Subscription) run(ctx context.Context) {
 			s.err = err
 		}
 		s.mu.Unlock()
-		close(s.events)
+		close(s.ahead) // the events read so far are still delivered
+		<-delivered
 		close(s.done)
 	}()
+	if cur, err := salamander.ParseCursor(c.Cursor()); err == nil {
+		s.resume = cur
+	} else {
+		s.resume = salamander.Cursor{}
+	}
 	n := len(c.sites)
 	fails := 0 // connections failed since the last one that reached "ready"
 	for {
@@ -157,7 +183,7 @@ func (s *Subscription) run(ctx context.Context) {
 func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err error) {
 	c := s.c
 	u := c.sites[i] + "/v1/ws"
-	if cur := c.Cursor(); cur != "" {
+	if cur := s.resume.String(); cur != "" {
 		u += "?" + url.Values{"cursor": {cur}}.Encode()
 	}
 	h := http.Header{}
@@ -194,6 +220,9 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 	s.setSite(c.sites[i])
 	c.siteOK(i)
 	c.log.Info("live events connected", "site", c.sites[i])
+	sock := newSendSocket(conn, i, c.timeout)
+	c.setSocket(sock)
+	defer c.dropSocket(sock)
 
 	connCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -218,12 +247,64 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 			c.log.Warn("undecodable event dropped", "site", c.sites[i], "error", err)
 			continue
 		}
-		if ev.Type == salamander.EventReady {
+		switch ev.Type {
+		case salamander.EventAck, salamander.EventNack:
+			if !sock.answer(ev) && ev.Type == salamander.EventNack {
+				c.log.Warn("frame refused", "site", c.sites[i], "room", ev.RoomID, "client_id", ev.ClientID, "error", ev.Error)
+			}
+			continue
+		case salamander.EventReady:
 			ready = true
-			c.mergeCursor(ev.Cursor)
+			if cur, err := salamander.ParseCursor(ev.Cursor); err == nil {
+				for stream, seq := range cur {
+					s.resume.Advance(salamander.Position{Stream: stream, Seq: seq})
+				}
+			}
 		}
-		if !s.deliver(connCtx, &ev) {
+		if ev.Pos != nil {
+			s.resume.Advance(*ev.Pos)
+		}
+		if !s.readAhead(connCtx, sock, ev) {
 			return ready, ctx.Err()
+		}
+	}
+}
+
+// readAhead queues ev for delivery. It returns false if ctx ended first.
+func (s *Subscription) readAhead(ctx context.Context, sock *sendSocket, ev salamander.Event) bool {
+	select {
+	case s.ahead <- ev:
+		return true
+	default:
+	}
+	sock.stalled.Store(true)
+	defer sock.stalled.Store(false)
+	select {
+	case s.ahead <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// deliverLoop delivers the events read ahead, in order, until they end or
+// ctx does; then it closes Events.
+func (s *Subscription) deliverLoop(ctx context.Context) {
+	defer close(s.events)
+	for {
+		select {
+		case ev, ok := <-s.ahead:
+			if !ok {
+				return
+			}
+			if ev.Type == salamander.EventReady {
+				s.c.mergeCursor(ev.Cursor)
+			}
+			if !s.deliver(ctx, &ev) {
+				return
+			}
+		case <-ctx.Done():
+			return
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/site"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // serveConfig is everything `serve` can be told, by flags or by a JSON
@@ -28,7 +29,9 @@ type serveConfig struct {
 	Sites         string `json:"sites"`
 	Partitions    int    `json:"partitions"`
 	Sync          string `json:"sync"`
+	BcryptCost    int    `json:"bcrypt_cost"`
 	LogLevel      string `json:"log_level"`
+	Pprof         string `json:"pprof"`
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -50,6 +53,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "site %s serving at %s\n", cfg.Site, s.URL())
+	if c.Pprof != "" {
+		stop, url, err := startPprof(c.Pprof, log)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		defer stop()
+		fmt.Fprintf(stdout, "profiles at %s\n", url)
+	}
 	<-ctx.Done()
 	log.Info("stopping: handing leaderships to other sites")
 	s.Close()
@@ -74,7 +86,9 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Sites, "sites", "", "every site's public URL for client failover: a=http://…,b=http://…")
 	fs.IntVar(&c.Partitions, "partitions", 6, "room partitions (streams) when creating a new cluster")
 	fs.StringVar(&c.Sync, "sync", "always", "JetStream disk flush: always (an ack survives power loss) or interval (faster; a crash of a quorum may lose the last 2 minutes)")
+	fs.IntVar(&c.BcryptCost, "bcrypt-cost", bcrypt.DefaultCost, "password hashing cost, 4-31 (lower is faster to sign up and log in, and cheaper to guess; benchmarks use 4)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.Pprof, "pprof", "", "serve Go profiles (net/http/pprof) at http://ADDR/debug/pprof/ on a listener of their own; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -127,6 +141,10 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 		return cfg, fmt.Errorf("serve: --partitions must be 1-1024")
 	}
 	cfg.Partitions = c.Partitions
+	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
+		return cfg, fmt.Errorf("serve: --bcrypt-cost must be %d-%d", bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	cfg.BcryptCost = c.BcryptCost
 	switch c.Sync {
 	case "always":
 		cfg.NATS.SyncAlways = true

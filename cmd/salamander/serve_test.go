@@ -23,7 +23,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		t.Fatalf("merged config: %+v", c)
 	}
 	cfg, err := c.siteConfig()
-	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways {
+	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways || cfg.BcryptCost != 10 {
 		t.Fatalf("site config: %+v %v", cfg, err)
 	}
 	if err := os.WriteFile(file, []byte(`{"site":"b","evil":1}`), 0o644); err != nil {
@@ -33,7 +33,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		t.Fatalf("unknown key accepted: %v", err)
 	}
 	for _, bad := range [][]string{{"--site", "a", "--sync", "sometimes"}, {"--site", "a", "--partitions", "0"},
-		{"--site", "a", "--sites", "a=ftp://x"}, {}} {
+		{"--site", "a", "--sites", "a=ftp://x"}, {"--site", "a", "--bcrypt-cost", "3"}, {}} {
 		c, err := parseServeFlags(bad)
 		if err == nil {
 			_, err = c.siteConfig()

@@ -3,26 +3,59 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/view"
 )
 
 // Typing and presence are ephemeral: plain NATS subjects shared by every
-// site, never stored. A site announces its users' presence changes at once
-// and repeats the full list as a heartbeat, so a site that burns takes its
-// users offline everywhere within presenceTTL.
+// gateway process of every site, never stored. Typing is fanned out as it
+// comes. Presence is kept per gateway process (an "instance"): see
+// presence.go for the protocol.
 const (
-	subjTyping      = "sal.eph.typing"
-	subjPresence    = "sal.eph.presence"
-	presenceBeat    = 5 * time.Second
-	presenceTTL     = 16 * time.Second
-	presenceSweep   = 2 * time.Second
+	subjTyping = "sal.eph.typing"
+	// maxEphemeralMsg is the largest ephemeral message a receiver accepts
+	// and the bound every message this package publishes stays under.
 	maxEphemeralMsg = 64 << 10
+
+	// DefaultPresenceBeat is how often a gateway process repeats the digest
+	// of its online users by default.
+	DefaultPresenceBeat = 5 * time.Second
+	// DefaultPresenceTTL is how long, by default, other processes keep a
+	// silent process's users online.
+	DefaultPresenceTTL = 16 * time.Second
 )
+
+// typingEvery is the most often one user's "typing" in one room is passed
+// on; clients repeat it every few seconds while the user types, so more is
+// noise that every site would fan out to every member.
+const typingEvery = time.Second
+
+// maxTypingKeys bounds the typing rate limiter's memory: past it, new
+// (user, room) pairs are refused until stale ones can be forgotten.
+const maxTypingKeys = 100000
+
+// typingPendingMsgs and typingPendingBytes bound the typing signals waiting
+// for a room's member list: a flood beyond them is dropped (a lost "typing"
+// is harmless), instead of queueing in memory.
+const (
+	typingPendingMsgs  = 4096
+	typingPendingBytes = 4 << 20
+)
+
+// devices is what typing and presence need from the hub: whether a user
+// has a device connected to this process, and a lossy way to reach them.
+type devices interface {
+	connected(user string) bool
+	sendTo(users []string, ev salamander.Event)
+}
+
+var _ devices = (*hub)(nil)
 
 type typingMsg struct {
 	Room   string `json:"room"`
@@ -30,124 +63,161 @@ type typingMsg struct {
 	Typing bool   `json:"typing"`
 }
 
-type presenceMsg struct {
-	Site  string   `json:"site"`
-	Users []string `json:"users,omitempty"`
-	// Offline lists users whose last device here disconnected.
-	Offline []string `json:"offline,omitempty"`
-	// Full is true on heartbeats: Users is every user online at Site.
-	Full bool `json:"full,omitempty"`
-}
-
+// ephemeral is one gateway process's typing and presence. Lock order:
+// localMu before mu.
 type ephemeral struct {
-	g *Gateway
+	nc     *nats.Conn
+	site   string
+	id     string // this instance, unique per process start
+	beat   time.Duration
+	ttl    time.Duration
+	v1     bool // also speak the presence format of older versions
+	log    *slog.Logger
+	hub    devices
+	view   *view.View
+	typing *typingLimiter
 
-	typingMu   sync.Mutex
-	lastTyping map[string]time.Time // "user\x00room" -> last "typing" published
+	// What this instance tells others.
+	localMu sync.Mutex
+	local   *userSet // users with a device connected to this instance
+	ver     uint64   // bumped on every change of local
+	closed  bool     // said goodbye: publish nothing more
 
-	mu sync.Mutex
-	// seen[user][site] is when site last said user is online there.
-	seen     map[string]map[string]time.Time
+	// What this instance knows of every instance, itself included.
+	mu       sync.Mutex
+	remotes  map[string]*remote
+	count    map[string]int // user -> number of instances listing the user
 	lastSeen map[string]time.Time
-	online   map[string]bool // last state pushed to followers
+	dirty    map[string]bool // instances whose list must be fetched again
+	// follows[u] lists whom local user u follows; watchers[f] is the set of
+	// local users following f: who is told about f's presence changes.
+	follows  map[string][]string
+	watchers map[string]map[string]struct{}
+
+	kick    chan struct{} // wakes the resync worker
+	beatNow chan struct{} // asks for a digest now (another instance said hello)
 }
 
 func newEphemeral(g *Gateway) *ephemeral {
-	return &ephemeral{g: g, seen: map[string]map[string]time.Time{}, lastSeen: map[string]time.Time{},
-		online: map[string]bool{}, lastTyping: map[string]time.Time{}}
+	e := &ephemeral{
+		nc:       g.cfg.Store.Conn(),
+		site:     g.cfg.Site,
+		id:       randomHex(8),
+		beat:     g.cfg.PresenceBeat,
+		ttl:      g.cfg.PresenceTTL,
+		v1:       g.cfg.PresenceV1,
+		hub:      g.hub,
+		view:     g.cfg.View,
+		typing:   newTypingLimiter(typingEvery, maxTypingKeys),
+		local:    newUserSet(),
+		remotes:  map[string]*remote{},
+		count:    map[string]int{},
+		lastSeen: map[string]time.Time{},
+		dirty:    map[string]bool{},
+		follows:  map[string][]string{},
+		watchers: map[string]map[string]struct{}{},
+		kick:     make(chan struct{}, 1),
+		beatNow:  make(chan struct{}, 1),
+	}
+	e.log = g.log.With("instance", e.id)
+	if e.ttl < 2*e.beat {
+		e.log.Warn("presence TTL is under two beats: one late digest takes this process's users offline",
+			"beat", e.beat, "ttl", e.ttl)
+	}
+	g.cfg.View.OnApply(e.onApply)
+	return e
 }
 
+// start subscribes to the ephemeral subjects and runs the presence digest,
+// expiry and resync loops until ctx ends; wg tracks them.
 func (e *ephemeral) start(ctx context.Context, wg *sync.WaitGroup) error {
-	nc := e.g.cfg.Store.Conn()
-	subT, err := nc.Subscribe(subjTyping, e.onTyping)
-	if err != nil {
-		return err
+	var subs []*nats.Subscription
+	unsubscribe := func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
 	}
-	subP, err := nc.Subscribe(subjPresence, e.onPresence)
-	if err != nil {
-		subT.Unsubscribe()
-		return err
+	for _, s := range []struct {
+		subj string
+		fn   nats.MsgHandler
+	}{
+		{subjTyping, e.onTyping},
+		{subjPresence, e.onPresenceV1},
+		{subjPresenceV2, e.onPresence},
+		{subjPresenceSync + e.id, e.onSyncRequest},
+	} {
+		sub, err := e.nc.Subscribe(s.subj, s.fn)
+		if err != nil {
+			unsubscribe()
+			return err
+		}
+		subs = append(subs, sub)
 	}
-	wg.Add(1)
+	_ = subs[0].SetPendingLimits(typingPendingMsgs, typingPendingBytes)
+	_ = subs[3].SetPendingLimits(syncPendingMsgs, syncPendingBytes)
+	// Once the server holds the subscriptions, whatever is published next
+	// reaches them (while disconnected, they are sent on reconnect).
+	_ = e.nc.FlushTimeout(2 * time.Second)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		defer subT.Unsubscribe()
-		defer subP.Unsubscribe()
-		beat := time.NewTicker(presenceBeat)
-		sweep := time.NewTicker(presenceSweep)
-		defer beat.Stop()
-		defer sweep.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-beat.C:
-				e.publish(presenceMsg{Site: e.g.cfg.Site, Users: e.g.hub.online(), Full: true})
-			case <-sweep.C:
-				e.sweep()
-			}
-		}
+		e.resyncLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		defer unsubscribe()
+		e.presenceLoop(ctx)
 	}()
 	return nil
 }
 
-// typingEvery is the most often one user's "typing" in one room is passed
-// on; clients repeat it every few seconds while the user types, so more is
-// noise that every site would fan out to every member.
-const typingEvery = time.Second
+// presenceLoop says hello (so every instance sends its digest now rather
+// than within a beat), then sends this instance's digest every beat and
+// expires silent instances, until ctx ends; then it says goodbye, so this
+// instance's users go offline everywhere at once.
+func (e *ephemeral) presenceLoop(ctx context.Context) {
+	e.publishV2(presenceMsgV2{Kind: kindHello, Inst: e.id, Site: e.site})
+	e.publishBeat()
+	beat := time.NewTicker(e.beat)
+	defer beat.Stop()
+	sweep := time.NewTicker(sweepEvery(e.beat))
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			e.goodbye()
+			return
+		case <-beat.C:
+			e.publishBeat()
+		case <-e.beatNow:
+			e.publishBeat()
+		case <-sweep.C:
+			e.sweep(time.Now())
+		}
+	}
+}
 
 // allowTyping rate-limits "typing" signals per user and room; "stopped
 // typing" always passes.
 func (e *ephemeral) allowTyping(room, user string, typing bool) bool {
-	key := user + "\x00" + room
-	now := time.Now()
-	e.typingMu.Lock()
-	defer e.typingMu.Unlock()
-	if !typing {
-		delete(e.lastTyping, key)
-		return true
-	}
-	if now.Sub(e.lastTyping[key]) < typingEvery {
-		return false
-	}
-	if len(e.lastTyping) > 100000 { // bound memory: forget stale entries
-		for k, t := range e.lastTyping {
-			if now.Sub(t) > typingEvery {
-				delete(e.lastTyping, k)
-			}
-		}
-	}
-	e.lastTyping[key] = now
-	return true
+	return e.typing.allow(room, user, typing, time.Now())
 }
 
 func (e *ephemeral) publishTyping(room, user string, typing bool) {
 	b, _ := json.Marshal(typingMsg{Room: room, User: user, Typing: typing})
-	_ = e.g.cfg.Store.Conn().Publish(subjTyping, b)
+	_ = e.nc.Publish(subjTyping, b)
 }
 
-// setOnline announces that user's first device connected here, or last left.
-func (e *ephemeral) setOnline(user string, online bool) {
-	m := presenceMsg{Site: e.g.cfg.Site}
-	if online {
-		m.Users = []string{user}
-	} else {
-		m.Offline = []string{user}
-	}
-	e.publish(m)
-}
-
-func (e *ephemeral) publish(m presenceMsg) {
-	b, _ := json.Marshal(m)
-	_ = e.g.cfg.Store.Conn().Publish(subjPresence, b)
-}
-
+// onTyping passes a typing signal to the room's other members connected
+// here. Signals wait in a bounded queue (see typingPendingMsgs).
 func (e *ephemeral) onTyping(msg *nats.Msg) {
 	var t typingMsg
 	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &t) != nil || !salamander.ValidRoomID(t.Room) {
 		return
 	}
-	members, err := e.g.cfg.View.Members(context.Background(), t.Room)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	members, err := e.view.Members(ctx, t.Room)
+	cancel()
 	if err != nil {
 		return
 	}
@@ -158,94 +228,50 @@ func (e *ephemeral) onTyping(msg *nats.Msg) {
 		}
 	}
 	ev := salamander.Event{Type: salamander.EventTyping, RoomID: t.Room, User: t.User, Online: t.Typing, At: time.Now().UTC()}
-	e.g.hub.sendTo(others, ev)
+	e.hub.sendTo(others, ev)
 }
 
-func (e *ephemeral) onPresence(msg *nats.Msg) {
-	var p presenceMsg
-	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &p) != nil || p.Site == "" {
-		return
+// typingLimiter passes at most one "typing" per user and room every
+// interval, remembering at most max pairs.
+type typingLimiter struct {
+	every time.Duration
+	max   int
+
+	mu     sync.Mutex
+	last   map[string]time.Time // "user\x00room" -> last "typing" passed
+	purged time.Time
+}
+
+func newTypingLimiter(every time.Duration, max int) *typingLimiter {
+	return &typingLimiter{every: every, max: max, last: map[string]time.Time{}}
+}
+
+func (l *typingLimiter) allow(room, user string, typing bool, now time.Time) bool {
+	key := user + "\x00" + room
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !typing {
+		delete(l.last, key)
+		return true
 	}
-	now := time.Now()
-	e.mu.Lock()
-	if p.Full {
-		for u, sites := range e.seen {
-			if _, ok := sites[p.Site]; ok && !contains(p.Users, u) {
-				delete(sites, p.Site)
-				e.lastSeen[u] = now
+	if t, ok := l.last[key]; ok && now.Sub(t) < l.every {
+		return false
+	}
+	if _, ok := l.last[key]; !ok && len(l.last) >= l.max {
+		// Forget stale pairs, at most once an interval so that a flood does
+		// not turn every call into a scan; refuse while still full.
+		if now.Sub(l.purged) >= l.every {
+			l.purged = now
+			for k, t := range l.last {
+				if now.Sub(t) >= l.every {
+					delete(l.last, k)
+				}
 			}
 		}
-	}
-	for _, u := range p.Users {
-		sites := e.seen[u]
-		if sites == nil {
-			sites = map[string]time.Time{}
-			e.seen[u] = sites
-		}
-		sites[p.Site] = now
-		e.lastSeen[u] = now
-	}
-	for _, u := range p.Offline {
-		delete(e.seen[u], p.Site)
-		e.lastSeen[u] = now
-	}
-	e.mu.Unlock()
-	e.sweep()
-}
-
-// sweep expires stale sites and pushes every change of a user's presence to
-// the followers connected here.
-func (e *ephemeral) sweep() {
-	now := time.Now()
-	type change struct {
-		user   string
-		online bool
-	}
-	var changes []change
-	e.mu.Lock()
-	for u, sites := range e.seen {
-		for s, t := range sites {
-			if now.Sub(t) > presenceTTL {
-				delete(sites, s)
-			}
-		}
-		on := len(sites) > 0
-		if on != e.online[u] {
-			changes = append(changes, change{u, on})
-			e.online[u] = on
-		}
-		if !on {
-			delete(e.seen, u)
-			delete(e.online, u)
+		if len(l.last) >= l.max {
+			return false
 		}
 	}
-	e.mu.Unlock()
-	for _, c := range changes {
-		followers, err := e.g.cfg.View.Followers(context.Background(), c.user)
-		if err != nil || len(followers) == 0 {
-			continue
-		}
-		e.g.hub.sendTo(followers, salamander.Event{Type: salamander.EventPresence, User: c.user, Online: c.online, At: now.UTC()})
-	}
-}
-
-func (e *ephemeral) presence(user string) salamander.Presence {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	p := salamander.Presence{User: user, LastSeen: e.lastSeen[user]}
-	for _, t := range e.seen[user] {
-		if time.Since(t) <= presenceTTL {
-			p.Online = true
-		}
-	}
-	return p
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	l.last[key] = now
+	return true
 }

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -55,6 +56,19 @@ type Config struct {
 	LoginEvery time.Duration
 	// Registry receives the gateway's metrics; nil creates a private one.
 	Registry *prometheus.Registry
+	// PresenceBeat is how often this process publishes the digest of its
+	// online users (a version, a count and a hash, never the list).
+	PresenceBeat time.Duration
+	// PresenceTTL is how long other processes keep this process's users
+	// online after its last word: a process that dies takes its users
+	// offline everywhere within it. Announced in every digest; keep it at
+	// three beats or more.
+	PresenceTTL time.Duration
+	// PresenceV1 also speaks the presence format of versions before
+	// per-process digests to their processes during a rolling upgrade, as
+	// long as this process's list fits one message. Turn it off once every
+	// process runs this version.
+	PresenceV1 bool
 }
 
 // DefaultConfig returns the defaults.
@@ -69,6 +83,9 @@ func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 		WriteTimeout: 8 * time.Second,
 		LoginBurst:   10,
 		LoginEvery:   6 * time.Second,
+		PresenceBeat: DefaultPresenceBeat,
+		PresenceTTL:  DefaultPresenceTTL,
+		PresenceV1:   true,
 	}
 }
 
@@ -113,7 +130,7 @@ func (g *Gateway) SetIsolated(on bool) {
 	}
 	g.isoMu.Unlock()
 	if on {
-		g.hub.kickAll()
+		g.hub.kickAll(websocket.StatusTryAgainLater, "site cut off from the other sites")
 	}
 }
 
@@ -172,6 +189,12 @@ func New(cfg Config) *Gateway {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if cfg.PresenceBeat <= 0 {
+		cfg.PresenceBeat = DefaultPresenceBeat
+	}
+	if cfg.PresenceTTL <= 0 {
+		cfg.PresenceTTL = DefaultPresenceTTL
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
 		started: time.Now()}
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
@@ -185,10 +208,15 @@ func New(cfg Config) *Gateway {
 	return g
 }
 
-// Start begins the gateway's background work (ephemeral signals); Close
-// stops it.
+// Start begins the gateway's background work (ephemeral signals, socket
+// pings and token checks); Close stops it.
 func (g *Gateway) Start(ctx context.Context) error {
 	ctx, g.cancel = context.WithCancel(ctx)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		g.tendSockets(ctx)
+	}()
 	return g.eph.start(ctx, &g.wg)
 }
 

@@ -1,163 +1,109 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
-	"github.com/coder/websocket/wsjson"
 
 	"github.com/salamander-chat/salamander"
-	"github.com/salamander-chat/salamander/internal/view"
 )
 
+// WebSocket limits and timings. The frames themselves are documented in
+// api/openapi.yaml (GET /v1/ws).
 const (
-	wsQueueLen     = 4096
+	// wsMaxFrameBytes bounds a client frame: a send of the longest message
+	// fits however its text is escaped (JSON needs at most 6 bytes per
+	// byte of text). A longer frame is refused with a nack (too_large).
+	wsMaxFrameBytes = 6*salamander.MaxMessageBytes + 1024
+	// wsHardFrameBytes: a frame longer than this is not read at all; the
+	// socket is closed (status 1009).
+	wsHardFrameBytes = salamander.MaxBodyBytes
+	// wsMaxInFlight frames of one socket may be accepted and not yet
+	// answered; more are refused with too_many_requests.
+	wsMaxInFlight = 256
+	// wsMaxStrikes refused frames in a row close the socket (1008).
+	wsMaxStrikes = 16
+	// wsQueueBytes bounds what a socket has yet to write; a device that
+	// reads too slowly to stay under it is disconnected and resumes from
+	// its cursor.
+	wsQueueBytes = 2 << 20
+	// Buffers of an open socket, held for its whole life (net/http hands
+	// over 4 KiB each). Most event frames fit the writer's in one write; a
+	// longer one takes two (the library writes what does not fit past the
+	// buffer); a send frame usually fits the reader's.
+	wsReadBuffer  = 256
+	wsWriteBuffer = 512
+
 	wsPingInterval = 15 * time.Second
+	wsPongTimeout  = 10 * time.Second
 	wsWriteTimeout = 10 * time.Second
 	wsReplayPage   = 500
+	wsTendEvery    = time.Second
+	wsCloseGrace   = 2 * time.Second
 	// tokenRecheck is how soon a revoked session's open sockets close.
 	tokenRecheck = 5 * time.Second
 )
 
-// hub maps users to their WebSockets at this site and fans applied events
-// out to them. A device too slow to drain its queue is disconnected rather
-// than allowed to hold memory or block delivery to others; it resumes from
-// its cursor when it reconnects.
-type hub struct {
-	metrics *metrics
-	mu      sync.Mutex
-	conns   map[string]map[*wsConn]struct{}
-	closed  bool
-}
-
+// wsConn is one device's WebSocket. Its reader goroutine (readLoop) lives as
+// long as the socket and owns it; the writer, one goroutine per room with
+// frames in flight, a ping and a close are started only while there is
+// work for them and end when it is done.
 type wsConn struct {
-	user   string
-	queue  chan salamander.Event
+	g     *Gateway
+	conn  *websocket.Conn
+	raw   net.Conn
+	user  string
+	token string
+
+	// nextPing is when the hub pings next (unix ns); guarded by hub.mu.
+	nextPing int64
+
+	mu       sync.Mutex
+	out      outQueue
+	ready    bool // the backlog is replayed: events may be written
+	writing  bool // a writeLoop is running
+	pinging  bool
+	closing  bool // a close has begun: nothing more is written
+	exited   bool // the reader has ended: nothing new starts
+	inflight int
+	lanes    map[string]*lane // rooms with frames in flight
+	wg       sync.WaitGroup   // everything but the reader; it waits
+
+	// cur is the device's place in the log: the replay's until ready, then
+	// the (single) writer's.
+	cur salamander.Cursor
+	// strikes counts refused frames in a row (reader only).
+	strikes int
+}
+
+// lane is one room's frames in flight on one socket, carried out in order.
+type lane struct {
+	// ctx bounds the lane's work; it ends with the socket.
+	ctx    context.Context
 	cancel context.CancelFunc
-}
-
-func newHub(m *metrics) *hub {
-	return &hub{metrics: m, conns: map[string]map[*wsConn]struct{}{}}
-}
-
-// add registers c and reports whether it is the user's first device here.
-func (h *hub) add(c *wsConn) (first bool, ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return false, false
-	}
-	set := h.conns[c.user]
-	if set == nil {
-		set = map[*wsConn]struct{}{}
-		h.conns[c.user] = set
-	}
-	set[c] = struct{}{}
-	h.metrics.wsConns.Inc()
-	return len(set) == 1, true
-}
-
-// remove unregisters c and reports whether it was the user's last device here.
-func (h *hub) remove(c *wsConn) (last bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	set := h.conns[c.user]
-	if _, ok := set[c]; !ok {
-		return false
-	}
-	delete(set, c)
-	h.metrics.wsConns.Dec()
-	if len(set) == 0 {
-		delete(h.conns, c.user)
-		return true
-	}
-	return false
-}
-
-// online lists the users with at least one device connected here.
-func (h *hub) online() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]string, 0, len(h.conns))
-	for u := range h.conns {
-		out = append(out, u)
-	}
-	return out
-}
-
-// kickAll disconnects every device; they reconnect, to another site if
-// this one refuses them.
-func (h *hub) kickAll() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, set := range h.conns {
-		for c := range set {
-			c.cancel()
-		}
-	}
-}
-
-func (h *hub) closeAll() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.closed = true
-	for _, set := range h.conns {
-		for c := range set {
-			c.cancel()
-		}
-	}
-}
-
-// deliver is the view's apply listener: it queues each event for every
-// connected device of its audience.
-func (h *hub) deliver(batch []view.Emitted) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, e := range batch {
-		seen := map[string]bool{}
-		for _, u := range e.Audience {
-			if seen[u] {
-				continue
-			}
-			seen[u] = true
-			for c := range h.conns[u] {
-				c.push(e.Event)
-			}
-		}
-	}
-}
-
-// sendTo queues an ephemeral event for every device of the given users.
-// Ephemeral events are dropped for a device whose queue is full: losing a
-// "typing" is harmless, and unlike stored events it cannot be replayed.
-func (h *hub) sendTo(users []string, ev salamander.Event) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, u := range users {
-		for c := range h.conns[u] {
-			select {
-			case c.queue <- ev:
-			default:
-			}
-		}
-	}
-}
-
-func (c *wsConn) push(ev salamander.Event) {
-	select {
-	case c.queue <- ev:
-	default:
-		c.cancel() // too slow: drop the connection; the device resumes from its cursor
-	}
+	frames []salamander.ClientFrame
+	// failed is set when a send failed in a way worth retrying: the sends
+	// queued behind it are refused alike, so the client resends them all,
+	// in order, instead of seeing a later one committed first.
+	failed error
 }
 
 // handleWebSocket serves one device: it replays every stored event since
-// the device's cursor, says "ready", then streams live events. Events are
-// registered for before the replay starts and deduplicated by position, so
-// nothing falls between replay and live.
+// the device's cursor, says "ready", then streams live events, while it
+// carries out the frames the device sends. Events are registered for
+// before the replay starts and deduplicated by position, so nothing falls
+// between replay and live. The handler returns once the replay is done;
+// the socket's reader goroutine, owned by the hub, serves it from then on.
 func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err := g.serving(); err != nil {
 		writeError(w, g.log, r, err)
@@ -167,7 +113,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if token == "" {
 		token = r.URL.Query().Get("token")
 	}
-	c, err := g.authenticate(r.Context(), token)
+	cl, err := g.authenticate(r.Context(), token)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -177,116 +123,536 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns})
+	hj := &slimHijacker{ResponseWriter: w}
+	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns})
 	if err != nil {
 		return // Accept has answered the request
 	}
-	defer conn.CloseNow()
-	conn.SetReadLimit(4096)
-	ctx, cancel := context.WithCancel(conn.CloseRead(context.Background()))
-	defer cancel()
-	wc := &wsConn{user: c.User, queue: make(chan salamander.Event, wsQueueLen), cancel: cancel}
-	first, ok := g.hub.add(wc)
+	conn.SetReadLimit(wsHardFrameBytes)
+	c := &wsConn{g: g, conn: conn, raw: hj.raw, user: cl.User, token: token, cur: cur}
+	first, ok := g.hub.add(c)
 	if !ok {
 		conn.Close(websocket.StatusGoingAway, "site shutting down")
 		return
 	}
-	defer func() {
-		if g.hub.remove(wc) {
-			g.eph.setOnline(c.User, false)
-		}
-	}()
+	c.wg.Add(1) // the replay below: the reader waits for it
+	go c.readLoop()
+	defer c.wg.Done()
 	// SetIsolated sets the flag before it kicks every registered device, so
 	// a device registered after the kick sees the flag here.
 	if g.Isolated() {
-		conn.Close(websocket.StatusTryAgainLater, "site cut off from the other sites")
+		c.kick(websocket.StatusTryAgainLater, "site cut off from the other sites")
 		return
 	}
 	if first {
-		g.eph.setOnline(c.User, true)
+		g.eph.setOnline(cl.User, true)
 	}
-	pingDone := make(chan struct{})
-	go func() {
-		defer close(pingDone)
-		g.pinger(ctx, conn, cancel)
-	}()
-	defer func() {
-		cancel()
-		<-pingDone
-	}()
+	// The request's context lives until the handler returns: the socket
+	// holds no context of its own while idle.
+	c.replay(r.Context())
+}
 
-	write := func(ev salamander.Event) error {
-		wctx, wcancel := context.WithTimeout(ctx, wsWriteTimeout)
-		defer wcancel()
-		return wsjson.Write(wctx, conn, ev)
-	}
+// replay writes every stored event since the device's cursor, then
+// "ready", and lets the writer go on with live events. A write fails once
+// the socket has ended, which ends the replay.
+func (c *wsConn) replay(ctx context.Context) {
+	cur := c.cur
 	for {
-		res, err := g.cfg.View.Sync(ctx, c.User, cur, wsReplayPage)
+		res, err := c.g.cfg.View.Sync(ctx, c.user, cur, wsReplayPage)
+		if err == nil {
+			cur, err = salamander.ParseCursor(res.Cursor)
+		}
 		if err != nil {
-			conn.Close(websocket.StatusInternalError, "replay failed")
+			if !c.ended() {
+				c.g.log.Error("websocket replay failed", "user", c.user, "err", err)
+				c.kick(websocket.StatusInternalError, "replay failed")
+			}
 			return
 		}
 		for _, ev := range res.Events {
-			if err := write(ev); err != nil {
+			data, err := json.Marshal(ev)
+			if err != nil || c.write(data) != nil {
+				c.abort()
 				return
 			}
 		}
-		next, err := salamander.ParseCursor(res.Cursor)
-		if err != nil {
-			conn.Close(websocket.StatusInternalError, "replay failed")
-			return
-		}
-		cur = next
 		if !res.More {
 			break
 		}
 	}
-	if err := write(salamander.Event{Type: salamander.EventReady, Cursor: cur.String()}); err != nil {
+	data, _ := json.Marshal(salamander.Event{Type: salamander.EventReady, Cursor: cur.String()})
+	if c.write(data) != nil {
+		c.abort()
 		return
 	}
-	// The token was checked once at connect; re-check it now and then so a
-	// logout, a revocation or expiry also closes open sockets.
-	recheck := time.NewTicker(tokenRecheck)
-	defer recheck.Stop()
+	c.mu.Lock()
+	c.cur = cur
+	c.ready = true
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// readLoop reads the device's frames until the socket ends, then ends
+// everything else of the socket and unregisters it.
+func (c *wsConn) readLoop() {
+	defer c.finish()
 	for {
-		select {
-		case <-ctx.Done():
-			conn.Close(websocket.StatusGoingAway, "closing")
+		typ, r, err := c.conn.Reader(context.Background())
+		if err != nil {
 			return
-		case <-recheck.C:
-			if _, err := g.authenticate(ctx, token); salamander.ErrorCode(err) == salamander.CodeUnauthorized {
-				conn.Close(websocket.StatusPolicyViolation, "session revoked or expired")
-				return
-			}
-		case ev := <-wc.queue:
-			if ev.Pos != nil {
-				if cur.Seen(*ev.Pos) {
-					continue
-				}
-				cur.Advance(*ev.Pos)
-			}
-			if err := write(ev); err != nil {
-				return
-			}
+		}
+		if typ != websocket.MessageText {
+			c.conn.Close(websocket.StatusUnsupportedData, "frames must be JSON text")
+			return
+		}
+		bp := frameBufs.Get().(*[]byte)
+		n, over, err := readFrame(r, *bp)
+		if err == nil && !c.handleFrame((*bp)[:n], over) {
+			err = errStruckOut
+		}
+		frameBufs.Put(bp)
+		if err != nil {
+			return
 		}
 	}
 }
 
-func (g *Gateway) pinger(ctx context.Context, conn *websocket.Conn, cancel context.CancelFunc) {
-	t := time.NewTicker(wsPingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			pctx, pcancel := context.WithTimeout(ctx, wsWriteTimeout)
-			err := conn.Ping(pctx)
-			pcancel()
-			if err != nil {
-				cancel()
-				return
+var errStruckOut = errors.New("too many refused frames")
+
+// frameBufs holds buffers for reading frames: an idle socket holds none.
+var frameBufs = sync.Pool{New: func() any {
+	b := make([]byte, wsMaxFrameBytes+1)
+	return &b
+}}
+
+// readFrame reads one message into buf. over reports that it did not fit;
+// the rest is then read and discarded.
+func readFrame(r io.Reader, buf []byte) (n int, over bool, err error) {
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return n, false, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	_, err = io.Copy(io.Discard, r)
+	return n, true, err
+}
+
+// finish ends the socket: it stops the socket's work, waits for every
+// goroutine of it, and unregisters it.
+func (c *wsConn) finish() {
+	c.mu.Lock()
+	c.exited = true
+	c.out.reset()
+	for _, l := range c.lanes {
+		l.cancel()
+	}
+	c.mu.Unlock()
+	_ = c.conn.CloseNow() // (waits for a close handshake in progress)
+	c.wg.Wait()
+	if c.g.hub.remove(c) {
+		c.g.eph.setOnline(c.user, false)
+	}
+	c.g.hub.wg.Done()
+}
+
+// handleFrame refuses a bad frame or hands a good one to its room's lane.
+// It returns false when the socket has been closed for refusing too many
+// frames in a row.
+func (c *wsConn) handleFrame(data []byte, over bool) bool {
+	var f salamander.ClientFrame
+	err := decodeFrame(data, over, &f)
+	if err != nil {
+		f.RoomID, f.ClientID = frameIDs(data)
+	} else {
+		err = checkFrame(&f)
+	}
+	if err == nil && !c.admit(f) {
+		err = salamander.Errorf(salamander.CodeTooManyRequests,
+			"%d frames are in flight on this socket; wait for their answers", wsMaxInFlight)
+	}
+	if err == nil {
+		c.strikes = 0
+		return true
+	}
+	c.reply(nack(f.RoomID, f.ClientID, err))
+	c.strikes++
+	if c.strikes >= wsMaxStrikes {
+		c.conn.Close(websocket.StatusPolicyViolation, "too many refused frames")
+		return false
+	}
+	return true
+}
+
+// decodeFrame parses one client frame the way the HTTP API parses a body:
+// valid UTF-8, one JSON object, no unknown fields, no trailing data.
+func decodeFrame(data []byte, over bool, f *salamander.ClientFrame) error {
+	if over {
+		return salamander.Errorf(salamander.CodeTooLarge, "frame is over %d bytes (a message's text is at most %d)",
+			wsMaxFrameBytes, salamander.MaxMessageBytes)
+	}
+	if !utf8.Valid(data) {
+		return salamander.Errorf(salamander.CodeInvalid, "frame must be valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(f); err != nil {
+		*f = salamander.ClientFrame{}
+		return salamander.Errorf(salamander.CodeInvalid, "malformed frame: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		*f = salamander.ClientFrame{}
+		return salamander.Errorf(salamander.CodeInvalid, "malformed frame: trailing data after the object")
+	}
+	return nil
+}
+
+// checkFrame checks what can be checked before a frame is queued: its type
+// and the ids its answer is matched by.
+func checkFrame(f *salamander.ClientFrame) error {
+	switch f.Type {
+	case salamander.FrameSend, salamander.FrameTyping, salamander.FrameRead:
+	default:
+		return salamander.Errorf(salamander.CodeInvalid, "unknown frame type %q; want send, typing or read", f.Type)
+	}
+	if f.ClientID != "" || f.Type == salamander.FrameSend {
+		if err := salamander.ValidateClientID(f.ClientID); err != nil {
+			return err
+		}
+	}
+	if f.RoomID == "" {
+		return salamander.Errorf(salamander.CodeInvalid, "room_id is required")
+	}
+	return nil
+}
+
+// frameIDs picks room_id and client_id out of a frame that did not decode
+// (too long, a field of the wrong type, …), so that its nack can still be
+// matched. It gives up at the first thing it cannot read.
+func frameIDs(data []byte) (room, clientID string) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", ""
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return room, clientID
+		}
+		switch k {
+		case "room_id", "client_id":
+			v, err := dec.Token()
+			s, ok := v.(string)
+			if err != nil || !ok {
+				return room, clientID
+			}
+			if len(s) > salamander.MaxClientIDBytes {
+				s = s[:salamander.MaxClientIDBytes]
+			}
+			if k == "room_id" {
+				room = s
+			} else {
+				clientID = s
+			}
+		default:
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return room, clientID
 			}
 		}
 	}
+	return room, clientID
+}
+
+// admit queues f on its room's lane, starting the lane if it is idle. It
+// returns false when too many frames are in flight.
+func (c *wsConn) admit(f salamander.ClientFrame) bool {
+	c.mu.Lock()
+	if c.exited {
+		c.mu.Unlock()
+		return true
+	}
+	if c.inflight >= wsMaxInFlight {
+		c.mu.Unlock()
+		return false
+	}
+	c.inflight++
+	l := c.lanes[f.RoomID]
+	start := l == nil
+	if start {
+		if c.lanes == nil {
+			c.lanes = map[string]*lane{}
+		}
+		l = &lane{}
+		l.ctx, l.cancel = context.WithCancel(context.Background())
+		c.lanes[f.RoomID] = l
+		c.wg.Add(1)
+	}
+	l.frames = append(l.frames, f)
+	c.mu.Unlock()
+	if start {
+		go c.runLane(f.RoomID, l)
+	}
+	return true
+}
+
+// runLane carries out one room's frames in the order they came, and ends
+// when there are none left.
+func (c *wsConn) runLane(room string, l *lane) {
+	defer c.wg.Done()
+	defer l.cancel()
+	for {
+		c.mu.Lock()
+		if len(l.frames) == 0 || c.exited {
+			if c.lanes[room] == l {
+				delete(c.lanes, room)
+			}
+			if len(c.lanes) == 0 {
+				c.lanes = nil
+			}
+			c.mu.Unlock()
+			return
+		}
+		f := l.frames[0]
+		l.frames[0] = salamander.ClientFrame{}
+		l.frames = l.frames[1:]
+		failed := l.failed
+		c.mu.Unlock()
+
+		ev, retry := c.carryOut(l.ctx, f, failed)
+
+		c.mu.Lock()
+		if retry != nil && f.Type == salamander.FrameSend && l.failed == nil {
+			l.failed = retry
+		}
+		c.inflight--
+		c.mu.Unlock()
+		if ev != nil {
+			c.reply(*ev)
+		}
+	}
+}
+
+// carryOut does what f asks and returns its answer (nil when none is
+// due), and the error when it failed in a way worth resending for.
+func (c *wsConn) carryOut(ctx context.Context, f salamander.ClientFrame, failed error) (*salamander.Event, error) {
+	g := c.g
+	if failed != nil && f.Type == salamander.FrameSend {
+		err := salamander.Errorf(salamander.ErrorCode(failed),
+			"not sent: an earlier message to this room on this socket failed (%s); resend them in order",
+			salamander.ErrorMessage(failed))
+		ev := nack(f.RoomID, f.ClientID, err)
+		return &ev, failed
+	}
+	err := g.serving()
+	if err == nil {
+		_, err = g.authenticate(ctx, c.token)
+		if salamander.ErrorCode(err) == salamander.CodeUnauthorized {
+			c.kick(websocket.StatusPolicyViolation, "session revoked or expired")
+		}
+	}
+	var res salamander.SendResult
+	if err == nil {
+		switch f.Type {
+		case salamander.FrameSend:
+			res, err = g.send(ctx, c.user, f.RoomID, salamander.SendRequest{ClientID: f.ClientID, Text: f.Text})
+		case salamander.FrameTyping:
+			err = g.setTyping(ctx, c.user, f.RoomID, f.Typing)
+		case salamander.FrameRead:
+			err = g.markRead(ctx, c.user, f.RoomID, f.Seq)
+		}
+	}
+	if err != nil {
+		code := salamander.ErrorCode(err)
+		if code == salamander.CodeInternal && ctx.Err() == nil {
+			g.log.Error("websocket frame failed", "user", c.user, "type", f.Type, "room", f.RoomID, "err", err)
+		}
+		ev := nack(f.RoomID, f.ClientID, err)
+		if code == salamander.CodeUnavailable || code == salamander.CodeInternal {
+			return &ev, err
+		}
+		return &ev, nil
+	}
+	if f.ClientID == "" {
+		return nil, nil
+	}
+	ev := salamander.Event{Type: salamander.EventAck, RoomID: f.RoomID, ClientID: f.ClientID}
+	if f.Type == salamander.FrameSend {
+		ev.Message, ev.Duplicate = &res.Message, res.Duplicate
+	}
+	return &ev, nil
+}
+
+func nack(room, clientID string, err error) salamander.Event {
+	return salamander.Event{Type: salamander.EventNack, RoomID: room, ClientID: clientID,
+		Error: &salamander.Error{Code: salamander.ErrorCode(err), Message: salamander.ErrorMessage(err)}}
+}
+
+// reply queues an answer to one of the device's frames.
+func (c *wsConn) reply(ev salamander.Event) {
+	if f, ok := encodeEvent(ev); ok {
+		c.enqueue(f, true, false)
+	}
+}
+
+// enqueue queues a frame: a reply is written as soon as possible, an event
+// once the replay is done. A frame that does not fit disconnects the
+// device, unless droppable.
+func (c *wsConn) enqueue(f outFrame, reply, droppable bool) {
+	c.mu.Lock()
+	if c.exited || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if !c.out.fits(f, wsQueueBytes) {
+		c.mu.Unlock()
+		if !droppable {
+			c.kick(websocket.StatusPolicyViolation, "reading too slowly; reconnect and resume from your cursor")
+		}
+		return
+	}
+	if reply {
+		c.out.pushReply(f)
+	} else {
+		c.out.pushEvent(f)
+	}
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// startWriterLocked reports whether the caller must start a writeLoop
+// (and counts it in).
+func (c *wsConn) startWriterLocked() bool {
+	if c.writing || c.exited || c.closing || !c.out.hasWork(c.ready) {
+		return false
+	}
+	c.writing = true
+	c.wg.Add(1)
+	return true
+}
+
+// writeLoop writes queued frames until none is left, dropping stored
+// events the replay already sent.
+func (c *wsConn) writeLoop() {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		f, ok := c.out.next(c.ready)
+		if !ok || c.closing || c.exited {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if f.pos != nil {
+			if c.cur.Seen(*f.pos) {
+				continue
+			}
+			c.cur.Advance(*f.pos)
+		}
+		if err := c.write(f.data); err != nil {
+			c.abort()
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// write writes one frame. Its time limit is a deadline on the connection
+// rather than a context, which the library would keep until the next write.
+func (c *wsConn) write(data []byte) error {
+	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	err := c.conn.Write(context.Background(), websocket.MessageText, data)
+	_ = c.raw.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// ended reports whether the reader has ended or a close has begun.
+func (c *wsConn) ended() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.exited || c.closing
+}
+
+// ping pings the device (unless a ping is out already) and cuts it off if
+// it does not answer within wsPongTimeout.
+func (c *wsConn) ping() {
+	c.mu.Lock()
+	if c.exited || c.closing || c.pinging {
+		c.mu.Unlock()
+		return
+	}
+	c.pinging = true
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), wsPongTimeout)
+		err := c.conn.Ping(ctx)
+		cancel()
+		c.mu.Lock()
+		c.pinging = false
+		closing := c.closing || c.exited
+		c.mu.Unlock()
+		if err != nil && !closing {
+			c.abort()
+		}
+	}()
+}
+
+// kick closes the socket with a status and reason the device sees, without
+// waiting for the close handshake.
+func (c *wsConn) kick(code websocket.StatusCode, reason string) {
+	c.mu.Lock()
+	if c.exited || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		_ = c.conn.Close(code, reason)
+	}()
+}
+
+// abort cuts the connection off at once.
+func (c *wsConn) abort() { _ = c.raw.Close() }
+
+// slimHijacker hands the WebSocket library smaller buffers than the 4 KiB
+// reader and 4 KiB writer net/http gives a hijacker: an open socket holds
+// them for as long as it lives, and most of them live idle.
+type slimHijacker struct {
+	http.ResponseWriter
+	raw net.Conn
+}
+
+// Hijack takes the connection over from net/http.
+func (w *slimHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.raw = conn
+	rd, wr := brw.Reader, brw.Writer
+	if rd.Buffered() == 0 {
+		rd = bufio.NewReaderSize(conn, wsReadBuffer)
+	}
+	if wr.Buffered() == 0 {
+		wr = bufio.NewWriterSize(conn, wsWriteBuffer)
+	}
+	return conn, bufio.NewReadWriter(rd, wr), nil
 }

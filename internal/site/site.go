@@ -48,7 +48,11 @@ type Config struct {
 	BcryptCost int
 	// AppendTimeout bounds one append to the log.
 	AppendTimeout time.Duration
-	Logger        *slog.Logger
+	// PresenceBeat and PresenceTTL are the gateway's presence digest
+	// interval and expiry (gateway.Config); zero keeps its defaults.
+	PresenceBeat time.Duration
+	PresenceTTL  time.Duration
+	Logger       *slog.Logger
 }
 
 // DefaultConfig returns the defaults for site name.
@@ -142,6 +146,12 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	gcfg.Sites = cfg.Sites
 	gcfg.Logger = log
 	gcfg.BcryptCost = cfg.BcryptCost
+	if cfg.PresenceBeat > 0 {
+		gcfg.PresenceBeat = cfg.PresenceBeat
+	}
+	if cfg.PresenceTTL > 0 {
+		gcfg.PresenceTTL = cfg.PresenceTTL
+	}
 	s.gw = gateway.New(gcfg)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

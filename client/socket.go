@@ -1,0 +1,149 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// maxSocketInFlight bounds the sends one socket carries at once (the server
+// takes up to 256 frames in flight per socket); more wait for a slot.
+const maxSocketInFlight = 128
+
+var (
+	// errSocketGone: the socket closed before the send was answered. The
+	// Subscription reconnects by itself; the send moves on at once.
+	errSocketGone = errors.New("the WebSocket closed before the send was answered")
+	// errSocketBusy: the socket cannot take this send now (the same client
+	// id is already in flight on it, the application is not receiving
+	// events so answers cannot be read, or the site has too many frames in
+	// flight); it goes over HTTP instead, and the site is not to blame.
+	errSocketBusy = errors.New("the WebSocket cannot take this send now")
+)
+
+// sendSocket is a Subscription's WebSocket as Send sees it: send frames go
+// out on it and their answers (ack, nack) come back on it, matched by room
+// and client id.
+type sendSocket struct {
+	conn    *websocket.Conn
+	site    int // index into Client.sites
+	timeout time.Duration
+	slots   chan struct{} // one per send in flight
+	closed  chan struct{} // closed when the connection ends
+	// stalled is set while the reader waits for the application to take
+	// events: answers queued behind them cannot be read meanwhile.
+	stalled atomic.Bool
+
+	mu      sync.Mutex
+	waiting map[string]chan salamander.Event // room "\x00" client id -> answer
+}
+
+func newSendSocket(conn *websocket.Conn, site int, timeout time.Duration) *sendSocket {
+	return &sendSocket{conn: conn, site: site, timeout: timeout, slots: make(chan struct{}, maxSocketInFlight),
+		closed: make(chan struct{}), waiting: map[string]chan salamander.Event{}}
+}
+
+func answerKey(room, clientID string) string { return room + "\x00" + clientID }
+
+// send writes f and waits for its answer. A *failoverError means the site
+// could not serve it (no answer in time, or a nack saying so);
+// errSocketGone and errSocketBusy mean "try another way"; any other error
+// is ctx's.
+func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salamander.Event, error) {
+	var none salamander.Event
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.closed:
+		return none, errSocketGone
+	case <-ctx.Done():
+		return none, ctx.Err()
+	}
+	defer func() { <-s.slots }()
+	key := answerKey(f.RoomID, f.ClientID)
+	answer := make(chan salamander.Event, 1)
+	s.mu.Lock()
+	if _, dup := s.waiting[key]; dup {
+		s.mu.Unlock()
+		return none, errSocketBusy
+	}
+	s.waiting[key] = answer
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.waiting, key)
+		s.mu.Unlock()
+	}()
+	data, err := json.Marshal(f)
+	if err != nil {
+		return none, fmt.Errorf("client: encoding a send frame: %w", err)
+	}
+	// Not ctx: a write cut short by a context closes the whole socket.
+	wctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	err = s.conn.Write(wctx, websocket.MessageText, data)
+	cancel()
+	if err != nil {
+		return none, errSocketGone
+	}
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	select {
+	case ev := <-answer:
+		return ev, nil
+	case <-s.closed:
+		return none, errSocketGone
+	case <-ctx.Done():
+		return none, ctx.Err()
+	case <-t.C:
+		if s.stalled.Load() {
+			return none, errSocketBusy
+		}
+		return none, &failoverError{fmt.Errorf("no answer on the WebSocket within %s", s.timeout)}
+	}
+}
+
+// answer hands an ack or nack to the send waiting for it. It reports
+// whether one was.
+func (s *sendSocket) answer(ev salamander.Event) bool {
+	s.mu.Lock()
+	ch, ok := s.waiting[answerKey(ev.RoomID, ev.ClientID)]
+	s.mu.Unlock()
+	if ok {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+	return ok
+}
+
+// socket returns the WebSocket sends may use, or nil.
+func (c *Client) socket() *sendSocket {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sock
+}
+
+func (c *Client) setSocket(s *sendSocket) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sock = s
+}
+
+// dropSocket withdraws s (its connection has ended) and fails the sends
+// waiting on it.
+func (c *Client) dropSocket(s *sendSocket) {
+	c.mu.Lock()
+	if c.sock == s {
+		c.sock = nil
+	}
+	c.mu.Unlock()
+	close(s.closed)
+}

@@ -1,0 +1,199 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// frameSite is a fake site whose WebSocket says "ready" and answers every
+// send frame with answer(frame); nil closes the socket. Its HTTP send
+// endpoint acks with seq 1000 and records the client ids it got.
+type frameSite struct {
+	*site
+	mu        sync.Mutex
+	httpSends []string
+}
+
+func newFrameSite(t *testing.T, answer func(f salamander.ClientFrame) *salamander.Event) *frameSite {
+	fs := &frameSite{}
+	fs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/ws" {
+			var req salamander.SendRequest
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			fs.mu.Lock()
+			fs.httpSends = append(fs.httpSends, req.ClientID)
+			fs.mu.Unlock()
+			writeJSON(w, http.StatusCreated, salamander.SendResult{Message: salamander.Message{Seq: 1000, ClientID: req.ClientID}})
+			return
+		}
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		ctx := r.Context()
+		var wmu sync.Mutex
+		write := func(ev salamander.Event) error {
+			b, _ := json.Marshal(ev)
+			wmu.Lock()
+			defer wmu.Unlock()
+			return conn.Write(ctx, websocket.MessageText, b)
+		}
+		if write(salamander.Event{Type: salamander.EventReady}) != nil {
+			return
+		}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		for {
+			_, data, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			var f salamander.ClientFrame
+			if err := json.Unmarshal(data, &f); err != nil {
+				t.Errorf("undecodable frame %q", data)
+				return
+			}
+			wg.Add(1)
+			go func() { // answered concurrently, like the real site
+				defer wg.Done()
+				if ev := answer(f); ev != nil {
+					_ = write(*ev)
+				} else {
+					conn.CloseNow()
+				}
+			}()
+		}
+	})
+	return fs
+}
+
+func (fs *frameSite) sentOverHTTP() []string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]string(nil), fs.httpSends...)
+}
+
+func ack(f salamander.ClientFrame, seq uint64) *salamander.Event {
+	return &salamander.Event{Type: salamander.EventAck, RoomID: f.RoomID, ClientID: f.ClientID,
+		Message: &salamander.Message{Room: f.RoomID, Seq: seq, ClientID: f.ClientID, Text: f.Text}}
+}
+
+func nackWith(f salamander.ClientFrame, code salamander.Code) *salamander.Event {
+	return &salamander.Event{Type: salamander.EventNack, RoomID: f.RoomID, ClientID: f.ClientID,
+		Error: salamander.Errorf(code, "refused")}
+}
+
+// subscribed returns a client of the sites with a Subscription connected
+// to the first, and the Subscription's events drained.
+func subscribed(t *testing.T, sites ...*site) *Client {
+	t.Helper()
+	cl := newTestClient(t, sites...)
+	cl.SetToken("tok")
+	sub := cl.Subscribe(t.Context())
+	t.Cleanup(func() { sub.Close() })
+	for ev := range sub.Events() {
+		if ev.Type == salamander.EventReady {
+			break
+		}
+	}
+	go func() {
+		for range sub.Events() {
+		}
+	}()
+	return cl
+}
+
+const room = "g_0123456789abcdef"
+
+// Sends go over the open socket, many at once, each matched to its answer.
+func TestSendOverWebSocket(t *testing.T) {
+	var seq atomic.Uint64
+	a := newFrameSite(t, func(f salamander.ClientFrame) *salamander.Event {
+		if f.Type != salamander.FrameSend || f.RoomID != room || len(f.ClientID) != 32 {
+			t.Errorf("frame %+v", f)
+		}
+		time.Sleep(time.Millisecond) // answers overtake each other
+		return ack(f, seq.Add(1))
+	})
+	cl := subscribed(t, a.site)
+	var wg sync.WaitGroup
+	seen := make([]bool, 51)
+	var mu sync.Mutex
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			text := fmt.Sprint("m", i)
+			res, err := cl.Send(t.Context(), room, text)
+			if err != nil || res.Message.Text != text {
+				t.Errorf("Send %s = %+v, %v", text, res.Message, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[res.Message.Seq] {
+				t.Errorf("seq %d acked twice", res.Message.Seq)
+			}
+			seen[res.Message.Seq] = true
+		}()
+	}
+	wg.Wait()
+	if got := a.sentOverHTTP(); len(got) != 0 {
+		t.Errorf("%d sends over HTTP", len(got))
+	}
+	if p := cl.Pending(); len(p) != 0 {
+		t.Errorf("Pending() = %+v", p)
+	}
+}
+
+// A final nack is the send's error and takes it out of the outbox; a nack
+// saying "unavailable" and a socket that dies both move the send, under the
+// same client id, to HTTP at the next site.
+func TestSendOverWebSocketNacksAndFailover(t *testing.T) {
+	a := newFrameSite(t, func(f salamander.ClientFrame) *salamander.Event {
+		switch f.Text {
+		case "forbidden":
+			return nackWith(f, salamander.CodeForbidden)
+		case "unavailable":
+			return nackWith(f, salamander.CodeUnavailable)
+		}
+		return nil // the site dies with the send in flight
+	})
+	b := newFrameSite(t, func(f salamander.ClientFrame) *salamander.Event { return ack(f, 1) })
+	cl := subscribed(t, a.site, b.site)
+
+	_, err := cl.SendWithID(t.Context(), room, "id-f", "forbidden")
+	if salamander.ErrorCode(err) != salamander.CodeForbidden || len(cl.Pending()) != 0 {
+		t.Fatalf("err = %v, pending %+v", err, cl.Pending())
+	}
+	res, err := cl.SendWithID(t.Context(), room, "id-u", "unavailable")
+	if err != nil || res.Message.Seq != 1000 || res.Message.ClientID != "id-u" {
+		t.Fatalf("after nack unavailable: %+v, %v", res, err)
+	}
+	if got := b.sentOverHTTP(); len(got) != 1 || got[0] != "id-u" {
+		t.Fatalf("site b got %q over HTTP", got)
+	}
+
+	// The subscription left site a (marked unusable); reconnect it there.
+	cl2 := subscribed(t, a.site, b.site)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	res, err = cl2.SendWithID(ctx, room, "id-d", "dies")
+	if err != nil || res.Message.ClientID != "id-d" {
+		t.Fatalf("after the socket died: %+v, %v", res, err)
+	}
+	if len(cl2.Pending()) != 0 {
+		t.Errorf("Pending() = %+v", cl2.Pending())
+	}
+}

@@ -1,0 +1,801 @@
+package gateway
+
+// Presence across gateway processes.
+//
+// Every gateway process is an instance with a random id. An instance
+// publishes each change of its own online set at once, as a delta numbered
+// by a version that grows by one per change, and every beat a digest: that
+// version, the set's size and an order-independent hash of it — about
+// 150 bytes however many users are online. Every instance (itself
+// included) mirrors every instance's set. A delta whose version follows
+// the mirror's is applied in O(1). A gap in the versions, or a digest that
+// disagrees with the mirror, marks the instance for a resync: the receiver
+// asks the instance (request subject subjPresenceSync+id) for the hashes of
+// its 1,024 buckets (users are bucketed by name hash), then for the users
+// of the buckets that differ, in replies of at most syncReplyBudget bytes.
+// Deltas that arrive meanwhile are held and applied on top by version, so
+// the mirror converges while changes keep flowing.
+//
+// An instance silent for its TTL (announced in its digest) is dropped with
+// all its users: a process that dies takes exactly its own users offline
+// everywhere, and two processes of one site never erase each other's
+// users. A process that stops says goodbye and takes them offline at once.
+// A user is online while any instance lists them.
+//
+// Changes are pushed to the followers connected here, found in memory:
+// when a user's first device connects here their friend list is read once
+// and kept until their last device leaves (new friendships arrive through
+// the view's apply hook). A resync that changes 100,000 users issues no
+// query at all.
+//
+// Rolling upgrades: messages of the earlier format (presenceMsg on
+// subjPresence, a site's full list as its heartbeat) are honoured, each
+// site's as one more instance with this process's TTL. With
+// Config.PresenceV1 set, a process also speaks that format to older
+// processes — its changes, and its list as a refresh that never erases
+// other processes' users — while the list fits in one message.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/view"
+)
+
+const (
+	// subjPresence carries the earlier (v1) format, presenceMsg.
+	subjPresence = "sal.eph.presence"
+	// subjPresenceV2 carries deltas, digests, hellos and goodbyes.
+	subjPresenceV2 = "sal.eph.presence.v2"
+	// subjPresenceSync + instance id answers syncRequests.
+	subjPresenceSync = subjPresenceV2 + ".sync."
+
+	kindDelta = "delta" // Ver, On, Off
+	kindBeat  = "beat"  // Ver, Count, Hash, TTLms
+	kindHello = "hello" // a new instance: every instance sends its digest now
+	kindBye   = "bye"   // the instance stops: drop its users
+
+	opDigest = "digest" // reply: Ver, Count, Hash, Sums
+	opList   = "list"   // reply: Ver, Parts, Done, After
+
+	presenceBucketBits = 10
+	presenceBuckets    = 1 << presenceBucketBits
+	// syncReplyBudget bounds the user names in one list reply, leaving
+	// room for its other fields under 32 KiB.
+	syncReplyBudget = 32<<10 - 256
+	syncTimeout     = 2 * time.Second
+	// syncPending bounds the requests waiting at an instance; more are
+	// dropped and their senders retry on a later digest.
+	syncPendingMsgs  = 256
+	syncPendingBytes = 4 << 20
+	// maxHeldDeltas bounds the deltas held for one instance during its
+	// resync; past it the instance is resynced once more.
+	maxHeldDeltas  = 1 << 16
+	minPresenceTTL = 100 * time.Millisecond
+	maxPresenceTTL = 10 * time.Minute
+	// v1Overhead is room for a v1 message's fields besides its names.
+	v1Overhead = 256
+)
+
+// presenceMsg is the v1 presence message, spoken by earlier versions.
+type presenceMsg struct {
+	Site  string   `json:"site"`
+	Users []string `json:"users,omitempty"`
+	// Offline lists users whose last device here disconnected.
+	Offline []string `json:"offline,omitempty"`
+	// Full is true on v1 heartbeats: Users is every user online at Site.
+	Full bool `json:"full,omitempty"`
+	// Inst is set when a v2 instance speaks v1 for older processes (which
+	// ignore the field); v2 receivers skip such messages and hear the
+	// instance on subjPresenceV2.
+	Inst string `json:"inst,omitempty"`
+}
+
+// presenceMsgV2 is one message on subjPresenceV2. Receivers ignore kinds
+// and fields they do not know.
+type presenceMsgV2 struct {
+	Kind string `json:"kind"`
+	Inst string `json:"inst"`
+	Site string `json:"site,omitempty"`
+	// Ver is the instance's version after a delta, or at a digest.
+	Ver uint64   `json:"ver,omitempty"`
+	On  []string `json:"on,omitempty"`
+	Off []string `json:"off,omitempty"`
+	// Count and Hash describe the instance's online set at Ver (digest).
+	Count int    `json:"count,omitempty"`
+	Hash  uint64 `json:"hash,omitempty"`
+	// TTLms is how long to keep the instance's users after its last word.
+	TTLms int64 `json:"ttl_ms,omitempty"`
+}
+
+// syncRequest asks an instance for its bucket hashes (opDigest) or for the
+// users of Buckets (opList), the first of them from after the name After.
+type syncRequest struct {
+	Op      string `json:"op"`
+	Buckets []int  `json:"buckets,omitempty"`
+	After   string `json:"after,omitempty"`
+}
+
+// syncReply answers a syncRequest with the instance's state at Ver. A list
+// reply covers Buckets[:Done] (the first from the request's After on), and
+// when After is set, Buckets[Done] up to and including After.
+type syncReply struct {
+	Ver   uint64     `json:"ver"`
+	Count int        `json:"count,omitempty"`
+	Hash  uint64     `json:"hash,omitempty"`
+	Sums  []uint64   `json:"sums,omitempty"`
+	Parts []syncPart `json:"parts,omitempty"`
+	Done  int        `json:"done,omitempty"`
+	After string     `json:"after,omitempty"`
+}
+
+type syncPart struct {
+	Bucket int      `json:"b"`
+	Users  []string `json:"users"`
+}
+
+// remote is this process's mirror of one instance's online set.
+type remote struct {
+	site  string
+	v1    bool // a site speaking v1: no versions, no resync
+	ttl   time.Duration
+	heard time.Time
+	ver   uint64
+	set   *userSet
+
+	syncing  bool
+	held     []presenceMsgV2 // deltas that arrived during the resync
+	overflow bool
+}
+
+// presencePush is one presence change for the followers connected here.
+type presencePush struct {
+	to []string
+	ev salamander.Event
+}
+
+// setOnline is called when a user's first device connects here or the last
+// leaves. The hub is the truth (online is only a hint): calls racing for
+// one user's connect and disconnect leave the set as the hub ends up.
+func (e *ephemeral) setOnline(user string, _ bool) {
+	e.localMu.Lock()
+	on := e.hub.connected(user)
+	changed := e.changeLocal(user, on)
+	e.localMu.Unlock()
+	switch {
+	case changed && on:
+		e.watch(user)
+	case changed:
+		e.unwatch(user)
+	}
+}
+
+// changeLocal sets user's state in this instance's set and announces a
+// change. localMu is held.
+func (e *ephemeral) changeLocal(user string, on bool) bool {
+	var changed bool
+	if on {
+		changed = e.local.add(user)
+	} else {
+		changed = e.local.remove(user)
+	}
+	if !changed || e.closed {
+		return changed
+	}
+	e.ver++
+	m := presenceMsgV2{Kind: kindDelta, Inst: e.id, Site: e.site, Ver: e.ver}
+	old := presenceMsg{Site: e.site, Inst: e.id}
+	if on {
+		m.On, old.Users = []string{user}, []string{user}
+	} else {
+		m.Off, old.Offline = []string{user}, []string{user}
+	}
+	e.publishV2(m)
+	if e.v1 && e.v1Fits() {
+		e.publishV1(old)
+	}
+	return true
+}
+
+// publishBeat sends this instance's digest (and, speaking v1, its list if
+// that fits one message).
+func (e *ephemeral) publishBeat() {
+	e.localMu.Lock()
+	defer e.localMu.Unlock()
+	if e.closed {
+		return
+	}
+	e.publishV2(presenceMsgV2{Kind: kindBeat, Inst: e.id, Site: e.site, Ver: e.ver, Count: e.local.n,
+		Hash: e.local.sum, TTLms: e.ttl.Milliseconds()})
+	if e.v1 && e.v1Fits() && e.local.n > 0 {
+		e.publishV1(presenceMsg{Site: e.site, Users: e.local.all(), Inst: e.id})
+	}
+}
+
+// goodbye tells every instance that this one stops, and publishes nothing
+// after it.
+func (e *ephemeral) goodbye() {
+	e.localMu.Lock()
+	if !e.closed {
+		e.publishV2(presenceMsgV2{Kind: kindBye, Inst: e.id, Site: e.site})
+		if e.v1 && e.v1Fits() && e.local.n > 0 {
+			e.publishV1(presenceMsg{Site: e.site, Offline: e.local.all(), Inst: e.id})
+		}
+		e.closed = true
+	}
+	e.localMu.Unlock()
+	_ = e.nc.FlushTimeout(time.Second)
+}
+
+// v1Fits reports whether this instance's whole list fits one v1 message.
+// Older processes drop larger messages, so past that they are told nothing.
+func (e *ephemeral) v1Fits() bool {
+	return e.local.bytes+3*e.local.n+v1Overhead <= maxEphemeralMsg
+}
+
+func (e *ephemeral) publishV2(m presenceMsgV2) {
+	b, _ := json.Marshal(m)
+	_ = e.nc.Publish(subjPresenceV2, b)
+}
+
+func (e *ephemeral) publishV1(m presenceMsg) {
+	b, _ := json.Marshal(m)
+	_ = e.nc.Publish(subjPresence, b)
+}
+
+// onSyncRequest answers another instance's resync request from this
+// instance's set.
+func (e *ephemeral) onSyncRequest(msg *nats.Msg) {
+	var req syncRequest
+	if msg.Reply == "" || len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &req) != nil ||
+		len(req.Buckets) > presenceBuckets {
+		return
+	}
+	for _, b := range req.Buckets {
+		if b < 0 || b >= presenceBuckets {
+			return
+		}
+	}
+	var rep syncReply
+	e.localMu.Lock()
+	rep.Ver = e.ver
+	switch req.Op {
+	case opDigest:
+		rep.Count, rep.Hash, rep.Sums = e.local.n, e.local.sum, append([]uint64(nil), e.local.sums[:]...)
+	case opList:
+		rep.Parts, rep.Done, rep.After = e.local.list(req.Buckets, req.After, syncReplyBudget)
+	default:
+		e.localMu.Unlock()
+		return
+	}
+	e.localMu.Unlock()
+	b, _ := json.Marshal(rep)
+	_ = msg.Respond(b)
+}
+
+// onPresence applies a v2 message to the mirror of its instance.
+func (e *ephemeral) onPresence(msg *nats.Msg) {
+	var m presenceMsgV2
+	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &m) != nil || !validInstance(m.Inst) {
+		return
+	}
+	if m.Kind == kindHello {
+		select {
+		case e.beatNow <- struct{}{}:
+		default:
+		}
+		return
+	}
+	now := time.Now()
+	var out []presencePush
+	e.mu.Lock()
+	switch m.Kind {
+	case kindBye:
+		if r := e.remotes[m.Inst]; r != nil {
+			e.dropRemote(m.Inst, r, now, &out)
+		}
+	case kindDelta:
+		e.applyDelta(m.Inst, e.remoteFor(m.Inst, m.Site, now), m, now, &out)
+	case kindBeat:
+		r := e.remoteFor(m.Inst, m.Site, now)
+		r.ttl = clampTTL(m.TTLms, e.ttl)
+		if !r.syncing && (r.ver != m.Ver || r.set.n != m.Count || r.set.sum != m.Hash) {
+			e.markDirty(m.Inst)
+		}
+	}
+	e.mu.Unlock()
+	e.push(out)
+}
+
+// onPresenceV1 honours a message from a process of an earlier version: its
+// site counts as one instance whose heartbeat replaces its list.
+func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
+	var p presenceMsg
+	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &p) != nil || p.Site == "" || p.Inst != "" {
+		return
+	}
+	now := time.Now()
+	var out []presencePush
+	e.mu.Lock()
+	r := e.remoteFor("v1."+p.Site, p.Site, now)
+	r.v1 = true
+	if p.Full {
+		listed := make(map[string]struct{}, len(p.Users))
+		for _, u := range p.Users {
+			listed[u] = struct{}{}
+		}
+		var gone []string
+		for _, bucket := range r.set.buckets {
+			for u := range bucket {
+				if _, ok := listed[u]; !ok {
+					gone = append(gone, u)
+				}
+			}
+		}
+		for _, u := range gone {
+			e.setRemote(r, u, false, now, &out)
+		}
+	}
+	for _, u := range p.Users {
+		e.setRemote(r, u, true, now, &out)
+	}
+	for _, u := range p.Offline {
+		e.setRemote(r, u, false, now, &out)
+	}
+	e.mu.Unlock()
+	e.push(out)
+}
+
+// remoteFor returns the mirror of instance id, created empty if new, and
+// notes that it was heard from. mu is held.
+func (e *ephemeral) remoteFor(id, site string, now time.Time) *remote {
+	r := e.remotes[id]
+	if r == nil {
+		r = &remote{site: site, ttl: e.ttl, set: newUserSet()}
+		e.remotes[id] = r
+	}
+	r.heard = now
+	return r
+}
+
+// applyDelta applies a delta in version order; a gap is applied too and
+// corrected by a resync. mu is held.
+func (e *ephemeral) applyDelta(id string, r *remote, m presenceMsgV2, now time.Time, out *[]presencePush) {
+	if r.syncing {
+		if len(r.held) < maxHeldDeltas {
+			r.held = append(r.held, m)
+		} else {
+			r.overflow = true
+		}
+		return
+	}
+	if m.Ver <= r.ver {
+		return // repeated or older than what a resync fetched
+	}
+	if m.Ver != r.ver+1 {
+		e.markDirty(id)
+	}
+	r.ver = m.Ver
+	for _, u := range m.On {
+		e.setRemote(r, u, true, now, out)
+	}
+	for _, u := range m.Off {
+		e.setRemote(r, u, false, now, out)
+	}
+}
+
+// setRemote sets user's state in r and, when that changes whether the user
+// is online anywhere, queues a push to their followers here. mu is held.
+func (e *ephemeral) setRemote(r *remote, user string, on bool, now time.Time, out *[]presencePush) {
+	if on && r.set.add(user) || !on && r.set.remove(user) {
+		e.counted(user, on, now, out)
+	}
+}
+
+// counted notes that one more (on) or one fewer instance lists user, and
+// queues a push when that changes whether the user is online anywhere.
+// mu is held.
+func (e *ephemeral) counted(user string, on bool, now time.Time, out *[]presencePush) {
+	if on {
+		e.count[user]++
+		if e.count[user] > 1 {
+			return
+		}
+	} else {
+		if e.count[user]--; e.count[user] > 0 {
+			return
+		}
+		delete(e.count, user)
+		e.lastSeen[user] = now
+	}
+	ws := e.watchers[user]
+	if len(ws) == 0 {
+		return
+	}
+	to := make([]string, 0, len(ws))
+	for f := range ws {
+		to = append(to, f)
+	}
+	*out = append(*out, presencePush{to: to,
+		ev: salamander.Event{Type: salamander.EventPresence, User: user, Online: on, At: now.UTC()}})
+}
+
+// dropRemote forgets an instance and takes its users offline. mu is held.
+func (e *ephemeral) dropRemote(id string, r *remote, now time.Time, out *[]presencePush) {
+	for _, bucket := range r.set.buckets {
+		for u := range bucket {
+			e.counted(u, false, now, out)
+		}
+	}
+	delete(e.remotes, id)
+	delete(e.dirty, id)
+}
+
+// markDirty schedules a resync of instance id. mu is held.
+func (e *ephemeral) markDirty(id string) {
+	e.dirty[id] = true
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sweep drops the instances silent for longer than their TTL.
+func (e *ephemeral) sweep(now time.Time) {
+	var out []presencePush
+	e.mu.Lock()
+	for id, r := range e.remotes {
+		if now.Sub(r.heard) > r.ttl {
+			e.dropRemote(id, r, now, &out)
+		}
+	}
+	e.mu.Unlock()
+	e.push(out)
+}
+
+func (e *ephemeral) push(out []presencePush) {
+	for _, p := range out {
+		e.hub.sendTo(p.to, p.ev)
+	}
+}
+
+// resyncLoop fetches the sets of the instances marked dirty, one at a time,
+// until ctx ends. A failed resync is retried when the instance's next
+// digest or delta disagrees again.
+func (e *ephemeral) resyncLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.kick:
+		}
+		for ctx.Err() == nil {
+			id, r, sums, ok := e.nextResync()
+			if !ok {
+				break
+			}
+			start := time.Now()
+			requests, users, err := e.resync(ctx, id, r, sums)
+			if err != nil {
+				e.abortResync(id, r)
+				if ctx.Err() == nil {
+					e.log.Warn("presence resync failed", "from", id, "err", err)
+				}
+				continue
+			}
+			e.log.Debug("presence resynced", "from", id, "requests", requests, "users", users, "took", time.Since(start))
+		}
+	}
+}
+
+// nextResync picks a dirty instance, starts holding its deltas and returns
+// a copy of its bucket hashes as mirrored here.
+func (e *ephemeral) nextResync() (string, *remote, [presenceBuckets]uint64, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id := range e.dirty {
+		delete(e.dirty, id)
+		r := e.remotes[id]
+		if r == nil || r.v1 || r.syncing {
+			continue
+		}
+		r.syncing, r.held, r.overflow = true, nil, false
+		return id, r, r.set.sums, true
+	}
+	return "", nil, [presenceBuckets]uint64{}, false
+}
+
+func (e *ephemeral) abortResync(id string, r *remote) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.remotes[id] == r {
+		r.syncing, r.held, r.overflow = false, nil, false
+	}
+}
+
+// segment says that the users of a bucket after lo (exclusive, "" = from
+// the start) up to hi (inclusive, "" = to the end) were read at ver.
+type segment struct {
+	lo, hi string
+	ver    uint64
+}
+
+// resync brings the mirror r of instance id up to date: it fetches the
+// instance's bucket hashes, then the users of every bucket whose hash
+// differs from ours, then applies them and the deltas held meanwhile.
+func (e *ephemeral) resync(ctx context.Context, id string, r *remote, ours [presenceBuckets]uint64) (requests, users int, err error) {
+	subj := subjPresenceSync + id
+	var d syncReply
+	if err := e.request(ctx, subj, syncRequest{Op: opDigest}, &d); err != nil {
+		return 1, 0, err
+	}
+	requests++
+	if len(d.Sums) != presenceBuckets {
+		return requests, 0, fmt.Errorf("presence digest of %s has %d buckets", id, len(d.Sums))
+	}
+	var want []int
+	for b, s := range d.Sums {
+		if s != ours[b] {
+			want = append(want, b)
+		}
+	}
+	got := make(map[int][]string, len(want))
+	cover := make(map[int][]segment, len(want))
+	lo, hi := d.Ver, d.Ver
+	rest, after := want, ""
+	for len(rest) > 0 {
+		var rep syncReply
+		err := e.request(ctx, subj, syncRequest{Op: opList, Buckets: rest, After: after}, &rep)
+		requests++
+		if err != nil {
+			return requests, users, err
+		}
+		if rep.Done < 0 || rep.Done > len(rest) || rep.Done == len(rest) && rep.After != "" ||
+			rep.Done == 0 && rep.After == "" {
+			return requests, users, errors.New("presence list reply makes no progress")
+		}
+		for _, p := range rep.Parts {
+			got[p.Bucket] = append(got[p.Bucket], p.Users...)
+			users += len(p.Users)
+		}
+		for i := 0; i < rep.Done; i++ {
+			from := ""
+			if i == 0 {
+				from = after
+			}
+			cover[rest[i]] = append(cover[rest[i]], segment{lo: from, ver: rep.Ver})
+		}
+		if rep.After != "" {
+			from := ""
+			if rep.Done == 0 {
+				from = after
+			}
+			cover[rest[rep.Done]] = append(cover[rest[rep.Done]], segment{lo: from, hi: rep.After, ver: rep.Ver})
+		}
+		lo, hi = min(lo, rep.Ver), max(hi, rep.Ver)
+		rest, after = rest[rep.Done:], rep.After
+	}
+	e.finishResync(id, r, d.Ver, want, got, cover, lo, hi)
+	return requests, users, nil
+}
+
+// finishResync replaces the fetched buckets of r and applies the deltas
+// held meanwhile that are newer than what was fetched for their user. If
+// a delta is missing among them (lost, or past maxHeldDeltas), the
+// instance is resynced again.
+func (e *ephemeral) finishResync(id string, r *remote, digestVer uint64, want []int, got map[int][]string,
+	cover map[int][]segment, lo, hi uint64) {
+	now := time.Now()
+	var out []presencePush
+	e.mu.Lock()
+	defer func() {
+		e.mu.Unlock()
+		e.push(out)
+	}()
+	if e.remotes[id] != r {
+		return // dropped meanwhile
+	}
+	held, overflow := r.held, r.overflow
+	r.syncing, r.held, r.overflow = false, nil, false
+	for _, b := range want {
+		fresh := make(map[string]struct{}, len(got[b]))
+		for _, u := range got[b] {
+			fresh[u] = struct{}{}
+		}
+		var gone []string
+		for u := range r.set.buckets[b] {
+			if _, ok := fresh[u]; !ok {
+				gone = append(gone, u)
+			}
+		}
+		for _, u := range gone {
+			e.setRemote(r, u, false, now, &out)
+		}
+		for u := range fresh {
+			e.setRemote(r, u, true, now, &out)
+		}
+	}
+	readAt := func(u string) uint64 {
+		segs, ok := cover[bucketOf(userHash(u))]
+		if !ok {
+			return digestVer // a bucket that matched the digest
+		}
+		for _, s := range segs {
+			if (s.lo == "" || u > s.lo) && (s.hi == "" || u <= s.hi) {
+				return s.ver
+			}
+		}
+		return 0
+	}
+	r.ver = hi
+	next := lo + 1 // every version after lo must be among the held deltas
+	gap := false
+	for _, m := range held {
+		for _, u := range m.On {
+			if m.Ver > readAt(u) {
+				e.setRemote(r, u, true, now, &out)
+			}
+		}
+		for _, u := range m.Off {
+			if m.Ver > readAt(u) {
+				e.setRemote(r, u, false, now, &out)
+			}
+		}
+		r.ver = max(r.ver, m.Ver)
+		if m.Ver < next {
+			continue
+		}
+		if m.Ver != next {
+			gap = true
+		}
+		next = m.Ver + 1
+	}
+	if gap || overflow || next <= r.ver {
+		// Some change is missing: what was fetched still stands, and the
+		// next resync fetches only the buckets that differ.
+		e.markDirty(id)
+	}
+}
+
+func (e *ephemeral) request(ctx context.Context, subj string, req syncRequest, rep *syncReply) error {
+	b, _ := json.Marshal(req)
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	msg, err := e.nc.RequestWithContext(ctx, subj, b)
+	if err != nil {
+		return fmt.Errorf("presence %s request to %s: %w", req.Op, subj, err)
+	}
+	if len(msg.Data) > maxEphemeralMsg {
+		return fmt.Errorf("presence %s reply from %s too large: %d bytes", req.Op, subj, len(msg.Data))
+	}
+	if err := json.Unmarshal(msg.Data, rep); err != nil {
+		return fmt.Errorf("presence %s reply from %s: %w", req.Op, subj, err)
+	}
+	return nil
+}
+
+// watch loads the friends of a user whose first device connected here, so
+// that their presence changes are pushed to the user.
+func (e *ephemeral) watch(user string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	friends, err := e.view.Friends(ctx, user)
+	cancel()
+	if err != nil {
+		e.log.Warn("cannot load friends: their presence changes will not be pushed to this device", "user", user, "err", err)
+		return
+	}
+	e.localMu.Lock()
+	defer e.localMu.Unlock()
+	if !e.local.has(user) {
+		return // gone meanwhile
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, f := range friends {
+		e.follow(user, f.Name)
+	}
+}
+
+// unwatch forgets whom a user followed once their last device left.
+func (e *ephemeral) unwatch(user string) {
+	e.localMu.Lock()
+	defer e.localMu.Unlock()
+	if e.local.has(user) {
+		return // back meanwhile
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, f := range e.follows[user] {
+		ws := e.watchers[f]
+		delete(ws, user)
+		if len(ws) == 0 {
+			delete(e.watchers, f)
+		}
+	}
+	delete(e.follows, user)
+}
+
+// follow makes local user a watcher of friend. mu is held.
+func (e *ephemeral) follow(user, friend string) {
+	ws := e.watchers[friend]
+	if _, ok := ws[user]; ok {
+		return
+	}
+	if ws == nil {
+		ws = map[string]struct{}{}
+		e.watchers[friend] = ws
+	}
+	ws[user] = struct{}{}
+	e.follows[user] = append(e.follows[user], friend)
+}
+
+// onApply is the view's apply listener: a friend added by a user connected
+// here is watched from now on.
+func (e *ephemeral) onApply(batch []view.Emitted) {
+	for _, em := range batch {
+		if em.Event.Type != salamander.EventFriend {
+			continue
+		}
+		e.localMu.Lock()
+		for _, u := range em.Audience {
+			if e.local.has(u) {
+				e.mu.Lock()
+				e.follow(u, em.Event.User)
+				e.mu.Unlock()
+			}
+		}
+		e.localMu.Unlock()
+	}
+}
+
+// presence answers GET /v1/presence for one user.
+func (e *ephemeral) presence(user string) salamander.Presence {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.count[user] > 0 {
+		return salamander.Presence{User: user, Online: true, LastSeen: time.Now()}
+	}
+	return salamander.Presence{User: user, LastSeen: e.lastSeen[user]}
+}
+
+// connected reports whether user has a device connected here. (It belongs
+// with the hub in wshub.go; it is here while that file is rewritten.)
+func (h *hub) connected(user string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns[user]) > 0
+}
+
+// validInstance accepts the ids newEphemeral makes (lower-case hex), which
+// are safe as a subject token.
+func validInstance(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// clampTTL turns an announced TTL into a sane duration; def if none.
+func clampTTL(ms int64, def time.Duration) time.Duration {
+	if ms <= 0 {
+		return def
+	}
+	return min(max(time.Duration(ms)*time.Millisecond, minPresenceTTL), maxPresenceTTL)
+}
+
+// sweepEvery is how often silent instances are looked for: often enough
+// that an instance's users go offline soon after its TTL.
+func sweepEvery(beat time.Duration) time.Duration {
+	return min(max(beat/4, 10*time.Millisecond), time.Second)
+}

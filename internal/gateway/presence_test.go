@@ -1,0 +1,632 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/view"
+)
+
+// Short timings keep these tests fast; production uses the defaults.
+const (
+	testBeat = 200 * time.Millisecond
+	testTTL  = time.Second
+)
+
+// presenceNATS starts a lone NATS server for the test.
+func presenceNATS(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.ClusterAddr = ""
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Shutdown)
+	return node.ClientURL()
+}
+
+// testInstance is one gateway process on the test's NATS server: a real
+// Gateway with its own connection and an empty read model, whose devices
+// are simulated (presence sees them through the devices seam).
+type testInstance struct {
+	g       *Gateway
+	store   *jsstore.Store
+	devices *testDevices
+}
+
+func startInstance(t *testing.T, url, site string) testInstance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := jsstore.Open(ctx, jsstore.DefaultConfig(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	v, err := view.Open(filepath.Join(t.TempDir(), "view.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	cfg := DefaultConfig(site, store, v)
+	cfg.PresenceBeat, cfg.PresenceTTL = testBeat, testTTL
+	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	g := New(cfg)
+	d := &testDevices{conns: map[string]int{}, events: map[string][]salamander.Event{}}
+	g.eph.hub = d
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return testInstance{g: g, store: store, devices: d}
+}
+
+// testDevices stands in for the hub: devices per user, and the ephemeral
+// events sent to each user.
+type testDevices struct {
+	mu     sync.Mutex
+	conns  map[string]int
+	events map[string][]salamander.Event
+}
+
+func (d *testDevices) connected(user string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conns[user] > 0
+}
+
+func (d *testDevices) sendTo(users []string, ev salamander.Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, u := range users {
+		d.events[u] = append(d.events[u], ev)
+	}
+}
+
+func (d *testDevices) eventsOf(user string) []salamander.Event {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.events[user])
+}
+
+// connect registers a device of user at the instance, as the WebSocket
+// handler does, and returns its disconnect.
+func (in testInstance) connect(user string) (disconnect func()) {
+	in.devices.mu.Lock()
+	in.devices.conns[user]++
+	in.devices.mu.Unlock()
+	in.g.eph.setOnline(user, true)
+	return func() {
+		in.devices.mu.Lock()
+		in.devices.conns[user]--
+		in.devices.mu.Unlock()
+		in.g.eph.setOnline(user, false)
+	}
+}
+
+// addLocal puts users online at the instance directly, as if that many
+// devices were connected, announcing each change like a connect does.
+func (in testInstance) addLocal(users []string) {
+	e := in.g.eph
+	e.localMu.Lock()
+	defer e.localMu.Unlock()
+	for _, u := range users {
+		e.changeLocal(u, true)
+	}
+}
+
+// mirrorOf returns what in knows of instance id's users, sorted.
+func (in testInstance) mirrorOf(id string) []string {
+	e := in.g.eph
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.remotes[id]
+	if r == nil {
+		return nil
+	}
+	out := r.set.all()
+	slices.Sort(out)
+	return out
+}
+
+func (in testInstance) localUsers() []string {
+	e := in.g.eph
+	e.localMu.Lock()
+	defer e.localMu.Unlock()
+	out := e.local.all()
+	slices.Sort(out)
+	return out
+}
+
+func (in testInstance) online(user string) bool { return in.g.eph.presence(user).Online }
+
+// onlineCount is how many users in knows to be online anywhere.
+func (in testInstance) onlineCount() int {
+	e := in.g.eph
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.count)
+}
+
+// wire records every message on the NATS server.
+type wire struct {
+	mu        sync.Mutex
+	maxSize   int
+	maxSubj   string
+	beats     int
+	beatBytes int
+	syncMsgs  int // requests and replies of resyncs
+	syncBytes int
+}
+
+func watchWire(t *testing.T, url string) *wire {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	w := &wire{}
+	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(m.Data) > w.maxSize {
+			w.maxSize, w.maxSubj = len(m.Data), m.Subject
+		}
+		switch {
+		case m.Subject == subjPresenceV2 && strings.Contains(string(m.Data), `"kind":"beat"`):
+			w.beats++
+			w.beatBytes += len(m.Data)
+		case strings.HasPrefix(m.Subject, subjPresenceSync) || strings.HasPrefix(m.Subject, "_INBOX."):
+			w.syncMsgs++
+			w.syncBytes += len(m.Data)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *wire) snapshot() wire {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return wire{maxSize: w.maxSize, maxSubj: w.maxSubj, beats: w.beats, beatBytes: w.beatBytes,
+		syncMsgs: w.syncMsgs, syncBytes: w.syncBytes}
+}
+
+func checkFor(t *testing.T, d, every time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(every)
+	}
+	t.Fatalf("condition not met within %s: %v", d, err)
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%06d", prefix, i)
+	}
+	return out
+}
+
+// 100,000 users online at one instance: an instance that was listening
+// gets them as deltas, one that starts later gets them by resync, no
+// message is near 64 KiB, one user leaving propagates, and when the
+// instance dies all of them go offline everywhere within its TTL.
+func TestPresenceHundredThousandUsers(t *testing.T) {
+	const n = 100000
+	url := presenceNATS(t)
+	w := watchWire(t, url)
+	a := startInstance(t, url, "a")
+	b := startInstance(t, url, "b")
+	users := names("user", n)
+	a.addLocal(users)
+	want := a.localUsers()
+	if len(want) != n {
+		t.Fatalf("a lists %d users", len(want))
+	}
+	id := a.g.eph.id
+	checkFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if got := len(b.mirrorOf(id)); got != n {
+			return fmt.Errorf("b sees %d of a's users", got)
+		}
+		return nil
+	})
+
+	before := w.snapshot()
+	start := time.Now()
+	c := startInstance(t, url, "c")
+	checkFor(t, 60*time.Second, 5*time.Millisecond, func() error {
+		if got := len(c.mirrorOf(id)); got != n {
+			return fmt.Errorf("c sees %d of a's users", got)
+		}
+		return nil
+	})
+	took := time.Since(start)
+	if got := c.mirrorOf(id); !slices.Equal(got, want) {
+		t.Fatalf("c's mirror of a differs from a's list")
+	}
+	for _, u := range users {
+		if !b.online(u) || !c.online(u) {
+			t.Fatalf("%s offline at b or c", u)
+		}
+	}
+	after := w.snapshot()
+	t.Logf("resync of %d users by a new instance: %v, %d sync messages, %d bytes", n, took,
+		after.syncMsgs-before.syncMsgs, after.syncBytes-before.syncBytes)
+
+	leave := a.connect("zed")
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !b.online("zed") || !c.online("zed") {
+			return fmt.Errorf("zed not online at b and c")
+		}
+		return nil
+	})
+	leave()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if b.online("zed") || c.online("zed") {
+			return fmt.Errorf("zed still online at b or c")
+		}
+		return nil
+	})
+	if !c.online(users[0]) {
+		t.Fatal("others went offline with zed")
+	}
+
+	// Several beats pass with nothing to repair.
+	quiet := w.snapshot()
+	time.Sleep(3 * testBeat) // time passing is the point here, not a condition
+	s := w.snapshot()
+	if s.syncMsgs != quiet.syncMsgs {
+		t.Fatalf("%d sync messages while nothing changed", s.syncMsgs-quiet.syncMsgs)
+	}
+	if s.maxSize >= 32<<10 {
+		t.Fatalf("a %d-byte message on %s", s.maxSize, s.maxSubj)
+	}
+	t.Logf("largest message: %d bytes (%s); %d beats, %d bytes each on average", s.maxSize, s.maxSubj,
+		s.beats, s.beatBytes/max(s.beats, 1))
+
+	// a dies: its connection drops without a goodbye.
+	a.store.Close()
+	died := time.Now()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if b.onlineCount() != 0 || c.onlineCount() != 0 {
+			return fmt.Errorf("b sees %d, c sees %d online", b.onlineCount(), c.onlineCount())
+		}
+		return nil
+	})
+	gone := time.Since(died)
+	t.Logf("all %d users offline everywhere %v after their instance died (TTL %v)", n, gone, testTTL)
+	// Expiry comes within TTL plus one sweep; taking 100,000 users offline
+	// at two instances adds to that (a second or two under -race).
+	if gone > testTTL+3*time.Second {
+		t.Fatalf("users went offline after %v, TTL %v", gone, testTTL)
+	}
+}
+
+// Changes keep flowing (about 2,000 a second) while an instance resyncs;
+// the held deltas land on top of the fetched lists, so the mirror ends
+// equal to the list. A
+// mirror that drifts is repaired by fetching only the buckets that differ.
+func TestPresenceResyncUnderChangesAndRepair(t *testing.T) {
+	url := presenceNATS(t)
+	w := watchWire(t, url)
+	a := startInstance(t, url, "a")
+	a.addLocal(names("base", 30000))
+	flip := names("flip", 2000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e := a.g.eph
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e.localMu.Lock()
+			e.changeLocal(flip[i%len(flip)], i/len(flip)%2 == 0)
+			e.localMu.Unlock()
+			time.Sleep(500 * time.Microsecond) // pacing: ~2,000 changes a second
+		}
+	}()
+	c := startInstance(t, url, "c")
+	id := a.g.eph.id
+	checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		if len(c.mirrorOf(id)) < 30000 {
+			return fmt.Errorf("c sees %d", len(c.mirrorOf(id)))
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	want := a.localUsers()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := c.mirrorOf(id); !slices.Equal(got, want) {
+			return fmt.Errorf("c's mirror has %d users, a has %d", len(got), len(want))
+		}
+		return nil
+	})
+
+	// Drift: c loses ten of a's users (as if their deltas had been lost).
+	e := c.g.eph
+	e.mu.Lock()
+	var out []presencePush
+	for _, u := range want[:10] {
+		e.setRemote(e.remotes[id], u, false, time.Now(), &out)
+	}
+	e.mu.Unlock()
+	before := w.snapshot()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if got := c.mirrorOf(id); !slices.Equal(got, want) {
+			return fmt.Errorf("c's mirror has %d users, a has %d", len(got), len(want))
+		}
+		return nil
+	})
+	after := w.snapshot()
+	// A digest (≈21 KB) and the ten differing buckets (≈30 users each),
+	// not the 31,000 names (≈400 KB).
+	if bytes := after.syncBytes - before.syncBytes; bytes > 60000 {
+		t.Fatalf("repairing 10 users moved %d bytes", bytes)
+	}
+	t.Logf("repairing 10 drifted users: %d sync messages, %d bytes", after.syncMsgs-before.syncMsgs,
+		after.syncBytes-before.syncBytes)
+}
+
+// Two instances of one site never erase each other's users, and the death
+// of one takes only its own users offline.
+func TestPresenceTwoInstancesOneSite(t *testing.T) {
+	url := presenceNATS(t)
+	a1 := startInstance(t, url, "a")
+	a2 := startInstance(t, url, "a")
+	c := startInstance(t, url, "c")
+	defer a1.connect("ann")()
+	a2.connect("bob")
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !c.online("ann") || !c.online("bob") {
+			return fmt.Errorf("ann %v bob %v", c.online("ann"), c.online("bob"))
+		}
+		return nil
+	})
+	for i := 0; i < 30; i++ { // 30 samples over 6 beats
+		if !c.online("ann") || !c.online("bob") {
+			t.Fatalf("sample %d: ann %v bob %v", i, c.online("ann"), c.online("bob"))
+		}
+		time.Sleep(testBeat / 5)
+	}
+	a2.store.Close()
+	died := time.Now()
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !c.online("ann") {
+			t.Fatal("ann went offline with the other instance")
+		}
+		if c.online("bob") {
+			return fmt.Errorf("bob still online")
+		}
+		return nil
+	})
+	t.Logf("bob offline %v after his instance died (TTL %v)", time.Since(died), testTTL)
+}
+
+// A stopping instance says goodbye: its users go offline at once.
+func TestPresenceGoodbye(t *testing.T) {
+	url := presenceNATS(t)
+	a := startInstance(t, url, "a")
+	c := startInstance(t, url, "c")
+	a.connect("ann")
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !c.online("ann") {
+			return fmt.Errorf("ann offline")
+		}
+		return nil
+	})
+	a.g.Close()
+	stopped := time.Now()
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if c.online("ann") {
+			return fmt.Errorf("ann still online")
+		}
+		return nil
+	})
+	if d := time.Since(stopped); d >= testTTL {
+		t.Fatalf("ann went offline %v after a stopped: by TTL, not goodbye", d)
+	}
+}
+
+// Followers connected here are told about a friend's changes from memory,
+// including a friendship added while they are connected.
+func TestPresencePushToFollowers(t *testing.T) {
+	url := presenceNATS(t)
+	a := startInstance(t, url, "a")
+	c := startInstance(t, url, "c")
+	// bob is connected at c and adds ann as a friend (as the view's apply
+	// hook reports it).
+	c.connect("bob")
+	c.g.eph.onApply([]view.Emitted{{Event: salamander.Event{Type: salamander.EventFriend, User: "ann"}, Audience: []string{"bob"}}})
+	told := func(online bool) error {
+		for _, ev := range c.devices.eventsOf("bob") {
+			if ev.Type == salamander.EventPresence && ev.User == "ann" && ev.Online == online {
+				return nil
+			}
+		}
+		return fmt.Errorf("bob was not told ann is online=%v", online)
+	}
+	leave := a.connect("ann")
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error { return told(true) })
+	leave()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error { return told(false) })
+	if evs := a.devices.eventsOf("bob"); len(evs) != 0 {
+		t.Fatalf("bob is not connected at a, yet a sent him %v", evs)
+	}
+}
+
+// Processes of the earlier version are honoured (their heartbeat replaces
+// their site's list), and are spoken to in their format without erasing
+// anyone's users; v1 messages from v2 processes are not counted twice.
+func TestPresenceV1Compat(t *testing.T) {
+	url := presenceNATS(t)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	var heard []presenceMsg
+	sub, err := nc.Subscribe(subjPresence, func(m *nats.Msg) {
+		var p presenceMsg
+		if json.Unmarshal(m.Data, &p) == nil {
+			mu.Lock()
+			heard = append(heard, p)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	c := startInstance(t, url, "c")
+	publish := func(p presenceMsg) {
+		b, _ := json.Marshal(p)
+		if err := nc.Publish(subjPresence, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(presenceMsg{Site: "old", Users: []string{"old1", "old2"}, Full: true})
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !c.online("old1") || !c.online("old2") {
+			return fmt.Errorf("old users not online")
+		}
+		return nil
+	})
+	publish(presenceMsg{Site: "old", Users: []string{"old2"}, Full: true})
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if c.online("old1") || !c.online("old2") {
+			return fmt.Errorf("old1 %v old2 %v", c.online("old1"), c.online("old2"))
+		}
+		return nil
+	})
+
+	// A v2 instance tells old processes of its users, never as a full list.
+	a := startInstance(t, url, "a")
+	a.connect("ann")
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range heard {
+			if p.Inst == a.g.eph.id && slices.Contains(p.Users, "ann") {
+				if p.Full {
+					t.Fatal("a v2 instance sent a v1 full list")
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no v1 message about ann")
+	})
+	c.g.eph.mu.Lock()
+	_, twice := c.g.eph.remotes["v1.a"]
+	c.g.eph.mu.Unlock()
+	if twice {
+		t.Fatal("a v2 instance's v1 messages were counted")
+	}
+}
+
+// A bucket larger than a reply is cut in name order and resumed; the
+// parts together are the set, each reply within budget.
+func TestUserSetListPages(t *testing.T) {
+	s := newUserSet()
+	for _, u := range names("someone.with.a.long.name-", 20000) {
+		s.add(u)
+	}
+	var all []int
+	for b := range presenceBuckets {
+		all = append(all, b)
+	}
+	const budget = 512 // smaller than one bucket of ~20 names of 31 bytes
+	var got []string
+	rest, after, replies := all, "", 0
+	for len(rest) > 0 {
+		parts, done, next := s.list(rest, after, budget)
+		replies++
+		size := 0
+		for _, p := range parts {
+			size += syncPartOverhead
+			for _, u := range p.Users {
+				size += len(u) + 3
+				got = append(got, u)
+			}
+		}
+		if size > budget {
+			t.Fatalf("reply of %d bytes, budget %d", size, budget)
+		}
+		if done == 0 && next == "" {
+			t.Fatal("no progress")
+		}
+		rest, after = rest[done:], next
+	}
+	want := s.all()
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("paged %d names, set has %d", len(got), len(want))
+	}
+	t.Logf("%d users in %d replies of at most %d bytes", len(want), replies, budget)
+}
+
+// The typing limiter holds at most its bound, whatever the flood.
+func TestTypingLimiterBounded(t *testing.T) {
+	l := newTypingLimiter(time.Second, 1000)
+	now := time.Now()
+	passed := 0
+	for i := 0; i < 5000; i++ {
+		if l.allow(fmt.Sprintf("r%d", i), "u", true, now) {
+			passed++
+		}
+	}
+	if len(l.last) > 1000 || passed != 1000 {
+		t.Fatalf("%d remembered, %d passed", len(l.last), passed)
+	}
+	if l.allow("r1", "u", true, now.Add(500*time.Millisecond)) {
+		t.Fatal("a repeat within the interval passed")
+	}
+	// A second later the stale pairs are forgotten and new ones pass.
+	later := now.Add(time.Second)
+	if !l.allow("fresh", "u", true, later) || len(l.last) != 1 {
+		t.Fatalf("after the interval: %d remembered", len(l.last))
+	}
+	if !l.allow("r1", "u", false, later) {
+		t.Fatal("stopped typing was refused")
+	}
+}

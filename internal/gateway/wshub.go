@@ -1,0 +1,259 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/view"
+)
+
+// hub maps users to their WebSockets at this site and fans applied events
+// out to them. A device too slow to drain its queue is disconnected rather
+// than allowed to hold memory or block delivery to others; it resumes from
+// its cursor when it reconnects.
+//
+// The hub owns every socket's reader goroutine (wg); each socket owns the
+// rest of its goroutines. One goroutine for the whole hub (tend) pings the
+// sockets and re-checks their tokens, so an idle socket has no timer and
+// no goroutine but its reader.
+//
+// Lock order: hub.mu before wsConn.mu.
+type hub struct {
+	metrics *metrics
+	wg      sync.WaitGroup // one per registered socket, until its reader ends
+
+	mu     sync.Mutex
+	conns  map[string][]*wsConn // by user
+	closed bool
+}
+
+func newHub(m *metrics) *hub {
+	return &hub{metrics: m, conns: map[string][]*wsConn{}}
+}
+
+// add registers c and reports whether it is the user's first device here.
+// On success the caller must run c.readLoop, which unregisters c.
+func (h *hub) add(c *wsConn) (first bool, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false, false
+	}
+	h.wg.Add(1)
+	h.conns[c.user] = append(h.conns[c.user], c)
+	// The first ping comes at a random point of the first interval, so
+	// that sockets opened together are not pinged together ever after.
+	c.nextPing = time.Now().Add(wsPingInterval/2 + rand.N(wsPingInterval/2)).UnixNano()
+	h.metrics.wsConns.Inc()
+	return len(h.conns[c.user]) == 1, true
+}
+
+// remove unregisters c and reports whether it was the user's last device here.
+func (h *hub) remove(c *wsConn) (last bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.conns[c.user]
+	i := slices.Index(set, c)
+	if i < 0 {
+		return false
+	}
+	set[i] = set[len(set)-1]
+	set[len(set)-1] = nil
+	set = set[:len(set)-1]
+	h.metrics.wsConns.Dec()
+	if len(set) == 0 {
+		delete(h.conns, c.user)
+		return true
+	}
+	h.conns[c.user] = set
+	return false
+}
+
+// online lists the users with at least one device connected here.
+func (h *hub) online() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.conns))
+	for u := range h.conns {
+		out = append(out, u)
+	}
+	return out
+}
+
+// all returns every registered socket.
+func (h *hub) all() []*wsConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*wsConn
+	for _, set := range h.conns {
+		out = append(out, set...)
+	}
+	return out
+}
+
+// kickAll disconnects every device; they reconnect, to another site if
+// this one refuses them.
+func (h *hub) kickAll(code websocket.StatusCode, reason string) {
+	for _, c := range h.all() {
+		c.kick(code, reason)
+	}
+}
+
+// closeAll refuses new sockets, closes every open one and waits until
+// their goroutines have ended. A device that does not answer the close
+// within wsCloseGrace is cut off.
+func (h *hub) closeAll() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	conns := h.all()
+	for _, c := range conns {
+		c.kick(websocket.StatusGoingAway, "site shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(wsCloseGrace):
+	}
+	for _, c := range conns {
+		c.abort()
+	}
+	<-done
+}
+
+// audience appends to out the sockets of users (each once).
+func (h *hub) audience(users []string, out []*wsConn) []*wsConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var seen map[string]bool
+	if len(users) > 8 {
+		seen = make(map[string]bool, len(users))
+	}
+	for i, u := range users {
+		if seen != nil {
+			if seen[u] {
+				continue
+			}
+			seen[u] = true
+		} else if slices.Contains(users[:i], u) {
+			continue
+		}
+		out = append(out, h.conns[u]...)
+	}
+	return out
+}
+
+// deliver is the view's apply listener: it queues each event for every
+// connected device of its audience. An event is encoded once, however many
+// devices it goes to.
+func (h *hub) deliver(batch []view.Emitted) {
+	var targets []*wsConn
+	for _, e := range batch {
+		targets = h.audience(e.Audience, targets[:0])
+		if len(targets) == 0 {
+			continue
+		}
+		f, ok := encodeEvent(e.Event)
+		if !ok {
+			continue
+		}
+		for _, c := range targets {
+			c.enqueue(f, false, false)
+		}
+	}
+	clear(targets)
+}
+
+// sendTo queues an ephemeral event for every device of the given users.
+// Ephemeral events are dropped for a device whose queue is full: losing a
+// "typing" is harmless, and unlike stored events it cannot be replayed.
+func (h *hub) sendTo(users []string, ev salamander.Event) {
+	targets := h.audience(users, nil)
+	if len(targets) == 0 {
+		return
+	}
+	f, ok := encodeEvent(ev)
+	if !ok {
+		return
+	}
+	for _, c := range targets {
+		c.enqueue(f, false, true)
+	}
+}
+
+// duePings returns the sockets whose ping is due at now and schedules
+// their next one.
+func (h *hub) duePings(now time.Time) []*wsConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*wsConn
+	t := now.UnixNano()
+	for _, set := range h.conns {
+		for _, c := range set {
+			if c.nextPing <= t {
+				c.nextPing = now.Add(wsPingInterval).UnixNano()
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// tendSockets is the hub's one background goroutine: it pings every socket
+// each wsPingInterval (a socket that does not answer within wsPongTimeout
+// is cut off) and re-checks every socket's token each tokenRecheck, so a
+// logout, a revocation or an expiry also closes open sockets.
+func (g *Gateway) tendSockets(ctx context.Context) {
+	t := time.NewTicker(wsTendEvery)
+	defer t.Stop()
+	checked := time.Now()
+	for {
+		var now time.Time
+		select {
+		case <-ctx.Done():
+			return
+		case now = <-t.C:
+		}
+		for _, c := range g.hub.duePings(now) {
+			c.ping()
+		}
+		if now.Sub(checked) >= tokenRecheck {
+			checked = now
+			for _, c := range g.hub.all() {
+				if ctx.Err() != nil {
+					return
+				}
+				if _, err := g.authenticate(ctx, c.token); salamander.ErrorCode(err) == salamander.CodeUnauthorized {
+					c.kick(websocket.StatusPolicyViolation, "session revoked or expired")
+				}
+			}
+		}
+	}
+}
+
+// encodeEvent encodes ev for the wire; the frame remembers a stored
+// event's position so that each socket drops what its replay already sent.
+func encodeEvent(ev salamander.Event) (outFrame, bool) {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return outFrame{}, false
+	}
+	f := outFrame{data: data}
+	if ev.Pos != nil {
+		p := *ev.Pos
+		f.pos = &p
+	}
+	return f, true
+}

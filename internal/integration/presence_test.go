@@ -1,0 +1,108 @@
+package integration
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/site"
+)
+
+// Two gateway processes serve site a on one NATS cluster, as in production
+// (`salamander serve --site a --nats …` twice). A user connected to each
+// shows online at site c in every sample, and when the second process dies
+// only its user goes offline, within its TTL.
+func TestPresenceTwoProcessesOneSite(t *testing.T) {
+	ctx := testCtx(t, 120*time.Second)
+	const beat, ttl = 200 * time.Millisecond, time.Second
+	cfg := site.DefaultConfig("a", filepath.Join(t.TempDir(), "a2"))
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NATSURLs = []string{cluster.Site(0).Node().ClientURL()}
+	cfg.BcryptCost = bcrypt.MinCost
+	cfg.PresenceBeat, cfg.PresenceTTL = beat, ttl
+	a2, err := site.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a2.Kill)
+	if err := a2.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// ann is at site a's first process, bob at its second (and only there).
+	ann, annName := signedUp(t, 0, "pra")
+	bobName := uniqueName("prb")
+	bob, err := client.New(client.Config{Sites: []string{a2.URL()}, MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SignUp(ctx, bobName, "Bob", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	obs, _ := signedUp(t, 2, "pro")
+	subAnn := ann.Subscribe(ctx)
+	defer subAnn.Close()
+	waitReady(t, subAnn.Events())
+	subBob := bob.Subscribe(ctx)
+	defer subBob.Close()
+	waitReady(t, subBob.Events())
+
+	online := func() (map[string]bool, error) {
+		ps, err := obs.Presence(ctx, annName, bobName)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]bool{}
+		for _, p := range ps {
+			out[p.User] = p.Online
+		}
+		return out, nil
+	}
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		on, err := online()
+		if err != nil || !on[annName] || !on[bobName] {
+			return fmt.Errorf("at site c: %v %v", on, err)
+		}
+		return nil
+	})
+	// 30 samples over 6 s: 30 digests of the second process and at least
+	// one of the first (every 5 s); neither may erase the other's user.
+	for i := 0; i < 30; i++ {
+		on, err := online()
+		if err != nil || !on[annName] || !on[bobName] {
+			t.Fatalf("sample %d at site c: %v %v", i, on, err)
+		}
+		time.Sleep(200 * time.Millisecond) // the sampling period
+	}
+
+	// The second process dies: its NATS connection drops, no goodbye.
+	a2.Store().Close()
+	died := time.Now()
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		on, err := online()
+		if err != nil {
+			return err
+		}
+		if !on[annName] {
+			t.Fatalf("ann went offline at site c with the other process: %v", on)
+		}
+		if on[bobName] {
+			return fmt.Errorf("bob still online at site c")
+		}
+		return nil
+	})
+	gone := time.Since(died)
+	t.Logf("bob offline at site c %v after his process died (TTL %v; site c sweeps every second)", gone, ttl)
+	if gone > ttl+3*time.Second {
+		t.Fatalf("bob went offline after %v, TTL %v", gone, ttl)
+	}
+	if ps, err := obs.Presence(ctx, bobName); err != nil || len(ps) != 1 || ps[0].LastSeen.IsZero() {
+		t.Fatalf("bob's last seen: %+v %v (%s)", ps, err, salamander.ErrorCode(err))
+	}
+}

@@ -1,0 +1,187 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestIdleWebSocketMemory opens many idle WebSockets to one site of the
+// in-process cluster and logs what each costs the process: heap, goroutine
+// stack and goroutines. The clients are bare TCP connections that finish
+// the handshake and then read nothing, so nearly all of the cost is the
+// server's (a client end is a net.Conn, about 0.2 KiB of heap).
+//
+// With SALAMANDER_WS_HEAPPROFILE=FILE it also writes a heap profile taken
+// with every allocation recorded, for `go tool pprof -top -sample_index=
+// inuse_space FILE`. It asserts nothing about the numbers, which vary with
+// the Go version and the machine. The sockets must all be open well within
+// the first server ping (7.5 s at the earliest): the clients never answer.
+func TestIdleWebSocketMemory(t *testing.T) {
+	n := 2000
+	if testing.Short() || raceEnabled {
+		n = 200
+	}
+	profile := os.Getenv("SALAMANDER_WS_HEAPPROFILE")
+	if profile != "" {
+		old := runtime.MemProfileRate
+		runtime.MemProfileRate = 1
+		defer func() { runtime.MemProfileRate = old }()
+	}
+	const site = 1
+	a, _ := signedUp(t, site, "idle")
+	addr := strings.TrimPrefix(cluster.URL(site), "http://")
+	handshake := "GET /v1/ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+		"Authorization: Bearer " + a.Token() + "\r\n\r\n"
+
+	sockets := func() int {
+		res, err := http.Get(cluster.URL(site) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, "salamander_websockets{") {
+				v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				return int(v)
+			}
+		}
+		return 0
+	}
+	// live is the bytes of live heap objects, spans the bytes of the heap's
+	// spans in use (live objects plus the free room in partly used spans).
+	type sample struct{ live, spans, stack, goroutines float64 }
+	measure := func() sample {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return sample{float64(m.HeapAlloc), float64(m.HeapInuse), float64(m.StackInuse), float64(runtime.NumGoroutine())}
+	}
+
+	before := sockets()
+	s0 := measure()
+	conns := make([]net.Conn, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	start := time.Now()
+	const dialers = 8
+	var wg sync.WaitGroup
+	for d := 0; d < dialers; d++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := d; i < n; i += dialers {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Errorf("dial %d: %v", i, err)
+					return
+				}
+				conns[i] = c
+				if _, err := io.WriteString(c, handshake); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := readUpgrade(c); err != nil {
+					t.Errorf("socket %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if got := sockets() - before; got < n {
+			return fmt.Errorf("%d of %d sockets registered", got, n)
+		}
+		// Every handler has returned once the server runs one goroutine
+		// per socket.
+		if g := runtime.NumGoroutine() - int(s0.goroutines); g > n+n/20 {
+			return fmt.Errorf("%d goroutines for %d sockets", g, n)
+		}
+		return nil
+	})
+	opened := time.Since(start)
+	s1 := measure()
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("heap profile written to %s", profile)
+	}
+
+	// Closing them gives it all back (and shows that no goroutine stays).
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if got := sockets() - before; got > 0 {
+			return fmt.Errorf("%d sockets still registered", got)
+		}
+		if g := runtime.NumGoroutine() - int(s0.goroutines); g > n/100 {
+			return fmt.Errorf("%d goroutines more than before the sockets", g)
+		}
+		return nil
+	})
+	s2 := measure()
+	// The cluster allocates in the background meanwhile: averaging what
+	// opening took and what closing gave back cancels a steady drift.
+	per := func(f func(sample) float64) float64 { return (2*f(s1) - f(s0) - f(s2)) / 2 / float64(n) }
+	live := per(func(s sample) float64 { return s.live })
+	spans := per(func(s sample) float64 { return s.spans })
+	stack := per(func(s sample) float64 { return s.stack })
+	t.Logf("%d idle WebSockets (opened in %s), per socket: %.0f B of live heap objects (%.0f B of heap spans), "+
+		"%.0f B of goroutine stack, %.2f goroutines: %.2f KiB with the stack",
+		n, opened.Round(time.Millisecond), live, spans, stack, (s1.goroutines-s0.goroutines)/float64(n), (live+stack)/1024)
+}
+
+// readUpgrade reads a handshake answer (and whatever frames follow it in
+// the same read) and checks that it switched protocols.
+func readUpgrade(c net.Conn) error {
+	var buf [1024]byte
+	n := 0
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
+		if n == len(buf) {
+			return fmt.Errorf("handshake answer over %d bytes", len(buf))
+		}
+		m, err := c.Read(buf[n:])
+		if err != nil {
+			return err
+		}
+		n += m
+	}
+	if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 101 ")) {
+		line, _, _ := bytes.Cut(buf[:n], []byte("\r\n"))
+		return fmt.Errorf("handshake answered %q", line)
+	}
+	return nil
+}
