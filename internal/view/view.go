@@ -90,7 +90,12 @@ func Open(path string, logger *slog.Logger) (*View, error) {
 }
 
 func open(path string, log *slog.Logger) (*View, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	// A 64 MiB page cache and memory-mapped reads keep the indexes the
+	// writer updates in memory instead of re-reading them page by page;
+	// checkpoints every 8,192 WAL pages (32 MiB) instead of 1,000 copy hot
+	// pages into the database file less often.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)" +
+		"&_pragma=cache_size(-65536)&_pragma=mmap_size(268435456)&_pragma=wal_autocheckpoint(8192)&_txlock=immediate"
 	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("view: open %s: %w", path, err)
@@ -105,7 +110,7 @@ func open(path string, log *slog.Logger) (*View, error) {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	r, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=mmap_size(268435456)")
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("view: open reader %s: %w", path, err)
@@ -338,4 +343,4 @@ func (v *View) runWriter(in <-chan *dbBatch) {
 
 // writerPace is the least time between two commits of the store: what a
 // history or sync query right after a write may wait for.
-const writerPace = 10 * time.Millisecond
+const writerPace = 25 * time.Millisecond
