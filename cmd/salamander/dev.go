@@ -26,12 +26,21 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	clusterPort := fs.Int("cluster-port", 6221, "site a's NATS cluster port; b and c use the next ones")
 	partitions := fs.Int("partitions", 6, "room partitions when creating a new cluster")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	pprofAddr := fs.String("pprof", "", "serve Go profiles of the three sites' process at http://ADDR/debug/pprof/; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		stop, url, err := startPprof(*pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fmt.Fprintf(stdout, "profiles at %s\n", url)
 	}
 	var infos []gateway.SiteInfo
 	for i, n := range devSites {

@@ -16,17 +16,22 @@ import (
 // (fsynced), a commit announcement to every site, a direct get when a tail
 // catches up — however small it is. Concurrent batchable appends to one
 // stream (messages and read markers) therefore share records: one appender
-// per stream keeps at most appendWindow records in flight, and whatever
-// queues up behind them goes out together as one RecBatch record of up to
-// maxBatchEntries entries. Under light load a send travels alone, with no
+// per stream keeps one record in flight, and whatever queues up behind it
+// goes out together as the next RecBatch record of up to maxBatchEntries
+// entries. Under light load a send travels alone, with no
 // added delay; under heavy load one replicated write carries many. Each
 // entry keeps its own position (see PositionOf), so readers see the same
 // log entries either way.
 
 const (
 	// appendWindow is how many records one stream's appender keeps in
-	// flight at once.
-	appendWindow = 2
+	// flight at once. One is measured best here: every record costs six
+	// fsyncs (the Raft log and the stream file on each of three servers),
+	// and with one in flight the next record gathers everything that
+	// arrived during the previous one's round trip (p2p, 400 closed-loop
+	// senders: 2,905 msg/s with one, 2,248 with two). It also means a
+	// record is never overtaken by the next, even when it is retried.
+	appendWindow = 1
 	// maxBatchEntries and maxBatchBytes bound one batch record.
 	maxBatchEntries = 256
 	maxBatchBytes   = 192 << 10
