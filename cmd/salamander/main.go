@@ -1,5 +1,6 @@
 // Command salamander is the Salamander messenger: the server (serve, dev),
-// the terminal client (chat) and the fire drill (drill), in one binary.
+// the terminal client (chat), the fire drill (drill) and the load
+// generator (bench), in one binary.
 //
 // Only this package reads flags, files and the environment; it turns them
 // into the Config structs of the internal packages and wires them together.
@@ -27,6 +28,7 @@ commands:
   serve    run one site (embedded NATS, or --nats for an existing cluster)
   chat     terminal chat client that fails over between sites
   drill    burn a site under live load and prove nothing was lost
+  bench    load a cluster and report latency, throughput, loss, memory per connection, catch-up
   admin    operator actions on the log: revoke a user, list or move stream leaders
   version  print the version
 
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDrill(ctx, rest, stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, rest, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "salamander", version)
 		return nil

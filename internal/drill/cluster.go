@@ -35,6 +35,14 @@ type ClusterConfig struct {
 	SiteLogLevel string
 	// Logger receives the drill's own progress lines (default: discarded).
 	Logger *slog.Logger
+	// ServeArgs are extra arguments appended to every site's `serve`
+	// command line (e.g. `--bcrypt-cost 4` for a benchmark).
+	ServeArgs []string
+	// DirectRoutes connects the sites' NATS servers straight to each other
+	// instead of through link proxies: nothing in this process copies the
+	// replication traffic (a benchmark wants that), and Cut, Heal and
+	// SetLatency do nothing.
+	DirectRoutes bool
 }
 
 // Cluster is three `salamander serve` processes on loopback, one per site,
@@ -46,6 +54,9 @@ type ClusterConfig struct {
 // route addresses built from a peer's source address (the proxies dial
 // from 127.0.0.1) and its real port, so a gossiped address is refused and
 // never bypasses a proxy (a server gives up on a refused gossiped route).
+//
+// With ClusterConfig.DirectRoutes the routes bypass the proxies (and every
+// site listens on 127.0.0.1); such a cluster cannot be cut off or slowed.
 //
 // A Cluster made by Attach drives sites it did not start: it has no
 // processes or proxies, and every fault that needs them fails with
@@ -204,16 +215,19 @@ func (c *Cluster) names() []string {
 	return out
 }
 
-// layout picks every port and starts the six link proxies.
+// layout picks every port and, unless DirectRoutes is set, starts the six
+// link proxies.
 func (c *Cluster) layout() error {
 	for i, name := range SiteNames {
-		ports, err := freePorts(2)
+		ports, err := freePorts(3)
 		if err != nil {
 			return err
 		}
-		clusterAddr, err := clusterPort(net.IPv4(127, 0, 0, byte(2+i)))
-		if err != nil {
-			return err
+		clusterAddr := fmt.Sprintf("127.0.0.1:%d", ports[2])
+		if !c.cfg.DirectRoutes {
+			if clusterAddr, err = clusterPort(net.IPv4(127, 0, 0, byte(2+i))); err != nil {
+				return err
+			}
 		}
 		dir := filepath.Join(c.cfg.Dir, name)
 		s := &siteProc{
@@ -230,6 +244,10 @@ func (c *Cluster) layout() error {
 	for _, from := range c.sites {
 		for _, to := range c.sites {
 			if from == to {
+				continue
+			}
+			if c.cfg.DirectRoutes {
+				from.routes = append(from.routes, to.clusterAddr)
 				continue
 			}
 			p, err := startLinkProxy(from.name, to.name, to.clusterAddr)
@@ -268,6 +286,7 @@ func (c *Cluster) start(i int) error {
 		"--partitions", strconv.Itoa(c.cfg.Partitions),
 		"--log-level", c.cfg.SiteLogLevel,
 	)
+	cmd.Args = append(cmd.Args, c.cfg.ServeArgs...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	ownProcessGroup(cmd)
@@ -347,6 +366,20 @@ func (c *Cluster) Alive(i int) bool {
 	default:
 		return true
 	}
+}
+
+// Pid returns the process id of site i's running `serve` process, or 0
+// while it is down or when the cluster is attached.
+func (c *Cluster) Pid(i int) int {
+	if c.attached {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.sites[i].proc; p != nil {
+		return p.cmd.Process.Pid
+	}
+	return 0
 }
 
 // detach takes site i's process out of the cluster's hands for stopping;

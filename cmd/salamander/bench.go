@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/salamander-chat/salamander/internal/bench"
+	"github.com/salamander-chat/salamander/internal/drill"
+)
+
+// benchFlags is everything `bench` can be told beyond bench.Config.
+type benchFlags struct {
+	cfg          bench.Config
+	sites        string
+	catchupSite  string
+	pid          int
+	json         bool
+	dir          string
+	keep         bool
+	bin          string
+	partitions   int
+	bcryptCost   int
+	siteLogLevel string
+	logLevel     string
+	catchupSet   bool
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseBenchFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg := f.cfg
+	cfg.Logger = log
+	if len(cfg.Sites) > 0 {
+		if f.pid > 0 {
+			idle, pid := cfg.IdleSite, f.pid
+			cfg.PID = func(i int) int {
+				if i == idle {
+					return pid
+				}
+				return 0
+			}
+		}
+	} else {
+		cl, cleanup, err := startBenchCluster(ctx, f, log)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		cfg.Sites = cl.URLs()
+		cfg.PID = cl.Pid
+		cfg.Control = cl
+		if !f.catchupSet {
+			cfg.Catchup = cfg.Scenario != bench.ScenarioIdle
+		}
+	}
+	if cfg.Catchup && f.catchupSite != "" {
+		i, err := siteIndex(f.catchupSite, len(cfg.Sites))
+		if err != nil {
+			return err
+		}
+		cfg.CatchupSite = i
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("bench: interrupted (%w); no report", ctx.Err())
+		}
+		return err
+	}
+	if f.json {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteText(stdout)
+}
+
+// startBenchCluster starts three `salamander serve` processes for the
+// bench (routes direct, cheap password hashing) and returns them with a
+// function that kills them and removes their data unless --keep. An
+// interrupt kills them at once.
+func startBenchCluster(ctx context.Context, f benchFlags, log *slog.Logger) (*drill.Cluster, func(), error) {
+	bin := f.bin
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return nil, nil, fmt.Errorf("bench: finding this binary: %w", err)
+		}
+	}
+	dir, temp := f.dir, false
+	if dir == "" {
+		d, err := os.MkdirTemp("", "salamander-bench-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench: temp dir: %w", err)
+		}
+		dir, temp = d, true
+	}
+	removeDir := func() {
+		if temp && !f.keep {
+			os.RemoveAll(dir)
+		}
+	}
+	log.Info("starting three sites", "dir", dir)
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	cl, err := drill.StartCluster(startCtx, drill.ClusterConfig{
+		Binary:       bin,
+		Dir:          dir,
+		Partitions:   f.partitions,
+		SiteLogLevel: f.siteLogLevel,
+		ServeArgs:    []string{"--bcrypt-cost", strconv.Itoa(f.bcryptCost)},
+		DirectRoutes: true,
+		Logger:       log,
+	})
+	if err != nil {
+		removeDir()
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, cl.Close) // Ctrl-C: no site outlives the bench
+	return cl, func() {
+		stop()
+		cl.Close()
+		removeDir()
+	}, nil
+}
+
+// parseBenchFlags parses bench's flags.
+func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := benchFlags{cfg: bench.DefaultConfig()}
+	c := &f.cfg
+	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "p2p (1:1 rooms, members at different sites), group (rooms of --group-size) or idle (hold --conns WebSockets to one site and measure its memory)")
+	fs.IntVar(&c.Users, "users", c.Users, "simulated users, spread over the sites (idle: at most this many users share the connections)")
+	fs.IntVar(&c.GroupSize, "group-size", c.GroupSize, "group: members per room")
+	fs.IntVar(&c.Senders, "senders", 0, "members of each room who send (default: all)")
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured load time (idle: how long the connections are held)")
+	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "load before the measured window")
+	fs.Float64Var(&c.Rate, "rate", 0, "aggregate messages per second on a fixed schedule (open loop); 0 sends each sender's next message when the previous one is acknowledged (closed loop)")
+	fs.IntVar(&c.Inflight, "inflight", c.Inflight, "sends outstanding per sender")
+	fs.IntVar(&c.Size, "size", c.Size, "message text bytes")
+	fs.BoolVar(&c.SDKSubscribe, "sdk-subscribe", false, "receive through the SDK's Subscription instead of a raw WebSocket (an SDK that sends over its WebSocket then sends there too); the SDK hides duplicates it drops")
+	fs.DurationVar(&c.Grace, "grace", c.Grace, "after the load: how long sends in flight, and then deliveries, may take before they count as failed or lost")
+	fs.IntVar(&c.MaxMessages, "max-messages", c.MaxMessages, "stop sending after this many messages")
+	fs.IntVar(&c.Conns, "conns", c.Conns, "idle: WebSockets to open")
+	fs.IntVar(&c.IdleSite, "idle-site", 0, "idle: index of the site the connections go to (0 = the first)")
+	fs.IntVar(&c.SourceAddrs, "source-addrs", c.SourceAddrs, "spread connections over this many loopback source addresses (127.0.0.101…) when the sites are on loopback")
+	fs.IntVar(&c.SetupParallel, "setup-parallel", c.SetupParallel, "concurrent sign-ups and room creations while setting up")
+	fs.BoolVar(&c.Catchup, "catchup", false, "after a p2p or group load, SIGKILL a site, wipe its disk, restart it and measure its catch-up (default on when the bench starts the cluster)")
+	fs.StringVar(&f.catchupSite, "catchup-site", "", "the site to wipe: a, b, c or its index (default: the last)")
+	fs.StringVar(&f.sites, "sites", "", "comma-separated URLs of a running cluster's sites (default: start three `serve` processes)")
+	fs.IntVar(&f.pid, "pid", 0, "with --sites and idle: the process id of the idle site's server, for its memory")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the table")
+	fs.StringVar(&f.dir, "data", "", "directory for the started sites' data and logs (default: a temporary one, removed afterwards)")
+	fs.BoolVar(&f.keep, "keep", false, "keep the temporary data directory")
+	fs.StringVar(&f.bin, "bin", "", "salamander binary to run the sites with (default: this one)")
+	fs.IntVar(&f.partitions, "partitions", 6, "room partitions of a started cluster")
+	fs.IntVar(&f.bcryptCost, "bcrypt-cost", 4, "password hashing cost of a started cluster (sign-ups are set-up, not load)")
+	fs.StringVar(&f.siteLogLevel, "site-log-level", "warn", "started sites' log level; their logs go to SITE.log in the data directory")
+	fs.StringVar(&f.logLevel, "log-level", "info", "the bench's own progress log on stderr: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	fs.Visit(func(fl *flag.Flag) { f.catchupSet = f.catchupSet || fl.Name == "catchup" })
+	c.Sites = splitList(f.sites)
+	if len(c.Sites) > 0 && f.catchupSet && c.Catchup {
+		return f, fmt.Errorf("bench: --catchup needs a cluster the bench starts itself (not --sites)")
+	}
+	if f.pid != 0 && len(c.Sites) == 0 {
+		return f, fmt.Errorf("bench: --pid is for --sites; a started cluster's processes are known")
+	}
+	return f, nil
+}
+
+// siteIndex turns "a", "b", "c" or an index into an index of n sites.
+func siteIndex(s string, n int) (int, error) {
+	i := -1
+	if len(s) == 1 && s[0] >= 'a' && s[0] <= 'z' {
+		i = int(s[0] - 'a')
+	} else if v, err := strconv.Atoi(s); err == nil {
+		i = v
+	}
+	if i < 0 || i >= n {
+		return 0, fmt.Errorf("bench: --catchup-site %q is not one of the %d sites", s, n)
+	}
+	return i, nil
+}

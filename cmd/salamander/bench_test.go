@@ -1,0 +1,44 @@
+package main
+
+import (
+	"io"
+	"testing"
+
+	"github.com/salamander-chat/salamander/internal/bench"
+)
+
+// Bench's flags reach bench.Config; combinations that cannot work are
+// refused before anything starts.
+func TestBenchFlags(t *testing.T) {
+	f, err := parseBenchFlags([]string{"--scenario", "group", "--users", "300", "--rate", "500", "--inflight", "4",
+		"--duration", "5s", "--json"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.cfg
+	if c.Scenario != bench.ScenarioGroup || c.Users != 300 || c.Rate != 500 || c.Inflight != 4 || c.GroupSize != 50 ||
+		c.Size != 100 || c.Duration.Seconds() != 5 || !f.json || len(c.Sites) != 0 || f.catchupSet {
+		t.Fatalf("parsed %+v", f)
+	}
+	f, err = parseBenchFlags([]string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2", "--scenario", "idle", "--pid", "7"}, io.Discard)
+	if err != nil || len(f.cfg.Sites) != 2 || f.pid != 7 {
+		t.Fatalf("attached: %+v %v", f, err)
+	}
+	for _, bad := range [][]string{
+		{"--sites", "http://127.0.0.1:1", "--catchup"}, // cannot restart sites it does not own
+		{"--pid", "7"}, // a started cluster's processes are known
+		{"extra"},
+	} {
+		if _, err := parseBenchFlags(bad, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	for s, want := range map[string]int{"a": 0, "c": 2, "1": 1} {
+		if i, err := siteIndex(s, 3); err != nil || i != want {
+			t.Errorf("siteIndex(%q) = %d, %v", s, i, err)
+		}
+	}
+	if _, err := siteIndex("d", 3); err == nil {
+		t.Error("site d of 3 accepted")
+	}
+}

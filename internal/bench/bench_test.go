@@ -1,0 +1,218 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander/internal/testcluster"
+)
+
+// cluster is one in-process three-site cluster shared by every test: a
+// fresh JetStream cluster takes seconds to elect its leaders.
+var cluster *testcluster.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "salamander-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), testcluster.Timeout)
+	defer cancel()
+	cluster, err = testcluster.Start(ctx, dir, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start test cluster:", err)
+		return 1
+	}
+	defer cluster.Close()
+	return m.Run()
+}
+
+// testControl lets the bench restart the test cluster's sites. An
+// in-process site has no disk of its own to wipe beyond its read model,
+// so Wipe deletes that: the site then rebuilds it from its log replica.
+type testControl struct{ c *testcluster.Cluster }
+
+func (t testControl) Kill(i int) error                         { t.c.Kill(i); return nil }
+func (t testControl) Wipe(i int) error                         { return t.c.RemoveReadModel(i) }
+func (t testControl) Restart(ctx context.Context, i int) error { return t.c.Restart(ctx, i) }
+
+// short returns a configuration for a run of a few seconds against the
+// test cluster.
+func short(t *testing.T, scenario string) Config {
+	cfg := DefaultConfig()
+	cfg.Scenario = scenario
+	cfg.Sites = cluster.URLs()
+	cfg.Duration = 2 * time.Second
+	cfg.Warmup = 300 * time.Millisecond
+	cfg.Grace = 10 * time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return cfg
+}
+
+// check runs cfg and checks what every run must show: messages acked and
+// delivered, none lost or duplicated, and every required JSON field.
+func check(t *testing.T, cfg Config) (*Report, map[string]any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", text.String())
+	var buf bytes.Buffer
+	if err := rep.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	dec := json.NewDecoder(&buf)
+	if err := dec.Decode(&obj); err != nil {
+		t.Fatalf("JSON report: %v", err)
+	}
+	if dec.More() {
+		t.Fatal("JSON report is more than one object")
+	}
+	required := []string{"scenario", "users", "duration_s", "sites", "errors", "acked_per_sec", "delivered_per_sec",
+		"send_p50_ms", "send_p99_ms", "deliver_p50_ms", "deliver_p99_ms", "lost", "duplicated"}
+	for _, k := range required {
+		if _, ok := obj[k]; !ok {
+			t.Errorf("JSON report lacks %q", k)
+		}
+	}
+	if cfg.Scenario == ScenarioIdle {
+		return rep, obj
+	}
+	if rep.Acked == 0 || rep.Deliveries == 0 || rep.AckedPerSec <= 0 || rep.DeliveredPerSec <= 0 {
+		t.Errorf("nothing measured: acked %d, deliveries %d", rep.Acked, rep.Deliveries)
+	}
+	if rep.Lost != 0 || rep.Duplicated != 0 || rep.Reordered != 0 || rep.Unknown != 0 {
+		t.Errorf("lost %d, duplicated %d, reordered %d, unknown %d", rep.Lost, rep.Duplicated, rep.Reordered, rep.Unknown)
+	}
+	if rep.Errors != 0 {
+		t.Errorf("errors: %v %v", rep.ErrorKinds, rep.ErrorSamples)
+	}
+	if rep.SendP50Ms <= 0 || rep.DeliverP50Ms <= 0 || rep.SendP99Ms < rep.SendP50Ms {
+		t.Errorf("latencies: send p50 %v p99 %v, deliver p50 %v", rep.SendP50Ms, rep.SendP99Ms, rep.DeliverP50Ms)
+	}
+	return rep, obj
+}
+
+// A closed-loop p2p run loses and duplicates nothing; afterwards one site
+// rebuilds its read model from the log and the catch-up is reported.
+func TestP2PWithCatchup(t *testing.T) {
+	cfg := short(t, ScenarioP2P)
+	cfg.Users = 7 // odd: the last user pairs with the first
+	cfg.Catchup = true
+	cfg.Control = testControl{cluster}
+	rep, obj := check(t, cfg)
+	if rep.Rooms != 4 || rep.Senders != 8 || rep.Mode != "closed" {
+		t.Errorf("rooms %d, senders %d, mode %s", rep.Rooms, rep.Senders, rep.Mode)
+	}
+	for _, k := range []string{"catchup_msgs", "catchup_msgs_per_sec"} {
+		if _, ok := obj[k]; !ok {
+			t.Errorf("JSON report lacks %q", k)
+		}
+	}
+	// A log record may carry several messages (sends to one partition
+	// share an append), so there may be fewer records than messages.
+	if rep.CatchupMsgs <= int64(rep.Rooms) || rep.CatchupMsgsPerSec <= 0 {
+		t.Errorf("catch-up applied %d records (%v/s) for %d acked messages", rep.CatchupMsgs, rep.CatchupMsgsPerSec, rep.Acked)
+	}
+}
+
+// An open-loop group run with pipelined senders loses and duplicates
+// nothing, and every member gets every message.
+func TestGroupOpenLoop(t *testing.T) {
+	cfg := short(t, ScenarioGroup)
+	cfg.Users = 11
+	cfg.GroupSize = 5 // 5, then 6: the odd one out joins the last group
+	cfg.Senders = 3
+	cfg.Rate = 60
+	cfg.Inflight = 2
+	rep, _ := check(t, cfg)
+	if rep.Rooms != 2 || rep.Senders != 6 || rep.Mode != "open" {
+		t.Errorf("rooms %d, senders %d, mode %s", rep.Rooms, rep.Senders, rep.Mode)
+	}
+	if rep.Deliveries < rep.Acked*4 {
+		t.Errorf("%d deliveries for %d acked messages in rooms of 5 and 6", rep.Deliveries, rep.Acked)
+	}
+}
+
+// Receiving through SDK Subscriptions (which the SDK may also send over)
+// loses and duplicates nothing either.
+func TestP2PThroughSDKSubscriptions(t *testing.T) {
+	cfg := short(t, ScenarioP2P)
+	cfg.Users = 6
+	cfg.SDKSubscribe = true
+	cfg.Inflight = 2
+	rep, _ := check(t, cfg)
+	if rep.Receivers != "sdk" {
+		t.Errorf("receivers %q", rep.Receivers)
+	}
+}
+
+// Idle holds its connections at one site and reports memory per
+// connection (here the process is the test itself, which holds both ends).
+func TestIdle(t *testing.T) {
+	cfg := short(t, ScenarioIdle)
+	cfg.Users = 3
+	cfg.Conns = 40
+	cfg.IdleSite = 1
+	cfg.Duration = 500 * time.Millisecond
+	pid := os.Getpid()
+	cfg.PID = func(int) int { return pid }
+	rep, obj := check(t, cfg)
+	if rep.Conns != 40 || rep.Errors != 0 {
+		t.Errorf("held %d of 40 connections; errors %v %v", rep.Conns, rep.ErrorKinds, rep.ErrorSamples)
+	}
+	for _, k := range []string{"conns", "bytes_per_conn"} {
+		if _, ok := obj[k]; !ok {
+			t.Errorf("JSON report lacks %q", k)
+		}
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	for v := range 10000 {
+		h.add(time.Duration(v+1) * time.Microsecond)
+	}
+	for _, c := range []struct{ q, want float64 }{{0.5, 5}, {0.99, 9.9}, {1, 10}} {
+		if got := h.quantile(c.q); got < c.want*0.98 || got > c.want*1.02 {
+			t.Errorf("q%v = %v ms, want %v", c.q, got, c.want)
+		}
+	}
+	for v := uint64(0); v < 1<<20; v += 7 {
+		i := histBucket(v)
+		if lo := histValue(i); lo > float64(v)*1.02+1 || lo < float64(v)*0.98-1 {
+			t.Fatalf("value %d in bucket %d reads as %v", v, i, lo)
+		}
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	text := "# HELP x\nsalamander_websockets{site=\"a\"} 12\nsalamander_websockets_total 3\ngo_memstats_heap_inuse_bytes 1.5e+06\n"
+	got := parseMetrics(text, "salamander_websockets", heapMetric, "absent")
+	if got["salamander_websockets"] != 12 || got[heapMetric] != 1.5e6 {
+		t.Fatalf("parsed %v", got)
+	}
+	if _, ok := got["absent"]; ok {
+		t.Fatal("absent metric reported")
+	}
+}

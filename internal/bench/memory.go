@@ -1,0 +1,179 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// procMem returns a memory field of /proc/PID/status (e.g. "VmRSS"), in
+// bytes. It works on Linux only.
+func procMem(pid int, field string) (int64, error) {
+	kb, err := procField(fmt.Sprintf("/proc/%d/status", pid), field)
+	return kb * 1024, err
+}
+
+// memAvailable returns the machine's available memory (MemAvailable in
+// /proc/meminfo), in bytes; false where that is not known.
+func memAvailable() (uint64, bool) {
+	kb, err := procField("/proc/meminfo", "MemAvailable")
+	if err != nil || kb < 0 {
+		return 0, false
+	}
+	return uint64(kb) * 1024, true
+}
+
+// procField reads "Field:   123 kB" from a /proc file and returns 123.
+func procField(path, field string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), field+":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			break
+		}
+		return strconv.ParseInt(fields[0], 10, 64)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: no %s", path, field)
+}
+
+// memSample is a site process's memory at one moment; zero fields are
+// unknown.
+type memSample struct {
+	rss  int64 // resident set, bytes
+	heap int64 // Go heap in use, bytes (only if the site exports it)
+}
+
+// The Prometheus Go and process collectors' metrics, if a site registers
+// them: its Go heap, and its RSS when the bench cannot see the process.
+const (
+	heapMetric = "go_memstats_heap_inuse_bytes"
+	rssMetric  = "process_resident_memory_bytes"
+)
+
+// sampleMem reads the memory of the process pid serving the site at base
+// (pid 0: only what the site's /metrics says).
+func (r *run) sampleMem(ctx context.Context, pid int, base string) memSample {
+	var m memSample
+	if pid > 0 {
+		if v, err := procMem(pid, "VmRSS"); err == nil {
+			m.rss = v
+		} else {
+			r.log.Warn("cannot read the site's memory", "pid", pid, "err", err)
+		}
+	}
+	if vals, err := r.net.metrics(ctx, base, heapMetric, rssMetric); err == nil {
+		if v, ok := vals[heapMetric]; ok {
+			m.heap = int64(v)
+		}
+		if v, ok := vals[rssMetric]; ok && m.rss == 0 {
+			m.rss = int64(v)
+		}
+	}
+	return m
+}
+
+// siteRSS returns each site's process RSS by URL, where the process is
+// known.
+func (r *run) siteRSS() map[string]int64 {
+	out := map[string]int64{}
+	for i, s := range r.cfg.Sites {
+		if pid := r.cfg.PID(i); pid > 0 {
+			if v, err := procMem(pid, "VmRSS"); err == nil {
+				out[s] = v
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of CPU times in
+// /proc/PID/stat: 100 on every Linux platform Go supports.
+const clockTicks = 100
+
+// cpuTime returns the user+system CPU time process pid has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: count from after it.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] { // utime, stime (fields 14 and 15)
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// cpuSample is the CPU time used so far by the bench and by each site's
+// process (by site index; absent where unknown).
+type cpuSample struct {
+	at    time.Time
+	self  time.Duration
+	sites map[int]time.Duration
+	ok    bool
+}
+
+// sampleCPU reads the CPU time of the bench and of every known site.
+func (r *run) sampleCPU() cpuSample {
+	c := cpuSample{at: time.Now(), sites: map[int]time.Duration{}}
+	self, err := cpuTime(os.Getpid())
+	if err != nil {
+		return c
+	}
+	c.self, c.ok = self, true
+	for i := range r.cfg.Sites {
+		if pid := r.cfg.PID(i); pid > 0 {
+			if v, err := cpuTime(pid); err == nil {
+				c.sites[i] = v
+			}
+		}
+	}
+	return c
+}
+
+// cpuShare is the CPU used between two samples, in percent of one core:
+// the bench's and each site's (by URL).
+func (r *run) cpuShare(a, b cpuSample) (self float64, sites map[string]float64) {
+	secs := b.at.Sub(a.at).Seconds()
+	if !a.ok || !b.ok || secs <= 0 {
+		return 0, nil
+	}
+	pct := func(d time.Duration) float64 { return round(100*d.Seconds()/secs, 1) }
+	for i, v := range b.sites {
+		if w, ok := a.sites[i]; ok && v >= w {
+			if sites == nil {
+				sites = map[string]float64{}
+			}
+			sites[r.cfg.Sites[i]] = pct(v - w)
+		}
+	}
+	return pct(b.self - a.self), sites
+}
