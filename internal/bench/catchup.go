@@ -10,7 +10,8 @@ import (
 type catchupResult struct {
 	site    string
 	records int64         // log records it applied
-	perSec  float64       // records/s over the polled apply window
+	entries int64         // log entries (messages and other records) in them
+	perSec  float64       // entries/s over the polled apply window
 	total   time.Duration // restart → everything applied
 	ready   time.Duration // restart → ready
 }
@@ -68,7 +69,7 @@ func (r *run) catchup(ctx context.Context) (*catchupResult, error) {
 		readyAt = time.Now()
 	}()
 	var firstAt, caughtAt time.Time
-	var firstApplied int64
+	var firstEntries, entries int64
 	why := "no answer yet"
 	pollCtx, cancelPoll := context.WithTimeout(ctx, 10*time.Minute)
 	err = poll(pollCtx, 50*time.Millisecond, func() bool {
@@ -90,10 +91,10 @@ func (r *run) catchup(ctx context.Context) (*catchupResult, error) {
 			applied += int64(min(st.Applied[s.Stream], s.LastSeq))
 		}
 		if applied > 0 && firstAt.IsZero() {
-			firstAt, firstApplied = now, applied
+			firstAt, firstEntries = now, int64(st.EntriesApplied)
 		}
 		if why = lag(st, ref); why == "" {
-			caughtAt = now
+			caughtAt, entries = now, int64(st.EntriesApplied)
 			return true
 		}
 		return false
@@ -109,13 +110,14 @@ func (r *run) catchup(ctx context.Context) (*catchupResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: catch-up: %s did not catch up (%s): %w", base, why, err)
 	}
-	res := &catchupResult{site: base, records: records, total: caughtAt.Sub(start), ready: readyAt.Sub(start)}
-	if window := caughtAt.Sub(firstAt); window > 0 && records > firstApplied {
-		res.perSec = float64(records-firstApplied) / window.Seconds()
+	res := &catchupResult{site: base, records: records, entries: entries, total: caughtAt.Sub(start), ready: readyAt.Sub(start)}
+	if window := caughtAt.Sub(firstAt); window > 0 && entries > firstEntries {
+		res.perSec = float64(entries-firstEntries) / window.Seconds()
 	} else if res.total > 0 {
-		res.perSec = float64(records) / res.total.Seconds()
+		res.perSec = float64(entries) / res.total.Seconds()
 	}
 	r.log.Info("catch-up done", "site", base, "ready", res.ready.Round(time.Millisecond),
-		"caught_up", res.total.Round(time.Millisecond), "records_per_sec", int(res.perSec))
+		"caught_up", res.total.Round(time.Millisecond), "records", records, "entries", entries,
+		"entries_per_sec", int(res.perSec))
 	return res, nil
 }

@@ -107,7 +107,11 @@ func (n *network) dialWS(ctx context.Context, base, token, cursor string) (*webs
 type siteStatus struct {
 	Site    string            `json:"site"`
 	Applied map[string]uint64 `json:"applied"`
-	Streams []struct {
+	// EntriesApplied counts the log entries (messages and every other
+	// record; a batch record carries many) its read model has applied
+	// since the process started.
+	EntriesApplied uint64 `json:"entries_applied"`
+	Streams        []struct {
 		Stream  string `json:"stream"`
 		LastSeq uint64 `json:"last_seq"`
 	} `json:"streams"`

@@ -123,12 +123,15 @@ type Report struct {
 
 	// Catch-up: CatchupSite is the site that was wiped and restarted.
 	CatchupSite string `json:"catchup_site,omitempty"`
-	// CatchupMsgs is the number of log records the wiped site applied
-	// (every stream's last sequence; a record may carry several messages
-	// when sends to one partition share an append).
-	CatchupMsgs int64 `json:"catchup_msgs,omitempty"`
-	// CatchupMsgsPerSec is the rate its read model applied them, over the
-	// polled window from the first applied record to the last.
+	// CatchupMsgs is the number of log entries the wiped site applied:
+	// messages and every other record (sign-ups, rooms, read markers),
+	// counted one by one even when sends to one partition share a
+	// replicated record. CatchupRecords is the number of those records
+	// (every stream's last sequence).
+	CatchupMsgs    int64 `json:"catchup_msgs,omitempty"`
+	CatchupRecords int64 `json:"catchup_records,omitempty"`
+	// CatchupMsgsPerSec is the rate its read model applied entries, over
+	// the polled window from the first applied record to the last.
 	CatchupMsgsPerSec float64 `json:"catchup_msgs_per_sec,omitempty"`
 	// CatchupMs is from the restart to having applied everything;
 	// CatchupReadyMs from the restart to answering /readyz.
@@ -199,7 +202,8 @@ func (rep *Report) setErrors(e *errorLog) {
 // setCatchup copies a catch-up measurement.
 func (rep *Report) setCatchup(c *catchupResult) {
 	rep.CatchupSite = c.site
-	rep.CatchupMsgs = c.records
+	rep.CatchupMsgs = c.entries
+	rep.CatchupRecords = c.records
 	rep.CatchupMsgsPerSec = round(c.perSec, 1)
 	rep.CatchupMs = round(c.total.Seconds()*1000, 1)
 	rep.CatchupReadyMs = round(c.ready.Seconds()*1000, 1)
@@ -269,8 +273,8 @@ func (rep *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  site RSS at the end: %s\n", strings.Join(parts, ", "))
 		}
 		if rep.CatchupSite != "" {
-			fmt.Fprintf(&b, "  catch-up: %s killed, disk wiped, restarted: ready in %.2fs, applied %d log records in %.2fs (%.0f records/s)\n",
-				rep.CatchupSite, rep.CatchupReadyMs/1000, rep.CatchupMsgs, rep.CatchupMs/1000, rep.CatchupMsgsPerSec)
+			fmt.Fprintf(&b, "  catch-up: %s killed, disk wiped, restarted: ready in %.2fs, applied %d log entries (%d records) in %.2fs (%.0f entries/s)\n",
+				rep.CatchupSite, rep.CatchupReadyMs/1000, rep.CatchupMsgs, rep.CatchupRecords, rep.CatchupMs/1000, rep.CatchupMsgsPerSec)
 		}
 	}
 	fmt.Fprintf(&b, "  errors %d", rep.Errors)

@@ -130,13 +130,14 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 1500*time.Millisecond)
 	defer cancel()
 	out := map[string]any{
-		"site":           g.cfg.Site,
-		"uptime_seconds": int(time.Since(g.started).Seconds()),
-		"nats_connected": g.cfg.Store.Conn().IsConnected(),
-		"isolated":       g.Isolated(),
-		"nats_server":    g.cfg.Store.Conn().ConnectedServerName(),
-		"applied":        appliedRecords(g.cfg.View),
-		"websockets":     len(g.hub.online()),
+		"site":            g.cfg.Site,
+		"uptime_seconds":  int(time.Since(g.started).Seconds()),
+		"nats_connected":  g.cfg.Store.Conn().IsConnected(),
+		"isolated":        g.Isolated(),
+		"nats_server":     g.cfg.Store.Conn().ConnectedServerName(),
+		"applied":         appliedRecords(g.cfg.View),
+		"entries_applied": g.cfg.View.EntriesApplied(),
+		"websockets":      len(g.hub.online()),
 	}
 	if stalled := g.cfg.Store.Stalled(); len(stalled) > 0 {
 		out["stalled"] = stalled

@@ -17,6 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
@@ -146,6 +149,10 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	gcfg.Sites = cfg.Sites
 	gcfg.Logger = log
 	gcfg.BcryptCost = cfg.BcryptCost
+	// The process's own Go and OS metrics (heap, goroutines, RSS, open
+	// files) next to the site's: what an operator looks at first.
+	gcfg.Registry = prometheus.NewRegistry()
+	gcfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.PresenceBeat > 0 {
 		gcfg.PresenceBeat = cfg.PresenceBeat
 	}

@@ -44,6 +44,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 		}
 		v.applied[e.Pos.Stream] = reached
 		a.db.reached[e.Pos.Stream] = reached
+		v.entries.Add(1)
 	}
 	if len(a.db.reached) == 0 {
 		v.mu.Unlock()

@@ -19,6 +19,7 @@ import (
 	"maps"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -64,6 +65,8 @@ type View struct {
 	advanced   chan struct{} // closed and replaced after every applied batch
 	dbAdvanced chan struct{} // closed and replaced after every store commit
 	listeners  []func([]Emitted)
+	// entries counts the log entries applied since the view was opened.
+	entries atomic.Uint64
 }
 
 // Open opens the read model at path, rebuilding it from scratch if it is
@@ -170,6 +173,11 @@ func (v *View) Applied() map[string]uint64 {
 	defer v.mu.RUnlock()
 	return maps.Clone(v.applied)
 }
+
+// EntriesApplied is how many log entries (messages, read markers and every
+// other record) the model has applied since this process opened it: the
+// measure of a catch-up's pace, since one record may carry many entries.
+func (v *View) EntriesApplied() uint64 { return v.entries.Load() }
 
 // SigningKey is the cluster's session-signing key, or nil until the record
 // that creates it has been applied.
