@@ -256,6 +256,20 @@ func TestBatchedAppendsShareRecords(t *testing.T) {
 	if len(cids) != n {
 		t.Fatalf("tail delivered %d distinct records, want %d", len(cids), n)
 	}
+	// Fetch reads entries back by position, from shared and lone records.
+	var all []uint64
+	for p := range acked {
+		all = append(all, p)
+	}
+	got, err := s.Fetch(ctx, room, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range seen {
+		if got[e.Pos.Seq].ClientID != e.Record.ClientID {
+			t.Fatalf("fetch at %d: client id %q, tail had %q", e.Pos.Seq, got[e.Pos.Seq].ClientID, e.Record.ClientID)
+		}
+	}
 	// Resume after the first entry of the first shared record.
 	var mid salamander.Position
 	for i := 0; i+1 < len(seen); i++ {

@@ -155,7 +155,7 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 	if a.m.rooms[r.Room] != nil || len(members) == 0 || (r.Kind == salamander.RoomDirect && len(members) != 2) {
 		return nil
 	}
-	rs := &roomState{id: r.Room, kind: r.Kind, name: r.Name, created: r.At, members: map[string]uint64{},
+	rs := &roomState{id: r.Room, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At, members: map[string]uint64{},
 		ids: map[string]uint64{}, idsLoaded: true}
 	a.m.rooms[r.Room] = rs
 	for _, u := range members {
@@ -232,8 +232,8 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	rs.last = msg
 	a.m.addRecent(pos, msg)
 	a.dirtyRooms[rs.id] = true
-	a.db.messages = append(a.db.messages, msgRow{room: r.Room, seq: seq, streamSeq: pos.Seq, sender: r.User,
-		clientID: r.ClientID, text: r.Text, sentAt: r.At.UnixNano()})
+	a.db.messages = append(a.db.messages, msgRow{room: r.Room, seq: seq, pos: pos.Seq, sender: r.User,
+		clientID: r.ClientID, sentAt: r.At.UnixNano()})
 	out := *msg
 	out.Unread = rs.unread(seq)
 	ev := salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: r.Room, Message: &out, At: r.At}
@@ -295,7 +295,11 @@ func (a *applier) storeRoomEvent(ev salamander.Event, audience []string) error {
 func (a *applier) snapshot() {
 	for id := range a.dirtyRooms {
 		rs := a.m.rooms[id]
-		a.db.rooms[id] = roomRow{id: id, kind: string(rs.kind), name: rs.name, created: rs.created.UnixNano(), lastSeq: rs.lastSeq}
+		row := roomRow{id: id, stream: rs.stream, kind: string(rs.kind), name: rs.name, created: rs.created.UnixNano(), lastSeq: rs.lastSeq}
+		if rs.last != nil {
+			row.last = *rs.last
+		}
+		a.db.rooms[id] = row
 	}
 	for k := range a.db.members {
 		if rs := a.m.rooms[k.room]; rs != nil {

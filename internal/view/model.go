@@ -46,6 +46,7 @@ type userState struct {
 
 type roomState struct {
 	id      string
+	stream  string // the log stream that holds the room's records
 	kind    salamander.RoomKind
 	name    string
 	created time.Time

@@ -204,11 +204,11 @@ func (v *View) message(ctx context.Context, room string, seq uint64) (salamander
 	if err := v.waitStored(ctx); err != nil {
 		return salamander.Message{}, false, err
 	}
-	rows, err := v.r.QueryContext(ctx, `SELECT room, seq, sender, client_id, text, sent_at FROM messages WHERE room = ? AND seq = ?`, room, seq)
+	rows, err := v.r.QueryContext(ctx, `SELECT room, seq, pos, sender, client_id, sent_at FROM messages WHERE room = ? AND seq = ?`, room, seq)
 	if err != nil {
 		return salamander.Message{}, false, fmt.Errorf("view: message: %w", err)
 	}
-	msgs, err := scanMessages(rows)
+	msgs, err := v.scanMessages(ctx, rows)
 	if err != nil || len(msgs) == 0 {
 		return salamander.Message{}, false, err
 	}
@@ -225,7 +225,7 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, l
 	}
 	var rows *sql.Rows
 	var err error
-	const cols = `SELECT room, seq, sender, client_id, text, sent_at FROM messages WHERE room = ?`
+	const cols = `SELECT room, seq, pos, sender, client_id, sent_at FROM messages WHERE room = ?`
 	switch {
 	case after > 0:
 		rows, err = v.r.QueryContext(ctx, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`, room, after, limit+1)
@@ -237,7 +237,7 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, l
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
 	}
-	msgs, err := scanMessages(rows)
+	msgs, err := v.scanMessages(ctx, rows)
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
 	}
@@ -268,16 +268,16 @@ func (v *View) setUnread(msgs []salamander.Message) {
 // up to another, in log order: messages and other room events of every
 // room while the user was in it (their membership spans), and the user's
 // own events.
-const syncQuery = `SELECT seq, kind, room, body, mseq, sender, client_id, text, sent_at FROM (
-  SELECT m.stream_seq AS seq, 1 AS kind, m.room, '' AS body, m.seq AS mseq, m.sender, m.client_id, m.text, m.sent_at
-    FROM spans s JOIN messages m ON m.room = s.room AND m.stream_seq > max(?1, s.from_seq - 1) AND m.stream_seq <= min(s.to_seq, ?2)
+const syncQuery = `SELECT seq, kind, room, body, mseq, sender, client_id, sent_at FROM (
+  SELECT m.pos AS seq, 1 AS kind, m.room, '' AS body, m.seq AS mseq, m.sender, m.client_id, m.sent_at
+    FROM spans s JOIN messages m ON m.room = s.room AND m.pos > max(?1, s.from_seq - 1) AND m.pos <= min(s.to_seq, ?2)
     WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
   UNION ALL
-  SELECT e.seq, 2, e.room, e.body, 0, '', '', '', 0
+  SELECT e.seq, 2, e.room, e.body, 0, '', '', 0
     FROM spans s JOIN room_events e ON e.room = s.room AND e.seq > max(?1, s.from_seq - 1) AND e.seq <= min(s.to_seq, ?2)
     WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
   UNION ALL
-  SELECT seq, 3, '', body, 0, '', '', '', 0 FROM user_events WHERE user = ?3 AND stream = ?4 AND seq > ?1 AND seq <= ?2
+  SELECT seq, 3, '', body, 0, '', '', 0 FROM user_events WHERE user = ?3 AND stream = ?4 AND seq > ?1 AND seq <= ?2
 ) ORDER BY seq LIMIT ?5`
 
 // Sync returns the stored events for user after cursor, at most limit, and
@@ -351,19 +351,21 @@ func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, 
 	}
 	defer rows.Close()
 	var out []salamander.Event
+	var texts []textRef
 	for rows.Next() {
 		var seq, mseq uint64
 		var kind int
-		var room, body, sender, cid, text string
+		var room, body, sender, cid string
 		var sent int64
-		if err := rows.Scan(&seq, &kind, &room, &body, &mseq, &sender, &cid, &text, &sent); err != nil {
+		if err := rows.Scan(&seq, &kind, &room, &body, &mseq, &sender, &cid, &sent); err != nil {
 			return nil, fmt.Errorf("view: sync %s: %w", stream, err)
 		}
 		if kind == 1 {
 			at := fromNanos(sent)
-			out = append(out, salamander.Event{Type: salamander.EventMessage, Pos: &salamander.Position{Stream: stream, Seq: seq},
-				RoomID: room, At: at, Message: &salamander.Message{Room: room, Seq: mseq, Sender: sender, ClientID: cid,
-					Text: text, SentAt: at}})
+			msg := &salamander.Message{Room: room, Seq: mseq, Sender: sender, ClientID: cid, SentAt: at}
+			pos := salamander.Position{Stream: stream, Seq: seq}
+			out = append(out, salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: room, At: at, Message: msg})
+			texts = append(texts, textRef{pos: pos, msg: msg})
 			continue
 		}
 		var ev salamander.Event
@@ -372,18 +374,89 @@ func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, 
 		}
 		out = append(out, ev)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("view: sync %s: %w", stream, err)
+	}
+	return out, v.fillTexts(ctx, texts)
 }
 
-func scanMessages(rows *sql.Rows) ([]salamander.Message, error) {
+// scanMessages reads rows of (room, seq, pos, sender, client_id, sent_at)
+// and fills in each message's text.
+func (v *View) scanMessages(ctx context.Context, rows *sql.Rows) ([]salamander.Message, error) {
 	defer rows.Close()
 	var out []salamander.Message
+	var pos []uint64
 	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
+		var m salamander.Message
+		var p uint64
+		var sent int64
+		if err := rows.Scan(&m.Room, &m.Seq, &p, &m.Sender, &m.ClientID, &sent); err != nil {
 			return nil, err
 		}
+		m.SentAt = fromNanos(sent)
 		out = append(out, m)
+		pos = append(pos, p)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	v.mu.RLock()
+	stream := ""
+	if rs := v.m.rooms[out[0].Room]; rs != nil {
+		stream = rs.stream
+	}
+	v.mu.RUnlock()
+	refs := make([]textRef, len(out))
+	for i := range out {
+		refs[i] = textRef{pos: salamander.Position{Stream: stream, Seq: pos[i]}, msg: &out[i]}
+	}
+	return out, v.fillTexts(ctx, refs)
+}
+
+// textRef is a message whose text is to be read from position pos.
+type textRef struct {
+	pos salamander.Position
+	msg *salamander.Message
+}
+
+// fillTexts sets the text of each message: from the model's recent
+// messages when it holds them, else from the log, where every site holds
+// every message durably (the store keeps no copy).
+func (v *View) fillTexts(ctx context.Context, refs []textRef) error {
+	missing := map[string][]uint64{}
+	v.mu.RLock()
+	for _, r := range refs {
+		if m := v.m.recent[r.pos]; m != nil {
+			r.msg.Text = m.Text
+		} else {
+			missing[r.pos.Stream] = append(missing[r.pos.Stream], r.pos.Seq)
+		}
+	}
+	src := v.src
+	v.mu.RUnlock()
+	if len(missing) == 0 {
+		return nil
+	}
+	if src == nil {
+		return salamander.Errorf(salamander.CodeUnavailable, "this site is still joining the cluster; try again or use another site")
+	}
+	got := map[salamander.Position]string{}
+	for stream, positions := range missing {
+		recs, err := src.Fetch(ctx, stream, positions)
+		if err != nil {
+			return err
+		}
+		for p, rec := range recs {
+			got[salamander.Position{Stream: stream, Seq: p}] = rec.Text
+		}
+	}
+	for _, r := range refs {
+		if t, ok := got[r.pos]; ok {
+			r.msg.Text = t
+		}
+	}
+	return nil
 }

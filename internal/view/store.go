@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 6
+const schemaVersion = 7
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64
@@ -33,13 +33,19 @@ CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEX
   password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE friends(user TEXT NOT NULL, friend TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(user, friend));
-CREATE TABLE rooms(id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL DEFAULT 0);
+-- A room with its newest message, so that a restarted site shows room
+-- lists without reading the log.
+CREATE TABLE rooms(id TEXT PRIMARY KEY, stream TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL DEFAULT 0, last_sender TEXT NOT NULL DEFAULT '', last_client_id TEXT NOT NULL DEFAULT '',
+  last_text TEXT NOT NULL DEFAULT '', last_sent_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE members(room TEXT NOT NULL, user TEXT NOT NULL, read_seq INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(room, user)) WITHOUT ROWID;
-CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL, stream_seq INTEGER NOT NULL, sender TEXT NOT NULL,
-  client_id TEXT NOT NULL, text TEXT NOT NULL, sent_at INTEGER NOT NULL, PRIMARY KEY(room, seq)) WITHOUT ROWID;
-CREATE INDEX messages_pos ON messages(room, stream_seq);
+-- Every message's place in the room and in the log. The text is not
+-- copied here: the log holds it durably at every site, and queries read it
+-- from there (or from the model's recent messages) by position.
+CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL, sender TEXT NOT NULL,
+  client_id TEXT NOT NULL, sent_at INTEGER NOT NULL, PRIMARY KEY(room, seq)) WITHOUT ROWID;
+CREATE INDEX messages_pos ON messages(room, pos);
 -- Room events other than messages (created, joined, left, renamed, read),
 -- by the log position of their record; the room fixes the stream.
 CREATE TABLE room_events(room TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
@@ -55,13 +61,12 @@ CREATE TABLE spans(user TEXT NOT NULL, stream TEXT NOT NULL, room TEXT NOT NULL,
 `
 
 type msgRow struct {
-	room      string
-	seq       uint64
-	streamSeq uint64
-	sender    string
-	clientID  string
-	text      string
-	sentAt    int64
+	room     string
+	seq      uint64
+	pos      uint64
+	sender   string
+	clientID string
+	sentAt   int64
 }
 
 type eventRow struct {
@@ -80,9 +85,10 @@ type spanRow struct {
 type memberKey struct{ room, user string }
 
 type roomRow struct {
-	id, kind, name string
-	created        int64
-	lastSeq        uint64
+	id, stream, kind, name string
+	created                int64
+	lastSeq                uint64
+	last                   salamander.Message // zero when the room has none
 }
 
 type revokedRow struct {
@@ -136,12 +142,14 @@ func prepare(db *sql.DB) (*statements, error) {
 		revoked_seq = excluded.revoked_seq`)
 	p(&st.revoked, `INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`)
 	p(&st.friend, `INSERT INTO friends(user, friend, at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
-	p(&st.room, `INSERT INTO rooms(id, kind, name, created_at, last_seq) VALUES(?, ?, ?, ?, ?)
-		ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seq = excluded.last_seq`)
+	p(&st.room, `INSERT INTO rooms(id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seq = excluded.last_seq, last_sender = excluded.last_sender,
+		last_client_id = excluded.last_client_id, last_text = excluded.last_text, last_sent_at = excluded.last_sent_at`)
 	p(&st.member, `INSERT INTO members(room, user, read_seq) VALUES(?, ?, ?)
 		ON CONFLICT(room, user) DO UPDATE SET read_seq = excluded.read_seq`)
 	p(&st.delMember, `DELETE FROM members WHERE room = ? AND user = ?`)
-	p(&st.message, `INSERT INTO messages(room, seq, stream_seq, sender, client_id, text, sent_at) VALUES(?, ?, ?, ?, ?, ?, ?)`)
+	p(&st.message, `INSERT INTO messages(room, seq, pos, sender, client_id, sent_at) VALUES(?, ?, ?, ?, ?, ?)`)
 	p(&st.roomEvent, `INSERT INTO room_events(room, seq, body) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.userEvent, `INSERT INTO user_events(user, stream, seq, body) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.openSpan, `INSERT INTO spans(user, stream, room, from_seq, to_seq) VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
@@ -198,7 +206,12 @@ func (v *View) write(batches []*dbBatch) error {
 			}
 		}
 		for _, r := range b.rooms {
-			if _, err := room.Exec(r.id, r.kind, r.name, r.created, r.lastSeq); err != nil {
+			var sentAt int64
+			if r.last.Seq > 0 {
+				sentAt = r.last.SentAt.UnixNano()
+			}
+			if _, err := room.Exec(r.id, r.stream, r.kind, r.name, r.created, r.lastSeq, r.last.Sender, r.last.ClientID,
+				r.last.Text, sentAt); err != nil {
 				return fmt.Errorf("room %s: %w", r.id, err)
 			}
 		}
@@ -213,7 +226,7 @@ func (v *View) write(batches []*dbBatch) error {
 			}
 		}
 		for _, m := range b.messages {
-			if _, err := message.Exec(m.room, m.seq, m.streamSeq, m.sender, m.clientID, m.text, m.sentAt); err != nil {
+			if _, err := message.Exec(m.room, m.seq, m.pos, m.sender, m.clientID, m.sentAt); err != nil {
 				return fmt.Errorf("message %s/%d: %w", m.room, m.seq, err)
 			}
 		}
@@ -306,15 +319,21 @@ func (v *View) load() error {
 			m.addFriend(u, f, fromNanos(at))
 			return err
 		}),
-		q(`SELECT id, kind, name, created_at, last_seq FROM rooms`, func(r *sql.Rows) error {
-			rs := &roomState{members: map[string]uint64{}}
-			var kind string
-			var created int64
-			err := r.Scan(&rs.id, &kind, &rs.name, &created, &rs.lastSeq)
-			rs.kind, rs.created = salamander.RoomKind(kind), fromNanos(created)
-			m.rooms[rs.id] = rs
-			return err
-		}),
+		q(`SELECT id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at FROM rooms`,
+			func(r *sql.Rows) error {
+				rs := &roomState{members: map[string]uint64{}}
+				var kind string
+				var created, sent int64
+				var last salamander.Message
+				err := r.Scan(&rs.id, &rs.stream, &kind, &rs.name, &created, &rs.lastSeq, &last.Sender, &last.ClientID, &last.Text, &sent)
+				rs.kind, rs.created = salamander.RoomKind(kind), fromNanos(created)
+				if rs.lastSeq > 0 {
+					last.Room, last.Seq, last.SentAt = rs.id, rs.lastSeq, fromNanos(sent)
+					rs.last = &last
+				}
+				m.rooms[rs.id] = rs
+				return err
+			}),
 	)
 	if err == nil {
 		err = errors.Join(
@@ -328,14 +347,6 @@ func (v *View) load() error {
 					m.addMember(rs, user, read)
 				}
 				return nil
-			}),
-			q(`SELECT m.room, m.seq, m.sender, m.client_id, m.text, m.sent_at FROM rooms r
-				JOIN messages m ON m.room = r.id AND m.seq = r.last_seq`, func(r *sql.Rows) error {
-				msg, err := scanMessage(r)
-				if rs := m.rooms[msg.Room]; err == nil && rs != nil {
-					rs.last = &msg
-				}
-				return err
 			}),
 		)
 	}
@@ -381,14 +392,6 @@ func (v *View) loadIDs(r *roomState) error {
 	}
 	r.idsLoaded = true
 	return nil
-}
-
-func scanMessage(rows *sql.Rows) (salamander.Message, error) {
-	var m salamander.Message
-	var sent int64
-	err := rows.Scan(&m.Room, &m.Seq, &m.Sender, &m.ClientID, &m.Text, &sent)
-	m.SentAt = fromNanos(sent)
-	return m, err
 }
 
 func fromNanos(n int64) time.Time {

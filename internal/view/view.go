@@ -28,11 +28,13 @@ import (
 	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
-// Source is the log a view applies: the streams there are and an ordered
-// tail of each. *jsstore.Store implements it.
+// Source is the log a view applies: the streams there are, an ordered
+// tail of each, and the entries at given positions (message texts are read
+// from the log, not copied into the store). *jsstore.Store implements it.
 type Source interface {
 	Streams() []string
 	Tail(ctx context.Context, stream string, from uint64, deliver func(jsstore.Entry) bool)
+	Fetch(ctx context.Context, stream string, positions []uint64) (map[uint64]salamander.Record, error)
 }
 
 var _ Source = (*jsstore.Store)(nil)
@@ -67,6 +69,8 @@ type View struct {
 	listeners  []func([]Emitted)
 	// entries counts the log entries applied since the view was opened.
 	entries atomic.Uint64
+	// src is the log, once Run has started: where message texts are read.
+	src Source
 }
 
 // Open opens the read model at path, rebuilding it from scratch if it is
@@ -236,6 +240,9 @@ func (v *View) waitFor(ctx context.Context, check func() (bool, chan struct{})) 
 // feeds the applier, which applies batches of records to the model and
 // hands what they change to the store's writer, which commits it behind.
 func (v *View) Run(ctx context.Context, src Source) {
+	v.mu.Lock()
+	v.src = src
+	v.mu.Unlock()
 	entries := make(chan jsstore.Entry, 8192)
 	var wg sync.WaitGroup
 	applied := v.Applied()

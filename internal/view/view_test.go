@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +50,51 @@ func history() []jsstore.Entry {
 		out = append(out, jsstore.Entry{Pos: salamander.Position{Stream: r.stream, Seq: seq[r.stream]}, Record: r.rec})
 	}
 	return out
+}
+
+// memLog is a log held in memory for these unit tests: the view reads
+// message texts it no longer holds from its Source. (Integration tests
+// run the real JetStream log.)
+type memLog struct {
+	mu      sync.Mutex
+	entries map[salamander.Position]salamander.Record
+}
+
+func (l *memLog) add(entries []jsstore.Entry) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.entries == nil {
+		l.entries = map[salamander.Position]salamander.Record{}
+	}
+	for _, e := range entries {
+		l.entries[e.Pos] = e.Record
+	}
+}
+
+func (l *memLog) Streams() []string { return nil }
+
+func (l *memLog) Tail(ctx context.Context, _ string, _ uint64, _ func(jsstore.Entry) bool) { <-ctx.Done() }
+
+func (l *memLog) Fetch(_ context.Context, stream string, positions []uint64) (map[uint64]salamander.Record, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[uint64]salamander.Record{}
+	for _, p := range positions {
+		if r, ok := l.entries[salamander.Position{Stream: stream, Seq: p}]; ok {
+			out[p] = r
+		}
+	}
+	return out, nil
+}
+
+// apply applies entries to v as Run would, with the log holding them.
+func apply(t *testing.T, v *View, log *memLog, entries []jsstore.Entry) {
+	t.Helper()
+	log.add(entries)
+	v.src = log
+	if err := v.applyBatch(entries); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func openTemp(t *testing.T) *View {
@@ -215,9 +261,8 @@ func TestModelReloadsFromStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := history()
-	if err := v.applyBatch(h[:12]); err != nil {
-		t.Fatal(err)
-	}
+	log := &memLog{}
+	apply(t, v, log, h[:12])
 	before := state(t, v)
 	v.Close()
 	w, err := Open(path, nil)
@@ -225,6 +270,8 @@ func TestModelReloadsFromStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	log.add(h)
+	w.src = log // texts now come from the log: the model's recent messages are gone
 	if after := state(t, w); after != before {
 		t.Fatalf("reloaded state differs:\n%s\n%s", before, after)
 	}
@@ -267,31 +314,27 @@ func TestDedupeWindow(t *testing.T) {
 	for i := 0; i < DedupeWindow; i++ {
 		batch = append(batch, send(fmt.Sprintf("c%d", i)))
 	}
-	if err := v.applyBatch(batch); err != nil {
-		t.Fatal(err)
-	}
+	log := &memLog{}
+	apply(t, v, log, batch)
 	v.Close()
 	v, err = Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
+	v.src = log
 	ctx := context.Background()
 	// c0 is still in the window: a resend is a duplicate, found by client id.
 	if m, ok, err := v.MessageByClientID(ctx, "g_1", "alice", "c0"); err != nil || !ok || m.Seq != 1 {
 		t.Fatalf("c0 before the window moved: %+v %v %v", m, ok, err)
 	}
-	if err := v.applyBatch([]jsstore.Entry{send("c0"), send("new")}); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, v, log, []jsstore.Entry{send("c0"), send("new")})
 	room, _ := v.Room(ctx, "g_1", "alice")
 	if room.LastSeq != DedupeWindow+1 {
 		t.Fatalf("last seq %d, want %d (the resend of c0 must be dropped)", room.LastSeq, DedupeWindow+1)
 	}
 	// "new" pushed c0 out of the window: c0 is now a new message.
-	if err := v.applyBatch([]jsstore.Entry{send("c0")}); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, v, log, []jsstore.Entry{send("c0")})
 	if room, _ = v.Room(ctx, "g_1", "alice"); room.LastSeq != DedupeWindow+2 {
 		t.Fatalf("last seq %d, want %d", room.LastSeq, DedupeWindow+2)
 	}

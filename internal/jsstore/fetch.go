@@ -1,0 +1,105 @@
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// fetchRound bounds one round of direct gets in Fetch; a record that a
+// lagging replica does not hold yet is asked for again, fetchAttempts
+// times at most.
+const (
+	fetchRound    = 500 * time.Millisecond
+	fetchAttempts = 6
+)
+
+// Fetch returns the log entries at positions of one stream, read from the
+// replicated log by direct get: the record of each position once, all
+// requests in flight together. The read models keep message bodies here,
+// in the log every site already holds durably, rather than copying them
+// into their own store. Callers ask only for positions they have applied,
+// so every one exists; a replica that has not stored one yet answers "not
+// found" and is asked again.
+func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (map[uint64]salamander.Record, error) {
+	want := map[uint64][]uint64{} // record seq -> positions in it
+	for _, p := range positions {
+		want[RecordSeq(p)] = append(want[RecordSeq(p)], p)
+	}
+	out := make(map[uint64]salamander.Record, len(positions))
+	replies := make(chan *nats.Msg, len(want)+8)
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.ChanSubscribe(inbox+".*", replies)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: fetch from %s: %w", stream, err)
+	}
+	defer sub.Unsubscribe()
+	subject := "$JS.API.DIRECT.GET." + natsName(stream)
+	for attempt := 1; len(want) > 0; attempt++ {
+		for seq := range want {
+			req := []byte(`{"seq":` + strconv.FormatUint(seq, 10) + `}`)
+			if err := s.nc.PublishRequest(subject, inbox+"."+strconv.FormatUint(seq, 10), req); err != nil {
+				return nil, fmt.Errorf("jsstore: fetch from %s: %w", stream, err)
+			}
+		}
+		round := time.NewTimer(fetchRound)
+		pending := len(want)
+	collect:
+		for pending > 0 {
+			select {
+			case <-ctx.Done():
+				round.Stop()
+				return nil, ctx.Err()
+			case <-round.C:
+				break collect
+			case msg := <-replies:
+				seq, err := strconv.ParseUint(msg.Subject[len(inbox)+1:], 10, 64)
+				if err != nil || want[seq] == nil {
+					continue // a late answer to an earlier round
+				}
+				if msg.Header.Get("Status") != "" {
+					pending--
+					continue // not stored at that replica yet: next round
+				}
+				var rec salamander.Record
+				if err := json.Unmarshal(msg.Data, &rec); err != nil {
+					return nil, fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
+				}
+				for _, p := range want[seq] {
+					out[p] = entryOf(rec, int(p&idxMask))
+				}
+				delete(want, seq)
+				pending--
+			}
+		}
+		round.Stop()
+		if len(want) > 0 {
+			if attempt >= fetchAttempts {
+				return nil, salamander.Errorf(salamander.CodeUnavailable,
+					"this site cannot read %d records of the log right now; try again", len(want))
+			}
+			sleepCtx(ctx, time.Duration(attempt)*20*time.Millisecond)
+		}
+	}
+	return out, nil
+}
+
+// entryOf is the i-th entry of a stored record.
+func entryOf(rec salamander.Record, i int) salamander.Record {
+	if rec.Type != salamander.RecBatch {
+		if i == 0 {
+			return rec
+		}
+		return salamander.Record{}
+	}
+	if i < len(rec.Batch) {
+		return rec.Batch[i]
+	}
+	return salamander.Record{}
+}
