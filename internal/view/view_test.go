@@ -73,7 +73,9 @@ func (l *memLog) add(entries []jsstore.Entry) {
 
 func (l *memLog) Streams() []string { return nil }
 
-func (l *memLog) Tail(ctx context.Context, _ string, _ uint64, _ func(jsstore.Entry) bool) { <-ctx.Done() }
+func (l *memLog) Tail(ctx context.Context, _ string, _ uint64, _ func(jsstore.Entry) bool) {
+	<-ctx.Done()
+}
 
 func (l *memLog) Fetch(_ context.Context, stream string, positions []uint64) (map[uint64]salamander.Record, error) {
 	l.mu.Lock()
