@@ -54,8 +54,19 @@ func (g *Gateway) issueToken(user string) (string, time.Time, error) {
 // coded: CodeUnauthorized for anything wrong with the token, CodeUnavailable
 // when this site cannot judge it yet (no key, user not yet applied).
 func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error) {
+	c, err := g.parseToken(token)
+	if err != nil {
+		return c, err
+	}
+	return c, g.checkSession(ctx, c)
+}
+
+var errBadToken = salamander.Errorf(salamander.CodeUnauthorized, "missing, malformed, expired or revoked token")
+
+// parseToken checks a token's signature and returns its claims.
+func (g *Gateway) parseToken(token string) (claims, error) {
 	var c claims
-	bad := salamander.Errorf(salamander.CodeUnauthorized, "missing, malformed, expired or revoked token")
+	bad := errBadToken
 	if token == "" || len(token) > maxTokenBytes {
 		return c, bad
 	}
@@ -71,35 +82,43 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error
 	if err != nil || json.Unmarshal(body, &c) != nil || c.User == "" || c.Session == "" {
 		return c, bad
 	}
+	return c, nil
+}
+
+// checkSession says whether a session whose token was verified is still
+// valid: not expired, not logged out, not revoked. It reads only the
+// in-memory model, so a WebSocket can ask it for every frame.
+func (g *Gateway) checkSession(ctx context.Context, c claims) error {
+	bad := errBadToken
 	if time.Now().Unix() >= c.Expires {
-		return c, bad
+		return bad
 	}
 	_, revokedSeq, err := g.cfg.View.Credentials(ctx, c.User)
 	if salamander.ErrorCode(err) == salamander.CodeNotFound {
 		if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
-			return c, err
+			return err
 		}
 		_, revokedSeq, err = g.cfg.View.Credentials(ctx, c.User)
 	}
 	if salamander.ErrorCode(err) == salamander.CodeNotFound {
 		// Signed by us, so the user exists in the log; this site has not
 		// applied the sign-up yet.
-		return c, salamander.Errorf(salamander.CodeUnavailable, "this site is catching up with the log; try again")
+		return salamander.Errorf(salamander.CodeUnavailable, "this site is catching up with the log; try again")
 	}
 	if err != nil {
-		return c, err
+		return err
 	}
 	if c.AcctSeq < revokedSeq {
-		return c, bad
+		return bad
 	}
 	revoked, err := g.cfg.View.SessionRevoked(ctx, c.Session)
 	if err != nil {
-		return c, err
+		return err
 	}
 	if revoked {
-		return c, bad
+		return bad
 	}
-	return c, nil
+	return nil
 }
 
 func bearerToken(authHeader string) string {

@@ -59,11 +59,13 @@ const (
 // frames in flight, a ping and a close are started only while there is
 // work for them and end when it is done.
 type wsConn struct {
-	g     *Gateway
-	conn  *websocket.Conn
-	raw   net.Conn
-	user  string
-	token string
+	g    *Gateway
+	conn *websocket.Conn
+	raw  net.Conn
+	user string
+	// session is the socket's verified token: each frame, and the hub
+	// every few seconds, check that it is still valid (checkSession).
+	session claims
 
 	// nextPing is when the hub pings next (unix ns); guarded by hub.mu.
 	nextPing int64
@@ -129,7 +131,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered the request
 	}
 	conn.SetReadLimit(wsHardFrameBytes)
-	c := &wsConn{g: g, conn: conn, raw: hj.raw, user: cl.User, token: token, cur: cur}
+	c := &wsConn{g: g, conn: conn, raw: hj.raw, user: cl.User, session: cl, cur: cur}
 	first, ok := g.hub.add(c)
 	if !ok {
 		conn.Close(websocket.StatusGoingAway, "site shutting down")
@@ -453,7 +455,7 @@ func (c *wsConn) carryOut(ctx context.Context, f salamander.ClientFrame, failed 
 	}
 	err := g.serving()
 	if err == nil {
-		_, err = g.authenticate(ctx, c.token)
+		err = g.checkSession(ctx, c.session)
 		if salamander.ErrorCode(err) == salamander.CodeUnauthorized {
 			c.kick(websocket.StatusPolicyViolation, "session revoked or expired")
 		}

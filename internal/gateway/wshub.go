@@ -235,7 +235,7 @@ func (g *Gateway) tendSockets(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				if _, err := g.authenticate(ctx, c.token); salamander.ErrorCode(err) == salamander.CodeUnauthorized {
+				if err := g.checkSession(ctx, c.session); salamander.ErrorCode(err) == salamander.CodeUnauthorized {
 					c.kick(websocket.StatusPolicyViolation, "session revoked or expired")
 				}
 			}
