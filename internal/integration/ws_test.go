@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -460,4 +461,62 @@ func TestSDKSendsOverWebSocketAndFailsOver(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A socket whose session is logged out (at another site) sends nothing
+// more: its next frame is refused and the socket is closed.
+func TestWebSocketFramesStopAfterLogout(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, _ := signedUp(t, 0, "wslo")
+	b, bName := signedUp(t, 1, "wslp")
+	room, err := a.DirectRoom(ctx, bName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := dialWS(t, 0, a.Token())
+	pa.send(room.ID, "before", "still signed in")
+	wantAck(t, pa.answer("before"), room.ID, 1, false)
+	// Log the same session out at site 1.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, cluster.URL(1)+"/v1/logout", nil)
+	req.Header.Set("Authorization", "Bearer "+a.Token())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	// Once site 0 has applied the logout, a frame is refused.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if ok, _ := cluster.Site(0).View().SessionRevoked(ctx, sessionOf(t, a.Token())); !ok {
+			return fmt.Errorf("site 0 has not applied the logout yet")
+		}
+		return nil
+	})
+	pa.send(room.ID, "after", "signed out")
+	if code := pa.closed(10 * time.Second); code != websocket.StatusPolicyViolation {
+		t.Fatalf("socket closed with %v, want policy violation", code)
+	}
+	page, err := b.History(ctx, room.ID, client.HistoryQuery{})
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("history after logout: %v messages, err %v (want only the one sent before)", len(page.Messages), err)
+	}
+}
+
+// sessionOf reads the session id from a token's claims.
+func sessionOf(t *testing.T, token string) string {
+	t.Helper()
+	payload, _, _ := strings.Cut(token, ".")
+	body, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Session string `json:"sid"`
+	}
+	if err := json.Unmarshal(body, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Session
 }
