@@ -130,8 +130,9 @@ type Report struct {
 	// (every stream's last sequence).
 	CatchupMsgs    int64 `json:"catchup_msgs,omitempty"`
 	CatchupRecords int64 `json:"catchup_records,omitempty"`
-	// CatchupMsgsPerSec is the rate its read model applied entries, over
-	// the polled window from the first applied record to the last.
+	// CatchupMsgsPerSec is CatchupMsgs over CatchupMs: the pace of the
+	// whole return, from the restart of the wiped site (its JetStream
+	// replica catching up included) to its read model holding everything.
 	CatchupMsgsPerSec float64 `json:"catchup_msgs_per_sec,omitempty"`
 	// CatchupMs is from the restart to having applied everything;
 	// CatchupReadyMs from the restart to answering /readyz.
