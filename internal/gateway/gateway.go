@@ -200,7 +200,7 @@ func New(cfg Config) *Gateway {
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.logins = newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst)
 	g.logins = newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst)
-	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View)
+	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
 	g.routes()

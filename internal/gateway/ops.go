@@ -22,7 +22,7 @@ type metrics struct {
 	wsConns   prometheus.Gauge
 }
 
-func newMetrics(reg *prometheus.Registry, site string, v *view.View) *metrics {
+func newMetrics(reg *prometheus.Registry, site string, v *view.View, log *jsstore.Store) *metrics {
 	labels := prometheus.Labels{"site": site}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "salamander_http_requests_total",
@@ -40,7 +40,14 @@ func newMetrics(reg *prometheus.Registry, site string, v *view.View) *metrics {
 		wsConns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "salamander_websockets",
 			Help: "WebSockets connected to this site.", ConstLabels: labels}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, appliedCollector{v, site})
+	gapFills := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_log_gap_fills_total",
+		Help: "Times this site's tails found commit announcements missing and read the records from the log.",
+		ConstLabels: labels}, func() float64 { return float64(log.GapFills()) })
+	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_entries_applied_total",
+		Help: "Log entries this site's read model applied since the process started.", ConstLabels: labels},
+		func() float64 { return float64(v.EntriesApplied()) })
+	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, appliedCollector{v, site},
+		gapFills, entries)
 	return m
 }
 

@@ -102,6 +102,9 @@ type Store struct {
 
 	stalledMu sync.Mutex
 	stalled   map[string]string // stream -> why its tail stopped
+	// gapFills counts announcements that arrived ahead of the next record
+	// due, so that the tail read the missing ones by direct get.
+	gapFills atomic.Int64
 
 	// The appenders (one per stream, started on first use) run until
 	// Close cancels appCtx.
@@ -517,6 +520,7 @@ func (t *tailer) announced(ctx context.Context, msg *nats.Msg) error {
 		return nil // already delivered
 	case seq > t.next:
 		// Announcements were missed: read them from the log first.
+		t.s.gapFills.Add(1)
 		if err := t.fill(ctx, seq-1); err != nil {
 			return err
 		}
@@ -658,6 +662,12 @@ func (s *Store) stall(stream string, seq uint64, err error) {
 	}
 	s.stalled[stream] = fmt.Sprintf("stopped before %s:%d: %v", stream, seq, err)
 }
+
+// GapFills counts the times a tail found announcements missing and read
+// the records in between from the log by direct get. In steady state it
+// stays still: records arrive with their announcements, and no read waits
+// on a replica at another site.
+func (s *Store) GapFills() int64 { return s.gapFills.Load() }
 
 // Stalled lists the streams whose tail stopped, with the reason: a record
 // missing from the log (never skipped) or a read that kept failing.

@@ -155,11 +155,15 @@ func TestTailFollowsCommitsAndRefusesGaps(t *testing.T) {
 			t.Fatalf("got %d, want %d", seq, want)
 		}
 	}
-	appendN(2) // announced live
+	fills := s.GapFills()
+	appendN(2) // announced live: applied from the announcements, no direct get
 	for want := uint64(4); want <= 5; want++ {
 		if seq := next(); seq != want {
 			t.Fatalf("got %d, want %d", seq, want)
 		}
+	}
+	if got := s.GapFills(); got != fills {
+		t.Fatalf("live records needed %d gap fills; want them from the announcements alone", got-fills)
 	}
 	// Make a hole at 7: a tail from 6 must deliver 6 and stop before 8.
 	appendN(3)
