@@ -41,7 +41,7 @@ func newMetrics(reg *prometheus.Registry, site string, v *view.View, log *jsstor
 			Help: "WebSockets connected to this site.", ConstLabels: labels}),
 	}
 	gapFills := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_log_gap_fills_total",
-		Help: "Times this site's tails found commit announcements missing and read the records from the log.",
+		Help:        "Times this site's tails found commit announcements missing and read the records from the log.",
 		ConstLabels: labels}, func() float64 { return float64(log.GapFills()) })
 	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_entries_applied_total",
 		Help: "Log entries this site's read model applied since the process started.", ConstLabels: labels},
