@@ -71,8 +71,11 @@ func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (m
 				if err := json.Unmarshal(msg.Data, &rec); err != nil {
 					return nil, fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
 				}
+				entries := recordEntries(rec)
 				for _, p := range want[seq] {
-					out[p] = entryOf(rec, int(p&idxMask))
+					if i := int(p & idxMask); i < len(entries) {
+						out[p] = entries[i]
+					}
 				}
 				delete(want, seq)
 				pending--
@@ -88,18 +91,4 @@ func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (m
 		}
 	}
 	return out, nil
-}
-
-// entryOf is the i-th entry of a stored record.
-func entryOf(rec salamander.Record, i int) salamander.Record {
-	if rec.Type != salamander.RecBatch {
-		if i == 0 {
-			return rec
-		}
-		return salamander.Record{}
-	}
-	if i < len(rec.Batch) {
-		return rec.Batch[i]
-	}
-	return salamander.Record{}
 }

@@ -306,7 +306,7 @@ type AppendOptions struct {
 	// no record yet (optimistic concurrency; the basis of uniqueness).
 	ExpectNew bool
 	// Batch lets the append share one replicated record with other
-	// concurrent batchable appends to the stream (see Appender). MsgID then
+	// concurrent batchable appends to the stream (see appender.go). MsgID then
 	// deduplicates only when the append travels alone: the read model must
 	// recognize a repeat by its content (messages by client id). Ignored
 	// with ExpectNew.
@@ -540,22 +540,10 @@ func (t *tailer) emit(seq uint64, data []byte) error {
 	var entries []Entry
 	if err := json.Unmarshal(data, &rec); err != nil {
 		entries = []Entry{{Err: fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)}}
-	} else if rec.Type == salamander.RecBatch {
-		entries = make([]Entry, 0, len(rec.Batch))
-		for i, r := range rec.Batch {
-			if i >= MaxBatch {
-				break // never written; positions could not tell them apart
-			}
-			if r.Type == salamander.RecBatch {
-				r = salamander.Record{} // batches do not nest; skipped alike everywhere
-			}
+	} else {
+		for _, r := range recordEntries(rec) {
 			entries = append(entries, Entry{Record: r})
 		}
-		if len(entries) == 0 {
-			entries = []Entry{{}}
-		}
-	} else {
-		entries = []Entry{{Record: rec}}
 	}
 	for i := range entries {
 		e := &entries[i]

@@ -3,7 +3,7 @@ package jsstore
 import "github.com/salamander-chat/salamander"
 
 // Positions. A JetStream record may carry a batch of up to MaxBatch log
-// entries (see Appender), so a log position is not a stream sequence: it
+// entries (see appender.go), so a log position is not a stream sequence: it
 // is seq<<posBits | i, the i-th entry of the record at stream sequence seq.
 // Positions order entries exactly as the log does, fit a cursor's 63 bits
 // for 2^53 records, and every site computes the same ones. A record's last
@@ -38,4 +38,27 @@ func RecordsApplied(pos uint64) uint64 {
 		return pos >> posBits
 	}
 	return max(pos>>posBits, 1) - 1
+}
+
+// recordEntries lists the log entries a stored record carries, the i-th
+// at position PositionOf(stream, seq, i): the record itself, or a batch's
+// records. A batch never nests, and never holds more than MaxBatch (the
+// positions could not tell them apart); an empty batch is one empty entry,
+// so that every record is at least one position. Tails and Fetch both read
+// records through here, so they always agree on positions.
+func recordEntries(rec salamander.Record) []salamander.Record {
+	if rec.Type != salamander.RecBatch {
+		return []salamander.Record{rec}
+	}
+	out := make([]salamander.Record, 0, min(len(rec.Batch), MaxBatch))
+	for _, r := range rec.Batch[:min(len(rec.Batch), MaxBatch)] {
+		if r.Type == salamander.RecBatch {
+			r = salamander.Record{} // skipped alike everywhere
+		}
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		out = append(out, salamander.Record{})
+	}
+	return out
 }

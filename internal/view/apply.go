@@ -24,7 +24,8 @@ func (v *View) applyBatch(batch []jsstore.Entry) error {
 // returns what the store must be told (nil if nothing was new).
 func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	v.mu.Lock()
-	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: map[string]bool{}, dirtyUsers: map[string]bool{}}
+	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: map[string]bool{},
+		dirtyMembers: map[memberKey]bool{}, dirtyUsers: map[string]bool{}}
 	for _, e := range batch {
 		if e.Pos.Seq <= v.applied[e.Pos.Stream] {
 			continue // already applied: redelivery
@@ -68,12 +69,15 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 // violations (a non-member posting, a duplicate client id) are not errors:
 // the record is simply without effect, at every site alike.
 type applier struct {
-	v          *View
-	m          *model
-	db         *dbBatch
-	dirtyRooms map[string]bool
-	dirtyUsers map[string]bool
-	emitted    []Emitted
+	v  *View
+	m  *model
+	db *dbBatch
+	// The rooms, members and users the batch changed: their end state is
+	// what the store is told (see snapshot).
+	dirtyRooms   map[string]bool
+	dirtyMembers map[memberKey]bool
+	dirtyUsers   map[string]bool
+	emitted      []Emitted
 }
 
 func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
@@ -193,7 +197,7 @@ func (a *applier) roomLeft(pos salamander.Position, r salamander.Record) error {
 		return nil
 	}
 	a.m.removeMember(rs, r.User)
-	a.db.members[memberKey{rs.id, r.User}] = nil
+	a.dirtyMembers[memberKey{rs.id, r.User}] = true
 	// The leaver is told too: their span ends at this record, inclusive.
 	a.db.spans = append(a.db.spans, spanRow{user: r.User, room: rs.id, seq: pos.Seq, close: true})
 	return a.roomEvent(pos, r, rs, salamander.ActionLeft, r.User, []string{r.User}, r.User)
@@ -227,7 +231,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	rs.remember(r.User, r.ClientID, seq)
 	// Sending marks the room read for the sender, as in every messenger.
 	rs.members[r.User] = seq
-	a.db.members[memberKey{rs.id, r.User}] = nil // state taken at snapshot
+	a.dirtyMembers[memberKey{rs.id, r.User}] = true
 	msg := &salamander.Message{Room: r.Room, Seq: seq, Sender: r.User, ClientID: r.ClientID, Text: r.Text, SentAt: r.At}
 	rs.last = msg
 	a.m.addRecent(pos, msg)
@@ -251,7 +255,7 @@ func (a *applier) messageRead(pos salamander.Position, r salamander.Record) erro
 		return nil
 	}
 	rs.members[r.User] = seq
-	a.db.members[memberKey{rs.id, r.User}] = nil // state taken at snapshot
+	a.dirtyMembers[memberKey{rs.id, r.User}] = true
 	ev := salamander.Event{Type: salamander.EventRead, Pos: &pos, RoomID: r.Room, User: r.User, Seq: seq, At: r.At}
 	return a.storeRoomEvent(ev, memberNames(rs))
 }
@@ -259,7 +263,7 @@ func (a *applier) messageRead(pos salamander.Position, r salamander.Record) erro
 // join adds user to a room and opens their membership span at pos.
 func (a *applier) join(rs *roomState, pos salamander.Position, user string) {
 	a.m.addMember(rs, user, 0)
-	a.db.members[memberKey{rs.id, user}] = nil // state taken at snapshot
+	a.dirtyMembers[memberKey{rs.id, user}] = true
 	a.db.spans = append(a.db.spans, spanRow{user: user, stream: pos.Stream, room: rs.id, seq: pos.Seq})
 }
 
@@ -301,7 +305,8 @@ func (a *applier) snapshot() {
 		}
 		a.db.rooms[id] = row
 	}
-	for k := range a.db.members {
+	for k := range a.dirtyMembers {
+		a.db.members[k] = nil // no longer a member
 		if rs := a.m.rooms[k.room]; rs != nil {
 			if read, ok := rs.members[k.user]; ok {
 				a.db.members[k] = &read
