@@ -17,7 +17,6 @@ import (
 // benchFlags is everything `bench` can be told beyond bench.Config.
 type benchFlags struct {
 	cfg          bench.Config
-	sites        string
 	catchupSite  string
 	pid          int
 	json         bool
@@ -42,17 +41,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := f.cfg
 	cfg.Logger = log
-	if len(cfg.Sites) > 0 {
-		if f.pid > 0 {
-			idle, pid := cfg.IdleSite, f.pid
-			cfg.PID = func(i int) int {
-				if i == idle {
-					return pid
-				}
-				return 0
+	switch {
+	case len(cfg.Sites) > 0 && f.pid > 0:
+		idle, pid := cfg.IdleSite, f.pid
+		cfg.PID = func(i int) int {
+			if i == idle {
+				return pid
 			}
+			return 0
 		}
-	} else {
+	case len(cfg.Sites) == 0:
 		cl, cleanup, err := startBenchCluster(ctx, f, log)
 		if err != nil {
 			return err
@@ -158,7 +156,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&c.SetupParallel, "setup-parallel", c.SetupParallel, "concurrent sign-ups and room creations while setting up")
 	fs.BoolVar(&c.Catchup, "catchup", false, "after a p2p or group load, SIGKILL a site, wipe its disk, restart it and measure its catch-up (default on when the bench starts the cluster)")
 	fs.StringVar(&f.catchupSite, "catchup-site", "", "the site to wipe: a, b, c or its index (default: the last)")
-	fs.StringVar(&f.sites, "sites", "", "comma-separated URLs of a running cluster's sites (default: start three `serve` processes)")
+	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three `serve` processes)")
 	fs.IntVar(&f.pid, "pid", 0, "with --sites and idle: the process id of the idle site's server, for its memory")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&f.dir, "data", "", "directory for the started sites' data and logs (default: a temporary one, removed afterwards)")
@@ -175,7 +173,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		return f, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
 	}
 	fs.Visit(func(fl *flag.Flag) { f.catchupSet = f.catchupSet || fl.Name == "catchup" })
-	c.Sites = splitList(f.sites)
+	c.Sites = splitList(*sites)
 	if len(c.Sites) > 0 && f.catchupSet && c.Catchup {
 		return f, fmt.Errorf("bench: --catchup needs a cluster the bench starts itself (not --sites)")
 	}

@@ -35,17 +35,9 @@ func (r *run) catchup(ctx context.Context) (*catchupResult, error) {
 	var ref siteStatus
 	refCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	err := poll(refCtx, 100*time.Millisecond, func() bool {
-		for j, s := range cfg.Sites {
-			if j == i {
-				continue
-			}
-			st, err := r.net.status(refCtx, s)
-			if err == nil && st.StreamsError == "" && len(st.Streams) > 0 {
-				ref = st
-				return true
-			}
-		}
-		return false
+		var err error
+		ref, err = r.streamList(refCtx, i)
+		return err == nil
 	})
 	cancel()
 	if err != nil {

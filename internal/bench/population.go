@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -145,15 +146,11 @@ func (r *run) waitApplied(ctx context.Context) error {
 	var ref siteStatus
 	var why string
 	err := poll(ctx, 50*time.Millisecond, func() bool {
-		for _, s := range r.cfg.Sites {
-			st, err := r.net.status(ctx, s)
-			if err == nil && st.StreamsError == "" && len(st.Streams) > 0 {
-				ref = st
-				return true
-			}
-			why = fmt.Sprintf("no stream list from %s: %v %s", s, err, st.StreamsError)
+		var err error
+		if ref, err = r.streamList(ctx, -1); err != nil {
+			why = err.Error()
 		}
-		return false
+		return err == nil
 	})
 	if err != nil {
 		return fmt.Errorf("bench: reading the log's positions (%s): %w", why, err)
@@ -176,6 +173,23 @@ func (r *run) waitApplied(ctx context.Context) error {
 		return fmt.Errorf("bench: waiting for every site to apply the log (%s): %w", why, err)
 	}
 	return nil
+}
+
+// streamList returns the status of the first site, other than site skip,
+// that lists the log's streams: the log's positions to wait for.
+func (r *run) streamList(ctx context.Context, skip int) (siteStatus, error) {
+	err := errors.New("no other site")
+	for i, s := range r.cfg.Sites {
+		if i == skip {
+			continue
+		}
+		st, serr := r.net.status(ctx, s)
+		if serr == nil && st.StreamsError == "" && len(st.Streams) > 0 {
+			return st, nil
+		}
+		err = fmt.Errorf("no stream list from %s: %v %s", s, serr, st.StreamsError)
+	}
+	return siteStatus{}, err
 }
 
 // lag says on which stream st has applied less than ref's last sequence

@@ -147,22 +147,19 @@ func (r *run) newReport(users int) *Report {
 		Scenario:  cfg.Scenario,
 		Sites:     cfg.Sites,
 		Users:     users,
-		Mode:      "closed",
 		Rate:      cfg.Rate,
-		Inflight:  cfg.Inflight,
-		Size:      cfg.Size,
 		DurationS: cfg.Duration.Seconds(),
-		WarmupS:   cfg.Warmup.Seconds(),
 	}
+	if cfg.Scenario == ScenarioIdle {
+		return rep // nothing is sent or received
+	}
+	rep.Inflight, rep.Size, rep.WarmupS = cfg.Inflight, cfg.Size, cfg.Warmup.Seconds()
+	rep.Mode, rep.Receivers = "closed", "raw"
 	if cfg.Rate > 0 {
 		rep.Mode = "open"
 	}
-	rep.Receivers = "raw"
 	if cfg.SDKSubscribe {
 		rep.Receivers = "sdk"
-	}
-	if cfg.Scenario == ScenarioIdle {
-		rep.Mode, rep.Inflight, rep.Size, rep.WarmupS, rep.Receivers = "", 0, 0, 0, ""
 	}
 	return rep
 }
@@ -252,26 +249,14 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  sent %d, acked %d, failed %d, unsent %d; deliveries %d\n", rep.Sent, rep.Acked, rep.Failed, rep.Unsent, rep.Deliveries)
 		fmt.Fprintf(&b, "  lost %d (%d deliveries), duplicated %d, reordered %d\n", rep.Lost, rep.LostDeliveries, rep.Duplicated, rep.Reordered)
 		if rep.BenchCPU > 0 {
-			var parts []string
-			for _, s := range rep.Sites {
-				if v, ok := rep.SiteCPU[s]; ok {
-					parts = append(parts, fmt.Sprintf("%s %.0f%%", s, v))
-				}
-			}
 			fmt.Fprintf(&b, "  CPU in the window (100%% = one core): bench %.0f%%", rep.BenchCPU)
-			if len(parts) > 0 {
-				fmt.Fprintf(&b, "; sites %s", strings.Join(parts, ", "))
+			if sites := perSite(rep.Sites, rep.SiteCPU, func(v float64) string { return fmt.Sprintf("%.0f%%", v) }); sites != "" {
+				fmt.Fprintf(&b, "; sites %s", sites)
 			}
 			b.WriteString("\n")
 		}
 		if len(rep.SiteRSS) > 0 {
-			var parts []string
-			for _, s := range rep.Sites {
-				if v, ok := rep.SiteRSS[s]; ok {
-					parts = append(parts, fmt.Sprintf("%s %s", s, mib(v)))
-				}
-			}
-			fmt.Fprintf(&b, "  site RSS at the end: %s\n", strings.Join(parts, ", "))
+			fmt.Fprintf(&b, "  site RSS at the end: %s\n", perSite(rep.Sites, rep.SiteRSS, mib))
 		}
 		if rep.CatchupSite != "" {
 			fmt.Fprintf(&b, "  catch-up: %s killed, disk wiped, restarted: ready in %.2fs, applied %d log entries (%d records) in %.2fs (%.0f entries/s)\n",
@@ -311,6 +296,18 @@ func (e *errorLog) add(kind string, err error) {
 	if len(e.samples) < maxErrorSamples && err != nil {
 		e.samples = append(e.samples, kind+": "+err.Error())
 	}
+}
+
+// perSite lists "SITE VALUE, …" for the sites, in order, that m has a
+// value for ("" when none).
+func perSite[V any](sites []string, m map[string]V, format func(V) string) string {
+	var parts []string
+	for _, s := range sites {
+		if v, ok := m[s]; ok {
+			parts = append(parts, s+" "+format(v))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func round(v float64, digits int) float64 {
