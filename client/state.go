@@ -65,14 +65,20 @@ func (c *Client) SetCursor(cursor string) error {
 // mergeCursor advances the client's cursor to every position in cursor
 // (as the server's ready frame reports it).
 func (c *Client) mergeCursor(cursor string) {
-	cur, err := salamander.ParseCursor(cursor)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	advanceCursor(c.state.cursor, cursor)
+}
+
+// advanceCursor moves cur forward to every position in the cursor string
+// s; a malformed s moves nothing.
+func advanceCursor(cur salamander.Cursor, s string) {
+	to, err := salamander.ParseCursor(s)
 	if err != nil {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for stream, seq := range cur {
-		c.state.cursor.Advance(salamander.Position{Stream: stream, Seq: seq})
+	for stream, seq := range to {
+		cur.Advance(salamander.Position{Stream: stream, Seq: seq})
 	}
 }
 

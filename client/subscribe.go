@@ -255,11 +255,7 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 			continue
 		case salamander.EventReady:
 			ready = true
-			if cur, err := salamander.ParseCursor(ev.Cursor); err == nil {
-				for stream, seq := range cur {
-					s.resume.Advance(salamander.Position{Stream: stream, Seq: seq})
-				}
-			}
+			advanceCursor(s.resume, ev.Cursor)
 		}
 		if ev.Pos != nil {
 			s.resume.Advance(*ev.Pos)

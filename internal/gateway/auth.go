@@ -66,9 +66,8 @@ var errBadToken = salamander.Errorf(salamander.CodeUnauthorized, "missing, malfo
 // parseToken checks a token's signature and returns its claims.
 func (g *Gateway) parseToken(token string) (claims, error) {
 	var c claims
-	bad := errBadToken
 	if token == "" || len(token) > maxTokenBytes {
-		return c, bad
+		return c, errBadToken
 	}
 	key := g.cfg.View.SigningKey()
 	if key == nil {
@@ -76,11 +75,11 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 	}
 	payload, sig, ok := strings.Cut(token, ".")
 	if !ok || !hmac.Equal([]byte(sig), []byte(sign(key, payload))) {
-		return c, bad
+		return c, errBadToken
 	}
 	body, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil || json.Unmarshal(body, &c) != nil || c.User == "" || c.Session == "" {
-		return c, bad
+		return c, errBadToken
 	}
 	return c, nil
 }
@@ -89,9 +88,8 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 // valid: not expired, not logged out, not revoked. It reads only the
 // in-memory model, so a WebSocket can ask it for every frame.
 func (g *Gateway) checkSession(ctx context.Context, c claims) error {
-	bad := errBadToken
 	if time.Now().Unix() >= c.Expires {
-		return bad
+		return errBadToken
 	}
 	_, revokedSeq, err := g.cfg.View.Credentials(ctx, c.User)
 	if salamander.ErrorCode(err) == salamander.CodeNotFound {
@@ -109,14 +107,14 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 		return err
 	}
 	if c.AcctSeq < revokedSeq {
-		return bad
+		return errBadToken
 	}
 	revoked, err := g.cfg.View.SessionRevoked(ctx, c.Session)
 	if err != nil {
 		return err
 	}
 	if revoked {
-		return bad
+		return errBadToken
 	}
 	return nil
 }

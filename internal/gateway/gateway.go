@@ -199,7 +199,6 @@ func New(cfg Config) *Gateway {
 		started: time.Now()}
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.logins = newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst)
-	g.logins = newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst)
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)

@@ -51,11 +51,8 @@ func (g *Gateway) send(ctx context.Context, user, id string, req salamander.Send
 	} else if ok {
 		return salamander.SendResult{Message: msg, Duplicate: true}, nil
 	}
-	if member, _ := g.cfg.View.IsMember(ctx, id, user); !member {
-		// Confirm the "no" against the log (or find the room after all).
-		if _, err := g.memberRoom(ctx, id, user); err != nil {
-			return salamander.SendResult{}, err
-		}
+	if err := g.requireMember(ctx, id, user); err != nil {
+		return salamander.SendResult{}, err
 	}
 	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: user, ClientID: req.ClientID, Text: req.Text}
 	opt := jsstore.AppendOptions{MsgID: "msg:" + id + ":" + user + ":" + req.ClientID, Batch: true}
@@ -181,7 +178,7 @@ func (g *Gateway) handleTyping(w http.ResponseWriter, r *http.Request, c claims)
 // (or stopped). Every transport (HTTP, WebSocket) signals through here.
 // Codes: not_found, forbidden.
 func (g *Gateway) setTyping(ctx context.Context, user, id string, typing bool) error {
-	if _, err := g.memberRoom(ctx, id, user); err != nil {
+	if err := g.requireMember(ctx, id, user); err != nil {
 		return err
 	}
 	if g.eph.allowTyping(id, user, typing) {

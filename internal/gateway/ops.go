@@ -144,7 +144,7 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		"nats_server":     g.cfg.Store.Conn().ConnectedServerName(),
 		"applied":         appliedRecords(g.cfg.View),
 		"entries_applied": g.cfg.View.EntriesApplied(),
-		"websockets":      len(g.hub.online()),
+		"websockets":      g.hub.users(),
 	}
 	if stalled := g.cfg.Store.Stalled(); len(stalled) > 0 {
 		out["stalled"] = stalled

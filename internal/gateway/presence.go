@@ -161,9 +161,9 @@ type presencePush struct {
 }
 
 // setOnline is called when a user's first device connects here or the last
-// leaves. The hub is the truth (online is only a hint): calls racing for
+// leaves. It asks the hub whether the user is connected: calls racing for
 // one user's connect and disconnect leave the set as the hub ends up.
-func (e *ephemeral) setOnline(user string, _ bool) {
+func (e *ephemeral) setOnline(user string) {
 	e.localMu.Lock()
 	on := e.hub.connected(user)
 	changed := e.changeLocal(user, on)
@@ -326,24 +326,11 @@ func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
 	r := e.remoteFor("v1."+p.Site, p.Site, now)
 	r.v1 = true
 	if p.Full {
-		listed := make(map[string]struct{}, len(p.Users))
+		e.replaceRemote(r, r.set.buckets[:], p.Users, now, &out)
+	} else {
 		for _, u := range p.Users {
-			listed[u] = struct{}{}
+			e.setRemote(r, u, true, now, &out)
 		}
-		var gone []string
-		for _, bucket := range r.set.buckets {
-			for u := range bucket {
-				if _, ok := listed[u]; !ok {
-					gone = append(gone, u)
-				}
-			}
-		}
-		for _, u := range gone {
-			e.setRemote(r, u, false, now, &out)
-		}
-	}
-	for _, u := range p.Users {
-		e.setRemote(r, u, true, now, &out)
 	}
 	for _, u := range p.Offline {
 		e.setRemote(r, u, false, now, &out)
@@ -395,6 +382,30 @@ func (e *ephemeral) applyDelta(id string, r *remote, m presenceMsgV2, now time.T
 func (e *ephemeral) setRemote(r *remote, user string, on bool, now time.Time, out *[]presencePush) {
 	if on && r.set.add(user) || !on && r.set.remove(user) {
 		e.counted(user, on, now, out)
+	}
+}
+
+// replaceRemote makes users exactly the members of r that are in buckets
+// (some or all of r.set.buckets): it takes the others offline, then puts
+// users online. mu is held.
+func (e *ephemeral) replaceRemote(r *remote, buckets []map[string]struct{}, users []string, now time.Time, out *[]presencePush) {
+	keep := make(map[string]struct{}, len(users))
+	for _, u := range users {
+		keep[u] = struct{}{}
+	}
+	var gone []string
+	for _, bucket := range buckets {
+		for u := range bucket {
+			if _, ok := keep[u]; !ok {
+				gone = append(gone, u)
+			}
+		}
+	}
+	for _, u := range gone {
+		e.setRemote(r, u, false, now, out)
+	}
+	for _, u := range users {
+		e.setRemote(r, u, true, now, out)
 	}
 }
 
@@ -604,22 +615,7 @@ func (e *ephemeral) finishResync(id string, r *remote, digestVer uint64, want []
 	held, overflow := r.held, r.overflow
 	r.syncing, r.held, r.overflow = false, nil, false
 	for _, b := range want {
-		fresh := make(map[string]struct{}, len(got[b]))
-		for _, u := range got[b] {
-			fresh[u] = struct{}{}
-		}
-		var gone []string
-		for u := range r.set.buckets[b] {
-			if _, ok := fresh[u]; !ok {
-				gone = append(gone, u)
-			}
-		}
-		for _, u := range gone {
-			e.setRemote(r, u, false, now, &out)
-		}
-		for u := range fresh {
-			e.setRemote(r, u, true, now, &out)
-		}
+		e.replaceRemote(r, r.set.buckets[b:b+1], got[b], now, &out)
 	}
 	readAt := func(u string) uint64 {
 		segs, ok := cover[bucketOf(userHash(u))]
@@ -762,14 +758,6 @@ func (e *ephemeral) presence(user string) salamander.Presence {
 		return salamander.Presence{User: user, Online: true, LastSeen: time.Now()}
 	}
 	return salamander.Presence{User: user, LastSeen: e.lastSeen[user]}
-}
-
-// connected reports whether user has a device connected here. (It belongs
-// with the hub in wshub.go; it is here while that file is rewritten.)
-func (h *hub) connected(user string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.conns[user]) > 0
 }
 
 // validInstance accepts the ids newEphemeral makes (lower-case hex), which

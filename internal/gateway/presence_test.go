@@ -115,12 +115,12 @@ func (in testInstance) connect(user string) (disconnect func()) {
 	in.devices.mu.Lock()
 	in.devices.conns[user]++
 	in.devices.mu.Unlock()
-	in.g.eph.setOnline(user, true)
+	in.g.eph.setOnline(user)
 	return func() {
 		in.devices.mu.Lock()
 		in.devices.conns[user]--
 		in.devices.mu.Unlock()
-		in.g.eph.setOnline(user, false)
+		in.g.eph.setOnline(user)
 	}
 }
 

@@ -56,6 +56,17 @@ func (g *Gateway) memberRoom(ctx context.Context, id, user string) (salamander.R
 	return g.cfg.View.Room(ctx, id, user)
 }
 
+// requireMember checks that user is a member of room id without building
+// the room: a "yes" from the read model stands, a "no" is confirmed against
+// the log as memberRoom does. Codes: not_found, forbidden, unavailable.
+func (g *Gateway) requireMember(ctx context.Context, id, user string) error {
+	if member, _ := g.cfg.View.IsMember(ctx, id, user); member {
+		return nil
+	}
+	_, err := g.memberRoom(ctx, id, user)
+	return err
+}
+
 func (g *Gateway) handleDirectRoom(w http.ResponseWriter, r *http.Request, c claims) {
 	var req salamander.DirectRoomRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -107,7 +118,10 @@ func (g *Gateway) createRoom(w http.ResponseWriter, r *http.Request, c claims, r
 	writeJSON(w, status, room)
 }
 
-// waitRoom waits until this site's read model has the room.
+// waitRoom waits until this site's read model has the room. It polls: the
+// "already exists" answer may come while the winner's record is still
+// being proposed, before the stream's head (what WaitApplied could wait
+// for) includes it.
 func (g *Gateway) waitRoom(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
 	defer cancel()

@@ -67,7 +67,7 @@ func (g *Gateway) handleStatusPage(w http.ResponseWriter, r *http.Request) {
 		"Server":    g.cfg.Store.Conn().ConnectedServerName(),
 		"Isolated":  g.Isolated(),
 		"Serving":   g.cfg.Store.Conn().IsConnected() && !g.Isolated() && g.cfg.View.SigningKey() != nil,
-		"Devices":   len(g.hub.online()),
+		"Devices":   g.hub.users(),
 		"Uptime":    time.Since(g.started).Round(time.Second).String(),
 		"Streams":   list,
 		"Sites":     g.cfg.Sites,

@@ -147,7 +147,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if first {
-		g.eph.setOnline(cl.User, true)
+		g.eph.setOnline(cl.User)
 	}
 	// The request's context lives until the handler returns: the socket
 	// holds no context of its own while idle.
@@ -260,7 +260,7 @@ func (c *wsConn) finish() {
 	_ = c.conn.CloseNow() // (waits for a close handshake in progress)
 	c.wg.Wait()
 	if c.g.hub.remove(c) {
-		c.g.eph.setOnline(c.user, false)
+		c.g.eph.setOnline(c.user)
 	}
 	c.g.hub.wg.Done()
 }

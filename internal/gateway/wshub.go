@@ -76,15 +76,18 @@ func (h *hub) remove(c *wsConn) (last bool) {
 	return false
 }
 
-// online lists the users with at least one device connected here.
-func (h *hub) online() []string {
+// connected reports whether user has a device connected here.
+func (h *hub) connected(user string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]string, 0, len(h.conns))
-	for u := range h.conns {
-		out = append(out, u)
-	}
-	return out
+	return len(h.conns[user]) > 0
+}
+
+// users counts the users with at least one device connected here.
+func (h *hub) users() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
 }
 
 // all returns every registered socket.
