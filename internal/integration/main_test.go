@@ -109,13 +109,21 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 // checkFor polls cond until it returns nil or d passes.
 func checkFor(t *testing.T, d, every time.Duration, cond func() error) {
 	t.Helper()
+	if err := waitFor(d, every, cond); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it returns nil or d passes, and then returns
+// cond's last error.
+func waitFor(d, every time.Duration, cond func() error) error {
 	deadline := time.Now().Add(d)
 	var err error
 	for time.Now().Before(deadline) {
 		if err = cond(); err == nil {
-			return
+			return nil
 		}
 		time.Sleep(every)
 	}
-	t.Fatalf("condition not met within %s: %v", d, err)
+	return fmt.Errorf("condition not met within %s: %w", d, err)
 }

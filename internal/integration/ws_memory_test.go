@@ -53,12 +53,17 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		}
 		defer res.Body.Close()
 		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			if line := sc.Text(); strings.HasPrefix(line, "salamander_websockets{") {
-				v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				if err != nil {
+					t.Fatalf("metrics line %q: %v", line, err)
+				}
 				return int(v)
 			}
 		}
+		t.Fatalf("no salamander_websockets in /metrics (%d, scan error %v)", res.StatusCode, sc.Err())
 		return 0
 	}
 	// live is the bytes of live heap objects, spans the bytes of the heap's
@@ -111,7 +116,7 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+	if err := waitFor(30*time.Second, 50*time.Millisecond, func() error {
 		if got := sockets() - before; got < n {
 			return fmt.Errorf("%d of %d sockets registered", got, n)
 		}
@@ -121,7 +126,9 @@ func TestIdleWebSocketMemory(t *testing.T) {
 			return fmt.Errorf("%d goroutines for %d sockets", g, n)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatalf("%v; %s; site's readiness: %s", err, serverCloses(conns), readiness(site))
+	}
 	opened := time.Since(start)
 	s1 := measure()
 	if profile != "" {
@@ -160,6 +167,49 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	t.Logf("%d idle WebSockets (opened in %s), per socket: %.0f B of live heap objects (%.0f B of heap spans), "+
 		"%.0f B of goroutine stack, %.2f goroutines: %.2f KiB with the stack",
 		n, opened.Round(time.Millisecond), live, spans, stack, (s1.goroutines-s0.goroutines)/float64(n), (live+stack)/1024)
+}
+
+// serverCloses says how many of conns the server has closed and why: it
+// reads, briefly, whatever each holds, looking for a close frame. Only a
+// failed test calls it (reading changes what the sockets cost).
+func serverCloses(conns []net.Conn) string {
+	closed, reasons := 0, map[string]int{}
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		data, err := io.ReadAll(c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() && len(data) == 0 {
+			continue
+		}
+		closed++
+		reasons[closeReason(data, err)]++
+	}
+	return fmt.Sprintf("%d sockets closed by the server: %v", closed, reasons)
+}
+
+// closeReason finds a server close frame (unmasked, short) in data and
+// returns its reason, or says what ended the read.
+func closeReason(data []byte, err error) string {
+	for i := 0; i+4 <= len(data); i++ {
+		if data[i] == 0x88 && int(data[i+1]) <= 125 && i+2+int(data[i+1]) <= len(data) && data[i+1] >= 2 {
+			body := data[i+2 : i+2+int(data[i+1])]
+			return fmt.Sprintf("close %d %q", int(body[0])<<8|int(body[1]), body[2:])
+		}
+	}
+	return fmt.Sprintf("no close frame in %d bytes (%v)", len(data), err)
+}
+
+// readiness returns the site's /readyz answer.
+func readiness(site int) string {
+	res, err := http.Get(cluster.URL(site) + "/readyz")
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	return fmt.Sprintf("%d %s", res.StatusCode, bytes.TrimSpace(body))
 }
 
 // readUpgrade reads a handshake answer (and whatever frames follow it in
