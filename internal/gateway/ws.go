@@ -62,6 +62,8 @@ type wsConn struct {
 	g    *Gateway
 	conn *websocket.Conn
 	raw  net.Conn
+	// cork gathers the frames the writer has queued into one write(2).
+	cork *corkWriter
 	user string
 	// session is the socket's verified token: each frame, and the hub
 	// every few seconds, check that it is still valid (checkSession).
@@ -131,7 +133,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered the request
 	}
 	conn.SetReadLimit(wsHardFrameBytes)
-	c := &wsConn{g: g, conn: conn, raw: hj.raw, user: cl.User, session: cl, cur: cur}
+	c := &wsConn{g: g, conn: conn, raw: hj.raw, cork: hj.cork, user: cl.User, session: cl, cur: cur}
 	first, ok := g.hub.add(c)
 	if !ok {
 		conn.Close(websocket.StatusGoingAway, "site shutting down")
@@ -171,9 +173,9 @@ func (c *wsConn) replay(ctx context.Context) {
 			}
 			return
 		}
-		for _, ev := range res.Events {
+		for i, ev := range res.Events {
 			data, err := json.Marshal(ev)
-			if err != nil || c.write(data) != nil {
+			if err != nil || c.writeCorked(data, i < len(res.Events)-1) != nil {
 				c.abort()
 				return
 			}
@@ -553,8 +555,14 @@ func (c *wsConn) writeLoop() {
 		if !ok || c.closing || c.exited {
 			c.writing = false
 			c.mu.Unlock()
+			// Whatever the last frames left corked (a frame skipped as
+			// seen, a close or ping written meanwhile) goes out now.
+			if err := c.flush(); err != nil {
+				c.abort()
+			}
 			return
 		}
+		more := c.out.hasWork(c.ready)
 		c.mu.Unlock()
 		if f.pos != nil {
 			if c.cur.Seen(*f.pos) {
@@ -562,7 +570,7 @@ func (c *wsConn) writeLoop() {
 			}
 			c.cur.Advance(*f.pos)
 		}
-		if err := c.write(f.data); err != nil {
+		if err := c.writeCorked(f.data, more); err != nil {
 			c.abort()
 			c.mu.Lock()
 			c.writing = false
@@ -570,6 +578,29 @@ func (c *wsConn) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeCorked writes one frame of the writer's: while more frames are
+// queued behind it, it is gathered with them into one write(2), which
+// under load is most of what writing a frame costs.
+func (c *wsConn) writeCorked(data []byte, more bool) error {
+	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	defer c.raw.SetWriteDeadline(time.Time{})
+	if more {
+		c.cork.cork()
+	}
+	err := c.conn.Write(context.Background(), websocket.MessageText, data)
+	if err == nil && !more {
+		err = c.cork.uncork()
+	}
+	return err
+}
+
+// flush writes out whatever is corked.
+func (c *wsConn) flush() error {
+	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	defer c.raw.SetWriteDeadline(time.Time{})
+	return c.cork.uncork()
 }
 
 // write writes one frame. Its time limit is a deadline on the connection
@@ -636,10 +667,12 @@ func (c *wsConn) abort() { _ = c.raw.Close() }
 
 // slimHijacker hands the WebSocket library smaller buffers than the 4 KiB
 // reader and 4 KiB writer net/http gives a hijacker: an open socket holds
-// them for as long as it lives, and most of them live idle.
+// them for as long as it lives, and most of them live idle. The writer
+// writes through a corkWriter.
 type slimHijacker struct {
 	http.ResponseWriter
-	raw net.Conn
+	raw  net.Conn
+	cork *corkWriter
 }
 
 // Hijack takes the connection over from net/http.
@@ -649,12 +682,83 @@ func (w *slimHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.raw = conn
+	w.cork = &corkWriter{conn: conn}
 	rd, wr := brw.Reader, brw.Writer
 	if rd.Buffered() == 0 {
 		rd = bufio.NewReaderSize(conn, wsReadBuffer)
 	}
 	if wr.Buffered() == 0 {
-		wr = bufio.NewWriterSize(conn, wsWriteBuffer)
+		wr = bufio.NewWriterSize(w.cork, wsWriteBuffer)
+	} else if err := wr.Flush(); err != nil {
+		return nil, nil, err
+	} else {
+		wr.Reset(w.cork)
 	}
 	return conn, bufio.NewReadWriter(rd, wr), nil
+}
+
+// corkWriter passes writes to the connection, except while corked: it then
+// gathers them (up to corkLimit) and writes them in one go when uncorked.
+// The library flushes every frame; the socket's writer corks while more
+// frames wait behind the one it writes, so a burst costs one write(2).
+// An idle socket holds no buffer.
+type corkWriter struct {
+	conn net.Conn
+
+	mu     sync.Mutex
+	corked bool
+	buf    *[]byte
+}
+
+const corkLimit = 32 << 10
+
+var corkBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, corkLimit)
+	return &b
+}}
+
+func (w *corkWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.corked || len(p) > corkLimit {
+		if err := w.flushLocked(); err != nil {
+			return 0, err
+		}
+		return w.conn.Write(p)
+	}
+	if w.buf != nil && len(*w.buf)+len(p) > corkLimit {
+		if err := w.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if w.buf == nil {
+		w.buf = corkBufs.Get().(*[]byte)
+	}
+	*w.buf = append(*w.buf, p...)
+	return len(p), nil
+}
+
+func (w *corkWriter) cork() {
+	w.mu.Lock()
+	w.corked = true
+	w.mu.Unlock()
+}
+
+// uncork writes out what was gathered; writes pass straight through again.
+func (w *corkWriter) uncork() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.corked = false
+	return w.flushLocked()
+}
+
+func (w *corkWriter) flushLocked() error {
+	if w.buf == nil {
+		return nil
+	}
+	_, err := w.conn.Write(*w.buf)
+	*w.buf = (*w.buf)[:0]
+	corkBufs.Put(w.buf)
+	w.buf = nil
+	return err
 }
