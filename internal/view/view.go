@@ -66,7 +66,11 @@ type View struct {
 	dbApplied  map[string]uint64
 	advanced   chan struct{} // closed and replaced after every applied batch
 	dbAdvanced chan struct{} // closed and replaced after every store commit
-	listeners  []func([]Emitted)
+	// hurry asks the writer to commit now: a query waits for the store.
+	hurry chan struct{}
+	// pace is how long the writer gathers while nobody waits (writerPace).
+	pace      time.Duration
+	listeners []func([]Emitted)
 	// entries counts the log entries applied since the view was opened.
 	entries atomic.Uint64
 	// src is the log, once Run has started: where message texts are read.
@@ -108,7 +112,8 @@ func open(path string, log *slog.Logger) (*View, error) {
 		return nil, fmt.Errorf("view: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	v := &View{path: path, log: log, w: w, advanced: make(chan struct{}), dbAdvanced: make(chan struct{})}
+	v := &View{path: path, log: log, w: w, advanced: make(chan struct{}), dbAdvanced: make(chan struct{}),
+		hurry: make(chan struct{}, 1), pace: writerPace}
 	if err := v.init(); err != nil {
 		w.Close()
 		return nil, err
@@ -211,6 +216,10 @@ func (v *View) waitStored(ctx context.Context) error {
 	return v.waitFor(ctx, func() (bool, chan struct{}) {
 		for s, seq := range want {
 			if v.dbApplied[s] < seq {
+				select {
+				case v.hurry <- struct{}{}:
+				default: // asked already
+				}
 				return false, v.dbAdvanced
 			}
 		}
@@ -304,17 +313,19 @@ func (v *View) Run(ctx context.Context, src Source) {
 }
 
 // runWriter commits what the applier hands it until in is closed and
-// drained. It commits at most every writerPace, each time everything that
-// arrived meanwhile: a commit costs the same few page writes and WAL frames
-// whether it carries one message or thousands, and nothing on the send
-// path waits for the store.
+// drained. It commits everything that arrived meanwhile, every writerPace,
+// or sooner (but not within writerMinPace of the last commit) when a query
+// waits for the store: a commit costs a WAL frame for every page it
+// touches however many rows changed it, so when nobody waits, rare big
+// commits write far fewer bytes than frequent small ones. Nothing on the
+// send path waits for the store.
 func (v *View) runWriter(in <-chan *dbBatch) {
 	const maxPerTx = 4096
 	last := time.Now()
 	for b := range in {
 		pending := []*dbBatch{b}
 		closed := false
-		wait := time.NewTimer(max(0, writerPace-time.Since(last)))
+		wait := time.NewTimer(max(0, v.pace-time.Since(last)))
 	more:
 		for len(pending) < maxPerTx {
 			select {
@@ -324,6 +335,8 @@ func (v *View) runWriter(in <-chan *dbBatch) {
 					break more
 				}
 				pending = append(pending, b)
+			case <-v.hurry:
+				wait.Reset(max(0, writerMinPace-time.Since(last)))
 			case <-wait.C:
 				break more
 			}
@@ -356,6 +369,10 @@ func (v *View) runWriter(in <-chan *dbBatch) {
 	}
 }
 
-// writerPace is the least time between two commits of the store: what a
-// history or sync query right after a write may wait for.
-const writerPace = 25 * time.Millisecond
+// writerPace is how long the store's writer gathers changes while no
+// query waits for it; writerMinPace the least time between two commits
+// (what a query right after a write may wait for, besides the commit).
+const (
+	writerPace    = 250 * time.Millisecond
+	writerMinPace = 5 * time.Millisecond
+)

@@ -341,3 +341,63 @@ func TestDedupeWindow(t *testing.T) {
 		t.Fatalf("last seq %d, want %d", room.LastSeq, DedupeWindow+2)
 	}
 }
+
+// tailLog is a memLog whose Tail hands over its entries of a stream, as
+// the log's tail would, then waits.
+type tailLog struct{ memLog }
+
+func (l *tailLog) Streams() []string { return []string{"acct", "p0"} }
+
+func (l *tailLog) Tail(ctx context.Context, stream string, from uint64, fn func(jsstore.Entry) bool) {
+	l.mu.Lock()
+	var out []jsstore.Entry
+	for seq := from; ; seq++ {
+		r, ok := l.entries[salamander.Position{Stream: stream, Seq: seq}]
+		if !ok {
+			break
+		}
+		out = append(out, jsstore.Entry{Pos: salamander.Position{Stream: stream, Seq: seq}, Record: r})
+	}
+	l.mu.Unlock()
+	for _, e := range out {
+		if !fn(e) {
+			return
+		}
+	}
+	<-ctx.Done()
+}
+
+// A query that needs the store does not wait for the writer's pace: it
+// asks the writer to commit now.
+func TestStoreQueryHurriesTheWriter(t *testing.T) {
+	v := openTemp(t)
+	v.pace = time.Hour
+	log := &tailLog{}
+	log.add(history())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.Run(ctx, log)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	if err := v.WaitApplied(testContext(t), salamander.Position{Stream: "p0", Seq: 10}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := v.History(testContext(t), "g_1", 0, 0, 50)
+	if err != nil {
+		t.Fatalf("history waited for a writer that gathers for an hour: %v", err)
+	}
+	if len(page.Messages) != 2 {
+		t.Fatalf("history holds %d messages, want 2", len(page.Messages))
+	}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
