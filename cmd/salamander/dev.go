@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 )
 
@@ -46,9 +49,22 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for i, n := range devSites {
 		infos = append(infos, gateway.SiteInfo{Name: n, URL: fmt.Sprintf("http://%s:%d", *host, *httpPort+i)})
 	}
+	// The dev cluster's links stay plain on loopback, but its NATS servers
+	// still require credentials: the secure path is the one exercised.
+	secretsDir := filepath.Join(*data, "secrets")
+	if _, err := os.Stat(secrets.AdminFile(secretsDir)); errors.Is(err, os.ErrNotExist) {
+		if err := secrets.Generate(secretsDir, secrets.Options{Sites: devSites}); err != nil {
+			return err
+		}
+	}
 	var cfgs []site.Config
 	for i, n := range devSites {
 		cfg := site.DefaultConfig(n, filepath.Join(*data, n))
+		sec, err := secrets.LoadSite(secrets.SiteFile(secretsDir, n))
+		if err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		cfg.Secrets = sec
 		cfg.HTTPAddr = fmt.Sprintf("%s:%d", *host, *httpPort+i)
 		cfg.NATS.ClientAddr = fmt.Sprintf("%s:%d", *host, *natsPort+i)
 		cfg.NATS.ClusterAddr = fmt.Sprintf("%s:%d", *host, *clusterPort+i)
@@ -88,10 +104,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	var urls []string
-	for _, s := range sites {
-		fmt.Fprintf(stdout, "  site %s  %s\n", s.Name(), s.URL())
+	for i, s := range sites {
+		fmt.Fprintf(stdout, "  site %s  %s   NATS nats://%s (user %s; password in %s)\n", s.Name(), s.URL(),
+			cfgs[i].NATS.ClientAddr, cfgs[i].Secrets.NATSUser, secrets.SiteFile(secretsDir, s.Name()))
 		urls = append(urls, s.URL())
 	}
+	fmt.Fprintf(stdout, "  operators: salamander admin --creds %s leaders\n", secrets.AdminFile(secretsDir))
 	fmt.Fprintf(stdout, "ready. try: salamander chat --sites %s --user alice --signup\n", strings.Join(urls, ","))
 	fmt.Fprintln(stdout, "press Ctrl-C to stop")
 	<-ctx.Done()

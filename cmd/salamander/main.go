@@ -30,6 +30,7 @@ commands:
   drill    burn a site under live load and prove nothing was lost
   bench    load a cluster and report latency, throughput, loss, memory per connection, catch-up
   admin    operator actions on the log: revoke a user, list or move stream leaders
+  certs    create a deployment's certificates and credentials
   version  print the version
 
 Run 'salamander <command> -h' for a command's flags.
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDrill(ctx, rest, stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, rest, stdout, stderr)
+	case "certs":
+		return runCerts(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":

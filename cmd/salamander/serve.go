@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -32,6 +33,7 @@ type serveConfig struct {
 	BcryptCost    int    `json:"bcrypt_cost"`
 	LogLevel      string `json:"log_level"`
 	Pprof         string `json:"pprof"`
+	Secrets       string `json:"secrets"`
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -79,6 +81,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Site, "site", "", "this site's name (required), e.g. a")
 	fs.StringVar(&c.Data, "data", "", "data directory (default ./salamander-data/SITE)")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP and WebSocket listen address")
+	fs.StringVar(&c.Secrets, "secrets", "", "this site's file from `salamander certs` (required): its NATS credentials, the users its server admits, its certificates")
 	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
 	fs.StringVar(&c.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS cluster (route) listen address")
@@ -132,6 +135,18 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 		data = filepath.Join("salamander-data", c.Site)
 	}
 	cfg := site.DefaultConfig(c.Site, data)
+	if c.Secrets == "" {
+		return cfg, fmt.Errorf("serve: --secrets is required: create a deployment's secrets with " +
+			"`salamander certs --dir DIR --sites a,b,c --hosts …` and pass DIR/site-SITE/site.json")
+	}
+	sec, err := secrets.LoadSite(c.Secrets)
+	if err != nil {
+		return cfg, fmt.Errorf("serve: %w", err)
+	}
+	if sec.Site != c.Site {
+		return cfg, fmt.Errorf("serve: %s is site %s's file, not site %s's", c.Secrets, sec.Site, c.Site)
+	}
+	cfg.Secrets = sec
 	cfg.HTTPAddr = c.HTTP
 	cfg.NATSURLs = splitList(c.NATS)
 	cfg.NATS.ClientAddr = c.NATSListen

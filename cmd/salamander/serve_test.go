@@ -5,14 +5,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 // A config file sets what the command line does not; flags given on the
 // command line win; unknown keys are errors.
 func TestServeConfigFileAndFlags(t *testing.T) {
 	dir := t.TempDir()
+	sec := filepath.Join(dir, "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a", "b"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
 	file := filepath.Join(dir, "b.json")
-	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9}`), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9,"secrets":"`+
+		secrets.SiteFile(sec, "b")+`"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c, err := parseServeFlags([]string{"--http", "127.0.0.1:9999", "--config", file})
@@ -23,7 +30,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		t.Fatalf("merged config: %+v", c)
 	}
 	cfg, err := c.siteConfig()
-	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways || cfg.BcryptCost != 10 {
+	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways || cfg.BcryptCost != 10 || cfg.Secrets.Site != "b" {
 		t.Fatalf("site config: %+v %v", cfg, err)
 	}
 	if err := os.WriteFile(file, []byte(`{"site":"b","evil":1}`), 0o644); err != nil {
@@ -32,8 +39,10 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 	if _, err := parseServeFlags([]string{"--config", file}); err == nil || !strings.Contains(err.Error(), "evil") {
 		t.Fatalf("unknown key accepted: %v", err)
 	}
-	for _, bad := range [][]string{{"--site", "a", "--sync", "sometimes"}, {"--site", "a", "--partitions", "0"},
-		{"--site", "a", "--sites", "a=ftp://x"}, {"--site", "a", "--bcrypt-cost", "3"}, {}} {
+	a := secrets.SiteFile(sec, "a")
+	for _, bad := range [][]string{{"--site", "a", "--secrets", a, "--sync", "sometimes"}, {"--site", "a", "--secrets", a, "--partitions", "0"},
+		{"--site", "a", "--secrets", a, "--sites", "a=ftp://x"}, {"--site", "a", "--secrets", a, "--bcrypt-cost", "3"}, {},
+		{"--site", "a"}, {"--site", "a", "--secrets", secrets.SiteFile(sec, "b")}, {"--site", "a", "--secrets", secrets.AdminFile(sec)}} {
 		c, err := parseServeFlags(bad)
 		if err == nil {
 			_, err = c.siteConfig()

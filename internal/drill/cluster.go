@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 // SiteNames are the sites of a drill cluster, in order.
@@ -68,6 +70,9 @@ type Cluster struct {
 	sites    []*siteProc
 	proxies  []*linkProxy
 	attached bool
+	// secrets is the directory of the cluster's credentials and
+	// certificates (none when attached).
+	secrets string
 
 	mu     sync.Mutex // guards siteProc.proc and closed
 	closed bool       // Close ran: start nothing new
@@ -142,6 +147,17 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	}()
 	if err := c.layout(); err != nil {
 		return nil, err
+	}
+	// The drill runs the production set-up: mutual TLS between the sites'
+	// servers, and credentials (each gateway's limited to its needs).
+	c.secrets = filepath.Join(cfg.Dir, "secrets")
+	hosts := map[string][]string{}
+	for _, s := range c.sites {
+		h, _, _ := net.SplitHostPort(s.clusterAddr)
+		hosts[s.name] = []string{h}
+	}
+	if err := secrets.Generate(c.secrets, secrets.Options{Sites: c.names(), TLS: true, Hosts: hosts}); err != nil {
+		return nil, fmt.Errorf("drill: %w", err)
 	}
 	for i := range c.sites {
 		if err := c.start(i); err != nil {
@@ -285,6 +301,7 @@ func (c *Cluster) start(i int) error {
 		"--sites", strings.Join(sites, ","),
 		"--partitions", strconv.Itoa(c.cfg.Partitions),
 		"--log-level", c.cfg.SiteLogLevel,
+		"--secrets", secrets.SiteFile(c.secrets, s.name),
 	)
 	cmd.Args = append(cmd.Args, c.cfg.ServeArgs...)
 	cmd.Stdout = logf

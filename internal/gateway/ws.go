@@ -176,6 +176,7 @@ func (c *wsConn) replay(ctx context.Context) {
 		for i, ev := range res.Events {
 			data, err := json.Marshal(ev)
 			if err != nil || c.writeCorked(data, i < len(res.Events)-1) != nil {
+				_ = c.flush()
 				c.abort()
 				return
 			}
@@ -259,6 +260,7 @@ func (c *wsConn) finish() {
 		l.cancel()
 	}
 	c.mu.Unlock()
+	_ = c.flush()         // a close frame may wait among gathered bytes
 	_ = c.conn.CloseNow() // (waits for a close handshake in progress)
 	c.wg.Wait()
 	if c.g.hub.remove(c) {
@@ -571,6 +573,9 @@ func (c *wsConn) writeLoop() {
 			c.cur.Advance(*f.pos)
 		}
 		if err := c.writeCorked(f.data, more); err != nil {
+			// The library refuses data once a close has begun; the close
+			// frame may be among the gathered bytes, so they go out first.
+			_ = c.flush()
 			c.abort()
 			c.mu.Lock()
 			c.writing = false

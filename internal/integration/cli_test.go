@@ -124,7 +124,7 @@ func TestAdminRevokeUser(t *testing.T) {
 	c, name := signedUp(t, 0, "adm")
 	tok := c.Token()
 	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.Site(1).Node().ClientURL(),
-		"revoke-user", name).CombinedOutput()
+		"--creds", cluster.AdminFile(), "revoke-user", name).CombinedOutput()
 	if err != nil {
 		t.Fatalf("admin revoke-user: %v\n%s", err, out)
 	}
@@ -142,7 +142,8 @@ func TestAdminRevokeUser(t *testing.T) {
 	if _, err := c.Login(ctx, name, "correct horse battery"); err != nil {
 		t.Fatal(err)
 	}
-	out, err = exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.Site(2).Node().ClientURL(), "leaders").CombinedOutput()
+	out, err = exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.Site(2).Node().ClientURL(),
+		"--creds", cluster.AdminFile(), "leaders").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "acct") {
 		t.Fatalf("admin leaders: %v\n%s", err, out)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 )
 
@@ -23,6 +24,11 @@ func TestPresenceTwoProcessesOneSite(t *testing.T) {
 	cfg := site.DefaultConfig("a", filepath.Join(t.TempDir(), "a2"))
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.NATSURLs = []string{cluster.Site(0).Node().ClientURL()}
+	sec, err := secrets.LoadSite(cluster.SiteFile(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Secrets = sec // site a's second gateway process shares its credential
 	cfg.BcryptCost = bcrypt.MinCost
 	cfg.PresenceBeat, cfg.PresenceTTL = beat, ttl
 	a2, err := site.Start(ctx, cfg)

@@ -77,6 +77,16 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		return sample{float64(m.HeapAlloc), float64(m.HeapInuse), float64(m.StackInuse), float64(runtime.NumGoroutine())}
 	}
 
+	// Sockets of earlier tests close asynchronously: one that closes while
+	// this test counts would hide one of its own. Wait for them to go.
+	if err := waitFor(10*time.Second, 20*time.Millisecond, func() error {
+		if n := sockets(); n > 0 {
+			return fmt.Errorf("%d sockets of earlier tests still open", n)
+		}
+		return nil
+	}); err != nil {
+		t.Log(err)
+	}
 	before := sockets()
 	s0 := measure()
 	conns := make([]net.Conn, n)
@@ -116,18 +126,27 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// What is wrong 5 s in, before the first pings (which these clients
+	// never answer) change the picture.
+	waitStart, early := time.Now(), ""
 	if err := waitFor(30*time.Second, 50*time.Millisecond, func() error {
-		if got := sockets() - before; got < n {
-			return fmt.Errorf("%d of %d sockets registered", got, n)
+		err := func() error {
+			if got := sockets() - before; got < n {
+				return fmt.Errorf("%d of %d sockets registered", got, n)
+			}
+			// Every handler has returned once the server runs one
+			// goroutine per socket.
+			if g := runtime.NumGoroutine() - int(s0.goroutines); g > n+n/20 {
+				return fmt.Errorf("%d goroutines for %d sockets", g, n)
+			}
+			return nil
+		}()
+		if err != nil && early == "" && time.Since(waitStart) > 5*time.Second {
+			early = fmt.Sprintf("5 s in: %v; the most common goroutines:\n%s", err, commonGoroutines(6))
 		}
-		// Every handler has returned once the server runs one goroutine
-		// per socket.
-		if g := runtime.NumGoroutine() - int(s0.goroutines); g > n+n/20 {
-			return fmt.Errorf("%d goroutines for %d sockets", g, n)
-		}
-		return nil
+		return err
 	}); err != nil {
-		t.Fatalf("%v; %s; site's readiness: %s", err, serverCloses(conns), readiness(site))
+		t.Fatalf("%v; %s; site's readiness: %s\n%s", err, serverCloses(conns), readiness(site), early)
 	}
 	opened := time.Since(start)
 	s1 := measure()
@@ -199,6 +218,18 @@ func closeReason(data []byte, err error) string {
 		}
 	}
 	return fmt.Sprintf("no close frame in %d bytes (%v)", len(data), err)
+}
+
+// commonGoroutines lists the n most common goroutine stacks (pprof's
+// debug=1 format: count, then the stack).
+func commonGoroutines(n int) string {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	groups := strings.Split(b.String(), "\n\n")
+	if len(groups) > n+1 {
+		groups = groups[:n+1] // the first is the header line
+	}
+	return strings.Join(groups, "\n\n")
 }
 
 // readiness returns the site's /readyz answer.

@@ -11,6 +11,7 @@ package jsstore
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,7 +75,11 @@ type Config struct {
 	// AppendTimeout bounds one append; past it the site is treated as unable
 	// to reach a quorum.
 	AppendTimeout time.Duration
-	Logger        *slog.Logger
+	// User and Password are the NATS credential; TLS, when set, encrypts
+	// the connection and says which certificates to trust.
+	User, Password string
+	TLS            *tls.Config
+	Logger         *slog.Logger
 }
 
 // DefaultConfig returns the defaults for a three-site deployment.
@@ -154,6 +159,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+		// Refused credentials and permissions arrive here: say so, rather
+		// than leave an operator with "disconnected" and a stalled site.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("nats refused a request of this connection", "user", cfg.User, "err", err)
+		}),
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, nats.Secure(cfg.TLS))
 	}
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
 	if err != nil {
@@ -206,7 +222,7 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	defer cancel()
 	kv, err := s.js.KeyValue(cctx, clusterBucket)
 	if err != nil {
-		kv, err = s.js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
+		kv, err = s.js.CreateKeyValue(cctx, jetstream.KeyValueConfig{
 			Bucket:      clusterBucket,
 			Description: "Salamander cluster-wide settings, fixed at creation",
 			Replicas:    s.cfg.Replicas,
@@ -240,11 +256,13 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			// Created by a version that polled for commits: announce them.
 			cfg.RePublish = republish(name)
 			if _, err := s.js.UpdateStream(cctx, cfg); err != nil {
-				return fmt.Errorf("stream %s: announce commits: %w", name, err)
+				return fmt.Errorf("stream %s: announce commits (an update, which only the admin credential may make: "+
+					"run any `salamander admin` command once): %w", name, err)
 			}
 			continue
 		}
-		_, err := s.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+		// Create, never update: a gateway may not reconfigure a stream.
+		_, err := s.js.CreateStream(cctx, jetstream.StreamConfig{
 			Name:        natsName(name),
 			Subjects:    []string{subjectRoot(name) + ".>"},
 			Storage:     jetstream.FileStorage,
@@ -812,6 +830,30 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string
 }
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
+
+// GatewayPermissions are the subjects a gateway's NATS user needs: it
+// appends records and reads them (direct gets, stream info), follows commit
+// announcements, uses the ephemeral subjects (typing, presence) and their
+// replies, creates the streams and the cluster bucket of a new cluster, and
+// moves leaders (balancing). Everything else — deleting, purging, updating,
+// snapshotting or restoring a stream, deleting its records — is refused.
+func GatewayPermissions() (publish, subscribe []string) {
+	publish = []string{
+		"sal.>",
+		"$KV." + clusterBucket + ".>",
+		"$JS.API.INFO",
+		"$JS.API.STREAM.NAMES",
+		"$JS.API.STREAM.LIST",
+		"$JS.API.STREAM.INFO.*",
+		"$JS.API.STREAM.CREATE.*",
+		"$JS.API.STREAM.LEADER.STEPDOWN.*",
+		"$JS.API.DIRECT.GET.>",
+		"$JS.API.STREAM.MSG.GET.*",
+		"_INBOX.>",
+	}
+	subscribe = []string{"_INBOX.>", "salc.>", "sal.eph.>"}
+	return publish, subscribe
+}
 
 func subjectRoot(stream string) string { return "sal." + stream }
 

@@ -7,6 +7,7 @@ package natsnode
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,11 +50,36 @@ type Config struct {
 	PingInterval time.Duration
 	// LameDuckDuration bounds a planned shutdown that first moves leaderships.
 	LameDuckDuration time.Duration
+	// Users are the client users the server admits. Without any, anyone
+	// who reaches the client port may do anything: only unit tests run
+	// that way; a site always has users.
+	Users []User
+	// RoutePassword, when set, is required of every route (user "route"),
+	// on top of the peer's certificate when RouteTLS is set.
+	RoutePassword string
+	// RouteTLS encrypts routes; it should require and verify the peer's
+	// certificate both ways (mutual TLS).
+	RouteTLS *tls.Config
+	// ClientTLS encrypts the client port.
+	ClientTLS *tls.Config
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
 	// Debug passes the server's debug lines to Logger too.
 	Debug bool
 }
+
+// User is a client user of the server.
+type User struct {
+	Name string
+	// PasswordHash is a bcrypt hash of the password.
+	PasswordHash string
+	// Publish and Subscribe list the subjects the user may publish and
+	// subscribe to (wildcards allowed); nil allows every subject.
+	Publish, Subscribe []string
+}
+
+// RouteUser is the user name routes authenticate with.
+const RouteUser = "route"
 
 // DefaultConfig returns a Config with Salamander's defaults.
 func DefaultConfig(site string) Config {
@@ -135,6 +161,9 @@ func (c Config) options() (*server.Options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("natsnode: route %q: %w", r, err)
 		}
+		if c.RoutePassword != "" {
+			u.User = url.UserPassword(RouteUser, c.RoutePassword)
+		}
 		routes = append(routes, u)
 	}
 	opts := &server.Options{
@@ -159,7 +188,29 @@ func (c Config) options() (*server.Options, error) {
 			return nil, fmt.Errorf("natsnode: cluster address: %w", err)
 		}
 		opts.Cluster = server.ClusterOpts{Name: ClusterName, Host: chost, Port: cport, PoolSize: -1}
+		if c.RoutePassword != "" {
+			opts.Cluster.Username, opts.Cluster.Password = RouteUser, c.RoutePassword
+		}
+		if c.RouteTLS != nil {
+			opts.Cluster.TLSConfig = c.RouteTLS
+			opts.Cluster.TLSTimeout = 2
+		}
 		opts.Routes = routes
+	}
+	for _, u := range c.Users {
+		su := &server.User{Username: u.Name, Password: u.PasswordHash}
+		if u.Publish != nil || u.Subscribe != nil {
+			su.Permissions = &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: u.Publish},
+				Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+			}
+		}
+		opts.Users = append(opts.Users, su)
+	}
+	if c.ClientTLS != nil {
+		opts.TLSConfig = c.ClientTLS
+		opts.TLS = true
+		opts.TLSTimeout = 2
 	}
 	if c.SyncAlways {
 		opts.SyncInterval = 2 * time.Minute

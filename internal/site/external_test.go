@@ -13,6 +13,7 @@ import (
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
 	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 // Sites pointed at an existing NATS JetStream cluster (three servers tagged
@@ -23,9 +24,27 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 	dir := t.TempDir()
 	names := []string{"a", "b", "c"}
 	clusterPorts := freePorts(t, 3)
+	// The operators' servers admit the users of the deployment's secrets,
+	// with the gateways' permissions, over TLS (as `salamander certs`
+	// and the README set them up).
+	secDir := filepath.Join(dir, "secrets")
+	if err := secrets.Generate(secDir, secrets.Options{Sites: names, TLS: true, BcryptCost: bcrypt.MinCost}); err != nil {
+		t.Fatal(err)
+	}
+	secs := map[string]*secrets.Site{}
+	for _, n := range names {
+		sec, err := secrets.LoadSite(secrets.SiteFile(secDir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secs[n] = sec
+	}
 	var nodes []*natsnode.Node
 	for i, n := range names {
-		cfg := natsnode.DefaultConfig(n)
+		cfg, err := embeddedNATS(Config{Site: n, NATS: natsnode.DefaultConfig(n), Secrets: secs[n]})
+		if err != nil {
+			t.Fatal(err)
+		}
 		cfg.StoreDir = filepath.Join(dir, "nats-"+n)
 		cfg.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", clusterPorts[i])
 		for j := range names {
@@ -45,6 +64,7 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 		cfg := DefaultConfig(n, filepath.Join(dir, "site-"+n))
 		cfg.HTTPAddr = "127.0.0.1:0"
 		cfg.NATSURLs = []string{nodes[i].ClientURL()}
+		cfg.Secrets = secs[n]
 		cfg.Partitions = 2
 		cfg.BcryptCost = bcrypt.MinCost
 		s, err := Start(ctx, cfg)

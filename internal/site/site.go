@@ -24,6 +24,7 @@ import (
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/view"
 )
 
@@ -41,6 +42,10 @@ type Config struct {
 	NATSURLs []string
 	// NATS configures the embedded server when NATSURLs is empty.
 	NATS natsnode.Config
+	// Secrets are the site's credentials (its site file): the NATS users
+	// its embedded server admits, its gateway's own credential, and the
+	// certificates of its links. Required: a site never runs open.
+	Secrets *secrets.Site
 	// Partitions is the number of room partitions for a new cluster.
 	Partitions int
 	// Replicas per stream (3: one per site).
@@ -103,7 +108,12 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("site", cfg.Site)
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	// The data directory holds every message and password hash: the
+	// site's user only.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("site %s: data dir: %w", cfg.Site, err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("site %s: data dir: %w", cfg.Site, err)
 	}
 	lock, err := lockDataDir(cfg.DataDir)
@@ -117,10 +127,19 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 			s.Close()
 		}
 	}()
+	if cfg.Secrets == nil {
+		return nil, fmt.Errorf("site %s: no secrets (a site file from `salamander certs`)", cfg.Site)
+	}
+	clientTLS, err := cfg.Secrets.ClientTLS()
+	if err != nil {
+		return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
+	}
 	urls := cfg.NATSURLs
 	if len(urls) == 0 {
-		ncfg := cfg.NATS
-		ncfg.Site = cfg.Site
+		ncfg, err := embeddedNATS(cfg)
+		if err != nil {
+			return nil, err
+		}
 		ncfg.Logger = log
 		node, err := natsnode.Start(ctx, ncfg)
 		if err != nil {
@@ -134,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	scfg.Partitions = cfg.Partitions
 	scfg.Replicas = cfg.Replicas
 	scfg.AppendTimeout = cfg.AppendTimeout
+	scfg.User, scfg.Password, scfg.TLS = cfg.Secrets.NATSUser, cfg.Secrets.NATSPassword, clientTLS
 	scfg.Logger = log
 	store, err := jsstore.Open(ctx, scfg)
 	if err != nil {
@@ -187,6 +207,32 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	ok = true
 	log.Info("site listening", "http", s.URL(), "nats", urls)
 	return s, nil
+}
+
+// embeddedNATS is the embedded server's configuration: cfg.NATS with the
+// site's users (gateways limited to what they need, see
+// jsstore.GatewayPermissions), route password and certificates.
+func embeddedNATS(cfg Config) (natsnode.Config, error) {
+	n := cfg.NATS
+	n.Site = cfg.Site
+	sec := cfg.Secrets
+	pub, sub := jsstore.GatewayPermissions()
+	for _, u := range sec.Users {
+		nu := natsnode.User{Name: u.Name, PasswordHash: u.PasswordHash}
+		if u.Role != secrets.RoleAdmin {
+			nu.Publish, nu.Subscribe = pub, sub
+		}
+		n.Users = append(n.Users, nu)
+	}
+	n.RoutePassword = sec.RoutePassword
+	var err error
+	if n.RouteTLS, err = sec.RouteTLS(); err != nil {
+		return n, fmt.Errorf("site %s: %w", cfg.Site, err)
+	}
+	if n.ClientTLS, err = sec.ClientPortTLS(); err != nil {
+		return n, fmt.Errorf("site %s: %w", cfg.Site, err)
+	}
+	return n, nil
 }
 
 // boot joins the cluster and runs the read model until ctx ends.

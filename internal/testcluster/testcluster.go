@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -29,11 +30,13 @@ var Names = []string{"a", "b", "c"}
 
 // Cluster is a running test cluster.
 type Cluster struct {
-	dir   string
-	log   *slog.Logger
-	mu    sync.Mutex
-	cfgs  []site.Config
-	sites []*site.Site
+	dir string
+	// secrets is the directory of the cluster's credentials.
+	secrets string
+	log     *slog.Logger
+	mu      sync.Mutex
+	cfgs    []site.Config
+	sites   []*site.Site
 }
 
 // Start starts three sites under dir and waits until all are ready. Ports
@@ -73,8 +76,19 @@ func start(ctx context.Context, dir string, logger *slog.Logger) (*Cluster, erro
 	for i, n := range Names {
 		infos = append(infos, gateway.SiteInfo{Name: n, URL: fmt.Sprintf("http://127.0.0.1:%d", ps[i].http)})
 	}
+	// The secure path is the tested path: mutual TLS between the sites'
+	// servers, TLS and a limited credential for each gateway.
+	c.secrets = filepath.Join(dir, "secrets")
+	if err := secrets.Generate(c.secrets, secrets.Options{Sites: Names, TLS: true, BcryptCost: bcrypt.MinCost}); err != nil {
+		return nil, err
+	}
 	for i, n := range Names {
 		cfg := site.DefaultConfig(n, filepath.Join(dir, n))
+		sec, err := secrets.LoadSite(secrets.SiteFile(c.secrets, n))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Secrets = sec
 		cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", ps[i].http)
 		cfg.NATS.ClientAddr = fmt.Sprintf("127.0.0.1:%d", ps[i].client)
 		cfg.NATS.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", ps[i].cluster)
@@ -123,6 +137,14 @@ func (c *Cluster) Site(i int) *site.Site {
 	defer c.mu.Unlock()
 	return c.sites[i]
 }
+
+// NATSURL is site i's NATS client URL (TLS, credentials required).
+func (c *Cluster) NATSURL(i int) string { return "tls://" + c.cfgs[i].NATS.ClientAddr }
+
+// AdminFile and SiteFile are the cluster's admin credential and site i's
+// site file.
+func (c *Cluster) AdminFile() string     { return secrets.AdminFile(c.secrets) }
+func (c *Cluster) SiteFile(i int) string { return secrets.SiteFile(c.secrets, Names[i]) }
 
 // URL is site i's HTTP base URL (stable across restarts).
 func (c *Cluster) URL(i int) string { return "http://" + c.cfgs[i].HTTPAddr }

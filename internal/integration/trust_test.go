@@ -1,0 +1,182 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/salamander-chat/salamander/internal/secrets"
+)
+
+// natsAs connects to site i's NATS server with opts (and nothing else).
+func natsAs(t *testing.T, i int, opts ...nats.Option) (*nats.Conn, error) {
+	t.Helper()
+	opts = append(opts, nats.Timeout(5*time.Second), nats.MaxReconnects(0),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	return nats.Connect(cluster.NATSURL(i), opts...)
+}
+
+// siteCreds returns the options a site's gateway connects with.
+func siteCreds(t *testing.T, i int) []nats.Option {
+	t.Helper()
+	sec, err := secrets.LoadSite(cluster.SiteFile(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := sec.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []nats.Option{nats.UserInfo(sec.NATSUser, sec.NATSPassword), nats.Secure(tc)}
+}
+
+// Whoever reaches a NATS client port without a credential gets nothing,
+// and no one gets anything over a plain connection.
+func TestNATSRefusesClientsWithoutCredentials(t *testing.T) {
+	sec, err := secrets.LoadSite(cluster.SiteFile(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := sec.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := natsAs(t, 0, nats.Secure(tc)); err == nil {
+		nc.Close()
+		t.Fatal("a client without credentials was admitted")
+	} else if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("refused, but not for its credentials: %v", err)
+	}
+	if nc, err := natsAs(t, 0, nats.Secure(tc), nats.UserInfo(sec.NATSUser, "guess")); err == nil {
+		nc.Close()
+		t.Fatal("a wrong password was admitted")
+	}
+	plain := "nats://" + strings.TrimPrefix(cluster.NATSURL(0), "tls://")
+	if nc, err := nats.Connect(plain, nats.UserInfo(sec.NATSUser, sec.NATSPassword), nats.Timeout(5*time.Second),
+		nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("a plain (unencrypted) connection was admitted")
+	}
+}
+
+// A gateway's credential appends and reads, but cannot destroy or
+// reconfigure the log.
+func TestGatewayCredentialCannotDestroyTheLog(t *testing.T) {
+	nc, err := natsAs(t, 1, siteCreds(t, 1)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 30*time.Second)
+	st, err := js.Stream(ctx, "SAL_P0")
+	if err != nil {
+		t.Fatalf("a gateway cannot read stream info: %v", err)
+	}
+	before := st.CachedInfo().State.Msgs
+	try := func(what string, fn func(context.Context) error) {
+		// A refused request is not answered: it ends at its deadline.
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if err := fn(c); err == nil {
+			t.Errorf("a gateway credential could %s", what)
+		}
+	}
+	try("delete a stream", func(c context.Context) error { return js.DeleteStream(c, "SAL_P0") })
+	try("purge a stream", func(c context.Context) error { return st.Purge(c) })
+	try("delete a record", func(c context.Context) error { return st.DeleteMsg(c, 1) })
+	try("update a stream", func(c context.Context) error {
+		cfg := st.CachedInfo().Config
+		cfg.MaxMsgs = 1
+		_, err := js.UpdateStream(c, cfg)
+		return err
+	})
+	// The log is intact: the admin credential sees every record.
+	admin, err := secrets.LoadAdmin(cluster.AdminFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := admin.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	anc, err := natsAs(t, 1, nats.UserInfo(admin.NATSUser, admin.NATSPassword), nats.Secure(tc))
+	if err != nil {
+		t.Fatalf("the admin credential was refused: %v", err)
+	}
+	defer anc.Close()
+	ajs, err := jetstream.New(anc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, err := ajs.Stream(ctx, "SAL_P0")
+	if err != nil {
+		t.Fatalf("stream gone: %v", err)
+	}
+	if got := ast.CachedInfo().State.Msgs; got < before {
+		t.Fatalf("stream holds %d records, held %d", got, before)
+	}
+}
+
+// Routes take only a peer with a certificate from the deployment's CA:
+// a server without one cannot join the cluster and read the log.
+func TestRoutesRequireACertificate(t *testing.T) {
+	addr := cluster.Site(2).Node().ClusterAddr()
+	sec, err := secrets.LoadSite(cluster.SiteFile(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := sec.RouteTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// hello opens a TLS connection to the route port and reads the
+	// server's first words.
+	hello := func(certs []tls.Certificate) error {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		tc := tls.Client(conn, &tls.Config{RootCAs: own.RootCAs, Certificates: certs, ServerName: "127.0.0.1"})
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		_, err = bufio.NewReader(tc).ReadString('\n')
+		return err
+	}
+	if err := hello(own.Certificates); err != nil {
+		t.Fatalf("a site's own certificate was refused: %v", err)
+	}
+	if err := hello(nil); err == nil {
+		t.Fatal("a route without a certificate was answered")
+	}
+}
+
+// The admin command works with the admin credential and is refused
+// without it.
+func TestAdminCommandNeedsItsCredential(t *testing.T) {
+	urls := cluster.NATSURL(0) + "," + cluster.NATSURL(1)
+	out, err := exec.Command(salamanderBin, "admin", "--nats", urls, "--creds", cluster.AdminFile(), "leaders").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SAL_ACCT") && !strings.Contains(string(out), "acct") {
+		t.Fatalf("admin leaders with the admin credential: %v\n%s", err, out)
+	}
+	out, err = exec.Command(salamanderBin, "admin", "--nats", urls, "--creds", cluster.SiteFile(0), "--timeout", "5s",
+		"leaders").CombinedOutput()
+	if err == nil {
+		t.Fatalf("admin ran with a site file instead of the admin credential:\n%s", out)
+	}
+}
