@@ -30,11 +30,18 @@ var (
 )
 
 // ValidateUserName checks a user name: 3–32 characters of lower-case ASCII
-// letters, digits, '_', '.', '-', starting with a letter or digit. Names are
-// ASCII so that they are safe as NATS subject tokens and unambiguous to read.
+// letters, digits, '_', '.', '-', starting and ending with a letter or
+// digit, with no two dots in a row. A name becomes part of NATS subjects
+// (sal.acct.user.NAME), where '.' separates tokens: a trailing dot or ".."
+// would make an empty token, an invalid subject that JetStream never
+// answers, and a wildcard or space would not be one subject at all. The
+// character set already excludes '*', '>' and white space.
 func ValidateUserName(name string) error {
 	if !userNameRE.MatchString(name) {
 		return Errorf(CodeInvalid, "user name must be 3-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit")
+	}
+	if strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
+		return Errorf(CodeInvalid, "user name must not end with '.' or contain '..'")
 	}
 	return nil
 }

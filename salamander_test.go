@@ -92,6 +92,27 @@ func TestValidation(t *testing.T) {
 	}
 }
 
+// A user name is part of NATS subjects (sal.acct.user.NAME): one that would
+// make an empty token, a wildcard or white space in a subject must be
+// refused, or its sign-up hangs until the append times out.
+func TestUserNamesAreSubjectSafe(t *testing.T) {
+	for _, name := range []string{"abc.", "a..b", "abc..", ".abc", "ab c", "ab*c", "ab>c", "a\tb", "abc\n", "ab.*", "ab.>"} {
+		if ErrorCode(ValidateUserName(name)) != CodeInvalid {
+			t.Errorf("%q accepted", name)
+		}
+	}
+	for _, name := range []string{"a.b", "a.b.c", "mina", "x-1_2.y"} {
+		if err := ValidateUserName(name); err != nil {
+			t.Errorf("%q rejected: %v", name, err)
+		}
+		for _, tok := range strings.Split("sal.acct.user."+name, ".") {
+			if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+				t.Errorf("%q makes subject token %q", name, tok)
+			}
+		}
+	}
+}
+
 func FuzzValidateMessageText(f *testing.F) {
 	f.Add("hello")
 	f.Add("\xff\xfe")

@@ -19,8 +19,14 @@ import (
 // SignUp creates an account and signs in as it, keeping the session's token
 // for later calls. If a failover hid the outcome of an earlier attempt and
 // the retry finds the name taken, SignUp logs in with the same password and
-// returns that session when it succeeds. Codes: conflict (name taken).
+// returns that session when it succeeds. A name the API would refuse is
+// refused here, before any site is asked (older sites hung on some).
+// Codes: conflict (name taken), too_many_requests (too many sign-ups from
+// this address).
 func (c *Client) SignUp(ctx context.Context, name, displayName, password string) (salamander.Session, error) {
+	if err := salamander.ValidateUserName(name); err != nil {
+		return salamander.Session{}, err
+	}
 	req := salamander.SignUpRequest{Name: name, DisplayName: displayName, Password: password}
 	var s salamander.Session
 	retried, err := c.call(ctx, http.MethodPost, "/v1/signup", req, &s)

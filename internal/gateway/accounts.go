@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -34,6 +35,12 @@ func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Spent before the costly hash, and by attempts that find the name
+	// taken too: probing for names is what the budget slows.
+	if _, err := g.budgets.spend(&g.budgets.signUp, "", clientAddr(r), 1); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
 	hash, err := g.hashPassword(req.Password)
 	if err != nil {
 		writeError(w, g.log, r, err)
@@ -63,34 +70,65 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Name) > 64 || len(req.Password) > salamander.MaxPasswordBytes {
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeUnauthorized, "wrong user name or password"))
+		writeError(w, g.log, r, errBadLogin)
 		return
 	}
-	if !g.logins.allow(req.Name) {
-		w.Header().Set("Retry-After", "10")
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooManyRequests,
-			"too many login attempts for this account; wait a little"))
-		return
-	}
-	hash, _, err := g.cfg.View.Credentials(r.Context(), req.Name)
-	if salamander.ErrorCode(err) == salamander.CodeNotFound && salamander.ValidateUserName(req.Name) == nil {
-		// Perhaps signed up at another site a moment ago.
-		if err := g.confirmNegative(r.Context(), jsstore.AccountsStream); err != nil {
-			writeError(w, g.log, r, err)
-			return
-		}
-		hash, _, err = g.cfg.View.Credentials(r.Context(), req.Name)
-	}
-	if err != nil && salamander.ErrorCode(err) != salamander.CodeNotFound {
+	// Every attempt spends a unit before the password is checked, and a
+	// success gives it back: checking first and spending on failure would
+	// let any number of concurrent guesses through a full budget.
+	refund, err := g.budgets.spend(&g.budgets.login, req.Name, clientAddr(r), 1)
+	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	if !g.checkPassword(hash, req.Password) {
-		g.logins.failed(req.Name)
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeUnauthorized, "wrong user name or password"))
+	ok, err := g.login(r.Context(), req.Name, req.Password)
+	if err != nil {
+		refund() // not a guess that was judged
+		writeError(w, g.log, r, err)
 		return
 	}
+	if !ok {
+		writeError(w, g.log, r, errBadLogin)
+		return
+	}
+	refund()
 	g.writeSession(w, r, http.StatusOK, req.Name)
+}
+
+var errBadLogin = salamander.Errorf(salamander.CodeUnauthorized, "wrong user name or password")
+
+// login checks a name and password. An unknown name costs what a known
+// name with a wrong password costs, so that neither the answer nor its
+// time tells which names exist: a bcrypt comparison (against a dummy hash
+// for an unknown name, see checkPassword), then, for every "no", one round
+// trip to the log to catch up with a sign-up acknowledged at another site a
+// moment ago, and a second comparison only if that changed the account.
+func (g *Gateway) login(ctx context.Context, name, pw string) (bool, error) {
+	hash, err := g.passwordHash(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	if g.checkPassword(hash, pw) {
+		return true, nil
+	}
+	if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
+		return false, err
+	}
+	again, err := g.passwordHash(ctx, name)
+	if err != nil || again == hash {
+		return false, err
+	}
+	return g.checkPassword(again, pw), nil
+}
+
+// passwordHash is name's password hash as this site knows it, "" for a
+// name it does not know.
+func (g *Gateway) passwordHash(ctx context.Context, name string) (string, error) {
+	hash, _, err := g.cfg.View.Credentials(ctx, name)
+	if salamander.ErrorCode(err) == salamander.CodeNotFound {
+		return "", nil
+	}
+	return hash, err
 }
 
 func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, status int, name string) {

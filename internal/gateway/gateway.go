@@ -50,10 +50,9 @@ type Config struct {
 	// OriginPatterns are the browser origins allowed to open WebSockets
 	// (API clients send no Origin and are always allowed).
 	OriginPatterns []string
-	// LoginBurst logins per account name may be tried at once at this site;
-	// after that, one more per LoginEvery.
-	LoginBurst int
-	LoginEvery time.Duration
+	// Limits are the rate limits, cluster-wide budgets of which this site
+	// enforces its share (1/len(Sites)); see Limits.
+	Limits Limits
 	// Registry receives the gateway's metrics; nil creates a private one.
 	Registry *prometheus.Registry
 	// PresenceBeat is how often this process publishes the digest of its
@@ -81,8 +80,7 @@ func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 		TokenTTL:     30 * 24 * time.Hour,
 		BcryptCost:   10,
 		WriteTimeout: 8 * time.Second,
-		LoginBurst:   10,
-		LoginEvery:   6 * time.Second,
+		Limits:       DefaultLimits(),
 		PresenceBeat: DefaultPresenceBeat,
 		PresenceTTL:  DefaultPresenceTTL,
 		PresenceV1:   true,
@@ -104,7 +102,7 @@ type Gateway struct {
 	isoCtx    context.Context // cancelled when the site becomes isolated
 	isoCancel context.CancelFunc
 
-	logins    *loginLimiter
+	budgets   *budgets
 	dummyOnce sync.Once
 	dummyHash []byte // see checkPassword
 
@@ -198,7 +196,7 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
 		started: time.Now()}
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
-	g.logins = newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst)
+	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
@@ -323,7 +321,9 @@ func (g *Gateway) commit(ctx context.Context, stream, key string, rec salamander
 	defer cancel()
 	stop := context.AfterFunc(g.servingContext(), cancel)
 	defer stop()
-	rec.At = time.Now().UTC()
+	if rec.At.IsZero() {
+		rec.At = time.Now().UTC()
+	}
 	if opt.MsgID == "" {
 		// Unique to this request, so the log's own retries of it are
 		// recognized as one record (see jsstore.Append).

@@ -14,13 +14,19 @@ import (
 	"github.com/salamander-chat/salamander"
 )
 
+var errMediaType = salamander.Errorf(salamander.CodeUnsupportedMT, "request body must be application/json (set Content-Type)")
+
 // decodeJSON reads exactly one JSON object of at most MaxBodyBytes into dst,
-// rejecting unknown fields and trailing data.
+// rejecting unknown fields, trailing data and text that JSON can carry but
+// Unicode cannot (see checkStrings). A body needs Content-Type
+// application/json; a missing one is refused like a wrong one, so that a
+// browser's form post (which sends no JSON type) cannot reach the API.
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	ct := r.Header.Get("Content-Type")
+	if ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
-			return salamander.Errorf(salamander.CodeUnsupportedMT, "request body must be application/json")
+			return errMediaType
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, salamander.MaxBodyBytes))
@@ -30,6 +36,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 			return salamander.Errorf(salamander.CodeTooLarge, "request body is over %d bytes", salamander.MaxBodyBytes)
 		}
 		return salamander.Errorf(salamander.CodeInvalid, "could not read the request body")
+	}
+	if ct == "" && len(body) > 0 {
+		return errMediaType
 	}
 	// encoding/json would silently replace invalid UTF-8 with U+FFFD.
 	if !utf8.Valid(body) {
@@ -48,7 +57,58 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return salamander.Errorf(salamander.CodeInvalid, "malformed JSON: trailing data after the object")
 	}
+	return checkStrings(body)
+}
+
+// checkStrings refuses a JSON text (already decoded without error) whose
+// strings hold a lone UTF-16 surrogate escape: a "\ud800" not followed by
+// a low surrogate's escape, or a low one without its high one. Such an
+// escape names no character; encoding/json silently decodes it as U+FFFD,
+// so the stored text would differ from what the client sent. It scans the
+// raw bytes because the decoded value no longer shows the difference from
+// a real U+FFFD. Every JSON body and WebSocket frame passes through here.
+func checkStrings(data []byte) error {
+	for i := 0; i < len(data); i++ {
+		if data[i] != '\\' {
+			continue
+		}
+		// Outside strings a backslash is a syntax error the decoder has
+		// already refused, so every one here starts an escape.
+		if i+1 >= len(data) || data[i+1] != 'u' {
+			i++ // a two-byte escape such as \\ or \"
+			continue
+		}
+		r, ok := hex4(data, i+2)
+		if !ok {
+			continue // the decoder has refused it
+		}
+		i += 5
+		switch {
+		case r >= 0xdc00 && r <= 0xdfff:
+			return errLoneSurrogate
+		case r >= 0xd800 && r <= 0xdbff:
+			if i+6 < len(data) && data[i+1] == '\\' && data[i+2] == 'u' {
+				if lo, ok := hex4(data, i+3); ok && lo >= 0xdc00 && lo <= 0xdfff {
+					i += 6
+					continue
+				}
+			}
+			return errLoneSurrogate
+		}
+	}
 	return nil
+}
+
+var errLoneSurrogate = salamander.Errorf(salamander.CodeInvalid,
+	"text holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair); it is not a character")
+
+// hex4 parses the four hex digits at data[i:], if there are four.
+func hex4(data []byte, i int) (rune, bool) {
+	if i+4 > len(data) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(data[i:i+4]), 16, 16)
+	return rune(n), err == nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -68,6 +128,7 @@ func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err er
 	if code == salamander.CodeUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	setRetryAfter(w, err)
 	writeJSON(w, code.HTTPStatus(), &salamander.Error{Code: code, Message: salamander.ErrorMessage(err)})
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
@@ -16,7 +18,7 @@ func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	res, err := g.send(r.Context(), c.User, r.PathValue("id"), req)
+	res, err := g.send(r.Context(), c.User, clientAddr(r), r.PathValue("id"), req)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -28,12 +30,13 @@ func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
 	writeJSON(w, status, res)
 }
 
-// send validates and commits one message from user to room and returns it
-// once a quorum holds it and this site has applied it. Every transport
-// (HTTP, WebSocket) sends through here. A retry of a client id already
-// used in the room returns the original message with Duplicate set. Codes:
-// invalid_request, too_large, not_found, forbidden, unavailable.
-func (g *Gateway) send(ctx context.Context, user, id string, req salamander.SendRequest) (salamander.SendResult, error) {
+// send validates and commits one message from user (at client address
+// addr) to room and returns it once a quorum holds it and this site has
+// applied it. Every transport (HTTP, WebSocket) sends through here. A
+// retry of a client id already used in the room returns the original
+// message with Duplicate set. Codes: invalid_request, too_large,
+// not_found, forbidden, too_many_requests, unavailable.
+func (g *Gateway) send(ctx context.Context, user string, addr netip.Addr, id string, req salamander.SendRequest) (salamander.SendResult, error) {
 	if err := salamander.ValidateClientID(req.ClientID); err != nil {
 		return salamander.SendResult{}, err
 	}
@@ -41,7 +44,7 @@ func (g *Gateway) send(ctx context.Context, user, id string, req salamander.Send
 		return salamander.SendResult{}, err
 	}
 	if !salamander.ValidRoomID(id) {
-		return salamander.SendResult{}, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
+		return salamander.SendResult{}, errNoRoom(id)
 	}
 	// A retry of a message this site has already applied is answered from
 	// the read model, however long ago the original was sent, and even if
@@ -54,9 +57,15 @@ func (g *Gateway) send(ctx context.Context, user, id string, req salamander.Send
 	if err := g.requireMember(ctx, id, user); err != nil {
 		return salamander.SendResult{}, err
 	}
-	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: user, ClientID: req.ClientID, Text: req.Text}
+	if _, err := g.budgets.spend(&g.budgets.send, user, addr, 1); err != nil {
+		return salamander.SendResult{}, err
+	}
+	// The record's time, to the nanosecond, marks it as this request's
+	// own: see sendOutcome.
+	rec := salamander.Record{Type: salamander.RecMessageSent, Room: id, User: user, ClientID: req.ClientID, Text: req.Text,
+		At: time.Now().UTC()}
 	opt := jsstore.AppendOptions{MsgID: "msg:" + id + ":" + user + ":" + req.ClientID, Batch: true}
-	pos, dup, err := g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, opt)
+	pos, _, err := g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, opt)
 	if err != nil {
 		return salamander.SendResult{}, err
 	}
@@ -64,20 +73,39 @@ func (g *Gateway) send(ctx context.Context, user, id string, req salamander.Send
 	if err != nil {
 		return salamander.SendResult{}, err
 	}
-	if ok && msg.Sender == user && msg.ClientID == req.ClientID && !dup {
+	if !ok || msg.Sender != user || msg.ClientID != req.ClientID {
+		// Not applied as a new message at pos: an earlier send with this
+		// id won (a retry racing its original), or the sender left the
+		// room meanwhile.
+		if msg, ok, err = g.cfg.View.MessageByClientID(ctx, id, user, req.ClientID); err != nil {
+			return salamander.SendResult{}, err
+		}
+	}
+	res, ok := sendOutcome(rec, msg, ok)
+	if !ok {
+		return salamander.SendResult{}, notMember(id)
+	}
+	if !res.Duplicate {
 		g.metrics.messages.Inc()
-		return salamander.SendResult{Message: msg}, nil
 	}
-	// Not applied as a new message: either an earlier send with this id won
-	// (a retry racing its original), or the sender left the room meanwhile.
-	msg, ok, err = g.cfg.View.MessageByClientID(ctx, id, user, req.ClientID)
-	if err != nil {
-		return salamander.SendResult{}, err
+	return res, nil
+}
+
+// sendOutcome judges what the log holds for a send of rec once its append
+// returned: msg is the room's message with rec's sender and client id
+// (found says whether there is one). It is a duplicate only if it is not
+// rec itself, i.e. another request's message. The log's own answer
+// ("duplicate message id") cannot tell: when a leader election makes the
+// store retry an append whose first attempt did land unseen, the retry is
+// refused as a duplicate of that attempt, which is this very request.
+// The message is rec when it has rec's time: every request stamps its own
+// record, and the time is stored to the nanosecond.
+func sendOutcome(rec salamander.Record, msg salamander.Message, found bool) (salamander.SendResult, bool) {
+	if !found || msg.Sender != rec.User || msg.ClientID != rec.ClientID {
+		return salamander.SendResult{}, false
 	}
-	if ok {
-		return salamander.SendResult{Message: msg, Duplicate: true}, nil
-	}
-	return salamander.SendResult{}, salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id)
+	ours := msg.SentAt.Equal(rec.At) && msg.Text == rec.Text
+	return salamander.SendResult{Message: msg, Duplicate: !ours}, true
 }
 
 func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims) {

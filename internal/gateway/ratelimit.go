@@ -1,55 +1,269 @@
 package gateway
 
 import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/salamander-chat/salamander"
 )
 
-// loginLimiter slows password guessing: each account name gets a small
-// budget of failed logins per site. It is per site and in memory, so an
-// attacker spreading guesses over three sites gets three budgets; that is
-// still a few guesses a minute, and no site depends on another to enforce it.
-type loginLimiter struct {
-	mu    sync.Mutex
-	every time.Duration
-	burst int
-	byKey map[string]*rate.Limiter
+// Rate limits. Every limit is a token bucket per account or per client
+// address, and every budget in Limits is cluster-wide: each site enforces
+// its share, the budget divided by the number of sites (Config.Sites), with
+// a burst of Burst/N and one unit per Every·N. A client that spreads its
+// requests over every site gets at most the cluster budget, and no site
+// asks another before answering, so a site cut off from the rest still
+// limits alone. A normal client talks to one site and so has a third of
+// each budget (for three sites): the defaults are set with that in mind.
+
+// Rate is a token bucket: Burst units at once, then one more every Every.
+// A zero Burst or Every turns the limit off.
+type Rate struct {
+	Burst int
+	Every time.Duration
 }
 
-func newLoginLimiter(every time.Duration, burst int) *loginLimiter {
-	return &loginLimiter{every: every, burst: burst, byKey: map[string]*rate.Limiter{}}
-}
+func (r Rate) off() bool { return r.Burst <= 0 || r.Every <= 0 }
 
-// allow reports whether a login for key may be checked now: its budget of
-// failures is not spent.
-func (l *loginLimiter) allow(key string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	lim, ok := l.byKey[key]
-	return !ok || lim.Tokens() >= 1
-}
-
-// failed spends one unit of key's budget.
-func (l *loginLimiter) failed(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	lim, ok := l.byKey[key]
-	if !ok {
-		if len(l.byKey) >= 100000 {
-			l.forgetFull()
-		}
-		lim = rate.NewLimiter(rate.Every(l.every), l.burst)
-		l.byKey[key] = lim
+// share is one of n sites' part of the cluster-wide budget r.
+func (r Rate) share(n int) Rate {
+	if n <= 1 || r.off() {
+		return r
 	}
-	lim.Allow()
+	return Rate{Burst: max(1, r.Burst/n), Every: r.Every * time.Duration(n)}
 }
 
-// forgetFull drops limiters whose budget has refilled: they carry no state.
-func (l *loginLimiter) forgetFull() {
-	for k, lim := range l.byKey {
-		if lim.Tokens() >= float64(l.burst) {
+// Limits are the gateway's rate limits, cluster-wide (see above). Per
+// address means per IPv4 address or per IPv6 /64 (one host's usual share).
+type Limits struct {
+	// LoginFailuresPerUser slows password guessing against one account:
+	// failed logins per account name, known or not. A successful login
+	// costs nothing. Exempt addresses are held to it too.
+	LoginFailuresPerUser Rate
+	// LoginFailuresPerAddr slows guessing across many names from one address.
+	LoginFailuresPerAddr Rate
+	// SignUpsPerAddr: new accounts per address.
+	SignUpsPerAddr Rate
+	// SendsPer{User,Addr}: messages sent (a resend of a message already
+	// stored costs nothing).
+	SendsPerUser Rate
+	SendsPerAddr Rate
+	// InvitesPer{User,Addr}: members added to group rooms, by invitation
+	// or at creation. One request costs at most a whole burst, so a room
+	// of up to MaxGroupMembers can always be made when the budget is full.
+	InvitesPerUser Rate
+	InvitesPerAddr Rate
+	// ConnectsPer{User,Addr}: WebSocket connections opened.
+	ConnectsPerUser Rate
+	ConnectsPerAddr Rate
+	// Exempt lists client addresses that no limit applies to except
+	// LoginFailuresPerUser. The default, loopback, is never a client's own
+	// address: it is a proxy on the same host (whose clients would all
+	// share its one address) or a local tool such as salamander bench.
+	Exempt []netip.Prefix
+}
+
+// DefaultLimits returns the default cluster-wide budgets: what a person
+// on a few devices, or a household or office behind one address, never
+// reaches, and a script reaches within seconds.
+func DefaultLimits() Limits {
+	return Limits{
+		LoginFailuresPerUser: Rate{Burst: 10, Every: 6 * time.Second},
+		LoginFailuresPerAddr: Rate{Burst: 100, Every: 2 * time.Second},
+		SignUpsPerAddr:       Rate{Burst: 20, Every: 3 * time.Minute},
+		SendsPerUser:         Rate{Burst: 60, Every: 100 * time.Millisecond},
+		SendsPerAddr:         Rate{Burst: 600, Every: 10 * time.Millisecond},
+		InvitesPerUser:       Rate{Burst: 300, Every: 10 * time.Second},
+		InvitesPerAddr:       Rate{Burst: 1000, Every: 2 * time.Second},
+		ConnectsPerUser:      Rate{Burst: 30, Every: 10 * time.Second},
+		ConnectsPerAddr:      Rate{Burst: 300, Every: 200 * time.Millisecond},
+		Exempt:               []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+	}
+}
+
+// budget is one kind of request's limits at this site.
+type budget struct {
+	what       string // for the message: "sends", "sign-ups"
+	user, addr *limiter
+	// userAlways holds exempt addresses to the per-account limit too.
+	userAlways bool
+}
+
+// budgets are this site's shares of every limit.
+type budgets struct {
+	login, signUp, send, invite, connect budget
+	exempt                               []netip.Prefix
+}
+
+func newBudgets(l Limits, sites int) *budgets {
+	n := max(sites, 1)
+	mk := func(r Rate) *limiter { return newLimiter(r.share(n)) }
+	return &budgets{
+		login:   budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: mk(l.LoginFailuresPerAddr), userAlways: true},
+		signUp:  budget{what: "sign-ups", addr: mk(l.SignUpsPerAddr)},
+		send:    budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
+		invite:  budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
+		connect: budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
+		exempt:  l.Exempt,
+	}
+}
+
+// spend takes n units of b for user (if not "") and the client address,
+// both or neither. The returned refund gives them back (a login that
+// succeeded). A refused request costs nothing and gets a *rateLimitError.
+func (bs *budgets) spend(b *budget, user string, addr netip.Addr, n int) (refund func(), err error) {
+	exempt := bs.exempted(addr)
+	var refunds []func()
+	refundAll := func() {
+		for _, f := range refunds {
+			f()
+		}
+	}
+	if user != "" && (b.userAlways || !exempt) {
+		r, wait := b.user.take(user, n)
+		if wait > 0 {
+			return nil, newRateLimitError(fmt.Sprintf("too many %s for this account", b.what), wait)
+		}
+		refunds = append(refunds, r)
+	}
+	if !exempt {
+		r, wait := b.addr.take(addrKey(addr), n)
+		if wait > 0 {
+			refundAll()
+			return nil, newRateLimitError(fmt.Sprintf("too many %s from this address", b.what), wait)
+		}
+		refunds = append(refunds, r)
+	}
+	return refundAll, nil
+}
+
+func (bs *budgets) exempted(addr netip.Addr) bool {
+	for _, p := range bs.exempt {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAddr is the address of the peer that sent r.
+func clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// addrKey is the key of addr's per-address budget: the address for IPv4,
+// its /64 for IPv6, where one host usually holds a whole /64.
+func addrKey(addr netip.Addr) string {
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p.String()
+	}
+	return addr.String()
+}
+
+// rateLimitError is a too_many_requests error and how long to wait; the
+// HTTP answer carries the wait in Retry-After (see writeError).
+type rateLimitError struct {
+	err  *salamander.Error
+	wait time.Duration
+}
+
+func newRateLimitError(msg string, wait time.Duration) *rateLimitError {
+	secs := retryAfterSeconds(wait)
+	return &rateLimitError{err: salamander.Errorf(salamander.CodeTooManyRequests, "%s; try again in %d s", msg, secs), wait: wait}
+}
+
+func (e *rateLimitError) Error() string { return e.err.Error() }
+func (e *rateLimitError) Unwrap() error { return e.err }
+
+// retryAfterSeconds rounds a wait up to whole seconds, at least one.
+func retryAfterSeconds(wait time.Duration) int {
+	return max(1, int((wait+time.Second-1)/time.Second))
+}
+
+// setRetryAfter sets the Retry-After header of a rate-limited answer.
+func setRetryAfter(w http.ResponseWriter, err error) {
+	var rl *rateLimitError
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(rl.wait)))
+	}
+}
+
+// maxLimiterKeys bounds how many keys a limiter tracks before it forgets
+// those whose budget is full again (they carry no state).
+const maxLimiterKeys = 100000
+
+// limiter is one token bucket per key, in memory.
+type limiter struct {
+	rate  Rate
+	mu    sync.Mutex
+	byKey map[string]*bucket
+}
+
+// bucket is one key's budget: tokens as of last.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(r Rate) *limiter {
+	return &limiter{rate: r, byKey: map[string]*bucket{}}
+}
+
+// take spends n units of key's budget now, or nothing if it is short; the
+// check and the spending are one step, so concurrent requests cannot all
+// pass a check that none has paid for yet. It returns a refund, or how long
+// until n units are there (wait > 0 means refused). n is capped at the
+// burst, so that no request is refused forever.
+func (l *limiter) take(key string, n int) (refund func(), wait time.Duration) {
+	if l == nil || l.rate.off() {
+		return func() {}, 0
+	}
+	now := time.Now()
+	need := float64(min(max(n, 1), l.rate.Burst))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.byKey[key]
+	if !ok {
+		if len(l.byKey) >= maxLimiterKeys {
+			l.forgetFull(now)
+		}
+		b = &bucket{tokens: float64(l.rate.Burst), last: now}
+		l.byKey[key] = b
+	}
+	l.refill(b, now)
+	if b.tokens < need {
+		return nil, max(time.Duration((need-b.tokens)*float64(l.rate.Every)), 1)
+	}
+	b.tokens -= need
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		b.tokens = min(b.tokens+need, float64(l.rate.Burst))
+	}, 0
+}
+
+// refill adds the units earned since b.last.
+func (l *limiter) refill(b *bucket, now time.Time) {
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.tokens+float64(d)/float64(l.rate.Every), float64(l.rate.Burst))
+		b.last = now
+	}
+}
+
+// forgetFull drops buckets that have refilled: they carry no state.
+func (l *limiter) forgetFull(now time.Time) {
+	for k, b := range l.byKey {
+		if l.refill(b, now); b.tokens >= float64(l.rate.Burst) {
 			delete(l.byKey, k)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/salamander-chat/salamander"
@@ -41,19 +42,45 @@ func (g *Gateway) handleRoom(w http.ResponseWriter, r *http.Request, c claims) {
 	writeJSON(w, http.StatusOK, room)
 }
 
-// memberRoom loads a room the caller must be a member of.
+// memberRoom loads a room the caller must be a member of. Codes: not_found,
+// forbidden (see notMember), unavailable.
 func (g *Gateway) memberRoom(ctx context.Context, id, user string) (salamander.Room, error) {
 	if !salamander.ValidRoomID(id) {
-		return salamander.Room{}, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
+		return salamander.Room{}, errNoRoom(id)
 	}
 	room, err := g.cfg.View.Room(ctx, id, user)
 	if code := salamander.ErrorCode(err); code != salamander.CodeNotFound && code != salamander.CodeForbidden {
 		return room, err
 	}
 	if err := g.confirmNegative(ctx, g.cfg.Store.RoomStream(id)); err != nil {
-		return room, err
+		return salamander.Room{}, err
 	}
-	return g.cfg.View.Room(ctx, id, user)
+	room, err = g.cfg.View.Room(ctx, id, user)
+	switch salamander.ErrorCode(err) {
+	case salamander.CodeNotFound:
+		return salamander.Room{}, errNoRoom(id)
+	case salamander.CodeForbidden:
+		return salamander.Room{}, notMember(id)
+	}
+	return room, err
+}
+
+// errNoRoom is the answer for a room that does not exist.
+func errNoRoom(id string) error {
+	return salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
+}
+
+// notMember is the answer to a user who is not a member of room id. For a
+// 1:1 room it is the very answer for a room that does not exist (after the
+// same work): its id is derived from the two names, so anyone could
+// otherwise learn whether two users share a room. A group room's id is
+// random (or derived from its creator's client id), known only to those
+// told, and a member who left is told "forbidden".
+func notMember(id string) error {
+	if strings.HasPrefix(id, "d_") {
+		return errNoRoom(id)
+	}
+	return salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id)
 }
 
 // requireMember checks that user is a member of room id without building
@@ -163,6 +190,12 @@ func (g *Gateway) handleGroupRoom(w http.ResponseWriter, r *http.Request, c clai
 		sum := sha256.Sum256([]byte(c.User + "\n" + req.ClientID))
 		id = "g_" + hex.EncodeToString(sum[:16])
 	}
+	if others := len(members) - 1; others > 0 {
+		if _, err := g.budgets.spend(&g.budgets.invite, c.User, clientAddr(r), others); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+	}
 	g.createRoom(w, r, c, salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup,
 		Name: req.Name, Members: members, By: c.User})
 }
@@ -225,6 +258,10 @@ func (g *Gateway) handleInvite(w http.ResponseWriter, r *http.Request, c claims)
 	}
 	if len(room.Members)+len(users) > salamander.MaxGroupMembers {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "a group room holds at most %d members", salamander.MaxGroupMembers))
+		return
+	}
+	if _, err := g.budgets.spend(&g.budgets.invite, c.User, clientAddr(r), len(users)); err != nil {
+		writeError(w, g.log, r, err)
 		return
 	}
 	rec := salamander.Record{Type: salamander.RecRoomJoined, Room: id, Members: users, By: c.User}

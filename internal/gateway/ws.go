@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -65,6 +66,8 @@ type wsConn struct {
 	// cork gathers the frames the writer has queued into one write(2).
 	cork *corkWriter
 	user string
+	// addr is the client's address, for its rate limits.
+	addr netip.Addr
 	// session is the socket's verified token: each frame, and the hub
 	// every few seconds, check that it is still valid (checkSession).
 	session claims
@@ -127,13 +130,18 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
+	addr := clientAddr(r)
+	if _, err := g.budgets.spend(&g.budgets.connect, cl.User, addr, 1); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
 	hj := &slimHijacker{ResponseWriter: w}
 	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns})
 	if err != nil {
 		return // Accept has answered the request
 	}
 	conn.SetReadLimit(wsHardFrameBytes)
-	c := &wsConn{g: g, conn: conn, raw: hj.raw, cork: hj.cork, user: cl.User, session: cl, cur: cur}
+	c := &wsConn{g: g, conn: conn, raw: hj.raw, cork: hj.cork, user: cl.User, addr: addr, session: cl, cur: cur}
 	first, ok := g.hub.add(c)
 	if !ok {
 		conn.Close(websocket.StatusGoingAway, "site shutting down")
@@ -317,7 +325,8 @@ func decodeFrame(data []byte, over bool, f *salamander.ClientFrame) error {
 		*f = salamander.ClientFrame{}
 		return salamander.Errorf(salamander.CodeInvalid, "malformed frame: trailing data after the object")
 	}
-	return nil
+	// The frame decoded, so its ids are usable for the nack.
+	return checkStrings(data)
 }
 
 // checkFrame checks what can be checked before a frame is queued: its type
@@ -468,7 +477,7 @@ func (c *wsConn) carryOut(ctx context.Context, f salamander.ClientFrame, failed 
 	if err == nil {
 		switch f.Type {
 		case salamander.FrameSend:
-			res, err = g.send(ctx, c.user, f.RoomID, salamander.SendRequest{ClientID: f.ClientID, Text: f.Text})
+			res, err = g.send(ctx, c.user, c.addr, f.RoomID, salamander.SendRequest{ClientID: f.ClientID, Text: f.Text})
 		case salamander.FrameTyping:
 			err = g.setTyping(ctx, c.user, f.RoomID, f.Typing)
 		case salamander.FrameRead:
@@ -481,7 +490,9 @@ func (c *wsConn) carryOut(ctx context.Context, f salamander.ClientFrame, failed 
 			g.log.Error("websocket frame failed", "user", c.user, "type", f.Type, "room", f.RoomID, "err", err)
 		}
 		ev := nack(f.RoomID, f.ClientID, err)
-		if code == salamander.CodeUnavailable || code == salamander.CodeInternal {
+		// A refused send fails the room's queued sends too, so that none
+		// is committed ahead of it (rate-limited ones included).
+		if code == salamander.CodeUnavailable || code == salamander.CodeInternal || code == salamander.CodeTooManyRequests {
 			return &ev, err
 		}
 		return &ev, nil

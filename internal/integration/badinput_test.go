@@ -16,20 +16,35 @@ type rawResp struct {
 	status int
 	code   salamander.Code
 	body   []byte
+	header http.Header
 }
 
-// raw sends a request straight to site i with an optional bearer token.
+// noContentType makes raw send a body without a Content-Type header.
+const noContentType = "none"
+
+// raw sends a request straight to site i with an optional bearer token. A
+// body is sent as application/json unless contentType says otherwise.
 func raw(t *testing.T, i int, method, path, token, contentType string, body []byte) rawResp {
 	t.Helper()
-	req, err := http.NewRequest(method, cluster.URL(i)+path, bytes.NewReader(body))
+	return rawTo(t, cluster.URL(i), method, path, token, contentType, body)
+}
+
+// rawTo is raw for any base URL.
+func rawTo(t *testing.T, base, method, path, token, contentType string, body []byte) rawResp {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	if contentType != "" {
+	switch {
+	case contentType == noContentType:
+	case contentType != "":
 		req.Header.Set("Content-Type", contentType)
+	case len(body) > 0:
+		req.Header.Set("Content-Type", "application/json")
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -39,7 +54,7 @@ func raw(t *testing.T, i int, method, path, token, contentType string, body []by
 	b, _ := io.ReadAll(res.Body)
 	var e salamander.Error
 	_ = json.Unmarshal(b, &e)
-	return rawResp{status: res.StatusCode, code: e.Code, body: b}
+	return rawResp{status: res.StatusCode, code: e.Code, body: b, header: res.Header}
 }
 
 // Every kind of bad input gets its 4xx with a stable code and changes
@@ -88,8 +103,16 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"no token", "POST", msgs, "", "", `{"client_id":"1","text":"a"}`, 401, salamander.CodeUnauthorized},
 		{"bad token", "POST", msgs, "not-a-token", "", `{"client_id":"1","text":"a"}`, 401, salamander.CodeUnauthorized},
 		{"forged token", "POST", msgs, expired, "", `{"client_id":"1","text":"a"}`, 401, salamander.CodeUnauthorized},
-		{"not a member", "POST", msgs, sess.Token, "", `{"client_id":"1","text":"a"}`, 403, salamander.CodeForbidden},
-		{"not a member reads", "GET", msgs, sess.Token, "", ``, 403, salamander.CodeForbidden},
+		{"not a member", "POST", msgs, sess.Token, "", `{"client_id":"1","text":"a"}`, 404, salamander.CodeNotFound},
+		{"not a member reads", "GET", msgs, sess.Token, "", ``, 404, salamander.CodeNotFound},
+		{"no content type", "POST", msgs, tok, noContentType, `{"client_id":"1","text":"a"}`, 415, salamander.CodeUnsupportedMT},
+		{"lone surrogate", "POST", msgs, tok, "", `{"client_id":"1","text":"a\ud800b"}`, 400, salamander.CodeInvalid},
+		{"lone low surrogate", "POST", msgs, tok, "", `{"client_id":"1","text":"\udfff"}`, 400, salamander.CodeInvalid},
+		{"surrogate display name", "PATCH", "/v1/me", tok, "", `{"display_name":"x\ud800"}`, 400, salamander.CodeInvalid},
+		{"surrogate status", "PATCH", "/v1/me", tok, "", `{"status":"\udbff"}`, 400, salamander.CodeInvalid},
+		{"surrogate room name", "POST", "/v1/rooms/group", tok, "", `{"name":"\ud800","members":[]}`, 400, salamander.CodeInvalid},
+		{"name ends with dot", "POST", "/v1/signup", "", "", `{"name":"` + aName + `.","password":"longenough"}`, 400, salamander.CodeInvalid},
+		{"name with two dots", "POST", "/v1/signup", "", "", `{"name":"a..` + aName + `","password":"longenough"}`, 400, salamander.CodeInvalid},
 		{"unknown room", "POST", "/v1/rooms/g_00000000000000000000000000000000/messages", tok, "", `{"client_id":"1","text":"a"}`, 404, salamander.CodeNotFound},
 		{"malformed room id", "GET", "/v1/rooms/..%2f..%2fetc/messages", tok, "", ``, 404, salamander.CodeNotFound},
 		{"unknown user dm", "POST", "/v1/rooms/direct", tok, "", `{"with":"nobody-here-123"}`, 404, salamander.CodeNotFound},
@@ -130,7 +153,7 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		t.Fatalf("history changed: %+v", page.Messages)
 	}
 	me, err := a.Me(ctx)
-	if err != nil || me.DisplayName != "User "+aName {
+	if err != nil || me.DisplayName != "User "+aName || me.Status != "" {
 		t.Fatalf("profile changed: %+v %v", me, err)
 	}
 	rooms, err := a.Rooms(ctx)

@@ -1,0 +1,166 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// Concurrent requests cannot all pass a budget none has paid for yet:
+// exactly a burst's worth get through, however many arrive at once.
+func TestLimiterReservesAtomically(t *testing.T) {
+	l := newLimiter(Rate{Burst: 10, Every: time.Hour})
+	var passed atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, wait := l.take("mina", 1); wait == 0 {
+				passed.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if passed.Load() != 10 {
+		t.Fatalf("%d of 200 concurrent attempts passed a burst of 10", passed.Load())
+	}
+	if _, wait := l.take("joon", 1); wait != 0 {
+		t.Fatal("another key was limited too")
+	}
+}
+
+// A refund gives the unit back; a refused request costs nothing; a
+// request for more than a burst costs a burst.
+func TestLimiterRefundAndCap(t *testing.T) {
+	l := newLimiter(Rate{Burst: 2, Every: time.Hour})
+	refund, _ := l.take("k", 1)
+	refund()
+	for i := range 2 {
+		if _, wait := l.take("k", 1); wait != 0 {
+			t.Fatalf("take %d after a refund refused", i)
+		}
+	}
+	_, wait := l.take("k", 1)
+	if wait <= 0 || wait > time.Hour {
+		t.Fatalf("empty budget: wait %v, want (0, 1h]", wait)
+	}
+	l2 := newLimiter(Rate{Burst: 5, Every: time.Hour})
+	if _, wait := l2.take("k", 255); wait != 0 {
+		t.Fatal("a request over the burst was refused with a full budget")
+	}
+	if _, wait := l2.take("k", 1); wait == 0 {
+		t.Fatal("the capped request cost less than the burst")
+	}
+	if _, wait := newLimiter(Rate{}).take("k", 1000); wait != 0 {
+		t.Fatal("a zero rate limits")
+	}
+}
+
+// Each site enforces its share of a cluster-wide budget, so one client
+// spreading over every site gets no more than the budget.
+func TestBudgetsAreSharedBySites(t *testing.T) {
+	r := Rate{Burst: 60, Every: 100 * time.Millisecond}
+	if got := r.share(3); got != (Rate{Burst: 20, Every: 300 * time.Millisecond}) {
+		t.Fatalf("share of 3: %+v", got)
+	}
+	if got := (Rate{Burst: 2, Every: time.Second}).share(3); got.Burst != 1 {
+		t.Fatalf("a small burst shared: %+v", got)
+	}
+	if got := r.share(0); got != r {
+		t.Fatalf("no sites listed: %+v", got)
+	}
+	l := Limits{SendsPerUser: Rate{Burst: 9, Every: time.Hour}}
+	sites := []*budgets{newBudgets(l, 3), newBudgets(l, 3), newBudgets(l, 3)}
+	addr := netip.MustParseAddr("192.0.2.7")
+	passed := 0
+	for i := range 30 {
+		if _, err := sites[i%3].spend(&sites[i%3].send, "mina", addr, 1); err == nil {
+			passed++
+		}
+	}
+	if passed != 9 {
+		t.Fatalf("%d sends passed three sites, want the cluster budget of 9", passed)
+	}
+}
+
+// Per-address budgets key IPv6 clients by /64; exempt addresses skip every
+// budget but failed logins per account; a refused request spends nothing
+// from the other budget.
+func TestBudgetsByAddress(t *testing.T) {
+	l := Limits{
+		SendsPerUser:         Rate{Burst: 100, Every: time.Hour},
+		SendsPerAddr:         Rate{Burst: 2, Every: time.Hour},
+		LoginFailuresPerUser: Rate{Burst: 1, Every: time.Hour},
+		LoginFailuresPerAddr: Rate{Burst: 1, Every: time.Hour},
+		Exempt:               []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+	}
+	bs := newBudgets(l, 1)
+	a1, a2 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	for i, a := range []netip.Addr{a1, a2} {
+		if _, err := bs.spend(&bs.send, "u"+strconv.Itoa(i), a, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bs.spend(&bs.send, "u3", netip.MustParseAddr("2001:db8::3"), 1); salamander.ErrorCode(err) != salamander.CodeTooManyRequests {
+		t.Fatalf("third send from one /64: %v", err)
+	}
+	if _, err := bs.spend(&bs.send, "u3", netip.MustParseAddr("2001:db8:0:1::3"), 1); err != nil {
+		t.Fatalf("another /64 limited: %v", err)
+	}
+	// u3's refused send above cost u3 nothing: 100 minus the one that passed.
+	for i := range 99 {
+		if _, err := bs.spend(&bs.send, "u3", netip.MustParseAddr("10.1.2."+strconv.Itoa(i%250)), 1); err != nil {
+			t.Fatalf("exempt send %d: %v", i, err)
+		}
+	}
+	exempt := netip.MustParseAddr("10.0.0.1")
+	for i := range 50 {
+		if _, err := bs.spend(&bs.send, "u4", exempt, 1); err != nil {
+			t.Fatalf("exempt address limited at %d: %v", i, err)
+		}
+	}
+	if _, err := bs.spend(&bs.login, "mina", exempt, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.spend(&bs.login, "mina", exempt, 1); salamander.ErrorCode(err) != salamander.CodeTooManyRequests {
+		t.Fatalf("failed logins from an exempt address not limited per account: %v", err)
+	}
+}
+
+// A rate-limited answer is 429 with the API's JSON error and Retry-After
+// in whole seconds, rounded up.
+func TestRateLimitAnswer(t *testing.T) {
+	bs := newBudgets(Limits{SignUpsPerAddr: Rate{Burst: 1, Every: 90 * time.Second}}, 1)
+	addr := netip.MustParseAddr("198.51.100.1")
+	if _, err := bs.spend(&bs.signUp, "", addr, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := bs.spend(&bs.signUp, "", addr, 1)
+	w := httptest.NewRecorder()
+	writeError(w, nil, httptest.NewRequest("POST", "/v1/signup", nil), err)
+	if w.Code != 429 {
+		t.Fatalf("status %d", w.Code)
+	}
+	ra, perr := strconv.Atoi(w.Header().Get("Retry-After"))
+	if perr != nil || ra < 89 || ra > 90 {
+		t.Fatalf("Retry-After %q, want 89-90", w.Header().Get("Retry-After"))
+	}
+	var e salamander.Error
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != salamander.CodeTooManyRequests || e.Message == "" {
+		t.Fatalf("body %s: %v", w.Body, err)
+	}
+	if retryAfterSeconds(1500*time.Millisecond) != 2 || retryAfterSeconds(time.Millisecond) != 1 {
+		t.Fatal("Retry-After must round up to at least 1 s")
+	}
+}
