@@ -24,3 +24,15 @@ func TestDataDirIsLockedWhileInUse(t *testing.T) {
 	}
 	again.Close()
 }
+
+func TestCredentialsAreRedactedFromLoggedURLs(t *testing.T) {
+	got := redactURLs([]string{"nats://gw:s3cret@h1:4222", "tls://h2:4222", "nats://x:y@%zz"})
+	for _, u := range got {
+		if strings.Contains(u, "s3cret") || strings.Contains(u, ":y@") {
+			t.Fatalf("credentials logged: %v", got)
+		}
+	}
+	if got[1] != "tls://h2:4222" {
+		t.Fatalf("a URL without credentials changed: %v", got)
+	}
+}

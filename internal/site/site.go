@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,8 +207,27 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		s.boot(bg)
 	}()
 	ok = true
-	log.Info("site listening", "http", s.URL(), "nats", urls)
+	log.Info("site listening", "http", s.URL(), "nats", redactURLs(urls), "nats_user", cfg.Secrets.NATSUser)
 	return s, nil
+}
+
+// redactURLs drops any user:password from URLs before they are logged
+// (credentials belong in the site file, but a URL may still carry some).
+func redactURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.User == nil {
+			if err != nil && strings.Contains(raw, "@") {
+				raw = "(unparsable URL with credentials)"
+			}
+			out[i] = raw
+			continue
+		}
+		u.User = url.User("REDACTED")
+		out[i] = u.String()
+	}
+	return out
 }
 
 // embeddedNATS is the embedded server's configuration: cfg.NATS with the
