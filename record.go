@@ -10,7 +10,7 @@ type RecordType string
 // Records about accounts live in the accounts stream; records about a room
 // live in the room's partition stream, in the room's one total order.
 const (
-	RecSigningKey     RecordType = "key.created"     // Key: the session-signing key (first writer wins)
+	RecSigningKey     RecordType = "key.created"     // KeyID, Key: a session-signing key (the first, or with Rotate the next)
 	RecUserCreated    RecordType = "user.created"    // User, DisplayName, PasswordHash
 	RecProfileChanged RecordType = "user.profile"    // User, DisplayName?, Status?
 	RecSessionRevoked RecordType = "session.revoked" // User, Session: one token is logged out
@@ -41,20 +41,27 @@ type Record struct {
 	// than their own clocks, so replays produce identical state.
 	At time.Time `json:"at"`
 
-	User         string   `json:"u,omitempty"`
-	DisplayName  *string  `json:"dn,omitempty"`
-	Status       *string  `json:"st,omitempty"`
-	PasswordHash string   `json:"ph,omitempty"`
-	Session      string   `json:"sid,omitempty"`
-	Friend       string   `json:"f,omitempty"`
-	Key          []byte   `json:"k,omitempty"`
-	Room         string   `json:"r,omitempty"`
-	Kind         RoomKind `json:"kind,omitempty"`
-	Name         string   `json:"n,omitempty"`
-	Members      []string `json:"m,omitempty"`
-	By           string   `json:"by,omitempty"`
-	ClientID     string   `json:"cid,omitempty"`
-	Text         string   `json:"x,omitempty"`
-	Seq          uint64   `json:"seq,omitempty"`
-	Batch        []Record `json:"b,omitempty"`
+	User         string  `json:"u,omitempty"`
+	DisplayName  *string `json:"dn,omitempty"`
+	Status       *string `json:"st,omitempty"`
+	PasswordHash string  `json:"ph,omitempty"`
+	Session      string  `json:"sid,omitempty"`
+	Friend       string  `json:"f,omitempty"`
+	// Key is a session-signing key, sealed with the deployment's log key
+	// (secrets.SealKey) so that reading the log does not give it away; a
+	// key without KeyID is a plain one from before keys were sealed.
+	Key   []byte `json:"k,omitempty"`
+	KeyID string `json:"kid,omitempty"`
+	// Rotate makes a signing key the current one after an existing one
+	// (without it, only the first key of the log counts).
+	Rotate   bool     `json:"rotate,omitempty"`
+	Room     string   `json:"r,omitempty"`
+	Kind     RoomKind `json:"kind,omitempty"`
+	Name     string   `json:"n,omitempty"`
+	Members  []string `json:"m,omitempty"`
+	By       string   `json:"by,omitempty"`
+	ClientID string   `json:"cid,omitempty"`
+	Text     string   `json:"x,omitempty"`
+	Seq      uint64   `json:"seq,omitempty"`
+	Batch    []Record `json:"b,omitempty"`
 }

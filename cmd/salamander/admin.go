@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
@@ -22,6 +23,8 @@ NATS server, so they work while any site is down:
   revoke-user NAME   revoke every session of NAME at every site (they must log in again)
   leaders            list every stream's leader, replicas and last sequence
   step-down STREAM   move a stream's leadership to another site (e.g. before maintenance)
+  rotate-key         make a new session-signing key current at every site; sessions signed
+                     with the previous key stay valid until they expire
 `
 
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -78,6 +81,24 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "revoked every session of %s issued before %s (log position %s:%d)\n",
 			name, rec.At.Format(time.RFC3339), pos.Stream, pos.Seq)
+		return nil
+	case "rotate-key":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("admin: usage: rotate-key")
+		}
+		id := gateway.NewKeyID()
+		sealed, err := admin.SealKey(id, gateway.NewSigningKey())
+		if err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		rec := salamander.Record{Type: salamander.RecSigningKey, KeyID: id, Key: sealed, Rotate: true, At: time.Now().UTC()}
+		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "key."+id, rec,
+			jsstore.AppendOptions{ExpectNew: true, MsgID: "key-rotate:" + id})
+		if err != nil {
+			return fmt.Errorf("admin: rotate the signing key: %w", err)
+		}
+		fmt.Fprintf(stdout, "signing key %s is current (log position %s:%d): every site signs new sessions with it once it has\n"+
+			"applied it; sessions signed with the previous key stay valid until they expire\n", id, pos.Stream, pos.Seq)
 		return nil
 	case "leaders":
 		st, err := store.Status(ctx)

@@ -15,11 +15,26 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/view"
 )
 
 // Sessions are stateless signed tokens: base64url(claims) "." base64url(HMAC-SHA256).
-// The key is in the replicated log, so every site verifies every token
-// locally; revocations are log records every site applies.
+// The keys are in the replicated log, sealed with the deployment's log key
+// (only the sites' secret files hold it), so every site verifies every
+// token locally; revocations are log records every site applies. Keys
+// rotate: a token names the key that signed it, new tokens are signed with
+// the current key, and a retired key verifies only the tokens it signed
+// before it was retired, until they expire.
+
+// KeyOpener opens a sealed session-signing key (secrets.Site does).
+type KeyOpener interface {
+	OpenKey(id string, sealed []byte) ([]byte, error)
+}
+
+// keyRetireGrace is how long after its retirement a key is still trusted
+// for the time a token claims it was issued: a site that had not yet
+// applied the rotation signs with the old key a little longer.
+const keyRetireGrace = time.Minute
 
 type claims struct {
 	User    string `json:"u"`
@@ -29,19 +44,25 @@ type claims struct {
 	// AcctSeq is how far the issuing site had applied the accounts stream:
 	// "revoke every session" at a later position revokes this one.
 	AcctSeq uint64 `json:"as"`
+	// KeyID names the signing key ("" for the plain key of before).
+	KeyID string `json:"k,omitempty"`
 }
 
 const maxTokenBytes = 1024
 
 func (g *Gateway) issueToken(user string) (string, time.Time, error) {
-	key := g.cfg.View.SigningKey()
-	if key == nil {
-		return "", time.Time{}, salamander.Errorf(salamander.CodeUnavailable, "this site has not loaded its signing key yet")
+	cur, ok := g.cfg.View.CurrentKey()
+	if !ok {
+		return "", time.Time{}, errNoKey
+	}
+	key, err := g.openKey(cur)
+	if err != nil {
+		return "", time.Time{}, err
 	}
 	now := time.Now()
 	exp := now.Add(g.cfg.TokenTTL)
 	c := claims{User: user, Session: randomHex(16), Issued: now.UnixNano(), Expires: exp.Unix(),
-		AcctSeq: g.cfg.View.Applied()[jsstore.AccountsStream]}
+		AcctSeq: g.cfg.View.Applied()[jsstore.AccountsStream], KeyID: cur.ID}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return "", time.Time{}, err
@@ -63,25 +84,78 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error
 
 var errBadToken = salamander.Errorf(salamander.CodeUnauthorized, "missing, malformed, expired or revoked token")
 
-// parseToken checks a token's signature and returns its claims.
+var errNoKey = salamander.Errorf(salamander.CodeUnavailable, "this site has not loaded its signing key yet")
+
+// parseToken checks a token's signature and returns its claims. The claims
+// are read before the signature is checked only to learn which key to
+// check it with; nothing else of them is trusted until it holds.
 func (g *Gateway) parseToken(token string) (claims, error) {
 	var c claims
 	if token == "" || len(token) > maxTokenBytes {
 		return c, errBadToken
 	}
-	key := g.cfg.View.SigningKey()
-	if key == nil {
-		return c, salamander.Errorf(salamander.CodeUnavailable, "this site has not loaded its signing key yet")
+	if !g.cfg.View.HasSigningKey() {
+		return c, errNoKey
 	}
 	payload, sig, ok := strings.Cut(token, ".")
-	if !ok || !hmac.Equal([]byte(sig), []byte(sign(key, payload))) {
+	if !ok {
 		return c, errBadToken
 	}
 	body, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil || json.Unmarshal(body, &c) != nil || c.User == "" || c.Session == "" {
-		return c, errBadToken
+		return claims{}, errBadToken
+	}
+	k, ok := g.cfg.View.KeyByID(c.KeyID)
+	if !ok || !keyTrusted(k, c, time.Now(), g.cfg.TokenTTL) {
+		return claims{}, errBadToken
+	}
+	key, err := g.openKey(k)
+	if err != nil {
+		return claims{}, err
+	}
+	if !hmac.Equal([]byte(sig), []byte(sign(key, payload))) {
+		return claims{}, errBadToken
 	}
 	return c, nil
+}
+
+// keyTrusted says whether k may verify a token with claims c at now: the
+// current key always; a retired key only for tokens it signed before its
+// retirement (give or take keyRetireGrace), and not at all once every
+// token it could have signed has expired.
+func keyTrusted(k view.SigningKey, c claims, now time.Time, ttl time.Duration) bool {
+	if k.Retired.IsZero() {
+		return true
+	}
+	deadline := k.Retired.Add(keyRetireGrace)
+	return time.Unix(0, c.Issued).Before(deadline) && now.Before(deadline.Add(ttl))
+}
+
+// openKey returns k's key material: opened with the site's secrets (and
+// kept), or as is for the plain key of before keys were sealed.
+func (g *Gateway) openKey(k view.SigningKey) ([]byte, error) {
+	if k.ID == "" {
+		return k.Sealed, nil
+	}
+	g.keyMu.Lock()
+	defer g.keyMu.Unlock()
+	if key, ok := g.keys[k.ID]; ok {
+		return key, nil
+	}
+	if g.cfg.Keys == nil {
+		return nil, salamander.Errorf(salamander.CodeUnavailable, "this site cannot open the signing keys (no secrets)")
+	}
+	key, err := g.cfg.Keys.OpenKey(k.ID, k.Sealed)
+	if err != nil {
+		g.log.Error("signing key does not open with this site's log key: is its site file from this deployment?",
+			"key", k.ID, "err", err)
+		return nil, salamander.Errorf(salamander.CodeUnavailable, "this site cannot open the signing key")
+	}
+	if g.keys == nil {
+		g.keys = map[string][]byte{}
+	}
+	g.keys[k.ID] = key
+	return key, nil
 }
 
 // checkSession says whether a session whose token was verified is still
@@ -158,6 +232,9 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// NewKeyID returns a fresh signing-key id.
+func NewKeyID() string { return randomHex(6) }
 
 // NewSigningKey returns fresh key material for RecSigningKey.
 func NewSigningKey() []byte {

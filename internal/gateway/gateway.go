@@ -43,6 +43,9 @@ type Config struct {
 	Logger *slog.Logger
 	// TokenTTL is how long a session token is valid.
 	TokenTTL time.Duration
+	// Keys opens the session-signing keys the log holds sealed (the
+	// site's secrets); nil accepts only a plain key from before sealing.
+	Keys KeyOpener
 	// BcryptCost is the password hashing cost (tests lower it).
 	BcryptCost int
 	// WriteTimeout bounds waiting for a quorum plus this site's apply.
@@ -96,6 +99,9 @@ type Gateway struct {
 	eph     *ephemeral
 	metrics *metrics
 	started time.Time
+
+	keyMu sync.Mutex
+	keys  map[string][]byte // opened signing keys, by id
 
 	isolated  atomic.Bool
 	isoMu     sync.Mutex

@@ -108,7 +108,7 @@ func (g *Gateway) handleHealth(w http.ResponseWriter, _ *http.Request) {
 // applying every stream (a tail that found a hole in the log stops there).
 func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	connected := g.cfg.Store.Conn().IsConnected()
-	keyed := g.cfg.View.SigningKey() != nil
+	keyed := g.cfg.View.HasSigningKey()
 	stalled := g.cfg.Store.Stalled()
 	status := http.StatusOK
 	if !connected || !keyed || g.Isolated() || len(stalled) > 0 {

@@ -66,7 +66,7 @@ func (g *Gateway) handleStatusPage(w http.ResponseWriter, r *http.Request) {
 		"Connected": g.cfg.Store.Conn().IsConnected(),
 		"Server":    g.cfg.Store.Conn().ConnectedServerName(),
 		"Isolated":  g.Isolated(),
-		"Serving":   g.cfg.Store.Conn().IsConnected() && !g.Isolated() && g.cfg.View.SigningKey() != nil,
+		"Serving":   g.cfg.Store.Conn().IsConnected() && !g.Isolated() && g.cfg.View.HasSigningKey(),
 		"Devices":   g.hub.users(),
 		"Uptime":    time.Since(g.started).Round(time.Second).String(),
 		"Streams":   list,

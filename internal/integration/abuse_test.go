@@ -19,6 +19,7 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 // A name that would put an empty token into a NATS subject is refused at
@@ -183,6 +184,11 @@ func limitedGateway(t *testing.T, l gateway.Limits) string {
 		cfg.Sites = append(cfg.Sites, gateway.SiteInfo{Name: n, URL: cluster.URL(i)})
 	}
 	cfg.BcryptCost = bcrypt.MinCost
+	sec, err := secrets.LoadSite(cluster.SiteFile(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Keys = sec
 	l.Exempt = nil
 	cfg.Limits = l
 	g := gateway.New(cfg)

@@ -3,8 +3,13 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -14,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
@@ -178,5 +184,90 @@ func TestAdminCommandNeedsItsCredential(t *testing.T) {
 		"leaders").CombinedOutput()
 	if err == nil {
 		t.Fatalf("admin ran with a site file instead of the admin credential:\n%s", out)
+	}
+}
+
+// tokenKeyID is the key id a token names.
+func tokenKeyID(t *testing.T, token string) string {
+	t.Helper()
+	payload, _, _ := strings.Cut(token, ".")
+	body, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		K string `json:"k"`
+	}
+	if err := json.Unmarshal(body, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.K
+}
+
+// Keys rotate: after `admin rotate-key` every site signs new sessions with
+// the new key, and sessions signed with the old one keep working. The key
+// as the log holds it is sealed: a credential that can read the log cannot
+// sign with it.
+func TestSigningKeyRotates(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	c, name := signedUp(t, 0, "rot")
+	before := c.Token()
+	oldID := tokenKeyID(t, before)
+	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(1), "--creds", cluster.AdminFile(),
+		"rotate-key").CombinedOutput()
+	if err != nil {
+		t.Fatalf("admin rotate-key: %v\n%s", err, out)
+	}
+	var newID string
+	if _, err := fmt.Sscanf(string(out), "signing key %s is current", &newID); err != nil || newID == oldID {
+		t.Fatalf("admin said %q (old key %s)", out, oldID)
+	}
+	for i := range 3 {
+		at := pinned(t, i, "")
+		checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+			if _, err := at.Login(ctx, name, "correct horse battery"); err != nil {
+				return err
+			}
+			if got := tokenKeyID(t, at.Token()); got != newID {
+				return fmt.Errorf("site %d signs with key %q, want %q", i, got, newID)
+			}
+			return nil
+		})
+		if _, err := pinned(t, i, before).Rooms(ctx); err != nil {
+			t.Fatalf("site %d refuses a session signed with the previous key: %v", i, err)
+		}
+	}
+	// The rotation's record, read with a gateway's credential, does not
+	// sign what the new key signs.
+	nc, err := natsAs(t, 2, siteCreds(t, 2)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "SAL_ACCT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := st.GetLastMsgForSubject(ctx, "sal.acct.key."+newID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec salamander.Record
+	if err := json.Unmarshal(msg.Data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	fresh := pinned(t, 0, "")
+	if _, err := fresh.Login(ctx, name, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	payload, sig, _ := strings.Cut(fresh.Token(), ".")
+	m := hmac.New(sha256.New, rec.Key)
+	m.Write([]byte(payload))
+	if base64.RawURLEncoding.EncodeToString(m.Sum(nil)) == sig || len(rec.Key) == 32 {
+		t.Fatal("the log holds the signing key in the clear")
 	}
 }

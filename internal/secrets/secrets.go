@@ -11,6 +11,8 @@
 package secrets
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -74,6 +76,10 @@ type Site struct {
 	RoutePassword string `json:"route_password"`
 	// Users are the NATS users every server admits.
 	Users []User `json:"users"`
+	// LogKey seals the session-signing keys in the log (SealKey), so that
+	// a NATS credential that can read the log cannot forge sessions; the
+	// same for every site and the admin file.
+	LogKey string `json:"log_key"`
 
 	dir string
 }
@@ -83,6 +89,9 @@ type Admin struct {
 	CA           string `json:"ca,omitempty"`
 	NATSUser     string `json:"nats_user"`
 	NATSPassword string `json:"nats_password"`
+	// LogKey is the deployment's log key (Site.LogKey): rotating the
+	// signing key seals the new one with it.
+	LogKey string `json:"log_key"`
 
 	dir string
 }
@@ -172,13 +181,14 @@ func Generate(dir string, o Options) error {
 	if err := add(AdminUser, RoleAdmin); err != nil {
 		return err
 	}
-	route := randomSecret()
+	route, logKey := randomSecret(), randomSecret()
 	for _, s := range o.Sites {
 		sd := filepath.Dir(SiteFile(dir, s))
 		if err := os.MkdirAll(sd, 0o700); err != nil {
 			return fmt.Errorf("secrets: %w", err)
 		}
-		f := Site{Site: s, NATSUser: GatewayUser(s), NATSPassword: passwords[GatewayUser(s)], RoutePassword: route, Users: users}
+		f := Site{Site: s, NATSUser: GatewayUser(s), NATSPassword: passwords[GatewayUser(s)], RoutePassword: route, Users: users,
+			LogKey: logKey}
 		if ca != nil {
 			certPEM, keyPEM, err := ca.issue("salamander site "+s, o.Hosts[s], o.Valid)
 			if err != nil {
@@ -199,7 +209,7 @@ func Generate(dir string, o Options) error {
 			return err
 		}
 	}
-	a := Admin{NATSUser: AdminUser, NATSPassword: passwords[AdminUser]}
+	a := Admin{NATSUser: AdminUser, NATSPassword: passwords[AdminUser], LogKey: logKey}
 	if ca != nil {
 		a.CA = "ca.pem"
 	}
@@ -218,6 +228,8 @@ func LoadSite(path string) (*Site, error) {
 		return nil, fmt.Errorf("secrets: %s: site, nats_user, nats_password and route_password are required", path)
 	case len(s.Users) == 0:
 		return nil, fmt.Errorf("secrets: %s: no users", path)
+	case !validLogKey(s.LogKey):
+		return nil, fmt.Errorf("secrets: %s: log_key must be 32 bytes, base64url (files from `salamander certs` have one)", path)
 	case (s.CA == "") != (s.Cert == "") || (s.Cert == "") != (s.Key == ""):
 		return nil, fmt.Errorf("secrets: %s: ca, cert and key go together", path)
 	}
@@ -241,6 +253,9 @@ func LoadAdmin(path string) (*Admin, error) {
 	a.dir = filepath.Dir(path)
 	if a.NATSUser == "" || a.NATSPassword == "" {
 		return nil, fmt.Errorf("secrets: %s: nats_user and nats_password are required", path)
+	}
+	if !validLogKey(a.LogKey) {
+		return nil, fmt.Errorf("secrets: %s: log_key must be 32 bytes, base64url (files from `salamander certs` have one)", path)
 	}
 	return &a, nil
 }
@@ -477,4 +492,66 @@ func readJSON(path string, v any) error {
 		return fmt.Errorf("secrets: %s: %w", path, err)
 	}
 	return nil
+}
+
+func validLogKey(s string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == 32
+}
+
+func decodeLogKey(s string) []byte {
+	b, _ := base64.RawURLEncoding.DecodeString(s)
+	return b
+}
+
+// SealKey seals a session-signing key (with id) for the log with the
+// deployment's log key: AES-256-GCM, a random nonce before the sealed
+// bytes, the key id bound as additional data so that a sealed key cannot
+// be replayed under another id.
+func (s *Site) SealKey(id string, key []byte) ([]byte, error) {
+	return sealKey(decodeLogKey(s.LogKey), id, key)
+}
+
+// OpenKey opens what SealKey sealed.
+func (s *Site) OpenKey(id string, sealed []byte) ([]byte, error) {
+	return openKey(decodeLogKey(s.LogKey), id, sealed)
+}
+
+// SealKey seals a session-signing key with the deployment's log key (see
+// Site.SealKey).
+func (a *Admin) SealKey(id string, key []byte) ([]byte, error) {
+	return sealKey(decodeLogKey(a.LogKey), id, key)
+}
+
+func keyAEAD(logKey []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(logKey)
+	if err != nil {
+		return nil, fmt.Errorf("secrets: log key: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+func sealKey(logKey []byte, id string, key []byte) ([]byte, error) {
+	aead, err := keyAEAD(logKey)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	return aead.Seal(nonce, nonce, key, []byte("salamander signing key "+id)), nil
+}
+
+func openKey(logKey []byte, id string, sealed []byte) ([]byte, error) {
+	aead, err := keyAEAD(logKey)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < aead.NonceSize() {
+		return nil, errors.New("secrets: sealed key too short")
+	}
+	key, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte("salamander signing key "+id))
+	if err != nil {
+		return nil, fmt.Errorf("secrets: signing key %q does not open with this deployment's log key", id)
+	}
+	return key, nil
 }

@@ -114,3 +114,41 @@ func TestLoadRefusesWhatItShouldNotTrust(t *testing.T) {
 		t.Fatal("a site name with a path in it was accepted")
 	}
 }
+
+func TestSealedSigningKeysOpenOnlyWithTheLogKeyAndTheirID(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	if err := Generate(dir, Options{Sites: []string{"a", "b"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := LoadSite(SiteFile(dir, "a"))
+	b, _ := LoadSite(SiteFile(dir, "b"))
+	admin, _ := LoadAdmin(AdminFile(dir))
+	key := []byte("0123456789abcdef0123456789abcdef")
+	sealed, err := admin.SealKey("k2", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(sealed), string(key)) {
+		t.Fatal("the sealed key holds the key")
+	}
+	for _, s := range []*Site{a, b} {
+		got, err := s.OpenKey("k2", sealed)
+		if err != nil || string(got) != string(key) {
+			t.Fatalf("site %s: %q %v", s.Site, got, err)
+		}
+	}
+	if _, err := a.OpenKey("k3", sealed); err == nil {
+		t.Fatal("a sealed key opened under another id")
+	}
+	other := filepath.Join(t.TempDir(), "o")
+	if err := Generate(other, Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := LoadSite(SiteFile(other, "a"))
+	if _, err := o.OpenKey("k2", sealed); err == nil {
+		t.Fatal("another deployment's log key opened the key")
+	}
+	if _, err := a.OpenKey("k2", sealed[:5]); err == nil {
+		t.Fatal("a truncated sealed key opened")
+	}
+}

@@ -171,6 +171,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	gcfg.Sites = cfg.Sites
 	gcfg.Logger = log
 	gcfg.BcryptCost = cfg.BcryptCost
+	gcfg.Keys = cfg.Secrets
 	// The process's own Go and OS metrics (heap, goroutines, RSS, open
 	// files) next to the site's: what an operator looks at first.
 	gcfg.Registry = prometheus.NewRegistry()
@@ -363,9 +364,15 @@ const isolationGrace = 750 * time.Millisecond
 // ensureSigningKey proposes a signing key; the first proposal in the log
 // wins, at every site.
 func (s *Site) ensureSigningKey(ctx context.Context) {
-	rec := salamander.Record{Type: salamander.RecSigningKey, Key: gateway.NewSigningKey(), At: time.Now().UTC()}
+	id := gateway.NewKeyID()
+	sealed, err := s.cfg.Secrets.SealKey(id, gateway.NewSigningKey())
+	if err != nil {
+		s.log.Error("cannot seal a signing key", "err", err)
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecSigningKey, KeyID: id, Key: sealed, At: time.Now().UTC()}
 	opt := jsstore.AppendOptions{ExpectNew: true, MsgID: "key:" + s.cfg.Site + ":" + time.Now().Format(time.RFC3339Nano)}
-	for ctx.Err() == nil && s.view.SigningKey() == nil {
+	for ctx.Err() == nil && !s.view.HasSigningKey() {
 		_, _, err := s.store.Append(ctx, jsstore.AccountsStream, "key", rec, opt)
 		if err == nil || errors.Is(err, jsstore.ErrExists) {
 			return
@@ -412,7 +419,7 @@ func (s *Site) Ready(ctx context.Context) error {
 		return err
 	}
 	for {
-		if s.view.SigningKey() != nil {
+		if s.view.HasSigningKey() {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			st, err := s.store.Status(sctx)
 			cancel()

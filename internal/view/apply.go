@@ -83,10 +83,7 @@ type applier struct {
 func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 	switch r.Type {
 	case salamander.RecSigningKey:
-		if a.m.key == nil {
-			a.m.key = r.Key
-			a.db.key = r.Key
-		}
+		a.db.keys = append(a.db.keys, a.m.addKey(r.KeyID, r.Key, r.At, r.Rotate)...)
 	case salamander.RecUserCreated:
 		if _, ok := a.m.users[r.User]; !ok {
 			dn := r.User

@@ -32,7 +32,9 @@ type model struct {
 	followers map[string]map[string]struct{}
 	rooms     map[string]*roomState
 	userRooms map[string]map[string]struct{}
-	key       []byte
+	// keys are the session-signing keys by id; current signs new tokens.
+	keys    map[string]*SigningKey
+	current string
 	// recent maps the log positions of recently applied messages to them.
 	recent      map[salamander.Position]*salamander.Message
 	recentOrder map[string][]uint64 // per stream, FIFO of positions in recent
@@ -70,7 +72,38 @@ func newModel() *model {
 		userRooms:   map[string]map[string]struct{}{},
 		recent:      map[salamander.Position]*salamander.Message{},
 		recentOrder: map[string][]uint64{},
+		keys:        map[string]*SigningKey{},
 	}
+}
+
+// SigningKey is a session-signing key as the log holds it.
+type SigningKey struct {
+	ID string
+	// Sealed is the key as stored: sealed with the deployment's log key,
+	// or plain when ID is "" (a key from before keys were sealed).
+	Sealed []byte
+	// Created is when it was proposed; Retired when the next key was (zero
+	// while it is the current key). A retired key still verifies the
+	// tokens it signed before it was retired, until they expire.
+	Created, Retired time.Time
+}
+
+// addKey applies a signing-key record: the log's first key, or with
+// rotate a new current key after an existing one. It returns the keys it
+// changed (for the store), none if the record changes nothing.
+func (m *model) addKey(id string, sealed []byte, at time.Time, rotate bool) []SigningKey {
+	if _, dup := m.keys[id]; dup || len(sealed) == 0 || (len(m.keys) > 0 && !rotate) {
+		return nil
+	}
+	var changed []SigningKey
+	if prev := m.keys[m.current]; prev != nil && len(m.keys) > 0 {
+		prev.Retired = at
+		changed = append(changed, *prev)
+	}
+	k := &SigningKey{ID: id, Sealed: sealed, Created: at}
+	m.keys[id] = k
+	m.current = id
+	return append(changed, *k)
 }
 
 func (m *model) addFriend(user, friend string, at time.Time) bool {

@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 7
+const schemaVersion = 8
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64
@@ -29,6 +29,10 @@ const spanOpen = math.MaxInt64
 const schema = `
 CREATE TABLE applied(stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE meta(k TEXT PRIMARY KEY, v BLOB);
+-- Session-signing keys as the log holds them (sealed); ord is the order
+-- they became current, so the highest is the current one.
+CREATE TABLE signing_keys(kid TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL,
+  retired_at INTEGER NOT NULL DEFAULT 0, ord INTEGER NOT NULL);
 CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
   password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
@@ -104,7 +108,7 @@ type friendRow struct {
 // dbBatch is what one applied batch of records changes in the store.
 type dbBatch struct {
 	reached    map[string]uint64
-	key        []byte
+	keys       []SigningKey // in the order they were applied
 	users      map[string]userState
 	revoked    []revokedRow
 	friends    []friendRow
@@ -136,7 +140,9 @@ func prepare(db *sql.DB) (*statements, error) {
 		errs = append(errs, err)
 	}
 	p(&st.applied, `INSERT INTO applied(stream, seq) VALUES(?, ?) ON CONFLICT(stream) DO UPDATE SET seq = excluded.seq`)
-	p(&st.key, `INSERT INTO meta(k, v) VALUES('signing_key', ?) ON CONFLICT(k) DO NOTHING`)
+	p(&st.key, `INSERT INTO signing_keys(kid, sealed, created_at, retired_at, ord)
+		VALUES(?, ?, ?, ?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM signing_keys))
+		ON CONFLICT(kid) DO UPDATE SET retired_at = excluded.retired_at`)
 	p(&st.user, `INSERT INTO users(name, display_name, status, password_hash, created_at, revoked_seq) VALUES(?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name, status = excluded.status,
 		revoked_seq = excluded.revoked_seq`)
@@ -185,8 +191,8 @@ func (v *View) write(batches []*dbBatch) error {
 	)
 	reached := map[string]uint64{}
 	for _, b := range batches {
-		if b.key != nil {
-			if _, err := key.Exec(b.key); err != nil {
+		for _, k := range b.keys {
+			if _, err := key.Exec(k.ID, k.Sealed, k.Created.UnixNano(), nanos(k.Retired)); err != nil {
 				return fmt.Errorf("signing key: %w", err)
 			}
 		}
@@ -297,7 +303,15 @@ func (v *View) load() error {
 			applied[s] = seq
 			return err
 		}),
-		q(`SELECT v FROM meta WHERE k = 'signing_key'`, func(r *sql.Rows) error { return r.Scan(&m.key) }),
+		q(`SELECT kid, sealed, created_at, retired_at FROM signing_keys ORDER BY ord`, func(r *sql.Rows) error {
+			var k SigningKey
+			var created, retired int64
+			err := r.Scan(&k.ID, &k.Sealed, &created, &retired)
+			k.Created, k.Retired = fromNanos(created), fromNanos(retired)
+			m.keys[k.ID] = &k
+			m.current = k.ID
+			return err
+		}),
 		q(`SELECT name, display_name, status, password_hash, created_at, revoked_seq FROM users`, func(r *sql.Rows) error {
 			var u userState
 			var created int64
@@ -399,4 +413,12 @@ func fromNanos(n int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, n).UTC()
+}
+
+// nanos is t in unix nanoseconds, 0 for the zero time (fromNanos's inverse).
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

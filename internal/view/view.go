@@ -188,12 +188,31 @@ func (v *View) Applied() map[string]uint64 {
 // measure of a catch-up's pace, since one record may carry many entries.
 func (v *View) EntriesApplied() uint64 { return v.entries.Load() }
 
-// SigningKey is the cluster's session-signing key, or nil until the record
-// that creates it has been applied.
-func (v *View) SigningKey() []byte {
+// CurrentKey is the session-signing key new tokens are signed with; ok is
+// false until the record that creates the first key has been applied.
+func (v *View) CurrentKey() (k SigningKey, ok bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.m.key
+	if p := v.m.keys[v.m.current]; p != nil {
+		return *p, true
+	}
+	return SigningKey{}, false
+}
+
+// KeyByID is the session-signing key with id, current or retired.
+func (v *View) KeyByID(id string) (k SigningKey, ok bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if p := v.m.keys[id]; p != nil {
+		return *p, true
+	}
+	return SigningKey{}, false
+}
+
+// HasSigningKey reports whether the first signing key has been applied.
+func (v *View) HasSigningKey() bool {
+	_, ok := v.CurrentKey()
+	return ok
 }
 
 // WaitApplied blocks until the view has applied the log up to pos, so that

@@ -24,7 +24,10 @@ func history() []jsstore.Entry {
 		rec    salamander.Record
 	}{
 		{"acct", salamander.Record{Type: salamander.RecSigningKey, Key: []byte("k1")}},
-		{"acct", salamander.Record{Type: salamander.RecSigningKey, Key: []byte("k2")}}, // loses: first writer wins
+		{"acct", salamander.Record{Type: salamander.RecSigningKey, Key: []byte("k2")}},             // loses: first writer wins
+		{"acct", salamander.Record{Type: salamander.RecSigningKey, KeyID: "x", Key: []byte("k3")}}, // loses: not a rotation
+		{"acct", salamander.Record{Type: salamander.RecSigningKey, KeyID: "r2", Key: []byte("k4"), Rotate: true}},
+		{"acct", salamander.Record{Type: salamander.RecSigningKey, KeyID: "r2", Key: []byte("k5"), Rotate: true}}, // loses: id taken
 		{"acct", salamander.Record{Type: salamander.RecUserCreated, User: "alice", DisplayName: &dn, PasswordHash: "h"}},
 		{"acct", salamander.Record{Type: salamander.RecUserCreated, User: "bob", PasswordHash: "h"}},
 		{"acct", salamander.Record{Type: salamander.RecUserCreated, User: "eve", PasswordHash: "h"}},
@@ -124,7 +127,9 @@ func state(t *testing.T, v *View) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal([]any{room, page, sync, string(v.SigningKey())})
+	cur, _ := v.CurrentKey()
+	old, _ := v.KeyByID("")
+	b, _ := json.Marshal([]any{room, page, sync, cur, old})
 	return string(b)
 }
 
@@ -158,13 +163,23 @@ func TestApplyIsDeterministicAndIdempotent(t *testing.T) {
 	if room.Name != "renamed" || len(room.Members) != 1 || room.ReadSeq != 2 || room.Unread != 0 {
 		t.Fatalf("room: %+v", room)
 	}
-	if string(one.SigningKey()) != "k1" {
-		t.Fatalf("signing key %q, want the first one", one.SigningKey())
+	// The first key signed until the rotation, which made r2 current; the
+	// first key is kept (retired) to verify the tokens it signed.
+	cur, _ := one.CurrentKey()
+	first, ok := one.KeyByID("")
+	if cur.ID != "r2" || string(cur.Sealed) != "k4" || !cur.Retired.IsZero() {
+		t.Fatalf("current key %+v, want the rotation's", cur)
+	}
+	if !ok || string(first.Sealed) != "k1" || !first.Retired.Equal(cur.Created) {
+		t.Fatalf("first key %+v, want k1 retired at %s", first, cur.Created)
+	}
+	if _, ok := one.KeyByID("x"); ok {
+		t.Fatal("a second first key was taken")
 	}
 	if ok, _ := one.IsMember(ctx, "g_1", "eve"); ok {
 		t.Fatal("eve invited herself")
 	}
-	if got := one.Applied(); got["acct"] != 6 || got["p0"] != 10 {
+	if got := one.Applied(); got["acct"] != 9 || got["p0"] != 10 {
 		t.Fatalf("applied %v", got)
 	}
 }
