@@ -34,6 +34,8 @@ type serveConfig struct {
 	LogLevel      string `json:"log_level"`
 	Pprof         string `json:"pprof"`
 	Secrets       string `json:"secrets"`
+	TLSCert       string `json:"tls_cert"`
+	TLSKey        string `json:"tls_key"`
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -82,6 +84,8 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Data, "data", "", "data directory (default ./salamander-data/SITE)")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP and WebSocket listen address")
 	fs.StringVar(&c.Secrets, "secrets", "", "this site's file from `salamander certs` (required): its NATS credentials, the users its server admits, its certificates")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key the API is served over HTTPS only, with HSTS, and the files are re-read when they change")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
 	fs.StringVar(&c.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS cluster (route) listen address")
@@ -147,6 +151,10 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 		return cfg, fmt.Errorf("serve: %s is site %s's file, not site %s's", c.Secrets, sec.Site, c.Site)
 	}
 	cfg.Secrets = sec
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return cfg, fmt.Errorf("serve: --tls-cert and --tls-key go together")
+	}
+	cfg.TLSCert, cfg.TLSKey = c.TLSCert, c.TLSKey
 	cfg.HTTPAddr = c.HTTP
 	cfg.NATSURLs = splitList(c.NATS)
 	cfg.NATS.ClientAddr = c.NATSListen

@@ -273,6 +273,11 @@ func (g *Gateway) routes() {
 // and logged, never taking the process down.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if r.TLS != nil {
+		// Served over HTTPS: browsers must never fall back to plain HTTP
+		// for this host (a year, renewed with every answer).
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+	}
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		if p := recover(); p != nil {

@@ -2,8 +2,11 @@ package site
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -65,6 +68,10 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 		cfg.HTTPAddr = "127.0.0.1:0"
 		cfg.NATSURLs = []string{nodes[i].ClientURL()}
 		cfg.Secrets = secs[n]
+		// The public API over HTTPS, with the site's certificate (it
+		// names 127.0.0.1).
+		siteDir := filepath.Dir(secrets.SiteFile(secDir, n))
+		cfg.TLSCert, cfg.TLSKey = filepath.Join(siteDir, "cert.pem"), filepath.Join(siteDir, "key.pem")
 		cfg.Partitions = 2
 		cfg.BcryptCost = bcrypt.MinCost
 		s, err := Start(ctx, cfg)
@@ -80,11 +87,24 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 		}
 		urls = append(urls, s.URL())
 	}
-	alice, err := client.New(client.Config{Sites: urls, Prefer: 0})
+	rt, err := secs["a"].RouteTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob, err := client.New(client.Config{Sites: urls, Prefer: 2})
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rt.RootCAs}}}
+	res, err := hc.Get(urls[1] + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if !strings.HasPrefix(urls[1], "https://") || res.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatalf("%s answered without HSTS: %v", urls[1], res.Header)
+	}
+	alice, err := client.New(client.Config{Sites: urls, Prefer: 0, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := client.New(client.Config{Sites: urls, Prefer: 2, HTTPClient: hc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +118,18 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sub := bob.Subscribe(ctx) // a WebSocket over TLS
+	defer sub.Close()
 	if _, err := alice.Send(ctx, room.ID, "over an external cluster"); err != nil {
 		t.Fatal(err)
+	}
+	for got := false; !got; {
+		select {
+		case ev := <-sub.Events():
+			got = ev.Type == salamander.EventMessage && ev.Message.Text == "over an external cluster"
+		case <-ctx.Done():
+			t.Fatal("bob's live stream never got the message")
+		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -7,6 +7,7 @@ package site
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,10 @@ type Config struct {
 	DataDir string
 	// HTTPAddr is where the gateway listens (host:port).
 	HTTPAddr string
+	// TLSCert and TLSKey, when set, are PEM files: the API is served over
+	// HTTPS only (HTTP/2 included), with HSTS. They are re-read when they
+	// change on disk, so a renewed certificate needs no restart.
+	TLSCert, TLSKey string
 	// NATSURLs, when set, points at an existing NATS JetStream cluster and
 	// no server is embedded.
 	NATSURLs []string
@@ -91,6 +96,7 @@ type Site struct {
 	view  *view.View
 	gw    *gateway.Gateway
 	http  *http.Server
+	https bool
 	ln    net.Listener
 	lock  *os.File // exclusive lock on DataDir, held until stopped
 
@@ -190,6 +196,14 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	s.ln = ln
 	s.http = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 64 << 10}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		certs, err := newCertFiles(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
+		}
+		s.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
+		s.https = true
+	}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(3)
@@ -199,7 +213,11 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}()
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := s.http.Serve
+		if s.https {
+			serve = func(ln net.Listener) error { return s.http.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -388,6 +406,9 @@ func (s *Site) ensureSigningKey(ctx context.Context) {
 func (s *Site) URL() string {
 	if s.ln == nil {
 		return ""
+	}
+	if s.https {
+		return "https://" + s.ln.Addr().String()
 	}
 	return "http://" + s.ln.Addr().String()
 }

@@ -1,0 +1,74 @@
+package site
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// certFiles serves the HTTPS certificate from its PEM files, re-reading
+// them (at most every certRecheck) when either file's modification time
+// changes: renewing a certificate (e.g. by an ACME client) is replacing
+// the files. A renewal that does not load keeps the last good pair and
+// is logged by the TLS handshake errors it does not cause.
+type certFiles struct {
+	certPath, keyPath string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	stamp   [2]time.Time
+	checked time.Time
+}
+
+const certRecheck = 10 * time.Second
+
+func newCertFiles(certPath, keyPath string) (*certFiles, error) {
+	if certPath == "" || keyPath == "" {
+		return nil, errors.New("HTTPS needs both a certificate and its key")
+	}
+	c := &certFiles{certPath: certPath, keyPath: keyPath}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *certFiles) load() error {
+	stamp, err := c.stamps()
+	if err != nil {
+		return err
+	}
+	pair, err := tls.LoadX509KeyPair(c.certPath, c.keyPath)
+	if err != nil {
+		return fmt.Errorf("HTTPS certificate: %w", err)
+	}
+	c.cert, c.stamp = &pair, stamp
+	return nil
+}
+
+func (c *certFiles) stamps() ([2]time.Time, error) {
+	var out [2]time.Time
+	for i, p := range []string{c.certPath, c.keyPath} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return out, fmt.Errorf("HTTPS certificate: %w", err)
+		}
+		out[i] = fi.ModTime()
+	}
+	return out, nil
+}
+
+func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); now.Sub(c.checked) >= certRecheck {
+		c.checked = now
+		if stamp, err := c.stamps(); err == nil && stamp != c.stamp {
+			_ = c.load() // a half-written renewal: keep serving the last good pair
+		}
+	}
+	return c.cert, nil
+}

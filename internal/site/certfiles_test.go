@@ -1,0 +1,58 @@
+package site
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander/internal/secrets"
+)
+
+// A renewed certificate (its files replaced) is served without a restart.
+func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
+	var pairs [2][2][]byte // cert, key of two deployments
+	for i := range pairs {
+		dir := filepath.Join(t.TempDir(), "s")
+		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4}); err != nil {
+			t.Fatal(err)
+		}
+		for j, f := range []string{"cert.pem", "key.pem"} {
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pairs[i][j] = b
+		}
+	}
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	install := func(i int, at time.Time) {
+		for j, p := range []string{certPath, keyPath} {
+			if err := os.WriteFile(p, pairs[i][j], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, at, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(0, time.Now().Add(-time.Hour))
+	c, err := newCertFiles(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := c.get(nil)
+	install(1, time.Now())
+	c.mu.Lock()
+	c.checked = time.Time{} // as if certRecheck had passed
+	c.mu.Unlock()
+	second, _ := c.get(nil)
+	if bytes.Equal(first.Certificate[0], second.Certificate[0]) {
+		t.Fatal("the renewed certificate was not served")
+	}
+	if _, err := newCertFiles(certPath, ""); err == nil {
+		t.Fatal("a certificate without its key was accepted")
+	}
+}
