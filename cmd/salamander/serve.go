@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,6 +123,9 @@ func loadServeConfig(path string, fs *flag.FlagSet, c *serveConfig) error {
 	if err := dec.Decode(c); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: one JSON object expected; something follows it", path)
+	}
 	// Re-apply the command line over the file.
 	for name, v := range set {
 		if err := fs.Set(name, v); err != nil {
@@ -188,11 +193,13 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 func parseSites(s string) ([]gateway.SiteInfo, error) {
 	var out []gateway.SiteInfo
 	for _, item := range splitList(s) {
-		name, url, ok := strings.Cut(item, "=")
-		if !ok || name == "" || !strings.HasPrefix(url, "http") {
-			return nil, fmt.Errorf("serve: --sites item %q is not NAME=URL", item)
+		name, raw, ok := strings.Cut(item, "=")
+		u, err := url.Parse(raw)
+		if !ok || name == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("serve: --sites item %q is not NAME=http(s)://HOST[:PORT][/PATH]", item)
 		}
-		out = append(out, gateway.SiteInfo{Name: name, URL: url})
+		out = append(out, gateway.SiteInfo{Name: name, URL: raw})
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -212,14 +213,15 @@ func (e *ephemeral) publishTyping(room, user string, typing bool) {
 // here. Signals wait in a bounded queue (see typingPendingMsgs).
 func (e *ephemeral) onTyping(msg *nats.Msg) {
 	var t typingMsg
-	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &t) != nil || !salamander.ValidRoomID(t.Room) {
+	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &t) != nil || !salamander.ValidRoomID(t.Room) ||
+		salamander.ValidateUserName(t.User) != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	members, err := e.view.Members(ctx, t.Room)
 	cancel()
-	if err != nil {
-		return
+	if err != nil || !slices.Contains(members, t.User) {
+		return // only a member types in a room
 	}
 	others := members[:0]
 	for _, m := range members {

@@ -44,6 +44,10 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if !utf8.Valid(body) {
 		return salamander.Errorf(salamander.CodeInvalid, "request body must be valid UTF-8")
 	}
+	// encoding/json decodes null into a struct as "nothing": not an object.
+	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] != '{' {
+		return salamander.Errorf(salamander.CodeInvalid, "request body must be a JSON object")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {

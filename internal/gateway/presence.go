@@ -40,6 +40,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,9 @@ const (
 	subjPresenceV2 = "sal.eph.presence.v2"
 	// subjPresenceSync + instance id answers syncRequests.
 	subjPresenceSync = subjPresenceV2 + ".sync."
+	// maxResyncUsers bounds what one instance's resync may collect (ten
+	// times the 100,000 online users a process is built for).
+	maxResyncUsers = 1_000_000
 
 	kindDelta = "delta" // Ver, On, Off
 	kindBeat  = "beat"  // Ver, Count, Hash, TTLms
@@ -567,13 +571,26 @@ func (e *ephemeral) resync(ctx context.Context, id string, r *remote, ours [pres
 		if err != nil {
 			return requests, users, err
 		}
+		// Every page must move on: finish buckets, or move the cursor of
+		// the bucket in hand forward (users are listed in order). An
+		// instance that does not is refused, not followed forever.
 		if rep.Done < 0 || rep.Done > len(rest) || rep.Done == len(rest) && rep.After != "" ||
-			rep.Done == 0 && rep.After == "" {
+			rep.Done == 0 && rep.After <= after {
 			return requests, users, errors.New("presence list reply makes no progress")
 		}
 		for _, p := range rep.Parts {
-			got[p.Bucket] = append(got[p.Bucket], p.Users...)
-			users += len(p.Users)
+			if !slices.Contains(rest, p.Bucket) {
+				continue // not asked for
+			}
+			for _, u := range p.Users {
+				if bucketOf(userHash(u)) == p.Bucket && salamander.ValidateUserName(u) == nil {
+					got[p.Bucket] = append(got[p.Bucket], u)
+					users++
+				}
+			}
+		}
+		if users > maxResyncUsers {
+			return requests, users, fmt.Errorf("presence of %s lists over %d users", id, maxResyncUsers)
 		}
 		for i := 0; i < rep.Done; i++ {
 			from := ""

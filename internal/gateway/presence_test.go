@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -628,5 +629,55 @@ func TestTypingLimiterBounded(t *testing.T) {
 	}
 	if !l.allow("r1", "u", false, later) {
 		t.Fatal("stopped typing was refused")
+	}
+}
+
+// An instance whose list replies do not move on (the same cursor again and
+// again, with users each time) is refused, not followed until memory runs
+// out; users of buckets not asked for are not taken.
+func TestPresenceResyncRefusesRepliesThatMakeNoProgress(t *testing.T) {
+	url := presenceNATS(t)
+	in := startInstance(t, url, "a")
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const id = "liar"
+	var lists atomic.Int64
+	names := make([]string, 100)
+	for i := range names {
+		names[i] = fmt.Sprintf("u%d", i)
+	}
+	sub, err := nc.Subscribe(subjPresenceSync+id, func(m *nats.Msg) {
+		var req syncRequest
+		_ = json.Unmarshal(m.Data, &req)
+		var rep syncReply
+		if req.Op == opDigest {
+			rep = syncReply{Ver: 1, Sums: make([]uint64, presenceBuckets)}
+			rep.Sums[0] = 1
+		} else {
+			lists.Add(1)
+			rep = syncReply{Ver: 1, After: "x", Parts: []syncPart{{Bucket: 0, Users: names}, {Bucket: 7, Users: names}}}
+		}
+		b, _ := json.Marshal(rep)
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := &remote{set: newUserSet()}
+	_, users, err := in.g.eph.resync(ctx, id, r, [presenceBuckets]uint64{})
+	if err == nil || !strings.Contains(err.Error(), "no progress") {
+		t.Fatalf("resync of a lying instance: %v", err)
+	}
+	if n := lists.Load(); n > 2 {
+		t.Fatalf("followed %d list replies that made no progress", n)
+	}
+	if users > len(names) {
+		t.Fatalf("took %d users; only bucket 0 was asked for, with at most %d", users, len(names))
 	}
 }

@@ -508,6 +508,14 @@ func (c *wsConn) carryOut(ctx context.Context, f salamander.ClientFrame, failed 
 }
 
 func nack(room, clientID string, err error) salamander.Event {
+	// A refused frame's ids are echoed so the client can match the
+	// answer, but never more of them than a valid id can hold.
+	if len(room) > salamander.MaxClientIDBytes {
+		room = room[:salamander.MaxClientIDBytes]
+	}
+	if len(clientID) > salamander.MaxClientIDBytes {
+		clientID = clientID[:salamander.MaxClientIDBytes]
+	}
 	return salamander.Event{Type: salamander.EventNack, RoomID: room, ClientID: clientID,
 		Error: &salamander.Error{Code: salamander.ErrorCode(err), Message: salamander.ErrorMessage(err)}}
 }

@@ -1,0 +1,232 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// FuzzPresenceMessages hands a sequence of presence messages, one a line,
+// to one process's handlers as NATS would: a line starting with '1' to the
+// v1 handler, with 's' to the resync request handler (whose reply goes
+// nowhere), anything else (after an optional '2') to the v2 handler. After
+// every message the mirror is consistent: every instance's set has the
+// size, hashes and buckets its members give; a user's count is the number
+// of instances listing them; only known instances are marked for resync;
+// instances are named as the protocol names them; and the users held are
+// never more than the bytes that came in (a claimed count or version
+// allocates nothing). The last push about a user says what the counts say.
+func FuzzPresenceMessages(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d := &fuzzDevices{}
+		e := newFuzzEphemeral(d)
+		in := 0
+		for _, line := range bytes.Split(data, []byte("\n")) {
+			in += len(line) + 1
+			msg := &nats.Msg{Data: line}
+			switch {
+			case len(line) > 0 && line[0] == '1':
+				msg.Subject, msg.Data = subjPresence, line[1:]
+				e.onPresenceV1(msg)
+			case len(line) > 0 && line[0] == 's':
+				msg.Subject, msg.Reply, msg.Data = subjPresenceSync+e.id, "_INBOX.fuzz", line[1:]
+				e.onSyncRequest(msg)
+			default:
+				msg.Subject, msg.Data = subjPresenceV2, bytes.TrimPrefix(line, []byte("2"))
+				e.onPresence(msg)
+			}
+			select {
+			case <-e.beatNow:
+			default:
+			}
+			checkPresenceState(t, e, in)
+		}
+		last := map[string]bool{}
+		for _, p := range d.sent {
+			last[p.ev.User] = p.ev.Online
+			if want := fuzzWatchers(e, p.ev.User); !slices.Equal(sorted(p.to), want) {
+				t.Fatalf("presence of %q pushed to %v, want its watchers %v", p.ev.User, p.to, want)
+			}
+		}
+		for u, on := range last {
+			if on != (e.count[u] > 0) {
+				t.Fatalf("last push says %q online=%v, count %d", u, on, e.count[u])
+			}
+		}
+	})
+}
+
+// FuzzPresenceSyncList pages through a set of users the way a resync
+// does: list replies for the buckets it wants, from the name after, until
+// every bucket is done. Whatever the names and the reply budget (as long
+// as one name fits a reply), every reply makes progress as the resync
+// demands, stays within the budget, and the pages together give exactly
+// the users of the wanted buckets, each once.
+func FuzzPresenceSyncList(f *testing.F) {
+	f.Fuzz(func(t *testing.T, names []byte, pick []byte, budget uint16) {
+		s := newUserSet()
+		for _, n := range bytes.FieldsFunc(names, func(r rune) bool { return r == ',' || r == '\n' }) {
+			s.add(fuzzUserName(string(n)))
+		}
+		// The budget: the real one, or any in which one part of one
+		// longest name fits.
+		b := syncReplyBudget
+		if budget != 0 {
+			least := syncPartOverhead + 32 + 3
+			b = least + int(budget)%(syncReplyBudget-least)
+		}
+		// Wanted buckets, ascending and distinct as resync asks for them:
+		// those pick names (two bytes each), plus every non-empty one when
+		// pick is empty or its length odd.
+		var want []int
+		for i := 0; i+1 < len(pick); i += 2 {
+			want = append(want, (int(pick[i])<<8|int(pick[i+1]))%presenceBuckets)
+		}
+		if len(pick)%2 == 1 || len(pick) == 0 {
+			for i, m := range s.buckets {
+				if len(m) > 0 {
+					want = append(want, i)
+				}
+			}
+		}
+		slices.Sort(want)
+		want = slices.Compact(want)
+		got := map[int][]string{}
+		rest, after := want, ""
+		for round := 0; len(rest) > 0; round++ {
+			if round > s.n+len(want)+1 {
+				t.Fatalf("no end after %d replies for %d users in %d buckets", round, s.n, len(want))
+			}
+			parts, done, next := s.list(rest, after, b)
+			if done < 0 || done > len(rest) || done == len(rest) && next != "" || done == 0 && next == "" {
+				t.Fatalf("reply makes no progress: %d of %d buckets done, next %q", done, len(rest), next)
+			}
+			if next != "" && after != "" && done == 0 && next <= after {
+				t.Fatalf("reply goes back: after %q, next %q", after, next)
+			}
+			size := 0
+			for _, p := range parts {
+				size += syncPartOverhead
+				for _, u := range p.Users {
+					size += len(u) + 3
+				}
+				if !slices.Contains(rest, p.Bucket) {
+					t.Fatalf("part for bucket %d, not asked for", p.Bucket)
+				}
+				got[p.Bucket] = append(got[p.Bucket], p.Users...)
+			}
+			if size > b {
+				t.Fatalf("reply of %d bytes over its budget %d", size, b)
+			}
+			enc, _ := json.Marshal(syncReply{Ver: ^uint64(0), Parts: parts, Done: done, After: next})
+			if len(enc) > b+256 {
+				t.Fatalf("reply of %d bytes: over its budget %d and the 256 bytes left for its other fields", len(enc), b)
+			}
+			rest, after = rest[done:], next
+		}
+		for _, bkt := range want {
+			var all []string
+			for u := range s.buckets[bkt] {
+				all = append(all, u)
+			}
+			if g := sorted(got[bkt]); !slices.Equal(g, sorted(all)) {
+				t.Fatalf("bucket %d listed as %v, holds %v", bkt, g, sorted(all))
+			}
+		}
+	})
+}
+
+// checkPresenceState checks the mirror after in bytes of messages.
+func checkPresenceState(t *testing.T, e *ephemeral, in int) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	counts := map[string]int{}
+	held := 0
+	for id, r := range e.remotes {
+		if !validInstance(id) && !(r.v1 && id == "v1."+r.site && r.site != "") {
+			t.Fatalf("instance %q (site %q, v1 %v) is not a name the protocol gives", id, r.site, r.v1)
+		}
+		if r.ttl < minPresenceTTL || r.ttl > maxPresenceTTL {
+			t.Fatalf("instance %q kept for %v", id, r.ttl)
+		}
+		n, size, sum := 0, 0, uint64(0)
+		for b, m := range r.set.buckets {
+			bs := uint64(0)
+			for u := range m {
+				h := userHash(u)
+				if bucketOf(h) != b {
+					t.Fatalf("user %q in bucket %d, hashes to %d", u, b, bucketOf(h))
+				}
+				bs ^= h
+				n++
+				size += len(u)
+				counts[u]++
+			}
+			if bs != r.set.sums[b] {
+				t.Fatalf("instance %q bucket %d: hash %x, members give %x", id, b, r.set.sums[b], bs)
+			}
+			sum ^= bs
+		}
+		if n != r.set.n || sum != r.set.sum || size != r.set.bytes {
+			t.Fatalf("instance %q: size %d hash %x bytes %d, members give %d %x %d", id, r.set.n, r.set.sum, r.set.bytes, n, sum, size)
+		}
+		held += n + len(r.held)
+	}
+	if held > in/2 {
+		t.Fatalf("%d users held after %d bytes of messages", held, in)
+	}
+	for u, c := range e.count {
+		if c != counts[u] {
+			t.Fatalf("user %q counted %d times, listed by %d instances", u, c, counts[u])
+		}
+	}
+	for u, c := range counts {
+		if e.count[u] != c {
+			t.Fatalf("user %q listed by %d instances, counted %d", u, c, e.count[u])
+		}
+	}
+	for id := range e.dirty {
+		if e.remotes[id] == nil {
+			t.Fatalf("unknown instance %q marked for resync", id)
+		}
+	}
+}
+
+// newFuzzEphemeral is an ephemeral without NATS: local users alice, bob
+// and a few more, and alice and bob each watching the other and carol.
+func newFuzzEphemeral(d devices) *ephemeral {
+	e := &ephemeral{id: "f00d", site: "a", ttl: DefaultPresenceTTL, beat: DefaultPresenceBeat, hub: d,
+		local: newUserSet(), remotes: map[string]*remote{}, count: map[string]int{}, lastSeen: map[string]time.Time{},
+		dirty: map[string]bool{}, follows: map[string][]string{}, watchers: map[string]map[string]struct{}{},
+		kick: make(chan struct{}, 1), beatNow: make(chan struct{}, 1)}
+	for _, u := range []string{"alice", "bob", "dave", "erin", "frank", strings.Repeat("z", 32)} {
+		e.local.add(u)
+		e.ver++
+	}
+	e.follow("alice", "bob")
+	e.follow("alice", "carol")
+	e.follow("bob", "alice")
+	e.follow("bob", "carol")
+	return e
+}
+
+func fuzzWatchers(e *ephemeral, user string) []string {
+	var out []string
+	for w := range e.watchers[user] {
+		out = append(out, w)
+	}
+	return sorted(out)
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	sort.Strings(s)
+	return s
+}

@@ -1,0 +1,99 @@
+package salamander
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzValidators: what the validators accept is within the documented
+// limits, checked here independently of how limits.go checks it (a user
+// name also makes valid NATS subject tokens), and what they refuse is
+// refused with a coded error.
+func FuzzValidators(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		coded := func(what string, err error) {
+			if err == nil {
+				return
+			}
+			if code := ErrorCode(err); code != CodeInvalid && code != CodeTooLarge {
+				t.Fatalf("%s(%q): error %v has code %s", what, s, err, code)
+			}
+		}
+		if err := ValidateUserName(s); err == nil {
+			if len(s) < 3 || len(s) > 32 || !isAlnum(s[0]) {
+				t.Fatalf("user name %q accepted: want 3-32 characters starting with a-z or 0-9", s)
+			}
+			for i := 0; i < len(s); i++ {
+				if c := s[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+					t.Fatalf("user name %q accepted with %q", s, c)
+				}
+			}
+			// A name is part of NATS subjects (sal.acct.user.NAME): each of
+			// its '.'-separated tokens must be one a subject can hold.
+			for _, tok := range strings.Split(s, ".") {
+				if tok == "" || tok == "*" || tok == ">" {
+					t.Fatalf("user name %q accepted: subject token %q", s, tok)
+				}
+			}
+		} else {
+			coded("ValidateUserName", err)
+		}
+		if err := ValidateClientID(s); err == nil {
+			if len(s) < 1 || len(s) > MaxClientIDBytes {
+				t.Fatalf("client id %q accepted: %d bytes", s, len(s))
+			}
+			for i := 0; i < len(s); i++ {
+				if c := s[i]; !isAlnum(c) && !(c >= 'A' && c <= 'Z') && !strings.ContainsRune("_.:-", rune(c)) {
+					t.Fatalf("client id %q accepted with %q", s, c)
+				}
+			}
+		} else {
+			coded("ValidateClientID", err)
+		}
+		if err := ValidateMessageText(s); err == nil {
+			if len(s) > MaxMessageBytes || !utf8.ValidString(s) || strings.TrimSpace(s) == "" {
+				t.Fatalf("message text %q accepted", s)
+			}
+			for _, r := range s {
+				if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+					t.Fatalf("message text %q accepted with control character %U", s, r)
+				}
+			}
+		} else {
+			coded("ValidateMessageText", err)
+		}
+		for _, v := range []struct {
+			name  string
+			fn    func(string) error
+			max   int
+			empty bool
+		}{
+			{"ValidateDisplayName", ValidateDisplayName, MaxDisplayNameRune, false},
+			{"ValidateStatus", ValidateStatus, MaxStatusRune, true},
+			{"ValidateRoomName", ValidateRoomName, MaxRoomNameRune, false},
+		} {
+			err := v.fn(s)
+			if err != nil {
+				coded(v.name, err)
+				continue
+			}
+			if !utf8.ValidString(s) || utf8.RuneCountInString(s) > v.max || !v.empty && strings.TrimSpace(s) == "" {
+				t.Fatalf("%s accepted %q", v.name, s)
+			}
+			for _, r := range s {
+				if r < 0x20 || r == 0x7f {
+					t.Fatalf("%s accepted %q with control character %U", v.name, s, r)
+				}
+			}
+		}
+		if err := ValidatePassword(s); err == nil && (len(s) < MinPasswordBytes || len(s) > MaxPasswordBytes) {
+			t.Fatalf("password of %d bytes accepted", len(s))
+		}
+		if ValidRoomID(s) && (len(s) < 18 || len(s) > 34 || s[0] != 'd' && s[0] != 'g' || s[1] != '_') {
+			t.Fatalf("room id %q accepted", s)
+		}
+	})
+}
+
+func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
