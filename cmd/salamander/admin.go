@@ -34,7 +34,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	natsURLs := fs.String("nats", "nats://127.0.0.1:4221,nats://127.0.0.1:4222,nats://127.0.0.1:4223",
 		"comma-separated NATS URLs of any sites (the dev cluster's by default)")
 	creds := fs.String("creds", filepath.Join("salamander-data", "secrets", "admin.json"),
-		"the admin credential (admin.json from `salamander certs`; the dev cluster's by default)")
+		"the admin credential: admin.json from 'salamander certs' (the dev cluster's by default)")
 	timeout := fs.Duration("timeout", 15*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return err

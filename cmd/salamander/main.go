@@ -1,6 +1,7 @@
 // Command salamander is the Salamander messenger: the server (serve, dev),
-// the terminal client (chat), the fire drill (drill) and the load
-// generator (bench), in one binary.
+// the terminal client (chat), the fire drill (drill), the load generator
+// (bench) and the operators' tools (admin, certs, backup, restore), in one
+// binary.
 //
 // Only this package reads flags, files and the environment; it turns them
 // into the Config structs of the internal packages and wires them together.
@@ -31,6 +32,8 @@ commands:
   bench    load a cluster and report latency, throughput, loss, memory per connection, catch-up
   admin    operator actions on the log: revoke a user, list or move stream leaders
   certs    create a deployment's certificates and credentials
+  backup   take an online backup of every stream of the log to a directory
+  restore  restore streams from a backup into a cluster where they are absent
   version  print the version
 
 Run 'salamander <command> -h' for a command's flags.
@@ -84,6 +87,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runCerts(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "backup":
+		return runBackup(ctx, rest, stdout, stderr)
+	case "restore":
+		return runRestore(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "salamander", version)
 		return nil

@@ -103,6 +103,11 @@ type Gateway struct {
 	keyMu sync.Mutex
 	keys  map[string][]byte // opened signing keys, by id
 
+	// logAlarm, when set, says why the log under this site is not the one
+	// it has applied (a stream deleted, re-created or gone backwards): the
+	// site refuses every user request until an operator has looked.
+	logAlarm atomic.Pointer[string]
+
 	isolated  atomic.Bool
 	isoMu     sync.Mutex
 	isoCtx    context.Context // cancelled when the site becomes isolated
@@ -155,9 +160,30 @@ var (
 		"this site is still joining the cluster; try again or use another site")
 )
 
+// SetLogAlarm marks the log under this site as not the one it applied,
+// saying why; the site then refuses user requests and is not ready.
+func (g *Gateway) SetLogAlarm(reason string) {
+	if g.logAlarm.Swap(&reason) == nil {
+		g.log.Error("LOG ALARM: the log under this site is not the one it has applied; refusing every request "+
+			"until an operator has restored it (see README, Backups)", "reason", reason)
+		g.hub.kickAll(websocket.StatusTryAgainLater, "this site's log is damaged")
+	}
+}
+
+// LogAlarm is the reason set by SetLogAlarm, or "".
+func (g *Gateway) LogAlarm() string {
+	if p := g.logAlarm.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // serving says why this site cannot serve user requests right now, or nil.
 func (g *Gateway) serving() error {
 	switch {
+	case g.LogAlarm() != "":
+		return salamander.Errorf(salamander.CodeUnavailable,
+			"this site's log is damaged (%s); use another site", g.LogAlarm())
 	case g.Isolated():
 		return errIsolated
 	case !g.cfg.Store.Ready():
@@ -204,6 +230,7 @@ func New(cfg Config) *Gateway {
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
+	g.registerAlarm(cfg.Registry)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
 	g.routes()

@@ -51,6 +51,19 @@ func newMetrics(reg *prometheus.Registry, site string, v *view.View, log *jsstor
 	return m
 }
 
+// registerAlarm exports the log alarm: 1 while the site refuses to serve
+// a log that is not the one it applied. Alert on it.
+func (g *Gateway) registerAlarm(reg *prometheus.Registry) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "salamander_log_alarm",
+		Help:        "1 while the log under this site is not the one it has applied (a stream deleted, re-created or gone backwards).",
+		ConstLabels: prometheus.Labels{"site": g.cfg.Site}}, func() float64 {
+		if g.LogAlarm() != "" {
+			return 1
+		}
+		return 0
+	}))
+}
+
 func (m *metrics) observeRequest(r *http.Request, status int, d time.Duration) {
 	method := r.Method
 	switch method {
@@ -110,14 +123,18 @@ func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	connected := g.cfg.Store.Conn().IsConnected()
 	keyed := g.cfg.View.HasSigningKey()
 	stalled := g.cfg.Store.Stalled()
+	alarm := g.LogAlarm()
 	status := http.StatusOK
-	if !connected || !keyed || g.Isolated() || len(stalled) > 0 {
+	if !connected || !keyed || g.Isolated() || len(stalled) > 0 || alarm != "" {
 		status = http.StatusServiceUnavailable
 	}
 	out := map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
 		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated()}
 	if len(stalled) > 0 {
 		out["stalled"] = stalled
+	}
+	if alarm != "" {
+		out["log_alarm"] = alarm
 	}
 	writeJSON(w, status, out)
 }

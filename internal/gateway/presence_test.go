@@ -667,6 +667,9 @@ func TestPresenceResyncRefusesRepliesThatMakeNoProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil { // the server knows the subscription
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r := &remote{set: newUserSet()}

@@ -243,14 +243,17 @@ func readiness(site int) string {
 	return fmt.Sprintf("%d %s", res.StatusCode, bytes.TrimSpace(body))
 }
 
-// readUpgrade reads a handshake answer (and whatever frames follow it in
-// the same read) and checks that it switched protocols.
+// readUpgrade reads a handshake answer and the frames after it up to the
+// "ready" event, and checks that it switched protocols. Waiting for ready
+// keeps the replays of the test's sockets from queueing for the read
+// model all at once (slow under the race detector), which would let the
+// first server pings (never answered here) come before the test counts.
 func readUpgrade(c net.Conn) error {
 	var buf [1024]byte
 	n := 0
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
-	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
+	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) || !bytes.Contains(buf[:n], []byte(`"type":"ready"`)) {
 		if n == len(buf) {
 			return fmt.Errorf("handshake answer over %d bytes", len(buf))
 		}

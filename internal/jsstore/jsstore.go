@@ -11,6 +11,7 @@ package jsstore
 
 import (
 	"context"
+	crand "crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,11 @@ const (
 	natsPrefix    = "SAL_"
 	clusterBucket = "SAL_CLUSTER"
 	partitionsKey = "partitions"
+	// clusterIDKey names the cluster: a site's data belongs to one.
+	clusterIDKey = "cluster-id"
+	// setUpKey is written once every stream of a new cluster exists: from
+	// then on a missing stream is a loss to report, never one to create.
+	setUpKey      = "set-up"
 	maxRecordSize = 256 << 10
 	// appendAttemptTimeout bounds one publish; a healthy quorum answers in
 	// milliseconds even with fsync on every write.
@@ -56,6 +62,11 @@ const (
 // ErrExists is returned by Append when ExpectNew was set and the subject
 // already has a record (someone else created it first).
 var ErrExists = errors.New("jsstore: subject already has a record")
+
+// ErrStreamMissing is returned when a stream of a cluster that was set up
+// is gone (deleted by mistake or malice): it is never re-created empty,
+// which would silently lose its records and confuse every site.
+var ErrStreamMissing = errors.New("jsstore: a stream of this cluster is missing")
 
 // Config configures a Store. Use DefaultConfig for defaults.
 type Config struct {
@@ -104,6 +115,7 @@ type Store struct {
 	// partitions is the cluster's partition count, known once
 	// EnsureStreams has read it; 0 until then.
 	partitions atomic.Int32
+	clusterID  atomic.Value // string, once EnsureStreams has read it
 
 	stalledMu sync.Mutex
 	stalled   map[string]string // stream -> why its tail stopped
@@ -207,7 +219,11 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		s.log.Info("waiting for the JetStream cluster", "err", err)
+		if errors.Is(err, ErrStreamMissing) {
+			s.log.Error("the log is damaged; this site will not serve until it is restored", "err", err)
+		} else {
+			s.log.Info("waiting for the JetStream cluster", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("jsstore: ensure streams: %w (last error: %v)", ctx.Err(), err)
@@ -236,6 +252,18 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	if _, err := kv.Create(cctx, partitionsKey, []byte(want)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("record partition count: %w", err)
 	}
+	if _, err := kv.Create(cctx, clusterIDKey, []byte(newClusterID())); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("record the cluster id: %w", err)
+	}
+	id, err := kv.Get(cctx, clusterIDKey)
+	if err != nil {
+		return fmt.Errorf("read the cluster id: %w", err)
+	}
+	_, err = kv.Get(cctx, setUpKey)
+	setUp := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("read the set-up mark: %w", err)
+	}
 	e, err := kv.Get(cctx, partitionsKey)
 	if err != nil {
 		return fmt.Errorf("read partition count: %w", err)
@@ -248,7 +276,11 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)
 	}
 	for _, name := range streamNames(n) {
-		if st, err := s.js.Stream(cctx, natsName(name)); err == nil {
+		st, err := s.js.Stream(cctx, natsName(name))
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+		if err == nil {
 			cfg := st.CachedInfo().Config
 			if cfg.RePublish != nil {
 				continue // exists; its config is fixed at creation
@@ -261,8 +293,12 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			}
 			continue
 		}
+		if setUp {
+			return fmt.Errorf("%w: %s (%s) is gone; restore it from a backup (salamander restore) — it is never "+
+				"re-created empty", ErrStreamMissing, name, natsName(name))
+		}
 		// Create, never update: a gateway may not reconfigure a stream.
-		_, err := s.js.CreateStream(cctx, jetstream.StreamConfig{
+		_, err = s.js.CreateStream(cctx, jetstream.StreamConfig{
 			Name:        natsName(name),
 			Subjects:    []string{subjectRoot(name) + ".>"},
 			Storage:     jetstream.FileStorage,
@@ -278,8 +314,51 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
+	if !setUp {
+		if _, err := kv.Create(cctx, setUpKey, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil &&
+			!errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("mark the cluster set up: %w", err)
+		}
+	}
+	s.clusterID.Store(string(id.Value()))
 	s.partitions.Store(int32(n))
 	return nil
+}
+
+func newClusterID() string {
+	b := make([]byte, 16)
+	_, _ = crand.Read(b)
+	return fmt.Sprintf("%x", b)
+}
+
+// StreamIdentity is what tells one stream from another of the same name:
+// when it was created, and how far it reaches.
+type StreamIdentity struct {
+	Created time.Time
+	LastSeq uint64
+	// Led says the answer came with a leader: without one, a replica may
+	// answer from its own state, which can be behind.
+	Led bool
+}
+
+// Identity returns the cluster's id and each stream's identity, for a
+// site to check that the log is still the one it has applied. A missing
+// stream is ErrStreamMissing.
+func (s *Store) Identity(ctx context.Context) (clusterID string, streams map[string]StreamIdentity, err error) {
+	streams = map[string]StreamIdentity{}
+	for _, name := range s.Streams() {
+		st, err := s.js.Stream(ctx, natsName(name))
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return "", nil, fmt.Errorf("%w: %s (%s) is gone", ErrStreamMissing, name, natsName(name))
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
+		}
+		info := st.CachedInfo()
+		streams[name] = StreamIdentity{Created: info.Created.UTC(), LastSeq: info.State.LastSeq,
+			Led: info.Cluster == nil || info.Cluster.Leader != ""}
+	}
+	return s.clusterID.Load().(string), streams, nil
 }
 
 // Ready reports whether EnsureStreams has completed: until then the

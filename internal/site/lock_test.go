@@ -36,3 +36,17 @@ func TestCredentialsAreRedactedFromLoggedURLs(t *testing.T) {
 		t.Fatalf("a URL without credentials changed: %v", got)
 	}
 }
+
+// A log problem raises the alarm only when the same one is seen in
+// logAlarmChecks checks in a row.
+func TestLogAlarmNeedsTheSameProblemInARow(t *testing.T) {
+	var l logProblems
+	backwards := logProblem{"backwards:p5", "stream p5 went backwards"}
+	if l.observe(backwards) != "" || l.observe(logProblem{}) != "" || l.observe(backwards) != "" ||
+		l.observe(logProblem{"missing", "gone"}) != "" || l.observe(backwards) != "" || l.observe(backwards) != "" {
+		t.Fatal("alarm raised for a problem that did not persist")
+	}
+	if got := l.observe(backwards); got != backwards.reason {
+		t.Fatalf("third check in a row: %q, want the alarm", got)
+	}
+}

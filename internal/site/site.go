@@ -11,11 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -230,6 +232,120 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	return s, nil
 }
 
+// logCheckEvery is how often a running site checks that its log is intact.
+const logCheckEvery = 2 * time.Second
+
+// watchLog raises the log alarm when the log under the running site stops
+// being the one it applies (a stream deleted, re-created or cut short).
+// A site cut off from the others does not judge: what it can see of the
+// log then is its own replicas' view, which may be behind.
+func (s *Site) watchLog(ctx context.Context) {
+	t := time.NewTicker(logCheckEvery)
+	defer t.Stop()
+	var seen logProblems
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.gw.LogAlarm() != "" {
+			return
+		}
+		if s.gw.Isolated() {
+			seen = logProblems{}
+			continue
+		}
+		if _, p := s.checkLog(ctx); seen.observe(p) != "" {
+			s.gw.SetLogAlarm(p.reason)
+			return
+		}
+	}
+}
+
+// logProblem is what checkLog found wrong: key names the kind and stream
+// (stable across checks), reason says it for people.
+type logProblem struct{ key, reason string }
+
+// logProblems raises an alarm only for a problem seen in logAlarmChecks
+// checks in a row: a damaged log stays damaged, while a transient answer
+// (an election, a replica that answered for a leader) does not repeat.
+type logProblems struct {
+	key   string
+	count int
+}
+
+const logAlarmChecks = 3
+
+// observe records one check's finding (a zero problem for a check that
+// found nothing or could not ask) and returns the reason to raise the
+// alarm for, if it is time.
+func (l *logProblems) observe(p logProblem) string {
+	if p.key == "" || p.key != l.key {
+		l.key, l.count = p.key, 0
+	}
+	if p.key == "" {
+		return ""
+	}
+	l.count++
+	if l.count >= logAlarmChecks {
+		return p.reason
+	}
+	return ""
+}
+
+// checkLog compares the log with what this site's read model recorded of
+// it. done is false when the log could not be asked (no leader yet, say);
+// the problem says what is wrong, if anything. A read model that has
+// recorded nothing (a new or rebuilt one) records the log as it finds it.
+func (s *Site) checkLog(ctx context.Context) (done bool, problem logProblem) {
+	// What the site has applied is read before the log is asked: the log
+	// can only have grown since, so the comparison never races the tails.
+	applied := s.view.Applied()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	clusterID, streams, err := s.store.Identity(cctx)
+	if errors.Is(err, jsstore.ErrStreamMissing) {
+		return true, logProblem{"missing", err.Error()}
+	}
+	if err != nil {
+		return false, logProblem{}
+	}
+	known, err := s.view.LogIdentity()
+	if err != nil {
+		s.log.Error("cannot read the log identity this site recorded", "err", err)
+		return false, logProblem{}
+	}
+	if id, ok := known["cluster"]; ok && id != clusterID {
+		return true, logProblem{"cluster", fmt.Sprintf("this site's data is of cluster %s, but its NATS servers are cluster %s",
+			id, clusterID)}
+	}
+	current := map[string]string{"cluster": clusterID}
+	for _, name := range slices.Sorted(maps.Keys(streams)) {
+		st := streams[name]
+		if !st.Led {
+			return false, logProblem{}
+		}
+		created := st.Created.Format(time.RFC3339Nano)
+		current["created:"+name] = created
+		if was, ok := known["created:"+name]; ok && was != created {
+			return true, logProblem{"re-created:" + name, fmt.Sprintf(
+				"stream %s was re-created at %s; this site applied the one created at %s", name, created, was)}
+		}
+		if seq := jsstore.RecordsApplied(applied[name]); seq > st.LastSeq {
+			return true, logProblem{"backwards:" + name, fmt.Sprintf(
+				"stream %s ends at record %d, but this site has applied record %d: the log went backwards", name, st.LastSeq, seq)}
+		}
+	}
+	if len(known) < len(current) {
+		if err := s.view.RecordLogIdentity(current); err != nil {
+			s.log.Error("cannot record the log identity", "err", err)
+			return false, logProblem{}
+		}
+	}
+	return true, logProblem{}
+}
+
 // redactURLs drops any user:password from URLs before they are logged
 // (credentials belong in the site file, but a URL may still carry some).
 func redactURLs(urls []string) []string {
@@ -288,11 +404,35 @@ func (s *Site) boot(ctx context.Context) {
 		close(s.booted)
 		return
 	}
+	// The log must be the one this site's read model was built from: a
+	// stream re-created, or shorter than what was applied, would be
+	// applied at the wrong positions. Such a site never starts its tails.
+	var seen logProblems
+	for ctx.Err() == nil {
+		done, p := s.checkLog(ctx)
+		if alarm := seen.observe(p); alarm != "" {
+			s.gw.SetLogAlarm(alarm)
+			close(s.booted)
+			<-ctx.Done()
+			return
+		}
+		if done && p.key == "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	close(s.booted)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.ensureSigningKey(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchLog(ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

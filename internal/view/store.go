@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 8
+const schemaVersion = 9
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64
@@ -29,6 +29,10 @@ const spanOpen = math.MaxInt64
 const schema = `
 CREATE TABLE applied(stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE meta(k TEXT PRIMARY KEY, v BLOB);
+-- Which log this read model is of: the cluster's id ('cluster') and each
+-- stream's creation time ('created:STREAM'), so that a site notices when
+-- the log under it is replaced.
+CREATE TABLE log_identity(k TEXT PRIMARY KEY, v TEXT NOT NULL);
 -- Session-signing keys as the log holds them (sealed); ord is the order
 -- they became current, so the highest is the current one.
 CREATE TABLE signing_keys(kid TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL,

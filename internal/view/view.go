@@ -209,6 +209,42 @@ func (v *View) KeyByID(id string) (k SigningKey, ok bool) {
 	return SigningKey{}, false
 }
 
+// LogIdentity returns what the read model recorded of the log it applies
+// (see jsstore.Identity): "cluster" and "created:STREAM" keys; empty for a
+// read model that has recorded nothing yet.
+func (v *View) LogIdentity() (map[string]string, error) {
+	rows, err := v.w.Query(`SELECT k, v FROM log_identity`)
+	if err != nil {
+		return nil, fmt.Errorf("view: log identity: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, val string
+		if err := rows.Scan(&k, &val); err != nil {
+			return nil, fmt.Errorf("view: log identity: %w", err)
+		}
+		out[k] = val
+	}
+	return out, rows.Err()
+}
+
+// RecordLogIdentity adds to what the read model recorded of its log;
+// existing keys keep their values (they are what the model was built from).
+func (v *View) RecordLogIdentity(id map[string]string) error {
+	tx, err := v.w.Begin()
+	if err != nil {
+		return fmt.Errorf("view: log identity: %w", err)
+	}
+	defer tx.Rollback()
+	for k, val := range id {
+		if _, err := tx.Exec(`INSERT INTO log_identity(k, v) VALUES(?, ?) ON CONFLICT(k) DO NOTHING`, k, val); err != nil {
+			return fmt.Errorf("view: log identity: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
 // HasSigningKey reports whether the first signing key has been applied.
 func (v *View) HasSigningKey() bool {
 	_, ok := v.CurrentKey()

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/salamander-chat/salamander/internal/backup"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/secrets"
+)
+
+const backupUsage = `usage: salamander backup --dir DIR [--nats URL,…] [--creds admin.json]
+
+Takes an online backup of the replicated log while the sites keep serving: a
+JetStream snapshot of every stream (SAL_ACCT, SAL_P0…) and of the bucket
+SAL_CLUSTER, each consistent up to the last sequence its manifest records.
+DIR must not exist; it is created with mode 0700 and its files 0600. It holds
+every account, password hash and message: keep it off the cluster's hosts,
+encrypted at rest.
+`
+
+const restoreUsage = `usage: salamander restore --dir DIR [--nats URL,…] [--creds admin.json] [--streams LIST]
+
+Restores streams from a backup, with their sequences, records and
+configuration. STOP EVERY SITE'S GATEWAY FIRST (every 'serve' process), and
+start them again once the restore is done. Records acknowledged after the
+backup was taken are lost.
+
+By default it restores every stream of the backup that is absent from the
+cluster (or exists but holds no record) and leaves the others alone.
+--streams restores only the named ones (p0 or SAL_P0, acct, SAL_CLUSTER) and
+refuses if one of them holds records. A backup whose files do not match its
+manifest is refused before anything is touched.
+`
+
+func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, backupUsage); fs.PrintDefaults() }
+	dir := fs.String("dir", "", "directory to create for the backup (required; must not exist)")
+	c := addConnFlags(fs, 30*time.Minute)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("backup: --dir is required")
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	store, err := c.open(ctx, "salamander-backup")
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer store.Close()
+	m, err := backup.Backup(ctx, store.Conn(), *dir, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "backed up %d streams (%d partitions) to %s at %s\n",
+		len(m.Streams), m.Partitions, *dir, m.Created.Format(time.RFC3339))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tLAST SEQ\tRECORDS\tBYTES")
+	for _, s := range m.Streams {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", s.Name, s.LastSeq, s.Records, s.Bytes)
+	}
+	return tw.Flush()
+}
+
+func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
+	dir := fs.String("dir", "", "the backup's directory (required)")
+	streams := fs.String("streams", "", "comma-separated streams to restore (default: every one that is absent)")
+	c := addConnFlags(fs, 30*time.Minute)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("restore: --dir is required")
+	}
+	fmt.Fprintln(stdout, "restore: every site's gateway must be stopped; start them again when this is done")
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	store, err := c.open(ctx, "salamander-restore")
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer store.Close()
+	out, err := backup.Restore(ctx, store.Conn(), *dir, backup.RestoreOptions{Streams: splitList(*streams)})
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if len(out) > 0 {
+		fmt.Fprintln(tw, "STREAM\tLAST SEQ\tRECORDS\t")
+	}
+	for _, o := range out {
+		what := "restored"
+		switch {
+		case o.Kept:
+			what = "present: left alone"
+		case o.Replaced:
+			what = "restored (replaced an empty stream)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", o.Stream, o.LastSeq, o.Records, what)
+	}
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "restore: done; records acknowledged after the backup are lost. Start the sites' gateways.")
+	return nil
+}
+
+// connFlags are the flags with which backup and restore reach the cluster
+// as its operator.
+type connFlags struct {
+	urls, creds *string
+	timeout     time.Duration
+}
+
+func addConnFlags(fs *flag.FlagSet, timeout time.Duration) *connFlags {
+	c := &connFlags{
+		urls: fs.String("nats", "nats://127.0.0.1:4221,nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+			"comma-separated NATS URLs of any sites (the dev cluster's by default)"),
+		creds: fs.String("creds", filepath.Join("salamander-data", "secrets", "admin.json"),
+			"the admin credential (admin.json from salamander certs; the dev cluster's by default)"),
+	}
+	fs.DurationVar(&c.timeout, "timeout", timeout, "give up after this long")
+	return c
+}
+
+// open connects with the admin credential and waits until connected, so
+// that a refused credential or an unreachable cluster is reported as such.
+// It creates nothing in the cluster.
+func (c *connFlags) open(ctx context.Context, name string) (*jsstore.Store, error) {
+	admin, err := secrets.LoadAdmin(*c.creds)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := admin.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	cfg := jsstore.DefaultConfig(splitList(*c.urls)...)
+	cfg.Name = name
+	cfg.User, cfg.Password, cfg.TLS = admin.NATSUser, admin.NATSPassword, tc
+	store, err := jsstore.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !store.Conn().IsConnected() {
+		select {
+		case <-cctx.Done():
+			err := store.Conn().LastError()
+			store.Close()
+			return nil, fmt.Errorf("connect to %s: %v", *c.urls, err)
+		case <-tick.C:
+		}
+	}
+	return store, nil
+}

@@ -1,0 +1,234 @@
+package backup
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"time"
+)
+
+const (
+	// ManifestFile is the manifest's name in a backup directory.
+	ManifestFile   = "manifest.json"
+	manifestFormat = 1
+	// maxManifestSize bounds the manifest a restore reads: a few KiB per
+	// stream, for at most 1,024 partitions.
+	maxManifestSize = 1 << 20
+	snapshotExt     = ".snap"
+)
+
+// ErrCorrupt is returned (wrapped, with the details) when a backup's
+// manifest cannot be read or a file does not match it.
+var ErrCorrupt = errors.New("backup: corrupted or incomplete backup")
+
+// Manifest describes a backup.
+type Manifest struct {
+	Format  int       `json:"format"`
+	Created time.Time `json:"created"`
+	// ServerVersion is the version of the nats-server the backup was taken
+	// from; a restore needs the same or a later one.
+	ServerVersion string `json:"server_version"`
+	// Partitions is the cluster's partition count: rooms are placed by it,
+	// so a restore refuses a cluster created with another.
+	Partitions int      `json:"partitions"`
+	Streams    []Stream `json:"streams"`
+}
+
+// Stream is one stream's snapshot in a backup.
+type Stream struct {
+	// Name is the NATS stream, e.g. SAL_P0, SAL_ACCT or KV_SAL_CLUSTER.
+	Name string `json:"name"`
+	// File, Bytes and SHA256 name and check the snapshot file.
+	File   string `json:"file"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+	// FirstSeq and LastSeq bound the records the snapshot holds; Records
+	// counts them and Deleted counts the sequences in between with none.
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Records  uint64 `json:"records"`
+	Deleted  int    `json:"deleted"`
+	// Config and State are the stream's configuration and state as the
+	// server reported them with the snapshot; a restore sends them back
+	// unchanged.
+	Config json.RawMessage `json:"config"`
+	State  json.RawMessage `json:"state"`
+}
+
+// streamState is the part of the server's stream state a manifest checks.
+type streamState struct {
+	Msgs       uint64 `json:"messages"`
+	FirstSeq   uint64 `json:"first_seq"`
+	LastSeq    uint64 `json:"last_seq"`
+	NumDeleted int    `json:"num_deleted"`
+}
+
+var (
+	streamNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+	sha256RE     = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// ReadManifest reads and checks the manifest of the backup in dir. It does
+// not read the snapshot files; Verify does.
+func ReadManifest(dir string) (*Manifest, error) {
+	f, err := os.Open(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	defer f.Close()
+	return DecodeManifest(f)
+}
+
+// DecodeManifest decodes a manifest from r (at most 1 MiB) and checks that
+// it is whole and consistent.
+func DecodeManifest(r io.Reader) (*Manifest, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read the manifest: %v", ErrCorrupt, err)
+	}
+	if len(b) > maxManifestSize {
+		return nil, fmt.Errorf("%w: the manifest is larger than %d bytes", ErrCorrupt, maxManifestSize)
+	}
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: the manifest: %v", ErrCorrupt, err)
+	}
+	if err := m.check(); err != nil {
+		return nil, fmt.Errorf("%w: the manifest: %v", ErrCorrupt, err)
+	}
+	return &m, nil
+}
+
+func (m *Manifest) check() error {
+	if m.Format != manifestFormat {
+		return fmt.Errorf("format %d, this version reads %d", m.Format, manifestFormat)
+	}
+	if m.Partitions < 1 || m.Partitions > maxPartitions {
+		return fmt.Errorf("partition count %d", m.Partitions)
+	}
+	if len(m.Streams) != m.Partitions+2 {
+		return fmt.Errorf("%d streams for %d partitions (want the bucket, the partitions and the accounts)", len(m.Streams), m.Partitions)
+	}
+	for i, want := range streamNames(m.Partitions) {
+		s := &m.Streams[i]
+		if s.Name != want {
+			return fmt.Errorf("stream %d is %q, want %s", i, s.Name, want)
+		}
+		if err := s.check(); err != nil {
+			return fmt.Errorf("stream %s: %v", s.Name, err)
+		}
+	}
+	return nil
+}
+
+func (s *Stream) check() error {
+	if !streamNameRE.MatchString(s.Name) {
+		return fmt.Errorf("bad name")
+	}
+	if s.File != s.Name+snapshotExt {
+		return fmt.Errorf("file %q, want %s", s.File, s.Name+snapshotExt)
+	}
+	if !sha256RE.MatchString(s.SHA256) || s.Bytes < 0 {
+		return fmt.Errorf("bad checksum or size")
+	}
+	var cfg struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(s.Config, &cfg); err != nil || cfg.Name != s.Name {
+		return fmt.Errorf("its configuration does not name it (%v)", err)
+	}
+	st, err := s.decodeState()
+	if err != nil {
+		return err
+	}
+	if st.FirstSeq != s.FirstSeq || st.LastSeq != s.LastSeq || st.Msgs != s.Records || st.NumDeleted != s.Deleted {
+		return fmt.Errorf("its summary (%d records, sequences %d–%d) disagrees with the server's state %s",
+			s.Records, s.FirstSeq, s.LastSeq, s.State)
+	}
+	return nil
+}
+
+func (s *Stream) decodeState() (streamState, error) {
+	var st streamState
+	if err := json.Unmarshal(s.State, &st); err != nil {
+		return st, fmt.Errorf("its state: %v", err)
+	}
+	return st, nil
+}
+
+// Verify checks the snapshot files of the named streams (every stream when
+// none is named) against the manifest: present, of the recorded size and
+// SHA-256. Errors wrap ErrCorrupt.
+func (m *Manifest) Verify(dir string, names ...string) error {
+	for _, s := range m.Streams {
+		if len(names) > 0 && !slices.Contains(names, s.Name) {
+			continue
+		}
+		if err := s.verify(dir); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, s.File, err)
+		}
+	}
+	return nil
+}
+
+func (s *Stream) verify(dir string) error {
+	f, err := os.Open(filepath.Join(dir, s.File))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return err
+	}
+	if n != s.Bytes {
+		return fmt.Errorf("%d bytes, the manifest says %d", n, s.Bytes)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != s.SHA256 {
+		return fmt.Errorf("SHA-256 %s, the manifest says %s", got, s.SHA256)
+	}
+	return nil
+}
+
+// write writes the manifest to dir, atomically and durably.
+func (m *Manifest) write(dir string) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, ManifestFile+".partial")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

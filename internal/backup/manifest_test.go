@@ -1,0 +1,129 @@
+package backup_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander/internal/backup"
+)
+
+// validManifest is a well-formed manifest of a cluster with n partitions.
+func validManifest(n int) backup.Manifest {
+	m := backup.Manifest{Format: 1, Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), ServerVersion: "2.15.2", Partitions: n}
+	names := []string{"KV_SAL_CLUSTER"}
+	for i := range n {
+		names = append(names, fmt.Sprintf("SAL_P%d", i))
+	}
+	for i, name := range append(names, "SAL_ACCT") {
+		last := uint64(i * 10)
+		first := min(last, 1)
+		m.Streams = append(m.Streams, backup.Stream{
+			Name: name, File: name + ".snap", Bytes: int64(100 + i), SHA256: strings.Repeat("ab", 32),
+			FirstSeq: first, LastSeq: last, Records: last,
+			Config: json.RawMessage(fmt.Sprintf(`{"name":%q,"num_replicas":3}`, name)),
+			State:  json.RawMessage(fmt.Sprintf(`{"messages":%d,"first_seq":%d,"last_seq":%d}`, last, first, last)),
+		})
+	}
+	return m
+}
+
+func encode(t testing.TB, m backup.Manifest) []byte {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A manifest is refused unless it is whole, bounded and names only its own
+// files.
+func TestDecodeManifestRefusesBadManifests(t *testing.T) {
+	if _, err := backup.DecodeManifest(bytes.NewReader(encode(t, validManifest(3)))); err != nil {
+		t.Fatalf("a valid manifest: %v", err)
+	}
+	bad := map[string]func(m *backup.Manifest){
+		"format":           func(m *backup.Manifest) { m.Format = 2 },
+		"no partitions":    func(m *backup.Manifest) { m.Partitions = 0 },
+		"missing stream":   func(m *backup.Manifest) { m.Streams = m.Streams[:len(m.Streams)-1] },
+		"streams swapped":  func(m *backup.Manifest) { m.Streams[1], m.Streams[2] = m.Streams[2], m.Streams[1] },
+		"file elsewhere":   func(m *backup.Manifest) { m.Streams[1].File = "../SAL_P0.snap" },
+		"bad checksum":     func(m *backup.Manifest) { m.Streams[1].SHA256 = "xyz" },
+		"negative size":    func(m *backup.Manifest) { m.Streams[1].Bytes = -1 },
+		"config of other":  func(m *backup.Manifest) { m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P1"}`) },
+		"summary disagree": func(m *backup.Manifest) { m.Streams[2].LastSeq++ },
+		"state not json":   func(m *backup.Manifest) { m.Streams[2].State = json.RawMessage(`"x"`) },
+	}
+	for what, change := range bad {
+		m := validManifest(3)
+		change(&m)
+		if _, err := backup.DecodeManifest(bytes.NewReader(encode(t, m))); !errors.Is(err, backup.ErrCorrupt) {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	huge := append([]byte(`{"format":1,"server_version":"`), bytes.Repeat([]byte("x"), 1<<20)...)
+	if _, err := backup.DecodeManifest(bytes.NewReader(append(huge, `"}`...))); !errors.Is(err, backup.ErrCorrupt) ||
+		!strings.Contains(err.Error(), "larger") {
+		t.Errorf("a manifest over 1 MiB: %v", err)
+	}
+	if _, err := backup.DecodeManifest(strings.NewReader(`{"format":1,"extra":true}`)); !errors.Is(err, backup.ErrCorrupt) {
+		t.Errorf("an unknown key: %v", err)
+	}
+}
+
+// Whatever the bytes, a manifest that decodes is consistent: its streams
+// are the bucket, every partition and the accounts, in order, each in a
+// file of its own name in the backup directory, and it encodes and decodes
+// again to the same manifest. Anything else is refused as ErrCorrupt.
+func FuzzDecodeManifest(f *testing.F) {
+	f.Add(encode(f, validManifest(1)))
+	f.Add(encode(f, validManifest(3)))
+	f.Add([]byte(`{"format":1,"partitions":1024,"streams":[]}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := backup.DecodeManifest(bytes.NewReader(b))
+		if err != nil {
+			if !errors.Is(err, backup.ErrCorrupt) {
+				t.Fatalf("refused without ErrCorrupt: %v", err)
+			}
+			return
+		}
+		if len(b) > 1<<20 {
+			t.Fatalf("accepted %d bytes", len(b))
+		}
+		if m.Partitions < 1 || m.Partitions > 1024 || len(m.Streams) != m.Partitions+2 {
+			t.Fatalf("%d partitions, %d streams", m.Partitions, len(m.Streams))
+		}
+		for i, s := range m.Streams {
+			want := "SAL_P" + fmt.Sprint(i-1)
+			switch i {
+			case 0:
+				want = "KV_SAL_CLUSTER"
+			case len(m.Streams) - 1:
+				want = "SAL_ACCT"
+			}
+			if s.Name != want || s.File != want+".snap" || s.Bytes < 0 || len(s.SHA256) != 64 {
+				t.Fatalf("stream %d: %+v", i, s)
+			}
+		}
+		again, err := backup.DecodeManifest(bytes.NewReader(encode(t, *m)))
+		if err != nil {
+			t.Fatalf("an accepted manifest, encoded again, is refused: %v", err)
+		}
+		if again.Partitions != m.Partitions || !again.Created.Equal(m.Created) || len(again.Streams) != len(m.Streams) {
+			t.Fatalf("round trip changed the manifest: %+v -> %+v", m, again)
+		}
+		for i := range m.Streams {
+			a, b := m.Streams[i], again.Streams[i]
+			a.Config, a.State, b.Config, b.State = nil, nil, nil, nil
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("round trip changed stream %d: %+v -> %+v", i, a, b)
+			}
+		}
+	})
+}

@@ -1,0 +1,220 @@
+package backup
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrStreamHoldsRecords is returned (wrapped) when a stream named for
+// restore exists in the cluster and holds records: a restore never
+// overwrites one.
+var ErrStreamHoldsRecords = errors.New("backup: refusing to overwrite a stream that holds records")
+
+// ErrNothingToRestore is returned when every stream of the backup is present
+// in the cluster and none was named.
+var ErrNothingToRestore = errors.New("backup: nothing to restore: every stream of the backup is present in the cluster")
+
+// RestoreOptions modify a restore.
+type RestoreOptions struct {
+	// Streams names the streams to restore, by NATS name (SAL_P0, SAL_ACCT,
+	// KV_SAL_CLUSTER) or by Salamander's (p0, acct, SAL_CLUSTER). Each must
+	// be absent from the cluster or hold no record. Empty: every stream of
+	// the backup that is absent, or holds no record while the backup has
+	// some; the others are left alone.
+	Streams []string
+	Logger  *slog.Logger
+}
+
+// Outcome is what a restore did with one stream of the backup.
+type Outcome struct {
+	Stream string
+	// Restored is set when the stream was restored; LastSeq and Records are
+	// then the restored stream's, equal to the backup's.
+	Restored bool
+	// Replaced is set when a stream that held no record was replaced.
+	Replaced bool
+	LastSeq  uint64
+	Records  uint64
+	// Kept is set when the stream was left alone because it holds records.
+	Kept bool
+}
+
+// Restore restores streams from the backup in dir through nc, which must be
+// connected with the admin credential. It first checks the manifest and
+// every file it will use, and that the cluster's partition count (when its
+// bucket exists) is the backup's; it refuses, before touching anything, a
+// corrupted backup (ErrCorrupt) or a named stream that holds records
+// (ErrStreamHoldsRecords). Each restored stream has the backup's
+// configuration, sequences and records; records acknowledged after the
+// backup are lost. The sites' gateways must be stopped while it runs.
+func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions) ([]Outcome, error) {
+	log := loggerOrDiscard(opts.Logger).With("system", "backup")
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	var named []string
+	for _, n := range opts.Streams {
+		s, ok := m.lookup(n)
+		if !ok {
+			return nil, fmt.Errorf("backup: the backup has no stream %q (it has %s)", n, strings.Join(m.names(), ", "))
+		}
+		if !slices.Contains(named, s) {
+			named = append(named, s)
+		}
+	}
+	if err := m.Verify(dir, named...); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	if err := checkPartitions(ctx, js, m.Partitions); err != nil {
+		return nil, err
+	}
+
+	// Decide for every stream before touching any.
+	type plan struct {
+		s       Stream
+		replace bool
+	}
+	var plans []plan
+	var out []Outcome
+	for _, s := range m.Streams {
+		if len(named) > 0 && !slices.Contains(named, s.Name) {
+			continue
+		}
+		info, err := streamInfo(ctx, js, s.Name)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("backup: stream %s: %w", s.Name, err)
+		case info == nil:
+			plans = append(plans, plan{s: s})
+		case info.State.LastSeq == 0 && info.State.Msgs == 0 && s.LastSeq > 0:
+			plans = append(plans, plan{s: s, replace: true})
+		case info.State.LastSeq == 0 && info.State.Msgs == 0:
+			// Present and as empty as in the backup: nothing to do.
+			out = append(out, Outcome{Stream: s.Name, Kept: true})
+		case len(named) > 0:
+			return nil, fmt.Errorf("%w: %s holds %d records (last sequence %d); delete it first if it is to be replaced",
+				ErrStreamHoldsRecords, s.Name, info.State.Msgs, info.State.LastSeq)
+		default:
+			out = append(out, Outcome{Stream: s.Name, Kept: true, LastSeq: info.State.LastSeq, Records: info.State.Msgs})
+		}
+	}
+	if len(plans) == 0 {
+		return out, ErrNothingToRestore
+	}
+	for _, p := range plans {
+		o, err := restoreStream(ctx, nc, js, dir, p.s, p.replace)
+		if err != nil {
+			return out, fmt.Errorf("backup: restore %s: %w", p.s.Name, err)
+		}
+		log.Info("stream restored", "stream", o.Stream, "last_seq", o.LastSeq, "records", o.Records, "replaced_empty", o.Replaced)
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// restoreStream restores one stream, first deleting the empty one in its
+// place if replace is set, and checks the result against the manifest.
+func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, dir string, s Stream, replace bool) (Outcome, error) {
+	if replace {
+		// Check again right before: a record may have arrived since.
+		info, err := streamInfo(ctx, js, s.Name)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if info != nil && (info.State.LastSeq != 0 || info.State.Msgs != 0) {
+			return Outcome{}, fmt.Errorf("%w: %s received records during the restore (is a gateway running?)", ErrStreamHoldsRecords, s.Name)
+		}
+		if info != nil {
+			if err := js.DeleteStream(ctx, s.Name); err != nil {
+				return Outcome{}, fmt.Errorf("delete the empty stream in its place: %w", err)
+			}
+		}
+	}
+	f, err := os.Open(filepath.Join(dir, s.File))
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer f.Close()
+	st, err := restore(ctx, nc, s, bufio.NewReaderSize(f, chunkSize))
+	if err != nil {
+		return Outcome{}, err
+	}
+	// An empty stream's first sequence is the next one it will store (1),
+	// whatever the snapshot's state said.
+	if st.LastSeq != s.LastSeq || st.Msgs != s.Records || st.Msgs > 0 && st.FirstSeq != s.FirstSeq {
+		return Outcome{}, fmt.Errorf("the restored stream does not match the backup: %d records, sequences %d–%d; "+
+			"the backup has %d, %d–%d", st.Msgs, st.FirstSeq, st.LastSeq, s.Records, s.FirstSeq, s.LastSeq)
+	}
+	return Outcome{Stream: s.Name, Restored: true, Replaced: replace, LastSeq: st.LastSeq, Records: st.Msgs}, nil
+}
+
+// checkPartitions refuses a cluster whose bucket records another partition
+// count than the backup's: its rooms would be looked for in other streams.
+func checkPartitions(ctx context.Context, js jetstream.JetStream, want int) error {
+	kv, err := js.KeyValue(ctx, clusterBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("backup: the cluster bucket %s: %w", clusterBucket, err)
+	}
+	e, err := kv.Get(ctx, partitionsKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("backup: read the cluster's partition count: %w", err)
+	}
+	if got := string(e.Value()); got != strconv.Itoa(want) {
+		return fmt.Errorf("backup: the cluster has %s partitions and the backup %d: refusing to restore into it", got, want)
+	}
+	return nil
+}
+
+// streamInfo returns a stream's info, or nil if it does not exist.
+func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
+	st, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return st.CachedInfo(), nil
+}
+
+// lookup finds a stream of the backup by its NATS or Salamander name.
+func (m *Manifest) lookup(name string) (string, bool) {
+	for _, s := range m.Streams {
+		for _, candidate := range []string{name, "SAL_" + name, "KV_" + name} {
+			if strings.EqualFold(candidate, s.Name) {
+				return s.Name, true
+			}
+		}
+	}
+	return "", false
+}
+
+func (m *Manifest) names() []string {
+	var out []string
+	for _, s := range m.Streams {
+		out = append(out, s.Name)
+	}
+	return out
+}

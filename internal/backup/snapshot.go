@@ -1,0 +1,213 @@
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// JetStream's snapshot and restore API, which nats.go does not wrap (the
+// request and response types are nats-server's JSApiStreamSnapshotRequest,
+// JSApiStreamSnapshotResponse, JSApiStreamRestoreRequest,
+// JSApiStreamRestoreResponse and JSApiStreamCreateResponse).
+//
+// Snapshot: the stream's leader answers the request with the stream's
+// configuration and state, then sends the snapshot in chunks to the deliver
+// subject; each chunk but the last carries a reply subject the receiver
+// acknowledges on (flow control: the leader keeps at most its window in
+// flight). An empty message ends it: status 204 (or none) when complete,
+// another status (408, 500) when the snapshot failed.
+//
+// Restore: the request carries the configuration and state; the server that
+// will hold the restored stream answers with a subject to send the chunks
+// to, as requests, each answered empty when taken or with an error. An
+// empty chunk ends the upload, and its answer is the created stream's info,
+// or an error.
+const (
+	apiSnapshot = "$JS.API.STREAM.SNAPSHOT."
+	apiRestore  = "$JS.API.STREAM.RESTORE."
+	// chunkSize is the size of the chunks asked for and sent; the server
+	// clamps what it sends to 1 KiB–1 MiB.
+	chunkSize = 128 << 10
+	// maxChunk bounds a chunk the backup accepts.
+	maxChunk = 1 << 20
+	// apiTimeout bounds one API request, and idleTimeout the wait for the
+	// next chunk of a snapshot (the server gives up on an unacknowledged
+	// window after 5 s).
+	apiTimeout  = 10 * time.Second
+	idleTimeout = 15 * time.Second
+	// finishTimeout bounds the wait for a restored stream once every chunk
+	// has been sent: the server finishes writing it first.
+	finishTimeout = 2 * time.Minute
+)
+
+// errNoAnswer is returned (wrapped) when a request went unanswered: the
+// stream or the cluster had no leader, or the credential may not make it.
+var errNoAnswer = errors.New("no answer")
+
+// apiError is a JetStream API error.
+type apiError struct {
+	Code        int    `json:"code"`
+	ErrCode     int    `json:"err_code"`
+	Description string `json:"description"`
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("%s (status %d, JetStream error %d)", e.Description, e.Code, e.ErrCode)
+}
+
+type snapshotRequest struct {
+	DeliverSubject string `json:"deliver_subject"`
+	NoConsumers    bool   `json:"no_consumers,omitempty"`
+	ChunkSize      int    `json:"chunk_size,omitempty"`
+}
+
+type snapshotResponse struct {
+	Error  *apiError       `json:"error,omitempty"`
+	Config json.RawMessage `json:"config"`
+	State  json.RawMessage `json:"state"`
+}
+
+type restoreRequest struct {
+	Config json.RawMessage `json:"config"`
+	State  json.RawMessage `json:"state"`
+}
+
+type restoreResponse struct {
+	Error          *apiError `json:"error,omitempty"`
+	DeliverSubject string    `json:"deliver_subject"`
+}
+
+// createResponse is the answer to the last (empty) chunk of a restore.
+type createResponse struct {
+	Error *apiError   `json:"error,omitempty"`
+	State streamState `json:"state"`
+}
+
+// snapshot writes stream's snapshot to w, chunk by chunk, and returns the
+// configuration and state the server reported for it.
+func snapshot(ctx context.Context, nc *nats.Conn, stream string, w io.Writer) (snapshotResponse, error) {
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return snapshotResponse{}, err
+	}
+	defer sub.Unsubscribe()
+	// The leader waits for interest in the deliver subject before it sends.
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return snapshotResponse{}, err
+	}
+	var resp snapshotResponse
+	req := snapshotRequest{DeliverSubject: inbox, NoConsumers: true, ChunkSize: chunkSize}
+	if err := request(ctx, nc, apiSnapshot+stream, req, &resp); err != nil {
+		return resp, fmt.Errorf("snapshot request: %w", err)
+	}
+	if resp.Error != nil {
+		return resp, fmt.Errorf("snapshot refused: %w", resp.Error)
+	}
+	for {
+		mctx, cancel := context.WithTimeout(ctx, idleTimeout)
+		m, err := sub.NextMsgWithContext(mctx)
+		cancel()
+		if err != nil {
+			return resp, fmt.Errorf("receive the snapshot: %w", err)
+		}
+		if len(m.Data) == 0 {
+			if st := m.Header.Get("Status"); st != "" && st != "204" {
+				return resp, fmt.Errorf("the server failed the snapshot: %s %s", st, m.Header.Get("Description"))
+			}
+			return resp, nil
+		}
+		if len(m.Data) > maxChunk {
+			return resp, fmt.Errorf("a snapshot chunk of %d bytes (at most %d)", len(m.Data), maxChunk)
+		}
+		if _, err := w.Write(m.Data); err != nil {
+			return resp, err
+		}
+		if m.Reply != "" {
+			if err := m.Respond(nil); err != nil {
+				return resp, fmt.Errorf("acknowledge a snapshot chunk: %w", err)
+			}
+		}
+	}
+}
+
+// restore creates s.Name from its snapshot in r and returns the restored
+// stream's state.
+func restore(ctx context.Context, nc *nats.Conn, s Stream, r io.Reader) (streamState, error) {
+	var rr restoreResponse
+	if err := request(ctx, nc, apiRestore+s.Name, restoreRequest{Config: s.Config, State: s.State}, &rr); err != nil {
+		return streamState{}, fmt.Errorf("restore request: %w", err)
+	}
+	if rr.Error != nil {
+		return streamState{}, fmt.Errorf("restore refused: %w", rr.Error)
+	}
+	if rr.DeliverSubject == "" {
+		return streamState{}, errors.New("restore refused: the server named no subject to send the snapshot to")
+	}
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			var ack createResponse
+			if rerr := requestRaw(ctx, nc, rr.DeliverSubject, buf[:n], apiTimeout, &ack); rerr != nil {
+				return streamState{}, fmt.Errorf("send the snapshot: %w", rerr)
+			}
+			if ack.Error != nil {
+				return streamState{}, fmt.Errorf("the server refused the snapshot: %w", ack.Error)
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return streamState{}, fmt.Errorf("read the snapshot file: %w", err)
+		}
+	}
+	var done createResponse
+	if err := requestRaw(ctx, nc, rr.DeliverSubject, nil, finishTimeout, &done); err != nil {
+		return streamState{}, fmt.Errorf("finish the restore: %w", err)
+	}
+	if done.Error != nil {
+		return streamState{}, fmt.Errorf("the server failed the restore: %w", done.Error)
+	}
+	return done.State, nil
+}
+
+// request sends a JSON API request and decodes its JSON answer into out.
+func request(ctx context.Context, nc *nats.Conn, subject string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return requestRaw(ctx, nc, subject, b, apiTimeout, out)
+}
+
+// requestRaw sends data and decodes the answer, if it is not empty, into
+// out.
+func requestRaw(ctx context.Context, nc *nats.Conn, subject string, data []byte, timeout time.Duration, out any) error {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	m, err := nc.RequestWithContext(rctx, subject, data)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("%w within %s (no leader, or the credential may not do this)", errNoAnswer, timeout)
+		}
+		return err
+	}
+	if len(m.Data) == 0 {
+		return nil
+	}
+	if len(m.Data) > maxChunk {
+		return fmt.Errorf("an answer of %d bytes", len(m.Data))
+	}
+	if err := json.Unmarshal(m.Data, out); err != nil {
+		return fmt.Errorf("decode the answer: %w", err)
+	}
+	return nil
+}
