@@ -108,6 +108,13 @@ type Gateway struct {
 	// site refuses every user request until an operator has looked.
 	logAlarm atomic.Pointer[string]
 
+	// catchUp is what the site must have applied before it serves: each
+	// stream's head when it came up (nil: not known yet); caughtUp latches
+	// once it has.
+	catchUpMu sync.Mutex
+	catchUp   map[string]uint64
+	caughtUp  atomic.Bool
+
 	isolated  atomic.Bool
 	isoMu     sync.Mutex
 	isoCtx    context.Context // cancelled when the site becomes isolated
@@ -178,6 +185,40 @@ func (g *Gateway) LogAlarm() string {
 	return ""
 }
 
+// SetCatchUp tells the gateway each stream's head (a position) when the
+// site came up: until its read model has applied them all, the site is
+// not ready and refuses user requests (a read would be stale).
+func (g *Gateway) SetCatchUp(heads map[string]uint64) {
+	g.catchUpMu.Lock()
+	g.catchUp = heads
+	g.catchUpMu.Unlock()
+}
+
+// CaughtUp reports whether the read model has applied every stream up to
+// the head it had when the site came up.
+func (g *Gateway) CaughtUp() bool {
+	if g.caughtUp.Load() {
+		return true
+	}
+	g.catchUpMu.Lock()
+	heads := g.catchUp
+	g.catchUpMu.Unlock()
+	if heads == nil {
+		return false
+	}
+	applied := g.cfg.View.Applied()
+	for stream, head := range heads {
+		if applied[stream] < head {
+			return false
+		}
+	}
+	g.caughtUp.Store(true)
+	return true
+}
+
+var errBehind = salamander.Errorf(salamander.CodeUnavailable,
+	"this site is catching up with the log after a restart; try again or use another site")
+
 // serving says why this site cannot serve user requests right now, or nil.
 func (g *Gateway) serving() error {
 	switch {
@@ -188,6 +229,8 @@ func (g *Gateway) serving() error {
 		return errIsolated
 	case !g.cfg.Store.Ready():
 		return errStarting
+	case !g.CaughtUp():
+		return errBehind
 	}
 	return nil
 }

@@ -124,12 +124,13 @@ func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	keyed := g.cfg.View.HasSigningKey()
 	stalled := g.cfg.Store.Stalled()
 	alarm := g.LogAlarm()
+	caughtUp := g.CaughtUp()
 	status := http.StatusOK
-	if !connected || !keyed || g.Isolated() || len(stalled) > 0 || alarm != "" {
+	if !connected || !keyed || g.Isolated() || len(stalled) > 0 || alarm != "" || !caughtUp {
 		status = http.StatusServiceUnavailable
 	}
 	out := map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
-		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated()}
+		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated(), "caught_up": caughtUp}
 	if len(stalled) > 0 {
 		out["stalled"] = stalled
 	}

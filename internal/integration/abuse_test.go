@@ -192,6 +192,7 @@ func limitedGateway(t *testing.T, l gateway.Limits) string {
 	l.Exempt = nil
 	cfg.Limits = l
 	g := gateway.New(cfg)
+	g.SetCatchUp(map[string]uint64{}) // site a's view, which is caught up
 	srv := httptest.NewServer(g)
 	t.Cleanup(func() {
 		srv.Close()

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"reflect"
 	"testing"
 	"time"
@@ -324,4 +325,56 @@ func TestPartitionLeadersSpreadOverSites(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A site that returns answers nothing from a read model still catching up:
+// from the moment it starts, every history it serves is complete, and
+// /readyz says 200 only once it is.
+func TestReturningSiteServesNoStaleRead(t *testing.T) {
+	ctx := testCtx(t, 120*time.Second)
+	a, _ := signedUp(t, 0, "sta")
+	_, bName := signedUp(t, 1, "stb")
+	room, err := a.DirectRoom(ctx, bName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster.Kill(2)
+	t.Cleanup(func() {
+		if cluster.Site(2) == nil {
+			_ = cluster.Restart(testCtx(t, 60*time.Second), 2)
+		}
+	})
+	const n = 150
+	for i := range n {
+		if _, err := a.Send(ctx, room.ID, fmt.Sprintf("s%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := cluster.Start(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := pinned(t, 2, a.Token())
+	served, ready := 0, false
+	for !ready {
+		if ctx.Err() != nil {
+			t.Fatalf("site c never became ready (%d histories served)", served)
+		}
+		res, err := http.Get(cluster.URL(2) + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			ready = res.StatusCode == http.StatusOK
+		}
+		page, err := at.History(ctx, room.ID, clientHistory(0, 0, n))
+		if err != nil {
+			continue // refused while catching up: fine
+		}
+		served++
+		if len(page.Messages) != n {
+			t.Fatalf("site c served a stale history: %d of %d messages (ready %v)", len(page.Messages), n, ready)
+		}
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

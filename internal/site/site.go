@@ -424,6 +424,26 @@ func (s *Site) boot(ctx context.Context) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	// What the log holds now is what this site must have applied before
+	// it serves anything: a restarted site would otherwise answer from a
+	// read model that is still catching up.
+	heads := map[string]uint64{}
+	for _, stream := range s.store.Streams() {
+		for ctx.Err() == nil {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			pos, err := s.store.LastPosition(cctx, stream)
+			cancel()
+			if err == nil {
+				heads[stream] = pos.Seq
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	s.gw.SetCatchUp(heads)
 	close(s.booted)
 	s.wg.Add(3)
 	go func() {
@@ -580,7 +600,7 @@ func (s *Site) Ready(ctx context.Context) error {
 		return err
 	}
 	for {
-		if s.view.HasSigningKey() {
+		if s.view.HasSigningKey() && s.gw.CaughtUp() {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			st, err := s.store.Status(sctx)
 			cancel()

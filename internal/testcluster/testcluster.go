@@ -172,14 +172,24 @@ func (c *Cluster) Kill(i int) {
 // Restart starts site i again on its old ports and disk, and waits until it
 // is ready.
 func (c *Cluster) Restart(ctx context.Context, i int) error {
-	s, err := site.Start(ctx, c.cfgs[i])
+	s, err := c.Start(ctx, i)
 	if err != nil {
 		return err
+	}
+	return s.Ready(ctx)
+}
+
+// Start starts site i again on its old ports and disk, without waiting
+// for it to be ready.
+func (c *Cluster) Start(ctx context.Context, i int) (*site.Site, error) {
+	s, err := site.Start(ctx, c.cfgs[i])
+	if err != nil {
+		return nil, err
 	}
 	c.mu.Lock()
 	c.sites[i] = s
 	c.mu.Unlock()
-	return s.Ready(ctx)
+	return s, nil
 }
 
 // RemoveReadModel deletes site i's read model files; the site must be stopped.
