@@ -221,6 +221,8 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 		}
 		if errors.Is(err, ErrStreamMissing) {
 			s.log.Error("the log is damaged; this site will not serve until it is restored", "err", err)
+		} else if errors.Is(err, ErrStreamConfig) {
+			s.log.Error("refusing to serve on a stream that breaks a guarantee", "err", err)
 		} else {
 			s.log.Info("waiting for the JetStream cluster", "err", err)
 		}
@@ -281,6 +283,9 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 		if err == nil {
+			if err := s.checkStream(name, st.CachedInfo()); err != nil {
+				return err
+			}
 			cfg := st.CachedInfo().Config
 			if cfg.RePublish != nil {
 				continue // exists; its config is fixed at creation
@@ -322,6 +327,46 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	}
 	s.clusterID.Store(string(id.Value()))
 	s.partitions.Store(int32(n))
+	return nil
+}
+
+// ErrStreamConfig is returned when a stream exists with settings that
+// break a promise: fewer replicas than configured (an acknowledged write
+// would not survive the loss of a site), replicas not on distinct
+// servers, or no direct gets (a site's reads would need the leader).
+var ErrStreamConfig = errors.New("jsstore: a stream's settings break Salamander's guarantees")
+
+// checkStream refuses a stream whose settings break a promise. Streams
+// Salamander creates always pass; this catches ones an operator made or
+// changed by hand on an external cluster.
+func (s *Store) checkStream(name string, info *jetstream.StreamInfo) error {
+	cfg := info.Config
+	var problems []string
+	if cfg.Replicas < s.cfg.Replicas {
+		problems = append(problems, fmt.Sprintf("it has %d replica(s), Salamander needs %d (one per site)", cfg.Replicas, s.cfg.Replicas))
+	}
+	if !cfg.AllowDirect {
+		problems = append(problems, "direct gets are off (allow_direct)")
+	}
+	if cfg.Storage != jetstream.FileStorage {
+		problems = append(problems, "it is not on file storage")
+	}
+	if cfg.Retention != jetstream.LimitsPolicy || cfg.MaxMsgs > 0 || cfg.MaxBytes > 0 || cfg.MaxAge > 0 {
+		problems = append(problems, "it may drop records (retention other than limits, or a max msgs/bytes/age)")
+	}
+	if c := info.Cluster; c != nil && s.cfg.Replicas > 1 {
+		peers := map[string]bool{c.Leader: c.Leader != ""}
+		for _, r := range c.Replicas {
+			peers[r.Name] = true
+		}
+		if len(peers) < s.cfg.Replicas && c.Leader != "" {
+			problems = append(problems, fmt.Sprintf("its replicas are on %d distinct servers, not %d", len(peers), s.cfg.Replicas))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: stream %s (%s): %s; fix it on the NATS cluster (e.g. `nats stream edit %s`)",
+			ErrStreamConfig, name, natsName(name), strings.Join(problems, "; "), natsName(name))
+	}
 	return nil
 }
 
