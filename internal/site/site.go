@@ -65,12 +65,20 @@ type Config struct {
 	BcryptCost int
 	// AppendTimeout bounds one append to the log.
 	AppendTimeout time.Duration
+	// HeartbeatTimeout is how long a site may go without hearing a
+	// majority of the sites before it treats itself as cut off (default
+	// DefaultHeartbeatTimeout).
+	HeartbeatTimeout time.Duration
 	// PresenceBeat and PresenceTTL are the gateway's presence digest
 	// interval and expiry (gateway.Config); zero keeps its defaults.
 	PresenceBeat time.Duration
 	PresenceTTL  time.Duration
 	Logger       *slog.Logger
 }
+
+// DefaultHeartbeatTimeout: a silent cut is noticed within about this long
+// (plus a heartbeat interval and an isolation check).
+const DefaultHeartbeatTimeout = 1250 * time.Millisecond
 
 // DefaultConfig returns the defaults for site name.
 func DefaultConfig(name, dataDir string) Config {
@@ -99,6 +107,7 @@ type Site struct {
 	gw    *gateway.Gateway
 	http  *http.Server
 	https bool
+	hb    *heartbeats
 	ln    net.Listener
 	lock  *os.File // exclusive lock on DataDir, held until stopped
 
@@ -208,7 +217,12 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(3)
+	s.hb = &heartbeats{self: cfg.Site, heard: map[string]time.Time{}}
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.hb.run(bg, s.store.Conn(), s.siteCount())
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.watchIsolation(bg)
@@ -504,7 +518,11 @@ const isolationCheck = 250 * time.Millisecond
 // drops its WebSockets, sending clients to a site that can serve them,
 // instead of letting them wait on a site that cannot.
 func (s *Site) watchIsolation(ctx context.Context) {
-	size := len(s.cfg.NATS.Routes) + 1
+	size := s.siteCount()
+	hbTimeout := s.cfg.HeartbeatTimeout
+	if hbTimeout <= 0 {
+		hbTimeout = DefaultHeartbeatTimeout
+	}
 	t := time.NewTicker(isolationCheck)
 	defer t.Stop()
 	var since time.Time
@@ -520,7 +538,14 @@ func (s *Site) watchIsolation(ctx context.Context) {
 			peers = s.node.ConnectedPeers()
 			cut = cut || size > 1 && peers+1 <= size/2
 		}
+		// No heartbeat from a majority: a silent cut, already as old as
+		// the heartbeat timeout, so no further grace.
+		silent := size > 1 && s.hb.silent(size, hbTimeout)
 		switch {
+		case silent && !s.gw.Isolated():
+			s.log.Warn("no heartbeat from a majority of sites; refusing requests so clients move", "timeout", hbTimeout)
+			s.gw.SetIsolated(true)
+		case silent:
 		case !cut:
 			since = time.Time{}
 			if s.gw.Isolated() {
@@ -534,6 +559,15 @@ func (s *Site) watchIsolation(ctx context.Context) {
 			s.gw.SetIsolated(true)
 		}
 	}
+}
+
+// siteCount is how many sites the deployment has: its configured sites,
+// else the embedded server's routes and itself.
+func (s *Site) siteCount() int {
+	if n := len(s.cfg.Sites); n > 0 {
+		return n
+	}
+	return len(s.cfg.NATS.Routes) + 1
 }
 
 // isolationGrace keeps a brief route flap from bouncing every client.
