@@ -14,10 +14,12 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("drill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := drill.DefaultConfig()
-	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "fire (SIGKILL a site; it stays down), partition (cut a site's routes; reconnect it after the load), "+
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "fire (SIGKILL a site; it stays down), partition (cut a site's routes; heal them under load after --cut-for), "+
 		"return (SIGKILL a site and bring it back under load, on its old disk and then an empty one), rolling (SIGTERM and restart each site in turn), "+
 		"latency (inject route latency at --fault-at; no fault) or none (load and check only); a comma-separated list runs them in turn on one cluster")
 	fs.StringVar(&cfg.Site, "site", "", "site to burn or cut off: a, b or c (default: the one leading the most streams)")
+	cut := fs.String("cut", string(cfg.Cut), "partition: how the cut site's links fail: close (connections closed, new ones refused: noticed at once) or silent (bytes dropped both ways, connections left open, new ones hang: noticed only by timeouts, as most real partitions)")
+	fs.DurationVar(&cfg.CutFor, "cut-for", cfg.CutFor, "partition: how long the cut lasts before the links heal under load (0: until after the load; the majority is checked alone first)")
 	sites := fs.String("sites", "", "attach to a running cluster at these comma-separated site URLs (e.g. salamander dev's) instead of starting one; only --scenario none (then the default) runs there")
 	fs.DurationVar(&cfg.Down, "down", cfg.Down, "return: how long the burned site stays down each time")
 	disks := fs.String("disks", "old,empty", "return: the disks the burned site comes back with, in order (old, empty)")
@@ -62,6 +64,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	cfg.Disks = splitList(*disks)
+	cfg.Cut = drill.CutMode(*cut)
 	cfg.Binary = *bin
 	if cfg.Binary == "" && len(cfg.Sites) == 0 {
 		if cfg.Binary, err = os.Executable(); err != nil {

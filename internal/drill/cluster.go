@@ -485,15 +485,15 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 	return c.WaitReady(ctx, i)
 }
 
-// Cut closes every route connection touching the named site and refuses
-// new ones, while its process keeps running.
-func (c *Cluster) Cut(site string) {
+// Cut cuts every route link touching the named site, the way mode says,
+// while its process keeps running.
+func (c *Cluster) Cut(site string, mode CutMode) {
 	for _, p := range c.proxies {
 		if p.touches(site) {
-			p.SetCut(true)
+			p.Cut(mode)
 		}
 	}
-	c.log.Info("site cut off", "site", site)
+	c.log.Info("site cut off", "site", site, "cut", mode)
 }
 
 // SetLatency adds rtt ± jitter to the round trip of every route link
@@ -512,11 +512,11 @@ func (c *Cluster) SetLatency(rtt, jitter time.Duration, far string, farRTT time.
 	}
 }
 
-// Heal lets the named site's routes connect again.
+// Heal lets the named site's routes carry bytes and connect again.
 func (c *Cluster) Heal(site string) {
 	for _, p := range c.proxies {
 		if p.touches(site) {
-			p.SetCut(false)
+			p.Heal()
 		}
 	}
 	c.log.Info("site reconnected", "site", site)

@@ -2,13 +2,15 @@
 // as separate `salamander serve` processes whose NATS routes run through
 // link proxies it controls (or attaches to a running cluster), drives a
 // checked workload of simulated users through the Go SDK, and mid-run burns
-// a site (SIGKILL), cuts it off (partition), brings a burned site back on
-// its old or an empty disk (return), restarts every site in turn (rolling)
-// or slows the routes down (latency). Then it proves message by message
-// that nothing acknowledged was lost, duplicated or reordered and that the
-// sites converged. It measures how long writes were unavailable, how long a
-// returning site took to catch up and what latency cost, and reports as
-// text, JSON and HTML.
+// a site (SIGKILL), cuts it off (partition: its route connections closed,
+// or every byte silently dropped, then healed under load), brings a burned
+// site back on its old or an empty disk (return), restarts every site in
+// turn (rolling) or slows the routes down (latency). Then it proves message
+// by message that nothing acknowledged was lost, duplicated or reordered
+// and that the sites converged. It measures how long writes were
+// unavailable, how soon a cut-off site refused its clients, what a heal
+// cost the majority, how long a returning site took to catch up and what
+// latency cost, and reports as text, JSON and HTML.
 //
 // The drill never reaches into a site's process: everything it knows comes
 // from the public API (the SDK, /readyz, /v1/status), so it checks what users
@@ -34,8 +36,12 @@ const (
 	// (unless Config.Return).
 	ScenarioFire = "fire"
 	// ScenarioPartition cuts one site's routes to the other two while its
-	// process keeps running; after the load the majority is checked, then
-	// the site is reconnected and must catch up.
+	// process keeps running (Config.Cut says how) and measures how soon it
+	// refuses its clients. The links heal Config.CutFor after the cut while
+	// the load runs on, and the report shows what the heal cost the
+	// majority's clients; with CutFor zero the cut lasts the whole load,
+	// the majority is checked alone, then the site is reconnected and must
+	// catch up.
 	ScenarioPartition = "partition"
 	// ScenarioReturn SIGKILLs one site mid-run and brings it back while the
 	// load continues, once per entry of Config.Disks: on its old disk, then
@@ -83,6 +89,12 @@ type Config struct {
 	// Site is the site to burn or cut off; empty picks the one leading the
 	// most streams when the fault strikes.
 	Site string
+	// Cut (partition) is how the cut-off site's links fail: CutClose
+	// (default) or CutSilent.
+	Cut CutMode
+	// CutFor (partition) is how long the cut lasts before the links heal
+	// under load; zero keeps the site cut off until after the load.
+	CutFor time.Duration
 	// Users is the number of simulated users; each is in one 1:1 room and
 	// one group of GroupSize.
 	Users     int
@@ -132,6 +144,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Scenario:   ScenarioFire,
+		Cut:        CutClose,
+		CutFor:     12 * time.Second,
 		Users:      60,
 		GroupSize:  5,
 		Rate:       1,
@@ -181,6 +195,15 @@ func (c *Config) validate() error {
 		c.Latency, c.Jitter, c.FarSite, c.FarLatency = 2*time.Millisecond, time.Millisecond, "c", 30*time.Millisecond
 	}
 	needsFault := slices.ContainsFunc(list, func(s string) bool { return s != ScenarioNone })
+	if c.Cut == "" {
+		c.Cut = CutClose
+	}
+	if !slices.Contains(CutModes, c.Cut) {
+		return fmt.Errorf("drill: unknown cut %q (close, silent)", c.Cut)
+	}
+	if slices.Contains(list, ScenarioPartition) && c.CutFor > 0 && c.FaultAt+c.CutFor >= c.Duration {
+		return errors.New("drill: the cut must heal before the load ends: need fault-at + cut-for < duration (or cut-for 0: heal after the load)")
+	}
 	switch {
 	case c.Users < 2:
 		return errors.New("drill: need at least 2 users")
@@ -387,8 +410,10 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		}
 	}()
 	switch cfg.Scenario {
-	case ScenarioFire, ScenarioPartition:
-		err = r.fireOrPartition()
+	case ScenarioFire:
+		err = r.fire()
+	case ScenarioPartition:
+		err = r.partition()
 	case ScenarioReturn:
 		err = r.returns()
 	case ScenarioRolling:
@@ -499,29 +524,20 @@ func (r *run) others(vi int) []int {
 	return out
 }
 
-// fireOrPartition burns or cuts off one site at FaultAt, checks the other
-// two after the load and, for a partition or a fire with Return, brings
-// the site back and checks all three.
-func (r *run) fireOrPartition() error {
+// fire burns one site at FaultAt, checks the other two after the load
+// and, with Return, restarts the site on its old disk and checks all
+// three.
+func (r *run) fire() error {
 	vi, err := r.victim()
 	if err != nil {
 		return err
 	}
 	victim := r.cl.Name(vi)
-	var f *Fault
-	switch r.cfg.Scenario {
-	case ScenarioFire:
-		f = r.newFault(FaultKill, vi)
-		if err := r.cl.Kill(vi); err != nil {
-			return err
-		}
-		r.log.Info("fire", "site", victim)
-	case ScenarioPartition:
-		f = r.newFault(FaultCut, vi)
-		r.cl.Cut(victim)
-		defer r.cl.Heal(victim)
-		r.log.Info("partition", "site", victim)
+	f := r.newFault(FaultKill, vi)
+	if err := r.cl.Kill(vi); err != nil {
+		return err
 	}
+	r.log.Info("fire", "site", victim)
 	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.Duration)); err != nil {
 		return err
 	}
@@ -531,26 +547,21 @@ func (r *run) fireOrPartition() error {
 	if err != nil {
 		return err
 	}
-	if r.cfg.Scenario == ScenarioPartition || r.cfg.Return {
+	if r.cfg.Return {
 		m := verdict
 		r.rep.MajorityCheck = &m
 		ret := time.Now()
 		r.rep.ReturnAtS = r.since(ret)
 		f.BackAtS = r.rep.ReturnAtS
-		if r.cfg.Scenario == ScenarioPartition {
-			r.cl.Heal(victim)
-			r.log.Info("reconnected", "site", victim)
-		} else {
-			f.Disk = DiskOld
-			r.log.Info("restarting the burned site on its old disk", "site", victim)
-			rctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
-			err := r.cl.Restart(rctx, vi)
-			cancel()
-			if err != nil {
-				return err
-			}
-			f.ReadyMS = ms(time.Since(ret))
+		f.Disk = DiskOld
+		r.log.Info("restarting the burned site on its old disk", "site", victim)
+		rctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
+		err := r.cl.Restart(rctx, vi)
+		cancel()
+		if err != nil {
+			return err
 		}
+		f.ReadyMS = ms(time.Since(ret))
 		r.log.Info("checking all three sites")
 		verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
 		if err != nil {

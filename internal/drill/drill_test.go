@@ -38,13 +38,15 @@ func testMain(m *testing.M) int {
 }
 
 // TestDrills runs a short fire drill (with the burned site restarted on its
-// old disk afterwards), a short partition drill and a short return drill
-// (a burned site brought back on an empty disk under load) on one cluster
+// old disk afterwards), a short partition drill (connections closed, the
+// site reconnected after the load), a partition with a silent cut healed
+// under load, and a short return drill (a burned site brought back on an
+// empty disk under load) on one cluster
 // of real `salamander serve` processes: a fresh cluster takes a while to
 // create its streams, so the drills share it.
 func TestDrills(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts three server processes and runs three 16-20 s drills")
+		t.Skip("starts three server processes and runs four 16-26 s drills")
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
@@ -82,7 +84,11 @@ func TestDrills(t *testing.T) {
 	t.Run("partition", func(t *testing.T) {
 		cfg := base
 		cfg.Scenario = ScenarioPartition
+		cfg.CutFor = 0 // cut off for the whole load: the majority is checked alone
 		rep := runDrill(ctx, t, cl, cfg)
+		if rep.CutStats == nil || rep.Cut != CutClose || rep.CutRefuseMS < 0 || rep.CutWriteProbes == 0 {
+			t.Errorf("the cut was not watched, or the cut-off site never refused its clients: %+v", rep.CutStats)
+		}
 		m := rep.MajorityCheck
 		if m == nil {
 			t.Fatal("no check of the majority during the cut")
@@ -93,6 +99,21 @@ func TestDrills(t *testing.T) {
 		if m.Acked != rep.Acked || m.Lost != 0 {
 			t.Errorf("majority check: acked %d (all sites: %d), lost %d", m.Acked, rep.Acked, m.Lost)
 		}
+	})
+	if t.Failed() {
+		return
+	}
+	t.Run("partition-silent-heal", func(t *testing.T) {
+		cfg := base
+		cfg.Scenario = ScenarioPartition
+		cfg.Cut = CutSilent
+		cfg.FaultAt = 5 * time.Second
+		// Long enough for the cut-off site to notice a silent cut by its
+		// own timeouts, then 9 s of load after the heal.
+		cfg.CutFor = 12 * time.Second
+		cfg.Duration = 26 * time.Second
+		rep := runDrill(ctx, t, cl, cfg)
+		checkSilentHeal(t, rep)
 	})
 	if t.Failed() {
 		return
@@ -115,6 +136,48 @@ func TestDrills(t *testing.T) {
 			t.Errorf("checked at %v, want all three sites", rep.CheckedSites)
 		}
 	})
+}
+
+// checkSilentHeal checks that a partition with a silent cut healed under
+// load reports its cut and heal measures, and that they are sane. It does
+// not judge their values against targets: those are measured in
+// BENCHMARKS.md.
+func checkSilentHeal(t *testing.T, rep *Report) {
+	t.Helper()
+	if len(rep.CheckedSites) != 3 || rep.MajorityCheck != nil {
+		t.Errorf("checked at %v (majority check %v), want all three sites after the heal", rep.CheckedSites, rep.MajorityCheck != nil)
+	}
+	cs, h := rep.CutStats, rep.HealStats
+	if cs == nil || h == nil || len(rep.Faults) != 1 {
+		t.Fatalf("cut %+v, heal %+v, faults %d", cs, h, len(rep.Faults))
+	}
+	if cs.Cut != CutSilent || cs.CutForMS <= 0 || cs.CutWriteProbes == 0 || cs.CutWritesAcked != 0 {
+		t.Errorf("cut: %+v", cs)
+	}
+	// The promise is that a cut-off site refuses (how soon is a measure).
+	if cs.CutRefuseMS < 0 || cs.CutRefuseMS > cs.CutForMS || cs.CutWriteHangMSMax < 0 {
+		t.Errorf("the cut-off site did not refuse its clients during the cut: %+v", cs)
+	}
+	if !(h.HealWindowFromS < h.HealAtS && h.HealAtS < h.HealWindowToS) || h.HealSends == 0 || h.HealGapMSMax <= 0 ||
+		h.HealGapBaselineMSMax <= 0 || h.HealSlowSends > h.HealSends {
+		t.Errorf("heal gap not measured: %+v", h)
+	}
+	if f := rep.Faults[0]; f.Kind != FaultCut || f.BackAtS != h.HealAtS || f.ReadyMS < 0 || f.CaughtUpMS < f.ReadyMS {
+		t.Errorf("the site's return after the heal: %+v", f)
+	}
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]any
+	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"cut", "cut_refuse_ms", "cut_readyz_503_ms", "cut_write_refused_ms", "heal_gap_ms_max", "heal_gap_baseline_ms_max", "heal_at_s"} {
+		if _, ok := top[k]; !ok {
+			t.Errorf("JSON report lacks %q", k)
+		}
+	}
 }
 
 // TestSuiteJSON checks the JSON shape of a sequence: the required fields

@@ -10,11 +10,33 @@ import (
 	"time"
 )
 
+// CutMode is how a cut link fails.
+type CutMode string
+
+// Cut modes.
+const (
+	// CutClose closes every connection the link carries and refuses new
+	// ones: both servers see their routes drop at once, as when a host
+	// reboots or a firewall answers with resets.
+	CutClose CutMode = "close"
+	// CutSilent drops every byte, both ways, while the connections stay
+	// open; new connections are accepted and then hang. This is what most
+	// real partitions look like (a dead switch, a lost uplink): nothing
+	// tells either server, which notices only when its own timeouts (route
+	// pings, TLS and connect deadlines) expire. When the link heals the
+	// bytes held meanwhile flow again on the same connections, as TCP's
+	// retransmissions would deliver them; a side that gave up on a
+	// connection meanwhile has its close delivered then, and its new
+	// connection goes through.
+	CutSilent CutMode = "silent"
+)
+
+// CutModes lists every cut mode, in the order the help text gives them.
+var CutModes = []CutMode{CutClose, CutSilent}
+
 // linkProxy carries one site's outgoing NATS route connections to another
-// site's cluster port. Cutting it closes every connection it carries and
-// refuses new ones (accepts and closes them at once) until it is healed,
-// which is what a network partition looks like to both servers. It can
-// also delay every byte it carries, in each direction, to model distance.
+// site's cluster port. It can cut the link (see CutMode) and heal it, and
+// delay every byte it carries, in each direction, to model distance.
 type linkProxy struct {
 	from, to string // site names
 	target   string // the real cluster address of site to
@@ -22,7 +44,9 @@ type linkProxy struct {
 	wg       sync.WaitGroup
 
 	mu     sync.Mutex
-	cut    bool
+	cut    CutMode       // "" while the link is up
+	resume chan struct{} // during a silent cut: closed when bytes may flow again
+	closed bool          // Close ran
 	conns  map[net.Conn]struct{}
 	delay  time.Duration // one-way delay added to each chunk
 	jitter time.Duration // the delay varies uniformly by ± jitter
@@ -56,15 +80,55 @@ func (p *linkProxy) Addr() string { return p.ln.Addr().String() }
 // touches reports whether the link starts or ends at site.
 func (p *linkProxy) touches(site string) bool { return p.from == site || p.to == site }
 
-// SetCut cuts (true) or heals (false) the link.
-func (p *linkProxy) SetCut(cut bool) {
+// Cut cuts the link the way mode says.
+func (p *linkProxy) Cut(mode CutMode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
+	p.setCut(mode)
+}
+
+// Heal lets bytes and new connections through again.
+func (p *linkProxy) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setCut("")
+}
+
+// setCut switches the link to mode ("": up). p.mu is held.
+func (p *linkProxy) setCut(mode CutMode) {
+	if p.closed {
+		mode = CutClose
+	}
+	if p.cut == CutSilent && mode != CutSilent {
+		close(p.resume) // held bytes flow (or, on a close cut, fail) now
+		p.resume = nil
+	}
+	if mode == CutSilent && p.cut != CutSilent {
+		p.resume = make(chan struct{})
+	}
+	p.cut = mode
+	if mode == CutClose {
 		for c := range p.conns {
 			c.Close()
 		}
+	}
+}
+
+// held returns nil when bytes may flow, or, during a silent cut, a channel
+// closed when they may again.
+func (p *linkProxy) held() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut == CutSilent {
+		return p.resume
+	}
+	return nil
+}
+
+// waitFlowing returns when the link is not silently cut.
+func (p *linkProxy) waitFlowing() {
+	for ch := p.held(); ch != nil; ch = p.held() {
+		<-ch
 	}
 }
 
@@ -92,7 +156,10 @@ func (p *linkProxy) oneWay() time.Duration {
 // proxy's goroutines.
 func (p *linkProxy) Close() {
 	p.ln.Close()
-	p.SetCut(true)
+	p.mu.Lock()
+	p.closed = true
+	p.setCut(CutClose)
+	p.mu.Unlock()
 	p.wg.Wait()
 }
 
@@ -114,11 +181,11 @@ func (p *linkProxy) acceptLoop() {
 	}
 }
 
-// track registers c unless the link is cut.
+// track registers c unless the link is cut with CutClose.
 func (p *linkProxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cut {
+	if p.cut == CutClose {
 		return false
 	}
 	p.conns[c] = struct{}{}
@@ -135,67 +202,96 @@ func (p *linkProxy) untrack(cs ...net.Conn) {
 }
 
 // forward copies bytes both ways between c and the target until either
-// side closes or the link is cut.
+// side closes or the link is cut with CutClose. A connection accepted
+// during a silent cut reaches the target only when the link heals (its
+// handshake was lost in the network); if c gives up first, it never does.
 func (p *linkProxy) forward(c net.Conn) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	fromC, cDone := make(chan chunk, 256), make(chan struct{})
+	wg.Go(func() { p.read(c, fromC, cDone) })
+	abandon := func() {
+		p.untrack(c) // ends the reader
+		for range fromC {
+		}
+	}
+	if ch := p.held(); ch != nil {
+		select {
+		case <-ch:
+		case <-cDone:
+			abandon()
+			return
+		}
+	}
 	// Dial from 127.0.0.1: the servers gossip route addresses built from
 	// the peer's source IP and real cluster port, and nothing listens on
 	// 127.0.0.1 at those ports, so gossip never bypasses a proxy.
 	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
 	up, err := d.Dial("tcp", p.target)
 	if err != nil {
-		p.untrack(c)
+		abandon()
 		return
 	}
 	if !p.track(up) {
 		up.Close()
-		p.untrack(c)
+		abandon()
 		return
 	}
 	defer p.untrack(c, up)
-	var wg sync.WaitGroup
-	wg.Go(func() { p.pipe(up, c) })
-	wg.Go(func() { p.pipe(c, up) })
-	wg.Wait()
+	fromUp, upDone := make(chan chunk, 256), make(chan struct{})
+	wg.Go(func() { p.read(up, fromUp, upDone) })
+	wg.Go(func() { p.write(c, up, fromUp) })
+	p.write(up, c, fromC)
 }
 
-// pipe copies src to dst, each chunk held until its due time, until
-// either side closes or the link is cut; then it closes both.
-func (p *linkProxy) pipe(dst, src net.Conn) {
-	queue := make(chan chunk, 256)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(queue)
-		buf := make([]byte, 32<<10)
-		var last time.Time
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				due := time.Now().Add(p.oneWay())
-				if due.Before(last) {
-					due = last
-				}
-				last = due
-				queue <- chunk{data: bytes.Clone(buf[:n]), due: due}
+// read reads src into chunks, each due after the link's one-way delay and
+// never before the one read before it, until src ends; then it closes
+// chunks and done. It keeps reading through a silent cut (the writer holds
+// the bytes) so that a side closing its connection meanwhile is seen.
+func (p *linkProxy) read(src net.Conn, chunks chan<- chunk, done chan<- struct{}) {
+	defer close(done)
+	defer close(chunks)
+	buf := make([]byte, 32<<10)
+	var last time.Time
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			due := time.Now().Add(p.oneWay())
+			if due.Before(last) {
+				due = last
 			}
-			if err != nil {
-				return // either side closing ends the link; nothing to report
-			}
+			last = due
+			chunks <- chunk{data: bytes.Clone(buf[:n]), due: due}
 		}
-	})
-	for ch := range queue {
+		if err != nil {
+			return // either side closing ends the link; nothing to report
+		}
+	}
+}
+
+// write writes chunks to dst, each at its due time and none while the link
+// is silently cut, until src has ended and everything it sent is written
+// (then dst is closed too, as the FIN would arrive after the data) or dst
+// fails. Closing both connections ends the other direction as well.
+func (p *linkProxy) write(dst, src net.Conn, chunks <-chan chunk) {
+	failed := false
+	for ch := range chunks {
+		p.waitFlowing()
 		if d := time.Until(ch.due); d > 0 {
 			time.Sleep(d)
 		}
 		if _, err := dst.Write(ch.data); err != nil {
-			src.Close() // unblocks the reader; the rest of the queue is dropped
-			for range queue {
-			}
+			failed = true
 			break
 		}
 	}
+	if !failed {
+		p.waitFlowing()
+	}
 	dst.Close()
-	src.Close()
-	wg.Wait()
+	src.Close() // unblocks the reader if dst failed
+	for range chunks {
+	}
 }
 
 var errNoPort = errors.New("drill: no free port pair found")

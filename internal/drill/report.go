@@ -27,12 +27,21 @@ type Report struct {
 	DurationS float64 `json:"duration_s"`
 	FaultAtS  float64 `json:"fault_at_s"`
 	// ReturnAtS is when the site came back: a cut-off site reconnected
-	// (partition) or a burned site restarted on its old disk (fire with
-	// return), after the load, once the other two were checked.
+	// (partition: under load, or after the load once the other two were
+	// checked) or a burned site restarted on its old disk (fire with
+	// return, after the load once the other two were checked).
 	ReturnAtS float64 `json:"return_at_s,omitempty"`
-	// CatchUpMS is how long from its return the site took to pass the
-	// check against the other two (same histories, same unread counts).
+	// CatchUpMS is how long from its return after the load the site took
+	// to pass the check against the other two (same histories, same unread
+	// counts); a partition that heals under load reports the fault's
+	// ready_ms and caught_up_ms instead.
 	CatchUpMS float64 `json:"catch_up_ms,omitempty"`
+	// CutStats (partition) is how the cut-off site noticed its cut, and
+	// HealStats (partition healed under load) what the heal cost the
+	// majority's clients. Their fields sit at the top level of the JSON
+	// (cut, cut_refuse_ms, heal_gap_ms_max, …); nil leaves them out.
+	*CutStats
+	*HealStats
 	// LeadersAtFault maps each stream to the site leading it just before
 	// the first fault.
 	LeadersAtFault map[string]string `json:"leaders_at_fault,omitempty"`
@@ -117,10 +126,11 @@ type Fault struct {
 	Disk string `json:"disk,omitempty"`
 	// ReadyMS is from the restart to the site's /readyz answering 200.
 	ReadyMS float64 `json:"ready_ms,omitempty"`
-	// CaughtUpMS is from the restart until the site's read model had
-	// applied every stream up to the log's last seq as a survivor reported
-	// it (rolling: and every stream replica was current; fire with return
-	// and partition: until the check of all three sites passed).
+	// CaughtUpMS is from the restart (or the heal) until the site's read
+	// model had applied every stream up to the log's last seq as a survivor
+	// reported it (rolling: and every stream replica was current; fire with
+	// return, and partition healed after the load: until the check of all
+	// three sites passed).
 	CaughtUpMS float64 `json:"caught_up_ms,omitempty"`
 	// ComparedWith is the survivor whose room histories were compared with
 	// the returned site's right after it caught up, up to the newest seq
@@ -411,6 +421,10 @@ func (r *Report) judge() {
 				i+1, f.Site, f.Disk, f.ComparedWith, f.DivergedRooms))
 		}
 	}
+	if r.CutStats != nil && r.CutWritesAcked > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("site %s acknowledged %d probe writes while cut off from the majority",
+			r.Site, r.CutWritesAcked))
+	}
 	if r.Acked == 0 {
 		r.Failures = append(r.Failures, "no send was acknowledged")
 	}
@@ -424,7 +438,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	case "fire":
 		fmt.Fprintf(&b, "salamander drill: fire — site %s burned (SIGKILL) at %.1fs of a %.1fs load\n", r.Site, r.FaultAtS, r.DurationS)
 	case "partition":
-		fmt.Fprintf(&b, "salamander drill: partition — site %s cut off at %.1fs of a %.1fs load\n", r.Site, r.FaultAtS, r.DurationS)
+		fmt.Fprintf(&b, "salamander drill: partition — site %s cut off at %.1fs of a %.1fs load", r.Site, r.FaultAtS, r.DurationS)
+		if r.HealStats != nil {
+			fmt.Fprintf(&b, "; links healed at %.1fs, under load", r.HealAtS)
+		}
+		b.WriteString("\n")
 	case "return":
 		fmt.Fprintf(&b, "salamander drill: return — site %s burned (SIGKILL) and brought back under load %d times in a %.1fs load\n",
 			r.Site, len(r.Faults), r.DurationS)
@@ -464,6 +482,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		for i, f := range r.Faults {
 			b.WriteString(f.text(i + 1))
 		}
+	}
+	if r.CutStats != nil {
+		b.WriteString(r.CutStats.text(r.Site))
+	}
+	if r.HealStats != nil {
+		b.WriteString(r.HealStats.text(r.Site, r.Faults[0]))
 	}
 	if r.MajorityCheck != nil {
 		m := r.MajorityCheck
@@ -652,8 +676,14 @@ func (r *Report) svg() string {
 	for _, f := range r.Faults {
 		label := map[string]string{FaultKill: "fire: site " + f.Site + " killed", FaultTerm: "site " + f.Site + " restarting",
 			FaultCut: "site " + f.Site + " cut off"}[f.Kind]
+		if f.Kind == FaultCut && r.CutStats != nil {
+			label += " (" + string(r.Cut) + ")"
+		}
 		mark(f.AtS, label, "#e65100")
 		back := "site " + f.Site + " back"
+		if f.Kind == FaultCut {
+			back = "links healed"
+		}
 		if f.Disk != "" {
 			back += " (" + f.Disk + " disk)"
 		}

@@ -13,17 +13,22 @@ import (
 // over its scenarios.
 type Suite struct {
 	// Scenario is the sequence run, e.g. "fire,partition,return".
-	Scenario      string    `json:"scenario"`
-	Acked         int       `json:"acked"`
-	Lost          int       `json:"lost"`
-	Duplicated    int       `json:"duplicated"`
-	Reordered     int       `json:"reordered"`
-	WriteGapMSP50 float64   `json:"write_gap_ms_p50"`
-	WriteGapMSMax float64   `json:"write_gap_ms_max"`
-	Converged     bool      `json:"converged"`
-	OK            bool      `json:"ok"`
-	Failures      []string  `json:"failures,omitempty"`
-	Scenarios     []*Report `json:"scenarios"`
+	Scenario      string  `json:"scenario"`
+	Acked         int     `json:"acked"`
+	Lost          int     `json:"lost"`
+	Duplicated    int     `json:"duplicated"`
+	Reordered     int     `json:"reordered"`
+	WriteGapMSP50 float64 `json:"write_gap_ms_p50"`
+	WriteGapMSMax float64 `json:"write_gap_ms_max"`
+	Converged     bool    `json:"converged"`
+	// CutRefuseMS and HealGapMSMax are the worst over the partitions of
+	// the sequence (see CutStats and HealStats); CutRefuseMS is -1 when a
+	// cut-off site never refused its clients during its cut.
+	CutRefuseMS  float64   `json:"cut_refuse_ms,omitempty"`
+	HealGapMSMax float64   `json:"heal_gap_ms_max,omitempty"`
+	OK           bool      `json:"ok"`
+	Failures     []string  `json:"failures,omitempty"`
+	Scenarios    []*Report `json:"scenarios"`
 }
 
 // add appends one scenario's report.
@@ -34,7 +39,18 @@ func (s *Suite) judge() {
 	s.Acked, s.Lost, s.Duplicated, s.Reordered = 0, 0, 0, 0
 	s.WriteGapMSP50, s.WriteGapMSMax = 0, 0
 	s.Converged, s.Failures = true, nil
+	s.CutRefuseMS, s.HealGapMSMax = 0, 0
 	for _, r := range s.Scenarios {
+		if r.CutStats != nil && s.CutRefuseMS >= 0 {
+			if r.CutRefuseMS < 0 {
+				s.CutRefuseMS = -1
+			} else {
+				s.CutRefuseMS = math.Max(s.CutRefuseMS, r.CutRefuseMS)
+			}
+		}
+		if r.HealStats != nil {
+			s.HealGapMSMax = math.Max(s.HealGapMSMax, r.HealGapMSMax)
+		}
 		s.Acked += r.Acked
 		s.Lost += r.Lost
 		s.Duplicated += r.Duplicated
@@ -73,6 +89,9 @@ func (s *Suite) total() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "salamander drill: %s — acked %d, lost %d, duplicated %d, reordered %d, converged %v; worst write gap p50 %s max %s\n",
 		s.Scenario, s.Acked, s.Lost, s.Duplicated, s.Reordered, s.Converged, sec(s.WriteGapMSP50), sec(s.WriteGapMSMax))
+	if s.CutRefuseMS != 0 || s.HealGapMSMax != 0 {
+		fmt.Fprintf(&b, "  partitions: slowest refusal by a cut-off site %s; worst heal gap %s\n", msOrNever(s.CutRefuseMS), sec(s.HealGapMSMax))
+	}
 	if s.OK {
 		b.WriteString("  PASS: every scenario passed\n")
 	} else {
