@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -97,6 +98,56 @@ func DefaultConfig(site string) Config {
 type Node struct {
 	cfg Config
 	srv *server.Server
+
+	jsMu     sync.Mutex
+	jsPaused *server.JetStreamConfig // set while JetStream is paused
+}
+
+// PauseJetStream stops this server's JetStream — its streams and Raft
+// groups — keeping every file on disk. A server cut off from a majority
+// pauses: otherwise its replicas campaign alone, raising their Raft terms,
+// and when the cut heals the majority's leaders see the higher terms and
+// step down, stalling writes at every site for an election.
+func (n *Node) PauseJetStream() error {
+	n.jsMu.Lock()
+	defer n.jsMu.Unlock()
+	if n.jsPaused != nil {
+		return nil
+	}
+	cfg := n.srv.JetStreamConfig()
+	if cfg == nil {
+		return errors.New("natsnode: JetStream is not running")
+	}
+	if err := n.srv.ShutdownJetStream(); err != nil {
+		return fmt.Errorf("natsnode: pause JetStream: %w", err)
+	}
+	n.jsPaused = cfg
+	return nil
+}
+
+// ResumeJetStream starts JetStream again from its files after
+// PauseJetStream: the server rejoins its groups as a follower, with the
+// terms it had, and catches up.
+func (n *Node) ResumeJetStream() error {
+	n.jsMu.Lock()
+	defer n.jsMu.Unlock()
+	if n.jsPaused == nil {
+		return nil
+	}
+	cfg := *n.jsPaused
+	cfg.StoreDir = n.cfg.StoreDir // EnableJetStream adds its own directory under it
+	if err := n.srv.EnableJetStream(&cfg); err != nil {
+		return fmt.Errorf("natsnode: resume JetStream: %w", err)
+	}
+	n.jsPaused = nil
+	return nil
+}
+
+// JetStreamPaused reports whether PauseJetStream is in effect.
+func (n *Node) JetStreamPaused() bool {
+	n.jsMu.Lock()
+	defer n.jsMu.Unlock()
+	return n.jsPaused != nil
 }
 
 // Start starts the server and waits until it accepts client connections.

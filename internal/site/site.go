@@ -544,11 +544,12 @@ func (s *Site) watchIsolation(ctx context.Context) {
 		switch {
 		case silent && !s.gw.Isolated():
 			s.log.Warn("no heartbeat from a majority of sites; refusing requests so clients move", "timeout", hbTimeout)
-			s.gw.SetIsolated(true)
+			s.isolate()
 		case silent:
 		case !cut:
 			since = time.Time{}
 			if s.gw.Isolated() {
+				s.rejoin()
 				s.log.Warn("reconnected to a majority of sites; serving again", "peers", peers)
 				s.gw.SetIsolated(false)
 			}
@@ -556,9 +557,37 @@ func (s *Site) watchIsolation(ctx context.Context) {
 			since = time.Now()
 		case time.Since(since) >= isolationGrace && !s.gw.Isolated():
 			s.log.Warn("cut off from a majority of sites; refusing requests so clients move", "peers", peers)
-			s.gw.SetIsolated(true)
+			s.isolate()
 		}
 	}
+}
+
+// isolate marks the site cut off and, embedded, pauses its JetStream so
+// that its replicas do not campaign alone (see natsnode.PauseJetStream):
+// the heal then needs no election at the majority.
+func (s *Site) isolate() {
+	s.gw.SetIsolated(true)
+	if s.node == nil {
+		return
+	}
+	if err := s.node.PauseJetStream(); err != nil {
+		s.log.Error("cannot pause JetStream while cut off", "err", err)
+		return
+	}
+	s.log.Warn("JetStream paused while cut off: this site's replicas will rejoin as followers")
+}
+
+// rejoin resumes a paused JetStream once the site hears a majority again.
+func (s *Site) rejoin() {
+	if s.node == nil || !s.node.JetStreamPaused() {
+		return
+	}
+	start := time.Now()
+	if err := s.node.ResumeJetStream(); err != nil {
+		s.log.Error("cannot resume JetStream", "err", err)
+		return
+	}
+	s.log.Warn("JetStream resumed", "took", time.Since(start))
 }
 
 // siteCount is how many sites the deployment has: its configured sites,
