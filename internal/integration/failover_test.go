@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -308,7 +309,11 @@ func texts(ms []salamander.Message) []string {
 func TestPartitionLeadersSpreadOverSites(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	checkFor(t, 45*time.Second, 250*time.Millisecond, func() error {
-		st, err := cluster.Site(1).Store().Status(ctx)
+		// A stream info asked while a leader is being elected gets no
+		// answer: each try has its own deadline, so the poll goes on.
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		st, err := cluster.Site(1).Store().Status(cctx)
 		if err != nil {
 			return err
 		}
