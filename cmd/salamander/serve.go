@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -38,6 +39,8 @@ type serveConfig struct {
 	Secrets       string `json:"secrets"`
 	TLSCert       string `json:"tls_cert"`
 	TLSKey        string `json:"tls_key"`
+	TrustedProxy  string `json:"trusted_proxies"`
+	LimitExempt   string `json:"rate_limit_exempt"`
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -88,6 +91,8 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Secrets, "secrets", "", "this site's file from `salamander certs` (required): its NATS credentials, the users its server admits, its certificates")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key the API is served over HTTPS only, with HSTS, and the files are re-read when they change")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&c.TrustedProxy, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies and load balancers in front of this site: rate limits count their requests against the client their X-Forwarded-For names")
+	fs.StringVar(&c.LimitExempt, "rate-limit-exempt", "127.0.0.0/8,::1/128", "comma-separated CIDRs no rate limit applies to (failed logins per account excepted), or none")
 	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
 	fs.StringVar(&c.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS cluster (route) listen address")
@@ -160,6 +165,14 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 		return cfg, fmt.Errorf("serve: --tls-cert and --tls-key go together")
 	}
 	cfg.TLSCert, cfg.TLSKey = c.TLSCert, c.TLSKey
+	if cfg.TrustedProxies, err = parsePrefixes(c.TrustedProxy); err != nil {
+		return cfg, fmt.Errorf("serve: --trusted-proxies: %w", err)
+	}
+	exempt, err := parsePrefixes(c.LimitExempt)
+	if err != nil {
+		return cfg, fmt.Errorf("serve: --rate-limit-exempt: %w", err)
+	}
+	cfg.LimitExempt = &exempt
 	cfg.HTTPAddr = c.HTTP
 	cfg.NATSURLs = splitList(c.NATS)
 	cfg.NATS.ClientAddr = c.NATSListen
@@ -187,6 +200,27 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	}
 	cfg.Sites = sites
 	return cfg, nil
+}
+
+// parsePrefixes parses comma-separated addresses and CIDRs ("none" or ""
+// for none).
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	if s == "none" {
+		return out, nil
+	}
+	for _, item := range splitList(s) {
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address or CIDR", item)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // parseSites parses "a=http://…,b=http://…".

@@ -42,7 +42,8 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 	a := secrets.SiteFile(sec, "a")
 	for _, bad := range [][]string{{"--site", "a", "--secrets", a, "--sync", "sometimes"}, {"--site", "a", "--secrets", a, "--partitions", "0"},
 		{"--site", "a", "--secrets", a, "--sites", "a=ftp://x"}, {"--site", "a", "--secrets", a, "--bcrypt-cost", "3"}, {},
-		{"--site", "a"}, {"--site", "a", "--secrets", secrets.SiteFile(sec, "b")}, {"--site", "a", "--secrets", secrets.AdminFile(sec)}} {
+		{"--site", "a"}, {"--site", "a", "--secrets", secrets.SiteFile(sec, "b")}, {"--site", "a", "--secrets", secrets.AdminFile(sec)},
+		{"--site", "a", "--secrets", a, "--trusted-proxies", "proxy.example"}, {"--site", "a", "--secrets", a, "--rate-limit-exempt", "10.0.0.0/33"}} {
 		c, err := parseServeFlags(bad)
 		if err == nil {
 			_, err = c.siteConfig()
@@ -50,5 +51,29 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		if err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+// Trusted proxies and rate-limit exemptions take addresses and CIDRs;
+// "none" exempts nothing.
+func TestServeProxyAndExemptFlags(t *testing.T) {
+	sec := filepath.Join(t.TempDir(), "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseServeFlags([]string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a"),
+		"--trusted-proxies", "10.0.0.0/8,192.0.2.7", "--rate-limit-exempt", "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.siteConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.TrustedProxies) != 2 || cfg.TrustedProxies[1].String() != "192.0.2.7/32" {
+		t.Fatalf("trusted proxies %v", cfg.TrustedProxies)
+	}
+	if cfg.LimitExempt == nil || len(*cfg.LimitExempt) != 0 {
+		t.Fatalf("exempt %v, want none", cfg.LimitExempt)
 	}
 }

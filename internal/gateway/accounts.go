@@ -37,7 +37,7 @@ func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
 	}
 	// Spent before the costly hash, and by attempts that find the name
 	// taken too: probing for names is what the budget slows.
-	if _, err := g.budgets.spend(&g.budgets.signUp, "", clientAddr(r), 1); err != nil {
+	if _, err := g.budgets.spend(&g.budgets.signUp, "", g.clientAddr(r), 1); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
@@ -76,7 +76,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	// Every attempt spends a unit before the password is checked, and a
 	// success gives it back: checking first and spending on failure would
 	// let any number of concurrent guesses through a full budget.
-	refund, err := g.budgets.spend(&g.budgets.login, req.Name, clientAddr(r), 1)
+	refund, err := g.budgets.spend(&g.budgets.login, req.Name, g.clientAddr(r), 1)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

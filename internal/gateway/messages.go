@@ -18,7 +18,7 @@ func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	res, err := g.send(r.Context(), c.User, clientAddr(r), r.PathValue("id"), req)
+	res, err := g.send(r.Context(), c.User, g.clientAddr(r), r.PathValue("id"), req)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

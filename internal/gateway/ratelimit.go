@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +67,12 @@ type Limits struct {
 	// address: it is a proxy on the same host (whose clients would all
 	// share its one address) or a local tool such as salamander bench.
 	Exempt []netip.Prefix
+	// TrustedProxies are the addresses of reverse proxies and load
+	// balancers in front of the site: a request from one of them is
+	// counted against the client address it names in X-Forwarded-For (the
+	// nearest address that is not itself a trusted proxy), not against
+	// the proxy's own. Nothing else's X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
 }
 
 // DefaultLimits returns the default cluster-wide budgets: what a person
@@ -152,12 +159,44 @@ func (bs *budgets) exempted(addr netip.Addr) bool {
 }
 
 // clientAddr is the address of the peer that sent r.
-func clientAddr(r *http.Request) netip.Addr {
+func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ap.Addr().Unmap()
+	return forwardedFor(ap.Addr().Unmap(), r.Header.Values("X-Forwarded-For"), g.cfg.Limits.TrustedProxies)
+}
+
+// forwardedFor is the client address of a request from peer: peer itself,
+// unless peer is a trusted proxy, in which case the X-Forwarded-For list
+// is read from its end (what the nearest proxy appended) back to the first
+// address that is not a trusted proxy. An unparsable entry stops the walk
+// at the last trusted hop: a client cannot make itself someone else.
+func forwardedFor(peer netip.Addr, xff []string, trusted []netip.Prefix) netip.Addr {
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	if !isTrusted(peer) {
+		return peer
+	}
+	var hops []string
+	for _, h := range xff {
+		hops = append(hops, strings.Split(h, ",")...)
+	}
+	addr := peer
+	for i := len(hops) - 1; i >= 0 && isTrusted(addr); i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		addr = a.Unmap()
+	}
+	return addr
 }
 
 // addrKey is the key of addr's per-address budget: the address for IPv4,

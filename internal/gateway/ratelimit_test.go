@@ -164,3 +164,32 @@ func TestRateLimitAnswer(t *testing.T) {
 		t.Fatal("Retry-After must round up to at least 1 s")
 	}
 }
+
+// Behind trusted proxies a request counts against the client the nearest
+// untrusted X-Forwarded-For hop names; nobody else's header is believed.
+func TestClientAddressBehindTrustedProxies(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")}
+	a := netip.MustParseAddr
+	cases := []struct {
+		name string
+		peer netip.Addr
+		xff  []string
+		want netip.Addr
+	}{
+		{"direct client, header ignored", a("203.0.113.7"), []string{"198.51.100.1"}, a("203.0.113.7")},
+		{"one trusted proxy", a("127.0.0.1"), []string{"203.0.113.7"}, a("203.0.113.7")},
+		{"two trusted proxies", a("10.1.2.3"), []string{"203.0.113.7, 127.0.0.1"}, a("203.0.113.7")},
+		{"a client's forged hop stays behind its own address", a("127.0.0.1"), []string{"198.51.100.1, 203.0.113.7"}, a("203.0.113.7")},
+		{"headers on several lines", a("127.0.0.1"), []string{"198.51.100.1", "203.0.113.7"}, a("203.0.113.7")},
+		{"garbage stops at the proxy", a("127.0.0.1"), []string{"not-an-address"}, a("127.0.0.1")},
+		{"no header: the proxy itself", a("127.0.0.1"), nil, a("127.0.0.1")},
+	}
+	for _, tc := range cases {
+		if got := forwardedFor(tc.peer, tc.xff, trusted); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := forwardedFor(a("127.0.0.1"), []string{"203.0.113.7"}, nil); got != a("127.0.0.1") {
+		t.Errorf("without trusted proxies the header was believed: %v", got)
+	}
+}

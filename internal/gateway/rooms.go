@@ -191,7 +191,7 @@ func (g *Gateway) handleGroupRoom(w http.ResponseWriter, r *http.Request, c clai
 		id = "g_" + hex.EncodeToString(sum[:16])
 	}
 	if others := len(members) - 1; others > 0 {
-		if _, err := g.budgets.spend(&g.budgets.invite, c.User, clientAddr(r), others); err != nil {
+		if _, err := g.budgets.spend(&g.budgets.invite, c.User, g.clientAddr(r), others); err != nil {
 			writeError(w, g.log, r, err)
 			return
 		}
@@ -260,7 +260,7 @@ func (g *Gateway) handleInvite(w http.ResponseWriter, r *http.Request, c claims)
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "a group room holds at most %d members", salamander.MaxGroupMembers))
 		return
 	}
-	if _, err := g.budgets.spend(&g.budgets.invite, c.User, clientAddr(r), len(users)); err != nil {
+	if _, err := g.budgets.spend(&g.budgets.invite, c.User, g.clientAddr(r), len(users)); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}

@@ -130,7 +130,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	addr := clientAddr(r)
+	addr := g.clientAddr(r)
 	if _, err := g.budgets.spend(&g.budgets.connect, cl.User, addr, 1); err != nil {
 		writeError(w, g.log, r, err)
 		return

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -65,6 +66,12 @@ type Config struct {
 	BcryptCost int
 	// AppendTimeout bounds one append to the log.
 	AppendTimeout time.Duration
+	// TrustedProxies are the reverse proxies in front of the site, whose
+	// X-Forwarded-For names the client a rate limit counts against.
+	TrustedProxies []netip.Prefix
+	// LimitExempt, when set, replaces the addresses no rate limit applies
+	// to (default: loopback; see gateway.Limits.Exempt).
+	LimitExempt *[]netip.Prefix
 	// HeartbeatTimeout is how long a site may go without hearing a
 	// majority of the sites before it treats itself as cut off (default
 	// DefaultHeartbeatTimeout).
@@ -189,6 +196,10 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	gcfg.Logger = log
 	gcfg.BcryptCost = cfg.BcryptCost
 	gcfg.Keys = cfg.Secrets
+	gcfg.Limits.TrustedProxies = cfg.TrustedProxies
+	if cfg.LimitExempt != nil {
+		gcfg.Limits.Exempt = *cfg.LimitExempt
+	}
 	// The process's own Go and OS metrics (heap, goroutines, RSS, open
 	// files) next to the site's: what an operator looks at first.
 	gcfg.Registry = prometheus.NewRegistry()
