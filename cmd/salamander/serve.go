@@ -41,6 +41,7 @@ type serveConfig struct {
 	TLSKey        string `json:"tls_key"`
 	TrustedProxy  string `json:"trusted_proxies"`
 	LimitExempt   string `json:"rate_limit_exempt"`
+	NATSMonitor   string `json:"nats_monitor"`
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -94,6 +95,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.TrustedProxy, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies and load balancers in front of this site: rate limits count their requests against the client their X-Forwarded-For names")
 	fs.StringVar(&c.LimitExempt, "rate-limit-exempt", "127.0.0.0/8,::1/128", "comma-separated CIDRs no rate limit applies to (failed logins per account excepted), or none")
 	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
+	fs.StringVar(&c.NATSMonitor, "nats-monitor", "", "with --nats: comma-separated monitoring URLs of the cluster's servers (http://host:8222), read to check that they fsync every commit")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
 	fs.StringVar(&c.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS cluster (route) listen address")
 	fs.StringVar(&c.Routes, "routes", "", "comma-separated cluster addresses (host:port) of the other sites' NATS servers")
@@ -175,6 +177,7 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	cfg.LimitExempt = &exempt
 	cfg.HTTPAddr = c.HTTP
 	cfg.NATSURLs = splitList(c.NATS)
+	cfg.NATSMonitor = splitList(c.NATSMonitor)
 	cfg.NATS.ClientAddr = c.NATSListen
 	cfg.NATS.ClusterAddr = c.ClusterListen
 	cfg.NATS.Routes = splitList(c.Routes)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,11 @@ type Gateway struct {
 	// site refuses every user request until an operator has looked.
 	logAlarm atomic.Pointer[string]
 
+	// warnings are what the site found that weakens a promise without
+	// breaking it (shown in /v1/status).
+	warnMu   sync.Mutex
+	warnings []string
+
 	// catchUp is what the site must have applied before it serves: each
 	// stream's head when it came up (nil: not known yet); caughtUp latches
 	// once it has.
@@ -183,6 +189,21 @@ func (g *Gateway) LogAlarm() string {
 		return *p
 	}
 	return ""
+}
+
+// Warn adds a warning to the site's status (and logs it).
+func (g *Gateway) Warn(msg string) {
+	g.warnMu.Lock()
+	g.warnings = append(g.warnings, msg)
+	g.warnMu.Unlock()
+	g.log.Warn(msg)
+}
+
+// Warnings lists the site's warnings.
+func (g *Gateway) Warnings() []string {
+	g.warnMu.Lock()
+	defer g.warnMu.Unlock()
+	return slices.Clone(g.warnings)
 }
 
 // SetCatchUp tells the gateway each stream's head (a position) when the

@@ -167,6 +167,9 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if stalled := g.cfg.Store.Stalled(); len(stalled) > 0 {
 		out["stalled"] = stalled
 	}
+	if w := g.Warnings(); len(w) > 0 {
+		out["warnings"] = w
+	}
 	streams, err := g.cfg.Store.Status(ctx)
 	out["streams"] = streams
 	if err != nil {

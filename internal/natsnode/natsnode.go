@@ -63,6 +63,9 @@ type Config struct {
 	RouteTLS *tls.Config
 	// ClientTLS encrypts the client port.
 	ClientTLS *tls.Config
+	// MonitorAddr, when set, serves the server's HTTP monitoring (/varz,
+	// /jsz, …) at host:port.
+	MonitorAddr string
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
 	// Debug passes the server's debug lines to Logger too.
@@ -257,6 +260,13 @@ func (c Config) options() (*server.Options, error) {
 			}
 		}
 		opts.Users = append(opts.Users, su)
+	}
+	if c.MonitorAddr != "" {
+		mhost, mport, err := splitHostPort(c.MonitorAddr)
+		if err != nil {
+			return nil, fmt.Errorf("natsnode: monitor address: %w", err)
+		}
+		opts.HTTPHost, opts.HTTPPort = mhost, mport
 	}
 	if c.ClientTLS != nil {
 		opts.TLSConfig = c.ClientTLS

@@ -3,6 +3,7 @@ package site
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,7 +27,7 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	names := []string{"a", "b", "c"}
-	clusterPorts := freePorts(t, 3)
+	clusterPorts, monitorPorts := freePorts(t, 3), freePorts(t, 3)
 	// The operators' servers admit the users of the deployment's secrets,
 	// with the gateways' permissions, over TLS (as `salamander certs`
 	// and the README set them up).
@@ -49,6 +50,8 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.StoreDir = filepath.Join(dir, "nats-"+n)
+		cfg.MonitorAddr = fmt.Sprintf("127.0.0.1:%d", monitorPorts[i])
+		cfg.SyncAlways = n != "c" // an operator's mistake the sites must report
 		cfg.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", clusterPorts[i])
 		for j := range names {
 			if j != i {
@@ -67,6 +70,9 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 		cfg := DefaultConfig(n, filepath.Join(dir, "site-"+n))
 		cfg.HTTPAddr = "127.0.0.1:0"
 		cfg.NATSURLs = []string{nodes[i].ClientURL()}
+		for _, p := range monitorPorts {
+			cfg.NATSMonitor = append(cfg.NATSMonitor, fmt.Sprintf("http://127.0.0.1:%d", p))
+		}
 		cfg.Secrets = secs[n]
 		// The public API over HTTPS, with the site's certificate (it
 		// names 127.0.0.1).
@@ -99,6 +105,20 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 	res.Body.Close()
 	if !strings.HasPrefix(urls[1], "https://") || res.Header.Get("Strict-Transport-Security") == "" {
 		t.Fatalf("%s answered without HSTS: %v", urls[1], res.Header)
+	}
+	// The server that does not fsync every commit is reported, and only it.
+	res, err = hc.Get(urls[0] + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status struct {
+		Warnings []string `json:"warnings"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&status)
+	res.Body.Close()
+	if err != nil || len(status.Warnings) != 1 || !strings.Contains(status.Warnings[0], "site-c") ||
+		!strings.Contains(status.Warnings[0], "does not fsync") {
+		t.Fatalf("status warnings %q (%v), want one about site-c's fsync", status.Warnings, err)
 	}
 	alice, err := client.New(client.Config{Sites: urls, Prefer: 0, HTTPClient: hc})
 	if err != nil {

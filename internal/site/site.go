@@ -50,6 +50,9 @@ type Config struct {
 	// NATSURLs, when set, points at an existing NATS JetStream cluster and
 	// no server is embedded.
 	NATSURLs []string
+	// NATSMonitor are the HTTP monitoring URLs of an external cluster's
+	// servers (http://host:8222), read to check their fsync setting.
+	NATSMonitor []string
 	// NATS configures the embedded server when NATSURLs is empty.
 	NATS natsnode.Config
 	// Secrets are the site's credentials (its site file): the NATS users
@@ -469,6 +472,7 @@ func (s *Site) boot(ctx context.Context) {
 		}
 	}
 	s.gw.SetCatchUp(heads)
+	s.checkDurability(ctx)
 	close(s.booted)
 	s.wg.Add(3)
 	go func() {
