@@ -51,6 +51,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// The dev cluster's links stay plain on loopback, but its NATS servers
 	// still require credentials: the secure path is the one exercised.
+	privateFiles()
 	secretsDir := filepath.Join(*data, "secrets")
 	if _, err := os.Stat(secrets.AdminFile(secretsDir)); errors.Is(err, os.ErrNotExist) {
 		if err := secrets.Generate(secretsDir, secrets.Options{Sites: devSites}); err != nil {

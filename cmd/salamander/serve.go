@@ -58,6 +58,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Logger = log
+	privateFiles()
 	s, err := site.Start(ctx, cfg)
 	if err != nil {
 		return err

@@ -66,6 +66,18 @@ func TestDrills(t *testing.T) {
 	base.Settle = 45 * time.Second
 	base.Logger = log
 
+	// Whatever the drills do, a site's data (JetStream files, the read
+	// model) stays its user's alone.
+	t.Cleanup(func() {
+		for _, site := range SiteNames {
+			_ = filepath.Walk(filepath.Join(dir, site), func(p string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().Perm()&0o077 != 0 {
+					t.Errorf("%s is readable or writable by others (mode %04o)", p, fi.Mode().Perm())
+				}
+				return nil
+			})
+		}
+	})
 	t.Run("fire", func(t *testing.T) {
 		cfg := base
 		cfg.Scenario = ScenarioFire
