@@ -1,8 +1,11 @@
 package site
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // A site is silent-cut when, after it has once heard a majority, fewer
@@ -29,5 +32,21 @@ func TestHeartbeatsTellASilentCut(t *testing.T) {
 	}
 	if !h.silent(5, timeout) {
 		t.Fatal("of five sites, hearing one other is not a majority")
+	}
+}
+
+// Replicas must be at distinct sites; a replica on a server that was not
+// read cannot be checked and says so.
+func TestPlacementProblems(t *testing.T) {
+	siteOf := map[string]string{"n-a1": "a", "n-a2": "a", "n-b1": "b", "n-c1": "c"}
+	good := jsstore.StreamStatus{Stream: "p0", Leader: "n-a1", Replicas: []string{"n-b1", "n-c1"}}
+	twoAtA := jsstore.StreamStatus{Stream: "p1", Leader: "n-a1", Replicas: []string{"n-a2", "n-c1"}}
+	unread := jsstore.StreamStatus{Stream: "p2", Leader: "n-b1", Replicas: []string{"n-x9", "n-c1"}}
+	bad, unknown := placementProblems([]jsstore.StreamStatus{good, twoAtA, unread}, siteOf)
+	if len(bad) != 1 || !strings.Contains(bad[0], "p1") || !strings.Contains(bad[0], "site a") {
+		t.Fatalf("bad placements %q, want p1's two replicas at site a", bad)
+	}
+	if len(unknown) != 1 || !strings.Contains(unknown[0], "n-x9") {
+		t.Fatalf("unchecked %q, want p2's replica on n-x9", unknown)
 	}
 }
