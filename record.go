@@ -15,6 +15,7 @@ const (
 	RecProfileChanged RecordType = "user.profile"    // User, DisplayName?, Status?
 	RecSessionRevoked RecordType = "session.revoked" // User, Session: one token is logged out
 	RecUserRevoked    RecordType = "user.revoked"    // User: every token issued before At is revoked
+	RecRoleSet        RecordType = "user.role"       // User, Role, By ("" = the admin credential), Site: a role change
 	RecFriendAdded    RecordType = "friend.added"    // User, Friend
 
 	RecRoomCreated RecordType = "room.created" // Room, Kind, Name, Members, By
@@ -50,7 +51,11 @@ type Record struct {
 	// Key is a session-signing key, sealed with the deployment's log key
 	// (secrets.SealKey) so that reading the log does not give it away; a
 	// key without KeyID is a plain one from before keys were sealed.
-	Key   []byte `json:"k,omitempty"`
+	Key []byte `json:"k,omitempty"`
+	// Role is a user's role (RecRoleSet): user, operator or admin.
+	Role string `json:"role,omitempty"`
+	// Site is where an admin action was taken (a site's name, or "cli").
+	Site  string `json:"site,omitempty"`
 	KeyID string `json:"kid,omitempty"`
 	// Rotate makes a signing key the current one after an existing one
 	// (without it, only the first key of the log counts).

@@ -28,6 +28,13 @@ type User struct {
 	DisplayName string    `json:"display_name"`
 	Status      string    `json:"status"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Role is set only in the caller's own profile (GET /v1/me).
+	Role string `json:"role,omitempty"`
+}
+
+// RoleRequest sets a user's role (PUT /v1/ops/users/{name}/role).
+type RoleRequest struct {
+	Role string `json:"role"`
 }
 
 // Session is what login and sign-up return: a bearer token valid at every
@@ -247,3 +254,37 @@ type (
 		Typing bool `json:"typing"`
 	}
 )
+
+// Roles: what an account may do besides chatting. Operators see the ops
+// plane (/v1/ops/…); admins also change roles and take admin actions.
+const (
+	RoleUser     = "user"
+	RoleOperator = "operator"
+	RoleAdmin    = "admin"
+)
+
+// RoleRank orders roles (0 for an unknown one): a role may do what any
+// role of a lower rank may.
+func RoleRank(role string) int {
+	switch role {
+	case RoleUser:
+		return 1
+	case RoleOperator:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// AuditEntry is one admin action as the log holds it: who, when, from
+// which site, what.
+type AuditEntry struct {
+	Pos    string    `json:"pos"`
+	At     time.Time `json:"at"`
+	By     string    `json:"by"` // "" for the admin credential (salamander admin)
+	Site   string    `json:"site"`
+	Action string    `json:"action"`
+	User   string    `json:"user,omitempty"`
+	Role   string    `json:"role,omitempty"`
+}

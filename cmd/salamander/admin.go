@@ -23,6 +23,8 @@ NATS server, so they work while any site is down:
   revoke-user NAME   revoke every session of NAME at every site (they must log in again)
   leaders            list every stream's leader, replicas and last sequence
   step-down STREAM   move a stream's leadership to another site (e.g. before maintenance)
+  set-role NAME ROLE make NAME a user, operator or admin (how the first admin is made;
+                     admins then promote others from the API)
   rotate-key         make a new session-signing key current at every site; sessions signed
                      with the previous key stay valid until they expire
 `
@@ -81,6 +83,25 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "revoked every session of %s issued before %s (log position %s:%d)\n",
 			name, rec.At.Format(time.RFC3339), pos.Stream, pos.Seq)
+		return nil
+	case "set-role":
+		if fs.NArg() != 3 {
+			return fmt.Errorf("admin: usage: set-role NAME user|operator|admin")
+		}
+		name, role := fs.Arg(1), fs.Arg(2)
+		if err := salamander.ValidateUserName(name); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		if salamander.RoleRank(role) == 0 {
+			return fmt.Errorf("admin: role must be user, operator or admin")
+		}
+		rec := salamander.Record{Type: salamander.RecRoleSet, User: name, Role: role, Site: "cli", At: time.Now().UTC()}
+		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "role."+name, rec,
+			jsstore.AppendOptions{MsgID: "admin-role:" + name + ":" + rec.At.Format(time.RFC3339Nano)})
+		if err != nil {
+			return fmt.Errorf("admin: set the role of %s: %w", name, err)
+		}
+		fmt.Fprintf(stdout, "%s is %s at every site once applied (log position %s:%d)\n", name, role, pos.Stream, pos.Seq)
 		return nil
 	case "rotate-key":
 		if fs.NArg() != 1 {

@@ -168,6 +168,7 @@ func (g *Gateway) handleMe(w http.ResponseWriter, r *http.Request, c claims) {
 		writeError(w, g.log, r, err)
 		return
 	}
+	u.Role = g.cfg.View.Role(c.User)
 	writeJSON(w, http.StatusOK, u)
 }
 

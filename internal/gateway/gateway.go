@@ -347,6 +347,8 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/sync", g.authed(g.handleSync))
 	m.HandleFunc("GET /v1/presence", g.authed(g.handlePresence))
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
+	m.HandleFunc("GET /v1/ops/audit", g.authed(g.withRole(salamander.RoleOperator, g.handleAudit)))
+	m.HandleFunc("PUT /v1/ops/users/{name}/role", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetRole)))
 	m.HandleFunc("GET /v1/sites", g.handleSites)
 	m.HandleFunc("GET /v1/status", g.handleStatus)
 	m.HandleFunc("GET /status", g.handleStatusPage)

@@ -80,6 +80,12 @@ type applier struct {
 	emitted      []Emitted
 }
 
+// audit records an admin action for the audit trail.
+func (a *applier) audit(pos salamander.Position, r salamander.Record, action string) {
+	a.db.audit = append(a.db.audit, auditRow{stream: pos.Stream, seq: pos.Seq, at: r.At.UnixNano(), by: r.By,
+		site: r.Site, action: action, user: r.User, role: r.Role})
+}
+
 func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 	switch r.Type {
 	case salamander.RecSigningKey:
@@ -114,7 +120,27 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		if u := a.m.users[r.User]; u != nil {
 			u.revokedSeq = max(u.revokedSeq, pos.Seq)
 			a.dirtyUsers[r.User] = true
+			a.audit(pos, r, "revoke-sessions")
 		}
+	case salamander.RecRoleSet:
+		// The admin credential (By "") may set any role; an account only
+		// if it is an admin at this point of the log, whatever a gateway
+		// claims.
+		u := a.m.users[r.User]
+		if u == nil || salamander.RoleRank(r.Role) == 0 {
+			break
+		}
+		if r.By != "" {
+			if by := a.m.users[r.By]; by == nil || by.role != salamander.RoleAdmin {
+				break
+			}
+		}
+		u.role = r.Role
+		if r.Role == salamander.RoleUser {
+			u.role = ""
+		}
+		a.dirtyUsers[r.User] = true
+		a.audit(pos, r, "set-role")
 	case salamander.RecFriendAdded:
 		return a.friendAdded(pos, r)
 	case salamander.RecRoomCreated:

@@ -44,6 +44,7 @@ type userState struct {
 	name, displayName, status, hash string
 	created                         time.Time
 	revokedSeq                      uint64
+	role                            string // "" = salamander.RoleUser
 }
 
 type roomState struct {

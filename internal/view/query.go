@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/salamander-chat/salamander"
 )
@@ -459,4 +461,45 @@ func (v *View) fillTexts(ctx context.Context, refs []textRef) error {
 		}
 	}
 	return nil
+}
+
+// Role is a user's role (salamander.RoleUser when none was set).
+func (v *View) Role(name string) string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if u := v.m.users[name]; u != nil && u.role != "" {
+		return u.role
+	}
+	return salamander.RoleUser
+}
+
+// Audit returns up to limit admin actions, newest first, from before
+// time before (all when zero).
+func (v *View) Audit(ctx context.Context, before time.Time, limit int) ([]salamander.AuditEntry, error) {
+	if err := v.waitStored(ctx); err != nil {
+		return nil, err
+	}
+	end := int64(math.MaxInt64)
+	if !before.IsZero() {
+		end = before.UnixNano()
+	}
+	rows, err := v.r.QueryContext(ctx, `SELECT stream, seq, at, by, site, action, user, role FROM audit
+		WHERE at < ? ORDER BY at DESC, stream, seq LIMIT ?`, end, limit)
+	if err != nil {
+		return nil, fmt.Errorf("view: audit: %w", err)
+	}
+	defer rows.Close()
+	out := []salamander.AuditEntry{}
+	for rows.Next() {
+		var e salamander.AuditEntry
+		var stream string
+		var seq uint64
+		var at int64
+		if err := rows.Scan(&stream, &seq, &at, &e.By, &e.Site, &e.Action, &e.User, &e.Role); err != nil {
+			return nil, fmt.Errorf("view: audit: %w", err)
+		}
+		e.Pos, e.At = fmt.Sprintf("%s:%d", stream, seq), fromNanos(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }

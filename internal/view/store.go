@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 9
+const schemaVersion = 10
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64
@@ -38,7 +38,12 @@ CREATE TABLE log_identity(k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE signing_keys(kid TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL,
   retired_at INTEGER NOT NULL DEFAULT 0, ord INTEGER NOT NULL);
 CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
-  password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0);
+  password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0,
+  role TEXT NOT NULL DEFAULT '');
+-- Admin actions (role changes, session revocations): the audit trail.
+CREATE TABLE audit(stream TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, by TEXT NOT NULL,
+  site TEXT NOT NULL, action TEXT NOT NULL, user TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY(stream, seq));
+CREATE INDEX audit_at ON audit(at);
 CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE friends(user TEXT NOT NULL, friend TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(user, friend));
 -- A room with its newest message, so that a restarted site shows room
@@ -109,10 +114,19 @@ type friendRow struct {
 	at           int64
 }
 
+// auditRow is one admin action for the audit table.
+type auditRow struct {
+	stream                       string
+	seq                          uint64
+	at                           int64
+	by, site, action, user, role string
+}
+
 // dbBatch is what one applied batch of records changes in the store.
 type dbBatch struct {
 	reached    map[string]uint64
 	keys       []SigningKey // in the order they were applied
+	audit      []auditRow
 	users      map[string]userState
 	revoked    []revokedRow
 	friends    []friendRow
@@ -133,6 +147,7 @@ func newDBBatch() *dbBatch {
 // writer's single connection.
 type statements struct {
 	applied, key, user, revoked, friend, room, member, delMember, message, roomEvent, userEvent, openSpan, closeSpan *sql.Stmt
+	audit                                                                                                            *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*statements, error) {
@@ -147,9 +162,11 @@ func prepare(db *sql.DB) (*statements, error) {
 	p(&st.key, `INSERT INTO signing_keys(kid, sealed, created_at, retired_at, ord)
 		VALUES(?, ?, ?, ?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM signing_keys))
 		ON CONFLICT(kid) DO UPDATE SET retired_at = excluded.retired_at`)
-	p(&st.user, `INSERT INTO users(name, display_name, status, password_hash, created_at, revoked_seq) VALUES(?, ?, ?, ?, ?, ?)
+	p(&st.user, `INSERT INTO users(name, display_name, status, password_hash, created_at, revoked_seq, role) VALUES(?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name, status = excluded.status,
-		revoked_seq = excluded.revoked_seq`)
+		revoked_seq = excluded.revoked_seq, role = excluded.role`)
+	p(&st.audit, `INSERT INTO audit(stream, seq, at, by, site, action, user, role) VALUES(?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`)
 	p(&st.revoked, `INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`)
 	p(&st.friend, `INSERT INTO friends(user, friend, at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.room, `INSERT INTO rooms(id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at)
@@ -171,7 +188,7 @@ func prepare(db *sql.DB) (*statements, error) {
 }
 
 func (st *statements) close() {
-	for _, s := range []*sql.Stmt{st.applied, st.key, st.user, st.revoked, st.friend, st.room, st.member,
+	for _, s := range []*sql.Stmt{st.audit, st.applied, st.key, st.user, st.revoked, st.friend, st.room, st.member,
 		st.delMember, st.message, st.roomEvent, st.userEvent, st.openSpan, st.closeSpan} {
 		if s != nil {
 			s.Close()
@@ -195,13 +212,18 @@ func (v *View) write(batches []*dbBatch) error {
 	)
 	reached := map[string]uint64{}
 	for _, b := range batches {
+		for _, e := range b.audit {
+			if _, err := tx.Stmt(v.st.audit).Exec(e.stream, e.seq, e.at, e.by, e.site, e.action, e.user, e.role); err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+		}
 		for _, k := range b.keys {
 			if _, err := key.Exec(k.ID, k.Sealed, k.Created.UnixNano(), nanos(k.Retired)); err != nil {
 				return fmt.Errorf("signing key: %w", err)
 			}
 		}
 		for _, u := range b.users {
-			if _, err := user.Exec(u.name, u.displayName, u.status, u.hash, u.created.UnixNano(), u.revokedSeq); err != nil {
+			if _, err := user.Exec(u.name, u.displayName, u.status, u.hash, u.created.UnixNano(), u.revokedSeq, u.role); err != nil {
 				return fmt.Errorf("user %s: %w", u.name, err)
 			}
 		}
@@ -316,10 +338,10 @@ func (v *View) load() error {
 			m.current = k.ID
 			return err
 		}),
-		q(`SELECT name, display_name, status, password_hash, created_at, revoked_seq FROM users`, func(r *sql.Rows) error {
+		q(`SELECT name, display_name, status, password_hash, created_at, revoked_seq, role FROM users`, func(r *sql.Rows) error {
 			var u userState
 			var created int64
-			err := r.Scan(&u.name, &u.displayName, &u.status, &u.hash, &created, &u.revokedSeq)
+			err := r.Scan(&u.name, &u.displayName, &u.status, &u.hash, &created, &u.revokedSeq, &u.role)
 			u.created = fromNanos(created)
 			m.users[u.name] = &u
 			return err

@@ -416,3 +416,36 @@ func testContext(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Roles change only by the admin credential or an account that is an
+// admin at that point of the log; each change is in the audit trail.
+func TestRoleChangesFollowTheLog(t *testing.T) {
+	v := openTemp(t)
+	log := &memLog{}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "alice", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "bob", PasswordHash: "h"},
+		{Type: salamander.RecRoleSet, User: "bob", Role: "admin", By: "alice", Site: "a"}, // alice is no admin yet
+		{Type: salamander.RecRoleSet, User: "alice", Role: "admin", Site: "cli"},
+		{Type: salamander.RecRoleSet, User: "bob", Role: "operator", By: "alice", Site: "b"},
+		{Type: salamander.RecRoleSet, User: "bob", Role: "root", By: "alice", Site: "b"}, // no such role
+	}
+	var entries []jsstore.Entry
+	for i, r := range recs {
+		r.At = at.Add(time.Duration(i) * time.Second)
+		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
+	}
+	apply(t, v, log, entries)
+	if v.Role("alice") != "admin" || v.Role("bob") != "operator" || v.Role("nobody") != "user" {
+		t.Fatalf("roles: alice %s, bob %s", v.Role("alice"), v.Role("bob"))
+	}
+	trail, err := v.Audit(context.Background(), time.Time{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trail) != 2 || trail[0].User != "bob" || trail[0].By != "alice" || trail[0].Site != "b" ||
+		trail[1].User != "alice" || trail[1].Site != "cli" {
+		t.Fatalf("audit trail %+v", trail)
+	}
+}

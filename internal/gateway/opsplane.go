@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+// The ops plane: endpoints under /v1/ops/ for operators and admins, served
+// by every site from the replicated log, so that no fire takes the tools
+// away. A caller without a session gets 401, one whose role is too low 403.
+
+// withRole lets h run only for callers whose role ranks at least min.
+func (g *Gateway) withRole(min string, h authedHandler) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, c claims) {
+		if salamander.RoleRank(g.cfg.View.Role(c.User)) < salamander.RoleRank(min) {
+			writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "this needs the %s role", min))
+			return
+		}
+		h(w, r, c)
+	}
+}
+
+// maxAuditPage bounds one page of the audit trail.
+const maxAuditPage = 1000
+
+// handleAudit lists admin actions, newest first: ?limit= (default 100)
+// and ?before= (RFC 3339, for the next page).
+func (g *Gateway) handleAudit(w http.ResponseWriter, r *http.Request, _ claims) {
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxAuditPage {
+			writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "limit must be 1-%d", maxAuditPage))
+			return
+		}
+		limit = n
+	}
+	var before time.Time
+	if s := r.URL.Query().Get("before"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "before must be an RFC 3339 time"))
+			return
+		}
+		before = t
+	}
+	entries, err := g.cfg.View.Audit(r.Context(), before, limit)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+}
+
+// handleSetRole sets a user's role: an admin action, recorded in the log
+// with who took it and at which site.
+func (g *Gateway) handleSetRole(w http.ResponseWriter, r *http.Request, c claims) {
+	var req salamander.RoleRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	if salamander.RoleRank(req.Role) == 0 {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "role must be user, operator or admin"))
+		return
+	}
+	if err := salamander.ValidateUserName(name); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if _, _, err := g.cfg.View.Credentials(r.Context(), name); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecRoleSet, User: name, Role: req.Role, By: c.User, Site: g.cfg.Site}
+	if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, "role."+name, rec, jsstore.AppendOptions{}); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	// The log applies a change only from an admin at its place in the log.
+	if got := g.cfg.View.Role(name); got != req.Role {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an admin?)"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"user": name, "role": req.Role})
+}

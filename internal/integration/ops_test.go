@@ -1,0 +1,120 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// opsCall calls an ops endpoint at site i with token ("" for none) and
+// returns the status and body.
+func opsCall(t *testing.T, i int, method, path, token string, body any) (int, []byte) {
+	t.Helper()
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequest(method, cluster.URL(i)+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(res.Body)
+	return res.StatusCode, buf.Bytes()
+}
+
+// Roles: the first admin is made with the admin credential; admins promote
+// others from any site; the ops endpoints refuse anonymous callers (401)
+// and accounts whose role is too low (403); every change is in the audit
+// trail with who made it, when and from which site.
+func TestRolesAndTheAuditTrail(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	boss, bossName := signedUp(t, 0, "boss")
+	op, opName := signedUp(t, 1, "oper")
+	user, _ := signedUp(t, 2, "plain")
+
+	// Nobody but operators may read the audit trail; nobody but admins
+	// may change a role.
+	for i := range 3 {
+		if code, _ := opsCall(t, i, "GET", "/v1/ops/audit", "", nil); code != http.StatusUnauthorized {
+			t.Fatalf("site %d: anonymous audit: %d", i, code)
+		}
+		if code, _ := opsCall(t, i, "GET", "/v1/ops/audit", user.Token(), nil); code != http.StatusForbidden {
+			t.Fatalf("site %d: a user's audit: %d", i, code)
+		}
+		if code, _ := opsCall(t, i, "PUT", "/v1/ops/users/"+opName+"/role", user.Token(),
+			salamander.RoleRequest{Role: "admin"}); code != http.StatusForbidden {
+			t.Fatalf("site %d: a user set a role: %d", i, code)
+		}
+	}
+	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(2), "--creds", cluster.AdminFile(),
+		"set-role", bossName, "admin").CombinedOutput()
+	if err != nil {
+		t.Fatalf("admin set-role: %v\n%s", err, out)
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		me, err := pinned(t, 1, boss.Token()).Me(ctx)
+		if err != nil || me.Role != salamander.RoleAdmin {
+			return fmt.Errorf("boss at site b: %+v %v", me, err)
+		}
+		return nil
+	})
+	// The admin promotes an operator from site b; the operator reads the
+	// trail from site c, but may not change roles.
+	if code, body := opsCall(t, 1, "PUT", "/v1/ops/users/"+opName+"/role", boss.Token(),
+		salamander.RoleRequest{Role: "operator"}); code != http.StatusOK {
+		t.Fatalf("admin promoting: %d %s", code, body)
+	}
+	if code, _ := opsCall(t, 1, "PUT", "/v1/ops/users/"+opName+"/role", op.Token(),
+		salamander.RoleRequest{Role: "admin"}); code != http.StatusForbidden {
+		t.Fatalf("an operator made itself admin: %d", code)
+	}
+	var trail struct {
+		Entries []salamander.AuditEntry `json:"entries"`
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		code, body := opsCall(t, 2, "GET", "/v1/ops/audit?limit=1000", op.Token(), nil)
+		if code != http.StatusOK {
+			return fmt.Errorf("operator's audit at site c: %d %s", code, body)
+		}
+		trail.Entries = nil
+		if err := json.Unmarshal(body, &trail); err != nil {
+			return err
+		}
+		var cli, promo bool
+		for _, e := range trail.Entries {
+			cli = cli || e.Action == "set-role" && e.User == bossName && e.By == "" && e.Site == "cli" && e.Role == "admin"
+			promo = promo || e.Action == "set-role" && e.User == opName && e.By == bossName && e.Site == "b" &&
+				e.Role == "operator" && !e.At.IsZero()
+		}
+		if !cli || !promo {
+			return fmt.Errorf("audit trail lacks the changes: %+v", trail.Entries)
+		}
+		return nil
+	})
+	if code, body := opsCall(t, 0, "GET", "/v1/ops/audit?limit=0", op.Token(), nil); code != http.StatusBadRequest ||
+		!strings.Contains(string(body), "limit") {
+		t.Fatalf("a bad limit: %d %s", code, body)
+	}
+}
