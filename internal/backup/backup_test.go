@@ -189,8 +189,18 @@ func deleteStream(t *testing.T, ctx context.Context, js jetstream.JetStream, nam
 	if err := js.DeleteStream(ctx, name); err != nil {
 		t.Fatalf("delete %s: %v", name, err)
 	}
-	if _, err := js.Stream(ctx, name); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Fatalf("%s still there after delete: %v", name, err)
+	// The deletion reaches every replica through the meta group: until
+	// then a replica may still answer for the stream.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still there 15 s after its delete: %v", name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -540,7 +540,7 @@ func (s *Site) watchIsolation(ctx context.Context) {
 	}
 	t := time.NewTicker(isolationCheck)
 	defer t.Stop()
-	var since time.Time
+	var since, isolatedAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -556,10 +556,18 @@ func (s *Site) watchIsolation(ctx context.Context) {
 		// No heartbeat from a majority: a silent cut, already as old as
 		// the heartbeat timeout, so no further grace.
 		silent := size > 1 && s.hb.silent(size, hbTimeout)
+		// JetStream pauses only once the site has been cut off for
+		// pauseAfter: a real cut outlasts it, a starved process's late
+		// heartbeats (CPU, GC) seldom do, and it is still well before a
+		// follower's first campaign (4 s after it last heard its leader).
+		if s.gw.Isolated() && !isolatedAt.IsZero() && time.Since(isolatedAt) >= pauseAfter {
+			s.pauseJetStream()
+		}
 		switch {
 		case silent && !s.gw.Isolated():
 			s.log.Warn("no heartbeat from a majority of sites; refusing requests so clients move", "timeout", hbTimeout)
 			s.isolate()
+			isolatedAt = time.Now()
 		case silent:
 		case !cut:
 			since = time.Time{}
@@ -567,22 +575,33 @@ func (s *Site) watchIsolation(ctx context.Context) {
 				s.rejoin()
 				s.log.Warn("reconnected to a majority of sites; serving again", "peers", peers)
 				s.gw.SetIsolated(false)
+				isolatedAt = time.Time{}
 			}
 		case since.IsZero():
 			since = time.Now()
 		case time.Since(since) >= isolationGrace && !s.gw.Isolated():
 			s.log.Warn("cut off from a majority of sites; refusing requests so clients move", "peers", peers)
 			s.isolate()
+			isolatedAt = time.Now()
 		}
 	}
 }
 
-// isolate marks the site cut off and, embedded, pauses its JetStream so
-// that its replicas do not campaign alone (see natsnode.PauseJetStream):
-// the heal then needs no election at the majority.
+// pauseAfter is how long a site stays cut off before it pauses its
+// JetStream (see watchIsolation).
+const pauseAfter = time.Second
+
+// isolate marks the site cut off; watchIsolation pauses its JetStream if
+// the cut lasts (see pauseJetStream).
 func (s *Site) isolate() {
 	s.gw.SetIsolated(true)
-	if s.node == nil {
+}
+
+// pauseJetStream pauses an embedded site's JetStream so that its replicas
+// do not campaign alone while it is cut off (see natsnode.PauseJetStream):
+// the heal then needs no election at the majority.
+func (s *Site) pauseJetStream() {
+	if s.node == nil || s.node.JetStreamPaused() {
 		return
 	}
 	if err := s.node.PauseJetStream(); err != nil {
