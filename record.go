@@ -16,6 +16,8 @@ const (
 	RecSessionRevoked RecordType = "session.revoked" // User, Session: one token is logged out
 	RecUserRevoked    RecordType = "user.revoked"    // User: every token issued before At is revoked
 	RecRoleSet        RecordType = "user.role"       // User, Role, By ("" = the admin credential), Site: a role change
+	RecUserSuspended  RecordType = "user.suspended"  // User, By, Site: the account may not log in or use its sessions
+	RecUserRestored   RecordType = "user.restored"   // User, By, Site: a suspension ends
 	RecFriendAdded    RecordType = "friend.added"    // User, Friend
 
 	RecRoomCreated RecordType = "room.created" // Room, Kind, Name, Members, By

@@ -23,6 +23,8 @@ NATS server, so they work while any site is down:
   revoke-user NAME   revoke every session of NAME at every site (they must log in again)
   leaders            list every stream's leader, replicas and last sequence
   step-down STREAM   move a stream's leadership to another site (e.g. before maintenance)
+  suspend NAME       suspend an account: it can neither log in nor use its sessions
+  restore NAME       end a suspension
   set-role NAME ROLE make NAME a user, operator or admin (how the first admin is made;
                      admins then promote others from the API)
   rotate-key         make a new session-signing key current at every site; sessions signed
@@ -75,7 +77,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := salamander.ValidateUserName(name); err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}
-		rec := salamander.Record{Type: salamander.RecUserRevoked, User: name, At: time.Now().UTC()}
+		rec := salamander.Record{Type: salamander.RecUserRevoked, User: name, Site: "cli", At: time.Now().UTC()}
 		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "sess."+name, rec,
 			jsstore.AppendOptions{MsgID: "admin-revoke:" + name + ":" + rec.At.Format(time.RFC3339Nano)})
 		if err != nil {
@@ -83,6 +85,26 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "revoked every session of %s issued before %s (log position %s:%d)\n",
 			name, rec.At.Format(time.RFC3339), pos.Stream, pos.Seq)
+		return nil
+	case "suspend", "restore":
+		if fs.NArg() != 2 {
+			return fmt.Errorf("admin: usage: %s NAME", cmd)
+		}
+		name := fs.Arg(1)
+		if err := salamander.ValidateUserName(name); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		typ := salamander.RecUserSuspended
+		if cmd == "restore" {
+			typ = salamander.RecUserRestored
+		}
+		rec := salamander.Record{Type: typ, User: name, Site: "cli", At: time.Now().UTC()}
+		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "suspend."+name, rec,
+			jsstore.AppendOptions{MsgID: "admin-" + cmd + ":" + name + ":" + rec.At.Format(time.RFC3339Nano)})
+		if err != nil {
+			return fmt.Errorf("admin: %s %s: %w", cmd, name, err)
+		}
+		fmt.Fprintf(stdout, "%s: %s at every site once applied (log position %s:%d)\n", name, cmd, pos.Stream, pos.Seq)
 		return nil
 	case "set-role":
 		if fs.NArg() != 3 {

@@ -92,6 +92,10 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	refund()
+	if g.cfg.View.Suspended(req.Name) {
+		writeError(w, g.log, r, errSuspended)
+		return
+	}
 	g.writeSession(w, r, http.StatusOK, req.Name)
 }
 

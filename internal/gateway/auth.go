@@ -84,6 +84,8 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error
 
 var errBadToken = salamander.Errorf(salamander.CodeUnauthorized, "missing, malformed, expired or revoked token")
 
+var errSuspended = salamander.Errorf(salamander.CodeForbidden, "this account is suspended")
+
 var errNoKey = salamander.Errorf(salamander.CodeUnavailable, "this site has not loaded its signing key yet")
 
 // parseToken checks a token's signature and returns its claims. The claims
@@ -182,6 +184,9 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 	}
 	if c.AcctSeq < revokedSeq {
 		return errBadToken
+	}
+	if g.cfg.View.Suspended(c.User) {
+		return errSuspended
 	}
 	revoked, err := g.cfg.View.SessionRevoked(ctx, c.Session)
 	if err != nil {

@@ -89,3 +89,35 @@ func (g *Gateway) handleSetRole(w http.ResponseWriter, r *http.Request, c claims
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"user": name, "role": req.Role})
 }
+
+// userAction is an admin action on an account — suspend, restore, or
+// revoke every session — recorded in the log with who took it and where.
+// A suspended account can neither log in nor use its sessions; restoring
+// it lets it log in again.
+func (g *Gateway) userAction(typ salamander.RecordType) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, c claims) {
+		name := r.PathValue("name")
+		if err := salamander.ValidateUserName(name); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		if _, _, err := g.cfg.View.Credentials(r.Context(), name); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		rec := salamander.Record{Type: typ, User: name, By: c.User, Site: g.cfg.Site}
+		key := "sess." + name // revocations keep the subject the admin command uses
+		if typ != salamander.RecUserRevoked {
+			key = "suspend." + name
+		}
+		if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, key, rec, jsstore.AppendOptions{}); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		if typ != salamander.RecUserRevoked && g.cfg.View.Suspended(name) != (typ == salamander.RecUserSuspended) {
+			writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an admin?)"))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"user": name, "action": string(typ)})
+	}
+}

@@ -118,3 +118,65 @@ func TestRolesAndTheAuditTrail(t *testing.T) {
 		t.Fatalf("a bad limit: %d %s", code, body)
 	}
 }
+
+// An admin suspends an account from one site: its sessions stop working
+// and it cannot log in at any site; restored, it logs in again. Revoking
+// its sessions from the API ends the old ones. Each is in the audit trail.
+func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	boss, bossName := signedUp(t, 0, "sboss")
+	victim, victimName := signedUp(t, 1, "svic")
+	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(0), "--creds", cluster.AdminFile(),
+		"set-role", bossName, "admin").CombinedOutput()
+	if err != nil {
+		t.Fatalf("admin set-role: %v\n%s", err, out)
+	}
+	act := func(action string) {
+		t.Helper()
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			if code, body := opsCall(t, 2, "POST", "/v1/ops/users/"+victimName+"/"+action, boss.Token(), nil); code != http.StatusOK {
+				return fmt.Errorf("%s: %d %s", action, code, body)
+			}
+			return nil
+		})
+	}
+	old := victim.Token()
+	act("suspend")
+	for i := range 3 {
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			if _, err := pinned(t, i, old).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeForbidden {
+				return fmt.Errorf("site %d: a suspended account's session: %v", i, err)
+			}
+			if _, err := pinned(t, i, "").Login(ctx, victimName, "correct horse battery"); salamander.ErrorCode(err) != salamander.CodeForbidden {
+				return fmt.Errorf("site %d: a suspended account logged in: %v", i, err)
+			}
+			return nil
+		})
+	}
+	act("restore")
+	again := pinned(t, 1, "")
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		_, err := again.Login(ctx, victimName, "correct horse battery")
+		return err
+	})
+	act("revoke")
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := pinned(t, 0, again.Token()).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+			return fmt.Errorf("a revoked session: %v", err)
+		}
+		return nil
+	})
+	code, body := opsCall(t, 0, "GET", "/v1/ops/audit?limit=1000", boss.Token(), nil)
+	if code != http.StatusOK {
+		t.Fatalf("audit: %d %s", code, body)
+	}
+	for _, action := range []string{"suspend", "restore", "revoke-sessions"} {
+		if !strings.Contains(string(body), `"action":"`+action+`","user":"`+victimName+`"`) {
+			t.Errorf("audit trail lacks %s of %s: %s", action, victimName, body)
+		}
+	}
+	if code, _ := opsCall(t, 0, "POST", "/v1/ops/users/"+bossName+"/suspend", victim.Token(), nil); code != http.StatusUnauthorized &&
+		code != http.StatusForbidden {
+		t.Fatalf("a user suspended an admin: %d", code)
+	}
+}

@@ -80,6 +80,17 @@ type applier struct {
 	emitted      []Emitted
 }
 
+// byAdmin says whether an admin action may be applied: the admin
+// credential (By "") may take any; an account only if it is an admin at
+// this point of the log, whatever a gateway claims.
+func (a *applier) byAdmin(r salamander.Record) bool {
+	if r.By == "" {
+		return true
+	}
+	by := a.m.users[r.By]
+	return by != nil && by.role == salamander.RoleAdmin
+}
+
 // audit records an admin action for the audit trail.
 func (a *applier) audit(pos salamander.Position, r salamander.Record, action string) {
 	a.db.audit = append(a.db.audit, auditRow{stream: pos.Stream, seq: pos.Seq, at: r.At.UnixNano(), by: r.By,
@@ -120,20 +131,22 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		if u := a.m.users[r.User]; u != nil {
 			u.revokedSeq = max(u.revokedSeq, pos.Seq)
 			a.dirtyUsers[r.User] = true
-			a.audit(pos, r, "revoke-sessions")
+			if r.Site != "" { // an admin's, not a user's own "log out everywhere"
+				a.audit(pos, r, "revoke-sessions")
+			}
 		}
-	case salamander.RecRoleSet:
-		// The admin credential (By "") may set any role; an account only
-		// if it is an admin at this point of the log, whatever a gateway
-		// claims.
+	case salamander.RecUserSuspended, salamander.RecUserRestored:
 		u := a.m.users[r.User]
-		if u == nil || salamander.RoleRank(r.Role) == 0 {
+		if u == nil || !a.byAdmin(r) {
 			break
 		}
-		if r.By != "" {
-			if by := a.m.users[r.By]; by == nil || by.role != salamander.RoleAdmin {
-				break
-			}
+		u.suspended = r.Type == salamander.RecUserSuspended
+		a.dirtyUsers[r.User] = true
+		a.audit(pos, r, map[bool]string{true: "suspend", false: "restore"}[u.suspended])
+	case salamander.RecRoleSet:
+		u := a.m.users[r.User]
+		if u == nil || salamander.RoleRank(r.Role) == 0 || !a.byAdmin(r) {
+			break
 		}
 		u.role = r.Role
 		if r.Role == salamander.RoleUser {

@@ -45,6 +45,7 @@ type userState struct {
 	created                         time.Time
 	revokedSeq                      uint64
 	role                            string // "" = salamander.RoleUser
+	suspended                       bool
 }
 
 type roomState struct {

@@ -463,6 +463,14 @@ func (v *View) fillTexts(ctx context.Context, refs []textRef) error {
 	return nil
 }
 
+// Suspended reports whether an admin has suspended the account.
+func (v *View) Suspended(name string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	u := v.m.users[name]
+	return u != nil && u.suspended
+}
+
 // Role is a user's role (salamander.RoleUser when none was set).
 func (v *View) Role(name string) string {
 	v.mu.RLock()

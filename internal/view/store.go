@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 10
+const schemaVersion = 11
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64
@@ -39,7 +39,7 @@ CREATE TABLE signing_keys(kid TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at
   retired_at INTEGER NOT NULL DEFAULT 0, ord INTEGER NOT NULL);
 CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
   password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0,
-  role TEXT NOT NULL DEFAULT '');
+  role TEXT NOT NULL DEFAULT '', suspended INTEGER NOT NULL DEFAULT 0);
 -- Admin actions (role changes, session revocations): the audit trail.
 CREATE TABLE audit(stream TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, by TEXT NOT NULL,
   site TEXT NOT NULL, action TEXT NOT NULL, user TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY(stream, seq));
@@ -162,9 +162,10 @@ func prepare(db *sql.DB) (*statements, error) {
 	p(&st.key, `INSERT INTO signing_keys(kid, sealed, created_at, retired_at, ord)
 		VALUES(?, ?, ?, ?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM signing_keys))
 		ON CONFLICT(kid) DO UPDATE SET retired_at = excluded.retired_at`)
-	p(&st.user, `INSERT INTO users(name, display_name, status, password_hash, created_at, revoked_seq, role) VALUES(?, ?, ?, ?, ?, ?, ?)
+	p(&st.user, `INSERT INTO users(name, display_name, status, password_hash, created_at, revoked_seq, role, suspended)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name, status = excluded.status,
-		revoked_seq = excluded.revoked_seq, role = excluded.role`)
+		revoked_seq = excluded.revoked_seq, role = excluded.role, suspended = excluded.suspended`)
 	p(&st.audit, `INSERT INTO audit(stream, seq, at, by, site, action, user, role) VALUES(?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`)
 	p(&st.revoked, `INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`)
@@ -223,7 +224,8 @@ func (v *View) write(batches []*dbBatch) error {
 			}
 		}
 		for _, u := range b.users {
-			if _, err := user.Exec(u.name, u.displayName, u.status, u.hash, u.created.UnixNano(), u.revokedSeq, u.role); err != nil {
+			if _, err := user.Exec(u.name, u.displayName, u.status, u.hash, u.created.UnixNano(), u.revokedSeq, u.role,
+				u.suspended); err != nil {
 				return fmt.Errorf("user %s: %w", u.name, err)
 			}
 		}
@@ -338,10 +340,10 @@ func (v *View) load() error {
 			m.current = k.ID
 			return err
 		}),
-		q(`SELECT name, display_name, status, password_hash, created_at, revoked_seq, role FROM users`, func(r *sql.Rows) error {
+		q(`SELECT name, display_name, status, password_hash, created_at, revoked_seq, role, suspended FROM users`, func(r *sql.Rows) error {
 			var u userState
 			var created int64
-			err := r.Scan(&u.name, &u.displayName, &u.status, &u.hash, &created, &u.revokedSeq, &u.role)
+			err := r.Scan(&u.name, &u.displayName, &u.status, &u.hash, &created, &u.revokedSeq, &u.role, &u.suspended)
 			u.created = fromNanos(created)
 			m.users[u.name] = &u
 			return err
