@@ -101,6 +101,9 @@ type Gateway struct {
 	metrics *metrics
 	started time.Time
 
+	// opsClient asks the other sites for their status (the ops plane).
+	opsClient *http.Client
+
 	keyMu sync.Mutex
 	keys  map[string][]byte // opened signing keys, by id
 
@@ -294,6 +297,7 @@ func New(cfg Config) *Gateway {
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
+	g.opsClient = &http.Client{Timeout: opsSiteTimeout}
 	g.registerAlarm(cfg.Registry)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
@@ -348,6 +352,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/presence", g.authed(g.handlePresence))
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
 	m.HandleFunc("GET /v1/ops/audit", g.authed(g.withRole(salamander.RoleOperator, g.handleAudit)))
+	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
 	m.HandleFunc("PUT /v1/ops/users/{name}/role", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetRole)))
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))

@@ -1,8 +1,13 @@
 package gateway
 
 import (
+	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/salamander-chat/salamander"
@@ -120,4 +125,75 @@ func (g *Gateway) userAction(typ salamander.RecordType) authedHandler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"user": name, "action": string(typ)})
 	}
+}
+
+// opsSite is one site as GET /v1/ops/sites shows it: its own /v1/status
+// answer, or why it could not be had.
+type opsSite struct {
+	Name      string          `json:"name"`
+	URL       string          `json:"url"`
+	Reachable bool            `json:"reachable"`
+	Ready     bool            `json:"ready"`
+	Status    json.RawMessage `json:"status,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	Took      int64           `json:"took_ms"`
+}
+
+// opsSiteTimeout bounds how long one site may take to answer: a burned
+// site shows as unreachable, it does not hold the page.
+const opsSiteTimeout = 2 * time.Second
+
+// handleOpsSites asks every site, in parallel, for its status and
+// readiness: the console's view of the whole deployment, from whichever
+// site the operator reaches.
+func (g *Gateway) handleOpsSites(w http.ResponseWriter, r *http.Request, _ claims) {
+	sites := g.cfg.Sites
+	if len(sites) == 0 {
+		sites = []SiteInfo{{Name: g.cfg.Site, URL: "http://" + r.Host}}
+	}
+	out := make([]opsSite, len(sites))
+	var wg sync.WaitGroup
+	for i, s := range sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = g.probeSite(r.Context(), s)
+		}()
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "sites": out})
+}
+
+func (g *Gateway) probeSite(ctx context.Context, s SiteInfo) opsSite {
+	ctx, cancel := context.WithTimeout(ctx, opsSiteTimeout)
+	defer cancel()
+	start := time.Now()
+	o := opsSite{Name: s.Name, URL: s.URL}
+	get := func(path string) (int, []byte, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.URL, "/")+path, nil)
+		if err != nil {
+			return 0, nil, err
+		}
+		res, err := g.opsClient.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		return res.StatusCode, b, err
+	}
+	code, body, err := get("/readyz")
+	if err != nil {
+		o.Error = err.Error()
+		o.Took = time.Since(start).Milliseconds()
+		return o
+	}
+	o.Reachable, o.Ready = true, code == http.StatusOK
+	if code, body, err = get("/v1/status"); err == nil && code == http.StatusOK && json.Valid(body) {
+		o.Status = body
+	} else if err != nil {
+		o.Error = err.Error()
+	}
+	o.Took = time.Since(start).Milliseconds()
+	return o
 }

@@ -180,3 +180,54 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 		t.Fatalf("a user suspended an admin: %d", code)
 	}
 }
+
+// From any site an operator sees every site's readiness and status; users
+// and anonymous callers see nothing.
+func TestOpsSitesShowsEverySite(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	_, opName := signedUp(t, 0, "osop")
+	op := newClient(t, 0)
+	user, _ := signedUp(t, 1, "osuser")
+	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(0), "--creds", cluster.AdminFile(),
+		"set-role", opName, "operator").CombinedOutput()
+	if err != nil {
+		t.Fatalf("admin set-role: %v\n%s", err, out)
+	}
+	if _, err := op.Login(ctx, opName, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := opsCall(t, 1, "GET", "/v1/ops/sites", "", nil); code != http.StatusUnauthorized {
+		t.Fatalf("anonymous: %d", code)
+	}
+	if code, _ := opsCall(t, 1, "GET", "/v1/ops/sites", user.Token(), nil); code != http.StatusForbidden {
+		t.Fatalf("a user: %d", code)
+	}
+	for i := range 3 {
+		checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+			code, body := opsCall(t, i, "GET", "/v1/ops/sites", op.Token(), nil)
+			if code != http.StatusOK {
+				return fmt.Errorf("site %d: %d %s", i, code, body)
+			}
+			var got struct {
+				Sites []struct {
+					Name      string          `json:"name"`
+					Reachable bool            `json:"reachable"`
+					Ready     bool            `json:"ready"`
+					Status    json.RawMessage `json:"status"`
+				} `json:"sites"`
+			}
+			if err := json.Unmarshal(body, &got); err != nil {
+				return err
+			}
+			if len(got.Sites) != 3 {
+				return fmt.Errorf("site %d lists %d sites", i, len(got.Sites))
+			}
+			for _, s := range got.Sites {
+				if !s.Reachable || !s.Ready || !strings.Contains(string(s.Status), `"site":"`+s.Name+`"`) {
+					return fmt.Errorf("site %d sees %s as %+v", i, s.Name, s)
+				}
+			}
+			return nil
+		})
+	}
+}
