@@ -5,14 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
-	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 const adminUsage = `usage: salamander admin [--nats URL,…] <command> [args]
@@ -35,11 +33,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
-	natsURLs := fs.String("nats", "nats://127.0.0.1:4221,nats://127.0.0.1:4222,nats://127.0.0.1:4223",
-		"comma-separated NATS URLs of any sites (the dev cluster's by default)")
-	creds := fs.String("creds", filepath.Join("salamander-data", "secrets", "admin.json"),
-		"the admin credential: admin.json from 'salamander certs' (the dev cluster's by default)")
-	timeout := fs.Duration("timeout", 15*time.Second, "give up after this long")
+	conn := addConnFlags(fs, 15*time.Second)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,22 +41,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
 	defer cancel()
-	admin, err := secrets.LoadAdmin(*creds)
+	store, admin, err := conn.openAdmin(ctx, "salamander-admin")
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
-	}
-	tc, err := admin.ClientTLS()
-	if err != nil {
-		return fmt.Errorf("admin: %w", err)
-	}
-	cfg := jsstore.DefaultConfig(splitList(*natsURLs)...)
-	cfg.Name = "salamander-admin"
-	cfg.User, cfg.Password, cfg.TLS = admin.NATSUser, admin.NATSPassword, tc
-	store, err := jsstore.Open(ctx, cfg)
-	if err != nil {
-		return err
 	}
 	defer store.Close()
 	if err := store.EnsureStreams(ctx); err != nil {

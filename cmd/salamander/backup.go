@@ -120,8 +120,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// connFlags are the flags with which backup and restore reach the cluster
-// as its operator.
+// connFlags are the flags with which admin, backup and restore reach the
+// cluster as its operator.
 type connFlags struct {
 	urls, creds *string
 	timeout     time.Duration
@@ -142,20 +142,27 @@ func addConnFlags(fs *flag.FlagSet, timeout time.Duration) *connFlags {
 // that a refused credential or an unreachable cluster is reported as such.
 // It creates nothing in the cluster.
 func (c *connFlags) open(ctx context.Context, name string) (*jsstore.Store, error) {
+	store, _, err := c.openAdmin(ctx, name)
+	return store, err
+}
+
+// openAdmin is open that also returns the admin credential (it carries
+// the log key that seals signing keys).
+func (c *connFlags) openAdmin(ctx context.Context, name string) (*jsstore.Store, *secrets.Admin, error) {
 	admin, err := secrets.LoadAdmin(*c.creds)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tc, err := admin.ClientTLS()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := jsstore.DefaultConfig(splitList(*c.urls)...)
 	cfg.Name = name
 	cfg.User, cfg.Password, cfg.TLS = admin.NATSUser, admin.NATSPassword, tc
 	store, err := jsstore.Open(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -166,9 +173,9 @@ func (c *connFlags) open(ctx context.Context, name string) (*jsstore.Store, erro
 		case <-cctx.Done():
 			err := store.Conn().LastError()
 			store.Close()
-			return nil, fmt.Errorf("connect to %s: %v", *c.urls, err)
+			return nil, nil, fmt.Errorf("connect to %s: %v", *c.urls, err)
 		case <-tick.C:
 		}
 	}
-	return store, nil
+	return store, admin, nil
 }

@@ -20,7 +20,6 @@ import (
 
 	"github.com/salamander-chat/salamander/client"
 	"github.com/salamander-chat/salamander/internal/backup"
-	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/testcluster"
 )
 
@@ -76,16 +75,7 @@ func startCluster() error {
 	if err != nil {
 		return fmt.Errorf("start test cluster: %w", err)
 	}
-	admin, err := secrets.LoadAdmin(cluster.AdminFile())
-	if err != nil {
-		return err
-	}
-	tc, err := admin.ClientTLS()
-	if err != nil {
-		return err
-	}
-	adminNC, err = nats.Connect(cluster.NATSURL(0)+","+cluster.NATSURL(1)+","+cluster.NATSURL(2),
-		nats.UserInfo(admin.NATSUser, admin.NATSPassword), nats.Secure(tc), nats.Timeout(5*time.Second))
+	adminNC, err = cluster.AdminNATS(0)
 	if err != nil {
 		return fmt.Errorf("connect as admin: %w", err)
 	}

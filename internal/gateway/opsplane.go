@@ -69,30 +69,42 @@ func (g *Gateway) handleSetRole(w http.ResponseWriter, r *http.Request, c claims
 		writeError(w, g.log, r, err)
 		return
 	}
-	name := r.PathValue("name")
 	if salamander.RoleRank(req.Role) == 0 {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "role must be user, operator or admin"))
 		return
 	}
-	if err := salamander.ValidateUserName(name); err != nil {
-		writeError(w, g.log, r, err)
-		return
+	name := r.PathValue("name")
+	rec := salamander.Record{Type: salamander.RecRoleSet, User: name, Role: req.Role}
+	if g.adminAction(w, r, c, rec, "role."+name, func() bool { return g.cfg.View.Role(name) == req.Role }) {
+		writeJSON(w, http.StatusOK, map[string]string{"user": name, "role": req.Role})
 	}
-	if _, _, err := g.cfg.View.Credentials(r.Context(), name); err != nil {
+}
+
+// adminAction records an admin action on the account rec.User (which
+// must exist), with who takes it and where, under key, and checks with
+// took that the log applied it: the log applies an action only from an
+// admin at its place in the log. It reports whether it succeeded, having
+// answered the request if not.
+func (g *Gateway) adminAction(w http.ResponseWriter, r *http.Request, c claims, rec salamander.Record, key string,
+	took func() bool) bool {
+	if err := salamander.ValidateUserName(rec.User); err != nil {
 		writeError(w, g.log, r, err)
-		return
+		return false
 	}
-	rec := salamander.Record{Type: salamander.RecRoleSet, User: name, Role: req.Role, By: c.User, Site: g.cfg.Site}
-	if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, "role."+name, rec, jsstore.AppendOptions{}); err != nil {
+	if _, _, err := g.cfg.View.Credentials(r.Context(), rec.User); err != nil {
 		writeError(w, g.log, r, err)
-		return
+		return false
 	}
-	// The log applies a change only from an admin at its place in the log.
-	if got := g.cfg.View.Role(name); got != req.Role {
+	rec.By, rec.Site = c.User, g.cfg.Site
+	if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, key, rec, jsstore.AppendOptions{}); err != nil {
+		writeError(w, g.log, r, err)
+		return false
+	}
+	if !took() {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an admin?)"))
-		return
+		return false
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"user": name, "role": req.Role})
+	return true
 }
 
 // userAction is an admin action on an account — suspend, restore, or
@@ -102,28 +114,14 @@ func (g *Gateway) handleSetRole(w http.ResponseWriter, r *http.Request, c claims
 func (g *Gateway) userAction(typ salamander.RecordType) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) {
 		name := r.PathValue("name")
-		if err := salamander.ValidateUserName(name); err != nil {
-			writeError(w, g.log, r, err)
-			return
-		}
-		if _, _, err := g.cfg.View.Credentials(r.Context(), name); err != nil {
-			writeError(w, g.log, r, err)
-			return
-		}
-		rec := salamander.Record{Type: typ, User: name, By: c.User, Site: g.cfg.Site}
-		key := "sess." + name // revocations keep the subject the admin command uses
+		key, took := "sess."+name, func() bool { return true } // revocations: the admin command's subject
 		if typ != salamander.RecUserRevoked {
 			key = "suspend." + name
+			took = func() bool { return g.cfg.View.Suspended(name) == (typ == salamander.RecUserSuspended) }
 		}
-		if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, key, rec, jsstore.AppendOptions{}); err != nil {
-			writeError(w, g.log, r, err)
-			return
+		if g.adminAction(w, r, c, salamander.Record{Type: typ, User: name}, key, took) {
+			writeJSON(w, http.StatusOK, map[string]string{"user": name, "action": string(typ)})
 		}
-		if typ != salamander.RecUserRevoked && g.cfg.View.Suspended(name) != (typ == salamander.RecUserSuspended) {
-			writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an admin?)"))
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"user": name, "action": string(typ)})
 	}
 }
 

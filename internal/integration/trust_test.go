@@ -82,10 +82,7 @@ func TestGatewayCredentialCannotDestroyTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, nc)
 	ctx := testCtx(t, 30*time.Second)
 	st, err := js.Stream(ctx, "SAL_P0")
 	if err != nil {
@@ -110,24 +107,12 @@ func TestGatewayCredentialCannotDestroyTheLog(t *testing.T) {
 		return err
 	})
 	// The log is intact: the admin credential sees every record.
-	admin, err := secrets.LoadAdmin(cluster.AdminFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := admin.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	anc, err := natsAs(t, 1, nats.UserInfo(admin.NATSUser, admin.NATSPassword), nats.Secure(tc))
+	anc, err := cluster.AdminNATS(1)
 	if err != nil {
 		t.Fatalf("the admin credential was refused: %v", err)
 	}
 	defer anc.Close()
-	ajs, err := jetstream.New(anc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ast, err := ajs.Stream(ctx, "SAL_P0")
+	ast, err := jetStream(t, anc).Stream(ctx, "SAL_P0")
 	if err != nil {
 		t.Fatalf("stream gone: %v", err)
 	}
@@ -187,21 +172,31 @@ func TestAdminCommandNeedsItsCredential(t *testing.T) {
 	}
 }
 
-// tokenKeyID is the key id a token names.
-func tokenKeyID(t *testing.T, token string) string {
+// jetStream is nc's JetStream API.
+func jetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// tokenClaim reads one string claim (e.g. "sid", "k") from a token's
+// payload, without checking its signature.
+func tokenClaim(t *testing.T, token, claim string) string {
 	t.Helper()
 	payload, _, _ := strings.Cut(token, ".")
 	body, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		K string `json:"k"`
-	}
+	var c map[string]any
 	if err := json.Unmarshal(body, &c); err != nil {
 		t.Fatal(err)
 	}
-	return c.K
+	s, _ := c[claim].(string)
+	return s
 }
 
 // Keys rotate: after `admin rotate-key` every site signs new sessions with
@@ -212,7 +207,7 @@ func TestSigningKeyRotates(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	c, name := signedUp(t, 0, "rot")
 	before := c.Token()
-	oldID := tokenKeyID(t, before)
+	oldID := tokenClaim(t, before, "k")
 	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(1), "--creds", cluster.AdminFile(),
 		"rotate-key").CombinedOutput()
 	if err != nil {
@@ -228,7 +223,7 @@ func TestSigningKeyRotates(t *testing.T) {
 			if _, err := at.Login(ctx, name, "correct horse battery"); err != nil {
 				return err
 			}
-			if got := tokenKeyID(t, at.Token()); got != newID {
+			if got := tokenClaim(t, at.Token(), "k"); got != newID {
 				return fmt.Errorf("site %d signs with key %q, want %q", i, got, newID)
 			}
 			return nil
@@ -244,11 +239,7 @@ func TestSigningKeyRotates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, "SAL_ACCT")
+	st, err := jetStream(t, nc).Stream(ctx, "SAL_ACCT")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander/client"
-	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/testcluster"
 )
 
@@ -64,15 +62,7 @@ func TestALogThatChangesUnderTheSitesIsAnAlarm(t *testing.T) {
 	}
 	// The disaster: a stream is deleted (an operator's mistake, a stolen
 	// admin credential).
-	admin, err := secrets.LoadAdmin(c.AdminFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := admin.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(c.NATSURL(0), nats.UserInfo(admin.NATSUser, admin.NATSPassword), nats.Secure(tc))
+	nc, err := c.AdminNATS(0)
 	if err != nil {
 		t.Fatal(err)
 	}

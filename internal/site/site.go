@@ -323,10 +323,11 @@ func (l *logProblems) observe(p logProblem) string {
 }
 
 // checkLog compares the log with what this site's read model recorded of
-// it. done is false when the log could not be asked (no leader yet, say);
-// the problem says what is wrong, if anything. A read model that has
-// recorded nothing (a new or rebuilt one) records the log as it finds it.
-func (s *Site) checkLog(ctx context.Context) (done bool, problem logProblem) {
+// it, and returns each stream's identity as the log gave it (nil when the
+// log could not be asked: no leader yet, say); the problem says what is
+// wrong, if anything. A read model that has recorded nothing (a new or
+// rebuilt one) records the log as it finds it.
+func (s *Site) checkLog(ctx context.Context) (streams map[string]jsstore.StreamIdentity, problem logProblem) {
 	// What the site has applied is read before the log is asked: the log
 	// can only have grown since, so the comparison never races the tails.
 	applied := s.view.Applied()
@@ -334,44 +335,44 @@ func (s *Site) checkLog(ctx context.Context) (done bool, problem logProblem) {
 	defer cancel()
 	clusterID, streams, err := s.store.Identity(cctx)
 	if errors.Is(err, jsstore.ErrStreamMissing) {
-		return true, logProblem{"missing", err.Error()}
+		return nil, logProblem{"missing", err.Error()}
 	}
 	if err != nil {
-		return false, logProblem{}
+		return nil, logProblem{}
 	}
 	known, err := s.view.LogIdentity()
 	if err != nil {
 		s.log.Error("cannot read the log identity this site recorded", "err", err)
-		return false, logProblem{}
+		return nil, logProblem{}
 	}
 	if id, ok := known["cluster"]; ok && id != clusterID {
-		return true, logProblem{"cluster", fmt.Sprintf("this site's data is of cluster %s, but its NATS servers are cluster %s",
+		return streams, logProblem{"cluster", fmt.Sprintf("this site's data is of cluster %s, but its NATS servers are cluster %s",
 			id, clusterID)}
 	}
 	current := map[string]string{"cluster": clusterID}
 	for _, name := range slices.Sorted(maps.Keys(streams)) {
 		st := streams[name]
 		if !st.Led {
-			return false, logProblem{}
+			return nil, logProblem{}
 		}
 		created := st.Created.Format(time.RFC3339Nano)
 		current["created:"+name] = created
 		if was, ok := known["created:"+name]; ok && was != created {
-			return true, logProblem{"re-created:" + name, fmt.Sprintf(
+			return streams, logProblem{"re-created:" + name, fmt.Sprintf(
 				"stream %s was re-created at %s; this site applied the one created at %s", name, created, was)}
 		}
 		if seq := jsstore.RecordsApplied(applied[name]); seq > st.LastSeq {
-			return true, logProblem{"backwards:" + name, fmt.Sprintf(
+			return streams, logProblem{"backwards:" + name, fmt.Sprintf(
 				"stream %s ends at record %d, but this site has applied record %d: the log went backwards", name, st.LastSeq, seq)}
 		}
 	}
 	if len(known) < len(current) {
 		if err := s.view.RecordLogIdentity(current); err != nil {
 			s.log.Error("cannot record the log identity", "err", err)
-			return false, logProblem{}
+			return nil, logProblem{}
 		}
 	}
-	return true, logProblem{}
+	return streams, logProblem{}
 }
 
 // redactURLs drops any user:password from URLs before they are logged
@@ -436,15 +437,17 @@ func (s *Site) boot(ctx context.Context) {
 	// stream re-created, or shorter than what was applied, would be
 	// applied at the wrong positions. Such a site never starts its tails.
 	var seen logProblems
+	var log map[string]jsstore.StreamIdentity
 	for ctx.Err() == nil {
-		done, p := s.checkLog(ctx)
+		streams, p := s.checkLog(ctx)
 		if alarm := seen.observe(p); alarm != "" {
 			s.gw.SetLogAlarm(alarm)
 			close(s.booted)
 			<-ctx.Done()
 			return
 		}
-		if done && p.key == "" {
+		if streams != nil && p.key == "" {
+			log = streams
 			break
 		}
 		select {
@@ -452,23 +455,13 @@ func (s *Site) boot(ctx context.Context) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	// What the log holds now is what this site must have applied before
-	// it serves anything: a restarted site would otherwise answer from a
-	// read model that is still catching up.
+	// What the log held when it was checked is what this site must have
+	// applied before it serves anything: a restarted site would otherwise
+	// answer from a read model that is still catching up.
 	heads := map[string]uint64{}
-	for _, stream := range s.store.Streams() {
-		for ctx.Err() == nil {
-			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			pos, err := s.store.LastPosition(cctx, stream)
-			cancel()
-			if err == nil {
-				heads[stream] = pos.Seq
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
+	for name, st := range log {
+		if st.LastSeq > 0 {
+			heads[name] = jsstore.End(jsstore.PositionOf(name, st.LastSeq, 0)).Seq
 		}
 	}
 	s.gw.SetCatchUp(heads)

@@ -16,8 +16,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/secrets"
@@ -150,6 +153,27 @@ func (c *Cluster) NATSURL(i int) string { return "tls://" + c.cfgs[i].NATS.Clien
 // site file.
 func (c *Cluster) AdminFile() string     { return secrets.AdminFile(c.secrets) }
 func (c *Cluster) SiteFile(i int) string { return secrets.SiteFile(c.secrets, Names[i]) }
+
+// AdminNATS connects to the sites' NATS servers (site i's first) with the
+// admin credential, as `salamander admin` would.
+func (c *Cluster) AdminNATS(i int) (*nats.Conn, error) {
+	admin, err := secrets.LoadAdmin(c.AdminFile())
+	if err != nil {
+		return nil, err
+	}
+	tc, err := admin.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	urls := []string{c.NATSURL(i)}
+	for j := range Names {
+		if j != i {
+			urls = append(urls, c.NATSURL(j))
+		}
+	}
+	return nats.Connect(strings.Join(urls, ","), nats.UserInfo(admin.NATSUser, admin.NATSPassword), nats.Secure(tc),
+		nats.Timeout(5*time.Second))
+}
 
 // URL is site i's HTTP base URL (stable across restarts).
 func (c *Cluster) URL(i int) string { return "http://" + c.cfgs[i].HTTPAddr }
