@@ -227,6 +227,7 @@ func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
 		return
 	}
 	res, err := g.cfg.View.Sync(r.Context(), c.User, cur, limit)
+	res.Incidents = g.cfg.View.Incidents(false)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

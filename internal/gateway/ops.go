@@ -125,12 +125,14 @@ func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	stalled := g.cfg.Store.Stalled()
 	alarm := g.LogAlarm()
 	caughtUp := g.CaughtUp()
+	drained := g.Drained()
 	status := http.StatusOK
-	if !connected || !keyed || g.Isolated() || len(stalled) > 0 || alarm != "" || !caughtUp {
+	if !connected || !keyed || g.Isolated() || len(stalled) > 0 || alarm != "" || !caughtUp || drained {
 		status = http.StatusServiceUnavailable
 	}
 	out := map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
-		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated(), "caught_up": caughtUp}
+		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated(), "caught_up": caughtUp,
+		"drained": drained}
 	if len(stalled) > 0 {
 		out["stalled"] = stalled
 	}

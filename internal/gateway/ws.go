@@ -116,6 +116,10 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
+	if g.Drained() {
+		writeError(w, g.log, r, errDrained)
+		return
+	}
 	token := bearerToken(r.Header.Get("Authorization"))
 	if token == "" {
 		token = r.URL.Query().Get("token")
@@ -193,7 +197,8 @@ func (c *wsConn) replay(ctx context.Context) {
 			break
 		}
 	}
-	data, _ := json.Marshal(salamander.Event{Type: salamander.EventReady, Cursor: cur.String()})
+	data, _ := json.Marshal(salamander.Event{Type: salamander.EventReady, Cursor: cur.String(),
+		Incidents: c.g.cfg.View.Incidents(false)})
 	if c.write(data) != nil {
 		c.abort()
 		return

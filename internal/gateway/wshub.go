@@ -164,7 +164,11 @@ func (h *hub) audience(users []string, out []*wsConn) []*wsConn {
 func (h *hub) deliver(batch []view.Emitted) {
 	var targets []*wsConn
 	for _, e := range batch {
-		targets = h.audience(e.Audience, targets[:0])
+		if e.Broadcast {
+			targets = append(targets[:0], h.all()...)
+		} else {
+			targets = h.audience(e.Audience, targets[:0])
+		}
 		if len(targets) == 0 {
 			continue
 		}

@@ -897,7 +897,8 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 // server only, so sites never issue conflicting moves. Spreading leaders
 // evenly means a fire stalls only the partitions whose leader burned
 // (4-9 s election), never all of them. It returns the streams it moved.
-func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string, err error) {
+// Servers avoid names (drained sites' servers) are never handed one.
+func (s *Store) BalanceLeaders(ctx context.Context, self string, avoid func(server string) bool) (moved []string, err error) {
 	all, err := s.Status(ctx)
 	if err != nil {
 		return nil, err
@@ -931,15 +932,7 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string
 		if ss.Leader != self {
 			continue
 		}
-		best := ""
-		for _, r := range ss.Replicas {
-			if slices.Contains(ss.Unhealthy, r) {
-				continue
-			}
-			if best == "" || count[r] < count[best] {
-				best = r
-			}
-		}
+		best := fewestLed(ss, count, func(r string) bool { return avoid != nil && avoid(r) })
 		if best == "" || count[best]+1 >= count[self] {
 			continue
 		}
@@ -952,6 +945,63 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string
 	}
 	return moved, nil
 }
+
+// fewestLed is the healthy replica of ss, other than those skip names,
+// whose server leads the fewest streams by count ("" if none).
+func fewestLed(ss StreamStatus, count map[string]int, skip func(string) bool) string {
+	best := ""
+	for _, r := range ss.Replicas {
+		if slices.Contains(ss.Unhealthy, r) || skip(r) {
+			continue
+		}
+		if best == "" || count[r] < count[best] {
+			best = r
+		}
+	}
+	return best
+}
+
+// MoveLeadersOff hands the leadership of every stream led by a server
+// that off names to a healthy replica elsewhere (none that off names),
+// spreading them over the servers that lead the fewest. It returns the
+// streams it moved; a stream with no such replica stays (and says so in
+// the error).
+func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool) (moved []string, err error) {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	count := map[string]int{}
+	for _, ss := range st {
+		if ss.Leader != "" {
+			count[ss.Leader]++
+		}
+	}
+	var errs []error
+	for _, ss := range st {
+		if ss.Leader == "" || !off(ss.Leader) {
+			continue
+		}
+		best := fewestLed(ss, count, off)
+		if best == "" {
+			errs = append(errs, fmt.Errorf("jsstore: %s has no healthy replica to lead it elsewhere", ss.Stream))
+			continue
+		}
+		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		count[ss.Leader]--
+		count[best]++
+		moved = append(moved, ss.Stream)
+	}
+	return moved, errors.Join(errs...)
+}
+
+// ServerSite is the site of a NATS server by its name: an embedded
+// server is named "site-" and its site; an external server should be
+// named the same way (or after its site alone).
+func ServerSite(server string) string { return strings.TrimPrefix(server, "site-") }
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
 
