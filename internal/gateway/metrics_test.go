@@ -7,10 +7,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/view"
 )
 
 // The stream watch counts a leader change only between two leaders it
@@ -86,4 +89,29 @@ func render(m map[string]float64) string {
 		b.WriteString(k + " " + strconv.FormatFloat(m[k], 'g', -1, 64) + "\n")
 	}
 	return b.String()
+}
+
+// BenchmarkHotPathMetrics measures what the metrics add per send (its
+// result and time), per applied message record and per message frame
+// written to a device, from parallel goroutines as under load.
+func BenchmarkHotPathMetrics(b *testing.B) {
+	m := &metrics{}
+	reg := prometheus.NewRegistry()
+	m.sendDur = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "s", Buckets: latencyBuckets})
+	m.applyLag = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a", Buckets: lagBuckets})
+	m.delivery = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d", Buckets: lagBuckets})
+	m.sends = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "n"}, []string{"result"})
+	m.messages = prometheus.NewCounter(prometheus.CounterOpts{Name: "m"})
+	reg.MustRegister(m.sendDur, m.applyLag, m.delivery, m.sends, m.messages)
+	m.sendOK, m.sendDup = m.sends.WithLabelValues("ok"), m.sends.WithLabelValues("duplicate")
+	at := time.Now()
+	batch := []view.Emitted{{Event: salamander.Event{Type: salamander.EventMessage, At: at}}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.observeSend(salamander.SendResult{}, nil, time.Millisecond)
+			m.observeApplied(batch)
+			m.observeDelivery(at.UnixNano())
+		}
+	})
 }
