@@ -125,7 +125,7 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 8*time.Second)
 	defer cancel()
-	st, err := g.streamStatus(ctx, stream)
+	st, err := g.cfg.Store.StatusOf(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -155,25 +155,12 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 			return salamander.Errorf(salamander.CodeUnavailable, "%s has not elected %s yet (leader: %q)", stream, target, st.Leader)
 		case <-time.After(100 * time.Millisecond):
 		}
-		if st, err = g.streamStatus(ctx, stream); err != nil {
+		if st, err = g.cfg.Store.StatusOf(ctx, stream); err != nil {
 			return err
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"stream": stream, "leader": st.Leader, "site": req.Site})
 	return nil
-}
-
-func (g *Gateway) streamStatus(ctx context.Context, stream string) (jsstore.StreamStatus, error) {
-	all, err := g.cfg.Store.Status(ctx)
-	for _, st := range all {
-		if st.Stream == stream {
-			return st, nil
-		}
-	}
-	if err == nil {
-		err = salamander.Errorf(salamander.CodeNotFound, "no stream %q", stream)
-	}
-	return jsstore.StreamStatus{}, err
 }
 
 // onApply passes applied events to the hub, and acts on those about this

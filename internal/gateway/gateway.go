@@ -309,17 +309,23 @@ func New(cfg Config) *Gateway {
 	g.eph = newEphemeral(g)
 	g.routes()
 	cfg.View.OnApply(g.onApply)
+	cfg.View.OnApply(g.metrics.observeApplied)
 	return g
 }
 
 // Start begins the gateway's background work (ephemeral signals, socket
-// pings and token checks); Close stops it.
+// pings and token checks, the look at the streams for the metrics); Close
+// stops it.
 func (g *Gateway) Start(ctx context.Context) error {
 	ctx, g.cancel = context.WithCancel(ctx)
-	g.wg.Add(1)
+	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
 		g.tendSockets(ctx)
+	}()
+	go func() {
+		defer g.wg.Done()
+		g.metrics.streams.run(ctx, g.cfg.Store, g.cfg.View, g.log)
 	}()
 	return g.eph.start(ctx, &g.wg)
 }

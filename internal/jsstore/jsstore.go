@@ -839,8 +839,10 @@ type StreamStatus struct {
 	Replicas []string `json:"replicas"`
 	// Unhealthy lists replicas that are offline or not caught up.
 	Unhealthy []string `json:"unhealthy,omitempty"`
-	LastSeq   uint64   `json:"last_seq"`
-	Messages  uint64   `json:"messages"`
+	// Lag is how many operations each replica but the leader is behind it.
+	Lag      map[string]uint64 `json:"replica_lag,omitempty"`
+	LastSeq  uint64            `json:"last_seq"`
+	Messages uint64            `json:"messages"`
 }
 
 // Status asks the cluster for every stream's leader and last sequence. It
@@ -849,24 +851,38 @@ type StreamStatus struct {
 func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
 	var out []StreamStatus
 	for _, name := range s.Streams() {
-		st, err := s.js.Stream(ctx, natsName(name))
+		ss, err := s.StatusOf(ctx, name)
 		if err != nil {
-			return out, fmt.Errorf("jsstore: stream %s: %w", name, err)
-		}
-		info := st.CachedInfo()
-		ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
-		if info.Cluster != nil {
-			ss.Leader = info.Cluster.Leader
-			for _, r := range info.Cluster.Replicas {
-				ss.Replicas = append(ss.Replicas, r.Name)
-				if r.Offline || !r.Current {
-					ss.Unhealthy = append(ss.Unhealthy, r.Name)
-				}
-			}
+			return out, err
 		}
 		out = append(out, ss)
 	}
 	return out, nil
+}
+
+// StatusOf asks the cluster for one stream's leader, replicas and last
+// sequence, as Status does for every stream.
+func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error) {
+	st, err := s.js.Stream(ctx, natsName(name))
+	if err != nil {
+		return StreamStatus{}, fmt.Errorf("jsstore: stream %s: %w", name, err)
+	}
+	info := st.CachedInfo()
+	ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
+	if info.Cluster != nil {
+		ss.Leader = info.Cluster.Leader
+		for _, r := range info.Cluster.Replicas {
+			ss.Replicas = append(ss.Replicas, r.Name)
+			if r.Offline || !r.Current {
+				ss.Unhealthy = append(ss.Unhealthy, r.Name)
+			}
+			if ss.Lag == nil {
+				ss.Lag = map[string]uint64{}
+			}
+			ss.Lag[r.Name] = r.Lag
+		}
+	}
+	return ss, nil
 }
 
 // StepDown asks a stream's leader to hand leadership to the replica on

@@ -149,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
 	}
-	s := &Site{cfg: cfg, log: log, booted: make(chan struct{}), lock: lock}
+	s := &Site{cfg: cfg, log: log.With("system", "site"), booted: make(chan struct{}), lock: lock}
 	ok := false
 	defer func() {
 		if !ok {
@@ -248,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 			serve = func(ln net.Listener) error { return s.http.ServeTLS(ln, "", "") }
 		}
 		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "err", err)
+			s.log.Error("http server stopped", "err", err)
 		}
 	}()
 	go func() {
@@ -256,7 +256,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		s.boot(bg)
 	}()
 	ok = true
-	log.Info("site listening", "http", s.URL(), "nats", redactURLs(urls), "nats_user", cfg.Secrets.NATSUser)
+	s.log.Info("site listening", "http", s.URL(), "nats", redactURLs(urls), "nats_user", cfg.Secrets.NATSUser)
 	return s, nil
 }
 
