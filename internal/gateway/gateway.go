@@ -72,6 +72,10 @@ type Config struct {
 	// long as this process's list fits one message. Turn it off once every
 	// process runs this version.
 	PresenceV1 bool
+	// RecentLog keeps the warnings and errors logged lately for the ops
+	// console; Logger should write through it, so that every component
+	// sharing the logger is seen. Nil: New wraps Logger in one.
+	RecentLog *RecentLog
 }
 
 // DefaultConfig returns the defaults.
@@ -132,6 +136,10 @@ type Gateway struct {
 	budgets   *budgets
 	dummyOnce sync.Once
 	dummyHash []byte // see checkPassword
+
+	// streamsDone ends the ops event streams (CloseStreams).
+	streamsDone chan struct{}
+	streamsOnce sync.Once
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -283,6 +291,10 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.RecentLog == nil {
+		cfg.RecentLog = NewRecentLog(cfg.Logger.Handler(), RecentLogSize)
+		cfg.Logger = slog.New(cfg.RecentLog)
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -293,7 +305,7 @@ func New(cfg Config) *Gateway {
 		cfg.PresenceTTL = DefaultPresenceTTL
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
-		started: time.Now()}
+		started: time.Now(), streamsDone: make(chan struct{})}
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
@@ -323,6 +335,7 @@ func (g *Gateway) Close() {
 	if g.cancel != nil {
 		g.cancel()
 	}
+	g.CloseStreams()
 	g.hub.closeAll()
 	g.wg.Wait()
 }
@@ -353,6 +366,8 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
 	m.HandleFunc("GET /v1/ops/audit", g.authed(g.withRole(salamander.RoleOperator, g.handleAudit)))
 	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
+	m.HandleFunc("GET /v1/ops/site", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSite)))
+	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))
 	m.HandleFunc("PUT /v1/ops/users/{name}/role", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetRole)))
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))
