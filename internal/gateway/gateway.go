@@ -368,6 +368,8 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
 	m.HandleFunc("GET /v1/ops/site", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSite)))
 	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))
+	m.HandleFunc("GET /ops", g.handleConsole)
+	m.HandleFunc("GET /ops/{file}", g.handleConsole)
 	m.HandleFunc("PUT /v1/ops/users/{name}/role", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetRole)))
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))
