@@ -16,7 +16,8 @@ import (
 // The ops console in a real browser (Debian's chromium, headless): a user
 // is turned away with the message that the console needs the operator
 // role; an operator sees the three sites, the NATS servers and the
-// streams filled in live, and moves between the tabs. Screenshots at a
+// streams filled in live, moves between the tabs, and sees a site that
+// burns go unreachable and come back. Screenshots at a
 // laptop's 1366×850 go to $SALAMANDER_ARTIFACTS (a temporary directory
 // when unset), and to docs/screenshots/ for the README when
 // SALAMANDER_UPDATE_SCREENSHOTS=1.
@@ -152,6 +153,24 @@ func TestOpsConsoleInABrowser(t *testing.T) {
 	shoot("console-drills.png")
 	tab("overview")
 	waitJS("the overview again", `document.querySelectorAll("#sites .site-card").length === 3`)
+
+	// A site burns: the console, still live at site b, shows it
+	// unreachable and what the surviving sites logged; it comes back.
+	cluster.Kill(2)
+	t.Cleanup(func() {
+		if cluster.Site(2) == nil {
+			_ = cluster.Restart(testCtx(t, 60*time.Second), 2)
+		}
+	})
+	siteC := `document.querySelector('#sites .site-card[data-site="c"]')`
+	waitJS("site c unreachable", siteC+`.classList.contains("bad") && `+siteC+`.textContent.includes("unreachable")`)
+	waitJS("site c among the recent errors", `document.getElementById("errors").textContent.includes("unreachable")`)
+	waitJS("the live indicator", `document.getElementById("live").classList.contains("on")`)
+	shoot("console-site-down.png")
+	if err := cluster.Restart(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("site c serving again", `document.querySelectorAll("#sites .site-card.ok, #sites .site-card.warn").length === 3`)
 }
 
 // findChromium returns the chromium to drive. Without one the test is

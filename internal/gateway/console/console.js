@@ -99,6 +99,27 @@ function unavailable(what) {
     h("br"), h("span", { class: "small" }, "(It answered 404: it runs a version without this endpoint.)"));
 }
 
+// load asks for a tab's data; when there is none to show it says why in
+// box — the server lacks the endpoint, or refused — and returns null. The
+// form that acts on the data (formId) shows only when there is data.
+async function load(box, path, what, formId) {
+  const r = await api("GET", path);
+  if (formId) $(formId).hidden = r.missing || r.status !== 200;
+  if (r.missing) { fill(box, unavailable(what)); return null; }
+  if (r.status !== 200) { fill(box, h("p", { class: "notice bad" }, errorText(r))); return null; }
+  return r.data;
+}
+
+// act takes an action and says how it went in a toast: done on success,
+// that the server lacks it (what), or why it refused. It reports success.
+async function act(method, path, body, what, done) {
+  const r = await api(method, path, body);
+  if (r.missing) toast(`${what} not available on this server.`, true);
+  else if (r.status !== 200 && r.status !== 201) toast(errorText(r), true);
+  else toast(done);
+  return !r.missing && (r.status === 200 || r.status === 201);
+}
+
 // csvDownload fetches a CSV export with the session and saves it (a plain
 // link could not carry the Authorization header).
 async function csvDownload(path, file, button) {
@@ -398,10 +419,7 @@ function stat(v, label) { return h("div", { class: "stat" }, h("b", {}, v), h("s
 
 async function siteAction(site, action) {
   if (action === "drain" && !confirm(`Drain site ${site}? Its clients will be asked to move to the other sites.`)) return;
-  const r = await api("POST", `/v1/ops/sites/${encodeURIComponent(site)}/${action}`);
-  if (r.missing) toast(`${action} is not available on this server.`, true);
-  else if (r.status !== 200) toast(errorText(r), true);
-  else toast(`Site ${site}: ${action} done.`);
+  await act("POST", `/v1/ops/sites/${encodeURIComponent(site)}/${action}`, undefined, `${action} is`, `Site ${site}: ${action} done.`);
 }
 
 // streamsFrom picks the stream table to show: the freshest from a site
@@ -489,11 +507,9 @@ function leaderPicker(st, sites) {
   sel.addEventListener("change", async () => {
     const site = sel.value;
     if (!site) return;
-    const r = await api("POST", `/v1/ops/streams/${encodeURIComponent(st.stream)}/leader`, { site });
     sel.value = "";
-    if (r.missing) toast("Moving a leader is not available on this server.", true);
-    else if (r.status !== 200) toast(errorText(r), true);
-    else toast(`${st.stream}: leadership moving to site ${site}.`);
+    await act("POST", `/v1/ops/streams/${encodeURIComponent(st.stream)}/leader`, { site }, "Moving a leader is",
+      `${st.stream}: leadership moving to site ${site}.`);
   });
   return sel;
 }
@@ -526,7 +542,7 @@ async function lookUpUser(ev) {
   }
   const u = r.data;
   const out = h("div", { class: "notice", id: "user-result", hidden: true });
-  const act = async (method, path, body, done) => {
+  const userAct = async (method, path, body, done) => {
     const res = await api(method, path, body);
     out.hidden = false;
     if (res.missing) { out.className = "notice warn"; out.textContent = "Not available on this server."; }
@@ -542,11 +558,11 @@ async function lookUpUser(ev) {
     isAdmin() ? [
       h("div", { class: "row" },
         h("label", {}, "Role", role),
-        h("button", { class: "btn primary", onclick: () => act("PUT", base + "/role", { role: role.value }, `${u.name} is now ${role.value}.`) }, "Set role")),
+        h("button", { class: "btn primary", onclick: () => userAct("PUT", base + "/role", { role: role.value }, `${u.name} is now ${role.value}.`) }, "Set role")),
       h("div", { class: "row" },
-        h("button", { class: "btn danger", onclick: () => confirm(`Suspend ${u.name}? They can no longer log in or use their sessions.`) && act("POST", base + "/suspend", undefined, `${u.name} is suspended.`) }, "Suspend"),
-        h("button", { class: "btn", onclick: () => act("POST", base + "/restore", undefined, `${u.name} is restored.`) }, "Restore"),
-        h("button", { class: "btn danger", onclick: () => confirm(`Revoke every session of ${u.name}?`) && act("POST", base + "/revoke", undefined, `Every session of ${u.name} is revoked.`) }, "Revoke sessions")),
+        h("button", { class: "btn danger", onclick: () => confirm(`Suspend ${u.name}? They can no longer log in or use their sessions.`) && userAct("POST", base + "/suspend", undefined, `${u.name} is suspended.`) }, "Suspend"),
+        h("button", { class: "btn", onclick: () => userAct("POST", base + "/restore", undefined, `${u.name} is restored.`) }, "Restore"),
+        h("button", { class: "btn danger", onclick: () => confirm(`Revoke every session of ${u.name}?`) && userAct("POST", base + "/revoke", undefined, `Every session of ${u.name} is revoked.`) }, "Revoke sessions")),
     ] : h("p", { class: "notice" }, "Changing roles and accounts needs the admin role."));
 }
 
@@ -556,10 +572,9 @@ async function loadAudit(more) {
   const box = $("audit");
   if (!more) state.auditBefore = "";
   const q = "?limit=50" + (state.auditBefore ? "&before=" + encodeURIComponent(state.auditBefore) : "");
-  const r = await api("GET", "/v1/ops/audit" + q);
-  if (r.missing) { fill(box, unavailable("The audit trail is")); return; }
-  if (r.status !== 200) { fill(box, h("p", { class: "error" }, errorText(r))); return; }
-  const entries = r.data.entries || [];
+  const data = await load(box, "/v1/ops/audit" + q, "The audit trail is");
+  if (!data) return;
+  const entries = data.entries || [];
   const rows = entries.map((e) => h("tr", {},
     h("td", {}, fmtTime(e.at)), h("td", {}, h("span", { class: "pill" }, e.action)), h("td", {}, e.user || ""),
     h("td", {}, e.role || ""), h("td", {}, e.by || h("span", { class: "muted" }, "admin credential")), h("td", {}, e.site)));
@@ -585,11 +600,9 @@ const impactClass = { minor: "warn", major: "bad", critical: "bad" };
 
 async function loadIncidents() {
   const box = $("incidents");
-  const r = await api("GET", "/v1/status/incidents");
-  $("incident-new").hidden = r.missing || r.status !== 200;
-  if (r.missing) { fill(box, unavailable("Incidents are")); return; }
-  if (r.status !== 200) { fill(box, h("p", { class: "error" }, errorText(r))); return; }
-  const open = r.data.open || [], history = r.data.history || [];
+  const data = await load(box, "/v1/status/incidents", "Incidents are", "incident-new");
+  if (!data) return;
+  const open = data.open || [], history = data.history || [];
   fill(box,
     h("h3", {}, `Open (${open.length})`),
     open.length ? open.map((i) => incident(i, true)) : h("p", { class: "muted" }, "No open incident."),
@@ -614,11 +627,9 @@ function incident(i, open) {
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const f = new FormData(form);
-      const r = await api("POST", `/v1/ops/incidents/${encodeURIComponent(i.id)}/updates`, {
-        state: f.get("state"), impact: f.get("impact"), message: { en: f.get("message_en"), ko: f.get("message_ko") } });
-      if (r.missing) toast("Posting updates is not available on this server.", true);
-      else if (r.status !== 200 && r.status !== 201) toast(errorText(r), true);
-      else { toast("Update posted."); loadIncidents(); }
+      if (await act("POST", `/v1/ops/incidents/${encodeURIComponent(i.id)}/updates`, {
+        state: f.get("state"), impact: f.get("impact"), message: { en: f.get("message_en"), ko: f.get("message_ko") } },
+      "Posting updates is", "Update posted.")) loadIncidents();
     });
     append(el, h("details", { class: "inline" }, h("summary", {}, "Post an update"), form));
   }
@@ -628,13 +639,13 @@ function incident(i, open) {
 async function openIncident(ev) {
   ev.preventDefault();
   const f = new FormData(ev.target);
-  const r = await api("POST", "/v1/ops/incidents", {
+  if (await act("POST", "/v1/ops/incidents", {
     title: { en: f.get("title_en"), ko: f.get("title_ko") },
     message: { en: f.get("message_en"), ko: f.get("message_ko") },
-    state: f.get("state"), impact: f.get("impact"), services: f.getAll("services") });
-  if (r.missing) toast("Opening incidents is not available on this server.", true);
-  else if (r.status !== 200 && r.status !== 201) toast(errorText(r), true);
-  else { toast("Incident opened."); ev.target.reset(); loadIncidents(); }
+    state: f.get("state"), impact: f.get("impact"), services: f.getAll("services") }, "Opening incidents is", "Incident opened.")) {
+    ev.target.reset();
+    loadIncidents();
+  }
 }
 
 // ---- damage reports ------------------------------------------------------
@@ -642,10 +653,9 @@ async function openIncident(ev) {
 async function loadReports() {
   const box = $("reports");
   const st = $("report-state").value;
-  const r = await api("GET", "/v1/ops/reports" + (st ? "?state=" + encodeURIComponent(st) : ""));
-  if (r.missing) { fill(box, unavailable("Damage reports are")); return; }
-  if (r.status !== 200) { fill(box, h("p", { class: "notice bad" }, errorText(r))); return; }
-  const reports = r.data.reports || [];
+  const data = await load(box, "/v1/ops/reports" + (st ? "?state=" + encodeURIComponent(st) : ""), "Damage reports are");
+  if (!data) return;
+  const reports = data.reports || [];
   const stateClass = { approved: "ok", rejected: "bad", needs_details: "warn" };
   fill(box, h("div", { class: "table-wrap" }, h("table", {},
     h("thead", {}, h("tr", {}, ["filed", "user", "incident", "category", "claimed", "approved", "state", ""].map((x) => h("th", {}, x)))),
@@ -668,11 +678,9 @@ function reviewForm(rep) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = new FormData(form);
-    const r = await api("POST", `/v1/ops/reports/${encodeURIComponent(rep.id)}/review`, {
-      decision: f.get("decision"), note: f.get("note"), amount_approved: Number(f.get("amount")) });
-    if (r.missing) toast("Reviewing is not available on this server.", true);
-    else if (r.status !== 200) toast(errorText(r), true);
-    else { toast("Report reviewed."); loadReports(); }
+    if (await act("POST", `/v1/ops/reports/${encodeURIComponent(rep.id)}/review`, {
+      decision: f.get("decision"), note: f.get("note"), amount_approved: Number(f.get("amount")) },
+    "Reviewing is", "Report reviewed.")) loadReports();
   });
   return h("details", { class: "inline" }, h("summary", {}, "Review"), form);
 }
@@ -681,11 +689,9 @@ function reviewForm(rep) {
 
 async function loadDrills() {
   const box = $("drills");
-  const r = await api("GET", "/v1/ops/drills");
-  $("drill-new").hidden = r.missing || r.status !== 200;
-  if (r.missing) { fill(box, unavailable("Drills are")); return; }
-  if (r.status !== 200) { fill(box, h("p", { class: "notice bad" }, errorText(r))); return; }
-  const c = r.data.compliance || {}, drills = r.data.drills || [];
+  const data = await load(box, "/v1/ops/drills", "Drills are", "drill-new");
+  if (!data) return;
+  const c = data.compliance || {}, drills = data.drills || [];
   const stateClass = { passed: "ok", failed: "bad", running: "warn" };
   fill(box,
     h("div", { class: "kv" },
@@ -719,10 +725,7 @@ async function startDrill(ev) {
   const f = new FormData(ev.target);
   const site = f.get("site"), seconds = Number(f.get("seconds"));
   if (!confirm(`Cut site ${site} off for ${seconds} s?`)) return;
-  const r = await api("POST", "/v1/ops/drills", { site, seconds });
-  if (r.missing) toast("Drills are not available on this server.", true);
-  else if (r.status !== 200 && r.status !== 201) toast(errorText(r), true);
-  else { toast(`Drill started on site ${site}.`); loadDrills(); }
+  if (await act("POST", "/v1/ops/drills", { site, seconds }, "Drills are", `Drill started on site ${site}.`)) loadDrills();
 }
 
 // ---- wiring --------------------------------------------------------------
