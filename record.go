@@ -20,6 +20,21 @@ const (
 	RecUserRestored   RecordType = "user.restored"   // User, By, Site: a suspension ends
 	RecFriendAdded    RecordType = "friend.added"    // User, Friend
 
+	// The ops plane's records (accounts stream). Each names who took it
+	// (By) and where (Site); the read model applies it only if By holds
+	// the role it needs at that point of the log.
+	RecIncidentOpened  RecordType = "incident.opened"  // Incident (operator)
+	RecIncidentUpdated RecordType = "incident.updated" // Incident: ID and the update (operator)
+	RecReportFiled     RecordType = "report.filed"     // Report; User is the filer
+	RecReportAnswered  RecordType = "report.answered"  // Report: ID, Note, Amount?; User is the filer
+	RecReportReviewed  RecordType = "report.reviewed"  // Report: ID, Decision, Note, Amount (admin)
+	RecDrillStarted    RecordType = "drill.started"    // Drill (operator)
+	RecDrillFault      RecordType = "drill.fault"      // Drill: ID: a console drill's site isolates itself for Seconds from At (operator)
+	RecDrillEnded      RecordType = "drill.ended"      // Drill: ID, State, Summary, Report (operator)
+	RecSiteDrained     RecordType = "site.drained"     // Target (operator)
+	RecSiteUndrained   RecordType = "site.undrained"   // Target (operator)
+	RecLeaderMoved     RecordType = "stream.leader"    // Name (the stream), Target (the site asked to lead) (operator): for the audit trail
+
 	RecRoomCreated RecordType = "room.created" // Room, Kind, Name, Members, By
 	RecRoomJoined  RecordType = "room.joined"  // Room, Members (the new ones), By
 	RecRoomLeft    RecordType = "room.left"    // Room, User
@@ -71,4 +86,35 @@ type Record struct {
 	Text     string   `json:"x,omitempty"`
 	Seq      uint64   `json:"seq,omitempty"`
 	Batch    []Record `json:"b,omitempty"`
+
+	// Target is the site a drain is about.
+	Target   string          `json:"tgt,omitempty"`
+	Incident *IncidentChange `json:"inc,omitempty"`
+	Report   *ReportChange   `json:"rep,omitempty"`
+	Drill    *Drill          `json:"drill,omitempty"`
+}
+
+// IncidentChange is an incident's announcement (Title set) or an update
+// of its timeline.
+type IncidentChange struct {
+	ID       string    `json:"id"`
+	Title    Localized `json:"title,omitzero"`
+	State    string    `json:"state"`
+	Impact   string    `json:"impact,omitempty"`
+	Services []string  `json:"services,omitempty"`
+	Message  Localized `json:"message"`
+}
+
+// ReportChange is a damage report's filing (the request's fields), a
+// user's answer (Note, Amount when the claim changes) or an admin's
+// decision (Decision, Note, Amount approved).
+type ReportChange struct {
+	ID          string `json:"id"`
+	Incident    string `json:"inc,omitempty"`
+	Category    string `json:"cat,omitempty"`
+	Description string `json:"desc,omitempty"`
+	Currency    string `json:"cur,omitempty"`
+	Decision    string `json:"dec,omitempty"`
+	Note        string `json:"note,omitempty"`
+	Amount      *int64 `json:"amt,omitempty"`
 }

@@ -117,6 +117,13 @@ const (
 	// echo the frame's (when it had them). Codes unavailable and internal
 	// mean "resend, here or at another site, with the same client id".
 	EventNack EventType = "nack"
+	// EventIncident: an incident was announced or updated (Incident is
+	// set); a resolved one should be taken down. Sent to every connected
+	// client; open incidents are also in every sync answer.
+	EventIncident EventType = "incident"
+	// EventMove asks the clients of a drained site (Site) to reconnect to
+	// another site now; the SDK does so by itself.
+	EventMove EventType = "move"
 )
 
 // Room actions carried by EventRoom.
@@ -149,6 +156,13 @@ type Event struct {
 	ClientID  string `json:"client_id,omitempty"`
 	Duplicate bool   `json:"duplicate,omitempty"`
 	Error     *Error `json:"error,omitempty"`
+	// Incident is set for EventIncident, Site for EventMove.
+	Incident *Incident `json:"incident,omitempty"`
+	Site     string    `json:"site,omitempty"`
+	// Incidents, on EventReady, are the incidents open now: a client
+	// replaces its banners with them (one resolved while it was away is
+	// gone from the list).
+	Incidents []Incident `json:"incidents,omitempty"`
 }
 
 // FrameType names a frame a client sends on its WebSocket.
@@ -184,6 +198,10 @@ type SyncResult struct {
 	Events []Event `json:"events"`
 	Cursor string  `json:"cursor"`
 	More   bool    `json:"more"`
+	// Incidents are the incidents open now, for a banner: a client that
+	// was away learns of them here, and of one resolved meanwhile by its
+	// absence.
+	Incidents []Incident `json:"incidents"`
 }
 
 // SendResult acknowledges a sent message: it is held by a quorum of sites.
@@ -287,4 +305,7 @@ type AuditEntry struct {
 	Action string    `json:"action"`
 	User   string    `json:"user,omitempty"`
 	Role   string    `json:"role,omitempty"`
+	// Detail names what an ops action was about: an incident, a damage
+	// report (with the decision), a drill, a site or a stream.
+	Detail string `json:"detail,omitempty"`
 }

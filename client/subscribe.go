@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -262,6 +263,12 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 		}
 		if !s.readAhead(connCtx, sock, ev) {
 			return ready, ctx.Err()
+		}
+		if ev.Type == salamander.EventMove {
+			// The site is being drained: move to another one now, before
+			// it closes this socket.
+			c.log.Info("site drained; moving", "site", c.sites[i])
+			return ready, &failoverError{fmt.Errorf("site %s is drained", ev.Site)}
 		}
 	}
 }

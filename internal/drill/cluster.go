@@ -74,8 +74,46 @@ type Cluster struct {
 	// certificates (none when attached).
 	secrets string
 
+	// isolator (attached clusters) cuts a site off without the drill
+	// owning its routes; see SetIsolator.
+	isolator Isolator
+
 	mu     sync.Mutex // guards siteProc.proc and closed
 	closed bool       // Close ran: start nothing new
+}
+
+// Isolator cuts a site of an attached cluster off from the others for a
+// while, where the drill owns no processes or routes — the ops plane's
+// isolation: the site refuses every request, drops its clients and
+// pauses its replicas, and comes back by itself after d.
+type Isolator interface {
+	Isolate(ctx context.Context, site string, d time.Duration) error
+}
+
+// SetIsolator lets the partition scenario run on an attached cluster,
+// cutting sites off through is (with a CutFor: the isolation ends by
+// itself).
+func (c *Cluster) SetIsolator(is Isolator) { c.isolator = is }
+
+// cut cuts site off: through its route proxies, or the isolator on an
+// attached cluster (for d).
+func (c *Cluster) cut(ctx context.Context, site string, mode CutMode, d time.Duration) error {
+	if c.attached {
+		if c.isolator == nil {
+			return ErrAttached
+		}
+		c.log.Info("site isolated", "site", site, "for", d)
+		return c.isolator.Isolate(ctx, site, d)
+	}
+	c.Cut(site, mode)
+	return nil
+}
+
+// heal undoes cut (an isolation ends by itself).
+func (c *Cluster) heal(site string) {
+	if !c.attached {
+		c.Heal(site)
+	}
 }
 
 // ErrAttached is returned for a fault the drill cannot cause on a cluster

@@ -363,7 +363,8 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	if len(scenarioList(cfg.Scenario)) != 1 {
 		return nil, fmt.Errorf("drill: RunOn runs one scenario, not %q (Run runs sequences)", cfg.Scenario)
 	}
-	if cl.Attached() && (cfg.Scenario != ScenarioNone || cfg.injects()) {
+	isolates := cfg.Scenario == ScenarioPartition && cl.isolator != nil && cfg.CutFor > 0
+	if cl.Attached() && (cfg.Scenario != ScenarioNone && !isolates || cfg.injects()) {
 		return nil, fmt.Errorf("drill: scenario %s: %w", cfg.Scenario, ErrAttached)
 	}
 	log := cfg.Logger.With("system", "drill")

@@ -116,11 +116,13 @@ func (r *run) partition() error {
 		return err
 	}
 	f := r.newFault(FaultCut, vi)
-	r.cl.Cut(victim, r.cfg.Cut)
+	if err := r.cl.cut(r.ctx, victim, r.cfg.Cut, r.cfg.CutFor); err != nil {
+		return err
+	}
 	healed := false
 	defer func() {
 		if !healed {
-			r.cl.Heal(victim)
+			r.cl.heal(victim)
 		}
 	}()
 	r.log.Info("partition", "site", victim, "cut", r.cfg.Cut)
@@ -129,7 +131,7 @@ func (r *run) partition() error {
 		now := time.Now()
 		r.rep.CutStats = watch.stop(now)
 		r.rep.CutStats.Cut = r.cfg.Cut
-		r.cl.Heal(victim)
+		r.cl.heal(victim)
 		healed = true
 		f.BackAtS = r.since(now)
 		r.rep.ReturnAtS = f.BackAtS

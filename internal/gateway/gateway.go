@@ -137,6 +137,11 @@ type Gateway struct {
 	dummyOnce sync.Once
 	dummyHash []byte // see checkPassword
 
+	// life ends when the gateway closes: work that outlives a request
+	// (a drained site's delayed disconnects, a console drill) stops then.
+	life    context.Context
+	endLife context.CancelFunc
+
 	// streamsDone ends the ops event streams (CloseStreams).
 	streamsDone chan struct{}
 	streamsOnce sync.Once
@@ -307,6 +312,7 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
 		started: time.Now(), streamsDone: make(chan struct{})}
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
+	g.life, g.endLife = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
 	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
 	g.opsClient = &http.Client{Timeout: opsSiteTimeout}
@@ -314,18 +320,24 @@ func New(cfg Config) *Gateway {
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
 	g.routes()
-	cfg.View.OnApply(g.hub.deliver)
+	cfg.View.OnApply(g.onApply)
+	cfg.View.OnApply(g.metrics.observeApplied)
 	return g
 }
 
 // Start begins the gateway's background work (ephemeral signals, socket
-// pings and token checks); Close stops it.
+// pings and token checks, the look at the streams for the metrics); Close
+// stops it.
 func (g *Gateway) Start(ctx context.Context) error {
 	ctx, g.cancel = context.WithCancel(ctx)
-	g.wg.Add(1)
+	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
 		g.tendSockets(ctx)
+	}()
+	go func() {
+		defer g.wg.Done()
+		g.metrics.streams.run(ctx, g.cfg.Store, g.cfg.View, g.log)
 	}()
 	return g.eph.start(ctx, &g.wg)
 }
@@ -335,6 +347,7 @@ func (g *Gateway) Close() {
 	if g.cancel != nil {
 		g.cancel()
 	}
+	g.endLife()
 	g.CloseStreams()
 	g.hub.closeAll()
 	g.wg.Wait()
@@ -374,6 +387,25 @@ func (g *Gateway) routes() {
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))
 	m.HandleFunc("POST /v1/ops/users/{name}/revoke", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRevoked))))
+	op, admin, user := salamander.RoleOperator, salamander.RoleAdmin, salamander.RoleUser
+	m.HandleFunc("GET /v1/ops/audit.csv", g.handle(op, g.handleAuditCSV))
+	m.HandleFunc("POST /v1/ops/incidents", g.handle(op, g.handleOpenIncident))
+	m.HandleFunc("POST /v1/ops/incidents/{id}/updates", g.handle(op, g.handleUpdateIncident))
+	m.HandleFunc("POST /v1/ops/sites/{name}/drain", g.handle(op, g.handleDrain(true)))
+	m.HandleFunc("POST /v1/ops/sites/{name}/undrain", g.handle(op, g.handleDrain(false)))
+	m.HandleFunc("POST /v1/ops/streams/{stream}/leader", g.handle(op, g.handleMoveLeader))
+	m.HandleFunc("GET /v1/ops/drills", g.handle(op, g.handleDrills))
+	m.HandleFunc("GET /v1/ops/drills.csv", g.handle(op, g.handleDrillsCSV))
+	m.HandleFunc("GET /v1/ops/drills/{id}", g.handle(op, g.handleDrill))
+	m.HandleFunc("POST /v1/ops/drills", g.handle(op, g.handleStartDrill))
+	m.HandleFunc("GET /v1/ops/reports", g.handle(admin, g.handleOpsReports))
+	m.HandleFunc("GET /v1/ops/reports.csv", g.handle(admin, g.handleReportsCSV))
+	m.HandleFunc("POST /v1/ops/reports/{id}/review", g.handle(admin, g.handleReviewReport))
+	m.HandleFunc("POST /v1/reports", g.handle(user, g.handleFileReport))
+	m.HandleFunc("GET /v1/reports", g.handle(user, g.handleMyReports))
+	m.HandleFunc("GET /v1/reports/{id}", g.handle(user, g.handleMyReport))
+	m.HandleFunc("POST /v1/reports/{id}/details", g.handle(user, g.handleReportDetails))
+	m.HandleFunc("GET /v1/status/incidents", g.handleIncidents)
 	m.HandleFunc("GET /v1/sites", g.handleSites)
 	m.HandleFunc("GET /v1/status", g.handleStatus)
 	m.HandleFunc("GET /status", g.handleStatusPage)

@@ -37,6 +37,14 @@ func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
 // message with Duplicate set. Codes: invalid_request, too_large,
 // not_found, forbidden, too_many_requests, unavailable.
 func (g *Gateway) send(ctx context.Context, user string, addr netip.Addr, id string, req salamander.SendRequest) (salamander.SendResult, error) {
+	start := time.Now()
+	res, err := g.sendMessage(ctx, user, addr, id, req)
+	g.metrics.observeSend(res, err, time.Since(start))
+	return res, err
+}
+
+// sendMessage is send without its metrics.
+func (g *Gateway) sendMessage(ctx context.Context, user string, addr netip.Addr, id string, req salamander.SendRequest) (salamander.SendResult, error) {
 	if err := salamander.ValidateClientID(req.ClientID); err != nil {
 		return salamander.SendResult{}, err
 	}
@@ -84,9 +92,6 @@ func (g *Gateway) send(ctx context.Context, user string, addr netip.Addr, id str
 	res, ok := sendOutcome(rec, msg, ok)
 	if !ok {
 		return salamander.SendResult{}, notMember(id)
-	}
-	if !res.Duplicate {
-		g.metrics.messages.Inc()
 	}
 	return res, nil
 }
@@ -227,6 +232,7 @@ func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
 		return
 	}
 	res, err := g.cfg.View.Sync(r.Context(), c.User, cur, limit)
+	res.Incidents = g.cfg.View.Incidents(false)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

@@ -116,6 +116,10 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
+	if g.Drained() {
+		writeError(w, g.log, r, errDrained)
+		return
+	}
 	token := bearerToken(r.Header.Get("Authorization"))
 	if token == "" {
 		token = r.URL.Query().Get("token")
@@ -193,7 +197,8 @@ func (c *wsConn) replay(ctx context.Context) {
 			break
 		}
 	}
-	data, _ := json.Marshal(salamander.Event{Type: salamander.EventReady, Cursor: cur.String()})
+	data, _ := json.Marshal(salamander.Event{Type: salamander.EventReady, Cursor: cur.String(),
+		Incidents: c.g.cfg.View.Incidents(false)})
 	if c.write(data) != nil {
 		c.abort()
 		return
@@ -211,10 +216,12 @@ func (c *wsConn) replay(ctx context.Context) {
 // readLoop reads the device's frames until the socket ends, then ends
 // everything else of the socket and unregisters it.
 func (c *wsConn) readLoop() {
-	defer c.finish()
+	why := wsGoneSite
+	defer func() { c.finish(why) }()
 	for {
 		typ, r, err := c.conn.Reader(context.Background())
 		if err != nil {
+			why = c.goneWhy(err)
 			return
 		}
 		if typ != websocket.MessageText {
@@ -228,9 +235,26 @@ func (c *wsConn) readLoop() {
 		}
 		frameBufs.Put(bp)
 		if err != nil {
+			if err != errStruckOut {
+				why = c.goneWhy(err)
+			}
 			return
 		}
 	}
+}
+
+// goneWhy says why the socket ended, given the error that ended its reader.
+func (c *wsConn) goneWhy(err error) wsGoneReason {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	switch {
+	case closing:
+		return wsGoneSite
+	case websocket.CloseStatus(err) != -1:
+		return wsGoneDevice
+	}
+	return wsGoneLost
 }
 
 var errStruckOut = errors.New("too many refused frames")
@@ -260,7 +284,7 @@ func readFrame(r io.Reader, buf []byte) (n int, over bool, err error) {
 
 // finish ends the socket: it stops the socket's work, waits for every
 // goroutine of it, and unregisters it.
-func (c *wsConn) finish() {
+func (c *wsConn) finish(why wsGoneReason) {
 	c.mu.Lock()
 	c.exited = true
 	c.out.reset()
@@ -274,6 +298,7 @@ func (c *wsConn) finish() {
 	if c.g.hub.remove(c) {
 		c.g.eph.setOnline(c.user)
 	}
+	c.g.metrics.wsGone[why].Inc()
 	c.g.hub.wg.Done()
 }
 
@@ -601,6 +626,9 @@ func (c *wsConn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
+		// A corked frame goes out with the rest of the burst, which the
+		// loop writes without waiting (at most corkLimit later).
+		c.g.metrics.observeDelivery(f.at)
 	}
 }
 

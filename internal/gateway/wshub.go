@@ -52,6 +52,7 @@ func (h *hub) add(c *wsConn) (first bool, ok bool) {
 	// that sockets opened together are not pinged together ever after.
 	c.nextPing = time.Now().Add(wsPingInterval/2 + rand.N(wsPingInterval/2)).UnixNano()
 	h.metrics.wsConns.Inc()
+	h.metrics.wsConnects.Inc()
 	return len(h.conns[c.user]) == 1, true
 }
 
@@ -164,7 +165,11 @@ func (h *hub) audience(users []string, out []*wsConn) []*wsConn {
 func (h *hub) deliver(batch []view.Emitted) {
 	var targets []*wsConn
 	for _, e := range batch {
-		targets = h.audience(e.Audience, targets[:0])
+		if e.Broadcast {
+			targets = append(targets[:0], h.all()...)
+		} else {
+			targets = h.audience(e.Audience, targets[:0])
+		}
 		if len(targets) == 0 {
 			continue
 		}
@@ -257,6 +262,9 @@ func encodeEvent(ev salamander.Event) (outFrame, bool) {
 	if ev.Pos != nil {
 		p := *ev.Pos
 		f.pos = &p
+	}
+	if ev.Type == salamander.EventMessage {
+		f.at = ev.At.UnixNano()
 	}
 	return f, true
 }

@@ -5,10 +5,12 @@ import "github.com/salamander-chat/salamander"
 // outFrame is one encoded frame waiting to be written to a WebSocket. The
 // same bytes are shared by every socket an event goes to. pos is set for
 // stored events, so that a live event the backlog replay already sent is
-// dropped.
+// dropped; at for messages (their record's time, Unix ns), to time their
+// delivery.
 type outFrame struct {
 	data []byte
 	pos  *salamander.Position
+	at   int64
 }
 
 // ring is a FIFO of frames in a circular slice. It holds no slice at all

@@ -2,8 +2,7 @@ package integration
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
+	"errors"
 	"os"
 	"regexp"
 	"strings"
@@ -30,24 +29,21 @@ func TestGrafanaDashboardUsesExportedMetrics(t *testing.T) {
 	if err := json.Unmarshal(b, &dash); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
-	// Every labelled series exists once a request and a send have been made.
+	// Every labelled series exists once a request and a send have been
+	// made and the site has looked at its streams.
 	c, _ := signedUp(t, 0, "dash")
 	ctx := testCtx(t, 30*time.Second)
 	if _, err := c.Rooms(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err := http.Get(cluster.URL(0) + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	exported := map[string]bool{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
-			exported[strings.Fields(name)[0]] = true
+	var exported map[string]bool
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		exported = scrape(t, 0).families
+		if !exported["salamander_stream_leader"] {
+			return errors.New("site has not looked at its streams yet")
 		}
-	}
+		return nil
+	})
 	metric := regexp.MustCompile(`\b(salamander|process|go)_[a-z_]+\b`)
 	queried := 0
 	for _, p := range dash.Panels {
@@ -71,5 +67,22 @@ func TestGrafanaDashboardUsesExportedMetrics(t *testing.T) {
 	}
 	if queried == 0 {
 		t.Fatal("the dashboard queries no metric")
+	}
+	// What an operator watches first has a panel: send, apply and delivery
+	// latency, replication, elections and connections.
+	var exprs strings.Builder
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs.WriteString(tg.Expr + "\n")
+		}
+	}
+	for _, m := range []string{"salamander_send_seconds_bucket", "salamander_sends_total",
+		"salamander_view_apply_lag_seconds_bucket", "salamander_delivery_seconds_bucket", "salamander_view_records_behind",
+		"salamander_stream_replica_lag", "salamander_stream_replicas_current", "salamander_streams_without_leader",
+		"salamander_stream_leader_changes_total", "salamander_stream_leader", "salamander_websocket_connects_total",
+		"salamander_websocket_disconnects_total", "salamander_nats_connected", "salamander_nats_reconnects_total"} {
+		if !regexp.MustCompile(`\b` + m + `\b`).MatchString(exprs.String()) {
+			t.Errorf("no panel charts %s", m)
+		}
 	}
 }

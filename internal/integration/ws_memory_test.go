@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,24 +45,11 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		"Authorization: Bearer " + a.Token() + "\r\n\r\n"
 
 	sockets := func() int {
-		res, err := http.Get(cluster.URL(site) + "/metrics")
-		if err != nil {
-			t.Fatal(err)
+		v, n := scrape(t, site).sum("salamander_websockets")
+		if n != 1 {
+			t.Fatalf("%d salamander_websockets series in /metrics", n)
 		}
-		defer res.Body.Close()
-		sc := bufio.NewScanner(res.Body)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			if line := sc.Text(); strings.HasPrefix(line, "salamander_websockets{") {
-				v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-				if err != nil {
-					t.Fatalf("metrics line %q: %v", line, err)
-				}
-				return int(v)
-			}
-		}
-		t.Fatalf("no salamander_websockets in /metrics (%d, scan error %v)", res.StatusCode, sc.Err())
-		return 0
+		return int(v)
 	}
 	// live is the bytes of live heap objects, spans the bytes of the heap's
 	// spans in use (live objects plus the free room in partly used spans).

@@ -839,9 +839,12 @@ type StreamStatus struct {
 	Replicas []string `json:"replicas"`
 	// Unhealthy lists replicas that are offline or not caught up.
 	Unhealthy []string `json:"unhealthy,omitempty"`
-	LastSeq   uint64   `json:"last_seq"`
-	Messages  uint64   `json:"messages"`
-	// Peers are the leader and every replica with how far behind it is.
+	// Lag is how many operations each replica but the leader is behind it.
+	Lag      map[string]uint64 `json:"replica_lag,omitempty"`
+	LastSeq  uint64            `json:"last_seq"`
+	Messages uint64            `json:"messages"`
+	// Peers are the leader and every replica: whether it is current, how
+	// far behind and when the leader last heard it.
 	Peers []ReplicaStatus `json:"peers,omitempty"`
 }
 
@@ -863,29 +866,43 @@ type ReplicaStatus struct {
 func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
 	var out []StreamStatus
 	for _, name := range s.Streams() {
-		st, err := s.js.Stream(ctx, natsName(name))
+		ss, err := s.StatusOf(ctx, name)
 		if err != nil {
-			return out, fmt.Errorf("jsstore: stream %s: %w", name, err)
-		}
-		info := st.CachedInfo()
-		ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
-		if info.Cluster != nil {
-			ss.Leader = info.Cluster.Leader
-			if ss.Leader != "" {
-				ss.Peers = append(ss.Peers, ReplicaStatus{Server: ss.Leader, Leader: true, Current: true})
-			}
-			for _, r := range info.Cluster.Replicas {
-				ss.Replicas = append(ss.Replicas, r.Name)
-				ss.Peers = append(ss.Peers, ReplicaStatus{Server: r.Name, Current: r.Current, Offline: r.Offline,
-					Lag: r.Lag, ActiveMS: r.Active.Milliseconds()})
-				if r.Offline || !r.Current {
-					ss.Unhealthy = append(ss.Unhealthy, r.Name)
-				}
-			}
+			return out, err
 		}
 		out = append(out, ss)
 	}
 	return out, nil
+}
+
+// StatusOf asks the cluster for one stream's leader, replicas and last
+// sequence, as Status does for every stream.
+func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error) {
+	st, err := s.js.Stream(ctx, natsName(name))
+	if err != nil {
+		return StreamStatus{}, fmt.Errorf("jsstore: stream %s: %w", name, err)
+	}
+	info := st.CachedInfo()
+	ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
+	if info.Cluster != nil {
+		ss.Leader = info.Cluster.Leader
+		if ss.Leader != "" {
+			ss.Peers = append(ss.Peers, ReplicaStatus{Server: ss.Leader, Leader: true, Current: true})
+		}
+		for _, r := range info.Cluster.Replicas {
+			ss.Replicas = append(ss.Replicas, r.Name)
+			ss.Peers = append(ss.Peers, ReplicaStatus{Server: r.Name, Current: r.Current, Offline: r.Offline,
+				Lag: r.Lag, ActiveMS: r.Active.Milliseconds()})
+			if r.Offline || !r.Current {
+				ss.Unhealthy = append(ss.Unhealthy, r.Name)
+			}
+			if ss.Lag == nil {
+				ss.Lag = map[string]uint64{}
+			}
+			ss.Lag[r.Name] = r.Lag
+		}
+	}
+	return ss, nil
 }
 
 // StepDown asks a stream's leader to hand leadership to the replica on
@@ -916,7 +933,8 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 // server only, so sites never issue conflicting moves. Spreading leaders
 // evenly means a fire stalls only the partitions whose leader burned
 // (4-9 s election), never all of them. It returns the streams it moved.
-func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string, err error) {
+// Servers avoid names (drained sites' servers) are never handed one.
+func (s *Store) BalanceLeaders(ctx context.Context, self string, avoid func(server string) bool) (moved []string, err error) {
 	all, err := s.Status(ctx)
 	if err != nil {
 		return nil, err
@@ -950,15 +968,7 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string
 		if ss.Leader != self {
 			continue
 		}
-		best := ""
-		for _, r := range ss.Replicas {
-			if slices.Contains(ss.Unhealthy, r) {
-				continue
-			}
-			if best == "" || count[r] < count[best] {
-				best = r
-			}
-		}
+		best := fewestLed(ss, count, func(r string) bool { return avoid != nil && avoid(r) })
 		if best == "" || count[best]+1 >= count[self] {
 			continue
 		}
@@ -971,6 +981,63 @@ func (s *Store) BalanceLeaders(ctx context.Context, self string) (moved []string
 	}
 	return moved, nil
 }
+
+// fewestLed is the healthy replica of ss, other than those skip names,
+// whose server leads the fewest streams by count ("" if none).
+func fewestLed(ss StreamStatus, count map[string]int, skip func(string) bool) string {
+	best := ""
+	for _, r := range ss.Replicas {
+		if slices.Contains(ss.Unhealthy, r) || skip(r) {
+			continue
+		}
+		if best == "" || count[r] < count[best] {
+			best = r
+		}
+	}
+	return best
+}
+
+// MoveLeadersOff hands the leadership of every stream led by a server
+// that off names to a healthy replica elsewhere (none that off names),
+// spreading them over the servers that lead the fewest. It returns the
+// streams it moved; a stream with no such replica stays (and says so in
+// the error).
+func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool) (moved []string, err error) {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	count := map[string]int{}
+	for _, ss := range st {
+		if ss.Leader != "" {
+			count[ss.Leader]++
+		}
+	}
+	var errs []error
+	for _, ss := range st {
+		if ss.Leader == "" || !off(ss.Leader) {
+			continue
+		}
+		best := fewestLed(ss, count, off)
+		if best == "" {
+			errs = append(errs, fmt.Errorf("jsstore: %s has no healthy replica to lead it elsewhere", ss.Stream))
+			continue
+		}
+		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		count[ss.Leader]--
+		count[best]++
+		moved = append(moved, ss.Stream)
+	}
+	return moved, errors.Join(errs...)
+}
+
+// ServerSite is the site of a NATS server by its name: an embedded
+// server is named "site-" and its site; an external server should be
+// named the same way (or after its site alone).
+func ServerSite(server string) string { return strings.TrimPrefix(server, "site-") }
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
 

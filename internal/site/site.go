@@ -152,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
 	}
-	s := &Site{cfg: cfg, log: log, booted: make(chan struct{}), lock: lock}
+	s := &Site{cfg: cfg, log: log.With("system", "site"), booted: make(chan struct{}), lock: lock}
 	ok := false
 	defer func() {
 		if !ok {
@@ -253,7 +253,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 			serve = func(ln net.Listener) error { return s.http.ServeTLS(ln, "", "") }
 		}
 		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "err", err)
+			s.log.Error("http server stopped", "err", err)
 		}
 	}()
 	go func() {
@@ -261,7 +261,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		s.boot(bg)
 	}()
 	ok = true
-	log.Info("site listening", "http", s.URL(), "nats", redactURLs(urls), "nats_user", cfg.Secrets.NATSUser)
+	s.log.Info("site listening", "http", s.URL(), "nats", redactURLs(urls), "nats_user", cfg.Secrets.NATSUser)
 	return s, nil
 }
 
@@ -511,7 +511,15 @@ func (s *Site) balanceLeaders(ctx context.Context) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		moved, err := s.store.BalanceLeaders(cctx, s.node.Name())
+		var moved []string
+		var err error
+		if s.gw.Drained() {
+			// A drained site keeps no leader, whichever it was handed
+			// meanwhile (an election after a fire, say).
+			moved, err = s.store.MoveLeadersOff(cctx, func(server string) bool { return server == s.node.Name() })
+		} else {
+			moved, err = s.store.BalanceLeaders(cctx, s.node.Name(), s.gw.DrainedServer)
+		}
 		cancel()
 		if err != nil {
 			s.log.Debug("leader balance check failed", "err", err)
@@ -554,6 +562,8 @@ func (s *Site) watchIsolation(ctx context.Context) {
 		// No heartbeat from a majority: a silent cut, already as old as
 		// the heartbeat timeout, so no further grace.
 		silent := size > 1 && s.hb.silent(size, hbTimeout)
+		// A console drill isolating this site: as if cut off, at once.
+		_, drilled := s.gw.DrillIsolation(time.Now())
 		// JetStream pauses only once the site has been cut off for
 		// pauseAfter: a real cut outlasts it, a starved process's late
 		// heartbeats (CPU, GC) seldom do, and it is still well before a
@@ -562,11 +572,15 @@ func (s *Site) watchIsolation(ctx context.Context) {
 			s.pauseJetStream()
 		}
 		switch {
+		case drilled && !s.gw.Isolated():
+			s.log.Warn("isolated by a drill; refusing requests so clients move")
+			s.isolate()
+			isolatedAt = time.Now()
 		case silent && !s.gw.Isolated():
 			s.log.Warn("no heartbeat from a majority of sites; refusing requests so clients move", "timeout", hbTimeout)
 			s.isolate()
 			isolatedAt = time.Now()
-		case silent:
+		case silent || drilled:
 		case !cut:
 			since = time.Time{}
 			if s.gw.Isolated() {

@@ -93,8 +93,13 @@ func (a *applier) byAdmin(r salamander.Record) bool {
 
 // audit records an admin action for the audit trail.
 func (a *applier) audit(pos salamander.Position, r salamander.Record, action string) {
+	a.auditDetail(pos, r, action, "")
+}
+
+// auditDetail records an ops action and what it was about.
+func (a *applier) auditDetail(pos salamander.Position, r salamander.Record, action, detail string) {
 	a.db.audit = append(a.db.audit, auditRow{stream: pos.Stream, seq: pos.Seq, at: r.At.UnixNano(), by: r.By,
-		site: r.Site, action: action, user: r.User, role: r.Role})
+		site: r.Site, action: action, user: r.User, role: r.Role, detail: detail})
 }
 
 func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
@@ -154,6 +159,10 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		}
 		a.dirtyUsers[r.User] = true
 		a.audit(pos, r, "set-role")
+	case salamander.RecIncidentOpened, salamander.RecIncidentUpdated, salamander.RecReportFiled,
+		salamander.RecReportAnswered, salamander.RecReportReviewed, salamander.RecDrillStarted, salamander.RecDrillFault, salamander.RecDrillEnded,
+		salamander.RecSiteDrained, salamander.RecSiteUndrained, salamander.RecLeaderMoved:
+		return a.applyOps(pos, r)
 	case salamander.RecFriendAdded:
 		return a.friendAdded(pos, r)
 	case salamander.RecRoomCreated:

@@ -38,6 +38,8 @@ type model struct {
 	// recent maps the log positions of recently applied messages to them.
 	recent      map[salamander.Position]*salamander.Message
 	recentOrder map[string][]uint64 // per stream, FIFO of positions in recent
+	// ops is the ops plane's state: incidents, reports, drills, drains.
+	ops opsModel
 }
 
 type userState struct {
@@ -75,6 +77,7 @@ func newModel() *model {
 		recent:      map[salamander.Position]*salamander.Message{},
 		recentOrder: map[string][]uint64{},
 		keys:        map[string]*SigningKey{},
+		ops:         newOpsModel(),
 	}
 }
 

@@ -491,7 +491,7 @@ func (v *View) Audit(ctx context.Context, before time.Time, limit int) ([]salama
 	if !before.IsZero() {
 		end = before.UnixNano()
 	}
-	rows, err := v.r.QueryContext(ctx, `SELECT stream, seq, at, by, site, action, user, role FROM audit
+	rows, err := v.r.QueryContext(ctx, `SELECT stream, seq, at, by, site, action, user, role, detail FROM audit
 		WHERE at < ? ORDER BY at DESC, stream, seq LIMIT ?`, end, limit)
 	if err != nil {
 		return nil, fmt.Errorf("view: audit: %w", err)
@@ -503,7 +503,7 @@ func (v *View) Audit(ctx context.Context, before time.Time, limit int) ([]salama
 		var stream string
 		var seq uint64
 		var at int64
-		if err := rows.Scan(&stream, &seq, &at, &e.By, &e.Site, &e.Action, &e.User, &e.Role); err != nil {
+		if err := rows.Scan(&stream, &seq, &at, &e.By, &e.Site, &e.Action, &e.User, &e.Role, &e.Detail); err != nil {
 			return nil, fmt.Errorf("view: audit: %w", err)
 		}
 		e.Pos, e.At = fmt.Sprintf("%s:%d", stream, seq), fromNanos(at)

@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 11
+const schemaVersion = 12
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64
@@ -40,9 +40,11 @@ CREATE TABLE signing_keys(kid TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at
 CREATE TABLE users(name TEXT PRIMARY KEY, display_name TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
   password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_seq INTEGER NOT NULL DEFAULT 0,
   role TEXT NOT NULL DEFAULT '', suspended INTEGER NOT NULL DEFAULT 0);
--- Admin actions (role changes, session revocations): the audit trail.
+-- Admin and operator actions: the audit trail. detail names what an ops
+-- action was about (an incident, a report, a site, a stream).
 CREATE TABLE audit(stream TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, by TEXT NOT NULL,
-  site TEXT NOT NULL, action TEXT NOT NULL, user TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY(stream, seq));
+  site TEXT NOT NULL, action TEXT NOT NULL, user TEXT NOT NULL, role TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(stream, seq));
 CREATE INDEX audit_at ON audit(at);
 CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE friends(user TEXT NOT NULL, friend TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(user, friend));
@@ -120,6 +122,7 @@ type auditRow struct {
 	seq                          uint64
 	at                           int64
 	by, site, action, user, role string
+	detail                       string
 }
 
 // dbBatch is what one applied batch of records changes in the store.
@@ -136,6 +139,7 @@ type dbBatch struct {
 	roomEvents []eventRow
 	userEvents []eventRow
 	spans      []spanRow
+	ops        *opsRows // nil when the batch changed nothing of the ops plane
 }
 
 func newDBBatch() *dbBatch {
@@ -166,7 +170,7 @@ func prepare(db *sql.DB) (*statements, error) {
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name, status = excluded.status,
 		revoked_seq = excluded.revoked_seq, role = excluded.role, suspended = excluded.suspended`)
-	p(&st.audit, `INSERT INTO audit(stream, seq, at, by, site, action, user, role) VALUES(?, ?, ?, ?, ?, ?, ?, ?)
+	p(&st.audit, `INSERT INTO audit(stream, seq, at, by, site, action, user, role, detail) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`)
 	p(&st.revoked, `INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`)
 	p(&st.friend, `INSERT INTO friends(user, friend, at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
@@ -214,7 +218,7 @@ func (v *View) write(batches []*dbBatch) error {
 	reached := map[string]uint64{}
 	for _, b := range batches {
 		for _, e := range b.audit {
-			if _, err := tx.Stmt(v.st.audit).Exec(e.stream, e.seq, e.at, e.by, e.site, e.action, e.user, e.role); err != nil {
+			if _, err := tx.Stmt(v.st.audit).Exec(e.stream, e.seq, e.at, e.by, e.site, e.action, e.user, e.role, e.detail); err != nil {
 				return fmt.Errorf("audit: %w", err)
 			}
 		}
@@ -282,6 +286,11 @@ func (v *View) write(batches []*dbBatch) error {
 			}
 			if err != nil {
 				return fmt.Errorf("membership span: %w", err)
+			}
+		}
+		if b.ops != nil {
+			if err := writeOps(tx, b.ops); err != nil {
+				return err
 			}
 		}
 		for s, seq := range b.reached {
@@ -391,6 +400,9 @@ func (v *View) load() error {
 				return nil
 			}),
 		)
+	}
+	if err == nil {
+		err = loadOps(v.w, &m.ops)
 	}
 	if err != nil {
 		return fmt.Errorf("view: load model: %w", err)

@@ -44,6 +44,8 @@ var _ Source = (*jsstore.Store)(nil)
 type Emitted struct {
 	Event    salamander.Event
 	Audience []string
+	// Broadcast events (incidents, drains) are for every connected device.
+	Broadcast bool
 }
 
 // View is one site's read model: the in-memory model every request
@@ -146,7 +148,7 @@ func (v *View) init() error {
 	}
 	switch version {
 	case 0:
-		if _, err := v.w.Exec(schema); err != nil {
+		if _, err := v.w.Exec(schema + opsSchema); err != nil {
 			return fmt.Errorf("view: create schema: %w", err)
 		}
 		if _, err := v.w.Exec(fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {

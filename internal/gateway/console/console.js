@@ -368,12 +368,15 @@ function siteCard(s, here) {
   let level = "ok", label = "serving";
   if (!s.reachable) { level = "bad"; label = "unreachable"; }
   else if (!st) { level = "bad"; label = "no status"; }
+  else if (st.drained) { level = "warn"; label = "drained"; }
   else if (!st.ready) { level = "bad"; label = "not ready"; }
   else if ((st.warnings || []).length || st.streams_error) { level = "warn"; label = "serving, with warnings"; }
   const head = h("div", { class: "site-head" },
     h("h2", {}, "Site " + s.name),
     s.name === here ? h("span", { class: "pill here" }, "you are here") : null,
     h("span", { class: "spacer" }),
+    st && st.drained ? h("button", { class: "btn small", onclick: () => siteAction(s.name, "undrain") }, "Undrain")
+      : st ? h("button", { class: "btn small", title: "ask this site's clients to move to the other sites", onclick: () => siteAction(s.name, "drain") }, "Drain") : null,
     h("span", { class: "pill " + level }, label));
   const card = h("div", { class: "card site-card " + level, "data-site": s.name }, head);
   if (!st) {
@@ -392,6 +395,7 @@ function siteCard(s, here) {
       check(st.signing_key, st.signing_key ? "signing key" : "no signing key"),
       check(!st.log_alarm, st.log_alarm ? "LOG ALARM" : "log intact", st.log_alarm),
       check(!(st.warnings || []).length, `${(st.warnings || []).length} warnings`, null, true),
+      st.drained ? check(false, "drained", "clients sent to the other sites", true) : null,
     ),
     (st.warnings || []).length ? h("ul", { class: "site-notes" }, st.warnings.map((w) => h("li", {}, w))) : null,
     st.stalled ? h("ul", { class: "site-notes" }, Object.entries(st.stalled).map(([k, v]) => h("li", {}, `${k} stalled: ${v}`))) : null,
@@ -409,8 +413,7 @@ function siteCard(s, here) {
       h("a", { href: s.url + "/metrics", target: "_blank", rel: "noopener" }, "metrics"),
       h("a", { href: s.url + "/v1/status", target: "_blank", rel: "noopener" }, "status"),
       h("a", { href: s.url + "/openapi.yaml", target: "_blank", rel: "noopener" }, "API"),
-      isAdmin() ? h("button", { class: "btn small", onclick: () => siteAction(s.name, "drain") }, "Drain") : null,
-      isAdmin() ? h("button", { class: "btn small", onclick: () => siteAction(s.name, "undrain") }, "Undrain") : null,
+
     ));
   return card;
 }
@@ -479,7 +482,7 @@ function renderStreams(ov) {
   const head = h("tr", {}, h("th", {}, "stream"), h("th", {}, "leader"), h("th", {}, "replicas (lag)"),
     h("th", { class: "num" }, "last seq"), h("th", { class: "num" }, "messages"),
     sites.map((n) => h("th", { class: "num" }, "applied at " + n)),
-    isAdmin() ? h("th", {}, "move leader") : null);
+    h("th", {}, "move leader"));
   const rows = streams.map((st) => h("tr", { "data-stream": st.stream },
     h("td", {}, h("b", { class: "mono" }, st.stream)),
     h("td", {}, st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
@@ -497,9 +500,9 @@ function renderStreams(ov) {
       const behind = st.last_seq - a;
       return h("td", { class: "num" }, fmtInt(a), behind > 0 ? h("span", { class: "behind" }, ` −${fmtInt(behind)}`) : null);
     }),
-    isAdmin() ? h("td", {}, leaderPicker(st, sites)) : null));
+    h("td", {}, leaderPicker(st, sites))));
   fill($("streams"), h("thead", {}, head),
-    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: 6 + sites.length }, "no stream status (the cluster may be electing)"))));
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: 7 + sites.length }, "no stream status (the cluster may be electing)"))));
 }
 
 function leaderPicker(st, sites) {
@@ -696,20 +699,20 @@ async function loadDrills() {
   fill(box,
     h("div", { class: "kv" },
       h("div", {}, h("b", {}, c.year || "–"), h("span", { class: "muted" }, "year")),
-      h("div", {}, h("b", {}, fmtInt(c.recovery)), h("span", { class: "muted" }, "recovery drills")),
-      h("div", {}, h("b", {}, fmtInt(c.simulation)), h("span", { class: "muted" }, "simulation drills")),
+      h("div", {}, h("b", {}, `${fmtInt(c.recovery)} / ${fmtInt(c.required_recovery)}`), h("span", { class: "muted" }, "recovery drills (done / required)")),
+      h("div", {}, h("b", {}, `${fmtInt(c.simulation)} / ${fmtInt(c.required_simulation)}`), h("span", { class: "muted" }, "simulation drills (done / required)")),
       h("div", {}, h("b", {}, h("span", { class: "pill " + (c.met ? "ok" : "bad") }, c.met ? "requirement met" : "requirement not met")),
         h("span", { class: "muted" }, "compliance")),
       h("div", {}, h("button", { class: "btn", "data-csv": "/v1/ops/drills.csv", "data-file": "drills.csv" }, "Export CSV"))),
     h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["started", "scenario", "kind", "site", "by", "state", "ended", "report"].map((x) => h("th", {}, x)))),
+      h("thead", {}, h("tr", {}, ["started", "scenario", "kind", "site", "by", "state", "ended", "summary"].map((x) => h("th", {}, x)))),
       h("tbody", {}, drills.length ? drills.map((d) => h("tr", {},
         h("td", {}, fmtTime(d.started_at)), h("td", {}, d.scenario), h("td", {}, d.kind), h("td", {}, d.site),
         h("td", {}, `${d.by || ""}${d.from_site ? "@" + d.from_site : ""}`),
         h("td", {}, h("span", { class: "pill " + (stateClass[d.state] || "") }, d.state)),
         h("td", {}, fmtTime(d.ended_at)),
-        h("td", {}, d.report ? h("details", { class: "inline" }, h("summary", {}, "details"),
-          h("pre", { class: "mono small" }, JSON.stringify(d.report, null, 2))) : "")))
+        h("td", {}, d.summary || "", d.report ? h("details", { class: "inline" }, h("summary", {}, "report"),
+          h("pre", { class: "mono small" }, JSON.stringify(d.report, null, 2))) : null)))
         : h("tr", {}, h("td", { class: "empty", colspan: 8 }, "No drill yet."))))));
 }
 

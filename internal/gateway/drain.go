@@ -1,0 +1,219 @@
+package gateway
+
+import (
+	"context"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/view"
+)
+
+// Draining a site takes it out of service without an outage, before
+// maintenance or when it looks unwell: its readiness fails (load balancers
+// stop sending it users), its connected clients are told to move and then
+// disconnected, new WebSockets are refused, and the stream leaders it holds
+// move to the other sites — and stay away, because no site hands a drained
+// one a leader. The drain is a record in the log: every site knows, and an
+// operator undrains it from any site.
+
+// drainKickAfter is how long a drained site's clients have to move by
+// themselves before it disconnects them.
+const drainKickAfter = 3 * time.Second
+
+var errDrained = salamander.Errorf(salamander.CodeUnavailable, "this site is drained for maintenance; use another site")
+
+// Drained reports whether this site is drained.
+func (g *Gateway) Drained() bool { return g.cfg.View.IsDrained(g.cfg.Site) }
+
+// DrainedServer reports whether NATS server name belongs to a drained site.
+func (g *Gateway) DrainedServer(name string) bool {
+	return g.cfg.View.IsDrained(jsstore.ServerSite(name))
+}
+
+// siteNames returns every site's name (this one's when none are
+// configured).
+func (g *Gateway) siteNames() []string {
+	if len(g.cfg.Sites) == 0 {
+		return []string{g.cfg.Site}
+	}
+	out := make([]string, len(g.cfg.Sites))
+	for i, s := range g.cfg.Sites {
+		out[i] = s.Name
+	}
+	return out
+}
+
+func (g *Gateway) knownSite(name string) error {
+	if !slices.Contains(g.siteNames(), name) {
+		return salamander.Errorf(salamander.CodeNotFound, "no site %q (sites: %v)", name, g.siteNames())
+	}
+	return nil
+}
+
+// handleDrain drains a site (drain) or ends its drain.
+func (g *Gateway) handleDrain(drain bool) errHandler {
+	return func(w http.ResponseWriter, r *http.Request, c claims) error {
+		site := r.PathValue("name")
+		if err := g.knownSite(site); err != nil {
+			return err
+		}
+		// Decide on the log as it is now, not as this site last applied
+		// it: another site may have drained one a moment ago.
+		if err := g.catchUpWith(r.Context(), jsstore.AccountsStream); err != nil {
+			return err
+		}
+		drained := g.cfg.View.Drained()
+		if _, is := drained[site]; is == drain {
+			return salamander.Errorf(salamander.CodeConflict, "site %s is %s", site, map[bool]string{true: "drained already", false: "not drained"}[is])
+		}
+		// A majority of sites keeps serving (and leading): one more fire
+		// must not leave the users without a site.
+		if n := len(g.siteNames()); drain && len(drained)+1 > (n-1)/2 {
+			return salamander.Errorf(salamander.CodeConflict, "draining %s would leave less than a majority of the %d sites serving; undrain %v first",
+				site, n, slices.Collect(maps.Keys(drained)))
+		}
+		typ := salamander.RecSiteUndrained
+		if drain {
+			typ = salamander.RecSiteDrained
+		}
+		if err := g.opsRecord(r, c, "site."+site, salamander.Record{Type: typ, Target: site}); err != nil {
+			return err
+		}
+		if g.cfg.View.IsDrained(site) != drain {
+			return salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an operator?)")
+		}
+		out := map[string]any{"site": site, "drained": drain}
+		if drain {
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			moved, err := g.cfg.Store.MoveLeadersOff(ctx, func(server string) bool { return jsstore.ServerSite(server) == site })
+			cancel()
+			out["moved_leaders"] = nonNil(moved)
+			if err != nil {
+				// The drained site's own balancer keeps moving them.
+				out["leaders_error"] = err.Error()
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+// handleMoveLeader hands a stream's leadership to its replica at a named
+// site, recorded in the audit trail.
+func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c claims) error {
+	stream := r.PathValue("stream")
+	var req struct {
+		Site string `json:"site"`
+	}
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if !slices.Contains(g.cfg.Store.Streams(), stream) {
+		return salamander.Errorf(salamander.CodeNotFound, "no stream %q", stream)
+	}
+	if err := g.knownSite(req.Site); err != nil {
+		return err
+	}
+	if g.cfg.View.IsDrained(req.Site) {
+		return salamander.Errorf(salamander.CodeConflict, "site %s is drained; undrain it first", req.Site)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 8*time.Second)
+	defer cancel()
+	st, err := g.cfg.Store.StatusOf(ctx, stream)
+	if err != nil {
+		return err
+	}
+	target := ""
+	for _, rep := range st.Replicas {
+		if jsstore.ServerSite(rep) == req.Site && !slices.Contains(st.Unhealthy, rep) {
+			target = rep
+		}
+	}
+	if target == "" {
+		return salamander.Errorf(salamander.CodeConflict, "%s has no healthy replica at site %s (replicas %v, unhealthy %v)",
+			stream, req.Site, st.Replicas, st.Unhealthy)
+	}
+	if err := g.opsRecord(r, c, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
+		Target: req.Site}); err != nil {
+		return err
+	}
+	if st.Leader != target {
+		if err := g.cfg.Store.StepDown(ctx, stream, target); err != nil {
+			return salamander.Errorf(salamander.CodeUnavailable, "%v", err)
+		}
+	}
+	// Wait for the new leader, so the console shows the move done.
+	for st.Leader != target {
+		select {
+		case <-ctx.Done():
+			return salamander.Errorf(salamander.CodeUnavailable, "%s has not elected %s yet (leader: %q)", stream, target, st.Leader)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if st, err = g.cfg.Store.StatusOf(ctx, stream); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"stream": stream, "leader": st.Leader, "site": req.Site})
+	return nil
+}
+
+// onApply passes applied events to the hub, and acts on those about this
+// site: a drain tells its clients to move, then disconnects those that
+// stay.
+func (g *Gateway) onApply(batch []view.Emitted) {
+	for i := range batch {
+		if ev := &batch[i].Event; ev.Type == salamander.EventMove {
+			if ev.Site != g.cfg.Site {
+				batch[i].Broadcast = false // for the drained site's clients only
+				continue
+			}
+			g.kickDrained()
+		}
+	}
+	g.hub.deliver(batch)
+}
+
+// kickDrained disconnects this site's clients drainKickAfter after a
+// drain, unless the drain was undone meanwhile.
+func (g *Gateway) kickDrained() {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		select {
+		case <-g.life.Done():
+			return
+		case <-time.After(drainKickAfter):
+		}
+		if g.Drained() {
+			g.hub.kickAll(websocket.StatusTryAgainLater, "site drained; use another site")
+		}
+	}()
+}
+
+// catchUpWith waits until this site has applied stream up to its last
+// record now.
+func (g *Gateway) catchUpWith(ctx context.Context, stream string) error {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
+	defer cancel()
+	pos, err := g.cfg.Store.LastPosition(ctx, stream)
+	if err == nil {
+		err = g.cfg.View.WaitApplied(ctx, pos)
+	}
+	if err != nil {
+		return salamander.Errorf(salamander.CodeUnavailable, "this site cannot read the log's head now; try again or use another site")
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

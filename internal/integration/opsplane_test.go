@@ -1,0 +1,384 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
+)
+
+// withRole signs a user up at site i and gives it role with the admin
+// credential, returning a client logged in after the change.
+func withRole(t *testing.T, ctx context.Context, i int, prefix, role string) (*client.Client, string) {
+	t.Helper()
+	c, name := signedUp(t, i, prefix)
+	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(i), "--creds", cluster.AdminFile(),
+		"set-role", name, role).CombinedOutput()
+	if err != nil {
+		t.Fatalf("admin set-role: %v\n%s", err, out)
+	}
+	for j := range 3 {
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			me, err := pinned(t, j, c.Token()).Me(ctx)
+			if err != nil || me.Role != role {
+				return fmt.Errorf("%s at site %d: %+v %v", name, j, me, err)
+			}
+			return nil
+		})
+	}
+	return c, name
+}
+
+// decode unmarshals an ops answer or fails the test.
+func decode[T any](t *testing.T, want, code int, body []byte) T {
+	t.Helper()
+	var v T
+	if code != want {
+		t.Fatalf("status %d, want %d: %s", code, want, body)
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	return v
+}
+
+// An operator announces an incident at one site: every site's status page
+// and JSON show it, connected clients get it live, a client that syncs
+// gets it; updates add to its timeline; resolving it takes the banner
+// down. Users may not announce one; bad input changes nothing.
+func TestIncidentsReachEverySiteAndEveryClient(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	op, _ := withRole(t, ctx, 0, "incop", salamander.RoleOperator)
+	user, _ := signedUp(t, 2, "incuser")
+	sub := user.Subscribe(ctx)
+	defer sub.Close()
+	events := make(chan salamander.Event, 64)
+	go func() {
+		for ev := range sub.Events() {
+			if ev.Type == salamander.EventIncident || ev.Type == salamander.EventReady {
+				events <- ev
+			}
+		}
+	}()
+	select {
+	case <-events: // ready
+	case <-ctx.Done():
+		t.Fatal("no ready event")
+	}
+
+	req := salamander.IncidentRequest{Title: salamander.Localized{EN: "Messages delayed", KO: "메시지 지연"},
+		Message: salamander.Localized{EN: "We are looking into it.", KO: "원인을 조사하고 있습니다."},
+		Impact:  salamander.ImpactMajor, Services: []string{salamander.ServiceMessaging}}
+	if code, _ := opsCall(t, 1, "POST", "/v1/ops/incidents", user.Token(), req); code != http.StatusForbidden {
+		t.Fatalf("a user announced an incident: %d", code)
+	}
+	if code, _ := opsCall(t, 1, "POST", "/v1/ops/incidents", "", req); code != http.StatusUnauthorized {
+		t.Fatalf("anonymous announcement: %d", code)
+	}
+	for _, bad := range []salamander.IncidentRequest{
+		{Title: salamander.Localized{}, Message: req.Message, Impact: "major", Services: req.Services},
+		{Title: req.Title, Message: req.Message, Impact: "apocalyptic", Services: req.Services},
+		{Title: req.Title, Message: req.Message, Impact: "major", Services: []string{"teleport"}},
+		{Title: req.Title, Message: req.Message, Impact: "major", Services: []string{"login", "login"}},
+		{Title: salamander.Localized{EN: strings.Repeat("x", salamander.MaxIncidentTitleRune+1)}, Message: req.Message,
+			Impact: "major", Services: req.Services},
+		{Title: req.Title, Message: req.Message, State: "resolved", Impact: "major", Services: req.Services},
+	} {
+		if code, body := opsCall(t, 1, "POST", "/v1/ops/incidents", op.Token(), bad); code != http.StatusBadRequest &&
+			code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("bad incident %+v: %d %s", bad, code, body)
+		}
+	}
+	code, body := opsCall(t, 1, "POST", "/v1/ops/incidents", op.Token(), req)
+	inc := decode[salamander.Incident](t, http.StatusCreated, code, body)
+	if !salamander.ValidOpsID(inc.ID) || inc.State != salamander.IncidentInvestigating || len(inc.Updates) != 1 ||
+		inc.Updates[0].Site != "b" {
+		t.Fatalf("announced %+v", inc)
+	}
+	awaitIncident := func(state string) {
+		t.Helper()
+		for {
+			select {
+			case ev := <-events:
+				if ev.Type == salamander.EventIncident && ev.Incident.ID == inc.ID && ev.Incident.State == state {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("no live incident event in state %s", state)
+			}
+		}
+	}
+	awaitIncident(salamander.IncidentInvestigating)
+	for i := range 3 {
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			code, body := opsCall(t, i, "GET", "/v1/status/incidents", "", nil)
+			if code != http.StatusOK || !strings.Contains(string(body), inc.ID) || !strings.Contains(string(body), `"partial_outage"`) {
+				return fmt.Errorf("site %d: %d %s", i, code, body)
+			}
+			return nil
+		})
+		for lang, want := range map[string]string{"ko": "메시지 지연", "en": "Messages delayed"} {
+			req, _ := http.NewRequest("GET", cluster.URL(i)+"/status", nil)
+			req.Header.Set("Accept-Language", map[string]string{"ko": "ko-KR,ko;q=0.9,en;q=0.8", "en": "en-US"}[lang])
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var page strings.Builder
+			_, _ = fmt.Fprint(&page, readAll(res))
+			if res.StatusCode != http.StatusOK || !strings.Contains(page.String(), want) ||
+				!strings.Contains(page.String(), `lang="`+lang+`"`) {
+				t.Fatalf("site %d /status in %s: %d lacks %q", i, lang, res.StatusCode, want)
+			}
+		}
+	}
+	// A client that syncs learns of it.
+	other, _ := signedUp(t, 1, "incaway")
+	res, err := other.Sync(ctx, "", 10)
+	if err != nil || len(res.Incidents) == 0 || !hasIncident(res.Incidents, inc.ID) {
+		t.Fatalf("sync: %+v %v", res.Incidents, err)
+	}
+
+	up := salamander.IncidentUpdateRequest{State: salamander.IncidentIdentified,
+		Message: salamander.Localized{EN: "A site burned; clients moved.", KO: "한 사이트에 화재가 났고 클라이언트는 이동했습니다."}}
+	code, body = opsCall(t, 2, "POST", "/v1/ops/incidents/"+inc.ID+"/updates", op.Token(), up)
+	if got := decode[salamander.Incident](t, http.StatusOK, code, body); len(got.Updates) != 2 || got.Updates[1].Site != "c" {
+		t.Fatalf("updated %+v", got)
+	}
+	awaitIncident(salamander.IncidentIdentified)
+	up = salamander.IncidentUpdateRequest{State: salamander.IncidentResolved, Message: salamander.Localized{EN: "Fixed."}}
+	code, body = opsCall(t, 0, "POST", "/v1/ops/incidents/"+inc.ID+"/updates", op.Token(), up)
+	if got := decode[salamander.Incident](t, http.StatusOK, code, body); got.ResolvedAt.IsZero() {
+		t.Fatalf("resolved %+v", got)
+	}
+	awaitIncident(salamander.IncidentResolved)
+	if code, _ := opsCall(t, 0, "POST", "/v1/ops/incidents/"+inc.ID+"/updates", op.Token(), up); code != http.StatusConflict {
+		t.Fatalf("update of a resolved incident: %d", code)
+	}
+	if res, err := other.Sync(ctx, "", 10); err != nil || hasIncident(res.Incidents, inc.ID) {
+		t.Fatalf("sync after resolving: %+v %v", res.Incidents, err)
+	}
+	code, body = opsCall(t, 1, "GET", "/v1/status/incidents", "", nil)
+	lists := decode[struct{ Open, History []salamander.Incident }](t, http.StatusOK, code, body)
+	if hasIncident(lists.Open, inc.ID) || !hasIncident(lists.History, inc.ID) {
+		t.Fatalf("lists after resolving: %s", body)
+	}
+}
+
+func hasIncident(list []salamander.Incident, id string) bool {
+	for _, inc := range list {
+		if inc.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func readAll(res *http.Response) string {
+	defer res.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := res.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String()
+		}
+	}
+}
+
+// A user files a damage report about an incident; only they and admins see
+// it; an admin asks for details, the user answers, the admin approves with
+// an amount; the CSV export has it; decided reports do not change. Every
+// step is in the report's history and the admins' steps in the audit trail.
+func TestDamageReports(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	admin, _ := withRole(t, ctx, 0, "repadm", salamander.RoleAdmin)
+	op, _ := withRole(t, ctx, 1, "repop", salamander.RoleOperator)
+	user, userName := signedUp(t, 1, "repuser")
+	nosy, _ := signedUp(t, 2, "repnosy")
+	code, body := opsCall(t, 0, "POST", "/v1/ops/incidents", op.Token(), salamander.IncidentRequest{
+		Title: salamander.Localized{EN: "Outage"}, Message: salamander.Localized{EN: "Down."}, Impact: "critical",
+		Services: []string{"messaging", "login"}})
+	inc := decode[salamander.Incident](t, http.StatusCreated, code, body)
+
+	file := salamander.DamageReportRequest{Incident: inc.ID, Category: salamander.HarmLostSales,
+		Description: "No orders came in by chat for three hours.", AmountClaimed: 1_200_000, ClientID: "claim-1"}
+	for _, bad := range []salamander.DamageReportRequest{
+		{Incident: inc.ID, Category: "bad luck", Description: "x", AmountClaimed: 1},
+		{Incident: inc.ID, Category: salamander.HarmOther, Description: " ", AmountClaimed: 1},
+		{Incident: inc.ID, Category: salamander.HarmOther, Description: "x", AmountClaimed: -5},
+		{Incident: inc.ID, Category: salamander.HarmOther, Description: "x", AmountClaimed: 1, Currency: "won"},
+		{Incident: "inc-doesnotexist", Category: salamander.HarmOther, Description: "x", AmountClaimed: 1},
+	} {
+		if code, body := opsCall(t, 2, "POST", "/v1/reports", user.Token(), bad); code != http.StatusBadRequest &&
+			code != http.StatusNotFound {
+			t.Fatalf("bad report %+v: %d %s", bad, code, body)
+		}
+	}
+	if code, _ := opsCall(t, 2, "POST", "/v1/reports", "", file); code != http.StatusUnauthorized {
+		t.Fatalf("anonymous report: %d", code)
+	}
+	code, body = opsCall(t, 2, "POST", "/v1/reports", user.Token(), file)
+	rep := decode[salamander.DamageReport](t, http.StatusCreated, code, body)
+	if rep.State != salamander.ReportSubmitted || rep.Currency != "KRW" || rep.User != userName || len(rep.History) != 1 {
+		t.Fatalf("filed %+v", rep)
+	}
+	code, body = opsCall(t, 0, "POST", "/v1/reports", user.Token(), file) // a retry, at another site
+	if again := decode[salamander.DamageReport](t, http.StatusOK, code, body); again.ID != rep.ID {
+		t.Fatalf("a retry filed a second report: %s vs %s", again.ID, rep.ID)
+	}
+	// Nobody else sees it; users and operators cannot review.
+	if code, _ := opsCall(t, 0, "GET", "/v1/reports/"+rep.ID, nosy.Token(), nil); code != http.StatusNotFound {
+		t.Fatalf("another user's report: %d", code)
+	}
+	code, body = opsCall(t, 0, "GET", "/v1/reports", nosy.Token(), nil)
+	if mine := decode[struct{ Reports []salamander.DamageReport }](t, http.StatusOK, code, body); len(mine.Reports) != 0 {
+		t.Fatalf("another user lists %+v", mine.Reports)
+	}
+	for _, tok := range []string{"", nosy.Token(), op.Token()} {
+		if code, _ := opsCall(t, 1, "GET", "/v1/ops/reports", tok, nil); code != http.StatusUnauthorized && code != http.StatusForbidden {
+			t.Fatalf("reports list for a non-admin: %d", code)
+		}
+		if code, _ := opsCall(t, 1, "POST", "/v1/ops/reports/"+rep.ID+"/review", tok,
+			salamander.ReviewRequest{Decision: "approve", AmountApproved: 10}); code != http.StatusUnauthorized && code != http.StatusForbidden {
+			t.Fatalf("a non-admin reviewed: %d", code)
+		}
+	}
+	if code, _ := opsCall(t, 1, "POST", "/v1/reports/"+rep.ID+"/details", user.Token(),
+		salamander.ReportDetailsRequest{Text: "unasked"}); code != http.StatusConflict {
+		t.Fatalf("details nobody asked for: %d", code)
+	}
+	if code, _ := opsCall(t, 1, "POST", "/v1/ops/reports/"+rep.ID+"/review", admin.Token(),
+		salamander.ReviewRequest{Decision: "reject"}); code != http.StatusBadRequest {
+		t.Fatalf("a rejection without a note: %d", code)
+	}
+	code, body = opsCall(t, 1, "POST", "/v1/ops/reports/"+rep.ID+"/review", admin.Token(),
+		salamander.ReviewRequest{Decision: salamander.DecisionAskDetails, Note: "Please attach your usual daily sales."})
+	if got := decode[salamander.DamageReport](t, http.StatusOK, code, body); got.State != salamander.ReportNeedsDetails {
+		t.Fatalf("asked for details: %+v", got)
+	}
+	claim := int64(900_000)
+	code, body = opsCall(t, 2, "POST", "/v1/reports/"+rep.ID+"/details", user.Token(),
+		salamander.ReportDetailsRequest{Text: "About 300,000 won a day; three hours is 900,000.", AmountClaimed: &claim})
+	if got := decode[salamander.DamageReport](t, http.StatusOK, code, body); got.State != salamander.ReportSubmitted ||
+		got.AmountClaimed != claim {
+		t.Fatalf("answered: %+v", got)
+	}
+	code, body = opsCall(t, 0, "POST", "/v1/ops/reports/"+rep.ID+"/review", admin.Token(),
+		salamander.ReviewRequest{Decision: salamander.DecisionApprove, AmountApproved: 850_000, Note: `=HYPERLINK("x")`})
+	got := decode[salamander.DamageReport](t, http.StatusOK, code, body)
+	if got.State != salamander.ReportApproved || got.AmountApproved != 850_000 || len(got.History) != 4 {
+		t.Fatalf("approved: %+v", got)
+	}
+	if code, _ := opsCall(t, 0, "POST", "/v1/ops/reports/"+rep.ID+"/review", admin.Token(),
+		salamander.ReviewRequest{Decision: salamander.DecisionReject, Note: "changed my mind"}); code != http.StatusConflict {
+		t.Fatalf("a decided report changed: %d", code)
+	}
+	// The user sees the decision at every site.
+	for i := range 3 {
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			code, body := opsCall(t, i, "GET", "/v1/reports/"+rep.ID, user.Token(), nil)
+			if code != http.StatusOK || !strings.Contains(string(body), `"state":"approved"`) {
+				return fmt.Errorf("site %d: %d %s", i, code, body)
+			}
+			return nil
+		})
+	}
+	code, body = opsCall(t, 2, "GET", "/v1/ops/reports.csv?state=approved", admin.Token(), nil)
+	if code != http.StatusOK || !strings.Contains(string(body), rep.ID+","+userName+","+inc.ID+",lost_sales") ||
+		!strings.Contains(string(body), `'=HYPERLINK`) {
+		t.Fatalf("CSV export: %d %s", code, body)
+	}
+	code, body = opsCall(t, 2, "GET", "/v1/ops/audit.csv", admin.Token(), nil)
+	if code != http.StatusOK || !strings.Contains(string(body), "report-approve") || !strings.Contains(string(body), "report-ask_details") {
+		t.Fatalf("audit CSV: %d %s", code, body)
+	}
+}
+
+// Draining a site from another: its readiness fails, its clients are told
+// to move and do, no stream keeps its leader there, and new WebSockets are
+// refused; undrained, it serves again. An operator moves a stream's leader
+// to a named site. Users can do neither.
+func TestDrainAndLeaderMoves(t *testing.T) {
+	ctx := testCtx(t, 120*time.Second)
+	op, _ := withRole(t, ctx, 0, "drop", salamander.RoleOperator)
+	user, _ := signedUp(t, 2, "druser")
+	if code, _ := opsCall(t, 0, "POST", "/v1/ops/sites/c/drain", user.Token(), nil); code != http.StatusForbidden {
+		t.Fatalf("a user drained a site: %d", code)
+	}
+	if code, _ := opsCall(t, 0, "POST", "/v1/ops/sites/nowhere/drain", op.Token(), nil); code != http.StatusNotFound {
+		t.Fatalf("drained an unknown site: %d", code)
+	}
+	sub := user.Subscribe(ctx)
+	defer sub.Close()
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(sub.Site(), cluster.URL(2)) {
+			return fmt.Errorf("subscribed at %q", sub.Site())
+		}
+		return nil
+	})
+	code, body := opsCall(t, 0, "POST", "/v1/ops/sites/c/drain", op.Token(), nil)
+	if code != http.StatusOK {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	t.Cleanup(func() { opsCall(t, 1, "POST", "/v1/ops/sites/c/undrain", op.Token(), nil) })
+	if code, _ := opsCall(t, 1, "POST", "/v1/ops/sites/b/drain", op.Token(), nil); code != http.StatusConflict {
+		t.Fatalf("drained a second site of three: %d", code)
+	}
+	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if s := sub.Site(); s == "" || strings.Contains(s, cluster.URL(2)) {
+			return fmt.Errorf("the client is still at %q", s)
+		}
+		code, body := opsCall(t, 2, "GET", "/readyz", "", nil)
+		if code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"drained":true`) {
+			return fmt.Errorf("readyz at the drained site: %d %s", code, body)
+		}
+		code, body = opsCall(t, 0, "GET", "/v1/status", "", nil)
+		st := decode[struct {
+			Streams []struct{ Stream, Leader string }
+		}](t, http.StatusOK, code, body)
+		for _, s := range st.Streams {
+			if s.Leader == "" || s.Leader == "site-c" {
+				return fmt.Errorf("%s led by %q", s.Stream, s.Leader)
+			}
+		}
+		return nil
+	})
+	if code, _ := opsCall(t, 0, "POST", "/v1/ops/streams/acct/leader", op.Token(), map[string]string{"site": "c"}); code != http.StatusConflict {
+		t.Fatalf("moved a leader to a drained site: %d", code)
+	}
+	code, body = opsCall(t, 1, "POST", "/v1/ops/sites/c/undrain", op.Token(), nil)
+	if code != http.StatusOK {
+		t.Fatalf("undrain: %d %s", code, body)
+	}
+	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if code, body := opsCall(t, 2, "GET", "/readyz", "", nil); code != http.StatusOK {
+			return fmt.Errorf("readyz after undrain: %d %s", code, body)
+		}
+		return nil
+	})
+	if code, _ := opsCall(t, 2, "POST", "/v1/ops/streams/acct/leader", user.Token(), map[string]string{"site": "c"}); code != http.StatusForbidden {
+		t.Fatalf("a user moved a leader: %d", code)
+	}
+	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		code, body := opsCall(t, 2, "POST", "/v1/ops/streams/acct/leader", op.Token(), map[string]string{"site": "c"})
+		if code != http.StatusOK || !strings.Contains(string(body), `"leader":"site-c"`) {
+			return fmt.Errorf("move leader: %d %s", code, body)
+		}
+		return nil
+	})
+	code, body = opsCall(t, 0, "GET", "/v1/ops/audit?limit=1000", op.Token(), nil)
+	for _, want := range []string{`"action":"drain"`, `"action":"undrain"`, `"action":"move-leader"`} {
+		if code != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Fatalf("audit lacks %s: %d", want, code)
+		}
+	}
+}
