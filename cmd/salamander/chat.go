@@ -417,6 +417,15 @@ func (ch *chatSession) printEvents(ctx context.Context, sub *client.Subscription
 			} else {
 				ch.printf("(reconnected to %s)\n", sub.Site())
 			}
+			for _, inc := range ev.Incidents {
+				ch.printIncident(&inc)
+			}
+		case salamander.EventIncident:
+			if ev.Incident != nil {
+				ch.printIncident(ev.Incident)
+			}
+		case salamander.EventMove:
+			ch.printf("(site %s is drained; moving to another site)\n", ev.Site)
 		case salamander.EventMessage:
 			if ev.Message == nil {
 				continue
@@ -451,6 +460,21 @@ func (ch *chatSession) printEvents(ctx context.Context, sub *client.Subscription
 	if err := sub.Err(); err != nil && ctx.Err() == nil {
 		ch.printf("error: live events stopped: %s\n", chatErrText(err))
 	}
+}
+
+// printIncident shows an incident as the banner a chat client shows:
+// its state, title and latest word, in the language of the terminal's
+// locale (Korean when LANG starts with ko).
+func (ch *chatSession) printIncident(inc *salamander.Incident) {
+	lang := "en"
+	if strings.HasPrefix(os.Getenv("LANG"), "ko") {
+		lang = "ko"
+	}
+	msg := ""
+	if n := len(inc.Updates); n > 0 {
+		msg = " — " + inc.Updates[n-1].Message.In(lang)
+	}
+	ch.printf("!! incident %s [%s, %s]: %s%s\n", inc.ID, inc.State, inc.Impact, inc.Title.In(lang), msg)
 }
 
 // onMessage prints an arriving message, first marking it read when its room
