@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -20,7 +23,17 @@ NATS server, so they work while any site is down:
 
   revoke-user NAME   revoke every session of NAME at every site (they must log in again)
   leaders            list every stream's leader, replicas and last sequence
-  step-down STREAM   move a stream's leadership to another site (e.g. before maintenance)
+  step-down STREAM [SITE]
+                     move a stream's leadership to another site, or to the named one
+  drain SITE         take a site out of service: its readiness fails, its clients move,
+                     its stream leaders move away and no site hands it one until undrained
+  undrain SITE       put a drained site back in service
+  incident announce --impact minor|major|critical --services messaging,login,history
+                     --title TEXT [--title-ko TEXT] --message TEXT [--message-ko TEXT]
+                     announce an incident: every site's status page shows it and every
+                     connected client gets it as a banner
+  incident update ID --state identified|monitoring|resolved --message TEXT [--message-ko TEXT]
+                     add to an incident's timeline; the state resolved resolves it
   suspend NAME       suspend an account: it can neither log in nor use its sessions
   restore NAME       end a suspension
   set-role NAME ROLE make NAME a user, operator or admin (how the first admin is made;
@@ -138,16 +151,141 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return tw.Flush()
 	case "step-down":
+		if fs.NArg() != 2 && fs.NArg() != 3 {
+			return fmt.Errorf("admin: usage: step-down STREAM [SITE]")
+		}
+		return adminStepDown(ctx, store, fs.Arg(1), fs.Arg(2), stdout)
+	case "drain", "undrain":
 		if fs.NArg() != 2 {
-			return fmt.Errorf("admin: usage: step-down STREAM")
+			return fmt.Errorf("admin: usage: %s SITE", cmd)
 		}
-		if err := store.StepDown(ctx, fs.Arg(1), ""); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: leader stepped down; a new one is elected among its replicas\n", fs.Arg(1))
-		return nil
+		return adminDrain(ctx, store, fs.Arg(1), cmd == "drain", stdout)
+	case "incident":
+		return adminIncident(ctx, store, fs.Args()[1:], stdout, stderr)
 	default:
 		fs.Usage()
 		return fmt.Errorf("admin: unknown command %q", cmd)
 	}
+}
+
+// adminAppend appends an ops record taken with the admin credential.
+func adminAppend(ctx context.Context, store *jsstore.Store, key string, rec salamander.Record) (salamander.Position, error) {
+	rec.Site, rec.At = "cli", time.Now().UTC()
+	pos, _, err := store.Append(ctx, jsstore.AccountsStream, key, rec,
+		jsstore.AppendOptions{MsgID: "admin-" + string(rec.Type) + ":" + key + ":" + rec.At.Format(time.RFC3339Nano)})
+	return pos, err
+}
+
+// adminStepDown moves a stream's leader away, or to the replica at site.
+func adminStepDown(ctx context.Context, store *jsstore.Store, stream, site string, stdout io.Writer) error {
+	if site == "" {
+		if err := store.StepDown(ctx, stream, ""); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: leader stepped down; a new one is elected among its replicas\n", stream)
+		return nil
+	}
+	st, err := store.StatusOf(ctx, stream)
+	if err != nil {
+		return err
+	}
+	target := ""
+	for _, r := range st.Replicas {
+		if jsstore.ServerSite(r) == site && !slices.Contains(st.Unhealthy, r) {
+			target = r
+		}
+	}
+	if target == "" {
+		return fmt.Errorf("admin: %s has no healthy replica at site %s (replicas %v, unhealthy %v)", stream, site, st.Replicas, st.Unhealthy)
+	}
+	if _, err := adminAppend(ctx, store, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
+		Target: site}); err != nil {
+		return fmt.Errorf("admin: record the move: %w", err)
+	}
+	if err := store.StepDown(ctx, stream, target); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: leadership handed to %s (site %s)\n", stream, target, site)
+	return nil
+}
+
+// adminDrain drains a site (or ends its drain) and, draining, moves its
+// stream leaders away at once (its own site keeps moving any it is
+// handed later).
+func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bool, stdout io.Writer) error {
+	if !salamander.ValidSiteName(site) {
+		return fmt.Errorf("admin: %q is not a site name", site)
+	}
+	typ := salamander.RecSiteUndrained
+	if drain {
+		typ = salamander.RecSiteDrained
+	}
+	pos, err := adminAppend(ctx, store, "site."+site, salamander.Record{Type: typ, Target: site})
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	if !drain {
+		fmt.Fprintf(stdout, "site %s: back in service once applied (log position %s:%d)\n", site, pos.Stream, pos.Seq)
+		return nil
+	}
+	moved, err := store.MoveLeadersOff(ctx, func(server string) bool { return jsstore.ServerSite(server) == site })
+	fmt.Fprintf(stdout, "site %s: drained once applied (log position %s:%d); leaders moved off it: %v\n", site, pos.Stream, pos.Seq, moved)
+	if err != nil {
+		fmt.Fprintf(stdout, "some leaders stay for now (the site moves them itself): %v\n", err)
+	}
+	return nil
+}
+
+// adminIncident announces or updates an incident.
+func adminIncident(ctx context.Context, store *jsstore.Store, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "announce" && args[0] != "update") {
+		return fmt.Errorf("admin: usage: incident announce|update …")
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("incident "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	impact := fs.String("impact", "", "minor, major or critical")
+	services := fs.String("services", "", "comma-separated: messaging, login, history")
+	state := fs.String("state", "", "investigating, identified, monitoring or resolved")
+	var title, msg salamander.Localized
+	fs.StringVar(&title.EN, "title", "", "the title in English")
+	fs.StringVar(&title.KO, "title-ko", "", "the title in Korean")
+	fs.StringVar(&msg.EN, "message", "", "what users should know, in English")
+	fs.StringVar(&msg.KO, "message-ko", "", "what users should know, in Korean")
+	id := ""
+	rest := args[1:]
+	if verb == "update" {
+		if len(rest) == 0 || !salamander.ValidOpsID(rest[0]) {
+			return fmt.Errorf("admin: usage: incident update ID --state STATE --message TEXT")
+		}
+		id, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	var rec salamander.Record
+	if verb == "announce" {
+		req := salamander.IncidentRequest{Title: title, Message: msg, State: *state, Impact: *impact, Services: splitList(*services)}
+		if err := req.Validate(); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		id = "inc-" + hex.EncodeToString(b)
+		rec = salamander.Record{Type: salamander.RecIncidentOpened, Incident: &salamander.IncidentChange{ID: id, Title: req.Title,
+			State: req.State, Impact: req.Impact, Services: req.Services, Message: req.Message}}
+	} else {
+		req := salamander.IncidentUpdateRequest{State: *state, Message: msg, Impact: *impact, Services: splitList(*services)}
+		if err := req.Validate(); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		rec = salamander.Record{Type: salamander.RecIncidentUpdated, Incident: &salamander.IncidentChange{ID: id,
+			State: req.State, Impact: req.Impact, Services: req.Services, Message: req.Message}}
+	}
+	pos, err := adminAppend(ctx, store, "incident."+id, rec)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	fmt.Fprintf(stdout, "incident %s: %s at every site once applied (log position %s:%d)\n", id, verb+"d", pos.Stream, pos.Seq)
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/salamander-chat/salamander/internal/drill"
 )
@@ -20,7 +21,11 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Site, "site", "", "site to burn or cut off: a, b or c (default: the one leading the most streams)")
 	cut := fs.String("cut", string(cfg.Cut), "partition: how the cut site's links fail: close (connections closed, new ones refused: noticed at once) or silent (bytes dropped both ways, connections left open, new ones hang: noticed only by timeouts, as most real partitions)")
 	fs.DurationVar(&cfg.CutFor, "cut-for", cfg.CutFor, "partition: how long the cut lasts before the links heal under load (0: until after the load; the majority is checked alone first)")
-	sites := fs.String("sites", "", "attach to a running cluster at these comma-separated site URLs (e.g. salamander dev's) instead of starting one; only --scenario none (then the default) runs there")
+	sites := fs.String("sites", "", "attach to a running cluster at these comma-separated site URLs (e.g. salamander dev's) instead of starting one; "+
+		"only --scenario none (then the default) runs there, and partition with --record: the site isolates itself for --cut-for")
+	record := fs.Bool("record", false, "keep this drill's record (scenario, time, result, report) in the replicated log of the cluster at --nats, "+
+		"with the admin credential --creds: every site's ops console lists it and counts it toward the year's legal minimum")
+	conn := addConnFlags(fs, 30*time.Second)
 	fs.DurationVar(&cfg.Down, "down", cfg.Down, "return: how long the burned site stays down each time")
 	disks := fs.String("disks", "old,empty", "return: the disks the burned site comes back with, in order (old, empty)")
 	fs.DurationVar(&cfg.Pause, "pause", cfg.Pause, "return, rolling: load time between a site catching up and the next fault")
@@ -71,7 +76,29 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("drill: finding this binary: %w", err)
 		}
 	}
+	var rec *drillRecorder
+	if *record {
+		rctx, cancel := context.WithTimeout(ctx, conn.timeout)
+		rec, err = startDrillRecord(rctx, conn, cfg)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if len(cfg.Sites) > 0 {
+			cfg.Isolator = rec
+		}
+		fmt.Fprintf(stderr, "recording the drill as %s\n", rec.id)
+	}
 	rep, err := drill.Run(ctx, cfg)
+	if rec != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), conn.timeout)
+		if recErr := rec.end(rctx, rep, err); recErr != nil {
+			fmt.Fprintln(stderr, recErr)
+		} else {
+			fmt.Fprintf(stderr, "drill %s recorded in the cluster's log\n", rec.id)
+		}
+		cancel()
+	}
 	if err != nil {
 		return err
 	}

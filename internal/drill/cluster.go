@@ -96,16 +96,35 @@ type Isolator interface {
 func (c *Cluster) SetIsolator(is Isolator) { c.isolator = is }
 
 // cut cuts site off: through its route proxies, or the isolator on an
-// attached cluster (for d).
+// attached cluster (for d). An isolation is in effect only once the site
+// has heard of it, so cut returns when the site refuses its clients
+// (/readyz no longer 200): the fault strikes then.
 func (c *Cluster) cut(ctx context.Context, site string, mode CutMode, d time.Duration) error {
-	if c.attached {
-		if c.isolator == nil {
-			return ErrAttached
-		}
-		c.log.Info("site isolated", "site", site, "for", d)
-		return c.isolator.Isolate(ctx, site, d)
+	if !c.attached {
+		c.Cut(site, mode)
+		return nil
 	}
-	c.Cut(site, mode)
+	if c.isolator == nil {
+		return ErrAttached
+	}
+	if err := c.isolator.Isolate(ctx, site, d); err != nil {
+		return err
+	}
+	i := c.Index(site)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := poll(wctx, 20*time.Millisecond, func() (bool, error) {
+		res, err := c.hc.Get(c.URL(i) + "/readyz")
+		if err != nil {
+			return true, nil
+		}
+		res.Body.Close()
+		return res.StatusCode != http.StatusOK, nil
+	})
+	if err != nil {
+		return fmt.Errorf("drill: site %s did not isolate itself: %w", site, err)
+	}
+	c.log.Info("site isolated", "site", site, "for", d)
 	return nil
 }
 

@@ -80,8 +80,11 @@ type Config struct {
 	Dir  string
 	Keep bool
 	// Sites, when set, are the HTTP base URLs of a running cluster to
-	// attach to instead of starting one; only ScenarioNone can run there.
+	// attach to instead of starting one; only ScenarioNone can run there,
+	// and ScenarioPartition with an Isolator and a CutFor.
 	Sites []string
+	// Isolator cuts a site of an attached cluster off (see Isolator).
+	Isolator Isolator
 	// Scenario is one of Scenarios. Run also takes a comma-separated
 	// sequence ("fire,partition,return"), run one after another on the same
 	// cluster, every site brought back up between them.
@@ -183,9 +186,10 @@ func (c *Config) validate() error {
 		if !slices.Contains(Scenarios, sc) {
 			return fmt.Errorf("drill: unknown scenario %q (%s)", sc, strings.Join(Scenarios, ", "))
 		}
-		if len(c.Sites) > 0 && sc != ScenarioNone {
-			return fmt.Errorf("drill: scenario %s needs the drill's own site processes and route proxies; with --sites only %q runs: %w",
-				sc, ScenarioNone, ErrAttached)
+		isolates := sc == ScenarioPartition && c.Isolator != nil && c.CutFor > 0
+		if len(c.Sites) > 0 && sc != ScenarioNone && !isolates {
+			return fmt.Errorf("drill: scenario %s needs the drill's own site processes and route proxies; with --sites only %q "+
+				"runs, and %q with the admin credential and a --cut-for: %w", sc, ScenarioNone, ScenarioPartition, ErrAttached)
 		}
 	}
 	if len(c.Sites) > 0 && c.injects() {
@@ -267,6 +271,9 @@ func Run(ctx context.Context, cfg Config) (*Suite, error) {
 			return nil, err
 		}
 		cl = c
+		if cfg.Isolator != nil {
+			cl.SetIsolator(cfg.Isolator)
+		}
 	} else {
 		dir := cfg.Dir
 		if dir == "" {

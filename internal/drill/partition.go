@@ -119,6 +119,12 @@ func (r *run) partition() error {
 	if err := r.cl.cut(r.ctx, victim, r.cfg.Cut, r.cfg.CutFor); err != nil {
 		return err
 	}
+	if r.cl.Attached() {
+		// An isolation strikes when the site has taken it (see cut).
+		f.at = time.Now()
+		f.AtS = r.since(f.at)
+		r.rep.FaultAtS = f.AtS
+	}
 	healed := false
 	defer func() {
 		if !healed {

@@ -65,7 +65,7 @@ func (g *Gateway) handleDrain(drain bool) errHandler {
 		}
 		// Decide on the log as it is now, not as this site last applied
 		// it: another site may have drained one a moment ago.
-		if err := g.catchUpWith(r.Context(), jsstore.AccountsStream); err != nil {
+		if err := g.confirmNegative(r.Context(), jsstore.AccountsStream); err != nil {
 			return err
 		}
 		drained := g.cfg.View.Drained()
@@ -194,21 +194,6 @@ func (g *Gateway) kickDrained() {
 			g.hub.kickAll(websocket.StatusTryAgainLater, "site drained; use another site")
 		}
 	}()
-}
-
-// catchUpWith waits until this site has applied stream up to its last
-// record now.
-func (g *Gateway) catchUpWith(ctx context.Context, stream string) error {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
-	defer cancel()
-	pos, err := g.cfg.Store.LastPosition(ctx, stream)
-	if err == nil {
-		err = g.cfg.View.WaitApplied(ctx, pos)
-	}
-	if err != nil {
-		return salamander.Errorf(salamander.CodeUnavailable, "this site cannot read the log's head now; try again or use another site")
-	}
-	return nil
 }
 
 func nonNil(s []string) []string {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/salamander-chat/salamander"
@@ -37,6 +38,21 @@ func (g *Gateway) opsRecord(r *http.Request, c claims, key string, rec salamande
 	return err
 }
 
+// confirmed runs check and, if it refuses (not found, conflict), runs it
+// again once this site has applied the accounts stream up to its head:
+// the change it looks for may have been made at another site a moment
+// ago.
+func (g *Gateway) confirmed(ctx context.Context, check func() error) error {
+	err := check()
+	if c := salamander.ErrorCode(err); c != salamander.CodeNotFound && c != salamander.CodeConflict {
+		return err
+	}
+	if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
+		return err
+	}
+	return check()
+}
+
 // handleOpenIncident announces an incident.
 func (g *Gateway) handleOpenIncident(w http.ResponseWriter, r *http.Request, c claims) error {
 	var req salamander.IncidentRequest
@@ -71,12 +87,18 @@ func (g *Gateway) handleUpdateIncident(w http.ResponseWriter, r *http.Request, c
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	before, ok := g.cfg.View.Incident(id)
-	if !ok {
-		return salamander.Errorf(salamander.CodeNotFound, "no incident %q", id)
-	}
-	if !before.Open() {
-		return salamander.Errorf(salamander.CodeConflict, "incident %s is resolved; announce a new one", id)
+	var before salamander.Incident
+	if err := g.confirmed(r.Context(), func() error {
+		var ok bool
+		if before, ok = g.cfg.View.Incident(id); !ok {
+			return salamander.Errorf(salamander.CodeNotFound, "no incident %q", id)
+		}
+		if !before.Open() {
+			return salamander.Errorf(salamander.CodeConflict, "incident %s is resolved; announce a new one", id)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	rec := salamander.Record{Type: salamander.RecIncidentUpdated, Incident: &salamander.IncidentChange{ID: id,
 		State: req.State, Impact: req.Impact, Services: req.Services, Message: req.Message}}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
@@ -38,8 +39,13 @@ func (g *Gateway) handleFileReport(w http.ResponseWriter, r *http.Request, c cla
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	if _, ok := g.cfg.View.Incident(req.Incident); !ok {
-		return salamander.Errorf(salamander.CodeNotFound, "no incident %q (see /v1/status/incidents)", req.Incident)
+	if err := g.confirmed(r.Context(), func() error {
+		if _, ok := g.cfg.View.Incident(req.Incident); !ok {
+			return salamander.Errorf(salamander.CodeNotFound, "no incident %q (see /v1/status/incidents)", req.Incident)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	id := reportID(c.User, req.ClientID)
 	if owner, _ := g.cfg.View.ReportOwner(id); owner == c.User {
@@ -69,13 +75,19 @@ func (g *Gateway) writeReport(w http.ResponseWriter, r *http.Request, id string,
 	return nil
 }
 
-// ownReport checks that the caller filed report id.
-func (g *Gateway) ownReport(c claims, id string) (state string, err error) {
-	owner, state := g.cfg.View.ReportOwner(id)
-	if owner == "" || owner != c.User {
-		return "", salamander.Errorf(salamander.CodeNotFound, "no damage report %q of yours", id)
-	}
-	return state, nil
+// ownReport checks that the caller filed report id and, when want is
+// set, that it is in that state.
+func (g *Gateway) ownReport(ctx context.Context, c claims, id, want string) error {
+	return g.confirmed(ctx, func() error {
+		owner, state := g.cfg.View.ReportOwner(id)
+		if owner == "" || owner != c.User {
+			return salamander.Errorf(salamander.CodeNotFound, "no damage report %q of yours", id)
+		}
+		if want != "" && state != want {
+			return salamander.Errorf(salamander.CodeConflict, "report %s is %s; details are taken only when asked for", id, state)
+		}
+		return nil
+	})
 }
 
 // handleMyReports lists the caller's own reports.
@@ -91,7 +103,7 @@ func (g *Gateway) handleMyReports(w http.ResponseWriter, r *http.Request, c clai
 // handleMyReport shows one of the caller's reports.
 func (g *Gateway) handleMyReport(w http.ResponseWriter, r *http.Request, c claims) error {
 	id := r.PathValue("id")
-	if _, err := g.ownReport(c, id); err != nil {
+	if err := g.ownReport(r.Context(), c, id, ""); err != nil {
 		return err
 	}
 	return g.writeReport(w, r, id, http.StatusOK)
@@ -107,19 +119,15 @@ func (g *Gateway) handleReportDetails(w http.ResponseWriter, r *http.Request, c 
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	state, err := g.ownReport(c, id)
-	if err != nil {
+	if err := g.ownReport(r.Context(), c, id, salamander.ReportNeedsDetails); err != nil {
 		return err
-	}
-	if state != salamander.ReportNeedsDetails {
-		return salamander.Errorf(salamander.CodeConflict, "report %s is %s; details are taken only when asked for", id, state)
 	}
 	rec := salamander.Record{Type: salamander.RecReportAnswered, User: c.User,
 		Report: &salamander.ReportChange{ID: id, Note: req.Text, Amount: req.AmountClaimed}}
 	if err := g.opsRecord(r, c, "report."+id, rec); err != nil {
 		return err
 	}
-	if _, state = g.cfg.View.ReportOwner(id); state != salamander.ReportSubmitted {
+	if _, state := g.cfg.View.ReportOwner(id); state != salamander.ReportSubmitted {
 		return salamander.Errorf(salamander.CodeConflict, "report %s was decided meanwhile", id)
 	}
 	return g.writeReport(w, r, id, http.StatusOK)
@@ -200,13 +208,19 @@ func (g *Gateway) handleReviewReport(w http.ResponseWriter, r *http.Request, c c
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	owner, state := g.cfg.View.ReportOwner(id)
-	if owner == "" {
-		return salamander.Errorf(salamander.CodeNotFound, "no damage report %q", id)
-	}
-	decided := state == salamander.ReportApproved || state == salamander.ReportRejected
-	if decided || (req.Decision == salamander.DecisionAskDetails && state != salamander.ReportSubmitted) {
-		return salamander.Errorf(salamander.CodeConflict, "report %s is %s", id, state)
+	var owner, state string
+	if err := g.confirmed(r.Context(), func() error {
+		owner, state = g.cfg.View.ReportOwner(id)
+		if owner == "" {
+			return salamander.Errorf(salamander.CodeNotFound, "no damage report %q", id)
+		}
+		decided := state == salamander.ReportApproved || state == salamander.ReportRejected
+		if decided || (req.Decision == salamander.DecisionAskDetails && state != salamander.ReportSubmitted) {
+			return salamander.Errorf(salamander.CodeConflict, "report %s is %s", id, state)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	rc := &salamander.ReportChange{ID: id, Decision: req.Decision, Note: req.Note}
 	if req.Decision == salamander.DecisionApprove {

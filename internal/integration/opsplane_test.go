@@ -141,10 +141,13 @@ func TestIncidentsReachEverySiteAndEveryClient(t *testing.T) {
 	}
 	// A client that syncs learns of it.
 	other, _ := signedUp(t, 1, "incaway")
-	res, err := other.Sync(ctx, "", 10)
-	if err != nil || len(res.Incidents) == 0 || !hasIncident(res.Incidents, inc.ID) {
-		t.Fatalf("sync: %+v %v", res.Incidents, err)
-	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		res, err := other.Sync(ctx, "", 10)
+		if err != nil || !hasIncident(res.Incidents, inc.ID) {
+			return fmt.Errorf("sync: %+v %v", res.Incidents, err)
+		}
+		return nil
+	})
 
 	up := salamander.IncidentUpdateRequest{State: salamander.IncidentIdentified,
 		Message: salamander.Localized{EN: "A site burned; clients moved.", KO: "한 사이트에 화재가 났고 클라이언트는 이동했습니다."}}
@@ -162,9 +165,12 @@ func TestIncidentsReachEverySiteAndEveryClient(t *testing.T) {
 	if code, _ := opsCall(t, 0, "POST", "/v1/ops/incidents/"+inc.ID+"/updates", op.Token(), up); code != http.StatusConflict {
 		t.Fatalf("update of a resolved incident: %d", code)
 	}
-	if res, err := other.Sync(ctx, "", 10); err != nil || hasIncident(res.Incidents, inc.ID) {
-		t.Fatalf("sync after resolving: %+v %v", res.Incidents, err)
-	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if res, err := other.Sync(ctx, "", 10); err != nil || hasIncident(res.Incidents, inc.ID) {
+			return fmt.Errorf("sync after resolving: %+v %v", res.Incidents, err)
+		}
+		return nil
+	})
 	code, body = opsCall(t, 1, "GET", "/v1/status/incidents", "", nil)
 	lists := decode[struct{ Open, History []salamander.Incident }](t, http.StatusOK, code, body)
 	if hasIncident(lists.Open, inc.ID) || !hasIncident(lists.History, inc.ID) {
@@ -208,6 +214,10 @@ func TestDamageReports(t *testing.T) {
 		Title: salamander.Localized{EN: "Outage"}, Message: salamander.Localized{EN: "Down."}, Impact: "critical",
 		Services: []string{"messaging", "login"}})
 	inc := decode[salamander.Incident](t, http.StatusCreated, code, body)
+	t.Cleanup(func() {
+		opsCall(t, 0, "POST", "/v1/ops/incidents/"+inc.ID+"/updates", op.Token(), salamander.IncidentUpdateRequest{
+			State: salamander.IncidentResolved, Message: salamander.Localized{EN: "Over."}})
+	})
 
 	file := salamander.DamageReportRequest{Incident: inc.ID, Category: salamander.HarmLostSales,
 		Description: "No orders came in by chat for three hours.", AmountClaimed: 1_200_000, ClientID: "claim-1"}
@@ -330,9 +340,15 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		t.Fatalf("drain: %d %s", code, body)
 	}
 	t.Cleanup(func() { opsCall(t, 1, "POST", "/v1/ops/sites/c/undrain", op.Token(), nil) })
-	if code, _ := opsCall(t, 1, "POST", "/v1/ops/sites/b/drain", op.Token(), nil); code != http.StatusConflict {
-		t.Fatalf("drained a second site of three: %d", code)
-	}
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error { // 503 while a leader moves: try again
+		if code, body := opsCall(t, 1, "POST", "/v1/ops/sites/b/drain", op.Token(), nil); code != http.StatusConflict {
+			if code == http.StatusOK {
+				t.Fatalf("drained a second site of three: %s", body)
+			}
+			return fmt.Errorf("a second drain: %d %s", code, body)
+		}
+		return nil
+	})
 	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if s := sub.Site(); s == "" || strings.Contains(s, cluster.URL(2)) {
 			return fmt.Errorf("the client is still at %q", s)
@@ -380,5 +396,104 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		if code != http.StatusOK || !strings.Contains(string(body), want) {
 			t.Fatalf("audit lacks %s: %d", want, code)
 		}
+	}
+}
+
+// The admin CLI announces and updates incidents and drains sites with the
+// admin credential, through any site's NATS server; every site shows the
+// result.
+func TestAdminCLIIncidentsAndDrains(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	admin := func(args ...string) string {
+		t.Helper()
+		full := append([]string{"admin", "--nats", cluster.NATSURL(1), "--creds", cluster.AdminFile()}, args...)
+		out, err := exec.CommandContext(ctx, salamanderBin, full...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("salamander %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := admin("incident", "announce", "--impact", "minor", "--services", "login", "--title", "Slow logins",
+		"--title-ko", "로그인 지연", "--message", "Logins take longer than usual.")
+	var id string
+	if _, err := fmt.Sscanf(out, "incident %s", &id); err != nil {
+		t.Fatalf("no id in %q", out)
+	}
+	id = strings.TrimSuffix(id, ":")
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		code, body := opsCall(t, 2, "GET", "/v1/status/incidents", "", nil)
+		if code != http.StatusOK || !strings.Contains(string(body), id) {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		return nil
+	})
+	admin("incident", "update", id, "--state", "resolved", "--message", "Back to normal.", "--message-ko", "정상화되었습니다.")
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		code, body := opsCall(t, 0, "GET", "/v1/status/incidents", "", nil)
+		lists := decode[struct{ Open, History []salamander.Incident }](t, http.StatusOK, code, body)
+		if hasIncident(lists.Open, id) || !hasIncident(lists.History, id) {
+			return fmt.Errorf("not resolved: %s", body)
+		}
+		return nil
+	})
+	if out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(1), "--creds", cluster.AdminFile(),
+		"incident", "announce", "--impact", "cosmic", "--services", "login", "--title", "x", "--message", "y").CombinedOutput(); err == nil {
+		t.Fatalf("a bad impact was taken: %s", out)
+	}
+	admin("drain", "b")
+	t.Cleanup(func() { admin("undrain", "b") })
+	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if code, body := opsCall(t, 1, "GET", "/readyz", "", nil); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("readyz at drained b: %d %s", code, body)
+		}
+		return nil
+	})
+	admin("undrain", "b")
+	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if code, body := opsCall(t, 1, "GET", "/readyz", "", nil); code != http.StatusOK {
+			return fmt.Errorf("readyz at undrained b: %d %s", code, body)
+		}
+		return nil
+	})
+}
+
+// `salamander drill --sites … --scenario partition --record` isolates a
+// site of a running cluster through the log, runs its checks, and keeps
+// its record: the console lists it as a passed simulation drill.
+func TestRecordedIsolationDrill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("isolates a site for 5 s under load")
+	}
+	ctx := testCtx(t, 3*time.Minute)
+	op, _ := withRole(t, ctx, 0, "drillop", salamander.RoleOperator)
+	out, err := exec.CommandContext(ctx, salamanderBin, "drill", "--sites", strings.Join(cluster.URLs(), ","),
+		"--scenario", "partition", "--site", "c", "--cut-for", "5s", "--users", "8", "--duration", "18s", "--fault-at", "4s",
+		"--record", "--nats", cluster.NATSURL(0), "--creds", cluster.AdminFile(), "--log-level", "warn").CombinedOutput()
+	if err != nil {
+		t.Fatalf("drill: %v\n%s", err, out)
+	}
+	var drills struct {
+		Drills     []salamander.Drill
+		Compliance salamander.DrillCompliance
+	}
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		code, body := opsCall(t, 1, "GET", "/v1/ops/drills", op.Token(), nil)
+		drills = decode[struct {
+			Drills     []salamander.Drill
+			Compliance salamander.DrillCompliance
+		}](t, http.StatusOK, code, body)
+		for _, d := range drills.Drills {
+			if d.FromSite == "cli" && d.Site == "c" && d.State == salamander.DrillPassed && d.Kind == salamander.DrillSimulation &&
+				!d.FaultAt.IsZero() && d.Seconds == 5 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no passed drill of site c: %s", body)
+	})
+	if drills.Compliance.Simulation < 1 || drills.Compliance.Year != time.Now().UTC().Year() {
+		t.Fatalf("compliance %+v", drills.Compliance)
+	}
+	if !strings.Contains(string(out), "refused") && !strings.Contains(string(out), "cut") {
+		t.Logf("drill output:\n%s", out)
 	}
 }

@@ -242,10 +242,22 @@ func (a *applier) drill(pos salamander.Position, r salamander.Record) {
 		a.m.ops.drills[d.ID] = cur
 		a.auditDetail(pos, r, "drill-start", d.ID+" "+d.Scenario+" "+d.Site)
 	case salamander.RecDrillFault:
-		if cur == nil || cur.State != salamander.DrillRunning || !cur.FaultAt.IsZero() || cur.Seconds == 0 {
+		// The fault may name the site and the time, when the drill chose
+		// them only as it struck.
+		if cur == nil || cur.State != salamander.DrillRunning || !cur.FaultAt.IsZero() {
 			return
 		}
-		cur.FaultAt = r.At
+		site, seconds := cur.Site, cur.Seconds
+		if d.Site != "" && salamander.ValidSiteName(d.Site) {
+			site = d.Site
+		}
+		if d.Seconds > 0 {
+			seconds = min(d.Seconds, salamander.MaxDrillSeconds)
+		}
+		if seconds == 0 || site == "" {
+			return
+		}
+		cur.Site, cur.Seconds, cur.FaultAt = site, seconds, r.At
 		a.auditDetail(pos, r, "drill-fault", d.ID+" "+cur.Site)
 	case salamander.RecDrillEnded:
 		if cur == nil || cur.State != salamander.DrillRunning ||

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/drill"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+// drillRecorder keeps a `salamander drill` run in a cluster's replicated
+// log, for the regulator's yearly count: its start, its fault (which,
+// for a cluster the drill attached to, is how the site is told to
+// isolate itself) and its end with the report. It writes with the admin
+// credential, so the records are the cluster's own, shown by every
+// site's console.
+type drillRecorder struct {
+	store *jsstore.Store
+	id    string
+	drill salamander.Drill
+}
+
+// drillKind is how regulators count a drill: one that takes a site down
+// and brings service back is a recovery drill, one that cuts a site off
+// or only loads the cluster a simulation.
+func drillKind(scenarios []string) string {
+	for _, s := range scenarios {
+		if s == drill.ScenarioFire || s == drill.ScenarioReturn || s == drill.ScenarioRolling {
+			return salamander.DrillRecovery
+		}
+	}
+	return salamander.DrillSimulation
+}
+
+// startDrillRecord opens the log with conn's admin credential and records
+// the drill's start.
+func startDrillRecord(ctx context.Context, conn *connFlags, cfg drill.Config) (*drillRecorder, error) {
+	store, err := conn.open(ctx, "salamander-drill")
+	if err != nil {
+		return nil, fmt.Errorf("drill: --record: %w", err)
+	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	r := &drillRecorder{store: store, id: "drl-" + hex.EncodeToString(b)}
+	scenarios := strings.Split(cfg.Scenario, ",")
+	r.drill = salamander.Drill{ID: r.id, Scenario: cfg.Scenario, Kind: drillKind(scenarios), Site: cfg.Site,
+		State: salamander.DrillRunning}
+	if slices.Contains(scenarios, drill.ScenarioPartition) && len(cfg.Sites) > 0 {
+		r.drill.Seconds = int(cfg.CutFor.Round(time.Second) / time.Second)
+	}
+	if err := r.append(ctx, salamander.RecDrillStarted, &r.drill, "start"); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *drillRecorder) append(ctx context.Context, typ salamander.RecordType, d *salamander.Drill, step string) error {
+	rec := salamander.Record{Type: typ, Drill: d, Site: "cli", At: time.Now().UTC()}
+	_, _, err := r.store.Append(ctx, jsstore.AccountsStream, "drill."+r.id, rec,
+		jsstore.AppendOptions{MsgID: "drill-" + step + ":" + r.id})
+	if err != nil {
+		return fmt.Errorf("drill: recording the drill's %s: %w", step, err)
+	}
+	return nil
+}
+
+// Isolate tells site, through the log, to isolate itself for d: the
+// drill's fault on a cluster it attached to.
+func (r *drillRecorder) Isolate(ctx context.Context, site string, d time.Duration) error {
+	return r.append(ctx, salamander.RecDrillFault, &salamander.Drill{ID: r.id, Site: site,
+		Seconds: int(d.Round(time.Second) / time.Second)}, "fault")
+}
+
+// end records how the drill went (failed when runErr is set) and closes
+// the log.
+func (r *drillRecorder) end(ctx context.Context, suite *drill.Suite, runErr error) error {
+	defer r.store.Close()
+	end := &salamander.Drill{ID: r.id, State: salamander.DrillFailed}
+	if runErr != nil {
+		end.Summary = "the drill could not run: " + runErr.Error()
+	} else {
+		if suite.OK {
+			end.State = salamander.DrillPassed
+		}
+		end.Summary = fmt.Sprintf("%s: %d messages acknowledged, %d lost, %d duplicated, %d reordered; converged: %v",
+			suite.Scenario, suite.Acked, suite.Lost, suite.Duplicated, suite.Reordered, suite.Converged)
+		if len(suite.Failures) > 0 {
+			end.Summary += "; failures: " + strings.Join(suite.Failures, "; ")
+		}
+		var buf bytes.Buffer
+		if suite.WriteJSON(&buf) == nil && buf.Len() <= salamander.MaxDrillReportBytes {
+			end.Report = bytes.TrimSpace(buf.Bytes())
+		}
+	}
+	return r.append(ctx, salamander.RecDrillEnded, end, "end")
+}

@@ -1,0 +1,121 @@
+package view
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+// The ops plane's records take effect only from accounts holding the role
+// they need at that point of the log; a damage report moves only along its
+// states and only its filer answers it; a reopened read model holds the
+// same incidents, reports, drills and drains.
+func TestOpsRecordsFollowTheRules(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &memLog{}
+	amount := func(n int64) *int64 { return &n }
+	inc := func(id, state string) *salamander.IncidentChange {
+		return &salamander.IncidentChange{ID: id, Title: salamander.Localized{EN: "t"}, State: state, Impact: "major",
+			Services: []string{"login"}, Message: salamander.Localized{EN: "m"}}
+	}
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "op", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "carol", PasswordHash: "h"},
+		{Type: salamander.RecIncidentOpened, By: "op", Incident: inc("inc-early0001", "investigating")}, // op is no operator yet
+		{Type: salamander.RecRoleSet, User: "op", Role: "operator"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin"},
+		{Type: salamander.RecIncidentOpened, By: "op", Site: "a", Incident: inc("inc-first0001", "investigating")},
+		{Type: salamander.RecIncidentOpened, By: "op", Incident: inc("inc-first0001", "investigating")}, // the id again
+		{Type: salamander.RecReportFiled, User: "carol", By: "carol", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Incident: "inc-first0001", Category: "other", Description: "d", Currency: "KRW", Amount: amount(100)}},
+		{Type: salamander.RecReportFiled, User: "carol", By: "carol", Report: &salamander.ReportChange{ID: "rep-000000002",
+			Incident: "inc-nosuch0001", Category: "other", Description: "d", Currency: "KRW", Amount: amount(100)}}, // no incident
+		{Type: salamander.RecReportReviewed, User: "carol", By: "op", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Decision: "approve", Amount: amount(100)}}, // operators do not decide money
+		{Type: salamander.RecReportAnswered, User: "carol", By: "carol", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Note: "unasked"}}, // nobody asked
+		{Type: salamander.RecReportReviewed, User: "carol", By: "boss", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Decision: "ask_details", Note: "how much?"}},
+		{Type: salamander.RecReportAnswered, User: "op", By: "op", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Note: "not mine"}}, // not the filer
+		{Type: salamander.RecReportAnswered, User: "carol", By: "carol", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Note: "this much", Amount: amount(80)}},
+		{Type: salamander.RecReportReviewed, User: "carol", By: "boss", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Decision: "approve", Amount: amount(70)}},
+		{Type: salamander.RecReportReviewed, User: "carol", By: "boss", Report: &salamander.ReportChange{ID: "rep-000000001",
+			Decision: "reject", Note: "no"}}, // decided already
+		{Type: salamander.RecIncidentUpdated, By: "op", Incident: &salamander.IncidentChange{ID: "inc-first0001", State: "resolved",
+			Message: salamander.Localized{KO: "해결"}}},
+		{Type: salamander.RecIncidentUpdated, By: "op", Incident: &salamander.IncidentChange{ID: "inc-first0001", State: "monitoring",
+			Message: salamander.Localized{EN: "late"}}}, // resolved already
+		{Type: salamander.RecDrillStarted, By: "carol", Drill: &salamander.Drill{ID: "drl-notallowed", Kind: "simulation"}},
+		{Type: salamander.RecDrillStarted, By: "op", Site: "a", Drill: &salamander.Drill{ID: "drl-000000001", Scenario: "isolate",
+			Kind: "simulation", Site: "c", Seconds: 5}},
+		{Type: salamander.RecDrillFault, By: "op", Drill: &salamander.Drill{ID: "drl-000000001"}},
+		{Type: salamander.RecDrillEnded, By: "op", Drill: &salamander.Drill{ID: "drl-000000001", State: "passed", Summary: "ok"}},
+		{Type: salamander.RecSiteDrained, By: "carol", Target: "b"}, // users do not drain
+		{Type: salamander.RecSiteDrained, By: "op", Target: "c"},
+	}
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	var entries []jsstore.Entry
+	for i, r := range recs {
+		r.At = at.Add(time.Duration(i) * time.Second)
+		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
+	}
+	apply(t, v, log, entries)
+	check := func(v *View) {
+		t.Helper()
+		all := v.Incidents(true)
+		if len(all) != 1 || all[0].ID != "inc-first0001" || all[0].State != "resolved" || len(all[0].Updates) != 2 ||
+			all[0].ResolvedAt.IsZero() || all[0].Updates[0].Site != "a" {
+			t.Fatalf("incidents %+v", all)
+		}
+		if open := v.Incidents(false); len(open) != 0 {
+			t.Fatalf("open incidents %+v", open)
+		}
+		reps, err := v.Reports(context.Background(), ReportFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reps) != 1 {
+			t.Fatalf("reports %+v", reps)
+		}
+		r := reps[0]
+		if r.State != "approved" || r.AmountClaimed != 80 || r.AmountApproved != 70 || len(r.History) != 4 ||
+			r.History[1].State != "needs_details" || r.History[2].Note != "this much" || r.History[3].By != "boss" {
+			t.Fatalf("report %+v", r)
+		}
+		if mine, _ := v.Reports(context.Background(), ReportFilter{User: "op"}); len(mine) != 0 {
+			t.Fatalf("op's reports %+v", mine)
+		}
+		drills := v.Drills()
+		if len(drills) != 1 || drills[0].State != "passed" || drills[0].FaultAt.IsZero() || drills[0].FromSite != "a" {
+			t.Fatalf("drills %+v", drills)
+		}
+		if c := salamander.Compliance(drills, 2026); c.Simulation != 1 || c.Recovery != 0 || c.Met {
+			t.Fatalf("compliance %+v", c)
+		}
+		if d := v.Drained(); len(d) != 1 || d["c"].By != "op" {
+			t.Fatalf("drained %+v", d)
+		}
+	}
+	check(v)
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	check(again)
+}
