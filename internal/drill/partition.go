@@ -132,15 +132,6 @@ func (r *run) partition() error {
 		}
 	}()
 	r.log.Info("partition", "site", victim, "cut", r.cfg.Cut)
-	if r.cl.attached {
-		// An isolation is a record the site applies and then acts on,
-		// a few hundred milliseconds later; until then it is not cut
-		// off and rightly acknowledges writes. Probe it once it refuses:
-		// an acknowledgment after that is a failure.
-		if err := r.cl.waitRefusing(r.ctx, vi, isolateWithin); err != nil {
-			return err
-		}
-	}
 	watch := startCutWatch(r.ctx, r.cl, vi, probe, f.at)
 	heal := func() time.Time {
 		now := time.Now()
@@ -335,33 +326,6 @@ func (p *writeProbe) send(ctx context.Context, site string) (res probeResult) {
 }
 
 func (p *writeProbe) close() { p.hc.CloseIdleConnections() }
-
-// isolateWithin bounds how long a site told to isolate itself may take to
-// refuse its clients.
-const isolateWithin = 10 * time.Second
-
-// waitRefusing polls site i's /readyz until it answers non-200, for up
-// to within.
-func (c *Cluster) waitRefusing(ctx context.Context, i int, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	err := poll(ctx, readyzEvery/2, func() (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(i)+"/readyz", nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode != http.StatusOK, nil
-	})
-	if err != nil {
-		return fmt.Errorf("drill: site %s did not refuse its clients within %s of its isolation: %w", c.sites[i].name, within, err)
-	}
-	return nil
-}
 
 // cutWatch polls a cut-off site's /readyz and sends it probe writes until
 // stopped; it owns both goroutines.
