@@ -72,6 +72,10 @@ type Config struct {
 	// long as this process's list fits one message. Turn it off once every
 	// process runs this version.
 	PresenceV1 bool
+	// RecentLog keeps the warnings and errors logged lately for the ops
+	// console; Logger should write through it, so that every component
+	// sharing the logger is seen. Nil: New wraps Logger in one.
+	RecentLog *RecentLog
 }
 
 // DefaultConfig returns the defaults.
@@ -137,6 +141,10 @@ type Gateway struct {
 	// (a drained site's delayed disconnects, a console drill) stops then.
 	life    context.Context
 	endLife context.CancelFunc
+
+	// streamsDone ends the ops event streams (CloseStreams).
+	streamsDone chan struct{}
+	streamsOnce sync.Once
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -288,6 +296,10 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.RecentLog == nil {
+		cfg.RecentLog = NewRecentLog(cfg.Logger.Handler(), RecentLogSize)
+		cfg.Logger = slog.New(cfg.RecentLog)
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -298,7 +310,7 @@ func New(cfg Config) *Gateway {
 		cfg.PresenceTTL = DefaultPresenceTTL
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
-		started: time.Now()}
+		started: time.Now(), streamsDone: make(chan struct{})}
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
@@ -336,6 +348,7 @@ func (g *Gateway) Close() {
 		g.cancel()
 	}
 	g.endLife()
+	g.CloseStreams()
 	g.hub.closeAll()
 	g.wg.Wait()
 }
@@ -366,6 +379,10 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
 	m.HandleFunc("GET /v1/ops/audit", g.authed(g.withRole(salamander.RoleOperator, g.handleAudit)))
 	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
+	m.HandleFunc("GET /v1/ops/site", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSite)))
+	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))
+	m.HandleFunc("GET /ops", g.handleConsole)
+	m.HandleFunc("GET /ops/{file}", g.handleConsole)
 	m.HandleFunc("PUT /v1/ops/users/{name}/role", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetRole)))
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))

@@ -28,26 +28,34 @@ func (g *Gateway) handleHealth(w http.ResponseWriter, _ *http.Request) {
 // the signing key (so its read model has applied the log's start) and
 // applying every stream (a tail that found a hole in the log stops there).
 func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
-	connected := g.cfg.Store.Conn().IsConnected()
-	keyed := g.cfg.View.HasSigningKey()
-	stalled := g.cfg.Store.Stalled()
-	alarm := g.LogAlarm()
-	caughtUp := g.CaughtUp()
-	drained := g.Drained()
+	rd := g.readiness()
 	status := http.StatusOK
-	if !connected || !keyed || g.Isolated() || len(stalled) > 0 || alarm != "" || !caughtUp || drained {
+	if !rd.Ready {
 		status = http.StatusServiceUnavailable
 	}
-	out := map[string]any{"ready": status == http.StatusOK, "site": g.cfg.Site,
-		"nats_connected": connected, "signing_key": keyed, "isolated": g.Isolated(), "caught_up": caughtUp,
-		"drained": drained}
-	if len(stalled) > 0 {
-		out["stalled"] = stalled
-	}
-	if alarm != "" {
-		out["log_alarm"] = alarm
-	}
-	writeJSON(w, status, out)
+	writeJSON(w, status, rd)
+}
+
+// readiness is what GET /readyz answers.
+type readiness struct {
+	Ready         bool              `json:"ready"`
+	Site          string            `json:"site"`
+	NATSConnected bool              `json:"nats_connected"`
+	SigningKey    bool              `json:"signing_key"`
+	Isolated      bool              `json:"isolated"`
+	CaughtUp      bool              `json:"caught_up"`
+	Drained       bool              `json:"drained"`
+	Stalled       map[string]string `json:"stalled,omitempty"`
+	LogAlarm      string            `json:"log_alarm,omitempty"`
+}
+
+func (g *Gateway) readiness() readiness {
+	rd := readiness{Site: g.cfg.Site, NATSConnected: g.cfg.Store.Conn().IsConnected(),
+		SigningKey: g.cfg.View.HasSigningKey(), Isolated: g.Isolated(), CaughtUp: g.CaughtUp(), Drained: g.Drained(),
+		Stalled: g.cfg.Store.Stalled(), LogAlarm: g.LogAlarm()}
+	rd.Ready = rd.NATSConnected && rd.SigningKey && !rd.Isolated && len(rd.Stalled) == 0 && rd.LogAlarm == "" &&
+		rd.CaughtUp && !rd.Drained
+	return rd
 }
 
 func (g *Gateway) handleSites(w http.ResponseWriter, _ *http.Request) {

@@ -173,9 +173,17 @@ const opsSiteTimeout = 2 * time.Second
 // readiness: the console's view of the whole deployment, from whichever
 // site the operator reaches.
 func (g *Gateway) handleOpsSites(w http.ResponseWriter, r *http.Request, _ claims) {
+	out := g.askSites(r.Context(), r.Host, g.probeSite)
+	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "sites": out})
+}
+
+// askSites asks every site with probe, in parallel, and returns the
+// answers in the order of the site list (this site alone, at host, when
+// no list is configured).
+func (g *Gateway) askSites(ctx context.Context, host string, probe func(context.Context, SiteInfo) opsSite) []opsSite {
 	sites := g.cfg.Sites
 	if len(sites) == 0 {
-		sites = []SiteInfo{{Name: g.cfg.Site, URL: "http://" + r.Host}}
+		sites = []SiteInfo{{Name: g.cfg.Site, URL: "http://" + host}}
 	}
 	out := make([]opsSite, len(sites))
 	var wg sync.WaitGroup
@@ -183,43 +191,48 @@ func (g *Gateway) handleOpsSites(w http.ResponseWriter, r *http.Request, _ claim
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = g.probeSite(r.Context(), s)
+			ctx, cancel := context.WithTimeout(ctx, opsSiteTimeout)
+			defer cancel()
+			start := time.Now()
+			out[i] = probe(ctx, s)
+			out[i].Name, out[i].URL, out[i].Took = s.Name, s.URL, time.Since(start).Milliseconds()
 		}()
 	}
 	wg.Wait()
-	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "sites": out})
+	return out
 }
 
+// probeSite asks s for its readiness and public status.
 func (g *Gateway) probeSite(ctx context.Context, s SiteInfo) opsSite {
-	ctx, cancel := context.WithTimeout(ctx, opsSiteTimeout)
-	defer cancel()
-	start := time.Now()
-	o := opsSite{Name: s.Name, URL: s.URL}
-	get := func(path string) (int, []byte, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.URL, "/")+path, nil)
-		if err != nil {
-			return 0, nil, err
-		}
-		res, err := g.opsClient.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-		return res.StatusCode, b, err
-	}
-	code, body, err := get("/readyz")
+	var o opsSite
+	code, body, err := g.siteGet(ctx, s, "/readyz", "")
 	if err != nil {
 		o.Error = err.Error()
-		o.Took = time.Since(start).Milliseconds()
 		return o
 	}
 	o.Reachable, o.Ready = true, code == http.StatusOK
-	if code, body, err = get("/v1/status"); err == nil && code == http.StatusOK && json.Valid(body) {
+	if code, body, err = g.siteGet(ctx, s, "/v1/status", ""); err == nil && code == http.StatusOK && json.Valid(body) {
 		o.Status = body
 	} else if err != nil {
 		o.Error = err.Error()
 	}
-	o.Took = time.Since(start).Milliseconds()
 	return o
+}
+
+// siteGet asks s for path, with the Authorization header auth (if any).
+func (g *Gateway) siteGet(ctx context.Context, s SiteInfo, path, auth string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.URL, "/")+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	res, err := g.opsClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	return res.StatusCode, b, err
 }

@@ -843,6 +843,21 @@ type StreamStatus struct {
 	Lag      map[string]uint64 `json:"replica_lag,omitempty"`
 	LastSeq  uint64            `json:"last_seq"`
 	Messages uint64            `json:"messages"`
+	// Peers are the leader and every replica: whether it is current, how
+	// far behind and when the leader last heard it.
+	Peers []ReplicaStatus `json:"peers,omitempty"`
+}
+
+// ReplicaStatus is one replica of a stream as its leader sees it.
+type ReplicaStatus struct {
+	Server  string `json:"server"`
+	Leader  bool   `json:"leader,omitempty"`
+	Current bool   `json:"current"`
+	Offline bool   `json:"offline,omitempty"`
+	// Lag is how many operations the replica is behind the leader.
+	Lag uint64 `json:"lag"`
+	// ActiveMS is how long ago the leader last heard from it.
+	ActiveMS int64 `json:"active_ms"`
 }
 
 // Status asks the cluster for every stream's leader and last sequence. It
@@ -871,8 +886,13 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 	ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
 	if info.Cluster != nil {
 		ss.Leader = info.Cluster.Leader
+		if ss.Leader != "" {
+			ss.Peers = append(ss.Peers, ReplicaStatus{Server: ss.Leader, Leader: true, Current: true})
+		}
 		for _, r := range info.Cluster.Replicas {
 			ss.Replicas = append(ss.Replicas, r.Name)
+			ss.Peers = append(ss.Peers, ReplicaStatus{Server: r.Name, Current: r.Current, Offline: r.Offline,
+				Lag: r.Lag, ActiveMS: r.Active.Milliseconds()})
 			if r.Offline || !r.Current {
 				ss.Unhealthy = append(ss.Unhealthy, r.Name)
 			}

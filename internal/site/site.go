@@ -136,7 +136,10 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	log := cfg.Logger.With("site", cfg.Site)
+	// Every component logs through recent, so the ops console shows this
+	// site's warnings and errors whichever part logged them.
+	recent := gateway.NewRecentLog(cfg.Logger.Handler(), gateway.RecentLogSize)
+	log := slog.New(recent).With("site", cfg.Site)
 	// The data directory holds every message and password hash: the
 	// site's user only.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -197,6 +200,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	gcfg := gateway.DefaultConfig(cfg.Site, store, v)
 	gcfg.Sites = cfg.Sites
 	gcfg.Logger = log
+	gcfg.RecentLog = recent
 	gcfg.BcryptCost = cfg.BcryptCost
 	gcfg.Keys = cfg.Secrets
 	gcfg.Limits.TrustedProxies = cfg.TrustedProxies
@@ -221,6 +225,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	s.ln = ln
 	s.http = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 64 << 10}
+	s.http.RegisterOnShutdown(s.gw.CloseStreams) // event streams never go idle
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		certs, err := newCertFiles(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -685,6 +690,9 @@ func (s *Site) Store() *jsstore.Store { return s.store }
 
 // View is the site's read model (for tests).
 func (s *Site) View() *view.View { return s.view }
+
+// Gateway is the site's API (for tests).
+func (s *Site) Gateway() *gateway.Gateway { return s.gw }
 
 // Node is the embedded NATS server, or nil.
 func (s *Site) Node() *natsnode.Node { return s.node }

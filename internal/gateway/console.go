@@ -1,0 +1,255 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+// The ops console's data: GET /v1/ops/site (this site, in technical
+// detail) and GET /v1/ops/stream (every site's, pushed as Server-Sent
+// Events). Both are for operators and admins only; the page that shows
+// them is served by handleConsole (console_assets.go).
+
+// siteDetail is one site's technical status, as GET /v1/ops/site answers:
+// everything GET /v1/status shows, plus readiness, every stream replica's
+// lag, the NATS server the site is connected to, its counters and the
+// warnings and errors it logged lately (which /v1/status never shows).
+type siteDetail struct {
+	readiness
+	At             time.Time              `json:"at"`
+	UptimeSeconds  int                    `json:"uptime_seconds"`
+	NotServing     string                 `json:"not_serving,omitempty"`
+	NATSServer     string                 `json:"nats_server"`
+	NATS           natsLink               `json:"nats"`
+	Applied        map[string]uint64      `json:"applied"`
+	EntriesApplied uint64                 `json:"entries_applied"`
+	WebSockets     int                    `json:"websockets"`
+	Warnings       []string               `json:"warnings,omitempty"`
+	Streams        []jsstore.StreamStatus `json:"streams"`
+	StreamsError   string                 `json:"streams_error,omitempty"`
+	Counters       siteCounters           `json:"counters"`
+	RecentErrors   []LogRecord            `json:"recent_errors"`
+	Sites          []SiteInfo             `json:"sites"`
+}
+
+// natsLink is the NATS server a site's log connection is on.
+type natsLink struct {
+	Connected bool    `json:"connected"`
+	Server    string  `json:"server"`
+	ServerID  string  `json:"server_id"`
+	Version   string  `json:"version"`
+	Cluster   string  `json:"cluster"`
+	URL       string  `json:"url"`
+	RTTMS     float64 `json:"rtt_ms"`
+	RTTError  string  `json:"rtt_error,omitempty"`
+}
+
+// siteCounters are running totals since the process started; the console
+// turns two snapshots into rates.
+type siteCounters struct {
+	MessagesSent    uint64 `json:"messages_sent"`
+	HTTPRequests    uint64 `json:"http_requests"`
+	HTTPServerError uint64 `json:"http_5xx"`
+	LogAppends      uint64 `json:"log_appends"`
+	LogAppendErrors uint64 `json:"log_append_errors"`
+	Goroutines      int    `json:"goroutines"`
+}
+
+// opsStreamEvery is how often GET /v1/ops/stream sends an overview.
+const opsStreamEvery = 2 * time.Second
+
+// handleOpsSite answers this site's technical status.
+func (g *Gateway) handleOpsSite(w http.ResponseWriter, r *http.Request, _ claims) {
+	writeJSON(w, http.StatusOK, g.siteDetail(r.Context()))
+}
+
+func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
+	ctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	nc := g.cfg.Store.Conn()
+	d := siteDetail{
+		readiness:      g.readiness(),
+		At:             time.Now().UTC(),
+		UptimeSeconds:  int(time.Since(g.started).Seconds()),
+		NATSServer:     nc.ConnectedServerName(),
+		Applied:        appliedRecords(g.cfg.View),
+		EntriesApplied: g.cfg.View.EntriesApplied(),
+		WebSockets:     g.hub.users(),
+		Warnings:       g.Warnings(),
+		RecentErrors:   g.cfg.RecentLog.Recent(),
+		Sites:          g.cfg.Sites,
+		NATS: natsLink{Connected: nc.IsConnected(), Server: nc.ConnectedServerName(), ServerID: nc.ConnectedServerId(),
+			Version: nc.ConnectedServerVersion(), Cluster: nc.ConnectedClusterName(), URL: nc.ConnectedUrlRedacted()},
+		Counters: siteCounters{
+			MessagesSent:    counterTotal(g.metrics.messages, nil),
+			HTTPRequests:    counterTotal(g.metrics.requests, nil),
+			HTTPServerError: counterTotal(g.metrics.requests, func(l map[string]string) bool { return strings.HasPrefix(l["code"], "5") }),
+			LogAppends:      counterTotal(g.metrics.appends, func(l map[string]string) bool { return l["result"] == "ok" }),
+			LogAppendErrors: counterTotal(g.metrics.appends, func(l map[string]string) bool { return l["result"] == "error" }),
+			Goroutines:      runtime.NumGoroutine(),
+		},
+	}
+	if err := g.serving(); err != nil {
+		d.NotServing = salamander.ErrorMessage(err)
+	}
+	if d.NATS.Connected {
+		start := time.Now()
+		if err := nc.FlushWithContext(ctx); err != nil {
+			d.NATS.RTTError = err.Error()
+		} else {
+			d.NATS.RTTMS = float64(time.Since(start).Microseconds()) / 1000
+		}
+	}
+	streams, err := g.cfg.Store.Status(ctx)
+	d.Streams = streams
+	if err != nil {
+		d.StreamsError = err.Error()
+	}
+	return d
+}
+
+// handleOpsStream sends, as Server-Sent Events, an "overview" at once and
+// then every opsStreamEvery: every site's GET /v1/ops/site answer, asked
+// in parallel with the caller's own credentials (a site that does not
+// answer within 2 s is listed as unreachable, with why). It ends when the
+// client goes away, when the gateway closes, and — with an "end" event
+// saying why — when the caller's session or role no longer allows it.
+//
+// Browsers read it with fetch(), which can send the Authorization header
+// (EventSource cannot).
+func (g *Gateway) handleOpsStream(w http.ResponseWriter, r *http.Request, c claims) {
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // tell reverse proxies not to buffer
+	w.WriteHeader(http.StatusOK)
+	auth := r.Header.Get("Authorization")
+	token := bearerToken(auth)
+	t := time.NewTicker(opsStreamEvery)
+	defer t.Stop()
+	for {
+		if err := g.stillOperator(r.Context(), token); err != nil {
+			b, _ := json.Marshal(&salamander.Error{Code: salamander.ErrorCode(err), Message: salamander.ErrorMessage(err)})
+			_, _ = fmt.Fprintf(w, "event: end\ndata: %s\n\n", b)
+			_ = rc.Flush()
+			return
+		}
+		ov := g.overview(r.Context(), r.Host, auth)
+		b, err := json.Marshal(ov)
+		if err != nil {
+			g.log.Error("ops stream: encode overview", "err", err)
+			return
+		}
+		if _, err := fmt.Fprintf(w, "event: overview\ndata: %s\n\n", b); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-g.streamsDone:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// stillOperator checks, before each event, that the session is still
+// valid and still an operator's (roles change, accounts are suspended).
+func (g *Gateway) stillOperator(ctx context.Context, token string) error {
+	c, err := g.authenticate(ctx, token)
+	if err != nil {
+		return err
+	}
+	if salamander.RoleRank(g.cfg.View.Role(c.User)) < salamander.RoleRank(salamander.RoleOperator) {
+		return salamander.Errorf(salamander.CodeForbidden, "this needs the %s role", salamander.RoleOperator)
+	}
+	return nil
+}
+
+// overview is one event of GET /v1/ops/stream.
+type overview struct {
+	Site  string    `json:"site"` // the site that answered
+	At    time.Time `json:"at"`
+	Sites []opsSite `json:"sites"`
+}
+
+func (g *Gateway) overview(ctx context.Context, host, auth string) overview {
+	sites := g.askSites(ctx, host, func(ctx context.Context, s SiteInfo) opsSite {
+		var o opsSite
+		code, body, err := g.siteGet(ctx, s, "/v1/ops/site", auth)
+		switch {
+		case err != nil:
+			o.Error = err.Error()
+		case code != http.StatusOK:
+			// It answered, but not with its status: say what it said.
+			o.Reachable = true
+			var e salamander.Error
+			if json.Unmarshal(body, &e) == nil && e.Message != "" {
+				o.Error = fmt.Sprintf("%d: %s", code, e.Message)
+			} else {
+				o.Error = fmt.Sprintf("answered %d", code)
+			}
+		default:
+			var rd readiness
+			if err := json.Unmarshal(body, &rd); err != nil {
+				o.Error = "unreadable answer: " + err.Error()
+				break
+			}
+			o.Reachable, o.Ready, o.Status = true, rd.Ready, body
+		}
+		return o
+	})
+	return overview{Site: g.cfg.Site, At: time.Now().UTC(), Sites: sites}
+}
+
+// CloseStreams ends every GET /v1/ops/stream (they never go idle, so a
+// server shutting down must end them); Close does it too.
+func (g *Gateway) CloseStreams() {
+	g.streamsOnce.Do(func() { close(g.streamsDone) })
+}
+
+// counterTotal sums the series of a counter or counter vector, those whose
+// labels match when match is set.
+func counterTotal(c prometheus.Collector, match func(labels map[string]string) bool) uint64 {
+	ch := make(chan prometheus.Metric)
+	done := make(chan struct{})
+	var sum float64
+	go func() {
+		defer close(done)
+		for m := range ch {
+			var pb dto.Metric
+			if m.Write(&pb) != nil || pb.Counter == nil {
+				continue
+			}
+			if match != nil {
+				labels := map[string]string{}
+				for _, lp := range pb.Label {
+					labels[lp.GetName()] = lp.GetValue()
+				}
+				if !match(labels) {
+					continue
+				}
+			}
+			sum += pb.Counter.GetValue()
+		}
+	}()
+	c.Collect(ch)
+	close(ch)
+	<-done
+	return uint64(sum)
+}

@@ -1,0 +1,244 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander/client"
+)
+
+// setRole gives name the role with the admin credential, as the first
+// admin is made (salamander admin set-role).
+func setRole(t *testing.T, ctx context.Context, name, role string) {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(0), "--creds", cluster.AdminFile(),
+		"set-role", name, role).CombinedOutput()
+	if err != nil {
+		t.Fatalf("admin set-role %s %s: %v\n%s", name, role, err, out)
+	}
+}
+
+// operator signs up a new user at site i, makes it an operator and waits
+// until every site lets it into the ops API.
+func operator(t *testing.T, ctx context.Context, i int, prefix string) (*client.Client, string) {
+	t.Helper()
+	c, name := signedUp(t, i, prefix)
+	setRole(t, ctx, name, "operator")
+	for j := range 3 {
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			if code, body := opsCall(t, j, "GET", "/v1/ops/site", c.Token(), nil); code != http.StatusOK {
+				return fmt.Errorf("site %d: operator's /v1/ops/site: %d %s", j, code, body)
+			}
+			return nil
+		})
+	}
+	return c, name
+}
+
+// consoleSite is the part of GET /v1/ops/site the tests read.
+type consoleSite struct {
+	Site  string `json:"site"`
+	Ready bool   `json:"ready"`
+	NATS  struct {
+		Connected bool   `json:"connected"`
+		Server    string `json:"server"`
+	} `json:"nats"`
+	Streams []struct {
+		Stream string `json:"stream"`
+		Leader string `json:"leader"`
+		Peers  []struct {
+			Server  string `json:"server"`
+			Leader  bool   `json:"leader"`
+			Current bool   `json:"current"`
+			Lag     uint64 `json:"lag"`
+		} `json:"peers"`
+	} `json:"streams"`
+	Counters struct {
+		HTTPRequests uint64 `json:"http_requests"`
+	} `json:"counters"`
+	RecentErrors []struct {
+		Level   string            `json:"level"`
+		Message string            `json:"message"`
+		Attrs   map[string]string `json:"attrs"`
+	} `json:"recent_errors"`
+}
+
+type consoleOverview struct {
+	Site  string `json:"site"`
+	Sites []struct {
+		Name      string      `json:"name"`
+		Reachable bool        `json:"reachable"`
+		Ready     bool        `json:"ready"`
+		Error     string      `json:"error"`
+		Status    consoleSite `json:"status"`
+	} `json:"sites"`
+}
+
+// GET /v1/ops/site shows an operator one site in technical detail —
+// every replica of every stream with its lag, the NATS server, counters
+// and the warnings it logged lately — and nobody else; the public status
+// never shows the log.
+func TestOpsSiteShowsReplicasAndRecentErrors(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	op, _ := operator(t, ctx, 0, "csop")
+	user, _ := signedUp(t, 1, "csuser")
+	for _, path := range []string{"/v1/ops/site", "/v1/ops/stream"} {
+		if code, _ := opsCall(t, 1, "GET", path, "", nil); code != http.StatusUnauthorized {
+			t.Fatalf("anonymous %s: %d", path, code)
+		}
+		if code, _ := opsCall(t, 1, "GET", path, user.Token(), nil); code != http.StatusForbidden {
+			t.Fatalf("a user's %s: %d", path, code)
+		}
+	}
+	warning := uniqueName("console test warning ")
+	cluster.Site(2).Gateway().Warn(warning)
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		code, body := opsCall(t, 2, "GET", "/v1/ops/site", op.Token(), nil)
+		if code != http.StatusOK {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		var s consoleSite
+		if err := json.Unmarshal(body, &s); err != nil {
+			return err
+		}
+		if s.Site != "c" || !s.Ready || !s.NATS.Connected || s.NATS.Server == "" || s.Counters.HTTPRequests == 0 {
+			return fmt.Errorf("site c: %s", body)
+		}
+		if len(s.Streams) == 0 {
+			return fmt.Errorf("no streams: %s", body)
+		}
+		for _, st := range s.Streams {
+			if len(st.Peers) != 3 || !st.Peers[0].Leader || st.Peers[0].Server != st.Leader {
+				return fmt.Errorf("stream %s: peers %+v", st.Stream, st.Peers)
+			}
+		}
+		for _, e := range s.RecentErrors {
+			if e.Message == warning && e.Level == "WARN" && e.Attrs["site"] == "c" {
+				return nil
+			}
+		}
+		return fmt.Errorf("the warning is not among site c's recent errors: %+v", s.RecentErrors)
+	})
+	res, err := http.Get(cluster.URL(2) + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if strings.Contains(string(body), "recent_errors") || !strings.Contains(string(body), warning) {
+		// (Warnings are public; the log is not.)
+		t.Fatalf("public status: %s", body)
+	}
+}
+
+// GET /v1/ops/stream sends an operator, from any site, an overview of
+// every site at once and then every 2 s; it ends, saying why, when the
+// operator loses the role.
+func TestOpsStreamSendsEverySite(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	op, name := operator(t, ctx, 1, "cstream")
+	req, err := http.NewRequestWithContext(ctx, "GET", cluster.URL(1)+"/v1/ops/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+op.Token())
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	events := sseEvents(ctx, res.Body)
+	// Every site is there, in detail, as seen from b; and the next
+	// overview comes about 2 s after the first.
+	var first time.Time
+	for n := 0; ; n++ {
+		ev, ok := <-events
+		if !ok {
+			t.Fatal("the stream ended")
+		}
+		if ev.name != "overview" {
+			t.Fatalf("event %q: %s", ev.name, ev.data)
+		}
+		var ov consoleOverview
+		if err := json.Unmarshal([]byte(ev.data), &ov); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			first = time.Now()
+		}
+		if ov.Site != "b" || len(ov.Sites) != 3 {
+			t.Fatalf("overview from %s with %d sites", ov.Site, len(ov.Sites))
+		}
+		all := true
+		for i, s := range ov.Sites {
+			all = all && s.Reachable && s.Ready && s.Status.Site == s.Name && s.Name == cluster.Site(i).Name() &&
+				len(s.Status.Streams) > 0
+		}
+		if all && n > 0 {
+			if d := time.Since(first); d < time.Second || d > 20*time.Second {
+				t.Fatalf("the second overview came %s after the first", d)
+			}
+			break
+		}
+		if n > 10 {
+			t.Fatalf("the sites never all showed: %s", ev.data)
+		}
+	}
+	setRole(t, ctx, name, "user")
+	for ev := range events {
+		if ev.name == "end" {
+			if !strings.Contains(ev.data, "operator role") {
+				t.Fatalf("end: %s", ev.data)
+			}
+			if _, ok := <-events; ok {
+				t.Fatal("the stream went on after its end")
+			}
+			return
+		}
+	}
+	t.Fatal("the stream ended without saying why")
+}
+
+type sseEvent struct{ name, data string }
+
+// sseEvents parses a text/event-stream into events until it ends or ctx
+// does.
+func sseEvents(ctx context.Context, r io.Reader) <-chan sseEvent {
+	ch := make(chan sseEvent)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 4<<20)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.name != "" || ev.data != "" {
+					select {
+					case ch <- ev:
+					case <-ctx.Done():
+						return
+					}
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, "event:"):
+				ev.name = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+			case strings.HasPrefix(line, "data:"):
+				ev.data += strings.TrimSpace(strings.TrimPrefix(line, "data:"))
+			}
+		}
+	}()
+	return ch
+}
