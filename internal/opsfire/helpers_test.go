@@ -279,6 +279,7 @@ func opsRoutes(t *testing.T) []route {
 	}
 	// The reading must not quietly miss routes.
 	for _, want := range []string{"GET /v1/ops/audit", "GET /v1/ops/audit.csv", "GET /v1/ops/sites",
+		"GET /v1/ops/site", "GET /v1/ops/stream",
 		"PUT /v1/ops/users/{name}/role", "POST /v1/ops/users/{name}/suspend", "POST /v1/ops/users/{name}/restore",
 		"POST /v1/ops/users/{name}/revoke", "POST /v1/ops/incidents", "POST /v1/ops/incidents/{id}/updates",
 		"POST /v1/ops/sites/{name}/drain", "POST /v1/ops/sites/{name}/undrain", "POST /v1/ops/streams/{stream}/leader",
@@ -290,9 +291,4 @@ func opsRoutes(t *testing.T) []route {
 		}
 	}
 	return out
-}
-
-// hasRoute reports whether the gateway serves method and pattern.
-func hasRoute(routes []route, method, pattern string) bool {
-	return slices.ContainsFunc(routes, func(r route) bool { return r.Method == method && r.Pattern == pattern })
 }
