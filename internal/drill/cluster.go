@@ -416,6 +416,24 @@ func (c *Cluster) URLs() []string {
 	return out
 }
 
+// NATSURL returns site i's NATS client URL (TLS), for `salamander admin
+// --nats`; empty for an attached cluster.
+func (c *Cluster) NATSURL(i int) string {
+	if c.sites[i].natsAddr == "" {
+		return ""
+	}
+	return "tls://" + c.sites[i].natsAddr
+}
+
+// AdminFile returns the cluster's admin credential (admin.json), for
+// `salamander admin --creds`; empty for an attached cluster.
+func (c *Cluster) AdminFile() string {
+	if c.secrets == "" {
+		return ""
+	}
+	return secrets.AdminFile(c.secrets)
+}
+
 // LogPath returns the file site i's process writes its log to.
 func (c *Cluster) LogPath(i int) string { return c.sites[i].logPath }
 
