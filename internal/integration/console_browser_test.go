@@ -2,15 +2,20 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/salamander-chat/salamander"
 )
 
 // The ops console in a real browser (Debian's chromium, headless): a user
@@ -151,6 +156,51 @@ func TestOpsConsoleInABrowser(t *testing.T) {
 		waitJS(name+" loaded", `!!document.getElementById("view-`+name+`").querySelector(".unavailable, table, .incident, .notice, h3")`)
 	}
 	shoot("console-drills.png")
+
+	// An incident opened in the console reaches the public status page,
+	// in Korean and in English.
+	tab("incidents")
+	waitJS("the incident form", `!document.getElementById("incident-new").hidden`)
+	title := "Messages delayed " + opName
+	field := func(name string) string { return `#incident-form [name="` + name + `"]` }
+	if err := chromedp.Do(browser,
+		chromedp.SendKeys(chromedp.CSS(field("title_en")), title),
+		chromedp.SendKeys(chromedp.CSS(field("title_ko")), "메시지 지연 "+opName),
+		chromedp.SendKeys(chromedp.CSS(field("message_en")), "Some messages arrive late; we are on it."),
+		chromedp.SendKeys(chromedp.CSS(field("message_ko")), "일부 메시지가 늦게 도착합니다. 조치 중입니다."),
+		chromedp.SetValue(chromedp.CSS(field("impact")), "major"),
+		chromedp.Click(chromedp.CSS(`#incident-form button[type="submit"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the incident listed", fmt.Sprintf(`document.getElementById("incidents").textContent.includes(%q)`, title))
+	shoot("console-incidents.png")
+	t.Cleanup(func() { resolveIncidents(t, op.Token(), title) })
+	page, cancelPage := chromedp.NewContext(browser)
+	defer cancelPage()
+	for _, lang := range []string{"ko", "en"} {
+		want := map[string]string{"ko": "메시지 지연 " + opName, "en": title}[lang]
+		if err := chromedp.Do(page, chromedp.EmulateViewport(1366, 850), chromedp.Navigate(cluster.URL(0)+"/status?lang="+lang)); err != nil {
+			t.Fatal(err)
+		}
+		text, err := chromedp.Run(page, chromedp.Text(chromedp.CSS("body")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, want) || !strings.Contains(text, map[string]string{"ko": "부분 장애", "en": "Partial outage"}[lang]) {
+			t.Fatalf("status page in %s lacks the incident:\n%s", lang, text)
+		}
+		png, err := chromedp.Run(page, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range shots {
+			if err := os.WriteFile(filepath.Join(dir, "status-"+lang+".png"), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cancelPage()
 	tab("overview")
 	waitJS("the overview again", `document.querySelectorAll("#sites .site-card").length === 3`)
 
@@ -171,6 +221,22 @@ func TestOpsConsoleInABrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS("site c serving again", `document.querySelectorAll("#sites .site-card.ok, #sites .site-card.warn").length === 3`)
+}
+
+// resolveIncidents resolves the open incidents titled title.
+func resolveIncidents(t *testing.T, token, title string) {
+	code, body := opsCall(t, 0, "GET", "/v1/status/incidents", "", nil)
+	if code != http.StatusOK {
+		return
+	}
+	var lists struct{ Open []salamander.Incident }
+	_ = json.Unmarshal(body, &lists)
+	for _, inc := range lists.Open {
+		if inc.Title.EN == title {
+			opsCall(t, 0, "POST", "/v1/ops/incidents/"+inc.ID+"/updates", token, salamander.IncidentUpdateRequest{
+				State: salamander.IncidentResolved, Message: salamander.Localized{EN: "Resolved."}})
+		}
+	}
 }
 
 // findChromium returns the chromium to drive. Without one the test is
