@@ -24,7 +24,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sites := fs.String("sites", "", "attach to a running cluster at these comma-separated site URLs (e.g. salamander dev's) instead of starting one; "+
 		"only --scenario none (then the default) runs there, and partition with --record: the site isolates itself for --cut-for")
 	record := fs.Bool("record", false, "keep this drill's record (scenario, time, result, report) in the replicated log of the cluster at --nats, "+
-		"with the admin credential --creds: every site's ops console lists it and counts it toward the year's legal minimum")
+		"with the admin credential --creds: every site's ops console lists it and counts it toward the year's legal minimum "+
+		"(default: on with --sites, where the drill is one of that deployment)")
 	conn := addConnFlags(fs, 30*time.Second)
 	fs.DurationVar(&cfg.Down, "down", cfg.Down, "return: how long the burned site stays down each time")
 	disks := fs.String("disks", "old,empty", "return: the disks the burned site comes back with, in order (old, empty)")
@@ -62,10 +63,16 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.Logger = log
 	cfg.Sites = splitList(*sites)
 	if len(cfg.Sites) > 0 {
-		scenarioSet := false
-		fs.Visit(func(f *flag.Flag) { scenarioSet = scenarioSet || f.Name == "scenario" })
+		scenarioSet, recordSet := false, false
+		fs.Visit(func(f *flag.Flag) {
+			scenarioSet = scenarioSet || f.Name == "scenario"
+			recordSet = recordSet || f.Name == "record"
+		})
 		if !scenarioSet {
 			cfg.Scenario = drill.ScenarioNone // the only one an attached cluster allows
+		}
+		if !recordSet {
+			*record = true // a drill of a deployment is kept in its log
 		}
 	}
 	cfg.Disks = splitList(*disks)
@@ -82,7 +89,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rec, err = startDrillRecord(rctx, conn, cfg)
 		cancel()
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (a drill of a running deployment is recorded in its log with the admin credential: "+
+				"give --creds and --nats, or --record=false)", err)
 		}
 		if len(cfg.Sites) > 0 {
 			cfg.Isolator = rec
