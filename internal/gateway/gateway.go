@@ -42,6 +42,11 @@ type Config struct {
 	// Sites lists every site's public URL, for clients to learn failover targets.
 	Sites  []SiteInfo
 	Logger *slog.Logger
+
+	// Instance names this process among the site's gateways (a site may
+	// run several): every metric carries it as a label, next to the site,
+	// and /v1/status reports it.
+	Instance string
 	// TokenTTL is how long a session token is valid.
 	TokenTTL time.Duration
 	// Keys opens the session-signing keys the log holds sealed (the
@@ -320,7 +325,7 @@ func New(cfg Config) *Gateway {
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
-	g.metrics = newMetrics(cfg.Registry, cfg.Site, cfg.View, cfg.Store)
+	g.metrics = newMetrics(cfg.Registry, g.metricLabels(), cfg.View, cfg.Store)
 	g.opsClient = &http.Client{Timeout: opsSiteTimeout}
 	g.registerAlarm(cfg.Registry)
 	g.hub = newHub(g.metrics)

@@ -16,7 +16,8 @@ import (
 	"github.com/salamander-chat/salamander/internal/view"
 )
 
-// metrics are the gateway's Prometheus series, all labelled with the site.
+// metrics are the gateway's Prometheus series, all labelled with the site
+// and the instance (the process, one of the site's gateways).
 type metrics struct {
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
@@ -62,8 +63,12 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
 // what it missed minutes late, and that shows here.
 var lagBuckets = prometheus.ExponentialBuckets(0.001, 2, 20)
 
-func newMetrics(reg *prometheus.Registry, site string, v *view.View, log *jsstore.Store) *metrics {
-	labels := prometheus.Labels{"site": site}
+// metricLabels are the labels every series of this gateway carries.
+func (g *Gateway) metricLabels() prometheus.Labels {
+	return prometheus.Labels{"site": g.cfg.Site, "instance": g.cfg.Instance}
+}
+
+func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View, log *jsstore.Store) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "salamander_http_requests_total",
 			Help: "HTTP requests by method and status.", ConstLabels: labels}, []string{"method", "code"}),
@@ -120,7 +125,7 @@ func newMetrics(reg *prometheus.Registry, site string, v *view.View, log *jsstor
 	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_entries_applied_total",
 		Help: "Log entries this site's read model applied since the process started.", ConstLabels: labels},
 		func() float64 { return float64(v.EntriesApplied()) })
-	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, appliedCollector{v, site},
+	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, newAppliedCollector(v, labels),
 		gapFills, entries, m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
 	return m
 }
@@ -130,7 +135,7 @@ func newMetrics(reg *prometheus.Registry, site string, v *view.View, log *jsstor
 func (g *Gateway) registerAlarm(reg *prometheus.Registry) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "salamander_log_alarm",
 		Help:        "1 while the log under this site is not the one it has applied (a stream deleted, re-created or gone backwards).",
-		ConstLabels: prometheus.Labels{"site": g.cfg.Site}}, func() float64 {
+		ConstLabels: g.metricLabels()}, func() float64 {
 		if g.LogAlarm() != "" {
 			return 1
 		}
@@ -198,17 +203,19 @@ func (m *metrics) observeDelivery(at int64) {
 // appliedCollector exports the read model's applied position per stream.
 type appliedCollector struct {
 	v    *view.View
-	site string
+	desc *prometheus.Desc
 }
 
-var appliedDesc = prometheus.NewDesc("salamander_view_applied_seq", "Last log sequence applied to this site's read model.",
-	[]string{"site", "stream"}, nil)
+func newAppliedCollector(v *view.View, labels prometheus.Labels) appliedCollector {
+	return appliedCollector{v, prometheus.NewDesc("salamander_view_applied_seq",
+		"Last log sequence applied to this site's read model.", []string{"stream"}, labels)}
+}
 
-func (c appliedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- appliedDesc }
+func (c appliedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c appliedCollector) Collect(ch chan<- prometheus.Metric) {
 	for s, seq := range appliedRecords(c.v) {
-		ch <- prometheus.MustNewConstMetric(appliedDesc, prometheus.GaugeValue, float64(seq), c.site, s)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(seq), s)
 	}
 }
 

@@ -74,6 +74,7 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	out := map[string]any{
 		"site":            g.cfg.Site,
+		"instance":        g.cfg.Instance,
 		"uptime_seconds":  int(time.Since(g.started).Seconds()),
 		"nats_connected":  g.cfg.Store.Conn().IsConnected(),
 		"isolated":        g.Isolated(),

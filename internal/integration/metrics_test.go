@@ -198,6 +198,16 @@ func TestMetricsDocumented(t *testing.T) {
 			t.Errorf("%s is exported but not in docs/METRICS.md", name)
 		}
 	}
+	// A site may run several gateways: every series names its site and
+	// the process (the instance, here the HTTP address) that exports it.
+	site, instance := `site="a"`, fmt.Sprintf(`instance=%q`, strings.TrimPrefix(cluster.URL(0), "http://"))
+	for series := range scrape(t, 0).samples {
+		name, labels, _ := strings.Cut(series, "{")
+		have := strings.Split(strings.TrimSuffix(labels, "}"), ",")
+		if strings.HasPrefix(name, "salamander_") && (!slices.Contains(have, site) || !slices.Contains(have, instance)) {
+			t.Errorf("%s lacks %s or %s", series, site, instance)
+		}
+	}
 	for name := range documented {
 		if !exported[name] {
 			t.Errorf("docs/METRICS.md lists %s, which no site exports", name)
