@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,6 +129,10 @@ type Store struct {
 	appCtx    context.Context
 	appCancel context.CancelFunc
 	appWG     sync.WaitGroup
+
+	// preferHost is the host:port ReconnectTo asked the next reconnect
+	// to go to (nil: the usual order).
+	preferHost atomic.Pointer[string]
 }
 
 // Entry is one log entry with its position: a record, or one of the
@@ -183,6 +186,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, nats.Secure(cfg.TLS))
 	}
+	s := &Store{cfg: cfg, log: log}
+	opts = append(opts, nats.ReconnectToServer(s.pickServer))
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: connect %v: %w", cfg.URLs, err)
@@ -192,7 +197,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jsstore: jetstream context: %w", err)
 	}
-	s := &Store{cfg: cfg, log: log, nc: nc, js: js}
+	s.nc, s.js = nc, js
 	s.appCtx, s.appCancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -904,140 +909,6 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 	}
 	return ss, nil
 }
-
-// StepDown asks a stream's leader to hand leadership to the replica on
-// server preferred ("" lets the cluster choose).
-func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
-	var body []byte
-	if preferred != "" {
-		body, _ = json.Marshal(map[string]any{"placement": map[string]string{"preferred": preferred}})
-	}
-	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(stream), body)
-	if err != nil {
-		return fmt.Errorf("jsstore: step down %s: %w", stream, err)
-	}
-	var resp struct {
-		Error *struct {
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err == nil && resp.Error != nil {
-		return fmt.Errorf("jsstore: step down %s: %s", stream, resp.Error.Description)
-	}
-	return nil
-}
-
-// BalanceLeaders moves leaderships away from server self while self leads
-// more than its fair share of the room partitions, each to the healthy
-// replica whose server leads the fewest. Each site runs it for its own
-// server only, so sites never issue conflicting moves. Spreading leaders
-// evenly means a fire stalls only the partitions whose leader burned
-// (4-9 s election), never all of them. It returns the streams it moved.
-// Servers avoid names (drained sites' servers) are never handed one.
-func (s *Store) BalanceLeaders(ctx context.Context, self string, avoid func(server string) bool) (moved []string, err error) {
-	all, err := s.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// Only room partitions carry messages; the accounts stream is left
-	// where it is so it does not skew the partitions' fair share.
-	var st []StreamStatus
-	for _, ss := range all {
-		if ss.Stream != AccountsStream {
-			st = append(st, ss)
-		}
-	}
-	count := map[string]int{}
-	for _, ss := range st {
-		for _, r := range ss.Replicas {
-			count[r] += 0
-		}
-		if ss.Leader == "" {
-			return nil, nil // an election is under way; decide later
-		}
-		count[ss.Leader]++
-	}
-	if len(count) == 0 {
-		return nil, nil
-	}
-	fair := (len(st) + len(count) - 1) / len(count)
-	for _, ss := range st {
-		if count[self] <= fair {
-			break
-		}
-		if ss.Leader != self {
-			continue
-		}
-		best := fewestLed(ss, count, func(r string) bool { return avoid != nil && avoid(r) })
-		if best == "" || count[best]+1 >= count[self] {
-			continue
-		}
-		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
-			return moved, err
-		}
-		count[self]--
-		count[best]++
-		moved = append(moved, ss.Stream)
-	}
-	return moved, nil
-}
-
-// fewestLed is the healthy replica of ss, other than those skip names,
-// whose server leads the fewest streams by count ("" if none).
-func fewestLed(ss StreamStatus, count map[string]int, skip func(string) bool) string {
-	best := ""
-	for _, r := range ss.Replicas {
-		if slices.Contains(ss.Unhealthy, r) || skip(r) {
-			continue
-		}
-		if best == "" || count[r] < count[best] {
-			best = r
-		}
-	}
-	return best
-}
-
-// MoveLeadersOff hands the leadership of every stream led by a server
-// that off names to a healthy replica elsewhere (none that off names),
-// spreading them over the servers that lead the fewest. It returns the
-// streams it moved; a stream with no such replica stays (and says so in
-// the error).
-func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool) (moved []string, err error) {
-	st, err := s.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	count := map[string]int{}
-	for _, ss := range st {
-		if ss.Leader != "" {
-			count[ss.Leader]++
-		}
-	}
-	var errs []error
-	for _, ss := range st {
-		if ss.Leader == "" || !off(ss.Leader) {
-			continue
-		}
-		best := fewestLed(ss, count, off)
-		if best == "" {
-			errs = append(errs, fmt.Errorf("jsstore: %s has no healthy replica to lead it elsewhere", ss.Stream))
-			continue
-		}
-		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		count[ss.Leader]--
-		count[best]++
-		moved = append(moved, ss.Stream)
-	}
-	return moved, errors.Join(errs...)
-}
-
-// ServerSite is the site of a NATS server by its name: an embedded
-// server is named "site-" and its site; an external server should be
-// named the same way (or after its site alone).
-func ServerSite(server string) string { return strings.TrimPrefix(server, "site-") }
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
 

@@ -15,11 +15,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -51,8 +49,16 @@ type Config struct {
 	// no server is embedded.
 	NATSURLs []string
 	// NATSMonitor are the HTTP monitoring URLs of an external cluster's
-	// servers (http://host:8222), read to check their fsync setting.
+	// servers (http://host:8222), read to check their version, clustering,
+	// site tags and fsync setting (see checkServers).
 	NATSMonitor []string
+	// HomeInterval is how often a site on an external cluster whose
+	// connection moved to another site's server checks whether one of its
+	// own is back (default DefaultHomeInterval).
+	HomeInterval time.Duration
+	// Instance names this process among the site's gateways: a label on
+	// every metric and a field of /v1/status (default: the address the API listens at).
+	Instance string
 	// NATS configures the embedded server when NATSURLs is empty.
 	NATS natsnode.Config
 	// Secrets are the site's credentials (its site file): the NATS users
@@ -123,6 +129,8 @@ type Site struct {
 	hb    *heartbeats
 	ln    net.Listener
 	lock  *os.File // exclusive lock on DataDir, held until stopped
+	// servers knows which site each NATS server is at.
+	servers serverSites
 
 	mu       sync.Mutex
 	bootErr  error
@@ -200,7 +208,16 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		return nil, err
 	}
 	s.view = v
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("site %s: listen %s: %w", cfg.Site, cfg.HTTPAddr, err)
+	}
+	s.ln = ln
 	gcfg := gateway.DefaultConfig(cfg.Site, store, v)
+	gcfg.Instance = cfg.Instance
+	if gcfg.Instance == "" {
+		gcfg.Instance = ln.Addr().String()
+	}
 	gcfg.Sites = cfg.Sites
 	gcfg.Logger = log
 	gcfg.RecentLog = recent
@@ -222,11 +239,6 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		gcfg.PresenceTTL = cfg.PresenceTTL
 	}
 	s.gw = gateway.New(gcfg)
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("site %s: listen %s: %w", cfg.Site, cfg.HTTPAddr, err)
-	}
-	s.ln = ln
 	s.http = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 64 << 10}
 	s.http.RegisterOnShutdown(s.gw.CloseStreams) // event streams never go idle
@@ -241,6 +253,10 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.hb = &heartbeats{self: cfg.Site, heard: map[string]time.Time{}}
+	if len(cfg.Sites) == 0 {
+		s.log.Warn("no --sites given: /v1/sites lists no site, so clients cannot learn where to fail over, " +
+			"and this site counts the deployment's sites from its routes")
+	}
 	s.wg.Add(4)
 	go func() {
 		defer s.wg.Done()
@@ -384,21 +400,11 @@ func (s *Site) checkLog(ctx context.Context) (streams map[string]jsstore.StreamI
 	return streams, logProblem{}
 }
 
-// redactURLs drops any user:password from URLs before they are logged
-// (credentials belong in the site file, but a URL may still carry some).
+// redactURLs drops any user:password from URLs before they are logged.
 func redactURLs(urls []string) []string {
 	out := make([]string, len(urls))
 	for i, raw := range urls {
-		u, err := url.Parse(raw)
-		if err != nil || u.User == nil {
-			if err != nil && strings.Contains(raw, "@") {
-				raw = "(unparsable URL with credentials)"
-			}
-			out[i] = raw
-			continue
-		}
-		u.User = url.User("REDACTED")
-		out[i] = u.String()
+		out[i] = jsstore.RedactURL(raw)
 	}
 	return out
 }
@@ -431,7 +437,14 @@ func embeddedNATS(cfg Config) (natsnode.Config, error) {
 
 // boot joins the cluster and runs the read model until ctx ends.
 func (s *Site) boot(ctx context.Context) {
-	err := s.store.EnsureStreams(ctx)
+	err := s.checkServers(ctx)
+	if errors.Is(err, errExternalNATS) {
+		s.log.Error("refusing to serve", "err", err)
+		s.gw.SetLogAlarm(err.Error())
+	}
+	if err == nil {
+		err = s.store.EnsureStreams(ctx)
+	}
 	if err == nil {
 		err = s.gw.Start(ctx)
 	}
@@ -474,9 +487,9 @@ func (s *Site) boot(ctx context.Context) {
 		}
 	}
 	s.gw.SetCatchUp(heads)
-	s.checkDurability(ctx)
+	s.checkPlacement(ctx)
 	close(s.booted)
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go func() {
 		defer s.wg.Done()
 		s.ensureSigningKey(ctx)
@@ -489,48 +502,11 @@ func (s *Site) boot(ctx context.Context) {
 		defer s.wg.Done()
 		s.balanceLeaders(ctx)
 	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchHome(ctx)
+	}()
 	s.view.Run(ctx, s.store)
-}
-
-// balanceInterval is how often a site checks that it leads no more than its
-// share of streams.
-const balanceInterval = 2 * time.Second
-
-// balanceLeaders keeps this site's embedded server from leading more than
-// its share of the streams, so that losing the site stalls as few
-// partitions as possible.
-func (s *Site) balanceLeaders(ctx context.Context) {
-	if s.node == nil {
-		return // an external cluster is balanced by its operators
-	}
-	t := time.NewTicker(balanceInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if s.gw.Isolated() {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		var moved []string
-		var err error
-		if s.gw.Drained() {
-			// A drained site keeps no leader, whichever it was handed
-			// meanwhile (an election after a fire, say).
-			moved, err = s.store.MoveLeadersOff(cctx, func(server string) bool { return server == s.node.Name() })
-		} else {
-			moved, err = s.store.BalanceLeaders(cctx, s.node.Name(), s.gw.DrainedServer)
-		}
-		cancel()
-		if err != nil {
-			s.log.Debug("leader balance check failed", "err", err)
-		} else if len(moved) > 0 {
-			s.log.Info("handed stream leaderships to less loaded sites", "streams", moved)
-		}
-	}
 }
 
 // isolationCheck is how often an embedded site checks its routes.
@@ -765,6 +741,8 @@ func (s *Site) stop(graceful bool) {
 			_ = s.http.Shutdown(ctx)
 			cancel()
 			_ = s.http.Close()
+		} else if s.ln != nil {
+			s.ln.Close() // Start failed before serving
 		}
 		if s.gw != nil {
 			s.gw.Close()

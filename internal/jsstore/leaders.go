@@ -1,0 +1,164 @@
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// StepDown asks a stream's leader to hand leadership to the replica on
+// server preferred ("" lets the cluster choose). A server asked to prefer
+// itself refuses ("already leader") and nothing moves, so a repeated
+// request with the same preferred server is harmless.
+func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
+	var body []byte
+	if preferred != "" {
+		body, _ = json.Marshal(map[string]any{"placement": map[string]string{"preferred": preferred}})
+	}
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(stream), body)
+	if err != nil {
+		return fmt.Errorf("jsstore: step down %s: %w", stream, err)
+	}
+	var resp struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err == nil && resp.Error != nil {
+		return fmt.Errorf("jsstore: step down %s: %s", stream, resp.Error.Description)
+	}
+	return nil
+}
+
+// BalanceLeaders moves leaderships away from the servers mine names (a
+// site's own: one embedded server, or the several servers an external
+// cluster has at the site) while one of them leads more than its fair
+// share of the room partitions, each to the healthy replica whose server
+// leads the fewest. Each site runs it for its own servers only, so sites
+// never issue conflicting moves. Spreading leaders evenly means a fire
+// stalls only the partitions whose leader burned (an election), never all
+// of them. It returns the streams it moved. Servers avoid names (drained
+// sites' servers) are never handed one.
+//
+// Several gateways of one site may run it at once. Each move is decided on
+// the stream's state read just before it (a stream that has moved or is
+// electing is left alone) and names the server it goes to, which refuses
+// to take a leadership it already has: two gateways deciding the same move
+// make one move.
+func (s *Store) BalanceLeaders(ctx context.Context, mine, avoid func(server string) bool) (moved []string, err error) {
+	all, err := s.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Only room partitions carry messages; the accounts stream is left
+	// where it is so it does not skew the partitions' fair share.
+	var st []StreamStatus
+	for _, ss := range all {
+		if ss.Stream != AccountsStream {
+			st = append(st, ss)
+		}
+	}
+	count := map[string]int{}
+	for _, ss := range st {
+		for _, r := range ss.Replicas {
+			count[r] += 0
+		}
+		if ss.Leader == "" {
+			return nil, nil // an election is under way; decide later
+		}
+		count[ss.Leader]++
+	}
+	if len(count) == 0 {
+		return nil, nil
+	}
+	fair := (len(st) + len(count) - 1) / len(count)
+	skip := func(r string) bool { return mine(r) || avoid != nil && avoid(r) }
+	for _, ss := range st {
+		self := ss.Leader
+		if !mine(self) || count[self] <= fair {
+			continue
+		}
+		best := fewestLed(ss, count, skip)
+		if best == "" || count[best]+1 >= count[self] {
+			continue
+		}
+		now, err := s.StatusOf(ctx, ss.Stream)
+		if err != nil {
+			return moved, err
+		}
+		if now.Leader != self {
+			continue // moved meanwhile (another gateway of this site, an election)
+		}
+		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
+			if strings.Contains(err.Error(), "already leader") {
+				continue // another gateway made this very move
+			}
+			return moved, err
+		}
+		count[self]--
+		count[best]++
+		moved = append(moved, ss.Stream)
+	}
+	return moved, nil
+}
+
+// fewestLed is the healthy replica of ss, other than those skip names,
+// whose server leads the fewest streams by count ("" if none).
+func fewestLed(ss StreamStatus, count map[string]int, skip func(string) bool) string {
+	best := ""
+	for _, r := range ss.Replicas {
+		if slices.Contains(ss.Unhealthy, r) || skip(r) {
+			continue
+		}
+		if best == "" || count[r] < count[best] {
+			best = r
+		}
+	}
+	return best
+}
+
+// MoveLeadersOff hands the leadership of every stream led by a server
+// that off names to a healthy replica elsewhere (none that off names),
+// spreading them over the servers that lead the fewest. It returns the
+// streams it moved; a stream with no such replica stays (and says so in
+// the error).
+func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool) (moved []string, err error) {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	count := map[string]int{}
+	for _, ss := range st {
+		if ss.Leader != "" {
+			count[ss.Leader]++
+		}
+	}
+	var errs []error
+	for _, ss := range st {
+		if ss.Leader == "" || !off(ss.Leader) {
+			continue
+		}
+		best := fewestLed(ss, count, off)
+		if best == "" {
+			errs = append(errs, fmt.Errorf("jsstore: %s has no healthy replica to lead it elsewhere", ss.Stream))
+			continue
+		}
+		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		count[ss.Leader]--
+		count[best]++
+		moved = append(moved, ss.Stream)
+	}
+	return moved, errors.Join(errs...)
+}
+
+// ServerSite is the site of a NATS server by its name: an embedded
+// server is named "site-" and its site; an external server should be
+// named the same way (or after its site alone). Where the servers'
+// site: tags are known (their monitoring), those are the better answer.
+func ServerSite(server string) string { return strings.TrimPrefix(server, "site-") }
