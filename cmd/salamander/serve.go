@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -43,6 +44,11 @@ type serveConfig struct {
 	Origins       string `json:"allowed_origins"`
 	LimitExempt   string `json:"rate_limit_exempt"`
 	NATSMonitor   string `json:"nats_monitor"`
+	Instance      string `json:"instance"`
+
+	// set names the settings given, on the command line or in the config
+	// file (by flag name): some only make sense with others.
+	set map[string]bool `json:"-"`
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -107,15 +113,18 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Sync, "sync", "always", "JetStream disk flush: always (an ack survives power loss) or interval (faster; a crash of a quorum may lose the last 2 minutes)")
 	fs.IntVar(&c.BcryptCost, "bcrypt-cost", bcrypt.DefaultCost, "password hashing cost, 4-31 (lower is faster to sign up and log in, and cheaper to guess; benchmarks use 4)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.Instance, "instance", "", "this process's name among the site's gateways, on every metric (label instance) and in /v1/status (default: this host's name and the port of --http)")
 	fs.StringVar(&c.Pprof, "pprof", "", "serve Go profiles (net/http/pprof) at http://ADDR/debug/pprof/ on a listener of their own; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.set = map[string]bool{}
 	if *configFile != "" {
 		if err := loadServeConfig(*configFile, fs, &c); err != nil {
 			return c, err
 		}
 	}
+	fs.Visit(func(f *flag.Flag) { c.set[f.Name] = true })
 	return c, nil
 }
 
@@ -135,6 +144,13 @@ func loadServeConfig(path string, fs *flag.FlagSet, c *serveConfig) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config %s: one JSON object expected; something follows it", path)
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	for k := range keys {
+		c.set[strings.ReplaceAll(k, "_", "-")] = true
 	}
 	// Re-apply the command line over the file.
 	for name, v := range set {
@@ -187,6 +203,12 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	cfg.HTTPAddr = c.HTTP
 	cfg.NATSURLs = splitList(c.NATS)
 	cfg.NATSMonitor = splitList(c.NATSMonitor)
+	if err := c.checkEngineFlags(len(cfg.NATSURLs) > 0); err != nil {
+		return cfg, err
+	}
+	if cfg.Instance, err = c.instance(); err != nil {
+		return cfg, err
+	}
 	cfg.NATS.ClientAddr = c.NATSListen
 	cfg.NATS.ClusterAddr = c.ClusterListen
 	cfg.NATS.Routes = splitList(c.Routes)
@@ -212,6 +234,48 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	}
 	cfg.Sites = sites
 	return cfg, nil
+}
+
+// embeddedOnly are the settings of the embedded NATS server, and why an
+// external cluster has no use for them.
+var embeddedOnly = []struct{ flag, instead string }{
+	{"sync", "set sync_interval: always in the servers' own configuration (--nats-monitor checks it)"},
+	{"routes", "the servers' cluster is configured in their own configuration"},
+	{"nats-listen", "no NATS server is embedded; --nats names the cluster's servers"},
+	{"cluster-listen", "no NATS server is embedded; the servers' cluster is configured in their own configuration"},
+}
+
+// checkEngineFlags refuses settings that the engine in use would ignore:
+// an operator who gives them expects them to take effect.
+func (c serveConfig) checkEngineFlags(external bool) error {
+	if !external {
+		if c.set["nats-monitor"] {
+			return fmt.Errorf("serve: --nats-monitor goes with --nats (an external cluster); the embedded server is checked by this process")
+		}
+		return nil
+	}
+	for _, e := range embeddedOnly {
+		if c.set[e.flag] {
+			return fmt.Errorf("serve: --%s has no effect with --nats: %s; remove it", e.flag, e.instead)
+		}
+	}
+	return nil
+}
+
+// instance is --instance, or this host's name and the port of --http.
+func (c serveConfig) instance() (string, error) {
+	if c.Instance != "" {
+		return c.Instance, nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("serve: no --instance, and this host's name is unknown: %w", err)
+	}
+	_, port, err := net.SplitHostPort(c.HTTP)
+	if err != nil {
+		return "", fmt.Errorf("serve: --http %q: %w", c.HTTP, err)
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // parsePrefixes parses comma-separated addresses and CIDRs ("none" or ""

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,5 +76,63 @@ func TestServeProxyAndExemptFlags(t *testing.T) {
 	}
 	if cfg.LimitExempt == nil || len(*cfg.LimitExempt) != 0 {
 		t.Fatalf("exempt %v, want none", cfg.LimitExempt)
+	}
+}
+
+// With --nats no server is embedded, so its settings would be ignored:
+// they are refused, on the command line or in a config file, rather than
+// silently dropped; --nats-monitor is refused without --nats.
+func TestServeRefusesEmbeddedFlagsWithExternalNATS(t *testing.T) {
+	dir := t.TempDir()
+	sec := filepath.Join(dir, "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a"), "--nats", "nats://n1:4222,nats://n2:4222"}
+	for _, extra := range [][]string{{"--sync", "always"}, {"--routes", "h:1"}, {"--nats-listen", "127.0.0.1:4223"},
+		{"--cluster-listen", "127.0.0.1:6223"}} {
+		c, err := parseServeFlags(append(slices.Clone(base), extra...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.siteConfig(); err == nil || !strings.Contains(err.Error(), extra[0]+" has no effect with --nats") {
+			t.Errorf("%v with --nats: %v", extra, err)
+		}
+	}
+	file := filepath.Join(dir, "a.json")
+	if err := os.WriteFile(file, []byte(`{"sync":"interval"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseServeFlags(append(slices.Clone(base), "--config", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.siteConfig(); err == nil || !strings.Contains(err.Error(), "--sync has no effect") {
+		t.Errorf("sync in a config file with --nats: %v", err)
+	}
+	c, err = parseServeFlags([]string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a"), "--nats-monitor", "http://n1:8222"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.siteConfig(); err == nil || !strings.Contains(err.Error(), "--nats-monitor goes with --nats") {
+		t.Errorf("--nats-monitor without --nats: %v", err)
+	}
+	// The accepted external configuration names its instance after this
+	// host and the HTTP port, unless told.
+	c, err = parseServeFlags(append(slices.Clone(base), "--http", "127.0.0.1:8181", "--nats-monitor", "http://n1:8222"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.siteConfig()
+	host, _ := os.Hostname()
+	if err != nil || cfg.Instance != host+":8181" || len(cfg.NATSURLs) != 2 || len(cfg.NATSMonitor) != 1 {
+		t.Fatalf("external config: instance %q, urls %v, monitor %v, %v", cfg.Instance, cfg.NATSURLs, cfg.NATSMonitor, err)
+	}
+	c, err = parseServeFlags(append(slices.Clone(base), "--instance", "gw-a-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := c.siteConfig(); err != nil || cfg.Instance != "gw-a-2" {
+		t.Fatalf("--instance: %q %v", cfg.Instance, err)
 	}
 }
