@@ -192,8 +192,12 @@ func (c *Client) Rename(ctx context.Context, roomID, name string) (salamander.Ro
 type HistoryQuery struct {
 	// Before selects messages older than this seq (0: unset).
 	Before uint64
-	// After selects messages newer than this seq (0: unset).
+	// After selects messages newer than this seq (0: unset, unless
+	// Forward).
 	After uint64
+	// Forward pages forward from After even when it is 0: from a room's
+	// first message.
+	Forward bool
 	// Limit is the page size (0: the server's default; at most
 	// salamander.MaxPageSize).
 	Limit int
@@ -206,7 +210,7 @@ func (c *Client) History(ctx context.Context, roomID string, q HistoryQuery) (sa
 	if q.Before > 0 {
 		v.Set("before", strconv.FormatUint(q.Before, 10))
 	}
-	if q.After > 0 {
+	if q.After > 0 || q.Forward {
 		v.Set("after", strconv.FormatUint(q.After, 10))
 	}
 	if q.Limit > 0 {

@@ -40,6 +40,7 @@ type serveConfig struct {
 	TLSCert       string `json:"tls_cert"`
 	TLSKey        string `json:"tls_key"`
 	TrustedProxy  string `json:"trusted_proxies"`
+	Origins       string `json:"allowed_origins"`
 	LimitExempt   string `json:"rate_limit_exempt"`
 	NATSMonitor   string `json:"nats_monitor"`
 }
@@ -93,6 +94,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Secrets, "secrets", "", "this site's file from `salamander certs` (required): its NATS credentials, the users its server admits, its certificates")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key the API is served over HTTPS only, with HSTS, and the files are re-read when they change")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated browser origins (https://chat.example.com) that may call this site's API and open WebSockets, besides every site's own (from --sites): e.g. a load balancer's name the web client is served under")
 	fs.StringVar(&c.TrustedProxy, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies and load balancers in front of this site: rate limits count their requests against the client their X-Forwarded-For names")
 	fs.StringVar(&c.LimitExempt, "rate-limit-exempt", "127.0.0.0/8,::1/128", "comma-separated CIDRs no rate limit applies to (failed logins per account excepted), or none")
 	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
@@ -168,6 +170,12 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 		return cfg, fmt.Errorf("serve: --tls-cert and --tls-key go together")
 	}
 	cfg.TLSCert, cfg.TLSKey = c.TLSCert, c.TLSKey
+	for _, o := range splitList(c.Origins) {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+			return cfg, fmt.Errorf("serve: --allowed-origins: %q is not an origin like https://chat.example.com", o)
+		}
+		cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+	}
 	if cfg.TrustedProxies, err = parsePrefixes(c.TrustedProxy); err != nil {
 		return cfg, fmt.Errorf("serve: --trusted-proxies: %w", err)
 	}

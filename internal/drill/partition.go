@@ -137,6 +137,9 @@ func (r *run) partition() error {
 		now := time.Now()
 		r.rep.CutStats = watch.stop(now)
 		r.rep.CutStats.Cut = r.cfg.Cut
+		if r.cl.Attached() {
+			r.rep.CutStats.Cut = CutIsolate
+		}
 		r.cl.heal(victim)
 		healed = true
 		f.BackAtS = r.since(now)
@@ -414,7 +417,8 @@ func (cw *cutWatch) stop(now time.Time) *CutStats {
 
 // text is the summary's lines on the cut.
 func (cs *CutStats) text(site string) string {
-	how := map[CutMode]string{CutClose: "route connections closed", CutSilent: "route bytes dropped, connections left open"}[cs.Cut]
+	how := map[CutMode]string{CutClose: "route connections closed", CutSilent: "route bytes dropped, connections left open",
+		CutIsolate: "the site told through the log to refuse its clients and pause its replicas"}[cs.Cut]
 	var b strings.Builder
 	fmt.Fprintf(&b, "  cut (%s: %s) lasted %s; site %s refused its clients after %s (/readyz non-200 after %s, first write refused after %s)\n",
 		cs.Cut, how, sec(cs.CutForMS), site, msOrNever(cs.CutRefuseMS), msOrNever(cs.CutReadyz503MS), msOrNever(cs.CutWriteRefusedMS))

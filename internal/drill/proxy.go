@@ -29,6 +29,10 @@ const (
 	// connection meanwhile has its close delivered then, and its new
 	// connection goes through.
 	CutSilent CutMode = "silent"
+	// CutIsolate is how a site of a cluster the drill attached to is cut
+	// off: told through the log (see Isolator), it refuses its clients and
+	// pauses its replicas itself. Not a choice on a started cluster.
+	CutIsolate CutMode = "isolate"
 )
 
 // CutModes lists every cut mode, in the order the help text gives them.

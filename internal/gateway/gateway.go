@@ -51,9 +51,11 @@ type Config struct {
 	BcryptCost int
 	// WriteTimeout bounds waiting for a quorum plus this site's apply.
 	WriteTimeout time.Duration
-	// OriginPatterns are the browser origins allowed to open WebSockets
-	// (API clients send no Origin and are always allowed).
-	OriginPatterns []string
+	// AllowedOrigins are browser origins ("https://chat.example.com")
+	// allowed to call this site's API and open WebSockets, besides the
+	// origins of every site in Sites (API clients send no Origin and are
+	// always allowed). See cors.go.
+	AllowedOrigins []string
 	// Limits are the rate limits, cluster-wide budgets of which this site
 	// enforces its share (1/len(Sites)); see Limits.
 	Limits Limits
@@ -104,6 +106,9 @@ type Gateway struct {
 	eph     *ephemeral
 	metrics *metrics
 	started time.Time
+
+	// origins are the browser origins that may call this site.
+	origins origins
 
 	// opsClient asks the other sites for their status (the ops plane).
 	opsClient *http.Client
@@ -313,6 +318,7 @@ func New(cfg Config) *Gateway {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
 		started: time.Now(), streamsDone: make(chan struct{})}
+	g.origins = newOrigins(cfg.Sites, cfg.AllowedOrigins)
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
@@ -434,6 +440,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
 	}
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	if g.origins.cors(sw, r) {
+		g.metrics.observeRequest(r, sw.status, time.Since(start))
+		return
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {

@@ -125,7 +125,10 @@ func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims
 		writeError(w, g.log, r, err)
 		return
 	}
-	if before > 0 && after > 0 {
+	// after=0 is "from the first message": a client pages forward from
+	// the start of a room; no after at all is "the newest page".
+	forward := r.URL.Query().Has("after")
+	if before > 0 && forward {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "give before or after, not both"))
 		return
 	}
@@ -138,7 +141,7 @@ func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims
 		writeError(w, g.log, r, err)
 		return
 	}
-	page, err := g.cfg.View.History(r.Context(), id, before, after, limit)
+	page, err := g.cfg.View.History(r.Context(), id, before, after, forward, limit)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

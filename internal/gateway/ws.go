@@ -140,7 +140,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hj := &slimHijacker{ResponseWriter: w}
-	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: g.cfg.OriginPatterns})
+	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: g.origins.wsHosts})
 	if err != nil {
 		return // Accept has answered the request
 	}

@@ -72,6 +72,9 @@ type Config struct {
 	// TrustedProxies are the reverse proxies in front of the site, whose
 	// X-Forwarded-For names the client a rate limit counts against.
 	TrustedProxies []netip.Prefix
+	// AllowedOrigins are browser origins allowed besides the sites' own
+	// (gateway.Config.AllowedOrigins).
+	AllowedOrigins []string
 	// LimitExempt, when set, replaces the addresses no rate limit applies
 	// to (default: loopback; see gateway.Limits.Exempt).
 	LimitExempt *[]netip.Prefix
@@ -204,6 +207,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	gcfg.BcryptCost = cfg.BcryptCost
 	gcfg.Keys = cfg.Secrets
 	gcfg.Limits.TrustedProxies = cfg.TrustedProxies
+	gcfg.AllowedOrigins = cfg.AllowedOrigins
 	if cfg.LimitExempt != nil {
 		gcfg.Limits.Exempt = *cfg.LimitExempt
 	}

@@ -221,7 +221,7 @@ func (v *View) message(ctx context.Context, room string, seq uint64) (salamander
 // History returns up to limit messages of room in ascending order: the ones
 // after seq `after` when after > 0, else the ones before `before` when
 // before > 0, else the newest. Membership is the caller's to check.
-func (v *View) History(ctx context.Context, room string, before, after uint64, limit int) (salamander.HistoryPage, error) {
+func (v *View) History(ctx context.Context, room string, before, after uint64, forward bool, limit int) (salamander.HistoryPage, error) {
 	if err := v.waitStored(ctx); err != nil {
 		return salamander.HistoryPage{}, err
 	}
@@ -229,7 +229,7 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, l
 	var err error
 	const cols = `SELECT room, seq, pos, sender, client_id, sent_at FROM messages WHERE room = ?`
 	switch {
-	case after > 0:
+	case forward:
 		rows, err = v.r.QueryContext(ctx, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`, room, after, limit+1)
 	case before > 0:
 		rows, err = v.r.QueryContext(ctx, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`, room, before, limit+1)
@@ -248,7 +248,7 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, l
 		page.More = true
 		page.Messages = msgs[:limit]
 	}
-	if after == 0 { // fetched newest-first; return ascending
+	if !forward { // fetched newest-first; return ascending
 		slices.Reverse(page.Messages)
 	}
 	v.setUnread(page.Messages)

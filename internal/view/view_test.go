@@ -119,7 +119,7 @@ func state(t *testing.T, v *View) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, err := v.History(ctx, "g_1", 0, 0, 50)
+	page, err := v.History(ctx, "g_1", 0, 0, false, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestApplyIsDeterministicAndIdempotent(t *testing.T) {
 		t.Fatalf("states differ:\n%s\n%s", a, b)
 	}
 	ctx := context.Background()
-	page, _ := one.History(ctx, "g_1", 0, 0, 50)
+	page, _ := one.History(ctx, "g_1", 0, 0, false, 50)
 	if len(page.Messages) != 2 || page.Messages[0].Text != "one" || page.Messages[1].Text != "two" {
 		t.Fatalf("messages: %+v", page.Messages)
 	}
@@ -402,7 +402,7 @@ func TestStoreQueryHurriesTheWriter(t *testing.T) {
 	if err := v.WaitApplied(testContext(t), salamander.Position{Stream: "p0", Seq: 10}); err != nil {
 		t.Fatal(err)
 	}
-	page, err := v.History(testContext(t), "g_1", 0, 0, 50)
+	page, err := v.History(testContext(t), "g_1", 0, 0, false, 50)
 	if err != nil {
 		t.Fatalf("history waited for a writer that gathers for an hour: %v", err)
 	}
