@@ -108,7 +108,9 @@ func (p *page) shoot(name string) {
 }
 
 // phone and desktop set the viewport.
-func (p *page) phone()   { p.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2))) }
+func (p *page) phone() {
+	p.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+}
 func (p *page) desktop() { p.do("desktop viewport", chromedp.EmulateViewport(1366, 850)) }
 
 // fill types text into the field sel (after clearing it).
