@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 )
@@ -131,6 +133,55 @@ func (p *page) click(sel string) {
 func (p *page) say(text string) {
 	p.t.Helper()
 	p.do("say "+text, chromedp.WaitVisible(chromedp.ID("input")), chromedp.SendKeys(chromedp.ID("input"), text+kb.Enter))
+}
+
+// ime composes text in the composer as an IME does (Hangul), presses
+// Enter while it is still composing — which must send nothing — and then
+// commits it, leaving it in the composer.
+func (p *page) ime(text string) {
+	p.t.Helper()
+	p.do("focus the composer", chromedp.Focus(chromedp.ID("input")))
+	var before []string
+	p.eval(`JSON.parse(localStorage.getItem("salamander.outbox." + JSON.parse(localStorage.getItem("salamander.session")).user.name) || "[]").map(m => m.text)`, &before)
+	n := int64(len([]rune(text)))
+	if _, err := chromedp.Call(p.ctx, input.ImeSetComposition, input.ImeSetCompositionParams{Text: text, SelectionStart: n, SelectionEnd: n}); err != nil {
+		p.fail("compose: " + err.Error())
+	}
+	// Enter during the composition, as the browser reports it from an IME.
+	for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+		if _, err := chromedp.Call(p.ctx, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+			Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 229, NativeVirtualKeyCode: 229}); err != nil {
+			p.fail("Enter while composing: " + err.Error())
+		}
+	}
+	var composing struct {
+		Value   string
+		Pending int
+	}
+	p.eval(`({value: document.getElementById("input").value, pending: document.querySelectorAll("#messages .msg.pending").length})`, &composing)
+	if composing.Value != text || composing.Pending != 0 {
+		p.fail(fmt.Sprintf("Enter while composing %q: composer holds %q, %d messages pending (want it unsent)", text, composing.Value, composing.Pending))
+	}
+	if _, err := chromedp.Call(p.ctx, input.InsertText, input.InsertTextParams{Text: text}); err != nil {
+		p.fail("commit: " + err.Error())
+	}
+	p.wait("the committed text in the composer", `document.getElementById("input").value === `+jsString(text))
+}
+
+// offline makes every request of the page to the API fail (the page
+// itself still loads), or lets them through again.
+func (p *page) offline(on bool) {
+	p.t.Helper()
+	var patterns []*network.BlockPattern
+	if on {
+		patterns = []*network.BlockPattern{{URLPattern: "*://*:*/v1/*", Block: true}}
+	}
+	if _, err := chromedp.Call(p.ctx, network.Enable, network.EnableParams{}); err != nil {
+		p.fail("network: " + err.Error())
+	}
+	if _, err := chromedp.Call(p.ctx, network.SetBlockedURLs, network.SetBlockedURLsParams{URLPatterns: patterns}); err != nil {
+		p.fail("block: " + err.Error())
+	}
 }
 
 // messages are the texts of the room's committed messages, top to bottom.

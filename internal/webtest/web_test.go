@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/salamander-chat/salamander/internal/drill"
 )
@@ -122,6 +126,72 @@ func TestWebMessengerRidesThroughAFire(t *testing.T) {
 		document.getElementById("conn").dataset.site !== `+jsString(siteName))
 	t.Logf("conversation whole in both browsers %s after the fire", time.Since(fire).Round(time.Millisecond))
 	mina.shoot("room-after-fire-ko-phone")
+
+	// Hangul through an IME: the Enter that ends the composition sends
+	// nothing; the Enter after it sends "안녕".
+	mina.ime("안녕")
+	mina.say("") // Enter, now that the composition is committed
+	sent = append(sent, "안녕")
+	sameMessages(t, ctx, sent, 10*time.Second, mina, joon)
+
+	// An incident opened by an operator is a banner in both browsers, each
+	// in its user's language, until it is resolved.
+	incident := openIncident(t, ctx, cl)
+	mina.wait("the Korean banner", `document.querySelector("#banners .banner")?.textContent.includes("메시지 지연")`)
+	joon.wait("the English banner", `document.querySelector("#banners .banner")?.textContent.includes("Messages delayed")`)
+	mina.shoot("incident-ko-phone")
+	admin(t, ctx, cl, "incident", "update", incident, "--state", "resolved", "--message", "Resolved.", "--message-ko", "해결되었습니다.")
+	mina.wait("the banner gone", `!document.querySelector("#banners .banner")`)
+	joon.wait("the banner gone", `!document.querySelector("#banners .banner")`)
+
+	// Joon's network fails: the page reloads without any site, messages
+	// typed meanwhile wait in the outbox, survive another reload, and are
+	// sent exactly once when the network is back.
+	joon.offline(true)
+	joon.do("reload", chromedp.Reload())
+	joon.wait("the room from the browser's storage", `[...document.querySelectorAll("#messages .msg .text")].some(e => e.textContent === "안녕")`)
+	joon.wait("no site", `document.getElementById("conn").dataset.state !== "live"`)
+	talk(joon, "typed offline, one")
+	talk(joon, "typed offline, two")
+	joon.wait("two messages waiting", `document.querySelectorAll("#messages .msg.pending").length === 2`)
+	joon.do("reload", chromedp.Reload())
+	joon.wait("the two still waiting after a reload", `document.querySelectorAll("#messages .msg.pending").length === 2 &&
+		document.getElementById("conn").textContent.includes("2 unsent")`)
+	joon.shoot("offline-en-desktop")
+	joon.offline(false)
+	sameMessages(t, ctx, sent, 15*time.Second, mina, joon)
+	joon.wait("nothing waiting", `document.querySelectorAll("#messages .msg.pending").length === 0`)
+}
+
+// admin runs `salamander admin` against the cluster's living sites.
+func admin(t *testing.T, ctx context.Context, cl *drill.Cluster, args ...string) string {
+	t.Helper()
+	var nats []string
+	for i := range cl.N() {
+		if cl.Alive(i) {
+			nats = append(nats, cl.NATSURL(i))
+		}
+	}
+	full := append([]string{"admin", "--nats", strings.Join(nats, ","), "--creds", cl.AdminFile()}, args...)
+	out, err := exec.CommandContext(ctx, binary, full...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("salamander %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// openIncident announces an incident, in English and Korean, as an
+// operator would; it returns the incident's id.
+func openIncident(t *testing.T, ctx context.Context, cl *drill.Cluster) string {
+	t.Helper()
+	out := admin(t, ctx, cl, "incident", "announce", "--impact", "major", "--services", "messaging",
+		"--title", "Messages delayed", "--title-ko", "메시지 지연",
+		"--message", "Some messages arrive late; we are on it.", "--message-ko", "일부 메시지가 늦게 도착합니다. 조치 중입니다.")
+	var id string
+	if _, err := fmt.Sscanf(out, "incident %s", &id); err != nil {
+		t.Fatalf("no incident id in %q", out)
+	}
+	return strings.TrimSuffix(id, ":")
 }
 
 // signUp creates an account in the app's sign-up form.

@@ -104,6 +104,7 @@ function restoreSnapshot(user) {
   const snap = store.snapshot.get(user);
   if (!snap) return;
   app.model.setUser(snap.me);
+  for (const u of snap.users || []) app.model.users.set(u.name, u);
   app.model.setFriends(snap.friends || []);
   for (const { messages, ...room } of snap.rooms || []) {
     app.model.setRoom(room);
@@ -119,7 +120,7 @@ function saveSnapshot(user) {
     const m = app.model;
     const rooms = m.sortedRooms().slice(0, 200).map(({ messages, loaded, more, ...room }) =>
       ({ ...room, messages: m.sortedMessages({ messages }).slice(-SNAPSHOT_MESSAGES) }));
-    store.snapshot.set(user, { me: m.me, friends: [...m.friends.values()], rooms });
+    store.snapshot.set(user, { me: m.me, friends: [...m.friends.values()], users: [...m.users.values()], rooms });
   }, 1000);
 }
 

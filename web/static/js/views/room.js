@@ -23,6 +23,7 @@ export class RoomView {
     this.loadingOlder = false;
     this.asked = new Set(); // users whose profiles were fetched
     this.composing = false;
+    this.enterSent = false;
     this.typingSent = 0;
     this.typingTimer = 0;
     this.anchor = null; // distance from the bottom to keep while older messages load
@@ -36,8 +37,15 @@ export class RoomView {
       // does not send.
       if (e.isComposing || e.keyCode === 229 || this.composing) return;
       e.preventDefault();
+      this.enterSent = true;
       this.send();
     });
+    // The line break of the Enter that sent, should the browser still
+    // insert it (some synthetic key events do), is dropped.
+    input.addEventListener("beforeinput", (e) => {
+      if (this.enterSent && (e.inputType === "insertLineBreak" || e.inputType === "insertParagraph")) e.preventDefault();
+    });
+    input.addEventListener("keyup", () => { this.enterSent = false; });
     input.addEventListener("input", () => { this.autosize(); this.typing(); });
     input.addEventListener("blur", () => this.stopTyping());
     $("composer").addEventListener("submit", (e) => { e.preventDefault(); this.send(); });
@@ -211,7 +219,10 @@ export class RoomView {
     this.app.live.send({ type: "typing", room_id: this.roomID, typing: false });
   }
 
+  // autosize grows the composer with its text where CSS cannot
+  // (field-sizing).
   autosize() {
+    if (CSS.supports("field-sizing", "content")) return;
     const input = $("input");
     input.style.height = "auto";
     input.style.height = Math.min(input.scrollHeight, 140) + "px";
