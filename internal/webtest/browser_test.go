@@ -55,7 +55,9 @@ func newPage(t *testing.T, ctx context.Context, chromium, name, lang string) *pa
 // do runs actions, failing the test (with a screenshot) when one fails.
 func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	p.t.Helper()
-	if err := chromedp.Do(p.ctx, actions...); err != nil {
+	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
 		p.fail(fmt.Sprintf("%s: %v", what, err))
 	}
 }
@@ -95,6 +97,13 @@ func (p *page) eval(expr string, out any) {
 	}
 }
 
+// js runs a statement in the page.
+func (p *page) js(stmt string) {
+	p.t.Helper()
+	var ok bool
+	p.eval(`(() => { `+stmt+`; return true; })()`, &ok)
+}
+
 // shoot saves what the screen shows as web-NAME.png.
 func (p *page) shoot(name string) {
 	p.t.Helper()
@@ -119,8 +128,7 @@ func (p *page) desktop() { p.do("desktop viewport", chromedp.EmulateViewport(136
 func (p *page) fill(sel, text string) {
 	p.t.Helper()
 	p.do("fill "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
-	var ok bool
-	p.eval(`(() => { const e = document.querySelector(`+jsString(sel)+`); e.value = ""; return true; })()`, &ok)
+	p.js(`document.querySelector(` + jsString(sel) + `).value = ""`)
 	p.do("fill "+sel, chromedp.SendKeys(chromedp.CSS(sel), text))
 }
 

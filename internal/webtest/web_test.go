@@ -144,6 +144,42 @@ func TestWebMessengerRidesThroughAFire(t *testing.T) {
 	mina.wait("the banner gone", `!document.querySelector("#banners .banner")`)
 	joon.wait("the banner gone", `!document.querySelector("#banners .banner")`)
 
+	// Mina makes a group with Joon (its creation carries a client id) and
+	// renames it; it comes first in both chat lists.
+	mina.js(`location.hash = "#/chats"`) // (its site is gone: the page stays)
+	mina.wait("the chat list", `!!document.querySelector("#chat-list .room-item")`)
+	mina.click("#new-group")
+	mina.fill("#group-name", "불꽃 대피조")
+	mina.click(`#dialog-form input[value=` + jsString(joonName) + `]`)
+	mina.click(`#dialog-form button[type="submit"]`)
+	mina.wait("the group", `document.getElementById("room-title")?.textContent.includes("불꽃 대피조")`)
+	mina.say("모두 무사해요?")
+	joon.wait("the group first in Joon's list", `document.querySelector("#chat-list .room-item .room-title")?.textContent === "불꽃 대피조"`)
+	mina.click("#room-settings")
+	mina.fill("#rename-form input", "Fire team")
+	mina.click(`#rename-form button[type="submit"]`)
+	joon.wait("the new name in Joon's list", `document.querySelector("#chat-list .room-item .room-title")?.textContent === "Fire team"`)
+	mina.js(`location.hash = "#/chats"`)
+	mina.wait("both chats", `document.querySelectorAll("#chat-list .room-item").length === 2`)
+	mina.shoot("chats-ko-phone")
+	mina.click("#tab-friends")
+	mina.wait("the friends", `!!document.querySelector('.person[data-user=`+jsString(joonName)+`] .presence.on')`)
+	mina.shoot("friends-ko-phone")
+	mina.desktop()
+	mina.js(`location.hash = "#/chats"`)
+	mina.click(`#chat-list .room-item[data-room^="d_"]`)
+	mina.wait("the 1:1 room", `!!document.querySelector("#messages .msg[data-seq]")`)
+	mina.shoot("room-ko-desktop")
+	joon.phone()
+	joon.js(`location.hash = "#/chats"`)
+	joon.click(`#chat-list .room-item[data-room^="g_"]`)
+	joon.wait("the group's message", `[...document.querySelectorAll("#messages .msg .text")].some(e => e.textContent === "모두 무사해요?")`)
+	joon.js(`document.documentElement.dataset.theme = "dark"`)
+	joon.shoot("group-en-phone-dark")
+	joon.js(`delete document.documentElement.dataset.theme`)
+	joon.desktop()
+	joon.click(`#chat-list .room-item[data-room^="d_"]`)
+
 	// Joon's network fails: the page reloads without any site, messages
 	// typed meanwhile wait in the outbox, survive another reload, and are
 	// sent exactly once when the network is back.
