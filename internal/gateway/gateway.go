@@ -117,6 +117,8 @@ type Gateway struct {
 
 	// opsClient asks the other sites for their status (the ops plane).
 	opsClient *http.Client
+	// webAppCSP is the web app's Content-Security-Policy (webapp.go).
+	webAppCSP string
 
 	keyMu sync.Mutex
 	keys  map[string][]byte // opened signing keys, by id
@@ -327,6 +329,7 @@ func New(cfg Config) *Gateway {
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
 	g.metrics = newMetrics(cfg.Registry, g.metricLabels(), cfg.View, cfg.Store)
 	g.opsClient = &http.Client{Timeout: opsSiteTimeout}
+	g.webAppCSP = webAppCSP(cfg.Sites)
 	g.registerAlarm(cfg.Registry)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
@@ -394,6 +397,8 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))
 	m.HandleFunc("GET /ops", g.handleConsole)
 	m.HandleFunc("GET /ops/{file}", g.handleConsole)
+	m.HandleFunc("GET /{$}", g.handleWebApp)
+	m.HandleFunc("GET /app/{file...}", g.handleWebApp)
 	m.HandleFunc("PUT /v1/ops/users/{name}/role", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetRole)))
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))

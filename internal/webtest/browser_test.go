@@ -1,0 +1,247 @@
+package webtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// page is one browser (its own process, so its own storage: one device)
+// showing the web app.
+type page struct {
+	t     *testing.T
+	name  string
+	ctx   context.Context
+	shots []string
+}
+
+// newPage starts a headless chromium whose preferred language is lang.
+func newPage(t *testing.T, ctx context.Context, chromium, name, lang string) *page {
+	t.Helper()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.WindowSize(1366, 850),
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("lang", lang))...)
+	bctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	// The browser's languages (navigator.languages) and locale.
+	ua, err := chromedp.Run(bctx, chromedp.Evaluate[string]("navigator.userAgent"))
+	if err != nil {
+		t.Fatalf("%s: start chromium: %v", name, err)
+	}
+	base, _, _ := strings.Cut(lang, "-")
+	if _, err := chromedp.Call(bctx, emulation.SetUserAgentOverride,
+		emulation.SetUserAgentOverrideParams{UserAgent: ua, AcceptLanguage: lang + "," + base}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(bctx, emulation.SetLocaleOverride, emulation.SetLocaleOverrideParams{Locale: lang}); err != nil {
+		t.Fatal(err)
+	}
+	return &page{t: t, name: name, ctx: bctx, shots: screenshotDirs(t)}
+}
+
+// do runs actions, failing the test (with a screenshot) when one fails.
+func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		p.fail(fmt.Sprintf("%s: %v", what, err))
+	}
+}
+
+func (p *page) fail(msg string) {
+	p.t.Helper()
+	png, _ := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
+	if png != nil {
+		_ = os.WriteFile(filepath.Join(p.shots[0], "web-failed-"+p.name+".png"), png, 0o644)
+	}
+	text, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	p.t.Fatalf("%s: %s; the page says:\n%s", p.name, msg, text)
+}
+
+// wait polls until expr is true in the page.
+func (p *page) wait(what, expr string, timeout ...time.Duration) {
+	p.t.Helper()
+	d := 20 * time.Second
+	if len(timeout) > 0 {
+		d = timeout[0]
+	}
+	if _, err := chromedp.Run(p.ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(d),
+		chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+		p.fail(fmt.Sprintf("waiting for %s: %v", what, err))
+	}
+}
+
+// eval evaluates expr and decodes its (JSON-able) value into out.
+func (p *page) eval(expr string, out any) {
+	p.t.Helper()
+	s, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`JSON.stringify(`+expr+`)`))
+	if err != nil {
+		p.fail(fmt.Sprintf("evaluate %s: %v", expr, err))
+	}
+	if err := json.Unmarshal([]byte(s), out); err != nil {
+		p.fail(fmt.Sprintf("decode %s: %v", s, err))
+	}
+}
+
+// js runs a statement in the page.
+func (p *page) js(stmt string) {
+	p.t.Helper()
+	var ok bool
+	p.eval(`(() => { `+stmt+`; return true; })()`, &ok)
+}
+
+// shoot saves what the screen shows as web-NAME.png.
+func (p *page) shoot(name string) {
+	p.t.Helper()
+	png, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		p.fail("screenshot " + name + ": " + err.Error())
+	}
+	for _, dir := range p.shots {
+		if err := os.WriteFile(filepath.Join(dir, "web-"+name+".png"), png, 0o644); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+}
+
+// phone and desktop set the viewport.
+func (p *page) phone() {
+	p.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+}
+func (p *page) desktop() { p.do("desktop viewport", chromedp.EmulateViewport(1366, 850)) }
+
+// fill types text into the field sel (after clearing it).
+func (p *page) fill(sel, text string) {
+	p.t.Helper()
+	p.do("fill "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
+	p.js(`document.querySelector(` + jsString(sel) + `).value = ""`)
+	p.do("fill "+sel, chromedp.SendKeys(chromedp.CSS(sel), text))
+}
+
+func (p *page) click(sel string) {
+	p.t.Helper()
+	p.do("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+}
+
+// say types a message in the composer and presses Enter.
+func (p *page) say(text string) {
+	p.t.Helper()
+	p.do("say "+text, chromedp.WaitVisible(chromedp.ID("input")), chromedp.SendKeys(chromedp.ID("input"), text+kb.Enter))
+}
+
+// ime composes text in the composer as an IME does (Hangul), presses
+// Enter while it is still composing — which must send nothing — and then
+// commits it, leaving it in the composer.
+func (p *page) ime(text string) {
+	p.t.Helper()
+	p.do("focus the composer", chromedp.Focus(chromedp.ID("input")))
+	var before []string
+	p.eval(`JSON.parse(localStorage.getItem("salamander.outbox." + JSON.parse(localStorage.getItem("salamander.session")).user.name) || "[]").map(m => m.text)`, &before)
+	n := int64(len([]rune(text)))
+	if _, err := chromedp.Call(p.ctx, input.ImeSetComposition, input.ImeSetCompositionParams{Text: text, SelectionStart: n, SelectionEnd: n}); err != nil {
+		p.fail("compose: " + err.Error())
+	}
+	// Enter during the composition, as the browser reports it from an IME.
+	for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+		if _, err := chromedp.Call(p.ctx, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+			Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 229, NativeVirtualKeyCode: 229}); err != nil {
+			p.fail("Enter while composing: " + err.Error())
+		}
+	}
+	var composing struct {
+		Value   string
+		Pending int
+	}
+	p.eval(`({value: document.getElementById("input").value, pending: document.querySelectorAll("#messages .msg.pending").length})`, &composing)
+	if composing.Value != text || composing.Pending != 0 {
+		p.fail(fmt.Sprintf("Enter while composing %q: composer holds %q, %d messages pending (want it unsent)", text, composing.Value, composing.Pending))
+	}
+	if _, err := chromedp.Call(p.ctx, input.InsertText, input.InsertTextParams{Text: text}); err != nil {
+		p.fail("commit: " + err.Error())
+	}
+	p.wait("the committed text in the composer", `document.getElementById("input").value === `+jsString(text))
+}
+
+// offline makes every request of the page to the API fail (the page
+// itself still loads), or lets them through again.
+func (p *page) offline(on bool) {
+	p.t.Helper()
+	var patterns []*network.BlockPattern
+	if on {
+		patterns = []*network.BlockPattern{{URLPattern: "*://*:*/v1/*", Block: true}}
+	}
+	if _, err := chromedp.Call(p.ctx, network.Enable, network.EnableParams{}); err != nil {
+		p.fail("network: " + err.Error())
+	}
+	if _, err := chromedp.Call(p.ctx, network.SetBlockedURLs, network.SetBlockedURLsParams{URLPatterns: patterns}); err != nil {
+		p.fail("block: " + err.Error())
+	}
+}
+
+// messages are the texts of the room's committed messages, top to bottom.
+func (p *page) messages() []string {
+	var out []string
+	p.eval(`[...document.querySelectorAll("#messages .msg[data-seq] .text")].map(e => e.textContent)`, &out)
+	return out
+}
+
+// findChromium returns the chromium to drive. Without one the test is
+// skipped on a developer's machine, but fails in CI (CI set).
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("no chromium on PATH, and CI is set: install it (apt-get install -y chromium)")
+	}
+	t.Skip("no chromium on PATH: the web client's browser test needs it (apt-get install -y chromium)")
+	return ""
+}
+
+// screenshotDirs are where screenshots go: $SALAMANDER_ARTIFACTS (a
+// temporary directory when unset) and, with SALAMANDER_UPDATE_SCREENSHOTS=1,
+// docs/screenshots for the README.
+func screenshotDirs(t *testing.T) []string {
+	t.Helper()
+	dir := os.Getenv("SALAMANDER_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{dir}
+	if os.Getenv("SALAMANDER_UPDATE_SCREENSHOTS") == "1" {
+		docs := filepath.Join("..", "..", "docs", "screenshots")
+		if err := os.MkdirAll(docs, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, docs)
+	}
+	return dirs
+}
+
+// jsString quotes s for a JavaScript expression.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func chromedpNavigate(url string) chromedp.Action[chromedp.Void] { return chromedp.Navigate(url) }

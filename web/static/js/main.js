@@ -1,0 +1,297 @@
+// main.js: the web messenger's start and wiring. It signs in (or restores
+// the session), builds the model from the API, keeps the live connection
+// and the outbox going across sites, and redraws the views on change.
+
+import { Api, ApiError, Cursor, Live } from "./api.js";
+import { $, fill, h } from "./dom.js";
+import { currentLang, localized, setLang, t } from "./i18n.js";
+import { Model } from "./model.js";
+import { Sender } from "./sender.js";
+import * as store from "./store.js";
+import { renderAuth } from "./views/auth.js";
+import { renderList, renderRail } from "./views/lists.js";
+import { RoomView } from "./views/room.js";
+
+const app = {
+  api: new Api(),
+  model: null,
+  live: null,
+  sender: null,
+  outbox: null,
+  roomView: null,
+  tab: "chats",
+  roomID: "",
+  loaded: false, // rooms and friends loaded since sign-in
+};
+
+// ---- start ---------------------------------------------------------------
+
+async function boot() {
+  setLang(currentLang());
+  applyTheme(store.theme.get());
+  const known = store.sites.get();
+  store.sites.set(await app.api.discover(known));
+  app.api.addEventListener("unauthorized", () => signOut(false));
+  const s = store.session.get();
+  if (s && Date.parse(s.expires_at) > Date.now()) start(s);
+  else showAuth();
+}
+
+function showAuth() {
+  $("app").hidden = true;
+  $("auth").hidden = false;
+  renderAuth($("auth"), app.api, {
+    onSession: (s) => { store.session.set(s); start(s); },
+    onLang: () => showAuth(),
+  });
+}
+
+function start(s) {
+  const api = app.api;
+  api.token = s.token;
+  const user = s.user.name;
+  app.model = new Model(s.user);
+  app.outbox = new store.Outbox(user);
+  const cursor = new Cursor(store.cursor.get(user));
+  app.live = new Live(api, cursor);
+  app.sender = new Sender(api, app.live, app.outbox, {
+    onSent: (m) => { app.model.addMessages(m.room, [m]) || fetchRoom(m.room); redrawRoom(m.room); drawConn(); },
+    onRefused: (m, err) => toast(t("sendFailed", err.message)),
+  });
+  app.roomView = new RoomView(app);
+  restoreSnapshot(user);
+
+  let saveTimer = 0;
+  const saveCursor = () => {
+    clearTimeout(saveTimer);
+    saveTimer = setTimeout(() => store.cursor.set(user, cursor.toString()), 300);
+  };
+  app.live.addEventListener("event", (e) => {
+    const ev = e.detail;
+    if (ev.type === "message" && ev.message.sender === user && app.outbox.has(ev.message.client_id)) {
+      app.sender.sent(ev.message); // committed: its ack may never come
+    }
+    const missing = app.model.apply(ev);
+    if (missing) fetchRoom(missing).then(() => app.model.apply(ev));
+    if (ev.type === "friend") loadFriends();
+    if (ev.pos) saveCursor();
+  });
+  app.live.addEventListener("ready", (e) => {
+    app.model.setIncidents(e.detail.incidents);
+    saveCursor();
+    if (!app.loaded) loadAll();
+    app.roomView.onReconnected();
+  });
+  app.live.addEventListener("state", () => drawConn());
+  api.addEventListener("site", () => { store.sites.set(api.sites); drawConn(); });
+  app.model.addEventListener("change", (e) => { onChange(e.detail); saveSnapshot(user); });
+
+  $("auth").hidden = true;
+  $("app").hidden = false;
+  window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", () => app.roomView.markRead());
+  window.addEventListener("focus", () => app.roomView.markRead());
+  drawAll();
+  route();
+  app.live.start();
+  app.sender.kick();
+  loadAll();
+}
+
+const SNAPSHOT_MESSAGES = 50;
+
+function restoreSnapshot(user) {
+  const snap = store.snapshot.get(user);
+  if (!snap) return;
+  app.model.setUser(snap.me);
+  for (const u of snap.users || []) app.model.users.set(u.name, u);
+  app.model.setFriends(snap.friends || []);
+  for (const { messages, ...room } of snap.rooms || []) {
+    app.model.setRoom(room);
+    app.model.addMessages(room.id, messages || []);
+  }
+}
+
+let snapshotTimer = 0;
+function saveSnapshot(user) {
+  if (snapshotTimer) return;
+  snapshotTimer = setTimeout(() => {
+    snapshotTimer = 0;
+    const m = app.model;
+    const rooms = m.sortedRooms().slice(0, 200).map(({ messages, loaded, more, ...room }) =>
+      ({ ...room, messages: m.sortedMessages({ messages }).slice(-SNAPSHOT_MESSAGES) }));
+    store.snapshot.set(user, { me: m.me, friends: [...m.friends.values()], users: [...m.users.values()], rooms });
+  }, 1000);
+}
+
+// loadAll fetches the profile, rooms and friends (again after a failure).
+async function loadAll() {
+  const api = app.api;
+  try {
+    const [me, rooms] = await Promise.all([api.request("GET", "/v1/me"), api.request("GET", "/v1/rooms")]);
+    app.model.setUser(me);
+    for (const r of rooms.rooms) app.model.setRoom(r);
+    await loadFriends();
+    app.loaded = true;
+    for (const r of app.model.rooms.values()) for (const m of r.members) app.roomView.knowUser(m);
+    drawAll();
+  } catch (e) {
+    if (e instanceof ApiError) toast(e.message);
+    // otherwise every site is down: the next "ready" tries again
+  }
+}
+
+async function loadFriends() {
+  const api = app.api;
+  const { friends } = await api.request("GET", "/v1/friends");
+  app.model.setFriends(friends);
+  if (friends.length) {
+    const names = friends.slice(0, 100).map((f) => f.name).join(",");
+    const { presence } = await api.request("GET", "/v1/presence?users=" + encodeURIComponent(names));
+    for (const p of presence) app.model.presence.set(p.user, p.online);
+    app.model.changed("presence");
+  }
+}
+
+async function fetchRoom(id) {
+  try {
+    const r = await app.api.request("GET", `/v1/rooms/${encodeURIComponent(id)}`);
+    app.model.setRoom(r);
+    for (const m of r.members) app.roomView.knowUser(m);
+  } catch (e) {
+    if (e instanceof ApiError) return;
+    throw e;
+  }
+}
+
+async function signOut(callServer = true) {
+  if (callServer) {
+    try { await app.api.request("POST", "/v1/logout", undefined, { rounds: 1 }); } catch { /* signing out locally anyway */ }
+  }
+  store.session.clear();
+  if (callServer) store.forget(app.model.me.name);
+  if (app.live) app.live.stop();
+  location.hash = "";
+  location.reload();
+}
+
+// ---- navigation ----------------------------------------------------------
+
+// route follows the address: #/chats, #/friends, #/settings or #/room/ID.
+function route() {
+  const [, what, id] = location.hash.split("/");
+  if (what === "room" && id) {
+    app.roomID = decodeURIComponent(id);
+    app.tab = "chats";
+  } else {
+    app.roomID = "";
+    if (["chats", "friends", "settings"].includes(what)) app.tab = what;
+  }
+  document.body.classList.toggle("in-room", !!app.roomID);
+  drawAll();
+  app.roomView.open(app.roomID);
+}
+
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+// ---- drawing -------------------------------------------------------------
+
+function onChange({ what, room }) {
+  switch (what) {
+    case "incidents": drawBanners(); return;
+    case "typing": if (room === app.roomID) app.roomView.drawTyping(); return;
+    case "presence": case "friends": drawList(); app.roomView.drawHead(); return;
+  }
+  scheduleListDraw();
+  if (room && room === app.roomID) redrawRoom(room);
+  if (what === "rooms" && room === app.roomID && !app.model.rooms.has(room)) go("#/chats");
+}
+
+let listFrame = 0;
+function scheduleListDraw() {
+  if (listFrame) return;
+  listFrame = requestAnimationFrame(() => { listFrame = 0; drawList(); });
+}
+
+function redrawRoom(roomID) {
+  if (roomID === app.roomID) app.roomView.scheduleDraw();
+}
+
+function drawAll() {
+  drawList();
+  drawBanners();
+  drawConn();
+}
+
+function drawList() {
+  renderRail($("rail"), app);
+  renderList(app);
+  const unread = [...app.model.rooms.values()].reduce((n, r) => n + r.unread, 0);
+  document.title = unread ? `(${unread}) ${t("appName")}` : t("appName");
+}
+
+// drawConn says honestly where the app is connected, or that it is moving.
+function drawConn() {
+  const live = app.live;
+  const el = $("conn");
+  const site = live.api.site;
+  const waiting = app.outbox.size;
+  const states = {
+    live: ["ok", t("connLive", site.name || new URL(site.url).host)],
+    connecting: ["wait", t("connConnecting")],
+    moving: ["wait", t("connMoving")],
+    offline: ["bad", t("connOffline")],
+  };
+  const [cls, text] = states[live.state];
+  el.className = "conn " + cls;
+  el.dataset.state = live.state;
+  el.dataset.site = site.name;
+  fill(el, h("span", { class: "dot", "aria-hidden": "true" }), h("span", { class: "conn-text" }, text),
+    waiting ? h("span", { class: "conn-waiting" }, " · ", t("waiting", waiting)) : null);
+}
+
+// drawBanners shows every open incident at the top, in the reader's
+// language, with a link to the status page.
+function drawBanners() {
+  const el = $("banners");
+  const list = [...(app.model?.incidents.values() || [])];
+  const statusURL = app.api.site.url + "/status?lang=" + currentLang();
+  fill(el, list.map((inc) => {
+    const last = inc.updates?.[inc.updates.length - 1];
+    return h("div", { class: `banner impact-${inc.impact || "minor"}`, role: "alert", dataset: { incident: inc.id } },
+      h("strong", {}, localized(inc.title)),
+      last ? h("span", { class: "banner-msg" }, localized(last.message)) : null,
+      h("a", { href: statusURL, target: "_blank", rel: "noopener" }, t("statusPage"), " →"));
+  }));
+  document.body.classList.toggle("has-banner", list.length > 0);
+}
+
+let toastTimer = 0;
+function toast(text) {
+  const el = $("toast");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+}
+
+// ---- preferences ---------------------------------------------------------
+
+function applyTheme(v) {
+  store.theme.set(v);
+  if (v === "auto") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = v;
+}
+
+function switchLang(l) {
+  setLang(l);
+  if (app.model) { drawAll(); app.roomView.relabel(); }
+}
+
+// The views reach the app's actions through app, not by importing this module.
+Object.assign(app, { go, toast, fetchRoom, signOut, applyTheme, switchLang, drawConn });
+
+boot();

@@ -1,0 +1,188 @@
+// model.js: what the app knows — rooms with their messages and read
+// markers, friends, presence, who is typing, open incidents — built from
+// API answers and the live events, and nothing else. A message is kept
+// once per (room, seq), however often it arrives. It emits "change" with
+// detail {what, room} after each change, for the views to redraw.
+
+const TYPING_SHOWN_MS = 6000;
+
+export class Model extends EventTarget {
+  constructor(me) {
+    super();
+    this.me = me;                 // the signed-in user's profile
+    this.rooms = new Map();       // id -> room (as the API gives it) + messages
+    this.friends = new Map();     // name -> profile
+    this.users = new Map();       // name -> profile, of everyone seen
+    this.presence = new Map();    // name -> online
+    this.typing = new Map();      // room id -> Map(user -> until)
+    this.incidents = new Map();   // id -> open incident
+    this.users.set(me.name, me);
+  }
+
+  changed(what, room) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { what, room } }));
+  }
+
+  // displayName is a user's display name when known, else their name.
+  displayName(name) {
+    return this.users.get(name)?.display_name || name;
+  }
+
+  // roomTitle is a group's name, or the other member's name in a 1:1 room.
+  roomTitle(room) {
+    if (room.kind === "direct") {
+      const other = room.members.find((m) => m !== this.me.name) || this.me.name;
+      return this.displayName(other);
+    }
+    return room.name || room.members.filter((m) => m !== this.me.name).map((m) => this.displayName(m)).join(", ");
+  }
+
+  otherMember(room) {
+    return room.kind === "direct" ? room.members.find((m) => m !== this.me.name) : null;
+  }
+
+  // setRoom takes a room from an API answer (or a room event), keeping the
+  // messages already known and the newer of each read marker.
+  setRoom(r) {
+    const old = this.rooms.get(r.id);
+    const room = { ...(old || { messages: new Map(), more: true, loaded: false }), ...r };
+    room.read_markers = { ...(r.read_markers || {}) };
+    if (old) {
+      for (const [u, s] of Object.entries(old.read_markers)) {
+        if (u in room.read_markers) room.read_markers[u] = Math.max(room.read_markers[u], s);
+      }
+      room.last_seq = Math.max(old.last_seq, r.last_seq || 0);
+      room.read_seq = Math.max(old.read_seq, r.read_seq || 0);
+      if (old.last_message && (!r.last_message || old.last_message.seq > r.last_message.seq)) {
+        room.last_message = old.last_message;
+      }
+    }
+    room.unread = Math.max(0, room.last_seq - room.read_seq);
+    this.rooms.set(room.id, room);
+    this.changed("room", room.id);
+    return room;
+  }
+
+  // addMessages merges messages into their room; false if the room is
+  // unknown (the caller fetches it).
+  addMessages(roomID, msgs) {
+    const room = this.rooms.get(roomID);
+    if (!room) return false;
+    for (const m of msgs) {
+      if (!room.messages.has(m.seq)) room.messages.set(m.seq, m);
+      this.markRead(room, m.sender, m.seq); // a sender has read their own message
+      if (m.seq > room.last_seq) room.last_seq = m.seq;
+      if (!room.last_message || m.seq >= room.last_message.seq) room.last_message = m;
+    }
+    room.unread = Math.max(0, room.last_seq - room.read_seq);
+    this.changed("messages", roomID);
+    return true;
+  }
+
+  markRead(room, user, seq) {
+    if (user in room.read_markers || room.members.includes(user)) {
+      room.read_markers[user] = Math.max(room.read_markers[user] || 0, seq);
+    }
+    if (user === this.me.name) room.read_seq = Math.max(room.read_seq, seq);
+  }
+
+  // unreadBy is how many members have not read message seq: the number
+  // shown next to a message, falling as read markers arrive.
+  unreadBy(room, seq) {
+    let read = 0;
+    for (const u of room.members) if ((room.read_markers[u] || 0) >= seq) read++;
+    return Math.max(room.members.length - read, 0);
+  }
+
+  // sortedRooms are the rooms, most recently active first.
+  sortedRooms() {
+    const when = (r) => Date.parse(r.last_message?.sent_at || r.created_at) || 0;
+    return [...this.rooms.values()].sort((a, b) => when(b) - when(a));
+  }
+
+  sortedMessages(room) {
+    return [...room.messages.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  // apply applies a live or replayed event. It returns a room id the app
+  // must fetch (an event of a room it does not know yet), or "".
+  apply(ev) {
+    switch (ev.type) {
+      case "message": {
+        const m = ev.message;
+        if (!this.addMessages(m.room, [m])) return m.room;
+        this.stopTyping(m.room, m.sender);
+        return "";
+      }
+      case "read": {
+        const room = this.rooms.get(ev.room_id);
+        if (!room) return ev.room_id;
+        this.markRead(room, ev.user, ev.seq);
+        room.unread = Math.max(0, room.last_seq - room.read_seq);
+        this.changed("read", room.id);
+        return "";
+      }
+      case "room": {
+        if (!ev.room) return "";
+        if (ev.action === "left" && ev.user === this.me.name) {
+          this.rooms.delete(ev.room.id);
+          this.changed("rooms", ev.room.id);
+          return "";
+        }
+        this.setRoom(ev.room);
+        return "";
+      }
+      case "typing": {
+        if (ev.user === this.me.name) return "";
+        const m = this.typing.get(ev.room_id) || new Map();
+        if (ev.online) m.set(ev.user, Date.now() + TYPING_SHOWN_MS);
+        else m.delete(ev.user);
+        this.typing.set(ev.room_id, m);
+        this.changed("typing", ev.room_id);
+        setTimeout(() => this.changed("typing", ev.room_id), TYPING_SHOWN_MS + 50);
+        return "";
+      }
+      case "presence":
+        this.presence.set(ev.user, !!ev.online);
+        this.changed("presence");
+        return "";
+      case "incident":
+        if (ev.incident.state === "resolved") this.incidents.delete(ev.incident.id);
+        else this.incidents.set(ev.incident.id, ev.incident);
+        this.changed("incidents");
+        return "";
+    }
+    return "";
+  }
+
+  stopTyping(roomID, user) {
+    const m = this.typing.get(roomID);
+    if (m && m.delete(user)) this.changed("typing", roomID);
+  }
+
+  // typers are who is typing in a room now.
+  typers(roomID) {
+    const m = this.typing.get(roomID);
+    if (!m) return [];
+    const now = Date.now();
+    return [...m].filter(([, until]) => until > now).map(([u]) => u);
+  }
+
+  setIncidents(list) {
+    this.incidents = new Map((list || []).filter((i) => i.state !== "resolved").map((i) => [i.id, i]));
+    this.changed("incidents");
+  }
+
+  setFriends(list) {
+    this.friends = new Map(list.map((u) => [u.name, u]));
+    for (const u of list) this.users.set(u.name, u);
+    this.changed("friends");
+  }
+
+  setUser(u) {
+    this.users.set(u.name, u);
+    if (this.friends.has(u.name)) this.friends.set(u.name, u);
+    if (u.name === this.me.name) this.me = u;
+    this.changed("friends");
+  }
+}

@@ -1,0 +1,159 @@
+// sender.js: sends the outbox. While the WebSocket is live every waiting
+// message goes over it as a "send" frame, pipelined; otherwise they go one
+// at a time over HTTP with failover. Every retry — on another socket, at
+// another site, after a reload — carries the message's one client id, so
+// the log stores it once: an answer with duplicate:true is the original.
+
+import { ApiError, REQUEST_TIMEOUT_MS } from "./api.js";
+
+// Codes that mean "this site could not; resend here or elsewhere".
+const RETRY_CODES = new Set(["unavailable", "internal"]);
+const HTTP_AFTER_MS = 2000; // how long a message waits for a socket before HTTP
+
+export class Sender extends EventTarget {
+  // onSent(message) is called with each acknowledged message; onRefused
+  // (item, error) with one a site refused for good (it leaves the outbox).
+  constructor(api, live, outbox, { onSent, onRefused }) {
+    super();
+    this.api = api;
+    this.live = live;
+    this.outbox = outbox;
+    this.onSent = onSent;
+    this.onRefused = onRefused;
+    this.inflight = new Map(); // client id -> {socket, at} of a frame awaiting its answer
+    this.busy = false;
+    this.again = false;
+    this.timer = 0;
+    this.holdUntil = 0; // after too_many_requests
+    live.addEventListener("answer", (e) => this.answer(e.detail));
+    live.addEventListener("ready", () => this.kick());
+    live.addEventListener("closed", (e) => {
+      // Frames on a closed socket lost their answers: send them again.
+      for (const [id, f] of this.inflight) if (f.socket === e.detail) this.inflight.delete(id);
+      this.kick();
+    });
+    setInterval(() => this.checkStalled(), 1000);
+  }
+
+  // queue adds a message to the outbox and starts sending it.
+  queue(roomID, text) {
+    const item = this.outbox.add(roomID, text);
+    this.kick();
+    return item;
+  }
+
+  // sent is called for a message seen committed (an ack, an HTTP answer or
+  // a message event): it leaves the outbox.
+  sent(message) {
+    this.inflight.delete(message.client_id);
+    this.outbox.remove(message.client_id);
+    this.onSent(message);
+  }
+
+  kick() {
+    if (this.busy) { this.again = true; return; }
+    this.flush();
+  }
+
+  async flush() {
+    this.busy = true;
+    try {
+      do {
+        this.again = false;
+        await this.flushOnce();
+      } while (this.again);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async flushOnce() {
+    const wait = this.holdUntil - Date.now();
+    if (wait > 0) {
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.kick(), wait);
+      return;
+    }
+    if (this.live.open) {
+      for (const m of this.outbox.items) {
+        if (this.inflight.has(m.client_id)) continue;
+        const frame = { type: "send", room_id: m.room_id, client_id: m.client_id, text: m.text };
+        if (!this.live.send(frame)) break;
+        this.inflight.set(m.client_id, { socket: this.live.socketId, at: Date.now() });
+      }
+      return;
+    }
+    // No socket: after a short wait for one, HTTP, one message at a time
+    // (in order), until a socket is live again.
+    for (const m of [...this.outbox.items]) {
+      if (this.live.open) { this.again = true; return; }
+      if (this.inflight.has(m.client_id) || !this.outbox.has(m.client_id)) continue;
+      const waited = Date.now() - Date.parse(m.queued_at);
+      if (waited < HTTP_AFTER_MS && this.live.state !== "offline") {
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.kick(), HTTP_AFTER_MS - waited);
+        return;
+      }
+      try {
+        const r = await this.api.request("POST", `/v1/rooms/${encodeURIComponent(m.room_id)}/messages`,
+          { client_id: m.client_id, text: m.text }, { rounds: 1 });
+        this.sent(r.message);
+      } catch (e) {
+        if (e instanceof ApiError && e.code === "too_many_requests") {
+          this.hold(2000);
+          return;
+        }
+        if (e instanceof ApiError) {
+          this.refused(m, e);
+          continue;
+        }
+        // Every site failed this round: try again after a pause.
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.kick(), 1000);
+        return;
+      }
+    }
+  }
+
+  answer(ev) {
+    if (!this.inflight.has(ev.client_id) && !this.outbox.has(ev.client_id)) return;
+    if (ev.type === "ack" && ev.message) {
+      this.sent(ev.message);
+      return;
+    }
+    this.inflight.delete(ev.client_id);
+    const code = ev.error?.code || "internal";
+    if (RETRY_CODES.has(code)) {
+      this.live.reconnect(); // this site cannot: the next one will get it
+    } else if (code === "too_many_requests") {
+      this.hold(2000);
+    } else {
+      const m = this.outbox.items.find((x) => x.client_id === ev.client_id);
+      if (m) this.refused(m, new ApiError(0, code, ev.error?.message));
+    }
+  }
+
+  refused(m, err) {
+    this.inflight.delete(m.client_id);
+    this.outbox.remove(m.client_id);
+    this.onRefused(m, err);
+  }
+
+  hold(ms) {
+    this.holdUntil = Date.now() + ms;
+    this.kick();
+  }
+
+  // checkStalled gives up on a socket whose site has not answered a frame
+  // in time (it may be hanging, not closed).
+  checkStalled() {
+    const now = Date.now();
+    for (const f of this.inflight.values()) {
+      if (f.socket === this.live.socketId && now - f.at > REQUEST_TIMEOUT_MS) {
+        this.live.reconnect();
+        return;
+      }
+    }
+    if (this.outbox.size > 0 && !this.busy && this.inflight.size === 0) this.kick();
+  }
+}

@@ -1,0 +1,90 @@
+// store.js: what the app keeps in the browser across reloads — the
+// session, the sites it knows, its cursor, and the outbox of messages not
+// acknowledged yet with their client ids (localStorage: written at once,
+// read back before anything is sent, so a reload never loses or doubles a
+// message). Everything but the session and the language is kept per user.
+
+const SESSION_KEY = "salamander.session";
+const SITES_KEY = "salamander.sites";
+const THEME_KEY = "salamander.theme";
+
+function read(key, fallback) {
+  try {
+    const v = localStorage.getItem(key);
+    return v === null ? fallback : JSON.parse(v);
+  } catch {
+    return fallback;
+  }
+}
+
+function write(key, value) {
+  localStorage.setItem(key, JSON.stringify(value));
+}
+
+export const session = {
+  get: () => read(SESSION_KEY, null),
+  set: (s) => write(SESSION_KEY, s),
+  clear: () => localStorage.removeItem(SESSION_KEY),
+};
+
+export const sites = {
+  get: () => read(SITES_KEY, []),
+  set: (list) => write(SITES_KEY, list),
+};
+
+export const theme = {
+  get: () => read(THEME_KEY, "auto"),
+  set: (v) => write(THEME_KEY, v),
+};
+
+// cursor is the user's saved place in the event log.
+export const cursor = {
+  get: (user) => read(`salamander.cursor.${user}`, ""),
+  set: (user, c) => write(`salamander.cursor.${user}`, c),
+};
+
+// snapshot is what the app last knew of the user's rooms, newest messages
+// and friends: a reload shows them (and the outbox) before any site
+// answers, or while none can.
+export const snapshot = {
+  get: (user) => read(`salamander.snapshot.${user}`, null),
+  set: (user, snap) => write(`salamander.snapshot.${user}`, snap),
+};
+
+// forget removes everything kept for a user (signing out).
+export function forget(user) {
+  for (const k of ["cursor", "outbox", "snapshot"]) localStorage.removeItem(`salamander.${k}.${user}`);
+}
+
+// newClientID is a fresh random client message id (32 hex digits).
+export function newClientID() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+// Outbox holds a user's messages until a site acknowledges them, oldest
+// first: {client_id, room_id, text, queued_at}.
+export class Outbox {
+  constructor(user) {
+    this.key = `salamander.outbox.${user}`;
+    this.items = read(this.key, []);
+  }
+  add(roomID, text) {
+    const item = { client_id: newClientID(), room_id: roomID, text, queued_at: new Date().toISOString() };
+    this.items.push(item);
+    this.save();
+    return item;
+  }
+  // remove takes a message out; false when it was not there.
+  remove(clientID) {
+    const n = this.items.length;
+    this.items = this.items.filter((m) => m.client_id !== clientID);
+    if (this.items.length === n) return false;
+    this.save();
+    return true;
+  }
+  has(clientID) { return this.items.some((m) => m.client_id === clientID); }
+  forRoom(roomID) { return this.items.filter((m) => m.room_id === roomID); }
+  get size() { return this.items.length; }
+  save() { write(this.key, this.items); }
+}

@@ -1,0 +1,161 @@
+// views/dialogs.js: the modal forms — add a friend, a profile, my profile,
+// a new group, a room's settings (invite, rename, leave).
+
+import { ApiError } from "../api.js";
+import { $, avatar, fill, h } from "../dom.js";
+import { t } from "../i18n.js";
+import { newClientID } from "../store.js";
+
+// showDialog opens the dialog with a title and content; it returns a
+// function that closes it.
+function showDialog(title, ...content) {
+  const d = $("dialog");
+  const close = () => d.close();
+  fill(d, h("div", { class: "dialog-card", role: "document" },
+    h("header", {}, h("h2", { id: "dialog-title" }, title),
+      h("button", { type: "button", class: "icon-btn close", "aria-label": t("close"), onclick: close }, "×")),
+    content));
+  d.setAttribute("aria-labelledby", "dialog-title");
+  d.showModal();
+  d.querySelector("input, textarea, select")?.focus();
+  return close;
+}
+
+// formDialog runs a form whose submit calls act(data); an API error is
+// shown in the form, success closes it.
+function formDialog(title, fields, submitLabel, act) {
+  const error = h("p", { class: "form-error", role: "alert" });
+  const form = h("form", { class: "dialog-form", id: "dialog-form" }, fields, error,
+    h("div", { class: "buttons" },
+      h("button", { type: "button", class: "btn", onclick: () => close() }, t("cancel")),
+      h("button", { type: "submit", class: "btn primary" }, submitLabel)));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await act(new FormData(form));
+      close();
+    } catch (err) {
+      error.textContent = err instanceof ApiError ? err.message : t("errorGeneric");
+      button.disabled = false;
+    }
+  });
+  const close = showDialog(title, form);
+  return close;
+}
+
+const input = (name, label, attrs = {}) =>
+  h("label", { class: "field" }, h("span", {}, label), h("input", { name, ...attrs }));
+
+export function addFriendDialog(app) {
+  formDialog(t("addFriend"), input("name", t("addFriendPrompt"), {
+    required: true, autocapitalize: "none", spellcheck: "false", id: "friend-name",
+  }), t("add"), async (data) => {
+    const u = await app.api.request("POST", "/v1/friends", { name: String(data.get("name")).trim().toLowerCase() });
+    app.model.setUser(u);
+    app.model.friends.set(u.name, u);
+    app.model.changed("friends");
+  });
+}
+
+export function profileDialog(app, name) {
+  const m = app.model;
+  const u = m.users.get(name) || { name, display_name: name, status: "" };
+  const mine = name === m.me.name;
+  const close = showDialog(u.display_name,
+    h("div", { class: "profile" },
+      avatar(u.name, u.display_name, "xl"),
+      h("div", { class: "profile-name" }, u.display_name),
+      h("div", { class: "profile-id" }, "@" + u.name),
+      u.status ? h("p", { class: "profile-status" }, u.status) : null,
+      h("div", { class: "buttons" }, mine
+        ? h("button", { class: "btn primary", onclick: () => { close(); editProfileDialog(app); } }, t("editProfile"))
+        : h("button", { class: "btn primary", id: "profile-chat", onclick: () => { close(); openDirect(app, name); } }, t("startChat")))));
+}
+
+// openDirect gets (or creates) the 1:1 room with a user and opens it.
+export async function openDirect(app, name) {
+  try {
+    const r = await app.api.request("POST", "/v1/rooms/direct", { with: name });
+    app.model.setRoom(r);
+    app.go("#/room/" + encodeURIComponent(r.id));
+  } catch (err) {
+    app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));
+  }
+}
+
+export function editProfileDialog(app) {
+  const me = app.model.me;
+  formDialog(t("editProfile"), [
+    input("display_name", t("displayName"), { value: me.display_name, required: true, maxlength: 64, id: "profile-display" }),
+    input("status", t("statusMessage"), { value: me.status || "", maxlength: 140, id: "profile-status" }),
+  ], t("save"), async (data) => {
+    const u = await app.api.request("PATCH", "/v1/me", { display_name: data.get("display_name"), status: data.get("status") });
+    app.model.setUser(u);
+    app.toast(t("profileSaved"));
+  });
+}
+
+// memberPicker is a checkbox list of friends not in `exclude`.
+function memberPicker(app, exclude = []) {
+  const friends = [...app.model.friends.values()].filter((f) => !exclude.includes(f.name));
+  return h("fieldset", { class: "picker" }, h("legend", {}, t("chooseMembers")),
+    friends.length === 0 ? h("p", { class: "muted" }, t("noFriends")) : null,
+    friends.map((f) => h("label", { class: "pick" },
+      h("input", { type: "checkbox", name: "members", value: f.name }),
+      avatar(f.name, f.display_name, "sm"), h("span", {}, f.display_name))));
+}
+
+export function newGroupDialog(app) {
+  // One client id for every retry of this form: a creation whose answer
+  // was lost is found again instead of made twice.
+  const clientID = newClientID();
+  formDialog(t("newGroup"), [
+    input("name", t("groupName"), { maxlength: 100, id: "group-name" }),
+    memberPicker(app),
+  ], t("create"), async (data) => {
+    const r = await app.api.request("POST", "/v1/rooms/group",
+      { name: String(data.get("name") || "").trim(), members: data.getAll("members"), client_id: clientID });
+    app.model.setRoom(r);
+    app.go("#/room/" + encodeURIComponent(r.id));
+  });
+}
+
+export function roomSettingsDialog(app, room) {
+  const path = (what) => `/v1/rooms/${encodeURIComponent(room.id)}/${what}`;
+  const rename = h("form", { class: "dialog-form", id: "rename-form" },
+    input("name", t("roomName"), { value: room.name, maxlength: 100, required: true }),
+    h("div", { class: "buttons" }, h("button", { type: "submit", class: "btn" }, t("rename"))));
+  const invite = h("form", { class: "dialog-form", id: "invite-form" }, memberPicker(app, room.members),
+    h("div", { class: "buttons" }, h("button", { type: "submit", class: "btn" }, t("invite"))));
+  const act = (form, fn) => form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      app.model.setRoom(await fn(new FormData(form)));
+      close();
+    } catch (err) {
+      app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));
+    }
+  });
+  act(rename, (d) => app.api.request("POST", path("rename"), { name: d.get("name") }));
+  act(invite, (d) => app.api.request("POST", path("invite"), { users: d.getAll("members") }));
+  const members = h("ul", { class: "member-list", "aria-label": t("chooseMembers") },
+    room.members.map((n) => h("li", {}, avatar(n, app.model.displayName(n), "sm"), app.model.displayName(n))));
+  const close = showDialog(t("roomSettings"), members, rename, invite,
+    h("div", { class: "buttons" }, h("button", { type: "button", class: "btn danger", id: "leave-room", onclick: async () => {
+      if (!confirm(t("leaveConfirm"))) return;
+      try {
+        await app.api.request("POST", path("leave")).catch((err) => {
+          // A retry after a hidden success: no longer a member, as asked.
+          if (!(err instanceof ApiError && err.code === "forbidden")) throw err;
+        });
+        app.model.rooms.delete(room.id);
+        app.model.changed("rooms", room.id);
+        close();
+        app.go("#/chats");
+      } catch (err) {
+        app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));
+      }
+    } }, t("leave"))));
+}

@@ -1,0 +1,341 @@
+// views/room.js: one chat room — messages grouped by sender and day, each
+// with its live unread count; the messages still in the outbox; infinite
+// scroll back into history; read markers that advance as the user reads;
+// the typing indicator; and the composer (Enter sends, Shift+Enter breaks
+// the line, Enter while an IME composes Hangul does neither).
+
+import { ApiError } from "../api.js";
+import { $, avatar, fill, h } from "../dom.js";
+import { dayKey, fmtDay, fmtTime, t } from "../i18n.js";
+import { icon } from "../icons.js";
+import { profileDialog, roomSettingsDialog } from "./dialogs.js";
+
+const PAGE = 50;
+const TYPING_RESEND_MS = 3000;
+const TYPING_IDLE_MS = 5000;
+const EMOJI = "😀 😂 🥹 😊 😍 🥰 😘 😎 🤔 😮 😢 😭 😡 🥳 😴 🙏 👍 👎 👏 🙌 💪 👋 🤝 ❤️ 🧡 💛 💚 💙 💜 🔥 ✨ 🎉 🎂 ☕ 🍜 🍗 🍺 ⚽ 📷 ✅".split(" ");
+
+export class RoomView {
+  constructor(app) {
+    this.app = app;
+    this.roomID = "";
+    this.frame = 0;
+    this.loadingOlder = false;
+    this.asked = new Set(); // users whose profiles were fetched
+    this.composing = false;
+    this.enterSent = false;
+    this.typingSent = 0;
+    this.typingTimer = 0;
+    this.anchor = null; // distance from the bottom to keep while older messages load
+
+    const input = $("input");
+    input.addEventListener("compositionstart", () => { this.composing = true; });
+    input.addEventListener("compositionend", () => { this.composing = false; });
+    input.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" || e.shiftKey) return;
+      // An IME is composing (Hangul): Enter commits the syllable, it
+      // does not send.
+      if (e.isComposing || e.keyCode === 229 || this.composing) return;
+      e.preventDefault();
+      this.enterSent = true;
+      this.send();
+    });
+    // The line break of the Enter that sent, should the browser still
+    // insert it (some synthetic key events do), is dropped.
+    input.addEventListener("beforeinput", (e) => {
+      if (this.enterSent && (e.inputType === "insertLineBreak" || e.inputType === "insertParagraph")) e.preventDefault();
+    });
+    input.addEventListener("keyup", () => { this.enterSent = false; });
+    input.addEventListener("input", () => { this.autosize(); this.typing(); });
+    input.addEventListener("blur", () => this.stopTyping());
+    $("composer").addEventListener("submit", (e) => { e.preventDefault(); this.send(); });
+    $("emoji-button").addEventListener("click", () => this.toggleEmoji());
+    $("messages").addEventListener("scroll", () => this.onScroll());
+    fill($("emoji-panel"), EMOJI.map((e) => h("button", { type: "button", class: "emoji", "aria-label": e,
+      onclick: () => this.insert(e) }, e)));
+    fill($("emoji-button"), icon("emoji"));
+    fill($("send-button"), icon("send"));
+    this.relabel();
+  }
+
+  get room() { return this.app.model.rooms.get(this.roomID); }
+
+  relabel() {
+    $("input").placeholder = t("typeMessage");
+    $("input").setAttribute("aria-label", t("typeMessage"));
+    $("send-button").setAttribute("aria-label", t("send"));
+    $("emoji-button").setAttribute("aria-label", t("emoji"));
+    $("emoji-panel").setAttribute("aria-label", t("emojiPicker"));
+    $("messages").setAttribute("aria-label", t("messageList"));
+    fill($("room-empty"), h("img", { src: "/app/icon.svg", alt: "", class: "logo" }), h("p", {}, t("pickChat")));
+    if (this.roomID) this.draw();
+  }
+
+  // knowUser fetches a user's profile once, for their display name.
+  knowUser(name) {
+    const m = this.app.model;
+    if (m.users.has(name) || this.asked.has(name)) return;
+    this.asked.add(name);
+    this.app.api.request("GET", "/v1/users/" + encodeURIComponent(name))
+      .then((u) => m.setUser(u), () => this.asked.delete(name));
+  }
+
+  async open(id) {
+    if (id !== this.roomID) {
+      this.stopTyping();
+      this.roomID = id;
+      this.anchor = null;
+      this.stuck = true;
+      $("input").value = "";
+      this.autosize();
+      $("emoji-panel").hidden = true;
+    }
+    $("room").hidden = !id;
+    $("room-empty").hidden = !!id;
+    if (!id) return;
+    if (!this.room) await this.app.fetchRoom(id);
+    const room = this.room;
+    if (!room) { this.app.go("#/chats"); return; }
+    for (const u of room.members) this.knowUser(u);
+    this.drawHead();
+    this.draw();
+    if (!room.loaded) await this.loadLatest(room);
+    this.markRead();
+    if (matchMedia("(min-width: 721px)").matches) $("input").focus();
+  }
+
+  // onReconnected runs after a WebSocket (maybe at another site) is live
+  // again: the read marker is said again (a frame on a lost socket may
+  // never have arrived) and holes in the history are filled.
+  onReconnected() {
+    const room = this.room;
+    if (!room) return;
+    this.markRead(true);
+    if (room.loaded) this.fillGaps(room);
+  }
+
+  async loadLatest(room) {
+    try {
+      const page = await this.app.api.request("GET", `/v1/rooms/${encodeURIComponent(room.id)}/messages?limit=${PAGE}`);
+      room.loaded = true;
+      room.more = page.more;
+      this.app.model.addMessages(room.id, page.messages);
+      await this.fillGaps(room);
+    } catch (e) {
+      if (e instanceof ApiError) this.app.toast(e.message);
+    }
+  }
+
+  // fillGaps fetches the messages missing between the oldest and newest
+  // known ones (events lost while no site was reachable).
+  async fillGaps(room) {
+    for (let guard = 0; guard < 20; guard++) {
+      const seqs = [...room.messages.keys()].sort((a, b) => a - b);
+      const i = seqs.findIndex((s, k) => k > 0 && s !== seqs[k - 1] + 1);
+      const newest = seqs[seqs.length - 1] || 0;
+      let after = -1;
+      if (i > 0) after = seqs[i - 1];
+      else if (room.last_seq > newest && newest > 0) after = newest;
+      if (after < 0) return;
+      const page = await this.app.api.request("GET",
+        `/v1/rooms/${encodeURIComponent(room.id)}/messages?after=${after}&limit=200`).catch(() => null);
+      if (!page || page.messages.length === 0) return;
+      this.app.model.addMessages(room.id, page.messages);
+    }
+  }
+
+  async loadOlder() {
+    const room = this.room;
+    if (!room || !room.loaded || !room.more || this.loadingOlder) return;
+    const oldest = Math.min(...room.messages.keys());
+    if (!Number.isFinite(oldest) || oldest <= 1) { room.more = false; this.draw(); return; }
+    this.loadingOlder = true;
+    try {
+      const page = await this.app.api.request("GET",
+        `/v1/rooms/${encodeURIComponent(room.id)}/messages?before=${oldest}&limit=${PAGE}`);
+      const el = $("messages");
+      this.anchor = el.scrollHeight - el.scrollTop;
+      room.more = page.more;
+      this.app.model.addMessages(room.id, page.messages);
+    } catch (e) {
+      if (e instanceof ApiError) this.app.toast(e.message);
+    } finally {
+      this.loadingOlder = false;
+    }
+  }
+
+  onScroll() {
+    const el = $("messages");
+    this.stuck = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
+    if (el.scrollTop < 120) this.loadOlder();
+  }
+
+  // markRead moves the user's read marker to the newest message while the
+  // room is on screen.
+  markRead(again = false) {
+    const room = this.room;
+    if (!room || document.visibilityState !== "visible" || !room.last_seq) return;
+    const seq = room.last_seq;
+    if (seq <= room.read_seq && !again) return;
+    const m = this.app.model;
+    m.markRead(room, m.me.name, seq);
+    room.unread = Math.max(0, room.last_seq - room.read_seq);
+    if (!this.app.live.send({ type: "read", room_id: room.id, seq })) {
+      this.app.api.request("POST", `/v1/rooms/${encodeURIComponent(room.id)}/read`, { seq }, { rounds: 1 })
+        .catch(() => { room.read_seq = Math.min(room.read_seq, seq - 1); });
+    }
+    m.changed("read", room.id);
+  }
+
+  send() {
+    const input = $("input");
+    const text = input.value.replace(/^\s*\n|\s+$/g, "");
+    if (!text.trim() || !this.roomID) return;
+    input.value = "";
+    this.autosize();
+    this.stopTyping();
+    $("emoji-panel").hidden = true;
+    this.stuck = true;
+    this.app.sender.queue(this.roomID, text);
+    this.draw();
+    this.app.drawConn();
+  }
+
+  typing() {
+    if (!this.roomID || !$("input").value.trim()) return;
+    const now = Date.now();
+    if (now - this.typingSent > TYPING_RESEND_MS) {
+      this.typingSent = now;
+      this.app.live.send({ type: "typing", room_id: this.roomID, typing: true });
+    }
+    clearTimeout(this.typingTimer);
+    this.typingTimer = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+
+  stopTyping() {
+    clearTimeout(this.typingTimer);
+    if (!this.typingSent || !this.roomID) return;
+    this.typingSent = 0;
+    this.app.live.send({ type: "typing", room_id: this.roomID, typing: false });
+  }
+
+  // autosize grows the composer with its text where CSS cannot
+  // (field-sizing).
+  autosize() {
+    if (CSS.supports("field-sizing", "content")) return;
+    const input = $("input");
+    input.style.height = "auto";
+    input.style.height = Math.min(input.scrollHeight, 140) + "px";
+  }
+
+  toggleEmoji() {
+    const p = $("emoji-panel");
+    p.hidden = !p.hidden;
+    $("emoji-button").setAttribute("aria-expanded", String(!p.hidden));
+  }
+
+  insert(text) {
+    const input = $("input");
+    const { selectionStart: a, selectionEnd: b, value } = input;
+    input.value = value.slice(0, a) + text + value.slice(b);
+    input.selectionStart = input.selectionEnd = a + text.length;
+    input.focus();
+    this.autosize();
+  }
+
+  drawHead() {
+    const room = this.room;
+    if (!room) return;
+    const m = this.app.model;
+    const other = m.otherMember(room);
+    const title = m.roomTitle(room);
+    const sub = other
+      ? (m.presence.get(other) ? t("online") : m.users.get(other)?.status || "")
+      : t("members", room.members.length);
+    fill($("room-head"),
+      h("a", { href: "#/chats", class: "icon-btn back", "aria-label": t("back") }, icon("back")),
+      h("button", { class: "room-who", onclick: () => other ? profileDialog(this.app, other) : roomSettingsDialog(this.app, room) },
+        avatar(other || room.id, other ? m.displayName(other) : title),
+        h("span", { class: "room-names" },
+          h("h2", { id: "room-title" }, title, room.kind === "group" ? h("span", { class: "count" }, room.members.length) : null),
+          sub ? h("span", { class: "room-sub" + (other && m.presence.get(other) ? " online" : "") }, sub) : null)),
+      room.kind === "group"
+        ? h("button", { class: "icon-btn", id: "room-settings", "aria-label": t("roomSettings"), title: t("roomSettings"),
+          onclick: () => roomSettingsDialog(this.app, room) }, icon("more"))
+        : null);
+  }
+
+  drawTyping() {
+    const m = this.app.model;
+    const who = m.typers(this.roomID).map((u) => m.displayName(u));
+    fill($("typing"), who.length ? [h("span", { class: "dots", "aria-hidden": "true" }, h("i"), h("i"), h("i")), t("typing", who.join(", "))] : null);
+  }
+
+  scheduleDraw() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); this.drawHead(); this.markRead(); });
+  }
+
+  draw() {
+    const room = this.room;
+    if (!room) return;
+    const m = this.app.model;
+    const me = m.me.name;
+    const el = $("messages");
+    const msgs = m.sortedMessages(room);
+    const mine = new Set(msgs.filter((x) => x.sender === me).map((x) => x.client_id));
+    const pending = this.app.outbox.forRoom(room.id).filter((p) => !mine.has(p.client_id));
+    const items = [];
+    items.push(room.loaded && !room.more
+      ? h("div", { class: "history-edge" }, t("beginning"))
+      : h("div", { class: "history-edge loading" }, room.loaded ? t("loadingOlder") : ""));
+    const minute = (x) => Math.floor(Date.parse(x.sent_at) / 60000);
+    const together = (a, b) => a && b && a.sender === b.sender && minute(a) === minute(b);
+    let prev = null;
+    msgs.forEach((x, i) => {
+      const next = msgs[i + 1];
+      if (!prev || dayKey(prev.sent_at) !== dayKey(x.sent_at)) {
+        items.push(h("div", { class: "day", role: "separator" }, h("span", {}, fmtDay(x.sent_at))));
+        prev = null;
+      }
+      const first = !together(prev, x);
+      const last = !together(x, next) || (next && dayKey(next.sent_at) !== dayKey(x.sent_at));
+      const unread = m.unreadBy(room, x.seq);
+      items.push(bubble(this.app, x, { mine: x.sender === me, first, last, unread }));
+      prev = x;
+    });
+    for (const p of pending) {
+      items.push(bubble(this.app, { sender: me, text: p.text, client_id: p.client_id, sent_at: p.queued_at },
+        { mine: true, first: true, last: true, pending: true }));
+    }
+    const stick = this.stuck !== false;
+    fill(el, items);
+    if (this.anchor !== null) {
+      el.scrollTop = el.scrollHeight - this.anchor;
+      this.anchor = null;
+    } else if (stick) {
+      el.scrollTop = el.scrollHeight;
+    }
+    this.drawTyping();
+    if (room.loaded && room.more && el.scrollHeight <= el.clientHeight + 120) this.loadOlder();
+  }
+}
+
+// bubble is one message: the sender's avatar and name on the first of a
+// run, the time on the last, and beside mine (and others') the count of
+// members who have not read it.
+function bubble(app, x, { mine, first, last, unread, pending }) {
+  const m = app.model;
+  const cls = ["msg", mine ? "mine" : "theirs", first ? "first" : "", last ? "last" : "", pending ? "pending" : ""].filter(Boolean).join(" ");
+  const meta = h("span", { class: "meta" },
+    pending
+      ? h("span", { class: "state", title: t("notSent") }, "◷")
+      : unread > 0 ? h("span", { class: "unread", "aria-label": t("unreadBy", unread) }, unread) : null,
+    last ? h("time", { datetime: x.sent_at }, fmtTime(x.sent_at)) : null);
+  return h("div", { class: cls, dataset: pending ? { clientId: x.client_id } : { seq: x.seq, clientId: x.client_id } },
+    !mine && first ? h("button", { class: "msg-avatar", "aria-label": m.displayName(x.sender),
+      onclick: () => profileDialog(app, x.sender) }, avatar(x.sender, m.displayName(x.sender))) : null,
+    h("div", { class: "msg-body" },
+      !mine && first ? h("div", { class: "sender" }, m.displayName(x.sender)) : null,
+      h("div", { class: "line" }, h("div", { class: "bubble" }, h("span", { class: "text" }, x.text)), meta)));
+}
