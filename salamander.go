@@ -176,6 +176,12 @@ const (
 	FrameTyping FrameType = "typing"
 	// FrameRead moves the user's read marker in RoomID to Seq.
 	FrameRead FrameType = "read"
+	// FramePing asks whether the site still serves this socket: ClientID
+	// is required, RoomID is not; it is answered at once with an EventAck
+	// (or a nack, unavailable, when the site cannot serve). Browsers see
+	// no WebSocket control pings, so a page pings this way and moves to
+	// another site when no answer comes.
+	FramePing FrameType = "ping"
 )
 
 // ClientFrame is a JSON text frame a client sends on its WebSocket. A frame

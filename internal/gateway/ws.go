@@ -313,6 +313,14 @@ func (c *wsConn) handleFrame(data []byte, over bool) bool {
 	} else {
 		err = checkFrame(&f)
 	}
+	if err == nil && f.Type == salamander.FramePing {
+		// Answered here, ahead of every lane: it asks about the socket.
+		if err = c.g.serving(); err == nil {
+			c.reply(salamander.Event{Type: salamander.EventAck, ClientID: f.ClientID})
+			c.strikes = 0
+			return true
+		}
+	}
 	if err == nil && !c.admit(f) {
 		err = salamander.Errorf(salamander.CodeTooManyRequests,
 			"%d frames are in flight on this socket; wait for their answers", wsMaxInFlight)
@@ -359,8 +367,10 @@ func decodeFrame(data []byte, over bool, f *salamander.ClientFrame) error {
 func checkFrame(f *salamander.ClientFrame) error {
 	switch f.Type {
 	case salamander.FrameSend, salamander.FrameTyping, salamander.FrameRead:
+	case salamander.FramePing:
+		return salamander.ValidateClientID(f.ClientID)
 	default:
-		return salamander.Errorf(salamander.CodeInvalid, "unknown frame type %q; want send, typing or read", f.Type)
+		return salamander.Errorf(salamander.CodeInvalid, "unknown frame type %q; want send, typing, read or ping", f.Type)
 	}
 	if f.ClientID != "" || f.Type == salamander.FrameSend {
 		if err := salamander.ValidateClientID(f.ClientID); err != nil {

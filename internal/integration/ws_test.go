@@ -502,3 +502,17 @@ func TestWebSocketFramesStopAfterLogout(t *testing.T) {
 		t.Fatalf("history after logout: %v messages, err %v (want only the one sent before)", len(page.Messages), err)
 	}
 }
+
+// A ping frame is answered at once with an ack of its client id, ahead of
+// any room's frames; one without a client id is refused. (Browsers see no
+// WebSocket control pings: the web client pings this way.)
+func TestWebSocketPingFrame(t *testing.T) {
+	a, _ := signedUp(t, 1, "wsping")
+	p := dialWS(t, 1, a.Token())
+	p.write(map[string]any{"type": "ping", "client_id": "ping-1"})
+	if ev := p.answer("ping-1"); ev.Type != salamander.EventAck {
+		t.Fatalf("ping answered %+v", ev)
+	}
+	p.write(map[string]any{"type": "ping"})
+	wantNack(t, p.answer(""), salamander.CodeInvalid)
+}
