@@ -1,7 +1,7 @@
 // Command salamander is the Salamander messenger: the server (serve, dev),
 // the terminal client (chat), the fire drill (drill), the load generator
-// (bench) and the operators' tools (admin, certs, backup, restore), in one
-// binary.
+// (bench), the load balancer in front of a site's gateways (lb) and the
+// operators' tools (admin, certs, backup, restore), in one binary.
 //
 // Only this package reads flags, files and the environment; it turns them
 // into the Config structs of the internal packages and wires them together.
@@ -31,6 +31,7 @@ commands:
   drill    burn a site under live load and prove nothing was lost
   bench    load a cluster and report latency, throughput, loss, memory per connection, catch-up
   admin    operator actions on the log: revoke a user, list or move stream leaders
+  lb       balance a site's public URL over its gateways (several serve --nats per site)
   certs    create a deployment's certificates and credentials
   backup   take an online backup of every stream of the log to a directory
   restore  restore streams from a backup into a cluster where they are absent
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDrill(ctx, rest, stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, rest, stdout, stderr)
+	case "lb":
+		return runLB(ctx, rest, stdout, stderr)
 	case "certs":
 		return runCerts(ctx, rest, stdout, stderr)
 	case "bench":

@@ -1,0 +1,183 @@
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// gateway is a fake site gateway: /readyz answers ready's state, /who
+// names the gateway and echoes the body, /ws echoes one WebSocket message.
+type gateway struct {
+	name  string
+	ready atomic.Bool
+	srv   *httptest.Server
+}
+
+func newGateway(t *testing.T, name string) *gateway {
+	g := &gateway{name: name}
+	g.ready.Store(true)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !g.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("/who", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", g.name, b, r.Header.Get("X-Forwarded-For"))
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		typ, msg, err := c.Read(r.Context())
+		if err == nil {
+			_ = c.Write(r.Context(), typ, append([]byte(g.name+" "), msg...))
+		}
+	})
+	g.srv = httptest.NewServer(mux)
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+// checkFor polls cond until it returns nil or d has passed.
+func checkFor(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for err := cond(); err != nil; err = cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	res, err := http.Post(url, "text/plain", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// The balancer spreads requests over the ready gateways, skips one whose
+// /readyz fails, retries a request a dead gateway refused on the next one
+// (body included), carries WebSockets, and answers 503 with none ready.
+func TestBalancer(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	g1, g2 := newGateway(t, "g1"), newGateway(t, "g2")
+	cfg := DefaultConfig(g1.srv.URL, g2.srv.URL)
+	cfg.Interval = 20 * time.Millisecond
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	lb := httptest.NewServer(b)
+	defer lb.Close()
+
+	checkFor(t, 5*time.Second, func() error {
+		if n := len(b.Ready()); n != 2 {
+			return fmt.Errorf("%d gateways ready", n)
+		}
+		return nil
+	})
+	seen := map[string]int{}
+	for range 10 {
+		code, body := post(t, lb.URL+"/who", "hi")
+		name, rest, _ := strings.Cut(body, " ")
+		if code != http.StatusOK || !strings.HasPrefix(rest, "hi 127.0.0.1") {
+			t.Fatalf("%d %q", code, body)
+		}
+		seen[name]++
+	}
+	if seen["g1"] != 5 || seen["g2"] != 5 {
+		t.Fatalf("requests per gateway: %v", seen)
+	}
+
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	c, _, err := websocket.Dial(wctx, strings.Replace(lb.URL, "http", "ws", 1)+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(wctx, websocket.MessageText, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_, msg, err := c.Read(wctx)
+	c.CloseNow()
+	if err != nil || !strings.HasSuffix(string(msg), " ping") {
+		t.Fatalf("WebSocket through the balancer: %q %v", msg, err)
+	}
+
+	// g1 is not ready: everything goes to g2.
+	g1.ready.Store(false)
+	checkFor(t, 5*time.Second, func() error {
+		if r := b.Ready(); len(r) != 1 || r[0] != g2.srv.URL {
+			return fmt.Errorf("ready: %v", r)
+		}
+		return nil
+	})
+	for range 4 {
+		if code, body := post(t, lb.URL+"/who", "x"); code != http.StatusOK || !strings.HasPrefix(body, "g2 x") {
+			t.Fatalf("%d %q", code, body)
+		}
+	}
+	// g1 is ready again and g2 dies without a word: requests the dead one
+	// refuses go to g1, body and all, before any health check notices.
+	g1.ready.Store(true)
+	checkFor(t, 5*time.Second, func() error {
+		if n := len(b.Ready()); n != 2 {
+			return fmt.Errorf("%d gateways ready", n)
+		}
+		return nil
+	})
+	cancel()
+	<-done // no health check from here on
+	g2.srv.Close()
+	for range 4 {
+		if code, body := post(t, lb.URL+"/who", "y"); code != http.StatusOK || !strings.HasPrefix(body, "g1 y") {
+			t.Fatalf("with g2 dead: %d %q", code, body)
+		}
+	}
+	if r := b.Ready(); len(r) != 1 || r[0] != g1.srv.URL {
+		t.Fatalf("ready after g2 refused: %v", r)
+	}
+	g1.srv.Close()
+	if code, _ := post(t, lb.URL+"/who", "z"); code != http.StatusServiceUnavailable {
+		t.Fatalf("with every gateway dead: %d, want 503", code)
+	}
+	res, err := http.Get(lb.URL + "/who")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("with none ready: %d %v", res.StatusCode, res.Header)
+	}
+}
+
+func TestNewRefusesBadBackends(t *testing.T) {
+	for _, bad := range [][]string{nil, {"10.0.0.1:8080"}, {"ftp://x"}, {"http://"}} {
+		if _, err := New(DefaultConfig(bad...)); err == nil {
+			t.Errorf("backends %q accepted", bad)
+		}
+	}
+}
