@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/salamander-chat/salamander/internal/drill"
@@ -43,6 +44,11 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on each wait for deliveries and for the sites to agree")
 	fs.BoolVar(&cfg.Return, "return", false, "fire: after the load, restart the burned site on its old disk and check it catches up")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "room streams (serve --partitions)")
+	fs.StringVar(&cfg.Topology, "topology", drill.TopologyEmbedded, "embedded (one serve process per site, its NATS server inside) or external "+
+		"(the production layout: per site a standalone nats-server with TLS, credentials, site tag, unique_tag and sync_interval always, "+
+		"--gateways-per-site 'serve --nats' processes and a load balancer; a fire SIGKILLs the server and every gateway of the site)")
+	fs.IntVar(&cfg.GatewaysPerSite, "gateways-per-site", 2, "external topology: 'serve --nats' processes per site, behind the site's balancer")
+	fs.StringVar(&cfg.NATSServer, "nats-server", "", "external topology: the nats-server executable, 2.11 or later (default: nats-server on PATH)")
 	fs.StringVar(&cfg.SiteLogLevel, "site-log-level", "warn", "the sites' log level; their logs go to SITE.log in the data directory")
 	fs.StringVar(&cfg.Dir, "data", "", "directory for the sites' data and logs (default: a temporary one, removed afterwards)")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary data directory")
@@ -81,6 +87,11 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Binary == "" && len(cfg.Sites) == 0 {
 		if cfg.Binary, err = os.Executable(); err != nil {
 			return fmt.Errorf("drill: finding this binary: %w", err)
+		}
+	}
+	if cfg.Topology == drill.TopologyExternal && cfg.NATSServer == "" {
+		if cfg.NATSServer, err = exec.LookPath("nats-server"); err != nil {
+			return fmt.Errorf("drill: --topology external needs nats-server 2.11 or later: give --nats-server PATH (%w)", err)
 		}
 	}
 	var rec *drillRecorder

@@ -217,6 +217,9 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if perr == nil {
 			return
 		}
+		if errors.Is(perr, context.Canceled) && r.Context().Err() != nil {
+			return // the client went away: nobody to answer
+		}
 		if !refused(perr) {
 			b.log.Warn("gateway failed a request", "backend", be.url.String(), "path", r.URL.Path, "err", perr)
 			http.Error(w, "the gateway failed: "+perr.Error(), http.StatusBadGateway)

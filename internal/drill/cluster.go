@@ -45,7 +45,23 @@ type ClusterConfig struct {
 	// replication traffic (a benchmark wants that), and Cut, Heal and
 	// SetLatency do nothing.
 	DirectRoutes bool
+	// Topology is TopologyEmbedded (default: one `serve` process per site,
+	// its NATS server inside) or TopologyExternal: per site a standalone
+	// nats-server process and GatewaysPerSite `serve --nats` processes
+	// behind a load balancer (package balancer) whose URL is the site's.
+	Topology string
+	// GatewaysPerSite is the number of `serve --nats` processes per site
+	// of an external topology (default 2).
+	GatewaysPerSite int
+	// NATSServer is the nats-server executable of an external topology.
+	NATSServer string
 }
+
+// Topologies of a drill cluster.
+const (
+	TopologyEmbedded = "embedded"
+	TopologyExternal = "external"
+)
 
 // Cluster is three `salamander serve` processes on loopback, one per site,
 // whose NATS routes all run through link proxies owned by the Cluster so
@@ -60,6 +76,12 @@ type ClusterConfig struct {
 // With ClusterConfig.DirectRoutes the routes bypass the proxies (and every
 // site listens on 127.0.0.1); such a cluster cannot be cut off or slowed.
 //
+// With ClusterConfig.Topology TopologyExternal a site is instead a
+// standalone nats-server process and GatewaysPerSite `serve --nats`
+// processes behind a load balancer the Cluster owns, whose URL is the
+// site's (see external.go); its routes run through the proxies alike, and
+// Kill, Term and Restart act on all of the site's processes together.
+//
 // A Cluster made by Attach drives sites it did not start: it has no
 // processes or proxies, and every fault that needs them fails with
 // ErrAttached.
@@ -69,6 +91,7 @@ type Cluster struct {
 	hc       *http.Client
 	sites    []*siteProc
 	proxies  []*linkProxy
+	lbs      *balancers // external topology: the sites' load balancers
 	attached bool
 	// secrets is the directory of the cluster's credentials and
 	// certificates (none when attached).
@@ -139,29 +162,37 @@ func (c *Cluster) heal(site string) {
 // it attached to (it does not own the sites' processes or routes).
 var ErrAttached = errors.New("drill: not possible on a cluster the drill attached to")
 
-// siteProc is one site's fixed addresses and its current process.
+// siteProc is one site's fixed addresses and its current processes.
 type siteProc struct {
 	name        string
-	url         string // HTTP base URL
-	httpAddr    string
+	url         string // HTTP base URL (external: the load balancer's)
+	httpAddr    string // embedded: the `serve` process's HTTP address
 	natsAddr    string
 	clusterAddr string
 	dataDir     string
 	logPath     string
 	routes      []string
-	proc        *process // nil while down
+	// external topology: the nats-server's monitoring address and the
+	// gateways behind the balancer.
+	monitorAddr string
+	gateways    []gatewayAddr
+	procs       []*process // the site's running processes; nil while down
 }
 
-// process is one running `salamander serve`.
+// process is one running process of a site.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited and been reaped
-	log  *os.File
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has exited and been reaped
+	log     *os.File
+	logPath string
 }
 
 // siteStatus is the part of GET /v1/status the drill reads.
 type siteStatus struct {
-	Site         string        `json:"site"`
+	Site string `json:"site"`
+	// Instance names the gateway that answered (several per site behind
+	// a balancer).
+	Instance     string        `json:"instance"`
 	Streams      []streamState `json:"streams"`
 	StreamsError string        `json:"streams_error"`
 	// Applied is the read model's applied position per stream.
@@ -191,6 +222,19 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	if cfg.SiteLogLevel == "" {
 		cfg.SiteLogLevel = "warn"
 	}
+	switch cfg.Topology {
+	case "", TopologyEmbedded:
+		cfg.Topology = TopologyEmbedded
+	case TopologyExternal:
+		if cfg.NATSServer == "" {
+			return nil, errors.New("drill: an external topology needs a nats-server executable")
+		}
+		if cfg.GatewaysPerSite <= 0 {
+			cfg.GatewaysPerSite = 2
+		}
+	default:
+		return nil, fmt.Errorf("drill: unknown topology %q (%s, %s)", cfg.Topology, TopologyEmbedded, TopologyExternal)
+	}
 	c := &Cluster{
 		cfg: cfg,
 		log: cfg.Logger.With("system", "drill"),
@@ -215,6 +259,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	}
 	if err := secrets.Generate(c.secrets, secrets.Options{Sites: c.names(), TLS: true, Hosts: hosts}); err != nil {
 		return nil, fmt.Errorf("drill: %w", err)
+	}
+	if err := c.startBalancers(); err != nil {
+		return nil, err
 	}
 	for i := range c.sites {
 		if err := c.start(i); err != nil {
@@ -312,6 +359,11 @@ func (c *Cluster) layout() error {
 			dataDir:     dir,
 			logPath:     filepath.Join(c.cfg.Dir, name+".log"),
 		}
+		if c.cfg.Topology == TopologyExternal {
+			if err := c.layoutExternal(s); err != nil {
+				return err
+			}
+		}
 		c.sites = append(c.sites, s)
 	}
 	for _, from := range c.sites {
@@ -334,33 +386,48 @@ func (c *Cluster) layout() error {
 	return nil
 }
 
-// start launches site i's process on its fixed ports and data directory.
+// start launches site i's processes on their fixed ports and data
+// directory.
 func (c *Cluster) start(i int) error {
 	s := c.sites[i]
 	if err := os.MkdirAll(s.dataDir, 0o755); err != nil {
 		return fmt.Errorf("drill: site %s data dir: %w", s.name, err)
 	}
-	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("drill: site %s log: %w", s.name, err)
+	if c.cfg.Topology == TopologyExternal {
+		return c.startExternal(i)
 	}
-	var sites []string
-	for _, o := range c.sites {
-		sites = append(sites, o.name+"=http://"+o.httpAddr)
-	}
-	cmd := exec.Command(c.cfg.Binary, "serve",
+	args := []string{"serve",
 		"--site", s.name,
 		"--data", s.dataDir,
 		"--http", s.httpAddr,
 		"--nats-listen", s.natsAddr,
 		"--cluster-listen", s.clusterAddr,
 		"--routes", strings.Join(s.routes, ","),
-		"--sites", strings.Join(sites, ","),
+		"--sites", c.sitesFlag(),
 		"--partitions", strconv.Itoa(c.cfg.Partitions),
 		"--log-level", c.cfg.SiteLogLevel,
 		"--secrets", secrets.SiteFile(c.secrets, s.name),
-	)
-	cmd.Args = append(cmd.Args, c.cfg.ServeArgs...)
+	}
+	return c.spawn(i, s.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...)
+}
+
+// sitesFlag is every site's public URL as `serve --sites` takes them.
+func (c *Cluster) sitesFlag() string {
+	var sites []string
+	for _, o := range c.sites {
+		sites = append(sites, o.name+"="+o.url)
+	}
+	return strings.Join(sites, ",")
+}
+
+// spawn starts one of site i's processes, its output appended to logPath.
+func (c *Cluster) spawn(i int, logPath, bin string, args ...string) error {
+	s := c.sites[i]
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("drill: site %s log: %w", s.name, err)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	ownProcessGroup(cmd)
@@ -374,17 +441,17 @@ func (c *Cluster) start(i int) error {
 	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("drill: start site %s: %w", s.name, err)
+		return fmt.Errorf("drill: start site %s (%s): %w", s.name, filepath.Base(bin), err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{}), log: logf}
+	p := &process{cmd: cmd, done: make(chan struct{}), log: logf, logPath: logPath}
 	// The goroutine reaps the process; whoever stops it waits on done.
 	go func() {
 		_ = cmd.Wait() // the exit status of a killed site is expected
 		logf.Close()
 		close(p.done)
 	}()
-	s.proc = p
-	c.log.Info("site started", "site", s.name, "pid", cmd.Process.Pid, "http", s.httpAddr)
+	s.procs = append(s.procs, p)
+	c.log.Info("site process started", "site", s.name, "cmd", filepath.Base(bin), "pid", cmd.Process.Pid, "log", logPath)
 	return nil
 }
 
@@ -447,58 +514,69 @@ func (c *Cluster) Alive(i int) bool {
 		return true
 	}
 	c.mu.Lock()
-	p := c.sites[i].proc
+	procs := c.sites[i].procs
 	c.mu.Unlock()
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	return len(procs) > 0 && exited(procs) == nil
 }
 
-// Pid returns the process id of site i's running `serve` process, or 0
-// while it is down or when the cluster is attached.
+// exited returns the first of procs that has exited, or nil.
+func exited(procs []*process) *process {
+	for _, p := range procs {
+		select {
+		case <-p.done:
+			return p
+		default:
+		}
+	}
+	return nil
+}
+
+// Pid returns the process id of site i's first running process (its
+// `serve`, or in an external topology its nats-server), or 0 while it is
+// down or when the cluster is attached.
 func (c *Cluster) Pid(i int) int {
 	if c.attached {
 		return 0
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p := c.sites[i].proc; p != nil {
-		return p.cmd.Process.Pid
+	if procs := c.sites[i].procs; len(procs) > 0 {
+		return procs[0].cmd.Process.Pid
 	}
 	return 0
 }
 
-// detach takes site i's process out of the cluster's hands for stopping;
-// nil (with ErrAttached on an attached cluster) when there is none.
-func (c *Cluster) detach(i int) (*process, error) {
+// detach takes site i's processes out of the cluster's hands for
+// stopping; none (with ErrAttached on an attached cluster) when there are
+// none.
+func (c *Cluster) detach(i int) ([]*process, error) {
 	if c.attached {
 		return nil, ErrAttached
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.sites[i].proc
-	c.sites[i].proc = nil
-	return p, nil
+	procs := c.sites[i].procs
+	c.sites[i].procs = nil
+	return procs, nil
 }
 
-// Kill sends SIGKILL to site i's process (a fire: no lame duck, nothing
-// flushed beyond what the server already synced) and waits until it is gone.
+// Kill sends SIGKILL to every process of site i at once (a fire: no lame
+// duck, nothing flushed beyond what the server already synced) and waits
+// until they are gone.
 func (c *Cluster) Kill(i int) error {
-	p, err := c.detach(i)
-	if p == nil {
+	procs, err := c.detach(i)
+	if len(procs) == 0 {
 		return err
 	}
-	if err := killGroup(p.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("drill: kill site %s: %w", c.sites[i].name, err)
+	for _, p := range procs {
+		if err := killGroup(p.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("drill: kill site %s: %w", c.sites[i].name, err)
+		}
 	}
-	<-p.done
-	c.log.Info("site killed", "site", c.sites[i].name)
+	for _, p := range procs {
+		<-p.done
+	}
+	c.log.Info("site killed", "site", c.sites[i].name, "processes", len(procs))
 	return nil
 }
 
@@ -506,26 +584,35 @@ func (c *Cluster) Kill(i int) error {
 // hands its leaderships over) and waits until it has exited, or SIGKILLs
 // it after grace. It returns when the process has gone.
 func (c *Cluster) Term(i int, grace time.Duration) error {
-	p, err := c.detach(i)
-	if p == nil {
+	procs, err := c.detach(i)
+	if len(procs) == 0 {
 		return err
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("drill: stop site %s: %w", c.sites[i].name, err)
+	for _, p := range procs {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("drill: stop site %s: %w", c.sites[i].name, err)
+		}
 	}
 	t := time.NewTimer(grace)
 	defer t.Stop()
-	select {
-	case <-p.done:
-		c.log.Info("site stopped", "site", c.sites[i].name)
-		return nil
-	case <-t.C:
+	for _, p := range procs {
+		select {
+		case <-p.done:
+			continue
+		case <-t.C:
+		}
+		c.log.Warn("site did not stop in time; killing it", "site", c.sites[i].name, "grace", grace)
+		for _, p := range procs {
+			if err := killGroup(p.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				return fmt.Errorf("drill: kill site %s: %w", c.sites[i].name, err)
+			}
+		}
+		break
 	}
-	c.log.Warn("site did not stop in time; killing it", "site", c.sites[i].name, "grace", grace)
-	if err := killGroup(p.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("drill: kill site %s: %w", c.sites[i].name, err)
+	for _, p := range procs {
+		<-p.done
 	}
-	<-p.done
+	c.log.Info("site stopped", "site", c.sites[i].name)
 	return nil
 }
 
@@ -535,7 +622,7 @@ func (c *Cluster) Wipe(i int) error {
 	if c.attached {
 		return ErrAttached
 	}
-	if c.Alive(i) {
+	if c.running(i) {
 		return fmt.Errorf("drill: site %s is still running", c.sites[i].name)
 	}
 	if err := os.RemoveAll(c.sites[i].dataDir); err != nil {
@@ -551,7 +638,7 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 	if c.attached {
 		return ErrAttached
 	}
-	if c.Alive(i) {
+	if c.running(i) {
 		return fmt.Errorf("drill: site %s is still running", c.sites[i].name)
 	}
 	if err := c.start(i); err != nil {
@@ -597,20 +684,50 @@ func (c *Cluster) Heal(site string) {
 	c.log.Info("site reconnected", "site", site)
 }
 
-// WaitReady polls site i's /readyz until it answers 200. It fails early
-// if the process exits.
+// running reports whether any of site i's processes is still running.
+func (c *Cluster) running(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.sites[i].procs {
+		select {
+		case <-p.done:
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// WaitReady polls site i's /readyz until it answers 200 (in an external
+// topology: every gateway's, then the balancer's). It fails early if a
+// process of the site exits.
 func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 	s := c.sites[i]
+	urls := []string{c.URL(i)}
+	for _, g := range s.gateways {
+		urls = append([]string{g.url()}, urls...)
+	}
 	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
-		if !c.Alive(i) {
-			return false, fmt.Errorf("site %s exited; log %s:\n%s", s.name, s.logPath, tail(s.logPath, 2000))
+		c.mu.Lock()
+		procs := s.procs
+		c.mu.Unlock()
+		if len(procs) == 0 {
+			return false, fmt.Errorf("site %s is down", s.name)
 		}
-		resp, err := c.hc.Get(c.URL(i) + "/readyz")
-		if err != nil {
-			return false, nil
+		if p := exited(procs); p != nil {
+			return false, fmt.Errorf("a process of site %s exited; log %s:\n%s", s.name, p.logPath, tail(p.logPath, 2000))
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		for _, u := range urls {
+			resp, err := c.hc.Get(u + "/readyz")
+			if err != nil {
+				return false, nil
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return false, nil
+			}
+		}
+		return true, nil
 	})
 	if err != nil {
 		return fmt.Errorf("drill: waiting for site %s to be ready: %w", s.name, err)
@@ -809,6 +926,7 @@ func (c *Cluster) Close() {
 	for _, p := range c.proxies {
 		p.Close()
 	}
+	c.lbs.close()
 }
 
 // poll calls cond every interval until it reports true, returns an error,

@@ -1,6 +1,8 @@
 // Package drill owns Salamander's fire drill: it starts a three-site cluster
 // as separate `salamander serve` processes whose NATS routes run through
-// link proxies it controls (or attaches to a running cluster), drives a
+// link proxies it controls — or the production layout, per site a
+// standalone nats-server and several `serve --nats` gateways behind a load
+// balancer (ClusterConfig.Topology) — or attaches to a running cluster, drives a
 // checked workload of simulated users through the Go SDK, and mid-run burns
 // a site (SIGKILL), cuts it off (partition: its route connections closed,
 // or every byte silently dropped, then healed under load), brings a burned
@@ -135,6 +137,14 @@ type Config struct {
 	FarLatency time.Duration
 	// Partitions is the number of room streams (`serve --partitions`).
 	Partitions int
+	// Topology, GatewaysPerSite and NATSServer choose the layout of the
+	// cluster the drill starts (see ClusterConfig): TopologyExternal runs
+	// a standalone nats-server and GatewaysPerSite `serve --nats`
+	// processes behind a load balancer per site, and burns all of a
+	// site's processes at once.
+	Topology        string
+	GatewaysPerSite int
+	NATSServer      string
 	// SiteLogLevel is the sites' log level (`serve --log-level`); their logs
 	// go to SITE.log in Dir.
 	SiteLogLevel string
@@ -197,6 +207,15 @@ func (c *Config) validate() error {
 	}
 	if len(list) == 1 && list[0] == ScenarioLatency && !c.injects() {
 		c.Latency, c.Jitter, c.FarSite, c.FarLatency = 2*time.Millisecond, time.Millisecond, "c", 30*time.Millisecond
+	}
+	switch c.Topology {
+	case "", TopologyEmbedded:
+	case TopologyExternal:
+		if len(c.Sites) > 0 {
+			return errors.New("drill: a topology is for the cluster the drill starts, not one it attaches to (--sites)")
+		}
+	default:
+		return fmt.Errorf("drill: unknown topology %q (%s, %s)", c.Topology, TopologyEmbedded, TopologyExternal)
 	}
 	needsFault := slices.ContainsFunc(list, func(s string) bool { return s != ScenarioNone })
 	if c.Cut == "" {
@@ -286,10 +305,11 @@ func Run(ctx context.Context, cfg Config) (*Suite, error) {
 				defer os.RemoveAll(dir)
 			}
 		}
-		log.Info("starting three sites", "dir", dir)
+		log.Info("starting three sites", "dir", dir, "topology", cfg.Topology)
 		startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 		c, err := StartCluster(startCtx, ClusterConfig{Binary: cfg.Binary, Dir: dir, Partitions: cfg.Partitions,
-			SiteLogLevel: cfg.SiteLogLevel, Logger: cfg.Logger})
+			SiteLogLevel: cfg.SiteLogLevel, Logger: cfg.Logger,
+			Topology: cfg.Topology, GatewaysPerSite: cfg.GatewaysPerSite, NATSServer: cfg.NATSServer})
 		cancel()
 		if err != nil {
 			return nil, err

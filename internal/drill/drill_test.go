@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +15,9 @@ import (
 	"time"
 )
 
-// binary is the salamander executable built once for the whole package.
-var binary string
+// binary is the salamander executable built once for the whole package;
+// natsServer is nats-server, built from the module Salamander embeds.
+var binary, natsServer string
 
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
@@ -29,10 +31,14 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "salamander")
-	cmd := exec.Command("go", "build", "-o", binary, "github.com/salamander-chat/salamander/cmd/salamander")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "drill test: building salamander: %v\n%s", err, out)
-		return 1
+	natsServer = filepath.Join(dir, "nats-server")
+	for bin, pkg := range map[string]string{binary: "github.com/salamander-chat/salamander/cmd/salamander",
+		natsServer: "github.com/nats-io/nats-server/v2"} {
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "drill test: building %s: %v\n%s", pkg, err, out)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -148,6 +154,74 @@ func TestDrills(t *testing.T) {
 			t.Errorf("checked at %v, want all three sites", rep.CheckedSites)
 		}
 	})
+}
+
+// TestExternalTopologyFire runs a fire drill on the production layout:
+// per site a standalone nats-server process (TLS, credentials, site tag,
+// unique_tag, sync_interval always) and two `serve --nats` gateways behind
+// the site's load balancer. The fire SIGKILLs the site's server and both
+// gateways under load; the site comes back (server and gateways) after
+// the load and must catch up.
+func TestExternalTopologyFire(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nats-server and six gateway processes and runs a 16 s drill")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dir := t.TempDir()
+	start := time.Now()
+	cl, err := StartCluster(ctx, ClusterConfig{Binary: binary, Dir: dir, Logger: log, Partitions: 3,
+		Topology: TopologyExternal, GatewaysPerSite: 2, NATSServer: natsServer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	t.Logf("external topology up in %s", time.Since(start).Round(100*time.Millisecond))
+
+	// /v1/sites lists the balancers, and both gateways of a site answer
+	// behind its one URL.
+	res, err := http.Get(cl.URL(0) + "/v1/sites")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sites struct {
+		Sites []struct{ Name, URL string }
+	}
+	err = json.NewDecoder(res.Body).Decode(&sites)
+	res.Body.Close()
+	if err != nil || len(sites.Sites) != 3 || sites.Sites[1].URL != cl.URL(1) {
+		t.Fatalf("/v1/sites: %+v %v, want the balancers %v", sites, err, cl.URLs())
+	}
+	instances := map[string]bool{}
+	for range 4 {
+		st, err := cl.Status(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		instances[st.Instance] = true
+	}
+	if !instances["b1"] || !instances["b2"] {
+		t.Fatalf("site b's balancer reached gateways %v, want b1 and b2", instances)
+	}
+
+	cfg := DefaultConfig()
+	cfg.Binary = binary
+	cfg.Users = 18
+	cfg.Duration = 16 * time.Second
+	cfg.FaultAt = 5 * time.Second
+	cfg.Settle = 45 * time.Second
+	cfg.Partitions = 3
+	cfg.Logger = log
+	cfg.Scenario = ScenarioFire
+	cfg.Return = true
+	rep := runDrill(ctx, t, cl, cfg)
+	if rep.MajorityCheck == nil || len(rep.CheckedSites) != 3 {
+		t.Errorf("the burned site was not checked after its return: %+v", rep.CheckedSites)
+	}
+	if len(rep.Faults) != 1 || rep.Faults[0].CaughtUpMS <= 0 {
+		t.Errorf("the return was not measured: %+v", rep.Faults)
+	}
 }
 
 // checkSilentHeal checks that a partition with a silent cut healed under
