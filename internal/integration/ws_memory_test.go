@@ -120,8 +120,11 @@ func TestIdleWebSocketMemory(t *testing.T) {
 				return fmt.Errorf("%d of %d sockets registered", got, n)
 			}
 			// Every handler has returned once the server runs one
-			// goroutine per socket.
-			if g := runtime.NumGoroutine() - int(s0.goroutines); g > n+n/20 {
+			// goroutine per socket. The slack is for the rest of the
+			// process: the other tests' sites keep working meanwhile
+			// (under the race detector, with n = 200, some 70 more
+			// goroutines were seen), but two per socket never pass.
+			if g := runtime.NumGoroutine() - int(s0.goroutines); g > n+n/2 {
 				return fmt.Errorf("%d goroutines for %d sockets", g, n)
 			}
 			return nil
