@@ -4,8 +4,11 @@
 //
 // The page talks only to the public API (/v1/…) and the WebSocket
 // (/v1/ws). It knows every site (GET /v1/sites) and moves to another one
-// on its own when a site fails: it resumes its live events from its cursor,
-// re-sends unacknowledged messages with the same client ids (kept in the
-// browser's storage across reloads) and drops what it has already shown.
-// The gateway serves the files (internal/gateway/webapp.go).
+// on its own when a site fails or hangs (a quiet socket is asked with a
+// ping frame): it resumes its live events from its cursor, re-sends
+// unacknowledged messages with the same client ids (kept in the browser's
+// storage across reloads) and drops what it has already shown. A service
+// worker (sw.js, see ServiceWorker) keeps the app's files so the page
+// opens while its own site is down. The gateway serves the files
+// (internal/gateway/webapp.go).
 package web

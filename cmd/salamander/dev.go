@@ -111,6 +111,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		urls = append(urls, s.URL())
 	}
 	fmt.Fprintf(stdout, "  operators: salamander admin --creds %s leaders\n", secrets.AdminFile(secretsDir))
+	fmt.Fprintf(stdout, "  web messenger: %s/ (any site's URL)\n", urls[0])
 	fmt.Fprintf(stdout, "  ops console: %s/ops (after salamander admin set-role NAME operator); status page: %s/status\n", urls[0], urls[0])
 	fmt.Fprintf(stdout, "ready. try: salamander chat --sites %s --user alice --signup\n", strings.Join(urls, ","))
 	fmt.Fprintln(stdout, "press Ctrl-C to stop")

@@ -26,6 +26,7 @@ import (
 	"github.com/salamander-chat/salamander/api"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/view"
+	"github.com/salamander-chat/salamander/web"
 )
 
 // SiteInfo names a site and the URL its clients use.
@@ -117,8 +118,10 @@ type Gateway struct {
 
 	// opsClient asks the other sites for their status (the ops plane).
 	opsClient *http.Client
-	// webAppCSP is the web app's Content-Security-Policy (webapp.go).
-	webAppCSP string
+	// webAppCSP is the web app's Content-Security-Policy and
+	// serviceWorker its service worker's script (webapp.go).
+	webAppCSP     string
+	serviceWorker []byte
 
 	keyMu sync.Mutex
 	keys  map[string][]byte // opened signing keys, by id
@@ -330,6 +333,7 @@ func New(cfg Config) *Gateway {
 	g.metrics = newMetrics(cfg.Registry, g.metricLabels(), cfg.View, cfg.Store)
 	g.opsClient = &http.Client{Timeout: opsSiteTimeout}
 	g.webAppCSP = webAppCSP(cfg.Sites)
+	g.serviceWorker = web.ServiceWorker(web.AppShell())
 	g.registerAlarm(cfg.Registry)
 	g.hub = newHub(g.metrics)
 	g.eph = newEphemeral(g)
@@ -399,6 +403,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /ops/{file}", g.handleConsole)
 	m.HandleFunc("GET /{$}", g.handleWebApp)
 	m.HandleFunc("GET /app/{file...}", g.handleWebApp)
+	m.HandleFunc("GET /sw.js", g.handleServiceWorker)
 	m.HandleFunc("PUT /v1/ops/users/{name}/role", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetRole)))
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))

@@ -27,6 +27,20 @@ func (g *Gateway) handleWebApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeNotFound, "no web app file %q", name))
 		return
 	}
+	g.serveWebFile(w, r, name, b)
+}
+
+// handleServiceWorker serves the web app's service worker, which keeps
+// the app shell for opening the page while this site is down. It is at
+// the root so that its scope is the whole origin; its script names the
+// release's shell version, so a new release replaces the cached shell.
+func (g *Gateway) handleServiceWorker(w http.ResponseWriter, r *http.Request) {
+	g.serveWebFile(w, r, "sw.js", g.serviceWorker)
+}
+
+// serveWebFile serves one file of the web app, revalidated on every use
+// (Cache-Control: no-cache with an ETag of its content).
+func (g *Gateway) serveWebFile(w http.ResponseWriter, r *http.Request, name string, b []byte) {
 	sum := sha256.Sum256(b)
 	h := w.Header()
 	h.Set("Content-Security-Policy", g.webAppCSP)
@@ -38,9 +52,9 @@ func (g *Gateway) handleWebApp(w http.ResponseWriter, r *http.Request) {
 }
 
 // webAppCSP is the web app's Content-Security-Policy: only this site's
-// own script and style, and API calls and WebSockets to this site and to
-// every other site of the deployment (the page moves there when this site
-// fails).
+// own script, style and service worker, and API calls and WebSockets to
+// this site and to every other site of the deployment (the page moves
+// there when this site fails).
 func webAppCSP(sites []SiteInfo) string {
 	connect := []string{"'self'"}
 	for _, s := range sites {
@@ -54,6 +68,6 @@ func webAppCSP(sites []SiteInfo) string {
 		}
 		connect = append(connect, u.Scheme+"://"+u.Host, ws+"://"+u.Host)
 	}
-	return "default-src 'self'; connect-src " + strings.Join(connect, " ") +
+	return "default-src 'self'; worker-src 'self'; connect-src " + strings.Join(connect, " ") +
 		"; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 }

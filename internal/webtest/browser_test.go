@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
@@ -176,8 +177,10 @@ func (p *page) ime(text string) {
 	p.wait("the committed text in the composer", `document.getElementById("input").value === `+jsString(text))
 }
 
-// offline makes every request of the page to the API fail (the page
-// itself still loads), or lets them through again.
+// offline makes every request and WebSocket of the page to the API fail,
+// or lets them through again. The page itself still loads — from its
+// site, or from its service worker's cache, whose requests are not the
+// page's.
 func (p *page) offline(on bool) {
 	p.t.Helper()
 	var patterns []*network.BlockPattern
@@ -190,6 +193,20 @@ func (p *page) offline(on bool) {
 	if _, err := chromedp.Call(p.ctx, network.SetBlockedURLs, network.SetBlockedURLsParams{URLPatterns: patterns}); err != nil {
 		p.fail("block: " + err.Error())
 	}
+	if _, err := chromedp.Call(p.ctx, emulateNetworkConditions, networkConditions{Offline: on, DownloadThroughput: -1, UploadThroughput: -1}); err != nil {
+		p.fail("offline: " + err.Error())
+	}
+}
+
+// emulateNetworkConditions is DevTools' Network.emulateNetworkConditions,
+// whose "offline" also fails the page's WebSockets.
+var emulateNetworkConditions = cdp.Command[networkConditions, cdp.Empty]{Method: "Network.emulateNetworkConditions"}
+
+type networkConditions struct {
+	Offline            bool    `json:"offline"`
+	Latency            float64 `json:"latency"`
+	DownloadThroughput float64 `json:"downloadThroughput"`
+	UploadThroughput   float64 `json:"uploadThroughput"`
 }
 
 // messages are the texts of the room's committed messages, top to bottom.

@@ -161,27 +161,39 @@ function fetchTimeout(url, init) {
 // Live keeps one WebSocket open to the API's current site. Each connection
 // resumes from the cursor: the site replays what came after it, says
 // "ready", and goes on live. Stored events at or behind the cursor are
-// dropped. It emits:
+// dropped. A browser sees neither the site's WebSocket pings nor a site
+// that hangs with its sockets open, so a socket quiet for QUIET_MS is
+// asked with a "ping" frame, which a serving site acks at once; with no
+// answer within PING_ANSWER_MS the site counts as hung and the page moves
+// on. It emits:
 //   "state"  detail {state: "connecting"|"live"|"moving"|"offline", site}
 //   "event"  detail: an event to apply (before "ready": the backlog)
 //   "ready"  detail: the ready event (cursor, incidents)
 //   "answer" detail: an ack or nack of a frame this client sent
 //   "open" / "closed" when a socket opens or closes (detail: its id)
+//   "hung"   detail: the site index, when a ping went unanswered
+export const QUIET_MS = 10000;
+export const PING_ANSWER_MS = 5000;
+const WATCH_MS = 500;
+const PING_PREFIX = "ping-";
+
 export class Live extends EventTarget {
   constructor(api, cursor) {
     super();
     this.api = api;
     this.cursor = cursor;
     this.ws = null;
+    this.drop = null; // leaves the current socket at once
     this.socketId = 0;
+    this.pings = 0;
     this.wsIndex = -1;
     this.state = "connecting";
     this.running = false;
     this.fails = 0;
     this.wake = null;
-    // A request that finds the socket's site down closes the socket too.
+    // A request that finds the socket's site down leaves the socket too.
     api.addEventListener("down", (e) => {
-      if (this.ws && e.detail.index === this.wsIndex) this.ws.close();
+      if (this.ws && e.detail.index === this.wsIndex) this.reconnect();
     });
   }
 
@@ -206,9 +218,10 @@ export class Live extends EventTarget {
     return true;
   }
 
-  // reconnect drops the socket (a site that stopped answering) and moves on.
+  // reconnect leaves the socket (its site stopped answering) and moves on
+  // without waiting for the close handshake, which a hung site never ends.
   reconnect() {
-    if (this.ws) this.ws.close();
+    if (this.drop) this.drop();
   }
 
   setState(state) {
@@ -237,8 +250,8 @@ export class Live extends EventTarget {
     }
   }
 
-  // connect runs one socket to site i until it closes; it resolves whether
-  // the site finished replaying the backlog.
+  // connect runs one socket to site i until it closes or is left; it
+  // resolves whether the site finished replaying the backlog.
   connect(i) {
     return new Promise((resolve) => {
       const site = this.api.sites[i];
@@ -248,14 +261,55 @@ export class Live extends EventTarget {
       const ws = new WebSocket(site.url.replace(/^http/, "ws") + "/v1/ws?" + q);
       const id = ++this.socketId;
       let ready = false;
+      let done = false;
+      let heard = Date.now(); // when the site last sent anything
+      let pingID = "";        // the ping sent since, if any
+      let pingAt = 0;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        clearInterval(watch);
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close();
+        if (this.ws === ws) { this.ws = null; this.drop = null; }
+        this.dispatchEvent(new CustomEvent("closed", { detail: id }));
+        resolve(ready);
+      };
       this.ws = ws;
+      this.drop = finish;
       this.wsIndex = i;
       if (this.state !== "moving") this.setState("connecting");
-      const timer = setTimeout(() => { if (!ready) ws.close(); }, 2 * REQUEST_TIMEOUT_MS);
+      const timer = setTimeout(() => { if (!ready) finish(); }, 2 * REQUEST_TIMEOUT_MS);
+      // The watch pings a quiet socket and leaves it when the ping goes
+      // unanswered: the site hangs (a stopped process, a frozen machine,
+      // a link that drops packets without resetting the connection).
+      const watch = setInterval(() => {
+        if (!ready || ws.readyState !== WebSocket.OPEN) return;
+        const now = Date.now();
+        if (pingID) {
+          if (now - pingAt < PING_ANSWER_MS) return;
+          this.dispatchEvent(new CustomEvent("hung", { detail: i }));
+          finish();
+          return;
+        }
+        if (now - heard < QUIET_MS) return;
+        pingID = `${PING_PREFIX}${id}-${++this.pings}`;
+        pingAt = now;
+        ws.send(JSON.stringify({ type: "ping", client_id: pingID }));
+      }, WATCH_MS);
       ws.onopen = () => this.dispatchEvent(new CustomEvent("open", { detail: id }));
       ws.onmessage = (m) => {
+        // Anything the site sends shows it still serves this socket.
+        heard = Date.now();
+        pingID = "";
         let ev;
         try { ev = JSON.parse(m.data); } catch { return; }
+        if ((ev.type === "ack" || ev.type === "nack") && ev.client_id?.startsWith(PING_PREFIX)) {
+          // A nack: the site is up but cannot serve; move on.
+          if (ev.type === "nack" && ev.client_id.startsWith(`${PING_PREFIX}${id}-`)) finish();
+          return;
+        }
         switch (ev.type) {
           case "ack": case "nack":
             this.dispatchEvent(new CustomEvent("answer", { detail: ev }));
@@ -268,7 +322,7 @@ export class Live extends EventTarget {
             return;
           case "move":
             // The site is drained: leave now, before it closes the socket.
-            ws.close();
+            finish();
             return;
         }
         if (ev.pos) {
@@ -279,12 +333,7 @@ export class Live extends EventTarget {
         }
         this.dispatchEvent(new CustomEvent("event", { detail: ev }));
       };
-      ws.onclose = () => {
-        clearTimeout(timer);
-        if (this.ws === ws) this.ws = null;
-        this.dispatchEvent(new CustomEvent("closed", { detail: id }));
-        resolve(ready);
-      };
+      ws.onclose = finish;
     });
   }
 }

@@ -29,12 +29,22 @@ const app = {
 async function boot() {
   setLang(currentLang());
   applyTheme(store.theme.get());
+  keepShell();
   const known = store.sites.get();
   store.sites.set(await app.api.discover(known));
   app.api.addEventListener("unauthorized", () => signOut(false));
   const s = store.session.get();
   if (s && Date.parse(s.expires_at) > Date.now()) start(s);
   else showAuth();
+}
+
+// keepShell registers the service worker (/sw.js), which keeps the app's
+// files so that the page opens even while this site is down; the app then
+// reaches the API at another site. Browsers allow it over HTTPS and on
+// localhost only; without it the app works the same while its site is up.
+function keepShell() {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => { /* no offline start */ });
 }
 
 function showAuth() {
@@ -82,6 +92,12 @@ function start(s) {
     if (!app.loaded) loadAll();
     app.roomView.onReconnected();
   });
+  // Leaving or reloading the page keeps what it has seen: a reload then
+  // resumes after it instead of replaying it.
+  window.addEventListener("pagehide", () => {
+    store.cursor.set(user, cursor.toString());
+    writeSnapshot(user);
+  });
   app.live.addEventListener("state", () => drawConn());
   api.addEventListener("site", () => { store.sites.set(api.sites); drawConn(); });
   app.model.addEventListener("change", (e) => { onChange(e.detail); saveSnapshot(user); });
@@ -115,13 +131,16 @@ function restoreSnapshot(user) {
 let snapshotTimer = 0;
 function saveSnapshot(user) {
   if (snapshotTimer) return;
-  snapshotTimer = setTimeout(() => {
-    snapshotTimer = 0;
-    const m = app.model;
-    const rooms = m.sortedRooms().slice(0, 200).map(({ messages, loaded, more, ...room }) =>
-      ({ ...room, messages: m.sortedMessages({ messages }).slice(-SNAPSHOT_MESSAGES) }));
-    store.snapshot.set(user, { me: m.me, friends: [...m.friends.values()], users: [...m.users.values()], rooms });
-  }, 1000);
+  snapshotTimer = setTimeout(() => writeSnapshot(user), 1000);
+}
+
+function writeSnapshot(user) {
+  clearTimeout(snapshotTimer);
+  snapshotTimer = 0;
+  const m = app.model;
+  const rooms = m.sortedRooms().slice(0, 200).map(({ messages, loaded, more, ...room }) =>
+    ({ ...room, messages: m.sortedMessages({ messages }).slice(-SNAPSHOT_MESSAGES) }));
+  store.snapshot.set(user, { me: m.me, friends: [...m.friends.values()], users: [...m.users.values()], rooms });
 }
 
 // loadAll fetches the profile, rooms and friends (again after a failure).

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/conf"
+
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/secrets"
+)
+
+// The deployment examples in deploy/ stay true to the code: the NATS
+// server configuration gives each gateway user exactly the permissions an
+// embedded server gives it and has what a site checks for (site tag,
+// unique tag, fsync on every commit, TLS on routes), and the gateway's
+// config file is one `serve --config` takes.
+func TestDeployExamplesMatchTheCode(t *testing.T) {
+	m, err := conf.ParseFile(filepath.Join("..", "..", "deploy", "nats", "nats-a.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tags, _ := m["server_tags"].([]any); !slices.Equal(tags, []any{"site:a"}) {
+		t.Errorf("server_tags %v", m["server_tags"])
+	}
+	js, _ := m["jetstream"].(map[string]any)
+	if js["unique_tag"] != "site:" || js["sync_interval"] != "always" {
+		t.Errorf("jetstream block %v", js)
+	}
+	cluster, _ := m["cluster"].(map[string]any)
+	if tls, _ := cluster["tls"].(map[string]any); tls["verify"] != true {
+		t.Errorf("routes without verified TLS: %v", cluster["tls"])
+	}
+	auth, _ := m["authorization"].(map[string]any)
+	users, _ := auth["users"].([]any)
+	pub, sub := jsstore.GatewayPermissions()
+	gateways := 0
+	for _, u := range users {
+		user := u.(map[string]any)
+		if !strings.HasPrefix(user["user"].(string), "gateway-") {
+			if user["permissions"] != nil {
+				t.Errorf("%v is limited", user["user"])
+			}
+			continue
+		}
+		gateways++
+		perms, _ := user["permissions"].(map[string]any)
+		if got := strs(perms["publish"]); !slices.Equal(got, pub) {
+			t.Errorf("%v may publish %v, embedded servers allow %v", user["user"], got, pub)
+		}
+		if got := strs(perms["subscribe"]); !slices.Equal(got, sub) {
+			t.Errorf("%v may subscribe %v, embedded servers allow %v", user["user"], got, sub)
+		}
+	}
+	if gateways != 3 {
+		t.Errorf("%d gateway users, want one per site", gateways)
+	}
+
+	// The gateway's config file, with a real site file in place of the
+	// path it names.
+	dir := t.TempDir()
+	sec := filepath.Join(dir, "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a", "b", "c"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "systemd", "salamander-gateway.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file map[string]any
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	file["secrets"] = secrets.SiteFile(sec, "a")
+	b, _ = json.Marshal(file)
+	path := filepath.Join(dir, "gateway.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseServeFlags([]string{"--config", path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.siteConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.NATSURLs) != 3 || len(cfg.Sites) != 3 || len(cfg.AllowedOrigins) != 1 {
+		t.Fatalf("site config from the example: %+v", cfg)
+	}
+}
+
+// strs reads a config list of strings.
+func strs(v any) []string {
+	list, _ := v.([]any)
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		s, _ := x.(string)
+		out = append(out, s)
+	}
+	return out
+}
