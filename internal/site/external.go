@@ -128,10 +128,14 @@ func placementProblems(streams []jsstore.StreamStatus, siteOf map[string]string)
 	for _, st := range streams {
 		peers := append([]string{st.Leader}, st.Replicas...)
 		at := map[string]string{}
+		seen := map[string]bool{}
 		for _, p := range peers {
-			if p == "" {
+			// A stream's info taken while its leader changes can list the
+			// new leader among the replicas too: one server is one replica.
+			if p == "" || seen[p] {
 				continue
 			}
+			seen[p] = true
 			site, ok := siteOf[p]
 			if !ok || site == "" {
 				unknown = append(unknown, fmt.Sprintf("stream %s's replica on %s is (not among --nats-monitor, or no site: tag)", st.Stream, p))

@@ -35,14 +35,18 @@ func TestHeartbeatsTellASilentCut(t *testing.T) {
 	}
 }
 
-// Replicas must be at distinct sites; a replica on a server that was not
-// read cannot be checked and says so.
+// Replicas must be at distinct sites (a server listed twice is one
+// replica); a replica on a server that was not read cannot be checked and
+// says so.
 func TestPlacementProblems(t *testing.T) {
 	siteOf := map[string]string{"n-a1": "a", "n-a2": "a", "n-b1": "b", "n-c1": "c"}
 	good := jsstore.StreamStatus{Stream: "p0", Leader: "n-a1", Replicas: []string{"n-b1", "n-c1"}}
 	twoAtA := jsstore.StreamStatus{Stream: "p1", Leader: "n-a1", Replicas: []string{"n-a2", "n-c1"}}
 	unread := jsstore.StreamStatus{Stream: "p2", Leader: "n-b1", Replicas: []string{"n-x9", "n-c1"}}
-	bad, unknown := placementProblems([]jsstore.StreamStatus{good, twoAtA, unread}, siteOf)
+	// Seen in the drill on a fresh external cluster: mid-election, the new
+	// leader is listed among the replicas as well.
+	electing := jsstore.StreamStatus{Stream: "p3", Leader: "n-b1", Replicas: []string{"n-a1", "n-b1", "n-c1"}}
+	bad, unknown := placementProblems([]jsstore.StreamStatus{good, twoAtA, unread, electing}, siteOf)
 	if len(bad) != 1 || !strings.Contains(bad[0], "p1") || !strings.Contains(bad[0], "site a") {
 		t.Fatalf("bad placements %q, want p1's two replicas at site a", bad)
 	}
