@@ -176,6 +176,15 @@ func (b *Balancer) setReady(be *backend, ready bool) {
 	}
 }
 
+// Backends returns the base URLs of every backend.
+func (b *Balancer) Backends() []string {
+	out := make([]string, len(b.backends))
+	for i, be := range b.backends {
+		out[i] = be.url.String()
+	}
+	return out
+}
+
 // Ready returns the base URLs of the backends in service.
 func (b *Balancer) Ready() []string {
 	var out []string

@@ -699,14 +699,15 @@ func (c *Cluster) running(i int) bool {
 }
 
 // WaitReady polls site i's /readyz until it answers 200 (in an external
-// topology: every gateway's, then the balancer's). It fails early if a
-// process of the site exits.
+// topology: every gateway's, and the balancer's once it has put every
+// gateway in service). It fails early if a process of the site exits.
 func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 	s := c.sites[i]
 	urls := []string{c.URL(i)}
 	for _, g := range s.gateways {
 		urls = append([]string{g.url()}, urls...)
 	}
+	why := ""
 	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		c.mu.Lock()
 		procs := s.procs
@@ -720,17 +721,23 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 		for _, u := range urls {
 			resp, err := c.hc.Get(u + "/readyz")
 			if err != nil {
+				why = err.Error()
 				return false, nil
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
+				why = fmt.Sprintf("%s/readyz answers %d", u, resp.StatusCode)
 				return false, nil
 			}
+		}
+		if !c.lbs.inService(i) {
+			why = "the balancer has not put every gateway in service yet"
+			return false, nil
 		}
 		return true, nil
 	})
 	if err != nil {
-		return fmt.Errorf("drill: waiting for site %s to be ready: %w", s.name, err)
+		return fmt.Errorf("drill: waiting for site %s to be ready (%s): %w", s.name, why, err)
 	}
 	return nil
 }

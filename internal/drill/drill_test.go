@@ -174,6 +174,10 @@ func TestExternalTopologyFire(t *testing.T) {
 	cl, err := StartCluster(ctx, ClusterConfig{Binary: binary, Dir: dir, Logger: log, Partitions: 3,
 		Topology: TopologyExternal, GatewaysPerSite: 2, NATSServer: natsServer})
 	if err != nil {
+		logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		for _, l := range logs {
+			t.Logf("%s:\n%s", l, tail(l, 3000))
+		}
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)

@@ -184,6 +184,17 @@ type balancers struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	srvs   []*http.Server
+	bs     []*balancer.Balancer // by site index
+}
+
+// inService reports whether site i's balancer sends traffic to every one
+// of its gateways (true without balancers).
+func (l *balancers) inService(i int) bool {
+	if l == nil {
+		return true
+	}
+	b := l.bs[i]
+	return len(b.Ready()) == len(b.Backends())
 }
 
 // startBalancers starts, for an external topology, each site's balancer
@@ -213,6 +224,7 @@ func (c *Cluster) startBalancers() error {
 		}
 		srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
 		c.lbs.srvs = append(c.lbs.srvs, srv)
+		c.lbs.bs = append(c.lbs.bs, b)
 		c.lbs.wg.Go(func() { b.Run(ctx) })
 		c.lbs.wg.Go(func() { _ = srv.Serve(ln) })
 	}
