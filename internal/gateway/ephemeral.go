@@ -70,6 +70,7 @@ type ephemeral struct {
 	nc     *nats.Conn
 	site   string
 	id     string // this instance, unique per process start
+	name   string // its instance name (Config.Instance)
 	beat   time.Duration
 	ttl    time.Duration
 	v1     bool // also speak the presence format of older versions
@@ -104,6 +105,7 @@ func newEphemeral(g *Gateway) *ephemeral {
 		nc:       g.cfg.Store.Conn(),
 		site:     g.cfg.Site,
 		id:       randomHex(8),
+		name:     g.cfg.Instance,
 		beat:     g.cfg.PresenceBeat,
 		ttl:      g.cfg.PresenceTTL,
 		v1:       g.cfg.PresenceV1,

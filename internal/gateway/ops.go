@@ -75,6 +75,7 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{
 		"site":            g.cfg.Site,
 		"instance":        g.cfg.Instance,
+		"site_gateways":   g.eph.siteGateways(time.Now()),
 		"uptime_seconds":  int(time.Since(g.started).Seconds()),
 		"nats_connected":  g.cfg.Store.Conn().IsConnected(),
 		"isolated":        g.Isolated(),

@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -106,6 +107,9 @@ type presenceMsg struct {
 type presenceMsgV2 struct {
 	Kind string `json:"kind"`
 	Inst string `json:"inst"`
+	// Name is the process's instance name (Config.Instance), on beats:
+	// how a site's gateways list one another.
+	Name string `json:"name,omitempty"`
 	Site string `json:"site,omitempty"`
 	// Ver is the instance's version after a delta, or at a digest.
 	Ver uint64   `json:"ver,omitempty"`
@@ -147,7 +151,8 @@ type syncPart struct {
 // remote is this process's mirror of one instance's online set.
 type remote struct {
 	site  string
-	v1    bool // a site speaking v1: no versions, no resync
+	name  string // its instance name, from its beats
+	v1    bool   // a site speaking v1: no versions, no resync
 	ttl   time.Duration
 	heard time.Time
 	ver   uint64
@@ -215,7 +220,7 @@ func (e *ephemeral) publishBeat() {
 	if e.closed {
 		return
 	}
-	e.publishV2(presenceMsgV2{Kind: kindBeat, Inst: e.id, Site: e.site, Ver: e.ver, Count: e.local.n,
+	e.publishV2(presenceMsgV2{Kind: kindBeat, Inst: e.id, Name: e.name, Site: e.site, Ver: e.ver, Count: e.local.n,
 		Hash: e.local.sum, TTLms: e.ttl.Milliseconds()})
 	if e.v1 && e.v1Fits() && e.local.n > 0 {
 		e.publishV1(presenceMsg{Site: e.site, Users: e.local.all(), Inst: e.id})
@@ -309,6 +314,7 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 	case kindBeat:
 		r := e.remoteFor(m.Inst, m.Site, now)
 		r.ttl = clampTTL(m.TTLms, e.ttl)
+		r.name = m.Name
 		if !r.syncing && (r.ver != m.Ver || r.set.n != m.Count || r.set.sum != m.Hash) {
 			e.markDirty(m.Inst)
 		}
@@ -803,4 +809,32 @@ func clampTTL(ms int64, def time.Duration) time.Duration {
 // that an instance's users go offline soon after its TTL.
 func sweepEvery(beat time.Duration) time.Duration {
 	return min(max(beat/4, 10*time.Millisecond), time.Second)
+}
+
+// SiteGateway is one gateway process of a site, as the site's gateways
+// hear one another's presence beats.
+type SiteGateway struct {
+	Instance string `json:"instance"`
+	// Users is how many users have a device connected to it.
+	Users int `json:"users"`
+	// HeardMS is how long ago its last beat came (0 for this process).
+	HeardMS int64 `json:"heard_ms"`
+	This    bool  `json:"this,omitempty"`
+}
+
+// siteGateways lists this site's gateway processes — this one and those
+// whose beats it hears, until their TTL passes — by instance name.
+func (e *ephemeral) siteGateways(now time.Time) []SiteGateway {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := []SiteGateway{{Instance: e.name, Users: e.local.n, This: true}}
+	for id, r := range e.remotes {
+		// (A process hears its own beats too, and mirrors itself.)
+		if id == e.id || r.site != e.site || r.v1 || now.Sub(r.heard) > r.ttl {
+			continue
+		}
+		out = append(out, SiteGateway{Instance: r.name, Users: r.set.n, HeardMS: now.Sub(r.heard).Milliseconds()})
+	}
+	slices.SortFunc(out, func(a, b SiteGateway) int { return strings.Compare(a.Instance, b.Instance) })
+	return out
 }

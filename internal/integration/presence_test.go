@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 )
@@ -58,6 +61,34 @@ func TestPresenceTwoProcessesOneSite(t *testing.T) {
 	subBob := bob.Subscribe(ctx)
 	defer subBob.Close()
 	waitReady(t, subBob.Events())
+
+	// Each of site a's processes lists both in /v1/status: a site-wide
+	// view of its gateways, with the users connected to each.
+	for _, url := range []string{cluster.URL(0), a2.URL()} {
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			res, err := http.Get(url + "/v1/status")
+			if err != nil {
+				return err
+			}
+			defer res.Body.Close()
+			var st struct {
+				Instance     string
+				SiteGateways []gateway.SiteGateway `json:"site_gateways"`
+			}
+			if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+				return err
+			}
+			if len(st.SiteGateways) != 2 || st.SiteGateways[0].Instance == st.SiteGateways[1].Instance {
+				return fmt.Errorf("%s lists %+v", url, st.SiteGateways)
+			}
+			for _, g := range st.SiteGateways {
+				if g.This != (g.Instance == st.Instance) || g.Users < 1 {
+					return fmt.Errorf("%s lists %+v", url, st.SiteGateways)
+				}
+			}
+			return nil
+		})
+	}
 
 	online := func() (map[string]bool, error) {
 		ps, err := obs.Presence(ctx, annName, bobName)
