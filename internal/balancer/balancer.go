@@ -8,10 +8,11 @@
 // It balances per request, not per connection, and adds X-Forwarded-For
 // (give the gateways `--trusted-proxies`). A request that could not reach
 // its gateway at all (connection refused: nothing was sent) is retried on
-// the next ready one and that gateway is taken out until its /readyz
-// answers 200 again; any other failure answers 502, and with no ready
-// gateway the balancer answers 503 — both tell Salamander's clients to fail
-// over to another site.
+// the next ready one, and so is a GET that failed in any way; any other
+// failure answers 502. A gateway that failed a request is taken out until
+// its /readyz answers 200 again. With no ready gateway the balancer answers
+// 503. Both 502 and 503 tell Salamander's clients to fail over to another
+// site.
 package balancer
 
 import (
@@ -229,14 +230,10 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(perr, context.Canceled) && r.Context().Err() != nil {
 			return // the client went away: nobody to answer
 		}
-		if !refused(perr) {
+		b.setReady(be, false) // back in service once its /readyz answers 200
+		if !replay || !(refused(perr) || safe(r.Method)) {
 			b.log.Warn("gateway failed a request", "backend", be.url.String(), "path", r.URL.Path, "err", perr)
 			http.Error(w, "the gateway failed: "+perr.Error(), http.StatusBadGateway)
-			return
-		}
-		b.setReady(be, false) // back in service once its /readyz answers 200
-		if !replay {
-			http.Error(w, "the gateway could not be reached", http.StatusBadGateway)
 			return
 		}
 	}
@@ -244,6 +241,12 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 	}
 	http.Error(w, "no gateway of this site is ready", http.StatusServiceUnavailable)
+}
+
+// safe reports whether a request with this method may be sent again
+// whatever became of it (a GET, also a WebSocket's upgrade).
+func safe(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
 }
 
 // refused reports whether err means the request never reached the backend

@@ -46,7 +46,11 @@ func newGateway(t *testing.T, name string) *gateway {
 			_ = c.Write(r.Context(), typ, append([]byte(g.name+" "), msg...))
 		}
 	})
-	g.srv = httptest.NewServer(mux)
+	// Every request on a new connection, so that a dead gateway refuses
+	// it (a kept-alive one would fail it after it was sent: a 502).
+	g.srv = httptest.NewUnstartedServer(mux)
+	g.srv.Config.SetKeepAlivesEnabled(false)
+	g.srv.Start()
 	t.Cleanup(g.srv.Close)
 	return g
 }
