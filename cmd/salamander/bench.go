@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strconv"
 	"time"
 
@@ -28,6 +29,11 @@ type benchFlags struct {
 	siteLogLevel string
 	logLevel     string
 	catchupSet   bool
+	// topology, gateways and natsServer lay the started cluster out as
+	// the drill does (--topology external: the production layout).
+	topology   string
+	gateways   int
+	natsServer string
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -119,6 +125,10 @@ func startBenchCluster(ctx context.Context, f benchFlags, log *slog.Logger) (*dr
 		ServeArgs:    []string{"--bcrypt-cost", strconv.Itoa(f.bcryptCost)},
 		DirectRoutes: true,
 		Logger:       log,
+		Topology:     f.topology,
+		// The gateways of a site are reached through its balancer.
+		GatewaysPerSite: f.gateways,
+		NATSServer:      f.natsServer,
 	})
 	if err != nil {
 		removeDir()
@@ -157,6 +167,10 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.BoolVar(&c.Catchup, "catchup", false, "after a p2p or group load, SIGKILL a site, wipe its disk, restart it and measure its catch-up (default on when the bench starts the cluster)")
 	fs.StringVar(&f.catchupSite, "catchup-site", "", "the site to wipe: a, b, c or its index (default: the last)")
 	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three `serve` processes)")
+	fs.StringVar(&f.topology, "topology", drill.TopologyEmbedded, "the started cluster's layout: embedded (one serve process per site) or "+
+		"external (per site a standalone nats-server, --gateways-per-site 'serve --nats' processes and a load balancer, as in production)")
+	fs.IntVar(&f.gateways, "gateways-per-site", 2, "external topology: 'serve --nats' processes per site")
+	fs.StringVar(&f.natsServer, "nats-server", "", "external topology: the nats-server executable, 2.11 or later (default: nats-server on PATH)")
 	fs.IntVar(&f.pid, "pid", 0, "with --sites and idle: the process id of the idle site's server, for its memory")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&f.dir, "data", "", "directory for the started sites' data and logs (default: a temporary one, removed afterwards)")
@@ -179,6 +193,25 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	}
 	if f.pid != 0 && len(c.Sites) == 0 {
 		return f, fmt.Errorf("bench: --pid is for --sites; a started cluster's processes are known")
+	}
+	switch f.topology {
+	case drill.TopologyEmbedded:
+	case drill.TopologyExternal:
+		if len(c.Sites) > 0 {
+			return f, fmt.Errorf("bench: --topology lays out a cluster the bench starts, not --sites")
+		}
+		if f.gateways < 1 {
+			return f, fmt.Errorf("bench: --gateways-per-site must be 1 or more")
+		}
+		if f.natsServer == "" {
+			p, err := exec.LookPath("nats-server")
+			if err != nil {
+				return f, fmt.Errorf("bench: --topology external needs nats-server 2.11 or later: give --nats-server PATH (%w)", err)
+			}
+			f.natsServer = p
+		}
+	default:
+		return f, fmt.Errorf("bench: --topology must be %s or %s", drill.TopologyEmbedded, drill.TopologyExternal)
 	}
 	return f, nil
 }
