@@ -30,7 +30,7 @@ commands:
   chat     terminal chat client that fails over between sites
   drill    burn a site under live load and prove nothing was lost
   bench    load a cluster and report latency, throughput, loss, memory per connection, catch-up
-  admin    operator actions on the log: revoke a user, list or move stream leaders
+  admin    operator actions on the log: roles, suspend, revoke, drain a site, incidents, stream leaders, key rotation
   lb       balance a site's public URL over its gateways (several serve --nats per site)
   certs    create a deployment's certificates and credentials
   backup   take an online backup of every stream of the log to a directory
