@@ -8,11 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/salamander-chat/salamander/internal/testbin"
 )
 
 // binary is the salamander executable built once for the whole package;
@@ -24,22 +25,13 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "salamander-drill-bin-")
+	bins, remove, err := testbin.Build("drill", testbin.Salamander, testbin.NATSServer)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "drill test:", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "salamander")
-	natsServer = filepath.Join(dir, "nats-server")
-	for bin, pkg := range map[string]string{binary: "github.com/salamander-chat/salamander/cmd/salamander",
-		natsServer: "github.com/nats-io/nats-server/v2"} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "drill test: building %s: %v\n%s", pkg, err, out)
-			return 1
-		}
-	}
+	defer remove()
+	binary, natsServer = bins[0], bins[1]
 	return m.Run()
 }
 

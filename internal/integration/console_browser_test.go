@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/testbrowser"
 )
 
 // The ops console in a real browser (Debian's chromium, headless): a user
@@ -27,7 +27,7 @@ import (
 // when unset), and to docs/screenshots/ for the README when
 // SALAMANDER_UPDATE_SCREENSHOTS=1.
 func TestOpsConsoleInABrowser(t *testing.T) {
-	chromium := findChromium(t)
+	chromium := testbrowser.Chromium(t, "the ops console's browser test")
 	ctx := testCtx(t, 90*time.Second)
 	op, opName := operator(t, ctx, 0, "cbop")
 	_, userName := signedUp(t, 1, "cbuser")
@@ -62,7 +62,7 @@ func TestOpsConsoleInABrowser(t *testing.T) {
 	defer cancelAlloc()
 	browser, cancelBrowser := chromedp.NewContext(alloc)
 	defer cancelBrowser()
-	shots := screenshotDirs(t)
+	shots := testbrowser.ScreenshotDirs(t)
 	// shoot saves what a laptop's screen shows, or the whole page.
 	shoot := func(name string, whole ...bool) {
 		t.Helper()
@@ -237,42 +237,4 @@ func resolveIncidents(t *testing.T, token, title string) {
 				State: salamander.IncidentResolved, Message: salamander.Localized{EN: "Resolved."}})
 		}
 	}
-}
-
-// findChromium returns the chromium to drive. Without one the test is
-// skipped on a developer's machine, but fails in CI (CI set), which must
-// have installed it (.ci/run does).
-func findChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("no chromium on PATH, and CI is set: install it (apt-get install -y chromium)")
-	}
-	t.Skip("no chromium on PATH: the ops console's browser test needs it (apt-get install -y chromium)")
-	return ""
-}
-
-// screenshotDirs are where the browser test writes its screenshots.
-func screenshotDirs(t *testing.T) []string {
-	t.Helper()
-	dir := os.Getenv("SALAMANDER_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dirs := []string{dir}
-	if os.Getenv("SALAMANDER_UPDATE_SCREENSHOTS") == "1" {
-		docs := filepath.Join("..", "..", "docs", "screenshots")
-		if err := os.MkdirAll(docs, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, docs)
-	}
-	return dirs
 }

@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/salamander-chat/salamander/internal/testbin"
 
 	"github.com/salamander-chat/salamander/client"
 	"github.com/salamander-chat/salamander/internal/testcluster"
@@ -40,11 +40,13 @@ func run(m *testing.M) int {
 	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
 		level = slog.LevelInfo
 	}
-	salamanderBin = filepath.Join(dir, "salamander")
-	if out, err := exec.Command("go", "build", "-o", salamanderBin, "../../cmd/salamander").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build salamander: %v\n%s", err, out)
+	bins, remove, err := testbin.Build("it", testbin.Salamander)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	defer remove()
+	salamanderBin = bins[0]
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithTimeout(context.Background(), testcluster.Timeout)
 	defer cancel()

@@ -10,12 +10,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/salamander-chat/salamander/internal/testbin"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
@@ -34,18 +35,13 @@ func testMain(m *testing.M) int {
 	if testing.Short() {
 		return m.Run() // every test skips; build nothing
 	}
-	dir, err := os.MkdirTemp("", "salamander-opsfire-bin-")
+	bins, remove, err := testbin.Build("opsfire", testbin.Salamander)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "opsfire test:", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "salamander")
-	cmd := exec.Command("go", "build", "-o", binary, "github.com/salamander-chat/salamander/cmd/salamander")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "opsfire test: building salamander: %v\n%s", err, out)
-		return 1
-	}
+	defer remove()
+	binary = bins[0]
 	return m.Run()
 }
 

@@ -67,7 +67,7 @@ func (s *Site) checkServers(ctx context.Context) error {
 		if err := jsstore.CheckVersion(v.name, v.version); err != nil {
 			refused = append(refused, err.Error())
 		}
-		if !v.clustered {
+		if !v.clustered && !s.becomesClustered(ctx, hc, base) {
 			refused = append(refused, fmt.Sprintf("NATS server %s (%s) does not run JetStream clustered: "+
 				"a stream needs one replica per site", v.name, base))
 		}
@@ -88,6 +88,28 @@ func (s *Site) checkServers(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", errExternalNATS, strings.Join(refused, "; "))
 	}
 	return nil
+}
+
+// becomesClustered re-reads a server's /varz until it shows JetStream
+// clustered, for at most Config.ClusterFormWait: a server that has just
+// started shows no meta group until its routes are up.
+func (s *Site) becomesClustered(ctx context.Context, hc *http.Client, base string) bool {
+	wait := s.cfg.ClusterFormWait
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(500 * time.Millisecond):
+		}
+		if v, err := readVarz(ctx, hc, strings.TrimSuffix(base, "/")+"/varz"); err == nil && v.clustered {
+			return true
+		}
+	}
 }
 
 // checkPlacement raises the log alarm when a stream of an external

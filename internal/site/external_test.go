@@ -354,6 +354,7 @@ func TestSiteRefusesUnclusteredExternalNATS(t *testing.T) {
 	x := startExternalCluster(ctx, t, func(site string, cfg *natsnode.Config) { cfg.ClusterAddr = "" })
 	cfg := x.siteConfig(0, "site-a")
 	cfg.NATSURLs, cfg.NATSMonitor = cfg.NATSURLs[:1], x.monitors[:1]
+	cfg.ClusterFormWait = time.Second // it will never form
 	s, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

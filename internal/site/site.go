@@ -52,6 +52,10 @@ type Config struct {
 	// servers (http://host:8222), read to check their version, clustering,
 	// site tags and fsync setting (see checkServers).
 	NATSMonitor []string
+	// ClusterFormWait is how long a server of an external cluster may show
+	// no JetStream meta group at start before the site refuses it (every
+	// server of a new deployment starts at once; routes take a moment).
+	ClusterFormWait time.Duration
 	// HomeInterval is how often a site on an external cluster whose
 	// connection moved to another site's server checks whether one of its
 	// own is back (default DefaultHomeInterval).
@@ -113,6 +117,8 @@ func DefaultConfig(name, dataDir string) Config {
 		BcryptCost:    10,
 		AppendTimeout: 7 * time.Second,
 		Logger:        slog.New(slog.DiscardHandler),
+
+		ClusterFormWait: 30 * time.Second,
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +16,8 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/salamander-chat/salamander/internal/testbrowser"
 )
 
 // page is one browser (its own process, so its own storage: one device)
@@ -50,7 +51,7 @@ func newPage(t *testing.T, ctx context.Context, chromium, name, lang string) *pa
 	if _, err := chromedp.Call(bctx, emulation.SetLocaleOverride, emulation.SetLocaleOverrideParams{Locale: lang}); err != nil {
 		t.Fatal(err)
 	}
-	return &page{t: t, name: name, ctx: bctx, shots: screenshotDirs(t)}
+	return &page{t: t, name: name, ctx: bctx, shots: testbrowser.ScreenshotDirs(t)}
 }
 
 // do runs actions, failing the test (with a screenshot) when one fails.
@@ -214,45 +215,6 @@ func (p *page) messages() []string {
 	var out []string
 	p.eval(`[...document.querySelectorAll("#messages .msg[data-seq] .text")].map(e => e.textContent)`, &out)
 	return out
-}
-
-// findChromium returns the chromium to drive. Without one the test is
-// skipped on a developer's machine, but fails in CI (CI set).
-func findChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("no chromium on PATH, and CI is set: install it (apt-get install -y chromium)")
-	}
-	t.Skip("no chromium on PATH: the web client's browser test needs it (apt-get install -y chromium)")
-	return ""
-}
-
-// screenshotDirs are where screenshots go: $SALAMANDER_ARTIFACTS (a
-// temporary directory when unset) and, with SALAMANDER_UPDATE_SCREENSHOTS=1,
-// docs/screenshots for the README.
-func screenshotDirs(t *testing.T) []string {
-	t.Helper()
-	dir := os.Getenv("SALAMANDER_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dirs := []string{dir}
-	if os.Getenv("SALAMANDER_UPDATE_SCREENSHOTS") == "1" {
-		docs := filepath.Join("..", "..", "docs", "screenshots")
-		if err := os.MkdirAll(docs, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, docs)
-	}
-	return dirs
 }
 
 // jsString quotes s for a JavaScript expression.

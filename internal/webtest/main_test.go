@@ -4,9 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/salamander-chat/salamander/internal/testbin"
 )
 
 // binary is the salamander executable built once for the package.
@@ -21,17 +21,12 @@ func testMain(m *testing.M) int {
 	if testing.Short() {
 		return m.Run() // every test skips; build nothing
 	}
-	dir, err := os.MkdirTemp("", "salamander-webtest-bin-")
+	bins, remove, err := testbin.Build("webtest", testbin.Salamander)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "webtest:", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "salamander")
-	cmd := exec.Command("go", "build", "-o", binary, "github.com/salamander-chat/salamander/cmd/salamander")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "webtest: building salamander: %v\n%s", err, out)
-		return 1
-	}
+	defer remove()
+	binary = bins[0]
 	return m.Run()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/salamander-chat/salamander/internal/drill"
+	"github.com/salamander-chat/salamander/internal/testbrowser"
 )
 
 // Two people chat in the web messenger, each in their own browser, served
@@ -36,7 +37,7 @@ func TestWebMessengerRidesThroughAFire(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three server processes and two browsers, and burns a site")
 	}
-	chromium := findChromium(t)
+	chromium := testbrowser.Chromium(t, "the web client's browser test")
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 240*time.Second)
 	defer cancel()
