@@ -724,7 +724,16 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 				why = err.Error()
 				return false, nil
 			}
+			var ready struct {
+				LogAlarm string `json:"log_alarm"`
+			}
+			_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&ready)
 			resp.Body.Close()
+			if ready.LogAlarm != "" {
+				// A site that refuses its log waits for an operator, not
+				// for time: say so now rather than at the deadline.
+				return false, fmt.Errorf("site %s raised the log alarm at %s: %s", s.name, u, ready.LogAlarm)
+			}
 			if resp.StatusCode != http.StatusOK {
 				why = fmt.Sprintf("%s/readyz answers %d", u, resp.StatusCode)
 				return false, nil
