@@ -1,6 +1,8 @@
 package salamander
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"regexp"
 	"slices"
@@ -358,6 +360,14 @@ func ValidateAmount(what string, n int64) error {
 
 // opsIDRE is the shape of an incident, report or drill id.
 var opsIDRE = regexp.MustCompile(`^[a-z]{2,5}-[0-9a-z]{6,32}$`)
+
+// NewOpsID returns a fresh id for an incident ("inc"), damage report
+// ("rep") or drill ("drl"): the prefix and 16 random hex digits.
+func NewOpsID(prefix string) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
 
 // ValidOpsID reports whether id has the shape of an incident, damage
 // report or drill id.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -73,14 +71,13 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := salamander.ValidateUserName(name); err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}
-		rec := salamander.Record{Type: salamander.RecUserRevoked, User: name, Site: "cli", At: time.Now().UTC()}
-		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "sess."+name, rec,
-			jsstore.AppendOptions{MsgID: "admin-revoke:" + name + ":" + rec.At.Format(time.RFC3339Nano)})
+		at := time.Now().UTC()
+		pos, err := adminAppend(ctx, store, "sess."+name, salamander.Record{Type: salamander.RecUserRevoked, User: name, At: at})
 		if err != nil {
 			return fmt.Errorf("admin: revoke %s: %w", name, err)
 		}
 		fmt.Fprintf(stdout, "revoked every session of %s issued before %s (log position %s:%d)\n",
-			name, rec.At.Format(time.RFC3339), pos.Stream, pos.Seq)
+			name, at.Format(time.RFC3339), pos.Stream, pos.Seq)
 		return nil
 	case "suspend", "restore":
 		if fs.NArg() != 2 {
@@ -94,9 +91,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if cmd == "restore" {
 			typ = salamander.RecUserRestored
 		}
-		rec := salamander.Record{Type: typ, User: name, Site: "cli", At: time.Now().UTC()}
-		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "suspend."+name, rec,
-			jsstore.AppendOptions{MsgID: "admin-" + cmd + ":" + name + ":" + rec.At.Format(time.RFC3339Nano)})
+		pos, err := adminAppend(ctx, store, "suspend."+name, salamander.Record{Type: typ, User: name})
 		if err != nil {
 			return fmt.Errorf("admin: %s %s: %w", cmd, name, err)
 		}
@@ -113,9 +108,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if salamander.RoleRank(role) == 0 {
 			return fmt.Errorf("admin: role must be user, operator or admin")
 		}
-		rec := salamander.Record{Type: salamander.RecRoleSet, User: name, Role: role, Site: "cli", At: time.Now().UTC()}
-		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "role."+name, rec,
-			jsstore.AppendOptions{MsgID: "admin-role:" + name + ":" + rec.At.Format(time.RFC3339Nano)})
+		pos, err := adminAppend(ctx, store, "role."+name, salamander.Record{Type: salamander.RecRoleSet, User: name, Role: role})
 		if err != nil {
 			return fmt.Errorf("admin: set the role of %s: %w", name, err)
 		}
@@ -170,7 +163,10 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // adminAppend appends an ops record taken with the admin credential.
 func adminAppend(ctx context.Context, store *jsstore.Store, key string, rec salamander.Record) (salamander.Position, error) {
-	rec.Site, rec.At = "cli", time.Now().UTC()
+	rec.Site = "cli"
+	if rec.At.IsZero() {
+		rec.At = time.Now().UTC()
+	}
 	pos, _, err := store.Append(ctx, jsstore.AccountsStream, key, rec,
 		jsstore.AppendOptions{MsgID: "admin-" + string(rec.Type) + ":" + key + ":" + rec.At.Format(time.RFC3339Nano)})
 	return pos, err
@@ -269,9 +265,7 @@ func adminIncident(ctx context.Context, store *jsstore.Store, args []string, std
 		if err := req.Validate(); err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}
-		b := make([]byte, 8)
-		_, _ = rand.Read(b)
-		id = "inc-" + hex.EncodeToString(b)
+		id = salamander.NewOpsID("inc")
 		rec = salamander.Record{Type: salamander.RecIncidentOpened, Incident: &salamander.IncidentChange{ID: id, Title: req.Title,
 			State: req.State, Impact: req.Impact, Services: req.Services, Message: req.Message}}
 	} else {

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,9 +44,7 @@ func startDrillRecord(ctx context.Context, conn *connFlags, cfg drill.Config) (*
 	if err != nil {
 		return nil, fmt.Errorf("drill: --record: %w", err)
 	}
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	r := &drillRecorder{store: store, id: "drl-" + hex.EncodeToString(b)}
+	r := &drillRecorder{store: store, id: salamander.NewOpsID("drl")}
 	scenarios := strings.Split(cfg.Scenario, ",")
 	r.drill = salamander.Drill{ID: r.id, Scenario: cfg.Scenario, Kind: drillKind(scenarios), Site: cfg.Site,
 		State: salamander.DrillRunning}

@@ -39,10 +39,7 @@ func (g *Gateway) handleDrills(w http.ResponseWriter, r *http.Request, _ claims)
 		}
 		year = y
 	}
-	list := g.cfg.View.Drills()
-	for i := range list {
-		list[i].Report = nil // one drill's report is at /v1/ops/drills/{id}
-	}
+	list := g.cfg.View.Drills() // reports are at /v1/ops/drills/{id}
 	writeJSON(w, http.StatusOK, map[string]any{"drills": list, "compliance": salamander.Compliance(list, year)})
 	return nil
 }
@@ -98,7 +95,7 @@ func (g *Gateway) handleStartDrill(w http.ResponseWriter, r *http.Request, c cla
 	if running := g.cfg.View.RunningDrills(); len(running) > 0 {
 		return salamander.Errorf(salamander.CodeConflict, "drill %s is still running", running[0].ID)
 	}
-	id := newOpsID("drl")
+	id := salamander.NewOpsID("drl")
 	rec := salamander.Record{Type: salamander.RecDrillStarted, Drill: &salamander.Drill{ID: id, Scenario: "isolate",
 		Kind: salamander.DrillSimulation, Site: req.Site, Seconds: req.Seconds, State: salamander.DrillRunning}}
 	if err := g.opsRecord(r, c, "drill."+id, rec); err != nil {

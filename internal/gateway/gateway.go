@@ -395,7 +395,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/sync", g.authed(g.handleSync))
 	m.HandleFunc("GET /v1/presence", g.authed(g.handlePresence))
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
-	m.HandleFunc("GET /v1/ops/audit", g.authed(g.withRole(salamander.RoleOperator, g.handleAudit)))
+	m.HandleFunc("GET /v1/ops/audit", g.handle(salamander.RoleOperator, g.handleAudit))
 	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
 	m.HandleFunc("GET /v1/ops/site", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSite)))
 	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))

@@ -27,9 +27,6 @@ func (g *Gateway) handle(min string, h errHandler) http.HandlerFunc {
 	}))
 }
 
-// newOpsID returns a fresh id for an incident, report or drill.
-func newOpsID(prefix string) string { return prefix + "-" + randomHex(8) }
-
 // opsRecord appends an ops record taken by c at this site and waits until
 // this site has applied it.
 func (g *Gateway) opsRecord(r *http.Request, c claims, key string, rec salamander.Record) error {
@@ -62,7 +59,7 @@ func (g *Gateway) handleOpenIncident(w http.ResponseWriter, r *http.Request, c c
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	id := newOpsID("inc")
+	id := salamander.NewOpsID("inc")
 	rec := salamander.Record{Type: salamander.RecIncidentOpened, Incident: &salamander.IncidentChange{ID: id,
 		Title: req.Title, State: req.State, Impact: req.Impact, Services: req.Services, Message: req.Message}}
 	if err := g.opsRecord(r, c, "incident."+id, rec); err != nil {

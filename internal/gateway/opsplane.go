@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander"
-	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // The ops plane: endpoints under /v1/ops/ for operators and admins, served
@@ -34,43 +33,56 @@ const maxAuditPage = 1000
 
 // handleAudit lists admin actions, newest first: ?limit= (default 100)
 // and ?before= (RFC 3339, for the next page).
-func (g *Gateway) handleAudit(w http.ResponseWriter, r *http.Request, _ claims) {
-	limit := 100
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxAuditPage {
-			writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "limit must be 1-%d", maxAuditPage))
-			return
-		}
-		limit = n
+func (g *Gateway) handleAudit(w http.ResponseWriter, r *http.Request, _ claims) error {
+	limit, err := pageLimit(r, 100, maxAuditPage)
+	if err != nil {
+		return err
 	}
-	var before time.Time
-	if s := r.URL.Query().Get("before"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "before must be an RFC 3339 time"))
-			return
-		}
-		before = t
+	before, err := queryTime(r, "before")
+	if err != nil {
+		return err
 	}
 	entries, err := g.cfg.View.Audit(r.Context(), before, limit)
 	if err != nil {
-		writeError(w, g.log, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+	return nil
+}
+
+// pageLimit parses ?limit= for a list: def when absent, else 1 to max
+// (0 is refused, unlike queryLimit's "0 = the default").
+func pageLimit(r *http.Request, def, max int) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > max {
+		return 0, salamander.Errorf(salamander.CodeInvalid, "limit must be 1-%d", max)
+	}
+	return n, nil
+}
+
+// queryTime parses an optional RFC 3339 time parameter (zero when absent).
+func queryTime(r *http.Request, name string) (time.Time, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, salamander.Errorf(salamander.CodeInvalid, "%s must be an RFC 3339 time", name)
+	}
+	return t, nil
 }
 
 // handleAuditCSV exports the audit trail, oldest first (?before= as in
 // handleAudit bounds it).
 func (g *Gateway) handleAuditCSV(w http.ResponseWriter, r *http.Request, _ claims) error {
-	var before time.Time
-	if s := r.URL.Query().Get("before"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return salamander.Errorf(salamander.CodeInvalid, "before must be an RFC 3339 time")
-		}
-		before = t
+	before, err := queryTime(r, "before")
+	if err != nil {
+		return err
 	}
 	entries, err := g.cfg.View.Audit(r.Context(), before, -1)
 	if err != nil {
@@ -123,8 +135,7 @@ func (g *Gateway) adminAction(w http.ResponseWriter, r *http.Request, c claims, 
 		writeError(w, g.log, r, err)
 		return false
 	}
-	rec.By, rec.Site = c.User, g.cfg.Site
-	if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, key, rec, jsstore.AppendOptions{}); err != nil {
+	if err := g.opsRecord(r, c, key, rec); err != nil {
 		writeError(w, g.log, r, err)
 		return false
 	}

@@ -24,7 +24,7 @@ import (
 // id when there is one, so that a retry finds the report it filed.
 func reportID(user, clientID string) string {
 	if clientID == "" {
-		return newOpsID("rep")
+		return salamander.NewOpsID("rep")
 	}
 	sum := sha256.Sum256([]byte(user + "\x00" + clientID))
 	return "rep-" + hex.EncodeToString(sum[:8])
@@ -143,13 +143,8 @@ func (g *Gateway) handleOpsReports(w http.ResponseWriter, r *http.Request, _ cla
 	if err != nil {
 		return err
 	}
-	f.Limit = 200
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxReportPage {
-			return salamander.Errorf(salamander.CodeInvalid, "limit must be 1-%d", maxReportPage)
-		}
-		f.Limit = n
+	if f.Limit, err = pageLimit(r, 200, maxReportPage); err != nil {
+		return err
 	}
 	list, err := g.cfg.View.Reports(r.Context(), f)
 	if err != nil {

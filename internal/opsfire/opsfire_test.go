@@ -3,7 +3,6 @@ package opsfire
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -27,22 +26,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
-}
-
-func testMain(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		return m.Run() // every test skips; build nothing
-	}
-	bins, remove, err := testbin.Build("opsfire", testbin.Salamander)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer remove()
-	binary = bins[0]
-	return m.Run()
+	os.Exit(testbin.Main(m, "opsfire", &binary))
 }
 
 // Site indexes in the cluster: c burns, a and b survive.

@@ -5,10 +5,12 @@
 package testbin
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // Packages that Build knows by name.
@@ -38,4 +40,22 @@ func Build(purpose string, pkgs ...string) (paths []string, remove func(), err e
 		paths = append(paths, path)
 	}
 	return paths, remove, nil
+}
+
+// Main is a TestMain body for a package whose every test runs the
+// salamander binary and skips under -short: it builds the binary into
+// *bin (nothing under -short), runs the tests and removes it.
+func Main(m *testing.M, purpose string, bin *string) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run() // every test skips; build nothing
+	}
+	bins, remove, err := Build(purpose, Salamander)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer remove()
+	*bin = bins[0]
+	return m.Run()
 }

@@ -450,13 +450,16 @@ func (v *View) Incident(id string) (salamander.Incident, bool) {
 	return *cloneIncident(inc), true
 }
 
-// Drills returns every drill record, newest first.
+// Drills returns every drill record, newest first, without its report
+// (Drill gives one with it).
 func (v *View) Drills() []salamander.Drill {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := make([]salamander.Drill, 0, len(v.m.ops.drills))
 	for _, d := range v.m.ops.drills {
-		out = append(out, *d)
+		c := *d
+		c.Report = nil
+		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b salamander.Drill) int {
 		if c := b.Started.Compare(a.Started); c != 0 {

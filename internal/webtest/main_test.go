@@ -1,8 +1,6 @@
 package webtest
 
 import (
-	"flag"
-	"fmt"
 	"os"
 	"testing"
 
@@ -13,20 +11,5 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
-}
-
-func testMain(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		return m.Run() // every test skips; build nothing
-	}
-	bins, remove, err := testbin.Build("webtest", testbin.Salamander)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer remove()
-	binary = bins[0]
-	return m.Run()
+	os.Exit(testbin.Main(m, "webtest", &binary))
 }
