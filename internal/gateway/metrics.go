@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -122,11 +123,22 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 	gapFills := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_log_gap_fills_total",
 		Help:        "Times this site's tails found commit announcements missing and read the records from the log.",
 		ConstLabels: labels}, func() float64 { return float64(log.GapFills()) })
+	// Records read back from the log for queries, by where they came from.
+	logReads := func(from string, count func() int64) prometheus.Collector {
+		l := maps.Clone(labels)
+		l["from"] = from
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_log_reads_total",
+			Help: "Records read back from the log for queries (message texts no longer in memory), by where they " +
+				"came from: own_copy (this site's copy of the log) or replicas (a direct get, answered by any site's replica).",
+			ConstLabels: l}, func() float64 { return float64(count()) })
+	}
+	ownReads := logReads("own_copy", func() int64 { own, _ := log.Reads(); return own })
+	replicaReads := logReads("replicas", func() int64 { _, replicas := log.Reads(); return replicas })
 	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_entries_applied_total",
 		Help: "Log entries this site's read model applied since the process started.", ConstLabels: labels},
 		func() float64 { return float64(v.EntriesApplied()) })
 	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, newAppliedCollector(v, labels),
-		gapFills, entries, m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
+		gapFills, ownReads, replicaReads, entries, m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
 	return m
 }
 

@@ -101,6 +101,24 @@ func TestSDKFailsOverFromStoppedSite(t *testing.T) {
 		}
 		return nil
 	})
+	// The texts it applied before the fire are no longer in its memory:
+	// it reads them back from its own copy of the log, never from another
+	// site's replica (which JetStream would pick at random).
+	reads := func() (own, replicas float64) {
+		m := scrape(t, 0)
+		own, _ = m.sum("salamander_log_reads_total", `from="own_copy"`)
+		replicas, _ = m.sum("salamander_log_reads_total", `from="replicas"`)
+		return own, replicas
+	}
+	own0, replicas0 := reads()
+	if _, err := atA.History(ctx, room.ID, clientHistory(0, 0, 50)); err != nil {
+		t.Fatal(err)
+	}
+	own1, replicas1 := reads()
+	if own1 <= own0 || replicas1 != replicas0 {
+		t.Fatalf("site a read %v records from its own copy and %v from the replicas; want some and none",
+			own1-own0, replicas1-replicas0)
+	}
 }
 
 // A site whose read model is deleted rebuilds it from the log at start and

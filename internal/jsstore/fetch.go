@@ -20,19 +20,45 @@ const (
 	fetchAttempts = 6
 )
 
-// Fetch returns the log entries at positions of one stream, read from the
-// replicated log by direct get: the record of each position once, all
-// requests in flight together. The read models keep message bodies here,
-// in the log every site already holds durably, rather than copying them
-// into their own store. Callers ask only for positions they have applied,
-// so every one exists; a replica that has not stored one yet answers "not
-// found" and is asked again.
+// Fetch returns the log entries at positions of one stream: the record of
+// each position once. The read models keep message bodies here, in the log
+// every site already holds durably, rather than copying them into their
+// own store. Records come from this site's own copy of the log when it
+// holds them (CopyDir), so no other site's loss can stall the read; the
+// rest by direct get from the replicas, all requests in flight together.
+// Callers ask only for positions they have applied, so every one exists; a
+// replica that has not stored one yet answers "not found" and is asked
+// again.
 func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (map[uint64]salamander.Record, error) {
 	want := map[uint64][]uint64{} // record seq -> positions in it
 	for _, p := range positions {
 		want[RecordSeq(p)] = append(want[RecordSeq(p)], p)
 	}
 	out := make(map[uint64]salamander.Record, len(positions))
+	take := func(seq uint64, data []byte) error {
+		var rec salamander.Record
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
+		}
+		entries := recordEntries(rec)
+		for _, p := range want[seq] {
+			if i := int(p & idxMask); i < len(entries) {
+				out[p] = entries[i]
+			}
+		}
+		delete(want, seq)
+		return nil
+	}
+	if c := s.copyOf(stream); c != nil {
+		for seq := range want {
+			if data, ok := c.read(seq); ok && take(seq, data) == nil {
+				s.ownReads.Add(1)
+			}
+		}
+		if len(want) == 0 {
+			return out, nil
+		}
+	}
 	replies := make(chan *nats.Msg, len(want)+8)
 	inbox := s.nc.NewRespInbox()
 	sub, err := s.nc.ChanSubscribe(inbox+".*", replies)
@@ -67,17 +93,10 @@ func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (m
 					pending--
 					continue // not stored at that replica yet: next round
 				}
-				var rec salamander.Record
-				if err := json.Unmarshal(msg.Data, &rec); err != nil {
-					return nil, fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
+				if err := take(seq, msg.Data); err != nil {
+					return nil, err
 				}
-				entries := recordEntries(rec)
-				for _, p := range want[seq] {
-					if i := int(p & idxMask); i < len(entries) {
-						out[p] = entries[i]
-					}
-				}
-				delete(want, seq)
+				s.replicaReads.Add(1)
 				pending--
 			}
 		}

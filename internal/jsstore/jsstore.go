@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,6 +91,10 @@ type Config struct {
 	User, Password string
 	TLS            *tls.Config
 	Logger         *slog.Logger
+	// CopyDir holds this site's own copy of the log (see ownCopy): the
+	// records its tails applied, read back by Fetch without asking another
+	// site. Empty: no copy, Fetch reads from the replicas.
+	CopyDir string
 }
 
 // DefaultConfig returns the defaults for a three-site deployment.
@@ -133,6 +138,14 @@ type Store struct {
 	// preferHost is the host:port ReconnectTo asked the next reconnect
 	// to go to (nil: the usual order).
 	preferHost atomic.Pointer[string]
+
+	// copies are the streams' own copies, opened by their tails (nil: the
+	// copy could not be opened; reads go to the replicas).
+	copyMu sync.Mutex
+	copies map[string]*ownCopy
+	// ownReads and replicaReads count the records Fetch read from this
+	// site's own copy and from the replicas.
+	ownReads, replicaReads atomic.Int64
 }
 
 // Entry is one log entry with its position: a record, or one of the
@@ -208,7 +221,46 @@ func (s *Store) Close() {
 	s.appCancel()
 	s.appWG.Wait()
 	s.nc.Close()
+	s.copyMu.Lock()
+	defer s.copyMu.Unlock()
+	for stream, c := range s.copies {
+		if c != nil {
+			if err := c.close(); err != nil {
+				s.log.Warn("closing the own copy of the log", "stream", stream, "err", err)
+			}
+		}
+	}
+	s.copies = nil
 }
+
+// copyOf is stream's own copy, opened the first time it is asked for; nil
+// when there is none (no CopyDir, the cluster not known yet, or the file
+// could not be opened).
+func (s *Store) copyOf(stream string) *ownCopy {
+	id, _ := s.clusterID.Load().(string)
+	if s.cfg.CopyDir == "" || id == "" {
+		return nil
+	}
+	s.copyMu.Lock()
+	defer s.copyMu.Unlock()
+	if c, ok := s.copies[stream]; ok {
+		return c
+	}
+	if s.copies == nil {
+		s.copies = map[string]*ownCopy{}
+	}
+	c, err := openCopy(filepath.Join(s.cfg.CopyDir, id, stream+".log"))
+	if err != nil {
+		s.log.Error("cannot open this site's own copy of the log; reading from the replicas instead",
+			"stream", stream, "err", err)
+	}
+	s.copies[stream] = c
+	return c
+}
+
+// Reads counts the records Fetch has read from this site's own copy of the
+// log and from the replicas (any site's, as JetStream picks them).
+func (s *Store) Reads() (own, replicas int64) { return s.ownReads.Load(), s.replicaReads.Load() }
 
 // Conn is the NATS connection, for ephemeral (never stored) subjects such as
 // typing and presence.
@@ -546,8 +598,29 @@ var errNoQuorum = salamander.Errorf(salamander.CodeUnavailable,
 // dead server costs a tail a fraction of a second, never a stall. A record
 // missing from the log itself (a gap in the stream's sequence) stops the
 // tail: the site reports it (Stalled) instead of skipping it.
+//
+// With a CopyDir, the tail also keeps the stream's own copy: every record
+// it delivers is added to it, and a copy that ends before from is filled
+// from the log first (without delivering those records again). A tail from
+// the start (from = 0) empties the copy and rebuilds it with the reader.
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
 	t := &tailer{s: s, stream: stream, next: max(RecordSeq(from), 1), from: from, deliver: deliver}
+	if t.copy = s.copyOf(stream); t.copy != nil {
+		if from == 0 {
+			// A reader that starts from scratch rebuilds from the log as
+			// it is now (after a restore, say): so does the copy.
+			if err := t.copy.reset(); err != nil {
+				s.log.Error("cannot empty this site's own copy of the log; reading from the replicas instead",
+					"stream", stream, "err", err)
+				t.copy = nil
+			}
+		}
+	}
+	if t.copy != nil {
+		// A copy behind the caller (its buffered end lost in a crash) is
+		// filled from the log first; those records are not delivered again.
+		t.next = min(t.next, t.copy.next())
+	}
 	announced := make(chan *nats.Msg, tailAnnounceBuffer)
 	sub, err := s.nc.ChanSubscribe(commitRoot(stream)+".>", announced)
 	if err != nil {
@@ -638,6 +711,7 @@ type tailer struct {
 	inbox   string
 	replies chan *nats.Msg
 	reqID   int
+	copy    *ownCopy // nil: none
 }
 
 // failed handles a failed read: it reports whether the tail must stop
@@ -682,6 +756,12 @@ func (t *tailer) announced(ctx context.Context, msg *nats.Msg) error {
 func (t *tailer) emit(seq uint64, data []byte) error {
 	if seq != t.next {
 		return fmt.Errorf("%w: %s has %d where %d was due", ErrLogGap, t.stream, seq, t.next)
+	}
+	if t.copy != nil {
+		if err := t.copy.add(seq, data); err != nil {
+			t.s.log.Error("this site's own copy of the log stopped growing; reading from the replicas instead",
+				"stream", t.stream, "at", seq, "err", err)
+		}
 	}
 	var rec salamander.Record
 	var entries []Entry

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,19 +22,32 @@ import (
 // openStore starts a one-server JetStream (R1) and opens a store on it.
 func openStore(t *testing.T) *jsstore.Store {
 	t.Helper()
+	s, _ := openStoreOn(t, "", "")
+	return s
+}
+
+// openStoreOn opens a store with its own copy of the log in copyDir ("":
+// none) on the server at url, or on a new one-server JetStream (R1) when
+// url is empty. It returns the server's URL.
+func openStoreOn(t *testing.T, url, copyDir string) (*jsstore.Store, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := natsnode.DefaultConfig("a")
-	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
-	cfg.ClusterAddr = "" // a lone server, no cluster
-	node, err := natsnode.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
+	if url == "" {
+		cfg := natsnode.DefaultConfig("a")
+		cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+		cfg.ClusterAddr = "" // a lone server, no cluster
+		node, err := natsnode.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(node.Shutdown)
+		url = node.ClientURL()
 	}
-	t.Cleanup(node.Shutdown)
-	scfg := jsstore.DefaultConfig(node.ClientURL())
+	scfg := jsstore.DefaultConfig(url)
 	scfg.Replicas = 1
 	scfg.Partitions = 2
+	scfg.CopyDir = copyDir
 	s, err := jsstore.Open(ctx, scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +56,7 @@ func openStore(t *testing.T) *jsstore.Store {
 	if err := s.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, url
 }
 
 func TestAppendUniquenessAndDedupe(t *testing.T) {
@@ -332,5 +346,93 @@ func TestStreamsThatBreakAGuaranteeAreRefused(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "direct gets are off") ||
 		!strings.Contains(err.Error(), "may drop records") {
 		t.Fatalf("a stream without direct gets and with a message limit: %v", err)
+	}
+}
+
+// A site reads message texts from its own copy of the log, not from
+// whichever replica JetStream picks: the test counts who answered.
+func TestFetchReadsTheSitesOwnCopy(t *testing.T) {
+	copyDir := t.TempDir()
+	s, url := openStoreOn(t, "", copyDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	room := s.RoomStream("d_own")
+	const n = 40
+	for i := 1; i <= n; i++ {
+		rec := salamander.Record{Type: salamander.RecMessageSent, Room: "d_own", Text: fmt.Sprint("text ", i)}
+		if _, _, err := s.Append(ctx, room, "d_own", rec, jsstore.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// tail follows room from `from` until it has delivered every record,
+	// and returns the positions it delivered.
+	tail := func(s *jsstore.Store, from uint64) []uint64 {
+		var got []uint64
+		tctx, stop := context.WithCancel(ctx)
+		defer stop()
+		s.Tail(tctx, room, from, func(e jsstore.Entry) bool {
+			got = append(got, e.Pos.Seq)
+			if jsstore.RecordSeq(e.Pos.Seq) == n {
+				stop()
+			}
+			return true
+		})
+		return got
+	}
+	all := tail(s, 0)
+	if len(all) != n {
+		t.Fatalf("tail delivered %d entries, want %d", len(all), n)
+	}
+	// fetch reads every position through s and returns how many records
+	// came from its own copy and how many from the replicas.
+	fetch := func(s *jsstore.Store, positions []uint64) (own, replicas int64) {
+		t.Helper()
+		own0, rep0 := s.Reads()
+		got, err := s.Fetch(ctx, room, positions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range positions {
+			if want := fmt.Sprint("text ", jsstore.RecordSeq(p)); got[p].Text != want {
+				t.Fatalf("position %d: %q, want %q", p, got[p].Text, want)
+			}
+		}
+		own1, rep1 := s.Reads()
+		return own1 - own0, rep1 - rep0
+	}
+	if own, replicas := fetch(s, all); own != n || replicas != 0 {
+		t.Fatalf("with its own copy: %d records from it, %d from the replicas; want %d and 0", own, replicas, n)
+	}
+	// The count is real: a store without a copy asks the replicas.
+	other, _ := openStoreOn(t, url, "")
+	if own, replicas := fetch(other, all); own != 0 || replicas != n {
+		t.Fatalf("without a copy: %d records from it, %d from the replicas; want 0 and %d", own, replicas, n)
+	}
+
+	// A restarted site resumes its tail at its read model's position and
+	// still reads the older records from its copy.
+	s.Close()
+	restarted, _ := openStoreOn(t, url, copyDir)
+	if got := tail(restarted, all[29]); len(got) != n-29 || got[0] != all[29] {
+		t.Fatalf("restarted tail delivered %v, want from %d on", got, all[29])
+	}
+	if own, replicas := fetch(restarted, all[:10]); own != 10 || replicas != 0 {
+		t.Fatalf("after a restart: %d records from the copy, %d from the replicas; want 10 and 0", own, replicas)
+	}
+
+	// A copy lost with its disk (or its unflushed end lost in a crash) is
+	// filled from the log by the tail, which delivers only what the reader
+	// has not applied.
+	restarted.Close()
+	if err := os.RemoveAll(copyDir); err != nil {
+		t.Fatal(err)
+	}
+	refilled, _ := openStoreOn(t, url, copyDir)
+	if got := tail(refilled, all[29]); len(got) != n-29 || got[0] != all[29] {
+		t.Fatalf("tail over a lost copy delivered %v, want from %d on", got, all[29])
+	}
+	if own, replicas := fetch(refilled, all); own != n || replicas != 0 {
+		t.Fatalf("after the copy was lost and refilled: %d records from it, %d from the replicas; want %d and 0",
+			own, replicas, n)
 	}
 }

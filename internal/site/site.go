@@ -36,8 +36,9 @@ import (
 type Config struct {
 	// Site names the site ("a", "b", "c", …).
 	Site string
-	// DataDir holds the site's files: nats/ (JetStream, when embedded) and
-	// view.db (the read model, rebuilt from the log when missing).
+	// DataDir holds the site's files: nats/ (JetStream, when embedded),
+	// view.db (the read model) and log/ (the site's own copy of the log),
+	// the last two rebuilt from the log when missing.
 	DataDir string
 	// HTTPAddr is where the gateway listens (host:port).
 	HTTPAddr string
@@ -204,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	scfg.AppendTimeout = cfg.AppendTimeout
 	scfg.User, scfg.Password, scfg.TLS = cfg.Secrets.NATSUser, cfg.Secrets.NATSPassword, clientTLS
 	scfg.Logger = log
+	scfg.CopyDir = filepath.Join(cfg.DataDir, "log")
 	store, err := jsstore.Open(ctx, scfg)
 	if err != nil {
 		return nil, err

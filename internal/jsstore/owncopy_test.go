@@ -1,0 +1,141 @@
+package jsstore
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func copyRecord(seq uint64) []byte {
+	return bytes.Repeat([]byte(fmt.Sprintf("record %d;", seq)), int(seq%7)+1)
+}
+
+// fillCopy opens a copy at path and adds records first..last.
+func fillCopy(t *testing.T, path string, first, last uint64) *ownCopy {
+	t.Helper()
+	c, err := openCopy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := first; seq <= last; seq++ {
+		if err := c.add(seq, copyRecord(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// checkCopy reads back every record the copy should hold and checks that
+// it holds nothing else.
+func checkCopy(t *testing.T, c *ownCopy, first, last uint64) {
+	t.Helper()
+	for seq := first; seq <= last; seq++ {
+		got, ok := c.read(seq)
+		if !ok || !bytes.Equal(got, copyRecord(seq)) {
+			t.Fatalf("record %d: %q %v, want %q", seq, got, ok, copyRecord(seq))
+		}
+	}
+	for _, seq := range []uint64{first - 1, last + 1, last + 100} {
+		if _, ok := c.read(seq); ok {
+			t.Fatalf("record %d read, but the copy holds %d..%d", seq, first, last)
+		}
+	}
+	if got := c.next(); got != last+1 {
+		t.Fatalf("next = %d, want %d", got, last+1)
+	}
+}
+
+func TestOwnCopyReadsBackAndSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p0.log")
+	c := fillCopy(t, path, 1, 200)
+	checkCopy(t, c, 1, 200) // buffered records are flushed for the read
+	// Records out of sequence are left out: the copy stays contiguous.
+	for _, seq := range []uint64{150, 200, 202} {
+		if err := c.add(seq, []byte("other")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkCopy(t, c, 1, 200)
+	if err := c.close(); err != nil {
+		t.Fatal(err)
+	}
+	c = fillCopy(t, path, 201, 260)
+	defer c.close()
+	checkCopy(t, c, 1, 260)
+}
+
+// A crash leaves a torn record at the end, or a damaged one anywhere: the
+// copy keeps what comes before it and needs the rest from the log.
+func TestOwnCopyCutsADamagedEnd(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p0.log")
+	c := fillCopy(t, path, 1, 100)
+	if err := c.close(); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The offset of record 61 (records 1..60 precede it).
+	var at61 int64
+	for seq := uint64(1); seq <= 60; seq++ {
+		at61 += copyHeader + int64(len(copyRecord(seq)))
+	}
+	for _, tc := range []struct {
+		name string
+		file func() []byte
+		last uint64
+	}{
+		{"torn header", func() []byte { return whole[:at61+5] }, 60},
+		{"torn record", func() []byte { return whole[:at61+copyHeader+3] }, 60},
+		{"damaged bytes", func() []byte {
+			b := bytes.Clone(whole)
+			b[at61+copyHeader+1] ^= 0xff
+			return b
+		}, 60},
+		{"out of sequence", func() []byte {
+			b := bytes.Clone(whole)
+			b[at61] = 99 // record 61's header claims sequence 99
+			return b
+		}, 60},
+		{"whole", func() []byte { return whole }, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name+".log")
+			if err := os.WriteFile(p, tc.file(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := openCopy(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.close()
+			checkCopy(t, c, 1, tc.last)
+			// It grows again from where it was cut.
+			if err := c.add(tc.last+1, copyRecord(tc.last+1)); err != nil {
+				t.Fatal(err)
+			}
+			checkCopy(t, c, 1, tc.last+1)
+		})
+	}
+}
+
+func TestOwnCopyReset(t *testing.T) {
+	c := fillCopy(t, filepath.Join(t.TempDir(), "p0.log"), 1, 50)
+	defer c.close()
+	if err := c.reset(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.read(1); ok || c.next() != 1 {
+		t.Fatal("a reset copy still holds records")
+	}
+	for seq := uint64(1); seq <= 10; seq++ {
+		if err := c.add(seq, copyRecord(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkCopy(t, c, 1, 10)
+}
