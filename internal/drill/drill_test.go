@@ -266,8 +266,10 @@ func checkSilentHeal(t *testing.T, rep *Report) {
 // at the top, totals and worst gaps, one entry per scenario.
 func TestSuiteJSON(t *testing.T) {
 	s := &Suite{Scenario: "fire,none"}
-	s.add(&Report{Scenario: "fire", Verdict: Verdict{Acked: 10, Converged: true}, WriteGapMSP50: 300, WriteGapMSMax: 900})
-	s.add(&Report{Scenario: "none", Verdict: Verdict{Acked: 5, Lost: 1, Converged: true}, Failures: []string{"1 lost"}})
+	s.add(&Report{Scenario: "fire", Verdict: Verdict{Acked: 10, Converged: true}, WriteGapMSP50: 300, WriteGapMSMax: 900,
+		SendGapMSMax: 1200, DeliveryGapMSMax: 40})
+	s.add(&Report{Scenario: "none", Verdict: Verdict{Acked: 5, Lost: 1, Converged: true}, Failures: []string{"1 lost"},
+		SendGapMSMax: 30, DeliveryGapMSMax: 60})
 	s.judge()
 	var js bytes.Buffer
 	if err := s.WriteJSON(&js); err != nil {
@@ -281,6 +283,8 @@ func TestSuiteJSON(t *testing.T) {
 		Reordered     *int              `json:"reordered"`
 		WriteGapMSP50 *float64          `json:"write_gap_ms_p50"`
 		WriteGapMSMax float64           `json:"write_gap_ms_max"`
+		SendGapMSMax  float64           `json:"send_gap_ms_max"`
+		DeliveryGap   float64           `json:"delivery_gap_ms_max"`
 		Converged     *bool             `json:"converged"`
 		OK            bool              `json:"ok"`
 		Scenarios     []json.RawMessage `json:"scenarios"`
@@ -289,7 +293,8 @@ func TestSuiteJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	if top.Scenario != "fire,none" || top.Acked != 15 || top.Lost != 1 || top.WriteGapMSMax != 900 || top.OK ||
-		top.Converged == nil || top.Duplicated == nil || top.Reordered == nil || top.WriteGapMSP50 == nil || len(top.Scenarios) != 2 {
+		top.Converged == nil || top.Duplicated == nil || top.Reordered == nil || top.WriteGapMSP50 == nil || len(top.Scenarios) != 2 ||
+		top.SendGapMSMax != 1200 || top.DeliveryGap != 60 {
 		t.Errorf("suite JSON: %s", js.String())
 	}
 }
