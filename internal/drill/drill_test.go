@@ -87,6 +87,7 @@ func TestDrills(t *testing.T) {
 		if rep.GapBurned.N == 0 || rep.GapSurvivors.N == 0 {
 			t.Errorf("write gaps not split by site: burned %+v survivors %+v", rep.GapBurned, rep.GapSurvivors)
 		}
+		checkWaits(t, rep, cfg)
 	})
 	if t.Failed() {
 		return
@@ -262,6 +263,39 @@ func checkSilentHeal(t *testing.T, rep *Report) {
 	}
 }
 
+// checkWaits checks that a drill with a fault reports the send waits and
+// delivery lags after it, and that they are sane. It does not judge their
+// values against targets.
+func checkWaits(t *testing.T, rep *Report, cfg Config) {
+	t.Helper()
+	// No send waits past the end of the drain.
+	limit := (rep.DurationS-rep.FaultAtS)*1000 + ms(cfg.Drain)
+	if rep.SendGapMSMax <= 0 || rep.SendGapMSMax > limit || rep.DeliveryGapMSMax <= 0 {
+		t.Errorf("send_gap_ms_max %.0f (at most %.0f), delivery_gap_ms_max %.0f", rep.SendGapMSMax, limit, rep.DeliveryGapMSMax)
+	}
+	for _, ws := range []struct {
+		name string
+		max  float64
+		Waits
+	}{{"send", rep.SendGapMSMax, rep.SendGap}, {"delivery", rep.DeliveryGapMSMax, rep.DeliveryGap}} {
+		c, r := ws.Clients, ws.Rooms
+		if c.N == 0 || c.MaxMS != ws.max || c.Worst == "" || c.P50MS > c.P99MS || c.P99MS > c.MaxMS ||
+			r.N != rep.Rooms || r.MaxMS != ws.max || r.Worst == "" || r.P50MS > r.P99MS || r.P99MS > r.MaxMS ||
+			ws.RoomsLeaderBurned.N+ws.RoomsLeaderSurvived.N != r.N ||
+			max(ws.RoomsLeaderBurned.MaxMS, ws.RoomsLeaderSurvived.MaxMS) != ws.max {
+			t.Errorf("%s gap of %d rooms, max %.0f: %+v", ws.name, rep.Rooms, ws.max, ws.Waits)
+		}
+	}
+	if rep.MissingDeliveries == 0 && rep.DeliveryGap.Rooms.Unfinished != 0 {
+		t.Errorf("every message was delivered, yet %d rooms have one undelivered", rep.DeliveryGap.Rooms.Unfinished)
+	}
+	for _, rg := range rep.RoomGaps {
+		if rg.SendGapMS > rep.SendGapMSMax || rg.DeliveryGapMS > rep.DeliveryGapMSMax {
+			t.Errorf("room %s: send gap %.0f, delivery gap %.0f, more than the maxima", rg.Room, rg.SendGapMS, rg.DeliveryGapMS)
+		}
+	}
+}
+
 // TestSuiteJSON checks the JSON shape of a sequence: the required fields
 // at the top, totals and worst gaps, one entry per scenario.
 func TestSuiteJSON(t *testing.T) {
@@ -327,7 +361,8 @@ func runDrill(ctx context.Context, t *testing.T, cl *Cluster, cfg Config) *Repor
 	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max", "converged"} {
+	for _, k := range []string{"scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max",
+		"send_gap_ms_max", "delivery_gap_ms_max", "send_gap", "delivery_gap", "converged"} {
 		if _, ok := top[k]; !ok {
 			t.Errorf("JSON report lacks %q", k)
 		}
