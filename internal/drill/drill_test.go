@@ -248,19 +248,7 @@ func checkSilentHeal(t *testing.T, rep *Report) {
 	if f := rep.Faults[0]; f.Kind != FaultCut || f.BackAtS != h.HealAtS || f.ReadyMS < 0 || f.CaughtUpMS < f.ReadyMS {
 		t.Errorf("the site's return after the heal: %+v", f)
 	}
-	var js bytes.Buffer
-	if err := rep.WriteJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	var top map[string]any
-	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"cut", "cut_refuse_ms", "cut_readyz_503_ms", "cut_write_refused_ms", "heal_gap_ms_max", "heal_gap_baseline_ms_max", "heal_at_s"} {
-		if _, ok := top[k]; !ok {
-			t.Errorf("JSON report lacks %q", k)
-		}
-	}
+	checkJSONKeys(t, rep, "cut", "cut_refuse_ms", "cut_readyz_503_ms", "cut_write_refused_ms", "heal_gap_ms_max", "heal_gap_baseline_ms_max", "heal_at_s")
 }
 
 // checkWaits checks that a drill with a fault reports the send waits and
@@ -292,6 +280,24 @@ func checkWaits(t *testing.T, rep *Report, cfg Config) {
 	for _, rg := range rep.RoomGaps {
 		if rg.SendGapMS > rep.SendGapMSMax || rg.DeliveryGapMS > rep.DeliveryGapMSMax {
 			t.Errorf("room %s: send gap %.0f, delivery gap %.0f, more than the maxima", rg.Room, rg.SendGapMS, rg.DeliveryGapMS)
+		}
+	}
+}
+
+// checkJSONKeys checks that rep's JSON form has every key at its top.
+func checkJSONKeys(t *testing.T, rep *Report, keys ...string) {
+	t.Helper()
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]any
+	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if _, ok := top[k]; !ok {
+			t.Errorf("JSON report lacks %q", k)
 		}
 	}
 }
@@ -353,20 +359,8 @@ func runDrill(ctx context.Context, t *testing.T, cl *Cluster, cfg Config) *Repor
 		t.Errorf("lost %d, duplicated %d, reordered %d, converged %v, ok %v: %v",
 			rep.Lost, rep.Duplicated, rep.Reordered, rep.Converged, rep.OK, rep.Failures)
 	}
-	var js bytes.Buffer
-	if err := rep.WriteJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	var top map[string]any
-	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max",
-		"send_gap_ms_max", "delivery_gap_ms_max", "send_gap", "delivery_gap", "converged"} {
-		if _, ok := top[k]; !ok {
-			t.Errorf("JSON report lacks %q", k)
-		}
-	}
+	checkJSONKeys(t, rep, "scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max",
+		"send_gap_ms_max", "delivery_gap_ms_max", "send_gap", "delivery_gap", "converged")
 	var html bytes.Buffer
 	if err := rep.WriteHTML(&html); err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package drill
 
 import (
-	"bytes"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -89,19 +87,7 @@ func TestWaits(t *testing.T) {
 		t.Errorf("room gaps: %+v", r.RoomGaps)
 	}
 
-	var js bytes.Buffer
-	if err := r.WriteJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	var top map[string]any
-	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"send_gap_ms_max", "delivery_gap_ms_max", "send_gap", "delivery_gap"} {
-		if _, ok := top[k]; !ok {
-			t.Errorf("JSON report lacks %q", k)
-		}
-	}
+	checkJSONKeys(t, r, "send_gap_ms_max", "delivery_gap_ms_max", "send_gap", "delivery_gap")
 	var text strings.Builder
 	if err := r.WriteText(&text); err != nil {
 		t.Fatal(err)
