@@ -219,9 +219,8 @@ func (ws Waits) text(clients, site, unfinished string) string {
 	fmt.Fprintf(&b, "    %s (%d): %s\n", clients, ws.Clients.N, ws.Clients.text(unfinished))
 	fmt.Fprintf(&b, "    rooms (%d): %s\n", ws.Rooms.N, ws.Rooms.text(unfinished))
 	if ws.RoomsLeaderBurned.N+ws.RoomsLeaderSurvived.N > 0 {
-		fmt.Fprintf(&b, "      whose stream site %s led (%d): %s; led elsewhere (%d): %s\n", site,
-			ws.RoomsLeaderBurned.N, ws.RoomsLeaderBurned.text(unfinished),
-			ws.RoomsLeaderSurvived.N, ws.RoomsLeaderSurvived.text(unfinished))
+		fmt.Fprintf(&b, "      whose stream site %s led (%d): %s\n", site, ws.RoomsLeaderBurned.N, ws.RoomsLeaderBurned.text(unfinished))
+		fmt.Fprintf(&b, "      led elsewhere (%d): %s\n", ws.RoomsLeaderSurvived.N, ws.RoomsLeaderSurvived.text(unfinished))
 	}
 	return b.String()
 }
