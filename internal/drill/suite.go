@@ -96,7 +96,7 @@ func (s *Suite) total() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "salamander drill: %s — acked %d, lost %d, duplicated %d, reordered %d, converged %v; worst write gap p50 %s max %s\n",
 		s.Scenario, s.Acked, s.Lost, s.Duplicated, s.Reordered, s.Converged, sec(s.WriteGapMSP50), sec(s.WriteGapMSMax))
-	fmt.Fprintf(&b, "  longest send wait %s, longest delivery lag %s\n", sec(s.SendGapMSMax), sec(s.DeliveryGapMSMax))
+	fmt.Fprintf(&b, "  longest send wait %s, longest delivery lag %s\n", waitText(s.SendGapMSMax), waitText(s.DeliveryGapMSMax))
 	if s.CutRefuseMS != 0 || s.HealGapMSMax != 0 {
 		fmt.Fprintf(&b, "  partitions: slowest refusal by a cut-off site %s; worst heal gap %s\n", msOrNever(s.CutRefuseMS), sec(s.HealGapMSMax))
 	}

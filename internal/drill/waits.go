@@ -206,9 +206,9 @@ func (r *Report) waitsText() string {
 		after = "after the first fault"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "  send wait %s (a send's start, or the fault, to its ack): max %s\n", after, sec(r.SendGapMSMax))
+	fmt.Fprintf(&b, "  send wait %s (a send's start, or the fault, to its ack): max %s\n", after, waitText(r.SendGapMSMax))
 	b.WriteString(r.SendGap.text("clients", r.Site, "with a send never acknowledged"))
-	fmt.Fprintf(&b, "  delivery lag %s (ack, or the fault, to the last other member's delivery): max %s\n", after, sec(r.DeliveryGapMSMax))
+	fmt.Fprintf(&b, "  delivery lag %s (ack, or the fault, to the last other member's delivery): max %s\n", after, waitText(r.DeliveryGapMSMax))
 	b.WriteString(r.DeliveryGap.text("sending clients", r.Site, "with a message not delivered to every member"))
 	return b.String()
 }
@@ -225,9 +225,9 @@ func (ws Waits) text(clients, site, unfinished string) string {
 	return b.String()
 }
 
-// text is e.g. "p50 0.01s p99 0.90s max 1.20s (d1234u007)".
+// text is e.g. "p50 8.1 ms p99 0.90s max 1.20s (d1234u007)".
 func (s WaitStats) text(unfinished string) string {
-	t := fmt.Sprintf("p50 %s p99 %s max %s", sec(s.P50MS), sec(s.P99MS), sec(s.MaxMS))
+	t := fmt.Sprintf("p50 %s p99 %s max %s", waitText(s.P50MS), waitText(s.P99MS), waitText(s.MaxMS))
 	if s.Worst != "" {
 		t += " (" + s.Worst + ")"
 	}
@@ -235,4 +235,13 @@ func (s WaitStats) text(unfinished string) string {
 		t += fmt.Sprintf(", %d %s", s.Unfinished, unfinished)
 	}
 	return t
+}
+
+// waitText is a wait in ms below a second (most delivery lags are a few
+// ms), else in seconds.
+func waitText(msv float64) string {
+	if msv < 1000 {
+		return fmt.Sprintf("%.1f ms", msv)
+	}
+	return sec(msv)
 }

@@ -93,7 +93,7 @@ func TestWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"send wait after the fault", "max 30.00s (u2), 1 with a send never acknowledged",
-		"delivery lag after the fault", "whose stream site a led (1): p50 1.00s"} {
+		"delivery lag after the fault", "whose stream site a led (1): p50 1.00s", "led elsewhere (1): p50 0.0 ms p99 0.0 ms max 0.0 ms (d), 1 with a message"} {
 		if !strings.Contains(text.String(), s) {
 			t.Errorf("summary lacks %q:\n%s", s, text.String())
 		}
