@@ -87,6 +87,7 @@ func TestDrills(t *testing.T) {
 		if rep.GapBurned.N == 0 || rep.GapSurvivors.N == 0 {
 			t.Errorf("write gaps not split by site: burned %+v survivors %+v", rep.GapBurned, rep.GapSurvivors)
 		}
+		checkWaits(t, rep, cfg)
 	})
 	if t.Failed() {
 		return
@@ -247,6 +248,45 @@ func checkSilentHeal(t *testing.T, rep *Report) {
 	if f := rep.Faults[0]; f.Kind != FaultCut || f.BackAtS != h.HealAtS || f.ReadyMS < 0 || f.CaughtUpMS < f.ReadyMS {
 		t.Errorf("the site's return after the heal: %+v", f)
 	}
+	checkJSONKeys(t, rep, "cut", "cut_refuse_ms", "cut_readyz_503_ms", "cut_write_refused_ms", "heal_gap_ms_max", "heal_gap_baseline_ms_max", "heal_at_s")
+}
+
+// checkWaits checks that a drill with a fault reports the send waits and
+// delivery lags after it, and that they are sane. It does not judge their
+// values against targets.
+func checkWaits(t *testing.T, rep *Report, cfg Config) {
+	t.Helper()
+	// No send waits past the end of the drain.
+	limit := (rep.DurationS-rep.FaultAtS)*1000 + ms(cfg.Drain)
+	if rep.SendGapMSMax <= 0 || rep.SendGapMSMax > limit || rep.DeliveryGapMSMax <= 0 {
+		t.Errorf("send_gap_ms_max %.0f (at most %.0f), delivery_gap_ms_max %.0f", rep.SendGapMSMax, limit, rep.DeliveryGapMSMax)
+	}
+	for _, ws := range []struct {
+		name string
+		max  float64
+		Waits
+	}{{"send", rep.SendGapMSMax, rep.SendGap}, {"delivery", rep.DeliveryGapMSMax, rep.DeliveryGap}} {
+		c, r := ws.Clients, ws.Rooms
+		if c.N == 0 || c.MaxMS != ws.max || c.Worst == "" || c.P50MS > c.P99MS || c.P99MS > c.MaxMS ||
+			r.N != rep.Rooms || r.MaxMS != ws.max || r.Worst == "" || r.P50MS > r.P99MS || r.P99MS > r.MaxMS ||
+			ws.RoomsLeaderBurned.N+ws.RoomsLeaderSurvived.N != r.N ||
+			max(ws.RoomsLeaderBurned.MaxMS, ws.RoomsLeaderSurvived.MaxMS) != ws.max {
+			t.Errorf("%s gap of %d rooms, max %.0f: %+v", ws.name, rep.Rooms, ws.max, ws.Waits)
+		}
+	}
+	if rep.MissingDeliveries == 0 && rep.DeliveryGap.Rooms.Unfinished != 0 {
+		t.Errorf("every message was delivered, yet %d rooms have one undelivered", rep.DeliveryGap.Rooms.Unfinished)
+	}
+	for _, rg := range rep.RoomGaps {
+		if rg.SendGapMS > rep.SendGapMSMax || rg.DeliveryGapMS > rep.DeliveryGapMSMax {
+			t.Errorf("room %s: send gap %.0f, delivery gap %.0f, more than the maxima", rg.Room, rg.SendGapMS, rg.DeliveryGapMS)
+		}
+	}
+}
+
+// checkJSONKeys checks that rep's JSON form has every key at its top.
+func checkJSONKeys(t *testing.T, rep *Report, keys ...string) {
+	t.Helper()
 	var js bytes.Buffer
 	if err := rep.WriteJSON(&js); err != nil {
 		t.Fatal(err)
@@ -255,7 +295,7 @@ func checkSilentHeal(t *testing.T, rep *Report) {
 	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"cut", "cut_refuse_ms", "cut_readyz_503_ms", "cut_write_refused_ms", "heal_gap_ms_max", "heal_gap_baseline_ms_max", "heal_at_s"} {
+	for _, k := range keys {
 		if _, ok := top[k]; !ok {
 			t.Errorf("JSON report lacks %q", k)
 		}
@@ -266,8 +306,10 @@ func checkSilentHeal(t *testing.T, rep *Report) {
 // at the top, totals and worst gaps, one entry per scenario.
 func TestSuiteJSON(t *testing.T) {
 	s := &Suite{Scenario: "fire,none"}
-	s.add(&Report{Scenario: "fire", Verdict: Verdict{Acked: 10, Converged: true}, WriteGapMSP50: 300, WriteGapMSMax: 900})
-	s.add(&Report{Scenario: "none", Verdict: Verdict{Acked: 5, Lost: 1, Converged: true}, Failures: []string{"1 lost"}})
+	s.add(&Report{Scenario: "fire", Verdict: Verdict{Acked: 10, Converged: true}, WriteGapMSP50: 300, WriteGapMSMax: 900,
+		SendGapMSMax: 1200, DeliveryGapMSMax: 40})
+	s.add(&Report{Scenario: "none", Verdict: Verdict{Acked: 5, Lost: 1, Converged: true}, Failures: []string{"1 lost"},
+		SendGapMSMax: 30, DeliveryGapMSMax: 60})
 	s.judge()
 	var js bytes.Buffer
 	if err := s.WriteJSON(&js); err != nil {
@@ -281,6 +323,8 @@ func TestSuiteJSON(t *testing.T) {
 		Reordered     *int              `json:"reordered"`
 		WriteGapMSP50 *float64          `json:"write_gap_ms_p50"`
 		WriteGapMSMax float64           `json:"write_gap_ms_max"`
+		SendGapMSMax  float64           `json:"send_gap_ms_max"`
+		DeliveryGap   float64           `json:"delivery_gap_ms_max"`
 		Converged     *bool             `json:"converged"`
 		OK            bool              `json:"ok"`
 		Scenarios     []json.RawMessage `json:"scenarios"`
@@ -289,7 +333,8 @@ func TestSuiteJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	if top.Scenario != "fire,none" || top.Acked != 15 || top.Lost != 1 || top.WriteGapMSMax != 900 || top.OK ||
-		top.Converged == nil || top.Duplicated == nil || top.Reordered == nil || top.WriteGapMSP50 == nil || len(top.Scenarios) != 2 {
+		top.Converged == nil || top.Duplicated == nil || top.Reordered == nil || top.WriteGapMSP50 == nil || len(top.Scenarios) != 2 ||
+		top.SendGapMSMax != 1200 || top.DeliveryGap != 60 {
 		t.Errorf("suite JSON: %s", js.String())
 	}
 }
@@ -314,19 +359,8 @@ func runDrill(ctx context.Context, t *testing.T, cl *Cluster, cfg Config) *Repor
 		t.Errorf("lost %d, duplicated %d, reordered %d, converged %v, ok %v: %v",
 			rep.Lost, rep.Duplicated, rep.Reordered, rep.Converged, rep.OK, rep.Failures)
 	}
-	var js bytes.Buffer
-	if err := rep.WriteJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	var top map[string]any
-	if err := json.Unmarshal(js.Bytes(), &top); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max", "converged"} {
-		if _, ok := top[k]; !ok {
-			t.Errorf("JSON report lacks %q", k)
-		}
-	}
+	checkJSONKeys(t, rep, "scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max",
+		"send_gap_ms_max", "delivery_gap_ms_max", "send_gap", "delivery_gap", "converged")
 	var html bytes.Buffer
 	if err := rep.WriteHTML(&html); err != nil {
 		t.Fatal(err)

@@ -222,7 +222,7 @@ func healStats(w *workload, recs []sendRecord, t0, cut, heal, end time.Time, cut
 			continue // not in flight in the window
 		}
 		h.HealSends++
-		wait := ms(rec.end.Sub(latest(rec.start, from)))
+		wait, _ := waitFrom(rec.start, rec.end, from)
 		if wait > 1000 {
 			h.HealSlowSends++
 		}

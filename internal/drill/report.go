@@ -90,6 +90,24 @@ type Report struct {
 	GapRoomsLedElse  GapStats  `json:"room_gap_leader_survived"`
 	RoomGaps         []RoomGap `json:"room_gaps"`
 
+	// What a user waits for after the first fault, however often they
+	// type. SendGapMSMax is the longest any send waited for its
+	// acknowledgment: from its start, or from the fault for a send in
+	// flight at it (a send never acknowledged counts until the drill
+	// stopped waiting for it). DeliveryGapMSMax is the longest any
+	// acknowledged message took from its acknowledgment, or from the fault
+	// if later, to its delivery to the last of the room's other members
+	// (over the messages every other member was delivered). Only waits
+	// still running at the first fault or later count; with several faults
+	// (return, rolling) they cover all of them, from the first; with none
+	// (latency, none) they cover the whole load.
+	SendGapMSMax     float64 `json:"send_gap_ms_max"`
+	DeliveryGapMSMax float64 `json:"delivery_gap_ms_max"`
+	// SendGap and DeliveryGap break them down by sending client and by
+	// room.
+	SendGap     Waits `json:"send_gap"`
+	DeliveryGap Waits `json:"delivery_gap"`
+
 	// LatencyMS is the send latency (start to acknowledgement, retries
 	// included) over the whole run.
 	LatencyMS Latency `json:"latency_ms"`
@@ -211,6 +229,11 @@ type RoomGap struct {
 	// Leader is the site that led the room's stream at the fault.
 	Leader string  `json:"leader"`
 	GapMS  float64 `json:"gap_ms"` // -1: no acknowledged message after the fault
+	// SendGapMS and DeliveryGapMS are the room's longest send wait and
+	// delivery lag after the fault (see Report.SendGapMSMax); -1: none
+	// counted.
+	SendGapMS     float64 `json:"send_gap_ms_max"`
+	DeliveryGapMS float64 `json:"delivery_gap_ms_max"`
 }
 
 // Latency is a latency distribution in milliseconds.
@@ -229,8 +252,9 @@ type Second struct {
 	Latency
 }
 
-// measure fills the report's measurements from the send records; the
-// write gaps are measured from each fault.
+// measure fills the report's measurements from the send records and the
+// deliveries; the write gaps are measured from each fault, the send waits
+// and delivery lags from the first.
 func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []*Fault) {
 	r.Sends = len(recs)
 	r.SendFailures = map[string]int{}
@@ -270,7 +294,14 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 	}
 
 	r.Faults = faults
+	from := t0
+	if len(faults) > 0 {
+		from = faults[0].at
+	}
+	send, delivery := tallyWaits(w, recs, from)
+	r.SendGapMSMax, r.DeliveryGapMSMax = send.maxMS, delivery.maxMS
 	if len(faults) == 0 {
+		r.SendGap, r.DeliveryGap = send.summary(nil), delivery.summary(nil)
 		return
 	}
 	for i, f := range faults {
@@ -324,11 +355,14 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 	r.GapBurned = gapStats(burn, burnNever)
 	var rooms, there, elsewhere []float64
 	var roomNever, thereNever, elseNever int
+	ledThere := map[string]bool{}
 	for _, rm := range w.rooms {
 		g, ok := firstAfter(func(rec sendRecord) bool { return rec.room == rm.id })
 		st := w.roomStream(rm)
-		rg := RoomGap{Room: rm.id, Kind: string(rm.kind), Stream: st, Leader: r.LeadersAtFault[st], GapMS: -1}
+		rg := RoomGap{Room: rm.id, Kind: string(rm.kind), Stream: st, Leader: r.LeadersAtFault[st], GapMS: -1,
+			SendGapMS: send.rooms.of(rm.id), DeliveryGapMS: delivery.rooms.of(rm.id)}
 		led := rg.Leader == faults[0].Site
+		ledThere[rm.id] = led
 		if ok {
 			rg.GapMS = ms(g)
 			rooms = append(rooms, ms(g))
@@ -351,6 +385,7 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 	r.GapRooms = gapStats(rooms, roomNever)
 	r.GapRoomsLedThere = gapStats(there, thereNever)
 	r.GapRoomsLedElse = gapStats(elsewhere, elseNever)
+	r.SendGap, r.DeliveryGap = send.summary(ledThere), delivery.summary(ledThere)
 }
 
 // firstAckAfter returns how long after t the first acknowledged send
@@ -518,6 +553,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			r.GapRoomsLedThere.N, sec(r.GapRoomsLedThere.P50MS), sec(r.GapRoomsLedThere.MaxMS),
 			r.GapRoomsLedElse.N, sec(r.GapRoomsLedElse.P50MS), sec(r.GapRoomsLedElse.MaxMS))
 	}
+	b.WriteString(r.waitsText())
 	for _, p := range r.LatencyPhases {
 		fmt.Fprintf(&b, "  send latency, %s (%.0f–%.0fs, %d sends): p50 %.1f ms, p99 %.1f ms, max %.0f ms\n",
 			p.Label, p.FromS, p.ToS, p.Sends, p.P50, p.P99, p.Max)
@@ -714,13 +750,14 @@ table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;paddi
 <h2>Scenario {{.R.Scenario}}{{with .R.Site}}, site {{.}}{{end}} —
 {{if .R.OK}}<span class="ok">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h2>
 <p>Acknowledged {{.R.Acked}}, lost {{.R.Lost}}, duplicated {{.R.Duplicated}}, reordered {{.R.Reordered}},
-converged {{.R.Converged}}. Write gap p50 {{printf "%.0f" .R.WriteGapMSP50}} ms, max {{printf "%.0f" .R.WriteGapMSMax}} ms.</p>
+converged {{.R.Converged}}. Write gap p50 {{printf "%.0f" .R.WriteGapMSP50}} ms, max {{printf "%.0f" .R.WriteGapMSMax}} ms.
+Longest send wait {{printf "%.0f" .R.SendGapMSMax}} ms, delivery lag {{printf "%.0f" .R.DeliveryGapMSMax}} ms.</p>
 {{.Chart}}
 <h3>Summary</h3>
 <pre>{{.Summary}}</pre>
 {{if .R.RoomGaps}}<h3>Rooms, longest write gap after the first fault first</h3>
-<table><tr><th>room</th><th>kind</th><th>stream</th><th>its leader at the fault</th><th>gap (ms)</th></tr>
-{{range .R.RoomGaps}}<tr><td>{{.Room}}</td><td>{{.Kind}}</td><td>{{.Stream}}</td><td>{{.Leader}}</td><td>{{printf "%.0f" .GapMS}}</td></tr>
+<table><tr><th>room</th><th>kind</th><th>stream</th><th>its leader at the fault</th><th>gap (ms)</th><th>longest send wait (ms)</th><th>longest delivery lag (ms)</th></tr>
+{{range .R.RoomGaps}}<tr><td>{{.Room}}</td><td>{{.Kind}}</td><td>{{.Stream}}</td><td>{{.Leader}}</td><td>{{printf "%.0f" .GapMS}}</td><td>{{printf "%.0f" .SendGapMS}}</td><td>{{printf "%.0f" .DeliveryGapMS}}</td></tr>
 {{end}}</table>{{end}}
 {{end}}
 </body></html>

@@ -9,8 +9,8 @@ import (
 )
 
 // Suite is the outcome of a run of one or more scenarios on one cluster.
-// Its top-level fields are the totals (counts) and the worst (write gaps)
-// over its scenarios.
+// Its top-level fields are the totals (counts) and the worst (write gaps,
+// send waits, delivery lags) over its scenarios.
 type Suite struct {
 	// Scenario is the sequence run, e.g. "fire,partition,return".
 	Scenario      string  `json:"scenario"`
@@ -20,7 +20,11 @@ type Suite struct {
 	Reordered     int     `json:"reordered"`
 	WriteGapMSP50 float64 `json:"write_gap_ms_p50"`
 	WriteGapMSMax float64 `json:"write_gap_ms_max"`
-	Converged     bool    `json:"converged"`
+	// SendGapMSMax and DeliveryGapMSMax are the worst over the scenarios
+	// (see Report).
+	SendGapMSMax     float64 `json:"send_gap_ms_max"`
+	DeliveryGapMSMax float64 `json:"delivery_gap_ms_max"`
+	Converged        bool    `json:"converged"`
 	// CutRefuseMS and HealGapMSMax are the worst over the partitions of
 	// the sequence (see CutStats and HealStats); CutRefuseMS is -1 when a
 	// cut-off site never refused its clients during its cut.
@@ -38,6 +42,7 @@ func (s *Suite) add(r *Report) { s.Scenarios = append(s.Scenarios, r) }
 func (s *Suite) judge() {
 	s.Acked, s.Lost, s.Duplicated, s.Reordered = 0, 0, 0, 0
 	s.WriteGapMSP50, s.WriteGapMSMax = 0, 0
+	s.SendGapMSMax, s.DeliveryGapMSMax = 0, 0
 	s.Converged, s.Failures = true, nil
 	s.CutRefuseMS, s.HealGapMSMax = 0, 0
 	for _, r := range s.Scenarios {
@@ -57,6 +62,8 @@ func (s *Suite) judge() {
 		s.Reordered += r.Reordered
 		s.WriteGapMSP50 = math.Max(s.WriteGapMSP50, r.WriteGapMSP50)
 		s.WriteGapMSMax = math.Max(s.WriteGapMSMax, r.WriteGapMSMax)
+		s.SendGapMSMax = math.Max(s.SendGapMSMax, r.SendGapMSMax)
+		s.DeliveryGapMSMax = math.Max(s.DeliveryGapMSMax, r.DeliveryGapMSMax)
 		s.Converged = s.Converged && r.Converged
 		for _, f := range r.Failures {
 			s.Failures = append(s.Failures, r.Scenario+": "+f)
@@ -89,6 +96,7 @@ func (s *Suite) total() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "salamander drill: %s — acked %d, lost %d, duplicated %d, reordered %d, converged %v; worst write gap p50 %s max %s\n",
 		s.Scenario, s.Acked, s.Lost, s.Duplicated, s.Reordered, s.Converged, sec(s.WriteGapMSP50), sec(s.WriteGapMSMax))
+	fmt.Fprintf(&b, "  longest send wait %s, longest delivery lag %s\n", waitText(s.SendGapMSMax), waitText(s.DeliveryGapMSMax))
 	if s.CutRefuseMS != 0 || s.HealGapMSMax != 0 {
 		fmt.Fprintf(&b, "  partitions: slowest refusal by a cut-off site %s; worst heal gap %s\n", msOrNever(s.CutRefuseMS), sec(s.HealGapMSMax))
 	}

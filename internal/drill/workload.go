@@ -33,11 +33,12 @@ type user struct {
 	stream map[string]string     // room -> log stream its messages came from
 }
 
-// delivery is one message as a subscription delivered it.
+// delivery is one message as a subscription delivered it, and when.
 type delivery struct {
 	seq      uint64
 	clientID string
 	sender   string
+	at       time.Time
 }
 
 // room is a drill room and its members.
@@ -289,15 +290,16 @@ func (w *workload) send(u *user) {
 	}
 }
 
-// receive records every message u's subscription delivers.
+// receive records every message u's subscription delivers and when.
 func (w *workload) receive(u *user) {
 	for ev := range u.sub.Events() {
 		m := ev.Message
 		if ev.Type != salamander.EventMessage || m == nil {
 			continue
 		}
+		at := time.Now()
 		u.mu.Lock()
-		u.got[m.Room] = append(u.got[m.Room], delivery{seq: m.Seq, clientID: m.ClientID, sender: m.Sender})
+		u.got[m.Room] = append(u.got[m.Room], delivery{seq: m.Seq, clientID: m.ClientID, sender: m.Sender, at: at})
 		u.latest[m.Room] = max(u.latest[m.Room], m.Seq)
 		if ev.Pos != nil {
 			u.stream[m.Room] = ev.Pos.Stream
