@@ -46,7 +46,22 @@ const (
 	// (one replicated write for many concurrent sends): Batch, in order.
 	// Each is a log entry of its own with its own position.
 	RecBatch RecordType = "batch"
+
+	// RecMerge places messages that were held in a partition's standby
+	// stream while the partition had no leader (Merge: the standby and the
+	// range of its records). Every site applies those records' messages at
+	// the merge record's place in the partition, in the standby's order, as
+	// if they had been appended there (see internal/jsstore's standby.go).
+	RecMerge RecordType = "merge"
 )
+
+// MergeRange names the records of a standby stream that a RecMerge record
+// places: those after From, up to and including To.
+type MergeRange struct {
+	Standby string `json:"s"`
+	From    uint64 `json:"from"`
+	To      uint64 `json:"to"`
+}
 
 // Record is one entry in the replicated log. Fields beyond Type and At are
 // set according to Type (see the constants). A record is validated at the
@@ -92,6 +107,7 @@ type Record struct {
 	Incident *IncidentChange `json:"inc,omitempty"`
 	Report   *ReportChange   `json:"rep,omitempty"`
 	Drill    *Drill          `json:"drill,omitempty"`
+	Merge    *MergeRange     `json:"mg,omitempty"`
 }
 
 // IncidentChange is an incident's announcement (Title set) or an update

@@ -77,6 +77,12 @@ type Message struct {
 	// Unread is the number of room members who have not read this message
 	// yet, as KakaoTalk shows it next to each bubble.
 	Unread int `json:"unread"`
+	// Held is set on a message that is acknowledged (a quorum of sites
+	// holds it) but not placed in the room's order yet: its room's
+	// partition was electing a leader. It has no Seq until it is placed,
+	// moments after the election, and then arrives as a normal message
+	// event with its Seq; it never moves once it has one.
+	Held bool `json:"held,omitempty"`
 }
 
 // Position is a place in the replicated log: a stream and a sequence in it.
@@ -208,6 +214,10 @@ type SyncResult struct {
 	// was away learns of them here, and of one resolved meanwhile by its
 	// absence.
 	Incidents []Incident `json:"incidents"`
+	// Held are the caller's own messages, to any room, that are
+	// acknowledged but not placed yet (see Message.Held), oldest first
+	// per room: each arrives as a message event with its seq once placed.
+	Held []Message `json:"held,omitempty"`
 }
 
 // SendResult acknowledges a sent message: it is held by a quorum of sites.
@@ -221,6 +231,10 @@ type SendResult struct {
 // HistoryPage is one page of a room's messages in ascending Seq order.
 type HistoryPage struct {
 	Messages []Message `json:"messages"`
+	// Held are the caller's own messages to the room that are
+	// acknowledged but not placed yet (see Message.Held), oldest first; on
+	// the newest page only.
+	Held []Message `json:"held,omitempty"`
 	// More is true when there are further messages in the direction asked.
 	More bool `json:"more"`
 }

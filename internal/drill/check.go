@@ -19,6 +19,9 @@ type Verdict struct {
 	Unacked          int `json:"unacked"`
 	UnackedCommitted int `json:"unacked_committed"`
 	UnackedAbsent    int `json:"unacked_absent"`
+	// Held counts sends acknowledged as held (their partition was electing
+	// a leader): each must be placed once, after the sender's earlier ones.
+	Held int `json:"held"`
 	// Lost counts acknowledged messages missing from some checked site's
 	// history or from some member's live delivery.
 	Lost int `json:"lost"`
@@ -205,9 +208,13 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 			continue
 		}
 		v.Acked++
+		if rec.held {
+			v.Held++
+		}
 		for k := range ch.sites {
 			seqs := idx[rec.room][k][rec.clientID]
-			if len(seqs) == 0 || seqs[0] != rec.seq {
+			// A held message has its place only from its merge on.
+			if len(seqs) == 0 || !rec.held && seqs[0] != rec.seq {
 				v.LostAtSites++
 				if !bad[rec.clientID] {
 					bad[rec.clientID] = true
@@ -223,6 +230,28 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 		if rec.acked {
 			acked[rec.clientID] = true
 		}
+	}
+	// Each sender's acknowledged messages to a room are placed in the order
+	// they were sent, held ones included.
+	type senderRoom struct {
+		user int
+		room string
+	}
+	lastSent := map[senderRoom]sendRecord{}
+	for _, rec := range slices.SortedFunc(slices.Values(recs), func(a, b sendRecord) int { return a.start.Compare(b.start) }) {
+		if !rec.acked || bad[rec.clientID] || len(idx[rec.room]) == 0 {
+			continue
+		}
+		k := senderRoom{rec.user, rec.room}
+		seqs := idx[rec.room][0][rec.clientID]
+		if prev, ok := lastSent[k]; ok && len(seqs) > 0 && prev.end.Before(rec.start) {
+			if before := idx[rec.room][0][prev.clientID]; len(before) > 0 && before[0] >= seqs[0] {
+				v.Reordered++
+				v.problem("room %s: a sender's message %s (seq %d) was placed before its earlier %s (seq %d)",
+					rec.room, rec.clientID, seqs[0], prev.clientID, before[0])
+			}
+		}
+		lastSent[k] = rec
 	}
 	for _, r := range ch.w.rooms {
 		ref := hist[r.id][0]

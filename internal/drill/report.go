@@ -531,8 +531,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  site %s %s at %.1fs; caught up and checked in %.0f ms\n", r.Site,
 			map[string]string{"fire": "restarted on its old disk", "partition": "reconnected"}[r.Scenario], r.ReturnAtS, r.CatchUpMS)
 	}
-	fmt.Fprintf(&b, "  checked at sites %s: acked %d, lost %d, duplicated %d, reordered %d, missing deliveries %d, converged %v\n",
-		strings.Join(r.CheckedSites, ","), r.Acked, r.Lost, r.Duplicated, r.Reordered, r.MissingDeliveries, r.Converged)
+	fmt.Fprintf(&b, "  checked at sites %s: acked %d (held for their place %d), lost %d, duplicated %d, reordered %d, missing deliveries %d, converged %v\n",
+		strings.Join(r.CheckedSites, ","), r.Acked, r.Held, r.Lost, r.Duplicated, r.Reordered, r.MissingDeliveries, r.Converged)
 	fmt.Fprintf(&b, "  unacknowledged when the drill stopped waiting: %d (committed once %d, not at all %d)\n",
 		r.Unacked, r.UnackedCommitted, r.UnackedAbsent)
 	switch {

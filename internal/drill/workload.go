@@ -58,7 +58,10 @@ type sendRecord struct {
 	acked     bool
 	seq       uint64
 	duplicate bool
-	err       string
+	// held: acknowledged held (its partition was electing), placed later:
+	// no seq in the acknowledgement.
+	held bool
+	err  string
 }
 
 // workload drives the simulated users against a cluster.
@@ -282,7 +285,7 @@ func (w *workload) send(u *user) {
 		if err != nil {
 			rec.err = errText(err)
 		} else {
-			rec.acked, rec.seq, rec.duplicate = true, res.Message.Seq, res.Duplicate
+			rec.acked, rec.seq, rec.duplicate, rec.held = true, res.Message.Seq, res.Duplicate, res.Message.Held
 		}
 		w.mu.Lock()
 		w.sends = append(w.sends, rec)

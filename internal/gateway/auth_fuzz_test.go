@@ -202,7 +202,8 @@ func (l *fuzzLog) add(stream string, r salamander.Record) {
 	l.entries[stream] = append(l.entries[stream], jsstore.Entry{Pos: jsstore.PositionOf(stream, seq, 0), Record: r, Last: true})
 }
 
-func (l *fuzzLog) Streams() []string { return l.streams }
+func (l *fuzzLog) Streams() []string  { return l.streams }
+func (l *fuzzLog) Standbys() []string { return nil }
 
 func (l *fuzzLog) Tail(ctx context.Context, stream string, from uint64, deliver func(jsstore.Entry) bool) {
 	for _, e := range l.entries[stream] {

@@ -24,8 +24,11 @@ func (g *Gateway) handleSend(w http.ResponseWriter, r *http.Request, c claims) {
 		return
 	}
 	status := http.StatusCreated
-	if res.Duplicate {
+	switch {
+	case res.Duplicate:
 		status = http.StatusOK
+	case res.Message.Held:
+		status = http.StatusAccepted // held: acknowledged, its place comes with the merge
 	}
 	writeJSON(w, status, res)
 }
@@ -77,8 +80,13 @@ func (g *Gateway) sendMessage(ctx context.Context, user string, addr netip.Addr,
 	if err != nil {
 		return salamander.SendResult{}, err
 	}
-	msg, ok, err := g.cfg.View.MessageAt(ctx, pos)
-	if err != nil {
+	var msg salamander.Message
+	var ok bool
+	if jsstore.IsStandby(pos.Stream) {
+		// Held while the room's partition elects a leader: acknowledged
+		// (a quorum holds it), placed by the merge that follows.
+		msg, ok = g.cfg.View.HeldMessage(pos)
+	} else if msg, ok, err = g.cfg.View.MessageAt(ctx, pos); err != nil {
 		return salamander.SendResult{}, err
 	}
 	if !ok || msg.Sender != user || msg.ClientID != req.ClientID {
@@ -148,6 +156,11 @@ func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims
 	}
 	if page.Messages == nil {
 		page.Messages = []salamander.Message{}
+	}
+	if newest := !forward && before == 0 || forward && !page.More; newest {
+		// The newest page: the caller's messages held for their place
+		// follow it (see Message.Held).
+		page.Held = g.cfg.View.Held(id, c.User)
 	}
 	writeJSON(w, http.StatusOK, page)
 }
@@ -236,6 +249,7 @@ func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
 	}
 	res, err := g.cfg.View.Sync(r.Context(), c.User, cur, limit)
 	res.Incidents = g.cfg.View.Incidents(false)
+	res.Held = g.cfg.View.HeldBy(c.User)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

@@ -145,14 +145,25 @@ func (a *appender) run(ctx context.Context) {
 	}
 }
 
-// commit appends one record for batch and answers every request in it.
+// commit appends one record for batch and answers every request in it. A
+// partition's batch may be held in its standby instead (standby.go).
 func (a *appender) commit(ctx context.Context, batch []*appendRequest) {
-	answer := func(i int, r appendResult) { batch[i].done <- r }
+	if isPartition(a.stream) && a.s.cfg.HoldAfter > 0 {
+		a.commitPartition(ctx, batch)
+		return
+	}
+	answerAll(batch, a.publishBatch(ctx, a.stream, batch))
+}
+
+// publishBatch appends batch to stream as one record and returns each
+// request's answer.
+func (a *appender) publishBatch(ctx context.Context, stream string, batch []*appendRequest) []appendResult {
+	out := make([]appendResult, len(batch))
 	if len(batch) == 1 {
 		r := batch[0]
-		seq, dup, err := a.s.publish(ctx, a.stream, subjectRoot(a.stream)+"."+r.key, r.body, AppendOptions{MsgID: r.msgID})
-		answer(0, appendResult{pos: PositionOf(a.stream, seq, 0), dup: dup, err: a.mapErr(err)})
-		return
+		seq, dup, err := a.s.publish(ctx, stream, subjectRoot(stream)+"."+r.key, r.body, AppendOptions{MsgID: r.msgID})
+		out[0] = appendResult{pos: PositionOf(stream, seq, 0), dup: dup, err: a.mapErr(err)}
+		return out
 	}
 	wire := batchWire{Type: salamander.RecBatch, Batch: make([]json.RawMessage, len(batch))}
 	for i, r := range batch {
@@ -163,10 +174,17 @@ func (a *appender) commit(ctx context.Context, batch []*appendRequest) {
 	if err == nil {
 		// One id for every attempt of this record, so that a retry after a
 		// lost ack is recognized as the same record.
-		seq, _, err = a.s.publish(ctx, a.stream, subjectRoot(a.stream)+".batch", body, AppendOptions{MsgID: "b:" + randomID()})
+		seq, _, err = a.s.publish(ctx, stream, subjectRoot(stream)+".batch", body, AppendOptions{MsgID: "b:" + randomID()})
 	}
 	for i := range batch {
-		answer(i, appendResult{pos: PositionOf(a.stream, seq, i), err: a.mapErr(err)})
+		out[i] = appendResult{pos: PositionOf(stream, seq, i), err: a.mapErr(err)}
+	}
+	return out
+}
+
+func answerAll(batch []*appendRequest, results []appendResult) {
+	for i, r := range results {
+		batch[i].done <- r
 	}
 }
 

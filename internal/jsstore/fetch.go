@@ -34,18 +34,45 @@ func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (m
 	for _, p := range positions {
 		want[RecordSeq(p)] = append(want[RecordSeq(p)], p)
 	}
+	seqs := make([]uint64, 0, len(want))
+	for seq := range want {
+		seqs = append(seqs, seq)
+	}
+	recs, err := s.readRecords(ctx, stream, seqs)
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[uint64]salamander.Record, len(positions))
-	take := func(seq uint64, data []byte) error {
-		var rec salamander.Record
-		if err := json.Unmarshal(data, &rec); err != nil {
-			return fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
+	for seq, rec := range recs {
+		entries, err := s.entriesOf(ctx, stream, rec)
+		if err != nil {
+			return nil, salamander.Errorf(salamander.CodeUnavailable,
+				"this site cannot read the log right now (%v); try again", err)
 		}
-		entries := recordEntries(rec)
 		for _, p := range want[seq] {
 			if i := int(p & idxMask); i < len(entries) {
 				out[p] = entries[i]
 			}
 		}
+	}
+	return out, nil
+}
+
+// readRecords returns the records of stream at seqs: from this site's own
+// copy of the log when it holds them, the rest by direct get, all in
+// flight together, asked again while a replica answers "not found".
+func (s *Store) readRecords(ctx context.Context, stream string, seqs []uint64) (map[uint64]salamander.Record, error) {
+	out := make(map[uint64]salamander.Record, len(seqs))
+	want := make(map[uint64]bool, len(seqs))
+	for _, seq := range seqs {
+		want[seq] = true
+	}
+	take := func(seq uint64, data []byte) error {
+		var rec salamander.Record
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
+		}
+		out[seq] = rec
 		delete(want, seq)
 		return nil
 	}
@@ -86,7 +113,7 @@ func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (m
 				break collect
 			case msg := <-replies:
 				seq, err := strconv.ParseUint(msg.Subject[len(inbox)+1:], 10, 64)
-				if err != nil || want[seq] == nil {
+				if err != nil || !want[seq] {
 					continue // a late answer to an earlier round
 				}
 				if msg.Header.Get("Status") != "" {

@@ -45,7 +45,9 @@ const (
 	clusterIDKey = "cluster-id"
 	// setUpKey is written once every stream of a new cluster exists: from
 	// then on a missing stream is a loss to report, never one to create.
-	setUpKey      = "set-up"
+	setUpKey = "set-up"
+	// standbysKey is written once every partition's standby stream exists.
+	standbysKey   = "standbys"
 	maxRecordSize = 256 << 10
 	// appendAttemptTimeout bounds one publish; a healthy quorum answers in
 	// milliseconds even with fsync on every write.
@@ -86,6 +88,10 @@ type Config struct {
 	// AppendTimeout bounds one append; past it the site is treated as unable
 	// to reach a quorum.
 	AppendTimeout time.Duration
+	// HoldAfter is how long an append of messages to a partition waits for
+	// an answer before it is held in the partition's standby (standby.go);
+	// 0 never holds.
+	HoldAfter time.Duration
 	// User and Password are the NATS credential; TLS, when set, encrypts
 	// the connection and says which certificates to trust.
 	User, Password string
@@ -106,6 +112,7 @@ func DefaultConfig(urls ...string) Config {
 		Replicas:        3,
 		DuplicateWindow: 10 * time.Minute,
 		AppendTimeout:   7 * time.Second,
+		HoldAfter:       holdAfter,
 		Logger:          slog.New(slog.DiscardHandler),
 	}
 }
@@ -138,6 +145,10 @@ type Store struct {
 	// preferHost is the host:port ReconnectTo asked the next reconnect
 	// to go to (nil: the usual order).
 	preferHost atomic.Pointer[string]
+
+	// sb is what this site knows of each partition's standby (standby.go).
+	sbMu sync.Mutex
+	sb   map[string]*standbyState
 
 	// copies are the streams' own copies, opened by their tails (nil: the
 	// copy could not be opened; reads go to the replicas).
@@ -334,7 +345,19 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	if n != s.cfg.Partitions {
 		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)
 	}
-	for _, name := range streamNames(n) {
+	// The standbys came after the partitions: a cluster set up before them
+	// gets them once (and records it), and from then on they are the log's
+	// like any stream.
+	_, err = kv.Get(cctx, standbysKey)
+	standbysSetUp := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("read the standbys mark: %w", err)
+	}
+	for _, name := range append(streamNames(n), standbyNames(n)...) {
+		setUp := setUp
+		if IsStandby(name) {
+			setUp = standbysSetUp
+		}
 		st, err := s.js.Stream(cctx, natsName(name))
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("stream %s: %w", name, err)
@@ -376,10 +399,13 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
-	if !setUp {
-		if _, err := kv.Create(cctx, setUpKey, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil &&
+	for key, done := range map[string]bool{setUpKey: setUp, standbysKey: standbysSetUp} {
+		if done {
+			continue
+		}
+		if _, err := kv.Create(cctx, key, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil &&
 			!errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("mark the cluster set up: %w", err)
+			return fmt.Errorf("mark the cluster set up (%s): %w", key, err)
 		}
 	}
 	s.clusterID.Store(string(id.Value()))
@@ -524,6 +550,14 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return salamander.Position{}, false, fmt.Errorf("jsstore: encode %s: %w", rec.Type, err)
+	}
+	if isPartition(stream) {
+		// Messages held in the standby that this site knows of are placed
+		// first: a room change must not overtake them (a member's held
+		// message, then their leaving).
+		if err := s.waitPlaced(ctx, stream); err != nil {
+			return salamander.Position{}, false, errNoQuorum
+		}
 	}
 	seq, dup, err := s.publish(ctx, stream, subjectRoot(stream)+"."+key, body, opt)
 	if err != nil {
@@ -749,11 +783,11 @@ func (t *tailer) announced(ctx context.Context, msg *nats.Msg) error {
 			return nil
 		}
 	}
-	return t.emit(seq, msg.Data)
+	return t.emit(ctx, seq, msg.Data)
 }
 
 // emit decodes and delivers the record at seq, which must be t.next.
-func (t *tailer) emit(seq uint64, data []byte) error {
+func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 	if seq != t.next {
 		return fmt.Errorf("%w: %s has %d where %d was due", ErrLogGap, t.stream, seq, t.next)
 	}
@@ -768,8 +802,20 @@ func (t *tailer) emit(seq uint64, data []byte) error {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		entries = []Entry{{Err: fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)}}
 	} else {
-		for _, r := range recordEntries(rec) {
+		// A merge record's messages come from the standby: it waits
+		// until this site can read them (they are held by a quorum).
+		recs, err := t.s.entriesOf(ctx, t.stream, rec)
+		if err != nil {
+			return fmt.Errorf("read the messages merge record %s:%d places: %w", t.stream, seq, err)
+		}
+		for _, r := range recs {
 			entries = append(entries, Entry{Record: r})
+		}
+		switch {
+		case IsStandby(t.stream):
+			t.s.noteHeld(t.stream, seq)
+		case isPartition(t.stream) && recs[len(recs)-1].Type == salamander.RecMerge && recs[len(recs)-1].Merge != nil:
+			t.s.noteMerged(recs[len(recs)-1].Merge.Standby, recs[len(recs)-1].Merge.To)
 		}
 	}
 	for i := range entries {
@@ -859,7 +905,7 @@ func (t *tailer) batch(ctx context.Context) (int, bool, error) {
 		if got < t.next {
 			continue
 		}
-		if err := t.emit(got, msg.Data); err != nil {
+		if err := t.emit(ctx, got, msg.Data); err != nil {
 			return n, false, err
 		}
 		n++

@@ -130,6 +130,13 @@ func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool
 	if err != nil {
 		return nil, err
 	}
+	for _, name := range s.Standbys() {
+		ss, err := s.StatusOf(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		st = append(st, ss)
+	}
 	count := map[string]int{}
 	for _, ss := range st {
 		if ss.Leader != "" {
@@ -162,3 +169,47 @@ func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool
 // named the same way (or after its site alone). Where the servers'
 // site: tags are known (their monitoring), those are the better answer.
 func ServerSite(server string) string { return strings.TrimPrefix(server, "site-") }
+
+// PlaceStandbys keeps each standby stream's leader at another site than
+// its partition's leader, so that one fire never takes both: a send its
+// partition cannot answer is then held at once (standby.go). For every
+// standby led by a server mine names whose partition is led at the same
+// site (siteOf), it hands the standby's leadership to a healthy replica at
+// another site, none that avoid names. It leaves a standby alone while its
+// partition elects. It returns the standbys it moved.
+func (s *Store) PlaceStandbys(ctx context.Context, siteOf func(server string) string, mine, avoid func(server string) bool) (moved []string, err error) {
+	for _, standby := range s.Standbys() {
+		sb, err := s.StatusOf(ctx, standby)
+		if err != nil {
+			return moved, err
+		}
+		if sb.Leader == "" || !mine(sb.Leader) {
+			continue
+		}
+		p, err := s.StatusOf(ctx, PartitionOf(standby))
+		if err != nil {
+			return moved, err
+		}
+		if p.Leader == "" || siteOf(p.Leader) != siteOf(sb.Leader) {
+			continue
+		}
+		to := ""
+		for _, r := range sb.Replicas {
+			if !slices.Contains(sb.Unhealthy, r) && siteOf(r) != siteOf(p.Leader) && (avoid == nil || !avoid(r)) {
+				to = r
+				break
+			}
+		}
+		if to == "" {
+			continue
+		}
+		if err := s.StepDown(ctx, standby, to); err != nil {
+			if strings.Contains(err.Error(), "already leader") {
+				continue
+			}
+			return moved, err
+		}
+		moved = append(moved, standby)
+	}
+	return moved, nil
+}

@@ -46,6 +46,11 @@ func (s *Site) balanceLeaders(ctx context.Context) {
 			moved, err = s.store.MoveLeadersOff(cctx, mine)
 		} else {
 			moved, err = s.store.BalanceLeaders(cctx, mine, s.gw.DrainedServer)
+			if err == nil {
+				var placed []string
+				placed, err = s.store.PlaceStandbys(cctx, s.servers.site, mine, s.gw.DrainedServer)
+				moved = append(moved, placed...)
+			}
 		}
 		cancel()
 		if err != nil {

@@ -26,7 +26,12 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	v.mu.Lock()
 	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: map[string]bool{},
 		dirtyMembers: map[memberKey]bool{}, dirtyUsers: map[string]bool{}}
+	moved := false // a standby was read further: held messages wait on it
 	for _, e := range batch {
+		if jsstore.IsStandby(e.Pos.Stream) {
+			moved = a.held(e) || moved
+			continue
+		}
 		if e.Pos.Seq <= v.applied[e.Pos.Stream] {
 			continue // already applied: redelivery
 		}
@@ -48,6 +53,10 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 		v.entries.Add(1)
 	}
 	if len(a.db.reached) == 0 {
+		if moved {
+			close(v.advanced)
+			v.advanced = make(chan struct{})
+		}
 		v.mu.Unlock()
 		return nil, nil
 	}
@@ -177,6 +186,8 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		return a.messageSent(pos, r)
 	case salamander.RecMessageRead:
 		return a.messageRead(pos, r)
+	case salamander.RecMerge:
+		a.merged(r)
 	}
 	return nil // a record type from a newer version: skipped alike everywhere
 }
@@ -386,4 +397,46 @@ func uniqueMembers(in []string) []string {
 		}
 	}
 	return out
+}
+
+// held keeps a message read from a partition's standby until a merge
+// record places it (the tail delivers the placed messages again, in the
+// partition, as the merge record's entries). It reports whether the
+// standby was read further.
+func (a *applier) held(e jsstore.Entry) bool {
+	s := e.Pos.Stream
+	if e.Pos.Seq <= max(a.v.applied[s], a.v.heldEnd[s]) {
+		return false // placed already, or read before
+	}
+	if e.Err == nil && e.Record.Type == salamander.RecMessageSent {
+		a.m.held[s] = append(a.m.held[s], heldMessage{pos: e.Pos, rec: e.Record})
+	}
+	reached := e.Pos.Seq
+	if e.Last {
+		reached = jsstore.End(e.Pos).Seq
+	}
+	a.v.heldEnd[s] = reached
+	return true
+}
+
+// merged applies a merge record's own entry, after the messages it
+// placed: the standby's records up to its To are placed, and the store
+// remembers it (the standby is read again from there after a restart).
+func (a *applier) merged(r salamander.Record) {
+	if r.Merge == nil || !jsstore.IsStandby(r.Merge.Standby) {
+		return
+	}
+	s := r.Merge.Standby
+	end := jsstore.End(jsstore.PositionOf(s, r.Merge.To, 0)).Seq
+	if end <= a.v.applied[s] {
+		return
+	}
+	a.v.applied[s] = end
+	a.db.reached[s] = end
+	held := a.m.held[s]
+	i := 0
+	for i < len(held) && held[i].pos.Seq <= end {
+		i++
+	}
+	a.m.held[s] = slices.Clone(held[i:])
 }

@@ -40,6 +40,15 @@ type model struct {
 	recentOrder map[string][]uint64 // per stream, FIFO of positions in recent
 	// ops is the ops plane's state: incidents, reports, drills, drains.
 	ops opsModel
+	// held are the messages read from each standby stream and not placed
+	// yet, in the standby's order.
+	held map[string][]heldMessage
+}
+
+// heldMessage is a message held in a standby stream, at its position there.
+type heldMessage struct {
+	pos salamander.Position
+	rec salamander.Record
 }
 
 type userState struct {
@@ -78,6 +87,7 @@ func newModel() *model {
 		recentOrder: map[string][]uint64{},
 		keys:        map[string]*SigningKey{},
 		ops:         newOpsModel(),
+		held:        map[string][]heldMessage{},
 	}
 }
 
@@ -218,4 +228,15 @@ func (r *roomState) activity() time.Time {
 		return r.last.SentAt
 	}
 	return r.created
+}
+
+// placed says whether a held message's client id is already among its
+// room's messages: its first copy landed in the partition after all.
+func (m *model) placed(r salamander.Record) bool {
+	rs := m.rooms[r.Room]
+	if rs == nil {
+		return false
+	}
+	_, ok := rs.ids[r.User+"\x00"+r.ClientID]
+	return ok
 }

@@ -5,12 +5,14 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // Queries about users, sessions, rooms and members answer from the model;
@@ -308,6 +310,9 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 			rows.Close()
 			return salamander.SyncResult{}, fmt.Errorf("view: sync: %w", err)
 		}
+		if jsstore.IsStandby(s) {
+			continue // held messages have no events: their merge in the partition places them
+		}
 		applied[s] = seq
 		streams = append(streams, s)
 	}
@@ -510,4 +515,55 @@ func (v *View) Audit(ctx context.Context, before time.Time, limit int) ([]salama
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// HeldMessage returns the message held at pos in a standby stream if it
+// is not placed yet.
+func (v *View) HeldMessage(pos salamander.Position) (salamander.Message, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, h := range v.m.held[pos.Stream] {
+		if h.pos == pos {
+			return heldMessageOf(h.rec), true
+		}
+	}
+	return salamander.Message{}, false
+}
+
+// Held lists sender's messages to room that are held, not placed yet,
+// oldest first.
+func (v *View) Held(room, sender string) []salamander.Message {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	rs := v.m.rooms[room]
+	if rs == nil {
+		return nil
+	}
+	var out []salamander.Message
+	for _, h := range v.m.held[jsstore.StandbyOf(rs.stream)] {
+		if h.rec.Room == room && h.rec.User == sender && !v.m.placed(h.rec) {
+			out = append(out, heldMessageOf(h.rec))
+		}
+	}
+	return out
+}
+
+// HeldBy lists sender's messages to any room that are held, not placed
+// yet, in each standby's order.
+func (v *View) HeldBy(sender string) []salamander.Message {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []salamander.Message
+	for _, standby := range slices.Sorted(maps.Keys(v.m.held)) {
+		for _, h := range v.m.held[standby] {
+			if h.rec.User == sender && !v.m.placed(h.rec) {
+				out = append(out, heldMessageOf(h.rec))
+			}
+		}
+	}
+	return out
+}
+
+func heldMessageOf(r salamander.Record) salamander.Message {
+	return salamander.Message{Room: r.Room, Sender: r.User, ClientID: r.ClientID, Text: r.Text, SentAt: r.At, Held: true}
 }

@@ -410,6 +410,7 @@ func (v *View) load() error {
 	v.m = m
 	v.applied = applied
 	v.dbApplied = maps.Clone(applied)
+	v.heldEnd = map[string]uint64{}
 	return nil
 }
 

@@ -35,6 +35,9 @@ type Source interface {
 	Streams() []string
 	Tail(ctx context.Context, stream string, from uint64, deliver func(jsstore.Entry) bool)
 	Fetch(ctx context.Context, stream string, positions []uint64) (map[uint64]salamander.Record, error)
+	// Standbys are the partitions' standby streams, whose messages are
+	// held until a merge record in the partition places them.
+	Standbys() []string
 }
 
 var _ Source = (*jsstore.Store)(nil)
@@ -64,8 +67,13 @@ type View struct {
 	// applied is how far the model has applied each stream; dbApplied how
 	// far the store has. Requests that read the store wait until it has
 	// caught up with the model as it was when they started.
-	applied    map[string]uint64
-	dbApplied  map[string]uint64
+	applied   map[string]uint64
+	dbApplied map[string]uint64
+	// heldEnd is how far the model has read each partition's standby
+	// stream: the held messages after applied[standby] (the last one
+	// placed, which the store keeps) wait in the model until a merge
+	// record places them.
+	heldEnd    map[string]uint64
 	advanced   chan struct{} // closed and replaced after every applied batch
 	dbAdvanced chan struct{} // closed and replaced after every store commit
 	// hurry asks the writer to commit now: a query waits for the store.
@@ -257,7 +265,7 @@ func (v *View) HasSigningKey() bool {
 // a query after a write at this site sees the write (read-your-writes).
 func (v *View) WaitApplied(ctx context.Context, pos salamander.Position) error {
 	return v.waitFor(ctx, func() (bool, chan struct{}) {
-		return v.applied[pos.Stream] >= pos.Seq, v.advanced
+		return max(v.applied[pos.Stream], v.heldEnd[pos.Stream]) >= pos.Seq, v.advanced
 	})
 }
 
@@ -312,7 +320,9 @@ func (v *View) Run(ctx context.Context, src Source) {
 	entries := make(chan jsstore.Entry, 8192)
 	var wg sync.WaitGroup
 	applied := v.Applied()
-	for _, s := range src.Streams() {
+	// The standbys are read from the last record placed on: what is after
+	// it is held, and waits in the model for its merge record.
+	for _, s := range append(src.Streams(), src.Standbys()...) {
 		wg.Add(1)
 		go func(stream string, from uint64) {
 			defer wg.Done()

@@ -74,7 +74,8 @@ func (l *memLog) add(entries []jsstore.Entry) {
 	}
 }
 
-func (l *memLog) Streams() []string { return nil }
+func (l *memLog) Streams() []string  { return nil }
+func (l *memLog) Standbys() []string { return nil }
 
 func (l *memLog) Tail(ctx context.Context, _ string, _ uint64, _ func(jsstore.Entry) bool) {
 	<-ctx.Done()

@@ -1,0 +1,475 @@
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// Standby partitions: no send waits for an election.
+//
+// When a partition's leader burns, JetStream takes 4–9 s to elect another,
+// and every append to the partition waits. Each partition pK therefore has
+// a standby stream sK (R3 like it, its leader kept at another site; see
+// the leader balancing in internal/site). An append of messages that has
+// gone holdAfter without an answer from pK is appended to sK instead —
+// quorum-held, so an acknowledged message survives the loss of any site —
+// and acknowledged as held. Held messages are not ordered yet: a merge
+// record appended to pK once it has a leader again (RecMerge: "sK's records
+// after From, up to To") places them, and every site applies their
+// messages at the merge record's place in pK, in sK's order, as if they had
+// been appended there: the tails expand a merge record into those entries,
+// at positions of the merge record (see entriesOf), like a batch. So every
+// room keeps one order, the same at every site, and a message gets its
+// room seq (once) where it is placed.
+//
+// What keeps it exact:
+//   - Merges are unique and gap-free: the merger reads pK's last merge
+//     record from the leader and appends the next one expecting that one
+//     to be the subject's last (optimistic concurrency), From = its To.
+//   - Exactly once per client id: a send held in sK whose append to pK did
+//     land after all (the old leader's quorum had it) is placed twice; the
+//     read models' rule that a (sender, client id) already among the room's
+//     newest messages has no effect keeps only the first.
+//   - Each sender's order: an appender does not append to pK again while
+//     records held in sK that its site knows of are unmerged: it waits for
+//     the merge (or, if pK still does not answer, holds the next batch
+//     too), so a sender's later message is never placed before its held
+//     one. Appends that cannot be held (room changes) wait for the merge.
+//   - Only messages are held: read markers and room changes in a batch that
+//     pK did not answer fail as unavailable, and the client retries.
+
+const (
+	// holdAfter is how long an append of messages waits for its partition
+	// before it is held in the standby: about one failure detection,
+	// against an election's 4–9 s.
+	holdAfter = time.Second
+	// mergeAttemptTimeout bounds one round of the merger (reading the last
+	// merge record from the leader, appending the next): a leader answers
+	// in milliseconds, and while the partition elects, a short round lets
+	// the next one start soon after the new leader is there.
+	mergeAttemptTimeout = 300 * time.Millisecond
+	// mergeSubject is the subject of a partition's merge records, under the
+	// partition's root.
+	mergeSubject = "merge"
+)
+
+// StandbyOf names a partition's standby stream ("p3" → "s3").
+func StandbyOf(partition string) string { return "s" + strings.TrimPrefix(partition, "p") }
+
+// PartitionOf names a standby stream's partition ("s3" → "p3").
+func PartitionOf(standby string) string { return "p" + strings.TrimPrefix(standby, "s") }
+
+// IsStandby says whether stream is a standby stream.
+func IsStandby(stream string) bool {
+	_, err := strconv.Atoi(strings.TrimPrefix(stream, "s"))
+	return strings.HasPrefix(stream, "s") && err == nil
+}
+
+// isPartition says whether stream is a room partition.
+func isPartition(stream string) bool {
+	_, err := strconv.Atoi(strings.TrimPrefix(stream, "p"))
+	return strings.HasPrefix(stream, "p") && err == nil
+}
+
+func standbyNames(partitions int) []string {
+	out := make([]string, 0, partitions)
+	for i := 0; i < partitions; i++ {
+		out = append(out, "s"+strconv.Itoa(i))
+	}
+	return out
+}
+
+// Standbys lists the partitions' standby streams (empty before
+// EnsureStreams).
+func (s *Store) Standbys() []string { return standbyNames(int(s.partitions.Load())) }
+
+// standbyState is what this site knows of one partition's standby.
+type standbyState struct {
+	// end is the last standby record known to exist: held by this
+	// process, or announced.
+	end uint64
+	// merged is the last standby record known to be placed: a merge
+	// record up to it is committed in the partition.
+	merged uint64
+	// suspect is set when the partition failed to answer an append in
+	// time, and cleared by the next merge that lands: until then appends
+	// are held at once rather than waiting holdAfter each.
+	suspect bool
+	// merging is set while a merger runs for the partition.
+	merging bool
+	// moved is closed (and replaced) whenever merged moves.
+	moved chan struct{}
+}
+
+// standby returns the state of partition's standby.
+func (s *Store) standby(partition string) *standbyState {
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	if s.sb == nil {
+		s.sb = map[string]*standbyState{}
+	}
+	st := s.sb[partition]
+	if st == nil {
+		st = &standbyState{moved: make(chan struct{})}
+		s.sb[partition] = st
+	}
+	return st
+}
+
+// noteHeld records that the standby holds records up to seq, and starts a
+// merger if they are not all placed.
+func (s *Store) noteHeld(standby string, seq uint64) {
+	p := PartitionOf(standby)
+	st := s.standby(p)
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	st.end = max(st.end, seq)
+	s.startMergerLocked(p, st)
+}
+
+// noteMerged records that the standby's records up to seq are placed.
+func (s *Store) noteMerged(standby string, seq uint64) {
+	st := s.standby(PartitionOf(standby))
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	if seq > st.merged {
+		st.merged = seq
+		st.end = max(st.end, seq)
+		close(st.moved)
+		st.moved = make(chan struct{})
+	}
+}
+
+// startMergerLocked starts partition's merger unless one runs or nothing
+// waits to be placed. The caller holds sbMu.
+func (s *Store) startMergerLocked(partition string, st *standbyState) {
+	if st.merging || st.end <= st.merged || s.appCtx.Err() != nil {
+		return
+	}
+	st.merging = true
+	s.appWG.Add(1)
+	go func() {
+		defer s.appWG.Done()
+		s.runMerger(s.appCtx, partition, st)
+	}()
+}
+
+// unplaced reports the last record of partition's standby that this site
+// knows of but not yet as placed (0: none), whether the partition is
+// suspected down, and a channel closed when that changes.
+func (s *Store) unplaced(partition string) (upTo uint64, suspect bool, moved chan struct{}) {
+	st := s.standby(partition)
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	if st.end > st.merged {
+		upTo = st.end
+	}
+	return upTo, st.suspect, st.moved
+}
+
+// waitPlaced waits until every standby record of partition this site knew
+// of when called is placed, or ctx ends.
+func (s *Store) waitPlaced(ctx context.Context, partition string) error {
+	upTo, _, _ := s.unplaced(partition)
+	for upTo > 0 {
+		st := s.standby(partition)
+		s.sbMu.Lock()
+		done, moved := st.merged >= upTo, st.moved
+		s.sbMu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-moved:
+		}
+	}
+	return nil
+}
+
+// setSuspect marks the partition as not answering (until a merge lands).
+func (s *Store) setSuspect(partition string) {
+	st := s.standby(partition)
+	s.sbMu.Lock()
+	st.suspect = true
+	s.sbMu.Unlock()
+}
+
+// runMerger appends merge records to partition until every standby record
+// this site knows of is placed. Any number of sites may run one at once:
+// each merge expects the previous one to be the subject's last, so exactly
+// one of them lands per step, and the others learn of it.
+func (s *Store) runMerger(ctx context.Context, partition string, st *standbyState) {
+	standby := StandbyOf(partition)
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		s.sbMu.Lock()
+		end, merged := st.end, st.merged
+		if end <= merged {
+			st.merging = false
+			s.sbMu.Unlock()
+			return
+		}
+		s.sbMu.Unlock()
+		err := s.mergeOnce(ctx, partition, standby, end)
+		if err == nil {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		s.log.Debug("merge of held messages not placed yet; retrying", "partition", partition, "err", err)
+		sleepCtx(ctx, jitter(backoff))
+		backoff = min(backoff*2, 100*time.Millisecond)
+	}
+	s.sbMu.Lock()
+	st.merging = false
+	s.sbMu.Unlock()
+}
+
+// mergeOnce reads the partition's last merge record from its leader and,
+// if the standby holds records after it (up to end), appends the next.
+func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, mergeAttemptTimeout)
+	defer cancel()
+	lastSeq, last, err := s.lastMerge(ctx, partition)
+	if err != nil {
+		return err
+	}
+	if lastSeq > 0 {
+		// What it placed, as every tail expands it (our mergers never name
+		// more than fits, but the log is what counts).
+		placed, err := s.entriesOf(ctx, partition, salamander.Record{Type: salamander.RecMerge, Merge: &last})
+		if err != nil {
+			return err
+		}
+		last.To = placed[len(placed)-1].Merge.To
+	}
+	s.noteMerged(standby, last.To)
+	if last.To >= end {
+		return nil
+	}
+	recs, err := s.readStandby(ctx, standby, last.To, min(end, last.To+MaxBatch-1))
+	if err != nil {
+		return err
+	}
+	_, to := splice(recs, last.To)
+	if to == last.To {
+		return fmt.Errorf("standby %s record %d cannot be placed", standby, last.To+1)
+	}
+	rec := salamander.Record{Type: salamander.RecMerge, At: time.Now().UTC(),
+		Merge: &salamander.MergeRange{Standby: standby, From: last.To, To: to}}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = s.js.Publish(ctx, subjectRoot(partition)+"."+mergeSubject, body,
+		jetstream.WithExpectStream(natsName(partition)), jetstream.WithExpectLastSequencePerSubject(lastSeq),
+		jetstream.WithMsgID(fmt.Sprintf("merge:%s:%d:%d", standby, last.To, to)))
+	if err != nil {
+		return fmt.Errorf("append merge record: %w", err)
+	}
+	s.noteMerged(standby, to)
+	st := s.standby(partition)
+	s.sbMu.Lock()
+	st.suspect = false
+	s.sbMu.Unlock()
+	return nil
+}
+
+// lastMerge asks partition's leader for its last merge record: its stream
+// sequence (0: none yet) and range.
+func (s *Store) lastMerge(ctx context.Context, partition string) (uint64, salamander.MergeRange, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": subjectRoot(partition) + "." + mergeSubject})
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+natsName(partition), req)
+	if err != nil {
+		return 0, salamander.MergeRange{}, err
+	}
+	var res struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code    int    `json:"code"`
+			ErrCode int    `json:"err_code"`
+			Desc    string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &res); err != nil {
+		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: %w", partition, err)
+	}
+	switch {
+	case res.Error != nil && res.Error.Code == 404:
+		return 0, salamander.MergeRange{}, nil // no merge yet
+	case res.Error != nil:
+		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: %s", partition, res.Error.Desc)
+	case res.Message == nil:
+		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: empty answer", partition)
+	}
+	var rec salamander.Record
+	if err := json.Unmarshal(res.Message.Data, &rec); err != nil || rec.Merge == nil {
+		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: not a merge record", partition)
+	}
+	return res.Message.Seq, *rec.Merge, nil
+}
+
+// splice lists the messages a merge places, given the standby's records
+// from after (recs[i] is record after+1+i): the messages of whole records,
+// in order, as long as they fit in one record's positions with the merge
+// record itself (MaxBatch-1 entries); and the last record placed. Only
+// messages are placed; anything else in a standby is skipped alike
+// everywhere. Every site computes the same from the same log.
+func splice(recs []salamander.Record, after uint64) ([]salamander.Record, uint64) {
+	var out []salamander.Record
+	to := after
+	for i, rec := range recs {
+		var msgs []salamander.Record
+		for _, e := range recordEntries(rec) {
+			if e.Type == salamander.RecMessageSent {
+				msgs = append(msgs, e)
+			}
+		}
+		if len(out)+len(msgs) > MaxBatch-1 {
+			break
+		}
+		out = append(out, msgs...)
+		to = after + 1 + uint64(i)
+	}
+	return out, to
+}
+
+// errNotInLog is a standby record that no replica has (yet).
+var errNotInLog = errors.New("not in the log")
+
+// readStandby reads the standby's records after from, up to to, in order:
+// from this site's own copy, else by direct get.
+func (s *Store) readStandby(ctx context.Context, standby string, from, to uint64) ([]salamander.Record, error) {
+	if to <= from {
+		return nil, nil
+	}
+	seqs := make([]uint64, 0, to-from)
+	for seq := from + 1; seq <= to; seq++ {
+		seqs = append(seqs, seq)
+	}
+	got, err := s.readRecords(ctx, standby, seqs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]salamander.Record, 0, len(seqs))
+	for _, seq := range seqs {
+		rec, ok := got[seq]
+		if !ok {
+			return nil, fmt.Errorf("standby %s record %d: %w", standby, seq, errNotInLog)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// entriesOf lists the log entries of the record at seq of stream (the
+// i-th at PositionOf(stream, seq, i)): a batch's records, or for a merge
+// record in a partition the messages it places followed by the merge
+// record itself (its To set to the last standby record it placed), or the
+// record itself. Tails and Fetch both read records through here, so they
+// always agree on positions.
+func (s *Store) entriesOf(ctx context.Context, stream string, rec salamander.Record) ([]salamander.Record, error) {
+	if rec.Type != salamander.RecMerge || !isPartition(stream) {
+		return recordEntries(rec), nil
+	}
+	m := rec.Merge
+	if m == nil || m.Standby != StandbyOf(stream) || m.To <= m.From {
+		return []salamander.Record{{}}, nil // places nothing, alike everywhere
+	}
+	recs, err := s.readStandby(ctx, m.Standby, m.From, min(m.To, m.From+MaxBatch-1))
+	if err != nil {
+		return nil, err
+	}
+	msgs, to := splice(recs, m.From)
+	placed := rec
+	placed.Merge = &salamander.MergeRange{Standby: m.Standby, From: m.From, To: to}
+	return append(msgs, placed), nil
+}
+
+// commitPartition appends a partition's batch, or holds its messages in
+// the standby when the partition does not answer within HoldAfter (or is
+// known not to answer).
+func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) {
+	p, hold := a.stream, a.s.cfg.HoldAfter
+	upTo, suspect, _ := a.s.unplaced(p)
+	if suspect {
+		a.hold(ctx, batch)
+		return
+	}
+	if upTo > 0 {
+		// Held messages this site knows of go first: wait for their merge.
+		wctx, cancel := context.WithTimeout(ctx, hold)
+		err := a.s.waitPlaced(wctx, p)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			a.s.setSuspect(p)
+			a.hold(ctx, batch)
+			return
+		}
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan []appendResult, 1)
+	go func() { done <- a.publishBatch(pctx, p, batch) }()
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	select {
+	case res := <-done:
+		answerAll(batch, res)
+		return
+	case <-timer.C:
+	}
+	cancel()
+	if res := <-done; res[0].err == nil || ctx.Err() != nil {
+		answerAll(batch, res) // it landed after all (or the store closes)
+		return
+	}
+	// The abandoned append may still land (the old leader's quorum may
+	// have it): its messages are then placed twice, and the read models
+	// keep the first (one client id, one message).
+	a.s.setSuspect(p)
+	a.hold(ctx, batch)
+}
+
+// hold appends batch's messages to the standby as one record and answers
+// them held (at standby positions); anything else in batch is answered
+// unavailable, for its client to retry.
+func (a *appender) hold(ctx context.Context, batch []*appendRequest) {
+	standby := StandbyOf(a.stream)
+	results := make([]appendResult, len(batch))
+	var msgs []*appendRequest
+	var at []int
+	for i, r := range batch {
+		if r.rec.Type == salamander.RecMessageSent {
+			msgs, at = append(msgs, r), append(at, i)
+		} else {
+			results[i] = appendResult{err: errNoQuorum}
+		}
+	}
+	if len(msgs) > 0 {
+		var last uint64
+		for j, r := range a.publishBatch(ctx, standby, msgs) {
+			results[at[j]] = r
+			if r.err == nil {
+				last = RecordSeq(r.pos.Seq)
+			}
+		}
+		if last > 0 {
+			a.s.noteHeld(standby, last)
+		}
+	}
+	answerAll(batch, results)
+}
