@@ -108,8 +108,16 @@ func Backup(ctx context.Context, nc *nats.Conn, dir string, logger *slog.Logger)
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("backup: %w", err)
 	}
+	// The standbys (from this version on) are taken after the partitions:
+	// every merge record a partition's snapshot holds names standby records
+	// that existed before it, so the standbys' later snapshots hold them.
+	_, err = js.Stream(ctx, "SAL_S0")
+	standbys := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	m := &Manifest{Format: manifestFormat, Created: time.Now().UTC(), ServerVersion: nc.ConnectedServerVersion(), Partitions: n}
-	for _, name := range streamNames(n) {
+	for _, name := range streamNames(n, standbys) {
 		s, err := backupStream(ctx, nc, dir, name, log)
 		if err != nil {
 			os.RemoveAll(dir)
@@ -143,11 +151,15 @@ func partitions(ctx context.Context, js jetstream.JetStream) (int, error) {
 }
 
 // streamNames lists the NATS streams of a cluster with n partitions, in the
-// order a backup takes them: the bucket, the partitions, the accounts.
-func streamNames(n int) []string {
+// order a backup takes them: the bucket, the partitions, their standbys
+// (clusters made before standbys have none), the accounts.
+func streamNames(n int, standbys bool) []string {
 	out := []string{"KV_" + clusterBucket}
 	for i := range n {
 		out = append(out, "SAL_P"+strconv.Itoa(i))
+	}
+	for i := 0; standbys && i < n; i++ {
+		out = append(out, "SAL_S"+strconv.Itoa(i))
 	}
 	return append(out, accountsStream)
 }

@@ -270,7 +270,7 @@ func TestRestoreBringsBackADeletedStream(t *testing.T) {
 			t.Fatalf("%s: %v, mode %v", e.Name(), err, fi.Mode().Perm())
 		}
 	}
-	if m.Partitions != 3 || len(m.Streams) != 5 {
+	if m.Partitions != 3 || len(m.Streams) != 8 { // the bucket, 3 partitions, their 3 standbys, the accounts
 		t.Fatalf("manifest: %d partitions, %d streams", m.Partitions, len(m.Streams))
 	}
 	backed := manifestStream(t, m, stream)

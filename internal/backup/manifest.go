@@ -116,10 +116,12 @@ func (m *Manifest) check() error {
 	if m.Partitions < 1 || m.Partitions > maxPartitions {
 		return fmt.Errorf("partition count %d", m.Partitions)
 	}
-	if len(m.Streams) != m.Partitions+2 {
-		return fmt.Errorf("%d streams for %d partitions (want the bucket, the partitions and the accounts)", len(m.Streams), m.Partitions)
+	standbys := len(m.Streams) == 2*m.Partitions+2
+	if len(m.Streams) != m.Partitions+2 && !standbys {
+		return fmt.Errorf("%d streams for %d partitions (want the bucket, the partitions, their standbys if the "+
+			"cluster has them, and the accounts)", len(m.Streams), m.Partitions)
 	}
-	for i, want := range streamNames(m.Partitions) {
+	for i, want := range streamNames(m.Partitions, standbys) {
 		s := &m.Streams[i]
 		if s.Name != want {
 			return fmt.Errorf("stream %d is %q, want %s", i, s.Name, want)

@@ -474,7 +474,7 @@ type StreamIdentity struct {
 // stream is ErrStreamMissing.
 func (s *Store) Identity(ctx context.Context) (clusterID string, streams map[string]StreamIdentity, err error) {
 	streams = map[string]StreamIdentity{}
-	for _, name := range s.Streams() {
+	for _, name := range append(s.Streams(), s.Standbys()...) {
 		st, err := s.js.Stream(ctx, natsName(name))
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return "", nil, fmt.Errorf("%w: %s (%s) is gone", ErrStreamMissing, name, natsName(name))
