@@ -101,8 +101,10 @@ type standbyState struct {
 	// record up to it is committed in the partition.
 	merged uint64
 	// suspect is set when the partition failed to answer an append in
-	// time, and cleared by the next merge that lands: until then appends
-	// are held at once rather than waiting holdAfter each.
+	// time, and cleared by the next merge that lands: until then, while
+	// held records wait for their merge, appends are held at once rather
+	// than waiting holdAfter each. With nothing held (the hold failed too,
+	// or another site merged) the partition is simply tried again.
 	suspect bool
 	// merging is set while a merger runs for the partition.
 	merging bool
@@ -405,7 +407,7 @@ func (s *Store) entriesOf(ctx context.Context, stream string, rec salamander.Rec
 func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) {
 	p, hold := a.stream, a.s.cfg.HoldAfter
 	upTo, suspect, _ := a.s.unplaced(p)
-	if suspect {
+	if upTo > 0 && suspect {
 		a.hold(ctx, batch)
 		return
 	}

@@ -1,0 +1,127 @@
+package jsstore_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/natsnode"
+)
+
+// A partition that does not answer (here: its stream is gone for a while,
+// as it is unreachable during an election) gets no send kept waiting:
+// messages are held in its standby after HoldAfter, room changes wait, and
+// once the partition answers again a merge record places the held
+// messages at its place, in order, before anything appended after it.
+func TestMessagesAreHeldWhileAPartitionDoesNotAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.ClusterAddr = ""
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Shutdown)
+	scfg := jsstore.DefaultConfig(node.ClientURL())
+	scfg.Replicas, scfg.Partitions = 1, 1
+	scfg.HoldAfter = 300 * time.Millisecond
+	s, err := jsstore.Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Standbys(); len(got) != 1 || got[0] != "s0" {
+		t.Fatalf("standbys %v, want [s0]", got)
+	}
+	send := func(text string) salamander.Position {
+		t.Helper()
+		rec := salamander.Record{Type: salamander.RecMessageSent, Room: "d_h", User: "ann", ClientID: text, Text: text}
+		pos, _, err := s.Append(ctx, "p0", "d_h", rec, jsstore.AppendOptions{MsgID: "m:" + text, Batch: true})
+		if err != nil {
+			t.Fatalf("send %s: %v", text, err)
+		}
+		return pos
+	}
+	if pos := send("before"); pos.Stream != "p0" {
+		t.Fatalf("a send to an answering partition went to %v", pos)
+	}
+
+	// The partition stops answering.
+	js, err := jetstream.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "SAL_P0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg := st.CachedInfo().Config
+	if err := js.DeleteStream(ctx, "SAL_P0"); err != nil {
+		t.Fatal(err)
+	}
+	var held []salamander.Position
+	for i := 1; i <= 3; i++ {
+		start := time.Now()
+		pos := send(fmt.Sprint("held ", i))
+		if !jsstore.IsStandby(pos.Stream) || pos.Stream != "s0" {
+			t.Fatalf("send %d during the outage: %v, want a position in s0", i, pos)
+		}
+		t.Logf("held %d after %v", i, time.Since(start))
+		held = append(held, pos)
+	}
+	// A room change is not held: it waits for the held messages' merge.
+	rctx, rcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_, _, err = s.Append(rctx, "p0", "d_h", salamander.Record{Type: salamander.RecRoomRenamed, Room: "d_h", Name: "x"},
+		jsstore.AppendOptions{})
+	rcancel()
+	if salamander.ErrorCode(err) != salamander.CodeUnavailable {
+		t.Fatalf("a room change during the outage: %v, want unavailable", err)
+	}
+
+	// The partition answers again (empty: what it held does not matter
+	// here). The merger places the held messages; what is sent next comes
+	// after them, whether it is held too (the merge had not landed yet) or
+	// appended to the partition.
+	if _, err := js.CreateStream(ctx, pcfg); err != nil {
+		t.Fatal(err)
+	}
+	send("after")
+	var got []string
+	var merges []salamander.MergeRange
+	tctx, stop := context.WithCancel(ctx)
+	s.Tail(tctx, "p0", 0, func(e jsstore.Entry) bool {
+		switch e.Record.Type {
+		case salamander.RecMessageSent:
+			got = append(got, e.Record.Text)
+			if e.Record.Text == "after" {
+				stop()
+			}
+		case salamander.RecMerge:
+			merges = append(merges, *e.Record.Merge)
+		}
+		return true
+	})
+	if len(merges) == 0 || merges[0].Standby != "s0" || merges[0].From != 0 || merges[0].To < jsstore.RecordSeq(held[2].Seq) {
+		t.Errorf("merges %+v, want the first to place s0 (0, %d] at least", merges, jsstore.RecordSeq(held[2].Seq))
+	}
+	for i := 1; i < len(merges); i++ {
+		if merges[i].From != merges[i-1].To {
+			t.Errorf("merges %+v are not gap-free", merges)
+		}
+	}
+	want := []string{"held 1", "held 2", "held 3", "after"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("the partition holds %q, want %q", got, want)
+	}
+}
