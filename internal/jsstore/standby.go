@@ -57,6 +57,9 @@ const (
 	// in milliseconds, and while the partition elects, a short round lets
 	// the next one start soon after the new leader is there.
 	mergeAttemptTimeout = 300 * time.Millisecond
+	// placeGrace is how long an append waits for held records it knows of
+	// to be placed before it is held too.
+	placeGrace = 200 * time.Millisecond
 	// mergeSubject is the subject of a partition's merge records, under the
 	// partition's root.
 	mergeSubject = "merge"
@@ -413,7 +416,11 @@ func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) 
 	}
 	if upTo > 0 {
 		// Held messages this site knows of go first: wait for their merge.
-		wctx, cancel := context.WithTimeout(ctx, hold)
+		// Someone found the partition not answering a moment ago (this
+		// process learns of other sites' held records from its tail of the
+		// standby): wait briefly, as a merge takes milliseconds once the
+		// partition has a leader, rather than the whole HoldAfter again.
+		wctx, cancel := context.WithTimeout(ctx, min(hold, placeGrace))
 		err := a.s.waitPlaced(wctx, p)
 		cancel()
 		if err != nil && ctx.Err() == nil {
