@@ -143,12 +143,9 @@ func (s *Site) handleRooms(w http.ResponseWriter, _ *http.Request) {
 func (s *Site) handleRoom(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rm, ok := s.rooms[r.PathValue("id")]
-	if !ok {
-		writeError(w, salamander.Errorf(salamander.CodeNotFound, "no room %q", r.PathValue("id")))
-		return
+	if rm := s.pathRoomLocked(w, r); rm != nil {
+		writeJSON(w, http.StatusOK, s.roomLocked(rm))
 	}
-	writeJSON(w, http.StatusOK, s.roomLocked(rm))
 }
 
 // handleHistory answers a page as the API does: the newest (with the
@@ -161,9 +158,8 @@ func (s *Site) handleHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rm, ok := s.rooms[r.PathValue("id")]
-	if !ok {
-		writeError(w, salamander.Errorf(salamander.CodeNotFound, "no room %q", r.PathValue("id")))
+	rm := s.pathRoomLocked(w, r)
+	if rm == nil {
 		return
 	}
 	page := salamander.HistoryPage{Messages: []salamander.Message{}}
@@ -363,6 +359,17 @@ func (s *Site) read(roomID string, seq uint64) {
 	if rm, ok := s.rooms[roomID]; ok {
 		rm.ReadMarkers[s.cfg.User.Name] = max(rm.ReadMarkers[s.cfg.User.Name], seq)
 	}
+}
+
+// pathRoomLocked is the room the request's path names, or nil when it
+// answered not_found. s.mu is held.
+func (s *Site) pathRoomLocked(w http.ResponseWriter, r *http.Request) *room {
+	rm, ok := s.rooms[r.PathValue("id")]
+	if !ok {
+		writeError(w, salamander.Errorf(salamander.CodeNotFound, "no room %q", r.PathValue("id")))
+		return nil
+	}
+	return rm
 }
 
 // roomLocked is a room as its member sees it. s.mu is held.
