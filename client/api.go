@@ -203,8 +203,10 @@ type HistoryQuery struct {
 	Limit int
 }
 
-// History returns a page of a room's messages in ascending seq order.
-// Codes: not_found, forbidden.
+// History returns a page of a room's messages in ascending seq order. The
+// newest page also lists, under Held, the caller's own messages to the
+// room that were acknowledged held and are not placed yet (see
+// SendWithID). Codes: not_found, forbidden.
 func (c *Client) History(ctx context.Context, roomID string, q HistoryQuery) (salamander.HistoryPage, error) {
 	v := url.Values{}
 	if q.Before > 0 {
@@ -250,8 +252,9 @@ func (c *Client) SetTyping(ctx context.Context, roomID string, typing bool) erro
 // Sync returns stored events for the signed-in user after cursor ("" for
 // all), at most limit of them (0: the server's default). Call again with
 // the result's Cursor at once while More is true. Sync does not touch the
-// Client's own cursor (see Subscribe). Codes: invalid_request (malformed
-// cursor).
+// Client's own cursor (see Subscribe). Its Held lists the caller's own
+// messages, in every room, that were acknowledged held and are not placed
+// yet (see SendWithID). Codes: invalid_request (malformed cursor).
 func (c *Client) Sync(ctx context.Context, cursor string, limit int) (salamander.SyncResult, error) {
 	v := url.Values{}
 	if cursor != "" {

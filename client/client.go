@@ -15,6 +15,12 @@
 //     repeated id. Messages not yet acknowledged are listed by Pending.
 //     While a Subscription is connected, sends travel over its WebSocket,
 //     many at once; otherwise over HTTP.
+//   - Sent at once, placed when it can be. While the log partition of a
+//     message's room elects a leader (a site was lost), the message is
+//     acknowledged held: Send succeeds with Message.Held set and Seq 0,
+//     the message leaves the outbox, and moments later it arrives on the
+//     Subscription as an ordinary message event with the same client id
+//     and its Seq, once. Show it as sent; give it its place then.
 //   - Ordered, exactly-once live events. A Subscription keeps one WebSocket
 //     open to some site, resumes from the Client's cursor at another site when
 //     that one breaks, and drops every stored event it has already delivered.

@@ -47,6 +47,16 @@ func (c *Client) Send(ctx context.Context, roomID, text string) (salamander.Send
 // id was already used by this user in this room, the result is the original
 // message with Duplicate set.
 //
+// The acknowledged message normally has its place in the room (its Seq).
+// While the room's log partition elects a leader after a site was lost,
+// it is acknowledged held instead (HTTP 202, or an ack whose message is
+// held): the result's Message.Held is set and its Seq is 0. That is a
+// success like any other — the message is sent, survives the loss of any
+// one site and has left the outbox — and it is placed moments later, in
+// the order this sender sent, when it arrives on a Subscription as a
+// message event with the same ClientID and its Seq (once, like every
+// message). Until then History's newest page and Sync list it under Held.
+//
 // While a Subscription has a WebSocket open, the message goes over it (many
 // sends may be in flight on it at once, from many goroutines); otherwise,
 // or when that socket fails, over HTTP with failover as for every call.

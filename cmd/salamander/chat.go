@@ -106,7 +106,7 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return fmt.Errorf("chat: signing in as %s: %s", *user, chatErrText(err))
 	}
 
-	ch := &chatSession{cl: cl, me: session.User.Name, out: stdout, rooms: map[string]salamander.Room{}}
+	ch := &chatSession{cl: cl, me: session.User.Name, out: stdout, rooms: map[string]salamander.Room{}, sending: map[string]bool{}}
 	ch.printf("signed in as %s (%s) at %s\n%s", session.User.Name, session.User.DisplayName, cl.Site(), chatHelp)
 	if _, err := ch.refreshRooms(ctx); err != nil {
 		ch.printErr(err)
@@ -176,6 +176,9 @@ type chatSession struct {
 	mu      sync.Mutex
 	current string                     // id of the current room ("" for none)
 	rooms   map[string]salamander.Room // rooms seen, by id
+	// sending holds the client ids of the sends not answered yet, each
+	// true once its message has been printed from the live events.
+	sending map[string]bool
 }
 
 // command runs one input line and reports whether the session should end.
@@ -318,10 +321,24 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 
 // send sends a line to the current room. It returns once a quorum of sites
 // holds the message (retrying across sites), so lines are sent in order; the
-// message itself is printed when it arrives on the live event stream.
+// message itself is printed when it arrives on the live event stream. A
+// message acknowledged held (its room's site is failing over) is sent but
+// has no place yet: that is said at once, unless it has already arrived,
+// and it is printed when it arrives with its place.
 func (ch *chatSession) send(ctx context.Context, text string) {
 	err := ch.withRoom(func(id string) error {
-		_, err := ch.cl.Send(ctx, id, text)
+		clientID := client.NewClientID()
+		ch.mu.Lock()
+		ch.sending[clientID] = false
+		ch.mu.Unlock()
+		res, err := ch.cl.SendWithID(ctx, id, clientID, text)
+		ch.mu.Lock()
+		arrived := ch.sending[clientID]
+		delete(ch.sending, clientID)
+		ch.mu.Unlock()
+		if err == nil && res.Message.Held && !arrived {
+			ch.printf("[%s] ✓ sent — waiting for its place (the room's site is failing over): %s\n", ch.labelOf(id), chatOneLine(text))
+		}
 		return err
 	})
 	if err != nil {
@@ -357,16 +374,20 @@ func (ch *chatSession) history(ctx context.Context, id string, n int) error {
 	if err != nil {
 		return err
 	}
-	if len(page.Messages) == 0 {
+	if len(page.Messages) == 0 && len(page.Held) == 0 {
 		ch.printf("no messages in [%s] yet\n", ch.labelOf(id))
 		return nil
 	}
-	last := page.Messages[len(page.Messages)-1].Seq
-	if err := ch.cl.MarkRead(ctx, id, last); err != nil {
-		ch.printErr(err)
+	if n := len(page.Messages); n > 0 {
+		if err := ch.cl.MarkRead(ctx, id, page.Messages[n-1].Seq); err != nil {
+			ch.printErr(err)
+		}
 	}
 	for _, m := range page.Messages {
 		ch.printMessage(ctx, &m)
+	}
+	for _, m := range page.Held {
+		ch.printf("[%s] %s: %s (sent — waiting for its place)\n", ch.labelOf(m.Room), m.Sender, m.Text)
 	}
 	return nil
 }
@@ -480,6 +501,13 @@ func (ch *chatSession) printIncident(inc *salamander.Incident) {
 // onMessage prints an arriving message, first marking it read when its room
 // is the current one (a sender has read their own message).
 func (ch *chatSession) onMessage(ctx context.Context, m *salamander.Message) {
+	if m.Sender == ch.me {
+		ch.mu.Lock()
+		if _, ok := ch.sending[m.ClientID]; ok {
+			ch.sending[m.ClientID] = true
+		}
+		ch.mu.Unlock()
+	}
 	if m.Room == ch.currentRoom() && m.Sender != ch.me {
 		rctx, cancel := context.WithTimeout(ctx, chatLookupTimeout)
 		if err := ch.cl.MarkRead(rctx, m.Room, m.Seq); err != nil && ctx.Err() == nil {

@@ -138,7 +138,10 @@ function writeSnapshot(user) {
   clearTimeout(snapshotTimer);
   snapshotTimer = 0;
   const m = app.model;
-  const rooms = m.sortedRooms().slice(0, 200).map(({ messages, loaded, more, ...room }) =>
+  // Held messages are left out: the newest page of the room's history
+  // lists them again while they wait, and a kept copy could outlive its
+  // placing.
+  const rooms = m.sortedRooms().slice(0, 200).map(({ messages, held, loaded, more, ...room }) =>
     ({ ...room, messages: m.sortedMessages({ messages }).slice(-SNAPSHOT_MESSAGES) }));
   store.snapshot.set(user, { me: m.me, friends: [...m.friends.values()], users: [...m.users.values()], rooms });
 }

@@ -1,8 +1,12 @@
 // model.js: what the app knows — rooms with their messages and read
 // markers, friends, presence, who is typing, open incidents — built from
 // API answers and the live events, and nothing else. A message is kept
-// once per (room, seq), however often it arrives. It emits "change" with
-// detail {what, room} after each change, for the views to redraw.
+// once per (room, seq), however often it arrives. A message of mine
+// acknowledged held (held: true, seq 0: its room's site was failing over)
+// is sent but has no place yet: it waits in room.held, by client id,
+// until its message event — same client id, with its seq — places it.
+// It emits "change" with detail {what, room} after each change, for the
+// views to redraw.
 
 const TYPING_SHOWN_MS = 6000;
 
@@ -45,7 +49,7 @@ export class Model extends EventTarget {
   // messages already known and the newer of each read marker.
   setRoom(r) {
     const old = this.rooms.get(r.id);
-    const room = { ...(old || { messages: new Map(), more: true, loaded: false }), ...r };
+    const room = { ...(old || { messages: new Map(), held: new Map(), more: true, loaded: false }), ...r };
     room.read_markers = { ...(r.read_markers || {}) };
     if (old) {
       for (const [u, s] of Object.entries(old.read_markers)) {
@@ -63,12 +67,17 @@ export class Model extends EventTarget {
     return room;
   }
 
-  // addMessages merges messages into their room; false if the room is
-  // unknown (the caller fetches it).
+  // addMessages merges messages into their room, held ones (see above)
+  // among them; false if the room is unknown (the caller fetches it).
   addMessages(roomID, msgs) {
     const room = this.rooms.get(roomID);
     if (!room) return false;
     for (const m of msgs) {
+      if (m.held || !m.seq) {
+        if (!this.placed(room, m)) room.held.set(m.client_id, m);
+        continue;
+      }
+      if (m.sender === this.me.name) room.held.delete(m.client_id);
       if (!room.messages.has(m.seq)) room.messages.set(m.seq, m);
       this.markRead(room, m.sender, m.seq); // a sender has read their own message
       if (m.seq > room.last_seq) room.last_seq = m.seq;
@@ -77,6 +86,13 @@ export class Model extends EventTarget {
     room.unread = Math.max(0, room.last_seq - room.read_seq);
     this.changed("messages", roomID);
     return true;
+  }
+
+  // placed reports whether a message with m's sender and client id has
+  // its place in the room.
+  placed(room, m) {
+    for (const x of room.messages.values()) if (x.client_id === m.client_id && x.sender === m.sender) return true;
+    return false;
   }
 
   markRead(room, user, seq) {

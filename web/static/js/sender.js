@@ -11,7 +11,8 @@ const RETRY_CODES = new Set(["unavailable", "internal"]);
 const HTTP_AFTER_MS = 2000; // how long a message waits for a socket before HTTP
 
 export class Sender extends EventTarget {
-  // onSent(message) is called with each acknowledged message; onRefused
+  // onSent(message) is called with each acknowledged message (held ones
+  // too: held true, seq 0, placed later by their message event); onRefused
   // (item, error) with one a site refused for good (it leaves the outbox).
   constructor(api, live, outbox, { onSent, onRefused }) {
     super();

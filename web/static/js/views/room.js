@@ -1,8 +1,10 @@
 // views/room.js: one chat room — messages grouped by sender and day, each
-// with its live unread count; the messages still in the outbox; infinite
-// scroll back into history; read markers that advance as the user reads;
-// the typing indicator; and the composer (Enter sends, Shift+Enter breaks
-// the line, Enter while an IME composes Hangul does neither).
+// with its live unread count; mine that are sent but held for their place
+// (their room's site is failing over); the messages still in the outbox;
+// infinite scroll back into history; read markers that advance as the
+// user reads; the typing indicator; and the composer (Enter sends,
+// Shift+Enter breaks the line, Enter while an IME composes Hangul does
+// neither).
 
 import { ApiError } from "../api.js";
 import { $, avatar, fill, h } from "../dom.js";
@@ -119,7 +121,7 @@ export class RoomView {
       const page = await this.app.api.request("GET", `/v1/rooms/${encodeURIComponent(room.id)}/messages?limit=${PAGE}`);
       room.loaded = true;
       room.more = page.more;
-      this.app.model.addMessages(room.id, page.messages);
+      this.app.model.addMessages(room.id, [...page.messages, ...(page.held || [])]);
       await this.fillGaps(room);
     } catch (e) {
       if (e instanceof ApiError) this.app.toast(e.message);
@@ -284,7 +286,7 @@ export class RoomView {
     const el = $("messages");
     const msgs = m.sortedMessages(room);
     const mine = new Set(msgs.filter((x) => x.sender === me).map((x) => x.client_id));
-    const pending = this.app.outbox.forRoom(room.id).filter((p) => !mine.has(p.client_id));
+    const pending = this.app.outbox.forRoom(room.id).filter((p) => !mine.has(p.client_id) && !room.held.has(p.client_id));
     const items = [];
     items.push(room.loaded && !room.more
       ? h("div", { class: "history-edge" }, t("beginning"))
@@ -304,6 +306,9 @@ export class RoomView {
       items.push(bubble(this.app, x, { mine: x.sender === me, first, last, unread }));
       prev = x;
     });
+    for (const x of room.held.values()) {
+      items.push(bubble(this.app, x, { mine: true, first: true, last: true, held: true }));
+    }
     for (const p of pending) {
       items.push(bubble(this.app, { sender: me, text: p.text, client_id: p.client_id, sent_at: p.queued_at },
         { mine: true, first: true, last: true, pending: true }));
@@ -323,16 +328,20 @@ export class RoomView {
 
 // bubble is one message: the sender's avatar and name on the first of a
 // run, the time on the last, and beside mine (and others') the count of
-// members who have not read it.
-function bubble(app, x, { mine, first, last, unread, pending }) {
+// members who have not read it — or, on one of mine not sent yet, a clock,
+// and on one sent but held for its place (no seq yet), a check.
+function bubble(app, x, { mine, first, last, unread, pending, held }) {
   const m = app.model;
-  const cls = ["msg", mine ? "mine" : "theirs", first ? "first" : "", last ? "last" : "", pending ? "pending" : ""].filter(Boolean).join(" ");
+  const cls = ["msg", mine ? "mine" : "theirs", first ? "first" : "", last ? "last" : "", pending ? "pending" : "",
+    held ? "held" : ""].filter(Boolean).join(" ");
   const meta = h("span", { class: "meta" },
     pending
       ? h("span", { class: "state", title: t("notSent") }, "◷")
-      : unread > 0 ? h("span", { class: "unread", "aria-label": t("unreadBy", unread) }, unread) : null,
+      : held ? h("span", { class: "state", title: t("sentHeld"), "aria-label": t("sentHeld") }, "✓")
+        : unread > 0 ? h("span", { class: "unread", "aria-label": t("unreadBy", unread) }, unread) : null,
     last ? h("time", { datetime: x.sent_at }, fmtTime(x.sent_at)) : null);
-  return h("div", { class: cls, dataset: pending ? { clientId: x.client_id } : { seq: x.seq, clientId: x.client_id } },
+  const dataset = pending ? { clientId: x.client_id } : held ? { clientId: x.client_id, held: "" } : { seq: x.seq, clientId: x.client_id };
+  return h("div", { class: cls, dataset },
     !mine && first ? h("button", { class: "msg-avatar", "aria-label": m.displayName(x.sender),
       onclick: () => profileDialog(app, x.sender) }, avatar(x.sender, m.displayName(x.sender))) : null,
     h("div", { class: "msg-body" },

@@ -1,0 +1,424 @@
+// Package fakesite is a fake Salamander site for testing clients (the chat
+// CLI, the web app) in a state a real cluster reaches only by burning a
+// site: sends acknowledged held — HTTP 202, or an ack whose message has
+// held true and seq 0 — until the test places them, when they arrive at
+// every socket as ordinary message events with their seqs. It serves one
+// user and their rooms from memory, over HTTP and the WebSocket, with the
+// API's wire types (package salamander), and checks no password or token.
+// It is for tests only.
+package fakesite
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// stream names the one log stream the site numbers its events in.
+const stream = "p0"
+
+// Config configures a Site.
+type Config struct {
+	// User is who every log-in and sign-up signs in, whatever the password.
+	User salamander.User
+	// Rooms are User's rooms (ID, Kind, Name and Members are used).
+	Rooms []salamander.Room
+	// Hold acknowledges every new send held, until Place places it.
+	Hold bool
+}
+
+// Site is a fake site. Serve it with httptest.NewServer(site).
+type Site struct {
+	cfg Config
+	mux *http.ServeMux
+
+	mu     sync.Mutex
+	rooms  map[string]*room
+	order  []string             // room ids, as configured
+	events []salamander.Event   // stored events; the i-th is at p0:i+1
+	held   []salamander.Message // acknowledged held, not placed yet, oldest first
+	sends  int                  // sends received, retries included
+	socks  map[*socket]bool
+}
+
+// room is a room with its placed messages (message seq n at msgs[n-1]).
+type room struct {
+	salamander.Room
+	msgs []salamander.Message
+}
+
+// socket is one WebSocket's queue of events to write.
+type socket struct{ out chan salamander.Event }
+
+// New returns a site serving cfg.User and cfg.Rooms.
+func New(cfg Config) *Site {
+	s := &Site{cfg: cfg, mux: http.NewServeMux(), rooms: map[string]*room{}, socks: map[*socket]bool{}}
+	for _, r := range cfg.Rooms {
+		r.ReadMarkers = map[string]uint64{}
+		for _, m := range r.Members {
+			r.ReadMarkers[m] = 0
+		}
+		s.rooms[r.ID] = &room{Room: r}
+		s.order = append(s.order, r.ID)
+	}
+	session := func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, salamander.Session{Token: "tok", ExpiresAt: time.Now().Add(24 * time.Hour).UTC(), User: cfg.User})
+	}
+	s.mux.HandleFunc("POST /v1/login", session)
+	s.mux.HandleFunc("POST /v1/signup", session)
+	s.mux.HandleFunc("POST /v1/logout", noContent)
+	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, cfg.User) })
+	s.mux.HandleFunc("GET /v1/sites", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"site": "a", "sites": []map[string]string{{"name": "a", "url": "http://" + r.Host}}})
+	})
+	s.mux.HandleFunc("GET /v1/users/{name}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, salamander.User{Name: r.PathValue("name"), DisplayName: r.PathValue("name")})
+	})
+	s.mux.HandleFunc("GET /v1/friends", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"friends": []salamander.User{}})
+	})
+	s.mux.HandleFunc("GET /v1/presence", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"presence": []salamander.Presence{}})
+	})
+	s.mux.HandleFunc("GET /v1/rooms", s.handleRooms)
+	s.mux.HandleFunc("GET /v1/rooms/{id}", s.handleRoom)
+	s.mux.HandleFunc("GET /v1/rooms/{id}/messages", s.handleHistory)
+	s.mux.HandleFunc("POST /v1/rooms/{id}/messages", s.handleSend)
+	s.mux.HandleFunc("POST /v1/rooms/{id}/read", s.handleRead)
+	s.mux.HandleFunc("POST /v1/rooms/{id}/typing", noContent)
+	s.mux.HandleFunc("GET /v1/sync", s.handleSync)
+	s.mux.HandleFunc("GET /v1/ws", s.handleWebSocket)
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Sends returns how many sends the site has received (each retry counts).
+func (s *Site) Sends() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sends
+}
+
+// Held returns the messages acknowledged held and not placed yet.
+func (s *Site) Held() []salamander.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]salamander.Message(nil), s.held...)
+}
+
+// Place places every held message, in the order they were acknowledged,
+// after every message placed before, as a merge does: each gets its seq
+// and goes to every socket as a message event. It returns them placed.
+func (s *Site) Place() []salamander.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []salamander.Message
+	for _, m := range s.held {
+		m.Held = false
+		out = append(out, s.placeLocked(m))
+	}
+	s.held = nil
+	return out
+}
+
+func (s *Site) handleRooms(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rooms := []salamander.Room{}
+	for _, id := range s.order {
+		rooms = append(rooms, s.roomLocked(s.rooms[id]))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+}
+
+func (s *Site) handleRoom(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rm := s.pathRoomLocked(w, r); rm != nil {
+		writeJSON(w, http.StatusOK, s.roomLocked(rm))
+	}
+}
+
+// handleHistory answers a page as the API does: the newest (with the
+// user's held messages), or after or before a seq.
+func (s *Site) handleHistory(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit <= 0 {
+		limit = 50
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rm := s.pathRoomLocked(w, r)
+	if rm == nil {
+		return
+	}
+	page := salamander.HistoryPage{Messages: []salamander.Message{}}
+	msgs := rm.msgs
+	switch after, before := q.Get("after"), q.Get("before"); {
+	case after != "":
+		n, _ := strconv.Atoi(after)
+		msgs = msgs[min(n, len(msgs)):]
+		page.More = len(msgs) > limit
+		msgs = msgs[:min(limit, len(msgs))]
+	case before != "":
+		n, _ := strconv.Atoi(before)
+		msgs = msgs[:max(0, min(n-1, len(msgs)))]
+		page.More = len(msgs) > limit
+		msgs = msgs[max(0, len(msgs)-limit):]
+	default:
+		page.More = len(msgs) > limit
+		msgs = msgs[max(0, len(msgs)-limit):]
+		page.Held = s.heldLocked(rm.ID)
+	}
+	page.Messages = append(page.Messages, msgs...)
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (s *Site) handleSend(w http.ResponseWriter, r *http.Request) {
+	var req salamander.SendRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, salamander.Errorf(salamander.CodeInvalid, "%v", err))
+		return
+	}
+	res, err := s.send(r.PathValue("id"), req.ClientID, req.Text)
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case res.Duplicate:
+		writeJSON(w, http.StatusOK, res)
+	case res.Message.Held:
+		writeJSON(w, http.StatusAccepted, res)
+	default:
+		writeJSON(w, http.StatusCreated, res)
+	}
+}
+
+func (s *Site) handleRead(w http.ResponseWriter, r *http.Request) {
+	var req salamander.ReadRequest
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	s.read(r.PathValue("id"), req.Seq)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Site) handleSync(w http.ResponseWriter, r *http.Request) {
+	cur, err := salamander.ParseCursor(r.URL.Query().Get("cursor"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res := salamander.SyncResult{Events: s.eventsAfterLocked(cur), Cursor: s.cursorLocked(), Incidents: []salamander.Incident{},
+		Held: append([]salamander.Message(nil), s.held...)}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// handleWebSocket replays the events after the cursor, says ready, and
+// goes on with live events; it answers send and ping frames with acks
+// and carries out read frames.
+func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
+	cur, err := salamander.ParseCursor(r.URL.Query().Get("cursor"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer conn.CloseNow()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	s.mu.Lock()
+	backlog := s.eventsAfterLocked(cur)
+	sock := &socket{out: make(chan salamander.Event, len(backlog)+1024)}
+	for _, ev := range backlog {
+		sock.out <- ev
+	}
+	sock.out <- salamander.Event{Type: salamander.EventReady, Cursor: s.cursorLocked()}
+	s.socks[sock] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.socks, sock)
+		s.mu.Unlock()
+	}()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { // the writer
+		defer wg.Done()
+		defer cancel()
+		for {
+			select {
+			case ev := <-sock.out:
+				b, _ := json.Marshal(ev)
+				if conn.Write(ctx, websocket.MessageText, b) != nil {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			cancel()
+			return
+		}
+		var f salamander.ClientFrame
+		if json.Unmarshal(data, &f) != nil {
+			continue
+		}
+		answer := salamander.Event{Type: salamander.EventAck, RoomID: f.RoomID, ClientID: f.ClientID}
+		switch f.Type {
+		case salamander.FrameSend:
+			res, err := s.send(f.RoomID, f.ClientID, f.Text)
+			if err != nil {
+				answer.Type, answer.Error = salamander.EventNack, &salamander.Error{Code: salamander.ErrorCode(err), Message: salamander.ErrorMessage(err)}
+			} else {
+				answer.Message, answer.Duplicate = &res.Message, res.Duplicate
+			}
+		case salamander.FrameRead:
+			s.read(f.RoomID, f.Seq)
+		}
+		if f.ClientID == "" {
+			continue
+		}
+		select {
+		case sock.out <- answer:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// send sends a message from the user: the original for a client id used
+// before, else held (Config.Hold) or placed at once.
+func (s *Site) send(roomID, clientID, text string) (salamander.SendResult, error) {
+	if err := salamander.ValidateClientID(clientID); err != nil {
+		return salamander.SendResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sends++
+	rm, ok := s.rooms[roomID]
+	if !ok {
+		return salamander.SendResult{}, salamander.Errorf(salamander.CodeNotFound, "no room %q", roomID)
+	}
+	for _, m := range append(rm.msgs, s.held...) {
+		if m.Room == roomID && m.ClientID == clientID {
+			return salamander.SendResult{Message: m, Duplicate: true}, nil
+		}
+	}
+	m := salamander.Message{Room: roomID, Sender: s.cfg.User.Name, ClientID: clientID, Text: text,
+		SentAt: time.Now().UTC(), Unread: len(rm.Members) - 1}
+	if s.cfg.Hold {
+		m.Held = true
+		s.held = append(s.held, m)
+		return salamander.SendResult{Message: m}, nil
+	}
+	return salamander.SendResult{Message: s.placeLocked(m)}, nil
+}
+
+// placeLocked gives m the next seq of its room, stores its event and
+// queues it to every socket. s.mu is held.
+func (s *Site) placeLocked(m salamander.Message) salamander.Message {
+	rm := s.rooms[m.Room]
+	m.Seq = uint64(len(rm.msgs) + 1)
+	rm.msgs = append(rm.msgs, m)
+	rm.ReadMarkers[m.Sender] = m.Seq // a sender has read their own message
+	ev := salamander.Event{Type: salamander.EventMessage, RoomID: m.Room, Message: &m, At: m.SentAt,
+		Pos: &salamander.Position{Stream: stream, Seq: uint64(len(s.events) + 1)}}
+	s.events = append(s.events, ev)
+	for sock := range s.socks {
+		select {
+		case sock.out <- ev:
+		default: // a socket this far behind is a broken test
+		}
+	}
+	return m
+}
+
+// read moves the user's read marker in a room.
+func (s *Site) read(roomID string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rm, ok := s.rooms[roomID]; ok {
+		rm.ReadMarkers[s.cfg.User.Name] = max(rm.ReadMarkers[s.cfg.User.Name], seq)
+	}
+}
+
+// pathRoomLocked is the room the request's path names, or nil when it
+// answered not_found. s.mu is held.
+func (s *Site) pathRoomLocked(w http.ResponseWriter, r *http.Request) *room {
+	rm, ok := s.rooms[r.PathValue("id")]
+	if !ok {
+		writeError(w, salamander.Errorf(salamander.CodeNotFound, "no room %q", r.PathValue("id")))
+		return nil
+	}
+	return rm
+}
+
+// roomLocked is a room as its member sees it. s.mu is held.
+func (s *Site) roomLocked(rm *room) salamander.Room {
+	r := rm.Room
+	r.LastSeq = uint64(len(rm.msgs))
+	if len(rm.msgs) > 0 {
+		r.LastMessage = &rm.msgs[len(rm.msgs)-1]
+	}
+	r.ReadSeq = rm.ReadMarkers[s.cfg.User.Name]
+	r.Unread = r.LastSeq - r.ReadSeq
+	r.ReadMarkers = map[string]uint64{}
+	for u, seq := range rm.ReadMarkers {
+		r.ReadMarkers[u] = seq
+	}
+	return r
+}
+
+// heldLocked are the held messages to a room. s.mu is held.
+func (s *Site) heldLocked(roomID string) []salamander.Message {
+	var out []salamander.Message
+	for _, m := range s.held {
+		if m.Room == roomID {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// eventsAfterLocked are the stored events after cur. s.mu is held.
+func (s *Site) eventsAfterLocked(cur salamander.Cursor) []salamander.Event {
+	return append([]salamander.Event{}, s.events[min(int(cur[stream]), len(s.events)):]...)
+}
+
+// cursorLocked is the position of the newest event. s.mu is held.
+func (s *Site) cursorLocked() string {
+	return salamander.Cursor{stream: uint64(len(s.events))}.String()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code := salamander.ErrorCode(err)
+	writeJSON(w, code.HTTPStatus(), &salamander.Error{Code: code, Message: salamander.ErrorMessage(err)})
+}
+
+func noContent(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }
