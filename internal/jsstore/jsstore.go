@@ -150,6 +150,11 @@ type Store struct {
 	sbMu sync.Mutex
 	sb   map[string]*standbyState
 
+	// apiPaused stops this store's JetStream API requests (stream info,
+	// step-downs, message gets) while its site pauses and resumes its
+	// embedded server's JetStream (see PauseAPI).
+	apiPaused atomic.Bool
+
 	// copies are the streams' own copies, opened by their tails (nil: the
 	// copy could not be opened; reads go to the replicas).
 	copyMu sync.Mutex
@@ -473,6 +478,9 @@ type StreamIdentity struct {
 // site to check that the log is still the one it has applied. A missing
 // stream is ErrStreamMissing.
 func (s *Store) Identity(ctx context.Context) (clusterID string, streams map[string]StreamIdentity, err error) {
+	if err := s.apiAllowed(); err != nil {
+		return "", nil, err
+	}
 	streams = map[string]StreamIdentity{}
 	for _, name := range append(s.Streams(), s.Standbys()...) {
 		st, err := s.js.Stream(ctx, natsName(name))
@@ -951,6 +959,9 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 // returns the position of its end: everything acknowledged so far is at or
 // before it.
 func (s *Store) LastPosition(ctx context.Context, stream string) (salamander.Position, error) {
+	if err := s.apiAllowed(); err != nil {
+		return salamander.Position{}, err
+	}
 	st, err := s.js.Stream(ctx, natsName(stream))
 	if err != nil {
 		return salamander.Position{}, salamander.Errorf(salamander.CodeUnavailable,
@@ -1009,6 +1020,9 @@ func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
 // StatusOf asks the cluster for one stream's leader, replicas and last
 // sequence, as Status does for every stream.
 func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error) {
+	if err := s.apiAllowed(); err != nil {
+		return StreamStatus{}, err
+	}
 	st, err := s.js.Stream(ctx, natsName(name))
 	if err != nil {
 		return StreamStatus{}, fmt.Errorf("jsstore: stream %s: %w", name, err)
@@ -1075,4 +1089,23 @@ func commitRoot(stream string) string { return "salc." + stream }
 
 func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
+}
+
+// errAPIPaused answers an API request while the site's JetStream is paused.
+var errAPIPaused = salamander.Errorf(salamander.CodeUnavailable,
+	"this site's JetStream is paused while it is cut off from the other sites")
+
+// PauseAPI stops (or lets go again) this store's JetStream API requests —
+// stream info, step-downs, message gets; not appends or direct gets —
+// while its site pauses and resumes its embedded server's JetStream:
+// nats-server 2.15 replaces its API request queues when JetStream is
+// enabled again without a lock against requests being dispatched (a data
+// race the race detector reports), and a cut-off site has nothing to ask.
+func (s *Store) PauseAPI(paused bool) { s.apiPaused.Store(paused) }
+
+func (s *Store) apiAllowed() error {
+	if s.apiPaused.Load() {
+		return errAPIPaused
+	}
+	return nil
 }

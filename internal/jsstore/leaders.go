@@ -14,6 +14,9 @@ import (
 // itself refuses ("already leader") and nothing moves, so a repeated
 // request with the same preferred server is harmless.
 func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
+	if err := s.apiAllowed(); err != nil {
+		return err
+	}
 	var body []byte
 	if preferred != "" {
 		body, _ = json.Marshal(map[string]any{"placement": map[string]string{"preferred": preferred}})

@@ -293,6 +293,9 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 // lastMerge asks partition's leader for its last merge record: its stream
 // sequence (0: none yet) and range.
 func (s *Store) lastMerge(ctx context.Context, partition string) (uint64, salamander.MergeRange, error) {
+	if err := s.apiAllowed(); err != nil {
+		return 0, salamander.MergeRange{}, err
+	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": subjectRoot(partition) + "." + mergeSubject})
 	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+natsName(partition), req)
 	if err != nil {

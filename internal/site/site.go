@@ -604,7 +604,9 @@ func (s *Site) pauseJetStream() {
 	if s.node == nil || s.node.JetStreamPaused() {
 		return
 	}
+	s.store.PauseAPI(true)
 	if err := s.node.PauseJetStream(); err != nil {
+		s.store.PauseAPI(false)
 		s.log.Error("cannot pause JetStream while cut off", "err", err)
 		return
 	}
@@ -617,7 +619,9 @@ func (s *Site) rejoin() {
 		return
 	}
 	start := time.Now()
-	if err := s.node.ResumeJetStream(); err != nil {
+	err := s.node.ResumeJetStream()
+	s.store.PauseAPI(false)
+	if err != nil {
 		s.log.Error("cannot resume JetStream", "err", err)
 		return
 	}
