@@ -256,7 +256,15 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 		if err != nil {
 			return err
 		}
-		last.To = placed[len(placed)-1].Merge.To
+		m := placed[len(placed)-1].Merge
+		if m == nil {
+			// Another standby's range, or To <= From: it places nothing,
+			// alike everywhere, and does not say where the chain is. Our
+			// mergers never append one; the next merge waits for a repair.
+			return fmt.Errorf("the last merge record of %s (%d) is malformed (%s %d..%d): it places nothing",
+				partition, lastSeq, last.Standby, last.From, last.To)
+		}
+		last.To = m.To
 	}
 	s.noteMerged(standby, last.To)
 	if last.To >= end {

@@ -409,6 +409,15 @@ func (a *applier) held(e jsstore.Entry) bool {
 		return false // placed already, or read before
 	}
 	if e.Err == nil && e.Record.Type == salamander.RecMessageSent {
+		// Held and HeldBy leave out a held message whose client id is
+		// placed already (model.placed): its room's window must be loaded,
+		// as it is not after a restart until the room is used. A failed
+		// load is tried again when the room is.
+		if rs := a.m.rooms[e.Record.Room]; rs != nil && !rs.idsLoaded {
+			if err := a.v.loadIDs(rs); err != nil {
+				a.v.log.Warn("held message: cannot load its room's client ids", "room", rs.id, "err", err)
+			}
+		}
 		a.m.held[s] = append(a.m.held[s], heldMessage{pos: e.Pos, rec: e.Record})
 	}
 	reached := e.Pos.Seq

@@ -309,6 +309,34 @@ func TestModelReloadsFromStore(t *testing.T) {
 	}
 }
 
+// A held message whose client id is placed already (its append to the
+// partition landed after all) is not listed as held, also after a restart,
+// before anything is placed in its room again.
+func TestHeldLeavesOutPlacedAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, v, &memLog{}, history())
+	v.Close()
+	w, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	held := func(i int, cid string) jsstore.Entry {
+		return jsstore.Entry{Pos: jsstore.PositionOf("s0", 1, i), Last: i == 1, Record: salamander.Record{
+			Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: cid, Text: cid}}
+	}
+	if err := w.applyBatch([]jsstore.Entry{held(0, "c1"), held(1, "c9")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Held("g_1", "alice"); len(got) != 1 || got[0].ClientID != "c9" {
+		t.Fatalf("held after a restart: %+v, want c9 only (c1 is placed)", got)
+	}
+}
+
 // A client id is recognized within the room's newest DedupeWindow
 // messages, also after a restart, when the window is loaded from the store.
 func TestDedupeWindow(t *testing.T) {
