@@ -10,13 +10,17 @@
 // turn (rolling) or slows the routes down (latency). Then it proves message
 // by message that nothing acknowledged was lost, duplicated or reordered
 // and that the sites converged. It measures how long writes were
-// unavailable, how soon a cut-off site refused its clients, what a heal
-// cost the majority, how long a returning site took to catch up and what
-// latency cost, and reports as text, JSON and HTML.
+// unavailable, when the partitions a fire hit elected new leaders and how
+// soon messages held meanwhile reached everyone after that, how soon a
+// cut-off site refused its clients, what a heal cost the majority, how
+// long a returning site took to catch up and what latency cost, and
+// reports as text, JSON and HTML.
 //
-// The drill never reaches into a site's process: everything it knows comes
-// from the public API (the SDK, /readyz, /v1/status), so it checks what users
-// would see.
+// The drill never reaches into a site's process: what it checks comes from
+// the public API (the SDK, /readyz, /v1/status), so it checks what users
+// would see. On a cluster it started it also reads the log as an operator
+// would, with the admin credential (admin.go): only to watch elections and
+// merges, which the API does not show.
 package drill
 
 import (
@@ -30,6 +34,7 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // Scenarios the drill can run.
@@ -428,11 +433,21 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		}
 		defer cl.SetLatency(0, 0, "", 0)
 	}
+	if kills(cfg.Scenario) && !cl.Attached() {
+		// The elections after a fire are watched with the admin credential.
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := cl.openAdmins(actx)
+		cancel()
+		if err != nil {
+			log.Warn("no admin connection: the partitions' new leaders will not be watched", "error", err)
+		}
+	}
 	log.Info("load starting", "users", len(w.users), "rooms", len(w.rooms))
 
 	r.t0 = time.Now()
 	w.start()
 	defer func() {
+		r.stopElections()
 		if !r.stopped {
 			w.stopSending(ctx, 0)
 		}
@@ -457,6 +472,7 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	rep := r.rep
 	rep.ReadMarks, rep.ReadMarkErrs = w.marks.Load(), w.markErrs.Load()
 	rep.measure(w, r.recs, r.t0, r.faults)
+	rep.measureElections(w, r.recs, r.elections())
 	rep.judge()
 	return rep, nil
 }
@@ -473,6 +489,15 @@ type run struct {
 	stopped bool      // the load has stopped
 	recs    []sendRecord
 	faults  []*Fault
+	// watches are the faults' election watches (elections.go), the last
+	// one running.
+	watches []*electionWatch
+}
+
+// kills reports whether scenario SIGKILLs sites, so that the partitions
+// they led elect new leaders.
+func kills(scenario string) bool {
+	return scenario == ScenarioFire || scenario == ScenarioReturn
 }
 
 // since returns t in seconds since the load started.
@@ -486,6 +511,7 @@ func (r *run) stopLoad() {
 	r.w.stopSending(r.ctx, r.cfg.Drain)
 	r.stopped = true
 	r.recs = r.w.records()
+	r.stopElections()
 }
 
 // victim waits until FaultAt, then notes the stream leaders and picks the
@@ -517,28 +543,57 @@ func (r *run) victim() (int, error) {
 	return r.cl.Index(name), nil
 }
 
-// newFault notes how many streams site vi leads and records a fault
-// striking it now.
+// newFault notes the stream leaders (how many site vi leads) and records
+// a fault striking it now.
 func (r *run) newFault(kind string, vi int) *Fault {
-	led := -1
+	return r.addFault(kind, vi, r.leadersNow())
+}
+
+// leadersNow returns the stream leaders as a live site lists them (nil
+// when none could within 2 s).
+func (r *run) leadersNow() map[string]string {
 	lctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+	defer cancel()
 	leaders, err := r.cl.Leaders(lctx)
-	cancel()
-	if err == nil {
-		led = 0
-		for _, s := range leaders {
-			if s == r.cl.Name(vi) {
-				led++
-			}
-		}
+	if err != nil {
+		return nil
+	}
+	return leaders
+}
+
+// addFault records a fault striking site vi now, given the stream leaders
+// just before (nil: unknown).
+func (r *run) addFault(kind string, vi int, leaders map[string]string) *Fault {
+	led := -1
+	if leaders != nil {
+		led = len(ledBy(leaders, r.cl.Name(vi), false))
 	}
 	now := time.Now()
-	f := &Fault{Kind: kind, Site: r.cl.Name(vi), Led: led, AtS: r.since(now), at: now, site: vi}
+	f := &Fault{Kind: kind, Site: r.cl.Name(vi), Led: led, AtS: r.since(now), at: now, site: vi, leaders: leaders}
 	if len(r.faults) == 0 {
 		r.rep.FaultAtS = f.AtS
 	}
 	r.faults = append(r.faults, f)
 	return f
+}
+
+// ledBy lists the streams leaders says site leads (with partitionsOnly,
+// only the room partitions), in order.
+func ledBy(leaders map[string]string, site string, partitionsOnly bool) []string {
+	var out []string
+	for st, s := range leaders {
+		if s == site && (!partitionsOnly || st != jsstore.AccountsStream) {
+			out = append(out, st)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// watchFault starts watching, from now on, for new leaders of the
+// partitions fault f's site led.
+func (r *run) watchFault(f *Fault) {
+	r.watchElections(len(r.faults), ledBy(f.leaders, f.Site, true), f.leaders, f.at)
 }
 
 // others returns every site index but vi.
@@ -565,6 +620,7 @@ func (r *run) fire() error {
 	if err := r.cl.Kill(vi); err != nil {
 		return err
 	}
+	r.watchFault(f)
 	r.log.Info("fire", "site", victim)
 	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.Duration)); err != nil {
 		return err
@@ -626,6 +682,7 @@ func (r *run) returns() error {
 		if err := r.cl.Kill(vi); err != nil {
 			return err
 		}
+		r.watchFault(f)
 		r.log.Info("fire", "site", victim, "returns_with", disk+" disk")
 		if err := sleepUntil(r.ctx, f.at.Add(r.cfg.Down)); err != nil {
 			return err

@@ -94,6 +94,7 @@ func TestDrills(t *testing.T) {
 			t.Errorf("no send was held while the burned site's partitions elected (send wait max %.0f ms)", rep.SendGapMSMax)
 		}
 		checkWaits(t, rep, cfg)
+		checkElections(t, rep)
 	})
 	if t.Failed() {
 		return
@@ -153,6 +154,36 @@ func TestDrills(t *testing.T) {
 			t.Errorf("checked at %v, want all three sites", rep.CheckedSites)
 		}
 	})
+}
+
+// checkElections checks that the partitions each fire's site led were
+// watched, that their new leaders were found, and that held messages'
+// delivery after them was measured. It does not judge the values.
+func checkElections(t *testing.T, rep *Report) {
+	t.Helper()
+	found := map[int]int{}
+	for _, e := range rep.Elections {
+		if e.Fault < 1 || e.Fault > len(rep.Faults) || e.LeaderBefore != rep.Faults[e.Fault-1].Site {
+			t.Errorf("election %+v: not a partition its fault's site led", e)
+		}
+		if e.ElectedMS >= 0 {
+			found[e.Fault]++
+			// (A site back within an election may win it.)
+			if e.Leader == "" || e.AtS < rep.Faults[e.Fault-1].AtS {
+				t.Errorf("election %+v after fault %+v", e, rep.Faults[e.Fault-1])
+			}
+		}
+	}
+	for i := range rep.Faults {
+		if found[i+1] == 0 {
+			t.Errorf("no new leader found after fault %d (elections %+v)", i+1, rep.Elections)
+		}
+	}
+	if rep.HeldWaitedForElection == 0 || rep.HeldDeliveryAfterElectionMSMax < 0 || rep.HeldDeliveryAfterElectionMSP50 > rep.HeldDeliveryAfterElectionMSMax {
+		t.Errorf("held delivery after the election: %d held waited, p50 %.0f max %.0f ms", rep.HeldWaitedForElection,
+			rep.HeldDeliveryAfterElectionMSP50, rep.HeldDeliveryAfterElectionMSMax)
+	}
+	checkJSONKeys(t, rep, "elections", "held_delivery_after_election_ms_max", "held_delivery_after_election_ms_p50")
 }
 
 // TestExternalTopologyFire runs a fire drill on the production layout:
