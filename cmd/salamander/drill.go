@@ -30,6 +30,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	conn := addConnFlags(fs, 30*time.Second)
 	fs.DurationVar(&cfg.Down, "down", cfg.Down, "return: how long the burned site stays down each time")
 	disks := fs.String("disks", "old,empty", "return: the disks the burned site comes back with, in order (old, empty)")
+	fs.BoolVar(&cfg.Rotate, "rotate", false, "return: burn another site each time (the one leading the most streams among those not burned yet), "+
+		"e.g. --disks old,old burns a second site after the first has returned and caught up")
 	fs.DurationVar(&cfg.Pause, "pause", cfg.Pause, "return, rolling: load time between a site catching up and the next fault")
 	fs.DurationVar(&cfg.Latency, "latency", 0, "add this to every inter-site round trip (half each way) in the route proxies: for the whole load, or for the latency scenario alone if the sequence has one (its default 2ms)")
 	fs.DurationVar(&cfg.Jitter, "jitter", 0, "vary the added round trip by ± this, uniformly (latency scenario default 1ms)")

@@ -6,15 +6,15 @@
 // checked workload of simulated users through the Go SDK, and mid-run burns
 // a site (SIGKILL), cuts it off (partition: its route connections closed,
 // or every byte silently dropped, then healed under load), brings a burned
-// site back on its old or an empty disk (return), restarts every site in
-// turn (rolling) or slows the routes down (latency). Then it proves message
-// by message that nothing acknowledged was lost, duplicated or reordered
-// and that the sites converged. It measures how long writes were
-// unavailable, when the partitions a fire hit elected new leaders and how
-// soon messages held meanwhile reached everyone after that, how soon a
-// cut-off site refused its clients, what a heal cost the majority, how
-// long a returning site took to catch up and what latency cost, and
-// reports as text, JSON and HTML.
+// site back on its old or an empty disk (return, the same site or each in
+// turn), restarts every site in turn (rolling) or slows the routes down
+// (latency). Then it proves message by message that nothing acknowledged
+// was lost, duplicated or reordered and that the sites converged. It
+// measures how long writes were unavailable, when the partitions a fire hit
+// elected new leaders and how soon messages held meanwhile reached everyone
+// after that, how soon a cut-off site refused its clients, what a heal cost
+// the majority, how long a returning site took to catch up and what latency
+// cost, and reports as text, JSON and HTML.
 //
 // The drill never reaches into a site's process: what it checks comes from
 // the public API (the SDK, /readyz, /v1/status), so it checks what users
@@ -128,6 +128,10 @@ type Config struct {
 	// Disks (return) lists the disks the site comes back with, in order:
 	// DiskOld, DiskEmpty. Default: both.
 	Disks []string
+	// Rotate (return) burns another site each time instead of the same
+	// one: the one leading the most streams among the sites not burned
+	// yet (after the third, all of them again).
+	Rotate bool
 	// Pause (return, rolling) is the load time between a site catching up
 	// and the next fault.
 	Pause time.Duration
@@ -255,6 +259,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.Disks) == 0 {
 		c.Disks = []string{DiskOld, DiskEmpty}
+	}
+	if c.Rotate && !slices.Contains(list, ScenarioReturn) {
+		return errors.New("drill: rotate is for the return scenario")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -661,23 +668,32 @@ func (r *run) fire() error {
 // returns burns one site at FaultAt and, once per disk in cfg.Disks,
 // restarts it after cfg.Down while the load continues, measures how long it
 // takes to be ready and to catch up, and compares its histories with a
-// survivor's; between returns it waits cfg.Pause and burns it again. The
-// load runs until Duration or until Pause after the last catch-up, then
-// all three sites are checked.
+// survivor's; between returns it waits cfg.Pause and burns it again (with
+// cfg.Rotate, another site: the one leading the most streams among those
+// not burned yet). The load runs until Duration or until Pause after the
+// last catch-up, then all three sites are checked.
 func (r *run) returns() error {
 	vi, err := r.victim()
 	if err != nil {
 		return err
 	}
-	victim := r.cl.Name(vi)
-	ref := r.others(vi)[0]
+	burned := map[string]bool{}
 	for k, disk := range r.cfg.Disks {
 		if k > 0 {
 			if err := sleepUntil(r.ctx, time.Now().Add(r.cfg.Pause)); err != nil {
 				return err
 			}
 		}
-		f := r.newFault(FaultKill, vi)
+		leaders := r.leadersNow()
+		if k > 0 && r.cfg.Rotate {
+			if len(burned) == r.cl.N() {
+				clear(burned)
+			}
+			vi = r.cl.Index(mostLeaderBut(leaders, burned))
+		}
+		f := r.addFault(FaultKill, vi, leaders)
+		burned[f.Site] = true
+		victim, ref := r.cl.Name(vi), r.others(vi)[0]
 		f.Disk = disk
 		if err := r.cl.Kill(vi); err != nil {
 			return err
@@ -931,14 +947,18 @@ func checkAt(ctx context.Context, w *workload, sites []int, recs []sendRecord, s
 
 // mostLeader returns the site leading the most streams (the first site on
 // a tie or when leaders are unknown).
-func mostLeader(leaders map[string]string) string {
+func mostLeader(leaders map[string]string) string { return mostLeaderBut(leaders, nil) }
+
+// mostLeaderBut returns the site leading the most streams but those in
+// skip (the first such site on a tie or when leaders are unknown).
+func mostLeaderBut(leaders map[string]string, skip map[string]bool) string {
 	count := map[string]int{}
 	for _, s := range leaders {
 		count[s]++
 	}
-	best := SiteNames[0]
+	best := ""
 	for _, s := range SiteNames {
-		if count[s] > count[best] {
+		if !skip[s] && (best == "" || count[s] > count[best]) {
 			best = s
 		}
 	}

@@ -136,23 +136,31 @@ func TestDrills(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Run("return-empty-disk", func(t *testing.T) {
+	t.Run("return-empty-disk-then-another-site", func(t *testing.T) {
 		cfg := base
 		cfg.Scenario = ScenarioReturn
-		cfg.Disks = []string{DiskEmpty}
+		cfg.Disks = []string{DiskEmpty, DiskOld}
+		cfg.Rotate = true
 		cfg.Down = 4 * time.Second
 		cfg.Duration = 16 * time.Second
 		rep := runDrill(ctx, t, cl, cfg)
-		if len(rep.Faults) != 1 {
-			t.Fatalf("faults: %+v", rep.Faults)
+		if len(rep.Faults) != 2 || rep.Faults[0].Site == rep.Faults[1].Site {
+			t.Fatalf("faults: %+v, want two, at two sites", rep.Faults)
 		}
-		f := rep.Faults[0]
-		if f.Disk != DiskEmpty || f.ReadyMS <= 0 || f.CaughtUpMS < f.ReadyMS || f.ComparedWith == "" || f.DivergedRooms != 0 {
-			t.Errorf("return not measured: %+v", f)
+		for i, f := range rep.Faults {
+			if f.Disk != cfg.Disks[i] || f.ReadyMS <= 0 || f.CaughtUpMS < f.ReadyMS || f.ComparedWith == "" || f.DivergedRooms != 0 {
+				t.Errorf("return %d not measured: %+v", i+1, f)
+			}
+			// Held messages in both fires, each placed once in order
+			// (runDrill checked that).
+			if f.Held == 0 {
+				t.Errorf("fire %d (site %s, led %d streams): no send was held", i+1, f.Site, f.Led)
+			}
 		}
 		if len(rep.CheckedSites) != 3 {
 			t.Errorf("checked at %v, want all three sites", rep.CheckedSites)
 		}
+		checkElections(t, rep)
 	})
 }
 

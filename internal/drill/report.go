@@ -506,8 +506,13 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	case "return":
-		fmt.Fprintf(&b, "salamander drill: return — site %s burned (SIGKILL) and brought back under load %d times in a %.1fs load\n",
-			r.Site, len(r.Faults), r.DurationS)
+		if sites := r.faultSites(); len(sites) > 1 {
+			fmt.Fprintf(&b, "salamander drill: return — sites %s burned (SIGKILL) in turn, each brought back under load, in a %.1fs load\n",
+				strings.Join(sites, ", "), r.DurationS)
+		} else {
+			fmt.Fprintf(&b, "salamander drill: return — site %s burned (SIGKILL) and brought back under load %d times in a %.1fs load\n",
+				r.Site, len(r.Faults), r.DurationS)
+		}
 	case "rolling":
 		fmt.Fprintf(&b, "salamander drill: rolling — every site restarted in turn (SIGTERM) during a %.1fs load\n", r.DurationS)
 	case "latency":
@@ -626,6 +631,17 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// faultSites lists the sites the faults struck, each once, in order.
+func (r *Report) faultSites() []string {
+	var out []string
+	for _, f := range r.Faults {
+		if !slices.Contains(out, f.Site) {
+			out = append(out, f.Site)
+		}
+	}
+	return out
 }
 
 // text is fault number n's line(s) of the summary.
