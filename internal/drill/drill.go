@@ -7,14 +7,16 @@
 // a site (SIGKILL), cuts it off (partition: its route connections closed,
 // or every byte silently dropped, then healed under load), brings a burned
 // site back on its old or an empty disk (return, the same site or each in
-// turn), restarts every site in turn (rolling) or slows the routes down
-// (latency). Then it proves message by message that nothing acknowledged
-// was lost, duplicated or reordered and that the sites converged. It
-// measures how long writes were unavailable, when the partitions a fire hit
-// elected new leaders and how soon messages held meanwhile reached everyone
-// after that, how soon a cut-off site refused its clients, what a heal cost
-// the majority, how long a returning site took to catch up and what latency
-// cost, and reports as text, JSON and HTML.
+// turn), burns a partition's standby leader during the partition's merge
+// (fire-merge), restarts every site in turn (rolling) or slows the routes
+// down (latency). Then it proves message by message that nothing
+// acknowledged was lost, duplicated or reordered and that the sites
+// converged. It measures how long writes were unavailable, when the
+// partitions a fire hit elected new leaders and how soon messages held
+// meanwhile reached everyone after that, how soon a cut-off site refused
+// its clients, what a heal cost the majority, how long a returning site
+// took to catch up and what latency cost, and reports as text, JSON and
+// HTML.
 //
 // The drill never reaches into a site's process: what it checks comes from
 // the public API (the SDK, /readyz, /v1/status), so it checks what users
@@ -60,6 +62,13 @@ const (
 	// (the server lame-ducks and hands its leaderships over), waiting until
 	// each is ready and caught up before the next.
 	ScenarioRolling = "rolling"
+	// ScenarioFireMerge burns the site leading the most streams and then,
+	// while one of the partitions it led places the messages held in its
+	// standby (the partition has its new leader, held records are not
+	// merged yet), the site leading that standby: one site is left, with
+	// no quorum. After Down the first site comes back on its old disk;
+	// once it has caught up (and Pause), the second. See firemerge.go.
+	ScenarioFireMerge = "fire-merge"
 	// ScenarioLatency runs the load without injected latency until FaultAt,
 	// then with Config.Latency ± Jitter on every route (FarLatency for the
 	// FarSite), and reports what the distance cost in send latency. No fault.
@@ -70,7 +79,7 @@ const (
 )
 
 // Scenarios lists every scenario, in the order the help text gives them.
-var Scenarios = []string{ScenarioFire, ScenarioPartition, ScenarioReturn, ScenarioRolling, ScenarioLatency, ScenarioNone}
+var Scenarios = []string{ScenarioFire, ScenarioPartition, ScenarioReturn, ScenarioFireMerge, ScenarioRolling, ScenarioLatency, ScenarioNone}
 
 // Disk choices for ScenarioReturn.
 const (
@@ -445,6 +454,9 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err := cl.openAdmins(actx)
 		cancel()
+		if err != nil && cfg.Scenario == ScenarioFireMerge {
+			return nil, err
+		}
 		if err != nil {
 			log.Warn("no admin connection: the partitions' new leaders will not be watched", "error", err)
 		}
@@ -466,6 +478,8 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		err = r.partition()
 	case ScenarioReturn:
 		err = r.returns()
+	case ScenarioFireMerge:
+		err = r.fireMerge()
 	case ScenarioRolling:
 		err = r.rolling()
 	case ScenarioLatency:
@@ -504,7 +518,7 @@ type run struct {
 // kills reports whether scenario SIGKILLs sites, so that the partitions
 // they led elect new leaders.
 func kills(scenario string) bool {
-	return scenario == ScenarioFire || scenario == ScenarioReturn
+	return scenario == ScenarioFire || scenario == ScenarioReturn || scenario == ScenarioFireMerge
 }
 
 // since returns t in seconds since the load started.

@@ -128,6 +128,9 @@ type Report struct {
 	HeldAfterElection     int `json:"held_after_election"`
 	HeldUnwatched         int `json:"held_unwatched"`
 
+	// MergeFire (fire-merge) says what the scenario found and did when.
+	MergeFire *MergeFire `json:"merge_fire,omitempty"`
+
 	// LatencyMS is the send latency (start to acknowledgement, retries
 	// included) over the whole run.
 	LatencyMS Latency `json:"latency_ms"`
@@ -513,6 +516,16 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "salamander drill: return — site %s burned (SIGKILL) and brought back under load %d times in a %.1fs load\n",
 				r.Site, len(r.Faults), r.DurationS)
 		}
+	case "fire-merge":
+		second, when := "?", "during its merge"
+		if len(r.Faults) > 1 {
+			second = r.Faults[1].Site
+		}
+		if r.MergeFire == nil || !r.MergeFire.DuringMerge {
+			when = "NOT during a merge"
+		}
+		fmt.Fprintf(&b, "salamander drill: fire-merge — site %s burned (SIGKILL) at %.1fs, then site %s, leading the standby of a partition %s led, %s; both brought back under load, in a %.1fs load\n",
+			r.Site, r.FaultAtS, second, r.Site, when, r.DurationS)
 	case "rolling":
 		fmt.Fprintf(&b, "salamander drill: rolling — every site restarted in turn (SIGTERM) during a %.1fs load\n", r.DurationS)
 	case "latency":
@@ -545,10 +558,13 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  replicas offline or behind just before the fault: %s\n", strings.Join(parts, "; "))
 		}
 	}
-	if r.Scenario == "return" || r.Scenario == "rolling" {
+	if r.Scenario == "return" || r.Scenario == "rolling" || r.Scenario == "fire-merge" {
 		for i, f := range r.Faults {
 			b.WriteString(f.text(i + 1))
 		}
+	}
+	if r.MergeFire != nil {
+		b.WriteString(r.MergeFire.text(r))
 	}
 	if r.CutStats != nil {
 		b.WriteString(r.CutStats.text(r.Site))
@@ -655,8 +671,11 @@ func (f *Fault) text(n int) string {
 		fmt.Fprintf(&b, "  fire %d: site %s SIGKILLed at %.1fs, restarted at %.1fs on %s disk: ready in %s, caught up in %s\n",
 			n, f.Site, f.AtS, f.BackAtS, map[string]string{DiskOld: "its old", DiskEmpty: "an empty"}[f.Disk], sec(f.ReadyMS), sec(f.CaughtUpMS))
 		if f.ComparedWith != "" {
-			fmt.Fprintf(&b, "    histories compared with site %s at %s: %d rooms diverged; every stream replica current at %s\n",
-				f.ComparedWith, sec(f.ComparedMS), f.DivergedRooms, sec(f.ReplicasCurrentMS))
+			fmt.Fprintf(&b, "    histories compared with site %s at %s: %d rooms diverged", f.ComparedWith, sec(f.ComparedMS), f.DivergedRooms)
+			if f.ReplicasCurrentMS > 0 {
+				fmt.Fprintf(&b, "; every stream replica current at %s", sec(f.ReplicasCurrentMS))
+			}
+			b.WriteString("\n")
 		}
 	}
 	fmt.Fprintf(&b, "    write gap: all clients p50 %s max %s%s; clients of other sites p50 %s max %s%s\n",
