@@ -17,7 +17,9 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	cfg := drill.DefaultConfig()
 	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "fire (SIGKILL a site; it stays down), partition (cut a site's routes; heal them under load after --cut-for), "+
-		"return (SIGKILL a site and bring it back under load, on its old disk and then an empty one), rolling (SIGTERM and restart each site in turn), "+
+		"return (SIGKILL a site and bring it back under load, on its old disk and then an empty one), "+
+		"fire-merge (SIGKILL a site, then the site leading a partition's standby while the partition places its held messages; bring both back), "+
+		"rolling (SIGTERM and restart each site in turn), "+
 		"latency (inject route latency at --fault-at; no fault) or none (load and check only); a comma-separated list runs them in turn on one cluster")
 	fs.StringVar(&cfg.Site, "site", "", "site to burn or cut off: a, b or c (default: the one leading the most streams)")
 	cut := fs.String("cut", string(cfg.Cut), "partition: how the cut site's links fail: close (connections closed, new ones refused: noticed at once) or silent (bytes dropped both ways, connections left open, new ones hang: noticed only by timeouts, as most real partitions)")
@@ -28,9 +30,11 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"with the admin credential --creds: every site's ops console lists it and counts it toward the year's legal minimum "+
 		"(default: on with --sites, where the drill is one of that deployment)")
 	conn := addConnFlags(fs, 30*time.Second)
-	fs.DurationVar(&cfg.Down, "down", cfg.Down, "return: how long the burned site stays down each time")
+	fs.DurationVar(&cfg.Down, "down", cfg.Down, "return: how long the burned site stays down each time; fire-merge: how long after the second fire the first site returns")
 	disks := fs.String("disks", "old,empty", "return: the disks the burned site comes back with, in order (old, empty)")
-	fs.DurationVar(&cfg.Pause, "pause", cfg.Pause, "return, rolling: load time between a site catching up and the next fault")
+	fs.BoolVar(&cfg.Rotate, "rotate", false, "return: burn another site each time (the one leading the most streams among those not burned yet), "+
+		"e.g. --disks old,old burns a second site after the first has returned and caught up")
+	fs.DurationVar(&cfg.Pause, "pause", cfg.Pause, "return, rolling, fire-merge: load time between a site catching up and the next fault")
 	fs.DurationVar(&cfg.Latency, "latency", 0, "add this to every inter-site round trip (half each way) in the route proxies: for the whole load, or for the latency scenario alone if the sequence has one (its default 2ms)")
 	fs.DurationVar(&cfg.Jitter, "jitter", 0, "vary the added round trip by ± this, uniformly (latency scenario default 1ms)")
 	fs.StringVar(&cfg.FarSite, "far-site", "", "a site whose links get --far-latency instead (latency scenario default c; it gets it half-way through the injected time)")

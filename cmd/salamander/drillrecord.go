@@ -30,7 +30,7 @@ type drillRecorder struct {
 // or only loads the cluster a simulation.
 func drillKind(scenarios []string) string {
 	for _, s := range scenarios {
-		if s == drill.ScenarioFire || s == drill.ScenarioReturn || s == drill.ScenarioRolling {
+		if s == drill.ScenarioFire || s == drill.ScenarioReturn || s == drill.ScenarioFireMerge || s == drill.ScenarioRolling {
 			return salamander.DrillRecovery
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
@@ -103,6 +104,12 @@ type Cluster struct {
 
 	mu     sync.Mutex // guards siteProc.proc and closed
 	closed bool       // Close ran: start nothing new
+
+	// admins are the admin connections to the log, by site (admin.go);
+	// adminsClosed is set when Close has closed them.
+	adminMu      sync.Mutex
+	admins       map[int]*jsstore.Store
+	adminsClosed bool
 }
 
 // Isolator cuts a site of an attached cluster off from the others for a
@@ -939,6 +946,7 @@ func (c *Cluster) Close() {
 		wg.Go(func() { _ = c.Kill(i) })
 	}
 	wg.Wait()
+	c.closeAdmins()
 	for _, p := range c.proxies {
 		p.Close()
 	}

@@ -6,17 +6,23 @@
 // checked workload of simulated users through the Go SDK, and mid-run burns
 // a site (SIGKILL), cuts it off (partition: its route connections closed,
 // or every byte silently dropped, then healed under load), brings a burned
-// site back on its old or an empty disk (return), restarts every site in
-// turn (rolling) or slows the routes down (latency). Then it proves message
-// by message that nothing acknowledged was lost, duplicated or reordered
-// and that the sites converged. It measures how long writes were
-// unavailable, how soon a cut-off site refused its clients, what a heal
-// cost the majority, how long a returning site took to catch up and what
-// latency cost, and reports as text, JSON and HTML.
+// site back on its old or an empty disk (return, the same site or each in
+// turn), burns a partition's standby leader during the partition's merge
+// (fire-merge), restarts every site in turn (rolling) or slows the routes
+// down (latency). Then it proves message by message that nothing
+// acknowledged was lost, duplicated or reordered and that the sites
+// converged. It measures how long writes were unavailable, when the
+// partitions a fire hit elected new leaders and how soon messages held
+// meanwhile reached everyone after that, how soon a cut-off site refused
+// its clients, what a heal cost the majority, how long a returning site
+// took to catch up and what latency cost, and reports as text, JSON and
+// HTML.
 //
-// The drill never reaches into a site's process: everything it knows comes
-// from the public API (the SDK, /readyz, /v1/status), so it checks what users
-// would see.
+// The drill never reaches into a site's process: what it checks comes from
+// the public API (the SDK, /readyz, /v1/status), so it checks what users
+// would see. On a cluster it started it also reads the log as an operator
+// would, with the admin credential (admin.go): only to watch elections and
+// merges, which the API does not show.
 package drill
 
 import (
@@ -30,6 +36,7 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // Scenarios the drill can run.
@@ -55,6 +62,13 @@ const (
 	// (the server lame-ducks and hands its leaderships over), waiting until
 	// each is ready and caught up before the next.
 	ScenarioRolling = "rolling"
+	// ScenarioFireMerge burns the site leading the most streams and then,
+	// while one of the partitions it led places the messages held in its
+	// standby (the partition has its new leader, held records are not
+	// merged yet), the site leading that standby: one site is left, with
+	// no quorum. After Down the first site comes back on its old disk;
+	// once it has caught up (and Pause), the second. See firemerge.go.
+	ScenarioFireMerge = "fire-merge"
 	// ScenarioLatency runs the load without injected latency until FaultAt,
 	// then with Config.Latency ± Jitter on every route (FarLatency for the
 	// FarSite), and reports what the distance cost in send latency. No fault.
@@ -65,7 +79,7 @@ const (
 )
 
 // Scenarios lists every scenario, in the order the help text gives them.
-var Scenarios = []string{ScenarioFire, ScenarioPartition, ScenarioReturn, ScenarioRolling, ScenarioLatency, ScenarioNone}
+var Scenarios = []string{ScenarioFire, ScenarioPartition, ScenarioReturn, ScenarioFireMerge, ScenarioRolling, ScenarioLatency, ScenarioNone}
 
 // Disk choices for ScenarioReturn.
 const (
@@ -123,6 +137,10 @@ type Config struct {
 	// Disks (return) lists the disks the site comes back with, in order:
 	// DiskOld, DiskEmpty. Default: both.
 	Disks []string
+	// Rotate (return) burns another site each time instead of the same
+	// one: the one leading the most streams among the sites not burned
+	// yet (after the third, all of them again).
+	Rotate bool
 	// Pause (return, rolling) is the load time between a site catching up
 	// and the next fault.
 	Pause time.Duration
@@ -250,6 +268,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.Disks) == 0 {
 		c.Disks = []string{DiskOld, DiskEmpty}
+	}
+	if c.Rotate && !slices.Contains(list, ScenarioReturn) {
+		return errors.New("drill: rotate is for the return scenario")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -428,11 +449,24 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		}
 		defer cl.SetLatency(0, 0, "", 0)
 	}
+	if kills(cfg.Scenario) && !cl.Attached() {
+		// The elections after a fire are watched with the admin credential.
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := cl.openAdmins(actx)
+		cancel()
+		if err != nil && cfg.Scenario == ScenarioFireMerge {
+			return nil, err
+		}
+		if err != nil {
+			log.Warn("no admin connection: the partitions' new leaders will not be watched", "error", err)
+		}
+	}
 	log.Info("load starting", "users", len(w.users), "rooms", len(w.rooms))
 
 	r.t0 = time.Now()
 	w.start()
 	defer func() {
+		r.stopElections()
 		if !r.stopped {
 			w.stopSending(ctx, 0)
 		}
@@ -444,6 +478,8 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		err = r.partition()
 	case ScenarioReturn:
 		err = r.returns()
+	case ScenarioFireMerge:
+		err = r.fireMerge()
 	case ScenarioRolling:
 		err = r.rolling()
 	case ScenarioLatency:
@@ -457,6 +493,7 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	rep := r.rep
 	rep.ReadMarks, rep.ReadMarkErrs = w.marks.Load(), w.markErrs.Load()
 	rep.measure(w, r.recs, r.t0, r.faults)
+	rep.measureElections(w, r.recs, r.elections())
 	rep.judge()
 	return rep, nil
 }
@@ -473,6 +510,15 @@ type run struct {
 	stopped bool      // the load has stopped
 	recs    []sendRecord
 	faults  []*Fault
+	// watches are the faults' election watches (elections.go), the last
+	// one running.
+	watches []*electionWatch
+}
+
+// kills reports whether scenario SIGKILLs sites, so that the partitions
+// they led elect new leaders.
+func kills(scenario string) bool {
+	return scenario == ScenarioFire || scenario == ScenarioReturn || scenario == ScenarioFireMerge
 }
 
 // since returns t in seconds since the load started.
@@ -486,6 +532,7 @@ func (r *run) stopLoad() {
 	r.w.stopSending(r.ctx, r.cfg.Drain)
 	r.stopped = true
 	r.recs = r.w.records()
+	r.stopElections()
 }
 
 // victim waits until FaultAt, then notes the stream leaders and picks the
@@ -517,28 +564,57 @@ func (r *run) victim() (int, error) {
 	return r.cl.Index(name), nil
 }
 
-// newFault notes how many streams site vi leads and records a fault
-// striking it now.
+// newFault notes the stream leaders (how many site vi leads) and records
+// a fault striking it now.
 func (r *run) newFault(kind string, vi int) *Fault {
-	led := -1
+	return r.addFault(kind, vi, r.leadersNow())
+}
+
+// leadersNow returns the stream leaders as a live site lists them (nil
+// when none could within 2 s).
+func (r *run) leadersNow() map[string]string {
 	lctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+	defer cancel()
 	leaders, err := r.cl.Leaders(lctx)
-	cancel()
-	if err == nil {
-		led = 0
-		for _, s := range leaders {
-			if s == r.cl.Name(vi) {
-				led++
-			}
-		}
+	if err != nil {
+		return nil
+	}
+	return leaders
+}
+
+// addFault records a fault striking site vi now, given the stream leaders
+// just before (nil: unknown).
+func (r *run) addFault(kind string, vi int, leaders map[string]string) *Fault {
+	led := -1
+	if leaders != nil {
+		led = len(ledBy(leaders, r.cl.Name(vi), false))
 	}
 	now := time.Now()
-	f := &Fault{Kind: kind, Site: r.cl.Name(vi), Led: led, AtS: r.since(now), at: now, site: vi}
+	f := &Fault{Kind: kind, Site: r.cl.Name(vi), Led: led, AtS: r.since(now), at: now, site: vi, leaders: leaders}
 	if len(r.faults) == 0 {
 		r.rep.FaultAtS = f.AtS
 	}
 	r.faults = append(r.faults, f)
 	return f
+}
+
+// ledBy lists the streams leaders says site leads (with partitionsOnly,
+// only the room partitions), in order.
+func ledBy(leaders map[string]string, site string, partitionsOnly bool) []string {
+	var out []string
+	for st, s := range leaders {
+		if s == site && (!partitionsOnly || st != jsstore.AccountsStream) {
+			out = append(out, st)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// watchFault starts watching, from now on, for new leaders of the
+// partitions fault f's site led.
+func (r *run) watchFault(f *Fault) {
+	r.watchElections(len(r.faults), ledBy(f.leaders, f.Site, true), f.leaders, f.at)
 }
 
 // others returns every site index but vi.
@@ -565,6 +641,7 @@ func (r *run) fire() error {
 	if err := r.cl.Kill(vi); err != nil {
 		return err
 	}
+	r.watchFault(f)
 	r.log.Info("fire", "site", victim)
 	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.Duration)); err != nil {
 		return err
@@ -605,27 +682,37 @@ func (r *run) fire() error {
 // returns burns one site at FaultAt and, once per disk in cfg.Disks,
 // restarts it after cfg.Down while the load continues, measures how long it
 // takes to be ready and to catch up, and compares its histories with a
-// survivor's; between returns it waits cfg.Pause and burns it again. The
-// load runs until Duration or until Pause after the last catch-up, then
-// all three sites are checked.
+// survivor's; between returns it waits cfg.Pause and burns it again (with
+// cfg.Rotate, another site: the one leading the most streams among those
+// not burned yet). The load runs until Duration or until Pause after the
+// last catch-up, then all three sites are checked.
 func (r *run) returns() error {
 	vi, err := r.victim()
 	if err != nil {
 		return err
 	}
-	victim := r.cl.Name(vi)
-	ref := r.others(vi)[0]
+	burned := map[string]bool{}
 	for k, disk := range r.cfg.Disks {
 		if k > 0 {
 			if err := sleepUntil(r.ctx, time.Now().Add(r.cfg.Pause)); err != nil {
 				return err
 			}
 		}
-		f := r.newFault(FaultKill, vi)
+		leaders := r.leadersNow()
+		if k > 0 && r.cfg.Rotate {
+			if len(burned) == r.cl.N() {
+				clear(burned)
+			}
+			vi = r.cl.Index(mostLeaderBut(leaders, burned))
+		}
+		f := r.addFault(FaultKill, vi, leaders)
+		burned[f.Site] = true
+		victim, ref := r.cl.Name(vi), r.others(vi)[0]
 		f.Disk = disk
 		if err := r.cl.Kill(vi); err != nil {
 			return err
 		}
+		r.watchFault(f)
 		r.log.Info("fire", "site", victim, "returns_with", disk+" disk")
 		if err := sleepUntil(r.ctx, f.at.Add(r.cfg.Down)); err != nil {
 			return err
@@ -874,14 +961,18 @@ func checkAt(ctx context.Context, w *workload, sites []int, recs []sendRecord, s
 
 // mostLeader returns the site leading the most streams (the first site on
 // a tie or when leaders are unknown).
-func mostLeader(leaders map[string]string) string {
+func mostLeader(leaders map[string]string) string { return mostLeaderBut(leaders, nil) }
+
+// mostLeaderBut returns the site leading the most streams but those in
+// skip (the first such site on a tie or when leaders are unknown).
+func mostLeaderBut(leaders map[string]string, skip map[string]bool) string {
 	count := map[string]int{}
 	for _, s := range leaders {
 		count[s]++
 	}
-	best := SiteNames[0]
+	best := ""
 	for _, s := range SiteNames {
-		if count[s] > count[best] {
+		if !skip[s] && (best == "" || count[s] > count[best]) {
 			best = s
 		}
 	}

@@ -108,6 +108,29 @@ type Report struct {
 	SendGap     Waits `json:"send_gap"`
 	DeliveryGap Waits `json:"delivery_gap"`
 
+	// Elections lists, for every fault that killed a site, each partition
+	// it led (every partition, for a fault that left no quorum) and when
+	// the drill found it led again (elections.go).
+	Elections []*Election `json:"elections,omitempty"`
+	// HeldDeliveryAfterElectionMSMax and P50 are over the messages
+	// acknowledged held before their partition's new leader was found:
+	// from that election (see measureElections for which one, when there
+	// were several) to the message's delivery to the last of the room's
+	// other members. -1 when there was none (no fault, or no election
+	// watched).
+	HeldDeliveryAfterElectionMSP50 float64 `json:"held_delivery_after_election_ms_p50"`
+	HeldDeliveryAfterElectionMSMax float64 `json:"held_delivery_after_election_ms_max"`
+	// HeldWaitedForElection counts those messages; HeldAfterElection the
+	// messages held after their partition's last election found (their
+	// site had not seen it answer yet); HeldUnwatched those held in a
+	// partition whose elections were not watched.
+	HeldWaitedForElection int `json:"held_waited_for_election"`
+	HeldAfterElection     int `json:"held_after_election"`
+	HeldUnwatched         int `json:"held_unwatched"`
+
+	// MergeFire (fire-merge) says what the scenario found and did when.
+	MergeFire *MergeFire `json:"merge_fire,omitempty"`
+
 	// LatencyMS is the send latency (start to acknowledgement, retries
 	// included) over the whole run.
 	LatencyMS Latency `json:"latency_ms"`
@@ -172,9 +195,13 @@ type Fault struct {
 	SlowSends     int     `json:"slow_sends"`
 	SlowestMS     float64 `json:"slowest_ms"`
 	SlowestAfterS float64 `json:"slowest_started_after_s"`
+	// Held counts the sends acknowledged held from the fault until the
+	// next one (or the end of the load).
+	Held int `json:"held"`
 
-	at   time.Time
-	site int
+	at      time.Time
+	site    int
+	leaders map[string]string // the stream leaders just before (nil: unknown)
 }
 
 // InjectedLatency is the delay the route proxies added to inter-site round
@@ -310,6 +337,9 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 			until = faults[i+1].at
 		}
 		for _, rec := range recs {
+			if rec.acked && rec.held && !rec.end.Before(f.at) && (i+1 == len(faults) || rec.end.Before(faults[i+1].at)) {
+				f.Held++
+			}
 			if !rec.acked || rec.start.Before(f.at) || !rec.start.Before(until) {
 				continue
 			}
@@ -479,8 +509,23 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	case "return":
-		fmt.Fprintf(&b, "salamander drill: return — site %s burned (SIGKILL) and brought back under load %d times in a %.1fs load\n",
-			r.Site, len(r.Faults), r.DurationS)
+		if sites := r.faultSites(); len(sites) > 1 {
+			fmt.Fprintf(&b, "salamander drill: return — sites %s burned (SIGKILL) in turn, each brought back under load, in a %.1fs load\n",
+				strings.Join(sites, ", "), r.DurationS)
+		} else {
+			fmt.Fprintf(&b, "salamander drill: return — site %s burned (SIGKILL) and brought back under load %d times in a %.1fs load\n",
+				r.Site, len(r.Faults), r.DurationS)
+		}
+	case "fire-merge":
+		second, when := "?", "during its merge"
+		if len(r.Faults) > 1 {
+			second = r.Faults[1].Site
+		}
+		if r.MergeFire == nil || !r.MergeFire.DuringMerge {
+			when = "NOT during a merge"
+		}
+		fmt.Fprintf(&b, "salamander drill: fire-merge — site %s burned (SIGKILL) at %.1fs, then site %s, leading the standby of a partition %s led, %s; both brought back under load, in a %.1fs load\n",
+			r.Site, r.FaultAtS, second, r.Site, when, r.DurationS)
 	case "rolling":
 		fmt.Fprintf(&b, "salamander drill: rolling — every site restarted in turn (SIGTERM) during a %.1fs load\n", r.DurationS)
 	case "latency":
@@ -513,10 +558,13 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  replicas offline or behind just before the fault: %s\n", strings.Join(parts, "; "))
 		}
 	}
-	if r.Scenario == "return" || r.Scenario == "rolling" {
+	if r.Scenario == "return" || r.Scenario == "rolling" || r.Scenario == "fire-merge" {
 		for i, f := range r.Faults {
 			b.WriteString(f.text(i + 1))
 		}
+	}
+	if r.MergeFire != nil {
+		b.WriteString(r.MergeFire.text(r))
 	}
 	if r.CutStats != nil {
 		b.WriteString(r.CutStats.text(r.Site))
@@ -554,6 +602,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			r.GapRoomsLedElse.N, sec(r.GapRoomsLedElse.P50MS), sec(r.GapRoomsLedElse.MaxMS))
 	}
 	b.WriteString(r.waitsText())
+	b.WriteString(r.electionsText())
 	for _, p := range r.LatencyPhases {
 		fmt.Fprintf(&b, "  send latency, %s (%.0f–%.0fs, %d sends): p50 %.1f ms, p99 %.1f ms, max %.0f ms\n",
 			p.Label, p.FromS, p.ToS, p.Sends, p.P50, p.P99, p.Max)
@@ -600,6 +649,17 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
+// faultSites lists the sites the faults struck, each once, in order.
+func (r *Report) faultSites() []string {
+	var out []string
+	for _, f := range r.Faults {
+		if !slices.Contains(out, f.Site) {
+			out = append(out, f.Site)
+		}
+	}
+	return out
+}
+
 // text is fault number n's line(s) of the summary.
 func (f *Fault) text(n int) string {
 	var b strings.Builder
@@ -611,14 +671,21 @@ func (f *Fault) text(n int) string {
 		fmt.Fprintf(&b, "  fire %d: site %s SIGKILLed at %.1fs, restarted at %.1fs on %s disk: ready in %s, caught up in %s\n",
 			n, f.Site, f.AtS, f.BackAtS, map[string]string{DiskOld: "its old", DiskEmpty: "an empty"}[f.Disk], sec(f.ReadyMS), sec(f.CaughtUpMS))
 		if f.ComparedWith != "" {
-			fmt.Fprintf(&b, "    histories compared with site %s at %s: %d rooms diverged; every stream replica current at %s\n",
-				f.ComparedWith, sec(f.ComparedMS), f.DivergedRooms, sec(f.ReplicasCurrentMS))
+			fmt.Fprintf(&b, "    histories compared with site %s at %s: %d rooms diverged", f.ComparedWith, sec(f.ComparedMS), f.DivergedRooms)
+			if f.ReplicasCurrentMS > 0 {
+				fmt.Fprintf(&b, "; every stream replica current at %s", sec(f.ReplicasCurrentMS))
+			}
+			b.WriteString("\n")
 		}
 	}
 	fmt.Fprintf(&b, "    write gap: all clients p50 %s max %s%s; clients of other sites p50 %s max %s%s\n",
 		sec(f.WriteGap.P50MS), sec(f.WriteGap.MaxMS), never(f.WriteGap), sec(f.WriteGapOthers.P50MS), sec(f.WriteGapOthers.MaxMS), never(f.WriteGapOthers))
-	fmt.Fprintf(&b, "    streams site %s led: %d; sends started until the next fault: %d slower than 1 s, slowest %s (started %.1fs after the fault)\n",
-		f.Site, f.Led, f.SlowSends, sec(f.SlowestMS), f.SlowestAfterS)
+	led := "unknown"
+	if f.Led >= 0 {
+		led = fmt.Sprint(f.Led)
+	}
+	fmt.Fprintf(&b, "    streams site %s led: %s; sends started until the next fault: %d slower than 1 s, slowest %s (started %.1fs after the fault); %d acknowledged held\n",
+		f.Site, led, f.SlowSends, sec(f.SlowestMS), f.SlowestAfterS, f.Held)
 	return b.String()
 }
 

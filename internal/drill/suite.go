@@ -24,7 +24,10 @@ type Suite struct {
 	// (see Report).
 	SendGapMSMax     float64 `json:"send_gap_ms_max"`
 	DeliveryGapMSMax float64 `json:"delivery_gap_ms_max"`
-	Converged        bool    `json:"converged"`
+	// HeldDeliveryAfterElectionMSMax is the worst over the scenarios (see
+	// Report); -1 when none measured it.
+	HeldDeliveryAfterElectionMSMax float64 `json:"held_delivery_after_election_ms_max"`
+	Converged                      bool    `json:"converged"`
 	// CutRefuseMS and HealGapMSMax are the worst over the partitions of
 	// the sequence (see CutStats and HealStats); CutRefuseMS is -1 when a
 	// cut-off site never refused its clients during its cut.
@@ -43,6 +46,7 @@ func (s *Suite) judge() {
 	s.Acked, s.Lost, s.Duplicated, s.Reordered = 0, 0, 0, 0
 	s.WriteGapMSP50, s.WriteGapMSMax = 0, 0
 	s.SendGapMSMax, s.DeliveryGapMSMax = 0, 0
+	s.HeldDeliveryAfterElectionMSMax = -1
 	s.Converged, s.Failures = true, nil
 	s.CutRefuseMS, s.HealGapMSMax = 0, 0
 	for _, r := range s.Scenarios {
@@ -64,6 +68,7 @@ func (s *Suite) judge() {
 		s.WriteGapMSMax = math.Max(s.WriteGapMSMax, r.WriteGapMSMax)
 		s.SendGapMSMax = math.Max(s.SendGapMSMax, r.SendGapMSMax)
 		s.DeliveryGapMSMax = math.Max(s.DeliveryGapMSMax, r.DeliveryGapMSMax)
+		s.HeldDeliveryAfterElectionMSMax = math.Max(s.HeldDeliveryAfterElectionMSMax, r.HeldDeliveryAfterElectionMSMax)
 		s.Converged = s.Converged && r.Converged
 		for _, f := range r.Failures {
 			s.Failures = append(s.Failures, r.Scenario+": "+f)
@@ -96,7 +101,11 @@ func (s *Suite) total() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "salamander drill: %s — acked %d, lost %d, duplicated %d, reordered %d, converged %v; worst write gap p50 %s max %s\n",
 		s.Scenario, s.Acked, s.Lost, s.Duplicated, s.Reordered, s.Converged, sec(s.WriteGapMSP50), sec(s.WriteGapMSMax))
-	fmt.Fprintf(&b, "  longest send wait %s, longest delivery lag %s\n", waitText(s.SendGapMSMax), waitText(s.DeliveryGapMSMax))
+	fmt.Fprintf(&b, "  longest send wait %s, longest delivery lag %s", waitText(s.SendGapMSMax), waitText(s.DeliveryGapMSMax))
+	if s.HeldDeliveryAfterElectionMSMax >= 0 {
+		fmt.Fprintf(&b, ", longest delivery of a held message after its partition's new leader %s", waitText(s.HeldDeliveryAfterElectionMSMax))
+	}
+	b.WriteString("\n")
 	if s.CutRefuseMS != 0 || s.HealGapMSMax != 0 {
 		fmt.Fprintf(&b, "  partitions: slowest refusal by a cut-off site %s; worst heal gap %s\n", msOrNever(s.CutRefuseMS), sec(s.HealGapMSMax))
 	}

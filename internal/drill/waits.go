@@ -132,24 +132,7 @@ func (l longest) stats(keep func(string) bool) WaitStats {
 // reach every other member of its room (see Report.SendGapMSMax), by
 // sending client and by room.
 func tallyWaits(w *workload, recs []sendRecord, from time.Time) (send, delivery waitSet) {
-	// room -> member -> client id -> when the member was first delivered it
-	got := map[string]map[*user]map[string]time.Time{}
-	rooms := map[string]*room{}
-	for _, r := range w.rooms {
-		rooms[r.id] = r
-		got[r.id] = map[*user]map[string]time.Time{}
-		for _, m := range r.members {
-			at := map[string]time.Time{}
-			m.mu.Lock()
-			for _, d := range m.got[r.id] {
-				if _, ok := at[d.clientID]; !ok {
-					at[d.clientID] = d.at
-				}
-			}
-			m.mu.Unlock()
-			got[r.id][m] = at
-		}
-	}
+	idx := deliveryIndex(w)
 	send, delivery = newWaitSet(), newWaitSet()
 	for _, rec := range recs {
 		sender := w.users[rec.user]
@@ -159,23 +142,11 @@ func tallyWaits(w *workload, recs []sendRecord, from time.Time) (send, delivery 
 				send.unfinished(sender.name, rec.room)
 			}
 		}
-		rm := rooms[rec.room]
-		if !rec.acked || rm == nil {
+		if !rec.acked || idx.rooms[rec.room] == nil {
 			continue
 		}
 		// A delivery before the acknowledgment was no wait.
-		last, complete := rec.end, true
-		for _, m := range rm.members {
-			if m == sender {
-				continue
-			}
-			at, ok := got[rm.id][m][rec.clientID]
-			if !ok {
-				complete = false
-				break
-			}
-			last = latest(last, at)
-		}
+		last, complete := idx.lastDelivery(sender, rec.room, rec.clientID, rec.end)
 		if !complete {
 			delivery.unfinished(sender.name, rec.room)
 			continue
@@ -185,6 +156,56 @@ func tallyWaits(w *workload, recs []sendRecord, from time.Time) (send, delivery 
 		}
 	}
 	return send, delivery
+}
+
+// deliveries indexes, per room and member, when the member was first
+// delivered each message (by client id).
+type deliveries struct {
+	rooms map[string]*room
+	at    map[string]map[*user]map[string]time.Time
+}
+
+// deliveryIndex indexes every delivery the workload's users got.
+func deliveryIndex(w *workload) deliveries {
+	d := deliveries{rooms: map[string]*room{}, at: map[string]map[*user]map[string]time.Time{}}
+	for _, r := range w.rooms {
+		d.rooms[r.id] = r
+		d.at[r.id] = map[*user]map[string]time.Time{}
+		for _, m := range r.members {
+			at := map[string]time.Time{}
+			m.mu.Lock()
+			for _, dl := range m.got[r.id] {
+				if _, ok := at[dl.clientID]; !ok {
+					at[dl.clientID] = dl.at
+				}
+			}
+			m.mu.Unlock()
+			d.at[r.id][m] = at
+		}
+	}
+	return d
+}
+
+// lastDelivery returns when the last of the room's members other than
+// sender was delivered the message (not before since), and false when
+// some member never was.
+func (d deliveries) lastDelivery(sender *user, roomID, clientID string, since time.Time) (time.Time, bool) {
+	rm := d.rooms[roomID]
+	if rm == nil {
+		return since, false
+	}
+	last := since
+	for _, m := range rm.members {
+		if m == sender {
+			continue
+		}
+		at, ok := d.at[roomID][m][clientID]
+		if !ok {
+			return since, false
+		}
+		last = latest(last, at)
+	}
+	return last, true
 }
 
 // waitFrom is how long a wait from start to end lasted from from on, in

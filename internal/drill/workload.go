@@ -358,6 +358,31 @@ func (w *workload) roomStream(r *room) string {
 	return ""
 }
 
+// firstHeld returns when the first send to one of rooms acknowledged
+// held at or after since was acknowledged; false when none was yet.
+func (w *workload) firstHeld(rooms map[string]bool, since time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var first time.Time
+	for _, rec := range w.sends {
+		if rec.held && rooms[rec.room] && !rec.end.Before(since) && (first.IsZero() || rec.end.Before(first)) {
+			first = rec.end
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// roomsIn returns the rooms whose messages come from stream.
+func (w *workload) roomsIn(stream string) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range w.rooms {
+		if w.roomStream(r) == stream {
+			out[r.id] = true
+		}
+	}
+	return out
+}
+
 // records returns a copy of every send's outcome.
 func (w *workload) records() []sendRecord {
 	w.mu.Lock()

@@ -976,9 +976,12 @@ func (s *Store) LastPosition(ctx context.Context, stream string) (salamander.Pos
 
 // StreamStatus is one stream's state as the cluster reports it.
 type StreamStatus struct {
-	Stream   string   `json:"stream"`
-	Leader   string   `json:"leader"`
-	Replicas []string `json:"replicas"`
+	Stream string `json:"stream"`
+	Leader string `json:"leader"`
+	// LeaderSince is when the leader took over, by its own clock (nil
+	// while there is none, or from a server that does not say).
+	LeaderSince *time.Time `json:"leader_since,omitempty"`
+	Replicas    []string   `json:"replicas"`
 	// Unhealthy lists replicas that are offline or not caught up.
 	Unhealthy []string `json:"unhealthy,omitempty"`
 	// Lag is how many operations each replica but the leader is behind it.
@@ -1031,6 +1034,7 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 	ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
 	if info.Cluster != nil {
 		ss.Leader = info.Cluster.Leader
+		ss.LeaderSince = info.Cluster.LeaderSince
 		if ss.Leader != "" {
 			ss.Peers = append(ss.Peers, ReplicaStatus{Server: ss.Leader, Leader: true, Current: true})
 		}

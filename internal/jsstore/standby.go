@@ -245,7 +245,7 @@ func (s *Store) runMerger(ctx context.Context, partition string, st *standbyStat
 func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, mergeAttemptTimeout)
 	defer cancel()
-	lastSeq, last, err := s.lastMerge(ctx, partition)
+	lastSeq, last, err := s.LastMerge(ctx, partition)
 	if err != nil {
 		return err
 	}
@@ -298,9 +298,12 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 	return nil
 }
 
-// lastMerge asks partition's leader for its last merge record: its stream
-// sequence (0: none yet) and range.
-func (s *Store) lastMerge(ctx context.Context, partition string) (uint64, salamander.MergeRange, error) {
+// LastMerge asks partition's leader for its last merge record: its stream
+// sequence (0: none yet) and range. It needs the partition's leader, so
+// while the partition elects one it fails (when ctx ends). The mergers
+// read it to append the next merge; the fire drill reads it to see how far
+// a partition's held messages are placed.
+func (s *Store) LastMerge(ctx context.Context, partition string) (uint64, salamander.MergeRange, error) {
 	if err := s.apiAllowed(); err != nil {
 		return 0, salamander.MergeRange{}, err
 	}

@@ -1,0 +1,106 @@
+package drill
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMeasureElections attributes held messages to the elections they
+// waited for on a synthetic timeline: a fire at 10 s hit partitions P0
+// (room g) and P1 (room d); P0 was led again at 15 s, P1 at 16 s; a second
+// fire at 20 s took the quorum, and from the first return at 30 s P0 was
+// led again at 33 s. Room e is in P2, which no fault hit.
+func TestMeasureElections(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	u0 := &user{idx: 0, name: "u0", got: map[string][]delivery{}, stream: map[string]string{"g": "P0", "d": "P1", "e": "P2"}}
+	u1 := &user{idx: 1, name: "u1", got: map[string][]delivery{}}
+	u2 := &user{idx: 2, name: "u2", got: map[string][]delivery{}}
+	g := &room{id: "g", members: []*user{u0, u1, u2}}
+	d := &room{id: "d", members: []*user{u0, u1}}
+	e := &room{id: "e", members: []*user{u0, u1}}
+	w := &workload{users: []*user{u0, u1, u2}, rooms: []*room{g, d, e}}
+	deliver := func(u *user, roomID, id string, s float64) {
+		u.got[roomID] = append(u.got[roomID], delivery{clientID: id, at: at(s)})
+	}
+	held := func(user int, roomID, id string, ack float64) sendRecord {
+		return sendRecord{user: user, room: roomID, clientID: id, start: at(ack - 1), end: at(ack), acked: true, held: true}
+	}
+	recs := []sendRecord{
+		// Held at 11 s, placed after P0's election at 15 s: the last of u1
+		// and u2 got it at 15.4 s.
+		held(0, "g", "h1", 11),
+		// Held at 12 s, delivered 0.1 s after P0's election.
+		held(0, "g", "h2", 12),
+		// Held at 19 s, after P0's election (its site had not seen it
+		// answer): waited for none of the first fire's, but for the one
+		// after the return.
+		held(0, "g", "h3", 19),
+		// Held at 14 s and not placed before the second fire: it waited
+		// for the election after the return (33 s), delivered at 33.5 s.
+		held(0, "g", "h4", 14),
+		// Held at 13 s in P1, led again at 16 s; u1 never got it.
+		held(0, "d", "h5", 13),
+		// Held in P2, which no fault hit.
+		held(0, "e", "h6", 12),
+		// Held at 40 s, after every election found.
+		held(0, "g", "h7", 40),
+		// Not held: not counted.
+		{user: 0, room: "g", clientID: "m1", start: at(16), end: at(16.1), acked: true},
+	}
+	deliver(u1, "g", "h1", 15.2)
+	deliver(u2, "g", "h1", 15.4)
+	deliver(u1, "g", "h2", 15.1)
+	deliver(u2, "g", "h2", 15.1)
+	deliver(u1, "g", "h3", 33.2)
+	deliver(u2, "g", "h3", 33.3)
+	deliver(u1, "g", "h4", 33.5)
+	deliver(u2, "g", "h4", 33.4)
+	deliver(u1, "e", "h6", 12.1)
+	deliver(u1, "g", "h7", 40.1)
+	deliver(u2, "g", "h7", 40.1)
+
+	el := func(fault int, p string, from, elected float64) *Election {
+		return &Election{Fault: fault, Partition: p, Leader: "b", FromS: from, AtS: elected, ElectedMS: (elected - from) * 1000,
+			from: at(from), at: at(elected)}
+	}
+	p0a, p1, p0b := el(1, "P0", 10, 15), el(1, "P1", 10, 16), el(2, "P0", 30, 33)
+	unfound := &Election{Fault: 2, Partition: "P1", FromS: 30, ElectedMS: -1, from: at(30)}
+	r := &Report{}
+	r.measureElections(w, recs, []*Election{p0a, p1, p0b, unfound})
+
+	if p0a.Held != 2 || !near(p0a.HeldDeliveryMSMax, 400) || !near(p0a.HeldDeliveryMSP50, 100) || p0a.HeldWorst != "g" {
+		t.Errorf("P0 after the first fire: %+v, want h1 (0.4 s) and h2 (0.1 s)", p0a)
+	}
+	if p0b.Held != 2 || !near(p0b.HeldDeliveryMSMax, 500) || !near(p0b.HeldDeliveryMSP50, 300) {
+		t.Errorf("P0 after the return: %+v, want h3 (0.3 s) and h4 (0.5 s)", p0b)
+	}
+	if p1.Held != 1 || p1.HeldUndelivered != 1 || p1.HeldDeliveryMSMax != -1 {
+		t.Errorf("P1: %+v, want h5, undelivered", p1)
+	}
+	if unfound.Held != 0 || unfound.HeldDeliveryMSMax != -1 {
+		t.Errorf("an election never found: %+v", unfound)
+	}
+	if !near(r.HeldDeliveryAfterElectionMSMax, 500) || !near(r.HeldDeliveryAfterElectionMSP50, 300) ||
+		r.HeldWaitedForElection != 5 || r.HeldAfterElection != 1 || r.HeldUnwatched != 1 {
+		t.Errorf("over all: p50 %v max %v, waited %d, after %d, unwatched %d; want 300, 500, 5, 1, 1",
+			r.HeldDeliveryAfterElectionMSP50, r.HeldDeliveryAfterElectionMSMax, r.HeldWaitedForElection, r.HeldAfterElection, r.HeldUnwatched)
+	}
+	checkJSONKeys(t, r, "held_delivery_after_election_ms_max", "held_delivery_after_election_ms_p50", "elections")
+	text := r.electionsText()
+	for _, s := range []string{"after fault 1: P0 by site b in 5.00s, 2 held delivered max 400.0 ms after it; P1 by site b in 6.00s, 1 held (1 not delivered to everyone)",
+		"after fault 2: P0 by site b in 3.00s, 2 held delivered max 500.0 ms after it; P1 no leader found",
+		"p50 300.0 ms, max 500.0 ms (5 held waited for an election, 1 were held after it, 1 in partitions no fault hit)"} {
+		if !strings.Contains(text, s) {
+			t.Errorf("summary lacks %q:\n%s", s, text)
+		}
+	}
+
+	// Without a watched election nothing is measured.
+	r = &Report{}
+	r.measureElections(w, recs, nil)
+	if r.HeldDeliveryAfterElectionMSMax != -1 || r.HeldWaitedForElection != 0 || r.electionsText() != "" {
+		t.Errorf("no elections: %+v", r)
+	}
+}
