@@ -104,7 +104,8 @@ type standbyState struct {
 	// record up to it is committed in the partition.
 	merged uint64
 	// suspect is set when the partition failed to answer an append in
-	// time, and cleared by the next merge that lands: until then, while
+	// time, and cleared once its leader answers (a merge lands, or the
+	// last merge record is read from it): until then, while
 	// held records wait for their merge, appends are held at once rather
 	// than waiting holdAfter each. With nothing held (the hold failed too,
 	// or another site merged) the partition is simply tried again.
@@ -149,6 +150,7 @@ func (s *Store) noteMerged(standby string, seq uint64) {
 	if seq > st.merged {
 		st.merged = seq
 		st.end = max(st.end, seq)
+		st.suspect = false // a merge landed: the partition has a leader
 		close(st.moved)
 		st.moved = make(chan struct{})
 	}
@@ -249,6 +251,11 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 	if err != nil {
 		return err
 	}
+	// The partition's leader answered: appends need not be held at once.
+	st := s.standby(partition)
+	s.sbMu.Lock()
+	st.suspect = false
+	s.sbMu.Unlock()
 	if lastSeq > 0 {
 		// What it placed, as every tail expands it (our mergers never name
 		// more than fits, but the log is what counts).
@@ -291,10 +298,6 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 		return fmt.Errorf("append merge record: %w", err)
 	}
 	s.noteMerged(standby, to)
-	st := s.standby(partition)
-	s.sbMu.Lock()
-	st.suspect = false
-	s.sbMu.Unlock()
 	return nil
 }
 
