@@ -13,20 +13,27 @@ import (
 // writes the store before it returns (for tests).
 func (v *View) applyBatch(batch []jsstore.Entry) error {
 	b, err := v.applyModel(batch)
-	if err != nil || b == nil {
-		return err
+	if b != nil {
+		if werr := v.write([]*dbBatch{b}); werr != nil {
+			return werr
+		}
 	}
-	return v.write([]*dbBatch{b})
+	return err
 }
 
 // applyModel applies entries in order to the in-memory model, wakes
 // read-your-writes waiters, hands the client events to listeners and
-// returns what the store must be told (nil if nothing was new).
+// returns what the store must be told (nil if nothing was new). If an
+// entry fails to apply it stops there and returns the error together with
+// what the entries before it changed: the model has applied them, so the
+// store must be told too, or it would hold a hole; the caller retries the
+// batch, and the entries already applied are skipped.
 func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	v.mu.Lock()
 	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: map[string]bool{},
 		dirtyMembers: map[memberKey]bool{}, dirtyUsers: map[string]bool{}}
 	moved := false // a standby was read further: held messages wait on it
+	var failed error
 	for _, e := range batch {
 		if jsstore.IsStandby(e.Pos.Stream) {
 			moved = a.held(e) || moved
@@ -38,11 +45,11 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 		if e.Err != nil {
 			v.log.Error("skipping undecodable record", "err", e.Err)
 		} else if err := a.apply(e.Pos, e.Record); err != nil {
-			// The model may hold part of this record: stop here, as the
-			// site cannot be trusted to continue. (Only a failing disk,
-			// loading a room's client ids, gets here.)
-			v.mu.Unlock()
-			return nil, fmt.Errorf("apply %s at %s:%d: %w", e.Record.Type, e.Pos.Stream, e.Pos.Seq, err)
+			// Stop here: the entries after it must not be applied before
+			// it. (Only a failing disk, loading a room's client ids
+			// before the entry changes anything, gets here.)
+			failed = fmt.Errorf("apply %s at %s:%d: %w", e.Record.Type, e.Pos.Stream, e.Pos.Seq, err)
+			break
 		}
 		reached := e.Pos.Seq
 		if e.Last {
@@ -58,7 +65,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 			v.advanced = make(chan struct{})
 		}
 		v.mu.Unlock()
-		return nil, nil
+		return nil, failed
 	}
 	a.snapshot()
 	close(v.advanced)
@@ -70,7 +77,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 			fn(a.emitted)
 		}
 	}
-	return a.db, nil
+	return a.db, failed
 }
 
 // applier applies records to the model (the caller holds v.mu) and

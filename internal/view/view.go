@@ -363,10 +363,10 @@ func (v *View) Run(ctx context.Context, src Source) {
 		}
 		for {
 			b, err := v.applyModel(batch)
+			if b != nil {
+				toStore <- b // blocks when the writer is far behind: back-pressure
+			}
 			if err == nil {
-				if b != nil {
-					toStore <- b // blocks when the writer is far behind: back-pressure
-				}
 				break
 			}
 			v.log.Error("apply failed; retrying", "err", err)

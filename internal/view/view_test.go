@@ -478,3 +478,48 @@ func TestRoleChangesFollowTheLog(t *testing.T) {
 		t.Fatalf("audit trail %+v", trail)
 	}
 }
+
+// An entry that fails to apply (the store cannot be read to load its
+// room's client ids) stops the batch there, but what the entries before it
+// changed reaches the store: the model applied them, and the store must not
+// hold a hole once later entries move its applied position on.
+func TestAFailedEntryKeepsWhatWasAppliedBeforeIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := history()
+	apply(t, v, &memLog{}, h)
+	v.Close()
+	w, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := jsstore.RecordSeq(h[len(h)-1].Pos.Seq)
+	at := func(stream string, seq uint64, rec salamander.Record) jsstore.Entry {
+		return jsstore.Entry{Pos: jsstore.PositionOf(stream, seq, 0), Last: true, Record: rec}
+	}
+	// g_1's client ids are not loaded after the restart: with the readers
+	// closed, its next message cannot be applied.
+	w.r.Close()
+	batch := []jsstore.Entry{
+		at("acct", end+1, salamander.Record{Type: salamander.RecUserCreated, User: "zoe", PasswordHash: "h"}),
+		at("p0", end+2, salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c7", Text: "x"}),
+	}
+	if err := w.applyBatch(batch); err == nil {
+		t.Fatal("a message whose room's client ids cannot be loaded was applied")
+	}
+	w.Close()
+	x, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	if _, err := x.User(context.Background(), "zoe"); err != nil {
+		t.Fatalf("the user created before the failed entry is not in the store: %v", err)
+	}
+	if got := jsstore.RecordsApplied(x.Applied()["p0"]); got >= end+2 {
+		t.Fatalf("the failed entry's stream is recorded as applied up to %d", got)
+	}
+}
