@@ -137,6 +137,16 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
+		// The partitions' standbys too: their leaders are kept at another
+		// site than their partitions' (sends are held there during an
+		// election).
+		for _, name := range store.Standbys() {
+			ss, err := store.StatusOf(ctx, name)
+			if err != nil {
+				return err
+			}
+			st = append(st, ss)
+		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "STREAM\tLEADER\tREPLICAS\tUNHEALTHY\tLAST SEQ")
 		for _, s := range st {
