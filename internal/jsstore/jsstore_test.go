@@ -31,6 +31,13 @@ func openStore(t *testing.T) *jsstore.Store {
 // url is empty. It returns the server's URL.
 func openStoreOn(t *testing.T, url, copyDir string) (*jsstore.Store, string) {
 	t.Helper()
+	return openStoreWith(t, url, func(c *jsstore.Config) { c.CopyDir = copyDir })
+}
+
+// openStoreWith is openStoreOn with the store's configuration changed by
+// tweak (after the defaults: Replicas 1, Partitions 2).
+func openStoreWith(t *testing.T, url string, tweak func(*jsstore.Config)) (*jsstore.Store, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if url == "" {
@@ -47,7 +54,7 @@ func openStoreOn(t *testing.T, url, copyDir string) (*jsstore.Store, string) {
 	scfg := jsstore.DefaultConfig(url)
 	scfg.Replicas = 1
 	scfg.Partitions = 2
-	scfg.CopyDir = copyDir
+	tweak(&scfg)
 	s, err := jsstore.Open(ctx, scfg)
 	if err != nil {
 		t.Fatal(err)

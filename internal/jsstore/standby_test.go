@@ -3,7 +3,6 @@ package jsstore_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,7 +10,6 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
-	"github.com/salamander-chat/salamander/internal/natsnode"
 )
 
 // A partition that does not answer (here: its stream is gone for a while,
@@ -22,25 +20,10 @@ import (
 func TestMessagesAreHeldWhileAPartitionDoesNotAnswer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := natsnode.DefaultConfig("a")
-	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
-	cfg.ClusterAddr = ""
-	node, err := natsnode.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(node.Shutdown)
-	scfg := jsstore.DefaultConfig(node.ClientURL())
-	scfg.Replicas, scfg.Partitions = 1, 1
-	scfg.HoldAfter = 300 * time.Millisecond
-	s, err := jsstore.Open(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if err := s.EnsureStreams(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := openStoreWith(t, "", func(c *jsstore.Config) {
+		c.Partitions = 1
+		c.HoldAfter = 300 * time.Millisecond
+	})
 	if got := s.Standbys(); len(got) != 1 || got[0] != "s0" {
 		t.Fatalf("standbys %v, want [s0]", got)
 	}
