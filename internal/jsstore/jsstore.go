@@ -644,13 +644,16 @@ var errNoQuorum = salamander.Errorf(salamander.CodeUnavailable,
 // With a CopyDir, the tail also keeps the stream's own copy: every record
 // it delivers is added to it, and a copy that ends before from is filled
 // from the log first (without delivering those records again). A tail from
-// the start (from = 0) empties the copy and rebuilds it with the reader.
+// the start (a reader that has applied nothing) empties the copy and
+// rebuilds it with the reader.
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
 	t := &tailer{s: s, stream: stream, next: max(RecordSeq(from), 1), from: from, deliver: deliver}
 	if t.copy = s.copyOf(stream); t.copy != nil {
-		if from == 0 {
-			// A reader that starts from scratch rebuilds from the log as
-			// it is now (after a restore, say): so does the copy.
+		if from <= PositionOf(stream, 1, 0).Seq {
+			// A reader that has applied nothing (a read model rebuilt
+			// from scratch) rebuilds from the log as it is now — after a
+			// restore, say, it may not be the log the copy was made of —
+			// and so does the copy.
 			if err := t.copy.reset(); err != nil {
 				s.log.Error("cannot empty this site's own copy of the log; reading from the replicas instead",
 					"stream", stream, "err", err)

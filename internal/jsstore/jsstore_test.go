@@ -442,4 +442,41 @@ func TestFetchReadsTheSitesOwnCopy(t *testing.T) {
 		t.Fatalf("after the copy was lost and refilled: %d records from it, %d from the replicas; want %d and 0",
 			own, replicas, n)
 	}
+
+	// The log is replaced (a restore from an older backup, say) and the
+	// read model rebuilt from scratch: the copy is rebuilt with it, and
+	// never serves a record of the log it was made of.
+	refilled.Close()
+	js, err := jetstream.New(other.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "SAL_"+strings.ToUpper(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt, _ := openStoreOn(t, url, copyDir)
+	for i := 1; i <= n; i++ {
+		rec := salamander.Record{Type: salamander.RecMessageSent, Room: "d_own", Text: fmt.Sprint("new text ", i)}
+		if _, _, err := rebuilt.Append(ctx, room, "d_own", rec, jsstore.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tail(rebuilt, 1) // as a read model that has applied nothing asks
+	got, err := rebuilt.Fetch(ctx, room, all[:3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range all[:3] {
+		if want := fmt.Sprint("new text ", jsstore.RecordSeq(p)); got[p].Text != want {
+			t.Fatalf("after the log was replaced, position %d reads %q, want %q", p, got[p].Text, want)
+		}
+	}
 }
