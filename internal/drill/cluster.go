@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -974,8 +975,12 @@ func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)
 	}
 }
 
-// freePorts asks the kernel for n free ports on 127.0.0.1. They are
-// released before use, so another process could take one in between.
+// freePorts finds n free ports on 127.0.0.1. They are released before use,
+// so they are taken below the kernel's range of ephemeral ports: a port
+// from that range may become the source port of any outgoing connection
+// in between (CI saw a nats-server's monitor port taken by a route's dial),
+// while a port below it is only ever taken by a process binding it on
+// purpose.
 func freePorts(n int) ([]int, error) {
 	var out []int
 	var lns []net.Listener
@@ -984,15 +989,35 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := 10000, ephemeralPortsFrom()-1
+	start := lo + rand.IntN(hi-lo+1)
+	for i := 0; i <= hi-lo && len(out) < n; i++ {
+		port := lo + (start-lo+i)%(hi-lo+1)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			return nil, fmt.Errorf("drill: free port: %w", err)
+			continue // taken
 		}
 		lns = append(lns, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		out = append(out, port)
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("drill: only %d free ports on 127.0.0.1 between %d and %d", len(out), lo, hi)
 	}
 	return out, nil
+}
+
+// ephemeralPortsFrom is the first port of the kernel's ephemeral range
+// (Linux's default 32768 when it cannot be read).
+func ephemeralPortsFrom() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var from, to int
+	if _, err := fmt.Sscan(string(b), &from, &to); err != nil || from <= 11000 {
+		return 32768
+	}
+	return from
 }
 
 // clusterPort finds a port free both on ip and on 127.0.0.1 and returns
