@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
@@ -347,7 +347,7 @@ func (c *Cluster) names() []string {
 // link proxies.
 func (c *Cluster) layout() error {
 	for i, name := range SiteNames {
-		ports, err := freePorts(3)
+		ports, err := freeport.Loopback(3)
 		if err != nil {
 			return err
 		}
@@ -973,51 +973,6 @@ func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)
 		case <-t.C:
 		}
 	}
-}
-
-// freePorts finds n free ports on 127.0.0.1. They are released before use,
-// so they are taken below the kernel's range of ephemeral ports: a port
-// from that range may become the source port of any outgoing connection
-// in between (CI saw a nats-server's monitor port taken by a route's dial),
-// while a port below it is only ever taken by a process binding it on
-// purpose.
-func freePorts(n int) ([]int, error) {
-	var out []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	lo, hi := 10000, ephemeralPortsFrom()-1
-	start := lo + rand.IntN(hi-lo+1)
-	for i := 0; i <= hi-lo && len(out) < n; i++ {
-		port := lo + (start-lo+i)%(hi-lo+1)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue // taken
-		}
-		lns = append(lns, l)
-		out = append(out, port)
-	}
-	if len(out) < n {
-		return nil, fmt.Errorf("drill: only %d free ports on 127.0.0.1 between %d and %d", len(out), lo, hi)
-	}
-	return out, nil
-}
-
-// ephemeralPortsFrom is the first port of the kernel's ephemeral range
-// (Linux's default 32768 when it cannot be read).
-func ephemeralPortsFrom() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	var from, to int
-	if _, err := fmt.Sscan(string(b), &from, &to); err != nil || from <= 11000 {
-		return 32768
-	}
-	return from
 }
 
 // clusterPort finds a port free both on ip and on 127.0.0.1 and returns

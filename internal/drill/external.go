@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander/internal/balancer"
+	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
@@ -43,7 +44,7 @@ func (g gatewayAddr) url() string { return "http://" + g.httpAddr }
 // layoutExternal picks the ports of site s's server monitor and gateways;
 // the site's URL becomes its balancer's.
 func (c *Cluster) layoutExternal(s *siteProc) error {
-	ports, err := freePorts(1 + c.cfg.GatewaysPerSite)
+	ports, err := freeport.Loopback(1 + c.cfg.GatewaysPerSite)
 	if err != nil {
 		return err
 	}

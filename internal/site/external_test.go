@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/natsnode"
 	"github.com/salamander-chat/salamander/internal/secrets"
@@ -380,14 +380,9 @@ func TestCheckVersion(t *testing.T) {
 
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var out []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	ports, err := freeport.Loopback(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return ports
 }

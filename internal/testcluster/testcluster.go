@@ -13,7 +13,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
@@ -69,7 +69,7 @@ func start(ctx context.Context, dir string, logger *slog.Logger) (*Cluster, erro
 	type ports struct{ http, client, cluster int }
 	ps := make([]ports, len(Names))
 	for i := range Names {
-		p, err := freePorts(3)
+		p, err := freeport.Loopback(3)
 		if err != nil {
 			return nil, err
 		}
@@ -249,28 +249,6 @@ func (c *Cluster) Close() {
 		}
 	}
 	wg.Wait()
-}
-
-// freePorts asks the kernel for n free loopback ports. They are released
-// before use, so another process could take one in between; on a test
-// machine that is rare enough.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var out []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }
 
 // Timeout is a generous bound for cluster start in tests.
