@@ -57,6 +57,8 @@ type appender struct {
 	s      *Store
 	stream string
 	in     chan *appendRequest
+	// holds: a partition's messages may be held in its standby.
+	holds bool
 }
 
 // appender returns stream's appender, starting it on first use. Close
@@ -70,7 +72,8 @@ func (s *Store) appender(stream string) *appender {
 	if s.appenders == nil {
 		s.appenders = map[string]*appender{}
 	}
-	a := &appender{s: s, stream: stream, in: make(chan *appendRequest, 4*maxBatchEntries)}
+	a := &appender{s: s, stream: stream, in: make(chan *appendRequest, 4*maxBatchEntries),
+		holds: isPartition(stream) && s.cfg.HoldAfter > 0}
 	s.appenders[stream] = a
 	s.appWG.Add(1)
 	go func() {
@@ -148,7 +151,7 @@ func (a *appender) run(ctx context.Context) {
 // commit appends one record for batch and answers every request in it. A
 // partition's batch may be held in its standby instead (standby.go).
 func (a *appender) commit(ctx context.Context, batch []*appendRequest) {
-	if isPartition(a.stream) && a.s.cfg.HoldAfter > 0 {
+	if a.holds {
 		a.commitPartition(ctx, batch)
 		return
 	}

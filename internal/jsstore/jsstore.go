@@ -647,7 +647,8 @@ var errNoQuorum = salamander.Errorf(salamander.CodeUnavailable,
 // the start (a reader that has applied nothing) empties the copy and
 // rebuilds it with the reader.
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
-	t := &tailer{s: s, stream: stream, next: max(RecordSeq(from), 1), from: from, deliver: deliver}
+	t := &tailer{s: s, stream: stream, next: max(RecordSeq(from), 1), from: from, deliver: deliver,
+		standby: IsStandby(stream), partition: isPartition(stream)}
 	if t.copy = s.copyOf(stream); t.copy != nil {
 		if from <= PositionOf(stream, 1, 0).Seq {
 			// A reader that has applied nothing (a read model rebuilt
@@ -757,6 +758,8 @@ type tailer struct {
 	replies chan *nats.Msg
 	reqID   int
 	copy    *ownCopy // nil: none
+	// standby and partition say what the stream is (standby.go).
+	standby, partition bool
 }
 
 // failed handles a failed read: it reports whether the tail must stop
@@ -823,9 +826,9 @@ func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 			entries = append(entries, Entry{Record: r})
 		}
 		switch {
-		case IsStandby(t.stream):
+		case t.standby:
 			t.s.noteHeld(t.stream, seq)
-		case isPartition(t.stream) && recs[len(recs)-1].Type == salamander.RecMerge && recs[len(recs)-1].Merge != nil:
+		case t.partition && recs[len(recs)-1].Type == salamander.RecMerge && recs[len(recs)-1].Merge != nil:
 			t.s.noteMerged(recs[len(recs)-1].Merge.Standby, recs[len(recs)-1].Merge.To)
 		}
 	}

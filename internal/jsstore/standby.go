@@ -116,8 +116,8 @@ type standbyState struct {
 	moved chan struct{}
 }
 
-// standby returns the state of partition's standby.
-func (s *Store) standby(partition string) *standbyState {
+// standby calls fn with the state of partition's standby, under sbMu.
+func (s *Store) standby(partition string, fn func(st *standbyState)) {
 	s.sbMu.Lock()
 	defer s.sbMu.Unlock()
 	if s.sb == nil {
@@ -128,32 +128,35 @@ func (s *Store) standby(partition string) *standbyState {
 		st = &standbyState{moved: make(chan struct{})}
 		s.sb[partition] = st
 	}
-	return st
+	fn(st)
 }
 
 // noteHeld records that the standby holds records up to seq, and starts a
 // merger if they are not all placed.
 func (s *Store) noteHeld(standby string, seq uint64) {
 	p := PartitionOf(standby)
-	st := s.standby(p)
-	s.sbMu.Lock()
-	defer s.sbMu.Unlock()
-	st.end = max(st.end, seq)
-	s.startMergerLocked(p, st)
+	s.standby(p, func(st *standbyState) {
+		st.end = max(st.end, seq)
+		s.startMergerLocked(p, st)
+	})
 }
 
 // noteMerged records that the standby's records up to seq are placed.
 func (s *Store) noteMerged(standby string, seq uint64) {
-	st := s.standby(PartitionOf(standby))
-	s.sbMu.Lock()
-	defer s.sbMu.Unlock()
-	if seq > st.merged {
-		st.merged = seq
-		st.end = max(st.end, seq)
-		st.suspect = false // a merge landed: the partition has a leader
-		close(st.moved)
-		st.moved = make(chan struct{})
-	}
+	s.standby(PartitionOf(standby), func(st *standbyState) {
+		if seq > st.merged {
+			st.merged = seq
+			st.end = max(st.end, seq)
+			st.suspect = false // a merge landed: the partition has a leader
+			close(st.moved)
+			st.moved = make(chan struct{})
+		}
+	})
+}
+
+// setSuspect says whether the partition is suspected of not answering.
+func (s *Store) setSuspect(partition string, suspect bool) {
+	s.standby(partition, func(st *standbyState) { st.suspect = suspect })
 }
 
 // startMergerLocked starts partition's merger unless one runs or nothing
@@ -174,13 +177,13 @@ func (s *Store) startMergerLocked(partition string, st *standbyState) {
 // knows of but not yet as placed (0: none), whether the partition is
 // suspected down, and a channel closed when that changes.
 func (s *Store) unplaced(partition string) (upTo uint64, suspect bool, moved chan struct{}) {
-	st := s.standby(partition)
-	s.sbMu.Lock()
-	defer s.sbMu.Unlock()
-	if st.end > st.merged {
-		upTo = st.end
-	}
-	return upTo, st.suspect, st.moved
+	s.standby(partition, func(st *standbyState) {
+		if st.end > st.merged {
+			upTo = st.end
+		}
+		suspect, moved = st.suspect, st.moved
+	})
+	return upTo, suspect, moved
 }
 
 // waitPlaced waits until every standby record of partition this site knew
@@ -188,10 +191,9 @@ func (s *Store) unplaced(partition string) (upTo uint64, suspect bool, moved cha
 func (s *Store) waitPlaced(ctx context.Context, partition string) error {
 	upTo, _, _ := s.unplaced(partition)
 	for upTo > 0 {
-		st := s.standby(partition)
-		s.sbMu.Lock()
-		done, moved := st.merged >= upTo, st.moved
-		s.sbMu.Unlock()
+		var done bool
+		var moved chan struct{}
+		s.standby(partition, func(st *standbyState) { done, moved = st.merged >= upTo, st.moved })
 		if done {
 			return nil
 		}
@@ -202,14 +204,6 @@ func (s *Store) waitPlaced(ctx context.Context, partition string) error {
 		}
 	}
 	return nil
-}
-
-// setSuspect marks the partition as not answering (until a merge lands).
-func (s *Store) setSuspect(partition string) {
-	st := s.standby(partition)
-	s.sbMu.Lock()
-	st.suspect = true
-	s.sbMu.Unlock()
 }
 
 // runMerger appends merge records to partition until every standby record
@@ -252,10 +246,7 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 		return err
 	}
 	// The partition's leader answered: appends need not be held at once.
-	st := s.standby(partition)
-	s.sbMu.Lock()
-	st.suspect = false
-	s.sbMu.Unlock()
+	s.setSuspect(partition, false)
 	if lastSeq > 0 {
 		// What it placed, as every tail expands it (our mergers never name
 		// more than fits, but the log is what counts).
@@ -441,7 +432,7 @@ func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) 
 		err := a.s.waitPlaced(wctx, p)
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			a.s.setSuspect(p)
+			a.s.setSuspect(p, true)
 			a.hold(ctx, batch)
 			return
 		}
@@ -466,7 +457,7 @@ func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) 
 	// The abandoned append may still land (the old leader's quorum may
 	// have it): its messages are then placed twice, and the read models
 	// keep the first (one client id, one message).
-	a.s.setSuspect(p)
+	a.s.setSuspect(p, true)
 	a.hold(ctx, batch)
 }
 
