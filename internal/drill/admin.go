@@ -50,6 +50,10 @@ func (c *Cluster) admin(i int) (*jsstore.Store, error) {
 	cfg := jsstore.DefaultConfig(c.NATSURL(i))
 	cfg.Name = "salamander-drill-" + c.sites[i].name
 	cfg.User, cfg.Password, cfg.TLS = a.NATSUser, a.NATSPassword, tc
+	// Through this site's server alone: were it to follow the servers the
+	// cluster announces, a connection whose site burned would move to
+	// another site's, and lose its way again when that one burns.
+	cfg.ConfiguredOnly = true
 	// Open connects in the background and retries while the server is
 	// down; a request before it is connected fails like any other.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -223,7 +223,11 @@ func checkElections(t *testing.T, rep *Report) {
 	}
 	for i := range rep.Faults {
 		if found[i+1] == 0 {
-			t.Errorf("no new leader found after fault %d (elections %+v)", i+1, rep.Elections)
+			var es []Election
+			for _, e := range rep.Elections {
+				es = append(es, *e)
+			}
+			t.Errorf("no new leader found after fault %d (elections %+v, leaders just before it %v)", i+1, es, rep.Faults[i].leaders)
 		}
 	}
 	if rep.HeldWaitedForElection == 0 || rep.HeldDeliveryAfterElectionMSMax < 0 || rep.HeldDeliveryAfterElectionMSP50 > rep.HeldDeliveryAfterElectionMSMax {

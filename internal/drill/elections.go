@@ -86,9 +86,18 @@ type electionWatch struct {
 func (r *run) watchElections(n int, partitions []string, leaders map[string]string, from time.Time) {
 	fault := r.faults[n-1].at
 	r.stopElections()
-	if len(partitions) == 0 || r.cl.liveAdmin(0) == nil {
+	if len(partitions) == 0 {
+		r.log.Warn("no partition to watch for a new leader", "fault", n, "leaders", leaders)
 		return
 	}
+	if r.cl.attached || r.cl.secrets == "" {
+		return // no admin credential: nothing to watch with (ErrNoAdmin)
+	}
+	if r.cl.liveAdmin(0) == nil {
+		// The watch asks whichever admin connection is up at each poll.
+		r.log.Warn("no admin connection is up yet to watch the partitions' elections with", "fault", n)
+	}
+	r.log.Info("watching for new leaders", "fault", n, "partitions", partitions)
 	ctx, cancel := context.WithCancel(r.ctx)
 	ew := &electionWatch{cancel: cancel}
 	r.watches = append(r.watches, ew)

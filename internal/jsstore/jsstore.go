@@ -97,6 +97,11 @@ type Config struct {
 	User, Password string
 	TLS            *tls.Config
 	Logger         *slog.Logger
+	// ConfiguredOnly keeps the connection on URLs: servers the cluster
+	// announces (other sites' servers) are not added to the ones it
+	// reconnects to. For a connection meant to go through one site's
+	// server alone (the drill's admin view of each site).
+	ConfiguredOnly bool
 	// CopyDir holds this site's own copy of the log (see ownCopy): the
 	// records its tails applied, read back by Fetch without asking another
 	// site. Empty: no copy, Fetch reads from the replicas.
@@ -214,6 +219,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, nats.Secure(cfg.TLS))
+	}
+	if cfg.ConfiguredOnly {
+		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
 	s := &Store{cfg: cfg, log: log}
 	opts = append(opts, nats.ReconnectToServer(s.pickServer))

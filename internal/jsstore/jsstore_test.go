@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/natsnode"
 )
@@ -478,5 +479,59 @@ func TestFetchReadsTheSitesOwnCopy(t *testing.T) {
 		if want := fmt.Sprint("new text ", jsstore.RecordSeq(p)); got[p].Text != want {
 			t.Fatalf("after the log was replaced, position %d reads %q, want %q", p, got[p].Text, want)
 		}
+	}
+}
+
+// A store opened with ConfiguredOnly stays on its configured servers: the
+// servers the cluster announces (another site's) are not added to the ones
+// it would reconnect to, while a default store learns them.
+func TestConfiguredOnlyIgnoresAnnouncedServers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ports, err := freeport.Loopback(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	start := func(site string, own, peer int) *natsnode.Node {
+		cfg := natsnode.DefaultConfig(site)
+		cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+		cfg.ClusterAddr, cfg.Routes = addr(own), []string{addr(peer)}
+		node, err := natsnode.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(node.Shutdown)
+		return node
+	}
+	a := start("a", 0, 1)
+	b := start("b", 1, 0)
+	open := func(only bool) *jsstore.Store {
+		cfg := jsstore.DefaultConfig(a.ClientURL())
+		cfg.ConfiguredOnly = only
+		st, err := jsstore.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		return st
+	}
+	learns, stays := open(false), open(true)
+	// The default store learns b once the route is up (the announcement
+	// reaches every connected client).
+	for len(learns.Conn().DiscoveredServers()) == 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("the cluster never announced %s to a default store", b.ClientURL())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !stays.Conn().IsConnected() {
+		t.Fatal("not connected")
+	}
+	if got := stays.Conn().DiscoveredServers(); len(got) != 0 {
+		t.Errorf("ConfiguredOnly store learned %v", got)
+	}
+	if got := stays.Conn().Servers(); len(got) != 1 {
+		t.Errorf("ConfiguredOnly store may reconnect to %v, want only %s", got, a.ClientURL())
 	}
 }
