@@ -216,6 +216,16 @@ func (v *View) write(batches []*dbBatch) error {
 		openSpan, closeSpan                 = s(v.st.openSpan), s(v.st.closeSpan)
 	)
 	reached := map[string]uint64{}
+	// Rows that hold a current state — a user, a room with its newest
+	// message, a member's read marker — are written once per transaction
+	// with their latest value: a room that got fifty messages since the
+	// last write is upserted once, not fifty times.
+	users, rooms, members := map[string]userState{}, map[string]roomRow{}, map[memberKey]*uint64{}
+	for _, b := range batches {
+		maps.Copy(users, b.users)
+		maps.Copy(rooms, b.rooms)
+		maps.Copy(members, b.members)
+	}
 	for _, b := range batches {
 		for _, e := range b.audit {
 			if _, err := tx.Stmt(v.st.audit).Exec(e.stream, e.seq, e.at, e.by, e.site, e.action, e.user, e.role, e.detail); err != nil {
@@ -227,12 +237,6 @@ func (v *View) write(batches []*dbBatch) error {
 				return fmt.Errorf("signing key: %w", err)
 			}
 		}
-		for _, u := range b.users {
-			if _, err := user.Exec(u.name, u.displayName, u.status, u.hash, u.created.UnixNano(), u.revokedSeq, u.role,
-				u.suspended); err != nil {
-				return fmt.Errorf("user %s: %w", u.name, err)
-			}
-		}
 		for _, r := range b.revoked {
 			if _, err := revoked.Exec(r.sid, r.user, r.at); err != nil {
 				return fmt.Errorf("revoked session: %w", err)
@@ -241,26 +245,6 @@ func (v *View) write(batches []*dbBatch) error {
 		for _, f := range b.friends {
 			if _, err := friend.Exec(f.user, f.friend, f.at); err != nil {
 				return fmt.Errorf("friend: %w", err)
-			}
-		}
-		for _, r := range b.rooms {
-			var sentAt int64
-			if r.last.Seq > 0 {
-				sentAt = r.last.SentAt.UnixNano()
-			}
-			if _, err := room.Exec(r.id, r.stream, r.kind, r.name, r.created, r.lastSeq, r.last.Sender, r.last.ClientID,
-				r.last.Text, sentAt); err != nil {
-				return fmt.Errorf("room %s: %w", r.id, err)
-			}
-		}
-		for k, read := range b.members {
-			if read == nil {
-				_, err = delMember.Exec(k.room, k.user)
-			} else {
-				_, err = member.Exec(k.room, k.user, *read)
-			}
-			if err != nil {
-				return fmt.Errorf("member %s/%s: %w", k.room, k.user, err)
 			}
 		}
 		for _, m := range b.messages {
@@ -295,6 +279,32 @@ func (v *View) write(batches []*dbBatch) error {
 		}
 		for s, seq := range b.reached {
 			reached[s] = max(reached[s], seq)
+		}
+	}
+	for _, u := range users {
+		if _, err := user.Exec(u.name, u.displayName, u.status, u.hash, u.created.UnixNano(), u.revokedSeq, u.role,
+			u.suspended); err != nil {
+			return fmt.Errorf("user %s: %w", u.name, err)
+		}
+	}
+	for _, r := range rooms {
+		var sentAt int64
+		if r.last.Seq > 0 {
+			sentAt = r.last.SentAt.UnixNano()
+		}
+		if _, err := room.Exec(r.id, r.stream, r.kind, r.name, r.created, r.lastSeq, r.last.Sender, r.last.ClientID,
+			r.last.Text, sentAt); err != nil {
+			return fmt.Errorf("room %s: %w", r.id, err)
+		}
+	}
+	for k, read := range members {
+		if read == nil {
+			_, err = delMember.Exec(k.room, k.user)
+		} else {
+			_, err = member.Exec(k.room, k.user, *read)
+		}
+		if err != nil {
+			return fmt.Errorf("member %s/%s: %w", k.room, k.user, err)
 		}
 	}
 	for s, seq := range reached {

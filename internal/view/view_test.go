@@ -523,3 +523,46 @@ func TestAFailedEntryKeepsWhatWasAppliedBeforeIt(t *testing.T) {
 		t.Fatalf("the failed entry's stream is recorded as applied up to %d", got)
 	}
 }
+
+// The writer writes what many applied batches changed in one transaction,
+// a room, a member or a user once with its latest state: the store then
+// holds what it holds after writing the batches one by one.
+func TestOneWriteOfManyBatchesKeepsTheLatestRows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := history()
+	log := &memLog{}
+	log.add(h)
+	v.src = log
+	var batches []*dbBatch
+	for _, e := range h { // one batch per record, as the tails hand them over
+		b, err := v.applyModel([]jsstore.Entry{e})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b != nil {
+			batches = append(batches, b)
+		}
+	}
+	if len(batches) < 10 {
+		t.Fatalf("%d batches", len(batches))
+	}
+	if err := v.write(batches); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	reloaded, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reloaded.Close()
+	reloaded.src = log
+	fresh := openTemp(t)
+	apply(t, fresh, log, h)
+	if a, b := state(t, reloaded), state(t, fresh); a != b {
+		t.Fatalf("one write of many batches, reloaded, differs from one batch:\n%s\n%s", a, b)
+	}
+}
