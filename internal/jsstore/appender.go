@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -86,7 +85,7 @@ func (s *Store) appender(stream string) *appender {
 // append queues one record and waits for its position. If ctx ends first
 // the record may still be stored, as with any append whose answer is lost.
 func (a *appender) append(ctx context.Context, key string, rec salamander.Record, msgID string) (salamander.Position, bool, error) {
-	body, err := json.Marshal(rec)
+	body, err := salamander.EncodeRecord(&rec)
 	if err != nil {
 		return salamander.Position{}, false, fmt.Errorf("jsstore: encode %s: %w", rec.Type, err)
 	}
@@ -168,17 +167,15 @@ func (a *appender) publishBatch(ctx context.Context, stream string, batch []*app
 		out[0] = appendResult{pos: PositionOf(stream, seq, 0), dup: dup, err: a.mapErr(err)}
 		return out
 	}
-	wire := batchWire{Type: salamander.RecBatch, Batch: make([]json.RawMessage, len(batch))}
+	entries, size := make([][]byte, len(batch)), 0
 	for i, r := range batch {
-		wire.Batch[i] = r.body
+		entries[i] = r.body
+		size += len(r.body) + 1
 	}
-	body, err := json.Marshal(wire)
-	var seq uint64
-	if err == nil {
-		// One id for every attempt of this record, so that a retry after a
-		// lost ack is recognized as the same record.
-		seq, _, err = a.s.publish(ctx, stream, subjectRoot(stream)+".batch", body, AppendOptions{MsgID: "b:" + randomID()})
-	}
+	body := salamander.AppendBatchRecord(make([]byte, 0, size+32), entries)
+	// One id for every attempt of this record, so that a retry after a
+	// lost ack is recognized as the same record.
+	seq, _, err := a.s.publish(ctx, stream, subjectRoot(stream)+".batch", body, AppendOptions{MsgID: "b:" + randomID()})
 	for i := range batch {
 		out[i] = appendResult{pos: PositionOf(stream, seq, i), err: a.mapErr(err)}
 	}
@@ -189,13 +186,6 @@ func answerAll(batch []*appendRequest, results []appendResult) {
 	for i, r := range results {
 		batch[i].done <- r
 	}
-}
-
-// batchWire is a RecBatch record built from its entries' encodings; it
-// decodes as a salamander.Record.
-type batchWire struct {
-	Type  salamander.RecordType `json:"t"`
-	Batch []json.RawMessage     `json:"b"`
 }
 
 // mapErr turns the store shutting down into "unavailable": the request's

@@ -2,7 +2,6 @@ package jsstore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -68,8 +67,8 @@ func (s *Store) readRecords(ctx context.Context, stream string, seqs []uint64) (
 		want[seq] = true
 	}
 	take := func(seq uint64, data []byte) error {
-		var rec salamander.Record
-		if err := json.Unmarshal(data, &rec); err != nil {
+		rec, err := salamander.DecodeRecord(data)
+		if err != nil {
 			return fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
 		}
 		out[seq] = rec

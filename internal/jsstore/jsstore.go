@@ -563,7 +563,7 @@ func (s *Store) Append(ctx context.Context, stream, key string, rec salamander.R
 	if opt.Batch && !opt.ExpectNew {
 		return s.appender(stream).append(ctx, key, rec, opt.MsgID)
 	}
-	body, err := json.Marshal(rec)
+	body, err := salamander.EncodeRecord(&rec)
 	if err != nil {
 		return salamander.Position{}, false, fmt.Errorf("jsstore: encode %s: %w", rec.Type, err)
 	}
@@ -819,9 +819,8 @@ func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 				"stream", t.stream, "at", seq, "err", err)
 		}
 	}
-	var rec salamander.Record
 	var entries []Entry
-	if err := json.Unmarshal(data, &rec); err != nil {
+	if rec, err := salamander.DecodeRecord(data); err != nil {
 		entries = []Entry{{Err: fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)}}
 	} else {
 		// A merge record's messages come from the standby: it waits

@@ -278,7 +278,7 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 	}
 	rec := salamander.Record{Type: salamander.RecMerge, At: time.Now().UTC(),
 		Merge: &salamander.MergeRange{Standby: standby, From: last.To, To: to}}
-	body, err := json.Marshal(rec)
+	body, err := salamander.EncodeRecord(&rec)
 	if err != nil {
 		return err
 	}
@@ -328,8 +328,8 @@ func (s *Store) LastMerge(ctx context.Context, partition string) (uint64, salama
 	case res.Message == nil:
 		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: empty answer", partition)
 	}
-	var rec salamander.Record
-	if err := json.Unmarshal(res.Message.Data, &rec); err != nil || rec.Merge == nil {
+	rec, err := salamander.DecodeRecord(res.Message.Data)
+	if err != nil || rec.Merge == nil {
 		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: not a merge record", partition)
 	}
 	return res.Message.Seq, *rec.Merge, nil
