@@ -311,46 +311,18 @@ func (d *recordDecoder) field(r *Record, key, depth int) bool {
 		r.Seq = n
 		return err == nil
 	case kMembers:
-		if !d.byte('[') {
-			return false
-		}
 		r.Members = []string{}
-		if d.byte(']') {
-			return true
-		}
-		for {
+		return d.array(func() bool {
 			s, ok := d.str()
-			if !ok {
-				return false
-			}
 			r.Members = append(r.Members, s)
-			if d.byte(']') {
-				return true
-			}
-			if !d.byte(',') {
-				return false
-			}
-		}
+			return ok
+		})
 	case kBatch:
-		if depth >= maxDirectDepth || !d.byte('[') {
-			return false
-		}
 		r.Batch = []Record{}
-		if d.byte(']') {
-			return true
-		}
-		for {
+		return depth < maxDirectDepth && d.array(func() bool {
 			r.Batch = append(r.Batch, Record{})
-			if !d.record(&r.Batch[len(r.Batch)-1], depth+1) {
-				return false
-			}
-			if d.byte(']') {
-				return true
-			}
-			if !d.byte(',') {
-				return false
-			}
-		}
+			return d.record(&r.Batch[len(r.Batch)-1], depth+1)
+		})
 	}
 	s, ok := d.str()
 	if !ok {
@@ -402,6 +374,27 @@ func (d *recordDecoder) field(r *Record, key, depth int) bool {
 		return false
 	}
 	return true
+}
+
+// array reads a JSON array whose elements elem reads.
+func (d *recordDecoder) array(elem func() bool) bool {
+	if !d.byte('[') {
+		return false
+	}
+	if d.byte(']') {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		if d.byte(']') {
+			return true
+		}
+		if !d.byte(',') {
+			return false
+		}
+	}
 }
 
 func (d *recordDecoder) byte(c byte) bool {
