@@ -271,10 +271,18 @@ func (v *View) setUnread(msgs []salamander.Message) {
 // syncQuery returns, for one user and stream, the events after a position
 // up to another, in log order: messages and other room events of every
 // room while the user was in it (their membership spans), and the user's
-// own events.
+// own events. A span's messages are read by seq between the marks around
+// its positions (message_marks): the last mark at or before the span's
+// start and the first after its end bound the seqs, the positions filter
+// the at most 2 × markEvery rows between.
 const syncQuery = `SELECT seq, kind, room, body, mseq, sender, client_id, sent_at FROM (
   SELECT m.pos AS seq, 1 AS kind, m.room, '' AS body, m.seq AS mseq, m.sender, m.client_id, m.sent_at
-    FROM spans s JOIN messages m ON m.room = s.room AND m.pos > max(?1, s.from_seq - 1) AND m.pos <= min(s.to_seq, ?2)
+    FROM spans s JOIN messages m ON m.room = s.room
+      AND m.seq >= coalesce((SELECT k.seq FROM message_marks k WHERE k.room = s.room AND k.pos <= max(?1, s.from_seq - 1)
+        ORDER BY k.pos DESC LIMIT 1), 0)
+      AND m.seq < coalesce((SELECT k.seq FROM message_marks k WHERE k.room = s.room AND k.pos > min(s.to_seq, ?2)
+        ORDER BY k.pos LIMIT 1), 9223372036854775807)
+      AND m.pos > max(?1, s.from_seq - 1) AND m.pos <= min(s.to_seq, ?2)
     WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
   UNION ALL
   SELECT e.seq, 2, e.room, e.body, 0, '', '', 0

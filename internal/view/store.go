@@ -21,7 +21,10 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 12
+const schemaVersion = 13
+
+// markEvery is how many messages of a room one message_marks row spans.
+const markEvery = 32
 
 // spanOpen is the to_seq of a membership that has not ended.
 const spanOpen = math.MaxInt64
@@ -60,7 +63,13 @@ CREATE TABLE members(room TEXT NOT NULL, user TEXT NOT NULL, read_seq INTEGER NO
 -- from there (or from the model's recent messages) by position.
 CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL, sender TEXT NOT NULL,
   client_id TEXT NOT NULL, sent_at INTEGER NOT NULL, PRIMARY KEY(room, seq)) WITHOUT ROWID;
-CREATE INDEX messages_pos ON messages(room, pos);
+-- A sparse index of the messages by log position: the position of every
+-- markEvery-th message of a room (seq 1, 1+markEvery, …). A room's seqs
+-- and positions grow together, so a range of positions is a range of seqs
+-- between two marks, read through the primary key; a full (room, pos)
+-- index cost a second B-tree insert per message.
+CREATE TABLE message_marks(room TEXT NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY(room, pos)) WITHOUT ROWID;
 -- Room events other than messages (created, joined, left, renamed, read),
 -- by the log position of their record; the room fixes the stream.
 CREATE TABLE room_events(room TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
@@ -151,7 +160,7 @@ func newDBBatch() *dbBatch {
 // writer's single connection.
 type statements struct {
 	applied, key, user, revoked, friend, room, member, delMember, message, roomEvent, userEvent, openSpan, closeSpan *sql.Stmt
-	audit                                                                                                            *sql.Stmt
+	audit, mark                                                                                                      *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*statements, error) {
@@ -182,6 +191,7 @@ func prepare(db *sql.DB) (*statements, error) {
 		ON CONFLICT(room, user) DO UPDATE SET read_seq = excluded.read_seq`)
 	p(&st.delMember, `DELETE FROM members WHERE room = ? AND user = ?`)
 	p(&st.message, `INSERT INTO messages(room, seq, pos, sender, client_id, sent_at) VALUES(?, ?, ?, ?, ?, ?)`)
+	p(&st.mark, `INSERT INTO message_marks(room, pos, seq) VALUES(?, ?, ?)`)
 	p(&st.roomEvent, `INSERT INTO room_events(room, seq, body) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.userEvent, `INSERT INTO user_events(user, stream, seq, body) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.openSpan, `INSERT INTO spans(user, stream, room, from_seq, to_seq) VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
@@ -194,7 +204,7 @@ func prepare(db *sql.DB) (*statements, error) {
 
 func (st *statements) close() {
 	for _, s := range []*sql.Stmt{st.audit, st.applied, st.key, st.user, st.revoked, st.friend, st.room, st.member,
-		st.delMember, st.message, st.roomEvent, st.userEvent, st.openSpan, st.closeSpan} {
+		st.delMember, st.message, st.mark, st.roomEvent, st.userEvent, st.openSpan, st.closeSpan} {
 		if s != nil {
 			s.Close()
 		}
@@ -212,6 +222,7 @@ func (v *View) write(batches []*dbBatch) error {
 	var (
 		applied, key, user, revoked, friend = s(v.st.applied), s(v.st.key), s(v.st.user), s(v.st.revoked), s(v.st.friend)
 		room, member, delMember, message    = s(v.st.room), s(v.st.member), s(v.st.delMember), s(v.st.message)
+		mark                                = s(v.st.mark)
 		roomEvent, userEvent                = s(v.st.roomEvent), s(v.st.userEvent)
 		openSpan, closeSpan                 = s(v.st.openSpan), s(v.st.closeSpan)
 	)
@@ -250,6 +261,11 @@ func (v *View) write(batches []*dbBatch) error {
 		for _, m := range b.messages {
 			if _, err := message.Exec(m.room, m.seq, m.pos, m.sender, m.clientID, m.sentAt); err != nil {
 				return fmt.Errorf("message %s/%d: %w", m.room, m.seq, err)
+			}
+			if m.seq%markEvery == 1 {
+				if _, err := mark.Exec(m.room, m.pos, m.seq); err != nil {
+					return fmt.Errorf("message mark %s/%d: %w", m.room, m.seq, err)
+				}
 			}
 		}
 		for _, e := range b.roomEvents {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -564,5 +566,99 @@ func TestOneWriteOfManyBatchesKeepsTheLatestRows(t *testing.T) {
 	apply(t, fresh, log, h)
 	if a, b := state(t, reloaded), state(t, fresh); a != b {
 		t.Fatalf("one write of many batches, reloaded, differs from one batch:\n%s\n%s", a, b)
+	}
+}
+
+// Sync reads a span's messages by seq between the sparse position marks
+// (message_marks): for any cursor, end and limit it returns what a plain
+// scan by position returns, across marks, joins, leaves and rejoins.
+func TestSyncBetweenMarksIsSyncByPosition(t *testing.T) {
+	v := openTemp(t)
+	log := &memLog{}
+	rng := rand.New(rand.NewPCG(7, 8))
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	seq := map[string]uint64{}
+	var entries []jsstore.Entry
+	add := func(stream string, rec salamander.Record) {
+		seq[stream]++
+		rec.At = at
+		entries = append(entries, jsstore.Entry{Pos: jsstore.PositionOf(stream, seq[stream], 0), Last: true, Record: rec})
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		add("acct", salamander.Record{Type: salamander.RecUserCreated, User: u, PasswordHash: "h"})
+	}
+	add("p0", salamander.Record{Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup, Name: "one",
+		Members: []string{"alice", "bob"}, By: "alice"})
+	add("p0", salamander.Record{Type: salamander.RecRoomCreated, Room: "g_2", Kind: salamander.RoomGroup, Name: "two",
+		Members: []string{"alice", "bob", "carol"}, By: "carol"})
+	bobIn := true
+	for i := range 600 {
+		switch n := rng.IntN(40); {
+		case n == 0 && bobIn:
+			add("p0", salamander.Record{Type: salamander.RecRoomLeft, Room: "g_1", User: "bob"})
+			bobIn = false
+		case n == 1 && !bobIn:
+			add("p0", salamander.Record{Type: salamander.RecRoomJoined, Room: "g_1", Members: []string{"bob"}, By: "alice"})
+			bobIn = true
+		case n < 25:
+			add("p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: fmt.Sprint("a", i), Text: "x"})
+		default:
+			add("p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_2", User: "carol", ClientID: fmt.Sprint("c", i), Text: "y"})
+		}
+	}
+	apply(t, v, log, entries)
+	// The query before the marks: every message of the span by position.
+	const byPosition = `SELECT m.pos, m.seq FROM spans s JOIN messages m ON m.room = s.room
+		AND m.pos > max(?1, s.from_seq - 1) AND m.pos <= min(s.to_seq, ?2)
+		WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1 ORDER BY m.pos LIMIT ?5`
+	rows := func(q string, args ...any) string {
+		t.Helper()
+		r, err := v.r.Query(q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var out []string
+		for r.Next() {
+			var pos, mseq uint64
+			var kind int
+			var room, body, sender, cid string
+			var sent int64
+			if strings.HasPrefix(q, "SELECT m.pos") {
+				err = r.Scan(&pos, &mseq)
+			} else {
+				err = r.Scan(&pos, &kind, &room, &body, &mseq, &sender, &cid, &sent)
+				if kind != 1 {
+					continue
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprint(pos, "/", mseq))
+		}
+		return strings.Join(out, " ")
+	}
+	end := seq["p0"]
+	messages := 0
+	for range 400 {
+		pos := func() uint64 { return jsstore.PositionOf("p0", rng.Uint64N(end+2), 0).Seq }
+		after, upTo := pos(), pos()
+		for _, user := range []string{"alice", "bob", "carol"} {
+			// Messages only (the limit counts every event), in order.
+			got := rows(syncQuery, after, upTo, user, "p0", 100000)
+			want := rows(byPosition, after, upTo, user, "p0", 100000)
+			if got != want {
+				t.Fatalf("%s after %d up to %d:\nmarks    %s\nposition %s", user, after, upTo, got, want)
+			}
+			messages += strings.Count(got, "/")
+		}
+	}
+	if messages < 10000 {
+		t.Fatalf("only %d messages compared", messages)
+	}
+	var marks int
+	if err := v.r.QueryRow(`SELECT count(*) FROM message_marks`).Scan(&marks); err != nil || marks < 10 {
+		t.Fatalf("%d marks (%v)", marks, err)
 	}
 }
