@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -254,7 +253,7 @@ func (g *Gateway) tendSockets(ctx context.Context) {
 // encodeEvent encodes ev for the wire; the frame remembers a stored
 // event's position so that each socket drops what its replay already sent.
 func encodeEvent(ev salamander.Event) (outFrame, bool) {
-	data, err := json.Marshal(ev)
+	data, err := salamander.EncodeEvent(&ev)
 	if err != nil {
 		return outFrame{}, false
 	}
