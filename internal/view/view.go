@@ -437,9 +437,12 @@ func (v *View) runWriter(in <-chan *dbBatch) {
 }
 
 // writerPace is how long the store's writer gathers changes while no
-// query waits for it; writerMinPace the least time between two commits
-// (what a query right after a write may wait for, besides the commit).
+// query waits for it: a commit writes every page it dirtied, so one commit
+// a second writes each busy room's pages a quarter as often as one every
+// 250 ms did (BENCHMARKS.md). writerMinPace is the least time between two
+// commits (what a query right after a write may wait for, besides the
+// commit).
 const (
-	writerPace    = 250 * time.Millisecond
+	writerPace    = time.Second
 	writerMinPace = 5 * time.Millisecond
 )
