@@ -290,26 +290,18 @@ func (d *recordDecoder) field(r *Record, key, depth int) bool {
 		return r.At.UnmarshalJSON(d.data[start:d.i]) == nil
 	case kRotate:
 		switch {
-		case bytes.HasPrefix(d.data[d.i:], []byte("true")):
-			r.Rotate, d.i = true, d.i+4
-		case bytes.HasPrefix(d.data[d.i:], []byte("false")):
-			r.Rotate, d.i = false, d.i+5
+		case d.literal("true"):
+			r.Rotate = true
+		case d.literal("false"):
+			r.Rotate = false
 		default:
 			return false
 		}
 		return true
 	case kSeq:
-		start := d.i
-		for d.i < len(d.data) && d.data[d.i] >= '0' && d.data[d.i] <= '9' {
-			d.i++
-		}
-		digits := d.data[start:d.i]
-		if len(digits) == 0 || len(digits) > 1 && digits[0] == '0' {
-			return false
-		}
-		n, err := strconv.ParseUint(string(digits), 10, 64)
+		n, ok := d.uint()
 		r.Seq = n
-		return err == nil
+		return ok
 	case kMembers:
 		r.Members = []string{}
 		return d.array(func() bool {
@@ -405,13 +397,37 @@ func (d *recordDecoder) byte(c byte) bool {
 	return false
 }
 
-// plainKey reads an object key of lower-case ASCII letters.
+// literal reads lit (true or false) if it comes next.
+func (d *recordDecoder) literal(lit string) bool {
+	if !bytes.HasPrefix(d.data[d.i:], []byte(lit)) {
+		return false
+	}
+	d.i += len(lit)
+	return true
+}
+
+// uint reads a JSON number that is a uint64: digits, no leading zero.
+func (d *recordDecoder) uint() (uint64, bool) {
+	start := d.i
+	for d.i < len(d.data) && d.data[d.i] >= '0' && d.data[d.i] <= '9' {
+		d.i++
+	}
+	digits := d.data[start:d.i]
+	if len(digits) == 0 || len(digits) > 1 && digits[0] == '0' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(digits), 10, 64)
+	return n, err == nil
+}
+
+// plainKey reads an object key of lower-case ASCII letters and
+// underscores.
 func (d *recordDecoder) plainKey() ([]byte, bool) {
 	if !d.byte('"') {
 		return nil, false
 	}
 	start := d.i
-	for d.i < len(d.data) && d.data[d.i] >= 'a' && d.data[d.i] <= 'z' {
+	for d.i < len(d.data) && (d.data[d.i] >= 'a' && d.data[d.i] <= 'z' || d.data[d.i] == '_') {
 		d.i++
 	}
 	key := d.data[start:d.i]

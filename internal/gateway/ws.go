@@ -348,6 +348,10 @@ func decodeFrame(data []byte, over bool, f *salamander.ClientFrame) error {
 	if !utf8.Valid(data) {
 		return salamander.Errorf(salamander.CodeInvalid, "frame must be valid UTF-8")
 	}
+	if salamander.ReadClientFrame(data, f) { // the shape clients write, without reflection
+		return checkStrings(data)
+	}
+	*f = salamander.ClientFrame{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(f); err != nil {
