@@ -35,9 +35,8 @@ type model struct {
 	// keys are the session-signing keys by id; current signs new tokens.
 	keys    map[string]*SigningKey
 	current string
-	// recent maps the log positions of recently applied messages to them.
-	recent      map[salamander.Position]*salamander.Message
-	recentOrder map[string][]uint64 // per stream, FIFO of positions in recent
+	// recent holds each stream's recently applied messages by position.
+	recent map[string]*recentMessages
 	// ops is the ops plane's state: incidents, reports, drills, drains.
 	ops opsModel
 	// held are the messages read from each standby stream and not placed
@@ -77,17 +76,16 @@ type roomState struct {
 
 func newModel() *model {
 	return &model{
-		users:       map[string]*userState{},
-		revoked:     map[string]struct{}{},
-		friends:     map[string]map[string]time.Time{},
-		followers:   map[string]map[string]struct{}{},
-		rooms:       map[string]*roomState{},
-		userRooms:   map[string]map[string]struct{}{},
-		recent:      map[salamander.Position]*salamander.Message{},
-		recentOrder: map[string][]uint64{},
-		keys:        map[string]*SigningKey{},
-		ops:         newOpsModel(),
-		held:        map[string][]heldMessage{},
+		users:     map[string]*userState{},
+		revoked:   map[string]struct{}{},
+		friends:   map[string]map[string]time.Time{},
+		followers: map[string]map[string]struct{}{},
+		rooms:     map[string]*roomState{},
+		userRooms: map[string]map[string]struct{}{},
+		recent:    map[string]*recentMessages{},
+		keys:      map[string]*SigningKey{},
+		ops:       newOpsModel(),
+		held:      map[string][]heldMessage{},
 	}
 }
 
@@ -175,18 +173,39 @@ func (r *roomState) remember(sender, clientID string, seq uint64) {
 	}
 }
 
+// recentMessages are one stream's newest recentPerStream messages by
+// position: a map keyed by the position's number (not by the whole
+// Position, whose stream name every lookup would hash) and a ring of the
+// positions in the order they came, the oldest next to go.
+type recentMessages struct {
+	byPos map[uint64]*salamander.Message
+	ring  []uint64
+	next  int // where the next position goes, over the oldest once full
+}
+
 // addRecent keeps msg findable by its log position for a while.
 func (m *model) addRecent(pos salamander.Position, msg *salamander.Message) {
-	m.recent[pos] = msg
-	order := append(m.recentOrder[pos.Stream], pos.Seq)
-	if len(order) > recentPerStream {
-		delete(m.recent, salamander.Position{Stream: pos.Stream, Seq: order[0]})
-		order = order[1:]
-		if cap(order) > 4*recentPerStream {
-			order = slices.Clone(order)
-		}
+	r := m.recent[pos.Stream]
+	if r == nil {
+		r = &recentMessages{byPos: map[uint64]*salamander.Message{}}
+		m.recent[pos.Stream] = r
 	}
-	m.recentOrder[pos.Stream] = order
+	if len(r.ring) < recentPerStream {
+		r.ring = append(r.ring, pos.Seq)
+	} else {
+		delete(r.byPos, r.ring[r.next])
+		r.ring[r.next] = pos.Seq
+		r.next = (r.next + 1) % recentPerStream
+	}
+	r.byPos[pos.Seq] = msg
+}
+
+// recentAt is the recent message at pos (nil: none, or no longer recent).
+func (m *model) recentAt(pos salamander.Position) *salamander.Message {
+	if r := m.recent[pos.Stream]; r != nil {
+		return r.byPos[pos.Seq]
+	}
+	return nil
 }
 
 // roomView is a room as viewer sees it ("" for no particular viewer).

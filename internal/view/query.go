@@ -146,7 +146,7 @@ func (v *View) RoomsOf(_ context.Context, user string) ([]salamander.Room, error
 func (v *View) MessageAt(_ context.Context, pos salamander.Position) (salamander.Message, bool, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	m := v.m.recent[pos]
+	m := v.m.recentAt(pos)
 	if m == nil {
 		return salamander.Message{}, false, nil
 	}
@@ -444,7 +444,7 @@ func (v *View) fillTexts(ctx context.Context, refs []textRef) error {
 	missing := map[string][]uint64{}
 	v.mu.RLock()
 	for _, r := range refs {
-		if m := v.m.recent[r.pos]; m != nil {
+		if m := v.m.recentAt(r.pos); m != nil {
 			r.msg.Text = m.Text
 		} else {
 			missing[r.pos.Stream] = append(missing[r.pos.Stream], r.pos.Seq)
