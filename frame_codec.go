@@ -10,7 +10,7 @@ package salamander
 // (frame_codec_test.go).
 func ReadClientFrame(data []byte, f *ClientFrame) bool {
 	*f = ClientFrame{}
-	d := recordDecoder{data: data}
+	d := newRecordDecoder(data)
 	if !d.byte('{') {
 		return false
 	}

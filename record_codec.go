@@ -194,7 +194,7 @@ func appendJSONString(b []byte, s string) []byte {
 // json.Unmarshal makes of the bytes.
 func DecodeRecord(data []byte) (Record, error) {
 	var r Record
-	d := recordDecoder{data: data}
+	d := newRecordDecoder(data)
 	if d.record(&r, 0) && d.i == len(data) {
 		return r, nil
 	}
@@ -208,7 +208,14 @@ func DecodeRecord(data []byte) (Record, error) {
 // decodes with encoding/json instead.
 type recordDecoder struct {
 	data []byte
+	// text is data as one string: a string without escapes is a part of
+	// it, so a record's fields cost one allocation, not one each.
+	text string
 	i    int
+}
+
+func newRecordDecoder(data []byte) recordDecoder {
+	return recordDecoder{data: data, text: string(data)}
 }
 
 // maxDirectDepth bounds batches within batches on the direct path.
@@ -448,12 +455,12 @@ func (d *recordDecoder) str() (string, bool) {
 		c := d.data[d.i]
 		switch {
 		case c == '"':
-			s := d.data[start:d.i]
+			s := d.text[start:d.i]
 			d.i++
-			if !utf8.Valid(s) {
+			if !utf8.ValidString(s) {
 				return "", false
 			}
-			return string(s), true
+			return s, true
 		case c == '\\':
 			return d.escaped(start)
 		case c < 0x20:

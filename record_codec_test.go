@@ -13,7 +13,7 @@ import (
 // directDecode is DecodeRecord's direct path alone.
 func directDecode(data []byte) (Record, bool) {
 	var r Record
-	d := recordDecoder{data: data}
+	d := newRecordDecoder(data)
 	ok := d.record(&r, 0) && d.i == len(data)
 	return r, ok
 }
