@@ -26,12 +26,7 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 		b = append(b, `,"pos":`...)
 		b = appendPosition(b, ev.Pos)
 	}
-	str := func(key, v string) {
-		if v != "" {
-			b = append(b, key...)
-			b = appendJSONString(b, v)
-		}
-	}
+	str := func(key, v string) { b = appendStringField(b, key, v) }
 	str(`,"room_id":`, ev.RoomID)
 	if m := ev.Message; m != nil {
 		b = append(b, `,"message":{"room":`...)
@@ -44,12 +39,11 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 		b = appendJSONString(b, m.ClientID)
 		b = append(b, `,"text":`...)
 		b = appendJSONString(b, m.Text)
-		b = append(b, `,"sent_at":"`...)
 		var err error
-		if b, err = m.SentAt.AppendText(b); err != nil {
-			return json.Marshal(ev) // and its error
+		if b, err = appendTimeField(b, `,"sent_at":`, m.SentAt); err != nil {
+			return nil, err
 		}
-		b = append(b, `","unread":`...)
+		b = append(b, `,"unread":`...)
 		b = strconv.AppendInt(b, int64(m.Unread), 10)
 		if m.Held {
 			b = append(b, `,"held":true`...)
@@ -58,16 +52,7 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	}
 	str(`,"action":`, ev.Action)
 	str(`,"user":`, ev.User)
-	if len(ev.Users) > 0 {
-		b = append(b, `,"users":[`...)
-		for i, u := range ev.Users {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, u)
-		}
-		b = append(b, ']')
-	}
+	b = appendStringsField(b, `,"users":`, ev.Users)
 	if ev.Seq != 0 {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendUint(b, ev.Seq, 10)
@@ -76,12 +61,10 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 		b = append(b, `,"online":true`...)
 	}
 	str(`,"cursor":`, ev.Cursor)
-	b = append(b, `,"at":"`...)
-	var err error
-	if b, err = ev.At.AppendText(b); err != nil {
-		return json.Marshal(ev) // and its error
+	b, err := appendTimeField(b, `,"at":`, ev.At)
+	if err != nil {
+		return nil, err
 	}
-	b = append(b, '"')
 	str(`,"client_id":`, ev.ClientID)
 	if ev.Duplicate {
 		b = append(b, `,"duplicate":true`...)

@@ -1,5 +1,18 @@
 package salamander
 
+// ClientFrame's keys, each with its bit in the set of keys seen.
+const (
+	fType = iota
+	fRoomID
+	fClientID
+	fText
+	fTyping
+	fSeq
+)
+
+var frameKeys = map[string]int{"type": fType, "room_id": fRoomID, "client_id": fClientID, "text": fText,
+	"typing": fTyping, "seq": fSeq}
+
 // ReadClientFrame decodes a client frame in the shape clients write it —
 // one compact JSON object, each of ClientFrame's keys at most once, spelled
 // as json.Marshal spells them — into f, without encoding/json's reflection
@@ -11,41 +24,9 @@ package salamander
 func ReadClientFrame(data []byte, f *ClientFrame) bool {
 	*f = ClientFrame{}
 	d := newRecordDecoder(data)
-	if !d.byte('{') {
-		return false
-	}
-	if d.byte('}') {
-		return d.i == len(data)
-	}
-	var seen uint8
-	for {
-		name, ok := d.plainKey()
-		if !ok || !d.byte(':') {
-			return false
-		}
-		var bit uint8
-		switch string(name) {
-		case "type":
-			bit = 1
-		case "room_id":
-			bit = 2
-		case "client_id":
-			bit = 4
-		case "text":
-			bit = 8
-		case "typing":
-			bit = 16
-		case "seq":
-			bit = 32
-		default:
-			return false
-		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		switch bit {
-		case 16:
+	return d.object(frameKeys, func(key int) bool {
+		switch key {
+		case fTyping:
 			switch {
 			case d.literal("true"):
 				f.Typing = true
@@ -54,33 +35,23 @@ func ReadClientFrame(data []byte, f *ClientFrame) bool {
 			default:
 				return false
 			}
-		case 32:
-			n, ok := d.uint()
-			if !ok {
-				return false
-			}
-			f.Seq = n
-		default:
-			s, ok := d.str()
-			if !ok {
-				return false
-			}
-			switch bit {
-			case 1:
-				f.Type = FrameType(s)
-			case 2:
-				f.RoomID = s
-			case 4:
-				f.ClientID = s
-			case 8:
-				f.Text = s
-			}
+			return true
+		case fSeq:
+			var ok bool
+			f.Seq, ok = d.uint()
+			return ok
 		}
-		if d.byte('}') {
-			return d.i == len(data)
+		s, ok := d.str()
+		switch key {
+		case fType:
+			f.Type = FrameType(s)
+		case fRoomID:
+			f.RoomID = s
+		case fClientID:
+			f.ClientID = s
+		case fText:
+			f.Text = s
 		}
-		if !d.byte(',') {
-			return false
-		}
-	}
+		return ok
+	}) && d.i == len(data)
 }

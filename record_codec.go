@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -41,20 +42,11 @@ func AppendBatchRecord(b []byte, entries [][]byte) []byte {
 func appendRecord(b []byte, r *Record) ([]byte, error) {
 	b = append(b, `{"t":`...)
 	b = appendJSONString(b, string(r.Type))
-	b = append(b, `,"at":"`...)
-	b, err := r.At.AppendText(b)
+	b, err := appendTimeField(b, `,"at":`, r.At)
 	if err != nil {
-		// What json.Marshal says of such a time.
-		_, err = json.Marshal(r.At)
 		return nil, err
 	}
-	b = append(b, '"')
-	str := func(key, v string) {
-		if v != "" {
-			b = append(b, key...)
-			b = appendJSONString(b, v)
-		}
-	}
+	str := func(key, v string) { b = appendStringField(b, key, v) }
 	str(`,"u":`, r.User)
 	if r.DisplayName != nil {
 		b = append(b, `,"dn":`...)
@@ -81,16 +73,7 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	str(`,"r":`, r.Room)
 	str(`,"kind":`, string(r.Kind))
 	str(`,"n":`, r.Name)
-	if len(r.Members) > 0 {
-		b = append(b, `,"m":[`...)
-		for i, m := range r.Members {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, m)
-		}
-		b = append(b, ']')
-	}
+	b = appendStringsField(b, `,"m":`, r.Members)
 	str(`,"by":`, r.By)
 	str(`,"cid":`, r.ClientID)
 	str(`,"x":`, r.Text)
@@ -131,6 +114,44 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 		}
 	}
 	return append(b, '}'), nil
+}
+
+// appendStringField appends `key"v"` for a string field with omitempty:
+// nothing when v is empty.
+func appendStringField(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendJSONString(append(b, key...), v)
+}
+
+// appendStringsField appends `key["a","b"]` for a []string field with
+// omitempty: nothing when vs is empty.
+func appendStringsField(b []byte, key string, vs []string) []byte {
+	if len(vs) == 0 {
+		return b
+	}
+	b = append(append(b, key...), '[')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, v)
+	}
+	return append(b, ']')
+}
+
+// appendTimeField appends `key"time"` as encoding/json writes a
+// time.Time, and its error for a time it cannot write.
+func appendTimeField(b []byte, key string, t time.Time) ([]byte, error) {
+	b = append(b, key...)
+	b = append(b, '"')
+	b, err := t.AppendText(b)
+	if err != nil {
+		_, err = json.Marshal(t) // what json.Marshal says of such a time
+		return nil, err
+	}
+	return append(b, '"'), nil
 }
 
 // appendJSONString appends s as encoding/json writes a string: quoted,
@@ -258,24 +279,31 @@ var recordKeys = map[string]int{
 }
 
 func (d *recordDecoder) record(r *Record, depth int) bool {
+	return d.object(recordKeys, func(key int) bool { return d.field(r, key, depth) })
+}
+
+// object reads a JSON object whose keys are all in keys, each at most
+// once, reading each value with value (given the key's number, its bit in
+// the set of keys seen).
+func (d *recordDecoder) object(keys map[string]int, value func(key int) bool) bool {
 	if !d.byte('{') {
 		return false
 	}
 	if d.byte('}') {
 		return true
 	}
-	var seen uint32
+	var seen uint64
 	for {
 		name, ok := d.plainKey()
 		if !ok || !d.byte(':') {
 			return false
 		}
-		key, known := recordKeys[string(name)]
+		key, known := keys[string(name)]
 		if !known || seen&(1<<key) != 0 {
 			return false
 		}
 		seen |= 1 << key
-		if !d.field(r, key, depth) {
+		if !value(key) {
 			return false
 		}
 		if d.byte('}') {

@@ -28,7 +28,7 @@ var ErrNoAdmin = errors.New("drill: no admin credential for this cluster")
 // Close. It outlives the site's fires: it reconnects whenever the site's
 // server is back. Use it only while the site is up (Alive).
 func (c *Cluster) admin(i int) (*jsstore.Store, error) {
-	if c.attached || c.secrets == "" {
+	if !c.hasAdmin() {
 		return nil, ErrNoAdmin
 	}
 	c.adminMu.Lock()
@@ -88,6 +88,11 @@ func (c *Cluster) openAdmins(ctx context.Context) error {
 	}
 	return nil
 }
+
+// hasAdmin reports whether the drill holds the cluster's admin
+// credential (it started the cluster), without which admin fails with
+// ErrNoAdmin.
+func (c *Cluster) hasAdmin() bool { return !c.attached && c.secrets != "" }
 
 // liveAdmin returns the admin connection through a live, connected site,
 // trying them from site k on (so that callers can spread their requests);

@@ -752,11 +752,23 @@ func (r *run) returns() error {
 		r.log.Info("site caught up", "site", victim, "disk", disk, "caught_up_ms", int(f.CaughtUpMS),
 			"diverged_rooms", n, "replicas_current_ms", int(f.ReplicasCurrentMS))
 	}
-	if err := sleepUntil(r.ctx, latest(r.t0.Add(r.cfg.Duration), time.Now().Add(r.cfg.Pause))); err != nil {
+	if err := r.loadUntilDone(); err != nil {
 		return err
 	}
+	return r.checkAllSites()
+}
+
+// loadUntilDone lets the load run until Duration, and at least Pause
+// after now.
+func (r *run) loadUntilDone() error {
+	return sleepUntil(r.ctx, latest(r.t0.Add(r.cfg.Duration), time.Now().Add(r.cfg.Pause)))
+}
+
+// checkAllSites stops the load and checks all three sites (the verdict).
+func (r *run) checkAllSites() error {
 	r.stopLoad()
 	r.log.Info("checking all three sites")
+	var err error
 	r.rep.Verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
 	return err
 }
@@ -796,14 +808,10 @@ func (r *run) rolling() error {
 		}
 		r.log.Info("site restarted", "site", f.Site, "stopped_ms", int(f.DownMS), "ready_ms", int(f.ReadyMS), "caught_up_ms", int(f.CaughtUpMS))
 	}
-	if err := sleepUntil(r.ctx, latest(r.t0.Add(r.cfg.Duration), time.Now().Add(r.cfg.Pause))); err != nil {
+	if err := r.loadUntilDone(); err != nil {
 		return err
 	}
-	r.stopLoad()
-	r.log.Info("checking all three sites")
-	var err error
-	r.rep.Verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
-	return err
+	return r.checkAllSites()
 }
 
 // latency runs the load without injected latency until FaultAt and with

@@ -90,8 +90,8 @@ func (r *run) watchElections(n int, partitions []string, leaders map[string]stri
 		r.log.Warn("no partition to watch for a new leader", "fault", n, "leaders", leaders)
 		return
 	}
-	if r.cl.attached || r.cl.secrets == "" {
-		return // no admin credential: nothing to watch with (ErrNoAdmin)
+	if !r.cl.hasAdmin() {
+		return // nothing to watch with
 	}
 	if r.cl.liveAdmin(0) == nil {
 		// The watch asks whichever admin connection is up at each poll.

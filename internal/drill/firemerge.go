@@ -150,15 +150,12 @@ func (r *run) fireMerge() error {
 	if err := r.bringBack(fy, time.Now(), zi, true); err != nil {
 		return err
 	}
-	if err := sleepUntil(r.ctx, latest(r.t0.Add(r.cfg.Duration), time.Now().Add(r.cfg.Pause))); err != nil {
+	if err := r.loadUntilDone(); err != nil {
 		return err
 	}
 	stopPlaced()
 	placed.Wait()
-	r.stopLoad()
-	r.log.Info("checking all three sites")
-	r.rep.Verdict, err = checkAt(r.ctx, r.w, allSites(r.cl), r.recs, r.cfg.Settle)
-	return err
+	return r.checkAllSites()
 }
 
 // strikeMerge waits until a partition of hit has held messages and its new
@@ -303,23 +300,23 @@ func (r *run) watchPlaced(ctx context.Context, mf *MergeFire, back time.Time) {
 	if mf.StandbyLastSeq == 0 {
 		return
 	}
-	for n := 0; ; n++ {
-		if st := r.cl.liveAdmin(n); st != nil {
-			actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-			seq, last, err := st.LastMerge(actx, mf.Partition)
-			cancel()
-			if err == nil && last.To >= mf.StandbyLastSeq {
-				now := time.Now()
-				mf.PlacedAtS, mf.PlacedSeq, mf.PlacedAfterReturnMS = r.since(now), seq, ms(now.Sub(back))
-				return
-			}
+	n := 0
+	_ = poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		st := r.cl.liveAdmin(n) // spread over the live sites
+		n++
+		if st == nil {
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(50 * time.Millisecond):
+		actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		seq, last, err := st.LastMerge(actx, mf.Partition)
+		cancel()
+		if err != nil || last.To < mf.StandbyLastSeq {
+			return false, nil
 		}
-	}
+		now := time.Now()
+		mf.PlacedAtS, mf.PlacedSeq, mf.PlacedAfterReturnMS = r.since(now), seq, ms(now.Sub(back))
+		return true, nil
+	}) // ends with ctx when never placed
 }
 
 // bringBack restarts fault f's site on its old disk (it went back at

@@ -174,22 +174,22 @@ func (s *Store) startMergerLocked(partition string, st *standbyState) {
 }
 
 // unplaced reports the last record of partition's standby that this site
-// knows of but not yet as placed (0: none), whether the partition is
-// suspected down, and a channel closed when that changes.
-func (s *Store) unplaced(partition string) (upTo uint64, suspect bool, moved chan struct{}) {
+// knows of but not yet as placed (0: none), and whether the partition is
+// suspected down.
+func (s *Store) unplaced(partition string) (upTo uint64, suspect bool) {
 	s.standby(partition, func(st *standbyState) {
 		if st.end > st.merged {
 			upTo = st.end
 		}
-		suspect, moved = st.suspect, st.moved
+		suspect = st.suspect
 	})
-	return upTo, suspect, moved
+	return upTo, suspect
 }
 
 // waitPlaced waits until every standby record of partition this site knew
 // of when called is placed, or ctx ends.
 func (s *Store) waitPlaced(ctx context.Context, partition string) error {
-	upTo, _, _ := s.unplaced(partition)
+	upTo, _ := s.unplaced(partition)
 	for upTo > 0 {
 		var done bool
 		var moved chan struct{}
@@ -417,7 +417,7 @@ func (s *Store) entriesOf(ctx context.Context, stream string, rec salamander.Rec
 // known not to answer).
 func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) {
 	p, hold := a.stream, a.s.cfg.HoldAfter
-	upTo, suspect, _ := a.s.unplaced(p)
+	upTo, suspect := a.s.unplaced(p)
 	if upTo > 0 && suspect {
 		a.hold(ctx, batch)
 		return
