@@ -2,6 +2,7 @@ package salamander
 
 import (
 	"encoding/json"
+	"math"
 	"strconv"
 )
 
@@ -79,4 +80,159 @@ func appendPosition(b []byte, p *Position) []byte {
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, p.Seq, 10)
 	return append(b, '}')
+}
+
+// DecodeEvent decodes an event as a site writes it into ev, which it
+// resets first: it means what json.Unmarshal makes of the bytes. Events in
+// the shape EncodeEvent writes directly (every message, ack, read, typing
+// and presence event) are read without encoding/json's reflection, which a
+// client pays for every event it gets; anything else — rooms, errors,
+// incidents, unknown keys, whitespace — goes to json.Unmarshal.
+// event_codec_test.go checks both paths against it.
+func DecodeEvent(data []byte, ev *Event) error {
+	*ev = Event{}
+	d := newRecordDecoder(data)
+	if d.event(ev) && d.i == len(data) {
+		return nil
+	}
+	*ev = Event{}
+	return json.Unmarshal(data, ev)
+}
+
+// The keys of an event on the direct path, each with its bit in the set of
+// keys seen.
+const (
+	eType = iota
+	ePos
+	eRoomID
+	eMessage
+	eAction
+	eUser
+	eUsers
+	eSeq
+	eOnline
+	eCursor
+	eAt
+	eClientID
+	eDuplicate
+	eSite
+)
+
+var eventKeys = map[string]int{
+	"type": eType, "pos": ePos, "room_id": eRoomID, "message": eMessage, "action": eAction, "user": eUser,
+	"users": eUsers, "seq": eSeq, "online": eOnline, "cursor": eCursor, "at": eAt, "client_id": eClientID,
+	"duplicate": eDuplicate, "site": eSite,
+}
+
+// A message's keys.
+const (
+	mRoom = iota
+	mSeq
+	mSender
+	mClientID
+	mText
+	mSentAt
+	mUnread
+	mHeld
+)
+
+var messageKeys = map[string]int{
+	"room": mRoom, "seq": mSeq, "sender": mSender, "client_id": mClientID, "text": mText, "sent_at": mSentAt,
+	"unread": mUnread, "held": mHeld,
+}
+
+var positionKeys = map[string]int{"stream": 0, "seq": 1}
+
+func (d *recordDecoder) event(ev *Event) bool {
+	return d.object(eventKeys, func(key int) bool {
+		switch key {
+		case ePos:
+			ev.Pos = &Position{}
+			return d.position(ev.Pos)
+		case eMessage:
+			ev.Message = &Message{}
+			return d.message(ev.Message)
+		case eUsers:
+			ev.Users = []string{}
+			return d.array(func() bool {
+				s, ok := d.str()
+				ev.Users = append(ev.Users, s)
+				return ok
+			})
+		case eSeq:
+			var ok bool
+			ev.Seq, ok = d.uint()
+			return ok
+		case eOnline:
+			return d.boolean(&ev.Online)
+		case eDuplicate:
+			return d.boolean(&ev.Duplicate)
+		case eAt:
+			return d.time(&ev.At)
+		}
+		s, ok := d.str()
+		switch key {
+		case eType:
+			ev.Type = EventType(s)
+		case eRoomID:
+			ev.RoomID = s
+		case eAction:
+			ev.Action = s
+		case eUser:
+			ev.User = s
+		case eCursor:
+			ev.Cursor = s
+		case eClientID:
+			ev.ClientID = s
+		case eSite:
+			ev.Site = s
+		}
+		return ok
+	})
+}
+
+func (d *recordDecoder) message(m *Message) bool {
+	return d.object(messageKeys, func(key int) bool {
+		switch key {
+		case mSeq:
+			var ok bool
+			m.Seq, ok = d.uint()
+			return ok
+		case mUnread:
+			// Never negative; a count that needs a sign or does not fit
+			// an int takes encoding/json's path (and its error).
+			n, ok := d.uint()
+			m.Unread = int(n)
+			return ok && n <= math.MaxInt
+		case mHeld:
+			return d.boolean(&m.Held)
+		case mSentAt:
+			return d.time(&m.SentAt)
+		}
+		s, ok := d.str()
+		switch key {
+		case mRoom:
+			m.Room = s
+		case mSender:
+			m.Sender = s
+		case mClientID:
+			m.ClientID = s
+		case mText:
+			m.Text = s
+		}
+		return ok
+	})
+}
+
+func (d *recordDecoder) position(p *Position) bool {
+	return d.object(positionKeys, func(key int) bool {
+		if key == 1 {
+			var ok bool
+			p.Seq, ok = d.uint()
+			return ok
+		}
+		var ok bool
+		p.Stream, ok = d.str()
+		return ok
+	})
 }

@@ -27,15 +27,7 @@ func ReadClientFrame(data []byte, f *ClientFrame) bool {
 	return d.object(frameKeys, func(key int) bool {
 		switch key {
 		case fTyping:
-			switch {
-			case d.literal("true"):
-				f.Typing = true
-			case d.literal("false"):
-				f.Typing = false
-			default:
-				return false
-			}
-			return true
+			return d.boolean(&f.Typing)
 		case fSeq:
 			var ok bool
 			f.Seq, ok = d.uint()

@@ -318,21 +318,9 @@ func (d *recordDecoder) object(keys map[string]int, value func(key int) bool) bo
 func (d *recordDecoder) field(r *Record, key, depth int) bool {
 	switch key {
 	case kAt:
-		start := d.i
-		if _, ok := d.str(); !ok {
-			return false
-		}
-		return r.At.UnmarshalJSON(d.data[start:d.i]) == nil
+		return d.time(&r.At)
 	case kRotate:
-		switch {
-		case d.literal("true"):
-			r.Rotate = true
-		case d.literal("false"):
-			r.Rotate = false
-		default:
-			return false
-		}
-		return true
+		return d.boolean(&r.Rotate)
 	case kSeq:
 		n, ok := d.uint()
 		r.Seq = n
@@ -430,6 +418,29 @@ func (d *recordDecoder) byte(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// boolean reads true or false into v.
+func (d *recordDecoder) boolean(v *bool) bool {
+	switch {
+	case d.literal("true"):
+		*v = true
+	case d.literal("false"):
+		*v = false
+	default:
+		return false
+	}
+	return true
+}
+
+// time reads a time as encoding/json writes one (a quoted RFC 3339 string)
+// into t.
+func (d *recordDecoder) time(t *time.Time) bool {
+	start := d.i
+	if _, ok := d.str(); !ok {
+		return false
+	}
+	return t.UnmarshalJSON(d.data[start:d.i]) == nil
 }
 
 // literal reads lit (true or false) if it comes next.

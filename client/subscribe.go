@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -244,7 +243,7 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 		}
 		hear()
 		var ev salamander.Event
-		if err := json.Unmarshal(data, &ev); err != nil {
+		if err := salamander.DecodeEvent(data, &ev); err != nil {
 			c.log.Warn("undecodable event dropped", "site", c.sites[i], "error", err)
 			continue
 		}

@@ -34,6 +34,9 @@ type benchFlags struct {
 	topology   string
 	gateways   int
 	natsServer string
+	// pprof serves the bench's own profiles: the load generator shares the
+	// machine with the sites, so its cost is part of every figure.
+	pprof string
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -47,6 +50,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := f.cfg
 	cfg.Logger = log
+	if f.pprof != "" {
+		stop, _, err := startPprof(f.pprof, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	switch {
 	case len(cfg.Sites) > 0 && f.pid > 0:
 		idle, pid := cfg.IdleSite, f.pid
@@ -179,6 +189,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&f.partitions, "partitions", 6, "room partitions of a started cluster")
 	fs.IntVar(&f.bcryptCost, "bcrypt-cost", 4, "password hashing cost of a started cluster (sign-ups are set-up, not load)")
 	fs.StringVar(&f.siteLogLevel, "site-log-level", "warn", "started sites' log level; their logs go to SITE.log in the data directory")
+	fs.StringVar(&f.pprof, "pprof", "", "serve the bench's own Go profiles at http://ADDR/debug/pprof/ (\":6061\" = loopback only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "the bench's own progress log on stderr: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return f, err

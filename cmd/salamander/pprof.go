@@ -20,14 +20,14 @@ import (
 func startPprof(addr string, log *slog.Logger) (stop func(), url string, err error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("serve: --pprof %q: %w", addr, err)
+		return nil, "", fmt.Errorf("--pprof %q: %w", addr, err)
 	}
 	if host == "" {
 		host = "127.0.0.1"
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
-		return nil, "", fmt.Errorf("serve: --pprof: %w", err)
+		return nil, "", fmt.Errorf("--pprof: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
