@@ -2,9 +2,19 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // writesConn records each write(2) a corkWriter makes.
@@ -83,4 +93,151 @@ func TestCorkWriterReportsAFailedFlush(t *testing.T) {
 	if err := w.uncork(); err == nil {
 		t.Fatal("a failed flush reported no error")
 	}
+}
+
+// lockedWrites records each write(2) a socket's corkWriter makes, for a
+// test that reads them while the writer runs.
+type lockedWrites struct {
+	net.Conn
+	mu     sync.Mutex
+	writes []string
+}
+
+func (c *lockedWrites) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, string(p))
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *lockedWrites) list() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.writes)
+}
+
+// openTestSocket accepts a real WebSocket as handleWebSocket does and
+// returns the server's side for user alice (replay done), with its writes
+// recorded, the writer holding echoes for hold.
+func openTestSocket(t *testing.T, hold time.Duration) (*wsConn, *lockedWrites) {
+	t.Helper()
+	g := &Gateway{metrics: &metrics{delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d"})}, ackHold: hold}
+	accepted := make(chan *wsConn, 1)
+	rec := &lockedWrites{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := &slimHijacker{ResponseWriter: w}
+		conn, err := websocket.Accept(hj, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		rec.Conn = hj.cork.conn
+		hj.cork.conn = rec
+		accepted <- &wsConn{g: g, conn: conn, raw: hj.raw, cork: hj.cork, user: "alice", ready: true}
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.CloseNow() })
+	go func() { // the device reads whatever it gets
+		for {
+			if _, _, err := client.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	c := <-accepted
+	t.Cleanup(func() {
+		c.abort()
+		c.wg.Wait()
+	})
+	return c, rec
+}
+
+// waitWrites polls until rec holds n writes and returns them.
+func waitWrites(t *testing.T, rec *lockedWrites, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if w := rec.list(); len(w) >= n {
+			return w
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes after 10 s, want %d: %q", len(rec.list()), n, rec.list())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func testFrame(kind, sender string) outFrame {
+	return outFrame{data: []byte(`{"type":"` + kind + `","from":"` + sender + `"}`), sender: sender}
+}
+
+// The echo of a message the device sent waits for the send's ack, and
+// both go out in one write; without an ack it goes out when the hold
+// ends; other members' messages never wait.
+func TestEchoOfOwnSendGoesOutWithItsAck(t *testing.T) {
+	t.Run("with its ack", func(t *testing.T) {
+		c, rec := openTestSocket(t, time.Hour)
+		c.mu.Lock()
+		c.inflight = 1 // the send's lane waits for its apply
+		c.mu.Unlock()
+		c.enqueue(testFrame("message", "alice"), false, false)
+		deadline := time.Now().Add(10 * time.Second)
+		for { // poll until the writer holds the echo
+			if w := rec.list(); len(w) != 0 {
+				t.Fatalf("the echo went out before its ack: %q", w)
+			}
+			c.mu.Lock()
+			awaiting := c.awaiting
+			c.mu.Unlock()
+			if awaiting {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the writer never held the echo")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		c.mu.Lock()
+		c.inflight = 0
+		c.mu.Unlock()
+		c.enqueue(testFrame("ack", ""), true, false)
+		w := waitWrites(t, rec, 1)
+		if len(w) != 1 || !strings.Contains(w[0], `"type":"message"`) || !strings.Contains(w[0], `"type":"ack"`) ||
+			strings.Index(w[0], `"type":"message"`) > strings.Index(w[0], `"type":"ack"`) {
+			t.Fatalf("writes %q, want the echo and then the ack in one", w)
+		}
+	})
+	t.Run("no ack within the hold", func(t *testing.T) {
+		c, rec := openTestSocket(t, 20*time.Millisecond)
+		c.mu.Lock()
+		c.inflight = 1
+		c.mu.Unlock()
+		c.enqueue(testFrame("message", "alice"), false, false)
+		if w := waitWrites(t, rec, 1); len(w) != 1 || !strings.Contains(w[0], `"type":"message"`) {
+			t.Fatalf("writes %q, want the echo alone", w)
+		}
+	})
+	t.Run("another member's message", func(t *testing.T) {
+		c, rec := openTestSocket(t, time.Hour)
+		c.mu.Lock()
+		c.inflight = 1
+		c.mu.Unlock()
+		c.enqueue(testFrame("message", "bob"), false, false)
+		if w := waitWrites(t, rec, 1); !strings.Contains(w[0], `"from":"bob"`) {
+			t.Fatalf("writes %q, want bob's message", w)
+		}
+	})
+	t.Run("nothing in flight", func(t *testing.T) {
+		c, rec := openTestSocket(t, time.Hour)
+		c.enqueue(testFrame("message", "alice"), false, false) // sent from another device
+		if w := waitWrites(t, rec, 1); !strings.Contains(w[0], `"from":"alice"`) {
+			t.Fatalf("writes %q, want the message", w)
+		}
+	})
 }

@@ -148,7 +148,10 @@ type Gateway struct {
 	isoCtx    context.Context // cancelled when the site becomes isolated
 	isoCancel context.CancelFunc
 
-	budgets   *budgets
+	budgets *budgets
+	// ackHold is how long a socket's writer holds a sent message's echo
+	// for its ack (wsAckHold; tests lengthen it).
+	ackHold   time.Duration
 	dummyOnce sync.Once
 	dummyHash []byte // see checkPassword
 
@@ -325,7 +328,7 @@ func New(cfg Config) *Gateway {
 		cfg.PresenceTTL = DefaultPresenceTTL
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
-		started: time.Now(), streamsDone: make(chan struct{})}
+		started: time.Now(), streamsDone: make(chan struct{}), ackHold: wsAckHold}
 	g.origins = newOrigins(cfg.Sites, cfg.AllowedOrigins)
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.life, g.endLife = context.WithCancel(context.Background())

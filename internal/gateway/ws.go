@@ -51,6 +51,12 @@ const (
 	wsReplayPage   = 500
 	wsTendEvery    = time.Second
 	wsCloseGrace   = 2 * time.Second
+	// wsAckHold is how long the writer keeps the echo of a message this
+	// device sent corked, waiting for the send's ack to go out with it in
+	// one write(2). The ack follows as soon as the send's lane runs again;
+	// the device already has the message, so its echo loses nothing by
+	// waiting.
+	wsAckHold = 5 * time.Millisecond
 	// tokenRecheck is how soon a revoked session's open sockets close.
 	tokenRecheck = 5 * time.Second
 )
@@ -84,7 +90,11 @@ type wsConn struct {
 	exited   bool // the reader has ended: nothing new starts
 	inflight int
 	lanes    map[string]*lane // rooms with frames in flight
-	wg       sync.WaitGroup   // everything but the reader; it waits
+	// awaiting is set while the writer holds an echo for its ack; wake
+	// (made on first use) tells it a frame was queued.
+	awaiting bool
+	wake     chan struct{}
+	wg       sync.WaitGroup // everything but the reader; it waits
 
 	// cur is the device's place in the log: the replay's until ready, then
 	// the (single) writer's.
@@ -587,6 +597,12 @@ func (c *wsConn) enqueue(f outFrame, reply, droppable bool) {
 	} else {
 		c.out.pushEvent(f)
 	}
+	if c.awaiting {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	if start {
@@ -607,22 +623,35 @@ func (c *wsConn) startWriterLocked() bool {
 
 // writeLoop writes queued frames until none is left, dropping stored
 // events the replay already sent.
+//
+// Under load a sent message's echo (the message event the sending device
+// gets like every member) and its ack are queued moments apart, by the
+// apply and by the send's lane: written as they come they cost two writes
+// here and two reads on the device. So the echo of a message this device
+// sent, while it has sends in flight, stays corked until the next frame
+// (the ack, usually) is queued or wsAckHold passes.
 func (c *wsConn) writeLoop() {
 	defer c.wg.Done()
+	hold := false
 	for {
 		c.mu.Lock()
+		if hold && !c.out.hasWork(c.ready) && !c.closing && !c.exited {
+			c.awaitFrameLocked(c.g.ackHold)
+		}
 		f, ok := c.out.next(c.ready)
 		if !ok || c.closing || c.exited {
 			c.writing = false
 			c.mu.Unlock()
 			// Whatever the last frames left corked (a frame skipped as
-			// seen, a close or ping written meanwhile) goes out now.
+			// seen, a close or ping written meanwhile, a held echo) goes
+			// out now.
 			if err := c.flush(); err != nil {
 				c.abort()
 			}
 			return
 		}
-		more := c.out.hasWork(c.ready)
+		hold = f.sender == c.user && c.inflight > 0
+		more := hold || c.out.hasWork(c.ready)
 		c.mu.Unlock()
 		if f.pos != nil {
 			if c.cur.Seen(*f.pos) {
@@ -643,6 +672,29 @@ func (c *wsConn) writeLoop() {
 		// A corked frame goes out with the rest of the burst, which the
 		// loop writes without waiting (at most corkLimit later).
 		c.g.metrics.observeDelivery(f.at)
+	}
+}
+
+// awaitFrameLocked waits, c.mu held on entry and on return, until a frame
+// is queued or d passes.
+func (c *wsConn) awaitFrameLocked(d time.Duration) {
+	if c.wake == nil {
+		c.wake = make(chan struct{}, 1)
+	}
+	wake := c.wake
+	c.awaiting = true
+	c.mu.Unlock()
+	t := time.NewTimer(d)
+	select {
+	case <-wake:
+	case <-t.C:
+	}
+	t.Stop()
+	c.mu.Lock()
+	c.awaiting = false
+	select { // a wake-up sent after the timer fired
+	case <-wake:
+	default:
 	}
 }
 

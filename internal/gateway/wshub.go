@@ -264,6 +264,9 @@ func encodeEvent(ev salamander.Event) (outFrame, bool) {
 	}
 	if ev.Type == salamander.EventMessage {
 		f.at = ev.At.UnixNano()
+		if ev.Message != nil {
+			f.sender = ev.Message.Sender
+		}
 	}
 	return f, true
 }

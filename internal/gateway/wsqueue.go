@@ -11,6 +11,9 @@ type outFrame struct {
 	data []byte
 	pos  *salamander.Position
 	at   int64
+	// sender is a message event's sender: on the socket that sent it, the
+	// ack follows at once (see wsConn.writeLoop).
+	sender string
 }
 
 // ring is a FIFO of frames in a circular slice. It holds no slice at all

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
 )
 
@@ -43,6 +44,12 @@ func benchRoom(b *testing.B) (*client.Client, string) {
 func BenchmarkSend(b *testing.B) {
 	c, room := benchRoom(b)
 	ctx := context.Background()
+	timeSends(ctx, b, c, room)
+}
+
+// timeSends sends b.N messages one after the other and reports their
+// latency percentiles.
+func timeSends(ctx context.Context, b *testing.B, c *client.Client, room string) {
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -54,6 +61,35 @@ func BenchmarkSend(b *testing.B) {
 	}
 	b.StopTimer()
 	reportPercentiles(b, lat)
+}
+
+// BenchmarkSendWebSocket is BenchmarkSend for a client with a live
+// Subscription, whose SDK then sends over that WebSocket (a send frame
+// answered by an ack frame, no HTTP request, no token check per send); the
+// subscription drains its events, the sender's own messages among them.
+func BenchmarkSendWebSocket(b *testing.B) {
+	c, room := benchRoom(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := c.Subscribe(ctx)
+	defer sub.Close()
+	ready := make(chan struct{})
+	go func() {
+		for ev := range sub.Events() {
+			if ev.Type == salamander.EventReady {
+				close(ready)
+				break
+			}
+		}
+		for range sub.Events() {
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		b.Fatal("the subscription never got ready")
+	}
+	timeSends(ctx, b, c, room)
 }
 
 // BenchmarkSendParallel measures throughput with many concurrent senders,

@@ -21,9 +21,9 @@ func (v *View) applyBatch(batch []jsstore.Entry) error {
 	return err
 }
 
-// applyModel applies entries in order to the in-memory model, wakes
-// read-your-writes waiters, hands the client events to listeners and
-// returns what the store must be told (nil if nothing was new). If an
+// applyModel applies entries in order to the in-memory model, hands the
+// client events to listeners, wakes read-your-writes waiters and returns
+// what the store must be told (nil if nothing was new). If an
 // entry fails to apply it stops there and returns the error together with
 // what the entries before it changed: the model has applied them, so the
 // store must be told too, or it would hold a hole; the caller retries the
@@ -68,7 +68,11 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 		return nil, failed
 	}
 	a.snapshot()
-	close(v.advanced)
+	// Waiters are woken after the listeners have the events: a sender's
+	// device then gets the message event before the ack, which its socket
+	// writes with it (gateway wsConn.writeLoop). A waiter that looks after
+	// the unlock sees the new state already.
+	advanced := v.advanced
 	v.advanced = make(chan struct{})
 	listeners := slices.Clone(v.listeners)
 	v.mu.Unlock()
@@ -77,6 +81,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 			fn(a.emitted)
 		}
 	}
+	close(advanced)
 	return a.db, failed
 }
 
