@@ -102,6 +102,13 @@ type Config struct {
 	// reconnects to. For a connection meant to go through one site's
 	// server alone (the drill's admin view of each site).
 	ConfiguredOnly bool
+	// InProcess, when set, is the NATS server in this very process (a
+	// site's embedded one): the store connects to it over an in-memory
+	// pipe instead of loopback TCP, and without TLS, as nothing leaves the
+	// process. Every record, ack, commit announcement and direct get of
+	// the site crosses this connection. URLs still name the server (for
+	// logs, reports and the connection's reconnect bookkeeping).
+	InProcess nats.InProcessConnProvider
 	// CopyDir holds this site's own copy of the log (see ownCopy): the
 	// records its tails applied, read back by Fetch without asking another
 	// site. Empty: no copy, Fetch reads from the replicas.
@@ -217,7 +224,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
-	if cfg.TLS != nil {
+	switch {
+	case cfg.InProcess != nil:
+		opts = append(opts, nats.InProcessServer(cfg.InProcess))
+	case cfg.TLS != nil:
 		opts = append(opts, nats.Secure(cfg.TLS))
 	}
 	if cfg.ConfiguredOnly {
@@ -225,7 +235,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: log}
 	opts = append(opts, nats.ReconnectToServer(s.pickServer))
-	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
+	urls := cfg.URLs
+	if cfg.InProcess != nil {
+		// The pipe carries no TLS: a tls:// URL would make the client
+		// insist on it.
+		urls = make([]string, len(cfg.URLs))
+		for i, u := range cfg.URLs {
+			if rest, ok := strings.CutPrefix(u, "tls://"); ok {
+				u = "nats://" + rest
+			}
+			urls[i] = u
+		}
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: connect %v: %w", cfg.URLs, err)
 	}

@@ -204,6 +204,9 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	scfg.Replicas = cfg.Replicas
 	scfg.AppendTimeout = cfg.AppendTimeout
 	scfg.User, scfg.Password, scfg.TLS = cfg.Secrets.NATSUser, cfg.Secrets.NATSPassword, clientTLS
+	if s.node != nil {
+		scfg.InProcess = s.node.Server()
+	}
 	scfg.Logger = log
 	scfg.CopyDir = filepath.Join(cfg.DataDir, "log")
 	store, err := jsstore.Open(ctx, scfg)
