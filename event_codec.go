@@ -153,16 +153,9 @@ func (d *recordDecoder) event(ev *Event) bool {
 			ev.Message = &Message{}
 			return d.message(ev.Message)
 		case eUsers:
-			ev.Users = []string{}
-			return d.array(func() bool {
-				s, ok := d.str()
-				ev.Users = append(ev.Users, s)
-				return ok
-			})
+			return d.stringList(&ev.Users)
 		case eSeq:
-			var ok bool
-			ev.Seq, ok = d.uint()
-			return ok
+			return d.number(&ev.Seq)
 		case eOnline:
 			return d.boolean(&ev.Online)
 		case eDuplicate:
@@ -195,9 +188,7 @@ func (d *recordDecoder) message(m *Message) bool {
 	return d.object(messageKeys, func(key int) bool {
 		switch key {
 		case mSeq:
-			var ok bool
-			m.Seq, ok = d.uint()
-			return ok
+			return d.number(&m.Seq)
 		case mUnread:
 			// Never negative; a count that needs a sign or does not fit
 			// an int takes encoding/json's path (and its error).
@@ -227,9 +218,7 @@ func (d *recordDecoder) message(m *Message) bool {
 func (d *recordDecoder) position(p *Position) bool {
 	return d.object(positionKeys, func(key int) bool {
 		if key == 1 {
-			var ok bool
-			p.Seq, ok = d.uint()
-			return ok
+			return d.number(&p.Seq)
 		}
 		var ok bool
 		p.Stream, ok = d.str()

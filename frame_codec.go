@@ -29,9 +29,7 @@ func ReadClientFrame(data []byte, f *ClientFrame) bool {
 		case fTyping:
 			return d.boolean(&f.Typing)
 		case fSeq:
-			var ok bool
-			f.Seq, ok = d.uint()
-			return ok
+			return d.number(&f.Seq)
 		}
 		s, ok := d.str()
 		switch key {

@@ -322,16 +322,9 @@ func (d *recordDecoder) field(r *Record, key, depth int) bool {
 	case kRotate:
 		return d.boolean(&r.Rotate)
 	case kSeq:
-		n, ok := d.uint()
-		r.Seq = n
-		return ok
+		return d.number(&r.Seq)
 	case kMembers:
-		r.Members = []string{}
-		return d.array(func() bool {
-			s, ok := d.str()
-			r.Members = append(r.Members, s)
-			return ok
-		})
+		return d.stringList(&r.Members)
 	case kBatch:
 		r.Batch = []Record{}
 		return depth < maxDirectDepth && d.array(func() bool {
@@ -418,6 +411,24 @@ func (d *recordDecoder) byte(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// number reads a uint64 (see uint) into v.
+func (d *recordDecoder) number(v *uint64) bool {
+	n, ok := d.uint()
+	*v = n
+	return ok
+}
+
+// stringList reads an array of strings into v (an empty array as an empty,
+// non-nil slice, as encoding/json does).
+func (d *recordDecoder) stringList(v *[]string) bool {
+	*v = []string{}
+	return d.array(func() bool {
+		s, ok := d.str()
+		*v = append(*v, s)
+		return ok
+	})
 }
 
 // boolean reads true or false into v.

@@ -204,20 +204,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte(`{"t":"a","T":"b"}`))
 	f.Add([]byte(`{"t":"a","u":"x","u":"y"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var want Record
-		werr := json.Unmarshal(data, &want)
-		if got, ok := directDecode(data); ok {
-			if werr != nil {
-				t.Fatalf("direct path decoded %q, which json.Unmarshal refuses: %v", data, werr)
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("%q:\ndirect  %+v\njson    %+v", data, got, want)
-			}
-		}
-		got, err := DecodeRecord(data)
-		if (err != nil) != (werr != nil) || werr == nil && !reflect.DeepEqual(got, want) {
-			t.Fatalf("%q: DecodeRecord %+v (%v), json.Unmarshal %+v (%v)", data, got, err, want, werr)
-		}
+		want, werr := checkDecoder(t, data, directDecode, DecodeRecord)
 		if werr != nil {
 			return
 		}
@@ -227,6 +214,29 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("%q: EncodeRecord %s (%v), json.Marshal %s (%v)", data, gotEnc, gerr, wantEnc, werr)
 		}
 	})
+}
+
+// checkDecoder checks a direct decoder against encoding/json on data:
+// direct declines it or decodes what json.Unmarshal decodes, and decode
+// (direct with its fallback) agrees with json.Unmarshal, error or not. It
+// returns what json.Unmarshal gave.
+func checkDecoder[T any](t *testing.T, data []byte, direct func([]byte) (T, bool), decode func([]byte) (T, error)) (T, error) {
+	t.Helper()
+	var want T
+	werr := json.Unmarshal(data, &want)
+	if got, ok := direct(data); ok {
+		if werr != nil {
+			t.Fatalf("direct path decoded %q, which json.Unmarshal refuses: %v", data, werr)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\ndirect  %+v\njson    %+v", data, got, want)
+		}
+	}
+	got, err := decode(data)
+	if (err != nil) != (werr != nil) || werr == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q: decoded %+v (%v), json.Unmarshal %+v (%v)", data, got, err, want, werr)
+	}
+	return want, werr
 }
 
 func BenchmarkRecordCodec(b *testing.B) {

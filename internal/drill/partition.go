@@ -170,20 +170,20 @@ func (r *run) partition() error {
 		return err
 	}
 
-	healAt := f.at.Add(r.cfg.CutFor)
+	cutEnd := f.at.Add(r.cfg.CutFor)
 	if r.cl.Attached() {
 		// The site isolates itself for CutFor from the isolation record's
 		// time, which lies between cutStart and f.at (when it was seen to
 		// refuse): it may serve again from cutStart+CutFor on, so the
 		// watch ends there rather than count a write it rightly takes
 		// after its isolation as one taken while cut off.
-		healAt = cutStart.Add(r.cfg.CutFor)
+		cutEnd = cutStart.Add(r.cfg.CutFor)
 	}
-	if err := sleepUntil(r.ctx, healAt); err != nil {
+	if err := sleepUntil(r.ctx, cutEnd); err != nil {
 		watch.stop(time.Now())
 		return err
 	}
-	healAt = heal()
+	healAt := heal()
 	rctx, cancel := context.WithTimeout(r.ctx, r.cfg.Settle)
 	err = r.cl.WaitReady(rctx, vi)
 	if err == nil {
