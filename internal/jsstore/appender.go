@@ -6,14 +6,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"time"
 
 	"github.com/salamander-chat/salamander"
 )
 
 // Group commit. Every record JetStream stores costs the same fixed work on
-// each of the three servers — a Raft entry, a write to the stream's file
-// (fsynced), a commit announcement to every site, a direct get when a tail
-// catches up — however small it is. Concurrent batchable appends to one
+// each of the three servers — a Raft log entry (fsynced), a write to the
+// stream's file, a commit announcement to every site, a direct get when a
+// tail catches up — however small it is. Concurrent batchable appends to one
 // stream (messages and read markers) therefore share records: one appender
 // per stream keeps one record in flight, and whatever queues up behind it
 // goes out together as the next RecBatch record of up to maxBatchEntries
@@ -21,11 +24,17 @@ import (
 // added delay; under heavy load one replicated write carries many. Each
 // entry keeps its own position (see PositionOf), so readers see the same
 // log entries either way.
+//
+// The process's appenders together keep at most recordSlots records in
+// flight (see recordSlots): with one record per stream alone, a process
+// whose cores are busy would carry as many small records as it has
+// streams (three sites × six partitions in `salamander dev`), each paying
+// the fixed cost, and every record would wait its turn for CPU anyway.
 
 const (
 	// appendWindow is how many records one stream's appender keeps in
-	// flight at once. One is measured best here: every record costs six
-	// fsyncs (the Raft log and the stream file on each of three servers),
+	// flight at once. One is measured best here: every record costs three
+	// fsyncs (the Raft log on each of three servers) and a Raft round,
 	// and with one in flight the next record gathers everything that
 	// arrived during the previous one's round trip (p2p, 400 closed-loop
 	// senders: 2,905 msg/s with one, 2,248 with two). It also means a
@@ -34,7 +43,39 @@ const (
 	// maxBatchEntries and maxBatchBytes bound one batch record.
 	maxBatchEntries = 256
 	maxBatchBytes   = 192 << 10
+	// slotLease is how long a record in flight holds one of the process's
+	// record slots at most. A record that waits longer (its stream has no
+	// leader, or the network is slow) goes on without one, so that a
+	// stalled partition cannot hold back the others' records.
+	slotLease = 100 * time.Millisecond
 )
+
+// recordSlots bounds the records this process's appenders have in flight,
+// all stores and streams together: two per core. What a record costs is
+// mostly fixed (a Raft entry and three fsyncs, three commit announcements,
+// three tails' and store batches' work), so while the cores are busy,
+// fewer and larger records carry more messages per second: measured here
+// (p2p, 400 closed-loop senders, `salamander dev` on two cores), records
+// grew from ~14 to ~21 entries and throughput by about a fifth (see
+// BENCHMARKS.md). A process that is not busy never waits for a slot: its
+// records go out as soon as they are gathered. It is per process, not per
+// store, because the cores are: `salamander dev` runs three sites in one.
+var recordSlots = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
+
+// takeRecordSlot waits for one of the process's record slots and returns
+// the function that gives it back; the slot also comes back by itself
+// after slotLease. ok is false if ctx ended first.
+func takeRecordSlot(ctx context.Context) (release func(), ok bool) {
+	select {
+	case recordSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false
+	}
+	var once sync.Once
+	give := func() { once.Do(func() { <-recordSlots }) }
+	lease := time.AfterFunc(slotLease, give)
+	return func() { lease.Stop(); give() }, true
+}
 
 // appendRequest is one batchable append waiting for its record.
 type appendRequest struct {
@@ -126,6 +167,14 @@ func (a *appender) run(ctx context.Context) {
 			<-slots
 			return
 		}
+		// Gather only once the process has a slot for the record: what
+		// queues while it waits goes out in the same record.
+		release, ok := takeRecordSlot(ctx)
+		if !ok {
+			first.done <- appendResult{err: errNoQuorum}
+			<-slots
+			return
+		}
 		batch, size := []*appendRequest{first}, len(first.body)
 	gather:
 		for len(batch) < maxBatchEntries {
@@ -142,6 +191,7 @@ func (a *appender) run(ctx context.Context) {
 		}
 		go func() {
 			defer func() { <-slots }()
+			defer release()
 			a.commit(ctx, batch)
 		}()
 	}

@@ -3,12 +3,10 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/salamander-chat/salamander"
-	"github.com/salamander-chat/salamander/internal/natsnode"
 )
 
 // A merge record that places nothing (another standby's range, To <= From)
@@ -18,23 +16,7 @@ import (
 func TestMergerStopsAtMalformedLastMerge(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := natsnode.DefaultConfig("a")
-	cfg.StoreDir, cfg.ClusterAddr = filepath.Join(t.TempDir(), "nats"), ""
-	node, err := natsnode.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Shutdown()
-	scfg := DefaultConfig(node.ClientURL())
-	scfg.Replicas, scfg.Partitions = 1, 2
-	s, err := Open(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.EnsureStreams(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openLoneStore(ctx, t)
 	var held uint64
 	appendRec := func(subject string, rec salamander.Record) {
 		t.Helper()

@@ -1,0 +1,102 @@
+package jsstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+)
+
+// While the process has no record slot free, a stream's appends queue, and
+// the record that gets the next slot carries all of them.
+func TestAppendsWaitingForARecordSlotShareOneRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := openLoneStore(ctx, t)
+	stream := s.RoomStream("g_slots")
+	// Take every slot, without a lease: nothing of this process appends
+	// until the test gives them back.
+	for range cap(recordSlots) {
+		recordSlots <- struct{}{}
+	}
+	const n = 40
+	positions := make(chan salamander.Position, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			rec := salamander.Record{Type: salamander.RecMessageSent, Room: "g_slots", ClientID: fmt.Sprint(i)}
+			pos, _, err := s.Append(ctx, stream, "g_slots", rec, AppendOptions{Batch: true, MsgID: fmt.Sprint("m", i)})
+			if err != nil {
+				t.Error(err)
+			}
+			positions <- pos
+		})
+	}
+	// The appender holds the first request while it waits for a slot;
+	// the others queue behind it.
+	a := s.appender(stream)
+	for len(a.in) < n-1 {
+		if ctx.Err() != nil {
+			t.Fatalf("only %d appends queued", len(a.in))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(positions) != 0 {
+		t.Fatal("an append was answered while the process had no record slot")
+	}
+	for range cap(recordSlots) {
+		<-recordSlots
+	}
+	wg.Wait()
+	close(positions)
+	records := map[uint64]int{}
+	for p := range positions {
+		records[RecordSeq(p.Seq)]++
+	}
+	if len(records) != 1 {
+		t.Fatalf("%d appends that waited together took %d records: %v", n, len(records), records)
+	}
+}
+
+// A record slot comes back when its record is answered, or after
+// slotLease if the record is still in flight, and never twice.
+func TestRecordSlotsComeBack(t *testing.T) {
+	ctx := context.Background()
+	var releases []func()
+	for range cap(recordSlots) {
+		release, ok := takeRecordSlot(ctx)
+		if !ok {
+			t.Fatal("no slot in a process that has all of them free")
+		}
+		releases = append(releases, release)
+	}
+	full, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, ok := takeRecordSlot(full); ok {
+		t.Fatal("took a slot while all were taken")
+	}
+	releases[0]()
+	releases[0]() // a second release gives nothing back twice
+	release, ok := takeRecordSlot(ctx)
+	if !ok {
+		t.Fatal("a released slot did not come back")
+	}
+	release()
+	// The others are still held by the test: their leases give them back.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(recordSlots) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still taken long after their lease", len(recordSlots))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, r := range releases { // after the lease, a release is a no-op
+		r()
+	}
+	if len(recordSlots) != 0 {
+		t.Fatalf("%d slots taken after late releases", len(recordSlots))
+	}
+}
