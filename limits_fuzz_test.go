@@ -1,6 +1,7 @@
 package salamander
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -93,7 +94,43 @@ func FuzzValidators(f *testing.F) {
 		if ValidRoomID(s) && (len(s) < 18 || len(s) > 34 || s[0] != 'd' && s[0] != 'g' || s[1] != '_') {
 			t.Fatalf("room id %q accepted", s)
 		}
+		checkIDShapes(t, s)
 	})
+}
+
+// The documented shapes of room and client ids, as regular expressions:
+// the validators are loops, held to these.
+var (
+	roomIDShape   = regexp.MustCompile(`^[dg]_[0-9a-f]{16,32}$`)
+	clientIDShape = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+)
+
+func checkIDShapes(t *testing.T, s string) {
+	t.Helper()
+	if got, want := ValidRoomID(s), roomIDShape.MatchString(s); got != want {
+		t.Fatalf("ValidRoomID(%q) = %v, the shape says %v", s, got, want)
+	}
+	if got, want := ValidateClientID(s) == nil, clientIDShape.MatchString(s); got != want {
+		t.Fatalf("ValidateClientID(%q) accepts: %v, the shape says %v", s, got, want)
+	}
+}
+
+// Room and client ids at and around every bound of their shapes, and with
+// every byte in every place, are judged as the shapes judge them.
+func TestIDValidatorsFollowTheirShapes(t *testing.T) {
+	hex := func(n int) string { return strings.Repeat("a1", n)[:n] }
+	cases := []string{"", "d", "d_", "g_", "x_" + hex(16), "d-" + hex(16), "D_" + hex(16), "d_" + hex(15),
+		"d_" + hex(16), "g_" + hex(32), "d_" + hex(33), "d_" + strings.Repeat("f", 20), "d_" + strings.Repeat("g", 20),
+		"d_" + strings.Repeat("A", 20), strings.Repeat("a", 64), strings.Repeat("a", 65), "a", "uuid-1:2.3_X", "a b",
+		"a/b", "é", "a\x00"}
+	for c := range 256 {
+		b := byte(c)
+		cases = append(cases, string([]byte{b}), "d_"+hex(8)+string([]byte{b})+hex(8), "ab"+string([]byte{b})+"cd",
+			string([]byte{b})+"_"+hex(16))
+	}
+	for _, s := range cases {
+		checkIDShapes(t, s)
+	}
 }
 
 func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
