@@ -140,13 +140,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// The partitions' standbys too: their leaders are kept at another
 		// site than their partitions' (sends are held there during an
 		// election).
-		for _, name := range store.Standbys() {
-			ss, err := store.StatusOf(ctx, name)
-			if err != nil {
-				return err
-			}
-			st = append(st, ss)
+		standbys, err := store.StandbyStatus(ctx)
+		if err != nil {
+			return err
 		}
+		st = append(st, standbys...)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "STREAM\tLEADER\tREPLICAS\tUNHEALTHY\tLAST SEQ")
 		for _, s := range st {

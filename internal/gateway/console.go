@@ -38,9 +38,13 @@ type siteDetail struct {
 	Warnings       []string               `json:"warnings,omitempty"`
 	Streams        []jsstore.StreamStatus `json:"streams"`
 	StreamsError   string                 `json:"streams_error,omitempty"`
-	Counters       siteCounters           `json:"counters"`
-	RecentErrors   []LogRecord            `json:"recent_errors"`
-	Sites          []SiteInfo             `json:"sites"`
+	// Standbys are the partitions' standby streams, each naming its
+	// partition (standby_of).
+	Standbys      []jsstore.StreamStatus `json:"standbys"`
+	StandbysError string                 `json:"standbys_error,omitempty"`
+	Counters      siteCounters           `json:"counters"`
+	RecentErrors  []LogRecord            `json:"recent_errors"`
+	Sites         []SiteInfo             `json:"sites"`
 }
 
 // natsLink is the NATS server a site's log connection is on.
@@ -115,6 +119,11 @@ func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
 	d.Streams = streams
 	if err != nil {
 		d.StreamsError = err.Error()
+	}
+	standbys, err := g.cfg.Store.StandbyStatus(ctx)
+	d.Standbys = standbys
+	if err != nil {
+		d.StandbysError = err.Error()
 	}
 	return d
 }

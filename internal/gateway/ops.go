@@ -95,5 +95,10 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		out["streams_error"] = err.Error()
 	}
+	standbys, err := g.cfg.Store.StandbyStatus(ctx)
+	out["standbys"] = standbys
+	if err != nil {
+		out["standbys_error"] = err.Error()
+	}
 	writeJSON(w, http.StatusOK, out)
 }

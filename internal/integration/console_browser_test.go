@@ -122,6 +122,11 @@ func TestOpsConsoleInABrowser(t *testing.T) {
 	waitJS("three serving sites", `document.querySelectorAll("#sites .site-card.ok").length === 3`)
 	waitJS("the streams", `document.querySelectorAll("#streams tbody tr[data-stream]").length > 0 &&
 		[...document.querySelectorAll("#streams tbody tr[data-stream] .replica")].length >= 3`)
+	waitJS("the standbys, each led away from its partition's site", `(() => {
+		const rows = [...document.querySelectorAll("#standbys tbody tr[data-standby]")];
+		return rows.length > 0 && rows.length === document.querySelectorAll("#streams tbody tr[data-stream]").length - 1 &&
+			rows.every((r) => r.textContent.includes("another site"));
+	})()`)
 	waitJS("the NATS servers", `document.querySelectorAll("#servers tbody tr").length === 3`)
 	waitJS("the live indicator", `document.getElementById("live").classList.contains("on")`)
 	waitJS("a message rate", `[...document.querySelectorAll("#sites .stat")].some(s =>

@@ -61,6 +61,11 @@ type consoleSite struct {
 			Lag     uint64 `json:"lag"`
 		} `json:"peers"`
 	} `json:"streams"`
+	Standbys []struct {
+		Stream    string `json:"stream"`
+		Leader    string `json:"leader"`
+		StandbyOf string `json:"standby_of"`
+	} `json:"standbys"`
 	Counters struct {
 		HTTPRequests uint64 `json:"http_requests"`
 	} `json:"counters"`
@@ -69,6 +74,17 @@ type consoleSite struct {
 		Message string            `json:"message"`
 		Attrs   map[string]string `json:"attrs"`
 	} `json:"recent_errors"`
+}
+
+// opsSite asks site i for GET /v1/ops/site with token.
+func opsSite(t *testing.T, i int, token string) (consoleSite, []byte, error) {
+	t.Helper()
+	var s consoleSite
+	code, body := opsCall(t, i, "GET", "/v1/ops/site", token, nil)
+	if code != http.StatusOK {
+		return s, body, fmt.Errorf("%d %s", code, body)
+	}
+	return s, body, json.Unmarshal(body, &s)
 }
 
 type consoleOverview struct {
@@ -101,12 +117,8 @@ func TestOpsSiteShowsReplicasAndRecentErrors(t *testing.T) {
 	warning := uniqueName("console test warning ")
 	cluster.Site(2).Gateway().Warn(warning)
 	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		code, body := opsCall(t, 2, "GET", "/v1/ops/site", op.Token(), nil)
-		if code != http.StatusOK {
-			return fmt.Errorf("%d %s", code, body)
-		}
-		var s consoleSite
-		if err := json.Unmarshal(body, &s); err != nil {
+		s, body, err := opsSite(t, 2, op.Token())
+		if err != nil {
 			return err
 		}
 		if s.Site != "c" || !s.Ready || !s.NATS.Connected || s.NATS.Server == "" || s.Counters.HTTPRequests == 0 {
@@ -136,6 +148,53 @@ func TestOpsSiteShowsReplicasAndRecentErrors(t *testing.T) {
 	if strings.Contains(string(body), "recent_errors") || !strings.Contains(string(body), warning) {
 		// (Warnings are public; the log is not.)
 		t.Fatalf("public status: %s", body)
+	}
+}
+
+// GET /v1/ops/site (and the public GET /v1/status) list every partition's
+// standby with its leader, which the sites keep at another site than the
+// partition's leader: sends are held there while the partition elects, so
+// one fire must not take both.
+func TestOpsSiteShowsStandbysAwayFromTheirPartitions(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	op, _ := operator(t, ctx, 0, "cstandby")
+	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		s, body, err := opsSite(t, 0, op.Token())
+		if err != nil {
+			return err
+		}
+		leaders := map[string]string{}
+		for _, st := range s.Streams {
+			leaders[st.Stream] = st.Leader
+		}
+		partitions := len(s.Streams) - 1 // all but the accounts stream
+		if partitions < 1 || len(s.Standbys) != partitions {
+			return fmt.Errorf("%d standbys for %d partitions: %s", len(s.Standbys), partitions, body)
+		}
+		for _, sb := range s.Standbys {
+			want := "p" + strings.TrimPrefix(sb.Stream, "s")
+			if sb.StandbyOf != want {
+				return fmt.Errorf("standby %s: standby_of %q, want %q", sb.Stream, sb.StandbyOf, want)
+			}
+			p := leaders[sb.StandbyOf]
+			if sb.Leader == "" || p == "" {
+				return fmt.Errorf("standby %s led by %q, its partition by %q", sb.Stream, sb.Leader, p)
+			}
+			if sb.Leader == p { // one embedded server per site
+				return fmt.Errorf("standby %s is led at its partition's site (%s)", sb.Stream, p)
+			}
+		}
+		return nil
+	})
+	res, err := http.Get(cluster.URL(1) + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var public consoleSite
+	err = json.NewDecoder(res.Body).Decode(&public)
+	res.Body.Close()
+	if err != nil || len(public.Standbys) == 0 || public.Standbys[0].StandbyOf == "" {
+		t.Fatalf("public status: %+v %v", public.Standbys, err)
 	}
 }
 

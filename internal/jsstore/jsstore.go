@@ -1026,6 +1026,10 @@ type StreamStatus struct {
 	// Peers are the leader and every replica: whether it is current, how
 	// far behind and when the leader last heard it.
 	Peers []ReplicaStatus `json:"peers,omitempty"`
+	// StandbyOf names the partition a standby stream holds sends for
+	// while that partition elects a leader (standby.go); empty for every
+	// other stream.
+	StandbyOf string `json:"standby_of,omitempty"`
 }
 
 // ReplicaStatus is one replica of a stream as its leader sees it.
@@ -1050,6 +1054,23 @@ func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
 		if err != nil {
 			return out, err
 		}
+		out = append(out, ss)
+	}
+	return out, nil
+}
+
+// StandbyStatus is Status for the partitions' standbys. Their leaders are
+// kept at another site than their partitions' (PlaceStandbys), and where
+// they are matters in a fire: a standby is where a partition's sends are
+// held while it elects.
+func (s *Store) StandbyStatus(ctx context.Context) ([]StreamStatus, error) {
+	var out []StreamStatus
+	for _, name := range s.Standbys() {
+		ss, err := s.StatusOf(ctx, name)
+		if err != nil {
+			return out, err
+		}
+		ss.StandbyOf = PartitionOf(name)
 		out = append(out, ss)
 	}
 	return out, nil

@@ -133,13 +133,11 @@ func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range s.Standbys() {
-		ss, err := s.StatusOf(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		st = append(st, ss)
+	standbys, err := s.StandbyStatus(ctx)
+	if err != nil {
+		return nil, err
 	}
+	st = append(st, standbys...)
 	count := map[string]int{}
 	for _, ss := range st {
 		if ss.Leader != "" {

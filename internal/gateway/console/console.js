@@ -355,6 +355,7 @@ function renderOverview(ov) {
   fill($("sites"), ov.sites.map((s) => siteCard(s, ov.site)));
   renderServers(ov);
   renderStreams(ov);
+  renderStandbys(ov);
   renderErrors(ov);
 }
 
@@ -425,13 +426,13 @@ async function siteAction(site, action) {
   await act("POST", `/v1/ops/sites/${encodeURIComponent(site)}/${action}`, undefined, `${action} is`, `Site ${site}: ${action} done.`);
 }
 
-// streamsFrom picks the stream table to show: the freshest from a site
-// that could ask the cluster.
-function streamsFrom(ov) {
+// streamsFrom picks the stream table to show (key "streams", or
+// "standbys"): the freshest from a site that could ask the cluster.
+function streamsFrom(ov, key = "streams") {
   for (const s of ov.sites) {
-    if (s.status && s.status.streams && s.status.streams.length && !s.status.streams_error) return s.status.streams;
+    if (s.status && s.status[key] && s.status[key].length && !s.status[key + "_error"]) return s.status[key];
   }
-  for (const s of ov.sites) if (s.status && s.status.streams) return s.status.streams;
+  for (const s of ov.sites) if (s.status && s.status[key]) return s.status[key];
   return [];
 }
 
@@ -476,6 +477,17 @@ function renderServers(ov) {
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: 7 }, "no server known"))));
 }
 
+// replicaChips shows a stream's leader and replicas, each replica with its
+// lag (or offline).
+function replicaChips(st) {
+  return h("div", { class: "replicas" }, (st.peers || []).map((p) => {
+    const cls = p.offline ? "off" : (!p.current || p.lag > 0) ? "lag" : "";
+    const title = p.leader ? "leader" : `${p.current ? "current" : "not current"}, last heard ${p.active_ms} ms ago`;
+    return h("span", { class: `replica ${cls} ${p.leader ? "leader" : ""}`, title }, (p.leader ? "★ " : "") + p.server,
+      p.leader ? null : h("span", {}, p.offline ? "offline" : String(p.lag)));
+  }));
+}
+
 function renderStreams(ov) {
   const streams = streamsFrom(ov);
   const sites = ov.sites.map((s) => s.name);
@@ -486,12 +498,7 @@ function renderStreams(ov) {
   const rows = streams.map((st) => h("tr", { "data-stream": st.stream },
     h("td", {}, h("b", { class: "mono" }, st.stream)),
     h("td", {}, st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
-    h("td", {}, h("div", { class: "replicas" }, (st.peers || []).map((p) => {
-      const cls = p.offline ? "off" : (!p.current || p.lag > 0) ? "lag" : "";
-      const title = p.leader ? "leader" : `${p.current ? "current" : "not current"}, last heard ${p.active_ms} ms ago`;
-      return h("span", { class: `replica ${cls} ${p.leader ? "leader" : ""}`, title }, (p.leader ? "★ " : "") + p.server,
-        p.leader ? null : h("span", {}, p.offline ? "offline" : String(p.lag)));
-    }))),
+    h("td", {}, replicaChips(st)),
     h("td", { class: "num" }, fmtInt(st.last_seq)),
     h("td", { class: "num" }, fmtInt(st.messages)),
     ov.sites.map((s) => {
@@ -503,6 +510,36 @@ function renderStreams(ov) {
     h("td", {}, leaderPicker(st, sites))));
   fill($("streams"), h("thead", {}, head),
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: 7 + sites.length }, "no stream status (the cluster may be electing)"))));
+}
+
+// renderStandbys shows each partition's standby: where its leader is,
+// and whether that is another site than its partition's leader (a fire
+// must not take both; the sites move a standby that shares its
+// partition's site on their own).
+function renderStandbys(ov) {
+  const standbys = streamsFrom(ov, "standbys");
+  const partitions = new Map(streamsFrom(ov).map((st) => [st.stream, st]));
+  const siteOf = (server) => server.replace(/^site-/, "");
+  const rows = standbys.map((st) => {
+    const p = partitions.get(st.standby_of);
+    let placement;
+    if (!st.leader) placement = h("span", { class: "pill bad" }, "electing");
+    else if (!p || !p.leader) placement = h("span", { class: "pill warn" }, `${st.standby_of} is electing`);
+    else if (siteOf(p.leader) === siteOf(st.leader)) placement = h("span", { class: "pill warn" }, `same site as ${st.standby_of}'s leader`);
+    else placement = h("span", { class: "pill ok" }, "another site");
+    return h("tr", { "data-standby": st.stream },
+      h("td", {}, h("b", { class: "mono" }, st.stream)),
+      h("td", { class: "mono" }, st.standby_of),
+      h("td", {}, st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
+      h("td", {}, p && p.leader ? h("span", { class: "mono" }, p.leader) : h("span", { class: "muted" }, "–")),
+      h("td", {}, placement),
+      h("td", {}, replicaChips(st)),
+      h("td", { class: "num" }, fmtInt(st.last_seq)));
+  });
+  fill($("standbys"),
+    h("thead", {}, h("tr", {}, h("th", {}, "standby"), h("th", {}, "of partition"), h("th", {}, "leader"),
+      h("th", {}, "partition's leader"), h("th", {}, "placement"), h("th", {}, "replicas (lag)"), h("th", { class: "num" }, "records held"))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: 7 }, "no standby status (the cluster may be electing)"))));
 }
 
 function leaderPicker(st, sites) {
