@@ -220,6 +220,15 @@ func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bo
 	if !salamander.ValidSiteName(site) {
 		return fmt.Errorf("admin: %q is not a site name", site)
 	}
+	// The same rules as the ops API (gateway.CheckDrain), on the log as
+	// its leader holds it now.
+	sites, drained, err := drainState(ctx, store)
+	if err != nil {
+		return fmt.Errorf("admin: read the sites' drains: %w", err)
+	}
+	if err := gateway.CheckDrain(site, sites, drained, drain); err != nil {
+		return fmt.Errorf("admin: %s", salamander.ErrorMessage(err))
+	}
 	typ := salamander.RecSiteUndrained
 	if drain {
 		typ = salamander.RecSiteDrained
@@ -238,6 +247,35 @@ func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bo
 		fmt.Fprintf(stdout, "some leaders stay for now (the site moves them itself): %v\n", err)
 	}
 	return nil
+}
+
+// drainState returns the cluster's sites (one replica of every stream is
+// at each: the sites of the accounts stream's servers) and the drained
+// ones (a site is drained while its newest drain record says so).
+func drainState(ctx context.Context, store *jsstore.Store) (sites, drained []string, err error) {
+	st, err := store.StatusOf(ctx, jsstore.AccountsStream)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range st.Peers {
+		if site := jsstore.ServerSite(p.Server); !slices.Contains(sites, site) {
+			sites = append(sites, site)
+		}
+	}
+	if len(sites) == 0 {
+		return nil, nil, fmt.Errorf("the accounts stream lists no servers (electing?)")
+	}
+	slices.Sort(sites)
+	for _, site := range sites {
+		_, rec, found, err := store.LastRecord(ctx, jsstore.AccountsStream, "site."+site)
+		if err != nil {
+			return nil, nil, err
+		}
+		if found && rec.Type == salamander.RecSiteDrained {
+			drained = append(drained, site)
+		}
+	}
+	return sites, drained, nil
 }
 
 // adminIncident announces or updates an incident.

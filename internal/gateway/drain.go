@@ -56,6 +56,27 @@ func (g *Gateway) knownSite(name string) error {
 	return nil
 }
 
+// CheckDrain says whether site, one of sites, may be drained (drain) or
+// undrained now that the sites in drained are: not a site twice, not an
+// undrained one undrained, and never so many that fewer than a majority of
+// the sites would stay in service. A majority keeps serving and leading,
+// so one more fire does not leave the users without a site. The ops API
+// and `salamander admin drain` both decide by it.
+func CheckDrain(site string, sites, drained []string, drain bool) error {
+	if !slices.Contains(sites, site) {
+		return salamander.Errorf(salamander.CodeNotFound, "no site %q (sites: %v)", site, sites)
+	}
+	if is := slices.Contains(drained, site); is == drain {
+		return salamander.Errorf(salamander.CodeConflict, "site %s is %s", site, map[bool]string{true: "drained already", false: "not drained"}[is])
+	}
+	if n := len(sites); drain && len(drained)+1 > (n-1)/2 {
+		slices.Sort(drained)
+		return salamander.Errorf(salamander.CodeConflict, "draining %s would leave less than a majority of the %d sites serving; undrain %v first",
+			site, n, drained)
+	}
+	return nil
+}
+
 // handleDrain drains a site (drain) or ends its drain.
 func (g *Gateway) handleDrain(drain bool) errHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) error {
@@ -68,15 +89,8 @@ func (g *Gateway) handleDrain(drain bool) errHandler {
 		if err := g.confirmNegative(r.Context(), jsstore.AccountsStream); err != nil {
 			return err
 		}
-		drained := g.cfg.View.Drained()
-		if _, is := drained[site]; is == drain {
-			return salamander.Errorf(salamander.CodeConflict, "site %s is %s", site, map[bool]string{true: "drained already", false: "not drained"}[is])
-		}
-		// A majority of sites keeps serving (and leading): one more fire
-		// must not leave the users without a site.
-		if n := len(g.siteNames()); drain && len(drained)+1 > (n-1)/2 {
-			return salamander.Errorf(salamander.CodeConflict, "draining %s would leave less than a majority of the %d sites serving; undrain %v first",
-				site, n, slices.Collect(maps.Keys(drained)))
+		if err := CheckDrain(site, g.siteNames(), slices.Collect(maps.Keys(g.cfg.View.Drained())), drain); err != nil {
+			return err
 		}
 		typ := salamander.RecSiteUndrained
 		if drain {

@@ -440,15 +440,38 @@ func TestAdminCLIIncidentsAndDrains(t *testing.T) {
 		"incident", "announce", "--impact", "cosmic", "--services", "login", "--title", "x", "--message", "y").CombinedOutput(); err == nil {
 		t.Fatalf("a bad impact was taken: %s", out)
 	}
+	// The CLI drains by the ops API's rules: a known site, not twice, and
+	// a majority always in service. A refused drain changes nothing.
+	refused := func(want string, args ...string) {
+		t.Helper()
+		full := append([]string{"admin", "--nats", cluster.NATSURL(1), "--creds", cluster.AdminFile()}, args...)
+		out, err := exec.CommandContext(ctx, salamanderBin, full...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Fatalf("salamander %v: %v, want a refusal saying %q:\n%s", args, err, want, out)
+		}
+	}
+	refused("not drained", "undrain", "b")
+	refused(`no site "x"`, "drain", "x")
 	admin("drain", "b")
-	t.Cleanup(func() { admin("undrain", "b") })
+	undrained := false
+	t.Cleanup(func() {
+		if !undrained {
+			admin("undrain", "b")
+		}
+	})
 	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if code, body := opsCall(t, 1, "GET", "/readyz", "", nil); code != http.StatusServiceUnavailable {
 			return fmt.Errorf("readyz at drained b: %d %s", code, body)
 		}
 		return nil
 	})
+	refused("drained already", "drain", "b")
+	refused("less than a majority of the 3 sites", "drain", "c")
+	if code, body := opsCall(t, 2, "GET", "/readyz", "", nil); code != http.StatusOK {
+		t.Fatalf("site c after a refused drain: %d %s", code, body)
+	}
 	admin("undrain", "b")
+	undrained = true
 	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if code, body := opsCall(t, 1, "GET", "/readyz", "", nil); code != http.StatusOK {
 			return fmt.Errorf("readyz at undrained b: %d %s", code, body)

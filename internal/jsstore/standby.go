@@ -298,13 +298,30 @@ func (s *Store) mergeOnce(ctx context.Context, partition, standby string, end ui
 // read it to append the next merge; the fire drill reads it to see how far
 // a partition's held messages are placed.
 func (s *Store) LastMerge(ctx context.Context, partition string) (uint64, salamander.MergeRange, error) {
-	if err := s.apiAllowed(); err != nil {
-		return 0, salamander.MergeRange{}, err
+	seq, rec, found, err := s.LastRecord(ctx, partition, mergeSubject)
+	switch {
+	case err != nil:
+		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: %w", partition, err)
+	case !found:
+		return 0, salamander.MergeRange{}, nil // no merge yet
+	case rec.Merge == nil:
+		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: not a merge record", partition)
 	}
-	req, _ := json.Marshal(map[string]string{"last_by_subj": subjectRoot(partition) + "." + mergeSubject})
-	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+natsName(partition), req)
+	return seq, *rec.Merge, nil
+}
+
+// LastRecord returns the newest record appended to stream under key (its
+// sequence and the record; found is false when there is none), as the
+// stream's leader has it, so it is never older than an acknowledged
+// append. While the stream elects a leader it fails (when ctx ends).
+func (s *Store) LastRecord(ctx context.Context, stream, key string) (seq uint64, rec salamander.Record, found bool, err error) {
+	if err := s.apiAllowed(); err != nil {
+		return 0, rec, false, err
+	}
+	req, _ := json.Marshal(map[string]string{"last_by_subj": subjectRoot(stream) + "." + key})
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+natsName(stream), req)
 	if err != nil {
-		return 0, salamander.MergeRange{}, err
+		return 0, rec, false, err
 	}
 	var res struct {
 		Message *struct {
@@ -318,21 +335,20 @@ func (s *Store) LastMerge(ctx context.Context, partition string) (uint64, salama
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &res); err != nil {
-		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: %w", partition, err)
+		return 0, rec, false, err
 	}
 	switch {
 	case res.Error != nil && res.Error.Code == 404:
-		return 0, salamander.MergeRange{}, nil // no merge yet
+		return 0, rec, false, nil
 	case res.Error != nil:
-		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: %s", partition, res.Error.Desc)
+		return 0, rec, false, errors.New(res.Error.Desc)
 	case res.Message == nil:
-		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: empty answer", partition)
+		return 0, rec, false, errors.New("empty answer")
 	}
-	rec, err := salamander.DecodeRecord(res.Message.Data)
-	if err != nil || rec.Merge == nil {
-		return 0, salamander.MergeRange{}, fmt.Errorf("last merge of %s: not a merge record", partition)
+	if rec, err = salamander.DecodeRecord(res.Message.Data); err != nil {
+		return 0, rec, false, err
 	}
-	return res.Message.Seq, *rec.Merge, nil
+	return res.Message.Seq, rec, true, nil
 }
 
 // splice lists the messages a merge places, given the standby's records
