@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -104,11 +105,11 @@ type standbyState struct {
 	// record up to it is committed in the partition.
 	merged uint64
 	// suspect is set when the partition failed to answer an append in
-	// time, and cleared once its leader answers (a merge lands, or the
-	// last merge record is read from it): until then, while
-	// held records wait for their merge, appends are held at once rather
-	// than waiting holdAfter each. With nothing held (the hold failed too,
-	// or another site merged) the partition is simply tried again.
+	// time, and cleared once its leader answers (an append to it, a merge
+	// landing, or the last merge record read from it): until then,
+	// batches with messages are held at once rather than waiting
+	// holdAfter each. A batch with nothing to hold (read markers only)
+	// tries the partition again.
 	suspect bool
 	// merging is set while a merger runs for the partition.
 	merging bool
@@ -434,7 +435,11 @@ func (s *Store) entriesOf(ctx context.Context, stream string, rec salamander.Rec
 func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) {
 	p, hold := a.stream, a.s.cfg.HoldAfter
 	upTo, suspect := a.s.unplaced(p)
-	if upTo > 0 && suspect {
+	if suspect && (upTo > 0 || holdsMessages(batch)) {
+		// The partition did not answer a moment ago, and has not since:
+		// hold at once. Also when nothing is held yet, as when the append
+		// that found it silent carried only read markers (which are never
+		// held): its messages would otherwise wait HoldAfter a second time.
 		a.hold(ctx, batch)
 		return
 	}
@@ -461,6 +466,9 @@ func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) 
 	defer timer.Stop()
 	select {
 	case res := <-done:
+		if res[0].err == nil {
+			a.s.setSuspect(p, false) // it answers
+		}
 		answerAll(batch, res)
 		return
 	case <-timer.C:
@@ -475,6 +483,11 @@ func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) 
 	// keep the first (one client id, one message).
 	a.s.setSuspect(p, true)
 	a.hold(ctx, batch)
+}
+
+// holdsMessages reports whether batch has a message, which hold can hold.
+func holdsMessages(batch []*appendRequest) bool {
+	return slices.ContainsFunc(batch, func(r *appendRequest) bool { return r.rec.Type == salamander.RecMessageSent })
 }
 
 // hold appends batch's messages to the standby as one record and answers
