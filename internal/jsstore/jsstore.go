@@ -52,6 +52,9 @@ const (
 	// appendAttemptTimeout bounds one publish; a healthy quorum answers in
 	// milliseconds even with fsync on every write.
 	appendAttemptTimeout = time.Second
+	// errCodeNoMessageFound is JetStream's JSNoMessageFoundErr (a 404 like
+	// "stream not found", which is not the same answer).
+	errCodeNoMessageFound = 10037
 	// errCodeMsgIDInProcess is JetStream's JSStreamDuplicateMessageConflict
 	// (10158): a message with this id is being proposed right now.
 	errCodeMsgIDInProcess jetstream.ErrorCode = 10158

@@ -339,7 +339,7 @@ func (s *Store) LastRecord(ctx context.Context, stream, key string) (seq uint64,
 		return 0, rec, false, err
 	}
 	switch {
-	case res.Error != nil && res.Error.Code == 404:
+	case res.Error != nil && res.Error.ErrCode == errCodeNoMessageFound:
 		return 0, rec, false, nil
 	case res.Error != nil:
 		return 0, rec, false, errors.New(res.Error.Desc)
