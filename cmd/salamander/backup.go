@@ -149,17 +149,10 @@ func (c *connFlags) open(ctx context.Context, name string) (*jsstore.Store, erro
 // openAdmin is open that also returns the admin credential (it carries
 // the log key that seals signing keys).
 func (c *connFlags) openAdmin(ctx context.Context, name string) (*jsstore.Store, *secrets.Admin, error) {
-	admin, err := secrets.LoadAdmin(*c.creds)
+	cfg, admin, err := jsstore.AdminConfig(*c.creds, name, splitList(*c.urls)...)
 	if err != nil {
 		return nil, nil, err
 	}
-	tc, err := admin.ClientTLS()
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg := jsstore.DefaultConfig(splitList(*c.urls)...)
-	cfg.Name = name
-	cfg.User, cfg.Password, cfg.TLS = admin.NATSUser, admin.NATSPassword, tc
 	store, err := jsstore.Open(ctx, cfg)
 	if err != nil {
 		return nil, nil, err

@@ -39,17 +39,10 @@ func (c *Cluster) admin(i int) (*jsstore.Store, error) {
 	if st := c.admins[i]; st != nil {
 		return st, nil
 	}
-	a, err := secrets.LoadAdmin(secrets.AdminFile(c.secrets))
+	cfg, _, err := jsstore.AdminConfig(secrets.AdminFile(c.secrets), "salamander-drill-"+c.sites[i].name, c.NATSURL(i))
 	if err != nil {
 		return nil, fmt.Errorf("drill: admin credential: %w", err)
 	}
-	tc, err := a.ClientTLS()
-	if err != nil {
-		return nil, fmt.Errorf("drill: admin credential: %w", err)
-	}
-	cfg := jsstore.DefaultConfig(c.NATSURL(i))
-	cfg.Name = "salamander-drill-" + c.sites[i].name
-	cfg.User, cfg.Password, cfg.TLS = a.NATSUser, a.NATSPassword, tc
 	// Through this site's server alone: were it to follow the servers the
 	// cluster announces, a connection whose site burned would move to
 	// another site's, and lose its way again when that one burns.

@@ -31,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 // AccountsStream is the logical name of the accounts stream; room partitions
@@ -130,6 +131,25 @@ func DefaultConfig(urls ...string) Config {
 		HoldAfter:       holdAfter,
 		Logger:          slog.New(slog.DiscardHandler),
 	}
+}
+
+// AdminConfig is DefaultConfig for a connection named name with the admin
+// credential in adminFile, as `salamander admin` connects (its user,
+// password and the CA it trusts); it also returns the credential, which
+// carries the log key.
+func AdminConfig(adminFile, name string, urls ...string) (Config, *secrets.Admin, error) {
+	a, err := secrets.LoadAdmin(adminFile)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	tc, err := a.ClientTLS()
+	if err != nil {
+		return Config{}, nil, err
+	}
+	cfg := DefaultConfig(urls...)
+	cfg.Name = name
+	cfg.User, cfg.Password, cfg.TLS = a.NATSUser, a.NATSPassword, tc
+	return cfg, a, nil
 }
 
 // Store is a connection to the replicated log.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 	"golang.org/x/crypto/bcrypt"
@@ -157,22 +158,18 @@ func (c *Cluster) SiteFile(i int) string { return secrets.SiteFile(c.secrets, Na
 // AdminNATS connects to the sites' NATS servers (site i's first) with the
 // admin credential, as `salamander admin` would.
 func (c *Cluster) AdminNATS(i int) (*nats.Conn, error) {
-	admin, err := secrets.LoadAdmin(c.AdminFile())
-	if err != nil {
-		return nil, err
-	}
-	tc, err := admin.ClientTLS()
-	if err != nil {
-		return nil, err
-	}
 	urls := []string{c.NATSURL(i)}
 	for j := range Names {
 		if j != i {
 			urls = append(urls, c.NATSURL(j))
 		}
 	}
-	return nats.Connect(strings.Join(urls, ","), nats.UserInfo(admin.NATSUser, admin.NATSPassword), nats.Secure(tc),
-		nats.Timeout(5*time.Second))
+	cfg, _, err := jsstore.AdminConfig(c.AdminFile(), "salamander-test-admin", urls...)
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(strings.Join(cfg.URLs, ","), nats.Name(cfg.Name), nats.UserInfo(cfg.User, cfg.Password),
+		nats.Secure(cfg.TLS), nats.Timeout(5*time.Second))
 }
 
 // URL is site i's HTTP base URL (stable across restarts).
