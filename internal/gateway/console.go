@@ -27,24 +27,44 @@ import (
 // warnings and errors it logged lately (which /v1/status never shows).
 type siteDetail struct {
 	readiness
-	At             time.Time              `json:"at"`
-	UptimeSeconds  int                    `json:"uptime_seconds"`
-	NotServing     string                 `json:"not_serving,omitempty"`
-	NATSServer     string                 `json:"nats_server"`
-	NATS           natsLink               `json:"nats"`
-	Applied        map[string]uint64      `json:"applied"`
-	EntriesApplied uint64                 `json:"entries_applied"`
-	WebSockets     int                    `json:"websockets"`
-	Warnings       []string               `json:"warnings,omitempty"`
-	Streams        []jsstore.StreamStatus `json:"streams"`
-	StreamsError   string                 `json:"streams_error,omitempty"`
+	At             time.Time         `json:"at"`
+	UptimeSeconds  int               `json:"uptime_seconds"`
+	NotServing     string            `json:"not_serving,omitempty"`
+	NATSServer     string            `json:"nats_server"`
+	NATS           natsLink          `json:"nats"`
+	Applied        map[string]uint64 `json:"applied"`
+	EntriesApplied uint64            `json:"entries_applied"`
+	WebSockets     int               `json:"websockets"`
+	Warnings       []string          `json:"warnings,omitempty"`
+	clusterStreams
+	Counters     siteCounters `json:"counters"`
+	RecentErrors []LogRecord  `json:"recent_errors"`
+	Sites        []SiteInfo   `json:"sites"`
+}
+
+// clusterStreams is every stream's state as the cluster reports it now,
+// as GET /v1/status and GET /v1/ops/site show it; while the cluster elects
+// a leader, a list may be partial and its error set.
+type clusterStreams struct {
+	Streams      []jsstore.StreamStatus `json:"streams"`
+	StreamsError string                 `json:"streams_error,omitempty"`
 	// Standbys are the partitions' standby streams, each naming its
 	// partition (standby_of).
 	Standbys      []jsstore.StreamStatus `json:"standbys"`
 	StandbysError string                 `json:"standbys_error,omitempty"`
-	Counters      siteCounters           `json:"counters"`
-	RecentErrors  []LogRecord            `json:"recent_errors"`
-	Sites         []SiteInfo             `json:"sites"`
+}
+
+// clusterStreams asks the cluster for every stream's and standby's state.
+func (g *Gateway) clusterStreams(ctx context.Context) clusterStreams {
+	var cs clusterStreams
+	var err error
+	if cs.Streams, err = g.cfg.Store.Status(ctx); err != nil {
+		cs.StreamsError = err.Error()
+	}
+	if cs.Standbys, err = g.cfg.Store.StandbyStatus(ctx); err != nil {
+		cs.StandbysError = err.Error()
+	}
+	return cs
 }
 
 // natsLink is the NATS server a site's log connection is on.
@@ -115,16 +135,7 @@ func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
 			d.NATS.RTTMS = float64(time.Since(start).Microseconds()) / 1000
 		}
 	}
-	streams, err := g.cfg.Store.Status(ctx)
-	d.Streams = streams
-	if err != nil {
-		d.StreamsError = err.Error()
-	}
-	standbys, err := g.cfg.Store.StandbyStatus(ctx)
-	d.Standbys = standbys
-	if err != nil {
-		d.StandbysError = err.Error()
-	}
+	d.clusterStreams = g.clusterStreams(ctx)
 	return d
 }
 

@@ -90,15 +90,13 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if w := g.Warnings(); len(w) > 0 {
 		out["warnings"] = w
 	}
-	streams, err := g.cfg.Store.Status(ctx)
-	out["streams"] = streams
-	if err != nil {
-		out["streams_error"] = err.Error()
+	cs := g.clusterStreams(ctx)
+	out["streams"], out["standbys"] = cs.Streams, cs.Standbys
+	if cs.StreamsError != "" {
+		out["streams_error"] = cs.StreamsError
 	}
-	standbys, err := g.cfg.Store.StandbyStatus(ctx)
-	out["standbys"] = standbys
-	if err != nil {
-		out["standbys_error"] = err.Error()
+	if cs.StandbysError != "" {
+		out["standbys_error"] = cs.StandbysError
 	}
 	writeJSON(w, http.StatusOK, out)
 }

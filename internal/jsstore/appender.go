@@ -56,7 +56,7 @@ const (
 // three tails' and store batches' work), so while the cores are busy,
 // fewer and larger records carry more messages per second: measured here
 // (p2p, 400 closed-loop senders, `salamander dev` on two cores), records
-// grew from ~14 to ~21 entries and throughput by about a fifth (see
+// grew from ~11 to ~21 entries and throughput by 15–40 % (see
 // BENCHMARKS.md). A process that is not busy never waits for a slot: its
 // records go out as soon as they are gathered. It is per process, not per
 // store, because the cores are: `salamander dev` runs three sites in one.

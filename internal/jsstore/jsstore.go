@@ -1071,15 +1071,7 @@ type ReplicaStatus struct {
 // needs the stream leaders to answer, so it is for the status page and the
 // drill, not the request path.
 func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
-	var out []StreamStatus
-	for _, name := range s.Streams() {
-		ss, err := s.StatusOf(ctx, name)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, ss)
-	}
-	return out, nil
+	return s.statusOfAll(ctx, s.Streams())
 }
 
 // StandbyStatus is Status for the partitions' standbys. Their leaders are
@@ -1087,13 +1079,18 @@ func (s *Store) Status(ctx context.Context) ([]StreamStatus, error) {
 // they are matters in a fire: a standby is where a partition's sends are
 // held while it elects.
 func (s *Store) StandbyStatus(ctx context.Context) ([]StreamStatus, error) {
+	return s.statusOfAll(ctx, s.Standbys())
+}
+
+// statusOfAll is StatusOf for each of names, in order, up to the first
+// that fails.
+func (s *Store) statusOfAll(ctx context.Context, names []string) ([]StreamStatus, error) {
 	var out []StreamStatus
-	for _, name := range s.Standbys() {
+	for _, name := range names {
 		ss, err := s.StatusOf(ctx, name)
 		if err != nil {
 			return out, err
 		}
-		ss.StandbyOf = PartitionOf(name)
 		out = append(out, ss)
 	}
 	return out, nil
@@ -1111,6 +1108,9 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 	}
 	info := st.CachedInfo()
 	ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
+	if IsStandby(name) {
+		ss.StandbyOf = PartitionOf(name)
+	}
 	if info.Cluster != nil {
 		ss.Leader = info.Cluster.Leader
 		ss.LeaderSince = info.Cluster.LeaderSince
