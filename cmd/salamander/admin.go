@@ -241,7 +241,7 @@ func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bo
 		fmt.Fprintf(stdout, "site %s: back in service once applied (log position %s:%d)\n", site, pos.Stream, pos.Seq)
 		return nil
 	}
-	moved, err := store.MoveLeadersOff(ctx, func(server string) bool { return jsstore.ServerSite(server) == site })
+	moved, err := store.MoveLeadersOff(ctx, jsstore.ServerSite, func(server string) bool { return jsstore.ServerSite(server) == site })
 	fmt.Fprintf(stdout, "site %s: drained once applied (log position %s:%d); leaders moved off it: %v\n", site, pos.Stream, pos.Seq, moved)
 	if err != nil {
 		fmt.Fprintf(stdout, "some leaders stay for now (the site moves them itself): %v\n", err)

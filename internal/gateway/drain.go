@@ -104,7 +104,7 @@ func (g *Gateway) handleDrain(drain bool) errHandler {
 		out := map[string]any{"site": site, "drained": drain}
 		if drain {
 			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-			moved, err := g.cfg.Store.MoveLeadersOff(ctx, func(server string) bool { return jsstore.ServerSite(server) == site })
+			moved, err := g.cfg.Store.MoveLeadersOff(ctx, jsstore.ServerSite, func(server string) bool { return jsstore.ServerSite(server) == site })
 			cancel()
 			out["moved_leaders"] = nonNil(moved)
 			if err != nil {

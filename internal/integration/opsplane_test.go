@@ -314,7 +314,8 @@ func TestDamageReports(t *testing.T) {
 }
 
 // Draining a site from another: its readiness fails, its clients are told
-// to move and do, no stream keeps its leader there, and new WebSockets are
+// to move and do, no stream keeps its leader there (and no partition's
+// leader shares a site with its standby's), and new WebSockets are
 // refused; undrained, it serves again. An operator moves a stream's leader
 // to a named site. Users can do neither.
 func TestDrainAndLeaderMoves(t *testing.T) {
@@ -359,11 +360,24 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		}
 		code, body = opsCall(t, 0, "GET", "/v1/status", "", nil)
 		st := decode[struct {
-			Streams []struct{ Stream, Leader string }
+			Streams  []struct{ Stream, Leader string }
+			Standbys []struct {
+				Stream, Leader string
+				StandbyOf      string `json:"standby_of"`
+			}
 		}](t, http.StatusOK, code, body)
+		leader := map[string]string{}
 		for _, s := range st.Streams {
 			if s.Leader == "" || s.Leader == "site-c" {
 				return fmt.Errorf("%s led by %q", s.Stream, s.Leader)
+			}
+			leader[s.Stream] = s.Leader
+		}
+		// Two sites remain, and each partition's standby is led at the
+		// one its partition is not.
+		for _, s := range st.Standbys {
+			if s.Leader == "" || s.Leader == "site-c" || s.Leader == leader[s.StandbyOf] {
+				return fmt.Errorf("standby %s led by %q, its partition by %q", s.Stream, s.Leader, leader[s.StandbyOf])
 			}
 		}
 		return nil

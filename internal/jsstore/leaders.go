@@ -44,18 +44,25 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 // never issue conflicting moves. Spreading leaders evenly means a fire
 // stalls only the partitions whose leader burned (an election), never all
 // of them. It returns the streams it moved. Servers avoid names (drained
-// sites' servers) are never handed one.
+// sites' servers) are never handed one, nor is a server at the site
+// (siteOf) that leads the partition's standby: a balance is not worth
+// putting both in one fire's reach.
 //
 // Several gateways of one site may run it at once. Each move is decided on
 // the stream's state read just before it (a stream that has moved or is
 // electing is left alone) and names the server it goes to, which refuses
 // to take a leadership it already has: two gateways deciding the same move
 // make one move.
-func (s *Store) BalanceLeaders(ctx context.Context, mine, avoid func(server string) bool) (moved []string, err error) {
+func (s *Store) BalanceLeaders(ctx context.Context, siteOf func(server string) string, mine, avoid func(server string) bool) (moved []string, err error) {
 	all, err := s.Status(ctx)
 	if err != nil {
 		return nil, err
 	}
+	standbys, err := s.StandbyStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leader := leadersOf(standbys)
 	// Only room partitions carry messages; the accounts stream is left
 	// where it is so it does not skew the partitions' fair share.
 	var st []StreamStatus
@@ -84,7 +91,8 @@ func (s *Store) BalanceLeaders(ctx context.Context, mine, avoid func(server stri
 		if !mine(self) || count[self] <= fair {
 			continue
 		}
-		best := fewestLed(ss, count, skip)
+		apart := pairSite(ss.Stream, leader, siteOf)
+		best := fewestLed(ss, count, func(r string) bool { return skip(r) || apart != "" && siteOf(r) == apart })
 		if best == "" || count[best]+1 >= count[self] {
 			continue
 		}
@@ -125,10 +133,12 @@ func fewestLed(ss StreamStatus, count map[string]int, skip func(string) bool) st
 
 // MoveLeadersOff hands the leadership of every stream led by a server
 // that off names to a healthy replica elsewhere (none that off names),
-// spreading them over the servers that lead the fewest. It returns the
-// streams it moved; a stream with no such replica stays (and says so in
-// the error).
-func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool) (moved []string, err error) {
+// spreading them over the servers that lead the fewest, and keeping a
+// partition's leader and its standby's at two sites where it can (siteOf
+// names a server's site): a fire at one site must never take both. It
+// returns the streams it moved; a stream with no such replica stays (and
+// says so in the error).
+func (s *Store) MoveLeadersOff(ctx context.Context, siteOf func(server string) string, off func(server string) bool) (moved []string, err error) {
 	st, err := s.Status(ctx)
 	if err != nil {
 		return nil, err
@@ -137,32 +147,89 @@ func (s *Store) MoveLeadersOff(ctx context.Context, off func(server string) bool
 	if err != nil {
 		return nil, err
 	}
-	st = append(st, standbys...)
+	moves, stuck := planMovesOff(append(st, standbys...), siteOf, off)
+	var errs []error
+	for _, stream := range stuck {
+		errs = append(errs, fmt.Errorf("jsstore: %s has no healthy replica to lead it elsewhere", stream))
+	}
+	for _, m := range moves {
+		if err := s.StepDown(ctx, m.stream, m.to); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		moved = append(moved, m.stream)
+	}
+	return moved, errors.Join(errs...)
+}
+
+// leaderMove hands stream's leadership to the replica on server to.
+type leaderMove struct{ stream, to string }
+
+// planMovesOff decides MoveLeadersOff's moves on one reading of the
+// streams (partitions, standbys and the accounts stream alike): every
+// stream led by a server off names goes to the healthy replica, none that
+// off names, leading the fewest — at another site than its pair's leader
+// (a partition's standby, a standby's partition; pairSite) where one is
+// healthy. Each move counts for the next, so a partition and its standby
+// led at one drained server go to two sites. stuck are the streams with
+// no replica to go to.
+func planMovesOff(st []StreamStatus, siteOf func(string) string, off func(string) bool) (moves []leaderMove, stuck []string) {
+	leader := leadersOf(st)
 	count := map[string]int{}
 	for _, ss := range st {
 		if ss.Leader != "" {
 			count[ss.Leader]++
 		}
 	}
-	var errs []error
 	for _, ss := range st {
 		if ss.Leader == "" || !off(ss.Leader) {
 			continue
 		}
-		best := fewestLed(ss, count, off)
-		if best == "" {
-			errs = append(errs, fmt.Errorf("jsstore: %s has no healthy replica to lead it elsewhere", ss.Stream))
-			continue
+		apart := pairSite(ss.Stream, leader, siteOf)
+		to := fewestLed(ss, count, func(r string) bool { return off(r) || apart != "" && siteOf(r) == apart })
+		if to == "" {
+			to = fewestLed(ss, count, off) // better together for a moment than at the drained site
 		}
-		if err := s.StepDown(ctx, ss.Stream, best); err != nil {
-			errs = append(errs, err)
+		if to == "" {
+			stuck = append(stuck, ss.Stream)
 			continue
 		}
 		count[ss.Leader]--
-		count[best]++
-		moved = append(moved, ss.Stream)
+		count[to]++
+		leader[ss.Stream] = to
+		moves = append(moves, leaderMove{ss.Stream, to})
 	}
-	return moved, errors.Join(errs...)
+	return moves, stuck
+}
+
+// leadersOf maps each stream of st to its leader ("" while it elects).
+func leadersOf(st []StreamStatus) map[string]string {
+	leader := make(map[string]string, len(st))
+	for _, ss := range st {
+		leader[ss.Stream] = ss.Leader
+	}
+	return leader
+}
+
+// pairSite is the site that leads stream's pair — a partition's standby,
+// or a standby's partition — by leader ("" for other streams, or while the
+// pair elects or was not read). A stream's leader belongs elsewhere: one
+// fire must not take a partition and the standby that holds its sends
+// while it elects.
+func pairSite(stream string, leader map[string]string, siteOf func(string) string) string {
+	var pair string
+	switch {
+	case isPartition(stream):
+		pair = StandbyOf(stream)
+	case IsStandby(stream):
+		pair = PartitionOf(stream)
+	default:
+		return ""
+	}
+	if l := leader[pair]; l != "" {
+		return siteOf(l)
+	}
+	return ""
 }
 
 // ServerSite is the site of a NATS server by its name: an embedded

@@ -43,9 +43,9 @@ func (s *Site) balanceLeaders(ctx context.Context) {
 		if s.gw.Drained() {
 			// A drained site keeps no leader, whichever it was handed
 			// meanwhile (an election after a fire, say).
-			moved, err = s.store.MoveLeadersOff(cctx, mine)
+			moved, err = s.store.MoveLeadersOff(cctx, s.servers.site, mine)
 		} else {
-			moved, err = s.store.BalanceLeaders(cctx, mine, s.gw.DrainedServer)
+			moved, err = s.store.BalanceLeaders(cctx, s.servers.site, mine, s.gw.DrainedServer)
 			if err == nil {
 				var placed []string
 				placed, err = s.store.PlaceStandbys(cctx, s.servers.site, mine, s.gw.DrainedServer)

@@ -1,0 +1,76 @@
+package jsstore
+
+import (
+	"slices"
+	"testing"
+)
+
+// Draining a site moves every leadership off it, and never onto the site
+// that leads the stream's pair (a partition's standby, a standby's
+// partition) while another healthy replica can take it: a fire in the
+// seconds after a drain must not take a partition and the standby that
+// holds its sends.
+func TestDrainKeepsPartitionsAndStandbysApart(t *testing.T) {
+	replicas := []string{"site-a", "site-b", "site-c"}
+	stream := func(name, leader string, unhealthy ...string) StreamStatus {
+		return StreamStatus{Stream: name, Leader: leader, Replicas: replicas, Unhealthy: unhealthy}
+	}
+	offB := func(server string) bool { return ServerSite(server) == "b" }
+	cases := []struct {
+		name      string
+		streams   []StreamStatus
+		wantMoves []leaderMove
+		wantStuck []string
+	}{
+		{
+			// The fewest-led server would be site-a (it leads nothing),
+			// but a leads p0's standby.
+			name:      "a partition goes where its standby is not",
+			streams:   []StreamStatus{stream("p0", "site-b"), stream("s0", "site-a"), stream("p1", "site-c"), stream("s1", "site-b")},
+			wantMoves: []leaderMove{{"p0", "site-c"}, {"s1", "site-a"}},
+		},
+		{
+			name:      "a standby goes where its partition is not",
+			streams:   []StreamStatus{stream("p0", "site-a"), stream("p1", "site-a"), stream("s0", "site-b"), stream("acct", "site-c")},
+			wantMoves: []leaderMove{{"s0", "site-c"}},
+		},
+		{
+			// Both at the drained site (as after an election): the
+			// partition moves first, and its standby then avoids it.
+			name:      "a pair led together is parted",
+			streams:   []StreamStatus{stream("p0", "site-b"), stream("s0", "site-b")},
+			wantMoves: []leaderMove{{"p0", "site-a"}, {"s0", "site-c"}},
+		},
+		{
+			// The one other site is down: moving off the drained site
+			// beats staying, even next to the standby.
+			name:      "together rather than at the drained site",
+			streams:   []StreamStatus{stream("p0", "site-b", "site-c"), stream("s0", "site-a")},
+			wantMoves: []leaderMove{{"p0", "site-a"}},
+		},
+		{
+			name:      "no healthy replica elsewhere",
+			streams:   []StreamStatus{stream("p0", "site-b", "site-a", "site-c"), stream("acct", "site-a")},
+			wantStuck: []string{"p0"},
+		},
+		{
+			name:    "nothing led at the drained site",
+			streams: []StreamStatus{stream("p0", "site-a"), stream("s0", "site-c"), stream("p1", "")},
+		},
+	}
+	for _, c := range cases {
+		moves, stuck := planMovesOff(c.streams, ServerSite, offB)
+		if !slices.Equal(moves, c.wantMoves) || !slices.Equal(stuck, c.wantStuck) {
+			t.Errorf("%s: moves %v stuck %v, want %v and %v", c.name, moves, stuck, c.wantMoves, c.wantStuck)
+		}
+	}
+}
+
+func TestPairSite(t *testing.T) {
+	leader := map[string]string{"p3": "site-a", "s3": "site-c", "s4": ""}
+	for stream, want := range map[string]string{"p3": "c", "s3": "a", "p4": "", "acct": "", "s9": ""} {
+		if got := pairSite(stream, leader, ServerSite); got != want {
+			t.Errorf("pairSite(%s) = %q, want %q", stream, got, want)
+		}
+	}
+}
