@@ -69,10 +69,11 @@ func Errorf(code Code, format string, args ...any) *Error {
 }
 
 // ErrorCode returns the code of err if it is (or wraps) an *Error, and
-// CodeInternal otherwise.
+// CodeInternal otherwise. (errors.AsType, not errors.As: every WebSocket
+// frame asks, mostly of a nil error, and errors.As checks its target by
+// reflection first.)
 func ErrorCode(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
+	if e, ok := errors.AsType[*Error](err); ok {
 		return e.Code
 	}
 	return CodeInternal
@@ -81,8 +82,7 @@ func ErrorCode(err error) Code {
 // ErrorMessage returns the user-facing message of err: its own for a coded
 // error, "internal error" for anything else (whose details are only logged).
 func ErrorMessage(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
+	if e, ok := errors.AsType[*Error](err); ok {
 		return e.Message
 	}
 	return "internal error"

@@ -264,4 +264,16 @@ func BenchmarkRecordCodec(b *testing.B) {
 			_, _ = DecodeRecord(enc)
 		}
 	})
+	// A busy partition's record: ~20 messages in one batch.
+	batch := Record{Type: RecBatch, At: rec.At}
+	for range 20 {
+		batch.Batch = append(batch.Batch, rec)
+	}
+	encBatch, _ := EncodeRecord(&batch)
+	b.Run("decode/batch20", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = DecodeRecord(encBatch)
+		}
+	})
 }

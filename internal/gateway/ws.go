@@ -571,7 +571,7 @@ func nack(room, clientID string, err error) salamander.Event {
 
 // reply queues an answer to one of the device's frames.
 func (c *wsConn) reply(ev salamander.Event) {
-	if f, ok := encodeEvent(ev); ok {
+	if f, ok := encodeEvent(&ev); ok {
 		c.enqueue(f, true, false)
 	}
 }

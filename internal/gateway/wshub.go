@@ -163,7 +163,8 @@ func (h *hub) audience(users []string, out []*wsConn) []*wsConn {
 // devices it goes to.
 func (h *hub) deliver(batch []view.Emitted) {
 	var targets []*wsConn
-	for _, e := range batch {
+	for i := range batch {
+		e := &batch[i]
 		if e.Broadcast {
 			targets = append(targets[:0], h.all()...)
 		} else {
@@ -172,7 +173,7 @@ func (h *hub) deliver(batch []view.Emitted) {
 		if len(targets) == 0 {
 			continue
 		}
-		f, ok := encodeEvent(e.Event)
+		f, ok := encodeEvent(&e.Event)
 		if !ok {
 			continue
 		}
@@ -191,7 +192,7 @@ func (h *hub) sendTo(users []string, ev salamander.Event) {
 	if len(targets) == 0 {
 		return
 	}
-	f, ok := encodeEvent(ev)
+	f, ok := encodeEvent(&ev)
 	if !ok {
 		return
 	}
@@ -252,8 +253,8 @@ func (g *Gateway) tendSockets(ctx context.Context) {
 
 // encodeEvent encodes ev for the wire; the frame remembers a stored
 // event's position so that each socket drops what its replay already sent.
-func encodeEvent(ev salamander.Event) (outFrame, bool) {
-	data, err := salamander.EncodeEvent(&ev)
+func encodeEvent(ev *salamander.Event) (outFrame, bool) {
+	data, err := salamander.EncodeEvent(ev)
 	if err != nil {
 		return outFrame{}, false
 	}

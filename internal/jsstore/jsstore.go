@@ -874,8 +874,9 @@ func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("read the messages merge record %s:%d places: %w", t.stream, seq, err)
 		}
-		for _, r := range recs {
-			entries = append(entries, Entry{Record: r})
+		entries = make([]Entry, len(recs))
+		for i, r := range recs {
+			entries[i].Record = r
 		}
 		switch {
 		case t.standby:

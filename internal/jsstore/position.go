@@ -1,6 +1,10 @@
 package jsstore
 
-import "github.com/salamander-chat/salamander"
+import (
+	"slices"
+
+	"github.com/salamander-chat/salamander"
+)
 
 // Positions. A JetStream record may carry a batch of up to MaxBatch log
 // entries (see appender.go), so a log position is not a stream sequence: it
@@ -45,20 +49,26 @@ func RecordsApplied(pos uint64) uint64 {
 // records. A batch never nests, and never holds more than MaxBatch (the
 // positions could not tell them apart); an empty batch is one empty entry,
 // so that every record is at least one position. Tails and Fetch both read
-// records through here, so they always agree on positions.
+// records through here, so they always agree on positions. A batch's
+// entries are rec.Batch itself (not a copy: a tail decodes ~20 of them per
+// record at each site) unless one must be blanked.
 func recordEntries(rec salamander.Record) []salamander.Record {
 	if rec.Type != salamander.RecBatch {
 		return []salamander.Record{rec}
 	}
-	out := make([]salamander.Record, 0, min(len(rec.Batch), MaxBatch))
-	for _, r := range rec.Batch[:min(len(rec.Batch), MaxBatch)] {
-		if r.Type == salamander.RecBatch {
-			r = salamander.Record{} // skipped alike everywhere
-		}
-		out = append(out, r)
+	n := min(len(rec.Batch), MaxBatch)
+	if n == 0 {
+		return []salamander.Record{{}}
 	}
-	if len(out) == 0 {
-		out = append(out, salamander.Record{})
+	out := rec.Batch[:n:n]
+	if !slices.ContainsFunc(out, func(r salamander.Record) bool { return r.Type == salamander.RecBatch }) {
+		return out
+	}
+	out = slices.Clone(out)
+	for i := range out {
+		if out[i].Type == salamander.RecBatch {
+			out[i] = salamander.Record{} // skipped alike everywhere
+		}
 	}
 	return out
 }

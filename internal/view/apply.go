@@ -31,7 +31,10 @@ func (v *View) applyBatch(batch []jsstore.Entry) error {
 func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	v.mu.Lock()
 	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: map[string]bool{},
-		dirtyMembers: map[memberKey]bool{}, dirtyUsers: map[string]bool{}}
+		dirtyMembers: map[memberKey]bool{}, dirtyUsers: map[string]bool{},
+		// Most entries emit one event (messages, read markers): sized
+		// once rather than grown by doubling.
+		emitted: make([]Emitted, 0, min(len(batch), maxEmittedPrealloc))}
 	moved := false // a standby was read further: held messages wait on it
 	var failed error
 	for _, e := range batch {
@@ -84,6 +87,10 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	close(advanced)
 	return a.db, failed
 }
+
+// maxEmittedPrealloc bounds the events a batch's applier makes room for
+// up front (a catch-up applies thousands of entries at once).
+const maxEmittedPrealloc = 1024
 
 // applier applies records to the model (the caller holds v.mu) and
 // collects the client events they produce and the rows to store. Rule
