@@ -462,7 +462,7 @@ func (c *wsConn) admit(f salamander.ClientFrame) bool {
 	l.frames = append(l.frames, f)
 	c.mu.Unlock()
 	if start {
-		go c.runLane(f.RoomID, l)
+		c.g.hub.lanes.run(func() { c.runLane(f.RoomID, l) })
 	}
 	return true
 }

@@ -27,6 +27,8 @@ import (
 type hub struct {
 	metrics *metrics
 	wg      sync.WaitGroup // one per registered socket, until its reader ends
+	// lanes runs the sockets' lanes (wsConn.runLane).
+	lanes *workers
 
 	mu     sync.Mutex
 	conns  map[string][]*wsConn // by user
@@ -34,7 +36,7 @@ type hub struct {
 }
 
 func newHub(m *metrics) *hub {
-	return &hub{metrics: m, conns: map[string][]*wsConn{}}
+	return &hub{metrics: m, conns: map[string][]*wsConn{}, lanes: newWorkers(workerIdle)}
 }
 
 // add registers c and reports whether it is the user's first device here.
