@@ -62,9 +62,9 @@ const (
 )
 
 // wsConn is one device's WebSocket. Its reader goroutine (readLoop) lives as
-// long as the socket and owns it; the writer, one goroutine per room with
-// frames in flight, a ping and a close are started only while there is
-// work for them and end when it is done.
+// long as the socket and owns it; the writer, one lane per room with frames
+// in flight (run by the hub's workers), a ping and a close are started only
+// while there is work for them and end when it is done.
 type wsConn struct {
 	g    *Gateway
 	conn *websocket.Conn
