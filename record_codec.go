@@ -242,6 +242,11 @@ func newRecordDecoder(data []byte) recordDecoder {
 // batchEntryStart is how each record EncodeRecord writes begins.
 var batchEntryStart = []byte(`{"t":`)
 
+// maxBatchPrealloc bounds the entries a decoded batch makes room for up
+// front: the log's positions tell at most 1,024 entries of one record
+// apart (jsstore.MaxBatch).
+const maxBatchPrealloc = 1024
+
 // maxDirectDepth bounds batches within batches on the direct path.
 const maxDirectDepth = 2
 
@@ -333,8 +338,9 @@ func (d *recordDecoder) field(r *Record, key, depth int) bool {
 		// growing a slice of 400-byte records by doubling copied them
 		// twice over. Every record EncodeRecord writes starts with
 		// `{"t":`, which no string can hold unescaped; counting past the
-		// batch's end only over-sizes it.
-		r.Batch = make([]Record, 0, bytes.Count(d.data[d.i:], batchEntryStart))
+		// batch's end only over-sizes it, and never beyond what a record's
+		// positions can tell apart.
+		r.Batch = make([]Record, 0, min(bytes.Count(d.data[d.i:], batchEntryStart), maxBatchPrealloc))
 		return depth < maxDirectDepth && d.array(func() bool {
 			r.Batch = append(r.Batch, Record{})
 			return d.record(&r.Batch[len(r.Batch)-1], depth+1)
