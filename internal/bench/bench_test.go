@@ -110,7 +110,33 @@ func check(t *testing.T, cfg Config) (*Report, map[string]any) {
 	if rep.SendP50Ms <= 0 || rep.DeliverP50Ms <= 0 || rep.SendP99Ms < rep.SendP50Ms {
 		t.Errorf("latencies: send p50 %v p99 %v, deliver p50 %v", rep.SendP50Ms, rep.SendP99Ms, rep.DeliverP50Ms)
 	}
+	// The first site applies every message, so the entries its log
+	// carried in the window are about the messages acked in it.
+	if entries := rep.LogRecordsPerSec * rep.EntriesPerRecord; rep.EntriesPerRecord < 1 || entries < rep.AckedPerSec/2 {
+		t.Errorf("log: %v records/s of %v entries for %v acked/s", rep.LogRecordsPerSec, rep.EntriesPerRecord, rep.AckedPerSec)
+	}
 	return rep, obj
+}
+
+// The log's batching is read from two samples of a site's counters, and
+// left out where they are missing or nothing was applied.
+func TestLogBatching(t *testing.T) {
+	t0 := time.Now()
+	a := logSample{at: t0, entries: 100, records: 40, ok: true}
+	b := logSample{at: t0.Add(2 * time.Second), entries: 1100, records: 140, ok: true}
+	if got := batching(a, b); got != (logBatching{recordsPerSec: 50, entriesPerRecord: 10}) {
+		t.Errorf("batching = %+v", got)
+	}
+	for name, pair := range map[string][2]logSample{
+		"a site without the counters": {a, {at: b.at}},
+		"nothing applied":             {a, {at: b.at, entries: 100, records: 40, ok: true}},
+		"a restarted site":            {a, {at: b.at, entries: 10, records: 5, ok: true}},
+		"no time between":             {a, a},
+	} {
+		if got := batching(pair[0], pair[1]); got != (logBatching{}) {
+			t.Errorf("%s: %+v, want nothing", name, got)
+		}
+	}
 }
 
 // A closed-loop p2p run loses and duplicates nothing; afterwards one site

@@ -84,6 +84,7 @@ func (r *run) load(ctx context.Context) (*Report, error) {
 	rep.setLoad(tr, cfg)
 	rep.Unsent = dr.unsent
 	rep.BenchCPU, rep.SiteCPU = dr.benchCPU, dr.siteCPU
+	rep.LogRecordsPerSec, rep.EntriesPerRecord = dr.log.recordsPerSec, dr.log.entriesPerRecord
 	rep.Reordered = reordered.Load()
 	rep.SiteRSS = r.siteRSS()
 	rep.setErrors(&r.errs)
@@ -129,9 +130,10 @@ func (r *run) drive(ctx context.Context, tr *tracker, senders []sender) (res dri
 	// The CPU the bench and the sites use in the measured window shows
 	// whether the bench itself was short of CPU.
 	if sleep(ctx, time.Until(from)) == nil {
-		cpu0 := r.sampleCPU()
+		cpu0, log0 := r.sampleCPU(), r.sampleLog(ctx)
 		if sleep(ctx, time.Until(end)) == nil {
 			res.benchCPU, res.siteCPU = r.cpuShare(cpu0, r.sampleCPU())
+			res.log = batching(log0, r.sampleLog(ctx))
 		}
 	}
 	drain := time.NewTimer(time.Until(end) + cfg.Grace)
@@ -154,6 +156,7 @@ type driveResult struct {
 	unsent   int64              // open-loop sends that never started
 	benchCPU float64            // % of one core the bench used in the window
 	siteCPU  map[string]float64 // the same per site process
+	log      logBatching        // the first site's log in the window
 }
 
 // closedLoop sends the next message as soon as the previous one is

@@ -177,3 +177,49 @@ func (r *run) cpuShare(a, b cpuSample) (self float64, sites map[string]float64) 
 	}
 	return pct(b.self - a.self), sites
 }
+
+// The read model's counters a site exports: log entries applied (each
+// message, read marker, sign-up …) and, per stream, the last record
+// applied.
+const (
+	entriesMetric = "salamander_view_entries_applied_total"
+	recordsMetric = "salamander_view_applied_seq"
+)
+
+// logSample is the first site's applied log at one moment.
+type logSample struct {
+	at      time.Time
+	entries float64
+	records float64 // the streams' last applied records, summed
+	ok      bool
+}
+
+// sampleLog reads how much of the log the first site has applied.
+func (r *run) sampleLog(ctx context.Context) logSample {
+	s := logSample{at: time.Now()}
+	vals, err := r.net.metrics(ctx, r.cfg.Sites[0], entriesMetric, recordsMetric)
+	if err != nil {
+		return s
+	}
+	e, okE := vals[entriesMetric]
+	rec, okR := vals[recordsMetric]
+	s.entries, s.records, s.ok = e, rec, okE && okR
+	return s
+}
+
+// logBatching is how the log carried a window's entries.
+type logBatching struct {
+	recordsPerSec    float64
+	entriesPerRecord float64
+}
+
+// batching compares two samples of the log (zero where either is missing
+// or nothing was applied between them).
+func batching(a, b logSample) logBatching {
+	secs := b.at.Sub(a.at).Seconds()
+	records, entries := b.records-a.records, b.entries-a.entries
+	if !a.ok || !b.ok || secs <= 0 || records <= 0 || entries < records {
+		return logBatching{}
+	}
+	return logBatching{recordsPerSec: round(records/secs, 1), entriesPerRecord: round(entries/records, 2)}
+}

@@ -92,6 +92,14 @@ type Report struct {
 	BenchCPU float64            `json:"bench_cpu_pct,omitempty"`
 	SiteCPU  map[string]float64 `json:"site_cpu_pct,omitempty"`
 
+	// LogRecordsPerSec is how many replicated records the first site
+	// applied per second in the measured window (all streams), and
+	// EntriesPerRecord how many log entries (messages, read markers, …)
+	// they carried on average: group commit's batching, read from the
+	// site's /metrics. Absent where the site does not export them.
+	LogRecordsPerSec float64 `json:"log_records_per_sec,omitempty"`
+	EntriesPerRecord float64 `json:"entries_per_record,omitempty"`
+
 	// SiteRSS is each site's process resident memory at the end (bytes,
 	// by site URL), where the process is known.
 	SiteRSS map[string]int64 `json:"site_rss_bytes,omitempty"`
@@ -254,6 +262,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 				fmt.Fprintf(&b, "; sites %s", sites)
 			}
 			b.WriteString("\n")
+		}
+		if rep.EntriesPerRecord > 0 {
+			fmt.Fprintf(&b, "  replicated log at %s: %.0f records/s, %.1f entries per record\n", rep.Sites[0], rep.LogRecordsPerSec, rep.EntriesPerRecord)
 		}
 		if len(rep.SiteRSS) > 0 {
 			fmt.Fprintf(&b, "  site RSS at the end: %s\n", perSite(rep.Sites, rep.SiteRSS, mib))
