@@ -44,9 +44,13 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 // never issue conflicting moves. Spreading leaders evenly means a fire
 // stalls only the partitions whose leader burned (an election), never all
 // of them. It returns the streams it moved. Servers avoid names (drained
-// sites' servers) are never handed one, nor is a server at the site
-// (siteOf) that leads the partition's standby: a balance is not worth
-// putting both in one fire's reach.
+// sites' servers) are never handed one. A server at the site (siteOf)
+// that leads the partition's standby is handed one only when no other
+// would take it: both are then in one fire's reach until PlaceStandbys
+// moves the standby (at that site's next check, within ~2 s), which is
+// better than a site left leading more than its share for good
+// (as when all its partitions' standbys are led at the one site that
+// leads too few).
 //
 // Several gateways of one site may run it at once. Each move is decided on
 // the stream's state read just before it (a stream that has moved or is
@@ -91,9 +95,8 @@ func (s *Store) BalanceLeaders(ctx context.Context, siteOf func(server string) s
 		if !mine(self) || count[self] <= fair {
 			continue
 		}
-		apart := pairSite(ss.Stream, leader, siteOf)
-		best := fewestLed(ss, count, func(r string) bool { return skip(r) || apart != "" && siteOf(r) == apart })
-		if best == "" || count[best]+1 >= count[self] {
+		best := balanceTarget(ss, count, skip, pairSite(ss.Stream, leader, siteOf), siteOf)
+		if best == "" {
 			continue
 		}
 		now, err := s.StatusOf(ctx, ss.Stream)
@@ -114,6 +117,22 @@ func (s *Store) BalanceLeaders(ctx context.Context, siteOf func(server string) s
 		moved = append(moved, ss.Stream)
 	}
 	return moved, nil
+}
+
+// balanceTarget is the server BalanceLeaders hands ss to, "" if none: the
+// healthy replica leading the fewest, none that skip names, provided the
+// move evens the count out (it then leads fewer than ss's leader less
+// one) — one at another site than apart (where the partition's standby
+// is led) if such a one would do.
+func balanceTarget(ss StreamStatus, count map[string]int, skip func(string) bool, apart string, siteOf func(string) string) string {
+	evens := func(r string) bool { return r != "" && count[r]+1 < count[ss.Leader] }
+	if best := fewestLed(ss, count, func(r string) bool { return skip(r) || apart != "" && siteOf(r) == apart }); evens(best) {
+		return best
+	}
+	if best := fewestLed(ss, count, skip); evens(best) {
+		return best
+	}
+	return ""
 }
 
 // fewestLed is the healthy replica of ss, other than those skip names,

@@ -74,3 +74,33 @@ func TestPairSite(t *testing.T) {
 		}
 	}
 }
+
+// The balancing hands a partition to the least-loaded server at another
+// site than its standby's leader when that evens the count out, to the
+// standby's site only when nothing else would (PlaceStandbys then moves
+// the standby), and nowhere when no move evens it out.
+func TestBalanceKeepsPartitionsAwayFromTheirStandbys(t *testing.T) {
+	p0 := StreamStatus{Stream: "p0", Leader: "site-a", Replicas: []string{"site-a", "site-b", "site-c"}}
+	mine := func(r string) bool { return ServerSite(r) == "a" }
+	cases := []struct {
+		name  string
+		count map[string]int
+		apart string
+		want  string
+	}{
+		{"the fewest-led is the standby's site; the other evens out too", map[string]int{"site-a": 4, "site-b": 1, "site-c": 0}, "c", "site-b"},
+		{"only the standby's site evens out", map[string]int{"site-a": 3, "site-b": 3, "site-c": 0}, "c", "site-c"},
+		{"no standby known", map[string]int{"site-a": 3, "site-b": 1, "site-c": 0}, "", "site-c"},
+		{"nothing evens out", map[string]int{"site-a": 2, "site-b": 2, "site-c": 1}, "b", ""},
+	}
+	for _, c := range cases {
+		if got := balanceTarget(p0, c.count, mine, c.apart, ServerSite); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+	unhealthy := p0
+	unhealthy.Unhealthy = []string{"site-b"}
+	if got := balanceTarget(unhealthy, map[string]int{"site-a": 4, "site-b": 0, "site-c": 1}, mine, "c", ServerSite); got != "site-c" {
+		t.Errorf("with b unhealthy: %q, want site-c", got)
+	}
+}
