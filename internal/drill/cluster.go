@@ -193,6 +193,7 @@ type process struct {
 	done    chan struct{} // closed when the process has exited and been reaped
 	log     *os.File
 	logPath string
+	started time.Time
 }
 
 // siteStatus is the part of GET /v1/status the drill reads.
@@ -451,7 +452,7 @@ func (c *Cluster) spawn(i int, logPath, bin string, args ...string) error {
 		logf.Close()
 		return fmt.Errorf("drill: start site %s (%s): %w", s.name, filepath.Base(bin), err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{}), log: logf, logPath: logPath}
+	p := &process{cmd: cmd, done: make(chan struct{}), log: logf, logPath: logPath, started: time.Now()}
 	// The goroutine reaps the process; whoever stops it waits on done.
 	go func() {
 		_ = cmd.Wait() // the exit status of a killed site is expected
@@ -690,6 +691,37 @@ func (c *Cluster) Heal(site string) {
 		}
 	}
 	c.log.Info("site reconnected", "site", site)
+}
+
+// couldLead reports whether the site named site had a running process
+// at the moment at, so that its server can have taken a leadership then:
+// false while it is down, or when its running processes started after at.
+// A leadership a killed site's server took "after" the fault, as others
+// still report it, was handed over while the fault struck: it is no
+// election. True for an attached cluster (the drill does not run it) and
+// for a name that is none of the drill's sites.
+func (c *Cluster) couldLead(site string, at time.Time) bool {
+	if c.attached {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.sites {
+		if s.name != site {
+			continue
+		}
+		for _, p := range s.procs {
+			select {
+			case <-p.done:
+			default:
+				if !p.started.After(at) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // running reports whether any of site i's processes is still running.

@@ -191,6 +191,12 @@ func (ew *electionWatch) poll(ctx context.Context, cl *Cluster, e *Election, k i
 					return // no new leader: one from before the fault
 				}
 			}
+			if !cl.couldLead(jsstore.ServerSite(ss.Leader), took) {
+				// A leadership handed to the burned site just as the fault
+				// struck, which the survivors still report: the partition
+				// has yet to elect.
+				return
+			}
 			// The first answer counts at once; another may date the
 			// election earlier (without leader_since: a request sent
 			// earlier).

@@ -104,3 +104,40 @@ func TestMeasureElections(t *testing.T) {
 		t.Errorf("no elections: %+v", r)
 	}
 }
+
+// A leadership reported at a site that is down, or that its running
+// processes took before they started, is no election: it was handed over
+// as the fault struck (a CI run once counted "p2 by site a in 0.03s" for
+// the site it had just burned). A site running since before counts, and
+// an attached cluster's sites always do.
+func TestCouldLeadOnlyWhileRunning(t *testing.T) {
+	t0 := time.Now()
+	running := &process{done: make(chan struct{}), started: t0}
+	exited := &process{done: make(chan struct{}), started: t0.Add(-time.Minute)}
+	close(exited.done)
+	cl := &Cluster{sites: []*siteProc{
+		{name: "a"},                             // burned: no processes
+		{name: "b", procs: []*process{running}}, // (re)started at t0
+		{name: "c", procs: []*process{exited}},  // its process ended
+	}}
+	cases := []struct {
+		site string
+		at   time.Time
+		want bool
+	}{
+		{"a", t0, false},
+		{"b", t0.Add(time.Second), true},
+		{"b", t0.Add(-time.Second), false}, // before its restart
+		{"c", t0, false},
+		{"n-x1", t0, true}, // not one of the drill's sites
+	}
+	for _, c := range cases {
+		if got := cl.couldLead(c.site, c.at); got != c.want {
+			t.Errorf("couldLead(%s, t0%+v) = %v, want %v", c.site, c.at.Sub(t0), got, c.want)
+		}
+	}
+	cl.attached = true
+	if !cl.couldLead("a", t0) {
+		t.Error("an attached cluster's site was judged by processes the drill does not run")
+	}
+}
