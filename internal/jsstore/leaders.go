@@ -57,15 +57,14 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 // electing is left alone) and names the server it goes to, which refuses
 // to take a leadership it already has: two gateways deciding the same move
 // make one move.
-func (s *Store) BalanceLeaders(ctx context.Context, siteOf func(server string) string, mine, avoid func(server string) bool) (moved []string, err error) {
-	all, err := s.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	standbys, err := s.StandbyStatus(ctx)
-	if err != nil {
-		return nil, err
-	}
+//
+// It decides on all (Status) and standbys (StandbyStatus) as the caller
+// read them, which PlaceStandbys shares: every status request reaches
+// every server of the cluster, each round of each site's gateways asks
+// again, and fewer requests are kinder to a server that is starting its
+// JetStream again after a cut (nats-server reads its cluster state
+// unlocked while it does, see site.rejoin).
+func (s *Store) BalanceLeaders(ctx context.Context, all, standbys []StreamStatus, siteOf func(server string) string, mine, avoid func(server string) bool) (moved []string, err error) {
 	leader := leadersOf(standbys)
 	// Only room partitions carry messages; the accounts stream is left
 	// where it is so it does not skew the partitions' fair share.
@@ -263,26 +262,22 @@ func ServerSite(server string) string { return strings.TrimPrefix(server, "site-
 // standby led by a server mine names whose partition is led at the same
 // site (siteOf), it hands the standby's leadership to a healthy replica at
 // another site, none that avoid names. It leaves a standby alone while its
-// partition elects. It returns the standbys it moved.
-func (s *Store) PlaceStandbys(ctx context.Context, siteOf func(server string) string, mine, avoid func(server string) bool) (moved []string, err error) {
-	for _, standby := range s.Standbys() {
-		sb, err := s.StatusOf(ctx, standby)
-		if err != nil {
-			return moved, err
-		}
+// partition elects. It decides on streams (the partitions' Status) and
+// standbys as the caller read them, and reads a standby again just before
+// moving it. It returns the standbys it moved.
+func (s *Store) PlaceStandbys(ctx context.Context, streams, standbys []StreamStatus, siteOf func(server string) string, mine, avoid func(server string) bool) (moved []string, err error) {
+	partition := leadersOf(streams)
+	for _, sb := range standbys {
 		if sb.Leader == "" || !mine(sb.Leader) {
 			continue
 		}
-		p, err := s.StatusOf(ctx, PartitionOf(standby))
-		if err != nil {
-			return moved, err
-		}
-		if p.Leader == "" || siteOf(p.Leader) != siteOf(sb.Leader) {
+		p := partition[PartitionOf(sb.Stream)]
+		if p == "" || siteOf(p) != siteOf(sb.Leader) {
 			continue
 		}
 		to := ""
 		for _, r := range sb.Replicas {
-			if !slices.Contains(sb.Unhealthy, r) && siteOf(r) != siteOf(p.Leader) && (avoid == nil || !avoid(r)) {
+			if !slices.Contains(sb.Unhealthy, r) && siteOf(r) != siteOf(p) && (avoid == nil || !avoid(r)) {
 				to = r
 				break
 			}
@@ -290,13 +285,20 @@ func (s *Store) PlaceStandbys(ctx context.Context, siteOf func(server string) st
 		if to == "" {
 			continue
 		}
-		if err := s.StepDown(ctx, standby, to); err != nil {
+		now, err := s.StatusOf(ctx, sb.Stream)
+		if err != nil {
+			return moved, err
+		}
+		if now.Leader != sb.Leader {
+			continue // moved meanwhile (another gateway of this site, an election)
+		}
+		if err := s.StepDown(ctx, sb.Stream, to); err != nil {
 			if strings.Contains(err.Error(), "already leader") {
 				continue
 			}
 			return moved, err
 		}
-		moved = append(moved, standby)
+		moved = append(moved, sb.Stream)
 	}
 	return moved, nil
 }

@@ -131,6 +131,14 @@ func (n *Node) PauseJetStream() error {
 // ResumeJetStream starts JetStream again from its files after
 // PauseJetStream: the server rejoins its groups as a follower, with the
 // terms it had, and catches up.
+//
+// Known upstream flaw (nats-server 2.15.2): EnableJetStream subscribes to
+// the JetStream API before it sets up its cluster state, which its API
+// handlers then read without a lock ("only set once"). A request another
+// site sends in between (a status request, say) races that write; the race
+// detector has caught it once in our tests. The sites keep such requests
+// few: a balance round reads every stream's status once
+// (site.balanceOnce).
 func (n *Node) ResumeJetStream() error {
 	n.jsMu.Lock()
 	defer n.jsMu.Unlock()

@@ -45,12 +45,7 @@ func (s *Site) balanceLeaders(ctx context.Context) {
 			// meanwhile (an election after a fire, say).
 			moved, err = s.store.MoveLeadersOff(cctx, s.servers.site, mine)
 		} else {
-			moved, err = s.store.BalanceLeaders(cctx, s.servers.site, mine, s.gw.DrainedServer)
-			if err == nil {
-				var placed []string
-				placed, err = s.store.PlaceStandbys(cctx, s.servers.site, mine, s.gw.DrainedServer)
-				moved = append(moved, placed...)
-			}
+			moved, err = s.balanceOnce(cctx, mine)
 		}
 		cancel()
 		if err != nil {
@@ -59,4 +54,31 @@ func (s *Site) balanceLeaders(ctx context.Context) {
 			s.log.Info("handed stream leaderships to less loaded sites", "streams", moved)
 		}
 	}
+}
+
+// balanceOnce is one round of balancing for a site that is in service: it
+// reads every stream's and standby's status once, hands this site's extra
+// partition leaderships on, and moves this site's standbys away from their
+// partitions' sites. It returns the streams it moved.
+func (s *Site) balanceOnce(ctx context.Context, mine func(server string) bool) ([]string, error) {
+	streams, err := s.store.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	standbys, err := s.store.StandbyStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	moved, err := s.store.BalanceLeaders(ctx, streams, standbys, s.servers.site, mine, s.gw.DrainedServer)
+	if err != nil {
+		return moved, err
+	}
+	if len(moved) > 0 {
+		// The standbys are placed against where the partitions are now.
+		if streams, err = s.store.Status(ctx); err != nil {
+			return moved, err
+		}
+	}
+	placed, err := s.store.PlaceStandbys(ctx, streams, standbys, s.servers.site, mine, s.gw.DrainedServer)
+	return append(moved, placed...), err
 }
