@@ -127,11 +127,17 @@ func TestLogBatching(t *testing.T) {
 	if got := batching(a, b); got != (logBatching{recordsPerSec: 50, entriesPerRecord: 10}) {
 		t.Errorf("batching = %+v", got)
 	}
+	// One entry per record, read a moment apart from the records.
+	skewed := logSample{at: b.at, entries: 199, records: 140, ok: true}
+	if got := batching(a, skewed); got != (logBatching{recordsPerSec: 50, entriesPerRecord: 1}) {
+		t.Errorf("batching of one entry per record, skewed = %+v", got)
+	}
 	for name, pair := range map[string][2]logSample{
 		"a site without the counters": {a, {at: b.at}},
 		"nothing applied":             {a, {at: b.at, entries: 100, records: 40, ok: true}},
 		"a restarted site":            {a, {at: b.at, entries: 10, records: 5, ok: true}},
 		"no time between":             {a, a},
+		"no entries":                  {a, {at: b.at, entries: 100, records: 41, ok: true}},
 	} {
 		if got := batching(pair[0], pair[1]); got != (logBatching{}) {
 			t.Errorf("%s: %+v, want nothing", name, got)

@@ -214,12 +214,14 @@ type logBatching struct {
 }
 
 // batching compares two samples of the log (zero where either is missing
-// or nothing was applied between them).
+// or nothing was applied between them). A scrape reads the entries and the
+// records a moment apart, so with about one entry per record the ratio
+// can come out a hair under one; a record carries at least one.
 func batching(a, b logSample) logBatching {
 	secs := b.at.Sub(a.at).Seconds()
 	records, entries := b.records-a.records, b.entries-a.entries
-	if !a.ok || !b.ok || secs <= 0 || records <= 0 || entries < records {
+	if !a.ok || !b.ok || secs <= 0 || records <= 0 || entries <= 0 {
 		return logBatching{}
 	}
-	return logBatching{recordsPerSec: round(records/secs, 1), entriesPerRecord: round(entries/records, 2)}
+	return logBatching{recordsPerSec: round(records/secs, 1), entriesPerRecord: round(max(entries/records, 1), 2)}
 }
