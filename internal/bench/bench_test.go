@@ -248,3 +248,31 @@ func TestParseMetrics(t *testing.T) {
 		t.Fatal("absent metric reported")
 	}
 }
+
+// A duplicated message is counted and described: its room, both seqs it
+// came under, and each member's deliveries, so that a rare duplicate in a
+// long run can be traced in the sites' logs.
+func TestDuplicatesAreDescribed(t *testing.T) {
+	now := time.Now()
+	ann, bob := &user{idx: 0, name: "ann"}, &user{idx: 1, name: "bob"}
+	rm := &room{id: "d_x", members: []*user{ann, bob}, pos: map[int]int{0: 0, 1: 1}}
+	tr := newTracker(10)
+	tr.setWindow(now, now.Add(time.Minute))
+	for _, id := range []string{"c-1", "c-2"} {
+		if !tr.begin(id, rm, 0, now) {
+			t.Fatal("begin refused")
+		}
+	}
+	tr.ack("c-1", 7, now)
+	tr.delivered(bob, "d_x", 7, "c-1", now)
+	tr.delivered(bob, "d_x", 9, "c-1", now) // again, under another seq
+	tr.ack("c-2", 8, now)
+	tr.delivered(bob, "d_x", 8, "c-2", now)
+	lost, _, duplicated, samples := tr.verdict()
+	if lost != 0 || duplicated != 1 || len(samples) != 1 {
+		t.Fatalf("lost %d, duplicated %d, samples %q", lost, duplicated, samples)
+	}
+	if want := "client id c-1 in room d_x: seq 7 and 9, acked true; deliveries per member: ann (sender) 0 bob 2"; samples[0] != want {
+		t.Errorf("sample %q, want %q", samples[0], want)
+	}
+}

@@ -79,6 +79,9 @@ type Report struct {
 	// under two different seqs; DuplicateDeliveries the extra deliveries.
 	Duplicated          int   `json:"duplicated"`
 	DuplicateDeliveries int64 `json:"duplicate_deliveries"`
+	// DuplicateSamples describes the first few duplicated messages: room,
+	// seqs, and deliveries per member.
+	DuplicateSamples []string `json:"duplicate_samples,omitempty"`
 	// Reordered counts messages that reached a member after a later one of
 	// the same room.
 	Reordered int64 `json:"reordered"`
@@ -174,7 +177,7 @@ func (r *run) newReport(users int) *Report {
 
 // setLoad fills in what the tracker measured.
 func (rep *Report) setLoad(tr *tracker, cfg Config) {
-	lost, lostDeliveries, duplicated := tr.verdict()
+	lost, lostDeliveries, duplicated, dupSamples := tr.verdict()
 	c, send, deliver := tr.totals()
 	secs := cfg.Duration.Seconds()
 	rep.Sent, rep.Acked, rep.Failed = c.sent, c.acked, c.failed
@@ -190,7 +193,7 @@ func (rep *Report) setLoad(tr *tracker, cfg Config) {
 	rep.DeliverMaxMs = round(deliver.quantile(1), 2)
 	rep.Deliveries = c.deliveries
 	rep.Lost, rep.LostDeliveries = lost, lostDeliveries
-	rep.Duplicated, rep.DuplicateDeliveries = duplicated, c.dupDeliveries
+	rep.Duplicated, rep.DuplicateDeliveries, rep.DuplicateSamples = duplicated, c.dupDeliveries, dupSamples
 	rep.Unknown = c.unknown
 }
 
@@ -256,6 +259,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 		tw.Flush()
 		fmt.Fprintf(&b, "  sent %d, acked %d, failed %d, unsent %d; deliveries %d\n", rep.Sent, rep.Acked, rep.Failed, rep.Unsent, rep.Deliveries)
 		fmt.Fprintf(&b, "  lost %d (%d deliveries), duplicated %d, reordered %d\n", rep.Lost, rep.LostDeliveries, rep.Duplicated, rep.Reordered)
+		for _, d := range rep.DuplicateSamples {
+			fmt.Fprintf(&b, "    duplicated: %s\n", d)
+		}
 		if rep.BenchCPU > 0 {
 			fmt.Fprintf(&b, "  CPU in the window (100%% = one core): bench %.0f%%", rep.BenchCPU)
 			if sites := perSite(rep.Sites, rep.SiteCPU, func(v float64) string { return fmt.Sprintf("%.0f%%", v) }); sites != "" {

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"fmt"
 	"math/bits"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +67,7 @@ type msgState struct {
 	seq      uint64 // from the ack or the first delivery
 	acked    bool
 	conflict bool    // seen under two different seqs
+	otherSeq uint64  // the first seq it was seen under besides seq
 	got      []uint8 // deliveries per member position
 	gotN     int     // members other than the sender that got it
 }
@@ -188,6 +191,9 @@ func (m *msgState) sawSeq(seq uint64) {
 	case m.seq == 0:
 		m.seq = seq
 	case m.seq != seq:
+		if !m.conflict {
+			m.otherSeq = seq
+		}
 		m.conflict = true
 	}
 }
@@ -217,12 +223,16 @@ func (t *tracker) totals() (c trackerCounts, send, deliver histogram) {
 	return c, send, deliver
 }
 
-// verdict counts the messages lost and duplicated so far.
-func (t *tracker) verdict() (lost, lostDeliveries, duplicated int) {
+// maxDuplicateSamples bounds the duplicated messages a report describes.
+const maxDuplicateSamples = 5
+
+// verdict counts the messages lost and duplicated so far, and describes
+// the first few duplicated ones (samples).
+func (t *tracker) verdict() (lost, lostDeliveries, duplicated int, samples []string) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for _, m := range sh.msgs {
+		for id, m := range sh.msgs {
 			if m.acked {
 				if missing := len(m.room.members) - 1 - m.gotN; missing > 0 {
 					lost++
@@ -235,11 +245,33 @@ func (t *tracker) verdict() (lost, lostDeliveries, duplicated int) {
 			}
 			if dup {
 				duplicated++
+				if len(samples) < maxDuplicateSamples {
+					samples = append(samples, m.describe(id))
+				}
 			}
 		}
 		sh.mu.Unlock()
 	}
-	return lost, lostDeliveries, duplicated
+	return lost, lostDeliveries, duplicated, samples
+}
+
+// describe says what was seen of one message (client id): its room, the
+// seqs it came under, and how often each member got it.
+func (m *msgState) describe(id string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "client id %s in room %s: seq %d", id, m.room.id, m.seq)
+	if m.conflict {
+		fmt.Fprintf(&b, " and %d", m.otherSeq)
+	}
+	fmt.Fprintf(&b, ", acked %v; deliveries per member:", m.acked)
+	for pos, n := range m.got {
+		role := ""
+		if pos == m.sender {
+			role = " (sender)"
+		}
+		fmt.Fprintf(&b, " %s%s %d", m.room.members[pos].name, role, n)
+	}
+	return b.String()
 }
 
 // histogram counts durations in microseconds in log-linear buckets: exact
