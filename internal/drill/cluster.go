@@ -701,38 +701,28 @@ func (c *Cluster) Heal(site string) {
 // election. True for an attached cluster (the drill does not run it) and
 // for a name that is none of the drill's sites.
 func (c *Cluster) couldLead(site string, at time.Time) bool {
-	if c.attached {
+	i := c.Index(site)
+	if c.attached || i < 0 {
 		return true
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, s := range c.sites {
-		if s.name != site {
-			continue
-		}
-		for _, p := range s.procs {
-			select {
-			case <-p.done:
-			default:
-				if !p.started.After(at) {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	return true
+	return c.runningSince(i, at)
 }
 
 // running reports whether any of site i's processes is still running.
-func (c *Cluster) running(i int) bool {
+func (c *Cluster) running(i int) bool { return c.runningSince(i, time.Now()) }
+
+// runningSince reports whether one of site i's processes that started at
+// or before at is still running.
+func (c *Cluster) runningSince(i int, at time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.sites[i].procs {
 		select {
 		case <-p.done:
 		default:
-			return true
+			if !p.started.After(at) {
+				return true
+			}
 		}
 	}
 	return false

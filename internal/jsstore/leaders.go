@@ -124,12 +124,21 @@ func (s *Store) BalanceLeaders(ctx context.Context, all, standbys []StreamStatus
 // one) — one at another site than apart (where the partition's standby
 // is led) if such a one would do.
 func balanceTarget(ss StreamStatus, count map[string]int, skip func(string) bool, apart string, siteOf func(string) string) string {
-	evens := func(r string) bool { return r != "" && count[r]+1 < count[ss.Leader] }
-	if best := fewestLed(ss, count, func(r string) bool { return skip(r) || apart != "" && siteOf(r) == apart }); evens(best) {
-		return best
+	return fewestLedApart(ss, count, skip, apart, siteOf, func(r string) bool { return count[r]+1 < count[ss.Leader] })
+}
+
+// fewestLedApart is fewestLed preferring a replica at another site than
+// apart (where the stream's pair is led; "" for none): the fewest-led
+// replica away from apart if ok accepts it, else the fewest-led of all
+// if ok accepts that, else "". Both the balancing and a drain place
+// leaderships this way.
+func fewestLedApart(ss StreamStatus, count map[string]int, skip func(string) bool, apart string, siteOf func(string) string, ok func(string) bool) string {
+	away := fewestLed(ss, count, func(r string) bool { return skip(r) || apart != "" && siteOf(r) == apart })
+	if away != "" && ok(away) {
+		return away
 	}
-	if best := fewestLed(ss, count, skip); evens(best) {
-		return best
+	if any := fewestLed(ss, count, skip); any != "" && ok(any) {
+		return any // together for a moment beats no move (PlaceStandbys parts them)
 	}
 	return ""
 }
@@ -203,11 +212,8 @@ func planMovesOff(st []StreamStatus, siteOf func(string) string, off func(string
 		if ss.Leader == "" || !off(ss.Leader) {
 			continue
 		}
-		apart := pairSite(ss.Stream, leader, siteOf)
-		to := fewestLed(ss, count, func(r string) bool { return off(r) || apart != "" && siteOf(r) == apart })
-		if to == "" {
-			to = fewestLed(ss, count, off) // better together for a moment than at the drained site
-		}
+		// Together with its pair for a moment beats staying at the drained site.
+		to := fewestLedApart(ss, count, off, pairSite(ss.Stream, leader, siteOf), siteOf, func(string) bool { return true })
 		if to == "" {
 			stuck = append(stuck, ss.Stream)
 			continue
