@@ -536,14 +536,13 @@ func (s *Store) Identity(ctx context.Context) (clusterID string, streams map[str
 	}
 	streams = map[string]StreamIdentity{}
 	for _, name := range append(s.Streams(), s.Standbys()...) {
-		st, err := s.js.Stream(ctx, natsName(name))
+		info, err := s.streamInfo(ctx, name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return "", nil, fmt.Errorf("%w: %s (%s) is gone", ErrStreamMissing, name, natsName(name))
 		}
 		if err != nil {
 			return "", nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
 		}
-		info := st.CachedInfo()
 		streams[name] = StreamIdentity{Created: info.Created.UTC(), LastSeq: info.State.LastSeq,
 			Led: info.Cluster == nil || info.Cluster.Leader != ""}
 	}
@@ -1021,12 +1020,12 @@ func (s *Store) LastPosition(ctx context.Context, stream string) (salamander.Pos
 	if err := s.apiAllowed(); err != nil {
 		return salamander.Position{}, err
 	}
-	st, err := s.js.Stream(ctx, natsName(stream))
+	info, err := s.streamInfo(ctx, stream)
 	if err != nil {
 		return salamander.Position{}, salamander.Errorf(salamander.CodeUnavailable,
 			"this site cannot reach a quorum of sites right now; try another site")
 	}
-	last := st.CachedInfo().State.LastSeq
+	last := info.State.LastSeq
 	if last == 0 {
 		return salamander.Position{Stream: stream}, nil
 	}
@@ -1103,11 +1102,10 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 	if err := s.apiAllowed(); err != nil {
 		return StreamStatus{}, err
 	}
-	st, err := s.js.Stream(ctx, natsName(name))
+	info, err := s.streamInfo(ctx, name)
 	if err != nil {
 		return StreamStatus{}, fmt.Errorf("jsstore: stream %s: %w", name, err)
 	}
-	info := st.CachedInfo()
 	ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
 	if IsStandby(name) {
 		ss.StandbyOf = PartitionOf(name)

@@ -21,17 +21,12 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 	if preferred != "" {
 		body, _ = json.Marshal(map[string]any{"placement": map[string]string{"preferred": preferred}})
 	}
-	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(stream), body)
+	data, err := s.apiRequest(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(stream), body)
 	if err != nil {
 		return fmt.Errorf("jsstore: step down %s: %w", stream, err)
 	}
-	var resp struct {
-		Error *struct {
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err == nil && resp.Error != nil {
-		return fmt.Errorf("jsstore: step down %s: %s", stream, resp.Error.Description)
+	if err := errOf(data); err != nil {
+		return fmt.Errorf("jsstore: step down %s: %w", stream, err)
 	}
 	return nil
 }

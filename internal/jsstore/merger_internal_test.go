@@ -3,8 +3,12 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/salamander-chat/salamander"
 )
@@ -50,5 +54,144 @@ func TestMergerStopsAtMalformedLastMerge(t *testing.T) {
 		if err := s.mergeOnce(ctx, "p0", "s0", held); err == nil {
 			t.Fatalf("a merge after %+v was not refused", bad)
 		}
+	}
+}
+
+// Held records this process knows of go first: an append of messages
+// waits for their merge. How long depends on whether the partition has
+// answered since the newest of them was held. If it has, its leader is
+// there and the merge lands within a merger's round, so the append waits
+// for it (up to HoldAfter) and goes to the partition, instead of being held
+// too after placeGrace: under load, merges slower than placeGrace kept a
+// partition in that mode, every send held, long after its election (190
+// sends in a fire drill). If it has not, the partition is most likely
+// still electing, and the append is held after placeGrace.
+func TestAppendWaitsForAMergeOnlyOnceThePartitionAnswers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := openLoneStore(ctx, t)
+	mergeLandsAfter := 500 * time.Millisecond // > placeGrace, < HoldAfter
+	if mergeLandsAfter <= placeGrace || mergeLandsAfter >= s.cfg.HoldAfter {
+		t.Fatalf("placeGrace %v and HoldAfter %v leave no room for the test", placeGrace, s.cfg.HoldAfter)
+	}
+	for i, c := range []struct {
+		answered bool // since the held record
+		want     string
+	}{
+		{answered: true, want: "p0"},
+		{answered: false, want: "s0"},
+	} {
+		// This process knows of a held record of p0 that is not placed:
+		// announced at heldAt; the partition last answered at answered.
+		now := time.Now()
+		base := uint64(100 * (i + 1))
+		s.standby("p0", func(st *standbyState) {
+			st.end, st.merged, st.merging, st.suspect = base+1, base, true, false
+			st.heldAt, st.answered = now, now.Add(-time.Second)
+			if c.answered {
+				st.answered = now.Add(time.Millisecond)
+			}
+		})
+		done := make(chan salamander.Position, 1)
+		go func() {
+			rec := salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "ann", ClientID: fmt.Sprint("w", i), Text: "x"}
+			pos, _, err := s.Append(ctx, "p0", "g_1", rec, AppendOptions{MsgID: fmt.Sprint("w", i), Batch: true})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- pos
+		}()
+		var pos salamander.Position
+		select {
+		case pos = <-done:
+		case <-time.After(mergeLandsAfter):
+			s.noteMerged("s0", base+1) // the merge lands
+			pos = <-done
+		}
+		if pos.Stream != c.want {
+			t.Errorf("answered since the hold %v: the send went to %v, want %s", c.answered, pos, c.want)
+		}
+	}
+}
+
+// Every server receives a JetStream API request; one that sees no leader
+// (just started, or resumed after a cut) answers at once "temporarily
+// unavailable" while the leader is still reading. That answer must not
+// win: a returning site's server made every merger's LastMerge fail for
+// 10 s in fire drills, and held messages waited that long for their place.
+// Here a subscriber answers every request on the partition's API subjects
+// as such a server does, at once; the store must still get the leader's
+// answers.
+func TestAPIRequestsOutwaitALaggingServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := openLoneStore(ctx, t)
+	body, _ := json.Marshal(salamander.Record{Type: salamander.RecMerge, Merge: &salamander.MergeRange{Standby: "s0", From: 0, To: 3}})
+	if _, err := s.js.Publish(ctx, "sal.p0."+mergeSubject, body); err != nil {
+		t.Fatal(err)
+	}
+	lagging, err := s.nc.Subscribe("$JS.API.STREAM.*.SAL_P0", func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lagging.Unsubscribe()
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // the lagging answer is the first one, most of the time
+		seq, m, err := s.LastMerge(ctx, "p0")
+		if err != nil || seq == 0 || m.To != 3 {
+			t.Fatalf("LastMerge %d: seq %d, %+v, %v", i, seq, m, err)
+		}
+		st, err := s.StatusOf(ctx, "p0")
+		if err != nil || st.LastSeq != 1 {
+			t.Fatalf("StatusOf %d: %+v, %v", i, st, err)
+		}
+		if pos, err := s.LastPosition(ctx, "p0"); err != nil || RecordSeq(pos.Seq) != 1 {
+			t.Fatalf("LastPosition %d: %v, %v", i, pos, err)
+		}
+	}
+}
+
+// apiRequest takes the first answer that is not "temporarily unavailable",
+// even when that one comes first; the unavailable one only when no other
+// comes within unavailableGrace; and says so when nobody answers at all.
+func TestAPIRequestPrefersAnAnswerToUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := openLoneStore(ctx, t)
+	const unavailable = `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`
+	answer := func(subject string, after time.Duration, body string) {
+		t.Helper()
+		sub, err := s.nc.Subscribe(subject, func(m *nats.Msg) {
+			time.Sleep(after)
+			_ = m.Respond([]byte(body))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	answer("test.both", 0, unavailable)
+	answer("test.both", 100*time.Millisecond, `{"ok":true}`)
+	answer("test.lagging", 0, unavailable)
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.apiRequest(ctx, "test.both", nil); err != nil || string(got) != `{"ok":true}` {
+		t.Errorf("with a lagging server and a leader: %s, %v", got, err)
+	}
+	start := time.Now()
+	got, err := s.apiRequest(ctx, "test.lagging", nil)
+	if err != nil || string(got) != unavailable {
+		t.Errorf("with only a lagging server: %s, %v", got, err)
+	}
+	if took := time.Since(start); took < unavailableGrace {
+		t.Errorf("gave up on another answer after %v, want %v", took, unavailableGrace)
+	}
+	if _, err := s.apiRequest(ctx, "test.nobody", nil); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("with nobody to answer: %v, want no responders", err)
 	}
 }

@@ -61,6 +61,10 @@ const (
 	// placeGrace is how long an append waits for held records it knows of
 	// to be placed before it is held too.
 	placeGrace = 200 * time.Millisecond
+	// mergeStallWarn is how long a partition's merge may keep failing
+	// before its merger warns (and again every as long while it does):
+	// longer than an election.
+	mergeStallWarn = 10 * time.Second
 	// mergeSubject is the subject of a partition's merge records, under the
 	// partition's root.
 	mergeSubject = "merge"
@@ -113,6 +117,11 @@ type standbyState struct {
 	suspect bool
 	// merging is set while a merger runs for the partition.
 	merging bool
+	// answered is when the partition's leader last answered this process
+	// (an append, its last merge record read, a merge landing), and
+	// heldAt when this process last learned of a standby record beyond
+	// end (see placeWait).
+	answered, heldAt time.Time
 	// moved is closed (and replaced) whenever merged moves.
 	moved chan struct{}
 }
@@ -137,7 +146,9 @@ func (s *Store) standby(partition string, fn func(st *standbyState)) {
 func (s *Store) noteHeld(standby string, seq uint64) {
 	p := PartitionOf(standby)
 	s.standby(p, func(st *standbyState) {
-		st.end = max(st.end, seq)
+		if seq > st.end {
+			st.end, st.heldAt = seq, time.Now()
+		}
 		s.startMergerLocked(p, st)
 	})
 }
@@ -149,6 +160,7 @@ func (s *Store) noteMerged(standby string, seq uint64) {
 			st.merged = seq
 			st.end = max(st.end, seq)
 			st.suspect = false // a merge landed: the partition has a leader
+			st.answered = time.Now()
 			close(st.moved)
 			st.moved = make(chan struct{})
 		}
@@ -157,7 +169,12 @@ func (s *Store) noteMerged(standby string, seq uint64) {
 
 // setSuspect says whether the partition is suspected of not answering.
 func (s *Store) setSuspect(partition string, suspect bool) {
-	s.standby(partition, func(st *standbyState) { st.suspect = suspect })
+	s.standby(partition, func(st *standbyState) {
+		st.suspect = suspect
+		if !suspect {
+			st.answered = time.Now()
+		}
+	})
 }
 
 // startMergerLocked starts partition's merger unless one runs or nothing
@@ -175,22 +192,43 @@ func (s *Store) startMergerLocked(partition string, st *standbyState) {
 }
 
 // unplaced reports the last record of partition's standby that this site
-// knows of but not yet as placed (0: none), and whether the partition is
-// suspected down.
-func (s *Store) unplaced(partition string) (upTo uint64, suspect bool) {
+// knows of but not yet as placed (0: none), whether the partition is
+// suspected down, and how long an append should wait for those records'
+// merge before it is held too (placeWait).
+func (s *Store) unplaced(partition string, hold time.Duration) (upTo uint64, suspect bool, wait time.Duration) {
 	s.standby(partition, func(st *standbyState) {
 		if st.end > st.merged {
 			upTo = st.end
 		}
 		suspect = st.suspect
+		wait = placeWait(st, hold)
 	})
-	return upTo, suspect
+	return upTo, suspect, wait
+}
+
+// placeWait is how long an append waits for the merge of the held records
+// this process knows of before it holds its own messages too (the caller
+// holds sbMu). If the partition has answered since the newest of them was
+// held, its leader is there and their merge lands within a merger's round:
+// the append waits up to hold for it, as it would for the partition
+// itself, since holding it as well would only put it behind another
+// merge, and a partition whose merges take longer than placeGrace (a
+// loaded machine) would stay in that mode, every send held, for as long as
+// sends keep coming (a fire drill under CI load held 190 sends after their
+// partitions had new leaders). Otherwise someone found the partition
+// silent a moment ago, and it has not answered this process since: it is
+// most likely still electing, and the append is held after placeGrace.
+func placeWait(st *standbyState, hold time.Duration) time.Duration {
+	if !st.answered.IsZero() && st.answered.After(st.heldAt) {
+		return hold
+	}
+	return min(hold, placeGrace)
 }
 
 // waitPlaced waits until every standby record of partition this site knew
 // of when called is placed, or ctx ends.
 func (s *Store) waitPlaced(ctx context.Context, partition string) error {
-	upTo, _ := s.unplaced(partition)
+	upTo, _, _ := s.unplaced(partition, 0)
 	for upTo > 0 {
 		var done bool
 		var moved chan struct{}
@@ -214,6 +252,7 @@ func (s *Store) waitPlaced(ctx context.Context, partition string) error {
 func (s *Store) runMerger(ctx context.Context, partition string, st *standbyState) {
 	standby := StandbyOf(partition)
 	backoff := 50 * time.Millisecond
+	var failingSince, warned time.Time // the first failure in a row; the last warning
 	for ctx.Err() == nil {
 		s.sbMu.Lock()
 		end, merged := st.end, st.merged
@@ -225,10 +264,29 @@ func (s *Store) runMerger(ctx context.Context, partition string, st *standbyStat
 		s.sbMu.Unlock()
 		err := s.mergeOnce(ctx, partition, standby, end)
 		if err == nil {
+			if !warned.IsZero() {
+				s.log.Warn("held messages placed again", "partition", partition, "standby", standby,
+					"after", time.Since(failingSince).Round(time.Millisecond))
+				warned = time.Time{}
+			}
 			backoff = 50 * time.Millisecond
+			failingSince = time.Time{}
 			continue
 		}
-		s.log.Debug("merge of held messages not placed yet; retrying", "partition", partition, "err", err)
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		}
+		// An election takes 4-9 s and a merge lands within milliseconds of
+		// it: a merge failing for longer than mergeStallWarn in a row
+		// keeps acknowledged messages from their members. Say so, with
+		// the reason, where operators (and a drill's report) look.
+		if failing := time.Since(failingSince); failing >= mergeStallWarn && time.Since(warned) >= mergeStallWarn {
+			warned = time.Now()
+			s.log.Warn("held messages still not placed: their merge keeps failing", "partition", partition,
+				"standby", standby, "held_to", end, "placed_to", merged, "failing_for", failing.Round(time.Millisecond), "err", err)
+		} else {
+			s.log.Debug("merge of held messages not placed yet; retrying", "partition", partition, "err", err)
+		}
 		sleepCtx(ctx, jitter(backoff))
 		backoff = min(backoff*2, 100*time.Millisecond)
 	}
@@ -320,7 +378,7 @@ func (s *Store) LastRecord(ctx context.Context, stream, key string) (seq uint64,
 		return 0, rec, false, err
 	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": subjectRoot(stream) + "." + key})
-	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+natsName(stream), req)
+	data, err := s.apiRequest(ctx, "$JS.API.STREAM.MSG.GET."+natsName(stream), req)
 	if err != nil {
 		return 0, rec, false, err
 	}
@@ -335,7 +393,7 @@ func (s *Store) LastRecord(ctx context.Context, stream, key string) (seq uint64,
 			Desc    string `json:"description"`
 		} `json:"error"`
 	}
-	if err := json.Unmarshal(msg.Data, &res); err != nil {
+	if err := json.Unmarshal(data, &res); err != nil {
 		return 0, rec, false, err
 	}
 	switch {
@@ -434,7 +492,7 @@ func (s *Store) entriesOf(ctx context.Context, stream string, rec salamander.Rec
 // known not to answer).
 func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) {
 	p, hold := a.stream, a.s.cfg.HoldAfter
-	upTo, suspect := a.s.unplaced(p)
+	upTo, suspect, wait := a.s.unplaced(p, hold)
 	if suspect && (upTo > 0 || holdsMessages(batch)) {
 		// The partition did not answer a moment ago, and has not since:
 		// hold at once. Also when nothing is held yet, as when the append
@@ -444,12 +502,9 @@ func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) 
 		return
 	}
 	if upTo > 0 {
-		// Held messages this site knows of go first: wait for their merge.
-		// Someone found the partition not answering a moment ago (this
-		// process learns of other sites' held records from its tail of the
-		// standby): wait briefly, as a merge takes milliseconds once the
-		// partition has a leader, rather than the whole HoldAfter again.
-		wctx, cancel := context.WithTimeout(ctx, min(hold, placeGrace))
+		// Held messages this site knows of go first: wait for their merge
+		// (see placeWait for how long).
+		wctx, cancel := context.WithTimeout(ctx, wait)
 		err := a.s.waitPlaced(wctx, p)
 		cancel()
 		if err != nil && ctx.Err() == nil {
