@@ -43,6 +43,12 @@ type Verdict struct {
 	// CheckedSites are the sites whose histories and unread counts were
 	// compared.
 	CheckedSites []string `json:"checked_sites"`
+	// HeldPlaceWaitMS is how long the check waited for messages
+	// acknowledged held to get their place once the sites agreed on
+	// everything else (0: they had it by then). Held messages acknowledged
+	// in the last moments of the load are placed by a merge that may land
+	// after the check starts.
+	HeldPlaceWaitMS float64 `json:"held_place_wait_ms,omitempty"`
 	// Problems describes the first few failures found.
 	Problems []string `json:"problems,omitempty"`
 }
@@ -80,15 +86,22 @@ func newChecker(w *workload, sites []int, settle time.Duration) (*checker, error
 }
 
 // histories fetches every room's full history from every checked site,
-// polling until the sites agree on each room's newest seq and it is at
-// least the newest acknowledged one (read models apply the log
-// asynchronously), or until ctx ends; then it returns what it has.
-func (ch *checker) histories(ctx context.Context, minSeq map[string]uint64) (map[string][][]salamander.Message, error) {
+// polling until the sites agree on each room's newest seq, it is at least
+// the newest acknowledged one (read models apply the log asynchronously)
+// and every message acknowledged held in it has its place (a merge places
+// held messages once their partition has a leader), or until ctx ends;
+// then it returns what it has.
+//
+// heldWait is how long it waited for held messages alone: from the first
+// look at which everything else had settled to the one at which they were
+// placed too (0 when they were by then).
+func (ch *checker) histories(ctx context.Context, minSeq map[string]uint64, held map[string][]string) (_ map[string][][]salamander.Message, heldWait time.Duration, _ error) {
 	var out map[string][][]salamander.Message
 	var lastErr error
+	var waitingForHeld time.Time // the first look at which only held messages were missing
 	err := poll(ctx, 500*time.Millisecond, func() (bool, error) {
 		h := map[string][][]salamander.Message{}
-		settled := true
+		settled, placed := true, true
 		for _, r := range ch.w.rooms {
 			var last uint64
 			for k := range ch.sites {
@@ -105,19 +118,47 @@ func (ch *checker) histories(ctx context.Context, minSeq map[string]uint64) (map
 				if k > 0 && top != last || top < minSeq[r.id] {
 					settled = false
 				}
+				placed = placed && placesAll(msgs, held[r.id])
 				last = top
 			}
 		}
 		out = h
-		return settled, nil
+		switch {
+		case settled && placed:
+			if !waitingForHeld.IsZero() {
+				heldWait = time.Since(waitingForHeld)
+			}
+		case settled && waitingForHeld.IsZero():
+			waitingForHeld = time.Now()
+		case !settled:
+			waitingForHeld = time.Time{}
+		}
+		return settled && placed, nil
 	})
 	if out == nil {
 		if lastErr == nil {
 			lastErr = err
 		}
-		return nil, fmt.Errorf("drill: reading histories: %w", lastErr)
+		return nil, 0, fmt.Errorf("drill: reading histories: %w", lastErr)
 	}
-	return out, nil
+	return out, heldWait, nil
+}
+
+// placesAll reports whether msgs holds a message with each client id.
+func placesAll(msgs []salamander.Message, clientIDs []string) bool {
+	if len(clientIDs) == 0 {
+		return true
+	}
+	have := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		have[m.ClientID] = true
+	}
+	for _, id := range clientIDs {
+		if !have[id] {
+			return false
+		}
+	}
+	return true
 }
 
 // fullHistory pages backwards from the newest message to the first.
@@ -154,17 +195,22 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 		v.CheckedSites = append(v.CheckedSites, ch.w.cl.Name(i))
 	}
 	minSeq := map[string]uint64{}
+	held := map[string][]string{}
 	for _, r := range recs {
-		if r.acked {
+		switch {
+		case r.acked && r.held:
+			held[r.room] = append(held[r.room], r.clientID)
+		case r.acked:
 			minSeq[r.room] = max(minSeq[r.room], r.seq)
 		}
 	}
 	hctx, cancel := context.WithTimeout(ctx, ch.settle)
-	hist, err := ch.histories(hctx, minSeq)
+	hist, heldWait, err := ch.histories(hctx, minSeq, held)
 	cancel()
 	if err != nil {
 		return v, err
 	}
+	v.HeldPlaceWaitMS = ms(heldWait)
 	// Per room and site: client id -> seqs holding it.
 	type index map[string][]uint64
 	idx := map[string][]index{}

@@ -693,19 +693,28 @@ func (c *Cluster) Heal(site string) {
 	c.log.Info("site reconnected", "site", site)
 }
 
-// couldLead reports whether the site named site had a running process
-// at the moment at, so that its server can have taken a leadership then:
-// false while it is down, or when its running processes started after at.
-// A leadership a killed site's server took "after" the fault, as others
-// still report it, was handed over while the fault struck: it is no
-// election. True for an attached cluster (the drill does not run it) and
-// for a name that is none of the drill's sites.
+// couldLead reports whether the site named site could have taken a
+// leadership at the moment at: it had a running process then, and so did
+// a majority of the sites (a leader needs a quorum's votes). False while
+// it is down, or when its running processes started after at: a
+// leadership a killed site's server took "after" the fault, as others
+// still report it, was handed over while the fault struck. False too for
+// a lone survivor, whose server goes on calling itself the leader of what
+// it led until it notices it lost its quorum: no election either. True
+// for an attached cluster (the drill does not run it) and for a name that
+// is none of the drill's sites.
 func (c *Cluster) couldLead(site string, at time.Time) bool {
 	i := c.Index(site)
-	if c.attached || i < 0 {
-		return true
+	if c.attached || i < 0 || !c.runningSince(i, at) {
+		return c.attached || i < 0
 	}
-	return c.runningSince(i, at)
+	up := 0
+	for k := range c.sites {
+		if c.runningSince(k, at) {
+			up++
+		}
+	}
+	return up > len(c.sites)/2
 }
 
 // running reports whether any of site i's processes is still running.

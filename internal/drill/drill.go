@@ -529,7 +529,9 @@ func (r *run) since(t time.Time) float64 { return t.Sub(r.t0).Seconds() }
 func (r *run) stopLoad() {
 	r.rep.DurationS = time.Since(r.t0).Seconds()
 	r.log.Info("load stopping; waiting for sends in flight", "drain", r.cfg.Drain)
+	start := time.Now()
 	r.w.stopSending(r.ctx, r.cfg.Drain)
+	r.rep.DrainMS = ms(time.Since(start))
 	r.stopped = true
 	r.recs = r.w.records()
 	r.stopElections()

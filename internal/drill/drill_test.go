@@ -446,6 +446,11 @@ func runDrill(ctx context.Context, t *testing.T, cl *Cluster, cfg Config) *Repor
 	if rep.Lost != 0 || rep.Duplicated != 0 || rep.Reordered != 0 || !rep.Converged || !rep.OK {
 		t.Errorf("lost %d, duplicated %d, reordered %d, converged %v, ok %v: %v",
 			rep.Lost, rep.Duplicated, rep.Reordered, rep.Converged, rep.OK, rep.Failures)
+		// The sites' logs go with the test's temporary directory: keep
+		// what they warned of during this drill in the test's output.
+		for i := range cl.N() {
+			t.Logf("site %s warned during the drill:\n%s", cl.Name(i), siteWarnings(cl.LogPath(i), start, 80))
+		}
 	}
 	checkJSONKeys(t, rep, "scenario", "acked", "lost", "duplicated", "reordered", "write_gap_ms_p50", "write_gap_ms_max",
 		"send_gap_ms_max", "delivery_gap_ms_max", "send_gap", "delivery_gap", "converged")
@@ -457,4 +462,29 @@ func runDrill(ctx context.Context, t *testing.T, cl *Cluster, cfg Config) *Repor
 		t.Error("HTML report has no timeline")
 	}
 	return rep
+}
+
+// siteWarnings returns the last max warnings and errors a site logged
+// (slog text lines) since since.
+func siteWarnings(path string, since time.Time, max int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for line := range strings.Lines(string(data)) {
+		if !strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") {
+			continue
+		}
+		if ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " "); ok {
+			if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && at.Before(since) {
+				continue
+			}
+		}
+		out = append(out, strings.TrimRight(line, "\n"))
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return strings.Join(out, "\n")
 }

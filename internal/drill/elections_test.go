@@ -108,17 +108,19 @@ func TestMeasureElections(t *testing.T) {
 // A leadership reported at a site that is down, or that its running
 // processes took before they started, is no election: it was handed over
 // as the fault struck (a CI run once counted "p2 by site a in 0.03s" for
-// the site it had just burned). A site running since before counts, and
-// an attached cluster's sites always do.
+// the site it had just burned); nor is one at a site running without a
+// majority of the sites. A site running since before, with a majority,
+// counts, and an attached cluster's sites always do.
 func TestCouldLeadOnlyWhileRunning(t *testing.T) {
 	t0 := time.Now()
 	running := &process{done: make(chan struct{}), started: t0}
+	before := &process{done: make(chan struct{}), started: t0.Add(-time.Minute)}
 	exited := &process{done: make(chan struct{}), started: t0.Add(-time.Minute)}
 	close(exited.done)
 	cl := &Cluster{sites: []*siteProc{
 		{name: "a"},                             // burned: no processes
 		{name: "b", procs: []*process{running}}, // (re)started at t0
-		{name: "c", procs: []*process{exited}},  // its process ended
+		{name: "c", procs: []*process{before}},  // running all along
 	}}
 	cases := []struct {
 		site string
@@ -128,12 +130,22 @@ func TestCouldLeadOnlyWhileRunning(t *testing.T) {
 		{"a", t0, false},
 		{"b", t0.Add(time.Second), true},
 		{"b", t0.Add(-time.Second), false}, // before its restart
-		{"c", t0, false},
+		{"c", t0, true},
 		{"n-x1", t0, true}, // not one of the drill's sites
 	}
 	for _, c := range cases {
 		if got := cl.couldLead(c.site, c.at); got != c.want {
 			t.Errorf("couldLead(%s, t0%+v) = %v, want %v", c.site, c.at.Sub(t0), got, c.want)
+		}
+	}
+	// c's process ended: it cannot lead, and b, the lone survivor, goes on
+	// reporting the leaderships it held when the two others burned (a
+	// fire-merge drill counted "p1 by site b in 0.38s" with a and c down)
+	// without a quorum: no election either.
+	cl.sites[2].procs = []*process{exited}
+	for _, site := range []string{"b", "c"} {
+		if cl.couldLead(site, t0.Add(time.Second)) {
+			t.Errorf("couldLead(%s) with a and c down", site)
 		}
 	}
 	cl.attached = true

@@ -26,6 +26,9 @@ type Report struct {
 	// Times are seconds since the load started.
 	DurationS float64 `json:"duration_s"`
 	FaultAtS  float64 `json:"fault_at_s"`
+	// DrainMS is how long the sends in flight when the load stopped took
+	// to be answered (or to give up, at Config.Drain).
+	DrainMS float64 `json:"drain_ms"`
 	// ReturnAtS is when the site came back: a cut-off site reconnected
 	// (partition: under load, or after the load once the other two were
 	// checked) or a burned site restarted on its old disk (fire with
@@ -581,8 +584,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  checked at sites %s: acked %d (held for their place %d), lost %d, duplicated %d, reordered %d, missing deliveries %d, converged %v\n",
 		strings.Join(r.CheckedSites, ","), r.Acked, r.Held, r.Lost, r.Duplicated, r.Reordered, r.MissingDeliveries, r.Converged)
-	fmt.Fprintf(&b, "  unacknowledged when the drill stopped waiting: %d (committed once %d, not at all %d)\n",
-		r.Unacked, r.UnackedCommitted, r.UnackedAbsent)
+	if r.HeldPlaceWaitMS > 0 {
+		fmt.Fprintf(&b, "  held messages placed %s after the sites agreed on the rest\n", sec(r.HeldPlaceWaitMS))
+	}
+	fmt.Fprintf(&b, "  unacknowledged when the drill stopped waiting: %d (committed once %d, not at all %d); sends in flight at the load's end answered within %s\n",
+		r.Unacked, r.UnackedCommitted, r.UnackedAbsent, sec(r.DrainMS))
 	switch {
 	case len(r.Faults) == 0:
 	case r.Scenario == "rolling":
