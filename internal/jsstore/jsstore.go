@@ -51,8 +51,18 @@ const (
 	standbysKey   = "standbys"
 	maxRecordSize = 256 << 10
 	// appendAttemptTimeout bounds one publish; a healthy quorum answers in
-	// milliseconds even with fsync on every write.
-	appendAttemptTimeout = time.Second
+	// milliseconds even with fsync on every write. A leader that hands its
+	// leadership over (the balancing, a drain, a site's restart) drops the
+	// proposals it has not sent yet, and their publishes get no answer:
+	// they are sent again after this, to the new leader (their msg ids make
+	// the retry of one that did land a duplicate). It must stay well under
+	// HoldAfter: at 1 s, as long as HoldAfter, every send caught in a
+	// handover was held instead (rolling restarts: a ~1 s send and 2-8
+	// held messages in 4 of 12 restarts; 0 of 12 at 300 ms, slowest send
+	// 0.41 s). A publish slower than this under load is sent again too,
+	// and answered "in process" until the first lands, which cost nothing
+	// measurable at 1,200 senders (send p99 ~400 ms).
+	appendAttemptTimeout = 300 * time.Millisecond
 	// errCodeNoMessageFound is JetStream's JSNoMessageFoundErr (a 404 like
 	// "stream not found", which is not the same answer).
 	errCodeNoMessageFound = 10037
