@@ -45,7 +45,8 @@ type Verdict struct {
 	CheckedSites []string `json:"checked_sites"`
 	// HeldPlaceWaitMS is how long the check waited for messages
 	// acknowledged held to get their place once the sites agreed on
-	// everything else (0: they had it by then). Held messages acknowledged
+	// everything else (0: they had it by then; all of --settle if some
+	// never did). Held messages acknowledged
 	// in the last moments of the load are placed by a merge that may land
 	// after the check starts.
 	HeldPlaceWaitMS float64 `json:"held_place_wait_ms,omitempty"`
@@ -123,6 +124,9 @@ func (ch *checker) histories(ctx context.Context, minSeq map[string]uint64, held
 			}
 		}
 		out = h
+		// The clock runs from the first look at which only held messages
+		// were missing; a look in between at which the sites disagree
+		// (applying the very merge that places them) does not restart it.
 		switch {
 		case settled && placed:
 			if !waitingForHeld.IsZero() {
@@ -130,11 +134,12 @@ func (ch *checker) histories(ctx context.Context, minSeq map[string]uint64, held
 			}
 		case settled && waitingForHeld.IsZero():
 			waitingForHeld = time.Now()
-		case !settled:
-			waitingForHeld = time.Time{}
 		}
 		return settled && placed, nil
 	})
+	if err != nil && !waitingForHeld.IsZero() {
+		heldWait = time.Since(waitingForHeld) // they were never placed: all of it
+	}
 	if out == nil {
 		if lastErr == nil {
 			lastErr = err

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,6 +186,9 @@ type siteProc struct {
 	monitorAddr string
 	gateways    []gatewayAddr
 	procs       []*process // the site's running processes; nil while down
+	// stopped are its processes stopped or killed since it started, with
+	// when (see runningSince).
+	stopped []*process
 }
 
 // process is one running process of a site.
@@ -194,6 +198,10 @@ type process struct {
 	log     *os.File
 	logPath string
 	started time.Time
+	// ended is when the drill stopped it (just before the signal) or it
+	// was found exited, whichever came first; zero while it runs. Guarded
+	// by Cluster.mu.
+	ended time.Time
 }
 
 // siteStatus is the part of GET /v1/status the drill reads.
@@ -457,6 +465,11 @@ func (c *Cluster) spawn(i int, logPath, bin string, args ...string) error {
 	go func() {
 		_ = cmd.Wait() // the exit status of a killed site is expected
 		logf.Close()
+		c.mu.Lock()
+		if p.ended.IsZero() {
+			p.ended = time.Now()
+		}
+		c.mu.Unlock()
 		close(p.done)
 	}()
 	s.procs = append(s.procs, p)
@@ -566,6 +579,13 @@ func (c *Cluster) detach(i int) ([]*process, error) {
 	defer c.mu.Unlock()
 	procs := c.sites[i].procs
 	c.sites[i].procs = nil
+	now := time.Now()
+	for _, p := range procs {
+		if p.ended.IsZero() {
+			p.ended = now
+		}
+	}
+	c.sites[i].stopped = append(c.sites[i].stopped, procs...)
 	return procs, nil
 }
 
@@ -721,17 +741,14 @@ func (c *Cluster) couldLead(site string, at time.Time) bool {
 func (c *Cluster) running(i int) bool { return c.runningSince(i, time.Now()) }
 
 // runningSince reports whether one of site i's processes that started at
-// or before at is still running.
+// or before at was still running at at: it runs now, or it ended after at
+// (the drill stopped or killed it later).
 func (c *Cluster) runningSince(i int, at time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range c.sites[i].procs {
-		select {
-		case <-p.done:
-		default:
-			if !p.started.After(at) {
-				return true
-			}
+	for _, p := range slices.Concat(c.sites[i].procs, c.sites[i].stopped) {
+		if !p.started.After(at) && (p.ended.IsZero() || p.ended.After(at)) {
+			return true
 		}
 	}
 	return false

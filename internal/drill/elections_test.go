@@ -115,7 +115,7 @@ func TestCouldLeadOnlyWhileRunning(t *testing.T) {
 	t0 := time.Now()
 	running := &process{done: make(chan struct{}), started: t0}
 	before := &process{done: make(chan struct{}), started: t0.Add(-time.Minute)}
-	exited := &process{done: make(chan struct{}), started: t0.Add(-time.Minute)}
+	exited := &process{done: make(chan struct{}), started: t0.Add(-time.Minute), ended: t0.Add(-time.Second)}
 	close(exited.done)
 	cl := &Cluster{sites: []*siteProc{
 		{name: "a"},                             // burned: no processes
@@ -147,6 +147,18 @@ func TestCouldLeadOnlyWhileRunning(t *testing.T) {
 		if cl.couldLead(site, t0.Add(time.Second)) {
 			t.Errorf("couldLead(%s) with a and c down", site)
 		}
+	}
+	// What counts is who ran at the moment of the leadership, not now: a
+	// site killed after it (the fire-merge drill's second fire, a few ms
+	// after an election it may still be reading) was part of the majority.
+	later := &process{done: make(chan struct{}), started: t0.Add(-time.Minute), ended: t0.Add(2 * time.Second)}
+	close(later.done)
+	cl.sites[2].procs, cl.sites[2].stopped = nil, []*process{later}
+	if !cl.couldLead("b", t0.Add(time.Second)) {
+		t.Error("a leadership taken while c still ran did not count once c was killed")
+	}
+	if cl.couldLead("b", t0.Add(3*time.Second)) {
+		t.Error("a leadership taken after c was killed counted")
 	}
 	cl.attached = true
 	if !cl.couldLead("a", t0) {

@@ -585,7 +585,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  checked at sites %s: acked %d (held for their place %d), lost %d, duplicated %d, reordered %d, missing deliveries %d, converged %v\n",
 		strings.Join(r.CheckedSites, ","), r.Acked, r.Held, r.Lost, r.Duplicated, r.Reordered, r.MissingDeliveries, r.Converged)
 	if r.HeldPlaceWaitMS > 0 {
-		fmt.Fprintf(&b, "  held messages placed %s after the sites agreed on the rest\n", sec(r.HeldPlaceWaitMS))
+		fmt.Fprintf(&b, "  the check waited %s for held messages' places once the sites agreed on the rest\n", sec(r.HeldPlaceWaitMS))
 	}
 	fmt.Fprintf(&b, "  unacknowledged when the drill stopped waiting: %d (committed once %d, not at all %d); sends in flight at the load's end answered within %s\n",
 		r.Unacked, r.UnackedCommitted, r.UnackedAbsent, sec(r.DrainMS))

@@ -50,10 +50,16 @@ func (e *apiError) Error() string { return e.Description }
 // apiRequest sends a JetStream API request and returns the answer's body:
 // the first one that is not "temporarily unavailable", or, if only such
 // answers come within unavailableGrace of the first (or before ctx ends),
-// that one. It fails with nats.ErrNoResponders when no server answers
-// JetStream requests at all.
-func (s *Store) apiRequest(ctx context.Context, subject string, body []byte) ([]byte, error) {
-	inbox := s.nc.NewRespInbox()
+// the last of them. It fails with nats.ErrNoResponders when no server
+// answers JetStream requests at all.
+//
+// A read (reask) is asked again every reaskEvery while only such answers
+// come: during an election every member answers "unavailable" at once,
+// and a leader elected a moment later would otherwise not be asked until
+// the caller's next attempt. provisional, if set, marks further answers
+// that only count when no other comes (see streamInfo).
+func (s *Store) apiRequest(ctx context.Context, subject string, body []byte, reask bool, provisional func([]byte) bool) ([]byte, error) {
+	inbox := s.nc.NewInbox()
 	sub, err := s.nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err
@@ -62,41 +68,79 @@ func (s *Store) apiRequest(ctx context.Context, subject string, body []byte) ([]
 	if err := s.nc.PublishRequest(subject, inbox, body); err != nil {
 		return nil, err
 	}
-	var unavailable []byte
-	wait := ctx
+	var fallback []byte    // the last provisional answer
+	var graceEnd time.Time // when to settle for it
 	for {
-		msg, err := sub.NextMsgWithContext(wait)
+		next, stop := ctx, context.CancelFunc(func() {})
+		if fallback != nil {
+			until := graceEnd
+			if soon := time.Now().Add(reaskEvery); reask && soon.Before(until) {
+				until = soon
+			}
+			next, stop = context.WithDeadline(ctx, until)
+		}
+		msg, err := sub.NextMsgWithContext(next)
+		stop()
 		switch {
-		case err != nil && unavailable != nil:
-			return unavailable, nil
+		case err != nil && fallback != nil && ctx.Err() == nil && time.Now().Before(graceEnd):
+			// Only provisional answers so far, and time is left: ask
+			// again (a leader may have been elected meanwhile).
+			if err := s.nc.PublishRequest(subject, inbox, body); err != nil {
+				return fallback, nil
+			}
+			continue
+		case err != nil && fallback != nil:
+			return fallback, nil
 		case err != nil:
 			return nil, err
 		case len(msg.Data) == 0 && msg.Header.Get("Status") == "503":
-			if unavailable != nil {
+			if fallback != nil {
 				continue
 			}
 			return nil, nats.ErrNoResponders
 		}
-		var res struct {
-			Error *apiError `json:"error"`
-		}
-		if json.Unmarshal(msg.Data, &res) == nil && res.Error != nil && res.Error.ErrCode == errCodeClusterNotAvailable {
-			if unavailable == nil {
-				unavailable = msg.Data
-				var cancel context.CancelFunc
-				wait, cancel = context.WithTimeout(ctx, unavailableGrace)
-				defer cancel()
+		if unavailable(msg.Data) || provisional != nil && provisional(msg.Data) {
+			if fallback == nil {
+				graceEnd = time.Now().Add(unavailableGrace)
 			}
+			fallback = msg.Data
 			continue
 		}
 		return msg.Data, nil
 	}
 }
 
+// reaskEvery is how often apiRequest asks a read again while only
+// provisional answers come.
+const reaskEvery = 50 * time.Millisecond
+
+// unavailable reports whether an API answer is "JetStream system
+// temporarily unavailable": the server that sent it sees no leader.
+func unavailable(data []byte) bool {
+	var res struct {
+		Error *apiError `json:"error"`
+	}
+	return json.Unmarshal(data, &res) == nil && res.Error != nil && res.Error.ErrCode == errCodeClusterNotAvailable
+}
+
 // streamInfo asks for a stream's info (its leader answers, see
 // apiRequest). A stream that does not exist is jetstream.ErrStreamNotFound.
-func (s *Store) streamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
-	data, err := s.apiRequest(ctx, "$JS.API.STREAM.INFO."+natsName(name), nil)
+// With led, an answer without a leader (a member that sees its group
+// leaderless answers with its own state, which may be behind) counts only
+// if no leader answers: callers that need the stream's true end set it.
+func (s *Store) streamInfo(ctx context.Context, name string, led bool) (*jetstream.StreamInfo, error) {
+	var leaderless func([]byte) bool
+	if led {
+		leaderless = func(data []byte) bool {
+			var res struct {
+				Cluster *struct {
+					Leader string `json:"leader"`
+				} `json:"cluster"`
+			}
+			return json.Unmarshal(data, &res) == nil && res.Cluster != nil && res.Cluster.Leader == ""
+		}
+	}
+	data, err := s.apiRequest(ctx, "$JS.API.STREAM.INFO."+natsName(name), nil, true, leaderless)
 	if err != nil {
 		return nil, err
 	}

@@ -546,7 +546,7 @@ func (s *Store) Identity(ctx context.Context) (clusterID string, streams map[str
 	}
 	streams = map[string]StreamIdentity{}
 	for _, name := range append(s.Streams(), s.Standbys()...) {
-		info, err := s.streamInfo(ctx, name)
+		info, err := s.streamInfo(ctx, name, false)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return "", nil, fmt.Errorf("%w: %s (%s) is gone", ErrStreamMissing, name, natsName(name))
 		}
@@ -1030,7 +1030,12 @@ func (s *Store) LastPosition(ctx context.Context, stream string) (salamander.Pos
 	if err := s.apiAllowed(); err != nil {
 		return salamander.Position{}, err
 	}
-	info, err := s.streamInfo(ctx, stream)
+	info, err := s.streamInfo(ctx, stream, true)
+	if err == nil && info.Cluster != nil && info.Cluster.Leader == "" {
+		// Only a member that sees no leader answered: its state may end
+		// before records a quorum acknowledged.
+		err = errNoQuorum
+	}
 	if err != nil {
 		return salamander.Position{}, salamander.Errorf(salamander.CodeUnavailable,
 			"this site cannot reach a quorum of sites right now; try another site")
@@ -1112,7 +1117,7 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 	if err := s.apiAllowed(); err != nil {
 		return StreamStatus{}, err
 	}
-	info, err := s.streamInfo(ctx, name)
+	info, err := s.streamInfo(ctx, name, false)
 	if err != nil {
 		return StreamStatus{}, fmt.Errorf("jsstore: stream %s: %w", name, err)
 	}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander"
@@ -312,48 +311,6 @@ func TestBatchedAppendsShareRecords(t *testing.T) {
 	})
 	if len(rest) == 0 || rest[0] != mid.Seq+1 || jsstore.RecordSeq(rest[len(rest)-1]) != jsstore.RecordSeq(mid.Seq) {
 		t.Fatalf("resumed after %d: got %v", mid.Seq, rest)
-	}
-}
-
-// A stream made by hand with settings that break a promise (here: no
-// direct gets and a message limit) is refused, saying what is wrong.
-func TestStreamsThatBreakAGuaranteeAreRefused(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cfg := natsnode.DefaultConfig("a")
-	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
-	cfg.ClusterAddr = ""
-	node, err := natsnode.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Shutdown()
-	nc, err := nats.Connect(node.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SAL_P0", Subjects: []string{"sal.p0.>"},
-		Storage: jetstream.FileStorage, MaxMsgs: 1000}); err != nil {
-		t.Fatal(err)
-	}
-	scfg := jsstore.DefaultConfig(node.ClientURL())
-	scfg.Replicas, scfg.Partitions = 1, 2
-	s, err := jsstore.Open(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	short, cancelShort := context.WithTimeout(ctx, 3*time.Second)
-	defer cancelShort()
-	err = s.EnsureStreams(short)
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "direct gets are off") ||
-		!strings.Contains(err.Error(), "may drop records") {
-		t.Fatalf("a stream without direct gets and with a message limit: %v", err)
 	}
 }
 

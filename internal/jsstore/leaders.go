@@ -21,7 +21,7 @@ func (s *Store) StepDown(ctx context.Context, stream, preferred string) error {
 	if preferred != "" {
 		body, _ = json.Marshal(map[string]any{"placement": map[string]string{"preferred": preferred}})
 	}
-	data, err := s.apiRequest(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(stream), body)
+	data, err := s.apiRequest(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(stream), body, false, nil)
 	if err != nil {
 		return fmt.Errorf("jsstore: step down %s: %w", stream, err)
 	}

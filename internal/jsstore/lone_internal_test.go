@@ -2,9 +2,13 @@ package jsstore
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/salamander-chat/salamander/internal/natsnode"
 )
 
@@ -30,4 +34,45 @@ func openLoneStore(ctx context.Context, t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A stream made by hand with settings that break a promise (here: no
+// direct gets and a message limit) is refused, saying what is wrong. Each
+// round of EnsureStreams is tried until one gets as far as that stream:
+// a CI run under load once spent a whole 3 s deadline creating the
+// cluster's bucket and the first stream.
+func TestStreamsThatBreakAGuaranteeAreRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir, cfg.ClusterAddr = filepath.Join(t.TempDir(), "nats"), ""
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Shutdown()
+	scfg := DefaultConfig(node.ClientURL())
+	scfg.Replicas, scfg.Partitions = 1, 2
+	s, err := Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.js.CreateStream(ctx, jetstream.StreamConfig{Name: "SAL_P0", Subjects: []string{"sal.p0.>"},
+		Storage: jetstream.FileStorage, MaxMsgs: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err := s.ensureStreams(ctx)
+		if errors.Is(err, ErrStreamConfig) {
+			if !strings.Contains(err.Error(), "direct gets are off") || !strings.Contains(err.Error(), "may drop records") {
+				t.Fatalf("refused without saying why: %v", err)
+			}
+			return
+		}
+		if err == nil || ctx.Err() != nil {
+			t.Fatalf("a stream without direct gets and with a message limit: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the server is still starting: try the round again
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,11 +103,20 @@ func TestAppendWaitsForAMergeOnlyOnceThePartitionAnswers(t *testing.T) {
 			done <- pos
 		}()
 		var pos salamander.Position
-		select {
-		case pos = <-done:
-		case <-time.After(mergeLandsAfter):
-			s.noteMerged("s0", base+1) // the merge lands
-			pos = <-done
+		start := time.Now()
+		if c.answered {
+			select {
+			case pos = <-done:
+			case <-time.After(mergeLandsAfter):
+				s.noteMerged("s0", base+1) // the merge lands
+				pos = <-done
+			}
+		} else {
+			pos = <-done // no merge lands: it is held after placeGrace
+			if took := time.Since(start); took >= s.cfg.HoldAfter {
+				t.Errorf("held after %v, want well before HoldAfter (%v)", took, s.cfg.HoldAfter)
+			}
+			s.noteMerged("s0", base+1)
 		}
 		if pos.Stream != c.want {
 			t.Errorf("answered since the hold %v: the send went to %v, want %s", c.answered, pos, c.want)
@@ -130,13 +140,15 @@ func TestAPIRequestsOutwaitALaggingServer(t *testing.T) {
 	if _, err := s.js.Publish(ctx, "sal.p0."+mergeSubject, body); err != nil {
 		t.Fatal(err)
 	}
-	lagging, err := s.nc.Subscribe("$JS.API.STREAM.*.SAL_P0", func(m *nats.Msg) {
-		_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`))
-	})
-	if err != nil {
-		t.Fatal(err)
+	for _, subject := range []string{"$JS.API.STREAM.MSG.GET.SAL_P0", "$JS.API.STREAM.INFO.SAL_P0"} {
+		lagging, err := s.nc.Subscribe(subject, func(m *nats.Msg) {
+			_ = m.Respond([]byte(`{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lagging.Unsubscribe()
 	}
-	defer lagging.Unsubscribe()
 	if err := s.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -180,18 +192,66 @@ func TestAPIRequestPrefersAnAnswerToUnavailable(t *testing.T) {
 	if err := s.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.apiRequest(ctx, "test.both", nil); err != nil || string(got) != `{"ok":true}` {
+	if got, err := s.apiRequest(ctx, "test.both", nil, false, nil); err != nil || string(got) != `{"ok":true}` {
 		t.Errorf("with a lagging server and a leader: %s, %v", got, err)
 	}
 	start := time.Now()
-	got, err := s.apiRequest(ctx, "test.lagging", nil)
+	got, err := s.apiRequest(ctx, "test.lagging", nil, false, nil)
 	if err != nil || string(got) != unavailable {
 		t.Errorf("with only a lagging server: %s, %v", got, err)
 	}
 	if took := time.Since(start); took < unavailableGrace {
 		t.Errorf("gave up on another answer after %v, want %v", took, unavailableGrace)
 	}
-	if _, err := s.apiRequest(ctx, "test.nobody", nil); !errors.Is(err, nats.ErrNoResponders) {
+	if _, err := s.apiRequest(ctx, "test.nobody", nil, false, nil); !errors.Is(err, nats.ErrNoResponders) {
 		t.Errorf("with nobody to answer: %v, want no responders", err)
+	}
+}
+
+// During an election every member answers a read "unavailable" at once; a
+// leader elected a moment later must still be asked within the same
+// attempt, not at the caller's next one: apiRequest asks a read again
+// while only such answers come.
+func TestAPIRequestAsksAReadAgainWhileOnlyUnavailableAnswers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := openLoneStore(ctx, t)
+	const unavailable = `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`
+	elected := time.Now().Add(150 * time.Millisecond) // < unavailableGrace
+	sub, err := s.nc.Subscribe("test.electing", func(m *nats.Msg) {
+		if time.Now().Before(elected) {
+			_ = m.Respond([]byte(unavailable))
+			return
+		}
+		_ = m.Respond([]byte(`{"ok":true}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.apiRequest(ctx, "test.electing", nil, true, nil); err != nil || string(got) != `{"ok":true}` {
+		t.Errorf("a read during an election that ends within the attempt: %s, %v", got, err)
+	}
+	// A write (a step-down) is not sent twice.
+	var asked atomic.Int32
+	sub2, err := s.nc.Subscribe("test.write", func(m *nats.Msg) {
+		asked.Add(1)
+		_ = m.Respond([]byte(unavailable))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Unsubscribe()
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.apiRequest(ctx, "test.write", nil, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("a write was sent %d times", n)
 	}
 }

@@ -378,7 +378,7 @@ func (s *Store) LastRecord(ctx context.Context, stream, key string) (seq uint64,
 		return 0, rec, false, err
 	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": subjectRoot(stream) + "." + key})
-	data, err := s.apiRequest(ctx, "$JS.API.STREAM.MSG.GET."+natsName(stream), req)
+	data, err := s.apiRequest(ctx, "$JS.API.STREAM.MSG.GET."+natsName(stream), req, true, nil)
 	if err != nil {
 		return 0, rec, false, err
 	}
