@@ -46,9 +46,8 @@ type Verdict struct {
 	// HeldPlaceWaitMS is how long the check waited for messages
 	// acknowledged held to get their place once the sites agreed on
 	// everything else (0: they had it by then; all of --settle if some
-	// never did). Held messages acknowledged
-	// in the last moments of the load are placed by a merge that may land
-	// after the check starts.
+	// never did). Held messages acknowledged in the last moments of the
+	// load are placed by a merge that may land after the check starts.
 	HeldPlaceWaitMS float64 `json:"held_place_wait_ms,omitempty"`
 	// Problems describes the first few failures found.
 	Problems []string `json:"problems,omitempty"`

@@ -725,8 +725,11 @@ func (c *Cluster) Heal(site string) {
 // is none of the drill's sites.
 func (c *Cluster) couldLead(site string, at time.Time) bool {
 	i := c.Index(site)
-	if c.attached || i < 0 || !c.runningSince(i, at) {
-		return c.attached || i < 0
+	if c.attached || i < 0 {
+		return true
+	}
+	if !c.runningSince(i, at) {
+		return false
 	}
 	up := 0
 	for k := range c.sites {

@@ -3,6 +3,7 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -117,17 +118,17 @@ const reaskEvery = 50 * time.Millisecond
 // unavailable reports whether an API answer is "JetStream system
 // temporarily unavailable": the server that sent it sees no leader.
 func unavailable(data []byte) bool {
-	var res struct {
-		Error *apiError `json:"error"`
-	}
-	return json.Unmarshal(data, &res) == nil && res.Error != nil && res.Error.ErrCode == errCodeClusterNotAvailable
+	var e *apiError
+	return errors.As(errOf(data), &e) && e.ErrCode == errCodeClusterNotAvailable
 }
 
 // streamInfo asks for a stream's info (its leader answers, see
 // apiRequest). A stream that does not exist is jetstream.ErrStreamNotFound.
-// With led, an answer without a leader (a member that sees its group
-// leaderless answers with its own state, which may be behind) counts only
-// if no leader answers: callers that need the stream's true end set it.
+// With led, only an answer that names a leader will do: a member that sees
+// its group leaderless answers with its own state, which may end before
+// records a quorum acknowledged, so such an answer waits for the leader's
+// and, if none comes, is errNoQuorum. Callers that need the stream's true
+// end set it.
 func (s *Store) streamInfo(ctx context.Context, name string, led bool) (*jetstream.StreamInfo, error) {
 	var leaderless func([]byte) bool
 	if led {
@@ -143,6 +144,9 @@ func (s *Store) streamInfo(ctx context.Context, name string, led bool) (*jetstre
 	data, err := s.apiRequest(ctx, "$JS.API.STREAM.INFO."+natsName(name), nil, true, leaderless)
 	if err != nil {
 		return nil, err
+	}
+	if leaderless != nil && leaderless(data) {
+		return nil, errNoQuorum
 	}
 	var res struct {
 		jetstream.StreamInfo

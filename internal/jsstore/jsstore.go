@@ -1031,11 +1031,6 @@ func (s *Store) LastPosition(ctx context.Context, stream string) (salamander.Pos
 		return salamander.Position{}, err
 	}
 	info, err := s.streamInfo(ctx, stream, true)
-	if err == nil && info.Cluster != nil && info.Cluster.Leader == "" {
-		// Only a member that sees no leader answered: its state may end
-		// before records a quorum acknowledged.
-		err = errNoQuorum
-	}
 	if err != nil {
 		return salamander.Position{}, salamander.Errorf(salamander.CodeUnavailable,
 			"this site cannot reach a quorum of sites right now; try another site")

@@ -142,7 +142,7 @@ func TestAPIRequestsOutwaitALaggingServer(t *testing.T) {
 	}
 	for _, subject := range []string{"$JS.API.STREAM.MSG.GET.SAL_P0", "$JS.API.STREAM.INFO.SAL_P0"} {
 		lagging, err := s.nc.Subscribe(subject, func(m *nats.Msg) {
-			_ = m.Respond([]byte(`{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`))
+			_ = m.Respond([]byte(unavailableAnswer))
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -174,7 +174,6 @@ func TestAPIRequestPrefersAnAnswerToUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s := openLoneStore(ctx, t)
-	const unavailable = `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`
 	answer := func(subject string, after time.Duration, body string) {
 		t.Helper()
 		sub, err := s.nc.Subscribe(subject, func(m *nats.Msg) {
@@ -186,9 +185,9 @@ func TestAPIRequestPrefersAnAnswerToUnavailable(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = sub.Unsubscribe() })
 	}
-	answer("test.both", 0, unavailable)
+	answer("test.both", 0, unavailableAnswer)
 	answer("test.both", 100*time.Millisecond, `{"ok":true}`)
-	answer("test.lagging", 0, unavailable)
+	answer("test.lagging", 0, unavailableAnswer)
 	if err := s.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +196,7 @@ func TestAPIRequestPrefersAnAnswerToUnavailable(t *testing.T) {
 	}
 	start := time.Now()
 	got, err := s.apiRequest(ctx, "test.lagging", nil, false, nil)
-	if err != nil || string(got) != unavailable {
+	if err != nil || string(got) != unavailableAnswer {
 		t.Errorf("with only a lagging server: %s, %v", got, err)
 	}
 	if took := time.Since(start); took < unavailableGrace {
@@ -216,11 +215,10 @@ func TestAPIRequestAsksAReadAgainWhileOnlyUnavailableAnswers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s := openLoneStore(ctx, t)
-	const unavailable = `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`
 	elected := time.Now().Add(150 * time.Millisecond) // < unavailableGrace
 	sub, err := s.nc.Subscribe("test.electing", func(m *nats.Msg) {
 		if time.Now().Before(elected) {
-			_ = m.Respond([]byte(unavailable))
+			_ = m.Respond([]byte(unavailableAnswer))
 			return
 		}
 		_ = m.Respond([]byte(`{"ok":true}`))
@@ -239,7 +237,7 @@ func TestAPIRequestAsksAReadAgainWhileOnlyUnavailableAnswers(t *testing.T) {
 	var asked atomic.Int32
 	sub2, err := s.nc.Subscribe("test.write", func(m *nats.Msg) {
 		asked.Add(1)
-		_ = m.Respond([]byte(unavailable))
+		_ = m.Respond([]byte(unavailableAnswer))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -255,3 +253,7 @@ func TestAPIRequestAsksAReadAgainWhileOnlyUnavailableAnswers(t *testing.T) {
 		t.Errorf("a write was sent %d times", n)
 	}
 }
+
+// unavailableAnswer is what a server that sees no leader answers a
+// JetStream API request with.
+const unavailableAnswer = `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`

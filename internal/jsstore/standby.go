@@ -387,11 +387,7 @@ func (s *Store) LastRecord(ctx context.Context, stream, key string) (seq uint64,
 			Seq  uint64 `json:"seq"`
 			Data []byte `json:"data"`
 		} `json:"message"`
-		Error *struct {
-			Code    int    `json:"code"`
-			ErrCode int    `json:"err_code"`
-			Desc    string `json:"description"`
-		} `json:"error"`
+		Error *apiError `json:"error"`
 	}
 	if err := json.Unmarshal(data, &res); err != nil {
 		return 0, rec, false, err
@@ -400,7 +396,7 @@ func (s *Store) LastRecord(ctx context.Context, stream, key string) (seq uint64,
 	case res.Error != nil && res.Error.ErrCode == errCodeNoMessageFound:
 		return 0, rec, false, nil
 	case res.Error != nil:
-		return 0, rec, false, errors.New(res.Error.Desc)
+		return 0, rec, false, res.Error
 	case res.Message == nil:
 		return 0, rec, false, errors.New("empty answer")
 	}
