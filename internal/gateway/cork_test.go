@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/salamander-chat/salamander/internal/wsock"
 )
 
 // writesConn records each write(2) a corkWriter makes.
@@ -121,19 +123,23 @@ func (c *lockedWrites) list() []string {
 // recorded, the writer holding echoes for hold.
 func openTestSocket(t *testing.T, hold time.Duration) (*wsConn, *lockedWrites) {
 	t.Helper()
-	g := &Gateway{metrics: &metrics{delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d"})}, ackHold: hold}
+	ws := wsock.NewServer(wsock.Options{})
+	t.Cleanup(ws.Close)
+	g := &Gateway{metrics: &metrics{delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d"})}, ackHold: hold, ws: ws}
 	accepted := make(chan *wsConn, 1)
 	rec := &lockedWrites{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hj := &slimHijacker{ResponseWriter: w}
-		conn, err := websocket.Accept(hj, r, nil)
+		var cork *corkWriter
+		conn, err := ws.Upgrade(w, r, func(nc net.Conn) io.Writer {
+			rec.Conn = nc
+			cork = &corkWriter{conn: rec}
+			return cork
+		})
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		rec.Conn = hj.cork.conn
-		hj.cork.conn = rec
-		accepted <- &wsConn{g: g, conn: conn, raw: hj.raw, cork: hj.cork, user: "alice", ready: true}
+		accepted <- &wsConn{g: g, conn: conn, raw: conn.NetConn(), cork: cork, user: "alice", ready: true}
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

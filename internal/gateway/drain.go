@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/salamander-chat/salamander/internal/wsock"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
@@ -204,7 +204,7 @@ func (g *Gateway) kickDrained() {
 		case <-time.After(drainKickAfter):
 		}
 		if g.Drained() {
-			g.hub.kickAll(websocket.StatusTryAgainLater, "site drained; use another site")
+			g.hub.kickAll(wsock.StatusTryAgainLater, "site drained; use another site")
 		}
 	}()
 }

@@ -18,9 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/salamander-chat/salamander/internal/wsock"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/api"
@@ -105,10 +105,12 @@ func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 
 // Gateway serves one site's API.
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	mux     *http.ServeMux
-	hub     *hub
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+	hub *hub
+	// ws upgrades WebSocket requests and parks idle sockets.
+	ws      *wsock.Server
 	eph     *ephemeral
 	metrics *metrics
 	started time.Time
@@ -186,7 +188,7 @@ func (g *Gateway) SetIsolated(on bool) {
 	}
 	g.isoMu.Unlock()
 	if on {
-		g.hub.kickAll(websocket.StatusTryAgainLater, "site cut off from the other sites")
+		g.hub.kickAll(wsock.StatusTryAgainLater, "site cut off from the other sites")
 	}
 }
 
@@ -213,7 +215,7 @@ func (g *Gateway) SetLogAlarm(reason string) {
 	if g.logAlarm.Swap(&reason) == nil {
 		g.log.Error("LOG ALARM: the log under this site is not the one it has applied; refusing every request "+
 			"until an operator has restored it (see README, Backups)", "reason", reason)
-		g.hub.kickAll(websocket.StatusTryAgainLater, "this site's log is damaged")
+		g.hub.kickAll(wsock.StatusTryAgainLater, "this site's log is damaged")
 	}
 }
 
@@ -339,6 +341,8 @@ func New(cfg Config) *Gateway {
 	g.serviceWorker = web.ServiceWorker(web.AppShell())
 	g.registerAlarm(cfg.Registry)
 	g.hub = newHub(g.metrics)
+	g.ws = wsock.NewServer(wsock.Options{OriginHosts: g.origins.wsHosts, MaxMessage: wsMaxFrameBytes,
+		ReadLimit: wsHardFrameBytes, ParkAfter: wsParkAfter, CloseGrace: wsCloseGrace, Log: g.log})
 	g.eph = newEphemeral(g)
 	g.routes()
 	cfg.View.OnApply(g.onApply)
@@ -371,6 +375,7 @@ func (g *Gateway) Close() {
 	g.endLife()
 	g.CloseStreams()
 	g.hub.closeAll()
+	g.ws.Close()
 	g.wg.Wait()
 }
 

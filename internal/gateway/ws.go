@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,9 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
-
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/wsock"
 )
 
 // WebSocket limits and timings. The frames themselves are documented in
@@ -34,17 +32,13 @@ const (
 	wsMaxInFlight = 256
 	// wsMaxStrikes refused frames in a row close the socket (1008).
 	wsMaxStrikes = 16
+	// wsParkAfter: a socket that has sent nothing for this long after its
+	// last frame is parked (no goroutine reads it until data comes).
+	wsParkAfter = time.Second
 	// wsQueueBytes bounds what a socket has yet to write; a device that
 	// reads too slowly to stay under it is disconnected and resumes from
 	// its cursor.
-	wsQueueBytes = 2 << 20
-	// Buffers of an open socket, held for its whole life (net/http hands
-	// over 4 KiB each). Most event frames fit the writer's in one write; a
-	// longer one takes two (the library writes what does not fit past the
-	// buffer); a send frame usually fits the reader's.
-	wsReadBuffer  = 256
-	wsWriteBuffer = 512
-
+	wsQueueBytes   = 2 << 20
 	wsPingInterval = 15 * time.Second
 	wsPongTimeout  = 10 * time.Second
 	wsWriteTimeout = 10 * time.Second
@@ -61,13 +55,15 @@ const (
 	tokenRecheck = 5 * time.Second
 )
 
-// wsConn is one device's WebSocket. Its reader goroutine (readLoop) lives as
-// long as the socket and owns it; the writer, one lane per room with frames
-// in flight (run by the hub's workers), a ping and a close are started only
-// while there is work for them and end when it is done.
+// wsConn is one device's WebSocket. Its frames are read by the socket's
+// reader (wsock's: a goroutine while frames come, none while the socket is
+// idle), which hands them to Message and ends the socket with Ended; the
+// writer, one lane per room with frames in flight (run by the hub's
+// workers), a ping and a close are started only while there is work for
+// them and end when it is done.
 type wsConn struct {
 	g    *Gateway
-	conn *websocket.Conn
+	conn *wsock.Conn
 	raw  net.Conn
 	// cork gathers the frames the writer has queued into one write(2).
 	cork *corkWriter
@@ -120,7 +116,7 @@ type lane struct {
 // carries out the frames the device sends. Events are registered for
 // before the replay starts and deduplicated by position, so nothing falls
 // between replay and live. The handler returns once the replay is done;
-// the socket's reader goroutine, owned by the hub, serves it from then on.
+// the socket's reader, owned by the hub, serves it from then on.
 func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err := g.serving(); err != nil {
 		writeError(w, g.log, r, err)
@@ -144,30 +140,40 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
+	// A request that is not a WebSocket handshake is refused before it
+	// spends the connection budget.
+	if err := g.ws.CheckRequest(r); err != nil {
+		writeHandshakeError(w, err)
+		return
+	}
 	addr := g.clientAddr(r)
 	if _, err := g.budgets.spend(&g.budgets.connect, cl.User, addr, 1); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	hj := &slimHijacker{ResponseWriter: w}
-	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: g.origins.wsHosts})
+	var cork *corkWriter
+	conn, err := g.ws.Upgrade(w, r, func(nc net.Conn) io.Writer {
+		cork = &corkWriter{conn: nc}
+		return cork
+	})
 	if err != nil {
-		return // Accept has answered the request
+		g.log.Debug("websocket upgrade failed", "err", err)
+		return // the connection has been answered or closed
 	}
-	conn.SetReadLimit(wsHardFrameBytes)
-	c := &wsConn{g: g, conn: conn, raw: hj.raw, cork: hj.cork, user: cl.User, addr: addr, session: cl, cur: cur}
+	c := &wsConn{g: g, conn: conn, raw: conn.NetConn(), cork: cork, user: cl.User, addr: addr, session: cl, cur: cur}
 	first, ok := g.hub.add(c)
 	if !ok {
-		conn.Close(websocket.StatusGoingAway, "site shutting down")
+		conn.Close(wsock.StatusGoingAway, "site shutting down")
+		conn.CloseNow()
 		return
 	}
-	c.wg.Add(1) // the replay below: the reader waits for it
-	go c.readLoop()
+	c.wg.Add(1) // the replay below: the reader's end waits for it
+	conn.Serve(c)
 	defer c.wg.Done()
 	// SetIsolated sets the flag before it kicks every registered device, so
 	// a device registered after the kick sees the flag here.
 	if g.Isolated() {
-		c.kick(websocket.StatusTryAgainLater, "site cut off from the other sites")
+		c.kick(wsock.StatusTryAgainLater, "site cut off from the other sites")
 		return
 	}
 	if first {
@@ -176,6 +182,26 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	// The request's context lives until the handler returns: the socket
 	// holds no context of its own while idle.
 	c.replay(r.Context())
+}
+
+// writeHandshakeError answers a request that is not a WebSocket handshake
+// this site accepts, as the API answers every refusal: a JSON error.
+func writeHandshakeError(w http.ResponseWriter, err error) {
+	he, ok := err.(*wsock.HandshakeError)
+	if !ok {
+		he = &wsock.HandshakeError{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	code := salamander.CodeInvalid
+	switch he.Status {
+	case http.StatusForbidden:
+		code = salamander.CodeForbidden
+	case http.StatusMethodNotAllowed:
+		code = salamander.CodeMethod
+	case http.StatusUpgradeRequired:
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Sec-WebSocket-Version", "13")
+	}
+	writeJSON(w, he.Status, &salamander.Error{Code: code, Message: he.Message})
 }
 
 // replay writes every stored event since the device's cursor, then
@@ -191,7 +217,7 @@ func (c *wsConn) replay(ctx context.Context) {
 		if err != nil {
 			if !c.ended() {
 				c.g.log.Error("websocket replay failed", "user", c.user, "err", err)
-				c.kick(websocket.StatusInternalError, "replay failed")
+				c.kick(wsock.StatusInternalError, "replay failed")
 			}
 			return
 		}
@@ -223,34 +249,25 @@ func (c *wsConn) replay(ctx context.Context) {
 	}
 }
 
-// readLoop reads the device's frames until the socket ends, then ends
-// everything else of the socket and unregisters it.
-func (c *wsConn) readLoop() {
-	why := wsGoneSite
-	defer func() { c.finish(why) }()
-	for {
-		typ, r, err := c.conn.Reader(context.Background())
-		if err != nil {
-			why = c.goneWhy(err)
-			return
-		}
-		if typ != websocket.MessageText {
-			c.conn.Close(websocket.StatusUnsupportedData, "frames must be JSON text")
-			return
-		}
-		bp := frameBufs.Get().(*[]byte)
-		n, over, err := readFrame(r, *bp)
-		if err == nil && !c.handleFrame((*bp)[:n], over) {
-			err = errStruckOut
-		}
-		frameBufs.Put(bp)
-		if err != nil {
-			if err != errStruckOut {
-				why = c.goneWhy(err)
-			}
-			return
-		}
+// Message takes one of the device's frames from the socket's reader. It
+// returns false when the socket has been closed for it.
+func (c *wsConn) Message(binary bool, data []byte, over bool) bool {
+	if binary {
+		c.conn.Close(wsock.StatusUnsupportedData, "frames must be JSON text")
+		return false
 	}
+	return c.handleFrame(data, over)
+}
+
+// Ended is told by the socket's reader that reading is over (err nil:
+// Message stopped it); it ends everything else of the socket and
+// unregisters it.
+func (c *wsConn) Ended(err error) {
+	why := wsGoneSite
+	if err != nil {
+		why = c.goneWhy(err)
+	}
+	c.finish(why)
 }
 
 // goneWhy says why the socket ended, given the error that ended its reader.
@@ -261,35 +278,10 @@ func (c *wsConn) goneWhy(err error) wsGoneReason {
 	switch {
 	case closing:
 		return wsGoneSite
-	case websocket.CloseStatus(err) != -1:
+	case wsock.CloseStatus(err) != -1:
 		return wsGoneDevice
 	}
 	return wsGoneLost
-}
-
-var errStruckOut = errors.New("too many refused frames")
-
-// frameBufs holds buffers for reading frames: an idle socket holds none.
-var frameBufs = sync.Pool{New: func() any {
-	b := make([]byte, wsMaxFrameBytes+1)
-	return &b
-}}
-
-// readFrame reads one message into buf. over reports that it did not fit;
-// the rest is then read and discarded.
-func readFrame(r io.Reader, buf []byte) (n int, over bool, err error) {
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if err == io.EOF {
-			return n, false, nil
-		}
-		if err != nil {
-			return n, false, err
-		}
-	}
-	_, err = io.Copy(io.Discard, r)
-	return n, true, err
 }
 
 // finish ends the socket: it stops the socket's work, waits for every
@@ -302,8 +294,8 @@ func (c *wsConn) finish(why wsGoneReason) {
 		l.cancel()
 	}
 	c.mu.Unlock()
-	_ = c.flush()         // a close frame may wait among gathered bytes
-	_ = c.conn.CloseNow() // (waits for a close handshake in progress)
+	_ = c.flush() // a close frame may wait among gathered bytes
+	_ = c.conn.CloseNow()
 	c.wg.Wait()
 	if c.g.hub.remove(c) {
 		c.g.eph.setOnline(c.user)
@@ -342,7 +334,7 @@ func (c *wsConn) handleFrame(data []byte, over bool) bool {
 	c.reply(nack(f.RoomID, f.ClientID, err))
 	c.strikes++
 	if c.strikes >= wsMaxStrikes {
-		c.conn.Close(websocket.StatusPolicyViolation, "too many refused frames")
+		c.conn.Close(wsock.StatusPolicyViolation, "too many refused frames")
 		return false
 	}
 	return true
@@ -519,7 +511,7 @@ func (c *wsConn) carryOut(ctx context.Context, f salamander.ClientFrame, failed 
 	if err == nil {
 		err = g.checkSession(ctx, c.session)
 		if salamander.ErrorCode(err) == salamander.CodeUnauthorized {
-			c.kick(websocket.StatusPolicyViolation, "session revoked or expired")
+			c.kick(wsock.StatusPolicyViolation, "session revoked or expired")
 		}
 	}
 	var res salamander.SendResult
@@ -588,7 +580,7 @@ func (c *wsConn) enqueue(f outFrame, reply, droppable bool) {
 	if !c.out.fits(f, wsQueueBytes) {
 		c.mu.Unlock()
 		if !droppable {
-			c.kick(websocket.StatusPolicyViolation, "reading too slowly; reconnect and resume from your cursor")
+			c.kick(wsock.StatusPolicyViolation, "reading too slowly; reconnect and resume from your cursor")
 		}
 		return
 	}
@@ -707,7 +699,7 @@ func (c *wsConn) writeCorked(data []byte, more bool) error {
 	if more {
 		c.cork.cork()
 	}
-	err := c.conn.Write(context.Background(), websocket.MessageText, data)
+	err := c.conn.WriteText(data)
 	if err == nil && !more {
 		err = c.cork.uncork()
 	}
@@ -721,11 +713,10 @@ func (c *wsConn) flush() error {
 	return c.cork.uncork()
 }
 
-// write writes one frame. Its time limit is a deadline on the connection
-// rather than a context, which the library would keep until the next write.
+// write writes one frame, within wsWriteTimeout.
 func (c *wsConn) write(data []byte) error {
 	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-	err := c.conn.Write(context.Background(), websocket.MessageText, data)
+	err := c.conn.WriteText(data)
 	_ = c.raw.SetWriteDeadline(time.Time{})
 	return err
 }
@@ -748,11 +739,11 @@ func (c *wsConn) ping() {
 	c.pinging = true
 	c.wg.Add(1)
 	c.mu.Unlock()
+	// The ping is written on a goroutine of its own: a write may wait for
+	// a device that reads slowly. The pong is waited for by a timer.
 	go func() {
 		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), wsPongTimeout)
-		err := c.conn.Ping(ctx)
-		cancel()
+		err := c.conn.Ping(wsPongTimeout)
 		c.mu.Lock()
 		c.pinging = false
 		closing := c.closing || c.exited
@@ -765,7 +756,7 @@ func (c *wsConn) ping() {
 
 // kick closes the socket with a status and reason the device sees, without
 // waiting for the close handshake.
-func (c *wsConn) kick(code websocket.StatusCode, reason string) {
+func (c *wsConn) kick(code wsock.StatusCode, reason string) {
 	c.mu.Lock()
 	if c.exited || c.closing {
 		c.mu.Unlock()
@@ -780,45 +771,14 @@ func (c *wsConn) kick(code websocket.StatusCode, reason string) {
 	}()
 }
 
-// abort cuts the connection off at once.
-func (c *wsConn) abort() { _ = c.raw.Close() }
-
-// slimHijacker hands the WebSocket library smaller buffers than the 4 KiB
-// reader and 4 KiB writer net/http gives a hijacker: an open socket holds
-// them for as long as it lives, and most of them live idle. The writer
-// writes through a corkWriter.
-type slimHijacker struct {
-	http.ResponseWriter
-	raw  net.Conn
-	cork *corkWriter
-}
-
-// Hijack takes the connection over from net/http.
-func (w *slimHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	w.raw = conn
-	w.cork = &corkWriter{conn: conn}
-	rd, wr := brw.Reader, brw.Writer
-	if rd.Buffered() == 0 {
-		rd = bufio.NewReaderSize(conn, wsReadBuffer)
-	}
-	if wr.Buffered() == 0 {
-		wr = bufio.NewWriterSize(w.cork, wsWriteBuffer)
-	} else if err := wr.Flush(); err != nil {
-		return nil, nil, err
-	} else {
-		wr.Reset(w.cork)
-	}
-	return conn, bufio.NewReadWriter(rd, wr), nil
-}
+// abort cuts the connection off at once (and wakes a parked reader, so
+// that the socket ends).
+func (c *wsConn) abort() { _ = c.conn.CloseNow() }
 
 // corkWriter passes writes to the connection, except while corked: it then
 // gathers them (up to corkLimit) and writes them in one go when uncorked.
-// The library flushes every frame; the socket's writer corks while more
-// frames wait behind the one it writes, so a burst costs one write(2).
+// Every frame is one Write; the socket's writer corks while more frames
+// wait behind the one it writes, so a burst costs one write(2).
 // An idle socket holds no buffer.
 type corkWriter struct {
 	conn net.Conn
@@ -854,6 +814,14 @@ func (w *corkWriter) Write(p []byte) (int, error) {
 	}
 	*w.buf = append(*w.buf, p...)
 	return len(p), nil
+}
+
+// Flush writes out what was gathered and leaves the writer corked or not
+// (wsock flushes before it cuts a connection after a close).
+func (w *corkWriter) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked()
 }
 
 func (w *corkWriter) cork() {

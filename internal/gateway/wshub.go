@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/salamander-chat/salamander/internal/wsock"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/view"
@@ -18,10 +18,10 @@ import (
 // than allowed to hold memory or block delivery to others; it resumes from
 // its cursor when it reconnects.
 //
-// The hub owns every socket's reader goroutine (wg); each socket owns the
-// rest of its goroutines. One goroutine for the whole hub (tend) pings the
-// sockets and re-checks their tokens, so an idle socket has no timer and
-// no goroutine but its reader.
+// The hub owns every socket's reading (wg: one per socket until its reader
+// ends); each socket owns the rest of its goroutines. One goroutine for the
+// whole hub (tend) pings the sockets and re-checks their tokens, so an
+// idle socket has no timer and no goroutine at all (wsock parks it).
 //
 // Lock order: hub.mu before wsConn.mu.
 type hub struct {
@@ -40,7 +40,7 @@ func newHub(m *metrics) *hub {
 }
 
 // add registers c and reports whether it is the user's first device here.
-// On success the caller must run c.readLoop, which unregisters c.
+// On success the caller must serve c's socket; its end (Ended) unregisters c.
 func (h *hub) add(c *wsConn) (first bool, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -105,7 +105,7 @@ func (h *hub) all() []*wsConn {
 
 // kickAll disconnects every device; they reconnect, to another site if
 // this one refuses them.
-func (h *hub) kickAll(code websocket.StatusCode, reason string) {
+func (h *hub) kickAll(code wsock.StatusCode, reason string) {
 	for _, c := range h.all() {
 		c.kick(code, reason)
 	}
@@ -120,7 +120,7 @@ func (h *hub) closeAll() {
 	h.mu.Unlock()
 	conns := h.all()
 	for _, c := range conns {
-		c.kick(websocket.StatusGoingAway, "site shutting down")
+		c.kick(wsock.StatusGoingAway, "site shutting down")
 	}
 	done := make(chan struct{})
 	go func() {
@@ -246,7 +246,7 @@ func (g *Gateway) tendSockets(ctx context.Context) {
 					return
 				}
 				if err := g.checkSession(ctx, c.session); salamander.ErrorCode(err) == salamander.CodeUnauthorized {
-					c.kick(websocket.StatusPolicyViolation, "session revoked or expired")
+					c.kick(wsock.StatusPolicyViolation, "session revoked or expired")
 				}
 			}
 		}
