@@ -113,6 +113,10 @@ func (r *run) idle(ctx context.Context) (*Report, error) {
 			v := (after.heap - before.heap) / held
 			rep.HeapBytesPerConn = &v
 		}
+		if before.goroutines >= 0 && after.goroutines >= 0 {
+			v := round(float64(after.goroutines-before.goroutines)/float64(held), 2)
+			rep.GoroutinesPerConn = &v
+		}
 		if selfErr == nil && selfErr2 == nil {
 			v := (selfAfter - selfBefore) / held
 			rep.BenchBytesPerConn = &v

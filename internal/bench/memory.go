@@ -57,19 +57,23 @@ func procField(path, field string) (int64, error) {
 type memSample struct {
 	rss  int64 // resident set, bytes
 	heap int64 // Go heap in use, bytes (only if the site exports it)
+	// goroutines is the site process's goroutine count, -1 when the site
+	// does not export it.
+	goroutines int64
 }
 
 // The Prometheus Go and process collectors' metrics, if a site registers
 // them: its Go heap, and its RSS when the bench cannot see the process.
 const (
-	heapMetric = "go_memstats_heap_inuse_bytes"
-	rssMetric  = "process_resident_memory_bytes"
+	heapMetric      = "go_memstats_heap_inuse_bytes"
+	goroutineMetric = "go_goroutines"
+	rssMetric       = "process_resident_memory_bytes"
 )
 
 // sampleMem reads the memory of the process pid serving the site at base
 // (pid 0: only what the site's /metrics says).
 func (r *run) sampleMem(ctx context.Context, pid int, base string) memSample {
-	var m memSample
+	m := memSample{goroutines: -1}
 	if pid > 0 {
 		if v, err := procMem(pid, "VmRSS"); err == nil {
 			m.rss = v
@@ -77,9 +81,12 @@ func (r *run) sampleMem(ctx context.Context, pid int, base string) memSample {
 			r.log.Warn("cannot read the site's memory", "pid", pid, "err", err)
 		}
 	}
-	if vals, err := r.net.metrics(ctx, base, heapMetric, rssMetric); err == nil {
+	if vals, err := r.net.metrics(ctx, base, heapMetric, rssMetric, goroutineMetric); err == nil {
 		if v, ok := vals[heapMetric]; ok {
 			m.heap = int64(v)
+		}
+		if v, ok := vals[goroutineMetric]; ok {
+			m.goroutines = int64(v)
 		}
 		if v, ok := vals[rssMetric]; ok && m.rss == 0 {
 			m.rss = int64(v)

@@ -116,6 +116,11 @@ type Report struct {
 	// HeapBytesPerConn is the same for the Go heap, when the site exports
 	// go_memstats_heap_inuse_bytes.
 	HeapBytesPerConn *int64 `json:"heap_bytes_per_conn,omitempty"`
+	// GoroutinesPerConn is the idle site's goroutine count's growth
+	// divided by the connections held, when the site exports
+	// go_goroutines: 0 where idle sockets are parked, about 1 where each
+	// keeps a reader.
+	GoroutinesPerConn *float64 `json:"goroutines_per_conn,omitempty"`
 	// RSSBefore and RSSAfter are the idle site's process RSS before the
 	// connections and at the end of the hold.
 	RSSBefore int64 `json:"rss_before_bytes,omitempty"`
@@ -234,6 +239,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 		tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
 		fmt.Fprintf(tw, "  site process RSS\t%s → %s\t%s per connection\n", mib(rep.RSSBefore), mib(rep.RSSAfter), bytesOrUnknown(rep.BytesPerConn))
 		fmt.Fprintf(tw, "  site Go heap\t\t%s per connection\n", bytesOrUnknown(rep.HeapBytesPerConn))
+		if rep.GoroutinesPerConn != nil {
+			fmt.Fprintf(tw, "  site goroutines\t\t%.2f per connection\n", *rep.GoroutinesPerConn)
+		}
 		fmt.Fprintf(tw, "  bench (client ends)\t\t%s per connection\n", bytesOrUnknown(rep.BenchBytesPerConn))
 		fmt.Fprintf(tw, "  connects\t%.0f/s\t%d dropped while held\n", rep.ConnectsPerSec, rep.ConnsDropped)
 		tw.Flush()
