@@ -163,8 +163,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	c := &wsConn{g: g, conn: conn, raw: conn.NetConn(), cork: cork, user: cl.User, addr: addr, session: cl, cur: cur}
 	first, ok := g.hub.add(c)
 	if !ok {
-		conn.Close(wsock.StatusGoingAway, "site shutting down")
-		conn.CloseNow()
+		conn.Close(wsock.StatusGoingAway, "site shutting down") // cut after wsCloseGrace
 		return
 	}
 	c.wg.Add(1) // the replay below: the reader's end waits for it
@@ -249,19 +248,24 @@ func (c *wsConn) replay(ctx context.Context) {
 	}
 }
 
-// Message takes one of the device's frames from the socket's reader. It
-// returns false when the socket has been closed for it.
+// Message takes one of the device's frames from the socket's reader. A
+// socket closed for a frame goes on being read until the device answers
+// the close (frames after it are dropped), so that the device reads the
+// close frame rather than a reset connection.
 func (c *wsConn) Message(binary bool, data []byte, over bool) bool {
-	if binary {
-		c.conn.Close(wsock.StatusUnsupportedData, "frames must be JSON text")
-		return false
+	if c.ended() {
+		return true // closing: the device's frames are no longer carried out
 	}
-	return c.handleFrame(data, over)
+	if binary {
+		c.kick(wsock.StatusUnsupportedData, "frames must be JSON text")
+		return true
+	}
+	c.handleFrame(data, over)
+	return true
 }
 
-// Ended is told by the socket's reader that reading is over (err nil:
-// Message stopped it); it ends everything else of the socket and
-// unregisters it.
+// Ended is told by the socket's reader that reading is over; it ends
+// everything else of the socket and unregisters it.
 func (c *wsConn) Ended(err error) {
 	why := wsGoneSite
 	if err != nil {
@@ -304,10 +308,9 @@ func (c *wsConn) finish(why wsGoneReason) {
 	c.g.hub.wg.Done()
 }
 
-// handleFrame refuses a bad frame or hands a good one to its room's lane.
-// It returns false when the socket has been closed for refusing too many
-// frames in a row.
-func (c *wsConn) handleFrame(data []byte, over bool) bool {
+// handleFrame refuses a bad frame or hands a good one to its room's lane;
+// too many refused in a row close the socket.
+func (c *wsConn) handleFrame(data []byte, over bool) {
 	var f salamander.ClientFrame
 	err := decodeFrame(data, over, &f)
 	if err != nil {
@@ -320,7 +323,7 @@ func (c *wsConn) handleFrame(data []byte, over bool) bool {
 		if err = c.g.serving(); err == nil {
 			c.reply(salamander.Event{Type: salamander.EventAck, ClientID: f.ClientID})
 			c.strikes = 0
-			return true
+			return
 		}
 	}
 	if err == nil && !c.admit(f) {
@@ -329,15 +332,13 @@ func (c *wsConn) handleFrame(data []byte, over bool) bool {
 	}
 	if err == nil {
 		c.strikes = 0
-		return true
+		return
 	}
 	c.reply(nack(f.RoomID, f.ClientID, err))
 	c.strikes++
 	if c.strikes >= wsMaxStrikes {
-		c.conn.Close(wsock.StatusPolicyViolation, "too many refused frames")
-		return false
+		c.kick(wsock.StatusPolicyViolation, "too many refused frames")
 	}
-	return true
 }
 
 // decodeFrame parses one client frame the way the HTTP API parses a body:

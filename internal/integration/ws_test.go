@@ -238,6 +238,16 @@ func TestWebSocketDropsAbusiveSockets(t *testing.T) {
 	for i := 0; i < 16; i++ {
 		p.write(fmt.Sprintf(`{"type":"nonsense","n":%d}`, i))
 	}
+	// Frames written after the one that closes the socket are read and
+	// dropped: the device reads the close frame, not a reset connection.
+	writeOn := func(n int) {
+		for range n {
+			if p.conn.Write(testCtx(t, 10*time.Second), websocket.MessageText, []byte(`{"type":"nonsense"}`)) != nil {
+				return // the close has come
+			}
+		}
+	}
+	writeOn(8)
 	if code := p.closed(10 * time.Second); code != websocket.StatusPolicyViolation {
 		t.Errorf("closed with %v after a flood of bad frames, want policy violation", code)
 	}
@@ -247,6 +257,7 @@ func TestWebSocketDropsAbusiveSockets(t *testing.T) {
 	if err := p.conn.Write(ctx, websocket.MessageBinary, []byte{1, 2, 3}); err != nil {
 		t.Fatal(err)
 	}
+	writeOn(8)
 	if code := p.closed(10 * time.Second); code != websocket.StatusUnsupportedData {
 		t.Errorf("closed with %v after a binary frame, want unsupported data", code)
 	}

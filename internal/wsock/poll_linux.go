@@ -23,6 +23,10 @@ type poller struct {
 	done chan struct{}
 
 	closeOnce sync.Once
+	// setMu keeps the epoll set open while a socket is armed in it: park
+	// holds it shared, close exclusively (setClosed) before closing it.
+	setMu     sync.RWMutex
+	setClosed bool
 
 	mu      sync.Mutex
 	next    uint64
@@ -107,14 +111,19 @@ func (p *poller) park(c *Conn) bool {
 	}
 	c.mu.Unlock()
 
-	var ctlErr error
+	var ctlErr error = unix.EBADF
+	p.setMu.RLock()
 	// Control holds the descriptor open: it cannot be closed, and its
 	// number given to another socket, while it is armed here.
 	err := c.parkable.Control(func(fd uintptr) {
+		if p.setClosed {
+			return
+		}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
 			Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 		ctlErr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
 	})
+	p.setMu.RUnlock()
 	if err == nil {
 		err = ctlErr
 	}
@@ -163,7 +172,10 @@ func (p *poller) close() {
 		_, _ = unix.Write(p.wake, one[:])
 		<-p.done
 		p.stop()
+		p.setMu.Lock()
+		p.setClosed = true
 		unix.Close(p.epfd)
 		unix.Close(p.wake)
+		p.setMu.Unlock()
 	})
 }

@@ -222,6 +222,9 @@ func (c *Conn) payload(h frameHeader, dst []byte) (int, error) {
 	for done := int64(0); done < h.length; {
 		if c.pos == c.end {
 			if err := c.fill(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF // mid-frame
+				}
 				return stored, err
 			}
 		}
@@ -272,6 +275,9 @@ func (c *Conn) readMessage() (m message, err error) {
 	}()
 	for {
 		h, err := c.readHeader()
+		if err == io.EOF && m.buf != nil {
+			err = io.ErrUnexpectedEOF // between a message's frames
+		}
 		if err != nil {
 			return m, err
 		}

@@ -12,8 +12,10 @@
 // goroutine stays, blocked in a read, as in an ordinary server.
 //
 // What it leaves out, on purpose: compression extensions and subprotocols
-// (never negotiated), and the client side (the SDK uses a WebSocket
-// library for that).
+// (never negotiated), the client side (the SDK uses a WebSocket library
+// for that), and the UTF-8 check of text messages: RFC 6455 fails the
+// connection on invalid UTF-8, the gateway answers such a frame with a
+// nack (as it answers a body that is not UTF-8) and keeps the socket.
 package wsock
 
 import (
@@ -249,8 +251,11 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, out func(net.Co
 	}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		http.Error(w, "this connection cannot be upgraded to a WebSocket", http.StatusInternalServerError)
 		return nil, fmt.Errorf("websocket: taking over the connection: %w", err)
 	}
+	// net/http leaves any deadline it set to whoever hijacks.
+	_ = nc.SetReadDeadline(time.Time{})
 	c := &Conn{srv: s, nc: nc, out: io.Writer(nc)}
 	if out != nil {
 		c.out = out(nc)

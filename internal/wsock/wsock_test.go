@@ -428,3 +428,35 @@ func TestUnansweredPingCuts(t *testing.T) {
 		t.Fatal("reading ended cleanly, want a cut")
 	}
 }
+
+// A connection that ends inside a frame or a message ends reading with
+// io.ErrUnexpectedEOF; one that ends between messages, with io.EOF.
+func TestEndsMidFrame(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	whole := frame(0x81, []byte("hello"), false)
+	for _, tc := range []struct {
+		name string
+		sent []byte
+		want error
+	}{
+		{"between messages", whole, io.EOF},
+		{"inside a header", whole[:3], io.ErrUnexpectedEOF},
+		{"after a header", whole[:6], io.ErrUnexpectedEOF},
+		{"inside a payload", whole[:8], io.ErrUnexpectedEOF},
+		{"between fragments", frame(0x01, []byte("hel"), false), io.ErrUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, e := ts.dialRaw(t)
+			rc.send(tc.sent)
+			if bytes.Equal(tc.sent, whole) {
+				if op, _ := rc.read(); op != opText {
+					t.Fatalf("got %#x, want the echo", op)
+				}
+			}
+			rc.nc.(*net.TCPConn).CloseWrite()
+			if err := waitEnded(t, e); !errors.Is(err, tc.want) {
+				t.Fatalf("reading ended with %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
