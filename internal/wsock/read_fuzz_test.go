@@ -2,6 +2,7 @@ package wsock
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -29,7 +30,9 @@ type counter struct {
 	t     *testing.T
 	max   int
 	msgs  int
+	bytes int
 	ended int
+	err   error
 }
 
 func (h *counter) Message(_ bool, data []byte, cut bool) bool {
@@ -37,14 +40,18 @@ func (h *counter) Message(_ bool, data []byte, cut bool) bool {
 		h.t.Fatalf("a message of %d bytes (cut %v), the limit is %d", len(data), cut, h.max)
 	}
 	h.msgs++
+	h.bytes += len(data)
 	return true
 }
 
-func (h *counter) Ended(error) { h.ended++ }
+func (h *counter) Ended(err error) { h.ended++; h.err = err }
 
 // FuzzClientFrames reads any byte stream as a client's frames: reading
-// never panics, ends exactly once, and never hands over more than
-// MaxMessage bytes of a message.
+// never panics, ends exactly once, never hands over more than MaxMessage
+// bytes of a message nor more payload than the stream holds, and ends
+// for one of the reasons a stream can end for: the client's close, a
+// broken rule (with a status a server may send), or the stream's end
+// (unexpected inside a frame).
 func FuzzClientFrames(f *testing.F) {
 	f.Add(bytes.Join([][]byte{frame(0x81, []byte("hello"), false)}, nil))
 	f.Add(bytes.Join([][]byte{frame(0x01, []byte("he"), false), frame(0x89, []byte("p"), false),
@@ -62,6 +69,21 @@ func FuzzClientFrames(f *testing.F) {
 		c.serve(false)
 		if h.ended != 1 {
 			t.Fatalf("reading ended %d times", h.ended)
+		}
+		if h.bytes > len(data) {
+			t.Fatalf("%d bytes of messages from a %d-byte stream", h.bytes, len(data))
+		}
+		var ce *CloseError
+		var pe *ProtocolError
+		switch {
+		case errors.As(h.err, &ce):
+		case errors.As(h.err, &pe):
+			if !pe.Code.sendable() {
+				t.Fatalf("closed with status %d", pe.Code)
+			}
+		case h.err == io.EOF, h.err == io.ErrUnexpectedEOF:
+		default:
+			t.Fatalf("reading ended with %v", h.err)
 		}
 	})
 }
