@@ -1,12 +1,18 @@
 package wsock
 
 import (
+	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Idle sockets hold no goroutine: each is parked once nothing arrives, and
@@ -53,6 +59,51 @@ func TestIdleSocketsPark(t *testing.T) {
 	clients[2].send(frame(0x81, []byte("after"), false))
 	if op, p := clients[2].read(); op != opText || string(p) != "after" {
 		t.Fatalf("after the poller stopped: got %#x %q", op, p)
+	}
+}
+
+// A socket over TLS parks, and wakes for the next message, end to end.
+func TestTLSSocketsParkAndWake(t *testing.T) {
+	ts := &testServer{ws: NewServer(Options{ParkAfter: 20 * time.Millisecond}), conns: make(chan *echo, 10)}
+	t.Cleanup(ts.ws.Close)
+	if !ts.ws.Parks() {
+		t.Skip("sockets are not parked on this system")
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := ts.ws.Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		e := &echo{c: c, ended: make(chan error, 1)}
+		c.Serve(e)
+		ts.conns <- e
+	}))
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(srv.URL, "https"),
+		&websocket.DialOptions{HTTPClient: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.CloseNow()
+	e := <-ts.conns
+	for i := range 3 {
+		msg := fmt.Sprintf("over TLS %d", i)
+		if err := client.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := client.Read(ctx)
+		if err != nil || string(got) != msg {
+			t.Fatalf("echo %d: %q, %v", i, got, err)
+		}
+		waitFor(t, "the socket to park", func() bool {
+			e.c.mu.Lock()
+			defer e.c.mu.Unlock()
+			return e.c.srv.poll.has(e.c.parkID)
+		})
 	}
 }
 

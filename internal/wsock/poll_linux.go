@@ -152,6 +152,13 @@ func (p *poller) take(id uint64) *Conn {
 	return c
 }
 
+// has reports whether a socket is parked under id (for tests).
+func (p *poller) has(id uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiting[id] != nil
+}
+
 // stop refuses new parkings and resumes the parked sockets.
 func (p *poller) stop() {
 	p.mu.Lock()

@@ -19,3 +19,4 @@ func newPoller(*slog.Logger) (*poller, error) {
 func (*poller) park(*Conn) bool   { return false }
 func (*poller) take(uint64) *Conn { return nil }
 func (*poller) close()            {}
+func (*poller) has(uint64) bool   { return false }
