@@ -112,6 +112,11 @@ func (r *run) idle(ctx context.Context) (*Report, error) {
 		if before.heap > 0 && after.heap > 0 {
 			v := (after.heap - before.heap) / held
 			rep.HeapBytesPerConn = &v
+			if v < 0 {
+				rep.IdleNote = joinNote(rep.IdleNote, "the site's Go heap shrank while the connections were held: "+
+					"a garbage collection freed what earlier work left, so the figures per connection are not what a connection costs; "+
+					"measure against a site that has just started, with thousands of connections")
+			}
 		}
 		if before.goroutines >= 0 && after.goroutines >= 0 {
 			v := round(float64(after.goroutines-before.goroutines)/float64(held), 2)
