@@ -61,7 +61,13 @@ func (e *apiError) Error() string { return e.Description }
 // that only count when no other comes (see streamInfo).
 func (s *Store) apiRequest(ctx context.Context, subject string, body []byte, reask bool, provisional func([]byte) bool) ([]byte, error) {
 	inbox := s.nc.NewInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	// A channel of its own, sized for the few answers a request gets: a
+	// synchronous subscription's queue is allocated at the connection's
+	// full pending length (65,536 slots, 512 KB), and at the few dozen
+	// requests a second a busy site sends, those queues were a tenth of
+	// all the bytes the process allocated.
+	replies := make(chan *nats.Msg, apiReplySlots)
+	sub, err := s.nc.ChanSubscribe(inbox, replies)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +86,13 @@ func (s *Store) apiRequest(ctx context.Context, subject string, body []byte, rea
 			}
 			next, stop = context.WithDeadline(ctx, until)
 		}
-		msg, err := sub.NextMsgWithContext(next)
+		var msg *nats.Msg
+		var err error
+		select {
+		case msg = <-replies:
+		case <-next.Done():
+			err = next.Err()
+		}
 		stop()
 		switch {
 		case err != nil && fallback != nil && ctx.Err() == nil && time.Now().Before(graceEnd):
@@ -110,6 +122,12 @@ func (s *Store) apiRequest(ctx context.Context, subject string, body []byte, rea
 		return msg.Data, nil
 	}
 }
+
+// apiReplySlots is how many answers to one API request wait to be read:
+// each server of the cluster answers at most once per ask, and answers
+// beyond the slots are dropped (a slow-consumer note, no harm: a request
+// reads only until the first real answer).
+const apiReplySlots = 16
 
 // reaskEvery is how often apiRequest asks a read again while only
 // provisional answers come.
