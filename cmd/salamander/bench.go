@@ -19,7 +19,7 @@ import (
 type benchFlags struct {
 	cfg          bench.Config
 	catchupSite  string
-	pid          int
+	pids         []int // --pid: one for every site, or one per site
 	json         bool
 	dir          string
 	keep         bool
@@ -58,13 +58,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer stop()
 	}
 	switch {
-	case len(cfg.Sites) > 0 && f.pid > 0:
-		idle, pid := cfg.IdleSite, f.pid
+	case len(cfg.Sites) > 0 && len(f.pids) > 0:
+		pids := f.pids
 		cfg.PID = func(i int) int {
-			if i == idle {
-				return pid
+			if len(pids) == 1 {
+				return pids[0] // one process serves every site (salamander dev)
 			}
-			return 0
+			return pids[i]
 		}
 	case len(cfg.Sites) == 0:
 		cl, cleanup, err := startBenchCluster(ctx, f, log)
@@ -181,7 +181,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		"external (per site a standalone nats-server, --gateways-per-site 'serve --nats' processes and a load balancer, as in production)")
 	fs.IntVar(&f.gateways, "gateways-per-site", 2, "external topology: 'serve --nats' processes per site")
 	fs.StringVar(&f.natsServer, "nats-server", "", "external topology: the nats-server executable, 2.11 or later (default: nats-server on PATH)")
-	fs.IntVar(&f.pid, "pid", 0, "with --sites and idle: the process id of the idle site's server, for its memory")
+	pid := fs.String("pid", "", "with --sites: the process id serving every site (salamander dev), or one per site in --sites order (PID,PID,PID); "+
+		"the bench then reports the sites' CPU per acknowledged message, and idle the idle site's memory")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&f.dir, "data", "", "directory for the started sites' data and logs (default: a temporary one, removed afterwards)")
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary data directory")
@@ -202,8 +203,20 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	if len(c.Sites) > 0 && f.catchupSet && c.Catchup {
 		return f, fmt.Errorf("bench: --catchup needs a cluster the bench starts itself (not --sites)")
 	}
-	if f.pid != 0 && len(c.Sites) == 0 {
+	if *pid != "" && len(c.Sites) == 0 {
 		return f, fmt.Errorf("bench: --pid is for --sites; a started cluster's processes are known")
+	}
+	if *pid != "" {
+		for _, p := range splitList(*pid) {
+			n, err := strconv.Atoi(p)
+			if err != nil || n <= 0 {
+				return f, fmt.Errorf("bench: --pid %q: want process ids", *pid)
+			}
+			f.pids = append(f.pids, n)
+		}
+		if len(f.pids) != 1 && len(f.pids) != len(c.Sites) {
+			return f, fmt.Errorf("bench: --pid names %d processes for %d sites: give one for all, or one per site", len(f.pids), len(c.Sites))
+		}
 	}
 	switch f.topology {
 	case drill.TopologyEmbedded:

@@ -21,12 +21,18 @@ func TestBenchFlags(t *testing.T) {
 		t.Fatalf("parsed %+v", f)
 	}
 	f, err = parseBenchFlags([]string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2", "--scenario", "idle", "--pid", "7"}, io.Discard)
-	if err != nil || len(f.cfg.Sites) != 2 || f.pid != 7 {
+	if err != nil || len(f.cfg.Sites) != 2 || len(f.pids) != 1 || f.pids[0] != 7 {
 		t.Fatalf("attached: %+v %v", f, err)
+	}
+	f, err = parseBenchFlags([]string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2", "--pid", "7,8"}, io.Discard)
+	if err != nil || len(f.pids) != 2 || f.pids[1] != 8 {
+		t.Fatalf("a process per site: %+v %v", f, err)
 	}
 	for _, bad := range [][]string{
 		{"--sites", "http://127.0.0.1:1", "--catchup"}, // cannot restart sites it does not own
 		{"--pid", "7"}, // a started cluster's processes are known
+		{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3", "--pid", "7,8"}, // neither one nor one per site
+		{"--sites", "http://127.0.0.1:1", "--pid", "seven"},
 		{"extra"},
 	} {
 		if _, err := parseBenchFlags(bad, io.Discard); err == nil {

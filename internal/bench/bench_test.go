@@ -145,6 +145,42 @@ func TestLogBatching(t *testing.T) {
 	}
 }
 
+// The sites' CPU counts each process once: `salamander dev` serves every
+// site from one, and then there is no per-site figure.
+func TestCPUShare(t *testing.T) {
+	t0 := time.Now()
+	sites := []string{"http://a", "http://b", "http://c"}
+	sample := func(at time.Time, self time.Duration, pids []int, used []time.Duration) cpuSample {
+		c := cpuSample{at: at, self: self, sites: map[int]time.Duration{}, pids: map[int]int{}, ok: true}
+		for i := range pids {
+			c.sites[i], c.pids[i] = used[i], pids[i]
+		}
+		return c
+	}
+	r := &run{cfg: Config{Sites: sites}}
+	s := time.Second
+	// One process for all three sites: 3 s of its CPU over 2 s.
+	one := []int{7, 7, 7}
+	got := r.cpuShare(sample(t0, s, one, []time.Duration{s, s, s}), sample(t0.Add(2*s), 2*s, one, []time.Duration{4 * s, 4 * s, 4 * s}))
+	if got.bench != 50 || got.all != 150 || got.sites != nil {
+		t.Errorf("one process: %+v", got)
+	}
+	// A process per site.
+	own := []int{7, 8, 9}
+	got = r.cpuShare(sample(t0, 0, own, []time.Duration{0, 0, 0}), sample(t0.Add(2*s), s, own, []time.Duration{s, 2 * s, s}))
+	if got.all != 200 || len(got.sites) != 3 || got.sites["http://b"] != 100 || got.sites["http://a"] != 50 {
+		t.Errorf("a process per site: %+v", got)
+	}
+	// A site restarted in between (another process) is not counted.
+	got = r.cpuShare(sample(t0, 0, own, []time.Duration{0, 0, 0}), sample(t0.Add(2*s), s, []int{7, 8, 10}, []time.Duration{s, s, s}))
+	if got.all != 100 || got.sites["http://c"] != 0 {
+		t.Errorf("a restarted site: %+v", got)
+	}
+	if got := r.cpuShare(cpuSample{}, sample(t0, s, own, []time.Duration{s, s, s})); got.all != 0 || got.bench != 0 {
+		t.Errorf("without a first sample: %+v", got)
+	}
+}
+
 // A closed-loop p2p run loses and duplicates nothing; afterwards one site
 // rebuilds its read model from the log and the catch-up is reported.
 func TestP2PWithCatchup(t *testing.T) {

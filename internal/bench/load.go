@@ -83,7 +83,10 @@ func (r *run) load(ctx context.Context) (*Report, error) {
 	}
 	rep.setLoad(tr, cfg)
 	rep.Unsent = dr.unsent
-	rep.BenchCPU, rep.SiteCPU = dr.benchCPU, dr.siteCPU
+	rep.BenchCPU, rep.SiteCPU, rep.SitesCPU = dr.cpu.bench, dr.cpu.sites, dr.cpu.all
+	if rep.SitesCPU > 0 && rep.AckedPerSec > 0 {
+		rep.SitesCPUPerMsgMs = round(10*rep.SitesCPU/rep.AckedPerSec, 4) // (pct/100 cores) / (msg/s) in ms
+	}
 	rep.LogRecordsPerSec, rep.EntriesPerRecord = dr.log.recordsPerSec, dr.log.entriesPerRecord
 	rep.Reordered = reordered.Load()
 	rep.SiteRSS = r.siteRSS()
@@ -132,7 +135,7 @@ func (r *run) drive(ctx context.Context, tr *tracker, senders []sender) (res dri
 	if sleep(ctx, time.Until(from)) == nil {
 		cpu0, log0 := r.sampleCPU(), r.sampleLog(ctx)
 		if sleep(ctx, time.Until(end)) == nil {
-			res.benchCPU, res.siteCPU = r.cpuShare(cpu0, r.sampleCPU())
+			res.cpu = r.cpuShare(cpu0, r.sampleCPU())
 			res.log = batching(log0, r.sampleLog(ctx))
 		}
 	}
@@ -153,10 +156,9 @@ func (r *run) drive(ctx context.Context, tr *tracker, senders []sender) (res dri
 
 // driveResult is what drive measured beyond the tracker.
 type driveResult struct {
-	unsent   int64              // open-loop sends that never started
-	benchCPU float64            // % of one core the bench used in the window
-	siteCPU  map[string]float64 // the same per site process
-	log      logBatching        // the first site's log in the window
+	unsent int64       // open-loop sends that never started
+	cpu    cpuUse      // the CPU the bench and the sites used in the window
+	log    logBatching // the first site's log in the window
 }
 
 // closedLoop sends the next message as soon as the previous one is

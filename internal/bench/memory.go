@@ -145,12 +145,13 @@ type cpuSample struct {
 	at    time.Time
 	self  time.Duration
 	sites map[int]time.Duration
+	pids  map[int]int // site index -> its process
 	ok    bool
 }
 
 // sampleCPU reads the CPU time of the bench and of every known site.
 func (r *run) sampleCPU() cpuSample {
-	c := cpuSample{at: time.Now(), sites: map[int]time.Duration{}}
+	c := cpuSample{at: time.Now(), sites: map[int]time.Duration{}, pids: map[int]int{}}
 	self, err := cpuTime(os.Getpid())
 	if err != nil {
 		return c
@@ -159,30 +160,50 @@ func (r *run) sampleCPU() cpuSample {
 	for i := range r.cfg.Sites {
 		if pid := r.cfg.PID(i); pid > 0 {
 			if v, err := cpuTime(pid); err == nil {
-				c.sites[i] = v
+				c.sites[i], c.pids[i] = v, pid
 			}
 		}
 	}
 	return c
 }
 
-// cpuShare is the CPU used between two samples, in percent of one core:
-// the bench's and each site's (by URL).
-func (r *run) cpuShare(a, b cpuSample) (self float64, sites map[string]float64) {
+// cpuUse is the CPU used between two samples, in percent of one core.
+type cpuUse struct {
+	bench float64
+	// sites is each site's process (by URL), only where every site has
+	// a process of its own: `salamander dev` serves all three from one.
+	sites map[string]float64
+	// all is the sites' processes together, each counted once.
+	all float64
+}
+
+// cpuShare is the CPU used between two samples.
+func (r *run) cpuShare(a, b cpuSample) cpuUse {
 	secs := b.at.Sub(a.at).Seconds()
 	if !a.ok || !b.ok || secs <= 0 {
-		return 0, nil
+		return cpuUse{}
 	}
 	pct := func(d time.Duration) float64 { return round(100*d.Seconds()/secs, 1) }
+	out := cpuUse{bench: pct(b.self - a.self)}
+	used := map[int]time.Duration{} // by process
 	for i, v := range b.sites {
-		if w, ok := a.sites[i]; ok && v >= w {
-			if sites == nil {
-				sites = map[string]float64{}
+		if w, ok := a.sites[i]; ok && v >= w && a.pids[i] == b.pids[i] {
+			used[b.pids[i]] = v - w
+			if out.sites == nil {
+				out.sites = map[string]float64{}
 			}
-			sites[r.cfg.Sites[i]] = pct(v - w)
+			out.sites[r.cfg.Sites[i]] = pct(v - w)
 		}
 	}
-	return pct(b.self - a.self), sites
+	if len(used) < len(out.sites) {
+		out.sites = nil // shared processes: per site would count one several times
+	}
+	var all time.Duration
+	for _, d := range used {
+		all += d
+	}
+	out.all = pct(all)
+	return out
 }
 
 // The read model's counters a site exports: log entries applied (each

@@ -94,6 +94,12 @@ type Report struct {
 	// CPU measures itself.
 	BenchCPU float64            `json:"bench_cpu_pct,omitempty"`
 	SiteCPU  map[string]float64 `json:"site_cpu_pct,omitempty"`
+	// SitesCPU is the sites' processes together (each process once:
+	// `salamander dev` serves all three), and SitesCPUPerMsgMs that CPU
+	// per acknowledged message in milliseconds. It moves less between
+	// runs than throughput does on a shared machine.
+	SitesCPU         float64 `json:"sites_cpu_pct,omitempty"`
+	SitesCPUPerMsgMs float64 `json:"sites_cpu_ms_per_msg,omitempty"`
 
 	// LogRecordsPerSec is how many replicated records the first site
 	// applied per second in the measured window (all streams), and
@@ -274,6 +280,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  CPU in the window (100%% = one core): bench %.0f%%", rep.BenchCPU)
 			if sites := perSite(rep.Sites, rep.SiteCPU, func(v float64) string { return fmt.Sprintf("%.0f%%", v) }); sites != "" {
 				fmt.Fprintf(&b, "; sites %s", sites)
+			}
+			if rep.SitesCPU > 0 {
+				fmt.Fprintf(&b, "; the sites' processes %.0f%%, %.3f ms per acked message", rep.SitesCPU, rep.SitesCPUPerMsgMs)
 			}
 			b.WriteString("\n")
 		}
