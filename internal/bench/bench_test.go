@@ -181,6 +181,19 @@ func TestCPUShare(t *testing.T) {
 	}
 }
 
+// A process that serves every site is listed once in the memory figures.
+func TestSiteRSSListsAProcessOnce(t *testing.T) {
+	sites := []string{"http://a", "http://b", "http://c"}
+	shared := &run{cfg: Config{Sites: sites, PID: func(int) int { return os.Getpid() }}}
+	if got := shared.siteRSS(); len(got) != 1 || got["http://a"] <= 0 {
+		t.Errorf("one process for every site: %v", got)
+	}
+	own := &run{cfg: Config{Sites: sites, PID: func(i int) int { return []int{os.Getpid(), os.Getppid(), 0}[i] }}}
+	if got := own.siteRSS(); len(got) != 2 || got["http://b"] <= 0 {
+		t.Errorf("a process per site, one unknown: %v", got)
+	}
+}
+
 // A closed-loop p2p run loses and duplicates nothing; afterwards one site
 // rebuilds its read model from the log and the catch-up is reported.
 func TestP2PWithCatchup(t *testing.T) {

@@ -96,11 +96,14 @@ func (r *run) sampleMem(ctx context.Context, pid int, base string) memSample {
 }
 
 // siteRSS returns each site's process RSS by URL, where the process is
-// known.
+// known. A process that serves several sites (`salamander dev`) is listed
+// once, under the first of them.
 func (r *run) siteRSS() map[string]int64 {
 	out := map[string]int64{}
+	seen := map[int]bool{}
 	for i, s := range r.cfg.Sites {
-		if pid := r.cfg.PID(i); pid > 0 {
+		if pid := r.cfg.PID(i); pid > 0 && !seen[pid] {
+			seen[pid] = true
 			if v, err := procMem(pid, "VmRSS"); err == nil {
 				out[s] = v
 			}

@@ -110,7 +110,8 @@ type Report struct {
 	EntriesPerRecord float64 `json:"entries_per_record,omitempty"`
 
 	// SiteRSS is each site's process resident memory at the end (bytes,
-	// by site URL), where the process is known.
+	// by site URL), where the process is known; a process serving several
+	// sites is listed once, under the first.
 	SiteRSS map[string]int64 `json:"site_rss_bytes,omitempty"`
 
 	// Idle: Conns is the WebSockets held to the site IdleSite.
