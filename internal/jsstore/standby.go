@@ -77,15 +77,26 @@ func StandbyOf(partition string) string { return "s" + strings.TrimPrefix(partit
 func PartitionOf(standby string) string { return "p" + strings.TrimPrefix(standby, "s") }
 
 // IsStandby says whether stream is a standby stream.
-func IsStandby(stream string) bool {
-	_, err := strconv.Atoi(strings.TrimPrefix(stream, "s"))
-	return strings.HasPrefix(stream, "s") && err == nil
-}
+func IsStandby(stream string) bool { return numbered(stream, 's') }
 
 // isPartition says whether stream is a room partition.
-func isPartition(stream string) bool {
-	_, err := strconv.Atoi(strings.TrimPrefix(stream, "p"))
-	return strings.HasPrefix(stream, "p") && err == nil
+func isPartition(stream string) bool { return numbered(stream, 'p') }
+
+// numbered says whether stream is prefix followed by a decimal number,
+// as partitions ("p3") and standbys ("s3") are named. It is asked on every
+// send and applied record, so it does not parse: strconv.Atoi allocated an
+// error for every name that is not a number ("acct", and "p3" asked as a
+// standby).
+func numbered(stream string, prefix byte) bool {
+	if len(stream) < 2 || stream[0] != prefix {
+		return false
+	}
+	for i := 1; i < len(stream); i++ {
+		if stream[i] < '0' || stream[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func standbyNames(partitions int) []string {
