@@ -16,11 +16,7 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	if ev.Room != nil || ev.Error != nil || ev.Incident != nil || ev.Incidents != nil {
 		return json.Marshal(ev)
 	}
-	size := 128
-	if ev.Message != nil {
-		size += 192 + len(ev.Message.Text)
-	}
-	b := make([]byte, 0, size)
+	b := make([]byte, 0, eventSize(ev))
 	b = append(b, `{"type":`...)
 	b = appendJSONString(b, string(ev.Type))
 	if ev.Pos != nil {
@@ -72,6 +68,24 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	}
 	str(`,"site":`, ev.Site)
 	return append(b, '}'), nil
+}
+
+// eventSize is what EncodeEvent's output of ev will take, or a little
+// more: the keys and numbers (~300 bytes with a message, two times to the
+// nanosecond among them) and the strings, with room for some escaping.
+// Guessing short cost a second, doubled buffer for every message event.
+func eventSize(ev *Event) int {
+	n := 192 + len(ev.Type) + len(ev.RoomID) + len(ev.Action) + len(ev.User) + len(ev.Cursor) + len(ev.ClientID) + len(ev.Site)
+	for _, u := range ev.Users {
+		n += len(u) + 3
+	}
+	if ev.Pos != nil {
+		n += 48 + len(ev.Pos.Stream)
+	}
+	if m := ev.Message; m != nil {
+		n += 192 + len(m.Room) + len(m.Sender) + len(m.ClientID) + len(m.Text) + len(m.Text)/8
+	}
+	return n
 }
 
 func appendPosition(b []byte, p *Position) []byte {

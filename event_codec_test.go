@@ -146,6 +146,26 @@ func FuzzDecodeEvent(f *testing.F) {
 	})
 }
 
+// A message event, as sites send one per message and member, is encoded in
+// one allocation: the buffer is sized for it up front.
+func TestEncodeEventAllocatesOnce(t *testing.T) {
+	now := time.Date(2026, 12, 1, 1, 42, 39, 123456789, time.UTC)
+	room := "d_" + strings.Repeat("0123456789abcdef", 2)
+	text := strings.Repeat("x", 100)
+	for name, ev := range map[string]Event{
+		"message": {Type: EventMessage, Pos: &Position{Stream: "p1023", Seq: 18446744073709551615}, RoomID: room,
+			At: now, Message: &Message{Room: room, Seq: 18446744073709551615, Sender: "a-user-name-of-32-characters-max",
+				ClientID: "c-" + strings.Repeat("9", 60), Text: text, SentAt: now, Unread: 1 << 30, Held: true}},
+		"ack": {Type: EventAck, RoomID: room, ClientID: "c-" + strings.Repeat("9", 60), Duplicate: true,
+			Message: &Message{Room: room, Seq: 7, Sender: "bob", ClientID: "c-" + strings.Repeat("9", 60), Text: `quotes " and \ escaped`, SentAt: now}},
+		"presence": {Type: EventPresence, User: "a-user-name-of-32-characters-max", Online: true, At: now, Site: "site-a"},
+	} {
+		if n := testing.AllocsPerRun(20, func() { _, _ = EncodeEvent(&ev) }); n != 1 {
+			t.Errorf("%s: %v allocations", name, n)
+		}
+	}
+}
+
 func BenchmarkEncodeEvent(b *testing.B) {
 	now := time.Now().UTC()
 	ev := Event{Type: EventMessage, Pos: &Position{Stream: "p3", Seq: 123456789}, RoomID: "d_0123456789abcdef",
