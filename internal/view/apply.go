@@ -30,11 +30,14 @@ func (v *View) applyBatch(batch []jsstore.Entry) error {
 // batch, and the entries already applied are skipped.
 func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	v.mu.Lock()
-	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: map[string]bool{},
-		dirtyMembers: map[memberKey]bool{}, dirtyUsers: map[string]bool{},
-		// Most entries emit one event (messages, read markers): sized
-		// once rather than grown by doubling.
-		emitted: make([]Emitted, 0, min(len(batch), maxEmittedPrealloc))}
+	// Most entries are messages or read markers, each emitting one event,
+	// storing at most one message row and touching one room and member:
+	// sized once rather than grown by doubling.
+	hint := min(len(batch), maxEmittedPrealloc)
+	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: make(map[string]bool, hint),
+		dirtyMembers: make(map[memberKey]bool, hint), dirtyUsers: map[string]bool{},
+		emitted: make([]Emitted, 0, hint)}
+	a.db.messages = make([]msgRow, 0, hint)
 	moved := false // a standby was read further: held messages wait on it
 	var failed error
 	for _, e := range batch {
