@@ -71,19 +71,41 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 }
 
 // eventSize is what EncodeEvent's output of ev will take, or a little
-// more: the keys and numbers (~300 bytes with a message, two times to the
-// nanosecond among them) and the strings, with room for some escaping.
-// Guessing short cost a second, doubled buffer for every message event.
+// more: a key and quotes per field present, numbers at their longest, times
+// to the nanosecond with a zone, and room for some escaping in a text.
+// Guessing short cost a second, doubled buffer per event; guessing long
+// wastes the difference on every event a site sends.
 func eventSize(ev *Event) int {
-	n := 192 + len(ev.Type) + len(ev.RoomID) + len(ev.Action) + len(ev.User) + len(ev.Cursor) + len(ev.ClientID) + len(ev.Site)
-	for _, u := range ev.Users {
-		n += len(u) + 3
+	n := 64 // braces, "type" and "at"
+	str := func(v string, key int) {
+		if v != "" {
+			n += len(v) + key
+		}
+	}
+	str(string(ev.Type), 0)
+	str(ev.RoomID, 13)
+	str(ev.Action, 12)
+	str(ev.User, 10)
+	str(ev.Cursor, 12)
+	str(ev.ClientID, 15)
+	str(ev.Site, 10)
+	if len(ev.Users) > 0 {
+		n += 12
+		for _, u := range ev.Users {
+			n += len(u) + 3
+		}
+	}
+	if ev.Seq != 0 {
+		n += 27
+	}
+	if ev.Online || ev.Duplicate {
+		n += 34
 	}
 	if ev.Pos != nil {
 		n += 48 + len(ev.Pos.Stream)
 	}
 	if m := ev.Message; m != nil {
-		n += 192 + len(m.Room) + len(m.Sender) + len(m.ClientID) + len(m.Text) + len(m.Text)/8
+		n += 168 + len(m.Room) + len(m.Sender) + len(m.ClientID) + len(m.Text) + len(m.Text)/8
 	}
 	return n
 }
