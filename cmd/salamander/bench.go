@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 type benchFlags struct {
 	cfg          bench.Config
 	catchupSite  string
-	pids         []int // --pid: one for every site, or one per site
+	pids         []int // --pid: the process serving each site
 	json         bool
 	dir          string
 	keep         bool
@@ -60,12 +61,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case len(cfg.Sites) > 0 && len(f.pids) > 0:
 		pids := f.pids
-		cfg.PID = func(i int) int {
-			if len(pids) == 1 {
-				return pids[0] // one process serves every site (salamander dev)
-			}
-			return pids[i]
-		}
+		cfg.PID = func(i int) int { return pids[i] }
 	case len(cfg.Sites) == 0:
 		cl, cleanup, err := startBenchCluster(ctx, f, log)
 		if err != nil {
@@ -214,7 +210,11 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 			}
 			f.pids = append(f.pids, n)
 		}
-		if len(f.pids) != 1 && len(f.pids) != len(c.Sites) {
+		switch len(f.pids) {
+		case len(c.Sites):
+		case 1: // one process serves every site (salamander dev)
+			f.pids = slices.Repeat(f.pids, len(c.Sites))
+		default:
 			return f, fmt.Errorf("bench: --pid names %d processes for %d sites: give one for all, or one per site", len(f.pids), len(c.Sites))
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/salamander-chat/salamander/internal/bench"
@@ -21,7 +22,7 @@ func TestBenchFlags(t *testing.T) {
 		t.Fatalf("parsed %+v", f)
 	}
 	f, err = parseBenchFlags([]string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2", "--scenario", "idle", "--pid", "7"}, io.Discard)
-	if err != nil || len(f.cfg.Sites) != 2 || len(f.pids) != 1 || f.pids[0] != 7 {
+	if err != nil || len(f.cfg.Sites) != 2 || !slices.Equal(f.pids, []int{7, 7}) {
 		t.Fatalf("attached: %+v %v", f, err)
 	}
 	f, err = parseBenchFlags([]string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2", "--pid", "7,8"}, io.Discard)

@@ -151,9 +151,9 @@ func TestCPUShare(t *testing.T) {
 	t0 := time.Now()
 	sites := []string{"http://a", "http://b", "http://c"}
 	sample := func(at time.Time, self time.Duration, pids []int, used []time.Duration) cpuSample {
-		c := cpuSample{at: at, self: self, sites: map[int]time.Duration{}, pids: map[int]int{}, ok: true}
+		c := cpuSample{at: at, self: self, procs: map[int]time.Duration{}, pids: map[int]int{}, ok: true}
 		for i := range pids {
-			c.sites[i], c.pids[i] = used[i], pids[i]
+			c.procs[pids[i]], c.pids[i] = used[i], pids[i]
 		}
 		return c
 	}

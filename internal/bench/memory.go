@@ -142,30 +142,38 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
-// cpuSample is the CPU time used so far by the bench and by each site's
-// process (by site index; absent where unknown).
+// cpuSample is the CPU time used so far by the bench and by the sites'
+// processes.
 type cpuSample struct {
 	at    time.Time
 	self  time.Duration
-	sites map[int]time.Duration
-	pids  map[int]int // site index -> its process
+	procs map[int]time.Duration // by process id, each read once
+	pids  map[int]int           // site index -> its process, where known
 	ok    bool
 }
 
-// sampleCPU reads the CPU time of the bench and of every known site.
+// sampleCPU reads the CPU time of the bench and of every known site's
+// process.
 func (r *run) sampleCPU() cpuSample {
-	c := cpuSample{at: time.Now(), sites: map[int]time.Duration{}, pids: map[int]int{}}
+	c := cpuSample{at: time.Now(), procs: map[int]time.Duration{}, pids: map[int]int{}}
 	self, err := cpuTime(os.Getpid())
 	if err != nil {
 		return c
 	}
 	c.self, c.ok = self, true
 	for i := range r.cfg.Sites {
-		if pid := r.cfg.PID(i); pid > 0 {
-			if v, err := cpuTime(pid); err == nil {
-				c.sites[i], c.pids[i] = v, pid
-			}
+		pid := r.cfg.PID(i)
+		if pid <= 0 {
+			continue
 		}
+		if _, read := c.procs[pid]; !read {
+			v, err := cpuTime(pid)
+			if err != nil {
+				continue
+			}
+			c.procs[pid] = v
+		}
+		c.pids[i] = pid
 	}
 	return c
 }
@@ -180,7 +188,8 @@ type cpuUse struct {
 	all float64
 }
 
-// cpuShare is the CPU used between two samples.
+// cpuShare is the CPU used between two samples. A process that is not in
+// both (a site restarted in between) is not counted.
 func (r *run) cpuShare(a, b cpuSample) cpuUse {
 	secs := b.at.Sub(a.at).Seconds()
 	if !a.ok || !b.ok || secs <= 0 {
@@ -188,24 +197,27 @@ func (r *run) cpuShare(a, b cpuSample) cpuUse {
 	}
 	pct := func(d time.Duration) float64 { return round(100*d.Seconds()/secs, 1) }
 	out := cpuUse{bench: pct(b.self - a.self)}
-	used := map[int]time.Duration{} // by process
-	for i, v := range b.sites {
-		if w, ok := a.sites[i]; ok && v >= w && a.pids[i] == b.pids[i] {
-			used[b.pids[i]] = v - w
-			if out.sites == nil {
-				out.sites = map[string]float64{}
-			}
-			out.sites[r.cfg.Sites[i]] = pct(v - w)
+	var all time.Duration
+	for pid, v := range b.procs {
+		if w, ok := a.procs[pid]; ok && v >= w {
+			all += v - w
 		}
 	}
-	if len(used) < len(out.sites) {
-		out.sites = nil // shared processes: per site would count one several times
-	}
-	var all time.Duration
-	for _, d := range used {
-		all += d
-	}
 	out.all = pct(all)
+	sites := map[string]float64{}
+	shared := map[int]bool{}
+	for i, pid := range b.pids {
+		if shared[pid] {
+			return out // shared processes: per site would count one several times
+		}
+		shared[pid] = true
+		if w, ok := a.procs[pid]; ok && b.procs[pid] >= w {
+			sites[r.cfg.Sites[i]] = pct(b.procs[pid] - w)
+		}
+	}
+	if len(sites) > 0 {
+		out.sites = sites
+	}
 	return out
 }
 
