@@ -359,8 +359,28 @@ func (c *Conn) peerClosed(p []byte) error {
 // returns the *ProtocolError reading ends with.
 func (c *Conn) fail(code StatusCode, reason string) error {
 	_ = c.writeFrame(opClose, closePayload(code, reason))
-	c.flushAndCut()
+	c.flush()
+	c.drainBeforeCut()
+	c.CloseNow()
 	return &ProtocolError{Code: code, Reason: reason}
+}
+
+// drainFor and drainBytes bound what a failed socket still reads, and
+// drops, after its close frame.
+const (
+	drainFor   = time.Second
+	drainBytes = 1 << 20
+)
+
+// drainBeforeCut reads and drops what the client still sends after fail's close
+// frame — the rest of a frame over the limit, frames it wrote before it
+// read the close — until it closes too, for at most drainFor (or the
+// server's CloseGrace, if shorter) and drainBytes. Cutting at once while
+// such bytes arrive makes the kernel answer with a reset, and the device
+// sees a failed write instead of the close frame and its reason.
+func (c *Conn) drainBeforeCut() {
+	_ = c.nc.SetReadDeadline(time.Now().Add(min(drainFor, c.srv.opts.CloseGrace)))
+	_, _ = io.CopyN(io.Discard, c.nc, drainBytes)
 }
 
 // flusher is a writer that may hold written bytes back (a gathering
@@ -368,11 +388,16 @@ func (c *Conn) fail(code StatusCode, reason string) error {
 type flusher interface{ Flush() error }
 
 func (c *Conn) flushAndCut() {
+	c.flush()
+	c.CloseNow()
+}
+
+// flush sends what a gathering writer holds back, before a cut.
+func (c *Conn) flush() {
 	if f, ok := c.out.(flusher); ok {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = f.Flush()
 	}
-	c.CloseNow()
 }
 
 // parkable returns the socket beneath nc, for the poller, and whether nc

@@ -388,6 +388,31 @@ func TestBadFramesCloseTheSocket(t *testing.T) {
 	}
 }
 
+// A frame over the read limit is refused with a close frame, and what the
+// client still writes of it is read and dropped until the client closes:
+// cut at once, the client's next writes would meet a reset, and a device
+// would see a failed write instead of the close and its reason.
+func TestOverLimitFrameIsDrained(t *testing.T) {
+	ts := newTestServer(t, Options{MaxMessage: 100, ReadLimit: 200})
+	rc, e := ts.dialRaw(t)
+	big := frame(0x81, make([]byte, 512<<10), false)
+	rc.send(big[:4096])
+	op, p := rc.read()
+	if op != opClose || len(p) < 2 || StatusCode(binary.BigEndian.Uint16(p)) != StatusMessageTooBig {
+		t.Fatalf("got frame %#x %q, want a close with status %d", op, p, StatusMessageTooBig)
+	}
+	for rest := big[4096:]; len(rest) > 0; rest = rest[min(len(rest), 16<<10):] {
+		if _, err := rc.nc.Write(rest[:min(len(rest), 16<<10)]); err != nil {
+			t.Fatalf("writing the rest of the frame after the close: %v", err)
+		}
+	}
+	rc.nc.Close()
+	var pe *ProtocolError
+	if err := waitEnded(t, e); !errors.As(err, &pe) || pe.Code != StatusMessageTooBig {
+		t.Fatalf("reading ended with %v", err)
+	}
+}
+
 // A close without a status is answered with 1000; the server's own close
 // is followed by a cut when the client does not answer it.
 func TestCloseHandshakes(t *testing.T) {
