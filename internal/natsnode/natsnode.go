@@ -1,8 +1,10 @@
 // Package natsnode owns the lifecycle of an embedded nats-server: the options
 // that make a site's server part of Salamander's one JetStream cluster (site
 // tag, unique placement per site, durable flushing), starting it, waiting
-// until it accepts connections, and stopping it — abruptly or by first handing
-// its stream leaderships to other sites (lame duck).
+// until it accepts connections, pausing its JetStream while its site is cut
+// off and restarting it on the same ports and files to resume, and stopping
+// it — abruptly or by first handing its stream leaderships to other sites
+// (lame duck).
 package natsnode
 
 import (
@@ -100,10 +102,22 @@ func DefaultConfig(site string) Config {
 // Node is a running embedded nats-server.
 type Node struct {
 	cfg Config
-	srv *server.Server
+
+	// mu guards srv: ResumeJetStream replaces the server with a new one
+	// (same name, ports and files), and Shutdown must stop whichever runs.
+	mu     sync.RWMutex
+	srv    *server.Server
+	closed bool // Shutdown or LameDuckShutdown ran: start nothing more
 
 	jsMu     sync.Mutex
-	jsPaused *server.JetStreamConfig // set while JetStream is paused
+	jsPaused bool // PauseJetStream is in effect
+}
+
+// server is the server running now.
+func (n *Node) server() *server.Server {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.srv
 }
 
 // PauseJetStream stops this server's JetStream — its streams and Raft
@@ -114,51 +128,95 @@ type Node struct {
 func (n *Node) PauseJetStream() error {
 	n.jsMu.Lock()
 	defer n.jsMu.Unlock()
-	if n.jsPaused != nil {
+	if n.jsPaused {
 		return nil
 	}
-	cfg := n.srv.JetStreamConfig()
-	if cfg == nil {
+	srv := n.server()
+	if srv.JetStreamConfig() == nil {
 		return errors.New("natsnode: JetStream is not running")
 	}
-	if err := n.srv.ShutdownJetStream(); err != nil {
+	if err := srv.ShutdownJetStream(); err != nil {
 		return fmt.Errorf("natsnode: pause JetStream: %w", err)
 	}
-	n.jsPaused = cfg
+	n.jsPaused = true
 	return nil
 }
 
-// ResumeJetStream starts JetStream again from its files after
-// PauseJetStream: the server rejoins its groups as a follower, with the
-// terms it had, and catches up.
+// ResumeJetStream ends PauseJetStream: it restarts the server — same name,
+// ports and files — and the new server rejoins its groups as a follower,
+// with the terms it had, and catches up. Connections to the server drop
+// once and reconnect (the site's own through InProcessConn, which waits
+// for the new server).
 //
-// Known upstream flaw (nats-server 2.15.2): EnableJetStream subscribes to
-// the JetStream API before it sets up its cluster state, which its API
-// handlers then read without a lock ("only set once"). A request another
-// site sends in between (a status request, say) races that write; the race
-// detector has caught it once in our tests. The sites keep such requests
-// few: a balance round reads every stream's status once
-// (site.balanceOnce).
+// Why a restart and not the server's EnableJetStream (nats-server 2.15.2):
+// EnableJetStream subscribes to the JetStream API before it sets up its
+// cluster state, which the API handlers read without a lock ("only set
+// once"); every site's requests (the log check asks for every stream's
+// state every 2 s) reach this server over its routes meanwhile, and the
+// race detector caught that race in CI. A starting server enables
+// JetStream before it accepts routes or clients, so nothing can ask it
+// anything until its cluster state is set up.
 func (n *Node) ResumeJetStream() error {
 	n.jsMu.Lock()
 	defer n.jsMu.Unlock()
-	if n.jsPaused == nil {
+	if !n.jsPaused {
 		return nil
 	}
-	cfg := *n.jsPaused
-	cfg.StoreDir = n.cfg.StoreDir // EnableJetStream adds its own directory under it
-	if err := n.srv.EnableJetStream(&cfg); err != nil {
+	if err := n.restart(); err != nil {
 		return fmt.Errorf("natsnode: resume JetStream: %w", err)
 	}
-	n.jsPaused = nil
+	n.jsPaused = false
 	return nil
+}
+
+// restartTries bounds how often restart tries to start the new server
+// (a port just closed can be taken by another process in between).
+const restartTries = 5
+
+// restart stops the server and starts a new one on the ports it had.
+func (n *Node) restart() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errors.New("the server was shut down")
+	}
+	n.srv.Shutdown() // a no-op when an earlier restart left it stopped
+	n.srv.WaitForShutdown()
+	for try := 1; ; try++ {
+		// The addresses in n.cfg name the ports the first server got.
+		opts, err := n.cfg.options()
+		if err != nil {
+			return err
+		}
+		srv, err := startServer(context.Background(), n.cfg, opts)
+		if err == nil {
+			n.srv = srv
+			return nil
+		}
+		if try == restartTries {
+			return err
+		}
+		time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+	}
 }
 
 // JetStreamPaused reports whether PauseJetStream is in effect.
 func (n *Node) JetStreamPaused() bool {
 	n.jsMu.Lock()
 	defer n.jsMu.Unlock()
-	return n.jsPaused != nil
+	return n.jsPaused
+}
+
+// InProcessConn connects a client to the running server through a pipe
+// (nats.InProcessServer). While ResumeJetStream restarts the server it
+// waits for the new one, so a reconnecting client finds it at once.
+func (n *Node) InProcessConn() (net.Conn, error) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.closed {
+		return nil, errors.New("natsnode: the server was shut down")
+	}
+	return n.srv.InProcessConn()
 }
 
 // Start starts the server and waits until it accepts client connections.
@@ -169,6 +227,43 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	srv, err := startServer(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{cfg: cfg.withPortsOf(srv), srv: srv}, nil
+}
+
+// withPortsOf returns c with the ports srv listens on in place of any
+// port 0, so that a restarted server (ResumeJetStream) listens where the
+// first one did: routes and clients find it there.
+func (c Config) withPortsOf(srv *server.Server) Config {
+	pin := func(addr string, port int) string {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil || port <= 0 {
+			return addr
+		}
+		return net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	if a, ok := srv.Addr().(*net.TCPAddr); ok {
+		c.ClientAddr = pin(c.ClientAddr, a.Port)
+	}
+	if a := srv.ClusterAddr(); a != nil && c.ClusterAddr != "" {
+		c.ClusterAddr = pin(c.ClusterAddr, a.Port)
+	}
+	if a := srv.MonitorAddr(); a != nil && c.MonitorAddr != "" {
+		c.MonitorAddr = pin(c.MonitorAddr, a.Port)
+	}
+	return c
+}
+
+// Running reports whether the server runs (false after a shutdown, or
+// when ResumeJetStream could not start the new server).
+func (n *Node) Running() bool { return n.server().Running() }
+
+// startServer starts a server with opts and waits until it accepts client
+// connections.
+func startServer(ctx context.Context, cfg Config, opts *server.Options) (*server.Server, error) {
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsnode: create server for site %s: %w", cfg.Site, err)
@@ -199,7 +294,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("natsnode: server for site %s not ready by %s", cfg.Site, deadline.Format(time.TimeOnly))
 		}
 	}
-	return &Node{cfg: cfg, srv: srv}, nil
+	return srv, nil
 }
 
 func (c Config) options() (*server.Options, error) {
@@ -288,22 +383,22 @@ func (c Config) options() (*server.Options, error) {
 }
 
 // ClientURL is the URL clients (the site's gateway) connect to.
-func (n *Node) ClientURL() string { return n.srv.ClientURL() }
+func (n *Node) ClientURL() string { return n.server().ClientURL() }
 
 // ClusterAddr is the address other servers route to.
 func (n *Node) ClusterAddr() string {
-	if a := n.srv.ClusterAddr(); a != nil {
+	if a := n.server().ClusterAddr(); a != nil {
 		return a.String()
 	}
 	return ""
 }
 
 // Name is the server's name in the cluster.
-func (n *Node) Name() string { return n.srv.Name() }
+func (n *Node) Name() string { return n.server().Name() }
 
 // ConnectedPeers counts the distinct other servers this one has a route to.
 func (n *Node) ConnectedPeers() int {
-	rz, err := n.srv.Routez(&server.RoutezOptions{})
+	rz, err := n.server().Routez(&server.RoutezOptions{})
 	if err != nil {
 		return 0
 	}
@@ -318,12 +413,17 @@ func (n *Node) ConnectedPeers() int {
 	return len(peers)
 }
 
-// Server exposes the embedded server for monitoring (e.g. Jsz, Varz).
-func (n *Node) Server() *server.Server { return n.srv }
+// Server exposes the running server for monitoring (e.g. Jsz, Varz). It
+// changes when ResumeJetStream restarts the server: ask again rather than
+// keep it.
+func (n *Node) Server() *server.Server { return n.server() }
 
 // Shutdown stops the server at once, as a crash would look to its peers
 // (minus the lost page cache). Leaderships it held are re-elected elsewhere.
 func (n *Node) Shutdown() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closed = true
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 }
@@ -332,6 +432,9 @@ func (n *Node) Shutdown() {
 // stops. Planned stops (rolling restarts, drains) use it: leadership moves in
 // well under a second instead of a 4-9 s election.
 func (n *Node) LameDuckShutdown() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closed = true
 	n.srv.LameDuckShutdown()
 	n.srv.WaitForShutdown()
 }

@@ -60,6 +60,19 @@ func (h *heartbeats) run(ctx context.Context, nc *nats.Conn, sites int) {
 	}
 }
 
+// excuse forgives the silence between from and to, when this site itself
+// could hear nothing (its server restarting): a site still heard in the
+// last two heartbeat intervals before from counts as heard at to.
+func (h *heartbeats) excuse(from, to time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for site, at := range h.heard {
+		if !at.Before(from.Add(-heartbeatEvery*2)) && at.Before(to) {
+			h.heard[site] = to
+		}
+	}
+}
+
 // silent reports whether, after a majority was heard once, fewer than a
 // majority of the sites (this one included) were heard within timeout.
 func (h *heartbeats) silent(sites int, timeout time.Duration) bool {

@@ -35,6 +35,29 @@ func TestHeartbeatsTellASilentCut(t *testing.T) {
 	}
 }
 
+// The silence while a site's own server restarts (a JetStream resume) is
+// excused for the sites it heard just before; a site already silent then
+// stays silent.
+func TestHeartbeatsExcuseTheSitesOwnRestart(t *testing.T) {
+	const timeout = time.Second
+	start := time.Now().Add(-3 * timeout) // the restart took longer than the timeout
+	end := time.Now()
+	h := &heartbeats{self: "a", armed: true, heard: map[string]time.Time{
+		"b": start.Add(-heartbeatEvery), // talking when the restart began
+		"c": start.Add(-10 * timeout),   // long silent
+	}}
+	if !h.silent(3, timeout) {
+		t.Fatal("set-up: before the excuse the site should count as cut off")
+	}
+	h.excuse(start, end)
+	if h.silent(3, timeout) {
+		t.Fatal("the site's own restart counted as its peers' silence")
+	}
+	if !h.heard["c"].Equal(start.Add(-10 * timeout)) {
+		t.Fatalf("a site silent before the restart was excused: heard at %v", h.heard["c"])
+	}
+}
+
 // Replicas must be at distinct sites (a server listed twice is one
 // replica); a replica on a server that was not read cannot be checked and
 // says so.

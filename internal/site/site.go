@@ -205,7 +205,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	scfg.AppendTimeout = cfg.AppendTimeout
 	scfg.User, scfg.Password, scfg.TLS = cfg.Secrets.NATSUser, cfg.Secrets.NATSPassword, clientTLS
 	if s.node != nil {
-		scfg.InProcess = s.node.Server()
+		scfg.InProcess = s.node // follows the server when a resume restarts it
 	}
 	scfg.Logger = log
 	scfg.CopyDir = filepath.Join(cfg.DataDir, "log")
@@ -544,6 +544,12 @@ func (s *Site) watchIsolation(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if s.node != nil && s.node.JetStreamPaused() && !s.node.Running() {
+			// A resume that could not start the new server left none,
+			// and without one the site cannot even hear whether it is
+			// cut off: start it again (still isolated, so serving nothing).
+			s.rejoin()
+		}
 		peers := -1 // unknown with an external cluster
 		cut := !s.store.Conn().IsConnected()
 		if s.node != nil {
@@ -575,7 +581,9 @@ func (s *Site) watchIsolation(ctx context.Context) {
 		case !cut:
 			since = time.Time{}
 			if s.gw.Isolated() {
-				s.rejoin()
+				if !s.rejoin() {
+					continue
+				}
 				s.log.Warn("reconnected to a majority of sites; serving again", "peers", peers)
 				s.gw.SetIsolated(false)
 				isolatedAt = time.Time{}
@@ -617,18 +625,25 @@ func (s *Site) pauseJetStream() {
 }
 
 // rejoin resumes a paused JetStream once the site hears a majority again.
-func (s *Site) rejoin() {
+// Resuming restarts the embedded server (see natsnode.ResumeJetStream), so
+// the site's connection drops and reconnects once, and for that moment it
+// hears no heartbeats: that silence is its own, not its peers', and is
+// not taken for a new cut. It reports whether the site may serve again;
+// if not, the site stays isolated and watchIsolation tries again.
+func (s *Site) rejoin() bool {
 	if s.node == nil || !s.node.JetStreamPaused() {
-		return
+		return true
 	}
 	start := time.Now()
 	err := s.node.ResumeJetStream()
-	s.store.PauseAPI(false)
 	if err != nil {
-		s.log.Error("cannot resume JetStream", "err", err)
-		return
+		s.log.Error("cannot resume JetStream: this site keeps refusing requests and tries again", "err", err)
+		return false
 	}
+	s.hb.excuse(start, time.Now())
+	s.store.PauseAPI(false)
 	s.log.Warn("JetStream resumed", "took", time.Since(start))
+	return true
 }
 
 // siteCount is how many sites the deployment has: its configured sites,

@@ -1,0 +1,159 @@
+package natsnode_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/salamander-chat/salamander/internal/freeport"
+	"github.com/salamander-chat/salamander/internal/natsnode"
+)
+
+// A paused server's JetStream resumes while the other servers keep asking
+// the JetStream API: the resumed server listens on the ports it had, its
+// replica of an R3 stream catches up with what was written meanwhile, and
+// a client connected through Node.InProcessConn reconnects by itself. Run
+// with -race: resuming through the server's EnableJetStream raced those
+// requests (see ResumeJetStream).
+func TestResumeRejoinsWhileOthersAsk(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ports, err := freeport.Loopback(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	nodes := make([]*natsnode.Node, 3)
+	for i, site := range []string{"a", "b", "c"} {
+		cfg := natsnode.DefaultConfig(site)
+		cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+		cfg.ClusterAddr = addr(i)
+		for j := range 3 {
+			if j != i {
+				cfg.Routes = append(cfg.Routes, addr(j))
+			}
+		}
+		node, err := natsnode.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(node.Shutdown)
+		nodes[i] = node
+	}
+	a, c := nodes[0], nodes[2]
+
+	ncA, err := nats.Connect(a.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ncA.Close()
+	jsA, err := jetstream.New(ncA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stream jetstream.Stream
+	var last error
+	for {
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		stream, err = jsA.CreateStream(try, jetstream.StreamConfig{Name: "RESUME", Subjects: []string{"resume.>"}, Replicas: 3})
+		cancelTry()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no R3 stream: %v", last)
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond) // the cluster is still electing its meta leader
+	}
+	// c's own client, through the pipe that must follow the restart.
+	ncC, err := nats.Connect("", nats.InProcessServer(c), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ncC.Close()
+	clientURL, clusterAddr := c.ClientURL(), c.ClusterAddr()
+
+	if err := c.PauseJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.JetStreamPaused() {
+		t.Fatal("paused, but JetStreamPaused says no")
+	}
+	const written = 20
+	for i := range written {
+		if _, err := jsA.Publish(ctx, "resume.x", []byte{byte(i)}); err != nil {
+			t.Fatal(err) // a and b are a quorum
+		}
+	}
+
+	// Everyone asks the JetStream API while c resumes, as every site's log
+	// check does.
+	asking, stopAsking := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for asking.Err() == nil {
+				_, _ = jsA.Stream(asking, "RESUME")
+				_, _ = jsA.AccountInfo(asking)
+			}
+		})
+	}
+	err = c.ResumeJetStream()
+	stopAsking()
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.JetStreamPaused() || !c.Running() {
+		t.Fatalf("after resume: paused %v, running %v", c.JetStreamPaused(), c.Running())
+	}
+	if c.ClientURL() != clientURL || c.ClusterAddr() != clusterAddr {
+		t.Fatalf("the restarted server moved: client %s → %s, cluster %s → %s", clientURL, c.ClientURL(), clusterAddr, c.ClusterAddr())
+	}
+
+	// c's replica catches up: every server, c included, current and at the
+	// last sequence.
+	for {
+		info, err := stream.Info(ctx)
+		if err == nil && info.Cluster != nil && len(info.Cluster.Replicas) == 2 {
+			current := 0
+			for _, r := range info.Cluster.Replicas {
+				if r.Current && r.Lag == 0 {
+					current++
+				}
+			}
+			if current == 2 && info.State.LastSeq == written {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("c's replica never caught up: %+v", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// c's own client is back, and its JetStream answers through c.
+	jsC, err := jetstream.New(ncC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ack, err := jsC.Publish(ctx, "resume.y", []byte("after"))
+		if err == nil {
+			if ack.Sequence != written+1 {
+				t.Fatalf("published through c at %d, want %d", ack.Sequence, written+1)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("c's in-process client never got back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
