@@ -134,9 +134,23 @@ func (p *page) fill(sel, text string) {
 	p.do("fill "+sel, chromedp.SendKeys(chromedp.CSS(sel), text))
 }
 
+// click clicks the element sel. The page may redraw it between finding
+// it and clicking it (a message arrived and changed what it shows):
+// then, as a person would, it clicks the new one.
 func (p *page) click(sel string) {
 	p.t.Helper()
-	p.do("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+		err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		if try < 3 && strings.Contains(err.Error(), "Could not find node with given id") {
+			continue
+		}
+		p.fail(fmt.Sprintf("click %s: %v", sel, err))
+	}
 }
 
 // say types a message in the composer and presses Enter.

@@ -8,7 +8,7 @@
 
 import { ApiError } from "../api.js";
 import { $, avatar, fill, h } from "../dom.js";
-import { dayKey, fmtDay, fmtTime, t } from "../i18n.js";
+import { currentLang, dayKey, fmtDay, fmtTime, t } from "../i18n.js";
 import { icon } from "../icons.js";
 import { profileDialog, roomSettingsDialog } from "./dialogs.js";
 
@@ -245,25 +245,35 @@ export class RoomView {
     this.autosize();
   }
 
+  // drawHead redraws the room's header only when what it shows changed:
+  // it is asked on every message, and replacing its buttons each time
+  // would drop the keyboard focus from them and lose a click whose press
+  // and release land on different elements.
   drawHead() {
     const room = this.room;
     if (!room) return;
     const m = this.app.model;
     const other = m.otherMember(room);
     const title = m.roomTitle(room);
+    const online = !!(other && m.presence.get(other));
     const sub = other
-      ? (m.presence.get(other) ? t("online") : m.users.get(other)?.status || "")
+      ? (online ? t("online") : m.users.get(other)?.status || "")
       : t("members", room.members.length);
+    const label = other ? m.displayName(other) : title;
+    const shown = JSON.stringify([room.id, room.kind, other, title, label, sub, online, room.members.length, currentLang()]);
+    if (shown === this.headShown && $("room-head").firstChild) return;
+    this.headShown = shown;
+    // The handlers read the room when clicked: the model may have replaced it since.
     fill($("room-head"),
       h("a", { href: "#/chats", class: "icon-btn back", "aria-label": t("back") }, icon("back")),
-      h("button", { class: "room-who", onclick: () => other ? profileDialog(this.app, other) : roomSettingsDialog(this.app, room) },
-        avatar(other || room.id, other ? m.displayName(other) : title),
+      h("button", { class: "room-who", onclick: () => other ? profileDialog(this.app, other) : this.room && roomSettingsDialog(this.app, this.room) },
+        avatar(other || room.id, label),
         h("span", { class: "room-names" },
           h("h2", { id: "room-title" }, title, room.kind === "group" ? h("span", { class: "count" }, room.members.length) : null),
-          sub ? h("span", { class: "room-sub" + (other && m.presence.get(other) ? " online" : "") }, sub) : null)),
+          sub ? h("span", { class: "room-sub" + (online ? " online" : "") }, sub) : null)),
       room.kind === "group"
         ? h("button", { class: "icon-btn", id: "room-settings", "aria-label": t("roomSettings"), title: t("roomSettings"),
-          onclick: () => roomSettingsDialog(this.app, room) }, icon("more"))
+          onclick: () => this.room && roomSettingsDialog(this.app, this.room) }, icon("more"))
         : null);
   }
 
