@@ -123,22 +123,33 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 	gapFills := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_log_gap_fills_total",
 		Help:        "Times this site's tails found commit announcements missing and read the records from the log.",
 		ConstLabels: labels}, func() float64 { return float64(log.GapFills()) })
-	// Records read back from the log for queries, by where they came from.
-	logReads := func(from string, count func() int64) prometheus.Collector {
+	// counterOf is a counter of the site's labels and one more, read from count.
+	counterOf := func(name, help, label, value string, count func() int64) prometheus.Collector {
 		l := maps.Clone(labels)
-		l["from"] = from
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_log_reads_total",
-			Help: "Records read back from the log for queries (message texts no longer in memory), by where they " +
-				"came from: own_copy (this site's copy of the log) or replicas (a direct get, answered by any site's replica).",
-			ConstLabels: l}, func() float64 { return float64(count()) })
+		l[label] = value
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: l},
+			func() float64 { return float64(count()) })
 	}
-	ownReads := logReads("own_copy", func() int64 { own, _ := log.Reads(); return own })
-	replicaReads := logReads("replicas", func() int64 { _, replicas := log.Reads(); return replicas })
+	// Records read back from the log for queries, by where they came from.
+	const readsHelp = "Records read back from the log for queries (message texts no longer in memory), by where they " +
+		"came from: own_copy (this site's copy of the log) or replicas (a direct get, answered by any site's replica)."
+	ownReads := counterOf("salamander_log_reads_total", readsHelp, "from", "own_copy",
+		func() int64 { own, _ := log.Reads(); return own })
+	replicaReads := counterOf("salamander_log_reads_total", readsHelp, "from", "replicas",
+		func() int64 { _, replicas := log.Reads(); return replicas })
+	// Batches forwarded to the site leading their partition, and of those
+	// the ones this site appended itself after all.
+	const forwardsHelp = "Batches of sends this site forwarded to the site leading their partition, to share its record: " +
+		"answered there, or appended here after all (no answer in time, or refused)."
+	forwardedOK := counterOf("salamander_log_batches_forwarded_total", forwardsHelp, "result", "answered",
+		func() int64 { all, back := log.Forwarded(); return all - back })
+	forwardedBack := counterOf("salamander_log_batches_forwarded_total", forwardsHelp, "result", "appended_here",
+		func() int64 { _, back := log.Forwarded(); return back })
 	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_entries_applied_total",
 		Help: "Log entries this site's read model applied since the process started.", ConstLabels: labels},
 		func() float64 { return float64(v.EntriesApplied()) })
 	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, newAppliedCollector(v, labels),
-		gapFills, ownReads, replicaReads, entries, m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
+		gapFills, ownReads, replicaReads, forwardedOK, forwardedBack, entries, m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
 	return m
 }
 

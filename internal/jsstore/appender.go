@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -79,11 +80,13 @@ func takeRecordSlot(ctx context.Context) (release func(), ok bool) {
 
 // appendRequest is one batchable append waiting for its record.
 type appendRequest struct {
+	typ   salamander.RecordType
 	key   string
-	rec   salamander.Record
 	msgID string
 	body  []byte
 	done  chan appendResult // buffered: the appender never blocks on it
+	// forwarded: another site's, taken by this site's gatherer (forward.go).
+	forwarded bool
 }
 
 type appendResult struct {
@@ -130,7 +133,7 @@ func (a *appender) append(ctx context.Context, key string, rec salamander.Record
 	if err != nil {
 		return salamander.Position{}, false, fmt.Errorf("jsstore: encode %s: %w", rec.Type, err)
 	}
-	req := &appendRequest{key: key, rec: rec, msgID: msgID, body: body, done: make(chan appendResult, 1)}
+	req := &appendRequest{typ: rec.Type, key: key, msgID: msgID, body: body, done: make(chan appendResult, 1)}
 	select {
 	case a.in <- req:
 	case <-ctx.Done():
@@ -192,14 +195,26 @@ func (a *appender) run(ctx context.Context) {
 		go func() {
 			defer func() { <-slots }()
 			defer release()
-			a.commit(ctx, batch)
+			a.commit(ctx, batch, release)
 		}()
 	}
 }
 
 // commit appends one record for batch and answers every request in it. A
-// partition's batch may be held in its standby instead (standby.go).
-func (a *appender) commit(ctx context.Context, batch []*appendRequest) {
+// partition's batch may be held in its standby instead (standby.go), or
+// go to the partition's leader's site, to share its record (forward.go):
+// that makes no record here, so the process's record slot is given back
+// (release) while it waits for the answer.
+func (a *appender) commit(ctx context.Context, batch []*appendRequest, release func()) {
+	if len(batch) >= forwardMinBatch && !slices.ContainsFunc(batch, isForwarded) {
+		if site := a.s.forwardTo(a.stream); site != "" {
+			release()
+			if res, ok := a.forward(ctx, site, batch); ok {
+				answerAll(batch, res)
+				return
+			}
+		}
+	}
 	if a.holds {
 		a.commitPartition(ctx, batch)
 		return
@@ -231,6 +246,8 @@ func (a *appender) publishBatch(ctx context.Context, stream string, batch []*app
 	}
 	return out
 }
+
+func isForwarded(r *appendRequest) bool { return r.forwarded }
 
 func answerAll(batch []*appendRequest, results []appendResult) {
 	for i, r := range results {

@@ -123,6 +123,13 @@ type Config struct {
 	// the site crosses this connection. URLs still name the server (for
 	// logs, reports and the connection's reconnect bookkeeping).
 	InProcess nats.InProcessConnProvider
+	// Site is the site this store serves; with it the store forwards its
+	// gathered batches to the site leading their partition and takes the
+	// other sites' (see forward.go, and Gather). Empty: neither (tools,
+	// tests).
+	Site string
+	// SiteOf names the site of a NATS server (nil: ServerSite).
+	SiteOf func(server string) string
 	// CopyDir holds this site's own copy of the log (see ownCopy): the
 	// records its tails applied, read back by Fetch without asking another
 	// site. Empty: no copy, Fetch reads from the replicas.
@@ -199,6 +206,15 @@ type Store struct {
 	// step-downs, message gets) while its site pauses and resumes its
 	// embedded server's JetStream (see PauseAPI).
 	apiPaused atomic.Bool
+
+	// gather is where this store forwards its batches (forward.go);
+	// gatherSub takes the other sites' while gathering is on.
+	gather           gatherSites
+	gatherMu         sync.Mutex
+	gatherSub        *nats.Subscription
+	gathering        atomic.Bool
+	forwarded        atomic.Int64
+	forwardFallbacks atomic.Int64
 
 	// copies are the streams' own copies, opened by their tails (nil: the
 	// copy could not be opened; reads go to the replicas).
@@ -297,6 +313,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // Close stops the appenders (appends in flight answer unavailable) and
 // closes the connection.
 func (s *Store) Close() {
+	_ = s.Gather(false)
 	s.appCancel()
 	s.appWG.Wait()
 	s.nc.Close()
@@ -1117,6 +1134,9 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 		return StreamStatus{}, fmt.Errorf("jsstore: stream %s: %w", name, err)
 	}
 	ss := StreamStatus{Stream: name, LastSeq: info.State.LastSeq, Messages: info.State.Msgs}
+	if info.Cluster != nil {
+		s.noteLeader(name, info.Cluster.Leader)
+	}
 	if IsStandby(name) {
 		ss.StandbyOf = PartitionOf(name)
 	}

@@ -16,6 +16,13 @@ import (
 // two partitions on it; both stop when the test ends.
 func openLoneStore(ctx context.Context, t *testing.T) *Store {
 	t.Helper()
+	return openTestStore(ctx, t, startLoneServer(ctx, t), nil)
+}
+
+// startLoneServer starts a one-server JetStream (its server "site-a"),
+// stopped when the test ends, and returns its client URL.
+func startLoneServer(ctx context.Context, t *testing.T) string {
+	t.Helper()
 	cfg := natsnode.DefaultConfig("a")
 	cfg.StoreDir, cfg.ClusterAddr = filepath.Join(t.TempDir(), "nats"), ""
 	node, err := natsnode.Start(ctx, cfg)
@@ -23,8 +30,19 @@ func openLoneStore(ctx context.Context, t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(node.Shutdown)
-	scfg := DefaultConfig(node.ClientURL())
+	return node.ClientURL()
+}
+
+// openTestStore opens a store with two partitions, one replica each, on
+// the server at url, its configuration changed by tweak (if set), and
+// makes its streams; it is closed when the test ends.
+func openTestStore(ctx context.Context, t *testing.T, url string, tweak func(*Config)) *Store {
+	t.Helper()
+	scfg := DefaultConfig(url)
 	scfg.Replicas, scfg.Partitions = 1, 2
+	if tweak != nil {
+		tweak(&scfg)
+	}
 	s, err := Open(ctx, scfg)
 	if err != nil {
 		t.Fatal(err)

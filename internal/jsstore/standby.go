@@ -549,7 +549,7 @@ func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) 
 
 // holdsMessages reports whether batch has a message, which hold can hold.
 func holdsMessages(batch []*appendRequest) bool {
-	return slices.ContainsFunc(batch, func(r *appendRequest) bool { return r.rec.Type == salamander.RecMessageSent })
+	return slices.ContainsFunc(batch, func(r *appendRequest) bool { return r.typ == salamander.RecMessageSent })
 }
 
 // hold appends batch's messages to the standby as one record and answers
@@ -561,7 +561,7 @@ func (a *appender) hold(ctx context.Context, batch []*appendRequest) {
 	var msgs []*appendRequest
 	var at []int
 	for i, r := range batch {
-		if r.rec.Type == salamander.RecMessageSent {
+		if r.typ == salamander.RecMessageSent {
 			msgs, at = append(msgs, r), append(at, i)
 		} else {
 			results[i] = appendResult{err: errNoQuorum}

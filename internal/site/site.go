@@ -209,6 +209,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}
 	scfg.Logger = log
 	scfg.CopyDir = filepath.Join(cfg.DataDir, "log")
+	scfg.Site, scfg.SiteOf = cfg.Site, s.servers.site
 	store, err := jsstore.Open(ctx, scfg)
 	if err != nil {
 		return nil, err
@@ -499,6 +500,9 @@ func (s *Site) boot(ctx context.Context) {
 	}
 	s.gw.SetCatchUp(heads)
 	s.checkPlacement(ctx)
+	if !s.gw.Isolated() {
+		s.gather(true)
+	}
 	close(s.booted)
 	s.wg.Add(4)
 	go func() {
@@ -586,6 +590,7 @@ func (s *Site) watchIsolation(ctx context.Context) {
 				}
 				s.log.Warn("reconnected to a majority of sites; serving again", "peers", peers)
 				s.gw.SetIsolated(false)
+				s.gather(true)
 				isolatedAt = time.Time{}
 			}
 		case since.IsZero():
@@ -606,6 +611,16 @@ const pauseAfter = time.Second
 // the cut lasts (see pauseJetStream).
 func (s *Site) isolate() {
 	s.gw.SetIsolated(true)
+	s.gather(false)
+}
+
+// gather starts or stops this site taking the other sites' batches for
+// the partitions it leads, and forwarding its own (jsstore.Store.Gather):
+// off while it is cut off.
+func (s *Site) gather(on bool) {
+	if err := s.store.Gather(on); err != nil {
+		s.log.Warn("cannot change batch gathering", "on", on, "err", err)
+	}
 }
 
 // pauseJetStream pauses an embedded site's JetStream so that its replicas
