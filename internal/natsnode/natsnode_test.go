@@ -86,10 +86,21 @@ func TestResumeRejoinsWhileOthersAsk(t *testing.T) {
 	if !c.JetStreamPaused() {
 		t.Fatal("paused, but JetStreamPaused says no")
 	}
+	// a and b are a quorum; if c led the stream, they elect a leader
+	// first (4–9 s), and a publish meanwhile goes unanswered: retry it,
+	// with an id so that a retried one is stored once.
 	const written = 20
 	for i := range written {
-		if _, err := jsA.Publish(ctx, "resume.x", []byte{byte(i)}); err != nil {
-			t.Fatal(err) // a and b are a quorum
+		for {
+			try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+			_, err := jsA.Publish(try, "resume.x", []byte{byte(i)}, jetstream.WithMsgID(fmt.Sprint("w", i)))
+			cancelTry()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("write %d while c is paused: %v", i, err)
+			}
 		}
 	}
 
@@ -121,7 +132,9 @@ func TestResumeRejoinsWhileOthersAsk(t *testing.T) {
 	// c's replica catches up: every server, c included, current and at the
 	// last sequence.
 	for {
-		info, err := stream.Info(ctx)
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		info, err := stream.Info(try)
+		cancelTry()
 		if err == nil && info.Cluster != nil && len(info.Cluster.Replicas) == 2 {
 			current := 0
 			for _, r := range info.Cluster.Replicas {
@@ -144,7 +157,9 @@ func TestResumeRejoinsWhileOthersAsk(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		ack, err := jsC.Publish(ctx, "resume.y", []byte("after"))
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		ack, err := jsC.Publish(try, "resume.y", []byte("after"), jetstream.WithMsgID("after"))
+		cancelTry()
 		if err == nil {
 			if ack.Sequence != written+1 {
 				t.Fatalf("published through c at %d, want %d", ack.Sequence, written+1)
