@@ -15,8 +15,8 @@ import (
 	"github.com/salamander-chat/salamander/internal/natsnode"
 )
 
-// A paused server's JetStream resumes while the other servers keep asking
-// the JetStream API: the resumed server listens on the ports it had, its
+// The meta leader's JetStream pauses at once, and resumes while the other
+// servers keep asking the JetStream API: the server listens on the ports it had, its
 // replica of an R3 stream catches up with what was written meanwhile, and
 // a client connected through Node.InProcessConn reconnects by itself. Run
 // with -race: resuming through the server's EnableJetStream raced those
@@ -46,7 +46,21 @@ func TestResumeRejoinsWhileOthersAsk(t *testing.T) {
 		t.Cleanup(node.Shutdown)
 		nodes[i] = node
 	}
-	a, c := nodes[0], nodes[2]
+	// c is the cluster's meta leader: the server whose pause the server's
+	// own ShutdownJetStream would hold up for 2 s (see PauseJetStream).
+	metaLeader := -1
+	for metaLeader < 0 {
+		for i, node := range nodes {
+			if node.Server().JetStreamIsLeader() {
+				metaLeader = i
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the cluster elected no meta leader")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a, c := nodes[(metaLeader+1)%3], nodes[metaLeader]
 
 	ncA, err := nats.Connect(a.ClientURL())
 	if err != nil {
@@ -80,11 +94,20 @@ func TestResumeRejoinsWhileOthersAsk(t *testing.T) {
 	defer ncC.Close()
 	clientURL, clusterAddr := c.ClientURL(), c.ClusterAddr()
 
+	start := time.Now()
 	if err := c.PauseJetStream(); err != nil {
 		t.Fatal(err)
 	}
-	if !c.JetStreamPaused() {
-		t.Fatal("paused, but JetStreamPaused says no")
+	// Not a speed test: a pause through ShutdownJetStream waits 2 s on a
+	// meta leader by construction, a restart does not wait at all.
+	if took := time.Since(start); took >= 2*time.Second {
+		t.Fatalf("pausing the meta leader took %v: it waited for a leadership transfer", took)
+	}
+	if !c.JetStreamPaused() || c.Server().JetStreamEnabled() || !c.Running() {
+		t.Fatalf("after pause: paused %v, JetStream enabled %v, running %v", c.JetStreamPaused(), c.Server().JetStreamEnabled(), c.Running())
+	}
+	if c.ClientURL() != clientURL || c.ClusterAddr() != clusterAddr {
+		t.Fatalf("the paused server moved: client %s → %s, cluster %s → %s", clientURL, c.ClientURL(), clusterAddr, c.ClusterAddr())
 	}
 	// a and b are a quorum; if c led the stream, they elect a leader
 	// first (4–9 s), and a publish meanwhile goes unanswered: retry it,
