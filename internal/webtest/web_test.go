@@ -101,7 +101,17 @@ func TestWebMessengerRidesThroughAFire(t *testing.T) {
 
 	chat := &conversation{t: t, ctx: ctx, sent: []string{"안녕하세요 Joon!"}, pages: []*page{mina, joon}}
 	chat.talk(joon, "Hi Mina, how are you?")
+	chat.whole(10 * time.Second)
+	// Joon selects the text of Mina's first message; a message arriving
+	// leaves its element, and so his selection, alone.
+	joon.js(`window.keptMsg = [...document.querySelectorAll("#messages .msg")].find(e => e.querySelector(".text")?.textContent === "안녕하세요 Joon!");
+		const r = document.createRange(); r.selectNodeContents(window.keptMsg.querySelector(".text"));
+		getSelection().removeAllRanges(); getSelection().addRange(r)`)
 	chat.talk(mina, "잘 지내요 😊 you?")
+	chat.whole(10 * time.Second)
+	joon.wait("the selected message kept, still selected",
+		`window.keptMsg.isConnected && getSelection().toString() === "안녕하세요 Joon!"`)
+	joon.js(`getSelection().removeAllRanges()`)
 	chat.talk(joon, "Great. Did the fire reach you?")
 	chat.whole(10 * time.Second)
 	mina.shoot("room-ko-phone")

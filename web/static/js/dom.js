@@ -28,6 +28,37 @@ export function fill(el, ...children) {
   append(el, ...children);
 }
 
+// reconcile makes el's children the nodes that items describe, in order.
+// Each item is {key, sig, make}: an element drawn before under the same key
+// with the same signature (what it shows) is kept where it is, so a
+// redraw does not take away the user's text selection, focus or a click
+// in progress; others are made anew. kept maps key -> {sig, node} from
+// the last call and is updated.
+export function reconcile(el, items, kept) {
+  const next = new Map();
+  const nodes = items.map(({ key, sig, make }) => {
+    const old = kept.get(key);
+    const node = old && old.sig === sig && old.node.parentNode === el ? old.node : make();
+    next.set(key, { sig, node });
+    return node;
+  });
+  let cursor = el.firstChild;
+  for (const node of nodes) {
+    if (node === cursor) {
+      cursor = cursor.nextSibling;
+      continue;
+    }
+    el.insertBefore(node, cursor);
+  }
+  while (cursor) {
+    const after = cursor.nextSibling;
+    cursor.remove();
+    cursor = after;
+  }
+  kept.clear();
+  for (const [k, v] of next) kept.set(k, v);
+}
+
 export const $ = (id) => document.getElementById(id);
 
 // avatar is a round badge with a name's first letter, coloured from the

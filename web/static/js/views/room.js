@@ -7,7 +7,7 @@
 // neither).
 
 import { ApiError } from "../api.js";
-import { $, avatar, fill, h } from "../dom.js";
+import { $, avatar, fill, h, reconcile } from "../dom.js";
 import { currentLang, dayKey, fmtDay, fmtTime, t } from "../i18n.js";
 import { icon } from "../icons.js";
 import { profileDialog, roomSettingsDialog } from "./dialogs.js";
@@ -297,34 +297,50 @@ export class RoomView {
     const msgs = m.sortedMessages(room);
     const mine = new Set(msgs.filter((x) => x.sender === me).map((x) => x.client_id));
     const pending = this.app.outbox.forRoom(room.id).filter((p) => !mine.has(p.client_id) && !room.held.has(p.client_id));
+    // Each item has a key and a signature of what it shows: reconcile
+    // keeps the elements whose signature did not change (see dom.js).
+    const lang = currentLang();
     const items = [];
-    items.push(room.loaded && !room.more
+    const edge = room.loaded && !room.more ? "beginning" : room.loaded ? "older" : "loading";
+    items.push({ key: "edge", sig: edge + lang, make: () => edge === "beginning"
       ? h("div", { class: "history-edge" }, t("beginning"))
-      : h("div", { class: "history-edge loading" }, room.loaded ? t("loadingOlder") : ""));
+      : h("div", { class: "history-edge loading" }, edge === "older" ? t("loadingOlder") : "") });
     const minute = (x) => Math.floor(Date.parse(x.sent_at) / 60000);
     const together = (a, b) => a && b && a.sender === b.sender && minute(a) === minute(b);
+    const message = (key, x, opts) => {
+      const name = opts.mine ? "" : m.displayName(x.sender);
+      const sig = JSON.stringify([x.seq, x.client_id, x.sender, name, x.text, x.sent_at, lang,
+        opts.first, opts.last, opts.unread, !!opts.pending, !!opts.held]);
+      return { key, sig, make: () => bubble(this.app, x, opts) };
+    };
     let prev = null;
     msgs.forEach((x, i) => {
       const next = msgs[i + 1];
       if (!prev || dayKey(prev.sent_at) !== dayKey(x.sent_at)) {
-        items.push(h("div", { class: "day", role: "separator" }, h("span", {}, fmtDay(x.sent_at))));
+        const day = dayKey(x.sent_at);
+        items.push({ key: "day:" + day, sig: day + lang,
+          make: () => h("div", { class: "day", role: "separator" }, h("span", {}, fmtDay(x.sent_at))) });
         prev = null;
       }
       const first = !together(prev, x);
       const last = !together(x, next) || (next && dayKey(next.sent_at) !== dayKey(x.sent_at));
       const unread = m.unreadBy(room, x.seq);
-      items.push(bubble(this.app, x, { mine: x.sender === me, first, last, unread }));
+      items.push(message("seq:" + x.seq, x, { mine: x.sender === me, first, last, unread }));
       prev = x;
     });
     for (const x of room.held.values()) {
-      items.push(bubble(this.app, x, { mine: true, first: true, last: true, held: true }));
+      items.push(message("held:" + x.client_id, x, { mine: true, first: true, last: true, held: true }));
     }
     for (const p of pending) {
-      items.push(bubble(this.app, { sender: me, text: p.text, client_id: p.client_id, sent_at: p.queued_at },
+      items.push(message("pending:" + p.client_id, { sender: me, text: p.text, client_id: p.client_id, sent_at: p.queued_at },
         { mine: true, first: true, last: true, pending: true }));
     }
     const stick = this.stuck !== false;
-    fill(el, items);
+    if (this.drawnRoom !== room.id) {
+      this.drawn = new Map(); // keys are a room's own
+      this.drawnRoom = room.id;
+    }
+    reconcile(el, items, this.drawn);
     if (this.anchor !== null) {
       el.scrollTop = el.scrollHeight - this.anchor;
       this.anchor = null;
