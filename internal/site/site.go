@@ -549,9 +549,10 @@ func (s *Site) watchIsolation(ctx context.Context) {
 		case <-t.C:
 		}
 		if s.node != nil && s.node.JetStreamPaused() && !s.node.Running() {
-			// A resume that could not start the new server left none,
-			// and without one the site cannot even hear whether it is
-			// cut off: start it again (still isolated, so serving nothing).
+			// A pause or resume that could not start the new server left
+			// none, and without one the site cannot even hear whether it
+			// is cut off: start it again, with JetStream (still isolated,
+			// so serving nothing until it hears a majority).
 			s.rejoin()
 		}
 		peers := -1 // unknown with an external cluster
