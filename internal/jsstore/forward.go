@@ -246,12 +246,8 @@ enqueue:
 //	reply:   0, count, then per entry: stream, seq, dup (0/1), code, message
 //	         ("" code: no error), or 1, message (the batch was refused)
 
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendBytes(b []byte, p []byte) []byte {
+// appendField appends p, prefixed by its length.
+func appendField[T string | []byte](b []byte, p T) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p)))
 	return append(b, p...)
 }
@@ -262,13 +258,13 @@ func encodeForward(stream string, batch []*appendRequest) []byte {
 		size += len(r.typ) + len(r.key) + len(r.msgID) + len(r.body) + 12
 	}
 	b := make([]byte, 0, size)
-	b = appendString(b, stream)
+	b = appendField(b, stream)
 	b = binary.AppendUvarint(b, uint64(len(batch)))
 	for _, r := range batch {
-		b = appendString(b, string(r.typ))
-		b = appendString(b, r.key)
-		b = appendString(b, r.msgID)
-		b = appendBytes(b, r.body)
+		b = appendField(b, string(r.typ))
+		b = appendField(b, r.key)
+		b = appendField(b, r.msgID)
+		b = appendField(b, r.body)
 	}
 	return b
 }
@@ -348,7 +344,7 @@ func encodeForwardReply(results []appendResult) []byte {
 	b = append(b, 0)
 	b = binary.AppendUvarint(b, uint64(len(results)))
 	for _, res := range results {
-		b = appendString(b, res.pos.Stream)
+		b = appendField(b, res.pos.Stream)
 		b = binary.AppendUvarint(b, res.pos.Seq)
 		dup := byte(0)
 		if res.dup {
@@ -362,14 +358,14 @@ func encodeForwardReply(results []appendResult) []byte {
 				msg = res.err.Error() // its details, for the forwarding site's log
 			}
 		}
-		b = appendString(b, code)
-		b = appendString(b, msg)
+		b = appendField(b, code)
+		b = appendField(b, msg)
 	}
 	return b
 }
 
 func encodeForwardRefusal(err error) []byte {
-	return appendString([]byte{1}, err.Error())
+	return appendField([]byte{1}, err.Error())
 }
 
 // decodeForwardReply reads the gatherer's answers to a batch of n
