@@ -237,8 +237,9 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 	if a.m.rooms[r.Room] != nil || len(members) == 0 || (r.Kind == salamander.RoomDirect && len(members) != 2) {
 		return nil
 	}
-	rs := &roomState{id: r.Room, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At, members: map[string]uint64{},
-		ids: map[string]uint64{}, idsLoaded: true}
+	a.m.lastRoomNo++
+	rs := &roomState{id: r.Room, no: a.m.lastRoomNo, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At,
+		members: map[string]uint64{}, ids: map[uint64]uint64{}, idsLoaded: true}
 	a.m.rooms[r.Room] = rs
 	for _, u := range members {
 		a.join(rs, pos, u)
@@ -301,12 +302,13 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 			return err
 		}
 	}
-	if _, dup := rs.ids[r.User+"\x00"+r.ClientID]; dup {
+	key := clientKeyOf(r.User, r.ClientID)
+	if _, dup := rs.ids[key]; dup {
 		return nil
 	}
 	rs.lastSeq++
 	seq := rs.lastSeq
-	rs.remember(r.User, r.ClientID, seq)
+	rs.remember(key, seq)
 	// Sending marks the room read for the sender, as in every messenger.
 	rs.members[r.User] = seq
 	a.dirtyMembers[memberKey{rs.id, r.User}] = true
@@ -314,8 +316,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	rs.last = msg
 	a.m.addRecent(pos, msg)
 	a.dirtyRooms[rs.id] = true
-	a.db.messages = append(a.db.messages, msgRow{room: r.Room, seq: seq, pos: pos.Seq, sender: r.User,
-		clientID: r.ClientID, sentAt: r.At.UnixNano()})
+	a.db.messages = append(a.db.messages, msgRow{room: rs.no, seq: seq, pos: pos.Seq, key: key})
 	out := *msg
 	out.Unread = rs.unread(seq)
 	ev := salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: r.Room, Message: &out, At: r.At}
@@ -377,7 +378,7 @@ func (a *applier) storeRoomEvent(ev salamander.Event, audience []string) error {
 func (a *applier) snapshot() {
 	for id := range a.dirtyRooms {
 		rs := a.m.rooms[id]
-		row := roomRow{id: id, stream: rs.stream, kind: string(rs.kind), name: rs.name, created: rs.created.UnixNano(), lastSeq: rs.lastSeq}
+		row := roomRow{no: rs.no, id: id, stream: rs.stream, kind: string(rs.kind), name: rs.name, created: rs.created.UnixNano(), lastSeq: rs.lastSeq}
 		if rs.last != nil {
 			row.last = *rs.last
 		}

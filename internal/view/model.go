@@ -1,6 +1,8 @@
 package view
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"slices"
 	"time"
 
@@ -42,6 +44,8 @@ type model struct {
 	// held are the messages read from each standby stream and not placed
 	// yet, in the standby's order.
 	held map[string][]heldMessage
+	// lastRoomNo is the highest room number given out (roomState.no).
+	lastRoomNo int64
 }
 
 // heldMessage is a message held in a standby stream, at its position there.
@@ -59,7 +63,13 @@ type userState struct {
 }
 
 type roomState struct {
-	id      string
+	id string
+	// no is the room's number in this site's store, where it keys the
+	// room's message index instead of the id (an integer key makes each
+	// message's index row less than half as large). Numbers are given out
+	// in the order this site applied the rooms' creation; they mean
+	// nothing outside its store.
+	no      int64
 	stream  string // the log stream that holds the room's records
 	kind    salamander.RoomKind
 	name    string
@@ -67,11 +77,30 @@ type roomState struct {
 	lastSeq uint64
 	last    *salamander.Message // newest message; Unread not set
 	members map[string]uint64   // member -> read marker
-	// ids maps sender+"\x00"+clientID to seq for the newest DedupeWindow
-	// messages (idOrder is their FIFO). Loaded from SQLite on first use.
-	ids       map[string]uint64
-	idOrder   []string
+	// ids maps the client key (clientKeyOf) of the newest DedupeWindow
+	// messages to their seq (idOrder is their FIFO). Loaded from SQLite on
+	// first use.
+	ids       map[uint64]uint64
+	idOrder   []uint64
 	idsLoaded bool
+}
+
+// clientKeyOf is what the dedupe window knows a message by: the first 64
+// bits of SHA-256 over its sender and client id. The store keeps this
+// integer in each message's index row instead of both strings (they are in
+// the log), and the window in memory is a quarter of the size. Two
+// messages of a room are taken for one only if their keys collide within
+// its window, which for ids nobody chose to collide is ~2^-64 per pair;
+// choosing a colliding id for someone else's coming message means finding
+// a preimage of a 64-bit SHA-256 prefix of an id not yet known. Every site
+// computes the same key, so every site decides alike.
+func clientKeyOf(sender, clientID string) uint64 {
+	h := sha256.New()
+	h.Write([]byte(sender))
+	h.Write([]byte{0})
+	h.Write([]byte(clientID))
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
 }
 
 func newModel() *model {
@@ -159,8 +188,7 @@ func (m *model) removeMember(r *roomState, user string) {
 }
 
 // remember records a client id in the room's dedupe window.
-func (r *roomState) remember(sender, clientID string, seq uint64) {
-	k := sender + "\x00" + clientID
+func (r *roomState) remember(k, seq uint64) {
 	r.ids[k] = seq
 	r.idOrder = append(r.idOrder, k)
 	if len(r.idOrder) > DedupeWindow {
@@ -256,6 +284,6 @@ func (m *model) placed(r salamander.Record) bool {
 	if rs == nil {
 		return false
 	}
-	_, ok := rs.ids[r.User+"\x00"+r.ClientID]
+	_, ok := rs.ids[clientKeyOf(r.User, r.ClientID)]
 	return ok
 }

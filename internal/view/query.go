@@ -172,25 +172,51 @@ func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID str
 		v.mu.RUnlock()
 		return v.messageByClientIDStored(ctx, room, sender, clientID)
 	}
-	seq, ok := rs.ids[sender+"\x00"+clientID]
+	seq, ok := rs.ids[clientKeyOf(sender, clientID)]
 	v.mu.RUnlock()
 	if !ok {
 		return salamander.Message{}, false, nil
 	}
-	return v.message(ctx, room, seq)
+	return v.messageOf(ctx, room, seq, sender, clientID)
 }
 
 func (v *View) messageByClientIDStored(ctx context.Context, room, sender, clientID string) (salamander.Message, bool, error) {
+	no, ok := v.roomNo(room)
+	if !ok {
+		return salamander.Message{}, false, nil
+	}
 	var seq uint64
-	err := v.r.QueryRowContext(ctx, `SELECT seq FROM (SELECT seq, sender, client_id FROM messages WHERE room = ?
-		ORDER BY seq DESC LIMIT ?) WHERE sender = ? AND client_id = ?`, room, DedupeWindow, sender, clientID).Scan(&seq)
+	err := v.r.QueryRowContext(ctx, `SELECT seq FROM (SELECT seq, client_key FROM messages WHERE room = ?
+		ORDER BY seq DESC LIMIT ?) WHERE client_key = ?`, no, DedupeWindow, int64(clientKeyOf(sender, clientID))).Scan(&seq)
 	if err == sql.ErrNoRows {
 		return salamander.Message{}, false, nil
 	}
 	if err != nil {
 		return salamander.Message{}, false, fmt.Errorf("view: message by client id: %w", err)
 	}
-	return v.message(ctx, room, seq)
+	return v.messageOf(ctx, room, seq, sender, clientID)
+}
+
+// messageOf returns the room's message at seq if sender sent it under
+// clientID: the window knows messages by their client key, and a key
+// shared by two client ids (~2^-64) must not answer one sender with
+// another's message.
+func (v *View) messageOf(ctx context.Context, room string, seq uint64, sender, clientID string) (salamander.Message, bool, error) {
+	m, ok, err := v.message(ctx, room, seq)
+	if err != nil || !ok || m.Sender != sender || m.ClientID != clientID {
+		return salamander.Message{}, false, err
+	}
+	return m, true, nil
+}
+
+// roomNo is the room's number in the store (roomState.no).
+func (v *View) roomNo(room string) (int64, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if rs := v.m.rooms[room]; rs != nil {
+		return rs.no, true
+	}
+	return 0, false
 }
 
 // message returns a room's message by seq, from memory when it is the
@@ -205,14 +231,17 @@ func (v *View) message(ctx context.Context, room string, seq uint64) (salamander
 		return out, true, nil
 	}
 	v.mu.RUnlock()
+	if rs == nil {
+		return salamander.Message{}, false, nil
+	}
 	if err := v.waitStored(ctx); err != nil {
 		return salamander.Message{}, false, err
 	}
-	rows, err := v.r.QueryContext(ctx, `SELECT room, seq, pos, sender, client_id, sent_at FROM messages WHERE room = ? AND seq = ?`, room, seq)
+	rows, err := v.r.QueryContext(ctx, `SELECT seq, pos FROM messages WHERE room = ? AND seq = ?`, rs.no, seq)
 	if err != nil {
 		return salamander.Message{}, false, fmt.Errorf("view: message: %w", err)
 	}
-	msgs, err := v.scanMessages(ctx, rows)
+	msgs, err := v.scanMessages(ctx, room, rows)
 	if err != nil || len(msgs) == 0 {
 		return salamander.Message{}, false, err
 	}
@@ -227,21 +256,25 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, f
 	if err := v.waitStored(ctx); err != nil {
 		return salamander.HistoryPage{}, err
 	}
+	no, ok := v.roomNo(room)
+	if !ok {
+		return salamander.HistoryPage{Messages: []salamander.Message{}}, nil
+	}
 	var rows *sql.Rows
 	var err error
-	const cols = `SELECT room, seq, pos, sender, client_id, sent_at FROM messages WHERE room = ?`
+	const cols = `SELECT seq, pos FROM messages WHERE room = ?`
 	switch {
 	case forward:
-		rows, err = v.r.QueryContext(ctx, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`, room, after, limit+1)
+		rows, err = v.r.QueryContext(ctx, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`, no, after, limit+1)
 	case before > 0:
-		rows, err = v.r.QueryContext(ctx, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`, room, before, limit+1)
+		rows, err = v.r.QueryContext(ctx, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`, no, before, limit+1)
 	default:
-		rows, err = v.r.QueryContext(ctx, cols+` ORDER BY seq DESC LIMIT ?`, room, limit+1)
+		rows, err = v.r.QueryContext(ctx, cols+` ORDER BY seq DESC LIMIT ?`, no, limit+1)
 	}
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
 	}
-	msgs, err := v.scanMessages(ctx, rows)
+	msgs, err := v.scanMessages(ctx, room, rows)
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
 	}
@@ -274,22 +307,23 @@ func (v *View) setUnread(msgs []salamander.Message) {
 // own events. A span's messages are read by seq between the marks around
 // its positions (message_marks): the last mark at or before the span's
 // start and the first after its end bound the seqs, the positions filter
-// the at most 2 × markEvery rows between.
-const syncQuery = `SELECT seq, kind, room, body, mseq, sender, client_id, sent_at FROM (
-  SELECT m.pos AS seq, 1 AS kind, m.room, '' AS body, m.seq AS mseq, m.sender, m.client_id, m.sent_at
-    FROM spans s JOIN messages m ON m.room = s.room
-      AND m.seq >= coalesce((SELECT k.seq FROM message_marks k WHERE k.room = s.room AND k.pos <= max(?1, s.from_seq - 1)
+// the at most 2 × markEvery rows between. The rest of a message (sender,
+// client id, time, text) comes from the log by position.
+const syncQuery = `SELECT seq, kind, room, body, mseq FROM (
+  SELECT m.pos AS seq, 1 AS kind, s.room, '' AS body, m.seq AS mseq
+    FROM spans s JOIN rooms r ON r.id = s.room JOIN messages m ON m.room = r.no
+      AND m.seq >= coalesce((SELECT k.seq FROM message_marks k WHERE k.room = r.no AND k.pos <= max(?1, s.from_seq - 1)
         ORDER BY k.pos DESC LIMIT 1), 0)
-      AND m.seq < coalesce((SELECT k.seq FROM message_marks k WHERE k.room = s.room AND k.pos > min(s.to_seq, ?2)
+      AND m.seq < coalesce((SELECT k.seq FROM message_marks k WHERE k.room = r.no AND k.pos > min(s.to_seq, ?2)
         ORDER BY k.pos LIMIT 1), 9223372036854775807)
       AND m.pos > max(?1, s.from_seq - 1) AND m.pos <= min(s.to_seq, ?2)
     WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
   UNION ALL
-  SELECT e.seq, 2, e.room, e.body, 0, '', '', 0
+  SELECT e.seq, 2, e.room, e.body, 0
     FROM spans s JOIN room_events e ON e.room = s.room AND e.seq > max(?1, s.from_seq - 1) AND e.seq <= min(s.to_seq, ?2)
     WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
   UNION ALL
-  SELECT seq, 3, '', body, 0, '', '', 0 FROM user_events WHERE user = ?3 AND stream = ?4 AND seq > ?1 AND seq <= ?2
+  SELECT seq, 3, '', body, 0 FROM user_events WHERE user = ?3 AND stream = ?4 AND seq > ?1 AND seq <= ?2
 ) ORDER BY seq LIMIT ?5`
 
 // Sync returns the stored events for user after cursor, at most limit, and
@@ -366,21 +400,19 @@ func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, 
 	}
 	defer rows.Close()
 	var out []salamander.Event
-	var texts []textRef
+	var refs []logRef
 	for rows.Next() {
 		var seq, mseq uint64
 		var kind int
-		var room, body, sender, cid string
-		var sent int64
-		if err := rows.Scan(&seq, &kind, &room, &body, &mseq, &sender, &cid, &sent); err != nil {
+		var room, body string
+		if err := rows.Scan(&seq, &kind, &room, &body, &mseq); err != nil {
 			return nil, fmt.Errorf("view: sync %s: %w", stream, err)
 		}
 		if kind == 1 {
-			at := fromNanos(sent)
-			msg := &salamander.Message{Room: room, Seq: mseq, Sender: sender, ClientID: cid, SentAt: at}
+			msg := &salamander.Message{Room: room, Seq: mseq}
 			pos := salamander.Position{Stream: stream, Seq: seq}
-			out = append(out, salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: room, At: at, Message: msg})
-			texts = append(texts, textRef{pos: pos, msg: msg})
+			out = append(out, salamander.Event{Type: salamander.EventMessage, Pos: &pos, RoomID: room, Message: msg})
+			refs = append(refs, logRef{pos: pos, msg: msg})
 			continue
 		}
 		var ev salamander.Event
@@ -392,24 +424,29 @@ func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, 
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("view: sync %s: %w", stream, err)
 	}
-	return out, v.fillTexts(ctx, texts)
+	if err := v.fillFromLog(ctx, refs); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if m := out[i].Message; m != nil {
+			out[i].At = m.SentAt // a message event is as old as its message
+		}
+	}
+	return out, nil
 }
 
-// scanMessages reads rows of (room, seq, pos, sender, client_id, sent_at)
-// and fills in each message's text.
-func (v *View) scanMessages(ctx context.Context, rows *sql.Rows) ([]salamander.Message, error) {
+// scanMessages reads rows of (seq, pos) of one room's messages and fills
+// in the rest of each message from the log.
+func (v *View) scanMessages(ctx context.Context, room string, rows *sql.Rows) ([]salamander.Message, error) {
 	defer rows.Close()
 	var out []salamander.Message
 	var pos []uint64
 	for rows.Next() {
-		var m salamander.Message
-		var p uint64
-		var sent int64
-		if err := rows.Scan(&m.Room, &m.Seq, &p, &m.Sender, &m.ClientID, &sent); err != nil {
+		var seq, p uint64
+		if err := rows.Scan(&seq, &p); err != nil {
 			return nil, err
 		}
-		m.SentAt = fromNanos(sent)
-		out = append(out, m)
+		out = append(out, salamander.Message{Room: room, Seq: seq})
 		pos = append(pos, p)
 	}
 	if err := rows.Err(); err != nil {
@@ -420,32 +457,37 @@ func (v *View) scanMessages(ctx context.Context, rows *sql.Rows) ([]salamander.M
 	}
 	v.mu.RLock()
 	stream := ""
-	if rs := v.m.rooms[out[0].Room]; rs != nil {
+	if rs := v.m.rooms[room]; rs != nil {
 		stream = rs.stream
 	}
 	v.mu.RUnlock()
-	refs := make([]textRef, len(out))
+	refs := make([]logRef, len(out))
 	for i := range out {
-		refs[i] = textRef{pos: salamander.Position{Stream: stream, Seq: pos[i]}, msg: &out[i]}
+		refs[i] = logRef{pos: salamander.Position{Stream: stream, Seq: pos[i]}, msg: &out[i]}
 	}
-	return out, v.fillTexts(ctx, refs)
+	return out, v.fillFromLog(ctx, refs)
 }
 
-// textRef is a message whose text is to be read from position pos.
-type textRef struct {
+// logRef is a message whose sender, client id, time and text are to be
+// read from position pos.
+type logRef struct {
 	pos salamander.Position
 	msg *salamander.Message
 }
 
-// fillTexts sets the text of each message: from the model's recent
-// messages when it holds them, else from the log, where every site holds
-// every message durably (the store keeps no copy).
-func (v *View) fillTexts(ctx context.Context, refs []textRef) error {
+// fillFromLog sets what the store does not keep of each message (sender,
+// client id, time and text): from the model's recent messages when it
+// holds them, else from the log, where every site holds every message
+// durably.
+func (v *View) fillFromLog(ctx context.Context, refs []logRef) error {
+	fill := func(m *salamander.Message, sender, clientID, text string, at time.Time) {
+		m.Sender, m.ClientID, m.Text, m.SentAt = sender, clientID, text, at
+	}
 	missing := map[string][]uint64{}
 	v.mu.RLock()
 	for _, r := range refs {
 		if m := v.m.recentAt(r.pos); m != nil {
-			r.msg.Text = m.Text
+			fill(r.msg, m.Sender, m.ClientID, m.Text, m.SentAt)
 		} else {
 			missing[r.pos.Stream] = append(missing[r.pos.Stream], r.pos.Seq)
 		}
@@ -458,20 +500,26 @@ func (v *View) fillTexts(ctx context.Context, refs []textRef) error {
 	if src == nil {
 		return salamander.Errorf(salamander.CodeUnavailable, "this site is still joining the cluster; try again or use another site")
 	}
-	got := map[salamander.Position]string{}
+	got := map[salamander.Position]salamander.Record{}
 	for stream, positions := range missing {
 		recs, err := src.Fetch(ctx, stream, positions)
 		if err != nil {
 			return err
 		}
 		for p, rec := range recs {
-			got[salamander.Position{Stream: stream, Seq: p}] = rec.Text
+			got[salamander.Position{Stream: stream, Seq: p}] = rec
 		}
 	}
 	for _, r := range refs {
-		if t, ok := got[r.pos]; ok {
-			r.msg.Text = t
+		if r.msg.Sender != "" {
+			continue // from the model
 		}
+		rec, ok := got[r.pos]
+		if !ok {
+			return fmt.Errorf("view: the log holds no entry at %s:%d, where room %s's message %d was applied",
+				r.pos.Stream, r.pos.Seq, r.msg.Room, r.msg.Seq)
+		}
+		fill(r.msg, rec.User, rec.ClientID, rec.Text, rec.At)
 	}
 	return nil
 }

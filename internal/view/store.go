@@ -21,7 +21,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 13
+const schemaVersion = 14
 
 // markEvery is how many messages of a room one message_marks row spans.
 const markEvery = 32
@@ -52,23 +52,28 @@ CREATE INDEX audit_at ON audit(at);
 CREATE TABLE revoked_sessions(sid TEXT PRIMARY KEY, user TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE friends(user TEXT NOT NULL, friend TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(user, friend));
 -- A room with its newest message, so that a restarted site shows room
--- lists without reading the log.
-CREATE TABLE rooms(id TEXT PRIMARY KEY, stream TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL,
+-- lists without reading the log. no is the room's number in this store
+-- (roomState.no), which keys its messages.
+CREATE TABLE rooms(no INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, stream TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL,
   last_seq INTEGER NOT NULL DEFAULT 0, last_sender TEXT NOT NULL DEFAULT '', last_client_id TEXT NOT NULL DEFAULT '',
   last_text TEXT NOT NULL DEFAULT '', last_sent_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE members(room TEXT NOT NULL, user TEXT NOT NULL, read_seq INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(room, user)) WITHOUT ROWID;
--- Every message's place in the room and in the log. The text is not
--- copied here: the log holds it durably at every site, and queries read it
--- from there (or from the model's recent messages) by position.
-CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL, sender TEXT NOT NULL,
-  client_id TEXT NOT NULL, sent_at INTEGER NOT NULL, PRIMARY KEY(room, seq)) WITHOUT ROWID;
+-- Every message's place in the room (by the room's number, rooms.no) and
+-- in the log (pos), and its client key (clientKeyOf, as a signed 64-bit
+-- integer) for the dedupe window. Nothing else of it is copied here — not
+-- its text, sender, client id or time: the log holds them durably at
+-- every site, and queries read them from there (or from the model's recent
+-- messages) by position. This row is written once per message at every
+-- site, so it is kept small: integers only.
+CREATE TABLE messages(room INTEGER NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL, client_key INTEGER NOT NULL,
+  PRIMARY KEY(room, seq)) WITHOUT ROWID;
 -- A sparse index of the messages by log position: the position of every
 -- markEvery-th message of a room (seq 1, 1+markEvery, …). A room's seqs
 -- and positions grow together, so a range of positions is a range of seqs
 -- between two marks, read through the primary key; a full (room, pos)
 -- index cost a second B-tree insert per message.
-CREATE TABLE message_marks(room TEXT NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
+CREATE TABLE message_marks(room INTEGER NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY(room, pos)) WITHOUT ROWID;
 -- Room events other than messages (created, joined, left, renamed, read),
 -- by the log position of their record; the room fixes the stream.
@@ -85,12 +90,9 @@ CREATE TABLE spans(user TEXT NOT NULL, stream TEXT NOT NULL, room TEXT NOT NULL,
 `
 
 type msgRow struct {
-	room     string
-	seq      uint64
-	pos      uint64
-	sender   string
-	clientID string
-	sentAt   int64
+	room     int64 // roomState.no
+	seq, pos uint64
+	key      uint64 // clientKeyOf
 }
 
 type eventRow struct {
@@ -109,6 +111,7 @@ type spanRow struct {
 type memberKey struct{ room, user string }
 
 type roomRow struct {
+	no                     int64
 	id, stream, kind, name string
 	created                int64
 	lastSeq                uint64
@@ -183,14 +186,14 @@ func prepare(db *sql.DB) (*statements, error) {
 		ON CONFLICT DO NOTHING`)
 	p(&st.revoked, `INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`)
 	p(&st.friend, `INSERT INTO friends(user, friend, at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
-	p(&st.room, `INSERT INTO rooms(id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seq = excluded.last_seq, last_sender = excluded.last_sender,
+	p(&st.room, `INSERT INTO rooms(no, id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(no) DO UPDATE SET name = excluded.name, last_seq = excluded.last_seq, last_sender = excluded.last_sender,
 		last_client_id = excluded.last_client_id, last_text = excluded.last_text, last_sent_at = excluded.last_sent_at`)
 	p(&st.member, `INSERT INTO members(room, user, read_seq) VALUES(?, ?, ?)
 		ON CONFLICT(room, user) DO UPDATE SET read_seq = excluded.read_seq`)
 	p(&st.delMember, `DELETE FROM members WHERE room = ? AND user = ?`)
-	p(&st.message, `INSERT INTO messages(room, seq, pos, sender, client_id, sent_at) VALUES(?, ?, ?, ?, ?, ?)`)
+	p(&st.message, `INSERT INTO messages(room, seq, pos, client_key) VALUES(?, ?, ?, ?)`)
 	p(&st.mark, `INSERT INTO message_marks(room, pos, seq) VALUES(?, ?, ?)`)
 	p(&st.roomEvent, `INSERT INTO room_events(room, seq, body) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.userEvent, `INSERT INTO user_events(user, stream, seq, body) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING`)
@@ -259,12 +262,12 @@ func (v *View) write(batches []*dbBatch) error {
 			}
 		}
 		for _, m := range b.messages {
-			if _, err := message.Exec(m.room, m.seq, m.pos, m.sender, m.clientID, m.sentAt); err != nil {
-				return fmt.Errorf("message %s/%d: %w", m.room, m.seq, err)
+			if _, err := message.Exec(m.room, m.seq, m.pos, int64(m.key)); err != nil {
+				return fmt.Errorf("message %d/%d: %w", m.room, m.seq, err)
 			}
 			if m.seq%markEvery == 1 {
 				if _, err := mark.Exec(m.room, m.pos, m.seq); err != nil {
-					return fmt.Errorf("message mark %s/%d: %w", m.room, m.seq, err)
+					return fmt.Errorf("message mark %d/%d: %w", m.room, m.seq, err)
 				}
 			}
 		}
@@ -308,7 +311,7 @@ func (v *View) write(batches []*dbBatch) error {
 		if r.last.Seq > 0 {
 			sentAt = r.last.SentAt.UnixNano()
 		}
-		if _, err := room.Exec(r.id, r.stream, r.kind, r.name, r.created, r.lastSeq, r.last.Sender, r.last.ClientID,
+		if _, err := room.Exec(r.no, r.id, r.stream, r.kind, r.name, r.created, r.lastSeq, r.last.Sender, r.last.ClientID,
 			r.last.Text, sentAt); err != nil {
 			return fmt.Errorf("room %s: %w", r.id, err)
 		}
@@ -396,19 +399,20 @@ func (v *View) load() error {
 			m.addFriend(u, f, fromNanos(at))
 			return err
 		}),
-		q(`SELECT id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at FROM rooms`,
+		q(`SELECT no, id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at FROM rooms`,
 			func(r *sql.Rows) error {
 				rs := &roomState{members: map[string]uint64{}}
 				var kind string
 				var created, sent int64
 				var last salamander.Message
-				err := r.Scan(&rs.id, &rs.stream, &kind, &rs.name, &created, &rs.lastSeq, &last.Sender, &last.ClientID, &last.Text, &sent)
+				err := r.Scan(&rs.no, &rs.id, &rs.stream, &kind, &rs.name, &created, &rs.lastSeq, &last.Sender, &last.ClientID, &last.Text, &sent)
 				rs.kind, rs.created = salamander.RoomKind(kind), fromNanos(created)
 				if rs.lastSeq > 0 {
 					last.Room, last.Seq, last.SentAt = rs.id, rs.lastSeq, fromNanos(sent)
 					rs.last = &last
 				}
 				m.rooms[rs.id] = rs
+				m.lastRoomNo = max(m.lastRoomNo, rs.no)
 				return err
 			}),
 	)
@@ -445,28 +449,27 @@ func (v *View) load() error {
 // start is in the store, so the window is the same as if it had been built
 // record by record.
 func (v *View) loadIDs(r *roomState) error {
-	r.ids = map[string]uint64{}
-	rows, err := v.r.Query(`SELECT sender, client_id, seq FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?`,
-		r.id, DedupeWindow)
+	rows, err := v.r.Query(`SELECT client_key, seq FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?`,
+		r.no, DedupeWindow)
 	if err != nil {
 		return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
 	}
 	defer rows.Close()
-	var keys []string
-	var seqs []uint64
+	var keys, seqs []uint64
 	for rows.Next() {
-		var sender, cid string
+		var key int64
 		var seq uint64
-		if err := rows.Scan(&sender, &cid, &seq); err != nil {
+		if err := rows.Scan(&key, &seq); err != nil {
 			return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
 		}
-		keys = append(keys, sender+"\x00"+cid)
+		keys = append(keys, uint64(key))
 		seqs = append(seqs, seq)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
 	}
-	r.idOrder = make([]string, 0, len(keys))
+	r.ids = make(map[uint64]uint64, len(keys))
+	r.idOrder = make([]uint64, 0, len(keys))
 	for i := len(keys) - 1; i >= 0; i-- {
 		r.ids[keys[i]] = seqs[i]
 		r.idOrder = append(r.idOrder, keys[i])

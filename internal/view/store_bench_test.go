@@ -13,7 +13,8 @@ import (
 
 // BenchmarkStoreWrite measures the store writer's cost per message under
 // the bench's p2p load: 200 1:1 rooms, records of 6 100-byte messages to
-// different rooms (group commit), and one
+// different rooms (group commit), ids as long as the product's (a direct
+// room's 34 characters, an SDK client id's 32), and one
 // transaction per 750 messages (the writer's 250 ms pace at ~3,000
 // msg/s). It reports the writer's time per message; applying to the model
 // is outside the timer.
@@ -32,13 +33,14 @@ func BenchmarkStoreWrite(b *testing.B) {
 		rec.At = at
 		return jsstore.Entry{Pos: jsstore.PositionOf(stream, seq[stream], 0), Last: true, Record: rec}
 	}
-	user := func(i int) string { return fmt.Sprintf("u%04d", i) }
+	user := func(i int) string { return fmt.Sprintf("user%06d", i) }
+	roomName := func(r int) string { return fmt.Sprintf("d_%032x", r*7919) }
 	var setup []jsstore.Entry
 	for i := range 2 * rooms {
 		setup = append(setup, entry("acct", salamander.Record{Type: salamander.RecUserCreated, User: user(i), PasswordHash: "h"}))
 	}
 	for r := range rooms {
-		setup = append(setup, entry("p0", salamander.Record{Type: salamander.RecRoomCreated, Room: fmt.Sprintf("d_%03d", r),
+		setup = append(setup, entry("p0", salamander.Record{Type: salamander.RecRoomCreated, Room: roomName(r),
 			Kind: salamander.RoomDirect, Members: []string{user(2 * r), user(2*r + 1)}, By: user(2 * r)}))
 	}
 	if err := v.applyBatch(setup); err != nil {
@@ -55,8 +57,8 @@ func BenchmarkStoreWrite(b *testing.B) {
 		for k := range perRecord {
 			r := n % rooms
 			out = append(out, jsstore.Entry{Pos: jsstore.PositionOf("p0", s, k), Record: salamander.Record{
-				Type: salamander.RecMessageSent, Room: fmt.Sprintf("d_%03d", r), User: user(2*r + n/rooms%2),
-				ClientID: fmt.Sprintf("c%d", n), Text: strings.Repeat("x", 100), At: at}})
+				Type: salamander.RecMessageSent, Room: roomName(r), User: user(2*r + n/rooms%2),
+				ClientID: fmt.Sprintf("%032x", n), Text: strings.Repeat("x", 100), At: at}})
 			n++
 		}
 		out[len(out)-1].Last = true

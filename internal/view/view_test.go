@@ -608,7 +608,7 @@ func TestSyncBetweenMarksIsSyncByPosition(t *testing.T) {
 	}
 	apply(t, v, log, entries)
 	// The query before the marks: every message of the span by position.
-	const byPosition = `SELECT m.pos, m.seq FROM spans s JOIN messages m ON m.room = s.room
+	const byPosition = `SELECT m.pos, m.seq FROM spans s JOIN rooms r ON r.id = s.room JOIN messages m ON m.room = r.no
 		AND m.pos > max(?1, s.from_seq - 1) AND m.pos <= min(s.to_seq, ?2)
 		WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1 ORDER BY m.pos LIMIT ?5`
 	rows := func(q string, args ...any) string {
@@ -622,12 +622,11 @@ func TestSyncBetweenMarksIsSyncByPosition(t *testing.T) {
 		for r.Next() {
 			var pos, mseq uint64
 			var kind int
-			var room, body, sender, cid string
-			var sent int64
+			var room, body string
 			if strings.HasPrefix(q, "SELECT m.pos") {
 				err = r.Scan(&pos, &mseq)
 			} else {
-				err = r.Scan(&pos, &kind, &room, &body, &mseq, &sender, &cid, &sent)
+				err = r.Scan(&pos, &kind, &room, &body, &mseq)
 				if kind != 1 {
 					continue
 				}
@@ -660,5 +659,25 @@ func TestSyncBetweenMarksIsSyncByPosition(t *testing.T) {
 	var marks int
 	if err := v.r.QueryRow(`SELECT count(*) FROM message_marks`).Scan(&marks); err != nil || marks < 10 {
 		t.Fatalf("%d marks (%v)", marks, err)
+	}
+}
+
+// The dedupe window knows messages by client key; a lookup by client id
+// answers only with a message that sender sent under that id, so a key two
+// ids share (~2^-64, forced here) never hands one sender another's message.
+func TestMessageByClientIDChecksSenderAndID(t *testing.T) {
+	v := openTemp(t)
+	log := &memLog{}
+	apply(t, v, log, history())
+	ctx := context.Background()
+	m, ok, err := v.MessageByClientID(ctx, "g_1", "alice", "c1")
+	if err != nil || !ok || m.Sender != "alice" || m.ClientID != "c1" {
+		t.Fatalf("alice's c1: %+v %v %v", m, ok, err)
+	}
+	v.mu.Lock()
+	v.m.rooms["g_1"].ids[clientKeyOf("bob", "forged")] = m.Seq
+	v.mu.Unlock()
+	if got, ok, err := v.MessageByClientID(ctx, "g_1", "bob", "forged"); err != nil || ok {
+		t.Fatalf("a colliding key answered bob with %+v (%v, %v)", got, ok, err)
 	}
 }
