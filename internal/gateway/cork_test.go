@@ -19,11 +19,18 @@ import (
 	"github.com/salamander-chat/salamander/internal/wsock"
 )
 
-// writesConn records each write(2) a corkWriter makes.
+// writesConn records each write(2) a corkWriter makes, and the write
+// deadlines it sets.
 type writesConn struct {
 	net.Conn
-	writes [][]byte
-	err    error
+	writes    [][]byte
+	deadlines []time.Time
+	err       error
+}
+
+func (c *writesConn) SetWriteDeadline(t time.Time) error {
+	c.deadlines = append(c.deadlines, t)
+	return nil
 }
 
 func (c *writesConn) Write(p []byte) (int, error) {
@@ -97,6 +104,41 @@ func TestCorkWriterReportsAFailedFlush(t *testing.T) {
 	}
 }
 
+// Every write has a deadline between half of wsWriteTimeout and all of it
+// ahead, set anew only when less than half is left; a deadline the socket
+// sets before a cut stays.
+func TestCorkWriterKeepsARollingWriteDeadline(t *testing.T) {
+	conn := &writesConn{}
+	w := &corkWriter{conn: conn}
+	start := time.Now()
+	for range 100 {
+		w.Write([]byte("frame"))
+	}
+	w.cork()
+	w.Write([]byte("corked"))
+	w.uncork()
+	if len(conn.writes) != 101 || len(conn.deadlines) != 1 {
+		t.Fatalf("%d writes set %d deadlines, want 101 and 1", len(conn.writes), len(conn.deadlines))
+	}
+	if d := conn.deadlines[0].Sub(start); d < wsWriteTimeout || d > wsWriteTimeout+time.Second {
+		t.Fatalf("deadline %v ahead, want %v", d, wsWriteTimeout)
+	}
+	w.deadline = time.Now().Add(wsWriteTimeout/2 - time.Millisecond) // time passed
+	w.Write([]byte("later"))
+	if len(conn.deadlines) != 2 || time.Until(conn.deadlines[1]) < wsWriteTimeout-time.Second {
+		t.Fatalf("deadlines %v: a write with less than half the timeout left must set a new one", conn.deadlines)
+	}
+	cut := time.Now().Add(time.Second)
+	w.SetWriteDeadline(cut)
+	w.deadline = time.Now() // even with nothing left, the cut's deadline stays
+	w.cork()
+	w.Write([]byte("close"))
+	w.uncork()
+	if len(conn.deadlines) != 3 || !conn.deadlines[2].Equal(cut) {
+		t.Fatalf("deadlines %v: a pinned deadline was moved", conn.deadlines)
+	}
+}
+
 // lockedWrites records each write(2) a socket's corkWriter makes, for a
 // test that reads them while the writer runs.
 type lockedWrites struct {
@@ -139,7 +181,7 @@ func openTestSocket(t *testing.T, hold time.Duration) (*wsConn, *lockedWrites) {
 			t.Error(err)
 			return
 		}
-		accepted <- &wsConn{g: g, conn: conn, raw: conn.NetConn(), cork: cork, user: "alice", ready: true}
+		accepted <- &wsConn{g: g, conn: conn, cork: cork, user: "alice", ready: true}
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -64,8 +64,8 @@ const (
 type wsConn struct {
 	g    *Gateway
 	conn *wsock.Conn
-	raw  net.Conn
-	// cork gathers the frames the writer has queued into one write(2).
+	// cork gathers the frames the writer has queued into one write(2),
+	// and keeps the connection's write deadline.
 	cork *corkWriter
 	user string
 	// addr is the client's address, for its rate limits.
@@ -160,7 +160,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		g.log.Debug("websocket upgrade failed", "err", err)
 		return // the connection has been answered or closed
 	}
-	c := &wsConn{g: g, conn: conn, raw: conn.NetConn(), cork: cork, user: cl.User, addr: addr, session: cl, cur: cur}
+	c := &wsConn{g: g, conn: conn, cork: cork, user: cl.User, addr: addr, session: cl, cur: cur}
 	first, ok := g.hub.add(c)
 	if !ok {
 		conn.Close(wsock.StatusGoingAway, "site shutting down") // cut after wsCloseGrace
@@ -695,8 +695,6 @@ func (c *wsConn) awaitFrameLocked(d time.Duration) {
 // queued behind it, it is gathered with them into one write(2), which
 // under load is most of what writing a frame costs.
 func (c *wsConn) writeCorked(data []byte, more bool) error {
-	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-	defer c.raw.SetWriteDeadline(time.Time{})
 	if more {
 		c.cork.cork()
 	}
@@ -708,19 +706,10 @@ func (c *wsConn) writeCorked(data []byte, more bool) error {
 }
 
 // flush writes out whatever is corked.
-func (c *wsConn) flush() error {
-	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-	defer c.raw.SetWriteDeadline(time.Time{})
-	return c.cork.uncork()
-}
+func (c *wsConn) flush() error { return c.cork.uncork() }
 
-// write writes one frame, within wsWriteTimeout.
-func (c *wsConn) write(data []byte) error {
-	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-	err := c.conn.WriteText(data)
-	_ = c.raw.SetWriteDeadline(time.Time{})
-	return err
-}
+// write writes one frame (within wsWriteTimeout, as every write).
+func (c *wsConn) write(data []byte) error { return c.conn.WriteText(data) }
 
 // ended reports whether the reader has ended or a close has begun.
 func (c *wsConn) ended() bool {
@@ -781,12 +770,25 @@ func (c *wsConn) abort() { _ = c.conn.CloseNow() }
 // Every frame is one Write; the socket's writer corks while more frames
 // wait behind the one it writes, so a burst costs one write(2).
 // An idle socket holds no buffer.
+//
+// Every byte the socket writes passes here — frames, pongs, pings, closes
+// — so the writer also keeps the connection's write deadline: a write
+// that blocks (a device that stopped reading) fails after wsWriteTimeout
+// at most, and wsWriteTimeout/2 at least. The deadline rolls: it is set
+// anew only when less than half of it is left, not around every write,
+// because setting one re-arms a runtime timer, which cost ~6 % of a
+// site's CPU when every frame to 50 members set and cleared it.
 type corkWriter struct {
 	conn net.Conn
 
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
+	// deadline is the connection's write deadline as last set; pinned
+	// when the socket set one of its own before a cut (SetWriteDeadline),
+	// which then stays.
+	deadline time.Time
+	pinned   bool
 }
 
 const corkLimit = 32 << 10
@@ -803,6 +805,7 @@ func (w *corkWriter) Write(p []byte) (int, error) {
 		if err := w.flushLocked(); err != nil {
 			return 0, err
 		}
+		w.armLocked()
 		return w.conn.Write(p)
 	}
 	if w.buf != nil && len(*w.buf)+len(p) > corkLimit {
@@ -839,10 +842,35 @@ func (w *corkWriter) uncork() error {
 	return w.flushLocked()
 }
 
+// SetWriteDeadline sets the connection's write deadline to t for good:
+// wsock sets a short one before it cuts a connection, which no later
+// write may extend.
+func (w *corkWriter) SetWriteDeadline(t time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.deadline, w.pinned = t, true
+	return w.conn.SetWriteDeadline(t)
+}
+
+// armLocked makes sure the coming write has at least half of
+// wsWriteTimeout before the deadline.
+func (w *corkWriter) armLocked() {
+	if w.pinned {
+		return
+	}
+	now := time.Now()
+	if w.deadline.Sub(now) >= wsWriteTimeout/2 {
+		return
+	}
+	w.deadline = now.Add(wsWriteTimeout)
+	_ = w.conn.SetWriteDeadline(w.deadline)
+}
+
 func (w *corkWriter) flushLocked() error {
 	if w.buf == nil {
 		return nil
 	}
+	w.armLocked()
 	_, err := w.conn.Write(*w.buf)
 	*w.buf = (*w.buf)[:0]
 	corkBufs.Put(w.buf)

@@ -387,6 +387,10 @@ func (c *Conn) drainBeforeCut() {
 // writer); they must go out before the connection is cut.
 type flusher interface{ Flush() error }
 
+// writeDeadliner is a writer that keeps the connection's write deadline
+// itself (and would otherwise move one set on the connection).
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
 func (c *Conn) flushAndCut() {
 	c.flush()
 	c.CloseNow()
@@ -395,7 +399,12 @@ func (c *Conn) flushAndCut() {
 // flush sends what a gathering writer holds back, before a cut.
 func (c *Conn) flush() {
 	if f, ok := c.out.(flusher); ok {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		deadline := time.Now().Add(time.Second)
+		if d, ok := c.out.(writeDeadliner); ok {
+			_ = d.SetWriteDeadline(deadline) // it keeps the deadline itself
+		} else {
+			_ = c.nc.SetWriteDeadline(deadline)
+		}
 		_ = f.Flush()
 	}
 }
