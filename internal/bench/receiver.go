@@ -139,8 +139,13 @@ func (rc *receiver) connect(ctx context.Context, i int) error {
 		return err
 	}
 	defer conn.CloseNow()
+	// Reads take no context (coder/websocket registers a callback with the
+	// context of every read given one); the connection is closed when ctx
+	// ends instead, as the SDK's Subscription does.
+	stopClosing := context.AfterFunc(ctx, func() { conn.CloseNow() })
+	defer stopClosing()
 	for {
-		_, data, err := conn.Read(ctx)
+		_, data, err := conn.Read(context.Background())
 		at := time.Now()
 		if err != nil {
 			return fmt.Errorf("websocket of %s to %s: %w", rc.u.name, rc.r.cfg.Sites[i], err)
