@@ -86,9 +86,12 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 		return none, fmt.Errorf("client: encoding a send frame: %w", err)
 	}
 	// Not ctx: a write cut short by a context closes the whole socket.
-	wctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	err = s.conn.Write(wctx, websocket.MessageText, data)
-	cancel()
+	// Nor a context of its own: coder/websocket registers a callback with
+	// the context of every write given one. A write that takes longer
+	// than the timeout closes the socket, as that context would have.
+	cut := time.AfterFunc(s.timeout, func() { s.conn.CloseNow() })
+	err = s.conn.Write(context.Background(), websocket.MessageText, data)
+	cut.Stop()
 	if err != nil {
 		return none, errSocketGone
 	}
