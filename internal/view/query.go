@@ -170,7 +170,7 @@ func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID str
 		// Rare: the room has not been used since this site started. Its
 		// window is loaded by the applier; read the store instead.
 		v.mu.RUnlock()
-		return v.messageByClientIDStored(ctx, room, sender, clientID)
+		return v.messageByClientIDStored(ctx, room, rs.no, sender, clientID)
 	}
 	seq, ok := rs.ids[clientKeyOf(sender, clientID)]
 	v.mu.RUnlock()
@@ -180,11 +180,7 @@ func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID str
 	return v.messageOf(ctx, room, seq, sender, clientID)
 }
 
-func (v *View) messageByClientIDStored(ctx context.Context, room, sender, clientID string) (salamander.Message, bool, error) {
-	no, ok := v.roomNo(room)
-	if !ok {
-		return salamander.Message{}, false, nil
-	}
+func (v *View) messageByClientIDStored(ctx context.Context, room string, no int64, sender, clientID string) (salamander.Message, bool, error) {
 	var seq uint64
 	err := v.r.QueryRowContext(ctx, `SELECT seq FROM (SELECT seq, client_key FROM messages WHERE room = ?
 		ORDER BY seq DESC LIMIT ?) WHERE client_key = ?`, no, DedupeWindow, int64(clientKeyOf(sender, clientID))).Scan(&seq)
@@ -209,14 +205,15 @@ func (v *View) messageOf(ctx context.Context, room string, seq uint64, sender, c
 	return m, true, nil
 }
 
-// roomNo is the room's number in the store (roomState.no).
-func (v *View) roomNo(room string) (int64, bool) {
+// roomRef is the room's number in the store (roomState.no) and the stream
+// that holds its records, false if this site has no such room.
+func (v *View) roomRef(room string) (no int64, stream string, ok bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if rs := v.m.rooms[room]; rs != nil {
-		return rs.no, true
+		return rs.no, rs.stream, true
 	}
-	return 0, false
+	return 0, "", false
 }
 
 // message returns a room's message by seq, from memory when it is the
@@ -241,7 +238,7 @@ func (v *View) message(ctx context.Context, room string, seq uint64) (salamander
 	if err != nil {
 		return salamander.Message{}, false, fmt.Errorf("view: message: %w", err)
 	}
-	msgs, err := v.scanMessages(ctx, room, rows)
+	msgs, err := v.scanMessages(ctx, room, rs.stream, rows)
 	if err != nil || len(msgs) == 0 {
 		return salamander.Message{}, false, err
 	}
@@ -256,7 +253,7 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, f
 	if err := v.waitStored(ctx); err != nil {
 		return salamander.HistoryPage{}, err
 	}
-	no, ok := v.roomNo(room)
+	no, stream, ok := v.roomRef(room)
 	if !ok {
 		return salamander.HistoryPage{Messages: []salamander.Message{}}, nil
 	}
@@ -274,7 +271,7 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, f
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
 	}
-	msgs, err := v.scanMessages(ctx, room, rows)
+	msgs, err := v.scanMessages(ctx, room, stream, rows)
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
 	}
@@ -436,8 +433,8 @@ func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, 
 }
 
 // scanMessages reads rows of (seq, pos) of one room's messages and fills
-// in the rest of each message from the log.
-func (v *View) scanMessages(ctx context.Context, room string, rows *sql.Rows) ([]salamander.Message, error) {
+// in the rest of each message from the log (the room's stream).
+func (v *View) scanMessages(ctx context.Context, room, stream string, rows *sql.Rows) ([]salamander.Message, error) {
 	defer rows.Close()
 	var out []salamander.Message
 	var pos []uint64
@@ -455,12 +452,6 @@ func (v *View) scanMessages(ctx context.Context, room string, rows *sql.Rows) ([
 	if len(out) == 0 {
 		return out, nil
 	}
-	v.mu.RLock()
-	stream := ""
-	if rs := v.m.rooms[room]; rs != nil {
-		stream = rs.stream
-	}
-	v.mu.RUnlock()
 	refs := make([]logRef, len(out))
 	for i := range out {
 		refs[i] = logRef{pos: salamander.Position{Stream: stream, Seq: pos[i]}, msg: &out[i]}
@@ -484,12 +475,14 @@ func (v *View) fillFromLog(ctx context.Context, refs []logRef) error {
 		m.Sender, m.ClientID, m.Text, m.SentAt = sender, clientID, text, at
 	}
 	missing := map[string][]uint64{}
+	var fromLog []logRef
 	v.mu.RLock()
 	for _, r := range refs {
 		if m := v.m.recentAt(r.pos); m != nil {
 			fill(r.msg, m.Sender, m.ClientID, m.Text, m.SentAt)
 		} else {
 			missing[r.pos.Stream] = append(missing[r.pos.Stream], r.pos.Seq)
+			fromLog = append(fromLog, r)
 		}
 	}
 	src := v.src
@@ -510,10 +503,7 @@ func (v *View) fillFromLog(ctx context.Context, refs []logRef) error {
 			got[salamander.Position{Stream: stream, Seq: p}] = rec
 		}
 	}
-	for _, r := range refs {
-		if r.msg.Sender != "" {
-			continue // from the model
-		}
+	for _, r := range fromLog {
 		rec, ok := got[r.pos]
 		if !ok {
 			return fmt.Errorf("view: the log holds no entry at %s:%d, where room %s's message %d was applied",
