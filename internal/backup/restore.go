@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -122,10 +123,58 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 		if err != nil {
 			return out, fmt.Errorf("backup: restore %s: %w", p.s.Name, err)
 		}
+		if err := awaitServing(ctx, js, o.Stream); err != nil {
+			log.Warn("stream restored but not serving yet", "stream", o.Stream, "err", err)
+		}
 		log.Info("stream restored", "stream", o.Stream, "last_seq", o.LastSeq, "records", o.Records, "replaced_empty", o.Replaced)
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// servingWait bounds the wait for a restored stream to serve reads.
+const servingWait = 15 * time.Second
+
+// awaitServing waits until a restored stream has a leader and every
+// replica is current: the server answers a restore once the stream's
+// files are in place, and its group then elects a leader and catches its
+// replicas up (seconds), during which reads of it find no responder. A
+// restore is done when the stream can be read at every site.
+func awaitServing(ctx context.Context, js jetstream.JetStream, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, servingWait)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		info, err := streamInfo(rctx, js, name)
+		rcancel()
+		if err == nil && info != nil && serving(info) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no leader with every replica current within %s", servingWait)
+		case <-tick.C:
+		}
+	}
+}
+
+// serving says whether a stream has a leader and every replica is current.
+func serving(info *jetstream.StreamInfo) bool {
+	c := info.Cluster
+	if c == nil {
+		return true // not clustered
+	}
+	if c.Leader == "" {
+		return false
+	}
+	for _, r := range c.Replicas {
+		if !r.Current {
+			return false
+		}
+	}
+	return true
 }
 
 // restoreStream restores one stream, first deleting the empty one in its
