@@ -839,6 +839,10 @@ type tailer struct {
 	copy    *ownCopy // nil: none
 	// standby and partition say what the stream is (standby.go).
 	standby, partition bool
+	// entries is emit's buffer, kept between records: deliver takes each
+	// Entry by value, so nothing holds on to it (a record of 30 messages
+	// would otherwise allocate ~14 KB for it, at each site).
+	entries []Entry
 }
 
 // failed handles a failed read: it reports whether the tail must stop
@@ -890,9 +894,9 @@ func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 				"stream", t.stream, "at", seq, "err", err)
 		}
 	}
-	var entries []Entry
+	entries := t.entries[:0]
 	if rec, err := salamander.DecodeRecord(data); err != nil {
-		entries = []Entry{{Err: fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)}}
+		entries = append(entries, Entry{Err: fmt.Errorf("decode record %s:%d: %w", t.stream, seq, err)})
 	} else {
 		// A merge record's messages come from the standby: it waits
 		// until this site can read them (they are held by a quorum).
@@ -900,9 +904,8 @@ func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("read the messages merge record %s:%d places: %w", t.stream, seq, err)
 		}
-		entries = make([]Entry, len(recs))
-		for i, r := range recs {
-			entries[i].Record = r
+		for _, r := range recs {
+			entries = append(entries, Entry{Record: r})
 		}
 		switch {
 		case t.standby:
@@ -911,6 +914,12 @@ func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 			t.s.noteMerged(recs[len(recs)-1].Merge.Standby, recs[len(recs)-1].Merge.To)
 		}
 	}
+	defer func() {
+		if cap(entries) <= maxBatchEntries { // a catch-up's large record is not kept
+			clear(entries) // the records' strings are not held either
+			t.entries = entries[:0]
+		}
+	}()
 	for i := range entries {
 		e := &entries[i]
 		e.Pos = PositionOf(t.stream, seq, i)
