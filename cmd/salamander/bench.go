@@ -61,7 +61,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case len(cfg.Sites) > 0 && len(f.pids) > 0:
 		pids := f.pids
-		cfg.PID = func(i int) int { return pids[i] }
+		cfg.Processes = func(i int) []bench.Process { return []bench.Process{{PID: pids[i], Role: bench.RoleSite}} }
 	case len(cfg.Sites) == 0:
 		cl, cleanup, err := startBenchCluster(ctx, f, log)
 		if err != nil {
@@ -69,7 +69,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer cleanup()
 		cfg.Sites = cl.URLs()
-		cfg.PID = cl.Pid
+		cfg.Processes = func(i int) []bench.Process { return benchProcesses(cl.Processes(i)) }
 		cfg.Control = cl
 		if !f.catchupSet {
 			cfg.Catchup = cfg.Scenario != bench.ScenarioIdle
@@ -93,6 +93,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteText(stdout)
+}
+
+// benchProcesses tells the bench what each of a started site's processes
+// is (the drill's roles and the bench's have the same names).
+func benchProcesses(procs []drill.Process) []bench.Process {
+	out := make([]bench.Process, 0, len(procs))
+	for _, p := range procs {
+		out = append(out, bench.Process{PID: p.PID, Role: bench.Role(p.Role), URL: p.URL})
+	}
+	return out
 }
 
 // startBenchCluster starts three `salamander serve` processes for the

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/salamander-chat/salamander/internal/bench"
+	"github.com/salamander-chat/salamander/internal/drill"
 )
 
 // Bench's flags reach bench.Config; combinations that cannot work are
@@ -47,5 +48,18 @@ func TestBenchFlags(t *testing.T) {
 	}
 	if _, err := siteIndex("d", 3); err == nil {
 		t.Error("site d of 3 accepted")
+	}
+}
+
+// The bench knows every role the drill gives a started site's processes:
+// the production layout's nats-server is not taken for a gateway.
+func TestBenchKnowsTheDrillsProcessRoles(t *testing.T) {
+	want := map[drill.ProcessRole]bench.Role{drill.RoleSite: bench.RoleSite, drill.RoleGateway: bench.RoleGateway,
+		drill.RoleNATSServer: bench.RoleNATSServer}
+	for role, b := range want {
+		got := benchProcesses([]drill.Process{{PID: 7, Role: role, URL: "http://g"}})
+		if len(got) != 1 || got[0].Role != b || got[0].PID != 7 || got[0].URL != "http://g" {
+			t.Errorf("%s: %+v", role, got)
+		}
 	}
 }

@@ -9,7 +9,8 @@
 // The package owns the workload, the checker and the report. Starting and
 // stopping the cluster is the caller's job: `salamander bench` starts three
 // `salamander serve` processes with internal/drill, or attaches to running
-// sites, and hands Run their URLs, their process ids (for memory) and a
+// sites, and hands Run their URLs, their processes (each with its role:
+// a whole site, a gateway or a nats-server, for CPU and memory) and a
 // SiteControl (for the catch-up measurement).
 package bench
 
@@ -114,9 +115,10 @@ type Config struct {
 	// Control stops and restarts sites (nil for a cluster the caller does
 	// not own: no catch-up).
 	Control SiteControl
-	// PID returns the process id serving site i, or 0 if unknown (nil: all
-	// unknown). Memory is read from /proc/PID/status.
-	PID func(site int) int
+	// Processes returns site i's processes, the ones whose CPU time and
+	// memory the bench reads from /proc (nil, or none: unknown). A process
+	// that serves several sites (`salamander dev`) is returned for each.
+	Processes func(site int) []Process
 	// SetupParallel bounds the concurrent sign-ups, room creations and
 	// WebSocket dials while setting up.
 	SetupParallel int
@@ -208,8 +210,8 @@ func (c *Config) validate() error {
 	if c.SetupParallel < 1 {
 		c.SetupParallel = 1
 	}
-	if c.PID == nil {
-		c.PID = func(int) int { return 0 }
+	if c.Processes == nil {
+		c.Processes = func(int) []Process { return nil }
 	}
 	return nil
 }

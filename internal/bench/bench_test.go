@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -150,47 +151,95 @@ func TestLogBatching(t *testing.T) {
 func TestCPUShare(t *testing.T) {
 	t0 := time.Now()
 	sites := []string{"http://a", "http://b", "http://c"}
-	sample := func(at time.Time, self time.Duration, pids []int, used []time.Duration) cpuSample {
-		c := cpuSample{at: at, self: self, procs: map[int]time.Duration{}, pids: map[int]int{}, ok: true}
-		for i := range pids {
-			c.procs[pids[i]], c.pids[i] = used[i], pids[i]
+	// sample: site i's processes are procs[i], each with used[pid] so far.
+	sample := func(at time.Time, self time.Duration, procs [][]Process, used map[int]time.Duration) cpuSample {
+		c := cpuSample{at: at, self: self, procs: map[int]time.Duration{}, sites: map[int][]int{}, roles: map[int]Role{}, ok: true}
+		for i, ps := range procs {
+			for _, p := range ps {
+				c.procs[p.PID], c.roles[p.PID] = used[p.PID], p.Role
+				c.sites[i] = append(c.sites[i], p.PID)
+			}
 		}
 		return c
 	}
+	site := func(pid int) []Process { return []Process{{PID: pid, Role: RoleSite}} }
 	r := &run{cfg: Config{Sites: sites}}
 	s := time.Second
 	// One process for all three sites: 3 s of its CPU over 2 s.
-	one := []int{7, 7, 7}
-	got := r.cpuShare(sample(t0, s, one, []time.Duration{s, s, s}), sample(t0.Add(2*s), 2*s, one, []time.Duration{4 * s, 4 * s, 4 * s}))
-	if got.bench != 50 || got.all != 150 || got.sites != nil {
+	one := [][]Process{site(7), site(7), site(7)}
+	got := r.cpuShare(sample(t0, s, one, map[int]time.Duration{7: s}), sample(t0.Add(2*s), 2*s, one, map[int]time.Duration{7: 4 * s}))
+	if got.bench != 50 || got.all != 150 || got.sites != nil || got.roles != nil {
 		t.Errorf("one process: %+v", got)
 	}
 	// A process per site.
-	own := []int{7, 8, 9}
-	got = r.cpuShare(sample(t0, 0, own, []time.Duration{0, 0, 0}), sample(t0.Add(2*s), s, own, []time.Duration{s, 2 * s, s}))
-	if got.all != 200 || len(got.sites) != 3 || got.sites["http://b"] != 100 || got.sites["http://a"] != 50 {
+	own := [][]Process{site(7), site(8), site(9)}
+	got = r.cpuShare(sample(t0, 0, own, nil), sample(t0.Add(2*s), s, own, map[int]time.Duration{7: s, 8: 2 * s, 9: s}))
+	if got.all != 200 || len(got.sites) != 3 || got.sites["http://b"] != 100 || got.sites["http://a"] != 50 || got.roles != nil {
 		t.Errorf("a process per site: %+v", got)
 	}
 	// A site restarted in between (another process) is not counted.
-	got = r.cpuShare(sample(t0, 0, own, []time.Duration{0, 0, 0}), sample(t0.Add(2*s), s, []int{7, 8, 10}, []time.Duration{s, s, s}))
+	restarted := [][]Process{site(7), site(8), site(10)}
+	got = r.cpuShare(sample(t0, 0, own, nil), sample(t0.Add(2*s), s, restarted, map[int]time.Duration{7: s, 8: s, 10: s}))
 	if got.all != 100 || got.sites["http://c"] != 0 {
 		t.Errorf("a restarted site: %+v", got)
 	}
-	if got := r.cpuShare(cpuSample{}, sample(t0, s, own, []time.Duration{s, s, s})); got.all != 0 || got.bench != 0 {
+	// The production layout: a nats-server and two gateways per site. A
+	// site's figure is its three processes; the roles split the whole.
+	ext := [][]Process{}
+	used := map[int]time.Duration{}
+	for i := range 3 {
+		n, g1, g2 := 10*i+1, 10*i+2, 10*i+3
+		ext = append(ext, []Process{{PID: n, Role: RoleNATSServer}, {PID: g1, Role: RoleGateway, URL: "http://g1"},
+			{PID: g2, Role: RoleGateway, URL: "http://g2"}})
+		used[n], used[g1], used[g2] = s, s/2, s/2
+	}
+	got = r.cpuShare(sample(t0, 0, ext, nil), sample(t0.Add(2*s), s, ext, used))
+	if got.all != 300 || len(got.sites) != 3 || got.sites["http://c"] != 100 ||
+		got.roles[RoleNATSServer] != 150 || got.roles[RoleGateway] != 150 || len(got.roles) != 2 {
+		t.Errorf("the production layout: %+v", got)
+	}
+	if got := r.cpuShare(cpuSample{}, sample(t0, s, own, nil)); got.all != 0 || got.bench != 0 {
 		t.Errorf("without a first sample: %+v", got)
 	}
 }
 
-// A process that serves every site is listed once in the memory figures.
+// A process that serves every site is counted once in the memory figures;
+// a site's several processes are summed.
 func TestSiteRSSListsAProcessOnce(t *testing.T) {
 	sites := []string{"http://a", "http://b", "http://c"}
-	shared := &run{cfg: Config{Sites: sites, PID: func(int) int { return os.Getpid() }}}
+	self, parent := os.Getpid(), os.Getppid()
+	shared := &run{cfg: Config{Sites: sites, Processes: func(int) []Process { return []Process{{PID: self, Role: RoleSite}} }}}
 	if got := shared.siteRSS(); len(got) != 1 || got["http://a"] <= 0 {
 		t.Errorf("one process for every site: %v", got)
 	}
-	own := &run{cfg: Config{Sites: sites, PID: func(i int) int { return []int{os.Getpid(), os.Getppid(), 0}[i] }}}
+	own := &run{cfg: Config{Sites: sites, Processes: func(i int) []Process {
+		return [][]Process{{{PID: self}}, {{PID: parent}}, nil}[i]
+	}}}
 	if got := own.siteRSS(); len(got) != 2 || got["http://b"] <= 0 {
 		t.Errorf("a process per site, one unknown: %v", got)
+	}
+	selfRSS, err := procMem(self, "VmRSS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := &run{cfg: Config{Sites: sites[:1], Processes: func(int) []Process {
+		return []Process{{PID: self, Role: RoleNATSServer}, {PID: parent, Role: RoleGateway}}
+	}}}
+	if got := two.siteRSS(); got["http://a"] <= selfRSS {
+		t.Errorf("a site's two processes: %v, the first alone %d", got, selfRSS)
+	}
+	// Its sockets are held by the gateway only, whose /metrics are read at
+	// its own address.
+	holders := two.socketHolders(0)
+	if len(holders) != 1 || holders[0].PID != parent {
+		t.Errorf("socket holders %+v, want the gateway only", holders)
+	}
+	urls := metricsURLs([]Process{{PID: 1, URL: "http://g1"}, {PID: 2, URL: "http://g2"}, {PID: 3, URL: "http://g1"}}, "http://a")
+	if !slices.Equal(urls, []string{"http://g1", "http://g2"}) {
+		t.Errorf("metrics read at %v", urls)
+	}
+	if urls := metricsURLs([]Process{{PID: 1}}, "http://a"); !slices.Equal(urls, []string{"http://a"}) {
+		t.Errorf("a site's own process: metrics read at %v", urls)
 	}
 }
 
@@ -257,9 +306,9 @@ func TestIdle(t *testing.T) {
 	cfg.IdleSite = 1
 	cfg.Duration = 500 * time.Millisecond
 	pid := os.Getpid()
-	cfg.PID = func(int) int { return pid }
+	cfg.Processes = func(int) []Process { return []Process{{PID: pid, Role: RoleSite}} }
 	rep, obj := check(t, cfg)
-	if rep.Conns != 40 || rep.Errors != 0 {
+	if rep.Conns != 40 || rep.Errors != 0 || rep.IdleProcesses != 1 {
 		t.Errorf("held %d of 40 connections; errors %v %v", rep.Conns, rep.ErrorKinds, rep.ErrorSamples)
 	}
 	for _, k := range []string{"conns", "bytes_per_conn"} {

@@ -36,8 +36,10 @@ func (r *run) idle(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	pid := cfg.PID(site)
-	before := r.sampleMem(ctx, pid, base)
+	// The processes that will hold the sockets: the site's own, or its
+	// gateways (not its NATS server) in the production layout.
+	holders := r.socketHolders(site)
+	before := r.sampleMem(ctx, holders, base)
 	selfBefore, selfErr := procMem(os.Getpid(), "VmRSS")
 
 	fl := newFleet(ctx)
@@ -78,26 +80,35 @@ func (r *run) idle(ctx context.Context) (*Report, error) {
 	if note != "" {
 		r.log.Warn(note)
 	}
-	// Wait until the site has registered every connection, if it says.
+	// Wait until the site has registered every connection, if it says
+	// (each gateway counts its own).
 	want := float64(opened)
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	_ = poll(waitCtx, 200*time.Millisecond, func() bool {
-		vals, err := r.net.metrics(waitCtx, base, "salamander_websockets")
-		v, ok := vals["salamander_websockets"]
-		return err != nil || !ok || v >= want-float64(dropped.Load())
+		var sum float64
+		for _, u := range metricsURLs(holders, base) {
+			vals, err := r.net.metrics(waitCtx, u, "salamander_websockets")
+			v, ok := vals["salamander_websockets"]
+			if err != nil || !ok {
+				return true // the site does not say
+			}
+			sum += v
+		}
+		return sum >= want-float64(dropped.Load())
 	})
 	cancel()
 	r.log.Info("holding idle connections", "conns", opened, "for", cfg.Duration)
 	if err := sleep(ctx, cfg.Duration); err != nil {
 		return nil, err
 	}
-	after := r.sampleMem(ctx, pid, base)
+	after := r.sampleMem(ctx, holders, base)
 	selfAfter, selfErr2 := procMem(os.Getpid(), "VmRSS")
 	held := int64(opened) - dropped.Load()
 
 	rep := r.newReport(len(users))
 	rep.Conns = int(held)
 	rep.IdleSite = base
+	rep.IdleProcesses = len(holders)
 	rep.ConnsDropped = dropped.Load()
 	rep.IdleNote = note
 	if connectTime > 0 {
@@ -128,7 +139,7 @@ func (r *run) idle(ctx context.Context) (*Report, error) {
 		}
 	}
 	if held > 0 && rep.BytesPerConn == nil {
-		rep.IdleNote = joinNote(rep.IdleNote, "the site's process is unknown (give --pid) and its /metrics has no "+rssMetric+", so its memory was not measured")
+		rep.IdleNote = joinNote(rep.IdleNote, "the site's processes are unknown (give --pid) and its /metrics has no "+rssMetric+", so its memory was not measured")
 	}
 	rep.SiteRSS = r.siteRSS()
 	fl.close()

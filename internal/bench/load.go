@@ -83,7 +83,7 @@ func (r *run) load(ctx context.Context) (*Report, error) {
 	}
 	rep.setLoad(tr, cfg)
 	rep.Unsent = dr.unsent
-	rep.BenchCPU, rep.SiteCPU, rep.SitesCPU = dr.cpu.bench, dr.cpu.sites, dr.cpu.all
+	rep.BenchCPU, rep.SiteCPU, rep.SitesCPU, rep.SitesCPUByRole = dr.cpu.bench, dr.cpu.sites, dr.cpu.all, dr.cpu.roles
 	if rep.SitesCPU > 0 && rep.AckedPerSec > 0 {
 		rep.SitesCPUPerMsgMs = round(10*rep.SitesCPU/rep.AckedPerSec, 4) // (pct/100 cores) / (msg/s) in ms
 	}

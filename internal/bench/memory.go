@@ -2,13 +2,42 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
+
+// Process is one operating-system process of a site.
+type Process struct {
+	PID  int
+	Role Role
+	// URL is the process's own HTTP address where it differs from the
+	// site's: one of several gateways behind the site's balancer. Its
+	// /metrics are read there.
+	URL string
+}
+
+// Role says what a site's process does.
+type Role string
+
+const (
+	// RoleSite serves a site alone, NATS server embedded: `serve`, or
+	// `dev` for all three sites. The default for --pid.
+	RoleSite Role = "site"
+	// RoleGateway is one of a site's `serve --nats` gateways.
+	RoleGateway Role = "gateway"
+	// RoleNATSServer is a site's standalone nats-server.
+	RoleNATSServer Role = "nats-server"
+)
+
+// holdsSockets reports whether the process holds WebSockets (and a read
+// model): every role but a NATS server.
+func (p Process) holdsSockets() bool { return p.Role != RoleNATSServer }
 
 // procMem returns a memory field of /proc/PID/status (e.g. "VmRSS"), in
 // bytes. It works on Linux only.
@@ -52,13 +81,13 @@ func procField(path, field string) (int64, error) {
 	return 0, fmt.Errorf("%s: no %s", path, field)
 }
 
-// memSample is a site process's memory at one moment; zero fields are
-// unknown.
+// memSample is the memory of a site's processes that hold its sockets,
+// summed, at one moment; zero fields are unknown.
 type memSample struct {
 	rss  int64 // resident set, bytes
 	heap int64 // Go heap in use, bytes (only if the site exports it)
-	// goroutines is the site process's goroutine count, -1 when the site
-	// does not export it.
+	// goroutines is the processes' goroutine count, -1 when the site does
+	// not export it.
 	goroutines int64
 }
 
@@ -70,42 +99,81 @@ const (
 	rssMetric       = "process_resident_memory_bytes"
 )
 
-// sampleMem reads the memory of the process pid serving the site at base
-// (pid 0: only what the site's /metrics says).
-func (r *run) sampleMem(ctx context.Context, pid int, base string) memSample {
+// sampleMem reads the memory of procs, the site's processes that hold
+// its sockets (none known: only what the site at base says of itself in
+// its /metrics): their RSS from /proc, their Go heap and goroutines from
+// each one's /metrics (at its own URL, or base), summed. Behind a
+// balancer, base answers for one gateway at a time, so each is asked at
+// its own address.
+func (r *run) sampleMem(ctx context.Context, procs []Process, base string) memSample {
 	m := memSample{goroutines: -1}
-	if pid > 0 {
-		if v, err := procMem(pid, "VmRSS"); err == nil {
-			m.rss = v
+	for _, p := range procs {
+		if v, err := procMem(p.PID, "VmRSS"); err == nil {
+			m.rss += v
 		} else {
-			r.log.Warn("cannot read the site's memory", "pid", pid, "err", err)
+			r.log.Warn("cannot read the site's memory", "pid", p.PID, "err", err)
 		}
 	}
-	if vals, err := r.net.metrics(ctx, base, heapMetric, rssMetric, goroutineMetric); err == nil {
+	urls := metricsURLs(procs, base)
+	for _, u := range urls {
+		vals, err := r.net.metrics(ctx, u, heapMetric, rssMetric, goroutineMetric)
+		if err != nil {
+			continue
+		}
 		if v, ok := vals[heapMetric]; ok {
-			m.heap = int64(v)
+			m.heap += int64(v)
 		}
 		if v, ok := vals[goroutineMetric]; ok {
-			m.goroutines = int64(v)
+			m.goroutines = max(m.goroutines, 0) + int64(v)
 		}
-		if v, ok := vals[rssMetric]; ok && m.rss == 0 {
-			m.rss = int64(v)
+		if v, ok := vals[rssMetric]; ok && len(procs) == 0 {
+			m.rss += int64(v)
 		}
 	}
 	return m
 }
 
-// siteRSS returns each site's process RSS by URL, where the process is
-// known. A process that serves several sites (`salamander dev`) is listed
-// once, under the first of them.
+// metricsURLs is where the /metrics of procs are read: each process's own
+// URL, or base for a process that is the site (counted once).
+func metricsURLs(procs []Process, base string) []string {
+	var out []string
+	for _, p := range procs {
+		u := cmp.Or(p.URL, base)
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{base}
+	}
+	return out
+}
+
+// socketHolders returns site i's processes that hold WebSockets.
+func (r *run) socketHolders(i int) []Process {
+	var out []Process
+	for _, p := range r.cfg.Processes(i) {
+		if p.PID > 0 && p.holdsSockets() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// siteRSS returns the RSS of each site's processes together by URL, where
+// they are known. A process that serves several sites (`salamander dev`)
+// is counted once, under the first of them.
 func (r *run) siteRSS() map[string]int64 {
 	out := map[string]int64{}
 	seen := map[int]bool{}
 	for i, s := range r.cfg.Sites {
-		if pid := r.cfg.PID(i); pid > 0 && !seen[pid] {
-			seen[pid] = true
-			if v, err := procMem(pid, "VmRSS"); err == nil {
-				out[s] = v
+		for _, p := range r.cfg.Processes(i) {
+			if p.PID <= 0 || seen[p.PID] {
+				continue
+			}
+			seen[p.PID] = true
+			if v, err := procMem(p.PID, "VmRSS"); err == nil {
+				out[s] += v
 			}
 		}
 	}
@@ -148,32 +216,35 @@ type cpuSample struct {
 	at    time.Time
 	self  time.Duration
 	procs map[int]time.Duration // by process id, each read once
-	pids  map[int]int           // site index -> its process, where known
+	sites map[int][]int         // site index -> its processes
+	roles map[int]Role          // process id -> its role
 	ok    bool
 }
 
-// sampleCPU reads the CPU time of the bench and of every known site's
-// process.
+// sampleCPU reads the CPU time of the bench and of every known process of
+// the sites.
 func (r *run) sampleCPU() cpuSample {
-	c := cpuSample{at: time.Now(), procs: map[int]time.Duration{}, pids: map[int]int{}}
+	c := cpuSample{at: time.Now(), procs: map[int]time.Duration{}, sites: map[int][]int{}, roles: map[int]Role{}}
 	self, err := cpuTime(os.Getpid())
 	if err != nil {
 		return c
 	}
 	c.self, c.ok = self, true
 	for i := range r.cfg.Sites {
-		pid := r.cfg.PID(i)
-		if pid <= 0 {
-			continue
-		}
-		if _, read := c.procs[pid]; !read {
-			v, err := cpuTime(pid)
-			if err != nil {
+		for _, p := range r.cfg.Processes(i) {
+			if p.PID <= 0 {
 				continue
 			}
-			c.procs[pid] = v
+			if _, read := c.procs[p.PID]; !read {
+				v, err := cpuTime(p.PID)
+				if err != nil {
+					continue
+				}
+				c.procs[p.PID] = v
+			}
+			c.sites[i] = append(c.sites[i], p.PID)
+			c.roles[p.PID] = p.Role
 		}
-		c.pids[i] = pid
 	}
 	return c
 }
@@ -181,11 +252,14 @@ func (r *run) sampleCPU() cpuSample {
 // cpuUse is the CPU used between two samples, in percent of one core.
 type cpuUse struct {
 	bench float64
-	// sites is each site's process (by URL), only where every site has
-	// a process of its own: `salamander dev` serves all three from one.
+	// sites is each site's processes together (by URL), only where no
+	// process serves several sites: `salamander dev` serves all three.
 	sites map[string]float64
 	// all is the sites' processes together, each counted once.
 	all float64
+	// roles splits all by the processes' roles, where there are several
+	// (the external topology: NATS servers and gateways).
+	roles map[Role]float64
 }
 
 // cpuShare is the CPU used between two samples. A process that is not in
@@ -196,23 +270,47 @@ func (r *run) cpuShare(a, b cpuSample) cpuUse {
 		return cpuUse{}
 	}
 	pct := func(d time.Duration) float64 { return round(100*d.Seconds()/secs, 1) }
+	used := func(pid int) (time.Duration, bool) {
+		v, okB := b.procs[pid]
+		w, okA := a.procs[pid]
+		if !okA || !okB || v < w {
+			return 0, false
+		}
+		return v - w, true
+	}
 	out := cpuUse{bench: pct(b.self - a.self)}
 	var all time.Duration
-	for pid, v := range b.procs {
-		if w, ok := a.procs[pid]; ok && v >= w {
-			all += v - w
+	byRole := map[Role]time.Duration{}
+	for pid := range b.procs {
+		if d, ok := used(pid); ok {
+			all += d
+			byRole[b.roles[pid]] += d
 		}
 	}
 	out.all = pct(all)
-	sites := map[string]float64{}
-	shared := map[int]bool{}
-	for i, pid := range b.pids {
-		if shared[pid] {
-			return out // shared processes: per site would count one several times
+	if len(byRole) > 1 {
+		out.roles = map[Role]float64{}
+		for role, d := range byRole {
+			out.roles[role] = pct(d)
 		}
-		shared[pid] = true
-		if w, ok := a.procs[pid]; ok && b.procs[pid] >= w {
-			sites[r.cfg.Sites[i]] = pct(b.procs[pid] - w)
+	}
+	sites := map[string]float64{}
+	owner := map[int]int{}
+	for i, pids := range b.sites {
+		var site time.Duration
+		counted := false
+		for _, pid := range pids {
+			if o, seen := owner[pid]; seen && o != i {
+				return out // shared processes: per site would count one several times
+			}
+			owner[pid] = i
+			if d, ok := used(pid); ok {
+				site += d
+				counted = true
+			}
+		}
+		if counted {
+			sites[r.cfg.Sites[i]] = pct(site)
 		}
 	}
 	if len(sites) > 0 {

@@ -89,17 +89,21 @@ type Report struct {
 	Unknown int64 `json:"unknown"`
 
 	// BenchCPU is the CPU the bench process used in the measured window,
-	// in percent of one core; SiteCPU the same for each site's process (by
-	// URL), where known. All of them share the machine: a bench short of
-	// CPU measures itself.
+	// in percent of one core (in the production layout it runs the sites'
+	// balancers too); SiteCPU the same for each site's processes together
+	// (by URL), where known. All of them share the machine: a bench short
+	// of CPU measures itself.
 	BenchCPU float64            `json:"bench_cpu_pct,omitempty"`
 	SiteCPU  map[string]float64 `json:"site_cpu_pct,omitempty"`
 	// SitesCPU is the sites' processes together (each process once:
 	// `salamander dev` serves all three), and SitesCPUPerMsgMs that CPU
 	// per acknowledged message in milliseconds. It moves less between
-	// runs than throughput does on a shared machine.
-	SitesCPU         float64 `json:"sites_cpu_pct,omitempty"`
-	SitesCPUPerMsgMs float64 `json:"sites_cpu_ms_per_msg,omitempty"`
+	// runs than throughput does on a shared machine. SitesCPUByRole splits
+	// SitesCPU by what the processes do, where they do different things
+	// (the production layout: "nats-server" and "gateway").
+	SitesCPU         float64          `json:"sites_cpu_pct,omitempty"`
+	SitesCPUPerMsgMs float64          `json:"sites_cpu_ms_per_msg,omitempty"`
+	SitesCPUByRole   map[Role]float64 `json:"sites_cpu_by_role_pct,omitempty"`
 
 	// LogRecordsPerSec is how many replicated records the first site
 	// applied per second in the measured window (all streams), and
@@ -109,16 +113,22 @@ type Report struct {
 	LogRecordsPerSec float64 `json:"log_records_per_sec,omitempty"`
 	EntriesPerRecord float64 `json:"entries_per_record,omitempty"`
 
-	// SiteRSS is each site's process resident memory at the end (bytes,
-	// by site URL), where the process is known; a process serving several
-	// sites is listed once, under the first.
+	// SiteRSS is each site's processes' resident memory together at the
+	// end (bytes, by site URL), where they are known; a process serving
+	// several sites is counted once, under the first.
 	SiteRSS map[string]int64 `json:"site_rss_bytes,omitempty"`
 
 	// Idle: Conns is the WebSockets held to the site IdleSite.
 	Conns    int    `json:"conns,omitempty"`
 	IdleSite string `json:"idle_site,omitempty"`
-	// BytesPerConn is the idle site's process RSS growth divided by the
-	// connections held (absent when the process is unknown).
+	// IdleProcesses is how many of the idle site's processes hold its
+	// sockets and are measured below: 1 for a `serve` (or `dev`) process,
+	// the gateways in the production layout (their figures summed; the
+	// site's nats-server holds no socket and is left out). 0: unknown.
+	IdleProcesses int `json:"idle_processes,omitempty"`
+	// BytesPerConn is the RSS growth of the idle site's processes that
+	// hold sockets divided by the connections held (absent when they are
+	// unknown).
 	BytesPerConn *int64 `json:"bytes_per_conn,omitempty"`
 	// HeapBytesPerConn is the same for the Go heap, when the site exports
 	// go_memstats_heap_inuse_bytes.
@@ -244,7 +254,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "salamander bench: idle, %d WebSockets held %s at %s by %d users\n",
 			rep.Conns, time.Duration(rep.DurationS*float64(time.Second)), rep.IdleSite, rep.Users)
 		tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
-		fmt.Fprintf(tw, "  site process RSS\t%s → %s\t%s per connection\n", mib(rep.RSSBefore), mib(rep.RSSAfter), bytesOrUnknown(rep.BytesPerConn))
+		procs := "site process RSS"
+		if rep.IdleProcesses > 1 {
+			procs = fmt.Sprintf("site's %d gateways' RSS", rep.IdleProcesses)
+		}
+		fmt.Fprintf(tw, "  %s\t%s → %s\t%s per connection\n", procs, mib(rep.RSSBefore), mib(rep.RSSAfter), bytesOrUnknown(rep.BytesPerConn))
 		fmt.Fprintf(tw, "  site Go heap\t\t%s per connection\n", bytesOrUnknown(rep.HeapBytesPerConn))
 		if rep.GoroutinesPerConn != nil {
 			fmt.Fprintf(tw, "  site goroutines\t\t%.2f per connection\n", *rep.GoroutinesPerConn)
@@ -284,6 +298,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 			}
 			if rep.SitesCPU > 0 {
 				fmt.Fprintf(&b, "; the sites' processes %.0f%%, %.3f ms per acked message", rep.SitesCPU, rep.SitesCPUPerMsgMs)
+			}
+			for _, role := range slices.Sorted(maps.Keys(rep.SitesCPUByRole)) {
+				fmt.Fprintf(&b, "; %ss %.0f%%", role, rep.SitesCPUByRole[role])
 			}
 			b.WriteString("\n")
 		}

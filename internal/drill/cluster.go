@@ -193,6 +193,8 @@ type siteProc struct {
 
 // process is one running process of a site.
 type process struct {
+	role    ProcessRole
+	url     string // its own HTTP address where it differs from the site's (a gateway's)
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited and been reaped
 	log     *os.File
@@ -425,7 +427,7 @@ func (c *Cluster) start(i int) error {
 		"--log-level", c.cfg.SiteLogLevel,
 		"--secrets", secrets.SiteFile(c.secrets, s.name),
 	}
-	return c.spawn(i, s.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...)
+	return c.spawn(i, RoleSite, "", s.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...)
 }
 
 // sitesFlag is every site's public URL as `serve --sites` takes them.
@@ -437,8 +439,9 @@ func (c *Cluster) sitesFlag() string {
 	return strings.Join(sites, ",")
 }
 
-// spawn starts one of site i's processes, its output appended to logPath.
-func (c *Cluster) spawn(i int, logPath, bin string, args ...string) error {
+// spawn starts one of site i's processes, its output appended to logPath;
+// role and url say what it is (see Processes).
+func (c *Cluster) spawn(i int, role ProcessRole, url, logPath, bin string, args ...string) error {
 	s := c.sites[i]
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -460,7 +463,7 @@ func (c *Cluster) spawn(i int, logPath, bin string, args ...string) error {
 		logf.Close()
 		return fmt.Errorf("drill: start site %s (%s): %w", s.name, filepath.Base(bin), err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{}), log: logf, logPath: logPath, started: time.Now()}
+	p := &process{role: role, url: url, cmd: cmd, done: make(chan struct{}), log: logf, logPath: logPath, started: time.Now()}
 	// The goroutine reaps the process; whoever stops it waits on done.
 	go func() {
 		_ = cmd.Wait() // the exit status of a killed site is expected
@@ -566,6 +569,47 @@ func (c *Cluster) Pid(i int) int {
 		return procs[0].cmd.Process.Pid
 	}
 	return 0
+}
+
+// ProcessRole says what one of a site's processes does.
+type ProcessRole string
+
+const (
+	// RoleSite serves a whole site: `salamander serve` with its NATS
+	// server embedded.
+	RoleSite ProcessRole = "site"
+	// RoleGateway is one of a site's `salamander serve --nats` gateways
+	// (the external topology): it holds WebSockets and a read model.
+	RoleGateway ProcessRole = "gateway"
+	// RoleNATSServer is a site's standalone nats-server (the external
+	// topology).
+	RoleNATSServer ProcessRole = "nats-server"
+)
+
+// Process is one running process of a site.
+type Process struct {
+	PID  int
+	Role ProcessRole
+	// URL is the process's own HTTP address where it differs from the
+	// site's: a gateway behind the site's balancer. Empty otherwise.
+	URL string
+}
+
+// Processes returns site i's running processes (none for an attached
+// cluster, or a site that is down), its NATS server first.
+func (c *Cluster) Processes(i int) []Process {
+	if c.attached {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Process
+	for _, p := range c.sites[i].procs {
+		if p.ended.IsZero() {
+			out = append(out, Process{PID: p.cmd.Process.Pid, Role: p.role, URL: p.url})
+		}
+	}
+	return out
 }
 
 // detach takes site i's processes out of the cluster's hands for

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/salamander-chat/salamander/internal/bench"
 	"github.com/salamander-chat/salamander/internal/testbin"
 )
 
@@ -289,6 +290,7 @@ func TestExternalTopologyFire(t *testing.T) {
 	if !instances["b1"] || !instances["b2"] {
 		t.Fatalf("site b's balancer reached gateways %v, want b1 and b2", instances)
 	}
+	checkBenchMeasuresGateways(ctx, t, cl, log)
 
 	cfg := DefaultConfig()
 	cfg.Binary = binary
@@ -306,6 +308,50 @@ func TestExternalTopologyFire(t *testing.T) {
 	}
 	if len(rep.Faults) != 1 || rep.Faults[0].CaughtUpMS <= 0 {
 		t.Errorf("the return was not measured: %+v", rep.Faults)
+	}
+}
+
+// checkBenchMeasuresGateways runs short benches against the production
+// layout and checks that they measure the right processes: an idle site's
+// memory is its two gateways' (which hold the sockets, not its
+// nats-server), and the sites' CPU is every process's, split by role.
+func checkBenchMeasuresGateways(ctx context.Context, t *testing.T, cl *Cluster, log *slog.Logger) {
+	t.Helper()
+	procs := cl.Processes(1)
+	if len(procs) != 3 || procs[0].Role != RoleNATSServer || procs[1].Role != RoleGateway || procs[2].Role != RoleGateway ||
+		procs[1].URL == "" || procs[1].URL == procs[2].URL {
+		t.Fatalf("site b's processes: %+v, want its nats-server and two gateways at their own URLs", procs)
+	}
+	cfg := bench.DefaultConfig()
+	cfg.Sites = cl.URLs()
+	cfg.Logger = log
+	cfg.Processes = func(i int) []bench.Process {
+		var out []bench.Process
+		for _, p := range cl.Processes(i) {
+			out = append(out, bench.Process{PID: p.PID, Role: bench.Role(p.Role), URL: p.URL})
+		}
+		return out
+	}
+	cfg.Scenario = bench.ScenarioIdle
+	cfg.Users, cfg.Conns, cfg.IdleSite, cfg.Duration = 2, 60, 1, 500*time.Millisecond
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Conns != 60 || rep.IdleProcesses != 2 || rep.BytesPerConn == nil || rep.HeapBytesPerConn == nil ||
+		rep.GoroutinesPerConn == nil || len(rep.SiteRSS) != 3 {
+		t.Errorf("idle on the production layout: %d conns held by %d processes, bytes/conn %v, heap/conn %v, goroutines/conn %v, RSS %v",
+			rep.Conns, rep.IdleProcesses, rep.BytesPerConn, rep.HeapBytesPerConn, rep.GoroutinesPerConn, rep.SiteRSS)
+	}
+	cfg.Scenario = bench.ScenarioP2P
+	cfg.Users, cfg.Duration, cfg.Warmup = 4, time.Second, 300*time.Millisecond
+	if rep, err = bench.Run(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Acked == 0 || rep.Lost != 0 || len(rep.SiteCPU) != 3 || rep.SitesCPUByRole[bench.RoleNATSServer] <= 0 ||
+		rep.SitesCPUByRole[bench.RoleGateway] <= 0 || len(rep.SitesCPUByRole) != 2 {
+		t.Errorf("p2p on the production layout: acked %d, lost %d, CPU by site %v, by role %v",
+			rep.Acked, rep.Lost, rep.SiteCPU, rep.SitesCPUByRole)
 	}
 }
 

@@ -74,7 +74,7 @@ func (c *Cluster) startExternal(i int) error {
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("drill: site %s server config: %w", s.name, err)
 	}
-	if err := c.spawn(i, s.logPath, c.cfg.NATSServer, "-c", conf); err != nil {
+	if err := c.spawn(i, RoleNATSServer, "", s.logPath, c.cfg.NATSServer, "-c", conf); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -113,7 +113,7 @@ func (c *Cluster) startExternal(i int) error {
 			"--log-level", c.cfg.SiteLogLevel,
 			"--secrets", secrets.SiteFile(c.secrets, s.name),
 		}
-		if err := c.spawn(i, g.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...); err != nil {
+		if err := c.spawn(i, RoleGateway, g.url(), g.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...); err != nil {
 			return err
 		}
 	}
