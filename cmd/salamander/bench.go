@@ -14,6 +14,7 @@ import (
 
 	"github.com/salamander-chat/salamander/internal/bench"
 	"github.com/salamander-chat/salamander/internal/drill"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // benchFlags is everything `bench` can be told beyond bench.Config.
@@ -27,6 +28,7 @@ type benchFlags struct {
 	bin          string
 	partitions   int
 	bcryptCost   int
+	recordSlots  int // a started cluster's serve --record-slots (0: their default)
 	siteLogLevel string
 	logLevel     string
 	catchupSet   bool
@@ -138,7 +140,7 @@ func startBenchCluster(ctx context.Context, f benchFlags, log *slog.Logger) (*dr
 		Dir:          dir,
 		Partitions:   f.partitions,
 		SiteLogLevel: f.siteLogLevel,
-		ServeArgs:    []string{"--bcrypt-cost", strconv.Itoa(f.bcryptCost)},
+		ServeArgs:    []string{"--bcrypt-cost", strconv.Itoa(f.bcryptCost), "--record-slots", strconv.Itoa(f.recordSlots)},
 		DirectRoutes: true,
 		Logger:       log,
 		Topology:     f.topology,
@@ -195,6 +197,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.StringVar(&f.bin, "bin", "", "salamander binary to run the sites with (default: this one)")
 	fs.IntVar(&f.partitions, "partitions", 6, "room partitions of a started cluster")
 	fs.IntVar(&f.bcryptCost, "bcrypt-cost", 4, "password hashing cost of a started cluster (sign-ups are set-up, not load)")
+	fs.IntVar(&f.recordSlots, "record-slots", 0, "a started cluster's serve --record-slots: records each site process or gateway keeps in flight (0: two per core)")
 	fs.StringVar(&f.siteLogLevel, "site-log-level", "warn", "started sites' log level; their logs go to SITE.log in the data directory")
 	fs.StringVar(&f.pprof, "pprof", "", "serve the bench's own Go profiles at http://ADDR/debug/pprof/ (\":6061\" = loopback only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "the bench's own progress log on stderr: debug, info, warn or error")
@@ -227,6 +230,12 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		default:
 			return f, fmt.Errorf("bench: --pid names %d processes for %d sites: give one for all, or one per site", len(f.pids), len(c.Sites))
 		}
+	}
+	if f.recordSlots < 0 || f.recordSlots > jsstore.MaxRecordSlots {
+		return f, fmt.Errorf("bench: --record-slots must be 0 (the sites' default) or 1-%d", jsstore.MaxRecordSlots)
+	}
+	if f.recordSlots > 0 && len(c.Sites) > 0 {
+		return f, fmt.Errorf("bench: --record-slots sets a cluster the bench starts, not --sites (give serve --record-slots there)")
 	}
 	switch f.topology {
 	case drill.TopologyEmbedded:

@@ -30,11 +30,16 @@ func TestBenchFlags(t *testing.T) {
 	if err != nil || len(f.pids) != 2 || f.pids[1] != 8 {
 		t.Fatalf("a process per site: %+v %v", f, err)
 	}
+	if f, err = parseBenchFlags([]string{"--record-slots", "1"}, io.Discard); err != nil || f.recordSlots != 1 {
+		t.Fatalf("--record-slots: %+v %v", f, err)
+	}
 	for _, bad := range [][]string{
 		{"--sites", "http://127.0.0.1:1", "--catchup"}, // cannot restart sites it does not own
 		{"--pid", "7"}, // a started cluster's processes are known
 		{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3", "--pid", "7,8"}, // neither one nor one per site
 		{"--sites", "http://127.0.0.1:1", "--pid", "seven"},
+		{"--record-slots", "-1"}, {"--record-slots", "1025"},
+		{"--sites", "http://127.0.0.1:1", "--record-slots", "1"}, // the bench does not configure sites it did not start
 		{"extra"},
 	} {
 		if _, err := parseBenchFlags(bad, io.Discard); err == nil {

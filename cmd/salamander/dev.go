@@ -29,6 +29,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	clusterPort := fs.Int("cluster-port", 6221, "site a's NATS cluster port; b and c use the next ones")
 	partitions := fs.Int("partitions", 6, "room partitions when creating a new cluster")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	recordSlots := fs.Int("record-slots", 0, "replicated records the three sites' process keeps in flight, 1-1024 (0: two per core)")
 	pprofAddr := fs.String("pprof", "", "serve Go profiles of the three sites' process at http://ADDR/debug/pprof/; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -36,6 +37,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
+	}
+	if err := setRecordSlots(*recordSlots); err != nil {
+		return fmt.Errorf("dev: %w", err)
 	}
 	if *pprofAddr != "" {
 		stop, url, err := startPprof(*pprofAddr, log)

@@ -19,7 +19,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "b.json")
-	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9,"secrets":"`+
+	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9,"record_slots":2,"secrets":"`+
 		secrets.SiteFile(sec, "b")+`"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Site != "b" || c.HTTP != "127.0.0.1:9999" || c.Routes != "h:1,h:2" || c.Partitions != 9 || c.Sync != "always" {
+	if c.Site != "b" || c.HTTP != "127.0.0.1:9999" || c.Routes != "h:1,h:2" || c.Partitions != 9 || c.Sync != "always" || c.RecordSlots != 2 {
 		t.Fatalf("merged config: %+v", c)
 	}
 	cfg, err := c.siteConfig()
@@ -44,7 +44,8 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 	for _, bad := range [][]string{{"--site", "a", "--secrets", a, "--sync", "sometimes"}, {"--site", "a", "--secrets", a, "--partitions", "0"},
 		{"--site", "a", "--secrets", a, "--sites", "a=ftp://x"}, {"--site", "a", "--secrets", a, "--bcrypt-cost", "3"}, {},
 		{"--site", "a"}, {"--site", "a", "--secrets", secrets.SiteFile(sec, "b")}, {"--site", "a", "--secrets", secrets.AdminFile(sec)},
-		{"--site", "a", "--secrets", a, "--trusted-proxies", "proxy.example"}, {"--site", "a", "--secrets", a, "--rate-limit-exempt", "10.0.0.0/33"}} {
+		{"--site", "a", "--secrets", a, "--trusted-proxies", "proxy.example"}, {"--site", "a", "--secrets", a, "--rate-limit-exempt", "10.0.0.0/33"},
+		{"--site", "a", "--secrets", a, "--record-slots", "-1"}, {"--site", "a", "--secrets", a, "--record-slots", "1025"}} {
 		c, err := parseServeFlags(bad)
 		if err == nil {
 			_, err = c.siteConfig()

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/salamander-chat/salamander"
@@ -52,7 +53,8 @@ const (
 )
 
 // recordSlots bounds the records this process's appenders have in flight,
-// all stores and streams together: two per core. What a record costs is
+// all stores and streams together: by default two per core
+// (DefaultRecordSlots; SetRecordSlots changes it). What a record costs is
 // mostly fixed (a Raft entry and three fsyncs, three commit announcements,
 // three tails' and store batches' work), so while the cores are busy,
 // fewer and larger records carry more messages per second: measured here
@@ -61,19 +63,50 @@ const (
 // BENCHMARKS.md). A process that is not busy never waits for a slot: its
 // records go out as soon as they are gathered. It is per process, not per
 // store, because the cores are: `salamander dev` runs three sites in one.
-var recordSlots = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
+//
+// A gateway of an external cluster (`serve --nats`) holds no NATS server:
+// the records it keeps in flight cost the cluster's servers, which its own
+// cores say nothing about, and every gateway of every site keeps its own.
+// Its operator may bound them with SetRecordSlots (BENCHMARKS.md, "Record
+// slots on the production layout").
+var recordSlots atomic.Pointer[chan struct{}]
+
+func init() { _ = SetRecordSlots(DefaultRecordSlots()) }
+
+// currentSlots is the process's record slots now.
+func currentSlots() chan struct{} { return *recordSlots.Load() }
+
+// DefaultRecordSlots is the process's record slots unless SetRecordSlots
+// says otherwise: two per core.
+func DefaultRecordSlots() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// MaxRecordSlots bounds SetRecordSlots.
+const MaxRecordSlots = 1024
+
+// SetRecordSlots sets how many records this process's appenders may have
+// in flight together (1–MaxRecordSlots). Call it before opening a Store:
+// a slot taken before is given back to the old bound.
+func SetRecordSlots(n int) error {
+	if n < 1 || n > MaxRecordSlots {
+		return fmt.Errorf("jsstore: record slots must be 1-%d", MaxRecordSlots)
+	}
+	c := make(chan struct{}, n)
+	recordSlots.Store(&c)
+	return nil
+}
 
 // takeRecordSlot waits for one of the process's record slots and returns
 // the function that gives it back; the slot also comes back by itself
 // after slotLease. ok is false if ctx ended first.
 func takeRecordSlot(ctx context.Context) (release func(), ok bool) {
+	held := currentSlots()
 	select {
-	case recordSlots <- struct{}{}:
+	case held <- struct{}{}:
 	case <-ctx.Done():
 		return nil, false
 	}
 	var once sync.Once
-	give := func() { once.Do(func() { <-recordSlots }) }
+	give := func() { once.Do(func() { <-held }) }
 	lease := time.AfterFunc(slotLease, give)
 	return func() { lease.Stop(); give() }, true
 }

@@ -19,8 +19,8 @@ func TestAppendsWaitingForARecordSlotShareOneRecord(t *testing.T) {
 	stream := s.RoomStream("g_slots")
 	// Take every slot, without a lease: nothing of this process appends
 	// until the test gives them back.
-	for range cap(recordSlots) {
-		recordSlots <- struct{}{}
+	for range cap(currentSlots()) {
+		currentSlots() <- struct{}{}
 	}
 	const n = 40
 	positions := make(chan salamander.Position, n)
@@ -47,8 +47,8 @@ func TestAppendsWaitingForARecordSlotShareOneRecord(t *testing.T) {
 	if len(positions) != 0 {
 		t.Fatal("an append was answered while the process had no record slot")
 	}
-	for range cap(recordSlots) {
-		<-recordSlots
+	for range cap(currentSlots()) {
+		<-currentSlots()
 	}
 	wg.Wait()
 	close(positions)
@@ -66,7 +66,7 @@ func TestAppendsWaitingForARecordSlotShareOneRecord(t *testing.T) {
 func TestRecordSlotsComeBack(t *testing.T) {
 	ctx := context.Background()
 	var releases []func()
-	for range cap(recordSlots) {
+	for range cap(currentSlots()) {
 		release, ok := takeRecordSlot(ctx)
 		if !ok {
 			t.Fatal("no slot in a process that has all of them free")
@@ -87,16 +87,46 @@ func TestRecordSlotsComeBack(t *testing.T) {
 	release()
 	// The others are still held by the test: their leases give them back.
 	deadline := time.Now().Add(10 * time.Second)
-	for len(recordSlots) > 0 {
+	for len(currentSlots()) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d slots still taken long after their lease", len(recordSlots))
+			t.Fatalf("%d slots still taken long after their lease", len(currentSlots()))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	for _, r := range releases { // after the lease, a release is a no-op
 		r()
 	}
-	if len(recordSlots) != 0 {
-		t.Fatalf("%d slots taken after late releases", len(recordSlots))
+	if len(currentSlots()) != 0 {
+		t.Fatalf("%d slots taken after late releases", len(currentSlots()))
+	}
+}
+
+// SetRecordSlots refuses a bound outside 1–MaxRecordSlots and changes
+// nothing then; a slot taken before a change goes back to the bound it
+// came from.
+func TestSetRecordSlots(t *testing.T) {
+	before := currentSlots()
+	defer recordSlots.Store(&before)
+	for _, n := range []int{0, -1, MaxRecordSlots + 1} {
+		if err := SetRecordSlots(n); err == nil {
+			t.Errorf("SetRecordSlots(%d) accepted", n)
+		}
+		if currentSlots() != before {
+			t.Fatalf("SetRecordSlots(%d) changed the slots", n)
+		}
+	}
+	release, ok := takeRecordSlot(context.Background())
+	if !ok || len(before) != 1 {
+		t.Fatalf("took a slot: %v, %d taken", ok, len(before))
+	}
+	if err := SetRecordSlots(3); err != nil {
+		t.Fatal(err)
+	}
+	if got := currentSlots(); cap(got) != 3 || len(got) != 0 {
+		t.Fatalf("after SetRecordSlots(3): %d of %d taken", len(got), cap(got))
+	}
+	release()
+	if len(before) != 0 || len(currentSlots()) != 0 {
+		t.Fatalf("the slot went back to the wrong bound: old %d, new %d taken", len(before), len(currentSlots()))
 	}
 }
