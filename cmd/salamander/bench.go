@@ -197,7 +197,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.StringVar(&f.bin, "bin", "", "salamander binary to run the sites with (default: this one)")
 	fs.IntVar(&f.partitions, "partitions", 6, "room partitions of a started cluster")
 	fs.IntVar(&f.bcryptCost, "bcrypt-cost", 4, "password hashing cost of a started cluster (sign-ups are set-up, not load)")
-	fs.IntVar(&f.recordSlots, "record-slots", 0, "a started cluster's serve --record-slots: records each site process or gateway keeps in flight (0: two per core)")
+	fs.IntVar(&f.recordSlots, "record-slots", 0, "a started cluster's serve --record-slots: records each site process or gateway keeps in flight (0: one per core)")
 	fs.StringVar(&f.siteLogLevel, "site-log-level", "warn", "started sites' log level; their logs go to SITE.log in the data directory")
 	fs.StringVar(&f.pprof, "pprof", "", "serve the bench's own Go profiles at http://ADDR/debug/pprof/ (\":6061\" = loopback only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "the bench's own progress log on stderr: debug, info, warn or error")

@@ -29,7 +29,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	clusterPort := fs.Int("cluster-port", 6221, "site a's NATS cluster port; b and c use the next ones")
 	partitions := fs.Int("partitions", 6, "room partitions when creating a new cluster")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	recordSlots := fs.Int("record-slots", 0, "replicated records the three sites' process keeps in flight, 1-1024 (0: two per core)")
+	recordSlots := fs.Int("record-slots", 0, "replicated records the three sites' process keeps in flight, 1-1024 (0: one per core)")
 	pprofAddr := fs.String("pprof", "", "serve Go profiles of the three sites' process at http://ADDR/debug/pprof/; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return err

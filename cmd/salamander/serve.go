@@ -119,7 +119,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&c.BcryptCost, "bcrypt-cost", bcrypt.DefaultCost, "password hashing cost, 4-31 (lower is faster to sign up and log in, and cheaper to guess; benchmarks use 4)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.Instance, "instance", "", "this process's name among the site's gateways, on every metric (label instance) and in /v1/status (default: this host's name and the port of --http)")
-	fs.IntVar(&c.RecordSlots, "record-slots", 0, "replicated records this process keeps in flight, all partitions together, 1-1024 (0: two per core); see README, External NATS mode")
+	fs.IntVar(&c.RecordSlots, "record-slots", 0, "replicated records this process keeps in flight, all partitions together, 1-1024 (0: one per core); see README, External NATS mode")
 	fs.StringVar(&c.Pprof, "pprof", "", "serve Go profiles (net/http/pprof) at http://ADDR/debug/pprof/ on a listener of their own; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -223,7 +223,7 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	}
 	cfg.Partitions = c.Partitions
 	if c.RecordSlots < 0 || c.RecordSlots > jsstore.MaxRecordSlots {
-		return cfg, fmt.Errorf("serve: --record-slots must be 0 (two per core) or 1-%d", jsstore.MaxRecordSlots)
+		return cfg, fmt.Errorf("serve: --record-slots must be 0 (one per core) or 1-%d", jsstore.MaxRecordSlots)
 	}
 	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
 		return cfg, fmt.Errorf("serve: --bcrypt-cost must be %d-%d", bcrypt.MinCost, bcrypt.MaxCost)
@@ -246,13 +246,13 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 }
 
 // setRecordSlots bounds the replicated records this process keeps in
-// flight (n: 0 keeps the default, two per core).
+// flight (n: 0 keeps the default, one per core).
 func setRecordSlots(n int) error {
 	if n == 0 {
 		return nil
 	}
 	if n < 0 || n > jsstore.MaxRecordSlots {
-		return fmt.Errorf("--record-slots must be 0 (two per core) or 1-%d", jsstore.MaxRecordSlots)
+		return fmt.Errorf("--record-slots must be 0 (one per core) or 1-%d", jsstore.MaxRecordSlots)
 	}
 	return jsstore.SetRecordSlots(n)
 }

@@ -53,16 +53,19 @@ const (
 )
 
 // recordSlots bounds the records this process's appenders have in flight,
-// all stores and streams together: by default two per core
+// all stores and streams together: by default one per core
 // (DefaultRecordSlots; SetRecordSlots changes it). What a record costs is
 // mostly fixed (a Raft entry and three fsyncs, three commit announcements,
 // three tails' and store batches' work), so while the cores are busy,
 // fewer and larger records carry more messages per second: measured here
-// (p2p, 400 closed-loop senders, `salamander dev` on two cores), records
-// grew from ~11 to ~21 entries and throughput by 15–40 % (see
-// BENCHMARKS.md). A process that is not busy never waits for a slot: its
-// records go out as soon as they are gathered. It is per process, not per
-// store, because the cores are: `salamander dev` runs three sites in one.
+// (p2p, 400 closed-loop senders, `salamander dev` on two cores), two per
+// core made records grow from ~11 to ~21 entries and throughput by 15–40 %
+// over no bound; since one gatherer per partition (forward.go), one per
+// core did better again: records of 43 entries instead of 32, ahead in
+// every pair (see BENCHMARKS.md, "One record slot per core"). A process
+// that is not busy never waits for a slot: its records go out as soon as
+// they are gathered. It is per process, not per store, because the cores
+// are: `salamander dev` runs three sites in one.
 //
 // A gateway of an external cluster (`serve --nats`) holds no NATS server:
 // the records it keeps in flight cost the cluster's servers, which its own
@@ -77,8 +80,8 @@ func init() { _ = SetRecordSlots(DefaultRecordSlots()) }
 func currentSlots() chan struct{} { return *recordSlots.Load() }
 
 // DefaultRecordSlots is the process's record slots unless SetRecordSlots
-// says otherwise: two per core.
-func DefaultRecordSlots() int { return 2 * runtime.GOMAXPROCS(0) }
+// says otherwise: one per core.
+func DefaultRecordSlots() int { return runtime.GOMAXPROCS(0) }
 
 // MaxRecordSlots bounds SetRecordSlots.
 const MaxRecordSlots = 1024
