@@ -14,7 +14,6 @@ import (
 
 	"github.com/salamander-chat/salamander/internal/bench"
 	"github.com/salamander-chat/salamander/internal/drill"
-	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // benchFlags is everything `bench` can be told beyond bench.Config.
@@ -231,8 +230,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 			return f, fmt.Errorf("bench: --pid names %d processes for %d sites: give one for all, or one per site", len(f.pids), len(c.Sites))
 		}
 	}
-	if f.recordSlots < 0 || f.recordSlots > jsstore.MaxRecordSlots {
-		return f, fmt.Errorf("bench: --record-slots must be 0 (the sites' default) or 1-%d", jsstore.MaxRecordSlots)
+	if err := checkRecordSlots(f.recordSlots); err != nil {
+		return f, fmt.Errorf("bench: %w", err)
 	}
 	if f.recordSlots > 0 && len(c.Sites) > 0 {
 		return f, fmt.Errorf("bench: --record-slots sets a cluster the bench starts, not --sites (give serve --record-slots there)")

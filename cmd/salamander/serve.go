@@ -222,8 +222,8 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 		return cfg, fmt.Errorf("serve: --partitions must be 1-1024")
 	}
 	cfg.Partitions = c.Partitions
-	if c.RecordSlots < 0 || c.RecordSlots > jsstore.MaxRecordSlots {
-		return cfg, fmt.Errorf("serve: --record-slots must be 0 (one per core) or 1-%d", jsstore.MaxRecordSlots)
+	if err := checkRecordSlots(c.RecordSlots); err != nil {
+		return cfg, fmt.Errorf("serve: %w", err)
 	}
 	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
 		return cfg, fmt.Errorf("serve: --bcrypt-cost must be %d-%d", bcrypt.MinCost, bcrypt.MaxCost)
@@ -245,14 +245,20 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	return cfg, nil
 }
 
-// setRecordSlots bounds the replicated records this process keeps in
-// flight (n: 0 keeps the default, one per core).
-func setRecordSlots(n int) error {
-	if n == 0 {
-		return nil
-	}
+// checkRecordSlots refuses a --record-slots value (serve, dev, bench)
+// outside 0 (the default, one per core) to jsstore.MaxRecordSlots.
+func checkRecordSlots(n int) error {
 	if n < 0 || n > jsstore.MaxRecordSlots {
 		return fmt.Errorf("--record-slots must be 0 (one per core) or 1-%d", jsstore.MaxRecordSlots)
+	}
+	return nil
+}
+
+// setRecordSlots bounds the replicated records this process keeps in
+// flight (n: 0 keeps the default).
+func setRecordSlots(n int) error {
+	if err := checkRecordSlots(n); err != nil || n == 0 {
+		return err
 	}
 	return jsstore.SetRecordSlots(n)
 }

@@ -54,7 +54,7 @@ const (
 
 // recordSlots bounds the records this process's appenders have in flight,
 // all stores and streams together: by default one per core
-// (DefaultRecordSlots; SetRecordSlots changes it). What a record costs is
+// (defaultRecordSlots; SetRecordSlots changes it). What a record costs is
 // mostly fixed (a Raft entry and three fsyncs, three commit announcements,
 // three tails' and store batches' work), so while the cores are busy,
 // fewer and larger records carry more messages per second: measured here
@@ -74,14 +74,14 @@ const (
 // slots on the production layout").
 var recordSlots atomic.Pointer[chan struct{}]
 
-func init() { _ = SetRecordSlots(DefaultRecordSlots()) }
+func init() { _ = SetRecordSlots(defaultRecordSlots()) }
 
 // currentSlots is the process's record slots now.
 func currentSlots() chan struct{} { return *recordSlots.Load() }
 
-// DefaultRecordSlots is the process's record slots unless SetRecordSlots
+// defaultRecordSlots is the process's record slots unless SetRecordSlots
 // says otherwise: one per core.
-func DefaultRecordSlots() int { return runtime.GOMAXPROCS(0) }
+func defaultRecordSlots() int { return runtime.GOMAXPROCS(0) }
 
 // MaxRecordSlots bounds SetRecordSlots.
 const MaxRecordSlots = 1024
