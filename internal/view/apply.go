@@ -239,7 +239,7 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 	}
 	a.m.lastRoomNo++
 	rs := &roomState{id: r.Room, no: a.m.lastRoomNo, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At,
-		members: map[string]uint64{}, ids: map[uint64]uint64{}, idsLoaded: true}
+		members: map[string]uint64{}, idsLoaded: true}
 	a.m.rooms[r.Room] = rs
 	for _, u := range members {
 		a.join(rs, pos, u)
@@ -303,7 +303,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 		}
 	}
 	key := clientKeyOf(r.User, r.ClientID)
-	if _, dup := rs.ids[key]; dup {
+	if _, dup := rs.ids.seqOf(key); dup {
 		return nil
 	}
 	rs.lastSeq++

@@ -77,11 +77,10 @@ type roomState struct {
 	lastSeq uint64
 	last    *salamander.Message // newest message; Unread not set
 	members map[string]uint64   // member -> read marker
-	// ids maps the client key (clientKeyOf) of the newest DedupeWindow
-	// messages to their seq (idOrder is their FIFO). Loaded from SQLite on
+	// ids is the dedupe window: the client keys (clientKeyOf) of the
+	// newest DedupeWindow messages with their seqs. Loaded from SQLite on
 	// first use.
-	ids       map[uint64]uint64
-	idOrder   []uint64
+	ids       clientWindow
 	idsLoaded bool
 }
 
@@ -185,18 +184,7 @@ func (m *model) removeMember(r *roomState, user string) {
 }
 
 // remember records a client id in the room's dedupe window.
-func (r *roomState) remember(k, seq uint64) {
-	r.ids[k] = seq
-	r.idOrder = append(r.idOrder, k)
-	if len(r.idOrder) > DedupeWindow {
-		old := r.idOrder[0]
-		r.idOrder = r.idOrder[1:]
-		delete(r.ids, old)
-		if cap(r.idOrder) > 4*DedupeWindow { // let the backing array go
-			r.idOrder = slices.Clone(r.idOrder)
-		}
-	}
-}
+func (r *roomState) remember(k, seq uint64) { r.ids.add(k, seq) }
 
 // recentMessages are one stream's newest recentPerStream messages by
 // position: a map keyed by the position's number (not by the whole
@@ -281,6 +269,6 @@ func (m *model) placed(r salamander.Record) bool {
 	if rs == nil {
 		return false
 	}
-	_, ok := rs.ids[clientKeyOf(r.User, r.ClientID)]
+	_, ok := rs.ids.seqOf(clientKeyOf(r.User, r.ClientID))
 	return ok
 }

@@ -172,7 +172,7 @@ func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID str
 		v.mu.RUnlock()
 		return v.messageByClientIDStored(ctx, room, rs.no, sender, clientID)
 	}
-	seq, ok := rs.ids[clientKeyOf(sender, clientID)]
+	seq, ok := rs.ids.seqOf(clientKeyOf(sender, clientID))
 	v.mu.RUnlock()
 	if !ok {
 		return salamander.Message{}, false, nil

@@ -468,11 +468,9 @@ func (v *View) loadIDs(r *roomState) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
 	}
-	r.ids = make(map[uint64]uint64, len(keys))
-	r.idOrder = make([]uint64, 0, len(keys))
-	for i := len(keys) - 1; i >= 0; i-- {
-		r.ids[keys[i]] = seqs[i]
-		r.idOrder = append(r.idOrder, keys[i])
+	r.ids = clientWindow{}
+	for i := len(keys) - 1; i >= 0; i-- { // oldest first
+		r.ids.add(keys[i], seqs[i])
 	}
 	r.idsLoaded = true
 	return nil

@@ -675,7 +675,7 @@ func TestMessageByClientIDChecksSenderAndID(t *testing.T) {
 		t.Fatalf("alice's c1: %+v %v %v", m, ok, err)
 	}
 	v.mu.Lock()
-	v.m.rooms["g_1"].ids[clientKeyOf("bob", "forged")] = m.Seq
+	v.m.rooms["g_1"].ids.forge(clientKeyOf("bob", "forged"), m.Seq)
 	v.mu.Unlock()
 	if got, ok, err := v.MessageByClientID(ctx, "g_1", "bob", "forged"); err != nil || ok {
 		t.Fatalf("a colliding key answered bob with %+v (%v, %v)", got, ok, err)
