@@ -361,6 +361,7 @@ func (v *View) Run(ctx context.Context, src Source) {
 				break drain
 			}
 		}
+		v.preloadWindows(batch)
 		for {
 			b, err := v.applyModel(batch)
 			if b != nil {

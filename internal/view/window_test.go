@@ -1,8 +1,15 @@
 package view
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // refWindow is the dedupe window's rule written plainly: the newest
@@ -128,5 +135,91 @@ func BenchmarkClientWindow(b *testing.B) {
 			w.add(k, seq)
 		}
 		seq++
+	}
+}
+
+// contents lists the window's keys, oldest first, and the oldest's seq.
+func (w *clientWindow) contents() (uint64, []uint64) {
+	out := make([]uint64, 0, w.n)
+	for i := range w.n {
+		out = append(out, w.keys[(w.head+i)&(len(w.keys)-1)])
+	}
+	return w.first, out
+}
+
+// sendsTo returns entries creating room g_1 and n messages alice sends to
+// it, at positions of stream p0 from 1.
+func sendsTo(n int) []jsstore.Entry {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	out := []jsstore.Entry{{Pos: salamander.Position{Stream: "p0", Seq: 1}, Record: salamander.Record{
+		Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup, Name: "g", Members: []string{"alice"},
+		By: "alice", At: at}}}
+	for i := range n {
+		out = append(out, jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: uint64(i + 2)}, Record: salamander.Record{
+			Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: fmt.Sprintf("c%d", i), Text: "x", At: at}})
+	}
+	return out
+}
+
+// After a restart the applier reads a room's window from the store before
+// it takes the model's lock, and the window it puts in place is the one
+// applying the log record by record builds.
+func TestPreloadedWindowIsTheBuiltOne(t *testing.T) {
+	log := sendsTo(DedupeWindow + 50)
+	next := jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: uint64(len(log) + 1)}, Record: salamander.Record{
+		Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c7", Text: "again", At: log[1].Record.At}}
+
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, v, &memLog{}, log)
+	v.Close()
+	v, err = Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	v.preloadWindows([]jsstore.Entry{next})
+	rs := v.m.rooms["g_1"]
+	if !rs.idsLoaded {
+		t.Fatal("the window was not preloaded")
+	}
+	built := openTemp(t)
+	apply(t, built, &memLog{}, log)
+	f1, k1 := rs.ids.contents()
+	f2, k2 := built.m.rooms["g_1"].ids.contents()
+	if f1 != f2 || !slices.Equal(k1, k2) {
+		t.Fatalf("preloaded window: %d keys from seq %d; built: %d from %d", len(k1), f1, len(k2), f2)
+	}
+	// c7 left the window 50 messages ago: its resend is a new message.
+	apply(t, v, &memLog{}, []jsstore.Entry{next})
+	if got := v.m.rooms["g_1"].lastSeq; got != DedupeWindow+51 {
+		t.Fatalf("last seq %d after the resend of c7, want %d", got, DedupeWindow+51)
+	}
+}
+
+// A room whose index rows have a hole (which the store never writes) gets
+// the newest unbroken run of its window, each key with its own seq.
+func TestReadWindowAcrossAHole(t *testing.T) {
+	v := openTemp(t)
+	apply(t, v, &memLog{}, sendsTo(20))
+	rs := v.m.rooms["g_1"]
+	if _, err := v.w.Exec(`DELETE FROM messages WHERE room = ? AND seq = 5`, rs.no); err != nil {
+		t.Fatal(err)
+	}
+	w, err := v.readWindow(rs.no, rs.lastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, keys := w.contents(); first != 6 || len(keys) != 15 {
+		t.Fatalf("window from seq %d with %d keys, want 6 and 15", first, len(keys))
+	}
+	if seq, ok := w.seqOf(clientKeyOf("alice", "c9")); !ok || seq != 10 {
+		t.Fatalf("c9 at %d (%v), want 10", seq, ok)
+	}
+	if _, ok := w.seqOf(clientKeyOf("alice", "c2")); ok {
+		t.Fatal("c2, before the hole, is in the window")
 	}
 }
