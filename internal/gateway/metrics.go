@@ -148,8 +148,21 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_entries_applied_total",
 		Help: "Log entries this site's read model applied since the process started.", ConstLabels: labels},
 		func() float64 { return float64(v.EntriesApplied()) })
+	windows := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "salamander_view_dedupe_windows",
+		Help: "Rooms whose dedupe window (client ids of the newest messages) this site holds in memory.", ConstLabels: labels},
+		func() float64 { return float64(v.Windows().Windows) })
+	windowBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "salamander_view_dedupe_window_bytes",
+		Help: "Memory the dedupe windows in memory take (at most 48 KiB a room).", ConstLabels: labels},
+		func() float64 { return float64(v.Windows().Bytes) })
+	windowLoads := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_dedupe_window_loads_total",
+		Help:        "Dedupe windows read from the store: a room's first message since the start, or since its window was dropped.",
+		ConstLabels: labels}, func() float64 { return float64(v.Windows().Loads) })
+	windowEvictions := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_view_dedupe_window_evictions_total",
+		Help:        "Dedupe windows dropped from memory after their room went unused for the idle time.",
+		ConstLabels: labels}, func() float64 { return float64(v.Windows().Evictions) })
 	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, newAppliedCollector(v, labels),
-		gapFills, ownReads, replicaReads, forwardedOK, forwardedBack, entries, m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
+		gapFills, ownReads, replicaReads, forwardedOK, forwardedBack, entries, windows, windowBytes, windowLoads, windowEvictions,
+		m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
 	return m
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
@@ -34,7 +35,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	// storing at most one message row and touching one room and member:
 	// sized once rather than grown by doubling.
 	hint := min(len(batch), maxEmittedPrealloc)
-	a := applier{v: v, m: v.m, db: newDBBatch(), dirtyRooms: make(map[string]bool, hint),
+	a := applier{v: v, m: v.m, now: v.now(), db: newDBBatch(), dirtyRooms: make(map[string]bool, hint),
 		dirtyMembers: make(map[memberKey]bool, hint), dirtyUsers: map[string]bool{},
 		emitted: make([]Emitted, 0, hint)}
 	a.db.messages = make([]msgRow, 0, hint)
@@ -74,6 +75,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 		return nil, failed
 	}
 	a.snapshot()
+	v.publishWindows()
 	// Waiters are woken after the listeners have the events: a sender's
 	// device then gets the message event before the ack, which its socket
 	// writes with it (gateway wsConn.writeLoop). A waiter that looks after
@@ -100,9 +102,10 @@ const maxEmittedPrealloc = 1024
 // violations (a non-member posting, a duplicate client id) are not errors:
 // the record is simply without effect, at every site alike.
 type applier struct {
-	v  *View
-	m  *model
-	db *dbBatch
+	v   *View
+	m   *model
+	now time.Time // when the batch is applied: what a window was last used at
+	db  *dbBatch
 	// The rooms, members and users the batch changed: their end state is
 	// what the store is told (see snapshot).
 	dirtyRooms   map[string]bool
@@ -241,6 +244,7 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 	rs := &roomState{id: r.Room, no: a.m.lastRoomNo, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At,
 		members: map[string]uint64{}, idsLoaded: true}
 	a.m.rooms[r.Room] = rs
+	a.m.windows.put(rs, a.now, false)
 	for _, u := range members {
 		a.join(rs, pos, u)
 	}
@@ -308,7 +312,10 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	}
 	rs.lastSeq++
 	seq := rs.lastSeq
+	size := rs.ids.bytes()
 	rs.remember(key, seq)
+	rs.win.lastPos = pos.Seq
+	a.m.windows.used(rs, a.now, rs.ids.bytes()-size)
 	// Sending marks the room read for the sender, as in every messenger.
 	rs.members[r.User] = seq
 	a.dirtyMembers[memberKey{rs.id, r.User}] = true

@@ -46,6 +46,8 @@ type model struct {
 	held map[string][]heldMessage
 	// lastRoomNo is the highest room number given out (roomState.no).
 	lastRoomNo int64
+	// windows are the rooms whose dedupe windows are in memory.
+	windows windowSet
 }
 
 // heldMessage is a message held in a standby stream, at its position there.
@@ -82,6 +84,7 @@ type roomState struct {
 	// first use.
 	ids       clientWindow
 	idsLoaded bool
+	win       windowLinks // the room's place among the windows in memory
 }
 
 // clientKeyOf is what the dedupe window knows a message by: the first 64

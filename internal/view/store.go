@@ -456,6 +456,7 @@ func (v *View) loadIDs(r *roomState) error {
 		return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
 	}
 	r.ids, r.idsLoaded = w, true
+	v.m.windows.put(r, v.now(), true)
 	return nil
 }
 
@@ -505,11 +506,14 @@ func (v *View) preloadWindows(batch []jsstore.Entry) {
 		}
 	}
 	v.mu.Lock()
+	now := v.now()
 	for _, c := range cold {
 		if c.ok && !c.rs.idsLoaded && c.rs.lastSeq == c.lastSeq {
 			c.rs.ids, c.rs.idsLoaded = c.w, true
+			v.m.windows.put(c.rs, now, true)
 		}
 	}
+	v.publishWindows()
 	v.mu.Unlock()
 }
 

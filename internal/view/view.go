@@ -83,6 +83,13 @@ type View struct {
 	listeners []func([]Emitted)
 	// entries counts the log entries applied since the view was opened.
 	entries atomic.Uint64
+	// windowStats is the dedupe windows in memory as of the last batch,
+	// for metrics (WindowStats), which do not take the model's lock.
+	windowStats atomic.Pointer[WindowStats]
+	// windowIdle is how long a room's window stays in memory unused
+	// (WindowIdle; tests shorten it), and now the applier's clock.
+	windowIdle time.Duration
+	now        func() time.Time
 	// src is the log, once Run has started: where message texts are read.
 	src Source
 }
@@ -123,7 +130,7 @@ func open(path string, log *slog.Logger) (*View, error) {
 	}
 	w.SetMaxOpenConns(1)
 	v := &View{path: path, log: log, w: w, advanced: make(chan struct{}), dbAdvanced: make(chan struct{}),
-		hurry: make(chan struct{}, 1), pace: writerPace}
+		hurry: make(chan struct{}, 1), pace: writerPace, windowIdle: WindowIdle, now: time.Now}
 	if err := v.init(); err != nil {
 		w.Close()
 		return nil, err
@@ -191,6 +198,48 @@ func (v *View) Applied() map[string]uint64 {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return maps.Clone(v.applied)
+}
+
+// WindowStats describes the rooms' dedupe windows a site holds in memory.
+type WindowStats struct {
+	Windows int // rooms whose window is in memory
+	Bytes   int // what their arrays take
+	// Loads counts windows read from the store since the view was opened
+	// (a room's first message after a start, or after WindowIdle unused);
+	// Evictions counts windows dropped from memory after WindowIdle.
+	Loads, Evictions uint64
+}
+
+// Windows returns the dedupe windows in memory as of the last applied
+// batch.
+func (v *View) Windows() WindowStats {
+	if st := v.windowStats.Load(); st != nil {
+		return *st
+	}
+	return WindowStats{}
+}
+
+// publishWindows makes the windows' figures what Windows returns; the
+// caller holds v.mu.
+func (v *View) publishWindows() {
+	w := &v.m.windows
+	v.windowStats.Store(&WindowStats{Windows: w.count, Bytes: w.bytes, Loads: w.loads, Evictions: w.evictions})
+}
+
+// evictIdleWindows drops from memory the dedupe windows of rooms without
+// a message for windowIdle, once the store holds their newest message. It
+// drops none while a standby holds messages: which of them are placed
+// already is told by their rooms' windows (model.placed).
+func (v *View) evictIdleWindows() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, h := range v.m.held {
+		if len(h) > 0 {
+			return
+		}
+	}
+	v.m.windows.evictIdle(v.now().Add(-v.windowIdle), func(s string) uint64 { return v.dbApplied[s] }, maxEvictionsPerSweep)
+	v.publishWindows()
 }
 
 // EntriesApplied is how many log entries (messages, read markers and every
@@ -345,10 +394,15 @@ func (v *View) Run(ctx context.Context, src Source) {
 	}()
 	defer close(toStore)
 	batch := make([]jsstore.Entry, 0, 1024)
+	sweep := time.NewTicker(windowSweepEvery)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-sweep.C:
+			v.evictIdleWindows()
+			continue
 		case e := <-entries:
 			batch = append(batch[:0], e)
 		}

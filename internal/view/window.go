@@ -1,5 +1,7 @@
 package view
 
+import "time"
+
 // clientWindow is a room's dedupe window: the client keys (clientKeyOf) of
 // its newest messages, at most DedupeWindow of them, each with its seq.
 //
@@ -128,5 +130,110 @@ func (w *clientWindow) unindex(p int) {
 			w.slots[i], w.slots[j] = w.slots[j], 0
 			i = j
 		}
+	}
+}
+
+// WindowIdle is how long a room's dedupe window stays in memory after the
+// room's last message. A window is up to 48 KiB, and a site applies every
+// room's messages: kept for every room used since the site started, the
+// windows would grow with the rooms that ever talk. A room that talks
+// again after WindowIdle has its window read from the store again
+// (up to ~1.8 ms at each site for a full window, outside the model's lock; see
+// View.preloadWindows), which a conversation pays once.
+const WindowIdle = 30 * time.Minute
+
+// windowSweepEvery is how often the applier looks for idle windows, and
+// maxEvictionsPerSweep bounds the windows one look drops, so that the
+// model's lock is held for a few milliseconds at most.
+const (
+	windowSweepEvery     = 10 * time.Second
+	maxEvictionsPerSweep = 10000
+)
+
+// windowSet is the rooms whose dedupe windows are in memory, the least
+// recently used first: what evictIdle drops from the front. The applier
+// changes it under the model's write lock.
+type windowSet struct {
+	head, tail *roomState
+	count      int
+	bytes      int
+	// loads counts windows read from the store; evictions windows dropped.
+	loads, evictions uint64
+}
+
+// windowLinks are a room's place in the windowSet.
+type windowLinks struct {
+	prev, next *roomState
+	usedAt     time.Time // the room's last message applied, or its window loaded
+	// lastPos is the log position (in the room's stream) of the room's
+	// newest message: its window may leave memory once the store holds it.
+	lastPos uint64
+}
+
+// put enters rs, whose window has just been loaded (fromStore) or
+// created with the room, as used at now.
+func (s *windowSet) put(rs *roomState, now time.Time, fromStore bool) {
+	if fromStore {
+		s.loads++
+	}
+	s.count++
+	s.bytes += rs.ids.bytes()
+	s.link(rs, now)
+}
+
+// used moves rs, whose window changed by grew bytes, to the back as
+// used at now.
+func (s *windowSet) used(rs *roomState, now time.Time, grew int) {
+	s.bytes += grew
+	if s.tail == rs {
+		rs.win.usedAt = now
+		return
+	}
+	s.unlink(rs)
+	s.link(rs, now)
+}
+
+func (s *windowSet) link(rs *roomState, now time.Time) {
+	rs.win.usedAt = now
+	rs.win.prev, rs.win.next = s.tail, nil
+	if s.tail != nil {
+		s.tail.win.next = rs
+	} else {
+		s.head = rs
+	}
+	s.tail = rs
+}
+
+func (s *windowSet) unlink(rs *roomState) {
+	if rs.win.prev != nil {
+		rs.win.prev.win.next = rs.win.next
+	} else {
+		s.head = rs.win.next
+	}
+	if rs.win.next != nil {
+		rs.win.next.win.prev = rs.win.prev
+	} else {
+		s.tail = rs.win.prev
+	}
+	rs.win.prev, rs.win.next = nil, nil
+}
+
+// evictIdle drops, from the front, the windows of rooms used before
+// cutoff whose newest message the store holds (stored gives how far it
+// holds a stream): such a window is read back exactly as it was. It stops
+// at the first room used since cutoff, at one the store does not hold yet
+// (the writer commits every second; the next sweep gets it), and after
+// limit windows.
+func (s *windowSet) evictIdle(cutoff time.Time, stored func(stream string) uint64, limit int) {
+	for n := 0; n < limit && s.head != nil; n++ {
+		rs := s.head
+		if !rs.win.usedAt.Before(cutoff) || rs.win.lastPos > stored(rs.stream) {
+			return
+		}
+		s.unlink(rs)
+		s.count--
+		s.bytes -= rs.ids.bytes()
+		s.evictions++
+		rs.ids, rs.idsLoaded = clientWindow{}, false
 	}
 }

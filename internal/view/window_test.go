@@ -1,6 +1,7 @@
 package view
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -221,5 +222,96 @@ func TestReadWindowAcrossAHole(t *testing.T) {
 	}
 	if _, ok := w.seqOf(clientKeyOf("alice", "c2")); ok {
 		t.Fatal("c2, before the hole, is in the window")
+	}
+}
+
+// testClock is an applier's clock the test moves.
+type testClock struct{ t time.Time }
+
+func (c *testClock) now() time.Time { return c.t }
+
+// The window of a room without a message for the idle time leaves memory
+// once the store holds the room's newest message; the room's next message
+// reads it back, and a resend within it is still recognized. A room used
+// meanwhile keeps its window.
+func TestIdleWindowsLeaveMemory(t *testing.T) {
+	v := openTemp(t)
+	clock := &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	v.now = clock.now
+	log := &memLog{}
+	seq := uint64(0)
+	entry := func(r salamander.Record) jsstore.Entry {
+		seq++
+		r.At = clock.t
+		return jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: seq}, Record: r}
+	}
+	room := func(id string) jsstore.Entry {
+		return entry(salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup, Name: id,
+			Members: []string{"alice"}, By: "alice"})
+	}
+	send := func(id, cid string) jsstore.Entry {
+		return entry(salamander.Record{Type: salamander.RecMessageSent, Room: id, User: "alice", ClientID: cid, Text: "x"})
+	}
+	apply(t, v, log, []jsstore.Entry{room("g_1"), room("g_2"), send("g_1", "a1"), send("g_1", "a2"), send("g_2", "b1")})
+	if w := v.Windows(); w.Windows != 2 || w.Bytes != 2*(8*minWindowRing+4*minWindowRing) || w.Loads != 0 {
+		t.Fatalf("after two rooms talked: %+v", w)
+	}
+	clock.t = clock.t.Add(v.windowIdle / 2)
+	apply(t, v, log, []jsstore.Entry{send("g_2", "b2")})
+	clock.t = clock.t.Add(v.windowIdle/2 + time.Second)
+	v.evictIdleWindows()
+	if v.m.rooms["g_1"].idsLoaded || !v.m.rooms["g_2"].idsLoaded {
+		t.Fatalf("g_1 idle, g_2 used since: in memory %v and %v", v.m.rooms["g_1"].idsLoaded, v.m.rooms["g_2"].idsLoaded)
+	}
+	if w := v.Windows(); w.Windows != 1 || w.Evictions != 1 {
+		t.Fatalf("after one window left: %+v", w)
+	}
+	// g_1 talks again: a2's resend is a duplicate, a3 is new.
+	apply(t, v, log, []jsstore.Entry{send("g_1", "a2"), send("g_1", "a3")})
+	if got := v.m.rooms["g_1"].lastSeq; got != 3 {
+		t.Fatalf("g_1's last seq %d, want 3 (a2's resend dropped)", got)
+	}
+	if w := v.Windows(); w.Windows != 2 || w.Loads != 1 {
+		t.Fatalf("after g_1 talked again: %+v", w)
+	}
+	if m, ok, err := v.MessageByClientID(context.Background(), "g_1", "alice", "a1"); err != nil || !ok || m.Seq != 1 {
+		t.Fatalf("a1 after the window came back: %+v %v %v", m, ok, err)
+	}
+}
+
+// A window whose room's newest message the store does not hold yet stays
+// in memory, however long the room is idle: read back, it would miss it.
+// So do all windows while a standby holds messages.
+func TestWindowsStayUntilStored(t *testing.T) {
+	v := openTemp(t)
+	clock := &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	v.now = clock.now
+	log := sendsTo(3)
+	apply(t, v, &memLog{}, log[:2])
+	v.src = &memLog{}
+	if _, err := v.applyModel(log[2:]); err != nil { // applied, not stored
+		t.Fatal(err)
+	}
+	clock.t = clock.t.Add(2 * v.windowIdle)
+	v.evictIdleWindows()
+	if !v.m.rooms["g_1"].idsLoaded {
+		t.Fatal("a window left memory before the store held the room's newest message")
+	}
+	if err := v.write([]*dbBatch{{reached: map[string]uint64{"p0": 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	v.mu.Lock()
+	v.m.held["s0"] = []heldMessage{{pos: jsstore.PositionOf("s0", 1, 0)}}
+	v.mu.Unlock()
+	v.evictIdleWindows()
+	if !v.m.rooms["g_1"].idsLoaded {
+		t.Fatal("a window left memory while a standby held messages")
+	}
+	v.mu.Lock()
+	delete(v.m.held, "s0")
+	v.mu.Unlock()
+	v.evictIdleWindows()
+	if v.m.rooms["g_1"].idsLoaded {
+		t.Fatal("an idle, stored window stayed in memory")
 	}
 }
