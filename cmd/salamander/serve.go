@@ -14,11 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
+	"github.com/salamander-chat/salamander/internal/view"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -47,6 +49,7 @@ type serveConfig struct {
 	NATSMonitor   string `json:"nats_monitor"`
 	Instance      string `json:"instance"`
 	RecordSlots   int    `json:"record_slots"`
+	WindowIdle    string `json:"window_idle"`
 
 	// set names the settings given, on the command line or in the config
 	// file (by flag name): some only make sense with others.
@@ -120,6 +123,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.Instance, "instance", "", "this process's name among the site's gateways, on every metric (label instance) and in /v1/status (default: this host's name and the port of --http)")
 	fs.IntVar(&c.RecordSlots, "record-slots", 0, "replicated records this process keeps in flight, all partitions together, 1-1024 (0: one per core); see README, External NATS mode")
+	fs.StringVar(&c.WindowIdle, "window-idle", view.WindowIdle.String(), "how long a room's dedupe window (client ids of its newest messages, up to 48 KiB) stays in memory after the room's last message, 10s-168h; longer keeps more memory, shorter reads windows back from disk more often")
 	fs.StringVar(&c.Pprof, "pprof", "", "serve Go profiles (net/http/pprof) at http://ADDR/debug/pprof/ on a listener of their own; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -225,6 +229,9 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	if err := checkRecordSlots(c.RecordSlots); err != nil {
 		return cfg, fmt.Errorf("serve: %w", err)
 	}
+	if cfg.WindowIdle, err = parseWindowIdle(c.WindowIdle); err != nil {
+		return cfg, fmt.Errorf("serve: %w", err)
+	}
 	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
 		return cfg, fmt.Errorf("serve: --bcrypt-cost must be %d-%d", bcrypt.MinCost, bcrypt.MaxCost)
 	}
@@ -243,6 +250,26 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	}
 	cfg.Sites = sites
 	return cfg, nil
+}
+
+// Bounds of --window-idle: below a few seconds windows would be read back
+// from disk for nearly every message of a room; a week keeps nearly every
+// room's window for good.
+const (
+	minWindowIdle = 10 * time.Second
+	maxWindowIdle = 168 * time.Hour
+)
+
+// parseWindowIdle reads a --window-idle value ("" is the default).
+func parseWindowIdle(s string) (time.Duration, error) {
+	if s == "" {
+		return view.WindowIdle, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < minWindowIdle || d > maxWindowIdle {
+		return 0, fmt.Errorf("--window-idle must be a duration from %v to %v, like 30m", minWindowIdle, maxWindowIdle)
+	}
+	return d, nil
 }
 
 // checkRecordSlots refuses a --record-slots value (serve, dev, bench)

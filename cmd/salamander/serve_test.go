@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/salamander-chat/salamander/internal/secrets"
+	"github.com/salamander-chat/salamander/internal/view"
 )
 
 // A config file sets what the command line does not; flags given on the
@@ -19,7 +21,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "b.json")
-	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9,"record_slots":2,"secrets":"`+
+	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9,"record_slots":2,"window_idle":"2h","secrets":"`+
 		secrets.SiteFile(sec, "b")+`"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +33,8 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		t.Fatalf("merged config: %+v", c)
 	}
 	cfg, err := c.siteConfig()
-	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways || cfg.BcryptCost != 10 || cfg.Secrets.Site != "b" {
+	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways || cfg.BcryptCost != 10 || cfg.Secrets.Site != "b" ||
+		cfg.WindowIdle != 2*time.Hour {
 		t.Fatalf("site config: %+v %v", cfg, err)
 	}
 	if err := os.WriteFile(file, []byte(`{"site":"b","evil":1}`), 0o644); err != nil {
@@ -45,7 +48,9 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		{"--site", "a", "--secrets", a, "--sites", "a=ftp://x"}, {"--site", "a", "--secrets", a, "--bcrypt-cost", "3"}, {},
 		{"--site", "a"}, {"--site", "a", "--secrets", secrets.SiteFile(sec, "b")}, {"--site", "a", "--secrets", secrets.AdminFile(sec)},
 		{"--site", "a", "--secrets", a, "--trusted-proxies", "proxy.example"}, {"--site", "a", "--secrets", a, "--rate-limit-exempt", "10.0.0.0/33"},
-		{"--site", "a", "--secrets", a, "--record-slots", "-1"}, {"--site", "a", "--secrets", a, "--record-slots", "1025"}} {
+		{"--site", "a", "--secrets", a, "--record-slots", "-1"}, {"--site", "a", "--secrets", a, "--record-slots", "1025"},
+		{"--site", "a", "--secrets", a, "--window-idle", "9s"}, {"--site", "a", "--secrets", a, "--window-idle", "169h"},
+		{"--site", "a", "--secrets", a, "--window-idle", "soon"}} {
 		c, err := parseServeFlags(bad)
 		if err == nil {
 			_, err = c.siteConfig()
@@ -135,5 +140,21 @@ func TestServeRefusesEmbeddedFlagsWithExternalNATS(t *testing.T) {
 	}
 	if cfg, err := c.siteConfig(); err != nil || cfg.Instance != "gw-a-2" {
 		t.Fatalf("--instance: %q %v", cfg.Instance, err)
+	}
+}
+
+// --window-idle defaults to the read model's own idle time.
+func TestServeWindowIdleDefault(t *testing.T) {
+	sec := filepath.Join(t.TempDir(), "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseServeFlags([]string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.siteConfig()
+	if err != nil || cfg.WindowIdle != view.WindowIdle {
+		t.Fatalf("default window idle %v (%v), want %v", cfg.WindowIdle, err, view.WindowIdle)
 	}
 }

@@ -70,6 +70,9 @@ type Config struct {
 	// its embedded server admits, its gateway's own credential, and the
 	// certificates of its links. Required: a site never runs open.
 	Secrets *secrets.Site
+	// WindowIdle is how long a room's dedupe window stays in memory after
+	// its last message (0: view.WindowIdle).
+	WindowIdle time.Duration
 	// Partitions is the number of room partitions for a new cluster.
 	Partitions int
 	// Replicas per stream (3: one per site).
@@ -220,6 +223,9 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		return nil, err
 	}
 	s.view = v
+	if cfg.WindowIdle > 0 {
+		v.SetWindowIdle(cfg.WindowIdle)
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("site %s: listen %s: %w", cfg.Site, cfg.HTTPAddr, err)

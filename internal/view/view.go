@@ -219,6 +219,14 @@ func (v *View) Windows() WindowStats {
 	return WindowStats{}
 }
 
+// SetWindowIdle sets how long a room's dedupe window stays in memory
+// after the room's last message (default WindowIdle).
+func (v *View) SetWindowIdle(d time.Duration) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.windowIdle = d
+}
+
 // publishWindows makes the windows' figures what Windows returns; the
 // caller holds v.mu.
 func (v *View) publishWindows() {
