@@ -93,6 +93,20 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	return a.db, failed
 }
 
+// usedAt is when a room whose record is dated at was last used, for its
+// dedupe window's idle time: now, unless the record is older than a
+// minute — a site catching up with the log (after a return with an empty
+// disk, every room in the history) then lets the windows of rooms long
+// quiet leave memory as soon as the store holds them, instead of keeping
+// every room's window for the idle time. The minute absorbs clocks a
+// little behind.
+func (a *applier) usedAt(at time.Time) time.Time {
+	if old := at.Add(time.Minute); old.Before(a.now) {
+		return old
+	}
+	return a.now
+}
+
 // maxEmittedPrealloc bounds the events a batch's applier makes room for
 // up front (a catch-up applies thousands of entries at once).
 const maxEmittedPrealloc = 1024
@@ -104,7 +118,7 @@ const maxEmittedPrealloc = 1024
 type applier struct {
 	v   *View
 	m   *model
-	now time.Time // when the batch is applied: what a window was last used at
+	now time.Time // when the batch is applied (see usedAt)
 	db  *dbBatch
 	// The rooms, members and users the batch changed: their end state is
 	// what the store is told (see snapshot).
@@ -244,7 +258,7 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 	rs := &roomState{id: r.Room, no: a.m.lastRoomNo, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At,
 		members: map[string]uint64{}, idsLoaded: true}
 	a.m.rooms[r.Room] = rs
-	a.m.windows.put(rs, a.now, false)
+	a.m.windows.put(rs, a.usedAt(r.At), false)
 	for _, u := range members {
 		a.join(rs, pos, u)
 	}
@@ -315,7 +329,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	size := rs.ids.bytes()
 	rs.remember(key, seq)
 	rs.win.lastPos = pos.Seq
-	a.m.windows.used(rs, a.now, rs.ids.bytes()-size)
+	a.m.windows.used(rs, a.usedAt(r.At), rs.ids.bytes()-size)
 	// Sending marks the room read for the sender, as in every messenger.
 	rs.members[r.User] = seq
 	a.dirtyMembers[memberKey{rs.id, r.User}] = true

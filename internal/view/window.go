@@ -218,17 +218,22 @@ func (s *windowSet) unlink(rs *roomState) {
 	rs.win.prev, rs.win.next = nil, nil
 }
 
-// evictIdle drops, from the front, the windows of rooms used before
-// cutoff whose newest message the store holds (stored gives how far it
-// holds a stream): such a window is read back exactly as it was. It stops
-// at the first room used since cutoff, at one the store does not hold yet
-// (the writer commits every second; the next sweep gets it), and after
-// limit windows.
+// evictIdle drops the windows of rooms used before cutoff whose newest
+// message the store holds (stored gives how far it holds a stream): such
+// a window is read back exactly as it was. It looks at no more than limit
+// rooms from the front, the least recently used, and passes over a room
+// used since cutoff or one the store does not hold yet (the writer
+// commits every second; a later sweep gets it). Rooms are in the order
+// they were used, which is the order of their times except while a site
+// catches up (see applier.usedAt): then an old room may sit behind a
+// recent one.
 func (s *windowSet) evictIdle(cutoff time.Time, stored func(stream string) uint64, limit int) {
-	for n := 0; n < limit && s.head != nil; n++ {
-		rs := s.head
+	next := s.head
+	for n := 0; n < limit && next != nil; n++ {
+		rs := next
+		next = rs.win.next
 		if !rs.win.usedAt.Before(cutoff) || rs.win.lastPos > stored(rs.stream) {
-			return
+			continue
 		}
 		s.unlink(rs)
 		s.count--

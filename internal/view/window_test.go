@@ -315,3 +315,33 @@ func TestWindowsStayUntilStored(t *testing.T) {
 		t.Fatal("an idle, stored window stayed in memory")
 	}
 }
+
+// A site catching up with the log applies rooms' messages long after they
+// were sent: the windows of rooms quiet for the idle time leave memory as
+// soon as the store holds them, even behind a room that talked just now.
+func TestCatchUpLetsOldWindowsGo(t *testing.T) {
+	v := openTemp(t)
+	clock := &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	v.now = clock.now
+	seq := uint64(0)
+	entry := func(at time.Time, r salamander.Record) jsstore.Entry {
+		seq++
+		r.At = at
+		return jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: seq}, Record: r}
+	}
+	long := clock.t.Add(-2 * v.windowIdle)
+	var batch []jsstore.Entry
+	for _, id := range []string{"g_now", "g_old"} {
+		batch = append(batch, entry(long, salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup,
+			Name: id, Members: []string{"alice"}, By: "alice"}))
+	}
+	batch = append(batch,
+		entry(clock.t, salamander.Record{Type: salamander.RecMessageSent, Room: "g_now", User: "alice", ClientID: "n1", Text: "x"}),
+		entry(long, salamander.Record{Type: salamander.RecMessageSent, Room: "g_old", User: "alice", ClientID: "o1", Text: "x"}))
+	apply(t, v, &memLog{}, batch)
+	v.evictIdleWindows()
+	if !v.m.rooms["g_now"].idsLoaded || v.m.rooms["g_old"].idsLoaded {
+		t.Fatalf("in memory after catching up: g_now %v (talked now), g_old %v (quiet for two idle times)",
+			v.m.rooms["g_now"].idsLoaded, v.m.rooms["g_old"].idsLoaded)
+	}
+}
