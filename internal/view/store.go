@@ -464,7 +464,7 @@ func (v *View) loadIDs(r *roomState) error {
 // model's lock, the dedupe windows of the rooms batch sends messages to
 // that have none in memory (after a start, each room until its first
 // message). A room with a long history has thousands of index rows in
-// its window (~1–2.5 ms to read), and every request of the site would
+// its window (~1.5–1.8 ms to read), and every request of the site would
 // wait for them behind the lock. Only the applier loads windows and
 // changes a room's messages, so what is read here is still the room's
 // window when it is put in place; one that cannot be read is loaded by

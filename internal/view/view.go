@@ -84,7 +84,7 @@ type View struct {
 	// entries counts the log entries applied since the view was opened.
 	entries atomic.Uint64
 	// windowStats is the dedupe windows in memory as of the last batch,
-	// for metrics (WindowStats), which do not take the model's lock.
+	// for metrics (Windows), which do not take the model's lock.
 	windowStats atomic.Pointer[WindowStats]
 	// windowIdle is how long a room's window stays in memory unused
 	// (WindowIdle; tests shorten it), and now the applier's clock.
