@@ -67,6 +67,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 		v.entries.Add(1)
 	}
 	if len(a.db.reached) == 0 {
+		v.publishWindows() // held messages may have loaded windows
 		if moved {
 			close(v.advanced)
 			v.advanced = make(chan struct{})
@@ -328,7 +329,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	seq := rs.lastSeq
 	size := rs.ids.bytes()
 	rs.remember(key, seq)
-	rs.win.lastPos = pos.Seq
+	rs.win.lastStream, rs.win.lastPos = pos.Stream, pos.Seq
 	a.m.windows.used(rs, a.usedAt(r.At), rs.ids.bytes()-size)
 	// Sending marks the room read for the sender, as in every messenger.
 	rs.members[r.User] = seq

@@ -246,7 +246,8 @@ func (v *View) evictIdleWindows() {
 			return
 		}
 	}
-	v.m.windows.evictIdle(v.now().Add(-v.windowIdle), func(s string) uint64 { return v.dbApplied[s] }, maxEvictionsPerSweep)
+	v.m.windows.evictIdle(v.now().Add(-v.windowIdle), func(s string) uint64 { return v.dbApplied[s] },
+		maxWindowVisits, maxEvictionsPerSweep)
 	v.publishWindows()
 }
 

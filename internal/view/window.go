@@ -142,13 +142,20 @@ func (w *clientWindow) unindex(p int) {
 // View.preloadWindows), which a conversation pays once.
 const WindowIdle = 30 * time.Minute
 
-// windowSweepEvery is how often the applier looks for idle windows, and
-// maxEvictionsPerSweep bounds the windows one look drops, so that the
-// model's lock is held for a few milliseconds at most.
+// windowSweepEvery is how often the applier looks for idle windows. One
+// look visits at most maxWindowVisits rooms (~4 ns each) and drops at most
+// maxEvictionsPerSweep windows, so that the model's lock is held for a
+// millisecond or so; a room that cannot go yet is passed over, not waited
+// for, so the rooms behind it are still looked at.
 const (
 	windowSweepEvery     = 10 * time.Second
+	maxWindowVisits      = 250000
 	maxEvictionsPerSweep = 10000
 )
+
+// A window's ring holds at most the power of two at or above
+// DedupeWindow, and its index holds ring places plus one in 16 bits.
+var _ [1<<15 - DedupeWindow]struct{}
 
 // windowSet is the rooms whose dedupe windows are in memory, the least
 // recently used first: what evictIdle drops from the front. The applier
@@ -165,9 +172,10 @@ type windowSet struct {
 type windowLinks struct {
 	prev, next *roomState
 	usedAt     time.Time // the room's last message applied, or its window loaded
-	// lastPos is the log position (in the room's stream) of the room's
-	// newest message: its window may leave memory once the store holds it.
-	lastPos uint64
+	// lastStream and lastPos are the log position of the room's newest
+	// message: its window may leave memory once the store holds it.
+	lastStream string
+	lastPos    uint64
 }
 
 // put enters rs, whose window has just been loaded (fromStore) or
@@ -220,25 +228,26 @@ func (s *windowSet) unlink(rs *roomState) {
 
 // evictIdle drops the windows of rooms used before cutoff whose newest
 // message the store holds (stored gives how far it holds a stream): such
-// a window is read back exactly as it was. It looks at no more than limit
-// rooms from the front, the least recently used, and passes over a room
-// used since cutoff or one the store does not hold yet (the writer
-// commits every second; a later sweep gets it). Rooms are in the order
-// they were used, which is the order of their times except while a site
-// catches up (see applier.usedAt): then an old room may sit behind a
-// recent one.
-func (s *windowSet) evictIdle(cutoff time.Time, stored func(stream string) uint64, limit int) {
+// a window is read back exactly as it was. It visits at most visits rooms
+// from the front, the least recently used, drops at most drops windows,
+// and passes over a room used since cutoff or one the store does not hold
+// yet (the writer commits every second; a later sweep gets it). Rooms are
+// in the order they were used, which is the order of their times except
+// while a site catches up (see applier.usedAt): then an old room may sit
+// behind recent ones.
+func (s *windowSet) evictIdle(cutoff time.Time, stored func(stream string) uint64, visits, drops int) {
 	next := s.head
-	for n := 0; n < limit && next != nil; n++ {
+	for ; visits > 0 && drops > 0 && next != nil; visits-- {
 		rs := next
 		next = rs.win.next
-		if !rs.win.usedAt.Before(cutoff) || rs.win.lastPos > stored(rs.stream) {
+		if !rs.win.usedAt.Before(cutoff) || rs.win.lastPos > stored(rs.win.lastStream) {
 			continue
 		}
 		s.unlink(rs)
 		s.count--
 		s.bytes -= rs.ids.bytes()
 		s.evictions++
+		drops--
 		rs.ids, rs.idsLoaded = clientWindow{}, false
 	}
 }

@@ -345,3 +345,50 @@ func TestCatchUpLetsOldWindowsGo(t *testing.T) {
 			v.m.rooms["g_now"].idsLoaded, v.m.rooms["g_old"].idsLoaded)
 	}
 }
+
+// A sweep passes over rooms that cannot go yet, drops at most its share of
+// windows and visits at most its share of rooms; a room's newest message
+// is looked for in the stream it came from.
+func TestEvictIdleBounds(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cutoff := at.Add(time.Minute)
+	stored := func(s string) uint64 { return map[string]uint64{"p0": 100}[s] }
+	rooms := func() (*windowSet, []*roomState) {
+		var set windowSet
+		var rs []*roomState
+		// recent, old, old from another stream not stored, old, old
+		for i, used := range []time.Time{cutoff, at, at, at, at} {
+			r := &roomState{id: fmt.Sprint(i), stream: "p0", idsLoaded: true, win: windowLinks{lastStream: "p0", lastPos: 7}}
+			if i == 2 {
+				r.win.lastStream = "p1"
+			}
+			set.put(r, used, false)
+			rs = append(rs, r)
+		}
+		return &set, rs
+	}
+	loaded := func(rs []*roomState) (out []bool) {
+		for _, r := range rs {
+			out = append(out, r.idsLoaded)
+		}
+		return out
+	}
+	set, rs := rooms()
+	set.evictIdle(cutoff, stored, 100, 100)
+	if got := loaded(rs); !slices.Equal(got, []bool{true, false, true, false, false}) || set.count != 2 || set.evictions != 3 {
+		t.Fatalf("in memory after a sweep: %v (%d left, %d dropped)", got, set.count, set.evictions)
+	}
+	set, rs = rooms()
+	set.evictIdle(cutoff, stored, 100, 1)
+	if got := loaded(rs); !slices.Equal(got, []bool{true, false, true, true, true}) {
+		t.Fatalf("dropping one: %v", got)
+	}
+	set, rs = rooms()
+	set.evictIdle(cutoff, stored, 3, 100)
+	if got := loaded(rs); !slices.Equal(got, []bool{true, false, true, true, true}) {
+		t.Fatalf("visiting three: %v", got)
+	}
+	if set.head != rs[0] || set.tail != rs[4] || rs[0].win.next != rs[2] || rs[2].win.prev != rs[0] {
+		t.Fatal("the list is broken after a drop")
+	}
+}
