@@ -90,6 +90,8 @@ type View struct {
 	// (WindowIdle; tests shorten it), and now the applier's clock.
 	windowIdle time.Duration
 	now        func() time.Time
+	// idleChanged tells Run that windowIdle changed.
+	idleChanged chan struct{}
 	// src is the log, once Run has started: where message texts are read.
 	src Source
 }
@@ -130,7 +132,8 @@ func open(path string, log *slog.Logger) (*View, error) {
 	}
 	w.SetMaxOpenConns(1)
 	v := &View{path: path, log: log, w: w, advanced: make(chan struct{}), dbAdvanced: make(chan struct{}),
-		hurry: make(chan struct{}, 1), pace: writerPace, windowIdle: WindowIdle, now: time.Now}
+		hurry: make(chan struct{}, 1), pace: writerPace, windowIdle: WindowIdle, now: time.Now,
+		idleChanged: make(chan struct{}, 1)}
 	if err := v.init(); err != nil {
 		w.Close()
 		return nil, err
@@ -223,8 +226,21 @@ func (v *View) Windows() WindowStats {
 // after the room's last message (default WindowIdle).
 func (v *View) SetWindowIdle(d time.Duration) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	v.windowIdle = d
+	v.mu.Unlock()
+	select {
+	case v.idleChanged <- struct{}{}:
+	default: // Run looks already, or is not running
+	}
+}
+
+// sweepEvery is how often Run looks for idle windows: every
+// windowSweepEvery, or every idle time if that is shorter (not more
+// often than every 100 ms).
+func (v *View) sweepEvery() time.Duration {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return min(windowSweepEvery, max(v.windowIdle, 100*time.Millisecond))
 }
 
 // publishWindows makes the windows' figures what Windows returns; the
@@ -403,7 +419,7 @@ func (v *View) Run(ctx context.Context, src Source) {
 	}()
 	defer close(toStore)
 	batch := make([]jsstore.Entry, 0, 1024)
-	sweep := time.NewTicker(windowSweepEvery)
+	sweep := time.NewTicker(v.sweepEvery())
 	defer sweep.Stop()
 	for {
 		select {
@@ -411,6 +427,10 @@ func (v *View) Run(ctx context.Context, src Source) {
 			return
 		case <-sweep.C:
 			v.evictIdleWindows()
+			continue
+		case <-v.idleChanged:
+			v.evictIdleWindows()
+			sweep.Reset(v.sweepEvery())
 			continue
 		case e := <-entries:
 			batch = append(batch[:0], e)

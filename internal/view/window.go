@@ -142,7 +142,8 @@ func (w *clientWindow) unindex(p int) {
 // View.preloadWindows), which a conversation pays once.
 const WindowIdle = 30 * time.Minute
 
-// windowSweepEvery is how often the applier looks for idle windows. One
+// windowSweepEvery is how often the applier looks for idle windows (or
+// every idle time, when that is shorter: View.sweepEvery). One
 // look visits at most maxWindowVisits rooms (~4 ns each) and drops at most
 // maxEvictionsPerSweep windows, so that the model's lock is held for a
 // millisecond or so; a room that cannot go yet is passed over, not waited
