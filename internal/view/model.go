@@ -33,7 +33,9 @@ type model struct {
 	friends   map[string]map[string]time.Time
 	followers map[string]map[string]struct{}
 	rooms     map[string]*roomState
-	userRooms map[string]map[string]struct{}
+	// userRooms lists each user's rooms, in no order: a slice, as most
+	// users are in few rooms and a map of one costs ~190 B.
+	userRooms map[string][]*roomState
 	// keys are the session-signing keys by id; current signs new tokens.
 	keys    map[string]*SigningKey
 	current string
@@ -109,7 +111,7 @@ func newModel() *model {
 		friends:   map[string]map[string]time.Time{},
 		followers: map[string]map[string]struct{}{},
 		rooms:     map[string]*roomState{},
-		userRooms: map[string]map[string]struct{}{},
+		userRooms: map[string][]*roomState{},
 		recent:    map[string]*recentMessages{},
 		keys:      map[string]*SigningKey{},
 		ops:       newOpsModel(),
@@ -167,22 +169,27 @@ func (m *model) addFriend(user, friend string, at time.Time) bool {
 }
 
 func (m *model) addMember(r *roomState, user string, readSeq uint64) {
-	r.members[user] = readSeq
-	set := m.userRooms[user]
-	if set == nil {
-		set = map[string]struct{}{}
-		m.userRooms[user] = set
+	if _, was := r.members[user]; !was {
+		m.userRooms[user] = append(m.userRooms[user], r)
 	}
-	set[r.id] = struct{}{}
+	r.members[user] = readSeq
 }
 
 func (m *model) removeMember(r *roomState, user string) {
+	if _, was := r.members[user]; !was {
+		return
+	}
 	delete(r.members, user)
-	if set := m.userRooms[user]; set != nil {
-		delete(set, r.id)
-		if len(set) == 0 {
-			delete(m.userRooms, user)
-		}
+	rooms := m.userRooms[user]
+	if i := slices.Index(rooms, r); i >= 0 {
+		rooms[i] = rooms[len(rooms)-1]
+		rooms[len(rooms)-1] = nil
+		rooms = rooms[:len(rooms)-1]
+	}
+	if len(rooms) == 0 {
+		delete(m.userRooms, user)
+	} else {
+		m.userRooms[user] = rooms
 	}
 }
 

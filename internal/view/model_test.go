@@ -1,9 +1,11 @@
 package view
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,4 +112,63 @@ func BenchmarkModelMemory(b *testing.B) {
 	b.ReportMetric(float64(perUser)/float64(b.N), "B/user")
 	b.ReportMetric(float64(perRoom)/float64(b.N), "B/room")
 	b.ReportMetric(float64(perMessage)/float64(b.N), "B/first-message")
+}
+
+// A user's rooms are listed once each, as they join, leave and join again,
+// also after a restart.
+func TestRoomsOfFollowsJoinsAndLeaves(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := (&p0Entries{}).entry
+	group := func(id string) jsstore.Entry {
+		return entry(salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup, Name: id,
+			Members: []string{"alice", "bob"}, By: "alice"})
+	}
+	log := &memLog{}
+	apply(t, v, log, []jsstore.Entry{group("g_1"), group("g_2"), group("g_3"),
+		entry(salamander.Record{Type: salamander.RecRoomLeft, Room: "g_1", User: "bob"}),
+		entry(salamander.Record{Type: salamander.RecRoomLeft, Room: "g_1", User: "bob"}),                             // not a member any more
+		entry(salamander.Record{Type: salamander.RecRoomJoined, Room: "g_2", Members: []string{"bob"}, By: "alice"}), // one already
+		entry(salamander.Record{Type: salamander.RecRoomLeft, Room: "g_3", User: "bob"}),
+		entry(salamander.Record{Type: salamander.RecRoomJoined, Room: "g_3", Members: []string{"bob"}, By: "alice"}),
+	})
+	ids := func(v *View, user string) []string {
+		rooms, err := v.RoomsOf(context.Background(), user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rooms {
+			out = append(out, r.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	check := func(when string, v *View) {
+		t.Helper()
+		if got := ids(v, "bob"); !slices.Equal(got, []string{"g_2", "g_3"}) {
+			t.Fatalf("%s: bob's rooms %v, want g_2 and g_3", when, got)
+		}
+		if got := ids(v, "alice"); !slices.Equal(got, []string{"g_1", "g_2", "g_3"}) {
+			t.Fatalf("%s: alice's rooms %v", when, got)
+		}
+	}
+	check("applied", v)
+	v.Close()
+	if v, err = Open(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	check("reloaded", v)
+	apply(t, v, log, []jsstore.Entry{entry(salamander.Record{Type: salamander.RecRoomLeft, Room: "g_2", User: "bob"}),
+		entry(salamander.Record{Type: salamander.RecRoomLeft, Room: "g_3", User: "bob"})})
+	if got := ids(v, "bob"); len(got) != 0 {
+		t.Fatalf("bob left every room: %v", got)
+	}
+	if _, ok := v.m.userRooms["bob"]; ok {
+		t.Fatal("a user in no room still has a list")
+	}
 }

@@ -122,10 +122,7 @@ func (v *View) Room(_ context.Context, id, viewer string) (salamander.Room, erro
 func (v *View) RoomsOf(_ context.Context, user string) ([]salamander.Room, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	rooms := make([]*roomState, 0, len(v.m.userRooms[user]))
-	for id := range v.m.userRooms[user] {
-		rooms = append(rooms, v.m.rooms[id])
-	}
+	rooms := slices.Clone(v.m.userRooms[user])
 	slices.SortFunc(rooms, func(a, b *roomState) int {
 		if c := b.activity().Compare(a.activity()); c != 0 {
 			return c

@@ -57,6 +57,16 @@ func history() []jsstore.Entry {
 	return out
 }
 
+// p0Entries numbers records as the entries of stream p0, from 1, each
+// dated the same fixed time.
+type p0Entries struct{ seq uint64 }
+
+func (l *p0Entries) entry(r salamander.Record) jsstore.Entry {
+	l.seq++
+	r.At = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	return jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: l.seq}, Record: r}
+}
+
 // memLog is a log held in memory for these unit tests: the view reads
 // message texts it no longer holds from its Source. (Integration tests
 // run the real JetStream log.)
@@ -347,13 +357,7 @@ func TestDedupeWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	seq := uint64(0)
-	entry := func(r salamander.Record) jsstore.Entry {
-		seq++
-		r.At = at
-		return jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: seq}, Record: r}
-	}
+	entry := (&p0Entries{}).entry
 	send := func(cid string) jsstore.Entry {
 		return entry(salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: cid, Text: "x"})
 	}
