@@ -155,7 +155,10 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 func takeBackup(t *testing.T, ctx context.Context) (string, *backup.Manifest) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "backup")
-	m, err := backup.Backup(ctx, adminNC, dir, nil)
+	// Its progress (each stream, each unanswered request) shows when a
+	// test fails.
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	m, err := backup.Backup(ctx, adminNC, dir, log)
 	if err != nil {
 		t.Fatal(err)
 	}
