@@ -118,10 +118,7 @@ func BenchmarkModelMemory(b *testing.B) {
 // also after a restart.
 func TestRoomsOfFollowsJoinsAndLeaves(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	entry := (&p0Entries{}).entry
 	group := func(id string) jsstore.Entry {
 		return entry(salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup, Name: id,
@@ -158,9 +155,7 @@ func TestRoomsOfFollowsJoinsAndLeaves(t *testing.T) {
 	}
 	check("applied", v)
 	v.Close()
-	if v, err = Open(path, nil); err != nil {
-		t.Fatal(err)
-	}
+	v = openAt(t, path)
 	defer v.Close()
 	check("reloaded", v)
 	apply(t, v, log, []jsstore.Entry{entry(salamander.Record{Type: salamander.RecRoomLeft, Room: "g_2", User: "bob"}),

@@ -16,10 +16,7 @@ import (
 // same incidents, reports, drills and drains.
 func TestOpsRecordsFollowTheRules(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	log := &memLog{}
 	amount := func(n int64) *int64 { return &n }
 	inc := func(id, state string) *salamander.IncidentChange {
@@ -112,10 +109,7 @@ func TestOpsRecordsFollowTheRules(t *testing.T) {
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := openAt(t, path)
 	defer again.Close()
 	check(again)
 }

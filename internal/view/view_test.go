@@ -115,12 +115,20 @@ func apply(t *testing.T, v *View, log *memLog, entries []jsstore.Entry) {
 	}
 }
 
-func openTemp(t *testing.T) *View {
+// openAt opens the read model at path; the caller closes it (a test may
+// reopen the same store).
+func openAt(t *testing.T, path string) *View {
 	t.Helper()
-	v, err := Open(filepath.Join(t.TempDir(), "view.db"), nil)
+	v, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return v
+}
+
+func openTemp(t *testing.T) *View {
+	t.Helper()
+	v := openAt(t, filepath.Join(t.TempDir(), "view.db"))
 	t.Cleanup(func() { v.Close() })
 	return v
 }
@@ -204,10 +212,7 @@ func TestCorruptModelIsRebuilt(t *testing.T) {
 	if err := os.WriteFile(path, []byte("this is not a database, just garbage bytes of some length"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	defer v.Close()
 	if len(v.Applied()) != 0 {
 		t.Fatal("expected an empty model")
@@ -286,19 +291,13 @@ func TestSyncFollowsMembershipAtEventTime(t *testing.T) {
 // before, and goes on applying the log where the store left off.
 func TestModelReloadsFromStore(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	h := history()
 	log := &memLog{}
 	apply(t, v, log, h[:12])
 	before := state(t, v)
 	v.Close()
-	w, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := openAt(t, path)
 	defer w.Close()
 	log.add(h)
 	w.src = log // texts now come from the log: the model's recent messages are gone
@@ -326,16 +325,10 @@ func TestModelReloadsFromStore(t *testing.T) {
 // before anything is placed in its room again.
 func TestHeldLeavesOutPlacedAfterRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	apply(t, v, &memLog{}, history())
 	v.Close()
-	w, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := openAt(t, path)
 	defer w.Close()
 	held := func(i int, cid string) jsstore.Entry {
 		return jsstore.Entry{Pos: jsstore.PositionOf("s0", 1, i), Last: i == 1, Record: salamander.Record{
@@ -353,10 +346,7 @@ func TestHeldLeavesOutPlacedAfterRestart(t *testing.T) {
 // messages, also after a restart, when the window is loaded from the store.
 func TestDedupeWindow(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	entry := (&p0Entries{}).entry
 	send := func(cid string) jsstore.Entry {
 		return entry(salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: cid, Text: "x"})
@@ -369,10 +359,7 @@ func TestDedupeWindow(t *testing.T) {
 	log := &memLog{}
 	apply(t, v, log, batch)
 	v.Close()
-	v, err = Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v = openAt(t, path)
 	defer v.Close()
 	v.src = log
 	ctx := context.Background()
@@ -491,17 +478,11 @@ func TestRoleChangesFollowTheLog(t *testing.T) {
 // hold a hole once later entries move its applied position on.
 func TestAFailedEntryKeepsWhatWasAppliedBeforeIt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	h := history()
 	apply(t, v, &memLog{}, h)
 	v.Close()
-	w, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := openAt(t, path)
 	end := jsstore.RecordSeq(h[len(h)-1].Pos.Seq)
 	at := func(stream string, seq uint64, rec salamander.Record) jsstore.Entry {
 		return jsstore.Entry{Pos: jsstore.PositionOf(stream, seq, 0), Last: true, Record: rec}
@@ -517,10 +498,7 @@ func TestAFailedEntryKeepsWhatWasAppliedBeforeIt(t *testing.T) {
 		t.Fatal("a message whose room's client ids cannot be loaded was applied")
 	}
 	w.Close()
-	x, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := openAt(t, path)
 	defer x.Close()
 	if _, err := x.User(context.Background(), "zoe"); err != nil {
 		t.Fatalf("the user created before the failed entry is not in the store: %v", err)
@@ -535,10 +513,7 @@ func TestAFailedEntryKeepsWhatWasAppliedBeforeIt(t *testing.T) {
 // holds what it holds after writing the batches one by one.
 func TestOneWriteOfManyBatchesKeepsTheLatestRows(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	h := history()
 	log := &memLog{}
 	log.add(h)
@@ -560,10 +535,7 @@ func TestOneWriteOfManyBatchesKeepsTheLatestRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.Close()
-	reloaded, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reloaded := openAt(t, path)
 	defer reloaded.Close()
 	reloaded.src = log
 	fresh := openTemp(t)

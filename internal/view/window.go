@@ -71,9 +71,6 @@ func (w *clientWindow) add(k, seq uint64) {
 	w.index(p)
 }
 
-// len is how many messages the window holds.
-func (w *clientWindow) len() int { return w.n }
-
 // bytes is what the window's arrays take.
 func (w *clientWindow) bytes() int { return 8*cap(w.keys) + 2*cap(w.slots) }
 

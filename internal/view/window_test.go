@@ -74,8 +74,8 @@ func TestClientWindowFollowsTheRule(t *testing.T) {
 						}
 					}
 				}
-				if w.len() != len(ref.keys) {
-					t.Fatalf("after %d adds: holds %d, want %d", i+1, w.len(), len(ref.keys))
+				if w.n != len(ref.keys) {
+					t.Fatalf("after %d adds: holds %d, want %d", i+1, w.n, len(ref.keys))
 				}
 			}
 		})
@@ -106,8 +106,8 @@ func TestClientWindowStartsOverAtAGap(t *testing.T) {
 	w.add(1, 10)
 	w.add(2, 11)
 	w.add(3, 20)
-	if _, ok := w.seqOf(1); ok || w.len() != 1 {
-		t.Fatalf("after a gap the window holds %d keys, 1 found: %v", w.len(), ok)
+	if _, ok := w.seqOf(1); ok || w.n != 1 {
+		t.Fatalf("after a gap the window holds %d keys, 1 found: %v", w.n, ok)
 	}
 	if seq, ok := w.seqOf(3); !ok || seq != 20 {
 		t.Fatalf("seqOf(3) = %d, %v", seq, ok)
@@ -171,16 +171,10 @@ func TestPreloadedWindowIsTheBuiltOne(t *testing.T) {
 		Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c7", Text: "again", At: log[1].Record.At}}
 
 	path := filepath.Join(t.TempDir(), "view.db")
-	v, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAt(t, path)
 	apply(t, v, &memLog{}, log)
 	v.Close()
-	v, err = Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v = openAt(t, path)
 	defer v.Close()
 	v.preloadWindows([]jsstore.Entry{next})
 	rs := v.m.rooms["g_1"]
