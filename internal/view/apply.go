@@ -257,7 +257,7 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 	}
 	a.m.lastRoomNo++
 	rs := &roomState{id: r.Room, no: a.m.lastRoomNo, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At,
-		members: map[string]uint64{}, idsLoaded: true}
+		idsLoaded: true}
 	a.m.rooms[r.Room] = rs
 	a.m.windows.put(rs, a.usedAt(r.At), false)
 	for _, u := range members {
@@ -274,7 +274,7 @@ func (a *applier) roomJoined(pos salamander.Position, r salamander.Record) error
 	}
 	var added []string
 	for _, u := range uniqueMembers(r.Members) {
-		if len(rs.members) >= salamander.MaxGroupMembers {
+		if rs.members.len() >= salamander.MaxGroupMembers {
 			break
 		}
 		if isMember(rs, u) {
@@ -332,7 +332,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 	rs.win.lastStream, rs.win.lastPos = pos.Stream, pos.Seq
 	a.m.windows.used(rs, a.usedAt(r.At), rs.ids.bytes()-size)
 	// Sending marks the room read for the sender, as in every messenger.
-	rs.members[r.User] = seq
+	rs.members.setRead(r.User, seq)
 	a.dirtyMembers[memberKey{rs.id, r.User}] = true
 	msg := &salamander.Message{Room: r.Room, Seq: seq, Sender: r.User, ClientID: r.ClientID, Text: r.Text, SentAt: r.At}
 	rs.last = msg
@@ -352,10 +352,10 @@ func (a *applier) messageRead(pos salamander.Position, r salamander.Record) erro
 		return nil
 	}
 	seq := min(r.Seq, rs.lastSeq)
-	if seq <= rs.members[r.User] {
+	if read, _ := rs.members.read(r.User); seq <= read {
 		return nil
 	}
-	rs.members[r.User] = seq
+	rs.members.setRead(r.User, seq)
 	a.dirtyMembers[memberKey{rs.id, r.User}] = true
 	ev := salamander.Event{Type: salamander.EventRead, Pos: &pos, RoomID: r.Room, User: r.User, Seq: seq, At: r.At}
 	return a.storeRoomEvent(ev, memberNames(rs))
@@ -409,7 +409,7 @@ func (a *applier) snapshot() {
 	for k := range a.dirtyMembers {
 		a.db.members[k] = nil // no longer a member
 		if rs := a.m.rooms[k.room]; rs != nil {
-			if read, ok := rs.members[k.user]; ok {
+			if read, ok := rs.members.read(k.user); ok {
 				a.db.members[k] = &read
 			}
 		}
@@ -419,18 +419,12 @@ func (a *applier) snapshot() {
 	}
 }
 
-func isMember(rs *roomState, user string) bool {
-	_, ok := rs.members[user]
-	return ok
-}
+func isMember(rs *roomState, user string) bool { return rs.members.has(user) }
 
-func memberNames(rs *roomState) []string {
-	out := make([]string, 0, len(rs.members))
-	for u := range rs.members {
-		out = append(out, u)
-	}
-	return out
-}
+// memberNames is the room's members as an event's audience: shared with
+// the room until its next join or leave, so never to be changed. Only
+// the applier (under the model's write lock) hands it out.
+func memberNames(rs *roomState) []string { return rs.members.audience() }
 
 func uniqueMembers(in []string) []string {
 	seen := map[string]bool{}

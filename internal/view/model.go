@@ -80,7 +80,7 @@ type roomState struct {
 	created time.Time
 	lastSeq uint64
 	last    *salamander.Message // newest message; Unread not set
-	members map[string]uint64   // member -> read marker
+	members memberList
 	// ids is the dedupe window: the client keys (clientKeyOf) of the
 	// newest DedupeWindow messages with their seqs. Loaded from SQLite on
 	// first use.
@@ -169,17 +169,15 @@ func (m *model) addFriend(user, friend string, at time.Time) bool {
 }
 
 func (m *model) addMember(r *roomState, user string, readSeq uint64) {
-	if _, was := r.members[user]; !was {
+	if r.members.add(user, readSeq) {
 		m.userRooms[user] = append(m.userRooms[user], r)
 	}
-	r.members[user] = readSeq
 }
 
 func (m *model) removeMember(r *roomState, user string) {
-	if _, was := r.members[user]; !was {
+	if !r.members.remove(user) {
 		return
 	}
-	delete(r.members, user)
 	rooms := m.userRooms[user]
 	if i := slices.Index(rooms, r); i >= 0 {
 		rooms[i] = rooms[len(rooms)-1]
@@ -234,12 +232,10 @@ func (m *model) recentAt(pos salamander.Position) *salamander.Message {
 // roomView is a room as viewer sees it ("" for no particular viewer).
 func (r *roomState) roomView(viewer string) salamander.Room {
 	room := salamander.Room{ID: r.id, Kind: r.kind, Name: r.name, LastSeq: r.lastSeq, CreatedAt: r.created,
-		Members: make([]string, 0, len(r.members)), ReadMarkers: make(map[string]uint64, len(r.members))}
-	for u, seq := range r.members {
-		room.Members = append(room.Members, u)
-		room.ReadMarkers[u] = seq
+		Members: slices.Clone(r.members.names), ReadMarkers: make(map[string]uint64, r.members.len())}
+	for i, u := range r.members.names {
+		room.ReadMarkers[u] = r.members.reads[i]
 	}
-	slices.Sort(room.Members)
 	if viewer != "" {
 		room.ReadSeq = room.ReadMarkers[viewer]
 		room.Unread = room.LastSeq - min(room.ReadSeq, room.LastSeq)
@@ -255,7 +251,7 @@ func (r *roomState) roomView(viewer string) salamander.Room {
 // unread is how many members have not read the message at seq.
 func (r *roomState) unread(seq uint64) int {
 	n := 0
-	for _, read := range r.members {
+	for _, read := range r.members.reads {
 		if read < seq {
 			n++
 		}

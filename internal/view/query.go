@@ -89,9 +89,8 @@ func (v *View) Members(_ context.Context, room string) ([]string, error) {
 	defer v.mu.RUnlock()
 	out := []string{}
 	if rs := v.m.rooms[room]; rs != nil {
-		out = memberNames(rs)
+		out = append(out, rs.members.names...)
 	}
-	slices.Sort(out)
 	return out, nil
 }
 

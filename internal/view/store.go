@@ -402,7 +402,7 @@ func (v *View) load() error {
 		}),
 		q(`SELECT no, id, stream, kind, name, created_at, last_seq, last_sender, last_client_id, last_text, last_sent_at FROM rooms`,
 			func(r *sql.Rows) error {
-				rs := &roomState{members: map[string]uint64{}}
+				rs := &roomState{}
 				var kind string
 				var created, sent int64
 				var last salamander.Message
