@@ -40,7 +40,10 @@ const (
 	// and with one in flight the next record gathers everything that
 	// arrived during the previous one's round trip (p2p, 400 closed-loop
 	// senders: 2,905 msg/s with one, 2,248 with two). It also means a
-	// record is never overtaken by the next, even when it is retried.
+	// record made here is never overtaken by this appender's next, even
+	// when it is retried. (A forwarded batch that the gatherer appends
+	// late, after its sender's site appended it itself, may land after
+	// that site's later records: the read models keep its first copy.)
 	appendWindow = 1
 	// maxBatchEntries and maxBatchBytes bound one batch record.
 	maxBatchEntries = 256
@@ -138,6 +141,8 @@ type appender struct {
 	in     chan *appendRequest
 	// holds: a partition's messages may be held in its standby.
 	holds bool
+	// ran is closed once run has returned, every record it took answered.
+	ran chan struct{}
 }
 
 // appender returns stream's appender, starting it on first use. Close
@@ -152,11 +157,19 @@ func (s *Store) appender(stream string) *appender {
 		s.appenders = map[string]*appender{}
 	}
 	a := &appender{s: s, stream: stream, in: make(chan *appendRequest, 4*maxBatchEntries),
-		holds: isPartition(stream) && s.cfg.HoldAfter > 0}
+		holds: isPartition(stream) && s.cfg.HoldAfter > 0, ran: make(chan struct{})}
 	s.appenders[stream] = a
+	if s.appCtx.Err() != nil {
+		// Closed (Close cancels under appMu, so that no appender starts
+		// once it waits for them): whoever queues here is answered
+		// unavailable (await).
+		close(a.ran)
+		return a
+	}
 	s.appWG.Add(1)
 	go func() {
 		defer s.appWG.Done()
+		defer close(a.ran)
 		a.run(s.appCtx)
 	}()
 	return a
@@ -177,11 +190,27 @@ func (a *appender) append(ctx context.Context, key string, rec salamander.Record
 	case <-a.s.appCtx.Done():
 		return salamander.Position{}, false, errNoQuorum
 	}
+	r := a.await(ctx, req)
+	return r.pos, r.dup, r.err
+}
+
+// await waits for the answer to a request queued to a. When the store
+// closes, run answers the records it has in flight and then stops (ran):
+// a request it never took is answered unavailable, for its client to
+// retry elsewhere.
+func (a *appender) await(ctx context.Context, req *appendRequest) appendResult {
 	select {
 	case r := <-req.done:
-		return r.pos, r.dup, r.err
+		return r
 	case <-ctx.Done():
-		return salamander.Position{}, false, ctx.Err()
+		return appendResult{err: ctx.Err()}
+	case <-a.ran:
+	}
+	select {
+	case r := <-req.done:
+		return r
+	default:
+		return appendResult{err: errNoQuorum}
 	}
 }
 
@@ -240,15 +269,23 @@ func (a *appender) run(ctx context.Context) {
 // partition's batch may be held in its standby instead (standby.go), or
 // go to the partition's leader's site, to share its record (forward.go):
 // that makes no record here, so the process's record slot is given back
-// (release) while it waits for the answer.
+// (release) while it waits for the answer, and taken again if the batch
+// is appended here after all.
 func (a *appender) commit(ctx context.Context, batch []*appendRequest, release func()) {
-	if len(batch) >= forwardMinBatch && !slices.ContainsFunc(batch, isForwarded) {
+	if len(batch) >= forwardMinBatch && !slices.ContainsFunc(batch, isForwarded) && a.mayForward() {
 		if site := a.s.forwardTo(a.stream); site != "" {
 			release()
 			if res, ok := a.forward(ctx, site, batch); ok {
+				a.noteForwardHeld(res)
 				answerAll(batch, res)
 				return
 			}
+			var ok bool
+			if release, ok = takeRecordSlot(ctx); !ok {
+				answerAll(batch, sameResults(len(batch), appendResult{err: errNoQuorum}))
+				return
+			}
+			defer release()
 		}
 	}
 	if a.holds {
@@ -284,6 +321,14 @@ func (a *appender) publishBatch(ctx context.Context, stream string, batch []*app
 }
 
 func isForwarded(r *appendRequest) bool { return r.forwarded }
+
+func sameResults(n int, r appendResult) []appendResult {
+	out := make([]appendResult, n)
+	for i := range out {
+		out[i] = r
+	}
+	return out
+}
 
 func answerAll(batch []*appendRequest, results []appendResult) {
 	for i, r := range results {

@@ -197,6 +197,41 @@ func (a *appender) forward(ctx context.Context, site string, batch []*appendRequ
 	return res, true
 }
 
+// mayForward reports whether the appender's batches may go to another
+// site's gatherer now. Not while this process knows of held messages of
+// the partition that are not yet placed, or finds the partition silent:
+// a sender's later message must not be placed before its held one
+// (standby.go), and the gatherer decides that from what it knows itself,
+// which may not yet include what this process held a moment ago. Such a
+// batch stays here, where commitPartition waits for the merge or holds it
+// behind the others.
+func (a *appender) mayForward() bool {
+	if !a.holds {
+		return true
+	}
+	upTo, suspect, _ := a.s.unplaced(a.stream, 0)
+	return upTo == 0 && !suspect
+}
+
+// noteForwardHeld records what the gatherer held of a forwarded batch in
+// the standby, as this process's own hold would have: until their merge,
+// this process's next batches of the partition are held behind them
+// rather than appended (or forwarded) ahead.
+func (a *appender) noteForwardHeld(res []appendResult) {
+	var standby string
+	var last uint64
+	for _, r := range res {
+		if r.err == nil && IsStandby(r.pos.Stream) {
+			standby, last = r.pos.Stream, max(last, RecordSeq(r.pos.Seq))
+		}
+	}
+	if last == 0 || standby != StandbyOf(a.stream) {
+		return
+	}
+	a.s.setSuspect(a.stream, true) // it did not answer the gatherer
+	a.s.noteHeld(standby, last)
+}
+
 // gathered takes a batch another site forwarded: its entries go to this
 // store's appender for the stream, with this site's own, and the answer
 // goes back once every entry has one.
@@ -234,7 +269,7 @@ enqueue:
 	}
 	results := make([]appendResult, len(batch))
 	for i, r := range batch {
-		results[i] = <-r.done // the appender answers every request it took
+		results[i] = a.await(context.Background(), r) // answered, also when the store closes
 	}
 	_ = m.Respond(encodeForwardReply(results))
 }

@@ -314,7 +314,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // closes the connection.
 func (s *Store) Close() {
 	_ = s.Gather(false)
+	// Under the locks that start appenders and mergers: none starts once
+	// appWG is waited for.
+	s.appMu.Lock()
+	s.sbMu.Lock()
 	s.appCancel()
+	s.sbMu.Unlock()
+	s.appMu.Unlock()
 	s.appWG.Wait()
 	s.nc.Close()
 	s.copyMu.Lock()

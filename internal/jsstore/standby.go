@@ -41,10 +41,13 @@ import (
 //     read models' rule that a (sender, client id) already among the room's
 //     newest messages has no effect keeps only the first.
 //   - Each sender's order: an appender does not append to pK again while
-//     records held in sK that its site knows of are unmerged: it waits for
-//     the merge (or, if pK still does not answer, holds the next batch
-//     too), so a sender's later message is never placed before its held
-//     one. Appends that cannot be held (room changes) wait for the merge.
+//     records held in sK that its process knows of (its own holds, a
+//     gatherer's holds of batches it forwarded, what its tail of sK
+//     announced) are unmerged: it waits for the merge (or, if pK still
+//     does not answer, holds the next batch too), so a sender's later
+//     message is never placed before its held one; nor does it forward
+//     the batch meanwhile (mayForward). Appends that cannot be held (room
+//     changes) wait for the merge.
 //   - Only messages are held: read markers and room changes in a batch that
 //     pK did not answer fail as unavailable, and the client retries.
 
