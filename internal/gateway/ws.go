@@ -28,7 +28,8 @@ const (
 	// socket is closed (status 1009).
 	wsHardFrameBytes = salamander.MaxBodyBytes
 	// wsMaxInFlight frames of one socket may be accepted and not yet
-	// answered; more are refused with too_many_requests.
+	// answered; more are refused with too_many_requests. A send beyond it
+	// is refused in its room's order (see admit).
 	wsMaxInFlight = 256
 	// wsMaxStrikes refused frames in a row close the socket (1008).
 	wsMaxStrikes = 16
@@ -97,6 +98,8 @@ type wsConn struct {
 	cur salamander.Cursor
 	// strikes counts refused frames in a row (reader only).
 	strikes int
+	// endReplay ends the replay's context (finish).
+	endReplay context.CancelFunc
 }
 
 // lane is one room's frames in flight on one socket, carried out in order.
@@ -104,11 +107,18 @@ type lane struct {
 	// ctx bounds the lane's work; it ends with the socket.
 	ctx    context.Context
 	cancel context.CancelFunc
-	frames []salamander.ClientFrame
+	frames []laneFrame
 	// failed is set when a send failed in a way worth retrying: the sends
 	// queued behind it are refused alike, so the client resends them all,
 	// in order, instead of seeing a later one committed first.
 	failed error
+}
+
+// laneFrame is a frame in its room's lane; refused: a send that came
+// beyond wsMaxInFlight, to be refused in its place.
+type laneFrame struct {
+	salamander.ClientFrame
+	refused bool
 }
 
 // handleWebSocket serves one device: it replays every stored event since
@@ -160,7 +170,12 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		g.log.Debug("websocket upgrade failed", "err", err)
 		return // the connection has been answered or closed
 	}
-	c := &wsConn{g: g, conn: conn, cork: cork, user: cl.User, addr: addr, session: cl, cur: cur}
+	// The replay's context ends with the request or with the socket
+	// (finish waits for the replay: a Sync waiting for a slow store must
+	// not hold a gone device's socket, or the site's shutdown, with it).
+	replayCtx, endReplay := context.WithCancel(r.Context())
+	defer endReplay()
+	c := &wsConn{g: g, conn: conn, cork: cork, user: cl.User, addr: addr, session: cl, cur: cur, endReplay: endReplay}
 	first, ok := g.hub.add(c)
 	if !ok {
 		conn.Close(wsock.StatusGoingAway, "site shutting down") // cut after wsCloseGrace
@@ -178,9 +193,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if first {
 		g.eph.setOnline(cl.User)
 	}
-	// The request's context lives until the handler returns: the socket
-	// holds no context of its own while idle.
-	c.replay(r.Context())
+	c.replay(replayCtx)
 }
 
 // writeHandshakeError answers a request that is not a WebSocket handshake
@@ -204,8 +217,9 @@ func writeHandshakeError(w http.ResponseWriter, err error) {
 }
 
 // replay writes every stored event since the device's cursor, then
-// "ready", and lets the writer go on with live events. A write fails once
-// the socket has ended, which ends the replay.
+// "ready", and lets the writer go on with live events. It ends when a
+// write fails (a corked write fails only when its bytes go out, with the
+// page's last event) or when the socket ends (ctx).
 func (c *wsConn) replay(ctx context.Context) {
 	cur := c.cur
 	for {
@@ -222,9 +236,11 @@ func (c *wsConn) replay(ctx context.Context) {
 		}
 		for i, ev := range res.Events {
 			data, err := json.Marshal(ev)
-			if err != nil || c.writeCorked(data, i < len(res.Events)-1) != nil {
-				_ = c.flush()
-				c.abort()
+			if err == nil {
+				err = c.writeCorked(data, i < len(res.Events)-1)
+			}
+			if err != nil {
+				c.writeFailed(err)
 				return
 			}
 		}
@@ -234,8 +250,8 @@ func (c *wsConn) replay(ctx context.Context) {
 	}
 	data, _ := json.Marshal(salamander.Event{Type: salamander.EventReady, Cursor: cur.String(),
 		Incidents: c.g.cfg.View.Incidents(false)})
-	if c.write(data) != nil {
-		c.abort()
+	if err := c.write(data); err != nil {
+		c.writeFailed(err)
 		return
 	}
 	c.mu.Lock()
@@ -298,6 +314,9 @@ func (c *wsConn) finish(why wsGoneReason) {
 		l.cancel()
 	}
 	c.mu.Unlock()
+	if c.endReplay != nil {
+		c.endReplay()
+	}
 	_ = c.flush() // a close frame may wait among gathered bytes
 	_ = c.conn.CloseNow()
 	c.wg.Wait()
@@ -326,15 +345,19 @@ func (c *wsConn) handleFrame(data []byte, over bool) {
 			return
 		}
 	}
-	if err == nil && !c.admit(f) {
-		err = salamander.Errorf(salamander.CodeTooManyRequests,
-			"%d frames are in flight on this socket; wait for their answers", wsMaxInFlight)
-	}
 	if err == nil {
-		c.strikes = 0
-		return
+		switch c.admit(f) {
+		case frameQueued:
+			c.strikes = 0
+			return
+		case frameRefusedInLane: // its lane answers it
+		case frameRefused:
+			err = errTooManyInFlight
+		}
 	}
-	c.reply(nack(f.RoomID, f.ClientID, err))
+	if err != nil {
+		c.reply(nack(f.RoomID, f.ClientID, err))
+	}
 	c.strikes++
 	if c.strikes >= wsMaxStrikes {
 		c.kick(wsock.StatusPolicyViolation, "too many refused frames")
@@ -428,17 +451,36 @@ func frameIDs(data []byte) (room, clientID string) {
 	return room, clientID
 }
 
-// admit queues f on its room's lane, starting the lane if it is idle. It
-// returns false when too many frames are in flight.
-func (c *wsConn) admit(f salamander.ClientFrame) bool {
+var errTooManyInFlight = salamander.Errorf(salamander.CodeTooManyRequests,
+	"%d frames are in flight on this socket; wait for their answers", wsMaxInFlight)
+
+// admission is what admit did with a frame.
+type admission int
+
+const (
+	frameQueued        admission = iota // carried out in its lane
+	frameRefusedInLane                  // beyond wsMaxInFlight: refused in its lane, in order
+	frameRefused                        // beyond wsMaxInFlight: refused now
+)
+
+// admit queues f on its room's lane, starting the lane if it is idle.
+// Beyond wsMaxInFlight frames in flight a frame is refused. A send is
+// refused in its lane, after the sends queued before it: its refusal then
+// fails the lane, and every send behind it is refused too, as for any
+// failed send, so that none written after it is committed before the
+// client resends it. Those refusals count in flight too, and at most
+// wsMaxStrikes of them: that many refused frames in a row close the socket
+// anyway.
+func (c *wsConn) admit(f salamander.ClientFrame) admission {
 	c.mu.Lock()
 	if c.exited {
 		c.mu.Unlock()
-		return true
+		return frameQueued
 	}
-	if c.inflight >= wsMaxInFlight {
+	over := c.inflight >= wsMaxInFlight
+	if over && (f.Type != salamander.FrameSend || c.inflight >= wsMaxInFlight+wsMaxStrikes) {
 		c.mu.Unlock()
-		return false
+		return frameRefused
 	}
 	c.inflight++
 	l := c.lanes[f.RoomID]
@@ -452,12 +494,15 @@ func (c *wsConn) admit(f salamander.ClientFrame) bool {
 		c.lanes[f.RoomID] = l
 		c.wg.Add(1)
 	}
-	l.frames = append(l.frames, f)
+	l.frames = append(l.frames, laneFrame{f, over})
 	c.mu.Unlock()
 	if start {
 		c.g.hub.lanes.run(func() { c.runLane(f.RoomID, l) })
 	}
-	return true
+	if over {
+		return frameRefusedInLane
+	}
+	return frameQueued
 }
 
 // runLane carries out one room's frames in the order they came, and ends
@@ -478,12 +523,19 @@ func (c *wsConn) runLane(room string, l *lane) {
 			return
 		}
 		f := l.frames[0]
-		l.frames[0] = salamander.ClientFrame{}
+		l.frames[0] = laneFrame{}
 		l.frames = l.frames[1:]
 		failed := l.failed
 		c.mu.Unlock()
 
-		ev, retry := c.carryOut(l.ctx, f, failed)
+		var ev *salamander.Event
+		var retry error
+		if f.refused && failed == nil {
+			refusal := nack(f.RoomID, f.ClientID, errTooManyInFlight)
+			ev, retry = &refusal, errTooManyInFlight
+		} else {
+			ev, retry = c.carryOut(l.ctx, f.ClientFrame, failed)
+		}
 
 		c.mu.Lock()
 		if retry != nil && f.Type == salamander.FrameSend && l.failed == nil {
@@ -653,10 +705,7 @@ func (c *wsConn) writeLoop() {
 			c.cur.Advance(*f.pos)
 		}
 		if err := c.writeCorked(f.data, more); err != nil {
-			// The library refuses data once a close has begun; the close
-			// frame may be among the gathered bytes, so they go out first.
-			_ = c.flush()
-			c.abort()
+			c.writeFailed(err)
 			c.mu.Lock()
 			c.writing = false
 			c.mu.Unlock()
@@ -705,6 +754,24 @@ func (c *wsConn) writeCorked(data []byte, more bool) error {
 	return err
 }
 
+// writeFailed ends the writing of a socket whose write failed. A write
+// refused because a close frame is out (a kick, or the socket's own close
+// for a device's protocol error) leaves the cut to that close: its grace,
+// or the reading and dropping of what the device still sends, so that the
+// device reads the close frame and its reason rather than a reset
+// connection. Any other failure cuts the connection at once. Either way
+// the gathered bytes go out first: the close frame may be among them.
+func (c *wsConn) writeFailed(err error) {
+	_ = c.flush()
+	if errors.Is(err, wsock.ErrClosing) {
+		c.mu.Lock()
+		c.closing = true // nothing more is written or carried out
+		c.mu.Unlock()
+		return
+	}
+	c.abort()
+}
+
 // flush writes out whatever is corked.
 func (c *wsConn) flush() error { return c.cork.uncork() }
 
@@ -738,8 +805,8 @@ func (c *wsConn) ping() {
 		c.pinging = false
 		closing := c.closing || c.exited
 		c.mu.Unlock()
-		if err != nil && !closing {
-			c.abort()
+		if err != nil && !closing && !errors.Is(err, wsock.ErrClosing) {
+			c.abort() // no pong in time, or the ping could not be written
 		}
 	}()
 }

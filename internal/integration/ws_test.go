@@ -1,10 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
@@ -527,3 +531,161 @@ func TestWebSocketPingFrame(t *testing.T) {
 	p.write(map[string]any{"type": "ping"})
 	wantNack(t, p.answer(""), salamander.CodeInvalid)
 }
+
+// A device that breaks the protocol gets a close frame with the reason,
+// and the site goes on reading (and dropping) what the device still sends
+// until the device closes too or a second passes — also when an event for
+// the device comes meanwhile: its writer finds the socket closing and
+// leaves the cut to the close handshake instead of cutting at once, which
+// would reset a connection the device is still writing to.
+func TestProtocolErrorCloseIsNotCutShortByAnEvent(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	a, aName := signedUp(t, 0, "pcl")
+	b, _ := signedUp(t, 0, "pcm")
+	room, err := b.DirectRoom(ctx, aName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(cluster.URL(0), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(conn, "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n", a.Token())
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	// Frames until "ready": the socket is live.
+	readFrame := func() (op byte, payload []byte) {
+		t.Helper()
+		var hdr [2]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			t.Fatalf("reading a frame: %v", err)
+		}
+		n := uint64(hdr[1] & 0x7f)
+		switch n {
+		case 126:
+			var l [2]byte
+			_, _ = io.ReadFull(r, l[:])
+			n = uint64(binary.BigEndian.Uint16(l[:]))
+		case 127:
+			var l [8]byte
+			_, _ = io.ReadFull(r, l[:])
+			n = binary.BigEndian.Uint64(l[:])
+		}
+		payload = make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			t.Fatalf("reading a frame: %v", err)
+		}
+		return hdr[0] & 0x0f, payload
+	}
+	for {
+		if _, p := readFrame(); strings.Contains(string(p), `"type":"ready"`) {
+			break
+		}
+	}
+	// An unmasked frame: a protocol error (RFC 6455 5.1).
+	broke := time.Now()
+	if _, err := conn.Write([]byte{0x81, 2, 'h', 'i'}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		op, p := readFrame()
+		if op != 0x8 {
+			continue // an event written before the close
+		}
+		if len(p) < 2 || binary.BigEndian.Uint16(p) != 1002 {
+			t.Fatalf("close frame %q, want 1002", p)
+		}
+		break
+	}
+	// An event for the device while the site drains the socket.
+	if _, err := b.Send(ctx, room.ID, "are you there?"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(io.Discard, r) // until the site cuts the connection
+	if took := time.Since(broke); took < 900*time.Millisecond {
+		t.Fatalf("the site cut the connection %s after the protocol error (%v), before its close grace", took.Round(time.Millisecond), err)
+	}
+}
+
+// Sends written beyond the socket's 256 frames in flight are refused in
+// their room's order: the first refused one fails the room's lane, so no
+// send written after it is committed before the client resends it — also
+// one written once earlier sends have been answered and slots are free.
+func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, aName := signedUp(t, 0, "cap")
+	b, _ := signedUp(t, 0, "caq")
+	room, err := b.DirectRoom(ctx, aName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := dialWS(t, 0, a.Token())
+	const burst = 260 // 4 beyond the cap: a strike each, far from the 16 that close the socket
+	frame := func(i int) []byte {
+		data, _ := json.Marshal(salamander.ClientFrame{Type: salamander.FrameSend, RoomID: room.ID,
+			ClientID: fmt.Sprintf("cap-%03d", i), Text: fmt.Sprint("m", i)})
+		return data
+	}
+	for i := range burst {
+		if err := p.conn.Write(ctx, websocket.MessageText, frame(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answers := map[string]salamander.Event{}
+	take := func() {
+		t.Helper()
+		for {
+			select {
+			case ev := <-p.events:
+				if ev.Type == salamander.EventAck || ev.Type == salamander.EventNack {
+					answers[ev.ClientID] = ev
+					return
+				}
+			case <-p.done:
+				t.Fatalf("socket ended: %v", p.err)
+			case <-ctx.Done():
+				t.Fatalf("%d answers of %d", len(answers), burst+1)
+			}
+		}
+	}
+	for acked := false; !acked; { // an ack: a slot is free again
+		take()
+		for _, ev := range answers {
+			acked = acked || ev.Type == salamander.EventAck
+		}
+	}
+	if err := p.conn.Write(ctx, websocket.MessageText, frame(burst)); err != nil {
+		t.Fatal(err)
+	}
+	for len(answers) < burst+1 {
+		take()
+	}
+	firstNack := -1
+	for i := range burst + 1 {
+		ev := answers[fmt.Sprintf("cap-%03d", i)]
+		switch {
+		case ev.Type == salamander.EventNack && firstNack < 0:
+			firstNack = i
+			if ev.Error.Code != salamander.CodeTooManyRequests {
+				t.Fatalf("send %d refused with %v, want too_many_requests", i, ev.Error)
+			}
+		case ev.Type == salamander.EventAck && firstNack >= 0:
+			t.Fatalf("send %d was committed (seq %d) after send %d was refused", i, ev.Message.Seq, firstNack)
+		case ev.Type == salamander.EventAck && ev.Message.Seq != uint64(i+1):
+			t.Fatalf("send %d committed at seq %d", i, ev.Message.Seq)
+		}
+	}
+	if firstNack < 0 || firstNack > wsMaxInFlightForTest {
+		t.Fatalf("first refusal at send %d; the burst should reach the cap of %d", firstNack, wsMaxInFlightForTest)
+	}
+}
+
+// wsMaxInFlightForTest is the gateway's cap on frames in flight per socket,
+// as the API description states it.
+const wsMaxInFlightForTest = 256

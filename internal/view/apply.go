@@ -78,9 +78,9 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	a.snapshot()
 	v.publishWindows()
 	// Waiters are woken after the listeners have the events: a sender's
-	// device then gets the message event before the ack, which its socket
-	// writes with it (gateway wsConn.writeLoop). A waiter that looks after
-	// the unlock sees the new state already.
+	// socket then usually has the message event queued before the ack,
+	// and writes the two together (gateway wsConn.writeLoop). A waiter
+	// that looks after the unlock sees the new state already.
 	advanced := v.advanced
 	v.advanced = make(chan struct{})
 	listeners := slices.Clone(v.listeners)

@@ -9,6 +9,9 @@ import { ApiError, REQUEST_TIMEOUT_MS } from "./api.js";
 // Codes that mean "this site could not; resend here or elsewhere".
 const RETRY_CODES = new Set(["unavailable", "internal"]);
 const HTTP_AFTER_MS = 2000; // how long a message waits for a socket before HTTP
+// Frames sent and not yet answered, at most: well under the site's 256 per
+// socket, beyond which sends are refused (too_many_requests).
+const MAX_INFLIGHT = 64;
 
 export class Sender extends EventTarget {
   // onSent(message) is called with each acknowledged message (held ones
@@ -49,6 +52,7 @@ export class Sender extends EventTarget {
     this.inflight.delete(message.client_id);
     this.outbox.remove(message.client_id);
     this.onSent(message);
+    if (this.outbox.size > this.inflight.size) this.kick(); // a frame's slot is free
   }
 
   kick() {
@@ -77,6 +81,7 @@ export class Sender extends EventTarget {
     }
     if (this.live.open) {
       for (const m of this.outbox.items) {
+        if (this.inflight.size >= MAX_INFLIGHT) break; // the next answer sends more
         if (this.inflight.has(m.client_id)) continue;
         const frame = { type: "send", room_id: m.room_id, client_id: m.client_id, text: m.text };
         if (!this.live.send(frame)) break;
