@@ -3,12 +3,12 @@
 //
 // A Client knows the base URL of every site. It promises:
 //
-//   - Failover. A request that a site cannot serve (HTTP 502, 503, 504, a
-//     refused or broken connection, a timeout) is retried at the next site,
-//     round after round with exponential backoff and full jitter, until it
-//     succeeds or its context ends. Any other error answer (4xx, 500) is
-//     final and is returned as a *salamander.Error whose Code the caller can
-//     switch on.
+//   - Failover. A request that a site cannot serve (HTTP 500, 502, 503,
+//     504, a refused or broken connection, a timeout) is retried at the next
+//     site, round after round with exponential backoff and full jitter,
+//     until it succeeds or its context ends. Any other error answer (4xx)
+//     is final and is returned as a *salamander.Error whose Code the caller
+//     can switch on.
 //   - No lost and no duplicated messages. Send gives each message a random
 //     client id and retries it with the same id at every site until a quorum
 //     of sites holds it; the server returns the original message for a
@@ -87,7 +87,10 @@ type Config struct {
 	Rand rand.Source
 }
 
-// Client talks to a Salamander deployment on behalf of one user.
+// Client talks to a Salamander deployment on behalf of one user. Its
+// cursor, outbox, read markers and Subscription are that user's: to act as
+// another user, use another Client (a Subscription keeps the identity it
+// connected with until it reconnects, and its cursor is the first user's).
 type Client struct {
 	sites      []string
 	httpClient *http.Client

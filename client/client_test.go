@@ -409,3 +409,46 @@ func TestSubscriptionStopsOnFinalError(t *testing.T) {
 	}
 	sub.Close()
 }
+
+// A site that refuses the WebSocket handshake with 429 (the account's
+// connections are over budget) is asked again later: the Subscription
+// does not end, and reaches the site once it lets it in.
+func TestSubscriptionOutlastsTooManyRequests(t *testing.T) {
+	var refusals atomic.Int64
+	a := wsSite(t, "", []salamander.Event{{Type: salamander.EventReady}}, false)
+	inner := a.Config.Handler
+	a.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/ws" && refusals.Add(1) <= 2 {
+			w.Header().Set("Retry-After", "0")
+			writeJSON(w, http.StatusTooManyRequests, salamander.Errorf(salamander.CodeTooManyRequests, "too many connections"))
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	cl := newTestClient(t, a)
+	cl.SetToken("tok")
+	sub := cl.Subscribe(t.Context())
+	defer sub.Close()
+	select {
+	case ev, ok := <-sub.Events():
+		if !ok || ev.Type != salamander.EventReady {
+			t.Fatalf("first event %+v (open %v); the Subscription ended: %v", ev, ok, sub.Err())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ready within 10 s")
+	}
+	if n := refusals.Load(); n < 3 {
+		t.Fatalf("%d handshakes, want the two refused and one more", n)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 0, "3": 3 * time.Second, " 7 ": 7 * time.Second, "-1": 0,
+		"soon": 0, "Wed, 21 Oct 2026 07:28:00 GMT": 0, "86400": maxRetryAfter} {
+		h := http.Header{}
+		h.Set("Retry-After", v)
+		if got := retryAfter(h); got != want {
+			t.Errorf("Retry-After %q: %s, want %s", v, got, want)
+		}
+	}
+}

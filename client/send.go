@@ -45,7 +45,10 @@ func (c *Client) Send(ctx context.Context, roomID, text string) (salamander.Send
 // holds it. It retries with the same client id at every site until it is
 // acknowledged or ctx ends, so the message is stored at most once: when the
 // id was already used by this user in this room, the result is the original
-// message with Duplicate set.
+// message with Duplicate set — also when the id's first use was an attempt
+// of this same call that landed but whose answer was lost (a site that
+// failed with the message in flight, a socket whose answers could not be
+// read in time).
 //
 // The acknowledged message normally has its place in the room (its Seq).
 // While the room's log partition elects a leader after a site was lost,
@@ -67,7 +70,9 @@ func (c *Client) Send(ctx context.Context, roomID, text string) (salamander.Send
 // the server refuses (a coded error) leaves the outbox; one still unacknowledged
 // when ctx ends stays there, to be sent again with the same client id or
 // dropped with Forget. Codes: not_found, forbidden, invalid_request,
-// too_large.
+// too_large, too_many_requests (over the account's or address's send
+// budget: the error's message says when to try again), unauthorized (the
+// token is revoked or expired).
 func (c *Client) SendWithID(ctx context.Context, roomID, clientID, text string) (salamander.SendResult, error) {
 	if err := salamander.ValidateClientID(clientID); err != nil {
 		return salamander.SendResult{}, err
@@ -88,8 +93,9 @@ func (c *Client) SendWithID(ctx context.Context, roomID, clientID, text string) 
 	return r, nil
 }
 
-// send tries the open WebSocket (and the next one, if the Subscription
-// moves to another site meanwhile), then HTTP with failover.
+// send tries the open WebSocket — and, after a nack or no answer from its
+// site, the Subscription's next one if it has moved already — then HTTP
+// with failover (at once when the socket closed or cannot read answers).
 func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salamander.SendResult, error) {
 	frame := salamander.ClientFrame{Type: salamander.FrameSend, RoomID: roomID, ClientID: clientID, Text: text}
 	var tried []*sendSocket

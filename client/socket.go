@@ -23,11 +23,16 @@ var (
 	// Subscription reconnects by itself; the send moves on at once.
 	errSocketGone = errors.New("the WebSocket closed before the send was answered")
 	// errSocketBusy: the socket cannot take this send now (the same client
-	// id is already in flight on it, the application is not receiving
-	// events so answers cannot be read, or the site has too many frames in
-	// flight); it goes over HTTP instead, and the site is not to blame.
+	// id is already in flight on it, or the application is not receiving
+	// events so answers cannot be read); it goes over HTTP instead, and the
+	// site is not to blame.
 	errSocketBusy = errors.New("the WebSocket cannot take this send now")
 )
+
+// stallGrace is how long a send whose frame is out waits for its answer
+// once the socket's reader has begun waiting for the application to take
+// events (the answer may be queued behind them) before it goes over HTTP.
+const stallGrace = 250 * time.Millisecond
 
 // sendSocket is a Subscription's WebSocket as Send sees it: send frames go
 // out on it and their answers (ack, nack) come back on it, matched by room
@@ -44,11 +49,24 @@ type sendSocket struct {
 
 	mu      sync.Mutex
 	waiting map[string]chan salamander.Event // room "\x00" client id -> answer
+	stalls  chan struct{}                    // closed, and replaced, when a stall begins
 }
 
 func newSendSocket(conn *websocket.Conn, site int, timeout time.Duration) *sendSocket {
 	return &sendSocket{conn: conn, site: site, timeout: timeout, slots: make(chan struct{}, maxSocketInFlight),
-		closed: make(chan struct{}), waiting: map[string]chan salamander.Event{}}
+		closed: make(chan struct{}), waiting: map[string]chan salamander.Event{}, stalls: make(chan struct{})}
+}
+
+// stall says whether the reader is waiting for the application to take
+// events; sends waiting for answers learn when such a wait begins.
+func (s *sendSocket) stall(on bool) {
+	s.stalled.Store(on)
+	if on {
+		s.mu.Lock()
+		close(s.stalls)
+		s.stalls = make(chan struct{})
+		s.mu.Unlock()
+	}
 }
 
 func answerKey(room, clientID string) string { return room + "\x00" + clientID }
@@ -59,6 +77,9 @@ func answerKey(room, clientID string) string { return room + "\x00" + clientID }
 // is ctx's.
 func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salamander.Event, error) {
 	var none salamander.Event
+	if s.stalled.Load() {
+		return none, errSocketBusy // its answer could not be read now
+	}
 	select {
 	case s.slots <- struct{}{}:
 	case <-s.closed:
@@ -75,6 +96,7 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 		return none, errSocketBusy
 	}
 	s.waiting[key] = answer
+	stalls := s.stalls
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -109,6 +131,22 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 			return none, errSocketBusy
 		}
 		return none, &failoverError{fmt.Errorf("no answer on the WebSocket within %s", s.timeout)}
+	case <-stalls:
+	}
+	// The reader waits for the application, and the answer may be queued
+	// behind the events it has not taken: a moment more, then HTTP (where
+	// the message is answered as the duplicate it is, if it landed).
+	g := time.NewTimer(stallGrace)
+	defer g.Stop()
+	select {
+	case ev := <-answer:
+		return ev, nil
+	case <-s.closed:
+		return none, errSocketGone
+	case <-ctx.Done():
+		return none, ctx.Err()
+	case <-g.C:
+		return none, errSocketBusy
 	}
 }
 

@@ -208,3 +208,100 @@ func TestSendOverWebSocketNacksAndFailover(t *testing.T) {
 		t.Errorf("Pending() = %+v", cl2.Pending())
 	}
 }
+
+// stallingSite is a fake site whose WebSocket says "ready" and then, when
+// a send frame comes (or at once, if early), writes more events than a
+// Subscription reads ahead of its application before it acks; its HTTP
+// send endpoint acks with seq 1000.
+func stallingSite(t *testing.T, early bool) *frameSite {
+	fs := &frameSite{}
+	fs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/ws" {
+			var req salamander.SendRequest
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			fs.mu.Lock()
+			fs.httpSends = append(fs.httpSends, req.ClientID)
+			fs.mu.Unlock()
+			writeJSON(w, http.StatusCreated, salamander.SendResult{Message: salamander.Message{Seq: 1000, ClientID: req.ClientID}})
+			return
+		}
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		ctx := r.Context()
+		write := func(ev salamander.Event) error {
+			b, _ := json.Marshal(ev)
+			return conn.Write(ctx, websocket.MessageText, b)
+		}
+		flood := func() error {
+			for range eventBuffer + 50 {
+				if err := write(salamander.Event{Type: salamander.EventTyping, RoomID: room, User: "someone"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if write(salamander.Event{Type: salamander.EventReady}) != nil || early && flood() != nil {
+			return
+		}
+		for {
+			_, data, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			var f salamander.ClientFrame
+			_ = json.Unmarshal(data, &f)
+			if flood() != nil || write(*ack(f, 1)) != nil {
+				return
+			}
+		}
+	})
+	return fs
+}
+
+// A Subscription whose application does not take its events cannot read
+// the answers to sends on its socket: a send then goes over HTTP at once,
+// or, if its frame is out when the reader begins to wait, after a moment —
+// not after the whole request timeout.
+func TestSendDoesNotWaitOnAStalledSocket(t *testing.T) {
+	for _, early := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stalled before the send: %v", early), func(t *testing.T) {
+			a := stallingSite(t, early)
+			cl, err := New(Config{Sites: []string{a.URL}, RequestTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl.SetToken("tok")
+			sub := cl.Subscribe(t.Context())
+			defer sub.Close()
+			for ev := range sub.Events() { // then the application looks away
+				if ev.Type == salamander.EventReady {
+					break
+				}
+			}
+			if early {
+				deadline := time.Now().Add(5 * time.Second)
+				for s := cl.socket(); s == nil || !s.stalled.Load(); s = cl.socket() {
+					if time.Now().After(deadline) {
+						t.Fatal("the reader never waited for the application")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			began := time.Now()
+			res, err := cl.SendWithID(t.Context(), room, "stalled-1", "hello")
+			took := time.Since(began)
+			if err != nil || res.Message.Seq != 1000 {
+				t.Fatalf("Send = %+v, %v; want the HTTP answer (seq 1000)", res, err)
+			}
+			if took > 2*time.Second {
+				t.Fatalf("Send took %s (the request timeout is 5 s)", took.Round(time.Millisecond))
+			}
+			if got := a.sentOverHTTP(); len(got) != 1 || got[0] != "stalled-1" {
+				t.Fatalf("over HTTP: %q", got)
+			}
+		})
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +39,8 @@ const (
 // application. While connected, the socket also carries the Client's sends
 // (see SendWithID). Receive from Events promptly: the answers to those sends
 // are read from the socket only while fewer than 256 events wait for the
-// application (sends fall back to HTTP meanwhile).
+// application (sends go over HTTP meanwhile, and a send whose answer is
+// stuck behind those events moves there after 250 ms).
 //
 // Events arrive in the order the server sends them. A stored event (one with
 // a position) is delivered at most once per Client, and a message at most
@@ -65,7 +68,10 @@ type Subscription struct {
 
 // Subscribe starts delivering live events, beginning with every stored event
 // after the Client's cursor. The Subscription runs until Close is called,
-// ctx ends, or a site refuses it with a final error (e.g. unauthorized).
+// ctx ends, or a site refuses it with a final error (e.g. unauthorized). A
+// site that refuses the connection for now (429: the account holds too many
+// WebSockets; 408) is asked again after its Retry-After (at most a
+// minute), and the Subscription goes on.
 func (c *Client) Subscribe(ctx context.Context) *Subscription {
 	runCtx, cancel := context.WithCancel(ctx)
 	s := &Subscription{
@@ -151,7 +157,7 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 		s.resume = salamander.Cursor{}
 	}
 	n := len(c.sites)
-	fails := 0 // connections failed since the last one that reached "ready"
+	fails := 0 // connections failed since the last one that lasted
 	for {
 		if fails > 0 && fails%n == 0 {
 			if err = sleep(ctx, c.backoff(fails/n)); err != nil {
@@ -159,11 +165,21 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 			}
 		}
 		i := c.startSite()
+		began := time.Now()
 		var ready bool
 		ready, err = s.connect(ctx, i)
 		s.setSite("")
 		if ctx.Err() != nil {
 			return
+		}
+		var later *retryLater
+		if errors.As(err, &later) {
+			c.log.Warn("live events refused for now; trying again later", "site", c.sites[i], "after", later.after, "error", later.err)
+			if err = sleep(ctx, max(later.after, c.backoff(fails/n+1))); err != nil {
+				return
+			}
+			fails++
+			continue
 		}
 		var fe *failoverError
 		if !errors.As(err, &fe) {
@@ -171,11 +187,42 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 			return
 		}
 		c.siteBad(i, err)
-		if ready {
+		// A connection that lasted starts the count again; one that broke
+		// soon after its replay counts as failed, so that a site breaking
+		// each socket at once (or a send marking it unusable each time)
+		// is not asked again and again without a pause.
+		if ready && time.Since(began) >= wsStable {
 			fails = 0
 		}
 		fails++
 	}
+}
+
+// wsStable is how long a connection must have lasted for the next one to
+// be tried without counting towards the back-off.
+const wsStable = 10 * time.Second
+
+// retryLater is a site's "not now" to a WebSocket handshake (429 Too Many
+// Requests, 408): the Subscription tries again after a while.
+type retryLater struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryLater) Error() string { return e.err.Error() }
+func (e *retryLater) Unwrap() error { return e.err }
+
+// maxRetryAfter bounds how long a Subscription honours a Retry-After.
+const maxRetryAfter = time.Minute
+
+// retryAfter reads a Retry-After header given in seconds (0 when absent
+// or given as a date), at most maxRetryAfter.
+func retryAfter(h http.Header) time.Duration {
+	secs, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After")))
+	if err != nil || secs < 0 {
+		return 0
+	}
+	return min(time.Duration(secs)*time.Second, maxRetryAfter)
 }
 
 // connect runs one WebSocket to site i until it breaks or ctx ends. ready
@@ -202,6 +249,12 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 	})
 	cancelDial()
 	if err != nil {
+		if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout) {
+			// Over the account's connection budget (or slow to ask): not
+			// final, and not the site's fault. Try again when it says.
+			body, _ := io.ReadAll(resp.Body)
+			return false, &retryLater{err: decodeError(resp.StatusCode, body), after: retryAfter(resp.Header)}
+		}
 		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
 			body, _ := io.ReadAll(resp.Body)
 			return false, decodeError(resp.StatusCode, body)
@@ -230,7 +283,7 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.watch(connCtx, conn, i, connected, &heard)
+		s.watch(connCtx, conn, sock, connected, &heard)
 	}()
 	defer func() {
 		cancel()
@@ -309,8 +362,8 @@ func (s *Subscription) readAhead(ctx context.Context, sock *sendSocket, ev salam
 		return true
 	default:
 	}
-	sock.stalled.Store(true)
-	defer sock.stalled.Store(false)
+	sock.stall(true)
+	defer sock.stall(false)
 	select {
 	case s.ahead <- ev:
 		return true
@@ -341,10 +394,13 @@ func (s *Subscription) deliverLoop(ctx context.Context) {
 	}
 }
 
-// watch closes conn when site i is marked unusable after the connection was
-// made (e.g. a request there got 503), or when it stops answering pings.
-func (s *Subscription) watch(ctx context.Context, conn *websocket.Conn, i int, since time.Time, heard *atomic.Int64) {
-	c := s.c
+// watch closes conn when its site is marked unusable after the connection
+// was made (e.g. a request there got 503), or when it stops answering
+// pings. It does not ping while the reader waits for the application: a
+// pong is seen only by a read, and a slow application says nothing about
+// the site.
+func (s *Subscription) watch(ctx context.Context, conn *websocket.Conn, sock *sendSocket, since time.Time, heard *atomic.Int64) {
+	c, i := s.c, sock.site
 	tick := time.NewTicker(wsCheckEvery)
 	defer tick.Stop()
 	for {
@@ -359,6 +415,10 @@ func (s *Subscription) watch(ctx context.Context, conn *websocket.Conn, i int, s
 			return
 		case <-changed:
 		case <-tick.C:
+			if sock.stalled.Load() {
+				heard.Store(time.Now().UnixNano()) // quiet from now on, if it stays so
+				continue
+			}
 			if time.Since(time.Unix(0, heard.Load())) < wsQuiet {
 				continue
 			}
