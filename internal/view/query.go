@@ -560,12 +560,13 @@ func (v *View) Audit(ctx context.Context, before time.Time, limit int) ([]salama
 }
 
 // HeldMessage returns the message held at pos in a standby stream if it
-// is not placed yet.
+// is not placed yet. One that is (its append to the partition landed after
+// all) is not found here: the sender's answer is then the placed message.
 func (v *View) HeldMessage(pos salamander.Position) (salamander.Message, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for _, h := range v.m.held[pos.Stream] {
-		if h.pos == pos {
+		if h.pos == pos && !v.m.placed(h.rec) {
 			return heldMessageOf(h.rec), true
 		}
 	}

@@ -340,6 +340,14 @@ func TestHeldLeavesOutPlacedAfterRestart(t *testing.T) {
 	if got := w.Held("g_1", "alice"); len(got) != 1 || got[0].ClientID != "c9" {
 		t.Fatalf("held after a restart: %+v, want c9 only (c1 is placed)", got)
 	}
+	// A held send's own answer agrees: the placed one is not answered as
+	// held (the gateway then answers it with its seq).
+	if _, ok := w.HeldMessage(held(0, "c1").Pos); ok {
+		t.Fatal("HeldMessage answers a placed message as held")
+	}
+	if m, ok := w.HeldMessage(held(1, "c9").Pos); !ok || m.ClientID != "c9" || !m.Held {
+		t.Fatalf("HeldMessage of the held one: %+v, %v", m, ok)
+	}
 }
 
 // A client id is recognized within the room's newest DedupeWindow
