@@ -451,7 +451,7 @@ func (v *View) load() error {
 // record by record. The applier loads the windows a batch needs before it
 // takes the model's lock (preloadWindows); this is for the rest.
 func (v *View) loadIDs(r *roomState) error {
-	w, err := v.readWindow(r.no, r.lastSeq)
+	w, err := v.readWindow(v.own, r.no, r.lastSeq)
 	if err != nil {
 		return fmt.Errorf("view: load client ids of %s: %w", r.id, err)
 	}
@@ -501,7 +501,7 @@ func (v *View) preloadWindows(batch []jsstore.Entry) {
 	for i := range cold {
 		c := &cold[i]
 		var err error
-		if c.w, err = v.readWindow(c.no, c.lastSeq); err == nil {
+		if c.w, err = v.readWindow(v.r, c.no, c.lastSeq); err == nil {
 			c.ok = true
 		}
 	}
@@ -525,7 +525,7 @@ func (v *View) preloadWindows(batch []jsstore.Entry) {
 // 2.6 ms with the seqs); should the range ever hold fewer rows than seqs —
 // a store with index rows missing, which it never writes — the seqs are
 // read too, and the window is the newest unbroken run.
-func (v *View) readWindow(no int64, lastSeq uint64) (clientWindow, error) {
+func (v *View) readWindow(db *sql.DB, no int64, lastSeq uint64) (clientWindow, error) {
 	var w clientWindow
 	n := min(lastSeq, DedupeWindow)
 	if n == 0 {
@@ -533,7 +533,7 @@ func (v *View) readWindow(no int64, lastSeq uint64) (clientWindow, error) {
 	}
 	first := lastSeq - n + 1
 	keys := make([]uint64, 0, n)
-	if err := v.scanWindow(&keys, nil, `SELECT client_key FROM messages WHERE room = ? AND seq >= ? ORDER BY seq`, no, int64(first)); err != nil {
+	if err := scanWindow(db, &keys, nil, `SELECT client_key FROM messages WHERE room = ? AND seq >= ? ORDER BY seq`, no, int64(first)); err != nil {
 		return w, err
 	}
 	if uint64(len(keys)) == n {
@@ -546,7 +546,7 @@ func (v *View) readWindow(no int64, lastSeq uint64) (clientWindow, error) {
 		"rows", len(keys), "want", n)
 	var seqs []uint64
 	keys = keys[:0]
-	if err := v.scanWindow(&keys, &seqs, `SELECT client_key, seq FROM messages WHERE room = ? AND seq >= ? ORDER BY seq`, no, int64(first)); err != nil {
+	if err := scanWindow(db, &keys, &seqs, `SELECT client_key, seq FROM messages WHERE room = ? AND seq >= ? ORDER BY seq`, no, int64(first)); err != nil {
 		return w, err
 	}
 	for i, k := range keys {
@@ -557,8 +557,8 @@ func (v *View) readWindow(no int64, lastSeq uint64) (clientWindow, error) {
 
 // scanWindow appends the client keys (and seqs, if seqs is not nil) query
 // returns.
-func (v *View) scanWindow(keys, seqs *[]uint64, query string, args ...any) error {
-	rows, err := v.r.Query(query, args...)
+func scanWindow(db *sql.DB, keys, seqs *[]uint64, query string, args ...any) error {
+	rows, err := db.Query(query, args...)
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,11 @@ type View struct {
 	log  *slog.Logger
 	w    *sql.DB // the writer's single connection
 	r    *sql.DB // readers
+	// own is the applier's reader for what it reads while it holds the
+	// model's lock (a room's dedupe window, when preloadWindows could
+	// not): a connection of its own, since queries hold readers' (Sync
+	// holds one for its transaction) while they wait for the lock.
+	own *sql.DB
 	st   *statements
 
 	// mu guards the model and everything below. The applier holds it for
@@ -142,13 +147,23 @@ func open(path string, log *slog.Logger) (*View, error) {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=mmap_size(268435456)")
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("view: open reader %s: %w", path, err)
+	readers := func(n int) (*sql.DB, error) {
+		r, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=mmap_size(268435456)")
+		if err != nil {
+			return nil, fmt.Errorf("view: open reader %s: %w", path, err)
+		}
+		r.SetMaxOpenConns(n)
+		return r, nil
 	}
-	r.SetMaxOpenConns(8)
-	v.r = r
+	if v.r, err = readers(8); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if v.own, err = readers(1); err != nil {
+		v.r.Close()
+		w.Close()
+		return nil, err
+	}
 	return v, nil
 }
 
@@ -182,7 +197,7 @@ func (v *View) init() error {
 // Close closes the database. Run must have returned.
 func (v *View) Close() error {
 	v.st.close()
-	return errors.Join(v.r.Close(), v.w.Close())
+	return errors.Join(v.r.Close(), v.own.Close(), v.w.Close())
 }
 
 // Path is the database file.

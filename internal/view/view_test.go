@@ -496,8 +496,9 @@ func TestAFailedEntryKeepsWhatWasAppliedBeforeIt(t *testing.T) {
 		return jsstore.Entry{Pos: jsstore.PositionOf(stream, seq, 0), Last: true, Record: rec}
 	}
 	// g_1's client ids are not loaded after the restart: with the readers
-	// closed, its next message cannot be applied.
+	// closed (the applier's own too), its next message cannot be applied.
 	w.r.Close()
+	w.own.Close()
 	batch := []jsstore.Entry{
 		at("acct", end+1, salamander.Record{Type: salamander.RecUserCreated, User: "zoe", PasswordHash: "h"}),
 		at("p0", end+2, salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c7", Text: "x"}),
@@ -663,5 +664,40 @@ func TestMessageByClientIDChecksSenderAndID(t *testing.T) {
 	v.mu.Unlock()
 	if got, ok, err := v.MessageByClientID(ctx, "g_1", "bob", "forged"); err != nil || ok {
 		t.Fatalf("a colliding key answered bob with %+v (%v, %v)", got, ok, err)
+	}
+}
+
+// What the applier reads while it holds the model's lock (here: a room's
+// dedupe window, not preloaded) never waits for a connection of the
+// readers' pool: queries hold those while they wait for the lock (Sync,
+// for its whole transaction), and the site would stop.
+func TestApplierReadsDoNotWaitForQueriesConnections(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v := openAt(t, path)
+	h := history()
+	apply(t, v, &memLog{}, h)
+	v.Close()
+	w := openAt(t, path)
+	defer w.Close()
+	ctx := context.Background()
+	for range 8 { // every reader's connection taken, as by eight Syncs
+		conn, err := w.r.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+	}
+	end := jsstore.RecordSeq(h[len(h)-1].Pos.Seq)
+	next := jsstore.Entry{Pos: jsstore.PositionOf("p0", end+1, 0), Last: true,
+		Record: salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c-late", Text: "x"}}
+	done := make(chan error, 1)
+	go func() { done <- w.applyBatch([]jsstore.Entry{next}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the applier waited for a reader's connection under the model's lock")
 	}
 }

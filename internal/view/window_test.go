@@ -204,7 +204,7 @@ func TestReadWindowAcrossAHole(t *testing.T) {
 	if _, err := v.w.Exec(`DELETE FROM messages WHERE room = ? AND seq = 5`, rs.no); err != nil {
 		t.Fatal(err)
 	}
-	w, err := v.readWindow(rs.no, rs.lastSeq)
+	w, err := v.readWindow(v.r, rs.no, rs.lastSeq)
 	if err != nil {
 		t.Fatal(err)
 	}
