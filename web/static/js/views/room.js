@@ -161,6 +161,9 @@ export class RoomView {
       this.app.model.addMessages(room.id, page.messages);
     } catch (e) {
       if (e instanceof ApiError) this.app.toast(e.message);
+      // No site answered: a person at the top of the list cannot scroll
+      // further to ask again, so the page does, while they stay there.
+      else setTimeout(() => { if (this.room === room && $("messages").scrollTop < 120) this.loadOlder(); }, 2000);
     } finally {
       this.loadingOlder = false;
     }
