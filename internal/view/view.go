@@ -63,7 +63,7 @@ type View struct {
 	// not): a connection of its own, since queries hold readers' (Sync
 	// holds one for its transaction) while they wait for the lock.
 	own *sql.DB
-	st   *statements
+	st  *statements
 
 	// mu guards the model and everything below. The applier holds it for
 	// writing while it applies a batch; requests hold it for reading.
