@@ -163,7 +163,8 @@ func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID str
 		return salamander.Message{}, false, nil
 	}
 	if !rs.idsLoaded {
-		// Rare: the room has not been used since this site started. Its
+		// The room has not been used since this site started, or its
+		// window left memory while the room was quiet (WindowIdle). Its
 		// window is loaded by the applier; read the store instead.
 		v.mu.RUnlock()
 		return v.messageByClientIDStored(ctx, room, rs.no, sender, clientID)

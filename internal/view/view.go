@@ -1,13 +1,19 @@
-// Package view owns a site's read models: the SQLite database that every
-// query at this site answers from, materialized by applying the replicated
-// log in order. It is the only package that touches that database.
+// Package view owns a site's read models, materialized by applying the
+// replicated log in order: the model in memory (users, sessions, rooms,
+// members, read markers, each room's newest message and dedupe window),
+// which queries answer from first, and the SQLite store written behind it
+// (history's index, sync's events, the audit trail), which it is the only
+// package to touch.
 //
-// Each batch of records is applied in one transaction together with the
-// log positions it reaches, so the model is always exactly "the log up to
-// these positions". A missing, corrupt or outdated database is deleted and
-// rebuilt from the log at start. Room rules (who is a member, which client
-// message ids were already used) are enforced here, deterministically, so
-// every site reaches the same state from the same log.
+// The applier applies each batch of records to the model under its lock,
+// and hands the store writer what changed; the writer commits many batches
+// in one transaction together with the log positions they reach, so the
+// store is always exactly "the log up to these positions" and a restart
+// resumes from there. A missing, corrupt or outdated database is deleted
+// and rebuilt from the log at start. Room rules (who is a member, which
+// client message ids were already used) are enforced here,
+// deterministically, so every site reaches the same state from the same
+// log.
 package view
 
 import (
@@ -204,7 +210,8 @@ func (v *View) Close() error {
 func (v *View) Path() string { return v.path }
 
 // OnApply registers fn to be called, in order, with the client events of
-// every committed batch. Register before Run; fn must not block for long.
+// every batch the model applies (before the store commits it). Register
+// before Run; fn must not block for long.
 func (v *View) OnApply(fn func([]Emitted)) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -351,7 +358,9 @@ func (v *View) HasSigningKey() bool {
 }
 
 // WaitApplied blocks until the view has applied the log up to pos, so that
-// a query after a write at this site sees the write (read-your-writes).
+// a query after a write at this site sees the write (read-your-writes). A
+// position in a standby stream is "applied" once the model holds the
+// message read there (held, see HeldMessage), not once it is placed.
 func (v *View) WaitApplied(ctx context.Context, pos salamander.Position) error {
 	return v.waitFor(ctx, func() (bool, chan struct{}) {
 		return max(v.applied[pos.Stream], v.heldEnd[pos.Stream]) >= pos.Seq, v.advanced
@@ -362,7 +371,8 @@ var errCatchingUp = salamander.Errorf(salamander.CodeUnavailable, "this site is 
 
 // waitStored blocks until the store holds everything the model had applied
 // when it was called, so that a query of the store sees every write this
-// site has acknowledged. The store trails the model by one transaction.
+// site has acknowledged. The store trails the model by up to a second
+// (writerPace), less when a query waits.
 func (v *View) waitStored(ctx context.Context) error {
 	v.mu.RLock()
 	want := maps.Clone(v.applied)
