@@ -563,9 +563,7 @@ func (c *wsConn) carryOut(ctx context.Context, f salamander.ClientFrame, failed 
 	err := g.serving()
 	if err == nil {
 		err = g.checkSession(ctx, c.session)
-		if salamander.ErrorCode(err) == salamander.CodeUnauthorized {
-			c.kick(wsock.StatusPolicyViolation, "session revoked or expired")
-		}
+		c.kickIfSessionEnded(err)
 	}
 	var res salamander.SendResult
 	if err == nil {
@@ -809,6 +807,19 @@ func (c *wsConn) ping() {
 			c.abort() // no pong in time, or the ping could not be written
 		}
 	}()
+}
+
+// kickIfSessionEnded closes the socket when checkSession says its session
+// may no longer be used: revoked or expired, or its account suspended (a
+// suspended account's open sockets must stop receiving events too, not
+// only its requests be refused).
+func (c *wsConn) kickIfSessionEnded(err error) {
+	switch {
+	case errors.Is(err, errSuspended):
+		c.kick(wsock.StatusPolicyViolation, "account suspended")
+	case salamander.ErrorCode(err) == salamander.CodeUnauthorized:
+		c.kick(wsock.StatusPolicyViolation, "session revoked or expired")
+	}
 }
 
 // kick closes the socket with a status and reason the device sees, without

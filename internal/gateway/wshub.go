@@ -245,9 +245,7 @@ func (g *Gateway) tendSockets(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				if err := g.checkSession(ctx, c.session); salamander.ErrorCode(err) == salamander.CodeUnauthorized {
-					c.kick(wsock.StatusPolicyViolation, "session revoked or expired")
-				}
+				c.kickIfSessionEnded(g.checkSession(ctx, c.session))
 			}
 		}
 	}

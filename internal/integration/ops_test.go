@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/salamander-chat/salamander"
 )
 
@@ -141,7 +143,13 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 		})
 	}
 	old := victim.Token()
+	live := dialWS(t, 1, old)
 	act("suspend")
+	// Its open WebSocket is closed too (sessions are checked every 5 s),
+	// not left receiving the rooms' events.
+	if code := live.closed(15 * time.Second); code != websocket.StatusPolicyViolation {
+		t.Fatalf("a suspended account's WebSocket closed with %v, want policy violation", code)
+	}
 	for i := range 3 {
 		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 			if _, err := pinned(t, i, old).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeForbidden {
