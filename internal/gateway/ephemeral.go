@@ -200,8 +200,8 @@ func (e *ephemeral) presenceLoop(ctx context.Context) {
 	}
 }
 
-// allowTyping rate-limits "typing" signals per user and room; "stopped
-// typing" always passes.
+// allowTyping rate-limits "typing" signals per user and room, and passes a
+// "stopped typing" once after each "typing" it passed (see typingLimiter).
 func (e *ephemeral) allowTyping(room, user string, typing bool) bool {
 	return e.typing.allow(room, user, typing, time.Now())
 }
@@ -236,38 +236,53 @@ func (e *ephemeral) onTyping(msg *nats.Msg) {
 }
 
 // typingLimiter passes at most one "typing" per user and room every
-// interval, remembering at most max pairs.
+// interval, and a "stopped typing" only after a "typing" it passed (one
+// each): a flood of either, or of both in turn, costs the cluster at most
+// two signals an interval. It remembers at most max pairs.
 type typingLimiter struct {
 	every time.Duration
 	max   int
 
 	mu     sync.Mutex
-	last   map[string]time.Time // "user\x00room" -> last "typing" passed
+	last   map[string]typingPassed // "user\x00room" -> the last "typing" passed
 	purged time.Time
 }
 
+// typingPassed is when a pair's last "typing" was passed, and whether a
+// "stopped typing" has been passed since.
+type typingPassed struct {
+	at      time.Time
+	stopped bool
+}
+
 func newTypingLimiter(every time.Duration, max int) *typingLimiter {
-	return &typingLimiter{every: every, max: max, last: map[string]time.Time{}}
+	return &typingLimiter{every: every, max: max, last: map[string]typingPassed{}}
 }
 
 func (l *typingLimiter) allow(room, user string, typing bool, now time.Time) bool {
 	key := user + "\x00" + room
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	p, ok := l.last[key]
 	if !typing {
-		delete(l.last, key)
+		// Only a typing that others were told of needs stopping.
+		if !ok || p.stopped {
+			return false
+		}
+		p.stopped = true
+		l.last[key] = p
 		return true
 	}
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.every {
+	if ok && now.Sub(p.at) < l.every {
 		return false
 	}
-	if _, ok := l.last[key]; !ok && len(l.last) >= l.max {
+	if !ok && len(l.last) >= l.max {
 		// Forget stale pairs, at most once an interval so that a flood does
 		// not turn every call into a scan; refuse while still full.
 		if now.Sub(l.purged) >= l.every {
 			l.purged = now
-			for k, t := range l.last {
-				if now.Sub(t) >= l.every {
+			for k, p := range l.last {
+				if now.Sub(p.at) >= l.every {
 					delete(l.last, k)
 				}
 			}
@@ -276,6 +291,6 @@ func (l *typingLimiter) allow(room, user string, typing bool, now time.Time) boo
 			return false
 		}
 	}
-	l.last[key] = now
+	l.last[key] = typingPassed{at: now}
 	return true
 }

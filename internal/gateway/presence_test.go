@@ -640,8 +640,38 @@ func TestTypingLimiterBounded(t *testing.T) {
 	if !l.allow("fresh", "u", true, later) || len(l.last) != 1 {
 		t.Fatalf("after the interval: %d remembered", len(l.last))
 	}
-	if !l.allow("r1", "u", false, later) {
+	// A typing that was passed is stopped once; a stop of nothing passed
+	// (forgotten, or never typed) is not passed on.
+	if !l.allow("fresh", "u", false, later) {
 		t.Fatal("stopped typing was refused")
+	}
+	if l.allow("fresh", "u", false, later) || l.allow("r1", "u", false, later) || l.allow("never", "u", false, later) {
+		t.Fatal("a stop with no typing passed before it was passed on")
+	}
+}
+
+// Neither stops nor starts and stops in turn get past the limiter more
+// than twice an interval.
+func TestTypingLimiterBoundsStartsAndStops(t *testing.T) {
+	l := newTypingLimiter(time.Second, 1000)
+	now := time.Now()
+	passed := 0
+	for i := range 1000 {
+		at := now.Add(time.Duration(i) * time.Millisecond) // 1,000 signals over one second
+		if l.allow("r", "u", i%2 == 0, at) {
+			passed++
+		}
+		if l.allow("r", "u", false, at) {
+			passed++
+		}
+	}
+	if passed != 2 {
+		t.Fatalf("%d signals passed in one interval, want a typing and its stop", passed)
+	}
+	// The next interval: typing again, stopped again.
+	next := now.Add(time.Second)
+	if !l.allow("r", "u", true, next) || !l.allow("r", "u", false, next) {
+		t.Fatal("the next interval's typing and stop were refused")
 	}
 }
 
