@@ -41,7 +41,7 @@ func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	hash, err := g.hashPassword(req.Password)
+	hash, err := g.hashPassword(r.Context(), req.Password)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -73,25 +73,36 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, errBadLogin)
 		return
 	}
-	// Every attempt spends a unit before the password is checked, and a
-	// success gives it back: checking first and spending on failure would
-	// let any number of concurrent guesses through a full budget.
-	refund, err := g.budgets.spend(&g.budgets.login, req.Name, g.clientAddr(r), 1)
+	// Every attempt spends a unit of both budgets before the password is
+	// checked, and gives back the one its outcome does not count against:
+	// checking first and spending after would let any number of
+	// concurrent attempts through a full budget, and each costs a bcrypt
+	// comparison (see also hashing).
+	addr := g.clientAddr(r)
+	refundFailure, err := g.budgets.spend(&g.budgets.login, req.Name, addr, 1)
 	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	refundSuccess, err := g.budgets.spend(&g.budgets.logins, req.Name, addr, 1)
+	if err != nil {
+		refundFailure()
 		writeError(w, g.log, r, err)
 		return
 	}
 	ok, err := g.login(r.Context(), req.Name, req.Password)
 	if err != nil {
-		refund() // not a guess that was judged
+		refundFailure() // not a guess that was judged
+		refundSuccess()
 		writeError(w, g.log, r, err)
 		return
 	}
 	if !ok {
+		refundSuccess()
 		writeError(w, g.log, r, errBadLogin)
 		return
 	}
-	refund()
+	refundFailure()
 	if g.cfg.View.Suspended(req.Name) {
 		writeError(w, g.log, r, errSuspended)
 		return
@@ -112,8 +123,8 @@ func (g *Gateway) login(ctx context.Context, name, pw string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if g.checkPassword(hash, pw) {
-		return true, nil
+	if ok, err := g.checkPassword(ctx, hash, pw); ok || err != nil {
+		return ok, err
 	}
 	if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
 		return false, err
@@ -122,7 +133,7 @@ func (g *Gateway) login(ctx context.Context, name, pw string) (bool, error) {
 	if err != nil || again == hash {
 		return false, err
 	}
-	return g.checkPassword(again, pw), nil
+	return g.checkPassword(ctx, again, pw)
 }
 
 // passwordHash is name's password hash as this site knows it, "" for a

@@ -212,8 +212,38 @@ func sign(key []byte, payload string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-func (g *Gateway) hashPassword(pw string) (string, error) {
-	h, err := bcrypt.GenerateFromPassword([]byte(pw), g.cfg.BcryptCost)
+// hashWait is how long a password's hashing or check waits for one of the
+// process's hashing slots before the request is answered unavailable.
+const hashWait = 2 * time.Second
+
+var errHashBusy = salamander.Errorf(salamander.CodeUnavailable, "this site is checking too many passwords at once; try again or another site")
+
+// hashing runs fn, a bcrypt hashing or comparison (tens of milliseconds of
+// CPU each at the default cost), in one of the process's hashing slots,
+// one per core: logins and sign-ups arriving faster than the cores hash
+// wait for a slot (at most hashWait) instead of taking every core from
+// the site's sends and deliveries.
+func (g *Gateway) hashing(ctx context.Context, fn func()) error {
+	t := time.NewTimer(hashWait)
+	defer t.Stop()
+	select {
+	case g.hashSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errHashBusy
+	}
+	defer func() { <-g.hashSlots }()
+	fn()
+	return nil
+}
+
+func (g *Gateway) hashPassword(ctx context.Context, pw string) (string, error) {
+	var h []byte
+	var err error
+	if werr := g.hashing(ctx, func() { h, err = bcrypt.GenerateFromPassword([]byte(pw), g.cfg.BcryptCost) }); werr != nil {
+		return "", werr
+	}
 	return string(h), err
 }
 
@@ -221,15 +251,19 @@ func (g *Gateway) hashPassword(pw string) (string, error) {
 // compares against a hash of the same cost anyway, so that a login for a
 // name that does not exist takes as long as one with a wrong password and
 // timing does not tell which names exist.
-func (g *Gateway) checkPassword(hash, pw string) bool {
-	if hash == "" {
-		g.dummyOnce.Do(func() {
-			g.dummyHash, _ = bcrypt.GenerateFromPassword([]byte(randomHex(16)), g.cfg.BcryptCost)
-		})
-		_ = bcrypt.CompareHashAndPassword(g.dummyHash, []byte(pw))
-		return false
-	}
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
+func (g *Gateway) checkPassword(ctx context.Context, hash, pw string) (bool, error) {
+	var ok bool
+	err := g.hashing(ctx, func() {
+		if hash == "" {
+			g.dummyOnce.Do(func() {
+				g.dummyHash, _ = bcrypt.GenerateFromPassword([]byte(randomHex(16)), g.cfg.BcryptCost)
+			})
+			_ = bcrypt.CompareHashAndPassword(g.dummyHash, []byte(pw))
+			return
+		}
+		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
+	})
+	return ok, err
 }
 
 func randomHex(n int) string {

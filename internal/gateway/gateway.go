@@ -13,6 +13,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -155,7 +156,8 @@ type Gateway struct {
 	// for its ack (wsAckHold; tests lengthen it).
 	ackHold   time.Duration
 	dummyOnce sync.Once
-	dummyHash []byte // see checkPassword
+	dummyHash []byte        // see checkPassword
+	hashSlots chan struct{} // one per core: bcrypt work at once (see hashing)
 
 	// life ends when the gateway closes: work that outlives a request
 	// (a drained site's delayed disconnects, a console drill) stops then.
@@ -335,6 +337,7 @@ func New(cfg Config) *Gateway {
 	g.isoCtx, g.isoCancel = context.WithCancel(context.Background())
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.budgets = newBudgets(cfg.Limits, len(cfg.Sites))
+	g.hashSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
 	g.metrics = newMetrics(cfg.Registry, g.metricLabels(), cfg.View, cfg.Store)
 	g.opsClient = &http.Client{Timeout: opsSiteTimeout}
 	g.webAppCSP = webAppCSP(cfg.Sites)

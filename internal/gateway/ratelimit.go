@@ -48,6 +48,11 @@ type Limits struct {
 	LoginFailuresPerUser Rate
 	// LoginFailuresPerAddr slows guessing across many names from one address.
 	LoginFailuresPerAddr Rate
+	// LoginsPer{User,Addr}: successful logins. Each costs a bcrypt
+	// comparison however it ends, so correct passwords must not be free
+	// either: a loop of them would take the site's cores.
+	LoginsPerUser Rate
+	LoginsPerAddr Rate
 	// SignUpsPerAddr: new accounts per address.
 	SignUpsPerAddr Rate
 	// SendsPer{User,Addr}: messages sent (a resend of a message already
@@ -82,6 +87,8 @@ func DefaultLimits() Limits {
 	return Limits{
 		LoginFailuresPerUser: Rate{Burst: 10, Every: 6 * time.Second},
 		LoginFailuresPerAddr: Rate{Burst: 100, Every: 2 * time.Second},
+		LoginsPerUser:        Rate{Burst: 30, Every: 10 * time.Second},
+		LoginsPerAddr:        Rate{Burst: 300, Every: 200 * time.Millisecond},
 		SignUpsPerAddr:       Rate{Burst: 20, Every: 3 * time.Minute},
 		SendsPerUser:         Rate{Burst: 60, Every: 100 * time.Millisecond},
 		SendsPerAddr:         Rate{Burst: 600, Every: 10 * time.Millisecond},
@@ -103,8 +110,8 @@ type budget struct {
 
 // budgets are this site's shares of every limit.
 type budgets struct {
-	login, signUp, send, invite, connect budget
-	exempt                               []netip.Prefix
+	login, logins, signUp, send, invite, connect budget
+	exempt                                       []netip.Prefix
 }
 
 func newBudgets(l Limits, sites int) *budgets {
@@ -112,6 +119,7 @@ func newBudgets(l Limits, sites int) *budgets {
 	mk := func(r Rate) *limiter { return newLimiter(r.share(n)) }
 	return &budgets{
 		login:   budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: mk(l.LoginFailuresPerAddr), userAlways: true},
+		logins:  budget{what: "logins", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
 		signUp:  budget{what: "sign-ups", addr: mk(l.SignUpsPerAddr)},
 		send:    budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
 		invite:  budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
@@ -191,5 +193,28 @@ func TestClientAddressBehindTrustedProxies(t *testing.T) {
 	}
 	if got := forwardedFor(a("127.0.0.1"), []string{"203.0.113.7"}, nil); got != a("127.0.0.1") {
 		t.Errorf("without trusted proxies the header was believed: %v", got)
+	}
+}
+
+// Password hashing waits for one of the process's slots: with every slot
+// busy, a check runs only once one is free, and gives up when its request
+// does.
+func TestHashingWaitsForASlot(t *testing.T) {
+	g := &Gateway{hashSlots: make(chan struct{}, 1)}
+	g.hashSlots <- struct{}{} // the only slot, busy
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	ran := false
+	if err := g.hashing(ctx, func() { ran = true }); !errors.Is(err, context.DeadlineExceeded) || ran {
+		t.Fatalf("with every slot busy: %v, ran %v", err, ran)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.hashing(context.Background(), func() { ran = true }) }()
+	<-g.hashSlots // the busy slot is given back: the waiting check takes it
+	if err := <-done; err != nil || !ran {
+		t.Fatalf("once a slot is free: %v, ran %v", err, ran)
+	}
+	if len(g.hashSlots) != 0 {
+		t.Fatal("the slot was not given back")
 	}
 }

@@ -224,6 +224,7 @@ func TestRateLimitsAnswer429WithRetryAfter(t *testing.T) {
 	// Cluster budgets of 6 (or 9): two (or three) at this one site.
 	url := limitedGateway(t, gateway.Limits{
 		SignUpsPerAddr:  gateway.Rate{Burst: 6, Every: hour},
+		LoginsPerUser:   gateway.Rate{Burst: 6, Every: hour},
 		SendsPerUser:    gateway.Rate{Burst: 9, Every: hour},
 		InvitesPerUser:  gateway.Rate{Burst: 6, Every: hour},
 		ConnectsPerUser: gateway.Rate{Burst: 6, Every: hour},
@@ -244,6 +245,18 @@ func TestRateLimitsAnswer429WithRetryAfter(t *testing.T) {
 	}
 	refused := uniqueName("lim")
 	wantLimited(t, "third sign-up", signUp(refused), 3*hour)
+
+	// Successful logins: two per account here. Each costs a bcrypt
+	// comparison, so a loop of correct passwords is limited too.
+	login := func() rawResp {
+		return rawTo(t, url, "POST", "/v1/login", "", "", []byte(`{"name":"`+names[1]+`","password":"correct horse battery"}`))
+	}
+	for i := range 2 {
+		if r := login(); r.status != 200 {
+			t.Fatalf("login %d within the budget: %d %s", i, r.status, r.body)
+		}
+	}
+	wantLimited(t, "third login", login(), 3*hour)
 	if r := raw(t, 1, "POST", "/v1/login", "", "", []byte(`{"name":"`+refused+`","password":"correct horse battery"}`)); r.status != 401 {
 		t.Fatalf("the refused sign-up was written: login %d %s", r.status, r.body)
 	}
