@@ -303,22 +303,36 @@ func (v *View) setUnread(msgs []salamander.Message) {
 // start and the first after its end bound the seqs, the positions filter
 // the at most 2 × markEvery rows between. The rest of a message (sender,
 // client id, time, text) comes from the log by position.
-const syncQuery = `SELECT seq, kind, room, body, mseq FROM (
-  SELECT m.pos AS seq, 1 AS kind, s.room, '' AS body, m.seq AS mseq
-    FROM spans s JOIN rooms r ON r.id = s.room JOIN messages m ON m.room = r.no
-      AND m.seq >= coalesce((SELECT k.seq FROM message_marks k WHERE k.room = r.no AND k.pos <= max(?1, s.from_seq - 1)
-        ORDER BY k.pos DESC LIMIT 1), 0)
-      AND m.seq < coalesce((SELECT k.seq FROM message_marks k WHERE k.room = r.no AND k.pos > min(s.to_seq, ?2)
-        ORDER BY k.pos LIMIT 1), 9223372036854775807)
-      AND m.pos > max(?1, s.from_seq - 1) AND m.pos <= min(s.to_seq, ?2)
-    WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
+//
+// At most ?5 (the limit) rows are wanted in all, so each span gives at
+// most that many of each kind: its messages' seqs end ?5 + markEvery after
+// the mark below its start (a room's seqs are consecutive and in log
+// order), its other events at its ?5-th after its start, and the user's
+// own at the ?5-th. Without those bounds a page of one event from the
+// start of a long history sorted every event since. The bounds are worked
+// out once a span (b, materialized), so that each is the upper end of an
+// index range, not a test of every row.
+var syncQuery = fmt.Sprintf(`WITH b AS MATERIALIZED (
+  SELECT s.room, r.no, max(?1, s.from_seq - 1) AS lo, min(s.to_seq, ?2) AS hi,
+    coalesce((SELECT k.seq FROM message_marks k WHERE k.room = r.no AND k.pos <= max(?1, s.from_seq - 1)
+      ORDER BY k.pos DESC LIMIT 1), 0) AS mlo,
+    coalesce((SELECT k.seq FROM message_marks k WHERE k.room = r.no AND k.pos > min(s.to_seq, ?2)
+      ORDER BY k.pos LIMIT 1), 9223372036854775807) AS mhi,
+    min(s.to_seq, ?2, coalesce((SELECT f.seq FROM room_events f WHERE f.room = s.room AND f.seq > max(?1, s.from_seq - 1)
+      ORDER BY f.seq LIMIT 1 OFFSET ?5 - 1), 9223372036854775807)) AS ehi
+  FROM spans s JOIN rooms r ON r.id = s.room
+  WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1)
+SELECT seq, kind, room, body, mseq FROM (
+  SELECT m.pos AS seq, 1 AS kind, b.room, '' AS body, m.seq AS mseq
+    FROM b JOIN messages m ON m.room = b.no AND m.seq >= b.mlo AND m.seq < min(b.mhi, b.mlo + ?5 + %d)
+      AND m.pos > b.lo AND m.pos <= b.hi
   UNION ALL
   SELECT e.seq, 2, e.room, e.body, 0
-    FROM spans s JOIN room_events e ON e.room = s.room AND e.seq > max(?1, s.from_seq - 1) AND e.seq <= min(s.to_seq, ?2)
-    WHERE s.user = ?3 AND s.stream = ?4 AND s.to_seq > ?1
+    FROM b JOIN room_events e ON e.room = b.room AND e.seq > b.lo AND e.seq <= b.ehi
   UNION ALL
-  SELECT seq, 3, '', body, 0 FROM user_events WHERE user = ?3 AND stream = ?4 AND seq > ?1 AND seq <= ?2
-) ORDER BY seq LIMIT ?5`
+  SELECT * FROM (SELECT seq, 3, '', body, 0 FROM user_events WHERE user = ?3 AND stream = ?4 AND seq > ?1 AND seq <= ?2
+    ORDER BY seq LIMIT ?5)
+) ORDER BY seq LIMIT ?5`, markEvery)
 
 // Sync returns the stored events for user after cursor, at most limit, and
 // the cursor to continue from. The result is one consistent snapshot: a

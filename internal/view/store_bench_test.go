@@ -1,6 +1,7 @@
 package view
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -162,5 +163,59 @@ func BenchmarkColdRooms(b *testing.B) {
 			b.ReportMetric(float64(lock.Microseconds())/1000/float64(b.N), "lock-ms")
 			b.ReportMetric(float64(read.Microseconds())/1000/float64(b.N), "read-ms")
 		})
+	}
+}
+
+// BenchmarkSyncFirstPage measures a page of one event from the start of a
+// room with a long history (50,000 messages and as many read markers), as
+// a device that syncs from nothing, or a WebSocket's replay, asks for it.
+// The work must not grow with the history behind the page.
+func BenchmarkSyncFirstPage(b *testing.B) {
+	const messages = 50000
+	v, err := Open(filepath.Join(b.TempDir(), "view.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	log := &memLog{}
+	v.src = log
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	seq := map[string]uint64{}
+	var batch []jsstore.Entry
+	add := func(stream string, rec salamander.Record) {
+		seq[stream]++
+		rec.At = at
+		batch = append(batch, jsstore.Entry{Pos: jsstore.PositionOf(stream, seq[stream], 0), Last: true, Record: rec})
+		if len(batch) == 2000 {
+			log.add(batch)
+			if err := v.applyBatch(batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	for _, u := range []string{"alice", "bob"} {
+		add("acct", salamander.Record{Type: salamander.RecUserCreated, User: u, PasswordHash: "h"})
+	}
+	add("p0", salamander.Record{Type: salamander.RecRoomCreated, Room: "g_long", Kind: salamander.RoomGroup, Name: "long",
+		Members: []string{"alice", "bob"}, By: "alice"})
+	for i := range messages {
+		add("p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_long", User: "alice", ClientID: fmt.Sprint("m", i), Text: "x"})
+		add("p0", salamander.Record{Type: salamander.RecMessageRead, Room: "g_long", User: "bob", Seq: uint64(i + 1)})
+	}
+	log.add(batch)
+	if err := v.applyBatch(batch); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := v.Sync(ctx, "bob", salamander.Cursor{}, 1); err != nil { // waits for the store to hold it all
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		res, err := v.Sync(ctx, "bob", salamander.Cursor{}, 1)
+		if err != nil || len(res.Events) != 1 || !res.More {
+			b.Fatalf("%d events, more %v, %v", len(res.Events), res.More, err)
+		}
 	}
 }

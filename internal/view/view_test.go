@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -587,6 +588,12 @@ func TestSyncBetweenMarksIsSyncByPosition(t *testing.T) {
 			bobIn = true
 		case n < 25:
 			add("p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: fmt.Sprint("a", i), Text: "x"})
+		case n < 27: // read markers: room events other than messages
+			add("p0", salamander.Record{Type: salamander.RecMessageRead, Room: "g_2", User: []string{"alice", "bob"}[n%2], Seq: uint64(i)})
+		case n < 29: // a run of them: a page of room events alone
+			for k := range 1 + rng.IntN(40) {
+				add("p0", salamander.Record{Type: salamander.RecRoomRenamed, Room: "g_2", By: "carol", Name: fmt.Sprint("two ", i, k)})
+			}
 		default:
 			add("p0", salamander.Record{Type: salamander.RecMessageSent, Room: "g_2", User: "carol", ClientID: fmt.Sprint("c", i), Text: "y"})
 		}
@@ -623,6 +630,26 @@ func TestSyncBetweenMarksIsSyncByPosition(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
+	// events is the sync query's page: each event's position and kind.
+	events := func(after, upTo uint64, user string, limit int) []string {
+		t.Helper()
+		r, err := v.r.Query(syncQuery, after, upTo, user, "p0", limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var out []string
+		for r.Next() {
+			var pos, mseq uint64
+			var kind int
+			var room, body string
+			if err := r.Scan(&pos, &kind, &room, &body, &mseq); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprint(pos, ":", kind))
+		}
+		return out
+	}
 	end := seq["p0"]
 	messages := 0
 	for range 400 {
@@ -636,6 +663,13 @@ func TestSyncBetweenMarksIsSyncByPosition(t *testing.T) {
 				t.Fatalf("%s after %d up to %d:\nmarks    %s\nposition %s", user, after, upTo, got, want)
 			}
 			messages += strings.Count(got, "/")
+			// A page of any size is the first events of the whole: the
+			// per-span bounds leave out none that belongs in it.
+			whole := events(after, upTo, user, 100000)
+			lim := 1 + rng.IntN(80)
+			if page, first := events(after, upTo, user, lim), whole[:min(lim, len(whole))]; !slices.Equal(page, first) {
+				t.Fatalf("%s after %d up to %d, limit %d:\npage  %v\nfirst %v", user, after, upTo, lim, page, first)
+			}
 		}
 	}
 	if messages < 10000 {
