@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,8 +55,67 @@ type clusterStreams struct {
 	StandbysError string                 `json:"standbys_error,omitempty"`
 }
 
-// clusterStreams asks the cluster for every stream's and standby's state.
+// streamsFresh is how long one reading of the cluster's streams answers
+// every request for them.
+const streamsFresh = time.Second
+
+// streamsCache shares one reading of the cluster's streams among the
+// requests of a second, and one reading in progress among the requests
+// that wait for it. Reading them is a JetStream API request per stream,
+// which every server of the cluster receives; GET /v1/status needs no
+// login, so uncached, anyone could flood the API that the sites' own
+// appends, merges and leader moves depend on.
+type streamsCache struct {
+	mu      sync.Mutex
+	at      time.Time
+	val     clusterStreams
+	reading chan struct{} // closed when the reading in progress ends
+}
+
+// clusterStreams returns every stream's and standby's state, read at most
+// streamsFresh ago.
 func (g *Gateway) clusterStreams(ctx context.Context) clusterStreams {
+	c := &g.streams
+	c.mu.Lock()
+	for {
+		if !c.at.IsZero() && time.Since(c.at) < streamsFresh {
+			v := c.val
+			c.mu.Unlock()
+			return v
+		}
+		if c.reading == nil {
+			break
+		}
+		reading := c.reading
+		c.mu.Unlock()
+		select {
+		case <-reading:
+		case <-ctx.Done():
+			return clusterStreams{StreamsError: ctx.Err().Error(), StandbysError: ctx.Err().Error()}
+		}
+		c.mu.Lock()
+	}
+	reading := make(chan struct{})
+	c.reading = reading
+	c.mu.Unlock()
+	// Read for everyone waiting, not only for this request: its end does
+	// not cut the reading short.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), streamsReadTimeout)
+	v := g.readClusterStreams(rctx)
+	cancel()
+	c.mu.Lock()
+	c.val, c.at, c.reading = v, time.Now(), nil
+	c.mu.Unlock()
+	close(reading)
+	return v
+}
+
+// streamsReadTimeout bounds one reading of the cluster's streams.
+const streamsReadTimeout = 5 * time.Second
+
+// readClusterStreams asks the cluster for every stream's and standby's
+// state.
+func (g *Gateway) readClusterStreams(ctx context.Context) clusterStreams {
 	var cs clusterStreams
 	var err error
 	if cs.Streams, err = g.cfg.Store.Status(ctx); err != nil {

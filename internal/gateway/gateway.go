@@ -158,6 +158,7 @@ type Gateway struct {
 	dummyOnce sync.Once
 	dummyHash []byte        // see checkPassword
 	hashSlots chan struct{} // one per core: bcrypt work at once (see hashing)
+	streams   streamsCache  // the cluster's streams, read at most once a second
 
 	// life ends when the gateway closes: work that outlives a request
 	// (a drained site's delayed disconnects, a console drill) stops then.

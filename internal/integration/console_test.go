@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,4 +301,52 @@ func sseEvents(ctx context.Context, r io.Reader) <-chan sseEvent {
 		}
 	}()
 	return ch
+}
+
+// GET /v1/status needs no login, and reading the cluster's streams is a
+// JetStream API request per stream: a burst of status requests is
+// answered from one reading a second (shared while it runs), not one
+// reading each, which would flood the API the sites' appends depend on.
+func TestStatusBurstReadsTheClusterOnce(t *testing.T) {
+	nc, err := cluster.AdminNATS(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("$JS.API.STREAM.INFO.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const burst = 40
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Go(func() {
+			res, err := http.Get(cluster.URL(1) + "/v1/status")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				t.Errorf("status %d", res.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	asked, _, _ := sub.Pending()
+	// One reading asks once per stream (partitions, their standbys, the
+	// accounts stream); the sites' own leader balancing asks meanwhile.
+	const partitions = 3 // testcluster's
+	perReading := 2*partitions + 1
+	if asked >= burst*perReading/4 {
+		t.Fatalf("%d status requests asked JetStream for stream info %d times (%d a reading)", burst, asked, perReading)
+	}
+	t.Logf("%d status requests: %d stream info requests", burst, asked)
 }
