@@ -159,6 +159,7 @@ type Gateway struct {
 	dummyHash []byte        // see checkPassword
 	hashSlots chan struct{} // one per core: bcrypt work at once (see hashing)
 	streams   streamsCache  // the cluster's streams, read at most once a second
+	heads     headReads     // streams' heads, read for "no" answers (confirmNegative)
 
 	// life ends when the gateway closes: work that outlives a request
 	// (a drained site's delayed disconnects, a console drill) stops then.
@@ -552,11 +553,86 @@ func (g *Gateway) commit(ctx context.Context, stream, key string, rec salamander
 func (g *Gateway) confirmNegative(ctx context.Context, stream string) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
 	defer cancel()
-	pos, err := g.cfg.Store.LastPosition(ctx, stream)
+	pos, err := g.streamHead(ctx, stream)
 	if err != nil {
 		return err
 	}
 	return g.cfg.View.WaitApplied(ctx, pos)
+}
+
+// headReads gathers the reads of a stream's head that "no" answers make
+// (confirmNegative): each is a JetStream API request that every server of
+// the cluster receives, and any logged-in user can ask for no's (unknown
+// users and rooms) as fast as the network carries them. So a stream's
+// head is read by one reading at a time, and every request that arrives
+// meanwhile waits for the next reading, which then answers them all: a
+// request's answer still comes from a reading that began after it did,
+// so that a "no" is never older than the request.
+type headReads struct {
+	mu      sync.Mutex
+	streams map[string]*headQueue // the cluster's streams: a bounded set
+}
+
+// headQueue is one stream's waiting requests, and whether a reader runs.
+type headQueue struct {
+	waiting []chan headResult
+	reading bool
+}
+
+type headResult struct {
+	pos salamander.Position
+	err error
+}
+
+// streamHead returns stream's last position, read after this call began.
+func (g *Gateway) streamHead(ctx context.Context, stream string) (salamander.Position, error) {
+	answer := make(chan headResult, 1)
+	h := &g.heads
+	h.mu.Lock()
+	if h.streams == nil {
+		h.streams = map[string]*headQueue{}
+	}
+	q := h.streams[stream]
+	if q == nil {
+		q = &headQueue{}
+		h.streams[stream] = q
+	}
+	q.waiting = append(q.waiting, answer)
+	start := !q.reading
+	q.reading = true
+	h.mu.Unlock()
+	if start {
+		go g.readHeads(stream, q)
+	}
+	select {
+	case r := <-answer:
+		return r.pos, r.err
+	case <-ctx.Done():
+		return salamander.Position{}, ctx.Err()
+	}
+}
+
+// readHeads reads stream's head for the requests waiting, again and
+// again, until none waits.
+func (g *Gateway) readHeads(stream string, q *headQueue) {
+	h := &g.heads
+	for {
+		h.mu.Lock()
+		batch := q.waiting
+		q.waiting = nil
+		if len(batch) == 0 {
+			q.reading = false
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+		ctx, cancel := context.WithTimeout(g.life, g.cfg.WriteTimeout)
+		pos, err := g.cfg.Store.LastPosition(ctx, stream)
+		cancel()
+		for _, answer := range batch {
+			answer <- headResult{pos, err}
+		}
+	}
 }
 
 // lookupUser returns a user, confirming a "not found" against the log.

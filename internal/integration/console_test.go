@@ -350,3 +350,42 @@ func TestStatusBurstReadsTheClusterOnce(t *testing.T) {
 	}
 	t.Logf("%d status requests: %d stream info requests", burst, asked)
 }
+
+// "No such user" is confirmed against the log's head before it is said,
+// and reading the head is a JetStream API request: a burst of lookups of
+// names nobody has shares the readings (each still begun after its
+// request), instead of asking JetStream once each.
+func TestUnknownNameBurstSharesHeadReadings(t *testing.T) {
+	c, _ := signedUp(t, 1, "heads")
+	nc, err := cluster.AdminNATS(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("$JS.API.STREAM.INFO.SAL_ACCT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const burst = 40
+	var wg sync.WaitGroup
+	for i := range burst {
+		wg.Go(func() {
+			r := raw(t, 1, "GET", "/v1/users/"+uniqueName(fmt.Sprint("nobody", i)), c.Token(), "", nil)
+			if r.status != http.StatusNotFound {
+				t.Errorf("an unknown name: %d %s", r.status, r.body)
+			}
+		})
+	}
+	wg.Wait()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	asked, _, _ := sub.Pending()
+	if asked >= burst/4 {
+		t.Fatalf("%d lookups of unknown names read the accounts stream's head %d times", burst, asked)
+	}
+	t.Logf("%d lookups of unknown names: %d readings of the head", burst, asked)
+}
