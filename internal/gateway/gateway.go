@@ -388,19 +388,19 @@ func (g *Gateway) routes() {
 	m := g.mux
 	m.HandleFunc("POST /v1/signup", g.handleSignUp)
 	m.HandleFunc("POST /v1/login", g.handleLogin)
-	m.HandleFunc("POST /v1/logout", g.authed(g.handleLogout))
+	m.HandleFunc("POST /v1/logout", g.authed(g.metered(g.handleLogout)))
 	m.HandleFunc("GET /v1/me", g.authed(g.handleMe))
-	m.HandleFunc("PATCH /v1/me", g.authed(g.handleUpdateProfile))
+	m.HandleFunc("PATCH /v1/me", g.authed(g.metered(g.handleUpdateProfile)))
 	m.HandleFunc("GET /v1/users/{name}", g.authed(g.handleUser))
 	m.HandleFunc("GET /v1/friends", g.authed(g.handleFriends))
-	m.HandleFunc("POST /v1/friends", g.authed(g.handleAddFriend))
+	m.HandleFunc("POST /v1/friends", g.authed(g.metered(g.handleAddFriend)))
 	m.HandleFunc("GET /v1/rooms", g.authed(g.handleRooms))
-	m.HandleFunc("POST /v1/rooms/direct", g.authed(g.handleDirectRoom))
-	m.HandleFunc("POST /v1/rooms/group", g.authed(g.handleGroupRoom))
+	m.HandleFunc("POST /v1/rooms/direct", g.authed(g.metered(g.handleDirectRoom)))
+	m.HandleFunc("POST /v1/rooms/group", g.authed(g.metered(g.handleGroupRoom)))
 	m.HandleFunc("GET /v1/rooms/{id}", g.authed(g.handleRoom))
 	m.HandleFunc("POST /v1/rooms/{id}/invite", g.authed(g.handleInvite))
-	m.HandleFunc("POST /v1/rooms/{id}/leave", g.authed(g.handleLeave))
-	m.HandleFunc("POST /v1/rooms/{id}/rename", g.authed(g.handleRename))
+	m.HandleFunc("POST /v1/rooms/{id}/leave", g.authed(g.metered(g.handleLeave)))
+	m.HandleFunc("POST /v1/rooms/{id}/rename", g.authed(g.metered(g.handleRename)))
 	m.HandleFunc("POST /v1/rooms/{id}/messages", g.authed(g.handleSend))
 	m.HandleFunc("GET /v1/rooms/{id}/messages", g.authed(g.handleHistory))
 	m.HandleFunc("POST /v1/rooms/{id}/read", g.authed(g.handleRead))
@@ -435,10 +435,10 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ops/reports", g.handle(admin, g.handleOpsReports))
 	m.HandleFunc("GET /v1/ops/reports.csv", g.handle(admin, g.handleReportsCSV))
 	m.HandleFunc("POST /v1/ops/reports/{id}/review", g.handle(admin, g.handleReviewReport))
-	m.HandleFunc("POST /v1/reports", g.handle(user, g.handleFileReport))
+	m.HandleFunc("POST /v1/reports", g.handle(user, g.meteredErr(g.handleFileReport)))
 	m.HandleFunc("GET /v1/reports", g.handle(user, g.handleMyReports))
 	m.HandleFunc("GET /v1/reports/{id}", g.handle(user, g.handleMyReport))
-	m.HandleFunc("POST /v1/reports/{id}/details", g.handle(user, g.handleReportDetails))
+	m.HandleFunc("POST /v1/reports/{id}/details", g.handle(user, g.meteredErr(g.handleReportDetails)))
 	m.HandleFunc("GET /v1/status/incidents", g.handleIncidents)
 	m.HandleFunc("GET /v1/sites", g.handleSites)
 	m.HandleFunc("GET /v1/status", g.handleStatus)
@@ -496,6 +496,30 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, c claims)
+
+// metered spends a unit of the changes budget (room creations, renames,
+// leaves, friends, profile changes, reports, logouts) before h: each is a
+// record every site applies and keeps, and without a budget a loop of
+// them would grow every site's log and memory as fast as it could ask.
+func (g *Gateway) metered(h authedHandler) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, c claims) {
+		if _, err := g.budgets.spend(&g.budgets.changes, c.User, g.clientAddr(r), 1); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		h(w, r, c)
+	}
+}
+
+// meteredErr is metered for an errHandler.
+func (g *Gateway) meteredErr(h errHandler) errHandler {
+	return func(w http.ResponseWriter, r *http.Request, c claims) error {
+		if _, err := g.budgets.spend(&g.budgets.changes, c.User, g.clientAddr(r), 1); err != nil {
+			return err
+		}
+		return h(w, r, c)
+	}
+}
 
 // authed wraps a handler that needs a valid session.
 func (g *Gateway) authed(h authedHandler) http.HandlerFunc {

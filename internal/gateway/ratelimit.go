@@ -67,6 +67,11 @@ type Limits struct {
 	// ConnectsPer{User,Addr}: WebSocket connections opened.
 	ConnectsPerUser Rate
 	ConnectsPerAddr Rate
+	// ChangesPer{User,Addr}: other writes a user makes — rooms created,
+	// renamed or left, friends added, profile changes, reports filed or
+	// added to, logouts. Each is a record every site keeps.
+	ChangesPerUser Rate
+	ChangesPerAddr Rate
 	// Exempt lists client addresses that no limit applies to except
 	// LoginFailuresPerUser. The default, loopback, is never a client's own
 	// address: it is a proxy on the same host (whose clients would all
@@ -96,6 +101,8 @@ func DefaultLimits() Limits {
 		InvitesPerAddr:       Rate{Burst: 1000, Every: 2 * time.Second},
 		ConnectsPerUser:      Rate{Burst: 30, Every: 10 * time.Second},
 		ConnectsPerAddr:      Rate{Burst: 300, Every: 200 * time.Millisecond},
+		ChangesPerUser:       Rate{Burst: 60, Every: 2 * time.Second},
+		ChangesPerAddr:       Rate{Burst: 600, Every: 200 * time.Millisecond},
 		Exempt:               []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 	}
 }
@@ -110,8 +117,8 @@ type budget struct {
 
 // budgets are this site's shares of every limit.
 type budgets struct {
-	login, logins, signUp, send, invite, connect budget
-	exempt                                       []netip.Prefix
+	login, logins, signUp, send, invite, connect, changes budget
+	exempt                                                []netip.Prefix
 }
 
 func newBudgets(l Limits, sites int) *budgets {
@@ -124,6 +131,7 @@ func newBudgets(l Limits, sites int) *budgets {
 		send:    budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
 		invite:  budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
 		connect: budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
+		changes: budget{what: "changes (rooms, friends, profile, reports, logouts)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
 		exempt:  l.Exempt,
 	}
 }

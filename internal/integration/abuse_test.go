@@ -225,6 +225,7 @@ func TestRateLimitsAnswer429WithRetryAfter(t *testing.T) {
 	url := limitedGateway(t, gateway.Limits{
 		SignUpsPerAddr:  gateway.Rate{Burst: 6, Every: hour},
 		LoginsPerUser:   gateway.Rate{Burst: 6, Every: hour},
+		ChangesPerUser:  gateway.Rate{Burst: 6, Every: hour},
 		SendsPerUser:    gateway.Rate{Burst: 9, Every: hour},
 		InvitesPerUser:  gateway.Rate{Burst: 6, Every: hour},
 		ConnectsPerUser: gateway.Rate{Burst: 6, Every: hour},
@@ -310,6 +311,23 @@ func TestRateLimitsAnswer429WithRetryAfter(t *testing.T) {
 	}
 	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("third connect: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+
+	// Other writes (rooms, friends, profile, reports, logouts): two per
+	// account here.
+	profile := func(status string) rawResp {
+		return rawTo(t, url, "PATCH", "/v1/me", tokens[1], "", []byte(`{"status":"`+status+`"}`))
+	}
+	for _, st := range []string{"one", "two"} {
+		if r := profile(st); r.status != 200 {
+			t.Fatalf("profile change %s: %d %s", st, r.status, r.body)
+		}
+	}
+	wantLimited(t, "third profile change", profile("three"), 3*hour)
+	wantLimited(t, "a group after two changes", rawTo(t, url, "POST", "/v1/rooms/group", tokens[1], "",
+		[]byte(`{"name":"one too many"}`)), 3*hour)
+	if r := raw(t, 0, "GET", "/v1/me", tokens[1], "", nil); !strings.Contains(string(r.body), `"status":"two"`) {
+		t.Fatalf("a refused profile change was made: %d %s", r.status, r.body)
 	}
 
 	// Nothing the refused requests asked for happened.
