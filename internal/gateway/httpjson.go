@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/salamander-chat/salamander"
@@ -21,6 +22,10 @@ var errMediaType = salamander.Errorf(salamander.CodeUnsupportedMT, "request body
 // Unicode cannot (see checkStrings). A body needs Content-Type
 // application/json; a missing one is refused like a wrong one, so that a
 // browser's form post (which sends no JSON type) cannot reach the API.
+// bodyReadTimeout is how long a request's body may take to arrive (a
+// variable for tests).
+var bodyReadTimeout = 10 * time.Second
+
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	ct := r.Header.Get("Content-Type")
 	if ct != "" {
@@ -29,7 +34,13 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 			return errMediaType
 		}
 	}
+	// A body that trickles in holds its handler (and a connection) for as
+	// long as it trickles: it has bodyReadTimeout to arrive whole.
+	// The deadline is the body's, not the handler's: lifted once it is in.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, salamander.MaxBodyBytes))
+	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var maxErr *http.MaxBytesError
 		if errors.As(err, &maxErr) {

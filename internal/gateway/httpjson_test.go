@@ -1,9 +1,13 @@
 package gateway
 
 import (
+	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/salamander-chat/salamander"
 )
@@ -31,5 +35,33 @@ func TestDirectRoomIDIsSymmetricAndWellFormed(t *testing.T) {
 	}
 	if directRoomID("alice", "carol") == a {
 		t.Fatal("different pairs share a room id")
+	}
+}
+
+// A body that trickles in has bodyReadTimeout to arrive: the handler is
+// not held for as long as a client keeps the connection open.
+func TestSlowBodyIsCutOff(t *testing.T) {
+	defer func(d time.Duration) { bodyReadTimeout = d }(bodyReadTimeout)
+	bodyReadTimeout = 200 * time.Millisecond
+	done := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req salamander.SendRequest
+		done <- decodeJSON(w, r, &req)
+	}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Headers promise 100 bytes; 10 come, then nothing.
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"text\":\"a")
+	select {
+	case err := <-done:
+		if salamander.ErrorCode(err) != salamander.CodeInvalid {
+			t.Fatalf("a body that stopped coming: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still waits for the body")
 	}
 }
