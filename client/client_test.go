@@ -452,3 +452,25 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A refusal after a failover counts as "my earlier attempt did it" only if
+// that attempt may have reached its site: behind a refused connection,
+// leaving a room one is not in is the error it is.
+func TestRefusedConnectionHidesNoAnswer(t *testing.T) {
+	dead := newSite(t, unavailable)
+	dead.Close() // connection refused: the attempt never reached a site
+	notIn := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusForbidden, salamander.Errorf(salamander.CodeForbidden, "you are not a member"))
+	})
+	cl := newTestClient(t, dead, notIn)
+	if err := cl.Leave(t.Context(), "g_0123456789abcdef"); salamander.ErrorCode(err) != salamander.CodeForbidden {
+		t.Fatalf("Leave of a room one is not in, behind a refused connection: %v, want forbidden", err)
+	}
+	// Behind a site that answered 503 (the first attempt may have left the
+	// room), the same answer means it did.
+	busy := newSite(t, unavailable)
+	cl = newTestClient(t, busy, notIn)
+	if err := cl.Leave(t.Context(), "g_0123456789abcdef"); err != nil {
+		t.Fatalf("Leave behind a 503: %v, want success", err)
+	}
+}

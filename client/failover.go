@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -28,8 +29,9 @@ func (e *failoverError) Unwrap() error { return e.err }
 
 // call makes one API request, failing over between sites until a site gives
 // a final answer or ctx ends. in (if not nil) is sent as JSON; a successful
-// body is decoded into out (if not nil). retried reports whether any attempt
-// failed over, i.e. whether an earlier attempt may have taken effect unseen.
+// body is decoded into out (if not nil). retried reports whether an attempt
+// that failed over may have taken effect unseen (it reached its site: not
+// a refused connection).
 func (c *Client) call(ctx context.Context, method, path string, in, out any) (retried bool, err error) {
 	var body []byte
 	if in != nil {
@@ -64,8 +66,16 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) (re
 		}
 		c.siteBad(i, fmt.Errorf("%s %s: %w", method, path, err))
 		last = fmt.Errorf("%s: %w", c.sites[i], err)
-		retried = true
+		retried = retried || mayHaveReached(err)
 	}
+}
+
+// mayHaveReached reports whether a failed attempt may have reached its
+// site, and so taken effect unseen: anything but a connection never made
+// (refused, no route, a name that does not resolve).
+func mayHaveReached(err error) bool {
+	var op *net.OpError
+	return !errors.As(err, &op) || op.Op != "dial"
 }
 
 // attempt makes one request to site i. It returns a *failoverError when the
