@@ -55,14 +55,15 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) (re
 		case err == nil:
 			c.siteOK(i)
 			return retried, nil
+		case !errors.As(err, &fe):
+			// A final answer, also one that came as ctx ended.
+			c.siteOK(i) // it answered: it is usable
+			return retried, err
 		case ctx.Err() != nil:
 			if last == nil {
 				last = err
 			}
 			return retried, fmt.Errorf("client: %s %s: no site answered (last failure: %v): %w", method, path, last, ctx.Err())
-		case !errors.As(err, &fe):
-			c.siteOK(i) // it answered: it is usable
-			return retried, err
 		}
 		c.siteBad(i, fmt.Errorf("%s %s: %w", method, path, err))
 		last = fmt.Errorf("%s: %w", c.sites[i], err)
