@@ -232,6 +232,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}
 	s.ln = ln
 	gcfg := gateway.DefaultConfig(cfg.Site, store, v)
+	v.SetSessionTTL(gcfg.TokenTTL) // logouts are remembered until their tokens expire
 	gcfg.Instance = cfg.Instance
 	if gcfg.Instance == "" {
 		gcfg.Instance = ln.Addr().String()

@@ -175,8 +175,7 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 			a.dirtyUsers[r.User] = true
 		}
 	case salamander.RecSessionRevoked:
-		if _, ok := a.m.revoked[r.Session]; !ok {
-			a.m.revoked[r.Session] = struct{}{}
+		if a.m.revoke(r.Session, r.At.UnixNano()) {
 			a.db.revoked = append(a.db.revoked, revokedRow{sid: r.Session, user: r.User, at: r.At.UnixNano()})
 		}
 	case salamander.RecUserRevoked:

@@ -28,11 +28,15 @@ const DedupeWindow = 4096
 const recentPerStream = 16384
 
 type model struct {
-	users     map[string]*userState
-	revoked   map[string]struct{} // logged-out session ids
-	friends   map[string]map[string]time.Time
-	followers map[string]map[string]struct{}
-	rooms     map[string]*roomState
+	users   map[string]*userState
+	revoked map[string]int64 // logged-out session ids -> when (unix ns, the record's time)
+	// revokedOrder is revoked's ids in the order they were applied, the
+	// oldest first, so that those of tokens expired by now leave memory
+	// without a scan of them all (pruneRevoked).
+	revokedOrder revokedQueue
+	friends      map[string]map[string]time.Time
+	followers    map[string]map[string]struct{}
+	rooms        map[string]*roomState
 	// userRooms lists each user's rooms, in no order: a slice, as most
 	// users are in few rooms and a map of one costs ~190 B.
 	userRooms map[string][]*roomState
@@ -107,7 +111,7 @@ func clientKeyOf(sender, clientID string) uint64 {
 func newModel() *model {
 	return &model{
 		users:     map[string]*userState{},
-		revoked:   map[string]struct{}{},
+		revoked:   map[string]int64{},
 		friends:   map[string]map[string]time.Time{},
 		followers: map[string]map[string]struct{}{},
 		rooms:     map[string]*roomState{},
@@ -189,6 +193,70 @@ func (m *model) removeMember(r *roomState, user string) {
 	} else {
 		m.userRooms[user] = rooms
 	}
+}
+
+// revokedQueue is a FIFO of revocations: a slice whose front moves on.
+type revokedQueue struct {
+	items []revocation
+	head  int
+}
+
+type revocation struct {
+	at  int64 // unix ns
+	sid string
+}
+
+func (q *revokedQueue) push(r revocation) { q.items = append(q.items, r) }
+
+// front is the oldest revocation left, if any.
+func (q *revokedQueue) front() (revocation, bool) {
+	if q.head == len(q.items) {
+		return revocation{}, false
+	}
+	return q.items[q.head], true
+}
+
+// pop drops the front; the slice is compacted once half of it is gone.
+func (q *revokedQueue) pop() {
+	q.items[q.head] = revocation{}
+	q.head++
+	if q.head >= 1024 && q.head*2 >= len(q.items) {
+		q.items = append([]revocation(nil), q.items[q.head:]...)
+		q.head = 0
+	}
+}
+
+func (q *revokedQueue) len() int { return len(q.items) - q.head }
+
+// revoke records that session sid was logged out at at (unix ns).
+func (m *model) revoke(sid string, at int64) bool {
+	if _, ok := m.revoked[sid]; ok {
+		return false
+	}
+	m.revoked[sid] = at
+	m.revokedOrder.push(revocation{at: at, sid: sid})
+	return true
+}
+
+// pruneRevoked forgets, oldest first and at most max of them, the
+// revocations made before cutoff (unix ns); it returns how many. Their
+// tokens have expired: the revocation no longer decides anything. The
+// order is the log's, and the records' clocks may disagree by a little:
+// one later than its successors only holds them back until it goes too.
+func (m *model) pruneRevoked(cutoff int64, max int) int {
+	n := 0
+	for n < max {
+		r, ok := m.revokedOrder.front()
+		if !ok || r.at >= cutoff {
+			break
+		}
+		if at, ok := m.revoked[r.sid]; ok && at == r.at {
+			delete(m.revoked, r.sid)
+		}
+		m.revokedOrder.pop()
+		n++
+	}
+	return n
 }
 
 // remember records a client id in the room's dedupe window.

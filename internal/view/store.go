@@ -153,6 +153,9 @@ type dbBatch struct {
 	userEvents []eventRow
 	spans      []spanRow
 	ops        *opsRows // nil when the batch changed nothing of the ops plane
+	// revokedBefore (unix ns, 0: none) deletes the revocations made before
+	// it: their tokens have expired (View.pruneRevoked).
+	revokedBefore int64
 }
 
 func newDBBatch() *dbBatch {
@@ -257,6 +260,11 @@ func (v *View) write(batches []*dbBatch) error {
 				return fmt.Errorf("revoked session: %w", err)
 			}
 		}
+		if b.revokedBefore != 0 {
+			if _, err := tx.Exec(`DELETE FROM revoked_sessions WHERE at < ?`, b.revokedBefore); err != nil {
+				return fmt.Errorf("expired revocations: %w", err)
+			}
+		}
 		for _, f := range b.friends {
 			if _, err := friend.Exec(f.user, f.friend, f.at); err != nil {
 				return fmt.Errorf("friend: %w", err)
@@ -348,8 +356,8 @@ func (v *View) write(batches []*dbBatch) error {
 // load reads the model and the applied positions from the store.
 func (v *View) load() error {
 	m := newModel()
-	q := func(query string, scan func(*sql.Rows) error) error {
-		rows, err := v.w.Query(query)
+	q := func(query string, scan func(*sql.Rows) error, args ...any) error {
+		rows, err := v.w.Query(query, args...)
 		if err != nil {
 			return err
 		}
@@ -387,12 +395,13 @@ func (v *View) load() error {
 			m.users[u.name] = &u
 			return err
 		}),
-		q(`SELECT sid FROM revoked_sessions`, func(r *sql.Rows) error {
+		q(`SELECT sid, at FROM revoked_sessions WHERE at >= ? ORDER BY at`, func(r *sql.Rows) error {
 			var sid string
-			err := r.Scan(&sid)
-			m.revoked[sid] = struct{}{}
+			var at int64
+			err := r.Scan(&sid, &at)
+			m.revoke(sid, at)
 			return err
-		}),
+		}, v.revokedCutoff()),
 		q(`SELECT user, friend, at FROM friends`, func(r *sql.Rows) error {
 			var u, f string
 			var at int64

@@ -100,6 +100,8 @@ type View struct {
 	// windowIdle is how long a room's window stays in memory unused
 	// (WindowIdle; tests shorten it), and now the applier's clock.
 	windowIdle time.Duration
+	// sessionTTL is how long session tokens are valid (0: SessionTTL).
+	sessionTTL time.Duration
 	now        func() time.Time
 	// idleChanged tells Run that windowIdle changed.
 	idleChanged chan struct{}
@@ -289,6 +291,49 @@ func (v *View) evictIdleWindows() {
 	v.publishWindows()
 }
 
+// SessionTTL is how long a session token is valid unless SetSessionTTL
+// says otherwise: gateway.DefaultConfig's TokenTTL.
+const SessionTTL = 30 * 24 * time.Hour
+
+// revocationSlack is how long a revocation is kept past its token's
+// expiry: for clocks that disagree (the record's time is its gateway's).
+const revocationSlack = 24 * time.Hour
+
+// maxRevocationsPruned bounds the revocations one sweep forgets, and so
+// the time it holds the model's lock.
+const maxRevocationsPruned = 10000
+
+// SetSessionTTL says how long the gateways' session tokens are valid: a
+// logout is remembered until its token has expired.
+func (v *View) SetSessionTTL(d time.Duration) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.sessionTTL = d
+}
+
+// revokedCutoff is the time (unix ns) before which a logout's token has
+// expired, whoever signed it.
+func (v *View) revokedCutoff() int64 {
+	ttl := v.sessionTTL
+	if ttl <= 0 {
+		ttl = SessionTTL
+	}
+	return v.now().Add(-ttl - revocationSlack).UnixNano()
+}
+
+// pruneRevoked forgets the logouts whose tokens have expired, and returns
+// the cutoff the store should forget them by too (0: nothing pruned). Each
+// logout would otherwise stay in every site's memory for good.
+func (v *View) pruneRevoked() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cutoff := v.revokedCutoff()
+	if v.m.pruneRevoked(cutoff, maxRevocationsPruned) == 0 {
+		return 0
+	}
+	return cutoff
+}
+
 // EntriesApplied is how many log entries (messages, read markers and every
 // other record) the model has applied since this process opened it: the
 // measure of a catch-up's pace, since one record may carry many entries.
@@ -452,6 +497,9 @@ func (v *View) Run(ctx context.Context, src Source) {
 			return
 		case <-sweep.C:
 			v.evictIdleWindows()
+			if before := v.pruneRevoked(); before != 0 {
+				toStore <- &dbBatch{reached: map[string]uint64{}, revokedBefore: before}
+			}
 			continue
 		case <-v.idleChanged:
 			v.evictIdleWindows()

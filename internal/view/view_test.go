@@ -735,3 +735,75 @@ func TestApplierReadsDoNotWaitForQueriesConnections(t *testing.T) {
 		t.Fatal("the applier waited for a reader's connection under the model's lock")
 	}
 }
+
+// A logout is remembered until its token has expired (plus a day for
+// clocks), then forgotten, in memory and in the store: every site would
+// otherwise keep every logout ever made.
+func TestExpiredLogoutsAreForgotten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v := openAt(t, path)
+	now := time.Now() // a restart below loads by the real clock
+	v.SetSessionTTL(30 * 24 * time.Hour)
+	var entries []jsstore.Entry
+	revoke := func(sid string, at time.Time) {
+		entries = append(entries, jsstore.Entry{Pos: jsstore.PositionOf("acct", uint64(len(entries)+1), 0), Last: true,
+			Record: salamander.Record{Type: salamander.RecSessionRevoked, User: "alice", Session: sid, At: at}})
+	}
+	revoke("old-1", now.Add(-40*24*time.Hour))
+	revoke("old-2", now.Add(-32*24*time.Hour))
+	revoke("recent", now.Add(-30*24*time.Hour-time.Hour)) // its token may still be valid (clocks)
+	revoke("new", now.Add(-time.Hour))
+	apply(t, v, &memLog{}, entries)
+	revoked := func(v *View, sid string) bool {
+		ok, err := v.SessionRevoked(context.Background(), sid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	before := v.pruneRevoked()
+	if before == 0 {
+		t.Fatal("nothing pruned")
+	}
+	for sid, want := range map[string]bool{"old-1": false, "old-2": false, "recent": true, "new": true} {
+		if got := revoked(v, sid); got != want {
+			t.Errorf("after pruning, %s revoked: %v, want %v", sid, got, want)
+		}
+	}
+	if v.pruneRevoked() != 0 {
+		t.Fatal("a second sweep pruned again")
+	}
+	if err := v.write([]*dbBatch{{reached: map[string]uint64{}, revokedBefore: before}}); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	w := openAt(t, path) // the store forgot them too
+	defer w.Close()
+	for sid, want := range map[string]bool{"old-1": false, "old-2": false, "recent": true, "new": true} {
+		if got := revoked(w, sid); got != want {
+			t.Errorf("after a restart, %s revoked: %v, want %v", sid, got, want)
+		}
+	}
+}
+
+// The queue of logouts forgets the oldest first, at most as many as
+// asked; one dated later than those after it holds them back only until
+// it goes too.
+func TestPruneRevokedOrderAndBound(t *testing.T) {
+	m := newModel()
+	for i, at := range []int64{10, 20, 50, 30, 40, 60} {
+		m.revoke(fmt.Sprint("s", i), at)
+	}
+	if n := m.pruneRevoked(45, 1); n != 1 || len(m.revoked) != 5 {
+		t.Fatalf("bounded to 1: pruned %d, %d left", n, len(m.revoked))
+	}
+	if n := m.pruneRevoked(45, 100); n != 1 || len(m.revoked) != 4 { // s2 (50) holds s3 and s4 back
+		t.Fatalf("up to the later one: pruned %d, %d left", n, len(m.revoked))
+	}
+	if n := m.pruneRevoked(55, 100); n != 3 || len(m.revoked) != 1 || m.revokedOrder.len() != 1 {
+		t.Fatalf("once it goes: pruned %d, %d left, %d queued", n, len(m.revoked), m.revokedOrder.len())
+	}
+	if _, ok := m.revoked["s5"]; !ok {
+		t.Fatal("the newest was pruned")
+	}
+}
