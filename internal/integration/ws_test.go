@@ -626,7 +626,10 @@ func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := dialWS(t, 0, a.Token())
-	const burst = 260 // 4 beyond the cap: a strike each, far from the 16 that close the socket
+	// 14 beyond the cap: a strike each (with the one after), below the 16
+	// that close the socket; sends answered while the burst is written
+	// (a CI run saw one) only make fewer of them refused.
+	const burst = 270
 	frame := func(i int) []byte {
 		data, _ := json.Marshal(salamander.ClientFrame{Type: salamander.FrameSend, RoomID: room.ID,
 			ClientID: fmt.Sprintf("cap-%03d", i), Text: fmt.Sprint("m", i)})
@@ -681,7 +684,7 @@ func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 			t.Fatalf("send %d committed at seq %d", i, ev.Message.Seq)
 		}
 	}
-	if firstNack < 0 || firstNack > wsMaxInFlightForTest {
+	if firstNack < wsMaxInFlightForTest {
 		t.Fatalf("first refusal at send %d; the burst should reach the cap of %d", firstNack, wsMaxInFlightForTest)
 	}
 }
