@@ -415,15 +415,14 @@ func TestSubscriptionStopsOnFinalError(t *testing.T) {
 // does not end, and reaches the site once it lets it in.
 func TestSubscriptionOutlastsTooManyRequests(t *testing.T) {
 	var refusals atomic.Int64
-	a := wsSite(t, "", []salamander.Event{{Type: salamander.EventReady}}, false)
-	inner := a.Config.Handler
-	a.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	inner := wsSite(t, "", []salamander.Event{{Type: salamander.EventReady}}, false)
+	a := newSite(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/ws" && refusals.Add(1) <= 2 {
 			w.Header().Set("Retry-After", "0")
 			writeJSON(w, http.StatusTooManyRequests, salamander.Errorf(salamander.CodeTooManyRequests, "too many connections"))
 			return
 		}
-		inner.ServeHTTP(w, r)
+		inner.Config.Handler.ServeHTTP(w, r)
 	})
 	cl := newTestClient(t, a)
 	cl.SetToken("tok")

@@ -95,6 +95,10 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 		s.mu.Unlock()
 		return none, errSocketBusy
 	}
+	if s.stalled.Load() { // a stall began while this send waited for a slot
+		s.mu.Unlock()
+		return none, errSocketBusy
+	}
 	s.waiting[key] = answer
 	stalls := s.stalls
 	s.mu.Unlock()

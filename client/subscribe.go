@@ -178,8 +178,7 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 			if err = sleep(ctx, max(later.after, c.backoff(fails/n+1))); err != nil {
 				return
 			}
-			fails++
-			continue
+			continue // the wait was the back-off: not counted again
 		}
 		var fe *failoverError
 		if !errors.As(err, &fe) {

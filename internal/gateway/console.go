@@ -98,15 +98,18 @@ func (g *Gateway) clusterStreams(ctx context.Context) clusterStreams {
 	reading := make(chan struct{})
 	c.reading = reading
 	c.mu.Unlock()
+	var v clusterStreams
+	defer func() { // also if the reading panics: the waiters go on
+		c.mu.Lock()
+		c.val, c.at, c.reading = v, time.Now(), nil
+		c.mu.Unlock()
+		close(reading)
+	}()
 	// Read for everyone waiting, not only for this request: its end does
 	// not cut the reading short.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), streamsReadTimeout)
-	v := g.readClusterStreams(rctx)
-	cancel()
-	c.mu.Lock()
-	c.val, c.at, c.reading = v, time.Now(), nil
-	c.mu.Unlock()
-	close(reading)
+	defer cancel()
+	v = g.readClusterStreams(rctx)
 	return v
 }
 

@@ -236,9 +236,11 @@ func (e *ephemeral) onTyping(msg *nats.Msg) {
 }
 
 // typingLimiter passes at most one "typing" per user and room every
-// interval, and a "stopped typing" only after a "typing" it passed (one
-// each): a flood of either, or of both in turn, costs the cluster at most
-// two signals an interval. It remembers at most max pairs.
+// interval — or a quarter of one after a stop, so that typing again after
+// sending shows at once — and a "stopped typing" only after a "typing" it
+// passed (one each): a flood of either, or of both in turn, costs the
+// cluster at most eight signals an interval. It remembers at most max
+// pairs.
 type typingLimiter struct {
 	every time.Duration
 	max   int
@@ -248,11 +250,11 @@ type typingLimiter struct {
 	purged time.Time
 }
 
-// typingPassed is when a pair's last "typing" was passed, and whether a
-// "stopped typing" has been passed since.
+// typingPassed is when a pair's last "typing" was passed, and whether
+// (and when) a "stopped typing" has been passed since.
 type typingPassed struct {
-	at      time.Time
-	stopped bool
+	at, stoppedAt time.Time
+	stopped       bool
 }
 
 func newTypingLimiter(every time.Duration, max int) *typingLimiter {
@@ -269,11 +271,11 @@ func (l *typingLimiter) allow(room, user string, typing bool, now time.Time) boo
 		if !ok || p.stopped {
 			return false
 		}
-		p.stopped = true
+		p.stopped, p.stoppedAt = true, now
 		l.last[key] = p
 		return true
 	}
-	if ok && now.Sub(p.at) < l.every {
+	if ok && now.Sub(p.at) < l.every && !(p.stopped && now.Sub(p.stoppedAt) >= l.every/4) {
 		return false
 	}
 	if !ok && len(l.last) >= l.max {

@@ -388,7 +388,7 @@ func (g *Gateway) routes() {
 	m := g.mux
 	m.HandleFunc("POST /v1/signup", g.handleSignUp)
 	m.HandleFunc("POST /v1/login", g.handleLogin)
-	m.HandleFunc("POST /v1/logout", g.authed(g.metered(g.handleLogout)))
+	m.HandleFunc("POST /v1/logout", g.authed(g.handleLogout))
 	m.HandleFunc("GET /v1/me", g.authed(g.handleMe))
 	m.HandleFunc("PATCH /v1/me", g.authed(g.metered(g.handleUpdateProfile)))
 	m.HandleFunc("GET /v1/users/{name}", g.authed(g.handleUser))
@@ -399,7 +399,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("POST /v1/rooms/group", g.authed(g.metered(g.handleGroupRoom)))
 	m.HandleFunc("GET /v1/rooms/{id}", g.authed(g.handleRoom))
 	m.HandleFunc("POST /v1/rooms/{id}/invite", g.authed(g.handleInvite))
-	m.HandleFunc("POST /v1/rooms/{id}/leave", g.authed(g.metered(g.handleLeave)))
+	m.HandleFunc("POST /v1/rooms/{id}/leave", g.authed(g.handleLeave))
 	m.HandleFunc("POST /v1/rooms/{id}/rename", g.authed(g.metered(g.handleRename)))
 	m.HandleFunc("POST /v1/rooms/{id}/messages", g.authed(g.handleSend))
 	m.HandleFunc("GET /v1/rooms/{id}/messages", g.authed(g.handleHistory))
@@ -497,13 +497,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, c claims)
 
-// metered spends a unit of the changes budget (room creations, renames,
-// leaves, friends, profile changes, reports, logouts) before h: each is a
-// record every site applies and keeps, and without a budget a loop of
-// them would grow every site's log and memory as fast as it could ask.
+// metered spends a unit of the changes budget (rooms created or renamed,
+// friends, profile changes, reports) before h: each is a record every site
+// applies and keeps, and without a budget a loop of them would grow every
+// site's log and memory as fast as it could ask. Logging out and leaving a
+// room are never refused: nobody may be kept in a session or a room.
 func (g *Gateway) metered(h authedHandler) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) {
-		if _, err := g.budgets.spend(&g.budgets.changes, c.User, g.clientAddr(r), 1); err != nil {
+		if err := g.spendChange(r, c); err != nil {
 			writeError(w, g.log, r, err)
 			return
 		}
@@ -514,11 +515,18 @@ func (g *Gateway) metered(h authedHandler) authedHandler {
 // meteredErr is metered for an errHandler.
 func (g *Gateway) meteredErr(h errHandler) errHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) error {
-		if _, err := g.budgets.spend(&g.budgets.changes, c.User, g.clientAddr(r), 1); err != nil {
+		if err := g.spendChange(r, c); err != nil {
 			return err
 		}
 		return h(w, r, c)
 	}
+}
+
+// spendChange takes a unit of the changes budget for c's account and r's
+// address.
+func (g *Gateway) spendChange(r *http.Request, c claims) error {
+	_, err := g.budgets.spend(&g.budgets.changes, c.User, g.clientAddr(r), 1)
+	return err
 }
 
 // authed wraps a handler that needs a valid session.

@@ -17,15 +17,15 @@ import (
 
 var errMediaType = salamander.Errorf(salamander.CodeUnsupportedMT, "request body must be application/json (set Content-Type)")
 
+// bodyReadTimeout is how long a request's body may take to arrive (a
+// variable for tests).
+var bodyReadTimeout = 10 * time.Second
+
 // decodeJSON reads exactly one JSON object of at most MaxBodyBytes into dst,
 // rejecting unknown fields, trailing data and text that JSON can carry but
 // Unicode cannot (see checkStrings). A body needs Content-Type
 // application/json; a missing one is refused like a wrong one, so that a
 // browser's form post (which sends no JSON type) cannot reach the API.
-// bodyReadTimeout is how long a request's body may take to arrive (a
-// variable for tests).
-var bodyReadTimeout = 10 * time.Second
-
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	ct := r.Header.Get("Content-Type")
 	if ct != "" {

@@ -651,7 +651,7 @@ func TestTypingLimiterBounded(t *testing.T) {
 }
 
 // Neither stops nor starts and stops in turn get past the limiter more
-// than twice an interval.
+// than eight times an interval (a start a quarter interval after a stop).
 func TestTypingLimiterBoundsStartsAndStops(t *testing.T) {
 	l := newTypingLimiter(time.Second, 1000)
 	now := time.Now()
@@ -665,8 +665,13 @@ func TestTypingLimiterBoundsStartsAndStops(t *testing.T) {
 			passed++
 		}
 	}
-	if passed != 2 {
-		t.Fatalf("%d signals passed in one interval, want a typing and its stop", passed)
+	if passed != 8 {
+		t.Fatalf("%d signals passed in one interval, want four typings and their stops", passed)
+	}
+	// Typing again soon after a stop (the next message) shows at once.
+	if !l.allow("again", "u", true, now) || !l.allow("again", "u", false, now) ||
+		l.allow("again", "u", true, now.Add(100*time.Millisecond)) || !l.allow("again", "u", true, now.Add(250*time.Millisecond)) {
+		t.Fatal("typing again a quarter interval after a stop was refused, or sooner passed")
 	}
 	// The next interval: typing again, stopped again.
 	next := now.Add(time.Second)

@@ -67,9 +67,10 @@ type Limits struct {
 	// ConnectsPer{User,Addr}: WebSocket connections opened.
 	ConnectsPerUser Rate
 	ConnectsPerAddr Rate
-	// ChangesPer{User,Addr}: other writes a user makes — rooms created,
-	// renamed or left, friends added, profile changes, reports filed or
-	// added to, logouts. Each is a record every site keeps.
+	// ChangesPer{User,Addr}: other writes a user makes — rooms created or
+	// renamed, friends added, profile changes, reports filed or added to.
+	// Each is a record every site keeps. (Logging out and leaving a room
+	// are never refused.)
 	ChangesPerUser Rate
 	ChangesPerAddr Rate
 	// Exempt lists client addresses that no limit applies to except
@@ -131,7 +132,7 @@ func newBudgets(l Limits, sites int) *budgets {
 		send:    budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
 		invite:  budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
 		connect: budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
-		changes: budget{what: "changes (rooms, friends, profile, reports, logouts)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
+		changes: budget{what: "changes (rooms, friends, profile, reports)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
 		exempt:  l.Exempt,
 	}
 }

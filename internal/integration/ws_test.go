@@ -532,6 +532,86 @@ func TestWebSocketPingFrame(t *testing.T) {
 	wantNack(t, p.answer(""), salamander.CodeInvalid)
 }
 
+// rawWS is a WebSocket spoken by hand over TCP, for what a library would
+// not do: write many frames in one write, or break the protocol.
+type rawWS struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// dialRawWS opens a raw WebSocket to site i as the holder of token and
+// reads frames until "ready".
+func dialRawWS(t *testing.T, i int, token string) *rawWS {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(cluster.URL(i), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n", token)
+	w := &rawWS{t: t, conn: conn, r: bufio.NewReader(conn)}
+	resp, err := http.ReadResponse(w.r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	for {
+		if _, p := w.readFrame(); strings.Contains(string(p), `"type":"ready"`) {
+			return w
+		}
+	}
+}
+
+// readFrame reads the site's next frame: its opcode and payload.
+func (w *rawWS) readFrame() (op byte, payload []byte) {
+	w.t.Helper()
+	var hdr [2]byte
+	if _, err := io.ReadFull(w.r, hdr[:]); err != nil {
+		w.t.Fatalf("reading a frame: %v", err)
+	}
+	n := uint64(hdr[1] & 0x7f)
+	switch n {
+	case 126:
+		var l [2]byte
+		_, _ = io.ReadFull(w.r, l[:])
+		n = uint64(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		_, _ = io.ReadFull(w.r, l[:])
+		n = binary.BigEndian.Uint64(l[:])
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(w.r, payload); err != nil {
+		w.t.Fatalf("reading a frame: %v", err)
+	}
+	return hdr[0] & 0x0f, payload
+}
+
+// writeTexts writes each payload as a masked text frame, all in one write.
+func (w *rawWS) writeTexts(payloads ...[]byte) {
+	w.t.Helper()
+	var buf []byte
+	mask := [4]byte{1, 2, 3, 4}
+	for _, p := range payloads {
+		buf = append(buf, 0x81)
+		switch {
+		case len(p) < 126:
+			buf = append(buf, 0x80|byte(len(p)))
+		default:
+			buf = append(buf, 0x80|126, byte(len(p)>>8), byte(len(p)))
+		}
+		buf = append(buf, mask[:]...)
+		for i, c := range p {
+			buf = append(buf, c^mask[i%4])
+		}
+	}
+	if _, err := w.conn.Write(buf); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 // A device that breaks the protocol gets a close frame with the reason,
 // and the site goes on reading (and dropping) what the device still sends
 // until the device closes too or a second passes — also when an event for
@@ -546,55 +626,14 @@ func TestProtocolErrorCloseIsNotCutShortByAnEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.Dial("tcp", strings.TrimPrefix(cluster.URL(0), "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(conn, "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n", a.Token())
-	r := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
-	// Frames until "ready": the socket is live.
-	readFrame := func() (op byte, payload []byte) {
-		t.Helper()
-		var hdr [2]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			t.Fatalf("reading a frame: %v", err)
-		}
-		n := uint64(hdr[1] & 0x7f)
-		switch n {
-		case 126:
-			var l [2]byte
-			_, _ = io.ReadFull(r, l[:])
-			n = uint64(binary.BigEndian.Uint16(l[:]))
-		case 127:
-			var l [8]byte
-			_, _ = io.ReadFull(r, l[:])
-			n = binary.BigEndian.Uint64(l[:])
-		}
-		payload = make([]byte, n)
-		if _, err := io.ReadFull(r, payload); err != nil {
-			t.Fatalf("reading a frame: %v", err)
-		}
-		return hdr[0] & 0x0f, payload
-	}
-	for {
-		if _, p := readFrame(); strings.Contains(string(p), `"type":"ready"`) {
-			break
-		}
-	}
+	w := dialRawWS(t, 0, a.Token())
 	// An unmasked frame: a protocol error (RFC 6455 5.1).
 	broke := time.Now()
-	if _, err := conn.Write([]byte{0x81, 2, 'h', 'i'}); err != nil {
+	if _, err := w.conn.Write([]byte{0x81, 2, 'h', 'i'}); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		op, p := readFrame()
+		op, p := w.readFrame()
 		if op != 0x8 {
 			continue // an event written before the close
 		}
@@ -607,7 +646,7 @@ func TestProtocolErrorCloseIsNotCutShortByAnEvent(t *testing.T) {
 	if _, err := b.Send(ctx, room.ID, "are you there?"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = io.Copy(io.Discard, r) // until the site cuts the connection
+	_, err = io.Copy(io.Discard, w.r) // until the site cuts the connection
 	if took := time.Since(broke); took < 900*time.Millisecond {
 		t.Fatalf("the site cut the connection %s after the protocol error (%v), before its close grace", took.Round(time.Millisecond), err)
 	}
@@ -625,47 +664,46 @@ func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := dialWS(t, 0, a.Token())
-	// 14 beyond the cap: a strike each (with the one after), below the 16
-	// that close the socket; sends answered while the burst is written
-	// (a CI run saw one) only make fewer of them refused.
+	w := dialRawWS(t, 0, a.Token())
+	// 14 beyond the cap, all in one write: a strike each (with the one
+	// after), below the 16 that close the socket. The site reads them one
+	// by one while the first are carried out, so a few may be answered
+	// before the last are read, and fewer refused.
 	const burst = 270
 	frame := func(i int) []byte {
 		data, _ := json.Marshal(salamander.ClientFrame{Type: salamander.FrameSend, RoomID: room.ID,
 			ClientID: fmt.Sprintf("cap-%03d", i), Text: fmt.Sprint("m", i)})
 		return data
 	}
+	var frames [][]byte
 	for i := range burst {
-		if err := p.conn.Write(ctx, websocket.MessageText, frame(i)); err != nil {
-			t.Fatal(err)
-		}
+		frames = append(frames, frame(i))
 	}
+	w.writeTexts(frames...)
 	answers := map[string]salamander.Event{}
+	acked := false
 	take := func() {
 		t.Helper()
 		for {
-			select {
-			case ev := <-p.events:
-				if ev.Type == salamander.EventAck || ev.Type == salamander.EventNack {
-					answers[ev.ClientID] = ev
-					return
-				}
-			case <-p.done:
-				t.Fatalf("socket ended: %v", p.err)
-			case <-ctx.Done():
-				t.Fatalf("%d answers of %d", len(answers), burst+1)
+			op, p := w.readFrame()
+			if op != 0x1 {
+				t.Fatalf("frame op %d (%q): the socket is closing", op, p)
+			}
+			var ev salamander.Event
+			if err := json.Unmarshal(p, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type == salamander.EventAck || ev.Type == salamander.EventNack {
+				answers[ev.ClientID] = ev
+				acked = acked || ev.Type == salamander.EventAck
+				return
 			}
 		}
 	}
-	for acked := false; !acked; { // an ack: a slot is free again
+	for !acked { // an ack: a slot is free again
 		take()
-		for _, ev := range answers {
-			acked = acked || ev.Type == salamander.EventAck
-		}
 	}
-	if err := p.conn.Write(ctx, websocket.MessageText, frame(burst)); err != nil {
-		t.Fatal(err)
-	}
+	w.writeTexts(frame(burst))
 	for len(answers) < burst+1 {
 		take()
 	}

@@ -100,9 +100,13 @@ type View struct {
 	// windowIdle is how long a room's window stays in memory unused
 	// (WindowIdle; tests shorten it), and now the applier's clock.
 	windowIdle time.Duration
-	// sessionTTL is how long session tokens are valid (0: SessionTTL).
-	sessionTTL time.Duration
-	now        func() time.Time
+	// sessionTTL is how long session tokens are valid (0: SessionTTL);
+	// storePruned is when the store last forgot expired logouts, and
+	// storePruneDue says that memory forgot some since.
+	sessionTTL    time.Duration
+	storePruned   time.Time
+	storePruneDue bool
+	now           func() time.Time
 	// idleChanged tells Run that windowIdle changed.
 	idleChanged chan struct{}
 	// src is the log, once Run has started: where message texts are read.
@@ -321,16 +325,25 @@ func (v *View) revokedCutoff() int64 {
 	return v.now().Add(-ttl - revocationSlack).UnixNano()
 }
 
+// storePruneEvery is how often the store forgets expired logouts (a scan
+// of its revocations: they are not indexed by time).
+const storePruneEvery = time.Hour
+
 // pruneRevoked forgets the logouts whose tokens have expired, and returns
-// the cutoff the store should forget them by too (0: nothing pruned). Each
-// logout would otherwise stay in every site's memory for good.
+// the cutoff the store should forget them by too (0: not now), at most
+// every storePruneEvery. Each logout would otherwise stay in every site's
+// memory and store for good.
 func (v *View) pruneRevoked() int64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	cutoff := v.revokedCutoff()
-	if v.m.pruneRevoked(cutoff, maxRevocationsPruned) == 0 {
+	if v.m.pruneRevoked(cutoff, maxRevocationsPruned) > 0 {
+		v.storePruneDue = true
+	}
+	if !v.storePruneDue || v.now().Sub(v.storePruned) < storePruneEvery {
 		return 0
 	}
+	v.storePruneDue, v.storePruned = false, v.now()
 	return cutoff
 }
 

@@ -771,7 +771,7 @@ func TestExpiredLogoutsAreForgotten(t *testing.T) {
 		}
 	}
 	if v.pruneRevoked() != 0 {
-		t.Fatal("a second sweep pruned again")
+		t.Fatal("a second sweep within the hour told the store to forget again")
 	}
 	if err := v.write([]*dbBatch{{reached: map[string]uint64{}, revokedBefore: before}}); err != nil {
 		t.Fatal(err)

@@ -158,12 +158,16 @@ export class RoomView {
       const el = $("messages");
       this.anchor = el.scrollHeight - el.scrollTop;
       room.more = page.more;
+      this.olderTries = 0;
       this.app.model.addMessages(room.id, page.messages);
     } catch (e) {
       if (e instanceof ApiError) this.app.toast(e.message);
       // No site answered: a person at the top of the list cannot scroll
-      // further to ask again, so the page does, while they stay there.
-      else setTimeout(() => { if (this.room === room && $("messages").scrollTop < 120) this.loadOlder(); }, 2000);
+      // further to ask again, so the page does, a few times, while they
+      // stay there.
+      else if ((this.olderTries = (this.olderTries || 0) + 1) <= 5) {
+        setTimeout(() => { if (this.room === room && $("messages").scrollTop < 120) this.loadOlder(); }, 2000);
+      }
     } finally {
       this.loadingOlder = false;
     }
