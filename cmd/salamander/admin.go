@@ -229,11 +229,12 @@ func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bo
 	if err := gateway.CheckDrain(site, sites, drained, drain); err != nil {
 		return fmt.Errorf("admin: %s", salamander.ErrorMessage(err))
 	}
-	typ := salamander.RecSiteUndrained
+	rec := salamander.Record{Type: salamander.RecSiteUndrained, Target: site}
 	if drain {
-		typ = salamander.RecSiteDrained
+		// Every site's name, for the log's own majority check.
+		rec.Type, rec.Members = salamander.RecSiteDrained, sites
 	}
-	pos, err := adminAppend(ctx, store, "site."+site, salamander.Record{Type: typ, Target: site})
+	pos, err := adminAppend(ctx, store, "site."+site, rec)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}

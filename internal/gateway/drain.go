@@ -91,14 +91,24 @@ func (g *Gateway) handleDrain(drain bool) errHandler {
 		if err := CheckDrain(site, g.siteNames(), slices.Collect(maps.Keys(g.cfg.View.Drained())), drain); err != nil {
 			return err
 		}
-		typ := salamander.RecSiteUndrained
-		if drain {
-			typ = salamander.RecSiteDrained
+		// A site a running drill cuts off counts like a drained one.
+		if running := g.cfg.View.RunningDrills(); drain && len(running) > 0 {
+			return salamander.Errorf(salamander.CodeConflict, "drill %s is running (it cuts site %s off); drain once it is over",
+				running[0].ID, running[0].Site)
 		}
-		if err := g.opsRecord(r, c, "site."+site, salamander.Record{Type: typ, Target: site}); err != nil {
+		rec := salamander.Record{Type: salamander.RecSiteUndrained, Target: site}
+		if drain {
+			// Every site's name, for the log's own majority check.
+			rec.Type, rec.Members = salamander.RecSiteDrained, g.siteNames()
+		}
+		if err := g.opsRecord(r, c, "site."+site, rec); err != nil {
 			return err
 		}
 		if g.cfg.View.IsDrained(site) != drain {
+			// Another drain landed first, or the caller's role is gone.
+			if err := CheckDrain(site, g.siteNames(), slices.Collect(maps.Keys(g.cfg.View.Drained())), drain); err != nil {
+				return err
+			}
 			return salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an operator?)")
 		}
 		out := map[string]any{"site": site, "drained": drain}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,6 +94,12 @@ func (g *Gateway) handleStartDrill(w http.ResponseWriter, r *http.Request, c cla
 	if g.cfg.View.IsDrained(req.Site) {
 		return salamander.Errorf(salamander.CodeConflict, "site %s is drained", req.Site)
 	}
+	// The site cut off counts like a drained one: together they must leave
+	// a majority of the sites serving (and the log its quorum).
+	if drained := slices.Sorted(maps.Keys(g.cfg.View.Drained())); len(drained)+1 > (len(g.cfg.Sites)-1)/2 {
+		return salamander.Errorf(salamander.CodeConflict, "cutting off %s while %v is drained would leave less than a majority of the %d sites serving; undrain first",
+			req.Site, drained, len(g.cfg.Sites))
+	}
 	if running := g.cfg.View.RunningDrills(); len(running) > 0 {
 		return salamander.Errorf(salamander.CodeConflict, "drill %s is still running", running[0].ID)
 	}
@@ -155,8 +163,15 @@ func (g *Gateway) runDrill(d salamander.Drill, by string) {
 		}
 	}
 	log.Info("drill over", "state", end.State, "summary", end.Summary)
-	g.recordDrillEnd(ctx, end, by)
+	// Recorded also when the gateway is closing (a restart cut the drill
+	// short): a drill with no end stays running and blocks every later one.
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drillEndTimeout)
+	defer cancel()
+	g.recordDrillEnd(endCtx, end, by)
 }
+
+// drillEndTimeout bounds recording a drill's end.
+const drillEndTimeout = 30 * time.Second
 
 // recordDrillEnd appends a drill's end, retrying while the cluster
 // settles (the site isolated a moment ago may still be catching up).

@@ -380,10 +380,14 @@ func (e *ephemeral) applyDelta(id string, r *remote, m presenceMsgV2, now time.T
 	}
 	r.ver = m.Ver
 	for _, u := range m.On {
-		e.setRemote(r, u, true, now, out)
+		if salamander.ValidateUserName(u) == nil { // as a resync's names are
+			e.setRemote(r, u, true, now, out)
+		}
 	}
 	for _, u := range m.Off {
-		e.setRemote(r, u, false, now, out)
+		if salamander.ValidateUserName(u) == nil {
+			e.setRemote(r, u, false, now, out)
+		}
 	}
 }
 
@@ -825,9 +829,12 @@ type SiteGateway struct {
 // siteGateways lists this site's gateway processes — this one and those
 // whose beats it hears, until their TTL passes — by instance name.
 func (e *ephemeral) siteGateways(now time.Time) []SiteGateway {
+	e.localMu.Lock() // before mu, as everywhere: local is localMu's
+	local := e.local.n
+	e.localMu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := []SiteGateway{{Instance: e.name, Users: e.local.n, This: true}}
+	out := []SiteGateway{{Instance: e.name, Users: local, This: true}}
 	for id, r := range e.remotes {
 		// (A process hears its own beats too, and mirrors itself.)
 		if id == e.id || r.site != e.site || r.v1 || now.Sub(r.heard) > r.ttl {

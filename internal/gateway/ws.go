@@ -184,14 +184,17 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	c.wg.Add(1) // the replay below: the reader's end waits for it
 	conn.Serve(c)
 	defer c.wg.Done()
+	// Presence follows the hub on every first device and last one gone,
+	// also a device kicked at once below: the user's next device here is
+	// not "first" while this one closes (setOnline asks the hub).
+	if first {
+		g.eph.setOnline(cl.User)
+	}
 	// SetIsolated sets the flag before it kicks every registered device, so
 	// a device registered after the kick sees the flag here.
 	if g.Isolated() {
 		c.kick(wsock.StatusTryAgainLater, "site cut off from the other sites")
 		return
-	}
-	if first {
-		g.eph.setOnline(cl.User)
 	}
 	c.replay(replayCtx)
 }
@@ -804,7 +807,7 @@ func (c *wsConn) ping() {
 		closing := c.closing || c.exited
 		c.mu.Unlock()
 		if err != nil && !closing && !errors.Is(err, wsock.ErrClosing) {
-			c.abort() // no pong in time, or the ping could not be written
+			c.abort() // the ping could not be written (a missing pong is wsock's to cut)
 		}
 	}()
 }

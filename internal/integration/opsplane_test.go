@@ -350,6 +350,12 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		}
 		return nil
 	})
+	// Nor may a drill cut off another site meanwhile: the drained one and
+	// the one cut off would leave one site of three serving.
+	if code, body := opsCall(t, 0, "POST", "/v1/ops/drills", op.Token(), map[string]any{"site": "b", "seconds": 5}); code != http.StatusConflict ||
+		!strings.Contains(string(body), "majority") {
+		t.Fatalf("a drill while a site is drained: %d %s", code, body)
+	}
 	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if s := sub.Site(); s == "" || strings.Contains(s, cluster.URL(2)) {
 			return fmt.Errorf("the client is still at %q", s)

@@ -106,8 +106,15 @@ func (a *applier) applyOps(pos salamander.Position, r salamander.Record) error {
 		if r.Report != nil {
 			a.report(pos, r)
 		}
-	case salamander.RecDrillStarted, salamander.RecDrillFault, salamander.RecDrillEnded:
+	case salamander.RecDrillStarted, salamander.RecDrillFault:
 		if r.Drill != nil && a.byRole(r, salamander.RoleOperator) {
+			a.drill(pos, r)
+		}
+	case salamander.RecDrillEnded:
+		// Also from whoever started it, operator or not since: how a drill
+		// went is a report, and a drill whose end nobody may record would
+		// stay running, and block every later one, for good.
+		if r.Drill != nil && (a.byRole(r, salamander.RoleOperator) || a.startedBy(r)) {
 			a.drill(pos, r)
 		}
 	case salamander.RecSiteDrained, salamander.RecSiteUndrained:
@@ -225,6 +232,12 @@ func (a *applier) report(pos salamander.Position, r salamander.Record) {
 	o.updatedAt[c.ID] = r.At
 }
 
+// startedBy reports whether r is by the account that started r's drill.
+func (a *applier) startedBy(r salamander.Record) bool {
+	d := a.m.ops.drills[r.Drill.ID]
+	return d != nil && r.By != "" && d.By == r.By
+}
+
 func (a *applier) drill(pos salamander.Position, r salamander.Record) {
 	d := r.Drill
 	cur := a.m.ops.drills[d.ID]
@@ -274,6 +287,15 @@ func (a *applier) drain(pos salamander.Position, r salamander.Record) {
 	_, was := a.m.ops.drained[r.Target]
 	if r.Type == salamander.RecSiteDrained {
 		if was {
+			return
+		}
+		// The majority rule (gateway.CheckDrain), kept by the log as well:
+		// two drains checked at once at two sites, each against a log
+		// with nothing drained, must not both take effect. The record
+		// names every site (Members) as its gateway saw them; every site
+		// applies it alike. (A drain record from before they did is taken
+		// as it was.)
+		if n := len(r.Members); n > 0 && len(a.m.ops.drained)+1 > (n-1)/2 {
 			return
 		}
 		d := salamander.SiteDrain{Site: r.Target, At: r.At, By: r.By, From: r.Site}

@@ -60,7 +60,20 @@ func TestOpsRecordsFollowTheRules(t *testing.T) {
 		{Type: salamander.RecDrillFault, By: "op", Drill: &salamander.Drill{ID: "drl-000000001"}},
 		{Type: salamander.RecDrillEnded, By: "op", Drill: &salamander.Drill{ID: "drl-000000001", State: "passed", Summary: "ok"}},
 		{Type: salamander.RecSiteDrained, By: "carol", Target: "b"}, // users do not drain
-		{Type: salamander.RecSiteDrained, By: "op", Target: "c"},
+		{Type: salamander.RecSiteDrained, By: "op", Target: "c", Members: []string{"a", "b", "c"}},
+		// Checked at another site at the same moment, against a log with
+		// nothing drained: the log's own majority check refuses it.
+		{Type: salamander.RecSiteDrained, By: "boss", Target: "a", Members: []string{"a", "b", "c"}},
+		// A drill whose starter lost the operator role while it ran: its
+		// end is still recorded (or it would stay running for good); a
+		// drill's end by someone else who is no operator is not.
+		{Type: salamander.RecDrillStarted, By: "op", Drill: &salamander.Drill{ID: "drl-000000002", Scenario: "isolate",
+			Kind: "simulation", Site: "b", Seconds: 5}},
+		{Type: salamander.RecDrillStarted, By: "boss", Drill: &salamander.Drill{ID: "drl-000000003", Scenario: "isolate",
+			Kind: "simulation", Site: "b", Seconds: 5}},
+		{Type: salamander.RecRoleSet, User: "op", Role: "user"},
+		{Type: salamander.RecDrillEnded, By: "op", Drill: &salamander.Drill{ID: "drl-000000002", State: "failed", Summary: "cut short"}},
+		{Type: salamander.RecDrillEnded, By: "carol", Drill: &salamander.Drill{ID: "drl-000000003", State: "passed", Summary: "fake"}},
 	}
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	var entries []jsstore.Entry
@@ -95,8 +108,18 @@ func TestOpsRecordsFollowTheRules(t *testing.T) {
 			t.Fatalf("op's reports %+v", mine)
 		}
 		drills := v.Drills()
-		if len(drills) != 1 || drills[0].State != "passed" || drills[0].FaultAt.IsZero() || drills[0].FromSite != "a" {
+		states := map[string]string{}
+		for _, d := range drills {
+			states[d.ID] = d.State
+		}
+		if len(drills) != 3 || states["drl-000000001"] != "passed" || states["drl-000000002"] != "failed" ||
+			states["drl-000000003"] != "running" {
 			t.Fatalf("drills %+v", drills)
+		}
+		for _, d := range drills {
+			if d.ID == "drl-000000001" && (d.FaultAt.IsZero() || d.FromSite != "a") {
+				t.Fatalf("drill %+v", d)
+			}
 		}
 		if c := salamander.Compliance(drills, 2026); c.Simulation != 1 || c.Recovery != 0 || c.Met {
 			t.Fatalf("compliance %+v", c)
