@@ -28,12 +28,14 @@ encrypted at rest.
 const restoreUsage = `usage: salamander restore --dir DIR [--nats URL,…] [--creds admin.json] [--streams LIST]
 
 Restores streams from a backup, with their sequences, records and
-configuration. STOP EVERY SITE'S GATEWAY FIRST (every 'serve' process), and
-start them again once the restore is done. Records acknowledged after the
-backup was taken are lost.
+configuration. NO SITE MAY SERVE MEANWHILE: with an external NATS cluster,
+stop every 'serve' process; with NATS embedded in 'serve', take every site
+out of the load balancer instead (stopping 'serve' would stop its NATS
+server). Then restart the sites one by one with their view.db deleted (see
+README, Backups). Records acknowledged after the backup was taken are lost.
 
 By default it restores every stream of the backup that is absent from the
-cluster (or exists but holds no record) and leaves the others alone.
+cluster (or exists but was never written: a purged stream keeps its sequence) and leaves the others alone.
 --streams restores only the named ones (p0 or SAL_P0, acct, SAL_CLUSTER) and
 refuses if one of them holds records. A backup whose files do not match its
 manifest is refused before anything is touched.

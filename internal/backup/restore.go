@@ -30,9 +30,10 @@ var ErrNothingToRestore = errors.New("backup: nothing to restore: every stream o
 type RestoreOptions struct {
 	// Streams names the streams to restore, by NATS name (SAL_P0, SAL_ACCT,
 	// KV_SAL_CLUSTER) or by Salamander's (p0, acct, SAL_CLUSTER). Each must
-	// be absent from the cluster or hold no record. Empty: every stream of
-	// the backup that is absent, or holds no record while the backup has
-	// some; the others are left alone.
+	// be absent from the cluster or never written (sequence 0; a purged
+	// stream keeps its sequence). Empty: every stream of the backup that is
+	// absent, or never written while the backup has records; the others
+	// are left alone.
 	Streams []string
 	Logger  *slog.Logger
 }
@@ -58,7 +59,7 @@ type Outcome struct {
 // corrupted backup (ErrCorrupt) or a named stream that holds records
 // (ErrStreamHoldsRecords). Each restored stream has the backup's
 // configuration, sequences and records; records acknowledged after the
-// backup are lost. The sites' gateways must be stopped while it runs.
+// backup are lost. No site may serve users while it runs (README, Backups).
 func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions) ([]Outcome, error) {
 	log := loggerOrDiscard(opts.Logger).With("system", "backup")
 	m, err := ReadManifest(dir)
