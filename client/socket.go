@@ -123,34 +123,28 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 	}
 	t := time.NewTimer(s.timeout)
 	defer t.Stop()
-	select {
-	case ev := <-answer:
-		return ev, nil
-	case <-s.closed:
-		return none, errSocketGone
-	case <-ctx.Done():
-		return none, ctx.Err()
-	case <-t.C:
-		if s.stalled.Load() {
-			return none, errSocketBusy
+	stalled := false
+	for {
+		select {
+		case ev := <-answer:
+			return ev, nil
+		case <-s.closed:
+			return none, errSocketGone
+		case <-ctx.Done():
+			return none, ctx.Err()
+		case <-stalls:
+			// The reader waits for the application, and the answer may be
+			// queued behind the events it has not taken: a moment more,
+			// then HTTP (where the message is answered as the duplicate it
+			// is, if it landed).
+			stalls, stalled = nil, true
+			t.Reset(stallGrace)
+		case <-t.C:
+			if stalled || s.stalled.Load() {
+				return none, errSocketBusy
+			}
+			return none, &failoverError{fmt.Errorf("no answer on the WebSocket within %s", s.timeout)}
 		}
-		return none, &failoverError{fmt.Errorf("no answer on the WebSocket within %s", s.timeout)}
-	case <-stalls:
-	}
-	// The reader waits for the application, and the answer may be queued
-	// behind the events it has not taken: a moment more, then HTTP (where
-	// the message is answered as the duplicate it is, if it landed).
-	g := time.NewTimer(stallGrace)
-	defer g.Stop()
-	select {
-	case ev := <-answer:
-		return ev, nil
-	case <-s.closed:
-		return none, errSocketGone
-	case <-ctx.Done():
-		return none, ctx.Err()
-	case <-g.C:
-		return none, errSocketBusy
 	}
 }
 

@@ -28,12 +28,7 @@ func newFrameSite(t *testing.T, answer func(f salamander.ClientFrame) *salamande
 	fs := &frameSite{}
 	fs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/ws" {
-			var req salamander.SendRequest
-			_ = json.NewDecoder(r.Body).Decode(&req)
-			fs.mu.Lock()
-			fs.httpSends = append(fs.httpSends, req.ClientID)
-			fs.mu.Unlock()
-			writeJSON(w, http.StatusCreated, salamander.SendResult{Message: salamander.Message{Seq: 1000, ClientID: req.ClientID}})
+			fs.sendOverHTTP(w, r)
 			return
 		}
 		conn, err := websocket.Accept(w, r, nil)
@@ -76,6 +71,17 @@ func newFrameSite(t *testing.T, answer func(f salamander.ClientFrame) *salamande
 		}
 	})
 	return fs
+}
+
+// sendOverHTTP is the site's HTTP send endpoint: it acks with seq 1000
+// and records the client id.
+func (fs *frameSite) sendOverHTTP(w http.ResponseWriter, r *http.Request) {
+	var req salamander.SendRequest
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	fs.mu.Lock()
+	fs.httpSends = append(fs.httpSends, req.ClientID)
+	fs.mu.Unlock()
+	writeJSON(w, http.StatusCreated, salamander.SendResult{Message: salamander.Message{Seq: 1000, ClientID: req.ClientID}})
 }
 
 func (fs *frameSite) sentOverHTTP() []string {
@@ -217,12 +223,7 @@ func stallingSite(t *testing.T, early bool) *frameSite {
 	fs := &frameSite{}
 	fs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/ws" {
-			var req salamander.SendRequest
-			_ = json.NewDecoder(r.Body).Decode(&req)
-			fs.mu.Lock()
-			fs.httpSends = append(fs.httpSends, req.ClientID)
-			fs.mu.Unlock()
-			writeJSON(w, http.StatusCreated, salamander.SendResult{Message: salamander.Message{Seq: 1000, ClientID: req.ClientID}})
+			fs.sendOverHTTP(w, r)
 			return
 		}
 		conn, err := websocket.Accept(w, r, nil)

@@ -308,39 +308,25 @@ func sseEvents(ctx context.Context, r io.Reader) <-chan sseEvent {
 // answered from one reading a second (shared while it runs), not one
 // reading each, which would flood the API the sites' appends depend on.
 func TestStatusBurstReadsTheClusterOnce(t *testing.T) {
-	nc, err := cluster.AdminNATS(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	sub, err := nc.SubscribeSync("$JS.API.STREAM.INFO.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
 	const burst = 40
-	var wg sync.WaitGroup
-	for range burst {
-		wg.Go(func() {
-			res, err := http.Get(cluster.URL(1) + "/v1/status")
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode != http.StatusOK {
-				t.Errorf("status %d", res.StatusCode)
-			}
-		})
-	}
-	wg.Wait()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	asked, _, _ := sub.Pending()
+	asked := jsAPIAsks(t, "$JS.API.STREAM.INFO.>", func() {
+		var wg sync.WaitGroup
+		for range burst {
+			wg.Go(func() {
+				res, err := http.Get(cluster.URL(1) + "/v1/status")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK {
+					t.Errorf("status %d", res.StatusCode)
+				}
+			})
+		}
+		wg.Wait()
+	})
 	// One reading asks once per stream (partitions, their standbys, the
 	// accounts stream); the sites' own leader balancing asks meanwhile.
 	const partitions = 3 // testcluster's
@@ -351,43 +337,53 @@ func TestStatusBurstReadsTheClusterOnce(t *testing.T) {
 	t.Logf("%d status requests: %d stream info requests", burst, asked)
 }
 
+// jsAPIAsks counts the JetStream API requests on subject (seen at site 1's
+// server, with the admin credential) while burst runs.
+func jsAPIAsks(t *testing.T, subject string, burst func()) int {
+	t.Helper()
+	nc, err := cluster.AdminNATS(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	burst()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	asked, _, _ := sub.Pending()
+	return asked
+}
+
 // "No such user" is confirmed against the log's head before it is said,
 // and reading the head is a JetStream API request: a burst of lookups of
 // names nobody has shares the readings (each still begun after its
 // request), instead of asking JetStream once each.
 func TestUnknownNameBurstSharesHeadReadings(t *testing.T) {
 	c, _ := signedUp(t, 1, "heads")
-	nc, err := cluster.AdminNATS(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	sub, err := nc.SubscribeSync("$JS.API.STREAM.INFO.SAL_ACCT")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
 	const burst = 40
-	var wg sync.WaitGroup
-	start := make(chan struct{}) // all at once, as a flood comes
-	for i := range burst {
-		name := uniqueName(fmt.Sprint("nobody", i))
-		wg.Go(func() {
-			<-start
-			r := raw(t, 1, "GET", "/v1/users/"+name, c.Token(), "", nil)
-			if r.status != http.StatusNotFound {
-				t.Errorf("an unknown name: %d %s", r.status, r.body)
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	asked, _, _ := sub.Pending()
+	asked := jsAPIAsks(t, "$JS.API.STREAM.INFO.SAL_ACCT", func() {
+		var wg sync.WaitGroup
+		start := make(chan struct{}) // all at once, as a flood comes
+		for i := range burst {
+			name := uniqueName(fmt.Sprint("nobody", i))
+			wg.Go(func() {
+				<-start
+				r := raw(t, 1, "GET", "/v1/users/"+name, c.Token(), "", nil)
+				if r.status != http.StatusNotFound {
+					t.Errorf("an unknown name: %d %s", r.status, r.body)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+	})
 	// Each reading serves every request that arrived before it began (the
 	// other sites' leader balancing reads the head too, every 2 s).
 	if asked > burst/2 {
