@@ -179,10 +179,29 @@ func inviteScrollLeave(t *testing.T, ctx context.Context, cl *drill.Cluster, min
 
 	// Reloaded, the page keeps the newest 50 messages of a room and pages
 	// back for the rest as the list is scrolled to the top.
+	// The group is opened offline, so its first load of the newest page
+	// fails; the page must load it once a site answers again. The reloaded
+	// page reopens the room it showed before (the 1:1 room, maybe still
+	// while the group is clicked), so the group is clicked again until it is
+	// the room shown.
 	joon.do("reload", chromedp.Reload())
-	joon.click(group)
-	joon.wait("the newest 50, more to load", `document.querySelectorAll("#messages .msg[data-seq]").length === 50 &&
-		document.querySelector("#messages .history-edge.loading")?.textContent !== ""`)
+	joon.js(`window.latestFailed = 0;
+		{ const f = window.fetch;
+		  window.fetch = (u, init) => f(u, init).catch((e) => {
+			if (/\/v1\/rooms\/g_[^/]*\/messages\?limit=/.test(String(u))) window.latestFailed++;
+			throw e;
+		  }); }`)
+	joon.offline(true)
+	joon.wait("the group's newest 50 kept, its load failed", `(() => {
+		if (!location.hash.startsWith("#/room/g_")) document.querySelector(`+jsString(group)+`)?.click();
+		return location.hash.startsWith("#/room/g_") && window.latestFailed > 0 &&
+			document.querySelectorAll("#messages .msg[data-seq]").length === 50 &&
+			document.querySelector("#messages .history-edge.loading")?.textContent === "";
+	})()`)
+	joon.offline(false)
+	joon.wait("the newest 50 loaded, more to load", `location.hash.startsWith("#/room/g_") &&
+		document.querySelectorAll("#messages .msg[data-seq]").length === 50 &&
+		!!document.querySelector("#messages .history-edge.loading")?.textContent`)
 	// Scrolled to the top — again if the page, still placing the list,
 	// moved it back down, as a person would.
 	joon.wait("the whole history", `(() => {

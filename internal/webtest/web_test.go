@@ -224,8 +224,23 @@ func TestWebMessengerRidesThroughAFire(t *testing.T) {
 	joon.wait("the two still waiting after a reload", `document.querySelectorAll("#messages .msg.pending").length === 2 &&
 		document.getElementById("conn").textContent.includes("2 unsent")`)
 	joon.shoot("offline-en-desktop")
+	// A long outbox (more than the page keeps in flight on its socket, 64)
+	// goes out in order, each message once.
+	const queued = 80
+	joon.js(`{
+		const k = "salamander.outbox." + JSON.parse(localStorage.getItem("salamander.session")).user.name;
+		const items = JSON.parse(localStorage.getItem(k));
+		for (let i = 0; i < ` + fmt.Sprint(queued) + `; i++) items.push({client_id: crypto.randomUUID().replaceAll("-", ""),
+			room_id: items[0].room_id, text: "queued " + i, queued_at: new Date().toISOString()});
+		localStorage.setItem(k, JSON.stringify(items));
+	}`)
+	for i := range queued {
+		chat.sent = append(chat.sent, fmt.Sprint("queued ", i))
+	}
+	joon.do("reload", chromedp.Reload())
+	joon.wait("the long outbox after a reload", `document.getElementById("conn").textContent.includes("`+fmt.Sprint(queued+2)+` unsent")`)
 	joon.offline(false)
-	chat.whole(15 * time.Second)
+	chat.whole(30 * time.Second)
 	joon.wait("nothing waiting", `document.querySelectorAll("#messages .msg.pending").length === 0`)
 
 	// Sora, a third user, joins the group at Mina's invitation and fills it

@@ -87,6 +87,7 @@ export class RoomView {
       this.stopTyping();
       this.roomID = id;
       this.anchor = null;
+      this.latestTries = 0;
       this.stuck = true;
       $("input").value = "";
       this.autosize();
@@ -113,25 +114,52 @@ export class RoomView {
     const room = this.room;
     if (!room) return;
     this.markRead(true);
-    if (room.loaded) this.fillGaps(room);
+    if (room.loaded) this.fillGaps(room.id);
+    else this.loadLatest(room);
   }
 
+  // The model replaces a room's object whenever the room changes (a room
+  // event, the rooms list loaded again), so what a load learns is written
+  // to the room as it is when the answer comes, found by its id, never to
+  // the object the load began with.
+  current(id) { return this.app.model.rooms.get(id); }
+
+  // loadLatest fetches the newest page of a room's history. Until it has
+  // answered the room cannot show where it starts, so a load that no site
+  // answered is asked again, with a growing pause, for as long as the room
+  // stays open (and at once when a WebSocket is live again).
   async loadLatest(room) {
+    const id = room.id;
+    if (room.loaded || this.loadingLatest === id) return;
+    this.loadingLatest = id;
+    clearTimeout(this.latestRetry);
     try {
-      const page = await this.app.api.request("GET", `/v1/rooms/${encodeURIComponent(room.id)}/messages?limit=${PAGE}`);
-      room.loaded = true;
-      room.more = page.more;
-      this.app.model.addMessages(room.id, [...page.messages, ...(page.held || [])]);
-      await this.fillGaps(room);
+      const page = await this.app.api.request("GET", `/v1/rooms/${encodeURIComponent(id)}/messages?limit=${PAGE}`);
+      const cur = this.current(id);
+      if (!cur) return;
+      cur.loaded = true;
+      cur.more = page.more;
+      this.latestTries = 0;
+      this.app.model.addMessages(id, [...page.messages, ...(page.held || [])]);
+      await this.fillGaps(id);
     } catch (e) {
       if (e instanceof ApiError) this.app.toast(e.message);
+      else {
+        this.latestTries = (this.latestTries || 0) + 1;
+        this.latestRetry = setTimeout(() => { if (this.roomID === id && this.room) this.loadLatest(this.room); },
+          Math.min(15000, 1000 * 2 ** Math.min(4, this.latestTries - 1)));
+      }
+    } finally {
+      if (this.loadingLatest === id) this.loadingLatest = null;
     }
   }
 
   // fillGaps fetches the messages missing between the oldest and newest
   // known ones (events lost while no site was reachable).
-  async fillGaps(room) {
+  async fillGaps(id) {
     for (let guard = 0; guard < 20; guard++) {
+      const room = this.current(id);
+      if (!room) return;
       const seqs = [...room.messages.keys()].sort((a, b) => a - b);
       const i = seqs.findIndex((s, k) => k > 0 && s !== seqs[k - 1] + 1);
       const newest = seqs[seqs.length - 1] || 0;
@@ -140,33 +168,36 @@ export class RoomView {
       else if (room.last_seq > newest && newest > 0) after = newest;
       if (after < 0) return;
       const page = await this.app.api.request("GET",
-        `/v1/rooms/${encodeURIComponent(room.id)}/messages?after=${after}&limit=200`).catch(() => null);
+        `/v1/rooms/${encodeURIComponent(id)}/messages?after=${after}&limit=200`).catch(() => null);
       if (!page || page.messages.length === 0) return;
-      this.app.model.addMessages(room.id, page.messages);
+      this.app.model.addMessages(id, page.messages);
     }
   }
 
   async loadOlder() {
     const room = this.room;
     if (!room || !room.loaded || !room.more || this.loadingOlder) return;
+    const id = room.id;
     const oldest = Math.min(...room.messages.keys());
     if (!Number.isFinite(oldest) || oldest <= 1) { room.more = false; this.draw(); return; }
     this.loadingOlder = true;
     try {
       const page = await this.app.api.request("GET",
-        `/v1/rooms/${encodeURIComponent(room.id)}/messages?before=${oldest}&limit=${PAGE}`);
+        `/v1/rooms/${encodeURIComponent(id)}/messages?before=${oldest}&limit=${PAGE}`);
+      const cur = this.current(id);
+      if (!cur) return;
       const el = $("messages");
-      this.anchor = el.scrollHeight - el.scrollTop;
-      room.more = page.more;
+      if (this.roomID === id) this.anchor = el.scrollHeight - el.scrollTop;
+      cur.more = page.more;
       this.olderTries = 0;
-      this.app.model.addMessages(room.id, page.messages);
+      this.app.model.addMessages(id, page.messages);
     } catch (e) {
       if (e instanceof ApiError) this.app.toast(e.message);
       // No site answered: a person at the top of the list cannot scroll
       // further to ask again, so the page does, a few times, while they
       // stay there.
       else if ((this.olderTries = (this.olderTries || 0) + 1) <= 5) {
-        setTimeout(() => { if (this.room === room && $("messages").scrollTop < 120) this.loadOlder(); }, 2000);
+        setTimeout(() => { if (this.roomID === id && $("messages").scrollTop < 120) this.loadOlder(); }, 2000);
       }
     } finally {
       this.loadingOlder = false;
