@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -133,24 +134,27 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"applied it; sessions signed with the previous key stay valid until they expire\n", id, pos.Stream, pos.Seq)
 		return nil
 	case "leaders":
+		// Every stream is listed, also when some cannot be read (in a fire,
+		// those electing): the command then fails after the table.
 		st, err := store.Status(ctx)
-		if err != nil {
-			return err
-		}
 		// The partitions' standbys too: their leaders are kept at another
 		// site than their partitions' (sends are held there during an
 		// election).
-		standbys, err := store.StandbyStatus(ctx)
-		if err != nil {
-			return err
-		}
+		standbys, serr := store.StandbyStatus(ctx)
 		st = append(st, standbys...)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "STREAM\tLEADER\tREPLICAS\tUNHEALTHY\tLAST SEQ")
 		for _, s := range st {
+			if s.Error != "" {
+				fmt.Fprintf(tw, "%s\t(not read)\t\t\t\n", s.Stream)
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d\n", s.Stream, s.Leader, s.Replicas, s.Unhealthy, s.LastSeq)
 		}
-		return tw.Flush()
+		if ferr := tw.Flush(); ferr != nil {
+			return ferr
+		}
+		return errors.Join(err, serr)
 	case "step-down":
 		if fs.NArg() != 2 && fs.NArg() != 3 {
 			return fmt.Errorf("admin: usage: step-down STREAM [SITE]")

@@ -1091,6 +1091,9 @@ type StreamStatus struct {
 	// Peers are the leader and every replica: whether it is current, how
 	// far behind and when the leader last heard it.
 	Peers []ReplicaStatus `json:"peers,omitempty"`
+	// Error says why the stream could not be read (its other fields are
+	// then empty): most often, it has no leader right now.
+	Error string `json:"error,omitempty"`
 	// StandbyOf names the partition a standby stream holds sends for
 	// while that partition elects a leader (standby.go); empty for every
 	// other stream.
@@ -1124,18 +1127,29 @@ func (s *Store) StandbyStatus(ctx context.Context) ([]StreamStatus, error) {
 	return s.statusOfAll(ctx, s.Standbys())
 }
 
-// statusOfAll is StatusOf for each of names, in order, up to the first
-// that fails.
+// statusOfAll is StatusOf for each of names, in order, asked side by side:
+// in a fire the streams whose leaders burned do not answer until they
+// have elected, and the others must still be listed (one that waits must
+// not take the whole reading's time from the rest). A stream that could
+// not be read is listed with its Error and no leader; the error returned
+// then names every such stream.
 func (s *Store) statusOfAll(ctx context.Context, names []string) ([]StreamStatus, error) {
-	var out []StreamStatus
-	for _, name := range names {
-		ss, err := s.StatusOf(ctx, name)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, ss)
+	out := make([]StreamStatus, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			out[i], errs[i] = s.StatusOf(ctx, name)
+			if errs[i] != nil {
+				out[i] = StreamStatus{Stream: name, Error: errs[i].Error()}
+				if IsStandby(name) {
+					out[i].StandbyOf = PartitionOf(name)
+				}
+			}
+		})
 	}
-	return out, nil
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // StatusOf asks the cluster for one stream's leader, replicas and last

@@ -94,3 +94,38 @@ func TestStreamsThatBreakAGuaranteeAreRefused(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // the server is still starting: try the round again
 	}
 }
+
+// A stream that cannot be read (in a fire: one whose leader burned, until
+// it elects) is listed with its error, and every other stream is still
+// read and listed, in order.
+func TestStatusListsEveryStreamWhenOneCannotBeRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := openTestStore(ctx, t, startLoneServer(ctx, t), nil)
+	names := append([]string{"NO_SUCH_STREAM"}, s.Streams()...)
+	names = append(names, s.Standbys()...)
+	st, err := s.statusOfAll(ctx, names)
+	if err == nil || !strings.Contains(err.Error(), "NO_SUCH_STREAM") {
+		t.Fatalf("error %v: want one naming the stream not read", err)
+	}
+	if len(st) != len(names) {
+		t.Fatalf("%d streams listed, want %d: %+v", len(st), len(names), st)
+	}
+	for i, ss := range st {
+		if ss.Stream != names[i] {
+			t.Fatalf("stream %d is %s, want %s", i, ss.Stream, names[i])
+		}
+		if i == 0 {
+			if ss.Error == "" || ss.Leader != "" {
+				t.Fatalf("the missing stream listed as %+v: want an error and no leader", ss)
+			}
+			continue
+		}
+		if ss.Error != "" || ss.Leader == "" {
+			t.Fatalf("stream %s listed as %+v: want it read, with its leader", ss.Stream, ss)
+		}
+		if IsStandby(ss.Stream) && ss.StandbyOf != PartitionOf(ss.Stream) {
+			t.Fatalf("standby %s says it stands by %q", ss.Stream, ss.StandbyOf)
+		}
+	}
+}

@@ -497,10 +497,11 @@ function renderStreams(ov) {
     h("th", {}, "move leader"));
   const rows = streams.map((st) => h("tr", { "data-stream": st.stream },
     h("td", {}, h("b", { class: "mono" }, st.stream)),
-    h("td", {}, st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
+    h("td", {}, st.error ? h("span", { class: "pill bad", title: st.error }, "not answering")
+      : st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
     h("td", {}, replicaChips(st)),
-    h("td", { class: "num" }, fmtInt(st.last_seq)),
-    h("td", { class: "num" }, fmtInt(st.messages)),
+    h("td", { class: "num" }, st.error ? "–" : fmtInt(st.last_seq)),
+    h("td", { class: "num" }, st.error ? "–" : fmtInt(st.messages)),
     ov.sites.map((s) => {
       const a = s.status && s.status.applied ? s.status.applied[st.stream] : undefined;
       if (a === undefined) return h("td", { class: "num muted" }, st.last_seq === 0 ? "0" : "–");
@@ -530,11 +531,12 @@ function renderStandbys(ov) {
     return h("tr", { "data-standby": st.stream },
       h("td", {}, h("b", { class: "mono" }, st.stream)),
       h("td", { class: "mono" }, st.standby_of),
-      h("td", {}, st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
+      h("td", {}, st.error ? h("span", { class: "pill bad", title: st.error }, "not answering")
+        : st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
       h("td", {}, p && p.leader ? h("span", { class: "mono" }, p.leader) : h("span", { class: "muted" }, "–")),
       h("td", {}, placement),
       h("td", {}, replicaChips(st)),
-      h("td", { class: "num" }, fmtInt(st.last_seq)));
+      h("td", { class: "num" }, st.error ? "–" : fmtInt(st.last_seq)));
   });
   fill($("standbys"),
     h("thead", {}, h("tr", {}, h("th", {}, "standby"), h("th", {}, "of partition"), h("th", {}, "leader"),
