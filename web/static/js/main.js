@@ -68,6 +68,8 @@ function start(s) {
     onSent: (m) => { app.model.addMessages(m.room, [m]) || fetchRoom(m.room); redrawRoom(m.room); drawConn(); },
     onRefused: (m, err) => toast(t("sendFailed", err.message)),
   });
+  // Another tab of this user queued a message, or saw one acknowledged.
+  app.outbox.onChange(() => { app.sender.kick(); if (app.roomID) redrawRoom(app.roomID); drawConn(); });
   app.roomView = new RoomView(app);
   restoreSnapshot(user);
 
@@ -146,13 +148,21 @@ function writeSnapshot(user) {
   store.snapshot.set(user, { me: m.me, friends: [...m.friends.values()], users: [...m.users.values()], rooms });
 }
 
-// loadAll fetches the profile, rooms and friends (again after a failure).
-async function loadAll() {
+// loadAll fetches the profile, rooms and friends (again after a failure);
+// one load at a time.
+let loadingAll = null;
+function loadAll() {
+  loadingAll ||= loadAllOnce().finally(() => { loadingAll = null; });
+  return loadingAll;
+}
+
+async function loadAllOnce() {
   const api = app.api;
   try {
+    const since = app.model.clock;
     const [me, rooms] = await Promise.all([api.request("GET", "/v1/me"), api.request("GET", "/v1/rooms")]);
     app.model.setUser(me);
-    for (const r of rooms.rooms) app.model.setRoom(r);
+    app.model.setRooms(rooms.rooms, since);
     await loadFriends();
     app.loaded = true;
     for (const r of app.model.rooms.values()) for (const m of r.members) app.roomView.knowUser(m);
@@ -165,20 +175,21 @@ async function loadAll() {
 
 async function loadFriends() {
   const api = app.api;
+  const since = app.model.clock;
   const { friends } = await api.request("GET", "/v1/friends");
   app.model.setFriends(friends);
   if (friends.length) {
     const names = friends.slice(0, 100).map((f) => f.name).join(",");
     const { presence } = await api.request("GET", "/v1/presence?users=" + encodeURIComponent(names));
-    for (const p of presence) app.model.presence.set(p.user, p.online);
-    app.model.changed("presence");
+    app.model.setPresence(presence, since);
   }
 }
 
 async function fetchRoom(id) {
   try {
+    const since = app.model.clock;
     const r = await app.api.request("GET", `/v1/rooms/${encodeURIComponent(id)}`);
-    app.model.setRoom(r);
+    app.model.setRoomAsked(r, since);
     for (const m of r.members) app.roomView.knowUser(m);
   } catch (e) {
     if (e instanceof ApiError) return;

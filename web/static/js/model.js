@@ -20,8 +20,18 @@ export class Model extends EventTarget {
     this.presence = new Map();    // name -> online
     this.typing = new Map();      // room id -> Map(user -> until)
     this.incidents = new Map();   // id -> open incident
+    // clock counts the changes made to rooms and presence by anything
+    // but a list loaded whole (live events, a room fetched or changed by
+    // the user); touched holds each room's and user's last one. A list
+    // asked for at clock c leaves alone what was touched after c: its
+    // answer is older than that change.
+    this.clock = 0;
+    this.touched = new Map();     // "room:" + id or "presence:" + name -> clock
     this.users.set(me.name, me);
   }
+
+  touch(key) { this.touched.set(key, ++this.clock); }
+  touchedSince(key, since) { return (this.touched.get(key) || 0) > since; }
 
   changed(what, room) {
     this.dispatchEvent(new CustomEvent("change", { detail: { what, room } }));
@@ -48,6 +58,42 @@ export class Model extends EventTarget {
   // setRoom takes a room from an API answer (or a room event), keeping the
   // messages already known and the newer of each read marker.
   setRoom(r) {
+    this.touch("room:" + r.id);
+    return this.mergeRoom(r);
+  }
+
+  // setRoomAsked is setRoom for an answer asked for at clock since: it is
+  // dropped if the room changed after that.
+  setRoomAsked(r, since) {
+    return this.touchedSince("room:" + r.id, since) ? this.rooms.get(r.id) : this.mergeRoom(r);
+  }
+
+  // setRooms takes the whole list of the user's rooms, asked for at clock
+  // since: rooms changed after that keep what the change said, and a room
+  // missing from the list (left on another device) is dropped unless it
+  // changed after that (it was just made, say).
+  setRooms(list, since) {
+    const ids = new Set();
+    for (const r of list) {
+      ids.add(r.id);
+      this.setRoomAsked(r, since);
+    }
+    for (const id of [...this.rooms.keys()]) {
+      if (!ids.has(id) && !this.touchedSince("room:" + id, since)) {
+        this.rooms.delete(id);
+        this.changed("rooms", id);
+      }
+    }
+  }
+
+  // dropRoom forgets a room the user left.
+  dropRoom(id) {
+    this.touch("room:" + id);
+    this.rooms.delete(id);
+    this.changed("rooms", id);
+  }
+
+  mergeRoom(r) {
     const old = this.rooms.get(r.id);
     const room = { ...(old || { messages: new Map(), held: new Map(), more: true, loaded: false }), ...r };
     room.read_markers = { ...(r.read_markers || {}) };
@@ -141,8 +187,7 @@ export class Model extends EventTarget {
       case "room": {
         if (!ev.room) return "";
         if (ev.action === "left" && ev.user === this.me.name) {
-          this.rooms.delete(ev.room.id);
-          this.changed("rooms", ev.room.id);
+          this.dropRoom(ev.room.id);
           return "";
         }
         this.setRoom(ev.room);
@@ -159,6 +204,7 @@ export class Model extends EventTarget {
         return "";
       }
       case "presence":
+        this.touch("presence:" + ev.user);
         this.presence.set(ev.user, !!ev.online);
         this.changed("presence");
         return "";
@@ -187,6 +233,15 @@ export class Model extends EventTarget {
   setIncidents(list) {
     this.incidents = new Map((list || []).filter((i) => i.state !== "resolved").map((i) => [i.id, i]));
     this.changed("incidents");
+  }
+
+  // setPresence takes users' presence from an answer asked for at clock
+  // since, but not over a presence event that came after that.
+  setPresence(list, since) {
+    for (const p of list) {
+      if (!this.touchedSince("presence:" + p.user, since)) this.presence.set(p.user, !!p.online);
+    }
+    this.changed("presence");
   }
 
   setFriends(list) {

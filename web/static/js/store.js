@@ -63,28 +63,36 @@ export function newClientID() {
 }
 
 // Outbox holds a user's messages until a site acknowledges them, oldest
-// first: {client_id, room_id, text, queued_at}.
+// first: {client_id, room_id, text, queued_at}. Every read and change goes
+// to localStorage itself: the user's other tabs share the outbox, and a
+// list kept here would write back over what they queued or took out
+// (their messages would be lost). Two tabs may then both send a message;
+// its client id makes that one message.
 export class Outbox {
   constructor(user) {
     this.key = `salamander.outbox.${user}`;
-    this.items = read(this.key, []);
   }
+  get items() { return read(this.key, []); }
   add(roomID, text) {
     const item = { client_id: newClientID(), room_id: roomID, text, queued_at: new Date().toISOString() };
-    this.items.push(item);
-    this.save();
+    const items = this.items;
+    items.push(item);
+    write(this.key, items);
     return item;
   }
   // remove takes a message out; false when it was not there.
   remove(clientID) {
-    const n = this.items.length;
-    this.items = this.items.filter((m) => m.client_id !== clientID);
-    if (this.items.length === n) return false;
-    this.save();
+    const items = this.items;
+    const left = items.filter((m) => m.client_id !== clientID);
+    if (left.length === items.length) return false;
+    write(this.key, left);
     return true;
   }
   has(clientID) { return this.items.some((m) => m.client_id === clientID); }
   forRoom(roomID) { return this.items.filter((m) => m.room_id === roomID); }
   get size() { return this.items.length; }
-  save() { write(this.key, this.items); }
+  // onChange calls fn when another tab changes the outbox.
+  onChange(fn) {
+    window.addEventListener("storage", (e) => { if (e.key === this.key) fn(); });
+  }
 }

@@ -132,7 +132,12 @@ export function roomSettingsDialog(app, room) {
   const act = (form, fn) => form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      app.model.setRoom(await fn(new FormData(form)));
+      // The answer carries this change, but a room event may have come
+      // with a newer one meanwhile.
+      const since = app.model.clock;
+      const r = await fn(new FormData(form));
+      app.model.setRoomAsked(r, since);
+      app.model.touch("room:" + r.id);
       close();
     } catch (err) {
       app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));
@@ -150,8 +155,7 @@ export function roomSettingsDialog(app, room) {
           // A retry after a hidden success: no longer a member, as asked.
           if (!(err instanceof ApiError && err.code === "forbidden")) throw err;
         });
-        app.model.rooms.delete(room.id);
-        app.model.changed("rooms", room.id);
+        app.model.dropRoom(room.id);
         close();
         app.go("#/chats");
       } catch (err) {

@@ -24,6 +24,7 @@ export class RoomView {
     this.frame = 0;
     this.loadingOlder = false;
     this.asked = new Set(); // users whose profiles were fetched
+    this.unsentReads = new Map(); // room id -> a read marker no site took yet
     this.composing = false;
     this.enterSent = false;
     this.typingSent = 0;
@@ -96,7 +97,19 @@ export class RoomView {
     $("room").hidden = !id;
     $("room-empty").hidden = !!id;
     if (!id) return;
-    if (!this.room) await this.app.fetchRoom(id);
+    if (!this.room) {
+      try {
+        await this.app.fetchRoom(id);
+      } catch {
+        // No site answered for a room the page does not know yet (a link
+        // opened offline): it is shown empty, not as the room before it,
+        // and asked for again while it stays open.
+        if (this.roomID === id && !this.room) this.drawUnknown(id);
+        return;
+      }
+      if (this.roomID !== id) return; // another room was opened meanwhile
+    }
+    clearTimeout(this.openRetry);
     const room = this.room;
     if (!room) { this.app.go("#/chats"); return; }
     for (const u of room.members) this.knowUser(u);
@@ -107,12 +120,28 @@ export class RoomView {
     if (matchMedia("(min-width: 721px)").matches) $("input").focus();
   }
 
+  // drawUnknown shows a room that could not be fetched yet as empty and
+  // loading, and asks for it again in a while.
+  drawUnknown(id) {
+    this.headShown = null;
+    this.drawnRoom = null;
+    fill($("room-head"), h("a", { href: "#/chats", class: "icon-btn back", "aria-label": t("back") }, icon("back")));
+    fill($("messages"), h("div", { class: "history-edge loading" }));
+    clearTimeout(this.openRetry);
+    this.openRetry = setTimeout(() => { if (this.roomID === id && !this.room) this.open(id); }, 3000);
+  }
+
   // onReconnected runs after a WebSocket (maybe at another site) is live
-  // again: the read marker is said again (a frame on a lost socket may
-  // never have arrived) and holes in the history are filled.
+  // again: read markers no site took are said again, and so is the open
+  // room's (a frame on a lost socket may never have arrived); holes in the
+  // history are filled, and a room not fetched or loaded yet is asked for.
   onReconnected() {
+    this.resendReads();
     const room = this.room;
-    if (!room) return;
+    if (!room) {
+      if (this.roomID) this.open(this.roomID);
+      return;
+    }
     this.markRead(true);
     if (room.loaded) this.fillGaps(room.id);
     else this.loadLatest(room);
@@ -220,11 +249,25 @@ export class RoomView {
     const m = this.app.model;
     m.markRead(room, m.me.name, seq);
     room.unread = Math.max(0, room.last_seq - room.read_seq);
-    if (!this.app.live.send({ type: "read", room_id: room.id, seq })) {
-      this.app.api.request("POST", `/v1/rooms/${encodeURIComponent(room.id)}/read`, { seq }, { rounds: 1 })
-        .catch(() => { room.read_seq = Math.min(room.read_seq, seq - 1); });
-    }
+    this.sendRead(room.id, seq);
     m.changed("read", room.id);
+  }
+
+  // sendRead says a read marker on the socket, or over HTTP while there is
+  // none; one no site took is kept in unsentReads (per room, the newest)
+  // and said again on the next live socket, whichever room is open then.
+  sendRead(id, seq) {
+    if (this.app.live.send({ type: "read", room_id: id, seq })) return;
+    this.app.api.request("POST", `/v1/rooms/${encodeURIComponent(id)}/read`, { seq }, { rounds: 1 })
+      .then(() => { if (this.unsentReads.get(id) === seq) this.unsentReads.delete(id); })
+      .catch(() => { if ((this.unsentReads.get(id) || 0) < seq) this.unsentReads.set(id, seq); });
+  }
+
+  resendReads() {
+    for (const [id, seq] of [...this.unsentReads]) {
+      if (!this.app.model.rooms.has(id)) { this.unsentReads.delete(id); continue; }
+      if (this.app.live.send({ type: "read", room_id: id, seq })) this.unsentReads.delete(id);
+    }
   }
 
   send() {

@@ -1,0 +1,84 @@
+package webtest
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander/internal/testbrowser"
+	"github.com/salamander-chat/salamander/web"
+)
+
+// The page's model and outbox, run in the browser on their own (no site):
+// two tabs of one user share one outbox, so neither writes over what the
+// other queued or took out; and a list of rooms or presence asked for
+// before a live event does not undo that event (a member who joined is
+// not taken out again, a room left is not put back, a presence not turned
+// back), while rooms missing from the list are dropped.
+func TestModelAndOutboxKeepNewerChanges(t *testing.T) {
+	chromium := testbrowser.Chromium(t, "the web client's browser test")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	mux := http.NewServeMux()
+	mux.Handle("GET /app/", http.StripPrefix("/app/", http.FileServerFS(web.Files())))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte("<!doctype html><title>modules</title>"))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	p := newPage(t, ctx, chromium, "modules", "en-US")
+	p.do("open a page of the app's origin", chromedpNavigate(srv.URL))
+	p.js(`window.result = undefined;
+	(async () => {
+		const store = await import("/app/js/store.js");
+		const { Model } = await import("/app/js/model.js");
+		const fails = [];
+		const check = (ok, what) => { if (!ok) fails.push(what); };
+
+		// Two tabs: each its own Outbox over the same storage.
+		localStorage.clear();
+		const tabA = new store.Outbox("u"), tabB = new store.Outbox("u");
+		const x = tabA.add("r1", "from tab A");
+		const y = tabB.add("r1", "from tab B");
+		check(tabA.size === 2 && tabB.size === 2 && tabA.has(y.client_id) && tabB.has(x.client_id),
+			"each tab sees both queued messages");
+		check(tabA.remove(x.client_id), "tab A takes its acknowledged message out");
+		check(tabB.has(y.client_id) && !tabB.has(x.client_id) && new store.Outbox("u").size === 1,
+			"tab B's message stays, also after a reload");
+		check(!tabB.remove(x.client_id), "a message already out is not there to remove");
+
+		const room = (id, members) => ({ id, kind: "group", name: id, members, last_seq: 0, read_seq: 0, read_markers: {} });
+		const m = new Model({ name: "me" });
+		for (const id of ["g1", "g2", "g3"]) m.setRoom(room(id, ["me", "a"]));
+		const since = m.clock; // the rooms list is asked for here
+		m.apply({ type: "room", action: "joined", user: "b", room: room("g1", ["me", "a", "b"]) });
+		m.apply({ type: "room", action: "left", user: "me", room: room("g2", ["a"]) });
+		// The answer, older than both events: g3 was left on another device
+		// before it, g4 is new.
+		m.setRooms([room("g1", ["me", "a"]), room("g2", ["me", "a"]), room("g4", ["me", "a"])], since);
+		check(m.rooms.get("g1")?.members.length === 3, "the member who joined stays");
+		check(!m.rooms.has("g2"), "the room left stays left");
+		check(!m.rooms.has("g3"), "a room missing from the list is dropped");
+		check(m.rooms.has("g4"), "a room new in the list is added");
+		const fresh = m.clock;
+		m.setRooms([room("g1", ["me", "a"]), room("g4", ["me", "a"])], fresh);
+		check(m.rooms.get("g1")?.members.length === 2, "a list asked for after every event is taken");
+
+		const asked = m.clock;
+		m.apply({ type: "presence", user: "a", online: true });
+		m.setPresence([{ user: "a", online: false }, { user: "b", online: true }], asked);
+		check(m.presence.get("a") === true, "a presence event newer than the answer stays");
+		check(m.presence.get("b") === true, "the answer's other presence is taken");
+		return fails;
+	})().then((f) => { window.result = f; }, (e) => { window.result = ["error: " + e]; });`)
+	p.wait("the checks run", `window.result !== undefined`)
+	var fails []string
+	p.eval(`window.result`, &fails)
+	for _, f := range fails {
+		t.Error("failed: " + f)
+	}
+}
