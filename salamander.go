@@ -244,6 +244,10 @@ type Presence struct {
 	User     string    `json:"user"`
 	Online   bool      `json:"online"`
 	LastSeen time.Time `json:"last_seen,omitempty"`
+	// Hidden is set when the asker may not see this user's presence
+	// (neither a friend they added nor someone they share a room with):
+	// Online and LastSeen then say nothing.
+	Hidden bool `json:"hidden,omitempty"`
 }
 
 // Requests accepted by the API. Every field is validated by the functions in

@@ -411,6 +411,8 @@ func (ch *chatSession) who(ctx context.Context, users []string) error {
 	}
 	for _, p := range ps {
 		switch {
+		case p.Hidden:
+			ch.printf("  %s: not shown (neither a friend you added nor in a room with you)\n", p.User)
 		case p.Online:
 			ch.printf("  %s online\n", p.User)
 		case !p.LastSeen.IsZero():

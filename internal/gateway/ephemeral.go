@@ -88,8 +88,8 @@ type ephemeral struct {
 	// What this instance knows of every instance, itself included.
 	mu       sync.Mutex
 	remotes  map[string]*remote
-	count    map[string]int // user -> number of instances listing the user
-	lastSeen map[string]time.Time
+	count    map[string]int  // user -> number of instances listing the user
+	lastSeen *seenTimes      // when users went offline (bounded)
 	dirty    map[string]bool // instances whose list must be fetched again
 	// follows[u] lists whom local user u follows; watchers[f] is the set of
 	// local users following f: who is told about f's presence changes.
@@ -115,7 +115,7 @@ func newEphemeral(g *Gateway) *ephemeral {
 		local:    newUserSet(),
 		remotes:  map[string]*remote{},
 		count:    map[string]int{},
-		lastSeen: map[string]time.Time{},
+		lastSeen: newSeenTimes(maxLastSeen),
 		dirty:    map[string]bool{},
 		follows:  map[string][]string{},
 		watchers: map[string]map[string]struct{}{},

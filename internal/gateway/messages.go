@@ -259,7 +259,7 @@ func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
 
 const maxPresenceQuery = 100
 
-func (g *Gateway) handlePresence(w http.ResponseWriter, r *http.Request, _ claims) {
+func (g *Gateway) handlePresence(w http.ResponseWriter, r *http.Request, c claims) {
 	q := r.URL.Query().Get("users")
 	if q == "" {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "users must list at least one user name"))
@@ -270,11 +270,20 @@ func (g *Gateway) handlePresence(w http.ResponseWriter, r *http.Request, _ claim
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "at most %d users per query", maxPresenceQuery))
 		return
 	}
-	out := make([]salamander.Presence, 0, len(names))
 	for _, n := range names {
 		if err := salamander.ValidateUserName(n); err != nil {
 			writeError(w, g.log, r, err)
 			return
+		}
+	}
+	// Who is online, and when they were last, is said only to the people
+	// told of it as it changes (friends) and to those who share a room.
+	visible := g.cfg.View.PresenceVisible(c.User, names)
+	out := make([]salamander.Presence, 0, len(names))
+	for i, n := range names {
+		if !visible[i] {
+			out = append(out, salamander.Presence{User: n, Hidden: true})
+			continue
 		}
 		out = append(out, g.eph.presence(n))
 	}

@@ -437,7 +437,7 @@ func (e *ephemeral) counted(user string, on bool, now time.Time, out *[]presence
 			return
 		}
 		delete(e.count, user)
-		e.lastSeen[user] = now
+		e.lastSeen.set(user, now)
 	}
 	ws := e.watchers[user]
 	if len(ws) == 0 {
@@ -784,7 +784,7 @@ func (e *ephemeral) presence(user string) salamander.Presence {
 	if e.count[user] > 0 {
 		return salamander.Presence{User: user, Online: true, LastSeen: time.Now()}
 	}
-	return salamander.Presence{User: user, LastSeen: e.lastSeen[user]}
+	return salamander.Presence{User: user, LastSeen: e.lastSeen.get(user)}
 }
 
 // validInstance accepts the ids newEphemeral makes (lower-case hex), which
@@ -844,4 +844,51 @@ func (e *ephemeral) siteGateways(now time.Time) []SiteGateway {
 	}
 	slices.SortFunc(out, func(a, b SiteGateway) int { return strings.Compare(a.Instance, b.Instance) })
 	return out
+}
+
+// maxLastSeen bounds how many users' last-seen times one gateway process
+// keeps (~100 B each): beyond it the longest gone are forgotten, and their
+// presence answers no last_seen, as after a restart.
+const maxLastSeen = 1 << 20
+
+// seenTimes is when each user went offline, bounded by max: the oldest
+// are forgotten first. order lists the times in the order they were set;
+// an entry is stale once its user went offline again later, and stale
+// entries are dropped whenever they outnumber the live ones.
+type seenTimes struct {
+	max   int
+	at    map[string]time.Time
+	order []seenAt
+}
+
+type seenAt struct {
+	user string
+	at   time.Time
+}
+
+func newSeenTimes(max int) *seenTimes {
+	return &seenTimes{max: max, at: map[string]time.Time{}}
+}
+
+func (s *seenTimes) get(user string) time.Time { return s.at[user] }
+
+func (s *seenTimes) set(user string, at time.Time) {
+	s.at[user] = at
+	s.order = append(s.order, seenAt{user, at})
+	for len(s.at) > s.max {
+		e := s.order[0]
+		s.order = s.order[1:]
+		if s.at[e.user].Equal(e.at) {
+			delete(s.at, e.user)
+		}
+	}
+	if len(s.order) > 2*max(len(s.at), 1024) {
+		live := make([]seenAt, 0, 2*len(s.at))
+		for _, e := range s.order {
+			if s.at[e.user].Equal(e.at) {
+				live = append(live, e)
+			}
+		}
+		s.order = live
+	}
 }

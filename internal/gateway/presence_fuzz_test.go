@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -203,7 +202,7 @@ func checkPresenceState(t *testing.T, e *ephemeral, in int) {
 // and a few more, and alice and bob each watching the other and carol.
 func newFuzzEphemeral(d devices) *ephemeral {
 	e := &ephemeral{id: "f00d", site: "a", ttl: DefaultPresenceTTL, beat: DefaultPresenceBeat, hub: d,
-		local: newUserSet(), remotes: map[string]*remote{}, count: map[string]int{}, lastSeen: map[string]time.Time{},
+		local: newUserSet(), remotes: map[string]*remote{}, count: map[string]int{}, lastSeen: newSeenTimes(maxLastSeen),
 		dirty: map[string]bool{}, follows: map[string][]string{}, watchers: map[string]map[string]struct{}{},
 		kick: make(chan struct{}, 1), beatNow: make(chan struct{}, 1)}
 	for _, u := range []string{"alice", "bob", "dave", "erin", "frank", strings.Repeat("z", 32)} {

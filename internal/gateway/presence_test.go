@@ -732,3 +732,31 @@ func TestPresenceResyncRefusesRepliesThatMakeNoProgress(t *testing.T) {
 		t.Fatalf("took %d users; only bucket 0 was asked for, with at most %d", users, len(names))
 	}
 }
+
+// Last-seen times are kept for at most max users, the longest gone
+// forgotten first, whatever the order of comings and goings; the list of
+// times set stays within a few times max.
+func TestSeenTimesBounded(t *testing.T) {
+	s := newSeenTimes(3)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tick := func() time.Time { at = at.Add(time.Second); return at }
+	for _, u := range []string{"a", "b", "c"} {
+		s.set(u, tick())
+	}
+	aAgain := tick()
+	s.set("a", aAgain) // a went offline again: now the newest
+	s.set("d", tick()) // four users: b, gone longest, is forgotten
+	if !s.get("b").IsZero() || s.get("a") != aAgain || s.get("c").IsZero() || s.get("d").IsZero() {
+		t.Fatalf("kept %v", s.at)
+	}
+	for range 100_000 { // the same two users coming and going
+		s.set("c", tick())
+		s.set("d", tick())
+	}
+	if len(s.at) != 3 || len(s.order) > 2*1024+2 {
+		t.Fatalf("%d users, %d times in order", len(s.at), len(s.order))
+	}
+	if s.get("a") != aAgain {
+		t.Fatal("a, never gone again, was forgotten while only two others came and went")
+	}
+}

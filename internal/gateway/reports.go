@@ -92,7 +92,11 @@ func (g *Gateway) ownReport(ctx context.Context, c claims, id, want string) erro
 
 // handleMyReports lists the caller's own reports.
 func (g *Gateway) handleMyReports(w http.ResponseWriter, r *http.Request, c claims) error {
-	list, err := g.cfg.View.Reports(r.Context(), view.ReportFilter{User: c.User})
+	limit, err := pageLimit(r, 100, maxReportPage)
+	if err != nil {
+		return err
+	}
+	list, err := g.cfg.View.Reports(r.Context(), view.ReportFilter{User: c.User, Limit: limit})
 	if err != nil {
 		return err
 	}

@@ -137,6 +137,8 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"unknown route", "GET", "/v1/nothing", tok, "", ``, 404, salamander.CodeNotFound},
 		{"wrong method", "DELETE", "/v1/rooms", tok, "", ``, 405, salamander.CodeMethod},
 		{"too many presence", "GET", "/v1/presence?users=" + strings.Repeat("abc,", 101) + "abc", tok, "", ``, 413, salamander.CodeTooLarge},
+		{"reports page too long", "GET", "/v1/reports?limit=1001", tok, "", ``, 400, salamander.CodeInvalid},
+		{"reports page empty", "GET", "/v1/reports?limit=0", tok, "", ``, 400, salamander.CodeInvalid},
 	}
 	for _, tc := range cases {
 		res := raw(t, 0, tc.method, tc.path, tc.token, tc.ct, []byte(tc.body))

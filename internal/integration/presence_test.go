@@ -54,7 +54,20 @@ func TestPresenceTwoProcessesOneSite(t *testing.T) {
 	if _, err := bob.SignUp(ctx, bobName, "Bob", "correct horse battery"); err != nil {
 		t.Fatal(err)
 	}
+	// The observer at site c has added both as friends: presence is said
+	// only to friends and to those sharing a room. A stranger is told
+	// nothing, not even whether the user exists.
 	obs, _ := signedUp(t, 2, "pro")
+	for _, f := range []string{annName, bobName} {
+		if _, err := obs.AddFriend(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stranger, _ := signedUp(t, 2, "prs")
+	ps, err := stranger.Presence(ctx, annName, "nosuchuser")
+	if err != nil || len(ps) != 2 || !ps[0].Hidden || ps[0].Online || !ps[0].LastSeen.IsZero() || !ps[1].Hidden {
+		t.Fatalf("a stranger asked for ann's presence and got %+v %v", ps, err)
+	}
 	subAnn := ann.Subscribe(ctx)
 	defer subAnn.Close()
 	waitReady(t, subAnn.Events())

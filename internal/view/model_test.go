@@ -167,3 +167,38 @@ func TestRoomsOfFollowsJoinsAndLeaves(t *testing.T) {
 		t.Fatal("a user in no room still has a list")
 	}
 }
+
+// Presence is visible to the user, to friends they added, and to anyone
+// sharing a room with them; a room left ends it, and a friendship is one
+// way (who added whom).
+func TestPresenceVisibleToFriendsAndRoommates(t *testing.T) {
+	v := openTemp(t)
+	entry := (&p0Entries{}).entry
+	log := &memLog{}
+	var users []jsstore.Entry
+	for _, u := range []string{"alice", "bob", "carol", "dave", "erin"} {
+		users = append(users, entry(salamander.Record{Type: salamander.RecUserCreated, User: u, PasswordHash: "h"}))
+	}
+	apply(t, v, log, append(users,
+		entry(salamander.Record{Type: salamander.RecFriendAdded, User: "alice", Friend: "dave"}),
+		entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup, Name: "g",
+			Members: []string{"alice", "bob", "carol"}, By: "alice"}),
+		entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_2", Kind: salamander.RoomGroup, Name: "h",
+			Members: []string{"bob", "erin"}, By: "bob"}),
+		entry(salamander.Record{Type: salamander.RecRoomLeft, Room: "g_1", User: "carol"}),
+	))
+	names := []string{"alice", "bob", "carol", "dave", "erin", "nosuchuser"}
+	for _, c := range []struct {
+		viewer string
+		want   []bool
+	}{
+		{"alice", []bool{true, true, false, true, false, false}},  // herself, a roommate, one who left, a friend
+		{"dave", []bool{false, false, false, true, false, false}}, // alice added dave, not dave alice
+		{"bob", []bool{true, true, false, false, true, false}},
+		{"nosuchuser", []bool{false, false, false, false, false, true}},
+	} {
+		if got := v.PresenceVisible(c.viewer, names); !slices.Equal(got, c.want) {
+			t.Errorf("%s sees the presence of %v: %v, want %v", c.viewer, names, got, c.want)
+		}
+	}
+}

@@ -598,11 +598,12 @@ func (v *View) Reports(ctx context.Context, f ReportFilter) ([]salamander.Damage
 	if len(out) == 0 {
 		return out, nil
 	}
-	// The histories of the reports found, in one query over the same
-	// filter.
+	// The histories of the reports found (the same page, in the same
+	// transaction), in one query.
 	rows, err = tx.QueryContext(ctx, `SELECT e.id, e.at, e.state, e.by, e.site, e.note, e.amount FROM report_events e
-		JOIN reports r ON r.id = e.id WHERE (?1 = '' OR r.user = ?1) AND (?2 = '' OR r.state = ?2) AND (?3 = '' OR r.id = ?3)
-		ORDER BY e.id, e.n`, f.User, f.State, f.ID)
+		WHERE e.id IN (SELECT id FROM reports WHERE (?1 = '' OR user = ?1) AND (?2 = '' OR state = ?2) AND (?4 = '' OR id = ?4)
+		ORDER BY filed_at DESC, id LIMIT ?3)
+		ORDER BY e.id, e.n`, f.User, f.State, limit, f.ID)
 	if err != nil {
 		return nil, fmt.Errorf("view: report histories: %w", err)
 	}

@@ -136,3 +136,43 @@ func TestOpsRecordsFollowTheRules(t *testing.T) {
 	defer again.Close()
 	check(again)
 }
+
+// A page of reports holds the newest, each with its own whole history.
+func TestReportsPageIsTheNewestWithTheirHistories(t *testing.T) {
+	v := openTemp(t)
+	amount := int64(100)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "op", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "dave", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h"},
+		{Type: salamander.RecRoleSet, User: "op", Role: "operator"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin"},
+		{Type: salamander.RecIncidentOpened, By: "op", Incident: &salamander.IncidentChange{ID: "inc-page00001",
+			Title: salamander.Localized{EN: "t"}, State: "investigating", Impact: "major", Services: []string{"login"},
+			Message: salamander.Localized{EN: "m"}}},
+	}
+	for _, id := range []string{"rep-000000011", "rep-000000012", "rep-000000013"} {
+		recs = append(recs, salamander.Record{Type: salamander.RecReportFiled, User: "dave", By: "dave",
+			Report: &salamander.ReportChange{ID: id, Incident: "inc-page00001", Category: "other", Description: "d",
+				Currency: "KRW", Amount: &amount}})
+	}
+	recs = append(recs, salamander.Record{Type: salamander.RecReportReviewed, User: "dave", By: "boss",
+		Report: &salamander.ReportChange{ID: "rep-000000013", Decision: salamander.DecisionAskDetails, Note: "which?"}})
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	var entries []jsstore.Entry
+	for i, r := range recs {
+		r.At = at.Add(time.Duration(i) * time.Second)
+		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
+	}
+	apply(t, v, &memLog{}, entries)
+	page, err := v.Reports(context.Background(), ReportFilter{User: "dave", Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 2 || page[0].ID != "rep-000000013" || page[1].ID != "rep-000000012" {
+		t.Fatalf("page %+v: want reports 13 and 12", page)
+	}
+	if len(page[0].History) != 2 || page[0].History[1].Note != "which?" || len(page[1].History) != 1 {
+		t.Fatalf("histories %+v and %+v", page[0].History, page[1].History)
+	}
+}

@@ -83,6 +83,40 @@ func (v *View) Followers(_ context.Context, user string) ([]string, error) {
 	return out, nil
 }
 
+// PresenceVisible reports, for each of users, whether viewer may see their
+// presence: their own, a friend's (one viewer added: the people told of
+// a user's presence as it changes), or that of someone viewer shares a
+// room with. Anyone else's, existing or not, is not said.
+func (v *View) PresenceVisible(viewer string, users []string) []bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]bool, len(users))
+	mine := v.m.userRooms[viewer]
+	for i, u := range users {
+		if u == viewer {
+			out[i] = true
+			continue
+		}
+		if _, ok := v.m.friends[viewer][u]; ok {
+			out[i] = true
+			continue
+		}
+		// Walk the shorter list of rooms, asking the other user's
+		// membership of each (a binary search).
+		rooms, other := mine, u
+		if theirs := v.m.userRooms[u]; len(theirs) < len(rooms) {
+			rooms, other = theirs, viewer
+		}
+		for _, r := range rooms {
+			if r.members.has(other) {
+				out[i] = true
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Members lists a room's members; empty if there is no such room.
 func (v *View) Members(_ context.Context, room string) ([]string, error) {
 	v.mu.RLock()
