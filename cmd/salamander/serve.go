@@ -110,7 +110,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated browser origins (https://chat.example.com) that may call this site's API and open WebSockets, besides every site's own (from --sites): e.g. a load balancer's name the web client is served under")
 	fs.StringVar(&c.TrustedProxy, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies and load balancers in front of this site: rate limits count their requests against the client their X-Forwarded-For names")
-	fs.StringVar(&c.LimitExempt, "rate-limit-exempt", "127.0.0.0/8,::1/128", "comma-separated CIDRs no rate limit applies to (failed logins per account excepted), or none")
+	fs.StringVar(&c.LimitExempt, "rate-limit-exempt", "127.0.0.0/8,::1/128", "comma-separated CIDRs no rate limit applies to (failed logins per account excepted), or none; such a peer sending X-Forwarded-For is a proxy: its clients are counted")
 	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
 	fs.StringVar(&c.NATSMonitor, "nats-monitor", "", "with --nats: comma-separated monitoring URLs of the cluster's servers (http://host:8222), read to check that they fsync every commit")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")

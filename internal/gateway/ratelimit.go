@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,13 +176,24 @@ func (bs *budgets) exempted(addr netip.Addr) bool {
 	return false
 }
 
-// clientAddr is the address of the peer that sent r.
+// clientAddr is the address of the client that sent r: its peer, or the
+// client a trusted proxy names (forwardedFor). A peer exempt from the
+// limits (loopback by default) that forwards a request is a proxy on this
+// host, and is believed like a trusted one (as are the exempt hops before
+// it): otherwise every client of a same-host proxy not named in
+// --trusted-proxies would be exempt from every limit with it.
 func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
 	}
-	return forwardedFor(ap.Addr().Unmap(), r.Header.Values("X-Forwarded-For"), g.cfg.Limits.TrustedProxies)
+	peer := ap.Addr().Unmap()
+	xff := r.Header.Values("X-Forwarded-For")
+	trusted := g.cfg.Limits.TrustedProxies
+	if len(xff) > 0 && g.budgets.exempted(peer) {
+		trusted = append(slices.Clip(trusted), g.budgets.exempt...)
+	}
+	return forwardedFor(peer, xff, trusted)
 }
 
 // forwardedFor is the client address of a request from peer: peer itself,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
@@ -216,5 +217,42 @@ func TestHashingWaitsForASlot(t *testing.T) {
 	}
 	if len(g.hashSlots) != 0 {
 		t.Fatal("the slot was not given back")
+	}
+}
+
+// A same-host proxy (a loopback peer, exempt from the limits) that names
+// its client in X-Forwarded-For is believed without --trusted-proxies, so
+// its clients are not exempt with it; without the header the peer stays
+// itself, exempt, and a remote peer's header is never believed.
+func TestSameHostProxyClientsAreNotExempt(t *testing.T) {
+	l := DefaultLimits()
+	g := &Gateway{cfg: Config{Limits: l}, budgets: newBudgets(l, 3)}
+	a := netip.MustParseAddr
+	req := func(peer string, xff ...string) *http.Request {
+		r := httptest.NewRequest("GET", "/v1/me", nil)
+		r.RemoteAddr = peer
+		for _, h := range xff {
+			r.Header.Add("X-Forwarded-For", h)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		want netip.Addr
+	}{
+		{"a client of a proxy on this host", req("127.0.0.1:5000", "203.0.113.7"), a("203.0.113.7")},
+		{"through two proxies on this host", req("127.0.0.1:5000", "203.0.113.7, 127.0.0.2"), a("203.0.113.7")},
+		{"over IPv6 loopback", req("[::1]:5000", "2001:db8::1"), a("2001:db8::1")},
+		{"a local tool", req("127.0.0.1:5000"), a("127.0.0.1")},
+		{"a remote client's header", req("198.51.100.9:5000", "203.0.113.7"), a("198.51.100.9")},
+	} {
+		got := g.clientAddr(tc.r)
+		if got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if g.budgets.exempted(g.clientAddr(req("127.0.0.1:5000", "203.0.113.7"))) {
+		t.Error("a same-host proxy's client is exempt")
 	}
 }
