@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -25,7 +26,7 @@ every account, password hash and message: keep it off the cluster's hosts,
 encrypted at rest.
 `
 
-const restoreUsage = `usage: salamander restore --dir DIR [--nats URL,…] [--creds admin.json] [--streams LIST]
+const restoreUsage = `usage: salamander restore --dir DIR [--nats URL,…] [--creds admin.json] [--streams LIST] [--replace LIST]
 
 Restores streams from a backup, with their sequences, records and
 configuration. NO SITE MAY SERVE MEANWHILE: with an external NATS cluster,
@@ -35,10 +36,16 @@ server). Then restart the sites one by one with their view.db deleted (see
 README, Backups). Records acknowledged after the backup was taken are lost.
 
 By default it restores every stream of the backup that is absent from the
-cluster (or exists but was never written: a purged stream keeps its sequence) and leaves the others alone.
---streams restores only the named ones (p0 or SAL_P0, acct, SAL_CLUSTER) and
-refuses if one of them holds records. A backup whose files do not match its
-manifest is refused before anything is touched.
+cluster (or exists but was never written: a purged stream keeps its sequence)
+and leaves the others alone; it refuses if a stream holding records was
+created after the backup (a cluster set up afresh writes its bucket and
+accounts at once: name them with --replace). --streams restores only the
+named ones (p0 or SAL_P0, acct, SAL_CLUSTER) and refuses if one of them holds
+records. --replace deletes the named streams and restores them although they
+hold records (those are lost). A standby (s3) is restored without its
+partition (p3) only if the backup's holds every record the partition's merges
+place. A backup whose files do not match its manifest is refused before
+anything is touched.
 `
 
 func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -81,6 +88,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
 	dir := fs.String("dir", "", "the backup's directory (required)")
 	streams := fs.String("streams", "", "comma-separated streams to restore (default: every one that is absent)")
+	replace := fs.String("replace", "", "comma-separated streams to delete and restore although they hold records (those are lost)")
 	c := addConnFlags(fs, 30*time.Minute)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -97,7 +105,11 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer store.Close()
-	out, err := backup.Restore(ctx, store.Conn(), *dir, backup.RestoreOptions{Streams: splitList(*streams)})
+	out, err := backup.Restore(ctx, store.Conn(), *dir, backup.RestoreOptions{Streams: splitList(*streams),
+		Replace: splitList(*replace), MergedTo: func(ctx context.Context, partition string) (uint64, error) {
+			_, last, err := store.LastMerge(ctx, strings.ToLower(strings.TrimPrefix(partition, "SAL_")))
+			return last.To, err
+		}})
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	if len(out) > 0 {
 		fmt.Fprintln(tw, "STREAM\tLAST SEQ\tRECORDS\t")
@@ -107,8 +119,10 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		switch {
 		case o.Kept:
 			what = "present: left alone"
-		case o.Replaced:
+		case o.Replaced && o.ReplacedRecords == 0:
 			what = "restored (replaced an empty stream)"
+		case o.Replaced:
+			what = fmt.Sprintf("restored (replaced a stream of %d records)", o.ReplacedRecords)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", o.Stream, o.LastSeq, o.Records, what)
 	}

@@ -81,6 +81,7 @@ import (
 const (
 	clusterBucket  = "SAL_CLUSTER"
 	partitionsKey  = "partitions"
+	standbysKey    = "standbys"
 	accountsStream = "SAL_ACCT"
 	maxPartitions  = 1024
 )
@@ -111,9 +112,12 @@ func Backup(ctx context.Context, nc *nats.Conn, dir string, logger *slog.Logger)
 	// The standbys (from this version on) are taken after the partitions:
 	// every merge record a partition's snapshot holds names standby records
 	// that existed before it, so the standbys' later snapshots hold them.
-	_, err = js.Stream(ctx, "SAL_S0")
-	standbys := err == nil
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+	// Whether the cluster has standbys is what its bucket says (the sites
+	// mark it once every standby exists), not whether one of them is
+	// there: a standby deleted by mistake must fail the backup like any
+	// missing stream, not leave every standby out of it.
+	standbys, err := standbysSetUp(ctx, js)
+	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	m := &Manifest{Format: manifestFormat, Created: time.Now().UTC(), ServerVersion: nc.ConnectedServerVersion(), Partitions: n}
@@ -148,6 +152,23 @@ func partitions(ctx context.Context, js jetstream.JetStream) (int, error) {
 		return 0, fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
 	}
 	return n, nil
+}
+
+// standbysSetUp reads the cluster bucket's mark that every partition's
+// standby stream exists (clusters made before standbys have none).
+func standbysSetUp(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	kv, err := js.KeyValue(ctx, clusterBucket)
+	if err != nil {
+		return false, err
+	}
+	_, err = kv.Get(ctx, standbysKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the standbys mark: %w", err)
+	}
+	return true, nil
 }
 
 // streamNames lists the NATS streams of a cluster with n partitions, in the

@@ -3,6 +3,7 @@ package backup_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -508,5 +509,90 @@ func TestRestoreEverythingIntoAnEmptyCluster(t *testing.T) {
 	}
 	if e, err := kv.Get(ctx, "partitions"); err != nil || string(e.Value()) != "3" {
 		t.Fatalf("restored partition count: %v %v", e, err)
+	}
+}
+
+// mergedTo is how far a partition's merges place its standby's records, as
+// the restore command asks it (through a site's store).
+func mergedTo(ctx context.Context, partition string) (uint64, error) {
+	_, last, err := cluster.Site(0).Store().LastMerge(ctx, strings.ToLower(strings.TrimPrefix(partition, "SAL_")))
+	return last.To, err
+}
+
+// A stream made again after the backup and written to (as a cluster set
+// up afresh writes its accounts and bucket at once) is not the stream
+// backed up: a restore that kept it would leave the restored streams
+// naming accounts and rooms it does not hold, so it is refused, changing
+// nothing, unless the stream is named to be replaced, and then it is.
+func TestRestoreRefusesAStreamMadeAgainAfterTheBackup(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	js := newJS(t)
+	dir, m := takeBackup(t, ctx)
+	backed := manifestStream(t, m, "SAL_P2")
+	want := records(t, ctx, js, "SAL_P2", backed.LastSeq)
+	var cfg jetstream.StreamConfig
+	if err := json.Unmarshal(backed.Config, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	deleteStream(t, ctx, js, "SAL_P2")
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "sal.p2.backup-test-new", []byte("written after the backup")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{MergedTo: mergedTo})
+	if !errors.Is(err, backup.ErrStreamHoldsRecords) || !strings.Contains(err.Error(), "SAL_P2 holds 1 records but was created") {
+		t.Fatalf("restore around a stream made again: %v", err)
+	}
+	if st, err := js.Stream(ctx, "SAL_P2"); err != nil || st.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("the refused restore changed SAL_P2: %v", err)
+	}
+	out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Replace: []string{"p2"}, MergedTo: mergedTo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replaced bool
+	for _, o := range out {
+		if o.Stream == "SAL_P2" {
+			replaced = o.Restored && o.Replaced && o.ReplacedRecords == 1
+		}
+	}
+	if !replaced {
+		t.Fatalf("outcomes %+v: want SAL_P2 restored in place of a stream of 1 record", out)
+	}
+	sameRecords(t, "SAL_P2", records(t, ctx, js, "SAL_P2", backed.LastSeq), want)
+}
+
+// A standby is restored without its partition only if the backup's holds
+// every record the partition's merges place: otherwise every site would
+// stop at the first merge it cannot read. And a backup of a cluster whose
+// first standby is missing fails, instead of leaving every standby out.
+func TestStandbysAreBackedUpAndRestoredWithTheirPartitions(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	js := newJS(t)
+	dir, m := takeBackup(t, ctx)
+	backed := manifestStream(t, m, "SAL_S0")
+	deleteStream(t, ctx, js, "SAL_S0")
+	if _, err := backup.Backup(ctx, adminNC, filepath.Join(t.TempDir(), "without-s0"), nil); err == nil ||
+		!strings.Contains(err.Error(), "SAL_S0") {
+		t.Fatalf("a backup with SAL_S0 missing: %v", err)
+	}
+
+	placedBeyond := func(context.Context, string) (uint64, error) { return backed.LastSeq + 1, nil }
+	_, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"s0"}, MergedTo: placedBeyond})
+	if err == nil || !strings.Contains(err.Error(), "restore SAL_P0 with it") {
+		t.Fatalf("restore of SAL_S0 alone, its partition placing more of it than the backup holds: %v", err)
+	}
+	if _, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"s0"}}); err == nil ||
+		!strings.Contains(err.Error(), "without its partition") {
+		t.Fatalf("restore of SAL_S0 alone, with no way to read the partition's merges: %v", err)
+	}
+	if _, err := js.Stream(ctx, "SAL_S0"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("a refused restore created SAL_S0: %v", err)
+	}
+	out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"s0"}, MergedTo: mergedTo})
+	if err != nil || len(out) != 1 || !out[0].Restored {
+		t.Fatalf("restore of SAL_S0, its partition placing none beyond the backup: %+v %v", out, err)
 	}
 }

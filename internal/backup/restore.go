@@ -35,7 +35,18 @@ type RestoreOptions struct {
 	// absent, or never written while the backup has records; the others
 	// are left alone.
 	Streams []string
-	Logger  *slog.Logger
+	// Replace names streams (as Streams does) to delete and restore even
+	// though they hold records: those records are lost. It is how a
+	// stream made again after the backup (a cluster set up afresh writes
+	// its accounts stream and bucket at once) is replaced, and how a
+	// stream is rolled back.
+	Replace []string
+	// MergedTo says how far a partition's merge records (by its NATS
+	// name, SAL_P3) place its standby's records: a standby is restored
+	// alone only if the backup's holds every one of them. Nil: a standby
+	// is restored only with its partition.
+	MergedTo func(ctx context.Context, partition string) (uint64, error)
+	Logger   *slog.Logger
 }
 
 // Outcome is what a restore did with one stream of the backup.
@@ -44,8 +55,11 @@ type Outcome struct {
 	// Restored is set when the stream was restored; LastSeq and Records are
 	// then the restored stream's, equal to the backup's.
 	Restored bool
-	// Replaced is set when a stream that held no record was replaced.
-	Replaced bool
+	// Replaced is set when a stream in its place was deleted first;
+	// ReplacedRecords is how many records it held (lost: 0 for a stream
+	// never written).
+	Replaced        bool
+	ReplacedRecords uint64
 	LastSeq  uint64
 	Records  uint64
 	// Kept is set when the stream was left alone because it holds records.
@@ -66,14 +80,19 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 	if err != nil {
 		return nil, err
 	}
-	var named []string
-	for _, n := range opts.Streams {
-		s, ok := m.lookup(n)
-		if !ok {
-			return nil, fmt.Errorf("backup: the backup has no stream %q (it has %s)", n, strings.Join(m.names(), ", "))
-		}
-		if !slices.Contains(named, s) {
-			named = append(named, s)
+	named, err := m.lookupAll(opts.Streams)
+	if err != nil {
+		return nil, err
+	}
+	replace, err := m.lookupAll(opts.Replace)
+	if err != nil {
+		return nil, err
+	}
+	if len(named) > 0 {
+		for _, r := range replace {
+			if !slices.Contains(named, r) {
+				named = append(named, r)
+			}
 		}
 	}
 	if err := m.Verify(dir, named...); err != nil {
@@ -91,6 +110,14 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 	type plan struct {
 		s       Stream
 		replace bool
+		held    uint64 // records the stream replaced holds
+	}
+	plans2names := func(plans []plan) []string {
+		var out []string
+		for _, p := range plans {
+			out = append(out, p.s.Name)
+		}
+		return out
 	}
 	var plans []plan
 	var out []Outcome
@@ -109,9 +136,19 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 		case info.State.LastSeq == 0 && info.State.Msgs == 0:
 			// Present and as empty as in the backup: nothing to do.
 			out = append(out, Outcome{Stream: s.Name, Kept: true})
+		case slices.Contains(replace, s.Name):
+			plans = append(plans, plan{s: s, replace: true, held: info.State.Msgs})
 		case len(named) > 0:
-			return nil, fmt.Errorf("%w: %s holds %d records (last sequence %d); delete it first if it is to be replaced",
+			return nil, fmt.Errorf("%w: %s holds %d records (last sequence %d); name it with --replace to replace it (they are lost)",
 				ErrStreamHoldsRecords, s.Name, info.State.Msgs, info.State.LastSeq)
+		case info.Created.After(m.Created):
+			// Not the stream the backup was taken of, but one made again
+			// since (a cluster set up afresh writes its bucket and accounts
+			// at once): kept, the restored streams would name accounts,
+			// keys and rooms it does not hold.
+			return nil, fmt.Errorf("%w: %s holds %d records but was created %s, after the backup (%s): it is not the "+
+				"stream backed up; name it with --replace to replace it with the backup's (its records are lost)",
+				ErrStreamHoldsRecords, s.Name, info.State.Msgs, info.Created.UTC().Format(time.RFC3339), m.Created.Format(time.RFC3339))
 		default:
 			out = append(out, Outcome{Stream: s.Name, Kept: true, LastSeq: info.State.LastSeq, Records: info.State.Msgs})
 		}
@@ -119,15 +156,18 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 	if len(plans) == 0 {
 		return out, ErrNothingToRestore
 	}
+	if err := standbysWithPartitions(ctx, m, plans2names(plans), opts.MergedTo); err != nil {
+		return nil, err
+	}
 	for _, p := range plans {
-		o, err := restoreStream(ctx, nc, js, dir, p.s, p.replace)
+		o, err := restoreStream(ctx, nc, js, dir, p.s, p.replace, p.held)
 		if err != nil {
 			return out, fmt.Errorf("backup: restore %s: %w", p.s.Name, err)
 		}
 		if err := awaitServing(ctx, js, o.Stream); err != nil {
 			log.Warn("stream restored but not serving yet", "stream", o.Stream, "err", err)
 		}
-		log.Info("stream restored", "stream", o.Stream, "last_seq", o.LastSeq, "records", o.Records, "replaced_empty", o.Replaced)
+		log.Info("stream restored", "stream", o.Stream, "last_seq", o.LastSeq, "records", o.Records, "replaced", o.Replaced, "replaced_records", o.ReplacedRecords)
 		out = append(out, o)
 	}
 	return out, nil
@@ -178,16 +218,17 @@ func serving(info *jetstream.StreamInfo) bool {
 	return true
 }
 
-// restoreStream restores one stream, first deleting the empty one in its
-// place if replace is set, and checks the result against the manifest.
-func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, dir string, s Stream, replace bool) (Outcome, error) {
+// restoreStream restores one stream, first deleting the one in its place
+// if replace is set (held: the records it was found with, 0 for one never
+// written), and checks the result against the manifest.
+func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, dir string, s Stream, replace bool, held uint64) (Outcome, error) {
 	if replace {
 		// Check again right before: a record may have arrived since.
 		info, err := streamInfo(ctx, js, s.Name)
 		if err != nil {
 			return Outcome{}, err
 		}
-		if info != nil && (info.State.LastSeq != 0 || info.State.Msgs != 0) {
+		if info != nil && info.State.Msgs != held {
 			return Outcome{}, fmt.Errorf("%w: %s received records during the restore (is a gateway running?)", ErrStreamHoldsRecords, s.Name)
 		}
 		if info != nil {
@@ -211,7 +252,7 @@ func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, d
 		return Outcome{}, fmt.Errorf("the restored stream does not match the backup: %d records, sequences %d–%d; "+
 			"the backup has %d, %d–%d", st.Msgs, st.FirstSeq, st.LastSeq, s.Records, s.FirstSeq, s.LastSeq)
 	}
-	return Outcome{Stream: s.Name, Restored: true, Replaced: replace, LastSeq: st.LastSeq, Records: st.Msgs}, nil
+	return Outcome{Stream: s.Name, Restored: true, Replaced: replace, ReplacedRecords: held, LastSeq: st.LastSeq, Records: st.Msgs}, nil
 }
 
 // checkPartitions refuses a cluster whose bucket records another partition
@@ -249,6 +290,21 @@ func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jets
 	return st.CachedInfo(), nil
 }
 
+// lookupAll finds each of names in the backup (lookup), once each.
+func (m *Manifest) lookupAll(names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		s, ok := m.lookup(n)
+		if !ok {
+			return nil, fmt.Errorf("backup: the backup has no stream %q (it has %s)", n, strings.Join(m.names(), ", "))
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 // lookup finds a stream of the backup by its NATS or Salamander name.
 func (m *Manifest) lookup(name string) (string, bool) {
 	for _, s := range m.Streams {
@@ -267,4 +323,39 @@ func (m *Manifest) names() []string {
 		out = append(out, s.Name)
 	}
 	return out
+}
+
+// standbysWithPartitions refuses to restore a standby without its
+// partition when the partition, kept, places more of the standby's records
+// (its merge records) than the backup's standby holds: every site would
+// then stop at the first merge it cannot read, for good.
+func standbysWithPartitions(ctx context.Context, m *Manifest, restoring []string, mergedTo func(context.Context, string) (uint64, error)) error {
+	for _, name := range restoring {
+		k, ok := strings.CutPrefix(name, "SAL_S")
+		if !ok {
+			continue
+		}
+		partition := "SAL_P" + k
+		if slices.Contains(restoring, partition) {
+			continue
+		}
+		var backedUp uint64
+		for _, s := range m.Streams {
+			if s.Name == name {
+				backedUp = s.LastSeq
+			}
+		}
+		if mergedTo == nil {
+			return fmt.Errorf("backup: %s would be restored without its partition %s; restore both", name, partition)
+		}
+		to, err := mergedTo(ctx, partition)
+		if err != nil {
+			return fmt.Errorf("backup: how far %s places %s's records: %w", partition, name, err)
+		}
+		if to > backedUp {
+			return fmt.Errorf("backup: %s places %s's records up to %d, and the backup's %s ends at %d: restored alone, "+
+				"the partition could not be read; restore %s with it (--replace)", partition, name, to, name, backedUp, partition)
+		}
+	}
+	return nil
 }
