@@ -126,11 +126,34 @@ func hex4(data []byte, i int) (rune, bool) {
 	return rune(n), err == nil
 }
 
+// answerWriteTimeout bounds how long one JSON answer may take to be
+// written: a client that asks and never reads would otherwise hold the
+// handler and the whole encoded answer (a sync page can be megabytes) for
+// as long as it keeps its connection open.
+var answerWriteTimeout = 30 * time.Second
+
+// writeJSON answers v as JSON. The answer is not HTML-escaped (the API is
+// JSON only, sent with nosniff: an escaped '<' took six bytes). Its write,
+// flushed to the connection, has a deadline, cleared again after it so
+// that it does not reach the connection's next request.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	rc := http.NewResponseController(w)
+	if rc.SetWriteDeadline(time.Now().Add(answerWriteTimeout)) == nil {
+		defer rc.SetWriteDeadline(time.Time{})
+	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	if _, err := w.Write(buf.Bytes()); err == nil {
+		_ = rc.Flush()
+	}
 }
 
 // writeError answers with the JSON form of err: its code and message for a

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,52 @@ import (
 
 	"github.com/salamander-chat/salamander"
 )
+
+// An answer that its client does not read is given up after the answer
+// timeout, and its handler returns; the next request on a connection that
+// does read is not cut by that deadline. Answers are not HTML-escaped.
+func TestUnreadAnswerIsGivenUp(t *testing.T) {
+	defer func(d time.Duration) { answerWriteTimeout = d }(answerWriteTimeout)
+	answerWriteTimeout = 300 * time.Millisecond
+	big := strings.Repeat("<", 64<<20) // more than the kernel's buffers hold
+	returned := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			writeJSON(w, http.StatusOK, map[string]string{"text": big})
+			returned <- struct{}{}
+			return
+		}
+		time.Sleep(2 * answerWriteTimeout) // a slow answer, read at once
+		writeJSON(w, http.StatusOK, map[string]string{"text": "<small>"})
+	}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still writes to a client that does not read")
+	}
+
+	res, err := srv.Client().Get(srv.URL + "/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	res, err = srv.Client().Get(srv.URL + "/b") // the same connection, kept alive
+	if err != nil {
+		t.Fatalf("the second request on a connection: %v", err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if string(body) != `{"text":"<small>"}`+"\n" || res.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("answer %q, headers %v", body, res.Header)
+	}
+}
 
 // decodeJSON never panics and answers every bad body with a coded 4xx.
 func FuzzDecodeJSON(f *testing.F) {

@@ -403,6 +403,7 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 	rows.Close()
 	next := cur.Clone()
 	res := salamander.SyncResult{Events: []salamander.Event{}}
+	size := 0 // the page's size so far, as estimated by eventSize
 	for _, s := range streams {
 		remaining := limit - len(res.Events)
 		got, err := v.syncStream(ctx, tx, user, s, cur[s], applied[s], remaining+1)
@@ -412,6 +413,16 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 		if len(got) > remaining {
 			got = got[:remaining]
 			res.More = true
+		}
+		// A page is bounded in bytes too: at most limit events of the
+		// longest texts would be tens of megabytes for one answer. It
+		// always holds one event, so that a client moves on.
+		for i := range got {
+			if size += eventSize(&got[i]); size > maxSyncPageBytes && len(res.Events)+i > 0 {
+				got = got[:i]
+				res.More = true
+				break
+			}
 		}
 		res.Events = append(res.Events, got...)
 		if res.More {
@@ -433,6 +444,26 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 	v.mu.RUnlock()
 	res.Cursor = next.String()
 	return res, nil
+}
+
+// maxSyncPageBytes bounds a sync page's size (as eventSize estimates it).
+const maxSyncPageBytes = 4 << 20
+
+// eventSize is an upper estimate of an event's size in a JSON answer: its
+// message's text and names at up to two bytes each (an escaped character
+// takes more, but texts are mostly letters), plus its fixed fields.
+func eventSize(e *salamander.Event) int {
+	n := 512 + len(e.User) + len(e.RoomID)
+	if m := e.Message; m != nil {
+		n += 2 * (len(m.Text) + len(m.Sender) + len(m.ClientID) + len(m.Room))
+	}
+	if r := e.Room; r != nil {
+		n += 2 * len(r.Name)
+		for _, u := range r.Members {
+			n += len(u) + 3
+		}
+	}
+	return n
 }
 
 func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, after, upTo uint64, limit int) ([]salamander.Event, error) {

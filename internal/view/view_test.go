@@ -807,3 +807,57 @@ func TestPruneRevokedOrderAndBound(t *testing.T) {
 		t.Fatal("the newest was pruned")
 	}
 }
+
+// A sync page is bounded in bytes as well as in events: of 600 messages of
+// the longest text, a page of up to 1,000 events holds fewer, says there
+// is more, and the pages from its cursor on hold the rest, in order, once.
+func TestSyncPageIsBoundedInBytes(t *testing.T) {
+	v := openTemp(t)
+	entry := (&p0Entries{}).entry
+	entries := []jsstore.Entry{entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_big", Kind: salamander.RoomGroup,
+		Name: "big", Members: []string{"alice", "bob"}, By: "alice"})}
+	const n = 600
+	text := strings.Repeat("가", salamander.MaxMessageBytes/3)
+	for i := range n {
+		entries = append(entries, entry(salamander.Record{Type: salamander.RecMessageSent, Room: "g_big", User: "alice",
+			ClientID: fmt.Sprint("c", i), Text: text}))
+	}
+	apply(t, v, &memLog{}, entries)
+	var cur salamander.Cursor
+	var seqs []uint64
+	pages := 0
+	for {
+		res, err := v.Sync(context.Background(), "bob", cur, salamander.MaxSyncEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		size := 0
+		for _, e := range res.Events {
+			size += eventSize(&e)
+			if e.Message != nil {
+				seqs = append(seqs, e.Message.Seq)
+			}
+		}
+		if size > maxSyncPageBytes && len(res.Events) > 1 {
+			t.Fatalf("page %d: %d events, ~%d bytes", pages, len(res.Events), size)
+		}
+		if cur, err = salamander.ParseCursor(res.Cursor); err != nil {
+			t.Fatal(err)
+		}
+		if !res.More {
+			break
+		}
+		if pages > 10 {
+			t.Fatal("no end of pages")
+		}
+	}
+	if pages < 2 || len(seqs) != n {
+		t.Fatalf("%d pages, %d messages: want the %d in more than one page", pages, len(seqs), n)
+	}
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("message %d has seq %d", i, s)
+		}
+	}
+}
