@@ -41,6 +41,7 @@ type Conn struct {
 	rb       *[]byte // read buffer; nil while nothing is buffered
 	pos, end int     // (*rb)[pos:end] is read and not yet used
 	linger   bool    // a message came: wait ParkAfter before parking
+	timed    bool    // a message has begun: the read deadline is its MessageTimeout
 
 	// wmu serializes frames; closeSent is guarded by it.
 	wmu       sync.Mutex

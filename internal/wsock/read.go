@@ -145,6 +145,9 @@ func (c *Conn) fill(need int) error {
 		if c.end-c.pos >= need {
 			return nil
 		}
+		if n > 0 {
+			c.messageBegun() // part of a frame came, the rest must follow
+		}
 		if err != nil {
 			if err == io.EOF && c.end > c.pos {
 				err = io.ErrUnexpectedEOF
@@ -268,6 +271,10 @@ type message struct {
 func (c *Conn) readMessage() (m message, err error) {
 	var total int64
 	defer func() {
+		if c.timed {
+			c.timed = false
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
 		if err != nil && m.buf != nil {
 			c.srv.msgBufs.Put(m.buf)
 			m.buf = nil
@@ -278,9 +285,14 @@ func (c *Conn) readMessage() (m message, err error) {
 		if err == io.EOF && m.buf != nil {
 			err = io.ErrUnexpectedEOF // between a message's frames
 		}
+		if c.timed && errors.Is(err, os.ErrDeadlineExceeded) {
+			return m, c.fail(StatusPolicyViolation, fmt.Sprintf("a message must arrive whole within %s of its first bytes",
+				c.srv.opts.MessageTimeout))
+		}
 		if err != nil {
 			return m, err
 		}
+		c.messageBegun()
 		if h.op >= opClose {
 			var ctl [maxControlPayload]byte
 			n, err := c.payload(h, ctl[:])
@@ -317,6 +329,10 @@ func (c *Conn) readMessage() (m message, err error) {
 		}
 		n, err := c.payload(h, (*m.buf)[m.n:])
 		m.n += n
+		if c.timed && errors.Is(err, os.ErrDeadlineExceeded) {
+			return m, c.fail(StatusPolicyViolation, fmt.Sprintf("a message must arrive whole within %s of its first bytes",
+				c.srv.opts.MessageTimeout))
+		}
 		if err != nil {
 			return m, err
 		}
@@ -326,6 +342,15 @@ func (c *Conn) readMessage() (m message, err error) {
 		if h.fin {
 			return m, nil
 		}
+	}
+}
+
+// messageBegun starts the clock of a message whose first bytes came: the
+// rest must follow within MessageTimeout (readMessage stops it).
+func (c *Conn) messageBegun() {
+	if !c.timed {
+		c.timed = true
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.MessageTimeout))
 	}
 }
 

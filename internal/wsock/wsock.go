@@ -115,6 +115,11 @@ type Options struct {
 	// CloseGrace is how long a close waits for the client's close frame
 	// before the connection is cut (default 2 s).
 	CloseGrace time.Duration
+	// MessageTimeout is how long a message may take to arrive once its
+	// first bytes have (default 15 s): a message begun and not finished
+	// holds a goroutine and a message buffer, where an idle socket holds
+	// neither. The socket is then closed with StatusPolicyViolation.
+	MessageTimeout time.Duration
 	// Log gets the poller's failures; nil discards them.
 	Log *slog.Logger
 }
@@ -155,6 +160,9 @@ func NewServer(opts Options) *Server {
 	}
 	if opts.CloseGrace <= 0 {
 		opts.CloseGrace = 2 * time.Second
+	}
+	if opts.MessageTimeout <= 0 {
+		opts.MessageTimeout = 15 * time.Second
 	}
 	s := &Server{opts: opts, log: opts.Log}
 	if s.log == nil {

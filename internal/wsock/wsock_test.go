@@ -485,3 +485,50 @@ func TestEndsMidFrame(t *testing.T) {
 		})
 	}
 }
+
+// A message begun and not finished (a fragment, then only pings; or half
+// a frame header) is given up MessageTimeout after its first bytes: the
+// socket closes with StatusPolicyViolation. A message that does finish in
+// time is read as usual, however its frames are spread, and an idle socket
+// (no message begun) is never cut by it.
+func TestUnfinishedMessageIsGivenUp(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	ts := newTestServer(t, Options{MaxMessage: 100, ReadLimit: 200, MessageTimeout: timeout})
+
+	idle, _ := ts.dialRaw(t)
+	time.Sleep(3 * timeout) // idle, then a message spread over frames in time
+	idle.send(frame(0x01, []byte("he"), false))
+	time.Sleep(timeout / 3)
+	idle.send(frame(0x80, []byte("llo"), false))
+	if op, p := idle.read(); op != opText || string(p) != "hello" {
+		t.Fatalf("got %#x %q, want the echo", op, p)
+	}
+
+	for name, begin := range map[string][]byte{
+		"a fragment, then pings": frame(0x01, []byte("hel"), false),
+		"half a frame header":    frame(0x81, []byte("hello"), false)[:1],
+	} {
+		t.Run(name, func(t *testing.T) {
+			rc, e := ts.dialRaw(t)
+			rc.send(begin)
+			began := time.Now()
+			if name == "a fragment, then pings" {
+				for range 2 {
+					time.Sleep(timeout / 3)
+					rc.send(frame(0x89, nil, false))
+					if op, _ := rc.read(); op != opPong {
+						t.Fatalf("got %#x, want a pong", op)
+					}
+				}
+			}
+			rc.expectClose(StatusPolicyViolation)
+			if took := time.Since(began); took < timeout {
+				t.Fatalf("given up after %v, before the %v timeout", took, timeout)
+			}
+			var pe *ProtocolError
+			if err := waitEnded(t, e); !errors.As(err, &pe) || pe.Code != StatusPolicyViolation {
+				t.Fatalf("reading ended with %v", err)
+			}
+		})
+	}
+}
