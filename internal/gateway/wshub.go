@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -39,8 +40,17 @@ func newHub(m *metrics) *hub {
 	return &hub{metrics: m, conns: map[string][]*wsConn{}, lanes: newWorkers(workerIdle)}
 }
 
+// maxSocketsPerUser bounds one user's WebSockets at one gateway process:
+// a device that reconnects leaves its old socket open until the pings
+// find it gone, so a few extra are normal, but every socket holds memory
+// and the connect budget alone would let an account pile up thousands
+// over a day.
+const maxSocketsPerUser = 32
+
 // add registers c and reports whether it is the user's first device here.
-// On success the caller must serve c's socket; its end (Ended) unregisters c.
+// On success the caller must serve c's socket; its end (Ended) unregisters
+// c. A user's sockets are kept oldest first: beyond maxSocketsPerUser the
+// oldest is closed (most likely a device that has gone without a word).
 func (h *hub) add(c *wsConn) (first bool, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -49,6 +59,12 @@ func (h *hub) add(c *wsConn) (first bool, ok bool) {
 	}
 	h.wg.Add(1)
 	h.conns[c.user] = append(h.conns[c.user], c)
+	if set := h.conns[c.user]; len(set) > maxSocketsPerUser {
+		for _, old := range set[:len(set)-maxSocketsPerUser] { // closing already: kick does nothing
+			old.kick(wsock.StatusPolicyViolation, fmt.Sprintf("more than %d sockets of this account here: the oldest is closed",
+				maxSocketsPerUser))
+		}
+	}
 	// The first ping comes at a random point of the first interval, so
 	// that sockets opened together are not pinged together ever after.
 	c.nextPing = time.Now().Add(wsPingInterval/2 + rand.N(wsPingInterval/2)).UnixNano()
@@ -66,9 +82,7 @@ func (h *hub) remove(c *wsConn) (last bool) {
 	if i < 0 {
 		return false
 	}
-	set[i] = set[len(set)-1]
-	set[len(set)-1] = nil
-	set = set[:len(set)-1]
+	set = slices.Delete(set, i, i+1) // oldest first still
 	h.metrics.wsConns.Dec()
 	if len(set) == 0 {
 		delete(h.conns, c.user)

@@ -730,3 +730,30 @@ func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 // wsMaxInFlightForTest is the gateway's cap on frames in flight per socket,
 // as the API description states it.
 const wsMaxInFlightForTest = 256
+
+// One account's sockets at one site are bounded: the one beyond the bound
+// closes the oldest (1008, saying why), and every other stays open.
+func TestSocketsPerAccountAreBounded(t *testing.T) {
+	c, _ := signedUp(t, 1, "sox")
+	token := c.Token()
+	var peers []*wsPeer
+	for range 33 {
+		peers = append(peers, dialWS(t, 1, token))
+	}
+	select {
+	case <-peers[0].done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the oldest socket is still open")
+	}
+	var ce websocket.CloseError
+	if !errors.As(peers[0].err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "oldest") {
+		t.Fatalf("the oldest socket ended with %v", peers[0].err)
+	}
+	for i, p := range peers[1:] {
+		select {
+		case <-p.done:
+			t.Fatalf("socket %d ended: %v", i+1, p.err)
+		default:
+		}
+	}
+}
