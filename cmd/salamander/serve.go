@@ -160,6 +160,13 @@ func loadServeConfig(path string, fs *flag.FlagSet, c *serveConfig) error {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	for k := range keys {
+		// JSON fields match whatever their case; the settings' names are
+		// lower case, and a key in another case would be taken without
+		// counting as set (and so escape the checks that refuse a
+		// setting that does nothing).
+		if k != strings.ToLower(k) {
+			return fmt.Errorf("config %s: key %q: the keys are lower case (%q)", path, k, strings.ToLower(k))
+		}
 		c.set[strings.ReplaceAll(k, "_", "-")] = true
 	}
 	// Re-apply the command line over the file.
@@ -169,6 +176,59 @@ func loadServeConfig(path string, fs *flag.FlagSet, c *serveConfig) error {
 		}
 	}
 	return nil
+}
+
+// plainOnLoopbackOnly refuses a site file without certificates (`certs
+// --plain`) unless every link it would carry stays on this host: its
+// passwords would cross the network in the clear, and the route password
+// alone lets a server join the cluster and read or write the whole log.
+func plainOnLoopbackOnly(sec *secrets.Site, cfg site.Config) error {
+	if sec.TLS() {
+		return nil
+	}
+	var off []string
+	addrs := append([]string{}, cfg.NATS.Routes...)
+	if len(cfg.NATSURLs) == 0 {
+		addrs = append(addrs, cfg.NATS.ClientAddr, cfg.NATS.ClusterAddr)
+	}
+	for _, u := range cfg.NATSURLs {
+		pu, err := url.Parse(u)
+		switch {
+		case err == nil && pu.Scheme == "tls":
+			// TLS to the cluster's servers, verified against the
+			// system's roots: the password does not cross in the clear.
+		case err == nil && pu.Host != "":
+			addrs = append(addrs, pu.Host)
+		default:
+			addrs = append(addrs, u)
+		}
+	}
+	for _, a := range addrs {
+		if a != "" && !loopbackAddr(a) {
+			off = append(off, a)
+		}
+	}
+	if len(off) > 0 {
+		return fmt.Errorf("serve: %s has no certificates (made with certs --plain: for loopback only), and %s "+
+			"would carry its passwords unencrypted off this host; make the deployment's secrets without --plain",
+			sec.Site, strings.Join(off, ", "))
+	}
+	return nil
+}
+
+// loopbackAddr says whether host:port (or a bare host) names this host
+// only: a loopback address or "localhost" (an empty host is every
+// interface).
+func loopbackAddr(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func (c serveConfig) siteConfig() (site.Config, error) {
@@ -222,6 +282,9 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	cfg.NATS.ClientAddr = c.NATSListen
 	cfg.NATS.ClusterAddr = c.ClusterListen
 	cfg.NATS.Routes = splitList(c.Routes)
+	if err := plainOnLoopbackOnly(sec, cfg); err != nil {
+		return cfg, err
+	}
 	if c.Partitions < 1 || c.Partitions > 1024 {
 		return cfg, fmt.Errorf("serve: --partitions must be 1-1024")
 	}

@@ -17,7 +17,7 @@ import (
 func TestServeConfigFileAndFlags(t *testing.T) {
 	dir := t.TempDir()
 	sec := filepath.Join(dir, "secrets")
-	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a", "b"}, BcryptCost: 4}); err != nil {
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a", "b"}, BcryptCost: 4, TLS: true}); err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "b.json")
@@ -91,7 +91,7 @@ func TestServeProxyAndExemptFlags(t *testing.T) {
 func TestServeRefusesEmbeddedFlagsWithExternalNATS(t *testing.T) {
 	dir := t.TempDir()
 	sec := filepath.Join(dir, "secrets")
-	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4, TLS: true}); err != nil {
 		t.Fatal(err)
 	}
 	base := []string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a"), "--nats", "nats://n1:4222,nats://n2:4222"}
@@ -156,5 +156,46 @@ func TestServeWindowIdleDefault(t *testing.T) {
 	cfg, err := c.siteConfig()
 	if err != nil || cfg.WindowIdle != view.WindowIdle {
 		t.Fatalf("default window idle %v (%v), want %v", cfg.WindowIdle, err, view.WindowIdle)
+	}
+}
+
+// A site file without certificates (certs --plain) serves only on this
+// host: a listener, route or plain NATS URL off it is refused, since its
+// passwords would cross the network in the clear; tls:// URLs are not.
+// Config keys are lower case: another case would be taken without
+// counting as set.
+func TestServeRefusesPlainLinksOffThisHost(t *testing.T) {
+	dir := t.TempDir()
+	sec := filepath.Join(dir, "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a")}
+	for _, extra := range [][]string{{"--cluster-listen", "0.0.0.0:6222"}, {"--nats-listen", ":4222"},
+		{"--routes", "127.0.0.1:6223,10.0.2.1:6222"}, {"--nats", "nats://10.0.1.1:4222"}} {
+		c, err := parseServeFlags(append(slices.Clone(base), extra...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.siteConfig(); err == nil || !strings.Contains(err.Error(), "has no certificates") {
+			t.Errorf("%v with a plain site file: %v", extra, err)
+		}
+	}
+	for _, extra := range [][]string{{}, {"--routes", "127.0.0.1:6223,localhost:6224,[::1]:6225"}, {"--nats", "tls://n1:4222"},
+		{"--nats", "nats://127.0.0.1:4222"}} {
+		c, err := parseServeFlags(append(slices.Clone(base), extra...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.siteConfig(); err != nil {
+			t.Errorf("%v with a plain site file: %v", extra, err)
+		}
+	}
+	file := filepath.Join(dir, "a.json")
+	if err := os.WriteFile(file, []byte(`{"Sync":"interval"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseServeFlags(append(slices.Clone(base), "--config", file)); err == nil || !strings.Contains(err.Error(), "lower case") {
+		t.Errorf("a key not in lower case: %v", err)
 	}
 }
