@@ -229,7 +229,7 @@ func (g *Gateway) handleOpsStream(w http.ResponseWriter, r *http.Request, c clai
 			_ = rc.Flush()
 			return
 		}
-		ov := g.overview(r.Context(), r.Host, auth)
+		ov := g.overview(r.Context(), auth)
 		b, err := json.Marshal(ov)
 		if err != nil {
 			g.log.Error("ops stream: encode overview", "err", err)
@@ -271,8 +271,8 @@ type overview struct {
 	Sites []opsSite `json:"sites"`
 }
 
-func (g *Gateway) overview(ctx context.Context, host, auth string) overview {
-	sites := g.askSites(ctx, host, func(ctx context.Context, s SiteInfo) opsSite {
+func (g *Gateway) overview(ctx context.Context, auth string) overview {
+	sites := g.askSites(ctx, func(ctx context.Context, s SiteInfo) opsSite {
 		var o opsSite
 		code, body, err := g.siteGet(ctx, s, "/v1/ops/site", auth)
 		switch {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,17 +185,17 @@ const opsSiteTimeout = 2 * time.Second
 // readiness: the console's view of the whole deployment, from whichever
 // site the operator reaches.
 func (g *Gateway) handleOpsSites(w http.ResponseWriter, r *http.Request, _ claims) {
-	out := g.askSites(r.Context(), r.Host, g.probeSite)
+	out := g.askSites(r.Context(), g.probeSite)
 	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "sites": out})
 }
 
 // askSites asks every site with probe, in parallel, and returns the
-// answers in the order of the site list (this site alone, at host, when
-// no list is configured).
-func (g *Gateway) askSites(ctx context.Context, host string, probe func(context.Context, SiteInfo) opsSite) []opsSite {
+// answers in the order of the site list (this site alone, with no URL:
+// asked in-process, when no list is configured).
+func (g *Gateway) askSites(ctx context.Context, probe func(context.Context, SiteInfo) opsSite) []opsSite {
 	sites := g.cfg.Sites
 	if len(sites) == 0 {
-		sites = []SiteInfo{{Name: g.cfg.Site, URL: "http://" + host}}
+		sites = []SiteInfo{{Name: g.cfg.Site}}
 	}
 	out := make([]opsSite, len(sites))
 	var wg sync.WaitGroup
@@ -230,8 +231,21 @@ func (g *Gateway) probeSite(ctx context.Context, s SiteInfo) opsSite {
 	return o
 }
 
-// siteGet asks s for path, with the Authorization header auth (if any).
+// siteGet asks s for path, with the Authorization header auth (if any). A
+// site with no URL is this one, asked in-process: never at an address made
+// from a request's Host header, where an operator's credential would go to
+// whatever host the header names, in the clear.
 func (g *Gateway) siteGet(ctx context.Context, s SiteInfo, path, auth string) (int, []byte, error) {
+	if s.URL == "" {
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet, path, nil)
+		req.RemoteAddr = "127.0.0.1:0"
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.Bytes(), nil
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.URL, "/")+path, nil)
 	if err != nil {
 		return 0, nil, err

@@ -5,14 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/secrets"
+	"github.com/salamander-chat/salamander/internal/site"
 )
 
 // opsCall calls an ops endpoint at site i with token ("" for none) and
@@ -237,5 +243,59 @@ func TestOpsSitesShowsEverySite(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// A gateway started without --sites answers the ops plane's questions
+// about itself in-process: never by asking the host a request's Host
+// header names (an operator's token went there, in the clear).
+func TestOpsWithoutASiteListAsksNoOtherHost(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	cfg := site.DefaultConfig("a", filepath.Join(t.TempDir(), "a-nolist"))
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NATSURLs = []string{cluster.Site(0).Node().ClientURL()}
+	sec, err := secrets.LoadSite(cluster.SiteFile(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Secrets, cfg.BcryptCost = sec, bcrypt.MinCost
+	lone, err := site.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lone.Kill)
+	if err := lone.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked.Add(1) }))
+	defer elsewhere.Close()
+	op, _ := operator(t, ctx, 0, "onl")
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", lone.URL()+"/v1/ops/sites", nil)
+		req.Host = strings.TrimPrefix(elsewhere.URL, "http://")
+		req.Header.Set("Authorization", "Bearer "+op.Token())
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		var got struct {
+			Sites []struct {
+				Name      string          `json:"name"`
+				Reachable bool            `json:"reachable"`
+				Status    json.RawMessage `json:"status"`
+			} `json:"sites"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&got); err != nil {
+			return err
+		}
+		if len(got.Sites) != 1 || !got.Sites[0].Reachable || !strings.Contains(string(got.Sites[0].Status), `"site":"a"`) {
+			return fmt.Errorf("%d: %+v", res.StatusCode, got)
+		}
+		return nil
+	})
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("the host named by the Host header was asked %d times", n)
 	}
 }
