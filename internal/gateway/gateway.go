@@ -504,29 +504,47 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, c claims)
 // room are never refused: nobody may be kept in a session or a room.
 func (g *Gateway) metered(h authedHandler) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) {
-		if err := g.spendChange(r, c); err != nil {
+		refund, err := g.spendChange(r, c)
+		if err != nil {
 			writeError(w, g.log, r, err)
 			return
 		}
-		h(w, r, c)
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h(sw, r, c)
+		if refusedInput(sw.status) {
+			refund()
+		}
 	}
 }
 
 // meteredErr is metered for an errHandler.
 func (g *Gateway) meteredErr(h errHandler) errHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) error {
-		if err := g.spendChange(r, c); err != nil {
+		refund, err := g.spendChange(r, c)
+		if err != nil {
 			return err
 		}
-		return h(w, r, c)
+		err = h(w, r, c)
+		if err != nil && refusedInput(salamander.ErrorCode(err).HTTPStatus()) {
+			refund()
+		}
+		return err
 	}
 }
 
 // spendChange takes a unit of the changes budget for c's account and r's
-// address.
-func (g *Gateway) spendChange(r *http.Request, c claims) error {
-	_, err := g.budgets.spend(&g.budgets.changes, c.User, g.clientAddr(r), 1)
-	return err
+// address; refund gives it back.
+func (g *Gateway) spendChange(r *http.Request, c claims) (refund func(), err error) {
+	return g.budgets.spend(&g.budgets.changes, c.User, g.clientAddr(r), 1)
+}
+
+// refusedInput says whether an answer refused the request's input itself
+// (malformed or too large: 400, 413), before anything was looked up or
+// changed: such a request costs no unit of the changes budget. Other
+// refusals do (a 404 for a name would otherwise be a free way to learn
+// who exists).
+func refusedInput(status int) bool {
+	return status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge
 }
 
 // authed wraps a handler that needs a valid session.
@@ -679,6 +697,7 @@ func (g *Gateway) lookupUser(ctx context.Context, name string) (salamander.User,
 	return g.cfg.View.User(ctx, name)
 }
 
+// statusWriter remembers the status a handler answered with.
 type statusWriter struct {
 	http.ResponseWriter
 	status int

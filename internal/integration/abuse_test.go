@@ -313,10 +313,15 @@ func TestRateLimitsAnswer429WithRetryAfter(t *testing.T) {
 		t.Fatalf("third connect: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
 	}
 
-	// Other writes (rooms, friends, profile, reports, logouts): two per
-	// account here.
+	// Other writes (rooms, friends, profile, reports): two per account
+	// here. A request whose input is refused (400, 413) costs nothing.
 	profile := func(status string) rawResp {
 		return rawTo(t, url, "PATCH", "/v1/me", tokens[1], "", []byte(`{"status":"`+status+`"}`))
+	}
+	for range 3 {
+		if r := rawTo(t, url, "PATCH", "/v1/me", tokens[1], "", []byte(`{"display_name":""}`)); r.status != 400 {
+			t.Fatalf("a blank display name: %d %s", r.status, r.body)
+		}
 	}
 	for _, st := range []string{"one", "two"} {
 		if r := profile(st); r.status != 200 {
