@@ -263,7 +263,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+		// Redacted: a URL may carry a user and password.
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 		// Refused credentials and permissions arrive here: say so, rather
 		// than leave an operator with "disconnected" and a stalled site.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -298,7 +299,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("jsstore: connect %v: %w", cfg.URLs, err)
+		redacted := make([]string, len(cfg.URLs))
+		for i, u := range cfg.URLs {
+			redacted[i] = RedactURL(u)
+		}
+		return nil, fmt.Errorf("jsstore: connect %v: %w", redacted, err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(cfg.AppendTimeout))
 	if err != nil {

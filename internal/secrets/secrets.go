@@ -287,6 +287,10 @@ func (s *Site) serverTLS() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Its key is held like the site file: readable by its owner only.
+	if fi, err := os.Stat(s.path(s.Key)); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("secrets: %s is readable by others (mode %04o); chmod 600 it", s.path(s.Key), fi.Mode().Perm())
+	}
 	cert, err := tls.LoadX509KeyPair(s.path(s.Cert), s.path(s.Key))
 	if err != nil {
 		return nil, fmt.Errorf("secrets: site %s certificate: %w", s.Site, err)

@@ -113,6 +113,25 @@ func TestLoadRefusesWhatItShouldNotTrust(t *testing.T) {
 	if err := Generate(filepath.Join(t.TempDir(), "x"), Options{Sites: []string{"A/../b"}}); err == nil {
 		t.Fatal("a site name with a path in it was accepted")
 	}
+
+	// A site's private key is held like its site file.
+	tdir := filepath.Join(t.TempDir(), "t")
+	if err := Generate(tdir, Options{Sites: []string{"a"}, BcryptCost: 4, TLS: true}); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := LoadSite(SiteFile(tdir, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.ClientPortTLS(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(filepath.Dir(SiteFile(tdir, "a")), "key.pem"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.ClientPortTLS(); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("a site key others may read was used: %v", err)
+	}
 }
 
 func TestSealedSigningKeysOpenOnlyWithTheLogKeyAndTheirID(t *testing.T) {

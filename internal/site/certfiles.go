@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -12,10 +13,12 @@ import (
 // certFiles serves the HTTPS certificate from its PEM files, re-reading
 // them (at most every certRecheck) when either file's modification time
 // changes: renewing a certificate (e.g. by an ACME client) is replacing
-// the files. A renewal that does not load keeps the last good pair and
-// is logged by the TLS handshake errors it does not cause.
+// the files. A renewal that does not load keeps the last good pair, and
+// is logged (each time the files change and still do not load): it would
+// otherwise go unnoticed until the old certificate expired.
 type certFiles struct {
 	certPath, keyPath string
+	log               *slog.Logger
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
@@ -25,11 +28,11 @@ type certFiles struct {
 
 const certRecheck = 10 * time.Second
 
-func newCertFiles(certPath, keyPath string) (*certFiles, error) {
+func newCertFiles(certPath, keyPath string, log *slog.Logger) (*certFiles, error) {
 	if certPath == "" || keyPath == "" {
 		return nil, errors.New("HTTPS needs both a certificate and its key")
 	}
-	c := &certFiles{certPath: certPath, keyPath: keyPath}
+	c := &certFiles{certPath: certPath, keyPath: keyPath, log: log}
 	if err := c.load(); err != nil {
 		return nil, err
 	}
@@ -40,6 +43,10 @@ func (c *certFiles) load() error {
 	stamp, err := c.stamps()
 	if err != nil {
 		return err
+	}
+	// The private key must not be readable by every user of the host.
+	if fi, err := os.Stat(c.keyPath); err == nil && fi.Mode().Perm()&0o004 != 0 {
+		return fmt.Errorf("HTTPS key %s is readable by every user (mode %04o); chmod o-r it", c.keyPath, fi.Mode().Perm())
 	}
 	pair, err := tls.LoadX509KeyPair(c.certPath, c.keyPath)
 	if err != nil {
@@ -67,7 +74,12 @@ func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if now := time.Now(); now.Sub(c.checked) >= certRecheck {
 		c.checked = now
 		if stamp, err := c.stamps(); err == nil && stamp != c.stamp {
-			_ = c.load() // a half-written renewal: keep serving the last good pair
+			// A half-written or broken renewal: keep serving the last
+			// good pair, and say so (again at the next change).
+			if err := c.load(); err != nil {
+				c.stamp = stamp
+				c.log.Warn("the HTTPS certificate's files changed but do not load; serving the previous one", "err", err)
+			}
 		}
 	}
 	return c.cert, nil

@@ -2,8 +2,10 @@ package site
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +41,8 @@ func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
 		}
 	}
 	install(0, time.Now().Add(-time.Hour))
-	c, err := newCertFiles(certPath, keyPath)
+	var logged bytes.Buffer
+	c, err := newCertFiles(certPath, keyPath, slog.New(slog.NewTextHandler(&logged, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +55,30 @@ func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
 	if bytes.Equal(first.Certificate[0], second.Certificate[0]) {
 		t.Fatal("the renewed certificate was not served")
 	}
-	if _, err := newCertFiles(certPath, ""); err == nil {
+	if _, err := newCertFiles(certPath, "", slog.Default()); err == nil {
 		t.Fatal("a certificate without its key was accepted")
+	}
+
+	// A renewal that does not load keeps the last good pair, and is said.
+	if err := os.WriteFile(keyPath, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.checked = time.Time{}
+	c.mu.Unlock()
+	if third, _ := c.get(nil); third != second {
+		t.Fatal("a broken renewal replaced the certificate served")
+	}
+	if !strings.Contains(logged.String(), "do not load") {
+		t.Fatalf("a broken renewal was not logged: %q", logged.String())
+	}
+
+	// A key every user of the host may read is refused.
+	install(0, time.Now())
+	if err := os.Chmod(keyPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newCertFiles(certPath, keyPath, slog.Default()); err == nil || !strings.Contains(err.Error(), "readable by every user") {
+		t.Fatalf("a world-readable key: %v", err)
 	}
 }

@@ -262,7 +262,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		MaxHeaderBytes: 64 << 10}
 	s.http.RegisterOnShutdown(s.gw.CloseStreams) // event streams never go idle
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
-		certs, err := newCertFiles(cfg.TLSCert, cfg.TLSKey)
+		certs, err := newCertFiles(cfg.TLSCert, cfg.TLSKey, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
 		}
