@@ -280,18 +280,26 @@ func (v *View) publishWindows() {
 
 // evictIdleWindows drops from memory the dedupe windows of rooms without
 // a message for windowIdle, once the store holds their newest message. It
-// drops none while a standby holds messages: which of them are placed
-// already is told by their rooms' windows (model.placed).
+// keeps those of rooms a standby holds messages of: which of them are
+// placed already is told by their rooms' windows (model.placed). A site
+// catching up from an empty disk holds the history's held messages until
+// it reaches their merges: the other rooms' windows must still go.
 func (v *View) evictIdleWindows() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	var holding map[*roomState]bool
 	for _, h := range v.m.held {
-		if len(h) > 0 {
-			return
+		for _, hm := range h {
+			if rs := v.m.rooms[hm.rec.Room]; rs != nil {
+				if holding == nil {
+					holding = map[*roomState]bool{}
+				}
+				holding[rs] = true
+			}
 		}
 	}
 	v.m.windows.evictIdle(v.now().Add(-v.windowIdle), func(s string) uint64 { return v.dbApplied[s] },
-		maxWindowVisits, maxEvictionsPerSweep)
+		func(rs *roomState) bool { return holding[rs] }, maxWindowVisits, maxEvictionsPerSweep)
 	v.publishWindows()
 }
 

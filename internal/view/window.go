@@ -228,17 +228,18 @@ func (s *windowSet) unlink(rs *roomState) {
 // message the store holds (stored gives how far it holds a stream): such
 // a window is read back exactly as it was. It visits at most visits rooms
 // from the front, the least recently used, drops at most drops windows,
-// and passes over a room used since cutoff or one the store does not hold
-// yet (the writer commits every second; a later sweep gets it). Rooms are
+// and passes over a room used since cutoff, one the store does not hold
+// yet (the writer commits every second; a later sweep gets it) and one
+// keep names. Rooms are
 // in the order they were used, which is the order of their times except
 // while a site catches up (see applier.usedAt): then an old room may sit
 // behind recent ones.
-func (s *windowSet) evictIdle(cutoff time.Time, stored func(stream string) uint64, visits, drops int) {
+func (s *windowSet) evictIdle(cutoff time.Time, stored func(stream string) uint64, keep func(*roomState) bool, visits, drops int) {
 	next := s.head
 	for ; visits > 0 && drops > 0 && next != nil; visits-- {
 		rs := next
 		next = rs.win.next
-		if !rs.win.usedAt.Before(cutoff) || rs.win.lastPos > stored(rs.win.lastStream) {
+		if !rs.win.usedAt.Before(cutoff) || rs.win.lastPos > stored(rs.win.lastStream) || keep(rs) {
 			continue
 		}
 		s.unlink(rs)

@@ -275,7 +275,8 @@ func TestIdleWindowsLeaveMemory(t *testing.T) {
 
 // A window whose room's newest message the store does not hold yet stays
 // in memory, however long the room is idle: read back, it would miss it.
-// So do all windows while a standby holds messages.
+// So does the window of a room a standby holds a message of, and only
+// that room's.
 func TestWindowsStayUntilStored(t *testing.T) {
 	v := openTemp(t)
 	clock := &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
@@ -294,19 +295,21 @@ func TestWindowsStayUntilStored(t *testing.T) {
 	if err := v.write([]*dbBatch{{reached: map[string]uint64{"p0": 4}}}); err != nil {
 		t.Fatal(err)
 	}
-	v.mu.Lock()
-	v.m.held["s0"] = []heldMessage{{pos: jsstore.PositionOf("s0", 1, 0)}}
-	v.mu.Unlock()
+	hold := func(room string) {
+		v.mu.Lock()
+		v.m.held["s0"] = []heldMessage{{pos: jsstore.PositionOf("s0", 1, 0),
+			rec: salamander.Record{Type: salamander.RecMessageSent, Room: room, User: "alice", ClientID: "h1"}}}
+		v.mu.Unlock()
+	}
+	hold("g_1")
 	v.evictIdleWindows()
 	if !v.m.rooms["g_1"].idsLoaded {
-		t.Fatal("a window left memory while a standby held messages")
+		t.Fatal("a window left memory while a standby held a message of its room")
 	}
-	v.mu.Lock()
-	delete(v.m.held, "s0")
-	v.mu.Unlock()
+	hold("g_2") // another room's
 	v.evictIdleWindows()
 	if v.m.rooms["g_1"].idsLoaded {
-		t.Fatal("an idle, stored window stayed in memory")
+		t.Fatal("an idle, stored window stayed in memory while only another room's message was held")
 	}
 }
 
@@ -368,17 +371,17 @@ func TestEvictIdleBounds(t *testing.T) {
 		return out
 	}
 	set, rs := rooms()
-	set.evictIdle(cutoff, stored, 100, 100)
+	set.evictIdle(cutoff, stored, keepNone, 100, 100)
 	if got := loaded(rs); !slices.Equal(got, []bool{true, false, true, false, false}) || set.count != 2 || set.evictions != 3 {
 		t.Fatalf("in memory after a sweep: %v (%d left, %d dropped)", got, set.count, set.evictions)
 	}
 	set, rs = rooms()
-	set.evictIdle(cutoff, stored, 100, 1)
+	set.evictIdle(cutoff, stored, keepNone, 100, 1)
 	if got := loaded(rs); !slices.Equal(got, []bool{true, false, true, true, true}) {
 		t.Fatalf("dropping one: %v", got)
 	}
 	set, rs = rooms()
-	set.evictIdle(cutoff, stored, 3, 100)
+	set.evictIdle(cutoff, stored, keepNone, 3, 100)
 	if got := loaded(rs); !slices.Equal(got, []bool{true, false, true, true, true}) {
 		t.Fatalf("visiting three: %v", got)
 	}
@@ -386,3 +389,5 @@ func TestEvictIdleBounds(t *testing.T) {
 		t.Fatal("the list is broken after a drop")
 	}
 }
+
+func keepNone(*roomState) bool { return false }
