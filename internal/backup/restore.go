@@ -60,8 +60,8 @@ type Outcome struct {
 	// never written).
 	Replaced        bool
 	ReplacedRecords uint64
-	LastSeq  uint64
-	Records  uint64
+	LastSeq         uint64
+	Records         uint64
 	// Kept is set when the stream was left alone because it holds records.
 	Kept bool
 }
