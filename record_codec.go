@@ -242,9 +242,10 @@ func newRecordDecoder(data []byte) recordDecoder {
 // batchEntryStart is how each record EncodeRecord writes begins.
 var batchEntryStart = []byte(`{"t":`)
 
-// maxBatchPrealloc bounds the entries a decoded batch makes room for up
-// front: the log's positions tell at most 1,024 entries of one record
-// apart (jsstore.MaxBatch).
+// maxBatchPrealloc bounds the entries a decoded record's batch makes room
+// for up front (a batch within it makes room for none): the log's
+// positions tell at most 1,024 entries of one record apart
+// (jsstore.MaxBatch).
 const maxBatchPrealloc = 1024
 
 // maxDirectDepth bounds batches within batches on the direct path.
@@ -334,14 +335,24 @@ func (d *recordDecoder) field(r *Record, key, depth int) bool {
 	case kMembers:
 		return d.stringList(&r.Members)
 	case kBatch:
-		// Sized up front: a record of a busy partition carries ~20, and
-		// growing a slice of 400-byte records by doubling copied them
-		// twice over. Every record EncodeRecord writes starts with
-		// `{"t":`, which no string can hold unescaped; counting past the
-		// batch's end only over-sizes it, and never beyond what a record's
-		// positions can tell apart.
-		r.Batch = make([]Record, 0, min(bytes.Count(d.data[d.i:], batchEntryStart), maxBatchPrealloc))
-		return depth < maxDirectDepth && d.array(func() bool {
+		if depth >= maxDirectDepth {
+			return false
+		}
+		// The log's batch is sized up front: a record of a busy partition
+		// carries ~20, and growing a slice of 400-byte records by doubling
+		// copied them twice over. Every record EncodeRecord writes starts
+		// with `{"t":`, which no string can hold unescaped; counting past
+		// the batch's end only over-sizes it, and never beyond what a
+		// record's positions can tell apart. Only the top level's: a batch
+		// within a batch (which readers skip) counting the same openings
+		// would make room for up to 1,024 records each, gigabytes for one
+		// record of a few hundred kilobytes. (Empty, not nil, as
+		// encoding/json decodes `[]`; it allocates nothing.)
+		r.Batch = []Record{}
+		if depth == 0 {
+			r.Batch = make([]Record, 0, min(bytes.Count(d.data[d.i:], batchEntryStart), maxBatchPrealloc))
+		}
+		return d.array(func() bool {
 			r.Batch = append(r.Batch, Record{})
 			return d.record(&r.Batch[len(r.Batch)-1], depth+1)
 		})

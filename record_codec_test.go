@@ -201,6 +201,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	}
 	f.Add([]byte(`{"t":"msg.sent","at":"2026-01-02T03:04:05Z","r":"d_1","u":"alice","cid":"c1","x":"hi \u00e9 \"q\""}`))
 	f.Add([]byte(`{"t":"batch","b":[{"t":"msg.read","seq":7},{"t":"x","m":["a","b"],"k":"AAEC"}]}`))
+	f.Add([]byte(`{"t":"batch","b":[{"t":"","b":[]},{"t":"","b":[{"t":"x"}]},{"t":"","b":[{"t":"","b":[]}]}]}`))
 	f.Add([]byte(`{"t":"a","T":"b"}`))
 	f.Add([]byte(`{"t":"a","u":"x","u":"y"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

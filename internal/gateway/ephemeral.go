@@ -95,6 +95,11 @@ type ephemeral struct {
 	// local users following f: who is told about f's presence changes.
 	follows  map[string][]string
 	watchers map[string]map[string]struct{}
+	// refusedInstances counts the messages of new instances refused while
+	// maxRemoteInstances were mirrored; refusedLogged is when that was
+	// last logged.
+	refusedInstances uint64
+	refusedLogged    time.Time
 
 	kick    chan struct{} // wakes the resync worker
 	beatNow chan struct{} // asks for a digest now (another instance said hello)
@@ -126,6 +131,15 @@ func newEphemeral(g *Gateway) *ephemeral {
 	if e.ttl < 2*e.beat {
 		e.log.Warn("presence TTL is under two beats: one late digest takes this process's users offline",
 			"beat", e.beat, "ttl", e.ttl)
+	}
+	// Peers check what this process says of itself (see onPresence).
+	if !salamander.ValidSiteName(e.site) {
+		e.log.Warn("site name is not a site's name (a-z, 0-9, '-'): other gateways refuse this process's presence",
+			"site", e.site)
+	}
+	if !validInstanceName(e.name) {
+		e.log.Warn("instance name is not a host's name or address and a port, or a word of letters, digits and \"-._:[]%\": "+
+			"other gateways list this process without it", "instance", e.name)
 	}
 	g.cfg.View.OnApply(e.onApply)
 	return e

@@ -20,7 +20,9 @@ package gateway
 // all its users: a process that dies takes exactly its own users offline
 // everywhere, and two processes of one site never erase each other's
 // users. A process that stops says goodbye and takes them offline at once.
-// A user is online while any instance lists them.
+// A user is online while any instance lists them. At most
+// maxRemoteInstances other instances are mirrored, and peers' instance ids
+// and names, site names and user names are checked.
 //
 // Changes are pushed to the followers connected here, found in memory:
 // when a user's first device connects here their friend list is read once
@@ -86,6 +88,17 @@ const (
 	maxPresenceTTL = 10 * time.Minute
 	// v1Overhead is room for a v1 message's fields besides its names.
 	v1Overhead = 256
+	// maxRemoteInstances bounds the other instances mirrored here (each
+	// ~16 KB however few users it lists, kept up to maxPresenceTTL after
+	// its last word); a deployment runs a few dozen. While the table is
+	// full, messages of new instances are refused — their users are not
+	// online here until some instance leaves or goes silent — and counted
+	// (ephemeral.refusedInstances), logged at most once a minute. This
+	// process's own mirror is never refused.
+	maxRemoteInstances = 1024
+	// maxInstanceName bounds a peer's instance name: a host's name (253
+	// bytes at most) and a port.
+	maxInstanceName = 253 + len(":65535")
 )
 
 // presenceMsg is the v1 presence message, spoken by earlier versions.
@@ -288,10 +301,15 @@ func (e *ephemeral) onSyncRequest(msg *nats.Msg) {
 	_ = msg.Respond(b)
 }
 
-// onPresence applies a v2 message to the mirror of its instance.
+// onPresence applies a v2 message to the mirror of its instance. A delta
+// or beat must name the instance's site (every version sends it), as a
+// site's name.
 func (e *ephemeral) onPresence(msg *nats.Msg) {
 	var m presenceMsgV2
 	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &m) != nil || !validInstance(m.Inst) {
+		return
+	}
+	if (m.Kind == kindDelta || m.Kind == kindBeat) && !salamander.ValidSiteName(m.Site) {
 		return
 	}
 	if m.Kind == kindHello {
@@ -310,11 +328,21 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 			e.dropRemote(m.Inst, r, now, &out)
 		}
 	case kindDelta:
-		e.applyDelta(m.Inst, e.remoteFor(m.Inst, m.Site, now), m, now, &out)
+		if r := e.remoteFor(m.Inst, m.Site, now); r != nil {
+			e.applyDelta(m.Inst, r, m, now, &out)
+		}
 	case kindBeat:
 		r := e.remoteFor(m.Inst, m.Site, now)
+		if r == nil {
+			break
+		}
 		r.ttl = clampTTL(m.TTLms, e.ttl)
-		r.name = m.Name
+		// The name is shown on the public /v1/status: one no gateway
+		// makes is not shown, though the beat counts.
+		r.name = ""
+		if validInstanceName(m.Name) {
+			r.name = m.Name
+		}
 		if !r.syncing && (r.ver != m.Ver || r.set.n != m.Count || r.set.sum != m.Hash) {
 			e.markDirty(m.Inst)
 		}
@@ -324,16 +352,24 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 }
 
 // onPresenceV1 honours a message from a process of an earlier version: its
-// site counts as one instance whose heartbeat replaces its list.
+// site counts as one instance whose heartbeat replaces its list. Its site
+// and user names are checked as v2 messages' are.
 func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
 	var p presenceMsg
-	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &p) != nil || p.Site == "" || p.Inst != "" {
+	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &p) != nil || !salamander.ValidSiteName(p.Site) ||
+		p.Inst != "" {
 		return
 	}
+	p.Users = slices.DeleteFunc(p.Users, invalidUserName)
+	p.Offline = slices.DeleteFunc(p.Offline, invalidUserName)
 	now := time.Now()
 	var out []presencePush
 	e.mu.Lock()
 	r := e.remoteFor("v1."+p.Site, p.Site, now)
+	if r == nil {
+		e.mu.Unlock()
+		return
+	}
 	r.v1 = true
 	if p.Full {
 		e.replaceRemote(r, r.set.buckets[:], p.Users, now, &out)
@@ -350,10 +386,20 @@ func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
 }
 
 // remoteFor returns the mirror of instance id, created empty if new, and
-// notes that it was heard from. mu is held.
+// notes that it was heard from; nil for a new instance while
+// maxRemoteInstances others are mirrored. mu is held.
 func (e *ephemeral) remoteFor(id, site string, now time.Time) *remote {
 	r := e.remotes[id]
 	if r == nil {
+		if id != e.id && e.others() >= maxRemoteInstances {
+			e.refusedInstances++
+			if now.Sub(e.refusedLogged) >= time.Minute {
+				e.refusedLogged = now
+				e.log.Warn("presence: too many gateway instances; refusing new ones until some leave or go silent",
+					"max", maxRemoteInstances, "refused", e.refusedInstances, "from", id, "site", site)
+			}
+			return nil
+		}
 		r = &remote{site: site, ttl: e.ttl, set: newUserSet()}
 		e.remotes[id] = r
 	}
@@ -799,6 +845,34 @@ func validInstance(id string) bool {
 		}
 	}
 	return true
+}
+
+// validInstanceName accepts the names a gateway gives itself (Config.Instance:
+// a host's name or address and a port, or --instance's word), or none: up
+// to maxInstanceName bytes of ASCII letters, digits and "-._:[]%".
+func validInstanceName(name string) bool {
+	if len(name) > maxInstanceName {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-._:[]%", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// invalidUserName is true of a name no user can have.
+func invalidUserName(u string) bool { return salamander.ValidateUserName(u) != nil }
+
+// others is how many instances besides this one are mirrored. mu is held.
+func (e *ephemeral) others() int {
+	if e.remotes[e.id] != nil {
+		return len(e.remotes) - 1
+	}
+	return len(e.remotes)
 }
 
 // clampTTL turns an announced TTL into a sane duration; def if none.

@@ -3,12 +3,15 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/salamander-chat/salamander"
 )
 
 // FuzzPresenceMessages hands a sequence of presence messages, one a line,
@@ -18,10 +21,22 @@ import (
 // every message the mirror is consistent: every instance's set has the
 // size, hashes and buckets its members give; a user's count is the number
 // of instances listing them; only known instances are marked for resync;
-// instances are named as the protocol names them; and the users held are
+// instances are named as the protocol names them, of sites named as sites
+// are, under names a gateway gives itself, listing only valid user names,
+// and at most maxRemoteInstances besides this one; and the users held are
 // never more than the bytes that came in (a claimed count or version
 // allocates nothing). The last push about a user says what the counts say.
 func FuzzPresenceMessages(f *testing.F) {
+	// (More seeds in testdata/fuzz/FuzzPresenceMessages.)
+	f.Add([]byte(`{"kind":"delta","inst":"ab12","site":"b","ver":1,"on":["alice"]}` + "\n" +
+		`{"kind":"delta","inst":"ab12","site":"b","ver":5,"on":["carol"]}` + "\n" +
+		`{"kind":"beat","inst":"ab12","site":"b","name":"gw-b-1:8080","ver":5,"count":2,"hash":7,"ttl_ms":600000}`))
+	f.Add([]byte(`{"kind":"beat","inst":"cc","site":"a","name":"<b>x</b>"}` + "\n" +
+		`{"kind":"beat","inst":"dd","site":"A B","name":"gw"}` + "\n" +
+		`{"kind":"delta","inst":"ee","ver":1,"on":["carol"]}`))
+	f.Add([]byte(`1{"site":"Old Site","users":["carol"],"full":true}` + "\n" +
+		`1{"site":"old","users":["carol","Not A Name","","x"],"full":true}` + "\n" +
+		`1{"site":"old","users":["dave"],"offline":["carol","a..b"]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d := &fuzzDevices{}
 		e := newFuzzEphemeral(d)
@@ -148,9 +163,15 @@ func checkPresenceState(t *testing.T, e *ephemeral, in int) {
 	defer e.mu.Unlock()
 	counts := map[string]int{}
 	held := 0
+	if e.others() > maxRemoteInstances {
+		t.Fatalf("%d instances mirrored besides this one, over %d", e.others(), maxRemoteInstances)
+	}
 	for id, r := range e.remotes {
 		if !validInstance(id) && !(r.v1 && id == "v1."+r.site && r.site != "") {
 			t.Fatalf("instance %q (site %q, v1 %v) is not a name the protocol gives", id, r.site, r.v1)
+		}
+		if !salamander.ValidSiteName(r.site) || !validInstanceName(r.name) {
+			t.Fatalf("instance %q of site %.40q named %.40q", id, r.site, r.name)
 		}
 		if r.ttl < minPresenceTTL || r.ttl > maxPresenceTTL {
 			t.Fatalf("instance %q kept for %v", id, r.ttl)
@@ -162,6 +183,9 @@ func checkPresenceState(t *testing.T, e *ephemeral, in int) {
 				h := userHash(u)
 				if bucketOf(h) != b {
 					t.Fatalf("user %q in bucket %d, hashes to %d", u, b, bucketOf(h))
+				}
+				if salamander.ValidateUserName(u) != nil {
+					t.Fatalf("instance %q lists %.40q, not a user's name", id, u)
 				}
 				bs ^= h
 				n++
@@ -202,6 +226,7 @@ func checkPresenceState(t *testing.T, e *ephemeral, in int) {
 // and a few more, and alice and bob each watching the other and carol.
 func newFuzzEphemeral(d devices) *ephemeral {
 	e := &ephemeral{id: "f00d", site: "a", ttl: DefaultPresenceTTL, beat: DefaultPresenceBeat, hub: d,
+		log:   slog.New(slog.DiscardHandler),
 		local: newUserSet(), remotes: map[string]*remote{}, count: map[string]int{}, lastSeen: newSeenTimes(maxLastSeen),
 		dirty: map[string]bool{}, follows: map[string][]string{}, watchers: map[string]map[string]struct{}{},
 		kick: make(chan struct{}, 1), beatNow: make(chan struct{}, 1)}

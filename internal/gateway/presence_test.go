@@ -760,3 +760,139 @@ func TestSeenTimesBounded(t *testing.T) {
 		t.Fatal("a, never gone again, was forgotten while only two others came and went")
 	}
 }
+
+// hearV2 and hearV1 hand e one presence message as NATS would.
+func hearV2(e *ephemeral, m presenceMsgV2) {
+	b, _ := json.Marshal(m)
+	e.onPresence(&nats.Msg{Subject: subjPresenceV2, Data: b})
+}
+
+func hearV1(e *ephemeral, p presenceMsg) {
+	b, _ := json.Marshal(p)
+	e.onPresenceV1(&nats.Msg{Subject: subjPresence, Data: b})
+}
+
+// A process mirrors at most maxRemoteInstances other instances (~16 KB
+// each, whatever they list, kept up to maxPresenceTTL): new ones are
+// refused and counted while the table is full, its own mirror never is,
+// and one that leaves makes room.
+func TestPresenceRemoteInstancesBounded(t *testing.T) {
+	e := newFuzzEphemeral(&fuzzDevices{})
+	const extra = 100
+	for i := range maxRemoteInstances + extra {
+		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: fmt.Sprintf("%x", 0x10000+i), Site: "b",
+			TTLms: maxPresenceTTL.Milliseconds()})
+	}
+	if n := len(e.remotes); n != maxRemoteInstances {
+		t.Fatalf("%d instances mirrored, want at most %d", n, maxRemoteInstances)
+	}
+	if e.refusedInstances != extra {
+		t.Fatalf("%d instances counted as refused, want %d", e.refusedInstances, extra)
+	}
+	// A refused instance's users, and a new v1 site's, are not online here.
+	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "beef", Site: "b", Ver: 1, On: []string{"carol"}})
+	hearV1(e, presenceMsg{Site: "old", Users: []string{"carol"}, Full: true})
+	if e.count["carol"] != 0 || e.remotes["beef"] != nil || e.remotes["v1.old"] != nil {
+		t.Fatalf("a new instance was mirrored past the bound: carol counted %d", e.count["carol"])
+	}
+	// This process's own mirror is never refused.
+	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: e.id, Site: e.site, Ver: 1, On: []string{"carol"}})
+	if e.remotes[e.id] == nil || e.count["carol"] != 1 {
+		t.Fatalf("this process's own mirror was refused: carol counted %d", e.count["carol"])
+	}
+	// An instance that leaves makes room for a new one.
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "10000"})
+	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "beef", Site: "b", Ver: 1, On: []string{"dave"}})
+	if e.remotes["beef"] == nil || e.count["dave"] != 1 {
+		t.Fatal("no room made by an instance that left")
+	}
+}
+
+// A peer's beat names it on the public /v1/status (site_gateways): a name
+// that is not one a gateway makes (a host and port, or --instance's kind
+// of word) is not shown, though the beat still counts; a message whose
+// site is not a site's name is refused, and mirrors nothing.
+func TestPresenceBeatNameAndSiteValidated(t *testing.T) {
+	e := newFuzzEphemeral(&fuzzDevices{})
+	inst := 0x100
+	beat := func(site, name string) string {
+		inst++
+		id := fmt.Sprintf("%x", inst)
+		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: id, Name: name, Site: site, Ver: 1, Count: 1})
+		hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: id, Site: site, Ver: 1, On: []string{"carol"}})
+		return id
+	}
+	good := []string{"gw-a-2", "b2", "host.example.com:8080", "[::1]:8080", "[fe80::1%eth0]:80", "127.0.0.1:4222",
+		"HOST_1.local:80", strings.Repeat("h", 253) + ":65535"}
+	bad := []string{strings.Repeat("x", 60<<10), strings.Repeat("h", 300), "<script>alert(1)</script>", "gw a",
+		"gw\n", "gw\x00", "이름", `"quoted"`}
+	for _, name := range append(slices.Clone(good), bad...) {
+		beat(e.site, name)
+	}
+	listed := map[string]int{}
+	gws := e.siteGateways(time.Now())
+	for _, g := range gws {
+		listed[g.Instance]++
+	}
+	if len(gws) != 1+len(good)+len(bad) {
+		t.Fatalf("%d gateways listed, want this one and %d beats'", len(gws), len(good)+len(bad))
+	}
+	for _, name := range good {
+		if listed[name] != 1 {
+			t.Errorf("gateway %q not listed by its name", name)
+		}
+	}
+	for _, name := range bad {
+		if listed[name] != 0 {
+			t.Errorf("gateway listed as %.40q", name)
+		}
+	}
+	if e.count["carol"] != len(good)+len(bad) {
+		t.Errorf("carol counted %d times, want once per instance: a bad name refused the instance's users",
+			e.count["carol"])
+	}
+	for _, site := range []string{"", "A", "a b", "-a", "<b>", "a.b", strings.Repeat("s", 33), strings.Repeat("s", 60<<10)} {
+		if id := beat(site, "gw"); e.remotes[id] != nil {
+			t.Errorf("instance of site %.40q mirrored", site)
+		}
+	}
+	if e.count["carol"] != len(good)+len(bad) {
+		t.Errorf("carol counted %d times: instances of invalid sites were counted", e.count["carol"])
+	}
+}
+
+// Messages of the earlier format are validated as the current ones are:
+// a site's name, and user names (each invalid one skipped).
+func TestPresenceV1Validated(t *testing.T) {
+	e := newFuzzEphemeral(&fuzzDevices{})
+	for _, site := range []string{"Old Site", "<b>old</b>", strings.Repeat("o", 40<<10)} {
+		hearV1(e, presenceMsg{Site: site, Users: []string{"carol"}, Full: true})
+		hearV1(e, presenceMsg{Site: site, Users: []string{"dave"}})
+		if e.remotes["v1."+site] != nil || e.count["carol"] != 0 || e.count["dave"] != 0 {
+			t.Fatalf("v1 site %.40q mirrored: carol %d dave %d", site, e.count["carol"], e.count["dave"])
+		}
+	}
+	bad := []string{"", "x", "Not A Name", "<img src=x>", strings.Repeat("z", 1000), "a..b", "이름"}
+	for i, m := range []struct {
+		p    presenceMsg
+		want []string
+	}{
+		{presenceMsg{Site: "old", Users: append([]string{"carol"}, bad...), Full: true}, []string{"carol"}},
+		{presenceMsg{Site: "old", Users: append(slices.Clone(bad), "dave")}, []string{"carol", "dave"}},
+		{presenceMsg{Site: "old", Offline: append([]string{"carol"}, bad...)}, []string{"dave"}},
+	} {
+		hearV1(e, m.p)
+		r := e.remotes["v1.old"]
+		if r == nil {
+			t.Fatalf("message %d: v1 site old not mirrored", i)
+		}
+		if r.set.n != len(m.want) {
+			t.Fatalf("message %d: v1 site old lists %d users, want %v", i, r.set.n, m.want)
+		}
+		for _, u := range m.want {
+			if !r.set.has(u) || e.count[u] != 1 {
+				t.Fatalf("message %d: %q is not online", i, u)
+			}
+		}
+	}
+}
