@@ -172,7 +172,7 @@ func openTestSocket(t *testing.T, hold time.Duration) (*wsConn, *lockedWrites) {
 	rec := &lockedWrites{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var cork *corkWriter
-		conn, err := ws.Upgrade(w, r, func(nc net.Conn) io.Writer {
+		conn, err := ws.Upgrade(w, r, "", func(nc net.Conn) io.Writer {
 			rec.Conn = nc
 			cork = &corkWriter{conn: rec}
 			return cork

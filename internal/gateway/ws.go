@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -127,6 +129,31 @@ type laneFrame struct {
 // before the replay starts and deduplicated by position, so nothing falls
 // between replay and live. The handler returns once the replay is done;
 // the socket's reader, owned by the hub, serves it from then on.
+// wsProtocol is the subprotocol a browser names to carry its token in the
+// handshake (it cannot set the Authorization header): it offers
+// wsProtocol and wsTokenPrefix+TOKEN, and the site chooses wsProtocol.
+// The token then travels in a header, not in the URL, which proxies and
+// load balancers write to their access logs.
+const (
+	wsProtocol    = "salamander.v1"
+	wsTokenPrefix = "bearer."
+)
+
+// protocolToken is the session token a handshake offers as a subprotocol,
+// and the subprotocol to answer with ("" and "" when it offers none).
+func protocolToken(r *http.Request) (token, protocol string) {
+	offered := wsock.Protocols(r)
+	if !slices.Contains(offered, wsProtocol) {
+		return "", ""
+	}
+	for _, p := range offered {
+		if t, ok := strings.CutPrefix(p, wsTokenPrefix); ok {
+			return t, wsProtocol
+		}
+	}
+	return "", ""
+}
+
 func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err := g.serving(); err != nil {
 		writeError(w, g.log, r, err)
@@ -137,6 +164,10 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := bearerToken(r.Header.Get("Authorization"))
+	protocol := ""
+	if token == "" {
+		token, protocol = protocolToken(r)
+	}
 	if token == "" {
 		token = r.URL.Query().Get("token")
 	}
@@ -162,7 +193,7 @@ func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var cork *corkWriter
-	conn, err := g.ws.Upgrade(w, r, func(nc net.Conn) io.Writer {
+	conn, err := g.ws.Upgrade(w, r, protocol, func(nc net.Conn) io.Writer {
 		cork = &corkWriter{conn: nc}
 		return cork
 	})

@@ -757,3 +757,29 @@ func TestSocketsPerAccountAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// A browser, which cannot set the Authorization header, offers its token
+// as a subprotocol (salamander.v1 and bearer.TOKEN): the site chooses
+// salamander.v1 and the socket serves as with the header. A bad token so
+// offered is refused like any.
+func TestTokenAsASubprotocol(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	c, _ := signedUp(t, 2, "sub")
+	ws := "ws" + strings.TrimPrefix(cluster.URL(2), "http") + "/v1/ws"
+	conn, _, err := websocket.Dial(ctx, ws, &websocket.DialOptions{Subprotocols: []string{"salamander.v1", "bearer." + c.Token()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if p := conn.Subprotocol(); p != "salamander.v1" {
+		t.Fatalf("subprotocol chosen %q", p)
+	}
+	_, data, err := conn.Read(ctx)
+	if err != nil || !strings.Contains(string(data), `"type":"ready"`) {
+		t.Fatalf("first frame %s %v, want ready", data, err)
+	}
+	_, res, err := websocket.Dial(ctx, ws, &websocket.DialOptions{Subprotocols: []string{"salamander.v1", "bearer.nonsense"}})
+	if err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a bad token offered as a subprotocol: %v %v", res, err)
+	}
+}

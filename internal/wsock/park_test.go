@@ -70,7 +70,7 @@ func TestTLSSocketsParkAndWake(t *testing.T) {
 		t.Skip("sockets are not parked on this system")
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := ts.ws.Upgrade(w, r, nil)
+		c, err := ts.ws.Upgrade(w, r, "", nil)
 		if err != nil {
 			t.Error(err)
 			return

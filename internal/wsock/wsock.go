@@ -242,6 +242,20 @@ func hasToken(h http.Header, name, token string) bool {
 	return false
 }
 
+// Protocols lists the subprotocols a handshake request offers
+// (Sec-WebSocket-Protocol, comma-separated, over one or more lines).
+func Protocols(r *http.Request) []string {
+	var out []string
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
 // acceptKey is the Sec-WebSocket-Accept answering key (RFC 6455 4.2.2).
 func acceptKey(key string) string {
 	h := sha1.Sum([]byte(strings.TrimSpace(key) + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
@@ -249,13 +263,20 @@ func acceptKey(key string) string {
 }
 
 // Upgrade takes over the connection of a request CheckRequest accepted and
-// answers it with 101 Switching Protocols. Frames are written to out(conn)
-// (conn itself when out is nil), e.g. a writer that gathers several
-// frames into one write. The caller starts reading with Conn.Serve. On an
-// error the request has been answered or the connection closed.
-func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, out func(net.Conn) io.Writer) (*Conn, error) {
+// answers it with 101 Switching Protocols, naming protocol as the
+// subprotocol chosen (none when ""; it must be one the request offered in
+// Sec-WebSocket-Protocol, or a browser fails the socket). Frames are
+// written to out(conn) (conn itself when out is nil), e.g. a writer that
+// gathers several frames into one write. The caller starts reading with
+// Conn.Serve. On an error the request has been answered or the connection
+// closed.
+func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, protocol string, out func(net.Conn) io.Writer) (*Conn, error) {
 	if err := s.CheckRequest(r); err != nil {
 		return nil, err
+	}
+	if protocol != "" && !slices.Contains(Protocols(r), protocol) {
+		http.Error(w, "the subprotocol chosen was not offered", http.StatusInternalServerError)
+		return nil, fmt.Errorf("websocket: subprotocol %q was not offered", protocol)
 	}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -280,7 +301,11 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, out func(net.Co
 	}
 	c.parkable, c.probe = s.parkable(nc)
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		acceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n"
+		acceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n"
+	if protocol != "" {
+		resp += "Sec-WebSocket-Protocol: " + protocol + "\r\n"
+	}
+	resp += "\r\n"
 	_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err = io.WriteString(nc, resp)
 	_ = nc.SetWriteDeadline(time.Time{})

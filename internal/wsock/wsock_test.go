@@ -61,7 +61,7 @@ func newTestServer(t *testing.T, opts Options) *testServer {
 			http.Error(w, err.Error(), err.(*HandshakeError).Status)
 			return
 		}
-		c, err := ts.ws.Upgrade(w, r, nil)
+		c, err := ts.ws.Upgrade(w, r, "", nil)
 		if err != nil {
 			t.Error(err)
 			return

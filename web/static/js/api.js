@@ -255,10 +255,14 @@ export class Live extends EventTarget {
   connect(i) {
     return new Promise((resolve) => {
       const site = this.api.sites[i];
-      const q = new URLSearchParams({ token: this.api.token });
+      // The token goes in the handshake's Sec-WebSocket-Protocol header
+      // (a page cannot set Authorization), not in the URL, which proxies
+      // write to their access logs.
+      const q = new URLSearchParams();
       const cur = this.cursor.toString();
       if (cur) q.set("cursor", cur);
-      const ws = new WebSocket(site.url.replace(/^http/, "ws") + "/v1/ws?" + q);
+      const ws = new WebSocket(site.url.replace(/^http/, "ws") + "/v1/ws?" + q,
+        ["salamander.v1", "bearer." + this.api.token]);
       const id = ++this.socketId;
       let ready = false;
       let done = false;
