@@ -13,6 +13,7 @@ import (
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 const adminUsage = `usage: salamander admin [--nats URL,…] <command> [args]
@@ -37,8 +38,11 @@ NATS server, so they work while any site is down:
   restore NAME       end a suspension
   set-role NAME ROLE make NAME a user, operator or admin (how the first admin is made;
                      admins then promote others from the API)
-  rotate-key         make a new session-signing key current at every site; sessions signed
-                     with the previous key stay valid until they expire
+  rotate-key [--revoke-previous]
+                     make a new session-signing key current at every site; sessions signed
+                     with the previous key stay valid until they expire (routine rotation),
+                     or with --revoke-previous (after a suspected leak) end at once: every
+                     earlier key is revoked and its users log in again
 `
 
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -116,23 +120,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "%s is %s at every site once applied (log position %s:%d)\n", name, role, pos.Stream, pos.Seq)
 		return nil
 	case "rotate-key":
-		if fs.NArg() != 1 {
-			return fmt.Errorf("admin: usage: rotate-key")
-		}
-		id := gateway.NewKeyID()
-		sealed, err := admin.SealKey(id, gateway.NewSigningKey())
-		if err != nil {
-			return fmt.Errorf("admin: %w", err)
-		}
-		rec := salamander.Record{Type: salamander.RecSigningKey, KeyID: id, Key: sealed, Rotate: true, At: time.Now().UTC()}
-		pos, _, err := store.Append(ctx, jsstore.AccountsStream, "key."+id, rec,
-			jsstore.AppendOptions{ExpectNew: true, MsgID: "key-rotate:" + id})
-		if err != nil {
-			return fmt.Errorf("admin: rotate the signing key: %w", err)
-		}
-		fmt.Fprintf(stdout, "signing key %s is current (log position %s:%d): every site signs new sessions with it once it has\n"+
-			"applied it; sessions signed with the previous key stay valid until they expire\n", id, pos.Stream, pos.Seq)
-		return nil
+		return adminRotateKey(ctx, store, admin, fs.Args()[1:], stdout, stderr)
 	case "leaders":
 		// Every stream is listed, also when some cannot be read (in a fire,
 		// those electing): the command then fails after the table.
@@ -182,6 +170,51 @@ func adminAppend(ctx context.Context, store *jsstore.Store, key string, rec sala
 	pos, _, err := store.Append(ctx, jsstore.AccountsStream, key, rec,
 		jsstore.AppendOptions{MsgID: "admin-" + string(rec.Type) + ":" + key + ":" + rec.At.Format(time.RFC3339Nano)})
 	return pos, err
+}
+
+// adminRotateKey appends a new sealed session-signing key, current at
+// every site once applied. With --revoke-previous it then appends the
+// record that revokes every other key (the new key's id, no key material):
+// every session they signed ends, also one a thief of an old key signs
+// with whatever claims.
+func adminRotateKey(ctx context.Context, store *jsstore.Store, admin *secrets.Admin, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rotate-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	revoke := fs.Bool("revoke-previous", false,
+		"after a suspected leak: revoke every earlier key, ending every session it signed (users log in again)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("admin: usage: rotate-key [--revoke-previous]")
+	}
+	id := gateway.NewKeyID()
+	sealed, err := admin.SealKey(id, gateway.NewSigningKey())
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	rec := salamander.Record{Type: salamander.RecSigningKey, KeyID: id, Key: sealed, Rotate: true, At: time.Now().UTC()}
+	pos, _, err := store.Append(ctx, jsstore.AccountsStream, "key."+id, rec,
+		jsstore.AppendOptions{ExpectNew: true, MsgID: "key-rotate:" + id})
+	if err != nil {
+		return fmt.Errorf("admin: rotate the signing key: %w", err)
+	}
+	fmt.Fprintf(stdout, "signing key %s is current (log position %s:%d): every site signs new sessions with it once it has\n"+
+		"applied it\n", id, pos.Stream, pos.Seq)
+	if !*revoke {
+		fmt.Fprintln(stdout, "sessions signed with the previous key stay valid until they expire; after a suspected leak,\n"+
+			"rotate with --revoke-previous instead")
+		return nil
+	}
+	rec = salamander.Record{Type: salamander.RecSigningKey, KeyID: id, Rotate: true, At: time.Now().UTC()}
+	pos, _, err = store.Append(ctx, jsstore.AccountsStream, "key."+id, rec, jsstore.AppendOptions{MsgID: "key-revoke:" + id})
+	if err != nil {
+		return fmt.Errorf("admin: signing key %s is current, but the previous keys are not revoked (run rotate-key "+
+			"--revoke-previous again): %w", id, err)
+	}
+	fmt.Fprintf(stdout, "every earlier signing key is revoked (log position %s:%d): every session it signed ends at\n"+
+		"each site once it has applied this; those users log in again\n", pos.Stream, pos.Seq)
+	return nil
 }
 
 // adminStepDown moves a stream's leader away, or to the replica at site.

@@ -22,18 +22,22 @@ import (
 // The keys are in the replicated log, sealed with the deployment's log key
 // (only the sites' secret files hold it), so every site verifies every
 // token locally; revocations are log records every site applies. Keys
-// rotate: a token names the key that signed it, new tokens are signed with
-// the current key, and a retired key verifies only the tokens it signed
-// before it was retired, until they expire.
+// rotate: a token names the key that signed it and new tokens are signed
+// with the current key. A token's claims are whatever its signer wrote, so
+// what a key is trusted for is decided from the log and this site's clock
+// alone (keyTrusted): a key retired by a rotation is trusted for the
+// lifetime of the tokens it signed before (routine key hygiene: nobody is
+// logged out), a revoked key (rotate-key --revoke-previous, after a leak)
+// for nothing.
 
 // KeyOpener opens a sealed session-signing key (secrets.Site does).
 type KeyOpener interface {
 	OpenKey(id string, sealed []byte) ([]byte, error)
 }
 
-// keyRetireGrace is how long after its retirement a key is still trusted
-// for the time a token claims it was issued: a site that had not yet
-// applied the rotation signs with the old key a little longer.
+// keyRetireGrace is how much longer than a token's lifetime after its
+// retirement a key is trusted: a site that had not yet applied the
+// rotation signs with the old key a little longer.
 const keyRetireGrace = time.Minute
 
 type claims struct {
@@ -41,8 +45,10 @@ type claims struct {
 	Session string `json:"sid"`
 	Issued  int64  `json:"iat"` // unix nanoseconds
 	Expires int64  `json:"exp"` // unix seconds
-	// AcctSeq is how far the issuing site had applied the accounts stream:
-	// "revoke every session" at a later position revokes this one.
+	// AcctSeq is how far the issuing site had applied the accounts stream
+	// before it chose the key: "revoke every session" at a later position
+	// revokes this one. A position the log does not hold yet is forged
+	// (see keyTrusted and checkSession).
 	AcctSeq uint64 `json:"as"`
 	// KeyID names the signing key ("" for the plain key of before).
 	KeyID string `json:"k,omitempty"`
@@ -51,6 +57,9 @@ type claims struct {
 const maxTokenBytes = 1024
 
 func (g *Gateway) issueToken(user string) (string, time.Time, error) {
+	// The position is read before the key: a token signed with a key that
+	// is being retired names a position before the rotation's.
+	acct := g.cfg.View.Applied()[jsstore.AccountsStream]
 	cur, ok := g.cfg.View.CurrentKey()
 	if !ok {
 		return "", time.Time{}, errNoKey
@@ -62,7 +71,7 @@ func (g *Gateway) issueToken(user string) (string, time.Time, error) {
 	now := time.Now()
 	exp := now.Add(g.cfg.TokenTTL)
 	c := claims{User: user, Session: randomHex(16), Issued: now.UnixNano(), Expires: exp.Unix(),
-		AcctSeq: g.cfg.View.Applied()[jsstore.AccountsStream], KeyID: cur.ID}
+		AcctSeq: acct, KeyID: cur.ID}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return "", time.Time{}, err
@@ -108,7 +117,14 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 		return claims{}, errBadToken
 	}
 	k, ok := g.cfg.View.KeyByID(c.KeyID)
-	if !ok || !keyTrusted(k, c, time.Now(), g.cfg.TokenTTL) {
+	if !ok {
+		return claims{}, errBadToken
+	}
+	var acct uint64 // how far this site has applied the accounts, for a retired key's tokens
+	if !k.Retired.IsZero() {
+		acct = g.cfg.View.Applied()[jsstore.AccountsStream]
+	}
+	if !keyTrusted(k, c, time.Now(), g.cfg.TokenTTL, acct) {
 		return claims{}, errBadToken
 	}
 	key, err := g.openKey(k)
@@ -121,28 +137,48 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 	return c, nil
 }
 
-// keyTrusted says whether k may verify a token with claims c at now: the
-// current key always; a retired key only for tokens it signed before its
-// retirement (give or take keyRetireGrace), and not at all once every
-// token it could have signed has expired.
-func keyTrusted(k view.SigningKey, c claims, now time.Time, ttl time.Duration) bool {
-	if k.Retired.IsZero() {
+// keyTrusted says whether k may verify a token with claims c at now, at a
+// site that has applied the accounts stream up to acct. Whoever holds a
+// key writes the claims it signs, so they decide nothing but what the log
+// can refute:
+//   - the current key verifies any token (its claims are checked later, by
+//     checkSession);
+//   - a revoked key (rotate-key --revoke-previous) verifies none;
+//   - a plain key of before keys were sealed verifies none once retired:
+//     anyone who could read the log holds it;
+//   - a sealed key retired by a rotation verifies tokens until every token
+//     it signed before the rotation has expired (its retirement, at the
+//     rotation record's time, plus keyRetireGrace plus ttl), whatever time
+//     they claim to be issued at, but none that names an accounts position
+//     this site has not applied: the key signed only before the rotation,
+//     which this site has applied, so such a token is forged.
+func keyTrusted(k view.SigningKey, c claims, now time.Time, ttl time.Duration, acct uint64) bool {
+	switch {
+	case k.Retired.IsZero():
 		return true
+	case k.Revoked(), k.ID == "":
+		return false
 	}
-	deadline := k.Retired.Add(keyRetireGrace)
-	return time.Unix(0, c.Issued).Before(deadline) && now.Before(deadline.Add(ttl))
+	return now.Before(k.Retired.Add(keyRetireGrace+ttl)) && c.AcctSeq <= acct
 }
 
 // openKey returns k's key material: opened with the site's secrets (and
-// kept), or as is for the plain key of before keys were sealed.
+// kept), or as is for the plain key of before keys were sealed, which is
+// only ever the current key (keyTrusted): its first use warns.
 func (g *Gateway) openKey(k view.SigningKey) ([]byte, error) {
-	if k.ID == "" {
-		return k.Sealed, nil
-	}
 	g.keyMu.Lock()
 	defer g.keyMu.Unlock()
 	if key, ok := g.keys[k.ID]; ok {
 		return key, nil
+	}
+	if k.ID == "" {
+		g.log.Warn("the session-signing key is not sealed: anyone who can read the log can sign sessions; " +
+			"make a sealed one current with `salamander admin rotate-key` (its sessions then end)")
+		if g.keys == nil {
+			g.keys = map[string][]byte{}
+		}
+		g.keys[""] = k.Sealed
+		return k.Sealed, nil
 	}
 	if g.cfg.Keys == nil {
 		return nil, salamander.Errorf(salamander.CodeUnavailable, "this site cannot open the signing keys (no secrets)")
@@ -162,7 +198,10 @@ func (g *Gateway) openKey(k view.SigningKey) ([]byte, error) {
 
 // checkSession says whether a session whose token was verified is still
 // valid: not expired, not logged out, not revoked. It reads only the
-// in-memory model, so a WebSocket can ask it for every frame.
+// in-memory model, so a WebSocket can ask it for every frame; only when
+// the answer depends on log this site has not applied yet (a user it does
+// not know, or a token of a revoked user naming a later accounts position)
+// does it first catch up with the stream's head.
 func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 	if time.Now().Unix() >= c.Expires {
 		return errBadToken
@@ -185,6 +224,13 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 	if c.AcctSeq < revokedSeq {
 		return errBadToken
 	}
+	if revokedSeq > 0 {
+		// The signer chose AcctSeq: a position beyond the log's head would
+		// pass every revocation, so it must be one the log holds.
+		if err := g.checkAcctSeq(ctx, c); err != nil {
+			return err
+		}
+	}
 	if g.cfg.View.Suspended(c.User) {
 		return errSuspended
 	}
@@ -193,6 +239,21 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 		return err
 	}
 	if revoked {
+		return errBadToken
+	}
+	return nil
+}
+
+// checkAcctSeq refuses a token that names an accounts position beyond the
+// stream's head: no site could have applied it, so the token is forged.
+func (g *Gateway) checkAcctSeq(ctx context.Context, c claims) error {
+	if c.AcctSeq <= g.cfg.View.Applied()[jsstore.AccountsStream] {
+		return nil
+	}
+	if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
+		return err
+	}
+	if c.AcctSeq > g.cfg.View.Applied()[jsstore.AccountsStream] {
 		return errBadToken
 	}
 	return nil

@@ -145,10 +145,6 @@ type fuzzView struct {
 
 func newFuzzView(f *testing.F) fuzzView {
 	f.Helper()
-	v, err := view.Open(filepath.Join(f.TempDir(), "view.db"), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
 	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	log := &fuzzLog{entries: map[string][]jsstore.Entry{}}
 	log.add(jsstore.AccountsStream, salamander.Record{Type: salamander.RecSigningKey, At: at, Key: fuzzPlainKey})
@@ -159,6 +155,17 @@ func newFuzzView(f *testing.F) fuzzView {
 	}
 	log.add("p0", salamander.Record{Type: salamander.RecRoomCreated, At: at, Room: fuzzRoom, Kind: salamander.RoomGroup,
 		Name: "fuzz", Members: fuzzUsers, By: fuzzUsers[0]})
+	return fuzzView{v: applyLog(f, log)}
+}
+
+// applyLog returns a real view.View that has applied log, closed when the
+// test ends.
+func applyLog(tb testing.TB, log *fuzzLog) *view.View {
+	tb.Helper()
+	v, err := view.Open(filepath.Join(tb.TempDir(), "view.db"), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -166,7 +173,7 @@ func newFuzzView(f *testing.F) fuzzView {
 		defer wg.Done()
 		v.Run(ctx, log)
 	}()
-	f.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		wg.Wait()
 		_ = v.Close()
@@ -178,10 +185,10 @@ func newFuzzView(f *testing.F) fuzzView {
 			done = done && applied[stream] >= entries[len(entries)-1].Pos.Seq
 		}
 		if done {
-			return fuzzView{v: v}
+			return v
 		}
 		if time.Now().After(deadline) {
-			f.Fatalf("the view did not apply the fuzz log: applied %v", applied)
+			tb.Fatalf("the view did not apply the log: applied %v", applied)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

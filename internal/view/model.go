@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/salamander-chat/salamander"
@@ -130,27 +131,77 @@ type SigningKey struct {
 	// or plain when ID is "" (a key from before keys were sealed).
 	Sealed []byte
 	// Created is when it was proposed; Retired when the next key was (zero
-	// while it is the current key). A retired key still verifies the
-	// tokens it signed before it was retired, until they expire.
+	// while it is the current key), or an instant in 1970 once it is
+	// revoked (see Revoked).
+	// Both are the records' times (salamander.Record.At), so every site
+	// dates them alike.
 	Created, Retired time.Time
 }
 
-// addKey applies a signing-key record: the log's first key, or with
-// rotate a new current key after an existing one. It returns the keys it
-// changed (for the store), none if the record changes nothing.
+// keyRevokedNanos is the Retired of a revoked key (in unix nanoseconds):
+// an instant before any key was made, so that any rule that reads Retired
+// as a time trusts nothing the key signed, and the store keeps the mark in
+// the column it has.
+const keyRevokedNanos = 1
+
+// Revoked says whether k was revoked: nothing it signed is valid any more.
+func (k SigningKey) Revoked() bool {
+	return !k.Retired.IsZero() && k.Retired.UnixNano() == keyRevokedNanos
+}
+
+// addKey applies a signing-key record. Its rules, which only read the log:
+//   - the log's first key becomes current, sealed (with an id) or plain (no
+//     id: deployments from before keys were sealed);
+//   - after it, only rotations count, and only to a new sealed key: it
+//     becomes current and the previous one is retired at the record's time
+//     (never before that key's creation). A key without an id is never made
+//     current by a rotation, so a credential that may append to the log but
+//     cannot seal cannot install a key it knows;
+//   - a rotation that names the current key and carries no key material
+//     revokes every other key (admin rotate-key --revoke-previous);
+//   - a record without a time changes nothing.
+//
+// It returns the keys it changed (for the store), none if the record
+// changes nothing.
 func (m *model) addKey(id string, sealed []byte, at time.Time, rotate bool) []SigningKey {
-	if _, dup := m.keys[id]; dup || len(sealed) == 0 || (len(m.keys) > 0 && !rotate) {
+	if !at.After(time.Unix(0, keyRevokedNanos)) {
+		return nil
+	}
+	if rotate && len(sealed) == 0 && id != "" && id == m.current {
+		return m.revokeAllBut(id)
+	}
+	if _, dup := m.keys[id]; dup || len(sealed) == 0 {
+		return nil
+	}
+	if len(m.keys) > 0 && (!rotate || id == "") {
 		return nil
 	}
 	var changed []SigningKey
-	if prev := m.keys[m.current]; prev != nil && len(m.keys) > 0 {
+	if prev := m.keys[m.current]; prev != nil {
 		prev.Retired = at
+		if at.Before(prev.Created) {
+			prev.Retired = prev.Created
+		}
 		changed = append(changed, *prev)
 	}
 	k := &SigningKey{ID: id, Sealed: sealed, Created: at}
 	m.keys[id] = k
 	m.current = id
 	return append(changed, *k)
+}
+
+// revokeAllBut revokes every key but id and returns those it changed.
+func (m *model) revokeAllBut(id string) []SigningKey {
+	var changed []SigningKey
+	for kid, k := range m.keys {
+		if kid != id && !k.Revoked() {
+			k.Retired = time.Unix(0, keyRevokedNanos).UTC()
+			changed = append(changed, *k)
+		}
+	}
+	// In a fixed order: the store's writes are the same at every site.
+	slices.SortFunc(changed, func(a, b SigningKey) int { return strings.Compare(a.ID, b.ID) })
+	return changed
 }
 
 func (m *model) addFriend(user, friend string, at time.Time) bool {
