@@ -81,8 +81,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("admin: revoke %s: %w", name, err)
 		}
-		fmt.Fprintf(stdout, "revoked every session of %s issued before %s (log position %s:%d)\n",
-			name, at.Format(time.RFC3339), pos.Stream, pos.Seq)
+		fmt.Fprintf(stdout, "revoked every session of %s signed so far (every site refuses those signed before it applied log position %s:%d)\n",
+			name, pos.Stream, pos.Seq)
 		return nil
 	case "suspend", "restore":
 		if fs.NArg() != 2 {

@@ -42,10 +42,11 @@ func newHub(m *metrics) *hub {
 
 // maxSocketsPerUser bounds one user's WebSockets at one gateway process:
 // a device that reconnects leaves its old socket open until the pings
-// find it gone, so a few extra are normal, but every socket holds memory
-// and the connect budget alone would let an account pile up thousands
-// over a day.
-const maxSocketsPerUser = 32
+// find it gone, so a few extra are normal, and a load test holds many
+// devices per user (`bench --scenario idle`: 150), but every socket holds
+// memory and the connect budget alone would let an account pile up
+// thousands over a day.
+const maxSocketsPerUser = 256
 
 // add registers c and reports whether it is the user's first device here.
 // On success the caller must serve c's socket; its end (Ended) unregisters

@@ -38,11 +38,16 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		defer func() { runtime.MemProfileRate = old }()
 	}
 	const site = 1
-	a, _ := signedUp(t, site, "idle")
 	addr := strings.TrimPrefix(cluster.URL(site), "http://")
-	handshake := "GET /v1/ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-		"Authorization: Bearer " + a.Token() + "\r\n\r\n"
+	// The sockets are spread over users, 200 each: one account holds at
+	// most 256 at a gateway process.
+	var handshakes []string
+	for range (n + 199) / 200 {
+		a, _ := signedUp(t, site, "idle")
+		handshakes = append(handshakes, "GET /v1/ws HTTP/1.1\r\nHost: "+addr+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"+
+			"Authorization: Bearer "+a.Token()+"\r\n\r\n")
+	}
 
 	sockets := func() int {
 		v, n := scrape(t, site).sum("salamander_websockets")
@@ -96,7 +101,7 @@ func TestIdleWebSocketMemory(t *testing.T) {
 					return
 				}
 				conns[i] = c
-				if _, err := io.WriteString(c, handshake); err != nil {
+				if _, err := io.WriteString(c, handshakes[i/200]); err != nil {
 					t.Error(err)
 					return
 				}

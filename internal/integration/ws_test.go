@@ -737,7 +737,7 @@ func TestSocketsPerAccountAreBounded(t *testing.T) {
 	c, _ := signedUp(t, 1, "sox")
 	token := c.Token()
 	var peers []*wsPeer
-	for range 33 {
+	for range 257 {
 		peers = append(peers, dialWS(t, 1, token))
 	}
 	select {
