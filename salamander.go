@@ -246,7 +246,7 @@ type Presence struct {
 	LastSeen time.Time `json:"last_seen,omitempty"`
 	// Hidden is set when the asker may not see this user's presence
 	// (neither a friend they added nor someone they share a room with):
-	// Online and LastSeen then say nothing.
+	// Online is then false and LastSeen zero, whatever they are.
 	Hidden bool `json:"hidden,omitempty"`
 }
 
