@@ -280,15 +280,33 @@ func checkPartitions(ctx context.Context, js jetstream.JetStream, want int) erro
 
 // streamInfo returns a stream's info, or nil if it does not exist.
 func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
-	st, err := js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
+	for {
+		// A stream electing a leader does not answer (the request waits
+		// for its whole context): each ask gets streamInfoAttempt, and a
+		// silent one is asked again while ctx lasts.
+		actx, cancel := context.WithTimeout(ctx, streamInfoAttempt)
+		st, err := js.Stream(actx, name)
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, nil
+		case err == nil:
+			return st.CachedInfo(), nil
+		case ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+			errors.Is(err, nats.ErrNoResponders)):
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		default:
+			return nil, err
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return st.CachedInfo(), nil
 }
+
+// streamInfoAttempt bounds one ask for a stream's state (an election takes
+// 4-9 s; a stream with a leader answers in milliseconds).
+const streamInfoAttempt = 2 * time.Second
 
 // lookupAll finds each of names in the backup (lookup), once each.
 func (m *Manifest) lookupAll(names []string) ([]string, error) {

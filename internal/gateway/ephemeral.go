@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/view"
@@ -99,6 +100,7 @@ type ephemeral struct {
 	// maxRemoteInstances were mirrored; refusedLogged is when that was
 	// last logged.
 	refusedInstances uint64
+	refusedMetric    prometheus.Counter // nil in tests without metrics
 	refusedLogged    time.Time
 
 	kick    chan struct{} // wakes the resync worker
@@ -107,25 +109,26 @@ type ephemeral struct {
 
 func newEphemeral(g *Gateway) *ephemeral {
 	e := &ephemeral{
-		nc:       g.cfg.Store.Conn(),
-		site:     g.cfg.Site,
-		id:       randomHex(8),
-		name:     g.cfg.Instance,
-		beat:     g.cfg.PresenceBeat,
-		ttl:      g.cfg.PresenceTTL,
-		v1:       g.cfg.PresenceV1,
-		hub:      g.hub,
-		view:     g.cfg.View,
-		typing:   newTypingLimiter(typingEvery, maxTypingKeys),
-		local:    newUserSet(),
-		remotes:  map[string]*remote{},
-		count:    map[string]int{},
-		lastSeen: newSeenTimes(maxLastSeen),
-		dirty:    map[string]bool{},
-		follows:  map[string][]string{},
-		watchers: map[string]map[string]struct{}{},
-		kick:     make(chan struct{}, 1),
-		beatNow:  make(chan struct{}, 1),
+		refusedMetric: g.metrics.presenceRefused,
+		nc:            g.cfg.Store.Conn(),
+		site:          g.cfg.Site,
+		id:            randomHex(8),
+		name:          g.cfg.Instance,
+		beat:          g.cfg.PresenceBeat,
+		ttl:           g.cfg.PresenceTTL,
+		v1:            g.cfg.PresenceV1,
+		hub:           g.hub,
+		view:          g.cfg.View,
+		typing:        newTypingLimiter(typingEvery, maxTypingKeys),
+		local:         newUserSet(),
+		remotes:       map[string]*remote{},
+		count:         map[string]int{},
+		lastSeen:      newSeenTimes(maxLastSeen),
+		dirty:         map[string]bool{},
+		follows:       map[string][]string{},
+		watchers:      map[string]map[string]struct{}{},
+		kick:          make(chan struct{}, 1),
+		beatNow:       make(chan struct{}, 1),
 	}
 	e.log = g.log.With("instance", e.id)
 	if e.ttl < 2*e.beat {

@@ -43,6 +43,9 @@ type metrics struct {
 	wsGone     [wsGoneReasons]prometheus.Counter
 	// streams is the replication and election watch.
 	streams *streamWatch
+	// presenceRefused counts presence messages of new gateway instances
+	// refused while maxRemoteInstances were mirrored.
+	presenceRefused prometheus.Counter
 }
 
 // Why a WebSocket ended, for salamander_websocket_disconnects_total.
@@ -99,6 +102,9 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 			ConstLabels: labels, Buckets: lagBuckets}),
 		wsConnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "salamander_websocket_connects_total",
 			Help: "WebSockets opened at this site.", ConstLabels: labels}),
+		presenceRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "salamander_presence_instances_refused_total",
+			Help: "Presence messages of new gateway instances refused because 1,024 others were already mirrored " +
+				"(their users do not show online here).", ConstLabels: labels}),
 	}
 	m.streams = newStreamWatch(labels)
 	m.sendOK = m.sends.WithLabelValues("ok")
@@ -162,7 +168,7 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 		ConstLabels: labels}, func() float64 { return float64(v.Windows().Evictions) })
 	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, newAppliedCollector(v, labels),
 		gapFills, ownReads, replicaReads, forwardedOK, forwardedBack, entries, windows, windowBytes, windowLoads, windowEvictions,
-		m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams)
+		m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams, m.presenceRefused)
 	return m
 }
 

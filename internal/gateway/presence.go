@@ -93,7 +93,8 @@ const (
 	// its last word); a deployment runs a few dozen. While the table is
 	// full, messages of new instances are refused — their users are not
 	// online here until some instance leaves or goes silent — and counted
-	// (ephemeral.refusedInstances), logged at most once a minute. This
+	// (ephemeral.refusedInstances, salamander_presence_instances_refused_total),
+	// logged at most once a minute. This
 	// process's own mirror is never refused.
 	maxRemoteInstances = 1024
 	// maxInstanceName bounds a peer's instance name: a host's name (253
@@ -393,6 +394,9 @@ func (e *ephemeral) remoteFor(id, site string, now time.Time) *remote {
 	if r == nil {
 		if id != e.id && e.others() >= maxRemoteInstances {
 			e.refusedInstances++
+			if e.refusedMetric != nil {
+				e.refusedMetric.Inc()
+			}
 			if now.Sub(e.refusedLogged) >= time.Minute {
 				e.refusedLogged = now
 				e.log.Warn("presence: too many gateway instances; refusing new ones until some leave or go silent",

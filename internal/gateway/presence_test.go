@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
@@ -778,6 +779,7 @@ func hearV1(e *ephemeral, p presenceMsg) {
 // and one that leaves makes room.
 func TestPresenceRemoteInstancesBounded(t *testing.T) {
 	e := newFuzzEphemeral(&fuzzDevices{})
+	e.refusedMetric = prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
 	const extra = 100
 	for i := range maxRemoteInstances + extra {
 		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: fmt.Sprintf("%x", 0x10000+i), Site: "b",
@@ -794,6 +796,9 @@ func TestPresenceRemoteInstancesBounded(t *testing.T) {
 	hearV1(e, presenceMsg{Site: "old", Users: []string{"carol"}, Full: true})
 	if e.count["carol"] != 0 || e.remotes["beef"] != nil || e.remotes["v1.old"] != nil {
 		t.Fatalf("a new instance was mirrored past the bound: carol counted %d", e.count["carol"])
+	}
+	if n := counterTotal(e.refusedMetric, nil); n != extra+2 {
+		t.Fatalf("the refusals metric says %d, want %d", n, extra+2)
 	}
 	// This process's own mirror is never refused.
 	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: e.id, Site: e.site, Ver: 1, On: []string{"carol"}})
