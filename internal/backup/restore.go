@@ -112,13 +112,6 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 		replace bool
 		held    uint64 // records the stream replaced holds
 	}
-	plans2names := func(plans []plan) []string {
-		var out []string
-		for _, p := range plans {
-			out = append(out, p.s.Name)
-		}
-		return out
-	}
 	var plans []plan
 	var out []Outcome
 	for _, s := range m.Streams {
@@ -156,7 +149,11 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 	if len(plans) == 0 {
 		return out, ErrNothingToRestore
 	}
-	if err := standbysWithPartitions(ctx, m, plans2names(plans), opts.MergedTo); err != nil {
+	restoring := make([]Stream, len(plans))
+	for i, p := range plans {
+		restoring[i] = p.s
+	}
+	if err := standbysWithPartitions(ctx, restoring, opts.MergedTo); err != nil {
 		return nil, err
 	}
 	for _, p := range plans {
@@ -347,21 +344,16 @@ func (m *Manifest) names() []string {
 // partition when the partition, kept, places more of the standby's records
 // (its merge records) than the backup's standby holds: every site would
 // then stop at the first merge it cannot read, for good.
-func standbysWithPartitions(ctx context.Context, m *Manifest, restoring []string, mergedTo func(context.Context, string) (uint64, error)) error {
-	for _, name := range restoring {
+func standbysWithPartitions(ctx context.Context, restoring []Stream, mergedTo func(context.Context, string) (uint64, error)) error {
+	for _, s := range restoring {
+		name, backedUp := s.Name, s.LastSeq
 		k, ok := strings.CutPrefix(name, "SAL_S")
 		if !ok {
 			continue
 		}
 		partition := "SAL_P" + k
-		if slices.Contains(restoring, partition) {
+		if slices.ContainsFunc(restoring, func(r Stream) bool { return r.Name == partition }) {
 			continue
-		}
-		var backedUp uint64
-		for _, s := range m.Streams {
-			if s.Name == name {
-				backedUp = s.LastSeq
-			}
 		}
 		if mergedTo == nil {
 			return fmt.Errorf("backup: %s would be restored without its partition %s; restore both", name, partition)

@@ -59,7 +59,7 @@ const maxTokenBytes = 1024
 func (g *Gateway) issueToken(user string) (string, time.Time, error) {
 	// The position is read before the key: a token signed with a key that
 	// is being retired names a position before the rotation's.
-	acct := g.cfg.View.Applied()[jsstore.AccountsStream]
+	acct := g.cfg.View.AppliedOf(jsstore.AccountsStream)
 	cur, ok := g.cfg.View.CurrentKey()
 	if !ok {
 		return "", time.Time{}, errNoKey
@@ -122,7 +122,7 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 	}
 	var acct uint64 // how far this site has applied the accounts, for a retired key's tokens
 	if !k.Retired.IsZero() {
-		acct = g.cfg.View.Applied()[jsstore.AccountsStream]
+		acct = g.cfg.View.AppliedOf(jsstore.AccountsStream)
 	}
 	if !keyTrusted(k, c, time.Now(), g.cfg.TokenTTL, acct) {
 		return claims{}, errBadToken
@@ -247,13 +247,13 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 // checkAcctSeq refuses a token that names an accounts position beyond the
 // stream's head: no site could have applied it, so the token is forged.
 func (g *Gateway) checkAcctSeq(ctx context.Context, c claims) error {
-	if c.AcctSeq <= g.cfg.View.Applied()[jsstore.AccountsStream] {
+	if c.AcctSeq <= g.cfg.View.AppliedOf(jsstore.AccountsStream) {
 		return nil
 	}
 	if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
 		return err
 	}
-	if c.AcctSeq > g.cfg.View.Applied()[jsstore.AccountsStream] {
+	if c.AcctSeq > g.cfg.View.AppliedOf(jsstore.AccountsStream) {
 		return errBadToken
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -132,13 +133,25 @@ func hex4(data []byte, i int) (rune, bool) {
 // as long as it keeps its connection open.
 var answerWriteTimeout = 30 * time.Second
 
+// answerBufs hold answers being encoded; one that grew past
+// maxPooledAnswer (a long sync page) is left to the collector.
+var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledAnswer = 1 << 20
+
 // writeJSON answers v as JSON. The answer is not HTML-escaped (the API is
 // JSON only, sent with nosniff: an escaped '<' took six bytes). Its write,
 // flushed to the connection, has a deadline, cleared again after it so
 // that it does not reach the connection's next request.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	buf := answerBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledAnswer {
+			buf.Reset()
+			answerBufs.Put(buf)
+		}
+	}()
+	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
 	h := w.Header()

@@ -121,20 +121,24 @@ type budget struct {
 type budgets struct {
 	login, logins, signUp, send, invite, connect, changes budget
 	exempt                                                []netip.Prefix
+	// proxiesHere are the trusted proxies and the exempt addresses: the
+	// hops believed in a request that an exempt peer forwards (clientAddr).
+	proxiesHere []netip.Prefix
 }
 
 func newBudgets(l Limits, sites int) *budgets {
 	n := max(sites, 1)
 	mk := func(r Rate) *limiter { return newLimiter(r.share(n)) }
 	return &budgets{
-		login:   budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: mk(l.LoginFailuresPerAddr), userAlways: true},
-		logins:  budget{what: "logins", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
-		signUp:  budget{what: "sign-ups", addr: mk(l.SignUpsPerAddr)},
-		send:    budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
-		invite:  budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
-		connect: budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
-		changes: budget{what: "changes (rooms, friends, profile, reports)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
-		exempt:  l.Exempt,
+		login:       budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: mk(l.LoginFailuresPerAddr), userAlways: true},
+		logins:      budget{what: "logins", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
+		signUp:      budget{what: "sign-ups", addr: mk(l.SignUpsPerAddr)},
+		send:        budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
+		invite:      budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
+		connect:     budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
+		changes:     budget{what: "changes (rooms, friends, profile, reports)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
+		exempt:      l.Exempt,
+		proxiesHere: append(slices.Clip(l.TrustedProxies), l.Exempt...),
 	}
 }
 
@@ -191,7 +195,7 @@ func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
 	xff := r.Header.Values("X-Forwarded-For")
 	trusted := g.cfg.Limits.TrustedProxies
 	if len(xff) > 0 && g.budgets.exempted(peer) {
-		trusted = append(slices.Clip(trusted), g.budgets.exempt...)
+		trusted = g.budgets.proxiesHere
 	}
 	return forwardedFor(peer, xff, trusted)
 }

@@ -299,11 +299,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
-		redacted := make([]string, len(cfg.URLs))
-		for i, u := range cfg.URLs {
-			redacted[i] = RedactURL(u)
-		}
-		return nil, fmt.Errorf("jsstore: connect %v: %w", redacted, err)
+		return nil, fmt.Errorf("jsstore: connect %v: %w", RedactURLs(cfg.URLs), err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(cfg.AppendTimeout))
 	if err != nil {

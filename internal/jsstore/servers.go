@@ -119,6 +119,15 @@ func RedactURL(raw string) string {
 	return u.String()
 }
 
+// RedactURLs is RedactURL for each of urls.
+func RedactURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		out[i] = RedactURL(raw)
+	}
+	return out
+}
+
 // errBadVersion is wrapped by CheckVersion's error.
 var errBadVersion = errors.New("jsstore: NATS server too old")
 

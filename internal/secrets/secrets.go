@@ -288,8 +288,10 @@ func (s *Site) serverTLS() (*tls.Config, error) {
 		return nil, err
 	}
 	// Its key is held like the site file: readable by its owner only.
-	if fi, err := os.Stat(s.path(s.Key)); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("secrets: %s is readable by others (mode %04o); chmod 600 it", s.path(s.Key), fi.Mode().Perm())
+	if fi, err := os.Stat(s.path(s.Key)); err == nil {
+		if err := ownerOnly(s.path(s.Key), fi.Mode()); err != nil {
+			return nil, err
+		}
 	}
 	cert, err := tls.LoadX509KeyPair(s.path(s.Cert), s.path(s.Key))
 	if err != nil {
@@ -474,6 +476,15 @@ func writeJSON(path string, v any) error {
 // maxFile bounds what a secrets file may hold.
 const maxFile = 1 << 20
 
+// ownerOnly refuses a secret file (at path, of mode) that others than its
+// owner may read.
+func ownerOnly(path string, mode os.FileMode) error {
+	if mode.Perm()&0o077 != 0 {
+		return fmt.Errorf("secrets: %s is readable by others (mode %04o); chmod 600 it", path, mode.Perm())
+	}
+	return nil
+}
+
 func readJSON(path string, v any) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -487,8 +498,8 @@ func readJSON(path string, v any) error {
 	if st.Size() > maxFile {
 		return fmt.Errorf("secrets: %s is over %d bytes", path, maxFile)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("secrets: %s is readable by others (mode %04o); chmod 600 it", path, st.Mode().Perm())
+	if err := ownerOnly(path, st.Mode()); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(f)
 	dec.DisallowUnknownFields()

@@ -5,6 +5,8 @@ package site
 import (
 	"strings"
 	"testing"
+
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // A data directory is owned by one site at a time; closing releases it.
@@ -26,7 +28,7 @@ func TestDataDirIsLockedWhileInUse(t *testing.T) {
 }
 
 func TestCredentialsAreRedactedFromLoggedURLs(t *testing.T) {
-	got := redactURLs([]string{"nats://gw:s3cret@h1:4222", "tls://h2:4222", "nats://x:y@%zz"})
+	got := jsstore.RedactURLs([]string{"nats://gw:s3cret@h1:4222", "tls://h2:4222", "nats://x:y@%zz"})
 	for _, u := range got {
 		if strings.Contains(u, "s3cret") || strings.Contains(u, ":y@") {
 			t.Fatalf("credentials logged: %v", got)

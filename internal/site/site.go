@@ -300,7 +300,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		s.boot(bg)
 	}()
 	ok = true
-	s.log.Info("site listening", "http", s.URL(), "nats", redactURLs(urls), "nats_user", cfg.Secrets.NATSUser)
+	s.log.Info("site listening", "http", s.URL(), "nats", jsstore.RedactURLs(urls), "nats_user", cfg.Secrets.NATSUser)
 	return s, nil
 }
 
@@ -417,15 +417,6 @@ func (s *Site) checkLog(ctx context.Context) (streams map[string]jsstore.StreamI
 		}
 	}
 	return streams, logProblem{}
-}
-
-// redactURLs drops any user:password from URLs before they are logged.
-func redactURLs(urls []string) []string {
-	out := make([]string, len(urls))
-	for i, raw := range urls {
-		out[i] = jsstore.RedactURL(raw)
-	}
-	return out
 }
 
 // embeddedNATS is the embedded server's configuration: cfg.NATS with the

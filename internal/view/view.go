@@ -231,6 +231,14 @@ func (v *View) Applied() map[string]uint64 {
 	return maps.Clone(v.applied)
 }
 
+// AppliedOf returns how far stream is applied (Applied's entry for it,
+// without copying the rest).
+func (v *View) AppliedOf(stream string) uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.applied[stream]
+}
+
 // WindowStats describes the rooms' dedupe windows a site holds in memory.
 type WindowStats struct {
 	Windows int // rooms whose window is in memory

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/salamander-chat/salamander/internal/testbrowser"
+	"github.com/salamander-chat/salamander/web"
 )
 
 // page is one browser (its own process, so its own storage: one device)
@@ -235,6 +237,11 @@ func (p *page) messages() []string {
 func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// serveAppFiles serves the web app's files at /app/, as a site does.
+func serveAppFiles(mux *http.ServeMux) {
+	mux.Handle("GET /app/", http.StripPrefix("/app/", http.FileServerFS(web.Files())))
 }
 
 func chromedpNavigate(url string) chromedp.Action[chromedp.Void] { return chromedp.Navigate(url) }

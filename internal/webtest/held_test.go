@@ -39,7 +39,7 @@ func TestWebShowsHeldSendAsSent(t *testing.T) {
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", site)
-	mux.Handle("GET /app/", http.StripPrefix("/app/", http.FileServerFS(web.Files())))
+	serveAppFiles(mux)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.ServeFileFS(w, r, web.Files(), "index.html") })
 	srv := httptest.NewServer(mux)
 	defer srv.Close()

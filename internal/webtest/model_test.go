@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander/internal/testbrowser"
-	"github.com/salamander-chat/salamander/web"
 )
 
 // The page's model and outbox, run in the browser on their own (no site):
@@ -22,7 +21,7 @@ func TestModelAndOutboxKeepNewerChanges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	mux := http.NewServeMux()
-	mux.Handle("GET /app/", http.StripPrefix("/app/", http.FileServerFS(web.Files())))
+	serveAppFiles(mux)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte("<!doctype html><title>modules</title>"))

@@ -292,7 +292,11 @@ func (c *Conn) readMessage() (m message, err error) {
 		if err != nil {
 			return m, err
 		}
-		c.messageBegun()
+		if !h.fin || int64(c.end-c.pos) < h.length {
+			// More must come for this message: its clock runs (a whole
+			// frame already read costs no deadline).
+			c.messageBegun()
+		}
 		if h.op >= opClose {
 			var ctl [maxControlPayload]byte
 			n, err := c.payload(h, ctl[:])

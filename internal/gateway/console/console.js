@@ -497,11 +497,10 @@ function renderStreams(ov) {
     h("th", {}, "move leader"));
   const rows = streams.map((st) => h("tr", { "data-stream": st.stream },
     h("td", {}, h("b", { class: "mono" }, st.stream)),
-    h("td", {}, st.error ? h("span", { class: "pill bad", title: st.error }, "not answering")
-      : st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
+    h("td", {}, leaderCell(st)),
     h("td", {}, replicaChips(st)),
-    h("td", { class: "num" }, st.error ? "–" : fmtInt(st.last_seq)),
-    h("td", { class: "num" }, st.error ? "–" : fmtInt(st.messages)),
+    h("td", { class: "num" }, readCount(st, st.last_seq)),
+    h("td", { class: "num" }, readCount(st, st.messages)),
     ov.sites.map((s) => {
       const a = s.status && s.status.applied ? s.status.applied[st.stream] : undefined;
       if (a === undefined) return h("td", { class: "num muted" }, st.last_seq === 0 ? "0" : "–");
@@ -512,6 +511,16 @@ function renderStreams(ov) {
   fill($("streams"), h("thead", {}, head),
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: 7 + sites.length }, "no stream status (the cluster may be electing)"))));
 }
+
+// leaderCell shows a stream's leader: "not answering" (its error on
+// hover) for a stream that could not be read, "electing" with no leader.
+function leaderCell(st) {
+  if (st.error) return h("span", { class: "pill bad", title: st.error }, "not answering");
+  return st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing");
+}
+
+// readCount is a count of a stream's, or "–" for one that could not be read.
+function readCount(st, n) { return st.error ? "–" : fmtInt(n); }
 
 // renderStandbys shows each partition's standby: where its leader is,
 // and whether that is another site than its partition's leader (a fire
@@ -531,12 +540,11 @@ function renderStandbys(ov) {
     return h("tr", { "data-standby": st.stream },
       h("td", {}, h("b", { class: "mono" }, st.stream)),
       h("td", { class: "mono" }, st.standby_of),
-      h("td", {}, st.error ? h("span", { class: "pill bad", title: st.error }, "not answering")
-        : st.leader ? h("span", { class: "mono" }, st.leader) : h("span", { class: "pill bad" }, "electing")),
+      h("td", {}, leaderCell(st)),
       h("td", {}, p && p.leader ? h("span", { class: "mono" }, p.leader) : h("span", { class: "muted" }, "–")),
       h("td", {}, placement),
       h("td", {}, replicaChips(st)),
-      h("td", { class: "num" }, st.error ? "–" : fmtInt(st.last_seq)));
+      h("td", { class: "num" }, readCount(st, st.last_seq)));
   });
   fill($("standbys"),
     h("thead", {}, h("tr", {}, h("th", {}, "standby"), h("th", {}, "of partition"), h("th", {}, "leader"),

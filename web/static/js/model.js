@@ -79,18 +79,28 @@ export class Model extends EventTarget {
       this.setRoomAsked(r, since);
     }
     for (const id of [...this.rooms.keys()]) {
-      if (!ids.has(id) && !this.touchedSince("room:" + id, since)) {
-        this.rooms.delete(id);
-        this.changed("rooms", id);
-      }
+      if (!ids.has(id) && !this.touchedSince("room:" + id, since)) this.forgetRoom(id);
     }
   }
 
   // dropRoom forgets a room the user left.
   dropRoom(id) {
     this.touch("room:" + id);
+    this.forgetRoom(id);
+  }
+
+  forgetRoom(id) {
     this.rooms.delete(id);
     this.changed("rooms", id);
+  }
+
+  // setRoomChanged takes the answer to the user's own change of a room,
+  // asked for at clock since: it carries that change, but a room event
+  // may have come with a newer one meanwhile; either way no list asked
+  // for before it may undo it.
+  setRoomChanged(r, since) {
+    this.setRoomAsked(r, since);
+    this.touch("room:" + r.id);
   }
 
   mergeRoom(r) {

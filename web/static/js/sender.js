@@ -91,7 +91,7 @@ export class Sender extends EventTarget {
     }
     // No socket: after a short wait for one, HTTP, one message at a time
     // (in order), until a socket is live again.
-    for (const m of [...this.outbox.items]) {
+    for (const m of this.outbox.items) { // a list never changed in place
       if (this.live.open) { this.again = true; return; }
       if (this.inflight.has(m.client_id) || !this.outbox.has(m.client_id)) continue;
       const waited = Date.now() - Date.parse(m.queued_at);

@@ -71,13 +71,26 @@ export function newClientID() {
 export class Outbox {
   constructor(user) {
     this.key = `salamander.outbox.${user}`;
+    this.raw = null;   // the stored text last parsed,
+    this.parsed = [];  // and what it parsed to (never changed in place)
   }
-  get items() { return read(this.key, []); }
+  // items is the stored list; parsed again only when the stored text
+  // changed (an ack reads it several times).
+  get items() {
+    const raw = localStorage.getItem(this.key);
+    if (raw !== this.raw) {
+      this.raw = raw;
+      try {
+        this.parsed = raw === null ? [] : JSON.parse(raw);
+      } catch {
+        this.parsed = [];
+      }
+    }
+    return this.parsed;
+  }
   add(roomID, text) {
     const item = { client_id: newClientID(), room_id: roomID, text, queued_at: new Date().toISOString() };
-    const items = this.items;
-    items.push(item);
-    write(this.key, items);
+    write(this.key, [...this.items, item]);
     return item;
   }
   // remove takes a message out; false when it was not there.

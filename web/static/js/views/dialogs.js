@@ -132,12 +132,8 @@ export function roomSettingsDialog(app, room) {
   const act = (form, fn) => form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      // The answer carries this change, but a room event may have come
-      // with a newer one meanwhile.
       const since = app.model.clock;
-      const r = await fn(new FormData(form));
-      app.model.setRoomAsked(r, since);
-      app.model.touch("room:" + r.id);
+      app.model.setRoomChanged(await fn(new FormData(form)), since);
       close();
     } catch (err) {
       app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));

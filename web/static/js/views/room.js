@@ -115,7 +115,7 @@ export class RoomView {
     for (const u of room.members) this.knowUser(u);
     this.drawHead();
     this.draw();
-    if (!room.loaded) await this.loadLatest(room);
+    await this.loadLatest(room); // at once if loaded already
     this.markRead();
     if (matchMedia("(min-width: 721px)").matches) $("input").focus();
   }
@@ -176,7 +176,7 @@ export class RoomView {
       else {
         this.latestTries = (this.latestTries || 0) + 1;
         this.latestRetry = setTimeout(() => { if (this.roomID === id && this.room) this.loadLatest(this.room); },
-          Math.min(15000, 1000 * 2 ** Math.min(4, this.latestTries - 1)));
+          Math.min(15000, 1000 * 2 ** (this.latestTries - 1)));
       }
     } finally {
       if (this.loadingLatest === id) this.loadingLatest = null;
