@@ -43,6 +43,11 @@ type Session struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
 	User      User      `json:"user"`
+	// Device is this device's token for the account: bring it back in
+	// LoginRequest.Device, and failed logins of others for the account do
+	// not lock this device out (they are counted per device). Keep it
+	// with the device across sign-outs; each login renews it.
+	Device string `json:"device,omitempty"`
 }
 
 // Room is a room as one of its members sees it.
@@ -261,6 +266,9 @@ type (
 	LoginRequest struct {
 		Name     string `json:"name"`
 		Password string `json:"password"`
+		// Device is the Session.Device an earlier sign-up or login of
+		// this account gave this device, if any (at most 1,024 bytes).
+		Device string `json:"device,omitempty"`
 	}
 	ProfileRequest struct {
 		DisplayName *string `json:"display_name,omitempty"`

@@ -42,11 +42,16 @@ func (c *Client) SignUp(ctx context.Context, name, displayName, password string)
 	return s, nil
 }
 
-// Login signs in and keeps the session's token for later calls.
-// Codes: unauthorized (unknown user or wrong password).
+// Login signs in and keeps the session's token for later calls. It brings
+// the device token this client holds for name (DeviceToken), so that
+// others' failed logins for the account do not lock this device out.
+// Codes: unauthorized (unknown user or wrong password), too_many_requests
+// (too many failed logins for the account, or this device, or from this
+// address).
 func (c *Client) Login(ctx context.Context, name, password string) (salamander.Session, error) {
 	var s salamander.Session
-	if _, err := c.call(ctx, http.MethodPost, "/v1/login", salamander.LoginRequest{Name: name, Password: password}, &s); err != nil {
+	req := salamander.LoginRequest{Name: name, Password: password, Device: c.DeviceToken(name)}
+	if _, err := c.call(ctx, http.MethodPost, "/v1/login", req, &s); err != nil {
 		return salamander.Session{}, err
 	}
 	c.setSession(s)

@@ -108,6 +108,7 @@ type Client struct {
 	badCh   chan struct{} // closed and replaced whenever a site fails
 	token   string
 	user    string
+	devices map[string]string // user -> the device token its last session gave
 	outbox  map[string]*PendingMessage
 	outSeq  uint64
 	state   *eventState
@@ -217,11 +218,43 @@ func (c *Client) UserName() string {
 	return c.user
 }
 
+// DeviceToken returns the device token the last sign-up or login of user
+// through this client gave ("" if none): Login brings it back, so that
+// others' failed logins for the account do not lock this device out (see
+// salamander.Session.Device). An application that keeps its sessions
+// across restarts keeps this too (SetDeviceToken), also after a logout.
+func (c *Client) DeviceToken(user string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.devices[user]
+}
+
+// SetDeviceToken sets the device token Login brings for user, e.g. one
+// saved from an earlier run; "" forgets it.
+func (c *Client) SetDeviceToken(user, token string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if token == "" {
+		delete(c.devices, user)
+		return
+	}
+	if c.devices == nil {
+		c.devices = map[string]string{}
+	}
+	c.devices[user] = token
+}
+
 func (c *Client) setSession(s salamander.Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.token = s.Token
 	c.user = s.User.Name
+	if s.Device != "" {
+		if c.devices == nil {
+			c.devices = map[string]string{}
+		}
+		c.devices[s.User.Name] = s.Device
+	}
 }
 
 // startSite returns the index requests start at.

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -46,6 +47,8 @@ type Site struct {
 	held   []salamander.Message // acknowledged held, not placed yet, oldest first
 	sends  int                  // sends received, retries included
 	socks  map[*socket]bool
+	// logins holds the device token each login brought ("" for none).
+	logins []string
 }
 
 // room is a room with its placed messages (message seq n at msgs[n-1]).
@@ -69,9 +72,17 @@ func New(cfg Config) *Site {
 		s.order = append(s.order, r.ID)
 	}
 	session := func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, salamander.Session{Token: "tok", ExpiresAt: time.Now().Add(24 * time.Hour).UTC(), User: cfg.User})
+		writeJSON(w, http.StatusOK, salamander.Session{Token: "tok", ExpiresAt: time.Now().Add(24 * time.Hour).UTC(), User: cfg.User,
+			Device: DeviceToken})
 	}
-	s.mux.HandleFunc("POST /v1/login", session)
+	s.mux.HandleFunc("POST /v1/login", func(w http.ResponseWriter, r *http.Request) {
+		var req salamander.LoginRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		s.mu.Lock()
+		s.logins = append(s.logins, req.Device)
+		s.mu.Unlock()
+		session(w, r)
+	})
 	s.mux.HandleFunc("POST /v1/signup", session)
 	s.mux.HandleFunc("POST /v1/logout", noContent)
 	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, cfg.User) })
@@ -100,6 +111,17 @@ func New(cfg Config) *Site {
 
 // ServeHTTP serves the API.
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// DeviceToken is the device token every session of the site carries.
+const DeviceToken = "fake-device-token"
+
+// Logins returns the device token each login brought, in order ("" for
+// none).
+func (s *Site) Logins() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.logins)
+}
 
 // Sends returns how many sends the site has received (each retry counts).
 func (s *Site) Sends() int {

@@ -56,7 +56,7 @@ func (g *Gateway) handleSignUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
-	g.writeSession(w, r, http.StatusCreated, req.Name)
+	g.writeSession(w, r, http.StatusCreated, req.Name, "")
 }
 
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -73,13 +73,24 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, errBadLogin)
 		return
 	}
+	if len(req.Device) > maxTokenBytes {
+		writeError(w, g.log, r, errDeviceTooLong)
+		return
+	}
 	// Every attempt spends a unit of both budgets before the password is
 	// checked, and gives back the one its outcome does not count against:
 	// checking first and spending after would let any number of
 	// concurrent attempts through a full budget, and each costs a bcrypt
 	// comparison (see also hashing).
 	addr := g.clientAddr(r)
-	refundFailure, err := g.budgets.spend(&g.budgets.login, req.Name, addr, 1)
+	// A device that signed in to this account before fails against its
+	// own budget, not the account's that anyone may spend (devices.go).
+	failures, key := &g.budgets.login, req.Name
+	device := g.knownDevice(r.Context(), req.Device, req.Name)
+	if device != "" {
+		failures, key = &g.budgets.deviceLogin, req.Name+"\x00"+device
+	}
+	refundFailure, err := g.budgets.spend(failures, key, addr, 1)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -107,7 +118,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, errSuspended)
 		return
 	}
-	g.writeSession(w, r, http.StatusOK, req.Name)
+	g.writeSession(w, r, http.StatusOK, req.Name, device)
 }
 
 var errBadLogin = salamander.Errorf(salamander.CodeUnauthorized, "wrong user name or password")
@@ -146,8 +157,15 @@ func (g *Gateway) passwordHash(ctx context.Context, name string) (string, error)
 	return hash, err
 }
 
-func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, status int, name string) {
+// writeSession answers a new session of user name on device (a new
+// device when "").
+func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, status int, name, device string) {
 	token, exp, err := g.issueToken(name)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	deviceToken, err := g.issueDeviceToken(name, device)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -157,7 +175,7 @@ func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, status in
 		writeError(w, g.log, r, err)
 		return
 	}
-	writeJSON(w, status, salamander.Session{Token: token, ExpiresAt: exp, User: u})
+	writeJSON(w, status, salamander.Session{Token: token, ExpiresAt: exp, User: u, Device: deviceToken})
 }
 
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request, c claims) {

@@ -57,14 +57,7 @@ type claims struct {
 const maxTokenBytes = 1024
 
 func (g *Gateway) issueToken(user string) (string, time.Time, error) {
-	// The position is read before the key: a token signed with a key that
-	// is being retired names a position before the rotation's.
-	acct := g.cfg.View.AppliedOf(jsstore.AccountsStream)
-	cur, ok := g.cfg.View.CurrentKey()
-	if !ok {
-		return "", time.Time{}, errNoKey
-	}
-	key, err := g.openKey(cur)
+	acct, cur, key, err := g.currentKey()
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -72,12 +65,62 @@ func (g *Gateway) issueToken(user string) (string, time.Time, error) {
 	exp := now.Add(g.cfg.TokenTTL)
 	c := claims{User: user, Session: randomHex(16), Issued: now.UnixNano(), Expires: exp.Unix(),
 		AcctSeq: acct, KeyID: cur.ID}
-	body, err := json.Marshal(c)
+	token, err := signClaims(key, "", c)
 	if err != nil {
 		return "", time.Time{}, err
 	}
+	return token, exp.UTC().Truncate(time.Second), nil
+}
+
+// currentKey returns how far this site has applied the accounts stream and
+// the current signing key, opened. The position is read before the key: a
+// token signed with a key that is being retired names a position before
+// the rotation's.
+func (g *Gateway) currentKey() (uint64, view.SigningKey, []byte, error) {
+	acct := g.cfg.View.AppliedOf(jsstore.AccountsStream)
+	cur, ok := g.cfg.View.CurrentKey()
+	if !ok {
+		return 0, cur, nil, errNoKey
+	}
+	key, err := g.openKey(cur)
+	return acct, cur, key, err
+}
+
+// signClaims encodes c as a token signed with key. domain tells the kinds
+// of token apart: a signature over one kind's payload never verifies as
+// another's (sessions sign the payload alone, as they always have).
+func signClaims(key []byte, domain string, c any) (string, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
 	payload := base64.RawURLEncoding.EncodeToString(body)
-	return payload + "." + sign(key, payload), exp.UTC().Truncate(time.Second), nil
+	return payload + "." + sign(key, domain+payload), nil
+}
+
+// verifySignature checks a token's signature sig over signed (its domain
+// and payload) with the key named kid, if that key may verify a token
+// naming accounts position acctSeq (keyTrusted).
+func (g *Gateway) verifySignature(kid string, acctSeq uint64, signed, sig string) error {
+	k, ok := g.cfg.View.KeyByID(kid)
+	if !ok {
+		return errBadToken
+	}
+	var acct uint64 // how far this site has applied the accounts, for a retired key's tokens
+	if !k.Retired.IsZero() {
+		acct = g.cfg.View.AppliedOf(jsstore.AccountsStream)
+	}
+	if !keyTrusted(k, acctSeq, time.Now(), g.cfg.TokenTTL, acct) {
+		return errBadToken
+	}
+	key, err := g.openKey(k)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal([]byte(sig), []byte(sign(key, signed))) {
+		return errBadToken
+	}
+	return nil
 }
 
 // authenticate checks a bearer token and returns its claims. Errors are
@@ -116,28 +159,14 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 	if err != nil || json.Unmarshal(body, &c) != nil || c.User == "" || c.Session == "" {
 		return claims{}, errBadToken
 	}
-	k, ok := g.cfg.View.KeyByID(c.KeyID)
-	if !ok {
-		return claims{}, errBadToken
-	}
-	var acct uint64 // how far this site has applied the accounts, for a retired key's tokens
-	if !k.Retired.IsZero() {
-		acct = g.cfg.View.AppliedOf(jsstore.AccountsStream)
-	}
-	if !keyTrusted(k, c, time.Now(), g.cfg.TokenTTL, acct) {
-		return claims{}, errBadToken
-	}
-	key, err := g.openKey(k)
-	if err != nil {
+	if err := g.verifySignature(c.KeyID, c.AcctSeq, payload, sig); err != nil {
 		return claims{}, err
-	}
-	if !hmac.Equal([]byte(sig), []byte(sign(key, payload))) {
-		return claims{}, errBadToken
 	}
 	return c, nil
 }
 
-// keyTrusted says whether k may verify a token with claims c at now, at a
+// keyTrusted says whether k may verify a token naming accounts position
+// acctSeq (claims.AcctSeq) at now, at a
 // site that has applied the accounts stream up to acct. Whoever holds a
 // key writes the claims it signs, so they decide nothing but what the log
 // can refute:
@@ -152,14 +181,14 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 //     they claim to be issued at, but none that names an accounts position
 //     this site has not applied: the key signed only before the rotation,
 //     which this site has applied, so such a token is forged.
-func keyTrusted(k view.SigningKey, c claims, now time.Time, ttl time.Duration, acct uint64) bool {
+func keyTrusted(k view.SigningKey, acctSeq uint64, now time.Time, ttl time.Duration, acct uint64) bool {
 	switch {
 	case k.Retired.IsZero():
 		return true
 	case k.Revoked(), k.ID == "":
 		return false
 	}
-	return now.Before(k.Retired.Add(keyRetireGrace+ttl)) && c.AcctSeq <= acct
+	return now.Before(k.Retired.Add(keyRetireGrace+ttl)) && acctSeq <= acct
 }
 
 // openKey returns k's key material: opened with the site's secrets (and

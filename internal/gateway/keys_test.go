@@ -53,7 +53,7 @@ func TestKeyTrustedDecidesFromTheLogNotTheClaims(t *testing.T) {
 		{"retired plain key (readable in the log)", plain, issued(retired.Add(-time.Hour), 1), retired.Add(time.Minute), false},
 	}
 	for _, tc := range cases {
-		if got := keyTrusted(tc.key, tc.c, tc.now, ttl, acct); got != tc.want {
+		if got := keyTrusted(tc.key, tc.c.AcctSeq, tc.now, ttl, acct); got != tc.want {
 			t.Errorf("%s: trusted %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -44,9 +44,15 @@ func (r Rate) share(n int) Rate {
 // address means per IPv4 address or per IPv6 /64 (one host's usual share).
 type Limits struct {
 	// LoginFailuresPerUser slows password guessing against one account:
-	// failed logins per account name, known or not. A successful login
-	// costs nothing. Exempt addresses are held to it too.
+	// failed logins per account name, known or not, from devices that do
+	// not bring a device token of the account (see devices.go). A
+	// successful login costs nothing. Exempt addresses are held to it too.
 	LoginFailuresPerUser Rate
+	// LoginFailuresPerDevice is the budget of failed logins of a device
+	// that brings a valid device token of the account, instead of
+	// LoginFailuresPerUser: strangers spending the account's budget do not
+	// lock its owner's devices out. Exempt addresses are held to it too.
+	LoginFailuresPerDevice Rate
 	// LoginFailuresPerAddr slows guessing across many names from one address.
 	LoginFailuresPerAddr Rate
 	// LoginsPer{User,Addr}: successful logins. Each costs a bcrypt
@@ -92,26 +98,28 @@ type Limits struct {
 // reaches, and a script reaches within seconds.
 func DefaultLimits() Limits {
 	return Limits{
-		LoginFailuresPerUser: Rate{Burst: 10, Every: 6 * time.Second},
-		LoginFailuresPerAddr: Rate{Burst: 100, Every: 2 * time.Second},
-		LoginsPerUser:        Rate{Burst: 30, Every: 10 * time.Second},
-		LoginsPerAddr:        Rate{Burst: 300, Every: 200 * time.Millisecond},
-		SignUpsPerAddr:       Rate{Burst: 20, Every: 3 * time.Minute},
-		SendsPerUser:         Rate{Burst: 60, Every: 100 * time.Millisecond},
-		SendsPerAddr:         Rate{Burst: 600, Every: 10 * time.Millisecond},
-		InvitesPerUser:       Rate{Burst: 300, Every: 10 * time.Second},
-		InvitesPerAddr:       Rate{Burst: 1000, Every: 2 * time.Second},
-		ConnectsPerUser:      Rate{Burst: 30, Every: 10 * time.Second},
-		ConnectsPerAddr:      Rate{Burst: 300, Every: 200 * time.Millisecond},
-		ChangesPerUser:       Rate{Burst: 60, Every: 2 * time.Second},
-		ChangesPerAddr:       Rate{Burst: 600, Every: 200 * time.Millisecond},
-		Exempt:               []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		LoginFailuresPerUser:   Rate{Burst: 10, Every: 6 * time.Second},
+		LoginFailuresPerDevice: Rate{Burst: 10, Every: 6 * time.Second},
+		LoginFailuresPerAddr:   Rate{Burst: 100, Every: 2 * time.Second},
+		LoginsPerUser:          Rate{Burst: 30, Every: 10 * time.Second},
+		LoginsPerAddr:          Rate{Burst: 300, Every: 200 * time.Millisecond},
+		SignUpsPerAddr:         Rate{Burst: 20, Every: 3 * time.Minute},
+		SendsPerUser:           Rate{Burst: 60, Every: 100 * time.Millisecond},
+		SendsPerAddr:           Rate{Burst: 600, Every: 10 * time.Millisecond},
+		InvitesPerUser:         Rate{Burst: 300, Every: 10 * time.Second},
+		InvitesPerAddr:         Rate{Burst: 1000, Every: 2 * time.Second},
+		ConnectsPerUser:        Rate{Burst: 30, Every: 10 * time.Second},
+		ConnectsPerAddr:        Rate{Burst: 300, Every: 200 * time.Millisecond},
+		ChangesPerUser:         Rate{Burst: 60, Every: 2 * time.Second},
+		ChangesPerAddr:         Rate{Burst: 600, Every: 200 * time.Millisecond},
+		Exempt:                 []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 	}
 }
 
 // budget is one kind of request's limits at this site.
 type budget struct {
 	what       string // for the message: "sends", "sign-ups"
+	per        string // what the user limit is per in the message: "account" unless said
 	user, addr *limiter
 	// userAlways holds exempt addresses to the per-account limit too.
 	userAlways bool
@@ -120,7 +128,10 @@ type budget struct {
 // budgets are this site's shares of every limit.
 type budgets struct {
 	login, logins, signUp, send, invite, connect, changes budget
-	exempt                                                []netip.Prefix
+	// deviceLogin is login's for a known device: its own failures, the
+	// same address budget.
+	deviceLogin budget
+	exempt      []netip.Prefix
 	// proxiesHere are the trusted proxies and the exempt addresses: the
 	// hops believed in a request that an exempt peer forwards (clientAddr).
 	proxiesHere []netip.Prefix
@@ -129,8 +140,10 @@ type budgets struct {
 func newBudgets(l Limits, sites int) *budgets {
 	n := max(sites, 1)
 	mk := func(r Rate) *limiter { return newLimiter(r.share(n)) }
+	loginAddr := mk(l.LoginFailuresPerAddr)
 	return &budgets{
-		login:       budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: mk(l.LoginFailuresPerAddr), userAlways: true},
+		login:       budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: loginAddr, userAlways: true},
+		deviceLogin: budget{what: "failed logins", per: "device", user: mk(l.LoginFailuresPerDevice), addr: loginAddr, userAlways: true},
 		logins:      budget{what: "logins", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
 		signUp:      budget{what: "sign-ups", addr: mk(l.SignUpsPerAddr)},
 		send:        budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
@@ -142,7 +155,8 @@ func newBudgets(l Limits, sites int) *budgets {
 	}
 }
 
-// spend takes n units of b for user (if not "") and the client address,
+// spend takes n units of b for user (if not ""; a key of b's user
+// limiter, such as an account's device) and the client address,
 // both or neither. The returned refund gives them back (a login that
 // succeeded). A refused request costs nothing and gets a *rateLimitError.
 func (bs *budgets) spend(b *budget, user string, addr netip.Addr, n int) (refund func(), err error) {
@@ -156,7 +170,11 @@ func (bs *budgets) spend(b *budget, user string, addr netip.Addr, n int) (refund
 	if user != "" && (b.userAlways || !exempt) {
 		r, wait := b.user.take(user, n)
 		if wait > 0 {
-			return nil, newRateLimitError(fmt.Sprintf("too many %s for this account", b.what), wait)
+			per := b.per
+			if per == "" {
+				per = "account"
+			}
+			return nil, newRateLimitError(fmt.Sprintf("too many %s for this %s", b.what, per), wait)
 		}
 		refunds = append(refunds, r)
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -215,6 +216,96 @@ func TestLogoutTakesEffectAtEverySite(t *testing.T) {
 	if _, err := second.Login(ctx, name, "correct horse battery"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Strangers failing logins for an account do not lock its owner out: a
+// login that brings the device token of an earlier session of the account
+// is judged against that device's own budget of failures. A device token
+// of another account, a session token in its place, or one from before a
+// "log out everywhere" counts for nothing; an over-long one is refused.
+func TestKnownDeviceLogsInDuringALockOut(t *testing.T) {
+	owner, name := signedUp(t, 1, "device")
+	device := owner.DeviceToken(name)
+	if device == "" {
+		t.Fatal("sign-up gave no device token")
+	}
+	login := func(password, device string) rawResp {
+		body, err := json.Marshal(salamander.LoginRequest{Name: name, Password: password, Device: device})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw(t, 1, "POST", "/v1/login", "", "", body)
+	}
+	for i := 0; ; i++ {
+		r := login("not the password", "")
+		if r.status == 429 {
+			break
+		}
+		if r.status != 401 || i == 20 {
+			t.Fatalf("wrong password %d without a device token: %d %s", i, r.status, r.body)
+		}
+	}
+	if r := login("correct horse battery", ""); r.status != 429 {
+		t.Fatalf("right password, no device token, during the lock-out: %d %s", r.status, r.body)
+	}
+
+	// The owner's device: judged on its own failures, and renewed.
+	if r := login("not the password", device); r.status != 401 {
+		t.Fatalf("the owner's device mistyping during the lock-out: %d %s, want 401", r.status, r.body)
+	}
+	r := login("correct horse battery", device)
+	if r.status != 200 {
+		t.Fatalf("the owner's device during the lock-out: %d %s", r.status, r.body)
+	}
+	var s salamander.Session
+	if err := json.Unmarshal(r.body, &s); err != nil || s.Token == "" || s.Device == "" {
+		t.Fatalf("session %s: %v", r.body, err)
+	}
+	if got, want := deviceID(t, s.Device), deviceID(t, device); got != want {
+		t.Fatalf("a known device's login renamed it: %q, was %q", got, want)
+	}
+	ctx := testCtx(t, 30*time.Second)
+	if _, err := owner.Login(ctx, name, "correct horse battery"); err != nil {
+		t.Fatalf("the SDK's login brings the device token: %v", err)
+	}
+
+	// Nothing else passes for a device token.
+	other, otherName := signedUp(t, 1, "device")
+	for what, tok := range map[string]string{
+		"another account's device token": other.DeviceToken(otherName),
+		"a session token":                owner.Token(),
+		"a tampered device token":        device[:len(device)-2] + "AA",
+		"not a token":                    "hello",
+	} {
+		if r := login("correct horse battery", tok); r.status != 429 {
+			t.Fatalf("%s during the lock-out: %d %s, want 429", what, r.status, r.body)
+		}
+	}
+	if r := login("correct horse battery", strings.Repeat("a", 1025)); r.status != 400 || r.code != salamander.CodeInvalid {
+		t.Fatalf("an over-long device token: %d %s, want 400", r.status, r.body)
+	}
+
+	// Logging out everywhere makes every device a stranger again.
+	if err := owner.LogoutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := login("correct horse battery", device); r.status != 429 {
+		t.Fatalf("a device token from before logging out everywhere: %d %s, want 429", r.status, r.body)
+	}
+}
+
+// deviceID is the device a device token names (its payload is not secret).
+func deviceID(t *testing.T, token string) string {
+	t.Helper()
+	payload, _, _ := strings.Cut(token, ".")
+	body, err := base64.RawURLEncoding.DecodeString(payload)
+	var c struct {
+		Device string `json:"dev"`
+	}
+	if err != nil || json.Unmarshal(body, &c) != nil || c.Device == "" {
+		t.Fatalf("device token %q: %v", token, err)
+	}
+	return c.Device
 }
 
 // Password guessing is slowed: after a burst of failed logins for one

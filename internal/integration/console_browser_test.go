@@ -120,6 +120,7 @@ func TestOpsConsoleInABrowser(t *testing.T) {
 	// An operator sees every site live, from site b.
 	logIn(opName)
 	waitJS("three serving sites", `document.querySelectorAll("#sites .site-card.ok").length === 3`)
+	waitJS("the operator's device token, kept for the next login", `(localStorage.getItem("salamander.ops.device.`+opName+`") || "").includes(".")`)
 	waitJS("the streams", `document.querySelectorAll("#streams tbody tr[data-stream]").length > 0 &&
 		[...document.querySelectorAll("#streams tbody tr[data-stream] .replica")].length >= 3`)
 	waitJS("the standbys, each led away from its partition's site", `(() => {

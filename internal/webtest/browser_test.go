@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,6 +243,18 @@ func jsString(s string) string {
 // serveAppFiles serves the web app's files at /app/, as a site does.
 func serveAppFiles(mux *http.ServeMux) {
 	mux.Handle("GET /app/", http.StripPrefix("/app/", http.FileServerFS(web.Files())))
+}
+
+// serveWithFakeSite serves the app with api (a fake site) under /v1/, until
+// t ends, and returns its URL.
+func serveWithFakeSite(t *testing.T, api http.Handler) string {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api)
+	serveAppFiles(mux)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.ServeFileFS(w, r, web.Files(), "index.html") })
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func chromedpNavigate(url string) chromedp.Action[chromedp.Void] { return chromedp.Navigate(url) }

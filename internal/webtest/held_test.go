@@ -2,8 +2,6 @@ package webtest
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/fakesite"
 	"github.com/salamander-chat/salamander/internal/testbrowser"
-	"github.com/salamander-chat/salamander/web"
 )
 
 // Messages sent while their room's site fails over are acknowledged held:
@@ -37,16 +34,11 @@ func TestWebShowsHeldSendAsSent(t *testing.T) {
 		Rooms: []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}},
 		Hold:  true,
 	})
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", site)
-	serveAppFiles(mux)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.ServeFileFS(w, r, web.Files(), "index.html") })
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	url := serveWithFakeSite(t, site)
 
 	mina := newPage(t, ctx, chromium, "mina", "ko-KR")
 	mina.phone()
-	mina.do("open the app", chromedpNavigate(srv.URL))
+	mina.do("open the app", chromedpNavigate(url))
 	mina.fill("#auth-name", "mina")
 	mina.fill("#auth-password", password)
 	mina.click("#auth-submit")

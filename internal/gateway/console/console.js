@@ -6,6 +6,9 @@
 "use strict";
 
 const TOKEN_KEY = "salamander.ops.token";
+// DEVICE_KEY + user keeps the device token of each account signed in here
+// (Session.device): it outlives the session, as it must.
+const DEVICE_KEY = "salamander.ops.device.";
 const STALE_AFTER_MS = 5000; // the stream sends every 2 s
 
 const state = {
@@ -153,8 +156,11 @@ async function login(ev) {
   const user = $("login-user").value.trim(), password = $("login-password").value;
   let res;
   try {
+    // The login brings this browser's device token for the account, so
+    // that strangers failing logins for an operator's account (during an
+    // incident, say) do not lock the operator out.
     res = await fetch("/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name: user, password }) });
+      body: JSON.stringify({ name: user, password, device: localStorage.getItem(DEVICE_KEY + user) || undefined }) });
   } catch (e) {
     err.textContent = "This site did not answer: " + e.message;
     return;
@@ -165,6 +171,7 @@ async function login(ev) {
     return;
   }
   state.token = data.token;
+  if (data.device) localStorage.setItem(DEVICE_KEY + user, data.device);
   // The console is for operators: ask the ops API itself, so the answer
   // is the one every tab will get.
   const probe = await api("GET", "/v1/ops/site");

@@ -1,8 +1,9 @@
 // store.js: what the app keeps in the browser across reloads — the
-// session, the sites it knows, its cursor, and the outbox of messages not
-// acknowledged yet with their client ids (localStorage: written at once,
-// read back before anything is sent, so a reload never loses or doubles a
-// message). Everything but the session and the language is kept per user.
+// session, the sites it knows, its cursor, its device token, and the outbox
+// of messages not acknowledged yet with their client ids (localStorage:
+// written at once, read back before anything is sent, so a reload never
+// loses or doubles a message). Everything but the session and the language
+// is kept per user.
 
 const SESSION_KEY = "salamander.session";
 const SITES_KEY = "salamander.sites";
@@ -51,7 +52,17 @@ export const snapshot = {
   set: (user, snap) => write(`salamander.snapshot.${user}`, snap),
 };
 
-// forget removes everything kept for a user (signing out).
+// device is this browser's device token for a user (Session.device): a
+// login brings it back, so that strangers failing logins for the account
+// do not lock this browser out. It is not a session and stays after
+// signing out.
+export const device = {
+  get: (user) => read(`salamander.device.${user}`, ""),
+  set: (user, token) => write(`salamander.device.${user}`, token),
+};
+
+// forget removes everything kept for a user (signing out) but the device
+// token.
 export function forget(user) {
   for (const k of ["cursor", "outbox", "snapshot"]) localStorage.removeItem(`salamander.${k}.${user}`);
 }

@@ -3,6 +3,7 @@
 import { ApiError } from "../api.js";
 import { fill, h } from "../dom.js";
 import { currentLang, setLang, t } from "../i18n.js";
+import { device } from "../store.js";
 
 // renderAuth draws the sign-in card. onSession(session) is called once the
 // user is signed in; onLang after the language changed (to redraw).
@@ -25,6 +26,10 @@ export function renderAuth(root, api, { onSession, onLang }, mode = "login") {
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     error.textContent = "";
+    // A login brings this browser's device token for the account, so that
+    // strangers failing logins for it do not lock this browser out.
+    const login = () => api.request("POST", "/v1/login",
+      { name: data.name, password: data.password, device: device.get(data.name) || undefined });
     try {
       let s;
       if (signup) {
@@ -35,11 +40,12 @@ export function renderAuth(root, api, { onSession, onLang }, mode = "login") {
           // A sign-up retried at another site after its answer was lost
           // finds the name taken — by itself: log in with the password.
           if (!(err instanceof ApiError && err.code === "conflict")) throw err;
-          s = await api.request("POST", "/v1/login", { name: data.name, password: data.password }).catch(() => { throw err; });
+          s = await login().catch(() => { throw err; });
         }
       } else {
-        s = await api.request("POST", "/v1/login", { name: data.name, password: data.password });
+        s = await login();
       }
+      if (s.device) device.set(s.user.name, s.device);
       onSession(s);
     } catch (err) {
       error.textContent = err instanceof ApiError ? err.message : t("errorGeneric");

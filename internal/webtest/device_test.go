@@ -1,0 +1,43 @@
+package webtest
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/fakesite"
+	"github.com/salamander-chat/salamander/internal/testbrowser"
+)
+
+// The page keeps the device token its session came with, across signing
+// out, and brings it back on the next login of that account: strangers
+// failing logins for the account then do not lock this browser out (the
+// gateway's side is TestKnownDeviceLogsInDuringALockOut). A fake site
+// (internal/fakesite) records what each login brought.
+func TestWebBringsItsDeviceTokenToLogin(t *testing.T) {
+	chromium := testbrowser.Chromium(t, "the web client's browser test")
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	site := fakesite.New(fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "미나"}})
+	url := serveWithFakeSite(t, site)
+
+	mina := newPage(t, ctx, chromium, "mina", "en-US")
+	mina.do("open the app", chromedpNavigate(url))
+	logIn := func() {
+		mina.wait("the login form", `!!document.getElementById("auth-submit")`)
+		mina.fill("#auth-name", "mina")
+		mina.fill("#auth-password", password)
+		mina.click("#auth-submit")
+		mina.wait("the app, live", `!document.getElementById("app").hidden && document.getElementById("conn").dataset.state === "live"`)
+	}
+	logIn()
+	mina.wait("the device token kept", `localStorage.getItem("salamander.device.mina") === JSON.stringify("`+fakesite.DeviceToken+`")`)
+	mina.js(`location.hash = "#/settings"`)
+	mina.click("#logout")
+	logIn()
+	if got, want := site.Logins(), []string{"", fakesite.DeviceToken}; !slices.Equal(got, want) {
+		t.Fatalf("the logins brought device tokens %q, want %q", got, want)
+	}
+}
