@@ -46,6 +46,7 @@ type serveConfig struct {
 	TrustedProxy  string `json:"trusted_proxies"`
 	Origins       string `json:"allowed_origins"`
 	LimitExempt   string `json:"rate_limit_exempt"`
+	MetricsFrom   string `json:"metrics_from"`
 	NATSMonitor   string `json:"nats_monitor"`
 	Instance      string `json:"instance"`
 	RecordSlots   int    `json:"record_slots"`
@@ -110,7 +111,8 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated browser origins (https://chat.example.com) that may call this site's API and open WebSockets, besides every site's own (from --sites): e.g. a load balancer's name the web client is served under")
 	fs.StringVar(&c.TrustedProxy, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies and load balancers in front of this site: rate limits count their requests against the client their X-Forwarded-For names")
-	fs.StringVar(&c.LimitExempt, "rate-limit-exempt", "127.0.0.0/8,::1/128", "comma-separated CIDRs no rate limit applies to (failed logins per account excepted), or none; such a peer sending X-Forwarded-For is a proxy: its clients are counted")
+	fs.StringVar(&c.LimitExempt, "rate-limit-exempt", "127.0.0.0/8,::1/128", "comma-separated CIDRs no rate limit applies to (failed logins per account and per device excepted), or none; such a peer sending X-Forwarded-For is a proxy: its clients are counted")
+	fs.StringVar(&c.MetricsFrom, "metrics-from", defaultMetricsFrom, "comma-separated CIDRs that may read /metrics without a token (the monitoring networks; behind --trusted-proxies, the client's address counts), none, or any; anyone else needs an operator's token")
 	fs.StringVar(&c.NATS, "nats", "", "comma-separated URLs of an existing NATS JetStream cluster; no server is embedded")
 	fs.StringVar(&c.NATSMonitor, "nats-monitor", "", "with --nats: comma-separated monitoring URLs of the cluster's servers (http://host:8222), read to check that they fsync every commit")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client listen address")
@@ -270,6 +272,11 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 		return cfg, fmt.Errorf("serve: --rate-limit-exempt: %w", err)
 	}
 	cfg.LimitExempt = &exempt
+	metricsFrom, err := parseMetricsFrom(c.MetricsFrom)
+	if err != nil {
+		return cfg, fmt.Errorf("serve: --metrics-from: %w", err)
+	}
+	cfg.MetricsFrom = &metricsFrom
 	cfg.HTTPAddr = c.HTTP
 	cfg.NATSURLs = splitList(c.NATS)
 	cfg.NATSMonitor = splitList(c.NATSMonitor)
@@ -393,6 +400,23 @@ func (c serveConfig) instance() (string, error) {
 		return "", fmt.Errorf("serve: --http %q: %w", c.HTTP, err)
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// defaultMetricsFrom is gateway.DefaultMetricsFrom as --metrics-from says it.
+var defaultMetricsFrom = func() string {
+	var out []string
+	for _, p := range gateway.DefaultMetricsFrom() {
+		out = append(out, p.String())
+	}
+	return strings.Join(out, ",")
+}()
+
+// parseMetricsFrom parses --metrics-from: parsePrefixes, or "any".
+func parseMetricsFrom(s string) ([]netip.Prefix, error) {
+	if s == "any" {
+		return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}, nil
+	}
+	return parsePrefixes(s)
 }
 
 // parsePrefixes parses comma-separated addresses and CIDRs ("none" or ""

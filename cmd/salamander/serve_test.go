@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/view"
 )
@@ -197,5 +199,42 @@ func TestServeRefusesPlainLinksOffThisHost(t *testing.T) {
 	}
 	if _, err := parseServeFlags(append(slices.Clone(base), "--config", file)); err == nil || !strings.Contains(err.Error(), "lower case") {
 		t.Errorf("a key not in lower case: %v", err)
+	}
+}
+
+// --metrics-from takes CIDRs, none or any, defaults to loopback and the
+// private networks, and refuses anything else.
+func TestServeMetricsFromFlag(t *testing.T) {
+	sec := filepath.Join(t.TempDir(), "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	metricsFrom := func(args ...string) ([]netip.Prefix, error) {
+		c, err := parseServeFlags(append([]string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a")}, args...))
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := c.siteConfig()
+		if err != nil {
+			return nil, err
+		}
+		return *cfg.MetricsFrom, nil
+	}
+	for _, tc := range []struct {
+		args []string
+		want []netip.Prefix
+	}{
+		{nil, gateway.DefaultMetricsFrom()},
+		{[]string{"--metrics-from", "none"}, nil},
+		{[]string{"--metrics-from", "any"}, []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}},
+		{[]string{"--metrics-from", "192.0.2.0/24,2001:db8::1"}, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}},
+	} {
+		got, err := metricsFrom(tc.args...)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%v: %v %v, want %v", tc.args, got, err, tc.want)
+		}
+	}
+	if _, err := metricsFrom("--metrics-from", "prometheus.internal"); err == nil || !strings.Contains(err.Error(), "--metrics-from") {
+		t.Fatalf("a name in --metrics-from: %v", err)
 	}
 }

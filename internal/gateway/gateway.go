@@ -13,6 +13,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"slices"
 	"sync"
@@ -68,6 +69,13 @@ type Config struct {
 	Limits Limits
 	// Registry receives the gateway's metrics; nil creates a private one.
 	Registry *prometheus.Registry
+	// MetricsFrom are the client addresses (clientAddr, so behind a
+	// trusted proxy the client's) that may read GET /metrics without a
+	// token: the monitoring networks. Anyone else needs an operator's
+	// token. The metrics say how busy the service is, how many are
+	// online, and how each part of it fails: nothing to hand to the
+	// public, as a messenger's other operators do not.
+	MetricsFrom []netip.Prefix
 	// PresenceBeat is how often this process publishes the digest of its
 	// online users (a version, a count and a hash, never the list).
 	PresenceBeat time.Duration
@@ -98,6 +106,7 @@ func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 		BcryptCost:   10,
 		WriteTimeout: 8 * time.Second,
 		Limits:       DefaultLimits(),
+		MetricsFrom:  DefaultMetricsFrom(),
 		PresenceBeat: DefaultPresenceBeat,
 		PresenceTTL:  DefaultPresenceTTL,
 		PresenceV1:   true,
@@ -445,7 +454,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /status", g.handleStatusPage)
 	m.HandleFunc("GET /healthz", g.handleHealth)
 	m.HandleFunc("GET /readyz", g.handleReady)
-	m.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Registry, promhttp.HandlerOpts{}))
+	m.HandleFunc("GET /metrics", g.handleMetrics(promhttp.HandlerFor(g.cfg.Registry, promhttp.HandlerOpts{})))
 	m.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(api.OpenAPI)

@@ -391,3 +391,50 @@ func TestUnknownNameBurstSharesHeadReadings(t *testing.T) {
 	}
 	t.Logf("%d lookups of unknown names: %d readings of the head", burst, asked)
 }
+
+// The metrics are the monitoring networks' and operators': a client from
+// anywhere else (here a public address a proxy on the site's host names)
+// is refused without a token, and with an ordinary user's, and served with
+// an operator's; a scraper on loopback needs none.
+func TestMetricsAreServedToMonitoringAndOperatorsOnly(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	op, _ := operator(t, ctx, 2, "metricsop")
+	user, _ := signedUp(t, 2, "metricsuser")
+	get := func(from, token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", cluster.URL(2)+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from != "" {
+			req.Header.Set("X-Forwarded-For", from)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	const metric = "salamander_view_applied_seq"
+	for _, tc := range []struct {
+		what, from, token string
+		status            int
+	}{
+		{"a scraper on loopback", "", "", 200},
+		{"a scraper on a private network", "10.1.2.3", "", 200},
+		{"a public client", "203.0.113.7", "", 403},
+		{"a public client with a user's token", "203.0.113.7", user.Token(), 403},
+		{"a public client with a bad token", "203.0.113.7", "nonsense", 401},
+		{"an operator from anywhere", "203.0.113.7", op.Token(), 200},
+	} {
+		status, body := get(tc.from, tc.token)
+		if status != tc.status || (status == 200) != strings.Contains(body, metric) {
+			t.Errorf("%s: %d, want %d; body %.200q", tc.what, status, tc.status, body)
+		}
+	}
+}

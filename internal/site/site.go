@@ -92,6 +92,10 @@ type Config struct {
 	// LimitExempt, when set, replaces the addresses no rate limit applies
 	// to (default: loopback; see gateway.Limits.Exempt).
 	LimitExempt *[]netip.Prefix
+	// MetricsFrom, when set, replaces the addresses that may read
+	// /metrics without a token (default: loopback and the private
+	// networks; see gateway.Config.MetricsFrom).
+	MetricsFrom *[]netip.Prefix
 	// HeartbeatTimeout is how long a site may go without hearing a
 	// majority of the sites before it treats itself as cut off (default
 	// DefaultHeartbeatTimeout).
@@ -246,6 +250,9 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	gcfg.AllowedOrigins = cfg.AllowedOrigins
 	if cfg.LimitExempt != nil {
 		gcfg.Limits.Exempt = *cfg.LimitExempt
+	}
+	if cfg.MetricsFrom != nil {
+		gcfg.MetricsFrom = *cfg.MetricsFrom
 	}
 	// The process's own Go and OS metrics (heap, goroutines, RSS, open
 	// files) next to the site's: what an operator looks at first.

@@ -418,12 +418,30 @@ function siteCard(s, here) {
       h("span", {}, fmtInt(st.counters.messages_sent) + " sent"),
       h("span", {}, fmtInt(st.counters.goroutines) + " goroutines"),
       h("span", { class: "spacer" }),
-      h("a", { href: s.url + "/metrics", target: "_blank", rel: "noopener" }, "metrics"),
+      h("a", { href: s.url + "/metrics", class: "metrics-link", onclick: (e) => { e.preventDefault(); openMetrics(s.url); } }, "metrics"),
       h("a", { href: s.url + "/v1/status", target: "_blank", rel: "noopener" }, "status"),
       h("a", { href: s.url + "/openapi.yaml", target: "_blank", rel: "noopener" }, "API"),
 
     ));
   return card;
+}
+
+// openMetrics shows a site's /metrics in a new tab. It asks with the
+// operator's token: outside its monitoring networks (serve --metrics-from)
+// a site serves them to operators only, so a plain link would be refused.
+async function openMetrics(base) {
+  const tab = window.open("", "_blank"); // now, in the click: later, popup blockers refuse it
+  try {
+    const res = await fetch(base + "/metrics", { headers: { Authorization: "Bearer " + state.token } });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${res.status}: ${text}`);
+    const url = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+    if (tab) tab.location = url;
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (e) {
+    if (tab) tab.close();
+    toast("The metrics of " + base + " could not be read: " + e.message, true);
+  }
 }
 
 function stat(v, label) { return h("div", { class: "stat" }, h("b", {}, v), h("span", {}, label)); }
