@@ -51,7 +51,14 @@ func (c *Client) SignUp(ctx context.Context, name, displayName, password string)
 func (c *Client) Login(ctx context.Context, name, password string) (salamander.Session, error) {
 	var s salamander.Session
 	req := salamander.LoginRequest{Name: name, Password: password, Device: c.DeviceToken(name)}
-	if _, err := c.call(ctx, http.MethodPost, "/v1/login", req, &s); err != nil {
+	_, err := c.call(ctx, http.MethodPost, "/v1/login", req, &s)
+	if err != nil && req.Device != "" && salamander.ErrorCode(err) == salamander.CodeInvalid {
+		// A site of a version before device tokens refuses the field
+		// (unknown fields are refused): sign in as a new device there.
+		req.Device = ""
+		_, err = c.call(ctx, http.MethodPost, "/v1/login", req, &s)
+	}
+	if err != nil {
 		return salamander.Session{}, err
 	}
 	c.setSession(s)

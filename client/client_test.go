@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -471,5 +472,56 @@ func TestRefusedConnectionHidesNoAnswer(t *testing.T) {
 	cl = newTestClient(t, busy, notIn)
 	if err := cl.Leave(t.Context(), "g_0123456789abcdef"); err != nil {
 		t.Fatalf("Leave behind a 503: %v, want success", err)
+	}
+}
+
+// Login brings the device token the client holds for the user, and keeps
+// the one the site answers; a site of a version before device tokens
+// refuses the unknown field, and Login then signs in without it.
+func TestLoginBringsTheDeviceToken(t *testing.T) {
+	var mu sync.Mutex
+	var brought []string
+	old := false // the site refuses the device field, as versions before it did
+	s := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		dec := json.NewDecoder(r.Body)
+		var req salamander.LoginRequest
+		if old {
+			dec.DisallowUnknownFields()
+			var legacy struct{ Name, Password string }
+			if err := dec.Decode(&legacy); err != nil {
+				writeJSON(w, http.StatusBadRequest, salamander.Errorf(salamander.CodeInvalid, "unknown field \"device\""))
+				return
+			}
+			req.Name = legacy.Name
+		} else if err := dec.Decode(&req); err != nil {
+			t.Error(err)
+		}
+		mu.Lock()
+		brought = append(brought, req.Device)
+		n := len(brought)
+		mu.Unlock()
+		writeJSON(w, http.StatusOK, salamander.Session{Token: "tok", User: salamander.User{Name: req.Name},
+			Device: "device-" + string(rune('0'+n))})
+	})
+	c := newTestClient(t, s)
+	ctx := t.Context()
+	for range 2 {
+		if _, err := c.Login(ctx, "mina", "correct horse battery"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.DeviceToken("mina"); got != "device-2" {
+		t.Fatalf("kept device token %q, want the last one answered", got)
+	}
+	old = true
+	if _, err := c.Login(ctx, "mina", "correct horse battery"); err != nil {
+		t.Fatalf("at a site before device tokens: %v", err)
+	}
+	if want := []string{"", "device-1", ""}; !slices.Equal(brought, want) {
+		t.Fatalf("the logins brought %q, want %q", brought, want)
+	}
+	c.SetDeviceToken("mina", "")
+	if c.DeviceToken("mina") != "" {
+		t.Fatal("SetDeviceToken(user, \"\") did not forget it")
 	}
 }

@@ -253,10 +253,15 @@ type run struct {
 }
 
 func newRun(cfg Config) *run {
-	return &run{
+	r := &run{
 		cfg:    cfg,
 		log:    cfg.Logger.With("system", "bench"),
 		net:    newNetwork(cfg.Sites, cfg.SourceAddrs),
 		prefix: fmt.Sprintf("b%06x", rand.IntN(1<<24)),
 	}
+	r.net.metricsRefused = func(base string) {
+		r.log.Warn("the site refuses its /metrics to this host: the figures read from them (log batching, memory) are left out; "+
+			"run the bench from a network the sites name in serve --metrics-from", "site", base)
+	}
+	return r
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +31,11 @@ type network struct {
 	srcs  []net.IP
 	next  atomic.Uint64
 	plain net.Dialer
+	// metricsRefused is called once, with the site's URL, when a site
+	// refuses its /metrics to the bench (it serves them to its monitoring
+	// networks, serve --metrics-from).
+	metricsRefused func(base string)
+	refusedOnce    sync.Once
 }
 
 // newNetwork returns a network for sites; see Config.SourceAddrs.
@@ -135,6 +142,9 @@ func (n *network) status(ctx context.Context, base string) (siteStatus, error) {
 // metric found in it (summed over label sets).
 func (n *network) metrics(ctx context.Context, base string, names ...string) (map[string]float64, error) {
 	body, err := n.get(ctx, base+"/metrics")
+	if errors.Is(err, errForbidden) && n.metricsRefused != nil {
+		n.refusedOnce.Do(func() { n.metricsRefused(base) })
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -158,11 +168,16 @@ func (n *network) get(ctx context.Context, url string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", url, err)
 	}
+	if resp.StatusCode == http.StatusForbidden {
+		return nil, fmt.Errorf("get %s: %w", url, errForbidden)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("get %s: HTTP %d", url, resp.StatusCode)
 	}
 	return body, nil
 }
+
+var errForbidden = errors.New("HTTP 403 forbidden")
 
 // parseMetrics reads Prometheus text exposition and sums the samples of
 // each named metric; names not present are absent from the result.

@@ -99,9 +99,9 @@ func signClaims(key []byte, domain string, c any) (string, error) {
 }
 
 // verifySignature checks a token's signature sig over signed (its domain
-// and payload) with the key named kid, if that key may verify a token
-// naming accounts position acctSeq (keyTrusted).
-func (g *Gateway) verifySignature(kid string, acctSeq uint64, signed, sig string) error {
+// and payload) with the key named kid, if that key may verify a token of
+// lifetime ttl naming accounts position acctSeq (keyTrusted).
+func (g *Gateway) verifySignature(kid string, acctSeq uint64, ttl time.Duration, signed, sig string) error {
 	k, ok := g.cfg.View.KeyByID(kid)
 	if !ok {
 		return errBadToken
@@ -110,7 +110,7 @@ func (g *Gateway) verifySignature(kid string, acctSeq uint64, signed, sig string
 	if !k.Retired.IsZero() {
 		acct = g.cfg.View.AppliedOf(jsstore.AccountsStream)
 	}
-	if !keyTrusted(k, acctSeq, time.Now(), g.cfg.TokenTTL, acct) {
+	if !keyTrusted(k, acctSeq, time.Now(), ttl, acct) {
 		return errBadToken
 	}
 	key, err := g.openKey(k)
@@ -151,25 +151,34 @@ func (g *Gateway) parseToken(token string) (claims, error) {
 	if !g.cfg.View.HasSigningKey() {
 		return c, errNoKey
 	}
-	payload, sig, ok := strings.Cut(token, ".")
-	if !ok {
-		return c, errBadToken
-	}
-	body, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil || json.Unmarshal(body, &c) != nil || c.User == "" || c.Session == "" {
+	payload, sig, ok := decodeToken(token, &c)
+	if !ok || c.User == "" || c.Session == "" {
 		return claims{}, errBadToken
 	}
-	if err := g.verifySignature(c.KeyID, c.AcctSeq, payload, sig); err != nil {
+	if err := g.verifySignature(c.KeyID, c.AcctSeq, g.cfg.TokenTTL, payload, sig); err != nil {
 		return claims{}, err
 	}
 	return c, nil
 }
 
-// keyTrusted says whether k may verify a token naming accounts position
-// acctSeq (claims.AcctSeq) at now, at a
-// site that has applied the accounts stream up to acct. Whoever holds a
-// key writes the claims it signs, so they decide nothing but what the log
-// can refute:
+// decodeToken splits a signed token into its payload and signature and
+// decodes the payload's claims into c, unverified.
+func decodeToken(token string, c any) (payload, sig string, ok bool) {
+	payload, sig, ok = strings.Cut(token, ".")
+	if !ok {
+		return "", "", false
+	}
+	body, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil || json.Unmarshal(body, c) != nil {
+		return "", "", false
+	}
+	return payload, sig, true
+}
+
+// keyTrusted says whether k may verify a token of lifetime ttl naming
+// accounts position acctSeq (claims.AcctSeq) at now, at a site that has
+// applied the accounts stream up to acct. Whoever holds a key writes the
+// claims it signs, so they decide nothing but what the log can refute:
 //   - the current key verifies any token (its claims are checked later, by
 //     checkSession);
 //   - a revoked key (rotate-key --revoke-previous) verifies none;

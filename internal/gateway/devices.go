@@ -2,9 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
-	"strings"
 	"time"
 
 	"github.com/salamander-chat/salamander"
@@ -74,17 +71,15 @@ func (g *Gateway) knownDevice(ctx context.Context, token, user string) string {
 	if token == "" || len(token) > maxTokenBytes || !g.cfg.View.HasSigningKey() {
 		return ""
 	}
-	payload, sig, ok := strings.Cut(token, ".")
-	if !ok {
-		return ""
-	}
 	var c deviceClaims
-	body, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil || json.Unmarshal(body, &c) != nil || c.User != user || c.Device == "" ||
-		len(c.Device) > 64 || time.Now().Unix() >= c.Expires {
+	payload, sig, ok := decodeToken(token, &c)
+	if !ok || c.User != user || c.Device == "" || len(c.Device) > 64 || time.Now().Unix() >= c.Expires {
 		return ""
 	}
-	if g.verifySignature(c.KeyID, c.AcctSeq, deviceDomain+payload, sig) != nil {
+	// A key retired by a rotation stays trusted for device tokens as long
+	// as one it signed may live: a device that signs in again only after
+	// a month or two is still known.
+	if g.verifySignature(c.KeyID, c.AcctSeq, deviceTokenTTL, deviceDomain+payload, sig) != nil {
 		return ""
 	}
 	_, revokedSeq, err := g.cfg.View.Credentials(ctx, user)

@@ -8,15 +8,13 @@ import (
 )
 
 // DefaultMetricsFrom are the addresses that may read /metrics without a
-// token by default: loopback and the private networks (RFC 1918 and
-// unique local IPv6), where Prometheus and the load balancers' health
-// checks run, and never a client on the Internet.
+// token by default: loopback (a Prometheus or agent on the gateway's host).
+// A monitoring network elsewhere is the operator's to name (serve
+// --metrics-from): the private ranges are no safe guess, since a balancer
+// in them that is not named in --trusted-proxies would make every client
+// look like one of them.
 func DefaultMetricsFrom() []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"} {
-		out = append(out, netip.MustParsePrefix(p))
-	}
-	return out
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 }
 
 // handleMetrics serves the metrics to the monitoring networks
@@ -25,7 +23,10 @@ func DefaultMetricsFrom() []netip.Prefix {
 // Anyone else is refused, and told how to get them.
 func (g *Gateway) handleMetrics(metrics http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if g.metricsFrom(g.clientAddr(r)) {
+		// Only a client's own address counts: a proxy that names no client
+		// (no X-Forwarded-For, or one that cannot be read) stands for
+		// whoever is behind it.
+		if addr, known := g.clientAddrKnown(r); known && inPrefixes(g.cfg.MetricsFrom, addr) {
 			metrics.ServeHTTP(w, r)
 			return
 		}
@@ -43,15 +44,6 @@ func (g *Gateway) handleMetrics(metrics http.Handler) http.HandlerFunc {
 			metrics.ServeHTTP(w, r)
 		})(w, r, c)
 	}
-}
-
-func (g *Gateway) metricsFrom(addr netip.Addr) bool {
-	for _, p := range g.cfg.MetricsFrom {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
 }
 
 var errMetricsRefused = salamander.Errorf(salamander.CodeForbidden,

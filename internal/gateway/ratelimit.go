@@ -119,7 +119,7 @@ func DefaultLimits() Limits {
 // budget is one kind of request's limits at this site.
 type budget struct {
 	what       string // for the message: "sends", "sign-ups"
-	per        string // what the user limit is per in the message: "account" unless said
+	per        string // what the user limit is per, for the message: "account", "device"
 	user, addr *limiter
 	// userAlways holds exempt addresses to the per-account limit too.
 	userAlways bool
@@ -142,14 +142,14 @@ func newBudgets(l Limits, sites int) *budgets {
 	mk := func(r Rate) *limiter { return newLimiter(r.share(n)) }
 	loginAddr := mk(l.LoginFailuresPerAddr)
 	return &budgets{
-		login:       budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: loginAddr, userAlways: true},
+		login:       budget{what: "failed logins", per: "account", user: mk(l.LoginFailuresPerUser), addr: loginAddr, userAlways: true},
 		deviceLogin: budget{what: "failed logins", per: "device", user: mk(l.LoginFailuresPerDevice), addr: loginAddr, userAlways: true},
-		logins:      budget{what: "logins", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
+		logins:      budget{what: "logins", per: "account", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
 		signUp:      budget{what: "sign-ups", addr: mk(l.SignUpsPerAddr)},
-		send:        budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
-		invite:      budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
-		connect:     budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
-		changes:     budget{what: "changes (rooms, friends, profile, reports)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
+		send:        budget{what: "messages sent", per: "account", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
+		invite:      budget{what: "members added", per: "account", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
+		connect:     budget{what: "WebSocket connections", per: "account", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
+		changes:     budget{what: "changes (rooms, friends, profile, reports)", per: "account", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
 		exempt:      l.Exempt,
 		proxiesHere: append(slices.Clip(l.TrustedProxies), l.Exempt...),
 	}
@@ -170,11 +170,7 @@ func (bs *budgets) spend(b *budget, user string, addr netip.Addr, n int) (refund
 	if user != "" && (b.userAlways || !exempt) {
 		r, wait := b.user.take(user, n)
 		if wait > 0 {
-			per := b.per
-			if per == "" {
-				per = "account"
-			}
-			return nil, newRateLimitError(fmt.Sprintf("too many %s for this %s", b.what, per), wait)
+			return nil, newRateLimitError(fmt.Sprintf("too many %s for this %s", b.what, b.per), wait)
 		}
 		refunds = append(refunds, r)
 	}
@@ -189,8 +185,11 @@ func (bs *budgets) spend(b *budget, user string, addr netip.Addr, n int) (refund
 	return refundAll, nil
 }
 
-func (bs *budgets) exempted(addr netip.Addr) bool {
-	for _, p := range bs.exempt {
+func (bs *budgets) exempted(addr netip.Addr) bool { return inPrefixes(bs.exempt, addr) }
+
+// inPrefixes reports whether addr is in any of ps.
+func inPrefixes(ps []netip.Prefix, addr netip.Addr) bool {
+	for _, p := range ps {
 		if p.Contains(addr) {
 			return true
 		}
@@ -205,9 +204,19 @@ func (bs *budgets) exempted(addr netip.Addr) bool {
 // it): otherwise every client of a same-host proxy not named in
 // --trusted-proxies would be exempt from every limit with it.
 func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
+	addr, _ := g.clientAddrKnown(r)
+	return addr
+}
+
+// clientAddrKnown is clientAddr, and whether that is the client's own
+// address rather than a proxy's: false when a proxy's X-Forwarded-For
+// names no client it could be read from (none, or an unparsable entry),
+// so that the proxy's address stands in. Rate limits count such requests
+// against the proxy; an allow-list must not let them in as the proxy.
+func (g *Gateway) clientAddrKnown(r *http.Request) (netip.Addr, bool) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return netip.Addr{}
+		return netip.Addr{}, false
 	}
 	peer := ap.Addr().Unmap()
 	xff := r.Header.Values("X-Forwarded-For")
@@ -215,7 +224,8 @@ func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
 	if len(xff) > 0 && g.budgets.exempted(peer) {
 		trusted = g.budgets.proxiesHere
 	}
-	return forwardedFor(peer, xff, trusted)
+	addr := forwardedFor(peer, xff, trusted)
+	return addr, !inPrefixes(trusted, addr)
 }
 
 // forwardedFor is the client address of a request from peer: peer itself,
@@ -224,15 +234,7 @@ func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
 // address that is not a trusted proxy. An unparsable entry stops the walk
 // at the last trusted hop: a client cannot make itself someone else.
 func forwardedFor(peer netip.Addr, xff []string, trusted []netip.Prefix) netip.Addr {
-	isTrusted := func(a netip.Addr) bool {
-		for _, p := range trusted {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	if !isTrusted(peer) {
+	if !inPrefixes(trusted, peer) {
 		return peer
 	}
 	var hops []string
@@ -240,7 +242,7 @@ func forwardedFor(peer netip.Addr, xff []string, trusted []netip.Prefix) netip.A
 		hops = append(hops, strings.Split(h, ",")...)
 	}
 	addr := peer
-	for i := len(hops) - 1; i >= 0 && isTrusted(addr); i-- {
+	for i := len(hops) - 1; i >= 0 && inPrefixes(trusted, addr); i-- {
 		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
 		if err != nil {
 			break

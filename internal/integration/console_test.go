@@ -392,10 +392,11 @@ func TestUnknownNameBurstSharesHeadReadings(t *testing.T) {
 	t.Logf("%d lookups of unknown names: %d readings of the head", burst, asked)
 }
 
-// The metrics are the monitoring networks' and operators': a client from
-// anywhere else (here a public address a proxy on the site's host names)
-// is refused without a token, and with an ordinary user's, and served with
-// an operator's; a scraper on loopback needs none.
+// The metrics are the monitoring networks' (by default loopback alone) and
+// operators': a client from anywhere else (here an address a proxy on the
+// site's host names, or none it can read) is refused without a token, and
+// with an ordinary user's, and served with an operator's; a scraper on
+// loopback needs none.
 func TestMetricsAreServedToMonitoringAndOperatorsOnly(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	op, _ := operator(t, ctx, 2, "metricsop")
@@ -426,7 +427,8 @@ func TestMetricsAreServedToMonitoringAndOperatorsOnly(t *testing.T) {
 		status            int
 	}{
 		{"a scraper on loopback", "", "", 200},
-		{"a scraper on a private network", "10.1.2.3", "", 200},
+		{"a client on a private network not named in --metrics-from", "10.1.2.3", "", 403},
+		{"a proxy on the host naming no client it could be read from", "unknown", "", 403},
 		{"a public client", "203.0.113.7", "", 403},
 		{"a public client with a user's token", "203.0.113.7", user.Token(), 403},
 		{"a public client with a bad token", "203.0.113.7", "nonsense", 401},

@@ -159,8 +159,12 @@ async function login(ev) {
     // The login brings this browser's device token for the account, so
     // that strangers failing logins for an operator's account (during an
     // incident, say) do not lock the operator out.
-    res = await fetch("/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name: user, password, device: localStorage.getItem(DEVICE_KEY + user) || undefined }) });
+    const post = (device) => fetch("/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: user, password, device }) });
+    const device = localStorage.getItem(DEVICE_KEY + user) || undefined;
+    res = await post(device);
+    // A site of a version before device tokens refuses the field: go without.
+    if (device && res.status === 400) res = await post(undefined);
   } catch (e) {
     err.textContent = "This site did not answer: " + e.message;
     return;
@@ -430,6 +434,12 @@ function siteCard(s, here) {
 // operator's token: outside its monitoring networks (serve --metrics-from)
 // a site serves them to operators only, so a plain link would be refused.
 async function openMetrics(base) {
+  const u = new URL(base, location.href);
+  if (u.origin !== location.origin && u.protocol !== "https:") {
+    // The token is an operator's: never in the clear to another host.
+    toast(base + " is not served over HTTPS: open its metrics from its own console.", true);
+    return;
+  }
   const tab = window.open("", "_blank"); // now, in the click: later, popup blockers refuse it
   try {
     const res = await fetch(base + "/metrics", { headers: { Authorization: "Bearer " + state.token } });

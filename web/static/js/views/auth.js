@@ -27,9 +27,19 @@ export function renderAuth(root, api, { onSession, onLang }, mode = "login") {
     button.disabled = true;
     error.textContent = "";
     // A login brings this browser's device token for the account, so that
-    // strangers failing logins for it do not lock this browser out.
-    const login = () => api.request("POST", "/v1/login",
-      { name: data.name, password: data.password, device: device.get(data.name) || undefined });
+    // strangers failing logins for it do not lock this browser out. A site
+    // of a version before device tokens refuses the field (400): then the
+    // login goes without it.
+    const login = async () => {
+      const known = device.get(data.name) || undefined;
+      const body = { name: data.name, password: data.password };
+      try {
+        return await api.request("POST", "/v1/login", { ...body, device: known });
+      } catch (err) {
+        if (!known || !(err instanceof ApiError && err.code === "invalid_request")) throw err;
+        return api.request("POST", "/v1/login", body);
+      }
+    };
     try {
       let s;
       if (signup) {
