@@ -106,7 +106,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Site, "site", "", "this site's name (required), e.g. a")
 	fs.StringVar(&c.Data, "data", "", "data directory (default ./salamander-data/SITE)")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP and WebSocket listen address")
-	fs.StringVar(&c.Secrets, "secrets", "", "this site's file from `salamander certs` (required): its NATS credentials, the users its server admits, its certificates")
+	fs.StringVar(&c.Secrets, "secrets", "", "this site's file from salamander certs (required): its NATS credentials, the users its server admits, its certificates")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key the API is served over HTTPS only, with HSTS, and the files are re-read when they change")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated browser origins (https://chat.example.com) that may call this site's API and open WebSockets, besides every site's own (from --sites): e.g. a load balancer's name the web client is served under")
