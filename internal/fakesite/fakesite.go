@@ -49,6 +49,9 @@ type Site struct {
 	socks  map[*socket]bool
 	// logins holds the device token each login brought ("" for none).
 	logins []string
+	// dropFetches counts, per room, the next GET /v1/rooms/{id} to answer
+	// by dropping the connection (Receive).
+	dropFetches map[string]int
 }
 
 // room is a room with its placed messages (message seq n at msgs[n-1]).
@@ -162,9 +165,38 @@ func (s *Site) handleRooms(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
 }
 
+// Receive makes the user a member of room r, new to the site, and places
+// m in it (its sender another member), as a friend starting a chat does:
+// the page learns of the room from the message event. The next drop
+// fetches of GET /v1/rooms/{r.ID} have their connection dropped, as when
+// a site's HTTP fails while its WebSocket still delivers.
+func (s *Site) Receive(r salamander.Room, m salamander.Message, drop int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r.ReadMarkers = map[string]uint64{}
+	for _, u := range r.Members {
+		r.ReadMarkers[u] = 0
+	}
+	s.rooms[r.ID] = &room{Room: r}
+	s.order = append(s.order, r.ID)
+	if s.dropFetches == nil {
+		s.dropFetches = map[string]int{}
+	}
+	s.dropFetches[r.ID] = drop
+	m.Room = r.ID
+	s.placeLocked(m)
+}
+
 func (s *Site) handleRoom(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if id := r.PathValue("id"); s.dropFetches[id] > 0 {
+		s.dropFetches[id]--
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
 	if rm := s.pathRoomLocked(w, r); rm != nil {
 		writeJSON(w, http.StatusOK, s.roomLocked(rm))
 	}

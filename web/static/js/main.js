@@ -65,7 +65,7 @@ function start(s) {
   const cursor = new Cursor(store.cursor.get(user));
   app.live = new Live(api, cursor);
   app.sender = new Sender(api, app.live, app.outbox, {
-    onSent: (m) => { app.model.addMessages(m.room, [m]) || fetchRoom(m.room); redrawRoom(m.room); drawConn(); },
+    onSent: (m) => { app.model.addMessages(m.room, [m]) || fetchRoom(m.room).catch(() => {}); redrawRoom(m.room); drawConn(); },
     onRefused: (m, err) => toast(t("sendFailed", err.message)),
   });
   // Another tab of this user queued a message, or saw one acknowledged.
@@ -84,7 +84,7 @@ function start(s) {
       app.sender.sent(ev.message); // committed: its ack may never come
     }
     const missing = app.model.apply(ev);
-    if (missing) fetchRoom(missing).then(() => app.model.apply(ev));
+    if (missing) applyWithRoom(missing, ev);
     if (ev.type === "friend") loadFriends();
     if (ev.pos) saveCursor();
   });
@@ -182,6 +182,27 @@ async function loadFriends() {
     const names = friends.slice(0, 100).map((f) => f.name).join(",");
     const { presence } = await api.request("GET", "/v1/presence?users=" + encodeURIComponent(names));
     app.model.setPresence(presence, since);
+  }
+}
+
+// applyWithRoom applies an event of a room the page does not know once it
+// has fetched the room (a chat someone else started). A fetch that finds
+// no site to answer is tried again, less and less often, until it is
+// answered: the event must not be lost because HTTP failed while the
+// socket delivered.
+async function applyWithRoom(id, ev) {
+  for (let wait = 500; ; wait = Math.min(wait * 2, 15000)) {
+    try {
+      await fetchRoom(id);
+      app.model.apply(ev);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, wait));
+      if (app.model.rooms.has(id)) { // a rooms list brought it meanwhile
+        app.model.apply(ev);
+        return;
+      }
+    }
   }
 }
 
