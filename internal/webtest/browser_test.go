@@ -245,6 +245,17 @@ func serveAppFiles(mux *http.ServeMux) {
 	mux.Handle("GET /app/", http.StripPrefix("/app/", http.FileServerFS(web.Files())))
 }
 
+// logIn logs in as name in the app's login form (any password does at a
+// fake site) and waits for the app to be live.
+func logIn(p *page, name string) {
+	p.t.Helper()
+	p.wait("the login form", `!!document.getElementById("auth-submit")`)
+	p.fill("#auth-name", name)
+	p.fill("#auth-password", password)
+	p.click("#auth-submit")
+	p.wait("the app, live", `!document.getElementById("app").hidden && document.getElementById("conn").dataset.state === "live"`)
+}
+
 // serveWithFakeSite serves the app with api (a fake site) under /v1/, until
 // t ends, and returns its URL.
 func serveWithFakeSite(t *testing.T, api http.Handler) string {

@@ -25,18 +25,11 @@ func TestWebBringsItsDeviceTokenToLogin(t *testing.T) {
 
 	mina := newPage(t, ctx, chromium, "mina", "en-US")
 	mina.do("open the app", chromedpNavigate(url))
-	logIn := func() {
-		mina.wait("the login form", `!!document.getElementById("auth-submit")`)
-		mina.fill("#auth-name", "mina")
-		mina.fill("#auth-password", password)
-		mina.click("#auth-submit")
-		mina.wait("the app, live", `!document.getElementById("app").hidden && document.getElementById("conn").dataset.state === "live"`)
-	}
-	logIn()
+	logIn(mina, "mina")
 	mina.wait("the device token kept", `localStorage.getItem("salamander.device.mina") === JSON.stringify("`+fakesite.DeviceToken+`")`)
 	mina.js(`location.hash = "#/settings"`)
 	mina.click("#logout")
-	logIn()
+	logIn(mina, "mina")
 	if got, want := site.Logins(), []string{"", fakesite.DeviceToken}; !slices.Equal(got, want) {
 		t.Fatalf("the logins brought device tokens %q, want %q", got, want)
 	}

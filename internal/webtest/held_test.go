@@ -39,10 +39,7 @@ func TestWebShowsHeldSendAsSent(t *testing.T) {
 	mina := newPage(t, ctx, chromium, "mina", "ko-KR")
 	mina.phone()
 	mina.do("open the app", chromedpNavigate(url))
-	mina.fill("#auth-name", "mina")
-	mina.fill("#auth-password", password)
-	mina.click("#auth-submit")
-	mina.wait("the app, live", `!document.getElementById("app").hidden && document.getElementById("conn").dataset.state === "live"`)
+	logIn(mina, "mina")
 	mina.js(`location.hash = "#/room/` + roomID + `"`)
 	mina.wait("the room", `!document.getElementById("room").hidden`)
 

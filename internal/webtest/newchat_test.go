@@ -24,10 +24,7 @@ func TestWebShowsANewChatWhenItsRoomIsFetchedLate(t *testing.T) {
 
 	mina := newPage(t, ctx, chromium, "mina", "en-US")
 	mina.do("open the app", chromedpNavigate(url))
-	mina.fill("#auth-name", "mina")
-	mina.fill("#auth-password", password)
-	mina.click("#auth-submit")
-	mina.wait("the app, live", `!document.getElementById("app").hidden && document.getElementById("conn").dataset.state === "live"`)
+	logIn(mina, "mina")
 
 	const roomID = "d_fedcba9876543210fedcba9876543210"
 	site.Receive(salamander.Room{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}},
