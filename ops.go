@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -407,6 +408,44 @@ type Drill struct {
 	Summary string    `json:"summary,omitempty"`
 	// Report is the drill's full report (the drill's --json output).
 	Report json.RawMessage `json:"report,omitempty"`
+}
+
+// DrillAbandonedAfter is how long a drill with no end recorded counts as
+// running: while one runs no site may be drained and no other drill
+// start, so a drill whose runner died (a killed `salamander drill`, a
+// burned gateway that ran a console drill) must not block them for good.
+// An operator ends one sooner (POST /v1/ops/drills/{id}/end, `salamander
+// admin drill end ID`). Every drill ends well within it: a console
+// drill's isolation is at most MaxDrillSeconds.
+const DrillAbandonedAfter = time.Hour
+
+// Live reports whether d counts as running at now: running, and started
+// less than DrillAbandonedAfter before.
+func (d Drill) Live(now time.Time) bool {
+	return d.State == DrillRunning && now.Sub(d.Started) < DrillAbandonedAfter
+}
+
+// DrillEndRequest ends a running drill as failed (POST
+// /v1/ops/drills/{id}/end): for a drill whose runner died. The reason goes
+// into the drill's summary and the audit trail.
+type DrillEndRequest struct {
+	Reason string `json:"reason"`
+}
+
+// MaxDrillEndReasonRunes bounds DrillEndRequest.Reason.
+const MaxDrillEndReasonRunes = 500
+
+// Validate checks a drill end request.
+func (r *DrillEndRequest) Validate() error {
+	if strings.TrimSpace(r.Reason) == "" {
+		return Errorf(CodeInvalid, "reason must say why the drill is ended (it is kept in its record)")
+	}
+	return validateLine("reason", r.Reason, MaxDrillEndReasonRunes, false)
+}
+
+// DrillEndedBy is the summary of a drill an operator ended.
+func DrillEndedBy(who, reason string) string {
+	return fmt.Sprintf("ended by %s before its end was recorded: %s", who, reason)
 }
 
 // DrillRequest starts an isolation drill from the console (POST

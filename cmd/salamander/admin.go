@@ -32,8 +32,11 @@ NATS server, so they work while any site is down:
                      --title TEXT [--title-ko TEXT] --message TEXT [--message-ko TEXT]
                      announce an incident: every site's status page shows it and every
                      connected client gets it as a banner
-  incident update ID --state identified|monitoring|resolved --message TEXT [--message-ko TEXT]
+  incident update ID --state investigating|identified|monitoring|resolved --message TEXT [--message-ko TEXT]
                      add to an incident's timeline; the state resolved resolves it
+  drill end ID --reason TEXT
+                     end a drill whose runner died (recorded as failed, with the reason):
+                     while a drill runs no site may be drained and no other drill start
   suspend NAME       suspend an account: it can neither log in nor use its sessions
   restore NAME       end a suspension
   set-role NAME ROLE make NAME a user, operator or admin (how the first admin is made;
@@ -73,8 +76,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("admin: usage: revoke-user NAME")
 		}
 		name := fs.Arg(1)
-		if err := salamander.ValidateUserName(name); err != nil {
-			return fmt.Errorf("admin: %w", err)
+		if err := adminUserExists(ctx, store, name); err != nil {
+			return err
 		}
 		at := time.Now().UTC()
 		pos, err := adminAppend(ctx, store, "sess."+name, salamander.Record{Type: salamander.RecUserRevoked, User: name, At: at})
@@ -89,8 +92,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("admin: usage: %s NAME", cmd)
 		}
 		name := fs.Arg(1)
-		if err := salamander.ValidateUserName(name); err != nil {
-			return fmt.Errorf("admin: %w", err)
+		if err := adminUserExists(ctx, store, name); err != nil {
+			return err
 		}
 		typ := salamander.RecUserSuspended
 		if cmd == "restore" {
@@ -107,11 +110,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("admin: usage: set-role NAME user|operator|admin")
 		}
 		name, role := fs.Arg(1), fs.Arg(2)
-		if err := salamander.ValidateUserName(name); err != nil {
-			return fmt.Errorf("admin: %w", err)
-		}
 		if salamander.RoleRank(role) == 0 {
 			return fmt.Errorf("admin: role must be user, operator or admin")
+		}
+		if err := adminUserExists(ctx, store, name); err != nil {
+			return err
 		}
 		pos, err := adminAppend(ctx, store, "role."+name, salamander.Record{Type: salamander.RecRoleSet, User: name, Role: role})
 		if err != nil {
@@ -155,10 +158,64 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return adminDrain(ctx, store, fs.Arg(1), cmd == "drain", stdout)
 	case "incident":
 		return adminIncident(ctx, store, fs.Args()[1:], stdout, stderr)
+	case "drill":
+		return adminDrill(ctx, store, fs.Args()[1:], stdout, stderr)
 	default:
 		fs.Usage()
 		return fmt.Errorf("admin: unknown command %q", cmd)
 	}
+}
+
+// adminUserExists refuses a name the log holds no account of: the log
+// ignores an action on an unknown account, which must not be reported as
+// done.
+func adminUserExists(ctx context.Context, store *jsstore.Store, name string) error {
+	if err := salamander.ValidateUserName(name); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	_, _, found, err := store.LastRecord(ctx, jsstore.AccountsStream, "user."+name)
+	if err != nil {
+		return fmt.Errorf("admin: look up %s: %w", name, err)
+	}
+	if !found {
+		return fmt.Errorf("admin: no user %q", name)
+	}
+	return nil
+}
+
+// adminDrill ends a drill whose runner died.
+func adminDrill(ctx context.Context, store *jsstore.Store, args []string, stdout, stderr io.Writer) error {
+	if len(args) < 2 || args[0] != "end" || !salamander.ValidOpsID(args[1]) {
+		return fmt.Errorf("admin: usage: drill end ID --reason TEXT")
+	}
+	id := args[1]
+	fs := flag.NewFlagSet("drill end", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	reason := fs.String("reason", "", "why it is ended (kept in its record), e.g. its runner was killed")
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	req := salamander.DrillEndRequest{Reason: *reason}
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	_, last, found, err := store.LastRecord(ctx, jsstore.AccountsStream, "drill."+id)
+	switch {
+	case err != nil:
+		return fmt.Errorf("admin: read drill %s: %w", id, err)
+	case !found:
+		return fmt.Errorf("admin: no drill %q", id)
+	case last.Type == salamander.RecDrillEnded:
+		return fmt.Errorf("admin: drill %s is over", id)
+	}
+	rec := salamander.Record{Type: salamander.RecDrillEnded, Drill: &salamander.Drill{ID: id, State: salamander.DrillFailed,
+		Summary: salamander.DrillEndedBy("an admin (cli)", req.Reason)}}
+	pos, err := adminAppend(ctx, store, "drill."+id, rec)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	fmt.Fprintf(stdout, "drill %s: ended, as failed, at every site once applied (log position %s:%d)\n", id, pos.Stream, pos.Seq)
+	return nil
 }
 
 // adminAppend appends an ops record taken with the admin credential.
@@ -218,13 +275,22 @@ func adminRotateKey(ctx context.Context, store *jsstore.Store, admin *secrets.Ad
 }
 
 // adminStepDown moves a stream's leader away, or to the replica at site.
+// Both are recorded in the audit trail once done (a move-leader record,
+// whose target is "any" for a plain step-down).
 func adminStepDown(ctx context.Context, store *jsstore.Store, stream, site string, stdout io.Writer) error {
+	record := func(target string) error {
+		if _, err := adminAppend(ctx, store, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
+			Target: target}); err != nil {
+			return fmt.Errorf("admin: the leader moved, but recording the move in the audit trail failed: %w", err)
+		}
+		return nil
+	}
 	if site == "" {
 		if err := store.StepDown(ctx, stream, ""); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: leader stepped down; a new one is elected among its replicas\n", stream)
-		return nil
+		return record("any")
 	}
 	st, err := store.StatusOf(ctx, stream)
 	if err != nil {
@@ -239,15 +305,11 @@ func adminStepDown(ctx context.Context, store *jsstore.Store, stream, site strin
 	if target == "" {
 		return fmt.Errorf("admin: %s has no healthy replica at site %s (replicas %v, unhealthy %v)", stream, site, st.Replicas, st.Unhealthy)
 	}
-	if _, err := adminAppend(ctx, store, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
-		Target: site}); err != nil {
-		return fmt.Errorf("admin: record the move: %w", err)
-	}
 	if err := store.StepDown(ctx, stream, target); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: leadership handed to %s (site %s)\n", stream, target, site)
-	return nil
+	return record(site)
 }
 
 // adminDrain drains a site (or ends its drain) and, draining, moves its
@@ -265,6 +327,17 @@ func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bo
 	}
 	if err := gateway.CheckDrain(site, sites, drained, drain); err != nil {
 		return fmt.Errorf("admin: %s", salamander.ErrorMessage(err))
+	}
+	if drain {
+		// A site a running drill cuts off counts like a drained one: as
+		// the ops API, no drain while a drill runs.
+		running, err := runningDrillsInLog(ctx, store)
+		if err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		if len(running) > 0 {
+			return fmt.Errorf("admin: %s", salamander.ErrorMessage(gateway.DrillRunningError(running[0], "drain")))
+		}
 	}
 	rec := salamander.Record{Type: salamander.RecSiteUndrained, Target: site}
 	if drain {
@@ -356,6 +429,17 @@ func adminIncident(ctx context.Context, store *jsstore.Store, args []string, std
 		req := salamander.IncidentUpdateRequest{State: *state, Message: msg, Impact: *impact, Services: splitList(*services)}
 		if err := req.Validate(); err != nil {
 			return fmt.Errorf("admin: %w", err)
+		}
+		// The log ignores an update of an unknown or resolved incident:
+		// say so rather than "updated".
+		_, last, found, err := store.LastRecord(ctx, jsstore.AccountsStream, "incident."+id)
+		switch {
+		case err != nil:
+			return fmt.Errorf("admin: read incident %s: %w", id, err)
+		case !found || last.Incident == nil:
+			return fmt.Errorf("admin: no incident %q", id)
+		case last.Incident.State == salamander.IncidentResolved:
+			return fmt.Errorf("admin: incident %s is resolved; announce a new one", id)
 		}
 		rec = salamander.Record{Type: salamander.RecIncidentUpdated, Incident: &salamander.IncidentChange{ID: id,
 			State: req.State, Impact: req.Impact, Services: req.Services, Message: req.Message}}

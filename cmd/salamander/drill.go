@@ -100,6 +100,15 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var rec *drillRecorder
 	if *record {
+		// A typo must not be recorded as a failed drill. (Checked as it
+		// will run: attached, the recorder isolates through the log.)
+		check := cfg
+		if len(cfg.Sites) > 0 {
+			check.Isolator = &drillRecorder{}
+		}
+		if err := check.Check(); err != nil {
+			return err
+		}
 		rctx, cancel := context.WithTimeout(ctx, conn.timeout)
 		rec, err = startDrillRecord(rctx, conn, cfg)
 		cancel()

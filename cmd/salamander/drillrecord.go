@@ -10,6 +10,7 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/drill"
+	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
@@ -38,14 +39,20 @@ func drillKind(scenarios []string) string {
 }
 
 // startDrillRecord opens the log with conn's admin credential and records
-// the drill's start.
+// the drill's start, after the same checks as a console drill's: no other
+// drill running, and a drill that cuts a site off leaves a majority of the
+// sites serving with the drained ones.
 func startDrillRecord(ctx context.Context, conn *connFlags, cfg drill.Config) (*drillRecorder, error) {
 	store, err := conn.open(ctx, "salamander-drill")
 	if err != nil {
 		return nil, fmt.Errorf("drill: --record: %w", err)
 	}
-	r := &drillRecorder{store: store, id: salamander.NewOpsID("drl")}
 	scenarios := strings.Split(cfg.Scenario, ",")
+	if err := checkDrillMayStart(ctx, store, cfg.Site, slices.Contains(scenarios, drill.ScenarioPartition) && len(cfg.Sites) > 0); err != nil {
+		store.Close()
+		return nil, err
+	}
+	r := &drillRecorder{store: store, id: salamander.NewOpsID("drl")}
 	r.drill = salamander.Drill{ID: r.id, Scenario: cfg.Scenario, Kind: drillKind(scenarios), Site: cfg.Site,
 		State: salamander.DrillRunning}
 	if slices.Contains(scenarios, drill.ScenarioPartition) && len(cfg.Sites) > 0 {
@@ -97,4 +104,56 @@ func (r *drillRecorder) end(ctx context.Context, suite *drill.Suite, runErr erro
 		}
 	}
 	return r.append(ctx, salamander.RecDrillEnded, end, "end")
+}
+
+// runningDrillsInLog lists the drills the log holds as running (started,
+// no end recorded, not abandoned: salamander.Drill.Live), for a tool
+// without a read model; Started is their newest record's time.
+func runningDrillsInLog(ctx context.Context, store *jsstore.Store) ([]salamander.Drill, error) {
+	recs, err := store.LastRecords(ctx, jsstore.AccountsStream, "drill.")
+	if err != nil {
+		return nil, fmt.Errorf("read the drills: %w", err)
+	}
+	var out []salamander.Drill
+	now := time.Now()
+	for _, rec := range recs {
+		if rec.Drill == nil || (rec.Type != salamander.RecDrillStarted && rec.Type != salamander.RecDrillFault) {
+			continue
+		}
+		d := salamander.Drill{ID: rec.Drill.ID, Site: rec.Drill.Site, Started: rec.At, State: salamander.DrillRunning}
+		if d.Live(now) {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b salamander.Drill) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// checkDrillMayStart refuses a drill while another runs, and one that
+// cuts site off (cuts: any site, when site is "") unless that leaves a
+// majority of the sites serving with those drained: the console's rules
+// (gateway.handleStartDrill), on the log as its leader holds it.
+func checkDrillMayStart(ctx context.Context, store *jsstore.Store, site string, cuts bool) error {
+	running, err := runningDrillsInLog(ctx, store)
+	if err != nil {
+		return fmt.Errorf("drill: %w", err)
+	}
+	if len(running) > 0 {
+		return fmt.Errorf("drill: %s", salamander.ErrorMessage(gateway.DrillRunningError(running[0], "start another")))
+	}
+	if !cuts {
+		return nil
+	}
+	sites, drained, err := drainState(ctx, store)
+	if err != nil {
+		return fmt.Errorf("drill: read the sites' drains: %w", err)
+	}
+	if site != "" && slices.Contains(drained, site) {
+		return fmt.Errorf("drill: site %s is drained", site)
+	}
+	if len(drained)+1 > (len(sites)-1)/2 {
+		return fmt.Errorf("drill: cutting a site off while %v is drained would leave less than a majority of the %d sites serving; undrain first",
+			drained, len(sites))
+	}
+	return nil
 }

@@ -204,6 +204,11 @@ func scenarioList(s string) []string {
 // injects reports whether the config asks for route latency.
 func (c *Config) injects() bool { return c.Latency > 0 || c.Jitter > 0 || c.FarLatency > 0 }
 
+// Check reports what validate would refuse in c, without changing it: a
+// drill recorded in a cluster's log is checked before its start is
+// recorded, so that a typo is not counted as a failed drill.
+func (c Config) Check() error { return c.validate() }
+
 // validate checks c (one scenario or a sequence) and fills defaults.
 func (c *Config) validate() error {
 	list := scenarioList(c.Scenario)

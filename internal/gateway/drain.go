@@ -93,8 +93,7 @@ func (g *Gateway) handleDrain(drain bool) errHandler {
 		}
 		// A site a running drill cuts off counts like a drained one.
 		if running := g.cfg.View.RunningDrills(); drain && len(running) > 0 {
-			return salamander.Errorf(salamander.CodeConflict, "drill %s is running (it cuts site %s off); drain once it is over",
-				running[0].ID, running[0].Site)
+			return DrillRunningError(running[0], "drain")
 		}
 		rec := salamander.Record{Type: salamander.RecSiteUndrained, Target: site}
 		if drain {

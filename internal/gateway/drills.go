@@ -55,6 +55,51 @@ func (g *Gateway) handleDrill(w http.ResponseWriter, r *http.Request, _ claims) 
 	return nil
 }
 
+// handleEndDrill ends a running drill as failed, with the operator's
+// reason: a drill whose runner died would otherwise count as running, and
+// block drains and other drills, until salamander.DrillAbandonedAfter.
+func (g *Gateway) handleEndDrill(w http.ResponseWriter, r *http.Request, c claims) error {
+	var req salamander.DrillEndRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if err := g.confirmed(r.Context(), func() error {
+		d, ok := g.cfg.View.Drill(id)
+		switch {
+		case !ok:
+			return salamander.Errorf(salamander.CodeNotFound, "no drill %q", id)
+		case d.State != salamander.DrillRunning:
+			return salamander.Errorf(salamander.CodeConflict, "drill %s is over (%s)", id, d.State)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	rec := salamander.Record{Type: salamander.RecDrillEnded, Drill: &salamander.Drill{ID: id, State: salamander.DrillFailed,
+		Summary: salamander.DrillEndedBy(c.User, req.Reason)}}
+	if err := g.opsRecord(r, c, "drill."+id, rec); err != nil {
+		return err
+	}
+	d, _ := g.cfg.View.Drill(id)
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// DrillRunningError is the refusal of a drain or a drill while drill d
+// runs, saying how to end it if its runner died.
+func DrillRunningError(d salamander.Drill, what string) error {
+	cut := "started " + d.Started.UTC().Format(time.RFC3339)
+	if d.Site != "" {
+		cut = "it cuts site " + d.Site + " off"
+	}
+	return salamander.Errorf(salamander.CodeConflict, "drill %s is running (%s); %s once it is over, or, if its runner "+
+		"died, end it: the console's End, POST /v1/ops/drills/%s/end or salamander admin drill end %s", d.ID, cut, what, d.ID, d.ID)
+}
+
 // handleDrillsCSV exports the drill records (the regulator's copy).
 func (g *Gateway) handleDrillsCSV(w http.ResponseWriter, _ *http.Request, _ claims) error {
 	rows := [][]string{{"id", "scenario", "kind", "site", "started_at", "ended_at", "state", "by", "from_site", "summary"}}
@@ -101,7 +146,7 @@ func (g *Gateway) handleStartDrill(w http.ResponseWriter, r *http.Request, c cla
 			req.Site, drained, len(g.cfg.Sites))
 	}
 	if running := g.cfg.View.RunningDrills(); len(running) > 0 {
-		return salamander.Errorf(salamander.CodeConflict, "drill %s is still running", running[0].ID)
+		return DrillRunningError(running[0], "start another")
 	}
 	id := salamander.NewOpsID("drl")
 	rec := salamander.Record{Type: salamander.RecDrillStarted, Drill: &salamander.Drill{ID: id, Scenario: "isolate",

@@ -441,6 +441,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ops/drills.csv", g.handle(op, g.handleDrillsCSV))
 	m.HandleFunc("GET /v1/ops/drills/{id}", g.handle(op, g.handleDrill))
 	m.HandleFunc("POST /v1/ops/drills", g.handle(op, g.handleStartDrill))
+	m.HandleFunc("POST /v1/ops/drills/{id}/end", g.handle(op, g.handleEndDrill))
 	m.HandleFunc("GET /v1/ops/reports", g.handle(admin, g.handleOpsReports))
 	m.HandleFunc("GET /v1/ops/reports.csv", g.handle(admin, g.handleReportsCSV))
 	m.HandleFunc("POST /v1/ops/reports/{id}/review", g.handle(admin, g.handleReviewReport))

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -261,4 +262,13 @@ func TestSigningKeyRotates(t *testing.T) {
 	if base64.RawURLEncoding.EncodeToString(m.Sum(nil)) == sig || len(rec.Key) == 32 {
 		t.Fatal("the log holds the signing key in the clear")
 	}
+	// The rotation is in the audit trail, as the admin credential's.
+	op, _ := withRole(t, ctx, 2, "rotaudit", salamander.RoleOperator)
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		code, body := opsCall(t, 2, "GET", "/v1/ops/audit?limit=1000", op.Token(), nil)
+		if code != http.StatusOK || !strings.Contains(string(body), `"action":"rotate-key"`) || !strings.Contains(string(body), newID) {
+			return fmt.Errorf("no rotate-key of %s in the audit: %d %.300s", newID, code, body)
+		}
+		return nil
+	})
 }

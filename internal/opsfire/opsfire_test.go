@@ -126,12 +126,7 @@ func (f *fire) makeAccounts() {
 	f.alice = signUp(t, f.ctx, f.url(siteA), "alice")
 	f.bob = signUp(t, f.ctx, f.url(siteB), "bob")
 	f.victim = signUp(t, f.ctx, f.url(siteB), "victim")
-	natsURLs := []string{}
-	for i := range f.cl.N() {
-		natsURLs = append(natsURLs, f.cl.NATSURL(i))
-	}
-	out, err := exec.CommandContext(f.ctx, binary, "admin", "--nats", strings.Join(natsURLs, ","),
-		"--creds", f.cl.AdminFile(), "set-role", "boss", salamander.RoleAdmin).CombinedOutput()
+	out, err := f.adminCLI("set-role", "boss", salamander.RoleAdmin)
 	if err != nil {
 		t.Fatalf("salamander admin set-role: %v\n%s", err, out)
 	}
@@ -143,6 +138,18 @@ func (f *fire) makeAccounts() {
 	}
 	f.waitRole(f.op, salamander.RoleOperator, siteA, siteB, siteC)
 	t.Log("accounts made: boss is admin, oper is operator")
+}
+
+// adminCLI runs `salamander admin` with the admin credential, through
+// every site's NATS server.
+func (f *fire) adminCLI(args ...string) (string, error) {
+	natsURLs := []string{}
+	for i := range f.cl.N() {
+		natsURLs = append(natsURLs, f.cl.NATSURL(i))
+	}
+	full := append([]string{"admin", "--nats", strings.Join(natsURLs, ","), "--creds", f.cl.AdminFile()}, args...)
+	out, err := exec.CommandContext(f.ctx, binary, full...).CombinedOutput()
+	return string(out), err
 }
 
 // waitRole polls until the account of c has role at every given site.
@@ -169,6 +176,10 @@ func (f *fire) consoleDrill() string {
 	d := mustDecode[salamander.Drill](t, code, http.StatusAccepted, body)
 	t.Logf("console drill %s started at a (isolating c for %d s)", d.ID, d.Seconds)
 	begun := time.Now()
+	// The admin CLI keeps the console's rule: no drain while a drill runs.
+	if out, err := f.adminCLI("drain", "b"); err == nil || !strings.Contains(out, "drill "+d.ID+" is running") {
+		t.Fatalf("admin drain during the console drill: %v\n%s", err, out)
+	}
 	checkFor(t, 90*time.Second, time.Second, func() error {
 		code, body := call(f.ctx, f.url(siteA), "GET", "/v1/ops/drills/"+d.ID, f.op.Token(), nil)
 		got, err := decodeAs[salamander.Drill](code, http.StatusOK, body)

@@ -154,7 +154,17 @@ func (a *applier) auditDetail(pos salamander.Position, r salamander.Record, acti
 func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 	switch r.Type {
 	case salamander.RecSigningKey:
-		a.db.keys = append(a.db.keys, a.m.addKey(r.KeyID, r.Key, r.At, r.Rotate)...)
+		changed := a.m.addKey(r.KeyID, r.Key, r.At, r.Rotate)
+		a.db.keys = append(a.db.keys, changed...)
+		// A rotation is an admin's action, in the audit trail with the
+		// others; the first key (the cluster's creation) is not.
+		switch {
+		case len(changed) == 0 || !r.Rotate:
+		case len(r.Key) > 0:
+			a.auditDetail(pos, r, "rotate-key", r.KeyID)
+		default:
+			a.auditDetail(pos, r, "revoke-keys", "every key but "+r.KeyID)
+		}
 	case salamander.RecUserCreated:
 		if _, ok := a.m.users[r.User]; !ok {
 			dn := r.User

@@ -492,13 +492,15 @@ func (v *View) Drills() []salamander.Drill {
 	return out
 }
 
-// RunningDrills returns the drills still running, without their reports.
+// RunningDrills returns the drills running now (salamander.Drill.Live:
+// not those abandoned), without their reports.
 func (v *View) RunningDrills() []salamander.Drill {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []salamander.Drill
+	now := time.Now()
 	for _, d := range v.m.ops.drills {
-		if d.State == salamander.DrillRunning {
+		if d.Live(now) {
 			c := *d
 			c.Report = nil
 			out = append(out, c)

@@ -791,7 +791,8 @@ async function loadDrills() {
       h("tbody", {}, drills.length ? drills.map((d) => h("tr", {},
         h("td", {}, fmtTime(d.started_at)), h("td", {}, d.scenario), h("td", {}, d.kind), h("td", {}, d.site),
         h("td", {}, `${d.by || ""}${d.from_site ? "@" + d.from_site : ""}`),
-        h("td", {}, h("span", { class: "pill " + (stateClass[d.state] || "") }, d.state)),
+        h("td", {}, h("span", { class: "pill " + (stateClass[d.state] || "") }, d.state),
+          d.state === "running" ? h("button", { class: "btn small drill-end", "data-drill": d.id, onclick: () => endDrill(d) }, "End") : null),
         h("td", {}, fmtTime(d.ended_at)),
         h("td", {}, d.summary || "", d.report ? h("details", { class: "inline" }, h("summary", {}, "report"),
           h("pre", { class: "mono small" }, JSON.stringify(d.report, null, 2))) : null)))
@@ -803,6 +804,15 @@ function fillDrillSites(ov) {
   const names = ov.sites.map((s) => s.name);
   if ([...sel.options].map((o) => o.value).join() === names.join()) return;
   fill(sel, names.map((n) => h("option", { value: n }, n)));
+}
+
+// endDrill ends a running drill as failed, with a reason: for one whose
+// runner died (a killed salamander drill, a burned gateway), which would
+// otherwise block drains and other drills for an hour.
+async function endDrill(d) {
+  const reason = prompt(`End drill ${d.id} as failed? Its runner may be gone (killed, or its gateway burned). Why:`);
+  if (!reason || !reason.trim()) return;
+  if (await act("POST", `/v1/ops/drills/${encodeURIComponent(d.id)}/end`, { reason }, "Drills are", `Drill ${d.id} ended.`)) loadDrills();
 }
 
 async function startDrill(ev) {
