@@ -48,6 +48,15 @@ NATS server, so they work while any site is down:
                      earlier key is revoked and its users log in again
 `
 
+// adminCommands are the commands runAdmin knows: anything else is refused
+// before it connects.
+var adminCommands = []string{"revoke-user", "suspend", "restore", "set-role", "rotate-key", "leaders", "step-down",
+	"drain", "undrain", "incident", "drill"}
+
+// adminEnsureWait bounds how long an admin command waits for every stream
+// to answer before it goes on with those it needs.
+const adminEnsureWait = 3 * time.Second
+
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -60,6 +69,10 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return flag.ErrHelp
 	}
+	if !slices.Contains(adminCommands, fs.Arg(0)) {
+		fs.Usage()
+		return fmt.Errorf("admin: unknown command %q", fs.Arg(0))
+	}
 	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
 	defer cancel()
 	store, admin, err := conn.openAdmin(ctx, "salamander-admin")
@@ -67,8 +80,17 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("admin: %w", err)
 	}
 	defer store.Close()
-	if err := store.EnsureStreams(ctx); err != nil {
-		return err
+	// EnsureStreams also upgrades streams an older version created (only
+	// the admin credential may), but waits while any stream elects a
+	// leader: in a fire, an admin action must not wait for that.
+	ectx, ecancel := context.WithTimeout(ctx, adminEnsureWait)
+	err = store.EnsureStreams(ectx)
+	ecancel()
+	if err != nil {
+		if lerr := store.LearnPartitions(ctx); lerr != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "admin: not every stream answered within %s (one may be electing a leader); going on\n", adminEnsureWait)
 	}
 	switch cmd := fs.Arg(0); cmd {
 	case "revoke-user":

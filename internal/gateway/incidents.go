@@ -115,7 +115,7 @@ func (g *Gateway) handleUpdateIncident(w http.ResponseWriter, r *http.Request, c
 func (g *Gateway) handleIncidents(w http.ResponseWriter, r *http.Request) {
 	open, history := g.incidentLists()
 	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "services": serviceStates(open), "open": open,
-		"history": history})
+		"history": history, "up_to_date": g.serving() == nil})
 }
 
 // maxIncidentHistory bounds the resolved incidents the status page lists.

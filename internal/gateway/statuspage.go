@@ -4,6 +4,7 @@ import (
 	"html/template"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,6 +68,7 @@ var statusText = map[string]map[string]string{
 		"operational": "Operational", "degraded": "Degraded performance", "partial_outage": "Partial outage",
 		"major_outage": "Major outage", "investigating": "Investigating", "identified": "Identified",
 		"monitoring": "Monitoring", "resolved_state": "Resolved", "report": "Harmed by an outage? Signed-in users can file a damage report in the app.",
+		"stale": "This site is not up to date right now (cut off from the other sites, or catching up): what it shows may be old. See another site's page:",
 	},
 	"ko": {
 		"title": "Salamander 서비스 상태", "allOK": "모든 서비스가 정상 운영 중입니다",
@@ -78,25 +80,39 @@ var statusText = map[string]map[string]string{
 		"operational": "정상", "degraded": "성능 저하", "partial_outage": "부분 장애", "major_outage": "전면 장애",
 		"investigating": "원인 조사 중", "identified": "원인 확인", "monitoring": "복구 후 모니터링 중",
 		"resolved_state": "해결됨", "report": "장애로 피해를 입으셨나요? 로그인한 사용자는 앱에서 피해 신고를 할 수 있습니다.",
+		"stale": "이 사이트는 지금 최신 상태가 아닙니다(다른 사이트와 연결이 끊겼거나 따라잡는 중). 표시된 내용이 오래되었을 수 있습니다. 다른 사이트의 페이지를 보세요:",
 	},
 }
 
 // pageLang picks the page's language: ?lang= first, then the browser's
-// Accept-Language (Korean when it comes before English), else English.
+// Accept-Language (Korean or English, whichever it weighs more; the first
+// of them on a tie), else English.
 func pageLang(r *http.Request) string {
 	if l := r.URL.Query().Get("lang"); l == "ko" || l == "en" {
 		return l
 	}
+	best, bestQ := "en", 0.0
 	for _, part := range strings.Split(r.Header.Get("Accept-Language"), ",") {
-		tag := strings.ToLower(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]))
+		tag, params, _ := strings.Cut(part, ";")
+		tag = strings.ToLower(strings.TrimSpace(tag))
+		q := 1.0
+		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && f >= 0 && f <= 1 {
+				q = f
+			}
+		}
+		lang := ""
 		switch {
 		case strings.HasPrefix(tag, "ko"):
-			return "ko"
+			lang = "ko"
 		case strings.HasPrefix(tag, "en"):
-			return "en"
+			lang = "en"
+		}
+		if lang != "" && q > bestQ {
+			best, bestQ = lang, q
 		}
 	}
-	return "en"
+	return best
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
@@ -131,7 +147,8 @@ main{max-width:760px;margin:0 auto;padding:24px 16px}
 header{display:flex;justify-content:space-between;align-items:center}
 h1{font-size:22px;margin:0}h2{font-size:18px;margin:32px 0 12px}
 .banner{border-radius:8px;padding:16px;color:#fff;font-weight:600;margin:20px 0}
-.banner.ok{background:var(--ok)}.banner.bad{background:var(--major)}
+.banner.ok{background:var(--ok)}.banner.bad{background:var(--major)}.banner.minor{background:var(--minor)}
+.banner.stale{background:var(--bg);color:var(--fg);border:2px solid var(--minor);font-weight:400}
 ul.svc{list-style:none;padding:0;margin:0;border:1px solid var(--line);border-radius:8px}
 ul.svc li{display:flex;justify-content:space-between;padding:12px 16px;border-top:1px solid var(--line)}
 ul.svc li:first-child{border-top:0}
@@ -143,7 +160,8 @@ ol.tl b{text-transform:capitalize}a{color:inherit}
 footer{margin-top:40px;color:var(--muted);font-size:14px}
 </style></head><body><main>
 <header><h1>{{.T.title}}</h1><a href="?lang={{.T.langCode}}" lang="{{.T.langCode}}">{{.T.lang}}</a></header>
-{{if .Open}}<div class="banner bad" role="status">{{.T.notOK}}</div>{{else}}<div class="banner ok" role="status">{{.T.allOK}}</div>{{end}}
+{{if .Stale}}<div class="banner stale" role="alert">{{.T.stale}} {{range .Sites}}{{if ne .Name $.Site}}<a href="{{.URL}}/status?lang={{$.Lang}}">{{.Name}}</a> {{end}}{{end}}</div>{{end}}
+{{if .Open}}<div class="banner {{if .Minor}}minor{{else}}bad{{end}}" role="status">{{.T.notOK}}</div>{{else if not .Stale}}<div class="banner ok" role="status">{{.T.allOK}}</div>{{end}}
 <ul class="svc">{{range .Services}}<li><span>{{svc $.T .Name}}</span><span class="{{.State}}">{{index $.T .State}}</span></li>{{end}}</ul>
 {{if .Open}}<h2>{{.T.current}}</h2>{{range .Open}}{{template "inc" (dict $ .)}}{{end}}{{end}}
 <h2>{{.T.history}}</h2>
@@ -166,6 +184,11 @@ type statusPageData struct {
 	Sites         []SiteInfo
 	Services      []ServiceState
 	Open, History []salamander.Incident
+	// Stale: this site is not serving (cut off, catching up, its log
+	// damaged), so its copy of the incidents may be behind the others'.
+	Stale bool
+	// Minor: every open incident is of minor impact.
+	Minor bool
 }
 
 func (g *Gateway) handleStatusPage(w http.ResponseWriter, r *http.Request) {
@@ -176,10 +199,19 @@ func (g *Gateway) handleStatusPage(w http.ResponseWriter, r *http.Request) {
 		slices.Reverse(inc.Updates) // newest update on top
 	}
 	data := &statusPageData{Lang: lang, T: statusText[lang], Site: g.cfg.Site, Sites: g.cfg.Sites,
-		Services: serviceStates(open), Open: open, History: history}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("Content-Language", lang)
+		Services: serviceStates(open), Open: open, History: history, Stale: g.serving() != nil, Minor: true}
+	for _, inc := range open {
+		data.Minor = data.Minor && inc.Impact == salamander.ImpactMinor
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Content-Language", lang)
+	h.Set("Vary", "Accept-Language")
+	// Its own inline style only: no script, no framing by another page.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
 	if err := statusPage.Execute(w, data); err != nil {
 		g.log.Error("status page", "err", err)
 	}

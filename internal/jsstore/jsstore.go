@@ -395,6 +395,27 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 	}
 }
 
+// LearnPartitions reads the cluster's partition count, as EnsureStreams
+// does, without asking each stream: for a tool (the admin CLI) that must
+// act while some stream elects a leader, when EnsureStreams would wait
+// for it.
+func (s *Store) LearnPartitions(ctx context.Context) error {
+	kv, err := s.js.KeyValue(ctx, clusterBucket)
+	if err != nil {
+		return fmt.Errorf("cluster bucket: %w", err)
+	}
+	e, err := kv.Get(ctx, partitionsKey)
+	if err != nil {
+		return fmt.Errorf("read partition count: %w", err)
+	}
+	n, err := strconv.Atoi(string(e.Value()))
+	if err != nil || n < 1 || n > 1024 {
+		return fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
+	}
+	s.partitions.Store(int32(n))
+	return nil
+}
+
 func (s *Store) ensureStreams(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, ensureAttemptTimeout)
 	defer cancel()

@@ -180,6 +180,20 @@ func (f *fire) consoleDrill() string {
 	if out, err := f.adminCLI("drain", "b"); err == nil || !strings.Contains(out, "drill "+d.ID+" is running") {
 		t.Fatalf("admin drain during the console drill: %v\n%s", err, out)
 	}
+	// While c is cut off, its status page says it may be behind, and
+	// points to the others'.
+	checkFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		code, body := call(f.ctx, f.url(siteC), "GET", "/v1/status/incidents", "", nil)
+		if code != http.StatusOK || !strings.Contains(string(body), `"up_to_date":false`) {
+			return fmt.Errorf("c's incidents while cut off: %d %.200s", code, body)
+		}
+		code, page := call(f.ctx, f.url(siteC), "GET", "/status", "", nil, "Accept-Language", "en")
+		if code != http.StatusOK || !strings.Contains(string(page), "not up to date") || strings.Contains(string(page), "operating normally") ||
+			!strings.Contains(string(page), f.url(siteA)+"/status") {
+			return fmt.Errorf("c's status page while cut off: %d", code)
+		}
+		return nil
+	})
 	checkFor(t, 90*time.Second, time.Second, func() error {
 		code, body := call(f.ctx, f.url(siteA), "GET", "/v1/ops/drills/"+d.ID, f.op.Token(), nil)
 		got, err := decodeAs[salamander.Drill](code, http.StatusOK, body)
