@@ -95,6 +95,7 @@ func New(cfg Config) (*Balancer, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the gateways are reached directly, whatever HTTP_PROXY says
 	tr.TLSClientConfig = cfg.TLS
 	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	b := &Balancer{
@@ -202,22 +203,33 @@ func (b *Balancer) Ready() []string {
 func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	replay := r.Body == nil || r.Body == http.NoBody
+	rc := http.NewResponseController(w)
+	var client *clientBody
 	if !replay && r.ContentLength >= 0 && r.ContentLength <= maxRetryBody {
+		// A client that sends its body slowly, or never, holds a
+		// connection and a goroutine: it has bodyTimeout for all of it.
+		_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 		var err error
-		if body, err = io.ReadAll(io.LimitReader(r.Body, r.ContentLength)); err != nil {
+		body, err = io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		_ = rc.SetReadDeadline(time.Time{})
+		if err != nil {
 			http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		replay = true
+	} else if !replay {
+		// Streamed to the gateway (large, or of unknown length): each
+		// read has bodyTimeout, and a read the client fails is the
+		// client's failure, not the gateway's.
+		client = &clientBody{ReadCloser: r.Body, rc: rc}
+		r.Body = client
 	}
 	start := int(b.next.Add(1))
-	tried := 0
 	for k := range b.backends {
 		be := b.backends[(start+k)%len(b.backends)]
 		if !be.ready.Load() {
 			continue
 		}
-		tried++
 		var perr error
 		out := r.WithContext(context.WithValue(r.Context(), errKey{}, &perr))
 		if body != nil {
@@ -230,17 +242,57 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(perr, context.Canceled) && r.Context().Err() != nil {
 			return // the client went away: nobody to answer
 		}
+		if client != nil && client.failed() {
+			// The client's body broke off (or stalled): the gateway did
+			// nothing wrong, and must not be taken out of service for it —
+			// or any client could take every gateway out.
+			b.log.Debug("a client's request body failed", "path", r.URL.Path, "err", perr)
+			http.Error(w, "reading the request body failed", http.StatusBadRequest)
+			return
+		}
 		b.setReady(be, false) // back in service once its /readyz answers 200
 		if !replay || !(refused(perr) || safe(r.Method)) {
+			// The error names the gateway's address: it stays in the log.
 			b.log.Warn("gateway failed a request", "backend", be.url.String(), "path", r.URL.Path, "err", perr)
-			http.Error(w, "the gateway failed: "+perr.Error(), http.StatusBadGateway)
+			http.Error(w, "the gateway failed", http.StatusBadGateway)
 			return
 		}
 	}
-	if tried == 0 {
-		w.Header().Set("Retry-After", "1")
-	}
+	w.Header().Set("Retry-After", "1")
 	http.Error(w, "no gateway of this site is ready", http.StatusServiceUnavailable)
+}
+
+// bodyTimeout is how long a client has for its request body (a buffered
+// one), or for each read of a streamed one.
+const bodyTimeout = 30 * time.Second
+
+// clientBody is a streamed request body that remembers whether reading it
+// failed (the client's fault) and gives each read bodyTimeout.
+type clientBody struct {
+	io.ReadCloser
+	rc  *http.ResponseController
+	mu  sync.Mutex
+	err error
+}
+
+func (c *clientBody) Read(p []byte) (int, error) {
+	_ = c.rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	n, err := c.ReadCloser.Read(p)
+	if err != nil {
+		_ = c.rc.SetReadDeadline(time.Time{})
+		if err != io.EOF {
+			c.mu.Lock()
+			c.err = err
+			c.mu.Unlock()
+		}
+	}
+	return n, err
+}
+
+func (c *clientBody) failed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil
 }
 
 // safe reports whether a request with this method may be sent again

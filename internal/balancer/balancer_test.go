@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +21,8 @@ type gateway struct {
 	name  string
 	ready atomic.Bool
 	srv   *httptest.Server
+	// whoDone counts the /who requests it has finished.
+	whoDone atomic.Int64
 }
 
 func newGateway(t *testing.T, name string) *gateway {
@@ -32,6 +35,7 @@ func newGateway(t *testing.T, name string) *gateway {
 		}
 	})
 	mux.HandleFunc("/who", func(w http.ResponseWriter, r *http.Request) {
+		defer g.whoDone.Add(1)
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %s", g.name, b, r.Header.Get("X-Forwarded-For"))
 	})
@@ -183,5 +187,55 @@ func TestNewRefusesBadBackends(t *testing.T) {
 		if _, err := New(DefaultConfig(bad...)); err == nil {
 			t.Errorf("backends %q accepted", bad)
 		}
+	}
+}
+
+// A client whose request body breaks off is answered 400, and the gateway
+// it was streamed to stays in service: otherwise any client could take
+// every gateway out with aborted uploads.
+func TestBrokenClientBodyKeepsTheGatewayInService(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	g := newGateway(t, "g1")
+	cfg := DefaultConfig(g.srv.URL)
+	cfg.Interval = time.Hour // no health check puts it back meanwhile
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	lb := httptest.NewServer(b)
+	defer lb.Close()
+	checkFor(t, 5*time.Second, func() error {
+		if n := len(b.Ready()); n != 1 {
+			return fmt.Errorf("%d gateways ready", n)
+		}
+		return nil
+	})
+	for range 5 {
+		// A chunked body (of no known length: streamed) cut off midway.
+		conn, err := net.Dial("tcp", lb.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST /who HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+		_ = conn.Close()
+	}
+	checkFor(t, 5*time.Second, func() error { // the gateway got each cut-off body
+		if n := g.whoDone.Load(); n < 5 {
+			return fmt.Errorf("%d of 5 requests reached the gateway", n)
+		}
+		return nil
+	})
+	if code, body := post(t, lb.URL+"/who", "hi"); code != http.StatusOK || !strings.HasPrefix(body, "g1 hi") {
+		t.Fatalf("after aborted bodies: %d %q", code, body)
+	}
+	if n := len(b.Ready()); n != 1 {
+		t.Fatalf("aborted client bodies took the gateway out of service: %d ready", n)
+	}
+	if code, body := post(t, lb.URL+"/who", "hi"); code != http.StatusOK || !strings.HasPrefix(body, "g1 hi") {
+		t.Fatalf("after aborted bodies: %d %q", code, body)
 	}
 }

@@ -223,7 +223,7 @@ func (c *Cluster) startBalancers() error {
 		if err != nil {
 			return fmt.Errorf("drill: site %s balancer: %w", s.name, err)
 		}
-		srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		c.lbs.srvs = append(c.lbs.srvs, srv)
 		c.lbs.bs = append(c.lbs.bs, b)
 		c.lbs.wg.Go(func() { b.Run(ctx) })
