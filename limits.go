@@ -68,7 +68,8 @@ func ValidateRoomName(s string) error {
 
 // ValidateMessageText checks a message: non-blank valid UTF-8 of at most
 // MaxMessageBytes bytes. Newlines and tabs are allowed, other control
-// characters are not.
+// characters (C0, DEL and C1: a terminal takes U+009B for an escape
+// sequence's start) are not.
 func ValidateMessageText(s string) error {
 	if len(s) > MaxMessageBytes {
 		return Errorf(CodeTooLarge, "message text is %d bytes; the limit is %d", len(s), MaxMessageBytes)
@@ -80,7 +81,7 @@ func ValidateMessageText(s string) error {
 		return Errorf(CodeInvalid, "message text must not be blank")
 	}
 	for _, r := range s {
-		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+		if r < 0x20 && r != '\n' && r != '\t' || r >= 0x7f && r <= 0x9f {
 			return Errorf(CodeInvalid, "message text must not contain control characters")
 		}
 	}
@@ -139,7 +140,7 @@ func validateLine(what, s string, maxRunes int, allowEmpty bool) error {
 		return Errorf(CodeInvalid, "%s must not be blank", what)
 	}
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
 			return Errorf(CodeInvalid, "%s must not contain control characters", what)
 		}
 	}

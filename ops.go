@@ -195,7 +195,7 @@ func validateText(what, s string, maxRunes int, multiline bool) error {
 		return Errorf(CodeTooLarge, "%s is %d characters; the limit is %d", what, n, maxRunes)
 	}
 	for _, r := range s {
-		if (r < 0x20 && r != '\n' && r != '\t' && r != '\r') || r == 0x7f || r == utf8.RuneError {
+		if (r < 0x20 && r != '\n' && r != '\t' && r != '\r') || r >= 0x7f && r <= 0x9f || r == utf8.RuneError {
 			return Errorf(CodeInvalid, "%s must not contain control characters", what)
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
@@ -85,7 +87,9 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 
 	cl, err := client.New(client.Config{
 		Sites:  chatSplitList(*sites, ","),
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// Errors only: a site failing over is said in the chat itself
+		// ("reconnected to …", /pending), not by a warning per retry.
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {
 		return fmt.Errorf("chat: %w", err)
@@ -106,8 +110,10 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return fmt.Errorf("chat: signing in as %s: %s", *user, chatErrText(err))
 	}
 
-	ch := &chatSession{cl: cl, me: session.User.Name, out: stdout, rooms: map[string]salamander.Room{}, sending: map[string]bool{}}
-	ch.printf("signed in as %s (%s) at %s\n%s", session.User.Name, session.User.DisplayName, cl.Site(), chatHelp)
+	ch := &chatSession{cl: cl, me: session.User.Name, out: stdout, rooms: map[string]salamander.Room{}, sending: map[string]bool{},
+		wake: make(chan struct{}, 1)}
+	ch.printf("signed in as %s (%s) at %s\n", session.User.Name, session.User.DisplayName, cl.Site())
+	ch.printOwn(chatHelp)
 	if _, err := ch.refreshRooms(ctx); err != nil {
 		ch.printErr(err)
 	}
@@ -120,29 +126,39 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		ch.printEvents(ctx, sub)
 	}()
 	ch.sub = sub
+	// Sends go out one at a time, in the order typed, from a goroutine of
+	// their own: while no site answers, the input stays live (/pending,
+	// /quit) and what is typed waits its turn.
+	sendCtx, stopSending := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ch.runSender(sendCtx)
+	}()
 	defer func() {
+		stopSending()
 		sub.Close()
 		wg.Wait()
+		ch.warnUnsent()
 	}()
 
 	// Reading stdin cannot be interrupted; on /quit or when ctx ends this
 	// goroutine is left blocked in Read and ends with the input or the
 	// process. It never blocks on lines once stop is closed.
-	lines := make(chan string)
+	lines := make(chan inputLine)
 	readErr := make(chan error, 1)
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
-		sc := bufio.NewScanner(stdin)
-		sc.Buffer(make([]byte, 0, 64<<10), salamander.MaxBodyBytes)
-		for sc.Scan() {
+		err := readInputLines(stdin, salamander.MaxBodyBytes, func(l inputLine) bool {
 			select {
-			case lines <- sc.Text():
+			case lines <- l:
+				return true
 			case <-stop:
-				return
+				return false
 			}
-		}
-		readErr <- sc.Err()
+		})
+		readErr <- err
 		close(lines)
 	}()
 
@@ -157,7 +173,12 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 				}
 				return nil
 			}
-			if ch.command(ctx, line) {
+			if line.tooLong {
+				ch.printf("error: that line is over %d bytes and was not sent (a message is at most %d bytes)\n",
+					salamander.MaxBodyBytes, salamander.MaxMessageBytes)
+				continue
+			}
+			if ch.command(ctx, line.text) {
 				return nil
 			}
 		}
@@ -179,6 +200,60 @@ type chatSession struct {
 	// sending holds the client ids of the sends not answered yet, each
 	// true once its message has been printed from the live events.
 	sending map[string]bool
+	// queue holds the lines typed to be sent, oldest first, behind the
+	// one being sent (runSender); wake tells the sender of a new one.
+	queue []chatSend
+	wake  chan struct{}
+}
+
+// chatSend is a line typed to be sent to a room.
+type chatSend struct {
+	room, clientID, text string
+	typed                time.Time
+}
+
+// inputLine is a line read from the input, or one that was too long (its
+// text dropped).
+type inputLine struct {
+	text    string
+	tooLong bool
+}
+
+// readInputLines reads lines from r and gives each to emit until emit
+// returns false or the input ends (nil at its end). A line longer than max
+// bytes is read to its end and given as tooLong, without its text: a
+// pasted screenful must not end the session.
+func readInputLines(r io.Reader, max int, emit func(inputLine) bool) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		var line []byte
+		tooLong := false
+		for {
+			part, isPrefix, err := br.ReadLine()
+			if err != nil {
+				if err == io.EOF {
+					if len(line) > 0 || tooLong {
+						emit(inputLine{text: string(line), tooLong: tooLong})
+					}
+					return nil
+				}
+				return err
+			}
+			if !tooLong {
+				if len(line)+len(part) > max {
+					tooLong, line = true, nil
+				} else {
+					line = append(line, part...)
+				}
+			}
+			if !isPrefix {
+				break
+			}
+		}
+		if !emit(inputLine{text: string(line), tooLong: tooLong}) {
+			return nil
+		}
+	}
 }
 
 // command runs one input line and reports whether the session should end.
@@ -198,7 +273,7 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 	case "/quit", "/exit":
 		return true
 	case "/help":
-		ch.printf("%s", chatHelp)
+		ch.printOwn(chatHelp)
 	case "/rooms":
 		err = ch.listRooms(ctx)
 	case "/dm":
@@ -297,12 +372,12 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 	case "/who":
 		err = ch.who(ctx, args)
 	case "/pending":
-		p := ch.cl.Pending()
+		p := ch.unsent()
 		if len(p) == 0 {
 			ch.printf("nothing pending\n")
 		}
 		for _, m := range p {
-			ch.printf("  [%s] %s (since %s)\n", ch.labelOf(m.RoomID), m.Text, m.Queued.Format(time.TimeOnly))
+			ch.printf("  [%s] %s (since %s)\n", ch.labelOf(m.room), m.text, m.typed.Format(time.TimeOnly))
 		}
 	case "/site":
 		live := ch.sub.Site()
@@ -325,24 +400,85 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 // message acknowledged held (its room's site is failing over) is sent but
 // has no place yet: that is said at once, unless it has already arrived,
 // and it is printed when it arrives with its place.
-func (ch *chatSession) send(ctx context.Context, text string) {
+func (ch *chatSession) send(_ context.Context, text string) {
 	err := ch.withRoom(func(id string) error {
-		clientID := client.NewClientID()
-		ch.mu.Lock()
-		ch.sending[clientID] = false
-		ch.mu.Unlock()
-		res, err := ch.cl.SendWithID(ctx, id, clientID, text)
-		ch.mu.Lock()
-		arrived := ch.sending[clientID]
-		delete(ch.sending, clientID)
-		ch.mu.Unlock()
-		if err == nil && res.Message.Held && !arrived {
-			ch.printf("[%s] ✓ sent — waiting for its place (the room's site is failing over): %s\n", ch.labelOf(id), chatOneLine(text))
+		if err := salamander.ValidateMessageText(text); err != nil {
+			return err
 		}
-		return err
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		if len(ch.queue) >= chatMaxQueued {
+			return fmt.Errorf("%d messages are waiting to be sent already; wait for a site to answer (/pending)", len(ch.queue))
+		}
+		ch.queue = append(ch.queue, chatSend{room: id, clientID: client.NewClientID(), text: text, typed: time.Now()})
+		select {
+		case ch.wake <- struct{}{}:
+		default:
+		}
+		return nil
 	})
 	if err != nil {
 		ch.printErr(err)
+	}
+}
+
+// chatMaxQueued bounds the lines waiting to be sent.
+const chatMaxQueued = 1000
+
+// runSender sends the queued lines one at a time, in the order typed, each
+// until a quorum of sites holds it or ctx ends (the session ends).
+func (ch *chatSession) runSender(ctx context.Context) {
+	for {
+		ch.mu.Lock()
+		if len(ch.queue) == 0 {
+			ch.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch.wake:
+			}
+			continue
+		}
+		m := ch.queue[0]
+		ch.queue = ch.queue[1:]
+		ch.sending[m.clientID] = false
+		ch.mu.Unlock()
+		res, err := ch.cl.SendWithID(ctx, m.room, m.clientID, m.text)
+		ch.mu.Lock()
+		arrived := ch.sending[m.clientID]
+		delete(ch.sending, m.clientID)
+		ch.mu.Unlock()
+		switch {
+		case err == nil && res.Message.Held && !arrived:
+			ch.printf("[%s] ✓ sent — waiting for its place (the room's site is failing over): %s\n", ch.labelOf(m.room), chatOneLine(m.text))
+		case err != nil && ctx.Err() == nil:
+			ch.printf("error: [%s] %s: not sent: %s\n", ch.labelOf(m.room), chatOneLine(m.text), chatErrText(err))
+			ch.cl.Forget(m.clientID) // refused for good: not pending
+		}
+	}
+}
+
+// unsent lists what was typed and no site has acknowledged: the SDK's
+// outbox (being sent, or cut short) and the lines queued behind it.
+func (ch *chatSession) unsent() []chatSend {
+	var out []chatSend
+	for _, p := range ch.cl.Pending() {
+		out = append(out, chatSend{room: p.RoomID, clientID: p.ClientID, text: p.Text, typed: p.Queued})
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return append(out, ch.queue...)
+}
+
+// warnUnsent says, as the session ends, which messages no site took.
+func (ch *chatSession) warnUnsent() {
+	left := ch.unsent()
+	if len(left) == 0 {
+		return
+	}
+	ch.printf("%d message(s) not sent (no site acknowledged them):\n", len(left))
+	for _, m := range left {
+		ch.printf("  [%s] %s (typed %s)\n", ch.labelOf(m.room), chatOneLine(m.text), m.typed.Format(time.TimeOnly))
 	}
 }
 
@@ -649,10 +785,69 @@ func (ch *chatSession) label(r salamander.Room) string {
 	return r.ID
 }
 
+// printf prints to the terminal. Every string argument is text someone
+// else may have written (a message, a name, a status, a room's name, an
+// incident), so it is made safe for a terminal first (termSafe).
 func (ch *chatSession) printf(format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = termSafe(s)
+		}
+	}
 	ch.outMu.Lock()
 	defer ch.outMu.Unlock()
 	fmt.Fprintf(ch.out, format, args...)
+}
+
+// printOwn prints text of this program's own (help), as it is.
+func (ch *chatSession) printOwn(text string) {
+	ch.outMu.Lock()
+	defer ch.outMu.Unlock()
+	fmt.Fprint(ch.out, text)
+}
+
+// termSafe makes text printable in a terminal as what it says and nothing
+// else: a message's further lines are indented under it ("  | "), so that
+// no line passes for another message or a banner; control characters
+// (escape sequences, C1 controls such as CSI) and the Unicode bidi
+// controls (which reorder what follows: "gnp.exe" shown as "exe.png") are
+// shown as \u escapes, never sent to the terminal.
+func termSafe(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == '\n' || termEscaped(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range strings.ReplaceAll(s, "\r\n", "\n") {
+		switch {
+		case r == '\n':
+			b.WriteString("\n  | ")
+		case termEscaped(r):
+			fmt.Fprintf(&b, "\\u%04X", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// termEscaped reports whether termSafe shows r as an escape.
+func termEscaped(r rune) bool {
+	switch {
+	case r == '\t':
+		return false
+	case unicode.IsControl(r), r == utf8.RuneError:
+		return true
+	case r == 0x061C, r == 0x200E, r == 0x200F, r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069:
+		return true // bidi marks, embeddings, overrides and isolates
+	}
+	return false
 }
 
 func (ch *chatSession) printErr(err error) { ch.printf("error: %s\n", chatErrText(err)) }

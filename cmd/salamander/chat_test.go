@@ -20,21 +20,7 @@ import (
 // it so in /history, and prints it once, as any message, when it arrives
 // with its place. It is not pending meanwhile, and it is sent once.
 func TestChatShowsHeldSendAsSent(t *testing.T) {
-	const roomID = "d_0123456789abcdef0123456789abcdef"
-	site := fakesite.New(fakesite.Config{
-		User:  salamander.User{Name: "mina", DisplayName: "Mina"},
-		Rooms: []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}},
-		Hold:  true,
-	})
-	srv := httptest.NewServer(site)
-	defer srv.Close()
-
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	chat := startTestChat(t, ctx, "--sites", srv.URL, "--user", "mina", "--password", "correct horse")
-	chat.expect("(live at")
-	chat.say("/join " + roomID)
-	chat.expect("now in [joon]")
+	site, chat := chatWithJoon(t, true)
 
 	const text = "is the fire out?"
 	const note = "[joon] ✓ sent — waiting for its place (the room's site is failing over): " + text
@@ -61,6 +47,27 @@ func TestChatShowsHeldSendAsSent(t *testing.T) {
 	if len(placed) != 1 || placed[0].Seq != 1 || site.Sends() != 1 {
 		t.Errorf("placed %+v after %d sends; want seq 1 after one send", placed, site.Sends())
 	}
+}
+
+// chatWithJoon starts a chat as mina at a fake site (holding every send
+// when hold) and joins her room with joon.
+func chatWithJoon(t *testing.T, hold bool) (*fakesite.Site, *testChat) {
+	t.Helper()
+	const roomID = "d_0123456789abcdef0123456789abcdef"
+	site := fakesite.New(fakesite.Config{
+		User:  salamander.User{Name: "mina", DisplayName: "Mina"},
+		Rooms: []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}},
+		Hold:  hold,
+	})
+	srv := httptest.NewServer(site)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	chat := startTestChat(t, ctx, "--sites", srv.URL, "--user", "mina", "--password", "correct horse")
+	chat.expect("(live at")
+	chat.say("/join " + roomID)
+	chat.expect("now in [joon]")
+	return site, chat
 }
 
 // testChat is `salamander chat` run in-process, its input and output
@@ -135,4 +142,70 @@ func (c *testChat) wait() string {
 		c.t.Fatalf("chat: %v", err)
 	}
 	return c.out.String()
+}
+
+// What others write reaches the terminal as text only: a message's further
+// lines are indented under it (no line passes for another message or an
+// incident), control characters (an escape sequence, C1's CSI) and bidi
+// overrides are shown escaped; emoji joiners, tabs and Korean pass.
+func TestChatPrintsOthersTextSafely(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain 안녕 👩‍👩‍👧\tok":                   "plain 안녕 👩‍👩‍👧\tok",
+		"see you\n[bob] alice: wire the money": "see you\n  | [bob] alice: wire the money",
+		"a\r\nb":                               "a\n  | b",
+		"\x1b[31mred\x1b[0m":                   `\u001B[31mred\u001B[0m`,
+		"\u009b2J csi":                         `\u009B2J csi`,
+		"photo\u202egnp.exe":                   `photo\u202Egnp.exe`,
+		"\u2066isolate\u2069 \u200fmark":       `\u2066isolate\u2069 \u200Fmark`,
+	} {
+		if got := termSafe(in); got != want {
+			t.Errorf("termSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+	var out strings.Builder
+	ch := &chatSession{out: &out}
+	ch.printf("[%s] %s: %s\n", "room", "bob", "hi\n!! incident i_1 [resolved]: fine")
+	if got := out.String(); got != "[room] bob: hi\n  | !! incident i_1 [resolved]: fine\n" {
+		t.Fatalf("printed %q", got)
+	}
+}
+
+// A line longer than a request can carry is reported and skipped; the
+// lines around it are read as usual, and the input goes on.
+func TestChatInputSkipsAnOverlongLine(t *testing.T) {
+	in := "first\n" + strings.Repeat("x", 200<<10) + "\nlast"
+	var got []inputLine
+	if err := readInputLines(strings.NewReader(in), 64<<10, func(l inputLine) bool {
+		got = append(got, l)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].text != "first" || got[0].tooLong || !got[1].tooLong || got[1].text != "" ||
+		got[2].text != "last" || got[2].tooLong {
+		t.Fatalf("lines: %d, %+v %v %+v", len(got), got[0], got[1].tooLong, got[len(got)-1])
+	}
+}
+
+// While no site takes a send, the chat stays live: what is typed waits its
+// turn (/pending lists it), other commands answer, and /quit ends the
+// session at once, saying which messages were not sent.
+func TestChatStaysLiveWhileNoSiteTakesASend(t *testing.T) {
+	site, chat := chatWithJoon(t, false)
+
+	site.RefuseSends(true)
+	chat.say("is anyone there?")
+	chat.say("second, in order")
+	chat.say("/pending")
+	chat.expect("[joon] is anyone there? (since")
+	chat.expect("[joon] second, in order (since")
+	chat.say("/site")
+	chat.expect("requests: ")
+	chat.say("/quit")
+	out := chat.wait()
+	for _, want := range []string{"2 message(s) not sent", "  [joon] is anyone there? (typed", "  [joon] second, in order (typed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the chat did not say %q; it printed:\n%s", want, out)
+		}
+	}
 }

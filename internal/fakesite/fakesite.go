@@ -49,6 +49,8 @@ type Site struct {
 	socks  map[*socket]bool
 	// logins holds the device token each login brought ("" for none).
 	logins []string
+	// refuseSends answers every send unavailable (RefuseSends).
+	refuseSends bool
 	// dropFetches counts, per room, the next GET /v1/rooms/{id} to answer
 	// by dropping the connection (Receive).
 	dropFetches map[string]int
@@ -163,6 +165,14 @@ func (s *Site) handleRooms(w http.ResponseWriter, _ *http.Request) {
 		rooms = append(rooms, s.roomLocked(s.rooms[id]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+}
+
+// RefuseSends makes every send (HTTP or WebSocket) answered unavailable,
+// as while no quorum of sites holds the log, or ends that.
+func (s *Site) RefuseSends(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuseSends = on
 }
 
 // Receive makes the user a member of room r, new to the site, and places
@@ -370,6 +380,9 @@ func (s *Site) send(roomID, clientID, text string) (salamander.SendResult, error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sends++
+	if s.refuseSends {
+		return salamander.SendResult{}, salamander.Errorf(salamander.CodeUnavailable, "no quorum (the fake site refuses sends)")
+	}
 	rm, ok := s.rooms[roomID]
 	if !ok {
 		return salamander.SendResult{}, salamander.Errorf(salamander.CodeNotFound, "no room %q", roomID)
