@@ -86,7 +86,7 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 
 	cl, err := client.New(client.Config{
-		Sites:  chatSplitList(*sites, ","),
+		Sites: chatSplitList(*sites, ","),
 		// Errors only: a site failing over is said in the chat itself
 		// ("reconnected to …", /pending), not by a warning per retry.
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})),
