@@ -27,7 +27,9 @@ type Localized struct {
 // In returns the text in lang ("ko" or anything else for English), or
 // the other language's when lang's is empty.
 func (l Localized) In(lang string) string {
-	if lang == "ko" && l.KO != "" || l.EN == "" {
+	// A blank text (only spaces) counts as none: the other language shows.
+	ko, en := strings.TrimSpace(l.KO) != "", strings.TrimSpace(l.EN) != ""
+	if lang == "ko" && ko || !en {
 		return l.KO
 	}
 	return l.EN

@@ -14,6 +14,9 @@ func TestLocalizedFallsBack(t *testing.T) {
 	if (Localized{KO: "지연"}).In("en") != "지연" || (Localized{EN: "Delayed"}).In("ko") != "Delayed" {
 		t.Fatal("no fallback to the other language")
 	}
+	if (Localized{EN: "   ", KO: "지연"}).In("en") != "지연" || (Localized{EN: "Delayed", KO: " "}).In("ko") != "Delayed" {
+		t.Fatal("a blank text shown instead of the other language's")
+	}
 }
 
 // Every ops request refuses what it cannot take, with a coded error.
