@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,4 +129,16 @@ func waitFor(d, every time.Duration, cond func() error) error {
 		time.Sleep(every)
 	}
 	return fmt.Errorf("condition not met within %s: %w", d, err)
+}
+
+// lineStarting is the first line of a command's output that starts with
+// prefix ("" if none): the CLI may print a note on stderr first (a stream
+// still electing a leader).
+func lineStarting(out, prefix string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	return ""
 }

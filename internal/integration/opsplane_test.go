@@ -436,7 +436,7 @@ func TestAdminCLIIncidentsAndDrains(t *testing.T) {
 	out := admin("incident", "announce", "--impact", "minor", "--services", "login", "--title", "Slow logins",
 		"--title-ko", "로그인 지연", "--message", "Logins take longer than usual.")
 	var id string
-	if _, err := fmt.Sscanf(out, "incident %s", &id); err != nil {
+	if _, err := fmt.Sscanf(lineStarting(out, "incident "), "incident %s", &id); err != nil {
 		t.Fatalf("no id in %q", out)
 	}
 	id = strings.TrimSuffix(id, ":")

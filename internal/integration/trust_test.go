@@ -215,7 +215,7 @@ func TestSigningKeyRotates(t *testing.T) {
 		t.Fatalf("admin rotate-key: %v\n%s", err, out)
 	}
 	var newID string
-	if _, err := fmt.Sscanf(string(out), "signing key %s is current", &newID); err != nil || newID == oldID {
+	if _, err := fmt.Sscanf(lineStarting(string(out), "signing key "), "signing key %s is current", &newID); err != nil || newID == oldID {
 		t.Fatalf("admin said %q (old key %s)", out, oldID)
 	}
 	for i := range 3 {

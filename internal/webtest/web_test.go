@@ -294,11 +294,16 @@ func openIncident(t *testing.T, ctx context.Context, cl *drill.Cluster) string {
 	out := admin(t, ctx, cl, "incident", "announce", "--impact", "major", "--services", "messaging",
 		"--title", "Messages delayed", "--title-ko", "메시지 지연",
 		"--message", "Some messages arrive late; we are on it.", "--message-ko", "일부 메시지가 늦게 도착합니다. 조치 중입니다.")
-	var id string
-	if _, err := fmt.Sscanf(out, "incident %s", &id); err != nil {
-		t.Fatalf("no incident id in %q", out)
+	// The output may begin with a note on stderr (a stream still electing
+	// after the fire): the id is on the line the command prints.
+	for _, line := range strings.Split(out, "\n") {
+		var id string
+		if _, err := fmt.Sscanf(line, "incident %s", &id); err == nil {
+			return strings.TrimSuffix(id, ":")
+		}
 	}
-	return strings.TrimSuffix(id, ":")
+	t.Fatalf("no incident id in %q", out)
+	return ""
 }
 
 // signUp creates an account in the app's sign-up form.
