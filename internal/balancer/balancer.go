@@ -143,11 +143,18 @@ func (b *Balancer) Run(ctx context.Context) {
 	}
 }
 
-// check probes every backend at once and updates their state.
+// check probes every backend at once and updates their state. A probe cut
+// short by the end of ctx (the balancer stopping) says nothing of the
+// backend, and changes nothing.
 func (b *Balancer) check(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, be := range b.backends {
-		wg.Go(func() { b.setReady(be, b.probe(ctx, be)) })
+		wg.Go(func() {
+			ready := b.probe(ctx, be)
+			if ctx.Err() == nil {
+				b.setReady(be, ready)
+			}
+		})
 	}
 	wg.Wait()
 }
