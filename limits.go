@@ -21,6 +21,8 @@ const (
 	MaxPageSize        = 200
 	DefaultPageSize    = 50
 	MaxSyncEvents      = 1000
+	// MaxPresenceQuery is how many users one GET /v1/presence asks about.
+	MaxPresenceQuery = 100
 )
 
 var userNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{2,31}$`)

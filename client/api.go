@@ -286,16 +286,25 @@ func (c *Client) Sync(ctx context.Context, cursor string, limit int) (salamander
 	return r, nil
 }
 
-// Presence returns whether each of users has a device connected anywhere.
+// Presence returns whether each of users has a device connected anywhere
+// (or that it is hidden from the caller), for any number of users: they
+// are asked salamander.MaxPresenceQuery at a time.
 func (c *Client) Presence(ctx context.Context, users ...string) ([]salamander.Presence, error) {
-	path := "/v1/presence?" + url.Values{"users": {strings.Join(users, ",")}}.Encode()
-	var r struct {
-		Presence []salamander.Presence `json:"presence"`
+	// A query names at most MaxPresenceQuery users: more are asked in turn.
+	var out []salamander.Presence
+	for len(users) > 0 {
+		n := min(len(users), salamander.MaxPresenceQuery)
+		path := "/v1/presence?" + url.Values{"users": {strings.Join(users[:n], ",")}}.Encode()
+		var r struct {
+			Presence []salamander.Presence `json:"presence"`
+		}
+		if _, err := c.call(ctx, http.MethodGet, path, nil, &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r.Presence...)
+		users = users[n:]
 	}
-	if _, err := c.call(ctx, http.MethodGet, path, nil, &r); err != nil {
-		return nil, err
-	}
-	return r.Presence, nil
+	return out, nil
 }
 
 func (c *Client) roomCall(ctx context.Context, method, path string, in any) (salamander.Room, error) {

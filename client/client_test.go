@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -523,5 +524,32 @@ func TestLoginBringsTheDeviceToken(t *testing.T) {
 	c.SetDeviceToken("mina", "")
 	if c.DeviceToken("mina") != "" {
 		t.Fatal("SetDeviceToken(user, \"\") did not forget it")
+	}
+}
+
+// Presence asks about any number of users, MaxPresenceQuery at a time.
+func TestPresenceAsksInPages(t *testing.T) {
+	var queries atomic.Int64
+	s := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		queries.Add(1)
+		names := strings.Split(r.URL.Query().Get("users"), ",")
+		if len(names) > salamander.MaxPresenceQuery {
+			writeJSON(w, http.StatusRequestEntityTooLarge, salamander.Errorf(salamander.CodeTooLarge, "too many"))
+			return
+		}
+		var out []salamander.Presence
+		for _, n := range names {
+			out = append(out, salamander.Presence{User: n, Online: true})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"presence": out})
+	})
+	c := newTestClient(t, s)
+	var users []string
+	for i := range 250 {
+		users = append(users, fmt.Sprintf("user%03d", i))
+	}
+	ps, err := c.Presence(t.Context(), users...)
+	if err != nil || len(ps) != 250 || ps[249].User != "user249" || queries.Load() != 3 {
+		t.Fatalf("%d answers, %d queries, %v", len(ps), queries.Load(), err)
 	}
 }

@@ -261,8 +261,15 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 	if strings.TrimSpace(line) == "" {
 		return false
 	}
-	if !strings.HasPrefix(line, "/") || strings.HasPrefix(line, "//") {
-		ch.send(ctx, strings.TrimPrefix(line, "/"))
+	// A command may follow spaces (" /quit" is no message); a message
+	// starting with "/" is typed "//".
+	if trimmed := strings.TrimLeft(line, " \t"); strings.HasPrefix(trimmed, "/") && !strings.HasPrefix(trimmed, "//") {
+		line = trimmed
+	} else {
+		if strings.HasPrefix(trimmed, "//") {
+			line = strings.TrimPrefix(trimmed, "/")
+		}
+		ch.send(ctx, line)
 		return false
 	}
 	cmd, rest, _ := strings.Cut(strings.TrimSpace(line), " ")

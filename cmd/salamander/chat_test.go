@@ -201,7 +201,7 @@ func TestChatStaysLiveWhileNoSiteTakesASend(t *testing.T) {
 	chat.expect("[joon] second, in order (since")
 	chat.say("/site")
 	chat.expect("requests: ")
-	chat.say("/quit")
+	chat.say("  /quit") // a command after spaces is still a command
 	out := chat.wait()
 	for _, want := range []string{"2 message(s) not sent", "  [joon] is anyone there? (typed", "  [joon] second, in order (typed"} {
 		if !strings.Contains(out, want) {

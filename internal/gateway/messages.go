@@ -257,8 +257,6 @@ func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-const maxPresenceQuery = 100
-
 func (g *Gateway) handlePresence(w http.ResponseWriter, r *http.Request, c claims) {
 	q := r.URL.Query().Get("users")
 	if q == "" {
@@ -266,8 +264,8 @@ func (g *Gateway) handlePresence(w http.ResponseWriter, r *http.Request, c claim
 		return
 	}
 	names := strings.Split(q, ",")
-	if len(names) > maxPresenceQuery {
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "at most %d users per query", maxPresenceQuery))
+	if len(names) > salamander.MaxPresenceQuery {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "at most %d users per query", salamander.MaxPresenceQuery))
 		return
 	}
 	for _, n := range names {

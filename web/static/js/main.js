@@ -178,8 +178,9 @@ async function loadFriends() {
   const since = app.model.clock;
   const { friends } = await api.request("GET", "/v1/friends");
   app.model.setFriends(friends);
-  if (friends.length) {
-    const names = friends.slice(0, 100).map((f) => f.name).join(",");
+  // A presence query names at most 100 users: more friends are asked in turn.
+  for (let i = 0; i < friends.length; i += 100) {
+    const names = friends.slice(i, i + 100).map((f) => f.name).join(",");
     const { presence } = await api.request("GET", "/v1/presence?users=" + encodeURIComponent(names));
     app.model.setPresence(presence, since);
   }
