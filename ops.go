@@ -417,14 +417,27 @@ type Drill struct {
 // start, so a drill whose runner died (a killed `salamander drill`, a
 // burned gateway that ran a console drill) must not block them for good.
 // An operator ends one sooner (POST /v1/ops/drills/{id}/end, `salamander
-// admin drill end ID`). Every drill ends well within it: a console
-// drill's isolation is at most MaxDrillSeconds.
+// admin drill end ID`). It counts from the drill's start, or from the end
+// of its fault's isolation when that is later. Every drill ends well
+// within it: a console drill's isolation is at most MaxDrillSeconds, and a
+// recorded `salamander drill` of a running deployment runs at most
+// MaxRecordedDrill.
 const DrillAbandonedAfter = time.Hour
 
+// MaxRecordedDrill bounds the load of a `salamander drill` that a running
+// deployment records (it must end well within DrillAbandonedAfter).
+const MaxRecordedDrill = 45 * time.Minute
+
 // Live reports whether d counts as running at now: running, and started
-// less than DrillAbandonedAfter before.
+// (or done isolating a site) less than DrillAbandonedAfter before.
 func (d Drill) Live(now time.Time) bool {
-	return d.State == DrillRunning && now.Sub(d.Started) < DrillAbandonedAfter
+	last := d.Started
+	if !d.FaultAt.IsZero() {
+		if end := d.FaultAt.Add(time.Duration(d.Seconds) * time.Second); end.After(last) {
+			last = end
+		}
+	}
+	return d.State == DrillRunning && now.Sub(last) < DrillAbandonedAfter
 }
 
 // DrillEndRequest ends a running drill as failed (POST

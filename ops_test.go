@@ -69,3 +69,23 @@ func TestComplianceCountsPassedDrillsOfTheYear(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 }
+
+// A drill counts as running until an hour after its start, or after its
+// fault's isolation ended when that is later; an ended one never.
+func TestDrillLive(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		what string
+		d    Drill
+		want bool
+	}{
+		{"just started", Drill{State: DrillRunning, Started: now.Add(-time.Minute)}, true},
+		{"abandoned", Drill{State: DrillRunning, Started: now.Add(-DrillAbandonedAfter - time.Second)}, false},
+		{"isolating lately", Drill{State: DrillRunning, Started: now.Add(-70 * time.Minute), FaultAt: now.Add(-5 * time.Minute), Seconds: 60}, true},
+		{"ended", Drill{State: DrillPassed, Started: now.Add(-time.Minute)}, false},
+	} {
+		if got := tc.d.Live(now); got != tc.want {
+			t.Errorf("%s: Live = %v, want %v", tc.what, got, tc.want)
+		}
+	}
+}

@@ -90,7 +90,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if lerr := store.LearnPartitions(ctx); lerr != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "admin: not every stream answered within %s (one may be electing a leader); going on\n", adminEnsureWait)
+		fmt.Fprintf(stderr, "admin: not every stream answered within %s (one may be electing a leader): %v; going on\n", adminEnsureWait, err)
 	}
 	switch cmd := fs.Arg(0); cmd {
 	case "revoke-user":

@@ -436,6 +436,9 @@ const chatMaxQueued = 1000
 // until a quorum of sites holds it or ctx ends (the session ends).
 func (ch *chatSession) runSender(ctx context.Context) {
 	for {
+		if ctx.Err() != nil {
+			return // what is queued stays queued: warnUnsent lists it
+		}
 		ch.mu.Lock()
 		if len(ch.queue) == 0 {
 			ch.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/drill"
 )
 
@@ -105,6 +106,12 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		check := cfg
 		if len(cfg.Sites) > 0 {
 			check.Isolator = &drillRecorder{}
+			// Its record blocks drains while it runs, and stops counting
+			// as running an hour after its start: it must end well before.
+			if cfg.Duration > salamander.MaxRecordedDrill {
+				return fmt.Errorf("drill: a recorded drill of a running deployment runs at most %s (--duration %s)",
+					salamander.MaxRecordedDrill, cfg.Duration)
+			}
 		}
 		if err := check.Check(); err != nil {
 			return err

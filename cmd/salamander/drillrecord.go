@@ -120,7 +120,13 @@ func runningDrillsInLog(ctx context.Context, store *jsstore.Store) ([]salamander
 		if rec.Drill == nil || (rec.Type != salamander.RecDrillStarted && rec.Type != salamander.RecDrillFault) {
 			continue
 		}
+		// Only the newest record is read: a fault's time stands for the
+		// start (at most the drill's --fault-at later than the sites'
+		// reckoning), and its isolation counts as the sites count it.
 		d := salamander.Drill{ID: rec.Drill.ID, Site: rec.Drill.Site, Started: rec.At, State: salamander.DrillRunning}
+		if rec.Type == salamander.RecDrillFault {
+			d.FaultAt, d.Seconds = rec.At, rec.Drill.Seconds
+		}
 		if d.Live(now) {
 			out = append(out, d)
 		}

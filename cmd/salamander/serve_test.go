@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/view"
 )
@@ -202,8 +201,8 @@ func TestServeRefusesPlainLinksOffThisHost(t *testing.T) {
 	}
 }
 
-// --metrics-from takes CIDRs, none or any, defaults to loopback and the
-// private networks, and refuses anything else.
+// --metrics-from takes CIDRs, none or any, defaults to loopback, and
+// refuses anything else.
 func TestServeMetricsFromFlag(t *testing.T) {
 	sec := filepath.Join(t.TempDir(), "secrets")
 	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
@@ -224,7 +223,7 @@ func TestServeMetricsFromFlag(t *testing.T) {
 		args []string
 		want []netip.Prefix
 	}{
-		{nil, gateway.DefaultMetricsFrom()},
+		{nil, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 		{[]string{"--metrics-from", "none"}, nil},
 		{[]string{"--metrics-from", "any"}, []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}},
 		{[]string{"--metrics-from", "192.0.2.0/24,2001:db8::1"}, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}},

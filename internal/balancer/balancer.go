@@ -230,6 +230,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// client's failure, not the gateway's.
 		client = &clientBody{ReadCloser: r.Body, rc: rc}
 		r.Body = client
+		defer client.finish()
 	}
 	start := int(b.next.Add(1))
 	for k := range b.backends {
@@ -274,26 +275,45 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 const bodyTimeout = 30 * time.Second
 
 // clientBody is a streamed request body that remembers whether reading it
-// failed (the client's fault) and gives each read bodyTimeout.
+// failed (the client's fault) and gives each read bodyTimeout. The
+// transport may still read it after the handler has returned (a gateway
+// that answered early): from then on it leaves the connection's deadlines
+// alone, as they are the next request's.
 type clientBody struct {
 	io.ReadCloser
-	rc  *http.ResponseController
-	mu  sync.Mutex
-	err error
+	rc   *http.ResponseController
+	mu   sync.Mutex
+	err  error
+	done bool // the handler returned
 }
 
 func (c *clientBody) Read(p []byte) (int, error) {
-	_ = c.rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	c.mu.Lock()
+	deadlines := !c.done
+	if deadlines {
+		_ = c.rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	}
+	c.mu.Unlock()
 	n, err := c.ReadCloser.Read(p)
 	if err != nil {
-		_ = c.rc.SetReadDeadline(time.Time{})
-		if err != io.EOF {
-			c.mu.Lock()
-			c.err = err
-			c.mu.Unlock()
+		c.mu.Lock()
+		if !c.done {
+			_ = c.rc.SetReadDeadline(time.Time{})
 		}
+		if err != io.EOF {
+			c.err = err
+		}
+		c.mu.Unlock()
 	}
 	return n, err
+}
+
+// finish marks the handler returned, clearing the deadline a read set.
+func (c *clientBody) finish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done = true
+	_ = c.rc.SetReadDeadline(time.Time{})
 }
 
 func (c *clientBody) failed() bool {

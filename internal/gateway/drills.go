@@ -85,6 +85,10 @@ func (g *Gateway) handleEndDrill(w http.ResponseWriter, r *http.Request, c claim
 		return err
 	}
 	d, _ := g.cfg.View.Drill(id)
+	if d.Summary != rec.Drill.Summary {
+		// Its runner recorded its end first: the log kept that one.
+		return salamander.Errorf(salamander.CodeConflict, "drill %s ended meanwhile (%s): %s", id, d.State, d.Summary)
+	}
 	writeJSON(w, http.StatusOK, d)
 	return nil
 }

@@ -93,8 +93,8 @@ type Config struct {
 	// to (default: loopback; see gateway.Limits.Exempt).
 	LimitExempt *[]netip.Prefix
 	// MetricsFrom, when set, replaces the addresses that may read
-	// /metrics without a token (default: loopback and the private
-	// networks; see gateway.Config.MetricsFrom).
+	// /metrics without a token (default: loopback; see
+	// gateway.Config.MetricsFrom).
 	MetricsFrom *[]netip.Prefix
 	// HeartbeatTimeout is how long a site may go without hearing a
 	// majority of the sites before it treats itself as cut off (default
