@@ -108,13 +108,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	var urls []string
+	var urls, natsURLs []string
 	for i, s := range sites {
 		fmt.Fprintf(stdout, "  site %s  %s   NATS nats://%s (user %s; password in %s)\n", s.Name(), s.URL(),
 			cfgs[i].NATS.ClientAddr, cfgs[i].Secrets.NATSUser, secrets.SiteFile(secretsDir, s.Name()))
 		urls = append(urls, s.URL())
+		natsURLs = append(natsURLs, "nats://"+cfgs[i].NATS.ClientAddr)
 	}
-	fmt.Fprintf(stdout, "  operators: salamander admin --creds %s leaders\n", secrets.AdminFile(secretsDir))
+	// With this cluster's own NATS URLs: another dev cluster on the
+	// default ports must not be the one the hint reaches.
+	fmt.Fprintf(stdout, "  operators: salamander admin --creds %s --nats %s leaders\n", secrets.AdminFile(secretsDir),
+		strings.Join(natsURLs, ","))
 	fmt.Fprintf(stdout, "  web messenger: %s/ (any site's URL)\n", urls[0])
 	fmt.Fprintf(stdout, "  ops console: %s/ops (after salamander admin set-role NAME operator); status page: %s/status\n", urls[0], urls[0])
 	fmt.Fprintf(stdout, "ready. try: salamander chat --sites %s --user alice --signup\n", strings.Join(urls, ","))
