@@ -204,6 +204,9 @@ type chatSession struct {
 	// one being sent (runSender); wake tells the sender of a new one.
 	queue []chatSend
 	wake  chan struct{}
+	// incidents are the open incidents printed, by id: their state and
+	// number of updates as printed.
+	incidents map[string]string
 }
 
 // chatSend is a line typed to be sent to a room.
@@ -586,9 +589,7 @@ func (ch *chatSession) printEvents(ctx context.Context, sub *client.Subscription
 			} else {
 				ch.printf("(reconnected to %s)\n", sub.Site())
 			}
-			for _, inc := range ev.Incidents {
-				ch.printIncident(&inc)
-			}
+			ch.readyIncidents(ev.Incidents)
 		case salamander.EventIncident:
 			if ev.Incident != nil {
 				ch.printIncident(ev.Incident)
@@ -634,7 +635,23 @@ func (ch *chatSession) printEvents(ctx context.Context, sub *client.Subscription
 // printIncident shows an incident as the banner a chat client shows:
 // its state, title and latest word, in the language of the terminal's
 // locale (Korean when LANG starts with ko).
+// An incident already printed as it is now (same state, same updates) is
+// not printed again: every reconnect's ready event lists the open ones.
 func (ch *chatSession) printIncident(inc *salamander.Incident) {
+	seen := fmt.Sprintf("%s/%d", inc.State, len(inc.Updates))
+	ch.mu.Lock()
+	if ch.incidents == nil {
+		ch.incidents = map[string]string{}
+	}
+	again := ch.incidents[inc.ID] == seen
+	ch.incidents[inc.ID] = seen
+	if !inc.Open() {
+		delete(ch.incidents, inc.ID)
+	}
+	ch.mu.Unlock()
+	if again {
+		return
+	}
 	lang := "en"
 	if strings.HasPrefix(os.Getenv("LANG"), "ko") {
 		lang = "ko"
@@ -644,6 +661,30 @@ func (ch *chatSession) printIncident(inc *salamander.Incident) {
 		msg = " — " + inc.Updates[n-1].Message.In(lang)
 	}
 	ch.printf("!! incident %s [%s, %s]: %s%s\n", inc.ID, inc.State, inc.Impact, inc.Title.In(lang), msg)
+}
+
+// readyIncidents prints the open incidents a ready event lists that are
+// new or changed, and says which of those printed before were resolved
+// while the socket was away (they are no longer listed).
+func (ch *chatSession) readyIncidents(open []salamander.Incident) {
+	listed := map[string]bool{}
+	for i := range open {
+		listed[open[i].ID] = true
+		ch.printIncident(&open[i])
+	}
+	ch.mu.Lock()
+	var gone []string
+	for id := range ch.incidents {
+		if !listed[id] {
+			gone = append(gone, id)
+			delete(ch.incidents, id)
+		}
+	}
+	ch.mu.Unlock()
+	slices.Sort(gone)
+	for _, id := range gone {
+		ch.printf("!! incident %s resolved\n", id)
+	}
 }
 
 // onMessage prints an arriving message, first marking it read when its room

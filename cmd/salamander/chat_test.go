@@ -209,3 +209,26 @@ func TestChatStaysLiveWhileNoSiteTakesASend(t *testing.T) {
 		}
 	}
 }
+
+// Every reconnect's ready event lists the open incidents: the chat prints
+// one again only when it changed, and says when one printed before was
+// resolved while it was away.
+func TestChatPrintsEachIncidentOnce(t *testing.T) {
+	var out strings.Builder
+	ch := &chatSession{out: &out}
+	inc := salamander.Incident{ID: "inc-0123456789abcdef", State: salamander.IncidentInvestigating, Impact: salamander.ImpactMajor,
+		Title: salamander.Localized{EN: "Messages delayed"}, Updates: []salamander.IncidentUpdate{{Message: salamander.Localized{EN: "Looking."}}}}
+	ch.readyIncidents([]salamander.Incident{inc})
+	ch.readyIncidents([]salamander.Incident{inc}) // a reconnect
+	inc.State = salamander.IncidentIdentified
+	inc.Updates = append(inc.Updates, salamander.IncidentUpdate{Message: salamander.Localized{EN: "Found it."}})
+	ch.printIncident(&inc)
+	ch.readyIncidents(nil) // resolved while away
+	ch.readyIncidents(nil)
+	want := "!! incident inc-0123456789abcdef [investigating, major]: Messages delayed — Looking.\n" +
+		"!! incident inc-0123456789abcdef [identified, major]: Messages delayed — Found it.\n" +
+		"!! incident inc-0123456789abcdef resolved\n"
+	if out.String() != want {
+		t.Fatalf("printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
