@@ -22,7 +22,7 @@ Operator actions, taken on the replicated log directly through any site's
 NATS server, so they work while any site is down:
 
   revoke-user NAME   revoke every session of NAME at every site (they must log in again)
-  leaders            list every stream's leader, replicas and last sequence
+  leaders            list every stream's leader, its followers and last sequence
   step-down STREAM [SITE]
                      move a stream's leadership to another site, or to the named one
   drain SITE         take a site out of service: its readiness fails, its clients move,
@@ -156,7 +156,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		standbys, serr := store.StandbyStatus(ctx)
 		st = append(st, standbys...)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "STREAM\tLEADER\tREPLICAS\tUNHEALTHY\tLAST SEQ")
+		fmt.Fprintln(tw, "STREAM\tLEADER\tFOLLOWERS\tUNHEALTHY\tLAST SEQ")
 		for _, s := range st {
 			if s.Error != "" {
 				fmt.Fprintf(tw, "%s\t(not read)\t\t\t\n", s.Stream)
