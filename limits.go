@@ -3,6 +3,7 @@ package salamander
 import (
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -83,7 +84,7 @@ func ValidateMessageText(s string) error {
 		return Errorf(CodeInvalid, "message text must not be blank")
 	}
 	for _, r := range s {
-		if r < 0x20 && r != '\n' && r != '\t' || r >= 0x7f && r <= 0x9f {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' {
 			return Errorf(CodeInvalid, "message text must not contain control characters")
 		}
 	}
@@ -142,7 +143,7 @@ func validateLine(what, s string, maxRunes int, allowEmpty bool) error {
 		return Errorf(CodeInvalid, "%s must not be blank", what)
 	}
 	for _, r := range s {
-		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+		if unicode.IsControl(r) {
 			return Errorf(CodeInvalid, "%s must not contain control characters", what)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -197,7 +198,7 @@ func validateText(what, s string, maxRunes int, multiline bool) error {
 		return Errorf(CodeTooLarge, "%s is %d characters; the limit is %d", what, n, maxRunes)
 	}
 	for _, r := range s {
-		if (r < 0x20 && r != '\n' && r != '\t' && r != '\r') || r >= 0x7f && r <= 0x9f || r == utf8.RuneError {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r' || r == utf8.RuneError {
 			return Errorf(CodeInvalid, "%s must not contain control characters", what)
 		}
 	}
@@ -427,6 +428,12 @@ const DrillAbandonedAfter = time.Hour
 // MaxRecordedDrill bounds the load of a `salamander drill` that a running
 // deployment records (it must end well within DrillAbandonedAfter).
 const MaxRecordedDrill = 45 * time.Minute
+
+// OneMoreOutLeavesMajority reports whether taking one more of sites out of
+// service (drained, or cut off by a drill), with out of them out already,
+// leaves a majority serving and the log its quorum. The ops API, the admin
+// CLI, the drill recorder and the log's own apply rule all decide by it.
+func OneMoreOutLeavesMajority(out, sites int) bool { return out+1 <= (sites-1)/2 }
 
 // Live reports whether d counts as running at now: running, and started
 // (or done isolating a site) less than DrillAbandonedAfter before.

@@ -238,6 +238,10 @@ func (c *Client) SetDeviceToken(user, token string) {
 		delete(c.devices, user)
 		return
 	}
+	c.setDeviceLocked(user, token)
+}
+
+func (c *Client) setDeviceLocked(user, token string) {
 	if c.devices == nil {
 		c.devices = map[string]string{}
 	}
@@ -250,10 +254,7 @@ func (c *Client) setSession(s salamander.Session) {
 	c.token = s.Token
 	c.user = s.User.Name
 	if s.Device != "" {
-		if c.devices == nil {
-			c.devices = map[string]string{}
-		}
-		c.devices[s.User.Name] = s.Device
+		c.setDeviceLocked(s.User.Name, s.Device)
 	}
 }
 

@@ -353,12 +353,8 @@ func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bo
 	if drain {
 		// A site a running drill cuts off counts like a drained one: as
 		// the ops API, no drain while a drill runs.
-		running, err := runningDrillsInLog(ctx, store)
-		if err != nil {
+		if err := refuseWhileDrillRuns(ctx, store, "drain"); err != nil {
 			return fmt.Errorf("admin: %w", err)
-		}
-		if len(running) > 0 {
-			return fmt.Errorf("admin: %s", salamander.ErrorMessage(gateway.DrillRunningError(running[0], "drain")))
 		}
 	}
 	rec := salamander.Record{Type: salamander.RecSiteUndrained, Target: site}

@@ -266,13 +266,11 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 	}
 	// A command may follow spaces (" /quit" is no message); a message
 	// starting with "/" is typed "//".
-	if trimmed := strings.TrimLeft(line, " \t"); strings.HasPrefix(trimmed, "/") && !strings.HasPrefix(trimmed, "//") {
-		line = trimmed
-	} else {
+	if trimmed := strings.TrimLeft(line, " \t"); !strings.HasPrefix(trimmed, "/") || strings.HasPrefix(trimmed, "//") {
 		if strings.HasPrefix(trimmed, "//") {
-			line = strings.TrimPrefix(trimmed, "/")
+			line = trimmed[1:]
 		}
-		ch.send(ctx, line)
+		ch.send(line)
 		return false
 	}
 	cmd, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
@@ -410,7 +408,7 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 // message acknowledged held (its room's site is failing over) is sent but
 // has no place yet: that is said at once, unless it has already arrived,
 // and it is printed when it arrives with its place.
-func (ch *chatSession) send(_ context.Context, text string) {
+func (ch *chatSession) send(text string) {
 	err := ch.withRoom(func(id string) error {
 		if err := salamander.ValidateMessageText(text); err != nil {
 			return err
@@ -864,14 +862,7 @@ func (ch *chatSession) printOwn(text string) {
 // controls (which reorder what follows: "gnp.exe" shown as "exe.png") are
 // shown as \u escapes, never sent to the terminal.
 func termSafe(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == '\n' || termEscaped(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	if strings.IndexFunc(s, func(r rune) bool { return r == '\n' || termEscaped(r) }) < 0 {
 		return s
 	}
 	var b strings.Builder

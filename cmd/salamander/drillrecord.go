@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -48,14 +49,15 @@ func startDrillRecord(ctx context.Context, conn *connFlags, cfg drill.Config) (*
 		return nil, fmt.Errorf("drill: --record: %w", err)
 	}
 	scenarios := strings.Split(cfg.Scenario, ",")
-	if err := checkDrillMayStart(ctx, store, cfg.Site, slices.Contains(scenarios, drill.ScenarioPartition) && len(cfg.Sites) > 0); err != nil {
+	cuts := slices.Contains(scenarios, drill.ScenarioPartition) && len(cfg.Sites) > 0
+	if err := checkDrillMayStart(ctx, store, cfg.Site, cuts); err != nil {
 		store.Close()
 		return nil, err
 	}
 	r := &drillRecorder{store: store, id: salamander.NewOpsID("drl")}
 	r.drill = salamander.Drill{ID: r.id, Scenario: cfg.Scenario, Kind: drillKind(scenarios), Site: cfg.Site,
 		State: salamander.DrillRunning}
-	if slices.Contains(scenarios, drill.ScenarioPartition) && len(cfg.Sites) > 0 {
+	if cuts {
 		r.drill.Seconds = int(cfg.CutFor.Round(time.Second) / time.Second)
 	}
 	if err := r.append(ctx, salamander.RecDrillStarted, &r.drill, "start"); err != nil {
@@ -135,17 +137,26 @@ func runningDrillsInLog(ctx context.Context, store *jsstore.Store) ([]salamander
 	return out, nil
 }
 
+// refuseWhileDrillRuns refuses what (a drain, another drill) while the log
+// holds a drill as running, as the ops API does (gateway.DrillRunningError).
+func refuseWhileDrillRuns(ctx context.Context, store *jsstore.Store, what string) error {
+	running, err := runningDrillsInLog(ctx, store)
+	if err != nil {
+		return err
+	}
+	if len(running) > 0 {
+		return errors.New(salamander.ErrorMessage(gateway.DrillRunningError(running[0], what)))
+	}
+	return nil
+}
+
 // checkDrillMayStart refuses a drill while another runs, and one that
 // cuts site off (cuts: any site, when site is "") unless that leaves a
 // majority of the sites serving with those drained: the console's rules
 // (gateway.handleStartDrill), on the log as its leader holds it.
 func checkDrillMayStart(ctx context.Context, store *jsstore.Store, site string, cuts bool) error {
-	running, err := runningDrillsInLog(ctx, store)
-	if err != nil {
+	if err := refuseWhileDrillRuns(ctx, store, "start another"); err != nil {
 		return fmt.Errorf("drill: %w", err)
-	}
-	if len(running) > 0 {
-		return fmt.Errorf("drill: %s", salamander.ErrorMessage(gateway.DrillRunningError(running[0], "start another")))
 	}
 	if !cuts {
 		return nil
@@ -157,7 +168,7 @@ func checkDrillMayStart(ctx context.Context, store *jsstore.Store, site string, 
 	if site != "" && slices.Contains(drained, site) {
 		return fmt.Errorf("drill: site %s is drained", site)
 	}
-	if len(drained)+1 > (len(sites)-1)/2 {
+	if !salamander.OneMoreOutLeavesMajority(len(drained), len(sites)) {
 		return fmt.Errorf("drill: cutting a site off while %v is drained would leave less than a majority of the %d sites serving; undrain first",
 			drained, len(sites))
 	}

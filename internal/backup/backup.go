@@ -97,7 +97,11 @@ func Backup(ctx context.Context, nc *nats.Conn, dir string, logger *slog.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	n, err := partitions(ctx, js)
+	kv, err := clusterKV(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	n, err := partitions(ctx, kv)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
@@ -116,7 +120,7 @@ func Backup(ctx context.Context, nc *nats.Conn, dir string, logger *slog.Logger)
 	// mark it once every standby exists), not whether one of them is
 	// there: a standby deleted by mistake must fail the backup like any
 	// missing stream, not leave every standby out of it.
-	standbys, err := standbysSetUp(ctx, js)
+	standbys, err := standbysSetUp(ctx, kv)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
@@ -137,12 +141,17 @@ func Backup(ctx context.Context, nc *nats.Conn, dir string, logger *slog.Logger)
 	return m, nil
 }
 
-// partitions reads the cluster's partition count from its bucket.
-func partitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+// clusterKV opens the cluster's bucket of settings fixed at creation.
+func clusterKV(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, clusterBucket)
 	if err != nil {
-		return 0, fmt.Errorf("the cluster bucket %s (is this a Salamander cluster, and the admin credential?): %w", clusterBucket, err)
+		return nil, fmt.Errorf("the cluster bucket %s (is this a Salamander cluster, and the admin credential?): %w", clusterBucket, err)
 	}
+	return kv, nil
+}
+
+// partitions reads the cluster's partition count from its bucket.
+func partitions(ctx context.Context, kv jetstream.KeyValue) (int, error) {
 	e, err := kv.Get(ctx, partitionsKey)
 	if err != nil {
 		return 0, fmt.Errorf("read the partition count: %w", err)
@@ -156,12 +165,8 @@ func partitions(ctx context.Context, js jetstream.JetStream) (int, error) {
 
 // standbysSetUp reads the cluster bucket's mark that every partition's
 // standby stream exists (clusters made before standbys have none).
-func standbysSetUp(ctx context.Context, js jetstream.JetStream) (bool, error) {
-	kv, err := js.KeyValue(ctx, clusterBucket)
-	if err != nil {
-		return false, err
-	}
-	_, err = kv.Get(ctx, standbysKey)
+func standbysSetUp(ctx context.Context, kv jetstream.KeyValue) (bool, error) {
+	_, err := kv.Get(ctx, standbysKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
 	}

@@ -210,11 +210,11 @@ func (b *Balancer) Ready() []string {
 func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	replay := r.Body == nil || r.Body == http.NoBody
-	rc := http.NewResponseController(w)
 	var client *clientBody
 	if !replay && r.ContentLength >= 0 && r.ContentLength <= maxRetryBody {
 		// A client that sends its body slowly, or never, holds a
 		// connection and a goroutine: it has bodyTimeout for all of it.
+		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 		var err error
 		body, err = io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
@@ -228,7 +228,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Streamed to the gateway (large, or of unknown length): each
 		// read has bodyTimeout, and a read the client fails is the
 		// client's failure, not the gateway's.
-		client = &clientBody{ReadCloser: r.Body, rc: rc}
+		client = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w)}
 		r.Body = client
 		defer client.finish()
 	}

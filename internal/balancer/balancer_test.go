@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,6 +60,37 @@ func newGateway(t *testing.T, name string) *gateway {
 	return g
 }
 
+// startBalancer balances gws, checking them every interval, behind a
+// server of its own, and waits until every one is ready. stopChecks stops
+// the health checks (also when t ends).
+func startBalancer(t *testing.T, interval time.Duration, gws ...*gateway) (b *Balancer, lb *httptest.Server, stopChecks func()) {
+	t.Helper()
+	var urls []string
+	for _, g := range gws {
+		urls = append(urls, g.srv.URL)
+	}
+	cfg := DefaultConfig(urls...)
+	cfg.Interval = interval
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	stopChecks = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stopChecks)
+	lb = httptest.NewServer(b)
+	t.Cleanup(lb.Close)
+	checkFor(t, 5*time.Second, func() error {
+		if n := len(b.Ready()); n != len(gws) {
+			return fmt.Errorf("%d gateways ready", n)
+		}
+		return nil
+	})
+	return b, lb, stopChecks
+}
+
 // checkFor polls cond until it returns nil or d has passed.
 func checkFor(t *testing.T, d time.Duration, cond func() error) {
 	t.Helper()
@@ -86,27 +118,9 @@ func post(t *testing.T, url, body string) (int, string) {
 // /readyz fails, retries a request a dead gateway refused on the next one
 // (body included), carries WebSockets, and answers 503 with none ready.
 func TestBalancer(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	g1, g2 := newGateway(t, "g1"), newGateway(t, "g2")
-	cfg := DefaultConfig(g1.srv.URL, g2.srv.URL)
-	cfg.Interval = 20 * time.Millisecond
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	lb := httptest.NewServer(b)
-	defer lb.Close()
-
-	checkFor(t, 5*time.Second, func() error {
-		if n := len(b.Ready()); n != 2 {
-			return fmt.Errorf("%d gateways ready", n)
-		}
-		return nil
-	})
+	b, lb, stopChecks := startBalancer(t, 20*time.Millisecond, g1, g2)
+	ctx := t.Context()
 	seen := map[string]int{}
 	for range 10 {
 		code, body := post(t, lb.URL+"/who", "hi")
@@ -157,8 +171,7 @@ func TestBalancer(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	<-done // no health check from here on
+	stopChecks() // no health check from here on
 	g2.srv.Close()
 	for range 4 {
 		if code, body := post(t, lb.URL+"/who", "y"); code != http.StatusOK || !strings.HasPrefix(body, "g1 y") {
@@ -194,26 +207,8 @@ func TestNewRefusesBadBackends(t *testing.T) {
 // it was streamed to stays in service: otherwise any client could take
 // every gateway out with aborted uploads.
 func TestBrokenClientBodyKeepsTheGatewayInService(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	g := newGateway(t, "g1")
-	cfg := DefaultConfig(g.srv.URL)
-	cfg.Interval = time.Hour // no health check puts it back meanwhile
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	lb := httptest.NewServer(b)
-	defer lb.Close()
-	checkFor(t, 5*time.Second, func() error {
-		if n := len(b.Ready()); n != 1 {
-			return fmt.Errorf("%d gateways ready", n)
-		}
-		return nil
-	})
+	b, lb, _ := startBalancer(t, time.Hour, g) // no health check puts it back meanwhile
 	for range 5 {
 		// A chunked body (of no known length: streamed) cut off midway.
 		conn, err := net.Dial("tcp", lb.Listener.Addr().String())

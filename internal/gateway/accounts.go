@@ -160,12 +160,17 @@ func (g *Gateway) passwordHash(ctx context.Context, name string) (string, error)
 // writeSession answers a new session of user name on device (a new
 // device when "").
 func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, status int, name, device string) {
-	token, exp, err := g.issueToken(name)
+	s, err := g.currentSigner() // one key for both tokens
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	deviceToken, err := g.issueDeviceToken(name, device)
+	token, exp, err := g.sessionToken(s, name)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	devToken, err := deviceToken(s, name, device)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -175,7 +180,7 @@ func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, status in
 		writeError(w, g.log, r, err)
 		return
 	}
-	writeJSON(w, status, salamander.Session{Token: token, ExpiresAt: exp, User: u, Device: deviceToken})
+	writeJSON(w, status, salamander.Session{Token: token, ExpiresAt: exp, User: u, Device: devToken})
 }
 
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request, c claims) {

@@ -57,33 +57,45 @@ type claims struct {
 const maxTokenBytes = 1024
 
 func (g *Gateway) issueToken(user string) (string, time.Time, error) {
-	acct, cur, key, err := g.currentKey()
+	s, err := g.currentSigner()
 	if err != nil {
 		return "", time.Time{}, err
 	}
+	return g.sessionToken(s, user)
+}
+
+// sessionToken is a new session of user, signed by s.
+func (g *Gateway) sessionToken(s signer, user string) (string, time.Time, error) {
 	now := time.Now()
 	exp := now.Add(g.cfg.TokenTTL)
 	c := claims{User: user, Session: randomHex(16), Issued: now.UnixNano(), Expires: exp.Unix(),
-		AcctSeq: acct, KeyID: cur.ID}
-	token, err := signClaims(key, "", c)
+		AcctSeq: s.acct, KeyID: s.kid}
+	token, err := signClaims(s.key, "", c)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	return token, exp.UTC().Truncate(time.Second), nil
 }
 
-// currentKey returns how far this site has applied the accounts stream and
-// the current signing key, opened. The position is read before the key: a
-// token signed with a key that is being retired names a position before
-// the rotation's.
-func (g *Gateway) currentKey() (uint64, view.SigningKey, []byte, error) {
+// signer is the current signing key, opened, and how far this site had
+// applied the accounts stream when it was chosen (every token names it).
+type signer struct {
+	acct uint64
+	kid  string
+	key  []byte
+}
+
+// currentSigner returns the current signing key. The position is read
+// before the key: a token signed with a key that is being retired names a
+// position before the rotation's.
+func (g *Gateway) currentSigner() (signer, error) {
 	acct := g.cfg.View.AppliedOf(jsstore.AccountsStream)
 	cur, ok := g.cfg.View.CurrentKey()
 	if !ok {
-		return 0, cur, nil, errNoKey
+		return signer{}, errNoKey
 	}
 	key, err := g.openKey(cur)
-	return acct, cur, key, err
+	return signer{acct: acct, kid: cur.ID, key: key}, err
 }
 
 // signClaims encodes c as a token signed with key. domain tells the kinds
@@ -209,23 +221,20 @@ func (g *Gateway) openKey(k view.SigningKey) ([]byte, error) {
 	if key, ok := g.keys[k.ID]; ok {
 		return key, nil
 	}
-	if k.ID == "" {
+	key := k.Sealed
+	switch {
+	case k.ID == "":
 		g.log.Warn("the session-signing key is not sealed: anyone who can read the log can sign sessions; " +
 			"make a sealed one current with `salamander admin rotate-key` (its sessions then end)")
-		if g.keys == nil {
-			g.keys = map[string][]byte{}
-		}
-		g.keys[""] = k.Sealed
-		return k.Sealed, nil
-	}
-	if g.cfg.Keys == nil {
+	case g.cfg.Keys == nil:
 		return nil, salamander.Errorf(salamander.CodeUnavailable, "this site cannot open the signing keys (no secrets)")
-	}
-	key, err := g.cfg.Keys.OpenKey(k.ID, k.Sealed)
-	if err != nil {
-		g.log.Error("signing key does not open with this site's log key: is its site file from this deployment?",
-			"key", k.ID, "err", err)
-		return nil, salamander.Errorf(salamander.CodeUnavailable, "this site cannot open the signing key")
+	default:
+		var err error
+		if key, err = g.cfg.Keys.OpenKey(k.ID, k.Sealed); err != nil {
+			g.log.Error("signing key does not open with this site's log key: is its site file from this deployment?",
+				"key", k.ID, "err", err)
+			return nil, salamander.Errorf(salamander.CodeUnavailable, "this site cannot open the signing key")
+		}
 	}
 	if g.keys == nil {
 		g.keys = map[string][]byte{}

@@ -50,16 +50,22 @@ const deviceDomain = "salamander device token\x00"
 // issueDeviceToken returns a device token for user's device (a new device
 // when device is "").
 func (g *Gateway) issueDeviceToken(user, device string) (string, error) {
-	acct, cur, key, err := g.currentKey()
+	s, err := g.currentSigner()
 	if err != nil {
 		return "", err
 	}
+	return deviceToken(s, user, device)
+}
+
+// deviceToken is a device token for user's device (a new device when
+// device is ""), signed by s.
+func deviceToken(s signer, user, device string) (string, error) {
 	if device == "" {
 		device = randomHex(16)
 	}
 	c := deviceClaims{User: user, Device: device, Expires: time.Now().Add(deviceTokenTTL).Unix(),
-		AcctSeq: acct, KeyID: cur.ID}
-	return signClaims(key, deviceDomain, c)
+		AcctSeq: s.acct, KeyID: s.kid}
+	return signClaims(s.key, deviceDomain, c)
 }
 
 // knownDevice returns the device a login for user brings back a valid

@@ -69,7 +69,7 @@ func CheckDrain(site string, sites, drained []string, drain bool) error {
 	if is := slices.Contains(drained, site); is == drain {
 		return salamander.Errorf(salamander.CodeConflict, "site %s is %s", site, map[bool]string{true: "drained already", false: "not drained"}[is])
 	}
-	if n := len(sites); drain && len(drained)+1 > (n-1)/2 {
+	if n := len(sites); drain && !salamander.OneMoreOutLeavesMajority(len(drained), n) {
 		return salamander.Errorf(salamander.CodeConflict, "draining %s would leave less than a majority of the %d sites serving; undrain %v first",
 			site, n, slices.Sorted(slices.Values(drained)))
 	}

@@ -145,7 +145,7 @@ func (g *Gateway) handleStartDrill(w http.ResponseWriter, r *http.Request, c cla
 	}
 	// The site cut off counts like a drained one: together they must leave
 	// a majority of the sites serving (and the log its quorum).
-	if drained := slices.Sorted(maps.Keys(g.cfg.View.Drained())); len(drained)+1 > (len(g.cfg.Sites)-1)/2 {
+	if drained := slices.Sorted(maps.Keys(g.cfg.View.Drained())); !salamander.OneMoreOutLeavesMajority(len(drained), len(g.cfg.Sites)) {
 		return salamander.Errorf(salamander.CodeConflict, "cutting off %s while %v is drained would leave less than a majority of the %d sites serving; undrain first",
 			req.Site, drained, len(g.cfg.Sites))
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -119,7 +120,7 @@ func DefaultLimits() Limits {
 // budget is one kind of request's limits at this site.
 type budget struct {
 	what       string // for the message: "sends", "sign-ups"
-	per        string // what the user limit is per, for the message: "account", "device"
+	per        string // what the user limit is per, for the message ("account" when "")
 	user, addr *limiter
 	// userAlways holds exempt addresses to the per-account limit too.
 	userAlways bool
@@ -142,14 +143,14 @@ func newBudgets(l Limits, sites int) *budgets {
 	mk := func(r Rate) *limiter { return newLimiter(r.share(n)) }
 	loginAddr := mk(l.LoginFailuresPerAddr)
 	return &budgets{
-		login:       budget{what: "failed logins", per: "account", user: mk(l.LoginFailuresPerUser), addr: loginAddr, userAlways: true},
+		login:       budget{what: "failed logins", user: mk(l.LoginFailuresPerUser), addr: loginAddr, userAlways: true},
 		deviceLogin: budget{what: "failed logins", per: "device", user: mk(l.LoginFailuresPerDevice), addr: loginAddr, userAlways: true},
-		logins:      budget{what: "logins", per: "account", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
+		logins:      budget{what: "logins", user: mk(l.LoginsPerUser), addr: mk(l.LoginsPerAddr)},
 		signUp:      budget{what: "sign-ups", addr: mk(l.SignUpsPerAddr)},
-		send:        budget{what: "messages sent", per: "account", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
-		invite:      budget{what: "members added", per: "account", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
-		connect:     budget{what: "WebSocket connections", per: "account", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
-		changes:     budget{what: "changes (rooms, friends, profile, reports)", per: "account", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
+		send:        budget{what: "messages sent", user: mk(l.SendsPerUser), addr: mk(l.SendsPerAddr)},
+		invite:      budget{what: "members added", user: mk(l.InvitesPerUser), addr: mk(l.InvitesPerAddr)},
+		connect:     budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
+		changes:     budget{what: "changes (rooms, friends, profile, reports)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
 		exempt:      l.Exempt,
 		proxiesHere: append(slices.Clip(l.TrustedProxies), l.Exempt...),
 	}
@@ -170,7 +171,7 @@ func (bs *budgets) spend(b *budget, user string, addr netip.Addr, n int) (refund
 	if user != "" && (b.userAlways || !exempt) {
 		r, wait := b.user.take(user, n)
 		if wait > 0 {
-			return nil, newRateLimitError(fmt.Sprintf("too many %s for this %s", b.what, b.per), wait)
+			return nil, newRateLimitError(fmt.Sprintf("too many %s for this %s", b.what, cmp.Or(b.per, "account")), wait)
 		}
 		refunds = append(refunds, r)
 	}

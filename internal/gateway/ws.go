@@ -123,12 +123,6 @@ type laneFrame struct {
 	refused bool
 }
 
-// handleWebSocket serves one device: it replays every stored event since
-// the device's cursor, says "ready", then streams live events, while it
-// carries out the frames the device sends. Events are registered for
-// before the replay starts and deduplicated by position, so nothing falls
-// between replay and live. The handler returns once the replay is done;
-// the socket's reader, owned by the hub, serves it from then on.
 // wsProtocol is the subprotocol a browser names to carry its token in the
 // handshake (it cannot set the Authorization header): it offers
 // wsProtocol and wsTokenPrefix+TOKEN, and the site chooses wsProtocol.
@@ -154,6 +148,12 @@ func protocolToken(r *http.Request) (token, protocol string) {
 	return "", ""
 }
 
+// handleWebSocket serves one device: it replays every stored event since
+// the device's cursor, says "ready", then streams live events, while it
+// carries out the frames the device sends. Events are registered for
+// before the replay starts and deduplicated by position, so nothing falls
+// between replay and live. The handler returns once the replay is done;
+// the socket's reader, owned by the hub, serves it from then on.
 func (g *Gateway) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err := g.serving(); err != nil {
 		writeError(w, g.log, r, err)

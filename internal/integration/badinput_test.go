@@ -24,18 +24,22 @@ type rawResp struct {
 const noContentType = "none"
 
 // raw sends a request straight to site i with an optional bearer token. A
-// body is sent as application/json unless contentType says otherwise.
-func raw(t *testing.T, i int, method, path, token, contentType string, body []byte) rawResp {
+// body is sent as application/json unless contentType says otherwise;
+// header adds header names and values, in pairs.
+func raw(t *testing.T, i int, method, path, token, contentType string, body []byte, header ...string) rawResp {
 	t.Helper()
-	return rawTo(t, cluster.URL(i), method, path, token, contentType, body)
+	return rawTo(t, cluster.URL(i), method, path, token, contentType, body, header...)
 }
 
 // rawTo is raw for any base URL.
-func rawTo(t *testing.T, base, method, path, token, contentType string, body []byte) rawResp {
+func rawTo(t *testing.T, base, method, path, token, contentType string, body []byte, header ...string) rawResp {
 	t.Helper()
 	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

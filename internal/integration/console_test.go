@@ -403,23 +403,12 @@ func TestMetricsAreServedToMonitoringAndOperatorsOnly(t *testing.T) {
 	user, _ := signedUp(t, 2, "metricsuser")
 	get := func(from, token string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest("GET", cluster.URL(2)+"/metrics", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var header []string
 		if from != "" {
-			req.Header.Set("X-Forwarded-For", from)
+			header = []string{"X-Forwarded-For", from}
 		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		body, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(body)
+		r := raw(t, 2, "GET", "/metrics", token, "", nil, header...)
+		return r.status, string(r.body)
 	}
 	const metric = "salamander_view_applied_seq"
 	for _, tc := range []struct {

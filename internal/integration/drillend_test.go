@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +21,7 @@ import (
 func TestADrillWhoseRunnerDiedIsEndedByHand(t *testing.T) {
 	ctx := testCtx(t, 90*time.Second)
 	op, _ := withRole(t, ctx, 0, "drillop", salamander.RoleOperator)
-	cli := func(args ...string) (string, error) {
-		full := append([]string{"admin", "--nats", cluster.NATSURL(1), "--creds", cluster.AdminFile()}, args...)
-		out, err := exec.CommandContext(ctx, salamanderBin, full...).CombinedOutput()
-		return string(out), err
-	}
+	cli := func(args ...string) (string, error) { return adminCLI(ctx, 1, args...) }
 	// A drill's start, as a runner that then died wrote it.
 	stuck := func() string {
 		id := salamander.NewOpsID("drl")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -141,4 +142,12 @@ func lineStarting(out, prefix string) string {
 		}
 	}
 	return ""
+}
+
+// adminCLI runs `salamander admin ARGS` with the admin credential through
+// site i's NATS server and returns what it printed (stdout and stderr).
+func adminCLI(ctx context.Context, i int, args ...string) (string, error) {
+	full := append([]string{"admin", "--nats", cluster.NATSURL(i), "--creds", cluster.AdminFile()}, args...)
+	out, err := exec.CommandContext(ctx, salamanderBin, full...).CombinedOutput()
+	return string(out), err
 }

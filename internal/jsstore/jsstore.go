@@ -404,16 +404,25 @@ func (s *Store) LearnPartitions(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster bucket: %w", err)
 	}
-	e, err := kv.Get(ctx, partitionsKey)
+	n, err := readPartitions(ctx, kv)
 	if err != nil {
-		return fmt.Errorf("read partition count: %w", err)
-	}
-	n, err := strconv.Atoi(string(e.Value()))
-	if err != nil || n < 1 || n > 1024 {
-		return fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
+		return err
 	}
 	s.partitions.Store(int32(n))
 	return nil
+}
+
+// readPartitions reads the partition count the cluster was created with.
+func readPartitions(ctx context.Context, kv jetstream.KeyValue) (int, error) {
+	e, err := kv.Get(ctx, partitionsKey)
+	if err != nil {
+		return 0, fmt.Errorf("read partition count: %w", err)
+	}
+	n, err := strconv.Atoi(string(e.Value()))
+	if err != nil || n < 1 || n > 1024 {
+		return 0, fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
+	}
+	return n, nil
 }
 
 func (s *Store) ensureStreams(ctx context.Context) error {
@@ -447,13 +456,9 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("read the set-up mark: %w", err)
 	}
-	e, err := kv.Get(cctx, partitionsKey)
+	n, err := readPartitions(cctx, kv)
 	if err != nil {
-		return fmt.Errorf("read partition count: %w", err)
-	}
-	n, err := strconv.Atoi(string(e.Value()))
-	if err != nil || n < 1 || n > 1024 {
-		return fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
+		return err
 	}
 	if n != s.cfg.Partitions {
 		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)

@@ -295,7 +295,7 @@ func (a *applier) drain(pos salamander.Position, r salamander.Record) {
 		// names every site (Members) as its gateway saw them; every site
 		// applies it alike. (A drain record from before they did is taken
 		// as it was.)
-		if n := len(r.Members); n > 0 && len(a.m.ops.drained)+1 > (n-1)/2 {
+		if n := len(r.Members); n > 0 && !salamander.OneMoreOutLeavesMajority(len(a.m.ops.drained), n) {
 			return
 		}
 		d := salamander.SiteDrain{Site: r.Target, At: r.At, By: r.By, From: r.Site}

@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/salamander-chat/salamander/internal/fakesite"
 	"github.com/salamander-chat/salamander/internal/testbrowser"
 	"github.com/salamander-chat/salamander/web"
 )
@@ -254,6 +255,21 @@ func logIn(p *page, name string) {
 	p.fill("#auth-password", password)
 	p.click("#auth-submit")
 	p.wait("the app, live", `!document.getElementById("app").hidden && document.getElementById("conn").dataset.state === "live"`)
+}
+
+// minaAtFakeSite opens the app, served with a fake site of cfg, in a page
+// of lang and logs in as cfg.User; the page's context ends with t.
+func minaAtFakeSite(t *testing.T, cfg fakesite.Config, lang string) (*fakesite.Site, *page) {
+	t.Helper()
+	chromium := testbrowser.Chromium(t, "the web client's browser test")
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	t.Cleanup(cancel)
+	site := fakesite.New(cfg)
+	url := serveWithFakeSite(t, site)
+	p := newPage(t, ctx, chromium, cfg.User.Name, lang)
+	p.do("open the app", chromedpNavigate(url))
+	logIn(p, cfg.User.Name)
+	return site, p
 }
 
 // serveWithFakeSite serves the app with api (a fake site) under /v1/, until

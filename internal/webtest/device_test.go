@@ -1,14 +1,11 @@
 package webtest
 
 import (
-	"context"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/fakesite"
-	"github.com/salamander-chat/salamander/internal/testbrowser"
 )
 
 // The page keeps the device token its session came with, across signing
@@ -17,15 +14,7 @@ import (
 // gateway's side is TestKnownDeviceLogsInDuringALockOut). A fake site
 // (internal/fakesite) records what each login brought.
 func TestWebBringsItsDeviceTokenToLogin(t *testing.T) {
-	chromium := testbrowser.Chromium(t, "the web client's browser test")
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	site := fakesite.New(fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "미나"}})
-	url := serveWithFakeSite(t, site)
-
-	mina := newPage(t, ctx, chromium, "mina", "en-US")
-	mina.do("open the app", chromedpNavigate(url))
-	logIn(mina, "mina")
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "미나"}}, "en-US")
 	mina.wait("the device token kept", `localStorage.getItem("salamander.device.mina") === JSON.stringify("`+fakesite.DeviceToken+`")`)
 	mina.js(`location.hash = "#/settings"`)
 	mina.click("#logout")

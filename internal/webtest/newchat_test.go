@@ -1,13 +1,11 @@
 package webtest
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/fakesite"
-	"github.com/salamander-chat/salamander/internal/testbrowser"
 )
 
 // A chat someone else starts reaches the page as a message event of a room
@@ -16,15 +14,7 @@ import (
 // delivers) it asks again until it has the room — the message is shown,
 // not lost until a reload.
 func TestWebShowsANewChatWhenItsRoomIsFetchedLate(t *testing.T) {
-	chromium := testbrowser.Chromium(t, "the web client's browser test")
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	site := fakesite.New(fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "미나"}})
-	url := serveWithFakeSite(t, site)
-
-	mina := newPage(t, ctx, chromium, "mina", "en-US")
-	mina.do("open the app", chromedpNavigate(url))
-	logIn(mina, "mina")
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "미나"}}, "en-US")
 
 	const roomID = "d_fedcba9876543210fedcba9876543210"
 	site.Receive(salamander.Room{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}},

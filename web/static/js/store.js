@@ -9,12 +9,21 @@ const SESSION_KEY = "salamander.session";
 const SITES_KEY = "salamander.sites";
 const THEME_KEY = "salamander.theme";
 
-function read(key, fallback) {
+// parse is stored text as what it holds, or fallback when there is none or
+// it does not parse.
+function parse(raw, fallback) {
   try {
-    const v = localStorage.getItem(key);
-    return v === null ? fallback : JSON.parse(v);
+    return raw === null ? fallback : JSON.parse(raw);
   } catch {
     return fallback;
+  }
+}
+
+function read(key, fallback) {
+  try {
+    return parse(localStorage.getItem(key), fallback);
+  } catch {
+    return fallback; // storage refused (a browser's privacy mode)
   }
 }
 
@@ -91,11 +100,7 @@ export class Outbox {
     const raw = localStorage.getItem(this.key);
     if (raw !== this.raw) {
       this.raw = raw;
-      try {
-        this.parsed = raw === null ? [] : JSON.parse(raw);
-      } catch {
-        this.parsed = [];
-      }
+      this.parsed = parse(raw, []);
     }
     return this.parsed;
   }
