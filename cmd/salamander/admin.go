@@ -88,7 +88,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ecancel()
 	if err != nil {
 		if lerr := store.LearnPartitions(ctx); lerr != nil {
-			return err
+			return fmt.Errorf("admin: %w; nor could the partition count be read: %v", err, lerr)
 		}
 		fmt.Fprintf(stderr, "admin: not every stream answered within %s (one may be electing a leader): %v; going on\n", adminEnsureWait, err)
 	}

@@ -398,18 +398,40 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 // LearnPartitions reads the cluster's partition count, as EnsureStreams
 // does, without asking each stream: for a tool (the admin CLI) that must
 // act while some stream elects a leader, when EnsureStreams would wait
-// for it.
+// for it. It reads by direct get, which any current replica of the cluster
+// bucket answers: after a fire the bucket may itself be electing (a
+// CI run saw it leaderless for over 15 s after a site was killed while
+// another had just caught up), and the leader-answered stream info that
+// opening a bucket takes would wait for that too.
 func (s *Store) LearnPartitions(ctx context.Context) error {
-	kv, err := s.js.KeyValue(ctx, clusterBucket)
-	if err != nil {
-		return fmt.Errorf("cluster bucket: %w", err)
+	subject := "$JS.API.DIRECT.GET.KV_" + clusterBucket
+	req := []byte(`{"last_by_subj":"$KV.` + clusterBucket + "." + partitionsKey + `"}`)
+	var last error
+	for {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		msg, err := s.nc.RequestWithContext(actx, subject, req)
+		cancel()
+		if err == nil {
+			if status := msg.Header.Get("Status"); status != "" {
+				err = fmt.Errorf("read partition count: status %s %s", status, msg.Header.Get("Description"))
+			} else if op := msg.Header.Get("KV-Operation"); op != "" {
+				err = fmt.Errorf("read partition count: %s", op) // deleted or purged: never by us
+			} else {
+				n, err := parsePartitions(msg.Data)
+				if err != nil {
+					return err
+				}
+				s.partitions.Store(int32(n))
+				return nil
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster bucket: %w (last error: %v)", ctx.Err(), last)
+		case <-time.After(jitter(200 * time.Millisecond)):
+		}
 	}
-	n, err := readPartitions(ctx, kv)
-	if err != nil {
-		return err
-	}
-	s.partitions.Store(int32(n))
-	return nil
 }
 
 // readPartitions reads the partition count the cluster was created with.
@@ -418,9 +440,14 @@ func readPartitions(ctx context.Context, kv jetstream.KeyValue) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read partition count: %w", err)
 	}
-	n, err := strconv.Atoi(string(e.Value()))
+	return parsePartitions(e.Value())
+}
+
+// parsePartitions checks a partition count as the cluster bucket holds it.
+func parsePartitions(value []byte) (int, error) {
+	n, err := strconv.Atoi(string(value))
 	if err != nil || n < 1 || n > 1024 {
-		return 0, fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
+		return 0, fmt.Errorf("bad partition count %q in %s", value, clusterBucket)
 	}
 	return n, nil
 }

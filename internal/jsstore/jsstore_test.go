@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander"
@@ -490,5 +492,100 @@ func TestConfiguredOnlyIgnoresAnnouncedServers(t *testing.T) {
 	}
 	if got := stays.Conn().Servers(); len(got) != 1 {
 		t.Errorf("ConfiguredOnly store may reconnect to %v, want only %s", got, a.ClientURL())
+	}
+}
+
+// LearnPartitions reads the partition count while the cluster bucket has
+// no leader: with two of three servers gone, the one left holds a replica
+// that answers direct gets. Opening the bucket asks for its stream info,
+// which only its leader, the meta leader or (after 10 s of JetStream) a
+// member that knows it has no leader answers: the earlier way failed here
+// in about half the runs. The admin CLI relies on it to act in a fire
+// while streams elect.
+func TestLearnPartitionsWithoutABucketLeader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ports, err := freeport.Loopback(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	nodes := make([]*natsnode.Node, 3)
+	for i, site := range []string{"a", "b", "c"} {
+		cfg := natsnode.DefaultConfig(site)
+		cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+		cfg.ClusterAddr = addr(i)
+		for j := range 3 {
+			if j != i {
+				cfg.Routes = append(cfg.Routes, addr(j))
+			}
+		}
+		node, err := natsnode.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(node.Shutdown)
+		nodes[i] = node
+	}
+	urls := []string{nodes[0].ClientURL(), nodes[1].ClientURL(), nodes[2].ClientURL()}
+	scfg := jsstore.DefaultConfig(urls...)
+	scfg.Partitions = 3
+	maker, err := jsstore.Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer maker.Close()
+	if err := maker.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(maker.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := js.Stream(ctx, "KV_SAL_CLUSTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server kept leads neither the bucket nor the cluster's meta
+	// group, which answers a stream's info while the stream has no leader.
+	leader := bucket.CachedInfo().Cluster.Leader
+	kept := slices.IndexFunc(nodes, func(n *natsnode.Node) bool {
+		return n.Name() != leader && !n.Server().JetStreamIsLeader()
+	})
+	// The kept follower answers direct gets once it has caught up.
+	direct := "$JS.API.DIRECT.GET.KV_SAL_CLUSTER"
+	for {
+		sz, err := nodes[kept].Server().Subsz(&server.SubszOptions{Subscriptions: true, Test: direct})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sz.Subs) > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s never answered direct gets of the cluster bucket", nodes[kept].Name())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the follower
+	}
+	for i, n := range nodes {
+		if i != kept {
+			n.Shutdown()
+		}
+	}
+
+	cfg := jsstore.DefaultConfig(nodes[kept].ClientURL())
+	cfg.ConfiguredOnly = true
+	tool, err := jsstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tool.Close()
+	lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer lcancel()
+	if err := tool.LearnPartitions(lctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tool.Streams(), maker.Streams(); !slices.Equal(got, want) {
+		t.Fatalf("learned the streams %v, want %v", got, want)
 	}
 }
