@@ -59,6 +59,10 @@ func (c Code) HTTPStatus() int {
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// RetryAfter, on a rate limit's too_many_requests, is how many whole
+	// seconds to wait before the budget allows the request (the HTTP
+	// answer's Retry-After header too); 0 when the answer does not say.
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

@@ -56,6 +56,17 @@ func newTestClient(t *testing.T, sites ...*site) *Client {
 	return c
 }
 
+// answerMe serves GET /v1/me, as a site would for the fake sites' user,
+// mina (a Subscription of a session set with SetToken asks it); it
+// reports whether the request was that.
+func answerMe(w http.ResponseWriter, r *http.Request) bool {
+	if r.URL.Path != "/v1/me" {
+		return false
+	}
+	writeJSON(w, http.StatusOK, salamander.User{Name: "mina"})
+	return true
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -113,9 +124,32 @@ func TestDecodeError(t *testing.T) {
 		{503, `{"code":"unavailable"}`, salamander.CodeUnavailable, "Service Unavailable"},
 		{502, `bad gateway`, salamander.CodeInternal, "bad gateway"},
 	} {
-		e := decodeError(tc.status, []byte(tc.body))
+		e := decodeError(tc.status, nil, []byte(tc.body))
 		if e.Code != tc.code || e.Message != tc.msg {
 			t.Errorf("decodeError(%d, %q) = %q %q, want %q %q", tc.status, tc.body, e.Code, e.Message, tc.code, tc.msg)
+		}
+	}
+}
+
+// How long to wait comes from the body's retry_after, else from a
+// Retry-After header (a proxy's answer), at most maxRetryAfter.
+func TestDecodeErrorRetryAfter(t *testing.T) {
+	h := http.Header{}
+	h.Set("Retry-After", "3")
+	for _, tc := range []struct {
+		h    http.Header
+		body string
+		want int
+	}{
+		{nil, `{"code":"too_many_requests","message":"m","retry_after":5}`, 5},
+		{h, `{"code":"too_many_requests","message":"m","retry_after":5}`, 5},
+		{h, `{"code":"too_many_requests","message":"m"}`, 3},
+		{h, `slow down`, 3},
+		{nil, `{"code":"too_many_requests","message":"m","retry_after":86400}`, int(maxRetryAfter / time.Second)},
+		{nil, `{"code":"too_many_requests","message":"m","retry_after":-4}`, 0},
+	} {
+		if got := decodeError(429, tc.h, []byte(tc.body)).RetryAfter; got != tc.want {
+			t.Errorf("decodeError(429, %v, %s).RetryAfter = %d, want %d", tc.h, tc.body, got, tc.want)
 		}
 	}
 }
@@ -328,6 +362,9 @@ func TestUnread(t *testing.T) {
 // sends frames.
 func wsSite(t *testing.T, wantCursor string, frames []salamander.Event, thenClose bool) *site {
 	return newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if answerMe(w, r) {
+			return
+		}
 		if r.URL.Path != "/v1/ws" {
 			unavailable(w, r)
 			return

@@ -22,7 +22,10 @@ const maxResponseBytes = 32 << 20
 
 // failoverError marks an attempt that failed because the site is unusable
 // (as opposed to a final answer from a working site).
-type failoverError struct{ err error }
+type failoverError struct {
+	err    error
+	status int // the HTTP status the site answered with, if it answered
+}
 
 func (e *failoverError) Error() string { return e.err.Error() }
 func (e *failoverError) Unwrap() error { return e.err }
@@ -31,7 +34,11 @@ func (e *failoverError) Unwrap() error { return e.err }
 // a final answer or ctx ends. in (if not nil) is sent as JSON; a successful
 // body is decoded into out (if not nil). retried reports whether an attempt
 // that failed over may have taken effect unseen (it reached its site: not
-// a refused connection).
+// a refused connection). A 500 moves the request to the next site (that
+// site failed), but once every site in turn has answered 500 the request
+// itself is what fails them, and the error is final. When ctx ends first,
+// the error wraps both ctx's and the last site's (ErrorCode gives the
+// latter's code).
 func (c *Client) call(ctx context.Context, method, path string, in, out any) (retried bool, err error) {
 	var body []byte
 	if in != nil {
@@ -42,10 +49,11 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) (re
 	n := len(c.sites)
 	start := c.startSite()
 	var last error
+	failed := 0 // sites in a row that answered 500
 	for try := 0; ; try++ {
 		if try > 0 && try%n == 0 {
 			if err := sleep(ctx, c.backoff(try/n)); err != nil {
-				return retried, fmt.Errorf("client: %s %s: no site answered (last failure: %v): %w", method, path, last, err)
+				return retried, fmt.Errorf("client: %s %s: no site answered (last failure: %w): %w", method, path, last, err)
 			}
 		}
 		i := (start + try) % n
@@ -63,11 +71,19 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) (re
 			if last == nil {
 				last = err
 			}
-			return retried, fmt.Errorf("client: %s %s: no site answered (last failure: %v): %w", method, path, last, ctx.Err())
+			return retried, fmt.Errorf("client: %s %s: no site answered (last failure: %w): %w", method, path, last, ctx.Err())
+		}
+		retried = retried || mayHaveReached(err)
+		if fe.status == http.StatusInternalServerError {
+			failed++
+		} else {
+			failed = 0
+		}
+		if failed >= n {
+			return retried, fe.err
 		}
 		c.siteBad(i, fmt.Errorf("%s %s: %w", method, path, err))
 		last = fmt.Errorf("%s: %w", c.sites[i], err)
-		retried = retried || mayHaveReached(err)
 	}
 }
 
@@ -102,18 +118,18 @@ func (c *Client) attempt(ctx context.Context, i int, method, path string, body [
 	}
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
-		return &failoverError{err}
+		return &failoverError{err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
-		return &failoverError{fmt.Errorf("reading response: %w", err)}
+		return &failoverError{err: fmt.Errorf("reading response: %w", err)}
 	}
 	if failoverStatus(resp.StatusCode) {
-		return &failoverError{decodeError(resp.StatusCode, data)}
+		return &failoverError{err: decodeError(resp.StatusCode, resp.Header, data), status: resp.StatusCode}
 	}
 	if resp.StatusCode >= 300 {
-		return decodeError(resp.StatusCode, data)
+		return decodeError(resp.StatusCode, resp.Header, data)
 	}
 	if len(data) > maxResponseBytes {
 		return fmt.Errorf("client: %s %s: response over %d bytes", method, path, maxResponseBytes)
@@ -142,8 +158,18 @@ func failoverStatus(status int) bool {
 
 // decodeError turns an error response into a *salamander.Error. A body that
 // is not the API's JSON error (e.g. from a proxy) still yields a coded error,
-// with the code the status implies.
-func decodeError(status int, body []byte) *salamander.Error {
+// with the code the status implies; a Retry-After header gives RetryAfter
+// when the body does not.
+func decodeError(status int, h http.Header, body []byte) *salamander.Error {
+	e := decodeErrorBody(status, body)
+	if e.RetryAfter <= 0 {
+		e.RetryAfter = int(retryAfter(h) / time.Second)
+	}
+	e.RetryAfter = min(e.RetryAfter, int(maxRetryAfter/time.Second))
+	return e
+}
+
+func decodeErrorBody(status int, body []byte) *salamander.Error {
 	var e salamander.Error
 	if json.Unmarshal(body, &e) == nil && e.Code != "" {
 		if e.Message == "" {
@@ -151,6 +177,7 @@ func decodeError(status int, body []byte) *salamander.Error {
 		}
 		return &e
 	}
+	e = salamander.Error{}
 	e.Code = codeForStatus(status)
 	e.Message = strings.TrimSpace(string(body))
 	if len(e.Message) > 200 {

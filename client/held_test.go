@@ -30,6 +30,9 @@ func newHeldSite(t *testing.T) *heldSite {
 		return &salamander.Message{Room: room, Sender: "mina", ClientID: clientID, Text: text, Held: true}
 	}
 	hs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if answerMe(w, r) {
+			return
+		}
 		if r.URL.Path != "/v1/ws" {
 			hs.httpSends.Add(1)
 			var req salamander.SendRequest

@@ -71,8 +71,12 @@ func (c *Client) Send(ctx context.Context, roomID, text string) (salamander.Send
 // when ctx ends stays there, to be sent again with the same client id or
 // dropped with Forget. Codes: not_found, forbidden, invalid_request,
 // too_large, too_many_requests (over the account's or address's send
-// budget: the error's message says when to try again), unauthorized (the
-// token is revoked or expired).
+// budget: the error's RetryAfter says when to try again), unauthorized (the
+// token is revoked or expired). When an earlier attempt may have been
+// committed unseen (its site failed with the message in flight) and a
+// later site refused the retry, the error wraps ErrMaybeSent as well as the
+// refusal, and the message stays in the outbox: sending it again with the
+// same client id answers the original if it was committed.
 func (c *Client) SendWithID(ctx context.Context, roomID, clientID, text string) (salamander.SendResult, error) {
 	if err := salamander.ValidateClientID(clientID); err != nil {
 		return salamander.SendResult{}, err
@@ -84,20 +88,38 @@ func (c *Client) SendWithID(ctx context.Context, roomID, clientID, text string) 
 	r, err := c.send(ctx, roomID, clientID, text)
 	if err != nil {
 		var coded *salamander.Error
-		if ctx.Err() == nil && errors.As(err, &coded) {
-			c.Forget(clientID)
+		if ctx.Err() == nil && errors.As(err, &coded) && !errors.Is(err, ErrMaybeSent) {
+			c.forget(roomID, clientID)
 		}
 		return salamander.SendResult{}, err
 	}
-	c.Forget(clientID)
+	c.forget(roomID, clientID)
 	return r, nil
 }
+
+// ErrMaybeSent is wrapped, together with the site's refusal, by the error of
+// a send whose earlier attempt may have been committed unseen (its site
+// failed with the message in flight) when a later site refused it before
+// acting on it — over its send budget (a site that has not applied the
+// first attempt yet does not know it for a retry), or because the session
+// expired meanwhile. Whether the message was sent is not known: it stays in
+// the outbox, and sending it again with the same client id answers the
+// original, with Duplicate set, if it was.
+var ErrMaybeSent = errors.New("client: the message may have been sent")
 
 // send tries the open WebSocket — and, after a nack or no answer from its
 // site, the Subscription's next one if it has moved already — then HTTP
 // with failover (at once when the socket closed or cannot read answers).
 func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salamander.SendResult, error) {
 	frame := salamander.ClientFrame{Type: salamander.FrameSend, RoomID: roomID, ClientID: clientID, Text: text}
+	// maybe: an attempt may have been committed without its answer.
+	maybe := false
+	refused := func(err error) error {
+		if maybe {
+			return fmt.Errorf("%w; a site refused a retry: %w", ErrMaybeSent, err)
+		}
+		return err
+	}
 	var tried []*sendSocket
 	for len(tried) < len(c.sites) {
 		s := c.socket()
@@ -105,7 +127,7 @@ func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salam
 			break
 		}
 		tried = append(tried, s)
-		ev, err := s.send(ctx, frame)
+		ev, out, err := s.send(ctx, frame)
 		var fe *failoverError
 		switch {
 		case err == nil && ev.Type == salamander.EventAck && ev.Message != nil:
@@ -117,22 +139,31 @@ func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salam
 			}
 			switch e.Code {
 			case salamander.CodeUnavailable, salamander.CodeInternal:
+				// The site may have failed after appending it.
+				maybe = true
 				c.siteBad(s.site, fmt.Errorf("send over the WebSocket: %w", e))
 				continue
 			case salamander.CodeTooManyRequests:
 			default:
-				return salamander.SendResult{}, e
+				return salamander.SendResult{}, refused(e)
 			}
 		case ctx.Err() != nil:
 			return salamander.SendResult{}, fmt.Errorf("client: send to room %s: %w", roomID, err)
 		case errors.As(err, &fe):
+			maybe = maybe || out
 			c.siteBad(s.site, fmt.Errorf("send over the WebSocket: %w", err))
 			continue
+		default:
+			maybe = maybe || out
 		}
 		break // the socket is gone or busy: HTTP
 	}
 	var r salamander.SendResult
-	_, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/messages"), salamander.SendRequest{ClientID: clientID, Text: text}, &r)
+	reached, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/messages"), salamander.SendRequest{ClientID: clientID, Text: text}, &r)
+	maybe = maybe || reached
+	if err != nil && ctx.Err() == nil {
+		return r, refused(err)
+	}
 	return r, err
 }
 
@@ -148,22 +179,36 @@ func (c *Client) Pending() []PendingMessage {
 	return out
 }
 
-// Forget removes a message from the outbox without sending it. A send of it
-// still in progress goes on.
+// Forget removes the messages of a client id from the outbox (in every
+// room, for ids an application numbers per room) without sending them. A
+// send of one still in progress goes on.
 func (c *Client) Forget(clientID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.outbox, clientID)
+	for key, m := range c.outbox {
+		if m.ClientID == clientID {
+			delete(c.outbox, key)
+		}
+	}
+}
+
+// forget removes one message from the outbox: the server deduplicates a
+// client id per room and sender, and so does the outbox.
+func (c *Client) forget(roomID, clientID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.outbox, answerKey(roomID, clientID))
 }
 
 func (c *Client) queue(roomID, clientID, text string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.outbox[clientID]; ok {
+	key := answerKey(roomID, clientID)
+	if _, ok := c.outbox[key]; ok {
 		return
 	}
 	c.outSeq++
-	c.outbox[clientID] = &PendingMessage{ClientID: clientID, RoomID: roomID, Text: text, Queued: time.Now(), order: c.outSeq}
+	c.outbox[key] = &PendingMessage{ClientID: clientID, RoomID: roomID, Text: text, Queued: time.Now(), order: c.outSeq}
 }
 
 // acked removes a message seen committed (e.g. on the event stream) from
@@ -171,7 +216,7 @@ func (c *Client) queue(roomID, clientID, text string) {
 func (c *Client) acked(m *salamander.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p, ok := c.outbox[m.ClientID]; ok && p.RoomID == m.Room && m.Sender == c.user {
-		delete(c.outbox, m.ClientID)
+	if m.Sender == c.user {
+		delete(c.outbox, answerKey(m.Room, m.ClientID))
 	}
 }

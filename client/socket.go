@@ -42,6 +42,7 @@ type sendSocket struct {
 	site    int // index into Client.sites
 	timeout time.Duration
 	slots   chan struct{} // one per send in flight
+	writing chan struct{} // held by the one send writing its frame
 	closed  chan struct{} // closed when the connection ends
 	// stalled is set while the reader waits for the application to take
 	// events: answers queued behind them cannot be read meanwhile.
@@ -54,7 +55,8 @@ type sendSocket struct {
 
 func newSendSocket(conn *websocket.Conn, site int, timeout time.Duration) *sendSocket {
 	return &sendSocket{conn: conn, site: site, timeout: timeout, slots: make(chan struct{}, maxSocketInFlight),
-		closed: make(chan struct{}), waiting: map[string]chan salamander.Event{}, stalls: make(chan struct{})}
+		writing: make(chan struct{}, 1), closed: make(chan struct{}), waiting: map[string]chan salamander.Event{},
+		stalls: make(chan struct{})}
 }
 
 // stall says whether the reader is waiting for the application to take
@@ -74,18 +76,20 @@ func answerKey(room, clientID string) string { return room + "\x00" + clientID }
 // send writes f and waits for its answer. A *failoverError means the site
 // could not serve it (no answer in time, or a nack saying so);
 // errSocketGone and errSocketBusy mean "try another way"; any other error
-// is ctx's.
-func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salamander.Event, error) {
+// is ctx's. out reports whether the frame may have reached the site (it
+// was written, or its write failed part way), so that the send may have
+// been committed without an answer.
+func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (ev salamander.Event, out bool, err error) {
 	var none salamander.Event
 	if s.stalled.Load() {
-		return none, errSocketBusy // its answer could not be read now
+		return none, false, errSocketBusy // its answer could not be read now
 	}
 	select {
 	case s.slots <- struct{}{}:
 	case <-s.closed:
-		return none, errSocketGone
+		return none, false, errSocketGone
 	case <-ctx.Done():
-		return none, ctx.Err()
+		return none, false, ctx.Err()
 	}
 	defer func() { <-s.slots }()
 	key := answerKey(f.RoomID, f.ClientID)
@@ -93,11 +97,11 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 	s.mu.Lock()
 	if _, dup := s.waiting[key]; dup {
 		s.mu.Unlock()
-		return none, errSocketBusy
+		return none, false, errSocketBusy
 	}
 	if s.stalled.Load() { // a stall began while this send waited for a slot
 		s.mu.Unlock()
-		return none, errSocketBusy
+		return none, false, errSocketBusy
 	}
 	s.waiting[key] = answer
 	stalls := s.stalls
@@ -109,17 +113,27 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 	}()
 	data, err := json.Marshal(f)
 	if err != nil {
-		return none, fmt.Errorf("client: encoding a send frame: %w", err)
+		return none, false, fmt.Errorf("client: encoding a send frame: %w", err)
 	}
-	// Not ctx: a write cut short by a context closes the whole socket.
-	// Nor a context of its own: coder/websocket registers a callback with
-	// the context of every write given one. A write that takes longer
-	// than the timeout closes the socket, as that context would have.
+	// The frame is written without ctx: a write cut short by a context
+	// closes the whole socket (nor with a context of its own: coder/websocket
+	// registers a callback with the context of every write given one). A
+	// write that takes longer than the timeout closes the socket, as that
+	// context would have. Sends queued behind a slow write wait here, where
+	// their ctx counts, not in the library's lock, where it would not.
+	select {
+	case s.writing <- struct{}{}:
+	case <-s.closed:
+		return none, false, errSocketGone
+	case <-ctx.Done():
+		return none, false, ctx.Err()
+	}
 	cut := time.AfterFunc(s.timeout, func() { s.conn.CloseNow() })
 	err = s.conn.Write(context.Background(), websocket.MessageText, data)
 	cut.Stop()
+	<-s.writing
 	if err != nil {
-		return none, errSocketGone
+		return none, true, errSocketGone
 	}
 	t := time.NewTimer(s.timeout)
 	defer t.Stop()
@@ -127,11 +141,11 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 	for {
 		select {
 		case ev := <-answer:
-			return ev, nil
+			return ev, true, nil
 		case <-s.closed:
-			return none, errSocketGone
+			return none, true, errSocketGone
 		case <-ctx.Done():
-			return none, ctx.Err()
+			return none, true, ctx.Err()
 		case <-stalls:
 			// The reader waits for the application, and the answer may be
 			// queued behind the events it has not taken: a moment more,
@@ -141,9 +155,9 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (salama
 			t.Reset(stallGrace)
 		case <-t.C:
 			if stalled || s.stalled.Load() {
-				return none, errSocketBusy
+				return none, true, errSocketBusy
 			}
-			return none, &failoverError{fmt.Errorf("no answer on the WebSocket within %s", s.timeout)}
+			return none, true, &failoverError{err: fmt.Errorf("no answer on the WebSocket within %s", s.timeout)}
 		}
 	}
 }

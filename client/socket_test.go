@@ -27,6 +27,9 @@ type frameSite struct {
 func newFrameSite(t *testing.T, answer func(f salamander.ClientFrame) *salamander.Event) *frameSite {
 	fs := &frameSite{}
 	fs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if answerMe(w, r) {
+			return
+		}
 		if r.URL.Path != "/v1/ws" {
 			fs.sendOverHTTP(w, r)
 			return
@@ -222,6 +225,9 @@ func TestSendOverWebSocketNacksAndFailover(t *testing.T) {
 func stallingSite(t *testing.T, early bool) *frameSite {
 	fs := &frameSite{}
 	fs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if answerMe(w, r) {
+			return
+		}
 		if r.URL.Path != "/v1/ws" {
 			fs.sendOverHTTP(w, r)
 			return

@@ -149,8 +149,21 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 		s.mu.Unlock()
 		close(s.ahead) // the events read so far are still delivered
 		<-delivered
+		s.cancel() // ended by itself: its context leaves the parent's
 		close(s.done)
 	}()
+	// The user's own messages on the stream take them out of the outbox,
+	// known by the sender's name: a session restored with SetToken learns
+	// its user before the first connection (a failure is the connection's
+	// to report; while no site answers, neither could connect).
+	if c.UserName() == "" && c.Token() != "" {
+		mctx, cancel := context.WithTimeout(ctx, c.timeout)
+		_, merr := c.Me(mctx)
+		cancel()
+		if merr != nil && ctx.Err() == nil {
+			c.log.Warn("could not learn the signed-in user's name", "error", merr)
+		}
+	}
 	if cur, err := salamander.ParseCursor(c.Cursor()); err == nil {
 		s.resume = cur
 	} else {
@@ -252,19 +265,19 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 			// Over the account's connection budget (or slow to ask): not
 			// final, and not the site's fault. Try again when it says.
 			body, _ := io.ReadAll(resp.Body)
-			return false, &retryLater{err: decodeError(resp.StatusCode, body), after: retryAfter(resp.Header)}
+			return false, &retryLater{err: decodeError(resp.StatusCode, resp.Header, body), after: retryAfter(resp.Header)}
 		}
 		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
 			body, _ := io.ReadAll(resp.Body)
-			return false, decodeError(resp.StatusCode, body)
+			return false, decodeError(resp.StatusCode, resp.Header, body)
 		}
 		if resp != nil && resp.Body != nil {
 			body, _ := io.ReadAll(resp.Body)
 			if failoverStatus(resp.StatusCode) {
-				err = decodeError(resp.StatusCode, body)
+				err = decodeError(resp.StatusCode, resp.Header, body)
 			}
 		}
-		return false, &failoverError{err}
+		return false, &failoverError{err: err}
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(wsReadLimit)
@@ -299,7 +312,7 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 	for {
 		data, err := readMessage(conn, &buf)
 		if err != nil {
-			return ready, &failoverError{err}
+			return ready, &failoverError{err: err}
 		}
 		hear()
 		var ev salamander.Event
@@ -327,7 +340,7 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 			// The site is being drained: move to another one now, before
 			// it closes this socket.
 			c.log.Info("site drained; moving", "site", c.sites[i])
-			return ready, &failoverError{fmt.Errorf("site %s is drained", ev.Site)}
+			return ready, &failoverError{err: fmt.Errorf("site %s is drained", ev.Site)}
 		}
 	}
 }

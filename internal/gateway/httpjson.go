@@ -179,8 +179,22 @@ func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err er
 	if code == salamander.CodeUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	setRetryAfter(w, err)
-	writeJSON(w, code.HTTPStatus(), &salamander.Error{Code: code, Message: salamander.ErrorMessage(err)})
+	body := errorBody(err)
+	if body.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(body.RetryAfter))
+	}
+	writeJSON(w, code.HTTPStatus(), body)
+}
+
+// errorBody is the coded error an answer carries, over HTTP or in a nack:
+// its code, its message for people and, for a rate limit, how long to wait.
+func errorBody(err error) *salamander.Error {
+	e := &salamander.Error{Code: salamander.ErrorCode(err), Message: salamander.ErrorMessage(err)}
+	var rl *rateLimitError
+	if errors.As(err, &rl) {
+		e.RetryAfter = retryAfterSeconds(rl.wait)
+	}
+	return e
 }
 
 // queryUint parses an optional non-negative integer query parameter.

@@ -2,12 +2,10 @@ package gateway
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -264,7 +262,8 @@ func addrKey(addr netip.Addr) string {
 }
 
 // rateLimitError is a too_many_requests error and how long to wait; the
-// HTTP answer carries the wait in Retry-After (see writeError).
+// answer carries the wait in retry_after, and over HTTP in Retry-After too
+// (see errorBody).
 type rateLimitError struct {
 	err  *salamander.Error
 	wait time.Duration
@@ -281,14 +280,6 @@ func (e *rateLimitError) Unwrap() error { return e.err }
 // retryAfterSeconds rounds a wait up to whole seconds, at least one.
 func retryAfterSeconds(wait time.Duration) int {
 	return max(1, int((wait+time.Second-1)/time.Second))
-}
-
-// setRetryAfter sets the Retry-After header of a rate-limited answer.
-func setRetryAfter(w http.ResponseWriter, err error) {
-	var rl *rateLimitError
-	if errors.As(err, &rl) {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(rl.wait)))
-	}
 }
 
 // maxLimiterKeys bounds how many keys a limiter tracks before it forgets

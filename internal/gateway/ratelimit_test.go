@@ -142,7 +142,7 @@ func TestBudgetsByAddress(t *testing.T) {
 }
 
 // A rate-limited answer is 429 with the API's JSON error and Retry-After
-// in whole seconds, rounded up.
+// in whole seconds, rounded up, also in the body's retry_after.
 func TestRateLimitAnswer(t *testing.T) {
 	bs := newBudgets(Limits{SignUpsPerAddr: Rate{Burst: 1, Every: 90 * time.Second}}, 1)
 	addr := netip.MustParseAddr("198.51.100.1")
@@ -160,8 +160,16 @@ func TestRateLimitAnswer(t *testing.T) {
 		t.Fatalf("Retry-After %q, want 89-90", w.Header().Get("Retry-After"))
 	}
 	var e salamander.Error
-	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != salamander.CodeTooManyRequests || e.Message == "" {
-		t.Fatalf("body %s: %v", w.Body, err)
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code != salamander.CodeTooManyRequests || e.Message == "" ||
+		e.RetryAfter != ra {
+		t.Fatalf("body %s (retry_after, want %d): %v", w.Body, ra, err)
+	}
+	// A WebSocket nack says it too; other refusals do not.
+	if n := nack("r", "c", err); n.Error == nil || n.Error.RetryAfter != ra {
+		t.Fatalf("nack %+v, want retry_after %d", n.Error, ra)
+	}
+	if n := nack("r", "c", salamander.Errorf(salamander.CodeForbidden, "no")); n.Error.RetryAfter != 0 {
+		t.Fatalf("a forbidden nack says retry_after %d", n.Error.RetryAfter)
 	}
 	if retryAfterSeconds(1500*time.Millisecond) != 2 || retryAfterSeconds(time.Millisecond) != 1 {
 		t.Fatal("Retry-After must round up to at least 1 s")

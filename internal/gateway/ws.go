@@ -642,8 +642,7 @@ func nack(room, clientID string, err error) salamander.Event {
 	if len(clientID) > salamander.MaxClientIDBytes {
 		clientID = clientID[:salamander.MaxClientIDBytes]
 	}
-	return salamander.Event{Type: salamander.EventNack, RoomID: room, ClientID: clientID,
-		Error: &salamander.Error{Code: salamander.ErrorCode(err), Message: salamander.ErrorMessage(err)}}
+	return salamander.Event{Type: salamander.EventNack, RoomID: room, ClientID: clientID, Error: errorBody(err)}
 }
 
 // reply queues an answer to one of the device's frames.
