@@ -57,6 +57,9 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	if ev.Online {
 		b = append(b, `,"online":true`...)
 	}
+	if ev.Typing {
+		b = append(b, `,"typing":true`...)
+	}
 	str(`,"cursor":`, ev.Cursor)
 	b, err := appendTimeField(b, `,"at":`, ev.At)
 	if err != nil {
@@ -98,8 +101,8 @@ func eventSize(ev *Event) int {
 	if ev.Seq != 0 {
 		n += 27
 	}
-	if ev.Online || ev.Duplicate {
-		n += 34
+	if ev.Online || ev.Typing || ev.Duplicate {
+		n += 48
 	}
 	if ev.Pos != nil {
 		n += 48 + len(ev.Pos.Stream)
@@ -147,6 +150,7 @@ const (
 	eUsers
 	eSeq
 	eOnline
+	eTyping
 	eCursor
 	eAt
 	eClientID
@@ -156,7 +160,7 @@ const (
 
 var eventKeys = map[string]int{
 	"type": eType, "pos": ePos, "room_id": eRoomID, "message": eMessage, "action": eAction, "user": eUser,
-	"users": eUsers, "seq": eSeq, "online": eOnline, "cursor": eCursor, "at": eAt, "client_id": eClientID,
+	"users": eUsers, "seq": eSeq, "online": eOnline, "typing": eTyping, "cursor": eCursor, "at": eAt, "client_id": eClientID,
 	"duplicate": eDuplicate, "site": eSite,
 }
 
@@ -194,6 +198,8 @@ func (d *recordDecoder) event(ev *Event) bool {
 			return d.number(&ev.Seq)
 		case eOnline:
 			return d.boolean(&ev.Online)
+		case eTyping:
+			return d.boolean(&ev.Typing)
 		case eDuplicate:
 			return d.boolean(&ev.Duplicate)
 		case eAt:

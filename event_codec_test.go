@@ -29,7 +29,7 @@ func randomEvent(rng *rand.Rand) (Event, bool) {
 	ev := Event{
 		Type:   []EventType{EventMessage, EventAck, EventRead, EventTyping, EventPresence, EventType(s())}[rng.IntN(6)],
 		RoomID: s(), Action: s(), User: s(), Cursor: s(), ClientID: s(), Site: s(), At: at(),
-		Online: rng.IntN(2) == 0, Duplicate: rng.IntN(2) == 0,
+		Online: rng.IntN(2) == 0, Typing: rng.IntN(2) == 0, Duplicate: rng.IntN(2) == 0,
 	}
 	if rng.IntN(2) == 0 {
 		ev.Seq = rng.Uint64() >> rng.IntN(64)

@@ -53,8 +53,9 @@ func ValidatePassword(pw string) error {
 	return nil
 }
 
-// ValidateDisplayName checks a display name: non-blank UTF-8 text of at most
-// MaxDisplayNameRune characters without control characters.
+// ValidateDisplayName checks a display name: UTF-8 text of at most
+// MaxDisplayNameRune characters that shows something (see blank), on one
+// line, without control characters or text-direction overrides.
 func ValidateDisplayName(s string) error {
 	return validateLine("display name", s, MaxDisplayNameRune, false)
 }
@@ -69,8 +70,8 @@ func ValidateRoomName(s string) error {
 	return validateLine("room name", s, MaxRoomNameRune, false)
 }
 
-// ValidateMessageText checks a message: non-blank valid UTF-8 of at most
-// MaxMessageBytes bytes. Newlines and tabs are allowed, other control
+// ValidateMessageText checks a message: valid UTF-8 of at most
+// MaxMessageBytes bytes that shows something (see blank). Newlines and tabs are allowed, other control
 // characters (C0, DEL and C1: a terminal takes U+009B for an escape
 // sequence's start) are not.
 func ValidateMessageText(s string) error {
@@ -80,7 +81,7 @@ func ValidateMessageText(s string) error {
 	if !utf8.ValidString(s) {
 		return Errorf(CodeInvalid, "message text must be valid UTF-8")
 	}
-	if strings.TrimSpace(s) == "" {
+	if blank(s) {
 		return Errorf(CodeInvalid, "message text must not be blank")
 	}
 	for _, r := range s {
@@ -139,13 +140,40 @@ func validateLine(what, s string, maxRunes int, allowEmpty bool) error {
 	if n := utf8.RuneCountInString(s); n > maxRunes {
 		return Errorf(CodeTooLarge, "%s is %d characters; the limit is %d", what, n, maxRunes)
 	}
-	if !allowEmpty && strings.TrimSpace(s) == "" {
-		return Errorf(CodeInvalid, "%s must not be blank", what)
+	if !allowEmpty && blank(s) {
+		return Errorf(CodeInvalid, "%s must not be blank (white space and invisible characters alone)", what)
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
 			return Errorf(CodeInvalid, "%s must not contain control characters", what)
 		}
+		if directionControl(r) || unicode.In(r, unicode.Zl, unicode.Zp) {
+			return Errorf(CodeInvalid, "%s must be one line, without text-direction overrides (U+202A-202E, U+2066-2069)", what)
+		}
 	}
 	return nil
+}
+
+// blank reports whether s shows nothing: white space, format characters
+// (zero-width spaces and joiners, direction marks, a byte-order mark) and
+// the Hangul fillers (U+115F, U+1160, U+3164, U+FFA0: the classic blank
+// display name) alone.
+func blank(s string) bool {
+	for _, r := range s {
+		switch {
+		case unicode.IsSpace(r), unicode.Is(unicode.Cf, r):
+		case r == 0x115F, r == 0x1160, r == 0x3164, r == 0xFFA0, r == 0x2800:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// directionControl reports whether r is a bidirectional embedding,
+// override or isolate (U+202A-U+202E, U+2066-U+2069): it reorders the text
+// after it, so a display name "\u202Enimda" shows as "admin". The marks
+// U+200E and U+200F, which right-to-left names need, are not.
+func directionControl(r rune) bool {
+	return r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069
 }

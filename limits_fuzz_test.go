@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -54,7 +55,7 @@ func FuzzValidators(f *testing.F) {
 			coded("ValidateClientID", err)
 		}
 		if err := ValidateMessageText(s); err == nil {
-			if len(s) > MaxMessageBytes || !utf8.ValidString(s) || strings.TrimSpace(s) == "" {
+			if len(s) > MaxMessageBytes || !utf8.ValidString(s) || strings.TrimFunc(s, invisibleForTest) == "" {
 				t.Fatalf("message text %q accepted", s)
 			}
 			for _, r := range s {
@@ -80,12 +81,13 @@ func FuzzValidators(f *testing.F) {
 				coded(v.name, err)
 				continue
 			}
-			if !utf8.ValidString(s) || utf8.RuneCountInString(s) > v.max || !v.empty && strings.TrimSpace(s) == "" {
+			if !utf8.ValidString(s) || utf8.RuneCountInString(s) > v.max || !v.empty && strings.TrimFunc(s, invisibleForTest) == "" {
 				t.Fatalf("%s accepted %q", v.name, s)
 			}
 			for _, r := range s {
-				if r < 0x20 || r >= 0x7f && r <= 0x9f {
-					t.Fatalf("%s accepted %q with control character %U", v.name, s, r)
+				if r < 0x20 || r >= 0x7f && r <= 0x9f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 ||
+					r == 0x2028 || r == 0x2029 {
+					t.Fatalf("%s accepted %q with control, override or line separator %U", v.name, s, r)
 				}
 			}
 		}
@@ -135,3 +137,9 @@ func TestIDValidatorsFollowTheirShapes(t *testing.T) {
 }
 
 func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// invisibleForTest is what shows nothing, written apart from blank: white
+// space, format characters and the Hangul fillers.
+func invisibleForTest(r rune) bool {
+	return unicode.IsSpace(r) || unicode.In(r, unicode.Cf) || strings.ContainsRune("\u115f\u1160\u3164\uffa0\u2800", r)
+}

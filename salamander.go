@@ -158,9 +158,12 @@ type Event struct {
 	Action string `json:"action,omitempty"`
 	User   string `json:"user,omitempty"`
 	// Users lists the members who joined, for EventRoom with ActionJoined.
-	Users  []string  `json:"users,omitempty"`
-	Seq    uint64    `json:"seq,omitempty"`
-	Online bool      `json:"online,omitempty"`
+	Users []string `json:"users,omitempty"`
+	Seq   uint64   `json:"seq,omitempty"`
+	// Online is set for EventPresence: the user is now online.
+	Online bool `json:"online,omitempty"`
+	// Typing is set for EventTyping: the user is typing (false: stopped).
+	Typing bool      `json:"typing,omitempty"`
 	Cursor string    `json:"cursor,omitempty"`
 	At     time.Time `json:"at,omitempty"`
 	// ClientID, Duplicate and Error are set on EventAck and EventNack.

@@ -59,6 +59,8 @@ func TestValidation(t *testing.T) {
 		ValidateDisplayName("Ålice 🦎"), ValidateStatus(""), ValidateRoomName("team"),
 		ValidateMessageText("hello\nworld\t!"), ValidateMessageText(strings.Repeat("가", MaxMessageBytes/3)),
 		ValidateClientID("0b3f-uuid:1.2_x"),
+		ValidateDisplayName("👨‍👩‍👧 family"), ValidateDisplayName("שלום‏ 2"),
+		ValidateMessageText("‮right to left‬"), ValidateMessageText("aㅤb"),
 	}
 	for i, err := range good {
 		if err != nil {
@@ -82,6 +84,14 @@ func TestValidation(t *testing.T) {
 		"bad utf8":        {ValidateMessageText("\xff"), CodeInvalid},
 		"nul text":        {ValidateMessageText("a\x00"), CodeInvalid},
 		"blank text":      {ValidateMessageText(" \n "), CodeInvalid},
+		"filler display":  {ValidateDisplayName("\u3164"), CodeInvalid},
+		"zero-width name": {ValidateDisplayName("\u200b\u200b"), CodeInvalid},
+		"filler room":     {ValidateRoomName(" \u3164\ufeff "), CodeInvalid},
+		"reversed name":   {ValidateDisplayName("\u202enimda"), CodeInvalid},
+		"isolate status":  {ValidateStatus("away \u2067x"), CodeInvalid},
+		"two-line status": {ValidateStatus("away\u2028back soon"), CodeInvalid},
+		"invisible text":  {ValidateMessageText("\u200b"), CodeInvalid},
+		"filler text":     {ValidateMessageText("\u3164 \u115f"), CodeInvalid},
 		"empty id":        {ValidateClientID(""), CodeInvalid},
 		"spacey id":       {ValidateClientID("a b"), CodeInvalid},
 	}

@@ -612,7 +612,7 @@ func (ch *chatSession) printEvents(ctx context.Context, sub *client.Subscription
 				ch.printf("* friend added: %s\n", ev.User)
 			}
 		case salamander.EventTyping:
-			if live && ev.User != ch.me {
+			if live && ev.Typing && ev.User != ch.me { // a stop prints nothing
 				ch.printf("[%s] %s is typing...\n", ch.labelOf(ev.RoomID), ev.User)
 			}
 		case salamander.EventPresence:

@@ -232,3 +232,17 @@ func TestChatPrintsEachIncidentOnce(t *testing.T) {
 		t.Fatalf("printed:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
+
+// Someone typing is printed once; their stop prints nothing.
+func TestChatPrintsTypingButNotItsStop(t *testing.T) {
+	site, chat := chatWithJoon(t, false)
+	site.Typing("d_0123456789abcdef0123456789abcdef", "joon", true)
+	chat.expect("[joon] joon is typing...")
+	site.Typing("d_0123456789abcdef0123456789abcdef", "joon", false)
+	chat.say("a message after the stop")
+	chat.expect("[joon] mina: a message after the stop")
+	chat.say("/quit")
+	if out := chat.wait(); strings.Count(out, "is typing") != 1 {
+		t.Fatalf("typing printed %d times, want once (the stop prints nothing):\n%s", strings.Count(out, "is typing"), out)
+	}
+}

@@ -421,6 +421,20 @@ func (s *Site) placeLocked(m salamander.Message) salamander.Message {
 	return m
 }
 
+// Typing tells every connected socket that user is typing in a room, or
+// stopped (ephemeral: not stored, not replayed).
+func (s *Site) Typing(roomID, user string, typing bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ev := salamander.Event{Type: salamander.EventTyping, RoomID: roomID, User: user, Typing: typing, At: time.Now().UTC()}
+	for sock := range s.socks {
+		select {
+		case sock.out <- ev:
+		default:
+		}
+	}
+}
+
 // read moves the user's read marker in a room.
 func (s *Site) read(roomID string, seq uint64) {
 	s.mu.Lock()

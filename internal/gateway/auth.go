@@ -278,15 +278,17 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 			return err
 		}
 	}
-	if g.cfg.View.Suspended(c.User) {
-		return errSuspended
-	}
 	revoked, err := g.cfg.View.SessionRevoked(ctx, c.Session)
 	if err != nil {
 		return err
 	}
 	if revoked {
 		return errBadToken
+	}
+	// Last, so that errSuspended means a session valid in every other
+	// way (logging out takes one).
+	if g.cfg.View.Suspended(c.User) {
+		return errSuspended
 	}
 	return nil
 }

@@ -248,7 +248,7 @@ func (e *ephemeral) onTyping(msg *nats.Msg) {
 			others = append(others, m)
 		}
 	}
-	ev := salamander.Event{Type: salamander.EventTyping, RoomID: t.Room, User: t.User, Online: t.Typing, At: time.Now().UTC()}
+	ev := salamander.Event{Type: salamander.EventTyping, RoomID: t.Room, User: t.User, Typing: t.Typing, At: time.Now().UTC()}
 	e.hub.sendTo(others, ev)
 }
 

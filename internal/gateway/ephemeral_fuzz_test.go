@@ -52,7 +52,7 @@ func FuzzTypingMessage(f *testing.F) {
 		if !slices.Equal(s.to, want) {
 			t.Fatalf("typing of %q in %s sent to %v, want the other members %v", m.User, m.Room, s.to, want)
 		}
-		if s.ev.Type != salamander.EventTyping || s.ev.RoomID != m.Room || s.ev.User != m.User || s.ev.Online != m.Typing {
+		if s.ev.Type != salamander.EventTyping || s.ev.RoomID != m.Room || s.ev.User != m.User || s.ev.Typing != m.Typing {
 			t.Fatalf("typing message %q became event %+v", data, s.ev)
 		}
 		if after, _ := fx.v.Members(context.Background(), fuzzRoom); len(after) != len(fuzzUsers) {

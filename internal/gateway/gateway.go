@@ -397,7 +397,7 @@ func (g *Gateway) routes() {
 	m := g.mux
 	m.HandleFunc("POST /v1/signup", g.handleSignUp)
 	m.HandleFunc("POST /v1/login", g.handleLogin)
-	m.HandleFunc("POST /v1/logout", g.authed(g.handleLogout))
+	m.HandleFunc("POST /v1/logout", g.authedSession(g.handleLogout, true))
 	m.HandleFunc("GET /v1/me", g.authed(g.handleMe))
 	m.HandleFunc("PATCH /v1/me", g.authed(g.metered(g.handleUpdateProfile)))
 	m.HandleFunc("GET /v1/users/{name}", g.authed(g.handleUser))
@@ -557,15 +557,21 @@ func refusedInput(status int) bool {
 	return status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge
 }
 
-// authed wraps a handler that needs a valid session.
-func (g *Gateway) authed(h authedHandler) http.HandlerFunc {
+// authed wraps a handler that needs a valid session of an account that is
+// not suspended.
+func (g *Gateway) authed(h authedHandler) http.HandlerFunc { return g.authedSession(h, false) }
+
+// authedSession wraps a handler that needs a valid session; with
+// suspendedToo, also one of a suspended account (a log-out: ending one's
+// own sessions is never refused).
+func (g *Gateway) authedSession(h authedHandler, suspendedToo bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := g.serving(); err != nil {
 			writeError(w, g.log, r, err)
 			return
 		}
 		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))
-		if err != nil {
+		if err != nil && !(suspendedToo && err == errSuspended) {
 			writeError(w, g.log, r, err)
 			return
 		}

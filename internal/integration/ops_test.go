@@ -128,7 +128,8 @@ func TestRolesAndTheAuditTrail(t *testing.T) {
 }
 
 // An admin suspends an account from one site: its sessions stop working
-// and it cannot log in at any site; restored, it logs in again. Revoking
+// (but may log out) and it cannot log in at any site; restored, it logs
+// in again, without the session it logged out. Revoking
 // its sessions from the API ends the old ones. Each is in the audit trail.
 func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
@@ -150,6 +151,10 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 	}
 	old := victim.Token()
 	live := dialWS(t, 1, old)
+	leaving := pinned(t, 0, "")
+	if _, err := leaving.Login(ctx, victimName, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
 	act("suspend")
 	// Its open WebSocket is closed too (sessions are checked every 5 s),
 	// not left receiving the rooms' events.
@@ -167,7 +172,17 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 			return nil
 		})
 	}
+	// Logging out is never refused: a suspended account ends a session.
+	if err := pinned(t, 2, leaving.Token()).Logout(ctx); err != nil {
+		t.Fatalf("a suspended account's log-out: %v", err)
+	}
 	act("restore")
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := pinned(t, 0, leaving.Token()).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+			return fmt.Errorf("a session logged out while suspended, after the restore: %v", err)
+		}
+		return nil
+	})
 	again := pinned(t, 1, "")
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		_, err := again.Login(ctx, victimName, "correct horse battery")

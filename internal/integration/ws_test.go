@@ -214,7 +214,7 @@ func TestWebSocketSendRoundTrip(t *testing.T) {
 	// Typing reaches the other member; a read frame with an id is acked
 	// and moves the marker.
 	pa.write(salamander.ClientFrame{Type: salamander.FrameTyping, RoomID: room.ID, Typing: true})
-	if ev := pb.next(salamander.EventTyping, "", 10*time.Second); ev.User != aName || ev.RoomID != room.ID {
+	if ev := pb.next(salamander.EventTyping, "", 10*time.Second); ev.User != aName || ev.RoomID != room.ID || !ev.Typing {
 		t.Fatalf("b got typing %+v", ev)
 	}
 	pb.write(salamander.ClientFrame{Type: salamander.FrameRead, RoomID: room.ID, Seq: 2, ClientID: "r1"})

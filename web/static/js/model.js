@@ -206,7 +206,7 @@ export class Model extends EventTarget {
       case "typing": {
         if (ev.user === this.me.name) return "";
         const m = this.typing.get(ev.room_id) || new Map();
-        if (ev.online) m.set(ev.user, Date.now() + TYPING_SHOWN_MS);
+        if (ev.typing) m.set(ev.user, Date.now() + TYPING_SHOWN_MS);
         else m.delete(ev.user);
         this.typing.set(ev.room_id, m);
         this.changed("typing", ev.room_id);
