@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -203,9 +204,6 @@ func (g *Gateway) handleGroupRoom(w http.ResponseWriter, r *http.Request, c clai
 // validUsers checks that every name is well formed and exists, dropping
 // duplicates; the result must fit a group room.
 func (g *Gateway) validUsers(ctx context.Context, names []string) ([]string, error) {
-	if len(names) > salamander.MaxGroupMembers {
-		return nil, salamander.Errorf(salamander.CodeTooLarge, "a group room holds at most %d members", salamander.MaxGroupMembers)
-	}
 	seen := map[string]bool{}
 	var out []string
 	for _, n := range names {
@@ -215,6 +213,9 @@ func (g *Gateway) validUsers(ctx context.Context, names []string) ([]string, err
 		if seen[n] {
 			continue
 		}
+		if len(out) == salamander.MaxGroupMembers {
+			return nil, errRoomFull
+		}
 		if _, err := g.lookupUser(ctx, n); err != nil {
 			return nil, err
 		}
@@ -223,6 +224,8 @@ func (g *Gateway) validUsers(ctx context.Context, names []string) ([]string, err
 	}
 	return out, nil
 }
+
+var errRoomFull = salamander.Errorf(salamander.CodeTooLarge, "a group room holds at most %d members", salamander.MaxGroupMembers)
 
 func (g *Gateway) groupRoomOf(ctx context.Context, id, user string) (salamander.Room, error) {
 	room, err := g.memberRoom(ctx, id, user)
@@ -256,15 +259,28 @@ func (g *Gateway) handleInvite(w http.ResponseWriter, r *http.Request, c claims)
 		writeError(w, g.log, r, err)
 		return
 	}
-	if len(room.Members)+len(users) > salamander.MaxGroupMembers {
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "a group room holds at most %d members", salamander.MaxGroupMembers))
+	// Only those not in the room yet count, against the room's size and
+	// the budget: a retry after a lost answer adds no one, and answers
+	// the room as it is.
+	var added []string
+	for _, u := range users {
+		if !slices.Contains(room.Members, u) {
+			added = append(added, u)
+		}
+	}
+	if len(added) == 0 {
+		writeJSON(w, http.StatusOK, room)
 		return
 	}
-	if _, err := g.budgets.spend(&g.budgets.invite, c.User, g.clientAddr(r), len(users)); err != nil {
+	if len(room.Members)+len(added) > salamander.MaxGroupMembers {
+		writeError(w, g.log, r, errRoomFull)
+		return
+	}
+	if _, err := g.budgets.spend(&g.budgets.invite, c.User, g.clientAddr(r), len(added)); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	rec := salamander.Record{Type: salamander.RecRoomJoined, Room: id, Members: users, By: c.User}
+	rec := salamander.Record{Type: salamander.RecRoomJoined, Room: id, Members: added, By: c.User}
 	g.commitRoomChange(w, r, c, id, rec)
 }
 

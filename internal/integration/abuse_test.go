@@ -294,6 +294,12 @@ func TestRateLimitsAnswer429WithRetryAfter(t *testing.T) {
 	_, fourth := signedUp(t, 0, "lim")
 	wantLimited(t, "invite", rawTo(t, url, "POST", "/v1/rooms/"+room.ID+"/invite", tokens[0], "",
 		[]byte(`{"users":["`+fourth+`"]}`)), 3*hour)
+	// Inviting a member again (a retry after a lost answer) adds no one and
+	// spends nothing: it answers the room.
+	if r := rawTo(t, url, "POST", "/v1/rooms/"+room.ID+"/invite", tokens[0], "",
+		[]byte(`{"users":["`+names[1]+`"]}`)); r.status != 200 {
+		t.Fatalf("inviting a member again over the budget: %d %s", r.status, r.body)
+	}
 
 	// WebSocket connects: two per account here.
 	ws := "ws" + strings.TrimPrefix(url, "http") + "/v1/ws"

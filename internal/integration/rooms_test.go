@@ -308,6 +308,29 @@ func TestGroupCreationIsIdempotent(t *testing.T) {
 	}
 }
 
+// A group's size counts people, not how often a request names them: a
+// member list naming one friend 300 times makes a room of two, and an
+// invite of members already in the room (a retry after a lost answer)
+// adds no one and answers the room as it is.
+func TestGroupSizeCountsPeople(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	a, _ := signedUp(t, 0, "gsa")
+	_, bName := signedUp(t, 1, "gsb")
+	many := make([]string, 300)
+	for i := range many {
+		many[i] = bName
+	}
+	room, err := a.CreateGroup(ctx, "repeats", many)
+	if err != nil || len(room.Members) != 2 {
+		t.Fatalf("a group naming one friend 300 times: %+v, %v", room.Members, err)
+	}
+	// (That it spends no budget: TestRateLimitsAnswer429WithRetryAfter.)
+	again, err := a.Invite(ctx, room.ID, bName, bName)
+	if err != nil || len(again.Members) != 2 {
+		t.Fatalf("inviting a member again: %+v, %v", again.Members, err)
+	}
+}
+
 // Logging out closes the session's open WebSockets too, at every site.
 func TestLogoutClosesOpenSockets(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
