@@ -8,7 +8,7 @@ import (
 )
 
 // Limits on every input. They are part of the API contract (see
-// docs/openapi.yaml) and are checked before anything is written.
+// api/openapi.yaml) and are checked before anything is written.
 const (
 	MaxBodyBytes       = 64 << 10 // any JSON request body
 	MaxMessageBytes    = 4000     // a message's text, in UTF-8 bytes
@@ -29,8 +29,8 @@ const (
 var userNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{2,31}$`)
 
 // ValidateUserName checks a user name: 3–32 characters of lower-case ASCII
-// letters, digits, '_', '.', '-', starting and ending with a letter or
-// digit, with no two dots in a row. A name becomes part of NATS subjects
+// letters, digits, '_', '.', '-', starting with a letter or digit, not
+// ending with '.', with no two dots in a row. A name becomes part of NATS subjects
 // (sal.acct.user.NAME), where '.' separates tokens: a trailing dot or ".."
 // would make an empty token, an invalid subject that JetStream never
 // answers, and a wildcard or space would not be one subject at all. The

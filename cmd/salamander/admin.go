@@ -63,7 +63,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
 	conn := addConnFlags(fs, 15*time.Second)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -215,7 +215,7 @@ func adminDrill(ctx context.Context, store *jsstore.Store, args []string, stdout
 	fs.SetOutput(stderr)
 	reason := fs.String("reason", "", "why it is ended (kept in its record), e.g. its runner was killed")
 	if err := fs.Parse(args[2:]); err != nil {
-		return err
+		return flagError(err)
 	}
 	req := salamander.DrillEndRequest{Reason: *reason}
 	if err := req.Validate(); err != nil {
@@ -262,7 +262,7 @@ func adminRotateKey(ctx context.Context, store *jsstore.Store, admin *secrets.Ad
 	revoke := fs.Bool("revoke-previous", false,
 		"after a suspected leak: revoke every earlier key, ending every session it signed (users log in again)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("admin: usage: rotate-key [--revoke-previous]")
@@ -432,7 +432,7 @@ func adminIncident(ctx context.Context, store *jsstore.Store, args []string, std
 		id, rest = rest[0], rest[1:]
 	}
 	if err := fs.Parse(rest); err != nil {
-		return err
+		return flagError(err)
 	}
 	var rec salamander.Record
 	if verb == "announce" {

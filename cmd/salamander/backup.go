@@ -55,7 +55,7 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dir := fs.String("dir", "", "directory to create for the backup (required; must not exist)")
 	c := addConnFlags(fs, 30*time.Minute)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if *dir == "" || fs.NArg() > 0 {
 		fs.Usage()
@@ -91,7 +91,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	replace := fs.String("replace", "", "comma-separated streams to delete and restore although they hold records (those are lost)")
 	c := addConnFlags(fs, 30*time.Minute)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if *dir == "" || fs.NArg() > 0 {
 		fs.Usage()

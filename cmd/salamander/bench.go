@@ -183,7 +183,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&c.SetupParallel, "setup-parallel", c.SetupParallel, "concurrent sign-ups and room creations while setting up")
 	fs.BoolVar(&c.Catchup, "catchup", false, "after a p2p or group load, SIGKILL a site, wipe its disk, restart it and measure its catch-up (default on when the bench starts the cluster)")
 	fs.StringVar(&f.catchupSite, "catchup-site", "", "the site to wipe: a, b, c or its index (default: the last)")
-	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three `serve` processes)")
+	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three serve processes)")
 	fs.StringVar(&f.topology, "topology", drill.TopologyEmbedded, "the started cluster's layout: embedded (one serve process per site) or "+
 		"external (per site a standalone nats-server, --gateways-per-site 'serve --nats' processes and a load balancer, as in production)")
 	fs.IntVar(&f.gateways, "gateways-per-site", 2, "external topology: 'serve --nats' processes per site")
@@ -201,7 +201,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.StringVar(&f.pprof, "pprof", "", "serve the bench's own Go profiles at http://ADDR/debug/pprof/ (\":6061\" = loopback only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "the bench's own progress log on stderr: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
-		return f, err
+		return f, flagError(err)
 	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("bench: unexpected arguments %q", fs.Args())

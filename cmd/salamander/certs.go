@@ -36,7 +36,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	hosts := fs.String("hosts", "", "per site, the names and addresses its servers are reached at: a=db1.example|10.0.0.1,b=…")
 	plain := fs.Bool("plain", false, "credentials only, no certificates (loopback development)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if *dir == "" || fs.NArg() > 0 {
 		fs.Usage()

@@ -32,7 +32,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	recordSlots := fs.Int("record-slots", 0, "replicated records the three sites' process keeps in flight, 1-1024 (0: one per core)")
 	pprofAddr := fs.String("pprof", "", "serve Go profiles of the three sites' process at http://ADDR/debug/pprof/; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {

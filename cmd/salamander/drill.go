@@ -62,7 +62,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	htmlPath := fs.String("html", "", "write the HTML report (with a timeline) to this file")
 	logLevel := fs.String("log-level", "info", "the drill's own progress log: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("drill: unexpected arguments %q", fs.Args())

@@ -41,7 +41,7 @@ func runLB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	backendCA := fs.String("backend-ca", "", "trust this CA (PEM) for https:// gateways")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError(err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("lb: unexpected arguments %q", fs.Args())

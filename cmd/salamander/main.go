@@ -125,3 +125,14 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// flagError is what a command returns when its flags do not parse: the
+// flag package has already said what was wrong and printed the usage, so
+// the process only exits with status 2, a usage error's (-h is
+// flag.ErrHelp, also 2).
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return exitCode(2)
+}

@@ -128,7 +128,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.WindowIdle, "window-idle", view.WindowIdle.String(), "how long a room's dedupe window (client ids of its newest messages, up to 48 KiB) stays in memory after the room's last message, 10s-168h; longer keeps more memory, shorter reads windows back from disk more often")
 	fs.StringVar(&c.Pprof, "pprof", "", "serve Go profiles (net/http/pprof) at http://ADDR/debug/pprof/ on a listener of their own; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		return c, flagError(err)
 	}
 	c.set = map[string]bool{}
 	if *configFile != "" {

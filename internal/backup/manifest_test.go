@@ -33,6 +33,20 @@ func validManifest(n int) backup.Manifest {
 	return m
 }
 
+// withStandbys is m with a standby stream after each partition's, as a
+// backup of a cluster that has them lists them.
+func withStandbys(m backup.Manifest) backup.Manifest {
+	accts := m.Streams[len(m.Streams)-1]
+	m.Streams = m.Streams[:len(m.Streams)-1:len(m.Streams)-1]
+	for i := range m.Partitions {
+		name := fmt.Sprintf("SAL_S%d", i)
+		m.Streams = append(m.Streams, backup.Stream{Name: name, File: name + ".snap", Bytes: 1, SHA256: strings.Repeat("cd", 32),
+			Config: json.RawMessage(fmt.Sprintf(`{"name":%q,"num_replicas":3}`, name)), State: json.RawMessage(`{}`)})
+	}
+	m.Streams = append(m.Streams, accts)
+	return m
+}
+
 func encode(t testing.TB, m backup.Manifest) []byte {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -83,6 +97,7 @@ func TestDecodeManifestRefusesBadManifests(t *testing.T) {
 func FuzzDecodeManifest(f *testing.F) {
 	f.Add(encode(f, validManifest(1)))
 	f.Add(encode(f, validManifest(3)))
+	f.Add(encode(f, withStandbys(validManifest(3))))
 	f.Add([]byte(`{"format":1,"partitions":1024,"streams":[]}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -96,16 +111,22 @@ func FuzzDecodeManifest(f *testing.F) {
 		if len(b) > 1<<20 {
 			t.Fatalf("accepted %d bytes", len(b))
 		}
-		if m.Partitions < 1 || m.Partitions > 1024 || len(m.Streams) != m.Partitions+2 {
-			t.Fatalf("%d partitions, %d streams", m.Partitions, len(m.Streams))
+		n := m.Partitions
+		standbys := len(m.Streams) == 2*n+2
+		if n < 1 || n > 1024 || len(m.Streams) != n+2 && !standbys {
+			t.Fatalf("%d partitions, %d streams", n, len(m.Streams))
 		}
 		for i, s := range m.Streams {
-			want := "SAL_P" + fmt.Sprint(i-1)
-			switch i {
-			case 0:
+			var want string
+			switch {
+			case i == 0:
 				want = "KV_SAL_CLUSTER"
-			case len(m.Streams) - 1:
+			case i == len(m.Streams)-1:
 				want = "SAL_ACCT"
+			case i <= n:
+				want = "SAL_P" + fmt.Sprint(i-1)
+			default: // the standbys, after the partitions
+				want = "SAL_S" + fmt.Sprint(i-1-n)
 			}
 			if s.Name != want || s.File != want+".snap" || s.Bytes < 0 || len(s.SHA256) != 64 {
 				t.Fatalf("stream %d: %+v", i, s)
