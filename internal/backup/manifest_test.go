@@ -37,7 +37,7 @@ func validManifest(n int) backup.Manifest {
 // backup of a cluster that has them lists them.
 func withStandbys(m backup.Manifest) backup.Manifest {
 	accts := m.Streams[len(m.Streams)-1]
-	m.Streams = m.Streams[:len(m.Streams)-1:len(m.Streams)-1]
+	m.Streams = m.Streams[: len(m.Streams)-1 : len(m.Streams)-1]
 	for i := range m.Partitions {
 		name := fmt.Sprintf("SAL_S%d", i)
 		m.Streams = append(m.Streams, backup.Stream{Name: name, File: name + ".snap", Bytes: 1, SHA256: strings.Repeat("cd", 32),

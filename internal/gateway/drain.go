@@ -161,10 +161,6 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 		return salamander.Errorf(salamander.CodeConflict, "%s has no healthy replica at site %s (replicas %v, unhealthy %v)",
 			stream, req.Site, st.Replicas, st.Unhealthy)
 	}
-	if err := g.opsRecord(r, c, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
-		Target: req.Site}); err != nil {
-		return err
-	}
 	if st.Leader != target {
 		if err := g.cfg.Store.StepDown(ctx, stream, target); err != nil {
 			return salamander.Errorf(salamander.CodeUnavailable, "%v", err)
@@ -180,6 +176,12 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 		if st, err = g.cfg.Store.StatusOf(ctx, stream); err != nil {
 			return err
 		}
+	}
+	// Recorded once done, as the admin CLI records it: a move that failed
+	// is not in the audit trail as made.
+	if err := g.opsRecord(r, c, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
+		Target: req.Site}); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"stream": stream, "leader": st.Leader, "site": req.Site})
 	return nil

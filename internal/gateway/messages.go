@@ -134,8 +134,9 @@ func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims
 		return
 	}
 	// after=0 is "from the first message": a client pages forward from
-	// the start of a room; no after at all is "the newest page".
-	forward := r.URL.Query().Has("after")
+	// the start of a room; no after at all (or an empty one, as for every
+	// other parameter) is "the newest page".
+	forward := r.URL.Query().Get("after") != ""
 	if before > 0 && forward {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "give before or after, not both"))
 		return

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
 )
 
@@ -49,6 +51,12 @@ func TestHistoryPagesForwardFromTheFirstMessage(t *testing.T) {
 	code, body := opsCall(t, 0, "GET", "/v1/rooms/"+room.ID+"/messages?after=0&before=3", a.Token(), nil)
 	if code != http.StatusBadRequest {
 		t.Fatalf("before and after: %d %s", code, body)
+	}
+	// An empty after is no after, as for every other parameter.
+	code, body = opsCall(t, 0, "GET", "/v1/rooms/"+room.ID+"/messages?after=&limit=2", a.Token(), nil)
+	var page salamander.HistoryPage
+	if code != http.StatusOK || json.Unmarshal(body, &page) != nil || strings.Join(texts(page.Messages), ",") != "m4,m5" {
+		t.Fatalf("an empty after: %d %s, want the newest page", code, body)
 	}
 }
 

@@ -265,8 +265,12 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		gcfg.PresenceTTL = cfg.PresenceTTL
 	}
 	s.gw = gateway.New(gcfg)
+	// Room for the longest cursor the API takes (64 KiB), percent-encoded
+	// in a query string (up to three times as long), so that one over the
+	// limit is answered as the API answers it (413 too_large, JSON), not
+	// by net/http's plain 431.
 	s.http = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10}
+		MaxHeaderBytes: 256 << 10}
 	s.http.RegisterOnShutdown(s.gw.CloseStreams) // event streams never go idle
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		certs, err := newCertFiles(cfg.TLSCert, cfg.TLSKey, s.log)
