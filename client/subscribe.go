@@ -417,7 +417,7 @@ func (s *Subscription) watch(ctx context.Context, conn *websocket.Conn, sock *se
 	defer tick.Stop()
 	for {
 		bad, changed := c.badSince(i, since)
-		if bad {
+		if bad && len(c.sites) > 1 { // (with one site, nowhere better to go)
 			c.log.Info("leaving unusable site", "site", c.sites[i])
 			conn.CloseNow()
 			return

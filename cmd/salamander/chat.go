@@ -204,6 +204,8 @@ type chatSession struct {
 	// one being sent (runSender); wake tells the sender of a new one.
 	queue []chatSend
 	wake  chan struct{}
+	// inFlight is the line being sent, until its send returns.
+	inFlight *chatSend
 	// incidents are the open incidents printed, by id: their state and
 	// number of updates as printed.
 	incidents map[string]string
@@ -453,11 +455,13 @@ func (ch *chatSession) runSender(ctx context.Context) {
 		m := ch.queue[0]
 		ch.queue = ch.queue[1:]
 		ch.sending[m.clientID] = false
+		ch.inFlight = &m // listed as unsent until SendWithID has it in the SDK's outbox
 		ch.mu.Unlock()
 		res, err := ch.cl.SendWithID(ctx, m.room, m.clientID, m.text)
 		ch.mu.Lock()
 		arrived := ch.sending[m.clientID]
 		delete(ch.sending, m.clientID)
+		ch.inFlight = nil
 		ch.mu.Unlock()
 		switch {
 		case err == nil && res.Message.Held && !arrived:
@@ -472,12 +476,17 @@ func (ch *chatSession) runSender(ctx context.Context) {
 // unsent lists what was typed and no site has acknowledged: the SDK's
 // outbox (being sent, or cut short) and the lines queued behind it.
 func (ch *chatSession) unsent() []chatSend {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	// Under ch.mu, so the line being sent is listed once: by the outbox
+	// once SendWithID has put it there, else as the current one.
 	var out []chatSend
 	for _, p := range ch.cl.Pending() {
 		out = append(out, chatSend{room: p.RoomID, clientID: p.ClientID, text: p.Text, typed: p.Queued})
 	}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
+	if m := ch.inFlight; m != nil && !slices.ContainsFunc(out, func(s chatSend) bool { return s.clientID == m.clientID }) {
+		out = append(out, *m)
+	}
 	return append(out, ch.queue...)
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
 	"github.com/salamander-chat/salamander/internal/fakesite"
 )
 
@@ -208,6 +209,11 @@ func TestChatStaysLiveWhileNoSiteTakesASend(t *testing.T) {
 			t.Errorf("the chat did not say %q; it printed:\n%s", want, out)
 		}
 	}
+	// Its one site refusing sends, the live socket stays: there is no
+	// other site to move to.
+	if strings.Contains(out, "(reconnected") {
+		t.Errorf("the chat's socket was dropped and reconnected to its only site; it printed:\n%s", out)
+	}
 }
 
 // Every reconnect's ready event lists the open incidents: the chat prints
@@ -244,5 +250,29 @@ func TestChatPrintsTypingButNotItsStop(t *testing.T) {
 	chat.say("/quit")
 	if out := chat.wait(); strings.Count(out, "is typing") != 1 {
 		t.Fatalf("typing printed %d times, want once (the stop prints nothing):\n%s", strings.Count(out, "is typing"), out)
+	}
+}
+
+// The line the sender has taken from the queue is unsent until the SDK's
+// outbox holds it: it is listed then too, and once only when both do.
+func TestChatListsTheLineBeingSent(t *testing.T) {
+	cl, err := client.New(client.Config{Sites: []string{"http://127.0.0.1:9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const room = "d_0123456789abcdef0123456789abcdef"
+	ch := &chatSession{cl: cl, out: io.Discard}
+	ch.inFlight = &chatSend{room: room, clientID: "c-1", text: "taken from the queue"}
+	ch.queue = []chatSend{{room: room, clientID: "c-2", text: "behind it"}}
+	if got := ch.unsent(); len(got) != 2 || got[0].clientID != "c-1" || got[1].clientID != "c-2" {
+		t.Fatalf("unsent %+v, want the line being sent, then the queue", got)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel() // the send ends at once, its message left in the outbox
+	if _, err := cl.SendWithID(ctx, room, "c-1", "taken from the queue"); err == nil {
+		t.Fatal("a send with an ended context succeeded")
+	}
+	if got := ch.unsent(); len(got) != 2 || got[0].clientID != "c-1" || got[1].clientID != "c-2" {
+		t.Fatalf("unsent %+v, want each line once", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -490,14 +491,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.metrics.observeRequest(r, sw.status, time.Since(start))
 	}()
 	if _, pattern := g.mux.Handler(r); pattern == "" {
-		code := salamander.CodeNotFound
-		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPatch} {
+		// Another method's route at this path makes it 405, with the
+		// methods that are routed there in Allow.
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 			probe := r.Clone(r.Context())
 			probe.Method = m
 			if _, p := g.mux.Handler(probe); p != "" {
-				code = salamander.CodeMethod
-				break
+				allow = append(allow, m)
 			}
+		}
+		code := salamander.CodeNotFound
+		if len(allow) > 0 {
+			code = salamander.CodeMethod
+			sw.Header().Set("Allow", strings.Join(allow, ", "))
 		}
 		writeError(sw, g.log, r, salamander.Errorf(code, "no route %s %s", r.Method, r.URL.Path))
 		return

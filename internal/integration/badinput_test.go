@@ -170,6 +170,12 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 	if err != nil || len(rooms) != 1 {
 		t.Fatalf("rooms changed: %+v %v", rooms, err)
 	}
+	// A method another route takes at the path is 405, and says which.
+	for path, allow := range map[string]string{"/v1/rooms": "GET", "/v1/ops/users/" + aName + "/role": "PUT", "/v1/me": "GET, PATCH"} {
+		if r := raw(t, 0, "DELETE", path, tok, "", nil); r.status != 405 || r.code != salamander.CodeMethod || r.header.Get("Allow") != allow {
+			t.Errorf("DELETE %s: %d %q, Allow %q, want 405 with Allow %q", path, r.status, r.code, r.header.Get("Allow"), allow)
+		}
+	}
 	// Clients cannot mint metric label values.
 	if m := raw(t, 0, "GET", "/metrics", "", "", nil); strings.Contains(string(m.body), "FROB") {
 		t.Fatal("an invented HTTP method became a metric label")
