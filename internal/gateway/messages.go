@@ -264,7 +264,7 @@ func (g *Gateway) handlePresence(w http.ResponseWriter, r *http.Request, c claim
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "users must list at least one user name"))
 		return
 	}
-	names := strings.Split(q, ",")
+	names := strings.SplitN(q, ",", salamander.MaxPresenceQuery+1) // no more than one over the limit
 	if len(names) > salamander.MaxPresenceQuery {
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeTooLarge, "at most %d users per query", salamander.MaxPresenceQuery))
 		return

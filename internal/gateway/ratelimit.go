@@ -291,6 +291,12 @@ type limiter struct {
 	rate  Rate
 	mu    sync.Mutex
 	byKey map[string]*bucket
+	// scanAt is the key count at which the next new key has the full
+	// buckets forgotten: twice what the last sweep left, so that keys all
+	// spent (many names failing logins at once) cost one sweep per as many
+	// new keys, not one per key.
+	scanAt int
+	sweeps int // how many sweeps ran (tests)
 }
 
 // bucket is one key's budget: tokens as of last.
@@ -318,8 +324,9 @@ func (l *limiter) take(key string, n int) (refund func(), wait time.Duration) {
 	defer l.mu.Unlock()
 	b, ok := l.byKey[key]
 	if !ok {
-		if len(l.byKey) >= maxLimiterKeys {
+		if len(l.byKey) >= max(maxLimiterKeys, l.scanAt) {
 			l.forgetFull(now)
+			l.scanAt = 2 * len(l.byKey)
 		}
 		b = &bucket{tokens: float64(l.rate.Burst), last: now}
 		l.byKey[key] = b
@@ -346,6 +353,7 @@ func (l *limiter) refill(b *bucket, now time.Time) {
 
 // forgetFull drops buckets that have refilled: they carry no state.
 func (l *limiter) forgetFull(now time.Time) {
+	l.sweeps++
 	for k, b := range l.byKey {
 		if l.refill(b, now); b.tokens >= float64(l.rate.Burst) {
 			delete(l.byKey, k)

@@ -264,3 +264,37 @@ func TestSameHostProxyClientsAreNotExempt(t *testing.T) {
 		t.Error("a same-host proxy's client is exempt")
 	}
 }
+
+// Keys that all carry state (every one's budget spent: many names failing
+// logins at once) make a limiter sweep once per as many new keys as it
+// holds, not once per new key; keys whose budget is full again are
+// forgotten by the sweep.
+func TestLimiterSweepsOncePerDoubling(t *testing.T) {
+	l := newLimiter(Rate{Burst: 1, Every: time.Hour})
+	for i := range maxLimiterKeys {
+		l.take(strconv.Itoa(i), 1) // spent: state to keep
+	}
+	for i := range 1000 {
+		if _, wait := l.take("more-"+strconv.Itoa(i), 1); wait > 0 {
+			t.Fatal("a new key's first unit refused")
+		}
+	}
+	if l.sweeps != 1 || len(l.byKey) != maxLimiterKeys+1000 {
+		t.Fatalf("%d sweeps, %d keys after %d more keys; want 1 sweep, every key kept", l.sweeps, len(l.byKey), 1000)
+	}
+	if _, wait := l.take("0", 1); wait <= 0 {
+		t.Fatal("a spent key's budget was forgotten")
+	}
+
+	full := newLimiter(Rate{Burst: 2, Every: time.Hour})
+	for i := range maxLimiterKeys {
+		full.take(strconv.Itoa(i), 1) // a unit left: state too
+	}
+	for k := range full.byKey {
+		full.byKey[k].tokens = 2 // as if refilled
+	}
+	full.take("new", 1)
+	if full.sweeps != 1 || len(full.byKey) != 1 {
+		t.Fatalf("%d sweeps, %d keys: the full buckets were not forgotten", full.sweeps, len(full.byKey))
+	}
+}
