@@ -49,8 +49,12 @@ type Site struct {
 	socks  map[*socket]bool
 	// logins holds the device token each login brought ("" for none).
 	logins []string
-	// refuseSends answers every send unavailable (RefuseSends).
-	refuseSends bool
+	// refuseSends is the code every send is refused with ("": none;
+	// RefuseSends, RefuseSendsAs).
+	refuseSends salamander.Code
+	// suspended refuses the user's session 403, as a suspended account's
+	// (Suspend).
+	suspended bool
 	// dropFetches counts, per room, the next GET /v1/rooms/{id} to answer
 	// by dropping the connection (Receive).
 	dropFetches map[string]int
@@ -63,7 +67,10 @@ type room struct {
 }
 
 // socket is one WebSocket's queue of events to write.
-type socket struct{ out chan salamander.Event }
+type socket struct {
+	out  chan salamander.Event
+	gone chan struct{} // closed when the site drops the socket (Suspend)
+}
 
 // New returns a site serving cfg.User and cfg.Rooms.
 func New(cfg Config) *Site {
@@ -90,7 +97,13 @@ func New(cfg Config) *Site {
 	})
 	s.mux.HandleFunc("POST /v1/signup", session)
 	s.mux.HandleFunc("POST /v1/logout", noContent)
-	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, cfg.User) })
+	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, _ *http.Request) {
+		if s.isSuspended() {
+			writeError(w, errSuspended)
+			return
+		}
+		writeJSON(w, http.StatusOK, cfg.User)
+	})
 	s.mux.HandleFunc("GET /v1/sites", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"site": "a", "sites": []map[string]string{{"name": "a", "url": "http://" + r.Host}}})
 	})
@@ -170,9 +183,40 @@ func (s *Site) handleRooms(w http.ResponseWriter, _ *http.Request) {
 // RefuseSends makes every send (HTTP or WebSocket) answered unavailable,
 // as while no quorum of sites holds the log, or ends that.
 func (s *Site) RefuseSends(on bool) {
+	code := salamander.CodeUnavailable
+	if !on {
+		code = ""
+	}
+	s.RefuseSendsAs(code)
+}
+
+// RefuseSendsAs makes every send refused with code ("": none), e.g.
+// forbidden, as for a room one has left.
+func (s *Site) RefuseSendsAs(code salamander.Code) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refuseSends = on
+	s.refuseSends = code
+}
+
+// Suspend refuses the user's session from now on as a suspended account's
+// is refused: 403 on /v1/me and on the WebSocket handshake, and every open
+// socket is closed.
+func (s *Site) Suspend() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.suspended = true
+	for sock := range s.socks {
+		close(sock.gone)
+	}
+	s.socks = map[*socket]bool{}
+}
+
+var errSuspended = salamander.Errorf(salamander.CodeForbidden, "this account is suspended")
+
+func (s *Site) isSuspended() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.suspended
 }
 
 // Receive makes the user a member of room r, new to the site, and places
@@ -291,6 +335,10 @@ func (s *Site) handleSync(w http.ResponseWriter, r *http.Request) {
 // goes on with live events; it answers send and ping frames with acks
 // and carries out read frames.
 func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
+	if s.isSuspended() {
+		writeError(w, errSuspended)
+		return
+	}
 	cur, err := salamander.ParseCursor(r.URL.Query().Get("cursor"))
 	if err != nil {
 		writeError(w, err)
@@ -307,7 +355,7 @@ func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	s.mu.Lock()
 	backlog := s.eventsAfterLocked(cur)
-	sock := &socket{out: make(chan salamander.Event, len(backlog)+1024)}
+	sock := &socket{out: make(chan salamander.Event, len(backlog)+1024), gone: make(chan struct{})}
 	for _, ev := range backlog {
 		sock.out <- ev
 	}
@@ -333,6 +381,9 @@ func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 				if conn.Write(ctx, websocket.MessageText, b) != nil {
 					return
 				}
+			case <-sock.gone:
+				_ = conn.Close(websocket.StatusPolicyViolation, "account suspended")
+				return
 			case <-ctx.Done():
 				return
 			}
@@ -380,8 +431,8 @@ func (s *Site) send(roomID, clientID, text string) (salamander.SendResult, error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sends++
-	if s.refuseSends {
-		return salamander.SendResult{}, salamander.Errorf(salamander.CodeUnavailable, "no quorum (the fake site refuses sends)")
+	if s.refuseSends != "" {
+		return salamander.SendResult{}, salamander.Errorf(s.refuseSends, "the fake site refuses sends")
 	}
 	rm, ok := s.rooms[roomID]
 	if !ok {

@@ -78,15 +78,26 @@ func (p *page) fail(msg string) {
 	p.t.Fatalf("%s: %s; the page says:\n%s", p.name, msg, text)
 }
 
-// wait polls until expr is true in the page.
+// wait polls until expr is true in the page — also across a reload the
+// page makes meanwhile (signing out reloads it).
 func (p *page) wait(what, expr string, timeout ...time.Duration) {
 	p.t.Helper()
 	d := 20 * time.Second
 	if len(timeout) > 0 {
 		d = timeout[0]
 	}
-	if _, err := chromedp.Run(p.ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(d),
-		chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+	deadline := time.Now().Add(d)
+	for {
+		_, err := chromedp.Run(p.ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(max(time.Until(deadline), time.Millisecond)),
+			chromedp.WithPollingInterval(50*time.Millisecond)))
+		if err == nil {
+			return
+		}
+		if time.Now().Before(deadline) && (strings.Contains(err.Error(), "navigated or closed") ||
+			strings.Contains(err.Error(), "Cannot find context")) {
+			time.Sleep(50 * time.Millisecond) // polling again in the page that replaced it
+			continue
+		}
 		p.fail(fmt.Sprintf("waiting for %s: %v", what, err))
 	}
 }

@@ -59,7 +59,8 @@ export class Cursor {
 
 // Api makes requests with failover. It emits "site" when the current site
 // changes, "down" (detail: site index) when a site failed, and
-// "unauthorized" when the session is no longer valid.
+// "unauthorized" when the session is no longer valid, "suspended" when its
+// account is suspended.
 export class Api extends EventTarget {
   constructor() {
     super();
@@ -146,6 +147,8 @@ export class Api extends EventTarget {
     if (!res.ok) {
       const err = new ApiError(res.status, data?.code || "http_" + res.status, data?.message || res.statusText);
       if (res.status === 401 && this.token) this.dispatchEvent(new Event("unauthorized"));
+      // /v1/me refuses only a suspended account's session (403).
+      if (res.status === 403 && path === "/v1/me" && this.token) this.dispatchEvent(new Event("suspended"));
       throw err;
     }
     return data;

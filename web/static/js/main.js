@@ -33,6 +33,7 @@ async function boot() {
   const known = store.sites.get();
   store.sites.set(await app.api.discover(known));
   app.api.addEventListener("unauthorized", () => signOut(false));
+  app.api.addEventListener("suspended", () => signOut(false, "suspended"));
   const s = store.session.get();
   if (s && Date.parse(s.expires_at) > Date.now()) start(s);
   else showAuth();
@@ -47,13 +48,18 @@ function keepShell() {
   navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => { /* no offline start */ });
 }
 
+// authNotice is why the last session ended, said on the sign-in screen.
+let authNotice;
+
 function showAuth() {
+  authNotice ??= store.notice.take();
   $("app").hidden = true;
   $("auth").hidden = false;
   renderAuth($("auth"), app.api, {
-    onSession: (s) => { store.session.set(s); start(s); },
+    onSession: (s) => { authNotice = ""; store.session.set(s); start(s); },
     onLang: () => showAuth(),
   });
+  if (authNotice) $("auth-error").textContent = t(authNotice);
 }
 
 function start(s) {
@@ -66,7 +72,12 @@ function start(s) {
   app.live = new Live(api, cursor);
   app.sender = new Sender(api, app.live, app.outbox, {
     onSent: (m) => { app.model.addMessages(m.room, [m]) || fetchRoom(m.room).catch(() => {}); redrawRoom(m.room); drawConn(); },
-    onRefused: (m, err) => toast(t("sendFailed", err.message)),
+    onRefused: (m, err) => {
+      toast(t("sendFailed", err.message));
+      app.roomView.giveBack(m); // its text, back in its room's composer
+      redrawRoom(m.room_id);
+      drawConn();
+    },
   });
   // Another tab of this user queued a message, or saw one acknowledged.
   app.outbox.onChange(() => { app.sender.kick(); if (app.roomID) redrawRoom(app.roomID); drawConn(); });
@@ -97,8 +108,17 @@ function start(s) {
   // Leaving or reloading the page keeps what it has seen: a reload then
   // resumes after it instead of replaying it.
   window.addEventListener("pagehide", () => {
+    if (app.signedOut) return; // signing out: what it cleared stays cleared
     store.cursor.set(user, cursor.toString());
     writeSnapshot(user);
+  });
+  // Signed out in another tab: this one stops writing and shows sign-in.
+  window.addEventListener("storage", (e) => {
+    if (e.key !== store.SESSION_KEY || e.newValue !== null || app.signedOut) return;
+    app.signedOut = true;
+    clearTimeout(snapshotTimer);
+    app.live.stop();
+    location.reload();
   });
   app.live.addEventListener("state", () => drawConn());
   api.addEventListener("site", () => { store.sites.set(api.sites); drawConn(); });
@@ -139,6 +159,7 @@ function saveSnapshot(user) {
 function writeSnapshot(user) {
   clearTimeout(snapshotTimer);
   snapshotTimer = 0;
+  if (app.signedOut) return;
   const m = app.model;
   // Held messages are left out: the newest page of the room's history
   // lists them again while they wait, and a kept copy could outlive its
@@ -219,12 +240,18 @@ async function fetchRoom(id) {
   }
 }
 
-async function signOut(callServer = true) {
+// signOut ends the session here (and at the sites when callServer); a
+// notice ("suspended") is said on the sign-in screen after the reload.
+async function signOut(callServer = true, notice = "") {
+  if (app.signedOut) return;
   if (callServer) {
     try { await app.api.request("POST", "/v1/logout", undefined, { rounds: 1 }); } catch { /* signing out locally anyway */ }
   }
+  app.signedOut = true; // nothing of the session is written again (pagehide, timers)
+  clearTimeout(snapshotTimer);
   store.session.clear();
   if (callServer) store.forget(app.model.me.name);
+  if (notice) store.notice.set(notice);
   if (app.live) app.live.stop();
   location.hash = "";
   location.reload();
@@ -236,7 +263,13 @@ async function signOut(callServer = true) {
 function route() {
   const [, what, id] = location.hash.split("/");
   if (what === "room" && id) {
-    app.roomID = decodeURIComponent(id);
+    let roomID = "";
+    try { roomID = decodeURIComponent(id); } catch { /* a malformed link */ }
+    if (!/^[dg]_[0-9a-f]{16,32}$/.test(roomID)) {
+      location.hash = "#/chats"; // no such room: the chat list (route runs again)
+      return;
+    }
+    app.roomID = roomID;
     app.tab = "chats";
   } else {
     app.roomID = "";

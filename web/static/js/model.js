@@ -206,7 +206,9 @@ export class Model extends EventTarget {
       case "typing": {
         if (ev.user === this.me.name) return "";
         const m = this.typing.get(ev.room_id) || new Map();
-        if (ev.typing) m.set(ev.user, Date.now() + TYPING_SHOWN_MS);
+        // (online: what sites before the typing field sent, during a
+        // rolling upgrade.)
+        if (ev.typing ?? ev.online) m.set(ev.user, Date.now() + TYPING_SHOWN_MS);
         else m.delete(ev.user);
         this.typing.set(ev.room_id, m);
         this.changed("typing", ev.room_id);

@@ -5,7 +5,8 @@
 // loses or doubles a message). Everything but the session and the language
 // is kept per user.
 
-const SESSION_KEY = "salamander.session";
+export const SESSION_KEY = "salamander.session";
+const NOTICE_KEY = "salamander.notice";
 const SITES_KEY = "salamander.sites";
 const THEME_KEY = "salamander.theme";
 
@@ -35,6 +36,21 @@ export const session = {
   get: () => read(SESSION_KEY, null),
   set: (s) => write(SESSION_KEY, s),
   clear: () => localStorage.removeItem(SESSION_KEY),
+};
+
+// notice is what the sign-in screen says once after a reload (why the
+// session ended: "suspended"); kept for this tab only.
+export const notice = {
+  set: (v) => { try { sessionStorage.setItem(NOTICE_KEY, v); } catch { /* storage refused */ } },
+  take: () => {
+    try {
+      const v = sessionStorage.getItem(NOTICE_KEY) || "";
+      sessionStorage.removeItem(NOTICE_KEY);
+      return v;
+    } catch {
+      return "";
+    }
+  },
 };
 
 export const sites = {

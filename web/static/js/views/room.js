@@ -12,6 +12,9 @@ import { currentLang, dayKey, fmtDay, fmtTime, t } from "../i18n.js";
 import { icon } from "../icons.js";
 import { profileDialog, roomSettingsDialog } from "./dialogs.js";
 
+// MAX_MESSAGE_BYTES is a message's limit in UTF-8 bytes (salamander.MaxMessageBytes).
+const MAX_MESSAGE_BYTES = 4000;
+
 const PAGE = 50;
 const TYPING_RESEND_MS = 3000;
 const TYPING_IDLE_MS = 5000;
@@ -25,6 +28,7 @@ export class RoomView {
     this.loadingOlder = false;
     this.asked = new Set(); // users whose profiles were fetched
     this.unsentReads = new Map(); // room id -> a read marker no site took yet
+    this.givenBack = new Map(); // room id -> the text of its messages a site refused, for its composer
     this.composing = false;
     this.enterSent = false;
     this.typingSent = 0;
@@ -90,7 +94,8 @@ export class RoomView {
       this.anchor = null;
       this.latestTries = 0;
       this.stuck = true;
-      $("input").value = "";
+      $("input").value = this.givenBack.get(id) || "";
+      this.givenBack.delete(id);
       this.autosize();
       $("emoji-panel").hidden = true;
     }
@@ -274,14 +279,39 @@ export class RoomView {
     const input = $("input");
     const text = input.value.replace(/^\s*\n|\s+$/g, "");
     if (!text.trim() || !this.roomID) return;
+    // Refused here, with the text left where it was: a site would refuse
+    // it (its limit counts UTF-8 bytes: ~1,333 Hangul syllables).
+    const bytes = new TextEncoder().encode(text).length;
+    if (bytes > MAX_MESSAGE_BYTES) {
+      this.app.toast(t("tooLong", bytes, MAX_MESSAGE_BYTES));
+      return;
+    }
+    try {
+      this.app.sender.queue(this.roomID, text);
+    } catch {
+      this.app.toast(t("notQueued")); // the browser's storage is full: the text stays
+      return;
+    }
     input.value = "";
     this.autosize();
     this.stopTyping();
     $("emoji-panel").hidden = true;
     this.stuck = true;
-    this.app.sender.queue(this.roomID, text);
     this.draw();
     this.app.drawConn();
+  }
+
+  // giveBack returns the text of a message a site refused to its room's
+  // composer — at once when that room is open and its composer empty,
+  // else when the room is opened next — so that nothing typed is lost.
+  giveBack(m) {
+    if (m.room_id === this.roomID && !$("input").value.trim()) {
+      $("input").value = m.text;
+      this.autosize();
+      return;
+    }
+    const before = this.givenBack.get(m.room_id);
+    this.givenBack.set(m.room_id, before ? before + "\n" + m.text : m.text);
   }
 
   typing() {

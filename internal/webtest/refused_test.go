@@ -1,0 +1,69 @@
+package webtest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/fakesite"
+)
+
+// What a site refuses is not lost: a message too long to send stays in the
+// composer (the page counts UTF-8 bytes, as the sites do), and one a site
+// refuses for good goes back to its room's composer, its bubble and the
+// "unsent" bar gone. A suspended account is signed out with the reason
+// said.
+func TestWebKeepsWhatASiteRefuses(t *testing.T) {
+	const roomID = "d_0123456789abcdef0123456789abcdef"
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"},
+		Rooms: []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}}}, "en-US")
+	mina.js(`location.hash = "#/room/` + roomID + `"`)
+	mina.wait("the room", `!document.getElementById("room").hidden && document.getElementById("conn").dataset.state === "live"`)
+
+	// 1,400 Hangul syllables: 4,200 bytes, over the 4,000 a message holds.
+	long := strings.Repeat("가", 1400)
+	mina.js(`document.getElementById("input").value = ` + jsString(long))
+	mina.say("")
+	mina.wait("the notice, with the text kept", `document.getElementById("toast").textContent.includes("4200 bytes") &&
+		document.getElementById("input").value.length === 1400 && localStorage.getItem("salamander.outbox.mina") === null`)
+	if n := site.Sends(); n != 0 {
+		t.Fatalf("the site got %d sends of a message over the limit", n)
+	}
+
+	site.RefuseSendsAs(salamander.CodeForbidden)
+	mina.js(`document.getElementById("input").value = ""`)
+	mina.say("are you still there?")
+	mina.wait("the refusal said, the text back, nothing left unsent", `document.getElementById("toast").textContent.includes("Not sent") &&
+		document.getElementById("input").value === "are you still there?" && !document.querySelector("#messages .msg.pending") &&
+		JSON.parse(localStorage.getItem("salamander.outbox.mina") || "[]").length === 0`)
+
+	site.RefuseSendsAs("")
+	site.Suspend()
+	mina.wait("the sign-in screen, saying why", `!document.getElementById("auth").hidden &&
+		document.getElementById("auth-error").textContent.includes("suspended")`, 30*time.Second)
+}
+
+// Signing out leaves nothing of the account's messages in the browser:
+// the reload that follows used to write the page's snapshot back. (And a
+// malformed room link does not stop the page.)
+func TestWebSignOutLeavesNoMessages(t *testing.T) {
+	const roomID = "d_0123456789abcdef0123456789abcdef"
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"},
+		Rooms: []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}}}, "en-US")
+	site.Receive(salamander.Room{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}},
+		salamander.Message{Sender: "joon", ClientID: "c-joon-1", Text: "a secret", SentAt: time.Now().UTC()}, 0)
+	// A malformed room link, opened with the page: the chat list, live
+	// (its decoding threw, and the page never connected).
+	mina.js(`location.hash = "#/room/%E0%A4%A"; location.reload()`)
+	mina.wait("the chat list, live", `location.hash === "#/chats" && document.getElementById("conn")?.dataset.state === "live"`)
+	mina.wait("the message kept in the browser", `(localStorage.getItem("salamander.snapshot.mina") || "").includes("a secret")`, 30*time.Second)
+	mina.js(`location.hash = "#/settings"`)
+	mina.click("#logout")
+	mina.wait("the sign-in screen", `!document.getElementById("auth").hidden`)
+	var left []string
+	mina.eval(`Object.keys(localStorage).filter((k) => k.endsWith(".mina") && !k.startsWith("salamander.device."))`, &left)
+	if len(left) != 0 {
+		t.Fatalf("after signing out the browser keeps %v", left)
+	}
+}
