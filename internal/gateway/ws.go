@@ -89,6 +89,11 @@ type wsConn struct {
 	exited   bool // the reader has ended: nothing new starts
 	inflight int
 	lanes    map[string]*lane // rooms with frames in flight
+	// failedRooms outlive their lanes: a room whose send failed (retry
+	// worth it) refuses every later send on this socket until the failed
+	// one comes again — frames the device sent before it heard of the
+	// failure must not land on a fresh lane and be committed ahead of it.
+	failedRooms map[string]roomFailure
 	// awaiting is set while the writer holds an echo for its ack; wake
 	// (made on first use) tells it a frame was queued.
 	awaiting bool
@@ -112,9 +117,23 @@ type lane struct {
 	frames []laneFrame
 	// failed is set when a send failed in a way worth retrying: the sends
 	// queued behind it are refused alike, so the client resends them all,
-	// in order, instead of seeing a later one committed first.
-	failed error
+	// in order, instead of seeing a later one committed first. failedID
+	// is that first failed send's client id.
+	failed   error
+	failedID string
 }
+
+// roomFailure is a room's first failed send on a socket, kept after its
+// lane ended (wsConn.failedRooms).
+type roomFailure struct {
+	err      error
+	clientID string
+}
+
+// wsMaxFailedRooms bounds the rooms a socket remembers a failure of; a
+// socket with more is closed (its device reconnects and resends each
+// room's messages in order on a new socket).
+const wsMaxFailedRooms = 1024
 
 // laneFrame is a frame in its room's lane; refused: a send that came
 // beyond wsMaxInFlight, to be refused in its place.
@@ -525,6 +544,13 @@ func (c *wsConn) admit(f salamander.ClientFrame) admission {
 		}
 		l = &lane{}
 		l.ctx, l.cancel = context.WithCancel(context.Background())
+		if rf, ok := c.failedRooms[f.RoomID]; ok {
+			if f.Type == salamander.FrameSend && f.ClientID == rf.clientID {
+				delete(c.failedRooms, f.RoomID) // resent: in order again from here
+			} else {
+				l.failed, l.failedID = rf.err, rf.clientID
+			}
+		}
 		c.lanes[f.RoomID] = l
 		c.wg.Add(1)
 	}
@@ -549,6 +575,9 @@ func (c *wsConn) runLane(room string, l *lane) {
 		if len(l.frames) == 0 || c.exited {
 			if c.lanes[room] == l {
 				delete(c.lanes, room)
+				if l.failed != nil {
+					c.rememberFailure(room, roomFailure{l.failed, l.failedID})
+				}
 			}
 			if len(c.lanes) == 0 {
 				c.lanes = nil
@@ -573,7 +602,7 @@ func (c *wsConn) runLane(room string, l *lane) {
 
 		c.mu.Lock()
 		if retry != nil && f.Type == salamander.FrameSend && l.failed == nil {
-			l.failed = retry
+			l.failed, l.failedID = retry, f.ClientID
 		}
 		c.inflight--
 		c.mu.Unlock()
@@ -581,6 +610,18 @@ func (c *wsConn) runLane(room string, l *lane) {
 			c.reply(*ev)
 		}
 	}
+}
+
+// rememberFailure keeps a room's failure past its lane (c.mu held).
+func (c *wsConn) rememberFailure(room string, rf roomFailure) {
+	if c.failedRooms == nil {
+		c.failedRooms = map[string]roomFailure{}
+	}
+	if _, ok := c.failedRooms[room]; !ok && len(c.failedRooms) >= wsMaxFailedRooms {
+		go c.kick(wsock.StatusPolicyViolation, "too many rooms with failed sends; reconnect and resend them in order")
+		return
+	}
+	c.failedRooms[room] = rf
 }
 
 // carryOut does what f asks and returns its answer (nil when none is

@@ -655,7 +655,8 @@ func TestProtocolErrorCloseIsNotCutShortByAnEvent(t *testing.T) {
 // Sends written beyond the socket's 256 frames in flight are refused in
 // their room's order: the first refused one fails the room's lane, so no
 // send written after it is committed before the client resends it — also
-// one written once earlier sends have been answered and slots are free.
+// one written once earlier sends have been answered and slots are free,
+// and one written after the lane has ended.
 func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	a, aName := signedUp(t, 0, "cap")
@@ -724,6 +725,28 @@ func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 	}
 	if firstNack < wsMaxInFlightForTest {
 		t.Fatalf("first refusal at send %d; the burst should reach the cap of %d", firstNack, wsMaxInFlightForTest)
+	}
+
+	// Every answer is in: the room's lane has ended. A send written now
+	// (the device had not heard of the refusals yet) is refused still,
+	// until the first refused one comes again; from there the room goes
+	// on in order.
+	w.writeTexts(frame(burst + 1))
+	for len(answers) < burst+2 {
+		take()
+	}
+	if ev := answers[fmt.Sprintf("cap-%03d", burst+1)]; ev.Type != salamander.EventNack {
+		t.Fatalf("a send written after the lane ended was committed (seq %d) ahead of refused send %d", ev.Message.Seq, firstNack)
+	}
+	for i := firstNack; i <= firstNack+1; i++ {
+		delete(answers, fmt.Sprintf("cap-%03d", i))
+		w.writeTexts(frame(i))
+		for answers[fmt.Sprintf("cap-%03d", i)].Type == "" {
+			take()
+		}
+		if ev := answers[fmt.Sprintf("cap-%03d", i)]; ev.Type != salamander.EventAck || ev.Message.Seq != uint64(i+1) {
+			t.Fatalf("resent send %d answered %+v (%v), want committed at seq %d", i, ev.Type, ev.Error, i+1)
+		}
 	}
 }
 
