@@ -67,3 +67,22 @@ func TestWebSignOutLeavesNoMessages(t *testing.T) {
 		t.Fatalf("after signing out the browser keeps %v", left)
 	}
 }
+
+// The chat list and the rail are redrawn with every message: the one of
+// their elements that had the keyboard's focus has it again after.
+func TestWebKeepsTheFocusWhenAMessageArrives(t *testing.T) {
+	const first, second = "d_0123456789abcdef0123456789abcdef", "d_fedcba9876543210fedcba9876543210"
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"},
+		Rooms: []salamander.Room{{ID: first, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}}}, "en-US")
+	mina.wait("the chat list", `!!document.querySelector('.room-item[data-room="`+first+`"]')`)
+	mina.js(`document.querySelector('.room-item[data-room="` + first + `"]').focus()`)
+	site.Receive(salamander.Room{ID: second, Kind: salamander.RoomDirect, Members: []string{"sora", "mina"}},
+		salamander.Message{Sender: "sora", ClientID: "c-sora-1", Text: "hello", SentAt: time.Now().UTC()}, 0)
+	mina.wait("the new chat listed, the focus where it was", `!!document.querySelector('.room-item[data-room="`+second+`"]') &&
+		document.activeElement?.dataset.room === "`+first+`"`)
+	mina.js(`document.getElementById("tab-chats").focus()`)
+	site.Receive(salamander.Room{ID: second, Kind: salamander.RoomDirect, Members: []string{"sora", "mina"}},
+		salamander.Message{Sender: "sora", ClientID: "c-sora-2", Text: "again", SentAt: time.Now().UTC()}, 0)
+	mina.wait("the message listed, the focus on the tab", `document.querySelector('.room-item[data-room="`+second+`"]')?.textContent.includes("again") &&
+		document.activeElement?.id === "tab-chats"`)
+}

@@ -308,6 +308,17 @@ function redrawRoom(roomID) {
   if (roomID === app.roomID) app.roomView.scheduleDraw();
 }
 
+// focusKey is a selector for the rail's or list's element that has the
+// focus, to find its redrawn self by ("" when the focus is elsewhere).
+function focusKey() {
+  const f = document.activeElement;
+  if (!f || !($("rail").contains(f) || $("list-pane").contains(f))) return "";
+  if (f.id) return "#" + CSS.escape(f.id);
+  if (f.dataset.room) return `[data-room="${CSS.escape(f.dataset.room)}"]`;
+  if (f.dataset.user) return `#list [data-user="${CSS.escape(f.dataset.user)}"]`;
+  return "";
+}
+
 function drawAll() {
   drawList();
   drawBanners();
@@ -315,8 +326,12 @@ function drawAll() {
 }
 
 function drawList() {
+  // Redrawn on every message, read and presence: whatever of them had the
+  // keyboard's focus (a tab, a chat, a person) gets it back.
+  const focused = focusKey();
   renderRail($("rail"), app);
   renderList(app);
+  if (focused) document.querySelector(focused)?.focus({ preventScroll: true });
   const unread = [...app.model.rooms.values()].reduce((n, r) => n + r.unread, 0);
   document.title = unread ? `(${unread}) ${t("appName")}` : t("appName");
 }
