@@ -155,9 +155,9 @@ func validateLine(what, s string, maxRunes int, allowEmpty bool) error {
 }
 
 // blank reports whether s shows nothing: white space, format characters
-// (zero-width spaces and joiners, direction marks, a byte-order mark) and
-// the Hangul fillers (U+115F, U+1160, U+3164, U+FFA0: the classic blank
-// display name) alone.
+// (zero-width spaces and joiners, direction marks, a byte-order mark), the
+// Hangul fillers (U+115F, U+1160, U+3164, U+FFA0: the classic blank
+// display name) and the blank Braille pattern (U+2800) alone.
 func blank(s string) bool {
 	for _, r := range s {
 		switch {

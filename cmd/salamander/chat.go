@@ -466,11 +466,33 @@ func (ch *chatSession) runSender(ctx context.Context) {
 		switch {
 		case err == nil && res.Message.Held && !arrived:
 			ch.printf("[%s] ✓ sent — waiting for its place (the room's site is failing over): %s\n", ch.labelOf(m.room), chatOneLine(m.text))
+		case errors.Is(err, client.ErrMaybeSent) && ctx.Err() == nil:
+			// An earlier attempt may have been committed: the same client
+			// id again, first in line, answers the original if it was.
+			wait := chatRetryWait(err)
+			ch.printf("[%s] %s: may have been sent (%s); asking again in %s\n", ch.labelOf(m.room), chatOneLine(m.text),
+				chatErrText(err), wait)
+			ch.mu.Lock()
+			ch.queue = append([]chatSend{m}, ch.queue...)
+			ch.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
 		case err != nil && ctx.Err() == nil:
 			ch.printf("error: [%s] %s: not sent: %s\n", ch.labelOf(m.room), chatOneLine(m.text), chatErrText(err))
 			ch.cl.Forget(m.clientID) // refused for good: not pending
 		}
 	}
+}
+
+// chatRetryWait is how long to wait before asking a site again after
+// err: what a rate limit says, else 2 s.
+func chatRetryWait(err error) time.Duration {
+	if e, ok := errors.AsType[*salamander.Error](err); ok && e.RetryAfter > 0 {
+		return time.Duration(e.RetryAfter) * time.Second
+	}
+	return 2 * time.Second
 }
 
 // unsent lists what was typed and no site has acknowledged: the SDK's
@@ -484,10 +506,18 @@ func (ch *chatSession) unsent() []chatSend {
 	for _, p := range ch.cl.Pending() {
 		out = append(out, chatSend{room: p.RoomID, clientID: p.ClientID, text: p.Text, typed: p.Queued})
 	}
-	if m := ch.inFlight; m != nil && !slices.ContainsFunc(out, func(s chatSend) bool { return s.clientID == m.clientID }) {
+	listed := func(m *chatSend) bool {
+		return slices.ContainsFunc(out, func(s chatSend) bool { return s.clientID == m.clientID })
+	}
+	if m := ch.inFlight; m != nil && !listed(m) {
 		out = append(out, *m)
 	}
-	return append(out, ch.queue...)
+	for i := range ch.queue { // (one put back to be asked again is in the outbox too)
+		if !listed(&ch.queue[i]) {
+			out = append(out, ch.queue[i])
+		}
+	}
+	return out
 }
 
 // warnUnsent says, as the session ends, which messages no site took.
@@ -621,7 +651,9 @@ func (ch *chatSession) printEvents(ctx context.Context, sub *client.Subscription
 				ch.printf("* friend added: %s\n", ev.User)
 			}
 		case salamander.EventTyping:
-			if live && ev.Typing && ev.User != ch.me { // a stop prints nothing
+			// A stop prints nothing. (Online: what sites before the typing
+			// field sent, during a rolling upgrade.)
+			if live && (ev.Typing || ev.Online) && ev.User != ch.me {
 				ch.printf("[%s] %s is typing...\n", ch.labelOf(ev.RoomID), ev.User)
 			}
 		case salamander.EventPresence:
@@ -907,7 +939,7 @@ func (ch *chatSession) printErr(err error) { ch.printf("error: %s\n", chatErrTex
 // or the error itself (a network failure, a timeout, a usage mistake).
 func chatErrText(err error) string {
 	var e *salamander.Error
-	if errors.As(err, &e) {
+	if errors.As(err, &e) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return e.Message
 	}
 	return err.Error()

@@ -276,3 +276,21 @@ func TestChatListsTheLineBeingSent(t *testing.T) {
 		t.Fatalf("unsent %+v, want each line once", got)
 	}
 }
+
+// A send whose site failed with it in flight and whose retry a site
+// refused may have been sent: the chat says so and asks again with the
+// same client id, first in line, instead of dropping it as not sent.
+func TestChatAsksAgainForAMessageThatMayHaveBeenSent(t *testing.T) {
+	site, chat := chatWithJoon(t, false)
+	site.CutSends(1) // the WebSocket's send: cut off
+	site.RefuseSendsAs(salamander.CodeTooManyRequests)
+	chat.say("did this go?")
+	chat.expect("[joon] did this go?: may have been sent")
+	site.RefuseSendsAs("")
+	chat.expect("[joon] mina: did this go?")
+	chat.say("/quit")
+	out := chat.wait()
+	if strings.Contains(out, "not sent") || strings.Count(out, "[joon] mina: did this go?") != 1 {
+		t.Fatalf("the chat printed:\n%s", out)
+	}
+}

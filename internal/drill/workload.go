@@ -443,11 +443,11 @@ feed:
 // errText shortens an SDK error to its kind, for counting.
 func errText(err error) string {
 	var coded *salamander.Error
-	switch {
-	case errors.As(err, &coded):
-		return string(coded.Code)
+	switch { // (the context first: such an error wraps the last site's refusal too)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "abandoned (not acknowledged when the drill stopped waiting)"
+	case errors.As(err, &coded):
+		return string(coded.Code)
 	default:
 		return err.Error()
 	}

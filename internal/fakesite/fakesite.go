@@ -11,6 +11,7 @@ package fakesite
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -55,6 +56,9 @@ type Site struct {
 	// suspended refuses the user's session 403, as a suspended account's
 	// (Suspend).
 	suspended bool
+	// cutSends is how many sends are still to be cut off unanswered
+	// (CutSends).
+	cutSends int
 	// dropFetches counts, per room, the next GET /v1/rooms/{id} to answer
 	// by dropping the connection (Receive).
 	dropFetches map[string]int
@@ -198,6 +202,18 @@ func (s *Site) RefuseSendsAs(code salamander.Code) {
 	s.refuseSends = code
 }
 
+// CutSends makes the next n sends cut off without an answer, as by a site
+// that failed with them in flight: the HTTP request's connection is
+// dropped, the WebSocket closed. Nothing is stored.
+func (s *Site) CutSends(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cutSends = n
+}
+
+// errCut is a send CutSends cuts off.
+var errCut = errors.New("fakesite: send cut off")
+
 // Suspend refuses the user's session from now on as a suspended account's
 // is refused: 403 on /v1/me and on the WebSocket handshake, and every open
 // socket is closed.
@@ -300,6 +316,8 @@ func (s *Site) handleSend(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.send(r.PathValue("id"), req.ClientID, req.Text)
 	switch {
+	case err == errCut:
+		panic(http.ErrAbortHandler) // the connection is dropped, unanswered
 	case err != nil:
 		writeError(w, err)
 	case res.Duplicate:
@@ -403,6 +421,10 @@ func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		switch f.Type {
 		case salamander.FrameSend:
 			res, err := s.send(f.RoomID, f.ClientID, f.Text)
+			if err == errCut {
+				cancel()
+				return // the socket is dropped, the send unanswered
+			}
 			if err != nil {
 				answer.Type, answer.Error = salamander.EventNack, &salamander.Error{Code: salamander.ErrorCode(err), Message: salamander.ErrorMessage(err)}
 			} else {
@@ -431,6 +453,10 @@ func (s *Site) send(roomID, clientID, text string) (salamander.SendResult, error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sends++
+	if s.cutSends > 0 {
+		s.cutSends--
+		return salamander.SendResult{}, errCut
+	}
 	if s.refuseSends != "" {
 		return salamander.SendResult{}, salamander.Errorf(s.refuseSends, "the fake site refuses sends")
 	}

@@ -282,8 +282,9 @@ func retryAfterSeconds(wait time.Duration) int {
 	return max(1, int((wait+time.Second-1)/time.Second))
 }
 
-// maxLimiterKeys bounds how many keys a limiter tracks before it forgets
-// those whose budget is full again (they carry no state).
+// maxLimiterKeys is how many keys a limiter tracks before it forgets
+// those whose budget is full again (they carry no state); keys that all
+// carry state may make it hold more (see limiter.scanAt).
 const maxLimiterKeys = 100000
 
 // limiter is one token bucket per key, in memory.
@@ -294,7 +295,9 @@ type limiter struct {
 	// scanAt is the key count at which the next new key has the full
 	// buckets forgotten: twice what the last sweep left, so that keys all
 	// spent (many names failing logins at once) cost one sweep per as many
-	// new keys, not one per key.
+	// new keys, not one per key. The map holds at most twice the keys with
+	// state at the last sweep, and the sweep after an attack, once their
+	// buckets are full again, brings it back to maxLimiterKeys.
 	scanAt int
 	sweeps int // how many sweeps ran (tests)
 }

@@ -91,8 +91,9 @@ type wsConn struct {
 	lanes    map[string]*lane // rooms with frames in flight
 	// failedRooms outlive their lanes: a room whose send failed (retry
 	// worth it) refuses every later send on this socket until the failed
-	// one comes again — frames the device sent before it heard of the
-	// failure must not land on a fresh lane and be committed ahead of it.
+	// one comes again, for wsFailedRoomFor at most — frames the device
+	// sent before it heard of the failure must not land on a fresh lane
+	// and be committed ahead of it.
 	failedRooms map[string]roomFailure
 	// awaiting is set while the writer holds an echo for its ack; wake
 	// (made on first use) tells it a frame was queued.
@@ -124,11 +125,19 @@ type lane struct {
 }
 
 // roomFailure is a room's first failed send on a socket, kept after its
-// lane ended (wsConn.failedRooms).
+// lane ended (wsConn.failedRooms), until it comes again or until.
 type roomFailure struct {
 	err      error
 	clientID string
+	until    time.Time
 }
+
+// wsFailedRoomFor is how long a room's failure outlives its lane: it
+// guards the frames the device wrote before it heard of the refusal
+// (they are on their way within a round trip). A device that sends the
+// failed message otherwise (over HTTP, from another tab) is not held up
+// longer than this.
+const wsFailedRoomFor = 10 * time.Second
 
 // wsMaxFailedRooms bounds the rooms a socket remembers a failure of; a
 // socket with more is closed (its device reconnects and resends each
@@ -545,10 +554,9 @@ func (c *wsConn) admit(f salamander.ClientFrame) admission {
 		l = &lane{}
 		l.ctx, l.cancel = context.WithCancel(context.Background())
 		if rf, ok := c.failedRooms[f.RoomID]; ok {
-			if f.Type == salamander.FrameSend && f.ClientID == rf.clientID {
-				delete(c.failedRooms, f.RoomID) // resent: in order again from here
-			} else {
-				l.failed, l.failedID = rf.err, rf.clientID
+			delete(c.failedRooms, f.RoomID)
+			if time.Now().Before(rf.until) {
+				l.failed, l.failedID = rf.err, rf.clientID // (runLane clears it when the failed send comes again)
 			}
 		}
 		c.lanes[f.RoomID] = l
@@ -576,7 +584,7 @@ func (c *wsConn) runLane(room string, l *lane) {
 			if c.lanes[room] == l {
 				delete(c.lanes, room)
 				if l.failed != nil {
-					c.rememberFailure(room, roomFailure{l.failed, l.failedID})
+					c.rememberFailure(room, roomFailure{l.failed, l.failedID, time.Now().Add(wsFailedRoomFor)})
 				}
 			}
 			if len(c.lanes) == 0 {
@@ -588,6 +596,9 @@ func (c *wsConn) runLane(room string, l *lane) {
 		f := l.frames[0]
 		l.frames[0] = laneFrame{}
 		l.frames = l.frames[1:]
+		if l.failed != nil && f.Type == salamander.FrameSend && f.ClientID == l.failedID {
+			l.failed, l.failedID = nil, "" // the failed send, again: in order from here
+		}
 		failed := l.failed
 		c.mu.Unlock()
 
@@ -619,7 +630,6 @@ func (c *wsConn) rememberFailure(room string, rf roomFailure) {
 	}
 	if _, ok := c.failedRooms[room]; !ok && len(c.failedRooms) >= wsMaxFailedRooms {
 		go c.kick(wsock.StatusPolicyViolation, "too many rooms with failed sends; reconnect and resend them in order")
-		return
 	}
 	c.failedRooms[room] = rf
 }

@@ -738,13 +738,20 @@ func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 	if ev := answers[fmt.Sprintf("cap-%03d", burst+1)]; ev.Type != salamander.EventNack {
 		t.Fatalf("a send written after the lane ended was committed (seq %d) ahead of refused send %d", ev.Message.Seq, firstNack)
 	}
+	// In one write: a send the failure still refuses, then the failed one
+	// again and the one after it — from the failed one on, in order.
+	id := func(i int) string { return fmt.Sprintf("cap-%03d", i) }
+	delete(answers, id(firstNack))
+	delete(answers, id(firstNack+1))
+	w.writeTexts(frame(burst+2), frame(firstNack), frame(firstNack+1))
+	for answers[id(burst+2)].Type == "" || answers[id(firstNack)].Type == "" || answers[id(firstNack+1)].Type == "" {
+		take()
+	}
+	if ev := answers[id(burst+2)]; ev.Type != salamander.EventNack {
+		t.Fatalf("a send ahead of the failed one's resend was committed (seq %d)", ev.Message.Seq)
+	}
 	for i := firstNack; i <= firstNack+1; i++ {
-		delete(answers, fmt.Sprintf("cap-%03d", i))
-		w.writeTexts(frame(i))
-		for answers[fmt.Sprintf("cap-%03d", i)].Type == "" {
-			take()
-		}
-		if ev := answers[fmt.Sprintf("cap-%03d", i)]; ev.Type != salamander.EventAck || ev.Message.Seq != uint64(i+1) {
+		if ev := answers[id(i)]; ev.Type != salamander.EventAck || ev.Message.Seq != uint64(i+1) {
 			t.Fatalf("resent send %d answered %+v (%v), want committed at seq %d", i, ev.Type, ev.Error, i+1)
 		}
 	}

@@ -10,6 +10,7 @@
 package jsstore
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"crypto/tls"
@@ -412,11 +413,14 @@ func (s *Store) LearnPartitions(ctx context.Context) error {
 		msg, err := s.nc.RequestWithContext(actx, subject, req)
 		cancel()
 		if err == nil {
-			if status := msg.Header.Get("Status"); status != "" {
+			status := msg.Header.Get("Status")
+			switch op := msg.Header.Get("KV-Operation"); {
+			case status == "404" || op != "":
+				// No count, or one deleted: not a cluster this tool can act on.
+				return fmt.Errorf("read partition count: %s: no partition count in %s", cmp.Or(op, "not found"), clusterBucket)
+			case status != "":
 				err = fmt.Errorf("read partition count: status %s %s", status, msg.Header.Get("Description"))
-			} else if op := msg.Header.Get("KV-Operation"); op != "" {
-				err = fmt.Errorf("read partition count: %s", op) // deleted or purged: never by us
-			} else {
+			default:
 				n, err := parsePartitions(msg.Data)
 				if err != nil {
 					return err
