@@ -59,6 +59,8 @@ type Site struct {
 	// cutSends is how many sends are still to be cut off unanswered
 	// (CutSends).
 	cutSends int
+	// refuseSocketReads nacks read frames unavailable (RefuseSocketReads).
+	refuseSocketReads bool
 	// dropFetches counts, per room, the next GET /v1/rooms/{id} to answer
 	// by dropping the connection (Receive).
 	dropFetches map[string]int
@@ -431,7 +433,14 @@ func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 				answer.Message, answer.Duplicate = &res.Message, res.Duplicate
 			}
 		case salamander.FrameRead:
-			s.read(f.RoomID, f.Seq)
+			s.mu.Lock()
+			refuse := s.refuseSocketReads
+			s.mu.Unlock()
+			if refuse {
+				answer.Type, answer.Error = salamander.EventNack, salamander.Errorf(salamander.CodeUnavailable, "the fake site refuses reads on the socket")
+			} else {
+				s.read(f.RoomID, f.Seq)
+			}
 		}
 		if f.ClientID == "" {
 			continue
@@ -510,6 +519,25 @@ func (s *Site) Typing(roomID, user string, typing bool) {
 		default:
 		}
 	}
+}
+
+// RefuseSocketReads makes read frames on the WebSocket answered
+// unavailable (when they carry a client id; else unanswered), while
+// POST /v1/rooms/{id}/read still moves the marker.
+func (s *Site) RefuseSocketReads(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuseSocketReads = on
+}
+
+// ReadMarker returns the user's read marker in a room.
+func (s *Site) ReadMarker(roomID string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rm, ok := s.rooms[roomID]; ok {
+		return rm.ReadMarkers[s.cfg.User.Name]
+	}
+	return 0
 }
 
 // read moves the user's read marker in a room.

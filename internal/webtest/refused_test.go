@@ -86,3 +86,23 @@ func TestWebKeepsTheFocusWhenAMessageArrives(t *testing.T) {
 	mina.wait("the message listed, the focus on the tab", `document.querySelector('.room-item[data-room="`+second+`"]')?.textContent.includes("again") &&
 		document.activeElement?.id === "tab-chats"`)
 }
+
+// A read marker the site refuses on the WebSocket goes over HTTP: the
+// other member does not go on seeing their message unread.
+func TestWebSaysAReadMarkerARefusedFrameDidNot(t *testing.T) {
+	const roomID = "d_0123456789abcdef0123456789abcdef"
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"}}, "en-US")
+	site.RefuseSocketReads(true)
+	site.Receive(salamander.Room{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}},
+		salamander.Message{Sender: "joon", ClientID: "c-joon-1", Text: "read me", SentAt: time.Now().UTC()}, 0)
+	mina.wait("the chat", `!!document.querySelector('.room-item[data-room="`+roomID+`"]')`)
+	mina.js(`location.hash = "#/room/` + roomID + `"`)
+	mina.wait("the message", `[...document.querySelectorAll("#messages .msg .text")].some((e) => e.textContent === "read me")`)
+	deadline := time.Now().Add(20 * time.Second)
+	for site.ReadMarker(roomID) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the site's read marker is %d, want 1: the refused read frame was not said again", site.ReadMarker(roomID))
+		}
+		time.Sleep(20 * time.Millisecond) // polling the fake site
+	}
+}

@@ -28,6 +28,15 @@ export class RoomView {
     this.loadingOlder = false;
     this.asked = new Set(); // users whose profiles were fetched
     this.unsentReads = new Map(); // room id -> a read marker no site took yet
+    this.readsOut = new Map(); // client id -> {id, seq}: a read frame not answered yet
+    // A read frame carries a client id, so that a refusal is heard of: it
+    // goes over HTTP instead; one whose socket closed unanswered is said
+    // again on the next.
+    app.live.addEventListener("answer", (e) => this.readAnswered(e.detail));
+    app.live.addEventListener("closed", () => {
+      for (const r of this.readsOut.values()) this.keepRead(r.id, r.seq);
+      this.readsOut.clear();
+    });
     this.givenBack = new Map(); // room id -> the text of its messages a site refused, for its composer
     this.composing = false;
     this.enterSent = false;
@@ -262,16 +271,37 @@ export class RoomView {
   // none; one no site took is kept in unsentReads (per room, the newest)
   // and said again on the next live socket, whichever room is open then.
   sendRead(id, seq) {
-    if (this.app.live.send({ type: "read", room_id: id, seq })) return;
+    const clientID = `r:${id}:${seq}`;
+    if (this.app.live.send({ type: "read", room_id: id, seq, client_id: clientID })) {
+      this.readsOut.set(clientID, { id, seq });
+      return;
+    }
+    this.readOverHTTP(id, seq);
+  }
+
+  readOverHTTP(id, seq) {
     this.app.api.request("POST", `/v1/rooms/${encodeURIComponent(id)}/read`, { seq }, { rounds: 1 })
       .then(() => { if (this.unsentReads.get(id) === seq) this.unsentReads.delete(id); })
-      .catch(() => { if ((this.unsentReads.get(id) || 0) < seq) this.unsentReads.set(id, seq); });
+      .catch((e) => { if (!(e instanceof ApiError)) this.keepRead(id, seq); }); // a refusal is final
+  }
+
+  keepRead(id, seq) {
+    if ((this.unsentReads.get(id) || 0) < seq) this.unsentReads.set(id, seq);
+  }
+
+  // readAnswered takes the answer to a read frame: a refusal (the site
+  // could not, or the room's earlier sends failed) goes over HTTP.
+  readAnswered(ev) {
+    const r = this.readsOut.get(ev.client_id);
+    if (!r) return;
+    this.readsOut.delete(ev.client_id);
+    if (ev.type === "nack") this.readOverHTTP(r.id, r.seq);
   }
 
   resendReads() {
     for (const [id, seq] of [...this.unsentReads]) {
-      if (!this.app.model.rooms.has(id)) { this.unsentReads.delete(id); continue; }
-      if (this.app.live.send({ type: "read", room_id: id, seq })) this.unsentReads.delete(id);
+      this.unsentReads.delete(id);
+      if (this.app.model.rooms.has(id)) this.sendRead(id, seq);
     }
   }
 
