@@ -81,3 +81,59 @@ func TestModelAndOutboxKeepNewerChanges(t *testing.T) {
 		t.Error("failed: " + f)
 	}
 }
+
+// The page asks every site it knew for the list of sites at once: with its
+// own site hung (it takes the connection and answers nothing), the list
+// comes from another in well under a request's timeout (8 s), and with its
+// own site answering, its own list comes first.
+func TestDiscoverDoesNotWaitForAHungSite(t *testing.T) {
+	chromium := testbrowser.Chromium(t, "the web client's browser test")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	hung := make(chan struct{})
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"site":"b","sites":[{"name":"a","url":"http://a.invalid"},{"name":"b","url":"http://b.invalid/"}]}`))
+	}))
+	defer other.Close()
+	mux := http.NewServeMux()
+	serveAppFiles(mux)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte("<!doctype html><title>modules</title>"))
+	})
+	mux.HandleFunc("GET /v1/sites", func(w http.ResponseWriter, r *http.Request) {
+		select { // hung, as a SIGSTOPped site
+		case <-hung:
+		case <-r.Context().Done():
+		}
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	defer close(hung) // (first: the server waits for its handlers)
+
+	p := newPage(t, ctx, chromium, "modules", "en-US")
+	p.do("open a page of the app's origin", chromedpNavigate(srv.URL))
+	p.js(`window.result = undefined;
+	(async () => {
+		const { Api } = await import("/app/js/api.js");
+		const api = new Api();
+		const start = performance.now();
+		const list = await api.discover([{ name: "b", url: ` + jsString(other.URL) + ` }]);
+		return { ms: performance.now() - start, urls: list.map((s) => s.url) };
+	})().then((r) => { window.result = r; }, (e) => { window.result = { error: String(e) }; });`)
+	p.wait("the discovery", `window.result !== undefined`, 30*time.Second)
+	var got struct {
+		MS    float64
+		URLs  []string
+		Error string
+	}
+	p.eval(`window.result`, &got)
+	if got.Error != "" || len(got.URLs) != 2 || got.URLs[1] != "http://b.invalid" {
+		t.Fatalf("discovered %+v", got)
+	}
+	if got.MS > 6000 {
+		t.Fatalf("discovery took %.0f ms with the page's own site hung: it waited for it", got.MS)
+	}
+}

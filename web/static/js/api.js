@@ -7,6 +7,9 @@
 // it reconnects, dropping events it has already passed.
 
 export const REQUEST_TIMEOUT_MS = 8000;
+// OWN_FIRST_MS is how long the page waits for its own site's list of sites
+// before it takes another site's.
+const OWN_FIRST_MS = 1500;
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 3000;
 const FAILOVER_STATUS = new Set([500, 502, 503, 504]);
@@ -72,32 +75,41 @@ export class Api extends EventTarget {
   get site() { return this.sites[this.index]; }
 
   // discover learns every site from the page's own site (or, if that one
-  // is down, from any site it knew), own site first.
+  // is down or slow, from any site it knew), own site first. Every known
+  // site is asked at once: a hung own site (it takes connections and
+  // answers nothing) costs OWN_FIRST_MS, not a request timeout per site.
   async discover(known = []) {
     const urls = [location.origin, ...known.map((s) => s.url).filter((u) => u !== location.origin)];
-    for (const base of urls) {
-      try {
-        const res = await fetchTimeout(base + "/v1/sites", {});
-        if (!res.ok) continue;
-        const { site, sites } = await res.json();
-        if (!sites || sites.length === 0) return this.sites;
-        const list = sites.map((s) => ({ name: s.name, url: s.url.replace(/\/+$/, "") }));
-        // The page's own site is reached at the page's origin (same origin,
-        // whatever name the site gives itself), and first.
-        const own = list.findIndex((s) => s.name === site);
-        if (base === location.origin && own >= 0) {
-          list[own].url = location.origin;
-          list.unshift(...list.splice(own, 1));
-        }
-        this.sites = list;
-        this.index = 0;
-        return list;
-      } catch {
-        // try the next one
-      }
+    const ask = async (base) => {
+      const res = await fetchTimeout(base + "/v1/sites", {});
+      if (!res.ok) throw new Error(`${base}: ${res.status}`);
+      return { base, ...(await res.json()) };
+    };
+    const asks = urls.map(ask);
+    for (const a of asks) a.catch(() => { /* judged below */ });
+    let answer = null;
+    try {
+      answer = await Promise.race([asks[0], new Promise((_, no) => setTimeout(no, OWN_FIRST_MS))]);
+    } catch {
+      answer = await Promise.any(asks).catch(() => null);
     }
-    if (known.length) this.sites = known;
-    return this.sites;
+    if (!answer) {
+      if (known.length) this.sites = known;
+      return this.sites;
+    }
+    const { base, site, sites } = answer;
+    if (!sites || sites.length === 0) return this.sites;
+    const list = sites.map((s) => ({ name: s.name, url: s.url.replace(/\/+$/, "") }));
+    // The page's own site is reached at the page's origin (same origin,
+    // whatever name the site gives itself), and first.
+    const own = list.findIndex((s) => s.name === site);
+    if (base === location.origin && own >= 0) {
+      list[own].url = location.origin;
+      list.unshift(...list.splice(own, 1));
+    }
+    this.sites = list;
+    this.index = 0;
+    return list;
   }
 
   // moveOn leaves site i (if it is still the current one) for the next.
