@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io/fs"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +33,24 @@ func TestAppShell(t *testing.T) {
 	sw := ServiceWorker(s)
 	if !bytes.HasPrefix(sw, []byte(`const SHELL = {"version":"`+s.Version+`"`)) || !bytes.Contains(sw, []byte(`addEventListener("fetch"`)) {
 		t.Errorf("service worker starts %q", sw[:min(len(sw), 120)])
+	}
+}
+
+// The page asks for every script module at once (modulepreload, or the
+// one script it runs): none waits for the module importing it, which from
+// a hung site would cost the service worker's wait once per level.
+func TestPageLoadsEveryModuleAtOnce(t *testing.T) {
+	page, err := fs.ReadFile(Files(), "index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range AppShell().Files {
+		if !strings.HasSuffix(f, ".js") {
+			continue
+		}
+		if !bytes.Contains(page, []byte(`<link rel="modulepreload" href="`+f+`">`)) &&
+			!bytes.Contains(page, []byte(`<script type="module" src="`+f+`">`)) {
+			t.Errorf("index.html does not ask for %s at once", f)
+		}
 	}
 }
