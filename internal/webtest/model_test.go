@@ -35,8 +35,19 @@ func TestModelAndOutboxKeepNewerChanges(t *testing.T) {
 	(async () => {
 		const store = await import("/app/js/store.js");
 		const { Model } = await import("/app/js/model.js");
+		const i18n = await import("/app/js/i18n.js");
 		const fails = [];
 		const check = (ok, what) => { if (!ok) fails.push(what); };
+
+		// An error the site words in English is said in Korean by its code.
+		i18n.setLang("ko");
+		check(i18n.errorText({ code: "forbidden", message: "not a member of this room" }).includes("권한이 없습니다"),
+			"a refusal in Korean");
+		check(i18n.errorText({ code: "made_up", message: "as the site said" }) === "as the site said",
+			"a code the page does not know: the site's message");
+		i18n.setLang("en");
+		check(i18n.errorText({ code: "forbidden", message: "not a member of this room" }) === "not a member of this room",
+			"in English, the site's own message");
 
 		// Two tabs: each its own Outbox over the same storage.
 		localStorage.clear();

@@ -101,6 +101,15 @@ const words = {
     language: "언어", theme: "테마", themeAuto: "시스템", themeLight: "밝게", themeDark: "어둡게",
     langName: "한국어",
     sendFailed: (why) => `전송 실패: ${why}`,
+    "err.invalid_request": "요청이 올바르지 않습니다.",
+    "err.too_large": "너무 깁니다.",
+    "err.unauthorized": "이름이나 비밀번호가 맞지 않거나 로그인이 끝났습니다.",
+    "err.forbidden": "권한이 없습니다. 대화방의 멤버가 아니거나 정지된 계정입니다.",
+    "err.not_found": "찾을 수 없습니다.",
+    "err.conflict": "이미 있습니다. 예를 들어 이미 사용 중인 이름입니다.",
+    "err.unavailable": "지금은 이 사이트가 처리할 수 없습니다. 잠시 후 다시 시도하세요.",
+    "err.internal": "서버에 오류가 있었습니다. 잠시 후 다시 시도하세요.",
+    "err.too_many_requests": "요청이 너무 많습니다. 잠시 후 다시 시도하세요.",
     suspended: "이 계정은 정지되었습니다. 로그인하거나 세션을 사용할 수 없습니다. 자세한 내용은 서비스 운영자에게 문의하세요.",
     tooLong: (n, max) => `너무 길어서 보낼 수 없습니다: ${n}바이트, 최대 ${max}바이트 (한글과 이모지는 글자당 더 많이 차지합니다). 줄이거나 나눠 보내세요.`,
     notQueued: "브라우저 저장 공간이 가득 차서 메시지를 보관할 수 없습니다. 입력한 내용은 그대로 있습니다.",
@@ -135,6 +144,14 @@ export function setLang(l) {
   lang = l === "ko" ? "ko" : "en";
   localStorage.setItem(LANG_KEY, lang);
   document.documentElement.lang = lang;
+}
+
+// errorText is what to tell the reader of an API error: the site's own
+// message where it speaks the reader's language (English), else what the
+// error's code means in theirs.
+export function errorText(err) {
+  const w = lang === "en" ? undefined : words[lang]["err." + err.code];
+  return w ?? (err.message || t("errorGeneric"));
 }
 
 // t returns the word for key; a function word is called with args.

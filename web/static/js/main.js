@@ -4,7 +4,7 @@
 
 import { Api, ApiError, Cursor, Live } from "./api.js";
 import { $, fill, h } from "./dom.js";
-import { currentLang, localized, setLang, t } from "./i18n.js";
+import { currentLang, errorText, localized, setLang, t } from "./i18n.js";
 import { Model } from "./model.js";
 import { Sender } from "./sender.js";
 import * as store from "./store.js";
@@ -73,7 +73,7 @@ function start(s) {
   app.sender = new Sender(api, app.live, app.outbox, {
     onSent: (m) => { app.model.addMessages(m.room, [m]) || fetchRoom(m.room).catch(() => {}); redrawRoom(m.room); drawConn(); },
     onRefused: (m, err) => {
-      toast(t("sendFailed", err.message));
+      toast(t("sendFailed", errorText(err)));
       app.roomView.giveBack(m); // its text, back in its room's composer
       redrawRoom(m.room_id);
       drawConn();
@@ -189,7 +189,7 @@ async function loadAllOnce() {
     for (const r of app.model.rooms.values()) for (const m of r.members) app.roomView.knowUser(m);
     drawAll();
   } catch (e) {
-    if (e instanceof ApiError) toast(e.message);
+    if (e instanceof ApiError) toast(errorText(e));
     // otherwise every site is down: the next "ready" tries again
   }
 }

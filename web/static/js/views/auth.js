@@ -2,7 +2,7 @@
 
 import { ApiError } from "../api.js";
 import { fill, h } from "../dom.js";
-import { currentLang, setLang, t } from "../i18n.js";
+import { currentLang, errorText, setLang, t } from "../i18n.js";
 import { device } from "../store.js";
 
 // renderAuth draws the sign-in card. onSession(session) is called once the
@@ -58,7 +58,7 @@ export function renderAuth(root, api, { onSession, onLang }, mode = "login") {
       if (s.device) device.set(s.user.name, s.device);
       onSession(s);
     } catch (err) {
-      error.textContent = err instanceof ApiError ? err.message : t("errorGeneric");
+      error.textContent = err instanceof ApiError ? errorText(err) : t("errorGeneric");
       button.disabled = false;
     }
   });

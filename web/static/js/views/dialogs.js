@@ -3,7 +3,7 @@
 
 import { ApiError } from "../api.js";
 import { $, avatar, fill, h } from "../dom.js";
-import { t } from "../i18n.js";
+import { errorText, t } from "../i18n.js";
 import { newClientID } from "../store.js";
 
 // showDialog opens the dialog with a title and content; it returns a
@@ -37,7 +37,7 @@ function formDialog(title, fields, submitLabel, act) {
       await act(new FormData(form));
       close();
     } catch (err) {
-      error.textContent = err instanceof ApiError ? err.message : t("errorGeneric");
+      error.textContent = err instanceof ApiError ? errorText(err) : t("errorGeneric");
       button.disabled = false;
     }
   });
@@ -81,7 +81,7 @@ export async function openDirect(app, name) {
     app.model.setRoom(r);
     app.go("#/room/" + encodeURIComponent(r.id));
   } catch (err) {
-    app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));
+    app.toast(err instanceof ApiError ? errorText(err) : t("errorGeneric"));
   }
 }
 
@@ -136,7 +136,7 @@ export function roomSettingsDialog(app, room) {
       app.model.setRoomChanged(await fn(new FormData(form)), since);
       close();
     } catch (err) {
-      app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));
+      app.toast(err instanceof ApiError ? errorText(err) : t("errorGeneric"));
     }
   });
   act(rename, (d) => app.api.request("POST", path("rename"), { name: d.get("name") }));
@@ -155,7 +155,7 @@ export function roomSettingsDialog(app, room) {
         close();
         app.go("#/chats");
       } catch (err) {
-        app.toast(err instanceof ApiError ? err.message : t("errorGeneric"));
+        app.toast(err instanceof ApiError ? errorText(err) : t("errorGeneric"));
       }
     } }, t("leave"))));
 }

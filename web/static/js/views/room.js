@@ -8,7 +8,7 @@
 
 import { ApiError } from "../api.js";
 import { $, avatar, fill, h, reconcile } from "../dom.js";
-import { currentLang, dayKey, fmtDay, fmtTime, t } from "../i18n.js";
+import { currentLang, dayKey, errorText, fmtDay, fmtTime, t } from "../i18n.js";
 import { icon } from "../icons.js";
 import { profileDialog, roomSettingsDialog } from "./dialogs.js";
 
@@ -186,7 +186,7 @@ export class RoomView {
       this.app.model.addMessages(id, [...page.messages, ...(page.held || [])]);
       await this.fillGaps(id);
     } catch (e) {
-      if (e instanceof ApiError) this.app.toast(e.message);
+      if (e instanceof ApiError) this.app.toast(errorText(e));
       else {
         this.latestTries = (this.latestTries || 0) + 1;
         this.latestRetry = setTimeout(() => { if (this.roomID === id && this.room) this.loadLatest(this.room); },
@@ -235,7 +235,7 @@ export class RoomView {
       this.olderTries = 0;
       this.app.model.addMessages(id, page.messages);
     } catch (e) {
-      if (e instanceof ApiError) this.app.toast(e.message);
+      if (e instanceof ApiError) this.app.toast(errorText(e));
       // No site answered: a person at the top of the list cannot scroll
       // further to ask again, so the page does, a few times, while they
       // stay there.
