@@ -10,7 +10,7 @@ export function renderRail(el, app) {
   const unread = [...app.model.rooms.values()].reduce((n, r) => n + r.unread, 0);
   const tab = (name, badge) => h("a", {
     href: "#/" + name, class: "rail-tab" + (app.tab === name ? " active" : ""), id: "tab-" + name,
-    "aria-current": app.tab === name ? "page" : false, "aria-label": t(name),
+    "aria-current": app.tab === name ? "page" : false, "aria-label": badge ? `${t(name)}, ${t("unreadLabel", badge)}` : t(name),
   }, icon(name), h("span", { class: "rail-label" }, t(name)),
   badge ? h("span", { class: "badge", "aria-label": t("unreadLabel", badge) }, badge > 999 ? "999+" : badge) : null);
   fill(el, h("img", { src: "/app/icon.svg", alt: "", class: "rail-logo" }),
@@ -60,7 +60,7 @@ function friends(app) {
     h("div", { class: "section-label" }, t("me")),
     person(app, m.me, { id: "me-item" }),
     h("div", { class: "section-label" }, `${t("friends")} ${list.length}`),
-    list.length === 0 ? h("p", { class: "empty" }, t("noFriends")) : h("div", { role: "list" }, list.map((u) => person(app, u, { role: "listitem" }))),
+    list.length === 0 ? h("p", { class: "empty" }, t("noFriends")) : h("div", { class: "people" }, list.map((u) => person(app, u))),
   ];
 }
 
@@ -68,12 +68,14 @@ function chats(app) {
   const m = app.model;
   const rooms = m.sortedRooms();
   if (rooms.length === 0) return h("p", { class: "empty" }, t("noChats"));
-  return h("div", { role: "list", id: "chat-list" }, rooms.map((r) => {
+  // Links and buttons keep their own roles (a listitem role took them
+  // away from screen readers' lists of links and buttons).
+  return h("div", { id: "chat-list" }, rooms.map((r) => {
     const title = m.roomTitle(r);
     const last = r.last_message;
     const other = m.otherMember(r);
     return h("a", {
-      href: "#/room/" + encodeURIComponent(r.id), role: "listitem",
+      href: "#/room/" + encodeURIComponent(r.id),
       class: "item room-item" + (r.id === app.roomID ? " active" : ""), dataset: { room: r.id },
       "aria-label": r.unread ? `${title}, ${t("unreadLabel", r.unread)}` : title,
     },
