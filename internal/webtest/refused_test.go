@@ -106,3 +106,28 @@ func TestWebSaysAReadMarkerARefusedFrameDidNot(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the fake site
 	}
 }
+
+// Signing out forgets the messages no site has taken yet: the page asks
+// first, and a "no" keeps the session and the messages.
+func TestWebAsksBeforeSigningOutWithUnsentMessages(t *testing.T) {
+	const roomID = "d_0123456789abcdef0123456789abcdef"
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"},
+		Rooms: []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}}}, "en-US")
+	site.RefuseSends(true)
+	mina.js(`location.hash = "#/room/` + roomID + `"`)
+	mina.wait("the room", `!document.getElementById("room").hidden`)
+	mina.say("not yet taken")
+	mina.wait("the message waiting", `JSON.parse(localStorage.getItem("salamander.outbox.mina") || "[]").length === 1`)
+	mina.js(`window.asked = ""; window.confirm = (q) => { window.asked = q; return false; }`)
+	mina.js(`location.hash = "#/settings"`)
+	mina.click("#logout")
+	mina.wait("the question, answered no", `window.asked.includes("1 message")`)
+	var kept bool
+	mina.eval(`document.getElementById("auth").hidden && JSON.parse(localStorage.getItem("salamander.outbox.mina") || "[]").length === 1`, &kept)
+	if !kept {
+		t.Fatal("the page signed out, or dropped the message, when told not to")
+	}
+	mina.js(`window.confirm = () => true`)
+	mina.click("#logout")
+	mina.wait("the sign-in screen", `!document.getElementById("auth").hidden`)
+}

@@ -244,6 +244,8 @@ async function fetchRoom(id) {
 // notice ("suspended") is said on the sign-in screen after the reload.
 async function signOut(callServer = true, notice = "") {
   if (app.signedOut) return;
+  // Signing out forgets the messages no site has taken yet: ask first.
+  if (callServer && app.outbox?.size && !confirm(t("unsentOnLogOut", app.outbox.size))) return;
   if (callServer) {
     try { await app.api.request("POST", "/v1/logout", undefined, { rounds: 1 }); } catch { /* signing out locally anyway */ }
   }
