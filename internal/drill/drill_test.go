@@ -155,9 +155,17 @@ func TestDrills(t *testing.T) {
 				t.Errorf("return %d not measured: %+v", i+1, f)
 			}
 			// Held messages in both fires, each placed once in order
-			// (runDrill checked that).
-			if f.Held == 0 {
-				t.Errorf("fire %d (site %s, led %d streams): no send was held", i+1, f.Site, f.Led)
+			// (runDrill checked that) — when the partitions the burned
+			// site led carry any of the drill's rooms (17 rooms in six
+			// partitions leave one empty now and then).
+			rooms := 0
+			for _, e := range rep.Elections {
+				if e.Fault == i+1 {
+					rooms += e.Rooms
+				}
+			}
+			if f.Held == 0 && rooms > 0 {
+				t.Errorf("fire %d (site %s, led %d streams, %d rooms): no send was held", i+1, f.Site, f.Led, rooms)
 			}
 		}
 		if len(rep.CheckedSites) != 3 {

@@ -55,6 +55,10 @@ type Election struct {
 	// some other member of the room was never delivered.
 	Held            int `json:"held"`
 	HeldUndelivered int `json:"held_undelivered,omitempty"`
+	// Rooms counts the workload's rooms whose messages the partition
+	// carries (with a few rooms, a partition may carry none: then no send
+	// waits for its election).
+	Rooms int `json:"rooms"`
 	// HeldDeliveryMSP50 and HeldDeliveryMSMax summarize, over those
 	// messages, the time from this election to the delivery to the last of
 	// the room's other members; HeldWorst is the room of the slowest.
@@ -252,6 +256,13 @@ func (r *Report) measureElections(w *workload, recs []sendRecord, elections []*E
 	partitionOf := map[string]string{}
 	for _, rm := range w.rooms {
 		partitionOf[rm.id] = w.roomStream(rm)
+	}
+	for _, e := range elections {
+		for _, p := range partitionOf {
+			if p == e.Partition {
+				e.Rooms++
+			}
+		}
 	}
 	idx := deliveryIndex(w)
 	lags := map[*Election][]float64{}
