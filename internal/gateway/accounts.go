@@ -69,6 +69,10 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, g.log, r, err)
 		return
 	}
+	if req.Name == "" || req.Password == "" {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "name and password are required"))
+		return
+	}
 	if len(req.Name) > 64 || len(req.Password) > salamander.MaxPasswordBytes {
 		writeError(w, g.log, r, errBadLogin)
 		return

@@ -212,12 +212,18 @@ func (g *Gateway) markRead(ctx context.Context, user, id string, seq uint64) err
 
 func (g *Gateway) handleTyping(w http.ResponseWriter, r *http.Request, c claims) {
 	id := r.PathValue("id")
-	var req salamander.TypingRequest
+	var req struct {
+		Typing *bool `json:"typing"` // required: a body without it is no signal
+	}
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	if err := g.setTyping(r.Context(), c.User, id, req.Typing); err != nil {
+	if req.Typing == nil {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "typing is required (true or false)"))
+		return
+	}
+	if err := g.setTyping(r.Context(), c.User, id, *req.Typing); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
