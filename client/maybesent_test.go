@@ -2,11 +2,15 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/salamander-chat/salamander"
 )
@@ -147,5 +151,76 @@ func TestRestoredSessionClearsItsOutboxFromTheStream(t *testing.T) {
 	}
 	if p := cl.Pending(); len(p) != 1 || p[0].ClientID != "theirs" {
 		t.Fatalf("Pending() = %+v, want only the message joon's same id did not answer", p)
+	}
+}
+
+// A restored session that could not learn its user before connecting
+// (no site answered /v1/me) asks again once a site serves it, so its own
+// messages on the stream still clear the outbox.
+func TestRestoredSessionLearnsItsUserOnceASiteServes(t *testing.T) {
+	const room = "g_0123456789abcdef"
+	var meOK atomic.Bool
+	learned := make(chan struct{}) // the test saw the client learn its user
+	s := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/me":
+			if !meOK.Load() {
+				unavailable(w, r)
+				return
+			}
+			answerMe(w, r)
+		case "/v1/ws":
+			conn, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer conn.CloseNow()
+			write := func(ev salamander.Event) error {
+				b, _ := json.Marshal(ev)
+				return conn.Write(r.Context(), websocket.MessageText, b)
+			}
+			if write(salamander.Event{Type: salamander.EventReady}) != nil {
+				return
+			}
+			meOK.Store(true)
+			select {
+			case <-learned:
+			case <-r.Context().Done():
+				return
+			}
+			_ = write(salamander.Event{Type: salamander.EventMessage, Pos: &salamander.Position{Stream: "p0", Seq: 1},
+				Message: &salamander.Message{Room: room, Seq: 1, Sender: "mina", ClientID: "mine", Text: "hi"}})
+			_, _, _ = conn.Read(r.Context())
+		default:
+			unavailable(w, r)
+		}
+	})
+	cl := newTestClient(t, s)
+	cl.SetToken("tok")
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	_, err := cl.SendWithID(ctx, room, "mine", "hi")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("send: %v", err)
+	}
+	sub := cl.Subscribe(t.Context())
+	defer sub.Close()
+	go func() {
+		for range sub.Events() { // the application takes them
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for cl.UserName() == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the client never learned its user once a site served it")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the client
+	}
+	close(learned)
+	for len(cl.Pending()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Pending() = %+v after the user's own message arrived", cl.Pending())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the outbox
 	}
 }

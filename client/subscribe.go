@@ -64,6 +64,11 @@ type Subscription struct {
 	mu   sync.Mutex
 	site string
 	err  error
+
+	// learning is set while the user's name is asked for after a ready
+	// (learnUser); learned waits for that.
+	learning atomic.Bool
+	learned  sync.WaitGroup
 }
 
 // Subscribe starts delivering live events, beginning with every stored event
@@ -150,20 +155,12 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 		close(s.ahead) // the events read so far are still delivered
 		<-delivered
 		s.cancel() // ended by itself: its context leaves the parent's
+		s.learned.Wait()
 		close(s.done)
 	}()
-	// The user's own messages on the stream take them out of the outbox,
-	// known by the sender's name: a session restored with SetToken learns
-	// its user before the first connection (a failure is the connection's
-	// to report; while no site answers, neither could connect).
-	if c.UserName() == "" && c.Token() != "" {
-		mctx, cancel := context.WithTimeout(ctx, c.timeout)
-		_, merr := c.Me(mctx)
-		cancel()
-		if merr != nil && ctx.Err() == nil {
-			c.log.Warn("could not learn the signed-in user's name", "error", merr)
-		}
-	}
+	// A session restored with SetToken learns its user before the first
+	// connection (see learnUser).
+	s.learnUser(ctx)
 	if cur, err := salamander.ParseCursor(c.Cursor()); err == nil {
 		s.resume = cur
 	} else {
@@ -235,6 +232,24 @@ func retryAfter(h http.Header) time.Duration {
 		return 0
 	}
 	return min(time.Duration(secs)*time.Second, maxRetryAfter)
+}
+
+// learnUser asks the sites whose session the client holds when it does not
+// know (one restored with SetToken), for at most a request's timeout: the
+// user's own messages on the stream take them out of the outbox, known by
+// the sender's name. A failure is the connection's to report (while no
+// site answers, none could connect either); after the next ready it is
+// asked again.
+func (s *Subscription) learnUser(ctx context.Context) {
+	c := s.c
+	if c.UserName() != "" || c.Token() == "" {
+		return
+	}
+	mctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if _, err := c.Me(mctx); err != nil && ctx.Err() == nil {
+		c.log.Warn("could not learn the signed-in user's name", "error", err)
+	}
 }
 
 // connect runs one WebSocket to site i until it breaks or ctx ends. ready
@@ -329,6 +344,14 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 		case salamander.EventReady:
 			ready = true
 			advanceCursor(s.resume, ev.Cursor)
+			if c.UserName() == "" && c.Token() != "" && !s.learning.Swap(true) {
+				// No site told the name before the first connection: a
+				// site serves now, so ask again, beside the events.
+				s.learned.Go(func() {
+					defer s.learning.Store(false)
+					s.learnUser(ctx)
+				})
+			}
 		}
 		if ev.Pos != nil {
 			s.resume.Advance(*ev.Pos)
