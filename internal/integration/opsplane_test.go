@@ -411,12 +411,17 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		}
 		return nil
 	})
-	code, body = opsCall(t, 0, "GET", "/v1/ops/audit?limit=1000", op.Token(), nil)
-	for _, want := range []string{`"action":"drain"`, `"action":"undrain"`, `"action":"move-leader"`} {
-		if code != http.StatusOK || !strings.Contains(string(body), want) {
-			t.Fatalf("audit lacks %s: %d", want, code)
+	// Read at another site than the move's, which applies its record
+	// moments later (the move is recorded once done).
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		code, body := opsCall(t, 0, "GET", "/v1/ops/audit?limit=1000", op.Token(), nil)
+		for _, want := range []string{`"action":"drain"`, `"action":"undrain"`, `"action":"move-leader"`} {
+			if code != http.StatusOK || !strings.Contains(string(body), want) {
+				return fmt.Errorf("audit lacks %s: %d", want, code)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // The admin CLI announces and updates incidents and drains sites with the
