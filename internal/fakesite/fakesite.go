@@ -498,12 +498,7 @@ func (s *Site) placeLocked(m salamander.Message) salamander.Message {
 	ev := salamander.Event{Type: salamander.EventMessage, RoomID: m.Room, Message: &m, At: m.SentAt,
 		Pos: &salamander.Position{Stream: stream, Seq: uint64(len(s.events) + 1)}}
 	s.events = append(s.events, ev)
-	for sock := range s.socks {
-		select {
-		case sock.out <- ev:
-		default: // a socket this far behind is a broken test
-		}
-	}
+	s.queueLocked(ev)
 	return m
 }
 
@@ -512,11 +507,15 @@ func (s *Site) placeLocked(m salamander.Message) salamander.Message {
 func (s *Site) Typing(roomID, user string, typing bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ev := salamander.Event{Type: salamander.EventTyping, RoomID: roomID, User: user, Typing: typing, At: time.Now().UTC()}
+	s.queueLocked(salamander.Event{Type: salamander.EventTyping, RoomID: roomID, User: user, Typing: typing, At: time.Now().UTC()})
+}
+
+// queueLocked queues ev to every socket. s.mu is held.
+func (s *Site) queueLocked(ev salamander.Event) {
 	for sock := range s.socks {
 		select {
 		case sock.out <- ev:
-		default:
+		default: // a socket this far behind is a broken test
 		}
 	}
 }

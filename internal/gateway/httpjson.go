@@ -172,14 +172,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError answers with the JSON form of err: its code and message for a
 // coded error; "internal" (and a log line with the details) for anything else.
 func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {
-	code := salamander.ErrorCode(err)
+	body := errorBody(err)
+	code := body.Code
 	if code == salamander.CodeInternal {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	if code == salamander.CodeUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	body := errorBody(err)
 	if body.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(body.RetryAfter))
 	}

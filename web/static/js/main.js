@@ -115,10 +115,7 @@ function start(s) {
   // Signed out in another tab: this one stops writing and shows sign-in.
   window.addEventListener("storage", (e) => {
     if (e.key !== store.SESSION_KEY || e.newValue !== null || app.signedOut) return;
-    app.signedOut = true;
-    clearTimeout(snapshotTimer);
-    app.live.stop();
-    location.reload();
+    leave();
   });
   app.live.addEventListener("state", () => drawConn());
   api.addEventListener("site", () => { store.sites.set(api.sites); drawConn(); });
@@ -249,13 +246,19 @@ async function signOut(callServer = true, notice = "") {
   if (callServer) {
     try { await app.api.request("POST", "/v1/logout", undefined, { rounds: 1 }); } catch { /* signing out locally anyway */ }
   }
-  app.signedOut = true; // nothing of the session is written again (pagehide, timers)
-  clearTimeout(snapshotTimer);
   store.session.clear();
   if (callServer) store.forget(app.model.me.name);
   if (notice) store.notice.set(notice);
-  if (app.live) app.live.stop();
   location.hash = "";
+  leave();
+}
+
+// leave stops the signed-out session's page and shows sign-in; nothing of
+// the session is written again (pagehide, the snapshot's timer).
+function leave() {
+  app.signedOut = true;
+  clearTimeout(snapshotTimer);
+  if (app.live) app.live.stop();
   location.reload();
 }
 
