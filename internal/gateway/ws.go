@@ -296,8 +296,8 @@ func (c *wsConn) replay(ctx context.Context) {
 			}
 			return
 		}
-		for i, ev := range res.Events {
-			data, err := json.Marshal(ev)
+		for i := range res.Events {
+			data, err := salamander.EncodeEvent(&res.Events[i])
 			if err == nil {
 				err = c.writeCorked(data, i < len(res.Events)-1)
 			}

@@ -3,7 +3,10 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -141,6 +144,60 @@ func BenchmarkHistory(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkWebSocketConnect measures a device's (re)connect: the
+// handshake, the token check and the replay up to "ready", for a user
+// with messages in three rooms and no cursor — what every device of a
+// burned site does at once at the sites that remain.
+func BenchmarkWebSocketConnect(b *testing.B) {
+	ctx := context.Background()
+	c, _ := benchRoom(b)
+	for range 2 {
+		other, _ := benchRoom(b)
+		room, err := other.DirectRoom(ctx, mustMe(b, c))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range 20 {
+			if _, err := other.Send(ctx, room.ID, fmt.Sprintf("c %d", i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	addr := strings.TrimPrefix(cluster.URL(0), "http://")
+	handshake := "GET /v1/ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+		"Authorization: Bearer " + c.Token() + "\r\n\r\n"
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.WriteString(conn, handshake); err != nil {
+			b.Fatal(err)
+		}
+		err = readUntilReady(conn, 64<<10)
+		lat = append(lat, time.Since(start))
+		conn.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat)
+}
+
+// mustMe returns the user c is logged in as.
+func mustMe(b *testing.B, c *client.Client) string {
+	me, err := c.Me(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return me.Name
 }
 
 func reportPercentiles(b *testing.B, lat []time.Duration) {

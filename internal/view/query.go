@@ -3,7 +3,6 @@ package view
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -213,8 +212,7 @@ func (v *View) MessageByClientID(ctx context.Context, room, sender, clientID str
 
 func (v *View) messageByClientIDStored(ctx context.Context, room string, no int64, sender, clientID string) (salamander.Message, bool, error) {
 	var seq uint64
-	err := v.r.QueryRowContext(ctx, `SELECT seq FROM (SELECT seq, client_key FROM messages WHERE room = ?
-		ORDER BY seq DESC LIMIT ?) WHERE client_key = ?`, no, DedupeWindow, int64(clientKeyOf(sender, clientID))).Scan(&seq)
+	err := v.rd.messageByKey.QueryRowContext(ctx, no, DedupeWindow, int64(clientKeyOf(sender, clientID))).Scan(&seq)
 	if err == sql.ErrNoRows {
 		return salamander.Message{}, false, nil
 	}
@@ -265,7 +263,7 @@ func (v *View) message(ctx context.Context, room string, seq uint64) (salamander
 	if err := v.waitStored(ctx); err != nil {
 		return salamander.Message{}, false, err
 	}
-	rows, err := v.r.QueryContext(ctx, `SELECT seq, pos FROM messages WHERE room = ? AND seq = ?`, rs.no, seq)
+	rows, err := v.rd.message.QueryContext(ctx, rs.no, seq)
 	if err != nil {
 		return salamander.Message{}, false, fmt.Errorf("view: message: %w", err)
 	}
@@ -290,14 +288,13 @@ func (v *View) History(ctx context.Context, room string, before, after uint64, f
 	}
 	var rows *sql.Rows
 	var err error
-	const cols = `SELECT seq, pos FROM messages WHERE room = ?`
 	switch {
 	case forward:
-		rows, err = v.r.QueryContext(ctx, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`, no, after, limit+1)
+		rows, err = v.rd.historyAfter.QueryContext(ctx, no, after, limit+1)
 	case before > 0:
-		rows, err = v.r.QueryContext(ctx, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`, no, before, limit+1)
+		rows, err = v.rd.historyBefore.QueryContext(ctx, no, before, limit+1)
 	default:
-		rows, err = v.r.QueryContext(ctx, cols+` ORDER BY seq DESC LIMIT ?`, no, limit+1)
+		rows, err = v.rd.historyNewest.QueryContext(ctx, no, limit+1)
 	}
 	if err != nil {
 		return salamander.HistoryPage{}, fmt.Errorf("view: history %s: %w", room, err)
@@ -368,6 +365,43 @@ SELECT seq, kind, room, body, mseq FROM (
     ORDER BY seq LIMIT ?5)
 ) ORDER BY seq LIMIT ?5`, markEvery)
 
+// readStatements are the readers' queries on a request's path, prepared
+// once. Compiling a query's text is not free with this driver: a Sync
+// compiled syncQuery once per stream, and twice in fact (SQLite compiles a
+// statement again at its first step when a parameter it planned with, here
+// the page's limit, is bound to a new value), which was 5/6 of a Sync's
+// CPU (BenchmarkSyncFirstPage: 780 µs with the text, 109 µs prepared) —
+// on every WebSocket connect, and a reconnect storm after a fire is all
+// connects. database/sql prepares a statement again on each reader
+// connection it first runs on, and keeps it there.
+type readStatements struct {
+	applied, sync                              *sql.Stmt // Sync
+	message, messageByKey                      *sql.Stmt // one message, by seq or by client key
+	historyAfter, historyBefore, historyNewest *sql.Stmt // History's three directions
+	audit                                      *sql.Stmt
+	preparedSet
+}
+
+func prepareReads(db *sql.DB) (*readStatements, error) {
+	rd := readStatements{preparedSet: preparedSet{db: db}}
+	p := rd.prepare
+	p(&rd.applied, `SELECT stream, seq FROM applied ORDER BY stream`)
+	p(&rd.sync, syncQuery)
+	const cols = `SELECT seq, pos FROM messages WHERE room = ?`
+	p(&rd.message, cols+` AND seq = ?`)
+	p(&rd.messageByKey, `SELECT seq FROM (SELECT seq, client_key FROM messages WHERE room = ?
+		ORDER BY seq DESC LIMIT ?) WHERE client_key = ?`)
+	p(&rd.historyAfter, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`)
+	p(&rd.historyBefore, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`)
+	p(&rd.historyNewest, cols+` ORDER BY seq DESC LIMIT ?`)
+	p(&rd.audit, `SELECT stream, seq, at, by, site, action, user, role, detail FROM audit
+		WHERE at < ? ORDER BY at DESC, stream, seq LIMIT ?`)
+	if err := rd.done("reads"); err != nil {
+		return nil, err
+	}
+	return &rd, nil
+}
+
 // Sync returns the stored events for user after cursor, at most limit, and
 // the cursor to continue from. The result is one consistent snapshot: a
 // stream's cursor moves to this site's applied position only when every
@@ -383,7 +417,7 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 	defer tx.Rollback()
 	applied := map[string]uint64{}
 	var streams []string
-	rows, err := tx.QueryContext(ctx, `SELECT stream, seq FROM applied ORDER BY stream`)
+	rows, err := tx.StmtContext(ctx, v.rd.applied).QueryContext(ctx)
 	if err != nil {
 		return salamander.SyncResult{}, fmt.Errorf("view: sync: %w", err)
 	}
@@ -406,7 +440,7 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 	size := 0 // the page's size so far, as estimated by eventSize
 	for _, s := range streams {
 		remaining := limit - len(res.Events)
-		got, err := v.syncStream(ctx, tx, user, s, cur[s], applied[s], remaining+1)
+		got, err := v.syncStream(ctx, tx, user, s, cur[s], applied[s], limit+1, remaining+1)
 		if err != nil {
 			return salamander.SyncResult{}, err
 		}
@@ -466,15 +500,20 @@ func eventSize(e *salamander.Event) int {
 	return n
 }
 
-func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, after, upTo uint64, limit int) ([]salamander.Event, error) {
-	rows, err := tx.QueryContext(ctx, syncQuery, after, upTo, user, stream, limit)
+// syncStream returns the first want events of user's in stream after
+// after, up to upTo. The query's own bound is limit, the page's (≥ want),
+// the same for every stream of a page and every page of a size: SQLite
+// compiles the statement again whenever that parameter changes (it also
+// bounds an OFFSET), which cost some 150 µs a stream.
+func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, after, upTo uint64, limit, want int) ([]salamander.Event, error) {
+	rows, err := tx.StmtContext(ctx, v.rd.sync).QueryContext(ctx, after, upTo, user, stream, limit)
 	if err != nil {
 		return nil, fmt.Errorf("view: sync %s: %w", stream, err)
 	}
 	defer rows.Close()
 	var out []salamander.Event
 	var refs []logRef
-	for rows.Next() {
+	for len(out) < want && rows.Next() {
 		var seq, mseq uint64
 		var kind int
 		var room, body string
@@ -489,7 +528,7 @@ func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, 
 			continue
 		}
 		var ev salamander.Event
-		if err := json.Unmarshal([]byte(body), &ev); err != nil {
+		if err := salamander.DecodeEvent([]byte(body), &ev); err != nil {
 			return nil, fmt.Errorf("view: sync %s:%d: %w", stream, seq, err)
 		}
 		out = append(out, ev)
@@ -618,8 +657,7 @@ func (v *View) Audit(ctx context.Context, before time.Time, limit int) ([]salama
 	if !before.IsZero() {
 		end = before.UnixNano()
 	}
-	rows, err := v.r.QueryContext(ctx, `SELECT stream, seq, at, by, site, action, user, role, detail FROM audit
-		WHERE at < ? ORDER BY at DESC, stream, seq LIMIT ?`, end, limit)
+	rows, err := v.rd.audit.QueryContext(ctx, end, limit)
 	if err != nil {
 		return nil, fmt.Errorf("view: audit: %w", err)
 	}

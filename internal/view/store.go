@@ -168,16 +168,12 @@ func newDBBatch() *dbBatch {
 type statements struct {
 	applied, key, user, revoked, friend, room, member, delMember, message, roomEvent, userEvent, openSpan, closeSpan *sql.Stmt
 	audit, mark                                                                                                      *sql.Stmt
+	preparedSet
 }
 
 func prepare(db *sql.DB) (*statements, error) {
-	var st statements
-	var errs []error
-	p := func(dst **sql.Stmt, q string) {
-		s, err := db.Prepare(q)
-		*dst = s
-		errs = append(errs, err)
-	}
+	st := statements{preparedSet: preparedSet{db: db}}
+	p := st.prepare
 	p(&st.applied, `INSERT INTO applied(stream, seq) VALUES(?, ?) ON CONFLICT(stream) DO UPDATE SET seq = excluded.seq`)
 	p(&st.key, `INSERT INTO signing_keys(kid, sealed, created_at, retired_at, ord)
 		VALUES(?, ?, ?, ?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM signing_keys))
@@ -203,18 +199,43 @@ func prepare(db *sql.DB) (*statements, error) {
 	p(&st.userEvent, `INSERT INTO user_events(user, stream, seq, body) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.openSpan, `INSERT INTO spans(user, stream, room, from_seq, to_seq) VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
 	p(&st.closeSpan, `UPDATE spans SET to_seq = ? WHERE user = ? AND room = ? AND to_seq = ?`)
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("view: prepare statements: %w", err)
+	if err := st.done("statements"); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
 
-func (st *statements) close() {
-	for _, s := range []*sql.Stmt{st.audit, st.applied, st.key, st.user, st.revoked, st.friend, st.room, st.member,
-		st.delMember, st.message, st.mark, st.roomEvent, st.userEvent, st.openSpan, st.closeSpan} {
-		if s != nil {
-			s.Close()
-		}
+// preparedSet prepares statements on one database and closes them
+// together.
+type preparedSet struct {
+	db   *sql.DB
+	all  []*sql.Stmt
+	errs []error
+}
+
+// prepare prepares q into *dst; done reports whether every one was.
+func (ps *preparedSet) prepare(dst **sql.Stmt, q string) {
+	s, err := ps.db.Prepare(q)
+	if err == nil {
+		ps.all = append(ps.all, s)
+	}
+	*dst = s
+	ps.errs = append(ps.errs, err)
+}
+
+// done returns the errors of prepare, having closed every statement if
+// there were any.
+func (ps *preparedSet) done(what string) error {
+	if err := errors.Join(ps.errs...); err != nil {
+		ps.close()
+		return fmt.Errorf("view: prepare %s: %w", what, err)
+	}
+	return nil
+}
+
+func (ps *preparedSet) close() {
+	for _, s := range ps.all {
+		s.Close()
 	}
 }
 

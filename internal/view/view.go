@@ -70,6 +70,8 @@ type View struct {
 	// holds one for its transaction) while they wait for the lock.
 	own *sql.DB
 	st  *statements
+	// rd are the readers' queries, prepared once (readStatements).
+	rd *readStatements
 
 	// mu guards the model and everything below. The applier holds it for
 	// writing while it applies a batch; requests hold it for reading.
@@ -176,6 +178,13 @@ func open(path string, log *slog.Logger) (*View, error) {
 		w.Close()
 		return nil, err
 	}
+	if v.rd, err = prepareReads(v.r); err != nil {
+		v.st.close()
+		v.r.Close()
+		v.own.Close()
+		w.Close()
+		return nil, err
+	}
 	return v, nil
 }
 
@@ -209,6 +218,7 @@ func (v *View) init() error {
 // Close closes the database. Run must have returned.
 func (v *View) Close() error {
 	v.st.close()
+	v.rd.close()
 	return errors.Join(v.r.Close(), v.own.Close(), v.w.Close())
 }
 

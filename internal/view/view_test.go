@@ -861,3 +861,78 @@ func TestSyncPageIsBoundedInBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncPagesAcrossStreams pages a user's events spread over several
+// streams with small pages: each stream's query is bounded by the page's
+// limit, not by what is left of the page (see syncStream), so a page that
+// ends inside a later stream must stop at the page's size, and the pages
+// together are every event once, in each stream's order — what one page
+// of them all holds.
+func TestSyncPagesAcrossStreams(t *testing.T) {
+	v := openTemp(t)
+	log := &memLog{}
+	seq := map[string]uint64{}
+	var entries []jsstore.Entry
+	add := func(stream string, rec salamander.Record) {
+		seq[stream]++
+		entries = append(entries, jsstore.Entry{Pos: jsstore.PositionOf(stream, seq[stream], 0), Last: true, Record: rec})
+	}
+	for _, u := range []string{"alice", "bob"} {
+		add("acct", salamander.Record{Type: salamander.RecUserCreated, User: u, PasswordHash: "h"})
+	}
+	streams := []string{"p0", "p1", "p2"}
+	for k, s := range streams {
+		room := fmt.Sprint("g_", s)
+		add(s, salamander.Record{Type: salamander.RecRoomCreated, Room: room, Kind: salamander.RoomGroup, Name: s,
+			Members: []string{"alice", "bob"}, By: "alice"})
+		for i := range 5 + 4*k {
+			add(s, salamander.Record{Type: salamander.RecMessageSent, Room: room, User: "alice", ClientID: fmt.Sprint(s, i), Text: "x"})
+		}
+	}
+	apply(t, v, log, entries)
+	key := func(e salamander.Event) string {
+		if e.Pos != nil {
+			return fmt.Sprintf("%s:%d", e.Pos.Stream, e.Pos.Seq)
+		}
+		return fmt.Sprint(e.Type, e.RoomID)
+	}
+	all, err := v.Sync(context.Background(), "bob", salamander.Cursor{}, 1000)
+	if err != nil || all.More {
+		t.Fatalf("one page: more %v, %v", all.More, err)
+	}
+	var want []string
+	for _, e := range all.Events {
+		want = append(want, key(e))
+	}
+	if len(want) < 27 {
+		t.Fatalf("one page holds %d events: %v", len(want), want)
+	}
+	for _, limit := range []int{1, 2, 3, 4, 7} {
+		var cur salamander.Cursor
+		var got []string
+		for pages := 0; ; pages++ {
+			res, err := v.Sync(context.Background(), "bob", cur, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Events) > limit || (res.More && len(res.Events) < limit) {
+				t.Fatalf("limit %d, page %d: %d events, more %v", limit, pages, len(res.Events), res.More)
+			}
+			for _, e := range res.Events {
+				got = append(got, key(e))
+			}
+			if cur, err = salamander.ParseCursor(res.Cursor); err != nil {
+				t.Fatal(err)
+			}
+			if !res.More {
+				break
+			}
+			if pages > len(want) {
+				t.Fatalf("limit %d: no end of pages", limit)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("limit %d: pages hold\n%v\nwant\n%v", limit, got, want)
+		}
+	}
+}
