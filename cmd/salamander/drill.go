@@ -41,6 +41,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.FarSite, "far-site", "", "a site whose links get --far-latency instead (latency scenario default c; it gets it half-way through the injected time)")
 	fs.DurationVar(&cfg.FarLatency, "far-latency", 0, "the round trip added to the far site's links (latency scenario default 30ms)")
 	fs.IntVar(&cfg.Users, "users", cfg.Users, "simulated users, spread over the sites")
+	fs.IntVar(&cfg.Devices, "devices", cfg.Devices, fmt.Sprintf("idle devices the users have beside their own, live over the sites (at most %d): every device of a struck site must be live again elsewhere, and the report says how soon", drill.MaxDevices))
 	fs.IntVar(&cfg.GroupSize, "group-size", cfg.GroupSize, "members per group room (each user is also in one 1:1 room)")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages per second per user (random, exponential arrivals)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long the load runs")

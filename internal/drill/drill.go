@@ -118,6 +118,13 @@ type Config struct {
 	// one group of GroupSize.
 	Users     int
 	GroupSize int
+	// Devices is how many more devices the users have beside the one each
+	// sends from: idle live subscriptions (an SDK client each, with a
+	// user's session), spread over the users and the sites. Every device
+	// connected to a fault's site when it strikes, the users' own among
+	// them, must be live again — at any site — before the drill passes;
+	// the report says how soon (Fault.Reconnect).
+	Devices int
 	// Rate is each user's mean send rate (messages per second, Poisson).
 	Rate float64
 	// Duration is how long the load runs; the fault strikes at FaultAt
@@ -169,6 +176,15 @@ type Config struct {
 	// Logger receives progress lines (default: discarded).
 	Logger *slog.Logger
 }
+
+// MaxDevices bounds Config.Devices: the drill's process holds a socket per
+// device, and a process here may hold 20,000 open files.
+const MaxDevices = 10000
+
+// maxDevicesPerUser keeps one user's devices under what a gateway process
+// holds per account (256) when every device of a burned site moves to the
+// same one of the others.
+const maxDevicesPerUser = 120
 
 // DefaultConfig returns a CI-sized fire drill: 60 users for 40 s, the fire
 // at 12 s.
@@ -253,6 +269,11 @@ func (c *Config) validate() error {
 	switch {
 	case c.Users < 2:
 		return errors.New("drill: need at least 2 users")
+	case c.Devices < 0 || c.Devices > MaxDevices:
+		return fmt.Errorf("drill: devices must be 0 to %d", MaxDevices)
+	case c.Devices > c.Users*maxDevicesPerUser:
+		return fmt.Errorf("drill: at most %d devices per user (%d users: up to %d devices)", maxDevicesPerUser, c.Users,
+			c.Users*maxDevicesPerUser)
 	case c.Rate <= 0:
 		return errors.New("drill: rate must be positive")
 	case c.Duration <= 0:
@@ -433,7 +454,7 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		return nil, err
 	}
 
-	w := newWorkload(cl, cfg.Users, cfg.Rate, cfg.GroupSize)
+	w := newWorkload(cl, cfg.Users, cfg.Devices, cfg.Rate, cfg.GroupSize)
 	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = w.setup(setupCtx)
 	cancel()
@@ -444,6 +465,7 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	r := &run{ctx: ctx, cl: cl, cfg: cfg, w: w, log: log, rep: &Report{
 		Scenario:    cfg.Scenario,
 		Users:       len(w.users),
+		Devices:     len(w.devices),
 		Rooms:       len(w.rooms),
 		RatePerUser: cfg.Rate,
 	}}

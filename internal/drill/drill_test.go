@@ -83,7 +83,15 @@ func TestDrills(t *testing.T) {
 		cfg := base
 		cfg.Scenario = ScenarioFire
 		cfg.Return = true
+		cfg.Devices = 90
 		rep := runDrill(ctx, t, cl, cfg)
+		// Every device of the burned site, the users' own among them, was
+		// live again elsewhere (runDrill fails a report that says
+		// otherwise): a third of the 24 users' and of the 90 more.
+		if rc := rep.Faults[0].Reconnect; rc.Devices < 30 || rc.Back != rc.Devices || rc.P50MS <= 0 || rc.MaxMS < rc.P50MS {
+			t.Errorf("devices of the burned site: %+v", rc)
+		}
+		checkJSONKeys(t, rep, "reconnect_ms_max", "devices")
 		if rep.MajorityCheck == nil || len(rep.CheckedSites) != 3 {
 			t.Errorf("the burned site was not checked after its return: %+v", rep.CheckedSites)
 		}

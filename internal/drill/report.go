@@ -19,8 +19,11 @@ type Report struct {
 	Scenario string `json:"scenario"`
 	// Site is the site that was burned (fire, return) or cut off
 	// (partition); empty for rolling, latency and none.
-	Site        string  `json:"site,omitempty"`
-	Users       int     `json:"users"`
+	Site  string `json:"site,omitempty"`
+	Users int    `json:"users"`
+	// Devices is how many idle devices the users had beside their own
+	// (Config.Devices).
+	Devices     int     `json:"devices"`
 	Rooms       int     `json:"rooms"`
 	RatePerUser float64 `json:"rate_per_user"`
 	// Times are seconds since the load started.
@@ -80,6 +83,11 @@ type Report struct {
 	// none (latency, none) they are zero.
 	WriteGapMSP50 float64 `json:"write_gap_ms_p50"`
 	WriteGapMSMax float64 `json:"write_gap_ms_max"`
+	// ReconnectMSP50 and ReconnectMSMax are the worst fault's: from the
+	// fault until the devices connected to its site were live again (see
+	// Fault.Reconnect).
+	ReconnectMSP50 float64 `json:"reconnect_ms_p50"`
+	ReconnectMSMax float64 `json:"reconnect_ms_max"`
 	// The rest of the gap measures are for the first fault.
 	// GapSurvivors is over the clients whose preferred site survived,
 	// GapBurned over those of the burned (or cut off) site.
@@ -201,6 +209,9 @@ type Fault struct {
 	// Held counts the sends acknowledged held from the fault until the
 	// next one (or the end of the load).
 	Held int `json:"held"`
+	// Reconnect is how soon the devices connected to the site when the
+	// fault struck were live again, at whatever site.
+	Reconnect ReconnectStats `json:"reconnect"`
 
 	at      time.Time
 	site    int
@@ -249,6 +260,54 @@ type GapStats struct {
 	MaxMS float64 `json:"max_ms"`
 	// Never counts those with no acknowledged send after the fault.
 	Never int `json:"never"`
+}
+
+// ReconnectStats is how soon the devices connected to a fault's site (the
+// users' own subscriptions and Config.Devices more) were live again: from
+// the fault to each one's next "ready" event — its new connection had
+// replayed what it missed — at whatever site (a site back by then counts).
+type ReconnectStats struct {
+	// Devices were connected to the site when the fault struck; Back of
+	// them were live again when the drill looked (after its checks).
+	Devices int     `json:"devices"`
+	Back    int     `json:"back"`
+	P50MS   float64 `json:"p50_ms"`
+	P99MS   float64 `json:"p99_ms"`
+	MaxMS   float64 `json:"max_ms"`
+}
+
+// reconnects measures, for a fault that struck site (its URL) at t, how
+// soon the devices connected there were live again.
+func reconnects(w *workload, site string, t time.Time) ReconnectStats {
+	var st ReconnectStats
+	var after []float64
+	for _, l := range w.connLogs() {
+		was, d, back := l.liveAgain(site, t)
+		if !was {
+			continue
+		}
+		st.Devices++
+		if back {
+			st.Back++
+			after = append(after, ms(d))
+		}
+	}
+	l := latency(after)
+	st.P50MS, st.P99MS, st.MaxMS = l.P50, l.P99, l.Max
+	return st
+}
+
+// text is the summary's line for s, for devices of site.
+func (s ReconnectStats) text(site string) string {
+	if s.Devices == 0 {
+		return fmt.Sprintf("    devices connected to site %s at the fault: none\n", site)
+	}
+	out := fmt.Sprintf("    devices connected to site %s at the fault (%d): live again p50 %s, p99 %s, max %s", site, s.Devices,
+		sec(s.P50MS), sec(s.P99MS), sec(s.MaxMS))
+	if s.Back < s.Devices {
+		out += fmt.Sprintf("; %d never", s.Devices-s.Back)
+	}
+	return out + "\n"
 }
 
 // RoomGap is one room's write gap.
@@ -356,6 +415,9 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 		}
 		all, others := clientGaps(w, recs, f.at, f.site)
 		f.WriteGap, f.WriteGapOthers = all, others
+		f.Reconnect = reconnects(w, strings.TrimRight(w.cl.URL(f.site), "/"), f.at)
+		r.ReconnectMSP50 = math.Max(r.ReconnectMSP50, f.Reconnect.P50MS)
+		r.ReconnectMSMax = math.Max(r.ReconnectMSMax, f.Reconnect.MaxMS)
 		r.WriteGapMSP50 = math.Max(r.WriteGapMSP50, all.P50MS)
 		r.WriteGapMSMax = math.Max(r.WriteGapMSMax, all.MaxMS)
 	}
@@ -483,6 +545,10 @@ func (r *Report) judge() {
 		}
 	}
 	for i, f := range r.Faults {
+		if n := f.Reconnect.Devices - f.Reconnect.Back; n > 0 {
+			r.Failures = append(r.Failures, fmt.Sprintf("fault %d: %d of the %d devices connected to site %s were never live again",
+				i+1, n, f.Reconnect.Devices, f.Site))
+		}
 		if f.DivergedRooms > 0 {
 			r.Converged = false
 			r.Failures = append(r.Failures, fmt.Sprintf("fault %d: site %s back on %s disk diverged from site %s in %d rooms",
@@ -541,6 +607,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  load: %d users in %d rooms, %.2g msg/s each; %d sends, %d read markers set (%d failed)\n",
 		r.Users, r.Rooms, r.RatePerUser, r.Sends, r.ReadMarks, r.ReadMarkErrs)
+	if r.Devices > 0 {
+		fmt.Fprintf(&b, "  devices: each user's own and %d idle ones more, live over the sites\n", r.Devices)
+	}
 	if r.Injected != nil && r.Scenario != "latency" {
 		fmt.Fprintf(&b, "  injected for the whole load: %s\n", r.Injected)
 	}
@@ -606,6 +675,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "      whose stream site %s led (%d): p50 %s max %s; led elsewhere (%d): p50 %s max %s\n", r.Site,
 			r.GapRoomsLedThere.N, sec(r.GapRoomsLedThere.P50MS), sec(r.GapRoomsLedThere.MaxMS),
 			r.GapRoomsLedElse.N, sec(r.GapRoomsLedElse.P50MS), sec(r.GapRoomsLedElse.MaxMS))
+		if len(r.Faults) == 1 {
+			b.WriteString(r.Faults[0].Reconnect.text(r.Site))
+		}
 	}
 	b.WriteString(r.waitsText())
 	b.WriteString(r.electionsText())
@@ -692,6 +764,7 @@ func (f *Fault) text(n int) string {
 	}
 	fmt.Fprintf(&b, "    streams site %s led: %s; sends started until the next fault: %d slower than 1 s, slowest %s (started %.1fs after the fault); %d acknowledged held\n",
 		f.Site, led, f.SlowSends, sec(f.SlowestMS), f.SlowestAfterS, f.Held)
+	b.WriteString(f.Reconnect.text(f.Site))
 	return b.String()
 }
 
@@ -824,6 +897,7 @@ table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;paddi
 {{if .R.OK}}<span class="ok">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h2>
 <p>Acknowledged {{.R.Acked}}, lost {{.R.Lost}}, duplicated {{.R.Duplicated}}, reordered {{.R.Reordered}},
 converged {{.R.Converged}}. Write gap p50 {{printf "%.0f" .R.WriteGapMSP50}} ms, max {{printf "%.0f" .R.WriteGapMSMax}} ms.
+{{if .R.Faults}}Devices of the struck site live again: p50 {{printf "%.0f" .R.ReconnectMSP50}} ms, max {{printf "%.0f" .R.ReconnectMSMax}} ms.{{end}}
 Longest send wait {{printf "%.0f" .R.SendGapMSMax}} ms, delivery lag {{printf "%.0f" .R.DeliveryGapMSMax}} ms.</p>
 {{.Chart}}
 <h3>Summary</h3>

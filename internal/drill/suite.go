@@ -27,7 +27,11 @@ type Suite struct {
 	// HeldDeliveryAfterElectionMSMax is the worst over the scenarios (see
 	// Report); -1 when none measured it.
 	HeldDeliveryAfterElectionMSMax float64 `json:"held_delivery_after_election_ms_max"`
-	Converged                      bool    `json:"converged"`
+	// ReconnectMSMax is the worst over the scenarios' faults: how long
+	// the last device connected to a struck site took to be live again
+	// (see Fault.Reconnect).
+	ReconnectMSMax float64 `json:"reconnect_ms_max"`
+	Converged      bool    `json:"converged"`
 	// CutRefuseMS and HealGapMSMax are the worst over the partitions of
 	// the sequence (see CutStats and HealStats); CutRefuseMS is -1 when a
 	// cut-off site never refused its clients during its cut.
@@ -45,7 +49,7 @@ func (s *Suite) add(r *Report) { s.Scenarios = append(s.Scenarios, r) }
 func (s *Suite) judge() {
 	s.Acked, s.Lost, s.Duplicated, s.Reordered = 0, 0, 0, 0
 	s.WriteGapMSP50, s.WriteGapMSMax = 0, 0
-	s.SendGapMSMax, s.DeliveryGapMSMax = 0, 0
+	s.SendGapMSMax, s.DeliveryGapMSMax, s.ReconnectMSMax = 0, 0, 0
 	s.HeldDeliveryAfterElectionMSMax = -1
 	s.Converged, s.Failures = true, nil
 	s.CutRefuseMS, s.HealGapMSMax = 0, 0
@@ -68,6 +72,7 @@ func (s *Suite) judge() {
 		s.WriteGapMSMax = math.Max(s.WriteGapMSMax, r.WriteGapMSMax)
 		s.SendGapMSMax = math.Max(s.SendGapMSMax, r.SendGapMSMax)
 		s.DeliveryGapMSMax = math.Max(s.DeliveryGapMSMax, r.DeliveryGapMSMax)
+		s.ReconnectMSMax = math.Max(s.ReconnectMSMax, r.ReconnectMSMax)
 		s.HeldDeliveryAfterElectionMSMax = math.Max(s.HeldDeliveryAfterElectionMSMax, r.HeldDeliveryAfterElectionMSMax)
 		s.Converged = s.Converged && r.Converged
 		for _, f := range r.Failures {
@@ -106,6 +111,9 @@ func (s *Suite) total() string {
 		fmt.Fprintf(&b, ", longest delivery of a held message after its partition's new leader %s", waitText(s.HeldDeliveryAfterElectionMSMax))
 	}
 	b.WriteString("\n")
+	if s.ReconnectMSMax > 0 {
+		fmt.Fprintf(&b, "  the last device of a struck site live again after %s (worst fault)\n", sec(s.ReconnectMSMax))
+	}
 	if s.CutRefuseMS != 0 || s.HealGapMSMax != 0 {
 		fmt.Fprintf(&b, "  partitions: slowest refusal by a cut-off site %s; worst heal gap %s\n", msOrNever(s.CutRefuseMS), sec(s.HealGapMSMax))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ type user struct {
 	token    string
 	rooms    []*room
 	sub      *client.Subscription
+	conns    connLog
 
 	mu     sync.Mutex
 	got    map[string][]delivery // room -> messages in delivery order
@@ -39,6 +41,55 @@ type delivery struct {
 	clientID string
 	sender   string
 	at       time.Time
+}
+
+// device is one more idle device of a user's (Config.Devices): a live
+// subscription of its own that only says when it is connected.
+type device struct {
+	home  int // the site it prefers
+	sub   *client.Subscription
+	conns connLog
+}
+
+// connLog is when a subscription was live: each "ready" it delivered (its
+// connection had replayed what it missed) and the site it came from.
+type connLog struct {
+	mu      sync.Mutex
+	readies []readyAt
+}
+
+type readyAt struct {
+	at   time.Time
+	site string // the site's URL
+}
+
+func (l *connLog) ready(site string) {
+	l.mu.Lock()
+	l.readies = append(l.readies, readyAt{at: time.Now(), site: site})
+	l.mu.Unlock()
+}
+
+// connected reports whether l has been live at all.
+func (l *connLog) connected() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.readies) > 0
+}
+
+// liveAgain reports whether l was connected to site (its last ready
+// before t came from there) and, if it was, how soon after t it was live
+// again (its first ready after t, at any site; false: not yet).
+func (l *connLog) liveAgain(site string, t time.Time) (was bool, after time.Duration, back bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(l.readies, t, func(r readyAt, t time.Time) int { return r.at.Compare(t) })
+	if i == 0 || l.readies[i-1].site != site {
+		return false, 0, false
+	}
+	if i == len(l.readies) {
+		return true, 0, false
+	}
+	return true, l.readies[i].at.Sub(t), true
 }
 
 // room is a drill room and its members.
@@ -73,6 +124,7 @@ type workload struct {
 	prefix    string
 	users     []*user
 	rooms     []*room
+	devices   []*device
 
 	wg        sync.WaitGroup // senders and read markers
 	recvWG    sync.WaitGroup // receivers (end when subscriptions close)
@@ -87,7 +139,7 @@ type workload struct {
 	markErrs atomic.Int64
 }
 
-func newWorkload(cl *Cluster, users int, rate float64, groupSize int) *workload {
+func newWorkload(cl *Cluster, users, devices int, rate float64, groupSize int) *workload {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
 	tr.MaxIdleConns = 1024
@@ -110,6 +162,9 @@ func newWorkload(cl *Cluster, users int, rate float64, groupSize int) *workload 
 			marked:   map[string]uint64{},
 			stream:   map[string]string{},
 		})
+	}
+	for j := range devices {
+		w.devices = append(w.devices, &device{home: j % cl.N()})
 	}
 	return w
 }
@@ -211,7 +266,58 @@ func (w *workload) setup(ctx context.Context) error {
 			w.receive(u)
 		}()
 	}
+	for j, d := range w.devices {
+		c, err := w.newClient(urls, d.home)
+		if err != nil {
+			return err
+		}
+		c.SetToken(w.users[j%len(w.users)].token)
+		d.sub = c.Subscribe(context.Background())
+		w.recvWG.Add(1)
+		go func() {
+			defer w.recvWG.Done()
+			for ev := range d.sub.Events() {
+				if ev.Type == salamander.EventReady {
+					d.conns.ready(d.sub.Site())
+				}
+			}
+		}()
+	}
+	// Every device is live before the load starts, so that a fault finds
+	// each connected somewhere.
+	for {
+		waiting := 0
+		for _, l := range w.connLogs() {
+			if !l.connected() {
+				waiting++
+			}
+		}
+		if waiting == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drill: %d of %d devices not connected: %w", waiting, len(w.users)+len(w.devices), ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if len(w.devices) > 0 {
+		w.cl.log.Info("devices connected", "devices", len(w.devices))
+	}
 	return nil
+}
+
+// connLogs returns every device's connection log: each user's own
+// subscription's, then the other devices'.
+func (w *workload) connLogs() []*connLog {
+	out := make([]*connLog, 0, len(w.users)+len(w.devices))
+	for _, u := range w.users {
+		out = append(out, &u.conns)
+	}
+	for _, d := range w.devices {
+		out = append(out, &d.conns)
+	}
+	return out
 }
 
 // start begins sending and marking read; stopSending ends it.
@@ -261,6 +367,11 @@ func (w *workload) closeSubscriptions() {
 			u.sub.Close()
 		}
 	}
+	for _, d := range w.devices {
+		if d.sub != nil {
+			d.sub.Close()
+		}
+	}
 	w.recvWG.Wait()
 	w.hc.CloseIdleConnections()
 }
@@ -296,6 +407,9 @@ func (w *workload) send(u *user) {
 // receive records every message u's subscription delivers and when.
 func (w *workload) receive(u *user) {
 	for ev := range u.sub.Events() {
+		if ev.Type == salamander.EventReady {
+			u.conns.ready(u.sub.Site())
+		}
 		m := ev.Message
 		if ev.Type != salamander.EventMessage || m == nil {
 			continue
