@@ -146,7 +146,7 @@ func (g *Gateway) handleHistory(w http.ResponseWriter, r *http.Request, c claims
 		writeError(w, g.log, r, err)
 		return
 	}
-	if _, err := g.memberRoom(r.Context(), id, c.User); err != nil {
+	if err := g.requireMember(r.Context(), id, c.User); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
@@ -184,7 +184,7 @@ func (g *Gateway) handleRead(w http.ResponseWriter, r *http.Request, c claims) {
 // WebSocket) marks read through here. Codes: invalid_request (seq is 0 or
 // past the room's last message), not_found, forbidden, unavailable.
 func (g *Gateway) markRead(ctx context.Context, user, id string, seq uint64) error {
-	room, err := g.memberRoom(ctx, id, user)
+	room, err := g.memberRoomHead(ctx, id, user)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func (g *Gateway) markRead(ctx context.Context, user, id string, seq uint64) err
 		if err := g.confirmNegative(ctx, g.cfg.Store.RoomStream(id)); err != nil {
 			return err
 		}
-		if room, err = g.memberRoom(ctx, id, user); err != nil {
+		if room, err = g.memberRoomHead(ctx, id, user); err != nil {
 			return err
 		}
 	}

@@ -46,17 +46,31 @@ func (g *Gateway) handleRoom(w http.ResponseWriter, r *http.Request, c claims) {
 // memberRoom loads a room the caller must be a member of. Codes: not_found,
 // forbidden (see notMember), unavailable.
 func (g *Gateway) memberRoom(ctx context.Context, id, user string) (salamander.Room, error) {
+	return g.memberLookup(ctx, id, user, g.cfg.View.Room)
+}
+
+// memberRoomHead is memberRoom without the room's members and read
+// markers (view.RoomHead): a read marker of a group of 256 would copy
+// them all otherwise.
+func (g *Gateway) memberRoomHead(ctx context.Context, id, user string) (salamander.Room, error) {
+	return g.memberLookup(ctx, id, user, g.cfg.View.RoomHead)
+}
+
+// memberLookup reads a room with look, confirming a "no such room" or
+// "not a member" against the log first.
+func (g *Gateway) memberLookup(ctx context.Context, id, user string,
+	look func(ctx context.Context, id, user string) (salamander.Room, error)) (salamander.Room, error) {
 	if !salamander.ValidRoomID(id) {
 		return salamander.Room{}, errNoRoom(id)
 	}
-	room, err := g.cfg.View.Room(ctx, id, user)
+	room, err := look(ctx, id, user)
 	if code := salamander.ErrorCode(err); code != salamander.CodeNotFound && code != salamander.CodeForbidden {
 		return room, err
 	}
 	if err := g.confirmNegative(ctx, g.cfg.Store.RoomStream(id)); err != nil {
 		return salamander.Room{}, err
 	}
-	room, err = g.cfg.View.Room(ctx, id, user)
+	room, err = look(ctx, id, user)
 	switch salamander.ErrorCode(err) {
 	case salamander.CodeNotFound:
 		return salamander.Room{}, errNoRoom(id)
@@ -91,7 +105,7 @@ func (g *Gateway) requireMember(ctx context.Context, id, user string) error {
 	if member, _ := g.cfg.View.IsMember(ctx, id, user); member {
 		return nil
 	}
-	_, err := g.memberRoom(ctx, id, user)
+	_, err := g.memberRoomHead(ctx, id, user)
 	return err
 }
 
@@ -154,7 +168,7 @@ func (g *Gateway) waitRoom(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.WriteTimeout)
 	defer cancel()
 	for {
-		if _, err := g.cfg.View.Room(ctx, id, ""); salamander.ErrorCode(err) != salamander.CodeNotFound {
+		if _, err := g.cfg.View.RoomHead(ctx, id, ""); salamander.ErrorCode(err) != salamander.CodeNotFound {
 			return nil
 		}
 		select {

@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -148,8 +150,11 @@ func BenchmarkHistory(b *testing.B) {
 
 // BenchmarkWebSocketConnect measures a device's (re)connect: the
 // handshake, the token check and the replay up to "ready", for a user
-// with messages in three rooms and no cursor — what every device of a
-// burned site does at once at the sites that remain.
+// with messages in two rooms — what every device of a burned site does at
+// once at the sites that remain. from-nothing connects without a cursor
+// (replays all 40 messages and their read markers), from-cursor with the
+// cursor of the first connection's ready (nothing to replay: a device
+// that was up to date).
 func BenchmarkWebSocketConnect(b *testing.B) {
 	ctx := context.Background()
 	c, _ := benchRoom(b)
@@ -166,29 +171,48 @@ func BenchmarkWebSocketConnect(b *testing.B) {
 		}
 	}
 	addr := strings.TrimPrefix(cluster.URL(0), "http://")
-	handshake := "GET /v1/ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-		"Authorization: Bearer " + c.Token() + "\r\n\r\n"
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
-		start := time.Now()
+	connect := func(b *testing.B, cursor string) []byte {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := io.WriteString(conn, handshake); err != nil {
+		defer conn.Close()
+		path := "/v1/ws"
+		if cursor != "" {
+			path += "?cursor=" + url.QueryEscape(cursor)
+		}
+		if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: "+addr+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"+
+			"Authorization: Bearer "+c.Token()+"\r\n\r\n"); err != nil {
 			b.Fatal(err)
 		}
-		err = readUntilReady(conn, 64<<10)
-		lat = append(lat, time.Since(start))
-		conn.Close()
+		got, err := readUntilReady(conn, 64<<10)
 		if err != nil {
 			b.Fatal(err)
 		}
+		return got
 	}
-	b.StopTimer()
-	reportPercentiles(b, lat)
+	run := func(b *testing.B, cursor string) {
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			connect(b, cursor)
+			lat = append(lat, time.Since(start))
+		}
+		b.StopTimer()
+		reportPercentiles(b, lat)
+	}
+	b.Run("from-nothing", func(b *testing.B) { run(b, "") })
+	b.Run("from-cursor", func(b *testing.B) {
+		got := connect(b, "")
+		_, after, _ := bytes.Cut(got[bytes.Index(got, []byte(`"type":"ready"`)):], []byte(`"cursor":"`))
+		cursor, _, ok := bytes.Cut(after, []byte(`"`))
+		if !ok || len(cursor) == 0 {
+			b.Fatalf("no cursor in the ready event: %s", got)
+		}
+		run(b, string(cursor))
+	})
 }
 
 // mustMe returns the user c is logged in as.

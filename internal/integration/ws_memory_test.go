@@ -247,27 +247,31 @@ func readiness(site int) string {
 // keeps the replays of the test's sockets from queueing for the read
 // model all at once (slow under the race detector), which would let the
 // first server pings (never answered here) come before the test counts.
-func readUpgrade(c net.Conn) error { return readUntilReady(c, 1024) }
+func readUpgrade(c net.Conn) error {
+	_, err := readUntilReady(c, 1024)
+	return err
+}
 
-// readUntilReady is readUpgrade for a replay of up to limit bytes.
-func readUntilReady(c net.Conn, limit int) error {
+// readUntilReady is readUpgrade for a replay of up to limit bytes; it
+// returns what it read.
+func readUntilReady(c net.Conn, limit int) ([]byte, error) {
 	buf := make([]byte, limit)
 	n := 0
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
 	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) || !bytes.Contains(buf[:n], []byte(`"type":"ready"`)) {
 		if n == len(buf) {
-			return fmt.Errorf("handshake answer over %d bytes", len(buf))
+			return nil, fmt.Errorf("handshake answer over %d bytes", len(buf))
 		}
 		m, err := c.Read(buf[n:])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		n += m
 	}
 	if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 101 ")) {
 		line, _, _ := bytes.Cut(buf[:n], []byte("\r\n"))
-		return fmt.Errorf("handshake answered %q", line)
+		return nil, fmt.Errorf("handshake answered %q", line)
 	}
-	return nil
+	return buf[:n], nil
 }

@@ -140,14 +140,42 @@ func (v *View) IsMember(_ context.Context, room, user string) (bool, error) {
 func (v *View) Room(_ context.Context, id, viewer string) (salamander.Room, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	rs := v.m.rooms[id]
-	if rs == nil {
-		return salamander.Room{ID: id}, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
-	}
-	if viewer != "" && !isMember(rs, viewer) {
-		return salamander.Room{}, salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id)
+	rs, err := v.viewedRoom(id, viewer)
+	if err != nil {
+		return salamander.Room{ID: id}, err
 	}
 	return rs.roomView(viewer), nil
+}
+
+// viewedRoom is room id if viewer ("": anyone) may see it, else Room's
+// errors. The caller holds the model's lock.
+func (v *View) viewedRoom(id, viewer string) (*roomState, error) {
+	rs := v.m.rooms[id]
+	if rs == nil {
+		return nil, salamander.Errorf(salamander.CodeNotFound, "no room %q", id)
+	}
+	if viewer != "" && !isMember(rs, viewer) {
+		return nil, salamander.Errorf(salamander.CodeForbidden, "you are not a member of room %s", id)
+	}
+	return rs, nil
+}
+
+// RoomHead is Room without its members and read markers (Members and
+// ReadMarkers are nil): what a read marker or a membership check needs,
+// without copying a group's member list.
+func (v *View) RoomHead(_ context.Context, id, viewer string) (salamander.Room, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	rs, err := v.viewedRoom(id, viewer)
+	if err != nil {
+		return salamander.Room{ID: id}, err
+	}
+	room := salamander.Room{ID: rs.id, Kind: rs.kind, Name: rs.name, LastSeq: rs.lastSeq, CreatedAt: rs.created}
+	if viewer != "" {
+		room.ReadSeq, _ = rs.members.read(viewer)
+		room.Unread = room.LastSeq - min(room.ReadSeq, room.LastSeq)
+	}
+	return room, nil
 }
 
 // RoomsOf lists the rooms user is a member of, most recently active first.
@@ -373,9 +401,12 @@ SELECT seq, kind, room, body, mseq FROM (
 // CPU (BenchmarkSyncFirstPage: 780 µs with the text, 109 µs prepared) —
 // on every WebSocket connect, and a reconnect storm after a fire is all
 // connects. database/sql prepares a statement again on each reader
-// connection it first runs on, and keeps it there.
+// connection it first runs on, and keeps it there (the readers stay open:
+// see Open). The sync query is prepared once per bound (syncBounds).
 type readStatements struct {
-	applied, sync                              *sql.Stmt // Sync
+	applied                                    *sql.Stmt // Sync
+	sync                                       [len(syncBounds)]*sql.Stmt
+	syncWide                                   *sql.Stmt // a limit past every bound (compiled anew as it changes)
 	message, messageByKey                      *sql.Stmt // one message, by seq or by client key
 	historyAfter, historyBefore, historyNewest *sql.Stmt // History's three directions
 	audit                                      *sql.Stmt
@@ -386,7 +417,10 @@ func prepareReads(db *sql.DB) (*readStatements, error) {
 	rd := readStatements{preparedSet: preparedSet{db: db}}
 	p := rd.prepare
 	p(&rd.applied, `SELECT stream, seq FROM applied ORDER BY stream`)
-	p(&rd.sync, syncQuery)
+	for i := range rd.sync {
+		p(&rd.sync[i], syncQuery)
+	}
+	p(&rd.syncWide, syncQuery)
 	const cols = `SELECT seq, pos FROM messages WHERE room = ?`
 	p(&rd.message, cols+` AND seq = ?`)
 	p(&rd.messageByKey, `SELECT seq FROM (SELECT seq, client_key FROM messages WHERE room = ?
@@ -400,6 +434,26 @@ func prepareReads(db *sql.DB) (*readStatements, error) {
 		return nil, err
 	}
 	return &rd, nil
+}
+
+// syncBounds are the bounds a sync's query is run with, one statement
+// each (readStatements.sync): the smallest that holds the page's limit
+// plus one. Each statement is then bound to one value only, which SQLite
+// does not compile again; a replay asks for 500 events (wsReplayPage),
+// GET /v1/sync for up to MaxSyncEvents (its default). A larger bound
+// than the page needs costs a little (each span's rows are bounded by
+// it): a page of one from a long history takes ~0.23 ms bound to 101,
+// ~0.13 ms bound to 2.
+var syncBounds = [...]int{2, 101, 501, salamander.MaxSyncEvents + 1}
+
+// syncStmt returns the statement and bound for a page of limit events.
+func (rd *readStatements) syncStmt(limit int) (*sql.Stmt, int) {
+	for i, b := range syncBounds {
+		if limit+1 <= b {
+			return rd.sync[i], b
+		}
+	}
+	return rd.syncWide, limit + 1
 }
 
 // Sync returns the stored events for user after cursor, at most limit, and
@@ -438,9 +492,16 @@ func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, lim
 	next := cur.Clone()
 	res := salamander.SyncResult{Events: []salamander.Event{}}
 	size := 0 // the page's size so far, as estimated by eventSize
+	stmt, bound := v.rd.syncStmt(limit)
 	for _, s := range streams {
+		if cur[s] >= applied[s] {
+			// Nothing new here (a reconnect's usual case for most
+			// streams): no query.
+			next.Advance(salamander.Position{Stream: s, Seq: applied[s]})
+			continue
+		}
 		remaining := limit - len(res.Events)
-		got, err := v.syncStream(ctx, tx, user, s, cur[s], applied[s], limit+1, remaining+1)
+		got, err := v.syncStream(ctx, tx, stmt, user, s, cur[s], applied[s], bound, remaining+1)
 		if err != nil {
 			return salamander.SyncResult{}, err
 		}
@@ -501,12 +562,12 @@ func eventSize(e *salamander.Event) int {
 }
 
 // syncStream returns the first want events of user's in stream after
-// after, up to upTo. The query's own bound is limit, the page's (≥ want),
-// the same for every stream of a page and every page of a size: SQLite
+// after, up to upTo, with stmt (syncQuery) bound to bound (≥ want): the
+// same for every stream of a page and every page of a size, since SQLite
 // compiles the statement again whenever that parameter changes (it also
 // bounds an OFFSET), which cost some 150 µs a stream.
-func (v *View) syncStream(ctx context.Context, tx *sql.Tx, user, stream string, after, upTo uint64, limit, want int) ([]salamander.Event, error) {
-	rows, err := tx.StmtContext(ctx, v.rd.sync).QueryContext(ctx, after, upTo, user, stream, limit)
+func (v *View) syncStream(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, user, stream string, after, upTo uint64, bound, want int) ([]salamander.Event, error) {
+	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, after, upTo, user, stream, bound)
 	if err != nil {
 		return nil, fmt.Errorf("view: sync %s: %w", stream, err)
 	}

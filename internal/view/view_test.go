@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -933,6 +934,47 @@ func TestSyncPagesAcrossStreams(t *testing.T) {
 		}
 		if !slices.Equal(got, want) {
 			t.Fatalf("limit %d: pages hold\n%v\nwant\n%v", limit, got, want)
+		}
+	}
+}
+
+// TestRoomHeadIsRoomWithoutMembers: RoomHead answers what Room answers
+// (the same codes, seqs and names) but leaves out the members, their read
+// markers and the newest message.
+func TestRoomHeadIsRoomWithoutMembers(t *testing.T) {
+	v := openTemp(t)
+	entry := (&p0Entries{}).entry
+	entries := []jsstore.Entry{entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_head", Kind: salamander.RoomGroup,
+		Name: "head", Members: []string{"alice", "bob", "carol"}, By: "alice"})}
+	for i := range 5 {
+		entries = append(entries, entry(salamander.Record{Type: salamander.RecMessageSent, Room: "g_head", User: "alice",
+			ClientID: fmt.Sprint("h", i), Text: "x"}))
+	}
+	entries = append(entries, entry(salamander.Record{Type: salamander.RecMessageRead, Room: "g_head", User: "bob", Seq: 3}))
+	apply(t, v, &memLog{}, entries)
+	ctx := context.Background()
+	for _, viewer := range []string{"alice", "bob", "carol", ""} {
+		full, err := v.Room(ctx, "g_head", viewer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, err := v.RoomHead(ctx, "g_head", viewer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full.Members, full.ReadMarkers, full.LastMessage = nil, nil, nil
+		if !reflect.DeepEqual(head, full) {
+			t.Errorf("viewer %q: head %+v, room %+v", viewer, head, full)
+		}
+	}
+	for _, c := range []struct {
+		room, viewer string
+		code         salamander.Code
+	}{{"g_head", "dave", salamander.CodeForbidden}, {"g_none", "alice", salamander.CodeNotFound}} {
+		_, errRoom := v.Room(ctx, c.room, c.viewer)
+		_, errHead := v.RoomHead(ctx, c.room, c.viewer)
+		if salamander.ErrorCode(errRoom) != c.code || salamander.ErrorCode(errHead) != c.code {
+			t.Errorf("%s for %s: room %v, head %v; want %s", c.room, c.viewer, errRoom, errHead, c.code)
 		}
 	}
 }
