@@ -217,6 +217,9 @@ func adminDrill(ctx context.Context, store *jsstore.Store, args []string, stdout
 	if err := fs.Parse(args[2:]); err != nil {
 		return flagError(err)
 	}
+	if fs.NArg() > 0 { // the flag package stops at the first word: flags after it would be dropped unread
+		return fmt.Errorf("admin: usage: drill end ID --reason TEXT (unexpected %q)", fs.Arg(0))
+	}
 	req := salamander.DrillEndRequest{Reason: *reason}
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("admin: %w", err)
@@ -314,9 +317,22 @@ func adminStepDown(ctx context.Context, store *jsstore.Store, stream, site strin
 		fmt.Fprintf(stdout, "%s: leader stepped down; a new one is elected among its replicas\n", stream)
 		return record("any")
 	}
+	// The ops API's rules (gateway.handleMoveLeader): not to a drained
+	// site, and a site that leads already is where the leader is.
+	_, drained, err := drainState(ctx, store)
+	if err != nil {
+		return fmt.Errorf("admin: read the sites' drains: %w", err)
+	}
+	if slices.Contains(drained, site) {
+		return fmt.Errorf("admin: site %s is drained; undrain it first", site)
+	}
 	st, err := store.StatusOf(ctx, stream)
 	if err != nil {
 		return err
+	}
+	if st.Leader != "" && jsstore.ServerSite(st.Leader) == site {
+		fmt.Fprintf(stdout, "%s: already led by %s (site %s); nothing moved\n", stream, st.Leader, site)
+		return nil
 	}
 	target := ""
 	for _, r := range st.Replicas {
@@ -433,6 +449,9 @@ func adminIncident(ctx context.Context, store *jsstore.Store, args []string, std
 	}
 	if err := fs.Parse(rest); err != nil {
 		return flagError(err)
+	}
+	if fs.NArg() > 0 { // the flag package stops at the first word: flags after it would be dropped unread
+		return fmt.Errorf("admin: usage: incident %s: unexpected %q (quote a text of several words)", verb, fs.Arg(0))
 	}
 	var rec salamander.Record
 	if verb == "announce" {

@@ -318,8 +318,38 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	if err := checkSites(sites, c.Site, len(cfg.NATSURLs) == 0, len(cfg.NATS.Routes)); err != nil {
+		return cfg, err
+	}
 	cfg.Sites = sites
 	return cfg, nil
+}
+
+// checkSites refuses a --sites list that does not name the deployment's
+// sites once each: the site counts the deployment's sites from it, and a
+// site that hears from no more than half of them stops serving as cut off
+// (a fourth entry in a three-site deployment would make each survivor of
+// a fire refuse every request). It must name this site, and in embedded
+// mode as many sites as this one's routes reach, and itself.
+func checkSites(sites []gateway.SiteInfo, self string, embedded bool, routes int) error {
+	if len(sites) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, s := range sites {
+		if seen[s.Name] {
+			return fmt.Errorf("serve: --sites names site %s twice", s.Name)
+		}
+		seen[s.Name] = true
+	}
+	if !seen[self] {
+		return fmt.Errorf("serve: --sites does not name this site, %s: list every site of the deployment, this one too", self)
+	}
+	if embedded && len(sites) != routes+1 {
+		return fmt.Errorf("serve: --sites names %d sites, but --routes reach %d others: list every site of the deployment once",
+			len(sites), routes)
+	}
+	return nil
 }
 
 // Bounds of --window-idle: below a few seconds windows would be read back

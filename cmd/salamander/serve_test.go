@@ -51,7 +51,14 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		{"--site", "a", "--secrets", a, "--trusted-proxies", "proxy.example"}, {"--site", "a", "--secrets", a, "--rate-limit-exempt", "10.0.0.0/33"},
 		{"--site", "a", "--secrets", a, "--record-slots", "-1"}, {"--site", "a", "--secrets", a, "--record-slots", "1025"},
 		{"--site", "a", "--secrets", a, "--window-idle", "9s"}, {"--site", "a", "--secrets", a, "--window-idle", "169h"},
-		{"--site", "a", "--secrets", a, "--window-idle", "soon"}} {
+		{"--site", "a", "--secrets", a, "--window-idle", "soon"},
+		// --sites must name the deployment's sites once each, this one too
+		// (the site counts the deployment from it), and in embedded mode as
+		// many as its routes reach and itself.
+		{"--site", "a", "--secrets", a, "--routes", "h:1,h:2", "--sites", "a=http://a,b=http://b,b=http://b2"},
+		{"--site", "a", "--secrets", a, "--routes", "h:1,h:2", "--sites", "b=http://b,c=http://c,d=http://d"},
+		{"--site", "a", "--secrets", a, "--routes", "h:1,h:2", "--sites", "a=http://a,b=http://b,c=http://c,d=http://d"},
+		{"--site", "a", "--secrets", a, "--routes", "h:1,h:2", "--sites", "a=http://a,b=http://b"}} {
 		c, err := parseServeFlags(bad)
 		if err == nil {
 			_, err = c.siteConfig()
@@ -59,6 +66,12 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		if err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+	good := []string{"--site", "a", "--secrets", a, "--routes", "h:1,h:2", "--sites", "a=http://a,b=http://b,c=http://c"}
+	if c, err := parseServeFlags(good); err != nil {
+		t.Fatal(err)
+	} else if cfg, err := c.siteConfig(); err != nil || len(cfg.Sites) != 3 {
+		t.Errorf("%v: %+v, %v", good, cfg.Sites, err)
 	}
 }
 

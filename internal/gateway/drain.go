@@ -151,6 +151,11 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 	if err != nil {
 		return err
 	}
+	if st.Leader != "" && jsstore.ServerSite(st.Leader) == req.Site {
+		// Already there: nothing moves, so nothing is recorded.
+		writeJSON(w, http.StatusOK, map[string]string{"stream": stream, "leader": st.Leader, "site": req.Site})
+		return nil
+	}
 	target := ""
 	for _, rep := range st.Replicas {
 		if jsstore.ServerSite(rep) == req.Site && !slices.Contains(st.Unhealthy, rep) {

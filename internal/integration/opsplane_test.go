@@ -411,6 +411,11 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		}
 		return nil
 	})
+	// Asked again, where it is led already: 200, not "no healthy replica
+	// at site c" (the leader is not among its stream's followers).
+	if code, body := opsCall(t, 2, "POST", "/v1/ops/streams/acct/leader", op.Token(), map[string]string{"site": "c"}); code != http.StatusOK {
+		t.Fatalf("move leader where it is: %d %s", code, body)
+	}
 	// Read at another site than the move's, which applies its record
 	// moments later (the move is recorded once done).
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
@@ -465,6 +470,13 @@ func TestAdminCLIIncidentsAndDrains(t *testing.T) {
 		"incident", "announce", "--impact", "cosmic", "--services", "login", "--title", "x", "--message", "y").CombinedOutput(); err == nil {
 		t.Fatalf("a bad impact was taken: %s", out)
 	}
+	// A text of two words unquoted: the flag package stops at "stray", and
+	// the Korean title after it would be dropped unread.
+	if out, err := exec.CommandContext(ctx, salamanderBin, "admin", "--nats", cluster.NATSURL(1), "--creds", cluster.AdminFile(),
+		"incident", "announce", "--impact", "minor", "--services", "login", "--title", "x", "--message", "late", "stray",
+		"--title-ko", "지연").CombinedOutput(); err == nil || !strings.Contains(string(out), `unexpected "stray"`) {
+		t.Fatalf("an announcement with a stray word: %v\n%s", err, out)
+	}
 	// The CLI drains by the ops API's rules: a known site, not twice, and
 	// a majority always in service. A refused drain changes nothing.
 	refused := func(want string, args ...string) {
@@ -491,6 +503,7 @@ func TestAdminCLIIncidentsAndDrains(t *testing.T) {
 		return nil
 	})
 	refused("drained already", "drain", "b")
+	refused("site b is drained", "step-down", "acct", "b") // as the ops API refuses it
 	refused("less than a majority of the 3 sites", "drain", "c")
 	if code, body := opsCall(t, 2, "GET", "/readyz", "", nil); code != http.StatusOK {
 		t.Fatalf("site c after a refused drain: %d %s", code, body)
