@@ -80,17 +80,23 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("admin: %w", err)
 	}
 	defer store.Close()
-	// EnsureStreams also upgrades streams an older version created (only
-	// the admin credential may), but waits while any stream elects a
-	// leader: in a fire, an admin action must not wait for that.
+	// UpgradeStreams upgrades streams an older version created (only the
+	// admin credential may) and creates nothing (a command run on a
+	// damaged cluster must not set up a new one over it), but waits while
+	// any stream elects a leader: in a fire, an admin action must not
+	// wait for that.
 	ectx, ecancel := context.WithTimeout(ctx, adminEnsureWait)
-	err = store.EnsureStreams(ectx)
+	err = store.UpgradeStreams(ectx)
 	ecancel()
 	if err != nil {
 		if lerr := store.LearnPartitions(ctx); lerr != nil {
 			return fmt.Errorf("admin: %w; nor could the partition count be read: %v", err, lerr)
 		}
-		fmt.Fprintf(stderr, "admin: not every stream answered within %s (one may be electing a leader): %v; going on\n", adminEnsureWait, err)
+		if errors.Is(err, jsstore.ErrStreamMissing) {
+			fmt.Fprintf(stderr, "admin: %v; going on\n", err)
+		} else {
+			fmt.Fprintf(stderr, "admin: not every stream answered within %s (one may be electing a leader): %v; going on\n", adminEnsureWait, err)
+		}
 	}
 	switch cmd := fs.Arg(0); cmd {
 	case "revoke-user":

@@ -373,10 +373,23 @@ func (s *Store) Conn() *nats.Conn { return s.nc }
 // EnsureStreams creates the cluster's streams if they do not exist and
 // learns the partition count. It retries until ctx ends: on a fresh cluster
 // the meta leader takes seconds to be elected.
-func (s *Store) EnsureStreams(ctx context.Context) error {
+func (s *Store) EnsureStreams(ctx context.Context) error { return s.retryEnsure(ctx, true) }
+
+// UpgradeStreams is EnsureStreams for a tool acting on a cluster that
+// exists (the admin CLI): it upgrades the streams an older version
+// created and learns the partition count, but creates nothing — a
+// missing cluster bucket or stream is reported, never made anew (a
+// diagnostic command in a disaster must not set up a new cluster over a
+// damaged one).
+func (s *Store) UpgradeStreams(ctx context.Context) error { return s.retryEnsure(ctx, false) }
+
+func (s *Store) retryEnsure(ctx context.Context, create bool) error {
 	backoff := 50 * time.Millisecond
 	for {
-		err := s.ensureStreams(ctx)
+		err := s.ensureStreams(ctx, create)
+		if errors.Is(err, ErrNoCluster) || !create && errors.Is(err, ErrStreamMissing) {
+			return err // waiting will not bring them: only the sites (or a restore) make them
+		}
 		if err == nil {
 			return nil
 		}
@@ -456,11 +469,18 @@ func parsePartitions(value []byte) (int, error) {
 	return n, nil
 }
 
-func (s *Store) ensureStreams(ctx context.Context) error {
+// ErrNoCluster: UpgradeStreams found no Salamander cluster (no cluster
+// bucket, or no partition count or id in it).
+var ErrNoCluster = errors.New("no Salamander cluster here")
+
+func (s *Store) ensureStreams(ctx context.Context, create bool) error {
 	cctx, cancel := context.WithTimeout(ctx, ensureAttemptTimeout)
 	defer cancel()
 	kv, err := s.js.KeyValue(cctx, clusterBucket)
-	if err != nil {
+	if !create && errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("%w: no %s bucket (restore the cluster from a backup, or start its sites)", ErrNoCluster, clusterBucket)
+	}
+	if err != nil && create {
 		kv, err = s.js.CreateKeyValue(cctx, jetstream.KeyValueConfig{
 			Bucket:      clusterBucket,
 			Description: "Salamander cluster-wide settings, fixed at creation",
@@ -471,14 +491,19 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster bucket: %w", err)
 	}
-	want := strconv.Itoa(s.cfg.Partitions)
-	if _, err := kv.Create(cctx, partitionsKey, []byte(want)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("record partition count: %w", err)
-	}
-	if _, err := kv.Create(cctx, clusterIDKey, []byte(newClusterID())); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("record the cluster id: %w", err)
+	if create {
+		want := strconv.Itoa(s.cfg.Partitions)
+		if _, err := kv.Create(cctx, partitionsKey, []byte(want)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("record partition count: %w", err)
+		}
+		if _, err := kv.Create(cctx, clusterIDKey, []byte(newClusterID())); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("record the cluster id: %w", err)
+		}
 	}
 	id, err := kv.Get(cctx, clusterIDKey)
+	if !create && errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%w: no cluster id in %s", ErrNoCluster, clusterBucket)
+	}
 	if err != nil {
 		return fmt.Errorf("read the cluster id: %w", err)
 	}
@@ -488,10 +513,13 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		return fmt.Errorf("read the set-up mark: %w", err)
 	}
 	n, err := readPartitions(cctx, kv)
+	if !create && errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%w: no partition count in %s", ErrNoCluster, clusterBucket)
+	}
 	if err != nil {
 		return err
 	}
-	if n != s.cfg.Partitions {
+	if create && n != s.cfg.Partitions {
 		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)
 	}
 	// The standbys came after the partitions: a cluster set up before them
@@ -531,6 +559,9 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			return fmt.Errorf("%w: %s (%s) is gone; restore it from a backup (salamander restore) — it is never "+
 				"re-created empty", ErrStreamMissing, name, natsName(name))
 		}
+		if !create {
+			return fmt.Errorf("%w: %s (%s) does not exist yet; the sites create it", ErrStreamMissing, name, natsName(name))
+		}
 		// Create, never update: a gateway may not reconfigure a stream.
 		_, err = s.js.CreateStream(cctx, jetstream.StreamConfig{
 			Name:        natsName(name),
@@ -549,7 +580,7 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		}
 	}
 	for key, done := range map[string]bool{setUpKey: setUp, standbysKey: standbysSetUp} {
-		if done {
+		if done || !create {
 			continue
 		}
 		if _, err := kv.Create(cctx, key, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil &&

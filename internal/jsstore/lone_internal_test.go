@@ -81,7 +81,7 @@ func TestStreamsThatBreakAGuaranteeAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		err := s.ensureStreams(ctx)
+		err := s.ensureStreams(ctx, true)
 		if errors.Is(err, ErrStreamConfig) {
 			if !strings.Contains(err.Error(), "direct gets are off") || !strings.Contains(err.Error(), "may drop records") {
 				t.Fatalf("refused without saying why: %v", err)
@@ -127,5 +127,47 @@ func TestStatusListsEveryStreamWhenOneCannotBeRead(t *testing.T) {
 		if IsStandby(ss.Stream) && ss.StandbyOf != PartitionOf(ss.Stream) {
 			t.Fatalf("standby %s says it stands by %q", ss.Stream, ss.StandbyOf)
 		}
+	}
+}
+
+// UpgradeStreams (the admin CLI's) creates nothing: on a server without a
+// cluster it says so and leaves it without one; on a cluster it learns
+// the partition count; a stream gone from a set-up cluster is reported at
+// once, not waited for and not made anew.
+func TestUpgradeStreamsCreatesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	url := startLoneServer(ctx, t)
+	scfg := DefaultConfig(url)
+	scfg.Replicas, scfg.Partitions = 1, 2
+	admin, err := Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	// (The server may still be electing its meta leader: ask until the
+	// answer is about the cluster.)
+	for err = admin.UpgradeStreams(ctx); !errors.Is(err, ErrNoCluster); err = admin.UpgradeStreams(ctx) {
+		if ctx.Err() != nil {
+			t.Fatalf("on an empty server: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := admin.js.KeyValue(ctx, clusterBucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("the cluster bucket after UpgradeStreams on an empty server: %v", err)
+	}
+	site := openTestStore(ctx, t, url, nil) // a site sets the cluster up
+	if err := admin.UpgradeStreams(ctx); err != nil || admin.partitions.Load() != 2 {
+		t.Fatalf("on a set-up cluster: %v, %d partitions", err, admin.partitions.Load())
+	}
+	if err := site.js.DeleteStream(ctx, natsName("p1")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := admin.UpgradeStreams(ctx); !errors.Is(err, ErrStreamMissing) || time.Since(start) > 5*time.Second {
+		t.Fatalf("with p1 gone: %v after %s", err, time.Since(start))
+	}
+	if _, err := admin.js.Stream(ctx, natsName("p1")); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("p1 after UpgradeStreams: %v", err)
 	}
 }
