@@ -521,6 +521,7 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	rep.ReadMarks, rep.ReadMarkErrs = w.marks.Load(), w.markErrs.Load()
 	rep.measure(w, r.recs, r.t0, r.faults)
 	rep.measureElections(w, r.recs, r.elections())
+	rep.measureReconnects(w, r.faults)
 	rep.judge()
 	return rep, nil
 }

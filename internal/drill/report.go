@@ -276,6 +276,15 @@ type ReconnectStats struct {
 	MaxMS   float64 `json:"max_ms"`
 }
 
+// measureReconnects sets each fault's Reconnect and the worst of them.
+func (r *Report) measureReconnects(w *workload, faults []*Fault) {
+	for _, f := range faults {
+		f.Reconnect = reconnects(w, strings.TrimRight(w.cl.URL(f.site), "/"), f.at)
+		r.ReconnectMSP50 = math.Max(r.ReconnectMSP50, f.Reconnect.P50MS)
+		r.ReconnectMSMax = math.Max(r.ReconnectMSMax, f.Reconnect.MaxMS)
+	}
+}
+
 // reconnects measures, for a fault that struck site (its URL) at t, how
 // soon the devices connected there were live again.
 func reconnects(w *workload, site string, t time.Time) ReconnectStats {
@@ -415,9 +424,6 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 		}
 		all, others := clientGaps(w, recs, f.at, f.site)
 		f.WriteGap, f.WriteGapOthers = all, others
-		f.Reconnect = reconnects(w, strings.TrimRight(w.cl.URL(f.site), "/"), f.at)
-		r.ReconnectMSP50 = math.Max(r.ReconnectMSP50, f.Reconnect.P50MS)
-		r.ReconnectMSMax = math.Max(r.ReconnectMSMax, f.Reconnect.MaxMS)
 		r.WriteGapMSP50 = math.Max(r.WriteGapMSP50, all.P50MS)
 		r.WriteGapMSMax = math.Max(r.WriteGapMSMax, all.MaxMS)
 	}
