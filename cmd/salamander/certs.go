@@ -38,11 +38,20 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
 	}
-	if *dir == "" || fs.NArg() > 0 {
+	if *dir == "" {
 		fs.Usage()
 		return fmt.Errorf("certs: --dir is required")
 	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("certs: unexpected %q", fs.Arg(0))
+	}
 	o := secrets.Options{Sites: splitList(*sites), TLS: !*plain, Hosts: map[string][]string{}}
+	// A deployment keeps each stream's three replicas at three sites: with
+	// fewer, its sites could not start.
+	if len(o.Sites) < 3 {
+		return fmt.Errorf("certs: a deployment has three sites or more (--sites %s)", *sites)
+	}
 	for _, item := range splitList(*hosts) {
 		name, list, ok := strings.Cut(item, "=")
 		if !ok || name == "" || list == "" {

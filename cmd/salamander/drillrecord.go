@@ -25,6 +25,7 @@ type drillRecorder struct {
 	store *jsstore.Store
 	id    string
 	drill salamander.Drill
+	sites []string // every site's name, for a drill that cuts one off
 }
 
 // drillKind is how regulators count a drill: one that takes a site down
@@ -50,11 +51,12 @@ func startDrillRecord(ctx context.Context, conn *connFlags, cfg drill.Config) (*
 	}
 	scenarios := strings.Split(cfg.Scenario, ",")
 	cuts := slices.Contains(scenarios, drill.ScenarioPartition) && len(cfg.Sites) > 0
-	if err := checkDrillMayStart(ctx, store, cfg.Site, cuts); err != nil {
+	sites, err := checkDrillMayStart(ctx, store, cfg.Site, cuts)
+	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	r := &drillRecorder{store: store, id: salamander.NewOpsID("drl")}
+	r := &drillRecorder{store: store, id: salamander.NewOpsID("drl"), sites: sites}
 	r.drill = salamander.Drill{ID: r.id, Scenario: cfg.Scenario, Kind: drillKind(scenarios), Site: cfg.Site,
 		State: salamander.DrillRunning}
 	if cuts {
@@ -69,6 +71,9 @@ func startDrillRecord(ctx context.Context, conn *connFlags, cfg drill.Config) (*
 
 func (r *drillRecorder) append(ctx context.Context, typ salamander.RecordType, d *salamander.Drill, step string) error {
 	rec := salamander.Record{Type: typ, Drill: d, Site: "cli", At: time.Now().UTC()}
+	if typ == salamander.RecDrillStarted {
+		rec.Members = r.sites // the log's own majority check
+	}
 	_, _, err := r.store.Append(ctx, jsstore.AccountsStream, "drill."+r.id, rec,
 		jsstore.AppendOptions{MsgID: "drill-" + step + ":" + r.id})
 	if err != nil {
@@ -154,23 +159,25 @@ func refuseWhileDrillRuns(ctx context.Context, store *jsstore.Store, what string
 // cuts site off (cuts: any site, when site is "") unless that leaves a
 // majority of the sites serving with those drained: the console's rules
 // (gateway.handleStartDrill), on the log as its leader holds it.
-func checkDrillMayStart(ctx context.Context, store *jsstore.Store, site string, cuts bool) error {
+// For a drill that cuts a site off it returns every site's name, for the
+// log's own majority check (the record's Members).
+func checkDrillMayStart(ctx context.Context, store *jsstore.Store, site string, cuts bool) (sites []string, err error) {
 	if err := refuseWhileDrillRuns(ctx, store, "start another"); err != nil {
-		return fmt.Errorf("drill: %w", err)
+		return nil, fmt.Errorf("drill: %w", err)
 	}
 	if !cuts {
-		return nil
+		return nil, nil
 	}
 	sites, drained, err := drainState(ctx, store)
 	if err != nil {
-		return fmt.Errorf("drill: read the sites' drains: %w", err)
+		return nil, fmt.Errorf("drill: read the sites' drains: %w", err)
 	}
 	if site != "" && slices.Contains(drained, site) {
-		return fmt.Errorf("drill: site %s is drained", site)
+		return nil, fmt.Errorf("drill: site %s is drained", site)
 	}
 	if !salamander.OneMoreOutLeavesMajority(len(drained), len(sites)) {
-		return fmt.Errorf("drill: cutting a site off while %v is drained would leave less than a majority of the %d sites serving; undrain first",
+		return nil, fmt.Errorf("drill: cutting a site off while %v is drained would leave less than a majority of the %d sites serving; undrain first",
 			drained, len(sites))
 	}
-	return nil
+	return sites, nil
 }

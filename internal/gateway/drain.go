@@ -104,9 +104,13 @@ func (g *Gateway) handleDrain(drain bool) errHandler {
 			return err
 		}
 		if g.cfg.View.IsDrained(site) != drain {
-			// Another drain landed first, or the caller's role is gone.
+			// Another drain or a drill landed first, or the caller's role
+			// is gone.
 			if err := CheckDrain(site, g.siteNames(), slices.Collect(maps.Keys(g.cfg.View.Drained())), drain); err != nil {
 				return err
+			}
+			if running := g.cfg.View.RunningDrills(); drain && len(running) > 0 {
+				return DrillRunningError(running[0], "drain")
 			}
 			return salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an operator?)")
 		}

@@ -140,26 +140,27 @@ func (g *Gateway) handleStartDrill(w http.ResponseWriter, r *http.Request, c cla
 	if len(g.cfg.Sites) < 3 {
 		return salamander.Errorf(salamander.CodeConflict, "an isolation drill needs three sites or more")
 	}
-	if g.cfg.View.IsDrained(req.Site) {
-		return salamander.Errorf(salamander.CodeConflict, "site %s is drained", req.Site)
+	// Decide on the log as it is now, not as this site last applied it:
+	// another site may have started a drill or drained a site a moment ago.
+	if err := g.confirmNegative(r.Context(), jsstore.AccountsStream); err != nil {
+		return err
 	}
-	// The site cut off counts like a drained one: together they must leave
-	// a majority of the sites serving (and the log its quorum).
-	if drained := slices.Sorted(maps.Keys(g.cfg.View.Drained())); !salamander.OneMoreOutLeavesMajority(len(drained), len(g.cfg.Sites)) {
-		return salamander.Errorf(salamander.CodeConflict, "cutting off %s while %v is drained would leave less than a majority of the %d sites serving; undrain first",
-			req.Site, drained, len(g.cfg.Sites))
-	}
-	if running := g.cfg.View.RunningDrills(); len(running) > 0 {
-		return DrillRunningError(running[0], "start another")
+	if err := g.mayStartDrill(req.Site); err != nil {
+		return err
 	}
 	id := salamander.NewOpsID("drl")
 	rec := salamander.Record{Type: salamander.RecDrillStarted, Drill: &salamander.Drill{ID: id, Scenario: "isolate",
-		Kind: salamander.DrillSimulation, Site: req.Site, Seconds: req.Seconds, State: salamander.DrillRunning}}
+		Kind: salamander.DrillSimulation, Site: req.Site, Seconds: req.Seconds, State: salamander.DrillRunning},
+		Members: g.siteNames()} // for the log's own majority check
 	if err := g.opsRecord(r, c, "drill."+id, rec); err != nil {
 		return err
 	}
 	d, ok := g.cfg.View.Drill(id)
 	if !ok {
+		// Another drill or a drain landed first, or the caller's role is gone.
+		if err := g.mayStartDrill(req.Site); err != nil {
+			return err
+		}
 		return salamander.Errorf(salamander.CodeForbidden, "the log did not take the drill (are you still an operator?)")
 	}
 	g.wg.Add(1)
@@ -168,6 +169,25 @@ func (g *Gateway) handleStartDrill(w http.ResponseWriter, r *http.Request, c cla
 		g.runDrill(d, c.User)
 	}()
 	writeJSON(w, http.StatusAccepted, d)
+	return nil
+}
+
+// mayStartDrill checks, on this site's log, that a drill cutting site off
+// may start: the site is not drained, it and the drained ones leave a
+// majority serving, and no other drill runs.
+func (g *Gateway) mayStartDrill(site string) error {
+	if g.cfg.View.IsDrained(site) {
+		return salamander.Errorf(salamander.CodeConflict, "site %s is drained", site)
+	}
+	// The site cut off counts like a drained one: together they must leave
+	// a majority of the sites serving (and the log its quorum).
+	if drained := slices.Sorted(maps.Keys(g.cfg.View.Drained())); !salamander.OneMoreOutLeavesMajority(len(drained), len(g.cfg.Sites)) {
+		return salamander.Errorf(salamander.CodeConflict, "cutting off %s while %v is drained would leave less than a majority of the %d sites serving; undrain first",
+			site, drained, len(g.cfg.Sites))
+	}
+	if running := g.cfg.View.RunningDrills(); len(running) > 0 {
+		return DrillRunningError(running[0], "start another")
+	}
 	return nil
 }
 

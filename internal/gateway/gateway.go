@@ -420,7 +420,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
 	m.HandleFunc("GET /v1/ops/audit", g.handle(salamander.RoleOperator, g.handleAudit))
 	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
-	m.HandleFunc("GET /v1/ops/site", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSite)))
+	m.HandleFunc("GET /v1/ops/site", g.authedDiagnostics(g.withRole(salamander.RoleOperator, g.handleOpsSite)))
 	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))
 	m.HandleFunc("GET /ops", g.handleConsole)
 	m.HandleFunc("GET /ops/{file}", g.handleConsole)
@@ -579,6 +579,26 @@ func (g *Gateway) authedSession(h authedHandler, suspendedToo bool) http.Handler
 		}
 		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))
 		if err != nil && !(suspendedToo && err == errSuspended) {
+			writeError(w, g.log, r, err)
+			return
+		}
+		h(w, r, c)
+	}
+}
+
+// authedDiagnostics wraps a read-only operator diagnostic that the site
+// answers also while it refuses its users (cut off, catching up, a log
+// alarm): why it refuses is what the operator asks it (the console's
+// not_serving, stalled streams, recent errors). A site whose store is not
+// open yet has no sessions to check against and refuses as ever.
+func (g *Gateway) authedDiagnostics(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !g.cfg.Store.Ready() {
+			writeError(w, g.log, r, errStarting)
+			return
+		}
+		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))
+		if err != nil {
 			writeError(w, g.log, r, err)
 			return
 		}

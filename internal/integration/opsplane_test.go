@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -527,11 +528,35 @@ func TestRecordedIsolationDrill(t *testing.T) {
 	}
 	ctx := testCtx(t, 3*time.Minute)
 	op, _ := withRole(t, ctx, 0, "drillop", salamander.RoleOperator)
-	out, err := exec.CommandContext(ctx, salamanderBin, "drill", "--sites", strings.Join(cluster.URLs(), ","),
+	cmd := exec.CommandContext(ctx, salamanderBin, "drill", "--sites", strings.Join(cluster.URLs(), ","),
 		"--scenario", "partition", "--site", "c", "--cut-for", "5s", "--users", "8", "--duration", "18s", "--fault-at", "4s",
-		"--record", "--nats", cluster.NATSURL(0), "--creds", cluster.AdminFile(), "--log-level", "warn").CombinedOutput()
+		"--record", "--nats", cluster.NATSURL(0), "--creds", cluster.AdminFile(), "--log-level", "warn")
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// While it refuses its users, the cut-off site still tells an operator
+	// why (the console's view of it).
+	var seen string
+	for deadline := time.Now().Add(17 * time.Second); seen == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		code, body := opsCall(t, 2, "GET", "/v1/ops/site", op.Token(), nil)
+		if code == http.StatusOK {
+			var d struct {
+				NotServing string `json:"not_serving"`
+			}
+			if json.Unmarshal(body, &d) == nil {
+				seen = d.NotServing
+			}
+		}
+	}
+	err := cmd.Wait()
+	out := output.Bytes()
 	if err != nil {
 		t.Fatalf("drill: %v\n%s", err, out)
+	}
+	if seen == "" {
+		t.Errorf("site c never answered /v1/ops/site with not_serving while the drill cut it off")
 	}
 	var drills struct {
 		Drills     []salamander.Drill

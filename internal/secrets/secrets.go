@@ -128,9 +128,12 @@ func Generate(dir string, o Options) error {
 	if len(o.Sites) == 0 {
 		return errors.New("secrets: no sites")
 	}
-	for _, s := range o.Sites {
+	for i, s := range o.Sites {
 		if !validSiteName(s) {
 			return fmt.Errorf("secrets: site name %q: use 1-16 lowercase letters, digits or -", s)
+		}
+		if slices.Contains(o.Sites[:i], s) {
+			return fmt.Errorf("secrets: site %s named twice", s)
 		}
 	}
 	if o.Valid == 0 {

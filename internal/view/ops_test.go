@@ -2,6 +2,7 @@ package view
 
 import (
 	"context"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,10 +70,10 @@ func TestOpsRecordsFollowTheRules(t *testing.T) {
 		// drill's end by someone else who is no operator is not.
 		{Type: salamander.RecDrillStarted, By: "op", Drill: &salamander.Drill{ID: "drl-000000002", Scenario: "isolate",
 			Kind: "simulation", Site: "b", Seconds: 5}},
-		{Type: salamander.RecDrillStarted, By: "boss", Drill: &salamander.Drill{ID: "drl-000000003", Scenario: "isolate",
-			Kind: "simulation", Site: "b", Seconds: 5}},
 		{Type: salamander.RecRoleSet, User: "op", Role: "user"},
 		{Type: salamander.RecDrillEnded, By: "op", Drill: &salamander.Drill{ID: "drl-000000002", State: "failed", Summary: "cut short"}},
+		{Type: salamander.RecDrillStarted, By: "boss", Drill: &salamander.Drill{ID: "drl-000000003", Scenario: "isolate",
+			Kind: "simulation", Site: "b", Seconds: 5}},
 		{Type: salamander.RecDrillEnded, By: "carol", Drill: &salamander.Drill{ID: "drl-000000003", State: "passed", Summary: "fake"}},
 	}
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -174,5 +175,55 @@ func TestReportsPageIsTheNewestWithTheirHistories(t *testing.T) {
 	}
 	if len(page[0].History) != 2 || page[0].History[1].Note != "which?" || len(page[1].History) != 1 {
 		t.Fatalf("histories %+v and %+v", page[0].History, page[1].History)
+	}
+}
+
+// The log keeps the console's rules for drills and drains itself: one
+// drill at a time, no drain while a drill runs, and a drill that cuts a
+// site off must leave a majority serving with the drained ones — so that
+// two starts checked at once at two sites (each against a log with none
+// of the other) do not both take effect. A drill that has run for
+// DrillAbandonedAfter no longer counts as running.
+func TestDrillsAndDrainsOneAtATimeInTheLog(t *testing.T) {
+	v := openTemp(t)
+	sites := []string{"a", "b", "c"}
+	drill := func(id, site string) *salamander.Drill {
+		return &salamander.Drill{ID: id, Scenario: "isolate", Kind: "simulation", Site: site, Seconds: 5}
+	}
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "op", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h"},
+		{Type: salamander.RecRoleSet, User: "op", Role: "operator"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin"},
+		{Type: salamander.RecDrillStarted, By: "boss", Members: sites, Drill: drill("drl-00000000a", "c")},
+		{Type: salamander.RecDrillStarted, By: "op", Members: sites, Drill: drill("drl-00000000b", "b")}, // a runs
+		{Type: salamander.RecSiteDrained, By: "boss", Target: "b", Members: sites},                       // a runs
+		{Type: salamander.RecDrillEnded, By: "boss", Drill: &salamander.Drill{ID: "drl-00000000a", State: "passed"}},
+		{Type: salamander.RecSiteDrained, By: "boss", Target: "b", Members: sites},
+		{Type: salamander.RecDrillStarted, By: "op", Members: sites, Drill: drill("drl-00000000c", "c")}, // b drained: a alone would serve
+		{Type: salamander.RecDrillStarted, By: "op", Drill: &salamander.Drill{ID: "drl-00000000d", Scenario: "none", Kind: "simulation"}},
+		{Type: salamander.RecDrillStarted, By: "op", Drill: &salamander.Drill{ID: "drl-00000000e", Scenario: "none", Kind: "simulation"}}, // d runs
+	}
+	var entries []jsstore.Entry
+	for i, r := range recs {
+		r.At = at.Add(time.Duration(i) * time.Second)
+		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
+	}
+	// d's runner died: an hour after its start it no longer blocks another.
+	late := salamander.Record{Type: salamander.RecDrillStarted, By: "op", At: at.Add(salamander.DrillAbandonedAfter + time.Minute),
+		Drill: &salamander.Drill{ID: "drl-00000000f", Scenario: "none", Kind: "simulation"}}
+	entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(len(recs) + 1)}, Record: late})
+	apply(t, v, &memLog{}, entries)
+	got := map[string]string{}
+	for _, d := range v.Drills() {
+		got[d.ID] = d.State
+	}
+	want := map[string]string{"drl-00000000a": "passed", "drl-00000000d": "running", "drl-00000000f": "running"}
+	if !maps.Equal(got, want) {
+		t.Errorf("drills %v, want %v", got, want)
+	}
+	if d := v.Drained(); len(d) != 1 || d["b"].By != "boss" || !d["b"].At.Equal(at.Add(8*time.Second)) {
+		t.Errorf("drained %+v: want b, by the drain after drill a ended", d)
 	}
 }

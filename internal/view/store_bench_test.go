@@ -219,3 +219,53 @@ func BenchmarkSyncFirstPage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReportsOfAUser reads one user's damage reports (a page of 20)
+// and one report by id among 20,000 reports of 2,000 users: what the
+// console and a filer's every view and answer ask.
+func BenchmarkReportsOfAUser(b *testing.B) {
+	v, err := Open(filepath.Join(b.TempDir(), "view.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var seq uint64
+	var batch []jsstore.Entry
+	add := func(rec salamander.Record) {
+		seq++
+		rec.At = at.Add(time.Duration(seq) * time.Millisecond)
+		batch = append(batch, jsstore.Entry{Pos: jsstore.PositionOf("acct", seq, 0), Last: true, Record: rec})
+	}
+	add(salamander.Record{Type: salamander.RecUserCreated, User: "op", PasswordHash: "h"})
+	add(salamander.Record{Type: salamander.RecRoleSet, User: "op", Role: "operator"})
+	add(salamander.Record{Type: salamander.RecIncidentOpened, By: "op", Incident: &salamander.IncidentChange{ID: "inc-bench0001",
+		Title: salamander.Localized{EN: "t"}, State: "investigating", Impact: "major", Services: []string{"login"},
+		Message: salamander.Localized{EN: "m"}}})
+	amount := int64(100)
+	const users, reports = 2000, 20000
+	for u := range users {
+		add(salamander.Record{Type: salamander.RecUserCreated, User: fmt.Sprint("u", u), PasswordHash: "h"})
+	}
+	for i := range reports {
+		u := fmt.Sprint("u", i%users)
+		add(salamander.Record{Type: salamander.RecReportFiled, User: u, By: u, Report: &salamander.ReportChange{
+			ID: fmt.Sprintf("rep-%09d", i), Incident: "inc-bench0001", Category: "other", Description: "d", Currency: "KRW", Amount: &amount}})
+	}
+	if err := v.applyBatch(batch); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if got, err := v.Reports(ctx, ReportFilter{User: "u7", Limit: 20}); err != nil || len(got) != reports/users {
+		b.Fatalf("%d reports of u7, %v", len(got), err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if got, err := v.Reports(ctx, ReportFilter{User: fmt.Sprint("u", i%users), Limit: 20}); err != nil || len(got) != reports/users {
+			b.Fatalf("%d reports, %v", len(got), err)
+		}
+		if got, err := v.Reports(ctx, ReportFilter{ID: fmt.Sprintf("rep-%09d", i%reports)}); err != nil || len(got) != 1 {
+			b.Fatalf("%d reports by id, %v", len(got), err)
+		}
+	}
+}
