@@ -71,7 +71,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if !slices.Contains(adminCommands, fs.Arg(0)) {
 		fs.Usage()
-		return fmt.Errorf("admin: unknown command %q", fs.Arg(0))
+		fmt.Fprintf(stderr, "admin: unknown command %q\n", fs.Arg(0))
+		return exitCode(2) // a usage error, as an unknown command of salamander's
 	}
 	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
 	defer cancel()

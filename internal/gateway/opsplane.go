@@ -154,7 +154,9 @@ func (g *Gateway) adminAction(w http.ResponseWriter, r *http.Request, c claims, 
 func (g *Gateway) userAction(typ salamander.RecordType) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) {
 		name := r.PathValue("name")
-		key, took := "sess."+name, func() bool { return true } // revocations: the admin command's subject
+		// A revocation took if its author was still an admin where the log
+		// applied it (the log checks it).
+		key, took := "sess."+name, func() bool { return g.cfg.View.Role(c.User) == salamander.RoleAdmin }
 		if typ != salamander.RecUserRevoked {
 			key = "suspend." + name
 			took = func() bool { return g.cfg.View.Suspended(name) == (typ == salamander.RecUserSuspended) }

@@ -190,7 +190,13 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		}
 	case salamander.RecUserRevoked:
 		// By log position, not time: every site agrees on positions, not
-		// on clocks.
+		// on clocks. Someone else's sessions only an admin ends (checked
+		// here too, as suspensions and roles are: one demoted a moment
+		// before, at a site that had not applied the demotion yet, does
+		// not).
+		if r.By != "" && r.By != r.User && !a.byAdmin(r) {
+			break
+		}
 		if u := a.m.users[r.User]; u != nil {
 			u.revokedSeq = max(u.revokedSeq, pos.Seq)
 			a.dirtyUsers[r.User] = true

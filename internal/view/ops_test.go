@@ -227,3 +227,33 @@ func TestDrillsAndDrainsOneAtATimeInTheLog(t *testing.T) {
 		t.Errorf("drained %+v: want b, by the drain after drill a ended", d)
 	}
 }
+
+// Only an admin ends someone else's sessions, checked where the log
+// applies it; anyone ends their own (log out everywhere).
+func TestRevokingAnothersSessionsTakesAnAdmin(t *testing.T) {
+	v := openTemp(t)
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "carol", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "bob", PasswordHash: "h"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin"},
+		{Type: salamander.RecUserRevoked, User: "bob", By: "carol", Site: "a"}, // 5: no admin
+		{Type: salamander.RecUserRevoked, User: "carol"},                       // 6: her own
+		{Type: salamander.RecUserRevoked, User: "bob", By: "boss", Site: "a"},  // 7
+		{Type: salamander.RecRoleSet, User: "boss", Role: "user"},
+		{Type: salamander.RecUserRevoked, User: "carol", By: "boss", Site: "b"}, // 9: demoted
+	}
+	var entries []jsstore.Entry
+	for i, r := range recs {
+		r.At = at.Add(time.Duration(i) * time.Second)
+		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
+	}
+	apply(t, v, &memLog{}, entries)
+	if got := v.m.users["bob"].revokedSeq; got != 7 {
+		t.Errorf("bob's sessions revoked up to %d, want 7 (the admin's, not carol's)", got)
+	}
+	if got := v.m.users["carol"].revokedSeq; got != 6 {
+		t.Errorf("carol's sessions revoked up to %d, want 6 (her own, not the demoted admin's)", got)
+	}
+}
