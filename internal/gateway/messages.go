@@ -255,12 +255,12 @@ func (g *Gateway) handleSync(w http.ResponseWriter, r *http.Request, c claims) {
 		return
 	}
 	res, err := g.cfg.View.Sync(r.Context(), c.User, cur, limit)
-	res.Incidents = g.cfg.View.Incidents(false)
-	res.Held = g.cfg.View.HeldBy(c.User)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
+	res.Incidents = g.cfg.View.Incidents(false)
+	res.Held = g.cfg.View.HeldBy(c.User)
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -461,7 +461,24 @@ func (rd *readStatements) syncStmt(limit int) (*sql.Stmt, int) {
 // stream's cursor moves to this site's applied position only when every
 // event of the user's up to there was returned.
 func (v *View) Sync(ctx context.Context, user string, cur salamander.Cursor, limit int) (salamander.SyncResult, error) {
-	if err := v.waitStored(ctx); err != nil {
+	// Only the streams the cursor is behind on, as the model has applied
+	// them, hold events for it: the store must have caught up with those
+	// alone, and a cursor up to date with every stream (a device that
+	// reconnects when nothing came meanwhile) is answered without the
+	// store — in a reconnect storm, without asking the writer for a
+	// commit per device.
+	v.mu.RLock()
+	behind := map[string]uint64{}
+	for s, seq := range v.applied {
+		if cur[s] < seq && !jsstore.IsStandby(s) {
+			behind[s] = seq
+		}
+	}
+	v.mu.RUnlock()
+	if len(behind) == 0 {
+		return salamander.SyncResult{Events: []salamander.Event{}, Cursor: cur.String()}, nil
+	}
+	if err := v.waitStoredUpTo(ctx, behind); err != nil {
 		return salamander.SyncResult{}, err
 	}
 	tx, err := v.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})

@@ -465,6 +465,15 @@ func (v *View) waitStored(ctx context.Context) error {
 	v.mu.RLock()
 	want := maps.Clone(v.applied)
 	v.mu.RUnlock()
+	return v.waitStoredUpTo(ctx, want)
+}
+
+// waitStoredUpTo waits until the store holds each stream of want up to
+// its position (asking the writer to commit at once).
+func (v *View) waitStoredUpTo(ctx context.Context, want map[string]uint64) error {
+	if len(want) == 0 {
+		return nil
+	}
 	return v.waitFor(ctx, func() (bool, chan struct{}) {
 		for s, seq := range want {
 			if v.dbApplied[s] < seq {
