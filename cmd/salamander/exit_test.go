@@ -2,25 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"io"
 	"testing"
 )
-
-// exitStatus is the status main exits with for err.
-func exitStatus(err error) int {
-	var ec exitCode
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 2
-	case errors.As(err, &ec):
-		return int(ec)
-	}
-	return 1
-}
 
 // The exit statuses the README promises for usage errors: help asked for
 // is 0, a usage error 2 — an unknown command of salamander's or of

@@ -47,18 +47,27 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	status := exitStatus(err)
+	if status == 1 {
+		fmt.Fprintln(os.Stderr, "salamander:", err)
+	}
+	os.Exit(status)
+}
+
+// exitStatus is the process's exit status for run's error: 0, 2 for a
+// usage error (help asked of a command, exitCode(2)), exitCode's own, or
+// 1 for any other error, which main prints.
+func exitStatus(err error) int {
+	var ec exitCode
 	switch {
 	case err == nil:
+		return 0
 	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
-	default:
-		var ec exitCode
-		if errors.As(err, &ec) {
-			os.Exit(int(ec))
-		}
-		fmt.Fprintln(os.Stderr, "salamander:", err)
-		os.Exit(1)
+		return 2
+	case errors.As(err, &ec):
+		return int(ec)
 	}
+	return 1
 }
 
 // exitCode is an error that only sets the process's exit status (the

@@ -28,9 +28,12 @@ import (
 // warnings and errors it logged lately (which /v1/status never shows).
 type siteDetail struct {
 	readiness
-	At             time.Time         `json:"at"`
-	UptimeSeconds  int               `json:"uptime_seconds"`
-	NotServing     string            `json:"not_serving,omitempty"`
+	At            time.Time `json:"at"`
+	UptimeSeconds int       `json:"uptime_seconds"`
+	NotServing    string    `json:"not_serving,omitempty"`
+	// Limited says why the answer leaves the site's details out
+	// (handleOpsSite).
+	Limited        string            `json:"limited,omitempty"`
 	NATSServer     string            `json:"nats_server"`
 	NATS           natsLink          `json:"nats"`
 	Applied        map[string]uint64 `json:"applied"`
@@ -157,8 +160,18 @@ type siteCounters struct {
 const opsStreamEvery = 2 * time.Second
 
 // handleOpsSite answers this site's technical status.
-func (g *Gateway) handleOpsSite(w http.ResponseWriter, r *http.Request, _ claims) {
-	writeJSON(w, http.StatusOK, g.siteDetail(r.Context()))
+// handleOpsSite answers GET /v1/ops/site (see authedDiagnostics): in
+// full, or, for a caller this site could not confirm against the log's
+// head while it refuses its users, only what the public status shows and
+// why it refuses (limited says so).
+func (g *Gateway) handleOpsSite(w http.ResponseWriter, r *http.Request, _ claims, confirmed bool) {
+	d := g.siteDetail(r.Context())
+	if !confirmed {
+		d.Limited = "this site refuses its users and could not catch up with the log's accounts records to confirm your session: " +
+			"its NATS link, counters, warnings and recent errors are left out"
+		d.NATSServer, d.NATS, d.Counters, d.Warnings, d.RecentErrors = "", natsLink{}, siteCounters{}, nil, []LogRecord{}
+	}
+	writeJSON(w, http.StatusOK, d)
 }
 
 func (g *Gateway) siteDetail(ctx context.Context) siteDetail {

@@ -420,7 +420,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
 	m.HandleFunc("GET /v1/ops/audit", g.handle(salamander.RoleOperator, g.handleAudit))
 	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
-	m.HandleFunc("GET /v1/ops/site", g.authedDiagnostics(g.withRole(salamander.RoleOperator, g.handleOpsSite)))
+	m.HandleFunc("GET /v1/ops/site", g.authedDiagnostics(g.handleOpsSite))
 	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))
 	m.HandleFunc("GET /ops", g.handleConsole)
 	m.HandleFunc("GET /ops/{file}", g.handleConsole)
@@ -586,23 +586,35 @@ func (g *Gateway) authedSession(h authedHandler, suspendedToo bool) http.Handler
 	}
 }
 
-// authedDiagnostics wraps a read-only operator diagnostic that the site
+// authedDiagnostics wraps an operator's diagnostic of this site that it
 // answers also while it refuses its users (cut off, catching up, a log
-// alarm): why it refuses is what the operator asks it (the console's
-// not_serving, stalled streams, recent errors). A site whose store is not
-// open yet has no sessions to check against and refuses as ever.
-func (g *Gateway) authedDiagnostics(h authedHandler) http.HandlerFunc {
+// alarm): why it refuses is what the operator asks it. A session and role
+// are then checked against a model that may lack the log's newest
+// accounts records (a revocation, a demotion), so unless this site can
+// catch up with the accounts stream's head first (in a second), the
+// handler is told the caller is unconfirmed and answers only what the
+// public status shows. A site whose store is not open yet has no sessions
+// to check against and refuses as ever.
+func (g *Gateway) authedDiagnostics(h func(w http.ResponseWriter, r *http.Request, c claims, confirmed bool)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !g.cfg.Store.Ready() {
 			writeError(w, g.log, r, errStarting)
 			return
+		}
+		confirmed := true
+		if g.serving() != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+			confirmed = g.confirmNegative(ctx, jsstore.AccountsStream) == nil
+			cancel()
 		}
 		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))
 		if err != nil {
 			writeError(w, g.log, r, err)
 			return
 		}
-		h(w, r, c)
+		g.withRole(salamander.RoleOperator, func(w http.ResponseWriter, r *http.Request, c claims) {
+			h(w, r, c, confirmed)
+		})(w, r, c)
 	}
 }
 

@@ -154,9 +154,13 @@ func (g *Gateway) adminAction(w http.ResponseWriter, r *http.Request, c claims, 
 func (g *Gateway) userAction(typ salamander.RecordType) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) {
 		name := r.PathValue("name")
-		// A revocation took if its author was still an admin where the log
-		// applied it (the log checks it).
-		key, took := "sess."+name, func() bool { return g.cfg.View.Role(c.User) == salamander.RoleAdmin }
+		// A revocation took if the log moved the account's revocation past
+		// where it was (it takes one only from an admin).
+		_, before, _ := g.cfg.View.Credentials(r.Context(), name)
+		key, took := "sess."+name, func() bool {
+			_, after, err := g.cfg.View.Credentials(r.Context(), name)
+			return err == nil && after > before
+		}
 		if typ != salamander.RecUserRevoked {
 			key = "suspend." + name
 			took = func() bool { return g.cfg.View.Suspended(name) == (typ == salamander.RecUserSuspended) }

@@ -537,16 +537,27 @@ func TestRecordedIsolationDrill(t *testing.T) {
 		t.Fatal(err)
 	}
 	// While it refuses its users, the cut-off site still tells an operator
-	// why (the console's view of it).
+	// why (the console's view of it) — but, unless it could confirm the
+	// session against the log's head, nothing the public status does not
+	// show (limited).
 	var seen string
 	for deadline := time.Now().Add(17 * time.Second); seen == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		code, body := opsCall(t, 2, "GET", "/v1/ops/site", op.Token(), nil)
 		if code == http.StatusOK {
 			var d struct {
-				NotServing string `json:"not_serving"`
+				NotServing   string            `json:"not_serving"`
+				Limited      string            `json:"limited"`
+				RecentErrors []json.RawMessage `json:"recent_errors"`
+				NATS         struct{ Server string }
 			}
 			if json.Unmarshal(body, &d) == nil {
 				seen = d.NotServing
+				if d.Limited != "" && (len(d.RecentErrors) > 0 || d.NATS.Server != "") {
+					t.Errorf("a limited answer shows details: %s", body)
+				}
+				if seen != "" {
+					t.Logf("site c while cut off: not_serving %q, limited %q", d.NotServing, d.Limited)
+				}
 			}
 		}
 	}

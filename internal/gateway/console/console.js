@@ -410,6 +410,7 @@ function siteCard(s, here) {
       st.drained ? check(false, "drained", "clients sent to the other sites", true) : null,
     ),
     (st.warnings || []).length ? h("ul", { class: "site-notes" }, st.warnings.map((w) => h("li", {}, w))) : null,
+    st.limited ? h("p", { class: "site-notes" }, st.limited) : null,
     st.stalled ? h("ul", { class: "site-notes" }, Object.entries(st.stalled).map(([k, v]) => h("li", {}, `${k} stalled: ${v}`))) : null,
     h("div", { class: "stats" },
       stat(fmtInt(st.websockets), "websockets"),
