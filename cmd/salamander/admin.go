@@ -394,7 +394,8 @@ func adminDrain(ctx context.Context, store *jsstore.Store, site string, drain bo
 		return nil
 	}
 	moved, err := store.MoveLeadersOff(ctx, jsstore.ServerSite, func(server string) bool { return jsstore.ServerSite(server) == site })
-	fmt.Fprintf(stdout, "site %s: drained once applied (log position %s:%d); leaders moved off it: %v\n", site, pos.Stream, pos.Seq, moved)
+	fmt.Fprintf(stdout, "site %s: drained once applied (log position %s:%d), unless another drain or a drill reached the log "+
+		"first (the console's sites say); leaders moved off it: %v\n", site, pos.Stream, pos.Seq, moved)
 	if err != nil {
 		fmt.Fprintf(stdout, "some leaders stay for now (the site moves them itself): %v\n", err)
 	}
