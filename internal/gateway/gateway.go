@@ -420,7 +420,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /v1/ws", g.handleWebSocket)
 	m.HandleFunc("GET /v1/ops/audit", g.handle(salamander.RoleOperator, g.handleAudit))
 	m.HandleFunc("GET /v1/ops/sites", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsSites)))
-	m.HandleFunc("GET /v1/ops/site", g.authedDiagnostics(g.handleOpsSite))
+	m.HandleFunc("GET /v1/ops/site", g.authedDiagnostics(salamander.RoleOperator, g.handleOpsSite))
 	m.HandleFunc("GET /v1/ops/stream", g.authed(g.withRole(salamander.RoleOperator, g.handleOpsStream)))
 	m.HandleFunc("GET /ops", g.handleConsole)
 	m.HandleFunc("GET /ops/{file}", g.handleConsole)
@@ -594,8 +594,8 @@ func (g *Gateway) authedSession(h authedHandler, suspendedToo bool) http.Handler
 // catch up with the accounts stream's head first (in a second), the
 // handler is told the caller is unconfirmed and answers only what the
 // public status shows. A site whose store is not open yet has no sessions
-// to check against and refuses as ever.
-func (g *Gateway) authedDiagnostics(h func(w http.ResponseWriter, r *http.Request, c claims, confirmed bool)) http.HandlerFunc {
+// to check against and refuses as ever. The caller needs role min.
+func (g *Gateway) authedDiagnostics(min string, h func(w http.ResponseWriter, r *http.Request, c claims, confirmed bool)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !g.cfg.Store.Ready() {
 			writeError(w, g.log, r, errStarting)
@@ -612,7 +612,7 @@ func (g *Gateway) authedDiagnostics(h func(w http.ResponseWriter, r *http.Reques
 			writeError(w, g.log, r, err)
 			return
 		}
-		g.withRole(salamander.RoleOperator, func(w http.ResponseWriter, r *http.Request, c claims) {
+		g.withRole(min, func(w http.ResponseWriter, r *http.Request, c claims) {
 			h(w, r, c, confirmed)
 		})(w, r, c)
 	}
