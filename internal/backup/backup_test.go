@@ -464,9 +464,20 @@ func TestRestoreEverythingIntoAnEmptyCluster(t *testing.T) {
 	// must keep every sequence where it was anyway.
 	var hole uint64
 	for i := range 3 {
-		ack, err := js.Publish(ctx, "sal.p1.backup-test-hole", []byte(fmt.Sprint("hole ", i)))
+		// Bounded, and on a timeout the stream's state is printed: once in
+		// CI this publish got no ack for the test's whole 2 minutes.
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ack, err := js.Publish(pctx, "sal.p1.backup-test-hole", []byte(fmt.Sprint("hole ", i)))
+		cancel()
 		if err != nil {
-			t.Fatal(err)
+			ictx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			st, serr := js.Stream(ictx, "SAL_P1")
+			cancel()
+			if serr == nil {
+				info := st.CachedInfo()
+				t.Fatalf("publish %d to SAL_P1: %v (the stream: cluster %+v, state %+v)", i, err, info.Cluster, info.State)
+			}
+			t.Fatalf("publish %d to SAL_P1: %v (the stream's info: %v)", i, err, serr)
 		}
 		if i == 1 {
 			hole = ack.Sequence
