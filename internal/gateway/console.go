@@ -159,7 +159,6 @@ type siteCounters struct {
 // opsStreamEvery is how often GET /v1/ops/stream sends an overview.
 const opsStreamEvery = 2 * time.Second
 
-// handleOpsSite answers this site's technical status.
 // handleOpsSite answers GET /v1/ops/site (see authedDiagnostics): in
 // full, or, for a caller this site could not confirm against the log's
 // head while it refuses its users, only what the public status shows and

@@ -601,18 +601,20 @@ func (g *Gateway) authedDiagnostics(min string, h func(w http.ResponseWriter, r 
 			writeError(w, g.log, r, errStarting)
 			return
 		}
-		confirmed := true
-		if g.serving() != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-			confirmed = g.confirmNegative(ctx, jsstore.AccountsStream) == nil
-			cancel()
-		}
 		c, err := g.authenticate(r.Context(), bearerToken(r.Header.Get("Authorization")))
 		if err != nil {
 			writeError(w, g.log, r, err)
 			return
 		}
+		// The log's head is read only for a caller who passes here: it is
+		// a request to the cluster, not for whoever asks.
 		g.withRole(min, func(w http.ResponseWriter, r *http.Request, c claims) {
+			confirmed := true
+			if g.serving() != nil {
+				ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+				confirmed = g.confirmNegative(ctx, jsstore.AccountsStream) == nil
+				cancel()
+			}
 			h(w, r, c, confirmed)
 		})(w, r, c)
 	}

@@ -348,16 +348,23 @@ func (m *model) recentAt(pos salamander.Position) *salamander.Message {
 	return nil
 }
 
+// head is the room as viewer sees it without its members, their read
+// markers and its newest message (View.RoomHead; roomView adds them).
+func (r *roomState) head(viewer string) salamander.Room {
+	room := salamander.Room{ID: r.id, Kind: r.kind, Name: r.name, LastSeq: r.lastSeq, CreatedAt: r.created}
+	if viewer != "" {
+		room.ReadSeq, _ = r.members.read(viewer)
+		room.Unread = room.LastSeq - min(room.ReadSeq, room.LastSeq)
+	}
+	return room
+}
+
 // roomView is a room as viewer sees it ("" for no particular viewer).
 func (r *roomState) roomView(viewer string) salamander.Room {
-	room := salamander.Room{ID: r.id, Kind: r.kind, Name: r.name, LastSeq: r.lastSeq, CreatedAt: r.created,
-		Members: slices.Clone(r.members.names), ReadMarkers: make(map[string]uint64, r.members.len())}
+	room := r.head(viewer)
+	room.Members, room.ReadMarkers = slices.Clone(r.members.names), make(map[string]uint64, r.members.len())
 	for i, u := range r.members.names {
 		room.ReadMarkers[u] = r.members.reads[i]
-	}
-	if viewer != "" {
-		room.ReadSeq = room.ReadMarkers[viewer]
-		room.Unread = room.LastSeq - min(room.ReadSeq, room.LastSeq)
 	}
 	if r.last != nil {
 		msg := *r.last

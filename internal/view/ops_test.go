@@ -77,11 +77,7 @@ func TestOpsRecordsFollowTheRules(t *testing.T) {
 		{Type: salamander.RecDrillEnded, By: "carol", Drill: &salamander.Drill{ID: "drl-000000003", State: "passed", Summary: "fake"}},
 	}
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-	var entries []jsstore.Entry
-	for i, r := range recs {
-		r.At = at.Add(time.Duration(i) * time.Second)
-		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
-	}
+	entries := acctEntries(recs, at)
 	apply(t, v, log, entries)
 	check := func(v *View) {
 		t.Helper()
@@ -160,11 +156,7 @@ func TestReportsPageIsTheNewestWithTheirHistories(t *testing.T) {
 	recs = append(recs, salamander.Record{Type: salamander.RecReportReviewed, User: "dave", By: "boss",
 		Report: &salamander.ReportChange{ID: "rep-000000013", Decision: salamander.DecisionAskDetails, Note: "which?"}})
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-	var entries []jsstore.Entry
-	for i, r := range recs {
-		r.At = at.Add(time.Duration(i) * time.Second)
-		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
-	}
+	entries := acctEntries(recs, at)
 	apply(t, v, &memLog{}, entries)
 	page, err := v.Reports(context.Background(), ReportFilter{User: "dave", Limit: 2})
 	if err != nil {
@@ -205,11 +197,7 @@ func TestDrillsAndDrainsOneAtATimeInTheLog(t *testing.T) {
 		{Type: salamander.RecDrillStarted, By: "op", Drill: &salamander.Drill{ID: "drl-00000000d", Scenario: "none", Kind: "simulation"}},
 		{Type: salamander.RecDrillStarted, By: "op", Drill: &salamander.Drill{ID: "drl-00000000e", Scenario: "none", Kind: "simulation"}}, // d runs
 	}
-	var entries []jsstore.Entry
-	for i, r := range recs {
-		r.At = at.Add(time.Duration(i) * time.Second)
-		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
-	}
+	entries := acctEntries(recs, at)
 	// d's runner died: an hour after its start it no longer blocks another.
 	late := salamander.Record{Type: salamander.RecDrillStarted, By: "op", At: at.Add(salamander.DrillAbandonedAfter + time.Minute),
 		Drill: &salamander.Drill{ID: "drl-00000000f", Scenario: "none", Kind: "simulation"}}
@@ -244,11 +232,7 @@ func TestRevokingAnothersSessionsTakesAnAdmin(t *testing.T) {
 		{Type: salamander.RecRoleSet, User: "boss", Role: "user"},
 		{Type: salamander.RecUserRevoked, User: "carol", By: "boss", Site: "b"}, // 9: demoted
 	}
-	var entries []jsstore.Entry
-	for i, r := range recs {
-		r.At = at.Add(time.Duration(i) * time.Second)
-		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
-	}
+	entries := acctEntries(recs, at)
 	apply(t, v, &memLog{}, entries)
 	if got := v.m.users["bob"].revokedSeq; got != 7 {
 		t.Errorf("bob's sessions revoked up to %d, want 7 (the admin's, not carol's)", got)
@@ -256,4 +240,15 @@ func TestRevokingAnothersSessionsTakesAnAdmin(t *testing.T) {
 	if got := v.m.users["carol"].revokedSeq; got != 6 {
 		t.Errorf("carol's sessions revoked up to %d, want 6 (her own, not the demoted admin's)", got)
 	}
+}
+
+// acctEntries places recs in the accounts stream from seq 1, one second
+// apart from at.
+func acctEntries(recs []salamander.Record, at time.Time) []jsstore.Entry {
+	var entries []jsstore.Entry
+	for i, r := range recs {
+		r.At = at.Add(time.Duration(i) * time.Second)
+		entries = append(entries, jsstore.Entry{Pos: salamander.Position{Stream: "acct", Seq: uint64(i + 1)}, Record: r})
+	}
+	return entries
 }

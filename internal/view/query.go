@@ -170,12 +170,7 @@ func (v *View) RoomHead(_ context.Context, id, viewer string) (salamander.Room, 
 	if err != nil {
 		return salamander.Room{ID: id}, err
 	}
-	room := salamander.Room{ID: rs.id, Kind: rs.kind, Name: rs.name, LastSeq: rs.lastSeq, CreatedAt: rs.created}
-	if viewer != "" {
-		room.ReadSeq, _ = rs.members.read(viewer)
-		room.Unread = room.LastSeq - min(room.ReadSeq, room.LastSeq)
-	}
-	return room, nil
+	return rs.head(viewer), nil
 }
 
 // RoomsOf lists the rooms user is a member of, most recently active first.
