@@ -2,10 +2,13 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/faultlink"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 )
@@ -266,22 +270,7 @@ func TestOpsSitesShowsEverySite(t *testing.T) {
 // header names (an operator's token went there, in the clear).
 func TestOpsWithoutASiteListAsksNoOtherHost(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
-	cfg := site.DefaultConfig("a", filepath.Join(t.TempDir(), "a-nolist"))
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.NATSURLs = []string{cluster.Site(0).Node().ClientURL()}
-	sec, err := secrets.LoadSite(cluster.SiteFile(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Secrets, cfg.BcryptCost = sec, bcrypt.MinCost
-	lone, err := site.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lone.Kill)
-	if err := lone.Ready(ctx); err != nil {
-		t.Fatal(err)
-	}
+	lone := extraGateway(t, ctx, cluster.Site(0).Node().ClientURL())
 	var asked atomic.Int32
 	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked.Add(1) }))
 	defer elsewhere.Close()
@@ -313,4 +302,122 @@ func TestOpsWithoutASiteListAsksNoOtherHost(t *testing.T) {
 	if n := asked.Load(); n != 0 {
 		t.Fatalf("the host named by the Host header was asked %d times", n)
 	}
+}
+
+// extraGateway starts one more gateway process of site a (sharing its
+// credential), without a site list, on NATS at natsURL, with what adjust
+// changes of its configuration, and waits until it is ready; it is killed
+// by t.Cleanup.
+func extraGateway(t *testing.T, ctx context.Context, natsURL string, adjust ...func(*site.Config)) *site.Site {
+	t.Helper()
+	cfg := site.DefaultConfig("a", filepath.Join(t.TempDir(), "a-extra"))
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NATSURLs = []string{natsURL}
+	sec, err := secrets.LoadSite(cluster.SiteFile(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Secrets, cfg.BcryptCost = sec, bcrypt.MinCost
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	s, err := site.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
+	if err := s.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A site cut off from the log still answers an operator's GET
+// /v1/ops/site — why it refuses is what the operator asks it — but it
+// cannot confirm the session against the log's newest accounts records
+// (a revocation or a demotion it has not read), so it answers only what
+// the public status shows, and says so; once the link heals, in full
+// again. The cut is silent (bytes held, connections open), as most real
+// partitions are, between one extra gateway of site a and its NATS
+// server, so that the shared cluster is not touched.
+func TestOpsSiteOfASiteCutOffAnswersLimited(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	u, err := url.Parse(cluster.Site(0).Node().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := faultlink.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(link.Close)
+	u.Host = link.Addr()
+	gw := extraGateway(t, ctx, u.String())
+	op, _ := operator(t, ctx, 0, "cutop")
+	user, _ := signedUp(t, 1, "cutuser")
+
+	type opsSiteAnswer struct {
+		consoleSite
+		NotServing string `json:"not_serving"`
+		Limited    string `json:"limited"`
+	}
+	ask := func(token string) (int, opsSiteAnswer, error) {
+		var got opsSiteAnswer
+		req, err := http.NewRequestWithContext(ctx, "GET", gw.URL()+"/v1/ops/site", nil)
+		if err != nil {
+			return 0, got, err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, got, err
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil {
+			return res.StatusCode, got, err
+		}
+		if res.StatusCode == http.StatusOK {
+			err = json.Unmarshal(body, &got)
+		}
+		return res.StatusCode, got, err
+	}
+	full := func() error {
+		code, got, err := ask(op.Token())
+		switch {
+		case err != nil:
+			return err
+		case code != http.StatusOK:
+			return fmt.Errorf("operator: %d", code)
+		case got.Limited != "" || got.NotServing != "" || !got.NATS.Connected || got.NATS.Server == "":
+			return fmt.Errorf("operator, linked: %+v", got)
+		}
+		return nil
+	}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, full)
+	if code, _, err := ask(user.Token()); err != nil || code != http.StatusForbidden {
+		t.Fatalf("a user's GET /v1/ops/site: %d, %v; want 403", code, err)
+	}
+
+	link.CutSilently()
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		code, got, err := ask(op.Token())
+		switch {
+		case err != nil:
+			return err
+		case code != http.StatusOK:
+			return fmt.Errorf("operator, cut off: %d", code)
+		case got.NotServing == "" || got.Limited == "":
+			return fmt.Errorf("operator, cut off: not yet refusing, or answered in full: %+v", got)
+		case got.Site != "a" || got.NATS.Server != "" || got.NATS.Connected || len(got.RecentErrors) != 0 || got.Counters.HTTPRequests != 0:
+			return fmt.Errorf("operator, cut off: the limited answer shows more than the public status: %+v", got)
+		}
+		return nil
+	})
+	if code, _, err := ask(user.Token()); err != nil || code != http.StatusForbidden {
+		t.Fatalf("a user's GET /v1/ops/site while cut off: %d, %v; want 403", code, err)
+	}
+
+	link.Heal()
+	checkFor(t, 30*time.Second, 100*time.Millisecond, full)
 }

@@ -4,16 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
 	"github.com/salamander-chat/salamander/internal/gateway"
-	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 )
 
@@ -24,24 +20,9 @@ import (
 func TestPresenceTwoProcessesOneSite(t *testing.T) {
 	ctx := testCtx(t, 120*time.Second)
 	const beat, ttl = 200 * time.Millisecond, time.Second
-	cfg := site.DefaultConfig("a", filepath.Join(t.TempDir(), "a2"))
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.NATSURLs = []string{cluster.Site(0).Node().ClientURL()}
-	sec, err := secrets.LoadSite(cluster.SiteFile(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Secrets = sec // site a's second gateway process shares its credential
-	cfg.BcryptCost = bcrypt.MinCost
-	cfg.PresenceBeat, cfg.PresenceTTL = beat, ttl
-	a2, err := site.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a2.Kill)
-	if err := a2.Ready(ctx); err != nil {
-		t.Fatal(err)
-	}
+	a2 := extraGateway(t, ctx, cluster.Site(0).Node().ClientURL(), func(cfg *site.Config) {
+		cfg.PresenceBeat, cfg.PresenceTTL = beat, ttl
+	})
 
 	// ann is at site a's first process, bob at its second (and only there).
 	ann, annName := signedUp(t, 0, "pra")

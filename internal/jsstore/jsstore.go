@@ -114,8 +114,9 @@ type Config struct {
 	Logger         *slog.Logger
 	// ConfiguredOnly keeps the connection on URLs: servers the cluster
 	// announces (other sites' servers) are not added to the ones it
-	// reconnects to. For a connection meant to go through one site's
-	// server alone (the drill's admin view of each site).
+	// reconnects to. For a site on an external cluster (its --nats list
+	// is its order of servers) and a connection meant to go through one
+	// site's server alone (the drill's admin view of each site).
 	ConfiguredOnly bool
 	// InProcess, when set, is the NATS server in this very process (a
 	// site's embedded one): the store connects to it over an in-memory

@@ -213,6 +213,14 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	scfg.User, scfg.Password, scfg.TLS = cfg.Secrets.NATSUser, cfg.Secrets.NATSPassword, clientTLS
 	if s.node != nil {
 		scfg.InProcess = s.node // follows the server when a resume restarts it
+	} else {
+		// The --nats list is the order the connection tries, own site
+		// first: the servers the cluster announces (every site's, at the
+		// addresses they give themselves) are not added, so a gateway
+		// whose own servers are out of reach is cut off and its clients
+		// move to another site, rather than it serving them through a far
+		// site's server the operator did not list.
+		scfg.ConfiguredOnly = true
 	}
 	scfg.Logger = log
 	scfg.CopyDir = filepath.Join(cfg.DataDir, "log")

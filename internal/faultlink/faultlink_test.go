@@ -1,9 +1,10 @@
-package drill
+package faultlink
 
 import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -61,13 +62,13 @@ func roundTrip(c net.Conn, r *bufio.Reader, line string, d time.Duration) (strin
 	return got, err
 }
 
-// TestLinkProxySilentCut checks what a silent cut looks like to both ends:
+// TestSilentCut checks what a silent cut looks like to both ends:
 // the connection stays open but nothing arrives; a new connection is
 // accepted and hangs; on heal the held bytes arrive on the same
 // connection, the new one goes through, and a connection closed during the
 // cut has its close delivered only then.
-func TestLinkProxySilentCut(t *testing.T) {
-	p, err := startLinkProxy("a", "b", echoServer(t))
+func TestSilentCut(t *testing.T) {
+	p, err := Start(echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestLinkProxySilentCut(t *testing.T) {
 		t.Fatalf("before the cut: %q, %v", got, err)
 	}
 
-	p.Cut(CutSilent)
+	p.CutSilently()
 	// Nothing comes back, and the connection is not closed: the read times
 	// out rather than failing.
 	if _, err := roundTrip(c, r, "during", 300*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -101,11 +102,19 @@ func TestLinkProxySilentCut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	tracked := func(n int) error {
-		return poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		for {
 			p.mu.Lock()
-			defer p.mu.Unlock()
-			return len(p.conns) == n, nil
-		})
+			got := len(p.conns)
+			p.mu.Unlock()
+			if got == n {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%d connections tracked, want %d", got, n)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
 	}
 	// c and its upstream, and late (not dialed yet); gone was dropped.
 	if err := tracked(3); err != nil {
@@ -130,7 +139,7 @@ func TestLinkProxySilentCut(t *testing.T) {
 	}
 
 	// Connections closed during a cut are closed through once it heals.
-	p.Cut(CutSilent)
+	p.CutSilently()
 	late.Close()
 	if _, err := io.WriteString(c, "held\n"); err != nil {
 		t.Fatal(err)
@@ -142,10 +151,10 @@ func TestLinkProxySilentCut(t *testing.T) {
 	}
 }
 
-// TestLinkProxyCloseCut checks the clean cut: connections closed at once,
+// TestClosingCut checks the clean cut: connections closed at once,
 // new ones refused until the heal.
-func TestLinkProxyCloseCut(t *testing.T) {
-	p, err := startLinkProxy("a", "b", echoServer(t))
+func TestClosingCut(t *testing.T) {
+	p, err := Start(echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +168,7 @@ func TestLinkProxyCloseCut(t *testing.T) {
 	if got, err := roundTrip(c, r, "x", 5*time.Second); err != nil || got != "x" {
 		t.Fatalf("before the cut: %q, %v", got, err)
 	}
-	p.Cut(CutClose)
+	p.CutClosing()
 	if _, err := roundTrip(c, r, "y", 5*time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("after a close cut: %v, want the connection closed", err)
 	}
