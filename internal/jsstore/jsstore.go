@@ -260,6 +260,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nats.Timeout(2 * time.Second),
 		nats.DontRandomize(),
 		nats.RetryOnFailedConnect(true),
+		// Nothing is kept to be sent once connected again: nats.go would
+		// send it however late, and an append its caller was told had
+		// failed (resent elsewhere since, chatted past) would land
+		// minutes later — a message twice and out of order, a stale room
+		// change over newer ones. A publish fails at once instead, and
+		// Append's own retries (within AppendTimeout, under the caller's
+		// context) are the only ones.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
