@@ -131,8 +131,9 @@ type budgets struct {
 	// same address budget.
 	deviceLogin budget
 	exempt      []netip.Prefix
-	// proxiesHere are the trusted proxies and the exempt addresses: the
-	// hops believed in a request that an exempt peer forwards (clientAddr).
+	// proxiesHere are the trusted proxies and the exempt loopback
+	// addresses: the hops believed in a request that an exempt loopback
+	// peer forwards (clientAddr).
 	proxiesHere []netip.Prefix
 }
 
@@ -150,8 +151,29 @@ func newBudgets(l Limits, sites int) *budgets {
 		connect:     budget{what: "WebSocket connections", user: mk(l.ConnectsPerUser), addr: mk(l.ConnectsPerAddr)},
 		changes:     budget{what: "changes (rooms, friends, profile, reports)", user: mk(l.ChangesPerUser), addr: mk(l.ChangesPerAddr)},
 		exempt:      l.Exempt,
-		proxiesHere: append(slices.Clip(l.TrustedProxies), l.Exempt...),
+		proxiesHere: append(slices.Clip(l.TrustedProxies), loopbackParts(l.Exempt)...),
 	}
+}
+
+// loopbackParts is the loopback addresses among ps (127.0.0.0/8, ::1),
+// as prefixes: an exempt network wider than loopback (a carrier's NAT,
+// everyone for a load test) is its clients' own address, not a proxy on
+// this host, and its X-Forwarded-For is not believed.
+func loopbackParts(ps []netip.Prefix) []netip.Prefix {
+	v4, v6 := netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")
+	var out []netip.Prefix
+	for _, p := range ps {
+		p = p.Masked()
+		switch {
+		case p.Addr().Is4() && p.Bits() >= v4.Bits() && v4.Contains(p.Addr()):
+			out = append(out, p) // within loopback
+		case p.Addr().Is4() && p.Bits() < v4.Bits() && p.Contains(v4.Addr()):
+			out = append(out, v4) // wider: its loopback part
+		case p.Addr().Is6() && p.Contains(v6.Addr()):
+			out = append(out, v6)
+		}
+	}
+	return out
 }
 
 // spend takes n units of b for user (if not ""; a key of b's user
@@ -197,11 +219,14 @@ func inPrefixes(ps []netip.Prefix, addr netip.Addr) bool {
 }
 
 // clientAddr is the address of the client that sent r: its peer, or the
-// client a trusted proxy names (forwardedFor). A peer exempt from the
-// limits (loopback by default) that forwards a request is a proxy on this
-// host, and is believed like a trusted one (as are the exempt hops before
-// it): otherwise every client of a same-host proxy not named in
-// --trusted-proxies would be exempt from every limit with it.
+// client a trusted proxy names (forwardedFor). A loopback peer exempt from
+// the limits (as loopback is by default) that forwards a request is a
+// proxy on this host, and is believed like a trusted one (as are the
+// exempt loopback hops before it): otherwise every client of a same-host
+// proxy not named in --trusted-proxies would be exempt from every limit
+// with it. An exempt peer elsewhere (a carrier's NAT) is not believed: its
+// header would let any of its clients spend anyone's budget or pass for a
+// monitoring network.
 func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
 	addr, _ := g.clientAddrKnown(r)
 	return addr
@@ -220,7 +245,7 @@ func (g *Gateway) clientAddrKnown(r *http.Request) (netip.Addr, bool) {
 	peer := ap.Addr().Unmap()
 	xff := r.Header.Values("X-Forwarded-For")
 	trusted := g.cfg.Limits.TrustedProxies
-	if len(xff) > 0 && g.budgets.exempted(peer) {
+	if len(xff) > 0 && inPrefixes(g.budgets.proxiesHere, peer) {
 		trusted = g.budgets.proxiesHere
 	}
 	addr := forwardedFor(peer, xff, trusted)

@@ -263,6 +263,38 @@ func TestSameHostProxyClientsAreNotExempt(t *testing.T) {
 	if g.budgets.exempted(g.clientAddr(req("127.0.0.1:5000", "203.0.113.7"))) {
 		t.Error("a same-host proxy's client is exempt")
 	}
+
+	// A carrier's NAT exempted besides loopback is its clients' address,
+	// not a proxy: a phone behind it cannot name another address (and
+	// spend its budgets, or pass for a monitoring network).
+	l.Exempt = append(l.Exempt, netip.MustParsePrefix("100.64.0.0/10"))
+	g = &Gateway{cfg: Config{Limits: l, MetricsFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, budgets: newBudgets(l, 3)}
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		want netip.Addr
+	}{
+		{"a client behind an exempt carrier NAT", req("100.64.1.2:5000", "198.51.100.77"), a("100.64.1.2")},
+		{"still a client of a proxy on this host", req("127.0.0.1:5000", "203.0.113.7"), a("203.0.113.7")},
+		{"a carrier NAT's client through a proxy on this host", req("127.0.0.1:5000", "198.51.100.77, 100.64.1.2"), a("100.64.1.2")},
+	} {
+		if got := g.clientAddr(tc.r); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	w := httptest.NewRecorder()
+	g.handleMetrics(http.NotFoundHandler())(w, req("100.64.1.2:5000", "10.9.9.9"))
+	if w.Code != http.StatusForbidden {
+		t.Errorf("/metrics from an exempt carrier NAT naming a monitoring address: %d, want 403", w.Code)
+	}
+	l.Exempt = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} // everyone, for a load test
+	g = &Gateway{cfg: Config{Limits: l}, budgets: newBudgets(l, 3)}
+	if got := g.clientAddr(req("198.51.100.9:5000", "203.0.113.7")); got != a("198.51.100.9") {
+		t.Errorf("with everyone exempt, a remote client's header was believed: %v", got)
+	}
+	if got := g.clientAddr(req("127.0.0.1:5000", "203.0.113.7")); got != a("203.0.113.7") {
+		t.Errorf("with everyone exempt, a proxy on this host was not believed: %v", got)
+	}
 }
 
 // Keys that all carry state (every one's budget spent: many names failing
