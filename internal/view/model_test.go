@@ -202,3 +202,41 @@ func TestPresenceVisibleToFriendsAndRoommates(t *testing.T) {
 		}
 	}
 }
+
+// An invite is applied whole or not at all: two invites that each fit the
+// room as their gateways saw it, ordered by the log, fill it with the
+// first; the second adds no one (not some of its users and silently not
+// the rest). A room created with more members than a group holds is not
+// created.
+func TestInvitesPastAFullRoomAddNoOne(t *testing.T) {
+	v := openTemp(t)
+	defer v.Close()
+	entry := (&p0Entries{}).entry
+	users := func(prefix string, n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("%s%d", prefix, i))
+		}
+		return out
+	}
+	full := salamander.MaxGroupMembers
+	apply(t, v, &memLog{}, []jsstore.Entry{
+		entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_full", Kind: salamander.RoomGroup, Name: "g",
+			Members: users("m", full-10), By: "m0"}),
+		entry(salamander.Record{Type: salamander.RecRoomJoined, Room: "g_full", Members: users("a", 6), By: "m0"}),
+		entry(salamander.Record{Type: salamander.RecRoomJoined, Room: "g_full", Members: users("b", 6), By: "m1"}),
+		entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_over", Kind: salamander.RoomGroup, Name: "g",
+			Members: users("m", full+1), By: "m0"}),
+	})
+	room, err := v.Room(context.Background(), "g_full", "m0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(room.Members) != full-4 || !slices.Contains(room.Members, "a5") || slices.Contains(room.Members, "b0") {
+		t.Fatalf("the room holds %d members (want %d: the first invite's, none of the second's): %v",
+			len(room.Members), full-4, room.Members[full-10:])
+	}
+	if _, err := v.Room(context.Background(), "g_over", "m0"); err == nil {
+		t.Fatal("a room created with more members than a group holds exists")
+	}
+}
