@@ -243,6 +243,36 @@ func (g *Gateway) openKey(k view.SigningKey) ([]byte, error) {
 	return key, nil
 }
 
+// recheckSessions is the view's OnSessionsEnded listener: the open
+// sockets of users whose sessions the log just ended (a logout at another
+// device or site, a revocation, a suspension) check theirs at once, rather
+// than at the next periodic check (Config.SessionRecheck).
+func (g *Gateway) recheckSessions(users []string) {
+	if conns := g.hub.audience(users, nil); len(conns) > 0 {
+		g.recheck(g.life, conns, nil)
+	}
+}
+
+// recheck closes those of conns whose session has ended, on a goroutine
+// of its own: checkSession may wait for the log's head (a session of a
+// user this site has not applied yet), and neither the applier nor the
+// sockets' pings may wait with it. done, if set, runs when it is through.
+func (g *Gateway) recheck(ctx context.Context, conns []*wsConn, done func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if done != nil {
+			defer done()
+		}
+		for _, c := range conns {
+			if ctx.Err() != nil {
+				return
+			}
+			c.kickIfSessionEnded(g.checkSession(ctx, c.session))
+		}
+	}()
+}
+
 // checkSession says whether a session whose token was verified is still
 // valid: not expired, not logged out, not revoked. It reads only the
 // in-memory model, so a WebSocket can ask it for every frame; only when

@@ -77,6 +77,10 @@ type Config struct {
 	// online, and how each part of it fails: nothing to hand to the
 	// public, as a messenger's other operators do not.
 	MetricsFrom []netip.Prefix
+	// SessionRecheck is how often every open WebSocket's session is
+	// checked again (expiry; a logout, revocation or suspension the log
+	// carried closes the sockets concerned at once, when it is applied).
+	SessionRecheck time.Duration
 	// PresenceBeat is how often this process publishes the digest of its
 	// online users (a version, a count and a hash, never the list).
 	PresenceBeat time.Duration
@@ -99,18 +103,19 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 	return Config{
-		Site:         site,
-		Store:        store,
-		View:         v,
-		Logger:       slog.New(slog.DiscardHandler),
-		TokenTTL:     30 * 24 * time.Hour,
-		BcryptCost:   10,
-		WriteTimeout: 8 * time.Second,
-		Limits:       DefaultLimits(),
-		MetricsFrom:  DefaultMetricsFrom(),
-		PresenceBeat: DefaultPresenceBeat,
-		PresenceTTL:  DefaultPresenceTTL,
-		PresenceV1:   true,
+		Site:           site,
+		Store:          store,
+		View:           v,
+		Logger:         slog.New(slog.DiscardHandler),
+		TokenTTL:       30 * 24 * time.Hour,
+		BcryptCost:     10,
+		WriteTimeout:   8 * time.Second,
+		Limits:         DefaultLimits(),
+		MetricsFrom:    DefaultMetricsFrom(),
+		PresenceBeat:   DefaultPresenceBeat,
+		SessionRecheck: DefaultSessionRecheck,
+		PresenceTTL:    DefaultPresenceTTL,
+		PresenceV1:     true,
 	}
 }
 
@@ -179,6 +184,10 @@ type Gateway struct {
 	// streamsDone ends the ops event streams (CloseStreams).
 	streamsDone chan struct{}
 	streamsOnce sync.Once
+
+	// rechecking: a periodic round of the open sockets' session checks is
+	// under way (tendSockets starts the next one only after it).
+	rechecking atomic.Bool
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -337,6 +346,9 @@ func New(cfg Config) *Gateway {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if cfg.SessionRecheck <= 0 {
+		cfg.SessionRecheck = DefaultSessionRecheck
+	}
 	if cfg.PresenceBeat <= 0 {
 		cfg.PresenceBeat = DefaultPresenceBeat
 	}
@@ -362,6 +374,7 @@ func New(cfg Config) *Gateway {
 	g.routes()
 	cfg.View.OnApply(g.onApply)
 	cfg.View.OnApply(g.metrics.observeApplied)
+	cfg.View.OnSessionsEnded(g.recheckSessions)
 	return g
 }
 

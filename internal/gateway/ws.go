@@ -54,9 +54,11 @@ const (
 	// the device already has the message, so its echo loses nothing by
 	// waiting.
 	wsAckHold = 5 * time.Millisecond
-	// tokenRecheck is how soon a revoked session's open sockets close.
-	tokenRecheck = 5 * time.Second
 )
+
+// DefaultSessionRecheck is Config.SessionRecheck's default: how soon an
+// open socket whose token expired closes.
+const DefaultSessionRecheck = 5 * time.Second
 
 // wsConn is one device's WebSocket. Its frames are read by the socket's
 // reader (wsock's: a goroutine while frames come, none while the socket is

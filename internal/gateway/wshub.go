@@ -238,7 +238,7 @@ func (h *hub) duePings(now time.Time) []*wsConn {
 
 // tendSockets is the hub's one background goroutine: it pings every socket
 // each wsPingInterval (a socket that does not answer within wsPongTimeout
-// is cut off) and re-checks every socket's token each tokenRecheck, so a
+// is cut off) and re-checks every socket's token each Config.SessionRecheck, so a
 // logout, a revocation or an expiry also closes open sockets.
 func (g *Gateway) tendSockets(ctx context.Context) {
 	t := time.NewTicker(wsTendEvery)
@@ -254,14 +254,9 @@ func (g *Gateway) tendSockets(ctx context.Context) {
 		for _, c := range g.hub.duePings(now) {
 			c.ping()
 		}
-		if now.Sub(checked) >= tokenRecheck {
+		if now.Sub(checked) >= g.cfg.SessionRecheck && g.rechecking.CompareAndSwap(false, true) {
 			checked = now
-			for _, c := range g.hub.all() {
-				if ctx.Err() != nil {
-					return
-				}
-				c.kickIfSessionEnded(g.checkSession(ctx, c.session))
-			}
+			g.recheck(ctx, g.hub.all(), func() { g.rechecking.Store(false) })
 		}
 	}
 }

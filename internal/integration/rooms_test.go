@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sort"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/site"
 )
 
 // Both users create their 1:1 room at the same moment at different sites:
@@ -352,5 +354,67 @@ func TestLogoutClosesOpenSockets(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the revoked session's socket stayed open")
+	}
+}
+
+// A logout at another site, or an admin's suspension, closes the open
+// sockets it concerns as soon as a site applies it, not at the gateway's
+// next periodic check of every socket's session: on this gateway of site
+// a that check is an hour apart, so only the applied record can close
+// them within the test.
+func TestSessionsEndedInTheLogCloseSocketsAtOnce(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	gw := extraGateway(t, ctx, cluster.Site(0).Node().ClientURL(), func(cfg *site.Config) {
+		cfg.SessionRecheck = time.Hour
+	})
+	boss, bossName := signedUp(t, 0, "scboss")
+	setRole(t, ctx, bossName, "admin")
+	closedWith := func(sub *client.Subscription) error {
+		select {
+		case <-sub.Done():
+			return sub.Err()
+		case <-time.After(30 * time.Second):
+			t.Fatal("the socket stayed open")
+			return nil
+		}
+	}
+	subscribeAtGateway := func(prefix string) (*client.Subscription, string) {
+		name := uniqueName(prefix)
+		c, err := client.New(client.Config{Sites: []string{gw.URL()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.SignUp(ctx, name, "Sock", "correct horse battery"); err != nil {
+			t.Fatal(err)
+		}
+		sub := c.Subscribe(ctx)
+		t.Cleanup(func() { sub.Close() })
+		waitReady(t, sub.Events())
+		return sub, name
+	}
+
+	// Logged out everywhere from another site.
+	sub, name := subscribeAtGateway("scout")
+	other := newClient(t, 2)
+	if _, err := other.Login(ctx, name, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.LogoutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := closedWith(sub); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+		t.Fatalf("after a logout everywhere: the subscription ended with %v", err)
+	}
+
+	// Suspended by an admin at another site.
+	sub, name = subscribeAtGateway("scsus")
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if code, body := opsCall(t, 1, "POST", "/v1/ops/users/"+name+"/suspend", boss.Token(), nil); code != http.StatusOK {
+			return fmt.Errorf("suspend: %d %s", code, body)
+		}
+		return nil
+	})
+	if err := closedWith(sub); err == nil {
+		t.Fatal("after a suspension: the subscription ended without an error")
 	}
 }

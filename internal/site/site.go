@@ -104,7 +104,10 @@ type Config struct {
 	// interval and expiry (gateway.Config); zero keeps its defaults.
 	PresenceBeat time.Duration
 	PresenceTTL  time.Duration
-	Logger       *slog.Logger
+	// SessionRecheck is how often the gateway checks every open
+	// WebSocket's session again (gateway.Config); zero keeps its default.
+	SessionRecheck time.Duration
+	Logger         *slog.Logger
 }
 
 // DefaultHeartbeatTimeout: a silent cut is noticed within about this long
@@ -271,6 +274,9 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}
 	if cfg.PresenceTTL > 0 {
 		gcfg.PresenceTTL = cfg.PresenceTTL
+	}
+	if cfg.SessionRecheck > 0 {
+		gcfg.SessionRecheck = cfg.SessionRecheck
 	}
 	s.gw = gateway.New(gcfg)
 	// Room for the longest cursor the API takes (64 KiB), percent-encoded

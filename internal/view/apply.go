@@ -84,10 +84,16 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	advanced := v.advanced
 	v.advanced = make(chan struct{})
 	listeners := slices.Clone(v.listeners)
+	endListeners := slices.Clone(v.sessionListeners)
 	v.mu.Unlock()
 	if len(a.emitted) > 0 {
 		for _, fn := range listeners {
 			fn(a.emitted)
+		}
+	}
+	if len(a.sessionsEnded) > 0 {
+		for _, fn := range endListeners {
+			fn(a.sessionsEnded)
 		}
 	}
 	close(advanced)
@@ -127,6 +133,9 @@ type applier struct {
 	dirtyMembers map[memberKey]bool
 	dirtyUsers   map[string]bool
 	emitted      []Emitted
+	// sessionsEnded are users some of whose sessions the batch ended
+	// (logged out, revoked, suspended), for OnSessionsEnded.
+	sessionsEnded []string
 }
 
 // byAdmin says whether an admin action may be applied: the admin
@@ -187,6 +196,7 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 	case salamander.RecSessionRevoked:
 		if a.m.revoke(r.Session, r.At.UnixNano()) {
 			a.db.revoked = append(a.db.revoked, revokedRow{sid: r.Session, user: r.User, at: r.At.UnixNano()})
+			a.sessionsEnded = append(a.sessionsEnded, r.User)
 		}
 	case salamander.RecUserRevoked:
 		// By log position, not time: every site agrees on positions, not
@@ -200,6 +210,7 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		if u := a.m.users[r.User]; u != nil {
 			u.revokedSeq = max(u.revokedSeq, pos.Seq)
 			a.dirtyUsers[r.User] = true
+			a.sessionsEnded = append(a.sessionsEnded, r.User)
 			if r.Site != "" { // an admin's, not a user's own "log out everywhere"
 				a.audit(pos, r, "revoke-sessions")
 			}
@@ -211,6 +222,9 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		}
 		u.suspended = r.Type == salamander.RecUserSuspended
 		a.dirtyUsers[r.User] = true
+		if u.suspended {
+			a.sessionsEnded = append(a.sessionsEnded, r.User)
+		}
 		a.audit(pos, r, map[bool]string{true: "suspend", false: "restore"}[u.suspended])
 	case salamander.RecRoleSet:
 		u := a.m.users[r.User]

@@ -94,6 +94,9 @@ type View struct {
 	// pace is how long the writer gathers while nobody waits (writerPace).
 	pace      time.Duration
 	listeners []func([]Emitted)
+	// sessionListeners are told of users whose sessions a batch ended
+	// (OnSessionsEnded).
+	sessionListeners []func(users []string)
 	// entries counts the log entries applied since the view was opened.
 	entries atomic.Uint64
 	// windowStats is the dedupe windows in memory as of the last batch,
@@ -236,6 +239,18 @@ func (v *View) OnApply(fn func([]Emitted)) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.listeners = append(v.listeners, fn)
+}
+
+// OnSessionsEnded registers fn to be called, after each batch the model
+// applies, with the users some of whose sessions it ended: a session
+// logged out or revoked, all of a user's revoked, an account suspended
+// (a user may be named more than once). Their open WebSockets re-check
+// their sessions at once, rather than at their next periodic check.
+// Register before Run; fn must not block for long.
+func (v *View) OnSessionsEnded(fn func(users []string)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.sessionListeners = append(v.sessionListeners, fn)
 }
 
 // Applied returns a copy of the applied position of every stream.
