@@ -51,7 +51,9 @@ const (
 )
 
 // devices is what typing and presence need from the hub: whether a user
-// has a device connected to this process, and a lossy way to reach them.
+// has a device connected to this process, and a way to reach them that
+// drops a "typing" a device cannot take and disconnects a device that
+// cannot take a presence change (see hub.sendTo).
 type devices interface {
 	connected(user string) bool
 	sendTo(users []string, ev salamander.Event)

@@ -202,8 +202,12 @@ func (h *hub) deliver(batch []view.Emitted) {
 }
 
 // sendTo queues an ephemeral event for every device of the given users.
-// Ephemeral events are dropped for a device whose queue is full: losing a
-// "typing" is harmless, and unlike stored events it cannot be replayed.
+// Ephemeral events are never replayed. A "typing" is dropped for a device
+// whose queue is full: losing one is harmless, the next comes within
+// seconds and the device stops showing it on its own. A presence change
+// is sent once, on the change, so one dropped would stand until the
+// user's next change: the device is disconnected instead, as for a stored
+// event, and reads presence again (GET /v1/presence) once it is back.
 func (h *hub) sendTo(users []string, ev salamander.Event) {
 	targets := h.audience(users, nil)
 	if len(targets) == 0 {
@@ -213,8 +217,9 @@ func (h *hub) sendTo(users []string, ev salamander.Event) {
 	if !ok {
 		return
 	}
+	droppable := ev.Type == salamander.EventTyping
 	for _, c := range targets {
-		c.enqueue(f, false, true)
+		c.enqueue(f, false, droppable)
 	}
 }
 
