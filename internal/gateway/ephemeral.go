@@ -220,7 +220,9 @@ func (e *ephemeral) presenceLoop(ctx context.Context) {
 }
 
 // allowTyping rate-limits "typing" signals per user and room, and passes a
-// "stopped typing" once after each "typing" it passed (see typingLimiter).
+// "stopped typing" once after each "typing" it passed, or at most once an
+// interval when the "typing" went through another process (see
+// typingLimiter).
 func (e *ephemeral) allowTyping(room, user string, typing bool) bool {
 	return e.typing.allow(room, user, typing, time.Now())
 }
@@ -256,24 +258,37 @@ func (e *ephemeral) onTyping(msg *nats.Msg) {
 
 // typingLimiter passes at most one "typing" per user and room every
 // interval — or a quarter of one after a stop, so that typing again after
-// sending shows at once — and a "stopped typing" only after a "typing" it
-// passed (one each): a flood of either, or of both in turn, costs the
-// cluster at most eight signals an interval. It remembers at most max
-// pairs.
+// sending shows at once — and a "stopped typing" once after each "typing"
+// it passed. A stop with no "typing" passed here to stop is passed too, at
+// most once an interval: its "typing" most likely went through another
+// gateway process (a client's HTTP requests are balanced over a site's
+// processes, and go to another site after a failover), and refusing it
+// would leave the room showing the user typing until each device's own
+// timeout. A flood of starts, of stops, or of both in turn passes at most
+// eight signals an interval at one process, plus one such stop. It
+// remembers at most max pairs.
 type typingLimiter struct {
 	every time.Duration
 	max   int
 
 	mu     sync.Mutex
-	last   map[string]typingPassed // "user\x00room" -> the last "typing" passed
+	last   map[string]typingPassed // "user\x00room" -> what was last passed
 	purged time.Time
 }
 
-// typingPassed is when a pair's last "typing" was passed, and whether
-// (and when) a "stopped typing" has been passed since.
+// typingPassed is when a pair's last "typing" was passed (zero if none
+// here), and whether (and when) a "stopped typing" has been passed since.
 type typingPassed struct {
 	at, stoppedAt time.Time
 	stopped       bool
+}
+
+// latest is when the pair last passed a signal.
+func (p typingPassed) latest() time.Time {
+	if p.stoppedAt.After(p.at) {
+		return p.stoppedAt
+	}
+	return p.at
 }
 
 func newTypingLimiter(every time.Duration, max int) *typingLimiter {
@@ -286,8 +301,9 @@ func (l *typingLimiter) allow(room, user string, typing bool, now time.Time) boo
 	defer l.mu.Unlock()
 	p, ok := l.last[key]
 	if !typing {
-		// Only a typing that others were told of needs stopping.
-		if !ok || p.stopped {
+		// A typing passed here is stopped once; a stop of one passed
+		// elsewhere (none here, or stopped here already) once an interval.
+		if ok && p.stopped && now.Sub(p.stoppedAt) < l.every || !ok && !l.roomFor(now) {
 			return false
 		}
 		p.stopped, p.stoppedAt = true, now
@@ -297,21 +313,27 @@ func (l *typingLimiter) allow(room, user string, typing bool, now time.Time) boo
 	if ok && now.Sub(p.at) < l.every && !(p.stopped && now.Sub(p.stoppedAt) >= l.every/4) {
 		return false
 	}
-	if !ok && len(l.last) >= l.max {
-		// Forget stale pairs, at most once an interval so that a flood does
-		// not turn every call into a scan; refuse while still full.
-		if now.Sub(l.purged) >= l.every {
-			l.purged = now
-			for k, p := range l.last {
-				if now.Sub(p.at) >= l.every {
-					delete(l.last, k)
-				}
-			}
-		}
-		if len(l.last) >= l.max {
-			return false
-		}
+	if !ok && !l.roomFor(now) {
+		return false
 	}
 	l.last[key] = typingPassed{at: now}
 	return true
+}
+
+// roomFor reports whether a new pair may be remembered. Past max it
+// forgets stale pairs, at most once an interval so that a flood does not
+// turn every call into a scan, and refuses while still full. l.mu is held.
+func (l *typingLimiter) roomFor(now time.Time) bool {
+	if len(l.last) < l.max {
+		return true
+	}
+	if now.Sub(l.purged) >= l.every {
+		l.purged = now
+		for k, p := range l.last {
+			if now.Sub(p.latest()) >= l.every {
+				delete(l.last, k)
+			}
+		}
+	}
+	return len(l.last) < l.max
 }

@@ -641,13 +641,64 @@ func TestTypingLimiterBounded(t *testing.T) {
 	if !l.allow("fresh", "u", true, later) || len(l.last) != 1 {
 		t.Fatalf("after the interval: %d remembered", len(l.last))
 	}
-	// A typing that was passed is stopped once; a stop of nothing passed
-	// (forgotten, or never typed) is not passed on.
+	// A typing that was passed is stopped once.
 	if !l.allow("fresh", "u", false, later) {
 		t.Fatal("stopped typing was refused")
 	}
-	if l.allow("fresh", "u", false, later) || l.allow("r1", "u", false, later) || l.allow("never", "u", false, later) {
-		t.Fatal("a stop with no typing passed before it was passed on")
+	if l.allow("fresh", "u", false, later) {
+		t.Fatal("a second stop of one typing was passed")
+	}
+	// Stops of typings passed elsewhere are remembered too, within the
+	// bound: once it is full they are refused until the interval passes.
+	for i := range 5000 {
+		l.allow(fmt.Sprintf("s%d", i), "u", false, later)
+	}
+	if len(l.last) > 1000 {
+		t.Fatalf("%d remembered after a flood of stops", len(l.last))
+	}
+}
+
+// A "stopped typing" whose "typing" was passed by another gateway process
+// (the client's requests are balanced over a site's processes, and go to
+// another site after a failover) is passed on too, at most once an
+// interval.
+func TestTypingLimiterPassesAStopOfATypingPassedElsewhere(t *testing.T) {
+	here, there := newTypingLimiter(time.Second, 1000), newTypingLimiter(time.Second, 1000)
+	now := time.Now()
+	if !there.allow("r", "u", true, now) {
+		t.Fatal("typing refused")
+	}
+	if !here.allow("r", "u", false, now.Add(100*time.Millisecond)) {
+		t.Fatal("a stop of a typing passed by another process was refused: the room shows u typing until its own timeout")
+	}
+	for _, d := range []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 1099 * time.Millisecond} {
+		if here.allow("r", "u", false, now.Add(d)) {
+			t.Fatalf("a repeated stop %v after the first passed again within the interval", d)
+		}
+	}
+	// The user types again (elsewhere) and stops (here) an interval later.
+	if !here.allow("r", "u", false, now.Add(1100*time.Millisecond)) {
+		t.Fatal("the next interval's stop was refused")
+	}
+	// A typing passed here is stopped here as before.
+	if !here.allow("r", "u", true, now.Add(1200*time.Millisecond)) || !here.allow("r", "u", false, now.Add(1250*time.Millisecond)) ||
+		here.allow("r", "u", true, now.Add(1300*time.Millisecond)) || !here.allow("r", "u", true, now.Add(1500*time.Millisecond)) {
+		t.Fatal("a typing here after a stop of one passed elsewhere, or its stop, went wrong")
+	}
+	// A flood that starts with a stop costs one signal more than one that
+	// starts with a typing (TestTypingLimiterBoundsStartsAndStops).
+	l, passed := newTypingLimiter(time.Second, 1000), 0
+	for i := range 1000 {
+		at := now.Add(time.Duration(i) * time.Millisecond)
+		if l.allow("r", "u", false, at) {
+			passed++
+		}
+		if l.allow("r", "u", i%2 == 1, at) {
+			passed++
+		}
+	}
+	if passed != 9 {
+		t.Fatalf("%d signals passed in one interval, want a stop, then four typings and their stops", passed)
 	}
 }
 
