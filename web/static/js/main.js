@@ -102,7 +102,14 @@ function start(s) {
   app.live.addEventListener("ready", (e) => {
     app.model.setIncidents(e.detail.incidents);
     saveCursor();
-    if (!app.loaded) loadAll();
+    // Presence is not replayed: a change while the page had no socket
+    // (its site failed over, or closed it as too slow to read) never
+    // comes. So it is read again once each socket is ready — unless a
+    // read began after this "ready" (the first load's, usually).
+    const ready = ++readies;
+    (app.loaded ? Promise.resolve() : loadAll()).then(() => {
+      if (app.loaded && presenceAskedAt < ready) loadPresence().catch(() => { /* the next "ready" reads it */ });
+    });
     app.roomView.onReconnected();
   });
   // Leaving or reloading the page keeps what it has seen: a reload then
@@ -192,14 +199,27 @@ async function loadAllOnce() {
 }
 
 async function loadFriends() {
-  const api = app.api;
-  const since = app.model.clock;
-  const { friends } = await api.request("GET", "/v1/friends");
+  const { friends } = await app.api.request("GET", "/v1/friends");
   app.model.setFriends(friends);
+  await loadPresence();
+}
+
+// readies counts the live connection's "ready"s; presenceAskedAt is the
+// count when the latest presence read began, presenceReads how many began.
+let readies = 0, presenceAskedAt = 0, presenceReads = 0;
+
+// loadPresence reads the presence of the user's friends, whose presence
+// the page shows. A read overtaken by a later one leaves it the last word.
+async function loadPresence() {
+  const read = ++presenceReads;
+  presenceAskedAt = readies;
+  const since = app.model.clock;
+  const names = [...app.model.friends.keys()];
   // A presence query names at most 100 users: more friends are asked in turn.
-  for (let i = 0; i < friends.length; i += 100) {
-    const names = friends.slice(i, i + 100).map((f) => f.name).join(",");
-    const { presence } = await api.request("GET", "/v1/presence?users=" + encodeURIComponent(names));
+  for (let i = 0; i < names.length; i += 100) {
+    const batch = names.slice(i, i + 100).join(",");
+    const { presence } = await app.api.request("GET", "/v1/presence?users=" + encodeURIComponent(batch));
+    if (read !== presenceReads) return;
     app.model.setPresence(presence, since);
   }
 }
