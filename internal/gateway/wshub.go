@@ -194,6 +194,13 @@ func (h *hub) deliver(batch []view.Emitted) {
 		if !ok {
 			continue
 		}
+		if e.Broadcast {
+			// Not stored, so never in a replay: a socket whose replay
+			// moved its cursor past this event's position (to the
+			// stream's applied end) must still get it — a drain's "move"
+			// is otherwise lost by a device connecting as it is applied.
+			f.pos = nil
+		}
 		for _, c := range targets {
 			c.enqueue(f, false, false)
 		}
