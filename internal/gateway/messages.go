@@ -58,8 +58,9 @@ func (g *Gateway) sendMessage(ctx context.Context, user string, addr netip.Addr,
 		return salamander.SendResult{}, errNoRoom(id)
 	}
 	// A retry of a message this site has already applied is answered from
-	// the read model, however long ago the original was sent, and even if
-	// the sender has left the room since (it was delivered).
+	// the read model, as long as fewer than view.DedupeWindow messages
+	// were sent to the room since (the log's rule), and even if the sender
+	// has left the room since (it was delivered).
 	if msg, ok, err := g.cfg.View.MessageByClientID(ctx, id, user, req.ClientID); err != nil {
 		return salamander.SendResult{}, err
 	} else if ok {
@@ -86,7 +87,7 @@ func (g *Gateway) sendMessage(ctx context.Context, user string, addr netip.Addr,
 		// Held while the room's partition elects a leader: acknowledged
 		// (a quorum holds it), placed by the merge that follows.
 		msg, ok = g.cfg.View.HeldMessage(pos)
-	} else if msg, ok, err = g.cfg.View.MessageAt(ctx, pos); err != nil {
+	} else if msg, ok, err = g.cfg.View.MessageAt(ctx, id, pos); err != nil {
 		return salamander.SendResult{}, err
 	}
 	if !ok || msg.Sender != user || msg.ClientID != req.ClientID {

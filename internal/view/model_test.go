@@ -240,3 +240,50 @@ func TestInvitesPastAFullRoomAddNoOne(t *testing.T) {
 		t.Fatal("a room created with more members than a group holds exists")
 	}
 }
+
+// A message is found by its log position also when the model no longer
+// holds it (past a stream's newest recentPerStream messages): a send whose
+// append the log answered "duplicate" of an old one is then answered with
+// that message, not as if it were lost. Two rooms share the stream, so a
+// message's position is not its seq and the marks must find it.
+func TestMessageAtFindsOldMessagesInTheStore(t *testing.T) {
+	v := openTemp(t)
+	entry := (&p0Entries{}).entry
+	entries := []jsstore.Entry{
+		entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_a", Kind: salamander.RoomGroup, Name: "a", Members: []string{"ann"}, By: "ann"}),
+		entry(salamander.Record{Type: salamander.RecRoomCreated, Room: "g_b", Kind: salamander.RoomGroup, Name: "b", Members: []string{"bo"}, By: "bo"}),
+	}
+	posOf := map[string]salamander.Position{}
+	for i := range recentPerStream/2 + 100 {
+		for _, r := range []struct{ room, user string }{{"g_a", "ann"}, {"g_b", "bo"}} {
+			id := fmt.Sprintf("%s-%d", r.room, i)
+			e := entry(salamander.Record{Type: salamander.RecMessageSent, Room: r.room, User: r.user, ClientID: id, Text: id})
+			posOf[id] = e.Pos
+			entries = append(entries, e)
+		}
+	}
+	apply(t, v, &memLog{}, entries)
+	ctx := context.Background()
+	for _, id := range []string{"g_a-0", "g_a-40", "g_a-41", "g_b-33"} {
+		room := id[:3]
+		if v.m.recentAt(posOf[id]) != nil {
+			t.Fatalf("set-up: %s is still among the model's recent messages", id)
+		}
+		m, ok, err := v.MessageAt(ctx, room, posOf[id])
+		if err != nil || !ok || m.ClientID != id || m.Room != room {
+			t.Fatalf("%s at %v: %+v, %v, %v", id, posOf[id], m, ok, err)
+		}
+	}
+	last := fmt.Sprintf("g_a-%d", recentPerStream/2+99)
+	if m, ok, err := v.MessageAt(ctx, "g_a", posOf[last]); err != nil || !ok || m.ClientID != last {
+		t.Fatalf("a recent message: %+v, %v, %v", m, ok, err)
+	}
+	for _, c := range []struct {
+		room string
+		pos  salamander.Position
+	}{{"g_b", posOf["g_a-40"]}, {"g_b", posOf[last]}, {"g_a", salamander.Position{Stream: "p0", Seq: 1}}, {"g_x", posOf["g_a-0"]}} {
+		if m, ok, err := v.MessageAt(ctx, c.room, c.pos); err != nil || ok {
+			t.Fatalf("room %s at %v: %+v, %v, %v; want none", c.room, c.pos, m, ok, err)
+		}
+	}
+}

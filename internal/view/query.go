@@ -191,22 +191,37 @@ func (v *View) RoomsOf(_ context.Context, user string) ([]salamander.Room, error
 	return out, nil
 }
 
-// MessageAt returns the message committed at pos, if the record there was
-// accepted as a message and is recent (the model keeps the last few
-// thousand messages of each stream by position; callers fall back to
-// MessageByClientID).
-func (v *View) MessageAt(_ context.Context, pos salamander.Position) (salamander.Message, bool, error) {
+// MessageAt returns room's message committed at pos, if the record there
+// was accepted as a message of room: from the model when it is recent (it
+// keeps the last few thousand messages of each stream by position), else
+// from the store, found between the room's position marks around pos.
+func (v *View) MessageAt(ctx context.Context, room string, pos salamander.Position) (salamander.Message, bool, error) {
 	v.mu.RLock()
-	defer v.mu.RUnlock()
-	m := v.m.recentAt(pos)
-	if m == nil {
+	if m := v.m.recentAt(pos); m != nil {
+		out := *m
+		if rs := v.m.rooms[m.Room]; rs != nil {
+			out.Unread = rs.unread(m.Seq)
+		}
+		v.mu.RUnlock()
+		return out, out.Room == room, nil
+	}
+	rs := v.m.rooms[room]
+	v.mu.RUnlock()
+	if rs == nil || rs.stream != pos.Stream {
 		return salamander.Message{}, false, nil
 	}
-	out := *m
-	if rs := v.m.rooms[m.Room]; rs != nil {
-		out.Unread = rs.unread(m.Seq)
+	if err := v.waitStored(ctx); err != nil {
+		return salamander.Message{}, false, err
 	}
-	return out, true, nil
+	var seq uint64
+	err := v.rd.messageAtPos.QueryRowContext(ctx, rs.no, int64(pos.Seq)).Scan(&seq)
+	if err == sql.ErrNoRows {
+		return salamander.Message{}, false, nil
+	}
+	if err != nil {
+		return salamander.Message{}, false, fmt.Errorf("view: message at %s:%d: %w", pos.Stream, pos.Seq, err)
+	}
+	return v.message(ctx, room, seq)
 }
 
 // MessageByClientID finds the message sender sent to room with clientID,
@@ -402,7 +417,7 @@ type readStatements struct {
 	applied                                    *sql.Stmt // Sync
 	sync                                       [len(syncBounds)]*sql.Stmt
 	syncWide                                   *sql.Stmt // a limit past every bound (compiled anew as it changes)
-	message, messageByKey                      *sql.Stmt // one message, by seq or by client key
+	message, messageByKey, messageAtPos        *sql.Stmt // one message, by seq, client key or position
 	historyAfter, historyBefore, historyNewest *sql.Stmt // History's three directions
 	audit                                      *sql.Stmt
 	preparedSet
@@ -420,6 +435,12 @@ func prepareReads(db *sql.DB) (*readStatements, error) {
 	p(&rd.message, cols+` AND seq = ?`)
 	p(&rd.messageByKey, `SELECT seq FROM (SELECT seq, client_key FROM messages WHERE room = ?
 		ORDER BY seq DESC LIMIT ?) WHERE client_key = ?`)
+	// A room's seqs and positions grow together: the message at a
+	// position lies between the marks around it (see message_marks).
+	p(&rd.messageAtPos, fmt.Sprintf(`SELECT seq FROM messages WHERE room = ?1
+		AND seq >= coalesce((SELECT k.seq FROM message_marks k WHERE k.room = ?1 AND k.pos <= ?2 ORDER BY k.pos DESC LIMIT 1), 0)
+		AND seq < coalesce((SELECT k.seq FROM message_marks k WHERE k.room = ?1 AND k.pos <= ?2 ORDER BY k.pos DESC LIMIT 1), 0) + %d
+		AND pos = ?2`, markEvery))
 	p(&rd.historyAfter, cols+` AND seq > ? ORDER BY seq ASC LIMIT ?`)
 	p(&rd.historyBefore, cols+` AND seq < ? ORDER BY seq DESC LIMIT ?`)
 	p(&rd.historyNewest, cols+` ORDER BY seq DESC LIMIT ?`)
