@@ -102,6 +102,8 @@ type Client struct {
 	randMu sync.Mutex
 	rand   *rand.Rand // nil: use the global generator
 
+	order sendOrder // each room's sends in flight, in order
+
 	mu      sync.Mutex
 	cur     int           // index of the site requests start at
 	badAt   []time.Time   // when each site last failed

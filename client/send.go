@@ -109,9 +109,12 @@ var ErrMaybeSent = errors.New("client: the message may have been sent")
 
 // send tries the open WebSocket — and, after a nack or no answer from its
 // site, the Subscription's next one if it has moved already — then HTTP
-// with failover (at once when the socket closed or cannot read answers).
+// with failover (at once when the socket closed or cannot read answers),
+// each attempt when the room's line lets it go (see sendOrder).
 func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salamander.SendResult, error) {
 	frame := salamander.ClientFrame{Type: salamander.FrameSend, RoomID: roomID, ClientID: clientID, Text: text}
+	q := &lineSend{room: roomID}
+	defer c.order.leave(q)
 	// maybe: an attempt may have been committed without its answer.
 	maybe := false
 	refused := func(err error) error {
@@ -120,14 +123,24 @@ func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salam
 		}
 		return err
 	}
+	waited := func(err error) (salamander.SendResult, error) {
+		return salamander.SendResult{}, fmt.Errorf("client: send to room %s: waiting for the earlier sends to it: %w", roomID, err)
+	}
 	var tried []*sendSocket
 	for len(tried) < len(c.sites) {
-		s := c.socket()
+		s, err := c.order.turn(ctx, q, c.socket)
+		if err != nil {
+			return waited(err)
+		}
 		if s == nil || slices.Contains(tried, s) {
 			break
 		}
+		ev, out, err := s.send(ctx, frame, &c.order, q)
+		c.order.land(q)
+		if errors.Is(err, errNotYourTurn) {
+			continue // it waits in line
+		}
 		tried = append(tried, s)
-		ev, out, err := s.send(ctx, frame)
 		var fe *failoverError
 		switch {
 		case err == nil && ev.Type == salamander.EventAck && ev.Message != nil:
@@ -157,6 +170,11 @@ func (c *Client) send(ctx context.Context, roomID, clientID, text string) (salam
 			maybe = maybe || out
 		}
 		break // the socket is gone or busy: HTTP
+	}
+	// Requests in progress at once have no order: one room's go one at a
+	// time.
+	if err := c.order.first(ctx, q); err != nil {
+		return waited(err)
 	}
 	var r salamander.SendResult
 	reached, err := c.call(ctx, http.MethodPost, roomPath(roomID, "/messages"), salamander.SendRequest{ClientID: clientID, Text: text}, &r)

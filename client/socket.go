@@ -27,6 +27,9 @@ var (
 	// events so answers cannot be read); it goes over HTTP instead, and the
 	// site is not to blame.
 	errSocketBusy = errors.New("the WebSocket cannot take this send now")
+	// errNotYourTurn: sends ahead of this one in its room are not all in
+	// flight on the socket; it waits for its turn (see sendOrder).
+	errNotYourTurn = errors.New("earlier sends to the room come first")
 )
 
 // stallGrace is how long a send whose frame is out waits for its answer
@@ -73,13 +76,15 @@ func (s *sendSocket) stall(on bool) {
 
 func answerKey(room, clientID string) string { return room + "\x00" + clientID }
 
-// send writes f and waits for its answer. A *failoverError means the site
-// could not serve it (no answer in time, or a nack saying so);
-// errSocketGone and errSocketBusy mean "try another way"; any other error
-// is ctx's. out reports whether the frame may have reached the site (it
-// was written, or its write failed part way), so that the send may have
-// been committed without an answer.
-func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (ev salamander.Event, out bool, err error) {
+// send writes f, if order lets q go on this socket now, and waits for
+// its answer. A *failoverError means the site could not serve it (no
+// answer in time, or a nack saying so); errSocketGone and errSocketBusy
+// mean "try another way"; errNotYourTurn that q waits for its turn; any
+// other error is ctx's. out reports whether the frame may have reached
+// the site (it was written, or its write failed part way), so that the
+// send may have been committed without an answer. The caller lands q
+// (order.land) when it returns.
+func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame, order *sendOrder, q *lineSend) (ev salamander.Event, out bool, err error) {
 	var none salamander.Event
 	if s.stalled.Load() {
 		return none, false, errSocketBusy // its answer could not be read now
@@ -128,6 +133,13 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (ev sal
 	case <-ctx.Done():
 		return none, false, ctx.Err()
 	}
+	// Its place in its room's line is taken with the write lock held, so
+	// that the line's order on this socket is the order of the frames.
+	clock, ok := order.place(q, s)
+	if !ok {
+		<-s.writing
+		return none, false, errNotYourTurn
+	}
 	cut := time.AfterFunc(s.timeout, func() { s.conn.CloseNow() })
 	err = s.conn.Write(context.Background(), websocket.MessageText, data)
 	cut.Stop()
@@ -135,8 +147,34 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (ev sal
 	if err != nil {
 		return none, true, errSocketGone
 	}
-	t := time.NewTimer(s.timeout)
-	defer t.Stop()
+	// The timeout counts from when no earlier send to the room awaits its
+	// answer on this socket (clock), not from the write: the site carries
+	// out one socket's sends to a room one at a time, in order, so until
+	// then this one waits behind their commits, however many, and that
+	// wait says nothing against the site. From then on it is one send's
+	// commit, bounded like any request. (A timeout scaled by the sends
+	// ahead would guess at their commit times; this measures.) A site
+	// that leaves a send unanswered that long is not serving: its socket
+	// is closed (see below), so the sends queued behind it fail at once
+	// instead of each waiting out a timeout of its own in turn.
+	var t *time.Timer
+	var expired <-chan time.Time
+	start := func(d time.Duration) {
+		if t == nil {
+			t = time.NewTimer(d)
+		} else {
+			t.Reset(d)
+		}
+		expired = t.C
+	}
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	if clock == nil {
+		start(s.timeout)
+	}
 	stalled := false
 	for {
 		select {
@@ -146,17 +184,25 @@ func (s *sendSocket) send(ctx context.Context, f salamander.ClientFrame) (ev sal
 			return none, true, errSocketGone
 		case <-ctx.Done():
 			return none, true, ctx.Err()
+		case <-clock:
+			clock = nil
+			if !stalled {
+				start(s.timeout)
+			}
 		case <-stalls:
 			// The reader waits for the application, and the answer may be
 			// queued behind the events it has not taken: a moment more,
 			// then HTTP (where the message is answered as the duplicate it
 			// is, if it landed).
 			stalls, stalled = nil, true
-			t.Reset(stallGrace)
-		case <-t.C:
+			start(stallGrace)
+		case <-expired:
 			if stalled || s.stalled.Load() {
 				return none, true, errSocketBusy
 			}
+			// Closed also when its site is the only one (with more, the
+			// Subscription leaves a site marked unusable anyway).
+			s.conn.CloseNow()
 			return none, true, &failoverError{err: fmt.Errorf("no answer on the WebSocket within %s", s.timeout)}
 		}
 	}
