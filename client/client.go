@@ -15,6 +15,22 @@
 //     repeated id. Messages not yet acknowledged are listed by Pending.
 //     While a Subscription is connected, sends travel over its WebSocket,
 //     many at once; otherwise over HTTP.
+//   - Each room's sends in order, across failures. A room's messages are
+//     committed in the order the Client hands their sends over: on the
+//     WebSocket, the order their frames are written (a site carries out
+//     one socket's sends to a room in that order); over HTTP, one at a
+//     time, each once the previous one was answered. When an attempt fails
+//     (the socket closes, a site refuses it for now or leaves it
+//     unanswered), that send and every later send to the room whose
+//     attempt failed with it go again one at a time, in their original
+//     order, each under its own client id (a resent message that was
+//     stored is answered as the original), at the next socket or over
+//     HTTP at whichever site serves; a send to the room made meanwhile
+//     waits behind them. A send that returns an error (a refusal, or its
+//     ctx ended) gives up its place, and the sends behind it go on. The
+//     order among concurrent calls is the order in which they are handed
+//     over; a goroutine's sends, each made after the previous one
+//     returned, are in its order. Rooms are independent of one another.
 //   - Sent at once, placed when it can be. While the log partition of a
 //     message's room elects a leader (a site was lost), the message is
 //     acknowledged held: Send succeeds with Message.Held set and Seq 0,
@@ -72,7 +88,10 @@ type Config struct {
 	// client, so that they share one pool of connections.
 	HTTPClient *http.Client
 	// RequestTimeout bounds one attempt at one site (default 10s). When it
-	// expires the site counts as unusable and the request moves on.
+	// expires the site counts as unusable and the request moves on. A send
+	// on a Subscription's WebSocket counts it from when the sends ahead of
+	// it to its room on that socket have been answered (the site carries
+	// them out one at a time), not from when its frame was written.
 	RequestTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the pause between rounds through all
 	// sites (defaults 100ms and 3s). The first round has no pause; the pause

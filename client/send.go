@@ -63,8 +63,12 @@ func (c *Client) Send(ctx context.Context, roomID, text string) (salamander.Send
 // While a Subscription has a WebSocket open, the message goes over it (many
 // sends may be in flight on it at once, from many goroutines); otherwise,
 // or when that socket fails, over HTTP with failover as for every call.
-// Messages one goroutine sends to one room, each after the previous one
-// returned, are committed in that order.
+// A room's messages are committed in the order their sends were handed
+// over, also across a failure: the room's unacknowledged sends then go
+// again one at a time in that order, and a later send waits behind them;
+// without a socket, a room's sends go over HTTP one at a time (see the
+// package documentation for exactly what is promised). Sends to different
+// rooms do not wait for one another.
 //
 // Until it is acknowledged the message is listed by Pending. A message that
 // the server refuses (a coded error) leaves the outbox; one still unacknowledged
