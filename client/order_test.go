@@ -355,23 +355,15 @@ func TestPipelinedSendsToOneRoomDoNotTimeOut(t *testing.T) {
 // they all go again at once, in order.
 func TestUnansweredSendFailsTheSendsBehindItAtOnce(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	var sockets atomic.Int64
 	hung := make(chan struct{})
-	a := newFrameSite(t, func(f salamander.ClientFrame) *salamander.Event {
-		if sockets.Load() == 1 {
+	a := newSocketSite(t, func(socket int64, f salamander.ClientFrame) *salamander.Event {
+		if socket == 1 {
 			<-hung // the first socket's site never answers
 			return nil
 		}
 		return ack(f, 1)
 	})
 	t.Cleanup(func() { close(hung) }) // (before the site closes)
-	inner := a.Config.Handler
-	a.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/ws" {
-			sockets.Add(1)
-		}
-		inner.ServeHTTP(w, r)
-	})
 	cl, err := New(Config{Sites: []string{a.URL}, RequestTimeout: timeout, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

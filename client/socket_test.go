@@ -25,7 +25,14 @@ type frameSite struct {
 }
 
 func newFrameSite(t *testing.T, answer func(f salamander.ClientFrame) *salamander.Event) *frameSite {
+	return newSocketSite(t, func(_ int64, f salamander.ClientFrame) *salamander.Event { return answer(f) })
+}
+
+// newSocketSite is newFrameSite whose answer also learns which of the
+// site's sockets (1, 2, …, in the order accepted) the frame came on.
+func newSocketSite(t *testing.T, answer func(socket int64, f salamander.ClientFrame) *salamander.Event) *frameSite {
 	fs := &frameSite{}
+	var sockets atomic.Int64
 	fs.site = newSite(t, func(w http.ResponseWriter, r *http.Request) {
 		if answerMe(w, r) {
 			return
@@ -34,6 +41,7 @@ func newFrameSite(t *testing.T, answer func(f salamander.ClientFrame) *salamande
 			fs.sendOverHTTP(w, r)
 			return
 		}
+		socket := sockets.Add(1)
 		conn, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
@@ -65,7 +73,7 @@ func newFrameSite(t *testing.T, answer func(f salamander.ClientFrame) *salamande
 			wg.Add(1)
 			go func() { // answered concurrently, like the real site
 				defer wg.Done()
-				if ev := answer(f); ev != nil {
+				if ev := answer(socket, f); ev != nil {
 					_ = write(*ev)
 				} else {
 					conn.CloseNow()
