@@ -240,6 +240,9 @@ func (s *Store) gathered(m *nats.Msg) {
 	if err == nil && (!isPartition(stream) || !slices.Contains(s.Streams(), stream)) {
 		err = fmt.Errorf("not a partition of this cluster: %q", stream)
 	}
+	if err == nil {
+		err = s.checkForwarded(stream, batch)
+	}
 	if err == nil && s.appCtx.Err() != nil {
 		err = errors.New("closing")
 	}
@@ -272,6 +275,28 @@ enqueue:
 		results[i] = a.await(context.Background(), r) // answered, also when the store closes
 	}
 	_ = m.Respond(encodeForwardReply(results))
+}
+
+// checkForwarded refuses a forwarded batch any entry of which does not
+// decode, is not a message or a read marker, or is not for a room of
+// stream. A batch record is decoded whole at every site: one bad entry in
+// it (a bug, or a version the gatherer does not speak) would make every
+// site skip the record, and with it the good entries of this site and the
+// third — their senders answered as if their sends had been refused. The
+// forwarding site then appends its batch itself.
+func (s *Store) checkForwarded(stream string, batch []*appendRequest) error {
+	for i, r := range batch {
+		rec, err := salamander.DecodeRecord(r.body)
+		switch {
+		case err != nil:
+			return fmt.Errorf("forwarded entry %d: %w", i, err)
+		case rec.Type != salamander.RecMessageSent && rec.Type != salamander.RecMessageRead:
+			return fmt.Errorf("forwarded entry %d: a %s record is not gathered", i, rec.Type)
+		case rec.Type != r.typ || rec.Room != r.key || s.RoomStream(rec.Room) != stream:
+			return fmt.Errorf("forwarded entry %d: a %s record for room %q, forwarded as %s for %q to %s", i, rec.Type, rec.Room, r.typ, r.key, stream)
+		}
+	}
+	return nil
 }
 
 // The forward's wire format, binary and compact (a batch is sent once per

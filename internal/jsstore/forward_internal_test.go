@@ -168,6 +168,44 @@ func TestGathererRefusesBadBatches(t *testing.T) {
 		return &appendRequest{typ: typ, key: "d_x", msgID: "m:x", body: []byte(body)}
 	}
 	good := encodeForward("p0", []*appendRequest{req(salamander.RecMessageSent, `{"t":"msg.sent"}`)})
+	// Entries that would make the whole batch record undecodable, or are
+	// not what a gatherer gathers, beside a good one.
+	entry := func(rec salamander.Record) *appendRequest {
+		body, err := salamander.EncodeRecord(&rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &appendRequest{typ: rec.Type, key: rec.Room, msgID: "m:" + rec.ClientID, body: body}
+	}
+	msg := func(room string) salamander.Record {
+		return salamander.Record{Type: salamander.RecMessageSent, Room: room, User: "u", ClientID: "c-" + room, Text: "hi"}
+	}
+	room := "g_here"
+	stream := s.RoomStream(room)
+	other := "g_0"
+	for i := 1; s.RoomStream(other) == stream; i++ {
+		other = fmt.Sprintf("g_%d", i)
+	}
+	withGood := func(bad *appendRequest) []byte {
+		return encodeForward(stream, []*appendRequest{entry(msg(room)), bad})
+	}
+	misnamed := entry(msg(room))
+	misnamed.key = "g_elsewhere"
+	for name, data := range map[string][]byte{
+		"an entry that does not decode":     withGood(&appendRequest{typ: salamander.RecMessageSent, key: room, msgID: "m:y", body: []byte(`{"t":`)}),
+		"a room change":                     withGood(entry(salamander.Record{Type: salamander.RecRoomRenamed, Room: room, Name: "x", By: "u"})),
+		"a message of another partition":    withGood(entry(msg(other))),
+		"an entry keyed for another room":   withGood(misnamed),
+		"an entry of another type than its": withGood(&appendRequest{typ: salamander.RecMessageRead, key: room, msgID: "m:z", body: entry(msg(room)).body}),
+	} {
+		reply, err := s.nc.RequestWithContext(ctx, subjGather+"a", data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := decodeForwardReply(reply.Data, 2); err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("%s: answered %v, want a refusal", name, err)
+		}
+	}
 	for name, data := range map[string][]byte{
 		"not a partition":  encodeForward(AccountsStream, []*appendRequest{req(salamander.RecUserCreated, `{"t":"user.created"}`)}),
 		"unknown stream":   encodeForward("p9", []*appendRequest{req(salamander.RecMessageSent, `{}`)}),
