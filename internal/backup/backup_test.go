@@ -104,6 +104,12 @@ func records(t *testing.T, ctx context.Context, js jetstream.JetStream, stream s
 	var out []record
 	for seq := uint64(1); seq <= last; seq++ {
 		m, err := st.GetMsg(ctx, seq)
+		// A stream just restored answers direct gets once its replicas
+		// have subscribed to them: until then nobody does.
+		for errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+			m, err = st.GetMsg(ctx, seq)
+		}
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			out = append(out, record{Seq: seq, Deleted: true})
 			continue
