@@ -22,6 +22,9 @@ const (
 	MaxPageSize        = 200
 	DefaultPageSize    = 50
 	MaxSyncEvents      = 1000
+	// MaxRoomsPage is how many rooms one GET /v1/rooms lists (its
+	// default too): each carries its members and their read markers.
+	MaxRoomsPage = 500
 	// MaxPresenceQuery is how many users one GET /v1/presence asks about.
 	MaxPresenceQuery = 100
 )

@@ -236,6 +236,15 @@ type SendResult struct {
 	Duplicate bool    `json:"duplicate"`
 }
 
+// RoomsPage is a page of the signed-in user's rooms (GET /v1/rooms), most
+// recently active first.
+type RoomsPage struct {
+	Rooms []Room `json:"rooms"`
+	// Next, when more rooms follow, is where the next page starts:
+	// GET /v1/rooms?after=Next.
+	Next string `json:"next,omitempty"`
+}
+
 // HistoryPage is one page of a room's messages in ascending Seq order.
 type HistoryPage struct {
 	Messages []Message `json:"messages"`

@@ -139,19 +139,30 @@ func (c *Client) Friends(ctx context.Context) ([]salamander.User, error) {
 	return r.Friends, nil
 }
 
-// Rooms returns the rooms the signed-in user is a member of, each with its
-// unread count and last message. Their read markers feed Unread.
+// Rooms returns the rooms the signed-in user is a member of, most recently
+// active first, each with its unread count and last message, reading every
+// page of GET /v1/rooms. Their read markers feed Unread.
 func (c *Client) Rooms(ctx context.Context) ([]salamander.Room, error) {
-	var r struct {
-		Rooms []salamander.Room `json:"rooms"`
+	var rooms []salamander.Room
+	next := ""
+	for {
+		var page salamander.RoomsPage
+		path := "/v1/rooms"
+		if next != "" {
+			path += "?after=" + url.QueryEscape(next)
+		}
+		if _, err := c.call(ctx, http.MethodGet, path, nil, &page); err != nil {
+			return nil, err
+		}
+		for i := range page.Rooms {
+			c.observeRoom(&page.Rooms[i])
+		}
+		rooms = append(rooms, page.Rooms...)
+		if page.Next == "" || page.Next == next {
+			return rooms, nil
+		}
+		next = page.Next
 	}
-	if _, err := c.call(ctx, http.MethodGet, "/v1/rooms", nil, &r); err != nil {
-		return nil, err
-	}
-	for i := range r.Rooms {
-		c.observeRoom(&r.Rooms[i])
-	}
-	return r.Rooms, nil
 }
 
 // Room returns one room. Codes: not_found, forbidden (not a member).

@@ -414,14 +414,14 @@ func (g *Gateway) routes() {
 	m.HandleFunc("POST /v1/logout", g.authedSession(g.handleLogout, true))
 	m.HandleFunc("GET /v1/me", g.authed(g.handleMe))
 	m.HandleFunc("PATCH /v1/me", g.authed(g.metered(g.handleUpdateProfile)))
-	m.HandleFunc("GET /v1/users/{name}", g.authed(g.handleUser))
+	m.HandleFunc("GET /v1/users/{name}", g.authed(g.missCosts(g.handleUser)))
 	m.HandleFunc("GET /v1/friends", g.authed(g.handleFriends))
 	m.HandleFunc("POST /v1/friends", g.authed(g.metered(g.handleAddFriend)))
 	m.HandleFunc("GET /v1/rooms", g.authed(g.handleRooms))
 	m.HandleFunc("POST /v1/rooms/direct", g.authed(g.metered(g.handleDirectRoom)))
 	m.HandleFunc("POST /v1/rooms/group", g.authed(g.metered(g.handleGroupRoom)))
 	m.HandleFunc("GET /v1/rooms/{id}", g.authed(g.handleRoom))
-	m.HandleFunc("POST /v1/rooms/{id}/invite", g.authed(g.handleInvite))
+	m.HandleFunc("POST /v1/rooms/{id}/invite", g.authed(g.missCosts(g.handleInvite)))
 	m.HandleFunc("POST /v1/rooms/{id}/leave", g.authed(g.handleLeave))
 	m.HandleFunc("POST /v1/rooms/{id}/rename", g.authed(g.metered(g.handleRename)))
 	m.HandleFunc("POST /v1/rooms/{id}/messages", g.authed(g.handleSend))
@@ -542,6 +542,27 @@ func (g *Gateway) metered(h authedHandler) authedHandler {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h(sw, r, c)
 		if refusedInput(sw.status) {
+			refund()
+		}
+	}
+}
+
+// missCosts answers as h does, and an answer "no such user" or "no such
+// room" (404) costs a unit of the changes budget, as a sign-up's taken
+// name costs one of the sign-ups': a lookup that misses is otherwise a
+// free way to learn, name by name, who exists. What is found costs
+// nothing; a caller out of units is refused (429) before anything is
+// looked up, so that the refusal says nothing either.
+func (g *Gateway) missCosts(h authedHandler) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, c claims) {
+		refund, err := g.spendChange(r, c)
+		if err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h(sw, r, c)
+		if sw.status != http.StatusNotFound {
 			refund()
 		}
 	}

@@ -374,3 +374,56 @@ func TestLoopbackIsNotLimitedByDefault(t *testing.T) {
 		}
 	}
 }
+
+// A lookup that misses (no such user, no such room) costs a unit of the
+// changes budget, as a taken name costs a sign-up: a 404 is otherwise a
+// free way to learn, name by name, who exists. What is found costs
+// nothing, and once the budget is spent every lookup is refused alike.
+func TestLookupsThatMissAreLimited(t *testing.T) {
+	// A cluster budget of 6: two at this one site.
+	url := limitedGateway(t, gateway.Limits{ChangesPerUser: gateway.Rate{Burst: 6, Every: time.Hour}})
+	_, known := signedUp(t, 1, "lkknown")
+	signUp := func() string {
+		r := rawTo(t, url, "POST", "/v1/signup", "", "", []byte(`{"name":"`+uniqueName("lk")+`","password":"correct horse battery"}`))
+		var s salamander.Session
+		if r.status != 201 || json.Unmarshal(r.body, &s) != nil {
+			t.Fatalf("sign-up: %d %s", r.status, r.body)
+		}
+		return s.Token
+	}
+	lookup := func(token, name string) rawResp { return rawTo(t, url, "GET", "/v1/users/"+name, token, "", nil) }
+	token := signUp()
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error { // site a has applied the other site's sign-up
+		if r := lookup(token, known); r.status != 200 {
+			return fmt.Errorf("a known user: %d %s", r.status, r.body)
+		}
+		return nil
+	})
+	for i := range 10 {
+		if r := lookup(token, known); r.status != 200 {
+			t.Fatalf("lookup %d of a known user: %d %s", i, r.status, r.body)
+		}
+	}
+	for i, name := range []string{uniqueName("nobody"), "Not-A-Name"} {
+		if r := lookup(token, name); r.status != 404 {
+			t.Fatalf("miss %d: %d %s", i, r.status, r.body)
+		}
+	}
+	wantLimited(t, "a third miss", lookup(token, uniqueName("nobody")), 3*time.Hour)
+	wantLimited(t, "a known user, once the budget is spent", lookup(token, known), 3*time.Hour)
+
+	// An invitation naming nobody costs a unit as well.
+	token = signUp()
+	r := rawTo(t, url, "POST", "/v1/rooms/group", token, "", []byte(`{"name":"lookups"}`)) // a unit
+	var room salamander.Room
+	if r.status != 201 || json.Unmarshal(r.body, &room) != nil {
+		t.Fatalf("group: %d %s", r.status, r.body)
+	}
+	invite := func() rawResp {
+		return rawTo(t, url, "POST", "/v1/rooms/"+room.ID+"/invite", token, "", []byte(`{"users":["`+uniqueName("nobody")+`"]}`))
+	}
+	if r := invite(); r.status != 404 {
+		t.Fatalf("inviting nobody: %d %s", r.status, r.body)
+	}
+	wantLimited(t, "inviting nobody again", invite(), 3*time.Hour)
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +127,55 @@ func TestGroupCreationRetryAnswersTheSameRoom(t *testing.T) {
 	code, body = opsCall(t, 2, "POST", "/v1/rooms/group", a.Token(), req)
 	if again := decode[struct{ ID string }](t, http.StatusOK, code, body); again.ID != first.ID {
 		t.Fatalf("a retry made room %s, the first %s", again.ID, first.ID)
+	}
+}
+
+// A user's rooms are listed in pages of at most 500 (each room carries its
+// members and their read markers): every room once, most recently active
+// first, at every site, and the SDK reads them all. A bad limit or place
+// is refused.
+func TestRoomsAreListedInPages(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, _ := signedUp(t, 0, "pages")
+	var want []string
+	for i := range 5 {
+		room, err := a.CreateGroup(ctx, fmt.Sprintf("page %d", i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{room.ID}, want...) // the newest first
+	}
+	for site := range 3 {
+		var got []string
+		after := ""
+		for range len(want) + 1 {
+			path := "/v1/rooms?limit=2"
+			if after != "" {
+				path += "&after=" + url.QueryEscape(after)
+			}
+			code, body := opsCall(t, site, "GET", path, a.Token(), nil)
+			var page salamander.RoomsPage
+			if code != http.StatusOK || json.Unmarshal(body, &page) != nil || len(page.Rooms) > 2 {
+				t.Fatalf("site %d, %s: %d %s", site, path, code, body)
+			}
+			for _, r := range page.Rooms {
+				got = append(got, r.ID)
+			}
+			if after = page.Next; after == "" {
+				break
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("site %d: pages of 2 listed %v, want %v", site, got, want)
+		}
+	}
+	rooms, err := a.Rooms(ctx)
+	if err != nil || len(rooms) != len(want) {
+		t.Fatalf("the SDK's Rooms: %d rooms, %v", len(rooms), err)
+	}
+	for _, q := range []string{"limit=501", "limit=-1", "after=x", "after=12:", "after=x:g_1", "after=1:not%20a%20room"} {
+		if code, body := opsCall(t, 0, "GET", "/v1/rooms?"+q, a.Token(), nil); code != http.StatusBadRequest {
+			t.Errorf("GET /v1/rooms?%s: %d %s, want 400", q, code, body)
+		}
 	}
 }

@@ -133,7 +133,7 @@ func TestRoomsOfFollowsJoinsAndLeaves(t *testing.T) {
 		entry(salamander.Record{Type: salamander.RecRoomJoined, Room: "g_3", Members: []string{"bob"}, By: "alice"}),
 	})
 	ids := func(v *View, user string) []string {
-		rooms, err := v.RoomsOf(context.Background(), user)
+		rooms, _, err := v.RoomsOf(context.Background(), user, RoomsPlace{}, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -284,6 +284,51 @@ func TestMessageAtFindsOldMessagesInTheStore(t *testing.T) {
 	}{{"g_b", posOf["g_a-40"]}, {"g_b", posOf[last]}, {"g_a", salamander.Position{Stream: "p0", Seq: 1}}, {"g_x", posOf["g_a-0"]}} {
 		if m, ok, err := v.MessageAt(ctx, c.room, c.pos); err != nil || ok {
 			t.Fatalf("room %s at %v: %+v, %v, %v; want none", c.room, c.pos, m, ok, err)
+		}
+	}
+}
+
+// A user's rooms are listed in pages, most recently active first (ties by
+// id), each page starting after the last room of the one before: every
+// room once, in order, however the list is cut.
+func TestRoomsOfInPages(t *testing.T) {
+	v := openTemp(t)
+	entry := (&p0Entries{}).entry
+	var entries []jsstore.Entry
+	for i := range 7 {
+		id := fmt.Sprintf("g_%d", i)
+		entries = append(entries, entry(salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup,
+			Name: id, Members: []string{"ann", "bo"}, By: "ann"}))
+	}
+	// g_5 and g_2 talk, g_2 last; the rest keep their (equal) creation time.
+	for i, id := range []string{"g_5", "g_2"} {
+		e := entry(salamander.Record{Type: salamander.RecMessageSent, Room: id, User: "ann", ClientID: id, Text: id})
+		e.Record.At = e.Record.At.Add(time.Duration(i+1) * time.Minute)
+		entries = append(entries, e)
+	}
+	apply(t, v, &memLog{}, entries)
+	want := []string{"g_2", "g_5", "g_0", "g_1", "g_3", "g_4", "g_6"}
+	for _, size := range []int{1, 2, 3, 7, 10} {
+		var got []string
+		after := RoomsPlace{}
+		for page := 0; ; page++ {
+			rooms, more, err := v.RoomsOf(context.Background(), "bo", after, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rooms) > size || page > len(want) {
+				t.Fatalf("pages of %d: a page of %d rooms, or too many pages", size, len(rooms))
+			}
+			for _, r := range rooms {
+				got = append(got, r.ID)
+			}
+			if !more {
+				break
+			}
+			after = RoomsPlaceOf(rooms[len(rooms)-1])
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("pages of %d: %v, want %v", size, got, want)
 		}
 	}
 }

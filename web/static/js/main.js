@@ -185,9 +185,9 @@ async function loadAllOnce() {
   const api = app.api;
   try {
     const since = app.model.clock;
-    const [me, rooms] = await Promise.all([api.request("GET", "/v1/me"), api.request("GET", "/v1/rooms")]);
+    const [me, rooms] = await Promise.all([api.request("GET", "/v1/me"), loadRooms(api)]);
     app.model.setUser(me);
-    app.model.setRooms(rooms.rooms, since);
+    app.model.setRooms(rooms, since);
     await loadFriends();
     app.loaded = true;
     for (const r of app.model.rooms.values()) for (const m of r.members) app.roomView.knowUser(m);
@@ -195,6 +195,19 @@ async function loadAllOnce() {
   } catch (e) {
     if (e instanceof ApiError) toast(errorText(e));
     // otherwise every site is down: the next "ready" tries again
+  }
+}
+
+// loadRooms reads every page of the user's rooms (GET /v1/rooms lists at
+// most 500 at a time), most recently active first.
+async function loadRooms(api) {
+  const rooms = [];
+  let next = "";
+  for (;;) {
+    const page = await api.request("GET", "/v1/rooms" + (next ? "?after=" + encodeURIComponent(next) : ""));
+    rooms.push(...page.rooms);
+    if (!page.next || page.next === next) return rooms;
+    next = page.next;
   }
 }
 
