@@ -75,8 +75,19 @@ func queryTime(r *http.Request, name string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, salamander.Errorf(salamander.CodeInvalid, "%s must be an RFC 3339 time", name)
 	}
+	// Times are kept in Unix nanoseconds: one outside their range would
+	// wrap around (2300 read as 1715, 1600 as 2184).
+	if t.Before(minQueryTime) || t.After(maxQueryTime) {
+		return time.Time{}, salamander.Errorf(salamander.CodeInvalid, "%s must be between %d and %d", name, minQueryTime.Year(), maxQueryTime.Year())
+	}
 	return t, nil
 }
+
+// The times a query may name: within Unix nanoseconds' range (1678–2262).
+var (
+	minQueryTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxQueryTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // handleAuditCSV exports the audit trail, oldest first (?before= as in
 // handleAudit bounds it).
