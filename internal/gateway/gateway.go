@@ -175,6 +175,7 @@ type Gateway struct {
 	hashSlots chan struct{} // one per core: bcrypt work at once (see hashing)
 	streams   streamsCache  // the cluster's streams, read at most once a second
 	heads     headReads     // streams' heads, read for "no" answers (confirmNegative)
+	marks     readMarks     // read markers being written (markRead)
 
 	// life ends when the gateway closes: work that outlives a request
 	// (a drained site's delayed disconnects, a console drill) stops then.

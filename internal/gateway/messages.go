@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/salamander-chat/salamander"
@@ -202,13 +203,70 @@ func (g *Gateway) markRead(ctx context.Context, user, id string, seq uint64) err
 	if seq == 0 || seq > room.LastSeq {
 		return salamander.Errorf(salamander.CodeInvalid, "seq must be between 1 and the room's last message (%d)", room.LastSeq)
 	}
-	if seq > room.ReadSeq {
-		rec := salamander.Record{Type: salamander.RecMessageRead, Room: id, User: user, Seq: seq}
-		if _, _, err := g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{Batch: true}); err != nil {
-			return err
+	if seq <= room.ReadSeq {
+		return nil
+	}
+	f, first := g.marks.join(user, id, seq)
+	if !first {
+		// A mark as far or further is being written for this user and
+		// room: its outcome is this one's, and no second record is
+		// written (concurrent requests would each add one at every site).
+		select {
+		case <-f.done:
+			return f.err
+		case <-ctx.Done():
+			return salamander.Errorf(salamander.CodeUnavailable, "this site could not complete the write in time; try again")
 		}
 	}
-	return nil
+	rec := salamander.Record{Type: salamander.RecMessageRead, Room: id, User: user, Seq: seq}
+	_, _, err = g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{Batch: true})
+	g.marks.finish(user, id, f, err)
+	return err
+}
+
+// readMarks are the read markers being written by this process, one per
+// user and room (the furthest): a request for a mark no further than one
+// in flight waits for that one instead of appending its own record.
+type readMarks struct {
+	mu       sync.Mutex
+	inflight map[string]*markFlight // user + "\x00" + room
+}
+
+// markFlight is one read marker being written; done is closed once err
+// is its outcome.
+type markFlight struct {
+	seq  uint64
+	done chan struct{}
+	err  error
+}
+
+// join returns the flight that carries user's mark at seq in room, and
+// whether the caller is to write it (first) or wait for it.
+func (m *readMarks) join(user, room string, seq uint64) (f *markFlight, first bool) {
+	key := user + "\x00" + room
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f := m.inflight[key]; f != nil && f.seq >= seq {
+		return f, false
+	}
+	if m.inflight == nil {
+		m.inflight = map[string]*markFlight{}
+	}
+	f = &markFlight{seq: seq, done: make(chan struct{})}
+	m.inflight[key] = f // a further mark takes the place of a nearer one
+	return f, true
+}
+
+// finish records f's outcome and forgets it.
+func (m *readMarks) finish(user, room string, f *markFlight, err error) {
+	key := user + "\x00" + room
+	m.mu.Lock()
+	if m.inflight[key] == f {
+		delete(m.inflight, key)
+	}
+	m.mu.Unlock()
+	f.err = err
+	close(f.done)
 }
 
 func (g *Gateway) handleTyping(w http.ResponseWriter, r *http.Request, c claims) {
