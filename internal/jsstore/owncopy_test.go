@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -66,8 +67,9 @@ func TestOwnCopyReadsBackAndSurvivesReopen(t *testing.T) {
 	checkCopy(t, c, 1, 260)
 }
 
-// A crash leaves a torn record at the end, or a damaged one anywhere: the
-// copy keeps what comes before it and needs the rest from the log.
+// A crash leaves a torn record at the end, or a damaged one: a copy with
+// no index (made before copies had one) is read whole at its start, keeps
+// what comes before the first such record and needs the rest from the log.
 func TestOwnCopyCutsADamagedEnd(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "p0.log")
@@ -138,4 +140,116 @@ func TestOwnCopyReset(t *testing.T) {
 		}
 	}
 	checkCopy(t, c, 1, 10)
+}
+
+// offsetOf is where record seq starts in a copy filled from record 1.
+func offsetOf(seq uint64) int64 {
+	var off int64
+	for s := uint64(1); s < seq; s++ {
+		off += copyHeader + int64(len(copyRecord(s)))
+	}
+	return off
+}
+
+// A start reads only what follows the last index entry it can trust, not
+// the whole copy (which grows with the log for as long as the site runs):
+// a record damaged before that is found when it is read, and read from
+// the log instead, while the records around it are still read here.
+func TestOwnCopyStartsFromItsIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p0.log")
+	c := fillCopy(t, path, 1, 300)
+	if err := c.close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[offsetOf(61)+copyHeader+1] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = openCopy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	if c.next() != 301 {
+		t.Fatalf("next = %d after a start with a damaged record 61, want 301", c.next())
+	}
+	for seq := uint64(1); seq <= 300; seq++ {
+		got, ok := c.read(seq)
+		if want := seq != 61; ok != want || ok && !bytes.Equal(got, copyRecord(seq)) {
+			t.Fatalf("record %d: %q %v, want read %v", seq, got, ok, want)
+		}
+	}
+}
+
+// An index torn short, or ahead of a copy torn shorter, is cut back to
+// what it can trust and built on from the copy's records.
+func TestOwnCopyMendsItsIndex(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p0.log")
+	c := fillCopy(t, path, 1, 300)
+	if err := c.close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	index, err := os.ReadFile(path + ".idx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (300 + copyIndexEvery - 1) / copyIndexEvery * copyIndexEntry; len(index) != want {
+		t.Fatalf("index of %d bytes for 300 records, want %d", len(index), want)
+	}
+	for _, tc := range []struct {
+		name        string
+		data, index []byte
+		last        uint64
+	}{
+		{"no index", data, nil, 300},
+		{"an index torn mid-entry", data, index[:3*copyIndexEntry+5], 300},
+		{"an index with one entry", data, index[:copyIndexEntry], 300},
+		{"an index ahead of a torn copy", data[:offsetOf(100)+7], index, 99},
+		{"an index entry pointing elsewhere", data, append(bytes.Clone(index[:len(index)-copyIndexEntry]), 1, 2, 3, 4, 0, 0, 0, 0), 300},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".log")
+			if err := os.WriteFile(p, tc.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tc.index != nil {
+				if err := os.WriteFile(p+".idx", tc.index, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := openCopy(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.close()
+			checkCopy(t, c, 1, tc.last)
+			if err := c.add(tc.last+1, copyRecord(tc.last+1)); err != nil {
+				t.Fatal(err)
+			}
+			checkCopy(t, c, 1, tc.last+1)
+		})
+	}
+}
+
+// Only the newest index entries are kept in memory as well; reads of the
+// others read their entry from the index file.
+func TestOwnCopyKeepsOnlyTheNewestIndexInMemory(t *testing.T) {
+	n := copyIndexNear
+	copyIndexNear = 2
+	t.Cleanup(func() { copyIndexNear = n })
+	c := fillCopy(t, filepath.Join(t.TempDir(), "p0.log"), 1, 1000)
+	defer c.close()
+	if got := len(c.near); got == 0 || got > 2*copyIndexNear {
+		t.Fatalf("%d index entries in memory, want 1..%d", got, 2*copyIndexNear)
+	}
+	checkCopy(t, c, 1, 1000)
 }
