@@ -106,23 +106,34 @@ func TestOwnCopyCutsADamagedEnd(t *testing.T) {
 		{"whole", func() []byte { return whole }, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(dir, tc.name+".log")
-			if err := os.WriteFile(p, tc.file(), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			c, err := openCopy(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.close()
-			checkCopy(t, c, 1, tc.last)
-			// It grows again from where it was cut.
-			if err := c.add(tc.last+1, copyRecord(tc.last+1)); err != nil {
-				t.Fatal(err)
-			}
-			checkCopy(t, c, 1, tc.last+1)
+			reopenHolds(t, filepath.Join(dir, tc.name+".log"), tc.file(), nil, tc.last)
 		})
 	}
+}
+
+// reopenHolds writes a copy's file (and its index, if not nil) at path,
+// opens it, checks that it holds records 1..last, and that it grows again
+// from there.
+func reopenHolds(t *testing.T, path string, data, index []byte, last uint64) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if index != nil {
+		if err := os.WriteFile(path+".idx", index, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := openCopy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	checkCopy(t, c, 1, last)
+	if err := c.add(last+1, copyRecord(last+1)); err != nil {
+		t.Fatal(err)
+	}
+	checkCopy(t, c, 1, last+1)
 }
 
 func TestOwnCopyReset(t *testing.T) {
@@ -217,25 +228,7 @@ func TestOwnCopyMendsItsIndex(t *testing.T) {
 		{"an index entry pointing elsewhere", data, append(bytes.Clone(index[:len(index)-copyIndexEntry]), 1, 2, 3, 4, 0, 0, 0, 0), 300},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".log")
-			if err := os.WriteFile(p, tc.data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if tc.index != nil {
-				if err := os.WriteFile(p+".idx", tc.index, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c, err := openCopy(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.close()
-			checkCopy(t, c, 1, tc.last)
-			if err := c.add(tc.last+1, copyRecord(tc.last+1)); err != nil {
-				t.Fatal(err)
-			}
-			checkCopy(t, c, 1, tc.last+1)
+			reopenHolds(t, filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".log"), tc.data, tc.index, tc.last)
 		})
 	}
 }
