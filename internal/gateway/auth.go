@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -388,22 +389,46 @@ func (g *Gateway) hashPassword(ctx context.Context, pw string) (string, error) {
 }
 
 // checkPassword compares pw with hash. For an unknown user (hash "") it
-// compares against a hash of the same cost anyway, so that a login for a
-// name that does not exist takes as long as one with a wrong password and
-// timing does not tell which names exist.
+// compares against a dummy hash anyway, of the cost most accounts' hashes
+// have (view.HashCost: a hash keeps the cost it was made with, so after
+// --bcrypt-cost changes the configured one would tell the names made
+// before from names nobody has), so that a login for a name that does not
+// exist takes as long as one with a wrong password and timing does not
+// tell which names exist.
 func (g *Gateway) checkPassword(ctx context.Context, hash, pw string) (bool, error) {
+	dummy := []byte(nil)
+	if hash == "" {
+		dummy = g.dummyHash(cmp.Or(g.cfg.View.HashCost(), g.cfg.BcryptCost))
+	}
 	var ok bool
 	err := g.hashing(ctx, func() {
 		if hash == "" {
-			g.dummyOnce.Do(func() {
-				g.dummyHash, _ = bcrypt.GenerateFromPassword([]byte(randomHex(16)), g.cfg.BcryptCost)
-			})
-			_ = bcrypt.CompareHashAndPassword(g.dummyHash, []byte(pw))
+			_ = bcrypt.CompareHashAndPassword(dummy, []byte(pw))
 			return
 		}
 		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
 	})
 	return ok, err
+}
+
+// dummyHash is a hash of cost of a password nobody knows, made once per
+// cost (outside the hashing slots: only the first unknown name at a cost
+// pays for it, and it is not a comparison to be timed against).
+func (g *Gateway) dummyHash(cost int) []byte {
+	g.dummyMu.Lock()
+	defer g.dummyMu.Unlock()
+	if h, ok := g.dummies[cost]; ok {
+		return h
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(randomHex(16)), cost)
+	if err != nil { // a cost out of bcrypt's range: the configured one
+		h, _ = bcrypt.GenerateFromPassword([]byte(randomHex(16)), g.cfg.BcryptCost)
+	}
+	if g.dummies == nil {
+		g.dummies = map[int][]byte{}
+	}
+	g.dummies[cost] = h
+	return h
 }
 
 func randomHex(n int) string {

@@ -170,12 +170,12 @@ type Gateway struct {
 	// ackHold is how long a socket's writer holds a sent message's echo
 	// for its ack (wsAckHold; tests lengthen it).
 	ackHold   time.Duration
-	dummyOnce sync.Once
-	dummyHash []byte        // see checkPassword
-	hashSlots chan struct{} // one per core: bcrypt work at once (see hashing)
-	streams   streamsCache  // the cluster's streams, read at most once a second
-	heads     headReads     // streams' heads, read for "no" answers (confirmNegative)
-	marks     readMarks     // read markers being written (markRead)
+	dummyMu   sync.Mutex
+	dummies   map[int][]byte // bcrypt cost -> a dummy hash (see checkPassword)
+	hashSlots chan struct{}  // one per core: bcrypt work at once (see hashing)
+	streams   streamsCache   // the cluster's streams, read at most once a second
+	heads     headReads      // streams' heads, read for "no" answers (confirmNegative)
+	marks     readMarks      // read markers being written (markRead)
 
 	// life ends when the gateway closes: work that outlives a request
 	// (a drained site's delayed disconnects, a console drill) stops then.

@@ -180,7 +180,7 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 			if r.DisplayName != nil {
 				dn = *r.DisplayName
 			}
-			a.m.users[r.User] = &userState{name: r.User, displayName: dn, hash: r.PasswordHash, created: r.At}
+			a.m.addUser(&userState{name: r.User, displayName: dn, hash: r.PasswordHash, created: r.At})
 			a.dirtyUsers[r.User] = true
 		}
 	case salamander.RecProfileChanged:

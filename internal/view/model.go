@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/salamander-chat/salamander"
 )
 
@@ -29,8 +31,11 @@ const DedupeWindow = 4096
 const recentPerStream = 16384
 
 type model struct {
-	users   map[string]*userState
-	revoked map[string]int64 // logged-out session ids -> when (unix ns, the record's time)
+	users map[string]*userState
+	// hashCosts counts the users' password hashes by their bcrypt cost
+	// (HashCost).
+	hashCosts [32]int
+	revoked   map[string]int64 // logged-out session ids -> when (unix ns, the record's time)
 	// revokedOrder is revoked's ids in the order they were applied, the
 	// oldest first, so that those of tokens expired by now leave memory
 	// without a scan of them all (pruneRevoked).
@@ -403,4 +408,12 @@ func (m *model) placed(r salamander.Record) bool {
 	}
 	_, ok := rs.ids.seqOf(clientKeyOf(r.User, r.ClientID))
 	return ok
+}
+
+// addUser puts u into the model, counting its hash's cost.
+func (m *model) addUser(u *userState) {
+	m.users[u.name] = u
+	if c, err := bcrypt.Cost([]byte(u.hash)); err == nil && c >= 0 && c < len(m.hashCosts) {
+		m.hashCosts[c]++
+	}
 }

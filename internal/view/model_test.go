@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 )
@@ -330,5 +332,45 @@ func TestRoomsOfInPages(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("pages of %d: %v, want %v", size, got, want)
 		}
+	}
+}
+
+// HashCost is the bcrypt cost most accounts' password hashes have, also
+// after a restart: a login for a name nobody has is checked against a
+// dummy hash of that cost, so that it takes as long as most wrong
+// passwords after the configured cost changed.
+func TestHashCostIsTheMostCommon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v := openAt(t, path)
+	if got := v.HashCost(); got != 0 {
+		t.Fatalf("no accounts: cost %d, want 0", got)
+	}
+	hash := func(cost int) string {
+		h, err := bcrypt.GenerateFromPassword([]byte("correct horse battery"), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	entries := (&p0Entries{}).entry
+	user := func(name string, cost int) jsstore.Entry {
+		e := entries(salamander.Record{Type: salamander.RecUserCreated, User: name, PasswordHash: hash(cost)})
+		e.Pos.Stream = "acct"
+		return e
+	}
+	log := &memLog{}
+	apply(t, v, log, []jsstore.Entry{user("ann", 4), user("bo", 4), user("cy", 5)})
+	if got := v.HashCost(); got != 4 {
+		t.Fatalf("two accounts at 4, one at 5: cost %d", got)
+	}
+	apply(t, v, log, []jsstore.Entry{user("di", 5), user("ed", 5)})
+	if got := v.HashCost(); got != 5 {
+		t.Fatalf("two accounts at 4, three at 5: cost %d", got)
+	}
+	v.Close()
+	v = openAt(t, path)
+	defer v.Close()
+	if got := v.HashCost(); got != 5 {
+		t.Fatalf("reopened: cost %d, want 5", got)
 	}
 }

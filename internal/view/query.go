@@ -47,6 +47,23 @@ func (v *View) Credentials(_ context.Context, name string) (hash string, revoked
 	return u.hash, u.revokedSeq, nil
 }
 
+// HashCost is the bcrypt cost most of the users' password hashes have (0
+// when there are none): a login for a name nobody has is checked against
+// a dummy hash of this cost, so that it takes as long as a wrong password
+// for most names that exist, also after the configured cost changed
+// (hashes keep the cost they were made with).
+func (v *View) HashCost() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	best := 0
+	for c, n := range v.m.hashCosts {
+		if n > v.m.hashCosts[best] {
+			best = c
+		}
+	}
+	return best
+}
+
 // SessionRevoked reports whether the session id was logged out.
 func (v *View) SessionRevoked(_ context.Context, sid string) (bool, error) {
 	v.mu.RLock()

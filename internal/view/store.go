@@ -413,7 +413,7 @@ func (v *View) load() error {
 			var created int64
 			err := r.Scan(&u.name, &u.displayName, &u.status, &u.hash, &created, &u.revokedSeq, &u.role, &u.suspended)
 			u.created = fromNanos(created)
-			m.users[u.name] = &u
+			m.addUser(&u)
 			return err
 		}),
 		q(`SELECT sid, at FROM revoked_sessions WHERE at >= ? ORDER BY at`, func(r *sql.Rows) error {
