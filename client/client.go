@@ -40,6 +40,10 @@
 //   - Ordered, exactly-once live events. A Subscription keeps one WebSocket
 //     open to some site, resumes from the Client's cursor at another site when
 //     that one breaks, and drops every stored event it has already delivered.
+//     Typing and presence events are not stored and not replayed: a
+//     presence change while the Subscription had no socket never comes, so
+//     an application that shows presence reads it again (Presence) after
+//     each ready event.
 //
 // A Client is safe for concurrent use by many goroutines. Every goroutine it
 // starts belongs to a Subscription and ends when the Subscription is closed
