@@ -590,3 +590,53 @@ func TestPresenceAsksInPages(t *testing.T) {
 		t.Fatalf("%d answers, %d queries, %v", len(ps), queries.Load(), err)
 	}
 }
+
+// A socket the site closes for what the client did (1008: it read too
+// slowly, say) is reconnected at that site: the site is not failing, so
+// neither the Subscription nor the Client's requests move to another.
+func TestSubscriptionReconnectsWhereItWasClosedForPolicy(t *testing.T) {
+	var connects atomic.Int64
+	a := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		if answerMe(w, r) {
+			return
+		}
+		if r.URL.Path != "/v1/ws" {
+			unavailable(w, r)
+			return
+		}
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		b, _ := json.Marshal(salamander.Event{Type: salamander.EventReady})
+		if err := conn.Write(r.Context(), websocket.MessageText, b); err != nil {
+			return
+		}
+		if connects.Add(1) == 1 {
+			conn.Close(websocket.StatusPolicyViolation, "reading too slowly; reconnect and resume from your cursor")
+			return
+		}
+		_, _, _ = conn.Read(r.Context())
+	})
+	var otherAsked atomic.Int64
+	b := newSite(t, func(w http.ResponseWriter, r *http.Request) {
+		otherAsked.Add(1)
+		unavailable(w, r)
+	})
+	cl := newTestClient(t, a, b)
+	cl.SetToken("tok")
+	sub := cl.Subscribe(t.Context())
+	defer sub.Close()
+	readies := 0
+	for ev := range sub.Events() {
+		if ev.Type == salamander.EventReady {
+			if readies++; readies == 2 {
+				break
+			}
+		}
+	}
+	if readies != 2 || connects.Load() != 2 || otherAsked.Load() != 0 || sub.Site() != a.URL {
+		t.Fatalf("%d readies, %d connects at a, %d requests at b, on %q: want 2, 2, 0 and a", readies, connects.Load(), otherAsked.Load(), sub.Site())
+	}
+}

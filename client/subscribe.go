@@ -191,11 +191,16 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 			continue // the wait was the back-off: not counted again
 		}
 		var fe *failoverError
-		if !errors.As(err, &fe) {
+		var here *reconnectHere
+		switch {
+		case errors.As(err, &here):
+			c.log.Warn("live events closed by the site; reconnecting there", "site", c.sites[i], "error", err)
+		case errors.As(err, &fe):
+			c.siteBad(i, err)
+		default:
 			c.log.Error("live events stopped", "site", c.sites[i], "error", err)
 			return
 		}
-		c.siteBad(i, err)
 		// A connection that lasted starts the count again; one that broke
 		// soon after its replay counts as failed, so that a site breaking
 		// each socket at once (or a send marking it unusable each time)
@@ -206,6 +211,15 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 		fails++
 	}
 }
+
+// reconnectHere is a socket the site closed for what the client did
+// (1008: it read too slowly, sent bad frames, or its session ended): the
+// site is not failing, and neither the Subscription nor the Client's
+// requests move away from it.
+type reconnectHere struct{ err error }
+
+func (e *reconnectHere) Error() string { return e.err.Error() }
+func (e *reconnectHere) Unwrap() error { return e.err }
 
 // wsStable is how long a connection must have lasted for the next one to
 // be tried without counting towards the back-off.
@@ -327,6 +341,13 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 	for {
 		data, err := readMessage(conn, &buf)
 		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusPolicyViolation {
+				// The site closed this socket for what it did (read too
+				// slowly, its session ended): the site serves, so the
+				// Subscription reconnects there, and a session that
+				// ended is told at that handshake.
+				return ready, &reconnectHere{err: err}
+			}
 			return ready, &failoverError{err: err}
 		}
 		hear()
