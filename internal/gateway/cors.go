@@ -52,6 +52,9 @@ const corsMaxAge = "600"
 func (o origins) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+	// Every answer depends on the Origin, also one without CORS headers:
+	// a cache must not hand that one to an allowed origin.
+	w.Header().Add("Vary", "Origin")
 	if origin == "" || !o.allowed[strings.ToLower(origin)] {
 		if preflight {
 			// Not an origin of this deployment: no CORS headers, so the
@@ -63,7 +66,6 @@ func (o origins) cors(w http.ResponseWriter, r *http.Request) bool {
 	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
-	h.Add("Vary", "Origin")
 	if !preflight {
 		h.Set("Access-Control-Expose-Headers", "Retry-After")
 		return false
