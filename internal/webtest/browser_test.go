@@ -257,6 +257,29 @@ func serveAppFiles(mux *http.ServeMux) {
 	mux.Handle("GET /app/", http.StripPrefix("/app/", http.FileServerFS(web.Files())))
 }
 
+// modulesPage opens, in a new browser, a blank page of an origin that
+// serves the app's files at /app/ (and mux's other routes, if mux is not
+// nil), for tests that import the app's modules on their own.
+func modulesPage(t *testing.T, name string, mux *http.ServeMux) *page {
+	t.Helper()
+	chromium := testbrowser.Chromium(t, "the web client's browser test")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	t.Cleanup(cancel)
+	if mux == nil {
+		mux = http.NewServeMux()
+	}
+	serveAppFiles(mux)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte("<!doctype html><title>modules</title>"))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	p := newPage(t, ctx, chromium, name, "en-US")
+	p.do("open a page of the app's origin", chromedpNavigate(srv.URL))
+	return p
+}
+
 // logIn logs in as name in the app's login form (any password does at a
 // fake site) and waits for the app to be live.
 func logIn(p *page, name string) {

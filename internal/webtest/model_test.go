@@ -1,13 +1,10 @@
 package webtest
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
-
-	"github.com/salamander-chat/salamander/internal/testbrowser"
 )
 
 // The page's model and outbox, run in the browser on their own (no site):
@@ -17,20 +14,7 @@ import (
 // not taken out again, a room left is not put back, a presence not turned
 // back), while rooms missing from the list are dropped.
 func TestModelAndOutboxKeepNewerChanges(t *testing.T) {
-	chromium := testbrowser.Chromium(t, "the web client's browser test")
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	mux := http.NewServeMux()
-	serveAppFiles(mux)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write([]byte("<!doctype html><title>modules</title>"))
-	})
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-
-	p := newPage(t, ctx, chromium, "modules", "en-US")
-	p.do("open a page of the app's origin", chromedpNavigate(srv.URL))
+	p := modulesPage(t, "modules", nil)
 	p.js(`window.result = undefined;
 	(async () => {
 		const store = await import("/app/js/store.js");
@@ -98,9 +82,6 @@ func TestModelAndOutboxKeepNewerChanges(t *testing.T) {
 // comes from another in well under a request's timeout (8 s), and with its
 // own site answering, its own list comes first.
 func TestDiscoverDoesNotWaitForAHungSite(t *testing.T) {
-	chromium := testbrowser.Chromium(t, "the web client's browser test")
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
 	hung := make(chan struct{})
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Access-Control-Allow-Origin", "*")
@@ -109,23 +90,14 @@ func TestDiscoverDoesNotWaitForAHungSite(t *testing.T) {
 	}))
 	defer other.Close()
 	mux := http.NewServeMux()
-	serveAppFiles(mux)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write([]byte("<!doctype html><title>modules</title>"))
-	})
 	mux.HandleFunc("GET /v1/sites", func(w http.ResponseWriter, r *http.Request) {
 		select { // hung, as a SIGSTOPped site
 		case <-hung:
 		case <-r.Context().Done():
 		}
 	})
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	defer close(hung) // (first: the server waits for its handlers)
-
-	p := newPage(t, ctx, chromium, "modules", "en-US")
-	p.do("open a page of the app's origin", chromedpNavigate(srv.URL))
+	p := modulesPage(t, "modules", mux)
+	t.Cleanup(func() { close(hung) }) // (before the server closes: it waits for its handlers)
 	p.js(`window.result = undefined;
 	(async () => {
 		const { Api } = await import("/app/js/api.js");
