@@ -3,6 +3,17 @@
 // at a time over HTTP with failover. Every retry — on another socket, at
 // another site, after a reload — carries the message's one client id, so
 // the log stores it once: an answer with duplicate:true is the original.
+//
+// Each room's messages are committed in the order they were queued: one
+// flush at a time writes frames in outbox order, and a site carries out
+// one socket's sends to a room one at a time, in the order written,
+// refusing the ones behind a send that failed (to be resent in order). A
+// failure that ends the socket — a nack saying the site cannot, no
+// answer in time, a close — drops every frame on it, and the next socket
+// (or HTTP, one message at a time) starts again from each room's oldest
+// unacknowledged message; after a rate-limit nack the refused frames go
+// again on the same socket, in order, once the pause is over. Rooms do
+// not wait for one another on a socket.
 
 import { ApiError, REQUEST_TIMEOUT_MS } from "./api.js";
 
@@ -24,7 +35,11 @@ export class Sender extends EventTarget {
     this.outbox = outbox;
     this.onSent = onSent;
     this.onRefused = onRefused;
-    this.inflight = new Map(); // client id -> {socket, at} of a frame awaiting its answer
+    // Frames awaiting their answers, in the order written: client id ->
+    // {socket, room, at}. at is when its wait began to count against the
+    // site (see checkStalled); 0 while an earlier frame to its room awaits
+    // its answer on the same socket.
+    this.inflight = new Map();
     this.busy = false;
     this.again = false;
     this.timer = 0;
@@ -49,7 +64,7 @@ export class Sender extends EventTarget {
   // sent is called for a message seen committed (an ack, an HTTP answer or
   // a message event): it leaves the outbox.
   sent(message) {
-    this.inflight.delete(message.client_id);
+    this.landed(message.client_id);
     this.outbox.remove(message.client_id);
     this.onSent(message);
     if (this.outbox.size > this.inflight.size) this.kick(); // a frame's slot is free
@@ -85,7 +100,9 @@ export class Sender extends EventTarget {
         if (this.inflight.has(m.client_id)) continue;
         const frame = { type: "send", room_id: m.room_id, client_id: m.client_id, text: m.text };
         if (!this.live.send(frame)) break;
-        this.inflight.set(m.client_id, { socket: this.live.socketId, at: Date.now() });
+        const socket = this.live.socketId;
+        const behind = [...this.inflight.values()].some((f) => f.socket === socket && f.room === m.room_id);
+        this.inflight.set(m.client_id, { socket, room: m.room_id, at: behind ? 0 : Date.now() });
       }
       return;
     }
@@ -127,7 +144,7 @@ export class Sender extends EventTarget {
       this.sent(ev.message);
       return;
     }
-    this.inflight.delete(ev.client_id);
+    this.landed(ev.client_id);
     const code = ev.error?.code || "internal";
     if (RETRY_CODES.has(code)) {
       this.live.reconnect(); // this site cannot: the next one will get it
@@ -140,7 +157,7 @@ export class Sender extends EventTarget {
   }
 
   refused(m, err) {
-    this.inflight.delete(m.client_id);
+    this.landed(m.client_id);
     this.outbox.remove(m.client_id);
     this.onRefused(m, err);
   }
@@ -150,12 +167,31 @@ export class Sender extends EventTarget {
     this.kick();
   }
 
+  // landed takes a frame out of those awaiting answers (answered, or its
+  // message seen committed or refused) and starts the clock of the next
+  // frame to its room on its socket: the site carries that one out now.
+  landed(clientID) {
+    const f = this.inflight.get(clientID);
+    if (!f) return;
+    this.inflight.delete(clientID);
+    for (const g of this.inflight.values()) {
+      if (g.socket !== f.socket || g.room !== f.room) continue;
+      if (!g.at) g.at = Date.now();
+      return;
+    }
+  }
+
   // checkStalled gives up on a socket whose site has not answered a frame
-  // in time (it may be hanging, not closed).
+  // in time (it may be hanging, not closed). A frame's time counts from
+  // when no earlier frame to its room awaits an answer on the socket: the
+  // site carries out one socket's sends to a room one at a time, so until
+  // then it waits behind their commits, however many, and that says
+  // nothing against the site. From then on it is one send's commit,
+  // bounded like any request.
   checkStalled() {
     const now = Date.now();
     for (const f of this.inflight.values()) {
-      if (f.socket === this.live.socketId && now - f.at > REQUEST_TIMEOUT_MS) {
+      if (f.socket === this.live.socketId && f.at && now - f.at > REQUEST_TIMEOUT_MS) {
         this.live.reconnect();
         return;
       }
