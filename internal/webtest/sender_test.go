@@ -18,7 +18,9 @@ import "testing"
 //     once the previous one is answered, a message queued meanwhile behind
 //     them), then on the next socket in order — each under its client id;
 //     after a rate-limit nack they go again on the same socket, in order,
-//     once the pause is over.
+//     once the pause is over. While a socket is closing (not open, its
+//     close not heard yet), no message to a room with frames on it goes
+//     over HTTP ahead of them.
 func TestSenderTimesAndOrdersEachRoomsSends(t *testing.T) {
 	p := modulesPage(t, "sender", nil)
 	p.js(`window.result = undefined;
@@ -176,6 +178,29 @@ func TestSenderTimesAndOrdersEachRoomsSends(t *testing.T) {
 			check(acked.join(",") === "a,b" && live.reconnects === 0, "acknowledged: " + acked);
 		}
 
+		// A socket closing (no longer open, its close not heard yet) with a
+		// room's frames awaiting answers: nothing to that room goes over
+		// HTTP ahead of them, another room's message does; once the close is
+		// heard, the room goes again from its oldest.
+		{
+			const live = new FakeLive(), acked = [];
+			const s = sender(live, "e", acked);
+			for (let i = 0; i < 65; i++) s.queue("r1", "e" + i);
+			s.queue("r2", "y");
+			await settle();
+			check(live.frames.length === 64, "64 frames in flight at most: " + live.frames.length);
+			now += 3000;
+			const before = posts.length;
+			live.open = false;
+			s.kick();
+			await settle();
+			const begun = () => posts.slice(before).map((q) => q.body.text).join(",");
+			check(begun() === "y", "over HTTP meanwhile, only the other room's message: " + begun());
+			posts[posts.length - 1].resolve({ message: message({ room_id: "r2", ...posts[posts.length - 1].body }) });
+			live.close();
+			await settle();
+			check(begun() === "y,e0", "the close heard, the room from its oldest: " + begun());
+		}
 		return fails;
 	})().then((f) => { window.result = f; }, (e) => { window.result = ["error: " + e + " " + e.stack]; });`)
 	p.wait("the checks run", `window.result !== undefined`)

@@ -107,10 +107,17 @@ export class Sender extends EventTarget {
       return;
     }
     // No socket: after a short wait for one, HTTP, one message at a time
-    // (in order), until a socket is live again.
+    // (in order), until a socket is live again. A room with a frame still
+    // awaiting its answer (its socket is closing: the close gives it up
+    // and kicks again) sends nothing after it meanwhile.
+    const waiting = new Set(); // such rooms
     for (const m of this.outbox.items) { // a list never changed in place
       if (this.live.open) { this.again = true; return; }
-      if (this.inflight.has(m.client_id) || !this.outbox.has(m.client_id)) continue;
+      if (!this.outbox.has(m.client_id)) continue;
+      if (waiting.has(m.room_id) || this.inflight.has(m.client_id)) {
+        waiting.add(m.room_id);
+        continue;
+      }
       const waited = Date.now() - Date.parse(m.queued_at);
       if (waited < HTTP_AFTER_MS && this.live.state !== "offline") {
         clearTimeout(this.timer);
