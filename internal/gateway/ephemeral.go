@@ -31,6 +31,11 @@ const (
 	// DefaultPresenceTTL is how long, by default, other processes keep a
 	// silent process's users online.
 	DefaultPresenceTTL = 16 * time.Second
+	// DefaultPresenceGrace is how long, by default, a user whose last
+	// device left a process is still announced online by it, and how long
+	// other processes keep a stopped process's users: a reconnect within
+	// it, to any process, is not seen as offline then online.
+	DefaultPresenceGrace = 5 * time.Second
 )
 
 // typingEvery is the most often one user's "typing" in one room is passed
@@ -76,7 +81,9 @@ type ephemeral struct {
 	name   string // its instance name (Config.Instance)
 	beat   time.Duration
 	ttl    time.Duration
-	v1     bool // also speak the presence format of older versions
+	grace  time.Duration    // see Config.PresenceGrace
+	v1     bool             // also speak the presence format of older versions
+	now    func() time.Time // the clock: time.Now, or a test's
 	log    *slog.Logger
 	hub    devices
 	view   *view.View
@@ -84,9 +91,14 @@ type ephemeral struct {
 
 	// What this instance tells others.
 	localMu sync.Mutex
-	local   *userSet // users with a device connected to this instance
+	local   *userSet // users with a device connected to this instance, or gone for less than grace
 	ver     uint64   // bumped on every change of local
 	closed  bool     // said goodbye: publish nothing more
+	// leaving[u] is when the last device of local user u left; such users
+	// are taken offline grace after it (see departures). leaveQ lists
+	// those times in order; an entry is stale once its user came back.
+	leaving map[string]time.Time
+	leaveQ  []seenAt
 
 	// What this instance knows of every instance, itself included.
 	mu       sync.Mutex
@@ -118,11 +130,14 @@ func newEphemeral(g *Gateway) *ephemeral {
 		name:          g.cfg.Instance,
 		beat:          g.cfg.PresenceBeat,
 		ttl:           g.cfg.PresenceTTL,
+		grace:         g.cfg.PresenceGrace,
 		v1:            g.cfg.PresenceV1,
+		now:           time.Now,
 		hub:           g.hub,
 		view:          g.cfg.View,
 		typing:        newTypingLimiter(typingEvery, maxTypingKeys),
 		local:         newUserSet(),
+		leaving:       map[string]time.Time{},
 		remotes:       map[string]*remote{},
 		count:         map[string]int{},
 		lastSeen:      newSeenTimes(maxLastSeen),
@@ -133,6 +148,10 @@ func newEphemeral(g *Gateway) *ephemeral {
 		beatNow:       make(chan struct{}, 1),
 	}
 	e.log = g.log.With("instance", e.id)
+	if e.grace > e.ttl {
+		e.log.Warn("presence grace is over the TTL: other processes keep a stopped process's users only for its TTL",
+			"grace", e.grace, "ttl", e.ttl)
+	}
 	if e.ttl < 2*e.beat {
 		e.log.Warn("presence TTL is under two beats: one late digest takes this process's users offline",
 			"beat", e.beat, "ttl", e.ttl)
@@ -194,9 +213,10 @@ func (e *ephemeral) start(ctx context.Context, wg *sync.WaitGroup) error {
 }
 
 // presenceLoop says hello (so every instance sends its digest now rather
-// than within a beat), then sends this instance's digest every beat and
-// expires silent instances, until ctx ends; then it says goodbye, so this
-// instance's users go offline everywhere at once.
+// than within a beat), then sends this instance's digest every beat,
+// takes offline the users gone from here for the grace and expires silent
+// instances, until ctx ends; then it says goodbye, so every instance keeps
+// this one's users for the grace and then drops them.
 func (e *ephemeral) presenceLoop(ctx context.Context) {
 	e.publishV2(presenceMsgV2{Kind: kindHello, Inst: e.id, Site: e.site})
 	e.publishBeat()
@@ -214,7 +234,9 @@ func (e *ephemeral) presenceLoop(ctx context.Context) {
 		case <-e.beatNow:
 			e.publishBeat()
 		case <-sweep.C:
-			e.sweep(time.Now())
+			now := e.now()
+			e.departures(now)
+			e.sweep(now)
 		}
 	}
 }

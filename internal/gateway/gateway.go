@@ -89,6 +89,15 @@ type Config struct {
 	// offline everywhere within it. Announced in every digest; keep it at
 	// three beats or more.
 	PresenceTTL time.Duration
+	// PresenceGrace is how long a user whose last device left this process
+	// is still announced online, so that a reconnect within it (to this
+	// process or any other, of any site) shows no offline and online
+	// again; a user who does not come back is taken offline everywhere
+	// within the grace and a sweep (a second at the default beat) after
+	// their last device left. When this process stops it asks the others
+	// to keep its users for the grace (at most its TTL), so that they
+	// reconnect elsewhere unseen.
+	PresenceGrace time.Duration
 	// PresenceV1 also speaks the presence format of versions before
 	// per-process digests to their processes during a rolling upgrade, as
 	// long as this process's list fits one message. Turn it off once every
@@ -115,6 +124,7 @@ func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 		PresenceBeat:   DefaultPresenceBeat,
 		SessionRecheck: DefaultSessionRecheck,
 		PresenceTTL:    DefaultPresenceTTL,
+		PresenceGrace:  DefaultPresenceGrace,
 		PresenceV1:     true,
 	}
 }
@@ -355,6 +365,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.PresenceTTL <= 0 {
 		cfg.PresenceTTL = DefaultPresenceTTL
+	}
+	if cfg.PresenceGrace <= 0 {
+		cfg.PresenceGrace = DefaultPresenceGrace
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("system", "gateway", "site", cfg.Site), mux: http.NewServeMux(),
 		started: time.Now(), streamsDone: make(chan struct{}), ackHold: wsAckHold}

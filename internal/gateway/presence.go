@@ -19,8 +19,21 @@ package gateway
 // An instance silent for its TTL (announced in its digest) is dropped with
 // all its users: a process that dies takes exactly its own users offline
 // everywhere, and two processes of one site never erase each other's
-// users. A process that stops says goodbye and takes them offline at once.
-// A user is online while any instance lists them. At most
+// users. A user is online while any instance lists them.
+//
+// Departures are held back for a grace (Config.PresenceGrace, 5 s by
+// default), so that a reconnect is not seen as offline then online. An
+// instance keeps listing a user whose last device left it for the grace,
+// and only then announces the departure (with when it happened, which
+// becomes the user's last_seen): a device back at this instance meanwhile
+// changes nothing, and one that connects to another instance, of this
+// site or another, lists the user there before they leave here. Every
+// mirror, and so GET /v1/presence, says online during the grace, as the
+// events do. A process that stops says goodbye with its grace (at most its
+// TTL): every instance keeps its users that long, while their devices
+// reconnect elsewhere, and then drops them. A process that dies is
+// dropped after its TTL, as before: its users' devices reconnect
+// elsewhere well within it. At most
 // maxRemoteInstances other instances are mirrored, and peers' instance ids
 // and names, site names and user names are checked.
 //
@@ -134,6 +147,14 @@ type presenceMsgV2 struct {
 	Hash  uint64 `json:"hash,omitempty"`
 	// TTLms is how long to keep the instance's users after its last word.
 	TTLms int64 `json:"ttl_ms,omitempty"`
+	// LeftMS is when the users of Off left the instance (Unix
+	// milliseconds, its clock): their last_seen. A delta announces a
+	// departure a grace after it.
+	LeftMS int64 `json:"left_ms,omitempty"`
+	// GraceMS, on a goodbye, is how long to keep the instance's users
+	// (at most its TTL) while they reconnect elsewhere; none drops them at
+	// once, as earlier versions ask.
+	GraceMS int64 `json:"grace_ms,omitempty"`
 }
 
 // syncRequest asks an instance for its bucket hashes (opDigest) or for the
@@ -171,6 +192,11 @@ type remote struct {
 	heard time.Time
 	ver   uint64
 	set   *userSet
+	// stopping is set when the instance said goodbye: it is kept until
+	// heard+ttl (ttl then its grace), as its users reconnect elsewhere,
+	// and then dropped; they were last seen at stoppedAt.
+	stopping  bool
+	stoppedAt time.Time
 
 	syncing  bool
 	held     []presenceMsgV2 // deltas that arrived during the resync
@@ -185,23 +211,58 @@ type presencePush struct {
 
 // setOnline is called when a user's first device connects here or the last
 // leaves. It asks the hub whether the user is connected: calls racing for
-// one user's connect and disconnect leave the set as the hub ends up.
+// one user's connect and disconnect leave the set as the hub ends up. A
+// user whose last device left stays in the set for the grace (see
+// departures); a device back meanwhile changes nothing.
 func (e *ephemeral) setOnline(user string) {
 	e.localMu.Lock()
-	on := e.hub.connected(user)
-	changed := e.changeLocal(user, on)
+	var changed bool
+	if e.hub.connected(user) {
+		delete(e.leaving, user)
+		changed = e.changeLocal(user, true, time.Time{})
+	} else if _, ok := e.leaving[user]; !ok && e.local.has(user) {
+		at := e.now()
+		e.leaving[user] = at
+		e.leaveQ = append(e.leaveQ, seenAt{user, at})
+	}
 	e.localMu.Unlock()
-	switch {
-	case changed && on:
+	if changed {
 		e.watch(user)
-	case changed:
-		e.unwatch(user)
+	}
+}
+
+// departures takes out of this instance's set, and announces, the users
+// whose last device left at least the grace before now and who have none
+// here now.
+func (e *ephemeral) departures(now time.Time) {
+	var gone []string
+	e.localMu.Lock()
+	for len(e.leaveQ) > 0 && !now.Before(e.leaveQ[0].at.Add(e.grace)) {
+		q := e.leaveQ[0]
+		e.leaveQ[0] = seenAt{}
+		e.leaveQ = e.leaveQ[1:]
+		if at, ok := e.leaving[q.user]; !ok || !at.Equal(q.at) {
+			continue // back meanwhile (and maybe gone again since)
+		}
+		delete(e.leaving, q.user)
+		// A device registered whose setOnline has not come yet: it finds
+		// the user online, as they stayed.
+		if !e.hub.connected(q.user) && e.changeLocal(q.user, false, q.at) {
+			gone = append(gone, q.user)
+		}
+	}
+	if len(e.leaveQ) == 0 {
+		e.leaveQ = nil // let a burst's array go
+	}
+	e.localMu.Unlock()
+	for _, u := range gone {
+		e.unwatch(u)
 	}
 }
 
 // changeLocal sets user's state in this instance's set and announces a
-// change. localMu is held.
-func (e *ephemeral) changeLocal(user string, on bool) bool {
+// change; a user taken offline left at left. localMu is held.
+func (e *ephemeral) changeLocal(user string, on bool, left time.Time) bool {
 	var changed bool
 	if on {
 		changed = e.local.add(user)
@@ -217,7 +278,7 @@ func (e *ephemeral) changeLocal(user string, on bool) bool {
 	if on {
 		m.On, old.Users = []string{user}, []string{user}
 	} else {
-		m.Off, old.Offline = []string{user}, []string{user}
+		m.Off, old.Offline, m.LeftMS = []string{user}, []string{user}, left.UnixMilli()
 	}
 	e.publishV2(m)
 	if e.v1 && e.v1Fits() {
@@ -241,12 +302,14 @@ func (e *ephemeral) publishBeat() {
 	}
 }
 
-// goodbye tells every instance that this one stops, and publishes nothing
-// after it.
+// goodbye tells every instance that this one stops, asking them to keep
+// its users for the grace while their devices reconnect elsewhere, and
+// publishes nothing after it. (Processes of earlier versions drop them at
+// once, and so do those that hear the v1 message below.)
 func (e *ephemeral) goodbye() {
 	e.localMu.Lock()
 	if !e.closed {
-		e.publishV2(presenceMsgV2{Kind: kindBye, Inst: e.id, Site: e.site})
+		e.publishV2(presenceMsgV2{Kind: kindBye, Inst: e.id, Site: e.site, GraceMS: e.grace.Milliseconds()})
 		if e.v1 && e.v1Fits() && e.local.n > 0 {
 			e.publishV1(presenceMsg{Site: e.site, Offline: e.local.all(), Inst: e.id})
 		}
@@ -320,12 +383,20 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 		}
 		return
 	}
-	now := time.Now()
+	now := e.now()
 	var out []presencePush
 	e.mu.Lock()
 	switch m.Kind {
 	case kindBye:
-		if r := e.remotes[m.Inst]; r != nil {
+		r := e.remotes[m.Inst]
+		switch {
+		case r == nil || r.stopping:
+		case m.GraceMS > 0:
+			// Kept until heard+ttl, as one that went silent: never longer
+			// than if it had died.
+			r.stopping, r.stoppedAt, r.heard = true, now, now
+			r.ttl = min(max(time.Duration(m.GraceMS)*time.Millisecond, minPresenceTTL), r.ttl)
+		default:
 			e.dropRemote(m.Inst, r, now, &out)
 		}
 	case kindDelta:
@@ -363,7 +434,7 @@ func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
 	}
 	p.Users = slices.DeleteFunc(p.Users, invalidUserName)
 	p.Offline = slices.DeleteFunc(p.Offline, invalidUserName)
-	now := time.Now()
+	now := e.now()
 	var out []presencePush
 	e.mu.Lock()
 	r := e.remoteFor("v1."+p.Site, p.Site, now)
@@ -388,9 +459,13 @@ func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
 
 // remoteFor returns the mirror of instance id, created empty if new, and
 // notes that it was heard from; nil for a new instance while
-// maxRemoteInstances others are mirrored. mu is held.
+// maxRemoteInstances others are mirrored, and for one that said goodbye
+// (it says nothing after it). mu is held.
 func (e *ephemeral) remoteFor(id, site string, now time.Time) *remote {
 	r := e.remotes[id]
+	if r != nil && r.stopping {
+		return nil
+	}
 	if r == nil {
 		if id != e.id && e.others() >= maxRemoteInstances {
 			e.refusedInstances++
@@ -434,15 +509,28 @@ func (e *ephemeral) applyDelta(id string, r *remote, m presenceMsgV2, now time.T
 			e.setRemote(r, u, true, now, out)
 		}
 	}
+	left := leftAt(m.LeftMS, now)
 	for _, u := range m.Off {
 		if salamander.ValidateUserName(u) == nil {
-			e.setRemote(r, u, false, now, out)
+			e.setRemote(r, u, false, left, out)
 		}
 	}
 }
 
+// leftAt is when users a delta takes offline left (their last_seen): the
+// time it says, unless it is in the future or more than maxPresenceTTL ago
+// (clocks apart, or a lie), and then now.
+func leftAt(ms int64, now time.Time) time.Time {
+	at := time.UnixMilli(ms)
+	if ms <= 0 || at.After(now) || now.Sub(at) > maxPresenceTTL {
+		return now
+	}
+	return at
+}
+
 // setRemote sets user's state in r and, when that changes whether the user
-// is online anywhere, queues a push to their followers here. mu is held.
+// is online anywhere, queues a push to their followers here, dated now.
+// mu is held.
 func (e *ephemeral) setRemote(r *remote, user string, on bool, now time.Time, out *[]presencePush) {
 	if on && r.set.add(user) || !on && r.set.remove(user) {
 		e.counted(user, on, now, out)
@@ -501,8 +589,12 @@ func (e *ephemeral) counted(user string, on bool, now time.Time, out *[]presence
 		ev: salamander.Event{Type: salamander.EventPresence, User: user, Online: on, At: now.UTC()}})
 }
 
-// dropRemote forgets an instance and takes its users offline. mu is held.
+// dropRemote forgets an instance and takes its users offline: last seen
+// now, or when it said goodbye. mu is held.
 func (e *ephemeral) dropRemote(id string, r *remote, now time.Time, out *[]presencePush) {
+	if r.stopping {
+		now = r.stoppedAt
+	}
 	for _, bucket := range r.set.buckets {
 		for u := range bucket {
 			e.counted(u, false, now, out)
@@ -577,7 +669,7 @@ func (e *ephemeral) nextResync() (string, *remote, [presenceBuckets]uint64, bool
 	for id := range e.dirty {
 		delete(e.dirty, id)
 		r := e.remotes[id]
-		if r == nil || r.v1 || r.syncing {
+		if r == nil || r.v1 || r.syncing || r.stopping {
 			continue
 		}
 		r.syncing, r.held, r.overflow = true, nil, false
@@ -679,7 +771,7 @@ func (e *ephemeral) resync(ctx context.Context, id string, r *remote, ours [pres
 // instance is resynced again.
 func (e *ephemeral) finishResync(id string, r *remote, digestVer uint64, want []int, got map[int][]string,
 	cover map[int][]segment, lo, hi uint64) {
-	now := time.Now()
+	now := e.now()
 	var out []presencePush
 	e.mu.Lock()
 	defer func() {
@@ -717,7 +809,7 @@ func (e *ephemeral) finishResync(id string, r *remote, digestVer uint64, want []
 		}
 		for _, u := range m.Off {
 			if m.Ver > readAt(u) {
-				e.setRemote(r, u, false, now, &out)
+				e.setRemote(r, u, false, leftAt(m.LeftMS, now), &out)
 			}
 		}
 		r.ver = max(r.ver, m.Ver)
@@ -832,7 +924,7 @@ func (e *ephemeral) presence(user string) salamander.Presence {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.count[user] > 0 {
-		return salamander.Presence{User: user, Online: true, LastSeen: time.Now()}
+		return salamander.Presence{User: user, Online: true, LastSeen: e.now()}
 	}
 	return salamander.Presence{User: user, LastSeen: e.lastSeen.get(user)}
 }
@@ -897,7 +989,8 @@ func sweepEvery(beat time.Duration) time.Duration {
 // hear one another's presence beats.
 type SiteGateway struct {
 	Instance string `json:"instance"`
-	// Users is how many users have a device connected to it.
+	// Users is how many users it lists as online: with a device connected
+	// to it, or whose last one left it less than its grace ago.
 	Users int `json:"users"`
 	// HeardMS is how long ago its last beat came (0 for this process).
 	HeardMS int64 `json:"heard_ms"`
@@ -915,7 +1008,7 @@ func (e *ephemeral) siteGateways(now time.Time) []SiteGateway {
 	out := []SiteGateway{{Instance: e.name, Users: local, This: true}}
 	for id, r := range e.remotes {
 		// (A process hears its own beats too, and mirrors itself.)
-		if id == e.id || r.site != e.site || r.v1 || now.Sub(r.heard) > r.ttl {
+		if id == e.id || r.site != e.site || r.v1 || r.stopping || now.Sub(r.heard) > r.ttl {
 			continue
 		}
 		out = append(out, SiteGateway{Instance: r.name, Users: r.set.n, HeardMS: now.Sub(r.heard).Milliseconds()})

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -34,6 +35,10 @@ func FuzzPresenceMessages(f *testing.F) {
 	f.Add([]byte(`{"kind":"beat","inst":"cc","site":"a","name":"<b>x</b>"}` + "\n" +
 		`{"kind":"beat","inst":"dd","site":"A B","name":"gw"}` + "\n" +
 		`{"kind":"delta","inst":"ee","ver":1,"on":["carol"]}`))
+	f.Add([]byte(`{"kind":"delta","inst":"ab12","site":"b","ver":1,"on":["alice"]}` + "\n" +
+		`{"kind":"bye","inst":"ab12","grace_ms":1}` + "\n" +
+		`{"kind":"delta","inst":"ab12","site":"b","ver":2,"off":["alice"],"left_ms":-5}` + "\n" +
+		`{"kind":"bye","inst":"ab12"}`))
 	f.Add([]byte(`1{"site":"Old Site","users":["carol"],"full":true}` + "\n" +
 		`1{"site":"old","users":["carol","Not A Name","","x"],"full":true}` + "\n" +
 		`1{"site":"old","users":["dave"],"offline":["carol","a..b"]}`))
@@ -225,9 +230,9 @@ func checkPresenceState(t *testing.T, e *ephemeral, in int) {
 // newFuzzEphemeral is an ephemeral without NATS: local users alice, bob
 // and a few more, and alice and bob each watching the other and carol.
 func newFuzzEphemeral(d devices) *ephemeral {
-	e := &ephemeral{id: "f00d", site: "a", ttl: DefaultPresenceTTL, beat: DefaultPresenceBeat, hub: d,
-		log:   slog.New(slog.DiscardHandler),
-		local: newUserSet(), remotes: map[string]*remote{}, count: map[string]int{}, lastSeen: newSeenTimes(maxLastSeen),
+	e := &ephemeral{id: "f00d", site: "a", ttl: DefaultPresenceTTL, beat: DefaultPresenceBeat, grace: DefaultPresenceGrace,
+		hub: d, log: slog.New(slog.DiscardHandler), now: time.Now,
+		local: newUserSet(), leaving: map[string]time.Time{}, remotes: map[string]*remote{}, count: map[string]int{}, lastSeen: newSeenTimes(maxLastSeen),
 		dirty: map[string]bool{}, follows: map[string][]string{}, watchers: map[string]map[string]struct{}{},
 		kick: make(chan struct{}, 1), beatNow: make(chan struct{}, 1)}
 	for _, u := range []string{"alice", "bob", "dave", "erin", "frank", strings.Repeat("z", 32)} {

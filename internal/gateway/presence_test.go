@@ -25,8 +25,9 @@ import (
 
 // Short timings keep these tests fast; production uses the defaults.
 const (
-	testBeat = 200 * time.Millisecond
-	testTTL  = time.Second
+	testBeat  = 200 * time.Millisecond
+	testTTL   = time.Second
+	testGrace = 300 * time.Millisecond
 )
 
 // presenceNATS starts a lone NATS server for the test.
@@ -56,6 +57,13 @@ type testInstance struct {
 
 func startInstance(t *testing.T, url, site string) testInstance {
 	t.Helper()
+	return startInstanceAt(t, url, site, nil)
+}
+
+// startInstanceAt starts an instance whose presence reads clock (real
+// time if nil).
+func startInstanceAt(t *testing.T, url, site string, clock *testClock) testInstance {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := jsstore.Open(ctx, jsstore.DefaultConfig(url))
@@ -69,18 +77,44 @@ func startInstance(t *testing.T, url, site string) testInstance {
 	}
 	t.Cleanup(func() { _ = v.Close() })
 	cfg := DefaultConfig(site, store, v)
-	cfg.PresenceBeat, cfg.PresenceTTL = testBeat, testTTL
+	cfg.PresenceBeat, cfg.PresenceTTL, cfg.PresenceGrace = testBeat, testTTL, testGrace
 	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	g := New(cfg)
 	d := &testDevices{conns: map[string]int{}, events: map[string][]salamander.Event{}}
 	g.eph.hub = d
+	if clock != nil {
+		g.eph.now = clock.now
+	}
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
 	return testInstance{g: g, store: store, devices: d}
+}
+
+// testClock is a clock the test moves. Instances sharing one take users
+// offline after the grace, and drop silent instances, only when the test
+// moves it; while it stands still, beats keep every live instance heard.
+// It reads whole milliseconds, as departures travel.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now().Truncate(time.Millisecond)} }
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 // testDevices stands in for the hub: devices per user, and the ephemeral
@@ -133,7 +167,7 @@ func (in testInstance) addLocal(users []string) {
 	e.localMu.Lock()
 	defer e.localMu.Unlock()
 	for _, u := range users {
-		e.changeLocal(u, true)
+		e.changeLocal(u, true, time.Time{})
 	}
 }
 
@@ -161,6 +195,63 @@ func (in testInstance) localUsers() []string {
 }
 
 func (in testInstance) online(user string) bool { return in.g.eph.presence(user).Online }
+
+// befriend makes local user follow friend, as the view's apply hook
+// reports a friend added.
+func (in testInstance) befriend(user, friend string) {
+	in.g.eph.onApply([]view.Emitted{{Event: salamander.Event{Type: salamander.EventFriend, User: friend},
+		Audience: []string{user}}})
+}
+
+// version is the version of in's own set.
+func (in testInstance) version() uint64 {
+	e := in.g.eph
+	e.localMu.Lock()
+	defer e.localMu.Unlock()
+	return e.ver
+}
+
+// heard waits until in has applied every change of from's set so far
+// (from publishes them in order on one connection).
+func (in testInstance) heard(t *testing.T, from testInstance) {
+	t.Helper()
+	want := from.version()
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		e := in.g.eph
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		r := e.remotes[from.g.eph.id]
+		if r == nil || r.ver != want || r.syncing {
+			return fmt.Errorf("%s not at version %d of %s", e.id, want, from.g.eph.id)
+		}
+		return nil
+	})
+}
+
+// presenceEvents are the presence events about user pushed to follower.
+func (in testInstance) presenceEvents(follower, user string) []salamander.Event {
+	var out []salamander.Event
+	for _, ev := range in.devices.eventsOf(follower) {
+		if ev.Type == salamander.EventPresence && ev.User == user {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// neverOffline fails the test if in ever showed user offline: to
+// follower in an event, or to GET /v1/presence now.
+func (in testInstance) neverOffline(t *testing.T, follower, user string) {
+	t.Helper()
+	for _, ev := range in.presenceEvents(follower, user) {
+		if !ev.Online {
+			t.Fatalf("%s was told %s went offline at %v", follower, user, ev.At)
+		}
+	}
+	if !in.online(user) {
+		t.Fatalf("%s shown offline", user)
+	}
+}
 
 // onlineCount is how many users in knows to be online anywhere.
 func (in testInstance) onlineCount() int {
@@ -373,7 +464,7 @@ func TestPresenceResyncUnderChangesAndRepair(t *testing.T) {
 			default:
 			}
 			e.localMu.Lock()
-			e.changeLocal(flip[i%len(flip)], i/len(flip)%2 == 0)
+			e.changeLocal(flip[i%len(flip)], i/len(flip)%2 == 0, time.Now())
 			e.localMu.Unlock()
 			time.Sleep(500 * time.Microsecond) // pacing: ~2,000 changes a second
 		}
@@ -456,28 +547,187 @@ func TestPresenceTwoInstancesOneSite(t *testing.T) {
 	t.Logf("bob offline %v after his instance died (TTL %v)", time.Since(died), testTTL)
 }
 
-// A stopping instance says goodbye: its users go offline at once.
+// A process that stops says goodbye: the others keep its users for its
+// grace, while their devices reconnect elsewhere, and then drop them. A
+// user back at another process meanwhile is never shown offline; one who
+// is not goes offline once the grace has passed (well within the TTL),
+// last seen when the process stopped. All instances read one clock the
+// test moves.
 func TestPresenceGoodbye(t *testing.T) {
 	url := presenceNATS(t)
-	a := startInstance(t, url, "a")
-	c := startInstance(t, url, "c")
-	a.connect("ann")
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	clock := newTestClock()
+	a1 := startInstanceAt(t, url, "a", clock)
+	a2 := startInstanceAt(t, url, "a", clock)
+	c := startInstanceAt(t, url, "c", clock)
+	c.connect("bob")
+	c.befriend("bob", "ann")
+	c.befriend("bob", "cat")
+	a1.connect("ann")
+	a1.connect("cat")
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !c.online("ann") || !c.online("cat") {
+			return fmt.Errorf("ann %v cat %v", c.online("ann"), c.online("cat"))
+		}
+		return nil
+	})
+	a1.g.Close()
+	stopped := clock.now()
+	id := a1.g.eph.id
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		e := c.g.eph
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if r := e.remotes[id]; r == nil || !r.stopping {
+			return fmt.Errorf("c has not heard a1's goodbye, or dropped its users at once")
+		}
+		return nil
+	})
+	c.neverOffline(t, "bob", "ann")
+	c.neverOffline(t, "bob", "cat")
+
+	// ann's device reconnects to the site's other process.
+	a2.connect("ann")
+	c.heard(t, a2)
+	clock.add(testGrace + time.Millisecond) // kept while silent for up to the grace
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if c.online("cat") || c.mirrorOf(id) != nil {
+			return fmt.Errorf("cat still online at c")
+		}
+		return nil
+	})
+	c.neverOffline(t, "bob", "ann")
+	evs := c.presenceEvents("bob", "cat")
+	if len(evs) != 2 || evs[1].Online || !evs[1].At.Equal(stopped) {
+		t.Fatalf("bob was told of cat %+v; want online, then offline at %v", evs, stopped)
+	}
+	if seen := c.g.eph.presence("cat").LastSeen; !seen.Equal(stopped) {
+		t.Fatalf("cat last seen %v, want %v (when a1 stopped)", seen, stopped)
+	}
+}
+
+// A goodbye's grace is bounded by the instance's TTL (a stop never keeps
+// users longer than a death would); a goodbye without one (earlier
+// versions) drops the instance at once; an instance that said goodbye is
+// not revived by a late message of its own.
+func TestPresenceGoodbyeGraceBounded(t *testing.T) {
+	e := newFuzzEphemeral(&fuzzDevices{})
+	now := time.Now()
+	e.now = func() time.Time { return now }
+	for _, inst := range []string{"a1", "a2"} {
+		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: inst, Site: "b", TTLms: 3000})
+		hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: inst, Site: "b", Ver: 1, On: []string{"carol"}})
+	}
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a1", GraceMS: time.Hour.Milliseconds()})
+	r := e.remotes["a1"]
+	if r == nil || !r.stopping || r.ttl != 3*time.Second || e.count["carol"] != 2 {
+		t.Fatalf("a1 after its goodbye: %+v, carol counted %d", r, e.count["carol"])
+	}
+	hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: "a1", Site: "b", Ver: 1, Count: 1, TTLms: 600_000})
+	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "a1", Site: "b", Ver: 2, On: []string{"dave"}})
+	if r.ttl != 3*time.Second || !r.heard.Equal(now) || e.count["dave"] != 0 {
+		t.Fatalf("a1 heard after its goodbye: ttl %v, dave counted %d", r.ttl, e.count["dave"])
+	}
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a2"}) // an earlier version's
+	if e.remotes["a2"] != nil || e.count["carol"] != 1 {
+		t.Fatalf("a2 kept after a goodbye without grace: carol counted %d", e.count["carol"])
+	}
+	e.sweep(now.Add(3 * time.Second))
+	if e.remotes["a1"] == nil {
+		t.Fatal("a1 dropped before its TTL")
+	}
+	e.sweep(now.Add(3*time.Second + time.Millisecond))
+	if e.remotes["a1"] != nil || e.count["carol"] != 0 {
+		t.Fatal("a1 kept past its TTL after its goodbye")
+	}
+}
+
+// A user whose only device leaves one process and connects to another 50
+// ms later — of the same site, or of another — is never shown offline:
+// the process they left keeps listing them for the grace, and the other
+// lists them before that. All instances read one clock the test moves.
+func TestPresenceReconnectElsewhereShowsNoOffline(t *testing.T) {
+	url := presenceNATS(t)
+	clock := newTestClock()
+	a1 := startInstanceAt(t, url, "a", clock)
+	a2 := startInstanceAt(t, url, "a", clock)
+	b := startInstanceAt(t, url, "b", clock)
+	c := startInstanceAt(t, url, "c", clock)
+	c.connect("bob")
+	c.befriend("bob", "ann")
+	leave := a1.connect("ann")
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if !c.online("ann") {
-			return fmt.Errorf("ann offline")
+			return fmt.Errorf("ann offline at c")
 		}
 		return nil
 	})
-	a.g.Close()
-	stopped := time.Now()
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	for _, move := range []struct{ from, to testInstance }{{a1, a2}, {a2, b}} {
+		leave()
+		c.heard(t, move.from)
+		c.neverOffline(t, "bob", "ann")
+		leave = move.to.connect("ann")
+		c.heard(t, move.to)
+		clock.add(testGrace)
+		checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			if slices.Contains(c.mirrorOf(move.from.g.eph.id), "ann") {
+				return fmt.Errorf("the process ann left still lists her")
+			}
+			return nil
+		})
+		c.neverOffline(t, "bob", "ann")
+	}
+	if evs := c.presenceEvents("bob", "ann"); len(evs) != 1 {
+		t.Fatalf("bob was told %+v; want only that ann came online", evs)
+	}
+}
+
+// A user who really leaves is shown offline once the grace has passed
+// since their last device left, not sooner; their last_seen and the
+// event's time are when it left, not when that was announced. A device
+// back at the same process within the grace announces nothing at all.
+func TestPresenceOfflineAfterGrace(t *testing.T) {
+	url := presenceNATS(t)
+	clock := newTestClock()
+	a := startInstanceAt(t, url, "a", clock)
+	c := startInstanceAt(t, url, "c", clock)
+	c.connect("bob")
+	c.befriend("bob", "ann")
+	leave := a.connect("ann")
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !c.online("ann") {
+			return fmt.Errorf("ann offline at c")
+		}
+		return nil
+	})
+	ver := a.version()
+	leave()
+	clock.add(testGrace / 2)
+	a.g.eph.departures(clock.now())
+	a.connect("ann")() // back, and gone again
+	left := clock.now()
+	clock.add(testGrace - time.Millisecond) // a grace after her first leaving
+	a.g.eph.departures(clock.now())
+	c.heard(t, a)
+	c.neverOffline(t, "bob", "ann")
+	if v := a.version(); v != ver {
+		t.Fatalf("a announced %d changes within the grace", v-ver)
+	}
+	clock.add(time.Millisecond)
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if c.online("ann") {
-			return fmt.Errorf("ann still online")
+			return fmt.Errorf("ann still online at c")
 		}
 		return nil
 	})
-	if d := time.Since(stopped); d >= testTTL {
-		t.Fatalf("ann went offline %v after a stopped: by TTL, not goodbye", d)
+	evs := c.presenceEvents("bob", "ann")
+	if len(evs) != 2 || evs[1].Online || !evs[1].At.Equal(left) {
+		t.Fatalf("bob was told %+v; want online, then offline at %v", evs, left)
+	}
+	if seen := c.g.eph.presence("ann").LastSeen; !seen.Equal(left) {
+		t.Fatalf("ann last seen %v at c, want %v", seen, left)
+	}
+	if v := a.version(); v != ver+1 {
+		t.Fatalf("a announced %d changes, want one", v-ver)
 	}
 }
 
