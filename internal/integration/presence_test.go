@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,5 +137,126 @@ func TestPresenceTwoProcessesOneSite(t *testing.T) {
 	}
 	if ps, err := obs.Presence(ctx, bobName); err != nil || len(ps) != 1 || ps[0].LastSeen.IsZero() {
 		t.Fatalf("bob's last seen: %+v %v (%s)", ps, err, salamander.ErrorCode(err))
+	}
+}
+
+// A device that reconnects elsewhere, and a graceful restart of the
+// gateway process a device is connected to, show the user's followers no
+// offline: the process a user's last device left keeps listing them for
+// its grace, and a stopping one asks the others to keep its users as long.
+// bob closes his only socket at site b and opens one at site c; ann's
+// process (site a's second) stops and her device moves to site a's first.
+// A user who really leaves is shown offline once the grace has passed, and
+// not before, last seen when they left.
+func TestPresenceReconnectAndRestartShowNoOffline(t *testing.T) {
+	ctx := testCtx(t, 120*time.Second)
+	const grace = gateway.DefaultPresenceGrace
+	a2 := extraGateway(t, ctx, cluster.Site(0).Node().ClientURL())
+	annName := uniqueName("pga")
+	ann, err := client.New(client.Config{Sites: []string{a2.URL(), cluster.URL(0)}, MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ann.SignUp(ctx, annName, "Ann", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	bob, bobName := signedUp(t, 1, "pgb")
+	obs, _ := signedUp(t, 2, "pgo")
+	for _, f := range []string{annName, bobName} {
+		if _, err := obs.AddFriend(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subObs := obs.Subscribe(ctx)
+	defer subObs.Close()
+	waitReady(t, subObs.Events())
+	var mu sync.Mutex
+	var offline []salamander.Event // what obs is told of ann and bob going offline
+	go func() {
+		for ev := range subObs.Events() {
+			if ev.Type == salamander.EventPresence && !ev.Online && (ev.User == annName || ev.User == bobName) {
+				mu.Lock()
+				offline = append(offline, ev)
+				mu.Unlock()
+			}
+		}
+	}()
+	toldOffline := func() []salamander.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(offline)
+	}
+	online := func() (map[string]salamander.Presence, error) {
+		ps, err := obs.Presence(ctx, annName, bobName)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]salamander.Presence{}
+		for _, p := range ps {
+			out[p.User] = p
+		}
+		return out, nil
+	}
+	subAnn := ann.Subscribe(ctx)
+	defer subAnn.Close()
+	waitReady(t, subAnn.Events())
+	subBob := bob.Subscribe(ctx)
+	waitReady(t, subBob.Events())
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		on, err := online()
+		if err != nil || !on[annName].Online || !on[bobName].Online {
+			return fmt.Errorf("at site c: %v %v", on, err)
+		}
+		return nil
+	})
+
+	// bob's device closes its socket, then opens one at site c.
+	if err := subBob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bob2 := newClient(t, 2)
+	bob2.SetToken(bob.Token())
+	subBob2 := bob2.Subscribe(ctx)
+	defer subBob2.Close()
+	waitReady(t, subBob2.Events())
+	// ann's process restarts: it stops gracefully, and her device moves to
+	// the site's other process.
+	a2.Close()
+	waitReady(t, subAnn.Events())
+	if site := subAnn.Site(); site != cluster.URL(0) {
+		t.Fatalf("ann reconnected to %q, want site a's other process %s", site, cluster.URL(0))
+	}
+	// Past the grace, and a sweep, of both: never shown offline.
+	for start := time.Now(); time.Since(start) < grace+2*time.Second; time.Sleep(200 * time.Millisecond) {
+		on, err := online()
+		if err != nil || !on[annName].Online || !on[bobName].Online {
+			t.Fatalf("at site c: %v %v", on, err)
+		}
+		if evs := toldOffline(); len(evs) > 0 {
+			t.Fatalf("site c told its follower %+v", evs)
+		}
+	}
+
+	// bob really leaves: shown offline after the grace, last seen then.
+	left := time.Now().Truncate(time.Millisecond) // as departures travel
+	if err := subBob2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, grace+10*time.Second, 20*time.Millisecond, func() error {
+		if len(toldOffline()) == 0 {
+			return fmt.Errorf("bob not shown offline at site c")
+		}
+		return nil
+	})
+	took := time.Since(left)
+	t.Logf("bob shown offline %v after he left (grace %v)", took, grace)
+	ev := toldOffline()[0]
+	if ev.User != bobName || took < grace || ev.At.Before(left) || ev.At.After(left.Add(time.Second)) {
+		t.Fatalf("told %+v %v after bob left at %v; want bob, a grace (%v) later, dated when he left", ev, took, left, grace)
+	}
+	on, err := online()
+	if err != nil || on[bobName].Online || !on[bobName].LastSeen.Equal(ev.At) || !on[annName].Online {
+		t.Fatalf("at site c: %+v %v; want bob offline, last seen %v, and ann online", on, err, ev.At)
 	}
 }
