@@ -435,8 +435,10 @@ func TestPresenceHundredThousandUsers(t *testing.T) {
 	gone := time.Since(died)
 	t.Logf("all %d users offline everywhere %v after their instance died (TTL %v)", n, gone, testTTL)
 	// Expiry comes within TTL plus one sweep; taking 100,000 users offline
-	// at two instances adds to that (a second or two under -race).
-	if gone > testTTL+3*time.Second {
+	// at two instances adds to that (a second or two under -race, ~4 s
+	// on two loaded cores): the bound tells expiry from its absence, not
+	// speed.
+	if gone > testTTL+8*time.Second {
 		t.Fatalf("users went offline after %v, TTL %v", gone, testTTL)
 	}
 }
