@@ -256,7 +256,10 @@ type HistoryPage struct {
 	More bool `json:"more"`
 }
 
-// Presence is whether a user has any device connected at any site.
+// Presence is whether a user has any device connected at any site, or
+// had one within the presence grace (5 s): a device reconnecting
+// elsewhere does not show its user offline in between. LastSeen is when
+// the last device left.
 type Presence struct {
 	User     string    `json:"user"`
 	Online   bool      `json:"online"`
