@@ -333,20 +333,7 @@ func (g *Gateway) handleInvite(w http.ResponseWriter, r *http.Request, c claims)
 		return
 	}
 	rec := salamander.Record{Type: salamander.RecRoomJoined, Room: id, Members: added, By: c.User}
-	room, ok := g.commitRoomChange(w, r, c, id, rec)
-	if !ok {
-		return
-	}
-	// The log adds all of them or, when an invite ordered ahead of this
-	// one filled the room meanwhile, none (and so nobody else either:
-	// a user in both is in by the other's).
-	for _, u := range added {
-		if !slices.Contains(room.Members, u) {
-			writeError(w, g.log, r, errRoomFull)
-			return
-		}
-	}
-	writeJSON(w, http.StatusOK, room)
+	g.commitRoomChange(w, r, c, id, rec)
 }
 
 func (g *Gateway) handleRename(w http.ResponseWriter, r *http.Request, c claims) {
@@ -364,24 +351,20 @@ func (g *Gateway) handleRename(w http.ResponseWriter, r *http.Request, c claims)
 		writeError(w, g.log, r, err)
 		return
 	}
-	if room, ok := g.commitRoomChange(w, r, c, id, salamander.Record{Type: salamander.RecRoomRenamed, Room: id, Name: req.Name, By: c.User}); ok {
-		writeJSON(w, http.StatusOK, room)
-	}
+	g.commitRoomChange(w, r, c, id, salamander.Record{Type: salamander.RecRoomRenamed, Room: id, Name: req.Name, By: c.User})
 }
 
-// commitRoomChange commits rec and returns the room as c.User now sees
-// it, or answers the error and returns false.
-func (g *Gateway) commitRoomChange(w http.ResponseWriter, r *http.Request, c claims, id string, rec salamander.Record) (salamander.Room, bool) {
+func (g *Gateway) commitRoomChange(w http.ResponseWriter, r *http.Request, c claims, id string, rec salamander.Record) {
 	if _, _, err := g.commit(r.Context(), g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{}); err != nil {
 		writeError(w, g.log, r, err)
-		return salamander.Room{}, false
+		return
 	}
 	room, err := g.cfg.View.Room(r.Context(), id, c.User)
 	if err != nil {
 		writeError(w, g.log, r, err)
-		return salamander.Room{}, false
+		return
 	}
-	return room, true
+	writeJSON(w, http.StatusOK, room)
 }
 
 func (g *Gateway) handleLeave(w http.ResponseWriter, r *http.Request, c claims) {

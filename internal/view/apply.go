@@ -281,8 +281,7 @@ func (a *applier) friendAdded(pos salamander.Position, r salamander.Record) erro
 
 func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) error {
 	members := uniqueMembers(r.Members)
-	if a.m.rooms[r.Room] != nil || len(members) == 0 || len(members) > salamander.MaxGroupMembers ||
-		(r.Kind == salamander.RoomDirect && len(members) != 2) {
+	if a.m.rooms[r.Room] != nil || len(members) == 0 || (r.Kind == salamander.RoomDirect && len(members) != 2) {
 		return nil
 	}
 	a.m.lastRoomNo++
@@ -304,19 +303,17 @@ func (a *applier) roomJoined(pos salamander.Position, r salamander.Record) error
 	}
 	var added []string
 	for _, u := range uniqueMembers(r.Members) {
-		if !isMember(rs, u) {
-			added = append(added, u)
+		if rs.members.len() >= salamander.MaxGroupMembers {
+			break
 		}
-	}
-	// All or none: two invites that each fit the room as their gateways
-	// saw it may not both fit as the log orders them. The later adds no
-	// one (its gateway then answers that the room is full), rather than
-	// some of its users and silently not the rest.
-	if len(added) == 0 || rs.members.len()+len(added) > salamander.MaxGroupMembers {
-		return nil
-	}
-	for _, u := range added {
+		if isMember(rs, u) {
+			continue
+		}
 		a.join(rs, pos, u)
+		added = append(added, u)
+	}
+	if len(added) == 0 {
+		return nil
 	}
 	return a.roomEvent(pos, r, rs, salamander.ActionJoined, r.By, added, "")
 }
