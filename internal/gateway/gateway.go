@@ -196,6 +196,9 @@ type Gateway struct {
 	streamsDone chan struct{}
 	streamsOnce sync.Once
 
+	// forwarderWarned is when warnExemptForwarder last warned (Unix ns).
+	forwarderWarned atomic.Int64
+
 	// rechecking: a periodic round of the open sockets' session checks is
 	// under way (tendSockets starts the next one only after it).
 	rechecking atomic.Bool

@@ -248,8 +248,35 @@ func (g *Gateway) clientAddrKnown(r *http.Request) (netip.Addr, bool) {
 	if len(xff) > 0 && inPrefixes(g.budgets.proxiesHere, peer) {
 		trusted = g.budgets.proxiesHere
 	}
+	if len(xff) > 0 && !inPrefixes(trusted, peer) {
+		// A peer that forwards a request but is no proxy this gateway
+		// trusts: its header is not believed, and its own address may be
+		// a proxy's left out of --trusted-proxies, standing for everyone
+		// behind it — counted as the peer, never let in as it by an
+		// allow-list.
+		if g.budgets.exempted(peer) {
+			g.warnExemptForwarder(peer)
+		}
+		return peer, false
+	}
 	addr := forwardedFor(peer, xff, trusted)
 	return addr, !inPrefixes(trusted, addr)
+}
+
+// warnExemptForwarder says, at most once a minute, that an exempt peer
+// elsewhere than on loopback forwards requests: if it is a proxy, every
+// client behind it is exempt from every limit with it, which naming it in
+// --trusted-proxies would end (the README's set-up before 2026-12-02
+// believed such a peer's header).
+func (g *Gateway) warnExemptForwarder(peer netip.Addr) {
+	now := time.Now().UnixNano()
+	last := g.forwarderWarned.Load()
+	if now-last < int64(time.Minute) || !g.forwarderWarned.CompareAndSwap(last, now) {
+		return
+	}
+	g.log.Warn("an exempt peer forwards requests (X-Forwarded-For) but is not in --trusted-proxies: its header is not believed, "+
+		"so if it is a proxy every client behind it is exempt from the rate limits with it; name it in --trusted-proxies",
+		"peer", peer.String())
 }
 
 // forwardedFor is the client address of a request from peer: peer itself,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -268,7 +269,8 @@ func TestSameHostProxyClientsAreNotExempt(t *testing.T) {
 	// not a proxy: a phone behind it cannot name another address (and
 	// spend its budgets, or pass for a monitoring network).
 	l.Exempt = append(l.Exempt, netip.MustParsePrefix("100.64.0.0/10"))
-	g = &Gateway{cfg: Config{Limits: l, MetricsFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, budgets: newBudgets(l, 3)}
+	g = &Gateway{cfg: Config{Limits: l, MetricsFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, budgets: newBudgets(l, 3),
+		log: slog.New(slog.DiscardHandler)}
 	for _, tc := range []struct {
 		name string
 		r    *http.Request
@@ -282,13 +284,16 @@ func TestSameHostProxyClientsAreNotExempt(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	if _, known := g.clientAddrKnown(req("100.64.1.2:5000", "198.51.100.77")); known {
+		t.Error("an exempt peer elsewhere that forwards was taken for its clients' own address")
+	}
 	w := httptest.NewRecorder()
 	g.handleMetrics(http.NotFoundHandler())(w, req("100.64.1.2:5000", "10.9.9.9"))
 	if w.Code != http.StatusForbidden {
 		t.Errorf("/metrics from an exempt carrier NAT naming a monitoring address: %d, want 403", w.Code)
 	}
 	l.Exempt = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} // everyone, for a load test
-	g = &Gateway{cfg: Config{Limits: l}, budgets: newBudgets(l, 3)}
+	g = &Gateway{cfg: Config{Limits: l}, budgets: newBudgets(l, 3), log: slog.New(slog.DiscardHandler)}
 	if got := g.clientAddr(req("198.51.100.9:5000", "203.0.113.7")); got != a("198.51.100.9") {
 		t.Errorf("with everyone exempt, a remote client's header was believed: %v", got)
 	}
