@@ -236,8 +236,10 @@ type SendResult struct {
 	Duplicate bool    `json:"duplicate"`
 }
 
-// RoomsPage is a page of the signed-in user's rooms (GET /v1/rooms), most
-// recently active first.
+// RoomsPage is a page of the signed-in user's rooms (GET /v1/rooms):
+// pages go by room id (no message moves a room from one to another), and
+// each is ordered most recently active first; a caller that reads several
+// orders the whole list itself (each room carries its last message).
 type RoomsPage struct {
 	Rooms []Room `json:"rooms"`
 	// Next, when more rooms follow, is where the next page starts:

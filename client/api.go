@@ -4,8 +4,10 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/salamander-chat/salamander"
 )
@@ -159,10 +161,27 @@ func (c *Client) Rooms(ctx context.Context) ([]salamander.Room, error) {
 		}
 		rooms = append(rooms, page.Rooms...)
 		if page.Next == "" || page.Next == next {
-			return rooms, nil
+			break
 		}
 		next = page.Next
 	}
+	// Pages go by room id, each ordered by activity: order them all.
+	slices.SortStableFunc(rooms, func(a, b salamander.Room) int {
+		if c := roomActivity(b).Compare(roomActivity(a)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return rooms, nil
+}
+
+// roomActivity is when a room was last active: its last message, or its
+// creation.
+func roomActivity(r salamander.Room) time.Time {
+	if r.LastMessage != nil {
+		return r.LastMessage.SentAt
+	}
+	return r.CreatedAt
 }
 
 // Room returns one room. Codes: not_found, forbidden (not a member).

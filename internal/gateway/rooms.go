@@ -7,13 +7,11 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
-	"github.com/salamander-chat/salamander/internal/view"
 )
 
 // directRoomID is the one id the 1:1 room of a pair can have, whoever
@@ -27,49 +25,26 @@ func directRoomID(a, b string) string {
 	return "d_" + hex.EncodeToString(sum[:16])
 }
 
-// handleRooms answers GET /v1/rooms: a page of the caller's rooms, most
-// recently active first; when more follow, next names where the next page
-// starts (?after=).
+// handleRooms answers GET /v1/rooms: a page of the caller's rooms (see
+// view.RoomsOf); when more follow, next names where the next page starts
+// (?after=).
 func (g *Gateway) handleRooms(w http.ResponseWriter, r *http.Request, c claims) {
 	limit, err := queryLimit(r, salamander.MaxRoomsPage, salamander.MaxRoomsPage)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	after, err := parseRoomsPlace(r.URL.Query().Get("after"))
+	after := r.URL.Query().Get("after")
+	if after != "" && !salamander.ValidRoomID(after) {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "after must be a page's next, as GET /v1/rooms gave it"))
+		return
+	}
+	rooms, next, err := g.cfg.View.RoomsOf(r.Context(), c.User, after, limit)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	rooms, more, err := g.cfg.View.RoomsOf(r.Context(), c.User, after, limit)
-	if err != nil {
-		writeError(w, g.log, r, err)
-		return
-	}
-	res := salamander.RoomsPage{Rooms: rooms}
-	if more && len(rooms) > 0 {
-		p := view.RoomsPlaceOf(rooms[len(rooms)-1])
-		res.Next = strconv.FormatInt(p.At.UnixNano(), 10) + ":" + p.ID
-	}
-	writeJSON(w, http.StatusOK, res)
-}
-
-// parseRoomsPlace reads GET /v1/rooms' after: "" (from the first room),
-// or a page's next ("UNIXNANO:ROOMID").
-func parseRoomsPlace(s string) (view.RoomsPlace, error) {
-	if s == "" {
-		return view.RoomsPlace{}, nil
-	}
-	bad := salamander.Errorf(salamander.CodeInvalid, "after must be a page's next, as GET /v1/rooms gave it")
-	at, id, ok := strings.Cut(s, ":")
-	if !ok || !salamander.ValidRoomID(id) {
-		return view.RoomsPlace{}, bad
-	}
-	n, err := strconv.ParseInt(at, 10, 64)
-	if err != nil {
-		return view.RoomsPlace{}, bad
-	}
-	return view.RoomsPlace{At: time.Unix(0, n).UTC(), ID: id}, nil
+	writeJSON(w, http.StatusOK, salamander.RoomsPage{Rooms: rooms, Next: next})
 }
 
 func (g *Gateway) handleRoom(w http.ResponseWriter, r *http.Request, c claims) {

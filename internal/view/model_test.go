@@ -135,7 +135,7 @@ func TestRoomsOfFollowsJoinsAndLeaves(t *testing.T) {
 		entry(salamander.Record{Type: salamander.RecRoomJoined, Room: "g_3", Members: []string{"bob"}, By: "alice"}),
 	})
 	ids := func(v *View, user string) []string {
-		rooms, _, err := v.RoomsOf(context.Background(), user, RoomsPlace{}, 1000)
+		rooms, _, err := v.RoomsOf(context.Background(), user, "", 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,47 +287,65 @@ func TestMessageAtFindsOldMessagesInTheStore(t *testing.T) {
 	}
 }
 
-// A user's rooms are listed in pages, most recently active first (ties by
-// id), each page starting after the last room of the one before: every
-// room once, in order, however the list is cut.
+// A user's rooms are listed in pages by id, each page most recently
+// active first (ties by id), a list that fits one page ordered whole by
+// activity: every room once, however the list is cut — also when a room
+// on a later page becomes the most active while the pages are read.
 func TestRoomsOfInPages(t *testing.T) {
 	v := openTemp(t)
 	entry := (&p0Entries{}).entry
+	log := &memLog{}
 	var entries []jsstore.Entry
 	for i := range 7 {
 		id := fmt.Sprintf("g_%d", i)
 		entries = append(entries, entry(salamander.Record{Type: salamander.RecRoomCreated, Room: id, Kind: salamander.RoomGroup,
 			Name: id, Members: []string{"ann", "bo"}, By: "ann"}))
 	}
-	// g_5 and g_2 talk, g_2 last; the rest keep their (equal) creation time.
-	for i, id := range []string{"g_5", "g_2"} {
-		e := entry(salamander.Record{Type: salamander.RecMessageSent, Room: id, User: "ann", ClientID: id, Text: id})
-		e.Record.At = e.Record.At.Add(time.Duration(i+1) * time.Minute)
-		entries = append(entries, e)
+	talk := func(id string, minutes int) jsstore.Entry {
+		e := entry(salamander.Record{Type: salamander.RecMessageSent, Room: id, User: "ann", ClientID: fmt.Sprintf("%s-%d", id, minutes), Text: id})
+		e.Record.At = e.Record.At.Add(time.Duration(minutes) * time.Minute)
+		return e
 	}
-	apply(t, v, &memLog{}, entries)
-	want := []string{"g_2", "g_5", "g_0", "g_1", "g_3", "g_4", "g_6"}
-	for _, size := range []int{1, 2, 3, 7, 10} {
+	// g_5 and g_2 talk, g_2 last; the rest keep their (equal) creation time.
+	apply(t, v, log, append(entries, talk("g_5", 1), talk("g_2", 2)))
+	ids := func(rooms []salamander.Room) []string {
+		var out []string
+		for _, r := range rooms {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	whole, next, err := v.RoomsOf(context.Background(), "bo", "", 10)
+	if err != nil || next != "" {
+		t.Fatalf("one page: next %q, %v", next, err)
+	}
+	if want := []string{"g_2", "g_5", "g_0", "g_1", "g_3", "g_4", "g_6"}; !slices.Equal(ids(whole), want) {
+		t.Fatalf("one page: %v, want %v", ids(whole), want)
+	}
+	for _, size := range []int{1, 2, 3, 7} {
 		var got []string
-		after := RoomsPlace{}
+		after := ""
 		for page := 0; ; page++ {
-			rooms, more, err := v.RoomsOf(context.Background(), "bo", after, size)
+			rooms, next, err := v.RoomsOf(context.Background(), "bo", after, size)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(rooms) > size || page > len(want) {
+			if len(rooms) > size || page > 7 {
 				t.Fatalf("pages of %d: a page of %d rooms, or too many pages", size, len(rooms))
 			}
-			for _, r := range rooms {
-				got = append(got, r.ID)
+			got = append(got, ids(rooms)...)
+			if page == 0 && size == 2 {
+				// g_6, not read yet, becomes the most active meanwhile.
+				apply(t, v, log, []jsstore.Entry{talk("g_6", 3)})
 			}
-			if !more {
+			if next == "" {
 				break
 			}
-			after = RoomsPlaceOf(rooms[len(rooms)-1])
+			after = next
 		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("pages of %d: %v, want %v", size, got, want)
+		slices.Sort(got)
+		if want := []string{"g_0", "g_1", "g_2", "g_3", "g_4", "g_5", "g_6"}; !slices.Equal(got, want) {
+			t.Fatalf("pages of %d: %v, want every room once", size, got)
 		}
 	}
 }

@@ -190,19 +190,28 @@ func (v *View) RoomHead(_ context.Context, id, viewer string) (salamander.Room, 
 	return rs.head(viewer), nil
 }
 
-// RoomsOf lists the rooms user is a member of, most recently active first
-// (ties by id), at most limit of them after the place after names (the
-// zero RoomsPlace: from the first), and whether more follow. Only the page
-// is built: a room's view copies its members and read markers, and the
-// model's lock is held meanwhile.
-func (v *View) RoomsOf(_ context.Context, user string, after RoomsPlace, limit int) ([]salamander.Room, bool, error) {
+// RoomsOf lists a page of the rooms user is a member of: those with the
+// limit smallest ids after the id after ("" for the first page), the page
+// ordered most recently active first (ties by id), and the id the next
+// page starts after ("" when none follows). Pages go by id, which no
+// message moves: a room active while a client reads the pages is neither
+// missed nor listed twice; a list that fits one page is ordered whole by
+// activity. Only the page is built: a room's view copies its members and
+// read markers, and the model's lock is held meanwhile.
+func (v *View) RoomsOf(_ context.Context, user, after string, limit int) ([]salamander.Room, string, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var rooms []*roomState
 	for _, rs := range v.m.userRooms[user] {
-		if after.ID == "" || after.before(rs.activity(), rs.id) {
+		if rs.id > after {
 			rooms = append(rooms, rs)
 		}
+	}
+	next := ""
+	if len(rooms) > limit {
+		slices.SortFunc(rooms, func(a, b *roomState) int { return strings.Compare(a.id, b.id) })
+		rooms = rooms[:limit]
+		next = rooms[limit-1].id
 	}
 	slices.SortFunc(rooms, func(a, b *roomState) int {
 		if c := b.activity().Compare(a.activity()); c != 0 {
@@ -210,38 +219,11 @@ func (v *View) RoomsOf(_ context.Context, user string, after RoomsPlace, limit i
 		}
 		return strings.Compare(a.id, b.id)
 	})
-	more := len(rooms) > limit
-	rooms = rooms[:min(len(rooms), limit)]
 	out := make([]salamander.Room, 0, len(rooms))
 	for _, rs := range rooms {
 		out = append(out, rs.roomView(user))
 	}
-	return out, more, nil
-}
-
-// RoomsPlace is a place in a user's list of rooms: that of the room ID
-// whose last activity was At (a page's last room, RoomsPlaceOf).
-type RoomsPlace struct {
-	At time.Time
-	ID string
-}
-
-// RoomsPlaceOf is the place of room in a list of rooms.
-func RoomsPlaceOf(room salamander.Room) RoomsPlace {
-	at := room.CreatedAt
-	if room.LastMessage != nil {
-		at = room.LastMessage.SentAt
-	}
-	return RoomsPlace{At: at, ID: room.ID}
-}
-
-// before reports whether p comes before a room active at at with id in
-// the list's order (most recently active first, ties by id).
-func (p RoomsPlace) before(at time.Time, id string) bool {
-	if c := p.At.Compare(at); c != 0 {
-		return c > 0
-	}
-	return p.ID < id
+	return out, next, nil
 }
 
 // MessageAt returns room's message committed at pos, if the record there
