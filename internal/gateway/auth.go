@@ -257,11 +257,10 @@ func (g *Gateway) recheckSessions(users []string) {
 // recheck closes those of conns whose session has ended, on a goroutine
 // of its own: checkSession may wait for the log's head (a session of a
 // user this site has not applied yet), and neither the applier nor the
-// sockets' pings may wait with it. done, if set, runs when it is through.
+// sockets' pings may wait with it. done, if set, runs when it is through
+// (not at all once the gateway closes).
 func (g *Gateway) recheck(ctx context.Context, conns []*wsConn, done func()) {
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
+	g.background(func() {
 		if done != nil {
 			defer done()
 		}
@@ -271,7 +270,7 @@ func (g *Gateway) recheck(ctx context.Context, conns []*wsConn, done func()) {
 			}
 			c.kickIfSessionEnded(g.checkSession(ctx, c.session))
 		}
-	}()
+	})
 }
 
 // checkSession says whether a session whose token was verified is still

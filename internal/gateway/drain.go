@@ -215,9 +215,7 @@ func (g *Gateway) onApply(batch []view.Emitted) {
 // kickDrained disconnects this site's clients drainKickAfter after a
 // drain, unless the drain was undone meanwhile.
 func (g *Gateway) kickDrained() {
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
+	g.background(func() {
 		select {
 		case <-g.life.Done():
 			return
@@ -226,7 +224,7 @@ func (g *Gateway) kickDrained() {
 		if g.Drained() {
 			g.hub.kickAll(wsock.StatusTryAgainLater, "site drained; use another site")
 		}
-	}()
+	})
 }
 
 func nonNil(s []string) []string {

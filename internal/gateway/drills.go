@@ -163,11 +163,7 @@ func (g *Gateway) handleStartDrill(w http.ResponseWriter, r *http.Request, c cla
 		}
 		return salamander.Errorf(salamander.CodeForbidden, "the log did not take the drill (are you still an operator?)")
 	}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		g.runDrill(d, c.User)
-	}()
+	g.background(func() { g.runDrill(d, c.User) })
 	writeJSON(w, http.StatusAccepted, d)
 	return nil
 }

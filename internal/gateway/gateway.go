@@ -203,6 +203,10 @@ type Gateway struct {
 	// under way (tendSockets starts the next one only after it).
 	rechecking atomic.Bool
 
+	// bgMu guards closing: Close has begun, background starts nothing.
+	bgMu    sync.Mutex
+	closing bool
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -418,10 +422,30 @@ func (g *Gateway) Close() {
 		g.cancel()
 	}
 	g.endLife()
+	g.bgMu.Lock()
+	g.closing = true
+	g.bgMu.Unlock()
 	g.CloseStreams()
 	g.hub.closeAll()
 	g.ws.Close()
 	g.wg.Wait()
+}
+
+// background runs fn on a goroutine Close waits for, unless Close has
+// begun (then fn does not run): work started from the view's applier (a
+// drain's delayed disconnects, a session's re-check) may come at any
+// moment, and a WaitGroup may not grow from zero while Close waits on it.
+func (g *Gateway) background(fn func()) {
+	g.bgMu.Lock()
+	defer g.bgMu.Unlock()
+	if g.closing {
+		return
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		fn()
+	}()
 }
 
 func (g *Gateway) routes() {

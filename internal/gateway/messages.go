@@ -206,22 +206,27 @@ func (g *Gateway) markRead(ctx context.Context, user, id string, seq uint64) err
 	if seq <= room.ReadSeq {
 		return nil
 	}
-	f, first := g.marks.join(user, id, seq)
-	if !first {
+	for {
+		f, first := g.marks.join(user, id, seq)
+		if first {
+			rec := salamander.Record{Type: salamander.RecMessageRead, Room: id, User: user, Seq: seq}
+			_, _, err = g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{Batch: true})
+			g.marks.finish(user, id, f, err)
+			return err
+		}
 		// A mark as far or further is being written for this user and
-		// room: its outcome is this one's, and no second record is
-		// written (concurrent requests would each add one at every site).
+		// room: no second record is written (concurrent requests would
+		// each add one at every site). If it fails — its request may
+		// have gone away — this one writes its own.
 		select {
 		case <-f.done:
-			return f.err
+			if f.err == nil {
+				return nil
+			}
 		case <-ctx.Done():
 			return salamander.Errorf(salamander.CodeUnavailable, "this site could not complete the write in time; try again")
 		}
 	}
-	rec := salamander.Record{Type: salamander.RecMessageRead, Room: id, User: user, Seq: seq}
-	_, _, err = g.commit(ctx, g.cfg.Store.RoomStream(id), id, rec, jsstore.AppendOptions{Batch: true})
-	g.marks.finish(user, id, f, err)
-	return err
 }
 
 // readMarks are the read markers being written by this process, one per

@@ -312,15 +312,26 @@ func (c *ownCopy) read(seq uint64) ([]byte, bool) {
 	}
 	i := (seq - c.first) / copyIndexEvery
 	at := c.first + i*copyIndexEvery
-	if c.flushed < c.size || c.iw.Buffered() > 0 { // what is read may still be buffered
+	// What is read lies between entry i and the next, which may still be
+	// buffered (the records, and the entry itself if it is not among those
+	// kept here): flush only then, not for every read of what is written.
+	off, near := int64(0), i >= c.nearFrom && i-c.nearFrom < uint64(len(c.near))
+	var nextOff int64 = -1 // the next entry's offset, when known
+	if near {
+		off = c.near[i-c.nearFrom]
+		if j := i - c.nearFrom + 1; j < uint64(len(c.near)) {
+			nextOff = c.near[j]
+		}
+	} else if len(c.near) > 0 {
+		nextOff = c.near[0] // an entry before those kept here: its records end before it
+	}
+	entryWritten := near || i < c.indexed-uint64(c.iw.Buffered()/copyIndexEntry)
+	recordsWritten := c.flushed == c.size || nextOff >= 0 && nextOff <= c.flushed
+	if !entryWritten || !recordsWritten {
 		if err := c.flushLocked(); err != nil {
 			c.mu.Unlock()
 			return nil, false
 		}
-	}
-	off, near := int64(0), i >= c.nearFrom && i-c.nearFrom < uint64(len(c.near))
-	if near {
-		off = c.near[i-c.nearFrom]
 	}
 	c.mu.Unlock()
 	if !near {
