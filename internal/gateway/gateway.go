@@ -574,18 +574,7 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, c claims)
 // site's log and memory as fast as it could ask. Logging out and leaving a
 // room are never refused: nobody may be kept in a session or a room.
 func (g *Gateway) metered(h authedHandler) authedHandler {
-	return func(w http.ResponseWriter, r *http.Request, c claims) {
-		refund, err := g.spendChange(r, c)
-		if err != nil {
-			writeError(w, g.log, r, err)
-			return
-		}
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		h(sw, r, c)
-		if refusedInput(sw.status) {
-			refund()
-		}
-	}
+	return g.charged(h, func(status int) bool { return !refusedInput(status) })
 }
 
 // missCosts answers as h does, and an answer "no such user" or "no such
@@ -595,6 +584,13 @@ func (g *Gateway) metered(h authedHandler) authedHandler {
 // nothing; a caller out of units is refused (429) before anything is
 // looked up, so that the refusal says nothing either.
 func (g *Gateway) missCosts(h authedHandler) authedHandler {
+	return g.charged(h, func(status int) bool { return status == http.StatusNotFound })
+}
+
+// charged takes a unit of the changes budget before h, refusing the
+// request (429) without one, and keeps it if costs says h's answer costs
+// one (else gives it back).
+func (g *Gateway) charged(h authedHandler, costs func(status int) bool) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, c claims) {
 		refund, err := g.spendChange(r, c)
 		if err != nil {
@@ -603,7 +599,7 @@ func (g *Gateway) missCosts(h authedHandler) authedHandler {
 		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h(sw, r, c)
-		if sw.status != http.StatusNotFound {
+		if !costs(sw.status) {
 			refund()
 		}
 	}
