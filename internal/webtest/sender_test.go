@@ -21,6 +21,8 @@ import "testing"
 //     once the pause is over. While a socket is closing (not open, its
 //     close not heard yet), no message to a room with frames on it goes
 //     over HTTP ahead of them.
+//   - A session that ended (401) does not refuse the message: it stays in
+//     the outbox under its client id, for the next sign-in.
 func TestSenderTimesAndOrdersEachRoomsSends(t *testing.T) {
 	p := modulesPage(t, "sender", nil)
 	p.js(`window.result = undefined;
@@ -200,6 +202,23 @@ func TestSenderTimesAndOrdersEachRoomsSends(t *testing.T) {
 			live.close();
 			await settle();
 			check(begun() === "y,e0", "the close heard, the room from its oldest: " + begun());
+		}
+		// A session that ended (401): the message is not refused, it stays
+		// in the outbox for the next sign-in, under its client id.
+		{
+			const live = new FakeLive(), acked = [];
+			live.open = false; live.state = "offline";
+			const s = sender(live, "f", acked);
+			s.queue("r1", "kept");
+			await settle();
+			const post = posts[posts.length - 1];
+			check(post && post.body.text === "kept", "sent over HTTP");
+			const { ApiError } = await import("/app/js/api.js");
+			post.reject(new ApiError(401, "unauthorized", "session ended"));
+			await settle();
+			const left = new store.Outbox("f").items;
+			check(left.length === 1 && left[0].client_id === post.body.client_id,
+				"after a 401 the message is still in the outbox under its client id: " + JSON.stringify(left));
 		}
 		return fails;
 	})().then((f) => { window.result = f; }, (e) => { window.result = ["error: " + e + " " + e.stack]; });`)

@@ -19,6 +19,8 @@ import { ApiError, REQUEST_TIMEOUT_MS } from "./api.js";
 
 // Codes that mean "this site could not; resend here or elsewhere".
 const RETRY_CODES = new Set(["unavailable", "internal"]);
+// KEEP_CODES end the session, not the message: it stays in the outbox.
+const KEEP_CODES = new Set(["unauthorized"]);
 const HTTP_AFTER_MS = 2000; // how long a message waits for a socket before HTTP
 // Frames sent and not yet answered, at most: well under the site's 256 per
 // socket, beyond which sends are refused (too_many_requests).
@@ -133,6 +135,14 @@ export class Sender extends EventTarget {
           this.hold(2000);
           return;
         }
+        if (e instanceof ApiError && KEEP_CODES.has(e.code)) {
+          // The session ended, not the message: the page signs out, and
+          // the outbox (kept per account) sends it under its client id
+          // after the next sign-in — an earlier attempt that landed is
+          // then answered as the original, where a text given back to the
+          // composer would be sent again as a new message.
+          return;
+        }
         if (e instanceof ApiError) {
           this.refused(m, e);
           continue;
@@ -157,6 +167,8 @@ export class Sender extends EventTarget {
       this.live.reconnect(); // this site cannot: the next one will get it
     } else if (code === "too_many_requests") {
       this.hold(2000);
+    } else if (KEEP_CODES.has(code)) {
+      // (see flush: kept for after the next sign-in)
     } else {
       const m = this.outbox.items.find((x) => x.client_id === ev.client_id);
       if (m) this.refused(m, new ApiError(0, code, ev.error?.message));
