@@ -30,6 +30,16 @@ type Verdict struct {
 	LostAtSites int `json:"lost_at_sites"`
 	// MissingDeliveries counts (message, member) pairs never delivered live.
 	MissingDeliveries int `json:"missing_deliveries"`
+	// Refused counts sends that ended with an error before the drill
+	// stopped waiting: a refusal for good, or no site serving them for as
+	// long as the SDK tried. Every send must be acknowledged in the end.
+	Refused int `json:"refused"`
+	// Altered counts messages held at the checked sites with another
+	// sender or text than their send's.
+	Altered int `json:"altered"`
+	// Foreign counts messages in the workload's rooms that no send of the
+	// workload made: a copy under another client id, or a stray write.
+	Foreign int `json:"foreign"`
 	// Duplicated counts messages stored twice under one client id, or
 	// delivered twice to one member.
 	Duplicated int `json:"duplicated"`
@@ -245,7 +255,35 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 			}
 		}
 	}
+	// What every send wrote: its sender and text, at the place its client
+	// id has at the first checked site (the others are compared with it);
+	// and every message of the rooms was written by one of the sends.
+	sentBy := map[string]sendRecord{}
 	for _, rec := range recs {
+		sentBy[rec.clientID] = rec
+	}
+	for _, r := range ch.w.rooms {
+		if len(hist[r.id]) == 0 {
+			continue
+		}
+		for _, m := range hist[r.id][0] {
+			rec, ok := sentBy[m.ClientID]
+			switch {
+			case !ok:
+				v.Foreign++
+				v.problem("room %s seq %d (client id %s, sender %s) was written by no send of the drill", r.id, m.Seq, m.ClientID, m.Sender)
+			case rec.text != "" && (m.Sender != ch.w.users[rec.user].name || m.Text != rec.text || m.Room != rec.room && m.Room != ""):
+				v.Altered++
+				v.problem("room %s seq %d (client id %s) holds %q from %s, sent as %q from %s", r.id, m.Seq, m.ClientID,
+					m.Text, m.Sender, rec.text, ch.w.users[rec.user].name)
+			}
+		}
+	}
+	for _, rec := range recs {
+		if !rec.acked && rec.err != "" && rec.err != errAbandoned {
+			v.Refused++
+			v.problem("send %s to room %s by %s ended with %q", rec.clientID, rec.room, ch.w.users[rec.user].name, rec.err)
+		}
 		if !rec.acked {
 			v.Unacked++
 			n := len(idx[rec.room][0][rec.clientID])

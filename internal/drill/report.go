@@ -549,6 +549,15 @@ func (r *Report) judge() {
 		if !v.Converged {
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: did not converge", label))
 		}
+		if v.Refused > 0 {
+			r.Failures = append(r.Failures, fmt.Sprintf("%s: %d sends refused or never served", label, v.Refused))
+		}
+		if v.Altered > 0 {
+			r.Failures = append(r.Failures, fmt.Sprintf("%s: %d messages held with another sender or text than sent", label, v.Altered))
+		}
+		if v.Foreign > 0 {
+			r.Failures = append(r.Failures, fmt.Sprintf("%s: %d messages written by no send (copies under another client id?)", label, v.Foreign))
+		}
 	}
 	for i, f := range r.Faults {
 		if n := f.Reconnect.Devices - f.Reconnect.Back; n > 0 {

@@ -113,6 +113,8 @@ type sendRecord struct {
 	// no seq in the acknowledgement.
 	held bool
 	err  string
+	// text is what was sent: what every site must hold under clientID.
+	text string
 }
 
 // workload drives the simulated users against a cluster.
@@ -390,8 +392,8 @@ func (w *workload) send(u *user) {
 		}
 		r := u.rooms[rand.IntN(len(u.rooms))]
 		id := client.NewClientID()
-		rec := sendRecord{user: u.idx, room: r.id, clientID: id, start: time.Now()}
-		res, err := u.c.SendWithID(w.sendCtx, r.id, id, fmt.Sprintf("drill message %d from %s", n, u.name))
+		rec := sendRecord{user: u.idx, room: r.id, clientID: id, start: time.Now(), text: fmt.Sprintf("drill message %d from %s", n, u.name)}
+		res, err := u.c.SendWithID(w.sendCtx, r.id, id, rec.text)
 		rec.end = time.Now()
 		if err != nil {
 			rec.err = errText(err)
@@ -555,11 +557,16 @@ feed:
 }
 
 // errText shortens an SDK error to its kind, for counting.
+// errAbandoned is the error text of a send the drill stopped waiting for:
+// the only way a send may end unacknowledged (the SDK retries across the
+// sites until its context ends).
+const errAbandoned = "abandoned (not acknowledged when the drill stopped waiting)"
+
 func errText(err error) string {
 	var coded *salamander.Error
 	switch { // (the context first: such an error wraps the last site's refusal too)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return "abandoned (not acknowledged when the drill stopped waiting)"
+		return errAbandoned
 	case errors.As(err, &coded):
 		return string(coded.Code)
 	default:
