@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -133,6 +134,10 @@ func (m *Manifest) check() error {
 	return nil
 }
 
+// minReplicas is the fewest replicas a stream of the log may have: one
+// per site, and Salamander runs on three sites at least.
+const minReplicas = 3
+
 func (s *Stream) check() error {
 	if !streamNameRE.MatchString(s.Name) {
 		return fmt.Errorf("bad name")
@@ -144,10 +149,40 @@ func (s *Stream) check() error {
 		return fmt.Errorf("bad checksum or size")
 	}
 	var cfg struct {
-		Name string `json:"name"`
+		Name       string  `json:"name"`
+		Replicas   int     `json:"num_replicas"`
+		Storage    *string `json:"storage"`
+		Retention  *string `json:"retention"`
+		MaxMsgs    int64   `json:"max_msgs"`
+		MaxBytes   int64   `json:"max_bytes"`
+		MaxAge     int64   `json:"max_age"`
+		Direct     *bool   `json:"allow_direct"`
+		Discard    *string `json:"discard"`
+		MaxPerSubj int64   `json:"max_msgs_per_subject"`
 	}
 	if err := json.Unmarshal(s.Config, &cfg); err != nil || cfg.Name != s.Name {
 		return fmt.Errorf("its configuration does not name it (%v)", err)
+	}
+	// The settings are restored as written (the checksums cover the
+	// snapshots, not the manifest): ones that would break a promise — a
+	// record held by fewer sites than a quorum needs, records that expire
+	// or are dropped — are refused here, not found at the sites' next
+	// start. (KV_SAL_CLUSTER keeps one value per key: its limits differ.)
+	var problems []string
+	if cfg.Replicas < minReplicas {
+		problems = append(problems, fmt.Sprintf("%d replica(s), fewer than one per site (%d)", cfg.Replicas, minReplicas))
+	}
+	if cfg.Storage != nil && *cfg.Storage != "file" {
+		problems = append(problems, "not on file storage")
+	}
+	if cfg.Retention != nil && *cfg.Retention != "limits" || cfg.MaxMsgs > 0 || cfg.MaxBytes > 0 || cfg.MaxAge > 0 {
+		problems = append(problems, "its records may be dropped (retention other than limits, or a max msgs/bytes/age)")
+	}
+	if s.Name != "KV_"+clusterBucket && (cfg.Direct != nil && !*cfg.Direct || cfg.MaxPerSubj > 0) {
+		problems = append(problems, "direct gets off, or a limit of records per subject")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("its settings break Salamander's guarantees: %s", strings.Join(problems, "; "))
 	}
 	st, err := s.decodeState()
 	if err != nil {

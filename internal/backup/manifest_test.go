@@ -72,6 +72,27 @@ func TestDecodeManifestRefusesBadManifests(t *testing.T) {
 		"config of other":  func(m *backup.Manifest) { m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P1"}`) },
 		"summary disagree": func(m *backup.Manifest) { m.Streams[2].LastSeq++ },
 		"state not json":   func(m *backup.Manifest) { m.Streams[2].State = json.RawMessage(`"x"`) },
+		// Settings restored as written that would break a promise (a
+		// flipped bit in a manifest that is still JSON).
+		"one replica": func(m *backup.Manifest) { m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":1}`) },
+		"records expire": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"max_age":1}`)
+		},
+		"records dropped": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"max_msgs":1000}`)
+		},
+		"no direct gets": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"allow_direct":false}`)
+		},
+		"in memory": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"storage":"memory"}`)
+		},
+	}
+	// The cluster bucket keeps one value per key, as a KV bucket does.
+	kv := validManifest(3)
+	kv.Streams[0].Config = json.RawMessage(`{"name":"KV_SAL_CLUSTER","num_replicas":3,"max_msgs_per_subject":1,"allow_direct":true,"storage":"file","retention":"limits","max_msgs":-1,"max_bytes":-1,"max_age":0}`)
+	if _, err := backup.DecodeManifest(bytes.NewReader(encode(t, kv))); err != nil {
+		t.Fatalf("a cluster bucket as NATS describes it: %v", err)
 	}
 	for what, change := range bad {
 		m := validManifest(3)
