@@ -609,11 +609,12 @@ func TestSubscriptionReconnectsWhereItWasClosedForPolicy(t *testing.T) {
 			return
 		}
 		defer conn.CloseNow()
+		n := connects.Add(1) // counted before its ready: the test reads it once the ready is in
 		b, _ := json.Marshal(salamander.Event{Type: salamander.EventReady})
 		if err := conn.Write(r.Context(), websocket.MessageText, b); err != nil {
 			return
 		}
-		if connects.Add(1) == 1 {
+		if n == 1 {
 			conn.Close(websocket.StatusPolicyViolation, "reading too slowly; reconnect and resume from your cursor")
 			return
 		}

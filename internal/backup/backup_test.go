@@ -344,6 +344,14 @@ func TestRestoreRefusesAStreamThatHoldsRecords(t *testing.T) {
 	ctx := testCtx(t, time.Minute)
 	js := newJS(t)
 	dir, _ := takeBackup(t, ctx)
+	// A record written since: the stream is no longer what the backup
+	// holds of it (one that still is has nothing to restore).
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := js.Publish(pctx, "sal.acct.backup-test-since", []byte("written after the backup"))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	st, err := js.Stream(ctx, "SAL_ACCT")
 	if err != nil {
 		t.Fatal(err)
@@ -526,6 +534,18 @@ func TestRestoreEverythingIntoAnEmptyCluster(t *testing.T) {
 	}
 	if e, err := kv.Get(ctx, "partitions"); err != nil || string(e.Value()) != "3" {
 		t.Fatalf("restored partition count: %v %v", e, err)
+	}
+	// Run again (as after one that stopped part way): every stream holds
+	// the backup already, so nothing is restored and nothing refused —
+	// its creation after the backup's is a restore's, not a new stream's.
+	again, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{})
+	if !errors.Is(err, backup.ErrNothingToRestore) || len(again) != len(m.Streams) {
+		t.Fatalf("restore run again: %v, %+v", err, again)
+	}
+	for _, o := range again {
+		if !o.Kept || o.Restored {
+			t.Fatalf("restore run again: %+v", o)
+		}
 	}
 }
 

@@ -131,6 +131,11 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 			out = append(out, Outcome{Stream: s.Name, Kept: true})
 		case slices.Contains(replace, s.Name):
 			plans = append(plans, plan{s: s, replace: true, held: info.State.Msgs})
+		case holdsTheBackup(ctx, js, s, info, m.Created):
+			// Restored from this backup before (a restore run again, or one
+			// that stopped part way): nothing to do. Its creation is after
+			// the backup's, as every restored stream's is.
+			out = append(out, Outcome{Stream: s.Name, Kept: true, LastSeq: info.State.LastSeq, Records: info.State.Msgs})
 		case len(named) > 0:
 			return nil, fmt.Errorf("%w: %s holds %d records (last sequence %d); name it with --replace to replace it (they are lost)",
 				ErrStreamHoldsRecords, s.Name, info.State.Msgs, info.State.LastSeq)
@@ -168,6 +173,26 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// holdsTheBackup reports whether the stream holds exactly what the backup
+// holds of it: the same sequences and count, and its newest record as old
+// as the backup or older (a restore keeps the records' times; a stream
+// made again since writes new ones).
+func holdsTheBackup(ctx context.Context, js jetstream.JetStream, s Stream, info *jetstream.StreamInfo, taken time.Time) bool {
+	st := info.State
+	if s.LastSeq == 0 || st.FirstSeq != s.FirstSeq || st.LastSeq != s.LastSeq || st.Msgs != s.Records {
+		return false
+	}
+	stream, err := js.Stream(ctx, s.Name)
+	if err != nil {
+		return false
+	}
+	last, err := stream.GetMsg(ctx, st.LastSeq)
+	if err != nil {
+		return false
+	}
+	return !last.Time.IsZero() && !last.Time.After(taken)
 }
 
 // servingWait bounds the wait for a restored stream to serve reads.
