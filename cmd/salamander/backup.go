@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -68,7 +69,7 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("backup: %w", err)
 	}
 	defer store.Close()
-	m, err := backup.Backup(ctx, store.Conn(), *dir, nil)
+	m, err := backup.Backup(ctx, store.Conn(), *dir, warnings(stderr))
 	if err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer store.Close()
 	out, err := backup.Restore(ctx, store.Conn(), *dir, backup.RestoreOptions{Streams: splitList(*streams),
-		Replace: splitList(*replace), MergedTo: func(ctx context.Context, partition string) (uint64, error) {
+		Replace: splitList(*replace), Logger: warnings(stderr), MergedTo: func(ctx context.Context, partition string) (uint64, error) {
 			_, last, err := store.LastMerge(ctx, strings.ToLower(strings.TrimPrefix(partition, "SAL_")))
 			return last.To, err
 		}})
@@ -187,4 +188,12 @@ func (c *connFlags) openAdmin(ctx context.Context, name string) (*jsstore.Store,
 		}
 	}
 	return store, admin, nil
+}
+
+// warnings is a logger of warnings and errors to w: what a backup or a
+// restore says along the way that the operator must see (a site that does
+// not answer and is asked again, a restored stream not serving yet); the
+// progress is in the summary it prints.
+func warnings(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
