@@ -319,15 +319,17 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 			acked[rec.clientID] = true
 		}
 	}
-	// Each sender's acknowledged messages to a room are placed in the order
-	// they were sent, held ones included.
+	// Each sender's messages to a room are placed in the order they were
+	// sent: the acknowledged ones, held ones included, and those stored
+	// though their send ended unacknowledged (maybe sent) — one that
+	// landed after the sender's next message was reordered all the same.
 	type senderRoom struct {
 		user int
 		room string
 	}
 	lastSent := map[senderRoom]sendRecord{}
 	for _, rec := range slices.SortedFunc(slices.Values(recs), func(a, b sendRecord) int { return a.start.Compare(b.start) }) {
-		if !rec.acked || bad[rec.clientID] || len(idx[rec.room]) == 0 {
+		if bad[rec.clientID] || len(idx[rec.room]) == 0 || !rec.acked && len(idx[rec.room][0][rec.clientID]) != 1 {
 			continue
 		}
 		k := senderRoom{rec.user, rec.room}

@@ -139,6 +139,13 @@ func TestCheckerComparesWhatWasSentWithWhatIsHeld(t *testing.T) {
 				r.err = "not_found"
 				return []sendRecord{r, send(1, "B", 1, 1)}
 			}(), "refused or never served"},
+		{"a maybe-sent message placed after the sender's next", []salamander.Message{held(1, "u0", "B", "drill message B"),
+			held(2, "u0", "A", "drill message A")},
+			func() []sendRecord {
+				r := send(0, "A", 0, 0)
+				r.err = errAbandoned
+				return []sendRecord{r, send(0, "B", 1, 1)}
+			}(), "reordered"},
 		{"a send abandoned when the drill stopped", []salamander.Message{held(1, "u1", "B", "drill message B")},
 			func() []sendRecord {
 				r := send(0, "A", 0, 0)
