@@ -80,12 +80,27 @@ var (
 // ReadManifest reads and checks the manifest of the backup in dir. It does
 // not read the snapshot files; Verify does.
 func ReadManifest(dir string) (*Manifest, error) {
-	f, err := os.Open(filepath.Join(dir, ManifestFile))
+	f, err := openRegular(filepath.Join(dir, ManifestFile))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	defer f.Close()
 	return DecodeManifest(f)
+}
+
+// openRegular opens the regular file at path, and nothing else: a backup's
+// files are its own, and a symbolic link to /dev/zero or a named pipe in
+// their place would read forever (or hang at the open) instead of being
+// refused.
+func openRegular(path string) (*os.File, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", filepath.Base(path), fi.Mode().Type())
+	}
+	return os.Open(path)
 }
 
 // DecodeManifest decodes a manifest from r (at most 1 MiB) and checks that
@@ -219,13 +234,18 @@ func (m *Manifest) Verify(dir string, names ...string) error {
 }
 
 func (s *Stream) verify(dir string) error {
-	f, err := os.Open(filepath.Join(dir, s.File))
+	f, err := openRegular(filepath.Join(dir, s.File))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return err
+	} else if fi.Size() != s.Bytes {
+		return fmt.Errorf("%d bytes, the manifest says %d", fi.Size(), s.Bytes)
+	}
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, io.LimitReader(f, s.Bytes+1))
 	if err != nil {
 		return err
 	}

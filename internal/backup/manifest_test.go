@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,4 +171,31 @@ func FuzzDecodeManifest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A backup's files must be its own regular files: a symbolic link to
+// /dev/zero in a snapshot's place, or a named pipe for the manifest, is
+// refused at once, where reading it would never end.
+func TestVerifyRefusesWhatIsNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	m := validManifest(1)
+	if err := os.Symlink("/dev/zero", filepath.Join(dir, "SAL_P0.snap")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, backup.ManifestFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- m.Verify(dir, "SAL_P0") }()
+	go func() { _, err := backup.ReadManifest(dir); done <- err }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, backup.ErrCorrupt) || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("got %v, want a refusal: not a regular file", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still reading after 10 s")
+		}
+	}
 }
