@@ -304,18 +304,7 @@ func TestPipelinedSendsToOneRoomDoNotTimeOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl.SetToken("tok")
-	sub := cl.Subscribe(t.Context())
-	defer sub.Close()
-	for ev := range sub.Events() {
-		if ev.Type == salamander.EventReady {
-			break
-		}
-	}
-	go func() {
-		for range sub.Events() {
-		}
-	}()
+	subscribeDrained(t, cl)
 
 	var done atomic.Int64
 	var wg sync.WaitGroup
@@ -368,18 +357,7 @@ func TestUnansweredSendFailsTheSendsBehindItAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl.SetToken("tok")
-	sub := cl.Subscribe(t.Context())
-	defer sub.Close()
-	for ev := range sub.Events() {
-		if ev.Type == salamander.EventReady {
-			break
-		}
-	}
-	go func() {
-		for range sub.Events() {
-		}
-	}()
+	subscribeDrained(t, cl)
 	// Each waiting out its own timeout would take n of them; the bound is
 	// half that, far from both outcomes on a loaded machine.
 	const n = 10

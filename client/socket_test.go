@@ -116,6 +116,14 @@ func nackWith(f salamander.ClientFrame, code salamander.Code) *salamander.Event 
 func subscribed(t *testing.T, sites ...*site) *Client {
 	t.Helper()
 	cl := newTestClient(t, sites...)
+	subscribeDrained(t, cl)
+	return cl
+}
+
+// subscribeDrained signs cl in (token "tok"), connects a Subscription, waits
+// for its ready and drains its events until the test ends.
+func subscribeDrained(t *testing.T, cl *Client) {
+	t.Helper()
 	cl.SetToken("tok")
 	sub := cl.Subscribe(t.Context())
 	t.Cleanup(func() { sub.Close() })
@@ -128,7 +136,6 @@ func subscribed(t *testing.T, sites ...*site) *Client {
 		for range sub.Events() {
 		}
 	}()
-	return cl
 }
 
 const room = "g_0123456789abcdef"

@@ -313,12 +313,6 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 			}
 		}
 	}
-	acked := map[string]bool{}
-	for _, rec := range recs {
-		if rec.acked {
-			acked[rec.clientID] = true
-		}
-	}
 	// Each sender's messages to a room are placed in the order they were
 	// sent: the acknowledged ones, held ones included, and those stored
 	// though their send ended unacknowledged (maybe sent) — one that
@@ -368,7 +362,7 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 			for _, msg := range ref {
 				if !seen[msg.Seq] {
 					v.MissingDeliveries++
-					if acked[msg.ClientID] && !bad[msg.ClientID] {
+					if sentBy[msg.ClientID].acked && !bad[msg.ClientID] {
 						bad[msg.ClientID] = true
 						v.Lost++
 					}

@@ -23,14 +23,20 @@ func openLoneStore(ctx context.Context, t *testing.T) *Store {
 // stopped when the test ends, and returns its client URL.
 func startLoneServer(ctx context.Context, t *testing.T) string {
 	t.Helper()
-	cfg := natsnode.DefaultConfig("a")
-	cfg.StoreDir, cfg.ClusterAddr = filepath.Join(t.TempDir(), "nats"), ""
-	node, err := natsnode.Start(ctx, cfg)
+	node, err := natsnode.Start(ctx, loneServerConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(node.Shutdown)
 	return node.ClientURL()
+}
+
+// loneServerConfig is a one-server JetStream's configuration (its server
+// "site-a"), storing in a directory of the test's.
+func loneServerConfig(t *testing.T) natsnode.Config {
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir, cfg.ClusterAddr = filepath.Join(t.TempDir(), "nats"), ""
+	return cfg
 }
 
 // openTestStore opens a store with two partitions, one replica each, on

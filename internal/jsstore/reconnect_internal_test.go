@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,8 +20,7 @@ import (
 func TestAnAppendThatGaveUpIsNotSentOnReconnect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := natsnode.DefaultConfig("a")
-	cfg.StoreDir, cfg.ClusterAddr = filepath.Join(t.TempDir(), "nats"), ""
+	cfg := loneServerConfig(t)
 	node, err := natsnode.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
