@@ -28,12 +28,19 @@ type Verdict struct {
 	// LostAtSites counts (message, site) pairs where an acknowledged
 	// message was missing from the site's history.
 	LostAtSites int `json:"lost_at_sites"`
-	// MissingDeliveries counts (message, member) pairs never delivered live.
+	// MissingDeliveries counts (message, device) pairs where a message the
+	// sites hold was never delivered live to a device of a member of its
+	// room (each member's own subscription and Config.Devices more),
+	// whether or not its send was acknowledged.
 	MissingDeliveries int `json:"missing_deliveries"`
 	// Refused counts sends that ended with an error before the drill
 	// stopped waiting: a refusal for good, or no site serving them for as
 	// long as the SDK tried. Every send must be acknowledged in the end.
 	Refused int `json:"refused"`
+	// Abandoned counts sends still unacknowledged when the load's drain
+	// ended (Config.Drain after the load stopped): clients that could not
+	// write for all that time, through every site.
+	Abandoned int `json:"abandoned"`
 	// Altered counts messages held at the checked sites with another
 	// sender or text than their send's.
 	Altered int `json:"altered"`
@@ -284,6 +291,10 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 			v.Refused++
 			v.problem("send %s to room %s by %s ended with %q", rec.clientID, rec.room, ch.w.users[rec.user].name, rec.err)
 		}
+		if !rec.acked && rec.err == errAbandoned {
+			v.Abandoned++
+			v.problem("send %s to room %s by %s was still unacknowledged when the drain ended", rec.clientID, rec.room, ch.w.users[rec.user].name)
+		}
 		if !rec.acked {
 			v.Unacked++
 			n := len(idx[rec.room][0][rec.clientID])
@@ -337,45 +348,34 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 		}
 		lastSent[k] = rec
 	}
+	// Messages stored though their sends ended unacknowledged, and held
+	// ones placed by a merge at the end, may reach the devices after the
+	// histories settled: wait (up to settle) until every device has been
+	// delivered every room's newest message before judging what each got.
+	tops := map[string]uint64{}
 	for _, r := range ch.w.rooms {
-		ref := hist[r.id][0]
+		if ref := hist[r.id][0]; len(ref) > 0 {
+			tops[r.id] = ref[len(ref)-1].Seq
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, ch.settle)
+	_ = poll(dctx, 200*time.Millisecond, func() (bool, error) { return ch.w.deliveredUpTo(tops), nil })
+	cancel()
+	j := deliveryJudge{v: &v, sentBy: sentBy, bad: bad, dup: dup}
+	for _, r := range ch.w.rooms {
 		for _, m := range r.members {
 			m.mu.Lock()
 			got := slices.Clone(m.got[r.id])
 			m.mu.Unlock()
-			seen := map[uint64]bool{}
-			var prev uint64
-			for _, d := range got {
-				if seen[d.seq] {
-					if !dup[d.clientID] {
-						dup[d.clientID] = true
-						v.Duplicated++
-					}
-					v.problem("%s got room %s seq %d twice", m.name, r.id, d.seq)
-				} else if d.seq < prev {
-					v.Reordered++
-					v.problem("%s got room %s seq %d after seq %d", m.name, r.id, d.seq, prev)
-				}
-				seen[d.seq] = true
-				prev = max(prev, d.seq)
-			}
-			for _, msg := range ref {
-				if !seen[msg.Seq] {
-					v.MissingDeliveries++
-					if sentBy[msg.ClientID].acked && !bad[msg.ClientID] {
-						bad[msg.ClientID] = true
-						v.Lost++
-					}
-					v.problem("%s was never delivered room %s seq %d", m.name, r.id, msg.Seq)
-				}
-			}
-			for _, d := range got {
-				i, ok := slices.BinarySearchFunc(ref, d.seq, func(m salamander.Message, s uint64) int { return cmpU(m.Seq, s) })
-				if !ok || ref[i].ClientID != d.clientID {
-					v.Converged = false
-					v.problem("%s was delivered room %s seq %d as %s, which the history does not hold", m.name, r.id, d.seq, d.clientID)
-				}
-			}
+			j.judge(m.name, r.id, hist[r.id][0], got)
+		}
+	}
+	for n, d := range ch.w.devices {
+		for _, r := range d.owner.rooms {
+			d.mu.Lock()
+			got := slices.Clone(d.got[r.id])
+			d.mu.Unlock()
+			j.judge(fmt.Sprintf("%s's device %d", d.owner.name, n), r.id, hist[r.id][0], got)
 		}
 	}
 	uctx, cancel := context.WithTimeout(ctx, ch.settle)
@@ -385,6 +385,58 @@ func (ch *checker) check(ctx context.Context, recs []sendRecord) (Verdict, error
 		v.problem("unread counts: %s", why)
 	}
 	return v, nil
+}
+
+// deliveryJudge compares what each device was delivered live with a
+// room's history.
+type deliveryJudge struct {
+	v      *Verdict
+	sentBy map[string]sendRecord
+	bad    map[string]bool // client ids counted as lost
+	dup    map[string]bool // client ids counted as duplicated
+}
+
+// judge checks got, what the device called who was delivered in room
+// roomID, against ref, the room's history: each message once, in seq order,
+// every message of the history, and only what the history holds. A stored
+// message a device never got is a missing delivery whether or not its send
+// was acknowledged (one the SDK dropped as stale after a later one shows
+// only as such a gap); an acknowledged one is lost too.
+func (j deliveryJudge) judge(who, roomID string, ref []salamander.Message, got []delivery) {
+	v := j.v
+	seen := map[uint64]bool{}
+	var prev uint64
+	for _, d := range got {
+		if seen[d.seq] {
+			if !j.dup[d.clientID] {
+				j.dup[d.clientID] = true
+				v.Duplicated++
+			}
+			v.problem("%s got room %s seq %d twice", who, roomID, d.seq)
+		} else if d.seq < prev {
+			v.Reordered++
+			v.problem("%s got room %s seq %d after seq %d", who, roomID, d.seq, prev)
+		}
+		seen[d.seq] = true
+		prev = max(prev, d.seq)
+	}
+	for _, msg := range ref {
+		if !seen[msg.Seq] {
+			v.MissingDeliveries++
+			if j.sentBy[msg.ClientID].acked && !j.bad[msg.ClientID] {
+				j.bad[msg.ClientID] = true
+				v.Lost++
+			}
+			v.problem("%s was never delivered room %s seq %d", who, roomID, msg.Seq)
+		}
+	}
+	for _, d := range got {
+		i, ok := slices.BinarySearchFunc(ref, d.seq, func(m salamander.Message, s uint64) int { return cmpU(m.Seq, s) })
+		if !ok || ref[i].ClientID != d.clientID {
+			v.Converged = false
+			v.problem("%s was delivered room %s seq %d as %s, which the history does not hold", who, roomID, d.seq, d.clientID)
+		}
+	}
 }
 
 // unreadConverged polls until every checked site reports, for every member

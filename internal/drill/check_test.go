@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,17 +62,19 @@ func checkSite(t *testing.T, roomID string, hist []salamander.Message) string {
 }
 
 // judgeHistory checks the sends recs (by users u0 and u1 of one room)
-// against two sites that both hold hist, every member having received
-// every message of it, and returns the judged report. In hist and recs,
-// the sender "u0" or "u1" stands for the workload's user of that index.
-func judgeHistory(t *testing.T, hist []salamander.Message, recs []sendRecord) *Report {
+// against two sites that both hold hist, every member and u0's second
+// device having received every message of it unless tweak changes what
+// they got, and returns the judged report. In hist and recs, the sender
+// "u0" or "u1" stands for the workload's user of that index.
+func judgeHistory(t *testing.T, hist []salamander.Message, recs []sendRecord, tweak func(w *workload)) *Report {
 	t.Helper()
 	const roomID = "g_room"
+	hist, recs = slices.Clone(hist), slices.Clone(recs) // named and placed below
 	// The sites serve hist as it is when asked: its senders are named
 	// below, once the workload has named its users.
 	cl := &Cluster{log: slog.New(slog.DiscardHandler),
 		sites: []*siteProc{{name: "b", url: checkSite(t, roomID, hist)}, {name: "c", url: checkSite(t, roomID, hist)}}}
-	w := newWorkload(cl, 2, 0, 1, 5)
+	w := newWorkload(cl, 2, 1, 1, 5)
 	for i := range hist {
 		hist[i].Room = roomID
 		if n, ok := strings.CutPrefix(hist[i].Sender, "u"); ok {
@@ -85,7 +88,14 @@ func judgeHistory(t *testing.T, hist []salamander.Message, recs []sendRecord) *R
 		u.token, u.rooms = "tok", []*room{r}
 		for _, m := range hist {
 			u.got[roomID] = append(u.got[roomID], delivery{seq: m.Seq, clientID: m.ClientID})
+			u.latest[roomID] = m.Seq
 		}
+	}
+	for _, d := range w.devices {
+		d.got[roomID], d.latest[roomID] = slices.Clone(d.owner.got[roomID]), d.owner.latest[roomID]
+	}
+	if tweak != nil {
+		tweak(w)
 	}
 	for i := range recs {
 		recs[i].room = roomID
@@ -119,42 +129,55 @@ func TestCheckerComparesWhatWasSentWithWhatIsHeld(t *testing.T) {
 	held := func(seq uint64, sender, id, text string) salamander.Message {
 		return salamander.Message{Seq: seq, Sender: sender, ClientID: id, Text: text}
 	}
+	two := []salamander.Message{held(1, "u0", "A", "drill message A"), held(2, "u1", "B", "drill message B")}
+	twoSent := []sendRecord{send(0, "A", 1, 0), send(1, "B", 2, 1)}
 	for _, tc := range []struct {
 		name    string
 		hist    []salamander.Message
 		recs    []sendRecord
 		failure string // "" for a pass
+		tweak   func(w *workload)
 	}{
-		{"as sent", []salamander.Message{held(1, "u0", "A", "drill message A"), held(2, "u1", "B", "drill message B")},
-			[]sendRecord{send(0, "A", 1, 0), send(1, "B", 2, 1)}, ""},
+		{"as sent", two, twoSent, "", nil},
 		{"another text", []salamander.Message{held(1, "u0", "A", "not what was typed")},
-			[]sendRecord{send(0, "A", 1, 0)}, "another sender or text"},
+			[]sendRecord{send(0, "A", 1, 0)}, "another sender or text", nil},
 		{"another sender", []salamander.Message{held(1, "u1", "A", "drill message A")},
-			[]sendRecord{send(0, "A", 1, 0)}, "another sender or text"},
+			[]sendRecord{send(0, "A", 1, 0)}, "another sender or text", nil},
 		{"a copy under another client id", []salamander.Message{held(1, "u0", "A", "drill message A"), held(2, "u0", "A2", "drill message A")},
-			[]sendRecord{send(0, "A", 1, 0)}, "written by no send"},
+			[]sendRecord{send(0, "A", 1, 0)}, "written by no send", nil},
 		{"a send refused", []salamander.Message{held(1, "u1", "B", "drill message B")},
 			func() []sendRecord {
 				r := send(0, "A", 0, 0)
 				r.err = "not_found"
 				return []sendRecord{r, send(1, "B", 1, 1)}
-			}(), "refused or never served"},
+			}(), "refused or never served", nil},
 		{"a maybe-sent message placed after the sender's next", []salamander.Message{held(1, "u0", "B", "drill message B"),
 			held(2, "u0", "A", "drill message A")},
 			func() []sendRecord {
 				r := send(0, "A", 0, 0)
 				r.err = errAbandoned
 				return []sendRecord{r, send(0, "B", 1, 1)}
-			}(), "reordered"},
-		{"a send abandoned when the drill stopped", []salamander.Message{held(1, "u1", "B", "drill message B")},
+			}(), "reordered", nil},
+		{"a send still unacknowledged when the drain ended", []salamander.Message{held(1, "u1", "B", "drill message B")},
 			func() []sendRecord {
 				r := send(0, "A", 0, 0)
 				r.err = errAbandoned
 				return []sendRecord{r, send(1, "B", 1, 1)}
-			}(), ""},
+			}(), "unacknowledged when the drain ended", nil},
+		{"a second device never got a message", two, twoSent, "never delivered", func(w *workload) {
+			w.devices[0].got["g_room"] = w.devices[0].got["g_room"][:1]
+		}},
+		{"a second device got a message twice", two, twoSent, "duplicated", func(w *workload) {
+			d := w.devices[0]
+			d.got["g_room"] = append(d.got["g_room"], d.got["g_room"][1])
+		}},
+		{"a member got a message after a later one", two, twoSent, "reordered", func(w *workload) {
+			got := w.users[1].got["g_room"]
+			got[0], got[1] = got[1], got[0]
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := judgeHistory(t, tc.hist, tc.recs)
+			rep := judgeHistory(t, tc.hist, tc.recs, tc.tweak)
 			failed := strings.Join(rep.Failures, "; ")
 			if tc.failure == "" && !rep.OK || tc.failure != "" && !strings.Contains(failed, tc.failure) {
 				t.Fatalf("failures %q, want %q (problems %q)", failed, tc.failure, rep.Problems)

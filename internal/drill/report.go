@@ -549,6 +549,9 @@ func (r *Report) judge() {
 		if !v.Converged {
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: did not converge", label))
 		}
+		if v.MissingDeliveries > 0 {
+			r.Failures = append(r.Failures, fmt.Sprintf("%s: %d times a device was never delivered a message the sites hold", label, v.MissingDeliveries))
+		}
 		if v.Refused > 0 {
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: %d sends refused or never served", label, v.Refused))
 		}
@@ -558,6 +561,9 @@ func (r *Report) judge() {
 		if v.Foreign > 0 {
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: %d messages written by no send (copies under another client id?)", label, v.Foreign))
 		}
+	}
+	if r.Abandoned > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("%d sends still unacknowledged when the drain ended, %s after the load stopped", r.Abandoned, sec(r.DrainMS)))
 	}
 	for i, f := range r.Faults {
 		if n := f.Reconnect.Devices - f.Reconnect.Back; n > 0 {

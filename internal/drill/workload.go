@@ -44,11 +44,18 @@ type delivery struct {
 }
 
 // device is one more idle device of a user's (Config.Devices): a live
-// subscription of its own that only says when it is connected.
+// subscription of its own, with its own cursor. It is checked as its
+// owner's own subscription is: every message of the owner's rooms
+// delivered once, in order, as the history holds it.
 type device struct {
-	home  int // the site it prefers
+	home  int   // the site it prefers
+	owner *user // whose token it holds
 	sub   *client.Subscription
 	conns connLog
+
+	mu     sync.Mutex
+	got    map[string][]delivery // room -> messages in delivery order
+	latest map[string]uint64     // room -> newest seq delivered
 }
 
 // connLog is when a subscription was live: each "ready" it delivered (its
@@ -166,7 +173,8 @@ func newWorkload(cl *Cluster, users, devices int, rate float64, groupSize int) *
 		})
 	}
 	for j := range devices {
-		w.devices = append(w.devices, &device{home: j % cl.N()})
+		w.devices = append(w.devices, &device{home: j % cl.N(), owner: w.users[j%len(w.users)],
+			got: map[string][]delivery{}, latest: map[string]uint64{}})
 	}
 	return w
 }
@@ -268,12 +276,12 @@ func (w *workload) setup(ctx context.Context) error {
 			w.receive(u)
 		}()
 	}
-	for j, d := range w.devices {
+	for _, d := range w.devices {
 		c, err := w.newClient(urls, d.home)
 		if err != nil {
 			return err
 		}
-		c.SetToken(w.users[j%len(w.users)].token)
+		c.SetToken(d.owner.token)
 		d.sub = c.Subscribe(context.Background())
 		w.recvWG.Add(1)
 		go func() {
@@ -281,6 +289,12 @@ func (w *workload) setup(ctx context.Context) error {
 			for ev := range d.sub.Events() {
 				if ev.Type == salamander.EventReady {
 					d.conns.ready(d.sub.Site())
+				}
+				if m := ev.Message; ev.Type == salamander.EventMessage && m != nil {
+					d.mu.Lock()
+					d.got[m.Room] = append(d.got[m.Room], delivery{seq: m.Seq, clientID: m.ClientID, sender: m.Sender})
+					d.latest[m.Room] = max(d.latest[m.Room], m.Seq)
+					d.mu.Unlock()
 				}
 			}
 		}()
@@ -506,14 +520,25 @@ func (w *workload) records() []sendRecord {
 	return append([]sendRecord(nil), w.sends...)
 }
 
-// deliveredUpTo reports whether every member of every room has been
-// delivered the room's messages up to last[room].
+// deliveredUpTo reports whether every member of every room, and every
+// other device of theirs, has been delivered the room's messages up to
+// last[room].
 func (w *workload) deliveredUpTo(last map[string]uint64) bool {
 	for _, r := range w.rooms {
 		for _, m := range r.members {
 			m.mu.Lock()
 			got := m.latest[r.id]
 			m.mu.Unlock()
+			if got < last[r.id] {
+				return false
+			}
+		}
+	}
+	for _, d := range w.devices {
+		for _, r := range d.owner.rooms {
+			d.mu.Lock()
+			got := d.latest[r.id]
+			d.mu.Unlock()
 			if got < last[r.id] {
 				return false
 			}
