@@ -27,7 +27,19 @@ const (
 	MaxRoomsPage = 500
 	// MaxPresenceQuery is how many users one GET /v1/presence asks about.
 	MaxPresenceQuery = 100
+	// MaxSocketsPerAccount bounds one account's WebSockets at one gateway
+	// process: the next closes the oldest, with CloseTooManySockets.
+	MaxSocketsPerAccount = 256
 )
+
+// CloseTooManySockets is the WebSocket close status with which a site
+// closes an account's oldest socket at a gateway process once the account
+// has more than MaxSocketsPerAccount there. The device must not reconnect
+// by itself: it would close the next oldest, whose device would do the
+// same, round and round. It tells its user instead (the SDK ends the
+// Subscription with client.ErrTooManySockets; the web client offers to
+// reconnect).
+const CloseTooManySockets = 4008
 
 var userNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{2,31}$`)
 

@@ -41,7 +41,9 @@
 //     open to some site, resumes from the Client's cursor at another site when
 //     that one breaks, and drops every stored event it has already delivered.
 //     A socket the site closes for what the client did (1008: it read too
-//     slowly, or its session ended) is reconnected at that same site.
+//     slowly, or its session ended) is reconnected at that same site; one it
+//     closes because the account has too many sockets there ends the
+//     Subscription (ErrTooManySockets).
 //     Typing and presence events are not stored and not replayed: a
 //     presence change while the Subscription had no socket never comes, so
 //     an application that shows presence reads it again (Presence) after

@@ -212,6 +212,14 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 	}
 }
 
+// ErrTooManySockets ends a Subscription whose socket the site closed
+// because the account had more than salamander.MaxSocketsPerAccount open
+// at one of its gateway processes (salamander.CloseTooManySockets): this
+// socket was the oldest. The Subscription does not reconnect by itself —
+// it would close the next oldest, whose device would reconnect in turn —
+// so the application tells its user and subscribes again when asked to.
+var ErrTooManySockets = errors.New("client: live events closed: this account has too many devices connected to the site")
+
 // reconnectHere is a socket the site closed for what the client did
 // (1008: it read too slowly, sent bad frames, or its session ended): the
 // site is not failing, and neither the Subscription nor the Client's
@@ -341,6 +349,9 @@ func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err erro
 	for {
 		data, err := readMessage(conn, &buf)
 		if err != nil {
+			if websocket.CloseStatus(err) == salamander.CloseTooManySockets {
+				return ready, fmt.Errorf("%w (%w)", ErrTooManySockets, err)
+			}
 			if websocket.CloseStatus(err) == websocket.StatusPolicyViolation {
 				// The site closed this socket for what it did (read too
 				// slowly, its session ended): the site serves, so the

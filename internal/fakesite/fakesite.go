@@ -48,6 +48,8 @@ type Site struct {
 	held   []salamander.Message // acknowledged held, not placed yet, oldest first
 	sends  int                  // sends received, retries included
 	socks  map[*socket]bool
+	// accepted counts the WebSockets accepted (Sockets).
+	accepted int
 	// logins holds the device token each login brought ("" for none).
 	logins []string
 	// refuseSends is the code every send is refused with ("": none;
@@ -75,7 +77,10 @@ type room struct {
 // socket is one WebSocket's queue of events to write.
 type socket struct {
 	out  chan salamander.Event
-	gone chan struct{} // closed when the site drops the socket (Suspend)
+	gone chan struct{} // closed when the site closes the socket (Suspend, CloseSockets)
+	// code and reason are the close frame's, set before gone is closed.
+	code   websocket.StatusCode
+	reason string
 }
 
 // New returns a site serving cfg.User and cfg.Rooms.
@@ -221,12 +226,27 @@ var errCut = errors.New("fakesite: send cut off")
 // socket is closed.
 func (s *Site) Suspend() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.suspended = true
+	s.mu.Unlock()
+	s.CloseSockets(websocket.StatusPolicyViolation, "account suspended")
+}
+
+// CloseSockets closes every open WebSocket with code and reason.
+func (s *Site) CloseSockets(code websocket.StatusCode, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for sock := range s.socks {
+		sock.code, sock.reason = code, reason
 		close(sock.gone)
 	}
 	s.socks = map[*socket]bool{}
+}
+
+// Sockets returns how many WebSockets the site has accepted.
+func (s *Site) Sockets() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted
 }
 
 var errSuspended = salamander.Errorf(salamander.CodeForbidden, "this account is suspended")
@@ -381,6 +401,7 @@ func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	sock.out <- salamander.Event{Type: salamander.EventReady, Cursor: s.cursorLocked()}
 	s.socks[sock] = true
+	s.accepted++
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -402,7 +423,7 @@ func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			case <-sock.gone:
-				_ = conn.Close(websocket.StatusPolicyViolation, "account suspended")
+				_ = conn.Close(sock.code, sock.reason)
 				return
 			case <-ctx.Done():
 				return

@@ -46,12 +46,15 @@ func newHub(m *metrics) *hub {
 // devices per user (`bench --scenario idle`: 150), but every socket holds
 // memory and the connect budget alone would let an account pile up
 // thousands over a day.
-const maxSocketsPerUser = 256
+const maxSocketsPerUser = salamander.MaxSocketsPerAccount
 
 // add registers c and reports whether it is the user's first device here.
 // On success the caller must serve c's socket; its end (Ended) unregisters
 // c. A user's sockets are kept oldest first: beyond maxSocketsPerUser the
-// oldest is closed (most likely a device that has gone without a word).
+// oldest is closed (most likely a device that has gone without a word),
+// with a status that tells a device still there not to reconnect by
+// itself: each reconnect would close the next oldest, whose device would
+// reconnect in turn, round and round for as long as they all ran.
 func (h *hub) add(c *wsConn) (first bool, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -62,7 +65,7 @@ func (h *hub) add(c *wsConn) (first bool, ok bool) {
 	h.conns[c.user] = append(h.conns[c.user], c)
 	if set := h.conns[c.user]; len(set) > maxSocketsPerUser {
 		for _, old := range set[:len(set)-maxSocketsPerUser] { // closing already: kick does nothing
-			old.kick(wsock.StatusPolicyViolation, fmt.Sprintf("more than %d sockets of this account here: the oldest is closed",
+			old.kick(salamander.CloseTooManySockets, fmt.Sprintf("more than %d sockets of this account here: the oldest is closed",
 				maxSocketsPerUser))
 		}
 	}

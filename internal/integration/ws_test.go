@@ -765,21 +765,43 @@ func TestSendsBeyondTheInFlightCapAreRefusedInOrder(t *testing.T) {
 const wsMaxInFlightForTest = 256
 
 // One account's sockets at one site are bounded: the one beyond the bound
-// closes the oldest (1008, saying why), and every other stays open.
+// closes the oldest (salamander.CloseTooManySockets, saying why), and every
+// other stays open. The SDK does not reconnect a socket so closed: it
+// would close the next oldest, whose device would reconnect in turn,
+// round and round; its Subscription ends with ErrTooManySockets.
 func TestSocketsPerAccountAreBounded(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
 	c, _ := signedUp(t, 1, "sox")
 	token := c.Token()
+	sub := c.Subscribe(ctx)
+	defer sub.Close()
+	for ev := range sub.Events() {
+		if ev.Type == salamander.EventReady {
+			break
+		}
+	}
 	var peers []*wsPeer
-	for range 257 {
+	for range salamander.MaxSocketsPerAccount {
 		peers = append(peers, dialWS(t, 1, token))
 	}
+	select {
+	case <-sub.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the oldest socket, the SDK's, is still open")
+	}
+	if !errors.Is(sub.Err(), client.ErrTooManySockets) {
+		t.Fatalf("the SDK's Subscription ended with %v", sub.Err())
+	}
+	// One more closes the oldest raw socket, the first of peers: had the
+	// SDK reconnected, it would have closed that one already.
+	peers = append(peers, dialWS(t, 1, token))
 	select {
 	case <-peers[0].done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the oldest socket is still open")
 	}
 	var ce websocket.CloseError
-	if !errors.As(peers[0].err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "oldest") {
+	if !errors.As(peers[0].err, &ce) || ce.Code != salamander.CloseTooManySockets || !strings.Contains(ce.Reason, "oldest") {
 		t.Fatalf("the oldest socket ended with %v", peers[0].err)
 	}
 	for i, p := range peers[1:] {

@@ -131,3 +131,35 @@ func TestWebAsksBeforeSigningOutWithUnsentMessages(t *testing.T) {
 	mina.click("#logout")
 	mina.wait("the sign-in screen", `!document.getElementById("auth").hidden`)
 }
+
+// A socket the site closes because the account has too many open there
+// (salamander.CloseTooManySockets: this one was the oldest) is not
+// reconnected by the page: it would close the next oldest, whose device
+// would reconnect in turn, round and round. The page says so, still sends
+// over HTTP, and reconnects when its user asks.
+func TestWebStopsWhenClosedForTooManySockets(t *testing.T) {
+	const roomID = "d_0123456789abcdef0123456789abcdef"
+	site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"},
+		Rooms: []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}}}, "en-US")
+	mina.js(`location.hash = "#/room/` + roomID + `"`)
+	mina.wait("the room", `!document.getElementById("room").hidden && document.getElementById("conn").dataset.state === "live"`)
+	if n := site.Sockets(); n != 1 {
+		t.Fatalf("%d sockets before the close, want 1", n)
+	}
+
+	site.CloseSockets(salamander.CloseTooManySockets, "more than 256 sockets of this account here: the oldest is closed")
+	mina.wait("the page says why, and offers to reconnect", `document.getElementById("conn").dataset.state === "replaced" &&
+		document.getElementById("conn").textContent.includes("too many devices") && !!document.querySelector("#conn .conn-retry")`)
+	mina.say("sent without a socket")
+	mina.wait("the message sent over HTTP", `document.querySelectorAll("#messages .msg[data-seq]").length === 1 &&
+		!document.querySelector("#messages .msg.pending")`)
+	if n := site.Sockets(); n != 1 {
+		t.Fatalf("the page reconnected by itself: %d sockets", n)
+	}
+
+	mina.click("#conn .conn-retry")
+	mina.wait("live again once asked", `document.getElementById("conn").dataset.state === "live" && !document.querySelector("#conn .conn-retry")`)
+	if n := site.Sockets(); n != 2 {
+		t.Fatalf("%d sockets after reconnecting, want 2", n)
+	}
+}

@@ -191,6 +191,12 @@ export const QUIET_MS = 10000;
 export const PING_ANSWER_MS = 5000;
 const WATCH_MS = 500;
 const PING_PREFIX = "ping-";
+// CLOSE_TOO_MANY_SOCKETS closes the oldest of an account's sockets at a
+// site beyond the 256 it keeps (salamander.CloseTooManySockets): the page
+// stops (state "replaced") rather than reconnect, which would close the
+// next oldest, whose device would reconnect in turn, round and round. Its
+// user reconnects it (start) when they want.
+export const CLOSE_TOO_MANY_SOCKETS = 4008;
 
 export class Live extends EventTarget {
   constructor(api, cursor) {
@@ -352,7 +358,13 @@ export class Live extends EventTarget {
         }
         this.dispatchEvent(new CustomEvent("event", { detail: ev }));
       };
-      ws.onclose = finish;
+      ws.onclose = (e) => {
+        if (e.code === CLOSE_TOO_MANY_SOCKETS) {
+          this.running = false;
+          this.setState("replaced");
+        }
+        finish();
+      };
     });
   }
 }

@@ -385,13 +385,15 @@ function drawConn() {
     connecting: ["wait", t("connConnecting")],
     moving: ["wait", t("connMoving")],
     offline: ["bad", t("connOffline")],
+    replaced: ["bad", t("connTooManySockets")],
   };
   const [cls, text] = states[live.state];
   el.className = "conn " + cls;
   el.dataset.state = live.state;
   el.dataset.site = site.name;
   fill(el, h("span", { class: "dot", "aria-hidden": "true" }), h("span", { class: "conn-text" }, text),
-    waiting ? h("span", { class: "conn-waiting" }, " · ", t("waiting", waiting)) : null);
+    waiting ? h("span", { class: "conn-waiting" }, " · ", t("waiting", waiting)) : null,
+    live.state === "replaced" ? h("button", { type: "button", class: "link conn-retry", onclick: () => live.start() }, t("connReconnect")) : null);
 }
 
 // drawBanners shows every open incident at the top, in the reader's

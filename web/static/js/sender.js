@@ -108,7 +108,8 @@ export class Sender extends EventTarget {
       }
       return;
     }
-    // No socket: after a short wait for one, HTTP, one message at a time
+    // No socket: after a short wait for one (none when none is coming:
+    // offline, or closed for too many devices), HTTP, one message at a time
     // (in order), until a socket is live again. A room with a frame still
     // awaiting its answer (its socket is closing: the close gives it up
     // and kicks again) sends nothing after it meanwhile.
@@ -121,7 +122,7 @@ export class Sender extends EventTarget {
         continue;
       }
       const waited = Date.now() - Date.parse(m.queued_at);
-      if (waited < HTTP_AFTER_MS && this.live.state !== "offline") {
+      if (waited < HTTP_AFTER_MS && this.live.state !== "offline" && this.live.state !== "replaced") {
         clearTimeout(this.timer);
         this.timer = setTimeout(() => this.kick(), HTTP_AFTER_MS - waited);
         return;
