@@ -776,6 +776,25 @@ func (s *Store) publish(ctx context.Context, stream, subject string, body []byte
 	// a record that did land is recognized by its msg id (JetStream checks
 	// duplicates before expected sequences), which callers always set.
 	for attempt := 1; ; attempt++ {
+		if attempt > 1 && isPartition(stream) {
+			// Messages held in the standby while this append went
+			// unanswered are placed first: the partition's silence that
+			// failed the attempt is what held them, and an append that
+			// lands at the new leader ahead of their merge would overtake
+			// them (a leave, then its sender's held message, which every
+			// read model then drops; or a sender's later message). Its
+			// caller waited for the held records known before the first
+			// attempt; an attempt that failed stored nothing that the
+			// merge could overtake, unless its leader's quorum had it,
+			// which is as if it had been answered.
+			if err := s.waitPlaced(cctx, stream); err != nil {
+				if ctx.Err() != nil {
+					return 0, false, ctx.Err()
+				}
+				s.log.Warn("append failed: held messages not placed in time", "stream", stream, "attempts", attempt-1)
+				return 0, false, errNoQuorum
+			}
+		}
 		actx, acancel := context.WithTimeout(cctx, appendAttemptTimeout)
 		ack, err := s.js.Publish(actx, subject, body, popts...)
 		acancel()

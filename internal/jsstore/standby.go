@@ -45,9 +45,12 @@ import (
 //     gatherer's holds of batches it forwarded, what its tail of sK
 //     announced) are unmerged: it waits for the merge (or, if pK still
 //     does not answer, holds the next batch too), so a sender's later
-//     message is never placed before its held one; nor does it forward
+//     message is not placed before its held one; nor does it forward
 //     the batch meanwhile (mayForward). Appends that cannot be held (room
-//     changes) wait for the merge.
+//     changes) wait for the merge. An append that is retrying through
+//     the election when its process learns of a held record waits for
+//     its merge before the next attempt (publish), so that it does not
+//     land at the new leader ahead of it.
 //   - Only messages are held: read markers and room changes in a batch that
 //     pK did not answer fail as unavailable, and the client retries.
 
