@@ -702,13 +702,21 @@ func streamNames(partitions int) []string {
 // configuration, and a record in the wrong stream would be ordered
 // differently at different sites.
 func (s *Store) RoomStream(roomID string) string {
-	n := uint32(s.partitions.Load())
+	n := int(s.partitions.Load())
 	if n == 0 {
 		panic("jsstore: RoomStream before EnsureStreams")
 	}
+	return RoomPartition(roomID, n)
+}
+
+// RoomPartition is the partition stream that holds a room's records in a
+// cluster of the given number of partitions (at least 1): FNV-32a of the
+// room id, modulo the count. The read models check room records against
+// it (view: a room's records count only in its own partition).
+func RoomPartition(roomID string, partitions int) string {
 	h := fnv.New32a()
 	h.Write([]byte(roomID))
-	return "p" + strconv.Itoa(int(h.Sum32()%n))
+	return "p" + strconv.Itoa(int(h.Sum32()%uint32(partitions)))
 }
 
 // AppendOptions modify an append.

@@ -35,7 +35,7 @@ func (v *View) applyModel(batch []jsstore.Entry) (*dbBatch, error) {
 	// storing at most one message row and touching one room and member:
 	// sized once rather than grown by doubling.
 	hint := min(len(batch), maxEmittedPrealloc)
-	a := applier{v: v, m: v.m, now: v.now(), db: newDBBatch(), dirtyRooms: make(map[string]bool, hint),
+	a := applier{v: v, m: v.m, now: v.now(), partitions: v.parts, db: newDBBatch(), dirtyRooms: make(map[string]bool, hint),
 		dirtyMembers: make(map[memberKey]bool, hint), dirtyUsers: map[string]bool{},
 		emitted: make([]Emitted, 0, hint)}
 	a.db.messages = make([]msgRow, 0, hint)
@@ -126,7 +126,10 @@ type applier struct {
 	v   *View
 	m   *model
 	now time.Time // when the batch is applied (see usedAt)
-	db  *dbBatch
+	// partitions is the cluster's partition count (0: not known, as in
+	// tests without a log): a room is created only in its own (roomOf).
+	partitions int
+	db         *dbBatch
 	// The rooms, members and users the batch changed: their end state is
 	// what the store is told (see snapshot).
 	dirtyRooms   map[string]bool
@@ -284,6 +287,11 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 	if a.m.rooms[r.Room] != nil || len(members) == 0 || (r.Kind == salamander.RoomDirect && len(members) != 2) {
 		return nil
 	}
+	if a.partitions > 0 && pos.Stream != jsstore.RoomPartition(r.Room, a.partitions) {
+		// Created in another partition than the room's (see roomOf):
+		// two creations in two streams would be applied in either order.
+		return nil
+	}
 	a.m.lastRoomNo++
 	rs := &roomState{id: r.Room, no: a.m.lastRoomNo, stream: pos.Stream, kind: r.Kind, name: r.Name, created: r.At,
 		idsLoaded: true}
@@ -297,7 +305,7 @@ func (a *applier) roomCreated(pos salamander.Position, r salamander.Record) erro
 }
 
 func (a *applier) roomJoined(pos salamander.Position, r salamander.Record) error {
-	rs := a.m.rooms[r.Room]
+	rs := a.roomOf(pos, r.Room)
 	if rs == nil || rs.kind != salamander.RoomGroup || !isMember(rs, r.By) {
 		return nil
 	}
@@ -319,7 +327,7 @@ func (a *applier) roomJoined(pos salamander.Position, r salamander.Record) error
 }
 
 func (a *applier) roomLeft(pos salamander.Position, r salamander.Record) error {
-	rs := a.m.rooms[r.Room]
+	rs := a.roomOf(pos, r.Room)
 	if rs == nil || rs.kind != salamander.RoomGroup || !isMember(rs, r.User) {
 		return nil
 	}
@@ -331,7 +339,7 @@ func (a *applier) roomLeft(pos salamander.Position, r salamander.Record) error {
 }
 
 func (a *applier) roomRenamed(pos salamander.Position, r salamander.Record) error {
-	rs := a.m.rooms[r.Room]
+	rs := a.roomOf(pos, r.Room)
 	if rs == nil || rs.kind != salamander.RoomGroup || !isMember(rs, r.By) {
 		return nil
 	}
@@ -341,7 +349,7 @@ func (a *applier) roomRenamed(pos salamander.Position, r salamander.Record) erro
 }
 
 func (a *applier) messageSent(pos salamander.Position, r salamander.Record) error {
-	rs := a.m.rooms[r.Room]
+	rs := a.roomOf(pos, r.Room)
 	if rs == nil || !isMember(rs, r.User) {
 		return nil
 	}
@@ -376,7 +384,7 @@ func (a *applier) messageSent(pos salamander.Position, r salamander.Record) erro
 }
 
 func (a *applier) messageRead(pos salamander.Position, r salamander.Record) error {
-	rs := a.m.rooms[r.Room]
+	rs := a.roomOf(pos, r.Room)
 	if rs == nil || !isMember(rs, r.User) {
 		return nil
 	}
@@ -446,6 +454,23 @@ func (a *applier) snapshot() {
 	for name := range a.dirtyUsers {
 		a.db.users[name] = *a.m.users[name]
 	}
+}
+
+// roomOf is the room a record at pos is about, nil if there is none or
+// if pos is not in the room's partition. A room's records are ordered by
+// its one stream; the sites tail streams independently, so a record in
+// another stream (a message held in another partition's standby and
+// placed by that partition's merge, or any record a writer put in the
+// wrong partition) would be applied before or after the room's own
+// records depending on each site's timing: its room's seqs and members
+// would differ from site to site, and history would read its text from
+// the room's stream at the wrong position. Such a record has no effect,
+// alike everywhere.
+func (a *applier) roomOf(pos salamander.Position, room string) *roomState {
+	if rs := a.m.rooms[room]; rs != nil && rs.stream == pos.Stream {
+		return rs
+	}
+	return nil
 }
 
 func isMember(rs *roomState, user string) bool { return rs.members.has(user) }

@@ -116,6 +116,9 @@ type View struct {
 	idleChanged chan struct{}
 	// src is the log, once Run has started: where message texts are read.
 	src Source
+	// parts is the log's partition count, once Run has started (0
+	// before): the applier checks room creations against it.
+	parts int
 }
 
 // Open opens the read model at path, rebuilding it from scratch if it is
@@ -526,7 +529,7 @@ func (v *View) waitFor(ctx context.Context, check func() (bool, chan struct{})) 
 // hands what they change to the store's writer, which commits it behind.
 func (v *View) Run(ctx context.Context, src Source) {
 	v.mu.Lock()
-	v.src = src
+	v.src, v.parts = src, len(src.Standbys())
 	v.mu.Unlock()
 	entries := make(chan jsstore.Entry, 8192)
 	var wg sync.WaitGroup

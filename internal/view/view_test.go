@@ -978,3 +978,60 @@ func TestRoomHeadIsRoomWithoutMembers(t *testing.T) {
 		}
 	}
 }
+
+// A room's records count only in its own partition: the sites tail the
+// streams independently, so a record about the room in another stream — a
+// message held in another partition's standby and placed by that
+// partition's merge, a creation of the room there too, any record a
+// writer put in the wrong partition — was applied before or after the
+// room's own records depending on each site's timing. Two sites applying
+// the same log then gave the room different seqs, senders and members,
+// and history read the stray message's text from the room's stream at
+// the wrong position (a blank message).
+func TestARoomsRecordsCountOnlyInItsPartition(t *testing.T) {
+	const parts = 2
+	own := jsstore.RoomPartition("g_1", parts)
+	other := "p0"
+	if own == other {
+		other = "p1"
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	entry := func(stream string, seq uint64, r salamander.Record) jsstore.Entry {
+		r.At = at
+		return jsstore.Entry{Pos: jsstore.PositionOf(stream, seq, 0), Record: r, Last: true}
+	}
+	users := []jsstore.Entry{
+		entry("acct", 1, salamander.Record{Type: salamander.RecUserCreated, User: "alice", PasswordHash: "h"}),
+		entry("acct", 2, salamander.Record{Type: salamander.RecUserCreated, User: "bob", PasswordHash: "h"}),
+		entry("acct", 3, salamander.Record{Type: salamander.RecUserCreated, User: "eve", PasswordHash: "h"}),
+	}
+	created := entry(own, 1, salamander.Record{Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup,
+		Name: "g", Members: []string{"alice", "bob"}, By: "alice"})
+	sent := entry(own, 2, salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: "c1", Text: "one"})
+	strayCreated := entry(other, 1, salamander.Record{Type: salamander.RecRoomCreated, Room: "g_1", Kind: salamander.RoomGroup,
+		Name: "stray", Members: []string{"eve", "bob"}, By: "eve"})
+	straySent := entry(other, 2, salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "bob", ClientID: "c2", Text: "two"})
+	var states []string
+	for _, order := range [][]jsstore.Entry{
+		{created, sent, strayCreated, straySent},
+		{strayCreated, straySent, created, sent},
+		{created, straySent, sent, strayCreated},
+	} {
+		v := openTemp(t)
+		v.parts = parts
+		apply(t, v, &memLog{}, append(slices.Clone(users), order...))
+		states = append(states, state(t, v))
+		page, err := v.History(context.Background(), "g_1", 0, 0, false, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Messages) != 1 || page.Messages[0].Text != "one" {
+			t.Errorf("history %+v, want the room's own message alone", page.Messages)
+		}
+	}
+	for i := 1; i < len(states); i++ {
+		if states[i] != states[0] {
+			t.Fatalf("two orders of the streams give two states:\n%s\n%s", states[0], states[i])
+		}
+	}
+}
