@@ -59,25 +59,30 @@ func (s *Store) Fetch(ctx context.Context, stream string, positions []uint64) (m
 
 // readRecords returns the records of stream at seqs: from this site's own
 // copy of the log when it holds them, the rest by direct get, all in
-// flight together, asked again while a replica answers "not found".
+// flight together, asked again while a replica answers "not found". A
+// record that does not decode is returned as an empty record: every tail
+// skips it (its one entry is empty), and a merge places nothing of it;
+// failing here stopped every merge, and every tail of the partition, at
+// a standby record that does not decode, for good.
 func (s *Store) readRecords(ctx context.Context, stream string, seqs []uint64) (map[uint64]salamander.Record, error) {
 	out := make(map[uint64]salamander.Record, len(seqs))
 	want := make(map[uint64]bool, len(seqs))
 	for _, seq := range seqs {
 		want[seq] = true
 	}
-	take := func(seq uint64, data []byte) error {
+	take := func(seq uint64, data []byte) {
 		rec, err := salamander.DecodeRecord(data)
 		if err != nil {
-			return fmt.Errorf("jsstore: decode record %s:%d: %w", stream, seq, err)
+			s.log.Warn("a record of the log does not decode: it is taken as empty", "stream", stream, "seq", seq, "err", err)
+			rec = salamander.Record{}
 		}
 		out[seq] = rec
 		delete(want, seq)
-		return nil
 	}
 	if c := s.copyOf(stream); c != nil {
 		for seq := range want {
-			if data, ok := c.read(seq); ok && take(seq, data) == nil {
+			if data, ok := c.read(seq); ok {
+				take(seq, data)
 				s.ownReads.Add(1)
 			}
 		}
@@ -119,9 +124,7 @@ func (s *Store) readRecords(ctx context.Context, stream string, seqs []uint64) (
 					pending--
 					continue // not stored at that replica yet: next round
 				}
-				if err := take(seq, msg.Data); err != nil {
-					return nil, err
-				}
+				take(seq, msg.Data)
 				s.replicaReads.Add(1)
 				pending--
 			}

@@ -257,3 +257,56 @@ func TestAPIRequestAsksAReadAgainWhileOnlyUnavailableAnswers(t *testing.T) {
 // unavailableAnswer is what a server that sees no leader answers a
 // JetStream API request with.
 const unavailableAnswer = `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`
+
+// A standby record that does not decode (written by another version, or
+// by anything else with the gateways' credential) holds no message: a
+// merge places nothing of it, alike everywhere, as every tail skips an
+// undecodable record of a partition. Reading it failed the merge: no
+// merger could name it, so every message held after it waited for a
+// repair (and with them every later send to the partition, held behind
+// them), and a merge record that named it stopped every site's tail of
+// the partition at that record, for good.
+func TestAnUndecodableHeldRecordPlacesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := openLoneStore(ctx, t)
+	publish := func(subject string, rec any) {
+		t.Helper()
+		body, ok := rec.([]byte)
+		if !ok {
+			body, _ = json.Marshal(rec)
+		}
+		if _, err := s.js.Publish(ctx, subject, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := func(text string) salamander.Record {
+		return salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "ann", ClientID: text, Text: text}
+	}
+	publish("sal.s0.g_1", []byte(`{"t":"msg.sent","r":"g_1","seq":"not a number"}`))
+	publish("sal.s0.g_1", msg("held"))
+	if err := s.mergeOnce(ctx, "p0", "s0", 2); err != nil {
+		t.Fatalf("merge: %v", err)
+	}
+	// Another site's merger named it too (the merge record's own range).
+	publish("sal.s0.g_1", []byte(`not json`))
+	publish("sal.s0.g_1", msg("held 2"))
+	publish("sal.p0."+mergeSubject, salamander.Record{Type: salamander.RecMerge,
+		Merge: &salamander.MergeRange{Standby: "s0", From: 2, To: 4}})
+	publish("sal.p0.g_1", msg("after"))
+	var got []string
+	tctx, stop := context.WithTimeout(ctx, 10*time.Second)
+	defer stop()
+	s.Tail(tctx, "p0", 0, func(e Entry) bool {
+		if e.Record.Type == salamander.RecMessageSent {
+			got = append(got, e.Record.Text)
+			if e.Record.Text == "after" {
+				stop()
+			}
+		}
+		return true
+	})
+	if want := []string{"held", "held 2", "after"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("the partition places %q, want %q", got, want)
+	}
+}
