@@ -67,6 +67,12 @@ func (g *Gateway) sendMessage(ctx context.Context, user string, addr netip.Addr,
 	} else if ok {
 		return salamander.SendResult{Message: msg, Duplicate: true}, nil
 	}
+	// So is a retry of a message held (acknowledged while the room's
+	// partition elects), not placed yet: appended again, it would be held
+	// again — answered 202 as a new message, and listed twice as held.
+	if msg, ok := g.cfg.View.HeldByClientID(id, user, req.ClientID); ok {
+		return salamander.SendResult{Message: msg, Duplicate: true}, nil
+	}
 	if err := g.requireMember(ctx, id, user); err != nil {
 		return salamander.SendResult{}, err
 	}

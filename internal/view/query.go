@@ -821,7 +821,9 @@ func (v *View) HeldMessage(pos salamander.Position) (salamander.Message, bool) {
 }
 
 // Held lists sender's messages to room that are held, not placed yet,
-// oldest first.
+// oldest first, each client id once: a resend another site held again
+// (it had not read the first hold yet) is placed once, so it is listed
+// once.
 func (v *View) Held(room, sender string) []salamander.Message {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -830,23 +832,47 @@ func (v *View) Held(room, sender string) []salamander.Message {
 		return nil
 	}
 	var out []salamander.Message
+	seen := map[string]bool{}
 	for _, h := range v.m.held[jsstore.StandbyOf(rs.stream)] {
-		if h.rec.Room == room && h.rec.User == sender && !v.m.placed(h.rec) {
+		if h.rec.Room == room && h.rec.User == sender && !seen[h.rec.ClientID] && !v.m.placed(h.rec) {
+			seen[h.rec.ClientID] = true
 			out = append(out, heldMessageOf(h.rec))
 		}
 	}
 	return out
 }
 
+// HeldByClientID returns sender's message to room held under clientID,
+// not placed yet, if there is one: a resend of it is its duplicate, not
+// a message to hold again.
+func (v *View) HeldByClientID(room, sender, clientID string) (salamander.Message, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	rs := v.m.rooms[room]
+	if rs == nil {
+		return salamander.Message{}, false
+	}
+	for _, h := range v.m.held[jsstore.StandbyOf(rs.stream)] {
+		if h.rec.Room == room && h.rec.User == sender && h.rec.ClientID == clientID && !v.m.placed(h.rec) {
+			return heldMessageOf(h.rec), true
+		}
+	}
+	return salamander.Message{}, false
+}
+
 // HeldBy lists sender's messages to any room that are held, not placed
-// yet, in each standby's order.
+// yet, in each standby's order, each (room, client id) once (see Held).
 func (v *View) HeldBy(sender string) []salamander.Message {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []salamander.Message
+	type key struct{ room, clientID string }
+	seen := map[key]bool{}
 	for _, standby := range slices.Sorted(maps.Keys(v.m.held)) {
 		for _, h := range v.m.held[standby] {
-			if h.rec.User == sender && !v.m.placed(h.rec) {
+			k := key{h.rec.Room, h.rec.ClientID}
+			if h.rec.User == sender && !seen[k] && !v.m.placed(h.rec) {
+				seen[k] = true
 				out = append(out, heldMessageOf(h.rec))
 			}
 		}

@@ -352,6 +352,33 @@ func TestHeldLeavesOutPlacedAfterRestart(t *testing.T) {
 	}
 }
 
+// A message held twice (a resend another site held again before it read
+// the first hold) is placed once, and listed once as held.
+func TestHeldListsAClientIDOnce(t *testing.T) {
+	v := openAt(t, filepath.Join(t.TempDir(), "view.db"))
+	defer v.Close()
+	apply(t, v, &memLog{}, history())
+	held := func(seq uint64, cid string) jsstore.Entry {
+		return jsstore.Entry{Pos: jsstore.PositionOf("s0", seq, 0), Last: true, Record: salamander.Record{
+			Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: cid, Text: cid}}
+	}
+	if err := v.applyBatch([]jsstore.Entry{held(1, "h1"), held(2, "h2"), held(3, "h1")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Held("g_1", "alice"); len(got) != 2 || got[0].ClientID != "h1" || got[1].ClientID != "h2" {
+		t.Fatalf("held: %+v, want h1 and h2 once each", got)
+	}
+	if got := v.HeldBy("alice"); len(got) != 2 {
+		t.Fatalf("held by alice: %+v, want h1 and h2 once each", got)
+	}
+	if m, ok := v.HeldByClientID("g_1", "alice", "h1"); !ok || !m.Held || m.ClientID != "h1" {
+		t.Fatalf("held by client id: %+v, %v", m, ok)
+	}
+	if _, ok := v.HeldByClientID("g_1", "bob", "h1"); ok {
+		t.Fatal("another sender's client id answered as held")
+	}
+}
+
 // A client id is recognized within the room's newest DedupeWindow
 // messages, also after a restart, when the window is loaded from the store.
 func TestDedupeWindow(t *testing.T) {
