@@ -33,6 +33,12 @@
 // s2-compressed archive): they can be read only by restoring them into a
 // nats-server of the same or a later version. Rehearse a restore.
 //
+// A snapshot arrives in chunks over core NATS, at most once, and its
+// checksum is taken of what arrived: a snapshot is taken only if its
+// chunks arrive in order, none missing, and it decodes whole up to its
+// archive's end marker (see snapshot and archive.go); one that does not
+// is taken again, and after a few attempts the backup fails.
+//
 // Streams are taken one after another, so the backup as a whole is not one
 // instant: the bucket first, then the partitions, then the accounts stream
 // last, so that every user a room's records name is in the backup.
@@ -191,18 +197,25 @@ func streamNames(n int, standbys bool) []string {
 }
 
 // snapshotAttempts bounds how often a stream's snapshot is asked for when
-// no leader answers (an election takes seconds).
+// no leader answers (an election takes seconds) or it arrives with a chunk
+// lost.
 const snapshotAttempts = 6
 
 // backupStream writes one stream's snapshot to dir/NAME.snap. A request that
-// no leader answers is tried again, from scratch.
+// no leader answers, and a snapshot that arrives not whole (a chunk lost on
+// the way), are tried again, from scratch; after snapshotAttempts the
+// backup fails, saying why.
 func backupStream(ctx context.Context, nc *nats.Conn, dir, name string, log *slog.Logger) (Stream, error) {
 	for attempt := 1; ; attempt++ {
 		s, err := backupStreamOnce(ctx, nc, dir, name)
-		if !errors.Is(err, errNoAnswer) || attempt == snapshotAttempts || ctx.Err() != nil {
+		retry := errors.Is(err, errNoAnswer) || errors.Is(err, errNotWhole)
+		if !retry || attempt == snapshotAttempts || ctx.Err() != nil {
+			if retry {
+				err = fmt.Errorf("%w (%d attempts)", err, attempt)
+			}
 			return s, err
 		}
-		log.Warn("no answer to a snapshot request; trying again", "stream", name, "attempt", attempt, "err", err)
+		log.Warn("snapshot not taken; trying again", "stream", name, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			return Stream{}, ctx.Err()

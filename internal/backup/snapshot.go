@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,10 +20,13 @@ import (
 //
 // Snapshot: the stream's leader answers the request with the stream's
 // configuration and state, then sends the snapshot in chunks to the deliver
-// subject; each chunk but the last carries a reply subject the receiver
-// acknowledges on (flow control: the leader keeps at most its window in
-// flight). An empty message ends it: status 204 (or none) when complete,
-// another status (408, 500) when the snapshot failed.
+// subject, over core NATS (at most once: nothing resends a chunk lost on
+// the way). Each full chunk carries a reply subject the receiver
+// acknowledges on, $JS.SNAPSHOT.ACK.<stream>.<id>.<bytes>.<n>, numbering
+// the chunks from 1 (flow control: the leader keeps at most its window in
+// flight, and gives up after 5 s without an acknowledgement); the last,
+// short chunk carries none. An empty message ends it: status 204 (or none)
+// when complete, another status (408, 500) when the snapshot failed.
 //
 // Restore: the request carries the configuration and state; the server that
 // will hold the restored stream answers with a subject to send the chunks
@@ -110,6 +115,17 @@ func snapshot(ctx context.Context, nc *nats.Conn, stream string, w io.Writer) (s
 	if resp.Error != nil {
 		return resp, fmt.Errorf("snapshot refused: %w", resp.Error)
 	}
+	// A chunk lost on the way (a route or a connection that drops and
+	// comes back while the leader keeps sending, the leader noticing no
+	// loss of interest in time) would leave a hole in the file, and the
+	// checksum taken as it is written would vouch for the hole. So the
+	// chunks' numbers must follow each other, and the bytes must decode
+	// whole up to the archive's end marker, which is what a snapshot that
+	// lost its last chunks (they are numbered by nothing after them)
+	// lacks.
+	check := newArchiveCheck()
+	defer check.abort()
+	var order chunkOrder
 	for {
 		mctx, cancel := context.WithTimeout(ctx, idleTimeout)
 		m, err := sub.NextMsgWithContext(mctx)
@@ -121,10 +137,19 @@ func snapshot(ctx context.Context, nc *nats.Conn, stream string, w io.Writer) (s
 			if st := m.Header.Get("Status"); st != "" && st != "204" {
 				return resp, fmt.Errorf("the server failed the snapshot: %s %s", st, m.Header.Get("Description"))
 			}
+			if err := check.finish(); err != nil {
+				return resp, fmt.Errorf("%w (%d numbered chunks arrived, in order)", err, order.next-1)
+			}
 			return resp, nil
 		}
 		if len(m.Data) > maxChunk {
 			return resp, fmt.Errorf("a snapshot chunk of %d bytes (at most %d)", len(m.Data), maxChunk)
+		}
+		if err := order.take(m); err != nil {
+			return resp, err
+		}
+		if _, err := check.Write(m.Data); err != nil {
+			return resp, err
 		}
 		if _, err := w.Write(m.Data); err != nil {
 			return resp, err
@@ -135,6 +160,53 @@ func snapshot(ctx context.Context, nc *nats.Conn, stream string, w io.Writer) (s
 			}
 		}
 	}
+}
+
+// chunkOrder checks that a snapshot's chunks arrive in order, none lost:
+// the leader numbers each full chunk in its acknowledgement subject
+// (…<bytes>.<n>) and sends a last, short one with none.
+type chunkOrder struct {
+	next  int  // the number the next full chunk must carry, from 1
+	short bool // the short last chunk has arrived: only the end may follow
+}
+
+func (c *chunkOrder) take(m *nats.Msg) error {
+	if c.next == 0 {
+		c.next = 1
+	}
+	if c.short {
+		return fmt.Errorf("%w: a chunk arrived after the last, short one", errNotWhole)
+	}
+	if m.Reply == "" {
+		c.short = true
+		return nil
+	}
+	n, size, ok := chunkNumber(m.Reply)
+	if !ok {
+		// Not the layout of nats-server 2.11–2.15: the chunk is taken,
+		// and the archive's decoding is then the only check.
+		return nil
+	}
+	if size != len(m.Data) {
+		return fmt.Errorf("%w: chunk %d holds %d bytes, its leader sent %d", errNotWhole, n, len(m.Data), size)
+	}
+	if n != c.next {
+		return fmt.Errorf("%w: chunk %d arrived where chunk %d was due (lost on the way)", errNotWhole, n, c.next)
+	}
+	c.next++
+	return nil
+}
+
+// chunkNumber reads a chunk's size and number from its acknowledgement
+// subject, $JS.SNAPSHOT.ACK.<stream>.<id>.<bytes>.<n>.
+func chunkNumber(reply string) (n, size int, ok bool) {
+	t := strings.Split(reply, ".")
+	if len(t) != 7 || t[0] != "$JS" || t[1] != "SNAPSHOT" || t[2] != "ACK" {
+		return 0, 0, false
+	}
+	size, err1 := strconv.Atoi(t[5])
+	n, err2 := strconv.Atoi(t[6])
+	return n, size, err1 == nil && err2 == nil && n > 0
 }
 
 // restore creates s.Name from its snapshot in r and returns the restored
