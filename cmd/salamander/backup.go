@@ -46,7 +46,9 @@ records. --replace deletes the named streams and restores them although they
 hold records (those are lost). A standby (s3) is restored without its
 partition (p3) only if the backup's holds every record the partition's merges
 place. A backup whose files do not match its manifest is refused before
-anything is touched.
+anything is touched, and so is one the cluster would refuse: a nats-server
+older than the backup's, or settings the cluster refuses (each stream is
+created under a scratch name with them first, and deleted).
 `
 
 func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -59,7 +59,9 @@
 // cluster (or the ones it is told to), with the sequences, records and
 // configuration of the backup. It refuses to overwrite a stream that holds
 // records; a stream that exists but has never held one (e.g. created again
-// by a gateway's start) is replaced. Records acknowledged after the backup
+// by a gateway's start) is replaced. What could refuse the restore — a
+// server older than the backup's, settings the cluster refuses — is asked
+// before anything is deleted (see preflight.go). Records acknowledged after the backup
 // was taken are lost. Sites' gateways must be stopped while it runs: a site
 // that has applied records past the backup would otherwise skip the
 // restored stream's new records (see the README, "Backups").

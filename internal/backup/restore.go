@@ -70,8 +70,10 @@ type Outcome struct {
 // connected with the admin credential. It first checks the manifest and
 // every file it will use, and that the cluster's partition count (when its
 // bucket exists) is the backup's; it refuses, before touching anything, a
-// corrupted backup (ErrCorrupt) or a named stream that holds records
-// (ErrStreamHoldsRecords). Each restored stream has the backup's
+// corrupted backup (ErrCorrupt), a named stream that holds records
+// (ErrStreamHoldsRecords), a nats-server older than the backup's
+// (ErrServerTooOld) or settings the cluster refuses (ErrRefused). Each
+// restored stream has the backup's
 // configuration, sequences and records; records acknowledged after the
 // backup are lost. No site may serve users while it runs (README, Backups).
 func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions) ([]Outcome, error) {
@@ -114,11 +116,18 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 	}
 	var plans []plan
 	var out []Outcome
+	// The servers' versions, as far as the restore learns them: the one it
+	// is connected to, and each stream's leader (its answer names its
+	// version), which the leaders' balancing spreads over every server.
+	servers := map[string]string{nc.ConnectedServerName(): nc.ConnectedServerVersion()}
 	for _, s := range m.Streams {
 		if len(named) > 0 && !slices.Contains(named, s.Name) {
 			continue
 		}
 		info, err := streamInfo(ctx, js, s.Name)
+		if info != nil && info.Cluster != nil && info.Cluster.Leader != "" && info.Config.Metadata["_nats.ver"] != "" {
+			servers[info.Cluster.Leader] = info.Config.Metadata["_nats.ver"]
+		}
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("backup: stream %s: %w", s.Name, err)
@@ -160,6 +169,16 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 	}
 	if err := standbysWithPartitions(ctx, restoring, opts.MergedTo); err != nil {
 		return nil, err
+	}
+	// Whatever can refuse the restore is asked now, before anything is
+	// deleted or restored (see preflight.go).
+	if err := checkServerVersions(m.ServerVersion, servers, log); err != nil {
+		return nil, err
+	}
+	for _, s := range restoring {
+		if err := trialCreate(ctx, nc, s, log); err != nil {
+			return nil, err
+		}
 	}
 	for _, p := range plans {
 		o, err := restoreStream(ctx, nc, js, dir, p.s, p.replace, p.held)
@@ -244,6 +263,7 @@ func serving(info *jetstream.StreamInfo) bool {
 // if replace is set (held: the records it was found with, 0 for one never
 // written), and checks the result against the manifest.
 func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, dir string, s Stream, replace bool, held uint64) (Outcome, error) {
+	var deleted bool
 	if replace {
 		// Check again right before: a record may have arrived since.
 		info, err := streamInfo(ctx, js, s.Name)
@@ -255,8 +275,9 @@ func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, d
 		}
 		if info != nil {
 			if err := js.DeleteStream(ctx, s.Name); err != nil {
-				return Outcome{}, fmt.Errorf("delete the empty stream in its place: %w", err)
+				return Outcome{}, fmt.Errorf("delete the stream in its place: %w", err)
 			}
+			deleted = true
 		}
 	}
 	f, err := os.Open(filepath.Join(dir, s.File))
@@ -265,6 +286,12 @@ func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, d
 	}
 	defer f.Close()
 	st, err := restore(ctx, nc, s, bufio.NewReaderSize(f, chunkSize))
+	if err != nil && deleted {
+		// Everything that could be asked before was (preflight.go); what
+		// only the upload finds comes after the delete.
+		return Outcome{}, fmt.Errorf("%w; the stream in its place (%d records) was deleted before, so %s is absent now: "+
+			"fix the cause and run restore again without --replace for it (the backup still holds it)", err, held, s.Name)
+	}
 	if err != nil {
 		return Outcome{}, err
 	}

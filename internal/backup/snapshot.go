@@ -36,6 +36,8 @@ import (
 const (
 	apiSnapshot = "$JS.API.STREAM.SNAPSHOT."
 	apiRestore  = "$JS.API.STREAM.RESTORE."
+	apiCreate   = "$JS.API.STREAM.CREATE."
+	apiDelete   = "$JS.API.STREAM.DELETE."
 	// chunkSize is the size of the chunks asked for and sent; the server
 	// clamps what it sends to 1 KiB–1 MiB.
 	chunkSize = 128 << 10
@@ -213,7 +215,14 @@ func chunkNumber(reply string) (n, size int, ok bool) {
 // stream's state.
 func restore(ctx context.Context, nc *nats.Conn, s Stream, r io.Reader) (streamState, error) {
 	var rr restoreResponse
-	if err := request(ctx, nc, apiRestore+s.Name, restoreRequest{Config: s.Config, State: s.State}, &rr); err != nil {
+	b, err := json.Marshal(restoreRequest{Config: s.Config, State: s.State})
+	if err != nil {
+		return streamState{}, err
+	}
+	msg := nats.NewMsg(apiRestore + s.Name)
+	msg.Data = b
+	setRequiredLevel(msg, s)
+	if err := requestMsg(ctx, nc, msg, apiTimeout, &rr); err != nil {
 		return streamState{}, fmt.Errorf("restore request: %w", err)
 	}
 	if rr.Error != nil {
@@ -263,9 +272,17 @@ func request(ctx context.Context, nc *nats.Conn, subject string, in, out any) er
 // requestRaw sends data and decodes the answer, if it is not empty, into
 // out.
 func requestRaw(ctx context.Context, nc *nats.Conn, subject string, data []byte, timeout time.Duration, out any) error {
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	return requestMsg(ctx, nc, msg, timeout, out)
+}
+
+// requestMsg sends msg and decodes the answer, if it is not empty, into
+// out.
+func requestMsg(ctx context.Context, nc *nats.Conn, msg *nats.Msg, timeout time.Duration, out any) error {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	m, err := nc.RequestWithContext(rctx, subject, data)
+	m, err := nc.RequestMsgWithContext(rctx, msg)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return fmt.Errorf("%w within %s (no leader, or the credential may not do this)", errNoAnswer, timeout)
