@@ -30,9 +30,10 @@ import (
 //     scratch name and subject, and deleted again — the same check the
 //     server makes of a restore request's configuration.
 //
-// What only the upload itself can find (a record the server refuses, a
-// store that fills up) is not known before; a replaced stream whose upload
-// is refused is then absent, and restoreStream says so and what to do.
+// What only the upload itself can find (bytes that changed since they were
+// checked, a record the server refuses, a store that fills up) is not
+// known before; a replaced stream whose upload fails is then absent, and
+// restoreStream says so and what to do.
 
 // ErrServerTooOld is returned (wrapped) when a nats-server of the cluster is
 // older than the one the backup was taken from.

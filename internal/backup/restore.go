@@ -3,10 +3,12 @@ package backup
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -280,12 +282,36 @@ func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, d
 			deleted = true
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, s.File))
+	// The file was checked before anything was touched, and is read again
+	// here: what is sent is hashed as it goes, and the upload is finished
+	// only if it is what the manifest says (the file may have changed in
+	// between — a sync job still writing the directory, another hand).
+	f, err := openRegular(filepath.Join(dir, s.File))
 	if err != nil {
-		return Outcome{}, err
+		return Outcome{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, s.File, err)
 	}
 	defer f.Close()
-	st, err := restore(ctx, nc, s, bufio.NewReaderSize(f, chunkSize))
+	h := sha256.New()
+	cr := &countingReader{r: io.TeeReader(io.LimitReader(f, s.Bytes), h)}
+	sent := func() error {
+		if got := hex.EncodeToString(h.Sum(nil)); cr.n != s.Bytes || got != s.SHA256 {
+			return fmt.Errorf("%w: %s changed since it was checked: the %d bytes sent have SHA-256 %s, the manifest says %d bytes, %s",
+				ErrCorrupt, s.File, cr.n, got, s.Bytes, s.SHA256)
+		}
+		return nil
+	}
+	var st streamState
+	subject, err := startRestore(ctx, nc, s)
+	if err == nil {
+		st, err = upload(ctx, nc, subject, bufio.NewReaderSize(cr, chunkSize), sent)
+		if err != nil {
+			// The stream the failed upload was making is the restore's to
+			// delete: the server keeps its name taken until then.
+			if derr := dropFailedRestore(ctx, js, s.Name); derr != nil {
+				err = fmt.Errorf("%w; and the stream it was making is still there: %v", err, derr)
+			}
+		}
+	}
 	if err != nil && deleted {
 		// Everything that could be asked before was (preflight.go); what
 		// only the upload finds comes after the delete.
@@ -302,6 +328,55 @@ func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, d
 			"the backup has %d, %d–%d", st.Msgs, st.FirstSeq, st.LastSeq, s.Records, s.FirstSeq, s.LastSeq)
 	}
 	return Outcome{Stream: s.Name, Restored: true, Replaced: replace, ReplacedRecords: held, LastSeq: st.LastSeq, Records: st.Msgs}, nil
+}
+
+// absentWait bounds the wait for a deleted stream to leave the cluster's
+// list.
+const absentWait = 20 * time.Second
+
+// dropFailedRestore deletes the stream a failed upload was making and waits
+// until the cluster no longer lists it. Its info is no guide: a stream
+// being restored is not found by it, and its name is taken all the same.
+func dropFailedRestore(ctx context.Context, js jetstream.JetStream, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, absentWait)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := js.DeleteStream(rctx, name)
+		if err == nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			names := js.StreamNames(rctx)
+			listed := false
+			for n := range names.Name() {
+				listed = listed || n == name
+			}
+			err = names.Err()
+			if err == nil && listed {
+				err = errors.New("still listed")
+			}
+		}
+		rcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not deleted within %s: %v", absentWait, err)
+		case <-tick.C:
+		}
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // checkPartitions refuses a cluster whose bucket records another partition

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,5 +135,80 @@ func TestRestoreAsksWhatCanRefuseItBeforeDeleting(t *testing.T) {
 	}
 	if names.Err() != nil {
 		t.Fatal(names.Err())
+	}
+}
+
+// onLog is a slog handler that hands every record's message and attributes
+// to f: a test's hook into the restore's progress.
+type onLog struct {
+	f func(msg string, attrs map[string]string)
+}
+
+func (h onLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h onLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h onLog) WithGroup(string) slog.Handler            { return h }
+func (h onLog) Handle(_ context.Context, r slog.Record) error {
+	attrs := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+	h.f(r.Message, attrs)
+	return nil
+}
+
+// A snapshot file changed after the restore checked it (here: replaced by
+// another backup's snapshot of the same stream, once the stream before it
+// is restored) is not restored: what is uploaded is hashed as it goes, and
+// the upload is not finished, so the server drops it. It restored the
+// other file, and the stream then held records the backup does not.
+func TestRestoreUploadsOnlyTheBytesItChecked(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	js := newJS(t)
+	dir, m := takeBackup(t, ctx)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := js.Publish(pctx, "sal.p2.backup-test-since", []byte("written after the first backup"))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, _ := takeBackup(t, ctx)
+	p2 := manifestStream(t, m, "SAL_P2")
+	file := filepath.Join(dir, p2.File)
+	checked, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.ReadFile(filepath.Join(later, p2.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteStream(t, ctx, js, "SAL_P0")
+	deleteStream(t, ctx, js, "SAL_P2")
+
+	var swapped atomic.Bool
+	log := slog.New(onLog{func(msg string, attrs map[string]string) {
+		if msg == "stream restored" && attrs["stream"] == "SAL_P0" {
+			if err := os.WriteFile(file, other, 0o600); err != nil {
+				t.Error(err)
+			}
+			swapped.Store(true)
+		}
+	}})
+	out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"p0", "p2"}, Logger: log})
+	if !swapped.Load() {
+		t.Fatalf("SAL_P0 was not restored first: %+v %v", out, err)
+	}
+	if !errors.Is(err, backup.ErrCorrupt) || !strings.Contains(err.Error(), "changed since it was checked") {
+		t.Fatalf("restore from a file changed after its check: %v", err)
+	}
+	t.Log(err)
+	if _, err := js.Stream(ctx, "SAL_P2"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("SAL_P2 after an upload of bytes that were not checked: %v", err)
+	}
+
+	if err := os.WriteFile(file, checked, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"p2"}})
+	if err != nil || len(out) != 1 || !out[0].Restored || out[0].LastSeq != p2.LastSeq {
+		t.Fatalf("restore of SAL_P2 with its file put back: %+v %v", out, err)
 	}
 }

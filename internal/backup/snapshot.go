@@ -211,32 +211,42 @@ func chunkNumber(reply string) (n, size int, ok bool) {
 	return n, size, err1 == nil && err2 == nil && n > 0
 }
 
-// restore creates s.Name from its snapshot in r and returns the restored
-// stream's state.
-func restore(ctx context.Context, nc *nats.Conn, s Stream, r io.Reader) (streamState, error) {
+// startRestore asks for s.Name to be created from its snapshot and returns
+// the subject to upload it to. Once it has, the cluster holds the stream's
+// name until the upload is finished or the stream deleted (nats-server
+// 2.15 leaves a failed restore for the client to delete).
+func startRestore(ctx context.Context, nc *nats.Conn, s Stream) (string, error) {
 	var rr restoreResponse
 	b, err := json.Marshal(restoreRequest{Config: s.Config, State: s.State})
 	if err != nil {
-		return streamState{}, err
+		return "", err
 	}
 	msg := nats.NewMsg(apiRestore + s.Name)
 	msg.Data = b
 	setRequiredLevel(msg, s)
 	if err := requestMsg(ctx, nc, msg, apiTimeout, &rr); err != nil {
-		return streamState{}, fmt.Errorf("restore request: %w", err)
+		return "", fmt.Errorf("restore request: %w", err)
 	}
 	if rr.Error != nil {
-		return streamState{}, fmt.Errorf("restore refused: %w", rr.Error)
+		return "", fmt.Errorf("restore refused: %w", rr.Error)
 	}
 	if rr.DeliverSubject == "" {
-		return streamState{}, errors.New("restore refused: the server named no subject to send the snapshot to")
+		return "", errors.New("restore refused: the server named no subject to send the snapshot to")
 	}
+	return rr.DeliverSubject, nil
+}
+
+// upload sends the snapshot in r to the subject startRestore named and
+// returns the restored stream's state. Before it finishes the upload (the
+// empty chunk that commits it), sent must say that what was sent is what
+// was checked.
+func upload(ctx context.Context, nc *nats.Conn, subject string, r io.Reader, sent func() error) (streamState, error) {
 	buf := make([]byte, chunkSize)
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
 			var ack createResponse
-			if rerr := requestRaw(ctx, nc, rr.DeliverSubject, buf[:n], apiTimeout, &ack); rerr != nil {
+			if rerr := requestRaw(ctx, nc, subject, buf[:n], apiTimeout, &ack); rerr != nil {
 				return streamState{}, fmt.Errorf("send the snapshot: %w", rerr)
 			}
 			if ack.Error != nil {
@@ -250,8 +260,11 @@ func restore(ctx context.Context, nc *nats.Conn, s Stream, r io.Reader) (streamS
 			return streamState{}, fmt.Errorf("read the snapshot file: %w", err)
 		}
 	}
+	if err := sent(); err != nil {
+		return streamState{}, fmt.Errorf("%w (the upload was not finished)", err)
+	}
 	var done createResponse
-	if err := requestRaw(ctx, nc, rr.DeliverSubject, nil, finishTimeout, &done); err != nil {
+	if err := requestRaw(ctx, nc, subject, nil, finishTimeout, &done); err != nil {
 		return streamState{}, fmt.Errorf("finish the restore: %w", err)
 	}
 	if done.Error != nil {
