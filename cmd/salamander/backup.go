@@ -27,7 +27,7 @@ every account, password hash and message: keep it off the cluster's hosts,
 encrypted at rest.
 `
 
-const restoreUsage = `usage: salamander restore --dir DIR [--nats URL,…] [--creds admin.json] [--streams LIST] [--replace LIST]
+const restoreUsage = `usage: salamander restore --dir DIR [--nats URL,…] [--creds admin.json] [--streams LIST] [--replace LIST] [--other-cluster]
 
 Restores streams from a backup, with their sequences, records and
 configuration. NO SITE MAY SERVE MEANWHILE: with an external NATS cluster,
@@ -48,7 +48,11 @@ partition (p3) only if the backup's holds every record the partition's merges
 place. A backup whose files do not match its manifest is refused before
 anything is touched, and so is one the cluster would refuse: a nats-server
 older than the backup's, or settings the cluster refuses (each stream is
-created under a scratch name with them first, and deleted).
+created under a scratch name with them first, and deleted). A backup is
+restored into another cluster than the one it was taken from (their
+SAL_CLUSTER ids differ) only if every stream of it that holds records is
+replaced (a cluster set up afresh: --replace acct,SAL_CLUSTER), or with
+--other-cluster: its records kept beside the backup's would not match them.
 `
 
 func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -92,6 +96,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	dir := fs.String("dir", "", "the backup's directory (required)")
 	streams := fs.String("streams", "", "comma-separated streams to restore (default: every one that is absent)")
 	replace := fs.String("replace", "", "comma-separated streams to delete and restore although they hold records (those are lost)")
+	otherCluster := fs.Bool("other-cluster", false, "restore into a cluster other than the backup's although it keeps records of its own")
 	c := addConnFlags(fs, 30*time.Minute)
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
@@ -109,7 +114,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer store.Close()
 	out, err := backup.Restore(ctx, store.Conn(), *dir, backup.RestoreOptions{Streams: splitList(*streams),
-		Replace: splitList(*replace), Logger: warnings(stderr), MergedTo: func(ctx context.Context, partition string) (uint64, error) {
+		Replace: splitList(*replace), OtherCluster: *otherCluster, Logger: warnings(stderr), MergedTo: func(ctx context.Context, partition string) (uint64, error) {
 			_, last, err := store.LastMerge(ctx, strings.ToLower(strings.TrimPrefix(partition, "SAL_")))
 			return last.To, err
 		}})

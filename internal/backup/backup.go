@@ -47,8 +47,8 @@
 //
 // Backup creates the directory (mode 0700) and writes STREAM.snap per stream
 // and manifest.json last (files 0600): a directory without a manifest is
-// not a backup. The manifest records the time, the cluster's partition
-// count, and per stream its file's size and SHA-256, its first and last
+// not a backup. The manifest records the time, the cluster's id and
+// partition count, and per stream its file's size and SHA-256, its first and last
 // sequence, record count and the configuration and state the server
 // reported. Restore reads the manifest (at most 1 MiB) and checks every file
 // it will use against it before it touches the cluster.
@@ -61,7 +61,9 @@
 // records; a stream that exists but has never held one (e.g. created again
 // by a gateway's start) is replaced. What could refuse the restore — a
 // server older than the backup's, settings the cluster refuses — is asked
-// before anything is deleted (see preflight.go). Records acknowledged after the backup
+// before anything is deleted (see preflight.go). A backup restored into
+// another cluster than its own (their buckets' ids differ) that would keep
+// records of its own beside it is refused unless allowed. Records acknowledged after the backup
 // was taken are lost. Sites' gateways must be stopped while it runs: a site
 // that has applied records past the backup would otherwise skip the
 // restored stream's new records (see the README, "Backups").
@@ -88,6 +90,7 @@ import (
 // The names Salamander's log uses in NATS (see internal/jsstore).
 const (
 	clusterBucket  = "SAL_CLUSTER"
+	clusterIDKey   = "cluster-id"
 	partitionsKey  = "partitions"
 	standbysKey    = "standbys"
 	accountsStream = "SAL_ACCT"
@@ -113,6 +116,10 @@ func Backup(ctx context.Context, nc *nats.Conn, dir string, logger *slog.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
+	id, err := clusterID(ctx, kv)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: create the backup directory (it must not exist): %w", err)
 	}
@@ -132,7 +139,7 @@ func Backup(ctx context.Context, nc *nats.Conn, dir string, logger *slog.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	m := &Manifest{Format: manifestFormat, Created: time.Now().UTC(), ServerVersion: nc.ConnectedServerVersion(), Partitions: n}
+	m := &Manifest{Format: manifestFormat, Created: time.Now().UTC(), ServerVersion: nc.ConnectedServerVersion(), ClusterID: id, Partitions: n}
 	for _, name := range streamNames(n, standbys) {
 		s, err := backupStream(ctx, nc, dir, name, log)
 		if err != nil {
@@ -169,6 +176,18 @@ func partitions(ctx context.Context, kv jetstream.KeyValue) (int, error) {
 		return 0, fmt.Errorf("bad partition count %q in %s", e.Value(), clusterBucket)
 	}
 	return n, nil
+}
+
+// clusterID reads the cluster's id from its bucket ("" if it has none).
+func clusterID(ctx context.Context, kv jetstream.KeyValue) (string, error) {
+	e, err := kv.Get(ctx, clusterIDKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the cluster id: %w", err)
+	}
+	return string(e.Value()), nil
 }
 
 // standbysSetUp reads the cluster bucket's mark that every partition's

@@ -37,6 +37,10 @@ type Manifest struct {
 	// ServerVersion is the version of the nats-server the backup was taken
 	// from; a restore needs the same or a later one.
 	ServerVersion string `json:"server_version"`
+	// ClusterID is the id the cluster's bucket gave it at its creation
+	// (SAL_CLUSTER's cluster-id): a restore tells a cluster that is not the
+	// one backed up. Empty in a backup taken before it was recorded.
+	ClusterID string `json:"cluster_id,omitempty"`
 	// Partitions is the cluster's partition count: rooms are placed by it,
 	// so a restore refuses a cluster created with another.
 	Partitions int      `json:"partitions"`

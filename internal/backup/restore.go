@@ -24,6 +24,11 @@ import (
 // overwrites one.
 var ErrStreamHoldsRecords = errors.New("backup: refusing to overwrite a stream that holds records")
 
+// ErrOtherCluster is returned (wrapped) when the cluster is not the one the
+// backup was taken from and would keep records of its own beside the
+// restored streams, unless RestoreOptions.OtherCluster allows it.
+var ErrOtherCluster = errors.New("backup: the cluster is not the one the backup was taken from")
+
 // ErrNothingToRestore is returned when every stream of the backup is present
 // in the cluster and none was named.
 var ErrNothingToRestore = errors.New("backup: nothing to restore: every stream of the backup is present in the cluster")
@@ -48,7 +53,11 @@ type RestoreOptions struct {
 	// alone only if the backup's holds every one of them. Nil: a standby
 	// is restored only with its partition.
 	MergedTo func(ctx context.Context, partition string) (uint64, error)
-	Logger   *slog.Logger
+	// OtherCluster allows a restore into a cluster that is not the one the
+	// backup was taken from (its bucket names another cluster id) and that
+	// would keep records of its own beside the backup's streams.
+	OtherCluster bool
+	Logger       *slog.Logger
 }
 
 // Outcome is what a restore did with one stream of the backup.
@@ -74,7 +83,9 @@ type Outcome struct {
 // bucket exists) is the backup's; it refuses, before touching anything, a
 // corrupted backup (ErrCorrupt), a named stream that holds records
 // (ErrStreamHoldsRecords), a nats-server older than the backup's
-// (ErrServerTooOld) or settings the cluster refuses (ErrRefused). Each
+// (ErrServerTooOld), settings the cluster refuses (ErrRefused) or another
+// cluster than the backup's that would keep records of its own
+// (ErrOtherCluster, unless opts.OtherCluster). Each
 // restored stream has the backup's
 // configuration, sequences and records; records acknowledged after the
 // backup are lost. No site may serve users while it runs (README, Backups).
@@ -106,8 +117,14 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	if err := checkPartitions(ctx, js, m.Partitions); err != nil {
+	target, err := readCluster(ctx, js)
+	if err != nil {
 		return nil, err
+	}
+	if target.partitions != "" && target.partitions != strconv.Itoa(m.Partitions) {
+		// Its rooms would be looked for in other streams.
+		return nil, fmt.Errorf("backup: the cluster has %s partitions and the backup %d: refusing to restore into it",
+			target.partitions, m.Partitions)
 	}
 
 	// Decide for every stream before touching any.
@@ -170,6 +187,9 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 		restoring[i] = p.s
 	}
 	if err := standbysWithPartitions(ctx, restoring, opts.MergedTo); err != nil {
+		return nil, err
+	}
+	if err := checkIdentity(ctx, js, m, target.id, restoring, opts.OtherCluster, log); err != nil {
 		return nil, err
 	}
 	// Whatever can refuse the restore is asked now, before anything is
@@ -379,27 +399,80 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// checkPartitions refuses a cluster whose bucket records another partition
-// count than the backup's: its rooms would be looked for in other streams.
-func checkPartitions(ctx context.Context, js jetstream.JetStream, want int) error {
+// cluster is what a cluster's bucket says of it; empty where it says
+// nothing (no bucket: every stream deleted, the bucket too).
+type cluster struct {
+	partitions string
+	id         string
+}
+
+// readCluster reads the cluster's partition count and id from its bucket.
+func readCluster(ctx context.Context, js jetstream.JetStream) (cluster, error) {
+	var c cluster
 	kv, err := js.KeyValue(ctx, clusterBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil
+		return c, nil
 	}
 	if err != nil {
-		return fmt.Errorf("backup: the cluster bucket %s: %w", clusterBucket, err)
+		return c, fmt.Errorf("backup: the cluster bucket %s: %w", clusterBucket, err)
 	}
-	e, err := kv.Get(ctx, partitionsKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	for key, v := range map[string]*string{partitionsKey: &c.partitions, clusterIDKey: &c.id} {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return c, fmt.Errorf("backup: read the cluster's %s: %w", key, err)
+		}
+		*v = string(e.Value())
+	}
+	return c, nil
+}
+
+// checkIdentity refuses a restore into a cluster other than the backup's
+// (the ids in their buckets differ) that would keep records of its own:
+// restored beside them, the backup's streams would name accounts, keys and
+// rooms they do not hold — a backup restored into the wrong cluster (a
+// staging backup into production, --nats pointed at the other region).
+// One whose every stream that holds records is replaced is restored: a
+// cluster set up afresh to take the backup (its sites write its bucket
+// and accounts at once, --replace acct,SAL_CLUSTER), the recovery from a
+// lost cluster. A backup taken before ids were recorded is not compared.
+func checkIdentity(ctx context.Context, js jetstream.JetStream, m *Manifest, id string, restoring []Stream, allow bool, log *slog.Logger) error {
+	if m.ClusterID == "" || id == "" || id == m.ClusterID {
+		if m.ClusterID == "" && id != "" {
+			log.Warn("the backup does not record the cluster it was taken from (taken by an older version): not compared with this one's",
+				"cluster_id", id)
+		}
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("backup: read the cluster's partition count: %w", err)
+	var kept []string
+	for _, s := range m.Streams {
+		if slices.ContainsFunc(restoring, func(r Stream) bool { return r.Name == s.Name }) {
+			continue
+		}
+		info, err := streamInfo(ctx, js, s.Name)
+		if err != nil {
+			return fmt.Errorf("backup: stream %s: %w", s.Name, err)
+		}
+		if info != nil && info.State.Msgs > 0 {
+			kept = append(kept, fmt.Sprintf("%s (%d records)", s.Name, info.State.Msgs))
+		}
 	}
-	if got := string(e.Value()); got != strconv.Itoa(want) {
-		return fmt.Errorf("backup: the cluster has %s partitions and the backup %d: refusing to restore into it", got, want)
+	switch {
+	case len(kept) == 0:
+		log.Warn("restoring into another cluster than the backup's; every stream of it that holds records is replaced",
+			"backup_cluster_id", m.ClusterID, "cluster_id", id)
+		return nil
+	case allow:
+		log.Warn("restoring into another cluster than the backup's, beside records of its own (allowed)",
+			"backup_cluster_id", m.ClusterID, "cluster_id", id, "kept", strings.Join(kept, ", "))
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%w: it was taken from cluster %s and this is cluster %s, whose %s would be kept beside the "+
+		"restored streams, which name accounts, keys and rooms they do not hold; restore into the cluster the backup "+
+		"was taken from, replace those streams too (--replace), or allow it (--other-cluster) if it is meant "+
+		"(nothing was deleted or restored)", ErrOtherCluster, m.ClusterID, id, strings.Join(kept, ", "))
 }
 
 // streamInfo returns a stream's info, or nil if it does not exist.

@@ -3,6 +3,7 @@ package backup_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -210,5 +211,101 @@ func TestRestoreUploadsOnlyTheBytesItChecked(t *testing.T) {
 	out, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"p2"}})
 	if err != nil || len(out) != 1 || !out[0].Restored || out[0].LastSeq != p2.LastSeq {
 		t.Fatalf("restore of SAL_P2 with its file put back: %+v %v", out, err)
+	}
+}
+
+// A backup restored into another cluster than the one it was taken from
+// (their buckets' ids differ) that would keep records of its own beside
+// the backup's streams is refused, changing nothing, unless allowed: those
+// records would name accounts and rooms the backup's streams do not hold.
+// Into a cluster set up afresh (its bucket with an id of its own, its
+// accounts stream written, its partitions empty) everything is restored
+// as before, with --replace acct,SAL_CLUSTER: nothing of it is kept.
+// Runs last of the cluster's tests: it changes the cluster's id (each
+// site raises its log alarm) and its streams.
+func TestRestoreTellsAnotherCluster(t *testing.T) {
+	ctx := testCtx(t, 3*time.Minute)
+	js := newJS(t)
+	kv, err := js.KeyValue(ctx, "SAL_CLUSTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := kv.Get(ctx, "cluster-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, m := takeBackup(t, ctx)
+	if m.ClusterID == "" || m.ClusterID != string(id.Value()) {
+		t.Fatalf("the manifest's cluster id %q, the cluster's %q", m.ClusterID, id.Value())
+	}
+
+	// Another cluster, holding records, with SAL_P1 missing.
+	if _, err := kv.PutString(ctx, "cluster-id", "another-cluster"); err != nil {
+		t.Fatal(err)
+	}
+	deleteStream(t, ctx, js, "SAL_P1")
+	_, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{MergedTo: mergedTo})
+	if !errors.Is(err, backup.ErrOtherCluster) || !strings.Contains(err.Error(), "SAL_ACCT (") {
+		t.Fatalf("restore into another cluster that holds records: %v", err)
+	}
+	t.Log(err)
+	if _, err := js.Stream(ctx, "SAL_P1"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("a refused restore created SAL_P1: %v", err)
+	}
+	out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{MergedTo: mergedTo, OtherCluster: true})
+	if err != nil || len(out) != len(m.Streams) {
+		t.Fatalf("restore into another cluster, allowed: %+v %v", out, err)
+	}
+	// A backup taken before the manifest named its cluster restores as it
+	// did: there is nothing to compare.
+	deleteStream(t, ctx, js, "SAL_P1")
+	undo := editManifest(t, dir, "", `"cluster_id": "`+m.ClusterID+`",`, "")
+	out, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{MergedTo: mergedTo})
+	if err != nil || len(out) != len(m.Streams) {
+		t.Fatalf("restore of a backup that does not name its cluster: %+v %v", out, err)
+	}
+	undo()
+
+	// A cluster set up afresh: its own id, its accounts stream written,
+	// every other stream empty.
+	for _, s := range m.Streams {
+		deleteStream(t, ctx, js, s.Name)
+	}
+	fresh, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "SAL_CLUSTER", Replicas: 3, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, value := range map[string]string{"partitions": "3", "cluster-id": "a-fresh-cluster"} {
+		if _, err := fresh.PutString(ctx, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range m.Streams[1:] {
+		var cfg jetstream.StreamConfig
+		if err := json.Unmarshal(s.Config, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Publish(ctx, "sal.acct.backup-test-set-up", []byte("written by the fresh cluster's set-up")); err != nil {
+		t.Fatal(err)
+	}
+	out, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Replace: []string{"acct", "SAL_CLUSTER"}, MergedTo: mergedTo})
+	if err != nil {
+		t.Fatalf("restore into a cluster set up afresh: %v", err)
+	}
+	for _, o := range out {
+		if want := manifestStream(t, m, o.Stream); want.Records > 0 && !o.Restored {
+			t.Fatalf("restore into a cluster set up afresh: %+v", o)
+		}
+	}
+	kv, err = js.KeyValue(ctx, "SAL_CLUSTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get(ctx, "cluster-id"); err != nil || string(e.Value()) != m.ClusterID {
+		t.Fatalf("the restored cluster's id: %v %v, want the backup's %s", e, err, m.ClusterID)
 	}
 }
