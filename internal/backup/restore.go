@@ -324,6 +324,15 @@ func restoreStream(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, d
 	subject, err := startRestore(ctx, nc, s)
 	if err == nil {
 		st, err = upload(ctx, nc, subject, bufio.NewReaderSize(cr, chunkSize), sent)
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			// Refused part way: say whether the file had changed since its
+			// check (the likelier cause then), reading the rest of it.
+			if _, rerr := io.Copy(io.Discard, cr); rerr == nil {
+				if serr := sent(); serr != nil {
+					err = fmt.Errorf("%w; the server refused it: %v", serr, err)
+				}
+			}
+		}
 		if err != nil {
 			// The stream the failed upload was making is the restore's to
 			// delete: the server keeps its name taken until then.

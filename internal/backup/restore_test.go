@@ -157,9 +157,10 @@ func (h onLog) Handle(_ context.Context, r slog.Record) error {
 
 // A snapshot file changed after the restore checked it (here: replaced by
 // another backup's snapshot of the same stream, once the stream before it
-// is restored) is not restored: what is uploaded is hashed as it goes, and
-// the upload is not finished, so the server drops it. It restored the
-// other file, and the stream then held records the backup does not.
+// is restored, or a bit of it flipped) is not restored: what is uploaded
+// is hashed as it goes, the upload is not finished, and the stream it was
+// making is deleted. It restored the other file, and the stream then held
+// records the backup does not.
 func TestRestoreUploadsOnlyTheBytesItChecked(t *testing.T) {
 	ctx := testCtx(t, 2*time.Minute)
 	js := newJS(t)
@@ -181,34 +182,40 @@ func TestRestoreUploadsOnlyTheBytesItChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deleteStream(t, ctx, js, "SAL_P0")
 	deleteStream(t, ctx, js, "SAL_P2")
 
-	var swapped atomic.Bool
-	log := slog.New(onLog{func(msg string, attrs map[string]string) {
-		if msg == "stream restored" && attrs["stream"] == "SAL_P0" {
-			if err := os.WriteFile(file, other, 0o600); err != nil {
-				t.Error(err)
+	// Another valid snapshot (which the server would take), and a bit
+	// flipped (which it refuses part way).
+	flipped := bytes.Clone(checked)
+	flipped[len(flipped)/2] ^= 1
+	for _, changed := range [][]byte{other, flipped} {
+		var swapped atomic.Bool
+		log := slog.New(onLog{func(msg string, attrs map[string]string) {
+			if msg == "stream restored" && attrs["stream"] == "SAL_P0" {
+				if err := os.WriteFile(file, changed, 0o600); err != nil {
+					t.Error(err)
+				}
+				swapped.Store(true)
 			}
-			swapped.Store(true)
+		}})
+		deleteStream(t, ctx, js, "SAL_P0")
+		out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"p0", "p2"}, Logger: log})
+		if !swapped.Load() {
+			t.Fatalf("SAL_P0 was not restored first: %+v %v", out, err)
 		}
-	}})
-	out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"p0", "p2"}, Logger: log})
-	if !swapped.Load() {
-		t.Fatalf("SAL_P0 was not restored first: %+v %v", out, err)
-	}
-	if !errors.Is(err, backup.ErrCorrupt) || !strings.Contains(err.Error(), "changed since it was checked") {
-		t.Fatalf("restore from a file changed after its check: %v", err)
-	}
-	t.Log(err)
-	if _, err := js.Stream(ctx, "SAL_P2"); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Fatalf("SAL_P2 after an upload of bytes that were not checked: %v", err)
+		if !errors.Is(err, backup.ErrCorrupt) || !strings.Contains(err.Error(), "changed since it was checked") {
+			t.Fatalf("restore from a file changed after its check: %v", err)
+		}
+		t.Log(err)
+		if _, err := js.Stream(ctx, "SAL_P2"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Fatalf("SAL_P2 after an upload of bytes that were not checked: %v", err)
+		}
+		if err := os.WriteFile(file, checked, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	if err := os.WriteFile(file, checked, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"p2"}})
+	out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"p2"}})
 	if err != nil || len(out) != 1 || !out[0].Restored || out[0].LastSeq != p2.LastSeq {
 		t.Fatalf("restore of SAL_P2 with its file put back: %+v %v", out, err)
 	}
