@@ -12,9 +12,10 @@ import (
 )
 
 // A snapshot is an s2-compressed archive of the stream's store, in one of
-// the two layouts nats-server writes: since 2.15 its own (entries after the
-// magic bytes NATSARC1, the last an empty "end of backup" entry), before
-// that a tar (ended by two zero blocks). The backup decodes every snapshot
+// the two layouts nats-server writes: its own in 2.15.2, the version
+// Salamander embeds (entries after the magic bytes NATSARC1, the last an
+// empty "end of backup" entry), a tar in older ones an external cluster may
+// run (ended by two zero blocks). The backup decodes every snapshot
 // as it arrives and takes it only if it decodes whole up to its end marker:
 // s2 checks a CRC-32C per block, each archive entry declares its size, and
 // the end marker is what a snapshot cut short lacks — its last chunks lost
@@ -95,7 +96,7 @@ func checkArchive(r io.Reader) error {
 	return checkTar(br)
 }
 
-// checkNATSArchive reads nats-server's archive (2.15 on) up to its "end of
+// checkNATSArchive reads nats-server's own archive up to its "end of
 // backup" entry, which nothing may follow.
 func checkNATSArchive(r io.Reader) error {
 	ar := archive.NewReader(r)
@@ -116,7 +117,7 @@ func checkNATSArchive(r io.Reader) error {
 	}
 }
 
-// checkTar reads a tar snapshot (before 2.15) up to its end marker, two
+// checkTar reads a tar snapshot (older servers) up to its end marker, two
 // zero blocks, which only zeros may follow. Go's tar reader ends quietly
 // at an input that stops between two entries, so the marker is looked for
 // here: the zeros last read.

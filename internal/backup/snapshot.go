@@ -185,8 +185,8 @@ func (c *chunkOrder) take(m *nats.Msg) error {
 	}
 	n, size, ok := chunkNumber(m.Reply)
 	if !ok {
-		// Not the layout of nats-server 2.11–2.15: the chunk is taken,
-		// and the archive's decoding is then the only check.
+		// Not the layout nats-server has used (…<bytes>.<n>): the chunk
+		// is taken, and the archive's decoding is then the only check.
 		return nil
 	}
 	if size != len(m.Data) {
