@@ -23,7 +23,7 @@ import (
 
 // errNotWhole is returned (wrapped) when a snapshot, as received, does not
 // decode whole: part of it was lost on the way, or it is damaged.
-var errNotWhole = errors.New("the snapshot as received is not whole")
+var errNotWhole = errors.New("the snapshot is not whole")
 
 // archiveCheck decodes a snapshot written to it, in a goroutine of its own
 // that finish or abort stops.

@@ -51,7 +51,8 @@
 // partition count, and per stream its file's size and SHA-256, its first and last
 // sequence, record count and the configuration and state the server
 // reported. Restore reads the manifest (at most 1 MiB) and checks every file
-// it will use against it before it touches the cluster.
+// it will use against it, and that it decodes whole, before it touches the
+// cluster.
 //
 // # Restore
 //

@@ -224,7 +224,8 @@ func (s *Stream) decodeState() (streamState, error) {
 
 // Verify checks the snapshot files of the named streams (every stream when
 // none is named) against the manifest: present, of the recorded size and
-// SHA-256. Errors wrap ErrCorrupt.
+// SHA-256, and decoding whole up to their archive's end marker. Errors wrap
+// ErrCorrupt.
 func (m *Manifest) Verify(dir string, names ...string) error {
 	for _, s := range m.Streams {
 		if len(names) > 0 && !slices.Contains(names, s.Name) {
@@ -248,8 +249,16 @@ func (s *Stream) verify(dir string) error {
 	} else if fi.Size() != s.Bytes {
 		return fmt.Errorf("%d bytes, the manifest says %d", fi.Size(), s.Bytes)
 	}
+	// The snapshot is decoded as it is hashed: its checksum says it is
+	// the file the backup wrote, the decoding that the server will take it
+	// (a backup taken before the backup decoded its snapshots may hold one
+	// that lost its last chunks on the way, which its checksum vouches
+	// for), and both are known before anything is deleted.
 	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(f, s.Bytes+1))
+	check := newArchiveCheck()
+	defer check.abort()
+	decode := &untilError{w: check}
+	n, err := io.Copy(io.MultiWriter(h, decode), io.LimitReader(f, s.Bytes+1))
 	if err != nil {
 		return err
 	}
@@ -259,7 +268,24 @@ func (s *Stream) verify(dir string) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != s.SHA256 {
 		return fmt.Errorf("SHA-256 %s, the manifest says %s", got, s.SHA256)
 	}
-	return nil
+	if err := decode.err; err != nil {
+		return err
+	}
+	return check.finish()
+}
+
+// untilError writes to w until a write fails, and from then on keeps the
+// error and takes every write: the hash beside it goes on to the end.
+type untilError struct {
+	w   io.Writer
+	err error
+}
+
+func (u *untilError) Write(p []byte) (int, error) {
+	if u.err == nil {
+		_, u.err = u.w.Write(p)
+	}
+	return len(p), nil
 }
 
 // write writes the manifest to dir, atomically and durably.

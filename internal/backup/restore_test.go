@@ -3,8 +3,11 @@ package backup_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -136,6 +139,44 @@ func TestRestoreAsksWhatCanRefuseItBeforeDeleting(t *testing.T) {
 	}
 	if names.Err() != nil {
 		t.Fatal(names.Err())
+	}
+}
+
+// A backup taken before the backup decoded its snapshots may hold one cut
+// short (its last chunks lost on the way) that its manifest's size and
+// checksum vouch for: the restore decodes every snapshot it will use and
+// refuses it before anything is deleted. The server refused its upload
+// after --replace had deleted the stream.
+func TestRestoreRefusesASnapshotCutShortBeforeDeleting(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	js := newJS(t)
+	dir, m := takeBackup(t, ctx)
+	before := writtenSince(t, ctx, js)
+	p1 := manifestStream(t, m, "SAL_P1")
+	file := filepath.Join(dir, p1.File)
+	whole, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut short, with the size and checksum of what is left, as the
+	// backup wrote them of what arrived.
+	cut := whole[:len(whole)*2/3]
+	if err := os.WriteFile(file, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(cut)
+	undoSize := editManifest(t, dir, "SAL_P1", fmt.Sprintf(`"bytes": %d,`, p1.Bytes), fmt.Sprintf(`"bytes": %d,`, len(cut)))
+	undoSum := editManifest(t, dir, "SAL_P1", p1.SHA256, hex.EncodeToString(sum[:]))
+	_, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Replace: []string{"p1"}, MergedTo: mergedTo})
+	if !errors.Is(err, backup.ErrCorrupt) || !strings.Contains(err.Error(), "not whole") {
+		t.Fatalf("restore of a snapshot cut short: %v", err)
+	}
+	t.Log(err)
+	unchanged(t, ctx, js, before)
+	undoSum()
+	undoSize()
+	if err := os.WriteFile(file, whole, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
