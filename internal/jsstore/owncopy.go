@@ -28,7 +28,7 @@ import (
 // end is cut off, and the tail reads what is missing from the log again
 // (Tail starts at the copy's end when it is behind the caller's position).
 // It holds only records the tail verified to be the next in sequence, so it
-// is always a contiguous run of the stream. Its directory is named by the
+// is always a contiguous run of the stream from its first record. Its directory is named by the
 // cluster's id: a site attached to a different log starts a new copy.
 
 // copyHeader is the size of a record's header in the file: its stream
@@ -134,7 +134,15 @@ func (c *ownCopy) recover() (int64, error) {
 	if _, err := c.f.ReadAt(hdr[:], 0); err != nil {
 		return 0, c.cutIndex(0) // empty, or a torn first header
 	}
-	first := binary.LittleEndian.Uint64(hdr[0:])
+	// A copy starts at the stream's first record, 1 (add), and every
+	// later header's sequence is checked against the one before it; the
+	// first header has none, and its checksum covers the record's bytes,
+	// not the header. So one that claims another sequence is damage: taken
+	// at its word, record 1's bytes were read back as that record's.
+	if first := binary.LittleEndian.Uint64(hdr[0:]); first != 1 {
+		return 0, c.cutIndex(0)
+	}
+	const first = 1
 	st, err := c.ix.Stat()
 	if err != nil {
 		return 0, err
@@ -149,9 +157,6 @@ func (c *ownCopy) recover() (int64, error) {
 			k, off = n-1, o
 			break
 		}
-	}
-	if first == 0 {
-		return 0, c.cutIndex(0)
 	}
 	c.first, c.end = first, first+k*copyIndexEvery-1
 	if err := c.cutIndex(k); err != nil {
@@ -254,12 +259,14 @@ func (c *ownCopy) next() uint64 {
 	return c.end + 1
 }
 
-// add appends the record at seq if it is the one the copy needs next; any
-// other is left out (the copy stays a contiguous run of the stream).
+// add appends the record at seq if it is the one the copy needs next (1
+// when it is empty: a copy is always the stream from its start, which is
+// what lets a start check its first header); any other is left out (the
+// copy stays a contiguous run of the stream).
 func (c *ownCopy) add(seq uint64, data []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.broken != nil || (c.first != 0 && seq != c.end+1) || len(data) > maxRecordSize {
+	if c.broken != nil || seq != c.end+1 || len(data) > maxRecordSize {
 		return nil
 	}
 	var hdr [copyHeader]byte

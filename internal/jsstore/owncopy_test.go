@@ -276,3 +276,45 @@ func BenchmarkOwnCopyOpen(b *testing.B) {
 		c.close()
 	}
 }
+
+// The first record's header is checked like every other: the copy always
+// starts at the stream's first record, so a header at the file's start
+// that claims another sequence (a flipped bit in it: its checksum covers
+// the record's bytes, not the header) is damage, not a copy of a log
+// that starts there. Taken at its word, the first record's bytes were
+// read back as that other record's, texts of other messages, for good.
+func TestOwnCopyChecksTheFirstRecordsSequence(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p0.log")
+	c := fillCopy(t, path, 1, 100)
+	if err := c.close(); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, claimed := range []byte{7, 33, 2} {
+		b := bytes.Clone(whole)
+		b[0] = claimed // record 1's header claims another sequence
+		p := filepath.Join(dir, fmt.Sprintf("first-%d.log", claimed))
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := openCopy(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := uint64(1); seq <= 101; seq++ {
+			if got, ok := c.read(seq); ok && !bytes.Equal(got, copyRecord(seq)) {
+				c.close()
+				t.Fatalf("header claiming %d: record %d read back as %q", claimed, seq, got)
+			}
+		}
+		if got := c.next(); got != 1 {
+			c.close()
+			t.Fatalf("header claiming %d: the copy needs %d next, want 1 (nothing of it can be trusted)", claimed, got)
+		}
+		c.close()
+	}
+}
