@@ -555,9 +555,23 @@ func (v *View) Run(ctx context.Context, src Source) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		v.runWriter(toStore)
+		v.runWriter(toStore, ctx.Done())
 	}()
 	defer close(toStore)
+	// store hands the writer a batch, or reports that Run must return:
+	// a writer that cannot write (a full disk) stops taking batches, and
+	// the applier must not wait for it past the end. The batches not
+	// handed over are a suffix of what the model applied; the store holds
+	// the log up to its positions without them, and the next start applies
+	// them again.
+	store := func(b *dbBatch) bool {
+		select {
+		case toStore <- b: // blocks when the writer is far behind: back-pressure
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	batch := make([]jsstore.Entry, 0, 1024)
 	sweep := time.NewTicker(v.sweepEvery())
 	defer sweep.Stop()
@@ -567,8 +581,8 @@ func (v *View) Run(ctx context.Context, src Source) {
 			return
 		case <-sweep.C:
 			v.evictIdleWindows()
-			if before := v.pruneRevoked(); before != 0 {
-				toStore <- &dbBatch{reached: map[string]uint64{}, revokedBefore: before}
+			if before := v.pruneRevoked(); before != 0 && !store(&dbBatch{reached: map[string]uint64{}, revokedBefore: before}) {
+				return
 			}
 			continue
 		case <-v.idleChanged:
@@ -590,8 +604,8 @@ func (v *View) Run(ctx context.Context, src Source) {
 		v.preloadWindows(batch)
 		for {
 			b, err := v.applyModel(batch)
-			if b != nil {
-				toStore <- b // blocks when the writer is far behind: back-pressure
+			if b != nil && !store(b) {
+				return
 			}
 			if err == nil {
 				break
@@ -613,7 +627,11 @@ func (v *View) Run(ctx context.Context, src Source) {
 // touches however many rows changed it, so when nobody waits, rare big
 // commits write far fewer bytes than frequent small ones. Nothing on the
 // send path waits for the store.
-func (v *View) runWriter(in <-chan *dbBatch) {
+//
+// A failing write is retried until it succeeds, or, once stop is closed,
+// given up with everything after it: the store then holds a prefix of the
+// log, as after a crash, and the next start applies the rest again.
+func (v *View) runWriter(in <-chan *dbBatch, stop <-chan struct{}) {
 	const maxPerTx = 4096
 	last := time.Now()
 	for b := range in {
@@ -655,9 +673,20 @@ func (v *View) runWriter(in <-chan *dbBatch) {
 			}
 			// The model is ahead of the store; queries of the store wait.
 			// A failing disk is retried rather than skipped, so that the
-			// store never holds a hole.
+			// store never holds a hole; when the view stops, what is not
+			// written is left to the next start (the log has it).
+			select {
+			case <-stop:
+				v.log.Error("writing the read model failed as it stops; the next start applies the rest of the log again",
+					"err", err, "attempts", attempt+1)
+				return
+			default:
+			}
 			v.log.Error("writing the read model failed; retrying", "err", err, "attempt", attempt)
-			time.Sleep(time.Duration(min(attempt+1, 10)) * 100 * time.Millisecond)
+			select {
+			case <-stop:
+			case <-time.After(time.Duration(min(attempt+1, 10)) * 100 * time.Millisecond):
+			}
 		}
 		last = time.Now()
 	}

@@ -1062,3 +1062,93 @@ func TestARoomsRecordsCountOnlyInItsPartition(t *testing.T) {
 		}
 	}
 }
+
+// fillDisk makes v's database full, as a full disk does: SQLite answers
+// SQLITE_FULL ("database or disk is full") to a write that needs a page
+// more than it has (max_page_count, on the writer's one connection), and
+// room again when pages is 0.
+func fillDisk(t *testing.T, v *View, full bool) {
+	t.Helper()
+	limit := int64(1 << 30)
+	if full {
+		if err := v.w.QueryRow(`PRAGMA page_count`).Scan(&limit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := v.w.Exec(fmt.Sprintf(`PRAGMA max_page_count = %d`, limit)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// chatter is history with n more messages of alice's to g_1 after it,
+// enough rows that the store needs pages it does not have yet.
+func chatter(n int) []jsstore.Entry {
+	h := history()
+	last := h[len(h)-1]
+	for i := range n {
+		r := salamander.Record{Type: salamander.RecMessageSent, Room: "g_1", User: "alice", ClientID: fmt.Sprintf("f%d", i),
+			Text: strings.Repeat("x", 200), At: last.Record.At.Add(time.Duration(i+1) * time.Second)}
+		h = append(h, jsstore.Entry{Pos: salamander.Position{Stream: "p0", Seq: last.Pos.Seq + uint64(i) + 1}, Record: r})
+	}
+	return h
+}
+
+// A disk that fills up while the log is applied holds the store back (its
+// queries answer unavailable, never a store with a hole), and a site that
+// stops meanwhile stops: the store is written behind the model and holds
+// a prefix of the log, which the next start applies on from. The writer
+// retried the failing write for as long as the process lived, so Run never
+// returned and a site's Close (a SIGTERM) hung.
+func TestAFullDiskNeitherHolesTheStoreNorHangsAStop(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "view.db")
+	v := openAt(t, path)
+	h := chatter(2000)
+	log := &tailLog{}
+	log.add(h)
+	fillDisk(t, v, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.Run(ctx, log)
+	}()
+	if err := v.WaitApplied(testContext(t), h[len(h)-1].Pos); err != nil {
+		t.Fatal(err)
+	}
+	short, stop := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := v.History(short, "g_1", 0, 0, false, 50)
+	stop()
+	if salamander.ErrorCode(err) != salamander.CodeUnavailable {
+		t.Fatalf("history from a store that cannot be written: %v, want unavailable", err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10 s of its end while the disk was full")
+	}
+	v.Close()
+
+	// The next start, with room again, applies the log on from what the
+	// store holds, and ends where a fresh read model does.
+	w := openAt(t, path)
+	defer w.Close()
+	ctx, cancel = context.WithCancel(context.Background())
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, log)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	if err := w.WaitApplied(testContext(t), h[len(h)-1].Pos); err != nil {
+		t.Fatal(err)
+	}
+	fresh := openTemp(t)
+	apply(t, fresh, &log.memLog, h)
+	if a, b := state(t, w), state(t, fresh); a != b {
+		t.Fatalf("restarted after a full disk and fresh models differ:\n%s\n%s", a, b)
+	}
+}
