@@ -28,7 +28,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
@@ -122,13 +123,19 @@ type View struct {
 }
 
 // Open opens the read model at path, rebuilding it from scratch if it is
-// missing, unreadable or of another schema version.
+// missing, corrupt, not a read model or of another schema version. One
+// that cannot be opened for a reason outside it (no file descriptor or
+// memory left, a full or failing disk, a lock held elsewhere) is kept as
+// it is, and Open fails: the next start finds it where it was.
 func Open(path string, logger *slog.Logger) (*View, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	log := logger.With("system", "view")
 	v, err := open(path, log)
+	if err != nil && notItsFault(err) {
+		return nil, fmt.Errorf("view: cannot open the read model %s now (kept as it is): %w", path, err)
+	}
 	if err != nil {
 		log.Warn("read model unusable; rebuilding from the log", "path", path, "err", err)
 		for _, suffix := range []string{"", "-wal", "-shm"} {
@@ -142,6 +149,24 @@ func Open(path string, logger *slog.Logger) (*View, error) {
 		}
 	}
 	return v, nil
+}
+
+// notItsFault says whether err, from opening a read model, is SQLite's
+// answer about the circumstances rather than about the database: deleting
+// it for those would turn a moment's shortage (a full disk, no file
+// descriptor left) into a rebuild from the whole log — and of the own
+// copy of the log with it — read from the other sites.
+func notItsFault(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff { // the primary code, without the extended part
+	case sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
+		sqlite3.SQLITE_INTERRUPT, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL:
+		return true
+	}
+	return false
 }
 
 func open(path string, log *slog.Logger) (*View, error) {
