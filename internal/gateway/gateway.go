@@ -11,6 +11,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -317,6 +318,25 @@ func (g *Gateway) CaughtUp() bool {
 var errBehind = salamander.Errorf(salamander.CodeUnavailable,
 	"this site is catching up with the log after a restart; try again or use another site")
 
+// storeFailGrace is how long the read model's store may fail to be
+// written before the site stops serving: a write that fails once and
+// succeeds when retried (a lock held for a moment) bounces no client.
+const storeFailGrace = 2 * time.Second
+
+// storeFailure says why this site's read model cannot be written ("" while
+// it can, or has failed for less than storeFailGrace): a full disk, a lock
+// held by another process. Its history and sync then wait for a store that
+// does not move, and soon its sends too (the applier waits for the
+// writer): the site refuses at once and fails /readyz, so that clients
+// and balancers move to another site rather than each wait out a timeout.
+func (g *Gateway) storeFailure() string {
+	since, err := g.cfg.View.StoreFailing()
+	if since.IsZero() || time.Since(since) < storeFailGrace {
+		return ""
+	}
+	return fmt.Sprintf("cannot write the read model since %s: %v", since.UTC().Format(time.RFC3339), err)
+}
+
 // serving says why this site cannot serve user requests right now, or nil.
 func (g *Gateway) serving() error {
 	switch {
@@ -329,6 +349,9 @@ func (g *Gateway) serving() error {
 		return errStarting
 	case !g.CaughtUp():
 		return errBehind
+	}
+	if why := g.storeFailure(); why != "" {
+		return salamander.Errorf(salamander.CodeUnavailable, "this site %s; use another site", why)
 	}
 	return nil
 }

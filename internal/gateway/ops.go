@@ -47,14 +47,17 @@ type readiness struct {
 	Drained       bool              `json:"drained"`
 	Stalled       map[string]string `json:"stalled,omitempty"`
 	LogAlarm      string            `json:"log_alarm,omitempty"`
+	// ReadModel says why the read model's store cannot be written (see
+	// storeFailure).
+	ReadModel string `json:"read_model,omitempty"`
 }
 
 func (g *Gateway) readiness() readiness {
 	rd := readiness{Site: g.cfg.Site, NATSConnected: g.cfg.Store.Conn().IsConnected(),
 		SigningKey: g.cfg.View.HasSigningKey(), Isolated: g.Isolated(), CaughtUp: g.CaughtUp(), Drained: g.Drained(),
-		Stalled: g.cfg.Store.Stalled(), LogAlarm: g.LogAlarm()}
+		Stalled: g.cfg.Store.Stalled(), LogAlarm: g.LogAlarm(), ReadModel: g.storeFailure()}
 	rd.Ready = rd.NATSConnected && rd.SigningKey && !rd.Isolated && len(rd.Stalled) == 0 && rd.LogAlarm == "" &&
-		rd.CaughtUp && !rd.Drained
+		rd.CaughtUp && !rd.Drained && rd.ReadModel == ""
 	return rd
 }
 

@@ -120,6 +120,14 @@ type View struct {
 	// parts is the log's partition count, once Run has started (0
 	// before): the applier checks room creations against it.
 	parts int
+	// storeFailure is the store writer's run of failed writes (nil while
+	// its last write succeeded): see StoreFailing.
+	storeFailure atomic.Pointer[storeFailure]
+}
+
+type storeFailure struct {
+	since time.Time
+	err   error
 }
 
 // Open opens the read model at path, rebuilding it from scratch if it is
@@ -645,6 +653,18 @@ func (v *View) Run(ctx context.Context, src Source) {
 	}
 }
 
+// StoreFailing reports since when the store's writer has failed to write
+// (a full disk, a lock held elsewhere) and its last error; the zero time
+// while its last write succeeded. Meanwhile the model goes on applying the
+// log, but every query of the store waits, and once the writer is far
+// behind the applier waits too: the site cannot serve.
+func (v *View) StoreFailing() (since time.Time, err error) {
+	if f := v.storeFailure.Load(); f != nil {
+		return f.since, f.err
+	}
+	return time.Time{}, nil
+}
+
 // runWriter commits what the applier hands it until in is closed and
 // drained. It commits everything that arrived meanwhile, every writerPace,
 // or sooner (but not within writerMinPace of the last commit) when a query
@@ -694,8 +714,14 @@ func (v *View) runWriter(in <-chan *dbBatch, stop <-chan struct{}) {
 		for attempt := 0; ; attempt++ {
 			err := v.write(pending)
 			if err == nil {
+				v.storeFailure.Store(nil)
 				break
 			}
+			since := time.Now()
+			if f := v.storeFailure.Load(); f != nil {
+				since = f.since
+			}
+			v.storeFailure.Store(&storeFailure{since: since, err: err})
 			// The model is ahead of the store; queries of the store wait.
 			// A failing disk is retried rather than skipped, so that the
 			// store never holds a hole; when the view stops, what is not
