@@ -120,7 +120,7 @@ func (s *Store) readRecords(ctx context.Context, stream string, seqs []uint64) (
 				if err != nil || !want[seq] {
 					continue // a late answer to an earlier round
 				}
-				if msg.Header.Get("Status") != "" {
+				if isStatus(msg, stream) {
 					pending--
 					continue // not stored at that replica yet: next round
 				}

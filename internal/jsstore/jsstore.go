@@ -994,8 +994,8 @@ func (t *tailer) failed(ctx context.Context, err error) bool {
 
 // announced handles one commit announcement.
 func (t *tailer) announced(ctx context.Context, msg *nats.Msg) error {
-	seq, err := strconv.ParseUint(msg.Header.Get("Nats-Sequence"), 10, 64)
-	if err != nil || msg.Header.Get("Nats-Stream") != natsName(t.stream) {
+	seq, err := strconv.ParseUint(serverHeader(msg.Header, "Nats-Sequence"), 10, 64)
+	if err != nil || serverHeader(msg.Header, "Nats-Stream") != natsName(t.stream) {
 		return nil // not an announcement of ours
 	}
 	switch {
@@ -1122,7 +1122,11 @@ func (t *tailer) batch(ctx context.Context) (int, bool, error) {
 		if msg.Subject != reply {
 			continue // a late answer to an earlier, abandoned request
 		}
-		switch status := msg.Header.Get("Status"); status {
+		status := ""
+		if isStatus(msg, t.stream) {
+			status = msg.Header.Get("Status")
+		}
+		switch status {
 		case "":
 		case "404":
 			return n, true, nil // nothing at or after t.next here yet
@@ -1131,7 +1135,7 @@ func (t *tailer) batch(ctx context.Context) (int, bool, error) {
 		default:
 			return n, false, fmt.Errorf("direct get %s: status %s %s", t.stream, status, msg.Header.Get("Description"))
 		}
-		got, err := strconv.ParseUint(msg.Header.Get("Nats-Sequence"), 10, 64)
+		got, err := strconv.ParseUint(serverHeader(msg.Header, "Nats-Sequence"), 10, 64)
 		if err != nil {
 			return n, false, fmt.Errorf("direct get %s: bad sequence header: %w", t.stream, err)
 		}
@@ -1143,6 +1147,29 @@ func (t *tailer) batch(ctx context.Context) (int, bool, error) {
 		}
 		n++
 	}
+}
+
+// serverHeader is the value the server gave a header it sets on a stored
+// record it sends (an announcement, a direct get's answer: Nats-Stream,
+// Nats-Sequence): the last one. The server appends its own after the
+// record's headers, which are whatever its writer set — any NATS user
+// that may append (a stolen gateway credential among them) can store a
+// record with a Nats-Sequence of its choosing, and the first value would
+// then stop every site's tail at that record, for good.
+func serverHeader(h nats.Header, key string) string {
+	v := h.Values(key)
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
+}
+
+// isStatus reports whether a direct get's answer from stream is a status
+// (not found, end of batch, …) rather than a record. A record always
+// comes with the server's Nats-Stream header and a status never does: a
+// Status header next to it is the record's own (see serverHeader).
+func isStatus(msg *nats.Msg, stream string) bool {
+	return msg.Header.Get("Status") != "" && serverHeader(msg.Header, "Nats-Stream") != natsName(stream)
 }
 
 // stall records that stream's tail stopped at seq, and why.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander"
@@ -587,5 +588,87 @@ func TestLearnPartitionsWithoutABucketLeader(t *testing.T) {
 	}
 	if got, want := tool.Streams(), maker.Streams(); !slices.Equal(got, want) {
 		t.Fatalf("learned the streams %v, want %v", got, want)
+	}
+}
+
+// A record's own headers come back with it, before the ones the server
+// adds (the stream, the sequence) to an announcement or a direct get's
+// answer: a writer of the log that sets them itself (any NATS user that
+// may append, a stolen gateway credential) must not be able to tell the
+// sites where its record lies, nor make its answer look like "not found".
+func TestTailTrustsOnlyTheServersHeaders(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	room := s.RoomStream("g_3")
+	appendOne := func() {
+		if _, _, err := s.Append(ctx, room, "g_3", salamander.Record{Type: salamander.RecMessageSent, Room: "g_3"},
+			jsstore.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan uint64, 100)
+	done := make(chan struct{})
+	tctx, stop := context.WithCancel(ctx)
+	go func() {
+		defer close(done)
+		s.Tail(tctx, room, 1, func(e jsstore.Entry) bool {
+			got <- jsstore.RecordSeq(e.Pos.Seq)
+			return true
+		})
+	}()
+	appendOne()
+	appendOne()
+	body, err := salamander.EncodeRecord(&salamander.Record{Type: salamander.RecMessageSent, Room: "g_3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []nats.Header{
+		{"Nats-Stream": {"SAL_" + strings.ToUpper(room)}, "Nats-Sequence": {"5"}}, // record 3
+		{"Status": {"404"}}, // record 4
+	} {
+		msg := &nats.Msg{Subject: "sal." + room + ".g_3", Data: body, Header: h}
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendOne() // 5
+	appendOne() // 6
+	var live []uint64
+	for len(live) < 6 {
+		select {
+		case seq := <-got:
+			live = append(live, seq)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("live tail delivered %v, then nothing (stalled: %q)", live, s.Stalled()[room])
+		}
+	}
+	stop()
+	<-done
+	if fmt.Sprint(live) != "[1 2 3 4 5 6]" {
+		t.Fatalf("live tail delivered %v, want [1 2 3 4 5 6]", live)
+	}
+	// Read from the log alone (a site rebuilding its read model).
+	var read []uint64
+	rctx, rstop := context.WithTimeout(ctx, 5*time.Second)
+	defer rstop()
+	s.Tail(rctx, room, 1, func(e jsstore.Entry) bool {
+		read = append(read, jsstore.RecordSeq(e.Pos.Seq))
+		if len(read) == 6 {
+			rstop()
+		}
+		return true
+	})
+	if fmt.Sprint(read) != "[1 2 3 4 5 6]" {
+		t.Fatalf("a tail reading the log delivered %v, want [1 2 3 4 5 6] (stalled: %q)", read, s.Stalled()[room])
+	}
+	// A history read of the records (no own copy here: by direct get).
+	recs, err := s.Fetch(ctx, room, []uint64{jsstore.PositionOf(room, 3, 0).Seq, jsstore.PositionOf(room, 4, 0).Seq})
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("Fetch of records 3 and 4: %d records, %v", len(recs), err)
 	}
 }
