@@ -478,6 +478,71 @@ func parsePartitions(value []byte) (int, error) {
 	return n, nil
 }
 
+// clusterBucketConfig is the stream of the cluster bucket, a key-value
+// bucket whose values are written once. Every gateway may publish to it
+// (the first site of a new cluster creates it), so the server itself
+// refuses a second value for a key (one record per key, a new one
+// discarded: an overwrite, a delete marker) and a rollup or purge that
+// would wipe it: a stolen gateway credential cannot give the sites that
+// start next another partition count (each room's records would go to
+// another stream) or another cluster id (every site would refuse its own
+// data).
+func clusterBucketConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:                 "KV_" + clusterBucket,
+		Description:          "Salamander cluster-wide settings, fixed at creation",
+		Subjects:             []string{"$KV." + clusterBucket + ".>"},
+		Storage:              jetstream.FileStorage,
+		Replicas:             replicas,
+		Retention:            jetstream.LimitsPolicy,
+		MaxMsgs:              -1,
+		MaxBytes:             -1,
+		MaxMsgSize:           -1,
+		MaxMsgsPerSubject:    1,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+		Duplicates:           2 * time.Minute,
+		AllowDirect:          true,
+		DenyDelete:           true,
+		DenyPurge:            true,
+	}
+}
+
+// writtenOnce reports whether a cluster bucket's stream refuses what
+// clusterBucketConfig says it must.
+func writtenOnce(cfg jetstream.StreamConfig) bool {
+	return cfg.MaxMsgsPerSubject == 1 && cfg.Discard == jetstream.DiscardNew && cfg.DiscardNewPerSubject &&
+		!cfg.AllowRollup && cfg.DenyPurge && cfg.DenyDelete
+}
+
+// fixClusterBucket makes a cluster bucket that an older version created
+// (a plain key-value bucket: any value overwritten, rolled up or purged by
+// any gateway) written-once. Only the admin credential may change a
+// stream, so the admin CLI (create unset) does, and a site says what to
+// run instead.
+func (s *Store) fixClusterBucket(ctx context.Context, create bool) error {
+	st, err := s.js.Stream(ctx, "KV_"+clusterBucket)
+	if err != nil {
+		return fmt.Errorf("cluster bucket: %w", err)
+	}
+	cfg := st.CachedInfo().Config
+	if writtenOnce(cfg) {
+		return nil
+	}
+	if create {
+		s.log.Error("the cluster bucket " + clusterBucket + " lets any gateway credential rewrite the partition count " +
+			"and the cluster id; run any `salamander admin` command once to make its values fixed (an update only " +
+			"the admin credential may make)")
+		return nil
+	}
+	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
+	cfg.AllowRollup, cfg.DenyPurge, cfg.DenyDelete = false, true, true
+	if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("cluster bucket: make its values fixed: %w", err)
+	}
+	return nil
+}
+
 // ErrNoCluster: UpgradeStreams found no Salamander cluster (no cluster
 // bucket, or no partition count or id in it).
 var ErrNoCluster = errors.New("no Salamander cluster here")
@@ -490,15 +555,16 @@ func (s *Store) ensureStreams(ctx context.Context, create bool) error {
 		return fmt.Errorf("%w: no %s bucket (restore the cluster from a backup, or start its sites)", ErrNoCluster, clusterBucket)
 	}
 	if err != nil && create {
-		kv, err = s.js.CreateKeyValue(cctx, jetstream.KeyValueConfig{
-			Bucket:      clusterBucket,
-			Description: "Salamander cluster-wide settings, fixed at creation",
-			Replicas:    s.cfg.Replicas,
-			Storage:     jetstream.FileStorage,
-		})
+		if _, err = s.js.CreateStream(cctx, clusterBucketConfig(s.cfg.Replicas)); err == nil ||
+			errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			kv, err = s.js.KeyValue(cctx, clusterBucket)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("cluster bucket: %w", err)
+	}
+	if err := s.fixClusterBucket(cctx, create); err != nil {
+		return err
 	}
 	if create {
 		want := strconv.Itoa(s.cfg.Partitions)

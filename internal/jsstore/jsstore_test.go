@@ -672,3 +672,80 @@ func TestTailTrustsOnlyTheServersHeaders(t *testing.T) {
 		t.Fatalf("Fetch of records 3 and 4: %d records, %v", len(recs), err)
 	}
 }
+
+// The cluster bucket's values are fixed once written: every gateway may
+// publish to it (a new cluster's first site creates it), so the server
+// itself must refuse a second value for a key and a rollup that wipes
+// them — a stolen gateway credential could otherwise give every site that
+// starts next another partition count (rooms hashed to other streams) or
+// another cluster id (every site refusing its own data).
+func TestClusterBucketIsWrittenOnce(t *testing.T) {
+	s, url := openStoreOn(t, "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc := s.Conn()
+	for _, m := range []*nats.Msg{
+		{Subject: "$KV.SAL_CLUSTER.partitions", Data: []byte("1")},
+		{Subject: "$KV.SAL_CLUSTER.cluster-id", Header: nats.Header{"KV-Operation": {"PURGE"}, "Nats-Rollup": {"all"}}},
+		{Subject: "$KV.SAL_CLUSTER.partitions", Header: nats.Header{"KV-Operation": {"DEL"}}},
+	} {
+		m.Reply = nats.NewInbox()
+		res, err := nc.RequestMsgWithContext(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(res.Data), `"error"`) {
+			t.Errorf("the cluster bucket took %s %v: %s", m.Subject, m.Header, res.Data)
+		}
+	}
+	again, _ := openStoreWith(t, url, func(c *jsstore.Config) { c.Partitions = 5 })
+	if got := len(again.Streams()); got != 3 {
+		t.Fatalf("a store opened after the writes has %d streams, want 3 (the accounts and 2 partitions)", got)
+	}
+}
+
+// A cluster bucket made by an older version (a plain key-value bucket) is
+// made written-once by the admin CLI's UpgradeStreams; a site, which may
+// not change a stream, still starts on it.
+func TestUpgradeFixesAnOldClusterBucket(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.ClusterAddr = ""
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Shutdown)
+	nc, err := nats.Connect(node.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "SAL_CLUSTER", Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	openStoreOn(t, node.ClientURL(), "") // a site sets the cluster up on it
+	acfg := jsstore.DefaultConfig(node.ClientURL())
+	acfg.Replicas = 1
+	admin, err := jsstore.Open(ctx, acfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.UpgradeStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := nc.RequestWithContext(ctx, "$KV.SAL_CLUSTER.partitions", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(res.Data), `"error"`) {
+		t.Fatalf("the upgraded cluster bucket took a new partition count: %s", res.Data)
+	}
+}
