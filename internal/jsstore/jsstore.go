@@ -692,6 +692,24 @@ func (s *Store) checkStream(name string, info *jetstream.StreamInfo) error {
 	if cfg.Retention != jetstream.LimitsPolicy || cfg.MaxMsgs > 0 || cfg.MaxBytes > 0 || cfg.MaxAge > 0 {
 		problems = append(problems, "it may drop records (retention other than limits, or a max msgs/bytes/age)")
 	}
+	// What else makes the server drop records, or lets a writer make it:
+	// every batch record has one subject, so a per-subject limit keeps the
+	// newest alone; a rollup is one publish by any credential that may
+	// append (a stolen gateway's) purging the stream; a record given a
+	// TTL expires into a hole no site applies past.
+	if cfg.MaxMsgsPerSubject > 0 {
+		problems = append(problems, "it keeps a limited number of records per subject (max_msgs_per_subject)")
+	}
+	if cfg.AllowRollup {
+		problems = append(problems, "rollups are allowed (allow_rollup_hdrs): any writer could purge it")
+	}
+	if cfg.AllowMsgTTL || cfg.SubjectDeleteMarkerTTL > 0 {
+		problems = append(problems, "records may be given a TTL (allow_msg_ttl)")
+	}
+	// Records only the sites append, in the order they append them.
+	if cfg.Mirror != nil || len(cfg.Sources) > 0 || cfg.Sealed {
+		problems = append(problems, "it is a mirror, takes sources, or is sealed")
+	}
 	if c := info.Cluster; c != nil && s.cfg.Replicas > 1 {
 		peers := map[string]bool{c.Leader: c.Leader != ""}
 		for _, r := range c.Replicas {

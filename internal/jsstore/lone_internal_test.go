@@ -177,3 +177,36 @@ func TestUpgradeStreamsCreatesNothing(t *testing.T) {
 		t.Fatalf("p1 after UpgradeStreams: %v", err)
 	}
 }
+
+// checkStream refuses every setting by which the server itself would drop
+// or let a writer drop records of the log, not only the limits: a limit
+// of records per subject (every batch record shares one subject, so all
+// but the newest would go), rollups (one publish by any gateway
+// credential purges the stream), per-message TTLs (a record that expires
+// leaves a hole no site applies past), and a mirror or sources (records
+// the sites did not append). A stream as Salamander creates it passes.
+func TestCheckStreamRefusesWhatCanDropRecords(t *testing.T) {
+	s := &Store{cfg: Config{Replicas: 1}}
+	good := func() jetstream.StreamConfig {
+		return jetstream.StreamConfig{Name: "SAL_P0", Subjects: []string{"sal.p0.>"}, Storage: jetstream.FileStorage,
+			Replicas: 1, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew, AllowDirect: true,
+			MaxMsgsPerSubject: -1, RePublish: republish("p0")}
+	}
+	if err := s.checkStream("p0", &jetstream.StreamInfo{Config: good()}); err != nil {
+		t.Fatalf("a stream as Salamander creates it: %v", err)
+	}
+	for name, change := range map[string]func(*jetstream.StreamConfig){
+		"max msgs per subject": func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 1 },
+		"rollups":              func(c *jetstream.StreamConfig) { c.AllowRollup = true },
+		"message TTLs":         func(c *jetstream.StreamConfig) { c.AllowMsgTTL = true },
+		"a mirror":             func(c *jetstream.StreamConfig) { c.Mirror = &jetstream.StreamSource{Name: "X"} },
+		"sources":              func(c *jetstream.StreamConfig) { c.Sources = []*jetstream.StreamSource{{Name: "X"}} },
+		"sealed":               func(c *jetstream.StreamConfig) { c.Sealed = true },
+	} {
+		cfg := good()
+		change(&cfg)
+		if err := s.checkStream("p0", &jetstream.StreamInfo{Config: cfg}); !errors.Is(err, ErrStreamConfig) {
+			t.Errorf("a stream with %s: %v, want it refused", name, err)
+		}
+	}
+}
