@@ -37,23 +37,27 @@ func TestDeployExamplesMatchTheCode(t *testing.T) {
 	}
 	auth, _ := m["authorization"].(map[string]any)
 	users, _ := auth["users"].([]any)
-	pub, sub := jsstore.GatewayPermissions()
 	gateways := 0
 	for _, u := range users {
 		user := u.(map[string]any)
-		if !strings.HasPrefix(user["user"].(string), "gateway-") {
+		name := user["user"].(string)
+		if !strings.HasPrefix(name, "gateway-") {
 			if user["permissions"] != nil {
-				t.Errorf("%v is limited", user["user"])
+				t.Errorf("%v is limited", name)
 			}
 			continue
 		}
 		gateways++
+		pub, sub := jsstore.GatewayPermissions(name)
 		perms, _ := user["permissions"].(map[string]any)
 		if got := strs(perms["publish"]); !slices.Equal(got, pub) {
-			t.Errorf("%v may publish %v, embedded servers allow %v", user["user"], got, pub)
+			t.Errorf("%v may publish %v, embedded servers allow %v", name, got, pub)
 		}
 		if got := strs(perms["subscribe"]); !slices.Equal(got, sub) {
-			t.Errorf("%v may subscribe %v, embedded servers allow %v", user["user"], got, sub)
+			t.Errorf("%v may subscribe %v, embedded servers allow %v", name, got, sub)
+		}
+		if perms["allow_responses"] != true {
+			t.Errorf("%v may not answer requests (allow_responses: true), as embedded servers allow", name)
 		}
 	}
 	if gateways != 3 {

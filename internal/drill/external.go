@@ -140,12 +140,12 @@ func (c *Cluster) natsConf(s *siteProc) (string, error) {
 		}
 		return filepath.Join(dir, p)
 	}
-	pub, sub := jsstore.GatewayPermissions()
 	var users []string
 	for _, u := range sec.Users {
 		perm := ""
 		if u.Role != secrets.RoleAdmin {
-			perm = fmt.Sprintf(", permissions: { publish: %s, subscribe: %s }", confList(pub), confList(sub))
+			pub, sub := jsstore.GatewayPermissions(u.Name)
+			perm = fmt.Sprintf(", permissions: { publish: %s, subscribe: %s, allow_responses: true }", confList(pub), confList(sub))
 		}
 		users = append(users, fmt.Sprintf("    { user: %q, password: %q%s }", u.Name, u.PasswordHash, perm))
 	}

@@ -21,14 +21,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
-// natsAs connects to site i's NATS server with opts (and nothing else).
+// natsAs connects to site i's NATS server with opts (and nothing else;
+// opts come last, so that they may replace the quiet error handler).
 func natsAs(t *testing.T, i int, opts ...nats.Option) (*nats.Conn, error) {
 	t.Helper()
-	opts = append(opts, nats.Timeout(5*time.Second), nats.MaxReconnects(0),
-		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	opts = append([]nats.Option{nats.Timeout(5 * time.Second), nats.MaxReconnects(0),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}, opts...)
 	return nats.Connect(cluster.NATSURL(i), opts...)
 }
 
@@ -43,7 +45,8 @@ func siteCreds(t *testing.T, i int) []nats.Option {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []nats.Option{nats.UserInfo(sec.NATSUser, sec.NATSPassword), nats.Secure(tc)}
+	return []nats.Option{nats.UserInfo(sec.NATSUser, sec.NATSPassword), nats.Secure(tc),
+		nats.CustomInboxPrefix(jsstore.InboxPrefix(sec.NATSUser))}
 }
 
 // Whoever reaches a NATS client port without a credential gets nothing,
@@ -119,6 +122,39 @@ func TestGatewayCredentialCannotDestroyTheLog(t *testing.T) {
 	}
 	if got := ast.CachedInfo().State.Msgs; got < before {
 		t.Fatalf("stream holds %d records, held %d", got, before)
+	}
+	// Nor may it read or answer the replies of another site's gateway
+	// (whose connection to this server routes them here).
+	refused := make(chan error, 4)
+	spy, err := natsAs(t, 1, append(siteCreds(t, 1),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { refused <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	for _, subj := range []string{"_INBOX.>", jsstore.InboxPrefix(secrets.GatewayUser("a")) + ".>"} {
+		if _, err := spy.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-refused:
+			if !strings.Contains(err.Error(), "Permissions Violation") {
+				t.Fatalf("a subscription to %s failed otherwise: %v", subj, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("a gateway credential may subscribe to %s", subj)
+		}
+	}
+	if err := spy.Publish(jsstore.InboxPrefix(secrets.GatewayUser("a"))+".x.1", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-refused:
+		if !strings.Contains(err.Error(), "Permissions Violation") {
+			t.Fatalf("a publish to another gateway's inbox failed otherwise: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a gateway credential may publish to another gateway's inbox")
 	}
 }
 

@@ -282,7 +282,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}),
 	}
 	if cfg.User != "" {
-		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password), nats.CustomInboxPrefix(InboxPrefix(cfg.User)))
 	}
 	switch {
 	case cfg.InProcess != nil:
@@ -1429,13 +1429,22 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
 
-// GatewayPermissions are the subjects a gateway's NATS user needs: it
+// GatewayPermissions are the subjects the NATS user of a gateway needs: it
 // appends records and reads them (direct gets, stream info), follows commit
-// announcements, uses the ephemeral subjects (typing, presence) and their
-// replies, creates the streams and the cluster bucket of a new cluster, and
-// moves leaders (balancing). Everything else — deleting, purging, updating,
+// announcements, uses the ephemeral subjects (typing, presence), creates
+// the streams and the cluster bucket of a new cluster, and moves leaders
+// (balancing). Everything else — deleting, purging, updating,
 // snapshotting or restoring a stream, deleting its records — is refused.
-func GatewayPermissions() (publish, subscribe []string) {
+//
+// Replies come to the user's own inboxes only (InboxPrefix), and it
+// answers another's request only as a reply to a request it was sent (the
+// server's allow_responses, which the caller grants with these): with
+// every gateway free to subscribe and publish to _INBOX.>, one stolen
+// gateway credential read every other connection's replies and answered
+// their requests before the server did — a tail's direct gets are
+// numbered in order, so it could have a site apply a record no one
+// appended in place of one a user was told was sent.
+func GatewayPermissions(user string) (publish, subscribe []string) {
 	publish = []string{
 		"sal.>",
 		"$KV." + clusterBucket + ".>",
@@ -1447,11 +1456,14 @@ func GatewayPermissions() (publish, subscribe []string) {
 		"$JS.API.STREAM.LEADER.STEPDOWN.*",
 		"$JS.API.DIRECT.GET.>",
 		"$JS.API.STREAM.MSG.GET.*",
-		"_INBOX.>",
 	}
-	subscribe = []string{"_INBOX.>", "salc.>", "sal.eph.>"}
+	subscribe = []string{InboxPrefix(user) + ".>", "salc.>", "sal.eph.>"}
 	return publish, subscribe
 }
+
+// InboxPrefix is where the replies to user's connections come: its own
+// subjects, which no other gateway may read (see GatewayPermissions).
+func InboxPrefix(user string) string { return "_INBOX." + user }
 
 func subjectRoot(stream string) string { return "sal." + stream }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/freeport"
@@ -747,5 +749,112 @@ func TestUpgradeFixesAnOldClusterBucket(t *testing.T) {
 	}
 	if !strings.Contains(string(res.Data), `"error"`) {
 		t.Fatalf("the upgraded cluster bucket took a new partition count: %s", res.Data)
+	}
+}
+
+// startWithGateways starts a one-server JetStream that admits the gateway
+// users named (password "pw-" + name), each with a gateway's permissions,
+// and returns its client URL.
+func startWithGateways(ctx context.Context, t *testing.T, names ...string) string {
+	t.Helper()
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.ClusterAddr = ""
+	for _, name := range names {
+		hash, err := bcrypt.GenerateFromPassword([]byte("pw-"+name), 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, sub := jsstore.GatewayPermissions(name)
+		cfg.Users = append(cfg.Users, natsnode.User{Name: name, PasswordHash: string(hash), Publish: pub, Subscribe: sub,
+			AllowResponses: true})
+	}
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Shutdown)
+	return node.ClientURL()
+}
+
+// One gateway's credential can neither read the replies another
+// gateway's connection is sent nor answer its requests: a stolen one
+// could otherwise watch a tail's direct gets (their reply subjects are
+// numbered in order), answer the next one itself before the server does,
+// and have that site apply a record no one appended in place of the one
+// a user was told was sent.
+func TestGatewayCannotAnswerAnotherGatewaysRequests(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := startWithGateways(ctx, t, "gateway-a", "gateway-b")
+	s, _ := openStoreWith(t, url, func(c *jsstore.Config) { c.User, c.Password = "gateway-a", "pw-gateway-a" })
+	room := s.RoomStream("g_5")
+	forged, err := salamander.EncodeRecord(&salamander.Record{Type: salamander.RecMessageSent, Room: "forged"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan error, 10)
+	spy, err := nats.Connect(url, nats.UserInfo("gateway-b", "pw-gateway-b"), nats.CustomInboxPrefix("_INBOX.gateway-b"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { refused <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	forgedOne := make(chan struct{}, 1)
+	// Every reply seen (a tail's probe of the log, every 500 ms) is
+	// answered in advance for the next request of the same tail.
+	if _, err := spy.Subscribe("_INBOX.>", func(m *nats.Msg) {
+		i := strings.LastIndexByte(m.Subject, '.')
+		n, err := strconv.Atoi(m.Subject[i+1:])
+		if err != nil || strings.HasPrefix(m.Subject, "_INBOX.gateway-b.") {
+			return
+		}
+		next := m.Subject[:i+1] + strconv.Itoa(n+1)
+		_ = spy.PublishMsg(&nats.Msg{Subject: next, Data: forged, Header: nats.Header{
+			"Nats-Stream": {"SAL_" + strings.ToUpper(room)}, "Nats-Sequence": {"1"}}})
+		select {
+		case forgedOne <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan jsstore.Entry, 10)
+	tctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go s.Tail(tctx, room, 1, func(e jsstore.Entry) bool {
+		got <- e
+		return true
+	})
+	select {
+	case <-forgedOne:
+		// The spy read a reply of the tail's and answered the next
+		// request in advance: with nothing appended yet, whatever the
+		// tail delivers now is its forgery.
+		select {
+		case e := <-got:
+			t.Fatalf("with nothing appended, the tail delivered record %d of room %q, answered by another gateway",
+				jsstore.RecordSeq(e.Pos.Seq), e.Record.Room)
+		case <-ctx.Done():
+			t.Fatal("the tail delivered nothing")
+		}
+	case err := <-refused:
+		if !strings.Contains(err.Error(), "Permissions Violation") {
+			t.Fatalf("the spy's subscription failed, but not for its permissions: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the spy neither saw a reply of the tail's nor was refused")
+	}
+	if _, _, err := s.Append(ctx, room, "g_5", salamander.Record{Type: salamander.RecMessageSent, Room: "g_5"},
+		jsstore.AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-got:
+		if e.Record.Room != "g_5" || jsstore.RecordSeq(e.Pos.Seq) != 1 {
+			t.Fatalf("the tail delivered record %d of room %q; want 1 of g_5, the one appended", jsstore.RecordSeq(e.Pos.Seq), e.Record.Room)
+		}
+	case <-ctx.Done():
+		t.Fatal("the tail delivered nothing")
 	}
 }

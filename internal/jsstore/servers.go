@@ -33,7 +33,7 @@ func (s *Store) Probe(ctx context.Context, rawURL string) (ServerProbe, error) {
 		nats.IgnoreDiscoveredServers(),
 	}
 	if s.cfg.User != "" {
-		opts = append(opts, nats.UserInfo(s.cfg.User, s.cfg.Password))
+		opts = append(opts, nats.UserInfo(s.cfg.User, s.cfg.Password), nats.CustomInboxPrefix(InboxPrefix(s.cfg.User)))
 	}
 	if s.cfg.TLS != nil {
 		opts = append(opts, nats.Secure(s.cfg.TLS))

@@ -83,6 +83,10 @@ type User struct {
 	// Publish and Subscribe list the subjects the user may publish and
 	// subscribe to (wildcards allowed); nil allows every subject.
 	Publish, Subscribe []string
+	// AllowResponses lets a user limited by Publish answer a request it
+	// was sent (once, within 2 minutes: allow_responses), whatever its
+	// reply subject.
+	AllowResponses bool
 }
 
 // RouteUser is the user name routes authenticate with.
@@ -369,6 +373,9 @@ func (c Config) options() (*server.Options, error) {
 			su.Permissions = &server.Permissions{
 				Publish:   &server.SubjectPermission{Allow: u.Publish},
 				Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+			}
+			if u.AllowResponses {
+				su.Permissions.Response = &server.ResponsePermission{} // the server's defaults
 			}
 		}
 		opts.Users = append(opts.Users, su)

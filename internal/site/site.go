@@ -451,11 +451,11 @@ func embeddedNATS(cfg Config) (natsnode.Config, error) {
 	n := cfg.NATS
 	n.Site = cfg.Site
 	sec := cfg.Secrets
-	pub, sub := jsstore.GatewayPermissions()
 	for _, u := range sec.Users {
 		nu := natsnode.User{Name: u.Name, PasswordHash: u.PasswordHash}
 		if u.Role != secrets.RoleAdmin {
-			nu.Publish, nu.Subscribe = pub, sub
+			nu.Publish, nu.Subscribe = jsstore.GatewayPermissions(u.Name)
+			nu.AllowResponses = true
 		}
 		n.Users = append(n.Users, nu)
 	}
