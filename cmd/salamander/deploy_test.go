@@ -48,7 +48,8 @@ func TestDeployExamplesMatchTheCode(t *testing.T) {
 			continue
 		}
 		gateways++
-		pub, sub := jsstore.GatewayPermissions(name)
+		site, _ := secrets.GatewaySite(name)
+		pub, sub := jsstore.GatewayPermissions(site)
 		perms, _ := user["permissions"].(map[string]any)
 		if got := strs(perms["publish"]); !slices.Equal(got, pub) {
 			t.Errorf("%v may publish %v, embedded servers allow %v", name, got, pub)

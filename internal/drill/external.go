@@ -144,7 +144,11 @@ func (c *Cluster) natsConf(s *siteProc) (string, error) {
 	for _, u := range sec.Users {
 		perm := ""
 		if u.Role != secrets.RoleAdmin {
-			pub, sub := jsstore.GatewayPermissions(u.Name)
+			site, ok := secrets.GatewaySite(u.Name)
+			if !ok {
+				return "", fmt.Errorf("drill: NATS user %s is a gateway's but not named gateway-SITE", u.Name)
+			}
+			pub, sub := jsstore.GatewayPermissions(site)
 			perm = fmt.Sprintf(", permissions: { publish: %s, subscribe: %s, allow_responses: true }", confList(pub), confList(sub))
 		}
 		users = append(users, fmt.Sprintf("    { user: %q, password: %q%s }", u.Name, u.PasswordHash, perm))

@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/natsnode"
 )
 
 // openSiteStores starts a one-server JetStream (R1, its server "site-a")
@@ -361,5 +365,91 @@ func TestClosedStoreAnswersEveryAppend(t *testing.T) {
 	}
 	if _, err := sendMessage(ctx, s, "d_after_close", "late"); salamander.ErrorCode(err) != salamander.CodeUnavailable {
 		t.Fatalf("an append after Close: %v, want unavailable", err)
+	}
+}
+
+// Only a site's own gateways take the batches forwarded to it: another
+// site's gateway credential (stolen) that could subscribe to the site's
+// gather subject would take a share of its forwards and answer them as
+// stored, and their senders would be told "sent" for messages the log
+// never held.
+func TestOnlyTheSitesGatewaysTakeItsForwards(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	forwardEveryBatch(t)
+	cfg := loneServerConfig(t)
+	for _, site := range []string{"a", "b", "c"} {
+		hash, err := bcrypt.GenerateFromPassword([]byte("pw-"+site), 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := natsnode.User{Name: "gateway-" + site, PasswordHash: string(hash), AllowResponses: true}
+		u.Publish, u.Subscribe = GatewayPermissions(site)
+		cfg.Users = append(cfg.Users, u)
+	}
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Shutdown)
+	var stores []*Store
+	for _, site := range []string{"a", "b"} { // the server is site-a: a leads
+		s := openTestStore(ctx, t, node.ClientURL(), func(c *Config) {
+			c.Site, c.User, c.Password = site, "gateway-"+site, "pw-"+site
+		})
+		if err := s.Gather(true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Status(ctx); err != nil {
+			t.Fatal(err)
+		}
+		stores = append(stores, s)
+	}
+	refused := make(chan error, 4)
+	spy, err := nats.Connect(node.ClientURL(), nats.UserInfo("gateway-c", "pw-c"), nats.CustomInboxPrefix(InboxPrefix("gateway-c")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { refused <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	if _, err := spy.QueueSubscribe(subjGather+"a", gatherQueue, func(m *nats.Msg) {
+		stream, batch, err := decodeForward(m.Data)
+		if err != nil {
+			return
+		}
+		res := make([]appendResult, len(batch))
+		for i := range res {
+			res[i].pos = PositionOf(stream, 1_000_000+uint64(i), 0)
+		}
+		_ = m.Respond(encodeForwardReply(res))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.FlushWithContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const room, n = "g_spy", 20
+	for i := range n {
+		cid := fmt.Sprintf("b-%02d", i)
+		pos, err := sendMessage(ctx, stores[1], room, cid)
+		if err != nil {
+			t.Fatal(cid, err)
+		}
+		if RecordSeq(pos.Seq) >= 1_000_000 {
+			t.Fatalf("%s was answered as stored at record %d, by another site's gateway: the log never held it", cid, RecordSeq(pos.Seq))
+		}
+	}
+	// Forwards still work under the gateways' permissions: the leading
+	// site's gatherer answered each (allow_responses), none fell back.
+	if sent, back := stores[1].Forwarded(); sent == 0 || back != 0 {
+		t.Fatalf("forwarded %d batches, %d of them appended here after all; want some, none", sent, back)
+	}
+	select {
+	case err := <-refused:
+		if !strings.Contains(err.Error(), "Permissions Violation") {
+			t.Fatalf("the spy's subscription failed, but not for its permissions: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("another site's gateway may take this site's forwards")
 	}
 }

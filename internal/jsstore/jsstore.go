@@ -1429,22 +1429,25 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
 
-// GatewayPermissions are the subjects the NATS user of a gateway needs: it
-// appends records and reads them (direct gets, stream info), follows commit
-// announcements, uses the ephemeral subjects (typing, presence), creates
+// GatewayPermissions are the subjects the NATS user of site's gateway
+// needs: it appends records and reads them (direct gets, stream info),
+// follows commit announcements, uses the ephemeral subjects (typing,
+// presence, heartbeats), takes the batches forwarded to its site, creates
 // the streams and the cluster bucket of a new cluster, and moves leaders
 // (balancing). Everything else — deleting, purging, updating,
 // snapshotting or restoring a stream, deleting its records — is refused.
 //
-// Replies come to the user's own inboxes only (InboxPrefix), and it
-// answers another's request only as a reply to a request it was sent (the
-// server's allow_responses, which the caller grants with these): with
-// every gateway free to subscribe and publish to _INBOX.>, one stolen
-// gateway credential read every other connection's replies and answered
-// their requests before the server did — a tail's direct gets are
-// numbered in order, so it could have a site apply a record no one
-// appended in place of one a user was told was sent.
-func GatewayPermissions(user string) (publish, subscribe []string) {
+// What is addressed to another site's gateways is not its to read: replies
+// come to the user's own inboxes only (InboxPrefix), it answers a request
+// only as the reply to one it was sent (the server's allow_responses,
+// which the caller grants with these), and it takes forwarded batches of
+// its own site only. With _INBOX.> and sal.eph.> open to every gateway,
+// one stolen gateway credential read every other connection's replies and
+// answered their requests before the server did (a tail's direct gets are
+// numbered in order: a site applied a record no one appended), and took a
+// share of another site's forwarded batches and answered them as stored
+// (their senders told "sent" of messages the log never held).
+func GatewayPermissions(site string) (publish, subscribe []string) {
 	publish = []string{
 		"sal.>",
 		"$KV." + clusterBucket + ".>",
@@ -1457,7 +1460,18 @@ func GatewayPermissions(user string) (publish, subscribe []string) {
 		"$JS.API.DIRECT.GET.>",
 		"$JS.API.STREAM.MSG.GET.*",
 	}
-	subscribe = []string{InboxPrefix(user) + ".>", "salc.>", "sal.eph.>"}
+	subscribe = []string{
+		InboxPrefix(secrets.GatewayUser(site)) + ".>",
+		"salc.>",
+		// The gateway's typing and presence (internal/gateway), the
+		// sites' heartbeats (internal/site) and this site's gatherers.
+		"sal.eph.typing",
+		"sal.eph.presence",
+		"sal.eph.presence.v2",
+		"sal.eph.presence.v2.sync.*",
+		"sal.eph.hb.*",
+		subjGather + site,
+	}
 	return publish, subscribe
 }
 

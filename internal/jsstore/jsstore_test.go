@@ -22,6 +22,7 @@ import (
 	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 // openStore starts a one-server JetStream (R1) and opens a store on it.
@@ -765,7 +766,8 @@ func startWithGateways(ctx context.Context, t *testing.T, names ...string) strin
 		if err != nil {
 			t.Fatal(err)
 		}
-		pub, sub := jsstore.GatewayPermissions(name)
+		site, _ := secrets.GatewaySite(name)
+		pub, sub := jsstore.GatewayPermissions(site)
 		cfg.Users = append(cfg.Users, natsnode.User{Name: name, PasswordHash: string(hash), Publish: pub, Subscribe: sub,
 			AllowResponses: true})
 	}

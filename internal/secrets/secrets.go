@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -49,6 +50,13 @@ const AdminUser = "admin"
 
 // GatewayUser is the NATS user name of site's gateway.
 func GatewayUser(site string) string { return "gateway-" + site }
+
+// GatewaySite is the site whose gateway user is named user (GatewayUser),
+// and whether it is one.
+func GatewaySite(user string) (string, bool) {
+	site, ok := strings.CutPrefix(user, "gateway-")
+	return site, ok && validSiteName(site)
+}
 
 // User is a NATS user every server of the cluster admits.
 type User struct {

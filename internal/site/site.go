@@ -454,7 +454,11 @@ func embeddedNATS(cfg Config) (natsnode.Config, error) {
 	for _, u := range sec.Users {
 		nu := natsnode.User{Name: u.Name, PasswordHash: u.PasswordHash}
 		if u.Role != secrets.RoleAdmin {
-			nu.Publish, nu.Subscribe = jsstore.GatewayPermissions(u.Name)
+			site, ok := secrets.GatewaySite(u.Name)
+			if !ok {
+				return n, fmt.Errorf("site %s: NATS user %s is a gateway's but not named gateway-SITE", cfg.Site, u.Name)
+			}
+			nu.Publish, nu.Subscribe = jsstore.GatewayPermissions(site)
 			nu.AllowResponses = true
 		}
 		n.Users = append(n.Users, nu)
