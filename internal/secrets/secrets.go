@@ -311,6 +311,39 @@ func (s *Site) serverTLS() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
+// CertificateExpiry is when the first of the site's certificate (its
+// chain) and the deployment's CA expires (zero for plain): every link of
+// the site fails from then on.
+func (s *Site) CertificateExpiry() (time.Time, error) {
+	if !s.TLS() {
+		return time.Time{}, nil
+	}
+	var first time.Time
+	for _, p := range []string{s.path(s.Cert), s.path(s.CA)} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("secrets: %w", err)
+		}
+		for {
+			var block *pem.Block
+			if block, b = pem.Decode(b); block == nil {
+				break
+			}
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("secrets: %s: %w", p, err)
+			}
+			if first.IsZero() || c.NotAfter.Before(first) {
+				first = c.NotAfter
+			}
+		}
+	}
+	return first, nil
+}
+
 // ClientTLS is what the site's gateway trusts when it connects to NATS
 // (nil for plain).
 func (s *Site) ClientTLS() (*tls.Config, error) {

@@ -286,8 +286,9 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	s.http = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 256 << 10}
 	s.http.RegisterOnShutdown(s.gw.CloseStreams) // event streams never go idle
+	var certs *certFiles
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
-		certs, err := newCertFiles(cfg.TLSCert, cfg.TLSKey, s.log)
+		certs, err = newCertFiles(cfg.TLSCert, cfg.TLSKey, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
 		}
@@ -301,10 +302,14 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 		s.log.Warn("no --sites given: /v1/sites lists no site, so clients cannot learn where to fail over, " +
 			"and this site counts the deployment's sites from its routes")
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go func() {
 		defer s.wg.Done()
 		s.hb.run(bg, s.store.Conn(), s.siteCount())
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchCertificates(bg, certs)
 	}()
 	go func() {
 		defer s.wg.Done()
