@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander/internal/balancer"
+	"github.com/salamander-chat/salamander/internal/certfiles"
 )
 
 const lbUsage = `usage: salamander lb --listen ADDR --backends URL,URL,… [flags]
@@ -70,14 +71,29 @@ func runLB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("lb: %w", err)
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("lb: %w", err)
-	}
 	// Idle kept-alive connections are let go after IdleTimeout; a request
 	// body has the balancer's own deadline (a WebSocket, once upgraded,
 	// none: its gateway pings it).
 	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if *cert != "" {
+		// As a gateway serves HTTPS: the files are re-read when they
+		// change (a restart would drop every WebSocket of the site), a
+		// key any user may read is refused, and browsers are told to
+		// come back over HTTPS only.
+		files, err := certfiles.Load(*cert, *key, log)
+		if err != nil {
+			return fmt.Errorf("lb: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: files.GetCertificate}
+		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+			b.ServeHTTP(w, r)
+		})
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("lb: %w", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -95,7 +111,7 @@ func runLB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "balancing %d gateways at %s://%s\n", len(cfg.Backends), scheme, ln.Addr())
 	if *cert != "" {
-		err = srv.ServeTLS(ln, *cert, *key)
+		err = srv.ServeTLS(ln, "", "")
 	} else {
 		err = srv.Serve(ln)
 	}

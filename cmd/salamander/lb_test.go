@@ -2,14 +2,20 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
 // lb refuses what it cannot run with instead of starting half-configured.
@@ -70,5 +76,92 @@ func TestLBServes(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("lb stopped with %v", err)
+	}
+}
+
+// lb serves HTTPS as a gateway does: a renewed certificate (its files
+// replaced, as an ACME client does) is served without a restart, which
+// would drop every WebSocket of the site; every answer carries HSTS; and
+// a key every user of the host may read is refused.
+func TestLBServesARenewedCertificate(t *testing.T) {
+	var pairs [2][2][]byte // cert, key of two deployments
+	for i := range pairs {
+		dir := filepath.Join(t.TempDir(), "s")
+		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4}); err != nil {
+			t.Fatal(err)
+		}
+		for j, f := range []string{"cert.pem", "key.pem"} {
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pairs[i][j] = b
+		}
+	}
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	install := func(i int, at time.Time) {
+		for j, p := range []string{certPath, keyPath} {
+			if err := os.WriteFile(p, pairs[i][j], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, at, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(0, time.Now().Add(-time.Hour))
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer gw.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"lb", "--listen", "127.0.0.1:0", "--backends", gw.URL, "--interval", "20ms",
+			"--tls-cert", certPath, "--tls-key", keyPath}, strings.NewReader(""), w, io.Discard)
+		w.Close()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url, _ := strings.Cut(strings.TrimSpace(line), " at ")
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	served := func() ([]byte, *http.Response) {
+		res, err := hc.Get(url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		hc.CloseIdleConnections() // the next request shakes hands anew
+		return res.TLS.PeerCertificates[0].Raw, res
+	}
+	first, res := served()
+	if res.Header.Get("Strict-Transport-Security") == "" {
+		t.Error("lb's HTTPS answers carry no Strict-Transport-Security")
+	}
+	install(1, time.Now())
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if now, _ := served(); !bytes.Equal(now, first) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lb still serves the certificate it started with, 20 s after its files were replaced")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-done
+
+	if err := os.Chmod(keyPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = run(t.Context(), []string{"lb", "--listen", "127.0.0.1:0", "--backends", gw.URL, "--tls-cert", certPath,
+		"--tls-key", keyPath}, strings.NewReader(""), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "readable by every user") {
+		t.Fatalf("lb with a world-readable key: %v", err)
 	}
 }

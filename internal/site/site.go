@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/certfiles"
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/natsnode"
@@ -286,13 +287,13 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	s.http = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 256 << 10}
 	s.http.RegisterOnShutdown(s.gw.CloseStreams) // event streams never go idle
-	var certs *certFiles
+	var certs *certfiles.Files
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
-		certs, err = newCertFiles(cfg.TLSCert, cfg.TLSKey, s.log)
+		certs, err = certfiles.Load(cfg.TLSCert, cfg.TLSKey, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", cfg.Site, err)
 		}
-		s.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
+		s.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
 		s.https = true
 	}
 	bg, cancel := context.WithCancel(context.Background())

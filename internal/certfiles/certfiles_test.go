@@ -1,8 +1,7 @@
-package site
+package certfiles
 
 import (
 	"bytes"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -43,20 +42,20 @@ func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
 	}
 	install(0, time.Now().Add(-time.Hour))
 	var logged bytes.Buffer
-	c, err := newCertFiles(certPath, keyPath, slog.New(slog.NewTextHandler(&logged, nil)))
+	c, err := Load(certPath, keyPath, slog.New(slog.NewTextHandler(&logged, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, _ := c.get(nil)
+	first, _ := c.GetCertificate(nil)
 	install(1, time.Now())
 	c.mu.Lock()
-	c.checked = time.Time{} // as if certRecheck had passed
+	c.checked = time.Time{} // as if Recheck had passed
 	c.mu.Unlock()
-	second, _ := c.get(nil)
+	second, _ := c.GetCertificate(nil)
 	if bytes.Equal(first.Certificate[0], second.Certificate[0]) {
 		t.Fatal("the renewed certificate was not served")
 	}
-	if _, err := newCertFiles(certPath, "", slog.Default()); err == nil {
+	if _, err := Load(certPath, "", slog.Default()); err == nil {
 		t.Fatal("a certificate without its key was accepted")
 	}
 
@@ -67,7 +66,7 @@ func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
 	c.mu.Lock()
 	c.checked = time.Time{}
 	c.mu.Unlock()
-	if third, _ := c.get(nil); third != second {
+	if third, _ := c.GetCertificate(nil); third != second {
 		t.Fatal("a broken renewal replaced the certificate served")
 	}
 	if !strings.Contains(logged.String(), "do not load") {
@@ -79,45 +78,7 @@ func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
 	if err := os.Chmod(keyPath, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newCertFiles(certPath, keyPath, slog.Default()); err == nil || !strings.Contains(err.Error(), "readable by every user") {
+	if _, err := Load(certPath, keyPath, slog.Default()); err == nil || !strings.Contains(err.Error(), "readable by every user") {
 		t.Fatalf("a world-readable key: %v", err)
 	}
-}
-
-// A site whose certificates are about to expire says so (log and
-// /v1/status warnings) while there is time to rotate them: `salamander
-// certs` makes every site's certificate and the CA at once, so they
-// expire together, and then every route and NATS connection of the
-// deployment fails at the same moment.
-func TestSiteWarnsOfCertificatesAboutToExpire(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "secrets")
-	if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4, Valid: 10 * 24 * time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := secrets.LoadSite(secrets.SiteFile(dir, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig("a", filepath.Join(t.TempDir(), "data"))
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.NATS.ClientAddr, cfg.NATS.ClusterAddr = "127.0.0.1:0", ""
-	cfg.Secrets = sec
-	cfg.TLSCert = filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), "cert.pem")
-	cfg.TLSKey = filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), "key.pem")
-	s, err := Start(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	waitFor(t, 10*time.Second, func() error {
-		var nats, https bool
-		for _, w := range s.Gateway().Warnings() {
-			nats = nats || strings.Contains(w, "NATS certificate") && strings.Contains(w, "expires")
-			https = https || strings.Contains(w, "HTTPS certificate") && strings.Contains(w, "expires")
-		}
-		if !nats || !https {
-			return fmt.Errorf("warnings %q: want the NATS and the HTTPS certificates' expiry", s.Gateway().Warnings())
-		}
-		return nil
-	})
 }
