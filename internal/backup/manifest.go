@@ -178,6 +178,12 @@ func (s *Stream) check() error {
 		Direct     *bool   `json:"allow_direct"`
 		Discard    *string `json:"discard"`
 		MaxPerSubj int64   `json:"max_msgs_per_subject"`
+		Rollup     bool    `json:"allow_rollup_hdrs"`
+		MsgTTL     bool    `json:"allow_msg_ttl"`
+		MarkerTTL  int64   `json:"subject_delete_marker_ttl"`
+		Mirror     any     `json:"mirror"`
+		Sources    []any   `json:"sources"`
+		Sealed     bool    `json:"sealed"`
 	}
 	if err := json.Unmarshal(s.Config, &cfg); err != nil || cfg.Name != s.Name {
 		return fmt.Errorf("its configuration does not name it (%v)", err)
@@ -199,6 +205,16 @@ func (s *Stream) check() error {
 	}
 	if s.Name != "KV_"+clusterBucket && (cfg.Direct != nil && !*cfg.Direct || cfg.MaxPerSubj > 0) {
 		problems = append(problems, "direct gets off, or a limit of records per subject")
+	}
+	// As a site's start refuses them (jsstore's checkStream): any writer
+	// could purge the stream (a rollup) or make a record expire into a
+	// hole, or records would come from elsewhere. (A cluster bucket made
+	// before 2026-12-02 allows rollups; the next admin command ends that.)
+	if s.Name != "KV_"+clusterBucket && cfg.Rollup {
+		problems = append(problems, "rollups allowed")
+	}
+	if cfg.MsgTTL || cfg.MarkerTTL > 0 || cfg.Mirror != nil || len(cfg.Sources) > 0 || cfg.Sealed {
+		problems = append(problems, "message TTLs allowed, a mirror, sources or a seal")
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("its settings break Salamander's guarantees: %s", strings.Join(problems, "; "))

@@ -90,6 +90,20 @@ func TestDecodeManifestRefusesBadManifests(t *testing.T) {
 		"in memory": func(m *backup.Manifest) {
 			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"storage":"memory"}`)
 		},
+		// As a site's start refuses them (jsstore.checkStream): any writer
+		// could purge the stream, or make a record expire into a hole.
+		"rollups": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"allow_rollup_hdrs":true}`)
+		},
+		"message TTLs": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"allow_msg_ttl":true}`)
+		},
+		"a mirror": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"mirror":{"name":"X"}}`)
+		},
+		"sources": func(m *backup.Manifest) {
+			m.Streams[1].Config = json.RawMessage(`{"name":"SAL_P0","num_replicas":3,"sources":[{"name":"X"}]}`)
+		},
 	}
 	// The cluster bucket keeps one value per key, as a KV bucket does.
 	kv := validManifest(3)

@@ -21,7 +21,7 @@ const (
 // they have: `salamander certs` makes every site's certificate and the
 // CA at once, so they expire together, and then every route and NATS
 // connection of the deployment fails at the same moment. A renewed HTTPS
-// certificate is served without a restart (certFiles) and warned about
+// certificate is served without a restart (certfiles) and warned about
 // afresh when its own time comes; the NATS ones need the sites restarted
 // (README, Rotating), which starts this again.
 func (s *Site) watchCertificates(ctx context.Context, https *certfiles.Files) {
