@@ -650,6 +650,15 @@ func (s *Store) ensureStreams(ctx context.Context, create bool) error {
 			AllowDirect: true,
 			RePublish:   republish(name),
 		})
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrSubjectOverlap {
+			// For good, unlike what a forming cluster answers: the
+			// account holds another stream on the log's subjects.
+			other, _ := s.js.StreamNameBySubject(cctx, subjectRoot(name)+".>")
+			return fmt.Errorf("%w: stream %s (%s): its subjects %s.> are another stream's (%s) in this NATS "+
+				"account, which holds other data; give Salamander an account of its own (or remove that stream)",
+				ErrStreamConfig, name, natsName(name), subjectRoot(name), cmp.Or(other, "unknown"))
+		}
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
@@ -667,6 +676,10 @@ func (s *Store) ensureStreams(ctx context.Context, create bool) error {
 	s.partitions.Store(int32(n))
 	return nil
 }
+
+// jsErrSubjectOverlap is JetStream's error code for a stream whose
+// subjects another stream of the account already takes.
+const jsErrSubjectOverlap jetstream.ErrorCode = 10065
 
 // ErrStreamConfig is returned when a stream exists with settings that
 // break a promise: fewer replicas than configured (an acknowledged write

@@ -210,3 +210,31 @@ func TestCheckStreamRefusesWhatCanDropRecords(t *testing.T) {
 		}
 	}
 }
+
+// An account that holds another stream on Salamander's subjects (another
+// application's data, or a stream made by hand) is refused, naming that
+// stream: creating the log's streams there fails for good, and was
+// logged as the cluster still forming.
+func TestSubjectsTakenByAnotherStreamAreRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	scfg := DefaultConfig(startLoneServer(ctx, t))
+	scfg.Replicas, scfg.Partitions = 1, 2
+	s, err := Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER_APP", Subjects: []string{"sal.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for ctx.Err() == nil {
+		last = s.ensureStreams(ctx, true)
+		if errors.Is(last, ErrStreamConfig) && strings.Contains(last.Error(), "OTHER_APP") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // the server is still starting: try the round again
+	}
+	t.Fatalf("a stream on sal.> in the account: %v; want it refused, naming OTHER_APP", last)
+}
