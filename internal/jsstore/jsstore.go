@@ -280,6 +280,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Error("nats refused a request of this connection", "user", cfg.User, "err", err)
 		}),
+		// And a connection that cannot be made here, a server's
+		// certificate refused among them (expired, another CA's, another
+		// name): nats.go tells nobody else, and the site would only wait.
+		nats.ReconnectErrHandler(connectFailures(log)),
 	}
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password), nats.CustomInboxPrefix(InboxPrefix(cfg.User)))
@@ -319,6 +323,30 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.nc, s.js = nc, js
 	s.appCtx, s.appCancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// connectFailures logs why connecting (or reconnecting) failed, each
+// reason at most once a minute: attempts repeat every quarter second, to
+// every server of the list in turn.
+func connectFailures(log *slog.Logger) nats.ConnErrHandler {
+	var mu sync.Mutex
+	last := map[string]time.Time{}
+	return func(_ *nats.Conn, err error) {
+		if err == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if at, ok := last[err.Error()]; ok && now.Sub(at) < time.Minute {
+			return
+		}
+		if len(last) > 64 {
+			clear(last)
+		}
+		last[err.Error()] = now
+		log.Warn("cannot connect to NATS", "err", err)
+	}
 }
 
 // Close stops the appenders (appends in flight answer unavailable) and

@@ -1,9 +1,11 @@
 package jsstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -859,4 +861,73 @@ func TestGatewayCannotAnswerAnotherGatewaysRequests(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the tail delivered nothing")
 	}
+}
+
+// A connection the NATS server's certificate refuses (expired, another
+// CA's, another name) says why in the log: nats.go reports a failed TLS
+// handshake only to a reconnect-error handler, and without one a site
+// whose server's certificate had expired logged a disconnection and then
+// nothing, waiting for ever.
+func TestRefusedServerCertificateIsLogged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var tlsOf [2]*secrets.Site
+	for i := range tlsOf {
+		dir := filepath.Join(t.TempDir(), "s")
+		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4}); err != nil {
+			t.Fatal(err)
+		}
+		sec, err := secrets.LoadSite(secrets.SiteFile(dir, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsOf[i] = sec
+	}
+	cfg := natsnode.DefaultConfig("a")
+	cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.ClusterAddr = ""
+	var err error
+	if cfg.ClientTLS, err = tlsOf[0].ClientPortTLS(); err != nil {
+		t.Fatal(err)
+	}
+	node, err := natsnode.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Shutdown)
+	var logged syncBuffer
+	scfg := jsstore.DefaultConfig(node.ClientURL())
+	if scfg.TLS, err = tlsOf[1].ClientTLS(); err != nil { // trusts another deployment's CA
+		t.Fatal(err)
+	}
+	scfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	s, err := jsstore.Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for !strings.Contains(logged.String(), "certificate") {
+		if ctx.Err() != nil {
+			t.Fatalf("a server certificate from another CA was never logged: %q", logged.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
