@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,14 +57,17 @@ func (s *Site) checkServers(ctx context.Context) error {
 	}
 	hc := &http.Client{Timeout: 3 * time.Second}
 	var refused []string
+	read, atSite := 0, map[string]bool{}
 	for _, base := range s.cfg.NATSMonitor {
 		v, err := readVarz(ctx, hc, strings.TrimSuffix(base, "/")+"/varz")
 		if err != nil {
 			s.gw.Warn(fmt.Sprintf("external NATS: cannot read %s/varz to check the server: %v", base, err))
 			continue
 		}
+		read++
 		if v.site != "" {
 			s.servers.learn(v.name, v.site)
+			atSite[v.site] = true
 		}
 		if err := jsstore.CheckVersion(v.name, v.version); err != nil {
 			refused = append(refused, err.Error())
@@ -84,10 +89,34 @@ func (s *Site) checkServers(ctx context.Context) error {
 				"can be lost if a quorum of servers loses power at once; set sync_interval: always", v.name, base))
 		}
 	}
+	s.checkSites(read, atSite)
 	if len(refused) > 0 {
 		return fmt.Errorf("%w: %s", errExternalNATS, strings.Join(refused, "; "))
 	}
 	return nil
+}
+
+// checkSites warns when the servers read (read of them, at the sites
+// atSite by their tags) are at fewer sites than a stream has replicas —
+// with unique_tag no stream can then be placed, and creating the log's
+// streams would only wait — or none of them is at this site, whose
+// servers the site then cannot tell (it balances no leaders, and never
+// moves its connection back home). Only warned: the list may name some
+// of the cluster's servers only.
+func (s *Site) checkSites(read int, atSite map[string]bool) {
+	if read == 0 {
+		return
+	}
+	if replicas := s.cfg.Replicas; len(atSite) < replicas {
+		s.gw.Warn(fmt.Sprintf("external NATS: the servers of --nats-monitor are at %d sites (%s): one replica per "+
+			"site needs servers at %d, tagged %sNAME; until there are, the log's streams cannot be placed",
+			len(atSite), strings.Join(slices.Sorted(maps.Keys(atSite)), ", "), replicas, natsnode.SiteTagPrefix))
+	}
+	if !atSite[s.cfg.Site] {
+		s.gw.Warn(fmt.Sprintf("external NATS: no server of --nats-monitor has this site's %s%s tag: this site "+
+			"cannot tell its own servers (it balances no leaders and never moves its connection back to them); "+
+			"check --site and the servers' server_tags", natsnode.SiteTagPrefix, s.cfg.Site))
+	}
 }
 
 // becomesClustered re-reads a server's /varz until it shows JetStream

@@ -394,3 +394,38 @@ func freePorts(t *testing.T, n int) []int {
 	}
 	return ports
 }
+
+// A cluster whose servers are at fewer sites than a stream has replicas
+// (here: site c's server tagged site:b), or none of whose servers is this
+// site's, is reported: with unique_tag no stream can be placed on it, and
+// the site only waited, logging the cluster as still forming; nor could it
+// tell its own servers.
+func TestSiteReportsExternalServersAtTooFewSites(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	x := startExternalCluster(ctx, t, func(site string, cfg *natsnode.Config) {
+		if site == "c" {
+			cfg.Name, cfg.Site = "site-c", "b"
+		}
+	})
+	for _, name := range []string{"a", "d"} {
+		cfg := x.siteConfig(0, "site-"+name)
+		cfg.Site = name
+		s, err := Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		waitFor(t, 30*time.Second, func() error {
+			var sites, own bool
+			for _, w := range s.Gateway().Warnings() {
+				sites = sites || strings.Contains(w, "at 2 sites (a, b)")
+				own = own || strings.Contains(w, "site:"+name+" tag")
+			}
+			if !sites || own != (name == "d") {
+				return fmt.Errorf("site %s's warnings %q: want the 2 sites, and (site d only) no server of its own", name, s.Gateway().Warnings())
+			}
+			return nil
+		})
+	}
+}
