@@ -161,13 +161,17 @@ func (r *mergeRef) entry(stream string, e salamander.Record) {
 
 // held lists the messages held in the standbys and not placed, in each
 // standby's order (standbys by name), that keep satisfies: those whose
-// (sender, client id) is not among their room's messages yet.
+// (sender, client id) is not among their room's messages yet, each
+// (room, sender, client id) once — a resend held again is placed once.
 func (r *mergeRef) held(keep func(salamander.Record) bool) []salamander.Record {
 	var out []salamander.Record
+	listed := map[string]bool{}
 	for _, s := range slices.Sorted(maps.Keys(r.standby)) {
 		for _, rec := range r.standby[s][r.placed[s]:] {
 			for _, m := range messagesOf(rec) {
-				if room := r.rooms[m.Room]; (room == nil || !room.ids[m.User+"\x00"+m.ClientID]) && keep(m) {
+				key := m.Room + "\x00" + m.User + "\x00" + m.ClientID
+				if room := r.rooms[m.Room]; (room == nil || !room.ids[m.User+"\x00"+m.ClientID]) && !listed[key] && keep(m) {
+					listed[key] = true
 					out = append(out, m)
 				}
 			}
