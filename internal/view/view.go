@@ -585,23 +585,27 @@ func (v *View) Run(ctx context.Context, src Source) {
 	}
 	defer wg.Wait()
 	toStore := make(chan *dbBatch, 256)
+	writerDone := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(writerDone)
 		v.runWriter(toStore, ctx.Done())
 	}()
 	defer close(toStore)
-	// store hands the writer a batch, or reports that Run must return:
-	// a writer that cannot write (a full disk) stops taking batches, and
-	// the applier must not wait for it past the end. The batches not
-	// handed over are a suffix of what the model applied; the store holds
-	// the log up to its positions without them, and the next start applies
-	// them again.
+	// store hands the writer a batch, or reports that Run must return: a
+	// writer that cannot write (a full disk) gives up once the view stops,
+	// and the applier must not wait for it then. The batches not handed
+	// over are a suffix of what the model applied; the store holds the log
+	// up to its positions without them, and the next start applies them
+	// again. A writer that can write takes every batch, also while the
+	// view stops: a stop does not leave the store behind the events the
+	// model emitted (the next start would emit them again).
 	store := func(b *dbBatch) bool {
 		select {
 		case toStore <- b: // blocks when the writer is far behind: back-pressure
 			return true
-		case <-ctx.Done():
+		case <-writerDone:
 			return false
 		}
 	}
