@@ -287,10 +287,10 @@ func TestRestoreTellsAnotherCluster(t *testing.T) {
 		t.Fatalf("the manifest's cluster id %q, the cluster's %q", m.ClusterID, id.Value())
 	}
 
-	// Another cluster, holding records, with SAL_P1 missing.
-	if _, err := kv.PutString(ctx, "cluster-id", "another-cluster"); err != nil {
-		t.Fatal(err)
-	}
+	// Another cluster, holding records, with SAL_P1 missing: the backup is
+	// made to name another cluster than this one (SAL_CLUSTER keeps the
+	// first value of each key, so this cluster's id stays).
+	undoOther := editManifest(t, dir, "", `"cluster_id": "`+m.ClusterID+`",`, `"cluster_id": "another-cluster",`)
 	deleteStream(t, ctx, js, "SAL_P1")
 	_, err = backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{MergedTo: mergedTo})
 	if !errors.Is(err, backup.ErrOtherCluster) || !strings.Contains(err.Error(), "SAL_ACCT (") {
@@ -304,6 +304,7 @@ func TestRestoreTellsAnotherCluster(t *testing.T) {
 	if err != nil || len(out) != len(m.Streams) {
 		t.Fatalf("restore into another cluster, allowed: %+v %v", out, err)
 	}
+	undoOther()
 	// A backup taken before the manifest named its cluster restores as it
 	// did: there is nothing to compare.
 	deleteStream(t, ctx, js, "SAL_P1")
