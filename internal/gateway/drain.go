@@ -157,7 +157,7 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 	}
 	if st.Leader != "" && jsstore.ServerSite(st.Leader) == req.Site {
 		// Already there: nothing moves, so nothing is recorded.
-		writeJSON(w, http.StatusOK, map[string]string{"stream": stream, "leader": st.Leader, "site": req.Site})
+		writeJSON(w, http.StatusOK, leaderMove{Stream: stream, Leader: st.Leader, Site: req.Site})
 		return nil
 	}
 	target := ""
@@ -192,8 +192,17 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 		Target: req.Site}); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"stream": stream, "leader": st.Leader, "site": req.Site})
+	writeJSON(w, http.StatusOK, leaderMove{Stream: stream, Leader: st.Leader, Site: req.Site, Moved: true})
 	return nil
+}
+
+// leaderMove answers a move of a stream's leader: Moved is false when the
+// site led it already (nothing moved, nothing recorded).
+type leaderMove struct {
+	Stream string `json:"stream"`
+	Leader string `json:"leader"`
+	Site   string `json:"site"`
+	Moved  bool   `json:"moved"`
 }
 
 // onApply passes applied events to the hub, and acts on those about this
