@@ -143,13 +143,13 @@ type applier struct {
 
 // byAdmin says whether an admin action may be applied: the admin
 // credential (By "") may take any; an account only if it is an admin at
-// this point of the log, whatever a gateway claims.
+// this point of the log and not suspended, whatever a gateway claims (as
+// byRole). A site that has not applied a suspension yet still takes the
+// suspended admin's requests, and their records land after it in the log:
+// they restored themselves, promoted others and suspended whoever
+// suspended them.
 func (a *applier) byAdmin(r salamander.Record) bool {
-	if r.By == "" {
-		return true
-	}
-	by := a.m.users[r.By]
-	return by != nil && by.role == salamander.RoleAdmin
+	return a.byRole(r, salamander.RoleAdmin)
 }
 
 // audit records an admin action for the audit trail.

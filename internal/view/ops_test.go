@@ -252,3 +252,54 @@ func acctEntries(recs []salamander.Record, at time.Time) []jsstore.Entry {
 	}
 	return entries
 }
+
+// A suspended admin takes no admin action: the log refuses their role
+// changes, suspensions, restorations (their own among them) and
+// revocations of others' sessions, as it refuses a suspended operator's
+// incidents and drains. A site that had not applied the suspension yet
+// accepts such a request from the admin's session, and its record lands
+// after the suspension in the log: every site must refuse it there.
+func TestASuspendedAdminTakesNoAdminAction(t *testing.T) {
+	v := openTemp(t)
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "exboss", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "carol", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "mallory", PasswordHash: "h"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin", Site: "cli"},
+		{Type: salamander.RecRoleSet, User: "exboss", Role: "admin", Site: "cli"},
+		{Type: salamander.RecUserSuspended, User: "exboss", By: "boss", Site: "a"}, // 7
+		// Taken at site b before it applied 7:
+		{Type: salamander.RecUserRestored, User: "exboss", By: "exboss", Site: "b"},
+		{Type: salamander.RecRoleSet, User: "mallory", Role: "admin", By: "exboss", Site: "b"},
+		{Type: salamander.RecUserSuspended, User: "boss", By: "exboss", Site: "b"},
+		{Type: salamander.RecUserRevoked, User: "carol", By: "exboss", Site: "b"},
+		{Type: salamander.RecUserRevoked, User: "exboss", By: "exboss", Site: "b"}, // 12: their own, as anyone may
+	}
+	apply(t, v, &memLog{}, acctEntries(recs, at))
+	if !v.Suspended("exboss") {
+		t.Error("exboss restored themselves while suspended")
+	}
+	if got := v.Role("mallory"); got != "user" {
+		t.Errorf("mallory is %s, made so by a suspended admin", got)
+	}
+	if v.Suspended("boss") {
+		t.Error("boss suspended by a suspended admin")
+	}
+	if got := v.m.users["carol"].revokedSeq; got != 0 {
+		t.Errorf("carol's sessions revoked up to %d by a suspended admin, want 0", got)
+	}
+	if got := v.m.users["exboss"].revokedSeq; got != 12 {
+		t.Errorf("exboss's own sessions revoked up to %d, want 12", got)
+	}
+	trail, err := v.Audit(context.Background(), time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range trail {
+		if e.By == "exboss" && e.User != "exboss" || e.Action == "restore" {
+			t.Errorf("audit trail has a suspended admin's refused action: %+v", e)
+		}
+	}
+}
