@@ -10,7 +10,7 @@ type RecordType string
 // Records about accounts live in the accounts stream; records about a room
 // live in the room's partition stream, in the room's one total order.
 const (
-	RecSigningKey     RecordType = "key.created"     // KeyID, Key: a session-signing key (the first, or with Rotate the next); with Rotate, the current KeyID and no Key: every other key revoked
+	RecSigningKey     RecordType = "key.created"     // KeyID, Key: a session-signing key (the first, or with Rotate the next); with Rotate, a KeyID and no Key: every key made current before it revoked
 	RecUserCreated    RecordType = "user.created"    // User, DisplayName, PasswordHash
 	RecProfileChanged RecordType = "user.profile"    // User, DisplayName?, Status?
 	RecSessionRevoked RecordType = "session.revoked" // User, Session: one token is logged out

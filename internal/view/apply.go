@@ -175,7 +175,7 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		case len(r.Key) > 0:
 			a.auditDetail(pos, r, "rotate-key", r.KeyID)
 		default:
-			a.auditDetail(pos, r, "revoke-keys", "every key but "+r.KeyID)
+			a.auditDetail(pos, r, "revoke-keys", "every key before "+r.KeyID)
 		}
 	case salamander.RecUserCreated:
 		if _, ok := a.m.users[r.User]; !ok {

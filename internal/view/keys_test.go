@@ -90,9 +90,13 @@ func TestAPlainFirstKeyRotatesOnlyToASealedOne(t *testing.T) {
 }
 
 // rotate-key --revoke-previous appends a rotation, then a record naming
-// the new key with no key material: every other key is revoked, at every
-// site alike and across a restart. Naming a key that is not current
-// changes nothing.
+// the new key with no key material: every key made current before it is
+// revoked, at every site alike and across a restart. Another rotation may
+// land between the two records (a second operator's rotate-key, or a
+// stolen gateway credential that watches the log's commits and appends a
+// key of its own): the keys before the named one are revoked all the same,
+// and the later ones are not — the command says every earlier key is
+// revoked, and after a leak the leaked key must be.
 func TestRevokePreviousRevokesEveryOtherKeyAndSurvivesARestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "view.db")
 	v := openAt(t, path)
@@ -101,11 +105,17 @@ func TestRevokePreviousRevokesEveryOtherKeyAndSurvivesARestart(t *testing.T) {
 		l.rec("k1", "sealed k1", false),
 		l.rec("k2", "sealed k2", true),
 		l.rec("k3", "sealed k3", true),
-		l.rec("k2", "", true), // names a retired key: nothing
+		l.rec("k2", "", true), // names a key retired by a rotation that landed first: k1 is revoked, k3 is not
 	}
 	applyKeys(t, v, entries...)
-	if k, _ := v.KeyByID("k1"); k.Revoked() {
-		t.Fatalf("k1 revoked by a record naming a key that is not current: %+v", k)
+	if k, _ := v.KeyByID("k1"); !k.Revoked() {
+		t.Fatalf("k1 %+v not revoked by a revocation naming k2, made current after it", k)
+	}
+	if k, _ := v.KeyByID("k2"); k.Revoked() || k.Retired.IsZero() {
+		t.Fatalf("k2 %+v, want retired by k3, not revoked", k)
+	}
+	if cur, _ := v.CurrentKey(); cur.ID != "k3" || cur.Revoked() {
+		t.Fatalf("current key %+v, want k3", cur)
 	}
 	revoke := l.rec("k3", "", true)
 	applyKeys(t, v, revoke)

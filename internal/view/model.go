@@ -141,6 +141,10 @@ type SigningKey struct {
 	// Both are the records' times (salamander.Record.At), so every site
 	// dates them alike.
 	Created, Retired time.Time
+	// ord is the key's place in the order the keys were applied (from 1,
+	// the store's signing_keys.ord): a revocation names a key and revokes
+	// those before it.
+	ord int
 }
 
 // keyRevokedNanos is the Retired of a revoked key (in unix nanoseconds):
@@ -162,8 +166,13 @@ func (k SigningKey) Revoked() bool {
 //     (never before that key's creation). A key without an id is never made
 //     current by a rotation, so a credential that may append to the log but
 //     cannot seal cannot install a key it knows;
-//   - a rotation that names the current key and carries no key material
-//     revokes every other key (admin rotate-key --revoke-previous);
+//   - a rotation that names a sealed key and carries no key material
+//     revokes every key made current before that one (admin rotate-key
+//     --revoke-previous), also when another rotation landed between the
+//     two: a second operator's, or one a stolen gateway credential appends
+//     on seeing the first, which would otherwise leave a leaked key
+//     trusted for its tokens' lifetime while the command said it was
+//     revoked;
 //   - a record without a time changes nothing.
 //
 // It returns the keys it changed (for the store), none if the record
@@ -172,8 +181,8 @@ func (m *model) addKey(id string, sealed []byte, at time.Time, rotate bool) []Si
 	if !at.After(time.Unix(0, keyRevokedNanos)) {
 		return nil
 	}
-	if rotate && len(sealed) == 0 && id != "" && id == m.current {
-		return m.revokeAllBut(id)
+	if k := m.keys[id]; rotate && len(sealed) == 0 && id != "" && k != nil {
+		return m.revokeBefore(k)
 	}
 	if _, dup := m.keys[id]; dup || len(sealed) == 0 {
 		return nil
@@ -189,17 +198,18 @@ func (m *model) addKey(id string, sealed []byte, at time.Time, rotate bool) []Si
 		}
 		changed = append(changed, *prev)
 	}
-	k := &SigningKey{ID: id, Sealed: sealed, Created: at}
+	k := &SigningKey{ID: id, Sealed: sealed, Created: at, ord: len(m.keys) + 1}
 	m.keys[id] = k
 	m.current = id
 	return append(changed, *k)
 }
 
-// revokeAllBut revokes every key but id and returns those it changed.
-func (m *model) revokeAllBut(id string) []SigningKey {
+// revokeBefore revokes every key made current before named (every other
+// key when named is the current one) and returns those it changed.
+func (m *model) revokeBefore(named *SigningKey) []SigningKey {
 	var changed []SigningKey
-	for kid, k := range m.keys {
-		if kid != id && !k.Revoked() {
+	for _, k := range m.keys {
+		if k.ord < named.ord && !k.Revoked() {
 			k.Retired = time.Unix(0, keyRevokedNanos).UTC()
 			changed = append(changed, *k)
 		}

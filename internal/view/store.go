@@ -22,7 +22,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 18
+const schemaVersion = 19
 
 // markEvery is how many messages of a room one message_marks row spans.
 const markEvery = 32
@@ -399,10 +399,10 @@ func (v *View) load() error {
 			applied[s] = seq
 			return err
 		}),
-		q(`SELECT kid, sealed, created_at, retired_at FROM signing_keys ORDER BY ord`, func(r *sql.Rows) error {
+		q(`SELECT kid, sealed, created_at, retired_at, ord FROM signing_keys ORDER BY ord`, func(r *sql.Rows) error {
 			var k SigningKey
 			var created, retired int64
-			err := r.Scan(&k.ID, &k.Sealed, &created, &retired)
+			err := r.Scan(&k.ID, &k.Sealed, &created, &retired, &k.ord)
 			k.Created, k.Retired = fromNanos(created), fromNanos(retired)
 			m.keys[k.ID] = &k
 			m.current = k.ID
