@@ -115,15 +115,8 @@ func signClaims(key []byte, domain string, c any) (string, error) {
 // and payload) with the key named kid, if that key may verify a token of
 // lifetime ttl naming accounts position acctSeq (keyTrusted).
 func (g *Gateway) verifySignature(kid string, acctSeq uint64, ttl time.Duration, signed, sig string) error {
-	k, ok := g.cfg.View.KeyByID(kid)
+	k, ok := g.trustedKey(kid, acctSeq, ttl)
 	if !ok {
-		return errBadToken
-	}
-	var acct uint64 // how far this site has applied the accounts, for a retired key's tokens
-	if !k.Retired.IsZero() {
-		acct = g.cfg.View.AppliedOf(jsstore.AccountsStream)
-	}
-	if !keyTrusted(k, acctSeq, time.Now(), ttl, acct) {
 		return errBadToken
 	}
 	key, err := g.openKey(k)
@@ -134,6 +127,21 @@ func (g *Gateway) verifySignature(kid string, acctSeq uint64, ttl time.Duration,
 		return errBadToken
 	}
 	return nil
+}
+
+// trustedKey returns the key named kid if this site has it and it may
+// verify a token of lifetime ttl naming accounts position acctSeq now
+// (keyTrusted).
+func (g *Gateway) trustedKey(kid string, acctSeq uint64, ttl time.Duration) (view.SigningKey, bool) {
+	k, ok := g.cfg.View.KeyByID(kid)
+	if !ok {
+		return k, false
+	}
+	var acct uint64 // how far this site has applied the accounts, for a retired key's tokens
+	if !k.Retired.IsZero() {
+		acct = g.cfg.View.AppliedOf(jsstore.AccountsStream)
+	}
+	return k, keyTrusted(k, acctSeq, time.Now(), ttl, acct)
 }
 
 // authenticate checks a bearer token and returns its claims. Errors are
@@ -274,13 +282,22 @@ func (g *Gateway) recheck(ctx context.Context, conns []*wsConn, done func()) {
 }
 
 // checkSession says whether a session whose token was verified is still
-// valid: not expired, not logged out, not revoked. It reads only the
+// valid: not expired, its key still trusted, not logged out, not revoked. It reads only the
 // in-memory model, so a WebSocket can ask it for every frame; only when
 // the answer depends on log this site has not applied yet (a user it does
 // not know, or a token of a revoked user naming a later accounts position)
 // does it first catch up with the stream's head.
 func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 	if time.Now().Unix() >= c.Expires {
+		return errBadToken
+	}
+	// The signature was verified once, when the token was presented, but
+	// its key must still be trusted now: a WebSocket checks its session
+	// here, for every frame and every SessionRecheck, and lives as long as
+	// it is used; without this, a socket opened with a session forged with
+	// a leaked key outlived rotate-key --revoke-previous, up to whatever
+	// expiry the forger wrote.
+	if _, ok := g.trustedKey(c.KeyID, c.AcctSeq, g.cfg.TokenTTL); !ok {
 		return errBadToken
 	}
 	_, revokedSeq, err := g.cfg.View.Credentials(ctx, c.User)

@@ -236,3 +236,40 @@ func forgeToken(id string, c claims) string {
 
 // keyOf is the key material of the test key id.
 func keyOf(id string) string { return "key material of " + id }
+
+// A session already let in — an open WebSocket, which checks its session
+// (checkSession) for every frame and every few seconds but verifies its
+// token only at the handshake — ends when its key is revoked: a thief of
+// the leaked key who forged a session and opened a socket before
+// `rotate-key --revoke-previous` kept reading and sending as its user for
+// as long as the socket lived, up to the expiry the thief wrote. So does
+// one of a retired key once the key's trust has run out.
+func TestAnOpenSessionEndsWithItsKey(t *testing.T) {
+	log := newKeyLog(time.Now().Add(-time.Hour))
+	log.key("k1", false)
+	log.user("mina")
+	log.key("k2", true)
+	forged := forgeToken("k1", claims{User: "mina", Session: "00112233445566778899aabbccddeeff",
+		Issued: time.Now().UnixNano(), Expires: time.Now().Add(10 * 365 * 24 * time.Hour).Unix(), AcctSeq: 1})
+	g := log.gateway(t)
+	c, err := g.authenticate(t.Context(), forged)
+	if err != nil {
+		t.Fatalf("after a plain rotation, a session of the previous key: %v", err)
+	}
+	log.revokeAllBut("k2")
+	g = log.gateway(t)
+	if err := g.checkSession(t.Context(), c); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+		t.Fatalf("an open session of the revoked key, checked again: %v; want unauthorized", err)
+	}
+
+	// A retired key's session, checked after every token the key signed
+	// before its retirement has expired.
+	old := newKeyLog(time.Now().Add(-40 * 24 * time.Hour))
+	old.key("k1", false)
+	old.user("mina")
+	old.key("k2", true)
+	g = old.gateway(t)
+	if err := g.checkSession(t.Context(), c); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+		t.Fatalf("an open session of a key retired over 30 days ago, checked again: %v; want unauthorized", err)
+	}
+}
