@@ -117,6 +117,15 @@ func signClaims(key []byte, domain string, c any) (string, error) {
 func (g *Gateway) verifySignature(kid string, acctSeq uint64, ttl time.Duration, signed, sig string) error {
 	k, ok := g.trustedKey(kid, acctSeq, ttl)
 	if !ok {
+		if _, known := g.cfg.View.KeyByID(kid); !known && acctSeq > g.cfg.View.AppliedOf(jsstore.AccountsStream) {
+			// A key this site does not have, named by a token signed where
+			// the log was further on: rotate-key's new key, perhaps, which
+			// this site has not applied yet. Unauthorized would sign the
+			// user out (the SDK and the web client take it as the
+			// session's end); another site, or this one a moment later,
+			// judges it.
+			return errKeyNotYet
+		}
 		return errBadToken
 	}
 	key, err := g.openKey(k)
@@ -158,6 +167,8 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (claims, error
 var errBadToken = salamander.Errorf(salamander.CodeUnauthorized, "missing, malformed, expired or revoked token")
 
 var errSuspended = salamander.Errorf(salamander.CodeForbidden, "this account is suspended")
+
+var errKeyNotYet = salamander.Errorf(salamander.CodeUnavailable, "this site has not applied this token's signing key yet; try again")
 
 var errNoKey = salamander.Errorf(salamander.CodeUnavailable, "this site has not loaded its signing key yet")
 

@@ -273,3 +273,27 @@ func TestAnOpenSessionEndsWithItsKey(t *testing.T) {
 		t.Fatalf("an open session of a key retired over 30 days ago, checked again: %v; want unauthorized", err)
 	}
 }
+
+// A token signed with a key this site has not applied yet — rotate-key's
+// new key, used at once by a site that applied the rotation — is answered
+// unavailable, as one of a user this site has not applied yet is: the
+// client tries another site, or again, instead of being signed out (the
+// web client and the SDK take unauthorized as the session's end). A
+// token naming a key unknown at a position this site has applied is
+// refused.
+func TestATokenOfAKeyNotAppliedYetIsUnavailable(t *testing.T) {
+	log := newKeyLog(time.Now().Add(-time.Hour))
+	log.key("k1", false)
+	log.user("mina")
+	g := log.gateway(t)
+	applied := g.cfg.View.AppliedOf(jsstore.AccountsStream)
+	c := claims{User: "mina", Session: "00112233445566778899aabbccddeeff", Issued: time.Now().UnixNano(),
+		Expires: time.Now().Add(time.Hour).Unix(), AcctSeq: applied + 1} // signed where the rotation was applied
+	if _, err := g.authenticate(t.Context(), forgeToken("k2", c)); salamander.ErrorCode(err) != salamander.CodeUnavailable {
+		t.Fatalf("a token of a key rotated in at a position this site has not applied: %v; want unavailable", err)
+	}
+	c.AcctSeq = applied
+	if _, err := g.authenticate(t.Context(), forgeToken("k2", c)); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+		t.Fatalf("a token of a key unknown at a position this site has applied: %v; want unauthorized", err)
+	}
+}
