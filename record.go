@@ -14,7 +14,7 @@ const (
 	RecUserCreated    RecordType = "user.created"    // User, DisplayName, PasswordHash
 	RecProfileChanged RecordType = "user.profile"    // User, DisplayName?, Status?
 	RecSessionRevoked RecordType = "session.revoked" // User, Session: one token is logged out
-	RecUserRevoked    RecordType = "user.revoked"    // User: every token issued before At is revoked
+	RecUserRevoked    RecordType = "user.revoked"    // User, By?, Site?: every token naming an accounts position before this record's is revoked
 	RecRoleSet        RecordType = "user.role"       // User, Role, By ("" = the admin credential), Site: a role change
 	RecUserSuspended  RecordType = "user.suspended"  // User, By, Site: the account may not log in or use its sessions
 	RecUserRestored   RecordType = "user.restored"   // User, By, Site: a suspension ends
