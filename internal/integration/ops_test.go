@@ -185,6 +185,13 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 		if _, err := pinned(t, 0, leaving.Token()).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
 			return fmt.Errorf("a session logged out while suspended, after the restore: %v", err)
 		}
+		// The restoration brings back no session from before the
+		// suspension (a thief's, had the account been taken over).
+		for i := range 3 {
+			if _, err := pinned(t, i, old).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+				return fmt.Errorf("site %d: a session from before the suspension, after the restore: %v", i, err)
+			}
+		}
 		return nil
 	})
 	again := pinned(t, 1, "")

@@ -22,7 +22,7 @@ import (
 
 // schemaVersion changes whenever the schema or the apply rules change; a
 // database of another version is rebuilt from the log.
-const schemaVersion = 19
+const schemaVersion = 20
 
 // markEvery is how many messages of a room one message_marks row spans.
 const markEvery = 32
