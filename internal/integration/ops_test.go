@@ -173,6 +173,11 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 			if _, err := pinned(t, i, "").Login(ctx, victimName, "correct horse battery"); salamander.ErrorCode(err) != salamander.CodeForbidden {
 				return fmt.Errorf("site %d: a suspended account logged in: %v", i, err)
 			}
+			// A wrong password is answered alike: the answer does not tell
+			// a guesser that the right one was right.
+			if _, err := pinned(t, i, "").Login(ctx, victimName, "wrong horse battery"); salamander.ErrorCode(err) != salamander.CodeForbidden {
+				return fmt.Errorf("site %d: a suspended account's wrong password: %v", i, err)
+			}
 			return nil
 		})
 	}
