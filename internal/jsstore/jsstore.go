@@ -543,6 +543,19 @@ func writtenOnce(cfg jetstream.StreamConfig) bool {
 		!cfg.AllowRollup && cfg.DenyPurge && cfg.DenyDelete
 }
 
+// ClusterBucketWrittenOnce returns cfg, the settings of a cluster bucket's
+// stream, changed to refuse what clusterBucketConfig refuses, and whether
+// they did not already: the update that makes a bucket an older version
+// created (or a backup taken before 2026-12-02 restored) written-once.
+func ClusterBucketWrittenOnce(cfg jetstream.StreamConfig) (jetstream.StreamConfig, bool) {
+	if writtenOnce(cfg) {
+		return cfg, false
+	}
+	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
+	cfg.AllowRollup, cfg.DenyPurge, cfg.DenyDelete = false, true, true
+	return cfg, true
+}
+
 // fixClusterBucket makes a cluster bucket that an older version created
 // (a plain key-value bucket: any value overwritten, rolled up or purged by
 // any gateway) written-once. Only the admin credential may change a
@@ -553,8 +566,8 @@ func (s *Store) fixClusterBucket(ctx context.Context, create bool) error {
 	if err != nil {
 		return fmt.Errorf("cluster bucket: %w", err)
 	}
-	cfg := st.CachedInfo().Config
-	if writtenOnce(cfg) {
+	cfg, changed := ClusterBucketWrittenOnce(st.CachedInfo().Config)
+	if !changed {
 		return nil
 	}
 	if create {
@@ -563,8 +576,6 @@ func (s *Store) fixClusterBucket(ctx context.Context, create bool) error {
 			"the admin credential may make)")
 		return nil
 	}
-	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
-	cfg.AllowRollup, cfg.DenyPurge, cfg.DenyDelete = false, true, true
 	if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("cluster bucket: make its values fixed: %w", err)
 	}
