@@ -422,6 +422,11 @@ func (s *Store) UpgradeStreams(ctx context.Context) error { return s.retryEnsure
 
 func (s *Store) retryEnsure(ctx context.Context, create bool) error {
 	backoff := 50 * time.Millisecond
+	// A damaged log or a stream that breaks a guarantee stays so until an
+	// operator acts: it is looked at again every half second, but the same
+	// error is logged once a minute, not at every look.
+	var lastErr string
+	var lastLogged time.Time
 	for {
 		err := s.ensureStreams(ctx, create)
 		if errors.Is(err, ErrNoCluster) || !create && errors.Is(err, ErrStreamMissing) {
@@ -430,11 +435,17 @@ func (s *Store) retryEnsure(ctx context.Context, create bool) error {
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, ErrStreamMissing) {
+		repeated := err.Error() == lastErr && time.Since(lastLogged) < time.Minute
+		if !repeated {
+			lastErr, lastLogged = err.Error(), time.Now()
+		}
+		switch {
+		case repeated:
+		case errors.Is(err, ErrStreamMissing):
 			s.log.Error("the log is damaged; this site will not serve until it is restored", "err", err)
-		} else if errors.Is(err, ErrStreamConfig) {
+		case errors.Is(err, ErrStreamConfig):
 			s.log.Error("refusing to serve on a stream that breaks a guarantee", "err", err)
-		} else {
+		default:
 			s.log.Info("waiting for the JetStream cluster", "err", err)
 		}
 		select {
