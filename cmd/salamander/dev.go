@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/salamander-chat/salamander/internal/gateway"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 )
@@ -115,6 +117,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		urls = append(urls, s.URL())
 		natsURLs = append(natsURLs, "nats://"+cfgs[i].NATS.ClientAddr)
 	}
+	// The dev cluster holds its admin credential, so it upgrades what an
+	// older version made (the cluster bucket, written-once now) as any
+	// `salamander admin` command would: its sites log an error at every
+	// start until that is done.
+	if err := upgradeAsAdmin(ctx, secrets.AdminFile(secretsDir), natsURLs); err != nil {
+		log.Warn("dev: could not upgrade the cluster's streams with the admin credential", "err", err)
+	}
 	// With this cluster's own NATS URLs: another dev cluster on the
 	// default ports must not be the one the hint reaches.
 	fmt.Fprintf(stdout, "  operators: salamander admin --creds %s --nats %s leaders\n", secrets.AdminFile(secretsDir),
@@ -126,4 +135,22 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping…")
 	return nil
+}
+
+// upgradeAsAdmin upgrades the streams and the cluster bucket an older
+// version created, with the admin credential (the only one that may
+// change a stream's settings); it creates nothing.
+func upgradeAsAdmin(ctx context.Context, creds string, urls []string) error {
+	cfg, _, err := jsstore.AdminConfig(creds, "salamander-dev", urls...)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	store, err := jsstore.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return store.UpgradeStreams(ctx)
 }
