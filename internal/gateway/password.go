@@ -123,6 +123,13 @@ func (g *Gateway) handleSetPassword(w http.ResponseWriter, r *http.Request, c cl
 		writeError(w, g.log, r, err)
 		return
 	}
+	if name == c.User {
+		// Not without the current password: a stolen admin session would
+		// take the account over for good.
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid,
+			"change your own password with POST /v1/me/password, which asks for the current one"))
+		return
+	}
 	if _, err := g.lookupUser(r.Context(), name); err != nil {
 		writeError(w, g.log, r, err)
 		return

@@ -173,6 +173,10 @@ func TestAdminSetsAForgottenPassword(t *testing.T) {
 		salamander.SetPasswordRequest{NewPassword: newPassword}); code != http.StatusNotFound {
 		t.Fatalf("a reset for no such user: %d", code)
 	}
+	if code, body := opsCall(t, 2, "POST", "/v1/ops/users/"+bossName+"/password", boss.Token(),
+		salamander.SetPasswordRequest{NewPassword: newPassword}); code != http.StatusBadRequest {
+		t.Fatalf("an admin reset their own password without the current one: %d %s", code, body)
+	}
 	old := user.Token()
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if code, body := opsCall(t, 2, "POST", "/v1/ops/users/"+name+"/password", boss.Token(),
@@ -198,6 +202,26 @@ func TestAdminSetsAForgottenPassword(t *testing.T) {
 	cmd.Stdin = strings.NewReader("short\n")
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("admin set-password took a too short password:\n%s", out)
+	}
+
+	// A suspended account changes nothing: refused, and its password is
+	// the one it had (right: 403 suspended; the new one: 401 wrong).
+	held, heldName := signedUp(t, 0, "pwsus")
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if code, body := opsCall(t, 0, "POST", "/v1/ops/users/"+heldName+"/suspend", boss.Token(), nil); code != http.StatusOK {
+			return fmt.Errorf("suspend: %d %s", code, body)
+		}
+		return nil
+	})
+	if r := raw(t, 0, "POST", "/v1/me/password", held.Token(), "", changeBody(t, oldPassword, newPassword)); r.status != 403 ||
+		!strings.Contains(string(r.body), "suspended") {
+		t.Fatalf("a suspended account's password change: %d %s", r.status, r.body)
+	}
+	if _, err := pinned(t, 0, "").Login(ctx, heldName, oldPassword); salamander.ErrorCode(err) != salamander.CodeForbidden {
+		t.Fatalf("the suspended account's own password: %v, want forbidden (suspended)", err)
+	}
+	if _, err := pinned(t, 0, "").Login(ctx, heldName, newPassword); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+		t.Fatalf("the refused change's password: %v, want unauthorized", err)
 	}
 
 	code, body := opsCall(t, 0, "GET", "/v1/ops/audit?limit=1000", boss.Token(), nil)
@@ -231,5 +255,40 @@ func loginsOnlyWith(ctx context.Context, t *testing.T, name, password, replaced,
 		if _, err := pinned(t, i, "").Login(ctx, name, password); err != nil {
 			t.Fatalf("site %d: the new password: %v", i, err)
 		}
+	}
+}
+
+// Guessing the current password through a password change spends the
+// account's budget of failed logins, as guessing at /v1/login does, and
+// the same 429 with Retry-After comes: a stolen session guesses no faster.
+// Refused, it changes nothing; the login budget it shares is spent too.
+func TestPasswordChangeGuessesSpendTheLoginBudget(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, name := signedUp(t, 2, "pwrate")
+	var r rawResp
+	for i := 0; ; i++ {
+		r = raw(t, 2, "POST", "/v1/me/password", a.Token(), "", changeBody(t, fmt.Sprintf("guess number %d", i), newPassword))
+		if r.status == 429 {
+			break
+		}
+		if r.status != 403 || i == 20 {
+			t.Fatalf("guess %d: %d %s", i, r.status, r.body)
+		}
+	}
+	if r.code != salamander.CodeTooManyRequests || r.header.Get("Retry-After") == "" {
+		t.Fatalf("over the budget: %s %q, Retry-After %q", r.code, r.body, r.header.Get("Retry-After"))
+	}
+	if r := raw(t, 2, "POST", "/v1/me/password", a.Token(), "", changeBody(t, oldPassword, newPassword)); r.status != 429 {
+		t.Fatalf("the right current password over the budget: %d %s", r.status, r.body)
+	}
+	if _, err := pinned(t, 2, "").Login(ctx, name, oldPassword); salamander.ErrorCode(err) != salamander.CodeTooManyRequests {
+		t.Fatalf("a login at the site whose budget the guesses spent: %v", err)
+	}
+	// Nothing changed: the session and the password are those of before.
+	if r := raw(t, 0, "GET", "/v1/me", a.Token(), "", nil); r.status != 200 {
+		t.Fatalf("the session after refused changes: %d", r.status)
+	}
+	if _, err := pinned(t, 0, "").Login(ctx, name, oldPassword); err != nil {
+		t.Fatalf("the password after refused changes: %v", err)
 	}
 }
