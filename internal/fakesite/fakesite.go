@@ -76,6 +76,9 @@ type Site struct {
 	// dropFetches counts, per room, the next GET /v1/rooms/{id} to answer
 	// by dropping the connection (Receive).
 	dropFetches map[string]int
+	// dropChange drops the answer of the next password change, which
+	// takes effect all the same (DropNextChangeAnswer).
+	dropChange bool
 }
 
 // room is a room with its placed messages (message seq n at msgs[n-1]).
@@ -141,10 +144,15 @@ func New(cfg Config) *Site {
 		}
 		s.cfg.Password = req.NewPassword
 		s.changes++
+		drop := s.dropChange
+		s.dropChange = false
 		s.mu.Unlock()
 		// As a real site: every session ends as the change is applied,
 		// before its answer, the new session, is written.
 		s.CloseSockets(websocket.StatusPolicyViolation, "session revoked or expired")
+		if drop {
+			panic(http.ErrAbortHandler) // the connection is dropped, unanswered
+		}
 		session(w, r)
 	})
 	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, r *http.Request) {
@@ -322,6 +330,15 @@ func (s *Site) staleSession(r *http.Request) bool {
 	}
 	cur, _ := s.currentSession()
 	return tok != "" && tok != cur
+}
+
+// DropNextChangeAnswer makes the next password change take effect and its
+// answer be lost (the connection dropped), as when a site fails between
+// the two: the client's retry finds its session ended.
+func (s *Site) DropNextChangeAnswer() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropChange = true
 }
 
 // Changes returns how many password changes the site has taken.

@@ -51,4 +51,23 @@ func TestWebChangesThePassword(t *testing.T) {
 	// A reload starts with the new session: the site refuses the old.
 	mina.js(`location.reload()`)
 	mina.wait("live after a reload", `!document.getElementById("app").hidden && document.getElementById("conn").dataset.state === "live"`)
+
+	// A change whose answer is lost (the site failed between taking it
+	// and answering): the retry finds the session ended, and the page
+	// signs in with the new password instead of signing out.
+	site.DropNextChangeAnswer()
+	mina.js(`location.hash = "#/settings"`)
+	mina.click("#change-password")
+	mina.fill("#pw-current", "a brand new password")
+	mina.fill("#pw-new", "the third password")
+	mina.fill("#pw-again", "the third password")
+	mina.click("#dialog-form button[type=submit]")
+	mina.wait("the second change said", `!document.querySelector("dialog").open &&
+		document.getElementById("toast").textContent.includes("비밀번호를 바꿨습니다")`)
+	mina.wait("the session after the lost answer kept", `JSON.parse(localStorage.getItem("salamander.session")).token === "tok-2"`)
+	mina.wait("still signed in and live", `!document.getElementById("app").hidden && document.getElementById("auth").hidden &&
+		document.getElementById("conn").dataset.state === "live"`)
+	if n := site.Changes(); n != 2 {
+		t.Fatalf("%d changes reached the site, want 2 (the retry is a login)", n)
+	}
 }

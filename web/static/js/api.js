@@ -188,7 +188,9 @@ export class Api extends EventTarget {
         // again with the new one rather than sign out.
         if (this.renewing && !own) await this.renewing;
         if (this.token && this.token !== token) return this.attempt(base, method, path, body, own);
-        if (this.token === token) this.dispatchEvent(new Event("unauthorized"));
+        // The change's own requests leave it to their caller: a retry
+        // after a change whose answer was lost finds its session ended.
+        if (this.token === token && !own) this.dispatchEvent(new Event("unauthorized"));
       }
       // /v1/me refuses only a suspended account's session (403).
       if (res.status === 403 && path === "/v1/me" && this.token) this.dispatchEvent(new Event("suspended"));

@@ -111,14 +111,26 @@ export function changePasswordDialog(app) {
   ], t("save"), async (data) => {
     const next = String(data.get("next"));
     if (next !== String(data.get("again"))) throw new ApiError(0, "passwords_differ", t("passwordsDiffer"));
+    const name = app.model.me.name;
     let s;
     try {
-      s = await app.api.renew(() => app.api.request("POST", "/v1/me/password",
-        { current_password: String(data.get("current")), new_password: next }, { own: true }));
+      s = await app.api.renew(async () => {
+        try {
+          return await app.api.request("POST", "/v1/me/password",
+            { current_password: String(data.get("current")), new_password: next }, { own: true });
+        } catch (err) {
+          // A retry at another site after a change whose answer was lost
+          // finds this session ended (401): the new password signs in.
+          if (!(err instanceof ApiError && err.status === 401)) throw err;
+          return await app.api.request("POST", "/v1/login",
+            { name, password: next, device: store.device.get(name) || undefined }, { own: true }).catch(() => { throw err; });
+        }
+      });
     } catch (err) {
       // 403: the current password is wrong (a suspended account's page
       // is signed out by its socket's close).
       if (err instanceof ApiError && err.code === "forbidden") throw new ApiError(403, "wrong_password", t("currentPasswordWrong"));
+      if (err instanceof ApiError && err.status === 401) app.signOut(false); // the session had ended
       throw err;
     }
     store.session.set(s);
