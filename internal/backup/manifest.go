@@ -209,7 +209,7 @@ func (s *Stream) check() error {
 	// As a site's start refuses them (jsstore's checkStream): any writer
 	// could purge the stream (a rollup) or make a record expire into a
 	// hole, or records would come from elsewhere. (A cluster bucket made
-	// before 2026-12-02 allows rollups; the next admin command ends that.)
+	// before 2026-12-02 allows rollups; a restore makes it written-once: writeOnce.)
 	if s.Name != "KV_"+clusterBucket && cfg.Rollup {
 		problems = append(problems, "rollups allowed")
 	}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // ErrStreamHoldsRecords is returned (wrapped) when a stream named for
@@ -212,8 +214,31 @@ func Restore(ctx context.Context, nc *nats.Conn, dir string, opts RestoreOptions
 		}
 		log.Info("stream restored", "stream", o.Stream, "last_seq", o.LastSeq, "records", o.Records, "replaced", o.Replaced, "replaced_records", o.ReplacedRecords)
 		out = append(out, o)
+		if o.Stream == "KV_"+clusterBucket {
+			writeOnce(ctx, js, log)
+		}
 	}
 	return out, nil
+}
+
+// writeOnce makes a restored cluster bucket keep the first value of each
+// key, as the admin CLI makes one an older version created: a backup
+// taken before 2026-12-02 holds a plain key-value bucket's settings, which
+// are restored as written and let any gateway credential overwrite the
+// partition count or the cluster id, or wipe them with a rollup. Only
+// warned if it fails: the records are restored, and every site's start
+// says what to run.
+func writeOnce(ctx context.Context, js jetstream.JetStream, log *slog.Logger) {
+	st, err := js.Stream(ctx, "KV_"+clusterBucket)
+	if err == nil {
+		if cfg, changed := jsstore.ClusterBucketWrittenOnce(st.CachedInfo().Config); changed {
+			_, err = js.UpdateStream(ctx, cfg)
+		}
+	}
+	if err != nil {
+		log.Warn("the restored cluster bucket still lets any gateway credential rewrite its values; run any "+
+			"`salamander admin` command to fix that", "err", err)
+	}
 }
 
 // holdsTheBackup reports whether the stream holds exactly what the backup

@@ -358,3 +358,38 @@ func TestRestoreTellsAnotherCluster(t *testing.T) {
 		t.Fatalf("the restored cluster's id: %v %v, want the backup's %s", e, err, m.ClusterID)
 	}
 }
+
+// A backup taken before the cluster bucket kept the first value of each
+// key (its settings, restored as written, let any gateway credential
+// overwrite the partition count or the cluster id, or wipe them with a
+// rollup) restores a bucket that keeps them, as the admin CLI makes an
+// older one: restored as it was, it stayed open to the gateways until an
+// operator thought of running an admin command.
+func TestRestoreMakesAnOlderClusterBucketWrittenOnce(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	js := newJS(t)
+	dir, _ := takeBackup(t, ctx)
+	// The bucket's settings as an older version made them (a plain
+	// key-value bucket).
+	editManifest(t, dir, "KV_SAL_CLUSTER", `"deny_purge": true`, `"deny_purge": false`)
+	editManifest(t, dir, "KV_SAL_CLUSTER", `"allow_rollup_hdrs": false`, `"allow_rollup_hdrs": true`)
+	editManifest(t, dir, "KV_SAL_CLUSTER", `"discard_new_per_subject": true`, `"discard_new_per_subject": false`)
+	out, err := backup.Restore(ctx, adminNC, dir, backup.RestoreOptions{Streams: []string{"SAL_CLUSTER"},
+		Replace: []string{"SAL_CLUSTER"}, MergedTo: mergedTo})
+	if err != nil || len(out) != 1 || !out[0].Restored {
+		t.Fatalf("restore of the bucket: %+v %v", out, err)
+	}
+	st, err := js.Stream(ctx, "KV_SAL_CLUSTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.AllowRollup || !cfg.DenyPurge || !cfg.DenyDelete || !cfg.DiscardNewPerSubject ||
+		cfg.MaxMsgsPerSubject != 1 || cfg.Discard != jetstream.DiscardNew {
+		t.Fatalf("the restored bucket: rollups %v, deny purge %v, deny delete %v, discard new per subject %v, "+
+			"max per subject %d, discard %v", cfg.AllowRollup, cfg.DenyPurge, cfg.DenyDelete, cfg.DiscardNewPerSubject,
+			cfg.MaxMsgsPerSubject, cfg.Discard)
+	}
+	if _, err := js.Publish(ctx, "$KV.SAL_CLUSTER.partitions", []byte("1")); err == nil {
+		t.Fatal("the restored bucket took a new partition count")
+	}
+}

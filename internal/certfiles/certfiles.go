@@ -79,6 +79,13 @@ func (c *Files) stamps() ([2]time.Time, error) {
 func (c *Files) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.refresh()
+	return c.cert, nil
+}
+
+// refresh re-reads the files if Recheck has passed since the last look
+// and they changed. c.mu is held.
+func (c *Files) refresh() {
 	if now := time.Now(); now.Sub(c.checked) >= Recheck {
 		c.checked = now
 		if stamp, err := c.stamps(); err == nil && stamp != c.stamp {
@@ -90,13 +97,15 @@ func (c *Files) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			}
 		}
 	}
-	return c.cert, nil
 }
 
-// Expiry is when the certificate served now expires (its leaf's).
+// Expiry is when the certificate served now expires (its leaf's), after
+// looking at the files as a handshake does: a renewal is seen without
+// waiting for one (a balancer may keep its connections open for hours).
 func (c *Files) Expiry() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.refresh()
 	if c.cert == nil || c.cert.Leaf == nil {
 		return time.Time{}
 	}

@@ -82,3 +82,53 @@ func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
 		t.Fatalf("a world-readable key: %v", err)
 	}
 }
+
+// Expiry is that of the certificate in the files, re-read as they change,
+// whether or not a handshake has come since: a site's warning of its
+// certificate's expiry (site.watchCertificates) reads it, and a site
+// behind a balancer that keeps its connections open may see no new
+// handshake for hours after a renewal.
+func TestExpiryFollowsARenewalWithoutAHandshake(t *testing.T) {
+	var pairs [2][2][]byte
+	for i, valid := range []time.Duration{10 * 24 * time.Hour, 0} {
+		dir := filepath.Join(t.TempDir(), "s")
+		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4, Valid: valid}); err != nil {
+			t.Fatal(err)
+		}
+		for j, f := range []string{"cert.pem", "key.pem"} {
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pairs[i][j] = b
+		}
+	}
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	install := func(i int, at time.Time) {
+		for j, p := range []string{certPath, keyPath} {
+			if err := os.WriteFile(p, pairs[i][j], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, at, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(0, time.Now().Add(-time.Hour))
+	c, err := Load(certPath, keyPath, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon := c.Expiry()
+	if time.Until(soon) > 11*24*time.Hour {
+		t.Fatalf("the first certificate expires at %s, want within 10 days", soon)
+	}
+	install(1, time.Now())
+	c.mu.Lock()
+	c.checked = time.Time{} // as if Recheck had passed
+	c.mu.Unlock()
+	if later := c.Expiry(); !later.After(soon.Add(300 * 24 * time.Hour)) {
+		t.Fatalf("after the renewal Expiry says %s, the old certificate's %s", later, soon)
+	}
+}

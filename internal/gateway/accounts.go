@@ -114,6 +114,13 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		refundSuccess()
+		if g.cfg.View.Suspended(req.Name) {
+			// The same answer as to the right password (a guess still
+			// counts): 403 to it alone would tell a guesser that it was
+			// right — a password its owner may use elsewhere too.
+			writeError(w, g.log, r, errSuspended)
+			return
+		}
 		writeError(w, g.log, r, errBadLogin)
 		return
 	}

@@ -327,6 +327,12 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 		return err
 	}
 	if c.AcctSeq < revokedSeq {
+		if g.cfg.View.Suspended(c.User) {
+			// Ended by the suspension (for good: a restoration does not
+			// bring it back), and said so while it lasts, so that the
+			// device tells its user why.
+			return errSuspended
+		}
 		return errBadToken
 	}
 	if revokedSeq > 0 {

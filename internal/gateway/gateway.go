@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"runtime"
@@ -161,9 +162,12 @@ type Gateway struct {
 	logAlarm atomic.Pointer[string]
 
 	// warnings are what the site found that weakens a promise without
-	// breaking it (shown in /v1/status).
+	// breaking it (shown in /v1/status); keyed are the ones that hold
+	// only while a condition lasts (a certificate about to expire), each
+	// replaced or removed by its key (SetWarning).
 	warnMu   sync.Mutex
 	warnings []string
+	keyed    map[string]string
 
 	// catchUp is what the site must have applied before it serves: each
 	// stream's head when it came up (nil: not known yet); caughtUp latches
@@ -277,11 +281,37 @@ func (g *Gateway) Warn(msg string) {
 	g.log.Warn(msg)
 }
 
-// Warnings lists the site's warnings.
+// SetWarning sets the site's warning under key to msg, replacing the one
+// it had, or removes it (msg ""): a warning of a condition that can end
+// while the site runs (a certificate about to expire, then renewed). A
+// new or changed warning is logged.
+func (g *Gateway) SetWarning(key, msg string) {
+	g.warnMu.Lock()
+	old := g.keyed[key]
+	if msg == "" {
+		delete(g.keyed, key)
+	} else {
+		if g.keyed == nil {
+			g.keyed = map[string]string{}
+		}
+		g.keyed[key] = msg
+	}
+	g.warnMu.Unlock()
+	if msg != "" && msg != old {
+		g.log.Warn(msg)
+	}
+}
+
+// Warnings lists the site's warnings: those found at start, then those
+// of conditions that last (SetWarning), by key.
 func (g *Gateway) Warnings() []string {
 	g.warnMu.Lock()
 	defer g.warnMu.Unlock()
-	return slices.Clone(g.warnings)
+	out := slices.Clone(g.warnings)
+	for _, key := range slices.Sorted(maps.Keys(g.keyed)) {
+		out = append(out, g.keyed[key])
+	}
+	return out
 }
 
 // SetCatchUp tells the gateway each stream's head (a position) when the

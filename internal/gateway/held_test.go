@@ -23,47 +23,10 @@ import (
 func TestAResendOfAHeldMessageIsItsDuplicate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cfg := jsstore.DefaultConfig(presenceNATS(t))
-	cfg.Replicas, cfg.Partitions, cfg.HoldAfter = 1, 1, 300*time.Millisecond
-	store, err := jsstore.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	if err := store.EnsureStreams(ctx); err != nil {
-		t.Fatal(err)
-	}
 	const room = "g_0123456789abcdef0123456789abcdef"
-	for i, r := range []salamander.Record{
-		{Type: salamander.RecUserCreated, User: "ann", PasswordHash: "x"},
-		{Type: salamander.RecRoomCreated, Room: room, Kind: salamander.RoomGroup, Name: "g", Members: []string{"ann"}, By: "ann"},
-	} {
-		r.At = time.Now().UTC()
-		stream := jsstore.AccountsStream
-		if r.Room != "" {
-			stream = store.RoomStream(room)
-		}
-		if _, _, err := store.Append(ctx, stream, string(r.Type), r, jsstore.AppendOptions{MsgID: fmt.Sprint("setup-", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	v, err := view.Open(filepath.Join(t.TempDir(), "view.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { v.Run(runCtx, store) })
-	t.Cleanup(func() {
-		stop()
-		wg.Wait()
-		_ = v.Close()
-	})
-	g := New(DefaultConfig("a", store, v))
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g, store, v := startLoneGateway(t, ctx, func(c *jsstore.Config) { c.HoldAfter = 300 * time.Millisecond },
+		salamander.Record{Type: salamander.RecUserCreated, User: "ann", PasswordHash: "x"},
+		salamander.Record{Type: salamander.RecRoomCreated, Room: room, Kind: salamander.RoomGroup, Name: "g", Members: []string{"ann"}, By: "ann"})
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if _, err := v.Room(ctx, room, "ann"); err != nil {
 			return err
@@ -113,4 +76,53 @@ func TestAResendOfAHeldMessageIsItsDuplicate(t *testing.T) {
 	if held := v.HeldBy("ann"); len(held) != 8 {
 		t.Fatalf("held by ann: %d messages, want 8: %+v", len(held), held)
 	}
+}
+
+// startLoneGateway starts a gateway of site "a" on a lone NATS server (R1,
+// one partition; tweak changes the store's settings), its read model
+// applying the log, with recs appended first (room records to their room's
+// partition, the others to the accounts stream).
+func startLoneGateway(t *testing.T, ctx context.Context, tweak func(*jsstore.Config), recs ...salamander.Record) (*Gateway, *jsstore.Store, *view.View) {
+	t.Helper()
+	cfg := jsstore.DefaultConfig(presenceNATS(t))
+	cfg.Replicas, cfg.Partitions = 1, 1
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	store, err := jsstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	if err := store.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		r.At = time.Now().UTC()
+		stream := jsstore.AccountsStream
+		if r.Room != "" {
+			stream = store.RoomStream(r.Room)
+		}
+		if _, _, err := store.Append(ctx, stream, string(r.Type), r, jsstore.AppendOptions{MsgID: fmt.Sprint("setup-", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := view.Open(filepath.Join(t.TempDir(), "view.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { v.Run(runCtx, store) })
+	t.Cleanup(func() {
+		stop()
+		wg.Wait()
+		_ = v.Close()
+	})
+	g := New(DefaultConfig("a", store, v))
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, store, v
 }

@@ -126,10 +126,30 @@ func (g *Gateway) handleSetRole(w http.ResponseWriter, r *http.Request, c claims
 		return
 	}
 	name := r.PathValue("name")
+	if req.Role != salamander.RoleAdmin {
+		if err := g.notTheLastAdmin(name); err != nil {
+			writeError(w, g.log, r, err)
+			return
+		}
+	}
 	rec := salamander.Record{Type: salamander.RecRoleSet, User: name, Role: req.Role}
 	if g.adminAction(w, r, c, rec, "role."+name, func() bool { return g.cfg.View.Role(name) == req.Role }) {
 		writeJSON(w, http.StatusOK, map[string]string{"user": name, "role": req.Role})
 	}
+}
+
+// notTheLastAdmin refuses to demote or suspend name if it is the last
+// admin who can act (not suspended): nobody could then take an admin
+// action through the API — not even undo this one — until an operator
+// with the admin credential runs `salamander admin set-role`. (Two admins
+// demoting each other at two sites at once can still leave none: the
+// credential recovers that too.)
+func (g *Gateway) notTheLastAdmin(name string) error {
+	if g.cfg.View.Role(name) == salamander.RoleAdmin && !g.cfg.View.Suspended(name) && g.cfg.View.Admins() <= 1 {
+		return salamander.Errorf(salamander.CodeConflict,
+			"%s is the last admin: make another admin first (or use salamander admin set-role with the admin credential)", name)
+	}
+	return nil
 }
 
 // adminAction records an admin action on the account rec.User (which
@@ -175,6 +195,12 @@ func (g *Gateway) userAction(typ salamander.RecordType) authedHandler {
 		if typ != salamander.RecUserRevoked {
 			key = "suspend." + name
 			took = func() bool { return g.cfg.View.Suspended(name) == (typ == salamander.RecUserSuspended) }
+		}
+		if typ == salamander.RecUserSuspended {
+			if err := g.notTheLastAdmin(name); err != nil {
+				writeError(w, g.log, r, err)
+				return
+			}
 		}
 		if g.adminAction(w, r, c, salamander.Record{Type: typ, User: name}, key, took) {
 			writeJSON(w, http.StatusOK, map[string]string{"user": name, "action": string(typ)})

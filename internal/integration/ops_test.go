@@ -173,6 +173,11 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 			if _, err := pinned(t, i, "").Login(ctx, victimName, "correct horse battery"); salamander.ErrorCode(err) != salamander.CodeForbidden {
 				return fmt.Errorf("site %d: a suspended account logged in: %v", i, err)
 			}
+			// A wrong password is answered alike: the answer does not tell
+			// a guesser that the right one was right.
+			if _, err := pinned(t, i, "").Login(ctx, victimName, "wrong horse battery"); salamander.ErrorCode(err) != salamander.CodeForbidden {
+				return fmt.Errorf("site %d: a suspended account's wrong password: %v", i, err)
+			}
 			return nil
 		})
 	}
@@ -184,6 +189,13 @@ func TestAdminSuspendsRestoresAndRevokes(t *testing.T) {
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if _, err := pinned(t, 0, leaving.Token()).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
 			return fmt.Errorf("a session logged out while suspended, after the restore: %v", err)
+		}
+		// The restoration brings back no session from before the
+		// suspension (a thief's, had the account been taken over).
+		for i := range 3 {
+			if _, err := pinned(t, i, old).Rooms(ctx); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
+				return fmt.Errorf("site %d: a session from before the suspension, after the restore: %v", i, err)
+			}
 		}
 		return nil
 	})

@@ -204,8 +204,8 @@ func TestAdminSetsAForgottenPassword(t *testing.T) {
 		t.Fatalf("admin set-password took a too short password:\n%s", out)
 	}
 
-	// A suspended account changes nothing: refused, and its password is
-	// the one it had (right: 403 suspended; the new one: 401 wrong).
+	// A suspended account changes nothing: refused, and once restored its
+	// password is the one it had.
 	held, heldName := signedUp(t, 0, "pwsus")
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if code, body := opsCall(t, 0, "POST", "/v1/ops/users/"+heldName+"/suspend", boss.Token(), nil); code != http.StatusOK {
@@ -217,11 +217,17 @@ func TestAdminSetsAForgottenPassword(t *testing.T) {
 		!strings.Contains(string(r.body), "suspended") {
 		t.Fatalf("a suspended account's password change: %d %s", r.status, r.body)
 	}
-	if _, err := pinned(t, 0, "").Login(ctx, heldName, oldPassword); salamander.ErrorCode(err) != salamander.CodeForbidden {
-		t.Fatalf("the suspended account's own password: %v, want forbidden (suspended)", err)
-	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if code, body := opsCall(t, 0, "POST", "/v1/ops/users/"+heldName+"/restore", boss.Token(), nil); code != http.StatusOK {
+			return fmt.Errorf("restore: %d %s", code, body)
+		}
+		return nil
+	})
 	if _, err := pinned(t, 0, "").Login(ctx, heldName, newPassword); salamander.ErrorCode(err) != salamander.CodeUnauthorized {
-		t.Fatalf("the refused change's password: %v, want unauthorized", err)
+		t.Fatalf("restored, the refused change's password: %v, want unauthorized", err)
+	}
+	if _, err := pinned(t, 0, "").Login(ctx, heldName, oldPassword); err != nil {
+		t.Fatalf("restored, the account's own password: %v", err)
 	}
 
 	code, body := opsCall(t, 0, "GET", "/v1/ops/audit?limit=1000", boss.Token(), nil)

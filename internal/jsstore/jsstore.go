@@ -422,6 +422,11 @@ func (s *Store) UpgradeStreams(ctx context.Context) error { return s.retryEnsure
 
 func (s *Store) retryEnsure(ctx context.Context, create bool) error {
 	backoff := 50 * time.Millisecond
+	// A damaged log or a stream that breaks a guarantee stays so until an
+	// operator acts: it is looked at again every half second, but the same
+	// error is logged once a minute, not at every look.
+	var lastErr string
+	var lastLogged time.Time
 	for {
 		err := s.ensureStreams(ctx, create)
 		if errors.Is(err, ErrNoCluster) || !create && errors.Is(err, ErrStreamMissing) {
@@ -430,11 +435,17 @@ func (s *Store) retryEnsure(ctx context.Context, create bool) error {
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, ErrStreamMissing) {
+		repeated := err.Error() == lastErr && time.Since(lastLogged) < time.Minute
+		if !repeated {
+			lastErr, lastLogged = err.Error(), time.Now()
+		}
+		switch {
+		case repeated:
+		case errors.Is(err, ErrStreamMissing):
 			s.log.Error("the log is damaged; this site will not serve until it is restored", "err", err)
-		} else if errors.Is(err, ErrStreamConfig) {
+		case errors.Is(err, ErrStreamConfig):
 			s.log.Error("refusing to serve on a stream that breaks a guarantee", "err", err)
-		} else {
+		default:
 			s.log.Info("waiting for the JetStream cluster", "err", err)
 		}
 		select {
@@ -543,6 +554,19 @@ func writtenOnce(cfg jetstream.StreamConfig) bool {
 		!cfg.AllowRollup && cfg.DenyPurge && cfg.DenyDelete
 }
 
+// ClusterBucketWrittenOnce returns cfg, the settings of a cluster bucket's
+// stream, changed to refuse what clusterBucketConfig refuses, and whether
+// they did not already: the update that makes a bucket an older version
+// created (or a backup taken before 2026-12-02 restored) written-once.
+func ClusterBucketWrittenOnce(cfg jetstream.StreamConfig) (jetstream.StreamConfig, bool) {
+	if writtenOnce(cfg) {
+		return cfg, false
+	}
+	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
+	cfg.AllowRollup, cfg.DenyPurge, cfg.DenyDelete = false, true, true
+	return cfg, true
+}
+
 // fixClusterBucket makes a cluster bucket that an older version created
 // (a plain key-value bucket: any value overwritten, rolled up or purged by
 // any gateway) written-once. Only the admin credential may change a
@@ -553,8 +577,8 @@ func (s *Store) fixClusterBucket(ctx context.Context, create bool) error {
 	if err != nil {
 		return fmt.Errorf("cluster bucket: %w", err)
 	}
-	cfg := st.CachedInfo().Config
-	if writtenOnce(cfg) {
+	cfg, changed := ClusterBucketWrittenOnce(st.CachedInfo().Config)
+	if !changed {
 		return nil
 	}
 	if create {
@@ -563,8 +587,6 @@ func (s *Store) fixClusterBucket(ctx context.Context, create bool) error {
 			"the admin credential may make)")
 		return nil
 	}
-	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
-	cfg.AllowRollup, cfg.DenyPurge, cfg.DenyDelete = false, true, true
 	if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("cluster bucket: make its values fixed: %w", err)
 	}

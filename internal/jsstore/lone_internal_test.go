@@ -1,8 +1,10 @@
 package jsstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -232,9 +234,23 @@ func TestSubjectsTakenByAnotherStreamAreRefused(t *testing.T) {
 	for ctx.Err() == nil {
 		last = s.ensureStreams(ctx, true)
 		if errors.Is(last, ErrStreamConfig) && strings.Contains(last.Error(), "OTHER_APP") {
-			return
+			break
 		}
 		time.Sleep(100 * time.Millisecond) // the server is still starting: try the round again
 	}
-	t.Fatalf("a stream on sal.> in the account: %v; want it refused, naming OTHER_APP", last)
+	if !errors.Is(last, ErrStreamConfig) {
+		t.Fatalf("a stream on sal.> in the account: %v; want it refused, naming OTHER_APP", last)
+	}
+	// The start looks again every half second until an operator acts, and
+	// says so once a minute, not at every look.
+	var logged bytes.Buffer
+	s.log = slog.New(slog.NewTextHandler(&logged, nil))
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer rcancel()
+	if err := s.retryEnsure(rctx, true); err == nil {
+		t.Fatal("the start went on beside OTHER_APP")
+	}
+	if n := strings.Count(logged.String(), "breaks a guarantee"); n != 1 {
+		t.Fatalf("the refusal logged %d times in 2 s, want once:\n%s", n, logged.String())
+	}
 }

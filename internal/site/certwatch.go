@@ -9,11 +9,11 @@ import (
 )
 
 // certWarnBefore is how long before a certificate expires a site starts
-// warning of it; certCheckEvery is how often it looks.
-const (
-	certWarnBefore = 30 * 24 * time.Hour
-	certCheckEvery = time.Hour
-)
+// warning of it; certCheckEvery is how often it looks (a variable for
+// tests).
+const certWarnBefore = 30 * 24 * time.Hour
+
+var certCheckEvery = time.Hour
 
 // watchCertificates warns (log and /v1/status) once when the site's NATS
 // certificates (its own and the CA, from its site file) or its HTTPS
@@ -21,11 +21,13 @@ const (
 // they have: `salamander certs` makes every site's certificate and the
 // CA at once, so they expire together, and then every route and NATS
 // connection of the deployment fails at the same moment. A renewed HTTPS
-// certificate is served without a restart (certfiles) and warned about
-// afresh when its own time comes; the NATS ones need the sites restarted
-// (README, Rotating), which starts this again.
+// certificate is served without a restart (certfiles): its warning goes
+// at the next look (each is the site's warning under its own key, not
+// one added for good), and it is warned about afresh when its own time
+// comes; the NATS ones need the sites restarted (README, Rotating), which
+// starts this again.
 func (s *Site) watchCertificates(ctx context.Context, https *certfiles.Files) {
-	warned := map[string]time.Time{} // what and stage -> the expiry warned of
+	warned := map[string]string{} // what -> its stage and expiry warned of
 	t := time.NewTicker(certCheckEvery)
 	defer t.Stop()
 	for {
@@ -45,12 +47,15 @@ func (s *Site) watchCertificates(ctx context.Context, https *certfiles.Files) {
 		}
 		for _, c := range checks {
 			stage, msg := c.stage(time.Now())
-			key := c.what + " " + stage
-			if stage == "" || warned[key].Equal(c.at) {
+			if stage == "" {
+				s.gw.SetWarning("certificate: "+c.what, "") // renewed, or not due yet
+				delete(warned, c.what)
 				continue
 			}
-			warned[key] = c.at
-			s.gw.Warn(msg)
+			if state := stage + " " + c.at.String(); warned[c.what] != state {
+				warned[c.what] = state
+				s.gw.SetWarning("certificate: "+c.what, msg)
+			}
 		}
 		select {
 		case <-ctx.Done():

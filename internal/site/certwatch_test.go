@@ -1,8 +1,15 @@
 package site
 
 import (
+	"bytes"
+	"crypto/tls"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,4 +53,101 @@ func TestSiteWarnsOfCertificatesAboutToExpire(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A warning of an HTTPS certificate about to expire goes once the
+// certificate is renewed (its files replaced, which the site serves
+// without a restart) and the site has looked again: it stayed in
+// /v1/status until the next restart, which is what re-reading the files
+// spares (a restart drops every WebSocket of the site).
+func TestRenewedHTTPSCertificateIsNoLongerWarnedOf(t *testing.T) {
+	defer func(every time.Duration) { certCheckEvery = every }(certCheckEvery)
+	certCheckEvery = 100 * time.Millisecond
+	pair := func(valid time.Duration) (cert, key []byte) {
+		dir := filepath.Join(t.TempDir(), "secrets")
+		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4, Valid: valid}); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		sd := filepath.Dir(secrets.SiteFile(dir, "a"))
+		if cert, err = os.ReadFile(filepath.Join(sd, "cert.pem")); err != nil {
+			t.Fatal(err)
+		}
+		if key, err = os.ReadFile(filepath.Join(sd, "key.pem")); err != nil {
+			t.Fatal(err)
+		}
+		return cert, key
+	}
+	https := t.TempDir()
+	certPath, keyPath := filepath.Join(https, "cert.pem"), filepath.Join(https, "key.pem")
+	install := func(cert, key []byte, at time.Time) {
+		for p, b := range map[string][]byte{certPath: cert, keyPath: key} {
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, at, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	soonCert, soonKey := pair(10 * 24 * time.Hour)
+	install(soonCert, soonKey, time.Now().Add(-time.Hour))
+
+	dir := filepath.Join(t.TempDir(), "secrets")
+	if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := secrets.LoadSite(secrets.SiteFile(dir, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig("a", filepath.Join(t.TempDir(), "data"))
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NATS.ClientAddr, cfg.NATS.ClusterAddr = "127.0.0.1:0", ""
+	cfg.Secrets = sec
+	cfg.TLSCert, cfg.TLSKey = certPath, keyPath
+	s, err := Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	warned := func() bool {
+		return slices.ContainsFunc(s.Gateway().Warnings(), func(w string) bool {
+			return strings.Contains(w, "HTTPS certificate") && strings.Contains(w, "expires")
+		})
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if !warned() {
+			return fmt.Errorf("warnings %q: want the HTTPS certificate's expiry", s.Gateway().Warnings())
+		}
+		return nil
+	})
+
+	renewed, renewedKey := pair(0) // two years
+	install(renewed, renewedKey, time.Now())
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}
+	waitFor(t, 30*time.Second, func() error {
+		res, err := hc.Get(s.URL() + "/readyz") // each request a handshake: the files are looked at again
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if !bytes.Equal(res.TLS.PeerCertificates[0].Raw, firstCert(t, renewed)) {
+			return errors.New("the renewed certificate is not served yet")
+		}
+		if warned() {
+			return fmt.Errorf("the renewed certificate is served, and warnings still say %q", s.Gateway().Warnings())
+		}
+		return nil
+	})
+}
+
+// firstCert is the DER of the first certificate in a PEM file's bytes.
+func firstCert(t *testing.T, pemBytes []byte) []byte {
+	t.Helper()
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		t.Fatal("no PEM block")
+	}
+	return block.Bytes
 }

@@ -230,6 +230,12 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		u.suspended = r.Type == salamander.RecUserSuspended
 		a.dirtyUsers[r.User] = true
 		if u.suspended {
+			// A suspension ends every session and device token issued
+			// before it for good, as a "log out everywhere" does: an
+			// account is suspended because it was taken over, and its
+			// restoration must not bring the thief's sessions back. Its
+			// owner logs in again once restored.
+			u.revokedSeq = max(u.revokedSeq, pos.Seq)
 			a.sessionsEnded = append(a.sessionsEnded, r.User)
 		}
 		a.audit(pos, r, map[bool]string{true: "suspend", false: "restore"}[u.suspended])

@@ -294,6 +294,9 @@ func TestASuspendedAdminTakesNoAdminAction(t *testing.T) {
 	if got := v.m.users["exboss"].revokedSeq; got != 12 {
 		t.Errorf("exboss's own sessions revoked up to %d, want 12", got)
 	}
+	if got := v.m.users["boss"].revokedSeq; got != 0 {
+		t.Errorf("boss's sessions revoked up to %d by a suspended admin's suspension, want 0", got)
+	}
 	trail, err := v.Audit(context.Background(), time.Time{}, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -380,5 +383,29 @@ func TestPasswordSetReplacesTheHashAndEndsEarlierSessions(t *testing.T) {
 	}
 	if got := v.HashCost(); got != 4 {
 		t.Errorf("HashCost %d, want 4: the changed hashes' cost is counted, the replaced ones' no longer", got)
+	}
+}
+
+// A suspension ends the sessions and device tokens issued before it for
+// good: an account is suspended because it was taken over, and restoring
+// it must not bring the thief's sessions back. Those issued after the
+// restoration live.
+func TestASuspensionEndsTheSessionsBeforeItForGood(t *testing.T) {
+	v := openTemp(t)
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "dana", PasswordHash: "h"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin", Site: "cli"},
+		{Type: salamander.RecUserSuspended, User: "dana", By: "boss", Site: "a"}, // 4
+		{Type: salamander.RecUserRestored, User: "dana", By: "boss", Site: "a"},  // 5
+	}
+	apply(t, v, &memLog{}, acctEntries(recs, at))
+	if v.Suspended("dana") {
+		t.Fatal("dana still suspended after her restoration")
+	}
+	_, revokedSeq, err := v.Credentials(context.Background(), "dana")
+	if err != nil || revokedSeq != 4 {
+		t.Fatalf("dana's sessions revoked up to %d (%v), want 4: those from before the suspension end for good", revokedSeq, err)
 	}
 }

@@ -766,6 +766,20 @@ func (v *View) Suspended(name string) bool {
 	return u != nil && u.suspended
 }
 
+// Admins counts the accounts that are admins and not suspended: those
+// who can take admin actions through the API.
+func (v *View) Admins() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	n := 0
+	for _, u := range v.m.users {
+		if u.role == salamander.RoleAdmin && !u.suspended {
+			n++
+		}
+	}
+	return n
+}
+
 // Role is a user's role (salamander.RoleUser when none was set).
 func (v *View) Role(name string) string {
 	v.mu.RLock()

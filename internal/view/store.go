@@ -25,9 +25,9 @@ import (
 // record type is such a change too, though no older record applies
 // otherwise: a site of the version before skipped the new records it
 // applied (a rolling upgrade, a site upgraded last), and its store says
-// they are applied. Without the rebuild it would never apply them. (20:
+// they are applied. Without the rebuild it would never apply them. (21:
 // user.password.)
-const schemaVersion = 20
+const schemaVersion = 21
 
 // markEvery is how many messages of a room one message_marks row spans.
 const markEvery = 32
