@@ -91,7 +91,7 @@ func TestPasswordChangeTakesEffectAtEverySite(t *testing.T) {
 	sub := a.Subscribe(ctx)
 	defer sub.Close()
 	waitReady(t, sub.Events())
-	friend, friendName := signedUp(t, 1, "pwf")
+	friend, _ := signedUp(t, 1, "pwf")
 	room, err := friend.DirectRoom(ctx, name)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,6 @@ func TestPasswordChangeTakesEffectAtEverySite(t *testing.T) {
 	if err := sub.Err(); err != nil {
 		t.Fatalf("the subscription ended: %v", err)
 	}
-	_ = friendName
 }
 
 // An admin resets a forgotten password from the ops API or the CLI (which
