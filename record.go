@@ -15,10 +15,18 @@ const (
 	RecProfileChanged RecordType = "user.profile"    // User, DisplayName?, Status?
 	RecSessionRevoked RecordType = "session.revoked" // User, Session: one token is logged out
 	RecUserRevoked    RecordType = "user.revoked"    // User, By?, Site?: every token naming an accounts position before this record's is revoked
-	RecRoleSet        RecordType = "user.role"       // User, Role, By ("" = the admin credential), Site: a role change
-	RecUserSuspended  RecordType = "user.suspended"  // User, By, Site: the account may not log in or use its sessions
-	RecUserRestored   RecordType = "user.restored"   // User, By, Site: a suspension ends
-	RecFriendAdded    RecordType = "friend.added"    // User, Friend
+	// RecPasswordSet replaces an account's password hash and, as
+	// RecUserRevoked does, revokes every session and device token naming
+	// an accounts position before this record's. By is the account itself
+	// (a change with the current password: POST /v1/me/password) or an
+	// admin ("" = the admin credential; Site set: a reset, in the audit
+	// trail); PasswordHash is a bcrypt hash. Sites of versions before it
+	// skip it: the old password works there until they are upgraded.
+	RecPasswordSet   RecordType = "user.password"  // User, PasswordHash, By, Site?
+	RecRoleSet       RecordType = "user.role"      // User, Role, By ("" = the admin credential), Site: a role change
+	RecUserSuspended RecordType = "user.suspended" // User, By, Site: the account may not log in or use its sessions
+	RecUserRestored  RecordType = "user.restored"  // User, By, Site: a suspension ends
+	RecFriendAdded   RecordType = "friend.added"   // User, Friend
 
 	// The ops plane's records (accounts stream). Each names who took it
 	// (By) and where (Site); the read model applies it only if By holds

@@ -287,6 +287,19 @@ type (
 		// this account gave this device, if any (at most 1,024 bytes).
 		Device string `json:"device,omitempty"`
 	}
+	// ChangePasswordRequest changes the caller's own password (POST
+	// /v1/me/password): the current one is checked as a login checks it,
+	// the new one must be valid as at sign-up (ValidatePassword) and
+	// differ from it.
+	ChangePasswordRequest struct {
+		CurrentPassword string `json:"current_password"`
+		NewPassword     string `json:"new_password"`
+	}
+	// SetPasswordRequest is an admin's reset of a user's password (POST
+	// /v1/ops/users/{name}/password).
+	SetPasswordRequest struct {
+		NewPassword string `json:"new_password"`
+	}
 	ProfileRequest struct {
 		DisplayName *string `json:"display_name,omitempty"`
 		Status      *string `json:"status,omitempty"`

@@ -88,6 +88,48 @@ func (c *Client) logout(ctx context.Context, path string) error {
 	return nil
 }
 
+// ChangePassword changes the signed-in user's password from current to
+// newPassword. Every other session of the account ends, at every site, and
+// every device token issued before it: the client keeps signed in with the
+// new session the site answers with (and the new device token, in place
+// of the old one), and its Subscription reconnects with it. A request or
+// connection of this client refused meanwhile with the old session goes
+// again with the new one. If a failover hid the outcome of an earlier
+// attempt and the retry finds the session ended, ChangePassword logs in
+// with the new password and returns that session when it succeeds.
+// Codes: forbidden (the current password is wrong, or the account is
+// suspended), invalid_request (a new password the API refuses: see
+// salamander.ValidatePassword; or the same as the current one),
+// too_many_requests (too many failed attempts for the account or from
+// this address), conflict (another change landed at the same moment).
+func (c *Client) ChangePassword(ctx context.Context, current, newPassword string) (salamander.Session, error) {
+	if err := salamander.ValidatePassword(newPassword); err != nil {
+		return salamander.Session{}, err
+	}
+	user := c.UserName()
+	end := c.beginRenewal()
+	defer end()
+	// Its own requests must not wait for the change they make.
+	own := context.WithValue(ctx, renewalKey{}, true)
+	var s salamander.Session
+	req := salamander.ChangePasswordRequest{CurrentPassword: current, NewPassword: newPassword}
+	retried, err := c.call(own, http.MethodPost, "/v1/me/password", req, &s)
+	if err != nil {
+		if retried && salamander.ErrorCode(err) == salamander.CodeUnauthorized && user != "" {
+			if s, lerr := c.Login(own, user, newPassword); lerr == nil {
+				return s, nil
+			}
+		}
+		return salamander.Session{}, err
+	}
+	if s.Device == "" {
+		// The old device token ended with the change.
+		c.SetDeviceToken(s.User.Name, "")
+	}
+	c.setSession(s)
+	return s, nil
+}
+
 // Me returns the signed-in user's profile.
 func (c *Client) Me(ctx context.Context) (salamander.User, error) {
 	var u salamander.User

@@ -56,6 +56,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -143,6 +144,9 @@ type Client struct {
 	state   *eventState
 	markers map[string]map[string]uint64 // room -> member -> read marker
 	sock    *sendSocket                  // a Subscription's open WebSocket, for sends
+	// renewing is closed when the password change in flight is over
+	// (nil: none is): see tokenReplaced.
+	renewing chan struct{}
 }
 
 // New returns a Client for the sites in cfg. It does not contact any site.
@@ -285,6 +289,49 @@ func (c *Client) setSession(s salamander.Session) {
 	if s.Device != "" {
 		c.setDeviceLocked(s.User.Name, s.Device)
 	}
+}
+
+// renewalKey marks the context of ChangePassword's own request, which
+// must not wait for itself (tokenReplaced).
+type renewalKey struct{}
+
+// beginRenewal marks a change of the client's session in flight
+// (ChangePassword); the returned func ends it.
+func (c *Client) beginRenewal() (end func()) {
+	ch := make(chan struct{})
+	c.mu.Lock()
+	c.renewing = ch
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		if c.renewing == ch {
+			c.renewing = nil
+		}
+		c.mu.Unlock()
+		close(ch)
+	}
+}
+
+// tokenReplaced says whether an unauthorized answer to a request made
+// with token tok is about a session the client no longer uses, so that
+// the request (or a Subscription's connection) goes again with the new one
+// rather than failing. A password change ends every session of the
+// account when a site applies it, which is before its answer (the new
+// session) arrives: a request or a socket of this client may be refused
+// in that moment. So it first waits for a change in flight to be over.
+func (c *Client) tokenReplaced(ctx context.Context, tok string) bool {
+	c.mu.Lock()
+	ch := c.renewing
+	c.mu.Unlock()
+	if ch != nil && ctx.Value(renewalKey{}) == nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	now := c.Token()
+	return now != "" && now != tok
 }
 
 // startSite returns the index requests start at.

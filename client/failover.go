@@ -57,12 +57,19 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) (re
 			}
 		}
 		i := (start + try) % n
-		err := c.attempt(ctx, i, method, path, body, out)
+		tok := c.Token()
+		err := c.attempt(ctx, i, tok, method, path, body, out)
 		var fe *failoverError
 		switch {
 		case err == nil:
 			c.siteOK(i)
 			return retried, nil
+		case salamander.ErrorCode(err) == salamander.CodeUnauthorized && c.tokenReplaced(ctx, tok):
+			// Asked with a session the client has replaced since (a
+			// password change ended it): ask again, here, with the new.
+			c.siteOK(i)
+			try--
+			continue
 		case !errors.As(err, &fe):
 			// A final answer, also one that came as ctx ended.
 			c.siteOK(i) // it answered: it is usable
@@ -98,7 +105,7 @@ func mayHaveReached(err error) bool {
 // attempt makes one request to site i. It returns a *failoverError when the
 // site is unusable, a *salamander.Error for a final API error, and nil when
 // out holds the decoded answer.
-func (c *Client) attempt(ctx context.Context, i int, method, path string, body []byte, out any) error {
+func (c *Client) attempt(ctx context.Context, i int, tok, method, path string, body []byte, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var rd io.Reader
@@ -113,7 +120,7 @@ func (c *Client) attempt(ctx context.Context, i int, method, path string, body [
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	if tok := c.Token(); tok != "" {
+	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.httpClient.Do(req)

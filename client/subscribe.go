@@ -177,10 +177,18 @@ func (s *Subscription) run(ctx context.Context, delivered <-chan struct{}) {
 		i := c.startSite()
 		began := time.Now()
 		var ready bool
-		ready, err = s.connect(ctx, i)
+		tok := c.Token()
+		ready, err = s.connect(ctx, i, tok)
 		s.setSite("")
 		if ctx.Err() != nil {
 			return
+		}
+		if salamander.ErrorCode(err) == salamander.CodeUnauthorized && c.tokenReplaced(ctx, tok) {
+			// The session this connection used ended with a password
+			// change of this client's (the site closes its sockets as it
+			// applies the change, before the new session is answered):
+			// connect again with the new one.
+			continue
 		}
 		var later *retryLater
 		if errors.As(err, &later) {
@@ -277,14 +285,14 @@ func (s *Subscription) learnUser(ctx context.Context) {
 // connect runs one WebSocket to site i until it breaks or ctx ends. ready
 // reports whether the site finished replaying the backlog. A site that
 // cannot serve yields a *failoverError; a final refusal a *salamander.Error.
-func (s *Subscription) connect(ctx context.Context, i int) (ready bool, err error) {
+func (s *Subscription) connect(ctx context.Context, i int, tok string) (ready bool, err error) {
 	c := s.c
 	u := c.sites[i] + "/v1/ws"
 	if cur := s.resume.String(); cur != "" {
 		u += "?" + url.Values{"cursor": {cur}}.Encode()
 	}
 	h := http.Header{}
-	if tok := c.Token(); tok != "" {
+	if tok != "" {
 		h.Set("Authorization", "Bearer "+tok)
 	}
 	var heard atomic.Int64 // unix nanoseconds when the site was last heard from

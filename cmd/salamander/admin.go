@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/gateway"
@@ -38,6 +43,10 @@ NATS server, so they work while any site is down:
                      end a drill whose runner died (recorded as failed, with the reason):
                      while a drill runs no site may be drained and no other drill start
   suspend NAME       suspend an account: it can neither log in nor use its sessions
+  set-password [--bcrypt-cost N] NAME
+                     reset the password of NAME, who forgot theirs: read from a prompt (not
+                     shown), or the first line of stdin when it is not a terminal, never from
+                     the command line; every session of NAME ends at every site
   restore NAME       end a suspension
   set-role NAME ROLE make NAME a user, operator or admin (how the first admin is made;
                      admins then promote others from the API)
@@ -50,14 +59,14 @@ NATS server, so they work while any site is down:
 
 // adminCommands are the commands runAdmin knows: anything else is refused
 // before it connects.
-var adminCommands = []string{"revoke-user", "suspend", "restore", "set-role", "rotate-key", "leaders", "step-down",
+var adminCommands = []string{"revoke-user", "suspend", "restore", "set-role", "set-password", "rotate-key", "leaders", "step-down",
 	"drain", "undrain", "incident", "drill"}
 
 // adminEnsureWait bounds how long an admin command waits for every stream
 // to answer before it goes on with those it needs.
 const adminEnsureWait = 3 * time.Second
 
-func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
@@ -151,6 +160,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "%s is %s at every site once applied (log position %s:%d)\n", name, role, pos.Stream, pos.Seq)
 		return nil
+	case "set-password":
+		return adminSetPassword(ctx, store, fs.Args()[1:], stdin, stdout, stderr)
 	case "rotate-key":
 		return adminRotateKey(ctx, store, admin, fs.Args()[1:], stdout, stderr)
 	case "leaders":
@@ -495,4 +506,79 @@ func adminIncident(ctx context.Context, store *jsstore.Store, args []string, std
 	}
 	fmt.Fprintf(stdout, "incident %s: %s at every site once applied (log position %s:%d)\n", id, verb+"d", pos.Stream, pos.Seq)
 	return nil
+}
+
+// adminSetPassword resets a user's password with the admin credential:
+// a user.password record (by "", at "cli", in the audit trail) that every
+// site applies as a new hash and the end of every session and device
+// token issued before it. The password is read from a prompt with echo
+// off when stdin is a terminal (twice, to catch a typo), else from the
+// first line of stdin, and never from the arguments: those are seen by
+// every user of the host (ps) and kept in shell histories. It is hashed
+// here, at --bcrypt-cost (the sites' --bcrypt-cost, 10 by default).
+func adminSetPassword(ctx context.Context, store *jsstore.Store, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("set-password", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cost := fs.Int("bcrypt-cost", bcrypt.DefaultCost, "password hashing cost, 4-31 (as the sites' serve --bcrypt-cost)")
+	if err := fs.Parse(args); err != nil {
+		return flagError(err)
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("admin: usage: set-password [--bcrypt-cost N] NAME (the password is read from stdin or a prompt)")
+	}
+	if *cost < bcrypt.MinCost || *cost > bcrypt.MaxCost {
+		return fmt.Errorf("admin: --bcrypt-cost must be %d-%d", bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	name := fs.Arg(0)
+	if err := adminUserExists(ctx, store, name); err != nil {
+		return err
+	}
+	pw, err := readNewPassword(stdin, stderr, name)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	if err := salamander.ValidatePassword(pw); err != nil {
+		return fmt.Errorf("admin: %s", salamander.ErrorMessage(err))
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(pw), *cost)
+	if err != nil {
+		return fmt.Errorf("admin: hash the password: %w", err)
+	}
+	pos, err := adminAppend(ctx, store, "pw."+name, salamander.Record{Type: salamander.RecPasswordSet, User: name,
+		PasswordHash: string(hash)})
+	if err != nil {
+		return fmt.Errorf("admin: set the password of %s: %w", name, err)
+	}
+	fmt.Fprintf(stdout, "password of %s set (log position %s:%d): every site takes only the new one once it has applied this,\n"+
+		"and every session of %s signed before it ends there\n", name, pos.Stream, pos.Seq, name)
+	return nil
+}
+
+// readNewPassword reads a new password for name: from a prompt on stderr,
+// not echoed and asked twice, when stdin is a terminal; else the first
+// line of stdin (without its line ending).
+func readNewPassword(stdin io.Reader, stderr io.Writer, name string) (string, error) {
+	if f, ok := stdin.(*os.File); ok && isTerminal(f) {
+		fmt.Fprintf(stderr, "new password for %s: ", name)
+		pw, err := readHidden(f)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(stderr, "again: ")
+		again, err := readHidden(f)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		if pw != again {
+			return "", errors.New("the two passwords differ; nothing changed")
+		}
+		return pw, nil
+	}
+	line, err := bufio.NewReader(io.LimitReader(stdin, salamander.MaxBodyBytes)).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", fmt.Errorf("read the new password from stdin: %w", err)
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"), nil
 }

@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "drill":
 		return runDrill(ctx, rest, stdout, stderr)
 	case "admin":
-		return runAdmin(ctx, rest, stdout, stderr)
+		return runAdmin(ctx, rest, stdin, stdout, stderr)
 	case "lb":
 		return runLB(ctx, rest, stdout, stderr)
 	case "certs":

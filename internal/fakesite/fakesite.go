@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,10 @@ type Config struct {
 	Rooms []salamander.Room
 	// Hold acknowledges every new send held, until Place places it.
 	Hold bool
+	// Password, when set, is what a password change (POST
+	// /v1/me/password) must give as the current password (log-ins still
+	// take any).
+	Password string
 }
 
 // Site is a fake site. Serve it with httptest.NewServer(site).
@@ -58,6 +63,11 @@ type Site struct {
 	// suspended refuses the user's session 403, as a suspended account's
 	// (Suspend).
 	suspended bool
+	// changes counts the password changes: each ends the sessions before
+	// it, whose tokens GET /v1/me and the WebSocket then refuse 401, and
+	// answers a new session, token "tok-N" (a log-in's is "tok" before
+	// any change).
+	changes int
 	// cutSends is how many sends are still to be cut off unanswered
 	// (CutSends).
 	cutSends int
@@ -66,6 +76,9 @@ type Site struct {
 	// dropFetches counts, per room, the next GET /v1/rooms/{id} to answer
 	// by dropping the connection (Receive).
 	dropFetches map[string]int
+	// dropChange drops the answer of the next password change, which
+	// takes effect all the same (DropNextChangeAnswer).
+	dropChange bool
 }
 
 // room is a room with its placed messages (message seq n at msgs[n-1]).
@@ -95,8 +108,9 @@ func New(cfg Config) *Site {
 		s.order = append(s.order, r.ID)
 	}
 	session := func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, salamander.Session{Token: "tok", ExpiresAt: time.Now().Add(24 * time.Hour).UTC(), User: cfg.User,
-			Device: DeviceToken})
+		tok, dev := s.currentSession()
+		writeJSON(w, http.StatusOK, salamander.Session{Token: tok, ExpiresAt: time.Now().Add(24 * time.Hour).UTC(), User: cfg.User,
+			Device: dev})
 	}
 	s.mux.HandleFunc("POST /v1/login", func(w http.ResponseWriter, r *http.Request) {
 		var req salamander.LoginRequest
@@ -108,7 +122,44 @@ func New(cfg Config) *Site {
 	})
 	s.mux.HandleFunc("POST /v1/signup", session)
 	s.mux.HandleFunc("POST /v1/logout", noContent)
-	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, _ *http.Request) {
+	s.mux.HandleFunc("POST /v1/me/password", func(w http.ResponseWriter, r *http.Request) {
+		if s.staleSession(r) {
+			writeError(w, errEnded)
+			return
+		}
+		var req salamander.ChangePasswordRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeError(w, salamander.Errorf(salamander.CodeInvalid, "request body must be JSON"))
+			return
+		}
+		if err := salamander.ValidatePassword(req.NewPassword); err != nil {
+			writeError(w, err)
+			return
+		}
+		s.mu.Lock()
+		if s.cfg.Password != "" && req.CurrentPassword != s.cfg.Password {
+			s.mu.Unlock()
+			writeError(w, salamander.Errorf(salamander.CodeForbidden, "the current password is wrong"))
+			return
+		}
+		s.cfg.Password = req.NewPassword
+		s.changes++
+		drop := s.dropChange
+		s.dropChange = false
+		s.mu.Unlock()
+		// As a real site: every session ends as the change is applied,
+		// before its answer, the new session, is written.
+		s.CloseSockets(websocket.StatusPolicyViolation, "session revoked or expired")
+		if drop {
+			panic(http.ErrAbortHandler) // the connection is dropped, unanswered
+		}
+		session(w, r)
+	})
+	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, r *http.Request) {
+		if s.staleSession(r) {
+			writeError(w, errEnded)
+			return
+		}
 		if s.isSuspended() {
 			writeError(w, errSuspended)
 			return
@@ -141,7 +192,8 @@ func New(cfg Config) *Site {
 // ServeHTTP serves the API.
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// DeviceToken is the device token every session of the site carries.
+// DeviceToken is the device token every session of the site carries (with
+// "-N" after the Nth password change).
 const DeviceToken = "fake-device-token"
 
 // Logins returns the device token each login brought, in order ("" for
@@ -250,6 +302,51 @@ func (s *Site) Sockets() int {
 }
 
 var errSuspended = salamander.Errorf(salamander.CodeForbidden, "this account is suspended")
+
+var errEnded = salamander.Errorf(salamander.CodeUnauthorized, "missing, malformed, expired or revoked token")
+
+// currentSession is the token and device token a log-in is answered with:
+// "tok" and DeviceToken, then "tok-N" and DeviceToken+"-N" after the Nth
+// password change.
+func (s *Site) currentSession() (token, device string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changes == 0 {
+		return "tok", DeviceToken
+	}
+	n := strconv.Itoa(s.changes)
+	return "tok-" + n, DeviceToken + "-" + n
+}
+
+// staleSession says whether r brings a session token (in Authorization, or
+// a browser's WebSocket subprotocol bearer.TOKEN) that a password change
+// has ended.
+func (s *Site) staleSession(r *http.Request) bool {
+	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	for _, p := range strings.Split(r.Header.Get("Sec-WebSocket-Protocol"), ",") {
+		if t, ok := strings.CutPrefix(strings.TrimSpace(p), "bearer."); ok {
+			tok = t
+		}
+	}
+	cur, _ := s.currentSession()
+	return tok != "" && tok != cur
+}
+
+// DropNextChangeAnswer makes the next password change take effect and its
+// answer be lost (the connection dropped), as when a site fails between
+// the two: the client's retry finds its session ended.
+func (s *Site) DropNextChangeAnswer() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropChange = true
+}
+
+// Changes returns how many password changes the site has taken.
+func (s *Site) Changes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changes
+}
 
 func (s *Site) isSuspended() bool {
 	s.mu.Lock()
@@ -375,6 +472,10 @@ func (s *Site) handleSync(w http.ResponseWriter, r *http.Request) {
 // goes on with live events; it answers send and ping frames with acks
 // and carries out read frames.
 func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
+	if s.staleSession(r) {
+		writeError(w, errEnded)
+		return
+	}
 	if s.isSuspended() {
 		writeError(w, errSuspended)
 		return

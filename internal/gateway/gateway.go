@@ -508,6 +508,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("POST /v1/logout", g.authedSession(g.handleLogout, true))
 	m.HandleFunc("GET /v1/me", g.authed(g.handleMe))
 	m.HandleFunc("PATCH /v1/me", g.authed(g.metered(g.handleUpdateProfile)))
+	m.HandleFunc("POST /v1/me/password", g.authed(g.handleChangePassword))
 	m.HandleFunc("GET /v1/users/{name}", g.authed(g.missCosts(g.handleUser)))
 	m.HandleFunc("GET /v1/friends", g.authed(g.handleFriends))
 	m.HandleFunc("POST /v1/friends", g.authed(g.metered(g.handleAddFriend)))
@@ -538,6 +539,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("POST /v1/ops/users/{name}/suspend", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserSuspended))))
 	m.HandleFunc("POST /v1/ops/users/{name}/restore", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRestored))))
 	m.HandleFunc("POST /v1/ops/users/{name}/revoke", g.authed(g.withRole(salamander.RoleAdmin, g.userAction(salamander.RecUserRevoked))))
+	m.HandleFunc("POST /v1/ops/users/{name}/password", g.authed(g.withRole(salamander.RoleAdmin, g.handleSetPassword)))
 	op, admin, user := salamander.RoleOperator, salamander.RoleAdmin, salamander.RoleUser
 	m.HandleFunc("GET /v1/ops/audit.csv", g.handle(op, g.handleAuditCSV))
 	m.HandleFunc("POST /v1/ops/incidents", g.handle(op, g.handleOpenIncident))

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 )
@@ -218,6 +220,8 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 				a.audit(pos, r, "revoke-sessions")
 			}
 		}
+	case salamander.RecPasswordSet:
+		a.passwordSet(pos, r)
 	case salamander.RecUserSuspended, salamander.RecUserRestored:
 		u := a.m.users[r.User]
 		if u == nil || !a.byAdmin(r) {
@@ -268,6 +272,37 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		a.merged(r)
 	}
 	return nil // a record type from a newer version: skipped alike everywhere
+}
+
+// passwordSet replaces an account's password hash and ends every session
+// and device token issued before it, as a "log out everywhere" does: by
+// accounts-stream position (revokedSeq), so that whichever site applies
+// it first, a token signed anywhere before it (naming an earlier
+// position) ends everywhere, and one signed after it lives. The account
+// changes its own (By itself) unless it is suspended at this point of the
+// log (a site that had not applied the suspension yet took the request);
+// anyone else's only an admin does (as byAdmin: the admin credential, or
+// an admin not suspended here), and that reset is in the audit trail. A
+// hash bcrypt cannot read is refused: it would lock the account.
+func (a *applier) passwordSet(pos salamander.Position, r salamander.Record) {
+	u := a.m.users[r.User]
+	if u == nil {
+		return
+	}
+	if _, err := bcrypt.Cost([]byte(r.PasswordHash)); err != nil {
+		return
+	}
+	own := r.By == r.User
+	if own && u.suspended || !own && !a.byAdmin(r) {
+		return
+	}
+	a.m.setHash(u, r.PasswordHash)
+	u.revokedSeq = max(u.revokedSeq, pos.Seq)
+	a.dirtyUsers[r.User] = true
+	a.sessionsEnded = append(a.sessionsEnded, r.User)
+	if !own {
+		a.audit(pos, r, "set-password")
+	}
 }
 
 func (a *applier) friendAdded(pos salamander.Position, r salamander.Record) error {

@@ -423,7 +423,21 @@ func (m *model) placed(r salamander.Record) bool {
 // addUser puts u into the model, counting its hash's cost.
 func (m *model) addUser(u *userState) {
 	m.users[u.name] = u
-	if c, err := bcrypt.Cost([]byte(u.hash)); err == nil && c >= 0 && c < len(m.hashCosts) {
-		m.hashCosts[c]++
+	m.countHash(u.hash, 1)
+}
+
+// setHash gives u a new password hash, moving its count to the new
+// hash's cost (HashCost).
+func (m *model) setHash(u *userState, hash string) {
+	m.countHash(u.hash, -1)
+	u.hash = hash
+	m.countHash(hash, 1)
+}
+
+// countHash adds n to the count of hash's cost (nothing for a hash whose
+// cost cannot be read).
+func (m *model) countHash(hash string, n int) {
+	if c, err := bcrypt.Cost([]byte(hash)); err == nil && c >= 0 && c < len(m.hashCosts) {
+		m.hashCosts[c] += n
 	}
 }

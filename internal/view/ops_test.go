@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -304,6 +305,84 @@ func TestASuspendedAdminTakesNoAdminAction(t *testing.T) {
 		if e.By == "exboss" && e.User != "exboss" || e.Action == "restore" {
 			t.Errorf("audit trail has a suspended admin's refused action: %+v", e)
 		}
+	}
+}
+
+// Real bcrypt hashes (cost 4) of "new password 1" and "new password 2":
+// a password record with a hash bcrypt cannot read has no effect.
+const (
+	testHash1 = "$2a$04$65a5QkiZN2X26/AfqWusS.XaPkTshZ25XJQRZiDs6qXK8BOvMlk6W"
+	testHash2 = "$2a$04$LpNsOzIMLDQa6Pwqg3O.juPAAYBzI8n7/SWUOF19tYMPYYiACJ/Bm"
+)
+
+// A password change replaces the account's hash and ends every session
+// and device token naming an accounts position before it, as "log out
+// everywhere" does, at whichever site applies it: revokedSeq moves to its
+// position. The account changes its own unless suspended there (a site
+// that had not applied the suspension took the request); another's only
+// an admin changes, and that reset is in the audit trail. A hash bcrypt
+// cannot read changes nothing.
+func TestPasswordSetReplacesTheHashAndEndsEarlierSessions(t *testing.T) {
+	v := openTemp(t)
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h0"},
+		{Type: salamander.RecUserCreated, User: "carol", PasswordHash: "h0"},
+		{Type: salamander.RecUserCreated, User: "bob", PasswordHash: "h0"},
+		{Type: salamander.RecUserCreated, User: "dave", PasswordHash: "h0"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin", Site: "cli"},
+		{Type: salamander.RecPasswordSet, User: "carol", By: "carol", PasswordHash: testHash1},          // 6: her own
+		{Type: salamander.RecPasswordSet, User: "bob", By: "carol", Site: "a", PasswordHash: testHash1}, // 7: no admin
+		{Type: salamander.RecPasswordSet, User: "bob", By: "boss", Site: "b", PasswordHash: testHash2},  // 8: an admin's reset
+		{Type: salamander.RecPasswordSet, User: "bob", By: "bob", PasswordHash: "not bcrypt"},           // 9: no hash
+		{Type: salamander.RecUserSuspended, User: "dave", By: "boss", Site: "a"},                        // 10
+		{Type: salamander.RecPasswordSet, User: "dave", By: "dave", PasswordHash: testHash1},            // 11: suspended
+		{Type: salamander.RecPasswordSet, User: "dave", PasswordHash: testHash2, Site: "cli"},           // 12: the admin credential
+		{Type: salamander.RecPasswordSet, User: "nobody", By: "nobody", PasswordHash: testHash1},        // 13: no account
+	}
+	var ended []string
+	v.OnSessionsEnded(func(users []string) { ended = append(ended, users...) })
+	apply(t, v, &memLog{}, acctEntries(recs, at))
+	ctx := context.Background()
+	for _, c := range []struct {
+		user    string
+		hash    string
+		revoked uint64
+	}{
+		{"carol", testHash1, 6},
+		{"bob", testHash2, 8},
+		{"dave", testHash2, 12},
+		{"boss", "h0", 0},
+	} {
+		hash, revoked, err := v.Credentials(ctx, c.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hash != c.hash || revoked != c.revoked {
+			t.Errorf("%s: hash %q, sessions revoked up to %d; want %q, %d", c.user, hash, revoked, c.hash, c.revoked)
+		}
+	}
+	if _, _, err := v.Credentials(ctx, "nobody"); salamander.ErrorCode(err) != salamander.CodeNotFound {
+		t.Errorf("a password record made an account: %v", err)
+	}
+	if want := []string{"carol", "bob", "dave", "dave"}; !slices.Equal(ended, want) {
+		t.Errorf("sessions ended of %v, want %v (their sockets re-check at once)", ended, want)
+	}
+	trail, err := v.Audit(ctx, time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resets []string
+	for _, e := range trail {
+		if e.Action == "set-password" {
+			resets = append(resets, e.User+" by "+e.By+" at "+e.Site)
+		}
+	}
+	if want := []string{"dave by  at cli", "bob by boss at b"}; !slices.Equal(resets, want) {
+		t.Errorf("audit trail's resets %q, want %q (newest first; her own change is not an admin action)", resets, want)
+	}
+	if got := v.HashCost(); got != 4 {
+		t.Errorf("HashCost %d, want 4: the changed hashes' cost is counted, the replaced ones' no longer", got)
 	}
 }
 

@@ -60,6 +60,12 @@ func everyKind() []jsstore.Entry {
 		one("acct", salamander.Record{Type: salamander.RecUserRevoked, User: "carol"}),
 		one("acct", salamander.Record{Type: salamander.RecUserRevoked, User: "dave", By: "boss", Site: "a"}),
 		one("acct", salamander.Record{Type: salamander.RecUserRevoked, User: "bob", By: "op", Site: "a"}), // no admin
+		// Password changes: carol's own, an admin's reset of alice's,
+		// and one by no admin and one with no bcrypt hash (no effect).
+		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "carol", By: "carol", PasswordHash: testHash1}),
+		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "alice", By: "boss", Site: "a", PasswordHash: testHash2}),
+		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "dave", By: "op", Site: "a", PasswordHash: testHash1}),
+		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "bob", By: "bob", PasswordHash: "not a hash"}),
 		one("acct", salamander.Record{Type: salamander.RecUserSuspended, User: "dave", By: "boss", Site: "b"}),
 		one("acct", salamander.Record{Type: salamander.RecUserSuspended, User: "carol", By: "op", Site: "b"}), // no admin
 		one("acct", salamander.Record{Type: salamander.RecUserRestored, User: "dave", By: "boss", Site: "b"}),

@@ -21,8 +21,13 @@ import (
 // loads its model from it and resumes the log after them.
 
 // schemaVersion changes whenever the schema or the apply rules change; a
-// database of another version is rebuilt from the log.
-const schemaVersion = 20
+// database of another version is rebuilt from the log. A rule for a new
+// record type is such a change too, though no older record applies
+// otherwise: a site of the version before skipped the new records it
+// applied (a rolling upgrade, a site upgraded last), and its store says
+// they are applied. Without the rebuild it would never apply them. (21:
+// user.password.)
+const schemaVersion = 21
 
 // markEvery is how many messages of a room one message_marks row spans.
 const markEvery = 32
@@ -181,7 +186,7 @@ func prepare(db *sql.DB) (*statements, error) {
 	p(&st.user, `INSERT INTO users(name, display_name, status, password_hash, created_at, revoked_seq, role, suspended)
 		VALUES(?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET display_name = excluded.display_name, status = excluded.status,
-		revoked_seq = excluded.revoked_seq, role = excluded.role, suspended = excluded.suspended`)
+		password_hash = excluded.password_hash, revoked_seq = excluded.revoked_seq, role = excluded.role, suspended = excluded.suspended`)
 	p(&st.audit, `INSERT INTO audit(stream, seq, at, by, site, action, user, role, detail) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`)
 	p(&st.revoked, `INSERT INTO revoked_sessions(sid, user, at) VALUES(?, ?, ?) ON CONFLICT(sid) DO NOTHING`)

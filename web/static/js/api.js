@@ -70,6 +70,29 @@ export class Api extends EventTarget {
     this.sites = [{ name: "", url: location.origin }];
     this.index = 0;
     this.token = "";
+    // renewing settles when the password change in flight (renew) is
+    // over; null when none is.
+    this.renewing = null;
+  }
+
+  // renew runs fn, a change of this session (a password change), which
+  // resolves to the new session. A site ends every session of the
+  // account as it applies the change, before its answer — the new
+  // session — arrives: a request refused 401 meanwhile waits for the
+  // change and, if the token was replaced, goes again with the new one
+  // instead of signing the page out (attempt), and Live reconnects with
+  // it. fn's own requests pass { own: true }.
+  async renew(fn) {
+    let done;
+    this.renewing = new Promise((r) => { done = r; });
+    try {
+      const s = await fn();
+      this.token = s.token;
+      return s;
+    } finally {
+      this.renewing = null;
+      done();
+    }
   }
 
   get site() { return this.sites[this.index]; }
@@ -123,7 +146,7 @@ export class Api extends EventTarget {
   // request makes one API call, failing over between sites until one gives
   // a final answer. It gives up after `rounds` rounds through every site
   // (Infinity: never), throwing the last failure.
-  async request(method, path, body, { rounds = 3 } = {}) {
+  async request(method, path, body, { rounds = 3, own = false } = {}) {
     const n = this.sites.length;
     let last = null;
     for (let tries = 0; ; tries++) {
@@ -133,7 +156,7 @@ export class Api extends EventTarget {
       }
       const i = this.index;
       try {
-        return await this.attempt(this.sites[i].url, method, path, body);
+        return await this.attempt(this.sites[i].url, method, path, body, own);
       } catch (e) {
         if (!(e instanceof SiteDown)) throw e;
         last = e;
@@ -142,10 +165,11 @@ export class Api extends EventTarget {
     }
   }
 
-  async attempt(base, method, path, body) {
+  async attempt(base, method, path, body, own = false) {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (this.token) headers.Authorization = "Bearer " + this.token;
+    const token = this.token;
+    if (token) headers.Authorization = "Bearer " + token;
     let res;
     try {
       res = await fetchTimeout(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -158,7 +182,16 @@ export class Api extends EventTarget {
     }
     if (!res.ok) {
       const err = new ApiError(res.status, data?.code || "http_" + res.status, data?.message || res.statusText);
-      if (res.status === 401 && this.token) this.dispatchEvent(new Event("unauthorized"));
+      if (res.status === 401 && token) {
+        // Refused a session this page has replaced since, or is replacing
+        // (a password change ends it before the new one is answered): ask
+        // again with the new one rather than sign out.
+        if (this.renewing && !own) await this.renewing;
+        if (this.token && this.token !== token) return this.attempt(base, method, path, body, own);
+        // The change's own requests leave it to their caller: a retry
+        // after a change whose answer was lost finds its session ended.
+        if (this.token === token && !own) this.dispatchEvent(new Event("unauthorized"));
+      }
       // /v1/me refuses only a suspended account's session (403).
       if (res.status === 403 && path === "/v1/me" && this.token) this.dispatchEvent(new Event("suspended"));
       throw err;
@@ -262,6 +295,9 @@ export class Live extends EventTarget {
         // session (401) from a site that is down.
         try { await this.api.request("GET", "/v1/me", undefined, { rounds: 1 }); } catch { /* counted below */ }
       }
+      // A password change of this page ends the socket's session before
+      // the new one is answered: reconnect with the new one.
+      if (this.api.renewing) await this.api.renewing;
       const i = this.api.index;
       const ready = await this.connect(i);
       if (!this.running) return;

@@ -1,9 +1,10 @@
 // views/dialogs.js: the modal forms — add a friend, a profile, my profile,
-// a new group, a room's settings (invite, rename, leave).
+// a password change, a new group, a room's settings (invite, rename, leave).
 
 import { ApiError } from "../api.js";
 import { $, avatar, fill, h } from "../dom.js";
 import { errorText, t } from "../i18n.js";
+import * as store from "../store.js";
 import { newClientID } from "../store.js";
 
 // showDialog opens the dialog with a title and content; it returns a
@@ -94,6 +95,47 @@ export function editProfileDialog(app) {
     const u = await app.api.request("PATCH", "/v1/me", { display_name: data.get("display_name"), status: data.get("status") });
     app.model.setUser(u);
     app.toast(t("profileSaved"));
+  });
+}
+
+// changePasswordDialog changes the user's password with the current one.
+// Every other session of the account ends at every site; this page keeps
+// signed in with the new session the site answers with (api.renew), and
+// keeps it and the new device token for the next start.
+export function changePasswordDialog(app) {
+  const pw = (name, label, attrs) => input(name, label, { type: "password", required: true, ...attrs });
+  formDialog(t("changePassword"), [
+    pw("current", t("currentPassword"), { autocomplete: "current-password", maxlength: 72, id: "pw-current" }),
+    pw("next", t("newPassword"), { autocomplete: "new-password", minlength: 8, maxlength: 72, id: "pw-new" }),
+    pw("again", t("confirmPassword"), { autocomplete: "new-password", minlength: 8, maxlength: 72, id: "pw-again" }),
+  ], t("save"), async (data) => {
+    const next = String(data.get("next"));
+    if (next !== String(data.get("again"))) throw new ApiError(0, "passwords_differ", t("passwordsDiffer"));
+    const name = app.model.me.name;
+    let s;
+    try {
+      s = await app.api.renew(async () => {
+        try {
+          return await app.api.request("POST", "/v1/me/password",
+            { current_password: String(data.get("current")), new_password: next }, { own: true });
+        } catch (err) {
+          // A retry at another site after a change whose answer was lost
+          // finds this session ended (401): the new password signs in.
+          if (!(err instanceof ApiError && err.status === 401)) throw err;
+          return await app.api.request("POST", "/v1/login",
+            { name, password: next, device: store.device.get(name) || undefined }, { own: true }).catch(() => { throw err; });
+        }
+      });
+    } catch (err) {
+      // 403: the current password is wrong (a suspended account's page
+      // is signed out by its socket's close).
+      if (err instanceof ApiError && err.code === "forbidden") throw new ApiError(403, "wrong_password", t("currentPasswordWrong"));
+      if (err instanceof ApiError && err.status === 401) app.signOut(false); // the session had ended
+      throw err;
+    }
+    store.session.set(s);
+    if (s.device) store.device.set(s.user.name, s.device);
+    app.toast(t("passwordChanged"));
   });
 }
 

@@ -4,7 +4,7 @@
 import { $, avatar, fill, h } from "../dom.js";
 import { currentLang, fmtWhen, t } from "../i18n.js";
 import { icon } from "../icons.js";
-import { addFriendDialog, editProfileDialog, newGroupDialog, profileDialog } from "./dialogs.js";
+import { addFriendDialog, changePasswordDialog, editProfileDialog, newGroupDialog, profileDialog } from "./dialogs.js";
 
 export function renderRail(el, app) {
   const unread = [...app.model.rooms.values()].reduce((n, r) => n + r.unread, 0);
@@ -111,5 +111,6 @@ function settings(app) {
     h("div", { class: "sites" }, h("div", { class: "section-label" }, t("siteLabel")),
       h("ul", {}, app.api.sites.map((s) => h("li", { class: s.name === liveSite ? "here" : "" },
         h("span", { class: "dot" }), `${s.name} · ${new URL(s.url).host}`)))),
+    h("button", { class: "btn wide", id: "change-password", onclick: () => changePasswordDialog(app) }, t("changePassword")),
     h("button", { class: "btn wide", id: "logout", onclick: () => app.signOut() }, t("logOut")));
 }

@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
+)
+
+// Password changes. A user changes their own password with the current
+// one (POST /v1/me/password); an admin resets a user's who forgot theirs
+// (POST /v1/ops/users/{name}/password, or `salamander admin set-password`).
+// Either is a user.password record on the accounts stream (key pw.NAME):
+// every site applies it as a "log out everywhere" that also replaces the
+// hash, so every session and device token issued before it ends at every
+// site, and the old password stops working there. The device that changed
+// its own password gets a fresh session in the answer and stays signed in.
+
+func pwKey(name string) string { return "pw." + name }
+
+// errWrongPassword answers a change whose current password is wrong. It is
+// 403, not the 401 a login answers: to every client a 401 from a request
+// made with a session says that session has ended (the web client and the
+// SDK sign out), and this one has not.
+var errWrongPassword = salamander.Errorf(salamander.CodeForbidden, "the current password is wrong")
+
+// handleChangePassword changes the caller's password. The current password
+// is judged as a login's: the account's failed-login budget and the
+// address's are spent before the bcrypt comparison (and the budget of
+// logins, given back on a wrong guess), so a stolen session guesses no
+// faster here than anyone can at login. The answer is a new session, like
+// a login's: the request's own session ended with every other.
+func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c claims) {
+	var req salamander.ChangePasswordRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if req.CurrentPassword == "" || req.NewPassword == "" {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "current_password and new_password are required"))
+		return
+	}
+	if err := salamander.ValidatePassword(req.NewPassword); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if req.NewPassword == req.CurrentPassword {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "new_password must differ from current_password"))
+		return
+	}
+	if len(req.CurrentPassword) > salamander.MaxPasswordBytes {
+		// No password is that long: wrong, without a comparison (as login).
+		writeError(w, g.log, r, errWrongPassword)
+		return
+	}
+	addr := g.clientAddr(r)
+	refundFailure, err := g.budgets.spend(&g.budgets.login, c.User, addr, 1)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	refundSuccess, err := g.budgets.spend(&g.budgets.logins, c.User, addr, 1)
+	if err != nil {
+		refundFailure()
+		writeError(w, g.log, r, err)
+		return
+	}
+	// As a login: a "no" is checked again after catching up with the
+	// log, where a change made at another site a moment ago may be.
+	ok, err := g.login(r.Context(), c.User, req.CurrentPassword)
+	if err != nil {
+		refundFailure()
+		refundSuccess()
+		writeError(w, g.log, r, err)
+		return
+	}
+	if !ok {
+		refundSuccess()
+		writeError(w, g.log, r, errWrongPassword)
+		return
+	}
+	refundFailure()
+	hash, err := g.hashPassword(r.Context(), req.NewPassword)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecPasswordSet, User: c.User, By: c.User, PasswordHash: hash}
+	if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, pwKey(c.User), rec, jsstore.AppendOptions{}); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if now, _, err := g.cfg.View.Credentials(r.Context(), c.User); err != nil || now != hash {
+		// The log refused it: the account was suspended before it (at a
+		// site that had not applied the suspension when it took this).
+		// Or another change landed right after it, which then ended
+		// the session this one would answer with.
+		err = errSuspended
+		if !g.cfg.View.Suspended(c.User) {
+			err = salamander.Errorf(salamander.CodeConflict, "another password change was made at the same moment; sign in again")
+		}
+		writeError(w, g.log, r, err)
+		return
+	}
+	g.writeSession(w, r, http.StatusOK, c.User, "")
+}
+
+// handleSetPassword is an admin's reset of a user's password: the user's
+// every session ends, the new password is the only one that works, and
+// the audit trail records who did it and where.
+func (g *Gateway) handleSetPassword(w http.ResponseWriter, r *http.Request, c claims) {
+	var req salamander.SetPasswordRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if err := salamander.ValidatePassword(req.NewPassword); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	if err := salamander.ValidateUserName(name); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if name == c.User {
+		// Not without the current password: a stolen admin session would
+		// take the account over for good.
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid,
+			"change your own password with POST /v1/me/password, which asks for the current one"))
+		return
+	}
+	if _, err := g.lookupUser(r.Context(), name); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	hash, err := g.hashPassword(r.Context(), req.NewPassword)
+	if err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	rec := salamander.Record{Type: salamander.RecPasswordSet, User: name, PasswordHash: hash}
+	if g.adminAction(w, r, c, rec, pwKey(name), func() bool {
+		now, _, err := g.cfg.View.Credentials(r.Context(), name)
+		return err == nil && now == hash
+	}) {
+		writeJSON(w, http.StatusOK, map[string]string{"user": name, "action": string(rec.Type)})
+	}
+}
