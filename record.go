@@ -20,7 +20,8 @@ const (
 	// an accounts position before this record's. By is the account itself
 	// (a change with the current password: POST /v1/me/password) or an
 	// admin ("" = the admin credential; Site set: a reset, in the audit
-	// trail); PasswordHash is a bcrypt hash. Sites of versions before it
+	// trail); PasswordHash is a bcrypt hash; PrevHash, in an own change,
+	// the hash the current password was judged against. Sites of versions before it
 	// skip it: the old password works there until they are upgraded.
 	RecPasswordSet   RecordType = "user.password"  // User, PasswordHash, By, Site?
 	RecRoleSet       RecordType = "user.role"      // User, Role, By ("" = the admin credential), Site: a role change
@@ -86,8 +87,15 @@ type Record struct {
 	DisplayName  *string `json:"dn,omitempty"`
 	Status       *string `json:"st,omitempty"`
 	PasswordHash string  `json:"ph,omitempty"`
-	Session      string  `json:"sid,omitempty"`
-	Friend       string  `json:"f,omitempty"`
+	// PrevHash is, in an account's change of its own password
+	// (RecPasswordSet by itself), the hash the current password was
+	// judged against: the change applies only while it is still the
+	// account's, so one judged at a site that had not applied a newer
+	// change or reset yet (the old password, known to a thief, at a
+	// lagging site) cannot undo that one.
+	PrevHash string `json:"pph,omitempty"`
+	Session  string `json:"sid,omitempty"`
+	Friend   string `json:"f,omitempty"`
 	// Key is a session-signing key, sealed with the deployment's log key
 	// (secrets.SealKey) so that reading the log does not give it away; a
 	// key without KeyID is a plain one from before keys were sealed.

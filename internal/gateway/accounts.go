@@ -141,21 +141,29 @@ var errBadLogin = salamander.Errorf(salamander.CodeUnauthorized, "wrong user nam
 // trip to the log to catch up with a sign-up acknowledged at another site a
 // moment ago, and a second comparison only if that changed the account.
 func (g *Gateway) login(ctx context.Context, name, pw string) (bool, error) {
+	_, ok, err := g.judgePassword(ctx, name, pw)
+	return ok, err
+}
+
+// judgePassword is login's check, with the hash pw was found right
+// against (a password change names it: see salamander.Record.PrevHash).
+func (g *Gateway) judgePassword(ctx context.Context, name, pw string) (string, bool, error) {
 	hash, err := g.passwordHash(ctx, name)
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
 	if ok, err := g.checkPassword(ctx, hash, pw); ok || err != nil {
-		return ok, err
+		return hash, ok, err
 	}
 	if err := g.confirmNegative(ctx, jsstore.AccountsStream); err != nil {
-		return false, err
+		return "", false, err
 	}
 	again, err := g.passwordHash(ctx, name)
 	if err != nil || again == hash {
-		return false, err
+		return "", false, err
 	}
-	return g.checkPassword(ctx, again, pw)
+	ok, err := g.checkPassword(ctx, again, pw)
+	return again, ok, err
 }
 
 // passwordHash is name's password hash as this site knows it, "" for a

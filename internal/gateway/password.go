@@ -67,7 +67,7 @@ func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c
 	}
 	// As a login: a "no" is checked again after catching up with the
 	// log, where a change made at another site a moment ago may be.
-	ok, err := g.login(r.Context(), c.User, req.CurrentPassword)
+	judged, ok, err := g.judgePassword(r.Context(), c.User, req.CurrentPassword)
 	if err != nil {
 		refundFailure()
 		refundSuccess()
@@ -85,7 +85,12 @@ func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c
 		writeError(w, g.log, r, err)
 		return
 	}
-	rec := salamander.Record{Type: salamander.RecPasswordSet, User: c.User, By: c.User, PasswordHash: hash}
+	// PrevHash: the change applies only if the hash the current password
+	// was right against is still the account's where the log places it.
+	// This site may not have applied a change or reset made at another a
+	// moment ago (a right "yes" is not checked again with the log): a
+	// thief knowing the old password must not undo it here.
+	rec := salamander.Record{Type: salamander.RecPasswordSet, User: c.User, By: c.User, PrevHash: judged, PasswordHash: hash}
 	if _, _, err := g.commit(r.Context(), jsstore.AccountsStream, pwKey(c.User), rec, jsstore.AppendOptions{}); err != nil {
 		writeError(w, g.log, r, err)
 		return
@@ -93,8 +98,18 @@ func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c
 	if now, _, err := g.cfg.View.Credentials(r.Context(), c.User); err != nil || now != hash {
 		// The log refused it: the account was suspended before it (at a
 		// site that had not applied the suspension when it took this).
-		// Or another change landed right after it, which then ended
-		// the session this one would answer with.
+		// Or another change landed before or right after it, which ended
+		// the session this one would answer with. If that one set the
+		// same new password, it was this change's own earlier attempt
+		// whose answer was lost (a client's retry, here at a site that
+		// had not applied it yet): it stands, and the answer is the new
+		// session the lost answer was.
+		if err == nil && !g.cfg.View.Suspended(c.User) {
+			if same, cerr := g.checkPassword(r.Context(), now, req.NewPassword); cerr == nil && same {
+				g.writeSession(w, r, http.StatusOK, c.User, "")
+				return
+			}
+		}
 		err = errSuspended
 		if !g.cfg.View.Suspended(c.User) {
 			err = salamander.Errorf(salamander.CodeConflict, "another password change was made at the same moment; sign in again")

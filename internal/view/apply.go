@@ -282,8 +282,10 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 // changes its own (By itself) unless it is suspended at this point of the
 // log (a site that had not applied the suspension yet took the request);
 // anyone else's only an admin does (as byAdmin: the admin credential, or
-// an admin not suspended here), and that reset is in the audit trail. A
-// hash bcrypt cannot read is refused: it would lock the account.
+// an admin not suspended here), and that reset is in the audit trail. An
+// own change applies only while the hash its current password was judged
+// against (PrevHash) is still the account's. A hash bcrypt cannot read
+// is refused: it would lock the account.
 func (a *applier) passwordSet(pos salamander.Position, r salamander.Record) {
 	u := a.m.users[r.User]
 	if u == nil {
@@ -294,6 +296,11 @@ func (a *applier) passwordSet(pos salamander.Position, r salamander.Record) {
 	}
 	own := r.By == r.User
 	if own && u.suspended || !own && !a.byAdmin(r) {
+		return
+	}
+	if own && r.PrevHash != "" && r.PrevHash != u.hash {
+		// Judged against a hash the account no longer has: the site that
+		// took it had not applied a newer change or reset, which stands.
 		return
 	}
 	a.m.setHash(u, r.PasswordHash)

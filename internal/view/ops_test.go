@@ -409,3 +409,50 @@ func TestASuspensionEndsTheSessionsBeforeItForGood(t *testing.T) {
 		t.Fatalf("dana's sessions revoked up to %d (%v), want 4: those from before the suspension end for good", revokedSeq, err)
 	}
 }
+
+// An account's change of its own password applies only while the hash
+// its current password was judged against is still the account's: a site
+// that had not applied a newer change or an admin's reset judged the old
+// password right, and its change must not undo that one (a thief who
+// knows the old password, at a lagging site, would take the account back
+// from the user who changed it, or from the admin who reset it). A
+// record without PrevHash (written before it was) applies as it did.
+func TestAStaleOwnPasswordChangeDoesNotUndoANewerOne(t *testing.T) {
+	v := openTemp(t)
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	recs := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "boss", PasswordHash: "h0"},
+		{Type: salamander.RecUserCreated, User: "erin", PasswordHash: "h0"},
+		{Type: salamander.RecUserCreated, User: "finn", PasswordHash: "h0"},
+		{Type: salamander.RecUserCreated, User: "gus", PasswordHash: "h0"},
+		{Type: salamander.RecRoleSet, User: "boss", Role: "admin", Site: "cli"},
+		// erin changes hers at one site; the thief, at a site that has
+		// not applied it, judged the old one right.
+		{Type: salamander.RecPasswordSet, User: "erin", By: "erin", PrevHash: "h0", PasswordHash: testHash1}, // 6
+		{Type: salamander.RecPasswordSet, User: "erin", By: "erin", PrevHash: "h0", PasswordHash: testHash2}, // 7: stale
+		// An admin resets finn's; the thief's change judged before it.
+		{Type: salamander.RecPasswordSet, User: "finn", By: "boss", Site: "a", PasswordHash: testHash1},      // 8
+		{Type: salamander.RecPasswordSet, User: "finn", By: "finn", PrevHash: "h0", PasswordHash: testHash2}, // 9: stale
+		// gus's two changes, each judged against the hash before it.
+		{Type: salamander.RecPasswordSet, User: "gus", By: "gus", PrevHash: "h0", PasswordHash: testHash1},      // 10
+		{Type: salamander.RecPasswordSet, User: "gus", By: "gus", PrevHash: testHash1, PasswordHash: testHash2}, // 11
+	}
+	apply(t, v, &memLog{}, acctEntries(recs, at))
+	for _, c := range []struct {
+		user    string
+		hash    string
+		revoked uint64
+	}{
+		{"erin", testHash1, 6},
+		{"finn", testHash1, 8},
+		{"gus", testHash2, 11},
+	} {
+		hash, revoked, err := v.Credentials(context.Background(), c.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hash != c.hash || revoked != c.revoked {
+			t.Errorf("%s: hash %q, sessions revoked up to %d; want %q, %d", c.user, hash, revoked, c.hash, c.revoked)
+		}
+	}
+}

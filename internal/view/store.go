@@ -26,8 +26,9 @@ import (
 // otherwise: a site of the version before skipped the new records it
 // applied (a rolling upgrade, a site upgraded last), and its store says
 // they are applied. Without the rebuild it would never apply them. (21:
-// user.password.)
-const schemaVersion = 21
+// user.password; 22: an own change applies only while its PrevHash is
+// the account's hash.)
+const schemaVersion = 22
 
 // markEvery is how many messages of a room one message_marks row spans.
 const markEvery = 32
