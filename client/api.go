@@ -100,8 +100,8 @@ func (c *Client) logout(ctx context.Context, path string) error {
 // Codes: forbidden (the current password is wrong, or the account is
 // suspended), invalid_request (a new password the API refuses: see
 // salamander.ValidatePassword; or the same as the current one),
-// too_many_requests (too many failed attempts for the account or from
-// this address), conflict (another change landed at the same moment).
+// too_many_requests (too many wrong current passwords with this session,
+// or failed logins from this address), conflict (another change landed at the same moment).
 func (c *Client) ChangePassword(ctx context.Context, current, newPassword string) (salamander.Session, error) {
 	if err := salamander.ValidatePassword(newPassword); err != nil {
 		return salamander.Session{}, err

@@ -25,11 +25,16 @@ func pwKey(name string) string { return "pw." + name }
 var errWrongPassword = salamander.Errorf(salamander.CodeForbidden, "the current password is wrong")
 
 // handleChangePassword changes the caller's password. The current password
-// is judged as a login's: the account's failed-login budget and the
-// address's are spent before the bcrypt comparison (and the budget of
-// logins, given back on a wrong guess), so a stolen session guesses no
-// faster here than anyone can at login. The answer is a new session, like
-// a login's: the request's own session ended with every other.
+// is judged as a login's: a failed-login budget and the address's are
+// spent before the bcrypt comparison (and the budget of logins, given back
+// on a wrong guess), so a stolen session guesses no faster here than a
+// known device can at login. The failures are the session's own, as a
+// known device's are at login, not the account's that anyone may spend:
+// strangers guessing at /v1/login must not keep the signed-in owner from
+// changing the password (the moment they most want to), and a stolen
+// session's guesses here must not lock the owner out of login. The answer
+// is a new session, like a login's: the request's own session ended with
+// every other.
 func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c claims) {
 	var req salamander.ChangePasswordRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -54,7 +59,7 @@ func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c
 		return
 	}
 	addr := g.clientAddr(r)
-	refundFailure, err := g.budgets.spend(&g.budgets.login, c.User, addr, 1)
+	refundFailure, err := g.budgets.spend(&g.budgets.deviceLogin, c.User+"\x00session:"+c.Session, addr, 1)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return

@@ -263,10 +263,11 @@ func loginsOnlyWith(ctx context.Context, t *testing.T, name, password, replaced,
 	}
 }
 
-// Guessing the current password through a password change spends the
-// account's budget of failed logins, as guessing at /v1/login does, and
-// the same 429 with Retry-After comes: a stolen session guesses no faster.
-// Refused, it changes nothing; the login budget it shares is spent too.
+// Guessing the current password through a password change spends a
+// budget of failed logins, the session's own (as a known device's at
+// login), and the same 429 with Retry-After comes: a stolen session
+// guesses no faster than a device at login. Refused, it changes nothing,
+// and the account's login is not locked by it.
 func TestPasswordChangeGuessesSpendTheLoginBudget(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	a, name := signedUp(t, 2, "pwrate")
@@ -286,8 +287,8 @@ func TestPasswordChangeGuessesSpendTheLoginBudget(t *testing.T) {
 	if r := raw(t, 2, "POST", "/v1/me/password", a.Token(), "", changeBody(t, oldPassword, newPassword)); r.status != 429 {
 		t.Fatalf("the right current password over the budget: %d %s", r.status, r.body)
 	}
-	if _, err := pinned(t, 2, "").Login(ctx, name, oldPassword); salamander.ErrorCode(err) != salamander.CodeTooManyRequests {
-		t.Fatalf("a login at the site whose budget the guesses spent: %v", err)
+	if _, err := pinned(t, 2, "").Login(ctx, name, oldPassword); err != nil {
+		t.Fatalf("a login at the site where a session's guesses spent its own budget: %v", err)
 	}
 	// Nothing changed: the session and the password are those of before.
 	if r := raw(t, 0, "GET", "/v1/me", a.Token(), "", nil); r.status != 200 {
@@ -295,5 +296,44 @@ func TestPasswordChangeGuessesSpendTheLoginBudget(t *testing.T) {
 	}
 	if _, err := pinned(t, 0, "").Login(ctx, name, oldPassword); err != nil {
 		t.Fatalf("the password after refused changes: %v", err)
+	}
+}
+
+// Strangers who guess an account's password at /v1/login spend its budget
+// of failed logins, which anyone may spend; they must not keep its owner,
+// signed in, from changing the password (the moment they most want to):
+// the change's guesses spend the session's own budget, as a known
+// device's spend its own at login. Nor do a stolen session's guesses
+// through the change spend the account's: they do not lock its owner out
+// of login.
+func TestGuessesAtLoginDoNotLockThePasswordChange(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	a, name := signedUp(t, 1, "pwlock")
+	for i := 0; ; i++ {
+		_, err := pinned(t, 1, "").Login(ctx, name, fmt.Sprintf("a stranger's guess %d", i))
+		if salamander.ErrorCode(err) == salamander.CodeTooManyRequests {
+			break
+		}
+		if salamander.ErrorCode(err) != salamander.CodeUnauthorized || i == 20 {
+			t.Fatalf("guess %d at login: %v", i, err)
+		}
+	}
+	if r := raw(t, 1, "POST", "/v1/me/password", a.Token(), "", changeBody(t, oldPassword, newPassword)); r.status != 200 {
+		t.Fatalf("the owner's change, signed in, after strangers spent the account's failed logins: %d %s", r.status, r.body)
+	}
+
+	// The other way: a stolen session's guesses through the change.
+	b, other := signedUp(t, 1, "pwlock")
+	for i := 0; ; i++ {
+		r := raw(t, 1, "POST", "/v1/me/password", b.Token(), "", changeBody(t, fmt.Sprintf("a thief's guess %d", i), newPassword))
+		if r.status == 429 {
+			break
+		}
+		if r.status != 403 || i == 20 {
+			t.Fatalf("guess %d through the change: %d %s", i, r.status, r.body)
+		}
+	}
+	if _, err := pinned(t, 1, "").Login(ctx, other, oldPassword); err != nil {
+		t.Fatalf("the owner's login after a stolen session's guesses through the change: %v", err)
 	}
 }
