@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/salamander-chat/salamander"
 )
 
@@ -335,5 +337,19 @@ func TestGuessesAtLoginDoNotLockThePasswordChange(t *testing.T) {
 	}
 	if _, err := pinned(t, 1, "").Login(ctx, other, oldPassword); err != nil {
 		t.Fatalf("the owner's login after a stolen session's guesses through the change: %v", err)
+	}
+}
+
+// A thief's open WebSocket with a stolen session, at another site than
+// the change, is closed once that site applies the change: it delivers
+// nothing more.
+func TestPasswordChangeClosesAStolenSessionsSocket(t *testing.T) {
+	a, _ := signedUp(t, 0, "pwws")
+	thief := dialWS(t, 2, a.Token())
+	if r := raw(t, 0, "POST", "/v1/me/password", a.Token(), "", changeBody(t, oldPassword, newPassword)); r.status != 200 {
+		t.Fatalf("the change: %d %s", r.status, r.body)
+	}
+	if code := thief.closed(10 * time.Second); code != websocket.StatusPolicyViolation {
+		t.Fatalf("the stolen session's socket closed with %v, want policy violation", code)
 	}
 }
