@@ -66,6 +66,10 @@ func everyKind() []jsstore.Entry {
 		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "alice", By: "boss", Site: "a", PasswordHash: testHash2}),
 		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "dave", By: "op", Site: "a", PasswordHash: testHash1}),
 		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "bob", By: "bob", PasswordHash: "not a hash"}),
+		// carol's own change judged against a hash she no longer has (a
+		// site that had not applied her change above): no effect.
+		one("acct", salamander.Record{Type: salamander.RecPasswordSet, User: "carol", By: "carol", PrevHash: "a replaced hash",
+			PasswordHash: testHash2}),
 		one("acct", salamander.Record{Type: salamander.RecUserSuspended, User: "dave", By: "boss", Site: "b"}),
 		one("acct", salamander.Record{Type: salamander.RecUserSuspended, User: "carol", By: "op", Site: "b"}), // no admin
 		one("acct", salamander.Record{Type: salamander.RecUserRestored, User: "dave", By: "boss", Site: "b"}),
