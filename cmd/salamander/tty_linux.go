@@ -5,7 +5,9 @@ package main
 import (
 	"bufio"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,10 +29,31 @@ func readHidden(f *os.File) (string, error) {
 	quiet := *old
 	quiet.Lflag &^= unix.ECHO
 	quiet.Lflag |= unix.ICANON | unix.ISIG
+	// A Ctrl-C (or a SIGTERM or SIGHUP) at the prompt ends the process,
+	// before any deferred restore could run: the terminal is put back
+	// first, or its user is left typing blind.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	defer func() {
+		signal.Stop(sigs)
+		close(done)
+	}()
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
 		return "", err
 	}
 	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	go func() {
+		select {
+		case s := <-sigs:
+			_ = unix.IoctlSetTermios(fd, unix.TCSETS, old)
+			if n, ok := s.(syscall.Signal); ok {
+				os.Exit(128 + int(n))
+			}
+			os.Exit(1)
+		case <-done:
+		}
+	}()
 	// In canonical mode a read returns at most one line, so the reader
 	// takes nothing past it from the terminal (the second prompt's).
 	var b strings.Builder
