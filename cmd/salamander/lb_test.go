@@ -10,12 +10,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/salamander-chat/salamander/internal/secrets"
+	"github.com/salamander-chat/salamander/internal/certfiles/certfilestest"
 )
 
 // lb refuses what it cannot run with instead of starting half-configured.
@@ -84,32 +83,10 @@ func TestLBServes(t *testing.T) {
 // would drop every WebSocket of the site; every answer carries HSTS; and
 // a key every user of the host may read is refused.
 func TestLBServesARenewedCertificate(t *testing.T) {
-	var pairs [2][2][]byte // cert, key of two deployments
-	for i := range pairs {
-		dir := filepath.Join(t.TempDir(), "s")
-		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4}); err != nil {
-			t.Fatal(err)
-		}
-		for j, f := range []string{"cert.pem", "key.pem"} {
-			b, err := os.ReadFile(filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pairs[i][j] = b
-		}
-	}
-	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	install := func(i int, at time.Time) {
-		for j, p := range []string{certPath, keyPath} {
-			if err := os.WriteFile(p, pairs[i][j], 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chtimes(p, at, at); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pairs := [2]certfilestest.Pair{certfilestest.NewPair(t, 0), certfilestest.NewPair(t, 0)} // two deployments
+	files := certfilestest.NewFiles(t)
+	certPath, keyPath := files.Cert, files.Key
+	install := func(i int, at time.Time) { files.Install(t, pairs[i], at) }
 	install(0, time.Now().Add(-time.Hour))
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer gw.Close()

@@ -4,42 +4,19 @@ import (
 	"bytes"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/salamander-chat/salamander/internal/secrets"
+	"github.com/salamander-chat/salamander/internal/certfiles/certfilestest"
 )
 
 // A renewed certificate (its files replaced) is served without a restart.
 func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
-	var pairs [2][2][]byte // cert, key of two deployments
-	for i := range pairs {
-		dir := filepath.Join(t.TempDir(), "s")
-		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4}); err != nil {
-			t.Fatal(err)
-		}
-		for j, f := range []string{"cert.pem", "key.pem"} {
-			b, err := os.ReadFile(filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pairs[i][j] = b
-		}
-	}
-	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	install := func(i int, at time.Time) {
-		for j, p := range []string{certPath, keyPath} {
-			if err := os.WriteFile(p, pairs[i][j], 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chtimes(p, at, at); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pairs := [2]certfilestest.Pair{certfilestest.NewPair(t, 0), certfilestest.NewPair(t, 0)} // two deployments
+	files := certfilestest.NewFiles(t)
+	certPath, keyPath := files.Cert, files.Key
+	install := func(i int, at time.Time) { files.Install(t, pairs[i], at) }
 	install(0, time.Now().Add(-time.Hour))
 	var logged bytes.Buffer
 	c, err := Load(certPath, keyPath, slog.New(slog.NewTextHandler(&logged, nil)))
@@ -89,32 +66,10 @@ func TestHTTPSCertificateIsReReadWhenItsFilesChange(t *testing.T) {
 // behind a balancer that keeps its connections open may see no new
 // handshake for hours after a renewal.
 func TestExpiryFollowsARenewalWithoutAHandshake(t *testing.T) {
-	var pairs [2][2][]byte
-	for i, valid := range []time.Duration{10 * 24 * time.Hour, 0} {
-		dir := filepath.Join(t.TempDir(), "s")
-		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4, Valid: valid}); err != nil {
-			t.Fatal(err)
-		}
-		for j, f := range []string{"cert.pem", "key.pem"} {
-			b, err := os.ReadFile(filepath.Join(filepath.Dir(secrets.SiteFile(dir, "a")), f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pairs[i][j] = b
-		}
-	}
-	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	install := func(i int, at time.Time) {
-		for j, p := range []string{certPath, keyPath} {
-			if err := os.WriteFile(p, pairs[i][j], 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chtimes(p, at, at); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pairs := [2]certfilestest.Pair{certfilestest.NewPair(t, 10*24*time.Hour), certfilestest.NewPair(t, 0)}
+	files := certfilestest.NewFiles(t)
+	certPath, keyPath := files.Cert, files.Key
+	install := func(i int, at time.Time) { files.Install(t, pairs[i], at) }
 	install(0, time.Now().Add(-time.Hour))
 	c, err := Load(certPath, keyPath, slog.Default())
 	if err != nil {

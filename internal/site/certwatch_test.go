@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/salamander-chat/salamander/internal/certfiles/certfilestest"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
@@ -63,35 +63,9 @@ func TestSiteWarnsOfCertificatesAboutToExpire(t *testing.T) {
 func TestRenewedHTTPSCertificateIsNoLongerWarnedOf(t *testing.T) {
 	defer func(every time.Duration) { certCheckEvery = every }(certCheckEvery)
 	certCheckEvery = 100 * time.Millisecond
-	pair := func(valid time.Duration) (cert, key []byte) {
-		dir := filepath.Join(t.TempDir(), "secrets")
-		if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, TLS: true, BcryptCost: 4, Valid: valid}); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		sd := filepath.Dir(secrets.SiteFile(dir, "a"))
-		if cert, err = os.ReadFile(filepath.Join(sd, "cert.pem")); err != nil {
-			t.Fatal(err)
-		}
-		if key, err = os.ReadFile(filepath.Join(sd, "key.pem")); err != nil {
-			t.Fatal(err)
-		}
-		return cert, key
-	}
-	https := t.TempDir()
-	certPath, keyPath := filepath.Join(https, "cert.pem"), filepath.Join(https, "key.pem")
-	install := func(cert, key []byte, at time.Time) {
-		for p, b := range map[string][]byte{certPath: cert, keyPath: key} {
-			if err := os.WriteFile(p, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chtimes(p, at, at); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	soonCert, soonKey := pair(10 * 24 * time.Hour)
-	install(soonCert, soonKey, time.Now().Add(-time.Hour))
+	files := certfilestest.NewFiles(t)
+	certPath, keyPath := files.Cert, files.Key
+	files.Install(t, certfilestest.NewPair(t, 10*24*time.Hour), time.Now().Add(-time.Hour))
 
 	dir := filepath.Join(t.TempDir(), "secrets")
 	if err := secrets.Generate(dir, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
@@ -123,8 +97,8 @@ func TestRenewedHTTPSCertificateIsNoLongerWarnedOf(t *testing.T) {
 		return nil
 	})
 
-	renewed, renewedKey := pair(0) // two years
-	install(renewed, renewedKey, time.Now())
+	renewed := certfilestest.NewPair(t, 0) // two years
+	files.Install(t, renewed, time.Now())
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}
 	waitFor(t, 30*time.Second, func() error {
 		res, err := hc.Get(s.URL() + "/readyz") // each request a handshake: the files are looked at again
@@ -132,7 +106,7 @@ func TestRenewedHTTPSCertificateIsNoLongerWarnedOf(t *testing.T) {
 			return err
 		}
 		res.Body.Close()
-		if !bytes.Equal(res.TLS.PeerCertificates[0].Raw, firstCert(t, renewed)) {
+		if !bytes.Equal(res.TLS.PeerCertificates[0].Raw, firstCert(t, renewed.Cert)) {
 			return errors.New("the renewed certificate is not served yet")
 		}
 		if warned() {
