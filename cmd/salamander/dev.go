@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/salamander-chat/salamander/internal/gateway"
-	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/site"
 )
@@ -139,15 +138,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // upgradeAsAdmin upgrades the streams and the cluster bucket an older
 // version created, with the admin credential (the only one that may
-// change a stream's settings); it creates nothing.
+// change a stream's settings), as the admin CLI does; it creates nothing.
 func upgradeAsAdmin(ctx context.Context, creds string, urls []string) error {
-	cfg, _, err := jsstore.AdminConfig(creds, "salamander-dev", urls...)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	store, err := jsstore.Open(ctx, cfg)
+	list := strings.Join(urls, ",")
+	store, err := (&connFlags{urls: &list, creds: &creds}).open(ctx, "salamander-dev")
 	if err != nil {
 		return err
 	}

@@ -349,8 +349,9 @@ func (g *Gateway) checkSession(ctx context.Context, c claims) error {
 	if revoked {
 		return errBadToken
 	}
-	// Last, so that errSuspended means a session valid in every other
-	// way (logging out takes one).
+	// Last, so that errSuspended here means a session valid in every
+	// other way (logging out takes one); one the suspension itself ended
+	// is answered errSuspended above, and logging it out changes nothing.
 	if g.cfg.View.Suspended(c.User) {
 		return errSuspended
 	}

@@ -107,6 +107,19 @@ func startLoneGateway(t *testing.T, ctx context.Context, tweak func(*jsstore.Con
 			t.Fatal(err)
 		}
 	}
+	v := runView(t, store)
+	g := New(DefaultConfig("a", store, v))
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, store, v
+}
+
+// runView opens an empty read model that applies store's log until the
+// test ends.
+func runView(t *testing.T, store *jsstore.Store) *view.View {
+	t.Helper()
 	v, err := view.Open(filepath.Join(t.TempDir(), "view.db"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -119,10 +132,5 @@ func startLoneGateway(t *testing.T, ctx context.Context, tweak func(*jsstore.Con
 		wg.Wait()
 		_ = v.Close()
 	})
-	g := New(DefaultConfig("a", store, v))
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
-	return g, store, v
+	return v
 }

@@ -1,14 +1,11 @@
 package gateway
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -153,18 +150,7 @@ func TestTokenNamingAPositionBeyondTheLogIsRefused(t *testing.T) {
 		}
 		revokedAt = pos
 	}
-	v, err := view.Open(filepath.Join(t.TempDir(), "view.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { v.Run(runCtx, store) })
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		_ = v.Close()
-	})
+	v := runView(t, store)
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if _, revokedSeq, err := v.Credentials(ctx, "mina"); err != nil || revokedSeq != revokedAt.Seq {
 			return fmt.Errorf("mina revoked at %d (%v), want %d", revokedSeq, err, revokedAt.Seq)
