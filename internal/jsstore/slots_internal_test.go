@@ -23,26 +23,43 @@ func TestAppendsWaitingForARecordSlotShareOneRecord(t *testing.T) {
 		currentSlots() <- struct{}{}
 	}
 	const n = 40
+	// The requests are queued here, as append queues them, before the
+	// test looks at the queue: with each append in a goroutine of its own,
+	// 39 queued could also mean one not sent yet (and then sent after the
+	// slots came back, in a record of its own).
+	a := s.appender(stream)
+	reqs := make([]*appendRequest, n)
+	for i := range n {
+		rec := salamander.Record{Type: salamander.RecMessageSent, Room: "g_slots", ClientID: fmt.Sprint(i)}
+		body, err := salamander.EncodeRecord(&rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs[i] = &appendRequest{typ: rec.Type, key: "g_slots", msgID: fmt.Sprint("m", i), body: body,
+			done: make(chan appendResult, 1)}
+		a.in <- reqs[i]
+	}
 	positions := make(chan salamander.Position, n)
 	var wg sync.WaitGroup
-	for i := range n {
+	for _, req := range reqs {
 		wg.Go(func() {
-			rec := salamander.Record{Type: salamander.RecMessageSent, Room: "g_slots", ClientID: fmt.Sprint(i)}
-			pos, _, err := s.Append(ctx, stream, "g_slots", rec, AppendOptions{Batch: true, MsgID: fmt.Sprint("m", i)})
-			if err != nil {
-				t.Error(err)
+			r := a.await(ctx, req)
+			if r.err != nil {
+				t.Error(r.err)
 			}
-			positions <- pos
+			positions <- r.pos
 		})
 	}
 	// The appender holds the first request while it waits for a slot;
 	// the others queue behind it.
-	a := s.appender(stream)
-	for len(a.in) < n-1 {
+	for len(a.in) > n-1 {
 		if ctx.Err() != nil {
-			t.Fatalf("only %d appends queued", len(a.in))
+			t.Fatalf("the appender took none of %d queued appends", len(a.in))
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if len(a.in) != n-1 {
+		t.Fatalf("the appender took %d appends while the process had no record slot", n-len(a.in))
 	}
 	if len(positions) != 0 {
 		t.Fatal("an append was answered while the process had no record slot")

@@ -565,7 +565,11 @@ func (f *fire) moveLeaders() {
 			}
 			code, body := call(f.ctx, f.url(i), "POST", "/v1/ops/streams/"+stream+"/leader", f.op.Token(),
 				map[string]string{"site": to})
-			if code != http.StatusOK || !strings.Contains(string(body), `"leader":"site-`+to+`"`) {
+			// Moved false: the leaders read above were older than the
+			// gateway's (an election after the fire placed it there
+			// already); nothing moved, nothing is audited; pick again.
+			if code != http.StatusOK || !strings.Contains(string(body), `"leader":"site-`+to+`"`) ||
+				!strings.Contains(string(body), `"moved":true`) {
 				return fmt.Errorf("moving %s's leader to %s from %s: %d %s", stream, to, from, code, body)
 			}
 			moved = stream + " → " + to
