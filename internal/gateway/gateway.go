@@ -51,7 +51,7 @@ type Config struct {
 
 	// Instance names this process among the site's gateways (a site may
 	// run several): every metric carries it as a label, next to the site,
-	// and /v1/status reports it.
+	// and GET /v1/ops/site reports it.
 	Instance string
 	// TokenTTL is how long a session token is valid.
 	TokenTTL time.Duration
@@ -162,7 +162,7 @@ type Gateway struct {
 	logAlarm atomic.Pointer[string]
 
 	// warnings are what the site found that weakens a promise without
-	// breaking it (shown in /v1/status); keyed are the ones that hold
+	// breaking it (shown in GET /v1/ops/site); keyed are the ones that hold
 	// only while a condition lasts (a certificate about to expire), each
 	// replaced or removed by its key (SetWarning).
 	warnMu   sync.Mutex

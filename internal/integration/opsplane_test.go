@@ -361,11 +361,14 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		if s := sub.Site(); s == "" || strings.Contains(s, cluster.URL(2)) {
 			return fmt.Errorf("the client is still at %q", s)
 		}
-		code, body := opsCall(t, 2, "GET", "/readyz", "", nil)
-		if code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"drained":true`) {
+		if code, body := opsCall(t, 2, "GET", "/readyz", "", nil); code != http.StatusServiceUnavailable {
 			return fmt.Errorf("readyz at the drained site: %d %s", code, body)
 		}
-		code, body = opsCall(t, 0, "GET", "/v1/status", "", nil)
+		code, body := opsCall(t, 2, "GET", "/v1/ops/site", op.Token(), nil)
+		if !strings.Contains(string(body), `"drained":true`) {
+			return fmt.Errorf("ops/site at the drained site: %d %s", code, body)
+		}
+		code, body = opsCall(t, 0, "GET", "/v1/ops/site", op.Token(), nil)
 		st := decode[struct {
 			Streams  []struct{ Stream, Leader string }
 			Standbys []struct {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,8 +74,11 @@ func TestASiteThatCannotWriteItsReadModelIsNotReady(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if code != 503 || body["read_model"] == nil {
+		if code != 503 {
 			return fmt.Errorf("readyz %d %v while the read model cannot be written", code, body)
+		}
+		if code, why, err := refusal(c.URL(burdened)); err != nil || code != 503 || !strings.Contains(why, "cannot write the read model") {
+			return fmt.Errorf("a request answered %d %q (%v) while the read model cannot be written", code, why, err)
 		}
 		return nil
 	})
