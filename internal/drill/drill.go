@@ -20,9 +20,11 @@
 //
 // The drill never reaches into a site's process: what it checks comes from
 // the public API (the SDK, /readyz, /v1/status), so it checks what users
-// would see. On a cluster it started it also reads the log as an operator
-// would, with the admin credential (admin.go): only to watch elections and
-// merges, which the API does not show.
+// would see, and from what the API shows operators (GET /v1/ops/site:
+// stream leaders and log positions, opstoken.go). On a cluster it started
+// it also reads the log as an operator would, with the admin credential
+// (admin.go): only to watch elections and merges, which the API does not
+// show.
 package drill
 
 import (
