@@ -207,9 +207,7 @@ func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
 			Goroutines:      runtime.NumGoroutine(),
 		},
 	}
-	if err := g.serving(); err != nil {
-		d.NotServing = salamander.ErrorMessage(err)
-	}
+	d.NotServing, _ = g.notServing()
 	if d.NATS.Connected {
 		start := time.Now()
 		if err := nc.FlushWithContext(ctx); err != nil {
