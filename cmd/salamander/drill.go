@@ -13,6 +13,13 @@ import (
 	"github.com/salamander-chat/salamander/internal/drill"
 )
 
+// opsTokenEnv names the environment variable that gives the drill and
+// the bench an operator's session token for a running cluster (--sites):
+// they read the sites' stream leaders and log positions in GET
+// /v1/ops/site. (Not a flag: a command line is visible to every user of
+// the host.)
+const opsTokenEnv = "SALAMANDER_OPS_TOKEN"
+
 func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -26,7 +33,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cut := fs.String("cut", string(cfg.Cut), "partition: how the cut site's links fail: close (connections closed, new ones refused: noticed at once) or silent (bytes dropped both ways, connections left open, new ones hang: noticed only by timeouts, as most real partitions)")
 	fs.DurationVar(&cfg.CutFor, "cut-for", cfg.CutFor, "partition: how long the cut lasts before the links heal under load (0: until after the load; the majority is checked alone first)")
 	sites := fs.String("sites", "", "attach to a running cluster at these comma-separated site URLs (e.g. salamander dev's) instead of starting one; "+
-		"only --scenario none (then the default) runs there, and partition with --record: the site isolates itself for --cut-for")
+		"only --scenario none (then the default) runs there, and partition with --record: the site isolates itself for --cut-for; "+
+		"an operator's session token in $"+opsTokenEnv+" lets the drill see the sites' stream leaders and log positions (partition needs it)")
 	record := fs.Bool("record", false, "keep this drill's record (scenario, time, result, report) in the replicated log of the cluster at --nats, "+
 		"with the admin credential --creds: every site's ops console lists it and counts it toward the year's legal minimum "+
 		"(default: on with --sites, where the drill is one of that deployment)")
@@ -74,6 +82,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.Logger = log
 	cfg.Sites = splitList(*sites)
+	cfg.OpsToken = os.Getenv(opsTokenEnv)
 	if len(cfg.Sites) > 0 {
 		scenarioSet, recordSet := false, false
 		fs.Visit(func(f *flag.Flag) {

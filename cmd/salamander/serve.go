@@ -123,7 +123,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Sync, "sync", "always", "JetStream disk flush: always (an ack survives power loss) or interval (faster; a crash of a quorum may lose the last 2 minutes)")
 	fs.IntVar(&c.BcryptCost, "bcrypt-cost", bcrypt.DefaultCost, "password hashing cost, 4-31 (lower is faster to sign up and log in, and cheaper to guess; benchmarks use 4)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.Instance, "instance", "", "this process's name among the site's gateways, on every metric (label instance) and in /v1/status (default: this host's name and the port of --http)")
+	fs.StringVar(&c.Instance, "instance", "", "this process's name among the site's gateways, on every metric (label instance) and in /v1/ops/site (default: this host's name and the port of --http)")
 	fs.IntVar(&c.RecordSlots, "record-slots", 0, "replicated records this process keeps in flight, all partitions together, 1-1024 (0: one per core); see README, External NATS mode")
 	fs.StringVar(&c.WindowIdle, "window-idle", view.WindowIdle.String(), "how long a room's dedupe window (client ids of its newest messages, up to 48 KiB) stays in memory after the room's last message, 10s-168h; longer keeps more memory, shorter reads windows back from disk more often")
 	fs.StringVar(&c.Pprof, "pprof", "", "serve Go profiles (net/http/pprof) at http://ADDR/debug/pprof/ on a listener of their own; a bare :PORT binds loopback (default: off)")

@@ -6,10 +6,12 @@
 // front of each site of its external topology.
 //
 // It balances per request, not per connection, and adds X-Forwarded-For
-// (give the gateways `--trusted-proxies`). A request that could not reach
-// its gateway at all (connection refused: nothing was sent) is retried on
-// the next ready one, and so is a GET that failed in any way; any other
-// failure answers 502. A gateway that failed a request is taken out until
+// (give the gateways `--trusted-proxies`). It reads a request's body
+// before it picks a gateway, at most the API's (salamander.MaxBodyBytes):
+// a larger one is answered 413, as a gateway would, and reaches none. A
+// request that could not reach its gateway at all (connection refused:
+// nothing was sent) is retried on the next ready one, and so is a GET that
+// failed in any way; any other failure answers 502. A gateway that failed a request is taken out until
 // its /readyz answers 200 again. With no ready gateway the balancer answers
 // 503. Both 502 and 503 tell Salamander's clients to fail over to another
 // site.
@@ -19,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +33,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/salamander-chat/salamander"
 )
 
 // Config configures a Balancer. Start from DefaultConfig.
@@ -53,10 +58,11 @@ func DefaultConfig(backends ...string) Config {
 	return Config{Backends: backends, Interval: time.Second, Timeout: 2 * time.Second}
 }
 
-// maxRetryBody is the largest request body kept in memory so that a
-// request refused by one gateway can be sent to the next (the API's bodies
-// are at most 64 KiB). Larger or chunked bodies are not retried.
-const maxRetryBody = 1 << 20
+// maxBody is the largest request body the balancer takes: the API's, so
+// that a gateway would refuse anything larger anyway. Every body is kept
+// in memory, so that a request refused by one gateway can be sent to the
+// next.
+const maxBody = salamander.MaxBodyBytes
 
 // Balancer is an http.Handler spreading requests over a site's ready
 // gateways. Run checks their health; until its first round every backend
@@ -205,32 +211,20 @@ func (b *Balancer) Ready() []string {
 	return out
 }
 
-// ServeHTTP sends r to the next ready backend, and on to the following
-// ones while a backend cannot be reached at all.
+// ServeHTTP reads r's body (up to maxBody), then sends r to the next
+// ready backend, and on to the following ones while a backend cannot be
+// reached at all.
 func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body []byte
-	replay := r.Body == nil || r.Body == http.NoBody
-	var client *clientBody
-	if !replay && r.ContentLength >= 0 && r.ContentLength <= maxRetryBody {
-		// A client that sends its body slowly, or never, holds a
-		// connection and a goroutine: it has bodyTimeout for all of it.
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
-		var err error
-		body, err = io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-		_ = rc.SetReadDeadline(time.Time{})
-		if err != nil {
-			http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+	body, err := readBody(w, r)
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			tooLarge(w)
 			return
 		}
-		replay = true
-	} else if !replay {
-		// Streamed to the gateway (large, or of unknown length): each
-		// read has bodyTimeout, and a read the client fails is the
-		// client's failure, not the gateway's.
-		client = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w)}
-		r.Body = client
-		defer client.finish()
+		// The client's body broke off or stalled: no gateway is asked.
+		b.log.Debug("a client's request body failed", "path", r.URL.Path, "err", err)
+		http.Error(w, "reading the request body failed", http.StatusBadRequest)
+		return
 	}
 	start := int(b.next.Add(1))
 	for k := range b.backends {
@@ -241,7 +235,8 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var perr error
 		out := r.WithContext(context.WithValue(r.Context(), errKey{}, &perr))
 		if body != nil {
-			out.Body = io.NopCloser(bytes.NewReader(body))
+			// Sent with its length, however the client sent it.
+			out.Body, out.ContentLength, out.TransferEncoding = io.NopCloser(bytes.NewReader(body)), int64(len(body)), nil
 		}
 		be.proxy.ServeHTTP(w, out)
 		if perr == nil {
@@ -250,16 +245,8 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(perr, context.Canceled) && r.Context().Err() != nil {
 			return // the client went away: nobody to answer
 		}
-		if client != nil && client.failed() {
-			// The client's body broke off (or stalled): the gateway did
-			// nothing wrong, and must not be taken out of service for it —
-			// or any client could take every gateway out.
-			b.log.Debug("a client's request body failed", "path", r.URL.Path, "err", perr)
-			http.Error(w, "reading the request body failed", http.StatusBadRequest)
-			return
-		}
 		b.setReady(be, false) // back in service once its /readyz answers 200
-		if !replay || !(refused(perr) || safe(r.Method)) {
+		if !(refused(perr) || safe(r.Method)) {
 			// The error names the gateway's address: it stays in the log.
 			b.log.Warn("gateway failed a request", "backend", be.url.String(), "path", r.URL.Path, "err", perr)
 			http.Error(w, "the gateway failed", http.StatusBadGateway)
@@ -270,56 +257,44 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "no gateway of this site is ready", http.StatusServiceUnavailable)
 }
 
-// bodyTimeout is how long a client has for its request body (a buffered
-// one), or for each read of a streamed one.
+// bodyTimeout is how long a client has for its whole request body: one
+// that sends it slowly, or never, holds a connection and a goroutine.
 const bodyTimeout = 30 * time.Second
 
-// clientBody is a streamed request body that remembers whether reading it
-// failed (the client's fault) and gives each read bodyTimeout. The
-// transport may still read it after the handler has returned (a gateway
-// that answered early): from then on it leaves the connection's deadlines
-// alone, as they are the next request's.
-type clientBody struct {
-	io.ReadCloser
-	rc   *http.ResponseController
-	mu   sync.Mutex
-	err  error
-	done bool // the handler returned
-}
+// errTooLarge is readBody's answer to a body over maxBody.
+var errTooLarge = errors.New("request body over the API's limit")
 
-func (c *clientBody) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	deadlines := !c.done
-	if deadlines {
-		_ = c.rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+// readBody reads r's body whole (nil when it has none), within
+// bodyTimeout: errTooLarge for one that says, or turns out, to be over
+// maxBody, read no further than that.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
 	}
-	c.mu.Unlock()
-	n, err := c.ReadCloser.Read(p)
+	if r.ContentLength > maxBody {
+		return nil, errTooLarge
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		c.mu.Lock()
-		if !c.done {
-			_ = c.rc.SetReadDeadline(time.Time{})
-		}
-		if err != io.EOF {
-			c.err = err
-		}
-		c.mu.Unlock()
+		return nil, err
 	}
-	return n, err
+	if len(body) > maxBody {
+		return nil, errTooLarge
+	}
+	return body, nil
 }
 
-// finish marks the handler returned, clearing the deadline a read set.
-func (c *clientBody) finish() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.done = true
-	_ = c.rc.SetReadDeadline(time.Time{})
-}
-
-func (c *clientBody) failed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err != nil
+// tooLarge answers a body over maxBody as the gateways do.
+func tooLarge(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	// The rest of the body is not read: the connection is not kept.
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	_ = json.NewEncoder(w).Encode(&salamander.Error{Code: salamander.CodeTooLarge,
+		Message: fmt.Sprintf("request body is over %d bytes", maxBody)})
 }
 
 // safe reports whether a request with this method may be sent again

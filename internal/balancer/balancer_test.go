@@ -1,7 +1,9 @@
 package balancer
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/salamander-chat/salamander"
 )
 
 // gateway is a fake site gateway: /readyz answers ready's state, /who
@@ -203,34 +207,107 @@ func TestNewRefusesBadBackends(t *testing.T) {
 	}
 }
 
-// A client whose request body breaks off is answered 400, and the gateway
-// it was streamed to stays in service: otherwise any client could take
+// A client whose request body breaks off is answered 400, and no gateway
+// is asked, nor taken out of service: otherwise any client could take
 // every gateway out with aborted uploads.
 func TestBrokenClientBodyKeepsTheGatewayInService(t *testing.T) {
 	g := newGateway(t, "g1")
 	b, lb, _ := startBalancer(t, time.Hour, g) // no health check puts it back meanwhile
 	for range 5 {
-		// A chunked body (of no known length: streamed) cut off midway.
-		conn, err := net.Dial("tcp", lb.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
+		// A chunked body cut off midway, and one shorter than it said.
+		for _, req := range []string{"Transfer-Encoding: chunked\r\n\r\n5\r\nhel", "Content-Length: 10\r\n\r\nhel"} {
+			conn, err := net.Dial("tcp", lb.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(conn, "POST /who HTTP/1.1\r\nHost: x\r\n%s", req)
+			_ = conn.(*net.TCPConn).CloseWrite()
+			line, err := bufio.NewReader(conn).ReadString('\n')
+			_ = conn.Close()
+			if err != nil || !strings.Contains(line, " 400 ") {
+				t.Fatalf("a body cut off: %q %v", line, err)
+			}
 		}
-		fmt.Fprintf(conn, "POST /who HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
-		_ = conn.Close()
 	}
-	checkFor(t, 5*time.Second, func() error { // the gateway got each cut-off body
-		if n := g.whoDone.Load(); n < 5 {
-			return fmt.Errorf("%d of 5 requests reached the gateway", n)
-		}
-		return nil
-	})
-	if code, body := post(t, lb.URL+"/who", "hi"); code != http.StatusOK || !strings.HasPrefix(body, "g1 hi") {
-		t.Fatalf("after aborted bodies: %d %q", code, body)
+	if n := g.whoDone.Load(); n != 0 {
+		t.Fatalf("%d cut-off bodies reached the gateway", n)
 	}
 	if n := len(b.Ready()); n != 1 {
 		t.Fatalf("aborted client bodies took the gateway out of service: %d ready", n)
 	}
 	if code, body := post(t, lb.URL+"/who", "hi"); code != http.StatusOK || !strings.HasPrefix(body, "g1 hi") {
 		t.Fatalf("after aborted bodies: %d %q", code, body)
+	}
+}
+
+// rawPost sends a POST of /who to the balancer by hand (headers as given,
+// then body), half-closes the connection and returns the status line of
+// the answer, which must come within 5 s.
+func rawPost(t *testing.T, lb *httptest.Server, headers, body string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", lb.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "POST /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n%s", headers, body)
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "no answer: " + err.Error()
+	}
+	return strings.TrimSpace(line)
+}
+
+// chunked encodes body as one chunk and the last one.
+func chunked(body string) string { return fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body) }
+
+// A request body is the API's at most (salamander.MaxBodyBytes): one up
+// to that size, of known length or chunked, is kept so that a gateway
+// that refuses it can be passed over; a larger one is answered 413 at once
+// — declared too large, before it is read, and chunked, as soon as it
+// outgrows the limit — and no gateway sees it.
+func TestBodiesAreBoundedByTheAPIsLimit(t *testing.T) {
+	g1, g2 := newGateway(t, "g1"), newGateway(t, "g2")
+	b, lb, stopChecks := startBalancer(t, time.Hour, g1, g2)
+	stopChecks()
+	full := strings.Repeat("x", salamander.MaxBodyBytes)
+	over := full + "x"
+
+	for name, req := range map[string][2]string{
+		"declared over the limit":  {fmt.Sprintf("Content-Length: %d\r\n", len(over)), over},
+		"declared 1 GiB, not sent": {"Content-Length: 1073741824\r\n", "a few bytes"},
+		"chunked over the limit":   {"Transfer-Encoding: chunked\r\n", chunked(over)},
+	} {
+		if line := rawPost(t, lb, req[0], req[1]); !strings.Contains(line, " 413 ") {
+			t.Errorf("%s: %q, want 413", name, line)
+		}
+	}
+	if n := g1.whoDone.Load() + g2.whoDone.Load(); n != 0 {
+		t.Fatalf("%d bodies over the limit reached a gateway", n)
+	}
+	code, body := post(t, lb.URL+"/who", over)
+	var e salamander.Error
+	if code != http.StatusRequestEntityTooLarge || json.Unmarshal([]byte(body), &e) != nil || e.Code != salamander.CodeTooLarge {
+		t.Fatalf("a body over the limit: %d %.200q", code, body)
+	}
+
+	// At the limit, and chunked, a body is passed on whole, and retried on
+	// the other gateway when the first refuses it.
+	if code, body := post(t, lb.URL+"/who", full); code != http.StatusOK || len(body) < len(full) {
+		t.Fatalf("a body at the limit: %d %.100q", code, body)
+	}
+	g2.srv.Close()
+	for range 2 { // whichever is next, the request ends at g1
+		if line := rawPost(t, lb, "Transfer-Encoding: chunked\r\n", chunked("hello")); !strings.Contains(line, " 200 ") {
+			t.Fatalf("a chunked body with g2 dead: %q", line)
+		}
+	}
+	if code, body := post(t, lb.URL+"/who", full); code != http.StatusOK || !strings.HasPrefix(body, "g1 xxx") {
+		t.Fatalf("a body at the limit with g2 dead: %d %.100q", code, body)
+	}
+	if r := b.Ready(); len(r) != 1 || r[0] != g1.srv.URL {
+		t.Fatalf("ready after g2 refused: %v", r)
 	}
 }

@@ -115,6 +115,11 @@ type Config struct {
 	// Control stops and restarts sites (nil for a cluster the caller does
 	// not own: no catch-up).
 	Control SiteControl
+	// OpsToken is an operator's session token: the bench reads how far
+	// each site's read model has applied the log in GET /v1/ops/site,
+	// which only operators may read. It is also shown with /metrics, which
+	// a site serves to an operator from anywhere.
+	OpsToken string
 	// Processes returns site i's processes, the ones whose CPU time and
 	// memory the bench reads from /proc (nil, or none: unknown). A process
 	// that serves several sites (`salamander dev`) is returned for each.
@@ -154,6 +159,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.Sites) == 0 {
 		return errors.New("bench: no sites")
+	}
+	if c.OpsToken == "" {
+		return errors.New("bench: no operator's session token: the bench waits for the sites' read models in GET /v1/ops/site, which only operators may read")
 	}
 	for _, s := range c.Sites {
 		u, err := url.Parse(s)
@@ -256,11 +264,11 @@ func newRun(cfg Config) *run {
 	r := &run{
 		cfg:    cfg,
 		log:    cfg.Logger.With("system", "bench"),
-		net:    newNetwork(cfg.Sites, cfg.SourceAddrs),
+		net:    newNetwork(cfg.Sites, cfg.SourceAddrs, cfg.OpsToken),
 		prefix: fmt.Sprintf("b%06x", rand.IntN(1<<24)),
 	}
 	r.net.metricsRefused = func(base string) {
-		r.log.Warn("the site refuses its /metrics to this host: the figures read from them (log batching, memory) are left out; "+
+		r.log.Warn("the site refuses its /metrics to this host and to the bench's operator token: the figures read from them (log batching, memory) are left out; "+
 			"run the bench from a network the sites name in serve --metrics-from", "site", base)
 	}
 	return r

@@ -11,12 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/testcluster"
 )
 
 // cluster is one in-process three-site cluster shared by every test: a
 // fresh JetStream cluster takes seconds to elect its leaders.
 var cluster *testcluster.Cluster
+
+// opsToken is an operator's session token on cluster.
+var opsToken string
 
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
@@ -37,6 +43,10 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer cluster.Close()
+	if opsToken, err = makeOperator(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "make an operator:", err)
+		return 1
+	}
 	return m.Run()
 }
 
@@ -55,6 +65,7 @@ func short(t *testing.T, scenario string) Config {
 	cfg := DefaultConfig()
 	cfg.Scenario = scenario
 	cfg.Sites = cluster.URLs()
+	cfg.OpsToken = opsToken
 	cfg.Duration = 2 * time.Second
 	cfg.Warmup = 300 * time.Millisecond
 	cfg.Grace = 10 * time.Second
@@ -373,4 +384,43 @@ func TestDuplicatesAreDescribed(t *testing.T) {
 	if want := "client id c-1 in room d_x: seq 7 and 9, acked true; deliveries per member: ann (sender) 0 bob 2"; samples[0] != want {
 		t.Errorf("sample %q, want %q", samples[0], want)
 	}
+}
+
+// makeOperator signs a user up, makes it an operator with the admin
+// credential (as `salamander admin set-role` does) and returns its token
+// once every site lets it read GET /v1/ops/site.
+func makeOperator(ctx context.Context) (string, error) {
+	c, err := client.New(client.Config{Sites: cluster.URLs()})
+	if err != nil {
+		return "", err
+	}
+	s, err := c.SignUp(ctx, "benchops", "Bench operator", "bench-ops-password")
+	if err != nil {
+		return "", err
+	}
+	cfg, _, err := jsstore.AdminConfig(cluster.AdminFile(), "salamander-test-admin", cluster.NATSURL(0))
+	if err != nil {
+		return "", err
+	}
+	st, err := jsstore.Open(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	rec := salamander.Record{Type: salamander.RecRoleSet, User: "benchops", Role: salamander.RoleOperator, Site: "test",
+		At: time.Now().UTC()}
+	if _, _, err := st.Append(ctx, jsstore.AccountsStream, "role.benchops", rec, jsstore.AppendOptions{MsgID: "test-role-benchops"}); err != nil {
+		return "", err
+	}
+	n := newNetwork(cluster.URLs(), 0, s.Token)
+	for _, u := range cluster.URLs() {
+		var why error
+		if err := poll(ctx, 50*time.Millisecond, func() bool {
+			_, why = n.status(ctx, u)
+			return why == nil
+		}); err != nil {
+			return "", fmt.Errorf("%s: %v: %w", u, why, err)
+		}
+	}
+	return s.Token, nil
 }

@@ -17,7 +17,7 @@ type catchupResult struct {
 }
 
 // catchup SIGKILLs site CatchupSite, wipes its disk, restarts it and polls
-// its /v1/status every 50 ms until its read model has applied, on every
+// its GET /v1/ops/site every 50 ms until its read model has applied, on every
 // stream, the last sequence the other sites hold. Nothing writes to the
 // log meanwhile, so that target does not move.
 func (r *run) catchup(ctx context.Context) (*catchupResult, error) {

@@ -31,6 +31,9 @@ type network struct {
 	srcs  []net.IP
 	next  atomic.Uint64
 	plain net.Dialer
+	// opsToken is an operator's session token, shown with every GET of
+	// get (GET /v1/ops/site, /metrics).
+	opsToken string
 	// metricsRefused is called once, with the site's URL, when a site
 	// refuses its /metrics to the bench (it serves them to its monitoring
 	// networks, serve --metrics-from).
@@ -39,8 +42,8 @@ type network struct {
 }
 
 // newNetwork returns a network for sites; see Config.SourceAddrs.
-func newNetwork(sites []string, sourceAddrs int) *network {
-	n := &network{plain: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}
+func newNetwork(sites []string, sourceAddrs int, opsToken string) *network {
+	n := &network{plain: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, opsToken: opsToken}
 	if sourceAddrs > 0 && runtime.GOOS == "linux" && allLoopback(sites) {
 		for k := range min(sourceAddrs, 100) {
 			n.srcs = append(n.srcs, net.IPv4(127, 0, 0, byte(101+k)))
@@ -110,7 +113,7 @@ func (n *network) dialWS(ctx context.Context, base, token, cursor string) (*webs
 	return conn, nil
 }
 
-// siteStatus is the part of GET /v1/status the bench reads.
+// siteStatus is the part of GET /v1/ops/site the bench reads.
 type siteStatus struct {
 	Site    string            `json:"site"`
 	Applied map[string]uint64 `json:"applied"`
@@ -125,10 +128,10 @@ type siteStatus struct {
 	StreamsError string `json:"streams_error"`
 }
 
-// status fetches a site's /v1/status.
+// status fetches a site's GET /v1/ops/site.
 func (n *network) status(ctx context.Context, base string) (siteStatus, error) {
 	var st siteStatus
-	body, err := n.get(ctx, base+"/v1/status")
+	body, err := n.get(ctx, base+"/v1/ops/site")
 	if err != nil {
 		return st, err
 	}
@@ -151,13 +154,17 @@ func (n *network) metrics(ctx context.Context, base string, names ...string) (ma
 	return parseMetrics(string(body), names...), nil
 }
 
-// get fetches url with a short timeout and returns its body (200 only).
+// get fetches url with a short timeout, as the operator of opsToken, and
+// returns its body (200 only).
 func (n *network) get(ctx context.Context, url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", url, err)
+	}
+	if n.opsToken != "" {
+		req.Header.Set("Authorization", "Bearer "+n.opsToken)
 	}
 	resp, err := n.hc.Do(req)
 	if err != nil {

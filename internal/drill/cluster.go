@@ -99,6 +99,9 @@ type Cluster struct {
 	// secrets is the directory of the cluster's credentials and
 	// certificates (none when attached).
 	secrets string
+	// opsToken is an operator's session token, for GET /v1/ops/site
+	// (opstoken.go); "" on a cluster attached to without one.
+	opsToken string
 
 	// isolator (attached clusters) cuts a site off without the drill
 	// owning its routes; see SetIsolator.
@@ -206,7 +209,7 @@ type process struct {
 	ended time.Time
 }
 
-// siteStatus is the part of GET /v1/status the drill reads.
+// siteStatus is the part of GET /v1/ops/site the drill reads.
 type siteStatus struct {
 	Site string `json:"site"`
 	// Instance names the gateway that answered (several per site behind
@@ -218,7 +221,7 @@ type siteStatus struct {
 	Applied map[string]uint64 `json:"applied"`
 }
 
-// streamState is one stream as GET /v1/status lists it.
+// streamState is one stream as GET /v1/ops/site lists it.
 type streamState struct {
 	Stream    string   `json:"stream"`
 	Leader    string   `json:"leader"`
@@ -292,6 +295,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	if err := c.makeOperator(ctx); err != nil {
+		return nil, err
+	}
 	c.log.Info("sites ready; waiting for stream leaders")
 	if err := c.WaitLeaders(ctx); err != nil {
 		return nil, err
@@ -302,11 +308,13 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 }
 
 // Attach returns a Cluster for sites already running elsewhere (for
-// example `salamander dev`), given their HTTP base URLs. It learns each
-// site's name from its /v1/status and waits until every stream has a
-// leader. The drill can drive and check such a cluster, but not burn, cut
-// or restart its sites.
-func Attach(ctx context.Context, urls []string, logger *slog.Logger) (*Cluster, error) {
+// example `salamander dev`), given their HTTP base URLs and an operator's
+// session token (opsToken; "" for none). It learns each site's name from
+// its public /v1/status and waits until every stream has a leader (with
+// no token, which the leaders need, until every site is ready). The drill
+// can drive and check such a cluster, but not burn, cut or restart its
+// sites.
+func Attach(ctx context.Context, urls []string, opsToken string, logger *slog.Logger) (*Cluster, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -317,16 +325,17 @@ func Attach(ctx context.Context, urls []string, logger *slog.Logger) (*Cluster, 
 		log:      logger.With("system", "drill"),
 		hc:       &http.Client{Timeout: 3 * time.Second},
 		attached: true,
+		opsToken: opsToken,
 	}
 	for _, u := range urls {
 		c.sites = append(c.sites, &siteProc{url: strings.TrimRight(u, "/")})
 	}
 	seen := map[string]bool{}
 	for i, s := range c.sites {
-		var st siteStatus
+		var st publicStatus
 		err := poll(ctx, 250*time.Millisecond, func() (bool, error) {
 			var err error
-			st, err = c.Status(ctx, i)
+			st, err = c.publicStatus(ctx, i)
 			return err == nil && st.Site != "", nil
 		})
 		if err != nil {
@@ -854,25 +863,46 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 	return nil
 }
 
-// Status fetches site i's /v1/status.
+// Status fetches site i's GET /v1/ops/site (ErrNoOpsToken without an
+// operator's token).
 func (c *Cluster) Status(ctx context.Context, i int) (siteStatus, error) {
 	var st siteStatus
+	req, err := c.opsRequest(ctx, i, "/v1/ops/site")
+	if err != nil {
+		return st, fmt.Errorf("drill: status of site %s: %w", c.sites[i].name, err)
+	}
+	return st, c.getJSON(req, c.sites[i].name, &st)
+}
+
+// publicStatus is the part of the public GET /v1/status the drill reads.
+type publicStatus struct {
+	Site string `json:"site"`
+}
+
+// publicStatus fetches site i's public GET /v1/status.
+func (c *Cluster) publicStatus(ctx context.Context, i int) (publicStatus, error) {
+	var st publicStatus
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(i)+"/v1/status", nil)
 	if err != nil {
 		return st, fmt.Errorf("drill: status of site %s: %w", c.sites[i].name, err)
 	}
+	return st, c.getJSON(req, c.sites[i].name, &st)
+}
+
+// getJSON does req, a request to site, and decodes its 200 answer into v.
+func (c *Cluster) getJSON(req *http.Request, site string, v any) error {
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return st, fmt.Errorf("drill: status of site %s: %w", c.sites[i].name, err)
+		return fmt.Errorf("drill: status of site %s: %w", site, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("drill: status of site %s: HTTP %d", c.sites[i].name, resp.StatusCode)
+		return fmt.Errorf("drill: status of site %s: HTTP %d", site, resp.StatusCode)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return st, fmt.Errorf("drill: status of site %s: %w", c.sites[i].name, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v); err != nil {
+		return fmt.Errorf("drill: status of site %s: %w", site, err)
 	}
-	return st, nil
+	return nil
 }
 
 // Leaders returns, per stream, the site whose server leads it, as the
@@ -921,8 +951,21 @@ func (c *Cluster) streams(ctx context.Context) ([]streamState, error) {
 	return nil, lastErr
 }
 
-// WaitLeaders polls until every stream has a leader at a live site.
+// WaitLeaders polls until every stream has a leader at a live site. On a
+// cluster attached to without an operator's token, which the leaders
+// need, it waits until every live site is ready instead.
 func (c *Cluster) WaitLeaders(ctx context.Context) error {
+	if c.opsToken == "" {
+		for i := range c.sites {
+			if !c.Alive(i) {
+				continue
+			}
+			if err := c.WaitReady(ctx, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	err := poll(ctx, 250*time.Millisecond, func() (bool, error) {
 		for i := range c.sites {
 			if !c.Alive(i) {

@@ -20,9 +20,11 @@
 //
 // The drill never reaches into a site's process: what it checks comes from
 // the public API (the SDK, /readyz, /v1/status), so it checks what users
-// would see. On a cluster it started it also reads the log as an operator
-// would, with the admin credential (admin.go): only to watch elections and
-// merges, which the API does not show.
+// would see, and from what the API shows operators (GET /v1/ops/site:
+// stream leaders and log positions, opstoken.go). On a cluster it started
+// it also reads the log as an operator would, with the admin credential
+// (admin.go): only to watch elections and merges, which the API does not
+// show.
 package drill
 
 import (
@@ -99,6 +101,11 @@ type Config struct {
 	// attach to instead of starting one; only ScenarioNone can run there,
 	// and ScenarioPartition with an Isolator and a CutFor.
 	Sites []string
+	// OpsToken is an operator's session token for the cluster at Sites:
+	// the drill reads each site's log positions and stream leaders in
+	// GET /v1/ops/site. Without it, it cannot see the leaders (nor wait
+	// for them) or a site catching up.
+	OpsToken string
 	// Isolator cuts a site of an attached cluster off (see Isolator).
 	Isolator Isolator
 	// Scenario is one of Scenarios. Run also takes a comma-separated
@@ -331,7 +338,7 @@ func Run(ctx context.Context, cfg Config) (*Suite, error) {
 	var cl *Cluster
 	if len(cfg.Sites) > 0 {
 		actx, cancel := context.WithTimeout(ctx, time.Minute)
-		c, err := Attach(actx, cfg.Sites, cfg.Logger)
+		c, err := Attach(actx, cfg.Sites, cfg.OpsToken, cfg.Logger)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -440,6 +447,11 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	isolates := cfg.Scenario == ScenarioPartition && cl.isolator != nil && cfg.CutFor > 0
 	if cl.Attached() && (cfg.Scenario != ScenarioNone && !isolates || cfg.injects()) {
 		return nil, fmt.Errorf("drill: scenario %s: %w", cfg.Scenario, ErrAttached)
+	}
+	if isolates && cl.OpsToken() == "" {
+		// It waits for the cut site to catch up, reading how far its read
+		// model has applied the log.
+		return nil, fmt.Errorf("drill: scenario %s: %w", cfg.Scenario, ErrNoOpsToken)
 	}
 	log := cfg.Logger.With("system", "drill")
 	for i := range cl.N() {

@@ -67,8 +67,14 @@ func (g *Gateway) issueToken(user string) (string, time.Time, error) {
 
 // sessionToken is a new session of user, signed by s.
 func (g *Gateway) sessionToken(s signer, user string) (string, time.Time, error) {
+	return g.sessionTokenFor(s, user, g.cfg.TokenTTL)
+}
+
+// sessionTokenFor is a new session of user, signed by s, valid for ttl
+// (at most the gateways' TokenTTL, which every site checks too).
+func (g *Gateway) sessionTokenFor(s signer, user string, ttl time.Duration) (string, time.Time, error) {
 	now := time.Now()
-	exp := now.Add(g.cfg.TokenTTL)
+	exp := now.Add(min(ttl, g.cfg.TokenTTL))
 	c := claims{User: user, Session: randomHex(16), Issued: now.UnixNano(), Expires: exp.Unix(),
 		AcctSeq: s.acct, KeyID: s.kid}
 	token, err := signClaims(s.key, "", c)

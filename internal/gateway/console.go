@@ -23,14 +23,20 @@ import (
 // them is served by handleConsole (console_assets.go).
 
 // siteDetail is one site's technical status, as GET /v1/ops/site answers:
-// everything GET /v1/status shows, plus readiness, every stream replica's
-// lag, the NATS server the site is connected to, its counters and the
-// warnings and errors it logged lately (which /v1/status never shows).
+// its readiness and why, its gateway processes and their users, how far
+// its read model has applied the log, every stream with its leader and
+// every replica's lag, the NATS server the site is connected to, its
+// counters and the warnings and errors it logged lately. The public GET
+// /v1/status shows none of it (publicStatus).
 type siteDetail struct {
 	readiness
-	At            time.Time `json:"at"`
-	UptimeSeconds int       `json:"uptime_seconds"`
-	NotServing    string    `json:"not_serving,omitempty"`
+	At time.Time `json:"at"`
+	// Instance names the gateway process that answered; SiteGateways
+	// lists every one of the site's, with the users connected to each.
+	Instance      string        `json:"instance"`
+	SiteGateways  []SiteGateway `json:"site_gateways"`
+	UptimeSeconds int           `json:"uptime_seconds"`
+	NotServing    string        `json:"not_serving,omitempty"`
 	// Limited says why the answer leaves the site's details out
 	// (handleOpsSite).
 	Limited        string            `json:"limited,omitempty"`
@@ -47,7 +53,7 @@ type siteDetail struct {
 }
 
 // clusterStreams is every stream's state as the cluster reports it now,
-// as GET /v1/status and GET /v1/ops/site show it; while the cluster elects
+// as GET /v1/ops/site shows it; while the cluster elects
 // a leader, a list may be partial and its error set.
 type clusterStreams struct {
 	Streams      []jsstore.StreamStatus `json:"streams"`
@@ -65,8 +71,8 @@ const streamsFresh = time.Second
 // streamsCache shares one reading of the cluster's streams among the
 // requests of a second, and one reading in progress among the requests
 // that wait for it. Reading them is a JetStream API request per stream,
-// which every server of the cluster receives; GET /v1/status needs no
-// login, so uncached, anyone could flood the API that the sites' own
+// which every server of the cluster receives; uncached, a few consoles and
+// tools polling GET /v1/ops/site would flood the API that the sites' own
 // appends, merges and leader moves depend on.
 type streamsCache struct {
 	mu      sync.Mutex
@@ -161,8 +167,8 @@ const opsStreamEvery = 2 * time.Second
 
 // handleOpsSite answers GET /v1/ops/site (see authedDiagnostics): in
 // full, or, for a caller this site could not confirm against the log's
-// head while it refuses its users, only what the public status shows and
-// why it refuses (limited says so).
+// head while it refuses its users, without its NATS link, counters,
+// warnings and recent errors (limited says so).
 func (g *Gateway) handleOpsSite(w http.ResponseWriter, r *http.Request, _ claims, confirmed bool) {
 	d := g.siteDetail(r.Context())
 	if !confirmed {
@@ -180,6 +186,8 @@ func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
 	d := siteDetail{
 		readiness:      g.readiness(),
 		At:             time.Now().UTC(),
+		Instance:       g.cfg.Instance,
+		SiteGateways:   g.eph.siteGateways(time.Now()),
 		UptimeSeconds:  int(time.Since(g.started).Seconds()),
 		NATSServer:     nc.ConnectedServerName(),
 		Applied:        appliedRecords(g.cfg.View),
@@ -199,9 +207,7 @@ func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
 			Goroutines:      runtime.NumGoroutine(),
 		},
 	}
-	if err := g.serving(); err != nil {
-		d.NotServing = salamander.ErrorMessage(err)
-	}
+	d.NotServing, _ = g.notServing()
 	if d.NATS.Connected {
 		start := time.Now()
 		if err := nc.FlushWithContext(ctx); err != nil {
@@ -284,32 +290,7 @@ type overview struct {
 }
 
 func (g *Gateway) overview(ctx context.Context, auth string) overview {
-	sites := g.askSites(ctx, func(ctx context.Context, s SiteInfo) opsSite {
-		var o opsSite
-		code, body, err := g.siteGet(ctx, s, "/v1/ops/site", auth)
-		switch {
-		case err != nil:
-			o.Error = err.Error()
-		case code != http.StatusOK:
-			// It answered, but not with its status: say what it said.
-			o.Reachable = true
-			var e salamander.Error
-			if json.Unmarshal(body, &e) == nil && e.Message != "" {
-				o.Error = fmt.Sprintf("%d: %s", code, e.Message)
-			} else {
-				o.Error = fmt.Sprintf("answered %d", code)
-			}
-		default:
-			var rd readiness
-			if err := json.Unmarshal(body, &rd); err != nil {
-				o.Error = "unreadable answer: " + err.Error()
-				break
-			}
-			o.Reachable, o.Ready, o.Status = true, rd.Ready, body
-		}
-		return o
-	})
-	return overview{Site: g.cfg.Site, At: time.Now().UTC(), Sites: sites}
+	return overview{Site: g.cfg.Site, At: time.Now().UTC(), Sites: g.askSites(ctx, g.probeSite(auth))}
 }
 
 // CloseStreams ends every GET /v1/ops/stream (they never go idle, so a

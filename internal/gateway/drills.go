@@ -187,6 +187,35 @@ func (g *Gateway) mayStartDrill(site string) error {
 	return nil
 }
 
+// drillTokenSlack is how long a console drill's session outlives the
+// drill's planned duration (its setup, settling and checks).
+const drillTokenSlack = 10 * time.Minute
+
+// attachDrill runs a console drill on the sites at urls. The drill reads
+// every site's log positions and stream leaders in GET /v1/ops/site as
+// the operator who started it (by), with a session of theirs that ends
+// soon after the drill: should they lose the role meanwhile, the drill
+// loses that sight too.
+func (g *Gateway) attachDrill(ctx context.Context, urls []string, d salamander.Drill, by string, cfg drill.Config) (*drill.Report, error) {
+	signer, err := g.currentSigner()
+	if err != nil {
+		return nil, err
+	}
+	token, _, err := g.sessionTokenFor(signer, by, cfg.Duration+drillTokenSlack)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithTimeout(ctx, time.Minute)
+	cl, err := drill.Attach(actx, urls, token, g.cfg.Logger)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	cl.SetIsolator(drillIsolator{g: g, id: d.ID, by: by})
+	return drill.RunOn(ctx, cl, cfg)
+}
+
 // runDrill runs a console drill and records how it went.
 func (g *Gateway) runDrill(d salamander.Drill, by string) {
 	log := g.log.With("drill", d.ID, "isolated_site", d.Site)
@@ -200,19 +229,11 @@ func (g *Gateway) runDrill(d salamander.Drill, by string) {
 	cfg.Duration = consoleDrillFaultAt + cfg.CutFor + consoleDrillAfter
 	cfg.Logger = g.cfg.Logger
 
-	var rep *drill.Report
 	urls := make([]string, len(g.cfg.Sites))
 	for i, s := range g.cfg.Sites {
 		urls[i] = s.URL
 	}
-	actx, cancel := context.WithTimeout(ctx, time.Minute)
-	cl, err := drill.Attach(actx, urls, g.cfg.Logger)
-	cancel()
-	if err == nil {
-		cl.SetIsolator(drillIsolator{g: g, id: d.ID, by: by})
-		rep, err = drill.RunOn(ctx, cl, cfg)
-		cl.Close()
-	}
+	rep, err := g.attachDrill(ctx, urls, d, by, cfg)
 	end := &salamander.Drill{ID: d.ID, State: salamander.DrillFailed}
 	switch {
 	case err != nil:

@@ -51,7 +51,7 @@ type Config struct {
 
 	// Instance names this process among the site's gateways (a site may
 	// run several): every metric carries it as a label, next to the site,
-	// and /v1/status reports it.
+	// and GET /v1/ops/site reports it.
 	Instance string
 	// TokenTTL is how long a session token is valid.
 	TokenTTL time.Duration
@@ -162,7 +162,7 @@ type Gateway struct {
 	logAlarm atomic.Pointer[string]
 
 	// warnings are what the site found that weakens a promise without
-	// breaking it (shown in /v1/status); keyed are the ones that hold
+	// breaking it (shown in GET /v1/ops/site); keyed are the ones that hold
 	// only while a condition lasts (a certificate about to expire), each
 	// replaced or removed by its key (SetWarning).
 	warnMu   sync.Mutex
@@ -367,23 +367,44 @@ func (g *Gateway) storeFailure() string {
 	return fmt.Sprintf("cannot write the read model since %s: %v", since.UTC().Format(time.RFC3339), err)
 }
 
-// serving says why this site cannot serve user requests right now, or nil.
+// serving says why this site cannot serve user requests right now, or
+// nil: what users (anyone) are told, which names nothing inside the site.
 func (g *Gateway) serving() error {
+	_, err := g.notServing()
+	return err
+}
+
+// Why a site refuses, as users are told: the log alarm's and the read
+// model's own words name streams, servers, errors and files, and are the
+// operators' (notServing).
+var (
+	errLogDamaged = salamander.Errorf(salamander.CodeUnavailable,
+		"this site's log is damaged; use another site")
+	errStoreFailing = salamander.Errorf(salamander.CodeUnavailable,
+		"this site cannot write its read model; use another site")
+)
+
+// notServing is serving's error and, for operators (GET /v1/ops/site's
+// not_serving), why in full ("" while the site serves).
+func (g *Gateway) notServing() (string, error) {
+	var err error
 	switch {
 	case g.LogAlarm() != "":
-		return salamander.Errorf(salamander.CodeUnavailable,
-			"this site's log is damaged (%s); use another site", g.LogAlarm())
+		return fmt.Sprintf("this site's log is damaged (%s); use another site", g.LogAlarm()), errLogDamaged
 	case g.Isolated():
-		return errIsolated
+		err = errIsolated
 	case !g.cfg.Store.Ready():
-		return errStarting
+		err = errStarting
 	case !g.CaughtUp():
-		return errBehind
+		err = errBehind
+	}
+	if err != nil {
+		return salamander.ErrorMessage(err), err
 	}
 	if why := g.storeFailure(); why != "" {
-		return salamander.Errorf(salamander.CodeUnavailable, "this site %s; use another site", why)
+		return fmt.Sprintf("this site %s; use another site", why), errStoreFailing
 	}
-	return nil
+	return "", nil
 }
 
 // parseCursor parses a client's cursor and checks that it names only this

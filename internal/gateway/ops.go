@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"net/http"
-	"time"
 
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/view"
@@ -20,6 +18,8 @@ func appliedRecords(v *view.View) map[string]uint64 {
 	return out
 }
 
+// handleHealth answers GET /healthz: 200 while the process serves HTTP,
+// naming only the site (public, as /v1/sites is).
 func (g *Gateway) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "site": g.cfg.Site})
 }
@@ -27,16 +27,27 @@ func (g *Gateway) handleHealth(w http.ResponseWriter, _ *http.Request) {
 // handleReady says whether this site can serve: connected to NATS, holding
 // the signing key (so its read model has applied the log's start) and
 // applying every stream (a tail that found a hole in the log stops there).
+// The answer is public (balancers and probes ask without a token) and is
+// the code with no more than the site's name and the verdict: why a site
+// is not ready names streams, errors and files, and is the operators' to
+// read, in GET /v1/ops/site.
 func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	rd := g.readiness()
 	status := http.StatusOK
 	if !rd.Ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, rd)
+	writeJSON(w, status, publicReadiness{Ready: rd.Ready, Site: rd.Site})
 }
 
-// readiness is what GET /readyz answers.
+// publicReadiness is what GET /readyz answers.
+type publicReadiness struct {
+	Ready bool   `json:"ready"`
+	Site  string `json:"site"`
+}
+
+// readiness is whether this site can serve, and why not: GET /readyz
+// answers its verdict, GET /v1/ops/site all of it.
 type readiness struct {
 	Ready         bool              `json:"ready"`
 	Site          string            `json:"site"`
@@ -69,37 +80,27 @@ func (g *Gateway) handleSites(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "sites": sites})
 }
 
-// handleStatus reports this site's view of the cluster. Stream leaders come
-// from the cluster and may be missing while it elects; everything else is
-// local and always answers.
-func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 1500*time.Millisecond)
-	defer cancel()
-	out := map[string]any{
-		"site":            g.cfg.Site,
-		"instance":        g.cfg.Instance,
-		"site_gateways":   g.eph.siteGateways(time.Now()),
-		"uptime_seconds":  int(time.Since(g.started).Seconds()),
-		"nats_connected":  g.cfg.Store.Conn().IsConnected(),
-		"isolated":        g.Isolated(),
-		"nats_server":     g.cfg.Store.Conn().ConnectedServerName(),
-		"applied":         appliedRecords(g.cfg.View),
-		"entries_applied": g.cfg.View.EntriesApplied(),
-		"websockets":      g.hub.users(),
-	}
-	if stalled := g.cfg.Store.Stalled(); len(stalled) > 0 {
-		out["stalled"] = stalled
-	}
-	if w := g.Warnings(); len(w) > 0 {
-		out["warnings"] = w
-	}
-	cs := g.clusterStreams(ctx)
-	out["streams"], out["standbys"] = cs.Streams, cs.Standbys
-	if cs.StreamsError != "" {
-		out["streams_error"] = cs.StreamsError
-	}
-	if cs.StandbysError != "" {
-		out["standbys_error"] = cs.StandbysError
-	}
-	writeJSON(w, http.StatusOK, out)
+// publicStatus is what GET /v1/status tells anyone, as a public status
+// page would: whether this site serves, and how each service is doing
+// (from the open incidents, as /status shows it). Nothing about the
+// site's traffic or internals — connected users, log positions, stream
+// leaders, NATS servers, warnings — which operators read in GET
+// /v1/ops/site.
+type publicStatus struct {
+	Site string `json:"site"`
+	// Ready is what GET /readyz says: this site takes users' requests now.
+	Ready bool `json:"ready"`
+	// UpToDate is false while the site cannot serve (cut off, catching up,
+	// its log or read model damaged): what it tells may be old.
+	UpToDate      bool           `json:"up_to_date"`
+	Services      []ServiceState `json:"services"`
+	OpenIncidents int            `json:"open_incidents"`
+}
+
+// handleStatus answers GET /v1/status from this process's memory alone: it
+// asks the cluster nothing, so that no one can load the cluster through it.
+func (g *Gateway) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	open, _ := g.incidentLists()
+	writeJSON(w, http.StatusOK, publicStatus{Site: g.cfg.Site, Ready: g.readiness().Ready, UpToDate: g.serving() == nil,
+		Services: serviceStates(open), OpenIncidents: len(open)})
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -208,8 +209,8 @@ func (g *Gateway) userAction(typ salamander.RecordType) authedHandler {
 	}
 }
 
-// opsSite is one site as GET /v1/ops/sites shows it: its own /v1/status
-// answer, or why it could not be had.
+// opsSite is one site as GET /v1/ops/sites and GET /v1/ops/stream show
+// it: its own GET /v1/ops/site answer, or why it could not be had.
 type opsSite struct {
 	Name      string          `json:"name"`
 	URL       string          `json:"url"`
@@ -224,11 +225,11 @@ type opsSite struct {
 // site shows as unreachable, it does not hold the page.
 const opsSiteTimeout = 2 * time.Second
 
-// handleOpsSites asks every site, in parallel, for its status and
-// readiness: the console's view of the whole deployment, from whichever
-// site the operator reaches.
+// handleOpsSites asks every site, in parallel, for its GET /v1/ops/site
+// with the caller's own credentials: the console's view of the whole
+// deployment, from whichever site the operator reaches.
 func (g *Gateway) handleOpsSites(w http.ResponseWriter, r *http.Request, _ claims) {
-	out := g.askSites(r.Context(), g.probeSite)
+	out := g.askSites(r.Context(), g.probeSite(r.Header.Get("Authorization")))
 	writeJSON(w, http.StatusOK, map[string]any{"site": g.cfg.Site, "sites": out})
 }
 
@@ -257,21 +258,35 @@ func (g *Gateway) askSites(ctx context.Context, probe func(context.Context, Site
 	return out
 }
 
-// probeSite asks s for its readiness and public status.
-func (g *Gateway) probeSite(ctx context.Context, s SiteInfo) opsSite {
-	var o opsSite
-	code, body, err := g.siteGet(ctx, s, "/readyz", "")
-	if err != nil {
-		o.Error = err.Error()
+// probeSite returns a probe that asks a site for its GET /v1/ops/site
+// with the Authorization header auth: the site's readiness and its
+// technical status, or what it answered instead.
+func (g *Gateway) probeSite(auth string) func(context.Context, SiteInfo) opsSite {
+	return func(ctx context.Context, s SiteInfo) opsSite {
+		var o opsSite
+		code, body, err := g.siteGet(ctx, s, "/v1/ops/site", auth)
+		switch {
+		case err != nil:
+			o.Error = err.Error()
+		case code != http.StatusOK:
+			// It answered, but not with its status: say what it said.
+			o.Reachable = true
+			var e salamander.Error
+			if json.Unmarshal(body, &e) == nil && e.Message != "" {
+				o.Error = fmt.Sprintf("%d: %s", code, e.Message)
+			} else {
+				o.Error = fmt.Sprintf("answered %d", code)
+			}
+		default:
+			var rd readiness
+			if err := json.Unmarshal(body, &rd); err != nil {
+				o.Error = "unreadable answer: " + err.Error()
+				break
+			}
+			o.Reachable, o.Ready, o.Status = true, rd.Ready, body
+		}
 		return o
 	}
-	o.Reachable, o.Ready = true, code == http.StatusOK
-	if code, body, err = g.siteGet(ctx, s, "/v1/status", ""); err == nil && code == http.StatusOK && json.Valid(body) {
-		o.Status = body
-	} else if err != nil {
-		o.Error = err.Error()
-	}
-	return o
 }
 
 // siteGet asks s for path, with the Authorization header auth (if any). A

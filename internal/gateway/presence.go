@@ -409,7 +409,7 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 			break
 		}
 		r.ttl = clampTTL(m.TTLms, e.ttl)
-		// The name is shown on the public /v1/status: one no gateway
+		// The name is shown in GET /v1/ops/site: one no gateway
 		// makes is not shown, though the beat counts.
 		r.name = ""
 		if validInstanceName(m.Name) {

@@ -435,6 +435,7 @@ func TestConcurrentReadMarksWriteOneRecord(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	a, _ := signedUp(t, 0, "rmark")
 	b, bName := signedUp(t, 0, "rmarkb")
+	op, _ := operator(t, ctx, 0, "rmarkop")
 	room, err := a.DirectRoom(ctx, bName)
 	if err != nil {
 		t.Fatal(err)
@@ -443,7 +444,7 @@ func TestConcurrentReadMarksWriteOneRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	applied := func() uint64 {
-		code, body := opsCall(t, 0, "GET", "/v1/status", "", nil)
+		code, body := opsCall(t, 0, "GET", "/v1/ops/site", op.Token(), nil)
 		var st struct {
 			Entries uint64 `json:"entries_applied"`
 		}

@@ -58,11 +58,18 @@ func TestPresenceTwoProcessesOneSite(t *testing.T) {
 	defer subBob.Close()
 	waitReady(t, subBob.Events())
 
-	// Each of site a's processes lists both in /v1/status: a site-wide
-	// view of its gateways, with the users connected to each.
+	// Each of site a's processes lists both to an operator (GET
+	// /v1/ops/site): a site-wide view of its gateways, with the users
+	// connected to each.
+	op, _ := operator(t, ctx, 0, "presop")
 	for _, url := range []string{cluster.URL(0), a2.URL()} {
 		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-			res, err := http.Get(url + "/v1/status")
+			req, err := http.NewRequestWithContext(ctx, "GET", url+"/v1/ops/site", nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Authorization", "Bearer "+op.Token())
+			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				return err
 			}

@@ -522,7 +522,7 @@ func (f *fire) adminActions() {
 
 // streamLeaders returns each stream's leading site as site i reports it.
 func (f *fire) streamLeaders(i int) (map[string]string, error) {
-	code, body := call(f.ctx, f.url(i), "GET", "/v1/status", "", nil)
+	code, body := call(f.ctx, f.url(i), "GET", "/v1/ops/site", f.op.Token(), nil)
 	st, err := decodeAs[struct {
 		Streams []struct{ Stream, Leader string }
 	}](code, http.StatusOK, body)
@@ -599,9 +599,13 @@ func (f *fire) drainAndUndrain() {
 		t.Fatalf("draining a as well, from b: %d %s", code, body)
 	}
 	checkFor(t, 20*time.Second, 200*time.Millisecond, func() error {
-		code, body := call(f.ctx, f.url(siteB), "GET", "/readyz", "", nil)
-		if code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"drained":true`) {
+		if code, body := call(f.ctx, f.url(siteB), "GET", "/readyz", "", nil); code != http.StatusServiceUnavailable {
 			return fmt.Errorf("b's readyz while drained: %d %s", code, body)
+		}
+		// Why it is not ready is for operators.
+		code, body := call(f.ctx, f.url(siteB), "GET", "/v1/ops/site", f.op.Token(), nil)
+		if code != http.StatusOK || !strings.Contains(string(body), `"drained":true`) {
+			return fmt.Errorf("b's ops/site while drained: %d %.300s", code, body)
 		}
 		leaders, err := f.streamLeaders(siteA)
 		if err != nil {

@@ -15,7 +15,7 @@ const certWarnBefore = 30 * 24 * time.Hour
 
 var certCheckEvery = time.Hour
 
-// watchCertificates warns (log and /v1/status) once when the site's NATS
+// watchCertificates warns (log and GET /v1/ops/site) once when the site's NATS
 // certificates (its own and the CA, from its site file) or its HTTPS
 // certificate come within certWarnBefore of expiring, and once more when
 // they have: `salamander certs` makes every site's certificate and the

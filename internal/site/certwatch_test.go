@@ -18,7 +18,7 @@ import (
 )
 
 // A site whose certificates are about to expire says so (log and
-// /v1/status warnings) while there is time to rotate them: `salamander
+// GET /v1/ops/site warnings) while there is time to rotate them: `salamander
 // certs` makes every site's certificate and the CA at once, so they
 // expire together, and then every route and NATS connection of the
 // deployment fails at the same moment.
@@ -58,7 +58,7 @@ func TestSiteWarnsOfCertificatesAboutToExpire(t *testing.T) {
 // A warning of an HTTPS certificate about to expire goes once the
 // certificate is renewed (its files replaced, which the site serves
 // without a restart) and the site has looked again: it stayed in
-// /v1/status until the next restart, which is what re-reading the files
+// the warnings until the next restart, which is what re-reading the files
 // spares (a restart drops every WebSocket of the site).
 func TestRenewedHTTPSCertificateIsNoLongerWarnedOf(t *testing.T) {
 	defer func(every time.Duration) { certCheckEvery = every }(certCheckEvery)

@@ -19,8 +19,8 @@ import (
 
 // An external NATS cluster is the operators', so a site checks it before
 // it serves: what breaks a promise is refused (the site raises its log
-// alarm and serves nothing), what weakens one is warned about on
-// /v1/status and in the log. A client connection shows only its own
+// alarm and serves nothing), what weakens one is warned about in
+// GET /v1/ops/site and in the log. A client connection shows only its own
 // server's name and version; the rest comes from the servers' HTTP
 // monitoring (/varz), which the site reads when told where it is
 // (Config.NATSMonitor).

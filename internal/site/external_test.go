@@ -3,9 +3,9 @@ package site
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -181,25 +181,24 @@ func TestSitesOnExternalNATSCluster(t *testing.T) {
 		t.Fatalf("%s answered without HSTS: %v", urls[1], res.Header)
 	}
 	// The server that does not fsync every commit is reported, and only
-	// it; the status names the process.
-	for _, u := range []string{urls[0], b2.URL()} {
-		res, err = hc.Get(u + "/v1/status")
+	// it (operators read the warnings in GET /v1/ops/site); the metrics
+	// name the process.
+	for _, s := range []*Site{sites[0], b2} {
+		if w := s.Gateway().Warnings(); len(w) != 1 || !strings.Contains(w[0], "site-c") || !strings.Contains(w[0], "does not fsync") {
+			t.Fatalf("%s: warnings %q, want one about site-c's fsync", s.URL(), w)
+		}
+		res, err = hc.Get(s.URL() + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var status struct {
-			Instance string   `json:"instance"`
-			Warnings []string `json:"warnings"`
-		}
-		err = json.NewDecoder(res.Body).Decode(&status)
+		body, err := io.ReadAll(res.Body)
 		res.Body.Close()
-		if err != nil || len(status.Warnings) != 1 || !strings.Contains(status.Warnings[0], "site-c") ||
-			!strings.Contains(status.Warnings[0], "does not fsync") {
-			t.Fatalf("%s: status warnings %q (%v), want one about site-c's fsync", u, status.Warnings, err)
+		want := strings.TrimPrefix(s.URL(), "https://")
+		if s == b2 {
+			want = "b2"
 		}
-		if want := strings.TrimPrefix(u, "https://"); u == b2.URL() && status.Instance != "b2" ||
-			u == urls[0] && status.Instance != want {
-			t.Fatalf("%s: instance %q, want %s", u, status.Instance, want)
+		if err != nil || res.StatusCode != http.StatusOK || !strings.Contains(string(body), `instance="`+want+`"`) {
+			t.Fatalf("%s: metrics %d without instance %q (%v)", s.URL(), res.StatusCode, want, err)
 		}
 	}
 	alice, err := client.New(client.Config{Sites: urls, Prefer: 0, HTTPClient: hc})

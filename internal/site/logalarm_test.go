@@ -11,11 +11,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
 	"github.com/salamander-chat/salamander/internal/testcluster"
 )
 
-// readyz returns a site's readiness answer.
+// readyz returns a site's readiness answer, which is public: the verdict
+// and the site's name, never why (that is GET /v1/ops/site's).
 func readyz(url string) (int, map[string]any, error) {
 	res, err := http.Get(url + "/readyz")
 	if err != nil {
@@ -23,8 +25,24 @@ func readyz(url string) (int, map[string]any, error) {
 	}
 	defer res.Body.Close()
 	var body map[string]any
-	err = json.NewDecoder(res.Body).Decode(&body)
+	if err = json.NewDecoder(res.Body).Decode(&body); err == nil && len(body) != 2 {
+		err = fmt.Errorf("/readyz answered more than ready and site: %v", body)
+	}
 	return res.StatusCode, body, err
+}
+
+// refusal returns how a site answers a user's request (the room list,
+// without a token): a site that cannot serve refuses every one with 503
+// before anything else, saying what is wrong but naming nothing inside it.
+func refusal(url string) (int, string, error) {
+	res, err := http.Get(url + "/v1/rooms")
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	var e salamander.Error
+	err = json.NewDecoder(res.Body).Decode(&e)
+	return res.StatusCode, e.Message, err
 }
 
 func waitFor(t *testing.T, d time.Duration, cond func() error) {
@@ -85,9 +103,17 @@ func TestALogThatChangesUnderTheSitesIsAnAlarm(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			alarm, _ := body["log_alarm"].(string)
-			if code != http.StatusServiceUnavailable || !strings.Contains(alarm, what) {
-				return fmt.Errorf("site %d: %d %v", i, code, body)
+			if code != http.StatusServiceUnavailable {
+				return fmt.Errorf("site %d: readyz %d %v", i, code, body)
+			}
+			// Users are told the log is damaged, not how: that is for
+			// operators (GET /v1/ops/site).
+			code, why, err := refusal(c.URL(i))
+			if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(why, "log is damaged") || strings.Contains(why, what) {
+				return fmt.Errorf("site %d: a request answered %d %q (%v)", i, code, why, err)
+			}
+			if alarm := c.Site(i).Gateway().LogAlarm(); !strings.Contains(alarm, what) {
+				return fmt.Errorf("site %d: log alarm %q", i, alarm)
 			}
 			return nil
 		}

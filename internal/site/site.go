@@ -63,7 +63,7 @@ type Config struct {
 	// own is back (default DefaultHomeInterval).
 	HomeInterval time.Duration
 	// Instance names this process among the site's gateways: a label on
-	// every metric and a field of /v1/status (default: the address the API listens at).
+	// every metric and a field of GET /v1/ops/site (default: the address the API listens at).
 	Instance string
 	// NATS configures the embedded server when NATSURLs is empty.
 	NATS natsnode.Config

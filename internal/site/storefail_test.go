@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,8 +74,14 @@ func TestASiteThatCannotWriteItsReadModelIsNotReady(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if code != 503 || body["read_model"] == nil {
+		if code != 503 {
 			return fmt.Errorf("readyz %d %v while the read model cannot be written", code, body)
+		}
+		// Users are told that much, not the error (for operators: GET
+		// /v1/ops/site).
+		if code, why, err := refusal(c.URL(burdened)); err != nil || code != 503 || !strings.Contains(why, "cannot write its read model") ||
+			strings.Contains(why, "since") {
+			return fmt.Errorf("a request answered %d %q (%v) while the read model cannot be written", code, why, err)
 		}
 		return nil
 	})

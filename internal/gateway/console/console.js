@@ -424,7 +424,7 @@ function siteCard(s, here) {
       h("span", {}, fmtInt(st.counters.goroutines) + " goroutines"),
       h("span", { class: "spacer" }),
       h("a", { href: s.url + "/metrics", class: "metrics-link", onclick: (e) => { e.preventDefault(); openMetrics(s.url); } }, "metrics"),
-      h("a", { href: s.url + "/v1/status", target: "_blank", rel: "noopener" }, "status"),
+      h("a", { href: s.url + "/status", target: "_blank", rel: "noopener" }, "status page"),
       h("a", { href: s.url + "/openapi.yaml", target: "_blank", rel: "noopener" }, "API"),
 
     ));
