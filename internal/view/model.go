@@ -421,6 +421,19 @@ func (m *model) placed(r salamander.Record) bool {
 }
 
 // addUser puts u into the model, counting its hash's cost.
+// admins counts the accounts that are admins and not suspended. It walks
+// every account: it is asked on role and suspension records and requests,
+// which are rare.
+func (m *model) admins() int {
+	n := 0
+	for _, u := range m.users {
+		if u.role == salamander.RoleAdmin && !u.suspended {
+			n++
+		}
+	}
+	return n
+}
+
 func (m *model) addUser(u *userState) {
 	m.users[u.name] = u
 	m.countHash(u.hash, 1)

@@ -771,13 +771,7 @@ func (v *View) Suspended(name string) bool {
 func (v *View) Admins() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	n := 0
-	for _, u := range v.m.users {
-		if u.role == salamander.RoleAdmin && !u.suspended {
-			n++
-		}
-	}
-	return n
+	return v.m.admins()
 }
 
 // Role is a user's role (salamander.RoleUser when none was set).
