@@ -1,6 +1,11 @@
 package gateway
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,3 +80,65 @@ func mustHash(t *testing.T, g *Gateway) string {
 	}
 	return hash
 }
+
+// An admin's reset of another's password asks for the admin's own password
+// (current_password), judged as their own change judges it: a stolen admin
+// session alone resets nobody's password, and guessing the admin's
+// password through it is held to the session's failed-login budget.
+func TestAnAdminsResetNeedsTheirOwnPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	bossHash, err := bcrypt.GenerateFromPassword([]byte("the boss's own"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, v := startLoneGateway(t, ctx, nil,
+		salamander.Record{Type: salamander.RecUserCreated, User: "boss", PasswordHash: string(bossHash)},
+		salamander.Record{Type: salamander.RecUserCreated, User: "mina", PasswordHash: testHashMina},
+		salamander.Record{Type: salamander.RecRoleSet, User: "boss", Role: salamander.RoleAdmin, Site: "cli"})
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if v.Role("boss") != salamander.RoleAdmin {
+			return fmt.Errorf("boss is %s", v.Role("boss"))
+		}
+		return nil
+	})
+	reset := func(session, body string) (int, string) {
+		r := httptest.NewRequestWithContext(ctx, "POST", "/v1/ops/users/mina/password", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.SetPathValue("name", "mina")
+		w := httptest.NewRecorder()
+		g.handleSetPassword(w, r, claims{User: "boss", Session: session})
+		return w.Code, w.Body.String()
+	}
+	if code, body := reset("s1", `{"new_password":"reset by boss"}`); code != http.StatusBadRequest || !strings.Contains(body, "current_password") {
+		t.Errorf("a reset without the admin's password: %d %s", code, body)
+	}
+	code, body := reset("s1", `{"current_password":"a guess","new_password":"reset by boss"}`)
+	if code != http.StatusForbidden || !strings.Contains(body, "not your password") {
+		t.Errorf("a reset with a wrong password: %d %s", code, body)
+	}
+	if mustHash(t, g) != testHashMina {
+		t.Fatal("a refused reset changed mina's password")
+	}
+	// The session's budget of failures runs out; another session's is its
+	// own (as a known device's at login).
+	for i := 0; code != http.StatusTooManyRequests; i++ {
+		if i == 20 {
+			t.Fatalf("20 wrong passwords from one session and still %d", code)
+		}
+		code, _ = reset("s1", `{"current_password":"a guess","new_password":"reset by boss"}`)
+	}
+	if code, _ := reset("s1", `{"current_password":"the boss's own","new_password":"reset by boss"}`); code != http.StatusTooManyRequests {
+		t.Errorf("the right password after the session's budget ran out: %d", code)
+	}
+	if code, body := reset("s2", `{"current_password":"the boss's own","new_password":"reset by boss"}`); code != http.StatusOK {
+		t.Fatalf("a reset with the admin's password: %d %s", code, body)
+	}
+	if bcrypt.CompareHashAndPassword([]byte(mustHash(t, g)), []byte("reset by boss")) != nil {
+		t.Error("mina's password is not the one the admin set")
+	}
+}
+
+// testHashMina is mina's password hash before any reset (never logged in
+// with here).
+const testHashMina = "mina's hash"
