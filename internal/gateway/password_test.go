@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -142,3 +143,71 @@ func TestAnAdminsResetNeedsTheirOwnPassword(t *testing.T) {
 // testHashMina is mina's password hash before any reset (never logged in
 // with here).
 const testHashMina = "mina's hash"
+
+// A password change answers with a device token of a new device id (the
+// session does not know its device's), and that loses the device nothing:
+// the only thing kept per device id is its budget of failed logins, which
+// starts afresh; the new token is a known device's at once, so while
+// strangers spend the account's budget of failed logins, this device
+// still signs in. Its read and sync positions are the client's cursor,
+// kept by the client, not per device at the sites.
+func TestThePasswordChangesDeviceTokenIsAKnownDevice(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	hash, err := bcrypt.GenerateFromPassword([]byte("mina's own"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, v := startLoneGateway(t, ctx, nil,
+		salamander.Record{Type: salamander.RecSigningKey, KeyID: "k1", Key: []byte("sealed:" + keyOf("k1"))},
+		salamander.Record{Type: salamander.RecUserCreated, User: "mina", PasswordHash: string(hash)})
+	g.cfg.Keys = fuzzKeyOpener{} // before its first request
+	g.SetCatchUp(map[string]uint64{})
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !v.HasSigningKey() || mustHash(t, g) == "" || !g.CaughtUp() {
+			return fmt.Errorf("no signing key or no mina yet, or not caught up")
+		}
+		return nil
+	})
+	call := func(path, token, body string) (int, salamander.Session) {
+		r := httptest.NewRequestWithContext(ctx, "POST", path, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, r)
+		var s salamander.Session
+		_ = json.Unmarshal(w.Body.Bytes(), &s)
+		if w.Code != http.StatusOK {
+			t.Logf("%s: %d %s", path, w.Code, w.Body)
+		}
+		return w.Code, s
+	}
+	code, s := call("/v1/login", "", `{"name":"mina","password":"mina's own"}`)
+	if code != http.StatusOK || s.Device == "" {
+		t.Fatalf("login: %d %+v", code, s)
+	}
+	code, changed := call("/v1/me/password", s.Token, `{"current_password":"mina's own","new_password":"mina's new one"}`)
+	if code != http.StatusOK || changed.Device == "" {
+		t.Fatalf("change: %d %+v", code, changed)
+	}
+	if g.knownDevice(ctx, changed.Device, "mina") == "" {
+		t.Fatal("the change's device token is not a known device's")
+	}
+	for i := 0; ; i++ {
+		if code, _ := call("/v1/login", "", `{"name":"mina","password":"a stranger's guess"}`); code == http.StatusTooManyRequests {
+			break
+		} else if i == 30 {
+			t.Fatalf("30 strangers' failed logins and still %d", code)
+		}
+	}
+	body, _ := json.Marshal(salamander.LoginRequest{Name: "mina", Password: "mina's new one", Device: changed.Device})
+	if code, _ := call("/v1/login", "", string(body)); code != http.StatusOK {
+		t.Errorf("the device's login with the change's device token while strangers spent the account's budget: %d", code)
+	}
+	body, _ = json.Marshal(salamander.LoginRequest{Name: "mina", Password: "mina's new one", Device: s.Device})
+	if code, _ := call("/v1/login", "", string(body)); code != http.StatusTooManyRequests {
+		t.Errorf("a login with the device token from before the change (ended by it): %d, want 429 as a stranger's", code)
+	}
+}
