@@ -179,6 +179,11 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 		Target: req.Site}); err != nil {
 		return err
 	}
+	// The move has its 8 s whatever the record took (an election of the
+	// accounts stream's leader, in a fire).
+	cancel()
+	ctx, cancel = context.WithTimeout(r.Context(), 8*time.Second)
+	defer cancel()
 	if st.Leader != target {
 		if err := g.cfg.Store.StepDown(ctx, stream, target); err != nil {
 			return salamander.Errorf(salamander.CodeUnavailable, "%v", err)
