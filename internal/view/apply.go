@@ -162,7 +162,7 @@ func (a *applier) byAdmin(r salamander.Record) bool {
 // would leave nobody to take an admin action through the API. The admin
 // credential (By "") may still: it is how an operator recovers anyway.
 func (a *applier) lastAdmin(u *userState, r salamander.Record) bool {
-	return r.By != "" && u.role == salamander.RoleAdmin && !u.suspended && a.m.admins() <= 1
+	return r.By != "" && u.role == salamander.RoleAdmin && !u.suspended && a.m.admins(2) < 2
 }
 
 // audit records an admin action for the audit trail.

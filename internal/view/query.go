@@ -772,7 +772,7 @@ func (v *View) Suspended(name string) bool {
 func (v *View) Admins() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.m.admins()
+	return v.m.admins(0)
 }
 
 // Role is a user's role (salamander.RoleUser when none was set).
