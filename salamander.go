@@ -296,9 +296,12 @@ type (
 		NewPassword     string `json:"new_password"`
 	}
 	// SetPasswordRequest is an admin's reset of a user's password (POST
-	// /v1/ops/users/{name}/password).
+	// /v1/ops/users/{name}/password). CurrentPassword is the admin's own,
+	// checked as their own change checks it: a stolen session alone does
+	// not reset anyone's password.
 	SetPasswordRequest struct {
-		NewPassword string `json:"new_password"`
+		CurrentPassword string `json:"current_password"`
+		NewPassword     string `json:"new_password"`
 	}
 	ProfileRequest struct {
 		DisplayName *string `json:"display_name,omitempty"`

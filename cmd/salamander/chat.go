@@ -48,6 +48,7 @@ const chatHelp = `commands:
   /status TEXT           set your status     /who [USER...] presence
   /pending               messages not yet acknowledged
   /site                  which site is in use
+  /password              change your password (asked at a prompt, not shown)
   /help                  this help           /quit          leave
 anything else is sent to the current room (start a message with // to send a leading /)
 `
@@ -162,6 +163,42 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		close(lines)
 	}()
 
+	// ask reads a line typed after each prompt, for a command that asks
+	// (the passwords of /password): not echoed when the input is a
+	// terminal.
+	ch.ask = func(prompts ...string) ([]string, error) {
+		if f, ok := stdin.(*os.File); ok && isTerminal(f) {
+			// Off before the first prompt and until the last answer, so
+			// that nothing typed or pasted ahead is shown. The reader is
+			// blocked in a read of the terminal already: the lines typed
+			// from now on are not echoed, and are its next lines.
+			restore, err := echoOff(f)
+			if err != nil {
+				return nil, err
+			}
+			defer restore()
+		}
+		var answers []string
+		for _, prompt := range prompts {
+			ch.printOwn(prompt)
+			select {
+			case <-ctx.Done():
+				ch.printOwn("\n")
+				return nil, ctx.Err()
+			case line, ok := <-lines:
+				ch.printOwn("\n")
+				switch {
+				case !ok:
+					return nil, io.ErrUnexpectedEOF
+				case line.tooLong:
+					return nil, fmt.Errorf("that line is over %d bytes", salamander.MaxBodyBytes)
+				}
+				answers = append(answers, line.text)
+			}
+		}
+		return answers, nil
+	}
+
 	for {
 		select {
 		case <-ctx.Done():
@@ -209,6 +246,9 @@ type chatSession struct {
 	// incidents are the open incidents printed, by id: their state and
 	// number of updates as printed.
 	incidents map[string]string
+	// ask prints each prompt and reads the next line typed after it, not
+	// echoed on a terminal (runChat's).
+	ask func(prompts ...string) ([]string, error)
 }
 
 // chatSend is a line typed to be sent to a room.
@@ -395,6 +435,8 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 			live = "(reconnecting)"
 		}
 		ch.printf("requests: %s; live events: %s\n", ch.cl.Site(), live)
+	case "/password":
+		err = ch.changePassword(ctx)
 	default:
 		err = fmt.Errorf("unknown command %s (try /help)", cmd)
 	}
@@ -402,6 +444,26 @@ func (ch *chatSession) command(ctx context.Context, line string) (quit bool) {
 		ch.printErr(err)
 	}
 	return false
+}
+
+// changePassword changes the user's password: the current one and the
+// new one twice, read at prompts that do not echo them. Every other
+// session of the account ends; this one goes on with the new session the
+// site answers (the SDK keeps it, and its device token).
+func (ch *chatSession) changePassword(ctx context.Context) error {
+	pw, err := ch.ask("current password: ", "new password: ", "new password again: ")
+	if err != nil {
+		return err
+	}
+	current, next, again := pw[0], pw[1], pw[2]
+	if next != again {
+		return errors.New("the two new passwords differ; nothing changed")
+	}
+	if _, err := ch.cl.ChangePassword(ctx, current, next); err != nil {
+		return err
+	}
+	ch.printf("password changed: every other session of yours is signed out\n")
+	return nil
 }
 
 // send sends a line to the current room. It returns once a quorum of sites

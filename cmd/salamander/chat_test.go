@@ -294,3 +294,63 @@ func TestChatAsksAgainForAMessageThatMayHaveBeenSent(t *testing.T) {
 		t.Fatalf("the chat printed:\n%s", out)
 	}
 }
+
+// /password changes the password: the current one and the new one twice,
+// each at a prompt of its own (a terminal does not echo them: see
+// echoOff); two new ones that differ, or a wrong current one, change
+// nothing. The chat goes on with the new session, live again.
+func TestChatChangesThePassword(t *testing.T) {
+	const roomID = "d_0123456789abcdef0123456789abcdef"
+	site := fakesite.New(fakesite.Config{
+		User:     salamander.User{Name: "mina", DisplayName: "Mina"},
+		Password: "correct horse",
+		Rooms:    []salamander.Room{{ID: roomID, Kind: salamander.RoomDirect, Members: []string{"joon", "mina"}}},
+	})
+	srv := httptest.NewServer(site)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	chat := startTestChat(t, ctx, "--sites", srv.URL, "--user", "mina", "--password", "correct horse")
+	chat.expect("(live at")
+	chat.say("/join " + roomID)
+	chat.expect("now in [joon]")
+	chat.say("/help")
+	chat.expect("/password")
+
+	// A prompt's line ends once its answer is read.
+	chat.say("/password")
+	chat.say("correct horse")
+	chat.expect("current password: ")
+	chat.say("a brand new password")
+	chat.expect("new password: ")
+	chat.say("a brand new passwore")
+	chat.expect("new password again: ")
+	chat.expect("error: the two new passwords differ; nothing changed")
+
+	chat.say("/password")
+	chat.say("not the password")
+	chat.say("a brand new password")
+	chat.say("a brand new password")
+	chat.expect("error: the current password is wrong")
+	if n := site.Changes(); n != 0 {
+		t.Fatalf("%d changes reached the site, want none", n)
+	}
+
+	chat.say("/password")
+	chat.say("correct horse")
+	chat.say("a brand new password")
+	chat.say("a brand new password")
+	chat.expect("password changed: every other session of yours is signed out")
+	if n := site.Changes(); n != 1 {
+		t.Fatalf("%d changes reached the site, want 1", n)
+	}
+	// The site ended the old session and closed the socket: the chat is
+	// live again with the new one.
+	chat.expect("(reconnected to")
+	chat.say("still here")
+	chat.expect("[joon] mina: still here")
+	chat.say("/quit")
+	if out := chat.wait(); strings.Contains(out, "brand new") || strings.Contains(out, "correct horse") {
+		t.Errorf("a password was printed:\n%s", out)
+	}
+}

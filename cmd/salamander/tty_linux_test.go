@@ -3,15 +3,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/fakesite"
 )
 
 // openPTY opens a pseudo-terminal pair, or skips the test where there is
@@ -81,5 +88,66 @@ func TestAnInterruptedHiddenPromptGivesTheEchoBack(t *testing.T) {
 	}
 	if !echo() {
 		t.Fatal("the terminal was left without echo")
+	}
+}
+
+// The chat's /password reads its three answers at a terminal without
+// echoing them (what is typed before it, "/password" itself, is echoed as
+// ever), and gives the echo back afterwards.
+func TestChatPasswordPromptsDoNotEcho(t *testing.T) {
+	master, slave := openPTY(t)
+	echo := func() bool {
+		tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tio.Lflag&unix.ECHO != 0
+	}
+	var shown syncBuffer // what the terminal shows of what is typed
+	go func() { _, _ = io.Copy(&shown, master) }()
+
+	site := fakesite.New(fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"}, Password: "correct horse"})
+	srv := httptest.NewServer(site)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runChat(ctx, []string{"--sites", srv.URL, "--user", "mina", "--password", "correct horse"}, slave, &out, io.Discard)
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: never; the chat printed:\n%s\nthe terminal showed:\n%s", what, out.String(), shown.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("live", func() bool { return strings.Contains(out.String(), "(live at") })
+	type_ := func(line string) {
+		if _, err := master.WriteString(line + "\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type_("/password")
+	waitFor("the first prompt, the echo off", func() bool { return strings.Contains(out.String(), "current password: ") && !echo() })
+	type_("correct horse")
+	type_("a brand new password")
+	type_("a brand new password")
+	waitFor("the change", func() bool { return strings.Contains(out.String(), "password changed") })
+	if !echo() {
+		t.Error("the terminal was left without echo")
+	}
+	type_("/quit")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := shown.String(); !strings.Contains(s, "/password") || strings.Contains(s, "correct horse") || strings.Contains(s, "brand new") {
+		t.Errorf("the terminal showed %q: want /password, and no password", s)
+	}
+	if n := site.Changes(); n != 1 {
+		t.Errorf("%d changes reached the site, want 1", n)
 	}
 }

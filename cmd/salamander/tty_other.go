@@ -14,3 +14,7 @@ func isTerminal(*os.File) bool { return false }
 func readHidden(*os.File) (string, error) {
 	return "", errors.New("no hidden prompt on this system: give the password on stdin")
 }
+
+func echoOff(*os.File) (func(), error) {
+	return nil, errors.New("no hidden prompt on this system")
+}

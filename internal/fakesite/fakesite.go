@@ -127,6 +127,10 @@ func New(cfg Config) *Site {
 			writeError(w, errEnded)
 			return
 		}
+		if s.isSuspended() {
+			writeError(w, errSuspended)
+			return
+		}
 		var req salamander.ChangePasswordRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			writeError(w, salamander.Errorf(salamander.CodeInvalid, "request body must be JSON"))
@@ -281,6 +285,15 @@ func (s *Site) Suspend() {
 	s.suspended = true
 	s.mu.Unlock()
 	s.CloseSockets(websocket.StatusPolicyViolation, "account suspended")
+}
+
+// SuspendKeepingSockets refuses the user's session as Suspend does but
+// leaves the open sockets open: the page's socket is at a site that has
+// not applied the suspension yet, its requests reach one that has.
+func (s *Site) SuspendKeepingSockets() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.suspended = true
 }
 
 // CloseSockets closes every open WebSocket with code and reason.

@@ -131,7 +131,12 @@ func (g *Gateway) handleDrain(drain bool) errHandler {
 }
 
 // handleMoveLeader hands a stream's leadership to its replica at a named
-// site, recorded in the audit trail.
+// site, recorded in the audit trail. The record comes first and the move
+// only once this site has applied it as counted: the log decides whether
+// the caller is an operator at that point (a demotion this site had not
+// applied yet when it checked the role lands before it), so every move
+// made is in the trail with who made it. A move that then fails (no new
+// leader in time) stays in the trail as tried, and its caller is told.
 func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c claims) error {
 	stream := r.PathValue("stream")
 	var req struct {
@@ -170,6 +175,15 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 		return salamander.Errorf(salamander.CodeConflict, "%s has no healthy replica at site %s (replicas %v, unhealthy %v)",
 			stream, req.Site, st.Replicas, st.Unhealthy)
 	}
+	if err := g.opsAuthorized(r, c, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
+		Target: req.Site}); err != nil {
+		return err
+	}
+	// The move has its 8 s whatever the record took (an election of the
+	// accounts stream's leader, in a fire).
+	cancel()
+	ctx, cancel = context.WithTimeout(r.Context(), 8*time.Second)
+	defer cancel()
 	if st.Leader != target {
 		if err := g.cfg.Store.StepDown(ctx, stream, target); err != nil {
 			return salamander.Errorf(salamander.CodeUnavailable, "%v", err)
@@ -185,12 +199,6 @@ func (g *Gateway) handleMoveLeader(w http.ResponseWriter, r *http.Request, c cla
 		if st, err = g.cfg.Store.StatusOf(ctx, stream); err != nil {
 			return err
 		}
-	}
-	// Recorded once done, as the admin CLI records it: a move that failed
-	// is not in the audit trail as made.
-	if err := g.opsRecord(r, c, "leader."+stream, salamander.Record{Type: salamander.RecLeaderMoved, Name: stream,
-		Target: req.Site}); err != nil {
-		return err
 	}
 	writeJSON(w, http.StatusOK, leaderMove{Stream: stream, Leader: st.Leader, Site: req.Site, Moved: true})
 	return nil

@@ -35,6 +35,27 @@ func (g *Gateway) opsRecord(r *http.Request, c claims, key string, rec salamande
 	return err
 }
 
+// opsAuthorized appends rec, an ops action that the read model puts in
+// the audit trail when it counts, before the action is taken, and answers
+// forbidden unless this site applied it as counted: an action taken
+// outside the log (a leader move) is then made only by someone the log
+// took as holding the role, at the record's point, and is in the trail.
+func (g *Gateway) opsAuthorized(r *http.Request, c claims, key string, rec salamander.Record) error {
+	rec.By, rec.Site = c.User, g.cfg.Site
+	pos, _, err := g.commit(r.Context(), jsstore.AccountsStream, key, rec, jsstore.AppendOptions{})
+	if err != nil {
+		return err
+	}
+	counted, err := g.cfg.View.Audited(r.Context(), pos)
+	if err != nil {
+		return err
+	}
+	if !counted {
+		return salamander.Errorf(salamander.CodeForbidden, "the log did not take the action (are you still an operator?)")
+	}
+	return nil
+}
+
 // confirmed runs check and, if it refuses (not found, conflict), runs it
 // again once this site has applied the accounts stream up to its head:
 // the change it looks for may have been made at another site a moment

@@ -142,9 +142,10 @@ func (g *Gateway) handleSetRole(w http.ResponseWriter, r *http.Request, c claims
 // notTheLastAdmin refuses to demote or suspend name if it is the last
 // admin who can act (not suspended): nobody could then take an admin
 // action through the API — not even undo this one — until an operator
-// with the admin credential runs `salamander admin set-role`. (Two admins
-// demoting each other at two sites at once can still leave none: the
-// credential recovers that too.)
+// with the admin credential runs `salamander admin set-role`. Two admins
+// stepping down at two sites at once each pass it; the log then ignores
+// the second record (view's lastAdmin), and adminAction answers with
+// this refusal.
 func (g *Gateway) notTheLastAdmin(name string) error {
 	if g.cfg.View.Role(name) == salamander.RoleAdmin && !g.cfg.View.Suspended(name) && g.cfg.View.Admins() <= 1 {
 		return salamander.Errorf(salamander.CodeConflict,
@@ -173,7 +174,16 @@ func (g *Gateway) adminAction(w http.ResponseWriter, r *http.Request, c claims, 
 		return false
 	}
 	if !took() {
-		writeError(w, g.log, r, salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an admin?)"))
+		var err error = salamander.Errorf(salamander.CodeForbidden, "the log did not take the change (are you still an admin?)")
+		if rec.Type == salamander.RecUserSuspended || rec.Type == salamander.RecRoleSet && rec.Role != salamander.RoleAdmin {
+			// Ignored as the last admin's demotion or suspension: another
+			// admin stepped down a moment ago at another site.
+			if lerr := g.notTheLastAdmin(rec.User); lerr != nil &&
+				g.cfg.View.Role(c.User) == salamander.RoleAdmin && !g.cfg.View.Suspended(c.User) {
+				err = lerr
+			}
+		}
+		writeError(w, g.log, r, err)
 		return false
 	}
 	return true

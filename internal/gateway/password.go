@@ -53,38 +53,11 @@ func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c
 		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid, "new_password must differ from current_password"))
 		return
 	}
-	if len(req.CurrentPassword) > salamander.MaxPasswordBytes {
-		// No password is that long: wrong, without a comparison (as login).
-		writeError(w, g.log, r, errWrongPassword)
-		return
-	}
-	addr := g.clientAddr(r)
-	refundFailure, err := g.budgets.spend(&g.budgets.deviceLogin, c.User+"\x00session:"+c.Session, addr, 1)
+	judged, err := g.reauthenticate(r, c, req.CurrentPassword, errWrongPassword)
 	if err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}
-	refundSuccess, err := g.budgets.spend(&g.budgets.logins, c.User, addr, 1)
-	if err != nil {
-		refundFailure()
-		writeError(w, g.log, r, err)
-		return
-	}
-	// As a login: a "no" is checked again after catching up with the
-	// log, where a change made at another site a moment ago may be.
-	judged, ok, err := g.judgePassword(r.Context(), c.User, req.CurrentPassword)
-	if err != nil {
-		refundFailure()
-		refundSuccess()
-		writeError(w, g.log, r, err)
-		return
-	}
-	if !ok {
-		refundSuccess()
-		writeError(w, g.log, r, errWrongPassword)
-		return
-	}
-	refundFailure()
 	hash, err := g.hashPassword(r.Context(), req.NewPassword)
 	if err != nil {
 		writeError(w, g.log, r, err)
@@ -125,13 +98,65 @@ func (g *Gateway) handleChangePassword(w http.ResponseWriter, r *http.Request, c
 	g.writeSession(w, r, http.StatusOK, c.User, "")
 }
 
+// reauthenticate judges password as the caller's current one, as a login
+// is judged: the session's own failed-login budget (a known device's at
+// login) and the address's are spent before the bcrypt comparison, and the
+// budget of logins too; a "no" is checked again after catching up with the
+// log. It returns the hash the password was right against, or wrong when
+// it is not the caller's password.
+func (g *Gateway) reauthenticate(r *http.Request, c claims, password string, wrong error) (string, error) {
+	if len(password) > salamander.MaxPasswordBytes {
+		// No password is that long: wrong, without a comparison (as login).
+		return "", wrong
+	}
+	addr := g.clientAddr(r)
+	refundFailure, err := g.budgets.spend(&g.budgets.deviceLogin, c.User+"\x00session:"+c.Session, addr, 1)
+	if err != nil {
+		return "", err
+	}
+	refundSuccess, err := g.budgets.spend(&g.budgets.logins, c.User, addr, 1)
+	if err != nil {
+		refundFailure()
+		return "", err
+	}
+	// As a login: a "no" is checked again after catching up with the
+	// log, where a change made at another site a moment ago may be.
+	judged, ok, err := g.judgePassword(r.Context(), c.User, password)
+	if err != nil {
+		refundFailure()
+		refundSuccess()
+		return "", err
+	}
+	if !ok {
+		refundSuccess()
+		return "", wrong
+	}
+	refundFailure()
+	return judged, nil
+}
+
+// errWrongOwnPassword answers an admin's reset whose current_password is
+// not the admin's own (403, as errWrongPassword, for the same reason).
+var errWrongOwnPassword = salamander.Errorf(salamander.CodeForbidden, "current_password is not your password")
+
 // handleSetPassword is an admin's reset of a user's password: the user's
 // every session ends, the new password is the only one that works, and
-// the audit trail records who did it and where.
+// the audit trail records who did it and where. The admin gives their own
+// password again (current_password), judged as their own change's is
+// (reauthenticate): a session stolen from an admin — a token is all a
+// thief needs, and a browser holds it for 30 days — must not reset
+// another account's password and sign in as its owner, another admin's
+// included. (`salamander admin set-password` needs the admin credential
+// instead, a file on an operator's host that may write any record.)
 func (g *Gateway) handleSetPassword(w http.ResponseWriter, r *http.Request, c claims) {
 	var req salamander.SetPasswordRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, g.log, r, err)
+		return
+	}
+	if req.CurrentPassword == "" {
+		writeError(w, g.log, r, salamander.Errorf(salamander.CodeInvalid,
+			"current_password is required: your own password, to confirm that it is you"))
 		return
 	}
 	if err := salamander.ValidatePassword(req.NewPassword); err != nil {
@@ -151,6 +176,10 @@ func (g *Gateway) handleSetPassword(w http.ResponseWriter, r *http.Request, c cl
 		return
 	}
 	if _, err := g.lookupUser(r.Context(), name); err != nil {
+		writeError(w, g.log, r, err)
+		return
+	}
+	if _, err := g.reauthenticate(r, c, req.CurrentPassword, errWrongOwnPassword); err != nil {
 		writeError(w, g.log, r, err)
 		return
 	}

@@ -163,25 +163,35 @@ func TestAdminSetsAForgottenPassword(t *testing.T) {
 		t.Fatalf("admin set-role: %v\n%s", err, out)
 	}
 	if code, body := opsCall(t, 1, "POST", "/v1/ops/users/"+bossName+"/password", user.Token(),
-		salamander.SetPasswordRequest{NewPassword: "taken over!"}); code != http.StatusForbidden {
+		salamander.SetPasswordRequest{CurrentPassword: oldPassword, NewPassword: "taken over!"}); code != http.StatusForbidden {
 		t.Fatalf("a user reset an admin's password: %d %s", code, body)
 	}
 	if code, _ := opsCall(t, 2, "POST", "/v1/ops/users/"+name+"/password", boss.Token(),
-		salamander.SetPasswordRequest{NewPassword: "short"}); code != http.StatusBadRequest {
+		salamander.SetPasswordRequest{CurrentPassword: oldPassword, NewPassword: "short"}); code != http.StatusBadRequest {
 		t.Fatalf("a reset to a too short password: %d", code)
 	}
 	if code, _ := opsCall(t, 2, "POST", "/v1/ops/users/nobody-"+name+"/password", boss.Token(),
-		salamander.SetPasswordRequest{NewPassword: newPassword}); code != http.StatusNotFound {
+		salamander.SetPasswordRequest{CurrentPassword: oldPassword, NewPassword: newPassword}); code != http.StatusNotFound {
 		t.Fatalf("a reset for no such user: %d", code)
 	}
 	if code, body := opsCall(t, 2, "POST", "/v1/ops/users/"+bossName+"/password", boss.Token(),
+		salamander.SetPasswordRequest{CurrentPassword: oldPassword, NewPassword: newPassword}); code != http.StatusBadRequest {
+		t.Fatalf("an admin reset their own password, not through their own change: %d %s", code, body)
+	}
+	// A stolen admin session alone resets nobody's password: the reset
+	// asks for the admin's own (judged as their own change judges it).
+	if code, body := opsCall(t, 2, "POST", "/v1/ops/users/"+name+"/password", boss.Token(),
 		salamander.SetPasswordRequest{NewPassword: newPassword}); code != http.StatusBadRequest {
-		t.Fatalf("an admin reset their own password without the current one: %d %s", code, body)
+		t.Fatalf("a reset without the admin's own password: %d %s", code, body)
+	}
+	if code, body := opsCall(t, 2, "POST", "/v1/ops/users/"+name+"/password", boss.Token(),
+		salamander.SetPasswordRequest{CurrentPassword: "a thief's guess", NewPassword: newPassword}); code != http.StatusForbidden {
+		t.Fatalf("a reset with a wrong password of the admin's: %d %s", code, body)
 	}
 	old := user.Token()
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if code, body := opsCall(t, 2, "POST", "/v1/ops/users/"+name+"/password", boss.Token(),
-			salamander.SetPasswordRequest{NewPassword: newPassword}); code != http.StatusOK {
+			salamander.SetPasswordRequest{CurrentPassword: oldPassword, NewPassword: newPassword}); code != http.StatusOK {
 			return fmt.Errorf("reset: %d %s", code, body)
 		}
 		return nil

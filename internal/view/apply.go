@@ -154,6 +154,17 @@ func (a *applier) byAdmin(r salamander.Record) bool {
 	return a.byRole(r, salamander.RoleAdmin)
 }
 
+// lastAdmin says whether u is the last admin who can act (an admin, not
+// suspended, and no other such) at this point of the log, when an
+// account's r would demote or suspend them: such a record has no effect.
+// Each site's gateway refuses it already, but two admins demoting each
+// other at two sites at once each pass that check, and their records
+// would leave nobody to take an admin action through the API. The admin
+// credential (By "") may still: it is how an operator recovers anyway.
+func (a *applier) lastAdmin(u *userState, r salamander.Record) bool {
+	return r.By != "" && u.role == salamander.RoleAdmin && !u.suspended && a.m.admins(2) < 2
+}
+
 // audit records an admin action for the audit trail.
 func (a *applier) audit(pos salamander.Position, r salamander.Record, action string) {
 	a.auditDetail(pos, r, action, "")
@@ -224,7 +235,7 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		a.passwordSet(pos, r)
 	case salamander.RecUserSuspended, salamander.RecUserRestored:
 		u := a.m.users[r.User]
-		if u == nil || !a.byAdmin(r) {
+		if u == nil || !a.byAdmin(r) || r.Type == salamander.RecUserSuspended && a.lastAdmin(u, r) {
 			break
 		}
 		u.suspended = r.Type == salamander.RecUserSuspended
@@ -241,7 +252,8 @@ func (a *applier) apply(pos salamander.Position, r salamander.Record) error {
 		a.audit(pos, r, map[bool]string{true: "suspend", false: "restore"}[u.suspended])
 	case salamander.RecRoleSet:
 		u := a.m.users[r.User]
-		if u == nil || salamander.RoleRank(r.Role) == 0 || !a.byAdmin(r) {
+		if u == nil || salamander.RoleRank(r.Role) == 0 || !a.byAdmin(r) ||
+			r.Role != salamander.RoleAdmin && a.lastAdmin(u, r) {
 			break
 		}
 		u.role = r.Role

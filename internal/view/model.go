@@ -421,6 +421,21 @@ func (m *model) placed(r salamander.Record) bool {
 }
 
 // addUser puts u into the model, counting its hash's cost.
+// admins counts the accounts that are admins and not suspended, up to
+// max (all when max is 0). It walks the accounts: it is asked on requests
+// and records that change roles and suspensions, which are rare.
+func (m *model) admins(max int) int {
+	n := 0
+	for _, u := range m.users {
+		if u.role == salamander.RoleAdmin && !u.suspended {
+			if n++; n == max {
+				break
+			}
+		}
+	}
+	return n
+}
+
 func (m *model) addUser(u *userState) {
 	m.users[u.name] = u
 	m.countHash(u.hash, 1)

@@ -308,6 +308,79 @@ func TestASuspendedAdminTakesNoAdminAction(t *testing.T) {
 	}
 }
 
+// The log never leaves the cluster without an admin who can act. Two
+// admins stepping down (or suspending themselves) at two sites at once each
+// pass their gateway's "not the last admin" check; the second record in
+// the log, which would demote or suspend the last one, has no effect at
+// every site and is not in the audit trail. (Two admins demoting each
+// other are safe already: the second is no admin when their record is
+// applied.) The admin credential may still: it is the way back in anyway.
+func TestTheLogKeepsTheLastAdmin(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	setup := []salamander.Record{
+		{Type: salamander.RecUserCreated, User: "ann", PasswordHash: "h"},
+		{Type: salamander.RecUserCreated, User: "bo", PasswordHash: "h"},
+		{Type: salamander.RecRoleSet, User: "ann", Role: "admin", Site: "cli"},
+		{Type: salamander.RecRoleSet, User: "bo", Role: "admin", Site: "cli"},
+	}
+	for _, c := range []struct {
+		name   string
+		bo     salamander.Record // on bo, first in the log
+		ann    salamander.Record // on ann, taken before its site applied bo's
+		annIs  func(v *View) bool
+		boIs   func(v *View) bool
+		action string
+	}{
+		{name: "demotions",
+			bo:    salamander.Record{Type: salamander.RecRoleSet, User: "bo", Role: "operator", By: "bo", Site: "a"},
+			ann:   salamander.Record{Type: salamander.RecRoleSet, User: "ann", Role: "user", By: "ann", Site: "b"},
+			annIs: func(v *View) bool { return v.Role("ann") == "admin" }, boIs: func(v *View) bool { return v.Role("bo") == "operator" },
+			action: "set-role"},
+		{name: "suspensions",
+			bo:    salamander.Record{Type: salamander.RecUserSuspended, User: "bo", By: "bo", Site: "a"},
+			ann:   salamander.Record{Type: salamander.RecUserSuspended, User: "ann", By: "ann", Site: "b"},
+			annIs: func(v *View) bool { return !v.Suspended("ann") }, boIs: func(v *View) bool { return v.Suspended("bo") },
+			action: "suspend"},
+		{name: "a demotion and a suspension",
+			bo:    salamander.Record{Type: salamander.RecRoleSet, User: "bo", Role: "user", By: "bo", Site: "a"},
+			ann:   salamander.Record{Type: salamander.RecUserSuspended, User: "ann", By: "ann", Site: "b"},
+			annIs: func(v *View) bool { return !v.Suspended("ann") }, boIs: func(v *View) bool { return v.Role("bo") == "user" },
+			action: "set-role"},
+		{name: "the last demoting themselves",
+			bo:    salamander.Record{Type: salamander.RecRoleSet, User: "bo", Role: "user", By: "ann", Site: "a"},
+			ann:   salamander.Record{Type: salamander.RecRoleSet, User: "ann", Role: "operator", By: "ann", Site: "a"},
+			annIs: func(v *View) bool { return v.Role("ann") == "admin" }, boIs: func(v *View) bool { return v.Role("bo") == "user" },
+			action: "set-role"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := openTemp(t)
+			apply(t, v, &memLog{}, acctEntries(append(slices.Clone(setup), c.bo, c.ann), at))
+			if !c.annIs(v) || !c.boIs(v) {
+				t.Errorf("ann is %s (suspended %v), bo %s (suspended %v)", v.Role("ann"), v.Suspended("ann"), v.Role("bo"), v.Suspended("bo"))
+			}
+			if n := v.Admins(); n != 1 {
+				t.Errorf("%d admins who can act, want 1", n)
+			}
+			trail, err := v.Audit(context.Background(), time.Time{}, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(trail) != 3 || trail[0].Pos != "acct:5" || trail[0].Action != c.action {
+				t.Errorf("audit trail %+v; want the two promotions and the first change, not the ignored one", trail)
+			}
+		})
+	}
+	t.Run("admin credential", func(t *testing.T) {
+		v := openTemp(t)
+		apply(t, v, &memLog{}, acctEntries(append(slices.Clone(setup),
+			salamander.Record{Type: salamander.RecRoleSet, User: "bo", Role: "user", By: "ann", Site: "a"},
+			salamander.Record{Type: salamander.RecRoleSet, User: "ann", Role: "user", Site: "cli"}), at))
+		if n := v.Admins(); n != 0 || v.Role("ann") != "user" {
+			t.Errorf("the admin credential's demotion of the last admin: ann is %s, %d admins", v.Role("ann"), n)
+		}
+	})
+}
+
 // Real bcrypt hashes (cost 4) of "new password 1" and "new password 2":
 // a password record with a hash bcrypt cannot read has no effect.
 const (

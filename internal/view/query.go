@@ -454,7 +454,7 @@ type readStatements struct {
 	syncWide                                   *sql.Stmt // a limit past every bound (compiled anew as it changes)
 	message, messageByKey, messageAtPos        *sql.Stmt // one message, by seq, client key or position
 	historyAfter, historyBefore, historyNewest *sql.Stmt // History's three directions
-	audit                                      *sql.Stmt
+	audit, audited                             *sql.Stmt
 	preparedSet
 }
 
@@ -481,6 +481,7 @@ func prepareReads(db *sql.DB) (*readStatements, error) {
 	p(&rd.historyNewest, cols+` ORDER BY seq DESC LIMIT ?`)
 	p(&rd.audit, `SELECT stream, seq, at, by, site, action, user, role, detail FROM audit
 		WHERE at < ? ORDER BY at DESC, stream, seq LIMIT ?`)
+	p(&rd.audited, `SELECT count(*) FROM audit WHERE stream = ? AND seq = ?`)
 	if err := rd.done("reads"); err != nil {
 		return nil, err
 	}
@@ -771,13 +772,7 @@ func (v *View) Suspended(name string) bool {
 func (v *View) Admins() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	n := 0
-	for _, u := range v.m.users {
-		if u.role == salamander.RoleAdmin && !u.suspended {
-			n++
-		}
-	}
-	return n
+	return v.m.admins(0)
 }
 
 // Role is a user's role (salamander.RoleUser when none was set).
@@ -818,6 +813,21 @@ func (v *View) Audit(ctx context.Context, before time.Time, limit int) ([]salama
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// Audited reports whether the record at pos, which this site has
+// applied, is in the audit trail: whether it counted as the action of
+// whoever it names (an ops record from an account that had lost its role,
+// at that point of the log, is ignored and not in the trail).
+func (v *View) Audited(ctx context.Context, pos salamander.Position) (bool, error) {
+	if err := v.waitStoredUpTo(ctx, map[string]uint64{pos.Stream: pos.Seq}); err != nil {
+		return false, err
+	}
+	var n int
+	if err := v.rd.audited.QueryRowContext(ctx, pos.Stream, pos.Seq).Scan(&n); err != nil {
+		return false, fmt.Errorf("view: audited: %w", err)
+	}
+	return n > 0, nil
 }
 
 // HeldMessage returns the message held at pos in a standby stream if it

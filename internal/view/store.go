@@ -28,7 +28,7 @@ import (
 // they are applied. Without the rebuild it would never apply them. (21:
 // user.password; 22: an own change applies only while its PrevHash is
 // the account's hash.)
-const schemaVersion = 22
+const schemaVersion = 23
 
 // markEvery is how many messages of a room one message_marks row spans.
 const markEvery = 32

@@ -2,6 +2,7 @@ package webtest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/internal/fakesite"
@@ -69,5 +70,35 @@ func TestWebChangesThePassword(t *testing.T) {
 		document.getElementById("conn").dataset.state === "live"`)
 	if n := site.Changes(); n != 2 {
 		t.Fatalf("%d changes reached the site, want 2 (the retry is a login)", n)
+	}
+}
+
+// A suspended account's change is refused 403, as a wrong current password
+// is: the form must not say "the current password is wrong". The page asks
+// the site which (GET /v1/me refuses only a suspended account's session)
+// and is signed out with the suspension's notice, in the page's language.
+// Its socket here stays open, as one at a site that has not applied the
+// suspension yet.
+func TestWebChangePasswordOfASuspendedAccount(t *testing.T) {
+	for _, c := range []struct{ lang, notice string }{
+		{"en-US", "This account is suspended"},
+		{"ko-KR", "이 계정은 정지되었습니다"},
+	} {
+		t.Run(c.lang, func(t *testing.T) {
+			site, mina := minaAtFakeSite(t, fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "미나"},
+				Password: password}, c.lang)
+			mina.js(`location.hash = "#/settings"`)
+			mina.click("#change-password")
+			mina.fill("#pw-current", password)
+			mina.fill("#pw-new", "a brand new password")
+			mina.fill("#pw-again", "a brand new password")
+			site.SuspendKeepingSockets()
+			mina.click("#dialog-form button[type=submit]")
+			mina.wait("signed out with the suspension's notice", `!document.getElementById("auth").hidden &&
+				document.getElementById("auth-error").textContent.includes("`+c.notice+`")`, 30*time.Second)
+			if n := site.Changes(); n != 0 {
+				t.Fatalf("%d changes of a suspended account's password", n)
+			}
+		})
 	}
 }

@@ -127,9 +127,17 @@ export function changePasswordDialog(app) {
         }
       });
     } catch (err) {
-      // 403: the current password is wrong (a suspended account's page
-      // is signed out by its socket's close).
-      if (err instanceof ApiError && err.code === "forbidden") throw new ApiError(403, "wrong_password", t("currentPasswordWrong"));
+      // 403: the current password is wrong, or the account is suspended
+      // (its session is refused so, and its socket may be open still at a
+      // site that has not applied the suspension). GET /v1/me tells which:
+      // it refuses only a suspended account's session, and then signs this
+      // page out with that notice (api's "suspended").
+      if (err instanceof ApiError && err.code === "forbidden") {
+        const suspended = await app.api.request("GET", "/v1/me").then(() => false,
+          (e) => e instanceof ApiError && e.status === 403);
+        if (suspended) throw new ApiError(403, "suspended", t("suspended"));
+        throw new ApiError(403, "wrong_password", t("currentPasswordWrong"));
+      }
       if (err instanceof ApiError && err.status === 401) app.signOut(false); // the session had ended
       throw err;
     }
