@@ -513,9 +513,11 @@ func (s *Store) entriesOf(ctx context.Context, stream string, rec salamander.Rec
 
 // commitPartition appends a partition's batch, or holds its messages in
 // the standby when the partition does not answer within HoldAfter (or is
-// known not to answer).
-func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) {
+// known not to answer). waited is how long the batch already waited for
+// a forward's answer (forward.go), which counts towards HoldAfter.
+func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest, waited time.Duration) {
 	p, hold := a.stream, a.s.cfg.HoldAfter
+	hold = max(hold-waited, hold-forwardWait(hold))
 	upTo, suspect, wait := a.s.unplaced(p, hold)
 	if suspect && (upTo > 0 || holdsMessages(batch)) {
 		// The partition did not answer a moment ago, and has not since:
@@ -571,14 +573,17 @@ func holdsMessages(batch []*appendRequest) bool {
 
 // hold appends batch's messages to the standby as one record and answers
 // them held (at standby positions); anything else in batch is answered
-// unavailable, for its client to retry.
+// unavailable, for its client to retry, and so is a forwarded message
+// whose site has stopped waiting for the answer (it holds the message
+// itself).
 func (a *appender) hold(ctx context.Context, batch []*appendRequest) {
 	standby := StandbyOf(a.stream)
 	results := make([]appendResult, len(batch))
 	var msgs []*appendRequest
 	var at []int
+	now := time.Now()
 	for i, r := range batch {
-		if r.typ == salamander.RecMessageSent {
+		if r.typ == salamander.RecMessageSent && !r.expired(now) {
 			msgs, at = append(msgs, r), append(at, i)
 		} else {
 			results[i] = appendResult{err: errNoQuorum}
