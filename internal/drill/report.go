@@ -399,7 +399,7 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 	send, delivery := tallyWaits(w, recs, from)
 	r.SendGapMSMax, r.DeliveryGapMSMax = send.maxMS, delivery.maxMS
 	if len(faults) == 0 {
-		r.SendGap, r.DeliveryGap = send.summary(nil), delivery.summary(nil)
+		r.SendGap, r.DeliveryGap = send.summary(nil, nil), delivery.summary(nil, nil)
 		return
 	}
 	for i, f := range faults {
@@ -486,7 +486,13 @@ func (r *Report) measure(w *workload, recs []sendRecord, t0 time.Time, faults []
 	r.GapRooms = gapStats(rooms, roomNever)
 	r.GapRoomsLedThere = gapStats(there, thereNever)
 	r.GapRoomsLedElse = gapStats(elsewhere, elseNever)
-	r.SendGap, r.DeliveryGap = send.summary(ledThere), delivery.summary(ledThere)
+	struck := map[string]bool{}
+	for _, u := range w.users {
+		if u.home == burned {
+			struck[u.name] = true
+		}
+	}
+	r.SendGap, r.DeliveryGap = send.summary(ledThere, struck), delivery.summary(ledThere, struck)
 }
 
 // firstAckAfter returns how long after t the first acknowledged send

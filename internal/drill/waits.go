@@ -14,7 +14,12 @@ import (
 type Waits struct {
 	// Clients is over the sending clients, Rooms over the rooms.
 	Clients WaitStats `json:"clients"`
-	Rooms   WaitStats `json:"rooms"`
+	// ClientsOtherSites is Clients without the clients of the first
+	// fault's site (whose sends also wait for that site to refuse them and
+	// for their move): what the fault costs those it did not strike. Left
+	// out when there was no fault.
+	ClientsOtherSites WaitStats `json:"clients_other_sites,omitzero"`
+	Rooms             WaitStats `json:"rooms"`
 	// RoomsLeaderBurned and RoomsLeaderSurvived split Rooms as
 	// room_gap_leader_burned and room_gap_leader_survived do: by whether
 	// the site of the first fault led the room's stream. Left out when
@@ -74,9 +79,13 @@ func (s *waitSet) unfinished(client, room string) {
 }
 
 // summary summarizes the set; ledThere tells the rooms whose stream the
-// first fault's site led (nil: there was no fault, no split).
-func (s *waitSet) summary(ledThere map[string]bool) Waits {
+// first fault's site led, and struck the clients of that site (nil: there
+// was no fault, no split).
+func (s *waitSet) summary(ledThere, struck map[string]bool) Waits {
 	ws := Waits{Clients: s.clients.stats(nil), Rooms: s.rooms.stats(nil)}
+	if struck != nil {
+		ws.ClientsOtherSites = s.clients.stats(func(name string) bool { return !struck[name] })
+	}
 	if ledThere != nil {
 		ws.RoomsLeaderBurned = s.rooms.stats(func(id string) bool { return ledThere[id] })
 		ws.RoomsLeaderSurvived = s.rooms.stats(func(id string) bool { return !ledThere[id] })
@@ -238,6 +247,9 @@ func (r *Report) waitsText() string {
 func (ws Waits) text(clients, site, unfinished string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "    %s (%d): %s\n", clients, ws.Clients.N, ws.Clients.text(unfinished))
+	if ws.ClientsOtherSites.N > 0 {
+		fmt.Fprintf(&b, "      of sites other than %s (%d): %s\n", site, ws.ClientsOtherSites.N, ws.ClientsOtherSites.text(unfinished))
+	}
 	fmt.Fprintf(&b, "    rooms (%d): %s\n", ws.Rooms.N, ws.Rooms.text(unfinished))
 	if ws.RoomsLeaderBurned.N+ws.RoomsLeaderSurvived.N > 0 {
 		fmt.Fprintf(&b, "      whose stream site %s led (%d): %s\n", site, ws.RoomsLeaderBurned.N, ws.RoomsLeaderBurned.text(unfinished))

@@ -60,7 +60,9 @@ func TestWaits(t *testing.T) {
 	}
 	want := Waits{
 		Clients: WaitStats{N: 3, P50MS: 3000, P99MS: 30000, MaxMS: 30000, Worst: "u2", Unfinished: 1},
-		Rooms:   WaitStats{N: 2, P50MS: 200, P99MS: 30000, MaxMS: 30000, Worst: "g", Unfinished: 1},
+		// u0 is a client of the burned site a: its 3 s is not the others'.
+		ClientsOtherSites: WaitStats{N: 2, P50MS: 200, P99MS: 30000, MaxMS: 30000, Worst: "u2", Unfinished: 1},
+		Rooms:             WaitStats{N: 2, P50MS: 200, P99MS: 30000, MaxMS: 30000, Worst: "g", Unfinished: 1},
 		// g's stream P0 was led by the burned site a, d's by b.
 		RoomsLeaderBurned:   WaitStats{N: 1, P50MS: 30000, P99MS: 30000, MaxMS: 30000, Worst: "g", Unfinished: 1},
 		RoomsLeaderSurvived: WaitStats{N: 1, P50MS: 200, P99MS: 200, MaxMS: 200, Worst: "d"},
@@ -72,6 +74,7 @@ func TestWaits(t *testing.T) {
 	// Per room: g m2 0.4, m3 1, m7 0.5; d m4 0, m5 never delivered.
 	want = Waits{
 		Clients:             WaitStats{N: 3, P50MS: 500, P99MS: 1000, MaxMS: 1000, Worst: "u1", Unfinished: 1},
+		ClientsOtherSites:   WaitStats{N: 2, P50MS: 500, P99MS: 1000, MaxMS: 1000, Worst: "u1", Unfinished: 1},
 		Rooms:               WaitStats{N: 2, P50MS: 0, P99MS: 1000, MaxMS: 1000, Worst: "g", Unfinished: 1},
 		RoomsLeaderBurned:   WaitStats{N: 1, P50MS: 1000, P99MS: 1000, MaxMS: 1000, Worst: "g"},
 		RoomsLeaderSurvived: WaitStats{N: 1, P50MS: 0, P99MS: 0, MaxMS: 0, Worst: "d", Unfinished: 1},
@@ -93,6 +96,7 @@ func TestWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"send wait after the fault", "max 30.00s (u2), 1 with a send never acknowledged",
+		"of sites other than a (2): p50 200.0 ms p99 30.00s max 30.00s (u2)",
 		"delivery lag after the fault", "whose stream site a led (1): p50 1.00s", "led elsewhere (1): p50 0.0 ms p99 0.0 ms max 0.0 ms (d), 1 with a message"} {
 		if !strings.Contains(text.String(), s) {
 			t.Errorf("summary lacks %q:\n%s", s, text.String())
@@ -102,7 +106,7 @@ func TestWaits(t *testing.T) {
 	// Without a fault every wait of the load counts, and rooms are not split.
 	r = &Report{}
 	r.measure(w, recs, t0, nil)
-	if r.SendGapMSMax != 30000 || !near(r.DeliveryGapMSMax, 1400) || r.SendGap.RoomsLeaderBurned.N != 0 {
+	if r.SendGapMSMax != 30000 || !near(r.DeliveryGapMSMax, 1400) || r.SendGap.RoomsLeaderBurned.N != 0 || r.SendGap.ClientsOtherSites.N != 0 {
 		t.Errorf("no fault: send %v delivery %v (want 30000, 1400: m3's lag from its ack), split %+v",
 			r.SendGapMSMax, r.DeliveryGapMSMax, r.SendGap.RoomsLeaderBurned)
 	}
@@ -116,6 +120,6 @@ func approx(a, b Waits) bool {
 		return x.N == y.N && x.Worst == y.Worst && x.Unfinished == y.Unfinished &&
 			near(x.P50MS, y.P50MS) && near(x.P99MS, y.P99MS) && near(x.MaxMS, y.MaxMS)
 	}
-	return same(a.Clients, b.Clients) && same(a.Rooms, b.Rooms) &&
+	return same(a.Clients, b.Clients) && same(a.ClientsOtherSites, b.ClientsOtherSites) && same(a.Rooms, b.Rooms) &&
 		same(a.RoomsLeaderBurned, b.RoomsLeaderBurned) && same(a.RoomsLeaderSurvived, b.RoomsLeaderSurvived)
 }

@@ -126,6 +126,9 @@ type appendRequest struct {
 	done  chan appendResult // buffered: the appender never blocks on it
 	// forwarded: another site's, taken by this site's gatherer (forward.go).
 	forwarded bool
+	// expires, for a forwarded request, is when its site has stopped
+	// waiting for the answer and stores it itself (see expired).
+	expires time.Time
 }
 
 type appendResult struct {
@@ -270,16 +273,21 @@ func (a *appender) run(ctx context.Context) {
 // go to the partition's leader's site, to share its record (forward.go):
 // that makes no record here, so the process's record slot is given back
 // (release) while it waits for the answer, and taken again if the batch
-// is appended here after all.
+// is appended here after all. The time the forward waited counts towards
+// the batch's HoldAfter: the partition's silence is most often why the
+// leader's site did not answer.
 func (a *appender) commit(ctx context.Context, batch []*appendRequest, release func()) {
+	var waited time.Duration // for a forward's answer
 	if len(batch) >= forwardMinBatch && !slices.ContainsFunc(batch, isForwarded) && a.mayForward() {
 		if site := a.s.forwardTo(a.stream); site != "" {
 			release()
+			start := time.Now()
 			if res, ok := a.forward(ctx, site, batch); ok {
 				a.noteForwardHeld(res)
 				answerAll(batch, res)
 				return
 			}
+			waited = time.Since(start)
 			var ok bool
 			if release, ok = takeRecordSlot(ctx); !ok {
 				answerAll(batch, sameResults(len(batch), appendResult{err: errNoQuorum}))
@@ -289,7 +297,7 @@ func (a *appender) commit(ctx context.Context, batch []*appendRequest, release f
 		}
 	}
 	if a.holds {
-		a.commitPartition(ctx, batch)
+		a.commitPartition(ctx, batch, waited)
 		return
 	}
 	answerAll(batch, a.publishBatch(ctx, a.stream, batch))
@@ -321,6 +329,13 @@ func (a *appender) publishBatch(ctx context.Context, stream string, batch []*app
 }
 
 func isForwarded(r *appendRequest) bool { return r.forwarded }
+
+// expired reports whether r is a forwarded request whose site no longer
+// waits for its answer (it stores r itself): nobody would hear that it
+// was held.
+func (r *appendRequest) expired(now time.Time) bool {
+	return r.forwarded && now.After(r.expires)
+}
 
 func sameResults(n int, r appendResult) []appendResult {
 	out := make([]appendResult, n)

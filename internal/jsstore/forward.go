@@ -46,8 +46,10 @@ const (
 	// takes each forwarded batch.
 	gatherQueue = "gather"
 	// forwardTimeout bounds how long a site waits for the leader's site to
-	// answer a forwarded batch before appending it itself. At capacity a
-	// record takes 20–160 ms from gathering to its answer here.
+	// answer a forwarded batch before appending it itself (forwardWait:
+	// at most half of HoldAfter). At capacity a record takes 20–160 ms
+	// from gathering to its answer here. The gatherer holds nothing
+	// forwarded once this has passed since it took the batch.
 	forwardTimeout = 500 * time.Millisecond
 	// forwardShun is how long a site that did not answer a forward is
 	// left alone.
@@ -174,13 +176,41 @@ func (s *Store) Forwarded() (forwarded, fellBack int64) {
 	return s.forwarded.Load(), s.forwardFallbacks.Load()
 }
 
+// forwardWait is how long a site waits for a forwarded batch's answer:
+// forwardTimeout, but at most half of a partition's HoldAfter (hold), as
+// what is left of it after a forward not answered is the time the site's
+// own append has before the batch is held (commitPartition), and a send
+// caught in a leader handover needs a retry (appendAttemptTimeout) to be
+// answered rather than held.
+//
+// A leader's site that does not answer in time (cut off silently, or its
+// partition silent: the gatherer holds only after HoldAfter) most often
+// means the partition is silent, and a batch not forwarded is held
+// HoldAfter after it was first tried; the forwarding site's own append
+// therefore gets what is left of HoldAfter, not all of it again (the
+// send waited forwardTimeout + HoldAfter, ~1.5 s, before). The gatherer,
+// for its part, holds no forwarded entry once forwardTimeout has passed
+// since it took it: by then its site has stopped waiting and holds (or
+// appends) the batch itself, and a second hold would only be dropped at
+// the merge.
+func forwardWait(hold time.Duration) time.Duration {
+	if hold <= 0 {
+		return forwardTimeout
+	}
+	return min(forwardTimeout, hold/2)
+}
+
 // forward hands batch to site's gatherer and returns each request's
 // answer; ok is false if site did not answer, and the batch is then
 // still to be appended.
 func (a *appender) forward(ctx context.Context, site string, batch []*appendRequest) (res []appendResult, ok bool) {
 	s := a.s
 	s.forwarded.Add(1)
-	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+	wait := forwardTimeout
+	if a.holds {
+		wait = forwardWait(s.cfg.HoldAfter)
+	}
+	fctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	reply, err := s.nc.RequestWithContext(fctx, subjGather+site, encodeForward(a.stream, batch))
 	if err == nil {
@@ -250,6 +280,13 @@ func (s *Store) gathered(m *nats.Msg) {
 		s.log.Warn("refused a forwarded batch", "err", err)
 		_ = m.Respond(encodeForwardRefusal(err))
 		return
+	}
+	// Its site waits forwardTimeout at most (forwardWait), counted from
+	// before this site took the batch: once that has passed here, it no
+	// longer waits, and none of the batch is held here (hold).
+	expires := time.Now().Add(forwardTimeout)
+	for _, r := range batch {
+		r.expires = expires
 	}
 	a := s.appender(stream)
 	ctx, cancel := context.WithTimeout(s.appCtx, forwardTimeout)

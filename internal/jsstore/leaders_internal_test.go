@@ -3,6 +3,7 @@ package jsstore
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // Draining a site moves every leadership off it, and never onto the site
@@ -110,9 +111,18 @@ func TestBalanceKeepsPartitionsAwayFromTheirStandbys(t *testing.T) {
 // later. Attempts as long as HoldAfter held every such send: in rolling
 // restarts, 4 of 12 restarts had a ~1 s send and held messages with 1 s
 // attempts, none with 300 ms. The retry must come well before HoldAfter.
+//
+// A batch whose forward went unanswered (forward.go) is appended by its
+// own site in what is left of HoldAfter after forwardWait: that too must
+// leave room for an attempt and its retry (after a pause of up to 100 ms).
 func TestAppendAttemptsEndWellBeforeHoldAfter(t *testing.T) {
-	if appendAttemptTimeout > DefaultConfig("").HoldAfter/3 {
+	hold := DefaultConfig("").HoldAfter
+	if appendAttemptTimeout > hold/3 {
 		t.Fatalf("an append attempt lasts %v, HoldAfter %v: a send whose proposal a handover dropped is held before it is retried",
-			appendAttemptTimeout, DefaultConfig("").HoldAfter)
+			appendAttemptTimeout, hold)
+	}
+	if left := hold - forwardWait(hold); appendAttemptTimeout+100*time.Millisecond >= left {
+		t.Fatalf("after a forward not answered, an append has %v before it is held: no room for a retry after a %v attempt",
+			left, appendAttemptTimeout)
 	}
 }

@@ -130,7 +130,8 @@ type standbyState struct {
 	// landing, or the last merge record read from it): until then,
 	// batches with messages are held at once rather than waiting
 	// holdAfter each. A batch with nothing to hold (read markers only)
-	// tries the partition again.
+	// tries the partition again. The merger runs while it is set, also
+	// with nothing held, so that it ends when the partition answers.
 	suspect bool
 	// merging is set while a merger runs for the partition.
 	merging bool
@@ -184,20 +185,28 @@ func (s *Store) noteMerged(standby string, seq uint64) {
 	})
 }
 
-// setSuspect says whether the partition is suspected of not answering.
+// setSuspect says whether the partition is suspected of not answering. A
+// suspect partition's merger runs until the partition answers, also when
+// nothing is held: an append of read markers alone that found it silent
+// holds nothing, and its suspicion, which holds every message at once,
+// would otherwise outlive the silence — until this process's next append
+// of anything but messages happened to find the partition answering.
 func (s *Store) setSuspect(partition string, suspect bool) {
 	s.standby(partition, func(st *standbyState) {
 		st.suspect = suspect
 		if !suspect {
 			st.answered = time.Now()
+			return
 		}
+		s.startMergerLocked(partition, st)
 	})
 }
 
-// startMergerLocked starts partition's merger unless one runs or nothing
-// waits to be placed. The caller holds sbMu.
+// startMergerLocked starts partition's merger unless one runs, or nothing
+// waits to be placed and the partition is not suspect. The caller holds
+// sbMu.
 func (s *Store) startMergerLocked(partition string, st *standbyState) {
-	if st.merging || st.end <= st.merged || s.appCtx.Err() != nil {
+	if st.merging || (st.end <= st.merged && !st.suspect) || s.appCtx.Err() != nil {
 		return
 	}
 	st.merging = true
@@ -263,9 +272,11 @@ func (s *Store) waitPlaced(ctx context.Context, partition string) error {
 }
 
 // runMerger appends merge records to partition until every standby record
-// this site knows of is placed. Any number of sites may run one at once:
-// each merge expects the previous one to be the subject's last, so exactly
-// one of them lands per step, and the others learn of it.
+// this site knows of is placed and the partition is not suspect (each
+// round reads the partition's last merge record from its leader, which
+// ends the suspicion). Any number of sites may run one at once: each
+// merge expects the previous one to be the subject's last, so exactly one
+// of them lands per step, and the others learn of it.
 func (s *Store) runMerger(ctx context.Context, partition string, st *standbyState) {
 	standby := StandbyOf(partition)
 	backoff := 50 * time.Millisecond
@@ -273,7 +284,7 @@ func (s *Store) runMerger(ctx context.Context, partition string, st *standbyStat
 	for ctx.Err() == nil {
 		s.sbMu.Lock()
 		end, merged := st.end, st.merged
-		if end <= merged {
+		if end <= merged && !st.suspect {
 			st.merging = false
 			s.sbMu.Unlock()
 			return
@@ -297,7 +308,7 @@ func (s *Store) runMerger(ctx context.Context, partition string, st *standbyStat
 		// it: a merge failing for longer than mergeStallWarn in a row
 		// keeps acknowledged messages from their members. Say so, with
 		// the reason, where operators (and a drill's report) look.
-		if failing := time.Since(failingSince); failing >= mergeStallWarn && time.Since(warned) >= mergeStallWarn {
+		if failing := time.Since(failingSince); failing >= mergeStallWarn && time.Since(warned) >= mergeStallWarn && end > merged {
 			warned = time.Now()
 			s.log.Warn("held messages still not placed: their merge keeps failing", "partition", partition,
 				"standby", standby, "held_to", end, "placed_to", merged, "failing_for", failing.Round(time.Millisecond), "err", err)
@@ -502,9 +513,11 @@ func (s *Store) entriesOf(ctx context.Context, stream string, rec salamander.Rec
 
 // commitPartition appends a partition's batch, or holds its messages in
 // the standby when the partition does not answer within HoldAfter (or is
-// known not to answer).
-func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest) {
+// known not to answer). waited is how long the batch already waited for
+// a forward's answer (forward.go), which counts towards HoldAfter.
+func (a *appender) commitPartition(ctx context.Context, batch []*appendRequest, waited time.Duration) {
 	p, hold := a.stream, a.s.cfg.HoldAfter
+	hold = max(hold-waited, hold-forwardWait(hold))
 	upTo, suspect, wait := a.s.unplaced(p, hold)
 	if suspect && (upTo > 0 || holdsMessages(batch)) {
 		// The partition did not answer a moment ago, and has not since:
@@ -560,14 +573,17 @@ func holdsMessages(batch []*appendRequest) bool {
 
 // hold appends batch's messages to the standby as one record and answers
 // them held (at standby positions); anything else in batch is answered
-// unavailable, for its client to retry.
+// unavailable, for its client to retry, and so is a forwarded message
+// whose site has stopped waiting for the answer (it holds the message
+// itself).
 func (a *appender) hold(ctx context.Context, batch []*appendRequest) {
 	standby := StandbyOf(a.stream)
 	results := make([]appendResult, len(batch))
 	var msgs []*appendRequest
 	var at []int
+	now := time.Now()
 	for i, r := range batch {
-		if r.typ == salamander.RecMessageSent {
+		if r.typ == salamander.RecMessageSent && !r.expired(now) {
 			msgs, at = append(msgs, r), append(at, i)
 		} else {
 			results[i] = appendResult{err: errNoQuorum}
