@@ -51,6 +51,7 @@ type serveConfig struct {
 	Instance      string `json:"instance"`
 	RecordSlots   int    `json:"record_slots"`
 	WindowIdle    string `json:"window_idle"`
+	PresenceGrace string `json:"presence_grace"`
 
 	// set names the settings given, on the command line or in the config
 	// file (by flag name): some only make sense with others.
@@ -126,6 +127,7 @@ func parseServeFlagsTo(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.Instance, "instance", "", "this process's name among the site's gateways, on every metric (label instance) and in /v1/ops/site (default: this host's name and the port of --http)")
 	fs.IntVar(&c.RecordSlots, "record-slots", 0, "replicated records this process keeps in flight, all partitions together, 1-1024 (0: one per core); see README, External NATS mode")
 	fs.StringVar(&c.WindowIdle, "window-idle", view.WindowIdle.String(), "how long a room's dedupe window (client ids of its newest messages, up to 48 KiB) stays in memory after the room's last message, 10s-168h; longer keeps more memory, shorter reads windows back from disk more often")
+	fs.StringVar(&c.PresenceGrace, "presence-grace", gateway.DefaultPresenceGrace.String(), fmt.Sprintf("how long a user whose last device left this process is still shown online, and how long the other processes keep this one's users when it stops, so that a reconnect elsewhere (a restart, a drain) shows no offline and online again; %v-%v, the upper bound being the presence TTL (a stopped process's users are kept no longer than a dead one's)", minPresenceGrace, maxPresenceGrace))
 	fs.StringVar(&c.Pprof, "pprof", "", "serve Go profiles (net/http/pprof) at http://ADDR/debug/pprof/ on a listener of their own; a bare :PORT binds loopback (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, flagError(err)
@@ -302,6 +304,9 @@ func (c serveConfig) siteConfig() (site.Config, error) {
 	if cfg.WindowIdle, err = parseWindowIdle(c.WindowIdle); err != nil {
 		return cfg, fmt.Errorf("serve: %w", err)
 	}
+	if cfg.PresenceGrace, err = parsePresenceGrace(c.PresenceGrace); err != nil {
+		return cfg, fmt.Errorf("serve: %w", err)
+	}
 	if c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost {
 		return cfg, fmt.Errorf("serve: --bcrypt-cost must be %d-%d", bcrypt.MinCost, bcrypt.MaxCost)
 	}
@@ -368,6 +373,28 @@ func parseWindowIdle(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d < minWindowIdle || d > maxWindowIdle {
 		return 0, fmt.Errorf("--window-idle must be a duration from %v to %v, like 30m", minWindowIdle, maxWindowIdle)
+	}
+	return d, nil
+}
+
+// Bounds of --presence-grace: under a second, a device's ordinary
+// reconnect to another process (hundreds of milliseconds) would show its
+// user offline and online again; the other processes keep a stopped
+// process's users for its grace but never past its TTL (as if it had
+// died), so a longer grace would not cover a stop.
+const (
+	minPresenceGrace = time.Second
+	maxPresenceGrace = gateway.DefaultPresenceTTL
+)
+
+// parsePresenceGrace reads a --presence-grace value ("" is the default).
+func parsePresenceGrace(s string) (time.Duration, error) {
+	if s == "" {
+		return gateway.DefaultPresenceGrace, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < minPresenceGrace || d > maxPresenceGrace {
+		return 0, fmt.Errorf("--presence-grace must be a duration from %v to %v, like 5s", minPresenceGrace, maxPresenceGrace)
 	}
 	return d, nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/secrets"
 	"github.com/salamander-chat/salamander/internal/view"
 )
@@ -22,7 +23,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "b.json")
-	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9,"record_slots":2,"window_idle":"2h","secrets":"`+
+	if err := os.WriteFile(file, []byte(`{"site":"b","http":"127.0.0.1:1","routes":"h:1,h:2","partitions":9,"record_slots":2,"window_idle":"2h","presence_grace":"8s","secrets":"`+
 		secrets.SiteFile(sec, "b")+`"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 	}
 	cfg, err := c.siteConfig()
 	if err != nil || len(cfg.NATS.Routes) != 2 || !cfg.NATS.SyncAlways || cfg.BcryptCost != 10 || cfg.Secrets.Site != "b" ||
-		cfg.WindowIdle != 2*time.Hour {
+		cfg.WindowIdle != 2*time.Hour || cfg.PresenceGrace != 8*time.Second {
 		t.Fatalf("site config: %+v %v", cfg, err)
 	}
 	if err := os.WriteFile(file, []byte(`{"site":"b","evil":1}`), 0o644); err != nil {
@@ -52,6 +53,9 @@ func TestServeConfigFileAndFlags(t *testing.T) {
 		{"--site", "a", "--secrets", a, "--record-slots", "-1"}, {"--site", "a", "--secrets", a, "--record-slots", "1025"},
 		{"--site", "a", "--secrets", a, "--window-idle", "9s"}, {"--site", "a", "--secrets", a, "--window-idle", "169h"},
 		{"--site", "a", "--secrets", a, "--window-idle", "soon"},
+		{"--site", "a", "--secrets", a, "--presence-grace", "999ms"}, {"--site", "a", "--secrets", a, "--presence-grace", "17s"},
+		{"--site", "a", "--secrets", a, "--presence-grace", "0"}, {"--site", "a", "--secrets", a, "--presence-grace", "-5s"},
+		{"--site", "a", "--secrets", a, "--presence-grace", "5"},
 		// --sites must name the deployment's sites once each, this one too
 		// (the site counts the deployment from it), and in embedded mode as
 		// many as its routes reach and itself.
@@ -154,6 +158,37 @@ func TestServeRefusesEmbeddedFlagsWithExternalNATS(t *testing.T) {
 	}
 	if cfg, err := c.siteConfig(); err != nil || cfg.Instance != "gw-a-2" {
 		t.Fatalf("--instance: %q %v", cfg.Instance, err)
+	}
+}
+
+// --presence-grace defaults to the gateway's grace and takes its bounds
+// (1 s to the presence TTL); a value outside them is refused with a
+// message that says them.
+func TestServePresenceGrace(t *testing.T) {
+	sec := filepath.Join(t.TempDir(), "secrets")
+	if err := secrets.Generate(sec, secrets.Options{Sites: []string{"a"}, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{{nil, gateway.DefaultPresenceGrace}, {[]string{"--presence-grace", "1s"}, time.Second},
+		{[]string{"--presence-grace", "16s"}, gateway.DefaultPresenceTTL}, {[]string{"--presence-grace", "2500ms"}, 2500 * time.Millisecond}} {
+		c, err := parseServeFlags(append([]string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a")}, tc.args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := c.siteConfig()
+		if err != nil || cfg.PresenceGrace != tc.want {
+			t.Errorf("%v: grace %v (%v), want %v", tc.args, cfg.PresenceGrace, err, tc.want)
+		}
+	}
+	c, err := parseServeFlags([]string{"--site", "a", "--secrets", secrets.SiteFile(sec, "a"), "--presence-grace", "1m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.siteConfig(); err == nil || err.Error() != "serve: --presence-grace must be a duration from 1s to 16s, like 5s" {
+		t.Fatalf("--presence-grace 1m: %v", err)
 	}
 }
 

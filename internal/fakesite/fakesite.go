@@ -79,6 +79,9 @@ type Site struct {
 	// dropChange drops the answer of the next password change, which
 	// takes effect all the same (DropNextChangeAnswer).
 	dropChange bool
+	// sendDelay is how long each send waits before it is stored
+	// (SlowSends).
+	sendDelay time.Duration
 }
 
 // room is a room with its placed messages (message seq n at msgs[n-1]).
@@ -272,6 +275,15 @@ func (s *Site) CutSends(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cutSends = n
+}
+
+// SlowSends makes every send wait d before the site stores it, as a
+// commit that takes long: the message may be sent again meanwhile (by
+// another tab of its sender).
+func (s *Site) SlowSends(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sendDelay = d
 }
 
 // errCut is a send CutSends cuts off.
@@ -594,6 +606,10 @@ func (s *Site) send(roomID, clientID, text string) (salamander.SendResult, error
 	if err := salamander.ValidateClientID(clientID); err != nil {
 		return salamander.SendResult{}, err
 	}
+	s.mu.Lock()
+	delay := s.sendDelay
+	s.mu.Unlock()
+	time.Sleep(delay)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sends++

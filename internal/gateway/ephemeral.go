@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -119,6 +120,57 @@ type ephemeral struct {
 
 	kick    chan struct{} // wakes the resync worker
 	beatNow chan struct{} // asks for a digest now (another instance said hello)
+
+	// startedAt is when start subscribed (Unix nanoseconds; 0: never),
+	// just before the hello; settledOnce is set once the mirror holds
+	// what the others answered it (see settled).
+	startedAt   atomic.Int64
+	settledOnce atomic.Bool
+}
+
+// presenceSettle is how long a new process waits after its hello for the
+// other processes' digests (each answers a hello with one at once, a
+// round trip away) before it counts what it mirrors as complete;
+// presenceSettleMax bounds that wait, the resyncs the digests start
+// included (100,000 users take ~0.2 s), so that a process that cannot
+// resync still comes up.
+const (
+	presenceSettle    = 300 * time.Millisecond
+	presenceSettleMax = 5 * time.Second
+)
+
+// settled reports whether this process has heard the other processes'
+// users since it started: the answers to its hello have come, and the
+// resyncs they asked for are done (or presenceSettleMax has passed). Until
+// then its mirror may lack users online elsewhere, and a follower it
+// served would be told they are offline, then online (see
+// Gateway.CaughtUp). A process whose presence never started has nothing
+// to wait for.
+func (e *ephemeral) settled(now time.Time) bool {
+	if e.settledOnce.Load() {
+		return true
+	}
+	started := e.startedAt.Load()
+	if started == 0 {
+		return true
+	}
+	since := now.Sub(time.Unix(0, started))
+	if since < presenceSettle {
+		return false
+	}
+	if since < presenceSettleMax {
+		e.mu.Lock()
+		busy := len(e.dirty) > 0
+		for _, r := range e.remotes {
+			busy = busy || r.syncing
+		}
+		e.mu.Unlock()
+		if busy {
+			return false
+		}
+	}
+	e.settledOnce.Store(true)
+	return true
 }
 
 func newEphemeral(g *Gateway) *ephemeral {
@@ -194,6 +246,7 @@ func (e *ephemeral) start(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		subs = append(subs, sub)
 	}
+	e.startedAt.Store(time.Now().UnixNano())
 	_ = subs[0].SetPendingLimits(typingPendingMsgs, typingPendingBytes)
 	_ = subs[3].SetPendingLimits(syncPendingMsgs, syncPendingBytes)
 	// Once the server holds the subscriptions, whatever is published next

@@ -324,7 +324,10 @@ func (g *Gateway) SetCatchUp(heads map[string]uint64) {
 }
 
 // CaughtUp reports whether the read model has applied every stream up to
-// the head it had when the site came up.
+// the head it had when the site came up, and this process has heard the
+// other gateway processes' online users since it started (a fraction of a
+// second after its hello): until then it would tell a follower that a
+// friend connected elsewhere is offline, then online.
 func (g *Gateway) CaughtUp() bool {
 	if g.caughtUp.Load() {
 		return true
@@ -340,6 +343,9 @@ func (g *Gateway) CaughtUp() bool {
 		if applied[stream] < head {
 			return false
 		}
+	}
+	if !g.eph.settled(time.Now()) {
+		return false
 	}
 	g.caughtUp.Store(true)
 	return true

@@ -143,6 +143,14 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 		func() int64 { own, _ := log.Reads(); return own })
 	replicaReads := counterOf("salamander_log_reads_total", readsHelp, "from", "replicas",
 		func() int64 { _, replicas := log.Reads(); return replicas })
+	copyStops := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_log_own_copy_stops_total",
+		Help: "Times a stream's own copy of the log on this site stopped growing after a write error (a full disk); " +
+			"it resumes by itself once writes succeed.", ConstLabels: labels},
+		func() float64 { stops, _ := log.OwnCopyStops(); return float64(stops) })
+	copiesDown := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "salamander_log_own_copies_stopped",
+		Help: "Streams whose own copy of the log on this site does not grow now (a write error): their newer " +
+			"records are read from the replicas.", ConstLabels: labels},
+		func() float64 { _, down := log.OwnCopyStops(); return float64(down) })
 	// Batches forwarded to the site leading their partition, and of those
 	// the ones this site appended itself after all.
 	const forwardsHelp = "Batches of sends this site forwarded to the site leading their partition, to share its record: " +
@@ -167,7 +175,7 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 		Help:        "Dedupe windows dropped from memory after their room went unused for the idle time.",
 		ConstLabels: labels}, func() float64 { return float64(v.Windows().Evictions) })
 	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, newAppliedCollector(v, labels),
-		gapFills, ownReads, replicaReads, forwardedOK, forwardedBack, entries, windows, windowBytes, windowLoads, windowEvictions,
+		gapFills, ownReads, replicaReads, copyStops, copiesDown, forwardedOK, forwardedBack, entries, windows, windowBytes, windowLoads, windowEvictions,
 		m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams, m.presenceRefused)
 	return m
 }

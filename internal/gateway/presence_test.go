@@ -549,6 +549,47 @@ func TestPresenceTwoInstancesOneSite(t *testing.T) {
 	t.Logf("bob offline %v after his instance died (TTL %v)", time.Since(died), testTTL)
 }
 
+// A process that has just started (a rolling restart) is not caught up,
+// so neither ready nor serving its users, before it has heard the other
+// processes' users: a follower whose device reaches it as soon as it is
+// ready is never told that a friend connected elsewhere is offline, then
+// online as the new process learns of them. Its log is caught up at once
+// here (as a restart on the same disk nearly is).
+func TestPresenceNewProcessReadyOnceItKnowsTheOthers(t *testing.T) {
+	url := presenceNATS(t)
+	a1 := startInstance(t, url, "a")
+	a1.addLocal(names("pre", 20000))
+	a1.connect("ann")
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !a1.online("ann") {
+			return fmt.Errorf("ann not online at her own process")
+		}
+		return nil
+	})
+	a2 := startInstance(t, url, "a")
+	a2.g.SetCatchUp(map[string]uint64{})
+	start := time.Now()
+	checkFor(t, 10*time.Second, time.Millisecond, func() error {
+		if !a2.g.CaughtUp() {
+			return fmt.Errorf("not caught up")
+		}
+		if !a2.online("ann") || !a2.online("pre019999") {
+			t.Fatalf("caught up %v after its start, and ann online %v, pre019999 %v: it would tell a follower they are offline",
+				time.Since(start), a2.online("ann"), a2.online("pre019999"))
+		}
+		return nil
+	})
+	t.Logf("caught up %v after its start, knowing the other process's users", time.Since(start))
+	// A gateway never started (a test's, serving the site's own model) has
+	// no presence to wait for.
+	g := New(DefaultConfig("a", a1.store, a1.g.cfg.View))
+	t.Cleanup(g.Close)
+	g.SetCatchUp(map[string]uint64{})
+	if !g.CaughtUp() {
+		t.Fatal("a gateway without presence waits for it")
+	}
+}
+
 // A process that stops says goodbye: the others keep its users for its
 // grace, while their devices reconnect elsewhere, and then drop them. A
 // user back at another process meanwhile is never shown offline; one who

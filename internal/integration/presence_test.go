@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/salamander-chat/salamander"
 	"github.com/salamander-chat/salamander/client"
+	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/gateway"
 	"github.com/salamander-chat/salamander/internal/site"
 )
@@ -265,5 +267,130 @@ func TestPresenceReconnectAndRestartShowNoOffline(t *testing.T) {
 	on, err := online()
 	if err != nil || on[bobName].Online || !on[bobName].LastSeen.Equal(ev.At) || !on[annName].Online {
 		t.Fatalf("at site c: %+v %v; want bob offline, last seen %v, and ann online", on, err, ev.At)
+	}
+}
+
+// A rolling restart of one of site a's two gateway processes — it stops
+// gracefully and starts again on the same address and disk while the other
+// serves — shows no follower a flap, of the users of the restarted process
+// (ann, whose device moves to the other process) or of the other (carl):
+// a follower at site c is told nothing at all, past the grace. A follower
+// whose device reaches the restarted process as soon as it is ready is
+// told both are online from its first answer, not offline and then online
+// as the new process learns the others' users.
+func TestPresenceRollingRestartShowsNoFlap(t *testing.T) {
+	ctx := testCtx(t, 150*time.Second)
+	const grace = gateway.DefaultPresenceGrace
+	ports, err := freeport.Loopback(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, dir := fmt.Sprintf("127.0.0.1:%d", ports[0]), filepath.Join(t.TempDir(), "a2")
+	start := func() *site.Site {
+		return extraGateway(t, ctx, cluster.Site(0).Node().ClientURL(), func(cfg *site.Config) {
+			cfg.HTTPAddr, cfg.DataDir = addr, dir
+		})
+	}
+	a2 := start()
+	annName := uniqueName("rra")
+	ann, err := client.New(client.Config{Sites: []string{a2.URL(), cluster.URL(0)}, MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ann.SignUp(ctx, annName, "Ann", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	carl, carlName := signedUp(t, 0, "rrc")
+	obs, _ := signedUp(t, 2, "rro")
+	for _, f := range []string{annName, carlName} {
+		if _, err := obs.AddFriend(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subObs := obs.Subscribe(ctx)
+	defer subObs.Close()
+	waitReady(t, subObs.Events())
+	var mu sync.Mutex
+	var told []salamander.Event // what obs is told of ann and carl
+	go func() {
+		for ev := range subObs.Events() {
+			if ev.Type == salamander.EventPresence && (ev.User == annName || ev.User == carlName) {
+				mu.Lock()
+				told = append(told, ev)
+				mu.Unlock()
+			}
+		}
+	}()
+	toldNow := func() []salamander.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(told)
+	}
+	online := func(c *client.Client) (map[string]bool, error) {
+		ps, err := c.Presence(ctx, annName, carlName)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]bool{}
+		for _, p := range ps {
+			out[p.User] = p.Online
+		}
+		return out, nil
+	}
+	subAnn := ann.Subscribe(ctx)
+	defer subAnn.Close()
+	waitReady(t, subAnn.Events())
+	subCarl := carl.Subscribe(ctx)
+	defer subCarl.Close()
+	waitReady(t, subCarl.Events())
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		on, err := online(obs)
+		if err != nil || !on[annName] || !on[carlName] {
+			return fmt.Errorf("at site c: %v %v", on, err)
+		}
+		return nil
+	})
+	// Both came online, and the follower was told: from here on, nothing
+	// more is said of them.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		seen := map[string]bool{}
+		for _, ev := range toldNow() {
+			seen[ev.User] = ev.Online
+		}
+		if !seen[annName] || !seen[carlName] {
+			return fmt.Errorf("site c told its follower %v", seen)
+		}
+		return nil
+	})
+	mu.Lock()
+	told = nil
+	mu.Unlock()
+
+	a2.Close()
+	waitReady(t, subAnn.Events())
+	if s := subAnn.Site(); s != cluster.URL(0) {
+		t.Fatalf("ann reconnected to %q, want site a's other process %s", s, cluster.URL(0))
+	}
+	a2 = start()
+	// A follower's device reaches the restarted process at once.
+	obs2, err := client.New(client.Config{Sites: []string{a2.URL()}, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs2.SetToken(obs.Token())
+	if on, err := online(obs2); err != nil || !on[annName] || !on[carlName] {
+		t.Errorf("the restarted process's first answer: %v %v; want ann and carl online", on, err)
+	}
+	// Past the grace, and a sweep, of the stopped process: nothing said.
+	for start := time.Now(); time.Since(start) < grace+2*time.Second; time.Sleep(200 * time.Millisecond) {
+		for _, c := range []*client.Client{obs, obs2} {
+			if on, err := online(c); err != nil || !on[annName] || !on[carlName] {
+				t.Fatalf("at %s: %v %v", c.Site(), on, err)
+			}
+		}
+		if evs := toldNow(); len(evs) > 0 {
+			t.Fatalf("site c told its follower %+v during the restart", evs)
+		}
 	}
 }

@@ -222,6 +222,10 @@ type Store struct {
 	// copy could not be opened; reads go to the replicas).
 	copyMu sync.Mutex
 	copies map[string]*ownCopy
+	// copyStops counts the times a stream's own copy stopped growing
+	// after a write error; copiesDown is how many do not grow now
+	// (copykeeper.go).
+	copyStops, copiesDown atomic.Int64
 	// ownReads and replicaReads count the records Fetch read from this
 	// site's own copy and from the replicas.
 	ownReads, replicaReads atomic.Int64
@@ -402,6 +406,12 @@ func (s *Store) copyOf(stream string) *ownCopy {
 // Reads counts the records Fetch has read from this site's own copy of the
 // log and from the replicas (any site's, as JetStream picks them).
 func (s *Store) Reads() (own, replicas int64) { return s.ownReads.Load(), s.replicaReads.Load() }
+
+// OwnCopyStops reports how many times a stream's own copy of the log
+// stopped growing after a write error (a full disk), and how many copies
+// do not grow now: their newer records are read from the replicas until
+// a retry finds the disk writable again.
+func (s *Store) OwnCopyStops() (stops, down int64) { return s.copyStops.Load(), s.copiesDown.Load() }
 
 // Conn is the NATS connection, for ephemeral (never stored) subjects such as
 // typing and presence.
@@ -1002,27 +1012,31 @@ var errNoQuorum = salamander.Errorf(salamander.CodeUnavailable,
 // it delivers is added to it, and a copy that ends before from is filled
 // from the log first (without delivering those records again). A tail from
 // the start (a reader that has applied nothing) empties the copy and
-// rebuilds it with the reader.
+// rebuilds it with the reader. A copy that stopped growing on a write
+// error is resumed by the tail's keeper (copykeeper.go).
 func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver func(Entry) bool) {
 	t := &tailer{s: s, stream: stream, next: max(RecordSeq(from), 1), from: from, deliver: deliver,
 		standby: IsStandby(stream), partition: isPartition(stream)}
-	if t.copy = s.copyOf(stream); t.copy != nil {
+	if c := s.copyOf(stream); c != nil {
 		if from <= PositionOf(stream, 1, 0).Seq {
 			// A reader that has applied nothing (a read model rebuilt
 			// from scratch) rebuilds from the log as it is now — after a
 			// restore, say, it may not be the log the copy was made of —
 			// and so does the copy.
-			if err := t.copy.reset(); err != nil {
+			if err := c.reset(); err != nil {
 				s.log.Error("cannot empty this site's own copy of the log; reading from the replicas instead",
 					"stream", stream, "err", err)
-				t.copy = nil
+				c = nil
 			}
 		}
-	}
-	if t.copy != nil {
-		// A copy behind the caller (its buffered end lost in a crash) is
-		// filled from the log first; those records are not delivered again.
-		t.next = min(t.next, t.copy.next())
+		if c != nil {
+			// A copy behind the caller (its buffered end lost in a crash)
+			// is filled from the log first; those records are not
+			// delivered again.
+			t.next = min(t.next, c.next())
+			t.copy = newCopyKeeper(ctx, s, stream, c)
+			defer t.copy.stop()
+		}
 	}
 	announced := make(chan *nats.Msg, tailAnnounceBuffer)
 	sub, err := s.nc.ChanSubscribe(commitRoot(stream)+".>", announced)
@@ -1062,6 +1076,9 @@ func (s *Store) Tail(ctx context.Context, stream string, from uint64, deliver fu
 		case <-probe.C:
 			catchUp = true
 			probe.Reset(tailProbe)
+			if t.copy != nil {
+				t.copy.check()
+			}
 		case msg := <-announced:
 			if err := t.announced(ctx, msg); err != nil {
 				if t.failed(ctx, err) {
@@ -1114,7 +1131,7 @@ type tailer struct {
 	inbox   string
 	replies chan *nats.Msg
 	reqID   int
-	copy    *ownCopy // nil: none
+	copy    *copyKeeper // the stream's own copy (nil: none)
 	// standby and partition say what the stream is (standby.go).
 	standby, partition bool
 	// entries is emit's buffer, kept between records: deliver takes each
@@ -1167,10 +1184,7 @@ func (t *tailer) emit(ctx context.Context, seq uint64, data []byte) error {
 		return fmt.Errorf("%w: %s has %d where %d was due", ErrLogGap, t.stream, seq, t.next)
 	}
 	if t.copy != nil {
-		if err := t.copy.add(seq, data); err != nil {
-			t.s.log.Error("this site's own copy of the log stopped growing; reading from the replicas instead",
-				"stream", t.stream, "at", seq, "err", err)
-		}
+		t.copy.add(seq, data)
 	}
 	entries := t.entries[:0]
 	if rec, err := salamander.DecodeRecord(data); err != nil {
@@ -1248,50 +1262,62 @@ func (t *tailer) fill(ctx context.Context, upTo uint64) error {
 // batch asks for up to tailBatch records from t.next on and delivers them.
 // It returns how many it delivered and whether the log had nothing more.
 func (t *tailer) batch(ctx context.Context) (int, bool, error) {
-	t.reqID++
-	reply := t.inbox + "." + strconv.Itoa(t.reqID)
-	req, _ := json.Marshal(map[string]any{"seq": t.next, "batch": tailBatch})
-	if err := t.s.nc.PublishRequest("$JS.API.DIRECT.GET."+natsName(t.stream), reply, req); err != nil {
+	return t.s.directBatch(ctx, t.stream, t.inbox, t.replies, &t.reqID, t.next, func(seq uint64, data []byte) error {
+		return t.emit(ctx, seq, data)
+	})
+}
+
+// directBatch asks stream's replicas for up to tailBatch records from
+// sequence from on (a direct get, answered to inbox.N with N the next
+// *reqID, on replies) and hands each to take, in order. It returns how
+// many it handed and whether the log had nothing more.
+func (s *Store) directBatch(ctx context.Context, stream, inbox string, replies <-chan *nats.Msg, reqID *int, from uint64,
+	take func(seq uint64, data []byte) error) (int, bool, error) {
+	*reqID++
+	reply := inbox + "." + strconv.Itoa(*reqID)
+	req, _ := json.Marshal(map[string]any{"seq": from, "batch": tailBatch})
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+natsName(stream), reply, req); err != nil {
 		return 0, false, err
 	}
 	timer := time.NewTimer(tailReplyTimeout)
 	defer timer.Stop()
-	n := 0
+	n, next := 0, from
 	for {
 		var msg *nats.Msg
 		select {
 		case <-ctx.Done():
 			return n, false, ctx.Err()
 		case <-timer.C:
-			return n, false, fmt.Errorf("no direct-get reply for %s from %d", t.stream, t.next)
-		case msg = <-t.replies:
+			return n, false, fmt.Errorf("no direct-get reply for %s from %d", stream, next)
+		case msg = <-replies:
 		}
 		if msg.Subject != reply {
 			continue // a late answer to an earlier, abandoned request
 		}
 		status := ""
-		if isStatus(msg, t.stream) {
+		if isStatus(msg, stream) {
 			status = msg.Header.Get("Status")
 		}
 		switch status {
 		case "":
 		case "404":
-			return n, true, nil // nothing at or after t.next here yet
+			return n, true, nil // nothing at or after next here yet
 		case "204":
 			return n, false, nil // end of batch
 		default:
-			return n, false, fmt.Errorf("direct get %s: status %s %s", t.stream, status, msg.Header.Get("Description"))
+			return n, false, fmt.Errorf("direct get %s: status %s %s", stream, status, msg.Header.Get("Description"))
 		}
 		got, err := strconv.ParseUint(serverHeader(msg.Header, "Nats-Sequence"), 10, 64)
 		if err != nil {
-			return n, false, fmt.Errorf("direct get %s: bad sequence header: %w", t.stream, err)
+			return n, false, fmt.Errorf("direct get %s: bad sequence header: %w", stream, err)
 		}
-		if got < t.next {
+		if got < next {
 			continue
 		}
-		if err := t.emit(ctx, got, msg.Data); err != nil {
+		if err := take(got, msg.Data); err != nil {
 			return n, false, err
 		}
+		next = got + 1
 		n++
 	}
 }

@@ -79,7 +79,7 @@ type ownCopy struct {
 	indexed  uint64        // index entries, buffered ones included
 	near     []int64       // entries nearFrom.. (the newest) in memory
 	nearFrom uint64
-	broken   error // set after a failed write: the copy stops growing
+	broken   error // set after a failed write: the copy stops growing until resume
 }
 
 // openCopy opens (or creates) the copy at path and its index, and cuts
@@ -99,27 +99,38 @@ func openCopy(path string) (*ownCopy, error) {
 	}
 	c := &ownCopy{path: path, f: f, ix: ix}
 	c.iw = bufio.NewWriterSize(ix, 4<<10)
-	fail := func(err error) (*ownCopy, error) {
+	if err := c.load(); err != nil {
 		f.Close()
 		ix.Close()
 		return nil, fmt.Errorf("own copy %s: %w", path, err)
 	}
+	return c, nil
+}
+
+// load finds what the copy's files hold (recover), cuts off what follows
+// it and makes the copy grow from there; c.mu is held, or not yet shared.
+func (c *ownCopy) load() error {
+	c.first, c.end = 0, 0
 	good, err := c.recover()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if err := c.iw.Flush(); err != nil {
-		return fail(err)
+		return err
 	}
-	if err := f.Truncate(good); err != nil {
-		return fail(err)
+	if err := c.f.Truncate(good); err != nil {
+		return err
 	}
-	if _, err := f.Seek(good, io.SeekStart); err != nil {
-		return fail(err)
+	if _, err := c.f.Seek(good, io.SeekStart); err != nil {
+		return err
 	}
 	c.size, c.flushed = good, good
-	c.w = bufio.NewWriterSize(f, copyFlushBytes)
-	return c, nil
+	if c.w == nil {
+		c.w = bufio.NewWriterSize(c.f, copyFlushBytes)
+	} else {
+		c.w.Reset(c.f)
+	}
+	return nil
 }
 
 // recover finds what the copy holds: from the last index entry that names
@@ -262,11 +273,15 @@ func (c *ownCopy) next() uint64 {
 // add appends the record at seq if it is the one the copy needs next (1
 // when it is empty: a copy is always the stream from its start, which is
 // what lets a start check its first header); any other is left out (the
-// copy stays a contiguous run of the stream).
+// copy stays a contiguous run of the stream). A copy that stopped growing
+// takes nothing and says why.
 func (c *ownCopy) add(seq uint64, data []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.broken != nil || seq != c.end+1 || len(data) > maxRecordSize {
+	if c.broken != nil {
+		return c.broken
+	}
+	if seq != c.end+1 || len(data) > maxRecordSize {
 		return nil
 	}
 	var hdr [copyHeader]byte
@@ -288,10 +303,47 @@ func (c *ownCopy) add(seq uint64, data []byte) error {
 }
 
 // fail stops the copy from growing after a write error (a full disk):
-// what it holds stays readable, later records are read from the log.
+// what it holds stays readable, later records are read from the log,
+// until resume.
 func (c *ownCopy) fail(err error) error {
 	c.broken = fmt.Errorf("own copy %s: %w", c.path, err)
 	return c.broken
+}
+
+// state is the sequence the copy needs next, and why it does not grow
+// (nil: it does; errCopyClosed: it never will again).
+func (c *ownCopy) state() (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.first == 0 {
+		return 1, c.broken
+	}
+	return c.end + 1, c.broken
+}
+
+// resume lets a copy that stopped growing after a write error grow again:
+// it drops what it buffered and cuts its file back to the whole records
+// it holds (what a start after a crash does), from where the records it
+// missed can be added again. It fails, the copy still stopped, while the
+// disk refuses what that takes. Nothing to do for a copy that grows.
+func (c *ownCopy) resume() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken == nil || errors.Is(c.broken, errCopyClosed) {
+		return c.broken
+	}
+	if err := c.load(); err != nil {
+		return c.fail(err)
+	}
+	c.broken = nil
+	return nil
+}
+
+// flush writes what is buffered (see flushLocked).
+func (c *ownCopy) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushLocked()
 }
 
 // flushLocked writes what is buffered, of the copy and of its index.

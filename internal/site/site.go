@@ -105,6 +105,11 @@ type Config struct {
 	// interval and expiry (gateway.Config); zero keeps its defaults.
 	PresenceBeat time.Duration
 	PresenceTTL  time.Duration
+	// PresenceGrace is how long a user whose last device left this
+	// process is still announced online, and how long the others keep
+	// this process's users once it stops (gateway.Config.PresenceGrace);
+	// zero keeps the gateway's default.
+	PresenceGrace time.Duration
 	// SessionRecheck is how often the gateway checks every open
 	// WebSocket's session again (gateway.Config); zero keeps its default.
 	SessionRecheck time.Duration
@@ -275,6 +280,9 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}
 	if cfg.PresenceTTL > 0 {
 		gcfg.PresenceTTL = cfg.PresenceTTL
+	}
+	if cfg.PresenceGrace > 0 {
+		gcfg.PresenceGrace = cfg.PresenceGrace
 	}
 	if cfg.SessionRecheck > 0 {
 		gcfg.SessionRecheck = cfg.SessionRecheck

@@ -181,7 +181,7 @@ func (p *page) ime(text string) {
 	p.t.Helper()
 	p.do("focus the composer", chromedp.Focus(chromedp.ID("input")))
 	var before []string
-	p.eval(`JSON.parse(localStorage.getItem("salamander.outbox." + JSON.parse(localStorage.getItem("salamander.session")).user.name) || "[]").map(m => m.text)`, &before)
+	p.eval(outboxOf(sessionUser)+`.map(m => m.text)`, &before)
 	n := int64(len([]rune(text)))
 	if _, err := chromedp.Call(p.ctx, input.ImeSetComposition, input.ImeSetCompositionParams{Text: text, SelectionStart: n, SelectionEnd: n}); err != nil {
 		p.fail("compose: " + err.Error())
@@ -244,6 +244,17 @@ func (p *page) messages() []string {
 	var out []string
 	p.eval(`[...document.querySelectorAll("#messages .msg[data-seq] .text")].map(e => e.textContent)`, &out)
 	return out
+}
+
+// sessionUser is a JavaScript expression for the signed-in user's name.
+const sessionUser = `JSON.parse(localStorage.getItem("salamander.session")).user.name`
+
+// outboxOf is a JavaScript expression for the outbox (web/static/js/store.js)
+// of the user the JavaScript expression user names, as stored: its
+// messages, one entry each, oldest first.
+func outboxOf(user string) string {
+	return `((u) => Object.keys(localStorage).filter((k) => k.startsWith("salamander.outbox." + u + ":"))
+		.map((k) => JSON.parse(localStorage.getItem(k))).sort((x, y) => x.at - y.at))(` + user + `)`
 }
 
 // jsString quotes s for a JavaScript expression.

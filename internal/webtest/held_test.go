@@ -52,7 +52,7 @@ func TestWebShowsHeldSendAsSent(t *testing.T) {
 		!document.querySelector("#messages .msg.pending, #messages .msg[data-seq]") &&
 		!document.querySelector("#conn .conn-waiting")`
 	mina.wait("both shown sent, waiting for their place", sentHeld+` &&
-		JSON.parse(localStorage.getItem("salamander.outbox.mina")).length === 0`)
+		`+outboxOf(`"mina"`)+`.length === 0`)
 	mina.shoot("held-ko-phone")
 
 	mina.do("reload", chromedp.Reload())

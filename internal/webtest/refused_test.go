@@ -26,7 +26,7 @@ func TestWebKeepsWhatASiteRefuses(t *testing.T) {
 	mina.js(`document.getElementById("input").value = ` + jsString(long))
 	mina.say("")
 	mina.wait("the notice, with the text kept", `document.getElementById("toast").textContent.includes("4200 bytes") &&
-		document.getElementById("input").value.length === 1400 && localStorage.getItem("salamander.outbox.mina") === null`)
+		document.getElementById("input").value.length === 1400 && `+outboxOf(`"mina"`)+`.length === 0`)
 	if n := site.Sends(); n != 0 {
 		t.Fatalf("the site got %d sends of a message over the limit", n)
 	}
@@ -36,7 +36,7 @@ func TestWebKeepsWhatASiteRefuses(t *testing.T) {
 	mina.say("are you still there?")
 	mina.wait("the refusal said, the text back, nothing left unsent", `document.getElementById("toast").textContent.includes("Not sent") &&
 		document.getElementById("input").value === "are you still there?" && !document.querySelector("#messages .msg.pending") &&
-		JSON.parse(localStorage.getItem("salamander.outbox.mina") || "[]").length === 0`)
+		`+outboxOf(`"mina"`)+`.length === 0`)
 
 	site.RefuseSendsAs("")
 	site.Suspend()
@@ -117,13 +117,13 @@ func TestWebAsksBeforeSigningOutWithUnsentMessages(t *testing.T) {
 	mina.js(`location.hash = "#/room/` + roomID + `"`)
 	mina.wait("the room", `!document.getElementById("room").hidden`)
 	mina.say("not yet taken")
-	mina.wait("the message waiting", `JSON.parse(localStorage.getItem("salamander.outbox.mina") || "[]").length === 1`)
+	mina.wait("the message waiting", outboxOf(`"mina"`)+`.length === 1`)
 	mina.js(`window.asked = ""; window.confirm = (q) => { window.asked = q; return false; }`)
 	mina.js(`location.hash = "#/settings"`)
 	mina.click("#logout")
 	mina.wait("the question, answered no", `window.asked.includes("1 message")`)
 	var kept bool
-	mina.eval(`document.getElementById("auth").hidden && JSON.parse(localStorage.getItem("salamander.outbox.mina") || "[]").length === 1`, &kept)
+	mina.eval(`document.getElementById("auth").hidden && `+outboxOf(`"mina"`)+`.length === 1`, &kept)
 	if !kept {
 		t.Fatal("the page signed out, or dropped the message, when told not to")
 	}

@@ -225,14 +225,16 @@ func TestWebMessengerRidesThroughAFire(t *testing.T) {
 		document.getElementById("conn").textContent.includes("2 unsent")`)
 	joon.shoot("offline-en-desktop")
 	// A long outbox (more than the page keeps in flight on its socket, 64)
-	// goes out in order, each message once.
+	// goes out in order, each message once. It is kept as versions before
+	// one entry per message kept it, one list under one key, which the
+	// page takes over.
 	const queued = 80
 	joon.js(`{
-		const k = "salamander.outbox." + JSON.parse(localStorage.getItem("salamander.session")).user.name;
-		const items = JSON.parse(localStorage.getItem(k));
+		const items = ` + outboxOf(sessionUser) + `;
 		for (let i = 0; i < ` + fmt.Sprint(queued) + `; i++) items.push({client_id: crypto.randomUUID().replaceAll("-", ""),
 			room_id: items[0].room_id, text: "queued " + i, queued_at: new Date().toISOString()});
-		localStorage.setItem(k, JSON.stringify(items));
+		for (const m of items) localStorage.removeItem("salamander.outbox." + ` + sessionUser + ` + ":" + m.client_id);
+		localStorage.setItem("salamander.outbox." + ` + sessionUser + `, JSON.stringify(items));
 	}`)
 	for i := range queued {
 		chat.sent = append(chat.sent, fmt.Sprint("queued ", i))

@@ -87,7 +87,9 @@ function start(s) {
   let saveTimer = 0;
   const saveCursor = () => {
     clearTimeout(saveTimer);
-    saveTimer = setTimeout(() => store.cursor.set(user, cursor.toString()), 300);
+    // Not once signed out: a save still pending then wrote the cursor
+    // back after signing out had removed it.
+    saveTimer = setTimeout(() => { if (!app.signedOut) store.cursor.set(user, cursor.toString()); }, 300);
   };
   app.live.addEventListener("event", (e) => {
     const ev = e.detail;

@@ -90,6 +90,7 @@ export const device = {
 // token.
 export function forget(user) {
   for (const k of ["cursor", "outbox", "snapshot"]) localStorage.removeItem(`salamander.${k}.${user}`);
+  new Outbox(user).clear();
 }
 
 // newClientID is a fresh random client message id (32 hex digits).
@@ -99,45 +100,77 @@ export function newClientID() {
 }
 
 // Outbox holds a user's messages until a site acknowledges them, oldest
-// first: {client_id, room_id, text, queued_at}. Every read and change goes
-// to localStorage itself: the user's other tabs share the outbox, and a
-// list kept here would write back over what they queued or took out
-// (their messages would be lost). Two tabs may then both send a message;
-// its client id makes that one message.
+// first: {client_id, room_id, text, queued_at, at}. Each message is an entry
+// of its own in localStorage (salamander.outbox.USER:CLIENT_ID), written
+// once when queued and removed once when acknowledged, and every read goes
+// to localStorage itself: the user's other tabs share the outbox. They run
+// in other processes, each seeing the others' writes only a moment later,
+// so one list under one key, read, changed and written back by each tab,
+// lost the messages another tab had just queued and brought back the ones
+// it had just taken out. Two tabs may both send a message; its client id
+// makes that one message (the site answers the second with the original).
 export class Outbox {
   constructor(user) {
-    this.key = `salamander.outbox.${user}`;
-    this.raw = null;   // the stored text last parsed,
-    this.parsed = [];  // and what it parsed to (never changed in place)
-  }
-  // items is the stored list; parsed again only when the stored text
-  // changed (an ack reads it several times).
-  get items() {
-    const raw = localStorage.getItem(this.key);
-    if (raw !== this.raw) {
-      this.raw = raw;
-      this.parsed = parse(raw, []);
+    this.prefix = `salamander.outbox.${user}:`; // ':' is in no user name
+    this.cache = new Map(); // key -> [stored text, what it parsed to]
+    this.last = 0;          // the newest at this tab gave
+    // The list earlier versions kept under one key, once.
+    const legacy = `salamander.outbox.${user}`;
+    const old = read(legacy, null);
+    if (Array.isArray(old)) {
+      old.forEach((m, i) => {
+        if (!m?.client_id || localStorage.getItem(this.prefix + m.client_id) !== null) return;
+        write(this.prefix + m.client_id, { ...m, at: (Date.parse(m.queued_at) || 0) * 1000 + i });
+      });
+      localStorage.removeItem(legacy);
     }
-    return this.parsed;
+  }
+  // keys are the storage keys of the messages held.
+  keys() {
+    const out = [];
+    for (let i = 0; i < localStorage.length; i++) {
+      const k = localStorage.key(i);
+      if (k?.startsWith(this.prefix)) out.push(k);
+    }
+    return out;
+  }
+  // items is the stored messages, oldest first (each parsed again only
+  // when its stored text changed).
+  get items() {
+    const keys = this.keys();
+    const live = new Set(keys);
+    for (const k of this.cache.keys()) if (!live.has(k)) this.cache.delete(k);
+    const out = [];
+    for (const k of keys) {
+      const raw = localStorage.getItem(k);
+      let c = this.cache.get(k);
+      if (!c || c[0] !== raw) this.cache.set(k, c = [raw, parse(raw, null)]);
+      if (c[1]?.client_id) out.push(c[1]);
+    }
+    return out.sort((x, y) => (x.at || 0) - (y.at || 0) || (x.client_id < y.client_id ? -1 : 1));
   }
   add(roomID, text) {
-    const item = { client_id: newClientID(), room_id: roomID, text, queued_at: new Date().toISOString() };
-    write(this.key, [...this.items, item]);
+    // After every message held, as this tab sees them, whatever the clock
+    // says: a room's messages go out in the order typed.
+    const after = this.items.reduce((n, m) => Math.max(n, m.at || 0), this.last);
+    this.last = Math.max(Date.now() * 1000, after + 1);
+    const item = { client_id: newClientID(), room_id: roomID, text, queued_at: new Date().toISOString(), at: this.last };
+    write(this.prefix + item.client_id, item);
     return item;
   }
   // remove takes a message out; false when it was not there.
   remove(clientID) {
-    const items = this.items;
-    const left = items.filter((m) => m.client_id !== clientID);
-    if (left.length === items.length) return false;
-    write(this.key, left);
+    if (!this.has(clientID)) return false;
+    localStorage.removeItem(this.prefix + clientID);
     return true;
   }
-  has(clientID) { return this.items.some((m) => m.client_id === clientID); }
+  has(clientID) { return localStorage.getItem(this.prefix + clientID) !== null; }
   forRoom(roomID) { return this.items.filter((m) => m.room_id === roomID); }
-  get size() { return this.items.length; }
+  get size() { return this.keys().length; }
+  // clear removes every message (signing out).
+  clear() { for (const k of this.keys()) localStorage.removeItem(k); }
   // onChange calls fn when another tab changes the outbox.
   onChange(fn) {
-    window.addEventListener("storage", (e) => { if (e.key === this.key) fn(); });
+    window.addEventListener("storage", (e) => { if (e.key === null || e.key.startsWith(this.prefix)) fn(); });
   }
 }
