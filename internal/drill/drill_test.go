@@ -339,6 +339,7 @@ func checkBenchMeasuresGateways(ctx context.Context, t *testing.T, cl *Cluster, 
 		t.Fatalf("site b's processes: %+v, want its nats-server and two gateways at their own URLs", procs)
 	}
 	cfg := bench.DefaultConfig()
+	cfg.OpsToken = cl.OpsToken() // the drill's operator, made as the cluster started
 	cfg.Sites = cl.URLs()
 	cfg.Logger = log
 	cfg.Processes = func(i int) []bench.Process {
