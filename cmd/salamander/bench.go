@@ -184,7 +184,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&c.SetupParallel, "setup-parallel", c.SetupParallel, "concurrent sign-ups and room creations while setting up")
 	fs.BoolVar(&c.Catchup, "catchup", false, "after a p2p or group load, SIGKILL a site, wipe its disk, restart it and measure its catch-up (default on when the bench starts the cluster)")
 	fs.StringVar(&f.catchupSite, "catchup-site", "", "the site to wipe: a, b, c or its index (default: the last)")
-	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three serve processes); an operator's session token in $"+opsTokenEnv+" lets the bench read their log positions")
+	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three serve processes); an operator's session token in $"+opsTokenEnv+" is needed: the bench reads their log positions")
 	fs.StringVar(&f.topology, "topology", drill.TopologyEmbedded, "the started cluster's layout: embedded (one serve process per site) or "+
 		"external (per site a standalone nats-server, --gateways-per-site 'serve --nats' processes and a load balancer, as in production)")
 	fs.IntVar(&f.gateways, "gateways-per-site", 2, "external topology: 'serve --nats' processes per site")
@@ -211,6 +211,10 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	c.Sites = splitList(*sites)
 	if len(c.Sites) > 0 {
 		c.OpsToken = os.Getenv(opsTokenEnv)
+		if c.OpsToken == "" {
+			return f, fmt.Errorf("bench: --sites needs an operator's session token (the bench waits for the sites' read models "+
+				"in GET /v1/ops/site, which only operators may read): %s", opsTokenHowTo)
+		}
 	}
 	if len(c.Sites) > 0 && f.catchupSet && c.Catchup {
 		return f, fmt.Errorf("bench: --catchup needs a cluster the bench starts itself (not --sites)")

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/salamander-chat/salamander/internal/bench"
@@ -12,6 +13,7 @@ import (
 // Bench's flags reach bench.Config; combinations that cannot work are
 // refused before anything starts.
 func TestBenchFlags(t *testing.T) {
+	t.Setenv(opsTokenEnv, "an-operators-token")
 	f, err := parseBenchFlags([]string{"--scenario", "group", "--users", "300", "--rate", "500", "--inflight", "4",
 		"--duration", "5s", "--json"}, io.Discard)
 	if err != nil {
@@ -53,6 +55,21 @@ func TestBenchFlags(t *testing.T) {
 	}
 	if _, err := siteIndex("d", 3); err == nil {
 		t.Error("site d of 3 accepted")
+	}
+}
+
+// A running cluster (--sites) needs an operator's token: without one the
+// bench is refused before anything starts, and the error says what to do.
+func TestBenchSitesNeedOpsToken(t *testing.T) {
+	t.Setenv(opsTokenEnv, "")
+	_, err := parseBenchFlags([]string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "$"+opsTokenEnv) || !strings.Contains(err.Error(), "set-role") {
+		t.Fatalf("--sites without a token: %v", err)
+	}
+	t.Setenv(opsTokenEnv, "an-operators-token")
+	f, err := parseBenchFlags([]string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3"}, io.Discard)
+	if err != nil || f.cfg.OpsToken != "an-operators-token" {
+		t.Fatalf("--sites with a token: %+v %v", f, err)
 	}
 }
 

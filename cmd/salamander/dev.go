@@ -129,11 +129,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		strings.Join(natsURLs, ","))
 	fmt.Fprintf(stdout, "  web messenger: %s/ (any site's URL)\n", urls[0])
 	fmt.Fprintf(stdout, "  ops console: %s/ops (after salamander admin set-role NAME operator); status page: %s/status\n", urls[0], urls[0])
-	fmt.Fprintf(stdout, "ready. try: salamander chat --sites %s --user alice --signup\n", strings.Join(urls, ","))
+	fmt.Fprintf(stdout, "ready. try: %s\n", devChatHint(urls))
 	fmt.Fprintln(stdout, "press Ctrl-C to stop")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping…")
 	return nil
+}
+
+// devChatHint is the chat command dev suggests once ready: one that runs
+// as printed (chat refuses to start without a password).
+func devChatHint(urls []string) string {
+	return "SALAMANDER_PASSWORD=correct-horse salamander chat --sites " + strings.Join(urls, ",") + " --user alice --signup"
 }
 
 // upgradeAsAdmin upgrades the streams and the cluster bucket an older

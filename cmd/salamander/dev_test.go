@@ -52,6 +52,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// The chat command dev suggests runs as printed: chat refuses to start
+// without a password, so the hint gives one.
+func TestDevChatHintGivesAPassword(t *testing.T) {
+	hint := devChatHint([]string{"http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"})
+	want := "SALAMANDER_PASSWORD=correct-horse salamander chat --sites http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083 --user alice --signup"
+	if hint != want {
+		t.Fatalf("hint %q, want %q", hint, want)
+	}
+}
+
 // dev starts again on its own data, and, holding the admin credential,
 // upgrades what an older version made: a cluster bucket any gateway could
 // rewrite is made written-once (its sites logged an error at every start

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,6 +20,20 @@ import (
 // /v1/ops/site. (Not a flag: a command line is visible to every user of
 // the host.)
 const opsTokenEnv = "SALAMANDER_OPS_TOKEN"
+
+// opsTokenHowTo says how to give the drill or the bench an operator's
+// session token: the error that it is missing must say what to do.
+const opsTokenHowTo = "set $" + opsTokenEnv + " to the session token of an account with the operator role " +
+	"(salamander admin set-role NAME operator; the token is the \"token\" of its POST /v1/login)"
+
+// withOpsTokenHint adds to an error for a missing operator's token what
+// to do about it.
+func withOpsTokenHint(err error) error {
+	if errors.Is(err, drill.ErrNoOpsToken) {
+		return fmt.Errorf("%w: %s", err, opsTokenHowTo)
+	}
+	return err
+}
 
 func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drill", flag.ContinueOnError)
@@ -124,7 +139,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		if err := check.Check(); err != nil {
-			return err
+			return withOpsTokenHint(err)
 		}
 		rctx, cancel := context.WithTimeout(ctx, conn.timeout)
 		rec, err = startDrillRecord(rctx, conn, cfg)
@@ -149,7 +164,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cancel()
 	}
 	if err != nil {
-		return err
+		return withOpsTokenHint(err)
 	}
 	if err := rep.WriteText(stdout); err != nil {
 		return err

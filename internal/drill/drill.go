@@ -247,6 +247,11 @@ func (c *Config) validate() error {
 			return fmt.Errorf("drill: scenario %s needs the drill's own site processes and route proxies; with --sites only %q "+
 				"runs, and %q with the admin credential and a --cut-for: %w", sc, ScenarioNone, ScenarioPartition, ErrAttached)
 		}
+		if len(c.Sites) > 0 && isolates && c.OpsToken == "" {
+			// RunOn would refuse it too, but only after a recorded start:
+			// a drill that cannot run must not be counted as a failed one.
+			return fmt.Errorf("%w: scenario %s on a running cluster waits there for the cut site to catch up", ErrNoOpsToken, sc)
+		}
 	}
 	if len(c.Sites) > 0 && c.injects() {
 		return fmt.Errorf("drill: injecting latency needs the drill's route proxies: %w", ErrAttached)
