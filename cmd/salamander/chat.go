@@ -53,6 +53,38 @@ const chatHelp = `commands:
 anything else is sent to the current room (start a message with // to send a leading /)
 `
 
+// promptChatPassword asks for the password to sign in with (twice for a
+// new account) at a prompt on stderr that does not echo, when stdin is a
+// terminal; a password given on the command line is in every user's
+// process list, so a person at a terminal is better asked.
+func promptChatPassword(stdin io.Reader, stderr io.Writer, user string, signup bool) (string, error) {
+	f, ok := stdin.(*os.File)
+	if !ok || !isTerminal(f) {
+		return "", errors.New("chat: a password is required (--password or SALAMANDER_PASSWORD, or run it at a terminal to be asked)")
+	}
+	fmt.Fprintf(stderr, "password for %s: ", user)
+	pw, err := readHidden(f)
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return "", fmt.Errorf("chat: reading the password: %w", err)
+	}
+	if signup {
+		fmt.Fprint(stderr, "again: ")
+		again, err := readHidden(f)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", fmt.Errorf("chat: reading the password: %w", err)
+		}
+		if pw != again {
+			return "", errors.New("chat: the two passwords differ; no account made")
+		}
+	}
+	if pw == "" {
+		return "", errors.New("chat: a password is required")
+	}
+	return pw, nil
+}
+
 // runChat runs `salamander chat`: it signs in (or up), subscribes to live
 // events and runs commands read from stdin until /quit, end of input, or ctx
 // ends.
@@ -61,7 +93,7 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.SetOutput(stderr)
 	sites := fs.String("sites", defaultChatSites, "comma-separated base URLs of every site")
 	user := fs.String("user", "", "user name (required)")
-	password := fs.String("password", "", "password (default: $SALAMANDER_PASSWORD)")
+	password := fs.String("password", "", "password (default: $SALAMANDER_PASSWORD; else asked for, not echoed, when stdin is a terminal)")
 	signup := fs.Bool("signup", false, "create the account first")
 	displayName := fs.String("display-name", "", "display name for --signup (default: the user name)")
 	fs.Usage = func() {
@@ -83,7 +115,10 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		pw = os.Getenv("SALAMANDER_PASSWORD")
 	}
 	if pw == "" {
-		return errors.New("chat: a password is required (--password or SALAMANDER_PASSWORD)")
+		var err error
+		if pw, err = promptChatPassword(stdin, stderr, *user, *signup); err != nil {
+			return err
+		}
 	}
 
 	cl, err := client.New(client.Config{

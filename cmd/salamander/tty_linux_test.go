@@ -3,14 +3,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -149,5 +154,90 @@ func TestChatPasswordPromptsDoNotEcho(t *testing.T) {
 	}
 	if n := site.Changes(); n != 1 {
 		t.Errorf("%d changes reached the site, want 1", n)
+	}
+}
+
+// Without --password or SALAMANDER_PASSWORD, chat at a terminal asks for
+// the password at a prompt that does not echo (twice for --signup, and
+// two that differ make no account); it refused to start instead, and a
+// password on the command line is in every user's process list.
+func TestChatAsksForThePasswordAtATerminal(t *testing.T) {
+	t.Setenv("SALAMANDER_PASSWORD", "")
+	site := fakesite.New(fakesite.Config{User: salamander.User{Name: "mina", DisplayName: "Mina"}, Password: "correct horse"})
+	var mu sync.Mutex
+	var sent []string // the passwords the site was given, by path
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/login" || r.URL.Path == "/v1/signup" {
+			body, _ := io.ReadAll(r.Body)
+			var req struct{ Password string }
+			_ = json.Unmarshal(body, &req)
+			mu.Lock()
+			sent = append(sent, r.URL.Path+" "+req.Password)
+			mu.Unlock()
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		site.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+
+	// run runs chat with args, types each of typed after a prompt of its
+	// own, and, if live (the chat signs in), quits once it is live.
+	run := func(t *testing.T, args []string, live bool, typed ...string) (out, prompts, shown string, err error) {
+		master, slave := openPTY(t)
+		var shownBuf syncBuffer // what the terminal shows of what is typed
+		go func() { _, _ = io.Copy(&shownBuf, master) }()
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		var outBuf, errBuf syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- runChat(ctx, append([]string{"--sites", srv.URL, "--user", "mina"}, args...), slave, &outBuf, &errBuf)
+		}()
+		promptsShown := func() int {
+			return strings.Count(errBuf.String(), "password for mina: ") + strings.Count(errBuf.String(), "again: ")
+		}
+		for i, line := range typed {
+			for promptsShown() <= i {
+				if ctx.Err() != nil {
+					t.Fatalf("no prompt for %q; stderr: %q", line, errBuf.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if _, err := master.WriteString(line + "\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if live {
+			for !strings.Contains(outBuf.String(), "(live at") {
+				if ctx.Err() != nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			_, _ = master.WriteString("/quit\n")
+		}
+		err = <-done
+		return outBuf.String(), errBuf.String(), shownBuf.String(), err
+	}
+
+	out, prompts, shown, err := run(t, nil, true, "correct horse")
+	if err != nil || !strings.Contains(out, "signed in as mina") {
+		t.Fatalf("signing in at the prompt: %v\n%s", err, out)
+	}
+	if !strings.Contains(prompts, "password for mina: ") || strings.Contains(shown, "correct horse") {
+		t.Errorf("prompts %q; the terminal showed %q: want the prompt, and no password", prompts, shown)
+	}
+
+	if _, prompts, _, err = run(t, []string{"--signup"}, false, "a new one", "a typo"); err == nil ||
+		!strings.Contains(err.Error(), "differ") || !strings.Contains(prompts, "again: ") {
+		t.Errorf("two different passwords at --signup: %v (prompts %q)", err, prompts)
+	}
+	if _, _, _, err = run(t, []string{"--signup"}, true, "a new one", "a new one"); err != nil {
+		t.Errorf("the same password twice at --signup: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"/v1/login correct horse", "/v1/signup a new one"}; !slices.Equal(sent, want) {
+		t.Errorf("the site was given %q, want %q", sent, want)
 	}
 }
