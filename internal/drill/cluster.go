@@ -836,17 +836,14 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 				why = err.Error()
 				return false, nil
 			}
-			var ready struct {
-				LogAlarm string `json:"log_alarm"`
-			}
-			_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&ready)
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			if ready.LogAlarm != "" {
-				// A site that refuses its log waits for an operator, not
-				// for time: say so now rather than at the deadline.
-				return false, fmt.Errorf("site %s raised the log alarm at %s: %s", s.name, u, ready.LogAlarm)
-			}
 			if resp.StatusCode != http.StatusOK {
+				if alarm := c.logAlarm(ctx, u); alarm != "" {
+					// A site that refuses its log waits for an operator, not
+					// for time: say so now rather than at the deadline.
+					return false, fmt.Errorf("site %s raised the log alarm at %s: %s", s.name, u, alarm)
+				}
 				why = fmt.Sprintf("%s/readyz answers %d", u, resp.StatusCode)
 				return false, nil
 			}
@@ -861,6 +858,27 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 		return fmt.Errorf("drill: waiting for site %s to be ready (%s): %w", s.name, why, err)
 	}
 	return nil
+}
+
+// logAlarm is the log alarm the gateway (or site) at base URL u raised,
+// as its GET /v1/ops/site says ("" for none, or without an operator's
+// token: the public /readyz says only that a site is not ready, not why).
+func (c *Cluster) logAlarm(ctx context.Context, u string) string {
+	if c.opsToken == "" {
+		return ""
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/v1/ops/site", nil)
+	if err != nil {
+		return ""
+	}
+	req.Header.Set("Authorization", "Bearer "+c.opsToken)
+	var st struct {
+		LogAlarm string `json:"log_alarm"`
+	}
+	if c.getJSON(req, u, &st) != nil {
+		return ""
+	}
+	return st.LogAlarm
 }
 
 // Status fetches site i's GET /v1/ops/site (ErrNoOpsToken without an
