@@ -59,6 +59,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer stop()
 	}
+	if len(cfg.Sites) > 0 && cfg.OpsToken == "" {
+		// Refused before anything starts, naming where the token goes.
+		return fmt.Errorf("bench: --sites needs an operator's session token in $%s: the bench waits for the sites' read models in GET /v1/ops/site, which only operators may read", opsTokenEnv)
+	}
 	switch {
 	case len(cfg.Sites) > 0 && len(f.pids) > 0:
 		pids := f.pids
@@ -184,7 +188,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&c.SetupParallel, "setup-parallel", c.SetupParallel, "concurrent sign-ups and room creations while setting up")
 	fs.BoolVar(&c.Catchup, "catchup", false, "after a p2p or group load, SIGKILL a site, wipe its disk, restart it and measure its catch-up (default on when the bench starts the cluster)")
 	fs.StringVar(&f.catchupSite, "catchup-site", "", "the site to wipe: a, b, c or its index (default: the last)")
-	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three serve processes); an operator's session token in $"+opsTokenEnv+" lets the bench read their log positions")
+	sites := fs.String("sites", "", "comma-separated URLs of a running cluster's sites (default: start three serve processes); needs an operator's session token in $"+opsTokenEnv+", to read their log positions")
 	fs.StringVar(&f.topology, "topology", drill.TopologyEmbedded, "the started cluster's layout: embedded (one serve process per site) or "+
 		"external (per site a standalone nats-server, --gateways-per-site 'serve --nats' processes and a load balancer, as in production)")
 	fs.IntVar(&f.gateways, "gateways-per-site", 2, "external topology: 'serve --nats' processes per site")

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/salamander-chat/salamander/internal/bench"
@@ -66,5 +68,17 @@ func TestBenchKnowsTheDrillsProcessRoles(t *testing.T) {
 		if len(got) != 1 || got[0].Role != b || got[0].PID != 7 || got[0].URL != "http://g" {
 			t.Errorf("%s: %+v", role, got)
 		}
+	}
+}
+
+// A running cluster's log positions are an operator's to read: bench
+// --sites without an operator's token is refused at once, saying where
+// the token goes.
+func TestBenchSitesNeedAnOpsToken(t *testing.T) {
+	t.Setenv(opsTokenEnv, "")
+	err := runBench(context.Background(), []string{"--sites", "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3"},
+		io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), opsTokenEnv) {
+		t.Fatalf("bench --sites without a token: %v; want the refusal to name $%s", err, opsTokenEnv)
 	}
 }
