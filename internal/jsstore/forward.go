@@ -281,10 +281,11 @@ func (s *Store) gathered(m *nats.Msg) {
 		_ = m.Respond(encodeForwardRefusal(err))
 		return
 	}
-	// Its site waits forwardTimeout at most (forwardWait), counted from
+	// Its site waits forwardWait at most (the sites share HoldAfter: 500
+	// ms at the default, half of a HoldAfter under 1 s), counted from
 	// before this site took the batch: once that has passed here, it no
 	// longer waits, and none of the batch is held here (hold).
-	expires := time.Now().Add(forwardTimeout)
+	expires := time.Now().Add(forwardWait(s.cfg.HoldAfter))
 	for _, r := range batch {
 		r.expires = expires
 	}

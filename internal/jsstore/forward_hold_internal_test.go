@@ -154,3 +154,39 @@ func TestAForwardToASilentPartitionIsHeldOnce(t *testing.T) {
 		}
 	}
 }
+
+// With a HoldAfter under twice forwardTimeout the forwarding site waits
+// only half of it (forwardWait) before it holds the batch itself; the
+// gatherer must stop holding what it was forwarded just as early, not
+// forwardTimeout after it took the batch, or both sites hold it.
+func TestAForwardIsHeldOnceWithAShortHoldAfter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	forwardEveryBatch(t)
+	stores := openSiteStores(ctx, t, nil, "a", "b") // the server is site-a: a leads
+	a, b := stores[0], stores[1]
+	const hold = 400 * time.Millisecond // forwardWait: 200 ms
+	a.cfg.HoldAfter, b.cfg.HoldAfter = hold, hold
+	const room = "d_silent_short"
+	p := silencePartition(ctx, t, b, room)
+	pos, errs, took := sendTogether(ctx, t, b, room, "short1", "short2")
+	for i := range pos {
+		if errs[i] != nil || pos[i].Stream != StandbyOf(p) {
+			t.Fatalf("a send to a silent partition: %v %v, want a position in %s", pos[i], errs[i], StandbyOf(p))
+		}
+	}
+	if sent, _ := b.Forwarded(); sent != 1 {
+		t.Fatalf("forwarded %d batches, want 1", sent)
+	}
+	if took > hold+hold/2 {
+		t.Errorf("held after %v, want about HoldAfter (%v)", took, hold)
+	}
+	if _, err := sendMessage(ctx, a, room, "after-short"); err != nil {
+		t.Fatal(err)
+	}
+	for _, cid := range []string{"short1", "short2"} {
+		if n := heldCopies(ctx, t, b, p, cid); n != 1 {
+			t.Errorf("the standby holds the forwarded message %s %d times, want once", cid, n)
+		}
+	}
+}

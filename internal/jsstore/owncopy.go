@@ -446,13 +446,13 @@ func (c *ownCopy) reset() error {
 var errCopyClosed = errors.New("closed")
 
 // close writes what is buffered and closes the file; what the tail hands
-// it afterwards is left out (and read from the log after a restart).
+// it afterwards is left out (and read from the log after a restart). A
+// copy stopped by a write error is closed too: its keeper no longer tries
+// to resume it.
 func (c *ownCopy) close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	err := c.flushLocked()
-	if c.broken == nil {
-		c.broken = errCopyClosed
-	}
+	c.broken = errCopyClosed
 	return errors.Join(err, c.f.Close(), c.ix.Close())
 }

@@ -2,6 +2,7 @@ package jsstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -316,5 +317,25 @@ func TestOwnCopyChecksTheFirstRecordsSequence(t *testing.T) {
 			t.Fatalf("header claiming %d: the copy needs %d next, want 1 (nothing of it can be trusted)", claimed, got)
 		}
 		c.close()
+	}
+}
+
+// A copy closed while it was stopped by a write error never grows again:
+// its tail's keeper, which may still try to resume it until the tail
+// ends, is told it is closed (errCopyClosed) and tries no more, instead
+// of retrying on closed files.
+func TestAStoppedCopyClosedStaysClosed(t *testing.T) {
+	c := fillCopy(t, filepath.Join(t.TempDir(), "p0.log"), 1, 5)
+	c.mu.Lock()
+	_ = c.fail(errors.New("no space left on device"))
+	c.mu.Unlock()
+	if err := c.close(); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("close of a stopped copy: %v, want the write error", err)
+	}
+	if _, err := c.state(); !errors.Is(err, errCopyClosed) {
+		t.Errorf("state after close: %v, want errCopyClosed", err)
+	}
+	if err := c.resume(); !errors.Is(err, errCopyClosed) {
+		t.Errorf("resume after close: %v, want errCopyClosed", err)
 	}
 }
