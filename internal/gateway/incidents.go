@@ -46,8 +46,16 @@ func (g *Gateway) opsAuthorized(r *http.Request, c claims, key string, rec salam
 	if err != nil {
 		return err
 	}
-	counted, err := g.cfg.View.Audited(r.Context(), pos)
+	// Applied already (commit waited for it); the audit row is the store
+	// writer's, which a failing disk can hold back: bounded as the write
+	// was, not by how long the client waits.
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.WriteTimeout)
+	defer cancel()
+	counted, err := g.cfg.View.Audited(ctx, pos)
 	if err != nil {
+		if ctx.Err() != nil && r.Context().Err() == nil {
+			return salamander.Errorf(salamander.CodeUnavailable, "the action's record is in the log, but this site has not stored it within %s (see the audit trail for whether it counted)", g.cfg.WriteTimeout)
+		}
 		return err
 	}
 	if !counted {
