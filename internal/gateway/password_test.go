@@ -72,6 +72,17 @@ func TestPasswordChangeEndsEarlierSessionsAndDeviceTokens(t *testing.T) {
 	}
 }
 
+// noFailedLoginRefill gives g failed-login budgets that never refill while
+// a test runs, before its first request: with the default refill (a unit
+// every few seconds), a slow machine (CI under -race) gave a budget a unit
+// back between the test spending it and its last request, and the right
+// password that should have been refused got in.
+func noFailedLoginRefill(g *Gateway) {
+	limits := DefaultLimits()
+	limits.LoginFailuresPerUser.Every, limits.LoginFailuresPerDevice.Every = time.Hour, time.Hour
+	g.budgets = newBudgets(limits, len(g.cfg.Sites))
+}
+
 // mustHash is mina's password hash as g's view holds it.
 func mustHash(t *testing.T, g *Gateway) string {
 	t.Helper()
@@ -97,6 +108,7 @@ func TestAnAdminsResetNeedsTheirOwnPassword(t *testing.T) {
 		salamander.Record{Type: salamander.RecUserCreated, User: "boss", PasswordHash: string(bossHash)},
 		salamander.Record{Type: salamander.RecUserCreated, User: "mina", PasswordHash: testHashMina},
 		salamander.Record{Type: salamander.RecRoleSet, User: "boss", Role: salamander.RoleAdmin, Site: "cli"})
+	noFailedLoginRefill(g)
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if v.Role("boss") != salamander.RoleAdmin {
 			return fmt.Errorf("boss is %s", v.Role("boss"))
@@ -162,6 +174,7 @@ func TestThePasswordChangesDeviceTokenIsAKnownDevice(t *testing.T) {
 		salamander.Record{Type: salamander.RecSigningKey, KeyID: "k1", Key: []byte("sealed:" + keyOf("k1"))},
 		salamander.Record{Type: salamander.RecUserCreated, User: "mina", PasswordHash: string(hash)})
 	g.cfg.Keys = fuzzKeyOpener{} // before its first request
+	noFailedLoginRefill(g)
 	g.SetCatchUp(map[string]uint64{})
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !v.HasSigningKey() || mustHash(t, g) == "" || !g.CaughtUp() {
