@@ -126,12 +126,7 @@ func New(cfg Config) *Site {
 	s.mux.HandleFunc("POST /v1/signup", session)
 	s.mux.HandleFunc("POST /v1/logout", noContent)
 	s.mux.HandleFunc("POST /v1/me/password", func(w http.ResponseWriter, r *http.Request) {
-		if s.staleSession(r) {
-			writeError(w, errEnded)
-			return
-		}
-		if s.isSuspended() {
-			writeError(w, errSuspended)
+		if s.refusedSession(w, r) {
 			return
 		}
 		var req salamander.ChangePasswordRequest
@@ -163,12 +158,7 @@ func New(cfg Config) *Site {
 		session(w, r)
 	})
 	s.mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, r *http.Request) {
-		if s.staleSession(r) {
-			writeError(w, errEnded)
-			return
-		}
-		if s.isSuspended() {
-			writeError(w, errSuspended)
+		if s.refusedSession(w, r) {
 			return
 		}
 		writeJSON(w, http.StatusOK, cfg.User)
@@ -493,16 +483,26 @@ func (s *Site) handleSync(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// refusedSession answers a request of a session the site ended (401) or
+// of a suspended account (403), as a real site refuses them, and reports
+// whether it did.
+func (s *Site) refusedSession(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case s.staleSession(r):
+		writeError(w, errEnded)
+	case s.isSuspended():
+		writeError(w, errSuspended)
+	default:
+		return false
+	}
+	return true
+}
+
 // handleWebSocket replays the events after the cursor, says ready, and
 // goes on with live events; it answers send and ping frames with acks
 // and carries out read frames.
 func (s *Site) handleWebSocket(w http.ResponseWriter, r *http.Request) {
-	if s.staleSession(r) {
-		writeError(w, errEnded)
-		return
-	}
-	if s.isSuspended() {
-		writeError(w, errSuspended)
+	if s.refusedSession(w, r) {
 		return
 	}
 	cur, err := salamander.ParseCursor(r.URL.Query().Get("cursor"))

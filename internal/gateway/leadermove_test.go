@@ -5,15 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/salamander-chat/salamander"
-	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/jsstore"
-	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/natsnode/natsnodetest"
 )
 
 // Every leader move that is made is in the audit trail with who made it.
@@ -124,26 +122,8 @@ func TestALeaderMoveIsMadeOnlyOnceTheLogTookItsRecord(t *testing.T) {
 // c), and opens a store on them with one partition, every stream R3.
 func threeSiteStore(t *testing.T, ctx context.Context) *jsstore.Store {
 	t.Helper()
-	ports, err := freeport.Loopback(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	var urls []string
-	for i, site := range []string{"a", "b", "c"} {
-		cfg := natsnode.DefaultConfig(site)
-		cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
-		cfg.ClusterAddr = addr(i)
-		for j := range 3 {
-			if j != i {
-				cfg.Routes = append(cfg.Routes, addr(j))
-			}
-		}
-		node, err := natsnode.Start(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(node.Shutdown)
+	for _, node := range natsnodetest.StartThree(t, ctx) {
 		urls = append(urls, node.ClientURL())
 	}
 	cfg := jsstore.DefaultConfig(urls...)

@@ -24,6 +24,7 @@ import (
 	"github.com/salamander-chat/salamander/internal/freeport"
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/natsnode/natsnodetest"
 	"github.com/salamander-chat/salamander/internal/secrets"
 )
 
@@ -511,28 +512,7 @@ func TestConfiguredOnlyIgnoresAnnouncedServers(t *testing.T) {
 func TestLearnPartitionsWithoutABucketLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	ports, err := freeport.Loopback(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	nodes := make([]*natsnode.Node, 3)
-	for i, site := range []string{"a", "b", "c"} {
-		cfg := natsnode.DefaultConfig(site)
-		cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
-		cfg.ClusterAddr = addr(i)
-		for j := range 3 {
-			if j != i {
-				cfg.Routes = append(cfg.Routes, addr(j))
-			}
-		}
-		node, err := natsnode.Start(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(node.Shutdown)
-		nodes[i] = node
-	}
+	nodes := natsnodetest.StartThree(t, ctx)
 	urls := []string{nodes[0].ClientURL(), nodes[1].ClientURL(), nodes[2].ClientURL()}
 	scfg := jsstore.DefaultConfig(urls...)
 	scfg.Partitions = 3

@@ -3,7 +3,6 @@ package natsnode_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -11,8 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/salamander-chat/salamander/internal/freeport"
-	"github.com/salamander-chat/salamander/internal/natsnode"
+	"github.com/salamander-chat/salamander/internal/natsnode/natsnodetest"
 )
 
 // The meta leader's JetStream pauses at once, and resumes while the other
@@ -24,28 +22,7 @@ import (
 func TestResumeRejoinsWhileOthersAsk(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	ports, err := freeport.Loopback(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	nodes := make([]*natsnode.Node, 3)
-	for i, site := range []string{"a", "b", "c"} {
-		cfg := natsnode.DefaultConfig(site)
-		cfg.StoreDir = filepath.Join(t.TempDir(), "nats")
-		cfg.ClusterAddr = addr(i)
-		for j := range 3 {
-			if j != i {
-				cfg.Routes = append(cfg.Routes, addr(j))
-			}
-		}
-		node, err := natsnode.Start(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(node.Shutdown)
-		nodes[i] = node
-	}
+	nodes := natsnodetest.StartThree(t, ctx)
 	// c is the cluster's meta leader: the server whose pause the server's
 	// own ShutdownJetStream would hold up for 2 s (see PauseJetStream).
 	metaLeader := -1
