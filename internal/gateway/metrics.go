@@ -183,6 +183,7 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 // registerAlarm exports the log alarm: 1 while the site refuses to serve
 // a log that is not the one it applied. Alert on it.
 func (g *Gateway) registerAlarm(reg *prometheus.Registry) {
+	reg.MustRegister(newReadinessCollector(g))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "salamander_log_alarm",
 		Help:        "1 while the log under this site is not the one it has applied (a stream deleted, re-created or gone backwards).",
 		ConstLabels: g.metricLabels()}, func() float64 {
@@ -191,6 +192,50 @@ func (g *Gateway) registerAlarm(reg *prometheus.Registry) {
 		}
 		return 0
 	}))
+}
+
+// notReadyReasons are the values of salamander_not_ready's reason label,
+// each a condition of readiness (GET /readyz) that keeps the site from
+// serving while it holds, in readiness's field order.
+var notReadyReasons = []string{"nats_disconnected", "no_signing_key", "isolated", "catching_up", "drained",
+	"stalled", "log_alarm", "read_model"}
+
+// readinessCollector exports what GET /readyz decides, read at each
+// scrape: salamander_ready (1 or 0) and salamander_not_ready{reason}, 1
+// for each condition that keeps the site from serving. A monitor then
+// knows a site is unready, and why, without probing it.
+type readinessCollector struct {
+	g               *Gateway
+	ready, notReady *prometheus.Desc
+}
+
+func newReadinessCollector(g *Gateway) readinessCollector {
+	labels := g.metricLabels()
+	return readinessCollector{g: g,
+		ready: prometheus.NewDesc("salamander_ready",
+			"1 while this site process is ready to serve (GET /readyz answers 200), else 0.", nil, labels),
+		notReady: prometheus.NewDesc("salamander_not_ready",
+			"1 for each condition that keeps this site process from serving now, by reason.", []string{"reason"}, labels)}
+}
+
+func (c readinessCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.ready; ch <- c.notReady }
+
+func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	rd := c.g.readiness()
+	holds := []bool{!rd.NATSConnected, !rd.SigningKey, rd.Isolated, !rd.CaughtUp, rd.Drained, len(rd.Stalled) > 0,
+		rd.LogAlarm != "", rd.ReadModel != ""}
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, gaugeOf(rd.Ready))
+	for i, reason := range notReadyReasons {
+		ch <- prometheus.MustNewConstMetric(c.notReady, prometheus.GaugeValue, gaugeOf(holds[i]), reason)
+	}
+}
+
+// gaugeOf is 1 for true, 0 for false.
+func gaugeOf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (m *metrics) observeRequest(r *http.Request, status int, d time.Duration) {

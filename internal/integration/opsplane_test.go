@@ -369,6 +369,9 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		if !strings.Contains(string(body), `"drained":true`) {
 			return fmt.Errorf("ops/site at the drained site: %d %s", code, body)
 		}
+		if err := readinessMetrics(t, 2, 0, "drained"); err != nil {
+			return err
+		}
 		code, body = opsCall(t, 0, "GET", "/v1/ops/site", op.Token(), nil)
 		st := decode[struct {
 			Streams  []struct{ Stream, Leader string }
@@ -404,7 +407,7 @@ func TestDrainAndLeaderMoves(t *testing.T) {
 		if code, body := opsCall(t, 2, "GET", "/readyz", "", nil); code != http.StatusOK {
 			return fmt.Errorf("readyz after undrain: %d %s", code, body)
 		}
-		return nil
+		return readinessMetrics(t, 2, 1)
 	})
 	if code, _ := opsCall(t, 2, "POST", "/v1/ops/streams/acct/leader", user.Token(), map[string]string{"site": "c"}); code != http.StatusForbidden {
 		t.Fatalf("a user moved a leader: %d", code)
@@ -606,4 +609,27 @@ func TestRecordedIsolationDrill(t *testing.T) {
 	if !strings.Contains(string(out), "refused") && !strings.Contains(string(out), "cut") {
 		t.Logf("drill output:\n%s", out)
 	}
+}
+
+// readinessMetrics checks what site i's /metrics says of its readiness:
+// salamander_ready is ready, and salamander_not_ready is 1 for exactly the
+// reasons given and 0 for every other condition.
+func readinessMetrics(t *testing.T, i int, ready float64, reasons ...string) error {
+	t.Helper()
+	m := scrape(t, i)
+	if v, n := m.sum("salamander_ready"); n != 1 || v != ready {
+		return fmt.Errorf("salamander_ready at site %d: %v (%d series), want %v", i, v, n, ready)
+	}
+	if _, n := m.sum("salamander_not_ready"); n != 8 {
+		return fmt.Errorf("salamander_not_ready at site %d: %d series, want one per condition (8)", i, n)
+	}
+	if v, _ := m.sum("salamander_not_ready"); v != float64(len(reasons)) {
+		return fmt.Errorf("salamander_not_ready at site %d: %v conditions hold, want %v", i, v, reasons)
+	}
+	for _, r := range reasons {
+		if v, n := m.sum("salamander_not_ready", `reason="`+r+`"`); n != 1 || v != 1 {
+			return fmt.Errorf("salamander_not_ready{reason=%q} at site %d: %v", r, i, v)
+		}
+	}
+	return nil
 }
