@@ -2,7 +2,11 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,4 +163,89 @@ func TestGatewayCredentialMakesNoStreams(t *testing.T) {
 	if err == nil && strings.Contains(string(res.Data), `"success":true`) {
 		t.Error("gateway-a stepped down the leader of another application's stream")
 	}
+}
+
+// A stolen gateway credential of site a cannot take site b's users
+// offline: it hears b's processes' ids, but a goodbye in their name is
+// refused on the subject that names no site, and ignored on its own
+// site's subject (and it may not publish on b's).
+func TestStolenGatewayCannotEraseAnotherSitesUsers(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	bob, bobName := signedUp(t, 1, "erb")
+	_, ghostName := signedUp(t, 0, "erg")
+	obs, _ := signedUp(t, 2, "ero")
+	for _, f := range []string{bobName, ghostName} {
+		if _, err := obs.AddFriend(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := bob.Subscribe(ctx)
+	defer sub.Close()
+	waitReady(t, sub.Events())
+	online := func(user string) error {
+		ps, err := obs.Presence(ctx, user)
+		if err != nil {
+			return err
+		}
+		if len(ps) != 1 || !ps[0].Online {
+			return fmt.Errorf("%s at site c: %+v", user, ps)
+		}
+		return nil
+	}
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error { return online(bobName) })
+
+	// The thief listens for site b's processes.
+	nc, err := natsAs(t, 0, siteCreds(t, 0)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	for _, subj := range []string{"sal.eph.presence.v2", "sal.eph.presence.at.*"} {
+		if _, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			var p struct{ Inst, Site string }
+			if json.Unmarshal(m.Data, &p) == nil && p.Site == "b" && p.Inst != "" {
+				mu.Lock()
+				ids[p.Inst] = true
+				mu.Unlock()
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(ids) == 0 {
+			return errors.New("no presence message of site b heard")
+		}
+		return nil
+	})
+	publish := func(subj string, m map[string]any) {
+		b, _ := json.Marshal(m)
+		if err := nc.Publish(subj, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	for id := range ids {
+		publish("sal.eph.presence.v2", map[string]any{"kind": "bye", "inst": id, "site": "b"})
+		publish("sal.eph.presence.at.a", map[string]any{"kind": "bye", "inst": id, "site": "a"})
+		publish("sal.eph.presence.at.a", map[string]any{"kind": "delta", "inst": id, "site": "a", "ver": 1 << 40,
+			"off": []string{bobName}})
+	}
+	mu.Unlock()
+	// Then, after them on each subject, what a gateway of site a may say:
+	// ghost is online at a process of its own. Once site c has heard it,
+	// it has heard what came before.
+	const ghostInst = "feedface0001"
+	for _, subj := range []string{"sal.eph.presence.v2", "sal.eph.presence.at.a"} {
+		publish(subj, map[string]any{"kind": "delta", "inst": ghostInst, "site": "a", "ver": 1, "on": []string{ghostName}})
+	}
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error { return online(ghostName) })
+	if err := online(bobName); err != nil {
+		t.Fatalf("site a's credential took site b's user offline: %v", err)
+	}
+	publish("sal.eph.presence.at.a", map[string]any{"kind": "bye", "inst": ghostInst, "site": "a"})
 }
