@@ -49,7 +49,7 @@ func TestDeployExamplesMatchTheCode(t *testing.T) {
 		}
 		gateways++
 		site, _ := secrets.GatewaySite(name)
-		pub, sub := jsstore.GatewayPermissions(site)
+		pub, sub := jsstore.GatewayPermissions(site, examplePartitions)
 		perms, _ := user["permissions"].(map[string]any)
 		if got := strs(perms["publish"]); !slices.Equal(got, pub) {
 			t.Errorf("%v may publish %v, embedded servers allow %v", name, got, pub)
@@ -94,10 +94,15 @@ func TestDeployExamplesMatchTheCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.NATSURLs) != 3 || len(cfg.Sites) != 3 || len(cfg.AllowedOrigins) != 1 {
+	if len(cfg.NATSURLs) != 3 || len(cfg.Sites) != 3 || len(cfg.AllowedOrigins) != 1 || cfg.Partitions != examplePartitions {
 		t.Fatalf("site config from the example: %+v", cfg)
 	}
 }
+
+// examplePartitions is the partition count of the deployment examples (the
+// default of serve --partitions): the gateways' permissions name the
+// streams of as many.
+const examplePartitions = 6
 
 // strs reads a config list of strings.
 func strs(v any) []string {
@@ -108,4 +113,38 @@ func strs(v any) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// The README's authorization block, which operators copy for their own
+// NATS servers, gives gateway-a exactly what an embedded server gives it.
+func TestReadmeAuthorizationMatchesTheCode(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(b), "```\nauthorization {\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("no authorization block in README.md")
+	}
+	m, err := conf.Parse("authorization {\n" + block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, _ := m["authorization"].(map[string]any)["users"].([]any)
+	if len(users) != 1 {
+		t.Fatalf("%d users in the README's block, want gateway-a", len(users))
+	}
+	user, _ := users[0].(map[string]any)
+	perms, _ := user["permissions"].(map[string]any)
+	pub, sub := jsstore.GatewayPermissions("a", examplePartitions)
+	if got := strs(perms["publish"]); user["user"] != "gateway-a" || !slices.Equal(got, pub) {
+		t.Errorf("%v may publish %v, embedded servers allow %v", user["user"], got, pub)
+	}
+	if got := strs(perms["subscribe"]); !slices.Equal(got, sub) {
+		t.Errorf("%v may subscribe %v, embedded servers allow %v", user["user"], got, sub)
+	}
+	if perms["allow_responses"] != true {
+		t.Error("the README's gateway may not answer requests (allow_responses: true)")
+	}
 }

@@ -148,7 +148,7 @@ func (c *Cluster) natsConf(s *siteProc) (string, error) {
 			if !ok {
 				return "", fmt.Errorf("drill: NATS user %s is a gateway's but not named gateway-SITE", u.Name)
 			}
-			pub, sub := jsstore.GatewayPermissions(site)
+			pub, sub := jsstore.GatewayPermissions(site, c.cfg.Partitions)
 			perm = fmt.Sprintf(", permissions: { publish: %s, subscribe: %s, allow_responses: true }", confList(pub), confList(sub))
 		}
 		users = append(users, fmt.Sprintf("    { user: %q, password: %q%s }", u.Name, u.PasswordHash, perm))

@@ -237,7 +237,8 @@ func (e *ephemeral) start(ctx context.Context, wg *sync.WaitGroup) error {
 		{subjTyping, e.onTyping},
 		{subjPresence, e.onPresenceV1},
 		{subjPresenceV2, e.onPresence},
-		{subjPresenceSync + e.id, e.onSyncRequest},
+		{subjPresenceSync + e.site + "." + e.id, e.onSyncRequest},
+		{subjPresenceAt + "*", e.onPresence},
 	} {
 		sub, err := e.nc.Subscribe(s.subj, s.fn)
 		if err != nil {

@@ -102,8 +102,10 @@ type Config struct {
 	PresenceGrace time.Duration
 	// PresenceV1 also speaks the presence format of versions before
 	// per-process digests to their processes during a rolling upgrade, as
-	// long as this process's list fits one message. Turn it off once every
-	// process runs this version.
+	// long as this process's list fits one message. Off by default: its
+	// subject names no site, and gateways since 2026-12-02 may not publish
+	// on it (jsstore.GatewayPermissions); the NATS user must be given
+	// sal.eph.presence for it.
 	PresenceV1 bool
 	// RecentLog keeps the warnings and errors logged lately for the ops
 	// console; Logger should write through it, so that every component
@@ -127,7 +129,6 @@ func DefaultConfig(site string, store *jsstore.Store, v *view.View) Config {
 		SessionRecheck: DefaultSessionRecheck,
 		PresenceTTL:    DefaultPresenceTTL,
 		PresenceGrace:  DefaultPresenceGrace,
-		PresenceV1:     true,
 	}
 }
 

@@ -43,12 +43,24 @@ package gateway
 // the view's apply hook). A resync that changes 100,000 users issues no
 // query at all.
 //
+// Each process speaks on its own site's subject (subjPresenceAt + site),
+// the only presence subject its NATS user may publish on, and answers
+// resyncs on its site's (subjPresenceSync + site + "." + id): a stolen
+// gateway credential of one site can neither erase another site's users
+// (a goodbye or delta in another site's instance's name) nor answer
+// another site's resyncs.
+//
 // Rolling upgrades: messages of the earlier format (presenceMsg on
 // subjPresence, a site's full list as its heartbeat) are honoured, each
 // site's as one more instance with this process's TTL. With
 // Config.PresenceV1 set, a process also speaks that format to older
 // processes — its changes, and its list as a refresh that never erases
-// other processes' users — while the list fits in one message.
+// other processes' users — while the list fits in one message (which
+// needs a NATS permission that gateways of this version lack). Processes
+// of versions before 2026-12-02 speak the current format on
+// subjPresenceV2, which is honoured too; they do not hear this version's
+// processes, whose users look offline to the followers connected to them
+// until they are upgraded.
 
 import (
 	"context"
@@ -62,16 +74,28 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/view"
 )
 
 const (
 	// subjPresence carries the earlier (v1) format, presenceMsg.
 	subjPresence = "sal.eph.presence"
-	// subjPresenceV2 carries deltas, digests, hellos and goodbyes.
-	subjPresenceV2 = "sal.eph.presence.v2"
-	// subjPresenceSync + instance id answers syncRequests.
-	subjPresenceSync = subjPresenceV2 + ".sync."
+	// subjPresenceAt + site carries the deltas, digests, hellos and
+	// goodbyes of the site's processes; a process may publish on its own
+	// site's only (jsstore.GatewayPermissions), and a message naming
+	// another site than its subject's is ignored.
+	subjPresenceAt = jsstore.SubjPresenceAt
+	// subjPresenceSync + site + "." + instance id answers syncRequests.
+	subjPresenceSync = jsstore.SubjPresenceSync
+	// subjPresenceV2 carried the same messages for versions before
+	// 2026-12-02, for every site: a rolling upgrade still hears them there
+	// (instances of those versions), and asks them for resyncs on
+	// subjPresenceSyncV2 + instance id. No gateway of this version may
+	// publish on subjPresenceV2, and what comes there never changes an
+	// instance heard on its site's subject.
+	subjPresenceV2     = "sal.eph.presence.v2"
+	subjPresenceSyncV2 = subjPresenceV2 + ".sync."
 	// maxResyncUsers bounds what one instance's resync may collect (ten
 	// times the 100,000 online users a process is built for).
 	maxResyncUsers = 1_000_000
@@ -186,6 +210,7 @@ type syncPart struct {
 // remote is this process's mirror of one instance's online set.
 type remote struct {
 	site  string
+	sited bool   // heard on its site's subject, not subjPresenceV2
 	name  string // its instance name, from its beats
 	v1    bool   // a site speaking v1: no versions, no resync
 	ttl   time.Duration
@@ -327,7 +352,7 @@ func (e *ephemeral) v1Fits() bool {
 
 func (e *ephemeral) publishV2(m presenceMsgV2) {
 	b, _ := json.Marshal(m)
-	_ = e.nc.Publish(subjPresenceV2, b)
+	_ = e.nc.Publish(subjPresenceAt+e.site, b)
 }
 
 func (e *ephemeral) publishV1(m presenceMsg) {
@@ -368,9 +393,16 @@ func (e *ephemeral) onSyncRequest(msg *nats.Msg) {
 // onPresence applies a v2 message to the mirror of its instance. A delta
 // or beat must name the instance's site (every version sends it), as a
 // site's name.
+//
+// One heard on a site's subject must name that site; an instance heard
+// there is changed from there only (see remote.mayChange).
 func (e *ephemeral) onPresence(msg *nats.Msg) {
 	var m presenceMsgV2
 	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &m) != nil || !validInstance(m.Inst) {
+		return
+	}
+	site, sited := strings.CutPrefix(msg.Subject, subjPresenceAt)
+	if sited && m.Site != site {
 		return
 	}
 	if (m.Kind == kindDelta || m.Kind == kindBeat) && !salamander.ValidSiteName(m.Site) {
@@ -386,6 +418,10 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 	now := e.now()
 	var out []presencePush
 	e.mu.Lock()
+	if r := e.remotes[m.Inst]; r != nil && !r.mayChange(site, sited) {
+		e.mu.Unlock()
+		return
+	}
 	switch m.Kind {
 	case kindBye:
 		r := e.remotes[m.Inst]
@@ -400,11 +436,11 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 			e.dropRemote(m.Inst, r, now, &out)
 		}
 	case kindDelta:
-		if r := e.remoteFor(m.Inst, m.Site, now); r != nil {
+		if r := e.remoteFor(m.Inst, m.Site, sited, now); r != nil {
 			e.applyDelta(m.Inst, r, m, now, &out)
 		}
 	case kindBeat:
-		r := e.remoteFor(m.Inst, m.Site, now)
+		r := e.remoteFor(m.Inst, m.Site, sited, now)
 		if r == nil {
 			break
 		}
@@ -437,7 +473,7 @@ func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
 	now := e.now()
 	var out []presencePush
 	e.mu.Lock()
-	r := e.remoteFor("v1."+p.Site, p.Site, now)
+	r := e.remoteFor("v1."+p.Site, p.Site, false, now)
 	if r == nil {
 		e.mu.Unlock()
 		return
@@ -457,11 +493,20 @@ func (e *ephemeral) onPresenceV1(msg *nats.Msg) {
 	e.push(out)
 }
 
+// mayChange reports whether a message heard on site's subject (sited), or
+// on subjPresenceV2, may change r: an instance is changed only from where
+// it was first heard, and one heard on its site's subject from there
+// only. (subjPresenceV2 is open to any gateway of an earlier version's
+// server, and another site's subject to that site's gateways.)
+func (r *remote) mayChange(site string, sited bool) bool {
+	return r.sited == sited && (!sited || r.site == site)
+}
+
 // remoteFor returns the mirror of instance id, created empty if new, and
 // notes that it was heard from; nil for a new instance while
 // maxRemoteInstances others are mirrored, and for one that said goodbye
 // (it says nothing after it). mu is held.
-func (e *ephemeral) remoteFor(id, site string, now time.Time) *remote {
+func (e *ephemeral) remoteFor(id, site string, sited bool, now time.Time) *remote {
 	r := e.remotes[id]
 	if r != nil && r.stopping {
 		return nil
@@ -479,7 +524,7 @@ func (e *ephemeral) remoteFor(id, site string, now time.Time) *remote {
 			}
 			return nil
 		}
-		r = &remote{site: site, ttl: e.ttl, set: newUserSet()}
+		r = &remote{site: site, sited: sited, ttl: e.ttl, set: newUserSet()}
 		e.remotes[id] = r
 	}
 	r.heard = now
@@ -697,7 +742,10 @@ type segment struct {
 // instance's bucket hashes, then the users of every bucket whose hash
 // differs from ours, then applies them and the deltas held meanwhile.
 func (e *ephemeral) resync(ctx context.Context, id string, r *remote, ours [presenceBuckets]uint64) (requests, users int, err error) {
-	subj := subjPresenceSync + id
+	subj := subjPresenceSyncV2 + id
+	if r.sited {
+		subj = subjPresenceSync + r.site + "." + id
+	}
 	var d syncReply
 	if err := e.request(ctx, subj, syncRequest{Op: opDigest}, &d); err != nil {
 		return 1, 0, err

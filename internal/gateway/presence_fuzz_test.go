@@ -18,7 +18,10 @@ import (
 // FuzzPresenceMessages hands a sequence of presence messages, one a line,
 // to one process's handlers as NATS would: a line starting with '1' to the
 // v1 handler, with 's' to the resync request handler (whose reply goes
-// nowhere), anything else (after an optional '2') to the v2 handler. After
+// nowhere), with '@' and a letter to the v2 handler as heard on the
+// subject of the site of that letter's name, anything else (after an
+// optional '2') to the v2 handler as heard on the earlier versions'
+// subject. After
 // every message the mirror is consistent: every instance's set has the
 // size, hashes and buckets its members give; a user's count is the number
 // of instances listing them; only known instances are marked for resync;
@@ -39,6 +42,10 @@ func FuzzPresenceMessages(f *testing.F) {
 		`{"kind":"bye","inst":"ab12","grace_ms":1}` + "\n" +
 		`{"kind":"delta","inst":"ab12","site":"b","ver":2,"off":["alice"],"left_ms":-5}` + "\n" +
 		`{"kind":"bye","inst":"ab12"}`))
+	f.Add([]byte(`@b{"kind":"delta","inst":"ab12","site":"b","ver":1,"on":["alice"]}` + "\n" +
+		`@a{"kind":"bye","inst":"ab12","site":"a"}` + "\n" +
+		`{"kind":"delta","inst":"ab12","site":"b","ver":2,"off":["alice"]}` + "\n" +
+		`@a{"kind":"delta","inst":"cd34","site":"b","ver":1,"on":["bob"]}`))
 	f.Add([]byte(`1{"site":"Old Site","users":["carol"],"full":true}` + "\n" +
 		`1{"site":"old","users":["carol","Not A Name","","x"],"full":true}` + "\n" +
 		`1{"site":"old","users":["dave"],"offline":["carol","a..b"]}`))
@@ -53,6 +60,9 @@ func FuzzPresenceMessages(f *testing.F) {
 			case len(line) > 0 && line[0] == '1':
 				msg.Subject, msg.Data = subjPresence, line[1:]
 				e.onPresenceV1(msg)
+			case len(line) > 1 && line[0] == '@':
+				msg.Subject, msg.Data = subjPresenceAt+string(line[1]), line[2:]
+				e.onPresence(msg)
 			case len(line) > 0 && line[0] == 's':
 				msg.Subject, msg.Reply, msg.Data = subjPresenceSync+e.id, "_INBOX.fuzz", line[1:]
 				e.onSyncRequest(msg)

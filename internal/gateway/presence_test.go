@@ -64,6 +64,13 @@ func startInstance(t *testing.T, url, site string) testInstance {
 // time if nil).
 func startInstanceAt(t *testing.T, url, site string, clock *testClock) testInstance {
 	t.Helper()
+	return startInstanceWith(t, url, site, clock, nil)
+}
+
+// startInstanceWith is startInstanceAt with tweak applied to the
+// gateway's configuration (if not nil).
+func startInstanceWith(t *testing.T, url, site string, clock *testClock, tweak func(*Config)) testInstance {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := jsstore.Open(ctx, jsstore.DefaultConfig(url))
@@ -80,6 +87,9 @@ func startInstanceAt(t *testing.T, url, site string, clock *testClock) testInsta
 	cfg.PresenceBeat, cfg.PresenceTTL, cfg.PresenceGrace = testBeat, testTTL, testGrace
 	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if tweak != nil {
+		tweak(&cfg)
 	}
 	g := New(cfg)
 	d := &testDevices{conns: map[string]int{}, events: map[string][]salamander.Event{}}
@@ -287,7 +297,7 @@ func watchWire(t *testing.T, url string) *wire {
 			w.maxSize, w.maxSubj = len(m.Data), m.Subject
 		}
 		switch {
-		case m.Subject == subjPresenceV2 && strings.Contains(string(m.Data), `"kind":"beat"`):
+		case strings.HasPrefix(m.Subject, subjPresenceAt) && strings.Contains(string(m.Data), `"kind":"beat"`):
 			w.beats++
 			w.beatBytes += len(m.Data)
 		case strings.HasPrefix(m.Subject, subjPresenceSync) || strings.HasPrefix(m.Subject, "_INBOX."):
@@ -666,7 +676,7 @@ func TestPresenceGoodbyeGraceBounded(t *testing.T) {
 		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: inst, Site: "b", TTLms: 3000})
 		hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: inst, Site: "b", Ver: 1, On: []string{"carol"}})
 	}
-	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a1", GraceMS: time.Hour.Milliseconds()})
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a1", Site: "b", GraceMS: time.Hour.Milliseconds()})
 	r := e.remotes["a1"]
 	if r == nil || !r.stopping || r.ttl != 3*time.Second || e.count["carol"] != 2 {
 		t.Fatalf("a1 after its goodbye: %+v, carol counted %d", r, e.count["carol"])
@@ -676,7 +686,7 @@ func TestPresenceGoodbyeGraceBounded(t *testing.T) {
 	if r.ttl != 3*time.Second || !r.heard.Equal(now) || e.count["dave"] != 0 {
 		t.Fatalf("a1 heard after its goodbye: ttl %v, dave counted %d", r.ttl, e.count["dave"])
 	}
-	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a2"}) // an earlier version's
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a2", Site: "b"}) // an earlier version's
 	if e.remotes["a2"] != nil || e.count["carol"] != 1 {
 		t.Fatalf("a2 kept after a goodbye without grace: carol counted %d", e.count["carol"])
 	}
@@ -853,8 +863,9 @@ func TestPresenceV1Compat(t *testing.T) {
 		return nil
 	})
 
-	// A v2 instance tells old processes of its users, never as a full list.
-	a := startInstance(t, url, "a")
+	// A v2 instance told to (Config.PresenceV1) tells old processes of its
+	// users, never as a full list.
+	a := startInstanceWith(t, url, "a", nil, func(c *Config) { c.PresenceV1 = true })
 	a.connect("ann")
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		mu.Lock()
@@ -1048,7 +1059,7 @@ func TestPresenceResyncRefusesRepliesThatMakeNoProgress(t *testing.T) {
 	for i := range names {
 		names[i] = fmt.Sprintf("u%d", i)
 	}
-	sub, err := nc.Subscribe(subjPresenceSync+id, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(subjPresenceSync+"b."+id, func(m *nats.Msg) {
 		var req syncRequest
 		_ = json.Unmarshal(m.Data, &req)
 		var rep syncReply
@@ -1071,7 +1082,7 @@ func TestPresenceResyncRefusesRepliesThatMakeNoProgress(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r := &remote{set: newUserSet()}
+	r := &remote{site: "b", sited: true, set: newUserSet()}
 	_, users, err := in.g.eph.resync(ctx, id, r, [presenceBuckets]uint64{})
 	if err == nil || !strings.Contains(err.Error(), "no progress") {
 		t.Fatalf("resync of a lying instance: %v", err)
@@ -1112,10 +1123,11 @@ func TestSeenTimesBounded(t *testing.T) {
 	}
 }
 
-// hearV2 and hearV1 hand e one presence message as NATS would.
+// hearV2 and hearV1 hand e one presence message as NATS would (hearV2 on
+// the subject of the site it names).
 func hearV2(e *ephemeral, m presenceMsgV2) {
 	b, _ := json.Marshal(m)
-	e.onPresence(&nats.Msg{Subject: subjPresenceV2, Data: b})
+	e.onPresence(&nats.Msg{Subject: subjPresenceAt + m.Site, Data: b})
 }
 
 func hearV1(e *ephemeral, p presenceMsg) {
@@ -1156,7 +1168,7 @@ func TestPresenceRemoteInstancesBounded(t *testing.T) {
 		t.Fatalf("this process's own mirror was refused: carol counted %d", e.count["carol"])
 	}
 	// An instance that leaves makes room for a new one.
-	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "10000"})
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "10000", Site: "b"})
 	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "beef", Site: "b", Ver: 1, On: []string{"dave"}})
 	if e.remotes["beef"] == nil || e.count["dave"] != 1 {
 		t.Fatal("no room made by an instance that left")
@@ -1249,5 +1261,66 @@ func TestPresenceV1Validated(t *testing.T) {
 				t.Fatalf("message %d: %q is not online", i, u)
 			}
 		}
+	}
+}
+
+// hearOn hands e one v2 presence message on subj.
+func hearOn(e *ephemeral, subj string, m presenceMsgV2) {
+	b, _ := json.Marshal(m)
+	e.onPresence(&nats.Msg{Subject: subj, Data: b})
+}
+
+// A gateway speaks for its own site's processes only: a message on one
+// site's subject that names another site, or an instance heard on
+// another site's subject, changes nothing (a stolen gateway credential
+// of site a may publish on a's subject only, and would otherwise erase
+// site b's users with a goodbye or a delta in the name of b's process).
+// The subject of earlier versions is honoured for the instances heard
+// there (a rolling upgrade), never for one heard on its site's subject.
+func TestPresenceSpeaksForItsOwnSite(t *testing.T) {
+	e := newFuzzEphemeral(&fuzzDevices{})
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindBeat, Inst: "b1", Site: "b", TTLms: 3000})
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 1, On: []string{"bea"}})
+	if e.count["bea"] != 1 {
+		t.Fatalf("bea, online at b, counted %d", e.count["bea"])
+	}
+	// Site a's credential, in b1's name.
+	for _, m := range []struct {
+		subj string
+		msg  presenceMsgV2
+	}{
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 2, Off: []string{"bea"}}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "a", Ver: 2, Off: []string{"bea"}}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindBye, Inst: "b1", Site: "a"}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindBeat, Inst: "b1", Site: "a", Ver: 9, TTLms: 100}},
+		{subjPresenceV2, presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 2, Off: []string{"bea"}}},
+		{subjPresenceV2, presenceMsgV2{Kind: kindBye, Inst: "b1", Site: "b"}},
+		// A new instance claiming site b, from a's subject.
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: "a9", Site: "b", Ver: 1, On: []string{"ghost"}}},
+	} {
+		hearOn(e, m.subj, m.msg)
+	}
+	r := e.remotes["b1"]
+	if r == nil || r.stopping || r.ver != 1 || r.ttl != 3*time.Second || e.count["bea"] != 1 || e.count["ghost"] != 0 ||
+		e.remotes["a9"] != nil {
+		t.Fatalf("forged messages changed the mirror: b1 %+v, bea counted %d, ghost %d", r, e.count["bea"], e.count["ghost"])
+	}
+	// A process of an earlier version, heard on the old subject.
+	hearOn(e, subjPresenceV2, presenceMsgV2{Kind: kindDelta, Inst: "c1", Site: "c", Ver: 1, On: []string{"cyd"}})
+	if e.count["cyd"] != 1 {
+		t.Fatal("an earlier version's process is not heard")
+	}
+	hearOn(e, subjPresenceAt+"c", presenceMsgV2{Kind: kindBye, Inst: "c1", Site: "c"})
+	if e.remotes["c1"] == nil {
+		t.Fatal("an instance heard on the earlier versions' subject was dropped from a site's subject")
+	}
+	hearOn(e, subjPresenceV2, presenceMsgV2{Kind: kindBye, Inst: "c1", Site: "c"})
+	if e.remotes["c1"] != nil || e.count["cyd"] != 0 {
+		t.Fatal("an earlier version's goodbye was not heard")
+	}
+	// And b1 itself is heard.
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 2, Off: []string{"bea"}})
+	if e.count["bea"] != 0 {
+		t.Fatal("b1's own delta was not applied")
 	}
 }

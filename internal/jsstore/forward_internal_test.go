@@ -384,7 +384,7 @@ func TestOnlyTheSitesGatewaysTakeItsForwards(t *testing.T) {
 			t.Fatal(err)
 		}
 		u := natsnode.User{Name: "gateway-" + site, PasswordHash: string(hash), AllowResponses: true}
-		u.Publish, u.Subscribe = GatewayPermissions(site)
+		u.Publish, u.Subscribe = GatewayPermissions(site, 2) // openTestStore's partitions
 		cfg.Users = append(cfg.Users, u)
 	}
 	node, err := natsnode.Start(ctx, cfg)

@@ -442,6 +442,9 @@ func (s *Store) retryEnsure(ctx context.Context, create bool) error {
 		if errors.Is(err, ErrNoCluster) || !create && errors.Is(err, ErrStreamMissing) {
 			return err // waiting will not bring them: only the sites (or a restore) make them
 		}
+		if errors.Is(err, ErrPartitions) {
+			return err // only a restart with the cluster's count helps
+		}
 		if err == nil {
 			return nil
 		}
@@ -654,8 +657,17 @@ func (s *Store) ensureStreams(ctx context.Context, create bool) error {
 	if err != nil {
 		return err
 	}
-	if create && n != s.cfg.Partitions {
-		s.log.Warn("cluster was created with a different partition count; using the cluster's", "configured", s.cfg.Partitions, "cluster", n)
+	// A site's gateways may append to, create and step down the streams of
+	// its configured partition count only (GatewayPermissions).
+	if create && n > s.cfg.Partitions {
+		return fmt.Errorf("%w: the cluster has %d room partitions, this site is configured for %d; start it with "+
+			"--partitions %d (its gateways' NATS permissions name the streams of as many partitions: it could not "+
+			"append to the others)", ErrPartitions, n, s.cfg.Partitions, n)
+	}
+	if create && n < s.cfg.Partitions {
+		s.log.Warn("cluster was created with fewer partitions; using the cluster's. Start this site with --partitions "+
+			"set to the cluster's: its gateways' NATS permissions name streams the cluster does not have, which a "+
+			"stolen gateway credential could create", "configured", s.cfg.Partitions, "cluster", n)
 	}
 	// The standbys came after the partitions: a cluster set up before them
 	// gets them once (and records it), and from then on they are the log's
@@ -746,6 +758,10 @@ const jsErrSubjectOverlap jetstream.ErrorCode = 10065
 // would not survive the loss of a site), replicas not on distinct
 // servers, or no direct gets (a site's reads would need the leader).
 var ErrStreamConfig = errors.New("jsstore: a stream's settings break Salamander's guarantees")
+
+// ErrPartitions is returned when the cluster has more room partitions
+// than a site is configured for (Config.Partitions).
+var ErrPartitions = errors.New("jsstore: more partitions than configured")
 
 // checkStream refuses a stream whose settings break a promise. Streams
 // Salamander creates always pass; this catches ones an operator made or
@@ -1519,12 +1535,14 @@ func (s *Store) StatusOf(ctx context.Context, name string) (StreamStatus, error)
 func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream) }
 
 // GatewayPermissions are the subjects the NATS user of site's gateway
-// needs: it appends records and reads them (direct gets, stream info),
-// follows commit announcements, uses the ephemeral subjects (typing,
-// presence, heartbeats), takes the batches forwarded to its site, creates
-// the streams and the cluster bucket of a new cluster, and moves leaders
-// (balancing). Everything else — deleting, purging, updating,
-// snapshotting or restoring a stream, deleting its records — is refused.
+// needs in a cluster of partitions room partitions: it appends records
+// and reads them (direct gets, stream info), follows commit
+// announcements, uses the ephemeral subjects (typing, presence,
+// heartbeats), takes the batches forwarded to its site, creates the
+// streams and the cluster bucket of a new cluster, and moves the leaders
+// of those streams (balancing). Everything else — deleting, purging,
+// updating, snapshotting or restoring a stream, deleting its records — is
+// refused.
 //
 // What is addressed to another site's gateways is not its to read: replies
 // come to the user's own inboxes only (InboxPrefix), it answers a request
@@ -1536,33 +1554,77 @@ func natsName(stream string) string { return natsPrefix + strings.ToUpper(stream
 // numbered in order: a site applied a record no one appended), and took a
 // share of another site's forwarded batches and answered them as stored
 // (their senders told "sent" of messages the log never held).
-func GatewayPermissions(site string) (publish, subscribe []string) {
-	publish = []string{
-		"sal.>",
-		"$KV." + clusterBucket + ".>",
+//
+// Nor does it speak for another site: it sends its own site's heartbeats
+// and presence only (on subjects that name the site, which receivers
+// check), and answers the presence resyncs of its own site's processes
+// only. It creates and steps down Salamander's streams only, by name:
+// with any name, one stolen credential made a stream capturing another
+// gateway's replies (read back with direct gets) or the ephemeral
+// subjects, and moved the leaders of any stream of the account.
+func GatewayPermissions(site string, partitions int) (publish, subscribe []string) {
+	logStreams := append(streamNames(partitions), standbyNames(partitions)...)
+	publish = make([]string, 0, 3*len(logStreams)+16)
+	for _, name := range logStreams {
+		publish = append(publish, subjectRoot(name)+".>")
+	}
+	publish = append(publish,
+		"$KV."+clusterBucket+".>",
+		// The gateway's typing and presence (internal/gateway), its
+		// site's heartbeats (internal/site) and the batches it forwards
+		// to another site's gatherers.
+		"sal.eph.typing",
+		SubjPresenceAt+site,
+		SubjPresenceSync+"*.*",
+		// Resyncs asked of a process of a version before 2026-12-02
+		// during a rolling upgrade (it answers to this gateway's inbox).
+		"sal.eph.presence.v2.sync.*",
+		SubjHeartbeat+site,
+		subjGather+"*",
 		"$JS.API.INFO",
 		"$JS.API.STREAM.NAMES",
 		"$JS.API.STREAM.LIST",
 		"$JS.API.STREAM.INFO.*",
-		"$JS.API.STREAM.CREATE.*",
-		"$JS.API.STREAM.LEADER.STEPDOWN.*",
 		"$JS.API.DIRECT.GET.>",
 		"$JS.API.STREAM.MSG.GET.*",
+	)
+	publish = append(publish, "$JS.API.STREAM.CREATE.KV_"+clusterBucket)
+	for _, name := range logStreams {
+		publish = append(publish, "$JS.API.STREAM.CREATE."+natsName(name))
+	}
+	for _, name := range logStreams {
+		publish = append(publish, "$JS.API.STREAM.LEADER.STEPDOWN."+natsName(name))
 	}
 	subscribe = []string{
 		InboxPrefix(secrets.GatewayUser(site)) + ".>",
 		"salc.>",
-		// The gateway's typing and presence (internal/gateway), the
-		// sites' heartbeats (internal/site) and this site's gatherers.
 		"sal.eph.typing",
+		SubjPresenceAt + "*",
+		SubjPresenceSync + site + ".*",
+		SubjHeartbeat + "*",
+		subjGather + site,
+		// What processes of versions before 2026-12-02 send, heard during
+		// a rolling upgrade: presence on the subjects that carry no site
+		// (no gateway of this version may publish there).
 		"sal.eph.presence",
 		"sal.eph.presence.v2",
-		"sal.eph.presence.v2.sync.*",
-		"sal.eph.hb.*",
-		subjGather + site,
 	}
 	return publish, subscribe
 }
+
+// The ephemeral subjects that name a site, which GatewayPermissions
+// grants to that site's gateway only; internal/gateway and internal/site
+// use them.
+const (
+	// SubjPresenceAt + site carries the presence of the site's gateway
+	// processes.
+	SubjPresenceAt = "sal.eph.presence.at."
+	// SubjPresenceSync + site + "." + instance asks a gateway process of
+	// the site for its presence (a resync).
+	SubjPresenceSync = "sal.eph.presence.sync."
+	// SubjHeartbeat + site carries the site's heartbeats.
+	SubjHeartbeat = "sal.eph.hb."
+)
 
 // InboxPrefix is where the replies to user's connections come: its own
 // subjects, which no other gateway may read (see GatewayPermissions).

@@ -749,7 +749,7 @@ func startWithGateways(ctx context.Context, t *testing.T, names ...string) strin
 			t.Fatal(err)
 		}
 		site, _ := secrets.GatewaySite(name)
-		pub, sub := jsstore.GatewayPermissions(site)
+		pub, sub := jsstore.GatewayPermissions(site, 2) // openStoreWith's partitions
 		cfg.Users = append(cfg.Users, natsnode.User{Name: name, PasswordHash: string(hash), Publish: pub, Subscribe: sub,
 			AllowResponses: true})
 	}
@@ -910,4 +910,27 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A site configured for fewer partitions than its cluster has refuses to
+// serve, saying what to start it with: its gateways' NATS permissions
+// name the streams of as many partitions as it is configured for, so it
+// could not append to the others.
+func TestSiteWithFewerPartitionsThanItsClusterRefuses(t *testing.T) {
+	_, url := openStoreWith(t, "", func(c *jsstore.Config) { c.Partitions = 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	scfg := jsstore.DefaultConfig(url)
+	scfg.Replicas, scfg.Partitions = 1, 2
+	s, err := jsstore.Open(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ectx, ecancel := context.WithTimeout(ctx, 3*time.Second)
+	defer ecancel()
+	err = s.EnsureStreams(ectx)
+	if !errors.Is(err, jsstore.ErrPartitions) || !strings.Contains(err.Error(), "--partitions 3") {
+		t.Fatalf("a site configured for 2 of the cluster's 3 partitions: %v", err)
+	}
 }

@@ -38,6 +38,11 @@ type externalCluster struct {
 	monitors []string
 }
 
+// externalPartitions is the partition count of the sites on an external
+// cluster, whose servers' gateway users may use as many partitions'
+// streams.
+const externalPartitions = 2
+
 // startExternalCluster starts the servers; tweak, when set, changes a
 // server's configuration first.
 func startExternalCluster(ctx context.Context, t *testing.T, tweak func(site string, cfg *natsnode.Config)) *externalCluster {
@@ -56,7 +61,8 @@ func startExternalCluster(ctx context.Context, t *testing.T, tweak func(site str
 	}
 	clientPorts, clusterPorts, monitorPorts := freePorts(t, 3), freePorts(t, 3), freePorts(t, 3)
 	for i, n := range x.names {
-		cfg, err := embeddedNATS(Config{Site: n, NATS: natsnode.DefaultConfig(n), Secrets: x.secs[n]})
+		cfg, err := embeddedNATS(Config{Site: n, NATS: natsnode.DefaultConfig(n), Secrets: x.secs[n],
+			Partitions: externalPartitions})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +111,7 @@ func (x *externalCluster) siteConfig(i int, dataDir string) Config {
 	}
 	cfg.NATSMonitor = x.monitors
 	cfg.Secrets = x.secs[x.names[i]]
-	cfg.Partitions = 2
+	cfg.Partitions = externalPartitions
 	cfg.BcryptCost = bcrypt.MinCost
 	return cfg
 }

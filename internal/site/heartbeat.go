@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/salamander-chat/salamander/internal/jsstore"
 )
 
 // Heartbeats between sites. A cut that drops packets silently leaves the
@@ -17,7 +19,7 @@ import (
 // that has not heard a majority of the sites for HeartbeatTimeout is cut
 // off, however its routes look.
 const (
-	subjHeartbeat  = "sal.eph.hb."
+	subjHeartbeat  = jsstore.SubjHeartbeat
 	heartbeatEvery = 250 * time.Millisecond
 )
 

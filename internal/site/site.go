@@ -472,7 +472,7 @@ func embeddedNATS(cfg Config) (natsnode.Config, error) {
 			if !ok {
 				return n, fmt.Errorf("site %s: NATS user %s is a gateway's but not named gateway-SITE", cfg.Site, u.Name)
 			}
-			nu.Publish, nu.Subscribe = jsstore.GatewayPermissions(site)
+			nu.Publish, nu.Subscribe = jsstore.GatewayPermissions(site, cfg.Partitions)
 			nu.AllowResponses = true
 		}
 		n.Users = append(n.Users, nu)
