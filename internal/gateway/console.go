@@ -27,19 +27,17 @@ import (
 // its read model has applied the log, every stream with its leader and
 // every replica's lag, the NATS server the site is connected to, its
 // counters and the warnings and errors it logged lately. The public GET
-// /v1/status shows none of it (publicStatus).
+// /v1/status shows none of it (publicStatus), nor does this answer to a
+// caller the site could not confirm as an operator (limitedSite).
 type siteDetail struct {
 	readiness
 	At time.Time `json:"at"`
 	// Instance names the gateway process that answered; SiteGateways
 	// lists every one of the site's, with the users connected to each.
-	Instance      string        `json:"instance"`
-	SiteGateways  []SiteGateway `json:"site_gateways"`
-	UptimeSeconds int           `json:"uptime_seconds"`
-	NotServing    string        `json:"not_serving,omitempty"`
-	// Limited says why the answer leaves the site's details out
-	// (handleOpsSite).
-	Limited        string            `json:"limited,omitempty"`
+	Instance       string            `json:"instance"`
+	SiteGateways   []SiteGateway     `json:"site_gateways"`
+	UptimeSeconds  int               `json:"uptime_seconds"`
+	NotServing     string            `json:"not_serving,omitempty"`
 	NATSServer     string            `json:"nats_server"`
 	NATS           natsLink          `json:"nats"`
 	Applied        map[string]uint64 `json:"applied"`
@@ -166,17 +164,41 @@ type siteCounters struct {
 const opsStreamEvery = 2 * time.Second
 
 // handleOpsSite answers GET /v1/ops/site (see authedDiagnostics): in
-// full, or, for a caller this site could not confirm against the log's
-// head while it refuses its users, without its NATS link, counters,
-// warnings and recent errors (limited says so).
+// full, or, to a caller this site could not confirm as an operator, only
+// what anyone may read (limitedSite).
 func (g *Gateway) handleOpsSite(w http.ResponseWriter, r *http.Request, _ claims, confirmed bool) {
-	d := g.siteDetail(r.Context())
 	if !confirmed {
-		d.Limited = "this site refuses its users and could not catch up with the log's accounts records to confirm your session: " +
-			"its NATS link, counters, warnings and recent errors are left out"
-		d.NATSServer, d.NATS, d.Counters, d.Warnings, d.RecentErrors = "", natsLink{}, siteCounters{}, nil, []LogRecord{}
+		writeJSON(w, http.StatusOK, g.limitedSite())
+		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, g.siteDetail(r.Context()))
+}
+
+// limitedSite is GET /v1/ops/site's answer to a caller this site could
+// not confirm as an operator: what the public GET /v1/status shows
+// anyone, why the site refuses its users in the words every refused
+// request is answered with, and limited, which says why there is no more.
+// Nothing of the site's internals (gateways, log positions, streams, its
+// NATS server, counters, warnings, errors): a session revoked or demoted
+// a moment ago at another site may be the one asking.
+type limitedSite struct {
+	publicStatus
+	At         time.Time `json:"at"`
+	NotServing string    `json:"not_serving,omitempty"`
+	Limited    string    `json:"limited"`
+}
+
+// limitedWhy is limitedSite's limited.
+const limitedWhy = "not confirmed as an operator here: this site refuses its users and could not check your session " +
+	"against the log's newest accounts records, so it shows only what GET /v1/status shows; ask another site, " +
+	"or again once this one serves"
+
+func (g *Gateway) limitedSite() limitedSite {
+	l := limitedSite{publicStatus: g.publicStatus(), At: time.Now().UTC(), Limited: limitedWhy}
+	if err := g.serving(); err != nil {
+		l.NotServing = salamander.ErrorMessage(err)
+	}
+	return l
 }
 
 func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
