@@ -62,6 +62,13 @@ func getOpsSite(t *testing.T, ctx context.Context, g *Gateway, token string) (in
 	return w.Code, fields, took
 }
 
+// catchingUp makes g refuse its users as a site catching up after a
+// restart does: its read model behind the head it had at the start.
+func catchingUp(g *Gateway) {
+	g.caughtUp.Store(false)
+	g.SetCatchUp(map[string]uint64{"p0": 1 << 40})
+}
+
 // An operator's token at a site that refuses its users and cannot check
 // the session against the log's newest accounts records (here: cut off,
 // its JetStream API paused) is answered only what GET /v1/status shows
@@ -82,9 +89,10 @@ func TestAnUnconfirmedOperatorSeesOnlyThePublicStatus(t *testing.T) {
 		}
 	}
 	full("serving")
-	g.SetIsolated(true)
-	full("refusing, the log's head readable")
+	catchingUp(g)
+	full("refusing (catching up), the log's head readable")
 
+	g.SetIsolated(true)
 	store.PauseAPI(true) // as a site cut off for a second does
 	w := httptest.NewRecorder()
 	g.ServeHTTP(w, httptest.NewRequestWithContext(ctx, "GET", "/v1/status", nil))
@@ -120,4 +128,80 @@ func keys(m map[string]json.RawMessage) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// GET /v1/ops/site at a site cut off from the others answers promptly,
+// whatever the cluster does not answer: drills and benches poll it every
+// 50–100 ms and date a returning site's catch-up by its answers. What it
+// asks the cluster waits at most streamsWait (the streams, then the
+// reading before, saying so) or confirmWait (the operator's check); a site
+// that knows it is cut off does not ask. Measured before: the first
+// answer once the streams' reading had expired took 5 s (the reading's
+// own timeout), and every answer from a site marked cut off, or catching
+// up while the cluster did not answer, took 1 s.
+func TestOpsSiteAnswersPromptlyWhileCutOff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g, store, nodes, token := opsSiteGateway(t, ctx)
+	// Site a leads nothing: cut off, its server answers for no stream.
+	siteOf := func(server string) string { return strings.TrimPrefix(server, "site-") }
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if _, err := store.MoveLeadersOff(ctx, siteOf, func(server string) bool { return server == "site-a" }); err != nil {
+			return err
+		}
+		st, err := store.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			if s.Leader == "" || s.Leader == "site-a" {
+				return fmt.Errorf("stream %s led by %q", s.Stream, s.Leader)
+			}
+		}
+		return nil
+	})
+	if code, f, _ := getOpsSite(t, ctx, g, token); code != http.StatusOK || f["streams_error"] != nil {
+		t.Fatalf("before the cut: %d %s", code, f["streams_error"])
+	}
+	nodes[1].Shutdown()
+	nodes[2].Shutdown()
+	const prompt = streamsWait + 300*time.Millisecond // a loaded machine's margin
+	poll := func(what string, d time.Duration, check func(f map[string]json.RawMessage) error) {
+		t.Helper()
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			code, f, took := getOpsSite(t, ctx, g, token)
+			if code != http.StatusOK || took > prompt {
+				t.Fatalf("%s: %d after %v; want 200 within %v", what, code, took, prompt)
+			}
+			if err := check(f); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+	}
+	// Not noticed yet (the site serves): in full, the streams' reading
+	// outliving its freshness.
+	poll("cut off, not noticed", streamsFresh+time.Second, func(f map[string]json.RawMessage) error {
+		if f["limited"] != nil {
+			return fmt.Errorf("limited: %s", f["limited"])
+		}
+		return nil
+	})
+	// Marked cut off: limited, from memory.
+	g.SetIsolated(true)
+	poll("cut off", time.Second, func(f map[string]json.RawMessage) error {
+		if f["limited"] == nil {
+			return fmt.Errorf("confirmed while cut off")
+		}
+		return nil
+	})
+	// Refusing for another reason while the cluster does not answer: the
+	// check of the operator gives up in time.
+	g.SetIsolated(false)
+	catchingUp(g)
+	poll("catching up, the cluster silent", time.Second, func(f map[string]json.RawMessage) error {
+		if f["limited"] == nil {
+			return fmt.Errorf("confirmed without the log's head")
+		}
+		return nil
+	})
 }
