@@ -72,6 +72,12 @@ const (
 	subjPresenceV2 = "sal.eph.presence.v2"
 	// subjPresenceSync + instance id answers syncRequests.
 	subjPresenceSync = subjPresenceV2 + ".sync."
+	// subjPresenceRoll is the roll call a starting process sends once,
+	// before it listens there itself: every other process answers who it
+	// is and which processes it mirrors (rollAnswer, see
+	// ephemeral.settled). It is under subjPresenceSync, which gateways may
+	// already read; no instance is named "roll" (ids are hex).
+	subjPresenceRoll = subjPresenceSync + "roll"
 	// maxResyncUsers bounds what one instance's resync may collect (ten
 	// times the 100,000 online users a process is built for).
 	maxResyncUsers = 1_000_000
@@ -201,6 +207,59 @@ type remote struct {
 	syncing  bool
 	held     []presenceMsgV2 // deltas that arrived during the resync
 	overflow bool
+	// beaten is set once a digest (beat) of the instance was heard: what
+	// it holds is then mirrored or being resynced (see settled).
+	beaten bool
+}
+
+// rollAnswer is a roll call (Inst: the caller) and its answers: the
+// answering instance, and the instances it mirrors that speak v2 and have
+// not said goodbye.
+type rollAnswer struct {
+	Inst  string   `json:"inst"`
+	Known []string `json:"known,omitempty"`
+}
+
+// onRollCall answers another process's roll call (subjPresenceRoll).
+func (e *ephemeral) onRollCall(msg *nats.Msg) {
+	var c rollAnswer
+	if msg.Reply == "" || len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &c) != nil || c.Inst == e.id {
+		return
+	}
+	a := rollAnswer{Inst: e.id}
+	e.mu.Lock()
+	for id, r := range e.remotes {
+		if id != e.id && !r.v1 && !r.stopping {
+			a.Known = append(a.Known, id)
+		}
+	}
+	e.mu.Unlock()
+	b, _ := json.Marshal(a)
+	_ = msg.Respond(b)
+}
+
+// onRollAnswer notes an answer to this process's roll call: the instances
+// it names are expected (see settled); "no responders" says no other
+// process listens.
+func (e *ephemeral) onRollAnswer(msg *nats.Msg) {
+	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+		e.mu.Lock()
+		e.rollEmpty = true
+		e.mu.Unlock()
+		return
+	}
+	var a rollAnswer
+	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &a) != nil || !validInstance(a.Inst) {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rollHeard = true
+	for _, id := range append(a.Known, a.Inst) {
+		if id != e.id && validInstance(id) && len(e.expected) < maxRemoteInstances {
+			e.expected[id] = true
+		}
+	}
 }
 
 // presencePush is one presence change for the followers connected here.
@@ -408,6 +467,7 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 		if r == nil {
 			break
 		}
+		r.beaten = true
 		r.ttl = clampTTL(m.TTLms, e.ttl)
 		// The name is shown in GET /v1/ops/site: one no gateway
 		// makes is not shown, though the beat counts.

@@ -64,6 +64,13 @@ func startInstance(t *testing.T, url, site string) testInstance {
 // time if nil).
 func startInstanceAt(t *testing.T, url, site string, clock *testClock) testInstance {
 	t.Helper()
+	return startInstanceWith(t, url, site, clock, nil)
+}
+
+// startInstanceWith starts an instance as startInstanceAt does, its
+// configuration changed by tweak (if set).
+func startInstanceWith(t *testing.T, url, site string, clock *testClock, tweak func(*Config)) testInstance {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := jsstore.Open(ctx, jsstore.DefaultConfig(url))
@@ -78,6 +85,9 @@ func startInstanceAt(t *testing.T, url, site string, clock *testClock) testInsta
 	t.Cleanup(func() { _ = v.Close() })
 	cfg := DefaultConfig(site, store, v)
 	cfg.PresenceBeat, cfg.PresenceTTL, cfg.PresenceGrace = testBeat, testTTL, testGrace
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
