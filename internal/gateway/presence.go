@@ -216,8 +216,16 @@ type remote struct {
 // answering instance, and the instances it mirrors that speak v2 and have
 // not said goodbye.
 type rollAnswer struct {
-	Inst  string   `json:"inst"`
-	Known []string `json:"known,omitempty"`
+	Inst  string      `json:"inst"`
+	Known []rollEntry `json:"known,omitempty"`
+}
+
+// rollEntry is an instance a roll call's answer names, with its site and
+// instance name as its beats gave them.
+type rollEntry struct {
+	Inst string `json:"inst"`
+	Site string `json:"site,omitempty"`
+	Name string `json:"name,omitempty"`
 }
 
 // onRollCall answers another process's roll call (subjPresenceRoll).
@@ -230,7 +238,7 @@ func (e *ephemeral) onRollCall(msg *nats.Msg) {
 	e.mu.Lock()
 	for id, r := range e.remotes {
 		if id != e.id && !r.v1 && !r.stopping {
-			a.Known = append(a.Known, id)
+			a.Known = append(a.Known, rollEntry{Inst: id, Site: r.site, Name: r.name})
 		}
 	}
 	e.mu.Unlock()
@@ -240,7 +248,10 @@ func (e *ephemeral) onRollCall(msg *nats.Msg) {
 
 // onRollAnswer notes an answer to this process's roll call: the instances
 // it names are expected (see settled); "no responders" says no other
-// process listens.
+// process listens. An instance of this site under this process's own
+// instance name is not: it is this process before a restart (two
+// processes do not share a name), which died without a goodbye and is
+// mirrored until its TTL runs out, but will never be heard again.
 func (e *ephemeral) onRollAnswer(msg *nats.Msg) {
 	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
 		e.mu.Lock()
@@ -255,9 +266,10 @@ func (e *ephemeral) onRollAnswer(msg *nats.Msg) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.rollHeard = true
-	for _, id := range append(a.Known, a.Inst) {
-		if id != e.id && validInstance(id) && len(e.expected) < maxRemoteInstances {
-			e.expected[id] = true
+	for _, k := range append(a.Known, rollEntry{Inst: a.Inst}) {
+		earlierSelf := k.Site == e.site && k.Name != "" && k.Name == e.name
+		if k.Inst != e.id && !earlierSelf && validInstance(k.Inst) && len(e.expected) < maxRemoteInstances {
+			e.expected[k.Inst] = true
 		}
 	}
 }
