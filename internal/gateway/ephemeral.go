@@ -130,7 +130,7 @@ type ephemeral struct {
 	// rollEmpty once no other process listened, rollHeard once one
 	// answered; expected names every instance the answers named.
 	rollEmpty, rollHeard bool
-	expected             map[string]bool
+	expected             map[string]rollEntry
 }
 
 // presenceSettle is how long a new process that no other process answers
@@ -177,6 +177,23 @@ func (e *ephemeral) settled(now time.Time) bool {
 	return true
 }
 
+// restarted reports whether instance k was heard again under a new id:
+// its site and instance name on another instance's beat (the process
+// restarted, as every gateway of a burned site does, after it died
+// without a goodbye; the others mirror the dead one until its TTL runs
+// out). mu is held.
+func (e *ephemeral) restarted(k rollEntry) bool {
+	if k.Name == "" {
+		return false
+	}
+	for id, r := range e.remotes {
+		if id != k.Inst && r.beaten && r.site == k.Site && r.name == k.Name {
+			return true
+		}
+	}
+	return false
+}
+
 // waitingFor reports whether, since after the start, this process still
 // waits for others' users (see settled). mu is held.
 func (e *ephemeral) waitingFor(since time.Duration) bool {
@@ -190,10 +207,11 @@ func (e *ephemeral) waitingFor(since time.Duration) bool {
 	}
 	switch {
 	case e.rollHeard:
-		for id := range e.expected {
-			if r := e.remotes[id]; r == nil || !r.beaten && !r.stopping {
-				return true
+		for id, k := range e.expected {
+			if r := e.remotes[id]; r != nil && (r.beaten || r.stopping) || e.restarted(k) {
+				continue
 			}
+			return true
 		}
 		return false
 	case e.rollEmpty:
@@ -225,7 +243,7 @@ func newEphemeral(g *Gateway) *ephemeral {
 		dirty:         map[string]bool{},
 		follows:       map[string][]string{},
 		watchers:      map[string]map[string]struct{}{},
-		expected:      map[string]bool{},
+		expected:      map[string]rollEntry{},
 		kick:          make(chan struct{}, 1),
 		beatNow:       make(chan struct{}, 1),
 	}

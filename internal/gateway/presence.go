@@ -251,7 +251,8 @@ func (e *ephemeral) onRollCall(msg *nats.Msg) {
 // process listens. An instance of this site under this process's own
 // instance name is not: it is this process before a restart (two
 // processes do not share a name), which died without a goodbye and is
-// mirrored until its TTL runs out, but will never be heard again.
+// mirrored until its TTL runs out, but will never be heard again (see
+// waitingFor for one restarted under another name).
 func (e *ephemeral) onRollAnswer(msg *nats.Msg) {
 	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
 		e.mu.Lock()
@@ -269,7 +270,7 @@ func (e *ephemeral) onRollAnswer(msg *nats.Msg) {
 	for _, k := range append(a.Known, rollEntry{Inst: a.Inst}) {
 		earlierSelf := k.Site == e.site && k.Name != "" && k.Name == e.name
 		if k.Inst != e.id && !earlierSelf && validInstance(k.Inst) && len(e.expected) < maxRemoteInstances {
-			e.expected[k.Inst] = true
+			e.expected[k.Inst] = k
 		}
 	}
 }

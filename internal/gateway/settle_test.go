@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -58,28 +59,41 @@ func TestALoneProcessSettlesAfterPresenceSettle(t *testing.T) {
 	}
 }
 
-// A process restarted after it died without a goodbye (SIGKILL, a burned
-// host) does not wait for its earlier self, which the others still mirror
-// until its TTL runs out but which will never be heard again: an instance
-// of its site under its own instance name is not expected.
-func TestARestartedProcessDoesNotWaitForItsEarlierSelf(t *testing.T) {
+// Gateways restarted after they died without a goodbye (SIGKILL, a
+// burned host) do not wait for their earlier selves, which the others
+// still mirror until their TTL runs out but which will never be heard
+// again: an instance of this site under this process's own instance name
+// is not expected, nor one whose name another instance of its site beats
+// under now (it restarted). Here gw-1 and gw-2 died; gw-2 is back and
+// answers gw-1's roll call, naming both dead ones.
+func TestARestartedProcessDoesNotWaitForTheDead(t *testing.T) {
 	url := presenceNATS(t)
-	live := startInstance(t, url, "a") // the one that answers the roll call
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	// The earlier self's last beat; then it died.
-	beat, _ := json.Marshal(presenceMsgV2{Kind: kindBeat, Inst: "00000000000000d1", Site: "a", Name: "gw-1", TTLms: 16_000})
-	if err := nc.Publish(subjPresenceV2, beat); err != nil {
-		t.Fatal(err)
+	dead := map[string]string{"00000000000000d1": "gw-1", "00000000000000d2": "gw-2"}
+	for id, name := range dead { // their last beats
+		beat, _ := json.Marshal(presenceMsgV2{Kind: kindBeat, Inst: id, Site: "a", Name: name, TTLms: 16_000})
+		if err := nc.Publish(subjPresenceV2, beat); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live := startInstanceWith(t, url, "a", nil, func(c *Config) { c.Instance = "gw-2" })
+	for id, name := range dead { // heard by the live one, which started after them: beat again
+		beat, _ := json.Marshal(presenceMsgV2{Kind: kindBeat, Inst: id, Site: "a", Name: name, TTLms: 16_000})
+		if err := nc.Publish(subjPresenceV2, beat); err != nil {
+			t.Fatal(err)
+		}
 	}
 	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		live.g.eph.mu.Lock()
 		defer live.g.eph.mu.Unlock()
-		if live.g.eph.remotes["00000000000000d1"] == nil {
-			return errors.New("the live process has not heard the earlier self")
+		for id := range dead {
+			if live.g.eph.remotes[id] == nil {
+				return fmt.Errorf("the live process has not heard %s", id)
+			}
 		}
 		return nil
 	})
@@ -92,6 +106,6 @@ func TestARestartedProcessDoesNotWaitForItsEarlierSelf(t *testing.T) {
 		return nil
 	})
 	if took := time.Since(start); took > presenceSettleMax/2 {
-		t.Fatalf("settled %v after its start: it waited for its earlier self", took)
+		t.Fatalf("settled %v after its start: it waited for the dead", took)
 	}
 }
