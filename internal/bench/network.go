@@ -126,9 +126,14 @@ type siteStatus struct {
 		LastSeq uint64 `json:"last_seq"`
 	} `json:"streams"`
 	StreamsError string `json:"streams_error"`
+	// Limited is set when the site could not confirm the operator: the
+	// answer then holds only what its public status does.
+	Limited string `json:"limited"`
 }
 
-// status fetches a site's GET /v1/ops/site.
+// status fetches a site's GET /v1/ops/site. A limited answer (a site that
+// refuses its users and could not confirm the operator yet) is an error:
+// it has none of the site's positions or streams.
 func (n *network) status(ctx context.Context, base string) (siteStatus, error) {
 	var st siteStatus
 	body, err := n.get(ctx, base+"/v1/ops/site")
@@ -137,6 +142,9 @@ func (n *network) status(ctx context.Context, base string) (siteStatus, error) {
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
 		return st, fmt.Errorf("status of %s: %w", base, err)
+	}
+	if st.Limited != "" {
+		return st, fmt.Errorf("status of %s: limited: %s", base, st.Limited)
 	}
 	return st, nil
 }

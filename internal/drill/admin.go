@@ -16,7 +16,7 @@ import (
 // reads only what the public API does not show — a standby stream's
 // leader and last record, a partition's last merge record — and polls a
 // partition's leader every few milliseconds while it elects, where
-// GET /v1/ops/site waits up to 1.5 s for each leaderless stream. It never
+// GET /v1/ops/site shares one reading a second among its callers. It never
 // writes.
 
 // ErrNoAdmin is returned when the drill has no admin credential for the

@@ -219,6 +219,9 @@ type siteStatus struct {
 	StreamsError string        `json:"streams_error"`
 	// Applied is the read model's applied position per stream.
 	Applied map[string]uint64 `json:"applied"`
+	// Limited is set when the site could not confirm the operator: the
+	// answer then holds only what its public status does.
+	Limited string `json:"limited"`
 }
 
 // streamState is one stream as GET /v1/ops/site lists it.
@@ -898,14 +901,22 @@ func (c *Cluster) logAlarm(ctx context.Context, u string) string {
 }
 
 // Status fetches site i's GET /v1/ops/site (ErrNoOpsToken without an
-// operator's token).
+// operator's token). A limited answer (a site that refuses its users and
+// could not confirm the operator yet) is an error: it has none of the
+// site's positions or streams.
 func (c *Cluster) Status(ctx context.Context, i int) (siteStatus, error) {
 	var st siteStatus
 	req, err := c.opsRequest(ctx, i, "/v1/ops/site")
 	if err != nil {
 		return st, fmt.Errorf("drill: status of site %s: %w", c.sites[i].name, err)
 	}
-	return st, c.getJSON(req, c.sites[i].name, &st)
+	if err := c.getJSON(req, c.sites[i].name, &st); err != nil {
+		return st, err
+	}
+	if st.Limited != "" {
+		return st, fmt.Errorf("drill: status of site %s: limited: %s", c.sites[i].name, st.Limited)
+	}
+	return st, nil
 }
 
 // publicStatus is the part of the public GET /v1/status the drill reads.

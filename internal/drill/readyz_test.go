@@ -87,3 +87,20 @@ func TestWaitReadyAsksAStartingSiteNothingMore(t *testing.T) {
 		t.Errorf("asked GET /v1/ops/site %d times while the site started", n)
 	}
 }
+
+// A site that could not confirm the drill's operator answers GET
+// /v1/ops/site with its public status only (limited): no log positions or
+// streams. Status says so instead of passing it on as a site that applied
+// nothing and lists no streams.
+func TestALimitedAnswerIsNotASiteStatus(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"ready": false, "site": "a", "up_to_date": false,
+			"limited": "not confirmed as an operator here"})
+	}))
+	defer srv.Close()
+	c := &Cluster{hc: srv.Client(), sites: []*siteProc{{name: "a", url: srv.URL}}, attached: true, opsToken: "ops-token"}
+	if _, err := c.Status(t.Context(), 0); err == nil || !strings.Contains(err.Error(), "not confirmed as an operator") {
+		t.Fatalf("Status of a limited answer: %v; want an error saying why", err)
+	}
+}

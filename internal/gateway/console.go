@@ -27,19 +27,17 @@ import (
 // its read model has applied the log, every stream with its leader and
 // every replica's lag, the NATS server the site is connected to, its
 // counters and the warnings and errors it logged lately. The public GET
-// /v1/status shows none of it (publicStatus).
+// /v1/status shows none of it (publicStatus), nor does this answer to a
+// caller the site could not confirm as an operator (limitedSite).
 type siteDetail struct {
 	readiness
 	At time.Time `json:"at"`
 	// Instance names the gateway process that answered; SiteGateways
 	// lists every one of the site's, with the users connected to each.
-	Instance      string        `json:"instance"`
-	SiteGateways  []SiteGateway `json:"site_gateways"`
-	UptimeSeconds int           `json:"uptime_seconds"`
-	NotServing    string        `json:"not_serving,omitempty"`
-	// Limited says why the answer leaves the site's details out
-	// (handleOpsSite).
-	Limited        string            `json:"limited,omitempty"`
+	Instance       string            `json:"instance"`
+	SiteGateways   []SiteGateway     `json:"site_gateways"`
+	UptimeSeconds  int               `json:"uptime_seconds"`
+	NotServing     string            `json:"not_serving,omitempty"`
 	NATSServer     string            `json:"nats_server"`
 	NATS           natsLink          `json:"nats"`
 	Applied        map[string]uint64 `json:"applied"`
@@ -68,6 +66,13 @@ type clusterStreams struct {
 // every request for them.
 const streamsFresh = time.Second
 
+// streamsWait is how long after a reading of the cluster's streams began
+// a request still waits for it; later ones are answered at once with the
+// reading before it, saying so. A cut-off site's reading goes unanswered
+// for streamsReadTimeout, and a poller of GET /v1/ops/site must not wait
+// that long for what the site knows by itself.
+const streamsWait = 200 * time.Millisecond
+
 // streamsCache shares one reading of the cluster's streams among the
 // requests of a second, and one reading in progress among the requests
 // that wait for it. Reading them is a JetStream API request per stream,
@@ -76,50 +81,77 @@ const streamsFresh = time.Second
 // appends, merges and leader moves depend on.
 type streamsCache struct {
 	mu      sync.Mutex
-	at      time.Time
+	at      time.Time // when val was read (zero before the first reading)
 	val     clusterStreams
 	reading chan struct{} // closed when the reading in progress ends
+	began   time.Time     // when the reading in progress began
 }
 
 // clusterStreams returns every stream's and standby's state, read at most
-// streamsFresh ago.
+// streamsFresh ago, or else the reading before, with why it is not newer
+// (see streamsWait). A reading runs on its own, for every request: the
+// end of the one that started it does not cut it short.
 func (g *Gateway) clusterStreams(ctx context.Context) clusterStreams {
 	c := &g.streams
 	c.mu.Lock()
-	for {
-		if !c.at.IsZero() && time.Since(c.at) < streamsFresh {
-			v := c.val
-			c.mu.Unlock()
-			return v
-		}
-		if c.reading == nil {
-			break
-		}
-		reading := c.reading
+	if !c.at.IsZero() && time.Since(c.at) < streamsFresh {
+		v := c.val
 		c.mu.Unlock()
-		select {
-		case <-reading:
-		case <-ctx.Done():
-			return clusterStreams{StreamsError: ctx.Err().Error(), StandbysError: ctx.Err().Error()}
-		}
-		c.mu.Lock()
+		return v
 	}
-	reading := make(chan struct{})
-	c.reading = reading
+	if c.reading == nil {
+		reading := make(chan struct{})
+		if !g.background(func() { g.readStreams(reading) }) {
+			c.mu.Unlock()
+			return clusterStreams{StreamsError: "the gateway is closing", StandbysError: "the gateway is closing"}
+		}
+		c.reading, c.began = reading, time.Now()
+	}
+	reading, began := c.reading, c.began
 	c.mu.Unlock()
+	wait := time.NewTimer(time.Until(began.Add(streamsWait)))
+	defer wait.Stop()
+	select {
+	case <-reading:
+	case <-wait.C:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reading != reading {
+		return c.val // it ended (or a later one did)
+	}
+	v := c.val
+	why := fmt.Sprintf("the cluster has not answered for %s (still asking)", time.Since(began).Round(time.Millisecond))
+	if !c.at.IsZero() {
+		why += "; these lists were read at " + c.at.UTC().Format(time.RFC3339Nano)
+	}
+	v.StreamsError, v.StandbysError = joinWhy(why, v.StreamsError), joinWhy(why, v.StandbysError)
+	return v
+}
+
+// joinWhy is why, followed by the error of the reading shown, if any.
+func joinWhy(why, old string) string {
+	if old == "" {
+		return why
+	}
+	return why + "; then: " + old
+}
+
+// readStreams reads the cluster's streams into the cache and then closes
+// reading, also if the reading panics (its waiters go on).
+func (g *Gateway) readStreams(reading chan struct{}) {
 	var v clusterStreams
-	defer func() { // also if the reading panics: the waiters go on
+	defer func() {
+		c := &g.streams
 		c.mu.Lock()
 		c.val, c.at, c.reading = v, time.Now(), nil
 		c.mu.Unlock()
 		close(reading)
 	}()
-	// Read for everyone waiting, not only for this request: its end does
-	// not cut the reading short.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), streamsReadTimeout)
+	ctx, cancel := context.WithTimeout(g.life, streamsReadTimeout)
 	defer cancel()
-	v = g.readClusterStreams(rctx)
-	return v
+	v = g.readClusterStreams(ctx)
 }
 
 // streamsReadTimeout bounds one reading of the cluster's streams.
@@ -166,21 +198,48 @@ type siteCounters struct {
 const opsStreamEvery = 2 * time.Second
 
 // handleOpsSite answers GET /v1/ops/site (see authedDiagnostics): in
-// full, or, for a caller this site could not confirm against the log's
-// head while it refuses its users, without its NATS link, counters,
-// warnings and recent errors (limited says so).
+// full, or, to a caller this site could not confirm as an operator, only
+// what anyone may read (limitedSite).
 func (g *Gateway) handleOpsSite(w http.ResponseWriter, r *http.Request, _ claims, confirmed bool) {
-	d := g.siteDetail(r.Context())
 	if !confirmed {
-		d.Limited = "this site refuses its users and could not catch up with the log's accounts records to confirm your session: " +
-			"its NATS link, counters, warnings and recent errors are left out"
-		d.NATSServer, d.NATS, d.Counters, d.Warnings, d.RecentErrors = "", natsLink{}, siteCounters{}, nil, []LogRecord{}
+		writeJSON(w, http.StatusOK, g.limitedSite())
+		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, g.siteDetail(r.Context()))
 }
 
+// limitedSite is GET /v1/ops/site's answer to a caller this site could
+// not confirm as an operator: what the public GET /v1/status shows
+// anyone, why the site refuses its users in the words every refused
+// request is answered with, and limited, which says why there is no more.
+// Nothing of the site's internals (gateways, log positions, streams, its
+// NATS server, counters, warnings, errors): a session revoked or demoted
+// a moment ago at another site may be the one asking.
+type limitedSite struct {
+	publicStatus
+	At         time.Time `json:"at"`
+	NotServing string    `json:"not_serving,omitempty"`
+	Limited    string    `json:"limited"`
+}
+
+// limitedWhy is limitedSite's limited.
+const limitedWhy = "not confirmed as an operator here: this site refuses its users and could not check your session " +
+	"against the log's newest accounts records, so it shows only what GET /v1/status shows; ask another site, " +
+	"or again once this one serves"
+
+func (g *Gateway) limitedSite() limitedSite {
+	l := limitedSite{publicStatus: g.publicStatus(), At: time.Now().UTC(), Limited: limitedWhy}
+	if err := g.serving(); err != nil {
+		l.NotServing = salamander.ErrorMessage(err)
+	}
+	return l
+}
+
+// siteDetail is this site's technical status. What it asks the cluster
+// (its NATS server's round trip, the streams) it waits for at most
+// streamsWait: the rest comes from memory.
 func (g *Gateway) siteDetail(ctx context.Context) siteDetail {
-	ctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, streamsWait)
 	defer cancel()
 	nc := g.cfg.Store.Conn()
 	d := siteDetail{

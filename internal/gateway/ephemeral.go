@@ -126,26 +126,36 @@ type ephemeral struct {
 	// what the others answered it (see settled).
 	startedAt   atomic.Int64
 	settledOnce atomic.Bool
+	// What the roll call at start told (see settled), guarded by mu:
+	// rollEmpty once no other process listened, rollHeard once one
+	// answered; expected names every instance the answers named.
+	rollEmpty, rollHeard bool
+	expected             map[string]rollEntry
 }
 
-// presenceSettle is how long a new process waits after its hello for the
-// other processes' digests (each answers a hello with one at once, a
-// round trip away) before it counts what it mirrors as complete;
-// presenceSettleMax bounds that wait, the resyncs the digests start
-// included (100,000 users take ~0.2 s), so that a process that cannot
-// resync still comes up.
+// presenceSettle is how long a new process that no other process answers
+// waits after its hello for digests of processes of earlier versions
+// (which answer a hello, not a roll call) before it counts what it
+// mirrors as complete; presenceSettleMax bounds every wait, the resyncs
+// the digests start included (100,000 users take ~0.2 s), so that a
+// process that cannot resync, or is named but never heard, still comes up.
 const (
 	presenceSettle    = 300 * time.Millisecond
 	presenceSettleMax = 5 * time.Second
 )
 
 // settled reports whether this process has heard the other processes'
-// users since it started: the answers to its hello have come, and the
-// resyncs they asked for are done (or presenceSettleMax has passed). Until
-// then its mirror may lack users online elsewhere, and a follower it
-// served would be told they are offline, then online (see
-// Gateway.CaughtUp). A process whose presence never started has nothing
-// to wait for.
+// users since it started (or presenceSettleMax has passed). Until then
+// its mirror may lack users online elsewhere, and a follower it served
+// would be told they are offline, then online (see Gateway.CaughtUp). It
+// knows whom to wait for from its roll call: every process that answered
+// and every process they mirror must have been heard (a digest, or a
+// goodbye), and the resyncs the digests started be done — however long
+// their answers take under load, up to presenceSettleMax. Until an answer
+// comes (or "no responders": no other process listens, and then as
+// before it waits presenceSettle for processes of earlier versions) it is
+// not settled. A process whose presence never started has nothing to
+// wait for.
 func (e *ephemeral) settled(now time.Time) bool {
 	if e.settledOnce.Load() {
 		return true
@@ -155,22 +165,59 @@ func (e *ephemeral) settled(now time.Time) bool {
 		return true
 	}
 	since := now.Sub(time.Unix(0, started))
-	if since < presenceSettle {
-		return false
-	}
 	if since < presenceSettleMax {
 		e.mu.Lock()
-		busy := len(e.dirty) > 0
-		for _, r := range e.remotes {
-			busy = busy || r.syncing
-		}
+		waiting := e.waitingFor(since)
 		e.mu.Unlock()
-		if busy {
+		if waiting {
 			return false
 		}
 	}
 	e.settledOnce.Store(true)
 	return true
+}
+
+// restarted reports whether instance k was heard again under a new id:
+// its site and instance name on another instance's beat (the process
+// restarted, as every gateway of a burned site does, after it died
+// without a goodbye; the others mirror the dead one until its TTL runs
+// out). mu is held.
+func (e *ephemeral) restarted(k rollEntry) bool {
+	if k.Name == "" {
+		return false
+	}
+	for id, r := range e.remotes {
+		if id != k.Inst && r.beaten && r.site == k.Site && r.name == k.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// waitingFor reports whether, since after the start, this process still
+// waits for others' users (see settled). mu is held.
+func (e *ephemeral) waitingFor(since time.Duration) bool {
+	if len(e.dirty) > 0 {
+		return true
+	}
+	for _, r := range e.remotes {
+		if r.syncing {
+			return true
+		}
+	}
+	switch {
+	case e.rollHeard:
+		for id, k := range e.expected {
+			if r := e.remotes[id]; r != nil && (r.beaten || r.stopping) || e.restarted(k) {
+				continue
+			}
+			return true
+		}
+		return false
+	case e.rollEmpty:
+		return since < presenceSettle
+	}
+	return true // the answers are on their way
 }
 
 func newEphemeral(g *Gateway) *ephemeral {
@@ -196,6 +243,7 @@ func newEphemeral(g *Gateway) *ephemeral {
 		dirty:         map[string]bool{},
 		follows:       map[string][]string{},
 		watchers:      map[string]map[string]struct{}{},
+		expected:      map[string]rollEntry{},
 		kick:          make(chan struct{}, 1),
 		beatNow:       make(chan struct{}, 1),
 	}
@@ -247,6 +295,26 @@ func (e *ephemeral) start(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		subs = append(subs, sub)
 	}
+	// The roll call goes out before this process listens for roll calls
+	// itself: "no responders" then means no other process listens.
+	inbox := e.nc.NewInbox()
+	answers, err := e.nc.Subscribe(inbox, e.onRollAnswer)
+	if err != nil {
+		unsubscribe()
+		return err
+	}
+	subs = append(subs, answers)
+	call, _ := json.Marshal(rollAnswer{Inst: e.id})
+	if err := e.nc.PublishRequest(subjPresenceRoll, inbox, call); err != nil {
+		unsubscribe()
+		return err
+	}
+	roll, err := e.nc.Subscribe(subjPresenceRoll, e.onRollCall)
+	if err != nil {
+		unsubscribe()
+		return err
+	}
+	subs = append(subs, roll)
 	e.startedAt.Store(time.Now().UnixNano())
 	_ = subs[0].SetPendingLimits(typingPendingMsgs, typingPendingBytes)
 	_ = subs[3].SetPendingLimits(syncPendingMsgs, syncPendingBytes)

@@ -89,6 +89,14 @@ func startLoneGateway(t *testing.T, ctx context.Context, tweak func(*jsstore.Con
 	if tweak != nil {
 		tweak(&cfg)
 	}
+	return startGatewayOn(t, ctx, cfg, recs...)
+}
+
+// startGatewayOn starts a gateway of site "a" on a store opened with cfg,
+// its read model applying the log, with recs appended first (as
+// startLoneGateway).
+func startGatewayOn(t *testing.T, ctx context.Context, cfg jsstore.Config, recs ...salamander.Record) (*Gateway, *jsstore.Store, *view.View) {
+	t.Helper()
 	store, err := jsstore.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -100,7 +100,11 @@ type publicStatus struct {
 // handleStatus answers GET /v1/status from this process's memory alone: it
 // asks the cluster nothing, so that no one can load the cluster through it.
 func (g *Gateway) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, g.publicStatus())
+}
+
+func (g *Gateway) publicStatus() publicStatus {
 	open, _ := g.incidentLists()
-	writeJSON(w, http.StatusOK, publicStatus{Site: g.cfg.Site, Ready: g.readiness().Ready, UpToDate: g.serving() == nil,
-		Services: serviceStates(open), OpenIncidents: len(open)})
+	return publicStatus{Site: g.cfg.Site, Ready: g.readiness().Ready, UpToDate: g.serving() == nil,
+		Services: serviceStates(open), OpenIncidents: len(open)}
 }

@@ -96,6 +96,11 @@ const (
 	// instance heard on its site's subject.
 	subjPresenceV2     = "sal.eph.presence.v2"
 	subjPresenceSyncV2 = subjPresenceV2 + ".sync."
+	// subjPresenceRoll is the roll call a starting process sends once,
+	// before it listens there itself: every other process answers who it
+	// is and which processes it mirrors (rollAnswer, see
+	// ephemeral.settled).
+	subjPresenceRoll = jsstore.SubjPresenceRoll
 	// maxResyncUsers bounds what one instance's resync may collect (ten
 	// times the 100,000 online users a process is built for).
 	maxResyncUsers = 1_000_000
@@ -226,6 +231,72 @@ type remote struct {
 	syncing  bool
 	held     []presenceMsgV2 // deltas that arrived during the resync
 	overflow bool
+	// beaten is set once a digest (beat) of the instance was heard: what
+	// it holds is then mirrored or being resynced (see settled).
+	beaten bool
+}
+
+// rollAnswer is a roll call (Inst: the caller) and its answers: the
+// answering instance, and the instances it mirrors that speak v2 and have
+// not said goodbye.
+type rollAnswer struct {
+	Inst  string      `json:"inst"`
+	Known []rollEntry `json:"known,omitempty"`
+}
+
+// rollEntry is an instance a roll call's answer names, with its site and
+// instance name as its beats gave them.
+type rollEntry struct {
+	Inst string `json:"inst"`
+	Site string `json:"site,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// onRollCall answers another process's roll call (subjPresenceRoll).
+func (e *ephemeral) onRollCall(msg *nats.Msg) {
+	var c rollAnswer
+	if msg.Reply == "" || len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &c) != nil || c.Inst == e.id {
+		return
+	}
+	a := rollAnswer{Inst: e.id}
+	e.mu.Lock()
+	for id, r := range e.remotes {
+		if id != e.id && !r.v1 && !r.stopping {
+			a.Known = append(a.Known, rollEntry{Inst: id, Site: r.site, Name: r.name})
+		}
+	}
+	e.mu.Unlock()
+	b, _ := json.Marshal(a)
+	_ = msg.Respond(b)
+}
+
+// onRollAnswer notes an answer to this process's roll call: the instances
+// it names are expected (see settled); "no responders" says no other
+// process listens. An instance of this site under this process's own
+// instance name is not: it is this process before a restart (two
+// processes do not share a name), which died without a goodbye and is
+// mirrored until its TTL runs out, but will never be heard again (see
+// waitingFor for one restarted under another name).
+func (e *ephemeral) onRollAnswer(msg *nats.Msg) {
+	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+		e.mu.Lock()
+		e.rollEmpty = true
+		e.mu.Unlock()
+		return
+	}
+	var a rollAnswer
+	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &a) != nil || !validInstance(a.Inst) {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rollHeard = true
+	for _, k := range append(a.Known, rollEntry{Inst: a.Inst}) {
+		earlierSelf := k.Site == e.site && k.Name != "" && k.Name == e.name
+		if k.Inst != e.id && !earlierSelf && validInstance(k.Inst) && len(e.expected) < maxRemoteInstances {
+			e.expected[k.Inst] = k
+		}
+	}
 }
 
 // presencePush is one presence change for the followers connected here.
@@ -444,6 +515,7 @@ func (e *ephemeral) onPresence(msg *nats.Msg) {
 		if r == nil {
 			break
 		}
+		r.beaten = true
 		r.ttl = clampTTL(m.TTLms, e.ttl)
 		// The name is shown in GET /v1/ops/site: one no gateway
 		// makes is not shown, though the beat counts.

@@ -83,26 +83,27 @@ func TestGatewayCredentialSpeaksOnlyForItsSite(t *testing.T) {
 		// What the gateway of site a needs (and nothing hears: the log's
 		// subjects and the gatherers' are left alone, every send shows them
 		// open).
-		"sal.eph.hb.a", "sal.eph.presence.at.a", "sal.eph.presence.sync.b.x", "sal.eph.typing")
+		"sal.eph.hb.a", "sal.eph.presence.at.a", "sal.eph.presence.sync.b.x", "sal.eph.typing", "sal.eph.presence.roll")
 	for _, subj := range []string{"sal.eph.hb.b", "sal.eph.hb.c", "sal.eph.presence", "sal.eph.presence.v2",
 		"sal.eph.presence.at.b", "salc.p0.x", "$JS.API.META.LEADER.STEPDOWN"} {
 		if !refusedPub[subj] {
 			t.Errorf("gateway-a may publish to %s", subj)
 		}
 	}
-	for _, subj := range []string{"sal.eph.hb.a", "sal.eph.presence.at.a", "sal.eph.presence.sync.b.x", "sal.eph.typing"} {
+	for _, subj := range []string{"sal.eph.hb.a", "sal.eph.presence.at.a", "sal.eph.presence.sync.b.x", "sal.eph.typing",
+		"sal.eph.presence.roll"} {
 		if refusedPub[subj] {
 			t.Errorf("gateway-a may not publish to %s, which it needs", subj)
 		}
 	}
 	refusedSub := refusals(t, 0, true, "sal.eph.presence.v2.sync.*", "sal.eph.presence.sync.b.*", "sal.eph.gather.b",
-		"sal.eph.presence.sync.a.*", "sal.eph.presence.at.*", "sal.eph.hb.*")
+		"sal.eph.presence.sync.a.*", "sal.eph.presence.at.*", "sal.eph.hb.*", "sal.eph.presence.roll")
 	for _, subj := range []string{"sal.eph.presence.v2.sync.*", "sal.eph.presence.sync.b.*", "sal.eph.gather.b"} {
 		if !refusedSub[subj] {
 			t.Errorf("gateway-a may subscribe to %s", subj)
 		}
 	}
-	for _, subj := range []string{"sal.eph.presence.sync.a.*", "sal.eph.presence.at.*", "sal.eph.hb.*"} {
+	for _, subj := range []string{"sal.eph.presence.sync.a.*", "sal.eph.presence.at.*", "sal.eph.hb.*", "sal.eph.presence.roll"} {
 		if refusedSub[subj] {
 			t.Errorf("gateway-a may not subscribe to %s, which it needs", subj)
 		}

@@ -1579,6 +1579,7 @@ func GatewayPermissions(site string, partitions int) (publish, subscribe []strin
 		// Resyncs asked of a process of a version before 2026-12-02
 		// during a rolling upgrade (it answers to this gateway's inbox).
 		"sal.eph.presence.v2.sync.*",
+		SubjPresenceRoll,
 		SubjHeartbeat+site,
 		subjGather+"*",
 		"$JS.API.INFO",
@@ -1601,6 +1602,7 @@ func GatewayPermissions(site string, partitions int) (publish, subscribe []strin
 		"sal.eph.typing",
 		SubjPresenceAt + "*",
 		SubjPresenceSync + site + ".*",
+		SubjPresenceRoll,
 		SubjHeartbeat + "*",
 		subjGather + site,
 		// What processes of versions before 2026-12-02 send, heard during
@@ -1622,6 +1624,12 @@ const (
 	// SubjPresenceSync + site + "." + instance asks a gateway process of
 	// the site for its presence (a resync).
 	SubjPresenceSync = "sal.eph.presence.sync."
+	// SubjPresenceRoll is the roll call a starting gateway process sends
+	// once (every process of every site answers which processes it
+	// mirrors). It claims no site: a forged call gets answers, and a
+	// forged answer can hold a starting process's presence settling up to
+	// its 5 s bound, no more.
+	SubjPresenceRoll = "sal.eph.presence.roll"
 	// SubjHeartbeat + site carries the site's heartbeats.
 	SubjHeartbeat = "sal.eph.hb."
 )

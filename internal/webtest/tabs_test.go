@@ -129,6 +129,57 @@ func TestOutboxTakesOverTheEarlierList(t *testing.T) {
 	}
 }
 
+// A tab still running an earlier version writes the one list under the
+// old key after this version took it over (as it queues a message, or is
+// answered): the outbox takes that over too — when the other tab writes
+// it (the storage event, which also tells the sender) and at its next
+// read (each flush reads the outbox; a write in this tab fires no event)
+// — and a message it holds already is not taken twice.
+func TestOutboxTakesOverTheEarlierListWrittenLater(t *testing.T) {
+	a := modulesPage(t, "tab-new", nil)
+	var url string
+	a.eval(`location.href`, &url)
+	old := a.newTab("tab-old", url)
+	a.js(`window.box = undefined; window.changes = 0;
+	(async () => {
+		const store = await import("/app/js/store.js");
+		localStorage.clear();
+		const box = new store.Outbox("u");
+		box.onChange(() => { window.changes++; });
+		window.held = box.add("r1", "held");
+		window.box = box;
+	})();`)
+	a.wait("the outbox is open", `window.box !== undefined`)
+	var held string
+	a.eval(`window.held.client_id`, &held)
+	// The old tab writes its list: one new message and the one held.
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	old.js(`localStorage.setItem("salamander.outbox.u", JSON.stringify([
+		{ client_id: "` + held + `", room_id: "r1", text: "held", queued_at: "` + at + `" },
+		{ client_id: "00000000000000000000000000000001", room_id: "r1", text: "from the old tab", queued_at: "` + at + `" }]))`)
+	a.wait("the storage event", `window.changes > 0`)
+	texts := func(what string) []string {
+		var got struct {
+			Texts  []string
+			Legacy *string
+		}
+		a.eval(`({ texts: window.box.items.map((m) => m.text), legacy: localStorage.getItem("salamander.outbox.u") })`, &got)
+		if got.Legacy != nil {
+			t.Fatalf("%s: the old list is still there: %s", what, *got.Legacy)
+		}
+		return got.Texts
+	}
+	if got := texts("after the other tab's write"); strings.Join(got, ",") != "held,from the old tab" {
+		t.Fatalf("after the old tab's write the outbox holds %q", got)
+	}
+	// Written in this very tab: no event; the next read takes it over.
+	a.js(`localStorage.setItem("salamander.outbox.u", JSON.stringify([
+		{ client_id: "00000000000000000000000000000002", room_id: "r1", text: "later", queued_at: new Date().toISOString() }]))`)
+	if got := texts("at the next read"); strings.Join(got, ",") != "held,from the old tab,later" {
+		t.Fatalf("at the next read the outbox holds %q", got)
+	}
+}
+
 // missing lists what of want got lacks.
 func missing(want, got []string) []string {
 	have := map[string]bool{}

@@ -337,7 +337,7 @@ function onOverview(ov) {
   showStreamNote("");
   setLive("on", "live");
   for (const s of ov.sites) {
-    if (!s.status) continue;
+    if (!s.status || !s.status.counters) continue; // a limited answer has no counters
     const c = s.status.counters, at = Date.parse(s.status.at), p = state.prev[s.name];
     if (p && at > p.at) {
       const dt = (at - p.at) / 1000;
@@ -396,6 +396,18 @@ function siteCard(s, here) {
       h("div", { class: "site-foot" }, h("span", {}, s.url), h("span", { class: "spacer" }), h("span", {}, `asked in ${s.took_ms} ms`)));
     return card;
   }
+  if (st.limited) {
+    // Not confirmed as an operator there: only what its public status shows.
+    append(card,
+      h("ul", { class: "checklist" },
+        check(true, "reachable", `${s.took_ms} ms`),
+        check(st.ready, st.ready ? "ready" : "not ready", st.not_serving)),
+      h("p", { class: "site-notes" }, st.limited),
+      h("div", { class: "site-foot" },
+        h("span", { class: "spacer" }),
+        h("a", { href: s.url + "/status", target: "_blank", rel: "noopener" }, "status page")));
+    return card;
+  }
   const rate = state.rates[s.name] || {};
   append(card,
     h("ul", { class: "checklist" },
@@ -410,7 +422,6 @@ function siteCard(s, here) {
       st.drained ? check(false, "drained", "clients sent to the other sites", true) : null,
     ),
     (st.warnings || []).length ? h("ul", { class: "site-notes" }, st.warnings.map((w) => h("li", {}, w))) : null,
-    st.limited ? h("p", { class: "site-notes" }, st.limited) : null,
     st.stalled ? h("ul", { class: "site-notes" }, Object.entries(st.stalled).map(([k, v]) => h("li", {}, `${k} stalled: ${v}`))) : null,
     h("div", { class: "stats" },
       stat(fmtInt(st.websockets), "websockets"),

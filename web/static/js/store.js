@@ -114,19 +114,29 @@ export class Outbox {
     this.prefix = `salamander.outbox.${user}:`; // ':' is in no user name
     this.cache = new Map(); // key -> [stored text, what it parsed to]
     this.last = 0;          // the newest at this tab gave
-    // The list earlier versions kept under one key, once.
-    const legacy = `salamander.outbox.${user}`;
-    const old = read(legacy, null);
-    if (Array.isArray(old)) {
-      old.forEach((m, i) => {
-        if (!m?.client_id || localStorage.getItem(this.prefix + m.client_id) !== null) return;
-        write(this.prefix + m.client_id, { ...m, at: (Date.parse(m.queued_at) || 0) * 1000 + i });
-      });
-      localStorage.removeItem(legacy);
-    }
+    this.legacy = `salamander.outbox.${user}`; // the one list of earlier versions
+    this.adoptLegacy();
+  }
+  // adoptLegacy moves the list earlier versions kept under one key into
+  // entries of their own, and removes it. A tab still running such a
+  // version writes that key again whenever it queues or is answered, so
+  // the list is taken over not only once but at every read of the outbox
+  // (each flush reads it) and whenever another tab writes it (onChange).
+  // A message held already is not taken twice, and one sent already is
+  // the same message by its client id (the site answers it with the
+  // original).
+  adoptLegacy() {
+    const old = read(this.legacy, null);
+    if (!Array.isArray(old)) return;
+    old.forEach((m, i) => {
+      if (!m?.client_id || localStorage.getItem(this.prefix + m.client_id) !== null) return;
+      write(this.prefix + m.client_id, { ...m, at: (Date.parse(m.queued_at) || 0) * 1000 + i });
+    });
+    localStorage.removeItem(this.legacy);
   }
   // keys are the storage keys of the messages held.
   keys() {
+    this.adoptLegacy();
     const out = [];
     for (let i = 0; i < localStorage.length; i++) {
       const k = localStorage.key(i);
@@ -171,6 +181,9 @@ export class Outbox {
   clear() { for (const k of this.keys()) localStorage.removeItem(k); }
   // onChange calls fn when another tab changes the outbox.
   onChange(fn) {
-    window.addEventListener("storage", (e) => { if (e.key === null || e.key.startsWith(this.prefix)) fn(); });
+    window.addEventListener("storage", (e) => {
+      if (e.key === this.legacy) this.adoptLegacy(); // a tab of an earlier version wrote it
+      if (e.key === null || e.key === this.legacy || e.key.startsWith(this.prefix)) fn();
+    });
   }
 }
