@@ -114,7 +114,12 @@ func TestTwoAdminsSteppingDownAtOnceLeaveOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	link.SetDelay(300*time.Millisecond, 0)
+	// 100 ms each way keeps bo's record from this site's read model while
+	// ann's request is checked, and a direct get's round trip (200 ms)
+	// within the tail's reply timeout (250 ms): at 300 ms a tail that
+	// probed the log while the link was slow retried its direct gets for
+	// up to 10 s, past the handler's wait.
+	link.SetDelay(100*time.Millisecond, 0)
 
 	// bo, at another site.
 	rec := salamander.Record{Type: salamander.RecRoleSet, User: "bo", Role: salamander.RoleOperator, By: "bo", Site: "b", At: time.Now().UTC()}
