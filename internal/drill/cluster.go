@@ -184,6 +184,9 @@ type siteProc struct {
 	dataDir     string
 	logPath     string
 	routes      []string
+	// bin is the salamander executable the site's next start runs
+	// ("": ClusterConfig.Binary); see SetBinary.
+	bin string
 	// external topology: the nats-server's monitoring address and the
 	// gateways behind the balancer.
 	monitorAddr string
@@ -439,7 +442,23 @@ func (c *Cluster) start(i int) error {
 		"--log-level", c.cfg.SiteLogLevel,
 		"--secrets", secrets.SiteFile(c.secrets, s.name),
 	}
-	return c.spawn(i, RoleSite, "", s.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...)
+	return c.spawn(i, RoleSite, "", s.logPath, c.Binary(i), append(args, c.cfg.ServeArgs...)...)
+}
+
+// Binary returns the salamander executable site i runs (external
+// topology: its gateways; its nats-server is ClusterConfig.NATSServer),
+// or starts with next.
+func (c *Cluster) Binary(i int) string {
+	if b := c.sites[i].bin; b != "" {
+		return b
+	}
+	return c.cfg.Binary
+}
+
+// SetBinary makes site i run bin from its next start on (Restart): an
+// upgrade, site by site. The site's data and addresses stay as they are.
+func (c *Cluster) SetBinary(i int, bin string) {
+	c.sites[i].bin = bin
 }
 
 // sitesFlag is every site's public URL as `serve --sites` takes them.
