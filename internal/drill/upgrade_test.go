@@ -152,3 +152,31 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// An "offline" a follower was told while every user stayed connected is a
+// flap: counted, dated, with how soon "online" followed, and it fails the
+// drill; "online" alone is not.
+func TestPresenceFlapFailsTheDrill(t *testing.T) {
+	t0 := time.Now()
+	cl := &Cluster{sites: []*siteProc{{name: "a", url: "http://a"}, {name: "b", url: "http://b"}}}
+	w := &workload{cl: cl, followers: 2, users: []*user{
+		{name: "u0", told: []presenceEvent{{user: "u1", online: true, at: t0.Add(time.Second), site: "http://a"}}},
+		{name: "u1", told: []presenceEvent{
+			{user: "u0", online: false, at: t0.Add(5 * time.Second), site: "http://b"},
+			{user: "u0", online: true, at: t0.Add(5*time.Second + 1500*time.Millisecond), site: "http://b"},
+		}},
+	}}
+	r := &run{cl: cl, w: w, t0: t0, rep: &Report{Verdict: Verdict{Acked: 1, Converged: true}}}
+	p := r.measurePresence()
+	if p.Followers != 2 || p.Events != 3 || p.Flaps != 1 || p.Users != 1 || len(p.Samples) != 1 {
+		t.Fatalf("presence: %+v", p)
+	}
+	if f := p.Samples[0]; f.User != "u0" || f.Follower != "u1" || f.AtS != 5 || f.Site != "b" || f.OnlineAgainMS != 1500 {
+		t.Errorf("flap: %+v", f)
+	}
+	r.rep.Presence = p
+	r.rep.judge()
+	if r.rep.OK || !strings.Contains(strings.Join(r.rep.Failures, ";"), "presence flapped") {
+		t.Errorf("a flap passed: %v", r.rep.Failures)
+	}
+}
