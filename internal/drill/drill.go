@@ -8,10 +8,10 @@
 // or every byte silently dropped, then healed under load), brings a burned
 // site back on its old or an empty disk (return, the same site or each in
 // turn), burns a partition's standby leader during the partition's merge
-// (fire-merge), restarts every site in turn (rolling) or slows the routes
-// down (latency). Then it proves message by message that nothing
-// acknowledged was lost, duplicated or reordered and that the sites
-// converged. It measures how long writes were unavailable, when the
+// (fire-merge), restarts every site in turn (rolling), onto a new binary
+// (upgrade: a rolling upgrade), or slows the routes down (latency). Then it
+// proves message by message that nothing acknowledged was lost,
+// duplicated or reordered and that the sites converged. It measures how long writes were unavailable, when the
 // partitions a fire hit elected new leaders and how soon messages held
 // meanwhile reached everyone after that, how soon a cut-off site refused
 // its clients, what a heal cost the majority, how long a returning site
@@ -611,7 +611,10 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	rep.measureElections(w, r.recs, r.elections())
 	rep.measureReconnects(w, r.faults)
 	if w.presence {
-		rep.Presence = r.measurePresence()
+		if rep.Presence == nil {
+			rep.Presence = &PresenceStats{}
+		}
+		r.measurePresence(rep.Presence)
 	}
 	rep.judge()
 	return rep, nil
@@ -919,6 +922,14 @@ func (r *run) rolling() error {
 	if r.cfg.Scenario == ScenarioUpgrade {
 		kind = FaultUpgrade
 	}
+	r.rep.Presence = &PresenceStats{}
+	pp := r.startPresencePoller()
+	polling := true
+	defer func() {
+		if polling {
+			pp.stopInto(r.rep.Presence)
+		}
+	}()
 	for vi := range r.cl.N() {
 		if vi > 0 {
 			if err := sleepUntil(r.ctx, time.Now().Add(r.cfg.Pause)); err != nil {
@@ -926,6 +937,7 @@ func (r *run) rolling() error {
 			}
 		}
 		f := r.newFault(kind, vi)
+		pp.down(vi)
 		if err := r.cl.Term(vi, 30*time.Second); err != nil {
 			return err
 		}
@@ -942,6 +954,7 @@ func (r *run) rolling() error {
 		err := r.cl.Restart(rctx, vi)
 		if err == nil {
 			f.ReadyMS = ms(time.Since(back))
+			pp.up(vi)
 			var at time.Time
 			at, err = r.cl.WaitCaughtUp(rctx, vi, true)
 			f.CaughtUpMS = ms(at.Sub(back))
@@ -964,6 +977,8 @@ func (r *run) rolling() error {
 	if err := r.loadUntilDone(); err != nil {
 		return err
 	}
+	polling = false
+	pp.stopInto(r.rep.Presence)
 	if err := r.checkAllSites(); err != nil {
 		return err
 	}

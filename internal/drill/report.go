@@ -18,7 +18,7 @@ import (
 type Report struct {
 	Scenario string `json:"scenario"`
 	// Site is the site that was burned (fire, return) or cut off
-	// (partition); empty for rolling, latency and none.
+	// (partition); empty for rolling, upgrade, latency and none.
 	Site  string `json:"site,omitempty"`
 	Users int    `json:"users"`
 	// Devices is how many idle devices the users had beside their own
@@ -604,6 +604,10 @@ func (r *Report) judge() {
 	if p := r.Presence; p != nil && p.Flaps > 0 {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d times a follower was told a user went offline while the user stayed connected (%d users): presence flapped",
 			p.Flaps, p.Users))
+	}
+	if p := r.Presence; p != nil && p.OfflineAnswers > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("%d times a serving site answered that a connected user was offline (%d users, GET /v1/presence)",
+			p.OfflineAnswers, p.OfflineAnswerUsers))
 	}
 	if r.CutStats != nil && r.CutWritesAcked > 0 {
 		r.Failures = append(r.Failures, fmt.Sprintf("site %s acknowledged %d probe writes while cut off from the majority",

@@ -3,12 +3,18 @@ package drill
 import (
 	"bufio"
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/salamander-chat/salamander"
+	"github.com/salamander-chat/salamander/client"
 )
 
 // What a planned restart of every site (rolling, upgrade) is checked for
@@ -37,6 +43,144 @@ type PresenceStats struct {
 	Users int `json:"flapped_users"`
 	// Samples are the first flaps.
 	Samples []PresenceFlap `json:"samples,omitempty"`
+	// Asked counts the users whose presence the drill asked a serving
+	// site (GET /v1/presence, as a client does after each ready) from the
+	// first restart until the load stopped: every second, at every site
+	// but one being restarted (until it is ready again), each group's
+	// first member about the others. AskErrors counts the questions that
+	// got no answer.
+	Asked     int `json:"asked"`
+	AskErrors int `json:"ask_errors"`
+	// OfflineAnswers counts the answers that a connected user was
+	// offline, OfflineAnswerUsers the users they were about; AnswerSamples
+	// shows the first.
+	OfflineAnswers     int              `json:"offline_answers"`
+	OfflineAnswerUsers int              `json:"offline_answer_users"`
+	AnswerSamples      []PresenceAnswer `json:"offline_answer_samples,omitempty"`
+}
+
+// PresenceAnswer is one answer of a serving site that a connected user was
+// offline.
+type PresenceAnswer struct {
+	Site string  `json:"site"`
+	User string  `json:"user"`
+	AtS  float64 `json:"at_s"`
+	// SinceReadyMS is how long the site had been ready again after its
+	// restart (-1: it was not restarted yet).
+	SinceReadyMS float64 `json:"since_ready_ms"`
+}
+
+// presencePoller asks every serving site, every second, whether each
+// group's members are online (see PresenceStats.Asked). rolling marks a
+// site not serving from just before its SIGTERM until it is ready again.
+type presencePoller struct {
+	r       *run
+	serving []atomic.Bool
+	readyAt []atomic.Int64 // Unix nanoseconds the site was last ready again (0: not restarted)
+	stop    chan struct{}
+	done    chan struct{}
+
+	// Owned by the poller's goroutine until done is closed.
+	asked, errs int
+	offline     []PresenceAnswer
+	clients     map[[2]int]*client.Client // (user, site) -> pinned client
+}
+
+// startPresencePoller starts asking; stopInto ends it.
+func (r *run) startPresencePoller() *presencePoller {
+	p := &presencePoller{r: r, serving: make([]atomic.Bool, r.cl.N()), readyAt: make([]atomic.Int64, r.cl.N()),
+		stop: make(chan struct{}), done: make(chan struct{}), clients: map[[2]int]*client.Client{}}
+	for i := range p.serving {
+		p.serving[i].Store(true)
+	}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-r.ctx.Done():
+				return
+			case <-t.C:
+			}
+			for i := range p.serving {
+				if p.serving[i].Load() {
+					p.ask(i)
+				}
+			}
+		}
+	}()
+	return p
+}
+
+// down and up mark site i not serving (it is about to stop) and serving
+// again (it is ready).
+func (p *presencePoller) down(i int) { p.serving[i].Store(false) }
+func (p *presencePoller) up(i int) {
+	p.readyAt[i].Store(time.Now().UnixNano())
+	p.serving[i].Store(true)
+}
+
+// ask asks site i, for each group, whether its members are online.
+func (p *presencePoller) ask(i int) {
+	for _, rm := range p.r.w.rooms {
+		if rm.kind != salamander.RoomGroup {
+			continue
+		}
+		asker := rm.members[0]
+		c := p.clients[[2]int{asker.idx, i}]
+		if c == nil {
+			var err error
+			if c, err = p.r.w.pinned(asker, i); err != nil {
+				p.errs++
+				continue
+			}
+			p.clients[[2]int{asker.idx, i}] = c
+		}
+		var names []string
+		for _, m := range rm.members[1:] {
+			names = append(names, m.name)
+		}
+		ctx, cancel := context.WithTimeout(p.r.ctx, 2*time.Second)
+		answers, err := c.Presence(ctx, names...)
+		cancel()
+		// The site may have stopped meanwhile: only a serving site's
+		// answer counts.
+		if !p.serving[i].Load() {
+			return
+		}
+		if err != nil {
+			p.errs++
+			continue
+		}
+		now := time.Now()
+		for _, a := range answers {
+			p.asked++
+			if a.Online || a.Hidden {
+				continue
+			}
+			since := -1.0
+			if at := p.readyAt[i].Load(); at != 0 {
+				since = ms(now.Sub(time.Unix(0, at)))
+			}
+			p.offline = append(p.offline, PresenceAnswer{Site: p.r.cl.Name(i), User: a.User, AtS: p.r.since(now), SinceReadyMS: since})
+		}
+	}
+}
+
+// stopInto stops the poller, waits for it and puts what it found in ps.
+func (p *presencePoller) stopInto(ps *PresenceStats) {
+	close(p.stop)
+	<-p.done
+	ps.Asked, ps.AskErrors, ps.OfflineAnswers = p.asked, p.errs, len(p.offline)
+	users := map[string]bool{}
+	for _, a := range p.offline {
+		users[a.User] = true
+	}
+	ps.OfflineAnswerUsers = len(users)
+	ps.AnswerSamples = p.offline[:min(len(p.offline), maxFlapSamples)]
 }
 
 // PresenceFlap is one "offline" event a follower was told.
@@ -54,10 +198,11 @@ type PresenceFlap struct {
 // maxFlapSamples bounds PresenceStats.Samples.
 const maxFlapSamples = 10
 
-// measurePresence counts the presence events the followers were told.
-func (r *run) measurePresence() *PresenceStats {
+// measurePresence counts in ps the presence events the followers were
+// told.
+func (r *run) measurePresence(ps *PresenceStats) {
 	told := r.w.presenceTold()
-	ps := &PresenceStats{Followers: r.w.followers}
+	ps.Followers = r.w.followers
 	users := map[string]bool{}
 	var flaps []PresenceFlap
 	for follower, evs := range told {
@@ -80,7 +225,6 @@ func (r *run) measurePresence() *PresenceStats {
 	slices.SortFunc(flaps, func(a, b PresenceFlap) int { return cmp.Compare(a.AtS, b.AtS) })
 	ps.Flaps, ps.Users = len(flaps), len(users)
 	ps.Samples = flaps[:min(len(flaps), maxFlapSamples)]
-	return ps
 }
 
 // siteOfURL returns the name of the site at url (url itself if none).
@@ -277,6 +421,17 @@ func (p *PresenceStats) text() string {
 			again = "online again after " + sec(f.OnlineAgainMS)
 		}
 		fmt.Fprintf(&b, "    %s told %s offline at %.1fs (at site %s), %s\n", f.Follower, f.User, f.AtS, f.Site, again)
+	}
+	if p.Asked > 0 || p.AskErrors > 0 {
+		fmt.Fprintf(&b, "  presence asked (GET /v1/presence at the serving sites, every second): %d answers, %d unanswered; %d said a connected user was offline (%d users)\n",
+			p.Asked, p.AskErrors, p.OfflineAnswers, p.OfflineAnswerUsers)
+	}
+	for _, a := range p.AnswerSamples {
+		when := "before its restart"
+		if a.SinceReadyMS >= 0 {
+			when = sec(a.SinceReadyMS) + " after it was ready again"
+		}
+		fmt.Fprintf(&b, "    site %s said %s offline at %.1fs, %s\n", a.Site, a.User, a.AtS, when)
 	}
 	return b.String()
 }

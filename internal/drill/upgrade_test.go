@@ -81,7 +81,7 @@ func TestUpgradeDrill(t *testing.T) {
 			}
 		}
 	}
-	if p := rep.Presence; p == nil || p.Followers == 0 {
+	if p := rep.Presence; p == nil || p.Followers == 0 || p.Asked == 0 {
 		t.Errorf("presence not watched: %+v", p)
 	}
 	if len(rep.SiteLogs) != 3 {
@@ -167,7 +167,8 @@ func TestPresenceFlapFailsTheDrill(t *testing.T) {
 		}},
 	}}
 	r := &run{cl: cl, w: w, t0: t0, rep: &Report{Verdict: Verdict{Acked: 1, Converged: true}}}
-	p := r.measurePresence()
+	p := &PresenceStats{}
+	r.measurePresence(p)
 	if p.Followers != 2 || p.Events != 3 || p.Flaps != 1 || p.Users != 1 || len(p.Samples) != 1 {
 		t.Fatalf("presence: %+v", p)
 	}
@@ -178,5 +179,11 @@ func TestPresenceFlapFailsTheDrill(t *testing.T) {
 	r.rep.judge()
 	if r.rep.OK || !strings.Contains(strings.Join(r.rep.Failures, ";"), "presence flapped") {
 		t.Errorf("a flap passed: %v", r.rep.Failures)
+	}
+	// So is a serving site's answer that a connected user is offline.
+	r.rep = &Report{Verdict: Verdict{Acked: 1, Converged: true}, Presence: &PresenceStats{Asked: 10, OfflineAnswers: 1, OfflineAnswerUsers: 1}}
+	r.rep.judge()
+	if r.rep.OK || !strings.Contains(strings.Join(r.rep.Failures, ";"), "answered that a connected user was offline") {
+		t.Errorf("an offline answer passed: %v", r.rep.Failures)
 	}
 }
