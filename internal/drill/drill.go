@@ -954,6 +954,7 @@ func (r *run) rolling() error {
 		err := r.cl.Restart(rctx, vi)
 		if err == nil {
 			f.ReadyMS = ms(time.Since(back))
+			f.NotReady = r.cl.UnreadyWhy(vi)
 			pp.up(vi)
 			var at time.Time
 			at, err = r.cl.WaitCaughtUp(rctx, vi, true)

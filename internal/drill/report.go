@@ -227,6 +227,9 @@ type Fault struct {
 	// restart and after it.
 	Before *BinaryInfo `json:"before,omitempty"`
 	After  *BinaryInfo `json:"after,omitempty"`
+	// NotReady (term, upgrade) is what the site said kept it from being
+	// ready, when it took over 2 s (GET /v1/ops/site).
+	NotReady string `json:"not_ready,omitempty"`
 	// ReadModel (term, upgrade) is what became of the site's read model as
 	// it started again: "kept", or "rebuilt from the log: WHY" (a new
 	// schema version, as the site logged it).

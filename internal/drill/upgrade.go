@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -57,6 +58,9 @@ type PresenceStats struct {
 	OfflineAnswers     int              `json:"offline_answers"`
 	OfflineAnswerUsers int              `json:"offline_answer_users"`
 	AnswerSamples      []PresenceAnswer `json:"offline_answer_samples,omitempty"`
+	// OfflineBySite counts them by the site that answered and the
+	// second of the load: "b@17" is site b in the 18th second.
+	OfflineBySite map[string]int `json:"offline_answers_by_site_second,omitempty"`
 }
 
 // PresenceAnswer is one answer of a serving site that a connected user was
@@ -181,6 +185,12 @@ func (p *presencePoller) stopInto(ps *PresenceStats) {
 	}
 	ps.OfflineAnswerUsers = len(users)
 	ps.AnswerSamples = p.offline[:min(len(p.offline), maxFlapSamples)]
+	for _, a := range p.offline {
+		if ps.OfflineBySite == nil {
+			ps.OfflineBySite = map[string]int{}
+		}
+		ps.OfflineBySite[fmt.Sprintf("%s@%d", a.Site, int(a.AtS))]++
+	}
 }
 
 // PresenceFlap is one "offline" event a follower was told.
@@ -404,6 +414,9 @@ func (f *Fault) restartLine(n int) string {
 	if f.Kind == FaultUpgrade {
 		fmt.Fprintf(&b, "    before: %s\n    after:  %s\n", f.Before, f.After)
 	}
+	if f.NotReady != "" {
+		fmt.Fprintf(&b, "    not ready for over 2 s: %s\n", f.NotReady)
+	}
 	if f.ReadModel != "" {
 		fmt.Fprintf(&b, "    read model: %s\n", f.ReadModel)
 	}
@@ -425,6 +438,22 @@ func (p *PresenceStats) text() string {
 	if p.Asked > 0 || p.AskErrors > 0 {
 		fmt.Fprintf(&b, "  presence asked (GET /v1/presence at the serving sites, every second): %d answers, %d unanswered; %d said a connected user was offline (%d users)\n",
 			p.Asked, p.AskErrors, p.OfflineAnswers, p.OfflineAnswerUsers)
+	}
+	if len(p.OfflineBySite) > 0 {
+		keys := slices.Collect(maps.Keys(p.OfflineBySite))
+		slices.SortFunc(keys, func(a, b string) int {
+			as, at, _ := strings.Cut(a, "@")
+			bs, bt, _ := strings.Cut(b, "@")
+			ai, _ := strconv.Atoi(at)
+			bi, _ := strconv.Atoi(bt)
+			return cmp.Or(cmp.Compare(ai, bi), cmp.Compare(as, bs))
+		})
+		var parts []string
+		for _, k := range keys {
+			site, t, _ := strings.Cut(k, "@")
+			parts = append(parts, fmt.Sprintf("%s at %ss: %d", site, t, p.OfflineBySite[k]))
+		}
+		fmt.Fprintf(&b, "    by site and second of the load: %s\n", strings.Join(parts, ", "))
 	}
 	for _, a := range p.AnswerSamples {
 		when := "before its restart"
