@@ -11,9 +11,10 @@
 // (fire-merge), restarts every site in turn (rolling), onto a new binary
 // (upgrade: a rolling upgrade), or slows the routes down (latency). Then it
 // proves message by message that nothing acknowledged was lost,
-// duplicated or reordered and that the sites converged. It measures how long writes were unavailable, when the
-// partitions a fire hit elected new leaders and how soon messages held
-// meanwhile reached everyone after that, how soon a cut-off site refused
+// duplicated or reordered and that the sites converged (rolling and
+// upgrade: that presence did not flap either). It measures how long
+// writes were unavailable, when the partitions a fire hit elected new
+// leaders and how soon messages held meanwhile reached everyone after that, how soon a cut-off site refused
 // its clients, what a heal cost the majority, how long a returning site
 // took to catch up and what latency cost, and reports as text, JSON and
 // HTML.
@@ -24,7 +25,9 @@
 // stream leaders and log positions, opstoken.go). On a cluster it started
 // it also reads the log as an operator would, with the admin credential
 // (admin.go): only to watch elections and merges, which the API does not
-// show.
+// show; and after a planned restart (rolling, upgrade) the site's log
+// file, as an operator reads it, for a read-model rebuild and warnings
+// (upgrade.go).
 package drill
 
 import (
