@@ -43,6 +43,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"return (SIGKILL a site and bring it back under load, on its old disk and then an empty one), "+
 		"fire-merge (SIGKILL a site, then the site leading a partition's standby while the partition places its held messages; bring both back), "+
 		"rolling (SIGTERM and restart each site in turn), "+
+		"upgrade (a rolling restart from --bin onto --upgrade-bin, checking presence and reporting each site's versions and time to ready), "+
 		"latency (inject route latency at --fault-at; no fault) or none (load and check only); a comma-separated list runs them in turn on one cluster")
 	fs.StringVar(&cfg.Site, "site", "", "site to burn or cut off: a, b or c (default: the one leading the most streams)")
 	cut := fs.String("cut", string(cfg.Cut), "partition: how the cut site's links fail: close (connections closed, new ones refused: noticed at once) or silent (bytes dropped both ways, connections left open, new ones hang: noticed only by timeouts, as most real partitions)")
@@ -81,7 +82,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.SiteLogLevel, "site-log-level", "warn", "the sites' log level; their logs go to SITE.log in the data directory")
 	fs.StringVar(&cfg.Dir, "data", "", "directory for the sites' data and logs (default: a temporary one, removed afterwards)")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary data directory")
-	bin := fs.String("bin", "", "salamander binary to run the sites with (default: this one)")
+	bin := fs.String("bin", "", "salamander binary to run the sites with (default: this one); upgrade: the version in production")
+	fs.StringVar(&cfg.UpgradeBinary, "upgrade-bin", "", "upgrade: the new salamander binary each site is restarted on, in turn (required there, refused elsewhere)")
 	jsonPath := fs.String("json", "", "write the JSON report to this file")
 	htmlPath := fs.String("html", "", "write the HTML report (with a timeline) to this file")
 	logLevel := fs.String("log-level", "info", "the drill's own progress log: debug, info, warn or error")

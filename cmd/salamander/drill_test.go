@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,5 +34,44 @@ func TestDrillPartitionWithoutOpsTokenIsRefusedFirst(t *testing.T) {
 	}
 	if strings.Contains(errOut.String(), "recording the drill") {
 		t.Fatalf("recorded before it was refused:\n%s", errOut.String())
+	}
+}
+
+// An upgrade drill with a binary it cannot run, or a new binary for a
+// scenario that restarts no site on it, is refused at the flags, before
+// any site starts, saying which flag is wrong.
+func TestDrillUpgradeFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("not a program"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	self := filepath.Join(dir, "script") // executable, but not a salamander
+	if err := os.WriteFile(self, []byte("#!/bin/sh\necho salamander\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scenario", "upgrade"}, "needs the new binary (--upgrade-bin)"},
+		{[]string{"--scenario", "rolling", "--upgrade-bin", self}, `--upgrade-bin) is for the upgrade scenario`},
+		{[]string{"--scenario", "fire,none", "--upgrade-bin", self}, `"fire,none" restarts none on it`},
+		{[]string{"--scenario", "upgrade", "--upgrade-bin", filepath.Join(dir, "missing")}, "--upgrade-bin " + filepath.Join(dir, "missing") + ": no such file"},
+		{[]string{"--scenario", "upgrade", "--upgrade-bin", plain}, "--upgrade-bin " + plain + ": not executable"},
+		{[]string{"--scenario", "upgrade", "--bin", dir, "--upgrade-bin", self}, "--bin " + dir + ": not a regular file"},
+		{[]string{"--scenario", "upgrade,upgrade", "--upgrade-bin", self}, "runs once in a sequence"},
+		{[]string{"--scenario", "upgrade", "--bin", self, "--upgrade-bin", self}, "is not a salamander binary"},
+		{[]string{"--scenario", "upgrade", "--upgrade-bin", self, "--sites", "http://127.0.0.1:1,http://127.0.0.1:2", "--record=false"},
+			"not possible on a cluster the drill attached to"},
+	} {
+		var out, errOut strings.Builder
+		err := runDrill(t.Context(), append(c.args, "--data", filepath.Join(dir, "data")), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("drill %q: %v, want %q\n%s", c.args, err, c.want, errOut.String())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+			t.Fatalf("drill %q started something in its data directory before refusing", c.args)
+		}
 	}
 }

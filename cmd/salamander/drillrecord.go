@@ -33,7 +33,8 @@ type drillRecorder struct {
 // or only loads the cluster a simulation.
 func drillKind(scenarios []string) string {
 	for _, s := range scenarios {
-		if s == drill.ScenarioFire || s == drill.ScenarioReturn || s == drill.ScenarioFireMerge || s == drill.ScenarioRolling {
+		if s == drill.ScenarioFire || s == drill.ScenarioReturn || s == drill.ScenarioFireMerge || s == drill.ScenarioRolling ||
+			s == drill.ScenarioUpgrade {
 			return salamander.DrillRecovery
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -42,6 +43,36 @@ Run 'salamander <command> -h' for a command's flags.
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
+
+// versionLine is what `salamander version` prints: the version, and from
+// the build information Go records in the binary the commit it was built
+// from (vcs.revision, "+modified" when the tree had uncommitted changes)
+// and the Go release, e.g. "salamander dev 1792dd2c0a5e+modified go1.26.8".
+// A binary built outside a repository (or with -buildvcs=false) names no
+// commit.
+func versionLine() string {
+	line := "salamander " + version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return line
+	}
+	rev, modified := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if rev != "" {
+		line += " " + rev[:min(12, len(rev))]
+		if modified {
+			line += "+modified"
+		}
+	}
+	return line + " " + bi.GoVersion
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -104,7 +135,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "restore":
 		return runRestore(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "salamander", version)
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)

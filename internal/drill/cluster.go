@@ -184,6 +184,12 @@ type siteProc struct {
 	dataDir     string
 	logPath     string
 	routes      []string
+	// bin is the salamander executable the site's next start runs
+	// ("": ClusterConfig.Binary); see SetBinary.
+	bin string
+	// unready is what kept the site from being ready in the last
+	// WaitReady (see UnreadyWhy); guarded by Cluster.mu.
+	unready string
 	// external topology: the nats-server's monitoring address and the
 	// gateways behind the balancer.
 	monitorAddr string
@@ -439,7 +445,23 @@ func (c *Cluster) start(i int) error {
 		"--log-level", c.cfg.SiteLogLevel,
 		"--secrets", secrets.SiteFile(c.secrets, s.name),
 	}
-	return c.spawn(i, RoleSite, "", s.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...)
+	return c.spawn(i, RoleSite, "", s.logPath, c.Binary(i), append(args, c.cfg.ServeArgs...)...)
+}
+
+// Binary returns the salamander executable site i runs (external
+// topology: its gateways; its nats-server is ClusterConfig.NATSServer),
+// or starts with next.
+func (c *Cluster) Binary(i int) string {
+	if b := c.sites[i].bin; b != "" {
+		return b
+	}
+	return c.cfg.Binary
+}
+
+// SetBinary makes site i run bin from its next start on (Restart): an
+// upgrade, site by site. The site's data and addresses stay as they are.
+func (c *Cluster) SetBinary(i int, bin string) {
+	c.sites[i].bin = bin
 }
 
 // sitesFlag is every site's public URL as `serve --sites` takes them.
@@ -824,6 +846,9 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 	}
 	why := ""
 	begun := time.Now()
+	c.mu.Lock()
+	s.unready = ""
+	c.mu.Unlock()
 	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
 		c.mu.Lock()
 		procs := s.procs
@@ -849,8 +874,14 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 				// question does not slow the wait of a site that is
 				// merely starting (ReadyMS).
 				if time.Since(begun) >= alarmCheckAfter {
-					if alarm := c.logAlarm(ctx, u); alarm != "" {
-						return false, fmt.Errorf("site %s raised the log alarm at %s: %s", s.name, u, alarm)
+					rd := c.readiness(ctx, u)
+					if rd.LogAlarm != "" {
+						return false, fmt.Errorf("site %s raised the log alarm at %s: %s", s.name, u, rd.LogAlarm)
+					}
+					if w := rd.unready(); w != "" {
+						c.mu.Lock()
+						s.unready = w
+						c.mu.Unlock()
 					}
 				}
 				why = fmt.Sprintf("%s/readyz answers %d", u, resp.StatusCode)
@@ -877,27 +908,75 @@ const (
 	alarmCheckTimeout = time.Second
 )
 
-// logAlarm is the log alarm the gateway (or site) at base URL u raised,
-// as its GET /v1/ops/site says ("" for none, or without an operator's
-// token: the public /readyz says only that a site is not ready, not why).
-func (c *Cluster) logAlarm(ctx context.Context, u string) string {
+// readinessState is the part of GET /v1/ops/site that says why a site is
+// not ready.
+type readinessState struct {
+	LogAlarm      string            `json:"log_alarm"`
+	NATSConnected *bool             `json:"nats_connected"`
+	SigningKey    *bool             `json:"signing_key"`
+	Isolated      bool              `json:"isolated"`
+	CaughtUp      *bool             `json:"caught_up"`
+	Drained       bool              `json:"drained"`
+	Stalled       map[string]string `json:"stalled"`
+	ReadModel     string            `json:"read_model"`
+}
+
+// unready names the conditions rd says keep the site from being ready
+// ("" when it names none, or was not read).
+func (rd readinessState) unready() string {
+	var out []string
+	no := func(b *bool) bool { return b != nil && !*b }
+	if no(rd.NATSConnected) {
+		out = append(out, "NATS disconnected")
+	}
+	if no(rd.SigningKey) {
+		out = append(out, "no signing key")
+	}
+	if rd.Isolated {
+		out = append(out, "isolated")
+	}
+	if no(rd.CaughtUp) {
+		out = append(out, "not caught up (the log, or other processes' online users)")
+	}
+	if rd.Drained {
+		out = append(out, "drained")
+	}
+	for st, why := range rd.Stalled {
+		out = append(out, "stream "+st+" stalled: "+why)
+	}
+	if rd.ReadModel != "" {
+		out = append(out, "read model: "+rd.ReadModel)
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}
+
+// readiness is what the gateway (or site) at base URL u says of its
+// readiness in GET /v1/ops/site (nothing without an operator's token: the
+// public /readyz says only that a site is not ready, not why).
+func (c *Cluster) readiness(ctx context.Context, u string) readinessState {
+	var rd readinessState
 	if c.opsToken == "" {
-		return ""
+		return rd
 	}
 	ctx, cancel := context.WithTimeout(ctx, alarmCheckTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/v1/ops/site", nil)
 	if err != nil {
-		return ""
+		return rd
 	}
 	req.Header.Set("Authorization", "Bearer "+c.opsToken)
-	var st struct {
-		LogAlarm string `json:"log_alarm"`
-	}
-	if c.getJSON(req, u, &st) != nil {
-		return ""
-	}
-	return st.LogAlarm
+	_ = c.getJSON(req, u, &rd)
+	return rd
+}
+
+// UnreadyWhy says what kept site i from being ready in its last
+// WaitReady, as the site said once it had been unready for 2 s ("" when
+// it was ready sooner, or did not say).
+func (c *Cluster) UnreadyWhy(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sites[i].unready
 }
 
 // Status fetches site i's GET /v1/ops/site (ErrNoOpsToken without an

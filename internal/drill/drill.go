@@ -8,12 +8,13 @@
 // or every byte silently dropped, then healed under load), brings a burned
 // site back on its old or an empty disk (return, the same site or each in
 // turn), burns a partition's standby leader during the partition's merge
-// (fire-merge), restarts every site in turn (rolling) or slows the routes
-// down (latency). Then it proves message by message that nothing
-// acknowledged was lost, duplicated or reordered and that the sites
-// converged. It measures how long writes were unavailable, when the
-// partitions a fire hit elected new leaders and how soon messages held
-// meanwhile reached everyone after that, how soon a cut-off site refused
+// (fire-merge), restarts every site in turn (rolling), onto a new binary
+// (upgrade: a rolling upgrade), or slows the routes down (latency). Then it
+// proves message by message that nothing acknowledged was lost,
+// duplicated or reordered and that the sites converged (rolling and
+// upgrade: that presence did not flap either). It measures how long
+// writes were unavailable, when the partitions a fire hit elected new
+// leaders and how soon messages held meanwhile reached everyone after that, how soon a cut-off site refused
 // its clients, what a heal cost the majority, how long a returning site
 // took to catch up and what latency cost, and reports as text, JSON and
 // HTML.
@@ -24,7 +25,9 @@
 // stream leaders and log positions, opstoken.go). On a cluster it started
 // it also reads the log as an operator would, with the admin credential
 // (admin.go): only to watch elections and merges, which the API does not
-// show.
+// show; and after a planned restart (rolling, upgrade) the site's log
+// file, as an operator reads it, for a read-model rebuild and warnings
+// (upgrade.go).
 package drill
 
 import (
@@ -64,6 +67,12 @@ const (
 	// (the server lame-ducks and hands its leaderships over), waiting until
 	// each is ready and caught up before the next.
 	ScenarioRolling = "rolling"
+	// ScenarioUpgrade is a rolling upgrade: the sites run Config.Binary
+	// (the version in production) and are restarted in turn, as in
+	// ScenarioRolling, on Config.UpgradeBinary (the new one). The report
+	// names both binaries per site and whether the site rebuilt its read
+	// model. Scenarios after it in a sequence run on the new binary.
+	ScenarioUpgrade = "upgrade"
 	// ScenarioFireMerge burns the site leading the most streams and then,
 	// while one of the partitions it led places the messages held in its
 	// standby (the partition has its new leader, held records are not
@@ -81,7 +90,7 @@ const (
 )
 
 // Scenarios lists every scenario, in the order the help text gives them.
-var Scenarios = []string{ScenarioFire, ScenarioPartition, ScenarioReturn, ScenarioFireMerge, ScenarioRolling, ScenarioLatency, ScenarioNone}
+var Scenarios = []string{ScenarioFire, ScenarioPartition, ScenarioReturn, ScenarioFireMerge, ScenarioRolling, ScenarioUpgrade, ScenarioLatency, ScenarioNone}
 
 // Disk choices for ScenarioReturn.
 const (
@@ -93,6 +102,9 @@ const (
 type Config struct {
 	// Binary is the salamander executable to run `serve` with.
 	Binary string
+	// UpgradeBinary (upgrade only, and required there) is the salamander
+	// executable each site is restarted on.
+	UpgradeBinary string
 	// Dir holds the sites' data and logs. Empty: a temporary directory,
 	// removed afterwards unless Keep is set.
 	Dir  string
@@ -253,6 +265,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%w: scenario %s on a running cluster waits there for the cut site to catch up", ErrNoOpsToken, sc)
 		}
 	}
+	if err := c.validateBinaries(list); err != nil {
+		return err
+	}
 	if len(c.Sites) > 0 && c.injects() {
 		return fmt.Errorf("drill: injecting latency needs the drill's route proxies: %w", ErrAttached)
 	}
@@ -328,6 +343,38 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// validateBinaries refuses, before anything starts: an upgrade without a
+// new binary, a new binary with no upgrade to run it, an upgrade twice in
+// a sequence, and a binary that is missing or not executable.
+func (c *Config) validateBinaries(list []string) error {
+	upgrades := 0
+	for _, sc := range list {
+		if sc == ScenarioUpgrade {
+			upgrades++
+		}
+	}
+	switch {
+	case upgrades > 1:
+		return errors.New("drill: the upgrade scenario runs once in a sequence (the scenarios after it run on the new binary)")
+	case upgrades == 1 && c.UpgradeBinary == "":
+		return errors.New("drill: the upgrade scenario needs the new binary (--upgrade-bin); the sites start on --bin")
+	case upgrades == 0 && c.UpgradeBinary != "":
+		return fmt.Errorf("drill: a new binary (--upgrade-bin) is for the upgrade scenario, which restarts every site on it; %q restarts none on it",
+			c.Scenario)
+	}
+	if c.Binary != "" && len(c.Sites) == 0 {
+		if err := checkExecutable("--bin", c.Binary); err != nil {
+			return err
+		}
+	}
+	if c.UpgradeBinary != "" {
+		if err := checkExecutable("--upgrade-bin", c.UpgradeBinary); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Run runs cfg's scenario, or each scenario of a sequence in turn, on one
 // cluster: one it starts in cfg.Dir (and stops afterwards), or the running
 // cluster at cfg.Sites. Between scenarios every downed site is restarted
@@ -340,6 +387,15 @@ func Run(ctx context.Context, cfg Config) (*Suite, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("system", "drill")
+	if cfg.UpgradeBinary != "" {
+		// Not a salamander (or not one that runs here): refused before
+		// the cluster starts, not after a site has stopped.
+		for _, path := range []string{cfg.Binary, cfg.UpgradeBinary} {
+			if _, err := describeBinary(ctx, path); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var cl *Cluster
 	if len(cfg.Sites) > 0 {
 		actx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -471,7 +527,25 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		return nil, err
 	}
 
+	var bins [2]*BinaryInfo // upgrade: the old binary and the new
+	if cfg.Scenario == ScenarioUpgrade {
+		// Refused before any site is stopped, not when the first fails
+		// to start again.
+		for k, path := range []string{cl.Binary(0), cfg.UpgradeBinary} {
+			var err error
+			if bins[k], err = describeBinary(ctx, path); err != nil {
+				return nil, err
+			}
+		}
+		for i := range cl.N() {
+			if cl.Binary(i) != cl.Binary(0) {
+				return nil, fmt.Errorf("drill: upgrade: site %s runs %s, site %s %s: the sites must start on one binary",
+					cl.Name(i), cl.Binary(i), cl.Name(0), cl.Binary(0))
+			}
+		}
+	}
 	w := newWorkload(cl, cfg.Users, cfg.Devices, cfg.Rate, cfg.GroupSize)
+	w.presence = restartsAll(cfg.Scenario)
 	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = w.setup(setupCtx)
 	cancel()
@@ -479,7 +553,7 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &run{ctx: ctx, cl: cl, cfg: cfg, w: w, log: log, rep: &Report{
+	r := &run{ctx: ctx, cl: cl, cfg: cfg, w: w, log: log, bins: bins, rep: &Report{
 		Scenario:    cfg.Scenario,
 		Users:       len(w.users),
 		Devices:     len(w.devices),
@@ -524,7 +598,7 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 		err = r.returns()
 	case ScenarioFireMerge:
 		err = r.fireMerge()
-	case ScenarioRolling:
+	case ScenarioRolling, ScenarioUpgrade:
 		err = r.rolling()
 	case ScenarioLatency:
 		err = r.latency()
@@ -539,6 +613,12 @@ func RunOn(ctx context.Context, cl *Cluster, cfg Config) (*Report, error) {
 	rep.measure(w, r.recs, r.t0, r.faults)
 	rep.measureElections(w, r.recs, r.elections())
 	rep.measureReconnects(w, r.faults)
+	if w.presence {
+		if rep.Presence == nil {
+			rep.Presence = &PresenceStats{}
+		}
+		r.measurePresence(rep.Presence)
+	}
 	rep.judge()
 	return rep, nil
 }
@@ -558,6 +638,14 @@ type run struct {
 	// watches are the faults' election watches (elections.go), the last
 	// one running.
 	watches []*electionWatch
+	// bins (upgrade) are the binary the sites ran first and the new one.
+	bins [2]*BinaryInfo
+}
+
+// restartsAll reports whether scenario restarts every site in turn,
+// planned: its users follow each other, and presence must not flap.
+func restartsAll(scenario string) bool {
+	return scenario == ScenarioRolling || scenario == ScenarioUpgrade
 }
 
 // kills reports whether scenario SIGKILLs sites, so that the partitions
@@ -820,31 +908,57 @@ func (r *run) checkAllSites() error {
 	return err
 }
 
-// rolling restarts every site in turn with SIGTERM from FaultAt on,
-// waiting until each is ready, caught up and every stream replica current
-// (so that no stream is left short of a quorum) plus cfg.Pause before the
-// next. Then it checks all three sites.
+// rolling restarts every site in turn with SIGTERM from FaultAt on
+// (upgrade: on the new binary), waiting until each is ready, caught up and
+// every stream replica current (so that no stream is left short of a
+// quorum) plus cfg.Pause before the next. Then it checks all three sites,
+// and reads what the sites logged from the first restart on.
 func (r *run) rolling() error {
 	if err := sleepUntil(r.ctx, r.t0.Add(r.cfg.FaultAt)); err != nil {
 		return err
 	}
+	marks := make([]logMark, r.cl.N())
+	for i := range marks {
+		marks[i] = r.cl.markLogs(i)
+	}
+	kind := FaultTerm
+	if r.cfg.Scenario == ScenarioUpgrade {
+		kind = FaultUpgrade
+	}
+	r.rep.Presence = &PresenceStats{}
+	pp := r.startPresencePoller()
+	polling := true
+	defer func() {
+		if polling {
+			pp.stopInto(r.rep.Presence)
+		}
+	}()
 	for vi := range r.cl.N() {
 		if vi > 0 {
 			if err := sleepUntil(r.ctx, time.Now().Add(r.cfg.Pause)); err != nil {
 				return err
 			}
 		}
-		f := r.newFault(FaultTerm, vi)
+		f := r.newFault(kind, vi)
+		pp.down(vi)
 		if err := r.cl.Term(vi, 30*time.Second); err != nil {
 			return err
 		}
 		back := time.Now()
 		f.DownMS = ms(back.Sub(f.at))
 		f.BackAtS, f.Disk = r.since(back), DiskOld
+		if kind == FaultUpgrade {
+			f.Before, f.After = r.bins[0], r.bins[1]
+			r.cl.SetBinary(vi, r.cfg.UpgradeBinary)
+			r.log.Info("upgrading", "site", f.Site, "from", f.Before.Path, "to", f.After.Path)
+		}
+		mark := r.cl.markLogs(vi)
 		rctx, cancel := context.WithTimeout(r.ctx, r.cfg.Settle+time.Minute)
 		err := r.cl.Restart(rctx, vi)
 		if err == nil {
 			f.ReadyMS = ms(time.Since(back))
+			f.NotReady = r.cl.UnreadyWhy(vi)
+			pp.up(vi)
 			var at time.Time
 			at, err = r.cl.WaitCaughtUp(rctx, vi, true)
 			f.CaughtUpMS = ms(at.Sub(back))
@@ -853,12 +967,33 @@ func (r *run) rolling() error {
 		if err != nil {
 			return err
 		}
-		r.log.Info("site restarted", "site", f.Site, "stopped_ms", int(f.DownMS), "ready_ms", int(f.ReadyMS), "caught_up_ms", int(f.CaughtUpMS))
+		rebuilt, why, err := r.cl.rebuiltSince(vi, mark)
+		if err != nil {
+			return err
+		}
+		f.ReadModel = "kept"
+		if rebuilt {
+			f.ReadModel = "rebuilt from the log: " + why
+		}
+		r.log.Info("site restarted", "site", f.Site, "stopped_ms", int(f.DownMS), "ready_ms", int(f.ReadyMS),
+			"caught_up_ms", int(f.CaughtUpMS), "read_model", f.ReadModel)
 	}
 	if err := r.loadUntilDone(); err != nil {
 		return err
 	}
-	return r.checkAllSites()
+	polling = false
+	pp.stopInto(r.rep.Presence)
+	if err := r.checkAllSites(); err != nil {
+		return err
+	}
+	for i := range r.cl.N() {
+		sl, err := r.cl.siteLog(i, marks[i])
+		if err != nil {
+			return err
+		}
+		r.rep.SiteLogs = append(r.rep.SiteLogs, sl)
+	}
+	return nil
 }
 
 // latency runs the load without injected latency until FaultAt and with

@@ -113,7 +113,7 @@ func (c *Cluster) startExternal(i int) error {
 			"--log-level", c.cfg.SiteLogLevel,
 			"--secrets", secrets.SiteFile(c.secrets, s.name),
 		}
-		if err := c.spawn(i, RoleGateway, g.url(), g.logPath, c.cfg.Binary, append(args, c.cfg.ServeArgs...)...); err != nil {
+		if err := c.spawn(i, RoleGateway, g.url(), g.logPath, c.Binary(i), append(args, c.cfg.ServeArgs...)...); err != nil {
 			return err
 		}
 	}

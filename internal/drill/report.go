@@ -18,7 +18,7 @@ import (
 type Report struct {
 	Scenario string `json:"scenario"`
 	// Site is the site that was burned (fire, return) or cut off
-	// (partition); empty for rolling, latency and none.
+	// (partition); empty for rolling, upgrade, latency and none.
 	Site  string `json:"site,omitempty"`
 	Users int    `json:"users"`
 	// Devices is how many idle devices the users had beside their own
@@ -139,6 +139,14 @@ type Report struct {
 	HeldAfterElection     int `json:"held_after_election"`
 	HeldUnwatched         int `json:"held_unwatched"`
 
+	// Presence (rolling, upgrade) is what the users' followers were told
+	// of the users' presence: with every user connected throughout, an
+	// "offline" is a flap.
+	Presence *PresenceStats `json:"presence,omitempty"`
+	// SiteLogs (rolling, upgrade) is what each site's salamander processes
+	// warned of from the first restart until the check ended.
+	SiteLogs []SiteLog `json:"site_logs,omitempty"`
+
 	// MergeFire (fire-merge) says what the scenario found and did when.
 	MergeFire *MergeFire `json:"merge_fire,omitempty"`
 
@@ -158,7 +166,9 @@ type Report struct {
 const (
 	FaultKill = "kill" // SIGKILL: a fire
 	FaultTerm = "term" // SIGTERM: a planned restart
-	FaultCut  = "cut"  // routes cut: a partition
+	// FaultUpgrade is a planned restart (SIGTERM) on another binary.
+	FaultUpgrade = "upgrade"
+	FaultCut     = "cut" // routes cut: a partition
 )
 
 // Fault is one fault the drill caused and, if the site came back during
@@ -170,7 +180,8 @@ type Fault struct {
 	// Led is how many streams the site led just before (-1: unknown).
 	Led int     `json:"led_streams"`
 	AtS float64 `json:"at_s"`
-	// DownMS (term) is how long the site took to stop after SIGTERM.
+	// DownMS (term, upgrade) is how long the site took to stop after
+	// SIGTERM.
 	DownMS float64 `json:"stopped_ms,omitempty"`
 	// BackAtS is when the site was restarted or reconnected (0: it was not).
 	BackAtS float64 `json:"back_at_s,omitempty"`
@@ -212,6 +223,17 @@ type Fault struct {
 	// Reconnect is how soon the devices connected to the site when the
 	// fault struck were live again, at whatever site.
 	Reconnect ReconnectStats `json:"reconnect"`
+	// Before and After (upgrade) are the binaries the site ran before the
+	// restart and after it.
+	Before *BinaryInfo `json:"before,omitempty"`
+	After  *BinaryInfo `json:"after,omitempty"`
+	// NotReady (term, upgrade) is what the site said kept it from being
+	// ready, when it took over 2 s (GET /v1/ops/site).
+	NotReady string `json:"not_ready,omitempty"`
+	// ReadModel (term, upgrade) is what became of the site's read model as
+	// it started again: "kept", or "rebuilt from the log: WHY" (a new
+	// schema version, as the site logged it).
+	ReadModel string `json:"read_model,omitempty"`
 
 	at      time.Time
 	site    int
@@ -582,6 +604,14 @@ func (r *Report) judge() {
 				i+1, f.Site, f.Disk, f.ComparedWith, f.DivergedRooms))
 		}
 	}
+	if p := r.Presence; p != nil && p.Flaps > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("%d times a follower was told a user went offline while the user stayed connected (%d users): presence flapped",
+			p.Flaps, p.Users))
+	}
+	if p := r.Presence; p != nil && p.OfflineAnswers > 0 {
+		r.Failures = append(r.Failures, fmt.Sprintf("%d times a serving site answered that a connected user was offline (%d users, GET /v1/presence)",
+			p.OfflineAnswers, p.OfflineAnswerUsers))
+	}
 	if r.CutStats != nil && r.CutWritesAcked > 0 {
 		r.Failures = append(r.Failures, fmt.Sprintf("site %s acknowledged %d probe writes while cut off from the majority",
 			r.Site, r.CutWritesAcked))
@@ -624,6 +654,8 @@ func (r *Report) WriteText(w io.Writer) error {
 			r.Site, r.FaultAtS, second, r.Site, when, r.DurationS)
 	case "rolling":
 		fmt.Fprintf(&b, "salamander drill: rolling — every site restarted in turn (SIGTERM) during a %.1fs load\n", r.DurationS)
+	case "upgrade":
+		fmt.Fprintf(&b, "salamander drill: upgrade — every site restarted in turn (SIGTERM) on the new binary during a %.1fs load\n", r.DurationS)
 	case "latency":
 		fmt.Fprintf(&b, "salamander drill: latency — %s from %.1fs of a %.1fs load; no fault\n", r.Injected, r.Injected.FromS, r.DurationS)
 		if r.Injected.FarFromS > 0 {
@@ -657,11 +689,15 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  replicas offline or behind just before the fault: %s\n", strings.Join(parts, "; "))
 		}
 	}
-	if r.Scenario == "return" || r.Scenario == "rolling" || r.Scenario == "fire-merge" {
+	if r.Scenario == "return" || r.Scenario == "rolling" || r.Scenario == "upgrade" || r.Scenario == "fire-merge" {
 		for i, f := range r.Faults {
 			b.WriteString(f.text(i + 1))
 		}
 	}
+	if r.Presence != nil {
+		b.WriteString(r.Presence.text())
+	}
+	b.WriteString(siteLogsText(r.SiteLogs))
 	if r.MergeFire != nil {
 		b.WriteString(r.MergeFire.text(r))
 	}
@@ -687,7 +723,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Unacked, r.UnackedCommitted, r.UnackedAbsent, sec(r.DrainMS))
 	switch {
 	case len(r.Faults) == 0:
-	case r.Scenario == "rolling":
+	case r.Scenario == "rolling" || r.Scenario == "upgrade":
 		fmt.Fprintf(&b, "  write gap, restart to first acked send, worst restart: all clients p50 %s max %s\n", sec(r.WriteGapMSP50), sec(r.WriteGapMSMax))
 	default:
 		label := "fault"
@@ -769,9 +805,8 @@ func (r *Report) faultSites() []string {
 func (f *Fault) text(n int) string {
 	var b strings.Builder
 	switch f.Kind {
-	case FaultTerm:
-		fmt.Fprintf(&b, "  restart %d: site %s SIGTERMed at %.1fs, stopped in %s, ready in %s, caught up (replicas current) in %s\n",
-			n, f.Site, f.AtS, sec(f.DownMS), sec(f.ReadyMS), sec(f.CaughtUpMS))
+	case FaultTerm, FaultUpgrade:
+		b.WriteString(f.restartLine(n))
 	default:
 		fmt.Fprintf(&b, "  fire %d: site %s SIGKILLed at %.1fs, restarted at %.1fs on %s disk: ready in %s, caught up in %s\n",
 			n, f.Site, f.AtS, f.BackAtS, map[string]string{DiskOld: "its old", DiskEmpty: "an empty"}[f.Disk], sec(f.ReadyMS), sec(f.CaughtUpMS))
@@ -884,7 +919,8 @@ func (r *Report) svg() string {
 	}
 	for _, f := range r.Faults {
 		label := map[string]string{FaultKill: "fire: site " + f.Site + " killed", FaultTerm: "site " + f.Site + " restarting",
-			FaultCut: "site " + f.Site + " cut off"}[f.Kind]
+			FaultUpgrade: "site " + f.Site + " upgrading",
+			FaultCut:     "site " + f.Site + " cut off"}[f.Kind]
 		if f.Kind == FaultCut && r.CutStats != nil {
 			label += " (" + string(r.Cut) + ")"
 		}
@@ -893,7 +929,10 @@ func (r *Report) svg() string {
 		if f.Kind == FaultCut {
 			back = "links healed"
 		}
-		if f.Disk != "" {
+		switch {
+		case f.Kind == FaultUpgrade:
+			back += ", upgraded"
+		case f.Disk != "":
 			back += " (" + f.Disk + " disk)"
 		}
 		mark(f.BackAtS, back, "#2e7d32")

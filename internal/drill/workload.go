@@ -33,6 +33,18 @@ type user struct {
 	latest map[string]uint64     // room -> newest seq delivered
 	marked map[string]uint64     // room -> last read marker acknowledged
 	stream map[string]string     // room -> log stream its messages came from
+	// told are the presence events u's subscription delivered (only when
+	// the workload watches presence).
+	told []presenceEvent
+}
+
+// presenceEvent is one presence change a follower's subscription was
+// told.
+type presenceEvent struct {
+	user   string
+	online bool
+	at     time.Time
+	site   string // the URL of the site the follower's socket was at
 }
 
 // delivery is one message as a subscription delivered it, and when.
@@ -131,6 +143,11 @@ type workload struct {
 	rate      float64
 	groupSize int
 	prefix    string
+	// presence: each member of a group follows the next one (a friend),
+	// and the subscriptions record the presence events they are told.
+	presence bool
+	// followers is how many users follow another (befriend).
+	followers int
 	users     []*user
 	rooms     []*room
 	devices   []*device
@@ -268,6 +285,11 @@ func (w *workload) setup(ctx context.Context) error {
 			m.rooms = append(m.rooms, r)
 		}
 	}
+	if w.presence {
+		if err := w.befriend(ctx); err != nil {
+			return err
+		}
+	}
 	for _, u := range w.users {
 		u.sub = u.c.Subscribe(context.Background())
 		w.recvWG.Add(1)
@@ -321,6 +343,46 @@ func (w *workload) setup(ctx context.Context) error {
 		w.cl.log.Info("devices connected", "devices", len(w.devices))
 	}
 	return nil
+}
+
+// befriend makes each member of every group a follower of the next
+// member (a ring), before any subscribes: their subscriptions are told
+// when the one they follow goes offline or online.
+func (w *workload) befriend(ctx context.Context) error {
+	var pairs [][2]*user
+	for _, r := range w.rooms {
+		if r.kind != salamander.RoomGroup {
+			continue
+		}
+		for k, m := range r.members {
+			pairs = append(pairs, [2]*user{m, r.members[(k+1)%len(r.members)]})
+		}
+	}
+	err := parallel(ctx, len(pairs), 4, func(ctx context.Context, i int) error {
+		if _, err := pairs[i][0].c.AddFriend(ctx, pairs[i][1].name); err != nil {
+			return fmt.Errorf("%s adds %s as a friend: %w", pairs[i][0].name, pairs[i][1].name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drill: following for presence: %w", err)
+	}
+	w.followers = len(pairs)
+	return nil
+}
+
+// presenceTold returns every presence event the users' subscriptions
+// were told, by follower.
+func (w *workload) presenceTold() map[string][]presenceEvent {
+	out := map[string][]presenceEvent{}
+	for _, u := range w.users {
+		u.mu.Lock()
+		if len(u.told) > 0 {
+			out[u.name] = slices.Clone(u.told)
+		}
+		u.mu.Unlock()
+	}
+	return out
 }
 
 // connLogs returns every device's connection log: each user's own
@@ -425,6 +487,12 @@ func (w *workload) receive(u *user) {
 	for ev := range u.sub.Events() {
 		if ev.Type == salamander.EventReady {
 			u.conns.ready(u.sub.Site())
+		}
+		if ev.Type == salamander.EventPresence && w.presence {
+			u.mu.Lock()
+			u.told = append(u.told, presenceEvent{user: ev.User, online: ev.Online, at: time.Now(), site: u.sub.Site()})
+			u.mu.Unlock()
+			continue
 		}
 		m := ev.Message
 		if ev.Type != salamander.EventMessage || m == nil {
