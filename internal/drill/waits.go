@@ -235,11 +235,17 @@ func (r *Report) waitsText() string {
 	case len(r.Faults) > 1:
 		after = "after the first fault"
 	}
+	// The split is by the first fault's site (a rolling restart or an
+	// upgrade strikes every site in turn and names none in r.Site).
+	site := r.Site
+	if len(r.Faults) > 0 {
+		site = r.Faults[0].Site
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "  send wait %s (a send's start, or the fault, to its ack): max %s\n", after, waitText(r.SendGapMSMax))
-	b.WriteString(r.SendGap.text("clients", r.Site, "with a send never acknowledged"))
+	b.WriteString(r.SendGap.text("clients", site, "with a send never acknowledged"))
 	fmt.Fprintf(&b, "  delivery lag %s (ack, or the fault, to the last other member's delivery): max %s\n", after, waitText(r.DeliveryGapMSMax))
-	b.WriteString(r.DeliveryGap.text("sending clients", r.Site, "with a message not delivered to every member"))
+	b.WriteString(r.DeliveryGap.text("sending clients", site, "with a message not delivered to every member"))
 	return b.String()
 }
 

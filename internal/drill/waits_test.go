@@ -123,3 +123,15 @@ func approx(a, b Waits) bool {
 	return same(a.Clients, b.Clients) && same(a.ClientsOtherSites, b.ClientsOtherSites) && same(a.Rooms, b.Rooms) &&
 		same(a.RoomsLeaderBurned, b.RoomsLeaderBurned) && same(a.RoomsLeaderSurvived, b.RoomsLeaderSurvived)
 }
+
+// A rolling restart or an upgrade names no site in the report's Site: the
+// clients split off are those of the first fault's site, and the summary
+// names it.
+func TestWaitsTextNamesTheFirstFaultsSite(t *testing.T) {
+	r := &Report{Faults: []*Fault{{Kind: "term", Site: "b"}, {Kind: "term", Site: "c"}}}
+	r.SendGap.Clients = WaitStats{N: 3}
+	r.SendGap.ClientsOtherSites = WaitStats{N: 2}
+	if text := r.waitsText(); !strings.Contains(text, "of sites other than b (2)") {
+		t.Errorf("the waits name no site:\n%s", text)
+	}
+}
