@@ -225,7 +225,7 @@ func newEphemeral(g *Gateway) *ephemeral {
 		refusedMetric: g.metrics.presenceRefused,
 		nc:            g.cfg.Store.Conn(),
 		site:          g.cfg.Site,
-		id:            randomHex(8),
+		id:            instanceID(g.cfg.Site, randomHex(8)),
 		name:          g.cfg.Instance,
 		beat:          g.cfg.PresenceBeat,
 		ttl:           g.cfg.PresenceTTL,
