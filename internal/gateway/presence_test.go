@@ -85,9 +85,6 @@ func startInstanceWith(t *testing.T, url, site string, clock *testClock, tweak f
 	t.Cleanup(func() { _ = v.Close() })
 	cfg := DefaultConfig(site, store, v)
 	cfg.PresenceBeat, cfg.PresenceTTL, cfg.PresenceGrace = testBeat, testTTL, testGrace
-	if tweak != nil {
-		tweak(&cfg)
-	}
 	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
