@@ -133,12 +133,15 @@ type ephemeral struct {
 	expected             map[string]rollEntry
 }
 
-// presenceSettle is how long a new process that no other process answers
-// waits after its hello for digests of processes of earlier versions
-// (which answer a hello, not a roll call) before it counts what it
-// mirrors as complete; presenceSettleMax bounds every wait, the resyncs
-// the digests start included (100,000 users take ~0.2 s), so that a
-// process that cannot resync, or is named but never heard, still comes up.
+// presenceSettle is how long a new process whose roll call no other
+// process answers waits after its hello for the digests of processes that
+// started at the same moment (each called before the other listened;
+// they answer the hello) before it counts what it mirrors as complete.
+// Processes of versions before 2026-12-02 hear neither the roll call nor
+// the hello: they are heard at their next beat. presenceSettleMax bounds
+// every wait, the resyncs the digests start included (100,000 users take
+// ~0.2 s), so that a process that cannot resync, or is named but never
+// heard, still comes up.
 const (
 	presenceSettle    = 300 * time.Millisecond
 	presenceSettleMax = 5 * time.Second
@@ -152,9 +155,9 @@ const (
 // and every process they mirror must have been heard (a digest, or a
 // goodbye), and the resyncs the digests started be done — however long
 // their answers take under load, up to presenceSettleMax. Until an answer
-// comes (or "no responders": no other process listens, and then as
-// before it waits presenceSettle for processes of earlier versions) it is
-// not settled. A process whose presence never started has nothing to
+// comes (or "no responders": no other process listens yet, and then it
+// waits presenceSettle for processes that started at the same moment) it
+// is not settled. A process whose presence never started has nothing to
 // wait for.
 func (e *ephemeral) settled(now time.Time) bool {
 	if e.settledOnce.Load() {
@@ -225,7 +228,7 @@ func newEphemeral(g *Gateway) *ephemeral {
 		refusedMetric: g.metrics.presenceRefused,
 		nc:            g.cfg.Store.Conn(),
 		site:          g.cfg.Site,
-		id:            randomHex(8),
+		id:            instanceID(g.cfg.Site, randomHex(8)),
 		name:          g.cfg.Instance,
 		beat:          g.cfg.PresenceBeat,
 		ttl:           g.cfg.PresenceTTL,

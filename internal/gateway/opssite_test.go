@@ -143,23 +143,7 @@ func TestOpsSiteAnswersPromptlyWhileCutOff(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	g, store, nodes, token := opsSiteGateway(t, ctx)
-	// Site a leads nothing: cut off, its server answers for no stream.
-	siteOf := func(server string) string { return strings.TrimPrefix(server, "site-") }
-	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
-		if _, err := store.MoveLeadersOff(ctx, siteOf, func(server string) bool { return server == "site-a" }); err != nil {
-			return err
-		}
-		st, err := store.Status(ctx)
-		if err != nil {
-			return err
-		}
-		for _, s := range st {
-			if s.Leader == "" || s.Leader == "site-a" {
-				return fmt.Errorf("stream %s led by %q", s.Stream, s.Leader)
-			}
-		}
-		return nil
-	})
+	leadNothing(t, ctx, store)
 	if code, f, _ := getOpsSite(t, ctx, g, token); code != http.StatusOK || f["streams_error"] != nil {
 		t.Fatalf("before the cut: %d %s", code, f["streams_error"])
 	}
@@ -202,4 +186,58 @@ func TestOpsSiteAnswersPromptlyWhileCutOff(t *testing.T) {
 	g.SetIsolated(false)
 	catchingUp(g)
 	poll("catching up, the cluster silent", time.Second, func(map[string]json.RawMessage) error { return nil })
+}
+
+// leadNothing moves every stream's leader off site a's server: cut off,
+// it answers for no stream.
+func leadNothing(t *testing.T, ctx context.Context, store *jsstore.Store) {
+	t.Helper()
+	siteOf := func(server string) string { return strings.TrimPrefix(server, "site-") }
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if _, err := store.MoveLeadersOff(ctx, siteOf, func(server string) bool { return server == "site-a" }); err != nil {
+			return err
+		}
+		st, err := store.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			if s.Leader == "" || s.Leader == "site-a" {
+				return fmt.Errorf("stream %s led by %q", s.Stream, s.Leader)
+			}
+		}
+		return nil
+	})
+}
+
+// A reading of the streams that the cluster does not answer (cut off, not
+// noticed yet) is the gateway's own work, not the request's that began
+// it: Close ends it and waits for it, at once rather than after its
+// streamsReadTimeout, and no reading outlives the gateway.
+func TestCloseEndsAStreamsReading(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g, store, nodes, token := opsSiteGateway(t, ctx)
+	leadNothing(t, ctx, store)
+	nodes[1].Shutdown()
+	nodes[2].Shutdown()
+	if code, _, took := getOpsSite(t, ctx, g, token); code != http.StatusOK || took > streamsWait+300*time.Millisecond {
+		t.Fatalf("GET /v1/ops/site cut off: %d after %v", code, took)
+	}
+	g.streams.mu.Lock()
+	reading := g.streams.reading
+	g.streams.mu.Unlock()
+	if reading == nil {
+		t.Fatal("the streams' reading ended although the cluster is silent")
+	}
+	start := time.Now()
+	g.Close()
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Fatalf("Close took %v with a reading of the streams waiting for the cluster", took)
+	}
+	select {
+	case <-reading:
+	default:
+		t.Fatal("a reading of the streams outlived Close")
+	}
 }

@@ -45,10 +45,12 @@ package gateway
 //
 // Each process speaks on its own site's subject (subjPresenceAt + site),
 // the only presence subject its NATS user may publish on, and answers
-// resyncs on its site's (subjPresenceSync + site + "." + id): a stolen
-// gateway credential of one site can neither erase another site's users
-// (a goodbye or delta in another site's instance's name) nor answer
-// another site's resyncs.
+// resyncs on its site's (subjPresenceSync + site + "." + id); its id
+// names its site (instanceID): a stolen gateway credential of one site
+// can neither erase another site's users (a goodbye or delta in another
+// site's instance's name), nor hide them from a process that starts later
+// (speaking first in their instance's name), nor answer another site's
+// resyncs.
 //
 // Rolling upgrades: messages of the earlier format (presenceMsg on
 // subjPresence, a site's full list as its heartbeat) are honoured, each
@@ -465,15 +467,16 @@ func (e *ephemeral) onSyncRequest(msg *nats.Msg) {
 // or beat must name the instance's site (every version sends it), as a
 // site's name.
 //
-// One heard on a site's subject must name that site; an instance heard
-// there is changed from there only (see remote.mayChange).
+// One heard on a site's subject must name that site, and an instance of
+// it (instanceOfSite); an instance heard there is changed from there only
+// (see remote.mayChange).
 func (e *ephemeral) onPresence(msg *nats.Msg) {
 	var m presenceMsgV2
 	if len(msg.Data) > maxEphemeralMsg || json.Unmarshal(msg.Data, &m) != nil || !validInstance(m.Inst) {
 		return
 	}
 	site, sited := strings.CutPrefix(msg.Subject, subjPresenceAt)
-	if sited && m.Site != site {
+	if sited && (m.Site != site || !instanceOfSite(m.Inst, site)) {
 		return
 	}
 	if (m.Kind == kindDelta || m.Kind == kindBeat) && !salamander.ValidSiteName(m.Site) {
@@ -1049,14 +1052,40 @@ func (e *ephemeral) presence(user string) salamander.Presence {
 	return salamander.Presence{User: user, LastSeen: e.lastSeen.get(user)}
 }
 
-// validInstance accepts the ids newEphemeral makes (lower-case hex), which
-// are safe as a subject token.
+// validInstance accepts the ids newEphemeral makes (instanceID: a site's
+// name, "-" and lower-case hex) and those of earlier versions (lower-case
+// hex), which are safe as a subject token.
 func validInstance(id string) bool {
 	if id == "" || len(id) > 64 {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'z') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// instanceID is the id of a process of site: the site's name, "-" and
+// random, lower-case hex. It names the site so that the subject a message
+// comes on vouches for the instance it names (instanceOfSite): otherwise a
+// stolen gateway credential of site a, which hears site b's processes'
+// ids, could speak first in their names on a's subject to a process that
+// starts later, which would then mirror them from a's subject only and
+// never hear b's users.
+func instanceID(site, random string) string { return site + "-" + random }
+
+// instanceOfSite reports whether id is an id instanceID makes for site.
+// Site names contain '-' but random parts do not, so a site's id never
+// has another site's shape ("a-b-0123" is not site a's).
+func instanceOfSite(id, site string) bool {
+	random, ok := strings.CutPrefix(id, site+"-")
+	if !ok || random == "" {
+		return false
+	}
+	for i := 0; i < len(random); i++ {
+		if c := random[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}

@@ -25,6 +25,7 @@ import (
 // every message the mirror is consistent: every instance's set has the
 // size, hashes and buckets its members give; a user's count is the number
 // of instances listing them; only known instances are marked for resync;
+// an instance heard on a site's subject is one of that site's;
 // instances are named as the protocol names them, of sites named as sites
 // are, under names a gateway gives itself, listing only valid user names,
 // and at most maxRemoteInstances besides this one; and the users held are
@@ -42,10 +43,13 @@ func FuzzPresenceMessages(f *testing.F) {
 		`{"kind":"bye","inst":"ab12","grace_ms":1}` + "\n" +
 		`{"kind":"delta","inst":"ab12","site":"b","ver":2,"off":["alice"],"left_ms":-5}` + "\n" +
 		`{"kind":"bye","inst":"ab12"}`))
-	f.Add([]byte(`@b{"kind":"delta","inst":"ab12","site":"b","ver":1,"on":["alice"]}` + "\n" +
-		`@a{"kind":"bye","inst":"ab12","site":"a"}` + "\n" +
-		`{"kind":"delta","inst":"ab12","site":"b","ver":2,"off":["alice"]}` + "\n" +
-		`@a{"kind":"delta","inst":"cd34","site":"b","ver":1,"on":["bob"]}`))
+	f.Add([]byte(`@b{"kind":"delta","inst":"b-ab12","site":"b","ver":1,"on":["alice"]}` + "\n" +
+		`@a{"kind":"bye","inst":"b-ab12","site":"a"}` + "\n" +
+		`{"kind":"delta","inst":"b-ab12","site":"b","ver":2,"off":["alice"]}` + "\n" +
+		`@a{"kind":"delta","inst":"a-cd34","site":"b","ver":1,"on":["bob"]}`))
+	f.Add([]byte(`@a{"kind":"beat","inst":"b-ab12","site":"a","ver":9,"ttl_ms":600000}` + "\n" +
+		`@a{"kind":"delta","inst":"a-b-ab12","site":"a","ver":1,"on":["carol"]}` + "\n" +
+		`@b{"kind":"delta","inst":"b-ab12","site":"b","ver":1,"on":["alice"]}`))
 	f.Add([]byte(`1{"site":"Old Site","users":["carol"],"full":true}` + "\n" +
 		`1{"site":"old","users":["carol","Not A Name","","x"],"full":true}` + "\n" +
 		`1{"site":"old","users":["dave"],"offline":["carol","a..b"]}`))
@@ -188,6 +192,9 @@ func checkPresenceState(t *testing.T, e *ephemeral, in int) {
 		if !salamander.ValidSiteName(r.site) || !validInstanceName(r.name) {
 			t.Fatalf("instance %q of site %.40q named %.40q", id, r.site, r.name)
 		}
+		if r.sited && !instanceOfSite(id, r.site) {
+			t.Fatalf("instance %q mirrored from site %q's subject", id, r.site)
+		}
 		if r.ttl < minPresenceTTL || r.ttl > maxPresenceTTL {
 			t.Fatalf("instance %q kept for %v", id, r.ttl)
 		}
@@ -240,7 +247,7 @@ func checkPresenceState(t *testing.T, e *ephemeral, in int) {
 // newFuzzEphemeral is an ephemeral without NATS: local users alice, bob
 // and a few more, and alice and bob each watching the other and carol.
 func newFuzzEphemeral(d devices) *ephemeral {
-	e := &ephemeral{id: "f00d", site: "a", ttl: DefaultPresenceTTL, beat: DefaultPresenceBeat, grace: DefaultPresenceGrace,
+	e := &ephemeral{id: instanceID("a", "f00d"), site: "a", ttl: DefaultPresenceTTL, beat: DefaultPresenceBeat, grace: DefaultPresenceGrace,
 		hub: d, log: slog.New(slog.DiscardHandler), now: time.Now,
 		local: newUserSet(), leaving: map[string]time.Time{}, remotes: map[string]*remote{}, count: map[string]int{}, lastSeen: newSeenTimes(maxLastSeen),
 		dirty: map[string]bool{}, follows: map[string][]string{}, watchers: map[string]map[string]struct{}{},

@@ -85,9 +85,6 @@ func startInstanceWith(t *testing.T, url, site string, clock *testClock, tweak f
 	t.Cleanup(func() { _ = v.Close() })
 	cfg := DefaultConfig(site, store, v)
 	cfg.PresenceBeat, cfg.PresenceTTL, cfg.PresenceGrace = testBeat, testTTL, testGrace
-	if tweak != nil {
-		tweak(&cfg)
-	}
 	if os.Getenv("SALAMANDER_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -675,30 +672,30 @@ func TestPresenceGoodbyeGraceBounded(t *testing.T) {
 	e := newFuzzEphemeral(&fuzzDevices{})
 	now := time.Now()
 	e.now = func() time.Time { return now }
-	for _, inst := range []string{"a1", "a2"} {
+	for _, inst := range []string{"b-a1", "b-a2"} {
 		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: inst, Site: "b", TTLms: 3000})
 		hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: inst, Site: "b", Ver: 1, On: []string{"carol"}})
 	}
-	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a1", Site: "b", GraceMS: time.Hour.Milliseconds()})
-	r := e.remotes["a1"]
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "b-a1", Site: "b", GraceMS: time.Hour.Milliseconds()})
+	r := e.remotes["b-a1"]
 	if r == nil || !r.stopping || r.ttl != 3*time.Second || e.count["carol"] != 2 {
 		t.Fatalf("a1 after its goodbye: %+v, carol counted %d", r, e.count["carol"])
 	}
-	hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: "a1", Site: "b", Ver: 1, Count: 1, TTLms: 600_000})
-	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "a1", Site: "b", Ver: 2, On: []string{"dave"}})
+	hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: "b-a1", Site: "b", Ver: 1, Count: 1, TTLms: 600_000})
+	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "b-a1", Site: "b", Ver: 2, On: []string{"dave"}})
 	if r.ttl != 3*time.Second || !r.heard.Equal(now) || e.count["dave"] != 0 {
 		t.Fatalf("a1 heard after its goodbye: ttl %v, dave counted %d", r.ttl, e.count["dave"])
 	}
-	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "a2", Site: "b"}) // an earlier version's
-	if e.remotes["a2"] != nil || e.count["carol"] != 1 {
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "b-a2", Site: "b"}) // an earlier version's
+	if e.remotes["b-a2"] != nil || e.count["carol"] != 1 {
 		t.Fatalf("a2 kept after a goodbye without grace: carol counted %d", e.count["carol"])
 	}
 	e.sweep(now.Add(3 * time.Second))
-	if e.remotes["a1"] == nil {
+	if e.remotes["b-a1"] == nil {
 		t.Fatal("a1 dropped before its TTL")
 	}
 	e.sweep(now.Add(3*time.Second + time.Millisecond))
-	if e.remotes["a1"] != nil || e.count["carol"] != 0 {
+	if e.remotes["b-a1"] != nil || e.count["carol"] != 0 {
 		t.Fatal("a1 kept past its TTL after its goodbye")
 	}
 }
@@ -1147,7 +1144,7 @@ func TestPresenceRemoteInstancesBounded(t *testing.T) {
 	e.refusedMetric = prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
 	const extra = 100
 	for i := range maxRemoteInstances + extra {
-		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: fmt.Sprintf("%x", 0x10000+i), Site: "b",
+		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: instanceID("b", fmt.Sprintf("%x", 0x10000+i)), Site: "b",
 			TTLms: maxPresenceTTL.Milliseconds()})
 	}
 	if n := len(e.remotes); n != maxRemoteInstances {
@@ -1157,9 +1154,9 @@ func TestPresenceRemoteInstancesBounded(t *testing.T) {
 		t.Fatalf("%d instances counted as refused, want %d", e.refusedInstances, extra)
 	}
 	// A refused instance's users, and a new v1 site's, are not online here.
-	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "beef", Site: "b", Ver: 1, On: []string{"carol"}})
+	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "b-beef", Site: "b", Ver: 1, On: []string{"carol"}})
 	hearV1(e, presenceMsg{Site: "old", Users: []string{"carol"}, Full: true})
-	if e.count["carol"] != 0 || e.remotes["beef"] != nil || e.remotes["v1.old"] != nil {
+	if e.count["carol"] != 0 || e.remotes["b-beef"] != nil || e.remotes["v1.old"] != nil {
 		t.Fatalf("a new instance was mirrored past the bound: carol counted %d", e.count["carol"])
 	}
 	if n := counterTotal(e.refusedMetric, nil); n != extra+2 {
@@ -1171,9 +1168,9 @@ func TestPresenceRemoteInstancesBounded(t *testing.T) {
 		t.Fatalf("this process's own mirror was refused: carol counted %d", e.count["carol"])
 	}
 	// An instance that leaves makes room for a new one.
-	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "10000", Site: "b"})
-	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "beef", Site: "b", Ver: 1, On: []string{"dave"}})
-	if e.remotes["beef"] == nil || e.count["dave"] != 1 {
+	hearV2(e, presenceMsgV2{Kind: kindBye, Inst: "b-10000", Site: "b"})
+	hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: "b-beef", Site: "b", Ver: 1, On: []string{"dave"}})
+	if e.remotes["b-beef"] == nil || e.count["dave"] != 1 {
 		t.Fatal("no room made by an instance that left")
 	}
 }
@@ -1188,8 +1185,14 @@ func TestPresenceBeatNameAndSiteValidated(t *testing.T) {
 	beat := func(site, name string) string {
 		inst++
 		id := fmt.Sprintf("%x", inst)
+		if salamander.ValidSiteName(site) {
+			id = instanceID(site, id)
+		}
 		hearV2(e, presenceMsgV2{Kind: kindBeat, Inst: id, Name: name, Site: site, Ver: 1, Count: 1})
 		hearV2(e, presenceMsgV2{Kind: kindDelta, Inst: id, Site: site, Ver: 1, On: []string{"carol"}})
+		// As an earlier version's process says it, on the subject that
+		// names no site: there only the site's name is checked.
+		hearOn(e, subjPresenceV2, presenceMsgV2{Kind: kindBeat, Inst: id, Name: name, Site: site, Ver: 1, Count: 1})
 		return id
 	}
 	good := []string{"gw-a-2", "b2", "host.example.com:8080", "[::1]:8080", "[fe80::1%eth0]:80", "127.0.0.1:4222",
@@ -1222,7 +1225,7 @@ func TestPresenceBeatNameAndSiteValidated(t *testing.T) {
 			e.count["carol"])
 	}
 	for _, site := range []string{"", "A", "a b", "-a", "<b>", "a.b", strings.Repeat("s", 33), strings.Repeat("s", 60<<10)} {
-		if id := beat(site, "gw"); e.remotes[id] != nil {
+		if id := beat(site, "gw"); e.remotes[id] != nil || e.remotes[fmt.Sprintf("%x", inst)] != nil {
 			t.Errorf("instance of site %.40q mirrored", site)
 		}
 	}
@@ -1282,8 +1285,9 @@ func hearOn(e *ephemeral, subj string, m presenceMsgV2) {
 // there (a rolling upgrade), never for one heard on its site's subject.
 func TestPresenceSpeaksForItsOwnSite(t *testing.T) {
 	e := newFuzzEphemeral(&fuzzDevices{})
-	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindBeat, Inst: "b1", Site: "b", TTLms: 3000})
-	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 1, On: []string{"bea"}})
+	b1 := instanceID("b", "b1")
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindBeat, Inst: b1, Site: "b", TTLms: 3000})
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindDelta, Inst: b1, Site: "b", Ver: 1, On: []string{"bea"}})
 	if e.count["bea"] != 1 {
 		t.Fatalf("bea, online at b, counted %d", e.count["bea"])
 	}
@@ -1292,20 +1296,20 @@ func TestPresenceSpeaksForItsOwnSite(t *testing.T) {
 		subj string
 		msg  presenceMsgV2
 	}{
-		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 2, Off: []string{"bea"}}},
-		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "a", Ver: 2, Off: []string{"bea"}}},
-		{subjPresenceAt + "a", presenceMsgV2{Kind: kindBye, Inst: "b1", Site: "a"}},
-		{subjPresenceAt + "a", presenceMsgV2{Kind: kindBeat, Inst: "b1", Site: "a", Ver: 9, TTLms: 100}},
-		{subjPresenceV2, presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 2, Off: []string{"bea"}}},
-		{subjPresenceV2, presenceMsgV2{Kind: kindBye, Inst: "b1", Site: "b"}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: b1, Site: "b", Ver: 2, Off: []string{"bea"}}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: b1, Site: "a", Ver: 2, Off: []string{"bea"}}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindBye, Inst: b1, Site: "a"}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindBeat, Inst: b1, Site: "a", Ver: 9, TTLms: 100}},
+		{subjPresenceV2, presenceMsgV2{Kind: kindDelta, Inst: b1, Site: "b", Ver: 2, Off: []string{"bea"}}},
+		{subjPresenceV2, presenceMsgV2{Kind: kindBye, Inst: b1, Site: "b"}},
 		// A new instance claiming site b, from a's subject.
-		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: "a9", Site: "b", Ver: 1, On: []string{"ghost"}}},
+		{subjPresenceAt + "a", presenceMsgV2{Kind: kindDelta, Inst: "a-a9", Site: "b", Ver: 1, On: []string{"ghost"}}},
 	} {
 		hearOn(e, m.subj, m.msg)
 	}
-	r := e.remotes["b1"]
+	r := e.remotes[b1]
 	if r == nil || r.stopping || r.ver != 1 || r.ttl != 3*time.Second || e.count["bea"] != 1 || e.count["ghost"] != 0 ||
-		e.remotes["a9"] != nil {
+		e.remotes["a-a9"] != nil {
 		t.Fatalf("forged messages changed the mirror: b1 %+v, bea counted %d, ghost %d", r, e.count["bea"], e.count["ghost"])
 	}
 	// A process of an earlier version, heard on the old subject.
@@ -1322,8 +1326,37 @@ func TestPresenceSpeaksForItsOwnSite(t *testing.T) {
 		t.Fatal("an earlier version's goodbye was not heard")
 	}
 	// And b1 itself is heard.
-	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindDelta, Inst: "b1", Site: "b", Ver: 2, Off: []string{"bea"}})
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindDelta, Inst: b1, Site: "b", Ver: 2, Off: []string{"bea"}})
 	if e.count["bea"] != 0 {
 		t.Fatal("b1's own delta was not applied")
+	}
+}
+
+// A stolen gateway credential of site a cannot hide site b's users from a
+// process that starts after it, either: it hears b's processes' ids and
+// may beat in their names on its own site's subject before the new
+// process hears them from b, but an instance's id names its site, so what
+// a's subject says in the name of b's process is refused, and b's process
+// is mirrored from b's subject as ever.
+func TestPresenceStolenCredentialCannotSquatAnotherSitesInstance(t *testing.T) {
+	e := newFuzzEphemeral(&fuzzDevices{})
+	b1 := instanceID("b", "0123456789abcdef")
+	// Site a's credential beats first, in b1's name, on the only subject
+	// it may publish on.
+	hearOn(e, subjPresenceAt+"a", presenceMsgV2{Kind: kindBeat, Inst: b1, Site: "a", Ver: 1 << 40, TTLms: 3000})
+	hearOn(e, subjPresenceAt+"a", presenceMsgV2{Kind: kindDelta, Inst: b1, Site: "a", Ver: 1 << 40, On: []string{"ghost"}})
+	// Then b1 itself.
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindBeat, Inst: b1, Site: "b", TTLms: 3000})
+	hearOn(e, subjPresenceAt+"b", presenceMsgV2{Kind: kindDelta, Inst: b1, Site: "b", Ver: 1, On: []string{"bea"}})
+	if e.count["bea"] != 1 || e.count["ghost"] != 0 {
+		t.Fatalf("after site a's credential beat in b1's name: bea (online at b1) counted %d, ghost %d",
+			e.count["bea"], e.count["ghost"])
+	}
+	// Ids of a shape that starts like another site's are a's own only if
+	// what follows "a-" is the random part.
+	for _, id := range []string{"a-" + b1, "a-b-0123", "a-", "b-0123"} {
+		if instanceOfSite(id, "a") {
+			t.Errorf("%q passed as an instance of site a", id)
+		}
 	}
 }

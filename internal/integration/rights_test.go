@@ -240,7 +240,7 @@ func TestStolenGatewayCannotEraseAnotherSitesUsers(t *testing.T) {
 	// Then, after them on each subject, what a gateway of site a may say:
 	// ghost is online at a process of its own. Once site c has heard it,
 	// it has heard what came before.
-	const ghostInst = "feedface0001"
+	const ghostInst = "a-feedface0001" // an id of site a's (gateway.instanceID)
 	for _, subj := range []string{"sal.eph.presence.v2", "sal.eph.presence.at.a"} {
 		publish(subj, map[string]any{"kind": "delta", "inst": ghostInst, "site": "a", "ver": 1, "on": []string{ghostName}})
 	}
