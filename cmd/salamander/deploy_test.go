@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/conf"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/salamander-chat/salamander/internal/jsstore"
 	"github.com/salamander-chat/salamander/internal/secrets"
@@ -146,5 +147,62 @@ func TestReadmeAuthorizationMatchesTheCode(t *testing.T) {
 	}
 	if perms["allow_responses"] != true {
 		t.Error("the README's gateway may not answer requests (allow_responses: true)")
+	}
+}
+
+// The permissions of gateway-a in the version before the narrowed ones
+// (README at 1792dd2), which an upgrade in external mode starts from.
+var (
+	earlierPublish = []string{"sal.>", "$KV.SAL_CLUSTER.>", "$JS.API.INFO", "$JS.API.STREAM.NAMES",
+		"$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.CREATE.*",
+		"$JS.API.STREAM.LEADER.STEPDOWN.*", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*"}
+	earlierSubscribe = []string{"_INBOX.gateway-a.>", "salc.>", "sal.eph.typing", "sal.eph.presence",
+		"sal.eph.presence.v2", "sal.eph.presence.v2.sync.*", "sal.eph.hb.*", "sal.eph.gather.a"}
+)
+
+// The README's upgrade from an earlier version in external mode has the
+// operator widen the gateways' subscriptions before the first gateway is
+// upgraded, while gateways of both versions run: its list must hold every
+// subscription of either (one missing, an upgraded gateway's presence
+// subscription was refused and its users looked offline everywhere; an
+// earlier one lost its resyncs), and the earlier publish rights it keeps
+// must cover everything this version publishes.
+func TestReadmeUpgradeServesBothVersions(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, note, ok := strings.Cut(string(b), "**Upgrading from an earlier version.**")
+	_, block, ok2 := strings.Cut(note, "```\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("no subscribe list in the README's note on upgrading from an earlier version")
+	}
+	m, err := conf.Parse(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strs(m["subscribe"])
+	pub, sub := jsstore.GatewayPermissions("a", examplePartitions)
+	want := slices.Clone(earlierSubscribe)
+	for _, s := range sub {
+		if !slices.Contains(want, s) {
+			want = append(want, s)
+		}
+	}
+	for _, s := range want {
+		if !slices.Contains(got, s) {
+			t.Errorf("the upgrade's subscribe list lacks %q", s)
+		}
+	}
+	for _, s := range got {
+		if !slices.Contains(want, s) {
+			t.Errorf("the upgrade's subscribe list has %q, which neither version subscribes to", s)
+		}
+	}
+	for _, s := range pub {
+		if !slices.ContainsFunc(earlierPublish, func(f string) bool { return server.SubjectMatchesFilter(s, f) }) {
+			t.Errorf("this version publishes %q, which the earlier permissions kept until the upgrade's end do not allow", s)
+		}
 	}
 }
