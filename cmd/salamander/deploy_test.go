@@ -119,15 +119,7 @@ func strs(v any) []string {
 // The README's authorization block, which operators copy for their own
 // NATS servers, gives gateway-a exactly what an embedded server gives it.
 func TestReadmeAuthorizationMatchesTheCode(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, ok := strings.Cut(string(b), "```\nauthorization {\n")
-	block, _, ok2 := strings.Cut(block, "```")
-	if !ok || !ok2 {
-		t.Fatal("no authorization block in README.md")
-	}
+	block := readmeCode(t, "```\nauthorization {\n")
 	m, err := conf.Parse("authorization {\n" + block)
 	if err != nil {
 		t.Fatal(err)
@@ -168,16 +160,7 @@ var (
 // earlier one lost its resyncs), and the earlier publish rights it keeps
 // must cover everything this version publishes.
 func TestReadmeUpgradeServesBothVersions(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, note, ok := strings.Cut(string(b), "**Upgrading from an earlier version.**")
-	_, block, ok2 := strings.Cut(note, "```\n")
-	block, _, ok3 := strings.Cut(block, "```")
-	if !ok || !ok2 || !ok3 {
-		t.Fatal("no subscribe list in the README's note on upgrading from an earlier version")
-	}
+	block := readmeCode(t, "**Upgrading from an earlier version.**", "```\n")
 	m, err := conf.Parse(block)
 	if err != nil {
 		t.Fatal(err)
@@ -205,4 +188,26 @@ func TestReadmeUpgradeServesBothVersions(t *testing.T) {
 			t.Errorf("this version publishes %q, which the earlier permissions kept until the upgrade's end do not allow", s)
 		}
 	}
+}
+
+// readmeCode is README.md's text after the markers, found one after the
+// other, up to the end of its code block.
+func readmeCode(t *testing.T, markers ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for _, m := range markers {
+		var ok bool
+		if _, text, ok = strings.Cut(text, m); !ok {
+			t.Fatalf("README.md has no %q where expected", m)
+		}
+	}
+	text, _, ok := strings.Cut(text, "```")
+	if !ok {
+		t.Fatal("README.md: a code block without its end")
+	}
+	return text
 }
