@@ -312,8 +312,17 @@ func (g *Gateway) Warnings() []string {
 	for _, key := range slices.Sorted(maps.Keys(g.keyed)) {
 		out = append(out, g.keyed[key])
 	}
+	if n, last, at := g.cfg.Store.Refusals(); n > 0 && time.Since(at) < refusalWarnFor {
+		out = append(out, fmt.Sprintf("the NATS servers refused this gateway's user %d times since it started, the last %s ago (%s): "+
+			"its permissions do not match what this version uses (README, External NATS mode)",
+			n, time.Since(at).Round(time.Second), last))
+	}
 	return out
 }
+
+// refusalWarnFor is how long after the servers last refused the gateway's
+// NATS user (a permission) GET /v1/ops/site warns of it.
+const refusalWarnFor = 10 * time.Minute
 
 // SetCatchUp tells the gateway each stream's head (a position) when the
 // site came up: until its read model has applied them all, the site is

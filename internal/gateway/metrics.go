@@ -123,6 +123,10 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 		}
 		return 0
 	})
+	natsRefusals := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_nats_permission_errors_total",
+		Help: "Publishes, subscriptions and requests the NATS servers refused this site's connection for want of " +
+			"permission (its user's permissions do not match what this version uses).", ConstLabels: labels},
+		func() float64 { n, _, _ := log.Refusals(); return float64(n) })
 	natsReconnects := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "salamander_nats_reconnects_total",
 		Help: "Times this site's NATS connection reconnected.", ConstLabels: labels},
 		func() float64 { return float64(nc.Stats().Reconnects) })
@@ -176,7 +180,7 @@ func newMetrics(reg *prometheus.Registry, labels prometheus.Labels, v *view.View
 		ConstLabels: labels}, func() float64 { return float64(v.Windows().Evictions) })
 	reg.MustRegister(m.requests, m.latency, m.appends, m.appendDur, m.messages, m.wsConns, newAppliedCollector(v, labels),
 		gapFills, ownReads, replicaReads, copyStops, copiesDown, forwardedOK, forwardedBack, entries, windows, windowBytes, windowLoads, windowEvictions,
-		m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, m.streams, m.presenceRefused)
+		m.sendDur, m.sends, m.applyLag, m.delivery, m.wsConnects, gone, natsUp, natsReconnects, natsRefusals, m.streams, m.presenceRefused)
 	return m
 }
 

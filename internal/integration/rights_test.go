@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/salamander-chat/salamander"
 )
 
 // sentinel is a subject no gateway may publish or subscribe to: a
@@ -249,4 +252,35 @@ func TestStolenGatewayCannotEraseAnotherSitesUsers(t *testing.T) {
 		t.Fatalf("site a's credential took site b's user offline: %v", err)
 	}
 	publish("sal.eph.presence.at.a", map[string]any{"kind": "bye", "inst": ghostInst, "site": "a"})
+}
+
+// What the servers refuse a site's own connection for want of permission
+// (its NATS user configured for another version, or for fewer partitions
+// than the cluster has) is counted in /metrics and named in the
+// operators' GET /v1/ops/site: the site stays ready, and only its users'
+// presence or its sends to some rooms would fail.
+func TestARefusedPermissionIsReported(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	op, _ := withRole(t, ctx, 2, "refop", salamander.RoleOperator)
+	before, _ := scrape(t, 2).sum("salamander_nats_permission_errors_total")
+	nc := cluster.Site(2).Store().Conn()
+	if err := nc.Publish("sal.eph.presence.v2", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if n, _ := scrape(t, 2).sum("salamander_nats_permission_errors_total"); n <= before {
+			return fmt.Errorf("salamander_nats_permission_errors_total %v, was %v", n, before)
+		}
+		code, body := opsCall(t, 2, "GET", "/v1/ops/site", op.Token(), nil)
+		st := decode[struct{ Warnings []string }](t, http.StatusOK, code, body)
+		for _, w := range st.Warnings {
+			if strings.Contains(w, "refused this gateway's user") && strings.Contains(w, "sal.eph.presence.v2") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no warning of the refusal: %q", st.Warnings)
+	})
 }

@@ -177,6 +177,9 @@ type Store struct {
 	log *slog.Logger
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// refused counts what the servers refused this connection for want
+	// of permission (Refusals).
+	refused *refusals
 	// partitions is the cluster's partition count, known once
 	// EnsureStreams has read it; 0 until then.
 	partitions atomic.Int32
@@ -254,6 +257,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("system", "jsstore")
+	refused := &refusals{}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -282,6 +286,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// Refused credentials and permissions arrive here: say so, rather
 		// than leave an operator with "disconnected" and a stalled site.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				refused.note(err)
+			}
 			log.Error("nats refused a request of this connection", "user", cfg.User, "err", err)
 		}),
 		// And a connection that cannot be made here, a server's
@@ -301,7 +308,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.ConfiguredOnly {
 		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
-	s := &Store{cfg: cfg, log: log}
+	s := &Store{cfg: cfg, log: log, refused: refused}
 	opts = append(opts, nats.ReconnectToServer(s.pickServer))
 	urls := cfg.URLs
 	if cfg.InProcess != nil {
@@ -327,6 +334,36 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.nc, s.js = nc, js
 	s.appCtx, s.appCancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// refusals counts the publishes, subscriptions and requests the NATS
+// servers refused this connection for want of permission, and keeps the
+// last. A gateway whose user's permissions do not match what it uses (a
+// server configured for another version, or for fewer partitions than the
+// cluster has) is otherwise still connected and ready, and only its
+// sends to some rooms, or its presence, fail.
+type refusals struct {
+	count atomic.Int64
+	mu    sync.Mutex
+	last  string
+	at    time.Time
+}
+
+func (r *refusals) note(err error) {
+	r.count.Add(1)
+	r.mu.Lock()
+	r.last, r.at = err.Error(), time.Now()
+	r.mu.Unlock()
+}
+
+// Refusals reports how many publishes, subscriptions and requests the
+// servers refused this store's connection for want of permission since it
+// opened, and the last refusal (the server's words, naming the subject)
+// with its time.
+func (s *Store) Refusals() (n int64, last string, at time.Time) {
+	s.refused.mu.Lock()
+	defer s.refused.mu.Unlock()
+	return s.refused.count.Load(), s.refused.last, s.refused.at
 }
 
 // connectFailures logs why connecting (or reconnecting) failed, each

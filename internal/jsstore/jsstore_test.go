@@ -934,3 +934,36 @@ func TestSiteWithFewerPartitionsThanItsClusterRefuses(t *testing.T) {
 		t.Fatalf("a site configured for 2 of the cluster's 3 partitions: %v", err)
 	}
 }
+
+// What the servers refuse a store's connection for want of permission is
+// counted and the last refusal kept, naming the subject: a gateway whose
+// NATS user's permissions do not match what it uses is otherwise
+// connected and ready, and only some of its sends, or its presence, fail.
+func TestRefusedPermissionsAreCounted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := startWithGateways(ctx, t, "gateway-a")
+	s, _ := openStoreWith(t, url, func(c *jsstore.Config) { c.User, c.Password = "gateway-a", "pw-gateway-a" })
+	if n, _, _ := s.Refusals(); n != 0 {
+		t.Fatalf("%d refusals before anything was refused", n)
+	}
+	if err := s.Conn().Publish("sal.eph.presence.v2", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Conn().FlushWithContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The refusal arrives after the flush's pong at the latest; poll for
+	// it, as the error handler runs on nats.go's own goroutine.
+	for {
+		n, last, at := s.Refusals()
+		if n == 1 && strings.Contains(last, "sal.eph.presence.v2") && time.Since(at) < 10*time.Second {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("refusals: %d, last %q at %v", n, last, at)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
