@@ -1,6 +1,7 @@
 package drill
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -956,18 +957,51 @@ func (rd readinessState) unready() string {
 // public /readyz says only that a site is not ready, not why).
 func (c *Cluster) readiness(ctx context.Context, u string) readinessState {
 	var rd readinessState
-	if c.opsToken == "" {
-		return rd
-	}
 	ctx, cancel := context.WithTimeout(ctx, alarmCheckTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/v1/ops/site", nil)
-	if err != nil {
-		return rd
+	if c.opsToken != "" {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/v1/ops/site", nil)
+		if err != nil {
+			return rd
+		}
+		req.Header.Set("Authorization", "Bearer "+c.opsToken)
+		_ = c.getJSON(req, u, &rd)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.opsToken)
-	_ = c.getJSON(req, u, &rd)
+	if rd.LogAlarm == "" && c.metricsSayLogAlarm(ctx, u) {
+		// A site that cannot confirm the operator (the accounts' stream
+		// is what it refuses, say) answers GET /v1/ops/site without the
+		// alarm; its /metrics, which the drill's sites serve to loopback,
+		// still says which condition holds.
+		rd.LogAlarm = "salamander_not_ready{reason=\"log_alarm\"} is 1 in its /metrics (its log is not the one it applied; its log names the stream)"
+	}
 	return rd
+}
+
+// metricsSayLogAlarm reports whether the site's /metrics (served to
+// loopback and its monitoring networks) says the log alarm keeps it from
+// serving; false when it cannot be read.
+func (c *Cluster) metricsSayLogAlarm(ctx context.Context, u string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "salamander_not_ready{") && strings.Contains(line, `reason="log_alarm"`) {
+			return strings.HasSuffix(line, " 1")
+		}
+	}
+	return false
 }
 
 // UnreadyWhy says what kept site i from being ready in its last

@@ -104,3 +104,33 @@ func TestALimitedAnswerIsNotASiteStatus(t *testing.T) {
 		t.Fatalf("Status of a limited answer: %v; want an error saying why", err)
 	}
 }
+
+// A site that cannot confirm the drill's operator (its accounts' stream is
+// what it refuses, say) answers GET /v1/ops/site without the alarm; the
+// alarm is then read from its /metrics.
+func TestWaitReadyReadsTheLogAlarmFromMetrics(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/readyz":
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]any{"ready": false, "site": "a"})
+		case "/v1/ops/site":
+			_ = json.NewEncoder(w).Encode(map[string]any{"ready": false, "site": "a",
+				"limited": "not confirmed as an operator here"})
+		case "/metrics":
+			_, _ = w.Write([]byte("# TYPE salamander_not_ready gauge\n" +
+				`salamander_not_ready{instance="x",reason="isolated",site="a"} 0` + "\n" +
+				`salamander_not_ready{instance="x",reason="log_alarm",site="a"} 1` + "\n"))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	c := &Cluster{hc: srv.Client(), sites: []*siteProc{{name: "a", url: srv.URL}}, attached: true, opsToken: "ops-token"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.WaitReady(ctx, 0)
+	if err == nil || !strings.Contains(err.Error(), "raised the log alarm") || ctx.Err() != nil {
+		t.Fatalf("WaitReady: %v; want the log alarm from /metrics, before the deadline", err)
+	}
+}
