@@ -17,7 +17,7 @@ import (
 // drill's operator token, from the site's GET /v1/ops/site.
 func TestWaitReadyReportsTheLogAlarm(t *testing.T) {
 	const alarm = "stream p0: record 7 is not what the log held"
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := fakeSite(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
 		case "/readyz":
@@ -32,9 +32,7 @@ func TestWaitReadyReportsTheLogAlarm(t *testing.T) {
 		default:
 			http.NotFound(w, r)
 		}
-	}))
-	defer srv.Close()
-	c := &Cluster{hc: srv.Client(), sites: []*siteProc{{name: "a", url: srv.URL}}, attached: true, opsToken: "ops-token"}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -62,7 +60,7 @@ func TestWaitReadyReportsTheLogAlarm(t *testing.T) {
 func TestWaitReadyAsksAStartingSiteNothingMore(t *testing.T) {
 	readyAt := time.Now().Add(500 * time.Millisecond)
 	var ops atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := fakeSite(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/readyz":
 			if time.Now().Before(readyAt) {
@@ -75,9 +73,7 @@ func TestWaitReadyAsksAStartingSiteNothingMore(t *testing.T) {
 		default:
 			http.NotFound(w, r)
 		}
-	}))
-	defer srv.Close()
-	c := &Cluster{hc: srv.Client(), sites: []*siteProc{{name: "a", url: srv.URL}}, attached: true, opsToken: "ops-token"}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.WaitReady(ctx, 0); err != nil {
@@ -93,13 +89,11 @@ func TestWaitReadyAsksAStartingSiteNothingMore(t *testing.T) {
 // streams. Status says so instead of passing it on as a site that applied
 // nothing and lists no streams.
 func TestALimitedAnswerIsNotASiteStatus(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := fakeSite(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"ready": false, "site": "a", "up_to_date": false,
 			"limited": "not confirmed as an operator here"})
-	}))
-	defer srv.Close()
-	c := &Cluster{hc: srv.Client(), sites: []*siteProc{{name: "a", url: srv.URL}}, attached: true, opsToken: "ops-token"}
+	})
 	if _, err := c.Status(t.Context(), 0); err == nil || !strings.Contains(err.Error(), "not confirmed as an operator") {
 		t.Fatalf("Status of a limited answer: %v; want an error saying why", err)
 	}
@@ -109,7 +103,7 @@ func TestALimitedAnswerIsNotASiteStatus(t *testing.T) {
 // what it refuses, say) answers GET /v1/ops/site without the alarm; the
 // alarm is then read from its /metrics.
 func TestWaitReadyReadsTheLogAlarmFromMetrics(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := fakeSite(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/readyz":
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -124,13 +118,20 @@ func TestWaitReadyReadsTheLogAlarmFromMetrics(t *testing.T) {
 		default:
 			http.NotFound(w, r)
 		}
-	}))
-	defer srv.Close()
-	c := &Cluster{hc: srv.Client(), sites: []*siteProc{{name: "a", url: srv.URL}}, attached: true, opsToken: "ops-token"}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := c.WaitReady(ctx, 0)
 	if err == nil || !strings.Contains(err.Error(), "raised the log alarm") || ctx.Err() != nil {
 		t.Fatalf("WaitReady: %v; want the log alarm from /metrics, before the deadline", err)
 	}
+}
+
+// fakeSite is a Cluster attached to one site, a, served by h, with the
+// drill's operator token "ops-token"; the server ends with the test.
+func fakeSite(t *testing.T, h http.HandlerFunc) *Cluster {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &Cluster{hc: srv.Client(), sites: []*siteProc{{name: "a", url: srv.URL}}, attached: true, opsToken: "ops-token"}
 }
