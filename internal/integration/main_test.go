@@ -94,14 +94,41 @@ func newClient(t *testing.T, i int) *client.Client {
 // signedUp returns a client at site i logged in as a new user.
 func signedUp(t *testing.T, i int, prefix string) (*client.Client, string) {
 	t.Helper()
-	c := newClient(t, i)
+	return signUp(t, newClient(t, i), prefix, fmt.Sprintf("site %d", i))
+}
+
+// signedUpAt returns a client that talks to urls only (the first while it
+// answers), logged in as a new user: for a user of an extra gateway.
+func signedUpAt(t *testing.T, prefix string, urls ...string) (*client.Client, string) {
+	t.Helper()
+	c, err := client.New(client.Config{Sites: urls, MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signUp(t, c, prefix, strings.Join(urls, ", "))
+}
+
+// signUp signs c up as a new user named after prefix, at where.
+func signUp(t *testing.T, c *client.Client, prefix, where string) (*client.Client, string) {
+	t.Helper()
 	name := uniqueName(prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := c.SignUp(ctx, name, "User "+name, "correct horse battery"); err != nil {
-		t.Fatalf("sign up %s at site %d: %v", name, i, err)
+		t.Fatalf("sign up %s at %s: %v", name, where, err)
 	}
 	return c, name
+}
+
+// befriend has c add each of users as a friend, to be told their presence.
+func befriend(t *testing.T, ctx context.Context, c *client.Client, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		if _, err := c.AddFriend(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {

@@ -30,24 +30,12 @@ func TestPresenceTwoProcessesOneSite(t *testing.T) {
 
 	// ann is at site a's first process, bob at its second (and only there).
 	ann, annName := signedUp(t, 0, "pra")
-	bobName := uniqueName("prb")
-	bob, err := client.New(client.Config{Sites: []string{a2.URL()}, MinBackoff: 50 * time.Millisecond,
-		MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.SignUp(ctx, bobName, "Bob", "correct horse battery"); err != nil {
-		t.Fatal(err)
-	}
+	bob, bobName := signedUpAt(t, "prb", a2.URL())
 	// The observer at site c has added both as friends: presence is said
 	// only to friends and to those sharing a room. A stranger is told
 	// nothing, not even whether the user exists.
 	obs, _ := signedUp(t, 2, "pro")
-	for _, f := range []string{annName, bobName} {
-		if _, err := obs.AddFriend(ctx, f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	befriend(t, ctx, obs, annName, bobName)
 	stranger, _ := signedUp(t, 2, "prs")
 	ps, err := stranger.Presence(ctx, annName, "nosuchuser")
 	if err != nil || len(ps) != 2 || !ps[0].Hidden || ps[0].Online || !ps[0].LastSeen.IsZero() || !ps[1].Hidden {
@@ -183,22 +171,10 @@ func TestPresenceReconnectAndRestartShowNoOffline(t *testing.T) {
 	ctx := testCtx(t, 120*time.Second)
 	const grace = gateway.DefaultPresenceGrace
 	a2 := extraGateway(t, ctx, cluster.Site(0).Node().ClientURL())
-	annName := uniqueName("pga")
-	ann, err := client.New(client.Config{Sites: []string{a2.URL(), cluster.URL(0)}, MinBackoff: 50 * time.Millisecond,
-		MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ann.SignUp(ctx, annName, "Ann", "correct horse battery"); err != nil {
-		t.Fatal(err)
-	}
+	ann, annName := signedUpAt(t, "pga", a2.URL(), cluster.URL(0))
 	bob, bobName := signedUp(t, 1, "pgb")
 	obs, _ := signedUp(t, 2, "pgo")
-	for _, f := range []string{annName, bobName} {
-		if _, err := obs.AddFriend(ctx, f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	befriend(t, ctx, obs, annName, bobName)
 	subObs := obs.Subscribe(ctx)
 	defer subObs.Close()
 	waitReady(t, subObs.Events())
@@ -314,22 +290,10 @@ func TestPresenceRollingRestartShowsNoFlap(t *testing.T) {
 		})
 	}
 	a2 := start()
-	annName := uniqueName("rra")
-	ann, err := client.New(client.Config{Sites: []string{a2.URL(), cluster.URL(0)}, MinBackoff: 50 * time.Millisecond,
-		MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ann.SignUp(ctx, annName, "Ann", "correct horse battery"); err != nil {
-		t.Fatal(err)
-	}
+	ann, annName := signedUpAt(t, "rra", a2.URL(), cluster.URL(0))
 	carl, carlName := signedUp(t, 0, "rrc")
 	obs, _ := signedUp(t, 2, "rro")
-	for _, f := range []string{annName, carlName} {
-		if _, err := obs.AddFriend(ctx, f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	befriend(t, ctx, obs, annName, carlName)
 	subObs := obs.Subscribe(ctx)
 	defer subObs.Close()
 	waitReady(t, subObs.Events())

@@ -178,11 +178,7 @@ func TestStolenGatewayCannotEraseAnotherSitesUsers(t *testing.T) {
 	bob, bobName := signedUp(t, 1, "erb")
 	_, ghostName := signedUp(t, 0, "erg")
 	obs, _ := signedUp(t, 2, "ero")
-	for _, f := range []string{bobName, ghostName} {
-		if _, err := obs.AddFriend(ctx, f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	befriend(t, ctx, obs, bobName, ghostName)
 	sub := bob.Subscribe(ctx)
 	defer sub.Close()
 	waitReady(t, sub.Events())
