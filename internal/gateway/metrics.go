@@ -198,12 +198,6 @@ func (g *Gateway) registerAlarm(reg *prometheus.Registry) {
 	}))
 }
 
-// notReadyReasons are the values of salamander_not_ready's reason label,
-// each a condition of readiness (GET /readyz) that keeps the site from
-// serving while it holds, in readiness's field order.
-var notReadyReasons = []string{"nats_disconnected", "no_signing_key", "isolated", "catching_up", "drained",
-	"stalled", "log_alarm", "read_model"}
-
 // readinessCollector exports what GET /readyz decides, read at each
 // scrape: salamander_ready (1 or 0) and salamander_not_ready{reason}, 1
 // for each condition that keeps the site from serving. A monitor then
@@ -226,11 +220,9 @@ func (c readinessCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.ready
 
 func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
 	rd := c.g.readiness()
-	holds := []bool{!rd.NATSConnected, !rd.SigningKey, rd.Isolated, !rd.CaughtUp, rd.Drained, len(rd.Stalled) > 0,
-		rd.LogAlarm != "", rd.ReadModel != ""}
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, gaugeOf(rd.Ready))
-	for i, reason := range notReadyReasons {
-		ch <- prometheus.MustNewConstMetric(c.notReady, prometheus.GaugeValue, gaugeOf(holds[i]), reason)
+	for _, nr := range notReadyConditions {
+		ch <- prometheus.MustNewConstMetric(c.notReady, prometheus.GaugeValue, gaugeOf(nr.holds(rd)), nr.reason)
 	}
 }
 

@@ -63,12 +63,31 @@ type readiness struct {
 	ReadModel string `json:"read_model,omitempty"`
 }
 
+// notReadyConditions are the conditions that keep the site from serving
+// while one holds, in readiness's field order: the site is ready when none
+// does, and salamander_not_ready exports each under its reason label.
+var notReadyConditions = []struct {
+	reason string
+	holds  func(readiness) bool
+}{
+	{"nats_disconnected", func(rd readiness) bool { return !rd.NATSConnected }},
+	{"no_signing_key", func(rd readiness) bool { return !rd.SigningKey }},
+	{"isolated", func(rd readiness) bool { return rd.Isolated }},
+	{"catching_up", func(rd readiness) bool { return !rd.CaughtUp }},
+	{"drained", func(rd readiness) bool { return rd.Drained }},
+	{"stalled", func(rd readiness) bool { return len(rd.Stalled) > 0 }},
+	{"log_alarm", func(rd readiness) bool { return rd.LogAlarm != "" }},
+	{"read_model", func(rd readiness) bool { return rd.ReadModel != "" }},
+}
+
 func (g *Gateway) readiness() readiness {
 	rd := readiness{Site: g.cfg.Site, NATSConnected: g.cfg.Store.Conn().IsConnected(),
 		SigningKey: g.cfg.View.HasSigningKey(), Isolated: g.Isolated(), CaughtUp: g.CaughtUp(), Drained: g.Drained(),
 		Stalled: g.cfg.Store.Stalled(), LogAlarm: g.LogAlarm(), ReadModel: g.storeFailure()}
-	rd.Ready = rd.NATSConnected && rd.SigningKey && !rd.Isolated && len(rd.Stalled) == 0 && rd.LogAlarm == "" &&
-		rd.CaughtUp && !rd.Drained && rd.ReadModel == ""
+	rd.Ready = true
+	for _, nr := range notReadyConditions {
+		rd.Ready = rd.Ready && !nr.holds(rd)
+	}
 	return rd
 }
 
