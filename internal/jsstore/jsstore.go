@@ -179,7 +179,7 @@ type Store struct {
 	js  jetstream.JetStream
 	// refused counts what the servers refused this connection for want
 	// of permission (Refusals).
-	refused *refusals
+	refused refusals
 	// partitions is the cluster's partition count, known once
 	// EnsureStreams has read it; 0 until then.
 	partitions atomic.Int32
@@ -257,7 +257,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("system", "jsstore")
-	refused := &refusals{}
+	s := &Store{cfg: cfg, log: log}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -287,7 +287,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// than leave an operator with "disconnected" and a stalled site.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
-				refused.note(err)
+				s.refused.note(err)
 			}
 			log.Error("nats refused a request of this connection", "user", cfg.User, "err", err)
 		}),
@@ -308,7 +308,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.ConfiguredOnly {
 		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
-	s := &Store{cfg: cfg, log: log, refused: refused}
 	opts = append(opts, nats.ReconnectToServer(s.pickServer))
 	urls := cfg.URLs
 	if cfg.InProcess != nil {
@@ -343,15 +342,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // cluster has) is otherwise still connected and ready, and only its
 // sends to some rooms, or its presence, fail.
 type refusals struct {
-	count atomic.Int64
 	mu    sync.Mutex
+	count int64
 	last  string
 	at    time.Time
 }
 
 func (r *refusals) note(err error) {
-	r.count.Add(1)
 	r.mu.Lock()
+	r.count++
 	r.last, r.at = err.Error(), time.Now()
 	r.mu.Unlock()
 }
@@ -363,7 +362,7 @@ func (r *refusals) note(err error) {
 func (s *Store) Refusals() (n int64, last string, at time.Time) {
 	s.refused.mu.Lock()
 	defer s.refused.mu.Unlock()
-	return s.refused.count.Load(), s.refused.last, s.refused.at
+	return s.refused.count, s.refused.last, s.refused.at
 }
 
 // connectFailures logs why connecting (or reconnecting) failed, each
