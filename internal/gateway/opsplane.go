@@ -147,11 +147,17 @@ func (g *Gateway) handleSetRole(w http.ResponseWriter, r *http.Request, c claims
 // the second record (view's lastAdmin), and adminAction answers with
 // this refusal.
 func (g *Gateway) notTheLastAdmin(name string) error {
-	if g.cfg.View.Role(name) == salamander.RoleAdmin && !g.cfg.View.Suspended(name) && g.cfg.View.Admins() <= 1 {
+	if g.actingAdmin(name) && g.cfg.View.Admins() <= 1 {
 		return salamander.Errorf(salamander.CodeConflict,
 			"%s is the last admin: make another admin first (or use salamander admin set-role with the admin credential)", name)
 	}
 	return nil
+}
+
+// actingAdmin reports whether name is an admin who can act (not
+// suspended) in this site's read model.
+func (g *Gateway) actingAdmin(name string) bool {
+	return g.cfg.View.Role(name) == salamander.RoleAdmin && !g.cfg.View.Suspended(name)
 }
 
 // adminAction records an admin action on the account rec.User (which
@@ -178,8 +184,7 @@ func (g *Gateway) adminAction(w http.ResponseWriter, r *http.Request, c claims, 
 		if rec.Type == salamander.RecUserSuspended || rec.Type == salamander.RecRoleSet && rec.Role != salamander.RoleAdmin {
 			// Ignored as the last admin's demotion or suspension: another
 			// admin stepped down a moment ago at another site.
-			if lerr := g.notTheLastAdmin(rec.User); lerr != nil &&
-				g.cfg.View.Role(c.User) == salamander.RoleAdmin && !g.cfg.View.Suspended(c.User) {
+			if lerr := g.notTheLastAdmin(rec.User); lerr != nil && g.actingAdmin(c.User) {
 				err = lerr
 			}
 		}
