@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,7 +87,7 @@ func TestAnUnconfirmedOperatorSeesOnlyThePublicStatus(t *testing.T) {
 		t.Helper()
 		code, f, _ := getOpsSite(t, ctx, g, token)
 		if code != http.StatusOK || f["limited"] != nil || f["applied"] == nil || f["streams"] == nil || f["site_gateways"] == nil {
-			t.Fatalf("%s: %d %v; want the full answer", what, code, keys(f))
+			t.Fatalf("%s: %d %v; want the full answer", what, code, slices.Collect(maps.Keys(f)))
 		}
 	}
 	full("serving")
@@ -120,14 +122,6 @@ func TestAnUnconfirmedOperatorSeesOnlyThePublicStatus(t *testing.T) {
 		b, _ := json.Marshal(f)
 		t.Errorf("the unconfirmed answer: %s", b)
 	}
-}
-
-func keys(m map[string]json.RawMessage) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // GET /v1/ops/site at a site cut off from the others answers promptly,
