@@ -262,12 +262,8 @@ func (c *ownCopy) note(seq uint64, off int64) error {
 
 // next is the sequence the copy needs next (1 when it is empty).
 func (c *ownCopy) next() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.first == 0 {
-		return 1
-	}
-	return c.end + 1
+	next, _ := c.state()
+	return next
 }
 
 // add appends the record at seq if it is the one the copy needs next (1
